@@ -1,0 +1,396 @@
+"""Reader and validator for RAF-DB (basic) in its original on-disk layout.
+
+The layout (see README): ``EmoLabel/list_patition_label.txt`` (sic), ``Image/aligned/*_aligned.jpg``,
+``Image/original/*.jpg``, ``Annotation/manual/*_manu_attri.txt`` (5 points + gender, race, age rows)
+and ``Annotation/auto/*_auto_attri.txt`` (37 points). The synthetic demo set is written in the same
+layout and read by the same code.
+
+Policy: tabs or spaces and CRLF line endings are accepted; anything else (a bad number, a wrong row
+count, a label outside 1..7, a listed file that is missing, an unreadable JPEG) is an error naming the
+file and line. No sample is ever skipped silently: ``load_rafdb`` raises ``RafDbError`` listing every
+problem, ``check_rafdb`` returns them all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+CLASSES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
+NUM_CLASSES = len(CLASSES)
+SPLITS = ("train", "test")
+
+LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
+ALIGNED_DIR = Path("Image") / "aligned"
+ORIGINAL_DIR = Path("Image") / "original"
+MANUAL_DIR = Path("Annotation") / "manual"
+AUTO_DIR = Path("Annotation") / "auto"
+BOUNDINGBOX_DIR = Path("Annotation") / "boundingbox"
+
+ATTRIBUTE_NAMES = ("gender", "race", "age")
+ATTRIBUTE_RANGES = {"gender": 3, "race": 3, "age": 5}  # valid codes are 0..n-1
+
+
+def paper_results() -> dict:
+    """The numbers the paper reports (a copy of shared/paper/paper_results.json)."""
+    text = resources.files("fer_lib").joinpath("resources/paper_results.json").read_text()
+    return json.loads(text)
+
+
+class RafDbError(ValueError):
+    """A data set copy that cannot be used; ``problems`` lists every reason found."""
+
+    def __init__(self, problems: list[str], root: Path | None = None):
+        self.problems = list(problems)
+        shown = "\n  ".join(self.problems[:20])
+        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+        where = f" in {root}" if root else ""
+        super().__init__(
+            f"{len(self.problems)} problem(s) with the RAF-DB copy{where}:\n  {shown}{more}\n"
+            "Run `python -m fer_lib check-data ROOT` for the full list."
+        )
+
+
+def resolve_root(path: str | os.PathLike) -> Path:
+    """The folder holding EmoLabel/, Image/ and Annotation/; its parent (holding basic/) is accepted."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "basic"):
+        if (candidate / "EmoLabel").is_dir():
+            return candidate
+    if not path.exists():
+        raise RafDbError([f"{path}: no such folder. Pass RAF-DB's basic/ folder (or its parent)."])
+    raise RafDbError(
+        [
+            f"{path}: neither it nor {path / 'basic'} holds EmoLabel/. Pass RAF-DB's basic/ folder, the one "
+            "holding EmoLabel/, Image/ and Annotation/. (Mirrors with one folder per class are not RAF-DB's "
+            "layout and are not supported.)"
+        ]
+    )
+
+
+def aligned_name(name: str) -> str:
+    return f"{Path(name).stem}_aligned.jpg"
+
+
+def manual_name(name: str) -> str:
+    return f"{Path(name).stem}_manu_attri.txt"
+
+
+def auto_name(name: str) -> str:
+    return f"{Path(name).stem}_auto_attri.txt"
+
+
+def split_of(name: str) -> str | None:
+    prefix = name.split("_", 1)[0]
+    return prefix if prefix in SPLITS else None
+
+
+@dataclass
+class RafDb:
+    """All samples of one RAF-DB copy, as parallel arrays (index i is one image)."""
+
+    root: Path
+    names: list[str]
+    splits: np.ndarray  # (N,) str, "train" or "test"
+    labels: np.ndarray  # (N,) int64, 0-based: index into CLASSES
+    manual5: np.ndarray  # (N, 5, 2) float64, original-image pixels
+    attributes: np.ndarray  # (N, 3) int64: gender, race, age
+    auto37: np.ndarray  # (N, 37, 2) float64, original-image pixels
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, index) -> "RafDb":
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return RafDb(
+            root=self.root,
+            names=[self.names[i] for i in index],
+            splits=self.splits[index],
+            labels=self.labels[index],
+            manual5=self.manual5[index],
+            attributes=self.attributes[index],
+            auto37=self.auto37[index],
+            warnings=self.warnings,
+        )
+
+    def split(self, name: str) -> "RafDb":
+        if name not in SPLITS:
+            raise ValueError(f"split {name!r} is not one of {SPLITS}")
+        return self.subset(self.splits == name)
+
+    def aligned_path(self, i: int) -> Path:
+        return self.root / ALIGNED_DIR / aligned_name(self.names[i])
+
+    def original_path(self, i: int) -> Path:
+        return self.root / ORIGINAL_DIR / self.names[i]
+
+    def class_counts(self, split: str | None = None) -> list[int]:
+        labels = self.labels if split is None else self.labels[self.splits == split]
+        return np.bincount(labels, minlength=NUM_CLASSES).tolist()
+
+    def landmarks(self, landmark_set: str = "auto37") -> np.ndarray:
+        """(N, K, 2) original-image landmarks of a set: auto37, manual5 or both (37 then 5)."""
+        if landmark_set == "auto37":
+            return self.auto37
+        if landmark_set == "manual5":
+            return self.manual5
+        if landmark_set == "both":
+            return np.concatenate([self.auto37, self.manual5], axis=1)
+        raise ValueError(f"landmark set {landmark_set!r} is not one of ('auto37', 'manual5', 'both')")
+
+
+def read_label_file(path: Path) -> tuple[list[str], list[int], list[str]]:
+    """Names, 0-based labels and problems from ``list_patition_label.txt``."""
+    names, labels, problems = [], [], []
+    seen: dict[str, int] = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return [], [], [f"{path}: missing. It lists every image and its label; restore it from RAF-DB's EmoLabel/."]
+    except UnicodeDecodeError:
+        return [], [], [f"{path}: not a text file (bad encoding)."]
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            problems.append(f"{path}:{line_no}: expected '<image name> <label>', got {line.strip()!r}")
+            continue
+        name, label_text = fields
+        if split_of(name) is None or not name.endswith(".jpg"):
+            problems.append(
+                f"{path}:{line_no}: image name {name!r} is not of the form train_NNNNN.jpg or test_NNNN.jpg"
+            )
+            continue
+        try:
+            label = int(label_text)
+        except ValueError:
+            problems.append(f"{path}:{line_no}: label {label_text!r} is not an integer")
+            continue
+        if not 1 <= label <= NUM_CLASSES:
+            problems.append(f"{path}:{line_no}: label {label} is outside 1..{NUM_CLASSES}")
+            continue
+        if name in seen:
+            problems.append(f"{path}:{line_no}: {name} is listed twice (first on line {seen[name]})")
+            continue
+        seen[name] = line_no
+        names.append(name)
+        labels.append(label - 1)
+    if not names and not problems:
+        problems.append(f"{path}: lists no image")
+    return names, labels, problems
+
+
+def _read_rows(path: Path) -> list[str]:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    rows = data.decode("utf-8", errors="strict").splitlines()
+    while rows and not rows[-1].strip():  # trailing blank lines are harmless
+        rows.pop()
+    return rows
+
+
+def _parse_points(path: Path, rows: list[str], n_points: int, problems: list[str]) -> np.ndarray | None:
+    points = np.empty((n_points, 2))
+    ok = True
+    for i in range(n_points):
+        fields = rows[i].split()
+        if len(fields) != 2:
+            problems.append(f"{path}:{i + 1}: expected 'x y' (two numbers), got {rows[i].strip()!r}")
+            ok = False
+            continue
+        for j, text in enumerate(fields):
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                problems.append(f"{path}:{i + 1}: {'xy'[j]} = {text!r} is not a finite number")
+                ok = False
+            points[i, j] = value
+    return points if ok else None
+
+
+def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file, or None (problems filled)."""
+    try:
+        rows = _read_rows(path)
+    except FileNotFoundError:
+        problems.append(f"{path}: missing (the manual annotation of this listed image)")
+        return None
+    except UnicodeDecodeError:
+        problems.append(f"{path}: not a text file (bad encoding)")
+        return None
+    if len(rows) != 8:
+        problems.append(f"{path}: expected 8 rows (5 points, then gender, race, age), found {len(rows)}")
+        return None
+    points = _parse_points(path, rows, 5, problems)
+    attributes = np.empty(3, dtype=np.int64)
+    for k, attribute in enumerate(ATTRIBUTE_NAMES):
+        text = rows[5 + k].strip()
+        try:
+            code = int(text)
+        except ValueError:
+            code = -1
+        if not 0 <= code < ATTRIBUTE_RANGES[attribute]:
+            problems.append(
+                f"{path}:{6 + k}: {attribute} code {text!r} is not an integer in 0..{ATTRIBUTE_RANGES[attribute] - 1}"
+            )
+            return None
+        attributes[k] = code
+    if points is None:
+        return None
+    return points, attributes
+
+
+def parse_auto_file(path: Path, problems: list[str]) -> np.ndarray | None:
+    """The 37 points of a ``*_auto_attri.txt`` file, or None (problems filled)."""
+    try:
+        rows = _read_rows(path)
+    except FileNotFoundError:
+        problems.append(f"{path}: missing (the automatic landmarks of this listed image)")
+        return None
+    except UnicodeDecodeError:
+        problems.append(f"{path}: not a text file (bad encoding)")
+        return None
+    if len(rows) != 37:
+        problems.append(f"{path}: expected 37 rows of 'x y', found {len(rows)}")
+        return None
+    return _parse_points(path, rows, 37, problems)
+
+
+def _listing(folder: Path) -> set[str]:
+    try:
+        return {entry.name for entry in os.scandir(folder)}
+    except FileNotFoundError:
+        return set()
+
+
+def _missing_folder_problem(root: Path, folder: Path) -> str:
+    archive = (root / folder).with_suffix(".zip")
+    if archive.exists():
+        return f"{root / folder}: missing, but {archive} exists: unzip it in place (`cd {archive.parent} && unzip {archive.name}`)."
+    return f"{root / folder}: missing. RAF-DB's basic/ must hold {folder}/."
+
+
+def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb | None, list[str]]:
+    names, labels, problems = read_label_file(root / LABEL_FILE)
+    if not names:
+        return None, problems
+
+    required = [ALIGNED_DIR, MANUAL_DIR, AUTO_DIR] + ([ORIGINAL_DIR] if require_original else [])
+    listings = {}
+    for folder in required:
+        listings[folder] = _listing(root / folder)
+        if not listings[folder]:
+            problems.append(_missing_folder_problem(root, folder))
+    if len(problems) and any(not listings[f] for f in required):
+        return None, problems
+
+    n = len(names)
+    manual5 = np.full((n, 5, 2), np.nan)
+    attributes = np.full((n, 3), -1, dtype=np.int64)
+    auto37 = np.full((n, 37, 2), np.nan)
+    warnings = []
+    for i, name in enumerate(tqdm(names, desc="annotations", unit="img", disable=not progress, leave=False)):
+        if aligned_name(name) not in listings[ALIGNED_DIR]:
+            problems.append(f"{root / ALIGNED_DIR / aligned_name(name)}: listed image missing")
+        if require_original and name not in listings[ORIGINAL_DIR]:
+            problems.append(f"{root / ORIGINAL_DIR / name}: listed image missing")
+        manual = parse_manual_file(root / MANUAL_DIR / manual_name(name), problems)
+        if manual is not None:
+            manual5[i], attributes[i] = manual
+            if manual5[i, 0, 0] > manual5[i, 1, 0]:
+                warnings.append(
+                    f"{root / MANUAL_DIR / manual_name(name)}: 'left eye' (row 1) lies right of 'right eye' "
+                    "(row 2); alignment follows the file's order"
+                )
+        auto = parse_auto_file(root / AUTO_DIR / auto_name(name), problems)
+        if auto is not None:
+            auto37[i] = auto
+    splits = np.array([split_of(name) for name in names])
+    data = RafDb(root, names, splits, np.array(labels, dtype=np.int64), manual5, attributes, auto37, warnings)
+    return data, problems
+
+
+def load_rafdb(root: str | os.PathLike, *, require_original: bool = False, progress: bool = False) -> RafDb:
+    """Read a RAF-DB copy (labels and landmarks); raise RafDbError naming every problem found.
+
+    Image files are checked for presence here; ``check_rafdb`` also decodes them.
+    """
+    root = resolve_root(root)
+    data, problems = _read_all(root, require_original, progress)
+    if problems:
+        raise RafDbError(problems, root)
+    return data
+
+
+def _decode_problem(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except FileNotFoundError:
+        return None  # reported as missing already
+    except Exception as error:  # PIL raises several types for broken files
+        return f"{path}: unreadable image ({type(error).__name__}: {error})"
+    return None
+
+
+@dataclass
+class CheckReport:
+    """Outcome of ``check_rafdb``: per-class counts in label order and every problem found."""
+
+    root: Path
+    train: list[int]
+    test: list[int]
+    errors: list[str]
+    warnings: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict:
+        return {"train": self.train, "test": self.test, "errors": self.errors}
+
+    def table(self) -> str:
+        """Counts per class next to the paper's Table 3."""
+        paper = paper_results()["table3_class_counts"]
+        lines = [f"{'class':<10} {'train':>7} {'paper':>7} {'test':>7} {'paper':>7}"]
+        for k, name in enumerate(CLASSES):
+            lines.append(f"{name:<10} {self.train[k]:>7} {paper['train'][k]:>7} {self.test[k]:>7} {paper['test'][k]:>7}")
+        lines.append(
+            f"{'total':<10} {sum(self.train):>7} {sum(paper['train']):>7} {sum(self.test):>7} {sum(paper['test']):>7}"
+        )
+        return "\n".join(lines)
+
+
+def check_rafdb(root: str | os.PathLike, *, decode_images: bool = True, progress: bool = True) -> CheckReport:
+    """Validate a copy in one pass: label list, annotation files, image presence and (optionally) decoding."""
+    try:
+        root = resolve_root(root)
+    except RafDbError as error:
+        return CheckReport(Path(root), [0] * NUM_CLASSES, [0] * NUM_CLASSES, error.problems, [])
+    data, problems = _read_all(root, require_original=True, progress=progress)
+    if data is None:
+        return CheckReport(root, [0] * NUM_CLASSES, [0] * NUM_CLASSES, problems, [])
+    if decode_images:
+        paths = [data.aligned_path(i) for i in range(len(data))]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            found = pool.map(_decode_problem, paths, chunksize=64)
+            for problem in tqdm(found, total=len(paths), desc="images", unit="img", disable=not progress, leave=False):
+                if problem:
+                    problems.append(problem)
+    return CheckReport(root, data.class_counts("train"), data.class_counts("test"), problems, data.warnings)

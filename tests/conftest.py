@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny hand-made RAF-DB copy, independent of the synthetic generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_lib import rafdb
+
+
+def write_tiny_rafdb(root: Path, n_per_class: int = 1, seed: int = 0, newline: str = "\n", sep: str = "\t") -> Path:
+    """Write a minimal RAF-DB layout: n_per_class train and test images per class, plain images."""
+    rng = np.random.default_rng(seed)
+    for folder in (rafdb.ALIGNED_DIR, rafdb.ORIGINAL_DIR, rafdb.MANUAL_DIR, rafdb.AUTO_DIR, rafdb.LABEL_FILE.parent):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for split, digits in (("train", 5), ("test", 4)):
+        for i in range(rafdb.NUM_CLASSES * n_per_class):
+            name = f"{split}_{i + 1:0{digits}d}.jpg"
+            rows.append(f"{name} {i % rafdb.NUM_CLASSES + 1}")
+            pixels = rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=90)
+            Image.fromarray(pixels).resize((160, 120)).save(root / rafdb.ORIGINAL_DIR / name, quality=90)
+            manual = np.array([[50, 50], [100, 52], [75, 75], [55, 95], [95, 96]]) + rng.normal(0, 2, (5, 2))
+            lines = [f"{x:.2f}{sep}{y:.2f}" for x, y in manual] + ["1", "2", "3"]
+            (root / rafdb.MANUAL_DIR / rafdb.manual_name(name)).write_text(newline.join(lines) + newline)
+            auto = rng.uniform(40, 110, (37, 2))
+            lines = [f"{x:.2f}{sep}{y:.2f}" for x, y in auto]
+            (root / rafdb.AUTO_DIR / rafdb.auto_name(name)).write_text(newline.join(lines) + newline)
+    (root / rafdb.LABEL_FILE).write_text(newline.join(rows) + newline)
+    return root
+
+
+@pytest.fixture
+def tiny_rafdb(tmp_path: Path) -> Path:
+    return write_tiny_rafdb(tmp_path / "basic")

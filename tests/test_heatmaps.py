@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from fer_lib.heatmaps import render_heatmaps
+from fer_lib.landmarks import flip_points
+
+
+def test_brightest_pixel_sits_on_each_landmark():
+    points = torch.tensor([[[30.0, 40.0]], [[200.0, 17.0]], [[0.0, 223.0]]])
+    heat = render_heatmaps(points, 224)
+    assert heat.shape == (3, 1, 224, 224)
+    for b in range(3):
+        y, x = np.unravel_index(int(heat[b, 0].argmax()), (224, 224))
+        assert (x, y) == tuple(points[b, 0].int().tolist())
+        assert heat[b, 0, y, x] == pytest.approx(1.0)
+
+
+def test_values_are_in_unit_range_and_black_far_from_points():
+    points = torch.tensor([[[50.0, 50.0], [52.0, 50.0], [150.0, 120.0]]])
+    heat = render_heatmaps(points, 224, sigma=2.0)
+    assert heat.min() >= 0 and heat.max() <= 1
+    assert heat[0, 0, 200, 10] == 0
+    assert heat[0, 0, 120, 150] == pytest.approx(1.0)
+
+
+def test_non_square_size_and_subpixel_peak():
+    heat = render_heatmaps(np.array([[[10.4, 5.0]]]), (20, 30))
+    assert heat.shape == (1, 1, 20, 30)
+    row = heat[0, 0, 5]
+    assert row.argmax() == 10 and row[11] > row[9]
+
+
+def test_out_of_canvas_and_nan_points_draw_nothing():
+    points = torch.tensor([[[-5.0, 10.0], [10.0, 300.0], [float("nan"), 3.0], [230.0, 230.0]]])
+    heat = render_heatmaps(points, 224)
+    assert torch.isfinite(heat).all()
+    assert heat.sum() == 0
+
+
+def test_square_shape_has_hard_edges():
+    heat = render_heatmaps(torch.tensor([[[20.0, 20.0]]]), 40, shape="square", sigma=2)
+    assert heat[0, 0].sum() == 25  # a 5x5 white square
+    assert heat[0, 0, 20, 22] == 1 and heat[0, 0, 20, 23] == 0
+
+
+def test_flipped_landmarks_render_the_flipped_heatmap():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(10, 90, (2, 37, 2))
+    heat = render_heatmaps(points, 100)
+    flipped = render_heatmaps(flip_points(points, 100, "auto37"), 100)
+    torch.testing.assert_close(flipped, heat.flip(-1), atol=1e-5, rtol=0)
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="shape"):
+        render_heatmaps(torch.zeros(1, 3, 2), shape="disk")
+    with pytest.raises(ValueError, match="sigma"):
+        render_heatmaps(torch.zeros(1, 3, 2), sigma=0)
+    with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
+        render_heatmaps(torch.zeros(1, 3, 3))
