@@ -19,9 +19,14 @@ ensure_env() {
         return
     fi
     echo "==> creating the environment in $VENV (first run only; a few minutes)" >&2
+    local log="$VENV/install.log"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+           "$VENV/bin/python" -m pip install -e ".[dev]"; } > "$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "run_all.sh: installing the environment failed; the full log is $log" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 }
 

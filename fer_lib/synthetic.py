@@ -1,0 +1,907 @@
+"""A synthetic RAF-DB: the project's embedded default data set.
+
+RAF-DB cannot be downloaded, so every notebook, table and figure runs on this stand-in when no copy is at
+hand. ``generate_demo_dataset`` writes it in exactly RAF-DB's basic/ layout (see fer_lib.rafdb), so the
+same reader loads it.
+
+How a sample is made (all procedural, numpy + PIL.ImageDraw, no assets):
+- a canonical frontal 68-point iBUG face (units: inter-ocular distance = 1, origin between the eyes,
+  y down), varied per identity (face width and height, jaw shape, eye size, brows, nose, mouth);
+- an expression as a sum of action-unit-like displacements of the 68 points with a random intensity; weak
+  intensities sit near Neutral, and the class recipes overlap where real FER does (Fear/Surprise,
+  Disgust/Anger, Sadness/Neutral); a little label noise swaps confusable partners;
+- appearance cues that the landmarks do not carry (teeth, wrinkles, crow's feet, tears, brow shadow),
+  which make the RGB branch the stronger one;
+- pose (yaw through a crude depth map, pitch, roll), random canvas size and face placement, background
+  clutter, lighting, blur, noise, grayscale and JPEG quality, all drawn independently of the class;
+- occluders (sunglasses, a hand or bar over the mouth), low light, heavy blur and tiny faces that hide the
+  pixel cues while the landmark files stay accurate, as RAF-DB's annotators labelled such faces anyway.
+
+Scene, expression and detector noise come from three independent random streams seeded by
+(seed, split, index), so everything except the expression is independent of the class by construction,
+and the output is byte-identical whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from tqdm.auto import tqdm
+
+from fer_lib import rafdb
+from fer_lib.landmarks import ALIGN_TARGETS, ALIGNED_SIZE, AUTO37_FROM_IBUG68, alignment_anchors, similarity_from_points
+
+GENERATOR_VERSION = 1  # bump whenever the output changes, so old demo sets are regenerated
+MARKER_FILE = "DEMO_DATA.json"  # written last: its presence (and content) means "complete"
+PARTIAL_FILE = "DEMO_DATA.partial"  # present while a run is writing
+SPLIT_CODES = {"train": 0, "test": 1}
+NAME_DIGITS = {"train": 5, "test": 4}
+CONFUSABLE_PARTNER = {0: 1, 1: 0, 2: 5, 5: 2, 4: 6, 6: 4}  # Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
+
+
+@dataclass(frozen=True)
+class SyntheticKnobs:
+    """Every calibration knob of the generator. Rates are per-sample probabilities."""
+
+    # expression geometry (what the landmarks carry)
+    intensity_range: tuple[float, float] = (0.45, 1.0)  # AU intensity of a clear expression (0 = neutral face)
+    weak_fraction: float = 0.25  # share of non-neutral samples drawn with a weak intensity
+    weak_intensity_range: tuple[float, float] = (0.08, 0.35)  # weak expressions: close to Neutral
+    recipe_jitter: float = 0.3  # relative sd of each AU's weight around its class recipe
+    idle_au_sd: float = 0.08  # sd of small random AU activations on every face (resting-face variety)
+    identity_sd: float = 1.0  # multiplier on every identity shape variation (brow height, mouth corners, ...)
+    label_noise: float = 0.05  # chance a sample of a paired class shows its confusable partner's expression
+    # appearance cues (pixels only)
+    cue_strength: float = 1.0  # contrast of teeth/wrinkles/tears (0 removes every appearance cue)
+    cue_presence: float = 1.0  # multiplier on the per-class cue probabilities (_CUE_PRESENCE)
+    weak_cue_factor: float = 0.5  # cue probability at intensity 0 relative to full intensity
+    age_wrinkle_rate: float = 0.5  # chance an older face (age code >= 3) has faint static wrinkles
+    # cases only landmarks can solve (landmark files stay accurate)
+    sunglasses_rate: float = 0.05  # dark lenses over both eyes
+    mouth_occluder_rate: float = 0.05  # a hand or a bar over the mouth
+    low_light_rate: float = 0.04  # very dark, noisy photo
+    heavy_blur_rate: float = 0.04  # blur of ~10% of the inter-ocular distance
+    tiny_face_rate: float = 0.04  # inter-ocular distance of 8-13 px in the original
+    # automatic (detector) landmarks
+    detector_jitter: float = 0.03  # sd of auto37 noise, fraction of the inter-ocular distance
+    hard_jitter_factor: float = 2.0  # jitter multiplier on occluded, dark, blurred or tiny faces
+    manual_jitter: float = 0.004  # sd of manual5 noise, fraction of the inter-ocular distance
+    # identity, pose and capture (all independent of the class)
+    glasses_rate: float = 0.1  # clear glasses (frames only)
+    yaw_max_deg: float = 25.0  # yaw uniform in +-this
+    pitch_sd_deg: float = 5.0
+    roll_sd_deg: float = 7.0
+    canvas_range: tuple[int, int] = (160, 360)  # original image width and height, px
+    face_fraction_range: tuple[float, float] = (0.16, 0.3)  # inter-ocular distance / min(canvas side)
+    grayscale_fraction: float = 0.08  # images stored as gray (in RGB JPEGs)
+    jpeg_quality_range: tuple[int, int] = (60, 95)
+    noise_sd_range: tuple[float, float] = (0.5, 4.0)  # sensor noise, 0-255 scale
+    blur_range: tuple[float, float] = (0.3, 0.8)  # everyday blur radius, px
+
+
+# Action units: name -> displacement of the 68 points (canonical units) at intensity 1.
+AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26")
+
+# Class recipes (0-based class -> AU weights at intensity 1), after FACS prototypes.
+_RECIPES: dict[int, dict[str, float]] = {
+    0: {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 0.5, "AU26": 1.0},  # Surprise
+    1: {"AU1": 1.0, "AU2": 0.5, "AU4": 0.5, "AU5": 1.0, "AU20": 1.0, "AU25": 0.6, "AU26": 0.3},  # Fear
+    2: {"AU9": 1.0, "AU10": 1.0, "AU4": 0.4, "AU7": 0.3, "AU15": 0.4, "AU17": 0.4},  # Disgust
+    3: {"AU6": 1.0, "AU12": 1.0, "AU25": 0.5},  # Happiness
+    4: {"AU1": 1.0, "AU4": 0.4, "AU15": 1.0, "AU17": 0.6},  # Sadness
+    5: {"AU4": 1.0, "AU5": 0.3, "AU7": 1.0, "AU23": 1.0, "AU10": 0.2},  # Anger
+    6: {},  # Neutral
+}
+
+# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral).
+_CUE_PRESENCE: dict[str, tuple[float, ...]] = {
+    "teeth": (0.15, 0.45, 0.35, 0.85, 0.02, 0.3, 0.03),
+    "nasolabial": (0.05, 0.15, 0.7, 0.85, 0.05, 0.2, 0.03),
+    "crow_feet": (0.0, 0.0, 0.15, 0.8, 0.0, 0.05, 0.02),
+    "nose_wrinkle": (0.0, 0.05, 0.85, 0.05, 0.0, 0.25, 0.0),
+    "brow_furrow": (0.02, 0.35, 0.3, 0.0, 0.35, 0.9, 0.03),
+    "forehead_lines": (0.85, 0.6, 0.0, 0.02, 0.25, 0.0, 0.03),
+    "tear": (0.0, 0.1, 0.0, 0.02, 0.5, 0.0, 0.0),
+    "chin_dimple": (0.0, 0.05, 0.3, 0.0, 0.55, 0.2, 0.0),
+    "brow_shadow": (0.0, 0.0, 0.2, 0.0, 0.0, 0.7, 0.0),
+}
+
+# iBUG-68 index groups.
+_LEFT_BROW = np.array([17, 18, 19, 20, 21])  # image-left brow, outer -> inner
+_RIGHT_BROW = np.array([26, 25, 24, 23, 22])  # image-right brow, outer -> inner
+_UPPER_LID = np.array([37, 38, 43, 44])
+_LOWER_LID = np.array([41, 40, 47, 46])  # paired with _UPPER_LID (same column)
+_LEFT_EYE = np.arange(36, 42)
+_RIGHT_EYE = np.arange(42, 48)
+_UPPER_INNER_LIP = np.array([61, 62, 63])
+_LOWER_INNER_LIP = np.array([67, 66, 65])  # paired with _UPPER_INNER_LIP
+_UPPER_OUTER_MID = np.array([50, 51, 52])
+_LOWER_OUTER_MID = np.array([58, 57, 56])  # paired with _UPPER_OUTER_MID
+
+
+def _au_basis() -> np.ndarray:
+    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units of inter-ocular distance)."""
+    basis = {name: np.zeros((68, 2)) for name in AU_NAMES}
+    u = np.linspace(0, 1, 5)  # brow position, outer (0) -> inner (1)
+    for brow, inward in ((_LEFT_BROW, 1.0), (_RIGHT_BROW, -1.0)):
+        basis["AU1"][brow, 1] = -0.13 * (0.25 + 0.75 * u)  # inner brow raiser
+        basis["AU2"][brow, 1] = -0.12 * (1 - 0.65 * u)  # outer brow raiser
+        basis["AU4"][brow, 1] = 0.085 * (0.35 + 0.65 * u)  # brow lowerer: down and together
+        basis["AU4"][brow, 0] = inward * 0.055 * u**2
+        basis["AU9"][brow, 1] = 0.035 * u  # the nose wrinkler pulls the inner brows down
+    basis["AU4"][_UPPER_LID, 1] = 0.01
+    basis["AU5"][_UPPER_LID, 1] = -0.055  # upper lid raiser: eyes wide
+    basis["AU5"][[36, 39, 42, 45], 1] = -0.005
+    basis["AU5"][_LOWER_LID, 1] = 0.008
+    basis["AU6"][_LOWER_LID, 1] = -0.03  # cheek raiser: eyes narrowed from below
+    basis["AU6"][_UPPER_LID, 1] = 0.012
+    basis["AU6"][[36, 45], 1] = -0.008
+    basis["AU6"][[2, 3, 13, 14], 1] = -0.02
+    basis["AU7"][_UPPER_LID, 1] = 0.028  # lid tightener
+    basis["AU7"][_LOWER_LID, 1] = -0.026
+    basis["AU9"][[31, 35], 0] = [-0.02, 0.02]  # nose wrinkler: nostrils up and wider, upper lip up
+    basis["AU9"][31:36, 1] = -0.04
+    basis["AU9"][[29, 30], 1] = [-0.015, -0.025]
+    basis["AU9"][49:54, 1] = -0.025
+    basis["AU9"][_UPPER_INNER_LIP, 1] = -0.02
+    basis["AU9"][_LOWER_LID, 1] = -0.015
+    basis["AU10"][[49, 53], 1] = -0.04  # upper lip raiser
+    basis["AU10"][[50, 51, 52], 1] = -0.06
+    basis["AU10"][_UPPER_INNER_LIP, 1] = -0.05
+    basis["AU10"][[48, 54, 60, 64], 1] = -0.015
+    basis["AU10"][31:36, 1] = -0.015
+    _mirror_set(basis["AU12"], {48: (-0.06, -0.075), 60: (-0.05, -0.065), 49: (-0.03, -0.035), 59: (-0.03, -0.03),
+                                61: (-0.02, -0.02), 67: (-0.02, -0.015), 50: (0.0, -0.01)})  # lip corner puller
+    _mirror_set(basis["AU15"], {48: (0.015, 0.065), 60: (0.012, 0.055), 49: (0.0, 0.03), 59: (0.0, 0.03),
+                                50: (0.0, 0.01), 58: (0.0, 0.01)})  # lip corner depressor
+    basis["AU17"][[55, 56, 58, 59], 1] = -0.03  # chin raiser: lower lip and chin pushed up
+    basis["AU17"][57, 1] = -0.04
+    basis["AU17"][[65, 66, 67], 1] = -0.025
+    basis["AU17"][[7, 8, 9], 1] = -0.03
+    basis["AU17"][[6, 10], 1] = -0.015
+    basis["AU17"][[50, 51, 52], 1] = -0.01
+    _mirror_set(basis["AU20"], {48: (-0.075, 0.015), 60: (-0.07, 0.015), 49: (-0.04, 0.01), 59: (-0.04, 0.0),
+                                50: (0.0, 0.012), 58: (0.0, -0.012)})  # lip stretcher
+    basis["AU20"][[51], 1], basis["AU20"][[57], 1] = 0.012, -0.012
+    basis["AU23"][[49, 53], 1] = 0.03  # lip tightener/presser: thin lips, narrower mouth
+    basis["AU23"][[50, 51, 52], 1] = 0.035
+    basis["AU23"][55:60, 1] = -0.035
+    _mirror_set(basis["AU23"], {48: (0.025, 0.0), 60: (0.02, 0.0)})
+    basis["AU25"][_UPPER_INNER_LIP, 1] = -0.012  # lips part
+    basis["AU25"][_LOWER_INNER_LIP, 1] = 0.035
+    basis["AU25"][[56, 57, 58], 1] = 0.03
+    basis["AU25"][[55, 59], 1] = 0.02
+    jaw = np.arange(3, 14)
+    basis["AU26"][jaw, 1] = 0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5  # jaw drop, chin moves most
+    basis["AU26"][57, 1], basis["AU26"][[56, 58], 1], basis["AU26"][[55, 59], 1] = 0.22, 0.2, 0.15
+    basis["AU26"][66, 1], basis["AU26"][[65, 67], 1] = 0.22, 0.19
+    basis["AU26"][_UPPER_INNER_LIP, 1] = -0.01
+    basis["AU26"][49:54, 1] = -0.005
+    _mirror_set(basis["AU26"], {48: (0.03, 0.06), 60: (0.035, 0.07)})
+    return np.stack([basis[name] for name in AU_NAMES])
+
+
+def _mirror_set(displacement: np.ndarray, left: dict[int, tuple[float, float]]) -> None:
+    """Set image-left mouth displacements and their mirror partners (x negated)."""
+    partner = {48: 54, 49: 53, 50: 52, 59: 55, 58: 56, 60: 64, 61: 63, 67: 65}
+    for index, (dx, dy) in left.items():
+        displacement[index] = (dx, dy)
+        displacement[partner[index]] = (-dx, dy)
+
+
+_AU_BASIS = _au_basis()
+
+
+# ----------------------------------------------------------------------------------------------- identity
+
+
+@dataclass
+class _Identity:
+    """Who is in the photo: class-independent shape and appearance parameters."""
+
+    attributes: tuple[int, int, int]  # gender, race, age codes (RAF-DB's manual file rows 6-8)
+    face_w: float  # half face width (inter-ocular distance = 1: varies the eye spacing relative to the face)
+    chin_y: float
+    jaw_square: float  # superellipse exponent of the jaw: larger = squarer
+    head_h: float  # forehead height above the eye line
+    eye_hw: float  # half eye width
+    eye_open: float
+    iris_r: float
+    brow_dy: float
+    brow_arch: float
+    brow_thick: float
+    nose_len: float
+    nose_w: float
+    mouth_y: float
+    mouth_hw: float
+    lip_upper: float
+    lip_lower: float
+    corner_dy: float  # resting mouth-corner height: some neutral faces look slightly happy or sad
+    skin: np.ndarray
+    lip: np.ndarray
+    hair: np.ndarray
+    hair_style: str
+    hair_depth: float
+    glasses: bool
+    age_wrinkles: float  # strength of static wrinkles (0: none)
+
+
+def _sample_identity(rng: np.random.Generator, knobs: SyntheticKnobs) -> _Identity:
+    gender = int(rng.choice(3, p=[0.45, 0.5, 0.05]))
+    race = int(rng.choice(3, p=[0.75, 0.1, 0.15]))
+    age = int(rng.choice(5, p=[0.04, 0.14, 0.55, 0.21, 0.06]))
+    sd = knobs.identity_sd
+    male, child = gender == 0, age <= 1
+    base_skin = {0: (228, 188, 160), 1: (125, 85, 60), 2: (222, 184, 146)}[race]
+    skin = np.clip(np.array(base_skin) * rng.uniform(0.85, 1.1) + rng.normal(0, 8, 3), 30, 250)
+    lip = np.clip(skin * np.array([0.85, 0.55, 0.58]) + rng.normal(0, 6, 3), 20, 240)
+    if age >= 4 or (age == 3 and rng.random() < 0.4):
+        hair = np.array([170, 170, 165]) * rng.uniform(0.7, 1.2)
+    else:
+        palette = [(25, 20, 18), (60, 40, 28), (110, 75, 45), (190, 160, 100), (140, 60, 30)]
+        weights = [0.45, 0.3, 0.1, 0.1, 0.05] if race == 0 else [0.8, 0.15, 0.05, 0.0, 0.0]
+        hair = np.array(palette[rng.choice(5, p=weights)]) * rng.uniform(0.8, 1.2)
+    style_p = [0.55, 0.1, 0.2, 0.15] if male else [0.15, 0.6, 0.23, 0.02]
+    style = str(rng.choice(["short", "long", "fringe", "bald"], p=style_p))
+    return _Identity(
+        attributes=(gender, race, age),
+        face_w=rng.normal(1.0 if male else 0.95, 0.06 * sd),
+        chin_y=rng.normal(1.3 if child else 1.45, 0.07 * sd),
+        jaw_square=rng.uniform(2.4, 3.4) if male else rng.uniform(2.0, 2.8),
+        head_h=rng.normal(1.35, 0.06),
+        eye_hw=rng.normal(0.23, 0.015 * sd),
+        eye_open=max(0.6, rng.normal(1.15 if child else 1.0, 0.12 * sd)),
+        iris_r=rng.normal(0.095, 0.007),
+        brow_dy=rng.normal(0, 0.035 * sd),
+        brow_arch=max(0.2, rng.normal(1.0, 0.25 * sd)),
+        brow_thick=max(0.025, rng.normal(0.065 if male else 0.05, 0.012)),
+        nose_len=rng.normal(1.0, 0.07 * sd),
+        nose_w=rng.normal(1.0, 0.1 * sd),
+        mouth_y=rng.normal(0.84, 0.035 * sd),
+        mouth_hw=rng.normal(0.4, 0.03 * sd),
+        lip_upper=max(0.03, rng.normal(0.065, 0.012 * sd)),
+        lip_lower=max(0.04, rng.normal(0.085, 0.015 * sd)),
+        corner_dy=rng.normal(0, 0.015 * sd),
+        skin=skin,
+        lip=lip,
+        hair=np.clip(hair, 0, 255),
+        hair_style=style,
+        hair_depth=rng.uniform(0.55, 0.7) if style == "fringe" else rng.uniform(0.25, 0.45),
+        glasses=bool(rng.random() < knobs.glasses_rate),
+        age_wrinkles=rng.uniform(0.2, 0.4) if age >= 3 and rng.random() < knobs.age_wrinkle_rate else 0.0,
+    )
+
+
+def _neutral_landmarks(idn: _Identity) -> np.ndarray:
+    """The identity's frontal, expressionless 68 iBUG points in canonical units."""
+    p = np.zeros((68, 2))
+    phi = np.pi * np.arange(17) / 16  # jaw: a superellipse from the left temple over the chin to the right
+    e = 2 / idn.jaw_square
+    p[:17, 0] = -idn.face_w * np.sign(np.cos(phi)) * np.abs(np.cos(phi)) ** e
+    p[:17, 1] = 0.05 + (idn.chin_y - 0.05) * np.abs(np.sin(phi)) ** e
+    brow_x = np.array([-0.88, -0.72, -0.52, -0.33, -0.16])
+    brow_y = -0.3 - idn.brow_arch * np.array([0.0, 0.1, 0.14, 0.12, 0.08]) + idn.brow_dy
+    p[_LEFT_BROW] = np.stack([brow_x, brow_y], 1)
+    p[_RIGHT_BROW] = np.stack([-brow_x, brow_y], 1)
+    p[27:31, 0] = 0
+    p[27:31, 1] = np.array([-0.02, 0.14, 0.29, 0.45]) * idn.nose_len
+    base_y = 0.45 * idn.nose_len + np.array([0.1, 0.135, 0.15, 0.135, 0.1])
+    p[31:36] = np.stack([np.array([-0.19, -0.1, 0.0, 0.1, 0.19]) * idn.nose_w, base_y], 1)
+    hw, up, low = idn.eye_hw, -0.068 * idn.eye_open, 0.05 * idn.eye_open
+    for eye, cx, outward in ((_LEFT_EYE, -0.5, -1.0), (_RIGHT_EYE, 0.5, 1.0)):
+        outer, inner = (cx + outward * hw, -0.012), (cx - outward * hw, 0.008)
+        up_outer, up_inner = (cx + outward * 0.35 * hw, up), (cx - outward * 0.35 * hw, up)
+        low_outer, low_inner = (cx + outward * 0.35 * hw, low), (cx - outward * 0.35 * hw, low)
+        if outward < 0:  # iBUG order: 36 outer, 37, 38, 39 inner, 40, 41
+            p[eye] = [outer, up_outer, up_inner, inner, low_inner, low_outer]
+        else:  # 42 inner, 43, 44, 45 outer, 46, 47
+            p[eye] = [inner, up_inner, up_outer, outer, low_outer, low_inner]
+    m, ym, tu, tl = idn.mouth_hw, idn.mouth_y, idn.lip_upper, idn.lip_lower
+    outer_x = np.array([-1, -0.6, -0.25, 0, 0.25, 0.6, 1, 0.6, 0.25, 0, -0.25, -0.6]) * m
+    outer_y = ym + np.array([0, -0.8 * tu, -1.05 * tu, -0.85 * tu, -1.05 * tu, -0.8 * tu, 0,
+                             0.85 * tl, 1.0 * tl, 1.05 * tl, 1.0 * tl, 0.85 * tl])
+    p[48:60] = np.stack([outer_x, outer_y], 1)
+    p[60:68] = np.stack([np.array([-0.85, -0.3, 0, 0.3, 0.85, 0.3, 0, -0.3]) * m, np.full(8, ym + 0.005)], 1)
+    p[[48, 54, 60, 64], 1] += idn.corner_dy
+    return p
+
+
+def _apply_expression(neutral: np.ndarray, au: np.ndarray) -> np.ndarray:
+    """Deform the neutral points by AU weights, then keep eyelids and lips physically ordered."""
+    p = neutral + np.tensordot(au, _AU_BASIS, axes=1)
+    for upper, lower, gap in ((_UPPER_LID, _LOWER_LID, 0.008), (_UPPER_INNER_LIP, _LOWER_INNER_LIP, 0.0)):
+        mid = (p[upper, 1] + p[lower, 1]) / 2
+        closed = p[lower, 1] - p[upper, 1] < gap
+        p[upper[closed], 1] = mid[closed] - gap / 2
+        p[lower[closed], 1] = mid[closed] + gap / 2
+    p[_UPPER_OUTER_MID, 1] = np.minimum(p[_UPPER_OUTER_MID, 1], p[_UPPER_INNER_LIP, 1] - 0.012)
+    p[_LOWER_OUTER_MID, 1] = np.maximum(p[_LOWER_OUTER_MID, 1], p[_LOWER_INNER_LIP, 1] + 0.012)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------- expression
+
+
+@dataclass
+class _Expression:
+    shown_class: int  # the expression drawn (differs from the label under label noise)
+    intensity: float
+    au: np.ndarray  # (n_AU,) weights
+    cues: dict[str, float]  # appearance cue -> strength in (0, 1]
+
+
+def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKnobs) -> _Expression:
+    shown = label
+    if label in CONFUSABLE_PARTNER and rng.random() < knobs.label_noise:
+        shown = CONFUSABLE_PARTNER[label]
+    weak = rng.random() < knobs.weak_fraction
+    low, high = knobs.weak_intensity_range if weak else knobs.intensity_range
+    intensity = 0.0 if shown == 6 else float(rng.uniform(low, high))
+    au = rng.normal(0, knobs.idle_au_sd, len(AU_NAMES))
+    for name, weight in _RECIPES[shown].items():
+        au[AU_NAMES.index(name)] += intensity * weight * max(0.0, 1 + rng.normal(0, knobs.recipe_jitter))
+    presence_scale = knobs.cue_presence * (knobs.weak_cue_factor + (1 - knobs.weak_cue_factor) * min(1.0, intensity))
+    cues = {}
+    for cue, by_class in _CUE_PRESENCE.items():
+        # neutral faces keep their (small) base rate: an occasional grin or furrow belongs to no class
+        p = by_class[shown] * (knobs.cue_presence if shown == 6 else presence_scale)
+        if rng.random() < p:
+            cues[cue] = knobs.cue_strength * rng.uniform(0.6, 1.0) * (0.6 + 0.4 * min(1.0, intensity))
+    if "teeth" in cues:  # teeth show only through parted lips
+        au[AU_NAMES.index("AU25")] += rng.uniform(0.6, 1.0)
+    jaw = [AU_NAMES.index("AU25"), AU_NAMES.index("AU26")]
+    au[jaw] = np.maximum(au[jaw], 0)
+    return _Expression(shown, intensity, au, cues)
+
+
+# ----------------------------------------------------------------------------------------------- pose and scene
+
+
+@dataclass
+class _Pose:
+    """Canonical face coordinates (with a crude depth map) -> original-image pixels."""
+
+    yaw: float
+    pitch: float
+    roll: float
+    scale: float  # px per canonical unit (frontal inter-ocular distance in px)
+    centre: np.ndarray  # image position of the canonical origin (between the eyes)
+
+    def __call__(self, xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        z = _depth(xy)
+        x = xy[:, 0] * math.cos(self.yaw) + z * math.sin(self.yaw)
+        z1 = -xy[:, 0] * math.sin(self.yaw) + z * math.cos(self.yaw)
+        y = xy[:, 1] * math.cos(self.pitch) - z1 * math.sin(self.pitch)
+        c, s = math.cos(self.roll), math.sin(self.roll)
+        return self.centre + self.scale * np.stack([c * x - s * y, s * x + c * y], 1)
+
+
+def _depth(xy: np.ndarray) -> np.ndarray:
+    """Crude head depth (towards the camera) at canonical points: an ellipsoid plus a nose ridge."""
+    x, y = xy[:, 0], xy[:, 1]
+    head = 0.3 * np.sqrt(np.clip(1 - x**2 - ((y - 0.3) / 1.6) ** 2, 0, None)) - 0.2
+    nose = 0.32 * np.exp(-((x / 0.13) ** 2)) * np.exp(-(((y - 0.4) / 0.22) ** 2))
+    return head + nose
+
+
+def _head_outline(idn: _Identity, jaw: np.ndarray, grow: float = 1.0) -> np.ndarray:
+    """Closed outline: the jaw points, then the skull from the right temple over the top to the left."""
+    alpha = np.linspace(0, np.pi, 15)[1:-1]
+    top = np.stack([idn.face_w * grow * np.cos(alpha), 0.05 - idn.head_h * grow * np.sin(alpha) ** 0.8], 1)
+    return np.concatenate([jaw, top])
+
+
+@dataclass
+class _Scene:
+    """Capture conditions, all drawn independently of the class."""
+
+    width: int
+    height: int
+    pose: _Pose
+    conditions: tuple[str, ...]  # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    jpeg_quality: int
+    grayscale: bool
+
+
+def _sample_scene(rng: np.random.Generator, idn: _Identity, knobs: SyntheticKnobs) -> _Scene:
+    width, height = (int(v) for v in rng.integers(knobs.canvas_range[0], knobs.canvas_range[1] + 1, 2))
+    rates = {"sunglasses": knobs.sunglasses_rate, "mouth_occluder": knobs.mouth_occluder_rate,
+             "low_light": knobs.low_light_rate, "heavy_blur": knobs.heavy_blur_rate, "tiny_face": knobs.tiny_face_rate}
+    conditions = tuple(name for name, rate in rates.items() if rng.random() < rate)
+    if "tiny_face" in conditions:
+        scale = rng.uniform(8, 13)
+    else:
+        scale = rng.uniform(*knobs.face_fraction_range) * min(width, height)
+    pose = _Pose(
+        yaw=math.radians(rng.uniform(-knobs.yaw_max_deg, knobs.yaw_max_deg)),
+        pitch=math.radians(rng.normal(0, knobs.pitch_sd_deg)),
+        roll=math.radians(rng.normal(0, knobs.roll_sd_deg)),
+        scale=scale,
+        centre=np.zeros(2),
+    )
+    # place the head (with room for the expression's jaw drop) uniformly where it fits in the canvas
+    jaw = _neutral_landmarks(idn)[:17]
+    jaw[3:14, 1] += 0.3
+    extent = pose(_head_outline(idn, jaw, grow=1.05))
+    low, high = extent.min(0), extent.max(0)
+    room = np.array([width - 1, height - 1]) - (high - low)
+    if np.any(room < 0):  # head larger than the canvas: shrink it
+        pose.scale *= 0.95 * min((width - 1) / (high - low)[0], (height - 1) / (high - low)[1])
+        extent = pose(_head_outline(idn, jaw, grow=1.05))
+        low, high = extent.min(0), extent.max(0)
+        room = np.array([width - 1, height - 1]) - (high - low)
+    pose.centre = -low + rng.uniform(0, 1, 2) * np.maximum(room, 0)
+    quality = int(rng.integers(knobs.jpeg_quality_range[0], knobs.jpeg_quality_range[1] + 1))
+    return _Scene(width, height, pose, conditions, quality, bool(rng.random() < knobs.grayscale_fraction))
+
+
+def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(v) for v in rng.integers(0, 256, 3))
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A two-colour gradient with random clutter: carries nothing about the class."""
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = (xs * math.cos(angle) + ys * math.sin(angle)) / max(width, height)
+    t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
+    c1, c2 = (np.array(_random_colour(rng), dtype=np.float32) for _ in range(2))
+    image = Image.fromarray((c1 + (c2 - c1) * t[..., None]).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(2, 10))):
+        x0, y0 = rng.uniform(-0.2, 1.0, 2) * (width, height)
+        w, h = rng.uniform(0.05, 0.6, 2) * (width, height)
+        kind = rng.integers(4)
+        colour = _random_colour(rng)
+        if kind == 0:
+            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
+        elif kind == 1:
+            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
+        elif kind == 2:
+            draw.line([x0, y0, x0 + w, y0 + h], fill=colour, width=int(rng.integers(1, 8)))
+        else:
+            points = rng.uniform(0, 1, (int(rng.integers(3, 7)), 2)) * (w, h) + (x0, y0)
+            draw.polygon(points.ravel().tolist(), fill=colour)
+    return image
+
+
+# ----------------------------------------------------------------------------------------------- drawing
+
+
+def _chaikin(points: np.ndarray, closed: bool, iterations: int = 2) -> np.ndarray:
+    """Corner-cutting smoothing, so a 6-point eye or a 12-point mouth is drawn as a curve."""
+    for _ in range(iterations):
+        q = np.vstack([points, points[:1]]) if closed else points
+        new = np.empty((2 * (len(q) - 1), 2))
+        new[0::2] = 0.75 * q[:-1] + 0.25 * q[1:]
+        new[1::2] = 0.25 * q[:-1] + 0.75 * q[1:]
+        points = new if closed else np.vstack([points[:1], new, points[-1:]])
+    return points
+
+
+def _ellipse(centre: np.ndarray, rx: float, ry: float, n: int = 16) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([centre[0] + rx * np.cos(t), centre[1] + ry * np.sin(t)], 1)
+
+
+def _rgb(colour: np.ndarray, factor: float = 1.0) -> tuple[int, int, int]:
+    return tuple(int(v) for v in np.clip(np.asarray(colour) * factor, 0, 255))
+
+
+class _Painter:
+    """Draws canonical-coordinate shapes onto the original image through the pose."""
+
+    def __init__(self, image: Image.Image, pose: _Pose):
+        self.draw = ImageDraw.Draw(image)
+        self.pose = pose
+
+    def width(self, canonical: float) -> int:
+        return max(1, int(round(canonical * self.pose.scale)))
+
+    def polygon(self, points: np.ndarray, fill, smooth: bool = False) -> None:
+        points = _chaikin(points, closed=True) if smooth else points
+        self.draw.polygon(self.pose(points).ravel().tolist(), fill=fill)
+
+    def line(self, points: np.ndarray, fill, width: float, smooth: bool = True) -> None:
+        points = _chaikin(points, closed=False) if smooth and len(points) > 2 else points
+        self.draw.line(self.pose(points).ravel().tolist(), fill=fill, width=self.width(width), joint="curve")
+
+
+def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.Generator) -> None:
+    """Hair, neck, clothes, ears and the head shape behind the facial features."""
+    skin, hair = idn.skin, idn.hair
+    outline = _head_outline(idn, p[:17])
+    if idn.hair_style == "long":
+        back = _head_outline(idn, p[:17], grow=1.12)[17:]
+        sides = np.array([[-idn.face_w - 0.3, 2.1], [idn.face_w + 0.3, 2.1]])
+        paint.polygon(np.vstack([back, sides[:1], sides[1:], back[:1]]), _rgb(hair, 0.8))
+    paint.polygon(np.array([[-2.4, 2.2], [-0.6, 1.75], [0.6, 1.75], [2.4, 2.2], [2.6, 5], [-2.6, 5]]),
+                  _random_colour(rng))
+    paint.polygon(np.array([[-0.42, 0.9], [0.42, 0.9], [0.5, 1.95], [-0.5, 1.95]]), _rgb(skin, 0.85))
+    for side in (-1, 1):
+        paint.polygon(_ellipse(np.array([side * (idn.face_w + 0.02), 0.25]), 0.12, 0.24), _rgb(skin, 0.92))
+    paint.polygon(outline, _rgb(skin), smooth=True)
+    if idn.hair_style != "bald":
+        alpha = np.linspace(0, np.pi, 13)
+        hairline = np.stack([idn.face_w * 0.97 * np.cos(alpha),
+                             0.05 - (idn.head_h - idn.hair_depth) * np.sin(alpha) ** 0.6], 1)
+        cap = _head_outline(idn, p[:17], grow=1.06)[17:]
+        paint.polygon(np.vstack([cap, hairline]), _rgb(hair), smooth=True)
+
+
+def _draw_eyes(paint: _Painter, idn: _Identity, p: np.ndarray, iris_colour) -> None:
+    """Sclera, iris and lids: the lids are skin drawn over the iris, so a raised lid shows white above it."""
+    skin = _rgb(idn.skin)
+    for eye, cx in ((_LEFT_EYE, -0.5), (_RIGHT_EYE, 0.5)):
+        ring = p[eye]
+        paint.polygon(ring, (236, 232, 226), smooth=True)
+        iris = np.array([cx, -0.004])
+        paint.polygon(_ellipse(iris, idn.iris_r, idn.iris_r), iris_colour)
+        paint.polygon(_ellipse(iris, idn.iris_r * 0.42, idn.iris_r * 0.42, 10), (15, 12, 12))
+        upper, lower = ring[[0, 1, 2, 3]], ring[[3, 4, 5, 0]]  # corner to corner, both eyes
+        paint.polygon(np.vstack([upper, upper[::-1] + [0, -0.2]]), skin)
+        paint.polygon(np.vstack([lower, lower[::-1] + [0, 0.16]]), skin)
+        paint.line(upper, (40, 30, 30), 0.025)
+        paint.line(lower, _rgb(idn.skin, 0.75), 0.012)
+
+
+def _draw_mouth(paint: _Painter, idn: _Identity, p: np.ndarray, teeth: float) -> None:
+    upper_inner, lower_inner = p[[60, 61, 62, 63, 64]], p[[64, 65, 66, 67, 60]]
+    gap = float(np.mean(p[_LOWER_INNER_LIP, 1] - p[_UPPER_INNER_LIP, 1]))
+    if gap > 0.008:
+        paint.polygon(np.vstack([upper_inner, lower_inner[1:4]]), (70, 25, 30), smooth=True)
+        if teeth > 0:
+            shade = (70 + (240 - 70) * (0.4 + 0.6 * teeth), 70 + (236 - 70) * (0.4 + 0.6 * teeth),
+                     70 + (222 - 70) * (0.4 + 0.6 * teeth))
+            height = min(0.7 * gap, 0.075)
+            lower_edge = upper_inner + [0, height]
+            lower_edge[[0, -1], 1] = upper_inner[[0, -1], 1] + height * 0.3
+            paint.polygon(np.vstack([upper_inner, lower_edge[::-1]]), tuple(int(v) for v in shade), smooth=True)
+            for x in (-0.12, 0.0, 0.12):
+                paint.line(np.array([[x, p[62, 1]], [x, p[62, 1] + height * 0.9]]), (150, 145, 140), 0.008)
+    paint.polygon(np.vstack([p[48:55], p[[64, 63, 62, 61, 60]]]), _rgb(idn.lip), smooth=True)
+    paint.polygon(np.vstack([p[[54, 55, 56, 57, 58, 59, 48]], p[[60, 67, 66, 65, 64]]]), _rgb(idn.lip, 1.05), smooth=True)
+    paint.line(upper_inner, _rgb(idn.lip, 0.55), 0.014)
+
+
+def _draw_brows(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
+    for brow in (_LEFT_BROW, _RIGHT_BROW):
+        line = p[brow]
+        taper = np.linspace(0.6, 1.0, 5)[:, None] * [0, idn.brow_thick / 2]
+        paint.polygon(np.vstack([line - taper, (line + taper)[::-1]]), _rgb(idn.hair, 0.75), smooth=True)
+
+
+def _draw_nose(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
+    shade = _rgb(idn.skin, 0.78)
+    paint.line(np.vstack([p[27:31] + [0.07, 0], p[[35]]]), _rgb(idn.skin, 0.9), 0.015)
+    paint.line(p[31:36], shade, 0.018)
+    for nostril in (32, 34):
+        paint.polygon(_ellipse(p[nostril] + [0, -0.015], 0.04 * idn.nose_w, 0.022, 10), _rgb(idn.skin, 0.45))
+
+
+def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, float]) -> None:
+    """The appearance cues a landmark file cannot carry (wrinkles, tears, shadows)."""
+
+    def dark(strength: float):
+        return _rgb(idn.skin, 1 - 0.45 * strength)
+
+    for side, wing, corner, outer_eye in ((-1, 31, 48, 36), (1, 35, 54, 45)):
+        if "nasolabial" in cues:
+            fold = np.array([p[wing] + [side * 0.07, -0.03], p[corner] + [side * 0.11, -0.07], p[corner] + [side * 0.13, 0.1]])
+            paint.line(fold, dark(cues["nasolabial"]), 0.022)
+        if "crow_feet" in cues:
+            for angle in (-0.5, 0.0, 0.5):
+                start = p[outer_eye] + [side * 0.04, 0]
+                paint.line(np.array([start, start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]]),
+                           dark(cues["crow_feet"]), 0.016, smooth=False)
+        if "tear" in cues:
+            lid = p[41] if side < 0 else p[46]
+            paint.line(np.array([lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]),
+                       (200, 215, 235), 0.022 * cues["tear"] + 0.01)
+        if "brow_shadow" in cues:
+            brow = p[_LEFT_BROW if side < 0 else _RIGHT_BROW]
+            paint.line(brow[1:] + [0, 0.06], dark(0.7 * cues["brow_shadow"]), 0.05)
+    if "nose_wrinkle" in cues:
+        for y in (0.3, 0.55, 0.8):
+            level = p[27, 1] + y * (p[29, 1] - p[27, 1])
+            paint.line(np.array([[-0.11, level + 0.02], [0, level], [0.11, level + 0.02]]), dark(cues["nose_wrinkle"]), 0.014)
+    if "brow_furrow" in cues:
+        top = min(p[21, 1], p[22, 1])
+        for x in (-0.045, 0.045):
+            paint.line(np.array([[x, top - 0.02], [x * 0.8, top + 0.13]]), dark(cues["brow_furrow"]), 0.016, smooth=False)
+    for strength in (cues.get("forehead_lines", 0.0), idn.age_wrinkles):
+        if strength > 0:
+            brow_top = min(p[19, 1], p[24, 1])
+            for k, gap in enumerate((0.09, 0.17)):
+                y = brow_top - gap
+                paint.line(np.array([[-0.45, y + 0.02], [0, y - 0.01 * k], [0.45, y + 0.02]]), dark(strength), 0.015)
+    if idn.age_wrinkles > 0 and "nasolabial" not in cues:
+        for side, wing, corner in ((-1, 31, 48), (1, 35, 54)):
+            fold = np.array([p[wing] + [side * 0.07, -0.03], p[corner] + [side * 0.1, -0.05], p[corner] + [side * 0.11, 0.08]])
+            paint.line(fold, dark(idn.age_wrinkles), 0.016)
+    if "chin_dimple" in cues:
+        chin = p[57] + [0, 0.5 * (p[8, 1] - p[57, 1])]
+        for dx in (-0.06, 0.0, 0.06):
+            paint.polygon(_ellipse(chin + [dx, 0.01 * abs(dx) / 0.06], 0.018, 0.014, 8), dark(cues["chin_dimple"]))
+
+
+def _draw_glasses(paint: _Painter, p: np.ndarray, filled: bool, rng: np.random.Generator) -> None:
+    frame = (20, 20, 20) if filled else _random_colour(rng)
+    half = (0.3, 0.21) if filled else (0.26, 0.17)
+    lenses = []
+    for eye in (_LEFT_EYE, _RIGHT_EYE):
+        centre = p[eye].mean(0) + [0, 0.01]
+        lens = _ellipse(centre, half[0], half[1], 20)
+        lenses.append(lens)
+        if filled:
+            paint.polygon(lens, (25, 25, 30))
+        paint.line(np.vstack([lens, lens[:1]]), frame, 0.025, smooth=False)
+    paint.line(np.array([lenses[0][0], [0, lenses[0][0][1] - 0.03], lenses[1][10]]), frame, 0.025)
+
+
+def _draw_mouth_occluder(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.Generator) -> None:
+    """A hand (skin) or a bar (random colour) over the whole mouth, whatever the jaw drop."""
+    top = p[33, 1] + rng.uniform(0.0, 0.08)
+    bottom = max(p[57, 1], p[66, 1]) + rng.uniform(0.15, 0.35)
+    shift = rng.uniform(-0.08, 0.08)
+    if rng.random() < 0.6:
+        palm = np.array([[-0.62, top + 0.05], [0.62, top], [0.7, bottom], [-0.66, bottom + 0.05]]) + [shift, 0]
+        paint.polygon(palm, _rgb(idn.skin, rng.uniform(0.9, 1.05)), smooth=True)
+        for k in range(1, 4):
+            y = top + k * (bottom - top) / 4
+            paint.line(np.array([[-0.5 + shift, y], [0.55 + shift, y - 0.02]]), _rgb(idn.skin, 0.7), 0.012, smooth=False)
+    else:
+        paint.polygon(np.array([[-0.8, top], [0.8, top], [0.8, bottom], [-0.8, bottom]]) + [shift, 0], _random_colour(rng))
+
+
+def _finish(image: Image.Image, scene: _Scene, rng: np.random.Generator, knobs: SyntheticKnobs) -> Image.Image:
+    """Lighting, blur, noise and grayscale: the camera, independent of the class."""
+    low_light = "low_light" in scene.conditions
+    exposure = rng.uniform(0.12, 0.25) if low_light else rng.uniform(0.8, 1.15)
+    balance = rng.uniform(0.92, 1.08, 3)
+    angle, amp = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.35)
+    ys = np.linspace(-0.5, 0.5, scene.height, dtype=np.float32)[:, None]
+    xs = np.linspace(-0.5, 0.5, scene.width, dtype=np.float32)[None, :]
+    gain = (1 + amp * (xs * math.cos(angle) + ys * math.sin(angle)))[..., None] * (exposure * balance).astype(np.float32)
+    pixels = np.asarray(image, dtype=np.float32) * gain
+    blur = rng.uniform(*knobs.blur_range)
+    if "heavy_blur" in scene.conditions:
+        blur = max(blur, rng.uniform(0.08, 0.14) * scene.pose.scale)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur))
+    noise_sd = rng.uniform(6, 12) if low_light else rng.uniform(*knobs.noise_sd_range)
+    noise = rng.standard_normal((scene.height, scene.width, 1), dtype=np.float32) * noise_sd
+    pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    return image.convert("L").convert("RGB") if scene.grayscale else image
+
+
+# ----------------------------------------------------------------------------------------------- one sample
+
+
+@dataclass
+class SyntheticSample:
+    """One rendered sample, in memory (what the files will hold, before JPEG encoding)."""
+
+    label: int  # 0-based class written to the label file
+    shown_class: int  # 0-based class whose expression was drawn (differs under label noise)
+    intensity: float
+    original: Image.Image
+    aligned: Image.Image  # 100x100
+    manual5: np.ndarray  # (5, 2) original-image pixels
+    auto37: np.ndarray  # (37, 2) original-image pixels
+    box: np.ndarray  # (4,) x1, y1, x2, y2
+    attributes: tuple[int, int, int]  # gender, race, age
+    jpeg_quality: int
+    conditions: tuple[str, ...]  # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    cues: dict[str, float] = field(default_factory=dict)
+
+
+def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
+    """Independent scene, expression and detector streams for one sample."""
+    sequence = np.random.SeedSequence([seed, SPLIT_CODES[split], 1, index])
+    return [np.random.default_rng(child) for child in sequence.spawn(3)]
+
+
+def render_sample(seed: int, split: str, index: int, label: int, knobs: SyntheticKnobs | None = None) -> SyntheticSample:
+    """Render sample ``index`` (0-based) of a split with 0-based ``label``; pure function of its arguments."""
+    knobs = knobs or SyntheticKnobs()
+    rng_scene, rng_expr, rng_detector = _sample_streams(seed, split, index)
+    idn = _sample_identity(rng_scene, knobs)
+    scene = _sample_scene(rng_scene, idn, knobs)
+    expression = _sample_expression(rng_expr, label, knobs)
+    points = _apply_expression(_neutral_landmarks(idn), expression.au)
+
+    image = _background(rng_scene, scene.width, scene.height)
+    paint = _Painter(image, scene.pose)
+    _draw_person(paint, idn, points, rng_scene)
+    iris_colour = _rgb(np.array([(70, 45, 25), (40, 30, 20), (70, 90, 110), (80, 95, 60)][rng_scene.integers(4)]))
+    _draw_eyes(paint, idn, points, iris_colour)
+    _draw_nose(paint, idn, points)
+    _draw_cues(paint, idn, points, expression.cues)
+    _draw_brows(paint, idn, points)
+    _draw_mouth(paint, idn, points, expression.cues.get("teeth", 0.0))
+    if idn.glasses and "sunglasses" not in scene.conditions:
+        _draw_glasses(paint, points, filled=False, rng=rng_scene)
+    if "sunglasses" in scene.conditions:
+        _draw_glasses(paint, points, filled=True, rng=rng_scene)
+    if "mouth_occluder" in scene.conditions:
+        _draw_mouth_occluder(paint, idn, points, rng_scene)
+    original = _finish(image, scene, rng_scene, knobs)
+
+    pixels68 = scene.pose(points)
+    manual5 = np.stack([pixels68[_LEFT_EYE].mean(0), pixels68[_RIGHT_EYE].mean(0), pixels68[30], pixels68[48], pixels68[54]])
+    manual5 += rng_detector.normal(0, knobs.manual_jitter * scene.pose.scale, manual5.shape)
+    jitter = knobs.detector_jitter * scene.pose.scale * (knobs.hard_jitter_factor if scene.conditions else 1.0)
+    detected = pixels68 + rng_detector.normal(0, 0.4 * jitter, 2) + rng_detector.normal(0, jitter, pixels68.shape)
+    outline = scene.pose(_head_outline(idn, points[:17]))
+    box = np.concatenate([outline.min(0), outline.max(0)]) + rng_detector.normal(0, 0.03 * scene.pose.scale, 4)
+    box = np.clip(box, 0, [scene.width - 1, scene.height - 1] * 2)
+    return SyntheticSample(
+        label=label,
+        shown_class=expression.shown_class,
+        intensity=expression.intensity,
+        original=original,
+        aligned=warp_aligned(original, manual5),
+        manual5=manual5,
+        auto37=detected[AUTO37_FROM_IBUG68],
+        box=box,
+        attributes=idn.attributes,
+        jpeg_quality=scene.jpeg_quality,
+        conditions=scene.conditions,
+        cues=expression.cues,
+    )
+
+
+def warp_aligned(image: Image.Image, manual5: np.ndarray) -> Image.Image:
+    """RAF-DB's aligned 100x100 crop: least-squares similarity from eyes + mouth centre to ALIGN_TARGETS.
+
+    PIL's AFFINE transform takes the inverse map in its own coordinates (pixel centres at +0.5); faces
+    shrunk by more than 2x are box-reduced first so thin lines (wrinkles) survive.
+    """
+    matrix = similarity_from_points(alignment_anchors(manual5), ALIGN_TARGETS)
+    factor = int(1 / math.hypot(matrix[0, 0], matrix[1, 0]))
+    if factor >= 2:
+        image = image.reduce(factor)
+        # reduced pixel centre xr sits at original factor * (xr + 0.5) - 0.5
+        to_original = np.array([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2]], dtype=np.float64)
+        matrix = np.concatenate([matrix[:, :2] @ to_original[:, :2], (matrix[:, :2] @ to_original[:, 2] + matrix[:, 2])[:, None]], 1)
+    inverse = np.linalg.inv(matrix[:, :2])
+    offset = 0.5 - inverse @ (0.5 + matrix[:, 2])
+    data = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    return image.transform((ALIGNED_SIZE, ALIGNED_SIZE), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+
+
+# ----------------------------------------------------------------------------------------------- the data set
+
+
+def class_counts_for(n: int, split: str) -> list[int]:
+    """Images per class for ``n`` images of a split, in the proportions of the paper's Table 3.
+
+    Largest remainder (ties to the lower class index), so the counts sum to ``n``; with n >= 7 every class
+    gets at least one image, taken from the largest class.
+    """
+    if split not in SPLIT_CODES:
+        raise ValueError(f"split {split!r} is not one of {tuple(SPLIT_CODES)}")
+    paper = np.array(rafdb.paper_results()["table3_class_counts"][split], dtype=np.float64)
+    exact = n * paper / paper.sum()
+    counts = np.floor(exact).astype(int)
+    order = sorted(range(len(counts)), key=lambda k: (-(exact[k] - counts[k]), k))
+    counts[order[: n - counts.sum()]] += 1
+    if n >= len(counts):
+        while (counts == 0).any():
+            counts[int(np.argmax(counts))] -= 1
+            counts[int(np.argmin(counts))] += 1
+    return counts.tolist()
+
+
+def split_labels(n: int, split: str, seed: int) -> np.ndarray:
+    """0-based labels of a split's samples in name order: Table 3 proportions, shuffled by the seed."""
+    labels = np.repeat(np.arange(rafdb.NUM_CLASSES), class_counts_for(n, split))
+    np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODES[split], 0])).shuffle(labels)
+    return labels
+
+
+def sample_name(split: str, index: int) -> str:
+    return f"{split}_{index + 1:0{NAME_DIGITS[split]}d}.jpg"
+
+
+def _points_text(points: np.ndarray) -> str:
+    return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in points)
+
+
+def _write_sample(root: Path, name: str, sample: SyntheticSample) -> None:
+    stem = Path(name).stem
+    for image, path in ((sample.original, root / rafdb.ORIGINAL_DIR / name),
+                        (sample.aligned, root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name))):
+        buffer = BytesIO()
+        image.save(buffer, format="JPEG", quality=sample.jpeg_quality)
+        path.write_bytes(buffer.getvalue())
+    attributes = "".join(f"{code}\n" for code in sample.attributes)
+    (root / rafdb.MANUAL_DIR / rafdb.manual_name(name)).write_text(_points_text(sample.manual5) + attributes)
+    (root / rafdb.AUTO_DIR / rafdb.auto_name(name)).write_text(_points_text(sample.auto37))
+    x1, y1, x2, y2 = sample.box
+    (root / rafdb.BOUNDINGBOX_DIR / f"{stem}_boundingbox.txt").write_text(f"{x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f}\n")
+
+
+def _render_and_write(task: tuple[str, int, str, int, int, SyntheticKnobs]) -> None:
+    root, seed, split, index, label, knobs = task
+    _write_sample(Path(root), sample_name(split, index), render_sample(seed, split, index, label, knobs))
+
+
+def _marker(n_train: int, n_test: int, seed: int, knobs: SyntheticKnobs) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "n_train": n_train, "n_test": n_test, "seed": seed,
+            "knobs": json.loads(json.dumps(asdict(knobs)))}
+
+
+def demo_dataset_is_complete(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int,
+                             knobs: SyntheticKnobs | None = None) -> bool:
+    """True when ``out_dir`` holds a finished demo set made by this generator version with these settings."""
+    root = Path(out_dir)
+    try:
+        found = json.loads((root / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (not (root / PARTIAL_FILE).exists() and (root / rafdb.LABEL_FILE).is_file()
+            and found == _marker(n_train, n_test, seed, knobs or SyntheticKnobs()))
+
+
+def _prepare_folder(root: Path) -> None:
+    """Refuse to touch a folder that looks like real data; clear a previous demo set's files."""
+    ours = (root / MARKER_FILE).exists() or (root / PARTIAL_FILE).exists()
+    if (root / rafdb.LABEL_FILE).exists() and not ours:
+        raise FileExistsError(f"{root} holds {rafdb.LABEL_FILE} but no {MARKER_FILE}: it looks like a real RAF-DB "
+                              "copy, so the demo generator will not overwrite it. Choose another folder.")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / PARTIAL_FILE).write_text("a demo data set is being written here\n")
+    (root / MARKER_FILE).unlink(missing_ok=True)
+    for folder in (rafdb.LABEL_FILE.parent, rafdb.ORIGINAL_DIR, rafdb.ALIGNED_DIR, rafdb.MANUAL_DIR, rafdb.AUTO_DIR,
+                   rafdb.BOUNDINGBOX_DIR):
+        if ours:
+            shutil.rmtree(root / folder, ignore_errors=True)
+        (root / folder).mkdir(parents=True, exist_ok=True)
+
+
+def generate_demo_dataset(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, *,
+                          progress: bool = True, knobs: SyntheticKnobs | None = None,
+                          workers: int | None = None) -> Path:
+    """Write a synthetic RAF-DB (basic/ layout) into ``out_dir`` and return it.
+
+    Deterministic for (n_train, n_test, seed, knobs): byte-identical files whatever ``workers`` is
+    (default: one process per CPU, at most 8). ``DEMO_DATA.json`` is written last; see
+    ``demo_dataset_is_complete``.
+    """
+    knobs = knobs or SyntheticKnobs()
+    if not (1 <= n_train <= 99999 and 1 <= n_test <= 9999):
+        raise ValueError(f"need 1 <= n_train <= 99999 and 1 <= n_test <= 9999 (RAF-DB's name widths), got {n_train}, {n_test}")
+    root = Path(out_dir).expanduser()
+    _prepare_folder(root)
+    tasks, rows = [], []
+    for split, n in (("train", n_train), ("test", n_test)):
+        for index, label in enumerate(split_labels(n, split, seed)):
+            tasks.append((str(root), seed, split, index, int(label), knobs))
+            rows.append(f"{sample_name(split, index)} {label + 1}\n")
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    bar = tqdm(total=len(tasks), desc="demo data", unit="img", disable=not progress)
+    if workers <= 1 or len(tasks) < 64:
+        for task in tasks:
+            _render_and_write(task)
+            bar.update()
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_render_and_write, tasks, chunksize=16):
+                bar.update()
+    bar.close()
+    (root / rafdb.LABEL_FILE).write_text("".join(rows))
+    (root / MARKER_FILE).write_text(json.dumps(_marker(n_train, n_test, seed, knobs), indent=2, sort_keys=True) + "\n")
+    (root / PARTIAL_FILE).unlink()
+    return root
