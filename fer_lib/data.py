@@ -1,0 +1,174 @@
+"""Tensors for training and evaluation: aligned images at the network's input size, aligned landmarks,
+labels, and the batched augmentations of the ARM recipe.
+
+Images are decoded once, resized to the input size and kept as one uint8 tensor per split (cached on
+disk as ``.npy`` next to the run, so the notebooks after the first do not decode JPEGs again). Landmarks
+are mapped to the input canvas with the paper's 5-point affine alignment; heatmaps are drawn from them
+per batch, so no heatmap image is ever stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from fer_lib import landmarks as L
+from fer_lib.heatmaps import render_heatmaps
+from fer_lib.rafdb import RafDb
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SplitTensors:
+    """One split, ready for a network: everything indexed by sample."""
+
+    names: list[str]
+    images: torch.Tensor  # (N, 3, S, S) uint8, aligned images resized to the input size
+    points: torch.Tensor  # (N, K, 2) float32, landmarks on the S x S input canvas
+    labels: torch.Tensor  # (N,) int64, 0-based
+    landmark_set: str
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def subset(self, index) -> "SplitTensors":
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return SplitTensors(
+            [self.names[i] for i in index.tolist()], self.images[index], self.points[index], self.labels[index], self.landmark_set
+        )
+
+
+def _load_image(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+
+def load_images(paths: list[Path], size: int, *, progress: bool = True) -> np.ndarray:
+    """(N, S, S, 3) uint8 images, decoded with a few threads (PIL releases the GIL while decoding)."""
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        for i, image in enumerate(
+            tqdm(pool.map(lambda p: _load_image(p, size), paths, chunksize=32), total=len(paths), desc=f"images @{size}", disable=not progress, leave=False)
+        ):
+            out[i] = image
+    return out
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        np.save(handle, array)
+    os.replace(handle.name, path)
+
+
+def _cache_key(data: RafDb, size: int) -> str:
+    digest = hashlib.sha256(f"{data.root.resolve()}|{size}|".encode())
+    digest.update("\n".join(data.names).encode())
+    return digest.hexdigest()[:16]
+
+
+def split_tensors(
+    data: RafDb, size: int, *, landmark_set: str = "auto37", cache_dir: Path | None = None, progress: bool = True
+) -> SplitTensors:
+    """Images at ``size``, landmarks aligned to the ``size`` canvas, labels, for the samples of ``data``.
+
+    With ``cache_dir``, decoded images are saved there and reused when the same files at the same size
+    are asked for again (the key covers the data root, the size and the list of names).
+    """
+    L.check_landmark_set(landmark_set)
+    images = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"images_{size}_{_cache_key(data, size)}.npy"
+        if cache_file.exists():
+            images = np.load(cache_file)
+            if progress:
+                print(f"reusing decoded images from {cache_file}")
+    if images is None:
+        images = load_images([data.aligned_path(i) for i in range(len(data))], size, progress=progress)
+        if cache_dir is not None:
+            _atomic_save_npy(cache_file, images)
+    points = L.align_points(data.landmarks(landmark_set), data.manual5, size)
+    return SplitTensors(
+        names=list(data.names),
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        points=torch.from_numpy(points.astype(np.float32)),
+        labels=torch.from_numpy(data.labels.copy()),
+        landmark_set=landmark_set,
+    )
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float ImageNet-normalised, as the ARM code feeds its network."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+def heatmaps_for(points: torch.Tensor, size: int, flip: torch.Tensor | None = None, landmark_set: str = "auto37", **kwargs) -> torch.Tensor:
+    """Heatmaps (B, 1, S, S) for canvas landmarks; samples with ``flip`` True are mirrored consistently."""
+    if flip is not None and bool(flip.any()):
+        flipped = torch.as_tensor(L.flip_points(points.cpu().numpy(), size, landmark_set), dtype=points.dtype, device=points.device)
+        points = torch.where(flip.view(-1, 1, 1).to(points.device), flipped, points)
+    return render_heatmaps(points, size, **kwargs)
+
+
+def flip_images(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror the images whose ``flip`` entry is True."""
+    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+
+
+def augment_arm(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The ARM recipe on a normalised batch: half the images flipped, the other half gaussian noise, then
+    RandomErasing(scale=(0.02, 0.1)) (torchvision's default p = 0.5, ratio (0.3, 3.3), value 0)."""
+    batch, _, height, width = images.shape
+    flip = torch.rand(batch, generator=generator) < 0.5
+    out = flip_images(images, flip)
+    noise = torch.randn(images.shape, generator=generator).to(images.device) * 0.1  # std in normalised units
+    out = torch.where(flip.view(-1, 1, 1, 1).to(images.device), out, out + noise)
+
+    erase = torch.rand(batch, generator=generator) < 0.5
+    area = torch.empty(batch).uniform_(0.02, 0.1, generator=generator) * height * width
+    log_ratio = torch.empty(batch).uniform_(np.log(0.3), np.log(3.3), generator=generator)
+    h = (area * log_ratio.exp()).sqrt().round().clamp(1, height).long()
+    w = (area / log_ratio.exp()).sqrt().round().clamp(1, width).long()
+    top = (torch.rand(batch, generator=generator) * (height - h + 1).float()).long()
+    left = (torch.rand(batch, generator=generator) * (width - w + 1).float()).long()
+    rows = torch.arange(height).view(1, -1)
+    cols = torch.arange(width).view(1, -1)
+    in_rows = (rows >= top.view(-1, 1)) & (rows < (top + h).view(-1, 1))  # (B, H)
+    in_cols = (cols >= left.view(-1, 1)) & (cols < (left + w).view(-1, 1))  # (B, W)
+    mask = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2) & erase.view(-1, 1, 1)).unsqueeze(1)  # (B, 1, H, W)
+    return out.masked_fill(mask.to(images.device), 0.0)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) with ``fraction`` of each class held out for validation (at least one
+    per class that has two or more samples). Seeded; the test set is never touched."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_val = max(1, int(round(fraction * len(members)))) if len(members) >= 2 else 0
+        val.extend(members[:n_val])
+        train.extend(members[n_val:])
+    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
