@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from fer_lib import landmarks as L
 from fer_lib.heatmaps import render_heatmaps
+from fer_lib.io import save_npy
 from fer_lib.rafdb import RafDb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,13 +72,6 @@ def load_images(paths: list[Path], size: int, *, progress: bool = True) -> np.nd
     return out
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        np.save(handle, array)
-    os.replace(handle.name, path)
-
-
 def _cache_key(data: RafDb, size: int) -> str:
     digest = hashlib.sha256(f"{data.root.resolve()}|{size}|".encode())
     digest.update("\n".join(data.names).encode())
@@ -104,7 +97,7 @@ def split_tensors(
     if images is None:
         images = load_images([data.aligned_path(i) for i in range(len(data))], size, progress=progress)
         if cache_dir is not None:
-            _atomic_save_npy(cache_file, images)
+            save_npy(images, cache_file)
     points = L.align_points(data.landmarks(landmark_set), data.manual5, size)
     return SplitTensors(
         names=list(data.names),

@@ -1,0 +1,52 @@
+"""Atomic writes: a file is written next to its target and renamed over it, so an interrupted run never
+leaves a half-written checkpoint, table or cache behind (the previous version stays intact)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary_path)``, then rename the temporary file to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        temporary = Path(handle.name)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def save_json(obj, path: str | os.PathLike) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
+
+
+def save_text(text: str, path: str | os.PathLike) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_npy(array: np.ndarray, path: str | os.PathLike) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+    return write_atomic(path, write)
