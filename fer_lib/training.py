@@ -1,0 +1,422 @@
+"""Training and evaluation: the ARM baseline, the frozen-feature cache, and the landmark branch + fusion.
+
+Every run lives in its own folder: ``config.json`` (what was asked), ``split.json`` (the seeded,
+stratified validation split held out from the training set), ``last.pt`` (written atomically after each
+epoch; a rerun resumes from it), ``best.pt`` (the epoch with the best validation accuracy: model selection
+never looks at the test set), ``history.csv`` and, once evaluated, prediction tables. The test set is
+only ever used by ``predict_*`` on the selected model.
+
+The baseline is frozen while the landmark branch trains, so its batch-independent part (ARM's per-image
+map, ``ARMNet.forward_per_image`` in eval mode) is computed once per image and flip state and cached;
+ARM's batch-mean term is added per batch, so cached training computes exactly what uncached training
+would. An epoch of the landmark branch then reads no image: features come from the cache and heatmaps
+are drawn from coordinates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fer_lib import data as D
+from fer_lib import models as M
+from fer_lib.io import save_csv, save_json, save_torch
+from fer_lib.rafdb import CLASSES
+
+# Paper, Table 4 (adabelief-pytorch); ExponentialLR(0.9) per epoch; batch 256 train / 64 test.
+ADABELIEF = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decouple=True, rectify=False, weight_decay=1e-2)
+LR_GAMMA = 0.9
+
+
+# ------------------------------------------------------------------------------------------------------
+# Configurations
+
+
+@dataclass
+class BaselineConfig:
+    """The ARM recipe (SPEC.md): Adam, weight decay 1e-4, ExponentialLR(0.9), batch 256, flip/noise + erasing."""
+
+    input_size: int = 224
+    width: int = 64  # ResNet18's base width; 64 is the paper's (and the released checkpoint's)
+    epochs: int = 70
+    batch_size: int = 256
+    eval_batch_size: int = 64  # the paper tests with batch 64 (ARM's batch term depends on it)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1  # held out from the training set for model selection
+    pretrained: str | None = None  # path of torchvision's ResNet18 ImageNet weights; None: from scratch
+    seed: int = 0
+
+
+@dataclass
+class FusionConfig:
+    """Landmark branch + fusion (paper, sections 4.2-4.3; Table 4 optimiser)."""
+
+    weighting: str = "both"  # none / confidence / agreement / both
+    w_disagree: float = 0.6  # agreement weight when the branches disagree (Fig. 4)
+    weight_grad: bool = False  # gradients through p_landmark (the paper is silent)
+    width: int = 32  # landmark CNN's base width; 32 is Table 1's
+    epochs: int = 10  # not stated in the paper; selection on the validation split
+    batch_size: int = 256
+    eval_batch_size: int = 64
+    landmark_set: str = "auto37"
+    heatmap_sigma: float | None = None  # None: 1.5 px at 224, scaled with the input size
+    flip: bool = True  # random horizontal flips of image and heatmap together
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+def _check_config(run_dir: Path, config) -> None:
+    """Refuse to resume a run folder made with another configuration (its checkpoints would not match)."""
+    wanted = dataclasses.asdict(config)
+    path = run_dir / "config.json"
+    if path.exists():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+            raise ValueError(
+                f"{run_dir} holds a run with another configuration (differs in: {', '.join(changed)}). "
+                "Use another run folder, or delete this one to start again."
+            )
+    else:
+        save_json(wanted, path)
+
+
+def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    path = run_dir / "split.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        names = set(train.names)
+        if set(saved["train"]) | set(saved["validation"]) != names:
+            raise ValueError(f"{path} was made for another training set; delete {run_dir} to start again")
+        position = {name: i for i, name in enumerate(train.names)}
+        return np.array([position[n] for n in saved["train"]]), np.array([position[n] for n in saved["validation"]])
+    fit, val = D.stratified_split(train.labels.numpy(), fraction, seed)
+    save_json({"seed": seed, "fraction": fraction, "train": [train.names[i] for i in fit], "validation": [train.names[i] for i in val]}, path)
+    return fit, val
+
+
+def _autocast(device: torch.device):
+    # bf16 on CUDA; on this CPU bf16 was slower than fp32 for these convs (benchmarks/README.md)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _load_last(run_dir: Path, model, optimizer, scheduler) -> tuple[int, list[dict], float]:
+    """Resume state from ``last.pt``: (next epoch, history, best validation accuracy)."""
+    path = run_dir / "last.pt"
+    if not path.exists():
+        return 0, [], -1.0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    print(f"resuming {run_dir} after epoch {state['epoch'] + 1}")
+    return state["epoch"] + 1, state["history"], state["best_val_accuracy"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Baseline
+
+
+def build_baseline(config: BaselineConfig) -> M.ARMNet:
+    return M.ARMNet(config.input_size, width=config.width, pretrained=config.pretrained or False)
+
+
+@torch.no_grad()
+def baseline_logits(model: M.ARMNet, images: torch.Tensor, batch_size: int = 64, *, progress: bool = False) -> torch.Tensor:
+    """Logits (N, 7) for uint8 images (N, 3, S, S), in consecutive batches of ``batch_size`` (the test
+    order), so in ``batch`` affinity each image shares its batch term with its neighbours."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False):
+        batch = D.normalise(images[start : start + batch_size].to(device))
+        with _autocast(device):
+            out.append(model(batch).float().cpu())
+    return torch.cat(out)
+
+
+def train_baseline(
+    train: D.SplitTensors, config: BaselineConfig, run_dir: Path, *, device: torch.device | None = None, progress: bool = True
+) -> M.ARMNet:
+    """Train ResNet18 + ARM with the ARM recipe; returns the best-on-validation model (eval mode, CPU).
+
+    ``train`` is the full training split; the validation part is held out here (``split.json``).
+    """
+    run_dir = Path(run_dir)
+    device = device or M.pick_device()
+    _check_config(run_dir, config)
+    if train.input_size != config.input_size:
+        raise ValueError(f"images are {train.input_size}px but the config asks for {config.input_size}px")
+    fit_index, val_index = _validation_split(run_dir, train, config.val_fraction, config.seed)
+    fit, val = train.subset(fit_index), train.subset(val_index)
+
+    torch.manual_seed(config.seed)
+    model = build_baseline(config).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
+    start, history, best = _load_last(run_dir, model, optimizer, scheduler)
+    for epoch in range(start, config.epochs):
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        order = torch.randperm(len(fit), generator=generator)
+        model.train()
+        seen = correct = loss_sum = 0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"baseline epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        for start_index in bar:
+            index = order[start_index : start_index + config.batch_size]
+            if len(index) < 2:  # BatchNorm needs two samples
+                continue
+            images = D.augment_arm(D.normalise(fit.images[index]), generator).to(device, memory_format=torch.channels_last)
+            labels = fit.labels[index].to(device)
+            with _autocast(device):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(index)
+            correct += int((logits.argmax(1) == labels).sum())
+            loss_sum += loss.item() * len(index)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        scheduler.step()
+        val_accuracy = float((baseline_logits(model, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "val_accuracy": val_accuracy})
+        if val_accuracy > best:
+            best = val_accuracy
+            M.save_arm_checkpoint(model, run_dir / "best.pt", epoch=epoch + 1, val_accuracy=val_accuracy, config=dataclasses.asdict(config))
+        save_torch(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "history": history, "best_val_accuracy": best},
+            run_dir / "last.pt",
+        )
+        save_csv(pd.DataFrame(history), run_dir / "history.csv")
+        if progress:
+            print(f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
+                  f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
+    best_model = M.load_arm_checkpoint(run_dir / "best.pt")
+    return best_model
+
+
+# ------------------------------------------------------------------------------------------------------
+# Frozen-feature cache
+
+
+def _baseline_fingerprint(baseline: M.ARMNet) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(baseline.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def rgb_feature_cache(
+    baseline: M.ARMNet,
+    split: D.SplitTensors,
+    *,
+    flips: tuple[bool, ...] = (False, True),
+    batch_size: int = 128,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """(len(flips), N, n*n) per-image ARM maps of the frozen baseline, one row per flip state.
+
+    Saved to ``cache_dir`` under a name made of the baseline's weights and the images, and reused.
+    """
+    path = None
+    if cache_dir is not None:
+        key = hashlib.sha256(f"{_baseline_fingerprint(baseline)}|{flips}|".encode() + "\n".join(split.names).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"rgb_cache_{key}.pt"
+        if path.exists():
+            if progress:
+                print(f"reusing frozen RGB features from {path}")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    device = next(baseline.parameters()).device
+    baseline.eval()
+    rows = []
+    for flip in flips:
+        chunks = []
+        for start in tqdm(range(0, len(split), batch_size), desc=f"RGB feature cache{' (flipped)' if flip else ''}", disable=not progress, leave=False):
+            images = split.images[start : start + batch_size]
+            images = images.flip(-1) if flip else images
+            with _autocast(device):
+                chunks.append(baseline.forward_per_image(D.normalise(images.to(device))).float().cpu())
+        rows.append(torch.cat(chunks))
+    cache = torch.stack(rows)  # (F, N, n*n)
+    if path is not None:
+        save_torch(cache, path)
+    return cache
+
+
+# ------------------------------------------------------------------------------------------------------
+# Landmark branch + fusion
+
+
+@dataclass
+class FusionPredictions:
+    """Per-image probabilities (N, 7) of the three heads on one split, in the split's order."""
+
+    names: list[str]
+    labels: np.ndarray
+    fused: np.ndarray
+    landmark: np.ndarray
+    rgb: np.ndarray
+    weight: np.ndarray
+
+
+def build_fusion(baseline: M.ARMNet, config: FusionConfig) -> M.FusionModel:
+    return M.FusionModel(baseline, weighting=config.weighting, w_disagree=config.w_disagree, weight_grad=config.weight_grad, width=config.width)
+
+
+def _heatmaps(split: D.SplitTensors, index: torch.Tensor, flip: torch.Tensor | None, config: FusionConfig, device) -> torch.Tensor:
+    return D.heatmaps_for(split.points[index].to(device), split.input_size, flip=flip, landmark_set=split.landmark_set, sigma=config.heatmap_sigma)
+
+
+@torch.no_grad()
+def predict_fusion(model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig, *, progress: bool = False) -> FusionPredictions:
+    """Probabilities of the fused, landmark-only and RGB heads, in consecutive test-order batches."""
+    device = next(model.parameters()).device
+    model.eval()
+    outs = []
+    for start in tqdm(range(0, len(split), config.eval_batch_size), desc="evaluate", disable=not progress, leave=False):
+        index = torch.arange(start, min(start + config.eval_batch_size, len(split)))
+        with _autocast(device):
+            out = model.forward_cached(cache[0, index].to(device), _heatmaps(split, index, None, config, device))
+        outs.append([t.float().cpu() for t in (out.fused_logits.softmax(1), out.landmark_logits.softmax(1), out.rgb_logits.softmax(1), out.weight)])
+    fused, landmark, rgb, weight = (torch.cat(parts).numpy() for parts in zip(*outs))
+    return FusionPredictions(list(split.names), split.labels.numpy(), fused, landmark, rgb, weight)
+
+
+def train_fusion(
+    baseline: M.ARMNet,
+    train: D.SplitTensors,
+    train_cache: torch.Tensor,
+    config: FusionConfig,
+    run_dir: Path,
+    *,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> M.FusionModel:
+    """Train the landmark branch and the fusion layer from the frozen-feature cache (baseline untouched).
+
+    Loss: CE(landmark head) + CE(fused) (eq. 3); AdaBelief as Table 4; ExponentialLR(0.9) per epoch; the
+    epoch with the best fused validation accuracy is kept (``best.pt``). Returns it in eval mode.
+    """
+    from adabelief_pytorch import AdaBelief
+
+    run_dir = Path(run_dir)
+    device = device or M.pick_device()
+    _check_config(run_dir, config)
+    if train.landmark_set != config.landmark_set:
+        raise ValueError(f"the split carries {train.landmark_set} landmarks but the config asks for {config.landmark_set}")
+    if train_cache.shape[1] != len(train):
+        raise ValueError(f"the feature cache has {train_cache.shape[1]} images, the training split {len(train)}")
+    flips = config.flip and train_cache.shape[0] > 1
+    fit_index, val_index = _validation_split(run_dir, train, config.val_fraction, config.seed)
+    fit, val = train.subset(fit_index), train.subset(val_index)
+    fit_cache, val_cache = train_cache[:, fit_index], train_cache[:, val_index]
+
+    torch.manual_seed(config.seed)
+    model = build_fusion(baseline, config).to(device)
+    optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **ADABELIEF)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
+    start, history, best = _load_last(run_dir, model, optimizer, scheduler)
+    for epoch in range(start, config.epochs):
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        order = torch.randperm(len(fit), generator=generator)
+        model.train()
+        seen = correct = landmark_correct = loss_sum = 0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"fusion epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        for start_index in bar:
+            index = order[start_index : start_index + config.batch_size]
+            if len(index) < 2:
+                continue
+            flip = torch.rand(len(index), generator=generator) < 0.5 if flips else torch.zeros(len(index), dtype=torch.bool)
+            rgb = fit_cache[flip.long(), index].to(device)  # (B, n*n): each image in its flip state
+            heatmaps = _heatmaps(fit, index, flip, config, device)
+            labels = fit.labels[index].to(device)
+            with _autocast(device):
+                out = model.forward_cached(rgb, heatmaps)
+                loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(index)
+            correct += int((out.fused_logits.argmax(1) == labels).sum())
+            landmark_correct += int((out.landmark_logits.argmax(1) == labels).sum())
+            loss_sum += loss.item() * len(index)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", fused=f"{correct / seen:.3f}", landmark=f"{landmark_correct / seen:.3f}")
+        scheduler.step()
+        predictions = predict_fusion(model, val, val_cache, config)
+        val_fused = float((predictions.fused.argmax(1) == predictions.labels).mean())
+        val_landmark = float((predictions.landmark.argmax(1) == predictions.labels).mean())
+        history.append({
+            "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_fused_accuracy": correct / max(seen, 1),
+            "train_landmark_accuracy": landmark_correct / max(seen, 1), "val_fused_accuracy": val_fused, "val_landmark_accuracy": val_landmark,
+        })
+        if val_fused > best:
+            best = val_fused
+            save_torch({"model": model.state_dict(), "epoch": epoch + 1, "val_accuracy": val_fused, "config": dataclasses.asdict(config)}, run_dir / "best.pt")
+        save_torch(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "history": history, "best_val_accuracy": best},
+            run_dir / "last.pt",
+        )
+        save_csv(pd.DataFrame(history), run_dir / "history.csv")
+    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"], strict=True)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Prediction tables
+
+
+def prediction_frame(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
+    """One row per image: name, label, predicted class and the 7 probabilities (columns named by class)."""
+    frame = pd.DataFrame({"image": names, "label": labels.astype(int), "predicted": probabilities.argmax(1).astype(int)})
+    for k, name in enumerate(CLASSES):
+        frame[f"p_{name}"] = probabilities[:, k]
+    return frame
+
+
+def read_prediction_frame(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) back from a prediction table."""
+    frame = pd.read_csv(path)
+    return frame["label"].to_numpy(), frame[[f"p_{name}" for name in CLASSES]].to_numpy()
+
+
+def save_fusion_predictions(predictions: FusionPredictions, folder: Path) -> dict[str, Path]:
+    """Write ``predictions_{fused,landmark,rgb}.csv`` (the fused table also carries the weight)."""
+    paths = {}
+    for head in ("fused", "landmark", "rgb"):
+        frame = prediction_frame(predictions.names, predictions.labels, getattr(predictions, head))
+        if head == "fused":
+            frame["weight"] = predictions.weight
+        paths[head] = Path(folder) / f"predictions_{head}.csv"
+        save_csv(frame, paths[head])
+    return paths
+
+
+def timed(label: str):
+    """Context manager printing how long a step took."""
+
+    class _Timer:
+        def __enter__(self):
+            self.started = time.perf_counter()
+            return self
+
+        def __exit__(self, *exc):
+            self.seconds = time.perf_counter() - self.started
+            print(f"{label}: {self.seconds:.1f} s")
+
+    return _Timer()

@@ -1,0 +1,120 @@
+"""Training engine on a tiny hand-made data set at 128 px with narrow networks (seconds, CPU)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fer_lib import data as D
+from fer_lib import models as M
+from fer_lib import training as T
+from fer_lib.rafdb import load_rafdb
+from tests.conftest import write_tiny_rafdb
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=3)
+    return D.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def baseline_config(**overrides):
+    return T.BaselineConfig(**{**dict(input_size=SIZE, width=4, epochs=2, batch_size=8, val_fraction=0.3), **overrides})
+
+
+def fusion_config(**overrides):
+    return T.FusionConfig(**{**dict(width=2, epochs=2, batch_size=8, val_fraction=0.3), **overrides})
+
+
+def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
+    model = T.train_baseline(tiny_split, baseline_config(), tmp_path / "a", progress=False)
+    again = T.train_baseline(tiny_split, baseline_config(), tmp_path / "b", progress=False)
+    assert not model.training and model.width == 4
+    history = pd.read_csv(tmp_path / "a" / "history.csv")
+    assert len(history) == 2 and history.equals(pd.read_csv(tmp_path / "b" / "history.csv"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    split = (tmp_path / "a" / "split.json").read_text()
+    assert "validation" in split
+
+
+def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, monkeypatch):
+    full = T.train_baseline(tiny_split, baseline_config(epochs=3), tmp_path / "full", progress=False)
+    calls = {"n": 0}
+    original = T.baseline_logits
+
+    def crash_in_epoch_two(*args, **kwargs):  # validation ends each epoch: fail at the second
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(T, "baseline_logits", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        T.train_baseline(tiny_split, baseline_config(epochs=3), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(T, "baseline_logits", original)
+    assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 1
+    resumed = T.train_baseline(tiny_split, baseline_config(epochs=3), tmp_path / "cut", progress=False)
+    assert pd.read_csv(tmp_path / "cut" / "history.csv").equals(pd.read_csv(tmp_path / "full" / "history.csv"))
+    for key, value in full.state_dict().items():
+        assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-6), key
+
+
+def test_another_config_in_the_same_folder_is_refused(tiny_split, tmp_path):
+    T.train_baseline(tiny_split, baseline_config(epochs=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="differs in: epochs"):
+        T.train_baseline(tiny_split, baseline_config(epochs=2), tmp_path, progress=False)
+
+
+def test_fusion_trains_from_cache_and_leaves_the_baseline_untouched(tiny_split, tmp_path):
+    torch.manual_seed(0)
+    baseline = M.ARMNet(SIZE, width=4).eval()
+    before = {k: v.clone() for k, v in baseline.state_dict().items()}
+    cache = T.rgb_feature_cache(baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False)
+    assert cache.shape == (2, len(tiny_split), 25)
+    assert torch.equal(T.rgb_feature_cache(baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False), cache)
+    model = T.train_fusion(baseline, tiny_split, cache, fusion_config(), tmp_path / "fusion", progress=False)
+    for key, value in model.baseline.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(not p.requires_grad for p in model.baseline.parameters())
+    predictions = T.predict_fusion(model, tiny_split, cache, fusion_config())
+    assert predictions.fused.shape == (len(tiny_split), 7)
+    np.testing.assert_allclose(predictions.fused.sum(1), 1, atol=1e-5)
+    paths = T.save_fusion_predictions(predictions, tmp_path / "fusion")
+    labels, probabilities = T.read_prediction_frame(paths["fused"])
+    np.testing.assert_array_equal(labels, tiny_split.labels.numpy())
+    np.testing.assert_allclose(probabilities, predictions.fused, atol=1e-6)
+
+
+def test_cached_features_equal_the_uncached_forward(tiny_split):
+    torch.manual_seed(1)
+    baseline = M.ARMNet(SIZE, width=4).eval()
+    cache = T.rgb_feature_cache(baseline, tiny_split, flips=(False,), progress=False)
+    model = M.FusionModel(baseline, width=2).eval()
+    index = torch.arange(6)
+    heat = D.heatmaps_for(tiny_split.points[index], SIZE)
+    with torch.no_grad():
+        cached = model.forward_cached(cache[0, index], heat).fused_logits
+        direct = model(D.normalise(tiny_split.images[index]), heat).fused_logits
+    assert (cached - direct).abs().max() < 1e-4
+
+
+def test_fusion_runs_are_deterministic(tiny_split, tmp_path):
+    torch.manual_seed(0)
+    baseline = M.ARMNet(SIZE, width=4).eval()
+    cache = T.rgb_feature_cache(baseline, tiny_split, progress=False)
+    runs = [T.train_fusion(baseline, tiny_split, cache, fusion_config(seed=3), tmp_path / f"r{i}", progress=False) for i in range(2)]
+    histories = [pd.read_csv(tmp_path / f"r{i}" / "history.csv") for i in range(2)]
+    assert histories[0].equals(histories[1])
+    a, b = (T.predict_fusion(m, tiny_split, cache, fusion_config()).fused for m in runs)
+    np.testing.assert_array_equal(a, b)
