@@ -2,6 +2,11 @@
 
     check-data ROOT [--json] [--no-decode]     validate a RAF-DB copy, counts next to Table 3
     demo-data OUT --train N --test M --seed S  write a synthetic RAF-DB in the same layout
+    train-baseline --data ROOT --run-dir DIR   train ResNet18 + ARM (the ARM recipe)
+    train-fusion --data ROOT --baseline CKPT --run-dir DIR
+                                               train the landmark branch + fusion (frozen baseline)
+    evaluate --data ROOT --baseline CKPT [--fusion CKPT] --out DIR
+                                               predictions on the test set and the paper's metrics
     run-all [--profile P] [--data ROOT] ...    what ./run_all.sh runs: every table and figure
 """
 
@@ -49,6 +54,97 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str | None):
+    import torch
+
+    from fer_lib.models import pick_device
+
+    return torch.device(name) if name else pick_device()
+
+
+def _print_summary(title: str, labels, probabilities) -> None:
+    from fer_lib.metrics import summary
+    from fer_lib.rafdb import CLASSES
+
+    result = summary(labels, probabilities)
+    per_class = ", ".join(f"{name} {value:.4f}" for name, value in zip(CLASSES, result["per_class"]))
+    print(f"{title}: OA top-1 {result['oa_top1']:.4f}, top-2 {result['oa_top2']:.4f}, top-3 {result['oa_top3']:.4f}, AA {result['aa']:.4f}")
+    print(f"  per class: {per_class}")
+
+
+def _train_baseline(args: argparse.Namespace) -> int:
+    from fer_lib import training as T
+
+    config = T.BaselineConfig(
+        input_size=args.input_size, width=args.width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, val_fraction=args.val_fraction, pretrained=str(args.pretrained) if args.pretrained else None, seed=args.seed,
+    )
+    train, test = T.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache")
+    model = T.train_baseline(train, config, args.run_dir, device=_device(args.device))
+    probabilities = T.baseline_logits(model, test.images, config.eval_batch_size).softmax(1).numpy()
+    T.save_csv(T.prediction_frame(test.names, test.labels.numpy(), probabilities), args.run_dir / "predictions_test.csv")
+    _print_summary("baseline, test set", test.labels.numpy(), probabilities)
+    print(f"best checkpoint: {args.run_dir / 'best.pt'}")
+    return 0
+
+
+def _load_baseline(path: Path, input_size: int | None):
+    from fer_lib.models import load_arm_checkpoint
+
+    return load_arm_checkpoint(path, input_size=input_size)
+
+
+def _train_fusion(args: argparse.Namespace) -> int:
+    from fer_lib import training as T
+
+    baseline = _load_baseline(args.baseline, args.input_size).to(_device(args.device))
+    config = T.FusionConfig(
+        weighting=args.weighting, w_disagree=args.w, weight_grad=args.weight_grad, width=args.width, epochs=args.epochs,
+        batch_size=args.batch_size, landmark_set=args.landmark_set, heatmap_sigma=args.sigma, flip=not args.no_flip,
+        val_fraction=args.val_fraction, seed=args.seed,
+    )
+    train, test = T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache")
+    train_cache = T.rgb_feature_cache(baseline, train, flips=(False, True) if config.flip else (False,), cache_dir=args.run_dir / "cache")
+    model = T.train_fusion(baseline, train, train_cache, config, args.run_dir, device=_device(args.device))
+    test_cache = T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=args.run_dir / "cache")
+    predictions = T.predict_fusion(model, test, test_cache, config)
+    T.save_fusion_predictions(predictions, args.run_dir)
+    for head in ("rgb", "landmark", "fused"):
+        _print_summary(f"{head}, test set", predictions.labels, getattr(predictions, head))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fer_lib import training as T
+
+    device = _device(args.device)
+    baseline = _load_baseline(args.baseline, args.input_size).to(device)
+    if args.fusion:
+        model, config = T.load_fusion_checkpoint(args.fusion, baseline)
+        config.eval_batch_size = args.batch_size
+        landmark_set = config.landmark_set
+    else:
+        landmark_set = "auto37"
+    train, test = T.load_splits(args.data, baseline.input_size, landmark_set=landmark_set, cache_dir=args.out / "cache")
+    if args.affinity == "fixed":  # means over the training set, never the test set
+        train_cache = T.rgb_feature_cache(baseline, train, flips=(False,), cache_dir=args.out / "cache")
+        T.estimate_population_means(model.to(device) if args.fusion else baseline, train, train_cache, config if args.fusion else None)
+    baseline.set_affinity(args.affinity)
+    if args.fusion:
+        model = model.to(device).set_affinity(args.affinity)
+        test_cache = T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=args.out / "cache")
+        predictions = T.predict_fusion(model, test, test_cache, config)
+        T.save_fusion_predictions(predictions, args.out)
+        for head in ("rgb", "landmark", "fused"):
+            _print_summary(f"{head}, test set, batch {args.batch_size}, affinity {args.affinity}", predictions.labels, getattr(predictions, head))
+    else:
+        probabilities = T.baseline_logits(baseline, test.images, args.batch_size).softmax(1).numpy()
+        T.save_csv(T.prediction_frame(test.names, test.labels.numpy(), probabilities), args.out / "predictions_rgb.csv")
+        _print_summary(f"baseline, test set, batch {args.batch_size}, affinity {args.affinity}", test.labels.numpy(), probabilities)
+    print(f"predictions written to {args.out}")
+    return 0
+
+
 def _run_all(args: argparse.Namespace) -> int:
     from fer_lib.pipeline import run_all
 
@@ -71,6 +167,48 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--test", type=int, default=750, help="number of test images")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo_data)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", type=Path, required=True, help="RAF-DB basic/ folder (or a synthetic set)")
+    common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    common.add_argument("--seed", type=int, default=0)
+
+    baseline = commands.add_parser("train-baseline", parents=[common], help="train ResNet18 + ARM (the ARM recipe)")
+    baseline.add_argument("--run-dir", type=Path, required=True, help="checkpoints, history, split and predictions go here")
+    baseline.add_argument("--input-size", type=int, default=224)
+    baseline.add_argument("--width", type=int, default=64, help="ResNet18 base width (64: the standard network)")
+    baseline.add_argument("--epochs", type=int, default=70)
+    baseline.add_argument("--batch-size", type=int, default=256)
+    baseline.add_argument("--lr", type=float, default=1e-3)
+    baseline.add_argument("--weight-decay", type=float, default=1e-4)
+    baseline.add_argument("--val-fraction", type=float, default=0.1)
+    baseline.add_argument("--pretrained", type=Path, default=None, help="torchvision's ResNet18 ImageNet weights (resnet18-f37072fd.pth)")
+    baseline.set_defaults(func=_train_baseline)
+
+    fusion = commands.add_parser("train-fusion", parents=[common], help="train the landmark branch + fusion (baseline frozen)")
+    fusion.add_argument("--baseline", type=Path, required=True, help="baseline checkpoint (the ARM authors' file or ours)")
+    fusion.add_argument("--input-size", type=int, default=None, help="default: the checkpoint's (224 for the authors' file)")
+    fusion.add_argument("--run-dir", type=Path, required=True)
+    fusion.add_argument("--weighting", default="both", choices=("none", "confidence", "agreement", "both"))
+    fusion.add_argument("--w", type=float, default=0.6, help="agreement weight when the branches disagree")
+    fusion.add_argument("--weight-grad", action="store_true", help="let gradients flow through p_landmark")
+    fusion.add_argument("--width", type=int, default=32, help="landmark CNN base width (32: Table 1)")
+    fusion.add_argument("--epochs", type=int, default=10)
+    fusion.add_argument("--batch-size", type=int, default=256)
+    fusion.add_argument("--landmark-set", default="auto37", choices=("auto37", "manual5", "both"))
+    fusion.add_argument("--sigma", type=float, default=None, help="heatmap gaussian sigma in pixels (default 1.5 at 224)")
+    fusion.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
+    fusion.add_argument("--val-fraction", type=float, default=0.1)
+    fusion.set_defaults(func=_train_fusion)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="test-set predictions and the paper's metrics")
+    evaluate.add_argument("--baseline", type=Path, required=True)
+    evaluate.add_argument("--input-size", type=int, default=None)
+    evaluate.add_argument("--fusion", type=Path, default=None, help="a fusion run's best.pt (default: the baseline alone)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="test batch size (ARM's batch term depends on it; the paper: 64)")
+    evaluate.add_argument("--affinity", default="batch", choices=("batch", "fixed"), help="fixed: batch-independent, mean over the training set")
+    evaluate.add_argument("--out", type=Path, required=True)
+    evaluate.set_defaults(func=_evaluate)
 
     run = commands.add_parser("run-all", help="regenerate every table and figure (what ./run_all.sh runs)")
     run.add_argument("--profile", default="demo", choices=("demo", "paper", "smoke"))

@@ -264,7 +264,7 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
         hint = f"Download {url} (torchvision's ResNet18 ImageNet weights) and put it at {path}."
         if not path.is_file():
             raise CheckpointNotFoundError(f"ImageNet weights for ResNet18 not found at {path}. {hint}")
-        _load_strict(resnet, _state_dict_of(_read_checkpoint(path, hint), path, hint), path)
+        load_state_strict(resnet, _state_dict_of(_read_checkpoint(path, hint), path, hint), path)
     return nn.Sequential(*list(resnet.children())[:-2])
 
 
@@ -385,7 +385,7 @@ def _listing(title: str, items: list[str], limit: int = 20) -> str:
     return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:limit] + more)
 
 
-def _load_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
+def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
     """load_state_dict(strict=True), after a check that names every missing, unexpected and mis-shaped key."""
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
@@ -469,7 +469,7 @@ def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None) -> A
         input_size = stored_size if stored_size is not None else PAPER_INPUT_SIZE
     width = obj.get("width", 64) if isinstance(obj, dict) and "model_state_dict" in obj else 64
     model = ARMNet(input_size, width=int(width))
-    _load_strict(model, state, path)
+    load_state_strict(model, state, path)
     if isinstance(obj, dict) and isinstance(obj.get("population_means"), dict):
         load_population_means(model, obj["population_means"])
     return model.set_affinity("batch").eval()

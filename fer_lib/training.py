@@ -162,7 +162,9 @@ def train_baseline(
     fit, val = train.subset(fit_index), train.subset(val_index)
 
     torch.manual_seed(config.seed)
-    model = build_baseline(config).to(device).to(memory_format=torch.channels_last)
+    # channels_last helps cuDNN; on CPU oneDNN corrupted the heap with very narrow widths (2 threads, width 4)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = build_baseline(config).to(device).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler)
@@ -176,7 +178,7 @@ def train_baseline(
             index = order[start_index : start_index + config.batch_size]
             if len(index) < 2:  # BatchNorm needs two samples
                 continue
-            images = D.augment_arm(D.normalise(fit.images[index]), generator).to(device, memory_format=torch.channels_last)
+            images = D.augment_arm(D.normalise(fit.images[index]), generator).to(device, memory_format=memory_format)
             labels = fit.labels[index].to(device)
             with _autocast(device):
                 logits = model(images)
@@ -375,6 +377,49 @@ def train_fusion(
         save_csv(pd.DataFrame(history), run_dir / "history.csv")
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"], strict=True)
     return model.eval()
+
+
+@torch.no_grad()
+def estimate_population_means(model: M.ARMNet | M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig | None = None, batch_size: int = 256) -> None:
+    """Set the ``fixed`` affinity means from a split (the training set, unflipped, no augmentation): the
+    baseline's from its cached per-image maps, and for a fusion model also its landmark ARM's."""
+    baseline = model.baseline if isinstance(model, M.FusionModel) else model
+    device = next(model.parameters()).device
+    baseline.arm.estimate_population_mean([cache[0].to(device)])
+    if isinstance(model, M.FusionModel):
+        config = config or FusionConfig()
+        model.eval()
+        batches = (
+            (cache[0, index].to(device), _heatmaps(split, index, None, config, device))
+            for index in torch.arange(len(split)).split(batch_size)
+        )
+        model.estimate_population_means(batches)
+
+
+def load_fusion_checkpoint(path: Path, baseline: M.ARMNet) -> tuple[M.FusionModel, FusionConfig]:
+    """A trained fusion model (``best.pt`` or ``last.pt`` of a fusion run) around ``baseline``, strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise M.CheckpointNotFoundError(f"{path}: no such file; train it with `python -m fer_lib train-fusion` first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise M.CheckpointError(f"{path}: not a fusion checkpoint of this project (no 'model' and 'config' entries)")
+    config = FusionConfig(**state["config"])
+    model = build_fusion(baseline, config)
+    baseline_state = {f"baseline.{k}": v for k, v in baseline.state_dict().items()}
+    mismatched = [k for k, v in baseline_state.items() if k in state["model"] and not torch.equal(state["model"][k], v)]
+    if mismatched:
+        raise M.CheckpointError(f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the baseline it was trained with")
+    M.load_state_strict(model, state["model"], path)
+    return model.eval(), config
+
+
+def load_splits(data_root: Path, input_size: int, *, landmark_set: str = "auto37", cache_dir: Path | None = None, progress: bool = True) -> tuple[D.SplitTensors, D.SplitTensors]:
+    """(train, test) tensors of a RAF-DB copy at ``input_size``."""
+    from fer_lib.rafdb import load_rafdb
+
+    rafdb = load_rafdb(data_root, progress=progress)
+    return tuple(D.split_tensors(rafdb.split(name), input_size, landmark_set=landmark_set, cache_dir=cache_dir, progress=progress) for name in ("train", "test"))
 
 
 # ------------------------------------------------------------------------------------------------------
