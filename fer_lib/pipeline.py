@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -18,36 +17,28 @@ NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
 
 
-@dataclass(frozen=True)
-class DemoSize:
-    n_train: int
-    n_test: int
-    seed: int = 0
-
-
-# Synthetic set sizes per profile (the paper profile uses the user's RAF-DB).
-DEMO_SIZES = {"demo": DemoSize(3000, 750), "smoke": DemoSize(140, 70)}
-
-
-def run_dir(profile: str) -> Path:
+def run_dir_for(profile: str) -> Path:
     return RUNS_DIR / profile
 
 
-def ensure_data(profile: str, data: Path | None) -> Path:
-    """The data root a profile runs on: the user's RAF-DB, or the synthetic set (generated once)."""
+def ensure_data(profile: str, data: Path | None, run_dir: Path | None = None) -> Path:
+    """The data root a profile runs on: the user's RAF-DB, or the profile's synthetic set (generated once,
+    then reused, which is said)."""
+    from fer_lib.experiment import get_profile
     from fer_lib.synthetic import demo_dataset_is_complete, generate_demo_dataset
 
     if data is not None:
         return Path(data)
-    if profile not in DEMO_SIZES:
+    spec = get_profile(profile)
+    if spec.synthetic is None:
         raise SystemExit(f"the {profile!r} profile needs a real RAF-DB: pass --data /path/to/RAF-DB/basic")
-    size = DEMO_SIZES[profile]
-    root = run_dir(profile) / "data" / "basic"
-    if demo_dataset_is_complete(root, size.n_train, size.n_test, size.seed):
-        print(f"==> reusing the synthetic RAF-DB in {root} ({size.n_train} train / {size.n_test} test, seed {size.seed})")
+    (n_train, n_test), seed = spec.synthetic, spec.synthetic_seed
+    root = (run_dir or run_dir_for(profile)) / "data" / "basic"
+    if demo_dataset_is_complete(root, n_train, n_test, seed):
+        print(f"==> reusing the synthetic RAF-DB in {root} ({n_train} train / {n_test} test, seed {seed})")
     else:
-        print(f"==> generating the synthetic RAF-DB in {root} ({size.n_train} train / {size.n_test} test, seed {size.seed})")
-        generate_demo_dataset(root, size.n_train, size.n_test, seed=size.seed)
+        print(f"==> generating the synthetic RAF-DB in {root} ({n_train} train / {n_test} test, seed {seed})")
+        generate_demo_dataset(root, n_train, n_test, seed=seed)
     return root
 
 
@@ -106,7 +97,7 @@ def run_all(profile: str, data: Path | None = None, baseline_checkpoint: Path | 
     started = time.perf_counter()
     data_root = ensure_data(profile, data)
     check_data(data_root)
-    base = run_dir(profile)
+    base = run_dir_for(profile)
     executed_dir, report_dir = base / "executed", base / "report"
     executed_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +106,7 @@ def run_all(profile: str, data: Path | None = None, baseline_checkpoint: Path | 
         "DATA_ROOT": str(data_root.resolve()),
         "RUN_DIR": str(base.resolve()),
         "BASELINE_CHECKPOINT": str(baseline_checkpoint.resolve()) if baseline_checkpoint else "",
+        "FIGURES_DIR": "",
     }
     pages = []
     for notebook in notebooks():

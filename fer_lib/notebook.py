@@ -1,0 +1,64 @@
+"""What every report notebook does first: check its papermill parameters, find the data and the run folder.
+
+Each notebook has one cell tagged ``parameters`` with the names in ``PARAMETERS``; papermill injects
+overrides in a cell after it. ``start(globals())`` refuses unknown or mistyped parameters (papermill
+itself does not), resolves the defaults, and returns an ``Experiment``. Notebooks therefore keep UPPER_CASE
+names for parameters only (use ``rafdb.CLASSES``, not ``from fer_lib.rafdb import CLASSES``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fer_lib.experiment import Experiment, get_profile
+from fer_lib.pipeline import PROJECT_ROOT, run_dir_for
+
+PARAMETERS = {
+    "PROFILE": str,  # smoke / demo / paper
+    "DATA_ROOT": str,  # RAF-DB basic/ folder; "" = the profile's synthetic set under RUN_DIR/data
+    "RUN_DIR": str,  # where checkpoints, predictions and tables go; "" = runs/<PROFILE>
+    "BASELINE_CHECKPOINT": str,  # the ARM authors' epoch59_acc0.9205.pth; "" = train the baseline
+    "FIGURES_DIR": str,  # "" = figures/ (demo and paper) or RUN_DIR/figures (smoke)
+}
+
+
+def check_parameters(namespace: dict) -> dict:
+    """The notebook's parameters, after refusing any UPPER_CASE name that is not a known parameter."""
+    unknown = sorted(k for k in namespace if k.isupper() and not k.startswith("_") and k not in PARAMETERS)
+    if unknown:
+        raise ValueError(f"unknown notebook parameter(s) {unknown}; the parameters are {sorted(PARAMETERS)}")
+    values = {}
+    for name, kind in PARAMETERS.items():
+        if name not in namespace:
+            raise ValueError(f"parameter {name} is missing from the notebook's parameters cell")
+        value = namespace[name]
+        if not isinstance(value, kind):
+            raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
+        values[name] = value
+    get_profile(values["PROFILE"])
+    return values
+
+
+def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
+    """Check the parameters and return the profile's Experiment (data generated on first use).
+
+    Args:
+        needs_previous: a notebook whose artefacts this one reads; named in the error if they are missing.
+    """
+    from fer_lib.pipeline import ensure_data
+
+    values = check_parameters(namespace)
+    profile = values["PROFILE"]
+    run_dir = Path(values["RUN_DIR"]) if values["RUN_DIR"] else run_dir_for(profile)
+    data_root = ensure_data(profile, Path(values["DATA_ROOT"]) if values["DATA_ROOT"] else None, run_dir)
+    experiment = Experiment(profile, data_root, run_dir, values["BASELINE_CHECKPOINT"] or None)
+    if values["FIGURES_DIR"]:
+        experiment.figures_dir = Path(values["FIGURES_DIR"])
+    else:
+        experiment.figures_dir = run_dir / "figures" if profile == "smoke" else PROJECT_ROOT / "figures" / profile
+    experiment.tables_dir = run_dir / "tables"
+    if needs_previous and not (run_dir / "baseline").exists() and experiment.baseline_checkpoint is None:
+        print(f"note: no baseline in {run_dir} yet; {needs_previous} trains it. Training it here instead.")
+    print(experiment.profile.describe())
+    print(f"data: {experiment.data_label}")
+    return experiment

@@ -1,0 +1,303 @@
+"""Tables and figures of the report: computed from saved predictions, written as CSV/Markdown/LaTeX and
+PNG/PDF, with the data set named on each.
+
+Tables go to ``<run_dir>/tables/<name>.{csv,md,tex}``; figures to ``<figures_dir>/<name>.{png,pdf}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from fer_lib import metrics
+from fer_lib.io import save_csv, save_text, write_atomic
+from fer_lib.rafdb import CLASSES, paper_results
+
+SHORT = ("Sur", "Fea", "Dis", "Hap", "Sad", "Ang", "Neu")
+
+
+def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str = "") -> pd.DataFrame:
+    """Write a table as CSV, Markdown and LaTeX (atomically); returns it for display."""
+    tables_dir = Path(tables_dir)
+    save_csv(frame, tables_dir / f"{name}.csv")
+    markdown = frame.to_markdown(index=False, floatfmt=".4f")
+    save_text((f"{caption}\n\n" if caption else "") + markdown + "\n", tables_dir / f"{name}.md")
+    save_text(frame.to_latex(index=False, float_format="%.4f", caption=caption or None), tables_dir / f"{name}.tex")
+    return frame
+
+
+def save_figure(fig: plt.Figure, name: str, figures_dir: Path) -> Path:
+    """Save a figure as PNG (for the report) and PDF (vector, for papers)."""
+    figures_dir = Path(figures_dir)
+    for suffix, kwargs in ((".png", {"dpi": 150}), (".pdf", {})):
+        write_atomic(figures_dir / f"{name}{suffix}", lambda tmp, kw=kwargs, s=suffix: fig.savefig(tmp, format=s[1:], bbox_inches="tight", **kw))
+    return figures_dir / f"{name}.png"
+
+
+# -- tables ---------------------------------------------------------------------------------------------
+
+
+def class_count_table(train_counts: list[int], test_counts: list[int]) -> pd.DataFrame:
+    """Table 3: images per class, next to the paper's counts."""
+    paper = paper_results()["table3_class_counts"]
+    return pd.DataFrame(
+        {"class": CLASSES, "train": train_counts, "test": test_counts, "paper train": paper["train"], "paper test": paper["test"]}
+    )
+
+
+def per_class_table(rows: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Table 5/7 layout: one row per model, one column per class (accuracy = recall)."""
+    return pd.DataFrame([{"model": name, **dict(zip(CLASSES, values))} for name, values in rows.items()])
+
+
+def overall_table(rows: dict[str, dict]) -> pd.DataFrame:
+    """Table 6/8 layout: OA top-1/2/3 and AA per model."""
+    return pd.DataFrame([{"model": name, **{k: v[k] for k in ("oa_top1", "oa_top2", "oa_top3", "aa")}} for name, v in rows.items()])
+
+
+def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> pd.DataFrame:
+    """Table 2: RGB correct/wrong x landmark correct/wrong, counts and shares, next to the paper's."""
+    counts = metrics.contingency_2x2(rgb_correct, landmark_correct)
+    paper = paper_results()["table2_contingency_test"]
+    total, paper_total = sum(counts.values()), sum(paper.values())
+    rows = []
+    for key in ("rgb_correct_landmark_correct", "rgb_correct_landmark_wrong", "rgb_wrong_landmark_correct", "rgb_wrong_landmark_wrong"):
+        rgb, landmark = key.removeprefix("rgb_").split("_landmark_")
+        rows.append({"RGB": rgb, "landmark": landmark, "count": counts[key], "share": counts[key] / total, "paper count": paper[key], "paper share": paper[key] / paper_total})
+    return pd.DataFrame(rows)
+
+
+# -- figures --------------------------------------------------------------------------------------------
+
+
+def plot_class_counts(table: pd.DataFrame, data_label: str) -> plt.Figure:
+    """Table 3 as bars: this data set's share per class next to the paper's."""
+    shares = pd.DataFrame({
+        "class": list(CLASSES) * 2,
+        "share of training images": np.concatenate([table["train"] / table["train"].sum(), table["paper train"] / table["paper train"].sum()]),
+        "data set": ["this data set"] * 7 + ["RAF-DB (paper, Table 3)"] * 7,
+    })
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.barplot(shares, x="class", y="share of training images", hue="data set", ax=ax)
+    ax.set_title(f"Class proportions: {data_label}", fontsize=10)
+    ax.set_xlabel("")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(labels: np.ndarray, predicted: np.ndarray, title: str) -> plt.Figure:
+    """Row-normalised confusion matrix (rows: true class), counts in the cells."""
+    matrix = metrics.confusion_matrix(labels, predicted)
+    share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, xticklabels=SHORT, yticklabels=SHORT, cbar_kws={"label": "share of the true class"}, ax=ax)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: pd.DataFrame, columns: dict[str, str], title: str) -> plt.Figure:
+    """Training curves: loss on the left, accuracies (train and validation) on the right."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot(history["epoch"], history["train_loss"], marker="o")
+    left.set(xlabel="epoch", ylabel="training loss")
+    for column, label in columns.items():
+        right.plot(history["epoch"], history[column], marker="o", label=label)
+    right.set(xlabel="epoch", ylabel="accuracy")
+    right.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def plot_samples(rafdb, per_class: int = 4, seed: int = 0) -> plt.Figure:
+    """Aligned training images, ``per_class`` per emotion (a seeded random pick), one row per class."""
+    rng = np.random.default_rng(seed)
+    train = np.flatnonzero(rafdb.splits == "train")
+    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(1.3 * per_class, 1.35 * len(CLASSES)))
+    for k, name in enumerate(CLASSES):
+        members = train[rafdb.labels[train] == k]
+        picks = rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
+        for j in range(per_class):
+            ax = axes[k, j]
+            ax.axis("off")
+            if j < len(picks):
+                ax.imshow(_image(rafdb.aligned_path(picks[j])))
+        axes[k, 0].set_title(name, fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> plt.Figure:
+    """Fig. 3: original image with its landmarks, aligned image with the affine-mapped landmarks, heatmap."""
+    from fer_lib import landmarks as L
+    from fer_lib.heatmaps import render_heatmaps
+
+    indices = list(indices)
+    fig, axes = plt.subplots(len(indices), 3, figsize=(7.5, 2.5 * len(indices)), squeeze=False)
+    for row, i in zip(axes, indices):
+        points = rafdb.landmarks(landmark_set)[i]
+        row[0].imshow(_image(rafdb.original_path(i)))
+        row[0].scatter(points[:, 0], points[:, 1], s=4, c="lime")
+        row[0].scatter(rafdb.manual5[i, :, 0], rafdb.manual5[i, :, 1], s=12, c="red", marker="x")
+        aligned = _image(rafdb.aligned_path(i))
+        mapped = L.align_points(points, rafdb.manual5[i], aligned.shape[0])
+        row[1].imshow(aligned)
+        row[1].scatter(mapped[:, 0], mapped[:, 1], s=4, c="lime")
+        heat = render_heatmaps(L.align_points(points, rafdb.manual5[i], size)[None], size)[0, 0]
+        row[2].imshow(heat.numpy(), cmap="gray", vmin=0, vmax=1)
+        for ax, title in zip(row, ("original + landmarks (x: manual 5)", "aligned + mapped landmarks", f"heatmap {size}x{size}")):
+            ax.set_title(f"{rafdb.names[i]}: {title}" if ax is row[0] else title, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+# -- results over seeds ---------------------------------------------------------------------------------
+
+METRIC_COLUMNS = ("oa_top1", "oa_top2", "oa_top3", "aa")
+
+
+def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
+    """One row per seed: the head's OA top-1/2/3, AA and per-class accuracies, from its saved predictions."""
+    rows = []
+    for run in runs:
+        result = metrics.summary(run.predictions.labels, getattr(run.predictions, head))
+        rows.append({"seed": run.seed, **{k: result[k] for k in METRIC_COLUMNS}, **dict(zip(CLASSES, result["per_class"]))})
+    return pd.DataFrame(rows)
+
+
+def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
+    """A table row with each column's mean over seeds, its sd (ddof=1; 0 for one seed) and the seed count."""
+    row = {"model": name, "seeds": len(per_seed)}
+    for column in columns:
+        row[column] = per_seed[column].mean()
+        row[f"{column} sd"] = per_seed[column].std(ddof=1) if len(per_seed) > 1 else 0.0
+    return row
+
+
+def single_row(name: str, labels: np.ndarray, probabilities: np.ndarray, columns) -> dict:
+    """A table row for a model evaluated once (the frozen baseline): sd 0, one 'seed'."""
+    result = metrics.summary(labels, probabilities)
+    values = {**{k: result[k] for k in METRIC_COLUMNS}, **dict(zip(CLASSES, result["per_class"]))}
+    row = {"model": name, "seeds": 1}
+    for column in columns:
+        row[column] = values[column]
+        row[f"{column} sd"] = 0.0
+    return row
+
+
+def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
+    """Fig. 4: OA(fused) - OA(baseline) against w, mean over seeds with +-1 sd bars and the seeds as dots."""
+    grouped = frame.groupby("w")["oa_gain"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.errorbar(grouped.mean().index, grouped.mean().values, yerr=grouped.std(ddof=1).fillna(0).values, marker="o", capsize=3, label="mean +- sd over seeds")
+    ax.scatter(frame["w"], frame["oa_gain"], s=10, color="black", alpha=0.5, label="one seed")
+    ax.set(xlabel="agreement weight w (on disagreement)", ylabel="OA(fused) - OA(baseline)")
+    ax.set_title(f"Fig. 4, w sweep: {data_label}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_batch_study(frame: pd.DataFrame, data_label: str) -> plt.Figure:
+    """ARM's batch term: test accuracy against the test batch size and order (and the fixed-mean mode)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    sns.lineplot(frame, x="batch size", y="accuracy", hue="setting", marker="o", ax=ax)
+    ax.set_xscale("log", base=2)
+    ax.set_title(f"Baseline accuracy vs test batch: {data_label}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# -- qualitative cases and the summary --------------------------------------------------------------------
+
+CASES = {
+    "landmark right, RGB wrong, fused right": (None, False, True, True),
+    "all three right": (None, True, True, True),
+    "RGB and landmark wrong, fused right": (None, False, False, True),
+    "fused wrong, landmark right": (None, None, True, False),
+    "fused wrong, RGB right (fusion broke it)": (None, True, None, False),
+}
+
+
+def disagreement_cases(predictions) -> pd.DataFrame:
+    """How many test images fall in each case of Table 11 (RGB / landmark / fused right or wrong)."""
+    right = {head: getattr(predictions, head).argmax(1) == predictions.labels for head in ("rgb", "landmark", "fused")}
+    rows = []
+    for name, (_, rgb, landmark, fused) in CASES.items():
+        mask = np.ones(len(predictions.labels), dtype=bool)
+        for head, wanted in (("rgb", rgb), ("landmark", landmark), ("fused", fused)):
+            if wanted is not None:
+                mask &= right[head] == wanted
+        rows.append({"case": name, "images": int(mask.sum()), "share": float(mask.mean())})
+    return pd.DataFrame(rows)
+
+
+def _compare(rows: list, table: str, model: str, metric: str, ours: float, sd: float | None, paper: float | None) -> None:
+    rows.append({"table": table, "model": model, "metric": metric, "ours": ours, "ours sd": sd, "paper": paper,
+                 "difference": None if paper is None or ours is None else ours - paper})
+
+
+def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every saved table next to the paper's numbers: one long table per paper table (ours, sd, paper, diff).
+
+    Reads only the CSVs the notebooks saved in ``tables_dir``; tables not produced yet are left out.
+    """
+    paper = paper_results()
+    tables_dir = Path(tables_dir)
+
+    def read(name):
+        path = tables_dir / f"{name}.csv"
+        return pd.read_csv(path) if path.exists() else None
+
+    out: dict[str, pd.DataFrame] = {}
+    if (t := read("table3_class_counts")) is not None:
+        rows = []
+        for split in ("train", "test"):
+            for k, name in enumerate(CLASSES):
+                _compare(rows, "Table 3", split, f"share {name}", t[split][k] / t[split].sum(), None, t[f"paper {split}"][k] / t[f"paper {split}"].sum())
+        out["table3"] = pd.DataFrame(rows)
+    if (t := read("branch_accuracy")) is not None:
+        rows = []
+        for column, key in (("RGB", "rgb"), ("landmark only", "landmark_only")):
+            _compare(rows, "Section 5 (branches)", column, "OA", t[column].mean(), t[column].std(ddof=1) if len(t) > 1 else 0.0, paper["branch_accuracy_test"][key])
+        out["branches"] = pd.DataFrame(rows)
+    if (t := read("table2_contingency")) is not None:
+        rows = []
+        for _, r in t.iterrows():
+            _compare(rows, "Table 2", f"RGB {r['RGB']}, landmark {r['landmark']}", "share", r["share"], None, r["paper share"])
+        out["table2"] = pd.DataFrame(rows)
+    for name, key, columns in (("table5_per_class", "table5_per_class_accuracy", CLASSES), ("table6_overall", "table6_overall", METRIC_COLUMNS),
+                               ("table7_ablation_per_class", "table7_ablation_per_class", CLASSES), ("table8_ablation_overall", "table8_ablation_overall", METRIC_COLUMNS)):
+        t = read(name)
+        if t is None:
+            continue
+        rows = []
+        for _, r in t.iterrows():
+            reference = paper[key].get(r["model"])
+            for j, column in enumerate(columns):
+                value = None if reference is None else (reference[j] if isinstance(reference, list) else reference[column])
+                _compare(rows, name.split("_")[0].replace("table", "Table "), r["model"], column, r[column], r[f"{column} sd"], value)
+        out[name.split("_")[0]] = pd.DataFrame(rows)
+    if (t := read("fig4_w_sweep")) is not None:
+        gains = t.groupby("w")["oa_gain"].mean()
+        rows = []
+        _compare(rows, "Fig. 4", "both", "best w (test set)", float(gains.idxmax()), None, paper["figure4_w_sweep"]["best_w"])
+        _compare(rows, "Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None)
+        out["fig4"] = pd.DataFrame(rows)
+    return out
