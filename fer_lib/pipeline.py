@@ -93,11 +93,19 @@ def _write_index(report_dir: Path, pages: list[Path], profile: str, data_root: P
     return index
 
 
-def run_all(profile: str, data: Path | None = None, baseline_checkpoint: Path | None = None) -> int:
+def run_all(
+    profile: str,
+    data: Path | None = None,
+    baseline_checkpoint: Path | None = None,
+    *,
+    run_dir: Path | None = None,
+    figures_dir: Path | None = None,
+) -> int:
+    """Data check, then every notebook in order (stopping at the first failure), then the HTML report."""
     started = time.perf_counter()
-    data_root = ensure_data(profile, data)
+    base = Path(run_dir) if run_dir else run_dir_for(profile)
+    data_root = ensure_data(profile, data, base)
     check_data(data_root)
-    base = run_dir_for(profile)
     executed_dir, report_dir = base / "executed", base / "report"
     executed_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -105,8 +113,8 @@ def run_all(profile: str, data: Path | None = None, baseline_checkpoint: Path | 
         "PROFILE": profile,
         "DATA_ROOT": str(data_root.resolve()),
         "RUN_DIR": str(base.resolve()),
-        "BASELINE_CHECKPOINT": str(baseline_checkpoint.resolve()) if baseline_checkpoint else "",
-        "FIGURES_DIR": "",
+        "BASELINE_CHECKPOINT": str(Path(baseline_checkpoint).resolve()) if baseline_checkpoint else "",
+        "FIGURES_DIR": str(Path(figures_dir).resolve()) if figures_dir else "",
     }
     pages = []
     for notebook in notebooks():

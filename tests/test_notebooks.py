@@ -1,0 +1,97 @@
+"""Every report notebook, executed in order by papermill on the smoke profile, and the tables it writes."""
+
+import json
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_lib import pipeline
+from fer_lib.rafdb import CLASSES
+
+NOTEBOOKS = pipeline.notebooks()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke")
+    assert pipeline.run_all("smoke", run_dir=run_dir, figures_dir=run_dir / "figures") == 0
+    return run_dir
+
+
+def test_notebooks_are_ordered_and_committed_without_outputs():
+    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 9)]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), path.name
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+        assert "import torch.nn" not in "".join(c.source for c in code), "no model code inside notebooks"
+
+
+def test_every_notebook_ran_and_rendered(smoke_run):
+    for path in NOTEBOOKS:
+        assert (smoke_run / "executed" / path.name).exists()
+        assert (smoke_run / "report" / f"{path.stem}.html").stat().st_size > 10_000
+    index = (smoke_run / "report" / "index.html").read_text()
+    assert all(path.stem in index for path in NOTEBOOKS)
+
+
+def test_tables_have_the_paper_shapes_and_valid_values(smoke_run):
+    tables = smoke_run / "tables"
+    for name in ("table3_class_counts", "table5_per_class", "table6_overall", "table7_ablation_per_class", "table8_ablation_overall", "table2_contingency", "fig4_w_sweep"):
+        for suffix in (".csv", ".md", ".tex"):
+            assert (tables / f"{name}{suffix}").exists(), name + suffix
+    table5 = pd.read_csv(tables / "table5_per_class.csv")
+    assert list(table5["model"]) == ["baseline", "proposed"]
+    values = table5[list(CLASSES)].to_numpy()
+    assert np.all((values >= 0) & (values <= 1) | np.isnan(values))
+    table6 = pd.read_csv(tables / "table6_overall.csv")
+    for _, row in table6.iterrows():
+        assert 0 <= row["oa_top1"] <= row["oa_top2"] <= row["oa_top3"] <= 1
+    table2 = pd.read_csv(tables / "table2_contingency.csv")
+    assert table2["count"].sum() == 70 and len(table2) == 4
+    table8 = pd.read_csv(tables / "table8_ablation_overall.csv")
+    assert list(table8["model"]) == ["none", "confidence_only", "agreement_only", "both"]
+    assert (table8["seeds"] == 2).all()
+    sweep = pd.read_csv(tables / "fig4_w_sweep.csv")
+    assert sorted(sweep["w"].unique()) == [0.0, 0.6, 1.0] and len(sweep) == 6
+    counts = pd.read_csv(tables / "table3_class_counts.csv")
+    assert counts["train"].sum() == 140 and counts["test"].sum() == 70
+
+
+def test_summary_covers_every_paper_table(smoke_run):
+    tables = smoke_run / "tables"
+    for name in ("table2", "table3", "table5", "table6", "table7", "table8", "branches", "fig4"):
+        frame = pd.read_csv(tables / f"summary_{name}.csv")
+        assert {"ours", "paper", "difference"} <= set(frame.columns)
+        assert len(frame) > 0
+    table6 = pd.read_csv(tables / "summary_table6.csv")
+    proposed = table6[(table6["model"] == "proposed") & (table6["metric"] == "oa_top1")].iloc[0]
+    assert proposed["paper"] == pytest.approx(0.9231)
+    assert proposed["difference"] == pytest.approx(proposed["ours"] - 0.9231)
+
+
+def test_figures_are_written_as_png_and_pdf(smoke_run):
+    figures = smoke_run / "figures"
+    for name in ("table3_class_counts", "fig3_alignment", "baseline_confusion", "fig4_w_sweep"):
+        assert (figures / f"{name}.png").stat().st_size > 5_000
+        assert (figures / f"{name}.pdf").exists()
+
+
+def test_a_notebook_rerun_alone_reuses_and_says_so(smoke_run, tmp_path):
+    import papermill
+
+    parameters = {"PROFILE": "smoke", "RUN_DIR": str(smoke_run), "FIGURES_DIR": str(tmp_path)}
+    papermill.execute_notebook(str(pipeline.NOTEBOOK_DIR / "05_w_sweep.ipynb"), str(tmp_path / "05.ipynb"), parameters=parameters, progress_bar=False)
+    text = json.dumps([c.get("outputs", []) for c in nbformat.read(tmp_path / "05.ipynb", as_version=4).cells])
+    assert "reusing the synthetic RAF-DB" in text and "fusion both w=0.60 seed 1: reusing" in text
+
+
+def test_unknown_parameter_is_refused(tmp_path):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter"):
+        papermill.execute_notebook(str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"), parameters={"PROFILE": "smoke", "RUN_DIR": str(tmp_path), "EPOCHS": 3}, progress_bar=False)
