@@ -99,7 +99,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
 
     baseline = _load_baseline(args.baseline, args.input_size).to(_device(args.device))
     config = T.FusionConfig(
-        weighting=args.weighting, w_disagree=args.w, weight_grad=args.weight_grad, width=args.width, epochs=args.epochs,
+        weighting=args.weighting, w_disagree=args.w, weight_grad=args.weight_grad, width=args.width, batch_norm=not args.no_batch_norm, epochs=args.epochs,
         batch_size=args.batch_size, landmark_set=args.landmark_set, heatmap_sigma=args.sigma, flip=not args.no_flip,
         val_fraction=args.val_fraction, seed=args.seed,
     )
@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--w", type=float, default=0.6, help="agreement weight when the branches disagree")
     fusion.add_argument("--weight-grad", action="store_true", help="let gradients flow through p_landmark")
     fusion.add_argument("--width", type=int, default=32, help="landmark CNN base width (32: Table 1)")
+    fusion.add_argument("--no-batch-norm", action="store_true", help="no BatchNorm in the landmark CNN (as the paper's Table 1 lists)")
     fusion.add_argument("--epochs", type=int, default=10)
     fusion.add_argument("--batch-size", type=int, default=256)
     fusion.add_argument("--landmark-set", default="auto37", choices=("auto37", "manual5", "both"))

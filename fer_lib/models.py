@@ -549,6 +549,9 @@ class FusionModel(nn.Module):
         weight_grad: let gradients flow through p (the paper is silent; default: the weight is a constant).
         batch_norm: BatchNorm in the landmark CNN (not in the paper).
         width: the landmark CNN's base width (32 is Table 1; see "Widths" above).
+        init_from_baseline: start the fusion layer as the baseline's fc on F_RGB and zero on F_landmark, so
+            the fused model starts exactly as the baseline and training moves it from there (the paper does
+            not say how the layer is initialised); False: PyTorch's default random init.
     """
 
     def __init__(
@@ -560,6 +563,7 @@ class FusionModel(nn.Module):
         weight_grad: bool = False,
         batch_norm: bool = False,
         width: int = 32,
+        init_from_baseline: bool = True,
     ):
         super().__init__()
         if weighting not in WEIGHTINGS:
@@ -574,6 +578,11 @@ class FusionModel(nn.Module):
         self.arm = ARM(arm_geometry(self.input_size)[2], kernel=kernel, stride=stride)
         self.landmark_head = nn.Linear(dim, num_classes)
         self.fusion = nn.Linear(2 * dim, num_classes)
+        if init_from_baseline:
+            with torch.no_grad():
+                self.fusion.weight.zero_()
+                self.fusion.weight[:, :dim] = baseline.fc.weight  # (7, dim): F_RGB part = the baseline's fc
+                self.fusion.bias.copy_(baseline.fc.bias)
 
     def train(self, mode: bool = True) -> FusionModel:
         super().train(mode)

@@ -66,6 +66,8 @@ class FusionConfig:
     w_disagree: float = 0.6  # agreement weight when the branches disagree (Fig. 4)
     weight_grad: bool = False  # gradients through p_landmark (the paper is silent)
     width: int = 32  # landmark CNN's base width; 32 is Table 1's
+    batch_norm: bool = True  # not in the paper; without it the landmark CNN stayed at the majority class in our runs
+    fusion_init_from_baseline: bool = True  # fused model starts as the baseline (the paper does not say)
     epochs: int = 10  # not stated in the paper; selection on the validation split
     batch_size: int = 256
     eval_batch_size: int = 64
@@ -277,7 +279,10 @@ class FusionPredictions:
 
 
 def build_fusion(baseline: M.ARMNet, config: FusionConfig) -> M.FusionModel:
-    return M.FusionModel(baseline, weighting=config.weighting, w_disagree=config.w_disagree, weight_grad=config.weight_grad, width=config.width)
+    return M.FusionModel(
+        baseline, weighting=config.weighting, w_disagree=config.w_disagree, weight_grad=config.weight_grad, width=config.width, batch_norm=config.batch_norm,
+        init_from_baseline=config.fusion_init_from_baseline,
+    )
 
 
 def _heatmaps(split: D.SplitTensors, index: torch.Tensor, flip: torch.Tensor | None, config: FusionConfig, device) -> torch.Tensor:

@@ -118,3 +118,34 @@ def test_fusion_runs_are_deterministic(tiny_split, tmp_path):
     assert histories[0].equals(histories[1])
     a, b = (T.predict_fusion(m, tiny_split, cache, fusion_config()).fused for m in runs)
     np.testing.assert_array_equal(a, b)
+
+
+def test_fused_model_starts_as_the_baseline(tiny_split):
+    torch.manual_seed(2)
+    baseline = M.ARMNet(SIZE, width=4).eval()
+    model = M.FusionModel(baseline, width=2).eval()
+    heat = D.heatmaps_for(tiny_split.points[:5], SIZE)
+    with torch.no_grad():
+        out = model(D.normalise(tiny_split.images[:5]), heat)
+    torch.testing.assert_close(out.fused_logits, out.rgb_logits, atol=1e-5, rtol=0)
+    random_init = M.FusionModel(baseline, width=2, init_from_baseline=False).eval()
+    with torch.no_grad():
+        assert not torch.allclose(random_init(D.normalise(tiny_split.images[:5]), heat).fused_logits, out.rgb_logits, atol=1e-3)
+
+
+@pytest.mark.parametrize("affinity", ["batch", "fixed"])
+def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_path, affinity):
+    from fer_lib.experiment import Experiment
+
+    torch.manual_seed(3)
+    baseline = M.ARMNet(SIZE, width=4).eval()
+    experiment = Experiment("smoke", tmp_path, tmp_path, progress=False)
+    experiment.__dict__.update(baseline=baseline, splits=(tiny_split, tiny_split))  # no training, no files
+    order = np.random.default_rng(0).permutation(len(tiny_split))
+    cached = experiment.baseline_probabilities(4, order, affinity)
+    if affinity == "fixed":
+        baseline.set_affinity("fixed")
+    direct = np.empty_like(cached)
+    direct[order] = T.baseline_logits(baseline, tiny_split.images[torch.as_tensor(order)], 4).softmax(1).numpy()
+    baseline.set_affinity("batch")
+    np.testing.assert_allclose(cached, direct, atol=1e-5)
