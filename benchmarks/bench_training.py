@@ -7,7 +7,8 @@
 1. Training images/s of the landmark branch + fusion with
    - cache: RGB per-image features looked up in the cache, heatmaps drawn from coordinates (no image read);
    - recompute: each step reads and resizes the JPEGs, normalises them and runs the frozen baseline.
-2. Inference images/s of our ARMNet (vectorised de-albino) vs a straightforward per-channel-loop ARM.
+2. Inference images/s of our ARMNet (vectorised de-albino) vs a straightforward per-channel-loop ARM, and
+   baseline training images/s in fp32 vs bf16 autocast.
 3. With --raf-sized (meant for a GPU): seconds per landmark-branch epoch over 12,271 training images and
    seconds to infer 3,068 test images, on a synthetic RAF-DB-sized set (features and heatmaps only, so the
    figure is the training cost, not the JPEG decoding).
@@ -50,7 +51,7 @@ def bench_training(args, device) -> None:
     split = D.split_tensors(rafdb, args.input_size, progress=False)
     torch.manual_seed(0)
     baseline = M.ARMNet(args.input_size, width=args.width).to(device).eval()
-    model = M.FusionModel(baseline, width=args.landmark_width).to(device).train()
+    model = M.FusionModel(baseline, width=args.landmark_width, batch_norm=True).to(device).train()
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
     cache = T.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
     batches = [torch.arange(i, min(i + args.batch, len(split))) for i in range(0, len(split), args.batch)]
@@ -113,12 +114,36 @@ def bench_inference(args, device) -> None:
         print(f"inference, {name:>16}: {args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s")
 
 
+def bench_autocast(args, device) -> None:
+    """Baseline training images/s in fp32 and under bf16 autocast (the choice made in fer_lib.training)."""
+    torch.manual_seed(0)
+    model = M.ARMNet(args.input_size, width=args.width).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = torch.randn(args.batch, 3, args.input_size, args.input_size, device=device)
+    labels = torch.randint(0, 7, (args.batch,), device=device)
+    for name, enabled in (("fp32", False), ("bf16 autocast", True)):
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
+                loss = F.cross_entropy(model(images).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        step()
+        sync(device)
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        sync(device)
+        print(f"baseline training, {name:>13}: {args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s")
+
+
 def bench_raf_sized(args, device) -> None:
     """A RAF-DB-sized epoch of the landmark branch from the cache, and inference of 3,068 test images."""
     n_train, n_test, size = 12271, 3068, args.input_size
     torch.manual_seed(0)
     baseline = M.ARMNet(size, width=args.width).to(device).eval()
-    model = M.FusionModel(baseline, width=args.landmark_width).to(device).train()
+    model = M.FusionModel(baseline, width=args.landmark_width, batch_norm=True).to(device).train()
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
     cache = torch.randn(n_train, baseline.feature_dim, device=device)
     points = torch.rand(n_train, 37, 2, device=device) * size
@@ -171,6 +196,7 @@ def main() -> None:
         args.data = Path(tempfile.mkdtemp()) / "basic"
         generate_demo_dataset(args.data, max(args.batch * args.steps, 70), 14, seed=0, progress=False)
     bench_inference(args, device)
+    bench_autocast(args, device)
     bench_training(args, device)
 
 
