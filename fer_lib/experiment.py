@@ -87,6 +87,7 @@ class Experiment:
         self.progress = progress
         self.device = M.pick_device()
         self.cache_dir = self.run_dir / "cache"
+        self._rgb_caches: dict[str, torch.Tensor] = {}
 
     @property
     def data_label(self) -> str:
@@ -170,9 +171,12 @@ class Experiment:
 
     # -- frozen-feature caches ---------------------------------------------------------------------------
     def rgb_cache(self, split: str) -> torch.Tensor:
-        tensors = self.train if split == "train" else self.test
-        flips = (False, True) if split == "train" else (False,)
-        return T.rgb_feature_cache(self.baseline, tensors, flips=flips, cache_dir=self.cache_dir, progress=self.progress)
+        """The frozen baseline's per-image features of a split (train: also flipped), computed or read once."""
+        if split not in self._rgb_caches:
+            tensors = self.train if split == "train" else self.test
+            flips = (False, True) if split == "train" else (False,)
+            self._rgb_caches[split] = T.rgb_feature_cache(self.baseline, tensors, flips=flips, cache_dir=self.cache_dir, progress=self.progress)
+        return self._rgb_caches[split]
 
     # -- landmark branch + fusion ------------------------------------------------------------------------
     def fusion_config(self, weighting: str = "both", w: float = 0.6, seed: int = 0) -> T.FusionConfig:

@@ -122,7 +122,6 @@ def _load_last(run_dir: Path, model, optimizer, scheduler) -> tuple[int, list[di
     model.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    print(f"resuming {run_dir} after epoch {state['epoch'] + 1}")
     return state["epoch"] + 1, state["history"], state["best_val_accuracy"]
 
 
@@ -170,6 +169,8 @@ def train_baseline(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler)
+    if 0 < start < config.epochs:
+        print(f"resuming {run_dir} after epoch {start}")
     for epoch in range(start, config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator)
@@ -338,6 +339,8 @@ def train_fusion(
     optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **ADABELIEF)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler)
+    if 0 < start < config.epochs:
+        print(f"resuming {run_dir} after epoch {start}")
     for epoch in range(start, config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator)
