@@ -182,6 +182,8 @@ BOOKS["08_summary"] = notebook(
 def main() -> None:
     NOTEBOOKS.mkdir(exist_ok=True)
     for name, nb in BOOKS.items():
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"{name}-{i:02d}"  # stable ids: rebuilding changes nothing that did not change
         nbformat.validate(nb)
         nbformat.write(nb, NOTEBOOKS / f"{name}.ipynb")
         print(f"wrote notebooks/{name}.ipynb")
