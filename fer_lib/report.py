@@ -206,6 +206,9 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     ax.axhline(0, color="grey", lw=0.8)
     ax.errorbar(grouped.mean().index, grouped.mean().values, yerr=grouped.std(ddof=1).fillna(0).values, marker="o", capsize=3, label="mean +- sd over seeds")
     ax.scatter(frame["w"], frame["oa_gain"], s=10, color="black", alpha=0.5, label="one seed")
+    if "interval excludes 0" in frame:
+        sure = frame[frame["interval excludes 0"]]
+        ax.scatter(sure["w"], sure["oa_gain"], s=60, facecolors="none", edgecolors="red", label="seed whose 95% interval excludes 0")
     ax.set(xlabel="agreement weight w (on disagreement)", ylabel="OA(fused) - OA(baseline)")
     ax.set_title(f"Fig. 4, w sweep: {data_label}", fontsize=10)
     ax.legend(fontsize=8)
@@ -293,6 +296,8 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
                 value = None if reference is None else (reference[j] if isinstance(reference, list) else reference[column])
                 _compare(rows, name.split("_")[0].replace("table", "Table "), r["model"], column, r[column], r[f"{column} sd"], value)
         out[name.split("_")[0]] = pd.DataFrame(rows)
+    if (t := read("claims")) is not None:
+        out["claims"] = t
     if (t := read("fig4_w_sweep")) is not None:
         gains = t.groupby("w")["oa_gain"].mean()
         rows = []
@@ -300,3 +305,74 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
         _compare(rows, "Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None)
         out["fig4"] = pd.DataFrame(rows)
     return out
+
+
+# -- how sure is a difference (fer_lib.stats) -------------------------------------------------------------
+
+
+def significance_rows(name: str, labels: np.ndarray, reference: np.ndarray, runs, head: str = "fused", reference_name: str = "baseline", resamples: int = 10_000) -> list[dict]:
+    """Per seed: exact McNemar (discordant counts, p) and paired-bootstrap 95% intervals of the OA and AA
+    differences of a model against a reference, on the same test images."""
+    from fer_lib.stats import mcnemar_exact, paired_bootstrap
+
+    rows = []
+    reference_predicted = reference.argmax(1)
+    for run in runs:
+        predicted = getattr(run.predictions, head).argmax(1)
+        test = mcnemar_exact(predicted == labels, reference_predicted == labels)
+        oa = paired_bootstrap(labels, reference_predicted, predicted, metric="oa", resamples=resamples, seed=run.seed)
+        aa = paired_bootstrap(labels, reference_predicted, predicted, metric="aa", resamples=resamples, seed=run.seed)
+        rows.append({
+            "model": name, "versus": reference_name, "seed": run.seed,
+            f"only {name} right": test.only_a_right, f"only {reference_name} right": test.only_b_right, "McNemar p": test.p_value,
+            "OA diff": oa.difference, "OA 95% low": oa.low, "OA 95% high": oa.high,
+            "AA diff": aa.difference, "AA 95% low": aa.low, "AA 95% high": aa.high,
+        })
+    return rows
+
+
+def verdict(frame: pd.DataFrame, metric: str = "OA") -> str:
+    """'supported' when every seed's 95% interval of the difference lies above zero, 'contradicted' when every
+    one lies below, else 'not supported' (the difference is within the noise of some seed)."""
+    if (frame[f"{metric} 95% low"] > 0).all():
+        return "supported"
+    if (frame[f"{metric} 95% high"] < 0).all():
+        return "contradicted"
+    return "not supported"
+
+
+def _intervals(frame: pd.DataFrame, metric: str) -> str:
+    return "; ".join(f"seed {r['seed']}: {r[f'{metric} diff']:+.4f} [{r[f'{metric} 95% low']:+.4f}, {r[f'{metric} 95% high']:+.4f}]" for _, r in frame.iterrows())
+
+
+def claims(tables_dir: Path) -> pd.DataFrame:
+    """One row per claim of the paper with a verdict computed from this run's saved tables."""
+    from scipy.stats import binomtest
+
+    tables_dir = Path(tables_dir)
+
+    def read(name):
+        path = tables_dir / f"{name}.csv"
+        return pd.read_csv(path) if path.exists() else None
+
+    rows = []
+    if (t := read("significance_proposed")) is not None:
+        for metric in ("OA", "AA"):
+            rows.append({"claim": f"the proposed fusion beats the baseline in {metric}", "verdict": verdict(t, metric), "detail": _intervals(t, metric)})
+    if (t := read("significance_ablation")) is not None:
+        both_vs_none = t[(t["model"] == "both") & (t["versus"] == "none")]
+        rows.append({"claim": "weighting by confidence and agreement beats no weighting (OA)", "verdict": verdict(both_vs_none, "OA"), "detail": _intervals(both_vs_none, "OA")})
+        none = t[(t["model"] == "none") & (t["versus"] == "baseline")]
+        below = {"contradicted": "supported", "supported": "contradicted"}.get(verdict(none, "OA"), "not supported")
+        rows.append({"claim": "naive fusion (no weighting) is worse than the baseline (OA)", "verdict": below, "detail": _intervals(none, "OA")})
+    if (t := read("table2_contingency")) is not None:
+        counts = {(r["RGB"], r["landmark"]): int(r["count"]) for _, r in t.iterrows()}
+        only_rgb, only_landmark = counts[("correct", "wrong")], counts[("wrong", "correct")]
+        p = binomtest(only_rgb, only_rgb + only_landmark, 0.5).pvalue if only_rgb + only_landmark else 1.0
+        rows.append({"claim": "the RGB branch alone is more accurate than the landmark branch alone", "verdict": "supported" if p < 0.05 and only_rgb > only_landmark else "not supported",
+                     "detail": f"seed 0: only RGB right {only_rgb}, only landmarks right {only_landmark}, exact McNemar p = {p:.2g}"})
+    if (t := read("fig4_w_sweep")) is not None:
+        gains = t.groupby("w")["oa_gain"].mean()
+        rows.append({"claim": "w = 0.6 gives the largest OA gain among the w tried (on the test set)", "verdict": "supported" if np.isclose(gains.idxmax(), 0.6) else "not supported",
+                     "detail": "mean OA gain per w: " + ", ".join(f"{w:g}: {g:+.4f}" for w, g in gains.items())})
+    return pd.DataFrame(rows, columns=["claim", "verdict", "detail"])

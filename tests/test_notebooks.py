@@ -74,6 +74,19 @@ def test_summary_covers_every_paper_table(smoke_run):
     assert proposed["difference"] == pytest.approx(proposed["ours"] - 0.9231)
 
 
+def test_significance_and_claims_are_computed(smoke_run):
+    tables = smoke_run / "tables"
+    significance = pd.read_csv(tables / "significance_proposed.csv")
+    assert len(significance) == 2 and (significance["McNemar p"].between(0, 1)).all()
+    assert (significance["OA 95% low"] <= significance["OA diff"]).all() and (significance["OA diff"] <= significance["OA 95% high"]).all()
+    ablation = pd.read_csv(tables / "significance_ablation.csv")
+    assert len(ablation) == 4 * 2 + 2  # four weightings vs the baseline, both vs none; 2 seeds
+    claims = pd.read_csv(tables / "claims.csv")
+    assert len(claims) == 6 and set(claims["verdict"]) <= {"supported", "not supported", "contradicted"}
+    sweep = pd.read_csv(tables / "fig4_w_sweep.csv")
+    assert "interval excludes 0" in sweep.columns
+
+
 def test_figures_are_written_as_png_and_pdf(smoke_run):
     figures = smoke_run / "figures"
     for name in ("table3_class_counts", "fig3_alignment", "baseline_confusion", "fig4_w_sweep"):
