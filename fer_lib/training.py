@@ -113,7 +113,7 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _load_last(run_dir: Path, model, optimizer, scheduler) -> tuple[int, list[dict], float]:
+def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int) -> tuple[int, list[dict], float]:
     """Resume state from ``last.pt``: (next epoch, history, best validation accuracy)."""
     path = run_dir / "last.pt"
     if not path.exists():
@@ -122,7 +122,19 @@ def _load_last(run_dir: Path, model, optimizer, scheduler) -> tuple[int, list[di
     model.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if state["epoch"] + 1 < epochs:
+        print(f"resuming {run_dir} after epoch {state['epoch'] + 1}")
     return state["epoch"] + 1, state["history"], state["best_val_accuracy"]
+
+
+def _save_last(run_dir: Path, model, optimizer, scheduler, epoch: int, history: list[dict], best: float) -> None:
+    """The state a rerun resumes from, and the history so far (both written atomically)."""
+    save_torch(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+         "epoch": epoch, "history": history, "best_val_accuracy": best},
+        run_dir / "last.pt",
+    )
+    save_csv(pd.DataFrame(history), run_dir / "history.csv")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -168,9 +180,7 @@ def train_baseline(
     model = build_baseline(config).to(device).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
-    start, history, best = _load_last(run_dir, model, optimizer, scheduler)
-    if 0 < start < config.epochs:
-        print(f"resuming {run_dir} after epoch {start}")
+    start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
     for epoch in range(start, config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator)
@@ -199,12 +209,7 @@ def train_baseline(
         if val_accuracy > best:
             best = val_accuracy
             M.save_arm_checkpoint(model, run_dir / "best.pt", epoch=epoch + 1, val_accuracy=val_accuracy, config=dataclasses.asdict(config))
-        save_torch(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "epoch": epoch, "history": history, "best_val_accuracy": best},
-            run_dir / "last.pt",
-        )
-        save_csv(pd.DataFrame(history), run_dir / "history.csv")
+        _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
         if progress:
             print(f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
                   f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
@@ -338,9 +343,7 @@ def train_fusion(
     model = build_fusion(baseline, config).to(device)
     optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **ADABELIEF)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
-    start, history, best = _load_last(run_dir, model, optimizer, scheduler)
-    if 0 < start < config.epochs:
-        print(f"resuming {run_dir} after epoch {start}")
+    start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
     for epoch in range(start, config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator)
@@ -377,12 +380,7 @@ def train_fusion(
         if val_fused > best:
             best = val_fused
             save_torch({"model": model.state_dict(), "epoch": epoch + 1, "val_accuracy": val_fused, "config": dataclasses.asdict(config)}, run_dir / "best.pt")
-        save_torch(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "epoch": epoch, "history": history, "best_val_accuracy": best},
-            run_dir / "last.pt",
-        )
-        save_csv(pd.DataFrame(history), run_dir / "history.csv")
+        _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"], strict=True)
     return model.eval()
 
