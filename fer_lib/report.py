@@ -33,7 +33,7 @@ def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str
 def save_figure(fig: plt.Figure, name: str, figures_dir: Path) -> None:
     """Save a figure as PNG (for the report) and PDF (vector, for papers); the notebook shows it inline."""
     figures_dir = Path(figures_dir)
-    for suffix, kwargs in ((".png", {"dpi": 150}), (".pdf", {})):
+    for suffix, kwargs in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):  # no date: reruns give the same file
         write_atomic(figures_dir / f"{name}{suffix}", lambda tmp, kw=kwargs, s=suffix: fig.savefig(tmp, format=s[1:], bbox_inches="tight", **kw))
 
 
