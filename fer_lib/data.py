@@ -23,10 +23,9 @@ from tqdm.auto import tqdm
 from fer_lib import landmarks as L
 from fer_lib.heatmaps import render_heatmaps
 from fer_lib.io import save_npy
+from fer_lib.models import IMAGENET_MEAN, IMAGENET_STD
 from fer_lib.rafdb import RafDb
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

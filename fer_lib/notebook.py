@@ -43,7 +43,8 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
     """Check the parameters and return the profile's Experiment (data generated on first use).
 
     Args:
-        needs_previous: a notebook whose artefacts this one reads; named in the error if they are missing.
+        needs_previous: the notebook that normally trains what this one reads; named when it has not run yet
+            (this notebook then trains the missing pieces itself).
     """
     from fer_lib.pipeline import ensure_data
 

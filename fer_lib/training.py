@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -456,18 +455,3 @@ def save_fusion_predictions(predictions: FusionPredictions, folder: Path) -> dic
         paths[head] = Path(folder) / f"predictions_{head}.csv"
         save_csv(frame, paths[head])
     return paths
-
-
-def timed(label: str):
-    """Context manager printing how long a step took."""
-
-    class _Timer:
-        def __enter__(self):
-            self.started = time.perf_counter()
-            return self
-
-        def __exit__(self, *exc):
-            self.seconds = time.perf_counter() - self.started
-            print(f"{label}: {self.seconds:.1f} s")
-
-    return _Timer()
