@@ -81,6 +81,9 @@ def test_significance_and_claims_are_computed(smoke_run):
     assert (significance["OA 95% low"] <= significance["OA diff"]).all() and (significance["OA diff"] <= significance["OA 95% high"]).all()
     ablation = pd.read_csv(tables / "significance_ablation.csv")
     assert len(ablation) == 4 * 2 + 2  # four weightings vs the baseline, both vs none; 2 seeds
+    per_seed = pd.read_csv(tables / "ablation_per_seed.csv")
+    assert len(per_seed) == 4 * 2 and set(per_seed["seed"]) == {0, 1}
+    assert len(pd.read_csv(tables / "proposed_per_seed.csv")) == 2
     claims = pd.read_csv(tables / "claims.csv")
     assert len(claims) == 6 and set(claims["verdict"]) <= {"supported", "not supported", "contradicted"}
     sweep = pd.read_csv(tables / "fig4_w_sweep.csv")

@@ -111,7 +111,7 @@ BOOKS["04_fusion"] = notebook(
         "p = runs[0].predictions\ntable2 = report.contingency_table(p.rgb.argmax(1) == p.labels, p.landmark.argmax(1) == p.labels)\n"
         "display(report.save_table(table2, 'table2_contingency', ex.tables_dir, caption=f'Table 2, RGB x landmark-only correctness on the test set (seed 0): {ex.data_label}'))",
         "md: ## Tables 5 and 6: baseline vs proposed (mean +- sd over seeds)",
-        "base = runs[0].predictions\nper_seed = report.seed_metrics(runs)\n"
+        "base = runs[0].predictions\nper_seed = report.save_table(report.seed_metrics(runs), 'proposed_per_seed', ex.tables_dir, caption=f'Proposed model per seed: {ex.data_label}')\n"
         "table5 = pd.DataFrame([report.single_row('baseline', base.labels, base.rgb, rafdb.CLASSES), report.mean_sd_row('proposed', per_seed, rafdb.CLASSES)])\n"
         "display(report.save_table(table5, 'table5_per_class', ex.tables_dir, caption=f'Table 5, per-class accuracy: {ex.data_label}'))",
         "table6 = pd.DataFrame([report.single_row('baseline', base.labels, base.rgb, report.METRIC_COLUMNS), report.mean_sd_row('proposed', per_seed, report.METRIC_COLUMNS)])\n"
@@ -150,7 +150,8 @@ BOOKS["06_ablation"] = notebook(
     "ex = start(globals(), needs_previous='03_baseline.ipynb')",
     [
         "names = {'none': 'none', 'confidence': 'confidence_only', 'agreement': 'agreement_only', 'both': 'both'}\n"
-        "per_seed = {names[w]: report.seed_metrics(ex.fusion_runs(w, 0.6)) for w in names}",
+        "per_seed = {names[w]: report.seed_metrics(ex.fusion_runs(w, 0.6)) for w in names}\n"
+        "display(report.save_table(pd.concat([frame.assign(model=name) for name, frame in per_seed.items()]), 'ablation_per_seed', ex.tables_dir, caption=f'Every ablation model per seed: {ex.data_label}'))",
         "table7 = pd.DataFrame([report.mean_sd_row(name, frame, rafdb.CLASSES) for name, frame in per_seed.items()])\n"
         "display(report.save_table(table7, 'table7_ablation_per_class', ex.tables_dir, caption=f'Table 7, per-class accuracy by weighting: {ex.data_label}'))",
         "table8 = pd.DataFrame([report.mean_sd_row(name, frame, report.METRIC_COLUMNS) for name, frame in per_seed.items()])\n"
