@@ -43,9 +43,11 @@ def ensure_data(profile: str, data: Path | None, run_dir: Path | None = None) ->
 
 
 def check_data(root: Path) -> None:
+    """Fail fast on a broken copy before any notebook runs. Images are only checked for presence here;
+    notebook 01 decodes every one (decoding twice would double the cost on a real RAF-DB)."""
     from fer_lib.rafdb import check_rafdb
 
-    report = check_rafdb(root)
+    report = check_rafdb(root, decode_images=False)
     print(report.table())
     if not report.ok:
         for problem in report.errors[:50]:

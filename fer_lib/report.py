@@ -48,16 +48,6 @@ def class_count_table(train_counts: list[int], test_counts: list[int]) -> pd.Dat
     )
 
 
-def per_class_table(rows: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Table 5/7 layout: one row per model, one column per class (accuracy = recall)."""
-    return pd.DataFrame([{"model": name, **dict(zip(CLASSES, values))} for name, values in rows.items()])
-
-
-def overall_table(rows: dict[str, dict]) -> pd.DataFrame:
-    """Table 6/8 layout: OA top-1/2/3 and AA per model."""
-    return pd.DataFrame([{"model": name, **{k: v[k] for k in ("oa_top1", "oa_top2", "oa_top3", "aa")}} for name, v in rows.items()])
-
-
 def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> pd.DataFrame:
     """Table 2: RGB correct/wrong x landmark correct/wrong, counts and shares, next to the paper's."""
     counts = metrics.contingency_2x2(rgb_correct, landmark_correct)
