@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from fer_lib import data as D
+from fer_lib import explain as E
 from fer_lib import models as M
 from fer_lib import training as T
 from fer_lib.io import save_csv
@@ -204,6 +205,18 @@ class Experiment:
             predictions = T.predict_fusion(model, self.test, self.rgb_cache("test"), config)
             T.save_fusion_predictions(predictions, folder)
         return FusionRun(weighting, float(w), seed, folder, predictions, pd.read_csv(folder / "history.csv"))
+
+    def fusion_model(self, weighting: str = "both", w: float = 0.6, seed: int = 0) -> tuple[M.FusionModel, T.FusionConfig]:
+        """The selected checkpoint (``best.pt``) of one fusion run (trained first if missing), on the device."""
+        run = self.fusion_run(weighting, w, seed)
+        model, config = T.load_fusion_checkpoint(run.folder / "best.pt", self.baseline)
+        return model.to(self.device).eval(), config
+
+    def explain(self, model: M.FusionModel, config: T.FusionConfig, index, *, target: str = "predicted", affinity: str = "batch") -> E.Explanation:
+        """Grad-CAM++ of test images on both branches (see ``fer_lib.explain``), ARM terms held as evaluated."""
+        if affinity == "fixed":
+            T.estimate_population_means(model, self.train, self.rgb_cache("train"), config)
+        return E.explain(model, self.test, self.rgb_cache("test"), config, index, target=target, affinity=affinity)
 
     def fusion_runs(self, weighting: str = "both", w: float = 0.6) -> list[FusionRun]:
         """One run per seed of the profile."""

@@ -619,10 +619,22 @@ class FusionModel(nn.Module):
         """Forward from the baseline's cached per-image maps (``baseline.forward_per_image``, eval mode)."""
         if rgb_per_image.shape[0] != heatmaps.shape[0]:
             raise ValueError(f"batch sizes differ: {rgb_per_image.shape[0]} RGB, {heatmaps.shape[0]} heatmaps")
-        rgb_feature = self.baseline.head_from_per_image(rgb_per_image, pre_logits=True)  # (B, n*n) F_RGB
+        return self.forward_per_image_maps(rgb_per_image, self.landmark_per_image(heatmaps))
+
+    def batch_terms(self, rgb_per_image: Tensor, landmark_per_image: Tensor) -> tuple[Tensor, Tensor]:
+        """ARM's batch terms of both branches for this batch (or the population means in affinity "fixed")."""
+        return self.baseline.arm.batch_term(rgb_per_image), self.arm.batch_term(landmark_per_image)
+
+    def forward_per_image_maps(self, rgb_per_image: Tensor, landmark_per_image: Tensor, batch_terms: tuple[Tensor, Tensor] | None = None) -> FusionOutput:
+        """The rest of the network from both branches' per-image ARM maps (B, n*n).
+
+        ``batch_terms`` (each (1 or B, n*n)) replaces the terms computed from this batch: Grad-CAM holds them at
+        the values of the evaluation batch so that each image's explanation depends on that image alone.
+        """
+        rgb_term, landmark_term = self.batch_terms(rgb_per_image, landmark_per_image) if batch_terms is None else batch_terms
+        rgb_feature = rgb_per_image + rgb_term  # (B, n*n) F_RGB
         rgb_logits = self.baseline.fc(rgb_feature)  # (B, 7)
-        landmark_per_image = self.landmark_per_image(heatmaps)  # (B, n*n)
-        landmark_feature = landmark_per_image + self.arm.batch_term(landmark_per_image)  # (B, n*n) F_landmark
+        landmark_feature = landmark_per_image + landmark_term  # (B, n*n) F_landmark
         landmark_logits = self.landmark_head(landmark_feature)  # (B, 7)
         weight = self.feature_weight(landmark_logits, rgb_logits)  # (B,)
         fused = torch.cat([rgb_feature, weight[:, None] * landmark_feature], dim=1)  # (B, 2*n*n)

@@ -216,28 +216,7 @@ def plot_batch_study(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     return fig
 
 
-# -- qualitative cases and the summary --------------------------------------------------------------------
-
-CASES = {
-    "landmark right, RGB wrong, fused right": (None, False, True, True),
-    "all three right": (None, True, True, True),
-    "RGB and landmark wrong, fused right": (None, False, False, True),
-    "fused wrong, landmark right": (None, None, True, False),
-    "fused wrong, RGB right (fusion broke it)": (None, True, None, False),
-}
-
-
-def disagreement_cases(predictions) -> pd.DataFrame:
-    """How many test images fall in each case of Table 11 (RGB / landmark / fused right or wrong)."""
-    right = {head: getattr(predictions, head).argmax(1) == predictions.labels for head in ("rgb", "landmark", "fused")}
-    rows = []
-    for name, (_, rgb, landmark, fused) in CASES.items():
-        mask = np.ones(len(predictions.labels), dtype=bool)
-        for head, wanted in (("rgb", rgb), ("landmark", landmark), ("fused", fused)):
-            if wanted is not None:
-                mask &= right[head] == wanted
-        rows.append({"case": name, "images": int(mask.sum()), "share": float(mask.mean())})
-    return pd.DataFrame(rows)
+# -- the summary ---------------------------------------------------------------------------------------------
 
 
 def _compare(rows: list, table: str, model: str, metric: str, ours: float, sd: float | None, paper: float | None) -> None:

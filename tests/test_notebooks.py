@@ -90,9 +90,25 @@ def test_significance_and_claims_are_computed(smoke_run):
     assert "interval excludes 0" in sweep.columns
 
 
+def test_gradcam_examples_follow_their_rules(smoke_run):
+    tables = smoke_run / "tables"
+    table9 = pd.read_csv(tables / "table9_examples.csv")
+    assert len(table9) >= 1 and (table9["label"] == table9["fused"]).all() and table9["group"].is_unique
+    table10 = pd.read_csv(tables / "table10_examples.csv")
+    assert len(table10) >= 1 and (table10["label"] != table10["fused"]).all()
+    predictions = pd.read_csv(smoke_run / "fusion" / "both_w0.60_seed0" / "predictions_fused.csv")
+    for _, row in table10.iterrows():  # the most confident mistake of its class
+        wrong = predictions[(predictions["label"] == CLASSES.index(row["label"])) & (predictions["predicted"] != predictions["label"])]
+        assert row["fused confidence"] == pytest.approx(wrong[[f"p_{c}" for c in CLASSES]].max(axis=1).max())
+    cases = pd.read_csv(tables / "table11_case_counts.csv")
+    table11 = pd.read_csv(tables / "table11_examples.csv")
+    for _, case in cases.iterrows():
+        assert (table11["group"] == case["case"]).sum() == min(2, case["images"])
+
+
 def test_figures_are_written_as_png_and_pdf(smoke_run):
     figures = smoke_run / "figures"
-    for name in ("table3_class_counts", "fig3_alignment", "baseline_confusion", "fig4_w_sweep"):
+    for name in ("table3_class_counts", "fig3_alignment", "baseline_confusion", "fig4_w_sweep", "table9_gradcam", "table10_gradcam", "table11_gradcam"):
         assert (figures / f"{name}.png").stat().st_size > 5_000
         assert (figures / f"{name}.pdf").exists()
 

@@ -1,0 +1,277 @@
+"""Grad-CAM++ explanations of the fused model on both branches, and the rules that pick the examples of the
+paper's Tables 9-11.
+
+The CAMs come from pytorch-grad-cam's ``GradCAMPlusPlus`` at the layers of the paper's footnote 3: the
+output of ResNet18's layer4 on the RGB branch (before ARM) and the output of the landmark CNN's conv5 on the
+landmark branch (before the size-matching conv and ARM). The target is the fused model's logit of a class:
+its predicted class by default, or the true class.
+
+The fused model takes two inputs; ``FusedLogits`` presents it to pytorch-grad-cam as a function of one of
+them with the other held. ARM adds a batch-mean term that couples the images of a batch: left live, one
+image's CAM would also carry the gradients of the other images' targets. The terms are therefore held at
+fixed values. With affinity ``"batch"`` (the default, the one the evaluation used) they are the values of
+the test batch the image was evaluated in: consecutive test-order batches of the evaluation batch size, as
+``training.predict_fusion`` runs them. The explained logits are then exactly the evaluated ones, and
+``explain`` checks this. With affinity ``"fixed"`` the terms are the population means.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from fer_lib import data as D
+from fer_lib import models as M
+from fer_lib.rafdb import CLASSES
+
+BRANCHES = ("rgb", "landmark")
+TARGETS = ("predicted", "true")
+
+# Table 11's cases: (RGB right, landmark right, fused right); None = either.
+CASES = {
+    "landmark right, RGB wrong, fused right": (False, True, True),
+    "all three right": (True, True, True),
+    "RGB and landmark wrong, fused right": (False, False, True),
+    "fused wrong, landmark right": (None, True, False),
+    "fused wrong, RGB right (fusion broke it)": (True, None, False),
+}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Choosing the examples (deterministic rules on a prediction table)
+
+
+def _frame(predictions) -> pd.DataFrame:
+    """One row per test image: index, name, label and each head's prediction, plus the fused confidence."""
+    return pd.DataFrame({
+        "index": np.arange(len(predictions.labels)),
+        "image": list(predictions.names),
+        "label": np.asarray(predictions.labels).astype(int),
+        "fused": predictions.fused.argmax(1),
+        "rgb": predictions.rgb.argmax(1),
+        "landmark": predictions.landmark.argmax(1),
+        "fused confidence": predictions.fused.max(1),
+    })
+
+
+def _top(candidates: pd.DataFrame, count: int) -> pd.DataFrame:
+    # most confident first; ties go to the earlier test image (a stable sort keeps test order)
+    return candidates.sort_values("fused confidence", ascending=False, kind="stable").head(count)
+
+
+def _named(picked: pd.DataFrame) -> pd.DataFrame:
+    picked = picked.reset_index(drop=True)
+    for column in ("label", "fused", "rgb", "landmark"):
+        picked[column] = [CLASSES[k] for k in picked[column]]
+    return picked
+
+
+def _in_case(frame: pd.DataFrame, wanted: tuple[bool | None, ...]) -> np.ndarray:
+    mask = np.ones(len(frame), dtype=bool)
+    for head, right in zip(("rgb", "landmark", "fused"), wanted):
+        if right is not None:
+            mask &= (frame[head] == frame["label"]).to_numpy() == right
+    return mask
+
+
+def pick_per_class(predictions, *, correct: bool, per_class: int = 1) -> pd.DataFrame:
+    """Table 9 (``correct=True``) or Table 10 (``correct=False``): for each true class, the test images the
+    fused model got right (or wrong) with the highest fused confidence. Classes without such an image are
+    left out."""
+    frame = _frame(predictions)
+    right = frame["fused"] == frame["label"]
+    picked = [_top(frame[(frame["label"] == k) & (right == correct)], per_class).assign(group=CLASSES[k]) for k in range(len(CLASSES))]
+    return _named(pd.concat(picked)[["group", *frame.columns]])
+
+
+def pick_cases(predictions, *, per_case: int = 2) -> pd.DataFrame:
+    """Table 11: for each case of ``CASES``, the test images in it with the highest fused confidence."""
+    frame = _frame(predictions)
+    picked = []
+    for name, wanted in CASES.items():
+        mask = _in_case(frame, wanted)
+        picked.append(_top(frame[mask], per_case).assign(group=name))
+    return _named(pd.concat(picked)[["group", *frame.columns]])
+
+
+def case_counts(predictions) -> pd.DataFrame:
+    """How many test images fall in each case of Table 11."""
+    frame = _frame(predictions)
+    rows = []
+    for name, wanted in CASES.items():
+        mask = _in_case(frame, wanted)
+        rows.append({"case": name, "images": int(mask.sum()), "share": float(mask.mean())})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Grad-CAM++
+
+
+class FusedLogits(nn.Module):
+    """The fused model's logits (B, 7) as a function of one input (``vary``: "rgb" images or "landmark"
+    heatmaps), the other branch's per-image ARM map and both ARM batch terms held at the given values."""
+
+    def __init__(self, model: M.FusionModel, vary: str, held_per_image: Tensor, batch_terms: tuple[Tensor, Tensor]):
+        super().__init__()
+        if vary not in BRANCHES:
+            raise ValueError(f"vary {vary!r} is not one of {BRANCHES}")
+        self.model, self.vary = model, vary
+        self.held_per_image, self.batch_terms = held_per_image, batch_terms
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.vary == "rgb":
+            # the baseline is frozen: only an input that needs gradients gives layer4's output a gradient
+            x = x if x.requires_grad else x.detach().requires_grad_(True)
+            rgb, landmark = self.model.baseline.forward_per_image(x), self.held_per_image
+        else:
+            rgb, landmark = self.held_per_image, self.model.landmark_per_image(x)
+        return self.model.forward_per_image_maps(rgb, landmark, self.batch_terms).fused_logits
+
+
+@dataclass
+class Explanation:
+    """Grad-CAM++ maps of a set of test images, with what they explain; maps are (N, S, S) in [0, 1]."""
+
+    index: np.ndarray  # (N,) test-set indices
+    target: np.ndarray  # (N,) the class whose fused logit is explained
+    target_kind: str  # "predicted" or "true"
+    affinity: str  # how ARM's batch terms were held (see the module docstring)
+    images: np.ndarray  # (N, S, S, 3) float in [0, 1], the network's input before normalisation
+    heatmaps: np.ndarray  # (N, S, S) float in [0, 1]
+    rgb_cam: np.ndarray  # (N, S, S)
+    landmark_cam: np.ndarray  # (N, S, S)
+    fused_probabilities: np.ndarray  # (N, 7) of the explained forward pass
+
+    def describe(self) -> str:
+        held = "the evaluation batch's ARM terms" if self.affinity == "batch" else "ARM's population means"
+        return f"Grad-CAM++ of the fused {self.target_kind} class; {held}"
+
+
+@torch.no_grad()
+def held_batch_terms(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, index: np.ndarray, affinity: str = "batch") -> tuple[Tensor, Tensor]:
+    """ARM's terms (N, n*n) for each image of ``index``, as evaluated: the term of its test batch (consecutive
+    batches of ``config.eval_batch_size`` in split order) for ``"batch"``, the population means for ``"fixed"``."""
+    device = next(model.parameters()).device
+    size = config.eval_batch_size
+    previous = model.arm.affinity
+    model.set_affinity(affinity)
+    try:
+        terms = {}
+        for batch in sorted({int(i) // size for i in index}):
+            members = torch.arange(batch * size, min((batch + 1) * size, len(split)))
+            rgb = cache[0, members].to(device)
+            landmark = model.landmark_per_image(_heatmaps(split, members, config, device))
+            terms[batch] = model.batch_terms(rgb, landmark)
+    finally:
+        model.set_affinity(previous)
+    rgb_terms = torch.cat([terms[int(i) // size][0].expand(1, -1) for i in index])
+    landmark_terms = torch.cat([terms[int(i) // size][1].expand(1, -1) for i in index])
+    return rgb_terms, landmark_terms
+
+
+def _heatmaps(split: D.SplitTensors, index: Tensor, config, device) -> Tensor:
+    return D.heatmaps_for(split.points[index].to(device), split.input_size, landmark_set=split.landmark_set, sigma=config.heatmap_sigma)
+
+
+def _grad_cam_plus_plus(wrapper: FusedLogits, layer: nn.Module, inputs: Tensor, target: np.ndarray) -> np.ndarray:
+    from pytorch_grad_cam import GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cam = GradCAMPlusPlus(model=wrapper, target_layers=[layer])
+    try:  # not ``with``: its __exit__ swallows IndexError
+        with torch.enable_grad():
+            return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(k)) for k in target])
+    finally:
+        cam.activations_and_grads.release()
+        wrapper.model.zero_grad(set_to_none=True)
+
+
+def explain(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, index, *, target: str = "predicted", affinity: str = "batch", chunk: int = 32) -> Explanation:
+    """Grad-CAM++ on both branches for the test images ``index`` of ``split``.
+
+    Args:
+        cache: the baseline's per-image feature cache of ``split`` (``training.rgb_feature_cache``); used for the
+            batch terms of the images' evaluation batches.
+        target: explain the fused "predicted" class or the "true" class.
+        affinity: "batch" (terms of the evaluation batch) or "fixed" (population means; estimate them first).
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r} is not one of {TARGETS}")
+    if affinity not in M.AFFINITY_MODES:
+        raise ValueError(f"affinity {affinity!r} is not one of {M.AFFINITY_MODES}")
+    index = np.array(index, dtype=np.int64).reshape(-1)  # a copy: pandas columns can be read-only
+    if len(index) and (index.min() < 0 or index.max() >= len(split)):
+        raise IndexError(f"example indices must be in [0, {len(split)}), got {index.min()}..{index.max()}")
+    device = next(model.parameters()).device
+    model.eval()
+    parts = []
+    for start in range(0, len(index), chunk):
+        chosen = index[start : start + chunk]
+        members = torch.as_tensor(chosen)
+        terms = held_batch_terms(model, split, cache, config, chosen, affinity)
+        images = D.normalise(split.images[members].to(device))
+        heatmaps = _heatmaps(split, members, config, device)
+        with torch.no_grad():
+            rgb = model.baseline.forward_per_image(images)
+            landmark = model.landmark_per_image(heatmaps)
+            logits = model.forward_per_image_maps(rgb, landmark, terms).fused_logits
+        explained = logits.argmax(1).cpu().numpy() if target == "predicted" else split.labels[members].numpy()
+        rgb_cam = _grad_cam_plus_plus(FusedLogits(model, "rgb", landmark, terms), model.baseline.cam_layer, images, explained)
+        landmark_cam = _grad_cam_plus_plus(FusedLogits(model, "landmark", rgb, terms), model.landmark_cnn.cam_layer, heatmaps, explained)
+        parts.append((explained, split.images[members].permute(0, 2, 3, 1).float().numpy() / 255, heatmaps[:, 0].cpu().numpy(),
+                      rgb_cam, landmark_cam, logits.softmax(1).cpu().numpy()))
+    if not parts:
+        raise ValueError("explain got no example indices")
+    explained, images, heatmaps, rgb_cam, landmark_cam, probabilities = (np.concatenate(p) for p in zip(*parts))
+    return Explanation(index, explained, target, affinity, images, np.clip(heatmaps, 0, 1), rgb_cam, landmark_cam, probabilities)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def overlay(base: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's jet overlay of a CAM on an RGB (S, S, 3) or grey (S, S) image in [0, 1]."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    base = np.repeat(base[..., None], 3, axis=-1) if base.ndim == 2 else base
+    return show_cam_on_image(np.float32(base), cam, use_rgb=True)
+
+
+def plot_explanations(explanation: Explanation, examples: pd.DataFrame, title: str) -> plt.Figure:
+    """One column per example (``examples`` rows, in the order of ``explanation.index``): the input image,
+    its RGB-branch CAM, the landmark heatmap and its landmark-branch CAM; headers give the true class and the
+    three heads' predictions."""
+    if list(examples["index"]) != list(explanation.index):
+        raise ValueError("the examples table and the explanation list different images")
+    n = len(examples)
+    fig, axes = plt.subplots(4, n, figsize=(1.75 * n + 1.2, 8.4), squeeze=False)
+    rows = ("input", "RGB CAM (layer4)", "landmark heatmap", "landmark CAM (conv5)")
+    for j, row in enumerate(examples.itertuples(index=False)):
+        panels = (
+            explanation.images[j],
+            overlay(explanation.images[j], explanation.rgb_cam[j]),
+            explanation.heatmaps[j],
+            overlay(explanation.heatmaps[j], explanation.landmark_cam[j]),
+        )
+        for i, panel in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1 if panel.dtype != np.uint8 else 255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(rows[i], fontsize=9)
+        axes[0, j].set_title(
+            f"{textwrap.fill(row.group, 22)}\ntrue {row.label}\nfused {row.fused}\nRGB {row.rgb} / lm {row.landmark}", fontsize=7.5
+        )
+    fig.suptitle(f"{title}\n{explanation.describe()}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
