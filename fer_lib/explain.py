@@ -248,30 +248,39 @@ def overlay(base: np.ndarray, cam: np.ndarray) -> np.ndarray:
 def plot_explanations(explanation: Explanation, examples: pd.DataFrame, title: str) -> plt.Figure:
     """One column per example (``examples`` rows, in the order of ``explanation.index``): the input image,
     its RGB-branch CAM, the landmark heatmap and its landmark-branch CAM; headers give the true class and the
-    three heads' predictions."""
+    three heads' predictions. Each row is one mosaic image (one axes per row keeps the figure fast to save)."""
     if list(examples["index"]) != list(explanation.index):
         raise ValueError("the examples table and the explanation list different images")
-    n = len(examples)
-    fig, axes = plt.subplots(4, n, figsize=(1.75 * n + 1.2, 8.4), squeeze=False)
-    rows = ("input", "RGB CAM (layer4)", "landmark heatmap", "landmark CAM (conv5)")
+    n, size = len(examples), explanation.images.shape[1]
+    gap = max(2, size // 20)
+
+    def uint8(rgb: np.ndarray) -> np.ndarray:
+        return rgb if rgb.dtype == np.uint8 else np.uint8(np.round(255 * np.clip(rgb, 0, 1)))
+
+    def mosaic(panels) -> np.ndarray:
+        row = np.full((size, n * (size + gap) - gap, 3), 255, dtype=np.uint8)
+        for j, panel in enumerate(panels):
+            row[:, j * (size + gap) : j * (size + gap) + size] = uint8(panel)
+        return row
+
+    grey = np.repeat(explanation.heatmaps[..., None], 3, axis=-1)
+    rows = {
+        "input": explanation.images,
+        "RGB CAM\n(layer4)": [overlay(img, cam) for img, cam in zip(explanation.images, explanation.rgb_cam)],
+        "landmark\nheatmap": grey,
+        "landmark CAM\n(conv5)": [overlay(hm, cam) for hm, cam in zip(explanation.heatmaps, explanation.landmark_cam)],
+    }
+    fig, axes = plt.subplots(4, 1, figsize=(1.75 * n + 1.2, 9.0), squeeze=False)
+    for ax, (label, panels) in zip(axes[:, 0], rows.items()):
+        ax.imshow(mosaic(panels), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=9)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
     for j, row in enumerate(examples.itertuples(index=False)):
-        panels = (
-            explanation.images[j],
-            overlay(explanation.images[j], explanation.rgb_cam[j]),
-            explanation.heatmaps[j],
-            overlay(explanation.heatmaps[j], explanation.landmark_cam[j]),
-        )
-        for i, panel in enumerate(panels):
-            ax = axes[i, j]
-            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1 if panel.dtype != np.uint8 else 255, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(rows[i], fontsize=9)
-        axes[0, j].set_title(
-            f"{textwrap.fill(row.group, 22)}\ntrue {row.label}\nfused {row.fused}\nRGB {row.rgb} / lm {row.landmark}", fontsize=7.5
-        )
+        header = f"{textwrap.fill(row.group, 22)}\ntrue {row.label}\nfused {row.fused}\nRGB {row.rgb} / lm {row.landmark}"
+        axes[0, 0].text(j * (size + gap) + size / 2, -size * 0.04, header, ha="center", va="bottom", fontsize=7.5)
     fig.suptitle(f"{title}\n{explanation.describe()}", fontsize=10)
     fig.tight_layout()
     return fig
-

@@ -51,7 +51,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from fer_lib.io import save_torch
@@ -219,8 +218,13 @@ class ARM(nn.Module):
 
 def imagenet_weights_path() -> Path:
     """Where torchvision caches ResNet18's ImageNet weights: <torch hub dir>/checkpoints/resnet18-f37072fd.pth."""
-    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / _imagenet_weights_url().rsplit("/", 1)[-1]
+
+
+def _imagenet_weights_url() -> str:
+    import torchvision  # imported where used: importing it costs seconds on a CPU (it loads torch._dynamo)
+
+    return torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
 
 
 def _narrow_resnet18(width: int) -> nn.Module:
@@ -257,11 +261,12 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
         if pretrained:
             raise ValueError(f"ImageNet weights exist for ResNet18 at width 64 only, not width {width}")
         return _narrow_resnet18(width)
-    resnet = torchvision.models.resnet18(weights=None)
+    from torchvision.models import resnet18
+
+    resnet = resnet18(weights=None)
     if pretrained is not False and pretrained is not None:
         path = imagenet_weights_path() if pretrained is True else Path(pretrained)
-        url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
-        hint = f"Download {url} (torchvision's ResNet18 ImageNet weights) and put it at {path}."
+        hint = f"Download {_imagenet_weights_url()} (torchvision's ResNet18 ImageNet weights) and put it at {path}."
         if not path.is_file():
             raise CheckpointNotFoundError(f"ImageNet weights for ResNet18 not found at {path}. {hint}")
         load_state_strict(resnet, _state_dict_of(_read_checkpoint(path, hint), path, hint), path)
