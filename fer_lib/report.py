@@ -190,7 +190,8 @@ def single_row(name: str, labels: np.ndarray, probabilities: np.ndarray, columns
 
 
 def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
-    """Fig. 4: OA(fused) - OA(baseline) against w, mean over seeds with +-1 sd bars and the seeds as dots."""
+    """Fig. 4: OA(fused) - OA(baseline) against w, mean over seeds with +-1 sd bars and the seeds as dots;
+    circles mark seeds, stars seed means, whose paired-bootstrap 95% interval excludes zero."""
     grouped = frame.groupby("w")["oa_gain"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.axhline(0, color="grey", lw=0.8)
@@ -199,6 +200,9 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     if "interval excludes 0" in frame:
         sure = frame[frame["interval excludes 0"]]
         ax.scatter(sure["w"], sure["oa_gain"], s=60, facecolors="none", edgecolors="red", label="seed whose 95% interval excludes 0")
+    if "pooled interval excludes 0" in frame:
+        sure = grouped.mean()[frame.groupby("w")["pooled interval excludes 0"].first()]
+        ax.scatter(sure.index, sure.values, s=140, marker="*", color="red", zorder=3, label="seed mean whose 95% interval excludes 0")
     ax.set(xlabel="agreement weight w (on disagreement)", ylabel="OA(fused) - OA(baseline)")
     ax.set_title(f"Fig. 4, w sweep: {data_label}", fontsize=10)
     ax.legend(fontsize=8)
@@ -279,39 +283,74 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
 # -- how sure is a difference (fer_lib.stats) -------------------------------------------------------------
 
 
-def significance_rows(name: str, labels: np.ndarray, reference: np.ndarray, runs, head: str = "fused", reference_name: str = "baseline", resamples: int = 10_000) -> list[dict]:
-    """Per seed: exact McNemar (discordant counts, p) and paired-bootstrap 95% intervals of the OA and AA
-    differences of a model against a reference, on the same test images."""
-    from fer_lib.stats import mcnemar_exact, paired_bootstrap
+POOLED = "pooled"  # the "seed" of a significance row over all seeds
 
-    rows = []
-    reference_predicted = reference.argmax(1)
-    for run in runs:
-        predicted = getattr(run.predictions, head).argmax(1)
-        test = mcnemar_exact(predicted == labels, reference_predicted == labels)
-        oa = paired_bootstrap(labels, reference_predicted, predicted, metric="oa", resamples=resamples, seed=run.seed)
-        aa = paired_bootstrap(labels, reference_predicted, predicted, metric="aa", resamples=resamples, seed=run.seed)
-        rows.append({
-            "model": name, "versus": reference_name, "seed": run.seed,
-            f"only {name} right": test.only_a_right, f"only {reference_name} right": test.only_b_right, "McNemar p": test.p_value,
-            "OA diff": oa.difference, "OA 95% low": oa.low, "OA 95% high": oa.high,
-            "AA diff": aa.difference, "AA 95% low": aa.low, "AA 95% high": aa.high,
-        })
+
+def significance_rows(name: str, labels: np.ndarray, reference, runs, head: str = "fused", reference_name: str = "baseline", resamples: int = 10_000) -> list[dict]:
+    """A model against a reference on the same test images: per seed, exact McNemar (discordant counts, p)
+    and paired-bootstrap 95% intervals of the OA and AA differences; with two seeds or more, a last row
+    ("seed" = "pooled") with the interval of the seed-averaged difference (each image counted by the
+    fraction of seeds that got it right; McNemar needs one model per side, so it is left empty there).
+
+    ``reference`` is the probabilities (N, 7) of one model (the frozen baseline), or a list with one entry per
+    run (a model trained with the same seeds, paired seed by seed).
+    """
+    from fer_lib.stats import mcnemar_exact
+
+    references = list(reference) if isinstance(reference, (list, tuple)) else [reference] * len(runs)
+    if len(references) != len(runs):
+        raise ValueError(f"{len(references)} reference predictions for {len(runs)} runs")
+    rows, correct, reference_correct = [], [], []
+    for run, ref in zip(runs, references):
+        correct.append(getattr(run.predictions, head).argmax(1) == labels)
+        reference_correct.append(ref.argmax(1) == labels)
+        test = mcnemar_exact(correct[-1], reference_correct[-1])
+        rows.append({"model": name, "versus": reference_name, "seed": run.seed, f"only {name} right": test.only_a_right,
+                     f"only {reference_name} right": test.only_b_right, "McNemar p": test.p_value,
+                     **_intervals_of(labels, reference_correct[-1], correct[-1], resamples, run.seed)})
+    if len(runs) > 1:
+        rows.append({"model": name, "versus": reference_name, "seed": POOLED, f"only {name} right": np.nan, f"only {reference_name} right": np.nan,
+                     "McNemar p": np.nan, **_intervals_of(labels, np.mean(reference_correct, 0), np.mean(correct, 0), resamples, 0)})
     return rows
 
 
+def _intervals_of(labels: np.ndarray, reference_correct: np.ndarray, correct: np.ndarray, resamples: int, seed: int) -> dict:
+    from fer_lib.stats import paired_bootstrap_correct
+
+    row = {}
+    for metric in ("OA", "AA"):
+        result = paired_bootstrap_correct(labels, reference_correct, correct, metric=metric.lower(), resamples=resamples, seed=seed)
+        row.update({f"{metric} diff": result.difference, f"{metric} 95% low": result.low, f"{metric} 95% high": result.high})
+    return row
+
+
+def per_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a significance table that belong to one seed each."""
+    return frame[frame["seed"].astype(str) != POOLED]
+
+
+def pooled(frame: pd.DataFrame) -> pd.DataFrame:
+    """The seed-averaged rows of a significance table (per seed rows when only one seed was run)."""
+    rows = frame[frame["seed"].astype(str) == POOLED]
+    return rows if len(rows) else frame
+
+
 def verdict(frame: pd.DataFrame, metric: str = "OA") -> str:
-    """'supported' when every seed's 95% interval of the difference lies above zero, 'contradicted' when every
-    one lies below, else 'not supported' (the difference is within the noise of some seed)."""
-    if (frame[f"{metric} 95% low"] > 0).all():
+    """'supported' when the 95% interval of the seed-averaged difference lies above zero, 'contradicted' when it
+    lies below, else 'not supported' (with one seed: that seed's interval)."""
+    row = pooled(frame)
+    if (row[f"{metric} 95% low"] > 0).all():
         return "supported"
-    if (frame[f"{metric} 95% high"] < 0).all():
+    if (row[f"{metric} 95% high"] < 0).all():
         return "contradicted"
     return "not supported"
 
 
 def _intervals(frame: pd.DataFrame, metric: str) -> str:
-    return "; ".join(f"seed {r['seed']}: {r[f'{metric} diff']:+.4f} [{r[f'{metric} 95% low']:+.4f}, {r[f'{metric} 95% high']:+.4f}]" for _, r in frame.iterrows())
+    def seed(r) -> str:
+        return "seeds pooled" if str(r["seed"]) == POOLED else f"seed {r['seed']}"
+
+    return "; ".join(f"{seed(r)}: {r[f'{metric} diff']:+.4f} [{r[f'{metric} 95% low']:+.4f}, {r[f'{metric} 95% high']:+.4f}]" for _, r in frame.iterrows())
 
 
 def claims(tables_dir: Path) -> pd.DataFrame:

@@ -6,6 +6,9 @@
 - ``paired_bootstrap``: a seeded paired bootstrap of the OA and AA differences. Test images are
   resampled with replacement, the same draw for both models, vectorised over resamples. It returns the
   observed difference and a percentile interval.
+- ``paired_bootstrap_correct``: the same on per-image correctness given as numbers in [0, 1]. With each
+  image's fraction of seeds that got it right, it gives the interval of the seed-averaged accuracy
+  difference (the models of all seeds evaluated on one resample of the test set).
 """
 
 from __future__ import annotations
@@ -51,12 +54,17 @@ class BootstrapResult:
 
 def _accuracy_per_resample(correct: np.ndarray, labels: np.ndarray, index: np.ndarray, metric: str, num_classes: int) -> np.ndarray:
     """OA or AA of each bootstrap resample; ``index`` is (R, N) indices into the test images."""
-    hits = correct[index]  # (R, N)
+    hits = correct[index]  # (R, N), 0/1 or a fraction of seeds
     if metric == "oa":
         return hits.mean(axis=1)
     drawn = labels[index]  # (R, N)
-    per_class = np.stack([(hits & (drawn == k)).sum(1) / np.maximum((drawn == k).sum(1), 1) for k in range(num_classes)], axis=1)
-    present = np.stack([(drawn == k).any(1) for k in range(num_classes)], axis=1)  # (R, C)
+    # per (resample, class) counts in one bincount over resample * num_classes + class
+    cell = (drawn + num_classes * np.arange(len(index))[:, None]).ravel()
+    size = len(index) * num_classes
+    total = np.bincount(cell, minlength=size).reshape(-1, num_classes)  # (R, C)
+    right = np.bincount(cell, weights=hits.ravel(), minlength=size).reshape(-1, num_classes)  # (R, C)
+    present = total > 0
+    per_class = right / np.maximum(total, 1)
     return (per_class * present).sum(1) / present.sum(1)
 
 
@@ -77,11 +85,32 @@ def paired_bootstrap(
     ``metric`` is "oa" (overall accuracy) or "aa" (average per-class accuracy over the classes present).
     Seeded, and vectorised in chunks of resamples to bound memory.
     """
+    labels = np.asarray(labels)
+    return paired_bootstrap_correct(
+        labels, np.asarray(predicted_a) == labels, np.asarray(predicted_b) == labels,
+        metric=metric, resamples=resamples, confidence=confidence, seed=seed, num_classes=num_classes, chunk=chunk,
+    )
+
+
+def paired_bootstrap_correct(
+    labels: np.ndarray,
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    *,
+    metric: str = "oa",
+    resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    num_classes: int = NUM_CLASSES,
+    chunk: int = 1_000,
+) -> BootstrapResult:
+    """``paired_bootstrap`` on per-image correctness (N,) in [0, 1]: booleans, or fractions of seeds right."""
     if metric not in ("oa", "aa"):
         raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
     labels = np.asarray(labels)
-    correct_a = np.asarray(predicted_a) == labels
-    correct_b = np.asarray(predicted_b) == labels
+    correct_a, correct_b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if not (correct_a.shape == correct_b.shape == labels.shape) or labels.ndim != 1:
+        raise ValueError(f"labels and correctness must be 1-D and the same length, got {labels.shape}, {correct_a.shape}, {correct_b.shape}")
     everything = np.arange(len(labels))[None]
     observed = float(_accuracy_per_resample(correct_b, labels, everything, metric, num_classes)[0] - _accuracy_per_resample(correct_a, labels, everything, metric, num_classes)[0])
     rng = np.random.default_rng(seed)

@@ -201,7 +201,7 @@ def train_baseline(
             seen += len(index)
             correct += int((logits.argmax(1) == labels).sum())
             loss_sum += loss.item() * len(index)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)  # shown at the next tick, not redrawn per step
         scheduler.step()
         val_accuracy = float((baseline_logits(model, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "val_accuracy": val_accuracy})
@@ -367,7 +367,7 @@ def train_fusion(
             correct += int((out.fused_logits.argmax(1) == labels).sum())
             landmark_correct += int((out.landmark_logits.argmax(1) == labels).sum())
             loss_sum += loss.item() * len(index)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", fused=f"{correct / seen:.3f}", landmark=f"{landmark_correct / seen:.3f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", fused=f"{correct / seen:.3f}", landmark=f"{landmark_correct / seen:.3f}", refresh=False)
         scheduler.step()
         predictions = predict_fusion(model, val, val_cache, config)
         val_fused = float((predictions.fused.argmax(1) == predictions.labels).mean())

@@ -77,17 +77,19 @@ def test_summary_covers_every_paper_table(smoke_run):
 def test_significance_and_claims_are_computed(smoke_run):
     tables = smoke_run / "tables"
     significance = pd.read_csv(tables / "significance_proposed.csv")
-    assert len(significance) == 2 and (significance["McNemar p"].between(0, 1)).all()
+    assert list(significance["seed"].astype(str)) == ["0", "1", "pooled"]
+    per_seed = significance.iloc[:2]
+    assert per_seed["McNemar p"].between(0, 1).all() and significance["McNemar p"].iloc[2:].isna().all()
     assert (significance["OA 95% low"] <= significance["OA diff"]).all() and (significance["OA diff"] <= significance["OA 95% high"]).all()
     ablation = pd.read_csv(tables / "significance_ablation.csv")
-    assert len(ablation) == 4 * 2 + 2  # four weightings vs the baseline, both vs none; 2 seeds
+    assert len(ablation) == 5 * 3  # four weightings vs the baseline, and both vs none: 2 seeds + pooled each
     per_seed = pd.read_csv(tables / "ablation_per_seed.csv")
     assert len(per_seed) == 4 * 2 and set(per_seed["seed"]) == {0, 1}
     assert len(pd.read_csv(tables / "proposed_per_seed.csv")) == 2
     claims = pd.read_csv(tables / "claims.csv")
     assert len(claims) == 6 and set(claims["verdict"]) <= {"supported", "not supported", "contradicted"}
     sweep = pd.read_csv(tables / "fig4_w_sweep.csv")
-    assert "interval excludes 0" in sweep.columns
+    assert {"interval excludes 0", "pooled interval excludes 0"} <= set(sweep.columns)
 
 
 def test_gradcam_examples_follow_their_rules(smoke_run):

@@ -1,9 +1,10 @@
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
 from fer_lib import metrics
-from fer_lib.stats import mcnemar_exact, paired_bootstrap
+from fer_lib.stats import mcnemar_exact, paired_bootstrap, paired_bootstrap_correct
 
 
 def test_mcnemar_matches_the_binomial_test_on_discordant_counts():
@@ -58,3 +59,43 @@ def test_bootstrap_is_seeded():
     first = paired_bootstrap(labels, a, b, seed=5, resamples=300)
     assert first == paired_bootstrap(labels, a, b, seed=5, resamples=300)
     assert first != paired_bootstrap(labels, a, b, seed=6, resamples=300)
+
+
+def test_pooled_bootstrap_gives_the_seed_averaged_difference():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 7, 1000)
+    baseline = np.where(rng.random(1000) < 0.80, labels, (labels + 1) % 7)
+    seeds = [np.where(rng.random(1000) < p, labels, (labels + 2) % 7) for p in (0.84, 0.86, 0.88)]
+    correct = np.mean([s == labels for s in seeds], axis=0)  # fraction of seeds right per image
+    for metric, score in (("oa", metrics.overall_accuracy), ("aa", metrics.average_accuracy)):
+        result = paired_bootstrap_correct(labels, baseline == labels, correct, metric=metric, resamples=2000)
+        per_seed = [score(labels, s) - score(labels, baseline) for s in seeds]
+        assert result.difference == pytest.approx(np.mean(per_seed))  # both metrics are linear in correctness
+        assert result.low < np.mean(per_seed) < result.high and result.excludes_zero
+    # booleans through the general function give exactly the two-model bootstrap
+    assert paired_bootstrap_correct(labels, baseline == labels, seeds[0] == labels, resamples=300) == paired_bootstrap(labels, baseline, seeds[0], resamples=300)
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap_correct(labels, baseline == labels, correct[:-1])
+
+
+def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it():
+    from types import SimpleNamespace
+
+    from fer_lib import report
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 7, 2000)
+
+    def probabilities(accuracy):
+        predicted = np.where(rng.random(2000) < accuracy, labels, (labels + 1) % 7)
+        return np.eye(7)[predicted]
+
+    baseline = probabilities(0.80)
+    runs = [SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=probabilities(0.86))) for s in (0, 1)]
+    rows = pd.DataFrame(report.significance_rows("proposed", labels, baseline, runs, resamples=500))
+    assert list(rows["seed"]) == [0, 1, "pooled"]
+    assert rows.loc[2, "OA diff"] == pytest.approx(rows.loc[:1, "OA diff"].mean())
+    assert np.isnan(rows.loc[2, "McNemar p"]) and rows.loc[0, "only proposed right"] > rows.loc[0, "only baseline right"]
+    assert report.verdict(rows) == "supported"
+    worse = pd.DataFrame(report.significance_rows("broken", labels, [r.predictions.fused for r in runs], [SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=baseline)) for s in (0, 1)], reference_name="proposed", resamples=500))
+    assert report.verdict(worse) == "contradicted" and list(worse["versus"]) == ["proposed"] * 3

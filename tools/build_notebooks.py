@@ -117,7 +117,7 @@ BOOKS["04_fusion"] = notebook(
         "table6 = pd.DataFrame([report.single_row('baseline', base.labels, base.rgb, report.METRIC_COLUMNS), report.mean_sd_row('proposed', per_seed, report.METRIC_COLUMNS)])\n"
         "display(report.save_table(table6, 'table6_overall', ex.tables_dir, caption=f'Table 6, overall and average accuracy: {ex.data_label}'))",
         "fig = report.plot_confusion(base.labels, base.fused.argmax(1), f'Proposed (seed 0): {ex.data_label}')\nreport.save_figure(fig, 'proposed_confusion', ex.figures_dir)",
-        "md: ## How sure is the difference? (per seed: exact McNemar on the discordant images, paired bootstrap 95% intervals)",
+        "md: ## How sure is the difference? (per seed: exact McNemar on the discordant images and paired bootstrap 95% intervals; last row: the seed-averaged difference)",
         "significance = pd.DataFrame(report.significance_rows('proposed', base.labels, base.rgb, runs))\n"
         "display(report.save_table(significance, 'significance_proposed', ex.tables_dir, caption=f'Proposed vs baseline per seed: {ex.data_label}'))",
     ],
@@ -137,7 +137,10 @@ BOOKS["05_w_sweep"] = notebook(
         "display(report.save_table(sweep, 'fig4_w_sweep', ex.tables_dir, caption=f'Fig. 4 data, OA gain over the baseline per w and seed: {ex.data_label}'))",
         "base = ex.fusion_run('both', 0.6, 0).predictions\nrows = []\nfor w in ex.profile.w_grid:\n    rows += report.significance_rows(f'w={w}', base.labels, base.rgb, ex.fusion_runs('both', w))\n"
         "significance = report.save_table(pd.DataFrame(rows), 'significance_w_sweep', ex.tables_dir, caption=f'Each w vs the baseline per seed: {ex.data_label}')\n"
-        "sweep['interval excludes 0'] = (significance['OA 95% low'] > 0) | (significance['OA 95% high'] < 0)\nreport.save_table(sweep, 'fig4_w_sweep', ex.tables_dir, caption=f'Fig. 4 data with significance: {ex.data_label}')\ndisplay(significance)",
+        "seeds, pooled = report.per_seed(significance), report.pooled(significance)\n"
+        "sweep['interval excludes 0'] = ((seeds['OA 95% low'] > 0) | (seeds['OA 95% high'] < 0)).to_numpy()\n"
+        "sweep['pooled interval excludes 0'] = sweep['w'].map(dict(zip(ex.profile.w_grid, (pooled['OA 95% low'] > 0) | (pooled['OA 95% high'] < 0))))\n"
+        "report.save_table(sweep, 'fig4_w_sweep', ex.tables_dir, caption=f'Fig. 4 data with significance: {ex.data_label}')\ndisplay(significance)",
         "fig = report.plot_w_sweep(sweep, ex.data_label)\nreport.save_figure(fig, 'fig4_w_sweep', ex.figures_dir)",
     ],
 )
@@ -156,10 +159,9 @@ BOOKS["06_ablation"] = notebook(
         "display(report.save_table(table7, 'table7_ablation_per_class', ex.tables_dir, caption=f'Table 7, per-class accuracy by weighting: {ex.data_label}'))",
         "table8 = pd.DataFrame([report.mean_sd_row(name, frame, report.METRIC_COLUMNS) for name, frame in per_seed.items()])\n"
         "display(report.save_table(table8, 'table8_ablation_overall', ex.tables_dir, caption=f'Table 8, overall and average accuracy by weighting: {ex.data_label}'))",
-        "md: ## How sure are the differences? (each weighting vs the baseline, and both vs none, per seed)",
+        "md: ## How sure are the differences? (each weighting vs the baseline, and both vs none: per seed, then seeds pooled)",
         "base = ex.fusion_run('both', 0.6, 0).predictions\nrows = []\nfor w in names:\n    rows += report.significance_rows(names[w], base.labels, base.rgb, ex.fusion_runs(w, 0.6))\n"
-        "for none_run, both_run in zip(ex.fusion_runs('none'), ex.fusion_runs('both', 0.6)):\n"
-        "    rows += report.significance_rows('both', base.labels, none_run.predictions.fused, [both_run], reference_name='none')\n"
+        "rows += report.significance_rows('both', base.labels, [run.predictions.fused for run in ex.fusion_runs('none')], ex.fusion_runs('both', 0.6), reference_name='none')\n"
         "display(report.save_table(pd.DataFrame(rows), 'significance_ablation', ex.tables_dir, caption=f'Ablation significance per seed: {ex.data_label}'))",
     ],
 )
@@ -214,7 +216,7 @@ BOOKS["08_summary"] = notebook(
     "ex = start(globals(), needs_previous='04_fusion.ipynb')",
     [
         "display(Markdown(f'**Data set of every number below:** {ex.data_label}.  \\n**Settings:** {ex.profile.describe()}'))",
-        "md: ## The paper's claims on this run (computed from the significance tables, 95% level, every seed)",
+        "md: ## The paper's claims on this run (computed from the significance tables: the 95% interval of the seed-averaged difference; the detail lists each seed too)",
         "claims = report.save_table(report.claims(ex.tables_dir), 'claims', ex.tables_dir, caption=f'Claims of the paper on this run: {ex.data_label}')\n"
         "display(Markdown('\\n'.join(f'- {c}: **{v}** ({d})' for c, v, d in claims[['claim', 'verdict', 'detail']].itertuples(index=False))))",
         "comparisons = report.paper_comparison(ex.tables_dir)\nfor name, frame in comparisons.items():\n    display(Markdown(f'### {name}'))\n    display(report.save_table(frame, f'summary_{name}', ex.tables_dir))",
