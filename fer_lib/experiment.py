@@ -56,7 +56,7 @@ PROFILES = {
     # the CPU demo: narrow networks at 128 px so the whole report runs in under 10 minutes on 2 cores. The
     # landmark branch trains with batch 32: its CNN then runs 1.7x faster per image than at 64 on this CPU
     # (its early maps fit the cache; benchmarks/README.md) and takes twice the steps per epoch.
-    "demo": Profile("demo", (2000, 500), 128, 16, 7, 2, 3, 2, (0.0, 0.6, 1.0), batch_train=64, batch_fusion=32),
+    "demo": Profile("demo", (1600, 500), 128, 16, 7, 2, 3, 2, (0.0, 0.6, 1.0), batch_train=64, batch_fusion=32),
     # the paper's settings on the user's RAF-DB, meant for a GPU
     "paper": Profile("paper", None, 224, 64, 70, 32, 10, 5, W_GRID_PAPER),
 }

@@ -11,13 +11,18 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from fer_lib import metrics
 from fer_lib.io import save_csv, save_text, write_atomic
 from fer_lib.rafdb import CLASSES, paper_results
 
 SHORT = ("Sur", "Fea", "Dis", "Hap", "Sad", "Ang", "Neu")
+
+
+def _seaborn():
+    import seaborn  # imported where a plot needs it: with scipy.stats it adds about 2 s to a notebook's start
+
+    return seaborn
 
 
 def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str = "") -> pd.DataFrame:
@@ -71,7 +76,7 @@ def plot_class_counts(table: pd.DataFrame, data_label: str) -> plt.Figure:
         "data set": ["this data set"] * 7 + ["RAF-DB (paper, Table 3)"] * 7,
     })
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    sns.barplot(shares, x="class", y="share of training images", hue="data set", ax=ax)
+    _seaborn().barplot(shares, x="class", y="share of training images", hue="data set", ax=ax)
     ax.set_title(f"Class proportions: {data_label}", fontsize=10)
     ax.set_xlabel("")
     fig.tight_layout()
@@ -83,7 +88,7 @@ def plot_confusion(labels: np.ndarray, predicted: np.ndarray, title: str) -> plt
     matrix = metrics.confusion_matrix(labels, predicted)
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, xticklabels=SHORT, yticklabels=SHORT, cbar_kws={"label": "share of the true class"}, ax=ax)
+    _seaborn().heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, xticklabels=SHORT, yticklabels=SHORT, cbar_kws={"label": "share of the true class"}, ax=ax)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
@@ -213,7 +218,7 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
 def plot_batch_study(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     """ARM's batch term: test accuracy against the test batch size and order (and the fixed-mean mode)."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    sns.lineplot(frame, x="batch size", y="accuracy", hue="setting", marker="o", ax=ax)
+    _seaborn().lineplot(frame, x="batch size", y="accuracy", hue="setting", marker="o", ax=ax)
     ax.set_xscale("log", base=2)
     ax.set_title(f"Baseline accuracy vs test batch: {data_label}", fontsize=10)
     fig.tight_layout()
