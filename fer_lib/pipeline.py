@@ -9,6 +9,7 @@ papermill parameters.
 from __future__ import annotations
 
 import html
+import os
 import time
 from pathlib import Path
 
@@ -59,9 +60,16 @@ def notebooks() -> list[Path]:
     return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
+# Kernels inherit the environment: a headless MPLBACKEND (run_all.sh sets Agg) would keep every figure
+# out of the executed notebooks and so out of the HTML report.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
 def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
     import papermill
 
+    backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
     try:
         papermill.execute_notebook(
             str(notebook), str(executed), parameters=parameters, progress_bar=True, cwd=str(NOTEBOOK_DIR)
@@ -71,6 +79,11 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
             f"notebook {notebook.name} failed in cell {error.exec_count} ({error.ename}: {error.evalue}).\n"
             f"The executed copy with the traceback: {executed}"
         ) from None
+    finally:
+        if backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = backend
 
 
 def _render_html(executed: Path, report_dir: Path) -> Path:

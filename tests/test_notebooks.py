@@ -1,6 +1,7 @@
 """Every report notebook, executed in order by papermill on the smoke profile, and the tables it writes."""
 
 import json
+import os
 
 import nbformat
 import numpy as np
@@ -16,7 +17,12 @@ NOTEBOOKS = pipeline.notebooks()
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke")
-    assert pipeline.run_all("smoke", run_dir=run_dir, figures_dir=run_dir / "figures") == 0
+    backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "Agg"  # as run_all.sh sets it: the report must still show its figures
+    try:
+        assert pipeline.run_all("smoke", run_dir=run_dir, figures_dir=run_dir / "figures") == 0
+    finally:
+        os.environ.pop("MPLBACKEND") if backend is None else os.environ.update(MPLBACKEND=backend)
     return run_dir
 
 
@@ -35,6 +41,13 @@ def test_every_notebook_ran_and_rendered(smoke_run):
     for path in NOTEBOOKS:
         assert (smoke_run / "executed" / path.name).exists()
         assert (smoke_run / "report" / f"{path.stem}.html").stat().st_size > 10_000
+        # every figure a notebook saves is also shown in it, hence in the HTML report
+        executed = nbformat.read(smoke_run / "executed" / path.name, as_version=4)
+        calls = [c.source for c in executed.cells if c.cell_type == "code" and not c.source.startswith("def ")]
+        saved = sum(source.count("save_figure(") + source.count("= show(table") for source in calls)
+        shown = sum("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+        assert shown >= saved, f"{path.name}: {saved} figure(s) saved, {shown} shown"
+        assert (smoke_run / "report" / f"{path.stem}.html").read_text().count("<img") >= saved
     index = (smoke_run / "report" / "index.html").read_text()
     assert all(path.stem in index for path in NOTEBOOKS)
 

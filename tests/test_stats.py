@@ -95,7 +95,19 @@ def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it():
     rows = pd.DataFrame(report.significance_rows("proposed", labels, baseline, runs, resamples=500))
     assert list(rows["seed"]) == [0, 1, "pooled"]
     assert rows.loc[2, "OA diff"] == pytest.approx(rows.loc[:1, "OA diff"].mean())
-    assert np.isnan(rows.loc[2, "McNemar p"]) and rows.loc[0, "only proposed right"] > rows.loc[0, "only baseline right"]
+    assert np.isnan(rows.loc[2, "McNemar p"]) and rows.loc[0, "only model right"] > rows.loc[0, "only versus right"]
     assert report.verdict(rows) == "supported"
     worse = pd.DataFrame(report.significance_rows("broken", labels, [r.predictions.fused for r in runs], [SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=baseline)) for s in (0, 1)], reference_name="proposed", resamples=500))
     assert report.verdict(worse) == "contradicted" and list(worse["versus"]) == ["proposed"] * 3
+
+
+def test_the_w_claim_needs_a_strictly_largest_gain(tmp_path):
+    from fer_lib import report
+
+    def verdict_for(gains):
+        pd.DataFrame({"w": [0.0, 0.6, 1.0], "seed": 0, "oa_gain": gains}).to_csv(tmp_path / "fig4_w_sweep.csv", index=False)
+        return report.claims(tmp_path).set_index("claim")["verdict"].iloc[0]
+
+    assert verdict_for([0.01, 0.03, 0.02]) == "supported"
+    assert verdict_for([0.01, 0.03, 0.03]) == "not supported"  # a tie with w = 1
+    assert verdict_for([0.04, 0.03, 0.02]) == "not supported"
