@@ -54,7 +54,7 @@ PROFILES = {
     # tiny, for the tests: every notebook in seconds
     "smoke": Profile("smoke", (140, 70), 128, 4, 2, 2, 1, 2, (0.0, 0.6, 1.0), batch_train=32, batch_study=(8, 64)),
     # the CPU demo: narrow networks at 128 px so the whole report runs in under 10 minutes on 2 cores. The
-    # landmark branch trains with batch 32: its CNN then runs 1.7x faster per image than at 64 on this CPU
+    # landmark branch trains with batch 32: its CNN then runs 1.4-1.7x faster per image than at 64 on this CPU
     # (its early maps fit the cache; benchmarks/README.md) and takes twice the steps per epoch.
     "demo": Profile("demo", (1600, 500), 128, 16, 7, 2, 3, 2, (0.0, 0.6, 1.0), batch_train=64, batch_fusion=32),
     # the paper's settings on the user's RAF-DB, meant for a GPU
