@@ -29,7 +29,10 @@ def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str
     """Write a table as CSV, Markdown and LaTeX (atomically); returns it for display."""
     tables_dir = Path(tables_dir)
     save_csv(frame, tables_dir / f"{name}.csv")
-    markdown = frame.to_markdown(index=False, floatfmt=".4f")
+    # 4 decimals for measurements, integers (seeds, counts) as integers, missing values empty: as Python
+    # objects, or the mixed-dtype array tabulate receives would turn every number into a float
+    shown = frame.astype(object).where(frame.notna(), None)
+    markdown = shown.to_markdown(index=False, floatfmt=".4f", missingval="")
     save_text((f"{caption}\n\n" if caption else "") + markdown + "\n", tables_dir / f"{name}.md")
     save_text(frame.to_latex(index=False, float_format="%.4f", caption=caption or None), tables_dir / f"{name}.tex")
     return frame
@@ -317,6 +320,12 @@ def significance_rows(name: str, labels: np.ndarray, reference, runs, head: str 
         rows.append({"model": name, "versus": reference_name, "seed": POOLED, "only model right": np.nan, "only versus right": np.nan,
                      "McNemar p": np.nan, **_intervals_of(labels, np.mean(reference_correct, 0), np.mean(correct, 0), resamples, 0)})
     return rows
+
+
+def significance_frame(rows: list[dict]) -> pd.DataFrame:
+    """``significance_rows`` as a table; the discordant counts stay integers (empty on pooled rows)."""
+    frame = pd.DataFrame(rows)
+    return frame.astype({"only model right": "Int64", "only versus right": "Int64"})
 
 
 def _intervals_of(labels: np.ndarray, reference_correct: np.ndarray, correct: np.ndarray, resamples: int, seed: int) -> dict:

@@ -118,8 +118,8 @@ BOOKS["04_fusion"] = notebook(
         "display(report.save_table(table6, 'table6_overall', ex.tables_dir, caption=f'Table 6, overall and average accuracy: {ex.data_label}'))",
         "fig = report.plot_confusion(base.labels, base.fused.argmax(1), f'Proposed (seed 0): {ex.data_label}')\nreport.save_figure(fig, 'proposed_confusion', ex.figures_dir)",
         "md: ## How sure is the difference? (per seed: exact McNemar on the discordant images and paired bootstrap 95% intervals; last row: the seed-averaged difference)",
-        "significance = pd.DataFrame(report.significance_rows('proposed', base.labels, base.rgb, runs))\n"
-        "display(report.save_table(significance, 'significance_proposed', ex.tables_dir, caption=f'Proposed vs baseline per seed: {ex.data_label}'))",
+        "significance = report.significance_frame(report.significance_rows('proposed', base.labels, base.rgb, runs))\n"
+        "display(report.save_table(significance, 'significance_proposed', ex.tables_dir, caption=f'Proposed vs baseline per seed, then seeds pooled: {ex.data_label}'))",
     ],
 )
 
@@ -136,7 +136,7 @@ BOOKS["05_w_sweep"] = notebook(
         "sweep = pd.DataFrame(rows)\nsweep['oa_gain'] = sweep['oa_fused'] - sweep['oa_baseline']\n"
         "display(report.save_table(sweep, 'fig4_w_sweep', ex.tables_dir, caption=f'Fig. 4 data, OA gain over the baseline per w and seed: {ex.data_label}'))",
         "base = ex.fusion_run('both', 0.6, 0).predictions\nrows = []\nfor w in ex.profile.w_grid:\n    rows += report.significance_rows(f'w={w}', base.labels, base.rgb, ex.fusion_runs('both', w))\n"
-        "significance = report.save_table(pd.DataFrame(rows), 'significance_w_sweep', ex.tables_dir, caption=f'Each w vs the baseline per seed: {ex.data_label}')\n"
+        "significance = report.save_table(report.significance_frame(rows), 'significance_w_sweep', ex.tables_dir, caption=f'Each w vs the baseline per seed, then seeds pooled: {ex.data_label}')\n"
         "seeds, pooled = report.per_seed(significance), report.pooled(significance)\n"
         "sweep['interval excludes 0'] = ((seeds['OA 95% low'] > 0) | (seeds['OA 95% high'] < 0)).to_numpy()\n"
         "sweep['pooled interval excludes 0'] = sweep['w'].map(dict(zip(ex.profile.w_grid, (pooled['OA 95% low'] > 0) | (pooled['OA 95% high'] < 0))))\n"
@@ -162,7 +162,7 @@ BOOKS["06_ablation"] = notebook(
         "md: ## How sure are the differences? (each weighting vs the baseline, and both vs none: per seed, then seeds pooled)",
         "base = ex.fusion_run('both', 0.6, 0).predictions\nrows = []\nfor w in names:\n    rows += report.significance_rows(names[w], base.labels, base.rgb, ex.fusion_runs(w, 0.6))\n"
         "rows += report.significance_rows('both', base.labels, [run.predictions.fused for run in ex.fusion_runs('none')], ex.fusion_runs('both', 0.6), reference_name='none')\n"
-        "display(report.save_table(pd.DataFrame(rows), 'significance_ablation', ex.tables_dir, caption=f'Ablation significance per seed: {ex.data_label}'))",
+        "display(report.save_table(report.significance_frame(rows), 'significance_ablation', ex.tables_dir, caption=f'Ablation significance per seed, then seeds pooled: {ex.data_label}'))",
     ],
 )
 
