@@ -24,3 +24,12 @@ def test_design_card_packages_are_declared():
     names = {d.split(">")[0].split("=")[0].split("<")[0] for d in project["dependencies"]}
     for package in ("jupyterlab", "torch", "torchvision", "adabelief-pytorch", "matplotlib", "seaborn", "grad-cam", "papermill"):
         assert package in names
+
+
+def test_the_readme_table_is_the_committed_demo_run():
+    """README's Table 6 is copied from the demo run whose digest is committed; they must not drift apart."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    start = readme.index("| model    |   seeds |   oa_top1")
+    table = readme[start : readme.index("\n\n", start)]
+    assert table in (root / "figures" / "demo" / "RESULTS.md").read_text()
