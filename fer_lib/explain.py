@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from fer_lib import data as D
 from fer_lib import models as M
 from fer_lib.rafdb import CLASSES
+from fer_lib.training import fusion_heatmaps
 
 BRANCHES = ("rgb", "landmark")
 TARGETS = ("predicted", "true")
@@ -167,17 +168,13 @@ def held_batch_terms(model: M.FusionModel, split: D.SplitTensors, cache: Tensor,
         for batch in sorted({int(i) // size for i in index}):
             members = torch.arange(batch * size, min((batch + 1) * size, len(split)))
             rgb = cache[0, members].to(device)
-            landmark = model.landmark_per_image(_heatmaps(split, members, config, device))
+            landmark = model.landmark_per_image(fusion_heatmaps(split, members, None, config, device))
             terms[batch] = model.batch_terms(rgb, landmark)
     finally:
         model.set_affinity(previous)
     rgb_terms = torch.cat([terms[int(i) // size][0].expand(1, -1) for i in index])
     landmark_terms = torch.cat([terms[int(i) // size][1].expand(1, -1) for i in index])
     return rgb_terms, landmark_terms
-
-
-def _heatmaps(split: D.SplitTensors, index: Tensor, config, device) -> Tensor:
-    return D.heatmaps_for(split.points[index].to(device), split.input_size, landmark_set=split.landmark_set, sigma=config.heatmap_sigma)
 
 
 def _grad_cam_plus_plus(wrapper: FusedLogits, layer: nn.Module, inputs: Tensor, target: np.ndarray) -> np.ndarray:
@@ -217,7 +214,7 @@ def explain(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, 
         members = torch.as_tensor(chosen)
         terms = held_batch_terms(model, split, cache, config, chosen, affinity)
         images = D.normalise(split.images[members].to(device))
-        heatmaps = _heatmaps(split, members, config, device)
+        heatmaps = fusion_heatmaps(split, members, None, config, device)
         with torch.no_grad():
             rgb = model.baseline.forward_per_image(images)
             landmark = model.landmark_per_image(heatmaps)

@@ -290,7 +290,8 @@ def build_fusion(baseline: M.ARMNet, config: FusionConfig) -> M.FusionModel:
     )
 
 
-def _heatmaps(split: D.SplitTensors, index: torch.Tensor, flip: torch.Tensor | None, config: FusionConfig, device) -> torch.Tensor:
+def fusion_heatmaps(split: D.SplitTensors, index: torch.Tensor, flip: torch.Tensor | None, config: FusionConfig, device) -> torch.Tensor:
+    """The landmark branch's input (B, 1, S, S) for samples ``index`` of a split, drawn as ``config`` says."""
     return D.heatmaps_for(split.points[index].to(device), split.input_size, flip=flip, landmark_set=split.landmark_set, sigma=config.heatmap_sigma)
 
 
@@ -303,7 +304,7 @@ def predict_fusion(model: M.FusionModel, split: D.SplitTensors, cache: torch.Ten
     for start in tqdm(range(0, len(split), config.eval_batch_size), desc="evaluate", disable=not progress, leave=False):
         index = torch.arange(start, min(start + config.eval_batch_size, len(split)))
         with _autocast(device):
-            out = model.forward_cached(cache[0, index].to(device), _heatmaps(split, index, None, config, device))
+            out = model.forward_cached(cache[0, index].to(device), fusion_heatmaps(split, index, None, config, device))
         outs.append([t.float().cpu() for t in (out.fused_logits.softmax(1), out.landmark_logits.softmax(1), out.rgb_logits.softmax(1), out.weight)])
     fused, landmark, rgb, weight = (torch.cat(parts).numpy() for parts in zip(*outs))
     return FusionPredictions(list(split.names), split.labels.numpy(), fused, landmark, rgb, weight)
@@ -355,7 +356,7 @@ def train_fusion(
                 continue
             flip = torch.rand(len(index), generator=generator) < 0.5 if flips else torch.zeros(len(index), dtype=torch.bool)
             rgb = fit_cache[flip.long(), index].to(device)  # (B, n*n): each image in its flip state
-            heatmaps = _heatmaps(fit, index, flip, config, device)
+            heatmaps = fusion_heatmaps(fit, index, flip, config, device)
             labels = fit.labels[index].to(device)
             with _autocast(device):
                 out = model.forward_cached(rgb, heatmaps)
@@ -395,7 +396,7 @@ def estimate_population_means(model: M.ARMNet | M.FusionModel, split: D.SplitTen
         config = config or FusionConfig()
         model.eval()
         batches = (
-            (cache[0, index].to(device), _heatmaps(split, index, None, config, device))
+            (cache[0, index].to(device), fusion_heatmaps(split, index, None, config, device))
             for index in torch.arange(len(split)).split(batch_size)
         )
         model.estimate_population_means(batches)
