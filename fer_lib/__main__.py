@@ -7,7 +7,9 @@
                                                train the landmark branch + fusion (frozen baseline)
     evaluate --data ROOT --baseline CKPT [--fusion CKPT] --out DIR
                                                predictions on the test set and the paper's metrics
-    run-all [--profile P] [--data ROOT] ...    what ./run_all.sh runs: every table and figure
+    run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N]
+                                               what ./run_all.sh runs: every table and figure
+    compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
 """
 
 from __future__ import annotations
@@ -146,9 +148,33 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_all(args: argparse.Namespace) -> int:
+    from fer_lib.experiment import SettingsError, get_profile, parse_assignments
     from fer_lib.pipeline import run_all
 
-    return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint)
+    try:
+        settings = parse_assignments(args.set)
+        if args.seed_offset is not None:
+            settings["seed_offset"] = str(args.seed_offset)
+        get_profile(args.profile, settings)  # every value checked before any work starts
+    except SettingsError as error:
+        print(f"run-all: {error}", file=sys.stderr)
+        return 2
+    return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint, settings=settings, run_dir=args.run_dir)
+
+
+def _compare_runs(args: argparse.Namespace) -> int:
+    from fer_lib import report
+
+    try:
+        table = report.stability_table(args.runs)
+    except FileNotFoundError as error:
+        print(f"compare-runs: {error}", file=sys.stderr)
+        return 2
+    report.save_table(table, report.STABILITY_FILE, args.out, caption="The same profile run with other training seeds (or on another CPU): headline numbers and verdicts")
+    print(table.to_string(index=False))
+    disagreements = int((table["agree"].str.startswith("no")).sum())
+    print(f"{disagreements} disagreement(s); written to {args.out / (report.STABILITY_FILE + '.md')}")
+    return 1 if disagreements else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="demo", choices=("demo", "paper", "smoke"))
     run.add_argument("--data", type=Path, default=None, help="RAF-DB basic/ folder (paper profile); default: the synthetic set")
     run.add_argument("--baseline-checkpoint", type=Path, default=None, help="the ARM authors' epoch59_acc0.9205.pth")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting of the profile, e.g. --set seeds=1 --set w_grid=0.6 --set train_limit=500 (repeatable)")
+    run.add_argument("--seed-offset", type=int, default=None, metavar="N",
+                     help="shift every training seed by N (same as --set seed_offset=N): another seed acts like another CPU")
+    run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<profile>, or runs/<profile>-<settings> with --set")
     run.set_defaults(func=_run_all)
+
+    compare = commands.add_parser("compare-runs", help="do two finished runs of a profile give the same verdicts and headline numbers?")
+    compare.add_argument("runs", type=Path, nargs="+", help="run folders, e.g. runs/demo runs/demo-seed_offset_100")
+    compare.add_argument("--out", type=Path, required=True, help="folder for seed_stability.{csv,md,tex} (e.g. figures/demo)")
+    compare.set_defaults(func=_compare_runs)
     return parser
 
 

@@ -8,6 +8,8 @@ and each fusion run (one folder per weighting, w and seed, holding its checkpoin
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,11 +23,13 @@ from fer_lib import explain as E
 from fer_lib import models as M
 from fer_lib import training as T
 from fer_lib.io import save_csv
-from fer_lib.rafdb import RafDb, load_rafdb
+from fer_lib.rafdb import CLASSES, RafDb, load_rafdb
 
 
 @dataclass(frozen=True)
 class Profile:
+    """The sizes and settings of one report run. Every field but ``name`` can be overridden (``with_settings``)."""
+
     name: str
     synthetic: tuple[int, int] | None  # (train, test) sizes of the synthetic set; None: the user's RAF-DB
     input_size: int  # network input (224 in the paper)
@@ -40,32 +44,216 @@ class Profile:
     batch_test: int = 64  # the paper tests with batch 64
     batch_study: tuple[int, ...] = (1, 16, 64, 256)  # ARM's batch-term study (notebook 3)
     synthetic_seed: int = 0
+    seed_offset: int = 0  # every training seed is shifted by this: another seed acts like another CPU
+    train_limit: int | None = None  # a stratified subset of the training split (None: all of it)
+    test_limit: int | None = None  # a stratified subset of the test split (None: all of it)
+    knobs: tuple[tuple[str, object], ...] = ()  # SyntheticKnobs overrides of the synthetic set (demo difficulty)
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The training seeds: the baseline uses the first, each landmark-branch configuration all of them."""
+        return [self.seed_offset + k for k in range(self.seeds)]
+
+    def synthetic_knobs(self):
+        from fer_lib.synthetic import SyntheticKnobs
+
+        return dataclasses.replace(SyntheticKnobs(), **dict(self.knobs))
 
     def describe(self) -> str:
         data = f"synthetic RAF-DB ({self.synthetic[0]} train / {self.synthetic[1]} test)" if self.synthetic else "RAF-DB (basic)"
+        limits = "".join(f"; {k.split('_')[0]} subset of {v}" for k, v in (("train_limit", self.train_limit), ("test_limit", self.test_limit)) if v)
         return (
-            f"profile {self.name}: {data}; input {self.input_size}px; ResNet18 width {self.baseline_width}, "
-            f"{self.baseline_epochs} epochs; landmark CNN width {self.landmark_width}, {self.fusion_epochs} epochs, {self.seeds} seed(s)"
+            f"profile {self.name}: {data}{limits}; input {self.input_size}px; ResNet18 width {self.baseline_width}, "
+            f"{self.baseline_epochs} epochs; landmark CNN width {self.landmark_width}, {self.fusion_epochs} epochs; "
+            f"seeds {', '.join(map(str, self.seed_list))}"
         )
+
+    def overrides(self) -> dict[str, object]:
+        """The fields that differ from the named profile's, as ``--set`` would write them."""
+        default = PROFILES[self.name]
+        return {f.name: _format_value(getattr(self, f.name)) for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+
+    def settings(self) -> dict[str, object]:
+        """Every field, JSON-ready (what a run folder's ``settings.json`` holds)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 W_GRID_PAPER = tuple(round(0.1 * i, 1) for i in range(11))
+# The demo's difficulty (SyntheticKnobs overrides), calibrated so that its CPU-sized networks learn what their input
+# allows and the paper's Table 2 pattern appears (benchmarks/README.md, "Calibrating the demo"): fewer and less weak
+# near-Neutral expressions, pixel cues that stay at weak intensities, fewer hard photos, a sharper landmark detector
+# and more identity variety. The no-shortcut check (notebook 01) still holds with them.
+DEMO_KNOBS = (
+    ("cue_presence", 1.15), ("cue_strength", 1.3), ("detector_jitter", 0.025), ("heavy_blur_rate", 0.02), ("identity_sd", 1.3),
+    ("label_noise", 0.03), ("low_light_rate", 0.02), ("mouth_occluder_rate", 0.025), ("sunglasses_rate", 0.025), ("tiny_face_rate", 0.02),
+    ("weak_cue_factor", 0.9), ("weak_fraction", 0.15), ("weak_intensity_range", (0.15, 0.4)),
+)
+RAFDB_TEST_SIZE = 3068  # the demo tests on as many images as RAF-DB's test set: evaluation is cheap, and it narrows every interval
 PROFILES = {
     # tiny, for the tests: every notebook in seconds
     "smoke": Profile("smoke", (140, 70), 128, 4, 2, 2, 1, 2, (0.0, 0.6, 1.0), batch_train=32, batch_study=(8, 64)),
-    # the CPU demo: narrow networks at 128 px so the whole report runs in under 10 minutes on 2 cores. The
-    # landmark branch trains with batch 32: its CNN then runs 1.4-1.7x faster per image than at 64 on this CPU
-    # (its early maps fit the cache; benchmarks/README.md) and takes twice the steps per epoch.
-    "demo": Profile("demo", (1600, 500), 128, 16, 7, 2, 3, 2, (0.0, 0.6, 1.0), batch_train=64, batch_fusion=32),
+    # the CPU demo: narrow networks at 128 px so the whole report runs in under 10 minutes on 2 cores (README). The
+    # landmark branch trains with batch 32, 1.0-1.7x faster per image than at 64 on the CPUs measured (benchmarks/README.md).
+    "demo": Profile("demo", (4000, RAFDB_TEST_SIZE), 128, 16, 8, 8, 4, 2, (0.0, 0.6, 1.0), batch_train=64, batch_fusion=32, knobs=DEMO_KNOBS),
     # the paper's settings on the user's RAF-DB, meant for a GPU
     "paper": Profile("paper", None, 224, 64, 70, 32, 10, 5, W_GRID_PAPER),
 }
 
 
-def get_profile(name: str) -> Profile:
+class SettingsError(ValueError):
+    """A ``--set KEY=VALUE`` that names no setting or gives it a value out of range."""
+
+
+def get_profile(name: str, overrides: dict[str, str] | None = None) -> Profile:
+    """A named profile, with ``overrides`` (KEY -> VALUE text, as ``--set`` takes them) parsed and checked."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
-    return PROFILES[name]
+        raise SettingsError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return with_settings(PROFILES[name], overrides or {})
+
+
+def _format_value(value) -> object:
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):  # knobs
+        return ",".join(f"{k}={json.dumps(v)}" for k, v in value)
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
+
+
+def _positive_int(key: str, text: str, low: int = 1) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingsError(f"{key}={text!r}: expected a whole number of at least {low}") from None
+    if value < low:
+        raise SettingsError(f"{key}={text!r}: must be at least {low}")
+    return value
+
+
+def _parse_setting(profile: Profile, key: str, text: str) -> object:
+    from fer_lib import models as M
+
+    text = str(text).strip()
+    if key in ("baseline_epochs", "fusion_epochs", "seeds", "batch_test"):
+        return _positive_int(key, text)
+    if key == "batch_train":
+        return _positive_int(key, text, 2)  # BatchNorm needs two samples
+    if key in ("synthetic_seed", "seed_offset"):
+        return _positive_int(key, text, 0)
+    if key in ("batch_fusion", "train_limit", "test_limit"):
+        if text.lower() in ("", "none", "all"):
+            return None
+        return _positive_int(key, text, 2 if key == "batch_fusion" else len(CLASSES))
+    if key == "input_size":
+        size = _positive_int(key, text, 32)
+        try:
+            M.LandmarkCNN(size, width=2)
+        except ValueError as error:
+            raise SettingsError(f"{key}={text!r}: {error}") from None
+        return size
+    if key in ("baseline_width", "landmark_width"):
+        width = _positive_int(key, text)
+        channels = 8 * width if key == "baseline_width" else 16 * width
+        try:
+            M.arm_layout(channels)
+        except ValueError:
+            valid = "4, 9, 16, 25, 36, 49, 64" if key == "baseline_width" else "2, 8, 18, 32"
+            raise SettingsError(f"{key}={text!r}: ARM needs one of the widths {valid}") from None
+        return width
+    if key in ("w_grid", "batch_study"):
+        try:
+            values = tuple(float(v) if key == "w_grid" else int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise SettingsError(f"{key}={text!r}: expected a comma-separated list of {'numbers in [0, 1]' if key == 'w_grid' else 'batch sizes'}") from None
+        if not values or (key == "w_grid" and not all(0 <= v <= 1 for v in values)) or (key == "batch_study" and min(values) < 1):
+            raise SettingsError(f"{key}={text!r}: expected a non-empty comma-separated list of {'numbers in [0, 1]' if key == 'w_grid' else 'batch sizes >= 1'}")
+        return tuple(sorted(set(values)))
+    if key == "synthetic":
+        if text.lower() in ("", "none"):
+            return None
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise SettingsError(f"{key}={text!r}: expected TRAIN,TEST image counts, e.g. 1600,500")
+        return (_positive_int("synthetic train", parts[0], len(CLASSES)), _positive_int("synthetic test", parts[1], len(CLASSES)))
+    if key == "knobs":
+        return _parse_knobs(text)
+    raise SettingsError(f"unknown setting {key!r}; the settings are: {', '.join(SETTING_KEYS)}")
+
+
+def _parse_knobs(text: str) -> tuple[tuple[str, object], ...]:
+    """``name=value,name=value`` (JSON values; ranges as [low, high]) into SyntheticKnobs overrides."""
+    from fer_lib.synthetic import SyntheticKnobs
+
+    valid = {f.name: f for f in dataclasses.fields(SyntheticKnobs)}
+    pairs = {}
+    for item in filter(None, (part.strip() for part in _split_top_level(text))):
+        name, _, value = item.partition("=")
+        if name not in valid:
+            raise SettingsError(f"knobs: unknown knob {name!r}; the knobs are: {', '.join(valid)}")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise SettingsError(f"knobs: {item!r} is not NAME=VALUE with a number or [low, high]") from None
+        default = getattr(SyntheticKnobs(), name)
+        if isinstance(default, tuple):
+            if not (isinstance(parsed, list) and len(parsed) == 2):
+                raise SettingsError(f"knobs: {name} is a range: write {name}=[low,high]")
+            parsed = tuple(type(default[0])(v) for v in parsed)
+        elif not isinstance(parsed, (int, float)) or parsed < 0:
+            raise SettingsError(f"knobs: {name} must be a number >= 0, got {value!r}")
+        pairs[name] = parsed
+    return tuple(sorted(pairs.items()))
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: ``a=1,b=[2,3]`` -> ``['a=1', 'b=[2,3]']``."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def with_settings(profile: Profile, overrides: dict[str, str]) -> Profile:
+    """``profile`` with each KEY=VALUE override parsed and checked (a SettingsError names what is wrong)."""
+    changes = {key: _parse_setting(profile, key, value) for key, value in overrides.items()}
+    if "knobs" in changes:  # on top of the profile's own knobs
+        changes["knobs"] = tuple(sorted({**dict(profile.knobs), **dict(changes["knobs"])}.items()))
+    result = dataclasses.replace(profile, **changes)
+    if result.knobs and result.synthetic is None:
+        raise SettingsError("knobs: the difficulty knobs apply to the synthetic set only; this run reads a real data set")
+    return result
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` (the ``--set`` options) into a dict, refusing an item without ``=``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"--set {item!r}: expected KEY=VALUE; the settings are: {', '.join(SETTING_KEYS)}")
+        out[key.strip()] = value
+    return out
+
+
+SETTING_KEYS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")
+
+
+def stratified_subset(labels: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``limit`` samples with each class's share kept (at least one per present class)."""
+    labels = np.asarray(labels)
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.maximum(1, np.floor(counts * limit / len(labels)).astype(int))
+    for k in np.argsort(-(counts * limit / len(labels) - quota))[: max(0, limit - quota.sum())]:
+        quota[k] += 1  # largest remainders first
+    picks = [rng.choice(np.flatnonzero(labels == c), size=min(q, n), replace=False) for c, q, n in zip(classes, quota, counts)]
+    return np.sort(np.concatenate(picks))
 
 
 @dataclass
@@ -105,10 +293,19 @@ class Experiment:
 
     @cached_property
     def splits(self) -> tuple[D.SplitTensors, D.SplitTensors]:
-        return tuple(
-            D.split_tensors(self.rafdb.split(name), self.profile.input_size, cache_dir=self.cache_dir, progress=self.progress)
-            for name in ("train", "test")
-        )
+        """(train, test) at the profile's input size; a stratified subset where ``train_limit``/``test_limit`` ask."""
+        out = []
+        for name, limit in (("train", self.profile.train_limit), ("test", self.profile.test_limit)):
+            split = self.rafdb.split(name)
+            if limit is not None and limit < len(split):
+                split = split.subset(stratified_subset(split.labels, limit))
+            out.append(D.split_tensors(split, self.profile.input_size, cache_dir=self.cache_dir, progress=self.progress))
+        return tuple(out)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds of this run (``seed_offset`` onwards)."""
+        return self.profile.seed_list
 
     @property
     def train(self) -> D.SplitTensors:
@@ -118,10 +315,51 @@ class Experiment:
     def test(self) -> D.SplitTensors:
         return self.splits[1]
 
+    # -- linear probes (fer_lib.probes) ------------------------------------------------------------------
+    def probes(self) -> pd.DataFrame:
+        """Test accuracy of linear probes on each branch's input and of the majority class, computed once per
+        data set and input size (``cache/probes_<key>.csv``) and reused."""
+        import hashlib
+
+        from fer_lib import probes as P
+
+        key = hashlib.sha256(f"{self.profile.input_size}|{P.HOG_SIDE}|{P.C_GRID}|".encode() + "\n".join(self.train.names + self.test.names).encode()).hexdigest()[:16]
+        path = self.cache_dir / f"probes_{key}.csv"
+        if path.exists():
+            print(f"reusing the linear probes in {path.name}")
+            return pd.read_csv(path)
+        y_train, y_test = self.train.labels.numpy(), self.test.labels.numpy()
+        size = self.profile.input_size
+        results = [
+            P.linear_probe("linear probe, HOG (aligned images)", P.hog_features(self.train.images.numpy()), y_train, P.hog_features(self.test.images.numpy()), y_test),
+            P.linear_probe("linear probe, coordinates (aligned landmarks)", P.coordinate_features(self.train.points.numpy(), size), y_train,
+                           P.coordinate_features(self.test.points.numpy(), size), y_test),
+        ]
+        majority = int(np.bincount(y_train).argmax())
+        frame = pd.DataFrame(
+            [{"model": r.name, "input": "RGB" if "HOG" in r.name else "landmarks", "test OA": r.test_accuracy, "features": r.features, "C (chosen on validation)": r.c} for r in results]
+            + [{"model": f"majority class ({CLASSES[majority]})", "input": "none", "test OA": float((y_test == majority).mean()), "features": 0, "C (chosen on validation)": np.nan}]
+        )
+        save_csv(frame, path)
+        return frame
+
+    def shortcut_check(self) -> pd.DataFrame:
+        """The no-shortcut check of SYNTHETIC_DATA.md on this data set: a linear probe on global photo statistics
+        (colour, photo size, face size and position) against the majority class; the first should not beat the second."""
+        from fer_lib import probes as P
+
+        stats = P.global_statistics(self.rafdb)
+        is_train = self.rafdb.splits == "train"
+        y_train, y_test = self.rafdb.labels[is_train], self.rafdb.labels[~is_train]
+        result = P.linear_probe("global statistics", stats[is_train], y_train, stats[~is_train], y_test)
+        majority = float((y_test == np.bincount(y_train).argmax()).mean())
+        return pd.DataFrame([{"linear probe on": "photo colour, photo size, face size and position", "features": result.features,
+                              "test OA": result.test_accuracy, "majority-class rate": majority, "gain over the majority class": result.test_accuracy - majority}])
+
     # -- baseline --------------------------------------------------------------------------------------
     def baseline_config(self) -> T.BaselineConfig:
         p = self.profile
-        return T.BaselineConfig(input_size=p.input_size, width=p.baseline_width, epochs=p.baseline_epochs, batch_size=p.batch_train, eval_batch_size=p.batch_test)
+        return T.BaselineConfig(input_size=p.input_size, width=p.baseline_width, epochs=p.baseline_epochs, batch_size=p.batch_train, eval_batch_size=p.batch_test, seed=p.seed_offset)
 
     @property
     def baseline_dir(self) -> Path:
@@ -190,13 +428,14 @@ class Experiment:
     def fusion_dir(self, weighting: str, w: float, seed: int) -> Path:
         return self.run_dir / "fusion" / f"{weighting}_w{w:.2f}_seed{seed}"
 
-    def fusion_run(self, weighting: str = "both", w: float = 0.6, seed: int = 0) -> FusionRun:
-        """Train (or reuse) one landmark branch + fusion and return its test predictions.
+    def fusion_run(self, weighting: str = "both", w: float = 0.6, seed: int | None = None) -> FusionRun:
+        """Train (or reuse) one landmark branch + fusion and return its test predictions (seed: the run's first).
 
         Configurations that compute the same thing share one run: w does not matter without the agreement
         factor, and w = 1 turns "both" into "confidence" and "agreement" into "none".
         """
         weighting, w = canonical_weighting(weighting, w)
+        seed = self.seeds[0] if seed is None else seed
         config = self.fusion_config(weighting, w, seed)
         folder = self.fusion_dir(weighting, w, seed)
         done = folder / "predictions_fused.csv"
@@ -209,7 +448,7 @@ class Experiment:
             T.save_fusion_predictions(predictions, folder)
         return FusionRun(weighting, float(w), seed, folder, predictions, pd.read_csv(folder / "history.csv"))
 
-    def fusion_model(self, weighting: str = "both", w: float = 0.6, seed: int = 0) -> tuple[M.FusionModel, T.FusionConfig]:
+    def fusion_model(self, weighting: str = "both", w: float = 0.6, seed: int | None = None) -> tuple[M.FusionModel, T.FusionConfig]:
         """The selected checkpoint (``best.pt``) of one fusion run (trained first if missing), on the device."""
         run = self.fusion_run(weighting, w, seed)
         model, config = T.load_fusion_checkpoint(run.folder / "best.pt", self.baseline)
@@ -223,7 +462,7 @@ class Experiment:
 
     def fusion_runs(self, weighting: str = "both", w: float = 0.6) -> list[FusionRun]:
         """One run per seed of the profile."""
-        return [self.fusion_run(weighting, w, seed) for seed in range(self.profile.seeds)]
+        return [self.fusion_run(weighting, w, seed) for seed in self.seeds]
 
 
 def canonical_weighting(weighting: str, w: float) -> tuple[str, float]:

@@ -8,13 +8,15 @@ names for parameters only (use ``rafdb.CLASSES``, not ``from fer_lib.rafdb impor
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fer_lib.experiment import Experiment, get_profile
-from fer_lib.pipeline import PROJECT_ROOT, run_dir_for
+from fer_lib.pipeline import run_dir_for
 
 PARAMETERS = {
     "PROFILE": str,  # smoke / demo / paper
+    "SETTINGS": str,  # JSON {"key": "value"} of profile overrides (run_all.sh --set); "" = the profile as defined
     "DATA_ROOT": str,  # RAF-DB basic/ folder; "" = the profile's synthetic set under RUN_DIR/data
     "RUN_DIR": str,  # where checkpoints, predictions and tables go; "" = runs/<PROFILE>
     "BASELINE_CHECKPOINT": str,  # the ARM authors' epoch59_acc0.9205.pth; "" = train the baseline
@@ -35,8 +37,20 @@ def check_parameters(namespace: dict) -> dict:
         if not isinstance(value, kind):
             raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
         values[name] = value
-    get_profile(values["PROFILE"])
+    values["profile"] = get_profile(values["PROFILE"], _settings(values["SETTINGS"]))
     return values
+
+
+def _settings(text: str) -> dict[str, str]:
+    if not text.strip():
+        return {}
+    try:
+        settings = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r} ({error})") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r}")
+    return {str(k): str(v) for k, v in settings.items()}
 
 
 def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
@@ -46,20 +60,21 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
         needs_previous: the notebook that normally trains what this one reads; named when it has not run yet
             (this notebook then trains the missing pieces itself).
     """
-    from fer_lib.pipeline import ensure_data
+    from fer_lib.pipeline import claim_run_dir, ensure_data, figures_dir_for
 
     values = check_parameters(namespace)
-    profile = values["PROFILE"]
+    profile = values["profile"]
     run_dir = Path(values["RUN_DIR"]) if values["RUN_DIR"] else run_dir_for(profile)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir, profile)
     data_root = ensure_data(profile, Path(values["DATA_ROOT"]) if values["DATA_ROOT"] else None, run_dir)
     experiment = Experiment(profile, data_root, run_dir, values["BASELINE_CHECKPOINT"] or None)
-    if values["FIGURES_DIR"]:
-        experiment.figures_dir = Path(values["FIGURES_DIR"])
-    else:
-        experiment.figures_dir = run_dir / "figures" if profile == "smoke" else PROJECT_ROOT / "figures" / profile
+    experiment.figures_dir = Path(values["FIGURES_DIR"]) if values["FIGURES_DIR"] else figures_dir_for(profile, run_dir)
     experiment.tables_dir = run_dir / "tables"
     if needs_previous and not (run_dir / "baseline").exists() and experiment.baseline_checkpoint is None:
         print(f"note: no baseline in {run_dir} yet; {needs_previous} trains it. Training it here instead.")
     print(experiment.profile.describe())
+    if experiment.profile.overrides():
+        print("settings changed from the profile (--set): " + ", ".join(f"{k}={v}" for k, v in experiment.profile.overrides().items()))
     print(f"data: {experiment.data_label}")
     return experiment

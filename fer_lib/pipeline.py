@@ -9,7 +9,9 @@ papermill parameters.
 from __future__ import annotations
 
 import html
+import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -18,11 +20,48 @@ NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
 
 
-def run_dir_for(profile: str) -> Path:
-    return RUNS_DIR / profile
+def run_dir_for(profile) -> Path:
+    """``runs/<profile>``, or ``runs/<profile>-<settings>`` for a profile with ``--set`` overrides, so a sized-down
+    or seed-shifted run never meets the default run's folder."""
+    from fer_lib.experiment import get_profile
+
+    spec = get_profile(profile) if isinstance(profile, str) else profile
+    overrides = spec.overrides()
+    if not overrides:
+        return RUNS_DIR / spec.name
+    slug = "-".join(f"{key}_{value}" for key, value in overrides.items())
+    return RUNS_DIR / (f"{spec.name}-" + re.sub(r"[^A-Za-z0-9.,_+-]+", "_", slug)[:120])
 
 
-def ensure_data(profile: str, data: Path | None, run_dir: Path | None = None) -> Path:
+def figures_dir_for(profile, run_dir: Path) -> Path:
+    """``figures/<profile>`` (committed) for a default demo or paper run; otherwise the run folder's own."""
+    from fer_lib.experiment import get_profile
+
+    spec = get_profile(profile) if isinstance(profile, str) else profile
+    if spec.name == "smoke" or spec.overrides():
+        return Path(run_dir) / "figures"
+    return PROJECT_ROOT / "figures" / spec.name
+
+
+def claim_run_dir(run_dir: Path, profile) -> None:
+    """Write the profile's effective settings into ``run_dir/settings.json``, or refuse a folder made with others."""
+    from fer_lib.io import save_json
+
+    path = Path(run_dir) / "settings.json"
+    wanted = profile.settings()
+    if path.exists():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+            raise SystemExit(
+                f"{run_dir} holds a run made with other settings (differs in: {', '.join(changed)}). "
+                "Use another folder (--run-dir), or delete this one to start again."
+            )
+    else:
+        save_json(wanted, path)
+
+
+def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path:
     """The data root a profile runs on: the user's RAF-DB, or the profile's synthetic set (generated once,
     then reused, which is said)."""
     from fer_lib.experiment import get_profile
@@ -30,17 +69,26 @@ def ensure_data(profile: str, data: Path | None, run_dir: Path | None = None) ->
 
     if data is not None:
         return Path(data)
-    spec = get_profile(profile)
+    spec = get_profile(profile) if isinstance(profile, str) else profile
     if spec.synthetic is None:
-        raise SystemExit(f"the {profile!r} profile needs a real RAF-DB: pass --data /path/to/RAF-DB/basic")
-    (n_train, n_test), seed = spec.synthetic, spec.synthetic_seed
-    root = (run_dir or run_dir_for(profile)) / "data" / "basic"
-    if demo_dataset_is_complete(root, n_train, n_test, seed):
-        print(f"==> reusing the synthetic RAF-DB in {root} ({n_train} train / {n_test} test, seed {seed})")
+        raise SystemExit(f"the {spec.name!r} profile needs a real RAF-DB: pass --data /path/to/RAF-DB/basic")
+    (n_train, n_test), seed, knobs = spec.synthetic, spec.synthetic_seed, spec.synthetic_knobs()
+    root = (run_dir or run_dir_for(spec)) / "data" / "basic"
+    if demo_dataset_is_complete(root, n_train, n_test, seed, knobs):
+        print(f"==> reusing the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})")
     else:
-        print(f"==> generating the synthetic RAF-DB in {root} ({n_train} train / {n_test} test, seed {seed})")
-        generate_demo_dataset(root, n_train, n_test, seed=seed)
+        print(f"==> generating the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})")
+        generate_demo_dataset(root, n_train, n_test, seed=seed, knobs=knobs)
     return root
+
+
+def relative(path: Path) -> str:
+    """A path as shown in anything shared: relative to the project when inside it, else ``<data>/name``."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return f"<outside the project>/{path.name}"
 
 
 def check_data(root: Path) -> None:
@@ -54,6 +102,32 @@ def check_data(root: Path) -> None:
         for problem in report.errors[:50]:
             print(f"error: {problem}")
         raise SystemExit(f"{len(report.errors)} problem(s) in {root}; run `python -m fer_lib check-data {root}` for all")
+
+
+def machine_info() -> dict:
+    """What a run ran on: CPU model and cores, GPU, torch and Python versions, the project's commit, the date."""
+    import platform
+    import subprocess
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "fer_lib", "notebooks"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    return {
+        "cpu": cpu, "cpu_cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "torch": torch.__version__, "python": platform.python_version(), "commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def notebooks() -> list[Path]:
@@ -101,7 +175,7 @@ def _write_index(report_dir: Path, pages: list[Path], profile: str, data_root: P
     index = report_dir / "index.html"
     index.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>FER report ({profile})</title></head><body>"
-        f"<h1>Report: profile {html.escape(profile)}</h1><p>Data: {html.escape(str(data_root))}</p>"
+        f"<h1>Report: profile {html.escape(profile)}</h1><p>Data: {html.escape(relative(data_root))}</p>"
         f"<ol>{items}</ol></body></html>",
         encoding="utf-8",
     )
@@ -112,7 +186,7 @@ def write_results_digest(tables_dir: Path, figures_dir: Path, profile: str, data
     """All tables of a run (their Markdown files) in one page beside the figures, for sharing and the README."""
     from fer_lib.io import save_text
 
-    parts = [f"# Results: profile {profile}\n\nGenerated by `./run_all.sh` from the saved predictions; data: `{data_root}`.\n"]
+    parts = [f"# Results: profile {profile}\n\nGenerated by `./run_all.sh` from the saved predictions; data: `{relative(data_root)}`.\n"]
     for table in sorted(Path(tables_dir).glob("*.md")):
         parts.append(f"## {table.stem}\n\n{table.read_text()}")
     return save_text("\n".join(parts), Path(figures_dir) / "RESULTS.md")
@@ -123,32 +197,50 @@ def run_all(
     data: Path | None = None,
     baseline_checkpoint: Path | None = None,
     *,
+    settings: dict[str, str] | None = None,
     run_dir: Path | None = None,
     figures_dir: Path | None = None,
 ) -> int:
-    """Data check, then every notebook in order (stopping at the first failure), then the HTML report."""
+    """Data check, then every notebook in order (stopping at the first failure), then the HTML report.
+
+    ``settings`` are ``--set`` overrides of the profile (checked before any work starts).
+    """
+    from fer_lib.experiment import get_profile
+
     started = time.perf_counter()
-    base = Path(run_dir) if run_dir else run_dir_for(profile)
-    data_root = ensure_data(profile, data, base)
+    spec = get_profile(profile, settings)
+    base = Path(run_dir) if run_dir else run_dir_for(spec)
+    figures = Path(figures_dir) if figures_dir else figures_dir_for(spec, base)
+    base.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(base, spec)
+    print(f"==> {spec.describe()}")
+    data_root = ensure_data(spec, data, base)
     check_data(data_root)
     executed_dir, report_dir = base / "executed", base / "report"
     executed_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
     parameters = {
-        "PROFILE": profile,
+        "PROFILE": spec.name,
+        "SETTINGS": json.dumps(spec.overrides()) if spec.overrides() else "",
         "DATA_ROOT": str(data_root.resolve()),
         "RUN_DIR": str(base.resolve()),
         "BASELINE_CHECKPOINT": str(Path(baseline_checkpoint).resolve()) if baseline_checkpoint else "",
-        "FIGURES_DIR": str(Path(figures_dir).resolve()) if figures_dir else "",
+        "FIGURES_DIR": str(figures.resolve()),
     }
+    from fer_lib.io import save_json
+
+    info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "notebook_seconds": {}}
     pages = []
     for notebook in notebooks():
         print(f"==> {notebook.name}")
         executed = executed_dir / notebook.name
+        clock = time.perf_counter()
         _execute(notebook, executed, parameters)
+        info["notebook_seconds"][notebook.stem] = round(time.perf_counter() - clock, 1)
+        save_json(info, base / "run_info.json")
         pages.append(_render_html(executed, report_dir))
-    index = _write_index(report_dir, pages, profile, data_root)
-    digest = write_results_digest(base / "tables", Path(figures_dir) if figures_dir else PROJECT_ROOT / "figures" / profile, profile, data_root)
-    print(f"==> tables digest: {digest}")
-    print(f"==> done in {time.perf_counter() - started:.0f} s; report: {index}")
+    index = _write_index(report_dir, pages, spec.name, data_root)
+    digest = write_results_digest(base / "tables", figures, spec.name, data_root)
+    print(f"==> tables digest: {relative(digest)}")
+    print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")
     return 0

@@ -4,8 +4,9 @@
   images (one model right, the other wrong) split 50/50, so the p-value is a two-sided binomial test on
   the discordant counts.
 - ``paired_bootstrap``: a seeded paired bootstrap of the OA and AA differences. Test images are
-  resampled with replacement, the same draw for both models, vectorised over resamples. It returns the
-  observed difference and a percentile interval.
+  resampled with replacement, the same draw for both models. It returns the observed difference and a
+  percentile interval. A resample is drawn as multinomial counts of (class, hit A, hit B) cells, which is
+  the same distribution as drawing image indices and costs nothing per image.
 - ``paired_bootstrap_correct``: the same on per-image correctness given as numbers in [0, 1]. With each
   image's fraction of seeds that got it right, it gives the interval of the seed-averaged accuracy
   difference (the models of all seeds evaluated on one resample of the test set).
@@ -52,20 +53,15 @@ class BootstrapResult:
         return self.low > 0 or self.high < 0
 
 
-def _accuracy_per_resample(correct: np.ndarray, labels: np.ndarray, index: np.ndarray, metric: str, num_classes: int) -> np.ndarray:
-    """OA or AA of each bootstrap resample; ``index`` is (R, N) indices into the test images."""
-    hits = correct[index]  # (R, N), 0/1 or a fraction of seeds
+def _cell_accuracy(counts: np.ndarray, cell_class: np.ndarray, cell_hits: np.ndarray, metric: str, num_classes: int) -> np.ndarray:
+    """OA or AA for each row of ``counts`` (R, K): how many draws fell in each cell (class, a's hit, b's hit)."""
     if metric == "oa":
-        return hits.mean(axis=1)
-    drawn = labels[index]  # (R, N)
-    # per (resample, class) counts in one bincount over resample * num_classes + class
-    cell = (drawn + num_classes * np.arange(len(index))[:, None]).ravel()
-    size = len(index) * num_classes
-    total = np.bincount(cell, minlength=size).reshape(-1, num_classes)  # (R, C)
-    right = np.bincount(cell, weights=hits.ravel(), minlength=size).reshape(-1, num_classes)  # (R, C)
+        return counts @ cell_hits / counts.sum(1)
+    onehot = np.eye(num_classes)[cell_class]  # (K, C)
+    total = counts @ onehot  # (R, C) draws per class
+    right = (counts * cell_hits) @ onehot  # (R, C)
     present = total > 0
-    per_class = right / np.maximum(total, 1)
-    return (per_class * present).sum(1) / present.sum(1)
+    return (right / np.maximum(total, 1) * present).sum(1) / present.sum(1)
 
 
 def paired_bootstrap(
@@ -78,17 +74,16 @@ def paired_bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
     num_classes: int = NUM_CLASSES,
-    chunk: int = 1_000,
 ) -> BootstrapResult:
     """Percentile interval of metric(B) - metric(A) over paired bootstrap resamples of the test images.
 
     ``metric`` is "oa" (overall accuracy) or "aa" (average per-class accuracy over the classes present).
-    Seeded, and vectorised in chunks of resamples to bound memory.
+    Seeded; each resample costs O(classes x distinct correctness pairs), not O(images).
     """
     labels = np.asarray(labels)
     return paired_bootstrap_correct(
         labels, np.asarray(predicted_a) == labels, np.asarray(predicted_b) == labels,
-        metric=metric, resamples=resamples, confidence=confidence, seed=seed, num_classes=num_classes, chunk=chunk,
+        metric=metric, resamples=resamples, confidence=confidence, seed=seed, num_classes=num_classes,
     )
 
 
@@ -102,7 +97,6 @@ def paired_bootstrap_correct(
     confidence: float = 0.95,
     seed: int = 0,
     num_classes: int = NUM_CLASSES,
-    chunk: int = 1_000,
 ) -> BootstrapResult:
     """``paired_bootstrap`` on per-image correctness (N,) in [0, 1]: booleans, or fractions of seeds right."""
     if metric not in ("oa", "aa"):
@@ -111,14 +105,15 @@ def paired_bootstrap_correct(
     correct_a, correct_b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     if not (correct_a.shape == correct_b.shape == labels.shape) or labels.ndim != 1:
         raise ValueError(f"labels and correctness must be 1-D and the same length, got {labels.shape}, {correct_a.shape}, {correct_b.shape}")
-    everything = np.arange(len(labels))[None]
-    observed = float(_accuracy_per_resample(correct_b, labels, everything, metric, num_classes)[0] - _accuracy_per_resample(correct_a, labels, everything, metric, num_classes)[0])
-    rng = np.random.default_rng(seed)
-    differences = []
-    for start in range(0, resamples, chunk):
-        index = rng.integers(0, len(labels), size=(min(chunk, resamples - start), len(labels)))
-        differences.append(_accuracy_per_resample(correct_b, labels, index, metric, num_classes) - _accuracy_per_resample(correct_a, labels, index, metric, num_classes))
-    differences = np.concatenate(differences)
+    # A resample's OA and AA depend only on how many draws land in each (class, a's hit, b's hit) cell, and those
+    # counts are multinomial: drawing them is the same bootstrap as drawing image indices, in O(cells) per resample.
+    cells, members = np.unique(np.stack([labels.astype(float), correct_a, correct_b], 1), axis=0, return_inverse=True)
+    cell_class, hits_a, hits_b = cells[:, 0].astype(int), cells[:, 1], cells[:, 2]
+    share = np.bincount(members.ravel(), minlength=len(cells)) / len(labels)
+    observed_counts = share[None] * len(labels)
+    observed = float(_cell_accuracy(observed_counts, cell_class, hits_b, metric, num_classes)[0] - _cell_accuracy(observed_counts, cell_class, hits_a, metric, num_classes)[0])
+    counts = np.random.default_rng(seed).multinomial(len(labels), share, size=resamples).astype(float)  # (R, K)
+    differences = _cell_accuracy(counts, cell_class, hits_b, metric, num_classes) - _cell_accuracy(counts, cell_class, hits_a, metric, num_classes)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(differences, [tail, 100 - tail])
     return BootstrapResult(metric, observed, float(low), float(high), resamples)

@@ -101,13 +101,33 @@ def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it():
     assert report.verdict(worse) == "contradicted" and list(worse["versus"]) == ["proposed"] * 3
 
 
-def test_the_w_claim_needs_a_strictly_largest_gain(tmp_path):
+def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
     from fer_lib import report
 
-    def verdict_for(gains):
-        pd.DataFrame({"w": [0.0, 0.6, 1.0], "seed": 0, "oa_gain": gains}).to_csv(tmp_path / "fig4_w_sweep.csv", index=False)
+    def verdict_for(intervals):
+        rows = [{"model": "w=0.6", "versus": f"w={w}", "seed": "pooled", "OA diff": (low + high) / 2, "OA 95% low": low, "OA 95% high": high}
+                for w, (low, high) in intervals.items()]
+        pd.DataFrame(rows).to_csv(tmp_path / "significance_w_pairs.csv", index=False)
         return report.claims(tmp_path).set_index("claim")["verdict"].iloc[0]
 
-    assert verdict_for([0.01, 0.03, 0.02]) == "supported"
-    assert verdict_for([0.01, 0.03, 0.03]) == "not supported"  # a tie with w = 1
-    assert verdict_for([0.04, 0.03, 0.02]) == "not supported"
+    assert verdict_for({0: (0.01, 0.03), 1: (0.002, 0.02)}) == "supported"
+    assert verdict_for({0: (0.01, 0.03), 1: (-0.01, 0.02)}) == "not supported"  # w = 1 may be as good
+    assert verdict_for({0: (-0.04, -0.01), 1: (0.002, 0.02)}) == "contradicted"  # w = 0 is surely better
+
+
+def test_cell_bootstrap_matches_resampling_image_indices():
+    """The multinomial-cell bootstrap draws from the same distribution as resampling image indices."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 400)
+    correct_a = rng.integers(0, 3, 400) / 2  # fractions of two seeds
+    correct_b = np.clip(correct_a + rng.choice([0, 0.5], 400, p=[0.8, 0.2]), 0, 1)
+    index = rng.integers(0, 400, size=(20_000, 400))
+
+    def aa(correct, index):  # mean over classes of each resample's per-class accuracy
+        drawn = labels[index]
+        return np.mean([np.nanmean(np.where(drawn == k, correct[index], np.nan), axis=1) for k in range(7)], axis=0)
+
+    for metric, brute in (("oa", correct_b[index].mean(1) - correct_a[index].mean(1)), ("aa", aa(correct_b, index) - aa(correct_a, index))):
+        result = paired_bootstrap_correct(labels, correct_a, correct_b, metric=metric, resamples=20_000, seed=1)
+        low, high = np.percentile(brute, [2.5, 97.5])
+        assert abs(result.low - low) < 0.004 and abs(result.high - high) < 0.004, (metric, result, low, high)

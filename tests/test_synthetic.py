@@ -191,6 +191,17 @@ def test_no_global_image_shortcut(balanced_samples):
     assert _cv_accuracy(features, labels) < 1 / 7 + 0.1
 
 
+def test_no_global_image_shortcut_with_the_demo_knobs():
+    """The demo's own difficulty settings keep the check: its labels show only in the faces."""
+    from fer_lib.experiment import get_profile
+
+    knobs = get_profile("demo").synthetic_knobs()
+    labels = np.tile(np.arange(rafdb.NUM_CLASSES), 30)
+    samples = [synthetic.render_sample(6, "train", i, int(label), knobs) for i, label in enumerate(labels)]
+    features = np.stack([_global_statistics(s) for s in samples])
+    assert _cv_accuracy(features, labels) < 1 / 7 + 0.1
+
+
 def test_landmarks_carry_the_expression(balanced_samples):
     """The same classifier on aligned landmarks is far above chance (the landmark branch has signal)."""
     labels = np.array([s.label for s in balanced_samples])

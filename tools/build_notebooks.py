@@ -12,10 +12,11 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 PARAMETERS = '''PROFILE = "demo"  # smoke, demo or paper
+SETTINGS = ""  # JSON overrides of the profile, e.g. '{"seed_offset": 100}' (run_all.sh --set KEY=VALUE)
 DATA_ROOT = ""  # RAF-DB basic folder; empty: the synthetic set of the profile
 RUN_DIR = ""  # empty: runs/PROFILE
 BASELINE_CHECKPOINT = ""  # epoch59_acc0.9205.pth of the ARM authors; empty: train the baseline
-FIGURES_DIR = ""  # empty: figures/PROFILE'''
+FIGURES_DIR = ""  # empty: figures/PROFILE (RUN_DIR/figures with SETTINGS)'''
 
 
 def notebook(title: str, intro: str, imports: str, start: str, cells: list) -> nbformat.NotebookNode:
@@ -44,6 +45,14 @@ BOOKS["01_data"] = notebook(
         "md: ## Table 3: images per class",
         "table3 = report.save_table(report.class_count_table(check.train, check.test), 'table3_class_counts', ex.tables_dir, caption=f'Table 3, images per class: {ex.data_label}')\ndisplay(table3)",
         "fig = report.plot_class_counts(table3, ex.data_label)\nreport.save_figure(fig, 'table3_class_counts', ex.figures_dir)",
+        "md: ## The synthetic set: its difficulty, and no shortcut\n\n"
+        "The synthetic set's difficulty is set by `fer_lib.synthetic.SyntheticKnobs`; the table lists every knob this data set was "
+        "made with. Its labels must show only in the faces: a linear probe on global photo statistics (colour, photo size, face "
+        "size and position) should do no better than always answering the most frequent class (`SYNTHETIC_DATA.md`).",
+        "if ex.profile.synthetic:\n"
+        "    display(report.save_table(report.knobs_table(ex.profile.synthetic_knobs(), dict(ex.profile.knobs)), 'synthetic_knobs', ex.tables_dir, caption=f'Knobs of the synthetic set: {ex.data_label}'))\n"
+        "    display(report.save_table(ex.shortcut_check(), 'shortcut_check', ex.tables_dir, caption=f'No-shortcut check on the test set: {ex.data_label}'))\n"
+        "else:\n    print('a real data set: no synthetic knobs, and the shortcut check is meant for the generator')",
         "md: ## Samples (aligned images, seeded random pick per class)",
         "fig = report.plot_samples(ex.rafdb, per_class=6)\nreport.save_figure(fig, 'samples', ex.figures_dir)",
     ],
@@ -104,19 +113,22 @@ BOOKS["04_fusion"] = notebook(
     "ex = start(globals(), needs_previous='03_baseline.ipynb')",
     [
         "runs = ex.fusion_runs('both', 0.6)",
-        "fig = report.plot_history(runs[0].history, {'val_fused_accuracy': 'fused (validation)', 'val_landmark_accuracy': 'landmark only (validation)', 'train_fused_accuracy': 'fused (train)'}, f'Landmark branch + fusion, seed 0: {ex.data_label}')\nreport.save_figure(fig, 'fusion_training', ex.figures_dir)",
+        "fig = report.plot_history(runs[0].history, {'val_fused_accuracy': 'fused (validation)', 'val_landmark_accuracy': 'landmark only (validation)', 'train_fused_accuracy': 'fused (train)'}, f'Landmark branch + fusion, seed {ex.seeds[0]}: {ex.data_label}')\nreport.save_figure(fig, 'fusion_training', ex.figures_dir)",
         "md: ## Each branch alone, and Table 2",
         "branch = pd.DataFrame([{'seed': r.seed, 'RGB': metrics.overall_accuracy(r.predictions.labels, r.predictions.rgb.argmax(1)), 'landmark only': metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1)), 'fused': metrics.overall_accuracy(r.predictions.labels, r.predictions.fused.argmax(1))} for r in runs])\n"
         "display(report.save_table(branch, 'branch_accuracy', ex.tables_dir, caption=f'Test accuracy of each branch per seed: {ex.data_label}'))",
+        "md: Each network next to a linear probe on its own input (scikit-learn logistic regression, regularisation chosen on a "
+        "validation split of the training set): a network below its probe has not learned what its input allows.",
+        "display(report.save_table(report.branch_reference(runs, ex.probes()), 'branch_reference', ex.tables_dir, caption=f'Networks and linear probes on the test set: {ex.data_label}'))",
         "p = runs[0].predictions\ntable2 = report.contingency_table(p.rgb.argmax(1) == p.labels, p.landmark.argmax(1) == p.labels)\n"
-        "display(report.save_table(table2, 'table2_contingency', ex.tables_dir, caption=f'Table 2, RGB x landmark-only correctness on the test set (seed 0): {ex.data_label}'))",
+        "display(report.save_table(table2, 'table2_contingency', ex.tables_dir, caption=f'Table 2, RGB x landmark-only correctness on the test set (seed {ex.seeds[0]}): {ex.data_label}'))",
         "md: ## Tables 5 and 6: baseline vs proposed (mean +- sd over seeds)",
         "base = runs[0].predictions\nper_seed = report.save_table(report.seed_metrics(runs), 'proposed_per_seed', ex.tables_dir, caption=f'Proposed model per seed: {ex.data_label}')\n"
         "table5 = pd.DataFrame([report.single_row('baseline', base.labels, base.rgb, rafdb.CLASSES), report.mean_sd_row('proposed', per_seed, rafdb.CLASSES)])\n"
         "display(report.save_table(table5, 'table5_per_class', ex.tables_dir, caption=f'Table 5, per-class accuracy: {ex.data_label}'))",
         "table6 = pd.DataFrame([report.single_row('baseline', base.labels, base.rgb, report.METRIC_COLUMNS), report.mean_sd_row('proposed', per_seed, report.METRIC_COLUMNS)])\n"
         "display(report.save_table(table6, 'table6_overall', ex.tables_dir, caption=f'Table 6, overall and average accuracy: {ex.data_label}'))",
-        "fig = report.plot_confusion(base.labels, base.fused.argmax(1), f'Proposed (seed 0): {ex.data_label}')\nreport.save_figure(fig, 'proposed_confusion', ex.figures_dir)",
+        "fig = report.plot_confusion(base.labels, base.fused.argmax(1), f'Proposed (seed {ex.seeds[0]}): {ex.data_label}')\nreport.save_figure(fig, 'proposed_confusion', ex.figures_dir)",
         "md: ## How sure is the difference? (per seed: exact McNemar on the discordant images and paired bootstrap 95% intervals; last row: the seed-averaged difference)",
         "significance = report.significance_frame(report.significance_rows('proposed', base.labels, base.rgb, runs))\n"
         "display(report.save_table(significance, 'significance_proposed', ex.tables_dir, caption=f'Proposed vs baseline per seed, then seeds pooled: {ex.data_label}'))",
@@ -135,13 +147,18 @@ BOOKS["05_w_sweep"] = notebook(
         "        rows.append({'w': w, 'seed': run.seed, 'oa_fused': metrics.overall_accuracy(p.labels, p.fused.argmax(1)), 'oa_baseline': metrics.overall_accuracy(p.labels, p.rgb.argmax(1))})\n"
         "sweep = pd.DataFrame(rows)\nsweep['oa_gain'] = sweep['oa_fused'] - sweep['oa_baseline']\n"
         "display(report.save_table(sweep, 'fig4_w_sweep', ex.tables_dir, caption=f'Fig. 4 data, OA gain over the baseline per w and seed: {ex.data_label}'))",
-        "base = ex.fusion_run('both', 0.6, 0).predictions\nrows = []\nfor w in ex.profile.w_grid:\n    rows += report.significance_rows(f'w={w}', base.labels, base.rgb, ex.fusion_runs('both', w))\n"
+        "base = ex.fusion_run('both', 0.6).predictions\nrows = []\nfor w in ex.profile.w_grid:\n    rows += report.significance_rows(f'w={w}', base.labels, base.rgb, ex.fusion_runs('both', w))\n"
         "significance = report.save_table(report.significance_frame(rows), 'significance_w_sweep', ex.tables_dir, caption=f'Each w vs the baseline per seed, then seeds pooled: {ex.data_label}')\n"
         "seeds, pooled = report.per_seed(significance), report.pooled(significance)\n"
         "sweep['interval excludes 0'] = ((seeds['OA 95% low'] > 0) | (seeds['OA 95% high'] < 0)).to_numpy()\n"
         "sweep['pooled interval excludes 0'] = sweep['w'].map(dict(zip(ex.profile.w_grid, (pooled['OA 95% low'] > 0) | (pooled['OA 95% high'] < 0))))\n"
         "report.save_table(sweep, 'fig4_w_sweep', ex.tables_dir, caption=f'Fig. 4 data with significance: {ex.data_label}')\ndisplay(significance)",
         "fig = report.plot_w_sweep(sweep, ex.data_label)\nreport.save_figure(fig, 'fig4_w_sweep', ex.figures_dir)",
+        "md: ## Is w = 0.6 surely the best? (w = 0.6 against each other w, paired seed by seed, then seeds pooled)",
+        "rows = []\nif 0.6 in ex.profile.w_grid:\n    for w in ex.profile.w_grid:\n        if w != 0.6:\n"
+        "            rows += report.significance_rows('w=0.6', base.labels, [r.predictions.fused for r in ex.fusion_runs('both', w)], ex.fusion_runs('both', 0.6), reference_name=f'w={w:g}')\n"
+        "pairs = report.significance_frame(rows) if rows else pd.DataFrame()\n"
+        "display(report.save_table(pairs, 'significance_w_pairs', ex.tables_dir, caption=f'w = 0.6 against each other w: {ex.data_label}'))",
     ],
 )
 
@@ -160,7 +177,7 @@ BOOKS["06_ablation"] = notebook(
         "table8 = pd.DataFrame([report.mean_sd_row(name, frame, report.METRIC_COLUMNS) for name, frame in per_seed.items()])\n"
         "display(report.save_table(table8, 'table8_ablation_overall', ex.tables_dir, caption=f'Table 8, overall and average accuracy by weighting: {ex.data_label}'))",
         "md: ## How sure are the differences? (each weighting vs the baseline, and both vs none: per seed, then seeds pooled)",
-        "base = ex.fusion_run('both', 0.6, 0).predictions\nrows = []\nfor w in names:\n    rows += report.significance_rows(names[w], base.labels, base.rgb, ex.fusion_runs(w, 0.6))\n"
+        "base = ex.fusion_run('both', 0.6).predictions\nrows = []\nfor w in names:\n    rows += report.significance_rows(names[w], base.labels, base.rgb, ex.fusion_runs(w, 0.6))\n"
         "rows += report.significance_rows('both', base.labels, [run.predictions.fused for run in ex.fusion_runs('none')], ex.fusion_runs('both', 0.6), reference_name='none')\n"
         "display(report.save_table(report.significance_frame(rows), 'significance_ablation', ex.tables_dir, caption=f'Ablation significance per seed, then seeds pooled: {ex.data_label}'))",
     ],
@@ -174,14 +191,14 @@ BOOKS["07_gradcam"] = notebook(
     "input with the other held; ARM's batch-mean terms are held at the values of the test batch each image was "
     "evaluated in (affinity `batch`, the evaluation's mode), so every explained prediction is exactly the reported "
     "one and no image's CAM depends on the other examples.\n\n"
-    "The examples are chosen by rule from the saved predictions of the proposed model (seed 0), never by hand: "
+    "The examples are chosen by rule from the saved predictions of the proposed model (its first seed), never by hand: "
     "Table 9, for each class, the correctly classified test image with the highest fused confidence; Table 10, for "
     "each class, the misclassified one with the highest fused confidence; Table 11, for each case, the two images "
     "with the highest fused confidence.",
     "import numpy as np\nfrom IPython.display import display\n\nfrom fer_lib import explain, rafdb, report\nfrom fer_lib.notebook import start",
     "ex = start(globals(), needs_previous='04_fusion.ipynb')",
     [
-        "model, config = ex.fusion_model('both', 0.6, seed=0)\np = ex.fusion_run('both', 0.6, seed=0).predictions",
+        "model, config = ex.fusion_model('both', 0.6)\np = ex.fusion_run('both', 0.6).predictions",
         "def show(examples, name, title, target='predicted'):\n"
         "    if examples.empty:\n"
         "        print(f'{name}: no test image fits the rule, nothing to explain')\n"
@@ -201,7 +218,7 @@ BOOKS["07_gradcam"] = notebook(
         "md: The same mistakes explained for the **true** class: where the model would have had to look to get them right.",
         "cams10_true = show(table10, 'table10_gradcam_true_class', 'Table 10, misclassified, true-class target', target='true')",
         "md: ## Table 11: where the branches disagree",
-        "cases = report.save_table(explain.case_counts(p), 'table11_case_counts', ex.tables_dir, caption=f'Table 11 cases on the test set (seed 0): {ex.data_label}')\ndisplay(cases)",
+        "cases = report.save_table(explain.case_counts(p), 'table11_case_counts', ex.tables_dir, caption=f'Table 11 cases on the test set (seed {ex.seeds[0]}): {ex.data_label}')\ndisplay(cases)",
         "table11 = report.save_table(explain.pick_cases(p, per_case=2), 'table11_examples', ex.tables_dir, caption=f'Table 11 examples, two most confident per case: {ex.data_label}')\n"
         "display(table11)\ncams11 = show(table11, 'table11_gradcam', 'Table 11, the cases')",
     ],
@@ -216,9 +233,17 @@ BOOKS["08_summary"] = notebook(
     "ex = start(globals(), needs_previous='04_fusion.ipynb')",
     [
         "display(Markdown(f'**Data set of every number below:** {ex.data_label}.  \\n**Settings:** {ex.profile.describe()}'))",
-        "md: ## The paper's claims on this run (computed from the significance tables: the 95% interval of the seed-averaged difference; the detail lists each seed too)",
+        "md: ## The paper's claims on this run",
+        "display(Markdown(report.VERDICT_RULES))",
         "claims = report.save_table(report.claims(ex.tables_dir), 'claims', ex.tables_dir, caption=f'Claims of the paper on this run: {ex.data_label}')\n"
         "display(Markdown('\\n'.join(f'- {c}: **{v}** ({d})' for c, v, d in claims[['claim', 'verdict', 'detail']].itertuples(index=False))))",
+        "md: ## Do the verdicts hold with other seeds, or on another CPU?\n\n"
+        "The same profile run again with every training seed shifted (`./run_all.sh --seed-offset 100`), compared by "
+        "`python -m fer_lib compare-runs runs/demo runs/demo-seed_offset_100 --out figures/demo`. A different CPU changes "
+        "floating-point rounding, which moves these small models as another seed does. The table below is the recorded "
+        "comparison of this profile (each run's CPU named), not recomputed by this run.",
+        "stability = report.committed_stability(ex.profile.name)\n"
+        "if stability is None:\n    print(f'no comparison recorded for this profile yet (figures/{ex.profile.name}/seed_stability.csv)')\nelse:\n    display(stability)",
         "comparisons = report.paper_comparison(ex.tables_dir)\nfor name, frame in comparisons.items():\n    display(Markdown(f'### {name}'))\n    display(report.save_table(frame, f'summary_{name}', ex.tables_dir))",
     ],
 )
