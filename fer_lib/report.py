@@ -297,8 +297,9 @@ POOLED = "pooled"  # the "seed" of a significance row over all seeds
 def significance_rows(name: str, labels: np.ndarray, reference, runs, head: str = "fused", reference_name: str = "baseline", resamples: int = 10_000) -> list[dict]:
     """A model against a reference on the same test images: per seed, exact McNemar (discordant counts, p)
     and paired-bootstrap 95% intervals of the OA and AA differences; with two seeds or more, a last row
-    ("seed" = "pooled") with the interval of the seed-averaged difference (each image counted by the
-    fraction of seeds that got it right; McNemar needs one model per side, so it is left empty there).
+    ("seed" = "pooled") with the interval of the seed-averaged difference, test-image sampling and the spread
+    between seeds both counted (``stats.seed_pooled_interval``; McNemar needs one model per side, so it is
+    left empty there).
 
     ``reference`` is the probabilities (N, 7) of one model (the frozen baseline), or a list with one entry per
     run (a model trained with the same seeds, paired seed by seed).
@@ -318,7 +319,7 @@ def significance_rows(name: str, labels: np.ndarray, reference, runs, head: str 
                      **_intervals_of(labels, reference_correct[-1], correct[-1], resamples, run.seed)})
     if len(runs) > 1:
         rows.append({"model": name, "versus": reference_name, "seed": POOLED, "only model right": np.nan, "only versus right": np.nan,
-                     "McNemar p": np.nan, **_intervals_of(labels, np.mean(reference_correct, 0), np.mean(correct, 0), resamples, 0)})
+                     "McNemar p": np.nan, **_intervals_of(labels, np.array(reference_correct), np.array(correct), resamples, 0)})
     return rows
 
 
@@ -329,11 +330,13 @@ def significance_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _intervals_of(labels: np.ndarray, reference_correct: np.ndarray, correct: np.ndarray, resamples: int, seed: int) -> dict:
-    from fer_lib.stats import paired_bootstrap_correct
+    """Bootstrap intervals of one seed's difference, or, for (S, N) per-seed correctness, the seed-pooled interval."""
+    from fer_lib.stats import paired_bootstrap_correct, seed_pooled_interval
 
+    interval = seed_pooled_interval if np.ndim(correct) == 2 else paired_bootstrap_correct
     row = {}
     for metric in ("OA", "AA"):
-        result = paired_bootstrap_correct(labels, reference_correct, correct, metric=metric.lower(), resamples=resamples, seed=seed)
+        result = interval(labels, reference_correct, correct, metric=metric.lower(), resamples=resamples, seed=seed)
         row.update({f"{metric} diff": result.difference, f"{metric} 95% low": result.low, f"{metric} 95% high": result.high})
     return row
 
@@ -435,8 +438,9 @@ def _run_summary(run_dir: Path) -> dict:
     claims_frame = pd.read_csv(tables / "claims.csv")
     return {
         "run": run_dir.name, "cpu": info.get("cpu", "unknown"), "seeds": ", ".join(map(str, _seed_list(settings))),
-        "headline": {"baseline OA": float(table6.loc["baseline", "oa_top1"]), "proposed OA": float(table6.loc["proposed", "oa_top1"]),
-                     "landmark-only OA": float(branch["landmark only"].mean())},
+        "headline": {"baseline OA": float(table6.loc["baseline", "oa_top1"]), "proposed OA": float(table6.loc["proposed", "oa_top1"])},
+        "also": {"landmark-only OA": float(branch["landmark only"].mean()), "baseline AA": float(table6.loc["baseline", "aa"]),
+                 "proposed AA": float(table6.loc["proposed", "aa"])},
         "verdicts": dict(zip(claims_frame["claim"], claims_frame["verdict"])),
     }
 
@@ -448,7 +452,8 @@ def _seed_list(settings: dict) -> list[int]:
 
 def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per headline number and per claim: each run's value or verdict, and whether they agree
-    (verdicts identical; numbers within ``HEADLINE_TOLERANCE``). The first rows name each run's CPU and seeds."""
+    (verdicts identical; Table 6's OA values within ``HEADLINE_TOLERANCE``). The first rows name each run's CPU
+    and seeds; landmark-only OA and AA are shown with their spread, unjudged."""
     runs = [_run_summary(d) for d in run_dirs]
     names = [f"{r['run']}" for r in runs]
     rows = [{"quantity": "CPU", **{n: r["cpu"] for n, r in zip(names, runs)}, "agree": ""},
@@ -457,6 +462,9 @@ def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
         values = [r["headline"][key] for r in runs]
         rows.append({"quantity": key, **{n: f"{v:.4f}" for n, v in zip(names, values)},
                      "agree": "yes" if max(values) - min(values) <= HEADLINE_TOLERANCE else f"no (spread {max(values) - min(values):.4f})"})
+    for key in runs[0]["also"]:  # shown, not judged: only Table 6's OA values are the headline
+        values = [r["also"][key] for r in runs]
+        rows.append({"quantity": key, **{n: f"{v:.4f}" for n, v in zip(names, values)}, "agree": f"(spread {max(values) - min(values):.4f})"})
     for claim in runs[0]["verdicts"]:
         verdicts = [r["verdicts"].get(claim, "missing") for r in runs]
         rows.append({"quantity": f"claim: {claim}", **dict(zip(names, verdicts)), "agree": "yes" if len(set(verdicts)) == 1 else "no"})
@@ -464,10 +472,11 @@ def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
 
 
 VERDICT_RULES = """\
-**How a verdict is decided.** Each claim compares two models on the same test images. For every training seed
-the report gives an exact McNemar test and paired-bootstrap 95% intervals (10,000 resamples of the test
-images) of the OA and AA differences. The verdict reads the *pooled* row: the interval of the difference
-averaged over seeds, where each image counts as the fraction of seeds that got it right.
+**How a verdict is decided.** Each claim compares two training methods on the same test images. For every
+training seed the report gives an exact McNemar test and paired-bootstrap 95% intervals (10,000 resamples of
+the test images, class by class) of the OA and AA differences. The verdict reads the *pooled* row: the 95%
+interval of the difference averaged over seeds, which counts both sources of chance, the test images drawn
+(the bootstrap) and the training seeds (the spread of the per-seed differences, divided by their number).
 - **supported**: that interval lies entirely on the claimed side of zero;
 - **contradicted**: it lies entirely on the other side;
 - **not supported**: it contains zero.
@@ -512,3 +521,16 @@ def knobs_table(knobs, changed: dict) -> pd.DataFrame:
     rows = [{"knob": f.name, "value": str(getattr(knobs, f.name)), "generator default": str(getattr(default, f.name)),
              "set by the profile": "yes" if f.name in changed else ""} for f in fields(knobs)]
     return pd.DataFrame(rows)
+
+
+def findings(claims_frame: pd.DataFrame, stability: pd.DataFrame | None) -> pd.DataFrame:
+    """The claims with a column saying whether the recorded rerun with other seeds gave the same verdict: only
+    those verdicts are findings."""
+    out = claims_frame[["claim", "verdict"]].copy()
+    if stability is None:
+        out["same verdict with other seeds"] = "not checked"
+        return out
+    rows = stability.set_index("quantity")
+    agree = {q.removeprefix("claim: "): a for q, a in rows["agree"].items() if q.startswith("claim: ")}
+    out["same verdict with other seeds"] = [agree.get(c, "not checked") for c in out["claim"]]
+    return out

@@ -7,9 +7,13 @@
   resampled with replacement, the same draw for both models. It returns the observed difference and a
   percentile interval. A resample is drawn as multinomial counts of (class, hit A, hit B) cells, which is
   the same distribution as drawing image indices and costs nothing per image.
-- ``paired_bootstrap_correct``: the same on per-image correctness given as numbers in [0, 1]. With each
-  image's fraction of seeds that got it right, it gives the interval of the seed-averaged accuracy
-  difference (the models of all seeds evaluated on one resample of the test set).
+- ``paired_bootstrap_correct``: the same on per-image correctness given as numbers in [0, 1] (booleans, or
+  each image's fraction of seeds that got it right).
+- ``seed_pooled_interval``: the interval of the seed-averaged difference of two training methods, with the
+  spread between seeds added to the test-set sampling: the interval every verdict reads.
+
+Resamples are drawn class by class, keeping each class's number of test images, as the test set's class
+sizes are fixed by design (RAF-DB's test split, and the synthetic set's copy of its proportions).
 """
 
 from __future__ import annotations
@@ -109,11 +113,66 @@ def paired_bootstrap_correct(
     # counts are multinomial: drawing them is the same bootstrap as drawing image indices, in O(cells) per resample.
     cells, members = np.unique(np.stack([labels.astype(float), correct_a, correct_b], 1), axis=0, return_inverse=True)
     cell_class, hits_a, hits_b = cells[:, 0].astype(int), cells[:, 1], cells[:, 2]
-    share = np.bincount(members.ravel(), minlength=len(cells)) / len(labels)
-    observed_counts = share[None] * len(labels)
-    observed = float(_cell_accuracy(observed_counts, cell_class, hits_b, metric, num_classes)[0] - _cell_accuracy(observed_counts, cell_class, hits_a, metric, num_classes)[0])
-    counts = np.random.default_rng(seed).multinomial(len(labels), share, size=resamples).astype(float)  # (R, K)
-    differences = _cell_accuracy(counts, cell_class, hits_b, metric, num_classes) - _cell_accuracy(counts, cell_class, hits_a, metric, num_classes)
+    cell_counts = np.bincount(members.ravel(), minlength=len(cells))
+    observed = float(_cell_accuracy(cell_counts[None].astype(float), cell_class, hits_b, metric, num_classes)[0]
+                     - _cell_accuracy(cell_counts[None].astype(float), cell_class, hits_a, metric, num_classes)[0])
+    differences = _resampled_differences(cell_class, hits_a, hits_b, cell_counts, metric, resamples, seed, num_classes)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(differences, [tail, 100 - tail])
     return BootstrapResult(metric, observed, float(low), float(high), resamples)
+
+
+def _accuracy(labels: np.ndarray, correct: np.ndarray, metric: str, num_classes: int) -> float:
+    """OA, or AA over the classes present, of per-image correctness in [0, 1]."""
+    if metric == "oa":
+        return float(np.mean(correct))
+    return float(np.mean([correct[labels == k].mean() for k in range(num_classes) if np.any(labels == k)]))
+
+
+def _resampled_differences(cell_class, hits_a, hits_b, cell_counts, metric, resamples, seed, num_classes) -> np.ndarray:
+    """metric(B) - metric(A) over resamples drawn class by class: each class keeps its number of test images
+    (the test set's class sizes are fixed by design), and its images are drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((resamples, len(cell_class)))
+    for k in np.unique(cell_class):
+        members = np.flatnonzero(cell_class == k)
+        size = int(cell_counts[members].sum())
+        counts[:, members] = rng.multinomial(size, cell_counts[members] / size, size=resamples)
+    return _cell_accuracy(counts, cell_class, hits_b, metric, num_classes) - _cell_accuracy(counts, cell_class, hits_a, metric, num_classes)
+
+
+def seed_pooled_interval(
+    labels: np.ndarray,
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    *,
+    metric: str = "oa",
+    resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    num_classes: int = NUM_CLASSES,
+) -> BootstrapResult:
+    """Interval of the seed-averaged difference metric(B) - metric(A) of two training methods, both sources of
+    chance counted: which test images were drawn, and which training seeds.
+
+    ``correct_a`` and ``correct_b`` are (S, N) per-seed correctness, paired seed by seed (A may repeat one model,
+    such as a frozen baseline). The interval is normal: the difference of the seed-averaged accuracies
+    +- z * sqrt(v_test + s^2 / S), with v_test the class-stratified bootstrap variance of that difference (each
+    image counted by its fraction of seeds right) and s the standard deviation of the S per-seed differences.
+    Without the seed term, two seeds of nearly identical models give intervals of a few tenths of a point, and
+    a verdict flips with the next pair of seeds.
+    """
+    from scipy.stats import norm
+
+    labels = np.asarray(labels)
+    correct_a, correct_b = np.atleast_2d(np.asarray(correct_a, dtype=float)), np.atleast_2d(np.asarray(correct_b, dtype=float))
+    if correct_a.shape != correct_b.shape or correct_a.shape[1] != len(labels):
+        raise ValueError(f"per-seed correctness must pair up over the {len(labels)} images, got {correct_a.shape} and {correct_b.shape}")
+    per_seed = [_accuracy(labels, b, metric, num_classes) - _accuracy(labels, a, metric, num_classes) for a, b in zip(correct_a, correct_b)]
+    cells, members = np.unique(np.stack([labels.astype(float), correct_a.mean(0), correct_b.mean(0)], 1), axis=0, return_inverse=True)
+    counts = np.bincount(members.ravel(), minlength=len(cells))
+    test_variance = float(np.var(_resampled_differences(cells[:, 0].astype(int), cells[:, 1], cells[:, 2], counts, metric, resamples, seed, num_classes)))
+    seed_variance = float(np.var(per_seed, ddof=1)) / len(per_seed) if len(per_seed) > 1 else 0.0
+    difference = float(np.mean(per_seed))  # OA and AA are linear in per-image correctness: the mean over seeds is the pooled difference
+    half = float(norm.ppf(0.5 + confidence / 2)) * np.sqrt(test_variance + seed_variance)
+    return BootstrapResult(metric, difference, difference - half, difference + half, resamples)

@@ -142,3 +142,39 @@ def test_unknown_parameter_is_refused(tmp_path):
 
     with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter"):
         papermill.execute_notebook(str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"), parameters={"PROFILE": "smoke", "RUN_DIR": str(tmp_path), "EPOCHS": 3}, progress_bar=False)
+
+
+PAPER_SIZED = {
+    "input_size": "224", "baseline_width": "64", "landmark_width": "32",  # the paper's networks (Table 1, ResNet18)
+    "synthetic": "70,35", "seeds": "1", "seed_offset": "3", "w_grid": "0.6", "batch_train": "32", "batch_study": "8,64",
+}
+
+
+@pytest.fixture(scope="module")
+def paper_sized_run(tmp_path_factory):
+    """Every notebook with the paper profile's networks at 224 px, on a tiny synthetic set, one epoch of fusion."""
+    run_dir = tmp_path_factory.mktemp("paper_sized")
+    assert pipeline.run_all("smoke", settings=PAPER_SIZED, run_dir=run_dir, figures_dir=run_dir / "figures") == 0
+    return run_dir
+
+
+def test_the_paper_networks_run_end_to_end(paper_sized_run):
+    import torch
+
+    from fer_lib.experiment import get_profile
+
+    settings = json.loads((paper_sized_run / "settings.json").read_text())
+    assert settings == get_profile("smoke", PAPER_SIZED).settings()
+    baseline = torch.load(paper_sized_run / "baseline" / "best.pt", weights_only=True)
+    assert baseline["input_size"] == 224 and baseline["width"] == 64
+    assert baseline["model_state_dict"]["fc.weight"].shape == (7, 121)  # the paper's 11x11 ARM feature
+    fusion = torch.load(paper_sized_run / "fusion" / "both_w0.60_seed3" / "best.pt", weights_only=True)  # seeds start at the offset
+    assert fusion["config"]["width"] == 32 and fusion["model"]["landmark_cnn.conv5.0.weight"].shape == (512, 256, 3, 3)
+    tables = paper_sized_run / "tables"
+    for name in ("table3_class_counts", "table5_per_class", "table6_overall", "table7_ablation_per_class", "table8_ablation_overall",
+                 "table2_contingency", "fig4_w_sweep", "branch_reference", "claims", "table9_examples"):
+        assert (tables / f"{name}.csv").exists(), name
+    for name in ("fig3_alignment", "baseline_confusion", "fig4_w_sweep", "table9_gradcam"):
+        assert (paper_sized_run / "figures" / f"{name}.png").exists(), name
+    executed = (paper_sized_run / "executed" / "04_fusion.ipynb").read_text()
+    assert "settings changed from the profile (--set)" in executed and "input_size=224" in executed

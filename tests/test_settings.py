@@ -95,7 +95,7 @@ def test_stratified_subset_keeps_the_class_shares():
 def _fake_run(folder, cpu, offset, baseline_oa, verdict):
     tables = folder / "tables"
     tables.mkdir(parents=True)
-    pd.DataFrame({"model": ["baseline", "proposed"], "oa_top1": [baseline_oa, baseline_oa + 0.02]}).to_csv(tables / "table6_overall.csv", index=False)
+    pd.DataFrame({"model": ["baseline", "proposed"], "oa_top1": [baseline_oa, baseline_oa + 0.02], "aa": [0.7, 0.72]}).to_csv(tables / "table6_overall.csv", index=False)
     pd.DataFrame({"seed": [offset], "RGB": [baseline_oa], "landmark only": [0.7], "fused": [0.9]}).to_csv(tables / "branch_accuracy.csv", index=False)
     pd.DataFrame({"claim": ["fusion helps"], "verdict": [verdict], "detail": [""]}).to_csv(tables / "claims.csv", index=False)
     (folder / "run_info.json").write_text(json.dumps({"cpu": cpu}))
@@ -110,6 +110,7 @@ def test_stability_table_says_where_two_runs_disagree(tmp_path):
     same = report.stability_table([a, b]).set_index("quantity")
     assert same.loc["CPU", "a"] == "AMD EPYC" and same.loc["training seeds", "b"] == "100, 101"
     assert same.loc["baseline OA", "agree"] == "yes" and same.loc["claim: fusion helps", "agree"] == "yes"
+    assert same.loc["landmark-only OA", "agree"] == "(spread 0.0000)"  # shown, not judged
     differ = report.stability_table([a, c]).set_index("quantity")
     assert differ.loc["baseline OA", "agree"].startswith("no") and differ.loc["claim: fusion helps", "agree"] == "no"
     assert main(["compare-runs", str(a), str(c), "--out", str(tmp_path / "out")]) == 1
@@ -119,3 +120,12 @@ def test_stability_table_says_where_two_runs_disagree(tmp_path):
 def test_compare_runs_names_an_unfinished_run(tmp_path, capsys):
     assert main(["compare-runs", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "no finished report" in capsys.readouterr().err
+
+
+def test_findings_mark_verdicts_that_changed_with_the_seeds(tmp_path):
+    a = _fake_run(tmp_path / "a", "AMD EPYC", 0, 0.860, "supported")
+    c = _fake_run(tmp_path / "c", "Intel Xeon", 100, 0.880, "not supported")
+    claims = pd.DataFrame({"claim": ["fusion helps", "something else"], "verdict": ["supported", "supported"]})
+    marked = report.findings(claims, report.stability_table([a, c])).set_index("claim")["same verdict with other seeds"]
+    assert marked["fusion helps"] == "no" and marked["something else"] == "not checked"
+    assert (report.findings(claims, None)["same verdict with other seeds"] == "not checked").all()

@@ -115,19 +115,38 @@ def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
     assert verdict_for({0: (-0.04, -0.01), 1: (0.002, 0.02)}) == "contradicted"  # w = 0 is surely better
 
 
-def test_cell_bootstrap_matches_resampling_image_indices():
-    """The multinomial-cell bootstrap draws from the same distribution as resampling image indices."""
+def test_cell_bootstrap_matches_resampling_image_indices_class_by_class():
+    """The multinomial-cell bootstrap draws from the same distribution as resampling image indices within each class."""
     rng = np.random.default_rng(3)
-    labels = rng.integers(0, 7, 400)
+    labels = np.sort(rng.integers(0, 7, 400))
     correct_a = rng.integers(0, 3, 400) / 2  # fractions of two seeds
     correct_b = np.clip(correct_a + rng.choice([0, 0.5], 400, p=[0.8, 0.2]), 0, 1)
-    index = rng.integers(0, 400, size=(20_000, 400))
+    members = [np.flatnonzero(labels == k) for k in range(7)]
+    index = np.concatenate([rng.choice(m, size=(20_000, len(m))) for m in members], axis=1)  # labels keep their order
 
-    def aa(correct, index):  # mean over classes of each resample's per-class accuracy
-        drawn = labels[index]
-        return np.mean([np.nanmean(np.where(drawn == k, correct[index], np.nan), axis=1) for k in range(7)], axis=0)
+    def aa(correct):  # mean over classes of each resample's per-class accuracy
+        return np.mean([correct[index][:, labels == k].mean(1) for k in range(7)], axis=0)
 
-    for metric, brute in (("oa", correct_b[index].mean(1) - correct_a[index].mean(1)), ("aa", aa(correct_b, index) - aa(correct_a, index))):
+    for metric, brute in (("oa", correct_b[index].mean(1) - correct_a[index].mean(1)), ("aa", aa(correct_b) - aa(correct_a))):
         result = paired_bootstrap_correct(labels, correct_a, correct_b, metric=metric, resamples=20_000, seed=1)
         low, high = np.percentile(brute, [2.5, 97.5])
         assert abs(result.low - low) < 0.004 and abs(result.high - high) < 0.004, (metric, result, low, high)
+
+
+def test_seed_pooled_interval_adds_the_spread_between_seeds():
+    from fer_lib.stats import seed_pooled_interval
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 7, 3000)
+    baseline = rng.random(3000) < 0.85
+    steady = np.stack([baseline | (rng.random(3000) < 0.05)] * 2)  # two seeds that agree on every image
+    alone = paired_bootstrap_correct(labels, baseline, steady.mean(0))
+    pooled = seed_pooled_interval(labels, np.stack([baseline] * 2), steady)
+    assert pooled.difference == pytest.approx(alone.difference)
+    assert pooled.high - pooled.low == pytest.approx(alone.high - alone.low, rel=0.1)  # no seed spread: the test interval
+    apart = np.stack([baseline | (rng.random(3000) < 0.01), baseline | (rng.random(3000) < 0.09)])  # gains of ~0.15 and ~1.3 points
+    wide = seed_pooled_interval(labels, np.stack([baseline] * 2), apart)
+    narrow = paired_bootstrap_correct(labels, baseline, apart.mean(0))
+    assert wide.high - wide.low > 2 * (narrow.high - narrow.low)
+    with pytest.raises(ValueError, match="pair up"):
+        seed_pooled_interval(labels, np.stack([baseline] * 2), apart[:1])

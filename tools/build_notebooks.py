@@ -12,7 +12,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 PARAMETERS = '''PROFILE = "demo"  # smoke, demo or paper
-SETTINGS = ""  # JSON overrides of the profile, e.g. '{"seed_offset": 100}' (run_all.sh --set KEY=VALUE)
+SETTINGS = ""  # JSON object of profile overrides (what run_all.sh --set writes)
 DATA_ROOT = ""  # RAF-DB basic folder; empty: the synthetic set of the profile
 RUN_DIR = ""  # empty: runs/PROFILE
 BASELINE_CHECKPOINT = ""  # epoch59_acc0.9205.pth of the ARM authors; empty: train the baseline
@@ -244,6 +244,8 @@ BOOKS["08_summary"] = notebook(
         "comparison of this profile (each run's CPU named), not recomputed by this run.",
         "stability = report.committed_stability(ex.profile.name)\n"
         "if stability is None:\n    print(f'no comparison recorded for this profile yet (figures/{ex.profile.name}/seed_stability.csv)')\nelse:\n    display(stability)",
+        "md: Only a verdict that another run with other seeds repeats is a finding:",
+        "display(report.save_table(report.findings(claims, stability), 'findings', ex.tables_dir, caption=f'Which verdicts are findings: {ex.data_label}'))",
         "comparisons = report.paper_comparison(ex.tables_dir)\nfor name, frame in comparisons.items():\n    display(Markdown(f'### {name}'))\n    display(report.save_table(frame, f'summary_{name}', ex.tables_dir))",
     ],
 )
