@@ -38,6 +38,17 @@ def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str
     return frame
 
 
+def read_table(tables_dir: Path, name: str) -> pd.DataFrame | None:
+    """A saved table back from its CSV; None when it was not produced, or produced empty (nothing to compare)."""
+    path = Path(tables_dir) / f"{name}.csv"
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None
+
+
 def save_figure(fig: plt.Figure, name: str, figures_dir: Path) -> None:
     """Save a figure as PNG (for the report) and PDF (vector, for papers); the notebook shows it inline."""
     figures_dir = Path(figures_dir)
@@ -245,8 +256,7 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
     tables_dir = Path(tables_dir)
 
     def read(name):
-        path = tables_dir / f"{name}.csv"
-        return pd.read_csv(path) if path.exists() else None
+        return read_table(tables_dir, name)
 
     out: dict[str, pd.DataFrame] = {}
     if (t := read("table3_class_counts")) is not None:
@@ -382,8 +392,7 @@ def claims(tables_dir: Path) -> pd.DataFrame:
     tables_dir = Path(tables_dir)
 
     def read(name):
-        path = tables_dir / f"{name}.csv"
-        return pd.read_csv(path) if path.exists() else None
+        return read_table(tables_dir, name)
 
     rows = []
     if (t := read("significance_proposed")) is not None:
