@@ -79,7 +79,8 @@ def _train_baseline(args: argparse.Namespace) -> int:
 
     config = T.BaselineConfig(
         input_size=args.input_size, width=args.width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, val_fraction=args.val_fraction, pretrained=str(args.pretrained) if args.pretrained else None, seed=args.seed,
+        weight_decay=args.weight_decay, val_fraction=args.val_fraction, pretrained=str(args.pretrained) if args.pretrained else None,
+        augmentation=args.augmentation, seed=args.seed,
     )
     train, test = T.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache")
     model = T.train_baseline(train, config, args.run_dir, device=_device(args.device))
@@ -103,7 +104,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
     config = T.FusionConfig(
         weighting=args.weighting, w_disagree=args.w, weight_grad=args.weight_grad, width=args.width, batch_norm=not args.no_batch_norm, epochs=args.epochs,
         batch_size=args.batch_size, landmark_set=args.landmark_set, heatmap_sigma=args.sigma, flip=not args.no_flip,
-        val_fraction=args.val_fraction, seed=args.seed,
+        val_fraction=args.val_fraction, select=args.select, seed=args.seed,
     )
     train, test = T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache")
     train_cache = T.rgb_feature_cache(baseline, train, flips=(False, True) if config.flip else (False,), cache_dir=args.run_dir / "cache")
@@ -156,10 +157,14 @@ def _run_all(args: argparse.Namespace) -> int:
         if args.seed_offset is not None:
             settings["seed_offset"] = str(args.seed_offset)
         get_profile(args.profile, settings)  # every value checked before any work starts
+        for option, path in (("--pretrained", args.pretrained), ("--baseline-checkpoint", args.baseline_checkpoint), ("--data", args.data)):
+            if path is not None and not path.exists():
+                raise SettingsError(f"{option} {path}: no such file or folder")
     except SettingsError as error:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
-    return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint, settings=settings, run_dir=args.run_dir)
+    return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint, settings=settings, pretrained=args.pretrained,
+                   run_dir=args.run_dir)
 
 
 def _compare_runs(args: argparse.Namespace) -> int:
@@ -209,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--weight-decay", type=float, default=1e-4)
     baseline.add_argument("--val-fraction", type=float, default=0.1)
     baseline.add_argument("--pretrained", type=Path, default=None, help="torchvision's ResNet18 ImageNet weights (resnet18-f37072fd.pth)")
+    baseline.add_argument("--augmentation", default="upstream", choices=("upstream", "flip_or_noise"),
+                          help="upstream: the ARM authors' mix (half untouched, a quarter flipped, a quarter noised); flip_or_noise: every image altered")
     baseline.set_defaults(func=_train_baseline)
 
     fusion = commands.add_parser("train-fusion", parents=[common], help="train the landmark branch + fusion (baseline frozen)")
@@ -226,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--sigma", type=float, default=None, help="heatmap gaussian sigma in pixels (default 1.5 at 224)")
     fusion.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     fusion.add_argument("--val-fraction", type=float, default=0.1)
+    fusion.add_argument("--select", default="val_loss", choices=("val_loss", "val_fused_accuracy"),
+                        help="the epoch kept: lowest validation loss of eq. 3 (both heads), or best fused validation accuracy")
     fusion.set_defaults(func=_train_fusion)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="test-set predictions and the paper's metrics")
@@ -241,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="demo", choices=("demo", "paper", "smoke"))
     run.add_argument("--data", type=Path, default=None, help="RAF-DB basic/ folder (paper profile); default: the synthetic set")
     run.add_argument("--baseline-checkpoint", type=Path, default=None, help="the ARM authors' epoch59_acc0.9205.pth")
+    run.add_argument("--pretrained", type=Path, default=None, help="torchvision's resnet18-f37072fd.pth: ImageNet start for a trained baseline")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting of the profile, e.g. --set seeds=1 --set w_grid=0.6 --set train_limit=500 (repeatable)")
     run.add_argument("--seed-offset", type=int, default=None, metavar="N",

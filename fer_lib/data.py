@@ -127,14 +127,29 @@ def flip_images(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
 
 
-def augment_arm(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The ARM recipe on a normalised batch: half the images flipped, the other half gaussian noise, then
-    RandomErasing(scale=(0.02, 0.1)) (torchvision's default p = 0.5, ratio (0.3, 3.3), value 0)."""
+AUGMENTATIONS = ("upstream", "flip_or_noise")
+
+
+def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "upstream") -> torch.Tensor:
+    """The ARM recipe on a normalised batch, then RandomErasing(scale=(0.02, 0.1)) (torchvision's default p = 0.5,
+    ratio (0.3, 3.3), value 0).
+
+    ``mix`` "upstream" is the ARM authors' code: half the images untouched, a quarter flipped, a quarter with
+    gaussian noise. "flip_or_noise" flips half and noises the other half (every image altered), which the CPU demo
+    was calibrated with.
+    """
+    if mix not in AUGMENTATIONS:
+        raise ValueError(f"augmentation mix {mix!r} is not one of {AUGMENTATIONS}")
     batch, _, height, width = images.shape
-    flip = torch.rand(batch, generator=generator) < 0.5
+    draw = torch.rand(batch, generator=generator)
+    if mix == "upstream":
+        flip, noisy = (draw >= 0.5) & (draw < 0.75), draw >= 0.75
+    else:
+        flip = draw < 0.5
+        noisy = ~flip
     out = flip_images(images, flip)
     noise = torch.randn(images.shape, generator=generator).to(images.device) * 0.1  # std in normalised units
-    out = torch.where(flip.view(-1, 1, 1, 1).to(images.device), out, out + noise)
+    out = torch.where(noisy.view(-1, 1, 1, 1).to(images.device), out + noise, out)
 
     erase = torch.rand(batch, generator=generator) < 0.5
     area = torch.empty(batch).uniform_(0.02, 0.1, generator=generator) * height * width

@@ -48,6 +48,8 @@ class Profile:
     train_limit: int | None = None  # a stratified subset of the training split (None: all of it)
     test_limit: int | None = None  # a stratified subset of the test split (None: all of it)
     knobs: tuple[tuple[str, object], ...] = ()  # SyntheticKnobs overrides of the synthetic set (demo difficulty)
+    landmark_batch_norm: bool = True  # BatchNorm in the landmark CNN (not in Table 1; the paper profile has none)
+    augmentation: str = "flip_or_noise"  # the baseline's ARM augmentation mix (data.augment_arm); the paper profile: "upstream"
 
     @property
     def seed_list(self) -> list[int]:
@@ -96,8 +98,9 @@ PROFILES = {
     # the CPU demo: narrow networks at 128 px so the whole report runs in under 10 minutes on 2 cores (README). The
     # landmark branch trains with batch 32, 1.0-1.7x faster per image than at 64 on the CPUs measured (benchmarks/README.md).
     "demo": Profile("demo", (4000, RAFDB_TEST_SIZE), 128, 16, 10, 8, 4, 2, (0.0, 0.6, 1.0), batch_train=64, batch_fusion=32, knobs=DEMO_KNOBS),
-    # the paper's settings on the user's RAF-DB, meant for a GPU
-    "paper": Profile("paper", None, 224, 64, 70, 32, 10, 5, W_GRID_PAPER),
+    # the paper's settings on the user's RAF-DB, meant for a GPU: Table 1 as printed (no BatchNorm), the ARM authors'
+    # augmentation mix
+    "paper": Profile("paper", None, 224, 64, 70, 32, 10, 5, W_GRID_PAPER, landmark_batch_norm=False, augmentation="upstream"),
 }
 
 
@@ -177,6 +180,14 @@ def _parse_setting(profile: Profile, key: str, text: str) -> object:
         return (_positive_int("synthetic train", parts[0], len(CLASSES)), _positive_int("synthetic test", parts[1], len(CLASSES)))
     if key == "knobs":
         return _parse_knobs(text)
+    if key == "landmark_batch_norm":
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise SettingsError(f"{key}={text!r}: expected true or false")
+        return text.lower() in ("true", "1", "yes")
+    if key == "augmentation":
+        if text not in D.AUGMENTATIONS:
+            raise SettingsError(f"{key}={text!r}: expected one of {', '.join(D.AUGMENTATIONS)}")
+        return text
     raise SettingsError(f"unknown setting {key!r}; the settings are: {', '.join(SETTING_KEYS)}")
 
 
@@ -272,11 +283,13 @@ class FusionRun:
 class Experiment:
     """Everything one profile trains and evaluates, reusing finished artefacts from ``run_dir``."""
 
-    def __init__(self, profile: str | Profile, data_root: str | Path, run_dir: str | Path, baseline_checkpoint: str | Path | None = None, *, progress: bool = True):
+    def __init__(self, profile: str | Profile, data_root: str | Path, run_dir: str | Path, baseline_checkpoint: str | Path | None = None, *,
+                 pretrained: str | Path | None = None, progress: bool = True):
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.data_root = Path(data_root)
         self.run_dir = Path(run_dir)
         self.baseline_checkpoint = Path(baseline_checkpoint) if baseline_checkpoint else None
+        self.pretrained = Path(pretrained) if pretrained else None  # torchvision's ResNet18 ImageNet weights for a trained baseline
         self.progress = progress
         self.device = M.pick_device()
         self.cache_dir = self.run_dir / "cache"
@@ -360,7 +373,8 @@ class Experiment:
     # -- baseline --------------------------------------------------------------------------------------
     def baseline_config(self) -> T.BaselineConfig:
         p = self.profile
-        return T.BaselineConfig(input_size=p.input_size, width=p.baseline_width, epochs=p.baseline_epochs, batch_size=p.batch_train, eval_batch_size=p.batch_test, seed=p.seed_offset)
+        return T.BaselineConfig(input_size=p.input_size, width=p.baseline_width, epochs=p.baseline_epochs, batch_size=p.batch_train, eval_batch_size=p.batch_test,
+                                pretrained=str(self.pretrained) if self.pretrained else None, augmentation=p.augmentation, seed=p.seed_offset)
 
     @property
     def baseline_dir(self) -> Path:
@@ -378,6 +392,14 @@ class Experiment:
             print(f"baseline: {'reusing the finished run in' if finished else 'training (or resuming) in'} {self.baseline_dir}")
             model = T.train_baseline(self.train, self.baseline_config(), self.baseline_dir, device=self.device, progress=self.progress)
         return model.to(self.device).eval()
+
+    def baseline_warning(self) -> str | None:
+        """Why this run's baseline cannot be compared with the paper's 0.9205, if it cannot."""
+        if self.profile.synthetic is None and self.baseline_checkpoint is None and self.pretrained is None:
+            return ("warning: the baseline is trained from random initialisation (neither --baseline-checkpoint "
+                    "epoch59_acc0.9205.pth nor --pretrained resnet18-f37072fd.pth was given), so its accuracy cannot be "
+                    "compared with the paper's 0.9205, which starts from the ARM authors' ImageNet-initialised checkpoint.")
+        return None
 
     def baseline_history(self) -> pd.DataFrame | None:
         path = self.baseline_dir / "history.csv"
@@ -424,7 +446,8 @@ class Experiment:
     # -- landmark branch + fusion ------------------------------------------------------------------------
     def fusion_config(self, weighting: str = "both", w: float = 0.6, seed: int = 0) -> T.FusionConfig:
         p = self.profile
-        return T.FusionConfig(weighting=weighting, w_disagree=float(w), width=p.landmark_width, epochs=p.fusion_epochs, batch_size=p.batch_fusion or p.batch_train, eval_batch_size=p.batch_test, seed=seed)
+        return T.FusionConfig(weighting=weighting, w_disagree=float(w), width=p.landmark_width, batch_norm=p.landmark_batch_norm, epochs=p.fusion_epochs,
+                              batch_size=p.batch_fusion or p.batch_train, eval_batch_size=p.batch_test, select="val_loss", seed=seed)
 
     def fusion_dir(self, weighting: str, w: float, seed: int) -> Path:
         return self.run_dir / "fusion" / f"{weighting}_w{w:.2f}_seed{seed}"

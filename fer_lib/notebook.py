@@ -20,6 +20,7 @@ PARAMETERS = {
     "DATA_ROOT": str,  # RAF-DB basic/ folder; "" = the profile's synthetic set under RUN_DIR/data
     "RUN_DIR": str,  # where checkpoints, predictions and tables go; "" = runs/<PROFILE>
     "BASELINE_CHECKPOINT": str,  # the ARM authors' epoch59_acc0.9205.pth; "" = train the baseline
+    "PRETRAINED": str,  # torchvision's resnet18-f37072fd.pth to start a trained baseline from; "" = random init
     "FIGURES_DIR": str,  # "" = figures/ (demo and paper) or RUN_DIR/figures (smoke)
 }
 
@@ -68,9 +69,11 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
     run_dir.mkdir(parents=True, exist_ok=True)
     claim_run_dir(run_dir, profile)
     data_root = ensure_data(profile, Path(values["DATA_ROOT"]) if values["DATA_ROOT"] else None, run_dir)
-    experiment = Experiment(profile, data_root, run_dir, values["BASELINE_CHECKPOINT"] or None)
+    experiment = Experiment(profile, data_root, run_dir, values["BASELINE_CHECKPOINT"] or None, pretrained=values["PRETRAINED"] or None)
     experiment.figures_dir = Path(values["FIGURES_DIR"]) if values["FIGURES_DIR"] else figures_dir_for(profile, run_dir)
     experiment.tables_dir = run_dir / "tables"
+    if experiment.baseline_warning():
+        print(experiment.baseline_warning())
     if needs_previous and not (run_dir / "baseline").exists() and experiment.baseline_checkpoint is None:
         print(f"note: no baseline in {run_dir} yet; {needs_previous} trains it. Training it here instead.")
     print(experiment.profile.describe())

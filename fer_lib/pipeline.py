@@ -198,6 +198,7 @@ def run_all(
     baseline_checkpoint: Path | None = None,
     *,
     settings: dict[str, str] | None = None,
+    pretrained: Path | None = None,
     run_dir: Path | None = None,
     figures_dir: Path | None = None,
 ) -> int:
@@ -214,6 +215,9 @@ def run_all(
     base.mkdir(parents=True, exist_ok=True)
     claim_run_dir(base, spec)
     print(f"==> {spec.describe()}")
+    if spec.synthetic is None and not baseline_checkpoint and not pretrained:
+        print("==> warning: no --baseline-checkpoint and no --pretrained: the baseline trains from random initialisation "
+              "and cannot be compared with the paper's 0.9205 (the report says so too)")
     data_root = ensure_data(spec, data, base)
     check_data(data_root)
     executed_dir, report_dir = base / "executed", base / "report"
@@ -225,6 +229,7 @@ def run_all(
         "DATA_ROOT": str(data_root.resolve()),
         "RUN_DIR": str(base.resolve()),
         "BASELINE_CHECKPOINT": str(Path(baseline_checkpoint).resolve()) if baseline_checkpoint else "",
+        "PRETRAINED": str(Path(pretrained).resolve()) if pretrained else "",
         "FIGURES_DIR": str(figures.resolve()),
     }
     from fer_lib.io import save_json

@@ -543,3 +543,25 @@ def findings(claims_frame: pd.DataFrame, stability: pd.DataFrame | None) -> pd.D
     agree = {q.removeprefix("claim: "): a for q, a in rows["agree"].items() if q.startswith("claim: ")}
     out["same verdict with other seeds"] = [agree.get(c, "not checked") for c in out["claim"]]
     return out
+
+
+def design_choices(profile, fusion_config) -> pd.DataFrame:
+    """The choices this run makes where the paper is silent or was changed for the CPU (README, "Choices the
+    paper does not state")."""
+    from fer_lib.heatmaps import default_sigma
+
+    sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
+    rows = [
+        ("fusion layer initialisation", "the baseline's fc on F_RGB, zeros on F_landmark" if fusion_config.fusion_init_from_baseline else "PyTorch's default", "silent"),
+        ("gradient through the weight p * w", "yes" if fusion_config.weight_grad else "no (the weight is a constant)", "silent"),
+        ("heatmap points", f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px", "white points on black; size not stated"),
+        ("fusion epochs and the epoch kept", f"{fusion_config.epochs}; lowest validation loss of eq. 3" if fusion_config.select == "val_loss"
+         else f"{fusion_config.epochs}; best fused validation accuracy", "silent"),
+        ("validation hold-out", f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded", "silent"),
+        ("frozen-feature cache", "bf16 autocast on CUDA, fp32 on the CPU", "silent (the paper recomputes)"),
+        ("BatchNorm in the landmark CNN", "yes" if fusion_config.batch_norm else "no (Table 1 as printed)", "Table 1 lists none"),
+        ("baseline augmentation", {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[profile.augmentation],
+         "the ARM code: half untouched, a quarter flipped, a quarter noised"),
+        ("network widths", f"ResNet18 {profile.baseline_width}, landmark CNN {profile.landmark_width}", "64 and 32"),
+    ]
+    return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])

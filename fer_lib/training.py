@@ -55,6 +55,7 @@ class BaselineConfig:
     weight_decay: float = 1e-4
     val_fraction: float = 0.1  # held out from the training set for model selection
     pretrained: str | None = None  # path of torchvision's ResNet18 ImageNet weights; None: from scratch
+    augmentation: str = "flip_or_noise"  # every image flipped or noised; "upstream": the ARM authors' mix (data.augment_arm)
     seed: int = 0
 
 
@@ -70,7 +71,7 @@ class FusionConfig:
     fusion_init_from_baseline: bool = True  # fused model starts as the baseline (the paper does not say)
     epochs: int = 10  # not stated in the paper; selection on the validation split
     lr: float = ADABELIEF["lr"]  # Table 4
-    select: str = "val_loss"  # the epoch kept: lowest validation loss of eq. 3 (both heads), or "val_fused_accuracy"
+    select: str = "val_fused_accuracy"  # the epoch kept; "val_loss": lowest validation loss of eq. 3 (both heads), what the profiles use
     batch_size: int = 256
     eval_batch_size: int = 64
     landmark_set: str = "auto37"
@@ -85,7 +86,10 @@ def _check_config(run_dir: Path, config) -> None:
     wanted = dataclasses.asdict(config)
     path = run_dir / "config.json"
     if path.exists():
-        found = json.loads(path.read_text())
+        # a setting added after the run was made counts as its default there
+        # a setting added after the run was made counts as its default there (defaults keep the older behaviour)
+        defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+        found = {**defaults, **json.loads(path.read_text())}
         if found != wanted:
             changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
             raise ValueError(
@@ -193,7 +197,7 @@ def train_baseline(
             index = order[start_index : start_index + config.batch_size]
             if len(index) < 2:  # BatchNorm needs two samples
                 continue
-            images = D.augment_arm(D.normalise(fit.images[index]), generator).to(device, memory_format=memory_format)
+            images = D.augment_arm(D.normalise(fit.images[index]), generator, config.augmentation).to(device, memory_format=memory_format)
             labels = fit.labels[index].to(device)
             with _autocast(device):
                 logits = model(images)

@@ -42,6 +42,21 @@ def test_augment_arm_is_seeded_and_erases():
     assert zeros.max() <= 0.1 * 40 * 40 + 40  # box area within scale 0.1 (plus rounding)
 
 
+@pytest.mark.parametrize("mix, untouched", [("upstream", 0.5), ("flip_or_noise", 0.0)])
+def test_augment_arm_mix(mix, untouched):
+    """The ARM authors' mix leaves half the images as they are and flips or noises a quarter each; the demo's
+    alters every image. Erasing is switched off here by comparing only images without a zeroed box."""
+    images = torch.randn(4000, 1, 8, 8)
+    out = D.augment_arm(images, torch.Generator().manual_seed(2), mix)
+    erased = (out == 0).flatten(1).any(1)
+    same = (out == images).flatten(1).all(1)[~erased]
+    flipped = (out == images.flip(-1)).flatten(1).all(1)[~erased]
+    assert abs(same.float().mean().item() - untouched) < 0.03
+    assert abs(flipped.float().mean().item() - (0.25 if mix == "upstream" else 0.5)) < 0.03
+    with pytest.raises(ValueError, match="upstream"):
+        D.augment_arm(images, torch.Generator(), "mixup")
+
+
 def test_stratified_split_holds_out_every_class():
     labels = np.repeat(np.arange(7), [50, 10, 20, 100, 40, 20, 60])
     train, val = D.stratified_split(labels, 0.1, seed=3)

@@ -16,6 +16,7 @@ SETTINGS = ""  # JSON object of profile overrides (what run_all.sh --set writes)
 DATA_ROOT = ""  # RAF-DB basic folder; empty: the synthetic set of the profile
 RUN_DIR = ""  # empty: runs/PROFILE
 BASELINE_CHECKPOINT = ""  # epoch59_acc0.9205.pth of the ARM authors; empty: train the baseline
+PRETRAINED = ""  # resnet18-f37072fd.pth (ImageNet) to start a trained baseline from; empty: random init
 FIGURES_DIR = ""  # empty: figures/PROFILE (RUN_DIR/figures with SETTINGS)'''
 
 
@@ -113,6 +114,8 @@ BOOKS["04_fusion"] = notebook(
     "ex = start(globals(), needs_previous='03_baseline.ipynb')",
     [
         "runs = ex.fusion_runs('both', 0.6)",
+        "md: ## Choices the paper does not state\n\nWhere the paper is silent, or where the CPU demo departs from it, this run chose as follows (README, \"Choices the paper does not state\").",
+        "display(report.save_table(report.design_choices(ex.profile, ex.fusion_config()), 'design_choices', ex.tables_dir, caption=f'Choices of this run where the paper is silent: {ex.data_label}'))",
         "fig = report.plot_history(runs[0].history, {'val_fused_accuracy': 'fused (validation)', 'val_landmark_accuracy': 'landmark only (validation)', 'train_fused_accuracy': 'fused (train)'}, f'Landmark branch + fusion, seed {ex.seeds[0]}: {ex.data_label}')\nreport.save_figure(fig, 'fusion_training', ex.figures_dir)",
         "md: ## Each branch alone, and Table 2",
         "branch = pd.DataFrame([{'seed': r.seed, 'RGB': metrics.overall_accuracy(r.predictions.labels, r.predictions.rgb.argmax(1)), 'landmark only': metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1)), 'fused': metrics.overall_accuracy(r.predictions.labels, r.predictions.fused.argmax(1))} for r in runs])\n"
