@@ -50,3 +50,14 @@ def save_npy(array: np.ndarray, path: str | os.PathLike) -> Path:
             np.save(handle, array)
 
     return write_atomic(path, write)
+
+
+def claim_json(path: str | os.PathLike, wanted: dict, defaults: dict | None = None) -> list[str]:
+    """Write ``wanted`` to ``path`` if it is missing; otherwise the keys whose saved value differs (a key missing
+    from the file counts as its value in ``defaults``). An empty list means the folder may be reused."""
+    path = Path(path)
+    if not path.exists():
+        save_json(wanted, path)
+        return []
+    found = {**(defaults or {}), **json.loads(path.read_text())}
+    return sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))

@@ -45,20 +45,14 @@ def figures_dir_for(profile, run_dir: Path) -> Path:
 
 def claim_run_dir(run_dir: Path, profile) -> None:
     """Write the profile's effective settings into ``run_dir/settings.json``, or refuse a folder made with others."""
-    from fer_lib.io import save_json
+    from fer_lib.io import claim_json
 
-    path = Path(run_dir) / "settings.json"
-    wanted = profile.settings()
-    if path.exists():
-        found = json.loads(path.read_text())
-        if found != wanted:
-            changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
-            raise SystemExit(
-                f"{run_dir} holds a run made with other settings (differs in: {', '.join(changed)}). "
-                "Use another folder (--run-dir), or delete this one to start again."
-            )
-    else:
-        save_json(wanted, path)
+    changed = claim_json(Path(run_dir) / "settings.json", profile.settings())
+    if changed:
+        raise SystemExit(
+            f"{relative(run_dir)} holds a run made with other settings (differs in: {', '.join(changed)}). "
+            "Use another folder (--run-dir), or delete this one to start again."
+        )
 
 
 def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path:

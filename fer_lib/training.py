@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from fer_lib import data as D
 from fer_lib import models as M
-from fer_lib.io import save_csv, save_json, save_torch
+from fer_lib.io import claim_json, save_csv, save_json, save_torch
 from fer_lib.rafdb import CLASSES
 
 # Paper, Table 4 (adabelief-pytorch); ExponentialLR(0.9) per epoch; batch 256 train / 64 test.
@@ -83,21 +83,14 @@ class FusionConfig:
 
 def _check_config(run_dir: Path, config) -> None:
     """Refuse to resume a run folder made with another configuration (its checkpoints would not match)."""
-    wanted = dataclasses.asdict(config)
-    path = run_dir / "config.json"
-    if path.exists():
-        # a setting added after the run was made counts as its default there
-        # a setting added after the run was made counts as its default there (defaults keep the older behaviour)
-        defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
-        found = {**defaults, **json.loads(path.read_text())}
-        if found != wanted:
-            changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
-            raise ValueError(
-                f"{run_dir} holds a run with another configuration (differs in: {', '.join(changed)}). "
-                "Use another run folder, or delete this one to start again."
-            )
-    else:
-        save_json(wanted, path)
+    # a setting added after the run was made counts as its default there (defaults keep the older behaviour)
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    changed = claim_json(run_dir / "config.json", dataclasses.asdict(config), defaults)
+    if changed:
+        raise ValueError(
+            f"{run_dir} holds a run with another configuration (differs in: {', '.join(changed)}). "
+            "Use another run folder, or delete this one to start again."
+        )
 
 
 def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

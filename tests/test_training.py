@@ -149,3 +149,18 @@ def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_p
     direct[order] = T.baseline_logits(baseline, tiny_split.images[torch.as_tensor(order)], 4).softmax(1).numpy()
     baseline.set_affinity("batch")
     np.testing.assert_allclose(cached, direct, atol=1e-5)
+
+
+def test_a_setting_added_later_counts_as_its_default_in_older_runs(tmp_path):
+    import dataclasses
+    import json
+
+    import pytest
+
+    from fer_lib import training as T
+
+    older = {k: v for k, v in dataclasses.asdict(T.BaselineConfig()).items() if k != "augmentation"}
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    T._check_config(tmp_path, T.BaselineConfig())  # the older run trained with what is now the default
+    with pytest.raises(ValueError, match="differs in: augmentation"):
+        T._check_config(tmp_path, T.BaselineConfig(augmentation="upstream"))
