@@ -83,7 +83,7 @@ class Profile:
 W_GRID_PAPER = tuple(round(0.1 * i, 1) for i in range(11))
 # The demo's difficulty (SyntheticKnobs overrides), calibrated so that its CPU-sized networks learn what their input
 # allows and the paper's Table 2 pattern appears (benchmarks/README.md, "Calibrating the demo"): fewer and less weak
-# near-Neutral expressions, class recipes held closer (rare Fear less often read as Surprise), pixel cues that stay
+# near-Neutral expressions, class recipes held closer to their prototypes, pixel cues that stay
 # at weak intensities, fewer hard photos, a sharper landmark detector and more identity variety. The no-shortcut
 # check (notebook 01) still holds with them.
 DEMO_KNOBS = (
@@ -133,7 +133,7 @@ def _positive_int(key: str, text: str, low: int = 1) -> int:
     return value
 
 
-def _parse_setting(profile: Profile, key: str, text: str) -> object:
+def _parse_setting(key: str, text: str) -> object:
     from fer_lib import models as M
 
     text = str(text).strip()
@@ -231,7 +231,7 @@ def _split_top_level(text: str) -> list[str]:
 
 def with_settings(profile: Profile, overrides: dict[str, str]) -> Profile:
     """``profile`` with each KEY=VALUE override parsed and checked (a SettingsError names what is wrong)."""
-    changes = {key: _parse_setting(profile, key, value) for key, value in overrides.items()}
+    changes = {key: _parse_setting(key, value) for key, value in overrides.items()}
     if "knobs" in changes:  # on top of the profile's own knobs
         changes["knobs"] = tuple(sorted({**dict(profile.knobs), **dict(changes["knobs"])}.items()))
     result = dataclasses.replace(profile, **changes)
