@@ -38,6 +38,17 @@ def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str
     return frame
 
 
+def show(frame: pd.DataFrame) -> None:
+    """Display a table in a notebook as a reader wants it: no index column, four decimals, missing values empty.
+    Returns nothing, so a cell ending in it shows the table once."""
+    from IPython.display import display
+
+    numbers = frame.select_dtypes("number").columns
+    integers = [c for c in numbers if pd.api.types.is_integer_dtype(frame[c])]
+    styler = frame.style.hide(axis="index").format(precision=4, na_rep="").format("{:d}", subset=integers, na_rep="")
+    display(styler)
+
+
 def read_table(tables_dir: Path, name: str) -> pd.DataFrame | None:
     """A saved table back from its CSV; None when it was not produced, or produced empty (nothing to compare)."""
     path = Path(tables_dir) / f"{name}.csv"

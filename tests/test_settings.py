@@ -143,3 +143,11 @@ def test_the_paper_profile_follows_the_paper_where_it_speaks():
 def test_run_all_refuses_a_missing_pretrained_file(tmp_path, capsys):
     assert main(["run-all", "--profile", "smoke", "--pretrained", str(tmp_path / "resnet18-f37072fd.pth")]) == 2
     assert "--pretrained" in capsys.readouterr().err
+
+
+def test_a_run_folder_from_before_a_new_setting_is_still_reused(tmp_path):
+    older = {k: v for k, v in get_profile("demo").settings().items() if k not in ("augmentation", "landmark_batch_norm")}
+    (tmp_path / "settings.json").write_text(json.dumps(older))
+    claim_run_dir(tmp_path, get_profile("demo"))  # the demo's values of the new settings are their defaults
+    with pytest.raises(SystemExit, match="augmentation"):
+        claim_run_dir(tmp_path, get_profile("demo", {"augmentation": "upstream"}))
