@@ -182,8 +182,71 @@ def _compare_runs(args: argparse.Namespace) -> int:
     return 1 if disagreements else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line (what is wrong and what is allowed) and exit code 2, before any work."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _between(low: float, high: float, *, open_ends: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        inside = low < value < high if open_ends else low <= value <= high
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must lie {'strictly ' if open_ends else ''}between {low:g} and {high:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+def _existing(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
+def _width(network: str):
+    valid = {"resnet": (4, 9, 16, 25, 36, 49, 64), "landmark": (2, 8, 18, 32)}[network]
+
+    def parse(text: str) -> int:
+        value = _at_least(1)(text)
+        if value not in valid:
+            raise argparse.ArgumentTypeError(f"ARM needs one of the widths {', '.join(map(str, valid))}, got {value}")
+        return value
+
+    return parse
+
+
+def _input_size(text: str) -> int:
+    from fer_lib.models import SIZE_RANGE, _landmark_last_kernel
+
+    value = _at_least(1)(text)
+    valid = [s for s in SIZE_RANGE if _landmark_last_kernel(s)]
+    if value not in valid:
+        raise argparse.ArgumentTypeError(f"the networks take one of {', '.join(map(str, valid))} (the paper: 224), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fer_lib", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m fer_lib", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser("check-data", help="validate a RAF-DB copy and print per-class counts")
@@ -199,49 +262,49 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo_data)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", type=Path, required=True, help="RAF-DB basic/ folder (or a synthetic set)")
+    common = _Parser(add_help=False)
+    common.add_argument("--data", type=_existing, required=True, help="RAF-DB basic/ folder (or a synthetic set)")
     common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     common.add_argument("--seed", type=int, default=0)
 
     baseline = commands.add_parser("train-baseline", parents=[common], help="train ResNet18 + ARM (the ARM recipe)")
     baseline.add_argument("--run-dir", type=Path, required=True, help="checkpoints, history, split and predictions go here")
-    baseline.add_argument("--input-size", type=int, default=224)
-    baseline.add_argument("--width", type=int, default=64, help="ResNet18 base width (64: the standard network)")
-    baseline.add_argument("--epochs", type=int, default=70)
-    baseline.add_argument("--batch-size", type=int, default=256)
+    baseline.add_argument("--input-size", type=_input_size, default=224)
+    baseline.add_argument("--width", type=_width("resnet"), default=64, help="ResNet18 base width (64: the standard network)")
+    baseline.add_argument("--epochs", type=_at_least(1), default=70)
+    baseline.add_argument("--batch-size", type=_at_least(2), default=256, help="at least 2 (BatchNorm)")
     baseline.add_argument("--lr", type=float, default=1e-3)
     baseline.add_argument("--weight-decay", type=float, default=1e-4)
-    baseline.add_argument("--val-fraction", type=float, default=0.1)
-    baseline.add_argument("--pretrained", type=Path, default=None, help="torchvision's ResNet18 ImageNet weights (resnet18-f37072fd.pth)")
+    baseline.add_argument("--val-fraction", type=_between(0, 1, open_ends=True), default=0.1)
+    baseline.add_argument("--pretrained", type=_existing, default=None, help="torchvision's ResNet18 ImageNet weights (resnet18-f37072fd.pth)")
     baseline.add_argument("--augmentation", default="upstream", choices=("upstream", "flip_or_noise"),
                           help="upstream: the ARM authors' mix (half untouched, a quarter flipped, a quarter noised); flip_or_noise: every image altered")
     baseline.set_defaults(func=_train_baseline)
 
     fusion = commands.add_parser("train-fusion", parents=[common], help="train the landmark branch + fusion (baseline frozen)")
-    fusion.add_argument("--baseline", type=Path, required=True, help="baseline checkpoint (the ARM authors' file or ours)")
-    fusion.add_argument("--input-size", type=int, default=None, help="default: the checkpoint's (224 for the authors' file)")
+    fusion.add_argument("--baseline", type=_existing, required=True, help="baseline checkpoint (the ARM authors' file or ours)")
+    fusion.add_argument("--input-size", type=_input_size, default=None, help="default: the checkpoint's (224 for the authors' file)")
     fusion.add_argument("--run-dir", type=Path, required=True)
     fusion.add_argument("--weighting", default="both", choices=("none", "confidence", "agreement", "both"))
-    fusion.add_argument("--w", type=float, default=0.6, help="agreement weight when the branches disagree")
+    fusion.add_argument("--w", type=_between(0, 1), default=0.6, help="agreement weight when the branches disagree")
     fusion.add_argument("--weight-grad", action="store_true", help="let gradients flow through p_landmark")
-    fusion.add_argument("--width", type=int, default=32, help="landmark CNN base width (32: Table 1)")
+    fusion.add_argument("--width", type=_width("landmark"), default=32, help="landmark CNN base width (32: Table 1)")
     fusion.add_argument("--no-batch-norm", action="store_true", help="no BatchNorm in the landmark CNN (as the paper's Table 1 lists)")
-    fusion.add_argument("--epochs", type=int, default=10)
-    fusion.add_argument("--batch-size", type=int, default=256)
+    fusion.add_argument("--epochs", type=_at_least(1), default=10)
+    fusion.add_argument("--batch-size", type=_at_least(2), default=256, help="at least 2 (BatchNorm)")
     fusion.add_argument("--landmark-set", default="auto37", choices=("auto37", "manual5", "both"))
-    fusion.add_argument("--sigma", type=float, default=None, help="heatmap gaussian sigma in pixels (default 1.5 at 224)")
+    fusion.add_argument("--sigma", type=_between(0.1, 50), default=None, help="heatmap gaussian sigma in pixels (default 1.5 at 224)")
     fusion.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
-    fusion.add_argument("--val-fraction", type=float, default=0.1)
+    fusion.add_argument("--val-fraction", type=_between(0, 1, open_ends=True), default=0.1)
     fusion.add_argument("--select", default="val_loss", choices=("val_loss", "val_fused_accuracy"),
                         help="the epoch kept: lowest validation loss of eq. 3 (both heads), or best fused validation accuracy")
     fusion.set_defaults(func=_train_fusion)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="test-set predictions and the paper's metrics")
-    evaluate.add_argument("--baseline", type=Path, required=True)
-    evaluate.add_argument("--input-size", type=int, default=None)
-    evaluate.add_argument("--fusion", type=Path, default=None, help="a fusion run's best.pt (default: the baseline alone)")
-    evaluate.add_argument("--batch-size", type=int, default=64, help="test batch size (ARM's batch term depends on it; the paper: 64)")
+    evaluate.add_argument("--baseline", type=_existing, required=True)
+    evaluate.add_argument("--input-size", type=_input_size, default=None)
+    evaluate.add_argument("--fusion", type=_existing, default=None, help="a fusion run's best.pt (default: the baseline alone)")
+    evaluate.add_argument("--batch-size", type=_at_least(1), default=64, help="test batch size (ARM's batch term depends on it; the paper: 64)")
     evaluate.add_argument("--affinity", default="batch", choices=("batch", "fixed"), help="fixed: batch-independent, mean over the training set")
     evaluate.add_argument("--out", type=Path, required=True)
     evaluate.set_defaults(func=_evaluate)
@@ -265,9 +328,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_data_or_checkpoint_error(error: Exception) -> bool:
+    from fer_lib.experiment import SettingsError
+    from fer_lib.models import CheckpointError
+    from fer_lib.rafdb import RafDbError
+
+    return isinstance(error, (RafDbError, CheckpointError, SettingsError))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as error:
+        # a broken data set or a checkpoint that does not fit: its message says what and where, no traceback
+        if not _is_data_or_checkpoint_error(error):
+            raise
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

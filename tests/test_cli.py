@@ -37,10 +37,43 @@ def test_evaluate_with_fusion(trained, affinity, capsys):
     assert len(pd.read_csv(out / "predictions_fused.csv")) == 14
 
 
-def test_evaluate_refuses_a_fusion_checkpoint_of_another_baseline(trained, tmp_path):
+def test_evaluate_refuses_a_fusion_checkpoint_of_another_baseline(trained, tmp_path, capsys):
     base, common = trained
     other = tmp_path / "other"
     assert main(["train-baseline", *common, "--run-dir", str(other), "--input-size", "128", "--width", "4",
                  "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3", "--seed", "5"]) == 0
-    with pytest.raises(Exception, match="another baseline"):
-        main(["evaluate", *common, "--baseline", str(other / "best.pt"), "--fusion", str(base / "fusion" / "best.pt"), "--out", str(tmp_path / "e")])
+    assert main(["evaluate", *common, "--baseline", str(other / "best.pt"), "--fusion", str(base / "fusion" / "best.pt"), "--out", str(tmp_path / "e")]) == 1
+    err = capsys.readouterr().err
+    assert "another baseline" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command, extra, says", [
+    ("train-baseline", ["--width", "5"], "--width: ARM needs one of the widths 4, 9, 16"),
+    ("train-baseline", ["--batch-size", "0"], "--batch-size: must be at least 2"),
+    ("train-baseline", ["--epochs", "0"], "--epochs: must be at least 1"),
+    ("train-baseline", ["--input-size", "100"], "--input-size: the networks take one of"),
+    ("train-baseline", ["--val-fraction", "1"], "--val-fraction: must lie strictly between 0 and 1"),
+    ("train-baseline", ["--pretrained", "missing.pth"], "--pretrained: missing.pth: no such file"),
+    ("train-fusion", ["--baseline", "missing.pt", "--width", "4"], "--baseline: missing.pt: no such file"),
+    ("train-fusion", ["--w", "1.5"], "--w: must lie between 0 and 1"),
+])
+def test_a_bad_argument_is_one_line_and_exit_2(tmp_path, capsys, command, extra, says):
+    data = write_tiny_rafdb(tmp_path / "basic", n_per_class=1)
+    required = {"train-baseline": ["--run-dir", str(tmp_path / "run")],
+                "train-fusion": ["--run-dir", str(tmp_path / "run"), "--baseline", str(data / "EmoLabel" / "list_patition_label.txt")]}[command]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--data", str(data), *required, *extra])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_missing_data_folder_and_a_broken_data_set(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train-baseline", "--data", str(tmp_path / "nonexistent"), "--run-dir", str(tmp_path / "run")])
+    assert exit_.value.code == 2 and "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train-baseline", "--data", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "run"), "--width", "4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("train-baseline: ") and "Traceback" not in err
