@@ -47,9 +47,6 @@ def _check_data(args: argparse.Namespace) -> int:
 def _demo_data(args: argparse.Namespace) -> int:
     from fer_lib.synthetic import generate_demo_dataset
 
-    for option in ("train", "test"):
-        if getattr(args, option) < 7:
-            raise SystemExit(f"--{option} must be at least 7 (one image per class), got {getattr(args, option)}")
     started = time.perf_counter()
     root = generate_demo_dataset(args.out, args.train, args.test, seed=args.seed)
     print(f"wrote {args.train} train + {args.test} test synthetic images to {root} in {time.perf_counter() - started:.1f} s")
@@ -250,15 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser("check-data", help="validate a RAF-DB copy and print per-class counts")
-    check.add_argument("root", type=Path, help="RAF-DB's basic/ folder (holding EmoLabel/, Image/, Annotation/) or its parent")
+    check.add_argument("root", type=_existing, help="RAF-DB's basic/ folder (holding EmoLabel/, Image/, Annotation/) or its parent")
     check.add_argument("--json", action="store_true", help='print one JSON object {"train": [...], "test": [...], "errors": [...]}')
     check.add_argument("--no-decode", action="store_true", help="check image files exist without decoding them")
     check.set_defaults(func=_check_data)
 
     demo = commands.add_parser("demo-data", help="write a synthetic RAF-DB (same layout) for the demo")
     demo.add_argument("out", type=Path, help="output folder (becomes the basic/ root)")
-    demo.add_argument("--train", type=int, default=3000, help="number of training images")
-    demo.add_argument("--test", type=int, default=750, help="number of test images")
+    demo.add_argument("--train", type=_at_least(7), default=3000, help="number of training images (at least 7: one per class)")
+    demo.add_argument("--test", type=_at_least(7), default=750, help="number of test images (at least 7: one per class)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo_data)
 

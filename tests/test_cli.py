@@ -77,3 +77,13 @@ def test_missing_data_folder_and_a_broken_data_set(tmp_path, capsys):
     assert main(["train-baseline", "--data", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "run"), "--width", "4"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("train-baseline: ") and "Traceback" not in err
+
+
+def test_data_commands_refuse_bad_arguments(tmp_path, capsys):
+    for argv, says in ((["check-data", str(tmp_path / "nowhere")], "no such file or folder"),
+                       (["demo-data", str(tmp_path / "out"), "--train", "3"], "--train: must be at least 7")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and says in err[0]
+    assert not (tmp_path / "out").exists()
