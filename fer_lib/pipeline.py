@@ -136,6 +136,18 @@ def notebooks() -> list[Path]:
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
+def _encrypted_kernel_manager():
+    """A kernel manager that provisions CurveZMQ keys where the kernel supports them (ipykernel >= 7.3): the
+    kernel then runs encrypted and does not print its "running over TCP without encryption" warning for
+    every notebook."""
+    from jupyter_client.manager import KernelManager
+
+    class EncryptedKernelManager(KernelManager):
+        transport_encryption = "auto"
+
+    return EncryptedKernelManager
+
+
 def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
     import papermill
 
@@ -143,7 +155,8 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
     os.environ["MPLBACKEND"] = INLINE_BACKEND
     try:
         papermill.execute_notebook(
-            str(notebook), str(executed), parameters=parameters, progress_bar=True, cwd=str(NOTEBOOK_DIR)
+            str(notebook), str(executed), parameters=parameters, progress_bar=True, cwd=str(NOTEBOOK_DIR),
+            kernel_manager_class=_encrypted_kernel_manager(),
         )
     except papermill.PapermillExecutionError as error:
         raise SystemExit(

@@ -178,3 +178,15 @@ def test_the_paper_networks_run_end_to_end(paper_sized_run):
         assert (paper_sized_run / "figures" / f"{name}.png").exists(), name
     executed = (paper_sized_run / "executed" / "04_fusion.ipynb").read_text()
     assert "settings changed from the profile (--set)" in executed and "input_size=224" in executed
+
+
+def test_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebook = new_notebook(cells=[new_code_cell("print(6 * 7)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "tiny.ipynb")
+    pipeline._execute(tmp_path / "tiny.ipynb", tmp_path / "tiny_out.ipynb", {})
+    assert "42" in json.dumps(nbformat.read(tmp_path / "tiny_out.ipynb", as_version=4).cells[0].outputs)
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out
