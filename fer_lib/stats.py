@@ -109,36 +109,43 @@ def paired_bootstrap_correct(
     correct_a, correct_b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     if not (correct_a.shape == correct_b.shape == labels.shape) or labels.ndim != 1:
         raise ValueError(f"labels and correctness must be 1-D and the same length, got {labels.shape}, {correct_a.shape}, {correct_b.shape}")
-    # A resample's OA and AA depend only on how many draws land in each (class, a's hit, b's hit) cell, and those
-    # counts are multinomial: drawing them is the same bootstrap as drawing image indices, in O(cells) per resample.
-    cells, members = np.unique(np.stack([labels.astype(float), correct_a, correct_b], 1), axis=0, return_inverse=True)
-    cell_class, hits_a, hits_b = cells[:, 0].astype(int), cells[:, 1], cells[:, 2]
-    cell_counts = np.bincount(members.ravel(), minlength=len(cells))
-    observed = float(_cell_accuracy(cell_counts[None].astype(float), cell_class, hits_b, metric, num_classes)[0]
-                     - _cell_accuracy(cell_counts[None].astype(float), cell_class, hits_a, metric, num_classes)[0])
-    differences = _resampled_differences(cell_class, hits_a, hits_b, cell_counts, metric, resamples, seed, num_classes)
+    cells = _cells(labels, correct_a, correct_b)
+    observed = _observed_difference(cells, metric, num_classes)
+    differences = _resampled_differences(cells, metric, resamples, seed, num_classes)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(differences, [tail, 100 - tail])
     return BootstrapResult(metric, observed, float(low), float(high), resamples)
 
 
-def _accuracy(labels: np.ndarray, correct: np.ndarray, metric: str, num_classes: int) -> float:
-    """OA, or AA over the classes present, of per-image correctness in [0, 1]."""
-    if metric == "oa":
-        return float(np.mean(correct))
-    return float(np.mean([correct[labels == k].mean() for k in range(num_classes) if np.any(labels == k)]))
+def _cells(labels: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(class, a's hit, b's hit) of each distinct cell, and how many images fall in it. A resample's OA and AA depend
+    only on how many draws land in each cell, and those counts are multinomial: drawing them is the same bootstrap
+    as drawing image indices, in O(cells) per resample."""
+    cells, members = np.unique(np.stack([np.asarray(labels, dtype=float), correct_a, correct_b], 1), axis=0, return_inverse=True)
+    return cells[:, 0].astype(int), cells[:, 1], cells[:, 2], np.bincount(members.ravel(), minlength=len(cells))
 
 
-def _resampled_differences(cell_class, hits_a, hits_b, cell_counts, metric, resamples, seed, num_classes) -> np.ndarray:
+def _difference(cells: tuple[np.ndarray, ...], counts: np.ndarray, metric: str, num_classes: int) -> np.ndarray:
+    """metric(B) - metric(A) for each row of ``counts`` (R, K) over the cells."""
+    cell_class, hits_a, hits_b, _ = cells
+    return _cell_accuracy(counts, cell_class, hits_b, metric, num_classes) - _cell_accuracy(counts, cell_class, hits_a, metric, num_classes)
+
+
+def _observed_difference(cells: tuple[np.ndarray, ...], metric: str, num_classes: int) -> float:
+    return float(_difference(cells, cells[3][None].astype(float), metric, num_classes)[0])
+
+
+def _resampled_differences(cells: tuple[np.ndarray, ...], metric: str, resamples: int, seed: int, num_classes: int) -> np.ndarray:
     """metric(B) - metric(A) over resamples drawn class by class: each class keeps its number of test images
     (the test set's class sizes are fixed by design), and its images are drawn with replacement."""
+    cell_class, cell_counts = cells[0], cells[3]
     rng = np.random.default_rng(seed)
     counts = np.zeros((resamples, len(cell_class)))
     for k in np.unique(cell_class):
         members = np.flatnonzero(cell_class == k)
         size = int(cell_counts[members].sum())
         counts[:, members] = rng.multinomial(size, cell_counts[members] / size, size=resamples)
-    return _cell_accuracy(counts, cell_class, hits_b, metric, num_classes) - _cell_accuracy(counts, cell_class, hits_a, metric, num_classes)
+    return _difference(cells, counts, metric, num_classes)
 
 
 def seed_pooled_interval(
@@ -168,10 +175,8 @@ def seed_pooled_interval(
     correct_a, correct_b = np.atleast_2d(np.asarray(correct_a, dtype=float)), np.atleast_2d(np.asarray(correct_b, dtype=float))
     if correct_a.shape != correct_b.shape or correct_a.shape[1] != len(labels):
         raise ValueError(f"per-seed correctness must pair up over the {len(labels)} images, got {correct_a.shape} and {correct_b.shape}")
-    per_seed = [_accuracy(labels, b, metric, num_classes) - _accuracy(labels, a, metric, num_classes) for a, b in zip(correct_a, correct_b)]
-    cells, members = np.unique(np.stack([labels.astype(float), correct_a.mean(0), correct_b.mean(0)], 1), axis=0, return_inverse=True)
-    counts = np.bincount(members.ravel(), minlength=len(cells))
-    test_variance = float(np.var(_resampled_differences(cells[:, 0].astype(int), cells[:, 1], cells[:, 2], counts, metric, resamples, seed, num_classes)))
+    per_seed = [_observed_difference(_cells(labels, a, b), metric, num_classes) for a, b in zip(correct_a, correct_b)]
+    test_variance = float(np.var(_resampled_differences(_cells(labels, correct_a.mean(0), correct_b.mean(0)), metric, resamples, seed, num_classes)))
     seed_variance = float(np.var(per_seed, ddof=1)) / len(per_seed) if len(per_seed) > 1 else 0.0
     difference = float(np.mean(per_seed))  # OA and AA are linear in per-image correctness: the mean over seeds is the pooled difference
     half = float(norm.ppf(0.5 + confidence / 2)) * np.sqrt(test_variance + seed_variance)
