@@ -3,6 +3,7 @@ leaves a half-written checkpoint, table or cache behind (the previous version st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -52,12 +53,15 @@ def save_npy(array: np.ndarray, path: str | os.PathLike) -> Path:
     return write_atomic(path, write)
 
 
-def claim_json(path: str | os.PathLike, wanted: dict, defaults: dict | None = None) -> list[str]:
-    """Write ``wanted`` to ``path`` if it is missing; otherwise the keys whose saved value differs (a key missing
-    from the file counts as its value in ``defaults``). An empty list means the folder may be reused."""
+def claim_config(path: str | os.PathLike, config) -> list[str]:
+    """Write the dataclass ``config`` to ``path`` as JSON if it is missing; otherwise the fields whose saved value
+    differs. A field missing from the file (added after the run was made) counts as its default, and defaults keep
+    the older behaviour. An empty list means the run folder may be reused."""
     path = Path(path)
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
     if not path.exists():
         save_json(wanted, path)
         return []
-    found = {**(defaults or {}), **json.loads(path.read_text())}
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    found = {**json.loads(json.dumps(defaults)), **json.loads(path.read_text())}
     return sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))

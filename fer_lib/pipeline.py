@@ -8,7 +8,6 @@ papermill parameters.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import os
@@ -46,11 +45,9 @@ def figures_dir_for(profile, run_dir: Path) -> Path:
 
 def claim_run_dir(run_dir: Path, profile) -> None:
     """Write the profile's effective settings into ``run_dir/settings.json``, or refuse a folder made with others."""
-    from fer_lib.io import claim_json
+    from fer_lib.io import claim_config
 
-    # a setting added after the run was made counts as its default there (defaults keep the older behaviour)
-    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(profile) if f.default is not dataclasses.MISSING}))
-    changed = claim_json(Path(run_dir) / "settings.json", profile.settings(), defaults)
+    changed = claim_config(Path(run_dir) / "settings.json", profile)
     if changed:
         raise SystemExit(
             f"{relative(run_dir)} holds a run made with other settings (differs in: {', '.join(changed)}). "

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from fer_lib import data as D
 from fer_lib import models as M
-from fer_lib.io import claim_json, save_csv, save_json, save_torch
+from fer_lib.io import claim_config, save_csv, save_json, save_torch
 from fer_lib.rafdb import CLASSES
 
 # Paper, Table 4 (adabelief-pytorch); ExponentialLR(0.9) per epoch; batch 256 train / 64 test.
@@ -83,9 +83,7 @@ class FusionConfig:
 
 def _check_config(run_dir: Path, config) -> None:
     """Refuse to resume a run folder made with another configuration (its checkpoints would not match)."""
-    # a setting added after the run was made counts as its default there (defaults keep the older behaviour)
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
-    changed = claim_json(run_dir / "config.json", dataclasses.asdict(config), defaults)
+    changed = claim_config(run_dir / "config.json", config)
     if changed:
         raise ValueError(
             f"{run_dir} holds a run with another configuration (differs in: {', '.join(changed)}). "
