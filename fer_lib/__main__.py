@@ -7,7 +7,7 @@
                                                train the landmark branch + fusion (frozen baseline)
     evaluate --data ROOT --baseline CKPT [--fusion CKPT] --out DIR
                                                predictions on the test set and the paper's metrics
-    run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N]
+    run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N]
                                                what ./run_all.sh runs: every table and figure
     compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
 """
@@ -161,7 +161,7 @@ def _run_all(args: argparse.Namespace) -> int:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
     return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint, settings=settings, pretrained=args.pretrained,
-                   run_dir=args.run_dir)
+                   run_dir=args.run_dir, workers=args.workers)
 
 
 def _compare_runs(args: argparse.Namespace) -> int:
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed-offset", type=int, default=None, metavar="N",
                      help="shift every training seed by N (same as --set seed_offset=N): another seed acts like another CPU")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<profile>, or runs/<profile>-<settings> with --set")
+    run.add_argument("--workers", type=_at_least(0), default=None, metavar="N",
+                     help="train the profile's models in N parallel processes before the notebooks (default: one per GPU, "
+                          "or per CPU core up to 8; 0: the notebooks train them one at a time)")
     run.set_defaults(func=_run_all)
 
     compare = commands.add_parser("compare-runs", help="do two finished runs of a profile give the same verdicts and headline numbers?")

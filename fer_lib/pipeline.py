@@ -208,10 +208,13 @@ def run_all(
     pretrained: Path | None = None,
     run_dir: Path | None = None,
     figures_dir: Path | None = None,
+    workers: int | None = None,
 ) -> int:
     """Data check, then every notebook in order (stopping at the first failure), then the HTML report.
 
-    ``settings`` are ``--set`` overrides of the profile (checked before any work starts).
+    ``settings`` are ``--set`` overrides of the profile (checked before any work starts). Before the first
+    notebook that trains (03), every model of the profile is trained in ``workers`` parallel processes
+    (``fer_lib.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks train one model at a time).
     """
     from fer_lib.experiment import get_profile
 
@@ -239,11 +242,17 @@ def run_all(
         "PRETRAINED": str(Path(pretrained).resolve()) if pretrained else "",
         "FIGURES_DIR": str(figures.resolve()),
     }
+    from fer_lib.experiment import Experiment
     from fer_lib.io import save_json
+    from fer_lib.scheduler import train_all
 
     info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "notebook_seconds": {}}
     pages = []
     for notebook in notebooks():
+        if notebook.name.startswith("03") and workers != 0:
+            clock = time.perf_counter()
+            train_all(Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained), workers=workers)
+            info["notebook_seconds"]["training (parallel, before 03)"] = round(time.perf_counter() - clock, 1)
         print(f"==> {notebook.name}")
         executed = executed_dir / notebook.name
         clock = time.perf_counter()

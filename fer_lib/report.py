@@ -190,13 +190,15 @@ def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> p
 METRIC_COLUMNS = ("oa_top1", "oa_top2", "oa_top3", "aa")
 
 
+def metric_values(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """OA top-1/2/3, AA and each class's accuracy of one model's test probabilities."""
+    result = metrics.summary(labels, probabilities)
+    return {**{k: result[k] for k in METRIC_COLUMNS}, **dict(zip(CLASSES, result["per_class"]))}
+
+
 def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
     """One row per seed: the head's OA top-1/2/3, AA and per-class accuracies, from its saved predictions."""
-    rows = []
-    for run in runs:
-        result = metrics.summary(run.predictions.labels, getattr(run.predictions, head))
-        rows.append({"seed": run.seed, **{k: result[k] for k in METRIC_COLUMNS}, **dict(zip(CLASSES, result["per_class"]))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"seed": run.seed, **metric_values(run.predictions.labels, getattr(run.predictions, head))} for run in runs])
 
 
 def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
@@ -210,8 +212,7 @@ def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
 
 def single_row(name: str, labels: np.ndarray, probabilities: np.ndarray, columns) -> dict:
     """A table row for a model evaluated once (the frozen baseline): sd 0, one 'seed'."""
-    result = metrics.summary(labels, probabilities)
-    values = {**{k: result[k] for k in METRIC_COLUMNS}, **dict(zip(CLASSES, result["per_class"]))}
+    values = metric_values(labels, probabilities)
     row = {"model": name, "seeds": 1}
     for column in columns:
         row[column] = values[column]
@@ -517,13 +518,15 @@ def committed_stability(profile: str) -> pd.DataFrame | None:
     return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
 
 
-def branch_reference(runs, probes: pd.DataFrame) -> pd.DataFrame:
+def branch_reference(runs, probes: pd.DataFrame, baseline_seeds: list[int] | None = None) -> pd.DataFrame:
     """Each branch's network next to a linear probe on the same input (``Experiment.probes``): a network below
-    its probe has not learned what its input allows."""
+    its probe has not learned what its input allows. The RGB row is the mean over the trained baselines (the
+    runs whose seed is in ``baseline_seeds``; default: the first run's)."""
     landmark = [metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1)) for r in runs]
-    first = runs[0].predictions
+    baselines = [r for r in runs if r.seed in baseline_seeds] if baseline_seeds else runs[:1]
+    rgb = [metrics.overall_accuracy(r.predictions.labels, r.predictions.rgb.argmax(1)) for r in baselines]
     rows = [
-        {"model": "RGB network (the frozen baseline)", "input": "RGB", "test OA": metrics.overall_accuracy(first.labels, first.rgb.argmax(1)), "seeds": 1},
+        {"model": f"RGB network (the frozen baseline{', mean over seeds' if len(rgb) > 1 else ''})", "input": "RGB", "test OA": float(np.mean(rgb)), "seeds": len(rgb)},
         {"model": "landmark network (landmark-only head, mean over seeds)", "input": "landmarks", "test OA": float(np.mean(landmark)), "seeds": len(runs)},
     ]
     frame = pd.concat([pd.DataFrame(rows), probes[["model", "input", "test OA"]].assign(seeds=np.nan)], ignore_index=True)
