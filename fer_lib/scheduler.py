@@ -7,8 +7,9 @@ on the CPU, the cores split between them. Two single-thread processes train 1.4-
 than one process with two threads on a 2-core CPU (benchmarks/README.md, "Training the demo's models in
 parallel"). The notebooks then find every model finished and only evaluate and explain.
 
-Each job writes its output to ``<run>/logs/<job>.log``; the terminal shows one bar for the whole stage,
-weighted by each job's expected cost, and a line per finished model.
+Each job writes its output to ``<run>/logs/<job>.log``. The terminal shows one bar for the whole stage,
+weighted by each job's expected cost and moved by the epochs the running jobs have finished (their
+``history.csv``), with the model and epoch of each running job, the time left, and a line per finished model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -77,12 +79,16 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path) -> float:
             profile, data_root, run_dir, checkpoint, pretrained = experiment_args
             _WORKER.update(key=key, experiment=Experiment(profile, data_root, run_dir, checkpoint, pretrained=pretrained, progress=False))
         experiment = _WORKER["experiment"]
-        if job.weighting is None:
-            experiment.baseline_for(job.seed)
-            experiment.rgb_cache("train", job.seed)
-            experiment.rgb_cache("test", job.seed)
-        else:
-            experiment.fusion_run(job.weighting, job.w, job.seed)
+        try:
+            if job.weighting is None:
+                experiment.baseline_for(job.seed)
+                experiment.rgb_cache("train", job.seed)
+                experiment.rgb_cache("test", job.seed)
+            else:
+                experiment.fusion_run(job.weighting, job.w, job.seed)
+        except Exception:
+            traceback.print_exc()  # into the job's log; the stage reports the error's one line
+            raise
     return time.perf_counter() - clock
 
 
@@ -126,6 +132,16 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     seconds: dict[str, float] = {}
     bar = tqdm(total=sum(cost.values()), desc="training", disable=not progress,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+    finished_cost, shown_postfix = 0, ""
+
+    def epochs_done(job: Job) -> int:
+        """Epochs a job has finished so far: the rows of its history.csv, written after every epoch."""
+        folder = experiment.baseline_dir_for(job.seed) if job.weighting is None else experiment.fusion_dir(job.weighting, job.w, job.seed)
+        try:
+            return max(0, sum(1 for _ in open(folder / "history.csv", encoding="utf-8")) - 1)
+        except OSError:
+            return 0
+
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(devices, threads)) as pool:
         running = {}
 
@@ -136,8 +152,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
             submit(job)
         waiting = list(fusions)
         while running:
-            done, _ = wait(running, timeout=1, return_when=FIRST_COMPLETED)
-            bar.set_postfix_str("running: " + "; ".join(job.name for future, job in running.items() if future.running()))
+            done, _ = wait(running, timeout=2, return_when=FIRST_COMPLETED)
             for future in done:
                 job = running.pop(future)
                 try:
@@ -146,14 +161,22 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                     for other in running:
                         other.cancel()
                     bar.close()
-                    raise SystemExit(f"training {job.name} failed ({type(error).__name__}: {error}); "
-                                     f"its log: {relative(logs / (job.slug + '.log'))}") from None
-                bar.update(cost[job])
+                    raise SystemExit(f"training {job.name} failed ({type(error).__name__}: {error}); its log: {logs / (job.slug + '.log')}") from None
+                finished_cost += cost[job]
                 bar.write(f"    {job.name}: done in {seconds[job.slug]:.0f} s")
                 if job.weighting is None:  # its seed's landmark-branch runs can start
                     ready = [f for f in waiting if experiment.baseline_seed(f.seed) == job.seed]
                     waiting = [f for f in waiting if f not in ready]
                     for fusion in ready:
                         submit(fusion)
+            active = [job for future, job in running.items() if future.running()]
+            total_epochs = {job: p.baseline_epochs if job.weighting is None else p.fusion_epochs for job in active}
+            progress_now = {job: min(epochs_done(job), total_epochs[job]) for job in active}
+            postfix = "; ".join(f"{job.name}, epoch {progress_now[job] + 1}/{total_epochs[job]}" for job in active)
+            if postfix != shown_postfix:
+                bar.set_postfix_str(postfix, refresh=False)
+                shown_postfix = postfix
+            # moved with update(), so the bar's rate and time left follow the finished epochs
+            bar.update(max(0, finished_cost + sum(cost[job] * progress_now[job] // total_epochs[job] for job in active) - bar.n))
     bar.close()
     return seconds

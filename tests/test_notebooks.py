@@ -52,6 +52,26 @@ def test_every_notebook_ran_and_rendered(smoke_run):
     assert all(path.stem in index for path in NOTEBOOKS)
 
 
+def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke_run):
+    from fer_lib import scheduler
+    from fer_lib.experiment import Experiment, get_profile
+
+    baselines, fusions = scheduler.plan(Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False))
+    assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(f"{j.weighting}_w{j.w:.2f}_seed{j.seed}" for j in fusions)
+    assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]  # one baseline per seed
+    assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted(f"{j.slug}.log" for j in baselines + fusions)
+    info = json.loads((smoke_run / "run_info.json").read_text())
+    assert list(info["notebook_seconds"])[2] == "training (parallel, before 03)"
+    for name in ("03_baseline", "04_fusion", "05_w_sweep", "06_ablation"):
+        text = json.dumps([c.get("outputs", []) for c in nbformat.read(smoke_run / "executed" / f"{name}.ipynb", as_version=4).cells])
+        assert "training (or resuming)" not in text and "fusion epoch" not in text, name
+    # each seed's landmark branch is compared with its own seed's baseline
+    table6 = pd.read_csv(smoke_run / "tables" / "table6_overall.csv").set_index("model")
+    per_seed = pd.read_csv(smoke_run / "tables" / "baseline_metrics.csv")
+    assert list(per_seed["seed"]) == [0, 1] and table6.loc["baseline", "seeds"] == 2
+    assert table6.loc["baseline", "oa_top1"] == pytest.approx(per_seed["oa_top1"].mean())
+
+
 def test_tables_have_the_paper_shapes_and_valid_values(smoke_run):
     tables = smoke_run / "tables"
     for name in ("table3_class_counts", "table5_per_class", "table6_overall", "table7_ablation_per_class", "table8_ablation_overall", "table2_contingency", "fig4_w_sweep"):
