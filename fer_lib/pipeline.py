@@ -8,7 +8,6 @@ papermill parameters.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -177,18 +176,6 @@ def _render_html(executed: Path, report_dir: Path) -> Path:
     return target
 
 
-def _write_index(report_dir: Path, pages: list[Path], profile: str, data_root: Path) -> Path:
-    items = "\n".join(f'<li><a href="{html.escape(p.name)}">{html.escape(p.stem)}</a></li>' for p in pages)
-    index = report_dir / "index.html"
-    index.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>FER report ({profile})</title></head><body>"
-        f"<h1>Report: profile {html.escape(profile)}</h1><p>Data: {html.escape(relative(data_root))}</p>"
-        f"<ol>{items}</ol></body></html>",
-        encoding="utf-8",
-    )
-    return index
-
-
 def write_results_digest(tables_dir: Path, figures_dir: Path, profile: str, data_root: Path) -> Path:
     """All tables of a run (their Markdown files) in one page beside the figures, for sharing and the README."""
     from fer_lib.io import save_text
@@ -244,9 +231,11 @@ def run_all(
     }
     from fer_lib.experiment import Experiment
     from fer_lib.io import save_json
+    from fer_lib.landing import write_landing_page
     from fer_lib.scheduler import train_all
 
-    info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "notebook_seconds": {}}
+    warning = Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained).baseline_warning()
+    info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "warnings": [warning] if warning else [], "notebook_seconds": {}}
     pages = []
     for notebook in notebooks():
         if notebook.name.startswith("03") and workers != 0:
@@ -260,7 +249,7 @@ def run_all(
         info["notebook_seconds"][notebook.stem] = round(time.perf_counter() - clock, 1)
         save_json(info, base / "run_info.json")
         pages.append(_render_html(executed, report_dir))
-    index = _write_index(report_dir, pages, spec.name, data_root)
+    index = write_landing_page(base, report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md")
     digest = write_results_digest(base / "tables", figures, spec.name, data_root)
     print(f"==> tables digest: {relative(digest)}")
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")

@@ -1,0 +1,173 @@
+"""The report's landing page, ``runs/<profile>/report/index.html``: what someone opening only that page needs.
+
+It shows the paper, what was run (profile, data set and counts, settings, commit, date, machine, wall time
+per notebook), Table 6 beside the paper's numbers, the claims with their verdicts, Fig. 4 and one Grad-CAM++
+mosaic, and links to each notebook with one line on what it shows. Everything is read from the run's saved
+tables, ``run_info.json`` and ``settings.json``. The folder is self-contained: the figures are copied into
+``report/figures/`` and the method (``docs/SPEC.md``) is rendered to ``report/paper.html``, so the folder can
+be copied anywhere and opened offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+PAPER = {
+    "title": "Emotion estimation from face images using facial landmarks",
+    "authors": "Kanamori, Kanamori, Endo, Mitani (University of Tsukuba)",
+    "language": "Japanese; restated in English, with every number, on the page linked here",
+}
+# The figures shown on the landing page, in order of preference per slot: (file stem, caption).
+FIGURES = (
+    (("fig4_w_sweep",), "Fig. 4: the OA gain over the baseline against the agreement weight w (mean over seeds, seeds as dots)."),
+    (("table10_gradcam", "table9_gradcam"), "Grad-CAM++ of both branches, at the paper's layers, on the most confident mistakes per class (Table 10)."),
+)
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.supported { color: #0a6b2c; font-weight: 600; } .contradicted { color: #a11; font-weight: 600; } .not-supported { color: #666; }
+.warning { background: #fff4e5; border-left: 4px solid #e69500; padding: 0.5em 1em; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #ddd; }
+.small { color: #555; font-size: 0.9em; }
+"""
+
+
+def _table(frame: pd.DataFrame, *, numeric: dict[str, str] | None = None, css_column: str | None = None) -> str:
+    """An HTML table without index; ``numeric`` maps a column to its format, ``css_column`` gives cells a class."""
+    numeric = numeric or {}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for _, row in frame.iterrows():
+        cells = []
+        for column in frame.columns:
+            value = row[column]
+            if column in numeric:
+                text = "" if pd.isna(value) else format(float(value), numeric[column])
+                cells.append(f'<td class="num">{text}</td>')
+            else:
+                text = "" if pd.isna(value) else str(value)
+                css = f' class="{text.replace(" ", "-")}"' if column == css_column else ""
+                cells.append(f"<td{css}>{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _read(tables: Path, name: str) -> pd.DataFrame | None:
+    path = tables / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else None
+
+
+def _notebook_line(executed: Path) -> tuple[str, str]:
+    """(title, first sentence of the introduction) of an executed notebook's first markdown cell."""
+    import nbformat
+
+    cell = next((c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "markdown"), None)
+    if cell is None:
+        return executed.stem, ""
+    title, _, rest = cell.source.partition("\n")
+    first = rest.strip().split("\n\n")[0].replace("\n", " ")
+    sentence = first.split(". ")[0].rstrip(".") + "." if first else ""
+    return title.lstrip("# ").strip(), sentence
+
+
+def render_spec(spec: Path, target: Path) -> Path:
+    """The method, restated in English (``docs/SPEC.md``), as a standalone HTML page."""
+    import mistune
+
+    body = mistune.html(spec.read_text(encoding="utf-8"))
+    target.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>The method</title><style>{CSS}</style></head>"
+                      f"<body><p><a href='index.html'>Back to the report</a></p>{body}</body></html>", encoding="utf-8")
+    return target
+
+
+def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figures_dir: Path, *, spec: Path | None = None) -> Path:
+    """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
+    from fer_lib.pipeline import relative
+
+    run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
+    tables = run_dir / "tables"
+    info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").exists() else {}
+    settings = json.loads((run_dir / "settings.json").read_text()) if (run_dir / "settings.json").exists() else {}
+    parts = [f"<h1>Facial expressions from RGB and landmarks: report of the <code>{html.escape(str(settings.get('name', '?')))}</code> run</h1>"]
+
+    paper_link = ""
+    if spec is not None and spec.exists():
+        render_spec(spec, report_dir / "paper.html")
+        paper_link = ' (<a href="paper.html">the method, with every number</a>)'
+    parts.append(f"<p><b>The paper.</b> <i>{html.escape(PAPER['title'])}</i>, {html.escape(PAPER['authors'])}; "
+                 f"{html.escape(PAPER['language'])}{paper_link}. A frozen RGB network (ResNet18 + ARM) is fused with a "
+                 "landmark-heatmap CNN whose feature is weighted by its own confidence and by its agreement with the RGB network.</p>")
+
+    synthetic = settings.get("synthetic")
+    counts = _read(tables, "table3_class_counts")
+    data = ("synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)" if synthetic else "RAF-DB (basic)")
+    if counts is not None:
+        data += f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test images"
+    overrides = info.get("settings") or {}
+    rows = [
+        ("profile", html.escape(str(settings.get("name", "?")))),
+        ("data set", data),
+        ("settings changed from the profile", html.escape(", ".join(f"{k}={v}" for k, v in overrides.items())) or "none"),
+        ("training seeds", html.escape(", ".join(str(int(settings.get("seed_offset", 0)) + k) for k in range(int(settings.get("seeds", 0)))))),
+        ("commit", html.escape(str(info.get("commit", "unknown")))),
+        ("date", html.escape(str(info.get("date", "unknown")))),
+        ("machine", html.escape(f"{info.get('cpu', '?')}, {info.get('cpu_cores', '?')} cores; GPU: {info.get('gpu', '?')}")),
+        ("software", html.escape(f"torch {info.get('torch', '?')}, Python {info.get('python', '?')}")),
+    ]
+    seconds = info.get("notebook_seconds") or {}
+    if seconds:
+        rows.append(("wall time", html.escape("; ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + f" (total {sum(seconds.values()) / 60:.1f} min)")))
+    parts.append("<h2>What was run</h2><table><tbody>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</tbody></table>")
+    for warning in info.get("warnings", []):
+        parts.append(f'<p class="warning">{html.escape(warning)}</p>')
+
+    table6 = _read(tables, "summary_table6")
+    if table6 is not None:
+        table6 = table6.drop(columns=["table"]).rename(columns={"ours": "this run", "ours sd": "sd over seeds", "paper": "paper (RAF-DB)", "difference": "this run - paper"})
+        table6["metric"] = table6["metric"].map({"oa_top1": "OA (top-1)", "oa_top2": "OA (top-2)", "oa_top3": "OA (top-3)", "aa": "AA (mean per class)"}).fillna(table6["metric"])
+        parts.append("<h2>Table 6: overall and average accuracy, beside the paper's</h2>"
+                     f"<p class='small'>This run's numbers are on the {'synthetic set' if synthetic else 'RAF-DB test set'}; the paper's on RAF-DB.</p>"
+                     + _table(table6, numeric={"this run": ".4f", "sd over seeds": ".4f", "paper (RAF-DB)": ".4f", "this run - paper": "+.4f"}))
+
+    claims = _read(tables, "claims")
+    if claims is not None:
+        findings = _read(tables, "findings")
+        if findings is not None and "same verdict with other seeds" in findings:
+            claims = claims.merge(findings[["claim", "same verdict with other seeds"]], on="claim", how="left")
+        claims = claims.rename(columns={"detail": "evidence (differences with 95% intervals)"})
+        parts.append("<h2>The paper's claims on this run</h2><p class='small'>Supported or contradicted when the 95% interval of the "
+                     "seed-averaged difference lies on one side of zero; a verdict is a finding only if a run with other seeds gives the "
+                     "same one (summary notebook).</p>" + _table(claims, css_column="verdict"))
+
+    shown = report_dir / "figures"
+    for stems, caption in FIGURES:
+        source = next((figures_dir / f"{stem}.png" for stem in stems if (figures_dir / f"{stem}.png").exists()), None)
+        if source is None:
+            continue
+        shown.mkdir(exist_ok=True)
+        shutil.copyfile(source, shown / source.name)
+        parts.append(f'<figure><img src="figures/{html.escape(source.name)}" alt="{html.escape(source.stem)}">'
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    items = []
+    for page in pages:
+        executed = run_dir / "executed" / f"{page.stem}.ipynb"
+        title, line = _notebook_line(executed) if executed.exists() else (page.stem, "")
+        items.append(f'<li><a href="{html.escape(page.name)}">{html.escape(title)}</a>: {html.escape(line)}</li>')
+    parts.append("<h2>The notebooks, executed</h2><ol>" + "".join(items) + "</ol>")
+    parts.append(f"<p class='small'>Written by <code>./run_all.sh</code> from the run folder <code>{html.escape(relative(run_dir))}</code>; "
+                 "every number above is read from its saved tables.</p>")
+
+    index = report_dir / "index.html"
+    title = f"FER report ({settings.get('name', '?')})"
+    index.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head>"
+                     f"<body>{''.join(parts)}</body></html>", encoding="utf-8")
+    return index
