@@ -4,6 +4,7 @@
 #   ./run_all.sh                          demo profile: synthetic RAF-DB, everything end to end
 #   ./run_all.sh --profile paper --data /path/to/RAF-DB/basic [--baseline-checkpoint epoch59_acc0.9205.pth]
 #   ./run_all.sh test [pytest args]       the test suite
+#   ./run_all.sh lab [jupyter lab args]   explore: JupyterLab on notebooks/, with this environment as kernel "fer-lib"
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,6 +43,13 @@ ensure_env() {
     fi
     echo "$want${extras:+ $extras}" > "$stamp"
 }
+
+if [[ "${1:-}" == "lab" ]]; then
+    shift
+    ensure_env ""
+    "$VENV/bin/python" -m fer_lib install-kernel
+    exec "$VENV/bin/jupyter" lab notebooks "$@"  # figures inline: no headless MPLBACKEND here
+fi
 
 export MPLBACKEND=Agg
 

@@ -10,6 +10,7 @@
     run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N]
                                                what ./run_all.sh runs: every table and figure
     compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
+    install-kernel [--prefix DIR]              register this environment as the Jupyter kernel "fer-lib"
 """
 
 from __future__ import annotations
@@ -325,7 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", type=Path, nargs="+", help="run folders, e.g. runs/demo runs/demo-seed_offset_100")
     compare.add_argument("--out", type=Path, required=True, help="folder for seed_stability.{csv,md,tex} (e.g. figures/demo)")
     compare.set_defaults(func=_compare_runs)
+
+    kernel = commands.add_parser("install-kernel", help=f"register this environment as the Jupyter kernel {KERNEL_NAME!r} (./run_all.sh lab does it)")
+    kernel.add_argument("--prefix", type=Path, default=None, help="install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)")
+    kernel.set_defaults(func=_install_kernel)
     return parser
+
+
+KERNEL_NAME = "fer-lib"  # the notebooks' kernelspec: any JupyterLab finds this environment under that name
+
+
+def _install_kernel(args: argparse.Namespace) -> int:
+    from ipykernel.kernelspec import install
+
+    path = install(user=args.prefix is None, prefix=str(args.prefix) if args.prefix else None, kernel_name=KERNEL_NAME,
+                   display_name=f"Python ({KERNEL_NAME})")
+    print(f"kernel {KERNEL_NAME!r} ({sys.executable}) registered in {path}")
+    return 0
 
 
 def _is_data_or_checkpoint_error(error: Exception) -> bool:

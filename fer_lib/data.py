@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from fer_lib import landmarks as L
 from fer_lib.heatmaps import render_heatmaps
-from fer_lib.io import save_npy
+from fer_lib.io import relative, save_npy
 from fer_lib.models import IMAGENET_MEAN, IMAGENET_STD
 from fer_lib.rafdb import RafDb
 
@@ -92,7 +92,7 @@ def split_tensors(
         if cache_file.exists():
             images = np.load(cache_file)
             if progress:
-                print(f"reusing decoded images from {cache_file}")
+                print(f"reusing decoded images from {relative(cache_file)}")
     if images is None:
         images = load_images([data.aligned_path(i) for i in range(len(data))], size, progress=progress)
         if cache_dir is not None:

@@ -1,5 +1,6 @@
 """Atomic writes: a file is written next to its target and renamed over it, so an interrupted run never
-leaves a half-written checkpoint, table or cache behind (the previous version stays intact)."""
+leaves a half-written checkpoint, table or cache behind (the previous version stays intact). And ``relative``:
+how a path is shown in anything shared."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def relative(path: str | os.PathLike) -> str:
+    """A path as shown in anything shared (notebooks, HTML, tables, messages): relative to the project when inside
+    it, else ``<outside the project>/name``, so no absolute path of the machine is written."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return f"<outside the project>/{path.name}"
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -12,11 +12,13 @@ import json
 from pathlib import Path
 
 from fer_lib.experiment import Experiment, get_profile
+from fer_lib.io import PROJECT_ROOT, relative
 from fer_lib.pipeline import run_dir_for
 
 PARAMETERS = {
     "PROFILE": str,  # smoke / demo / paper
     "SETTINGS": str,  # JSON {"key": "value"} of profile overrides (run_all.sh --set); "" = the profile as defined
+    # paths: absolute, or relative to the project (not to notebooks/)
     "DATA_ROOT": str,  # RAF-DB basic/ folder; "" = the profile's synthetic set under RUN_DIR/data
     "RUN_DIR": str,  # where checkpoints, predictions and tables go; "" = runs/<PROFILE>
     "BASELINE_CHECKPOINT": str,  # the ARM authors' epoch59_acc0.9205.pth; "" = train the baseline
@@ -38,8 +40,31 @@ def check_parameters(namespace: dict) -> dict:
         if not isinstance(value, kind):
             raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
         values[name] = value
+    for name in PATH_PARAMETERS:
+        values[name] = _resolve_path(name, values[name])
     values["profile"] = get_profile(values["PROFILE"], _settings(values["SETTINGS"]))
     return values
+
+
+PATH_PARAMETERS = ("DATA_ROOT", "RUN_DIR", "BASELINE_CHECKPOINT", "PRETRAINED", "FIGURES_DIR")
+
+
+def _resolve_path(name: str, value: str) -> str:
+    """A path parameter as the kernel uses it: "" stays empty; a path relative to the project (what run_all.sh
+    writes for paths inside it) is made absolute; a placeholder such as ``<data_root>`` (a path outside the
+    project) is read from the environment variable run_all.sh set for it."""
+    import os
+
+    from fer_lib.pipeline import PARAMETER_ENV
+
+    if not value:
+        return ""
+    if value.startswith("<") and value.endswith(">"):
+        if PARAMETER_ENV + name not in os.environ:
+            raise ValueError(f"parameter {name} is the placeholder {value}, which run_all.sh fills from the environment "
+                             f"variable {PARAMETER_ENV + name}; set {name} to the path itself to run this notebook alone")
+        return os.environ[PARAMETER_ENV + name]
+    return str(PROJECT_ROOT / value) if not Path(value).is_absolute() else value
 
 
 def _settings(text: str) -> dict[str, str]:
@@ -75,7 +100,7 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
     if experiment.baseline_warning():
         print(experiment.baseline_warning())
     if needs_previous and not (run_dir / "baseline").exists() and experiment.baseline_checkpoint is None:
-        print(f"note: no baseline in {run_dir} yet; {needs_previous} trains it. Training it here instead.")
+        print(f"note: no baseline in {relative(run_dir)} yet; {needs_previous} trains it. Training it here instead.")
     print(experiment.profile.describe())
     if experiment.profile.overrides():
         print("settings changed from the profile (--set): " + ", ".join(f"{k}={v}" for k, v in experiment.profile.overrides().items()))

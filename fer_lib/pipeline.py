@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from fer_lib.io import PROJECT_ROOT, relative  # noqa: F401 - relative is part of this module's interface
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
 
@@ -75,13 +75,21 @@ def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path
     return root
 
 
-def relative(path: Path) -> str:
-    """A path as shown in anything shared: relative to the project when inside it, else ``<data>/name``."""
+PARAMETER_ENV = "FER_PARAMETER_"  # + a path parameter's name: where a kernel finds a placeholder's value
+
+
+def portable_parameter(name: str, path) -> str:
+    """A path parameter as written into the executed notebook: relative to the project when inside it; else a
+    placeholder ``<name>`` whose value the kernel reads from the environment variable ``FER_PARAMETER_<NAME>``
+    (``notebook.check_parameters``), so no absolute path of the machine is written into a shared notebook."""
+    if not path:
+        return ""
     path = Path(path).resolve()
     try:
         return str(path.relative_to(PROJECT_ROOT))
     except ValueError:
-        return f"<outside the project>/{path.name}"
+        os.environ[PARAMETER_ENV + name] = str(path)  # kernels inherit the environment
+        return f"<{name.lower()}>"
 
 
 def check_data(root: Path) -> None:
@@ -152,8 +160,10 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
     try:
         papermill.execute_notebook(
             str(notebook), str(executed), parameters=parameters, progress_bar=True, cwd=str(NOTEBOOK_DIR),
+            kernel_name="python3",  # this environment's own kernel: the notebooks' "fer-lib" needs registering (./run_all.sh lab)
             kernel_manager_class=_encrypted_kernel_manager(),
         )
+        _strip_machine_paths(executed)
     except papermill.PapermillExecutionError as error:
         raise SystemExit(
             f"notebook {notebook.name} failed in cell {error.exec_count} ({error.ename}: {error.evalue}).\n"
@@ -164,6 +174,18 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = backend
+
+
+def _strip_machine_paths(executed: Path) -> None:
+    """papermill records where it read and wrote the notebook; keep those paths relative to the project."""
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    record = notebook.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if record.get(key):
+            record[key] = relative(record[key])
+    nbformat.write(notebook, executed)
 
 
 def _render_html(executed: Path, report_dir: Path) -> Path:
@@ -223,11 +245,11 @@ def run_all(
     parameters = {
         "PROFILE": spec.name,
         "SETTINGS": json.dumps(spec.overrides()) if spec.overrides() else "",
-        "DATA_ROOT": str(data_root.resolve()),
-        "RUN_DIR": str(base.resolve()),
-        "BASELINE_CHECKPOINT": str(Path(baseline_checkpoint).resolve()) if baseline_checkpoint else "",
-        "PRETRAINED": str(Path(pretrained).resolve()) if pretrained else "",
-        "FIGURES_DIR": str(figures.resolve()),
+        "DATA_ROOT": portable_parameter("DATA_ROOT", data_root),
+        "RUN_DIR": portable_parameter("RUN_DIR", base),
+        "BASELINE_CHECKPOINT": portable_parameter("BASELINE_CHECKPOINT", baseline_checkpoint),
+        "PRETRAINED": portable_parameter("PRETRAINED", pretrained),
+        "FIGURES_DIR": portable_parameter("FIGURES_DIR", figures),
     }
     from fer_lib.experiment import Experiment
     from fer_lib.io import save_json

@@ -577,5 +577,9 @@ def design_choices(profile, fusion_config) -> pd.DataFrame:
         ("baseline augmentation", {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[profile.augmentation],
          "the ARM code: half untouched, a quarter flipped, a quarter noised"),
         ("network widths", f"ResNet18 {profile.baseline_width}, landmark CNN {profile.landmark_width}", "64 and 32"),
+        ("baselines", f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its own" if profile.baseline_per_seed
+         else "one, shared by every seed", "one (the ARM authors' checkpoint)"),
+        ("baseline weights kept", f"their moving average (decay {profile.baseline_ema} per step), at the best validation epoch" if profile.baseline_ema
+         else "the best validation epoch's", "the ARM recipe: the epoch's own weights"),
     ]
     return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])

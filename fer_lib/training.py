@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from fer_lib import data as D
 from fer_lib import models as M
-from fer_lib.io import claim_config, save_csv, save_json, save_torch
+from fer_lib.io import claim_config, relative, save_csv, save_json, save_torch
 from fer_lib.rafdb import CLASSES
 
 # Paper, Table 4 (adabelief-pytorch); ExponentialLR(0.9) per epoch; batch 256 train / 64 test.
@@ -56,6 +57,7 @@ class BaselineConfig:
     val_fraction: float = 0.1  # held out from the training set for model selection
     pretrained: str | None = None  # path of torchvision's ResNet18 ImageNet weights; None: from scratch
     augmentation: str = "flip_or_noise"  # every image flipped or noised; "upstream": the ARM authors' mix (data.augment_arm)
+    ema: float | None = None  # decay per step of an exponential moving average of the weights, evaluated and kept instead of the raw weights; None: off (the ARM recipe)
     seed: int = 0
 
 
@@ -110,25 +112,27 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int) -> tuple[int, list[dict], float]:
+def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int, average=None) -> tuple[int, list[dict], float]:
     """Resume state from ``last.pt``: (next epoch, history, best validation accuracy)."""
     path = run_dir / "last.pt"
     if not path.exists():
         return 0, [], float("-inf")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], strict=True)
+    if average is not None:
+        average.load_state_dict(state["average"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if state["epoch"] + 1 < epochs:
-        print(f"resuming {run_dir} after epoch {state['epoch'] + 1}")
+        print(f"resuming {relative(run_dir)} after epoch {state['epoch'] + 1}")
     return state["epoch"] + 1, state["history"], state["best_val_accuracy"]
 
 
-def _save_last(run_dir: Path, model, optimizer, scheduler, epoch: int, history: list[dict], best: float) -> None:
+def _save_last(run_dir: Path, model, optimizer, scheduler, epoch: int, history: list[dict], best: float, average=None) -> None:
     """The state a rerun resumes from, and the history so far (both written atomically)."""
     save_torch(
         {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-         "epoch": epoch, "history": history, "best_val_accuracy": best},
+         "epoch": epoch, "history": history, "best_val_accuracy": best, **({"average": average.state_dict()} if average is not None else {})},
         run_dir / "last.pt",
     )
     save_csv(pd.DataFrame(history), run_dir / "history.csv")
@@ -177,7 +181,10 @@ def train_baseline(
     model = build_baseline(config).to(device).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
-    start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
+    # the weights' moving average (torch's swa_utils), BatchNorm statistics included
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
+    start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
+    evaluated = average.module if average is not None else model
     for epoch in range(start, config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator)
@@ -196,17 +203,19 @@ def train_baseline(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             seen += len(index)
             correct += int((logits.argmax(1) == labels).sum())
             loss_sum += loss.item() * len(index)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)  # shown at the next tick, not redrawn per step
         scheduler.step()
-        val_accuracy = float((baseline_logits(model, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
+        val_accuracy = float((baseline_logits(evaluated, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "val_accuracy": val_accuracy})
         if val_accuracy > best:
             best = val_accuracy
-            M.save_arm_checkpoint(model, run_dir / "best.pt", epoch=epoch + 1, val_accuracy=val_accuracy, config=dataclasses.asdict(config))
-        _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
+            M.save_arm_checkpoint(evaluated, run_dir / "best.pt", epoch=epoch + 1, val_accuracy=val_accuracy, config=dataclasses.asdict(config))
+        _save_last(run_dir, model, optimizer, scheduler, epoch, history, best, average)
         if progress:
             print(f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
                   f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
@@ -246,7 +255,7 @@ def rgb_feature_cache(
         path = Path(cache_dir) / f"rgb_cache_{key}.pt"
         if path.exists():
             if progress:
-                print(f"reusing frozen RGB features from {path}")
+                print(f"reusing frozen RGB features from {relative(path)}")
             return torch.load(path, map_location="cpu", weights_only=True)
     device = next(baseline.parameters()).device
     baseline.eval()

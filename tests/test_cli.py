@@ -1,5 +1,10 @@
 """The training and evaluation commands end to end on a tiny data set (narrow networks, 1-2 epochs)."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -87,3 +92,21 @@ def test_data_commands_refuse_bad_arguments(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_.value.code == 2 and len(err) == 1 and says in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, monkeypatch):
+    from jupyter_client.manager import start_new_kernel
+
+    assert subprocess.run([sys.executable, "-m", "fer_lib", "install-kernel", "--prefix", str(tmp_path)], capture_output=True, text=True).returncode == 0
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))  # found there, as a user-wide install is found
+    manager, client = start_new_kernel(kernel_name="fer-lib")
+    try:
+        outputs = []
+        client.execute_interactive("import fer_lib, sys; print(fer_lib.__name__, sys.executable)", timeout=60,
+                                   output_hook=lambda message: outputs.append(message["content"].get("text", "")))
+        assert f"fer_lib {sys.executable}" in "".join(outputs)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    notebook = json.loads((Path(__file__).parent.parent / "notebooks" / "04_fusion.ipynb").read_text())
+    assert notebook["metadata"]["kernelspec"]["name"] == "fer-lib"

@@ -70,6 +70,18 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
     assert table6.loc["baseline", "oa_top1"] == pytest.approx(per_seed["oa_top1"].mean())
 
 
+def test_nothing_shared_carries_a_path_of_this_machine(smoke_run):
+    shared = [smoke_run / "executed", smoke_run / "report", smoke_run / "tables", smoke_run / "figures"]
+    files = [f for folder in shared for f in folder.rglob("*") if f.suffix in (".ipynb", ".html", ".md", ".csv", ".tex")]
+    assert len(files) > 50
+    for path in files:
+        text = path.read_text(errors="replace")
+        for machine_path in (str(smoke_run), str(pipeline.PROJECT_ROOT), "/tmp/"):
+            assert machine_path not in text, f"{path.relative_to(smoke_run)} contains {machine_path}"
+    injected = nbformat.read(smoke_run / "executed" / "04_fusion.ipynb", as_version=4).metadata["papermill"]["parameters"]
+    assert injected["RUN_DIR"] == "<run_dir>" and injected["DATA_ROOT"] == "<data_root>"  # outside the project: placeholders
+
+
 def _browser() -> str | None:
     import shutil
 

@@ -38,6 +38,8 @@ def test_seed_offset_shifts_every_seed():
     ("synthetic", "100", "TRAIN,TEST"),
     ("augmentation", "mixup", "upstream"),
     ("landmark_batch_norm", "maybe", "true or false"),
+    ("baseline_per_seed", "maybe", "true or false"),
+    ("baseline_ema", "1.5", "between 0 and 1"),
 ])
 def test_bad_values_are_refused_with_what_is_allowed(key, value, says):
     with pytest.raises(SettingsError) as error:
@@ -138,6 +140,10 @@ def test_the_paper_profile_follows_the_paper_where_it_speaks():
     assert paper.landmark_batch_norm is False and paper.augmentation == "upstream"
     assert demo.landmark_batch_norm is True  # the narrow CPU network needs it; named in the report's design choices
     assert get_profile("demo", {"landmark_batch_norm": "false"}).landmark_batch_norm is False
+    # one baseline with the ARM recipe's own weights, as the paper; the demo averages them and trains one per seed
+    assert paper.baseline_per_seed is False and paper.baseline_ema is None
+    assert demo.baseline_per_seed is True and demo.baseline_ema == 0.99
+    assert get_profile("demo", {"baseline_ema": "none"}).baseline_ema is None
 
 
 def test_run_all_refuses_a_missing_pretrained_file(tmp_path, capsys):

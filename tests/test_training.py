@@ -48,8 +48,9 @@ def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
     assert "validation" in split
 
 
-def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, monkeypatch):
-    full = T.train_baseline(tiny_split, baseline_config(epochs=3), tmp_path / "full", progress=False)
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, monkeypatch, ema):
+    full = T.train_baseline(tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "full", progress=False)
     calls = {"n": 0}
     original = T.baseline_logits
 
@@ -61,13 +62,25 @@ def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, m
 
     monkeypatch.setattr(T, "baseline_logits", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        T.train_baseline(tiny_split, baseline_config(epochs=3), tmp_path / "cut", progress=False)
+        T.train_baseline(tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "cut", progress=False)
     monkeypatch.setattr(T, "baseline_logits", original)
     assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 1
-    resumed = T.train_baseline(tiny_split, baseline_config(epochs=3), tmp_path / "cut", progress=False)
+    resumed = T.train_baseline(tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "cut", progress=False)
     assert pd.read_csv(tmp_path / "cut" / "history.csv").equals(pd.read_csv(tmp_path / "full" / "history.csv"))
     for key, value in full.state_dict().items():
         assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-6), key
+
+
+def test_the_moving_average_is_what_an_averaged_baseline_keeps(tiny_split, tmp_path):
+    raw = T.train_baseline(tiny_split, baseline_config(epochs=1), tmp_path / "raw", progress=False)
+    averaged = T.train_baseline(tiny_split, baseline_config(epochs=1, ema=0.5), tmp_path / "ema", progress=False)
+    last = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
+    raw_last = torch.load(tmp_path / "raw" / "last.pt", weights_only=True)
+    assert torch.equal(last["model"]["fc.weight"], raw_last["model"]["fc.weight"])  # the same training steps
+    assert not torch.equal(last["average"]["module.fc.weight"], last["model"]["fc.weight"])
+    kept = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)["model_state_dict"]  # one epoch: it is the kept one
+    assert torch.equal(kept["fc.weight"], last["average"]["module.fc.weight"])
+    assert torch.equal(averaged.fc.weight, kept["fc.weight"]) and not torch.equal(averaged.fc.weight, raw.fc.weight)
 
 
 def test_another_config_in_the_same_folder_is_refused(tiny_split, tmp_path):

@@ -22,7 +22,8 @@ FIGURES_DIR = ""  # empty: figures/PROFILE (RUN_DIR/figures with SETTINGS)'''
 
 def notebook(title: str, intro: str, imports: str, start: str, cells: list) -> nbformat.NotebookNode:
     nb = new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    # the project's environment, registered by `./run_all.sh lab` (python -m fer_lib install-kernel)
+    nb.metadata["kernelspec"] = {"display_name": "Python (fer-lib)", "language": "python", "name": "fer-lib"}
     nb.metadata["language_info"] = {"name": "python"}
     parameters = new_code_cell(PARAMETERS)
     parameters.metadata["tags"] = ["parameters"]
