@@ -147,9 +147,14 @@ def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "up
     else:
         flip = draw < 0.5
         noisy = ~flip
+    device = images.device
     out = flip_images(images, flip)
-    noise = torch.randn(images.shape, generator=generator).to(images.device) * 0.1  # std in normalised units
-    out = torch.where(noisy.view(-1, 1, 1, 1).to(images.device), out + noise, out)
+    if device.type == "cpu":
+        noise = torch.randn(images.shape, generator=generator)
+    else:  # drawn on the device (no batch-sized copy per step), from a seed the CPU generator gives: reproducible
+        on_device = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        noise = torch.randn(images.shape, generator=on_device, device=device)
+    out = torch.where(noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out)  # std 0.1 in normalised units
 
     erase = torch.rand(batch, generator=generator) < 0.5
     area = torch.empty(batch).uniform_(0.02, 0.1, generator=generator) * height * width
@@ -158,12 +163,13 @@ def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "up
     w = (area / log_ratio.exp()).sqrt().round().clamp(1, width).long()
     top = (torch.rand(batch, generator=generator) * (height - h + 1).float()).long()
     left = (torch.rand(batch, generator=generator) * (width - w + 1).float()).long()
-    rows = torch.arange(height).view(1, -1)
-    cols = torch.arange(width).view(1, -1)
+    top, h, left, w, erase = (t.to(device) for t in (top, h, left, w, erase))  # the mask is built where the images are
+    rows = torch.arange(height, device=device).view(1, -1)
+    cols = torch.arange(width, device=device).view(1, -1)
     in_rows = (rows >= top.view(-1, 1)) & (rows < (top + h).view(-1, 1))  # (B, H)
     in_cols = (cols >= left.view(-1, 1)) & (cols < (left + w).view(-1, 1))  # (B, W)
     mask = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2) & erase.view(-1, 1, 1)).unsqueeze(1)  # (B, 1, H, W)
-    return out.masked_fill(mask.to(images.device), 0.0)
+    return out.masked_fill(mask, 0.0)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,7 +186,10 @@ def train_baseline(
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
     evaluated = average.module if average is not None else model
+    # on a GPU the training images live there (uint8), and augmentation runs there: no image copy per step
+    fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
     for epoch in range(start, config.epochs):
+        clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator)
         model.train()
@@ -195,7 +199,8 @@ def train_baseline(
             index = order[start_index : start_index + config.batch_size]
             if len(index) < 2:  # BatchNorm needs two samples
                 continue
-            images = D.augment_arm(D.normalise(fit.images[index]), generator, config.augmentation).to(device, memory_format=memory_format)
+            batch = fit_images[index.to(fit_images.device)]
+            images = D.augment_arm(D.normalise(batch), generator, config.augmentation).to(device, memory_format=memory_format)
             labels = fit.labels[index].to(device)
             with _autocast(device):
                 logits = model(images)
@@ -211,7 +216,8 @@ def train_baseline(
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)  # shown at the next tick, not redrawn per step
         scheduler.step()
         val_accuracy = float((baseline_logits(evaluated, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "val_accuracy": val_accuracy})
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "val_accuracy": val_accuracy,
+                        "seconds": round(time.perf_counter() - clock, 2)})
         if val_accuracy > best:
             best = val_accuracy
             M.save_arm_checkpoint(evaluated, run_dir / "best.pt", epoch=epoch + 1, val_accuracy=val_accuracy, config=dataclasses.asdict(config))
@@ -362,6 +368,7 @@ def train_fusion(
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
     for epoch in range(start, config.epochs):
+        clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator)
         model.train()
@@ -394,7 +401,7 @@ def train_fusion(
         history.append({
             "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_fused_accuracy": correct / max(seen, 1),
             "train_landmark_accuracy": landmark_correct / max(seen, 1), "val_loss": val_loss, "val_fused_accuracy": val_fused,
-            "val_landmark_accuracy": val_landmark,
+            "val_landmark_accuracy": val_landmark, "seconds": round(time.perf_counter() - clock, 2),
         })
         score = -val_loss if config.select == "val_loss" else val_fused
         if score > best:
