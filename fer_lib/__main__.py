@@ -55,10 +55,16 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _device(name: str | None):
+    """The device to train on: this rank's under torchrun (the process group is joined here), else ``name`` or
+    the best available."""
     import torch
 
+    from fer_lib import distributed
     from fer_lib.models import pick_device
 
+    rank_device = distributed.init_from_environment()
+    if rank_device is not None and (name is None or torch.device(name).type == rank_device.type):
+        return rank_device
     return torch.device(name) if name else pick_device()
 
 
@@ -73,6 +79,7 @@ def _print_summary(title: str, labels, probabilities) -> None:
 
 
 def _train_baseline(args: argparse.Namespace) -> int:
+    from fer_lib import distributed
     from fer_lib import training as T
 
     config = T.BaselineConfig(
@@ -80,8 +87,11 @@ def _train_baseline(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, val_fraction=args.val_fraction, pretrained=str(args.pretrained) if args.pretrained else None,
         augmentation=args.augmentation, seed=args.seed,
     )
-    train, test = T.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache")
-    model = T.train_baseline(train, config, args.run_dir, device=_device(args.device))
+    device = _device(args.device)
+    train, test = T._main_first(lambda: T.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache"))  # one rank decodes
+    model = T.train_baseline(train, config, args.run_dir, device=device)
+    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
+        return 0
     probabilities = T.baseline_logits(model, test.images, config.eval_batch_size).softmax(1).numpy()
     T.save_csv(T.prediction_frame(test.names, test.labels.numpy(), probabilities), args.run_dir / "predictions_test.csv")
     _print_summary("baseline, test set", test.labels.numpy(), probabilities)
@@ -96,17 +106,22 @@ def _load_baseline(path: Path, input_size: int | None):
 
 
 def _train_fusion(args: argparse.Namespace) -> int:
+    from fer_lib import distributed
     from fer_lib import training as T
 
-    baseline = _load_baseline(args.baseline, args.input_size).to(_device(args.device))
+    device = _device(args.device)
+    baseline = _load_baseline(args.baseline, args.input_size).to(device)
     config = T.FusionConfig(
         weighting=args.weighting, w_disagree=args.w, weight_grad=args.weight_grad, width=args.width, batch_norm=not args.no_batch_norm, epochs=args.epochs,
         batch_size=args.batch_size, landmark_set=args.landmark_set, heatmap_sigma=args.sigma, flip=not args.no_flip,
         val_fraction=args.val_fraction, select=args.select, seed=args.seed,
     )
-    train, test = T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache")
-    train_cache = T.rgb_feature_cache(baseline, train, flips=(False, True) if config.flip else (False,), cache_dir=args.run_dir / "cache")
-    model = T.train_fusion(baseline, train, train_cache, config, args.run_dir, device=_device(args.device))
+    train, test = T._main_first(lambda: T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache"))
+    flips = (False, True) if config.flip else (False,)
+    train_cache = T._main_first(lambda: T.rgb_feature_cache(baseline, train, flips=flips, cache_dir=args.run_dir / "cache"))
+    model = T.train_fusion(baseline, train, train_cache, config, args.run_dir, device=device)
+    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
+        return 0
     test_cache = T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=args.run_dir / "cache")
     predictions = T.predict_fusion(model, test, test_cache, config)
     T.save_fusion_predictions(predictions, args.run_dir)

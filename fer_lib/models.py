@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fer_lib import distributed
 from fer_lib.io import save_torch
 from fer_lib.rafdb import NUM_CLASSES
 
@@ -186,7 +187,10 @@ class ARM(nn.Module):
     def batch_term(self, per_image: Tensor) -> Tensor:
         """alpha * (mean map over the batch, or the population mean map): (1, n*n), added to every image."""
         if self.affinity == "batch":
-            mean = per_image.mean(dim=0, keepdim=True)  # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
+            if distributed.global_batch_active():  # data-parallel training: the mean over every rank's images
+                mean = distributed.global_mean(per_image)
+            else:
+                mean = per_image.mean(dim=0, keepdim=True)  # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
         else:
             if torch.isnan(self.population_mean).any():
                 raise RuntimeError(

@@ -31,6 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from fer_lib import data as D
+from fer_lib import distributed
 from fer_lib import models as M
 from fer_lib.io import claim_config, relative, save_csv, save_json, save_torch
 from fer_lib.rafdb import CLASSES
@@ -92,6 +93,17 @@ def _check_config(run_dir: Path, config) -> None:
             f"{run_dir} holds a run with another configuration (differs in: {', '.join(changed)}). "
             "Use another run folder, or delete this one to start again."
         )
+
+
+def _main_first(function):
+    """``function()`` on the writing rank first, then (once it has written its files) on the others; just once
+    outside a process group."""
+    if distributed.is_main():
+        result = function()
+    distributed.barrier()
+    if not distributed.is_main():
+        result = function()
+    return result
 
 
 def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,16 +182,16 @@ def train_baseline(
     """
     run_dir = Path(run_dir)
     device = device or M.pick_device()
-    _check_config(run_dir, config)
     if train.input_size != config.input_size:
         raise ValueError(f"images are {train.input_size}px but the config asks for {config.input_size}px")
-    fit_index, val_index = _validation_split(run_dir, train, config.val_fraction, config.seed)
+    fit_index, val_index = _main_first(lambda: (_check_config(run_dir, config), _validation_split(run_dir, train, config.val_fraction, config.seed))[1])
     fit, val = train.subset(fit_index), train.subset(val_index)
 
     torch.manual_seed(config.seed)
     # channels_last helps cuDNN; on CPU oneDNN corrupted the heap with very narrow widths (2 threads, width 4)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = build_baseline(config).to(device).to(memory_format=memory_format)
+    trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; the model itself otherwise
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
     # the weights' moving average (torch's swa_utils), BatchNorm statistics included
@@ -194,19 +206,21 @@ def train_baseline(
         order = torch.randperm(len(fit), generator=generator)
         model.train()
         seen = correct = loss_sum = 0
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"baseline epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"baseline epoch {epoch + 1}/{config.epochs}",
+                   disable=not (progress and distributed.is_main()), leave=False)
         for start_index in bar:
             index = order[start_index : start_index + config.batch_size]
-            if len(index) < 2:  # BatchNorm needs two samples
+            if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
                 continue
+            part = distributed.share(len(index))  # this rank's share of the batch, augmented alike on every rank
             batch = fit_images[index.to(fit_images.device)]
-            images = D.augment_arm(D.normalise(batch), generator, config.augmentation).to(device, memory_format=memory_format)
-            labels = fit.labels[index].to(device)
-            with _autocast(device):
-                logits = model(images)
+            images = D.augment_arm(D.normalise(batch), generator, config.augmentation)[part].to(device, memory_format=memory_format)
+            labels = fit.labels[index][part].to(device)
+            with _autocast(device), distributed.global_batch():
+                logits = trained(images)
                 loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * distributed.loss_scale(len(labels), len(index))).backward()
             optimizer.step()
             if average is not None:
                 average.update_parameters(model)
@@ -215,14 +229,18 @@ def train_baseline(
             loss_sum += loss.item() * len(index)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)  # shown at the next tick, not redrawn per step
         scheduler.step()
+        seen, correct, loss_sum = distributed.all_sum(seen, correct, loss_sum)
         val_accuracy = float((baseline_logits(evaluated, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "val_accuracy": val_accuracy,
                         "seconds": round(time.perf_counter() - clock, 2)})
-        if val_accuracy > best:
-            best = val_accuracy
-            M.save_arm_checkpoint(evaluated, run_dir / "best.pt", epoch=epoch + 1, val_accuracy=val_accuracy, config=dataclasses.asdict(config))
-        _save_last(run_dir, model, optimizer, scheduler, epoch, history, best, average)
-        if progress:
+        improved = val_accuracy > best
+        best = max(best, val_accuracy)
+        if distributed.is_main():  # every rank holds the same weights; one writes
+            if improved:
+                M.save_arm_checkpoint(evaluated, run_dir / "best.pt", epoch=epoch + 1, val_accuracy=val_accuracy, config=dataclasses.asdict(config))
+            _save_last(run_dir, model, optimizer, scheduler, epoch, history, best, average)
+        distributed.barrier()
+        if progress and distributed.is_main():
             print(f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
                   f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
     best_model = M.load_arm_checkpoint(run_dir / "best.pt")
@@ -351,19 +369,21 @@ def train_fusion(
 
     run_dir = Path(run_dir)
     device = device or M.pick_device()
-    _check_config(run_dir, config)
+    _main_first(lambda: _check_config(run_dir, config))
     if train.landmark_set != config.landmark_set:
         raise ValueError(f"the split carries {train.landmark_set} landmarks but the config asks for {config.landmark_set}")
     if train_cache.shape[1] != len(train):
         raise ValueError(f"the feature cache has {train_cache.shape[1]} images, the training split {len(train)}")
     flips = config.flip and train_cache.shape[0] > 1
-    fit_index, val_index = _validation_split(run_dir, train, config.val_fraction, config.seed)
+    fit_index, val_index = _main_first(lambda: _validation_split(run_dir, train, config.val_fraction, config.seed))
     fit, val = train.subset(fit_index), train.subset(val_index)
     fit_cache, val_cache = train_cache[:, fit_index], train_cache[:, val_index]
 
     torch.manual_seed(config.seed)
     model = build_fusion(baseline, config).to(device)
     model.landmark_cnn.to(memory_format=landmark_memory_format(config, device))
+    # DistributedDataParallel under torchrun (global-batch BatchNorm in the trained parts); the model itself otherwise
+    trained = distributed.wrap(model, device, "forward_cached", trained=[model.landmark_cnn, model.arm])
     optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **{**ADABELIEF, "lr": config.lr})
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
@@ -373,20 +393,24 @@ def train_fusion(
         order = torch.randperm(len(fit), generator=generator)
         model.train()
         seen = correct = landmark_correct = loss_sum = 0
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"fusion epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"fusion epoch {epoch + 1}/{config.epochs}",
+                   disable=not (progress and distributed.is_main()), leave=False)
         for start_index in bar:
             index = order[start_index : start_index + config.batch_size]
-            if len(index) < 2:
+            batch_size = len(index)
+            if batch_size < 2 * distributed.world_size():
                 continue
-            flip = torch.rand(len(index), generator=generator) < 0.5 if flips else torch.zeros(len(index), dtype=torch.bool)
+            flip = torch.rand(batch_size, generator=generator) < 0.5 if flips else torch.zeros(batch_size, dtype=torch.bool)
+            part = distributed.share(batch_size)  # this rank's share of the batch
+            index, flip = index[part], flip[part]
             rgb = fit_cache[flip.long(), index].to(device)  # (B, n*n): each image in its flip state
             heatmaps = fusion_heatmaps(fit, index, flip, config, device)
             labels = fit.labels[index].to(device)
-            with _autocast(device):
-                out = model.forward_cached(rgb, heatmaps)
+            with _autocast(device), distributed.global_batch():
+                out = trained(rgb, heatmaps)
                 loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * distributed.loss_scale(len(labels), batch_size)).backward()
             optimizer.step()
             seen += len(index)
             correct += int((out.fused_logits.argmax(1) == labels).sum())
@@ -394,6 +418,7 @@ def train_fusion(
             loss_sum += loss.item() * len(index)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", fused=f"{correct / seen:.3f}", landmark=f"{landmark_correct / seen:.3f}", refresh=False)
         scheduler.step()
+        seen, correct, landmark_correct, loss_sum = distributed.all_sum(seen, correct, landmark_correct, loss_sum)
         predictions = predict_fusion(model, val, val_cache, config)
         val_fused = float((predictions.fused.argmax(1) == predictions.labels).mean())
         val_landmark = float((predictions.landmark.argmax(1) == predictions.labels).mean())
@@ -404,11 +429,14 @@ def train_fusion(
             "val_landmark_accuracy": val_landmark, "seconds": round(time.perf_counter() - clock, 2),
         })
         score = -val_loss if config.select == "val_loss" else val_fused
-        if score > best:
-            best = score
-            save_torch({"model": model.state_dict(), "epoch": epoch + 1, "val_accuracy": val_fused, "val_loss": val_loss, "config": dataclasses.asdict(config)},
-                       run_dir / "best.pt")
-        _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
+        improved = score > best
+        best = max(best, score)
+        if distributed.is_main():  # every rank holds the same weights; one writes
+            if improved:
+                save_torch({"model": model.state_dict(), "epoch": epoch + 1, "val_accuracy": val_fused, "val_loss": val_loss, "config": dataclasses.asdict(config)},
+                           run_dir / "best.pt")
+            _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
+        distributed.barrier()
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"], strict=True)
     return model.eval()
 
