@@ -37,6 +37,50 @@ def test_notebooks_are_ordered_and_committed_without_outputs():
         assert "import torch.nn" not in "".join(c.source for c in code), "no model code inside notebooks"
 
 
+MAX_LINE = 100  # characters in a line of notebook code
+
+
+def test_notebook_code_lines_are_at_most_100_characters():
+    too_long = []
+    for path in NOTEBOOKS:
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type != "code":
+                continue
+            for number, line in enumerate(cell.source.splitlines(), 1):
+                if len(line) > MAX_LINE:
+                    too_long.append(f"{path.name}, cell {index}, line {number} ({len(line)} characters): {line}")
+    assert not too_long, "lines over 100 characters:\n" + "\n".join(too_long)
+
+
+def test_the_shared_opening_cells_are_the_same_in_every_notebook():
+    """What no generator keeps in step any more: title, imports, parameters, start(...) and the kernel."""
+    import ast
+
+    from fer_lib.notebook import PARAMETERS
+
+    parameters, kernelspecs = {}, {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        title = nb.cells[0]
+        assert title.cell_type == "markdown" and title.source.startswith(f"# {int(path.name[:2])}. "), path.name
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
+        assert tagged == [1], f"{path.name}: the imports, then the one cell tagged 'parameters'"
+        assert "from fer_lib.notebook import start" in code[0].source, f"{path.name}: imports start"
+        parameters[path.name] = code[1].source
+        after = code[2].source
+        assert after.startswith("ex = start(globals()"), f"{path.name}: the code cell after the parameters is {after!r}"
+        kernelspecs[path.name] = nb.metadata["kernelspec"]
+        assert nb.metadata["kernelspec"]["name"] == "fer-lib", path.name
+        assert nb.metadata["language_info"]["name"] == "python", path.name
+    first = NOTEBOOKS[0].name
+    for name, source in parameters.items():
+        assert source == parameters[first], f"{name}: its parameters cell differs from {first}'s"
+        assert kernelspecs[name] == kernelspecs[first], f"{name}: its kernelspec differs from {first}'s"
+    assigned = [node.targets[0].id for node in ast.parse(parameters[first]).body]
+    assert assigned == list(PARAMETERS), "the parameters cell names what fer_lib.notebook.PARAMETERS checks"
+
+
 def test_every_notebook_ran_and_rendered(smoke_run):
     for path in NOTEBOOKS:
         assert (smoke_run / "executed" / path.name).exists()
@@ -207,7 +251,9 @@ def test_a_notebook_rerun_alone_reuses_and_says_so(smoke_run, tmp_path):
     import papermill
 
     parameters = {"PROFILE": "smoke", "RUN_DIR": str(smoke_run), "FIGURES_DIR": str(tmp_path)}
-    papermill.execute_notebook(str(pipeline.NOTEBOOK_DIR / "05_w_sweep.ipynb"), str(tmp_path / "05.ipynb"), parameters=parameters, progress_bar=False)
+    # this environment's own kernel, as pipeline.run_all uses: the notebooks' "fer-lib" is registered only by ./run_all.sh lab
+    papermill.execute_notebook(str(pipeline.NOTEBOOK_DIR / "05_w_sweep.ipynb"), str(tmp_path / "05.ipynb"), parameters=parameters,
+                               kernel_name="python3", progress_bar=False)
     text = json.dumps([c.get("outputs", []) for c in nbformat.read(tmp_path / "05.ipynb", as_version=4).cells])
     assert "reusing the synthetic RAF-DB" in text and "fusion both w=0.60 seed 1: reusing" in text
 
@@ -216,7 +262,8 @@ def test_unknown_parameter_is_refused(tmp_path):
     import papermill
 
     with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter"):
-        papermill.execute_notebook(str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"), parameters={"PROFILE": "smoke", "RUN_DIR": str(tmp_path), "EPOCHS": 3}, progress_bar=False)
+        papermill.execute_notebook(str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"), parameters={"PROFILE": "smoke", "RUN_DIR": str(tmp_path), "EPOCHS": 3},
+                                   kernel_name="python3", progress_bar=False)
 
 
 PAPER_SIZED = {
