@@ -116,7 +116,7 @@ def main() -> None:
              "| stage | seconds | target (one H100) | verdict |", "|---|---|---|---|"]
     lines += [f"| {r['stage']} | {r['seconds']:.2f} | {r['target (one H100)']} | {r['verdict']} |" for r in rows]
     lines += ["", f"Peak device memory: {result['peak device memory (GiB)']} GiB. The estimate counts {runs} landmark-branch runs "
-              f"(5 seeds x the distinct configurations of Fig. 4 and the ablation) of {paper.fusion_epochs} epochs and one baseline of "
+              f"(5 seeds x the distinct configurations of Fig. 4, the ablation and the design ablations) of {paper.fusion_epochs} epochs and one baseline of "
               f"{paper.baseline_epochs} epochs" + (", scaled from the small set (--small: not a measurement of the paper's sizes)." if args.small else ".")]
     (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

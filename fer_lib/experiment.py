@@ -52,6 +52,7 @@ class Profile:
     augmentation: str = "flip_or_noise"  # the baseline's ARM augmentation mix (data.augment_arm); the paper profile: "upstream"
     baseline_per_seed: bool = False  # one trained baseline per seed (its spread enters every interval); False: one, shared
     baseline_ema: float | None = None  # a trained baseline keeps the moving average of its weights (decay per step); None: the ARM recipe
+    design_ablations: bool = False  # notebook 06 also trains the proposed model with each unstated choice flipped (DESIGN_VARIANTS)
 
     @property
     def seed_list(self) -> list[int]:
@@ -97,7 +98,8 @@ DEMO_KNOBS = (
 RAFDB_TEST_SIZE = 3068  # the demo tests on as many images as RAF-DB's test set: evaluation is cheap, and it narrows every interval
 PROFILES = {
     # tiny, for the tests: every notebook in seconds
-    "smoke": Profile("smoke", (140, 70), 128, 4, 2, 2, 1, 2, (0.0, 0.6, 1.0), batch_train=32, batch_study=(8, 64), baseline_per_seed=True),
+    "smoke": Profile("smoke", (140, 70), 128, 4, 2, 2, 1, 2, (0.0, 0.6, 1.0), batch_train=32, batch_study=(8, 64), baseline_per_seed=True,
+                     design_ablations=True),
     # the CPU demo: narrow networks at 128 px so the whole report runs in under 10 minutes on 2 cores (README). The
     # landmark branch trains with batch 32, 1.0-1.7x faster per image than at 64 on the CPUs measured (benchmarks/README.md).
     # One baseline per seed: a single trained baseline moved the demo's OA by 1.3 points between seed offsets, and
@@ -108,7 +110,16 @@ PROFILES = {
                     baseline_per_seed=True, baseline_ema=0.99),
     # the paper's settings on the user's RAF-DB, meant for a GPU: Table 1 as printed (no BatchNorm), the ARM authors'
     # augmentation mix
-    "paper": Profile("paper", None, 224, 64, 70, 32, 10, 5, W_GRID_PAPER, landmark_batch_norm=False, augmentation="upstream"),
+    "paper": Profile("paper", None, 224, 64, 70, 32, 10, 5, W_GRID_PAPER, landmark_batch_norm=False, augmentation="upstream", design_ablations=True),
+}
+
+
+# Choices the paper does not state that can move the headline either way, each flipped in one ablation run of the
+# proposed model (notebook 06, with ``design_ablations``): name -> (what the run does, FusionConfig changes).
+DESIGN_VARIANTS = {
+    "default-init": ("fusion layer from PyTorch's default initialisation", lambda config: {"fusion_init_from_baseline": False}),
+    "flip-batch-norm": ("BatchNorm in the landmark CNN switched (on where the profile has none, off where it has it)",
+                        lambda config: {"batch_norm": not config.batch_norm}),
 }
 
 
@@ -198,7 +209,7 @@ def _parse_setting(key: str, text: str) -> object:
         if not 0 < decay < 1:
             raise SettingsError(f"{key}={text!r}: expected a decay per step between 0 and 1 (e.g. 0.99), or none")
         return decay
-    if key in ("landmark_batch_norm", "baseline_per_seed"):
+    if key in ("landmark_batch_norm", "baseline_per_seed", "design_ablations"):
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise SettingsError(f"{key}={text!r}: expected true or false")
         return text.lower() in ("true", "1", "yes")
@@ -497,15 +508,21 @@ class Experiment:
         return self._rgb_caches[key]
 
     # -- landmark branch + fusion ------------------------------------------------------------------------
-    def fusion_config(self, weighting: str = "both", w: float = 0.6, seed: int = 0) -> T.FusionConfig:
+    def fusion_config(self, weighting: str = "both", w: float = 0.6, seed: int = 0, variant: str | None = None) -> T.FusionConfig:
+        """The landmark branch's configuration; ``variant`` (a key of DESIGN_VARIANTS) flips one unstated choice."""
         p = self.profile
-        return T.FusionConfig(weighting=weighting, w_disagree=float(w), width=p.landmark_width, batch_norm=p.landmark_batch_norm, epochs=p.fusion_epochs,
-                              batch_size=p.batch_fusion or p.batch_train, eval_batch_size=p.batch_test, select="val_loss", seed=seed)
+        config = T.FusionConfig(weighting=weighting, w_disagree=float(w), width=p.landmark_width, batch_norm=p.landmark_batch_norm, epochs=p.fusion_epochs,
+                                batch_size=p.batch_fusion or p.batch_train, eval_batch_size=p.batch_test, select="val_loss", seed=seed)
+        if variant is not None:
+            if variant not in DESIGN_VARIANTS:
+                raise ValueError(f"design variant {variant!r} is not one of {sorted(DESIGN_VARIANTS)}")
+            config = dataclasses.replace(config, **DESIGN_VARIANTS[variant][1](config))
+        return config
 
-    def fusion_dir(self, weighting: str, w: float, seed: int) -> Path:
-        return self.run_dir / "fusion" / f"{weighting}_w{w:.2f}_seed{seed}"
+    def fusion_dir(self, weighting: str, w: float, seed: int, variant: str | None = None) -> Path:
+        return self.run_dir / "fusion" / (f"{weighting}_w{w:.2f}_seed{seed}" + (f"_{variant}" if variant else ""))
 
-    def fusion_run(self, weighting: str = "both", w: float = 0.6, seed: int | None = None) -> FusionRun:
+    def fusion_run(self, weighting: str = "both", w: float = 0.6, seed: int | None = None, variant: str | None = None) -> FusionRun:
         """Train (or reuse) one landmark branch + fusion and return its test predictions (seed: the run's first).
 
         Configurations that compute the same thing share one run: w does not matter without the agreement
@@ -513,11 +530,11 @@ class Experiment:
         """
         weighting, w = canonical_weighting(weighting, w)
         seed = self.seeds[0] if seed is None else seed
-        config = self.fusion_config(weighting, w, seed)
-        folder = self.fusion_dir(weighting, w, seed)
+        config = self.fusion_config(weighting, w, seed, variant)
+        folder = self.fusion_dir(weighting, w, seed, variant)
         done = folder / "predictions_fused.csv"
         if done.exists():
-            print(f"fusion {weighting} w={w:.2f} seed {seed}: reusing {relative(folder)}")
+            print(f"fusion {weighting} w={w:.2f} seed {seed}{' ' + variant if variant else ''}: reusing {relative(folder)}")
             predictions = read_fusion_predictions(folder)
         else:
             model = T.train_fusion(self.baseline_for(seed), self.train, self.rgb_cache("train", seed), config, folder, device=self.device, progress=self.progress)
@@ -539,16 +556,23 @@ class Experiment:
             T.estimate_population_means(model, self.train, self.rgb_cache("train", seed), config)
         return E.explain(model, self.test, self.rgb_cache("test", seed), config, index, target=target, affinity=affinity)
 
-    def fusion_plan(self) -> list[tuple[str, float, int]]:
-        """Every distinct (weighting, w, seed) the report trains: the proposed model (notebook 04), Fig. 4's w grid
-        (05) and the ablation (06), each for every seed, in the order seeds, then configurations."""
+    def fusion_plan(self) -> list[tuple[str, float, int, str | None]]:
+        """Every distinct (weighting, w, seed, design variant) the report trains: the proposed model (notebook 04),
+        Fig. 4's w grid (05), the ablation (06) and, with ``design_ablations``, the proposed model with each unstated
+        choice flipped (06); each for every seed, in the order seeds, then configurations."""
         configurations = [("both", 0.6), *(("both", w) for w in self.profile.w_grid), *((weighting, 0.6) for weighting in M.WEIGHTINGS)]
-        distinct = list(dict.fromkeys(canonical_weighting(weighting, w) for weighting, w in configurations))
-        return [(weighting, w, seed) for seed in self.seeds for weighting, w in distinct]
+        distinct = [(*pair, None) for pair in dict.fromkeys(canonical_weighting(weighting, w) for weighting, w in configurations)]
+        if self.profile.design_ablations:
+            distinct += [("both", 0.6, variant) for variant in self.design_variants()]
+        return [(weighting, w, seed, variant) for seed in self.seeds for weighting, w, variant in distinct]
 
-    def fusion_runs(self, weighting: str = "both", w: float = 0.6) -> list[FusionRun]:
+    def design_variants(self) -> list[str]:
+        """The DESIGN_VARIANTS this profile trains (none without ``design_ablations``)."""
+        return list(DESIGN_VARIANTS) if self.profile.design_ablations else []
+
+    def fusion_runs(self, weighting: str = "both", w: float = 0.6, variant: str | None = None) -> list[FusionRun]:
         """One run per seed of the profile."""
-        return [self.fusion_run(weighting, w, seed) for seed in self.seeds]
+        return [self.fusion_run(weighting, w, seed, variant) for seed in self.seeds]
 
 
 def canonical_weighting(weighting: str, w: float) -> tuple[str, float]:

@@ -35,14 +35,19 @@ class Job:
     seed: int
     weighting: str | None = None
     w: float = 1.0
+    variant: str | None = None  # a design ablation (experiment.DESIGN_VARIANTS)
 
     @property
     def name(self) -> str:
-        return f"baseline seed {self.seed}" if self.weighting is None else f"fusion {self.weighting} w={self.w:.2f} seed {self.seed}"
+        if self.weighting is None:
+            return f"baseline seed {self.seed}"
+        return f"fusion {self.weighting} w={self.w:.2f} seed {self.seed}" + (f" ({self.variant})" if self.variant else "")
 
     @property
     def slug(self) -> str:
-        return f"baseline_seed{self.seed}" if self.weighting is None else f"fusion_{self.weighting}_w{self.w:.2f}_seed{self.seed}"
+        if self.weighting is None:
+            return f"baseline_seed{self.seed}"
+        return f"fusion_{self.weighting}_w{self.w:.2f}_seed{self.seed}" + (f"_{self.variant}" if self.variant else "")
 
 
 def default_workers(jobs: int) -> int:
@@ -85,7 +90,7 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path) -> float:
                 experiment.rgb_cache("train", job.seed)
                 experiment.rgb_cache("test", job.seed)
             else:
-                experiment.fusion_run(job.weighting, job.w, job.seed)
+                experiment.fusion_run(job.weighting, job.w, job.seed, job.variant)
         except Exception:
             traceback.print_exc()  # into the job's log; the stage reports the error's one line
             raise
@@ -96,7 +101,7 @@ def plan(experiment) -> tuple[list[Job], list[Job]]:
     """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline seed (none to train
     with a given checkpoint, but its feature caches still to build), every run of ``fusion_plan``."""
     baselines = [Job(seed) for seed in experiment.baseline_seeds]
-    fusions = [Job(seed, weighting, w) for weighting, w, seed in experiment.fusion_plan()]
+    fusions = [Job(seed, weighting, w, variant) for weighting, w, seed, variant in experiment.fusion_plan()]
     return baselines, fusions
 
 
@@ -136,7 +141,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
 
     def epochs_done(job: Job) -> int:
         """Epochs a job has finished so far: the rows of its history.csv, written after every epoch."""
-        folder = experiment.baseline_dir_for(job.seed) if job.weighting is None else experiment.fusion_dir(job.weighting, job.w, job.seed)
+        folder = experiment.baseline_dir_for(job.seed) if job.weighting is None else experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant)
         try:
             return max(0, sum(1 for _ in open(folder / "history.csv", encoding="utf-8")) - 1)
         except OSError:

@@ -98,8 +98,11 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
     from fer_lib import scheduler
     from fer_lib.experiment import Experiment, get_profile
 
-    baselines, fusions = scheduler.plan(Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False))
-    assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(f"{j.weighting}_w{j.w:.2f}_seed{j.seed}" for j in fusions)
+    experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
+    baselines, fusions = scheduler.plan(experiment)
+    planned = sorted(experiment.fusion_dir(j.weighting, j.w, j.seed, j.variant).name for j in fusions)
+    assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == planned
+    assert sum(j.variant is not None for j in fusions) == 4  # two design ablations x two seeds (smoke runs them)
     assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]  # one baseline per seed
     assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted(f"{j.slug}.log" for j in baselines + fusions)
     info = json.loads((smoke_run / "run_info.json").read_text())
