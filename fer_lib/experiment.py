@@ -570,6 +570,12 @@ class Experiment:
         """The DESIGN_VARIANTS this profile trains (none without ``design_ablations``)."""
         return list(DESIGN_VARIANTS) if self.profile.design_ablations else []
 
+    def design_variant_name(self, variant: str) -> str:
+        """What a design ablation of this profile trains, in a table's words."""
+        if variant == "flip-batch-norm":
+            return "landmark CNN without BatchNorm (Table 1 as printed)" if self.profile.landmark_batch_norm else "landmark CNN with BatchNorm"
+        return DESIGN_VARIANTS[variant][0]
+
     def fusion_runs(self, weighting: str = "both", w: float = 0.6, variant: str | None = None) -> list[FusionRun]:
         """One run per seed of the profile."""
         return [self.fusion_run(weighting, w, seed, variant) for seed in self.seeds]
