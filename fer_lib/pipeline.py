@@ -159,7 +159,8 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
     os.environ["MPLBACKEND"] = INLINE_BACKEND
     try:
         papermill.execute_notebook(
-            str(notebook), str(executed), parameters=parameters, progress_bar=True, cwd=str(NOTEBOOK_DIR),
+            str(notebook), str(executed), parameters=parameters, cwd=str(NOTEBOOK_DIR),
+            progress_bar={"desc": notebook.stem, "unit": "cell"},  # which notebook, cell by cell, with the time left
             kernel_name="python3",  # this environment's own kernel: the notebooks' "fer-lib" needs registering (./run_all.sh lab)
             kernel_manager_class=_encrypted_kernel_manager(),
         )

@@ -190,6 +190,32 @@ def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> p
 METRIC_COLUMNS = ("oa_top1", "oa_top2", "oa_top3", "aa")
 
 
+def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
+    """How much of the landmark branch's headroom a fusion model captures, per seed, from its saved predictions.
+
+    The ceiling of any weighting is the images the RGB branch gets wrong and the landmark head right (the paper's
+    Table 2: 62 on RAF-DB): choosing the right branch per image gains at most that many. For each run: how many of
+    those the fused model fixes, how many "both wrong" it fixes, how many RGB-right images it breaks, the net gain
+    (fixed + fixed among both wrong - broken, = the OA gain in images) and the share of the ceiling that net gain
+    is. Each run is read against its own RGB and landmark heads. ``oracle``: the upper bound instead (pick the
+    right branch whenever one is right), on these runs' heads.
+    """
+    rows = []
+    for run in runs:
+        p = run.predictions
+        rgb, landmark, fused = (getattr(p, head).argmax(1) == p.labels for head in ("rgb", "landmark", "fused"))
+        ceiling = int((~rgb & landmark).sum())
+        if oracle:
+            fixed, fixed_both, broken = ceiling, 0, 0
+        else:
+            fixed, fixed_both, broken = int((~rgb & landmark & fused).sum()), int((~rgb & ~landmark & fused).sum()), int((rgb & ~fused).sum())
+        gain = fixed + fixed_both - broken
+        rows.append({"model": name, "seed": run.seed, "RGB wrong, landmarks right (ceiling)": ceiling, "of those fixed": fixed,
+                     "both wrong, fixed": fixed_both, "RGB right, broken": broken, "net gain (images)": gain,
+                     "share of the ceiling": gain / ceiling if ceiling else np.nan})
+    return rows
+
+
 def metric_values(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """OA top-1/2/3, AA and each class's accuracy of one model's test probabilities."""
     result = metrics.summary(labels, probabilities)
@@ -218,6 +244,57 @@ def single_row(name: str, labels: np.ndarray, probabilities: np.ndarray, columns
         row[column] = values[column]
         row[f"{column} sd"] = 0.0
     return row
+
+
+CALIBRATION_BINS = 15
+
+
+def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[float, pd.DataFrame]:
+    """(expected calibration error, per-bin table) of the max-softmax confidence: equal-width confidence bins over
+    [0, 1]; ECE is the image-weighted mean |accuracy - mean confidence| over the bins (Guo et al. 2017)."""
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            rows.append({"bin low": b / bins, "bin high": (b + 1) / bins, "images": int(inside.sum()),
+                         "mean confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+    table = pd.DataFrame(rows)
+    ece = float((table["images"] * (table["accuracy"] - table["mean confidence"]).abs()).sum() / len(labels))
+    return ece, table
+
+
+def calibration_rows(runs) -> list[dict]:
+    """ECE, mean confidence and accuracy of the RGB, landmark-only and fused heads of each run (test set)."""
+    rows = []
+    for run in runs:
+        for head, name in (("rgb", "RGB (the baseline)"), ("landmark", "landmark only"), ("fused", "fused")):
+            probabilities = getattr(run.predictions, head)
+            ece, _ = reliability(run.predictions.labels, probabilities)
+            rows.append({"head": name, "seed": run.seed, f"ECE ({CALIBRATION_BINS} bins)": ece, "mean confidence": float(probabilities.max(1).mean()),
+                         "accuracy": float((probabilities.argmax(1) == run.predictions.labels).mean())})
+    return rows
+
+
+def plot_reliability(run, data_label: str) -> plt.Figure:
+    """Reliability diagrams of the three heads of one run: accuracy against mean confidence per bin, bar width the
+    bin, the diagonal perfect calibration, and the share of images per bin underneath."""
+    fig, axes = plt.subplots(2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for column, (head, name) in enumerate((("rgb", "RGB (the baseline)"), ("landmark", "landmark only"), ("fused", "fused"))):
+        ece, table = reliability(run.predictions.labels, getattr(run.predictions, head))
+        top, bottom = axes[0, column], axes[1, column]
+        top.bar(table["bin low"], table["accuracy"], width=1 / CALIBRATION_BINS, align="edge", color="#4c72b0", edgecolor="white", label="accuracy")
+        top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        top.plot(table["mean confidence"], table["accuracy"], "o", color="#dd8452", markersize=4, label="accuracy at the bin's mean confidence")
+        top.set(title=f"{name}: ECE {ece:.3f}", ylabel="accuracy" if column == 0 else None, ylim=(0, 1), xlim=(0, 1))
+        bottom.bar(table["bin low"], table["images"] / table["images"].sum(), width=1 / CALIBRATION_BINS, align="edge", color="#8c8c8c")
+        bottom.set(xlabel="confidence (max softmax)", ylabel="share of images" if column == 0 else None)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Reliability on the test set, seed {run.seed}: {data_label}")
+    fig.tight_layout()
+    return fig
 
 
 def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
