@@ -11,6 +11,7 @@
                                                what ./run_all.sh runs: every table and figure
     compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
     install-kernel [--prefix DIR]              register this environment as the Jupyter kernel "fer-lib"
+    import-images SRC OUT [--test-fraction F]  face photos (class folders, RAF-DB mirror, or a CSV) into RAF-DB's layout
 """
 
 from __future__ import annotations
@@ -342,10 +343,33 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, required=True, help="folder for seed_stability.{csv,md,tex} (e.g. figures/demo)")
     compare.set_defaults(func=_compare_runs)
 
+    faces = commands.add_parser("import-images", help="face photos (class folders, RAF-DB's mirror layout, or a CSV) into RAF-DB's layout")
+    faces.add_argument("src", type=_existing, help="a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV path,label[,split]")
+    faces.add_argument("out", type=Path, help="an empty folder for the data set")
+    faces.add_argument("--test-fraction", type=_between(0.0, 1.0, open_ends=True), default=0.2, help="stratified share for the test split where SRC gives none")
+    faces.add_argument("--seed", type=_at_least(0), default=0)
+    faces.add_argument("--workers", type=_at_least(1), default=None, help="processes (default: one per CPU, at most 8)")
+    faces.set_defaults(func=_import_images)
+
     kernel = commands.add_parser("install-kernel", help=f"register this environment as the Jupyter kernel {KERNEL_NAME!r} (./run_all.sh lab does it)")
     kernel.add_argument("--prefix", type=Path, default=None, help="install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)")
     kernel.set_defaults(func=_install_kernel)
     return parser
+
+
+def _import_images(args: argparse.Namespace) -> int:
+    from fer_lib.faces import import_images
+
+    counts = import_images(args.src, args.out, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers)
+    print(f"found {counts['photos']} photo(s) as {counts['found']}; imported {counts['imported']} "
+          f"({counts['train']} train, {counts['test']} test); not imported: {counts['not imported']}, listed with the reason "
+          f"in {args.out / 'import_report.csv'}")
+    if counts["several faces"]:
+        print(f"{counts['several faces']} photo(s) showed several faces: the largest was kept (import_report.csv)")
+    if counts["already aligned"]:
+        print(f"{counts['already aligned']} photo(s) were already aligned 100x100 crops: aligned again from their detected points")
+    print(f"next: python -m fer_lib check-data {args.out}")
+    return 0
 
 
 KERNEL_NAME = "fer-lib"  # the notebooks' kernelspec: any JupyterLab finds this environment under that name
@@ -365,7 +389,9 @@ def _is_data_or_checkpoint_error(error: Exception) -> bool:
     from fer_lib.models import CheckpointError
     from fer_lib.rafdb import RafDbError
 
-    return isinstance(error, (RafDbError, CheckpointError, SettingsError))
+    from fer_lib.faces import FaceToolsMissing, ImportProblem
+
+    return isinstance(error, (RafDbError, CheckpointError, SettingsError, FaceToolsMissing, ImportProblem))
 
 
 def main(argv: list[str] | None = None) -> int:

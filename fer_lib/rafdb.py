@@ -29,7 +29,8 @@ CLASSES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neut
 NUM_CLASSES = len(CLASSES)
 SPLITS = ("train", "test")
 
-LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
+LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"  # sic; RAF-DB's own README also spells it as below
+LABEL_FILE_OTHER_SPELLING = Path("EmoLabel") / "list_partition_label.txt"
 ALIGNED_DIR = Path("Image") / "aligned"
 ORIGINAL_DIR = Path("Image") / "original"
 MANUAL_DIR = Path("Annotation") / "manual"
@@ -38,6 +39,7 @@ BOUNDINGBOX_DIR = Path("Annotation") / "boundingbox"
 
 ATTRIBUTE_NAMES = ("gender", "race", "age")
 ATTRIBUTE_RANGES = {"gender": 3, "race": 3, "age": 5}  # valid codes are 0..n-1
+UNKNOWN_ATTRIBUTE = -1  # written by import-images, where a face's gender, race and age are not known
 
 
 def paper_results() -> dict:
@@ -244,9 +246,9 @@ def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.n
             code = int(text)
         except ValueError:
             code = -1
-        if not 0 <= code < ATTRIBUTE_RANGES[attribute]:
+        if not (0 <= code < ATTRIBUTE_RANGES[attribute] or code == UNKNOWN_ATTRIBUTE):
             problems.append(
-                f"{path}:{6 + k}: {attribute} code {text!r} is not an integer in 0..{ATTRIBUTE_RANGES[attribute] - 1}"
+                f"{path}:{6 + k}: {attribute} code {text!r} is not an integer in 0..{ATTRIBUTE_RANGES[attribute] - 1} (or -1, unknown)"
             )
             return None
         attributes[k] = code
@@ -285,8 +287,16 @@ def _missing_folder_problem(root: Path, folder: Path) -> str:
     return f"{root / folder}: missing. RAF-DB's basic/ must hold {folder}/."
 
 
+def label_file(root: Path) -> Path:
+    """The label file of a copy: ``list_patition_label.txt`` (sic, as shipped), or the spelling
+    ``list_partition_label.txt`` that RAF-DB's README also uses."""
+    if not (root / LABEL_FILE).exists() and (root / LABEL_FILE_OTHER_SPELLING).exists():
+        return root / LABEL_FILE_OTHER_SPELLING
+    return root / LABEL_FILE
+
+
 def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb | None, list[str]]:
-    names, labels, problems = read_label_file(root / LABEL_FILE)
+    names, labels, problems = read_label_file(label_file(root))
     if not names:
         return None, problems
 
@@ -374,6 +384,8 @@ class CheckReport:
         lines.append(
             f"{'total':<10} {sum(self.train):>7} {sum(paper['train']):>7} {sum(self.test):>7} {sum(paper['test']):>7}"
         )
+        if self.root.is_dir():
+            lines.append(f"labels read from {label_file(self.root).relative_to(self.root)}")
         return "\n".join(lines)
 
 
