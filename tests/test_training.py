@@ -154,7 +154,8 @@ def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_p
     torch.manual_seed(3)
     baseline = M.ARMNet(SIZE, width=4).eval()
     experiment = Experiment("smoke", tmp_path, tmp_path, progress=False)
-    experiment.__dict__.update(baseline=baseline, splits=(tiny_split, tiny_split))  # no training, no files
+    experiment.__dict__.update(splits=(tiny_split, tiny_split))  # no decoding, no files
+    experiment._baselines[experiment.seeds[0]] = baseline  # no training
     order = np.random.default_rng(0).permutation(len(tiny_split))
     cached = experiment.baseline_probabilities(4, order, affinity)
     if affinity == "fixed":
