@@ -12,6 +12,8 @@
     compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
     install-kernel [--prefix DIR]              register this environment as the Jupyter kernel "fer-lib"
     import-images SRC OUT [--test-fraction F]  face photos (class folders, RAF-DB mirror, or a CSV) into RAF-DB's layout
+    predict PATH... --baseline CKPT [--fusion CKPT] --out DIR
+                                               every face of every photo: both branches' probabilities and Grad-CAM++
 """
 
 from __future__ import annotations
@@ -351,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--workers", type=_at_least(1), default=None, help="processes (default: one per CPU, at most 8)")
     faces.set_defaults(func=_import_images)
 
+    guess = commands.add_parser("predict", help="what a trained model says about photos: every face, both branches, Grad-CAM++")
+    guess.add_argument("paths", type=_existing, nargs="+", help="photos, or folders of photos")
+    guess.add_argument("--baseline", type=_existing, required=True, help="the baseline checkpoint (best.pt of a baseline run)")
+    guess.add_argument("--fusion", type=_existing, default=None, help="a fusion run's best.pt (without it: the RGB baseline alone)")
+    guess.add_argument("--out", type=Path, required=True, help="folder for predictions.csv and the figures")
+    guess.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
+    guess.set_defaults(func=_predict)
+
     kernel = commands.add_parser("install-kernel", help=f"register this environment as the Jupyter kernel {KERNEL_NAME!r} (./run_all.sh lab does it)")
     kernel.add_argument("--prefix", type=Path, default=None, help="install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)")
     kernel.set_defaults(func=_install_kernel)
@@ -369,6 +379,17 @@ def _import_images(args: argparse.Namespace) -> int:
     if counts["already aligned"]:
         print(f"{counts['already aligned']} photo(s) were already aligned 100x100 crops: aligned again from their detected points")
     print(f"next: python -m fer_lib check-data {args.out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from fer_lib.predict import predict
+
+    frame = predict(args.paths, args.baseline, args.fusion, args.out, device=_device(args.device))
+    faces = frame[frame["status"] != "no face"] if len(frame) else frame
+    print(f"{len(faces)} face(s) in {frame['image'].nunique() if len(frame) else 0} photo(s); "
+          f"{int((frame['status'] == 'no face').sum()) if len(frame) else 0} photo(s) without a face. "
+          f"Table: {args.out / 'predictions.csv'}; one figure per face in {args.out}")
     return 0
 
 

@@ -475,7 +475,7 @@ class Experiment:
         batch_size = batch_size or self.profile.batch_test
         order = np.arange(len(self.test)) if order is None else np.asarray(order)
         model = self.baseline_for(seed)
-        if affinity == "fixed" and torch.isnan(model.arm.population_mean).any():
+        if affinity == "fixed":  # the mean over this run's whole training set (the checkpoint's is over its fit part)
             T.estimate_population_means(model, self.train, self.rgb_cache("train", seed))
         per_image = self.rgb_cache("test", seed)[0][torch.as_tensor(order)]
         model.set_affinity(affinity)

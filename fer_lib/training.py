@@ -244,7 +244,23 @@ def train_baseline(
             print(f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
                   f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
     best_model = M.load_arm_checkpoint(run_dir / "best.pt")
+    if torch.isnan(best_model.arm.population_mean).any():
+        _store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt")
     return best_model
+
+
+@torch.no_grad()
+def _store_population_mean(model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path) -> None:
+    """ARM's batch-independent mean over the training images (eval mode, no augmentation), written into the kept
+    checkpoint: what a single photo is explained with (``predict``), where there is no batch."""
+    model.eval()
+    batches = (model.forward_per_image(D.normalise(fit.images[start : start + batch_size])) for start in range(0, len(fit), batch_size))
+    model.arm.estimate_population_mean(batches)
+    if distributed.is_main():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["population_means"] = M.population_means(model)
+        save_torch(state, path)
+    distributed.barrier()
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -437,8 +453,18 @@ def train_fusion(
                            run_dir / "best.pt")
             _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
         distributed.barrier()
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"], strict=True)
-    return model.eval()
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"], strict=True)
+    model.eval()
+    if "population_means" not in state:  # the landmark ARM's batch-independent mean, for a single photo (predict)
+        baseline_mean = model.baseline.arm.population_mean.clone()  # the frozen baseline keeps its own
+        estimate_population_means(model, fit, fit_cache[:1], config)
+        model.baseline.arm.population_mean.copy_(baseline_mean)
+        means = {k: v for k, v in M.population_means(model).items() if not k.startswith("baseline.")}
+        if distributed.is_main():
+            save_torch({**state, "population_means": means}, run_dir / "best.pt")
+        distributed.barrier()
+    return model
 
 
 def validation_loss(predictions: FusionPredictions) -> float:
@@ -487,6 +513,9 @@ def load_fusion_checkpoint(path: Path, baseline: M.ARMNet) -> tuple[M.FusionMode
     if mismatched:
         raise M.CheckpointError(f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the baseline it was trained with")
     M.load_state_strict(model, state["model"], path)
+    if "population_means" in state:
+        landmark_means = {k: v for k, v in state["population_means"].items() if not k.startswith("baseline.")}
+        M.load_population_means(model, landmark_means)  # the baseline keeps its own
     return model.eval(), config
 
 

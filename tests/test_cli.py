@@ -110,3 +110,40 @@ def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, mon
         manager.shutdown_kernel(now=True)
     notebook = json.loads((Path(__file__).parent.parent / "notebooks" / "04_fusion.ipynb").read_text())
     assert notebook["metadata"]["kernelspec"]["name"] == "fer-lib"
+
+
+def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, tmp_path):
+    pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
+    from PIL import Image
+    from skimage import data as samples
+
+    base, _ = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(samples.astronaut()).save(photos / "astronaut.png")
+    Image.new("RGB", (80, 60), (30, 120, 200)).save(photos / "sky.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(photos), "--baseline", str(base / "baseline" / "best.pt"), "--fusion", str(base / "fusion" / "best.pt"),
+                 "--out", str(out), "--device", "cpu"]) == 0
+    table = pd.read_csv(out / "predictions.csv")
+    face = table[table["image"].str.endswith("astronaut.png")].iloc[0]
+    assert face["face"] == 0 and face["x1"] < face["x2"] and face["y1"] < face["y2"]
+    probabilities = {head: face[[c for c in table.columns if c.startswith(f"p_{head}_")]].to_numpy(float) for head in ("rgb", "landmark", "fused")}
+    assert all(len(p) == 7 and abs(p.sum() - 1) < 1e-4 for p in probabilities.values())  # 21 probabilities
+    assert face["fused class"] in ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
+    assert table.loc[table["image"].str.endswith("sky.png"), "status"].tolist() == ["no face"]
+    assert (out / "astronaut_face0.png").stat().st_size > 20_000
+    alone = tmp_path / "alone"  # without a fusion run: the RGB baseline alone
+    assert main(["predict", str(photos / "astronaut.png"), "--baseline", str(base / "baseline" / "best.pt"), "--out", str(alone), "--device", "cpu"]) == 0
+    assert "fused class" not in pd.read_csv(alone / "predictions.csv").columns
+
+
+def test_predict_refuses_a_checkpoint_without_a_population_mean(trained, tmp_path, capsys):
+    import torch
+
+    base, _ = trained
+    state = torch.load(base / "baseline" / "best.pt", weights_only=True)
+    state["population_means"] = {k: torch.full_like(v, float("nan")) for k, v in state["population_means"].items()}
+    torch.save(state, tmp_path / "old.pt")
+    assert main(["predict", str(base), "--baseline", str(tmp_path / "old.pt"), "--out", str(tmp_path / "out")]) == 1
+    assert "population mean" in capsys.readouterr().err
