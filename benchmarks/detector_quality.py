@@ -1,0 +1,70 @@
+"""How well dlib finds the synthetic faces, and how far its points fall from the true ones, plus the throughput of
+``import-images``.
+
+The synthetic RAF-DB knows every face's landmarks: its automatic 37 points are the drawn face's iBUG-68 points of
+``AUTO37_FROM_IBUG68``, plus the simulated detector's noise (``SyntheticKnobs.detector_jitter``, in inter-ocular
+units: 0.025 in the demo), so an NME near that noise is as close as the files allow. On the original images of a
+demo set this measures:
+- the detection rate (a face found, and its box holding the true eye centres);
+- the normalised mean error (NME) of dlib's 37 points against the file's, divided by the inter-ocular distance
+  (between the true eye centres), per image, then its median and mean;
+- the time of ``python -m fer_lib import-images`` on those images (class folders, both cores).
+
+    .venv/bin/python benchmarks/detector_quality.py --data runs/demo/data/basic --images 300 --out /tmp/detector
+
+Results and the machine: benchmarks/README.md, "Face detection on the synthetic faces".
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a synthetic RAF-DB (basic/), e.g. runs/demo/data/basic")
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    from fer_lib import faces
+    from fer_lib.rafdb import CLASSES, load_rafdb
+
+    data = load_rafdb(args.data)
+    picks = np.linspace(0, len(data) - 1, min(args.images, len(data))).astype(int)
+    found, errors, clock = 0, [], time.perf_counter()
+    for i in picks:
+        photo = faces.load_photo(data.original_path(i))
+        detected = faces.detect_faces(photo)
+        true37, eyes = data.auto37[i], data.manual5[i][:2]
+        inside = [f for f in detected if all(f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3] for x, y in eyes)]
+        if not inside:
+            continue
+        found += 1
+        interocular = float(np.linalg.norm(eyes[1] - eyes[0]))
+        errors.append(float(np.linalg.norm(inside[0].auto37 - true37, axis=1).mean() / interocular))
+    detect_seconds = time.perf_counter() - clock
+    print(f"detected {found} of {len(picks)} synthetic faces ({found / len(picks):.1%}) in {detect_seconds:.0f} s (one process)")
+    if errors:
+        print(f"NME of the 37 points (inter-ocular): median {np.median(errors):.3f}, mean {np.mean(errors):.3f}")
+
+    source = args.out / "photos"
+    shutil.rmtree(args.out, ignore_errors=True)
+    for i in picks:
+        folder = source / CLASSES[int(data.labels[i])].lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data.original_path(i), folder / data.names[i])
+    clock = time.perf_counter()
+    counts = faces.import_images(source, args.out / "imported", progress=False)
+    seconds = time.perf_counter() - clock
+    print(f"import-images: {counts['photos']} photos in {seconds:.1f} s ({counts['photos'] / seconds:.1f} photos/s), "
+          f"{counts['imported']} imported")
+
+
+if __name__ == "__main__":
+    main()
