@@ -123,8 +123,8 @@ def predict_photos(paths: list[Path], baseline: M.ARMNet, fusion: M.FusionModel 
                     row.update({f"p_{head}_{c}": float(v) for c, v in zip(CLASSES, probabilities[head][k])})
             rows.append(row)
             figure = plot_face(image, face, split, k, probabilities, explanation, f"{path.name}, face {k}")
-            for suffix in ("png", "pdf"):
-                figure.savefig(out / f"{path.stem}_face{k}.{suffix}", dpi=110)
+            figure.savefig(out / f"{path.stem}_face{k}.png", dpi=110)
+            figure.savefig(out / f"{path.stem}_face{k}.pdf", metadata={"CreationDate": None})  # no date: reruns give the same file
             plt.close(figure)
     frame = pd.DataFrame(rows)
     save_csv(frame, out / "predictions.csv")
