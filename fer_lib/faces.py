@@ -238,10 +238,6 @@ def _from_csv(path: Path) -> list[Source]:
     return sources
 
 
-def _points_text(points: np.ndarray) -> str:
-    return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in points)
-
-
 def _import_one(task: tuple[str, str, str]) -> dict:
     """Detect, fit, align and write one photo as RAF-DB sample ``name`` under ``out``; returns what happened."""
     path, out, name = task
@@ -254,13 +250,10 @@ def _import_one(task: tuple[str, str, str]) -> dict:
     if not faces:
         return {"image": path, "name": name, "status": "no face", "reason": "dlib's detector found no face (upsampled up to 2x)"}
     face = faces[0]
-    stem = Path(name).stem
     image.save(out / rafdb.ORIGINAL_DIR / name, quality=95)
     align(image, face).save(out / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=95)
-    unknown = f"{rafdb.UNKNOWN_ATTRIBUTE}\n" * 3  # gender, race and age are not known
-    (out / rafdb.MANUAL_DIR / rafdb.manual_name(name)).write_text(_points_text(face.manual5) + unknown)
-    (out / rafdb.AUTO_DIR / rafdb.auto_name(name)).write_text(_points_text(face.auto37))
-    (out / rafdb.BOUNDINGBOX_DIR / f"{stem}_boundingbox.txt").write_text("{:.2f} {:.2f} {:.2f} {:.2f}\n".format(*face.box))
+    unknown = [rafdb.UNKNOWN_ATTRIBUTE] * 3  # gender, race and age are not known
+    rafdb.write_annotations(out, name, face.manual5, unknown, face.auto37, face.box)
     note = f"{len(faces)} faces: kept the largest" if len(faces) > 1 else ""
     already = image.size == (L.ALIGNED_SIZE, L.ALIGNED_SIZE)
     return {"image": path, "name": name, "status": "imported", "reason": note, "already aligned": already, "faces": len(faces)}

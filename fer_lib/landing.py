@@ -60,11 +60,6 @@ def _table(frame: pd.DataFrame, *, numeric: dict[str, str] | None = None, css_co
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _read(tables: Path, name: str) -> pd.DataFrame | None:
-    path = tables / f"{name}.csv"
-    return pd.read_csv(path) if path.exists() and path.stat().st_size else None
-
-
 def _notebook_line(executed: Path) -> tuple[str, str]:
     """(title, first sentence of the introduction) of an executed notebook's first markdown cell."""
     import nbformat
@@ -91,6 +86,7 @@ def render_spec(spec: Path, target: Path) -> Path:
 def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figures_dir: Path, *, spec: Path | None = None) -> Path:
     """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
     from fer_lib.pipeline import relative
+    from fer_lib.report import read_table
 
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
@@ -107,7 +103,7 @@ def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figur
                  "landmark-heatmap CNN whose feature is weighted by its own confidence and by its agreement with the RGB network.</p>")
 
     synthetic = settings.get("synthetic")
-    counts = _read(tables, "table3_class_counts")
+    counts = read_table(tables, "table3_class_counts")
     data = ("synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)" if synthetic else "RAF-DB (basic)")
     if counts is not None:
         data += f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test images"
@@ -129,7 +125,7 @@ def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figur
     for warning in info.get("warnings", []):
         parts.append(f'<p class="warning">{html.escape(warning)}</p>')
 
-    table6 = _read(tables, "summary_table6")
+    table6 = read_table(tables, "summary_table6")
     if table6 is not None:
         table6 = table6.drop(columns=["table"]).rename(columns={"ours": "this run", "ours sd": "sd over seeds", "paper": "paper (RAF-DB)", "difference": "this run - paper"})
         table6["metric"] = table6["metric"].map({"oa_top1": "OA (top-1)", "oa_top2": "OA (top-2)", "oa_top3": "OA (top-3)", "aa": "AA (mean per class)"}).fillna(table6["metric"])
@@ -137,9 +133,9 @@ def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figur
                      f"<p class='small'>This run's numbers are on the {'synthetic set' if synthetic else 'RAF-DB test set'}; the paper's on RAF-DB.</p>"
                      + _table(table6, numeric={"this run": ".4f", "sd over seeds": ".4f", "paper (RAF-DB)": ".4f", "this run - paper": "+.4f"}))
 
-    claims = _read(tables, "claims")
+    claims = read_table(tables, "claims")
     if claims is not None:
-        findings = _read(tables, "findings")
+        findings = read_table(tables, "findings")
         if findings is not None and "same verdict with other seeds" in findings:
             claims = claims.merge(findings[["claim", "same verdict with other seeds"]], on="claim", how="left")
         claims = claims.rename(columns={"detail": "evidence (differences with 95% intervals)"})

@@ -91,6 +91,18 @@ def auto_name(name: str) -> str:
     return f"{Path(name).stem}_auto_attri.txt"
 
 
+def write_annotations(root: Path, name: str, manual5: np.ndarray, attributes, auto37: np.ndarray, box) -> None:
+    """A sample's annotation files in RAF-DB's format: the 5 manual points and the gender/race/age codes, the 37
+    automatic points ("x<TAB>y" rows, original-image pixels) and the face's bounding box."""
+    def points(rows: np.ndarray) -> str:
+        return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in rows)
+
+    root = Path(root)
+    (root / MANUAL_DIR / manual_name(name)).write_text(points(manual5) + "".join(f"{code}\n" for code in attributes))
+    (root / AUTO_DIR / auto_name(name)).write_text(points(auto37))
+    (root / BOUNDINGBOX_DIR / f"{Path(name).stem}_boundingbox.txt").write_text("{:.2f} {:.2f} {:.2f} {:.2f}\n".format(*box))
+
+
 def split_of(name: str) -> str | None:
     prefix = name.split("_", 1)[0]
     return prefix if prefix in SPLITS else None

@@ -843,22 +843,13 @@ def sample_name(split: str, index: int) -> str:
     return f"{split}_{index + 1:0{NAME_DIGITS[split]}d}.jpg"
 
 
-def _points_text(points: np.ndarray) -> str:
-    return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in points)
-
-
 def _write_sample(root: Path, name: str, sample: SyntheticSample) -> None:
-    stem = Path(name).stem
     for image, path in ((sample.original, root / rafdb.ORIGINAL_DIR / name),
                         (sample.aligned, root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name))):
         buffer = BytesIO()
         image.save(buffer, format="JPEG", quality=sample.jpeg_quality)
         path.write_bytes(buffer.getvalue())
-    attributes = "".join(f"{code}\n" for code in sample.attributes)
-    (root / rafdb.MANUAL_DIR / rafdb.manual_name(name)).write_text(_points_text(sample.manual5) + attributes)
-    (root / rafdb.AUTO_DIR / rafdb.auto_name(name)).write_text(_points_text(sample.auto37))
-    x1, y1, x2, y2 = sample.box
-    (root / rafdb.BOUNDINGBOX_DIR / f"{stem}_boundingbox.txt").write_text(f"{x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f}\n")
+    rafdb.write_annotations(root, name, sample.manual5, sample.attributes, sample.auto37, sample.box)
 
 
 def _render_and_write(task: tuple[str, int, str, int, int, SyntheticKnobs]) -> None:
