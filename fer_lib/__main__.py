@@ -91,7 +91,7 @@ def _train_baseline(args: argparse.Namespace) -> int:
         augmentation=args.augmentation, seed=args.seed,
     )
     device = _device(args.device)
-    train, test = T._main_first(lambda: T.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache"))  # one rank decodes
+    train, test = distributed.main_first(lambda: T.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache"))  # one rank decodes
     model = T.train_baseline(train, config, args.run_dir, device=device)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0
@@ -119,9 +119,9 @@ def _train_fusion(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, landmark_set=args.landmark_set, heatmap_sigma=args.sigma, flip=not args.no_flip,
         val_fraction=args.val_fraction, select=args.select, seed=args.seed,
     )
-    train, test = T._main_first(lambda: T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache"))
+    train, test = distributed.main_first(lambda: T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache"))
     flips = (False, True) if config.flip else (False,)
-    train_cache = T._main_first(lambda: T.rgb_feature_cache(baseline, train, flips=flips, cache_dir=args.run_dir / "cache"))
+    train_cache = distributed.main_first(lambda: T.rgb_feature_cache(baseline, train, flips=flips, cache_dir=args.run_dir / "cache"))
     model = T.train_fusion(baseline, train, train_cache, config, args.run_dir, device=device)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0

@@ -44,6 +44,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+def main_first(function):
+    """``function()`` on the writing rank first, then (once it has written its files) on the others; just once
+    outside a process group."""
+    if is_main():
+        result = function()
+    barrier()
+    if not is_main():
+        result = function()
+    return result
+
+
 def init_from_environment() -> torch.device | None:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL with one GPU per rank where CUDA is
     available, else gloo on the CPU. Returns this rank's device, or None outside torchrun."""

@@ -115,10 +115,11 @@ PROFILES = {
 
 
 # Choices the paper does not state that can move the headline either way, each flipped in one ablation run of the
-# proposed model (notebook 06, with ``design_ablations``): name -> (what the run does, FusionConfig changes).
+# proposed model (notebook 06, with ``design_ablations``): name -> (what the run is, given the profile's own
+# FusionConfig; the FusionConfig changes).
 DESIGN_VARIANTS = {
-    "default-init": ("fusion layer from PyTorch's default initialisation", lambda config: {"fusion_init_from_baseline": False}),
-    "flip-batch-norm": ("BatchNorm in the landmark CNN switched (on where the profile has none, off where it has it)",
+    "default-init": (lambda config: "fusion layer from PyTorch's default initialisation", lambda config: {"fusion_init_from_baseline": False}),
+    "flip-batch-norm": (lambda config: "landmark CNN without BatchNorm (Table 1 as printed)" if config.batch_norm else "landmark CNN with BatchNorm",
                         lambda config: {"batch_norm": not config.batch_norm}),
 }
 
@@ -572,9 +573,7 @@ class Experiment:
 
     def design_variant_name(self, variant: str) -> str:
         """What a design ablation of this profile trains, in a table's words."""
-        if variant == "flip-batch-norm":
-            return "landmark CNN without BatchNorm (Table 1 as printed)" if self.profile.landmark_batch_norm else "landmark CNN with BatchNorm"
-        return DESIGN_VARIANTS[variant][0]
+        return DESIGN_VARIANTS[variant][0](self.fusion_config())
 
     def fusion_runs(self, weighting: str = "both", w: float = 0.6, variant: str | None = None) -> list[FusionRun]:
         """One run per seed of the profile."""

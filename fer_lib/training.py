@@ -95,17 +95,6 @@ def _check_config(run_dir: Path, config) -> None:
         )
 
 
-def _main_first(function):
-    """``function()`` on the writing rank first, then (once it has written its files) on the others; just once
-    outside a process group."""
-    if distributed.is_main():
-        result = function()
-    distributed.barrier()
-    if not distributed.is_main():
-        result = function()
-    return result
-
-
 def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     path = run_dir / "split.json"
     if path.exists():
@@ -184,7 +173,8 @@ def train_baseline(
     device = device or M.pick_device()
     if train.input_size != config.input_size:
         raise ValueError(f"images are {train.input_size}px but the config asks for {config.input_size}px")
-    fit_index, val_index = _main_first(lambda: (_check_config(run_dir, config), _validation_split(run_dir, train, config.val_fraction, config.seed))[1])
+    distributed.main_first(lambda: _check_config(run_dir, config))
+    fit_index, val_index = distributed.main_first(lambda: _validation_split(run_dir, train, config.val_fraction, config.seed))
     fit, val = train.subset(fit_index), train.subset(val_index)
 
     torch.manual_seed(config.seed)
@@ -253,9 +243,7 @@ def train_baseline(
 def _store_population_mean(model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path) -> None:
     """ARM's batch-independent mean over the training images (eval mode, no augmentation), written into the kept
     checkpoint: what a single photo is explained with (``predict``), where there is no batch."""
-    model.eval()
-    batches = (model.forward_per_image(D.normalise(fit.images[start : start + batch_size])) for start in range(0, len(fit), batch_size))
-    model.arm.estimate_population_mean(batches)
+    model.estimate_population_mean(D.normalise(fit.images[start : start + batch_size]) for start in range(0, len(fit), batch_size))
     if distributed.is_main():
         state = torch.load(path, map_location="cpu", weights_only=True)
         state["population_means"] = M.population_means(model)
@@ -385,13 +373,13 @@ def train_fusion(
 
     run_dir = Path(run_dir)
     device = device or M.pick_device()
-    _main_first(lambda: _check_config(run_dir, config))
+    distributed.main_first(lambda: _check_config(run_dir, config))
     if train.landmark_set != config.landmark_set:
         raise ValueError(f"the split carries {train.landmark_set} landmarks but the config asks for {config.landmark_set}")
     if train_cache.shape[1] != len(train):
         raise ValueError(f"the feature cache has {train_cache.shape[1]} images, the training split {len(train)}")
     flips = config.flip and train_cache.shape[0] > 1
-    fit_index, val_index = _main_first(lambda: _validation_split(run_dir, train, config.val_fraction, config.seed))
+    fit_index, val_index = distributed.main_first(lambda: _validation_split(run_dir, train, config.val_fraction, config.seed))
     fit, val = train.subset(fit_index), train.subset(val_index)
     fit_cache, val_cache = train_cache[:, fit_index], train_cache[:, val_index]
 
