@@ -257,14 +257,14 @@ def run_all(
     from fer_lib.landing import write_landing_page
     from fer_lib.scheduler import train_all
 
-    experiment = Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained)  # the training stage's too
-    warning = experiment.baseline_warning()
+    warning = Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained).baseline_warning()
     info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "warnings": [warning] if warning else [], "notebook_seconds": {}}
     pages = []
     for notebook in notebooks():
         if notebook.name.startswith("03") and workers != 0:
             clock = time.perf_counter()
-            train_all(experiment, workers=workers)
+            # its own Experiment: the decoded images it loads are freed before the notebooks run
+            train_all(Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained), workers=workers)
             info["notebook_seconds"]["training (parallel, before 03)"] = round(time.perf_counter() - clock, 1)
         print(f"==> {notebook.name}")
         executed = executed_dir / notebook.name
