@@ -117,7 +117,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
     config = T.FusionConfig(
         weighting=args.weighting, w_disagree=args.w, weight_grad=args.weight_grad, width=args.width, batch_norm=not args.no_batch_norm, epochs=args.epochs,
         batch_size=args.batch_size, landmark_set=args.landmark_set, heatmap_sigma=args.sigma, flip=not args.no_flip,
-        val_fraction=args.val_fraction, select=args.select, seed=args.seed,
+        val_fraction=args.val_fraction, select=args.select, seed=args.seed, landmark_input=args.landmark_input,
     )
     train, test = distributed.main_first(lambda: T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache"))
     flips = (False, True) if config.flip else (False,)
@@ -301,7 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--baseline", type=_existing, required=True, help="baseline checkpoint (the ARM authors' file or ours)")
     fusion.add_argument("--input-size", type=_input_size, default=None, help="default: the checkpoint's (224 for the authors' file)")
     fusion.add_argument("--run-dir", type=Path, required=True)
-    fusion.add_argument("--weighting", default="both", choices=("none", "confidence", "agreement", "both"))
+    fusion.add_argument("--weighting", default="both", choices=("none", "confidence", "agreement", "both", "calibrated"),
+                        help="what scales F_landmark; calibrated: both, with the landmark head temperature-scaled on the validation split")
+    fusion.add_argument("--landmark-input", default="heatmaps", choices=("heatmaps", "coords"),
+                        help="heatmaps: the landmark CNN of Table 1; coords: an MLP on the aligned coordinates")
     fusion.add_argument("--w", type=_between(0, 1), default=0.6, help="agreement weight when the branches disagree")
     fusion.add_argument("--weight-grad", action="store_true", help="let gradients flow through p_landmark")
     fusion.add_argument("--width", type=_width("landmark"), default=32, help="landmark CNN base width (32: Table 1)")

@@ -114,12 +114,23 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
+def flip_points_where(points: torch.Tensor, size: int, flip: torch.Tensor | None, landmark_set: str = "auto37") -> torch.Tensor:
+    """Canvas landmarks (B, K, 2) with the samples whose ``flip`` is True mirrored (x and left/right partners)."""
+    if flip is None or not bool(flip.any()):
+        return points
+    flipped = torch.as_tensor(L.flip_points(points.cpu().numpy(), size, landmark_set), dtype=points.dtype, device=points.device)
+    return torch.where(flip.view(-1, 1, 1).to(points.device), flipped, points)
+
+
 def heatmaps_for(points: torch.Tensor, size: int, flip: torch.Tensor | None = None, landmark_set: str = "auto37", **kwargs) -> torch.Tensor:
     """Heatmaps (B, 1, S, S) for canvas landmarks; samples with ``flip`` True are mirrored consistently."""
-    if flip is not None and bool(flip.any()):
-        flipped = torch.as_tensor(L.flip_points(points.cpu().numpy(), size, landmark_set), dtype=points.dtype, device=points.device)
-        points = torch.where(flip.view(-1, 1, 1).to(points.device), flipped, points)
-    return render_heatmaps(points, size, **kwargs)
+    return render_heatmaps(flip_points_where(points, size, flip, landmark_set), size, **kwargs)
+
+
+def coordinates_for(points: torch.Tensor, size: int, flip: torch.Tensor | None = None, landmark_set: str = "auto37") -> torch.Tensor:
+    """The coordinate branch's input (B, 2K): canvas landmarks scaled to [-1, 1], mirrored where ``flip``."""
+    points = flip_points_where(points, size, flip, landmark_set)
+    return (points.float() * (2.0 / size) - 1.0).reshape(len(points), -1)
 
 
 def flip_images(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:

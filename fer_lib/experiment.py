@@ -124,6 +124,14 @@ DESIGN_VARIANTS = {
 }
 
 
+# Beyond the paper (its section 6 and a reviewer's question): the landmark branch as an MLP on the plain coordinates,
+# fused the same way (notebook 06, every profile); same shape as DESIGN_VARIANTS.
+BRANCH_VARIANTS = {
+    "coords": (lambda config: "coordinate MLP instead of heatmaps and the landmark CNN", lambda config: {"landmark_input": "coords"}),
+}
+VARIANTS = {**DESIGN_VARIANTS, **BRANCH_VARIANTS}
+
+
 class SettingsError(ValueError):
     """A ``--set KEY=VALUE`` that names no setting or gives it a value out of range."""
 
@@ -510,14 +518,14 @@ class Experiment:
 
     # -- landmark branch + fusion ------------------------------------------------------------------------
     def fusion_config(self, weighting: str = "both", w: float = 0.6, seed: int = 0, variant: str | None = None) -> T.FusionConfig:
-        """The landmark branch's configuration; ``variant`` (a key of DESIGN_VARIANTS) flips one unstated choice."""
+        """The landmark branch's configuration; ``variant`` (a key of VARIANTS) flips one unstated choice or swaps the branch."""
         p = self.profile
         config = T.FusionConfig(weighting=weighting, w_disagree=float(w), width=p.landmark_width, batch_norm=p.landmark_batch_norm, epochs=p.fusion_epochs,
                                 batch_size=p.batch_fusion or p.batch_train, eval_batch_size=p.batch_test, select="val_loss", seed=seed)
         if variant is not None:
-            if variant not in DESIGN_VARIANTS:
-                raise ValueError(f"design variant {variant!r} is not one of {sorted(DESIGN_VARIANTS)}")
-            config = dataclasses.replace(config, **DESIGN_VARIANTS[variant][1](config))
+            if variant not in VARIANTS:
+                raise ValueError(f"variant {variant!r} is not one of {sorted(VARIANTS)}")
+            config = dataclasses.replace(config, **VARIANTS[variant][1](config))
         return config
 
     def fusion_dir(self, weighting: str, w: float, seed: int, variant: str | None = None) -> Path:
@@ -527,7 +535,8 @@ class Experiment:
         """Train (or reuse) one landmark branch + fusion and return its test predictions (seed: the run's first).
 
         Configurations that compute the same thing share one run: w does not matter without the agreement
-        factor, and w = 1 turns "both" into "confidence" and "agreement" into "none".
+        factor, and w = 1 turns "both" into "confidence" and "agreement" into "none". "learned" is not trained: its
+        gate is fitted on the validation split of the same seed's "both" run (``training.fit_gate``).
         """
         weighting, w = canonical_weighting(weighting, w)
         seed = self.seeds[0] if seed is None else seed
@@ -537,6 +546,11 @@ class Experiment:
         if done.exists():
             print(f"fusion {weighting} w={w:.2f} seed {seed}{' ' + variant if variant else ''}: reusing {relative(folder)}")
             predictions = read_fusion_predictions(folder)
+        elif weighting == "learned":
+            base = self.fusion_run("both", w, seed, variant)
+            model = T.fit_gate(base.folder, self.baseline_for(seed), self.train, self.rgb_cache("train", seed), folder, device=self.device)
+            predictions = T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config)
+            T.save_fusion_predictions(predictions, folder)
         else:
             model = T.train_fusion(self.baseline_for(seed), self.train, self.rgb_cache("train", seed), config, folder, device=self.device, progress=self.progress)
             predictions = T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config)
@@ -558,11 +572,14 @@ class Experiment:
         return E.explain(model, self.test, self.rgb_cache("test", seed), config, index, target=target, affinity=affinity)
 
     def fusion_plan(self) -> list[tuple[str, float, int, str | None]]:
-        """Every distinct (weighting, w, seed, design variant) the report trains: the proposed model (notebook 04),
-        Fig. 4's w grid (05), the ablation (06) and, with ``design_ablations``, the proposed model with each unstated
-        choice flipped (06); each for every seed, in the order seeds, then configurations."""
-        configurations = [("both", 0.6), *(("both", w) for w in self.profile.w_grid), *((weighting, 0.6) for weighting in M.WEIGHTINGS)]
+        """Every distinct (weighting, w, seed, variant) the report trains: the proposed model (notebook 04), Fig. 4's
+        w grid (05), the ablation (06), the calibrated weighting and the coordinate branch (06) and, with
+        ``design_ablations``, the proposed model with each unstated choice flipped (06); each for every seed, in the
+        order seeds, then configurations. (The learned weighting is fitted afterwards, in seconds: not planned.)"""
+        configurations = [("both", 0.6), *(("both", w) for w in self.profile.w_grid), *((weighting, 0.6) for weighting in M.PAPER_WEIGHTINGS),
+                          ("calibrated", 0.6)]
         distinct = [(*pair, None) for pair in dict.fromkeys(canonical_weighting(weighting, w) for weighting, w in configurations)]
+        distinct += [("both", 0.6, variant) for variant in BRANCH_VARIANTS]
         if self.profile.design_ablations:
             distinct += [("both", 0.6, variant) for variant in self.design_variants()]
         return [(weighting, w, seed, variant) for seed in self.seeds for weighting, w, variant in distinct]
@@ -572,8 +589,8 @@ class Experiment:
         return list(DESIGN_VARIANTS) if self.profile.design_ablations else []
 
     def design_variant_name(self, variant: str) -> str:
-        """What a design ablation of this profile trains, in a table's words."""
-        return DESIGN_VARIANTS[variant][0](self.fusion_config())
+        """What a design ablation (or a branch variant) of this profile trains, in a table's words."""
+        return VARIANTS[variant][0](self.fusion_config())
 
     def fusion_runs(self, weighting: str = "both", w: float = 0.6, variant: str | None = None) -> list[FusionRun]:
         """One run per seed of the profile."""

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,7 +64,11 @@ PAPER_INPUT_SIZE = 224
 SHUFFLE = 16  # PixelShuffle factor: 512 channels -> 2
 DE_ALBINO_KERNEL, DE_ALBINO_STRIDE = 32, 8
 AFFINITY_MODES = ("batch", "fixed")
-WEIGHTINGS = ("none", "confidence", "agreement", "both")
+PAPER_WEIGHTINGS = ("none", "confidence", "agreement", "both")  # Table 8's ablation
+# beyond the paper (its section 6): the confidence of a temperature-scaled landmark head, and a gate fitted afterwards
+WEIGHTINGS = (*PAPER_WEIGHTINGS, "calibrated", "learned")
+LANDMARK_INPUTS = ("heatmaps", "coords")  # the landmark branch: Table 1's CNN on heatmaps, or an MLP on coordinates
+COORDS_HIDDEN = 256  # the coordinate MLP's hidden width
 SIZE_RANGE = range(32, 449, 32)  # candidate sizes listed in error messages
 
 ARM_FILE_HINT = (
@@ -537,6 +542,61 @@ class LandmarkCNN(nn.Sequential):
         return super().forward(x)  # (B, 512, s/32, s/32)
 
 
+class CoordinateMLP(nn.Sequential):
+    """The cheaper landmark branch ("coords"): (B, 2K) aligned coordinates, scaled to [-1, 1] -> (B, dim) F_landmark.
+
+    Two hidden layers (Linear -> [BatchNorm] -> ReLU) and a linear output of the RGB feature's size, so that it
+    is fused exactly like the heatmap branch's ARM feature. It answers whether the heatmap CNN adds anything
+    over the plain coordinates it is drawn from."""
+
+    def __init__(self, num_points: int, dim: int, *, hidden: int = COORDS_HIDDEN, batch_norm: bool = True):
+        layers: list[tuple[str, nn.Module]] = []
+        sizes = [2 * num_points, hidden, hidden]
+        for i in range(2):
+            layers.append((f"fc{i + 1}", nn.Linear(sizes[i], sizes[i + 1], bias=not batch_norm)))
+            if batch_norm:
+                layers.append((f"bn{i + 1}", nn.BatchNorm1d(sizes[i + 1])))
+            layers.append((f"relu{i + 1}", nn.ReLU(inplace=True)))
+        layers.append(("out", nn.Linear(hidden, dim)))
+        super().__init__(OrderedDict(layers))
+        self.num_points = num_points
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != 2 * self.num_points:
+            raise ValueError(f"expected coordinates (B, {2 * self.num_points}), got {tuple(x.shape)}")
+        return super().forward(x)
+
+
+class WeightGate(nn.Module):
+    """The ``learned`` weighting: a logistic gate on [p_rgb, p_landmark, agreement] -> a factor in (0, 2) for
+    F_landmark. Zero-initialised (factor 1); fitted on the validation split after the branch is trained
+    (``training.fit_gate``), so it learns how far to trust the landmark head where its confidence is honest.
+    The upper bound 2 lets it amplify the landmark feature, which the paper's factors (at most 1) cannot."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.linear = nn.Linear(2 * num_classes + 1, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, rgb_logits: Tensor, landmark_logits: Tensor, agree: Tensor) -> Tensor:
+        inputs = torch.cat([rgb_logits.softmax(1), landmark_logits.softmax(1), agree.to(rgb_logits.dtype)[:, None]], dim=1)
+        return 2 * torch.sigmoid(self.linear(inputs.float()))[:, 0]
+
+
+def fit_temperature(logits: Tensor, labels: Tensor) -> float:
+    """The temperature T minimising the cross-entropy of softmax(logits / T) (Guo et al. 2017), by a bounded search
+    on log T in [1/20, 20]: deterministic, and one parameter cannot overfit a validation split."""
+    from scipy.optimize import minimize_scalar
+
+    logits, labels = logits.double(), labels.long()
+
+    def nll(log_t: float) -> float:
+        return float(F.cross_entropy(logits / np.exp(log_t), labels))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-np.log(20), np.log(20)), method="bounded", options={"xatol": 1e-4}).x))
+
+
 class FusionOutput(NamedTuple):
     fused_logits: Tensor  # (B, 7): fusion(cat(F_RGB, weight * F_landmark))
     landmark_logits: Tensor  # (B, 7): the landmark-only head
@@ -553,7 +613,9 @@ class FusionModel(nn.Module):
         baseline: the pretrained ARMNet; it is frozen (requires_grad False) and stays in eval mode.
         weighting: what scales F_landmark: "both" (p * a, the paper), "confidence" (p), "agreement" (a),
             "none" (1). p = max softmax of the landmark head (eq. 1); a = 1 when the landmark head's argmax
-            equals the baseline's, else ``w_disagree``.
+            equals the baseline's, else ``w_disagree``. Beyond the paper: "calibrated" (p * a with p taken from
+            the landmark head's softmax at temperature ``temperature``, a buffer fitted on the validation split
+            during training) and "learned" (``WeightGate``, fitted afterwards by ``training.fit_gate``).
         w_disagree: the agreement weight on disagreement (0.6 in the paper, Fig. 4).
         weight_grad: let gradients flow through p (the paper is silent; default: the weight is a constant).
         batch_norm: BatchNorm in the landmark CNN (not in the paper).
@@ -561,6 +623,8 @@ class FusionModel(nn.Module):
         init_from_baseline: start the fusion layer as the baseline's fc on F_RGB and zero on F_landmark, so
             the fused model starts exactly as the baseline and training moves it from there (the paper does
             not say how the layer is initialised); False: PyTorch's default random init.
+        landmark_input: "heatmaps" (Table 1's CNN and its own ARM) or "coords" (``CoordinateMLP`` on the
+            ``num_points`` aligned coordinates; no ARM, so no batch term on that side).
     """
 
     def __init__(
@@ -573,18 +637,31 @@ class FusionModel(nn.Module):
         batch_norm: bool = False,
         width: int = 32,
         init_from_baseline: bool = True,
+        landmark_input: str = "heatmaps",
+        num_points: int = 37,
     ):
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting {weighting!r} is not one of {WEIGHTINGS}")
+        if landmark_input not in LANDMARK_INPUTS:
+            raise ValueError(f"landmark input {landmark_input!r} is not one of {LANDMARK_INPUTS}")
         self.weighting, self.w_disagree, self.weight_grad = weighting, float(w_disagree), weight_grad
+        self.landmark_input = landmark_input
         self.input_size = baseline.input_size
         dim, num_classes = baseline.feature_dim, baseline.fc.out_features
         self.baseline = baseline.requires_grad_(False).eval()
-        self.landmark_cnn = LandmarkCNN(self.input_size, batch_norm=batch_norm, width=width)
-        shuffle, kernel, stride = arm_layout(self.landmark_cnn.out_channels)
-        self.arrangement = nn.PixelShuffle(shuffle)
-        self.arm = ARM(arm_geometry(self.input_size)[2], kernel=kernel, stride=stride)
+        self.arm: ARM | None = None
+        if landmark_input == "heatmaps":
+            self.landmark_cnn = LandmarkCNN(self.input_size, batch_norm=batch_norm, width=width)
+            shuffle, kernel, stride = arm_layout(self.landmark_cnn.out_channels)
+            self.arrangement = nn.PixelShuffle(shuffle)
+            self.arm = ARM(arm_geometry(self.input_size)[2], kernel=kernel, stride=stride)
+        else:
+            self.landmark_mlp = CoordinateMLP(num_points, dim, batch_norm=batch_norm)
+        if weighting == "calibrated":
+            self.register_buffer("temperature", torch.ones(()))
+        if weighting == "learned":
+            self.gate = WeightGate(num_classes)
         self.landmark_head = nn.Linear(dim, num_classes)
         self.fusion = nn.Linear(2 * dim, num_classes)
         if init_from_baseline:
@@ -599,40 +676,61 @@ class FusionModel(nn.Module):
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Everything but the baseline: landmark CNN, its ARM, the landmark head and the fusion layer."""
+        """Everything but the baseline: the landmark branch, the landmark head and the fusion layer (and a gate)."""
         return [p for name, p in self.named_parameters() if not name.startswith("baseline.")]
+
+    @property
+    def landmark_branch(self) -> list[nn.Module]:
+        """The modules that turn the landmark input into per-image features (what data-parallel training syncs)."""
+        return [self.landmark_cnn, self.arm] if self.arm is not None else [self.landmark_mlp]
 
     def set_affinity(self, mode: str) -> FusionModel:
         """Affinity mode of both ARM blocks (the baseline's and the landmark branch's)."""
         self.baseline.set_affinity(mode)
-        self.arm.set_affinity(mode)
+        if self.arm is not None:
+            self.arm.set_affinity(mode)
         return self
 
-    def landmark_per_image(self, heatmaps: Tensor) -> Tensor:
-        return self.arm.per_image(self.arrangement(self.landmark_cnn(heatmaps)))  # (B, n*n)
+    def landmark_per_image(self, landmarks: Tensor) -> Tensor:
+        """(B, n*n) per-image landmark features from heatmaps (B, 1, s, s) or coordinates (B, 2K)."""
+        if self.arm is None:
+            return self.landmark_mlp(landmarks)
+        return self.arm.per_image(self.arrangement(self.landmark_cnn(landmarks)))
+
+    def landmark_probabilities(self, landmark_logits: Tensor) -> Tensor:
+        """The landmark head's probabilities as the weighting reads them (temperature-scaled when "calibrated")."""
+        if self.weighting == "calibrated":
+            landmark_logits = landmark_logits / self.temperature
+        return landmark_logits.softmax(dim=1)
 
     def feature_weight(self, landmark_logits: Tensor, rgb_logits: Tensor) -> Tensor:
         """(B,) factor for F_landmark: p_landmark * w (eq. 2), or one factor alone, or 1 (see ``weighting``)."""
-        confidence = landmark_logits.softmax(dim=1).amax(dim=1)  # (B,) eq. 1
+        confidence = self.landmark_probabilities(landmark_logits).amax(dim=1)  # (B,) eq. 1
         agree = landmark_logits.argmax(dim=1) == rgb_logits.argmax(dim=1)
         agreement = torch.where(agree, 1.0, self.w_disagree).to(confidence)  # (B,)
+        if self.weighting == "learned":
+            return self.gate(rgb_logits.detach(), landmark_logits.detach(), agree)
         weight = {
             "none": torch.ones_like(confidence),
             "confidence": confidence,
             "agreement": agreement,
             "both": confidence * agreement,
+            "calibrated": confidence * agreement,
         }[self.weighting]
         return weight if self.weight_grad else weight.detach()
 
-    def forward_cached(self, rgb_per_image: Tensor, heatmaps: Tensor) -> FusionOutput:
-        """Forward from the baseline's cached per-image maps (``baseline.forward_per_image``, eval mode)."""
-        if rgb_per_image.shape[0] != heatmaps.shape[0]:
-            raise ValueError(f"batch sizes differ: {rgb_per_image.shape[0]} RGB, {heatmaps.shape[0]} heatmaps")
-        return self.forward_per_image_maps(rgb_per_image, self.landmark_per_image(heatmaps))
+    def forward_cached(self, rgb_per_image: Tensor, landmarks: Tensor) -> FusionOutput:
+        """Forward from the baseline's cached per-image maps (``baseline.forward_per_image``, eval mode) and the
+        landmark input (heatmaps or coordinates, ``training.landmark_inputs``)."""
+        if rgb_per_image.shape[0] != landmarks.shape[0]:
+            raise ValueError(f"batch sizes differ: {rgb_per_image.shape[0]} RGB, {landmarks.shape[0]} landmark inputs")
+        return self.forward_per_image_maps(rgb_per_image, self.landmark_per_image(landmarks))
 
     def batch_terms(self, rgb_per_image: Tensor, landmark_per_image: Tensor) -> tuple[Tensor, Tensor]:
-        """ARM's batch terms of both branches for this batch (or the population means in affinity "fixed")."""
-        return self.baseline.arm.batch_term(rgb_per_image), self.arm.batch_term(landmark_per_image)
+        """ARM's batch terms of both branches for this batch (or the population means in affinity "fixed"); the
+        coordinate branch has no ARM, so its term is 0."""
+        landmark_term = self.arm.batch_term(landmark_per_image) if self.arm is not None else torch.zeros_like(landmark_per_image[:1])
+        return self.baseline.arm.batch_term(rgb_per_image), landmark_term
 
     def forward_per_image_maps(self, rgb_per_image: Tensor, landmark_per_image: Tensor, batch_terms: tuple[Tensor, Tensor] | None = None) -> FusionOutput:
         """The rest of the network from both branches' per-image ARM maps (B, n*n).
@@ -649,8 +747,8 @@ class FusionModel(nn.Module):
         fused = torch.cat([rgb_feature, weight[:, None] * landmark_feature], dim=1)  # (B, 2*n*n)
         return FusionOutput(self.fusion(fused), landmark_logits, rgb_logits, weight, rgb_feature, landmark_feature)
 
-    def forward(self, images: Tensor, heatmaps: Tensor) -> FusionOutput:
-        return self.forward_cached(self.baseline.forward_per_image(images), heatmaps)
+    def forward(self, images: Tensor, landmarks: Tensor) -> FusionOutput:
+        return self.forward_cached(self.baseline.forward_per_image(images), landmarks)
 
     @staticmethod
     def loss(output: FusionOutput, targets: Tensor) -> Tensor:
@@ -661,8 +759,8 @@ class FusionModel(nn.Module):
     def estimate_population_means(self, batches: Iterable[tuple | list]) -> None:
         """Estimate both ARM blocks' population means (affinity "fixed") in eval mode.
 
-        ``batches`` yields tuples whose first two elements are the RGB input and the heatmaps; the RGB input is
-        either images (B, 3, s, s) or cached per-image maps (B, n*n) from ``baseline.forward_per_image``.
+        ``batches`` yields tuples whose first two elements are the RGB input and the landmark input; the RGB input
+        is either images (B, 3, s, s) or cached per-image maps (B, n*n) from ``baseline.forward_per_image``.
         """
         was_training = self.training
         device = self.fusion.weight.device
@@ -670,10 +768,11 @@ class FusionModel(nn.Module):
         rgb, landmark = [], []
         try:
             for batch in batches:
-                rgb_input, heatmaps = batch[0].to(device), batch[1].to(device)
+                rgb_input, landmarks = batch[0].to(device), batch[1].to(device)
                 rgb.append(self.baseline.forward_per_image(rgb_input) if rgb_input.ndim == 4 else rgb_input)
-                landmark.append(self.landmark_per_image(heatmaps))
+                landmark.append(self.landmark_per_image(landmarks))
         finally:
             self.train(was_training)
         self.baseline.arm.estimate_population_mean(rgb)
-        self.arm.estimate_population_mean(landmark)
+        if self.arm is not None:
+            self.arm.estimate_population_mean(landmark)

@@ -26,6 +26,12 @@ from pathlib import Path
 # Cost of one epoch relative to a baseline epoch over the same images (CPU and paper-size measurements in
 # benchmarks/README.md both give about 0.65 for a landmark-branch epoch from the frozen-feature cache).
 FUSION_EPOCH_COST = 0.65
+COORDS_EPOCH_COST = 0.03  # the coordinate branch: an MLP on 74 numbers instead of a CNN on heatmaps
+
+
+def epoch_cost(job: Job) -> float:
+    """A landmark-branch epoch's cost in baseline epochs (for the progress bar's weights)."""
+    return COORDS_EPOCH_COST if job.variant == "coords" else FUSION_EPOCH_COST
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Job:
     seed: int
     weighting: str | None = None
     w: float = 1.0
-    variant: str | None = None  # a design ablation (experiment.DESIGN_VARIANTS)
+    variant: str | None = None  # a design ablation or the coordinate branch (experiment.VARIANTS)
 
     @property
     def name(self) -> str:
@@ -120,7 +126,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     workers = workers or default_workers(len(baselines) + len(fusions))
     p = experiment.profile
     # whole units (hundredths of a baseline epoch), so the bar ends exactly at its total
-    cost = {job: 100 * p.baseline_epochs if job.weighting is None else round(100 * FUSION_EPOCH_COST * p.fusion_epochs) for job in baselines + fusions}
+    cost = {job: 100 * p.baseline_epochs if job.weighting is None else round(100 * epoch_cost(job) * p.fusion_epochs) for job in baselines + fusions}
     experiment.splits  # decode the images once, here, before the workers read the cache
     experiment_args = (p, experiment.data_root, experiment.run_dir, experiment.baseline_checkpoint, experiment.pretrained)
     logs = experiment.run_dir / "logs"

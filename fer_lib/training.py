@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from fer_lib import data as D
 from fer_lib import distributed
+from fer_lib import landmarks as L
 from fer_lib import models as M
 from fer_lib.io import claim_config, relative, save_csv, save_json, save_torch
 from fer_lib.rafdb import CLASSES
@@ -67,11 +68,12 @@ class BaselineConfig:
 class FusionConfig:
     """Landmark branch + fusion (paper, sections 4.2-4.3; Table 4 optimiser)."""
 
-    weighting: str = "both"  # none / confidence / agreement / both
+    weighting: str = "both"  # none / confidence / agreement / both (the paper's ablation) / calibrated (models.WEIGHTINGS)
     w_disagree: float = 0.6  # agreement weight when the branches disagree (Fig. 4)
     weight_grad: bool = False  # gradients through p_landmark (the paper is silent)
     width: int = 32  # landmark CNN's base width; 32 is Table 1's
     batch_norm: bool = True  # not in the paper; without it the landmark CNN stayed at the majority class in our runs
+    landmark_input: str = "heatmaps"  # the landmark branch reads heatmaps (Table 1's CNN) or "coords" (an MLP on the coordinates)
     fusion_init_from_baseline: bool = True  # fused model starts as the baseline (the paper does not say)
     epochs: int = 10  # not stated in the paper; selection on the validation split
     lr: float = ADABELIEF["lr"]  # Table 4
@@ -321,7 +323,7 @@ class FusionPredictions:
 def build_fusion(baseline: M.ARMNet, config: FusionConfig) -> M.FusionModel:
     return M.FusionModel(
         baseline, weighting=config.weighting, w_disagree=config.w_disagree, weight_grad=config.weight_grad, width=config.width, batch_norm=config.batch_norm,
-        init_from_baseline=config.fusion_init_from_baseline,
+        init_from_baseline=config.fusion_init_from_baseline, landmark_input=config.landmark_input, num_points=len(L.flip_permutation(config.landmark_set)),
     )
 
 
@@ -333,25 +335,106 @@ def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
     return torch.channels_last if torch.device(device).type == "cuda" or wide_enough else torch.contiguous_format
 
 
-def fusion_heatmaps(split: D.SplitTensors, index: torch.Tensor, flip: torch.Tensor | None, config: FusionConfig, device) -> torch.Tensor:
-    """The landmark branch's input (B, 1, S, S) for samples ``index`` of a split, drawn as ``config`` says."""
-    heatmaps = D.heatmaps_for(split.points[index].to(device), split.input_size, flip=flip, landmark_set=split.landmark_set, sigma=config.heatmap_sigma)
+def landmark_inputs(split: D.SplitTensors, index: torch.Tensor, flip: torch.Tensor | None, config: FusionConfig, device) -> torch.Tensor:
+    """The landmark branch's input for samples ``index`` of a split, drawn as ``config`` says: heatmaps (B, 1, S, S),
+    or the coordinates (B, 2K) for the "coords" branch."""
+    points = split.points[index].to(device)
+    if config.landmark_input == "coords":
+        return D.coordinates_for(points, split.input_size, flip=flip, landmark_set=split.landmark_set)
+    heatmaps = D.heatmaps_for(points, split.input_size, flip=flip, landmark_set=split.landmark_set, sigma=config.heatmap_sigma)
     return heatmaps.contiguous(memory_format=landmark_memory_format(config, device))
 
 
 @torch.no_grad()
-def predict_fusion(model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig, *, progress: bool = False) -> FusionPredictions:
-    """Probabilities of the fused, landmark-only and RGB heads, in consecutive test-order batches."""
+def fusion_outputs(model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig, *, progress: bool = False) -> M.FusionOutput:
+    """The model's outputs on a split, in consecutive batches of ``config.eval_batch_size`` (each its own ARM batch
+    term, as the paper tests), concatenated on the CPU in float32."""
     device = next(model.parameters()).device
     model.eval()
     outs = []
     for start in tqdm(range(0, len(split), config.eval_batch_size), desc="evaluate", disable=not progress, leave=False):
         index = torch.arange(start, min(start + config.eval_batch_size, len(split)))
         with _autocast(device):
-            out = model.forward_cached(cache[0, index].to(device), fusion_heatmaps(split, index, None, config, device))
-        outs.append([t.float().cpu() for t in (out.fused_logits.softmax(1), out.landmark_logits.softmax(1), out.rgb_logits.softmax(1), out.weight)])
-    fused, landmark, rgb, weight = (torch.cat(parts).numpy() for parts in zip(*outs))
-    return FusionPredictions(list(split.names), split.labels.numpy(), fused, landmark, rgb, weight)
+            out = model.forward_cached(cache[0, index].to(device), landmark_inputs(split, index, None, config, device))
+        outs.append([t.float().cpu() for t in out])
+    return M.FusionOutput(*(torch.cat(parts) for parts in zip(*outs)))
+
+
+@torch.no_grad()
+def predict_fusion(model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig, *, progress: bool = False) -> FusionPredictions:
+    """Probabilities of the fused, landmark-only (temperature-scaled in a "calibrated" run) and RGB heads."""
+    out = fusion_outputs(model, split, cache, config, progress=progress)
+    landmark = model.landmark_probabilities(out.landmark_logits.to(next(model.parameters()).device)).cpu()
+    return FusionPredictions(list(split.names), split.labels.numpy(), out.fused_logits.softmax(1).numpy(), landmark.numpy(),
+                             out.rgb_logits.softmax(1).numpy(), out.weight.numpy())
+
+
+@torch.no_grad()
+def calibrate_temperature(model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig) -> float:
+    """Set a "calibrated" model's temperature to the one that fits its landmark head best on ``split`` (the
+    validation split: never the test set) and return it."""
+    out = fusion_outputs(model, split, cache, config)
+    temperature = M.fit_temperature(out.landmark_logits, split.labels)
+    model.temperature.fill_(temperature)
+    return temperature
+
+
+GATE_L2 = 1e-3  # ridge penalty on the gate's weights: 15 numbers fitted on a few hundred validation images
+
+
+def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train_cache: torch.Tensor, run_dir: Path, *,
+             device: torch.device | None = None) -> M.FusionModel:
+    """The ``learned`` weighting: a trained run's landmark branch, heads and fusion layer kept frozen, with eq. 2's
+    factor replaced by a ``WeightGate`` fitted on that run's validation split (its ``split.json``; never the test
+    set) to minimise the fused head's cross-entropy (+ ``GATE_L2``), by L-BFGS to convergence: nothing is
+    selected. Writes ``best.pt``, ``config.json``, ``split.json`` and a one-row ``history.csv`` to ``run_dir``."""
+    base_folder, run_dir = Path(base_folder), Path(run_dir)
+    clock = time.perf_counter()
+    base, base_config = load_fusion_checkpoint(base_folder / "best.pt", baseline)
+    config = dataclasses.replace(base_config, weighting="learned")
+    _check_config(run_dir, config)
+    model = build_fusion(baseline, config)
+    missing = model.load_state_dict(base.state_dict(), strict=False)
+    if missing.unexpected_keys or any(not k.startswith("gate.") for k in missing.missing_keys):
+        raise M.CheckpointError(f"{base_folder / 'best.pt'} does not fit a gated model: {missing}")
+    M.load_population_means(model, {k: v for k, v in M.population_means(base).items() if not k.startswith("baseline.")})
+    device = device or M.pick_device()
+    _, val_index = _validation_split(base_folder, train, base_config.val_fraction, base_config.seed)
+    save_json(json.loads((base_folder / "split.json").read_text()), run_dir / "split.json")
+    val = train.subset(val_index)
+    out = fusion_outputs(model.to(device), val, train_cache[:, val_index], config)  # on the CPU, float32
+    model.cpu().requires_grad_(False)
+    labels, agree = val.labels, out.landmark_logits.argmax(1) == out.rgb_logits.argmax(1)
+
+    def fused_logits(weight: torch.Tensor) -> torch.Tensor:
+        return model.fusion(torch.cat([out.rgb_feature, weight[:, None] * out.landmark_feature], 1))
+
+    with torch.no_grad():
+        loss_before = float(F.cross_entropy(fused_logits(base.cpu().feature_weight(out.landmark_logits, out.rgb_logits)), labels))
+    gate = model.gate.requires_grad_(True)
+    optimizer = torch.optim.LBFGS(gate.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(fused_logits(gate(out.rgb_logits, out.landmark_logits, agree)), labels) + GATE_L2 * gate.linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    gate.requires_grad_(False)
+    with torch.no_grad():
+        weight = gate(out.rgb_logits, out.landmark_logits, agree)
+        logits = fused_logits(weight)
+    means = {k: v for k, v in M.population_means(model).items() if not k.startswith("baseline.")}
+    loss_after, fitted_accuracy = float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+    save_torch({"model": model.state_dict(), "epoch": 0, "val_loss": loss_after, "val_accuracy": fitted_accuracy,
+                "config": dataclasses.asdict(config), "population_means": means, "base_run": base_folder.name}, run_dir / "best.pt")
+    save_csv(pd.DataFrame([{"epoch": 1, "fitted_on": "validation split", "val_fused_loss_paper_weighting": loss_before,
+                            "val_fused_loss": loss_after, "val_fused_accuracy": fitted_accuracy, "mean_weight": float(weight.mean()),
+                            "seconds": round(time.perf_counter() - clock, 2)}]), run_dir / "history.csv")
+    model.to(device).eval()
+    return model
 
 
 def train_fusion(
@@ -383,11 +466,15 @@ def train_fusion(
     fit, val = train.subset(fit_index), train.subset(val_index)
     fit_cache, val_cache = train_cache[:, fit_index], train_cache[:, val_index]
 
+    if config.weighting == "learned":
+        raise ValueError("the learned weighting is fitted on a trained run's validation split: use training.fit_gate "
+                         "(Experiment.fusion_run('learned', ...) does), not train_fusion")
     torch.manual_seed(config.seed)
     model = build_fusion(baseline, config).to(device)
-    model.landmark_cnn.to(memory_format=landmark_memory_format(config, device))
+    if config.landmark_input == "heatmaps":
+        model.landmark_cnn.to(memory_format=landmark_memory_format(config, device))
     # DistributedDataParallel under torchrun (global-batch BatchNorm in the trained parts); the model itself otherwise
-    trained = distributed.wrap(model, device, "forward_cached", trained=[model.landmark_cnn, model.arm])
+    trained = distributed.wrap(model, device, "forward_cached", trained=model.landmark_branch)
     optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **{**ADABELIEF, "lr": config.lr})
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
@@ -408,10 +495,10 @@ def train_fusion(
             part = distributed.share(batch_size)  # this rank's share of the batch
             index, flip = index[part], flip[part]
             rgb = fit_cache[flip.long(), index].to(device)  # (B, n*n): each image in its flip state
-            heatmaps = fusion_heatmaps(fit, index, flip, config, device)
+            landmarks = landmark_inputs(fit, index, flip, config, device)
             labels = fit.labels[index].to(device)
             with _autocast(device), distributed.global_batch():
-                out = trained(rgb, heatmaps)
+                out = trained(rgb, landmarks)
                 loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()), labels)
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_scale(len(labels), batch_size)).backward()
@@ -423,6 +510,9 @@ def train_fusion(
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", fused=f"{correct / seen:.3f}", landmark=f"{landmark_correct / seen:.3f}", refresh=False)
         scheduler.step()
         seen, correct, landmark_correct, loss_sum = distributed.all_sum(seen, correct, landmark_correct, loss_sum)
+        temperature = {}
+        if config.weighting == "calibrated":  # this epoch's landmark head, temperature-scaled on the validation split
+            temperature = {"temperature": calibrate_temperature(model, val, val_cache, config)}
         predictions = predict_fusion(model, val, val_cache, config)
         val_fused = float((predictions.fused.argmax(1) == predictions.labels).mean())
         val_landmark = float((predictions.landmark.argmax(1) == predictions.labels).mean())
@@ -430,7 +520,7 @@ def train_fusion(
         history.append({
             "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_fused_accuracy": correct / max(seen, 1),
             "train_landmark_accuracy": landmark_correct / max(seen, 1), "val_loss": val_loss, "val_fused_accuracy": val_fused,
-            "val_landmark_accuracy": val_landmark, "seconds": round(time.perf_counter() - clock, 2),
+            "val_landmark_accuracy": val_landmark, **temperature, "seconds": round(time.perf_counter() - clock, 2),
         })
         score = -val_loss if config.select == "val_loss" else val_fused
         improved = score > best
@@ -480,7 +570,7 @@ def estimate_population_means(model: M.ARMNet | M.FusionModel, split: D.SplitTen
         config = config or FusionConfig()
         model.eval()
         batches = (
-            (cache[0, index].to(device), fusion_heatmaps(split, index, None, config, device))
+            (cache[0, index].to(device), landmark_inputs(split, index, None, config, device))
             for index in torch.arange(len(split)).split(batch_size)
         )
         model.estimate_population_means(batches)
