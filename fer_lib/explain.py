@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from fer_lib import data as D
 from fer_lib import models as M
 from fer_lib.rafdb import CLASSES
-from fer_lib.training import fusion_heatmaps
+from fer_lib.training import landmark_inputs
 
 BRANCHES = ("rgb", "landmark")
 TARGETS = ("predicted", "true")
@@ -168,7 +168,7 @@ def held_batch_terms(model: M.FusionModel, split: D.SplitTensors, cache: Tensor,
         for batch in sorted({int(i) // size for i in index}):
             members = torch.arange(batch * size, min((batch + 1) * size, len(split)))
             rgb = cache[0, members].to(device)
-            landmark = model.landmark_per_image(fusion_heatmaps(split, members, None, config, device))
+            landmark = model.landmark_per_image(landmark_inputs(split, members, None, config, device))
             terms[batch] = model.batch_terms(rgb, landmark)
     finally:
         model.set_affinity(previous)
@@ -201,6 +201,9 @@ def explain(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, 
     """
     if target not in TARGETS:
         raise ValueError(f"target {target!r} is not one of {TARGETS}")
+    if model.arm is None:
+        raise ValueError("Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch reads coordinates "
+                         "(landmark_input 'coords'): explain a heatmap run instead")
     if affinity not in M.AFFINITY_MODES:
         raise ValueError(f"affinity {affinity!r} is not one of {M.AFFINITY_MODES}")
     index = np.array(index, dtype=np.int64).reshape(-1)  # a copy: pandas columns can be read-only
@@ -214,7 +217,7 @@ def explain(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, 
         members = torch.as_tensor(chosen)
         terms = held_batch_terms(model, split, cache, config, chosen, affinity)
         images = D.normalise(split.images[members].to(device))
-        heatmaps = fusion_heatmaps(split, members, None, config, device)
+        heatmaps = landmark_inputs(split, members, None, config, device)
         with torch.no_grad():
             rgb = model.baseline.forward_per_image(images)
             landmark = model.landmark_per_image(heatmaps)

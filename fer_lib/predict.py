@@ -53,6 +53,9 @@ def load_models(baseline_path: Path, fusion_path: Path | None, device: torch.dev
     fusion, config = (None, None)
     if fusion_path is not None:
         fusion, config = T.load_fusion_checkpoint(fusion_path, baseline)
+        if fusion.arm is None:
+            raise M.CheckpointError(f"{fusion_path} is a coordinate-branch run, which predict cannot explain with Grad-CAM; "
+                                    "pass a heatmap run (the proposed model's best.pt)")
         if torch.isnan(fusion.arm.population_mean).any():
             raise M.CheckpointError(f"{fusion_path} carries no population mean for the landmark ARM; fusion runs trained by "
                                     "this project store it at the end of training")
@@ -106,10 +109,10 @@ def predict_photos(paths: list[Path], baseline: M.ARMNet, fusion: M.FusionModel 
             probabilities = {"rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()}
         explanation = None
         if fusion is not None:
-            from fer_lib.training import fusion_heatmaps
+            from fer_lib.training import landmark_inputs
 
             with torch.no_grad():
-                outputs = fusion.forward_cached(per_image, fusion_heatmaps(split, torch.arange(len(split)), None, config, device))
+                outputs = fusion.forward_cached(per_image, landmark_inputs(split, torch.arange(len(split)), None, config, device))
             probabilities.update(landmark=outputs.landmark_logits.softmax(1).cpu().numpy(), fused=outputs.fused_logits.softmax(1).cpu().numpy())
             explanation = E.explain(fusion, split, per_image.cpu()[None], config, np.arange(len(split)), affinity="fixed")
         for k, face in enumerate(found):

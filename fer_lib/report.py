@@ -266,11 +266,14 @@ def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIB
     return ece, table
 
 
-def calibration_rows(runs) -> list[dict]:
-    """ECE, mean confidence and accuracy of the RGB, landmark-only and fused heads of each run (test set)."""
+HEADS = (("rgb", "RGB (the baseline)"), ("landmark", "landmark only"), ("fused", "fused"))
+
+
+def calibration_rows(runs, heads=HEADS) -> list[dict]:
+    """ECE, mean confidence and accuracy of each head (default: RGB, landmark-only and fused) of each run (test set)."""
     rows = []
     for run in runs:
-        for head, name in (("rgb", "RGB (the baseline)"), ("landmark", "landmark only"), ("fused", "fused")):
+        for head, name in heads:
             probabilities = getattr(run.predictions, head)
             ece, _ = reliability(run.predictions.labels, probabilities)
             rows.append({"head": name, "seed": run.seed, f"ECE ({CALIBRATION_BINS} bins)": ece, "mean confidence": float(probabilities.max(1).mean()),
@@ -385,6 +388,27 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
         _compare(rows, "Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None)
         out["fig4"] = pd.DataFrame(rows)
     return out
+
+
+# -- beyond the paper (its section 6): other weightings and the plain coordinates ---------------------------
+
+PAPER_MODEL = "both (the paper)"
+CALIBRATED = "calibrated confidence"  # weighting "calibrated": the landmark head temperature-scaled on the validation split
+LEARNED = "learned gate"  # weighting "learned": a gate fitted on the validation split of the paper's run
+HEATMAP_BRANCH = "heatmap CNN branch"
+COORDS_BRANCH = "coordinate MLP branch"
+
+
+def model_rows(runs_by_name: dict) -> pd.DataFrame:
+    """Per model, over seeds: fused OA and AA (mean, sd), the landmark-only head's OA and the mean factor on F_landmark."""
+    rows = []
+    for name, runs in runs_by_name.items():
+        row = mean_sd_row(name, seed_metrics(runs), ("oa_top1", "aa"))
+        landmark = seed_metrics(runs, "landmark")["oa_top1"]
+        row.update({"landmark-only oa_top1": landmark.mean(), "landmark-only oa_top1 sd": landmark.std(ddof=1) if len(runs) > 1 else 0.0,
+                    "mean weight on F_landmark": float(np.mean([r.predictions.weight.mean() for r in runs]))})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # -- how sure is a difference (fer_lib.stats) -------------------------------------------------------------
@@ -511,6 +535,14 @@ def claims(tables_dir: Path) -> pd.DataFrame:
         rows.append({"claim": "w = 0.6 gives the largest OA gain among the w tried (on the test set)", "verdict": verdict_w,
                      "detail": "w = 0.6 minus each other w, seeds pooled: " + "; ".join(
                          f"{r['versus']}: {r['OA diff']:+.4f} [{r['OA 95% low']:+.4f}, {r['OA 95% high']:+.4f}]" for _, r in pairs.iterrows())})
+    # beyond the paper (issue 13): each against the paper's proposed model, paired seed by seed
+    if (t := read("significance_future_work")) is not None:
+        for model, versus, claim in ((LEARNED, PAPER_MODEL, "a learned weighting beats the paper's (OA)"),
+                                     (CALIBRATED, PAPER_MODEL, "a calibrated confidence beats the paper's weighting (OA)"),
+                                     (HEATMAP_BRANCH, COORDS_BRANCH, "the heatmap CNN beats coordinates (fused OA)")):
+            pair = t[(t["model"] == model) & (t["versus"] == versus)]
+            if len(pair):
+                rows.append({"claim": claim, "verdict": verdict(pair, "OA"), "detail": _intervals(pair, "OA")})
     return pd.DataFrame(rows, columns=["claim", "verdict", "detail"])
 
 

@@ -100,9 +100,11 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
 
     experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
     baselines, fusions = scheduler.plan(experiment)
-    planned = sorted(experiment.fusion_dir(j.weighting, j.w, j.seed, j.variant).name for j in fusions)
-    assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == planned
-    assert sum(j.variant is not None for j in fusions) == 4  # two design ablations x two seeds (smoke runs them)
+    planned = [experiment.fusion_dir(j.weighting, j.w, j.seed, j.variant).name for j in fusions]
+    gates = [experiment.fusion_dir("learned", 0.6, seed).name for seed in experiment.seeds]  # fitted in 06, in seconds
+    assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(planned + gates)
+    # two design ablations (smoke runs them) and the coordinate branch, for two seeds
+    assert sorted(j.variant for j in fusions if j.variant) == sorted(["default-init", "flip-batch-norm", "coords"] * 2)
     assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]  # one baseline per seed
     assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted(f"{j.slug}.log" for j in baselines + fusions)
     info = json.loads((smoke_run / "run_info.json").read_text())
@@ -170,7 +172,7 @@ def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_
     text = re.sub(r"<[^>]+>", " ", result.stdout)
     assert "Table 6" in text and "What was run" in text
     claims = pd.read_csv(smoke_run / "tables" / "claims.csv")
-    assert all(html.escape(claim) in result.stdout for claim in claims["claim"])
+    assert all(claim in html.unescape(result.stdout) for claim in claims["claim"])
     assert all(verdict in text for verdict in claims["verdict"])
 
 
@@ -221,8 +223,14 @@ def test_significance_and_claims_are_computed(smoke_run):
     per_seed = pd.read_csv(tables / "ablation_per_seed.csv")
     assert len(per_seed) == 4 * 2 and set(per_seed["seed"]) == {0, 1}
     assert len(pd.read_csv(tables / "proposed_per_seed.csv")) == 2
+    # beyond the paper: calibrated and learned vs the baseline and vs the paper's model, coords vs the baseline,
+    # and the heatmap branch vs the coordinate branch
+    future = pd.read_csv(tables / "significance_future_work.csv")
+    assert len(future) == 6 * 3 and set(future["versus"]) == {"baseline", "both (the paper)", "coordinate MLP branch"}
+    assert len(pd.read_csv(tables / "future_work.csv")) == 4
     claims = pd.read_csv(tables / "claims.csv")
-    assert len(claims) == 6 and set(claims["verdict"]) <= {"supported", "not supported", "contradicted"}
+    assert len(claims) == 9 and set(claims["verdict"]) <= {"supported", "not supported", "contradicted"}
+    assert {"a learned weighting beats the paper's (OA)", "the heatmap CNN beats coordinates (fused OA)"} <= set(claims["claim"])
     sweep = pd.read_csv(tables / "fig4_w_sweep.csv")
     assert {"interval excludes 0", "pooled interval excludes 0"} <= set(sweep.columns)
 

@@ -13,10 +13,12 @@ def test_the_plan_is_every_distinct_configuration_for_every_seed(tmp_path):
     experiment = Experiment(get_profile("demo"), tmp_path, tmp_path, progress=False)
     baselines, fusions = scheduler.plan(experiment)
     assert [job.seed for job in baselines] == [0, 1]  # the demo trains one baseline per seed
-    configurations = {(job.weighting, job.w) for job in fusions}
-    # Fig. 4's w = 1 is the confidence-only ablation, so five distinct models per seed
-    assert configurations == {("both", 0.6), ("both", 0.0), ("confidence", 1.0), ("none", 1.0), ("agreement", 0.6)}
-    assert len(fusions) == 10 and [job.seed for job in fusions[:5]] == [0] * 5
+    configurations = {(job.weighting, job.w, job.variant) for job in fusions}
+    # Fig. 4's w = 1 is the confidence-only ablation, so five distinct models of the paper per seed; then the
+    # calibrated weighting and the coordinate branch (the learned gate is fitted afterwards, not trained)
+    paper = {("both", 0.6), ("both", 0.0), ("confidence", 1.0), ("none", 1.0), ("agreement", 0.6)}
+    assert configurations == {(*pair, None) for pair in paper} | {("calibrated", 0.6, None), ("both", 0.6, "coords")}
+    assert len(fusions) == 14 and [job.seed for job in fusions[:7]] == [0] * 7
 
 
 def test_one_baseline_serves_every_seed_unless_the_profile_asks_for_one_each(tmp_path):
