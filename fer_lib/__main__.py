@@ -133,6 +133,25 @@ def _train_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_gate(args: argparse.Namespace) -> int:
+    from fer_lib import training as T
+
+    device = _device(args.device)
+    baseline = _load_baseline(args.baseline, args.input_size).to(device)
+    if not (args.base_run / "best.pt").is_file() or not (args.base_run / "split.json").is_file():
+        raise FileNotFoundError(f"{args.base_run}: no best.pt and split.json; pass the folder of a finished train-fusion run")
+    _, base_config = T.load_fusion_checkpoint(args.base_run / "best.pt", baseline)
+    train, test = T.load_splits(args.data, baseline.input_size, landmark_set=base_config.landmark_set, cache_dir=args.run_dir / "cache")
+    train_cache = T.rgb_feature_cache(baseline, train, flips=(False,), cache_dir=args.run_dir / "cache")
+    model = T.fit_gate(args.base_run, baseline, train, train_cache, args.run_dir, device=device)
+    test_cache = T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=args.run_dir / "cache")
+    predictions = T.predict_fusion(model, test, test_cache, T.FusionConfig(**{**vars(base_config), "weighting": "learned"}))
+    T.save_fusion_predictions(predictions, args.run_dir)
+    for head in ("rgb", "landmark", "fused"):
+        _print_summary(f"{head}, test set", predictions.labels, getattr(predictions, head))
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from fer_lib import training as T
 
@@ -318,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--select", default="val_loss", choices=("val_loss", "val_fused_accuracy"),
                         help="the epoch kept: lowest validation loss of eq. 3 (both heads), or best fused validation accuracy")
     fusion.set_defaults(func=_train_fusion)
+
+    gate = commands.add_parser("fit-gate", parents=[common], help="the learned weighting: a gate fitted on a trained fusion run's validation split")
+    gate.add_argument("--baseline", type=_existing, required=True, help="the baseline the fusion run was trained with")
+    gate.add_argument("--input-size", type=_input_size, default=None, help="default: the checkpoint's (224 for the authors' file)")
+    gate.add_argument("--base-run", type=_existing, required=True, help="a train-fusion run folder (its best.pt and split.json)")
+    gate.add_argument("--run-dir", type=Path, required=True, help="where the gated model and its test predictions go")
+    gate.set_defaults(func=_fit_gate)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="test-set predictions and the paper's metrics")
     evaluate.add_argument("--baseline", type=_existing, required=True)

@@ -139,7 +139,7 @@ def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figur
         if findings is not None and "same verdict with other seeds" in findings:
             claims = claims.merge(findings[["claim", "same verdict with other seeds"]], on="claim", how="left")
         claims = claims.rename(columns={"detail": "evidence (differences with 95% intervals)"})
-        parts.append("<h2>The paper's claims on this run</h2><p class='small'>Supported or contradicted when the 95% interval of the "
+        parts.append("<h2>The paper's claims on this run, and three questions beyond it</h2><p class='small'>Supported or contradicted when the 95% interval of the "
                      "seed-averaged difference lies on one side of zero; a verdict is a finding only if a run with other seeds gives the "
                      "same one (summary notebook).</p>" + _table(claims, css_column="verdict"))
 

@@ -587,7 +587,7 @@ def load_fusion_checkpoint(path: Path, baseline: M.ARMNet) -> tuple[M.FusionMode
     config = FusionConfig(**state["config"])
     model = build_fusion(baseline, config)
     baseline_state = {f"baseline.{k}": v for k, v in baseline.state_dict().items()}
-    mismatched = [k for k, v in baseline_state.items() if k in state["model"] and not torch.equal(state["model"][k], v)]
+    mismatched = [k for k, v in baseline_state.items() if k in state["model"] and not torch.equal(state["model"][k], v.cpu())]
     if mismatched:
         raise M.CheckpointError(f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the baseline it was trained with")
     M.load_state_strict(model, state["model"], path)

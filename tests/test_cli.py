@@ -32,6 +32,19 @@ def test_training_commands_write_checkpoints_and_predictions(trained):
     assert len(frame) == 14 and {"image", "label", "predicted", "p_Surprise", "weight"} <= set(frame.columns)
 
 
+def test_the_beyond_the_paper_models_from_the_command_line(trained, capsys):
+    base, common = trained
+    baseline = str(base / "baseline" / "best.pt")
+    assert main(["train-fusion", *common, "--baseline", baseline, "--run-dir", str(base / "coords"), "--landmark-input", "coords",
+                 "--weighting", "calibrated", "--width", "2", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3"]) == 0
+    assert "temperature" in pd.read_csv(base / "coords" / "history.csv")
+    assert main(["fit-gate", *common, "--baseline", baseline, "--base-run", str(base / "fusion"), "--run-dir", str(base / "gate")]) == 0
+    assert "fused, test set" in capsys.readouterr().out
+    assert len(pd.read_csv(base / "gate" / "predictions_fused.csv")) == 14
+    assert main(["fit-gate", *common, "--baseline", baseline, "--base-run", str(base / "baseline"), "--run-dir", str(base / "g2")]) == 1
+    assert "not a fusion checkpoint" in capsys.readouterr().err  # a baseline folder passed by mistake
+
+
 @pytest.mark.parametrize("affinity", ["batch", "fixed"])
 def test_evaluate_with_fusion(trained, affinity, capsys):
     base, common = trained

@@ -1,5 +1,6 @@
 """The conda environment.yml and pyproject.toml describe the same environment."""
 
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -36,11 +37,16 @@ def _committed(path: str) -> str:
         pytest.skip("not a git checkout: the committed digest cannot be read")
 
 
-def test_the_readme_table_is_the_committed_demo_run():
-    """README's Table 6 is copied from the demo run whose digest is committed; they must not drift apart. It is
-    compared with the committed digest, so a rerun of ./run_all.sh on another CPU does not fail it."""
+def test_the_readme_tables_are_the_committed_demo_run():
+    """README's tables (Table 6, the models beyond the paper) are copied from the demo run whose digest is
+    committed; they must not drift apart. They are compared with the committed digest, so a rerun of
+    ./run_all.sh on another CPU does not fail it."""
     readme = (ROOT / "README.md").read_text()
-    start, end = readme.index("<!-- table6:start -->"), readme.index("<!-- table6:end -->")
-    table = readme[start:end].removeprefix("<!-- table6:start -->").strip()
-    assert table.count("\n") >= 3, "the README's Table 6 block is empty"
-    assert table in _committed("figures/demo/RESULTS.md")
+    digest = _committed("figures/demo/RESULTS.md")
+    names = re.findall(r"<!-- (\w+):start -->", readme)
+    assert {"table6", "future_work"} <= set(names)
+    for name in names:
+        start, end = readme.index(f"<!-- {name}:start -->"), readme.index(f"<!-- {name}:end -->")
+        table = readme[start:end].removeprefix(f"<!-- {name}:start -->").strip()
+        assert table.count("\n") >= 3, f"the README's {name} block is empty"
+        assert table in digest, name
