@@ -143,6 +143,15 @@ def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figur
                      "seed-averaged difference lies on one side of zero; a verdict is a finding only if a run with other seeds gives the "
                      "same one (summary notebook).</p>" + _table(claims, css_column="verdict"))
 
+    future = read_table(tables, "future_work")
+    if future is not None:
+        future = future.drop(columns=[c for c in future.columns if c.endswith(" sd")]).rename(
+            columns={"oa_top1": "fused OA", "aa": "fused AA", "landmark-only oa_top1": "landmark-only OA"})
+        parts.append("<h2>Beyond the paper: other weightings and plain coordinates</h2><p class='small'>Means over seeds (notebook 6): "
+                     "a temperature-calibrated confidence and a gate fitted on the validation split instead of eq. 2's factor, and an MLP "
+                     "on the aligned coordinates instead of the heatmap CNN; the last three claims above test them against the paper's "
+                     "model.</p>" + _table(future, numeric={c: ".4f" for c in future.columns if c not in ("model", "seeds")}))
+
     shown = report_dir / "figures"
     for stems, caption in FIGURES:
         source = next((figures_dir / f"{stem}.png" for stem in stems if (figures_dir / f"{stem}.png").exists()), None)
