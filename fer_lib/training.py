@@ -12,6 +12,11 @@ map, ``ARMNet.forward_per_image`` in eval mode) is computed once per image and f
 ARM's batch-mean term is added per batch, so cached training computes exactly what uncached training
 would. An epoch of the landmark branch then reads no image: features come from the cache and heatmaps
 are drawn from coordinates.
+
+Beyond the paper: the "calibrated" weighting refits its landmark head's temperature on the validation split
+after each epoch (``calibrate_temperature``); the "learned" weighting is not trained but fitted afterwards on
+a finished run's validation split (``fit_gate``); ``landmark_input="coords"`` feeds the aligned coordinates
+to an MLP instead of heatmaps to the CNN (``landmark_inputs``).
 """
 
 from __future__ import annotations
