@@ -113,7 +113,7 @@ def predict_photos(paths: list[Path], baseline: M.ARMNet, fusion: M.FusionModel 
 
             with torch.no_grad():
                 outputs = fusion.forward_cached(per_image, landmark_inputs(split, torch.arange(len(split)), None, config, device))
-            probabilities.update(landmark=outputs.landmark_logits.softmax(1).cpu().numpy(), fused=outputs.fused_logits.softmax(1).cpu().numpy())
+            probabilities.update(landmark=fusion.landmark_probabilities(outputs.landmark_logits).cpu().numpy(), fused=outputs.fused_logits.softmax(1).cpu().numpy())
             explanation = E.explain(fusion, split, per_image.cpu()[None], config, np.arange(len(split)), affinity="fixed")
         for k, face in enumerate(found):
             row = {"image": str(path), "face": k, "status": "predicted" if k == 0 or len(found) == 1 else "predicted (not the largest face)",

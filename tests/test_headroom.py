@@ -1,8 +1,10 @@
-"""The future-work tables computed from saved predictions: headroom captured, and calibration (ECE)."""
+"""The future-work tables computed from saved predictions: headroom captured, calibration (ECE), the models
+beyond the paper and their claims."""
 
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fer_lib import report
@@ -36,3 +38,28 @@ def test_headroom_counts_fixes_breaks_and_the_share_of_the_ceiling():
     assert row["net gain (images)"] == 1 and row["share of the ceiling"] == pytest.approx(1 / 3)
     oracle, = report.headroom_rows("oracle", [run], oracle=True)
     assert oracle["net gain (images)"] == 3 and oracle["share of the ceiling"] == 1
+
+
+def test_the_claims_beyond_the_paper_read_the_pooled_rows(tmp_path):
+    rows = []
+    for model, versus, low, high in ((report.LEARNED, report.PAPER_MODEL, -0.004, 0.005),
+                                     (report.CALIBRATED, report.PAPER_MODEL, 0.001, 0.004),
+                                     (report.HEATMAP_BRANCH, report.COORDS_BRANCH, -0.006, -0.001)):
+        for seed, shift in ((0, 0.01), (1, 0.01), ("pooled", 0.0)):  # per-seed rows would give other verdicts
+            rows.append({"model": model, "versus": versus, "seed": seed, "OA diff": (low + high) / 2, "OA 95% low": low + shift,
+                         "OA 95% high": high + shift})
+    report.save_table(pd.DataFrame(rows), "significance_future_work", tmp_path)
+    verdicts = dict(report.claims(tmp_path)[["claim", "verdict"]].values)
+    assert verdicts == {"a learned weighting beats the paper's (OA)": "not supported",
+                        "a calibrated confidence beats the paper's weighting (OA)": "supported",
+                        "the heatmap CNN beats coordinates (fused OA)": "contradicted"}
+
+
+def test_model_rows_average_each_head_over_seeds():
+    labels = np.zeros(4, dtype=int)
+    runs = [SimpleNamespace(seed=s, predictions=SimpleNamespace(labels=labels, fused=_probabilities(np.array(f), 0.9),
+                                                               landmark=_probabilities(np.array(m), 0.9), weight=np.full(4, w)))
+            for s, f, m, w in ((0, [0, 0, 0, 1], [0, 1, 1, 1], 0.2), (1, [0, 0, 1, 1], [0, 0, 1, 1], 0.4))]
+    row = report.model_rows({"m": runs}).iloc[0]
+    assert row["oa_top1"] == pytest.approx(0.625) and row["landmark-only oa_top1"] == pytest.approx(0.375)
+    assert row["mean weight on F_landmark"] == pytest.approx(0.3) and row["seeds"] == 2
