@@ -227,7 +227,7 @@ def test_significance_and_claims_are_computed(smoke_run):
     # and the heatmap branch vs the coordinate branch
     future = pd.read_csv(tables / "significance_future_work.csv")
     assert len(future) == 6 * 3 and set(future["versus"]) == {"baseline", "both (the paper)", "coordinate MLP branch"}
-    assert len(pd.read_csv(tables / "future_work.csv")) == 4
+    assert len(pd.read_csv(tables / "future_work.csv")) == 4 and len(pd.read_csv(tables / "future_work_per_class.csv")) == 4
     claims = pd.read_csv(tables / "claims.csv")
     assert len(claims) == 9 and set(claims["verdict"]) <= {"supported", "not supported", "contradicted"}
     assert {"a learned weighting beats the paper's (OA)", "the heatmap CNN beats coordinates (fused OA)"} <= set(claims["claim"])
