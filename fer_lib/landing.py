@@ -25,6 +25,7 @@ PAPER = {
 # The figures shown on the landing page, in order of preference per slot: (file stem, caption).
 FIGURES = (
     (("fig4_w_sweep",), "Fig. 4: the OA gain over the baseline against the agreement weight w (mean over seeds, seeds as dots)."),
+    (("headroom",), "Headroom: what each model fixes and breaks, as a share of its ceiling (notebook 6; the paper's section 6)."),
     (("table10_gradcam", "table9_gradcam"), "Grad-CAM++ of both branches, at the paper's layers, on the most confident mistakes per class (Table 10)."),
 )
 CSS = """

@@ -300,6 +300,32 @@ def plot_reliability(run, data_label: str) -> plt.Figure:
     return fig
 
 
+def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
+    """The headroom table as bars, one row per model (mean over seeds, as a share of the model's ceiling): images
+    fixed among "RGB wrong, landmarks right" and among "both wrong" to the right, RGB-right images broken to the
+    left, the net gain as a dot with each seed's as small marks; the dashed line is the ceiling (the oracle)."""
+    shares = frame.assign(**{column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"]
+                             for column in ("of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)")})
+    shares = shares[~shares["model"].str.startswith("oracle")]
+    mean = shares.groupby("model", sort=False)[["of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)"]].mean()
+    rows = np.arange(len(mean))[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(mean) + 1.6))
+    ax.barh(rows, mean["of those fixed"], color="#55a868", label="fixed: RGB wrong, landmarks right")
+    ax.barh(rows, mean["both wrong, fixed"], left=mean["of those fixed"], color="#8fd19e", label="fixed: both wrong")
+    ax.barh(rows, -mean["RGB right, broken"], color="#c44e52", label="broken: RGB right")
+    ax.scatter(mean["net gain (images)"], rows, color="black", zorder=3, label="net gain (mean over seeds)")
+    position = dict(zip(mean.index, rows))
+    ax.scatter(shares["net gain (images)"], shares["model"].map(position), marker="|", s=120, color="black", zorder=3, label="net gain, one seed")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.axvline(1, color="black", lw=1, ls="--", label="ceiling (the oracle)")
+    ax.set_yticks(rows, mean.index)
+    ax.set(xlabel="share of the model's ceiling (images RGB gets wrong and its landmark head right)")
+    ax.set_title(f"Headroom captured by each model: {data_label}", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     """Fig. 4: OA(fused) - OA(baseline) against w, mean over seeds with +-1 sd bars and the seeds as dots;
     circles mark seeds, stars seed means, whose paired-bootstrap 95% interval excludes zero."""
