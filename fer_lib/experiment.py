@@ -333,6 +333,7 @@ class Experiment:
         self.cache_dir = self.run_dir / "cache"
         self._rgb_caches: dict[tuple[str, int], torch.Tensor] = {}
         self._baselines: dict[int, M.ARMNet] = {}
+        self._fusion_runs: dict[Path, FusionRun] = {}
 
     @property
     def data_label(self) -> str:
@@ -542,6 +543,8 @@ class Experiment:
         seed = self.seeds[0] if seed is None else seed
         config = self.fusion_config(weighting, w, seed, variant)
         folder = self.fusion_dir(weighting, w, seed, variant)
+        if folder in self._fusion_runs:  # read and announced once per Experiment
+            return self._fusion_runs[folder]
         done = folder / "predictions_fused.csv"
         if done.exists():
             print(f"fusion {weighting} w={w:.2f} seed {seed}{' ' + variant if variant else ''}: reusing {relative(folder)}")
@@ -555,7 +558,8 @@ class Experiment:
             model = T.train_fusion(self.baseline_for(seed), self.train, self.rgb_cache("train", seed), config, folder, device=self.device, progress=self.progress)
             predictions = T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config)
             T.save_fusion_predictions(predictions, folder)
-        return FusionRun(weighting, float(w), seed, folder, predictions, pd.read_csv(folder / "history.csv"))
+        self._fusion_runs[folder] = FusionRun(weighting, float(w), seed, folder, predictions, pd.read_csv(folder / "history.csv"))
+        return self._fusion_runs[folder]
 
     def fusion_model(self, weighting: str = "both", w: float = 0.6, seed: int | None = None) -> tuple[M.FusionModel, T.FusionConfig]:
         """The selected checkpoint (``best.pt``) of one fusion run (trained first if missing), on the device."""
