@@ -143,9 +143,9 @@ def _fit_gate(args: argparse.Namespace) -> int:
     _, base_config = T.load_fusion_checkpoint(args.base_run / "best.pt", baseline)
     train, test = T.load_splits(args.data, baseline.input_size, landmark_set=base_config.landmark_set, cache_dir=args.run_dir / "cache")
     train_cache = T.rgb_feature_cache(baseline, train, flips=(False,), cache_dir=args.run_dir / "cache")
-    model = T.fit_gate(args.base_run, baseline, train, train_cache, args.run_dir, device=device)
+    model, config = T.fit_gate(args.base_run, baseline, train, train_cache, args.run_dir, device=device)
     test_cache = T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=args.run_dir / "cache")
-    predictions = T.predict_fusion(model, test, test_cache, T.FusionConfig(**{**vars(base_config), "weighting": "learned"}))
+    predictions = T.predict_fusion(model, test, test_cache, config)
     T.save_fusion_predictions(predictions, args.run_dir)
     for head in ("rgb", "landmark", "fused"):
         _print_summary(f"{head}, test set", predictions.labels, getattr(predictions, head))

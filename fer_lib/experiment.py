@@ -530,7 +530,7 @@ class Experiment:
         return config
 
     def fusion_dir(self, weighting: str, w: float, seed: int, variant: str | None = None) -> Path:
-        return self.run_dir / "fusion" / (f"{weighting}_w{w:.2f}_seed{seed}" + (f"_{variant}" if variant else ""))
+        return self.run_dir / "fusion" / fusion_run_name(weighting, w, seed, variant)
 
     def fusion_run(self, weighting: str = "both", w: float = 0.6, seed: int | None = None, variant: str | None = None) -> FusionRun:
         """Train (or reuse) one landmark branch + fusion and return its test predictions (seed: the run's first).
@@ -551,7 +551,7 @@ class Experiment:
             predictions = read_fusion_predictions(folder)
         elif weighting == "learned":
             base = self.fusion_run("both", w, seed, variant)
-            model = T.fit_gate(base.folder, self.baseline_for(seed), self.train, self.rgb_cache("train", seed), folder, device=self.device)
+            model, _ = T.fit_gate(base.folder, self.baseline_for(seed), self.train, self.rgb_cache("train", seed), folder, device=self.device)
             predictions = T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config)
             T.save_fusion_predictions(predictions, folder)
         else:
@@ -599,6 +599,11 @@ class Experiment:
     def fusion_runs(self, weighting: str = "both", w: float = 0.6, variant: str | None = None) -> list[FusionRun]:
         """One run per seed of the profile."""
         return [self.fusion_run(weighting, w, seed, variant) for seed in self.seeds]
+
+
+def fusion_run_name(weighting: str, w: float, seed: int, variant: str | None = None) -> str:
+    """A fusion run's folder name (and its training job's log name): ``both_w0.60_seed0``, ``..._coords``."""
+    return f"{weighting}_w{w:.2f}_seed{seed}" + (f"_{variant}" if variant else "")
 
 
 def canonical_weighting(weighting: str, w: float) -> tuple[str, float]:

@@ -646,7 +646,6 @@ class FusionModel(nn.Module):
         if landmark_input not in LANDMARK_INPUTS:
             raise ValueError(f"landmark input {landmark_input!r} is not one of {LANDMARK_INPUTS}")
         self.weighting, self.w_disagree, self.weight_grad = weighting, float(w_disagree), weight_grad
-        self.landmark_input = landmark_input
         self.input_size = baseline.input_size
         dim, num_classes = baseline.feature_dim, baseline.fc.out_features
         self.baseline = baseline.requires_grad_(False).eval()
@@ -705,11 +704,11 @@ class FusionModel(nn.Module):
 
     def feature_weight(self, landmark_logits: Tensor, rgb_logits: Tensor) -> Tensor:
         """(B,) factor for F_landmark: p_landmark * w (eq. 2), or one factor alone, or 1 (see ``weighting``)."""
-        confidence = self.landmark_probabilities(landmark_logits).amax(dim=1)  # (B,) eq. 1
         agree = landmark_logits.argmax(dim=1) == rgb_logits.argmax(dim=1)
-        agreement = torch.where(agree, 1.0, self.w_disagree).to(confidence)  # (B,)
         if self.weighting == "learned":
             return self.gate(rgb_logits.detach(), landmark_logits.detach(), agree)
+        confidence = self.landmark_probabilities(landmark_logits).amax(dim=1)  # (B,) eq. 1
+        agreement = torch.where(agree, 1.0, self.w_disagree).to(confidence)  # (B,)
         weight = {
             "none": torch.ones_like(confidence),
             "confidence": confidence,
@@ -770,7 +769,8 @@ class FusionModel(nn.Module):
             for batch in batches:
                 rgb_input, landmarks = batch[0].to(device), batch[1].to(device)
                 rgb.append(self.baseline.forward_per_image(rgb_input) if rgb_input.ndim == 4 else rgb_input)
-                landmark.append(self.landmark_per_image(landmarks))
+                if self.arm is not None:  # the coordinate branch has no batch term to estimate
+                    landmark.append(self.landmark_per_image(landmarks))
         finally:
             self.train(was_training)
         self.baseline.arm.estimate_population_mean(rgb)

@@ -285,7 +285,7 @@ def plot_reliability(run, data_label: str) -> plt.Figure:
     """Reliability diagrams of the three heads of one run: accuracy against mean confidence per bin, bar width the
     bin, the diagonal perfect calibration, and the share of images per bin underneath."""
     fig, axes = plt.subplots(2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for column, (head, name) in enumerate((("rgb", "RGB (the baseline)"), ("landmark", "landmark only"), ("fused", "fused"))):
+    for column, (head, name) in enumerate(HEADS):
         ece, table = reliability(run.predictions.labels, getattr(run.predictions, head))
         top, bottom = axes[0, column], axes[1, column]
         top.bar(table["bin low"], table["accuracy"], width=1 / CALIBRATION_BINS, align="edge", color="#4c72b0", edgecolor="white", label="accuracy")
@@ -304,10 +304,10 @@ def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     """The headroom table as bars, one row per model (mean over seeds, as a share of the model's ceiling): images
     fixed among "RGB wrong, landmarks right" and among "both wrong" to the right, RGB-right images broken to the
     left, the net gain as a dot with each seed's as small marks; the dashed line is the ceiling (the oracle)."""
-    shares = frame.assign(**{column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"]
-                             for column in ("of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)")})
+    counts = ["of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)"]
+    shares = frame.assign(**{column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"] for column in counts})
     shares = shares[~shares["model"].str.startswith("oracle")]
-    mean = shares.groupby("model", sort=False)[["of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)"]].mean()
+    mean = shares.groupby("model", sort=False)[counts].mean()
     rows = np.arange(len(mean))[::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(mean) + 1.6))
     ax.barh(rows, mean["of those fixed"], color="#55a868", label="fixed: RGB wrong, landmarks right")
@@ -430,8 +430,8 @@ def model_rows(runs_by_name: dict) -> pd.DataFrame:
     rows = []
     for name, runs in runs_by_name.items():
         row = mean_sd_row(name, seed_metrics(runs), ("oa_top1", "aa"))
-        landmark = seed_metrics(runs, "landmark")["oa_top1"]
-        row.update({"landmark-only oa_top1": landmark.mean(), "landmark-only oa_top1 sd": landmark.std(ddof=1) if len(runs) > 1 else 0.0,
+        landmark = mean_sd_row(name, seed_metrics(runs, "landmark"), ("oa_top1",))
+        row.update({"landmark-only oa_top1": landmark["oa_top1"], "landmark-only oa_top1 sd": landmark["oa_top1 sd"],
                     "mean weight on F_landmark": float(np.mean([r.predictions.weight.mean() for r in runs]))})
         rows.append(row)
     return pd.DataFrame(rows)

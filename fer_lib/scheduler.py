@@ -51,9 +51,11 @@ class Job:
 
     @property
     def slug(self) -> str:
+        from fer_lib.experiment import fusion_run_name
+
         if self.weighting is None:
             return f"baseline_seed{self.seed}"
-        return f"fusion_{self.weighting}_w{self.w:.2f}_seed{self.seed}" + (f"_{self.variant}" if self.variant else "")
+        return "fusion_" + fusion_run_name(self.weighting, self.w, self.seed, self.variant)
 
 
 def default_workers(jobs: int) -> int:

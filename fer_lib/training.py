@@ -387,12 +387,18 @@ def calibrate_temperature(model: M.FusionModel, split: D.SplitTensors, cache: to
 GATE_L2 = 1e-3  # ridge penalty on the gate's weights: 15 numbers fitted on a few hundred validation images
 
 
+def _landmark_means(means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A fusion model's population means without the frozen baseline's (which keeps its own checkpoint's)."""
+    return {k: v for k, v in means.items() if not k.startswith("baseline.")}
+
+
 def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train_cache: torch.Tensor, run_dir: Path, *,
-             device: torch.device | None = None) -> M.FusionModel:
+             device: torch.device | None = None) -> tuple[M.FusionModel, FusionConfig]:
     """The ``learned`` weighting: a trained run's landmark branch, heads and fusion layer kept frozen, with eq. 2's
     factor replaced by a ``WeightGate`` fitted on that run's validation split (its ``split.json``; never the test
     set) to minimise the fused head's cross-entropy (+ ``GATE_L2``), by L-BFGS to convergence: nothing is
-    selected. Writes ``best.pt``, ``config.json``, ``split.json`` and a one-row ``history.csv`` to ``run_dir``."""
+    selected. Writes ``best.pt``, ``config.json``, ``split.json`` and a one-row ``history.csv`` to ``run_dir``;
+    returns the gated model and its configuration, as ``load_fusion_checkpoint`` does."""
     base_folder, run_dir = Path(base_folder), Path(run_dir)
     clock = time.perf_counter()
     base, base_config = load_fusion_checkpoint(base_folder / "best.pt", baseline)
@@ -402,7 +408,7 @@ def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train
     missing = model.load_state_dict(base.state_dict(), strict=False)
     if missing.unexpected_keys or any(not k.startswith("gate.") for k in missing.missing_keys):
         raise M.CheckpointError(f"{base_folder / 'best.pt'} does not fit a gated model: {missing}")
-    M.load_population_means(model, {k: v for k, v in M.population_means(base).items() if not k.startswith("baseline.")})
+    M.load_population_means(model, _landmark_means(M.population_means(base)))
     device = device or M.pick_device()
     _, val_index = _validation_split(base_folder, train, base_config.val_fraction, base_config.seed)
     save_json(json.loads((base_folder / "split.json").read_text()), run_dir / "split.json")
@@ -431,7 +437,7 @@ def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train
     with torch.no_grad():
         weight = gate(out.rgb_logits, out.landmark_logits, agree)
         logits = fused_logits(weight)
-    means = {k: v for k, v in M.population_means(model).items() if not k.startswith("baseline.")}
+    means = _landmark_means(M.population_means(model))
     loss_after, fitted_accuracy = float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
     save_torch({"model": model.state_dict(), "epoch": 0, "val_loss": loss_after, "val_accuracy": fitted_accuracy,
                 "config": dataclasses.asdict(config), "population_means": means, "base_run": base_folder.name}, run_dir / "best.pt")
@@ -439,7 +445,7 @@ def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train
                             "val_fused_loss": loss_after, "val_fused_accuracy": fitted_accuracy, "mean_weight": float(weight.mean()),
                             "seconds": round(time.perf_counter() - clock, 2)}]), run_dir / "history.csv")
     model.to(device).eval()
-    return model
+    return model, config
 
 
 def train_fusion(
@@ -543,7 +549,7 @@ def train_fusion(
         baseline_mean = model.baseline.arm.population_mean.clone()  # the frozen baseline keeps its own
         estimate_population_means(model, fit, fit_cache[:1], config)
         model.baseline.arm.population_mean.copy_(baseline_mean)
-        means = {k: v for k, v in M.population_means(model).items() if not k.startswith("baseline.")}
+        means = _landmark_means(M.population_means(model))
         if distributed.is_main():
             save_torch({**state, "population_means": means}, run_dir / "best.pt")
         distributed.barrier()
@@ -597,8 +603,7 @@ def load_fusion_checkpoint(path: Path, baseline: M.ARMNet) -> tuple[M.FusionMode
         raise M.CheckpointError(f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the baseline it was trained with")
     M.load_state_strict(model, state["model"], path)
     if "population_means" in state:
-        landmark_means = {k: v for k, v in state["population_means"].items() if not k.startswith("baseline.")}
-        M.load_population_means(model, landmark_means)  # the baseline keeps its own
+        M.load_population_means(model, _landmark_means(state["population_means"]))
     return model.eval(), config
 
 
