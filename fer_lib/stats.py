@@ -9,8 +9,10 @@
   the same distribution as drawing image indices and costs nothing per image.
 - ``paired_bootstrap_correct``: the same on per-image correctness given as numbers in [0, 1] (booleans, or
   each image's fraction of seeds that got it right).
-- ``seed_pooled_interval``: the interval of the seed-averaged difference of two training methods, with the
-  spread between seeds added to the test-set sampling: the interval every verdict reads.
+- ``seed_pooled_interval``: the method-level interval of the seed-averaged difference of two training methods,
+  from variance components (images, seeds, their interaction) with a quantile that knows how few seeds there
+  are: the interval every verdict reads. Its coverage is measured by simulation (``benchmarks/stats_coverage.py``).
+- ``holm``, ``seeds_needed``: a family of claims, and how many seeds a target effect needs.
 
 Resamples are drawn class by class, keeping each class's number of test images, as the test set's class
 sizes are fixed by design (RAF-DB's test split, and the synthetic set's copy of its proportions).
@@ -19,6 +21,7 @@ sizes are fixed by design (RAF-DB's test split, and the synthetic set's copy of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import binomtest
@@ -148,6 +151,119 @@ def _resampled_differences(cells: tuple[np.ndarray, ...], metric: str, resamples
     return _difference(cells, counts, metric, num_classes)
 
 
+SEED_RATIO_CONFIDENCE = {2: 0.90}  # one-sided confidence of the seed-variance bound (default 0.80); chosen by simulation
+DEFAULT_SEED_RATIO_CONFIDENCE = 0.80
+_GRID = 4000  # chi-square quantiles that integrate over the seed-variance estimate
+
+
+@dataclass(frozen=True)
+class PooledResult:
+    """The method-level comparison of two training methods over S seeds (``seed_pooled_interval``)."""
+
+    metric: str
+    difference: float  # seed-averaged metric(B) - metric(A)
+    low: float  # the interval at the requested confidence
+    high: float
+    resamples: int  # kept for callers of the bootstrap intervals; the interval is computed, not resampled
+    seeds: int
+    se: float  # standard error of the difference: sqrt(image_variance + seed_variance / seeds)
+    image_variance: float  # test-image sampling of the seed-averaged difference, the interaction not counted
+    seed_variance: float  # variance of one seed's difference around the method's mean (seed effect + interaction)
+    interaction_variance: float  # the part of seed_variance that image-by-seed interaction alone explains
+    ratio: float  # the bound on seed_variance / (seeds * image_variance) the quantile is taken at
+    p_value: float  # two-sided, against no difference: below 1 - confidence exactly when the interval excludes 0
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def quantile(self, probability: float) -> float:
+        """Upper ``probability`` quantile of the studentised difference (|T| for two-sided use: pass 0.975)."""
+        return _quantile(self.ratio, self.seeds, probability)
+
+    def p_equivalence(self, margin: float) -> float:
+        """Two one-sided tests against +-margin: p below alpha shows |difference| < margin."""
+        if self.se == 0:
+            return 0.0 if abs(self.difference) < margin else 1.0
+        lower = _tail(self.ratio, self.seeds, (self.difference + margin) / self.se)  # H0: difference <= -margin
+        upper = _tail(self.ratio, self.seeds, (margin - self.difference) / self.se)  # H0: difference >= +margin
+        return max(lower, upper)
+
+    def p_beyond(self, margin: float) -> float:
+        """One-sided p of |difference| <= margin against a difference beyond the margin in the observed direction."""
+        if self.se == 0:
+            return 0.0 if abs(self.difference) > margin else 1.0
+        return _tail(self.ratio, self.seeds, (abs(self.difference) - margin) / self.se)
+
+    def resolution(self, alpha: float = 0.05, power: float = 0.8) -> float:
+        """The smallest true difference this run detects with ``power`` at two-sided ``alpha``."""
+        return (self.quantile(1 - alpha / 2) + self.quantile(power)) * self.se
+
+
+@lru_cache(maxsize=None)
+def _chi_points(seeds: int) -> np.ndarray:
+    """Equal-probability points of chi-square(S-1)/(S-1): the seed-variance estimate relative to its truth."""
+    from scipy.stats import chi2
+
+    return chi2.ppf((np.arange(_GRID) + 0.5) / _GRID, seeds - 1) / (seeds - 1)
+
+
+def _tail(ratio: float, seeds: int, t: float) -> float:
+    """P(T > t) for the studentised difference T = (D - delta) / sqrt(v_img + s^2 / S) when the true
+    seed_variance / (S * v_img) is ``ratio``: T = sqrt(1 + ratio) Z / sqrt(1 + ratio U), U ~ chi2(S-1)/(S-1)."""
+    from scipy.special import ndtr
+    from scipy.stats import t as student
+
+    if not np.isfinite(ratio):
+        return float(student.sf(t, seeds - 1))
+    scale = np.sqrt((1 + ratio * _chi_points(seeds)) / (1 + ratio))
+    return float(ndtr(-t * scale).mean())
+
+
+def _quantile(ratio: float, seeds: int, probability: float) -> float:
+    from scipy.optimize import brentq
+    from scipy.stats import t as student
+
+    if not np.isfinite(ratio):
+        return float(student.ppf(probability, seeds - 1))
+    return float(brentq(lambda t: _tail(ratio, seeds, t) - (1 - probability), 0.0, 1e4, xtol=1e-7))
+
+
+def _metric_weights(labels: np.ndarray, metric: str, num_classes: int) -> np.ndarray:
+    """Each image's weight in the metric, so that metric(B) - metric(A) = weights @ (correct_b - correct_a): 1/N for OA,
+    1/(classes present x its class's size) for AA."""
+    if metric == "oa":
+        return np.full(len(labels), 1 / len(labels))
+    sizes = np.bincount(labels, minlength=num_classes)
+    return 1 / ((sizes > 0).sum() * sizes[labels])
+
+
+def _variance_components(labels: np.ndarray, diff: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Image and interaction variance of a metric difference from per-seed, per-image differences ``diff`` (S, N).
+
+    A two-way layout (images x seeds) within each class: the image term is the spread of the seed-averaged
+    differences between images, less the interaction it contains (a class-stratified resample of the test images
+    sees both); the interaction comes from the residual mean square. Returns (image variance of the seed-averaged
+    metric difference, interaction variance of one seed's metric difference)."""
+    seeds = diff.shape[0]
+    image = interaction = 0.0
+    for k in np.unique(labels):
+        members = labels == k
+        d, n = diff[:, members], int(members.sum())
+        if n < 2:
+            continue
+        per_image = d.mean(0)
+        residual_ms = 0.0
+        if seeds > 1:
+            residual = d - per_image[None] - d.mean(1, keepdims=True) + d.mean()
+            residual_ms = float((residual**2).sum()) / ((n - 1) * (seeds - 1))
+        spread = float(((per_image - per_image.mean()) ** 2).sum()) / (n - 1)
+        weight = weights[members][0]  # the same for every image of a class
+        image += n * weight**2 * max(spread - residual_ms / seeds, 0.0)
+        interaction += n * weight**2 * residual_ms
+    return image, interaction
+
+
 def seed_pooled_interval(
     labels: np.ndarray,
     correct_a: np.ndarray,
@@ -158,26 +274,85 @@ def seed_pooled_interval(
     confidence: float = 0.95,
     seed: int = 0,
     num_classes: int = NUM_CLASSES,
-) -> BootstrapResult:
-    """Interval of the seed-averaged difference metric(B) - metric(A) of two training methods, both sources of
-    chance counted: which test images were drawn, and which training seeds.
+) -> PooledResult:
+    """The method-level interval of the seed-averaged difference metric(B) - metric(A): training method B against A,
+    both sources of chance counted, the test images drawn and the training seeds.
 
     ``correct_a`` and ``correct_b`` are (S, N) per-seed correctness, paired seed by seed (A may repeat one model,
-    such as a frozen baseline). The interval is normal: the difference of the seed-averaged accuracies
-    +- z * sqrt(v_test + s^2 / S), with v_test the class-stratified bootstrap variance of that difference (each
-    image counted by its fraction of seeds right) and s the standard deviation of the S per-seed differences.
-    Without the seed term, two seeds of nearly identical models give intervals of a few tenths of a point, and
-    a verdict flips with the next pair of seeds.
+    such as a frozen baseline); S >= 2. Per image i and seed s the difference is delta + a_i + b_s + g_si, so the
+    seed-averaged difference has variance v_img + v_seed / S, where v_seed (seed effect plus interaction) is the
+    spread of the S per-seed differences and v_img the image term without the interaction
+    (``_variance_components``). v_seed rests on S - 1 degrees of freedom: the quantile is the exact one of the
+    studentised difference at an upper confidence bound of the ratio v_seed / (S v_img) (a Berger-Boos-style
+    bound over the nuisance ratio; never below what the interaction alone gives). The bound's confidence
+    (``SEED_RATIO_CONFIDENCE``) was chosen by simulation: ``benchmarks/stats_coverage.py`` measures the miss
+    rate, which ``tests/test_stats.py`` checks. With two seeds the interval is wide, honestly.
+    ``resamples`` and ``seed`` are accepted for callers of the bootstrap intervals; nothing here is random.
     """
-    from scipy.stats import norm
+    from scipy.stats import chi2
 
     labels = np.asarray(labels)
     correct_a, correct_b = np.atleast_2d(np.asarray(correct_a, dtype=float)), np.atleast_2d(np.asarray(correct_b, dtype=float))
     if correct_a.shape != correct_b.shape or correct_a.shape[1] != len(labels):
         raise ValueError(f"per-seed correctness must pair up over the {len(labels)} images, got {correct_a.shape} and {correct_b.shape}")
-    per_seed = [_observed_difference(_cells(labels, a, b), metric, num_classes) for a, b in zip(correct_a, correct_b)]
-    test_variance = float(np.var(_resampled_differences(_cells(labels, correct_a.mean(0), correct_b.mean(0)), metric, resamples, seed, num_classes)))
-    seed_variance = float(np.var(per_seed, ddof=1)) / len(per_seed) if len(per_seed) > 1 else 0.0
-    difference = float(np.mean(per_seed))  # OA and AA are linear in per-image correctness: the mean over seeds is the pooled difference
-    half = float(norm.ppf(0.5 + confidence / 2)) * np.sqrt(test_variance + seed_variance)
-    return BootstrapResult(metric, difference, difference - half, difference + half, resamples)
+    if metric not in ("oa", "aa"):
+        raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
+    seeds = correct_a.shape[0]
+    if seeds < 2:
+        raise ValueError("a method-level interval needs two seeds or more; for one model each use paired_bootstrap_correct")
+    labels = labels.astype(int)
+    weights = _metric_weights(labels, metric, num_classes)
+    per_seed = (correct_b - correct_a) @ weights  # OA and AA are linear in per-image correctness
+    difference = float(per_seed.mean())
+    image_variance, interaction = _variance_components(labels, correct_b - correct_a, weights)
+    seed_variance = float(per_seed.var(ddof=1))
+    se = float(np.sqrt(image_variance + seed_variance / seeds))
+    if se == 0:
+        return PooledResult(metric, difference, difference, difference, resamples, seeds, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0 if difference == 0 else 0.0)
+    level = SEED_RATIO_CONFIDENCE.get(seeds, DEFAULT_SEED_RATIO_CONFIDENCE)
+    bound = seed_variance * (seeds - 1) / chi2.ppf(1 - level, seeds - 1)  # upper confidence bound of v_seed
+    ratio = np.inf if image_variance == 0 else max(bound, interaction) / (seeds * image_variance)
+    half = _quantile(ratio, seeds, 0.5 + confidence / 2) * se
+    p_value = min(1.0, 2 * _tail(ratio, seeds, abs(difference) / se))
+    return PooledResult(metric, difference, difference - half, difference + half, resamples, seeds, se, image_variance,
+                        seed_variance, interaction, float(ratio), p_value)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment (1979): adjusted p-values that keep the family-wise error at alpha."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, (len(p) - rank) * p[index])
+        adjusted[index] = min(1.0, running)
+    return adjusted
+
+
+def seeds_needed(result: PooledResult, effect: float, *, test_images_scale: float = 1.0, alpha: float = 0.05, power: float = 0.8,
+                 most: int = 1000) -> int | None:
+    """The fewest seeds that resolve ``effect`` (the minimum detectable effect at ``power`` falls to it) given the
+    variance components ``result`` measured; ``test_images_scale``: test images as a multiple of this run's (the
+    image term and the interaction shrink with it, the seed effect does not). None where even ``most`` seeds do not
+    (the test set's own sampling is too coarse)."""
+    from scipy.stats import chi2
+
+    image_variance = result.image_variance / test_images_scale
+    interaction = result.interaction_variance / test_images_scale
+    seed_variance = max(result.seed_variance - result.interaction_variance, 0.0) + interaction
+
+    def resolves(seeds: int) -> bool:
+        level = SEED_RATIO_CONFIDENCE.get(seeds, DEFAULT_SEED_RATIO_CONFIDENCE)
+        typical_bound = seed_variance * (seeds - 1) / chi2.ppf(1 - level, seeds - 1)  # the bound a run with these components gets
+        ratio = np.inf if image_variance == 0 else max(typical_bound, interaction) / (seeds * image_variance)
+        se = np.sqrt(image_variance + seed_variance / seeds)
+        return (_quantile(ratio, seeds, 1 - alpha / 2) + _quantile(ratio, seeds, power)) * se <= abs(effect)
+
+    if not resolves(most):
+        return None
+    low, high = 1, most  # resolves(high) holds; the resolution shrinks as seeds grow
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if resolves(middle) else (middle, high)
+    return high

@@ -37,3 +37,23 @@ def write_tiny_rafdb(root: Path, n_per_class: int = 1, seed: int = 0, newline: s
 @pytest.fixture
 def tiny_rafdb(tmp_path: Path) -> Path:
     return write_tiny_rafdb(tmp_path / "basic")
+
+
+def pooled_result(difference: float, half: float, seeds: int = 5):
+    """A stats.PooledResult whose 95% interval is difference +- half, as with no seed effect (a normal quantile)."""
+    from scipy.stats import norm
+
+    from fer_lib.stats import PooledResult
+
+    se = half / norm.ppf(0.975)
+    return PooledResult("oa", difference, difference - half, difference + half, 0, seeds, se, se**2, 0.0, 0.0, 0.0, float(2 * norm.sf(abs(difference) / se)))
+
+
+def pooled_row(model: str, versus: str, result) -> dict:
+    """The pooled row of a significance table (report.significance_rows) for a PooledResult."""
+    from fer_lib import report
+
+    row = {"model": model, "versus": versus, "seed": report.POOLED, "seeds": result.seeds, "OA diff": result.difference,
+           "OA 95% low": result.low, "OA 95% high": result.high, "McNemar p": float("nan")}
+    row.update({f"OA {column}": getattr(result, field) for column, field in report.POOLED_COLUMNS.items()})
+    return row
