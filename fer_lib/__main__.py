@@ -10,6 +10,8 @@
     run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N]
                                                what ./run_all.sh runs: every table and figure
     compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
+    plan RUN_DIR [--effect E] [--test-images N]
+                                               seeds a finished run's variance components need to resolve an effect
     install-kernel [--prefix DIR]              register this environment as the Jupyter kernel "fer-lib"
     import-images SRC OUT [--test-fraction F]  face photos (class folders, RAF-DB mirror, or a CSV) into RAF-DB's layout
     predict PATH... --baseline CKPT [--fusion CKPT] --out DIR
@@ -115,14 +117,17 @@ def _train_fusion(args: argparse.Namespace) -> int:
     device = _device(args.device)
     baseline = _load_baseline(args.baseline, args.input_size).to(device)
     config = T.FusionConfig(
-        weighting=args.weighting, w_disagree=args.w, weight_grad=args.weight_grad, width=args.width, batch_norm=not args.no_batch_norm, epochs=args.epochs,
+        weighting=args.weighting, w_disagree=args.w, weight_grad=args.weight_grad, width=args.width, batch_norm=args.batch_norm, epochs=args.epochs,
         batch_size=args.batch_size, landmark_set=args.landmark_set, heatmap_sigma=args.sigma, flip=not args.no_flip,
         val_fraction=args.val_fraction, select=args.select, seed=args.seed, landmark_input=args.landmark_input,
     )
     train, test = distributed.main_first(lambda: T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache"))
     flips = (False, True) if config.flip else (False,)
     train_cache = distributed.main_first(lambda: T.rgb_feature_cache(baseline, train, flips=flips, cache_dir=args.run_dir / "cache"))
-    model = T.train_fusion(baseline, train, train_cache, config, args.run_dir, device=device)
+    if args.holdout is None and distributed.is_main():
+        print("note: no --holdout: the validation images are drawn here, and a baseline trained on them (the ARM authors' checkpoint saw "
+              "every training image) looks better on them than on new images; the epoch kept and a calibrated temperature lean on it")
+    model = T.train_fusion(baseline, train, train_cache, config, args.run_dir, device=device, holdout=args.holdout)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0
     test_cache = T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=args.run_dir / "cache")
@@ -199,7 +204,7 @@ def _run_all(args: argparse.Namespace) -> int:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
     return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint, settings=settings, pretrained=args.pretrained,
-                   run_dir=args.run_dir, workers=args.workers)
+                   run_dir=args.run_dir, workers=args.workers, replicate=args.replicate)
 
 
 def _compare_runs(args: argparse.Namespace) -> int:
@@ -212,9 +217,35 @@ def _compare_runs(args: argparse.Namespace) -> int:
         return 2
     report.save_table(table, report.STABILITY_FILE, args.out, caption="The same profile run with other training seeds (or on another CPU): headline numbers and verdicts")
     print(table.to_string(index=False))
-    disagreements = int((table["agree"].str.startswith("no")).sum())
-    print(f"{disagreements} disagreement(s); written to {args.out / (report.STABILITY_FILE + '.md')}")
+    disagreements = int((table["agree"].str.startswith("no") | (table["agree"] == "conflict")).sum())
+    print(f"{disagreements} disagreement(s) (conflicting verdicts, or headline OA apart by more than {report.HEADLINE_TOLERANCE}); "
+          f"written to {args.out / (report.STABILITY_FILE + '.md')}")
     return 1 if disagreements else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from fer_lib import report
+
+    tables = args.run_dir / "tables"
+    if not (tables / "significance_proposed.csv").exists():
+        print(f"plan: {args.run_dir} has no finished report (tables/significance_proposed.csv missing); run ./run_all.sh for it first",
+              file=sys.stderr)
+        return 2
+    scale = args.test_images / _test_images_of(args.run_dir) if args.test_images else 1.0
+    frame = report.plan_rows(tables, args.effect, scale)
+    if frame.empty:
+        print("plan: this run has one seed: there is no seed variance to plan with; run two or more (--set seeds=2)", file=sys.stderr)
+        return 2
+    print(f"Seeds needed to resolve a difference of {100 * args.effect:.2f} points (80% power, 5% two-sided), from the variance "
+          f"components {args.run_dir.name} measured" + (f", at {args.test_images} test images" if args.test_images else "") + ":")
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _test_images_of(run_dir: Path) -> int:
+    import pandas as pd
+
+    return len(pd.read_csv(run_dir / "predictions" / "baseline_test.csv"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -327,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--w", type=_between(0, 1), default=0.6, help="agreement weight when the branches disagree")
     fusion.add_argument("--weight-grad", action="store_true", help="let gradients flow through p_landmark")
     fusion.add_argument("--width", type=_width("landmark"), default=32, help="landmark CNN base width (32: Table 1)")
-    fusion.add_argument("--no-batch-norm", action="store_true", help="no BatchNorm in the landmark CNN (as the paper's Table 1 lists)")
+    fusion.add_argument("--batch-norm", action="store_true",
+                        help="BatchNorm in the landmark CNN (not in the paper's Table 1, which the default follows; the CPU demo uses it)")
+    fusion.add_argument("--holdout", type=_existing, default=None, metavar="SPLIT_JSON",
+                        help="the split.json of the baseline's run folder: validate on the images it never trained on (without it, the "
+                             "run draws its own split, and a checkpoint trained on every image, like the ARM authors', has seen them all)")
     fusion.add_argument("--epochs", type=_at_least(1), default=10)
     fusion.add_argument("--batch-size", type=_at_least(2), default=256, help="at least 2 (BatchNorm)")
     fusion.add_argument("--landmark-set", default="auto37", choices=("auto37", "manual5", "both"))
@@ -364,10 +399,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed-offset", type=int, default=None, metavar="N",
                      help="shift every training seed by N (same as --set seed_offset=N): another seed acts like another CPU")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<profile>, or runs/<profile>-<settings> with --set")
+    run.add_argument("--replicate", type=_at_least(1), nargs="?", const=100, default=None, metavar="OFFSET",
+                     help="then the same run with every seed shifted by OFFSET (default 100), and both reports compare the two "
+                          "runs' verdicts (<figures>/seed_stability.md)")
     run.add_argument("--workers", type=_at_least(0), default=None, metavar="N",
                      help="train the profile's models in N parallel processes before the notebooks (default: one per GPU, "
                           "or per CPU core up to 8; 0: the notebooks train them one at a time)")
     run.set_defaults(func=_run_all)
+
+    plan = commands.add_parser("plan", help="how many seeds a finished run's variance components need to resolve an effect")
+    plan.add_argument("run_dir", type=Path, help="a finished run, e.g. runs/demo")
+    plan.add_argument("--effect", type=float, default=0.0026, help="the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)")
+    plan.add_argument("--test-images", type=_at_least(1), default=None, metavar="N",
+                      help="plan for N test images instead of the run's own (RAF-DB's test set has 3,068)")
+    plan.set_defaults(func=_plan)
 
     compare = commands.add_parser("compare-runs", help="do two finished runs of a profile give the same verdicts and headline numbers?")
     compare.add_argument("runs", type=Path, nargs="+", help="run folders, e.g. runs/demo runs/demo-seed_offset_100")

@@ -34,7 +34,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.supported { color: #0a6b2c; font-weight: 600; } .contradicted { color: #a11; font-weight: 600; } .not-supported { color: #666; }
+.supported { color: #0a6b2c; font-weight: 600; } .contradicted { color: #a11; font-weight: 600; } .equivalent { color: #1f4e99; font-weight: 600; } .inconclusive { color: #666; }
 .warning { background: #fff4e5; border-left: 4px solid #e69500; padding: 0.5em 1em; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #ddd; }
 .small { color: #555; font-size: 0.9em; }
@@ -55,7 +55,7 @@ def _table(frame: pd.DataFrame, *, numeric: dict[str, str] | None = None, css_co
                 cells.append(f'<td class="num">{text}</td>')
             else:
                 text = "" if pd.isna(value) else str(value)
-                css = f' class="{text.replace(" ", "-")}"' if column == css_column else ""
+                css = f' class="{text.split(",")[0].replace(" ", "-")}"' if column == css_column else ""  # "supported, smaller than ..." too
                 cells.append(f"<td{css}>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -87,7 +87,7 @@ def render_spec(spec: Path, target: Path) -> Path:
 def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figures_dir: Path, *, spec: Path | None = None) -> Path:
     """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
     from fer_lib.pipeline import relative
-    from fer_lib.report import read_table
+    from fer_lib.report import EQUIVALENCE_MARGIN, read_table
 
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
@@ -139,10 +139,16 @@ def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figur
         findings = read_table(tables, "findings")
         if findings is not None and "same verdict with other seeds" in findings:
             claims = claims.merge(findings[["claim", "same verdict with other seeds"]], on="claim", how="left")
-        claims = claims.rename(columns={"detail": "evidence (differences with 95% intervals)"})
-        parts.append("<h2>The paper's claims on this run, and three questions beyond it</h2><p class='small'>Supported or contradicted when the 95% interval of the "
-                     "seed-averaged difference lies on one side of zero; a verdict is a finding only if a run with other seeds gives the "
-                     "same one (summary notebook).</p>" + _table(claims, css_column="verdict"))
+        shown = [c for c in ("claim", "family", "verdict", "difference", "95% low", "95% high", "p (Holm in the family)", "resolution", "about",
+                             "same verdict with other seeds") if c in claims]
+        parts.append("<h2>The paper's claims on this run, and three questions beyond it</h2><p class='small'>Method-level 95% intervals "
+                     "(seeds pooled; their coverage measured by simulation). Supported or contradicted when the difference is surely on one "
+                     "side of zero (the primary claim at 5%, the others Holm-adjusted as one family); equivalent when it lies within "
+                     f"+-{100 * EQUIVALENCE_MARGIN:.1f} points; otherwise inconclusive, with the resolution (the smallest difference this "
+                     "run detects with 80% power) saying why. A verdict is a finding when a replicate with other seeds does not conflict "
+                     "with it (summary notebook).</p>"
+                     + _table(claims[shown], css_column="verdict",
+                              numeric={"difference": "+.4f", "95% low": "+.4f", "95% high": "+.4f", "p (Holm in the family)": ".3g", "resolution": ".4f"}))
 
     future = read_table(tables, "future_work")
     if future is not None:

@@ -107,6 +107,7 @@ def check_data(root: Path) -> None:
 
 def machine_info() -> dict:
     """What a run ran on: CPU model and cores, GPU, torch and Python versions, the project's commit, the date."""
+    import hashlib
     import platform
     import subprocess
 
@@ -122,11 +123,14 @@ def machine_info() -> dict:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "fer_lib", "notebooks"], cwd=PROJECT_ROOT,
                                capture_output=True, text=True, check=True).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
+        # which uncommitted changes: two runs of one dirty tree are still the same source (report.replicate_of)
+        diff = subprocess.run(["git", "diff", "HEAD", "--", "fer_lib", "notebooks"], cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
+        source = hashlib.sha256(diff).hexdigest()[:16] if dirty else ""
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown (not a git checkout)"
+        commit, source = "unknown (not a git checkout)", ""
     return {
         "cpu": cpu, "cpu_cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "torch": torch.__version__, "python": platform.python_version(), "commit": commit,
+        "torch": torch.__version__, "python": platform.python_version(), "commit": commit, "source": source,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
@@ -219,8 +223,13 @@ def run_all(
     run_dir: Path | None = None,
     figures_dir: Path | None = None,
     workers: int | None = None,
+    replicate: int | None = None,
 ) -> int:
     """Data check, then every notebook in order (stopping at the first failure), then the HTML report.
+
+    ``replicate``: afterwards, the same run with every training seed shifted by this much (its own run folder), then
+    this run's report again (everything reused), so that both summaries compare the two runs' verdicts
+    (``report.replicate_of``); the comparison is also written to ``<figures>/seed_stability.*``.
 
     ``settings`` are ``--set`` overrides of the profile (checked before any work starts). Before the first
     notebook that trains (03), every model of the profile is trained in ``workers`` parallel processes
@@ -258,7 +267,9 @@ def run_all(
     from fer_lib.scheduler import train_all
 
     warning = Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained).baseline_warning()
-    info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "warnings": [warning] if warning else [], "notebook_seconds": {}}
+    data_identity = f"synthetic RAF-DB {spec.synthetic}" if spec.synthetic else parameters["DATA_ROOT"]  # report.replicate_of compares it
+    info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "data": data_identity, "warnings": [warning] if warning else [],
+            "notebook_seconds": {}}
     pages = []
     for notebook in notebooks():
         if notebook.name.startswith("03") and workers != 0:
@@ -277,4 +288,26 @@ def run_all(
     digest = write_results_digest(base / "tables", figures, spec.name, data_root)
     print(f"==> tables digest: {relative(digest)}")
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")
+    if replicate:
+        _replicate(spec, replicate, data=data, baseline_checkpoint=baseline_checkpoint, settings=settings, pretrained=pretrained, run_dir=run_dir,
+                   figures_dir=figures_dir, workers=workers, main_run=base, figures=figures)
     return 0
+
+
+def _replicate(spec, offset: int, *, main_run: Path, figures: Path, settings: dict | None, **arguments) -> None:
+    """``run_all``'s second run with seeds shifted by ``offset`` (its own folder and figures), this run's report again
+    (reused models: notebooks only), and the two runs' comparison in ``<figures>/seed_stability.*``."""
+    from fer_lib import report
+
+    shifted = {**(settings or {}), "seed_offset": str(spec.seed_offset + offset)}
+    print(f"==> replicate: the same run with seed offset {spec.seed_offset + offset}")
+    run_all(spec.name, **{**arguments, "run_dir": None, "figures_dir": None}, settings=shifted)
+    print("==> this run's report again, now beside its replicate (every model reused)")
+    run_all(spec.name, **arguments, settings=settings)
+    other = report.replicate_of(main_run)
+    if other is None:
+        raise SystemExit(f"run-all --replicate: the second run is not a replicate of {relative(main_run)} (another commit or settings?)")
+    table = report.stability_table([main_run, other])
+    report.save_table(table, report.STABILITY_FILE, figures, caption="This run and its replicate with other training seeds: headline numbers and verdicts")
+    conflicts = int((table["agree"] == "conflict").sum())
+    print(f"==> replicate: {conflicts} conflicting verdict(s); {relative(figures / (report.STABILITY_FILE + '.md'))}")

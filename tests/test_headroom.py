@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from fer_lib import report
+from tests.conftest import pooled_result, pooled_row
 
 
 def _probabilities(predicted, confidence, classes=7):
@@ -45,12 +46,13 @@ def test_the_claims_beyond_the_paper_read_the_pooled_rows(tmp_path):
     for model, versus, low, high in ((report.LEARNED, report.PAPER_MODEL, -0.004, 0.005),
                                      (report.CALIBRATED, report.PAPER_MODEL, 0.001, 0.004),
                                      (report.HEATMAP_BRANCH, report.COORDS_BRANCH, -0.006, -0.001)):
-        for seed, shift in ((0, 0.01), (1, 0.01), ("pooled", 0.0)):  # per-seed rows would give other verdicts
-            rows.append({"model": model, "versus": versus, "seed": seed, "OA diff": (low + high) / 2, "OA 95% low": low + shift,
-                         "OA 95% high": high + shift})
+        for seed in (0, 1):  # per-seed rows would give other verdicts
+            rows.append({"model": model, "versus": versus, "seed": seed, "OA diff": (low + high) / 2 + 0.01, "OA 95% low": low + 0.01,
+                         "OA 95% high": high + 0.01})
+        rows.append(pooled_row(model, versus, pooled_result((low + high) / 2, (high - low) / 2, seeds=2)))
     report.save_table(pd.DataFrame(rows), "significance_future_work", tmp_path)
     verdicts = dict(report.claims(tmp_path)[["claim", "verdict"]].values)
-    assert verdicts == {"a learned weighting beats the paper's (OA)": "not supported",
+    assert verdicts == {"a learned weighting beats the paper's (OA)": "inconclusive",
                         "a calibrated confidence beats the paper's weighting (OA)": "supported",
                         "the heatmap CNN beats coordinates (fused OA)": "contradicted"}
 

@@ -96,27 +96,29 @@ def test_stratified_subset_keeps_the_class_shares():
     assert np.array_equal(stratified_subset(labels, None), np.arange(len(labels)))
 
 
-def _fake_run(folder, cpu, offset, baseline_oa, verdict):
+def _fake_run(folder, cpu, offset, baseline_oa, verdict, commit="abc1234", seeds=2):
     tables = folder / "tables"
     tables.mkdir(parents=True)
     pd.DataFrame({"model": ["baseline", "proposed"], "oa_top1": [baseline_oa, baseline_oa + 0.02], "aa": [0.7, 0.72]}).to_csv(tables / "table6_overall.csv", index=False)
     pd.DataFrame({"seed": [offset], "RGB": [baseline_oa], "landmark only": [0.7], "fused": [0.9]}).to_csv(tables / "branch_accuracy.csv", index=False)
     pd.DataFrame({"claim": ["fusion helps"], "verdict": [verdict], "detail": [""]}).to_csv(tables / "claims.csv", index=False)
-    (folder / "run_info.json").write_text(json.dumps({"cpu": cpu}))
-    (folder / "settings.json").write_text(json.dumps({"seed_offset": offset, "seeds": 2}))
+    (folder / "run_info.json").write_text(json.dumps({"cpu": cpu, "commit": commit, "source": "", "data": "synthetic RAF-DB (140, 70)"}))
+    (folder / "settings.json").write_text(json.dumps({"seed_offset": offset, "seeds": seeds}))
     return folder
 
 
 def test_stability_table_says_where_two_runs_disagree(tmp_path):
     a = _fake_run(tmp_path / "a", "AMD EPYC", 0, 0.860, "supported")
     b = _fake_run(tmp_path / "b", "Intel Xeon", 100, 0.865, "supported")
-    c = _fake_run(tmp_path / "c", "Intel Xeon", 100, 0.880, "not supported")
+    c = _fake_run(tmp_path / "c", "Intel Xeon", 100, 0.880, "contradicted")
+    d = _fake_run(tmp_path / "d", "Intel Xeon", 100, 0.865, "inconclusive")
     same = report.stability_table([a, b]).set_index("quantity")
-    assert same.loc["CPU", "a"] == "AMD EPYC" and same.loc["training seeds", "b"] == "100, 101"
-    assert same.loc["baseline OA", "agree"] == "yes" and same.loc["claim: fusion helps", "agree"] == "yes"
+    assert same.loc["CPU", "a"] == "AMD EPYC" and same.loc["training seeds", "b"] == "100, 101" and same.loc["commit", "a"] == "abc1234"
+    assert same.loc["baseline OA", "agree"] == "yes" and same.loc["claim: fusion helps", "agree"] == "same"
     assert same.loc["landmark-only OA", "agree"] == "(spread 0.0000)"  # shown, not judged
     differ = report.stability_table([a, c]).set_index("quantity")
-    assert differ.loc["baseline OA", "agree"].startswith("no") and differ.loc["claim: fusion helps", "agree"] == "no"
+    assert differ.loc["baseline OA", "agree"].startswith("no") and differ.loc["claim: fusion helps", "agree"] == "conflict"
+    assert report.stability_table([a, d]).set_index("quantity").loc["claim: fusion helps", "agree"] == "compatible"
     assert main(["compare-runs", str(a), str(c), "--out", str(tmp_path / "out")]) == 1
     assert (tmp_path / "out" / "seed_stability.md").exists()
 
@@ -128,11 +130,21 @@ def test_compare_runs_names_an_unfinished_run(tmp_path, capsys):
 
 def test_findings_mark_verdicts_that_changed_with_the_seeds(tmp_path):
     a = _fake_run(tmp_path / "a", "AMD EPYC", 0, 0.860, "supported")
-    c = _fake_run(tmp_path / "c", "Intel Xeon", 100, 0.880, "not supported")
+    c = _fake_run(tmp_path / "c", "Intel Xeon", 100, 0.880, "contradicted")
     claims = pd.DataFrame({"claim": ["fusion helps", "something else"], "verdict": ["supported", "supported"]})
     marked = report.findings(claims, report.stability_table([a, c])).set_index("claim")["same verdict with other seeds"]
-    assert marked["fusion helps"] == "no" and marked["something else"] == "not checked"
+    assert marked["fusion helps"] == "conflict" and marked["something else"] == "not checked"
     assert (report.findings(claims, None)["same verdict with other seeds"] == "not checked").all()
+
+
+def test_a_replicate_is_a_run_of_the_same_commit_data_and_settings_with_other_seeds(tmp_path):
+    a = _fake_run(tmp_path / "demo", "AMD EPYC", 0, 0.860, "supported")
+    assert report.replicate_of(a) is None  # nothing beside it yet
+    _fake_run(tmp_path / "demo-other-commit", "AMD EPYC", 100, 0.860, "supported", commit="fff0000")
+    _fake_run(tmp_path / "demo-seeds_4", "AMD EPYC", 100, 0.860, "supported", seeds=4)
+    assert report.replicate_of(a) is None  # another commit, other settings: not this run's replicate
+    b = _fake_run(tmp_path / "demo-seed_offset_100", "AMD EPYC", 100, 0.860, "supported")
+    assert report.replicate_of(a) == b and report.replicate_of(b) == a
 
 
 def test_the_paper_profile_follows_the_paper_where_it_speaks():
