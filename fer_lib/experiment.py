@@ -124,6 +124,11 @@ DESIGN_VARIANTS = {
 }
 
 
+# Naive fusion from PyTorch's default initialisation (design ablations): started from the baseline's fc, naive fusion
+# begins as the baseline, which makes "naive fusion is no worse than the baseline" likely by construction.
+NAIVE_DEFAULT_INIT = ("none", 1.0, "default-init")
+
+
 # Beyond the paper (its section 6 and a reviewer's question): the landmark branch as an MLP on the plain coordinates,
 # fused the same way (notebook 06, every profile); same shape as DESIGN_VARIANTS.
 BRANCH_VARIANTS = {
@@ -471,6 +476,24 @@ class Experiment:
                     "compared with the paper's 0.9205, which starts from the ARM authors' ImageNet-initialised checkpoint.")
         return None
 
+    def baseline_holdout(self, seed: int | None = None) -> Path | None:
+        """The hold-out (``split.json``) of the baseline a seed's landmark branch is fused with: its validation images,
+        which the baseline never trained on, validate that branch too (epoch, temperature, gate). None with a given
+        checkpoint, which comes without one (``holdout_warning``)."""
+        if self.baseline_checkpoint is not None:
+            return None
+        self.baseline_for(seed)  # trained (or reused) first: its split.json exists
+        return self.baseline_dir_for(seed) / "split.json"
+
+    def holdout_warning(self) -> str | None:
+        """What a run fused with a given checkpoint biases: its validation images were the checkpoint's training images."""
+        if self.baseline_checkpoint is None:
+            return None
+        return ("warning: the baseline checkpoint comes without a hold-out (the ARM authors trained theirs on all 12,271 training "
+                "images), so every validation image of the landmark branch was a training image of the RGB network. Its RGB head looks "
+                "better there than on new images: the epoch kept, the calibrated temperature and above all the learned gate (which "
+                "reads the RGB head's probability) are fitted where the RGB branch is overconfident, in favour of trusting it.")
+
     def baseline_history(self, seed: int | None = None) -> pd.DataFrame | None:
         path = self.baseline_dir_for(seed) / "history.csv"
         return pd.read_csv(path) if self.baseline_checkpoint is None and path.exists() else None
@@ -555,7 +578,8 @@ class Experiment:
             predictions = T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config)
             T.save_fusion_predictions(predictions, folder)
         else:
-            model = T.train_fusion(self.baseline_for(seed), self.train, self.rgb_cache("train", seed), config, folder, device=self.device, progress=self.progress)
+            model = T.train_fusion(self.baseline_for(seed), self.train, self.rgb_cache("train", seed), config, folder, device=self.device, progress=self.progress,
+                                   holdout=self.baseline_holdout(seed))
             predictions = T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config)
             T.save_fusion_predictions(predictions, folder)
         self._fusion_runs[folder] = FusionRun(weighting, float(w), seed, folder, predictions, pd.read_csv(folder / "history.csv"))
@@ -586,6 +610,7 @@ class Experiment:
         distinct += [("both", 0.6, variant) for variant in BRANCH_VARIANTS]
         if self.profile.design_ablations:
             distinct += [("both", 0.6, variant) for variant in self.design_variants()]
+            distinct.append(NAIVE_DEFAULT_INIT)
         return [(weighting, w, seed, variant) for seed in self.seeds for weighting, w, variant in distinct]
 
     def design_variants(self) -> list[str]:

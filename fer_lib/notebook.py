@@ -97,8 +97,9 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
     experiment = Experiment(profile, data_root, run_dir, values["BASELINE_CHECKPOINT"] or None, pretrained=values["PRETRAINED"] or None)
     experiment.figures_dir = Path(values["FIGURES_DIR"]) if values["FIGURES_DIR"] else figures_dir_for(profile, run_dir)
     experiment.tables_dir = run_dir / "tables"
-    if experiment.baseline_warning():
-        print(experiment.baseline_warning())
+    for warning in (experiment.baseline_warning(), experiment.holdout_warning()):
+        if warning:
+            print(warning)
     if needs_previous and not (run_dir / "baseline").exists() and experiment.baseline_checkpoint is None:
         print(f"note: no baseline in {relative(run_dir)} yet; {needs_previous} trains it. Training it here instead.")
     print(experiment.profile.describe())

@@ -102,8 +102,18 @@ def _check_config(run_dir: Path, config) -> None:
         )
 
 
-def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, seed: int, holdout: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The run's seeded, stratified validation split (``split.json``), or, with ``holdout`` (the ``split.json`` of
+    the baseline this run is fused with), that baseline's own hold-out: images the frozen network never trained on."""
     path = run_dir / "split.json"
+    if not path.exists() and holdout is not None:
+        if not Path(holdout).exists():
+            raise FileNotFoundError(f"{holdout}: the baseline's hold-out (split.json of its run folder) is missing; "
+                                    "train the baseline here, or fuse without --holdout (the run then says its validation images were seen)")
+        saved = json.loads(Path(holdout).read_text())
+        if set(saved["train"]) | set(saved["validation"]) != set(train.names):
+            raise ValueError(f"{holdout} was made for another training set than this run's; use the baseline trained on this data set")
+        save_json({**saved, "holdout_of": relative(Path(holdout).parent)}, path)
     if path.exists():
         saved = json.loads(path.read_text())
         names = set(train.names)
@@ -457,11 +467,15 @@ def train_fusion(
     *,
     device: torch.device | None = None,
     progress: bool = True,
+    holdout: Path | None = None,
 ) -> M.FusionModel:
     """Train the landmark branch and the fusion layer from the frozen-feature cache (baseline untouched).
 
-    Loss: CE(landmark head) + CE(fused) (eq. 3); AdaBelief as Table 4; ExponentialLR(0.9) per epoch; the
-    epoch with the best fused validation accuracy is kept (``best.pt``). Returns it in eval mode.
+    Loss: CE(landmark head) + CE(fused) (eq. 3); AdaBelief as Table 4; ExponentialLR(0.9) per epoch. The epoch kept
+    (``best.pt``) is ``config.select``'s: the lowest validation loss of eq. 3 ("val_loss", what the profiles and the
+    command line use) or the best fused validation accuracy. ``holdout``: the baseline's ``split.json``, whose
+    validation images (never trained on by the baseline) this run validates on; without it the run draws its own
+    split, whose images a frozen baseline may have trained on. Returns the kept epoch in eval mode.
     """
     from adabelief_pytorch import AdaBelief
 
@@ -473,7 +487,7 @@ def train_fusion(
     if train_cache.shape[1] != len(train):
         raise ValueError(f"the feature cache has {train_cache.shape[1]} images, the training split {len(train)}")
     flips = config.flip and train_cache.shape[0] > 1
-    fit_index, val_index = distributed.main_first(lambda: _validation_split(run_dir, train, config.val_fraction, config.seed))
+    fit_index, val_index = distributed.main_first(lambda: _validation_split(run_dir, train, config.val_fraction, config.seed, holdout))
     fit, val = train.subset(fit_index), train.subset(val_index)
     fit_cache, val_cache = train_cache[:, fit_index], train_cache[:, val_index]
 

@@ -20,8 +20,16 @@ def trained(tmp_path_factory):
     assert main(["train-baseline", *common, "--run-dir", str(base / "baseline"), "--input-size", "128", "--width", "4",
                  "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3"]) == 0
     assert main(["train-fusion", *common, "--baseline", str(base / "baseline" / "best.pt"), "--run-dir", str(base / "fusion"),
-                 "--width", "2", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3"]) == 0
+                 "--width", "2", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3", "--holdout", str(base / "baseline" / "split.json")]) == 0
     return base, common
+
+
+def test_the_fusion_validates_on_the_baselines_holdout_and_follows_table1(trained):
+    base, _ = trained
+    baseline_split = json.loads((base / "baseline" / "split.json").read_text())
+    fusion_split = json.loads((base / "fusion" / "split.json").read_text())
+    assert fusion_split["validation"] == baseline_split["validation"] and fusion_split["holdout_of"].endswith("baseline")
+    assert json.loads((base / "fusion" / "config.json").read_text())["batch_norm"] is False  # Table 1 as printed
 
 
 def test_training_commands_write_checkpoints_and_predictions(trained):

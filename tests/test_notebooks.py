@@ -103,8 +103,8 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
     planned = [experiment.fusion_dir(j.weighting, j.w, j.seed, j.variant).name for j in fusions]
     gates = [experiment.fusion_dir("learned", 0.6, seed).name for seed in experiment.seeds]  # fitted in 06, in seconds
     assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(planned + gates)
-    # two design ablations (smoke runs them) and the coordinate branch, for two seeds
-    assert sorted(j.variant for j in fusions if j.variant) == sorted(["default-init", "flip-batch-norm", "coords"] * 2)
+    # two design ablations of the proposed model and naive fusion's (smoke runs them) and the coordinate branch, for two seeds
+    assert sorted(j.variant for j in fusions if j.variant) == sorted(["default-init", "flip-batch-norm", "coords", "default-init"] * 2)
     assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]  # one baseline per seed
     assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted(f"{j.slug}.log" for j in baselines + fusions)
     info = json.loads((smoke_run / "run_info.json").read_text())
@@ -229,10 +229,20 @@ def test_significance_and_claims_are_computed(smoke_run):
     assert len(future) == 6 * 3 and set(future["versus"]) == {"baseline", "both (the paper)", "coordinate MLP branch"}
     assert len(pd.read_csv(tables / "future_work.csv")) == 4 and len(pd.read_csv(tables / "future_work_per_class.csv")) == 4
     claims = pd.read_csv(tables / "claims.csv")
-    assert len(claims) == 9 and set(claims["verdict"]) <= {"supported", "not supported", "contradicted"}
+    assert len(claims) == 9 and set(claims["verdict"].str.split(",").str[0]) <= {"supported", "contradicted", "equivalent", "inconclusive"}
+    primary = claims.set_index("claim").loc["the proposed fusion beats the baseline in OA"]
+    assert primary["family"] == "primary" and "2 seeds pooled" in primary["about"] and primary["resolution"] > 0
+    assert (claims["family"] == "claims").sum() == 7 and (claims["family"] == "w").sum() == 1
+    plan = pd.read_csv(tables / "plan_seeds.csv")
+    assert "the proposed fusion beats the baseline in OA" in set(plan["claim"])
     assert {"a learned weighting beats the paper's (OA)", "the heatmap CNN beats coordinates (fused OA)"} <= set(claims["claim"])
     sweep = pd.read_csv(tables / "fig4_w_sweep.csv")
-    assert {"interval excludes 0", "pooled interval excludes 0"} <= set(sweep.columns)
+    assert {"interval excludes 0", "pooled p (Holm over the w)", "pooled differs (Holm over the w)"} <= set(sweep.columns)
+    design = pd.read_csv(tables / "significance_design_ablation.csv")
+    assert "naive fusion (no weighting), PyTorch's default initialisation" in set(design["model"])
+    choices = pd.read_csv(tables / "design_choices.csv").set_index("choice")
+    assert {"ReLU after conv6", "ARM noise", "landmark-branch augmentation"} <= set(choices.index)
+    assert "never trained on" in choices.loc["validation hold-out", "this run"]
 
 
 def test_gradcam_examples_follow_their_rules(smoke_run):
@@ -323,3 +333,12 @@ def test_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
     assert "42" in json.dumps(nbformat.read(tmp_path / "tiny_out.ipynb", as_version=4).cells[0].outputs)
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
+
+
+def test_plan_prints_the_seeds_a_finished_run_needs(smoke_run, capsys):
+    from fer_lib.__main__ import main
+
+    assert main(["plan", str(smoke_run), "--effect", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "Seeds needed to resolve a difference of 5.00 points" in out and "the proposed fusion beats the baseline in OA" in out
+    assert main(["plan", str(smoke_run / "nowhere")]) == 2
