@@ -698,6 +698,7 @@ def design_choices(profile, fusion_config) -> pd.DataFrame:
     """The choices this run makes where the paper is silent or was changed for the CPU (README, "Choices the
     paper does not state")."""
     from fer_lib.heatmaps import default_sigma
+    from fer_lib.training import cpu_path
 
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
     rows = [
@@ -707,7 +708,11 @@ def design_choices(profile, fusion_config) -> pd.DataFrame:
         ("fusion epochs and the epoch kept", f"{fusion_config.epochs}; lowest validation loss of eq. 3" if fusion_config.select == "val_loss"
          else f"{fusion_config.epochs}; best fused validation accuracy", "silent"),
         ("validation hold-out", f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded", "silent"),
-        ("frozen-feature cache", "bf16 autocast on CUDA, fp32 on the CPU", "silent (the paper recomputes)"),
+        ("frozen-feature cache", "computed once per image and flip state", "silent (the paper recomputes)"),
+        ("arithmetic", f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)", "silent"),
+        ("learning-rate schedule", "ExponentialLR(0.9) per epoch" if fusion_config.lr_schedule == "exponential"
+         else f"cosine to zero over the epochs (baseline {profile.baseline_epochs}, landmark branch {fusion_config.epochs})",
+         "ExponentialLR(0.9) per epoch (Table 4)"),
         ("BatchNorm in the landmark CNN", "yes" if fusion_config.batch_norm else "no (Table 1 as printed)", "Table 1 lists none"),
         ("baseline augmentation", {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[profile.augmentation],
          "the ARM code: half untouched, a quarter flipped, a quarter noised"),
