@@ -10,6 +10,9 @@ parallel"). The notebooks then find every model finished and only evaluate and e
 Each job writes its output to ``<run>/logs/<job>.log``. The terminal shows one bar for the whole stage,
 weighted by each job's expected cost and moved by the epochs the running jobs have finished (their
 ``history.csv``), with the model and epoch of each running job, the time left, and a line per finished model.
+The time left is the rest of the schedule priced by what each job kind has cost so far (``StageClock``), not
+the bar's rate: a baseline epoch costs about twice a landmark-branch epoch, so a rate would swing. Each
+estimate is kept beside the truth in ``<run>/logs/time_left.csv``.
 """
 
 from __future__ import annotations
