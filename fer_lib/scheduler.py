@@ -31,9 +31,9 @@ import numpy as np
 # Cost of each job kind in seconds of one baseline epoch, until the stage has measured its own (benchmarks/README.md,
 # "The training stage's time left"): a landmark-branch epoch from the frozen-feature cache, a coordinate-MLP epoch, and
 # the fixed part of a job (a baseline's feature caches; a landmark-branch run's test predictions).
-FUSION_EPOCH_COST = 0.65
+FUSION_EPOCH_COST = 0.55
 COORDS_EPOCH_COST = 0.03  # the coordinate branch: an MLP on 74 numbers instead of a CNN on heatmaps
-FIXED_COST = {"baseline": 1.0, "fusion": 0.3, "coords": 0.05}
+FIXED_COST = {"baseline": 1.0, "fusion": 0.35, "coords": 0.05}
 
 
 def job_kind(job: Job) -> str:
@@ -235,7 +235,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     workers = workers or default_workers(len(baselines) + len(fusions))
     p = experiment.profile
     # whole units (hundredths of a baseline epoch), so the bar ends exactly at its total
-    cost = {job: 100 * p.baseline_epochs if job.weighting is None else round(100 * epoch_cost(job) * p.fusion_epochs) for job in baselines + fusions}
+    cost = {job: round(100 * (FIXED_COST[job_kind(job)] + (p.baseline_epochs if job.weighting is None else epoch_cost(job) * p.fusion_epochs)))
+            for job in baselines + fusions}
     experiment.splits  # decode the images once, here, before the workers read the cache
     experiment_args = (p, experiment.data_root, experiment.run_dir, experiment.baseline_checkpoint, experiment.pretrained)
     logs = experiment.run_dir / "logs"
