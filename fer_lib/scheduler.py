@@ -252,7 +252,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     print(f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on {where}; logs in {relative(logs)}")
     seconds: dict[str, float] = {}
     bar = tqdm(total=sum(cost.values()), desc="training", disable=not progress,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
     finished_cost, shown_postfix = 0, ""
     clock = StageClock(workers)
     finished_epochs: dict[str, list[float]] = {kind: [] for kind in clock.epochs}
