@@ -200,15 +200,16 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path) -> float:
     return time.perf_counter() - clock
 
 
-def _save_estimates(estimates: list[dict], total: float, path: Path) -> None:
-    """The time-left estimates of a stage beside the truth (``benchmarks/README.md`` reads them)."""
+def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> None:
+    """The time-left estimates of a stage beside the truth, once the stage has ended (``total`` seconds)."""
     import pandas as pd
 
     from fer_lib.io import save_csv
 
     frame = pd.DataFrame(estimates, columns=["seconds", "epochs done", "estimated seconds left"])
-    frame["true seconds left"] = (total - frame["seconds"]).round(1)
-    frame["error"] = (frame["estimated seconds left"] / frame["true seconds left"] - 1).round(3)
+    if total is not None:
+        frame["true seconds left"] = (total - frame["seconds"]).round(1)
+        frame["error"] = (frame["estimated seconds left"] / frame["true seconds left"] - 1).round(3)
     save_csv(frame, path)
 
 
@@ -322,6 +323,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
             if epochs_now != shown_epochs:  # the estimate after each finished epoch, kept to check it against the truth
                 estimates.append({"seconds": round(now - stage_start, 1), "epochs done": epochs_now, "estimated seconds left": None if left is None else round(left, 1)})
                 shown_epochs = epochs_now
+                _save_estimates(estimates, None, logs / "time_left.csv")  # as it goes, so a stage cut short keeps them
             postfix = "; ".join([format_left(left), *(f"{job.name}, epoch {progress_now[job] + 1}/{epochs_of(job)}" for job in active)])
             if postfix != shown_postfix:
                 bar.set_postfix_str(postfix, refresh=False)
