@@ -44,6 +44,7 @@ def main() -> None:
            "baseline val acc": round(float(kept["val_accuracy"]), 4),
            "RGB test OA": round(float((baseline["predicted"] == baseline["label"]).mean()), 4),
            "baseline seconds": round(time.perf_counter() - clock, 1)}
+    print(json.dumps(row), flush=True)  # the baseline's figures first: the landmark branch takes a while longer
     clock = time.perf_counter()
     run = experiment.fusion_run("both", 0.6, args.seed)
     p = run.predictions
