@@ -113,6 +113,8 @@ def machine_info() -> dict:
 
     import torch
 
+    from fer_lib.training import cpu_path
+
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
@@ -130,6 +132,7 @@ def machine_info() -> dict:
         commit, source = "unknown (not a git checkout)", ""
     return {
         "cpu": cpu, "cpu_cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "cpu_path": cpu_path(),  # fp32 or bf16 autocast: another path gives other numbers
         "torch": torch.__version__, "python": platform.python_version(), "commit": commit, "source": source,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

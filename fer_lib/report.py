@@ -907,6 +907,7 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
     """The choices this run makes where the paper is silent or was changed for the CPU (README, "Choices the
     paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no hold-out of its own)."""
     from fer_lib.heatmaps import default_sigma
+    from fer_lib.training import cpu_path
 
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
     rows = [
@@ -924,7 +925,11 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
         ("ReLU after conv6", "yes: every conv block of Table 1 ends in ReLU, conv6 (the output F_landmark) too", "Table 1 lists no activations"),
         ("ARM noise", "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, not clipped",
          "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, then resized"),
-        ("frozen-feature cache", "bf16 autocast on CUDA, fp32 on the CPU", "silent (the paper recomputes)"),
+        ("frozen-feature cache", "computed once per image and flip state", "silent (the paper recomputes)"),
+        ("arithmetic", f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)", "silent"),
+        ("learning-rate schedule", "ExponentialLR(0.9) per epoch" if fusion_config.lr_schedule == "exponential"
+         else f"cosine to zero over the epochs (baseline {profile.baseline_epochs}, landmark branch {fusion_config.epochs})",
+         "ExponentialLR(0.9) per epoch (Table 4)"),
         ("BatchNorm in the landmark CNN", "yes" if fusion_config.batch_norm else "no (Table 1 as printed)", "Table 1 lists none"),
         ("baseline augmentation", {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[profile.augmentation],
          "the ARM code: half untouched, a quarter flipped, a quarter noised"),

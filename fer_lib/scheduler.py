@@ -10,6 +10,9 @@ parallel"). The notebooks then find every model finished and only evaluate and e
 Each job writes its output to ``<run>/logs/<job>.log``. The terminal shows one bar for the whole stage,
 weighted by each job's expected cost and moved by the epochs the running jobs have finished (their
 ``history.csv``), with the model and epoch of each running job, the time left, and a line per finished model.
+The time left is the rest of the schedule priced by what each job kind has cost so far (``StageClock``), not
+the bar's rate: a baseline epoch costs about twice a landmark-branch epoch, so a rate would swing. Each
+estimate is kept beside the truth in ``<run>/logs/time_left.csv``.
 """
 
 from __future__ import annotations
@@ -23,14 +26,25 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-# Cost of one epoch relative to a baseline epoch over the same images (CPU and paper-size measurements in
-# benchmarks/README.md both give about 0.65 for a landmark-branch epoch from the frozen-feature cache).
-FUSION_EPOCH_COST = 0.65
+import numpy as np
+
+# Cost of each job kind in seconds of one baseline epoch, until the stage has measured its own (benchmarks/README.md,
+# "The training stage's time left"): a landmark-branch epoch from the frozen-feature cache, a coordinate-MLP epoch, and
+# the fixed part of a job (a baseline's feature caches; a landmark-branch run's test predictions).
+FUSION_EPOCH_COST = 0.55
 COORDS_EPOCH_COST = 0.03  # the coordinate branch: an MLP on 74 numbers instead of a CNN on heatmaps
+FIXED_COST = {"baseline": 1.0, "fusion": 0.35, "coords": 0.05}
+
+
+def job_kind(job: Job) -> str:
+    """"baseline", "fusion" (heatmaps and the landmark CNN) or "coords": jobs of one kind cost alike per epoch."""
+    if job.weighting is None:
+        return "baseline"
+    return "coords" if job.variant == "coords" else "fusion"
 
 
 def epoch_cost(job: Job) -> float:
-    """A landmark-branch epoch's cost in baseline epochs (for the progress bar's weights)."""
+    """A landmark-branch epoch's cost in baseline epochs (the priors of the time-left estimate)."""
     return COORDS_EPOCH_COST if job.variant == "coords" else FUSION_EPOCH_COST
 
 
@@ -66,6 +80,87 @@ def default_workers(jobs: int) -> int:
     if torch.cuda.is_available():
         return max(1, min(torch.cuda.device_count(), jobs))
     return max(1, min(os.cpu_count() or 1, jobs, 8))
+
+
+class StageClock:
+    """The training stage's time left, from what each job kind has cost so far.
+
+    Seconds per epoch of each kind are the median of the epochs finished in this stage (``history.csv``'s
+    ``seconds``); a kind not measured yet is priced from a measured one by the priors above. A job's fixed part
+    (``FIXED_COST``) is measured from finished jobs as their wall time less their epochs. The time left is
+    then the schedule played forward: the running jobs' remainders, then the queued jobs in the pool's order,
+    each landmark-branch run not before its seed's baseline, on ``workers`` workers.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.epochs: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
+        self.fixed: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
+
+    def observe_epochs(self, kind: str, seconds: list[float]) -> None:
+        self.epochs[kind] = [*self.epochs[kind], *seconds]
+
+    def observe_job(self, kind: str, wall: float, epoch_seconds: list[float]) -> None:
+        """A finished job: its fixed part is its wall time less its epochs (skipped for a reused job)."""
+        if epoch_seconds and wall > sum(epoch_seconds):
+            self.fixed[kind].append(wall - sum(epoch_seconds))
+
+    def epoch_seconds(self, kind: str) -> float | None:
+        measured = {k: float(np.median(v)) for k, v in self.epochs.items() if v}
+        if kind in measured:
+            return measured[kind]
+        prior = {"baseline": 1.0, "fusion": FUSION_EPOCH_COST, "coords": COORDS_EPOCH_COST}
+        for other in ("baseline", "fusion", "coords"):  # the kind measured first, rescaled
+            if other in measured:
+                return measured[other] * prior[kind] / prior[other]
+        return None
+
+    def fixed_seconds(self, kind: str) -> float | None:
+        if self.fixed[kind]:
+            return float(np.median(self.fixed[kind]))
+        baseline_epoch = self.epoch_seconds("baseline")
+        return None if baseline_epoch is None else FIXED_COST[kind] * baseline_epoch
+
+    def job_seconds(self, kind: str, epochs: int) -> float | None:
+        epoch, fixed = self.epoch_seconds(kind), self.fixed_seconds(kind)
+        return None if epoch is None else epochs * epoch + fixed
+
+    def left(self, running: list[tuple[str, int, int, int, float]], queued: list[tuple[str, int, int]]) -> float | None:
+        """Seconds until the last job ends, or None before anything is measured.
+
+        running: (kind, seed, epochs, epochs done, seconds since its last finished epoch or its start);
+        queued: (kind, seed, epochs) in the order the pool will start them.
+        """
+        if self.epoch_seconds("baseline") is None:
+            return None
+        free, ready = [], {}
+        for kind, seed, epochs, done, since in running:
+            part = (epochs - done) * self.epoch_seconds(kind) + self.fixed_seconds(kind) - since
+            free.append(max(0.0, part))
+            if kind == "baseline":
+                ready[seed] = free[-1]
+        free += [0.0] * max(0, self.workers - len(free))
+
+        def play(jobs) -> None:
+            for kind, seed, epochs in jobs:
+                worker = int(np.argmin(free))
+                start = max(free[worker], 0.0 if kind == "baseline" else ready.get(seed, 0.0))
+                free[worker] = start + self.job_seconds(kind, epochs)
+                if kind == "baseline":
+                    ready[seed] = free[worker]
+
+        # baselines first (they are submitted first), then each seed's runs in the order their baselines end
+        play([job for job in queued if job[0] == "baseline"])
+        runs = [job for job in queued if job[0] != "baseline"]
+        play(sorted(runs, key=lambda job: ready.get(job[1], 0.0)))  # stable: submission order within a seed
+        return max(free)
+
+
+def format_left(seconds: float | None) -> str:
+    if seconds is None:
+        return "time left: after the first epoch"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"about {minutes}:{rest:02d} left"
 
 
 _WORKER: dict = {}
@@ -105,6 +200,19 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path) -> float:
     return time.perf_counter() - clock
 
 
+def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> None:
+    """The time-left estimates of a stage beside the truth, once the stage has ended (``total`` seconds)."""
+    import pandas as pd
+
+    from fer_lib.io import save_csv
+
+    frame = pd.DataFrame(estimates, columns=["seconds", "epochs done", "estimated seconds left"])
+    if total is not None:
+        frame["true seconds left"] = (total - frame["seconds"]).round(1)
+        frame["error"] = (frame["estimated seconds left"] / frame["true seconds left"] - 1).round(3)
+    save_csv(frame, path)
+
+
 def plan(experiment) -> tuple[list[Job], list[Job]]:
     """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline seed (none to train
     with a given checkpoint, but its feature caches still to build), every run of ``fusion_plan``."""
@@ -128,7 +236,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     workers = workers or default_workers(len(baselines) + len(fusions))
     p = experiment.profile
     # whole units (hundredths of a baseline epoch), so the bar ends exactly at its total
-    cost = {job: 100 * p.baseline_epochs if job.weighting is None else round(100 * epoch_cost(job) * p.fusion_epochs) for job in baselines + fusions}
+    cost = {job: round(100 * (FIXED_COST[job_kind(job)] + (p.baseline_epochs if job.weighting is None else epoch_cost(job) * p.fusion_epochs)))
+            for job in baselines + fusions}
     experiment.splits  # decode the images once, here, before the workers read the cache
     experiment_args = (p, experiment.data_root, experiment.run_dir, experiment.baseline_checkpoint, experiment.pretrained)
     logs = experiment.run_dir / "logs"
@@ -144,16 +253,29 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     print(f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on {where}; logs in {relative(logs)}")
     seconds: dict[str, float] = {}
     bar = tqdm(total=sum(cost.values()), desc="training", disable=not progress,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
     finished_cost, shown_postfix = 0, ""
+    clock = StageClock(workers)
+    finished_epochs: dict[str, list[float]] = {kind: [] for kind in clock.epochs}
+    started_at: dict[Job, float] = {}
+    stage_start, shown_epochs, estimates = time.perf_counter(), -1, []
 
-    def epochs_done(job: Job) -> int:
-        """Epochs a job has finished so far: the rows of its history.csv, written after every epoch."""
-        folder = experiment.baseline_dir_for(job.seed) if job.weighting is None else experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant)
+    def folder_of(job: Job) -> Path:
+        return experiment.baseline_dir_for(job.seed) if job.weighting is None else experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant)
+
+    def history(job: Job) -> tuple[list[float], float]:
+        """Seconds of each epoch a job has finished (its history.csv, written after every epoch), and when the
+        last one ended (time.time())."""
+        path = folder_of(job) / "history.csv"
         try:
-            return max(0, sum(1 for _ in open(folder / "history.csv", encoding="utf-8")) - 1)
-        except OSError:
-            return 0
+            lines = path.read_text(encoding="utf-8").splitlines()
+            column = lines[0].split(",").index("seconds")
+            return [float(line.split(",")[column]) for line in lines[1:] if line], path.stat().st_mtime
+        except (OSError, ValueError, IndexError):
+            return [], 0.0
+
+    def epochs_of(job: Job) -> int:
+        return p.baseline_epochs if job.weighting is None else p.fusion_epochs
 
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(devices, threads)) as pool:
         running = {}
@@ -176,20 +298,38 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                     bar.close()
                     raise SystemExit(f"training {job.name} failed ({type(error).__name__}: {error}); its log: {logs / (job.slug + '.log')}") from None
                 finished_cost += cost[job]
+                epoch_seconds = history(job)[0][: epochs_of(job)]
+                finished_epochs[job_kind(job)] += epoch_seconds
+                clock.observe_job(job_kind(job), seconds[job.slug], epoch_seconds)
                 bar.write(f"    {job.name}: done in {seconds[job.slug]:.0f} s")
                 if job.weighting is None:  # its seed's landmark-branch runs can start
                     ready = [f for f in waiting if experiment.baseline_seed(f.seed) == job.seed]
                     waiting = [f for f in waiting if f not in ready]
                     for fusion in ready:
                         submit(fusion)
+            now, wall = time.perf_counter(), time.time()
             active = [job for future, job in running.items() if future.running()]
-            total_epochs = {job: p.baseline_epochs if job.weighting is None else p.fusion_epochs for job in active}
-            progress_now = {job: min(epochs_done(job), total_epochs[job]) for job in active}
-            postfix = "; ".join(f"{job.name}, epoch {progress_now[job] + 1}/{total_epochs[job]}" for job in active)
+            for job in active:
+                started_at.setdefault(job, wall)
+            rows = {job: history(job) for job in active}
+            progress_now = {job: min(len(rows[job][0]), epochs_of(job)) for job in active}
+            clock.epochs = {kind: finished_epochs[kind] + [t for job in active if job_kind(job) == kind for t in rows[job][0]] for kind in finished_epochs}
+            left = clock.left(
+                [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job), progress_now[job], wall - max(started_at[job], rows[job][1])) for job in active],
+                [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job)) for future, job in running.items() if job not in active]
+                + [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job)) for job in waiting],
+            )
+            epochs_now = sum(len(v) for v in clock.epochs.values())
+            if epochs_now != shown_epochs:  # the estimate after each finished epoch, kept to check it against the truth
+                estimates.append({"seconds": round(now - stage_start, 1), "epochs done": epochs_now, "estimated seconds left": None if left is None else round(left, 1)})
+                shown_epochs = epochs_now
+                _save_estimates(estimates, None, logs / "time_left.csv")  # as it goes, so a stage cut short keeps them
+            postfix = "; ".join([format_left(left), *(f"{job.name}, epoch {progress_now[job] + 1}/{epochs_of(job)}" for job in active)])
             if postfix != shown_postfix:
                 bar.set_postfix_str(postfix, refresh=False)
                 shown_postfix = postfix
-            # moved with update(), so the bar's rate and time left follow the finished epochs
-            bar.update(max(0, finished_cost + sum(cost[job] * progress_now[job] // total_epochs[job] for job in active) - bar.n))
+            # moved with update(), so the bar follows the finished epochs
+            bar.update(max(0, finished_cost + sum(cost[job] * progress_now[job] // epochs_of(job) for job in active) - bar.n))
+    _save_estimates(estimates, time.perf_counter() - stage_start, logs / "time_left.csv")
     bar.close()
     return seconds

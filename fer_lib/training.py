@@ -66,6 +66,7 @@ class BaselineConfig:
     pretrained: str | None = None  # path of torchvision's ResNet18 ImageNet weights; None: from scratch
     augmentation: str = "flip_or_noise"  # every image flipped or noised; "upstream": the ARM authors' mix (data.augment_arm)
     ema: float | None = None  # decay per step of an exponential moving average of the weights, evaluated and kept instead of the raw weights; None: off (the ARM recipe)
+    lr_schedule: str = "exponential"  # ExponentialLR(0.9) per epoch (the ARM recipe); "cosine": to zero over the epochs
     seed: int = 0
 
 
@@ -89,7 +90,19 @@ class FusionConfig:
     heatmap_sigma: float | None = None  # None: 1.5 px at 224, scaled with the input size
     flip: bool = True  # random horizontal flips of image and heatmap together
     val_fraction: float = 0.1
+    lr_schedule: str = "exponential"  # ExponentialLR(0.9) per epoch (Table 4's recipe); "cosine": to zero over the epochs
     seed: int = 0
+
+
+LR_SCHEDULES = ("exponential", "cosine")
+
+
+def _lr_schedule(optimizer, config):
+    """The learning rate per epoch: the paper's ExponentialLR(0.9), or a cosine to zero over ``config.epochs``
+    (the demo's: it ends converged in fewer epochs, benchmarks/README.md)."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
 
 
 def _check_config(run_dir: Path, config) -> None:
@@ -126,9 +139,21 @@ def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, see
     return fit, val
 
 
+def cpu_path() -> str:
+    """How this CPU computes: "bf16" (autocast) where it has AMX tiles, native bf16 matrix units; "fp32" elsewhere,
+    where bf16 autocast measured slower (benchmarks/README.md). FER_CPU_BF16=1/0 forces either. Another path gives
+    other numbers, so runs record it (run_info.json, the design choices)."""
+    import os
+
+    forced = os.environ.get("FER_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return "bf16" if forced == "1" else "fp32"
+    return "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
+
+
 def _autocast(device: torch.device):
-    # bf16 on CUDA; on this CPU bf16 was slower than fp32 for these convs (benchmarks/README.md)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # bf16 on CUDA and on CPUs with AMX (cpu_path); fp32 on other CPUs, where bf16 was slower (benchmarks/README.md)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cpu_path() == "bf16")
 
 
 def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int, average=None) -> tuple[int, list[dict], float]:
@@ -159,6 +184,12 @@ def _save_last(run_dir: Path, model, optimizer, scheduler, epoch: int, history: 
 
 # ------------------------------------------------------------------------------------------------------
 # Baseline
+
+
+def baseline_memory_format(config: BaselineConfig, device) -> torch.memory_format:
+    """channels_last on CUDA, and on the CPU from width 16, where oneDNN trains the demo's ResNet18 faster in it
+    (benchmarks/README.md). Narrower CPU networks stay contiguous: at width 4 oneDNN corrupted the heap."""
+    return torch.channels_last if torch.device(device).type == "cuda" or config.width >= 16 else torch.contiguous_format
 
 
 def build_baseline(config: BaselineConfig) -> M.ARMNet:
@@ -195,12 +226,11 @@ def train_baseline(
     fit, val = train.subset(fit_index), train.subset(val_index)
 
     torch.manual_seed(config.seed)
-    # channels_last helps cuDNN; on CPU oneDNN corrupted the heap with very narrow widths (2 threads, width 4)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    memory_format = baseline_memory_format(config, device)
     model = build_baseline(config).to(device).to(memory_format=memory_format)
     trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; the model itself otherwise
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
+    scheduler = _lr_schedule(optimizer, config)
     # the weights' moving average (torch's swa_utils), BatchNorm statistics included
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
@@ -501,7 +531,7 @@ def train_fusion(
     # DistributedDataParallel under torchrun (global-batch BatchNorm in the trained parts); the model itself otherwise
     trained = distributed.wrap(model, device, "forward_cached", trained=model.landmark_branch)
     optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **{**ADABELIEF, "lr": config.lr})
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
+    scheduler = _lr_schedule(optimizer, config)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()

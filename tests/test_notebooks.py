@@ -106,7 +106,9 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
     # two design ablations of the proposed model and naive fusion's (smoke runs them) and the coordinate branch, for two seeds
     assert sorted(j.variant for j in fusions if j.variant) == sorted(["default-init", "flip-batch-norm", "coords", "default-init"] * 2)
     assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]  # one baseline per seed
-    assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted(f"{j.slug}.log" for j in baselines + fusions)
+    # one log per job, and the stage's time-left estimates beside the truth
+    assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted([f"{j.slug}.log" for j in baselines + fusions] + ["time_left.csv"])
+    assert "true seconds left" in (smoke_run / "logs" / "time_left.csv").read_text().splitlines()[0]
     info = json.loads((smoke_run / "run_info.json").read_text())
     assert list(info["notebook_seconds"])[2] == "training (parallel, before 03)"
     for name in ("03_baseline", "04_fusion", "05_w_sweep", "06_ablation"):

@@ -42,3 +42,53 @@ def test_a_failing_job_stops_the_stage_and_names_its_log(tmp_path):
         scheduler.train_all(experiment, workers=1, progress=False)
     assert "another configuration" in (tmp_path / "logs" / "baseline_seed0.log").read_text()
     assert not (tmp_path / "fusion").exists()  # nothing started on a baseline that failed
+
+
+def _simulate(workers, baseline_epoch, fusion_epoch, coords_epoch, fixed, seeds=2, runs_per_seed=6):
+    """A demo-like stage played out with true costs, as the pool runs it: when it ends."""
+    epoch = {"baseline": baseline_epoch, "fusion": fusion_epoch, "coords": coords_epoch}
+    jobs = [("baseline", s, 10) for s in range(seeds)]
+    runs = {s: [("fusion", s, 4)] * runs_per_seed + [("coords", s, 4)] for s in range(seeds)}
+    queue, free = list(jobs), [0.0] * workers
+    while queue:
+        queue.sort(key=lambda job: job[3] if len(job) > 3 else 0.0)  # released runs in the order released
+        kind, seed, epochs, *release = queue.pop(0)
+        worker = min(range(workers), key=free.__getitem__)
+        start = max([free[worker], *release])
+        free[worker] = start + epochs * epoch[kind] + fixed[kind]
+        if kind == "baseline":
+            queue += [(*run, free[worker]) for run in runs[seed]]
+    return max(free)
+
+
+def test_the_time_left_is_within_a_quarter_of_the_truth_after_the_first_baseline_epoch():
+    # true costs off the priors by 20-30%: a fusion epoch 0.5 baseline epochs (prior 0.65), other fixed parts
+    fixed = {"baseline": 14.0, "fusion": 5.0, "coords": 1.0}
+    end = _simulate(2, 20.0, 10.0, 0.5, fixed)
+    clock = scheduler.StageClock(workers=2)
+    assert clock.left([("baseline", 0, 10, 0, 5.0), ("baseline", 1, 10, 0, 5.0)], []) is None  # nothing measured yet
+    clock.observe_epochs("baseline", [20.0, 20.0])  # both baselines' first epoch, at t = 20
+    queued = [(kind, s, 4) for s in (0, 1) for kind in ["fusion"] * 6 + ["coords"]]
+    left = clock.left([("baseline", 0, 10, 1, 0.0), ("baseline", 1, 10, 1, 0.0)], queued)
+    assert abs(left / (end - 20.0) - 1) < 0.25, (left, end - 20.0)
+    # once every kind has been measured and a job of each has finished, the estimate is the truth
+    clock.observe_epochs("fusion", [10.0] * 4)
+    clock.observe_epochs("coords", [0.5] * 4)
+    for kind, epoch in (("baseline", 20.0), ("fusion", 10.0), ("coords", 0.5)):
+        clock.observe_job(kind, 4 * epoch + fixed[kind], [epoch] * 4)
+    t = 234.0  # both baselines done at 214; two runs of seed 0 started then, 2 epochs in
+    running = [("fusion", 0, 4, 2, 0.0), ("fusion", 0, 4, 2, 0.0)]
+    queued = [(kind, s, 4) for s, n in ((0, 4), (1, 6)) for kind in ["fusion"] * n + ["coords"]]
+    assert clock.left(running, queued) == pytest.approx(end - t)
+
+
+def test_the_time_left_waits_for_a_runs_baseline():
+    clock = scheduler.StageClock(workers=2)
+    clock.observe_epochs("baseline", [10.0])
+    clock.observe_job("baseline", 110.0, [10.0] * 10)  # a fixed part of 10 s
+    clock.observe_epochs("fusion", [5.0])
+    clock.observe_job("fusion", 25.0, [5.0] * 4)  # 5 s
+    # one worker idle, the other 50 s from the end of seed 1's baseline: its run cannot start before
+    left = clock.left([("baseline", 1, 10, 6, 0.0)], [("fusion", 1, 4)])
+    assert left == 4 * 10.0 + 10.0 + 25.0
+    assert scheduler.format_left(left) == "about 1:15 left" and "first epoch" in scheduler.format_left(None)

@@ -169,3 +169,10 @@ def test_a_run_folder_from_before_a_new_setting_is_still_reused(tmp_path):
     claim_run_dir(tmp_path, get_profile("demo"))  # the demo's values of the new settings are their defaults
     with pytest.raises(SystemExit, match="augmentation"):
         claim_run_dir(tmp_path, get_profile("demo", {"augmentation": "upstream"}))
+
+
+def test_the_learning_rate_schedule_is_a_setting():
+    assert get_profile("paper").lr_schedule == "exponential"  # the paper's recipe stays
+    assert get_profile("demo", {"lr_schedule": "exponential"}).lr_schedule == "exponential"
+    with pytest.raises(SettingsError, match="expected one of exponential, cosine"):
+        get_profile("demo", {"lr_schedule": "onecycle"})
