@@ -39,6 +39,7 @@ from fer_lib import data as D
 from fer_lib import distributed
 from fer_lib import landmarks as L
 from fer_lib import models as M
+from fer_lib import precision
 from fer_lib.io import claim_config, relative, save_csv, save_json, save_torch
 from fer_lib.rafdb import CLASSES
 
@@ -117,8 +118,8 @@ def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, see
 
 
 def _autocast(device: torch.device):
-    # bf16 on CUDA; on this CPU bf16 was slower than fp32 for these convs (benchmarks/README.md)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # bf16 on CUDA (FER_PRECISION=bf16: on any device); on this CPU bf16 was slower than fp32 (benchmarks/README.md)
+    return precision.autocast(device)
 
 
 def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int, average=None) -> tuple[int, list[dict], float]:

@@ -1,0 +1,69 @@
+"""The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``)."""
+
+import numpy as np
+import pytest
+import torch
+
+from fer_lib import data as D
+from fer_lib import explain as E
+from fer_lib import models as M
+from fer_lib import precision
+from fer_lib import training as T
+from fer_lib.rafdb import load_rafdb
+from tests.conftest import write_tiny_rafdb
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=2)
+    return D.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+
+
+@pytest.fixture
+def bf16(monkeypatch):
+    monkeypatch.setenv(precision.ENV, "bf16")
+
+
+def _models():
+    torch.manual_seed(0)
+    baseline = M.ARMNet(SIZE, width=4).eval()
+    return baseline, M.FusionModel(baseline, width=2, batch_norm=True, init_from_baseline=False).eval()
+
+
+def test_the_switch_runs_the_cuda_precision_path_on_the_cpu(monkeypatch):
+    cpu = torch.device("cpu")
+    assert precision.name(cpu) == "fp32" and precision.name("cuda") == "bf16"
+    monkeypatch.setenv(precision.ENV, "bf16")
+    assert precision.name(cpu) == "bf16"
+    with precision.autocast(cpu):
+        assert torch.nn.functional.linear(torch.ones(1, 2), torch.ones(3, 2)).dtype == torch.bfloat16
+    monkeypatch.setenv(precision.ENV, "half")
+    with pytest.raises(ValueError, match="FER_PRECISION"):
+        precision.mode()
+
+
+def test_under_autocast_the_heads_and_eq2_run_in_fp32_from_the_bf16_features(bf16, split):
+    baseline, model = _models()
+    heatmaps = T.landmark_inputs(split, torch.arange(8), None, T.FusionConfig(width=2), "cpu")
+    with torch.no_grad(), precision.autocast("cpu"):
+        rgb = baseline.forward_per_image(D.normalise(split.images[:8]))
+        landmark = model.landmark_per_image(heatmaps)
+        inside = model.forward_per_image_maps(rgb, landmark)
+        baseline_logits = baseline.head_from_per_image(rgb)
+    assert rgb.dtype == landmark.dtype == torch.bfloat16  # the trunks ran in bf16
+    with torch.no_grad():
+        outside = model.forward_per_image_maps(rgb.float(), landmark.float())
+    for got, expected in zip(inside, outside):
+        assert got.dtype == torch.float32 and torch.equal(got, expected)
+    assert torch.equal(baseline_logits, inside.rgb_logits)  # the baseline's own head and the fusion run's RGB head
+
+
+def test_grad_cam_reports_the_evaluated_probabilities_under_bf16(bf16, split):
+    _, model = _models()
+    cache = T.rgb_feature_cache(model.baseline, split, flips=(False,), progress=False)
+    config = T.FusionConfig(width=2, eval_batch_size=4)
+    evaluated = T.predict_fusion(model, split, cache, config)
+    explained = E.explain(model, split, cache, config, [2, 9, 13])
+    assert np.allclose(explained.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5, rtol=0)
