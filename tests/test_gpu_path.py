@@ -1,10 +1,13 @@
-"""The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``)."""
+"""The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``), collectives on the process
+group's device."""
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from fer_lib import data as D
+from fer_lib import distributed
 from fer_lib import explain as E
 from fer_lib import models as M
 from fer_lib import precision
@@ -67,3 +70,30 @@ def test_grad_cam_reports_the_evaluated_probabilities_under_bf16(bf16, split):
     evaluated = T.predict_fusion(model, split, cache, config)
     explained = E.explain(model, split, cache, config, [2, 9, 13])
     assert np.allclose(explained.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5, rtol=0)
+
+
+class _Reduced(Exception):
+    pass
+
+
+def test_epoch_statistics_are_reduced_on_the_process_groups_gpu_under_nccl(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    reduced = []
+
+    def nccl_all_reduce(tensor, *args, **kwargs):
+        if tensor.device.type != "cuda":  # what NCCL answers for a CPU tensor
+            raise RuntimeError(f"No backend type associated with device type {tensor.device.type}")
+        reduced.append(tensor.device)
+        raise _Reduced  # a fake tensor holds no numbers to read back
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda *args: "nccl")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(dist, "all_reduce", nccl_all_reduce)
+    assert distributed.collective_device() == torch.device("cuda", 1)
+    with FakeTensorMode(), pytest.raises(_Reduced):  # fake tensors: a "cuda" tensor without a GPU
+        distributed.all_sum(12, 7, 3.5)
+    assert reduced == [torch.device("cuda", 1)]
+    monkeypatch.setattr(dist, "get_backend", lambda *args: "gloo")
+    assert distributed.collective_device() == torch.device("cpu")
