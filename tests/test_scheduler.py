@@ -42,3 +42,38 @@ def test_a_failing_job_stops_the_stage_and_names_its_log(tmp_path):
         scheduler.train_all(experiment, workers=1, progress=False)
     assert "another configuration" in (tmp_path / "logs" / "baseline_seed0.log").read_text()
     assert not (tmp_path / "fusion").exists()  # nothing started on a baseline that failed
+
+
+@pytest.mark.parametrize("visible, expected", [
+    (None, ["0", "1", "0"]),
+    ("4,5", ["4", "5", "4"]),  # a cluster's allocation
+    ("MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001,MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002",
+     ["MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001", "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002",
+      "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001"]),
+])
+def test_workers_bind_to_the_gpus_the_parent_was_given(monkeypatch, visible, expected):
+    import os
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible or "")
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert scheduler.worker_devices(3) == expected
+
+    class Queue:
+        def get(self):
+            return expected[1]
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible or "")  # restored after the test
+    scheduler._init_worker(Queue(), torch.get_num_threads())
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == expected[1]
+
+
+def test_without_a_gpu_workers_are_not_bound(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert scheduler.worker_devices(2) is None
