@@ -222,9 +222,9 @@ def train_baseline(
             optimizer.step()
             if average is not None:
                 average.update_parameters(model)
-            seen += len(index)
+            seen += len(labels)  # this rank's images: all_sum adds the ranks' counts
             correct += int((logits.argmax(1) == labels).sum())
-            loss_sum += loss.item() * len(index)
+            loss_sum += loss.item() * len(labels)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)  # shown at the next tick, not redrawn per step
         scheduler.step()
         seen, correct, loss_sum = distributed.all_sum(seen, correct, loss_sum)
