@@ -283,17 +283,23 @@ def rgb_feature_cache(
 ) -> torch.Tensor:
     """(len(flips), N, n*n) per-image ARM maps of the frozen baseline, one row per flip state.
 
-    Saved to ``cache_dir`` under a name made of the baseline's weights and the images, and reused.
+    Saved to ``cache_dir`` under a name made of the baseline's weights, the images, and the device type and
+    precision they are computed in (bf16 features from a GPU are not fp32 ones from a CPU), and reused; a cache of the
+    same weights and images made on another device or in another precision is recomputed, and the run says so.
     """
+    device = next(baseline.parameters()).device
     path = None
     if cache_dir is not None:
         key = hashlib.sha256(f"{_baseline_fingerprint(baseline)}|{flips}|".encode() + "\n".join(split.names).encode()).hexdigest()[:16]
-        path = Path(cache_dir) / f"rgb_cache_{key}.pt"
+        path = Path(cache_dir) / f"rgb_cache_{key}_{device.type}_{precision.name(device)}.pt"
         if path.exists():
             if progress:
                 print(f"reusing frozen RGB features from {relative(path)}")
             return torch.load(path, map_location="cpu", weights_only=True)
-    device = next(baseline.parameters()).device
+        others = sorted(p.name for p in Path(cache_dir).glob(f"rgb_cache_{key}_*.pt"))
+        if others:
+            print(f"recomputing frozen RGB features on {device.type} in {precision.name(device)}: {', '.join(others)} "
+                  "holds them for another device or precision")
     baseline.eval()
     rows = []
     for flip in flips:

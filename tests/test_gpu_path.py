@@ -1,5 +1,5 @@
 """The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``), collectives on the process
-group's device."""
+group's device, the feature cache's key."""
 
 import numpy as np
 import pytest
@@ -97,3 +97,16 @@ def test_epoch_statistics_are_reduced_on_the_process_groups_gpu_under_nccl(monke
     assert reduced == [torch.device("cuda", 1)]
     monkeypatch.setattr(dist, "get_backend", lambda *args: "gloo")
     assert distributed.collective_device() == torch.device("cpu")
+
+
+def test_a_feature_cache_made_in_another_precision_is_recomputed_and_the_run_says_so(split, tmp_path, monkeypatch, capsys):
+    baseline, _ = _models()
+    fp32 = T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False)
+    monkeypatch.setenv(precision.ENV, "bf16")  # e.g. a cache made on a GPU, read by a CPU run, or the other way round
+    bf16 = T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False)
+    said = capsys.readouterr().out
+    assert "recomputing frozen RGB features on cpu in bf16" in said and "another device or precision" in said
+    assert not torch.equal(fp32, bf16)
+    assert sorted(p.name.split("_", 3)[-1] for p in tmp_path.glob("rgb_cache_*.pt")) == ["cpu_bf16.pt", "cpu_fp32.pt"]
+    monkeypatch.setenv(precision.ENV, "fp32")
+    assert torch.equal(T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False), fp32)
