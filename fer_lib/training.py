@@ -243,15 +243,17 @@ def train_baseline(
                   f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
     best_model = M.load_arm_checkpoint(run_dir / "best.pt")
     if torch.isnan(best_model.arm.population_mean).any():
-        _store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt")
+        store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt", device)
     return best_model
 
 
 @torch.no_grad()
-def _store_population_mean(model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path) -> None:
+def store_population_mean(model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path, device: torch.device) -> None:
     """ARM's batch-independent mean over the training images (eval mode, no augmentation), written into the kept
-    checkpoint: what a single photo is explained with (``predict``), where there is no batch."""
-    model.estimate_population_mean(D.normalise(fit.images[start : start + batch_size]) for start in range(0, len(fit), batch_size))
+    checkpoint: what a single photo is explained with (``predict``), where there is no batch. The maps are computed
+    as the feature cache computes them: on the run's device, in its precision (``model`` is left on the CPU)."""
+    maps = rgb_feature_cache(model.to(device), fit, flips=(False,), batch_size=batch_size, progress=False)[0]
+    model.cpu().arm.estimate_population_mean(maps.split(batch_size))
     if distributed.is_main():
         state = torch.load(path, map_location="cpu", weights_only=True)
         state["population_means"] = M.population_means(model)

@@ -1,5 +1,5 @@
 """The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``), collectives on the process
-group's device, the feature cache's key."""
+group's device, the feature cache's key, the population mean, and the host reads of a training loop."""
 
 import numpy as np
 import pytest
@@ -110,3 +110,16 @@ def test_a_feature_cache_made_in_another_precision_is_recomputed_and_the_run_say
     assert sorted(p.name.split("_", 3)[-1] for p in tmp_path.glob("rgb_cache_*.pt")) == ["cpu_bf16.pt", "cpu_fp32.pt"]
     monkeypatch.setenv(precision.ENV, "fp32")
     assert torch.equal(T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False), fp32)
+
+
+def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(bf16, split, tmp_path):
+    import json
+
+    config = T.BaselineConfig(input_size=SIZE, width=4, epochs=1, batch_size=8, eval_batch_size=4, val_fraction=0.3)
+    model = T.train_baseline(split, config, tmp_path, device=torch.device("cpu"), progress=False)
+    names = json.loads((tmp_path / "split.json").read_text())["train"]
+    fit = split.subset([split.names.index(name) for name in names])
+    maps = T.rgb_feature_cache(model, fit, flips=(False,), batch_size=config.eval_batch_size, progress=False)[0]
+    assert torch.allclose(model.arm.population_mean, maps.double().mean(0).float(), atol=1e-6, rtol=0)
+    stored = torch.load(tmp_path / "best.pt", weights_only=True)["population_means"]["arm.population_mean"]
+    assert torch.equal(stored, model.arm.population_mean)
