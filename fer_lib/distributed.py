@@ -137,7 +137,7 @@ def all_sum(*values: float | torch.Tensor) -> list[float]:
     """Sum of each value over the ranks (epoch statistics: numbers, or 0-d tensors kept on the device during an
     epoch), read back to the host once."""
     device = collective_device()
-    tensor = torch.stack([torch.as_tensor(value).to(device, torch.float64) for value in values])
+    tensor = torch.stack([torch.as_tensor(value, dtype=torch.float64).to(device) for value in values])  # a float stays float64
     if active():
         dist.all_reduce(tensor)
     return tensor.tolist()

@@ -122,6 +122,16 @@ def _autocast(device: torch.device):
     return precision.autocast(device)
 
 
+def _cuda_layout(model: torch.nn.Module, device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA (cuDNN's fast layout; the model converted in place) with cuDNN's kernel search on (fixed
+    shapes); the CPU keeps the contiguous layout (oneDNN corrupted the heap with very narrow widths in channels_last)."""
+    if device.type != "cuda":
+        return torch.contiguous_format
+    torch.backends.cudnn.benchmark = True
+    model.to(memory_format=torch.channels_last)
+    return torch.channels_last
+
+
 def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int, average=None) -> tuple[int, list[dict], float]:
     """Resume state from ``last.pt``: (next epoch, history, best validation accuracy)."""
     path = run_dir / "last.pt"
@@ -161,10 +171,11 @@ def baseline_logits(model: M.ARMNet, images: torch.Tensor, batch_size: int = 64,
     """Logits (N, 7) for uint8 images (N, 3, S, S), in consecutive batches of ``batch_size`` (the test
     order), so in ``batch`` affinity each image shares its batch term with its neighbours."""
     device = next(model.parameters()).device
+    memory_format = _cuda_layout(model, device)
     model.eval()
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False):
-        batch = D.normalise(images[start : start + batch_size].to(device))
+        batch = D.normalise(images[start : start + batch_size].to(device)).contiguous(memory_format=memory_format)
         with _autocast(device):
             out.append(model(batch).float().cpu())
     return torch.cat(out)
@@ -186,9 +197,8 @@ def train_baseline(
     fit, val = train.subset(fit_index), train.subset(val_index)
 
     torch.manual_seed(config.seed)
-    # channels_last helps cuDNN; on CPU oneDNN corrupted the heap with very narrow widths (2 threads, width 4)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = build_baseline(config).to(device).to(memory_format=memory_format)
+    model = build_baseline(config).to(device)
+    memory_format = _cuda_layout(model, device)
     trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; the model itself otherwise
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
@@ -196,14 +206,17 @@ def train_baseline(
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
     evaluated = average.module if average is not None else model
-    # on a GPU the training images live there (uint8), and augmentation runs there: no image copy per step
+    # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no image copy per step
     fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
+    fit_labels = fit.labels.to(device)
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        order = torch.randperm(len(fit), generator=generator)
+        order = torch.randperm(len(fit), generator=generator).to(fit_images.device)
+        noise_generator = D.device_generator(generator, fit_images.device)  # one per epoch on a GPU; None on the CPU
         model.train()
-        seen = correct = loss_sum = 0
+        # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
+        seen, correct, loss_sum = 0, torch.zeros((), dtype=torch.long, device=device), torch.zeros((), dtype=torch.float64, device=device)
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"baseline epoch {epoch + 1}/{config.epochs}",
                    disable=not (progress and distributed.is_main()), leave=False)
         for start_index in bar:
@@ -211,9 +224,9 @@ def train_baseline(
             if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
                 continue
             part = distributed.share(len(index))  # this rank's share of the batch, augmented alike on every rank
-            batch = fit_images[index.to(fit_images.device)]
-            images = D.augment_arm(D.normalise(batch), generator, config.augmentation)[part].to(device, memory_format=memory_format)
-            labels = fit.labels[index][part].to(device)
+            batch = fit_images[index]
+            images = D.augment_arm(D.normalise(batch), generator, config.augmentation, noise_generator)[part].to(device, memory_format=memory_format)
+            labels = fit_labels[index[part]]
             with _autocast(device), distributed.global_batch():
                 logits = trained(images)
                 loss = F.cross_entropy(logits.float(), labels)
@@ -223,9 +236,8 @@ def train_baseline(
             if average is not None:
                 average.update_parameters(model)
             seen += len(labels)  # this rank's images: all_sum adds the ranks' counts
-            correct += int((logits.argmax(1) == labels).sum())
-            loss_sum += loss.item() * len(labels)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)  # shown at the next tick, not redrawn per step
+            correct += (logits.argmax(1) == labels).sum()
+            loss_sum += loss.detach().double() * len(labels)
         scheduler.step()
         seen, correct, loss_sum = distributed.all_sum(seen, correct, loss_sum)
         val_accuracy = float((baseline_logits(evaluated, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
@@ -302,6 +314,7 @@ def rgb_feature_cache(
         if others:
             print(f"recomputing frozen RGB features on {device.type} in {precision.name(device)}: {', '.join(others)} "
                   "holds them for another device or precision")
+    memory_format = _cuda_layout(baseline, device)
     baseline.eval()
     rows = []
     for flip in flips:
@@ -310,7 +323,7 @@ def rgb_feature_cache(
             images = split.images[start : start + batch_size]
             images = images.flip(-1) if flip else images
             with _autocast(device):
-                chunks.append(baseline.forward_per_image(D.normalise(images.to(device))).float().cpu())
+                chunks.append(baseline.forward_per_image(D.normalise(images.to(device)).contiguous(memory_format=memory_format)).float().cpu())
         rows.append(torch.cat(chunks))
     cache = torch.stack(rows)  # (F, N, n*n)
     if path is not None:
@@ -498,12 +511,18 @@ def train_fusion(
     optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **{**ADABELIEF, "lr": config.lr})
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
+    if device.type == "cuda":  # the cache, points and labels live on the GPU: a step copies only its indices and flips
+        torch.backends.cudnn.benchmark = True
+        fit_cache = fit_cache.to(device)
+    on_device = dataclasses.replace(fit, points=fit.points.to(device), labels=fit.labels.to(device))
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        order = torch.randperm(len(fit), generator=generator)
+        order = torch.randperm(len(fit), generator=generator).to(device)
         model.train()
-        seen = correct = landmark_correct = loss_sum = 0
+        # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
+        seen, correct, landmark_correct = 0, torch.zeros((), dtype=torch.long, device=device), torch.zeros((), dtype=torch.long, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"fusion epoch {epoch + 1}/{config.epochs}",
                    disable=not (progress and distributed.is_main()), leave=False)
         for start_index in bar:
@@ -513,10 +532,10 @@ def train_fusion(
                 continue
             flip = torch.rand(batch_size, generator=generator) < 0.5 if flips else torch.zeros(batch_size, dtype=torch.bool)
             part = distributed.share(batch_size)  # this rank's share of the batch
-            index, flip = index[part], flip[part]
-            rgb = fit_cache[flip.long(), index].to(device)  # (B, n*n): each image in its flip state
-            landmarks = landmark_inputs(fit, index, flip, config, device)
-            labels = fit.labels[index].to(device)
+            index, flip = index[part], flip[part].to(device)
+            rgb = fit_cache[flip.long(), index]  # (B, n*n): each image in its flip state
+            landmarks = landmark_inputs(on_device, index, flip, config, device)
+            labels = on_device.labels[index]
             with _autocast(device), distributed.global_batch():
                 out = trained(rgb, landmarks)
                 loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()), labels)
@@ -524,10 +543,9 @@ def train_fusion(
             (loss * distributed.loss_scale(len(labels), batch_size)).backward()
             optimizer.step()
             seen += len(index)
-            correct += int((out.fused_logits.argmax(1) == labels).sum())
-            landmark_correct += int((out.landmark_logits.argmax(1) == labels).sum())
-            loss_sum += loss.item() * len(index)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", fused=f"{correct / seen:.3f}", landmark=f"{landmark_correct / seen:.3f}", refresh=False)
+            correct += (out.fused_logits.argmax(1) == labels).sum()
+            landmark_correct += (out.landmark_logits.argmax(1) == labels).sum()
+            loss_sum += loss.detach().double() * len(index)
         scheduler.step()
         seen, correct, landmark_correct, loss_sum = distributed.all_sum(seen, correct, landmark_correct, loss_sum)
         temperature = {}

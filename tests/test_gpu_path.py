@@ -123,3 +123,42 @@ def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(
     assert torch.allclose(model.arm.population_mean, maps.double().mean(0).float(), atol=1e-6, rtol=0)
     stored = torch.load(tmp_path / "best.pt", weights_only=True)["population_means"]["arm.population_mean"]
     assert torch.equal(stored, model.arm.population_mean)
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Counts the reads of a tensor's value on the host (each a wait for the GPU there) made by fer_lib's own code."""
+    import sys
+
+    reads = []
+    for method in ("item", "tolist", "__int__", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _original=original, _method=method, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if "fer_lib" in caller:
+                reads.append(f"{_method} in {caller.rsplit('/', 1)[-1]}:{sys._getframe(1).f_lineno}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    return reads
+
+
+@pytest.mark.parametrize("run", ["baseline", "fusion"])
+def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_steps(split, tmp_path, host_reads, run):
+    """Counts, losses, points, labels and flips stay on the device during an epoch: the reads do not grow with the
+    number of steps (a read per step would make the GPU wait for the host every step)."""
+    counts = []
+    for batch_size in (4, 8):  # about 4 and 2 training steps per epoch
+        host_reads.clear()
+        folder = tmp_path / f"{run}_{batch_size}"
+        if run == "baseline":
+            T.train_baseline(split, T.BaselineConfig(input_size=SIZE, width=4, epochs=1, batch_size=batch_size, val_fraction=0.3),
+                             folder, device=torch.device("cpu"), progress=False)
+        else:
+            baseline, _ = _models()
+            cache = T.rgb_feature_cache(baseline, split, progress=False)
+            T.train_fusion(baseline, split, cache, T.FusionConfig(width=2, epochs=1, batch_size=batch_size, val_fraction=0.3),
+                           folder, device=torch.device("cpu"), progress=False)
+        counts.append(list(host_reads))
+    assert len(counts[0]) == len(counts[1]), counts
