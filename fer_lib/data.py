@@ -115,10 +115,12 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def flip_points_where(points: torch.Tensor, size: int, flip: torch.Tensor | None, landmark_set: str = "auto37") -> torch.Tensor:
-    """Canvas landmarks (B, K, 2) with the samples whose ``flip`` is True mirrored (x and left/right partners)."""
-    if flip is None or not bool(flip.any()):
+    """Canvas landmarks (B, K, 2) with the samples whose ``flip`` is True mirrored (x and left/right partners), as
+    ``landmarks.flip_points`` does, on the points' device and without reading ``flip`` on the host."""
+    if flip is None:
         return points
-    flipped = torch.as_tensor(L.flip_points(points.cpu().numpy(), size, landmark_set), dtype=points.dtype, device=points.device)
+    flipped = points[:, torch.as_tensor(L.flip_permutation(landmark_set), device=points.device)].clone()
+    flipped[..., 0] = (size - 1) - flipped[..., 0]
     return torch.where(flip.view(-1, 1, 1).to(points.device), flipped, points)
 
 
@@ -141,13 +143,22 @@ def flip_images(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 AUGMENTATIONS = ("upstream", "flip_or_noise")
 
 
-def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "upstream") -> torch.Tensor:
+def device_generator(generator: torch.Generator, device) -> torch.Generator | None:
+    """A generator on ``device`` seeded from the CPU ``generator`` (reproducible), for ``augment_arm``'s noise on a GPU:
+    made once per epoch, not per step. None on the CPU, where the noise comes from ``generator`` itself."""
+    if torch.device(device).type == "cpu":
+        return None
+    return torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+
+
+def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "upstream", noise_generator: torch.Generator | None = None) -> torch.Tensor:
     """The ARM recipe on a normalised batch, then RandomErasing(scale=(0.02, 0.1)) (torchvision's default p = 0.5,
     ratio (0.3, 3.3), value 0).
 
     ``mix`` "upstream" is the ARM authors' code: half the images untouched, a quarter flipped, a quarter with
     gaussian noise. "flip_or_noise" flips half and noises the other half (every image altered), which the CPU demo
-    was calibrated with.
+    was calibrated with. ``noise_generator`` (``device_generator``) draws the noise of images on a GPU; without it
+    one is made for this call.
     """
     if mix not in AUGMENTATIONS:
         raise ValueError(f"augmentation mix {mix!r} is not one of {AUGMENTATIONS}")
@@ -163,8 +174,7 @@ def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "up
     if device.type == "cpu":
         noise = torch.randn(images.shape, generator=generator)
     else:  # drawn on the device (no batch-sized copy per step), from a seed the CPU generator gives: reproducible
-        on_device = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        noise = torch.randn(images.shape, generator=on_device, device=device)
+        noise = torch.randn(images.shape, generator=noise_generator or device_generator(generator, device), device=device)
     out = torch.where(noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out)  # std 0.1 in normalised units
 
     erase = torch.rand(batch, generator=generator) < 0.5

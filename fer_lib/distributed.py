@@ -125,12 +125,21 @@ def loss_scale(local: int, batch_size: int) -> float:
     return local * world_size() / batch_size
 
 
-def all_sum(*values: float) -> list[float]:
-    """Sum of each value over the ranks (epoch statistics)."""
-    if not active():
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(tensor)
+def collective_device() -> torch.device:
+    """Where the process group's collectives take their tensors: this rank's GPU under NCCL (which refuses CPU
+    tensors), the CPU otherwise (gloo, or no group)."""
+    if active() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_sum(*values: float | torch.Tensor) -> list[float]:
+    """Sum of each value over the ranks (epoch statistics: numbers, or 0-d tensors kept on the device during an
+    epoch), read back to the host once."""
+    device = collective_device()
+    tensor = torch.stack([torch.as_tensor(value, dtype=torch.float64).to(device) for value in values])  # a float stays float64
+    if active():
+        dist.all_reduce(tensor)
     return tensor.tolist()
 
 

@@ -11,8 +11,10 @@ them with the other held. ARM adds a batch-mean term that couples the images of 
 image's CAM would also carry the gradients of the other images' targets. The terms are therefore held at
 fixed values. With affinity ``"batch"`` (the default, the one the evaluation used) they are the values of
 the test batch the image was evaluated in: consecutive test-order batches of the evaluation batch size, as
-``training.predict_fusion`` runs them. The explained logits are then exactly the evaluated ones, and
-``explain`` checks this. With affinity ``"fixed"`` the terms are the population means.
+``training.predict_fusion`` runs them. The explained prediction is computed from the evaluation's own
+per-image features (``evaluated_maps``: bf16 under CUDA's autocast) with the heads in fp32, as the evaluation
+computes them, so it is the reported one whatever the precision (notebook 07 checks this); the CAM passes run in
+fp32. With affinity ``"fixed"`` the terms are the population means.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 
 from fer_lib import data as D
 from fer_lib import models as M
+from fer_lib import precision
 from fer_lib.rafdb import CLASSES
 from fer_lib.training import landmark_inputs
 
@@ -156,25 +159,39 @@ class Explanation:
 
 
 @torch.no_grad()
-def held_batch_terms(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, index: np.ndarray, affinity: str = "batch") -> tuple[Tensor, Tensor]:
-    """ARM's terms (N, n*n) for each image of ``index``, as evaluated: the term of its test batch (consecutive
-    batches of ``config.eval_batch_size`` in split order) for ``"batch"``, the population means for ``"fixed"``."""
+def evaluated_maps(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, index: np.ndarray,
+                   affinity: str = "batch") -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """Each image of ``index`` as the evaluation saw it (``training.fusion_outputs``): its RGB per-image map from the
+    cache, its landmark per-image map computed in its test batch (consecutive batches of ``config.eval_batch_size``
+    in split order) in the evaluation's precision, and ARM's terms (N, n*n): its batch's for ``"batch"``, the
+    population means for ``"fixed"``. Returns (RGB maps, landmark maps, terms), each (N, n*n) in fp32."""
     device = next(model.parameters()).device
     size = config.eval_batch_size
     previous = model.arm.affinity
     model.set_affinity(affinity)
     try:
-        terms = {}
+        batches = {}
         for batch in sorted({int(i) // size for i in index}):
             members = torch.arange(batch * size, min((batch + 1) * size, len(split)))
             rgb = cache[0, members].to(device)
-            landmark = model.landmark_per_image(landmark_inputs(split, members, None, config, device))
-            terms[batch] = model.batch_terms(rgb, landmark)
+            heatmaps = landmark_inputs(split, members, None, config, device)
+            with precision.autocast(device):  # as fusion_outputs computes it (bf16 on CUDA)
+                landmark = model.landmark_per_image(heatmaps)
+            rgb, landmark = rgb.float(), landmark.float()
+            batches[batch] = rgb, landmark, model.batch_terms(rgb, landmark)
     finally:
         model.set_affinity(previous)
-    rgb_terms = torch.cat([terms[int(i) // size][0].expand(1, -1) for i in index])
-    landmark_terms = torch.cat([terms[int(i) // size][1].expand(1, -1) for i in index])
-    return rgb_terms, landmark_terms
+    rows = [(batches[int(i) // size], int(i) % size) for i in index]
+    rgb = torch.stack([b[0][k] for b, k in rows])
+    landmark = torch.stack([b[1][k] for b, k in rows])
+    rgb_terms = torch.cat([b[2][0].expand(1, -1) for b, _ in rows])
+    landmark_terms = torch.cat([b[2][1].expand(1, -1) for b, _ in rows])
+    return rgb, landmark, (rgb_terms, landmark_terms)
+
+
+def held_batch_terms(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, index: np.ndarray, affinity: str = "batch") -> tuple[Tensor, Tensor]:
+    """ARM's terms (N, n*n) for each image of ``index``, as evaluated (see ``evaluated_maps``)."""
+    return evaluated_maps(model, split, cache, config, index, affinity)[2]
 
 
 def _grad_cam_plus_plus(wrapper: FusedLogits, layer: nn.Module, inputs: Tensor, target: np.ndarray) -> np.ndarray:
@@ -215,12 +232,12 @@ def explain(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, 
     for start in range(0, len(index), chunk):
         chosen = index[start : start + chunk]
         members = torch.as_tensor(chosen)
-        terms = held_batch_terms(model, split, cache, config, chosen, affinity)
+        # the reported logits from the evaluation's own features (bf16 under autocast) and heads (fp32); the CAMs run
+        # in fp32 (pytorch-grad-cam reads activations through numpy, which has no bf16)
+        rgb, landmark, terms = evaluated_maps(model, split, cache, config, chosen, affinity)
         images = D.normalise(split.images[members].to(device))
         heatmaps = landmark_inputs(split, members, None, config, device)
         with torch.no_grad():
-            rgb = model.baseline.forward_per_image(images)
-            landmark = model.landmark_per_image(heatmaps)
             logits = model.forward_per_image_maps(rgb, landmark, terms).fused_logits
         explained = logits.argmax(1).cpu().numpy() if target == "predicted" else split.labels[members].numpy()
         rgb_cam = _grad_cam_plus_plus(FusedLogits(model, "rgb", landmark, terms), model.baseline.cam_layer, images, explained)

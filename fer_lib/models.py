@@ -85,6 +85,12 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A weights file that does not exist (catchable as FileNotFoundError too)."""
 
 
+def fp32_head(features: Tensor):
+    """Autocast off for what follows the trunks (batch terms, heads, eq. 2): fp32 from bf16 features, so that the
+    numbers the report compares do not depend on where the features were rounded (``fer_lib.precision``)."""
+    return torch.autocast(features.device.type, enabled=False)
+
+
 def pick_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -327,9 +333,11 @@ class ARMNet(nn.Module):
         return self.arm.per_image(self.arrangement(self.forward_features(x)))
 
     def head_from_per_image(self, per_image: Tensor, pre_logits: bool = False) -> Tensor:
-        """Batch term + fc on per-image maps (B, n*n): F_RGB if ``pre_logits`` else logits (B, 7)."""
-        feature = per_image + self.arm.batch_term(per_image)  # (B, n*n)
-        return feature if pre_logits else self.fc(feature)
+        """Batch term + fc on per-image maps (B, n*n): F_RGB if ``pre_logits`` else logits (B, 7); in fp32."""
+        with fp32_head(per_image):
+            per_image = per_image.float()
+            feature = per_image + self.arm.batch_term(per_image)  # (B, n*n)
+            return feature if pre_logits else self.fc(feature)
 
     def forward_head(self, fmap: Tensor, pre_logits: bool = False) -> Tensor:
         return self.head_from_per_image(self.arm.per_image(self.arrangement(fmap)), pre_logits)
@@ -737,14 +745,16 @@ class FusionModel(nn.Module):
         ``batch_terms`` (each (1 or B, n*n)) replaces the terms computed from this batch: Grad-CAM holds them at
         the values of the evaluation batch so that each image's explanation depends on that image alone.
         """
-        rgb_term, landmark_term = self.batch_terms(rgb_per_image, landmark_per_image) if batch_terms is None else batch_terms
-        rgb_feature = rgb_per_image + rgb_term  # (B, n*n) F_RGB
-        rgb_logits = self.baseline.fc(rgb_feature)  # (B, 7)
-        landmark_feature = landmark_per_image + landmark_term  # (B, n*n) F_landmark
-        landmark_logits = self.landmark_head(landmark_feature)  # (B, 7)
-        weight = self.feature_weight(landmark_logits, rgb_logits)  # (B,)
-        fused = torch.cat([rgb_feature, weight[:, None] * landmark_feature], dim=1)  # (B, 2*n*n)
-        return FusionOutput(self.fusion(fused), landmark_logits, rgb_logits, weight, rgb_feature, landmark_feature)
+        with fp32_head(rgb_per_image):  # the heads and eq. 2 in fp32, from bf16 features under autocast
+            rgb_per_image, landmark_per_image = rgb_per_image.float(), landmark_per_image.float()
+            rgb_term, landmark_term = self.batch_terms(rgb_per_image, landmark_per_image) if batch_terms is None else (t.float() for t in batch_terms)
+            rgb_feature = rgb_per_image + rgb_term  # (B, n*n) F_RGB
+            rgb_logits = self.baseline.fc(rgb_feature)  # (B, 7)
+            landmark_feature = landmark_per_image + landmark_term  # (B, n*n) F_landmark
+            landmark_logits = self.landmark_head(landmark_feature)  # (B, 7)
+            weight = self.feature_weight(landmark_logits, rgb_logits)  # (B,)
+            fused = torch.cat([rgb_feature, weight[:, None] * landmark_feature], dim=1)  # (B, 2*n*n)
+            return FusionOutput(self.fusion(fused), landmark_logits, rgb_logits, weight, rgb_feature, landmark_feature)
 
     def forward(self, images: Tensor, landmarks: Tensor) -> FusionOutput:
         return self.forward_cached(self.baseline.forward_per_image(images), landmarks)

@@ -113,7 +113,7 @@ def machine_info() -> dict:
 
     import torch
 
-    from fer_lib.training import cpu_path
+    from fer_lib.precision import cpu_path
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -907,7 +907,7 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
     """The choices this run makes where the paper is silent or was changed for the CPU (README, "Choices the
     paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no hold-out of its own)."""
     from fer_lib.heatmaps import default_sigma
-    from fer_lib.training import cpu_path
+    from fer_lib.precision import cpu_path
 
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
     rows = [

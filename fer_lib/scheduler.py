@@ -162,6 +162,20 @@ def format_left(seconds: float | None) -> str:
     minutes, rest = divmod(int(round(seconds)), 60)
     return f"about {minutes}:{rest:02d} left"
 
+def worker_devices(workers: int) -> list[str] | None:
+    """The ``CUDA_VISIBLE_DEVICES`` entry each worker binds to, round-robin over the visible GPUs: the parent's own
+    entries where it restricts them (a cluster's ``4,5``, MIG UUIDs), else the indices; None without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    gpus = torch.cuda.device_count()
+    # CUDA reads the list up to its first invalid entry, so the first device_count() entries are the visible GPUs
+    entries = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()][:gpus]
+    if len(entries) < gpus:
+        entries = [str(k) for k in range(gpus)]
+    return [entries[k % gpus] for k in range(workers)]
+
 
 _WORKER: dict = {}
 
@@ -246,8 +260,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     devices = None
     if gpus:
         devices = context.Manager().Queue()
-        for k in range(workers):
-            devices.put(k % gpus)
+        for entry in worker_devices(workers):
+            devices.put(entry)
     threads = 1 if gpus else max(1, (os.cpu_count() or 1) // workers)
     where = f"{workers} worker(s), one per GPU" if gpus else f"{workers} worker process(es) of {threads} CPU thread(s)"
     print(f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on {where}; logs in {relative(logs)}")

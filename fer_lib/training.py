@@ -39,6 +39,7 @@ from fer_lib import data as D
 from fer_lib import distributed
 from fer_lib import landmarks as L
 from fer_lib import models as M
+from fer_lib import precision
 from fer_lib.io import claim_config, relative, save_csv, save_json, save_torch
 from fer_lib.rafdb import CLASSES
 
@@ -139,21 +140,20 @@ def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, see
     return fit, val
 
 
-def cpu_path() -> str:
-    """How this CPU computes: "bf16" (autocast) where it has AMX tiles, native bf16 matrix units; "fp32" elsewhere,
-    where bf16 autocast measured slower (benchmarks/README.md). FER_CPU_BF16=1/0 forces either. Another path gives
-    other numbers, so runs record it (run_info.json, the design choices)."""
-    import os
-
-    forced = os.environ.get("FER_CPU_BF16", "").strip()
-    if forced in ("0", "1"):
-        return "bf16" if forced == "1" else "fp32"
-    return "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
-
-
 def _autocast(device: torch.device):
-    # bf16 on CUDA and on CPUs with AMX (cpu_path); fp32 on other CPUs, where bf16 was slower (benchmarks/README.md)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cpu_path() == "bf16")
+    # bf16 on CUDA and on CPUs with AMX (precision.cpu_path); FER_PRECISION=bf16: on any device
+    return precision.autocast(device)
+
+
+def _baseline_layout(model: M.ARMNet, device: torch.device) -> torch.memory_format:
+    """The baseline's layout, the model converted in place: channels_last on CUDA (with cuDNN's kernel search: fixed
+    shapes), and on the CPU from width 16, where oneDNN runs the demo's ResNet18 faster in it (benchmarks/README.md).
+    Narrower CPU networks stay contiguous: at width 4 oneDNN corrupted the heap."""
+    memory_format = torch.channels_last if device.type == "cuda" or model.width >= 16 else torch.contiguous_format
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model.to(memory_format=memory_format)
+    return memory_format
 
 
 def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int, average=None) -> tuple[int, list[dict], float]:
@@ -186,12 +186,6 @@ def _save_last(run_dir: Path, model, optimizer, scheduler, epoch: int, history: 
 # Baseline
 
 
-def baseline_memory_format(config: BaselineConfig, device) -> torch.memory_format:
-    """channels_last on CUDA, and on the CPU from width 16, where oneDNN trains the demo's ResNet18 faster in it
-    (benchmarks/README.md). Narrower CPU networks stay contiguous: at width 4 oneDNN corrupted the heap."""
-    return torch.channels_last if torch.device(device).type == "cuda" or config.width >= 16 else torch.contiguous_format
-
-
 def build_baseline(config: BaselineConfig) -> M.ARMNet:
     return M.ARMNet(config.input_size, width=config.width, pretrained=config.pretrained or False)
 
@@ -201,10 +195,11 @@ def baseline_logits(model: M.ARMNet, images: torch.Tensor, batch_size: int = 64,
     """Logits (N, 7) for uint8 images (N, 3, S, S), in consecutive batches of ``batch_size`` (the test
     order), so in ``batch`` affinity each image shares its batch term with its neighbours."""
     device = next(model.parameters()).device
+    memory_format = _baseline_layout(model, device)
     model.eval()
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False):
-        batch = D.normalise(images[start : start + batch_size].to(device))
+        batch = D.normalise(images[start : start + batch_size].to(device)).contiguous(memory_format=memory_format)
         with _autocast(device):
             out.append(model(batch).float().cpu())
     return torch.cat(out)
@@ -226,8 +221,8 @@ def train_baseline(
     fit, val = train.subset(fit_index), train.subset(val_index)
 
     torch.manual_seed(config.seed)
-    memory_format = baseline_memory_format(config, device)
-    model = build_baseline(config).to(device).to(memory_format=memory_format)
+    model = build_baseline(config).to(device)
+    memory_format = _baseline_layout(model, device)
     trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; the model itself otherwise
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _lr_schedule(optimizer, config)
@@ -235,14 +230,17 @@ def train_baseline(
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
     evaluated = average.module if average is not None else model
-    # on a GPU the training images live there (uint8), and augmentation runs there: no image copy per step
+    # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no image copy per step
     fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
+    fit_labels = fit.labels.to(device)
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        order = torch.randperm(len(fit), generator=generator)
+        order = torch.randperm(len(fit), generator=generator).to(fit_images.device)
+        noise_generator = D.device_generator(generator, fit_images.device)  # one per epoch on a GPU; None on the CPU
         model.train()
-        seen = correct = loss_sum = 0
+        # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
+        seen, correct, loss_sum = 0, torch.zeros((), dtype=torch.long, device=device), torch.zeros((), dtype=torch.float64, device=device)
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"baseline epoch {epoch + 1}/{config.epochs}",
                    disable=not (progress and distributed.is_main()), leave=False)
         for start_index in bar:
@@ -250,9 +248,9 @@ def train_baseline(
             if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
                 continue
             part = distributed.share(len(index))  # this rank's share of the batch, augmented alike on every rank
-            batch = fit_images[index.to(fit_images.device)]
-            images = D.augment_arm(D.normalise(batch), generator, config.augmentation)[part].to(device, memory_format=memory_format)
-            labels = fit.labels[index][part].to(device)
+            batch = fit_images[index]
+            images = D.augment_arm(D.normalise(batch), generator, config.augmentation, noise_generator)[part].to(device, memory_format=memory_format)
+            labels = fit_labels[index[part]]
             with _autocast(device), distributed.global_batch():
                 logits = trained(images)
                 loss = F.cross_entropy(logits.float(), labels)
@@ -261,10 +259,9 @@ def train_baseline(
             optimizer.step()
             if average is not None:
                 average.update_parameters(model)
-            seen += len(index)
-            correct += int((logits.argmax(1) == labels).sum())
-            loss_sum += loss.item() * len(index)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)  # shown at the next tick, not redrawn per step
+            seen += len(labels)  # this rank's images: all_sum adds the ranks' counts
+            correct += (logits.argmax(1) == labels).sum()
+            loss_sum += loss.detach().double() * len(labels)
         scheduler.step()
         seen, correct, loss_sum = distributed.all_sum(seen, correct, loss_sum)
         val_accuracy = float((baseline_logits(evaluated, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
@@ -282,15 +279,17 @@ def train_baseline(
                   f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
     best_model = M.load_arm_checkpoint(run_dir / "best.pt")
     if torch.isnan(best_model.arm.population_mean).any():
-        _store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt")
+        store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt", device)
     return best_model
 
 
 @torch.no_grad()
-def _store_population_mean(model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path) -> None:
+def store_population_mean(model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path, device: torch.device) -> None:
     """ARM's batch-independent mean over the training images (eval mode, no augmentation), written into the kept
-    checkpoint: what a single photo is explained with (``predict``), where there is no batch."""
-    model.estimate_population_mean(D.normalise(fit.images[start : start + batch_size]) for start in range(0, len(fit), batch_size))
+    checkpoint: what a single photo is explained with (``predict``), where there is no batch. The maps are computed
+    as the feature cache computes them: on the run's device, in its precision (``model`` is left on the CPU)."""
+    maps = rgb_feature_cache(model.to(device), fit, flips=(False,), batch_size=batch_size, progress=False)[0]
+    model.cpu().arm.estimate_population_mean(maps.split(batch_size))
     if distributed.is_main():
         state = torch.load(path, map_location="cpu", weights_only=True)
         state["population_means"] = M.population_means(model)
@@ -322,17 +321,24 @@ def rgb_feature_cache(
 ) -> torch.Tensor:
     """(len(flips), N, n*n) per-image ARM maps of the frozen baseline, one row per flip state.
 
-    Saved to ``cache_dir`` under a name made of the baseline's weights and the images, and reused.
+    Saved to ``cache_dir`` under a name made of the baseline's weights, the images, and the device type and
+    precision they are computed in (bf16 features from a GPU are not fp32 ones from a CPU), and reused; a cache of the
+    same weights and images made on another device or in another precision is recomputed, and the run says so.
     """
+    device = next(baseline.parameters()).device
     path = None
     if cache_dir is not None:
         key = hashlib.sha256(f"{_baseline_fingerprint(baseline)}|{flips}|".encode() + "\n".join(split.names).encode()).hexdigest()[:16]
-        path = Path(cache_dir) / f"rgb_cache_{key}.pt"
+        path = Path(cache_dir) / f"rgb_cache_{key}_{device.type}_{precision.name(device)}.pt"
         if path.exists():
             if progress:
                 print(f"reusing frozen RGB features from {relative(path)}")
             return torch.load(path, map_location="cpu", weights_only=True)
-    device = next(baseline.parameters()).device
+        others = sorted(p.name for p in Path(cache_dir).glob(f"rgb_cache_{key}_*.pt"))
+        if others:
+            print(f"recomputing frozen RGB features on {device.type} in {precision.name(device)}: {', '.join(others)} "
+                  "holds them for another device or precision")
+    memory_format = _baseline_layout(baseline, device)
     baseline.eval()
     rows = []
     for flip in flips:
@@ -341,7 +347,7 @@ def rgb_feature_cache(
             images = split.images[start : start + batch_size]
             images = images.flip(-1) if flip else images
             with _autocast(device):
-                chunks.append(baseline.forward_per_image(D.normalise(images.to(device))).float().cpu())
+                chunks.append(baseline.forward_per_image(D.normalise(images.to(device)).contiguous(memory_format=memory_format)).float().cpu())
         rows.append(torch.cat(chunks))
     cache = torch.stack(rows)  # (F, N, n*n)
     if path is not None:
@@ -533,12 +539,18 @@ def train_fusion(
     optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **{**ADABELIEF, "lr": config.lr})
     scheduler = _lr_schedule(optimizer, config)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
+    if device.type == "cuda":  # the cache, points and labels live on the GPU: a step copies only its indices and flips
+        torch.backends.cudnn.benchmark = True
+        fit_cache = fit_cache.to(device)
+    on_device = dataclasses.replace(fit, points=fit.points.to(device), labels=fit.labels.to(device))
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        order = torch.randperm(len(fit), generator=generator)
+        order = torch.randperm(len(fit), generator=generator).to(device)
         model.train()
-        seen = correct = landmark_correct = loss_sum = 0
+        # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
+        seen, correct, landmark_correct = 0, torch.zeros((), dtype=torch.long, device=device), torch.zeros((), dtype=torch.long, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"fusion epoch {epoch + 1}/{config.epochs}",
                    disable=not (progress and distributed.is_main()), leave=False)
         for start_index in bar:
@@ -548,10 +560,10 @@ def train_fusion(
                 continue
             flip = torch.rand(batch_size, generator=generator) < 0.5 if flips else torch.zeros(batch_size, dtype=torch.bool)
             part = distributed.share(batch_size)  # this rank's share of the batch
-            index, flip = index[part], flip[part]
-            rgb = fit_cache[flip.long(), index].to(device)  # (B, n*n): each image in its flip state
-            landmarks = landmark_inputs(fit, index, flip, config, device)
-            labels = fit.labels[index].to(device)
+            index, flip = index[part], flip[part].to(device)
+            rgb = fit_cache[flip.long(), index]  # (B, n*n): each image in its flip state
+            landmarks = landmark_inputs(on_device, index, flip, config, device)
+            labels = on_device.labels[index]
             with _autocast(device), distributed.global_batch():
                 out = trained(rgb, landmarks)
                 loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()), labels)
@@ -559,10 +571,9 @@ def train_fusion(
             (loss * distributed.loss_scale(len(labels), batch_size)).backward()
             optimizer.step()
             seen += len(index)
-            correct += int((out.fused_logits.argmax(1) == labels).sum())
-            landmark_correct += int((out.landmark_logits.argmax(1) == labels).sum())
-            loss_sum += loss.item() * len(index)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", fused=f"{correct / seen:.3f}", landmark=f"{landmark_correct / seen:.3f}", refresh=False)
+            correct += (out.fused_logits.argmax(1) == labels).sum()
+            landmark_correct += (out.landmark_logits.argmax(1) == labels).sum()
+            loss_sum += loss.detach().double() * len(index)
         scheduler.step()
         seen, correct, landmark_correct, loss_sum = distributed.all_sum(seen, correct, landmark_correct, loss_sum)
         temperature = {}

@@ -3,6 +3,8 @@ the same global batch, ARM's batch term and BatchNorm included."""
 
 import os
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
@@ -70,6 +72,17 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(runs,
             assert torch.equal(value, two[key]), key
     moved = [key for key, value in one.items() if value.is_floating_point() and "running_var" in key]
     assert moved  # BatchNorm statistics are compared too
+
+
+@pytest.mark.parametrize("run, columns", [
+    ("baseline", ["train_loss", "train_accuracy", "val_accuracy"]),
+    ("fusion", ["train_loss", "train_fused_accuracy", "train_landmark_accuracy", "val_loss", "val_fused_accuracy"]),
+])
+def test_two_processes_report_the_epoch_statistics_of_one(runs, run, columns):
+    one = pd.read_csv(runs / "one" / run / "history.csv")
+    two = pd.read_csv(runs / "two" / run / "history.csv")
+    for column in columns:
+        assert np.allclose(one[column], two[column], atol=1e-5, rtol=0), (column, list(one[column]), list(two[column]))
 
 
 def test_the_share_of_each_rank_covers_the_batch_once(monkeypatch):

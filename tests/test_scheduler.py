@@ -92,3 +92,37 @@ def test_the_time_left_waits_for_a_runs_baseline():
     left = clock.left([("baseline", 1, 10, 6, 0.0)], [("fusion", 1, 4)])
     assert left == 4 * 10.0 + 10.0 + 25.0
     assert scheduler.format_left(left) == "about 1:15 left" and "first epoch" in scheduler.format_left(None)
+
+@pytest.mark.parametrize("visible, expected", [
+    (None, ["0", "1", "0"]),
+    ("4,5", ["4", "5", "4"]),  # a cluster's allocation
+    ("MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001,MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002",
+     ["MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001", "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002",
+      "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001"]),
+])
+def test_workers_bind_to_the_gpus_the_parent_was_given(monkeypatch, visible, expected):
+    import os
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible or "")
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert scheduler.worker_devices(3) == expected
+
+    class Queue:
+        def get(self):
+            return expected[1]
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible or "")  # restored after the test
+    scheduler._init_worker(Queue(), torch.get_num_threads())
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == expected[1]
+
+
+def test_without_a_gpu_workers_are_not_bound(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert scheduler.worker_devices(2) is None

@@ -1,0 +1,57 @@
+"""The precision of the heavy passes (the two branches' convolutions): bf16 autocast on CUDA and on CPUs with AMX
+(``cpu_path``), fp32 elsewhere.
+
+``FER_PRECISION`` (an environment variable, so that worker processes and notebook kernels inherit it) overrides
+the choice: ``bf16`` runs the CUDA path's autocast on any device, which is how the CPU-only tests run that path
+(bf16 autocast works on CPUs); ``fp32`` turns autocast off everywhere; ``auto`` (or unset) is the default above.
+
+Only the convolutional trunks run under autocast. What the report compares (ARM's batch terms, the heads, eq. 2's
+agreement and confidence, a temperature, the learned gate, the fused logits) is computed in fp32 from the bf16
+features (``models.fp32_head``), so two passes over the same features give the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+ENV = "FER_PRECISION"
+MODES = ("auto", "bf16", "fp32")
+
+
+def mode() -> str:
+    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"{ENV}={value!r}: expected one of {', '.join(MODES)}")
+    return value
+
+
+def cpu_path() -> str:
+    """How this CPU computes: "bf16" (autocast) where it has AMX tiles, native bf16 matrix units; "fp32" elsewhere,
+    where bf16 autocast measured slower (benchmarks/README.md). FER_CPU_BF16=1/0 forces either. Another path gives
+    other numbers, so runs record it (run_info.json, the design choices)."""
+    forced = os.environ.get("FER_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return "bf16" if forced == "1" else "fp32"
+    return "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
+
+
+def autocast_enabled(device: torch.device | str) -> bool:
+    """Whether the trunks run under bf16 autocast on ``device``."""
+    chosen, kind = mode(), torch.device(device).type
+    return chosen == "bf16" or (chosen == "auto" and (kind == "cuda" or (kind == "cpu" and cpu_path() == "bf16")))
+
+
+def name(device: torch.device | str) -> str:
+    """``bf16`` or ``fp32``: the precision of the features computed on ``device`` (part of the feature cache's key)."""
+    return "bf16" if autocast_enabled(device) else "fp32"
+
+
+def autocast(device: torch.device | str):
+    """bf16 autocast for the trunks where ``autocast_enabled`` says so; a no-op context otherwise."""
+    device = torch.device(device)
+    if not autocast_enabled(device):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
