@@ -338,7 +338,11 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 estimates.append({"seconds": round(now - stage_start, 1), "epochs done": epochs_now, "estimated seconds left": None if left is None else round(left, 1)})
                 shown_epochs = epochs_now
                 _save_estimates(estimates, None, logs / "time_left.csv")  # as it goes, so a stage cut short keeps them
-            postfix = "; ".join([format_left(left), *(f"{job.name}, epoch {progress_now[job] + 1}/{epochs_of(job)}" for job in active)])
+            def doing(job) -> str:  # a job past its last epoch is selecting and predicting the test set
+                step = progress_now[job] + 1
+                return f"{job.name}, epoch {step}/{epochs_of(job)}" if step <= epochs_of(job) else f"{job.name}, predicting"
+
+            postfix = "; ".join([format_left(left), *(doing(job) for job in active)])
             if postfix != shown_postfix:
                 bar.set_postfix_str(postfix, refresh=False)
                 shown_postfix = postfix
