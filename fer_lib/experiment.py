@@ -109,8 +109,10 @@ PROFILES = {
     # (benchmarks/README.md, "The demo baseline's spread between seeds").
     # A cosine schedule to zero trains the baseline in 8 epochs and the landmark branch in 2 (10 and 4 with the paper's
     # ExponentialLR); 6 baseline epochs stayed short on validation (benchmarks/README.md, "The demo's training stage").
-    "demo": Profile("demo", (4000, RAFDB_TEST_SIZE), 128, 16, 8, 8, 2, 2, (0.0, 0.6, 1.0), batch_train=64, batch_fusion=32, knobs=DEMO_KNOBS,
-                    baseline_per_seed=True, baseline_ema=0.99, lr_schedule="cosine"),
+    # 10 + 4 epochs with the paper's exponential schedule: 8 + 2 cosine epochs (issue 20) put seed 1's baseline at 0.856, below its
+    # HOG probe and 3 points under seed 0's (benchmarks/README.md, "The demo's schedule, checked on two seeds")
+    "demo": Profile("demo", (4000, RAFDB_TEST_SIZE), 128, 16, 10, 8, 4, 2, (0.0, 0.6, 1.0), batch_train=64, batch_fusion=32, knobs=DEMO_KNOBS,
+                    baseline_per_seed=True, baseline_ema=0.99),
     # the paper's settings on the user's RAF-DB, meant for a GPU: Table 1 as printed (no BatchNorm), the ARM authors'
     # augmentation mix
     "paper": Profile("paper", None, 224, 64, 70, 32, 10, 5, W_GRID_PAPER, landmark_batch_norm=False, augmentation="upstream", design_ablations=True),
