@@ -244,7 +244,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     import torch
     from tqdm.auto import tqdm
 
-    from fer_lib.pipeline import relative
+    from fer_lib.io import relative
 
     baselines, fusions = plan(experiment)
     workers = workers or default_workers(len(baselines) + len(fusions))
