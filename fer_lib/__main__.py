@@ -204,7 +204,7 @@ def _run_all(args: argparse.Namespace) -> int:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
     return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint, settings=settings, pretrained=args.pretrained,
-                   run_dir=args.run_dir, workers=args.workers, replicate=args.replicate)
+                   run_dir=args.run_dir, workers=args.workers, replicate=args.replicate, force=args.force)
 
 
 def _compare_runs(args: argparse.Namespace) -> int:
@@ -405,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_at_least(0), default=None, metavar="N",
                      help="train the profile's models in N parallel processes before the notebooks (default: one per GPU, "
                           "or per CPU core up to 8; 0: the notebooks train them one at a time)")
+    run.add_argument("--force", action="store_true",
+                     help="execute every notebook, even those whose inputs (library, notebook, settings, data, models) are unchanged since they last ran")
     run.set_defaults(func=_run_all)
 
     plan = commands.add_parser("plan", help="how many seeds a finished run's variance components need to resolve an effect")

@@ -227,12 +227,16 @@ def run_all(
     figures_dir: Path | None = None,
     workers: int | None = None,
     replicate: int | None = None,
+    force: bool = False,
 ) -> int:
     """Data check, then every notebook in order (stopping at the first failure), then the HTML report.
 
     ``replicate``: afterwards, the same run with every training seed shifted by this much (its own run folder), then
     this run's report again (everything reused), so that both summaries compare the two runs' verdicts
     (``report.replicate_of``); the comparison is also written to ``<figures>/seed_stability.*``.
+
+    A rerun executes only the notebooks whose inputs changed since they last ran (``fer_lib.freshness``); ``force``
+    executes every one.
 
     ``settings`` are ``--set`` overrides of the profile (checked before any work starts). Before the first
     notebook that trains (03), every model of the profile is trained in ``workers`` parallel processes
@@ -273,27 +277,46 @@ def run_all(
     data_identity = f"synthetic RAF-DB {spec.synthetic}" if spec.synthetic else parameters["DATA_ROOT"]  # report.replicate_of compares it
     info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "data": data_identity, "warnings": [warning] if warning else [],
             "notebook_seconds": {}}
-    pages = []
+    from fer_lib import freshness
+
+    inputs = freshness.hash_parts(freshness.source_key(), freshness.environment_key(info["cpu"], info["cpu_path"]), parameters, spec.settings(),
+                                  freshness.folder_key(data_root))
+    fresh = freshness.Freshness(base, figures, inputs, force=force)
+    pages, reused = [], []
     for notebook in notebooks():
-        if notebook.name.startswith("03") and workers != 0:
-            clock = time.perf_counter()
-            # its own Experiment: the decoded images it loads are freed before the notebooks run
-            train_all(Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained), workers=workers)
-            info["notebook_seconds"]["training (parallel, before 03)"] = round(time.perf_counter() - clock, 1)
+        extra = ()
+        if notebook.name.startswith("03"):
+            if workers != 0:
+                clock = time.perf_counter()
+                # its own Experiment: the decoded images it loads are freed before the notebooks run
+                train_all(Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained), workers=workers)
+                info["notebook_seconds"]["training (parallel, before 03)"] = round(time.perf_counter() - clock, 1)
+            extra = (fresh.models_key(), freshness.sibling_key(base, figures))  # what the notebooks from here on read
+        fresh.advance(notebook, *extra)
+        executed, page = executed_dir / notebook.name, report_dir / notebook.with_suffix(".html").name
+        if fresh.is_fresh(notebook, page):
+            reused.append(notebook.stem)
+            info["notebook_seconds"][notebook.stem] = fresh.seconds(notebook)
+            pages.append(page)
+            continue
         print(f"==> {notebook.name}")
-        executed = executed_dir / notebook.name
-        clock = time.perf_counter()
+        before, clock = fresh.snapshot(), time.perf_counter()
         _execute(notebook, executed, parameters)
         info["notebook_seconds"][notebook.stem] = round(time.perf_counter() - clock, 1)
-        save_json(info, base / "run_info.json")
         pages.append(_render_html(executed, report_dir))
+        fresh.ran(notebook, before, info["notebook_seconds"][notebook.stem])
+        save_json(info, base / "run_info.json")
+    if reused:
+        info["notebooks_reused"] = reused  # their seconds are those of the run that executed them
+        save_json(info, base / "run_info.json")
+        print(f"==> up to date, not executed again: {', '.join(reused)} (nothing they read has changed; --force executes every notebook)")
     index = write_landing_page(base, report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md")
     digest = write_results_digest(base / "tables", figures, spec.name, data_root)
     print(f"==> tables digest: {relative(digest)}")
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")
     if replicate:
         _replicate(spec, replicate, data=data, baseline_checkpoint=baseline_checkpoint, settings=settings, pretrained=pretrained, run_dir=run_dir,
-                   figures_dir=figures_dir, workers=workers, main_run=base, figures=figures)
+                   figures_dir=figures_dir, workers=workers, force=force, main_run=base, figures=figures)
     return 0
 
 

@@ -927,8 +927,10 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
          "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, then resized"),
         ("frozen-feature cache", "computed once per image and flip state", "silent (the paper recomputes)"),
         ("arithmetic", f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)", "silent"),
-        ("learning-rate schedule", "ExponentialLR(0.9) per epoch" if fusion_config.lr_schedule == "exponential"
-         else f"cosine to zero over the epochs (baseline {profile.baseline_epochs}, landmark branch {fusion_config.epochs})",
+        ("learning-rate schedule", "; ".join(f"{branch}: " + ("ExponentialLR(0.9) per epoch" if schedule == "exponential" else
+                                                              f"cosine to zero over its {epochs} epochs")
+                                            for branch, schedule, epochs in (("baseline", profile.lr_schedule, profile.baseline_epochs),
+                                                                             ("landmark branch", fusion_config.lr_schedule, fusion_config.epochs))),
          "ExponentialLR(0.9) per epoch (Table 4)"),
         ("BatchNorm in the landmark CNN", "yes" if fusion_config.batch_norm else "no (Table 1 as printed)", "Table 1 lists none"),
         ("baseline augmentation", {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[profile.augmentation],

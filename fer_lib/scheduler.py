@@ -235,6 +235,21 @@ def plan(experiment) -> tuple[list[Job], list[Job]]:
     return baselines, fusions
 
 
+def _finished(experiment, job: Job) -> bool:
+    """A job whose results are on disk: a baseline's last epoch and checkpoint, a landmark-branch run's test predictions.
+    A given checkpoint's feature caches are not checked here, so that job always goes to a worker."""
+    if job.weighting is None:
+        if experiment.baseline_checkpoint is not None:
+            return False
+        folder = experiment.baseline_dir_for(job.seed)
+        try:
+            epochs = len((folder / "history.csv").read_text(encoding="utf-8").strip().splitlines()) - 1
+        except OSError:
+            return False
+        return epochs >= experiment.profile.baseline_epochs and (folder / "best.pt").exists()
+    return (experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant) / "predictions_fused.csv").exists()
+
+
 def train_all(experiment, *, workers: int | None = None, progress: bool = True) -> dict[str, float]:
     """Train (or reuse) every baseline and landmark-branch run of ``experiment``; returns seconds per job.
 
@@ -247,6 +262,9 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     from fer_lib.io import relative
 
     baselines, fusions = plan(experiment)
+    if all(_finished(experiment, job) for job in baselines + fusions):  # a rerun: no images to decode, no workers to start
+        print(f"==> every model of the profile is trained ({len(baselines)} baseline(s), {len(fusions)} landmark-branch run(s)): reusing them")
+        return {}
     workers = workers or default_workers(len(baselines) + len(fusions))
     p = experiment.profile
     # whole units (hundredths of a baseline epoch), so the bar ends exactly at its total
@@ -297,9 +315,16 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         def submit(job: Job) -> None:
             running[pool.submit(_run_job, job, experiment_args, logs / f"{job.slug}.log")] = job
 
-        for job in baselines:
-            submit(job)
-        waiting = list(fusions)
+        # Only as many jobs in the pool as it has workers: the pool marks a job running once it is in its call queue,
+        # before a worker takes it, and the bar and the time left must see the jobs that really run.
+        queue = list(baselines)
+        waiting = list(fusions)  # until their seed's baseline is done
+
+        def fill() -> None:
+            while queue and len(running) < workers:
+                submit(queue.pop(0))
+
+        fill()
         while running:
             done, _ = wait(running, timeout=2, return_when=FIRST_COMPLETED)
             for future in done:
@@ -319,8 +344,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 if job.weighting is None:  # its seed's landmark-branch runs can start
                     ready = [f for f in waiting if experiment.baseline_seed(f.seed) == job.seed]
                     waiting = [f for f in waiting if f not in ready]
-                    for fusion in ready:
-                        submit(fusion)
+                    queue += ready
+            fill()
             now, wall = time.perf_counter(), time.time()
             active = [job for future, job in running.items() if future.running()]
             for job in active:
@@ -330,8 +355,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
             clock.epochs = {kind: finished_epochs[kind] + [t for job in active if job_kind(job) == kind for t in rows[job][0]] for kind in finished_epochs}
             left = clock.left(
                 [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job), progress_now[job], wall - max(started_at[job], rows[job][1])) for job in active],
-                [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job)) for future, job in running.items() if job not in active]
-                + [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job)) for job in waiting],
+                [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job))
+                 for job in [*(job for job in running.values() if job not in active), *queue, *waiting]],
             )
             epochs_now = sum(len(v) for v in clock.epochs.values())
             if epochs_now != shown_epochs:  # the estimate after each finished epoch, kept to check it against the truth

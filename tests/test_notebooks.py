@@ -281,6 +281,27 @@ def test_a_notebook_rerun_alone_reuses_and_says_so(smoke_run, tmp_path):
     assert "reusing the synthetic RAF-DB" in text and "fusion both w=0.60 seed 1: reusing" in text
 
 
+def test_a_rerun_executes_only_the_notebooks_whose_inputs_changed(smoke_run, capsys):
+    def rerun() -> dict:
+        assert pipeline.run_all("smoke", run_dir=smoke_run, figures_dir=smoke_run / "figures") == 0
+        return json.loads((smoke_run / "run_info.json").read_text())
+
+    executed = {nb.name: (smoke_run / "executed" / nb.name).stat().st_mtime_ns for nb in NOTEBOOKS}
+    info = rerun()
+    out = capsys.readouterr().out
+    assert "every model of the profile is trained" in out and "up to date, not executed again" in out
+    assert info["notebooks_reused"] == [nb.stem for nb in NOTEBOOKS]
+    assert {nb.name: (smoke_run / "executed" / nb.name).stat().st_mtime_ns for nb in NOTEBOOKS} == executed
+    # an output of the last notebook removed: that notebook alone runs again, and writes it back
+    record = json.loads((smoke_run / "executed" / "freshness.json").read_text())
+    last = NOTEBOOKS[-1]
+    output = sorted(record[last.name]["outputs"])[0]
+    path = smoke_run / output.removeprefix("run/")
+    path.unlink()
+    info = rerun()
+    assert info["notebooks_reused"] == [nb.stem for nb in NOTEBOOKS[:-1]] and path.exists()
+
+
 def test_unknown_parameter_is_refused(tmp_path):
     import papermill
 
