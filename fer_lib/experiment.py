@@ -597,13 +597,13 @@ class Experiment:
         elif weighting == "learned":
             base = self.fusion_run("both", w, seed, variant)
             model, _ = T.fit_gate(base.folder, self.baseline_for(seed), self.train, self.rgb_cache("train", seed), folder, device=self.device)
-            predictions = T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config)
-            T.save_fusion_predictions(predictions, folder)
+            T.save_fusion_predictions(T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config), folder)
+            predictions = read_fusion_predictions(folder)  # as a rerun reads them: the same numbers to the last digit
         else:
             model = T.train_fusion(self.baseline_for(seed), self.train, self.rgb_cache("train", seed), config, folder, device=self.device, progress=self.progress,
                                    holdout=self.baseline_holdout(seed))
-            predictions = T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config)
-            T.save_fusion_predictions(predictions, folder)
+            T.save_fusion_predictions(T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config), folder)
+            predictions = read_fusion_predictions(folder)
         self._fusion_runs[folder] = FusionRun(weighting, float(w), seed, folder, predictions, pd.read_csv(folder / "history.csv"))
         return self._fusion_runs[folder]
 

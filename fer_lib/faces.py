@@ -15,12 +15,16 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from fer_lib import landmarks as L
 from fer_lib import rafdb
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Folder names of the usual expression data sets, matched case-insensitively, to RAF-DB's classes.
@@ -148,7 +152,7 @@ def align(image: Image.Image, face: Face) -> Image.Image:
     return warp_aligned(image, face.manual5)
 
 
-def detector_quality(data: "rafdb.RafDb", count: int = 200) -> "pd.DataFrame":
+def detector_quality(data: rafdb.RafDb, count: int = 200) -> pd.DataFrame:
     """How well dlib finds the faces of a data set and how far its 37 points fall from the data set's own, on
     ``count`` original images spread evenly over it: the share found (a box holding both annotated eye centres)
     and the normalised mean error of the 37 points over the inter-ocular distance (median and mean over images).

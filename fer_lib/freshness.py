@@ -26,6 +26,7 @@ from fer_lib.io import PROJECT_ROOT, save_json
 STAMPS = "freshness.json"  # in the run's executed/ folder
 # Run-folder parts that are no notebook's output: inputs hashed elsewhere, caches rebuilt on demand, the pipeline's own
 RUN_DIR_SKIP = ("data", "cache", "executed", "report", "logs", "run_info.json", "settings.json")
+MODEL_FOLDERS = ("baseline", "fusion")  # what the training stage writes into a run folder
 # The packages whose version can change a number or a figure of the report
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "seaborn", "grad-cam",
             "adabelief-pytorch", "opencv-python-headless", "pillow", "papermill", "nbconvert", "ipykernel")
@@ -130,9 +131,11 @@ class Freshness:
         return {f"{label}/{name}": stat for label, root, skip in self._roots() for name, stat in _stats(root, skip).items()}
 
     def models_key(self) -> str:
-        """The run folder's files that no notebook wrote (the training stage's models and predictions)."""
+        """The trained models and their predictions (``baseline*/``, ``fusion/``) that no notebook wrote: what the
+        training stage leaves for the notebooks (a model a notebook fits, like the learned gate, is that notebook's output)."""
         written = {name for entry in self.record.values() for name in entry.get("outputs", {})}
-        return hash_parts({name: stat for name, stat in self.snapshot().items() if name.startswith("run/") and name not in written})
+        return hash_parts({name: stat for name, stat in self.snapshot().items()
+                           if name.split("/")[1].startswith(MODEL_FOLDERS) and name not in written})
 
     def advance(self, notebook: Path, *extra: str) -> None:
         """Chain ``notebook``'s own key onto the previous one's (``extra``: more inputs from here on)."""
@@ -148,10 +151,13 @@ class Freshness:
         return all(now.get(name) == stat for name, stat in entry.get("outputs", {}).items())
 
     def ran(self, notebook: Path, before: dict[str, list[int]], seconds: float) -> None:
-        """Record what ``notebook`` wrote (the files new or changed since ``before``) under its key."""
+        """Record what ``notebook`` wrote (the files new or changed since ``before``) under its key, with what it wrote
+        before and reused this time (a fitted model it found on disk stays its output)."""
         self.ran_one = True
         after = self.snapshot()
         outputs = {name: stat for name, stat in after.items() if before.get(name) != stat}
+        previous = self.record.get(notebook.name, {}).get("outputs", {})
+        outputs.update({name: stat for name, stat in previous.items() if after.get(name) == stat})
         self.record[notebook.name] = {"key": self.key, "outputs": outputs, "seconds": round(seconds, 1)}
         save_json(self.record, self.path)
 

@@ -17,6 +17,8 @@ import torch
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Set by the pipeline for the notebook kernels it runs: no one is behind the page to use a widget (fer_lib.explore)
+BATCH_REPORT_ENV = "FER_BATCH_REPORT"
 
 
 def relative(path: str | os.PathLike) -> str:

@@ -162,8 +162,11 @@ def _encrypted_kernel_manager():
 def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
     import papermill
 
+    from fer_lib.io import BATCH_REPORT_ENV
+
     backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = INLINE_BACKEND
+    os.environ[BATCH_REPORT_ENV] = "1"  # widgets have no one to use them in the rendered report
     try:
         papermill.execute_notebook(
             str(notebook), str(executed), parameters=parameters, cwd=str(NOTEBOOK_DIR),
@@ -178,6 +181,7 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
             f"The executed copy with the traceback: {executed}"
         ) from None
     finally:
+        os.environ.pop(BATCH_REPORT_ENV, None)
         if backend is None:
             os.environ.pop("MPLBACKEND", None)
         else:

@@ -57,3 +57,30 @@ def pooled_row(model: str, versus: str, result) -> dict:
            "OA 95% low": result.low, "OA 95% high": result.high, "McNemar p": float("nan")}
     row.update({f"OA {column}": getattr(result, field) for column, field in report.POOLED_COLUMNS.items()})
     return row
+
+
+PIPELINE_FIXTURES = {"smoke_run", "paper_sized_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that reads a whole pipeline run is slow (``-m 'not slow'`` leaves it out)."""
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke profile's whole pipeline, run once for every test that reads it (notebooks, explorer)."""
+    import os
+
+    from fer_lib import pipeline
+
+    run_dir = tmp_path_factory.mktemp("smoke")
+    backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "Agg"  # as run_all.sh sets it: the report must still show its figures
+    try:
+        assert pipeline.run_all("smoke", run_dir=run_dir, figures_dir=run_dir / "figures") == 0
+    finally:
+        os.environ.pop("MPLBACKEND") if backend is None else os.environ.update(MPLBACKEND=backend)
+    return run_dir

@@ -99,3 +99,23 @@ def test_other_runs_count_by_content(tmp_path):
     figures.mkdir()
     (figures / "seed_stability.csv").write_text("agree\nsame\n")  # the recorded comparison is read too
     assert freshness.sibling_key(mine, figures) != key
+
+
+def test_a_model_a_notebook_fitted_stays_its_output_when_reused(tmp_path):
+    run_dir, figures = tmp_path / "run", tmp_path / "figures"
+    notebook = _notebooks(tmp_path)[1]
+    gate = run_dir / "fusion" / "learned_w0.60_seed0" / "best.pt"
+
+    def execute(fresh):  # fits the gate the first time, reuses it after (as notebook 6 does)
+        before = fresh.snapshot()
+        if not gate.exists():
+            gate.parent.mkdir(parents=True)
+            gate.write_bytes(b"gate")
+        fresh.ran(notebook, before, 1.0)
+
+    fresh = freshness.Freshness(run_dir, figures, "x")
+    key = fresh.models_key()
+    execute(fresh)
+    assert freshness.Freshness(run_dir, figures, "x").models_key() == key  # the gate is the notebook's, not a trained model
+    execute(freshness.Freshness(run_dir, figures, "x", force=True))  # executed again, the gate reused
+    assert freshness.Freshness(run_dir, figures, "x").models_key() == key

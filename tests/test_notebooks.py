@@ -1,7 +1,6 @@
 """Every report notebook, executed in order by papermill on the smoke profile, and the tables it writes."""
 
 import json
-import os
 
 import nbformat
 import numpy as np
@@ -14,20 +13,8 @@ from fer_lib.rafdb import CLASSES
 NOTEBOOKS = pipeline.notebooks()
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("smoke")
-    backend = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "Agg"  # as run_all.sh sets it: the report must still show its figures
-    try:
-        assert pipeline.run_all("smoke", run_dir=run_dir, figures_dir=run_dir / "figures") == 0
-    finally:
-        os.environ.pop("MPLBACKEND") if backend is None else os.environ.update(MPLBACKEND=backend)
-    return run_dir
-
-
 def test_notebooks_are_ordered_and_committed_without_outputs():
-    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 10)]
+    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 11)]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -302,6 +289,7 @@ def test_a_rerun_executes_only_the_notebooks_whose_inputs_changed(smoke_run, cap
     assert info["notebooks_reused"] == [nb.stem for nb in NOTEBOOKS[:-1]] and path.exists()
 
 
+@pytest.mark.slow
 def test_unknown_parameter_is_refused(tmp_path):
     import papermill
 
@@ -346,6 +334,7 @@ def test_the_paper_networks_run_end_to_end(paper_sized_run):
     assert "settings changed from the profile (--set)" in executed and "input_size=224" in executed
 
 
+@pytest.mark.slow
 def test_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
     from nbformat.v4 import new_code_cell, new_notebook
 

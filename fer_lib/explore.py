@@ -1,0 +1,348 @@
+"""An explorer of a finished run (notebook 10): every test image, filtered and sorted, both branches' view of it, and
+a w slider that re-fuses it with the trained fusion layer.
+
+Nothing retrains. A model's outputs on the test set are computed once, in the evaluation's own test batches (ARM's
+batch term as the report holds it, ``training.fusion_outputs``), and kept in ``<run>/explore/``: the per-image
+features F_RGB and F_landmark, both heads' logits and the factor on F_landmark. Re-fusing at another w is then eq. 2
+and the fusion layer on those features, for every test image at once: the filtered set's accuracy follows the
+slider live. Grad-CAM++ of the chosen image is computed on demand (``explain.explain``).
+
+``ExplorerData`` is the model-free part (tables, filters, re-fusion, figures); ``Explorer`` wraps it in ipywidgets
+for JupyterLab. In the HTML report, where no kernel runs, notebook 10 shows a static gallery of the default selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from fer_lib import explain as E
+from fer_lib import training as T
+from fer_lib.io import BATCH_REPORT_ENV, save_torch
+from fer_lib.rafdb import CLASSES
+
+# Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion_run``); the baseline is every run's RGB head
+MODELS = {
+    "proposed (confidence x agreement, w = 0.6)": ("both", 0.6, None),
+    "naive fusion (no weighting)": ("none", 1.0, None),
+    "confidence only": ("confidence", 1.0, None),
+    "agreement only (w = 0.6)": ("agreement", 0.6, None),
+    "calibrated confidence x agreement": ("calibrated", 0.6, None),
+    "learned weighting": ("learned", 0.6, None),
+    "coordinate branch (MLP)": ("both", 0.6, "coords"),
+}
+PROPOSED = next(iter(MODELS))
+CASES = ("RGB right, landmarks right", "RGB right, landmarks wrong", "RGB wrong, landmarks right", "RGB wrong, landmarks wrong")  # Table 2
+EFFECTS = ("fixed", "broke", "unchanged right", "unchanged wrong")  # what fusion did to the baseline's answer
+SORTS = {
+    "weight p x w (high first)": ("factor", False),
+    "weight p x w (low first)": ("factor", True),
+    "landmark confidence (high first)": ("landmark confidence", False),
+    "RGB confidence (low first)": ("RGB confidence", True),
+    "fused confidence (low first)": ("fused confidence", True),
+    "test order": ("index", True),
+}
+FEATURES_DIR = "explore"
+
+
+@dataclasses.dataclass
+class ModelOutputs:
+    """One trained fusion model's outputs on the test set, in the evaluation's own batches."""
+
+    name: str
+    seed: int
+    model: torch.nn.Module
+    config: T.FusionConfig
+    folder: Path
+    labels: np.ndarray  # (N,)
+    out: object  # models.FusionOutput of (N, ...) CPU tensors
+
+    @property
+    def uses_w(self) -> bool:
+        return self.model.weighting in ("agreement", "both", "calibrated")
+
+    @torch.no_grad()
+    def refuse(self, w: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(fused probabilities (N, 7), factor on F_landmark (N,)) at agreement weight ``w`` (None: the trained one)."""
+        if w is None or not self.uses_w:
+            return self.out.fused_logits.softmax(1).numpy(), self.out.weight.numpy()
+        trained = self.model.w_disagree
+        self.model.w_disagree = float(w)
+        try:
+            weight = self.model.feature_weight(self.out.landmark_logits, self.out.rgb_logits)
+        finally:
+            self.model.w_disagree = trained
+        fused = self.model.fusion(torch.cat([self.out.rgb_feature, weight[:, None] * self.out.landmark_feature], dim=1))
+        return fused.softmax(1).numpy(), weight.numpy()
+
+    def table(self, w: float | None = None) -> pd.DataFrame:
+        """One row per test image: the classes each head gives, its confidences, Table 2's case and fusion's effect."""
+        fused, factor = self.refuse(w)
+        rgb = self.out.rgb_logits.softmax(1).numpy()
+        landmark = self.model.landmark_probabilities(self.out.landmark_logits).numpy()
+        frame = pd.DataFrame({
+            "index": np.arange(len(self.labels)),
+            "true": [CLASSES[i] for i in self.labels],
+            "RGB": [CLASSES[i] for i in rgb.argmax(1)],
+            "landmark": [CLASSES[i] for i in landmark.argmax(1)],
+            "fused": [CLASSES[i] for i in fused.argmax(1)],
+            "RGB confidence": rgb.max(1),
+            "landmark confidence": landmark.max(1),
+            "agree": rgb.argmax(1) == landmark.argmax(1),
+            "factor": factor,
+            "fused confidence": fused.max(1),
+        })
+        rgb_right, landmark_right, fused_right = (frame[c] == frame["true"] for c in ("RGB", "landmark", "fused"))
+        frame["case"] = np.select([rgb_right & landmark_right, rgb_right & ~landmark_right, ~rgb_right & landmark_right], CASES[:3], CASES[3])
+        frame["effect"] = np.select([~rgb_right & fused_right, rgb_right & ~fused_right, fused_right], EFFECTS[:3], EFFECTS[3])
+        return frame
+
+
+def select(frame: pd.DataFrame, *, true: str | None = None, predicted: str | None = None, case: str | None = None,
+           effect: str | None = None, sort: str = "weight p x w (high first)") -> pd.DataFrame:
+    """The rows of ``ModelOutputs.table`` that match every filter given (None: any), sorted by ``SORTS[sort]``."""
+    for value, allowed, name in ((true, CLASSES, "true class"), (predicted, CLASSES, "predicted class"), (case, CASES, "case"),
+                                 (effect, EFFECTS, "effect"), (sort, tuple(SORTS), "sort")):
+        if value is not None and value not in allowed:
+            raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+    keep = np.ones(len(frame), dtype=bool)
+    for column, value in (("true", true), ("fused", predicted), ("case", case), ("effect", effect)):
+        if value is not None:
+            keep &= (frame[column] == value).to_numpy()
+    column, ascending = SORTS[sort]
+    return frame[keep].sort_values([column, "index"], ascending=[ascending, True], kind="stable")
+
+
+def effect_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """How many test images of each Table 2 case fusion fixed, broke or left (rows: cases; columns: effects)."""
+    counts = pd.crosstab(frame["case"], frame["effect"]).reindex(index=list(CASES), columns=list(EFFECTS), fill_value=0)
+    return counts.rename_axis(index="Table 2 case", columns=None).reset_index()
+
+
+def w_table(outputs: ModelOutputs, grid=tuple(round(0.1 * i, 1) for i in range(11))) -> pd.DataFrame:
+    """The trained model re-fused at each w: its fused OA, and how many decisions differ from those at the trained w."""
+    trained = outputs.refuse()[0].argmax(1)
+    rows = []
+    for w in grid:
+        fused = outputs.refuse(w)[0].argmax(1)
+        rows.append({"w": w, "fused OA": float((fused == outputs.labels).mean()), "decisions changed": int((fused != trained).sum())})
+    return pd.DataFrame(rows)
+
+
+class ExplorerData:
+    """The run's models and the test images, loaded once; ``outputs`` computes or reads each model's outputs."""
+
+    def __init__(self, experiment):
+        self.ex = experiment
+        self._outputs: dict[tuple[str, int], ModelOutputs] = {}
+
+    def models(self, seed: int | None = None) -> list[str]:
+        """The MODELS this run has trained for ``seed`` (default: the first)."""
+        seed = self.ex.seeds[0] if seed is None else seed
+        return [name for name, (weighting, w, variant) in MODELS.items()
+                if (self.ex.fusion_dir(*_canonical(weighting, w), seed, variant) / "predictions_fused.csv").exists()]
+
+    def outputs(self, name: str, seed: int | None = None) -> ModelOutputs:
+        seed = self.ex.seeds[0] if seed is None else seed
+        if name not in MODELS:
+            raise ValueError(f"model {name!r} is not one of {', '.join(MODELS)}")
+        if (name, seed) in self._outputs:
+            return self._outputs[(name, seed)]
+        weighting, w, variant = MODELS[name]
+        folder = self.ex.fusion_dir(*_canonical(weighting, w), seed, variant)
+        if not (folder / "best.pt").exists():
+            raise FileNotFoundError(f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run ./run_all.sh (or "
+                                    f"the notebooks up to 06) first. Trained here: {', '.join(self.models(seed)) or 'none'}")
+        model, config = T.load_fusion_checkpoint(folder / "best.pt", self.ex.baseline_for(seed))
+        model = model.cpu().eval()
+        path = self.ex.run_dir / FEATURES_DIR / f"{folder.name}.pt"
+        stamp = (folder / "best.pt").stat().st_mtime_ns
+        saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        if saved is None or saved.get("stamp") != stamp:  # computed once per trained model
+            with torch.no_grad():
+                out = T.fusion_outputs(model, self.ex.test, self.ex.rgb_cache("test", seed), config)
+            saved = {"stamp": stamp, **out._asdict()}
+            save_torch(saved, path)
+        from fer_lib.models import FusionOutput
+
+        out = FusionOutput(*(saved[field] for field in FusionOutput._fields))
+        result = ModelOutputs(name, seed, model, config, folder, self.ex.test.labels.numpy(), out)
+        self._outputs[(name, seed)] = result
+        return result
+
+    def draw_gallery(self, frame: pd.DataFrame, *, count: int = 16, columns: int = 8, title: str = "") -> plt.Figure:
+        """The aligned faces of ``frame``'s first ``count`` rows, each titled true / fused (RGB) classes."""
+        rows = frame.head(count)
+        lines = max(1, -(-len(rows) // columns))
+        fig, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 1.95 * lines), squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        for ax, row in zip(axes.ravel(), rows.itertuples(index=False)):
+            ax.imshow(self.ex.test.images[row.index].permute(1, 2, 0).numpy())
+            mark = "fixed" if row.effect == "fixed" else "broke" if row.effect == "broke" else ""
+            ax.set_title(f"#{row.index} {row.true}\nfused {row.fused} {mark}\nRGB {row.RGB}", fontsize=7)
+        if title:
+            fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        return fig
+
+    def draw_panel(self, outputs: ModelOutputs, index: int, w: float | None = None, *, cams: bool = False) -> plt.Figure:
+        """One test image: the aligned face and its landmark heatmap (with Grad-CAM++ of both branches when ``cams``),
+        both heads' and the fused probabilities at ``w``, with the confidence p, the agreement and the factor."""
+        index = int(index)
+        fused, factor = outputs.refuse(w)
+        rgb = outputs.out.rgb_logits[index].softmax(0).numpy()
+        landmark = outputs.model.landmark_probabilities(outputs.out.landmark_logits[index : index + 1])[0].detach().numpy()
+        face = self.ex.test.images[index].permute(1, 2, 0).numpy()
+        heatmap = T.landmark_inputs(self.ex.test, torch.tensor([index]), None, outputs.config, torch.device("cpu"))[0, 0].numpy() \
+            if outputs.config.landmark_input == "heatmaps" else None
+        panels = 4 if cams and heatmap is not None else 2
+        fig, axes = plt.subplots(1, panels + 1, figsize=(2.6 * panels + 4.2, 2.8), gridspec_kw={"width_ratios": [1] * panels + [1.9]})
+        axes[0].imshow(face)
+        axes[0].set_title(f"#{index}: true {CLASSES[outputs.labels[index]]}", fontsize=8)
+        if heatmap is not None:
+            axes[1].imshow(heatmap, cmap="gray")
+            axes[1].set_title("landmark heatmap", fontsize=8)
+        else:
+            points = self.ex.test.points[index].numpy()
+            axes[1].imshow(face)
+            axes[1].scatter(points[:, 0], points[:, 1], s=4, c="yellow")
+            axes[1].set_title("landmarks (coordinate branch)", fontsize=8)
+        if panels == 4:
+            cam = E.explain(outputs.model, self.ex.test, self.ex.rgb_cache("test", outputs.seed), outputs.config, [index])
+            axes[2].imshow(E.overlay(cam.images[0], cam.rgb_cam[0]))
+            axes[2].set_title("Grad-CAM++ RGB (layer4)", fontsize=8)
+            axes[3].imshow(E.overlay(cam.heatmaps[0], cam.landmark_cam[0]))
+            axes[3].set_title("Grad-CAM++ landmark (conv5)", fontsize=8)
+        for ax in axes[:panels]:
+            ax.axis("off")
+        bars = axes[-1]
+        y = np.arange(len(CLASSES))
+        for offset, (values, label) in zip((-0.27, 0.0, 0.27), ((rgb, "RGB head"), (landmark, "landmark head"), (fused[index], "fused"))):
+            bars.barh(y + offset, values, height=0.26, label=label)
+        bars.set_yticks(y, CLASSES, fontsize=7)
+        bars.invert_yaxis()
+        bars.set_xlim(0, 1)
+        bars.legend(fontsize=6, loc="lower right")
+        shown = outputs.model.w_disagree if w is None else w
+        agree = rgb.argmax() == landmark.argmax()
+        bars.set_title(f"p = {landmark.max():.2f}, {'agree' if agree else 'disagree'}, factor {factor[index]:.2f}"
+                       + (f" (w = {shown:.2f})" if outputs.uses_w else ""), fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+def _canonical(weighting: str, w: float) -> tuple[str, float]:
+    from fer_lib.experiment import canonical_weighting
+
+    return canonical_weighting(weighting, w)
+
+
+class Explorer:
+    """The ipywidgets explorer: choose seed and model, filter and sort the test images, pick one, move w."""
+
+    def __init__(self, experiment, data: ExplorerData | None = None):
+        import ipywidgets as widgets
+
+        self.data = data or ExplorerData(experiment)
+        ex = experiment
+        any_value = [("any", None)]
+        labelled = {"style": {"description_width": "8em"}}
+        self.seed = widgets.Dropdown(options=ex.seeds, value=ex.seeds[0], description="seed", **labelled)
+        self.model = widgets.Dropdown(options=self.data.models(ex.seeds[0]), description="model", **labelled)
+        self.true = widgets.Dropdown(options=any_value + [(c, c) for c in CLASSES], description="true class", **labelled)
+        self.predicted = widgets.Dropdown(options=any_value + [(c, c) for c in CLASSES], description="fused class", **labelled)
+        self.case = widgets.Dropdown(options=any_value + [(c, c) for c in CASES], description="Table 2 case", **labelled)
+        self.effect = widgets.Dropdown(options=any_value + [(e, e) for e in EFFECTS], description="fusion", **labelled)
+        self.sort = widgets.Dropdown(options=list(SORTS), description="sort by", **labelled)
+        self.image = widgets.Select(options=[], rows=10, description="image")
+        self.w = widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="w", continuous_update=False)
+        self.cams = widgets.Checkbox(value=False, description="Grad-CAM++ (a few seconds)")
+        self.summary = widgets.HTML()
+        self.prediction = widgets.HTML()  # the chosen image's fused class at this w (read by the browser test)
+        self.figure = widgets.Output()
+        self.gallery = widgets.Output()
+        for control in (self.seed, self.model, self.true, self.predicted, self.case, self.effect, self.sort):
+            control.observe(self._refilter, names="value")
+        for control in (self.image, self.cams):
+            control.observe(self._redraw, names="value")
+        self.w.observe(self._refilter, names="value")
+        self._busy = False
+        self.widget = widgets.VBox([
+            widgets.HBox([self.seed, self.model]), widgets.HBox([self.true, self.predicted]), widgets.HBox([self.case, self.effect]),
+            widgets.HBox([self.sort, self.w]), self.summary, widgets.HBox([self.image, widgets.VBox([self.cams, self.prediction])]),
+            self.figure, self.gallery,
+        ])
+        self._refilter()
+
+    def _current(self) -> ModelOutputs:
+        return self.data.outputs(self.model.value, self.seed.value)
+
+    def _refilter(self, *_):
+        if self._busy:  # options set below fire their own change events
+            return
+        self._busy = True
+        try:
+            self._apply_filters()
+        finally:
+            self._busy = False
+        self._redraw()
+
+    def _apply_filters(self):
+        models = self.data.models(self.seed.value)
+        if self.model.options != tuple(models):
+            self.model.options = models
+        outputs = self._current()
+        frame = outputs.table(self.w.value)
+        chosen = select(frame, true=self.true.value, predicted=self.predicted.value, case=self.case.value, effect=self.effect.value, sort=self.sort.value)
+        oa = float((chosen["fused"] == chosen["true"]).mean()) if len(chosen) else float("nan")
+        rgb = float((chosen["RGB"] == chosen["true"]).mean()) if len(chosen) else float("nan")
+        self.summary.value = (f"<b>{len(chosen)}</b> of {len(frame)} test images; on them fused OA <b>{oa:.3f}</b> at w = {self.w.value:.2f} "
+                              f"(RGB head {rgb:.3f}){'' if outputs.uses_w else ' - w does not act on this weighting'}")
+        keep = self.image.value
+        self.image.options = [(f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index)) for r in chosen.head(500).itertuples()]
+        if keep in [value for _, value in self.image.options]:
+            self.image.value = keep
+        elif self.image.options:
+            self.image.value = self.image.options[0][1]
+        self.gallery.clear_output(wait=True)
+        with self.gallery:
+            _display_figure(self.data.draw_gallery(chosen, title="the first 16 of the selection"))
+
+    def _redraw(self, *_):
+        if self._busy:
+            return
+        if self.image.value is None:
+            self.prediction.value = ""
+            return
+        outputs = self._current()
+        fused, _ = outputs.refuse(self.w.value)
+        self.prediction.value = f"<span class='fer-prediction'>fused at w = {self.w.value:.2f}: {CLASSES[int(fused[self.image.value].argmax())]}</span>"
+        self.figure.clear_output(wait=True)
+        with self.figure:
+            _display_figure(self.data.draw_panel(outputs, self.image.value, self.w.value, cams=self.cams.value))
+
+
+def _display_figure(fig: plt.Figure) -> None:
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)  # shown once, not again at the end of the cell
+
+
+def show(experiment, data: ExplorerData | None = None) -> None:
+    """Display the live explorer, or, where the pipeline renders the report (no kernel behind the page), say where it lives."""
+    import os
+
+    from IPython.display import Markdown, display
+
+    if os.environ.get(BATCH_REPORT_ENV):
+        display(Markdown("*The live explorer is not part of the HTML report (no kernel runs behind it): open "
+                         "`notebooks/10_explore.ipynb` in JupyterLab (`./run_all.sh lab`) and run it to use it.*"))
+        return
+    display(Explorer(experiment, data).widget)
