@@ -179,7 +179,7 @@ class ExplorerData:
         """The aligned faces of ``frame``'s first ``count`` rows, each titled true / fused (RGB) classes."""
         rows = frame.head(count)
         lines = max(1, -(-len(rows) // columns))
-        fig, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 1.95 * lines), squeeze=False)
+        fig, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 2.3 * lines + 0.3), squeeze=False)
         for ax in axes.ravel():
             ax.axis("off")
         for ax, row in zip(axes.ravel(), rows.itertuples(index=False)):
