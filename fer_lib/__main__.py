@@ -208,23 +208,23 @@ def _run_all(args: argparse.Namespace) -> int:
 
 
 def _compare_runs(args: argparse.Namespace) -> int:
-    from fer_lib import report
+    from fer_lib import replication, report
 
     try:
-        table = report.stability_table(args.runs)
+        table = replication.stability_table(args.runs)
     except FileNotFoundError as error:
         print(f"compare-runs: {error}", file=sys.stderr)
         return 2
-    report.save_table(table, report.STABILITY_FILE, args.out, caption="The same profile run with other training seeds (or on another CPU): headline numbers and verdicts")
+    report.save_table(table, replication.STABILITY_FILE, args.out, caption="The same profile run with other training seeds (or on another CPU): headline numbers and verdicts")
     print(table.to_string(index=False))
     disagreements = int((table["agree"].str.startswith("no") | (table["agree"] == "conflict")).sum())
-    print(f"{disagreements} disagreement(s) (conflicting verdicts, or headline OA apart by more than {report.HEADLINE_TOLERANCE}); "
-          f"written to {args.out / (report.STABILITY_FILE + '.md')}")
+    print(f"{disagreements} disagreement(s) (conflicting verdicts, or headline OA apart by more than {replication.HEADLINE_TOLERANCE}); "
+          f"written to {args.out / (replication.STABILITY_FILE + '.md')}")
     return 1 if disagreements else 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from fer_lib import report
+    from fer_lib import verdicts
 
     tables = args.run_dir / "tables"
     if not (tables / "significance_proposed.csv").exists():
@@ -232,7 +232,7 @@ def _plan(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     scale = args.test_images / _test_images_of(args.run_dir) if args.test_images else 1.0
-    frame = report.plan_rows(tables, args.effect, scale)
+    frame = verdicts.plan_rows(tables, args.effect, scale)
     if frame.empty:
         print("plan: this run has one seed: there is no seed variance to plan with; run two or more (--set seeds=2)", file=sys.stderr)
         return 2

@@ -89,8 +89,8 @@ def _contents(paths) -> list:
 
 
 def sibling_key(run_dir: Path, figures_dir: Path) -> str:
-    """What a report reads from other runs: their identity, settings and tables (``report.replicate_of``), and the
-    recorded comparison in the figures folder (``report.recorded_stability``). By content: a rerun that rewrites
+    """What a report reads from other runs: their identity, settings and tables (``replication.replicate_of``), and the
+    recorded comparison in the figures folder (``replication.recorded_stability``). By content: a rerun that rewrites
     the same tables must not make the other run stale."""
     run_dir, parts = Path(run_dir), []
     if run_dir.parent.exists():

@@ -87,7 +87,8 @@ def render_spec(spec: Path, target: Path) -> Path:
 def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figures_dir: Path, *, spec: Path | None = None) -> Path:
     """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
     from fer_lib.io import relative
-    from fer_lib.report import EQUIVALENCE_MARGIN, read_table
+    from fer_lib.report import read_table
+    from fer_lib.verdicts import EQUIVALENCE_MARGIN
 
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"

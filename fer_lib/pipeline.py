@@ -125,7 +125,7 @@ def machine_info() -> dict:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "fer_lib", "notebooks"], cwd=PROJECT_ROOT,
                                capture_output=True, text=True, check=True).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
-        # which uncommitted changes: two runs of one dirty tree are still the same source (report.replicate_of)
+        # which uncommitted changes: two runs of one dirty tree are still the same source (replication.replicate_of)
         diff = subprocess.run(["git", "diff", "HEAD", "--", "fer_lib", "notebooks"], cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
         source = hashlib.sha256(diff).hexdigest()[:16] if dirty else ""
     except (OSError, subprocess.CalledProcessError):
@@ -237,7 +237,7 @@ def run_all(
 
     ``replicate``: afterwards, the same run with every training seed shifted by this much (its own run folder), then
     this run's report again (everything reused), so that both summaries compare the two runs' verdicts
-    (``report.replicate_of``); the comparison is also written to ``<figures>/seed_stability.*``.
+    (``replication.replicate_of``); the comparison is also written to ``<figures>/seed_stability.*``.
 
     A rerun executes only the notebooks whose inputs changed since they last ran (``fer_lib.freshness``); ``force``
     executes every one.
@@ -278,7 +278,7 @@ def run_all(
     from fer_lib.scheduler import train_all
 
     warning = Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained).baseline_warning()
-    data_identity = f"synthetic RAF-DB {spec.synthetic}" if spec.synthetic else parameters["DATA_ROOT"]  # report.replicate_of compares it
+    data_identity = f"synthetic RAF-DB {spec.synthetic}" if spec.synthetic else parameters["DATA_ROOT"]  # replication.replicate_of compares it
     info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "data": data_identity, "warnings": [warning] if warning else [],
             "notebook_seconds": {}}
     from fer_lib import freshness
@@ -327,17 +327,17 @@ def run_all(
 def _replicate(spec, offset: int, *, main_run: Path, figures: Path, settings: dict | None, **arguments) -> None:
     """``run_all``'s second run with seeds shifted by ``offset`` (its own folder and figures), this run's report again
     (reused models: notebooks only), and the two runs' comparison in ``<figures>/seed_stability.*``."""
-    from fer_lib import report
+    from fer_lib import replication, report
 
     shifted = {**(settings or {}), "seed_offset": str(spec.seed_offset + offset)}
     print(f"==> replicate: the same run with seed offset {spec.seed_offset + offset}")
     run_all(spec.name, **{**arguments, "run_dir": None, "figures_dir": None}, settings=shifted)
     print("==> this run's report again, now beside its replicate (every model reused)")
     run_all(spec.name, **arguments, settings=settings)
-    other = report.replicate_of(main_run)
+    other = replication.replicate_of(main_run)
     if other is None:
         raise SystemExit(f"run-all --replicate: the second run is not a replicate of {relative(main_run)} (another commit or settings?)")
-    table = report.stability_table([main_run, other])
-    report.save_table(table, report.STABILITY_FILE, figures, caption="This run and its replicate with other training seeds: headline numbers and verdicts")
+    table = replication.stability_table([main_run, other])
+    report.save_table(table, replication.STABILITY_FILE, figures, caption="This run and its replicate with other training seeds: headline numbers and verdicts")
     conflicts = int((table["agree"] == "conflict").sum())
-    print(f"==> replicate: {conflicts} conflicting verdict(s); {relative(figures / (report.STABILITY_FILE + '.md'))}")
+    print(f"==> replicate: {conflicts} conflicting verdict(s); {relative(figures / (replication.STABILITY_FILE + '.md'))}")

@@ -50,12 +50,12 @@ def pooled_result(difference: float, half: float, seeds: int = 5):
 
 
 def pooled_row(model: str, versus: str, result) -> dict:
-    """The pooled row of a significance table (report.significance_rows) for a PooledResult."""
-    from fer_lib import report
+    """The pooled row of a significance table (verdicts.significance_rows) for a PooledResult."""
+    from fer_lib import verdicts
 
-    row = {"model": model, "versus": versus, "seed": report.POOLED, "seeds": result.seeds, "OA diff": result.difference,
+    row = {"model": model, "versus": versus, "seed": verdicts.POOLED, "seeds": result.seeds, "OA diff": result.difference,
            "OA 95% low": result.low, "OA 95% high": result.high, "McNemar p": float("nan")}
-    row.update({f"OA {column}": getattr(result, field) for column, field in report.POOLED_COLUMNS.items()})
+    row.update({f"OA {column}": getattr(result, field) for column, field in verdicts.POOLED_COLUMNS.items()})
     return row
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_lib import report
+from fer_lib import report, verdicts
 from tests.conftest import pooled_result, pooled_row
 
 
@@ -51,8 +51,8 @@ def test_the_claims_beyond_the_paper_read_the_pooled_rows(tmp_path):
                          "OA 95% high": high + 0.01})
         rows.append(pooled_row(model, versus, pooled_result((low + high) / 2, (high - low) / 2, seeds=2)))
     report.save_table(pd.DataFrame(rows), "significance_future_work", tmp_path)
-    verdicts = dict(report.claims(tmp_path)[["claim", "verdict"]].values)
-    assert verdicts == {"a learned weighting beats the paper's (OA)": "inconclusive",
+    verdict_of = dict(verdicts.claims(tmp_path)[["claim", "verdict"]].values)
+    assert verdict_of == {"a learned weighting beats the paper's (OA)": "inconclusive",
                         "a calibrated confidence beats the paper's weighting (OA)": "supported",
                         "the heatmap CNN beats coordinates (fused OA)": "contradicted"}
 

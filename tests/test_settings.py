@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_lib import report
+from fer_lib import replication
 from fer_lib.__main__ import main
 from fer_lib.experiment import PROFILES, SettingsError, get_profile, parse_assignments, stratified_subset
 from fer_lib.pipeline import RUNS_DIR, claim_run_dir, figures_dir_for, run_dir_for
@@ -112,13 +112,13 @@ def test_stability_table_says_where_two_runs_disagree(tmp_path):
     b = _fake_run(tmp_path / "b", "Intel Xeon", 100, 0.865, "supported")
     c = _fake_run(tmp_path / "c", "Intel Xeon", 100, 0.880, "contradicted")
     d = _fake_run(tmp_path / "d", "Intel Xeon", 100, 0.865, "inconclusive")
-    same = report.stability_table([a, b]).set_index("quantity")
+    same = replication.stability_table([a, b]).set_index("quantity")
     assert same.loc["CPU", "a"] == "AMD EPYC" and same.loc["training seeds", "b"] == "100, 101" and same.loc["commit", "a"] == "abc1234"
     assert same.loc["baseline OA", "agree"] == "yes" and same.loc["claim: fusion helps", "agree"] == "same"
     assert same.loc["landmark-only OA", "agree"] == "(spread 0.0000)"  # shown, not judged
-    differ = report.stability_table([a, c]).set_index("quantity")
+    differ = replication.stability_table([a, c]).set_index("quantity")
     assert differ.loc["baseline OA", "agree"].startswith("no") and differ.loc["claim: fusion helps", "agree"] == "conflict"
-    assert report.stability_table([a, d]).set_index("quantity").loc["claim: fusion helps", "agree"] == "compatible"
+    assert replication.stability_table([a, d]).set_index("quantity").loc["claim: fusion helps", "agree"] == "compatible"
     assert main(["compare-runs", str(a), str(c), "--out", str(tmp_path / "out")]) == 1
     assert (tmp_path / "out" / "seed_stability.md").exists()
 
@@ -132,19 +132,19 @@ def test_findings_mark_verdicts_that_changed_with_the_seeds(tmp_path):
     a = _fake_run(tmp_path / "a", "AMD EPYC", 0, 0.860, "supported")
     c = _fake_run(tmp_path / "c", "Intel Xeon", 100, 0.880, "contradicted")
     claims = pd.DataFrame({"claim": ["fusion helps", "something else"], "verdict": ["supported", "supported"]})
-    marked = report.findings(claims, report.stability_table([a, c])).set_index("claim")["same verdict with other seeds"]
+    marked = replication.findings(claims, replication.stability_table([a, c])).set_index("claim")["same verdict with other seeds"]
     assert marked["fusion helps"] == "conflict" and marked["something else"] == "not checked"
-    assert (report.findings(claims, None)["same verdict with other seeds"] == "not checked").all()
+    assert (replication.findings(claims, None)["same verdict with other seeds"] == "not checked").all()
 
 
 def test_a_replicate_is_a_run_of_the_same_commit_data_and_settings_with_other_seeds(tmp_path):
     a = _fake_run(tmp_path / "demo", "AMD EPYC", 0, 0.860, "supported")
-    assert report.replicate_of(a) is None  # nothing beside it yet
+    assert replication.replicate_of(a) is None  # nothing beside it yet
     _fake_run(tmp_path / "demo-other-commit", "AMD EPYC", 100, 0.860, "supported", commit="fff0000")
     _fake_run(tmp_path / "demo-seeds_4", "AMD EPYC", 100, 0.860, "supported", seeds=4)
-    assert report.replicate_of(a) is None  # another commit, other settings: not this run's replicate
+    assert replication.replicate_of(a) is None  # another commit, other settings: not this run's replicate
     b = _fake_run(tmp_path / "demo-seed_offset_100", "AMD EPYC", 100, 0.860, "supported")
-    assert report.replicate_of(a) == b and report.replicate_of(b) == a
+    assert replication.replicate_of(a) == b and replication.replicate_of(b) == a
 
 
 def test_the_paper_profile_follows_the_paper_where_it_speaks():

@@ -83,7 +83,7 @@ def test_pooled_bootstrap_gives_the_seed_averaged_difference():
 def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
     from types import SimpleNamespace
 
-    from fer_lib import report
+    from fer_lib import verdicts
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 7, 2000)
@@ -94,29 +94,29 @@ def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
 
     baseline = probabilities(0.80)
     runs = [SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=probabilities(0.86))) for s in (0, 1, 2)]
-    rows = pd.DataFrame(report.significance_rows("proposed", labels, baseline, runs, resamples=500))
+    rows = pd.DataFrame(verdicts.significance_rows("proposed", labels, baseline, runs, resamples=500))
     assert list(rows["seed"]) == [0, 1, 2, "pooled"]
     assert rows.loc[3, "OA diff"] == pytest.approx(rows.loc[:2, "OA diff"].mean())
     assert np.isnan(rows.loc[3, "McNemar p"]) and rows.loc[0, "only model right"] > rows.loc[0, "only versus right"]
     assert rows.loc[3, "seeds"] == 3 and rows.loc[3, "OA p"] < 0.05
     rows.to_csv(tmp_path / "significance_proposed.csv", index=False)
-    claims = report.claims(tmp_path).set_index("claim")
-    assert claims.loc[report.PRIMARY_CLAIM, "verdict"].startswith("supported")
-    assert "3 seeds pooled" in claims.loc[report.PRIMARY_CLAIM, "about"] and claims.loc[report.PRIMARY_CLAIM, "resolution"] > 0
-    worse = pd.DataFrame(report.significance_rows("broken", labels, [r.predictions.fused for r in runs],
+    claims = verdicts.claims(tmp_path).set_index("claim")
+    assert claims.loc[verdicts.PRIMARY_CLAIM, "verdict"].startswith("supported")
+    assert "3 seeds pooled" in claims.loc[verdicts.PRIMARY_CLAIM, "about"] and claims.loc[verdicts.PRIMARY_CLAIM, "resolution"] > 0
+    worse = pd.DataFrame(verdicts.significance_rows("broken", labels, [r.predictions.fused for r in runs],
                                                   [SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=baseline)) for s in (0, 1, 2)],
                                                   reference_name="proposed", resamples=500))
     worse.to_csv(tmp_path / "significance_proposed.csv", index=False)
-    assert report.claims(tmp_path).set_index("claim").loc[report.PRIMARY_CLAIM, "verdict"].startswith("contradicted")
+    assert verdicts.claims(tmp_path).set_index("claim").loc[verdicts.PRIMARY_CLAIM, "verdict"].startswith("contradicted")
 
 
 def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
-    from fer_lib import report
+    from fer_lib import verdicts
 
     def verdict_for(intervals):
         rows = [_rows("w=0.6", f"w={w}", _pooled((low + high) / 2, (high - low) / 2)) for w, (low, high) in intervals.items()]
         pd.DataFrame(rows).to_csv(tmp_path / "significance_w_pairs.csv", index=False)
-        return report.claims(tmp_path).set_index("claim")["verdict"].iloc[0]
+        return verdicts.claims(tmp_path).set_index("claim")["verdict"].iloc[0]
 
     assert verdict_for({0: (0.01, 0.03), 1: (0.002, 0.02)}) == "supported"
     assert verdict_for({0: (0.01, 0.03), 1: (-0.01, 0.02)}) == "inconclusive"  # w = 1 may be as good
@@ -129,13 +129,13 @@ def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
 
 
 def test_four_verdicts_and_the_margin():
-    from fer_lib import report
+    from fer_lib import replication, verdicts
 
     def verdict(difference, half, sign=1):
         result = _pooled(difference, half)
-        test = report.ClaimTest("c", "primary", sign, result.p_value, result.p_equivalence(report.EQUIVALENCE_MARGIN),
-                                result.p_beyond(report.EQUIVALENCE_MARGIN), difference, result.low, result.high, result.resolution(), "", "")
-        return report.decide([test])[0]
+        test = verdicts.ClaimTest("c", "primary", sign, result.p_value, result.p_equivalence(verdicts.EQUIVALENCE_MARGIN),
+                                result.p_beyond(verdicts.EQUIVALENCE_MARGIN), difference, result.low, result.high, result.resolution(), "", "")
+        return verdicts.decide([test])[0]
 
     assert verdict(0.010, 0.004) == "supported, beyond the margin"
     assert verdict(0.010, 0.004, sign=-1) == "contradicted, beyond the margin"
@@ -143,10 +143,10 @@ def test_four_verdicts_and_the_margin():
     assert verdict(0.0012, 0.0006) == "supported, smaller than the margin"
     assert verdict(0.0001, 0.0015) == "equivalent"
     assert verdict(0.0001, 0.02) == "inconclusive"
-    assert report.verdict_agreement(["supported", "inconclusive"]) == "compatible"
-    assert report.verdict_agreement(["supported, beyond the margin", "contradicted"]) == "conflict"
-    assert report.verdict_agreement(["equivalent", "supported, beyond the margin"]) == "conflict"
-    assert report.verdict_agreement(["equivalent", "equivalent"]) == "same"
+    assert replication.verdict_agreement(["supported", "inconclusive"]) == "compatible"
+    assert replication.verdict_agreement(["supported, beyond the margin", "contradicted"]) == "conflict"
+    assert replication.verdict_agreement(["equivalent", "supported, beyond the margin"]) == "conflict"
+    assert replication.verdict_agreement(["equivalent", "equivalent"]) == "same"
 
 
 def test_holm_matches_its_definition():
@@ -224,7 +224,7 @@ def test_the_interval_covers_the_truth_where_the_old_one_did_not():
 def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
     """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any false supported or
     contradicted verdict among them at most 5% (here well under, as two-seed intervals are conservative)."""
-    from fer_lib import report
+    from fer_lib import verdicts
     from fer_lib.stats import seed_pooled_interval
 
     coverage = _coverage_module()
@@ -237,9 +237,9 @@ def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
         for k in range(7):
             labels, baseline, method = population.draw(rng)
             result = seed_pooled_interval(labels, baseline, method)
-            tests.append(report.ClaimTest(f"c{k}", "claims", 1, result.p_value, 1.0, 1.0, result.difference, result.low, result.high, np.nan, "", ""))
-        verdicts = report.decide(tests)
-        false_family += any(v.startswith(("supported", "contradicted")) for v in verdicts)
+            tests.append(verdicts.ClaimTest(f"c{k}", "claims", 1, result.p_value, 1.0, 1.0, result.difference, result.low, result.high, np.nan, "", ""))
+        decided = verdicts.decide(tests)
+        false_family += any(v.startswith(("supported", "contradicted")) for v in decided)
         false_alone += any(t.p_two < 0.05 for t in tests)
     assert false_family / replicates <= 0.06
     assert false_alone > false_family  # without the adjustment the family errs more often
