@@ -175,7 +175,7 @@ def write_ckplus(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 
     plan = [p for p in _plan(n_train, n_test, seed) if p[2] != "excluded"]
     sequences = max(len(plan) // 4, 7)
     for s in tqdm(range(sequences), desc="demo CK+", unit="seq", disable=not progress):
-        split, index, name = plan[s % len(plan)]
+        split, index, name = plan[s * len(plan) // sequences]  # spread over the plan: every class, both splits
         subject, sequence = f"S{s // 3 + 1:03d}", f"{s % 3 + 1:03d}"
         parts = [(folder / subject / sequence) for folder in (out / ckplus.IMAGES_DIR, out / ckplus.LANDMARKS_DIR)]
         for part in parts:
