@@ -33,7 +33,8 @@ from fer_lib.layouts import AFFECTNET_LIST_DIRS, Counts, DataSetError, Sample, c
 CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None", "Uncertain",
          "No-Face")
 EXCLUDED_CODES = {8: "None", 9: "Uncertain", 10: "No-Face"}
-ALPHABETICAL = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
+# some repacks' order; codes 8-10, where present, are kept as AffectNet's (None, Uncertain, No-Face)
+ALPHABETICAL = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise", *CODES[8:])
 CLASS_ORDERS = ("auto", "affectnet", "alphabetical")
 COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks", "expression",
            "valence", "arousal")
@@ -51,7 +52,7 @@ def _class_count(classes: int) -> int:
 def _label_of(code: int, names: tuple[str, ...], index: dict[str, int], counts: Counts) -> int | None:
     """The project's label for a data set code, or None (counted in ``counts.excluded``) when the protocol drops it."""
     name = names[code]
-    if code in EXCLUDED_CODES and names is CODES:
+    if code in EXCLUDED_CODES:
         counts.exclude(f"expression {code} ({name}): not an expression class (AffectNet protocol)")
         return None
     if name not in index:

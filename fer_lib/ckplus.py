@@ -106,11 +106,8 @@ class CkPlus:
             return
         for subject, sequence, code, emotion_file in tqdm(sequences, desc="CK+ sequences", unit="seq",
                                                           disable=not progress, leave=False):
-            frame_dir = self.root / IMAGES_DIR / subject / sequence
-            frames = sorted(p for p in frame_dir.glob("*.png") if _FRAME.match(p.name))
-            if len(frames) < PEAK_FRAMES + 1:
-                problems.append(f"{frame_dir}: {len(frames)} frame(s); a labelled sequence needs at least "
-                                f"{PEAK_FRAMES + 1} (neutral to peak). Restore it from cohn-kanade-images/.")
+            frames = self._frames(subject, sequence, emotion_file, problems)
+            if frames is None:
                 continue
             split = "test" if folds[subject] == self.fold else "train"
             picked = [(f, code) for f in frames[-PEAK_FRAMES:]] + ([(frames[0], 0)] if self.first_neutral else [])
@@ -127,6 +124,25 @@ class CkPlus:
                 counts.add(split, label)
                 yield Sample(split, label, f"{IMAGES_DIR}/{subject}/{sequence}/{frame.name}",
                              f"{frame_code} ({emotion_file.name})", path=str(frame), points68=points)
+
+    def _frames(self, subject: str, sequence: str, emotion_file: Path, problems: list[str]) -> list[Path] | None:
+        """The sequence's frames from the first to the labelled peak, or None (the reason in ``problems``). A frame
+        is known by its image or by its landmark file, so a missing image is named, not silently skipped."""
+        frame_dir = self.root / IMAGES_DIR / subject / sequence
+        images = {p.stem for p in frame_dir.glob("*.png") if _FRAME.match(p.name)}
+        marked = {p.name[: -len("_landmarks.txt")] for p in (self.root / LANDMARKS_DIR / subject / sequence).glob("*_landmarks.txt")}
+        peak = emotion_file.name[: -len("_emotion.txt")]
+        for stem in sorted((marked | {peak}) - images):
+            problems.append(f"{frame_dir / (stem + '.png')}: missing, but its landmarks (or its emotion label) exist. "
+                            "Restore it from cohn-kanade-images/.")
+        if (marked | {peak}) - images:
+            return None
+        frames = sorted(frame_dir / f"{stem}.png" for stem in images if stem <= peak)
+        if len(frames) < PEAK_FRAMES + 1:
+            problems.append(f"{frame_dir}: {len(frames)} frame(s) up to the labelled one; a labelled sequence needs at "
+                            f"least {PEAK_FRAMES + 1} (neutral to peak). Restore it from cohn-kanade-images/.")
+            return None
+        return frames
 
     def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
         counts, problems = Counts(self.classes), []
