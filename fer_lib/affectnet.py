@@ -70,8 +70,12 @@ class AffectNetCsv:
         self.root = Path(root)
         self.classes = project_classes(_class_count(classes) == 8)
         self.index = class_index(self.classes)
+        self.lists = {split: self._find_list(split) for split in LIST_FILES}
 
     def list_file(self, split: str) -> Path:
+        return self.lists[split]  # found once: it is named in every row's messages
+
+    def _find_list(self, split: str) -> Path:
         for folder in (*AFFECTNET_LIST_DIRS, "."):
             path = self.root / folder / LIST_FILES[split]
             if path.exists():
