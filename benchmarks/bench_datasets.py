@@ -1,6 +1,6 @@
 """The AffectNet CSV reader and check at full size: time and peak memory on an annotations-only copy.
 
-    python benchmarks/bench_datasets.py [--rows 287651] [--validation 4000] [--keep DIR]
+    python benchmarks/bench_datasets.py [--rows 287651] [--validation 4000] [--keep DIR] [--convert N]
 
 Writes ``training.csv`` (``--rows`` rows; AffectNet's has about 414,000, of which about 287,000 are in the 8
 expression classes) and ``validation.csv`` in AffectNet's columns, with 68 random landmarks per row and about one
@@ -9,6 +9,10 @@ for: the copy has none). Each measurement runs in a fresh process, so its peak r
 its own; the same process importing fer_lib and doing nothing gives the floor, and the difference is what the
 reader holds. A reader that kept every row would grow with the rows; a streaming one stays flat, which the run
 checks at a tenth of the rows too.
+
+``--convert N`` also writes a synthetic AffectNet CSV copy of N training images (``demo-data --layout affectnet``)
+and times its conversion into RAF-DB's layout (decoding, cropping, aligning, writing two JPEGs and three
+annotation files per image) with one worker per CPU: the rate that sizes a full conversion.
 """
 
 from __future__ import annotations
@@ -70,11 +74,26 @@ def measure(root: Path, mode: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def time_conversion(base: Path, n: int) -> None:
+    from fer_lib.datasets import reader_for
+    from fer_lib.demo_layouts import write_affectnet_csv
+    from fer_lib.layouts import convert
+
+    source = write_affectnet_csv(base / "images", n, max(7, n // 10), progress=False)
+    started = time.perf_counter()
+    counts = convert(reader_for("affectnet", source), base / "converted", workers=os.cpu_count(), progress=False)
+    seconds = time.perf_counter() - started
+    rate = counts["converted"] / seconds
+    print(f"convert-data, {counts['converted']} synthetic AffectNet images, {os.cpu_count()} workers: {seconds:.1f} s "
+          f"({rate:.0f} images/s; 287,651 images would take about {287_651 / rate / 3600:.1f} h)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=287_651, help="training.csv rows (AffectNet-8's training set)")
     parser.add_argument("--validation", type=int, default=4_000)
     parser.add_argument("--keep", type=Path, default=None, help="write the copy here and keep it")
+    parser.add_argument("--convert", type=int, default=0, metavar="N", help="also time converting N synthetic images")
     args = parser.parse_args()
     base = args.keep or Path(tempfile.mkdtemp())
     try:
@@ -91,6 +110,8 @@ def main() -> None:
         for label, run in ((f"{args.rows // 10 + args.validation // 10} rows", small), (f"{args.rows + args.validation} rows", big)):
             print(f"check, {label}: {run['seconds']:.1f} s ({run['rows'] / run['seconds']:,.0f} rows/s), peak {run['peak_mib']:.0f} MiB "
                   f"({run['peak_mib'] - floor['peak_mib']:+.0f} MiB over the import)")
+        if args.convert:
+            time_conversion(base, args.convert)
     finally:
         if args.keep is None:
             shutil.rmtree(base)

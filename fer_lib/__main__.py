@@ -32,13 +32,13 @@ from pathlib import Path
 
 
 def _layout_options(args: argparse.Namespace) -> dict:
-    """The options of the other layouts' readers (fer_lib.layouts.reader_for), from the command line."""
+    """The options of the other layouts' readers (fer_lib.datasets.reader_for), from the command line."""
     return {"classes": args.classes, "label_mode": args.label_mode, "class_order": args.class_order, "folds": args.folds,
             "fold": args.fold, "first_neutral": not args.no_first_neutral}
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    from fer_lib.layouts import check_layout
+    from fer_lib.datasets import check_layout
 
     started = time.perf_counter()
     report = check_layout(args.root, decode_images=not args.no_decode, progress=not args.json, **_layout_options(args))
@@ -75,7 +75,8 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _convert_data(args: argparse.Namespace) -> int:
-    from fer_lib.layouts import DataSetError, convert, detect_layout, reader_for
+    from fer_lib.datasets import reader_for
+    from fer_lib.layouts import DataSetError, convert, detect_layout
 
     layout = detect_layout(args.src)
     if layout in ("rafdb", "photos"):
@@ -289,11 +290,33 @@ def _run_all(args: argparse.Namespace) -> int:
         for option, path in (("--pretrained", args.pretrained), ("--baseline-checkpoint", args.baseline_checkpoint), ("--data", args.data)):
             if path is not None and not path.exists():
                 raise SettingsError(f"{option} {path}: no such file or folder")
+        if args.data is not None:
+            _check_run_all_data(args.data, SettingsError)
     except SettingsError as error:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
     return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint, settings=settings, pretrained=args.pretrained,
                    run_dir=args.run_dir, workers=args.workers, replicate=args.replicate)
+
+
+def _check_run_all_data(path: Path, error) -> None:
+    """run-all reads RAF-DB's layout with RAF-DB's 7 classes: the report's tables and figures are RAF-DB's (Table 3,
+    the per-class tables). Another layout, or a converted set of 8 classes, is refused before any work, saying what
+    to do."""
+    from fer_lib.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+    from fer_lib.rafdb import CLASSES, RafDbError, read_classes, resolve_root
+
+    try:
+        layout = detect_layout(path)
+        classes = read_classes(resolve_root(path))[0] if layout == "rafdb" else CLASSES
+    except (DataSetError, RafDbError):
+        return  # check_data names what is wrong
+    if layout not in ("rafdb", "photos"):
+        raise error(f"--data {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib convert-data {path} OUT "
+                    "--classes 7`) and pass OUT")
+    if tuple(classes) != CLASSES:
+        raise error(f"--data {path} has {len(classes)} classes ({', '.join(classes)}); the report's notebooks handle RAF-DB's 7 "
+                    "so far: convert it with --classes 7 (train-baseline, train-fusion and evaluate take 8)")
 
 
 def _compare_runs(args: argparse.Namespace) -> int:

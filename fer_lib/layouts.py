@@ -16,7 +16,8 @@ Conversion streams: each reader yields one sample at a time (AffectNet's 280,000
 a worker pool decodes, crops, aligns and writes, and the label file grows in a temporary file renamed at the
 end, so neither the decoded set nor its annotations are ever held in memory at once.
 
-The readers' checks (``check_layout``) use the same policy as RAF-DB's: every problem names the file, the row
+The readers (``fer_lib.affectnet``, ``ferplus``, ``ckplus``; found for a folder by ``fer_lib.datasets``) check
+with the same policy as RAF-DB's: every problem names the file, the row
 and what to do; nothing is skipped silently.
 """
 
@@ -101,36 +102,6 @@ def detect_layout(path: str | os.PathLike) -> str:
 
 
 AFFECTNET_LIST_DIRS = ("Manually_Annotated_file_lists", "Manually_Annotated_file_lists/Manually_Annotated_file_lists")
-
-
-def check_layout(path: str | os.PathLike, *, decode_images: bool = True, progress: bool = True,
-                 **options) -> rafdb.CheckReport:
-    """Check a copy of whichever layout ``path`` holds (``detect_layout``); ``options`` go to that layout's reader
-    (``label_mode`` for FERPlus, ``classes`` 7 or 8, ``class_order`` for AffectNet's numpy release)."""
-    try:
-        layout = detect_layout(path)
-    except DataSetError as error:
-        return rafdb.CheckReport(Path(path), [0] * 7, [0] * 7, error.problems, [], layout="unknown")
-    if layout == "rafdb":
-        return rafdb.check_rafdb(path, decode_images=decode_images, progress=progress)
-    if layout == "photos":
-        return rafdb.CheckReport(Path(path), [0] * 7, [0] * 7, [
-            f"{path}: a folder of photos (class folders), not yet in RAF-DB's layout. Turn it into one with "
-            f"`python -m fer_lib import-images {path} OUT` (a face detector finds the faces), then check OUT"],
-            [], layout=LAYOUT_NAMES["photos"])
-    reader = reader_for(layout, path, **options)
-    return reader.check(decode_images=decode_images, progress=progress)
-
-
-def reader_for(layout: str, path: str | os.PathLike, **options):
-    """The reader object of a layout (``AffectNetCsv``, ``AffectNetNpy``, ``FerPlus``, ``CkPlus``)."""
-    from fer_lib import affectnet, ckplus, ferplus
-
-    readers = {"affectnet": affectnet.AffectNetCsv, "affectnet-npy": affectnet.AffectNetNpy,
-               "ferplus": ferplus.FerPlus, "ckplus": ckplus.CkPlus}
-    if layout not in readers:
-        raise DataSetError([f"{path}: layout {layout!r} has no converter (known: {', '.join(readers)})"])
-    return readers[layout](Path(path), **options)
 
 
 # ----------------------------------------------------------------------------------------------- samples

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_lib import affectnet, ckplus, crossdata, ferplus, layouts, rafdb
+from fer_lib import affectnet, ckplus, crossdata, datasets, ferplus, layouts, rafdb
 from fer_lib import landmarks as L
 from fer_lib import models as M
 from fer_lib.__main__ import main
@@ -270,7 +270,7 @@ def converted(copies, tmp_path_factory) -> dict[str, Path]:
     for layout in ("affectnet", "affectnet-npy", "ferplus", "ckplus"):
         options = {"folds": 2} if layout == "ckplus" else {}
         out[layout] = base / layout
-        layouts.convert(layouts.reader_for(layout, copies[layout], **options), out[layout], workers=1, progress=False)
+        layouts.convert(datasets.reader_for(layout, copies[layout], **options), out[layout], workers=1, progress=False)
     return out
 
 
@@ -380,3 +380,10 @@ def test_evaluate_across_data_sets_writes_the_table(converted, tmp_path, capsys)
     assert main(["evaluate", "--baseline", str(eight / "best.pt"), "--data", str(raf), "--out", str(tmp_path / "e"),
                  "--device", "cpu"]) == 1
     assert "trained for 8 classes" in capsys.readouterr().err
+
+
+def test_run_all_refuses_a_raw_layout_and_eight_classes_before_any_work(copies, converted, capsys):
+    assert main(["run-all", "--profile", "smoke", "--data", str(copies["ckplus"])]) == 2
+    assert "convert it first" in capsys.readouterr().err
+    assert main(["run-all", "--profile", "smoke", "--data", str(converted["affectnet"])]) == 2
+    assert "--classes 7" in capsys.readouterr().err
