@@ -387,3 +387,18 @@ def test_run_all_refuses_a_raw_layout_and_eight_classes_before_any_work(copies, 
     assert "convert it first" in capsys.readouterr().err
     assert main(["run-all", "--profile", "smoke", "--data", str(converted["affectnet"])]) == 2
     assert "--classes 7" in capsys.readouterr().err
+
+
+def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_path):
+    from fer_lib.landing import write_landing_page
+    from fer_lib.pipeline import _data_info
+
+    info = _data_info(converted["ckplus"])
+    run = tmp_path / "run"
+    (run / "report").mkdir(parents=True)
+    (run / "run_info.json").write_text(json.dumps({"data": "<data_root>", "data_layout": info["layout"],
+                                                   "data_protocol": info["protocol"], "data_excluded": {"Contempt: x": 3}}))
+    (run / "settings.json").write_text(json.dumps({"name": "paper", "seeds": 1}))
+    page = write_landing_page(run, run / "report", [], tmp_path / "figures").read_text()
+    assert "CK+, converted into RAF-DB&#x27;s layout" in page and "subject-wise 2 folds" in page
+    assert "excluded: 3 row(s), Contempt: x" in page and "RAF-DB (basic)" not in page
