@@ -89,7 +89,8 @@ def _convert_data(args: argparse.Namespace) -> int:
     for reason, count in counts["excluded"].items():
         print(f"excluded by the protocol: {count} row(s): {reason}")
     if counts["not converted"]:
-        print(f"not converted: {counts['not converted']} image(s), listed with the reason in {args.out / 'conversion_report.csv'}")
+        print(f"not converted: {counts['not converted']} image(s), listed with the reason in "
+              f"{args.out / 'conversion_report.csv'}")
     print(f"next: python -m fer_lib check-data {args.out}")
     return 0
 
@@ -269,7 +270,8 @@ def _evaluate_across(args: argparse.Namespace) -> int:
                   f"over {len(result.shared)} shared classes, {result.images} test images")
             for note in result.notes:
                 print(f"  note: {note}")
-            print("  confusion (rows: true, columns: predicted):\n    " + result.confusion_frame().to_string().replace("\n", "\n    "))
+            confusion = result.confusion_frame().to_string().replace("\n", "\n    ")
+            print(f"  confusion (rows: true, columns: predicted):\n    {confusion}")
     table = X.cross_table(results)
     save_csv(table, args.out / "cross_dataset.csv")
     save_text("Trained on A, tested on B (OA over the shared classes)\n\n" + table.attrs["oa_matrix"].to_markdown(floatfmt=".4f")
@@ -451,19 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="AffectNet's numpy release: its codes' class order (auto: detected from the training set)")
     layout_options.add_argument("--folds", type=_at_least(2), default=10, help="CK+: subject-wise folds")
     layout_options.add_argument("--fold", type=_at_least(0), default=0, help="CK+: the test fold (0..folds-1)")
-    layout_options.add_argument("--no-first-neutral", action="store_true", help="CK+: do not take each sequence's first frame as Neutral")
+    layout_options.add_argument("--no-first-neutral", action="store_true",
+                                help="CK+: do not take each sequence's first frame as Neutral")
 
     check = commands.add_parser("check-data", parents=[layout_options],
                                 help="name the layout of a data set, validate it and print per-class counts")
-    check.add_argument("root", type=_existing, help="RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder")
+    check.add_argument("root", type=_existing,
+                       help="RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder")
     check.add_argument("--json", action="store_true",
-                       help='print one JSON object {"layout", "classes", "train": [...], "test": [...], "excluded": {...}, "errors": [...]}')
+                       help='print one JSON object {"layout", "classes", "train": [...], "test": [...], '
+                            '"excluded": {...}, "errors": [...]}')
     check.add_argument("--no-decode", action="store_true", help="check image files exist without decoding them")
     check.set_defaults(func=_check_data)
 
     convert = commands.add_parser("convert-data", parents=[layout_options],
                                   help="AffectNet, FERPlus or CK+ into RAF-DB's layout, with its class list (classes.json)")
-    convert.add_argument("src", type=_existing, help="AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or CK+'s")
+    convert.add_argument("src", type=_existing,
+                         help="AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or CK+'s")
     convert.add_argument("out", type=Path, help="an empty folder for the converted copy")
     convert.add_argument("--workers", type=_at_least(1), default=None, help="processes (default: one per CPU, at most 8)")
     convert.set_defaults(func=_convert_data)
@@ -530,12 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--run-dir", type=Path, required=True, help="where the gated model and its test predictions go")
     gate.set_defaults(func=_fit_gate)
 
-    evaluate = commands.add_parser("evaluate", help="test-set predictions and the paper's metrics; across data sets with --checkpoint")
+    evaluate = commands.add_parser("evaluate",
+                                   help="test-set predictions and the paper's metrics; across data sets with --checkpoint")
     evaluate.add_argument("--data", type=_data_folder, required=True, nargs="+",
                           help="a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with --checkpoint")
     evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--baseline", type=_existing, default=None, help="the baseline checkpoint, evaluated on its own data set's classes")
+    evaluate.add_argument("--baseline", type=_existing, default=None,
+                          help="the baseline checkpoint, evaluated on its own data set's classes")
     evaluate.add_argument("--checkpoint", type=_existing, nargs="+", default=None, metavar="RUN",
                           help="baseline run folders (or their best.pt): each is tested on each --data, over the classes they "
                                "share (an 8-class model's Contempt is dropped on a 7-class set, and said so)")

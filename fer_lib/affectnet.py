@@ -13,7 +13,9 @@ counted, for AffectNet-7. The numpy release's class order is not the CSV release
 alphabetical order): ``class_order="auto"`` takes the order in which Happy, by far the largest training class,
 has the largest code, and says so; a copy where that does not decide is refused, asking for ``class_order``.
 
-Both readers stream: the CSV is read row by row, the numpy release one sample's files at a time.
+Both readers stream: the CSV is read row by row, the numpy release one sample's files at a time. The numpy reader
+keeps one small integer per sample (its expression code, which the class-order detection needs before any sample
+is labelled), never its image or landmarks.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fer_lib import rafdb
-from fer_lib.layouts import AFFECTNET_LIST_DIRS, Counts, DataSetError, Sample, class_index, decode_problem, parse_points68, project_classes
+from fer_lib.layouts import (AFFECTNET_LIST_DIRS, Counts, DataSetError, Sample, class_index, decode_problem, parse_points68,
+                             project_classes)
 
 # The CSV release's codes 0..10, named as the project names classes.
 CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None", "Uncertain",
@@ -277,7 +280,8 @@ class AffectNetNpy:
         names = self._names(codes, problems)
         bad = [c for c in set(codes.values()) if c >= len(names)]
         if bad:
-            problems.append(f"{self.root}: expression codes {sorted(bad)} do not exist in the {self.order_note.split(',')[0]}")
+            order = self.order_note.split(",")[0]
+            problems.append(f"{self.root}: expression codes {sorted(bad)} do not exist in the {order}")
         return codes, names, problems
 
     def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:

@@ -130,7 +130,8 @@ class CkPlus:
         is known by its image or by its landmark file, so a missing image is named, not silently skipped."""
         frame_dir = self.root / IMAGES_DIR / subject / sequence
         images = {p.stem for p in frame_dir.glob("*.png") if _FRAME.match(p.name)}
-        marked = {p.name[: -len("_landmarks.txt")] for p in (self.root / LANDMARKS_DIR / subject / sequence).glob("*_landmarks.txt")}
+        landmark_dir = self.root / LANDMARKS_DIR / subject / sequence
+        marked = {p.name[: -len("_landmarks.txt")] for p in landmark_dir.glob("*_landmarks.txt")}
         peak = emotion_file.name[: -len("_emotion.txt")]
         for stem in sorted((marked | {peak}) - images):
             problems.append(f"{frame_dir / (stem + '.png')}: missing, but its landmarks (or its emotion label) exist. "

@@ -77,8 +77,9 @@ def cross_result(trained_on: str, tested_on: str, model_classes, data_classes, l
     """OA, AA and the confusion matrix of a model on another data set's test images, over the shared classes."""
     y, p, _, shared, notes = map_classes(model_classes, data_classes, np.asarray(labels), np.asarray(probabilities))
     predicted = p.argmax(1)
-    return CrossResult(trained_on, tested_on, shared, float((predicted == y).mean()),
-                       average_accuracy(y, predicted, len(shared)), confusion_matrix(y, predicted, len(shared)), len(y), notes)
+    k = len(shared)
+    return CrossResult(trained_on, tested_on, shared, float((predicted == y).mean()), average_accuracy(y, predicted, k),
+                       confusion_matrix(y, predicted, k), len(y), notes)
 
 
 def cross_table(results: list[CrossResult]) -> pd.DataFrame:

@@ -68,13 +68,15 @@ def write_affectnet_csv(out: str | os.PathLike, n_train: int, n_test: int, seed:
     lists = out / "Manually_Annotated_file_lists"
     lists.mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
-    handles = {split: open(lists / affectnet.LIST_FILES[split], "w", newline="", encoding="utf-8") for split in ("train", "test")}
+    handles = {split: open(lists / affectnet.LIST_FILES[split], "w", newline="", encoding="utf-8")
+               for split in ("train", "test")}
     writers = {split: csv.writer(handle) for split, handle in handles.items()}
     for writer in writers.values():
         writer.writerow(affectnet.COLUMNS)
     excluded = iter(np.tile([8, 9, 10], 10_000))
     try:
-        for split, index, name in tqdm(_plan(n_train, n_test, seed), desc="demo AffectNet", unit="img", disable=not progress):
+        plan = _plan(n_train, n_test, seed)
+        for split, index, name in tqdm(plan, desc="demo AffectNet", unit="img", disable=not progress):
             sample = _render(seed, split, index, name)
             code = next(excluded) if name == "excluded" else affectnet.CODES.index(name)
             relative = f"{index // 500 + 1}/{split}_{index:06d}.jpg"
@@ -101,7 +103,8 @@ def write_affectnet_npy(out: str | os.PathLike, n_train: int, n_test: int, seed:
     rng = np.random.default_rng(seed)
     excluded = iter(np.tile([8, 9, 10], 10_000))
     numbers = {"train": 0, "test": 0}
-    for split, index, name in tqdm(_plan(n_train, n_test, seed), desc="demo AffectNet (numpy)", unit="img", disable=not progress):
+    plan = _plan(n_train, n_test, seed)
+    for split, index, name in tqdm(plan, desc="demo AffectNet (numpy)", unit="img", disable=not progress):
         sample = _render(seed, split, index, name)
         folder = out / affectnet.NPY_SPLITS[split]
         (folder / "images").mkdir(parents=True, exist_ok=True)

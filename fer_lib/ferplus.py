@@ -168,7 +168,8 @@ class FerPlus:
         except ValueError:
             emotion = -1
         if not 0 <= emotion <= 6:
-            problems.append(f"{old_path}:{line}: emotion {a.get('emotion')!r} is outside FER2013's 0..6; fix or remove the row")
+            problems.append(f"{old_path}:{line}: emotion {a.get('emotion')!r} is outside FER2013's 0..6; "
+                            "fix or remove the row")
             return None
         pixels = (a.get("pixels") or "").split()
         if len(pixels) != SIDE * SIDE:

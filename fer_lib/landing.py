@@ -109,8 +109,8 @@ def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figur
     if layout != "RAF-DB":  # a converted AffectNet, FERPlus or CK+ copy: its name and protocol (classes.json)
         data = html.escape(f"{layout}, converted into RAF-DB's layout")
     else:
-        data = ("synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)" if synthetic and str(info.get("data", "synthetic")).startswith("synthetic")
-                else "RAF-DB (basic)")
+        synthetic_data = synthetic and str(info.get("data", "synthetic")).startswith("synthetic")  # not a --data set
+        data = "synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)" if synthetic_data else "RAF-DB (basic)"
     if counts is not None:
         data += f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test images"
     protocol = [line.removeprefix("protocol: ") for line in info.get("data_protocol", [])]

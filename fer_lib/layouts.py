@@ -160,7 +160,8 @@ def decode_problem(path: Path) -> str | None:
     return None
 
 
-def _crop_box(box: tuple[float, float, float, float] | None, points: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+def _crop_box(box: tuple[float, float, float, float] | None, points: np.ndarray,
+              size: tuple[int, int]) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the face crop: the box (or the points' box) widened by CROP_MARGIN, kept
     inside the image."""
     if box is None:
@@ -204,7 +205,8 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
         points, box = np.asarray(points, dtype=np.float64), sample.box
     left, top, right, bottom = _crop_box(box, points, image.size)
     if right - left < 8 or bottom - top < 8:
-        return {"source": sample.source, "name": "", "status": "no face", "reason": "face box or landmarks outside the image"}
+        return {"source": sample.source, "name": "", "status": "no face",
+                "reason": "face box or landmarks outside the image"}
     crop = image.crop((left, top, right, bottom))
     points = points - [left, top]
     manual5 = L.manual5_from_ibug68(points)

@@ -317,7 +317,8 @@ class ARMNet(nn.Module):
         self.input_size, self.width = input_size, width
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # preprocessing the weights expect
         # what each output means: RAF-DB's 7, or RAF-DB's 7 + Contempt; load_arm_checkpoint sets a file's own list
-        self.classes = CLASSES_8[:num_classes] if num_classes <= len(CLASSES_8) else tuple(f"class {k}" for k in range(num_classes))
+        self.classes = (CLASSES_8[:num_classes] if num_classes <= len(CLASSES_8)
+                        else tuple(f"class {k}" for k in range(num_classes)))
         self.feature_dim = out_side * out_side
         self.features = build_resnet18_trunk(pretrained, width)
         self.arrangement = nn.PixelShuffle(shuffle)

@@ -65,7 +65,8 @@ def test_affectnet_csv_counts_match_the_files_read_independently(copies, capsys)
         expected = [int((codes == affectnet.CODES.index(c)).sum()) for c in rafdb.CLASSES_8]
         assert report[split] == expected
     excluded = sum(v for k, v in report["excluded"].items() if "not an expression class" in k)
-    all_codes = pd.concat([pd.read_csv(p)["expression"] for p in (copies["affectnet"] / "Manually_Annotated_file_lists").glob("*.csv")])
+    lists = (copies["affectnet"] / "Manually_Annotated_file_lists").glob("*.csv")
+    all_codes = pd.concat([pd.read_csv(p)["expression"] for p in lists])
     assert excluded == int((all_codes >= 8).sum()) > 0
 
 
@@ -320,7 +321,8 @@ def test_probability_mode_writes_soft_labels(copies, tmp_path):
     reader = ferplus.FerPlus(copies["ferplus"], label_mode="probability")
     layouts.convert(reader, tmp_path / "soft", workers=1, progress=False)
     soft = pd.read_csv(tmp_path / "soft" / layouts.SOFT_LABELS_FILE)
-    assert list(soft.columns) == ["name", *rafdb.CLASSES_8] and np.allclose(soft[list(rafdb.CLASSES_8)].sum(axis=1), 1, atol=1e-3)
+    assert list(soft.columns) == ["name", *rafdb.CLASSES_8]
+    assert np.allclose(soft[list(rafdb.CLASSES_8)].sum(axis=1), 1, atol=1e-3)
     assert len(soft) == len(rafdb.load_rafdb(tmp_path / "soft"))
 
 
@@ -402,3 +404,14 @@ def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_
     page = write_landing_page(run, run / "report", [], tmp_path / "figures").read_text()
     assert "CK+, converted into RAF-DB&#x27;s layout" in page and "subject-wise 2 folds" in page
     assert "excluded: 3 row(s), Contempt: x" in page and "RAF-DB (basic)" not in page
+
+
+def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
+    for layout in ("affectnet", "affectnet-npy", "ferplus", "ckplus"):
+        assert main(["demo-data", str(tmp_path / layout), "--layout", layout, "--train", "7", "--test", "7"]) == 0
+        assert layouts.detect_layout(tmp_path / layout) == layout
+    capsys.readouterr()
+    status, report = check_json(tmp_path / "ferplus", capsys)
+    assert status == 0 and report["layout"] == "FERPlus"
+    with pytest.raises(FileExistsError):  # a folder that holds something else is not written into
+        WRITERS["ferplus"](write_tiny_rafdb(tmp_path / "raf"), 7, 7, progress=False)
