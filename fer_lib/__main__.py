@@ -45,7 +45,7 @@ def _check_data(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
         return 0 if report.ok else 1
-    print(f"{report.layout} copy: {report.root}")
+    print(f"{report.layout} copy: {report.root}" if report.layout == "RAF-DB" else f"{report.layout}: {report.root}")
     print(report.table())
     for warning in report.warnings[:5]:
         print(f"warning: {warning}")

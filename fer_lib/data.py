@@ -38,6 +38,12 @@ class SplitTensors:
     labels: torch.Tensor  # (N,) int64, 0-based
     landmark_set: str
     classes: tuple[str, ...] = CLASSES  # what labels index (the data set's class list)
+    soft: torch.Tensor | None = None  # (N, K) float32 soft labels to train on (FERPlus's probability mode), or None
+
+    def targets(self, index: torch.Tensor) -> torch.Tensor:
+        """What the loss compares with for the samples ``index``: their soft labels where the data set has them
+        (cross-entropy with probability targets), else their class indices."""
+        return self.labels[index] if self.soft is None else self.soft[index]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -50,7 +56,7 @@ class SplitTensors:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return SplitTensors(
             [self.names[i] for i in index.tolist()], self.images[index], self.points[index], self.labels[index], self.landmark_set,
-            self.classes,
+            self.classes, None if self.soft is None else self.soft[index],
         )
 
 
@@ -107,6 +113,7 @@ def split_tensors(
         labels=torch.from_numpy(data.labels.copy()),
         landmark_set=landmark_set,
         classes=tuple(data.classes),
+        soft=None if data.soft is None else torch.from_numpy(data.soft.astype(np.float32)),
     )
 
 

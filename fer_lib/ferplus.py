@@ -193,6 +193,7 @@ class FerPlus:
                 if VOTE_CLASSES[k] in self.index:
                     mapped[self.index[VOTE_CLASSES[k]]] = share
             soft = tuple((mapped / mapped.sum()).tolist())
+            name = self.classes[int(np.argmax(mapped))]  # a tie goes to the class first in the project's order
         try:
             grey = np.array([int(v) for v in pixels], dtype=np.int64)
         except ValueError:

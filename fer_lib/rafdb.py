@@ -35,6 +35,7 @@ NUM_CLASSES = len(CLASSES)
 CONTEMPT = "Contempt"  # the 8th class of AffectNet-8, FERPlus and CK+; RAF-DB has none
 CLASSES_8 = CLASSES + (CONTEMPT,)
 CLASSES_FILE = "classes.json"  # a converted copy's class list, layout and protocol (absent: RAF-DB itself)
+SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: a soft label per image, trained on instead of the hard one
 SPLITS = ("train", "test")
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"  # sic; RAF-DB's own README also spells it as below
@@ -129,6 +130,7 @@ class RafDb:
     auto37: np.ndarray  # (N, 37, 2) float64, original-image pixels
     warnings: list[str] = field(default_factory=list)
     classes: tuple[str, ...] = CLASSES  # what labels index: RAF-DB's 7, or a converted copy's (classes.json)
+    soft: np.ndarray | None = None  # (N, K) float soft labels (soft_labels.csv), or None: the hard labels are the targets
 
     def __len__(self) -> int:
         return len(self.names)
@@ -147,6 +149,7 @@ class RafDb:
             auto37=self.auto37[index],
             warnings=self.warnings,
             classes=self.classes,
+            soft=None if self.soft is None else self.soft[index],
         )
 
     def split(self, name: str) -> "RafDb":
@@ -374,7 +377,42 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
             auto37[i] = auto
     splits = np.array([split_of(name) for name in names])
     data = RafDb(root, names, splits, np.array(labels, dtype=np.int64), manual5, attributes, auto37, warnings, classes)
+    if (root / SOFT_LABELS_FILE).exists():
+        data.soft = read_soft_labels(root / SOFT_LABELS_FILE, names, data.labels, classes, problems)
     return data, problems
+
+
+def read_soft_labels(path: Path, names: list[str], labels: np.ndarray, classes: tuple[str, ...],
+                     problems: list[str]) -> np.ndarray | None:
+    """(N, K) soft labels in the order of ``names``, from ``soft_labels.csv`` (name, then one column per class);
+    every listed image needs a row summing to 1 whose largest share is its hard label. None if a problem was noted."""
+    import csv
+
+    row_of = {name: i for i, name in enumerate(names)}
+    soft = np.full((len(names), len(classes)), np.nan)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        if header != ["name", *classes]:
+            problems.append(f"{path}:1: header must be name,{','.join(classes)} (the copy's classes); convert the data set again")
+            return None
+        for line, fields in enumerate(reader, start=2):
+            try:
+                values = np.array([float(v) for v in fields[1:]])
+            except ValueError:
+                values = np.empty(0)
+            i = row_of.get(fields[0] if fields else "")
+            if i is None or values.shape != (len(classes),) or not np.isfinite(values).all() or (values < 0).any() \
+                    or abs(values.sum() - 1) > 1e-2 or values.argmax() != labels[i]:
+                problems.append(f"{path}:{line}: not a listed image with {len(classes)} shares summing to 1 whose largest is "
+                                "its label; convert the data set again")
+                return None
+            soft[i] = values / values.sum()
+    missing = [names[i] for i in np.flatnonzero(np.isnan(soft[:, 0]))]
+    if missing:
+        problems.append(f"{path}: no soft label for {len(missing)} listed image(s), e.g. {missing[0]}; convert the data set again")
+        return None
+    return soft
 
 
 def load_rafdb(root: str | os.PathLike, *, require_original: bool = False, progress: bool = False) -> RafDb:

@@ -235,6 +235,7 @@ def train_baseline(
     # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no image copy per step
     fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
     fit_labels = fit.labels.to(device)
+    fit_targets = fit_labels if fit.soft is None else fit.soft.to(device)  # soft labels where the data set has them
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -255,7 +256,7 @@ def train_baseline(
             labels = fit_labels[index[part]]
             with _autocast(device), distributed.global_batch():
                 logits = trained(images)
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = F.cross_entropy(logits.float(), fit_targets[index[part]])
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_scale(len(labels), len(index))).backward()
             optimizer.step()
@@ -546,7 +547,8 @@ def train_fusion(
     if device.type == "cuda":  # the cache, points and labels live on the GPU: a step copies only its indices and flips
         torch.backends.cudnn.benchmark = True
         fit_cache = fit_cache.to(device)
-    on_device = dataclasses.replace(fit, points=fit.points.to(device), labels=fit.labels.to(device))
+    on_device = dataclasses.replace(fit, points=fit.points.to(device), labels=fit.labels.to(device),
+                                    soft=None if fit.soft is None else fit.soft.to(device))
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -570,7 +572,8 @@ def train_fusion(
             labels = on_device.labels[index]
             with _autocast(device), distributed.global_batch():
                 out = trained(rgb, landmarks)
-                loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()), labels)
+                loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()),
+                                  on_device.targets(index))
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_scale(len(labels), batch_size)).backward()
             optimizer.step()

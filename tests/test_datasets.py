@@ -317,13 +317,18 @@ def test_affectnet_landmarks_go_through_the_import_images_mapping(copies, conver
     assert np.allclose(data.manual5[i], L.manual5_from_ibug68(points - [left, top]), atol=0.006)
 
 
-def test_probability_mode_writes_soft_labels(copies, tmp_path):
-    reader = ferplus.FerPlus(copies["ferplus"], label_mode="probability")
-    layouts.convert(reader, tmp_path / "soft", workers=1, progress=False)
-    soft = pd.read_csv(tmp_path / "soft" / layouts.SOFT_LABELS_FILE)
+@pytest.fixture(scope="module")
+def soft_copy(copies, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("soft") / "ferplus"
+    layouts.convert(ferplus.FerPlus(copies["ferplus"], label_mode="probability"), out, workers=1, progress=False)
+    return out
+
+
+def test_probability_mode_writes_soft_labels(soft_copy):
+    soft = pd.read_csv(soft_copy / layouts.SOFT_LABELS_FILE)
     assert list(soft.columns) == ["name", *rafdb.CLASSES_8]
     assert np.allclose(soft[list(rafdb.CLASSES_8)].sum(axis=1), 1, atol=1e-3)
-    assert len(soft) == len(rafdb.load_rafdb(tmp_path / "soft"))
+    assert len(soft) == len(rafdb.load_rafdb(soft_copy))
 
 
 def test_convert_refuses_a_broken_copy_before_writing(broken, tmp_path, capsys):
@@ -415,3 +420,30 @@ def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
     assert status == 0 and report["layout"] == "FERPlus"
     with pytest.raises(FileExistsError):  # a folder that holds something else is not written into
         WRITERS["ferplus"](write_tiny_rafdb(tmp_path / "raf"), 7, 7, progress=False)
+
+
+def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
+    from fer_lib import data as D
+    from fer_lib import training as T
+
+    data = rafdb.load_rafdb(soft_copy)
+    assert data.soft.shape == (len(data), 8) and (data.soft.argmax(1) == data.labels).all()
+    train = D.split_tensors(data.split("train"), 128, progress=False).subset(np.arange(8))
+    assert torch.equal(train.targets(torch.arange(2)), train.soft[:2])
+    losses = {}
+    # half the mass spread evenly: unlike most of the demo's votes (one class after the single votes are dropped)
+    spread = torch.nn.functional.one_hot(train.labels, 8).float() * 0.5 + 0.5 / 8
+    for name, soft in (("hard", None), ("soft", spread)):
+        split = D.SplitTensors(train.names, train.images, train.points, train.labels, train.landmark_set, train.classes, soft)
+        config = T.BaselineConfig(input_size=128, width=4, epochs=1, batch_size=4, val_fraction=0.3)
+        T.train_baseline(split, config, tmp_path / name, device=torch.device("cpu"), progress=False)
+        losses[name] = pd.read_csv(tmp_path / name / "history.csv")["train_loss"].iloc[0]
+    assert losses["hard"] != losses["soft"]  # the same images, seed and model: only the targets differ
+
+    broken = Path(shutil.copytree(soft_copy, tmp_path / "broken"))
+    path = broken / rafdb.SOFT_LABELS_FILE
+    rows = path.read_text().splitlines()
+    rows[1] = rows[1].rsplit(",", 1)[0] + ",0.9000"  # no longer sums to 1
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(rafdb.RafDbError, match="soft_labels.csv:2"):
+        rafdb.load_rafdb(broken)
