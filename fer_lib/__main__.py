@@ -31,10 +31,15 @@ import time
 from pathlib import Path
 
 
-def _layout_options(args: argparse.Namespace) -> dict:
+def _fold(text: str) -> int | str:
+    return "all" if text == "all" else _at_least(0)(text)
+
+
+def _layout_options(args: argparse.Namespace, fold: int | None = None) -> dict:
     """The options of the other layouts' readers (fer_lib.datasets.reader_for), from the command line."""
+    fold = fold if fold is not None else (0 if args.fold == "all" else args.fold)
     return {"classes": args.classes, "label_mode": args.label_mode, "class_order": args.class_order, "folds": args.folds,
-            "fold": args.fold, "first_neutral": not args.no_first_neutral}
+            "fold": fold, "first_neutral": not args.no_first_neutral}
 
 
 def _check_data(args: argparse.Namespace) -> int:
@@ -83,15 +88,24 @@ def _convert_data(args: argparse.Namespace) -> int:
         what = "already in RAF-DB's layout: use it as it is" if layout == "rafdb" else \
             f"a folder of photos: use `python -m fer_lib import-images {args.src} {args.out}`"
         raise DataSetError([f"{args.src}: {what}"])
-    counts = convert(reader_for(layout, args.src, **_layout_options(args)), args.out, workers=args.workers)
-    print(f"{counts['layout']}: {counts['rows']} usable row(s); converted {counts['converted']} ({counts['train']} train, "
-          f"{counts['test']} test) into {args.out} with {len(counts['classes'])} classes ({', '.join(counts['classes'])})")
-    for reason, count in counts["excluded"].items():
-        print(f"excluded by the protocol: {count} row(s): {reason}")
-    if counts["not converted"]:
-        print(f"not converted: {counts['not converted']} image(s), listed with the reason in "
-              f"{args.out / 'conversion_report.csv'}")
-    print(f"next: python -m fer_lib check-data {args.out}")
+    if args.fold == "all" and layout != "ckplus":
+        raise DataSetError([f"{args.src}: --fold all is for CK+'s subject-wise folds; this is another layout"])
+    # CK+'s protocol runs every fold: --fold all writes one copy per fold, OUT/fold_00, OUT/fold_01, ...
+    targets = ([(k, args.out / f"fold_{k:02d}") for k in range(args.folds)] if args.fold == "all"
+               else [(None, args.out)])
+    for fold, out in targets:
+        counts = convert(reader_for(layout, args.src, **_layout_options(args, fold)), out, workers=args.workers)
+        print(f"{counts['layout']}: {counts['rows']} usable row(s); converted {counts['converted']} ({counts['train']} "
+              f"train, {counts['test']} test) into {out} with {len(counts['classes'])} classes ({', '.join(counts['classes'])})")
+        for reason, count in counts["excluded"].items():
+            print(f"excluded by the protocol: {count} row(s): {reason}")
+        if counts["not converted"]:
+            print(f"not converted: {counts['not converted']} image(s), listed with the reason in {out / 'conversion_report.csv'}")
+    if args.fold == "all":
+        print(f"next: train on each fold_NN, then `python -m fer_lib evaluate --paired --checkpoint RUN_00 RUN_01 ... "
+              f"--data {args.out}/fold_00 {args.out}/fold_01 ... --out DIR` for the mean over folds")
+    else:
+        print(f"next: python -m fer_lib check-data {args.out}")
     return 0
 
 
@@ -249,13 +263,18 @@ def _evaluate_across(args: argparse.Namespace) -> int:
     from fer_lib.models import load_arm_checkpoint
     from fer_lib.rafdb import load_rafdb
 
+    if args.paired and len(args.checkpoint) != len(args.data):
+        print(f"evaluate: --paired takes as many --checkpoint as --data (one model per fold), got {len(args.checkpoint)} "
+              f"and {len(args.data)}", file=sys.stderr)
+        return 2
     device = _device(args.device)
     tests = {root: load_rafdb(root).split("test") for root in args.data}
     results = []
-    for checkpoint in args.checkpoint:
+    for number, checkpoint in enumerate(args.checkpoint):
         path = checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint
         model = load_arm_checkpoint(path, input_size=args.input_size).to(device)
-        for root, test in tests.items():
+        pairs = [(args.data[number], tests[args.data[number]])] if args.paired else tests.items()
+        for root, test in pairs:
             split = D.split_tensors(test, model.input_size, cache_dir=args.out / "cache", progress=False)
             probabilities = T.baseline_logits(model, split.images, args.batch_size).softmax(1).numpy()
             result = X.cross_result(X.name_of(checkpoint), X.name_of(root), model.classes, split.classes,
@@ -273,6 +292,11 @@ def _evaluate_across(args: argparse.Namespace) -> int:
             confusion = result.confusion_frame().to_string().replace("\n", "\n    ")
             print(f"  confusion (rows: true, columns: predicted):\n    {confusion}")
     table = X.cross_table(results)
+    if args.paired:  # the folds of one protocol (CK+): the mean and spread over them is the reported number
+        table = X.with_fold_summary(table)
+        mean = table.iloc[-2]
+        print(f"mean over {len(results)} folds: OA {mean['OA']:.4f} (sd {table.iloc[-1]['OA']:.4f}), "
+              f"AA {mean['AA']:.4f} (sd {table.iloc[-1]['AA']:.4f})")
     save_csv(table, args.out / "cross_dataset.csv")
     save_text("Trained on A, tested on B (OA over the shared classes)\n\n" + table.attrs["oa_matrix"].to_markdown(floatfmt=".4f")
               + "\n\n" + table.to_markdown(index=False, floatfmt=".4f") + "\n", args.out / "cross_dataset.md")
@@ -452,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     layout_options.add_argument("--class-order", choices=("auto", "affectnet", "alphabetical"), default="auto",
                                 help="AffectNet's numpy release: its codes' class order (auto: detected from the training set)")
     layout_options.add_argument("--folds", type=_at_least(2), default=10, help="CK+: subject-wise folds")
-    layout_options.add_argument("--fold", type=_at_least(0), default=0, help="CK+: the test fold (0..folds-1)")
+    layout_options.add_argument("--fold", type=_fold, default=0,
+                                help="CK+: the test fold (0..folds-1); convert-data takes 'all' (one copy per fold)")
     layout_options.add_argument("--no-first-neutral", action="store_true",
                                 help="CK+: do not take each sequence's first frame as Neutral")
 
@@ -547,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", type=_existing, nargs="+", default=None, metavar="RUN",
                           help="baseline run folders (or their best.pt): each is tested on each --data, over the classes they "
                                "share (an 8-class model's Contempt is dropped on a 7-class set, and said so)")
+    evaluate.add_argument("--paired", action="store_true",
+                          help="with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the mean over them")
     evaluate.add_argument("--input-size", type=_input_size, default=None)
     evaluate.add_argument("--fusion", type=_existing, default=None, help="a fusion run's best.pt (default: the baseline alone)")
     evaluate.add_argument("--batch-size", type=_at_least(1), default=64, help="test batch size (ARM's batch term depends on it; the paper: 64)")

@@ -89,6 +89,20 @@ def cross_table(results: list[CrossResult]) -> pd.DataFrame:
     return frame
 
 
+def with_fold_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The table of paired runs (one model per fold, on its own fold's test split) with two more rows: the mean
+    over the folds and their standard deviation (OA and AA; the folds' images counted once)."""
+    summary = [{"trained on": f"mean over {len(table)} folds", "tested on": "", "classes": table["classes"].iloc[0],
+                "test images": int(table["test images"].sum()), "OA": table["OA"].mean(), "AA": table["AA"].mean(),
+                "notes": ""},
+               {"trained on": "sd over the folds", "tested on": "", "classes": table["classes"].iloc[0],
+                "test images": int(table["test images"].sum()), "OA": table["OA"].std(ddof=1), "AA": table["AA"].std(ddof=1),
+                "notes": ""}]
+    out = pd.concat([table, pd.DataFrame(summary)], ignore_index=True)
+    out.attrs = table.attrs
+    return out
+
+
 def name_of(path: Path) -> str:
     """A short name for a data set or run folder in tables: the folder's name (its parent's for basic/ or best.pt)."""
     path = Path(path)

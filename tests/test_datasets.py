@@ -447,3 +447,22 @@ def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(rafdb.RafDbError, match="soft_labels.csv:2"):
         rafdb.load_rafdb(broken)
+
+
+def test_every_ckplus_fold_is_converted_and_evaluated_with_the_mean_over_folds(copies, tmp_path, capsys):
+    out = tmp_path / "ck"
+    assert main(["convert-data", str(copies["ckplus"]), str(out), "--folds", "2", "--fold", "all", "--workers", "1"]) == 0
+    folds = [out / "fold_00", out / "fold_01"]
+    tests = [set(rafdb.load_rafdb(f).split("test").names) for f in folds]
+    sources = [pd.read_csv(f / layouts.SOURCES_FILE) for f in folds]
+    subjects = [set(s[s["split"] == "test"]["source"].str.split("/").str[1]) for s in sources]
+    assert tests[0] and tests[1] and not subjects[0] & subjects[1]  # each subject is tested in one fold only
+    runs = [tiny_checkpoint(tmp_path / f"run{k}" / "best.pt", rafdb.CLASSES_8).parent for k in range(2)]
+    capsys.readouterr()
+    assert main(["evaluate", "--paired", "--checkpoint", *map(str, runs), "--data", *map(str, folds),
+                 "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    table = pd.read_csv(tmp_path / "eval" / "cross_dataset.csv")
+    assert list(table["trained on"]) == ["run0", "run1", "mean over 2 folds", "sd over the folds"]
+    assert np.isclose(table["OA"][2], table["OA"][:2].mean()) and "mean over 2 folds" in capsys.readouterr().out
+    assert main(["evaluate", "--paired", "--checkpoint", str(runs[0]), "--data", *map(str, folds),
+                 "--out", str(tmp_path / "eval2")]) == 2
