@@ -42,6 +42,10 @@ if mode == "check":
     report = AffectNetCsv(root).check(decode_images=False, progress=False, check_files=False)
     rows = sum(report.train) + sum(report.test) + sum(report.excluded.values())
     assert report.ok, report.errors[:3]
+if mode == "convert":
+    import os
+    from fer_lib.layouts import convert
+    rows = convert(AffectNetCsv(root), root.parent / (root.name + "_converted"), workers=os.cpu_count(), progress=False)["converted"]
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}))
 """
@@ -75,17 +79,17 @@ def measure(root: Path, mode: str) -> dict:
 
 
 def time_conversion(base: Path, n: int) -> None:
-    from fer_lib.datasets import reader_for
+    """convert-data on synthetic AffectNet copies of n and n / 10 training images, each in a fresh process: its time
+    and the converting (parent) process's peak memory; the workers each hold one image at a time."""
     from fer_lib.demo_layouts import write_affectnet_csv
-    from fer_lib.layouts import convert
 
-    source = write_affectnet_csv(base / "images", n, max(7, n // 10), progress=False)
-    started = time.perf_counter()
-    counts = convert(reader_for("affectnet", source), base / "converted", workers=os.cpu_count(), progress=False)
-    seconds = time.perf_counter() - started
-    rate = counts["converted"] / seconds
-    print(f"convert-data, {counts['converted']} synthetic AffectNet images, {os.cpu_count()} workers: {seconds:.1f} s "
-          f"({rate:.0f} images/s; 287,651 images would take about {287_651 / rate / 3600:.1f} h)")
+    for size in (n // 10, n):
+        source = write_affectnet_csv(base / f"images_{size}", size, max(7, size // 10), progress=False)
+        run = measure(source, "convert")
+        rate = run["rows"] / run["seconds"]
+        print(f"convert-data, {run['rows']} synthetic AffectNet images, {os.cpu_count()} workers: {run['seconds']:.1f} s "
+              f"({rate:.0f} images/s; 287,651 would take about {287_651 / rate / 3600:.1f} h), "
+              f"peak {run['peak_mib']:.0f} MiB in the converting process")
 
 
 def main() -> None:
