@@ -93,12 +93,28 @@ def detect_layout(path: str | os.PathLike) -> str:
         return "ferplus"
     if (path / "cohn-kanade-images").is_dir():
         return "ckplus"
-    if any(p.is_dir() for p in path.iterdir()):
+    if _holds_photos(path):
         return "photos"
     raise DataSetError([
         f"{path}: no known layout. Looked for RAF-DB (EmoLabel/), AffectNet (Manually_Annotated_Images/ with "
         "training.csv and validation.csv, or train_set/ and val_set/), FERPlus (fer2013.csv and fer2013new.csv), "
         "CK+ (cohn-kanade-images/, Emotion/, Landmarks/) and class folders of photos"])
+
+
+def _holds_photos(path: Path, depth: int = 2) -> bool:
+    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image files; a bounded look
+    (the first 200 entries of each folder), so a folder of anything else is not taken for photos."""
+    from itertools import islice
+
+    from fer_lib.faces import IMAGE_SUFFIXES
+
+    for entry in islice(path.iterdir(), 200):
+        if entry.is_dir() and depth > 0:
+            if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in islice(entry.iterdir(), 200)):
+                return True
+            if entry.name.lower() in ("train", "test") and _holds_photos(entry, depth - 1):
+                return True
+    return False
 
 
 AFFECTNET_LIST_DIRS = ("Manually_Annotated_file_lists", "Manually_Annotated_file_lists/Manually_Annotated_file_lists")

@@ -51,9 +51,17 @@ def test_every_layout_is_detected_and_named(copies, tmp_path):
         assert layouts.detect_layout(root) == layout
     assert layouts.detect_layout(write_tiny_rafdb(tmp_path / "raf" / "basic")) == "rafdb"
     assert layouts.detect_layout(tmp_path / "raf") == "rafdb"
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes").mkdir(parents=True)  # a folder of folders without photos is no data set
+    (tmp_path / "empty" / "notes" / "a.txt").write_text("x")
     with pytest.raises(layouts.DataSetError, match="no known layout"):
         layouts.detect_layout(tmp_path / "empty")
+    from PIL import Image
+
+    for folder in ("happy", "train/sad"):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "photos" / folder / "a.jpg")
+    assert layouts.detect_layout(tmp_path / "photos") == "photos"
+    assert layouts.detect_layout(tmp_path / "photos" / "train") == "photos"
 
 
 def test_affectnet_csv_counts_match_the_files_read_independently(copies, capsys):
