@@ -9,8 +9,9 @@
                                                train the landmark branch + fusion (frozen baseline)
     evaluate --data ROOT --baseline CKPT [--fusion CKPT] --out DIR
                                                predictions on the test set and the paper's metrics
-    evaluate --checkpoint RUN [RUN...] --data ROOT [ROOT...] --out DIR
-                                               cross-dataset: each model on each data set's test split (shared classes)
+    evaluate --checkpoint RUN [RUN...] --data ROOT [ROOT...] --out DIR [--paired]
+                                               cross-dataset: each model on each data set's test split (shared classes);
+                                               --paired: the i-th model on the i-th set (CK+'s folds), with the mean
     run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N]
                                                what ./run_all.sh runs: every table and figure
     compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
@@ -499,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--workers", type=_at_least(1), default=None, help="processes (default: one per CPU, at most 8)")
     convert.set_defaults(func=_convert_data)
 
-    demo = commands.add_parser("demo-data", help="write a synthetic RAF-DB (same layout) for the demo")
+    demo = commands.add_parser("demo-data", help="write the synthetic set, in RAF-DB's layout or (--layout) another data set's")
     demo.add_argument("--layout", choices=("rafdb", "affectnet", "affectnet-npy", "ferplus", "ckplus"), default="rafdb",
                       help="the layout to write (FERPlus: 48x48 grey faces)")
     demo.add_argument("out", type=Path, help="output folder (becomes the basic/ root)")

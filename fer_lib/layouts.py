@@ -1,4 +1,4 @@
-"""Data sets beyond RAF-DB: which layout a folder holds, its check, and its conversion into RAF-DB's layout.
+"""Data sets beyond RAF-DB: which layout a folder holds, and the conversion of a copy into RAF-DB's layout.
 
 Design. Every command after ``check-data`` reads one layout, RAF-DB's (``fer_lib.rafdb``). AffectNet (both
 releases), FERPlus and CK+ are therefore *converted* once into that layout (``python -m fer_lib convert-data
@@ -17,8 +17,8 @@ a worker pool decodes, crops, aligns and writes, and the label file grows in a t
 end, so neither the decoded set nor its annotations are ever held in memory at once.
 
 The readers (``fer_lib.affectnet``, ``ferplus``, ``ckplus``; found for a folder by ``fer_lib.datasets``) check
-with the same policy as RAF-DB's: every problem names the file, the row
-and what to do; nothing is skipped silently.
+with the same policy as RAF-DB's: every problem names the file, the row and what to do; nothing is skipped
+silently.
 """
 
 from __future__ import annotations
