@@ -92,7 +92,7 @@ class AffectNetCsv:
             problems.append(f"{path}: missing. AffectNet's CSV release ships {LIST_FILES[split]} in "
                             f"{AFFECTNET_LIST_DIRS[0]}/; restore it from the archive.")
             return
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # a byte-order mark is not part of the header
             reader = csv.reader(handle)
             header = [h.strip() for h in next(reader, [])]
             missing = [c for c in COLUMNS if c not in header]

@@ -474,3 +474,15 @@ def test_every_ckplus_fold_is_converted_and_evaluated_with_the_mean_over_folds(c
     assert np.isclose(table["OA"][2], table["OA"][:2].mean()) and "mean over 2 folds" in capsys.readouterr().out
     assert main(["evaluate", "--paired", "--checkpoint", str(runs[0]), "--data", *map(str, folds),
                  "--out", str(tmp_path / "eval2")]) == 2
+
+
+def test_csv_files_saved_with_a_byte_order_mark_and_crlf_are_read(copies, tmp_path, capsys):
+    for layout, files in (("affectnet", ["Manually_Annotated_file_lists/training.csv"]),
+                          ("ferplus", ["fer2013.csv", "fer2013new.csv"])):
+        _, reference = check_json(copies[layout], capsys)
+        root = Path(shutil.copytree(copies[layout], tmp_path / layout))
+        for name in files:
+            text = (root / name).read_text().replace("\r\n", "\n")
+            (root / name).write_bytes("\ufeff".encode() + text.replace("\n", "\r\n").encode())
+        status, report = check_json(root, capsys, "--no-decode")
+        assert status == 0 and (report["train"], report["test"]) == (reference["train"], reference["test"])
