@@ -255,13 +255,53 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_for_across(checkpoint: Path, args: argparse.Namespace):
+    """(baseline, fusion model or None, fusion config or None) of a --checkpoint: a baseline run (or its file), or a
+    fusion run, which needs --baseline (the baseline it was trained with)."""
+    import torch
+
+    from fer_lib import training as T
+    from fer_lib.models import CheckpointError, load_arm_checkpoint
+
+    path = checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a plain checkpoint: load_arm_checkpoint names the problem
+        state = None
+    if isinstance(state, dict) and "model" in state and "config" in state:  # a fusion run's checkpoint
+        if args.baseline is None:
+            raise CheckpointError(f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained with")
+        baseline = load_arm_checkpoint(args.baseline, input_size=args.input_size)
+        fusion, config = T.load_fusion_checkpoint(path, baseline)
+        config.eval_batch_size = args.batch_size
+        return baseline, fusion, config
+    return load_arm_checkpoint(path, input_size=args.input_size), None, None
+
+
+def _report_across(result, split, probabilities, classes, out: Path) -> None:
+    """Print one cross-dataset result and write its predictions and confusion matrix."""
+    from fer_lib import training as T
+    from fer_lib.io import save_csv
+
+    stem = f"{result.trained_on}_on_{result.tested_on}".replace(" (", "_").replace(")", "")
+    save_csv(T.prediction_frame(split.names, split.labels.numpy(), probabilities, classes)
+             .rename(columns={"label": "label (test set's class list)", "predicted": "predicted (model's class list)"}),
+             out / f"predictions_{stem}.csv")
+    save_csv(result.confusion_frame().reset_index(), out / f"confusion_{stem}.csv")
+    print(f"trained on {result.trained_on}, tested on {result.tested_on}: OA {result.oa:.4f}, AA {result.aa:.4f} "
+          f"over {len(result.shared)} shared classes, {result.images} test images")
+    for note in result.notes:
+        print(f"  note: {note}")
+    confusion = result.confusion_frame().to_string().replace("\n", "\n    ")
+    print(f"  confusion (rows: true, columns: predicted):\n    {confusion}")
+
+
 def _evaluate_across(args: argparse.Namespace) -> int:
     """Every checkpoint on every data set's test split, over the classes each pair shares (fer_lib.crossdata)."""
     from fer_lib import crossdata as X
     from fer_lib import data as D
     from fer_lib import training as T
     from fer_lib.io import save_csv, save_text
-    from fer_lib.models import load_arm_checkpoint
     from fer_lib.rafdb import load_rafdb
 
     if args.paired and len(args.checkpoint) != len(args.data):
@@ -272,26 +312,24 @@ def _evaluate_across(args: argparse.Namespace) -> int:
     tests = {root: load_rafdb(root).split("test") for root in args.data}
     results = []
     for number, checkpoint in enumerate(args.checkpoint):
-        path = checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint
-        model = load_arm_checkpoint(path, input_size=args.input_size).to(device)
+        baseline, fusion, config = _model_for_across(checkpoint, args)
+        baseline = baseline.to(device)
         pairs = [(args.data[number], tests[args.data[number]])] if args.paired else tests.items()
         for root, test in pairs:
-            split = D.split_tensors(test, model.input_size, cache_dir=args.out / "cache", progress=False)
-            probabilities = T.baseline_logits(model, split.images, args.batch_size).softmax(1).numpy()
-            result = X.cross_result(X.name_of(checkpoint), X.name_of(root), model.classes, split.classes,
-                                    split.labels.numpy(), probabilities)
-            stem = f"{result.trained_on}_on_{result.tested_on}"
-            save_csv(T.prediction_frame(split.names, split.labels.numpy(), probabilities, model.classes)
-                     .rename(columns={"label": "label (test set's class list)", "predicted": "predicted (model's class list)"}),
-                     args.out / f"predictions_{stem}.csv")
-            save_csv(result.confusion_frame().reset_index(), args.out / f"confusion_{stem}.csv")
-            results.append(result)
-            print(f"trained on {result.trained_on}, tested on {result.tested_on}: OA {result.oa:.4f}, AA {result.aa:.4f} "
-                  f"over {len(result.shared)} shared classes, {result.images} test images")
-            for note in result.notes:
-                print(f"  note: {note}")
-            confusion = result.confusion_frame().to_string().replace("\n", "\n    ")
-            print(f"  confusion (rows: true, columns: predicted):\n    {confusion}")
+            landmark_set = config.landmark_set if config else "auto37"
+            split = D.split_tensors(test, baseline.input_size, landmark_set=landmark_set, cache_dir=args.out / "cache",
+                                    progress=False)
+            if fusion is None:
+                heads = {"": T.baseline_logits(baseline, split.images, args.batch_size).softmax(1).numpy()}
+            else:  # the fused model: its three heads, each scored over the shared classes
+                cache = T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=args.out / "cache", progress=False)
+                predictions = T.predict_fusion(fusion.to(device), split, cache, config)
+                heads = {f" ({head})": getattr(predictions, head) for head in ("rgb", "landmark", "fused")}
+            for head, probabilities in heads.items():
+                result = X.cross_result(X.name_of(checkpoint) + head, X.name_of(root), baseline.classes, split.classes,
+                                        split.labels.numpy(), probabilities)
+                _report_across(result, split, probabilities, baseline.classes, args.out)
+                results.append(result)
     table = X.cross_table(results)
     if args.paired:  # the folds of one protocol (CK+): the mean and spread over them is the reported number
         table = X.with_fold_summary(table)
@@ -571,8 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baseline", type=_existing, default=None,
                           help="the baseline checkpoint, evaluated on its own data set's classes")
     evaluate.add_argument("--checkpoint", type=_existing, nargs="+", default=None, metavar="RUN",
-                          help="baseline run folders (or their best.pt): each is tested on each --data, over the classes they "
-                               "share (an 8-class model's Contempt is dropped on a 7-class set, and said so)")
+                          help="baseline or fusion run folders (or their best.pt; a fusion run with --baseline): each is tested on "
+                               "each --data, over the classes they share (an 8-class model's Contempt is dropped on a 7-class "
+                               "set, and said so)")
     evaluate.add_argument("--paired", action="store_true",
                           help="with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the mean over them")
     evaluate.add_argument("--input-size", type=_input_size, default=None)

@@ -486,3 +486,24 @@ def test_csv_files_saved_with_a_byte_order_mark_and_crlf_are_read(copies, tmp_pa
             (root / name).write_bytes("\ufeff".encode() + text.replace("\n", "\r\n").encode())
         status, report = check_json(root, capsys, "--no-decode")
         assert status == 0 and (report["train"], report["test"]) == (reference["train"], reference["test"])
+
+
+def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp_path, capsys):
+    import dataclasses
+
+    from fer_lib import training as T
+
+    raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
+    baseline_path = tiny_checkpoint(tmp_path / "base" / "best.pt", rafdb.CLASSES_8)
+    config = T.FusionConfig(width=2)
+    fusion = T.build_fusion(M.load_arm_checkpoint(baseline_path), config)
+    (tmp_path / "fusion").mkdir()
+    torch.save({"model": fusion.state_dict(), "config": dataclasses.asdict(config)}, tmp_path / "fusion" / "best.pt")
+    arguments = ["evaluate", "--checkpoint", str(tmp_path / "fusion"), "--data", str(raf), "--out", str(tmp_path / "x"),
+                 "--device", "cpu", "--batch-size", "8"]
+    assert main(arguments) == 1 and "pass --baseline" in capsys.readouterr().err
+    assert main(arguments + ["--baseline", str(baseline_path)]) == 0
+    table = pd.read_csv(tmp_path / "x" / "cross_dataset.csv")
+    assert list(table["trained on"]) == ["fusion (rgb)", "fusion (landmark)", "fusion (fused)"]
+    assert (table["classes"] == 7).all() and "Contempt dropped" in capsys.readouterr().out
+    assert (tmp_path / "x" / "confusion_fusion_fused_on_raf.csv").exists()
