@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fer_lib import rafdb
-from fer_lib.layouts import (AFFECTNET_LIST_DIRS, Counts, DataSetError, Sample, class_index, decode_problem, parse_points68,
+from fer_lib.layouts import (AFFECTNET_LIST_DIRS, Counts, DataSetError, Decoder, Sample, class_index, parse_points68,
                              project_classes)
 
 # The CSV release's codes 0..10, named as the project names classes.
@@ -158,11 +158,9 @@ class AffectNetCsv:
     def check(self, *, decode_images: bool = True, progress: bool = True, check_files: bool = True) -> rafdb.CheckReport:
         """Every row read and checked (streamed); images decoded when ``decode_images``."""
         counts, problems = Counts(self.classes), []
-        for sample in self._walk(counts, problems, check_files, progress):
-            if decode_images:
-                problem = decode_problem(Path(sample.path))
-                if problem:
-                    problems.append(f"{sample.source}: {problem}")
+        with Decoder(decode_images, problems) as decoder:
+            for sample in self._walk(counts, problems, check_files, progress):
+                decoder.add(Path(sample.path), sample.source)
         return rafdb.CheckReport(self.root, counts.train, counts.test, problems, [], self.classes, self.layout,
                                  counts.excluded, self.protocol())
 
@@ -287,16 +285,14 @@ class AffectNetNpy:
     def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
         codes, names, problems = self._prepare(progress)
         counts = Counts(self.classes)
-        for (split, n), code in codes.items():
-            if code >= len(names):
-                continue
-            label = _label_of(code, names, self.index, counts)
-            if label is not None:
-                counts.add(split, label)
-                if decode_images:
-                    problem = decode_problem(self.root / NPY_SPLITS[split] / "images" / f"{n}.jpg")
-                    if problem:
-                        problems.append(problem)
+        with Decoder(decode_images, problems) as decoder:
+            for (split, n), code in codes.items():
+                if code >= len(names):
+                    continue
+                label = _label_of(code, names, self.index, counts)
+                if label is not None:
+                    counts.add(split, label)
+                    decoder.add(self.root / NPY_SPLITS[split] / "images" / f"{n}.jpg")
         return rafdb.CheckReport(self.root, counts.train, counts.test, problems, [], self.classes, self.layout,
                                  counts.excluded, self.protocol())
 

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fer_lib import rafdb
-from fer_lib.layouts import Counts, DataSetError, Sample, class_index, decode_problem, project_classes
+from fer_lib.layouts import Counts, DataSetError, Decoder, Sample, class_index, project_classes
 
 CODES = ("Neutral", "Anger", "Contempt", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 IMAGES_DIR, EMOTION_DIR, LANDMARKS_DIR = "cohn-kanade-images", "Emotion", "Landmarks"
@@ -147,11 +147,9 @@ class CkPlus:
 
     def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
         counts, problems = Counts(self.classes), []
-        for sample in self._walk(counts, problems, progress):
-            if decode_images:
-                problem = decode_problem(Path(sample.path))
-                if problem:
-                    problems.append(problem)
+        with Decoder(decode_images, problems) as decoder:
+            for sample in self._walk(counts, problems, progress):
+                decoder.add(Path(sample.path))
         return rafdb.CheckReport(self.root, counts.train, counts.test, problems, [], self.classes, self.layout,
                                  counts.excluded, self.protocol())
 

@@ -507,3 +507,15 @@ def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp
     assert list(table["trained on"]) == ["fusion (rgb)", "fusion (landmark)", "fusion (fused)"]
     assert (table["classes"] == 7).all() and "Contempt dropped" in capsys.readouterr().out
     assert (tmp_path / "x" / "confusion_fusion_fused_on_raf.csv").exists()
+
+
+def test_an_unreadable_image_is_named_by_the_full_check(broken, capsys):
+    for layout, pattern in (("affectnet", "Manually_Annotated_Images/*/*.jpg"), ("affectnet-npy", "val_set/images/*.jpg"),
+                            ("ckplus", "cohn-kanade-images/S*/*/*_00000010.png")):
+        root = broken(layout)
+        image = sorted(root.glob(pattern))[0]
+        image.write_bytes(b"not an image")
+        options = ["--folds", "2"] if layout == "ckplus" else []
+        assert_refused(root, capsys, image.name, "unreadable image", options=options)
+        assert main(["check-data", str(root), "--no-decode", *options]) == 0  # present, so the quick check passes
+        capsys.readouterr()
