@@ -1,12 +1,17 @@
 """Command line: ``python -m fer_lib <command>``.
 
-    check-data ROOT [--json] [--no-decode]     validate a RAF-DB copy, counts next to Table 3
-    demo-data OUT --train N --test M --seed S  write a synthetic RAF-DB in the same layout
+    check-data ROOT [--json] [--no-decode]     name the layout found (RAF-DB, AffectNet, FERPlus, CK+), validate it, counts
+    convert-data SRC OUT [--classes 7|8] ...   AffectNet, FERPlus or CK+ into RAF-DB's layout (with its class list)
+    demo-data OUT --train N --test M --seed S [--layout L]
+                                               write the synthetic set in RAF-DB's (or AffectNet's, FERPlus's, CK+'s) layout
     train-baseline --data ROOT --run-dir DIR   train ResNet18 + ARM (the ARM recipe)
     train-fusion --data ROOT --baseline CKPT --run-dir DIR
                                                train the landmark branch + fusion (frozen baseline)
     evaluate --data ROOT --baseline CKPT [--fusion CKPT] --out DIR
                                                predictions on the test set and the paper's metrics
+    evaluate --checkpoint RUN [RUN...] --data ROOT [ROOT...] --out DIR [--paired]
+                                               cross-dataset: each model on each data set's test split (shared classes);
+                                               --paired: the i-th model on the i-th set (CK+'s folds), with the mean
     run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N]
                                                what ./run_all.sh runs: every table and figure
     compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
@@ -27,15 +32,26 @@ import time
 from pathlib import Path
 
 
+def _fold(text: str) -> int | str:
+    return "all" if text == "all" else _at_least(0)(text)
+
+
+def _layout_options(args: argparse.Namespace, fold: int | None = None) -> dict:
+    """The options of the other layouts' readers (fer_lib.datasets.reader_for), from the command line."""
+    fold = fold if fold is not None else (0 if args.fold == "all" else args.fold)
+    return {"classes": args.classes, "label_mode": args.label_mode, "class_order": args.class_order, "folds": args.folds,
+            "fold": fold, "first_neutral": not args.no_first_neutral}
+
+
 def _check_data(args: argparse.Namespace) -> int:
-    from fer_lib.rafdb import check_rafdb
+    from fer_lib.datasets import check_layout
 
     started = time.perf_counter()
-    report = check_rafdb(args.root, decode_images=not args.no_decode, progress=not args.json)
+    report = check_layout(args.root, decode_images=not args.no_decode, progress=not args.json, **_layout_options(args))
     if args.json:
         print(json.dumps(report.to_json()))
         return 0 if report.ok else 1
-    print(f"RAF-DB copy: {report.root}")
+    print(f"{report.layout} copy: {report.root}" if report.layout == "RAF-DB" else f"{report.layout}: {report.root}")
     print(report.table())
     for warning in report.warnings[:5]:
         print(f"warning: {warning}")
@@ -51,11 +67,46 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
+    from fer_lib.demo_layouts import WRITERS
     from fer_lib.synthetic import generate_demo_dataset
 
     started = time.perf_counter()
-    root = generate_demo_dataset(args.out, args.train, args.test, seed=args.seed)
-    print(f"wrote {args.train} train + {args.test} test synthetic images to {root} in {time.perf_counter() - started:.1f} s")
+    if args.layout == "rafdb":
+        root = generate_demo_dataset(args.out, args.train, args.test, seed=args.seed)
+    else:
+        root = WRITERS[args.layout](args.out, args.train, args.test, seed=args.seed)
+    print(f"wrote {args.train} train + {args.test} test synthetic images to {root} in {time.perf_counter() - started:.1f} s"
+          + ("" if args.layout == "rafdb" else f" ({args.layout} layout; next: python -m fer_lib check-data {root})"))
+    return 0
+
+
+def _convert_data(args: argparse.Namespace) -> int:
+    from fer_lib.datasets import reader_for
+    from fer_lib.layouts import DataSetError, convert, detect_layout
+
+    layout = detect_layout(args.src)
+    if layout in ("rafdb", "photos"):
+        what = "already in RAF-DB's layout: use it as it is" if layout == "rafdb" else \
+            f"a folder of photos: use `python -m fer_lib import-images {args.src} {args.out}`"
+        raise DataSetError([f"{args.src}: {what}"])
+    if args.fold == "all" and layout != "ckplus":
+        raise DataSetError([f"{args.src}: --fold all is for CK+'s subject-wise folds; this is another layout"])
+    # CK+'s protocol runs every fold: --fold all writes one copy per fold, OUT/fold_00, OUT/fold_01, ...
+    targets = ([(k, args.out / f"fold_{k:02d}") for k in range(args.folds)] if args.fold == "all"
+               else [(None, args.out)])
+    for fold, out in targets:
+        counts = convert(reader_for(layout, args.src, **_layout_options(args, fold)), out, workers=args.workers)
+        print(f"{counts['layout']}: {counts['rows']} usable row(s); converted {counts['converted']} ({counts['train']} "
+              f"train, {counts['test']} test) into {out} with {len(counts['classes'])} classes ({', '.join(counts['classes'])})")
+        for reason, count in counts["excluded"].items():
+            print(f"excluded by the protocol: {count} row(s): {reason}")
+        if counts["not converted"]:
+            print(f"not converted: {counts['not converted']} image(s), listed with the reason in {out / 'conversion_report.csv'}")
+    if args.fold == "all":
+        print(f"next: train on each fold_NN, then `python -m fer_lib evaluate --paired --checkpoint RUN_00 RUN_01 ... "
+              f"--data {args.out}/fold_00 {args.out}/fold_01 ... --out DIR` for the mean over folds")
+    else:
+        print(f"next: python -m fer_lib check-data {args.out}")
     return 0
 
 
@@ -73,12 +124,13 @@ def _device(name: str | None):
     return torch.device(name) if name else pick_device()
 
 
-def _print_summary(title: str, labels, probabilities) -> None:
+def _print_summary(title: str, labels, probabilities, classes=None) -> None:
     from fer_lib.metrics import summary
     from fer_lib.rafdb import CLASSES
 
-    result = summary(labels, probabilities)
-    per_class = ", ".join(f"{name} {value:.4f}" for name, value in zip(CLASSES, result["per_class"]))
+    classes = classes or CLASSES
+    result = summary(labels, probabilities, len(classes))
+    per_class = ", ".join(f"{name} {value:.4f}" for name, value in zip(classes, result["per_class"]))
     print(f"{title}: OA top-1 {result['oa_top1']:.4f}, top-2 {result['oa_top2']:.4f}, top-3 {result['oa_top3']:.4f}, AA {result['aa']:.4f}")
     print(f"  per class: {per_class}")
 
@@ -98,8 +150,8 @@ def _train_baseline(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0
     probabilities = T.baseline_logits(model, test.images, config.eval_batch_size).softmax(1).numpy()
-    T.save_csv(T.prediction_frame(test.names, test.labels.numpy(), probabilities), args.run_dir / "predictions_test.csv")
-    _print_summary("baseline, test set", test.labels.numpy(), probabilities)
+    T.save_csv(T.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes), args.run_dir / "predictions_test.csv")
+    _print_summary("baseline, test set", test.labels.numpy(), probabilities, test.classes)
     print(f"best checkpoint: {args.run_dir / 'best.pt'}")
     return 0
 
@@ -112,6 +164,7 @@ def _load_baseline(path: Path, input_size: int | None):
 
 def _train_fusion(args: argparse.Namespace) -> int:
     from fer_lib import distributed
+    from fer_lib import models as M
     from fer_lib import training as T
 
     device = _device(args.device)
@@ -122,6 +175,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, select=args.select, seed=args.seed, landmark_input=args.landmark_input,
     )
     train, test = distributed.main_first(lambda: T.load_splits(args.data, baseline.input_size, landmark_set=config.landmark_set, cache_dir=args.run_dir / "cache"))
+    M.check_classes(baseline.classes, train.classes, str(args.baseline))  # before any feature is computed
     flips = (False, True) if config.flip else (False,)
     train_cache = distributed.main_first(lambda: T.rgb_feature_cache(baseline, train, flips=flips, cache_dir=args.run_dir / "cache"))
     if args.holdout is None and distributed.is_main():
@@ -134,11 +188,12 @@ def _train_fusion(args: argparse.Namespace) -> int:
     predictions = T.predict_fusion(model, test, test_cache, config)
     T.save_fusion_predictions(predictions, args.run_dir)
     for head in ("rgb", "landmark", "fused"):
-        _print_summary(f"{head}, test set", predictions.labels, getattr(predictions, head))
+        _print_summary(f"{head}, test set", predictions.labels, getattr(predictions, head), predictions.classes)
     return 0
 
 
 def _fit_gate(args: argparse.Namespace) -> int:
+    from fer_lib import models as M
     from fer_lib import training as T
 
     device = _device(args.device)
@@ -147,19 +202,28 @@ def _fit_gate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.base_run}: no best.pt and split.json; pass the folder of a finished train-fusion run")
     _, base_config = T.load_fusion_checkpoint(args.base_run / "best.pt", baseline)
     train, test = T.load_splits(args.data, baseline.input_size, landmark_set=base_config.landmark_set, cache_dir=args.run_dir / "cache")
+    M.check_classes(baseline.classes, train.classes, str(args.baseline))
     train_cache = T.rgb_feature_cache(baseline, train, flips=(False,), cache_dir=args.run_dir / "cache")
     model, config = T.fit_gate(args.base_run, baseline, train, train_cache, args.run_dir, device=device)
     test_cache = T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=args.run_dir / "cache")
     predictions = T.predict_fusion(model, test, test_cache, config)
     T.save_fusion_predictions(predictions, args.run_dir)
     for head in ("rgb", "landmark", "fused"):
-        _print_summary(f"{head}, test set", predictions.labels, getattr(predictions, head))
+        _print_summary(f"{head}, test set", predictions.labels, getattr(predictions, head), predictions.classes)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from fer_lib import models as M
     from fer_lib import training as T
 
+    if args.checkpoint:
+        return _evaluate_across(args)
+    if args.baseline is None or len(args.data) != 1:
+        print("evaluate: pass --baseline CKPT and one --data ROOT (or --checkpoint RUN ... --data ROOT ... to evaluate "
+              "across data sets)", file=sys.stderr)
+        return 2
+    args.data = args.data[0]
     device = _device(args.device)
     baseline = _load_baseline(args.baseline, args.input_size).to(device)
     if args.fusion:
@@ -169,6 +233,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         landmark_set = "auto37"
     train, test = T.load_splits(args.data, baseline.input_size, landmark_set=landmark_set, cache_dir=args.out / "cache")
+    M.check_classes(baseline.classes, test.classes, str(args.baseline))
     if args.affinity == "fixed":  # means over the training set, never the test set
         train_cache = T.rgb_feature_cache(baseline, train, flips=(False,), cache_dir=args.out / "cache")
         T.estimate_population_means(model.to(device) if args.fusion else baseline, train, train_cache, config if args.fusion else None)
@@ -179,12 +244,102 @@ def _evaluate(args: argparse.Namespace) -> int:
         predictions = T.predict_fusion(model, test, test_cache, config)
         T.save_fusion_predictions(predictions, args.out)
         for head in ("rgb", "landmark", "fused"):
-            _print_summary(f"{head}, test set, batch {args.batch_size}, affinity {args.affinity}", predictions.labels, getattr(predictions, head))
+            _print_summary(f"{head}, test set, batch {args.batch_size}, affinity {args.affinity}", predictions.labels,
+                           getattr(predictions, head), predictions.classes)
     else:
         probabilities = T.baseline_logits(baseline, test.images, args.batch_size).softmax(1).numpy()
-        T.save_csv(T.prediction_frame(test.names, test.labels.numpy(), probabilities), args.out / "predictions_rgb.csv")
-        _print_summary(f"baseline, test set, batch {args.batch_size}, affinity {args.affinity}", test.labels.numpy(), probabilities)
+        T.save_csv(T.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes), args.out / "predictions_rgb.csv")
+        _print_summary(f"baseline, test set, batch {args.batch_size}, affinity {args.affinity}", test.labels.numpy(), probabilities,
+                       test.classes)
     print(f"predictions written to {args.out}")
+    return 0
+
+
+def _model_for_across(checkpoint: Path, args: argparse.Namespace):
+    """(baseline, fusion model or None, fusion config or None) of a --checkpoint: a baseline run (or its file), or a
+    fusion run, which needs --baseline (the baseline it was trained with)."""
+    import torch
+
+    from fer_lib import training as T
+    from fer_lib.models import CheckpointError, load_arm_checkpoint
+
+    path = checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a plain checkpoint: load_arm_checkpoint names the problem
+        state = None
+    if isinstance(state, dict) and "model" in state and "config" in state:  # a fusion run's checkpoint
+        if args.baseline is None:
+            raise CheckpointError(f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained with")
+        baseline = load_arm_checkpoint(args.baseline, input_size=args.input_size)
+        fusion, config = T.load_fusion_checkpoint(path, baseline)
+        config.eval_batch_size = args.batch_size
+        return baseline, fusion, config
+    return load_arm_checkpoint(path, input_size=args.input_size), None, None
+
+
+def _report_across(result, split, probabilities, classes, out: Path) -> None:
+    """Print one cross-dataset result and write its predictions and confusion matrix."""
+    from fer_lib import training as T
+    from fer_lib.io import save_csv
+
+    stem = f"{result.trained_on}_on_{result.tested_on}".replace(" (", "_").replace(")", "")
+    save_csv(T.prediction_frame(split.names, split.labels.numpy(), probabilities, classes)
+             .rename(columns={"label": "label (test set's class list)", "predicted": "predicted (model's class list)"}),
+             out / f"predictions_{stem}.csv")
+    save_csv(result.confusion_frame().reset_index(), out / f"confusion_{stem}.csv")
+    print(f"trained on {result.trained_on}, tested on {result.tested_on}: OA {result.oa:.4f}, AA {result.aa:.4f} "
+          f"over {len(result.shared)} shared classes, {result.images} test images")
+    for note in result.notes:
+        print(f"  note: {note}")
+    confusion = result.confusion_frame().to_string().replace("\n", "\n    ")
+    print(f"  confusion (rows: true, columns: predicted):\n    {confusion}")
+
+
+def _evaluate_across(args: argparse.Namespace) -> int:
+    """Every checkpoint on every data set's test split, over the classes each pair shares (fer_lib.crossdata)."""
+    from fer_lib import crossdata as X
+    from fer_lib import data as D
+    from fer_lib import training as T
+    from fer_lib.io import save_csv, save_text
+    from fer_lib.rafdb import load_rafdb
+
+    if args.paired and len(args.checkpoint) != len(args.data):
+        print(f"evaluate: --paired takes as many --checkpoint as --data (one model per fold), got {len(args.checkpoint)} "
+              f"and {len(args.data)}", file=sys.stderr)
+        return 2
+    device = _device(args.device)
+    tests = {root: load_rafdb(root).split("test") for root in args.data}
+    results = []
+    for number, checkpoint in enumerate(args.checkpoint):
+        baseline, fusion, config = _model_for_across(checkpoint, args)
+        baseline = baseline.to(device)
+        pairs = [(args.data[number], tests[args.data[number]])] if args.paired else tests.items()
+        for root, test in pairs:
+            landmark_set = config.landmark_set if config else "auto37"
+            split = D.split_tensors(test, baseline.input_size, landmark_set=landmark_set, cache_dir=args.out / "cache",
+                                    progress=False)
+            if fusion is None:
+                heads = {"": T.baseline_logits(baseline, split.images, args.batch_size).softmax(1).numpy()}
+            else:  # the fused model: its three heads, each scored over the shared classes
+                cache = T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=args.out / "cache", progress=False)
+                predictions = T.predict_fusion(fusion.to(device), split, cache, config)
+                heads = {f" ({head})": getattr(predictions, head) for head in ("rgb", "landmark", "fused")}
+            for head, probabilities in heads.items():
+                result = X.cross_result(X.name_of(checkpoint) + head, X.name_of(root), baseline.classes, split.classes,
+                                        split.labels.numpy(), probabilities)
+                _report_across(result, split, probabilities, baseline.classes, args.out)
+                results.append(result)
+    table = X.cross_table(results)
+    if args.paired:  # the folds of one protocol (CK+): the mean and spread over them is the reported number
+        table = X.with_fold_summary(table)
+        mean = table.iloc[-2]
+        print(f"mean over {len(results)} folds: OA {mean['OA']:.4f} (sd {table.iloc[-1]['OA']:.4f}), "
+              f"AA {mean['AA']:.4f} (sd {table.iloc[-1]['AA']:.4f})")
+    save_csv(table, args.out / "cross_dataset.csv")
+    save_text("Trained on A, tested on B (OA over the shared classes)\n\n" + table.attrs["oa_matrix"].to_markdown(floatfmt=".4f")
+              + "\n\n" + table.to_markdown(index=False, floatfmt=".4f") + "\n", args.out / "cross_dataset.md")
+    print(f"table written to {args.out / 'cross_dataset.md'}")
     return 0
 
 
@@ -200,11 +355,33 @@ def _run_all(args: argparse.Namespace) -> int:
         for option, path in (("--pretrained", args.pretrained), ("--baseline-checkpoint", args.baseline_checkpoint), ("--data", args.data)):
             if path is not None and not path.exists():
                 raise SettingsError(f"{option} {path}: no such file or folder")
+        if args.data is not None:
+            _check_run_all_data(args.data, SettingsError)
     except SettingsError as error:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
     return run_all(args.profile, data=args.data, baseline_checkpoint=args.baseline_checkpoint, settings=settings, pretrained=args.pretrained,
                    run_dir=args.run_dir, workers=args.workers, replicate=args.replicate, force=args.force)
+
+
+def _check_run_all_data(path: Path, error) -> None:
+    """run-all reads RAF-DB's layout with RAF-DB's 7 classes: the report's tables and figures are RAF-DB's (Table 3,
+    the per-class tables). Another layout, or a converted set of 8 classes, is refused before any work, saying what
+    to do."""
+    from fer_lib.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+    from fer_lib.rafdb import CLASSES, RafDbError, read_classes, resolve_root
+
+    try:
+        layout = detect_layout(path)
+        classes = read_classes(resolve_root(path))[0] if layout == "rafdb" else CLASSES
+    except (DataSetError, RafDbError):
+        return  # check_data names what is wrong
+    if layout not in ("rafdb", "photos"):
+        raise error(f"--data {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib convert-data {path} OUT "
+                    "--classes 7`) and pass OUT")
+    if tuple(classes) != CLASSES:
+        raise error(f"--data {path} has {len(classes)} classes ({', '.join(classes)}); the report's notebooks handle RAF-DB's 7 "
+                    "so far: convert it with --classes 7 (train-baseline, train-fusion and evaluate take 8)")
 
 
 def _compare_runs(args: argparse.Namespace) -> int:
@@ -289,6 +466,21 @@ def _existing(text: str) -> Path:
     return path
 
 
+def _data_folder(text: str) -> Path:
+    """A data set the training commands read: RAF-DB's layout. Another layout is refused, saying how to convert it."""
+    from fer_lib.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+
+    path = _existing(text)
+    try:
+        layout = detect_layout(path)
+    except DataSetError:
+        return path  # the reader says what is wrong with it
+    if layout not in ("rafdb", "photos"):
+        raise argparse.ArgumentTypeError(f"{text} is {LAYOUT_NAMES[layout]}: convert it into RAF-DB's layout first, "
+                                         f"`python -m fer_lib convert-data {text} OUT`, and pass OUT")
+    return path
+
+
 def _width(network: str):
     valid = {"resnet": (4, 9, 16, 25, 36, 49, 64), "landmark": (2, 8, 18, 32)}[network]
 
@@ -315,13 +507,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m fer_lib", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    check = commands.add_parser("check-data", help="validate a RAF-DB copy and print per-class counts")
-    check.add_argument("root", type=_existing, help="RAF-DB's basic/ folder (holding EmoLabel/, Image/, Annotation/) or its parent")
-    check.add_argument("--json", action="store_true", help='print one JSON object {"train": [...], "test": [...], "errors": [...]}')
+    layout_options = _Parser(add_help=False)
+    layout_options.add_argument("--classes", type=int, choices=(7, 8), default=8,
+                                help="AffectNet, FERPlus, CK+: 8 (with Contempt, the default) or 7 (Contempt excluded)")
+    layout_options.add_argument("--label-mode", choices=("majority", "plurality", "probability"), default="majority",
+                                help="FERPlus: how votes become labels (majority: FERPlus's rule)")
+    layout_options.add_argument("--class-order", choices=("auto", "affectnet", "alphabetical"), default="auto",
+                                help="AffectNet's numpy release: its codes' class order (auto: detected from the training set)")
+    layout_options.add_argument("--folds", type=_at_least(2), default=10, help="CK+: subject-wise folds")
+    layout_options.add_argument("--fold", type=_fold, default=0,
+                                help="CK+: the test fold (0..folds-1); convert-data takes 'all' (one copy per fold)")
+    layout_options.add_argument("--no-first-neutral", action="store_true",
+                                help="CK+: do not take each sequence's first frame as Neutral")
+
+    check = commands.add_parser("check-data", parents=[layout_options],
+                                help="name the layout of a data set, validate it and print per-class counts")
+    check.add_argument("root", type=_existing,
+                       help="RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder")
+    check.add_argument("--json", action="store_true",
+                       help='print one JSON object {"layout", "classes", "train": [...], "test": [...], '
+                            '"excluded": {...}, "errors": [...]}')
     check.add_argument("--no-decode", action="store_true", help="check image files exist without decoding them")
     check.set_defaults(func=_check_data)
 
-    demo = commands.add_parser("demo-data", help="write a synthetic RAF-DB (same layout) for the demo")
+    convert = commands.add_parser("convert-data", parents=[layout_options],
+                                  help="AffectNet, FERPlus or CK+ into RAF-DB's layout, with its class list (classes.json)")
+    convert.add_argument("src", type=_existing,
+                         help="AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or CK+'s")
+    convert.add_argument("out", type=Path, help="an empty folder for the converted copy")
+    convert.add_argument("--workers", type=_at_least(1), default=None, help="processes (default: one per CPU, at most 8)")
+    convert.set_defaults(func=_convert_data)
+
+    demo = commands.add_parser("demo-data", help="write the synthetic set, in RAF-DB's layout or (--layout) another data set's")
+    demo.add_argument("--layout", choices=("rafdb", "affectnet", "affectnet-npy", "ferplus", "ckplus"), default="rafdb",
+                      help="the layout to write (FERPlus: 48x48 grey faces)")
     demo.add_argument("out", type=Path, help="output folder (becomes the basic/ root)")
     demo.add_argument("--train", type=_at_least(7), default=3000, help="number of training images (at least 7: one per class)")
     demo.add_argument("--test", type=_at_least(7), default=750, help="number of test images (at least 7: one per class)")
@@ -329,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo_data)
 
     common = _Parser(add_help=False)
-    common.add_argument("--data", type=_existing, required=True, help="RAF-DB basic/ folder (or a synthetic set)")
+    common.add_argument("--data", type=_data_folder, required=True,
+                        help="RAF-DB basic/ folder (or a synthetic set, or a set converted by convert-data)")
     common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     common.add_argument("--seed", type=int, default=0)
 
@@ -380,8 +600,20 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--run-dir", type=Path, required=True, help="where the gated model and its test predictions go")
     gate.set_defaults(func=_fit_gate)
 
-    evaluate = commands.add_parser("evaluate", parents=[common], help="test-set predictions and the paper's metrics")
-    evaluate.add_argument("--baseline", type=_existing, required=True)
+    evaluate = commands.add_parser("evaluate",
+                                   help="test-set predictions and the paper's metrics; across data sets with --checkpoint")
+    evaluate.add_argument("--data", type=_data_folder, required=True, nargs="+",
+                          help="a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with --checkpoint")
+    evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--baseline", type=_existing, default=None,
+                          help="the baseline checkpoint, evaluated on its own data set's classes")
+    evaluate.add_argument("--checkpoint", type=_existing, nargs="+", default=None, metavar="RUN",
+                          help="baseline or fusion run folders (or their best.pt; a fusion run with --baseline): each is tested on "
+                               "each --data, over the classes they share (an 8-class model's Contempt is dropped on a 7-class "
+                               "set, and said so)")
+    evaluate.add_argument("--paired", action="store_true",
+                          help="with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the mean over them")
     evaluate.add_argument("--input-size", type=_input_size, default=None)
     evaluate.add_argument("--fusion", type=_existing, default=None, help="a fusion run's best.pt (default: the baseline alone)")
     evaluate.add_argument("--batch-size", type=_at_least(1), default=64, help="test batch size (ARM's batch term depends on it; the paper: 64)")

@@ -24,7 +24,7 @@ from fer_lib import landmarks as L
 from fer_lib.heatmaps import render_heatmaps
 from fer_lib.io import relative, save_npy
 from fer_lib.models import IMAGENET_MEAN, IMAGENET_STD
-from fer_lib.rafdb import RafDb
+from fer_lib.rafdb import CLASSES, RafDb
 
 
 
@@ -37,6 +37,13 @@ class SplitTensors:
     points: torch.Tensor  # (N, K, 2) float32, landmarks on the S x S input canvas
     labels: torch.Tensor  # (N,) int64, 0-based
     landmark_set: str
+    classes: tuple[str, ...] = CLASSES  # what labels index (the data set's class list)
+    soft: torch.Tensor | None = None  # (N, K) float32 soft labels to train on (FERPlus's probability mode), or None
+
+    def targets(self, index: torch.Tensor) -> torch.Tensor:
+        """What the loss compares with for the samples ``index``: their soft labels where the data set has them
+        (cross-entropy with probability targets), else their class indices."""
+        return self.labels[index] if self.soft is None else self.soft[index]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -48,7 +55,8 @@ class SplitTensors:
     def subset(self, index) -> "SplitTensors":
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return SplitTensors(
-            [self.names[i] for i in index.tolist()], self.images[index], self.points[index], self.labels[index], self.landmark_set
+            [self.names[i] for i in index.tolist()], self.images[index], self.points[index], self.labels[index], self.landmark_set,
+            self.classes, None if self.soft is None else self.soft[index],
         )
 
 
@@ -104,6 +112,8 @@ def split_tensors(
         points=torch.from_numpy(points.astype(np.float32)),
         labels=torch.from_numpy(data.labels.copy()),
         landmark_set=landmark_set,
+        classes=tuple(data.classes),
+        soft=None if data.soft is None else torch.from_numpy(data.soft.astype(np.float32)),
     )
 
 

@@ -353,7 +353,15 @@ class Experiment:
 
     @property
     def data_label(self) -> str:
-        """Which data set every number comes from (printed under every table)."""
+        """Which data set every number comes from (printed under every table): a converted set by its layout."""
+        from fer_lib.rafdb import RafDbError, read_classes, resolve_root
+
+        try:
+            layout = read_classes(resolve_root(self.data_root))[1].get("layout", "RAF-DB")
+        except RafDbError:
+            layout = "RAF-DB"  # the data check reports what is wrong with it
+        if layout != "RAF-DB":
+            return f"{layout}, converted, at {relative(self.data_root)}"
         return "synthetic RAF-DB (demo data, not real faces)" if self.profile.synthetic else f"RAF-DB at {relative(self.data_root)}"
 
     # -- data ------------------------------------------------------------------------------------------

@@ -87,12 +87,11 @@ class Face:
     @property
     def manual5(self) -> np.ndarray:
         """RAF-DB's 5 manual points: left and right eye centres (image left = smaller x), nose tip, mouth corners."""
-        p = self.points68
-        return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+        return L.manual5_from_ibug68(self.points68)
 
     @property
     def auto37(self) -> np.ndarray:
-        return self.points68[L.AUTO37_FROM_IBUG68]
+        return L.auto37_from_ibug68(self.points68)
 
 
 def load_photo(path: str | os.PathLike) -> Image.Image:

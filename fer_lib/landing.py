@@ -106,9 +106,18 @@ def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figur
 
     synthetic = settings.get("synthetic")
     counts = read_table(tables, "table3_class_counts")
-    data = ("synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)" if synthetic else "RAF-DB (basic)")
+    layout = info.get("data_layout", "RAF-DB")
+    if layout != "RAF-DB":  # a converted AffectNet, FERPlus or CK+ copy: its name and protocol (classes.json)
+        data = html.escape(f"{layout}, converted into RAF-DB's layout")
+    else:
+        synthetic_data = synthetic and str(info.get("data", "synthetic")).startswith("synthetic")  # not a --data set
+        data = "synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)" if synthetic_data else "RAF-DB (basic)"
     if counts is not None:
         data += f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test images"
+    protocol = [line.removeprefix("protocol: ") for line in info.get("data_protocol", [])]
+    protocol += [f"excluded: {count:,} row(s), {reason}" for reason, count in (info.get("data_excluded") or {}).items()]
+    if protocol:
+        data += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in protocol) + "</ul>"
     overrides = info.get("settings") or {}
     rows = [
         ("profile", html.escape(str(settings.get("name", "?")))),

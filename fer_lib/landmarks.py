@@ -57,6 +57,18 @@ IBUG68_FLIP = np.array(
 )
 
 
+def manual5_from_ibug68(points68: np.ndarray) -> np.ndarray:
+    """RAF-DB's 5 manual points from (..., 68, 2) iBUG points: eye centres (means of each eye's 6 points), nose tip,
+    mouth corners. import-images and the AffectNet / CK+ converters all use this one mapping."""
+    p = np.asarray(points68, dtype=np.float64)
+    return np.stack([p[..., 36:42, :].mean(-2), p[..., 42:48, :].mean(-2), p[..., 30, :], p[..., 48, :], p[..., 54, :]], axis=-2)
+
+
+def auto37_from_ibug68(points68: np.ndarray) -> np.ndarray:
+    """The project's 37 automatic points from (..., 68, 2) iBUG points (``AUTO37_FROM_IBUG68``)."""
+    return np.asarray(points68, dtype=np.float64)[..., AUTO37_FROM_IBUG68, :]
+
+
 def _subset_flip(subset: np.ndarray) -> np.ndarray:
     position = {int(k): i for i, k in enumerate(subset)}
     return np.array([position[int(IBUG68_FLIP[k])] for k in subset])

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from fer_lib import distributed
 from fer_lib.io import save_torch
-from fer_lib.rafdb import NUM_CLASSES
+from fer_lib.rafdb import CLASSES, CLASSES_8, NUM_CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,6 +83,15 @@ class CheckpointError(ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A weights file that does not exist (catchable as FileNotFoundError too)."""
+
+
+def check_classes(model_classes, data_classes, what: str) -> None:
+    """Refuse a model whose class list is not the data set's, naming both lists (``what``: the checkpoint)."""
+    if tuple(model_classes) != tuple(data_classes):
+        raise CheckpointError(
+            f"{what} was trained for {len(model_classes)} classes ({', '.join(model_classes)}), but the data set has "
+            f"{len(data_classes)} ({', '.join(data_classes)}). Train on this data set, or compare across data sets "
+            "with `python -m fer_lib evaluate --checkpoint RUN --data OTHER`, which maps the shared classes.")
 
 
 def fp32_head(features: Tensor):
@@ -307,6 +316,9 @@ class ARMNet(nn.Module):
         shuffle, kernel, stride = arm_layout(8 * width)
         self.input_size, self.width = input_size, width
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # preprocessing the weights expect
+        # what each output means: RAF-DB's 7, or RAF-DB's 7 + Contempt; load_arm_checkpoint sets a file's own list
+        self.classes = (CLASSES_8[:num_classes] if num_classes <= len(CLASSES_8)
+                        else tuple(f"class {k}" for k in range(num_classes)))
         self.feature_dim = out_side * out_side
         self.features = build_resnet18_trunk(pretrained, width)
         self.arrangement = nn.PixelShuffle(shuffle)
@@ -452,7 +464,7 @@ def load_population_means(model: nn.Module, means: Mapping[str, Tensor]) -> None
 
 
 def save_arm_checkpoint(model: ARMNet, path: str | Path, **extra: object) -> Path:
-    """Write an ARMNet (atomically) as {'model_state_dict', 'input_size', 'width', 'population_means', **extra}.
+    """Write an ARMNet (atomically) as {'model_state_dict', 'input_size', 'width', 'classes', 'population_means', **extra}.
 
     The state dict has the ARM authors' keys, so their own loader (and ``load_arm_checkpoint``) reads it;
     ``extra`` must hold types ``torch.load(weights_only=True)`` accepts (numbers, strings, lists, tensors).
@@ -461,12 +473,13 @@ def save_arm_checkpoint(model: ARMNet, path: str | Path, **extra: object) -> Pat
         "model_state_dict": model.state_dict(),
         "input_size": model.input_size,
         "width": model.width,
+        "classes": list(model.classes),  # the data set's class list travels with the weights
         "population_means": population_means(model),
     }
     return save_torch({**record, **extra}, path)
 
 
-def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None) -> ARMNet:
+def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None, classes=None) -> ARMNet:
     """Load the ARM authors' RAF-DB checkpoint (or one of ours) strictly into an ARMNet.
 
     Accepts ``{'model_state_dict': ...}`` (the authors' file; ours, written by ``save_arm_checkpoint``, also
@@ -476,6 +489,8 @@ def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None) -> A
 
     Args:
         input_size: the model's input size; default: the file's 'input_size' entry, else 224 (the paper).
+        classes: the class list the caller needs; a file made for another list is refused, naming both. A file
+            without a 'classes' entry (the authors', or one from before 8 classes) is RAF-DB's 7.
 
     Returns:
         The model on CPU, in eval mode, affinity "batch" (exactly the ARM code's computation); a population
@@ -490,7 +505,12 @@ def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None) -> A
     if input_size is None:
         input_size = stored_size if stored_size is not None else PAPER_INPUT_SIZE
     width = obj.get("width", 64) if isinstance(obj, dict) and "model_state_dict" in obj else 64
-    model = ARMNet(input_size, width=int(width))
+    stored_classes = obj.get("classes") if isinstance(obj, dict) and "model_state_dict" in obj else None
+    stored_classes = tuple(stored_classes) if stored_classes else CLASSES
+    if classes is not None:
+        check_classes(stored_classes, classes, str(path))
+    model = ARMNet(input_size, num_classes=len(stored_classes), width=int(width))
+    model.classes = stored_classes
     load_state_strict(model, state, path)
     if isinstance(obj, dict) and isinstance(obj.get("population_means"), dict):
         load_population_means(model, obj["population_means"])

@@ -105,6 +105,13 @@ def check_data(root: Path) -> None:
         raise SystemExit(f"{len(report.errors)} problem(s) in {root}; run `python -m fer_lib check-data {root}` for all")
 
 
+def _data_info(root: Path) -> dict:
+    """A data set's layout, protocol and excluded rows (its classes.json; RAF-DB itself has none), for the report."""
+    from fer_lib.rafdb import read_classes, resolve_root
+
+    return read_classes(resolve_root(root))[1]
+
+
 def machine_info() -> dict:
     """What a run ran on: CPU model and cores, GPU, torch and Python versions, the project's commit, the date."""
     import hashlib
@@ -278,8 +285,12 @@ def run_all(
     from fer_lib.scheduler import train_all
 
     warning = Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained).baseline_warning()
-    data_identity = f"synthetic RAF-DB {spec.synthetic}" if spec.synthetic else parameters["DATA_ROOT"]  # replication.replicate_of compares it
+    # replication.replicate_of compares the identity; a set given with --data is named even under a synthetic profile
+    data_identity = f"synthetic RAF-DB {spec.synthetic}" if spec.synthetic and data is None else parameters["DATA_ROOT"]
+    data_info = _data_info(data_root)
     info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "data": data_identity, "warnings": [warning] if warning else [],
+            "data_layout": data_info.get("layout", "RAF-DB"), "data_protocol": data_info.get("protocol", []),
+            "data_excluded": data_info.get("excluded", {}),
             "notebook_seconds": {}}
     from fer_lib import freshness
 

@@ -120,12 +120,12 @@ def predict_photos(paths: list[Path], baseline: M.ARMNet, fusion: M.FusionModel 
                    "x1": face.box[0], "y1": face.box[1], "x2": face.box[2], "y2": face.box[3], "detection score": face.score}
             for head, _ in HEADS:
                 if head in probabilities:
-                    row[f"{head} class"] = CLASSES[int(probabilities[head][k].argmax())]
+                    row[f"{head} class"] = baseline.classes[int(probabilities[head][k].argmax())]
             for head, _ in HEADS:
                 if head in probabilities:
-                    row.update({f"p_{head}_{c}": float(v) for c, v in zip(CLASSES, probabilities[head][k])})
+                    row.update({f"p_{head}_{c}": float(v) for c, v in zip(baseline.classes, probabilities[head][k])})
             rows.append(row)
-            figure = plot_face(image, face, split, k, probabilities, explanation, f"{path.name}, face {k}")
+            figure = plot_face(image, face, split, k, probabilities, explanation, f"{path.name}, face {k}", baseline.classes)
             figure.savefig(out / f"{path.stem}_face{k}.png", dpi=110)
             figure.savefig(out / f"{path.stem}_face{k}.pdf", metadata={"CreationDate": None})  # no date: reruns give the same file
             plt.close(figure)
@@ -134,9 +134,10 @@ def predict_photos(paths: list[Path], baseline: M.ARMNet, fusion: M.FusionModel 
     return frame
 
 
-def plot_face(image, face: F.Face, split: D.SplitTensors, k: int, probabilities: dict, explanation: E.Explanation | None, title: str) -> plt.Figure:
-    """One face: the photo with its box and points, the aligned crop, the heatmap, the heads' probabilities and,
-    with a fusion model, Grad-CAM++ of both branches."""
+def plot_face(image, face: F.Face, split: D.SplitTensors, k: int, probabilities: dict, explanation: E.Explanation | None, title: str,
+              classes: tuple[str, ...] = CLASSES) -> plt.Figure:
+    """One face: the photo with its box and points, the aligned crop, the heatmap, the heads' probabilities (over the
+    model's ``classes``) and, with a fusion model, Grad-CAM++ of both branches."""
     columns = 6 if explanation is not None else 3
     fig, axes = plt.subplots(1, columns, figsize=(3.1 * columns, 3.4), gridspec_kw={"width_ratios": [1.2] + [1] * (columns - 1)})
     axes[0].imshow(image)
@@ -151,8 +152,8 @@ def plot_face(image, face: F.Face, split: D.SplitTensors, k: int, probabilities:
     heads = [(head, name) for head, name in HEADS if head in probabilities]
     width = 0.8 / len(heads)
     for j, (head, name) in enumerate(heads):
-        bars.barh(np.arange(len(CLASSES)) + j * width, probabilities[head][k], height=width, label=name)
-    bars.set_yticks(np.arange(len(CLASSES)) + width * (len(heads) - 1) / 2, CLASSES, fontsize=8)
+        bars.barh(np.arange(len(classes)) + j * width, probabilities[head][k], height=width, label=name)
+    bars.set_yticks(np.arange(len(classes)) + width * (len(heads) - 1) / 2, classes, fontsize=8)
     bars.invert_yaxis()
     bars.set(xlim=(0, 1), xlabel="probability")
     bars.legend(fontsize=7, loc="lower right")
@@ -161,9 +162,9 @@ def plot_face(image, face: F.Face, split: D.SplitTensors, k: int, probabilities:
         axes[3].imshow(explanation.heatmaps[k], cmap="gray")
         axes[3].set_title("landmark heatmap", fontsize=9)
         axes[4].imshow(E.overlay(explanation.images[k], explanation.rgb_cam[k]))
-        axes[4].set_title(f"Grad-CAM++ RGB ({CLASSES[explanation.target[k]]})", fontsize=9)
+        axes[4].set_title(f"Grad-CAM++ RGB ({classes[explanation.target[k]]})", fontsize=9)
         axes[5].imshow(E.overlay(explanation.heatmaps[k], explanation.landmark_cam[k]))
-        axes[5].set_title(f"Grad-CAM++ landmarks ({CLASSES[explanation.target[k]]})", fontsize=9)
+        axes[5].set_title(f"Grad-CAM++ landmarks ({classes[explanation.target[k]]})", fontsize=9)
     for axis in axes:
         if axis is not bars:
             axis.axis("off")

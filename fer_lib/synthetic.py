@@ -732,6 +732,7 @@ class SyntheticSample:
     jpeg_quality: int
     conditions: tuple[str, ...]  # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
     cues: dict[str, float] = field(default_factory=dict)
+    points68: np.ndarray | None = None  # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
 
 
 def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
@@ -787,6 +788,7 @@ def render_sample(seed: int, split: str, index: int, label: int, knobs: Syntheti
         jpeg_quality=scene.jpeg_quality,
         conditions=scene.conditions,
         cues=expression.cues,
+        points68=detected,
     )
 
 

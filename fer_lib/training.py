@@ -186,8 +186,10 @@ def _save_last(run_dir: Path, model, optimizer, scheduler, epoch: int, history: 
 # Baseline
 
 
-def build_baseline(config: BaselineConfig) -> M.ARMNet:
-    return M.ARMNet(config.input_size, width=config.width, pretrained=config.pretrained or False)
+def build_baseline(config: BaselineConfig, classes: tuple[str, ...] = CLASSES) -> M.ARMNet:
+    model = M.ARMNet(config.input_size, num_classes=len(classes), width=config.width, pretrained=config.pretrained or False)
+    model.classes = tuple(classes)  # saved into every checkpoint with the weights
+    return model
 
 
 @torch.no_grad()
@@ -221,7 +223,7 @@ def train_baseline(
     fit, val = train.subset(fit_index), train.subset(val_index)
 
     torch.manual_seed(config.seed)
-    model = build_baseline(config).to(device)
+    model = build_baseline(config, train.classes).to(device)
     memory_format = _baseline_layout(model, device)
     trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; the model itself otherwise
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -233,6 +235,7 @@ def train_baseline(
     # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no image copy per step
     fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
     fit_labels = fit.labels.to(device)
+    fit_targets = fit_labels if fit.soft is None else fit.soft.to(device)  # soft labels where the data set has them
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -253,7 +256,7 @@ def train_baseline(
             labels = fit_labels[index[part]]
             with _autocast(device), distributed.global_batch():
                 logits = trained(images)
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = F.cross_entropy(logits.float(), fit_targets[index[part]])
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_scale(len(labels), len(index))).backward()
             optimizer.step()
@@ -277,7 +280,7 @@ def train_baseline(
         if progress and distributed.is_main():
             print(f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
                   f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
-    best_model = M.load_arm_checkpoint(run_dir / "best.pt")
+    best_model = M.load_arm_checkpoint(run_dir / "best.pt", classes=train.classes)
     if torch.isnan(best_model.arm.population_mean).any():
         store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt", device)
     return best_model
@@ -369,6 +372,7 @@ class FusionPredictions:
     landmark: np.ndarray
     rgb: np.ndarray
     weight: np.ndarray
+    classes: tuple[str, ...] = CLASSES  # the data set's class list: the probabilities' columns
 
 
 def build_fusion(baseline: M.ARMNet, config: FusionConfig) -> M.FusionModel:
@@ -417,7 +421,7 @@ def predict_fusion(model: M.FusionModel, split: D.SplitTensors, cache: torch.Ten
     out = fusion_outputs(model, split, cache, config, progress=progress)
     landmark = model.landmark_probabilities(out.landmark_logits.to(next(model.parameters()).device)).cpu()
     return FusionPredictions(list(split.names), split.labels.numpy(), out.fused_logits.softmax(1).numpy(), landmark.numpy(),
-                             out.rgb_logits.softmax(1).numpy(), out.weight.numpy())
+                             out.rgb_logits.softmax(1).numpy(), out.weight.numpy(), tuple(split.classes))
 
 
 @torch.no_grad()
@@ -515,6 +519,7 @@ def train_fusion(
     """
     from adabelief_pytorch import AdaBelief
 
+    M.check_classes(baseline.classes, train.classes, "the baseline")
     run_dir = Path(run_dir)
     device = device or M.pick_device()
     distributed.main_first(lambda: _check_config(run_dir, config))
@@ -542,7 +547,8 @@ def train_fusion(
     if device.type == "cuda":  # the cache, points and labels live on the GPU: a step copies only its indices and flips
         torch.backends.cudnn.benchmark = True
         fit_cache = fit_cache.to(device)
-    on_device = dataclasses.replace(fit, points=fit.points.to(device), labels=fit.labels.to(device))
+    on_device = dataclasses.replace(fit, points=fit.points.to(device), labels=fit.labels.to(device),
+                                    soft=None if fit.soft is None else fit.soft.to(device))
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -566,7 +572,8 @@ def train_fusion(
             labels = on_device.labels[index]
             with _autocast(device), distributed.global_batch():
                 out = trained(rgb, landmarks)
-                loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()), labels)
+                loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()),
+                                  on_device.targets(index))
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_scale(len(labels), batch_size)).backward()
             optimizer.step()
@@ -674,10 +681,12 @@ def load_splits(data_root: Path, input_size: int, *, landmark_set: str = "auto37
 # Prediction tables
 
 
-def prediction_frame(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
-    """One row per image: name, label, predicted class and the 7 probabilities (columns named by class)."""
+def prediction_frame(names: list[str], labels: np.ndarray, probabilities: np.ndarray, classes=CLASSES) -> pd.DataFrame:
+    """One row per image: name, label, predicted class and one probability per class (columns ``p_<class>``)."""
+    if probabilities.shape[1] != len(classes):
+        raise ValueError(f"{probabilities.shape[1]} probabilities per image for {len(classes)} classes ({', '.join(classes)})")
     frame = pd.DataFrame({"image": names, "label": labels.astype(int), "predicted": probabilities.argmax(1).astype(int)})
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(classes):
         frame[f"p_{name}"] = probabilities[:, k]
     return frame
 
@@ -685,14 +694,14 @@ def prediction_frame(names: list[str], labels: np.ndarray, probabilities: np.nda
 def read_prediction_frame(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) back from a prediction table."""
     frame = pd.read_csv(path)
-    return frame["label"].to_numpy(), frame[[f"p_{name}" for name in CLASSES]].to_numpy()
+    return frame["label"].to_numpy(), frame[[c for c in frame.columns if c.startswith("p_")]].to_numpy()
 
 
 def save_fusion_predictions(predictions: FusionPredictions, folder: Path) -> dict[str, Path]:
     """Write ``predictions_{fused,landmark,rgb}.csv`` (the fused table also carries the weight)."""
     paths = {}
     for head in ("fused", "landmark", "rgb"):
-        frame = prediction_frame(predictions.names, predictions.labels, getattr(predictions, head))
+        frame = prediction_frame(predictions.names, predictions.labels, getattr(predictions, head), predictions.classes)
         if head == "fused":
             frame["weight"] = predictions.weight
         paths[head] = Path(folder) / f"predictions_{head}.csv"

@@ -155,7 +155,8 @@ def test_swapped_eyes_are_warned_about(tiny_rafdb):
 def test_check_data_json_and_exit_status(tiny_rafdb, capsys):
     assert main(["check-data", str(tiny_rafdb), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result == {"train": [1] * 7, "test": [1] * 7, "errors": []}
+    assert result == {"layout": "RAF-DB", "classes": list(rafdb.CLASSES), "train": [1] * 7, "test": [1] * 7, "excluded": {},
+                      "errors": []}
     break_label_range(tiny_rafdb)
     assert main(["check-data", str(tiny_rafdb), "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
