@@ -65,16 +65,31 @@ def write_copy(root: Path, rows: int, validation: int, seed: int = 0) -> Path:
             writer.writerow(COLUMNS)
             for start in range(0, count, 10_000):  # written in blocks: the generator streams too
                 n = min(10_000, count - start)
-                codes = np.where(rng.random(n) < 1 / 12, rng.integers(8, 11, n), rng.integers(0, 8, n))
+                codes = np.where(
+                    rng.random(n) < 1 / 12, rng.integers(8, 11, n), rng.integers(0, 8, n)
+                )
                 points = rng.uniform(20, 400, (n, 136))
                 for i in range(n):
-                    writer.writerow([f"{(start + i) // 1000 + 1}/{start + i:032x}.jpg", 40, 40, 300, 300,
-                                     ";".join(f"{v:.2f}" for v in points[i]), int(codes[i]), "0.1", "-0.2"])
+                    writer.writerow(
+                        [
+                            f"{(start + i) // 1000 + 1}/{start + i:032x}.jpg",
+                            40,
+                            40,
+                            300,
+                            300,
+                            ";".join(f"{v:.2f}" for v in points[i]),
+                            int(codes[i]),
+                            "0.1",
+                            "-0.2",
+                        ]
+                    )
     return root
 
 
 def measure(root: Path, mode: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", CHILD, str(root), mode], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(root), mode], capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -84,38 +99,59 @@ def time_conversion(base: Path, n: int) -> None:
     from fer_lib.demo_layouts import write_affectnet_csv
 
     for size in (n // 10, n):
-        source = write_affectnet_csv(base / f"images_{size}", size, max(7, size // 10), progress=False)
+        source = write_affectnet_csv(
+            base / f"images_{size}", size, max(7, size // 10), progress=False
+        )
         run = measure(source, "convert")
         rate = run["rows"] / run["seconds"]
-        print(f"convert-data, {run['rows']} synthetic AffectNet images, {os.cpu_count()} workers: {run['seconds']:.1f} s "
-              f"({rate:.0f} images/s; 287,651 would take about {287_651 / rate / 3600:.1f} h), "
-              f"peak {run['peak_mib']:.0f} MiB in the converting process")
+        print(
+            f"convert-data, {run['rows']} synthetic AffectNet images, {os.cpu_count()} workers: {run['seconds']:.1f} s "
+            f"({rate:.0f} images/s; 287,651 would take about {287_651 / rate / 3600:.1f} h), "
+            f"peak {run['peak_mib']:.0f} MiB in the converting process"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=287_651, help="training.csv rows (AffectNet-8's training set)")
+    parser.add_argument(
+        "--rows", type=int, default=287_651, help="training.csv rows (AffectNet-8's training set)"
+    )
     parser.add_argument("--validation", type=int, default=4_000)
     parser.add_argument("--keep", type=Path, default=None, help="write the copy here and keep it")
-    parser.add_argument("--convert", type=int, default=0, metavar="N", help="also time converting N synthetic images")
+    parser.add_argument(
+        "--convert",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time converting N synthetic images",
+    )
     args = parser.parse_args()
     base = args.keep or Path(tempfile.mkdtemp())
     try:
         started = time.perf_counter()
         full = write_copy(base / "full", args.rows, args.validation)
         tenth = write_copy(base / "tenth", args.rows // 10, args.validation // 10)
-        size = sum(p.stat().st_size for p in (full / "Manually_Annotated_file_lists").iterdir()) / 2**20
-        print(f"wrote {args.rows} + {args.validation} rows ({size:.0f} MiB of CSV) in {time.perf_counter() - started:.0f} s")
+        size = (
+            sum(p.stat().st_size for p in (full / "Manually_Annotated_file_lists").iterdir())
+            / 2**20
+        )
+        print(
+            f"wrote {args.rows} + {args.validation} rows ({size:.0f} MiB of CSV) in {time.perf_counter() - started:.0f} s"
+        )
         floor = measure(full, "import")
         small = measure(tenth, "check")
         big = measure(full, "check")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-              f"Python {platform.python_version()}")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}"
+        )
         print(f"import only: peak {floor['peak_mib']:.0f} MiB")
         for run in (small, big):
-            print(f"check, {run['rows']} rows: {run['seconds']:.1f} s ({run['rows'] / run['seconds']:,.0f} rows/s), "
-                  f"peak {run['peak_mib']:.0f} MiB "
-                  f"({run['peak_mib'] - floor['peak_mib']:+.0f} MiB over the import)")
+            print(
+                f"check, {run['rows']} rows: {run['seconds']:.1f} s ({run['rows'] / run['seconds']:,.0f} rows/s), "
+                f"peak {run['peak_mib']:.0f} MiB "
+                f"({run['peak_mib'] - floor['peak_mib']:+.0f} MiB over the import)"
+            )
         if args.convert:
             time_conversion(base, args.convert)
     finally:

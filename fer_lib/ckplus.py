@@ -34,21 +34,27 @@ def parse_landmark_file(path: Path, problems: list[str]) -> np.ndarray | None:
     try:
         rows = [r for r in path.read_text(encoding="utf-8").splitlines() if r.strip()]
     except FileNotFoundError:
-        problems.append(f"{path}: missing (the landmarks of a frame the protocol uses). Restore it from CK+'s "
-                        "Landmarks/.")
+        problems.append(
+            f"{path}: missing (the landmarks of a frame the protocol uses). Restore it from CK+'s "
+            "Landmarks/."
+        )
         return None
     except (OSError, UnicodeDecodeError) as error:
         problems.append(f"{path}: unreadable ({error})")
         return None
     if len(rows) != 68:
-        problems.append(f"{path}: {len(rows)} points, expected 68 rows of 'x y'. Restore it from CK+'s Landmarks/.")
+        problems.append(
+            f"{path}: {len(rows)} points, expected 68 rows of 'x y'. Restore it from CK+'s Landmarks/."
+        )
         return None
     try:
         points = np.array([[float(v) for v in row.split()] for row in rows])
     except ValueError:
         points = np.empty(0)
     if points.shape != (68, 2) or not np.isfinite(points).all():
-        problems.append(f"{path}: not 68 rows of two finite numbers 'x y'. Restore it from CK+'s Landmarks/.")
+        problems.append(
+            f"{path}: not 68 rows of two finite numbers 'x y'. Restore it from CK+'s Landmarks/."
+        )
         return None
     return points
 
@@ -58,12 +64,24 @@ class CkPlus:
 
     layout = "CK+"
 
-    def __init__(self, root: Path, classes: int = 8, folds: int = 10, fold: int = 0, first_neutral: bool = True, **_):
+    def __init__(
+        self,
+        root: Path,
+        classes: int = 8,
+        folds: int = 10,
+        fold: int = 0,
+        first_neutral: bool = True,
+        **_,
+    ):
         self.root = Path(root)
         if classes not in (7, 8):
             raise DataSetError([f"CK+ is read with 7 or 8 classes, got {classes}"])
         if not (2 <= folds and 0 <= fold < folds):
-            raise DataSetError([f"need 2 or more folds and a test fold in 0..folds-1, got folds={folds}, fold={fold}"])
+            raise DataSetError(
+                [
+                    f"need 2 or more folds and a test fold in 0..folds-1, got folds={folds}, fold={fold}"
+                ]
+            )
         self.classes = project_classes(classes == 8)
         self.index = class_index(self.classes)
         self.folds, self.fold, self.first_neutral = folds, fold, first_neutral
@@ -74,8 +92,10 @@ class CkPlus:
         emotion_root = self.root / EMOTION_DIR
         for folder in (IMAGES_DIR, EMOTION_DIR, LANDMARKS_DIR):
             if not (self.root / folder).is_dir():
-                problems.append(f"{self.root / folder}: missing. CK+ needs cohn-kanade-images/, Emotion/ and Landmarks/ "
-                                "side by side (unpack each of its archives here).")
+                problems.append(
+                    f"{self.root / folder}: missing. CK+ needs cohn-kanade-images/, Emotion/ and Landmarks/ "
+                    "side by side (unpack each of its archives here)."
+                )
         if problems:
             return []
         found = []
@@ -84,14 +104,20 @@ class CkPlus:
             try:
                 code = int(round(float(path.read_text(encoding="utf-8").split()[0])))
             except (IndexError, ValueError, UnicodeDecodeError):
-                problems.append(f"{path}:1: not one number (an emotion code 0..7). Restore it from CK+'s Emotion/.")
+                problems.append(
+                    f"{path}:1: not one number (an emotion code 0..7). Restore it from CK+'s Emotion/."
+                )
                 continue
             if not 0 <= code <= 7:
-                problems.append(f"{path}:1: emotion {code} is outside CK+'s 0..7; fix it or remove the file")
+                problems.append(
+                    f"{path}:1: emotion {code} is outside CK+'s 0..7; fix it or remove the file"
+                )
                 continue
             found.append((subject, sequence, code, path))
         if not found and not problems:
-            problems.append(f"{emotion_root}: no S*/NNN/*_emotion.txt file: no labelled sequence to use")
+            problems.append(
+                f"{emotion_root}: no S*/NNN/*_emotion.txt file: no labelled sequence to use"
+            )
         return found
 
     def fold_of(self, subjects: list[str]) -> dict[str, int]:
@@ -102,30 +128,45 @@ class CkPlus:
         folds = self.fold_of([s for s, *_ in sequences])
         self.fold_sizes = [sum(1 for f in folds.values() if f == k) for k in range(self.folds)]
         if sequences and len(folds) < self.folds:
-            problems.append(f"{self.root}: {len(folds)} subject(s) cannot fill {self.folds} folds; pass fewer folds")
+            problems.append(
+                f"{self.root}: {len(folds)} subject(s) cannot fill {self.folds} folds; pass fewer folds"
+            )
             return
-        for subject, sequence, code, emotion_file in tqdm(sequences, desc="CK+ sequences", unit="seq",
-                                                          disable=not progress, leave=False):
+        for subject, sequence, code, emotion_file in tqdm(
+            sequences, desc="CK+ sequences", unit="seq", disable=not progress, leave=False
+        ):
             frames = self._frames(subject, sequence, emotion_file, problems)
             if frames is None:
                 continue
             split = "test" if folds[subject] == self.fold else "train"
-            picked = [(f, code) for f in frames[-PEAK_FRAMES:]] + ([(frames[0], 0)] if self.first_neutral else [])
+            picked = [(f, code) for f in frames[-PEAK_FRAMES:]] + (
+                [(frames[0], 0)] if self.first_neutral else []
+            )
             for frame, frame_code in picked:
                 name = CODES[frame_code]
                 if name not in self.index:
                     counts.exclude(f"{name}: not among the {len(self.classes)} classes")
                     continue
-                landmarks = self.root / LANDMARKS_DIR / subject / sequence / f"{frame.stem}_landmarks.txt"
+                landmarks = (
+                    self.root / LANDMARKS_DIR / subject / sequence / f"{frame.stem}_landmarks.txt"
+                )
                 points = parse_landmark_file(landmarks, problems)
                 if points is None:
                     continue
                 label = self.index[name]
                 counts.add(split, label)
-                yield Sample(split, label, f"{IMAGES_DIR}/{subject}/{sequence}/{frame.name}",
-                             f"{frame_code} ({emotion_file.name})", path=str(frame), points68=points)
+                yield Sample(
+                    split,
+                    label,
+                    f"{IMAGES_DIR}/{subject}/{sequence}/{frame.name}",
+                    f"{frame_code} ({emotion_file.name})",
+                    path=str(frame),
+                    points68=points,
+                )
 
-    def _frames(self, subject: str, sequence: str, emotion_file: Path, problems: list[str]) -> list[Path] | None:
+    def _frames(
+        self, subject: str, sequence: str, emotion_file: Path, problems: list[str]
+    ) -> list[Path] | None:
         """The sequence's frames from the first to the labelled peak, or None (the reason in ``problems``). A frame
         is known by its image or by its landmark file, so a missing image is named, not silently skipped."""
         frame_dir = self.root / IMAGES_DIR / subject / sequence
@@ -134,14 +175,18 @@ class CkPlus:
         marked = {p.name[: -len("_landmarks.txt")] for p in landmark_dir.glob("*_landmarks.txt")}
         peak = emotion_file.name[: -len("_emotion.txt")]
         for stem in sorted((marked | {peak}) - images):
-            problems.append(f"{frame_dir / (stem + '.png')}: missing, but its landmarks (or its emotion label) exist. "
-                            "Restore it from cohn-kanade-images/.")
+            problems.append(
+                f"{frame_dir / (stem + '.png')}: missing, but its landmarks (or its emotion label) exist. "
+                "Restore it from cohn-kanade-images/."
+            )
         if (marked | {peak}) - images:
             return None
         frames = sorted(frame_dir / f"{stem}.png" for stem in images if stem <= peak)
         if len(frames) < PEAK_FRAMES + 1:
-            problems.append(f"{frame_dir}: {len(frames)} frame(s) up to the labelled one; a labelled sequence needs at "
-                            f"least {PEAK_FRAMES + 1} (neutral to peak). Restore it from cohn-kanade-images/.")
+            problems.append(
+                f"{frame_dir}: {len(frames)} frame(s) up to the labelled one; a labelled sequence needs at "
+                f"least {PEAK_FRAMES + 1} (neutral to peak). Restore it from cohn-kanade-images/."
+            )
             return None
         return frames
 
@@ -150,15 +195,26 @@ class CkPlus:
         with Decoder(decode_images, problems) as decoder:
             for sample in self._walk(counts, problems, progress):
                 decoder.add(Path(sample.path))
-        return rafdb.CheckReport(self.root, counts.train, counts.test, problems, [], self.classes, self.layout,
-                                 counts.excluded, self.protocol())
+        return rafdb.CheckReport(
+            self.root,
+            counts.train,
+            counts.test,
+            problems,
+            [],
+            self.classes,
+            self.layout,
+            counts.excluded,
+            self.protocol(),
+        )
 
     def samples(self) -> Iterator[Sample]:
         yield from self._walk(Counts(self.classes), [], False)
 
     def protocol(self) -> list[str]:
         sizes = f" ({', '.join(map(str, self.fold_sizes))} subjects)" if self.fold_sizes else ""
-        return [f"protocol: CK+, {len(self.classes)} classes; the last {PEAK_FRAMES} frames of each labelled sequence "
-                f"take its label{', its first frame is Neutral' if self.first_neutral else ''}",
-                f"protocol: subject-wise {self.folds} folds{sizes}, subjects dealt in sorted order; fold {self.fold} is "
-                "the test split here (convert once per fold and report the mean over folds)"]
+        return [
+            f"protocol: CK+, {len(self.classes)} classes; the last {PEAK_FRAMES} frames of each labelled sequence "
+            f"take its label{', its first frame is Neutral' if self.first_neutral else ''}",
+            f"protocol: subject-wise {self.folds} folds{sizes}, subjects dealt in sorted order; fold {self.fold} is "
+            "the test split here (convert once per fold and report the mean over folds)",
+        ]

@@ -44,39 +44,55 @@ def _plan(n_train: int, n_test: int, seed: int) -> list[tuple[str, int, str | in
 
 
 def _render(seed: int, split: str, index: int, name: str):
-    drawn = DISGUST if name == rafdb.CONTEMPT else NEUTRAL if name == "excluded" else rafdb.CLASSES.index(name)
+    drawn = (
+        DISGUST
+        if name == rafdb.CONTEMPT
+        else NEUTRAL
+        if name == "excluded"
+        else rafdb.CLASSES.index(name)
+    )
     return render_sample(seed, split, index, drawn)
 
 
 def _prepare(out: Path, layout: str) -> Path:
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise FileExistsError(f"{out} is not empty and holds no {MARKER}: choose an empty folder for the demo set")
+        raise FileExistsError(
+            f"{out} is not empty and holds no {MARKER}: choose an empty folder for the demo set"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).unlink(missing_ok=True)
     return out
 
 
 def _finish(out: Path, layout: str, n_train: int, n_test: int, seed: int) -> Path:
-    (out / MARKER).write_text(json.dumps({"layout": layout, "n_train": n_train, "n_test": n_test, "seed": seed}) + "\n")
+    (out / MARKER).write_text(
+        json.dumps({"layout": layout, "n_train": n_train, "n_test": n_test, "seed": seed}) + "\n"
+    )
     return out
 
 
-def write_affectnet_csv(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True) -> Path:
+def write_affectnet_csv(
+    out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
+) -> Path:
     """AffectNet's CSV release: Manually_Annotated_Images/ and Manually_Annotated_file_lists/{training,validation}.csv."""
     out = _prepare(out, "affectnet")
     lists = out / "Manually_Annotated_file_lists"
     lists.mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
-    handles = {split: open(lists / affectnet.LIST_FILES[split], "w", newline="", encoding="utf-8")
-               for split in ("train", "test")}
+    handles = {
+        split: open(lists / affectnet.LIST_FILES[split], "w", newline="", encoding="utf-8")
+        for split in ("train", "test")
+    }
     writers = {split: csv.writer(handle) for split, handle in handles.items()}
     for writer in writers.values():
         writer.writerow(affectnet.COLUMNS)
     excluded = iter(np.tile([8, 9, 10], 10_000))
     try:
         plan = _plan(n_train, n_test, seed)
-        for split, index, name in tqdm(plan, desc="demo AffectNet", unit="img", disable=not progress):
+        for split, index, name in tqdm(
+            plan, desc="demo AffectNet", unit="img", disable=not progress
+        ):
             sample = _render(seed, split, index, name)
             code = next(excluded) if name == "excluded" else affectnet.CODES.index(name)
             relative = f"{index // 500 + 1}/{split}_{index:06d}.jpg"
@@ -85,8 +101,19 @@ def write_affectnet_csv(out: str | os.PathLike, n_train: int, n_test: int, seed:
             x1, y1, x2, y2 = sample.box
             points = ";".join(f"{v:.2f}" for v in sample.points68.ravel())
             valence, arousal = rng.uniform(-1, 1, 2)
-            writers[split].writerow([relative, round(x1), round(y1), round(x2 - x1), round(y2 - y1), points, code,
-                                     f"{valence:.4f}", f"{arousal:.4f}"])
+            writers[split].writerow(
+                [
+                    relative,
+                    round(x1),
+                    round(y1),
+                    round(x2 - x1),
+                    round(y2 - y1),
+                    points,
+                    code,
+                    f"{valence:.4f}",
+                    f"{arousal:.4f}",
+                ]
+            )
     finally:
         for handle in handles.values():
             handle.close()
@@ -96,7 +123,9 @@ def write_affectnet_csv(out: str | os.PathLike, n_train: int, n_test: int, seed:
 NPY_SIZE = 224
 
 
-def write_affectnet_npy(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True) -> Path:
+def write_affectnet_npy(
+    out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
+) -> Path:
     """AffectNet's numpy release: train_set/ and val_set/ with images/N.jpg (224x224 crops) and annotations/N_*.npy.
     Expressions are stored as the release stores them, as one-character strings, in AffectNet's class order."""
     out = _prepare(out, "affectnet-npy")
@@ -104,16 +133,22 @@ def write_affectnet_npy(out: str | os.PathLike, n_train: int, n_test: int, seed:
     excluded = iter(np.tile([8, 9, 10], 10_000))
     numbers = {"train": 0, "test": 0}
     plan = _plan(n_train, n_test, seed)
-    for split, index, name in tqdm(plan, desc="demo AffectNet (numpy)", unit="img", disable=not progress):
+    for split, index, name in tqdm(
+        plan, desc="demo AffectNet (numpy)", unit="img", disable=not progress
+    ):
         sample = _render(seed, split, index, name)
         folder = out / affectnet.NPY_SPLITS[split]
         (folder / "images").mkdir(parents=True, exist_ok=True)
         (folder / "annotations").mkdir(parents=True, exist_ok=True)
         x1, y1, x2, y2 = sample.box
-        side = max(x2 - x1, y2 - y1) * 1.2  # a square crop around the face, as the release's 224x224 images
+        side = (
+            max(x2 - x1, y2 - y1) * 1.2
+        )  # a square crop around the face, as the release's 224x224 images
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         left, top = cx - side / 2, cy - side / 2
-        crop = sample.original.crop((round(left), round(top), round(left + side), round(top + side)))
+        crop = sample.original.crop(
+            (round(left), round(top), round(left + side), round(top + side))
+        )
         scale = NPY_SIZE / crop.width
         crop = crop.resize((NPY_SIZE, NPY_SIZE), Image.Resampling.BILINEAR)
         points = (sample.points68 - [round(left), round(top)] + 0.5) * scale - 0.5
@@ -129,7 +164,15 @@ def write_affectnet_npy(out: str | os.PathLike, n_train: int, n_test: int, seed:
     return _finish(out, "affectnet-npy", n_train, n_test, seed)
 
 
-FER_CODES = ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Neutral")  # FER2013's emotion column
+FER_CODES = (
+    "Anger",
+    "Disgust",
+    "Fear",
+    "Happiness",
+    "Sadness",
+    "Surprise",
+    "Neutral",
+)  # FER2013's emotion column
 
 
 def _votes(rng: np.random.Generator, name: str, row: int) -> list[int]:
@@ -150,51 +193,86 @@ def _votes(rng: np.random.Generator, name: str, row: int) -> list[int]:
     return votes.tolist()
 
 
-def write_ferplus(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True) -> Path:
+def write_ferplus(
+    out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
+) -> Path:
     """fer2013.csv (48x48 grey faces from the aligned crops) and fer2013new.csv (ten votes per row). One training
     row in five is PublicTest; the test rows are PrivateTest."""
     out = _prepare(out, "ferplus")
     rng = np.random.default_rng(seed)
-    with open(out / "fer2013.csv", "w", newline="", encoding="utf-8") as old, \
-            open(out / "fer2013new.csv", "w", newline="", encoding="utf-8") as new:
+    with (
+        open(out / "fer2013.csv", "w", newline="", encoding="utf-8") as old,
+        open(out / "fer2013new.csv", "w", newline="", encoding="utf-8") as new,
+    ):
         old_writer, new_writer = csv.writer(old), csv.writer(new)
         old_writer.writerow(ferplus.FER_COLUMNS)
         new_writer.writerow([*ferplus.NEW_COLUMNS, *ferplus.VOTE_COLUMNS])
-        for row, (split, index, name) in enumerate(tqdm(_plan(n_train, n_test, seed), desc="demo FERPlus", unit="img",
-                                                        disable=not progress)):
+        for row, (split, index, name) in enumerate(
+            tqdm(
+                _plan(n_train, n_test, seed), desc="demo FERPlus", unit="img", disable=not progress
+            )
+        ):
             sample = _render(seed, split, index, name)
-            grey = np.asarray(sample.aligned.convert("L").resize((ferplus.SIDE, ferplus.SIDE), Image.Resampling.BILINEAR))
-            usage = "PrivateTest" if split == "test" else ("PublicTest" if index % 5 == 4 else "Training")
+            grey = np.asarray(
+                sample.aligned.convert("L").resize(
+                    (ferplus.SIDE, ferplus.SIDE), Image.Resampling.BILINEAR
+                )
+            )
+            usage = (
+                "PrivateTest"
+                if split == "test"
+                else ("PublicTest" if index % 5 == 4 else "Training")
+            )
             emotion = FER_CODES.index(name) if name in FER_CODES else FER_CODES.index("Neutral")
             old_writer.writerow([emotion, " ".join(map(str, grey.ravel().tolist())), usage])
             new_writer.writerow([usage, f"fer{row:07d}.png", *_votes(rng, name, row)])
     return _finish(out, "ferplus", n_train, n_test, seed)
 
 
-def write_ckplus(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True) -> Path:
+def write_ckplus(
+    out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
+) -> Path:
     """CK+'s cohn-kanade-images/, Landmarks/ and Emotion/. ``n_train + n_test`` frames in sequences of four (a
     neutral first frame, three peak frames), three sequences per subject; one sequence in eight is unlabelled."""
     out = _prepare(out, "ckplus")
     plan = [p for p in _plan(n_train, n_test, seed) if p[2] != "excluded"]
     sequences = max(len(plan) // 4, 7)
     for s in tqdm(range(sequences), desc="demo CK+", unit="seq", disable=not progress):
-        split, index, name = plan[s * len(plan) // sequences]  # spread over the plan: every class, both splits
+        split, index, name = plan[
+            s * len(plan) // sequences
+        ]  # spread over the plan: every class, both splits
         subject, sequence = f"S{s // 3 + 1:03d}", f"{s % 3 + 1:03d}"
-        parts = [(folder / subject / sequence) for folder in (out / ckplus.IMAGES_DIR, out / ckplus.LANDMARKS_DIR)]
+        parts = [
+            (folder / subject / sequence)
+            for folder in (out / ckplus.IMAGES_DIR, out / ckplus.LANDMARKS_DIR)
+        ]
         for part in parts:
             part.mkdir(parents=True, exist_ok=True)
         frames = [(1, "Neutral")] + [(k, name) for k in (8, 9, 10)]
         for k, (frame, drawn) in enumerate(frames):
-            sample = _render(seed, split, 4 * s + k + 100_000, drawn if drawn in rafdb.CLASSES else rafdb.CONTEMPT)
+            sample = _render(
+                seed,
+                split,
+                4 * s + k + 100_000,
+                drawn if drawn in rafdb.CLASSES else rafdb.CONTEMPT,
+            )
             stem = f"{subject}_{sequence}_{frame:08d}"
             sample.original.convert("L").save(parts[0] / f"{stem}.png")
-            (parts[1] / f"{stem}_landmarks.txt").write_text("".join(f"   {x:.7e}   {y:.7e}\n" for x, y in sample.points68))
+            (parts[1] / f"{stem}_landmarks.txt").write_text(
+                "".join(f"   {x:.7e}   {y:.7e}\n" for x, y in sample.points68)
+            )
         if s % 8 != 7:  # unlabelled sequences are in CK+ too, and the protocol leaves them out
             emotion = out / ckplus.EMOTION_DIR / subject / sequence
             emotion.mkdir(parents=True, exist_ok=True)
-            (emotion / f"{subject}_{sequence}_{10:08d}_emotion.txt").write_text(f"   {ckplus.CODES.index(name):.7e}\n")
+            (emotion / f"{subject}_{sequence}_{10:08d}_emotion.txt").write_text(
+                f"   {ckplus.CODES.index(name):.7e}\n"
+            )
     return _finish(out, "ckplus", n_train, n_test, seed)
 
 
-WRITERS = {"affectnet": write_affectnet_csv, "affectnet-npy": write_affectnet_npy, "ferplus": write_ferplus,
-           "ckplus": write_ckplus}
+WRITERS = {
+    "affectnet": write_affectnet_csv,
+    "affectnet-npy": write_affectnet_npy,
+    "ferplus": write_ferplus,
+    "ckplus": write_ckplus,
+}

@@ -30,8 +30,28 @@ from tqdm.auto import tqdm
 from fer_lib import rafdb
 from fer_lib.layouts import Counts, DataSetError, Sample, class_index, project_classes
 
-VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
-VOTE_CLASSES = ("Neutral", "Happiness", "Surprise", "Sadness", "Anger", "Disgust", "Fear", "Contempt")
+VOTE_COLUMNS = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
+VOTE_CLASSES = (
+    "Neutral",
+    "Happiness",
+    "Surprise",
+    "Sadness",
+    "Anger",
+    "Disgust",
+    "Fear",
+    "Contempt",
+)
 FER_COLUMNS = ("emotion", "pixels", "Usage")
 NEW_COLUMNS = ("Usage", "Image name")
 USAGE_SPLIT = {"Training": "train", "PublicTest": "train", "PrivateTest": "test"}
@@ -96,7 +116,9 @@ class FerPlus:
         if classes not in (7, 8):
             raise DataSetError([f"FERPlus is read with 7 or 8 classes, got {classes}"])
         if label_mode not in LABEL_MODES:
-            raise DataSetError([f"label mode {label_mode!r} is not one of {', '.join(LABEL_MODES)}"])
+            raise DataSetError(
+                [f"label mode {label_mode!r} is not one of {', '.join(LABEL_MODES)}"]
+            )
         self.classes = project_classes(classes == 8)
         self.index = class_index(self.classes)
         self.label_mode = label_mode
@@ -104,17 +126,23 @@ class FerPlus:
     def _open(self, name: str, columns: tuple[str, ...], problems: list[str]):
         path = self.root / name
         if not path.exists():
-            problems.append(f"{path}: missing. FERPlus needs fer2013.csv (Kaggle's FER2013) and fer2013new.csv "
-                            "(microsoft/FERPlus) side by side.")
+            problems.append(
+                f"{path}: missing. FERPlus needs fer2013.csv (Kaggle's FER2013) and fer2013new.csv "
+                "(microsoft/FERPlus) side by side."
+            )
             return None
-        handle = open(path, newline="", encoding="utf-8-sig")  # a byte-order mark, as some editors save, is not a column
+        handle = open(
+            path, newline="", encoding="utf-8-sig"
+        )  # a byte-order mark, as some editors save, is not a column
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in columns if c not in header]
         if missing:
             handle.close()
-            problems.append(f"{path}:1: missing column(s) {', '.join(missing)}; the header must name "
-                            f"{', '.join(columns)}. Restore the file from its source.")
+            problems.append(
+                f"{path}:1: missing column(s) {', '.join(missing)}; the header must name "
+                f"{', '.join(columns)}. Restore the file from its source."
+            )
             return None
         return handle, reader, header
 
@@ -129,14 +157,27 @@ class FerPlus:
         old_path, new_path = self.root / "fer2013.csv", self.root / "fer2013new.csv"
         try:
             rows = zip_longest(old[1], new[1])
-            for line, (a, b) in enumerate(tqdm(rows, desc="FERPlus rows", unit="row", disable=not progress, leave=False,
-                                              mininterval=0.5), start=2):
+            for line, (a, b) in enumerate(
+                tqdm(
+                    rows,
+                    desc="FERPlus rows",
+                    unit="row",
+                    disable=not progress,
+                    leave=False,
+                    mininterval=0.5,
+                ),
+                start=2,
+            ):
                 if a is None or b is None:
                     shorter, longer = (old_path, new_path) if a is None else (new_path, old_path)
-                    problems.append(f"{shorter}:{line}: ends here, but {longer.name} goes on: the two files must hold "
-                                    "the same rows in the same order (row count mismatch). Restore both from their sources.")
+                    problems.append(
+                        f"{shorter}:{line}: ends here, but {longer.name} goes on: the two files must hold "
+                        "the same rows in the same order (row count mismatch). Restore both from their sources."
+                    )
                     return
-                sample = self._parse(line, dict(zip(old[2], a)), dict(zip(new[2], b)), counts, problems)
+                sample = self._parse(
+                    line, dict(zip(old[2], a)), dict(zip(new[2], b)), counts, problems
+                )
                 if sample is not None:
                     counts.add(sample.split, sample.label)
                     yield sample
@@ -144,37 +185,51 @@ class FerPlus:
             old[0].close()
             new[0].close()
 
-    def _parse(self, line: int, a: dict, b: dict, counts: Counts, problems: list[str]) -> Sample | None:
+    def _parse(
+        self, line: int, a: dict, b: dict, counts: Counts, problems: list[str]
+    ) -> Sample | None:
         old_path, new_path = self.root / "fer2013.csv", self.root / "fer2013new.csv"
         usage = (a.get("Usage") or "").strip()
         if usage not in USAGE_SPLIT:
-            problems.append(f"{old_path}:{line}: Usage {usage!r} is not Training, PublicTest or PrivateTest")
+            problems.append(
+                f"{old_path}:{line}: Usage {usage!r} is not Training, PublicTest or PrivateTest"
+            )
             return None
         if (b.get("Usage") or "").strip() != usage:
-            problems.append(f"{new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's {usage!r}: the files "
-                            "are not in the same row order. Restore both from their sources.")
+            problems.append(
+                f"{new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's {usage!r}: the files "
+                "are not in the same row order. Restore both from their sources."
+            )
             return None
         try:
             votes = np.array([float(b[c]) for c in VOTE_COLUMNS])
         except (TypeError, ValueError):
-            problems.append(f"{new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not ten numbers")
+            problems.append(
+                f"{new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not ten numbers"
+            )
             return None
         if (votes < 0).any() or (votes != np.round(votes)).any() or votes.sum() > 100:
-            problems.append(f"{new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole numbers from 0, "
-                            "ten per image); fix or remove the row")
+            problems.append(
+                f"{new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole numbers from 0, "
+                "ten per image); fix or remove the row"
+            )
             return None
         try:
             emotion = int(a.get("emotion") or "")
         except ValueError:
             emotion = -1
         if not 0 <= emotion <= 6:
-            problems.append(f"{old_path}:{line}: emotion {a.get('emotion')!r} is outside FER2013's 0..6; "
-                            "fix or remove the row")
+            problems.append(
+                f"{old_path}:{line}: emotion {a.get('emotion')!r} is outside FER2013's 0..6; "
+                "fix or remove the row"
+            )
             return None
         pixels = (a.get("pixels") or "").split()
         if len(pixels) != SIDE * SIDE:
-            problems.append(f"{old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 image); "
-                            "restore the row from fer2013.csv")
+            problems.append(
+                f"{old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 image); "
+                "restore the row from fer2013.csv"
+            )
             return None
         if not (b.get("Image name") or "").strip():
             counts.exclude("no image name in fer2013new.csv (FERPlus dropped the face)")
@@ -187,15 +242,21 @@ class FerPlus:
         if name not in self.index:
             counts.exclude(f"{name}: not among the {len(self.classes)} classes")
             return None
-        if soft is not None:  # over the vote classes -> over this reader's class list (contempt's share dropped for 7)
+        if (
+            soft is not None
+        ):  # over the vote classes -> over this reader's class list (contempt's share dropped for 7)
             mapped = np.zeros(len(self.classes))
             for k, share in enumerate(soft):
                 if VOTE_CLASSES[k] in self.index:
                     mapped[self.index[VOTE_CLASSES[k]]] = share
             soft = tuple((mapped / mapped.sum()).tolist())
-            name = self.classes[int(np.argmax(mapped))]  # a tie goes to the class first in the project's order
+            name = self.classes[
+                int(np.argmax(mapped))
+            ]  # a tie goes to the class first in the project's order
         try:
-            grey = np.array(pixels, dtype=np.int64)  # numpy parses the strings: twice as fast as int() per value
+            grey = np.array(
+                pixels, dtype=np.int64
+            )  # numpy parses the strings: twice as fast as int() per value
         except ValueError:
             problems.append(f"{old_path}:{line}: pixels are not whole numbers")
             return None
@@ -203,23 +264,41 @@ class FerPlus:
             problems.append(f"{old_path}:{line}: pixel values outside 0..255")
             return None
         code = "votes " + " ".join(str(int(v)) for v in votes)
-        return Sample(USAGE_SPLIT[usage], self.index[name], f"fer2013.csv:{line}", code,
-                      pixels=grey.astype(np.uint8).reshape(SIDE, SIDE), upsample=UPSAMPLE, soft=soft)
+        return Sample(
+            USAGE_SPLIT[usage],
+            self.index[name],
+            f"fer2013.csv:{line}",
+            code,
+            pixels=grey.astype(np.uint8).reshape(SIDE, SIDE),
+            upsample=UPSAMPLE,
+            soft=soft,
+        )
 
     def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
         """Both files read in step and every row checked (the pixels are the images: nothing else to decode)."""
         counts, problems = Counts(self.classes), []
         for _ in self._walk(counts, problems, progress):
             pass
-        return rafdb.CheckReport(self.root, counts.train, counts.test, problems, [], self.classes, self.layout,
-                                 counts.excluded, self.protocol())
+        return rafdb.CheckReport(
+            self.root,
+            counts.train,
+            counts.test,
+            problems,
+            [],
+            self.classes,
+            self.layout,
+            counts.excluded,
+            self.protocol(),
+        )
 
     def samples(self) -> Iterator[Sample]:
         yield from self._walk(Counts(self.classes), [], False)
 
     def protocol(self) -> list[str]:
-        return [f"protocol: FERPlus, {len(self.classes)} classes, label mode {self.label_mode}; unknown and NF excluded",
-                "protocol: Training + PublicTest are the training split (the project holds out its own validation), "
-                "PrivateTest the test split",
-                "protocol: no landmarks ship with FERPlus: faces enlarged 4x and found by dlib's detector; faces it "
-                "misses are listed in conversion_report.csv"]
+        return [
+            f"protocol: FERPlus, {len(self.classes)} classes, label mode {self.label_mode}; unknown and NF excluded",
+            "protocol: Training + PublicTest are the training split (the project holds out its own validation), "
+            "PrivateTest the test split",
+            "protocol: no landmarks ship with FERPlus: faces enlarged 4x and found by dlib's detector; faces it "
+            "misses are listed in conversion_report.csv",
+        ]

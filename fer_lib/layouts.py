@@ -48,7 +48,9 @@ LAYOUT_NAMES = {
     "ckplus": "CK+",
     "photos": "a folder of photos",
 }
-CROP_MARGIN = 0.25  # a face box (or the landmarks' box) widened by this share of its size on every side
+CROP_MARGIN = (
+    0.25  # a face box (or the landmarks' box) widened by this share of its size on every side
+)
 SOURCES_FILE = "sources.csv"
 REPORT_FILE = "conversion_report.csv"
 SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: one row per converted image
@@ -62,7 +64,9 @@ class DataSetError(rafdb.RafDbError):
         shown = "\n  ".join(self.problems[:20])
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
         where = f" in {root}" if root else ""
-        ValueError.__init__(self, f"{len(self.problems)} problem(s) with the {layout} copy{where}:\n  {shown}{more}")
+        ValueError.__init__(
+            self, f"{len(self.problems)} problem(s) with the {layout} copy{where}:\n  {shown}{more}"
+        )
 
 
 def class_index(classes: tuple[str, ...]) -> dict[str, int]:
@@ -82,13 +86,19 @@ def detect_layout(path: str | os.PathLike) -> str:
     if path.is_file():
         if path.name in ("fer2013.csv", "fer2013new.csv"):
             return "ferplus"
-        raise DataSetError([f"{path}: a file; pass the folder of a data set (RAF-DB's basic/, AffectNet's, FERPlus's "
-                            "folder holding fer2013.csv and fer2013new.csv, or CK+'s)"])
+        raise DataSetError(
+            [
+                f"{path}: a file; pass the folder of a data set (RAF-DB's basic/, AffectNet's, FERPlus's "
+                "folder holding fer2013.csv and fer2013new.csv, or CK+'s)"
+            ]
+        )
     if (path / "EmoLabel").is_dir() or (path / "basic" / "EmoLabel").is_dir():
         return "rafdb"
     if (path / "train_set").is_dir() or (path / "val_set").is_dir():
         return "affectnet-npy"
-    if (path / "Manually_Annotated_Images").is_dir() or any((path / d).is_dir() for d in AFFECTNET_LIST_DIRS):
+    if (path / "Manually_Annotated_Images").is_dir() or any(
+        (path / d).is_dir() for d in AFFECTNET_LIST_DIRS
+    ):
         return "affectnet"
     if (path / "fer2013.csv").exists() or (path / "fer2013new.csv").exists():
         return "ferplus"
@@ -96,10 +106,13 @@ def detect_layout(path: str | os.PathLike) -> str:
         return "ckplus"
     if _holds_photos(path):
         return "photos"
-    raise DataSetError([
-        f"{path}: no known layout. Looked for RAF-DB (EmoLabel/), AffectNet (Manually_Annotated_Images/ with "
-        "training.csv and validation.csv, or train_set/ and val_set/), FERPlus (fer2013.csv and fer2013new.csv), "
-        "CK+ (cohn-kanade-images/, Emotion/, Landmarks/) and class folders of photos"])
+    raise DataSetError(
+        [
+            f"{path}: no known layout. Looked for RAF-DB (EmoLabel/), AffectNet (Manually_Annotated_Images/ with "
+            "training.csv and validation.csv, or train_set/ and val_set/), FERPlus (fer2013.csv and fer2013new.csv), "
+            "CK+ (cohn-kanade-images/, Emotion/, Landmarks/) and class folders of photos"
+        ]
+    )
 
 
 def _holds_photos(path: Path, depth: int = 2) -> bool:
@@ -111,14 +124,20 @@ def _holds_photos(path: Path, depth: int = 2) -> bool:
 
     for entry in islice(path.iterdir(), 200):
         if entry.is_dir() and depth > 0:
-            if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in islice(entry.iterdir(), 200)):
+            if any(
+                p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                for p in islice(entry.iterdir(), 200)
+            ):
                 return True
             if entry.name.lower() in ("train", "test") and _holds_photos(entry, depth - 1):
                 return True
     return False
 
 
-AFFECTNET_LIST_DIRS = ("Manually_Annotated_file_lists", "Manually_Annotated_file_lists/Manually_Annotated_file_lists")
+AFFECTNET_LIST_DIRS = (
+    "Manually_Annotated_file_lists",
+    "Manually_Annotated_file_lists/Manually_Annotated_file_lists",
+)
 
 
 # ----------------------------------------------------------------------------------------------- samples
@@ -142,7 +161,9 @@ class Sample:
     points68: np.ndarray | None = None
     box: tuple[float, float, float, float] | None = None
     upsample: int = 1  # FERPlus's 48x48 faces are enlarged this much before detection
-    soft: tuple[float, ...] | None = None  # FERPlus's probability mode: the soft label over the class list
+    soft: tuple[float, ...] | None = (
+        None  # FERPlus's probability mode: the soft label over the class list
+    )
 
 
 @dataclass
@@ -195,7 +216,9 @@ class Decoder:
                 self.flush()
 
     def flush(self) -> None:
-        found = self.pool.map(decode_problem, [path for path, _ in self.batch]) if self.batch else []
+        found = (
+            self.pool.map(decode_problem, [path for path, _ in self.batch]) if self.batch else []
+        )
         for (_, where), problem in zip(self.batch, found):
             if problem:
                 self.problems.append(f"{where}: {problem}" if where else problem)
@@ -211,8 +234,9 @@ class Decoder:
             self.pool.shutdown()
 
 
-def _crop_box(box: tuple[float, float, float, float] | None, points: np.ndarray,
-              size: tuple[int, int]) -> tuple[int, int, int, int]:
+def _crop_box(
+    box: tuple[float, float, float, float] | None, points: np.ndarray, size: tuple[int, int]
+) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the face crop: the box (or the points' box) widened by CROP_MARGIN, kept
     inside the image."""
     if box is None:
@@ -240,24 +264,40 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
 
             image = load_photo(sample.path)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return {"source": sample.source, "name": "", "status": "unreadable", "reason": f"{type(error).__name__}: {error}"}
+        return {
+            "source": sample.source,
+            "name": "",
+            "status": "unreadable",
+            "reason": f"{type(error).__name__}: {error}",
+        }
     points = sample.points68
     if sample.upsample > 1:
-        image = image.resize((image.width * sample.upsample, image.height * sample.upsample), Image.Resampling.BICUBIC)
+        image = image.resize(
+            (image.width * sample.upsample, image.height * sample.upsample),
+            Image.Resampling.BICUBIC,
+        )
     if points is None:
         from fer_lib.faces import detect_faces
 
         faces = detect_faces(image)
         if not faces:
-            return {"source": sample.source, "name": "", "status": "no face",
-                    "reason": f"dlib's detector found no face (image enlarged {sample.upsample}x, then up to 2x more)"}
+            return {
+                "source": sample.source,
+                "name": "",
+                "status": "no face",
+                "reason": f"dlib's detector found no face (image enlarged {sample.upsample}x, then up to 2x more)",
+            }
         points, box = faces[0].points68, None
     else:
         points, box = np.asarray(points, dtype=np.float64), sample.box
     left, top, right, bottom = _crop_box(box, points, image.size)
     if right - left < 8 or bottom - top < 8:
-        return {"source": sample.source, "name": "", "status": "no face",
-                "reason": "face box or landmarks outside the image"}
+        return {
+            "source": sample.source,
+            "name": "",
+            "status": "no face",
+            "reason": "face box or landmarks outside the image",
+        }
     crop = image.crop((left, top, right, bottom))
     points = points - [left, top]
     manual5 = L.manual5_from_ibug68(points)
@@ -266,22 +306,35 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
 
         aligned = warp_aligned(crop, manual5)
     except (ValueError, np.linalg.LinAlgError) as error:
-        return {"source": sample.source, "name": "", "status": "bad landmarks", "reason": str(error)}
+        return {
+            "source": sample.source,
+            "name": "",
+            "status": "bad landmarks",
+            "reason": str(error),
+        }
     crop.save(out / rafdb.ORIGINAL_DIR / name, quality=95)
     aligned.save(out / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=95)
     face_box = (*points.min(0), *points.max(0))
-    rafdb.write_annotations(out, name, manual5, [rafdb.UNKNOWN_ATTRIBUTE] * 3, L.auto37_from_ibug68(points), face_box)
+    rafdb.write_annotations(
+        out, name, manual5, [rafdb.UNKNOWN_ATTRIBUTE] * 3, L.auto37_from_ibug68(points), face_box
+    )
     return {"source": sample.source, "name": name, "status": "converted", "reason": ""}
 
 
-def _numbered_tasks(out: Path, samples: Iterable[Sample], counters: dict) -> Iterator[tuple[str, str, Sample]]:
+def _numbered_tasks(
+    out: Path, samples: Iterable[Sample], counters: dict
+) -> Iterator[tuple[str, str, Sample]]:
     for sample in samples:
         counters[sample.split] += 1
-        width = 6 if sample.split == "train" else 5  # AffectNet's 280,000 training images need six digits
+        width = (
+            6 if sample.split == "train" else 5
+        )  # AffectNet's 280,000 training images need six digits
         yield str(out), f"{sample.split}_{counters[sample.split]:0{width}d}.jpg", sample
 
 
-def convert(reader, out: str | os.PathLike, *, workers: int | None = None, progress: bool = True) -> dict:
+def convert(
+    reader, out: str | os.PathLike, *, workers: int | None = None, progress: bool = True
+) -> dict:
     """Convert the copy ``reader`` reads into RAF-DB's layout under ``out`` (an empty or new folder).
 
     The reader's check runs first (images not decoded) and a broken copy is refused before anything is written.
@@ -293,9 +346,17 @@ def convert(reader, out: str | os.PathLike, *, workers: int | None = None, progr
         raise DataSetError(report.errors, report.layout, reader.root)
     out = Path(out)
     if (out / rafdb.LABEL_FILE).exists() or (out / rafdb.CLASSES_FILE).exists():
-        raise DataSetError([f"{out} already holds a data set ({rafdb.LABEL_FILE}); choose an empty folder"])
-    for folder in (rafdb.ORIGINAL_DIR, rafdb.ALIGNED_DIR, rafdb.MANUAL_DIR, rafdb.AUTO_DIR, rafdb.BOUNDINGBOX_DIR,
-                   rafdb.LABEL_FILE.parent):
+        raise DataSetError(
+            [f"{out} already holds a data set ({rafdb.LABEL_FILE}); choose an empty folder"]
+        )
+    for folder in (
+        rafdb.ORIGINAL_DIR,
+        rafdb.ALIGNED_DIR,
+        rafdb.MANUAL_DIR,
+        rafdb.AUTO_DIR,
+        rafdb.BOUNDINGBOX_DIR,
+        rafdb.LABEL_FILE.parent,
+    ):
         (out / folder).mkdir(parents=True, exist_ok=True)
     counters = {"train": 0, "test": 0}
     total = sum(report.train) + sum(report.test)
@@ -305,9 +366,11 @@ def convert(reader, out: str | os.PathLike, *, workers: int | None = None, progr
     done = {"converted": 0, "train": 0, "test": 0}
     problems = []
     # sources.csv and the label file are appended row by row (streaming); the label file is renamed into place last
-    with open(label_partial, "w", encoding="utf-8") as labels, \
-            open(out / SOURCES_FILE, "w", newline="", encoding="utf-8") as sources_handle, \
-            open(out / REPORT_FILE, "w", newline="", encoding="utf-8") as report_handle:
+    with (
+        open(label_partial, "w", encoding="utf-8") as labels,
+        open(out / SOURCES_FILE, "w", newline="", encoding="utf-8") as sources_handle,
+        open(out / REPORT_FILE, "w", newline="", encoding="utf-8") as report_handle,
+    ):
         sources = csv.writer(sources_handle)
         sources.writerow(["name", "split", "class", "source", "source label"])
         rejected = csv.writer(report_handle)
@@ -324,8 +387,18 @@ def convert(reader, out: str | os.PathLike, *, workers: int | None = None, progr
                     if soft_handle is None:
                         soft_handle = open(out / SOFT_LABELS_FILE, "w", encoding="utf-8")
                         soft_handle.write(",".join(["name", *reader.classes]) + "\n")
-                    soft_handle.write(",".join([result["name"], *(f"{v:.4f}" for v in sample.soft)]) + "\n")
-                sources.writerow([result["name"], sample.split, reader.classes[sample.label], sample.source, sample.code])
+                    soft_handle.write(
+                        ",".join([result["name"], *(f"{v:.4f}" for v in sample.soft)]) + "\n"
+                    )
+                sources.writerow(
+                    [
+                        result["name"],
+                        sample.split,
+                        reader.classes[sample.label],
+                        sample.source,
+                        sample.code,
+                    ]
+                )
                 done["converted"] += 1
                 done[sample.split] += 1
             else:
@@ -345,12 +418,23 @@ def convert(reader, out: str | os.PathLike, *, workers: int | None = None, progr
         bar.close()
         if soft_handle is not None:
             soft_handle.close()
-    info = {"layout": report.layout, "classes": list(reader.classes), "protocol": reader.protocol(),
-            "excluded": {**report.excluded, **_counted(problems)}, "source": reader.root.name}
+    info = {
+        "layout": report.layout,
+        "classes": list(reader.classes),
+        "protocol": reader.protocol(),
+        "excluded": {**report.excluded, **_counted(problems)},
+        "source": reader.root.name,
+    }
     (out / rafdb.CLASSES_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     os.replace(label_partial, out / rafdb.LABEL_FILE)
-    return {"layout": report.layout, "rows": total, **done, "not converted": len(problems),
-            "excluded": report.excluded, "classes": reader.classes}
+    return {
+        "layout": report.layout,
+        "rows": total,
+        **done,
+        "not converted": len(problems),
+        "excluded": report.excluded,
+        "classes": reader.classes,
+    }
 
 
 def _batches(items: Iterator, size: int) -> Iterator[list]:

@@ -34,11 +34,15 @@ CLASSES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neut
 NUM_CLASSES = len(CLASSES)
 CONTEMPT = "Contempt"  # the 8th class of AffectNet-8, FERPlus and CK+; RAF-DB has none
 CLASSES_8 = CLASSES + (CONTEMPT,)
-CLASSES_FILE = "classes.json"  # a converted copy's class list, layout and protocol (absent: RAF-DB itself)
+CLASSES_FILE = (
+    "classes.json"  # a converted copy's class list, layout and protocol (absent: RAF-DB itself)
+)
 SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: a soft label per image, trained on instead of the hard one
 SPLITS = ("train", "test")
 
-LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"  # sic; RAF-DB's own README also spells it as below
+LABEL_FILE = (
+    Path("EmoLabel") / "list_patition_label.txt"
+)  # sic; RAF-DB's own README also spells it as below
 LABEL_FILE_OTHER_SPELLING = Path("EmoLabel") / "list_partition_label.txt"
 ALIGNED_DIR = Path("Image") / "aligned"
 ORIGINAL_DIR = Path("Image") / "original"
@@ -48,7 +52,9 @@ BOUNDINGBOX_DIR = Path("Annotation") / "boundingbox"
 
 ATTRIBUTE_NAMES = ("gender", "race", "age")
 ATTRIBUTE_RANGES = {"gender": 3, "race": 3, "age": 5}  # valid codes are 0..n-1
-UNKNOWN_ATTRIBUTE = -1  # written by import-images, where a face's gender, race and age are not known
+UNKNOWN_ATTRIBUTE = (
+    -1
+)  # written by import-images, where a face's gender, race and age are not known
 
 
 def paper_results() -> dict:
@@ -100,16 +106,23 @@ def auto_name(name: str) -> str:
     return f"{Path(name).stem}_auto_attri.txt"
 
 
-def write_annotations(root: Path, name: str, manual5: np.ndarray, attributes, auto37: np.ndarray, box) -> None:
+def write_annotations(
+    root: Path, name: str, manual5: np.ndarray, attributes, auto37: np.ndarray, box
+) -> None:
     """A sample's annotation files in RAF-DB's format: the 5 manual points and the gender/race/age codes, the 37
     automatic points ("x<TAB>y" rows, original-image pixels) and the face's bounding box."""
+
     def points(rows: np.ndarray) -> str:
         return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in rows)
 
     root = Path(root)
-    (root / MANUAL_DIR / manual_name(name)).write_text(points(manual5) + "".join(f"{code}\n" for code in attributes))
+    (root / MANUAL_DIR / manual_name(name)).write_text(
+        points(manual5) + "".join(f"{code}\n" for code in attributes)
+    )
     (root / AUTO_DIR / auto_name(name)).write_text(points(auto37))
-    (root / BOUNDINGBOX_DIR / f"{Path(name).stem}_boundingbox.txt").write_text("{:.2f} {:.2f} {:.2f} {:.2f}\n".format(*box))
+    (root / BOUNDINGBOX_DIR / f"{Path(name).stem}_boundingbox.txt").write_text(
+        "{:.2f} {:.2f} {:.2f} {:.2f}\n".format(*box)
+    )
 
 
 def split_of(name: str) -> str | None:
@@ -129,8 +142,12 @@ class RafDb:
     attributes: np.ndarray  # (N, 3) int64: gender, race, age
     auto37: np.ndarray  # (N, 37, 2) float64, original-image pixels
     warnings: list[str] = field(default_factory=list)
-    classes: tuple[str, ...] = CLASSES  # what labels index: RAF-DB's 7, or a converted copy's (classes.json)
-    soft: np.ndarray | None = None  # (N, K) float soft labels (soft_labels.csv), or None: the hard labels are the targets
+    classes: tuple[str, ...] = (
+        CLASSES  # what labels index: RAF-DB's 7, or a converted copy's (classes.json)
+    )
+    soft: np.ndarray | None = (
+        None  # (N, K) float soft labels (soft_labels.csv), or None: the hard labels are the targets
+    )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -175,7 +192,9 @@ class RafDb:
             return self.manual5
         if landmark_set == "both":
             return np.concatenate([self.auto37, self.manual5], axis=1)
-        raise ValueError(f"landmark set {landmark_set!r} is not one of ('auto37', 'manual5', 'both')")
+        raise ValueError(
+            f"landmark set {landmark_set!r} is not one of ('auto37', 'manual5', 'both')"
+        )
 
 
 def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
@@ -187,24 +206,44 @@ def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise RafDbError([f"{path}: not readable JSON ({error}). Convert the data set again, or delete the file if "
-                          "this is RAF-DB itself."]) from None
+        raise RafDbError(
+            [
+                f"{path}: not readable JSON ({error}). Convert the data set again, or delete the file if "
+                "this is RAF-DB itself."
+            ]
+        ) from None
     classes = info.get("classes") if isinstance(info, dict) else None
-    if (not isinstance(classes, list) or len(classes) < 2 or len(set(classes)) != len(classes)
-            or not all(isinstance(c, str) and c for c in classes)):
-        raise RafDbError([f"{path}: 'classes' must be a list of two or more distinct class names, got {classes!r}. "
-                          "Convert the data set again."])
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or len(set(classes)) != len(classes)
+        or not all(isinstance(c, str) and c for c in classes)
+    ):
+        raise RafDbError(
+            [
+                f"{path}: 'classes' must be a list of two or more distinct class names, got {classes!r}. "
+                "Convert the data set again."
+            ]
+        )
     return tuple(classes), info
 
 
-def read_label_file(path: Path, num_classes: int = NUM_CLASSES) -> tuple[list[str], list[int], list[str]]:
+def read_label_file(
+    path: Path, num_classes: int = NUM_CLASSES
+) -> tuple[list[str], list[int], list[str]]:
     """Names, 0-based labels and problems from ``list_patition_label.txt`` (labels 1..``num_classes``)."""
     names, labels, problems = [], [], []
     seen: dict[str, int] = {}
     try:
         text = path.read_text()
     except FileNotFoundError:
-        return [], [], [f"{path}: missing. It lists every image and its label; restore it from RAF-DB's EmoLabel/."]
+        return (
+            [],
+            [],
+            [
+                f"{path}: missing. It lists every image and its label; restore it from RAF-DB's EmoLabel/."
+            ],
+        )
     except UnicodeDecodeError:
         return [], [], [f"{path}: not a text file (bad encoding)."]
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -212,7 +251,9 @@ def read_label_file(path: Path, num_classes: int = NUM_CLASSES) -> tuple[list[st
         if not fields:
             continue
         if len(fields) != 2:
-            problems.append(f"{path}:{line_no}: expected '<image name> <label>', got {line.strip()!r}")
+            problems.append(
+                f"{path}:{line_no}: expected '<image name> <label>', got {line.strip()!r}"
+            )
             continue
         name, label_text = fields
         if split_of(name) is None or not name.endswith(".jpg"):
@@ -229,7 +270,9 @@ def read_label_file(path: Path, num_classes: int = NUM_CLASSES) -> tuple[list[st
             problems.append(f"{path}:{line_no}: label {label} is outside 1..{num_classes}")
             continue
         if name in seen:
-            problems.append(f"{path}:{line_no}: {name} is listed twice (first on line {seen[name]})")
+            problems.append(
+                f"{path}:{line_no}: {name} is listed twice (first on line {seen[name]})"
+            )
             continue
         seen[name] = line_no
         names.append(name)
@@ -248,13 +291,17 @@ def _read_rows(path: Path) -> list[str]:
     return rows
 
 
-def _parse_points(path: Path, rows: list[str], n_points: int, problems: list[str]) -> np.ndarray | None:
+def _parse_points(
+    path: Path, rows: list[str], n_points: int, problems: list[str]
+) -> np.ndarray | None:
     points = np.empty((n_points, 2))
     ok = True
     for i in range(n_points):
         fields = rows[i].split()
         if len(fields) != 2:
-            problems.append(f"{path}:{i + 1}: expected 'x y' (two numbers), got {rows[i].strip()!r}")
+            problems.append(
+                f"{path}:{i + 1}: expected 'x y' (two numbers), got {rows[i].strip()!r}"
+            )
             ok = False
             continue
         for j, text in enumerate(fields):
@@ -280,7 +327,9 @@ def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.n
         problems.append(f"{path}: not a text file (bad encoding)")
         return None
     if len(rows) != 8:
-        problems.append(f"{path}: expected 8 rows (5 points, then gender, race, age), found {len(rows)}")
+        problems.append(
+            f"{path}: expected 8 rows (5 points, then gender, race, age), found {len(rows)}"
+        )
         return None
     points = _parse_points(path, rows, 5, problems)
     attributes = np.empty(3, dtype=np.int64)
@@ -359,7 +408,9 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
     attributes = np.full((n, 3), -1, dtype=np.int64)
     auto37 = np.full((n, 37, 2), np.nan)
     warnings = []
-    for i, name in enumerate(tqdm(names, desc="annotations", unit="img", disable=not progress, leave=False)):
+    for i, name in enumerate(
+        tqdm(names, desc="annotations", unit="img", disable=not progress, leave=False)
+    ):
         if aligned_name(name) not in listings[ALIGNED_DIR]:
             problems.append(f"{root / ALIGNED_DIR / aligned_name(name)}: listed image missing")
         if require_original and name not in listings[ORIGINAL_DIR]:
@@ -376,14 +427,25 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
         if auto is not None:
             auto37[i] = auto
     splits = np.array([split_of(name) for name in names])
-    data = RafDb(root, names, splits, np.array(labels, dtype=np.int64), manual5, attributes, auto37, warnings, classes)
+    data = RafDb(
+        root,
+        names,
+        splits,
+        np.array(labels, dtype=np.int64),
+        manual5,
+        attributes,
+        auto37,
+        warnings,
+        classes,
+    )
     if (root / SOFT_LABELS_FILE).exists():
         data.soft = read_soft_labels(root / SOFT_LABELS_FILE, names, data.labels, classes, problems)
     return data, problems
 
 
-def read_soft_labels(path: Path, names: list[str], labels: np.ndarray, classes: tuple[str, ...],
-                     problems: list[str]) -> np.ndarray | None:
+def read_soft_labels(
+    path: Path, names: list[str], labels: np.ndarray, classes: tuple[str, ...], problems: list[str]
+) -> np.ndarray | None:
     """(N, K) soft labels in the order of ``names``, from ``soft_labels.csv`` (name, then one column per class);
     every listed image needs a row summing to 1 whose largest share is its hard label. None if a problem was noted."""
     import csv
@@ -394,7 +456,9 @@ def read_soft_labels(path: Path, names: list[str], labels: np.ndarray, classes: 
         reader = csv.reader(handle)
         header = next(reader, [])
         if header != ["name", *classes]:
-            problems.append(f"{path}:1: header must be name,{','.join(classes)} (the copy's classes); convert the data set again")
+            problems.append(
+                f"{path}:1: header must be name,{','.join(classes)} (the copy's classes); convert the data set again"
+            )
             return None
         for line, fields in enumerate(reader, start=2):
             try:
@@ -402,20 +466,32 @@ def read_soft_labels(path: Path, names: list[str], labels: np.ndarray, classes: 
             except ValueError:
                 values = np.empty(0)
             i = row_of.get(fields[0] if fields else "")
-            if i is None or values.shape != (len(classes),) or not np.isfinite(values).all() or (values < 0).any() \
-                    or abs(values.sum() - 1) > 1e-2 or values.argmax() != labels[i]:
-                problems.append(f"{path}:{line}: not a listed image with {len(classes)} shares summing to 1 whose largest is "
-                                "its label; convert the data set again")
+            if (
+                i is None
+                or values.shape != (len(classes),)
+                or not np.isfinite(values).all()
+                or (values < 0).any()
+                or abs(values.sum() - 1) > 1e-2
+                or values.argmax() != labels[i]
+            ):
+                problems.append(
+                    f"{path}:{line}: not a listed image with {len(classes)} shares summing to 1 whose largest is "
+                    "its label; convert the data set again"
+                )
                 return None
             soft[i] = values / values.sum()
     missing = [names[i] for i in np.flatnonzero(np.isnan(soft[:, 0]))]
     if missing:
-        problems.append(f"{path}: no soft label for {len(missing)} listed image(s), e.g. {missing[0]}; convert the data set again")
+        problems.append(
+            f"{path}: no soft label for {len(missing)} listed image(s), e.g. {missing[0]}; convert the data set again"
+        )
         return None
     return soft
 
 
-def load_rafdb(root: str | os.PathLike, *, require_original: bool = False, progress: bool = False) -> RafDb:
+def load_rafdb(
+    root: str | os.PathLike, *, require_original: bool = False, progress: bool = False
+) -> RafDb:
     """Read a RAF-DB copy (labels and landmarks); raise RafDbError naming every problem found.
 
     Image files are checked for presence here; ``check_rafdb`` also decodes them.
@@ -450,7 +526,9 @@ class CheckReport:
     warnings: list[str]
     classes: tuple[str, ...] = CLASSES
     layout: str = "RAF-DB"
-    excluded: dict[str, int] = field(default_factory=dict)  # rows left out by the protocol, by reason
+    excluded: dict[str, int] = field(
+        default_factory=dict
+    )  # rows left out by the protocol, by reason
     notes: list[str] = field(default_factory=list)  # the layout's protocol, in words
 
     @property
@@ -458,8 +536,14 @@ class CheckReport:
         return not self.errors
 
     def to_json(self) -> dict:
-        return {"layout": self.layout, "classes": list(self.classes), "train": self.train, "test": self.test,
-                "excluded": self.excluded, "errors": self.errors}
+        return {
+            "layout": self.layout,
+            "classes": list(self.classes),
+            "train": self.train,
+            "test": self.test,
+            "excluded": self.excluded,
+            "errors": self.errors,
+        }
 
     def table(self) -> str:
         """Counts per class, next to the paper's Table 3 for RAF-DB itself."""
@@ -468,7 +552,9 @@ class CheckReport:
         paper = paper_results()["table3_class_counts"]
         lines = [f"{'class':<10} {'train':>7} {'paper':>7} {'test':>7} {'paper':>7}"]
         for k, name in enumerate(CLASSES):
-            lines.append(f"{name:<10} {self.train[k]:>7} {paper['train'][k]:>7} {self.test[k]:>7} {paper['test'][k]:>7}")
+            lines.append(
+                f"{name:<10} {self.train[k]:>7} {paper['train'][k]:>7} {self.test[k]:>7} {paper['test'][k]:>7}"
+            )
         lines.append(
             f"{'total':<10} {sum(self.train):>7} {sum(paper['train']):>7} {sum(self.test):>7} {sum(paper['test']):>7}"
         )
@@ -479,14 +565,19 @@ class CheckReport:
     def _plain_table(self) -> str:
         width = max(10, *(len(name) for name in self.classes))
         lines = [f"{'class':<{width}} {'train':>7} {'test':>7}"]
-        lines += [f"{name:<{width}} {a:>7} {b:>7}" for name, a, b in zip(self.classes, self.train, self.test)]
+        lines += [
+            f"{name:<{width}} {a:>7} {b:>7}"
+            for name, a, b in zip(self.classes, self.train, self.test)
+        ]
         lines.append(f"{'total':<{width}} {sum(self.train):>7} {sum(self.test):>7}")
         for reason, count in self.excluded.items():
             lines.append(f"excluded: {count} row(s): {reason}")
         return "\n".join(lines + self.notes)
 
 
-def check_rafdb(root: str | os.PathLike, *, decode_images: bool = True, progress: bool = True) -> CheckReport:
+def check_rafdb(
+    root: str | os.PathLike, *, decode_images: bool = True, progress: bool = True
+) -> CheckReport:
     """Validate a copy in one pass: label list, annotation files, image presence and (optionally) decoding."""
     try:
         root = resolve_root(root)
@@ -495,8 +586,12 @@ def check_rafdb(root: str | os.PathLike, *, decode_images: bool = True, progress
         return CheckReport(Path(root), [0] * NUM_CLASSES, [0] * NUM_CLASSES, error.problems, [])
     layout = info.get("layout", "RAF-DB")
     layout = layout if layout == "RAF-DB" else f"{layout}, converted to RAF-DB's layout"
-    extra = dict(classes=classes, layout=layout, excluded=dict(info.get("excluded", {})),
-                 notes=list(info.get("protocol", [])))
+    extra = dict(
+        classes=classes,
+        layout=layout,
+        excluded=dict(info.get("excluded", {})),
+        notes=list(info.get("protocol", [])),
+    )
     data, problems = _read_all(root, require_original=True, progress=progress)
     if data is None:
         return CheckReport(root, [0] * len(classes), [0] * len(classes), problems, [], **extra)
@@ -504,7 +599,21 @@ def check_rafdb(root: str | os.PathLike, *, decode_images: bool = True, progress
         paths = [data.aligned_path(i) for i in range(len(data))]
         with ThreadPoolExecutor(max_workers=4) as pool:
             found = pool.map(_decode_problem, paths, chunksize=64)
-            for problem in tqdm(found, total=len(paths), desc="images", unit="img", disable=not progress, leave=False):
+            for problem in tqdm(
+                found,
+                total=len(paths),
+                desc="images",
+                unit="img",
+                disable=not progress,
+                leave=False,
+            ):
                 if problem:
                     problems.append(problem)
-    return CheckReport(root, data.class_counts("train"), data.class_counts("test"), problems, data.warnings, **extra)
+    return CheckReport(
+        root,
+        data.class_counts("train"),
+        data.class_counts("test"),
+        problems,
+        data.warnings,
+        **extra,
+    )

@@ -21,20 +21,39 @@ def _run_summary(run_dir: Path) -> dict:
 
     run_dir = Path(run_dir)
     tables = run_dir / "tables"
-    missing = [name for name in ("claims.csv", "table6_overall.csv", "branch_accuracy.csv") if not (tables / name).exists()]
+    missing = [
+        name
+        for name in ("claims.csv", "table6_overall.csv", "branch_accuracy.csv")
+        if not (tables / name).exists()
+    ]
     if missing:
-        raise FileNotFoundError(f"{run_dir} has no finished report ({', '.join(missing)} missing in {tables}); run ./run_all.sh for it first")
+        raise FileNotFoundError(
+            f"{run_dir} has no finished report ({', '.join(missing)} missing in {tables}); run ./run_all.sh for it first"
+        )
     info_path = run_dir / "run_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    settings = json.loads((run_dir / "settings.json").read_text()) if (run_dir / "settings.json").exists() else {}
+    settings = (
+        json.loads((run_dir / "settings.json").read_text())
+        if (run_dir / "settings.json").exists()
+        else {}
+    )
     table6 = pd.read_csv(tables / "table6_overall.csv").set_index("model")
     branch = pd.read_csv(tables / "branch_accuracy.csv")
     claims_frame = pd.read_csv(tables / "claims.csv")
     return {
-        "run": run_dir.name, "cpu": info.get("cpu", "unknown"), "commit": info.get("commit", "unknown"), "seeds": ", ".join(map(str, _seed_list(settings))),
-        "headline": {"baseline OA": float(table6.loc["baseline", "oa_top1"]), "proposed OA": float(table6.loc["proposed", "oa_top1"])},
-        "also": {"landmark-only OA": float(branch["landmark only"].mean()), "baseline AA": float(table6.loc["baseline", "aa"]),
-                 "proposed AA": float(table6.loc["proposed", "aa"])},
+        "run": run_dir.name,
+        "cpu": info.get("cpu", "unknown"),
+        "commit": info.get("commit", "unknown"),
+        "seeds": ", ".join(map(str, _seed_list(settings))),
+        "headline": {
+            "baseline OA": float(table6.loc["baseline", "oa_top1"]),
+            "proposed OA": float(table6.loc["proposed", "oa_top1"]),
+        },
+        "also": {
+            "landmark-only OA": float(branch["landmark only"].mean()),
+            "baseline AA": float(table6.loc["baseline", "aa"]),
+            "proposed AA": float(table6.loc["proposed", "aa"]),
+        },
         "verdicts": dict(zip(claims_frame["claim"], claims_frame["verdict"])),
     }
 
@@ -64,19 +83,43 @@ def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
     commit and seeds; landmark-only OA and AA are shown with their spread, unjudged."""
     runs = [_run_summary(d) for d in run_dirs]
     names = [f"{r['run']}" for r in runs]
-    rows = [{"quantity": key, **{n: r[key] for n, r in zip(names, runs)}, "agree": ""} for key in ("cpu", "commit")]
+    rows = [
+        {"quantity": key, **{n: r[key] for n, r in zip(names, runs)}, "agree": ""}
+        for key in ("cpu", "commit")
+    ]
     rows[0]["quantity"], rows[1]["quantity"] = "CPU", "commit"
-    rows.append({"quantity": "training seeds", **{n: r["seeds"] for n, r in zip(names, runs)}, "agree": ""})
+    rows.append(
+        {"quantity": "training seeds", **{n: r["seeds"] for n, r in zip(names, runs)}, "agree": ""}
+    )
     for key in runs[0]["headline"]:
         values = [r["headline"][key] for r in runs]
-        rows.append({"quantity": key, **{n: f"{v:.4f}" for n, v in zip(names, values)},
-                     "agree": "yes" if max(values) - min(values) <= HEADLINE_TOLERANCE else f"no (spread {max(values) - min(values):.4f})"})
+        rows.append(
+            {
+                "quantity": key,
+                **{n: f"{v:.4f}" for n, v in zip(names, values)},
+                "agree": "yes"
+                if max(values) - min(values) <= HEADLINE_TOLERANCE
+                else f"no (spread {max(values) - min(values):.4f})",
+            }
+        )
     for key in runs[0]["also"]:  # shown, not judged: only Table 6's OA values are the headline
         values = [r["also"][key] for r in runs]
-        rows.append({"quantity": key, **{n: f"{v:.4f}" for n, v in zip(names, values)}, "agree": f"(spread {max(values) - min(values):.4f})"})
+        rows.append(
+            {
+                "quantity": key,
+                **{n: f"{v:.4f}" for n, v in zip(names, values)},
+                "agree": f"(spread {max(values) - min(values):.4f})",
+            }
+        )
     for claim in runs[0]["verdicts"]:
         verdicts = [r["verdicts"].get(claim, "missing") for r in runs]
-        rows.append({"quantity": f"claim: {claim}", **dict(zip(names, verdicts)), "agree": verdict_agreement(verdicts)})
+        rows.append(
+            {
+                "quantity": f"claim: {claim}",
+                **dict(zip(names, verdicts)),
+                "agree": verdict_agreement(verdicts),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -121,7 +164,13 @@ def replicate_of(run_dir: Path) -> Path | None:
         if "uncommitted" in info.get("commit", "uncommitted") and not info.get("source"):
             return None
         same = {k: v for k, v in settings.items() if k != "seed_offset"}
-        return info.get("commit"), info.get("source"), info.get("data"), json.dumps(same, sort_keys=True), settings.get("seed_offset")
+        return (
+            info.get("commit"),
+            info.get("source"),
+            info.get("data"),
+            json.dumps(same, sort_keys=True),
+            settings.get("seed_offset"),
+        )
 
     mine = identity(run_dir)
     if mine is None:
@@ -150,6 +199,8 @@ def findings(claims_frame: pd.DataFrame, stability: pd.DataFrame | None) -> pd.D
         out["same verdict with other seeds"] = "not checked"
         return out
     rows = stability.set_index("quantity")
-    agree = {q.removeprefix("claim: "): a for q, a in rows["agree"].items() if q.startswith("claim: ")}
+    agree = {
+        q.removeprefix("claim: "): a for q, a in rows["agree"].items() if q.startswith("claim: ")
+    }
     out["same verdict with other seeds"] = [agree.get(c, "not checked") for c in out["claim"]]
     return out

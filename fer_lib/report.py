@@ -26,7 +26,9 @@ def _seaborn():
     return seaborn
 
 
-def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str = "") -> pd.DataFrame:
+def save_table(
+    frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str = ""
+) -> pd.DataFrame:
     """Write a table as CSV, Markdown and LaTeX (atomically); returns it for display."""
     tables_dir = Path(tables_dir)
     save_csv(frame, tables_dir / f"{name}.csv")
@@ -35,7 +37,10 @@ def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str
     shown = frame.astype(object).where(frame.notna(), None)
     markdown = shown.to_markdown(index=False, floatfmt=".4f", missingval="")
     save_text((f"{caption}\n\n" if caption else "") + markdown + "\n", tables_dir / f"{name}.md")
-    save_text(frame.to_latex(index=False, float_format="%.4f", caption=caption or None), tables_dir / f"{name}.tex")
+    save_text(
+        frame.to_latex(index=False, float_format="%.4f", caption=caption or None),
+        tables_dir / f"{name}.tex",
+    )
     return frame
 
 
@@ -46,7 +51,11 @@ def show(frame: pd.DataFrame) -> None:
 
     numbers = frame.select_dtypes("number").columns
     integers = [c for c in numbers if pd.api.types.is_integer_dtype(frame[c])]
-    styler = frame.style.hide(axis="index").format(precision=4, na_rep="").format("{:d}", subset=integers, na_rep="")
+    styler = (
+        frame.style.hide(axis="index")
+        .format(precision=4, na_rep="")
+        .format("{:d}", subset=integers, na_rep="")
+    )
     display(styler)
 
 
@@ -64,8 +73,16 @@ def read_table(tables_dir: Path, name: str) -> pd.DataFrame | None:
 def save_figure(fig: plt.Figure, name: str, figures_dir: Path) -> None:
     """Save a figure as PNG (for the report) and PDF (vector, for papers); the notebook shows it inline."""
     figures_dir = Path(figures_dir)
-    for suffix, kwargs in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):  # no date: reruns give the same file
-        write_atomic(figures_dir / f"{name}{suffix}", lambda tmp, kw=kwargs, s=suffix: fig.savefig(tmp, format=s[1:], bbox_inches="tight", **kw))
+    for suffix, kwargs in (
+        (".png", {"dpi": 150}),
+        (".pdf", {"metadata": {"CreationDate": None}}),
+    ):  # no date: reruns give the same file
+        write_atomic(
+            figures_dir / f"{name}{suffix}",
+            lambda tmp, kw=kwargs, s=suffix: fig.savefig(
+                tmp, format=s[1:], bbox_inches="tight", **kw
+            ),
+        )
 
 
 # -- tables ---------------------------------------------------------------------------------------------
@@ -75,7 +92,13 @@ def class_count_table(train_counts: list[int], test_counts: list[int]) -> pd.Dat
     """Table 3: images per class, next to the paper's counts."""
     paper = paper_results()["table3_class_counts"]
     return pd.DataFrame(
-        {"class": CLASSES, "train": train_counts, "test": test_counts, "paper train": paper["train"], "paper test": paper["test"]}
+        {
+            "class": CLASSES,
+            "train": train_counts,
+            "test": test_counts,
+            "paper train": paper["train"],
+            "paper test": paper["test"],
+        }
     )
 
 
@@ -85,9 +108,23 @@ def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> 
     paper = paper_results()["table2_contingency_test"]
     total, paper_total = sum(counts.values()), sum(paper.values())
     rows = []
-    for key in ("rgb_correct_landmark_correct", "rgb_correct_landmark_wrong", "rgb_wrong_landmark_correct", "rgb_wrong_landmark_wrong"):
+    for key in (
+        "rgb_correct_landmark_correct",
+        "rgb_correct_landmark_wrong",
+        "rgb_wrong_landmark_correct",
+        "rgb_wrong_landmark_wrong",
+    ):
         rgb, landmark = key.removeprefix("rgb_").split("_landmark_")
-        rows.append({"RGB": rgb, "landmark": landmark, "count": counts[key], "share": counts[key] / total, "paper count": paper[key], "paper share": paper[key] / paper_total})
+        rows.append(
+            {
+                "RGB": rgb,
+                "landmark": landmark,
+                "count": counts[key],
+                "share": counts[key] / total,
+                "paper count": paper[key],
+                "paper share": paper[key] / paper_total,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -96,11 +133,18 @@ def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> 
 
 def plot_class_counts(table: pd.DataFrame, data_label: str) -> plt.Figure:
     """Table 3 as bars: this data set's share per class next to the paper's."""
-    shares = pd.DataFrame({
-        "class": list(CLASSES) * 2,
-        "share of training images": np.concatenate([table["train"] / table["train"].sum(), table["paper train"] / table["paper train"].sum()]),
-        "data set": ["this data set"] * 7 + ["RAF-DB (paper, Table 3)"] * 7,
-    })
+    shares = pd.DataFrame(
+        {
+            "class": list(CLASSES) * 2,
+            "share of training images": np.concatenate(
+                [
+                    table["train"] / table["train"].sum(),
+                    table["paper train"] / table["paper train"].sum(),
+                ]
+            ),
+            "data set": ["this data set"] * 7 + ["RAF-DB (paper, Table 3)"] * 7,
+        }
+    )
     fig, ax = plt.subplots(figsize=(7, 3.2))
     _seaborn().barplot(shares, x="class", y="share of training images", hue="data set", ax=ax)
     ax.set_title(f"Class proportions: {data_label}", fontsize=10)
@@ -114,7 +158,18 @@ def plot_confusion(labels: np.ndarray, predicted: np.ndarray, title: str) -> plt
     matrix = metrics.confusion_matrix(labels, predicted)
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    _seaborn().heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, xticklabels=SHORT, yticklabels=SHORT, cbar_kws={"label": "share of the true class"}, ax=ax)
+    _seaborn().heatmap(
+        share,
+        annot=matrix,
+        fmt="d",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        xticklabels=SHORT,
+        yticklabels=SHORT,
+        cbar_kws={"label": "share of the true class"},
+        ax=ax,
+    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
@@ -147,10 +202,16 @@ def plot_samples(rafdb, per_class: int = 4, seed: int = 0) -> plt.Figure:
     """Aligned training images, ``per_class`` per emotion (a seeded random pick), one row per class."""
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(rafdb.splits == "train")
-    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(1.3 * per_class, 1.35 * len(CLASSES)))
+    fig, axes = plt.subplots(
+        len(CLASSES), per_class, figsize=(1.3 * per_class, 1.35 * len(CLASSES))
+    )
     for k, name in enumerate(CLASSES):
         members = train[rafdb.labels[train] == k]
-        picks = rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
+        picks = (
+            rng.choice(members, size=min(per_class, len(members)), replace=False)
+            if len(members)
+            else []
+        )
         for j in range(per_class):
             ax = axes[k, j]
             ax.axis("off")
@@ -179,7 +240,14 @@ def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> p
         row[1].scatter(mapped[:, 0], mapped[:, 1], s=4, c="lime")
         heat = render_heatmaps(L.align_points(points, rafdb.manual5[i], size)[None], size)[0, 0]
         row[2].imshow(heat.numpy(), cmap="gray", vmin=0, vmax=1)
-        for ax, title in zip(row, ("original + landmarks (x: manual 5)", "aligned + mapped landmarks", f"heatmap {size}x{size}")):
+        for ax, title in zip(
+            row,
+            (
+                "original + landmarks (x: manual 5)",
+                "aligned + mapped landmarks",
+                f"heatmap {size}x{size}",
+            ),
+        ):
             ax.set_title(f"{rafdb.names[i]}: {title}" if ax is row[0] else title, fontsize=7)
             ax.axis("off")
     fig.tight_layout()
@@ -204,16 +272,31 @@ def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
     rows = []
     for run in runs:
         p = run.predictions
-        rgb, landmark, fused = (getattr(p, head).argmax(1) == p.labels for head in ("rgb", "landmark", "fused"))
+        rgb, landmark, fused = (
+            getattr(p, head).argmax(1) == p.labels for head in ("rgb", "landmark", "fused")
+        )
         ceiling = int((~rgb & landmark).sum())
         if oracle:
             fixed, fixed_both, broken = ceiling, 0, 0
         else:
-            fixed, fixed_both, broken = int((~rgb & landmark & fused).sum()), int((~rgb & ~landmark & fused).sum()), int((rgb & ~fused).sum())
+            fixed, fixed_both, broken = (
+                int((~rgb & landmark & fused).sum()),
+                int((~rgb & ~landmark & fused).sum()),
+                int((rgb & ~fused).sum()),
+            )
         gain = fixed + fixed_both - broken
-        rows.append({"model": name, "seed": run.seed, "RGB wrong, landmarks right (ceiling)": ceiling, "of those fixed": fixed,
-                     "both wrong, fixed": fixed_both, "RGB right, broken": broken, "net gain (images)": gain,
-                     "share of the ceiling": gain / ceiling if ceiling else np.nan})
+        rows.append(
+            {
+                "model": name,
+                "seed": run.seed,
+                "RGB wrong, landmarks right (ceiling)": ceiling,
+                "of those fixed": fixed,
+                "both wrong, fixed": fixed_both,
+                "RGB right, broken": broken,
+                "net gain (images)": gain,
+                "share of the ceiling": gain / ceiling if ceiling else np.nan,
+            }
+        )
     return rows
 
 
@@ -225,7 +308,15 @@ def metric_values(labels: np.ndarray, probabilities: np.ndarray) -> dict:
 
 def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
     """One row per seed: the head's OA top-1/2/3, AA and per-class accuracies, from its saved predictions."""
-    return pd.DataFrame([{"seed": run.seed, **metric_values(run.predictions.labels, getattr(run.predictions, head))} for run in runs])
+    return pd.DataFrame(
+        [
+            {
+                "seed": run.seed,
+                **metric_values(run.predictions.labels, getattr(run.predictions, head)),
+            }
+            for run in runs
+        ]
+    )
 
 
 def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
@@ -250,7 +341,9 @@ def single_row(name: str, labels: np.ndarray, probabilities: np.ndarray, columns
 CALIBRATION_BINS = 15
 
 
-def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[float, pd.DataFrame]:
+def reliability(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS
+) -> tuple[float, pd.DataFrame]:
     """(expected calibration error, per-bin table) of the max-softmax confidence: equal-width confidence bins over
     [0, 1]; ECE is the image-weighted mean |accuracy - mean confidence| over the bins (Guo et al. 2017)."""
     confidence = probabilities.max(1)
@@ -260,10 +353,19 @@ def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIB
     for b in range(bins):
         inside = which == b
         if inside.any():
-            rows.append({"bin low": b / bins, "bin high": (b + 1) / bins, "images": int(inside.sum()),
-                         "mean confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+            rows.append(
+                {
+                    "bin low": b / bins,
+                    "bin high": (b + 1) / bins,
+                    "images": int(inside.sum()),
+                    "mean confidence": float(confidence[inside].mean()),
+                    "accuracy": float(correct[inside].mean()),
+                }
+            )
     table = pd.DataFrame(rows)
-    ece = float((table["images"] * (table["accuracy"] - table["mean confidence"]).abs()).sum() / len(labels))
+    ece = float(
+        (table["images"] * (table["accuracy"] - table["mean confidence"]).abs()).sum() / len(labels)
+    )
     return ece, table
 
 
@@ -277,24 +379,63 @@ def calibration_rows(runs, heads=HEADS) -> list[dict]:
         for head, name in heads:
             probabilities = getattr(run.predictions, head)
             ece, _ = reliability(run.predictions.labels, probabilities)
-            rows.append({"head": name, "seed": run.seed, f"ECE ({CALIBRATION_BINS} bins)": ece, "mean confidence": float(probabilities.max(1).mean()),
-                         "accuracy": float((probabilities.argmax(1) == run.predictions.labels).mean())})
+            rows.append(
+                {
+                    "head": name,
+                    "seed": run.seed,
+                    f"ECE ({CALIBRATION_BINS} bins)": ece,
+                    "mean confidence": float(probabilities.max(1).mean()),
+                    "accuracy": float((probabilities.argmax(1) == run.predictions.labels).mean()),
+                }
+            )
     return rows
 
 
 def plot_reliability(run, data_label: str) -> plt.Figure:
     """Reliability diagrams of the three heads of one run: accuracy against mean confidence per bin, bar width the
     bin, the diagonal perfect calibration, and the share of images per bin underneath."""
-    fig, axes = plt.subplots(2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, axes = plt.subplots(
+        2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     for column, (head, name) in enumerate(HEADS):
         ece, table = reliability(run.predictions.labels, getattr(run.predictions, head))
         top, bottom = axes[0, column], axes[1, column]
-        top.bar(table["bin low"], table["accuracy"], width=1 / CALIBRATION_BINS, align="edge", color="#4c72b0", edgecolor="white", label="accuracy")
-        top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-        top.plot(table["mean confidence"], table["accuracy"], "o", color="#dd8452", markersize=4, label="accuracy at the bin's mean confidence")
-        top.set(title=f"{name}: ECE {ece:.3f}", ylabel="accuracy" if column == 0 else None, ylim=(0, 1), xlim=(0, 1))
-        bottom.bar(table["bin low"], table["images"] / table["images"].sum(), width=1 / CALIBRATION_BINS, align="edge", color="#8c8c8c")
-        bottom.set(xlabel="confidence (max softmax)", ylabel="share of images" if column == 0 else None)
+        top.bar(
+            table["bin low"],
+            table["accuracy"],
+            width=1 / CALIBRATION_BINS,
+            align="edge",
+            color="#4c72b0",
+            edgecolor="white",
+            label="accuracy",
+        )
+        top.plot(
+            [0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration"
+        )
+        top.plot(
+            table["mean confidence"],
+            table["accuracy"],
+            "o",
+            color="#dd8452",
+            markersize=4,
+            label="accuracy at the bin's mean confidence",
+        )
+        top.set(
+            title=f"{name}: ECE {ece:.3f}",
+            ylabel="accuracy" if column == 0 else None,
+            ylim=(0, 1),
+            xlim=(0, 1),
+        )
+        bottom.bar(
+            table["bin low"],
+            table["images"] / table["images"].sum(),
+            width=1 / CALIBRATION_BINS,
+            align="edge",
+            color="#8c8c8c",
+        )
+        bottom.set(
+            xlabel="confidence (max softmax)", ylabel="share of images" if column == 0 else None
+        )
     axes[0, 0].legend(loc="upper left", fontsize=8)
     fig.suptitle(f"Reliability on the test set, seed {run.seed}: {data_label}")
     fig.tight_layout()
@@ -306,21 +447,46 @@ def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     fixed among "RGB wrong, landmarks right" and among "both wrong" to the right, RGB-right images broken to the
     left, the net gain as a dot with each seed's as small marks; the dashed line is the ceiling (the oracle)."""
     counts = ["of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)"]
-    shares = frame.assign(**{column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"] for column in counts})
+    shares = frame.assign(
+        **{
+            column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"]
+            for column in counts
+        }
+    )
     shares = shares[~shares["model"].str.startswith("oracle")]
     mean = shares.groupby("model", sort=False)[counts].mean()
     rows = np.arange(len(mean))[::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(mean) + 1.6))
-    ax.barh(rows, mean["of those fixed"], color="#55a868", label="fixed: RGB wrong, landmarks right")
-    ax.barh(rows, mean["both wrong, fixed"], left=mean["of those fixed"], color="#8fd19e", label="fixed: both wrong")
+    ax.barh(
+        rows, mean["of those fixed"], color="#55a868", label="fixed: RGB wrong, landmarks right"
+    )
+    ax.barh(
+        rows,
+        mean["both wrong, fixed"],
+        left=mean["of those fixed"],
+        color="#8fd19e",
+        label="fixed: both wrong",
+    )
     ax.barh(rows, -mean["RGB right, broken"], color="#c44e52", label="broken: RGB right")
-    ax.scatter(mean["net gain (images)"], rows, color="black", zorder=3, label="net gain (mean over seeds)")
+    ax.scatter(
+        mean["net gain (images)"], rows, color="black", zorder=3, label="net gain (mean over seeds)"
+    )
     position = dict(zip(mean.index, rows))
-    ax.scatter(shares["net gain (images)"], shares["model"].map(position), marker="|", s=120, color="black", zorder=3, label="net gain, one seed")
+    ax.scatter(
+        shares["net gain (images)"],
+        shares["model"].map(position),
+        marker="|",
+        s=120,
+        color="black",
+        zorder=3,
+        label="net gain, one seed",
+    )
     ax.axvline(0, color="grey", lw=0.8)
     ax.axvline(1, color="black", lw=1, ls="--", label="ceiling (the oracle)")
     ax.set_yticks(rows, mean.index)
-    ax.set(xlabel="share of the model's ceiling (images RGB gets wrong and its landmark head right)")
+    ax.set(
+        xlabel="share of the model's ceiling (images RGB gets wrong and its landmark head right)"
+    )
     ax.set_title(f"Headroom captured by each model: {data_label}", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -333,14 +499,36 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     grouped = frame.groupby("w")["oa_gain"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.axhline(0, color="grey", lw=0.8)
-    ax.errorbar(grouped.mean().index, grouped.mean().values, yerr=grouped.std(ddof=1).fillna(0).values, marker="o", capsize=3, label="mean +- sd over seeds")
+    ax.errorbar(
+        grouped.mean().index,
+        grouped.mean().values,
+        yerr=grouped.std(ddof=1).fillna(0).values,
+        marker="o",
+        capsize=3,
+        label="mean +- sd over seeds",
+    )
     ax.scatter(frame["w"], frame["oa_gain"], s=10, color="black", alpha=0.5, label="one seed")
     if "interval excludes 0" in frame:
         sure = frame[frame["interval excludes 0"]]
-        ax.scatter(sure["w"], sure["oa_gain"], s=60, facecolors="none", edgecolors="red", label="seed whose 95% interval excludes 0")
+        ax.scatter(
+            sure["w"],
+            sure["oa_gain"],
+            s=60,
+            facecolors="none",
+            edgecolors="red",
+            label="seed whose 95% interval excludes 0",
+        )
     if "pooled differs (Holm over the w)" in frame:
         sure = grouped.mean()[frame.groupby("w")["pooled differs (Holm over the w)"].first()]
-        ax.scatter(sure.index, sure.values, s=140, marker="*", color="red", zorder=3, label="seed mean that differs from 0 (Holm over the w)")
+        ax.scatter(
+            sure.index,
+            sure.values,
+            s=140,
+            marker="*",
+            color="red",
+            zorder=3,
+            label="seed mean that differs from 0 (Holm over the w)",
+        )
     ax.set(xlabel="agreement weight w (on disagreement)", ylabel="OA(fused) - OA(baseline)")
     ax.set_title(f"Fig. 4, w sweep: {data_label}", fontsize=10)
     ax.legend(fontsize=8)
@@ -361,9 +549,26 @@ def plot_batch_study(frame: pd.DataFrame, data_label: str) -> plt.Figure:
 # -- the summary ---------------------------------------------------------------------------------------------
 
 
-def _compare(rows: list, table: str, model: str, metric: str, ours: float, sd: float | None, paper: float | None) -> None:
-    rows.append({"table": table, "model": model, "metric": metric, "ours": ours, "ours sd": sd, "paper": paper,
-                 "difference": None if paper is None or ours is None else ours - paper})
+def _compare(
+    rows: list,
+    table: str,
+    model: str,
+    metric: str,
+    ours: float,
+    sd: float | None,
+    paper: float | None,
+) -> None:
+    rows.append(
+        {
+            "table": table,
+            "model": model,
+            "metric": metric,
+            "ours": ours,
+            "ours sd": sd,
+            "paper": paper,
+            "difference": None if paper is None or ours is None else ours - paper,
+        }
+    )
 
 
 def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
@@ -382,20 +587,48 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
         rows = []
         for split in ("train", "test"):
             for k, name in enumerate(CLASSES):
-                _compare(rows, "Table 3", split, f"share {name}", t[split][k] / t[split].sum(), None, t[f"paper {split}"][k] / t[f"paper {split}"].sum())
+                _compare(
+                    rows,
+                    "Table 3",
+                    split,
+                    f"share {name}",
+                    t[split][k] / t[split].sum(),
+                    None,
+                    t[f"paper {split}"][k] / t[f"paper {split}"].sum(),
+                )
         out["table3"] = pd.DataFrame(rows)
     if (t := read("branch_accuracy")) is not None:
         rows = []
         for column, key in (("RGB", "rgb"), ("landmark only", "landmark_only")):
-            _compare(rows, "Section 5 (branches)", column, "OA", t[column].mean(), t[column].std(ddof=1) if len(t) > 1 else 0.0, paper["branch_accuracy_test"][key])
+            _compare(
+                rows,
+                "Section 5 (branches)",
+                column,
+                "OA",
+                t[column].mean(),
+                t[column].std(ddof=1) if len(t) > 1 else 0.0,
+                paper["branch_accuracy_test"][key],
+            )
         out["branches"] = pd.DataFrame(rows)
     if (t := read("table2_contingency")) is not None:
         rows = []
         for _, r in t.iterrows():
-            _compare(rows, "Table 2", f"RGB {r['RGB']}, landmark {r['landmark']}", "share", r["share"], None, r["paper share"])
+            _compare(
+                rows,
+                "Table 2",
+                f"RGB {r['RGB']}, landmark {r['landmark']}",
+                "share",
+                r["share"],
+                None,
+                r["paper share"],
+            )
         out["table2"] = pd.DataFrame(rows)
-    for name, key, columns in (("table5_per_class", "table5_per_class_accuracy", CLASSES), ("table6_overall", "table6_overall", METRIC_COLUMNS),
-                               ("table7_ablation_per_class", "table7_ablation_per_class", CLASSES), ("table8_ablation_overall", "table8_ablation_overall", METRIC_COLUMNS)):
+    for name, key, columns in (
+        ("table5_per_class", "table5_per_class_accuracy", CLASSES),
+        ("table6_overall", "table6_overall", METRIC_COLUMNS),
+        ("table7_ablation_per_class", "table7_ablation_per_class", CLASSES),
+        ("table8_ablation_overall", "table8_ablation_overall", METRIC_COLUMNS),
+    ):
         t = read(name)
         if t is None:
             continue
@@ -403,15 +636,35 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
         for _, r in t.iterrows():
             reference = paper[key].get(r["model"])
             for j, column in enumerate(columns):
-                value = None if reference is None else (reference[j] if isinstance(reference, list) else reference[column])
-                _compare(rows, name.split("_")[0].replace("table", "Table "), r["model"], column, r[column], r[f"{column} sd"], value)
+                value = (
+                    None
+                    if reference is None
+                    else (reference[j] if isinstance(reference, list) else reference[column])
+                )
+                _compare(
+                    rows,
+                    name.split("_")[0].replace("table", "Table "),
+                    r["model"],
+                    column,
+                    r[column],
+                    r[f"{column} sd"],
+                    value,
+                )
         out[name.split("_")[0]] = pd.DataFrame(rows)
     if (t := read("claims")) is not None:
         out["claims"] = t
     if (t := read("fig4_w_sweep")) is not None:
         gains = t.groupby("w")["oa_gain"].mean()
         rows = []
-        _compare(rows, "Fig. 4", "both", "best w (test set)", float(gains.idxmax()), None, paper["figure4_w_sweep"]["best_w"])
+        _compare(
+            rows,
+            "Fig. 4",
+            "both",
+            "best w (test set)",
+            float(gains.idxmax()),
+            None,
+            paper["figure4_w_sweep"]["best_w"],
+        )
         _compare(rows, "Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None)
         out["fig4"] = pd.DataFrame(rows)
     return out
@@ -421,7 +674,9 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
 
 PAPER_MODEL = "both (the paper)"
 CALIBRATED = "calibrated confidence"  # weighting "calibrated": the landmark head temperature-scaled on the validation split
-LEARNED = "learned gate"  # weighting "learned": a gate fitted on the validation split of the paper's run
+LEARNED = (
+    "learned gate"  # weighting "learned": a gate fitted on the validation split of the paper's run
+)
 HEATMAP_BRANCH = "heatmap CNN branch"
 COORDS_BRANCH = "coordinate MLP branch"
 
@@ -432,26 +687,56 @@ def model_rows(runs_by_name: dict) -> pd.DataFrame:
     for name, runs in runs_by_name.items():
         row = mean_sd_row(name, seed_metrics(runs), ("oa_top1", "aa"))
         landmark = mean_sd_row(name, seed_metrics(runs, "landmark"), ("oa_top1",))
-        row.update({"landmark-only oa_top1": landmark["oa_top1"], "landmark-only oa_top1 sd": landmark["oa_top1 sd"],
-                    "mean weight on F_landmark": float(np.mean([r.predictions.weight.mean() for r in runs]))})
+        row.update(
+            {
+                "landmark-only oa_top1": landmark["oa_top1"],
+                "landmark-only oa_top1 sd": landmark["oa_top1 sd"],
+                "mean weight on F_landmark": float(
+                    np.mean([r.predictions.weight.mean() for r in runs])
+                ),
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def branch_reference(runs, probes: pd.DataFrame, baseline_seeds: list[int] | None = None) -> pd.DataFrame:
+def branch_reference(
+    runs, probes: pd.DataFrame, baseline_seeds: list[int] | None = None
+) -> pd.DataFrame:
     """Each branch's network next to a linear probe on the same input (``Experiment.probes``): a network below
     its probe has not learned what its input allows. The RGB row is the mean over the trained baselines (the
     runs whose seed is in ``baseline_seeds``; default: the first run's)."""
-    landmark = [metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1)) for r in runs]
-    baselines = [r for r in runs if r.seed in baseline_seeds] if baseline_seeds else runs[:1]
-    rgb = [metrics.overall_accuracy(r.predictions.labels, r.predictions.rgb.argmax(1)) for r in baselines]
-    rows = [
-        {"model": f"RGB network (the frozen baseline{', mean over seeds' if len(rgb) > 1 else ''})", "input": "RGB", "test OA": float(np.mean(rgb)), "seeds": len(rgb)},
-        {"model": "landmark network (landmark-only head, mean over seeds)", "input": "landmarks", "test OA": float(np.mean(landmark)), "seeds": len(runs)},
+    landmark = [
+        metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1))
+        for r in runs
     ]
-    frame = pd.concat([pd.DataFrame(rows), probes[["model", "input", "test OA"]].assign(seeds=np.nan)], ignore_index=True)
+    baselines = [r for r in runs if r.seed in baseline_seeds] if baseline_seeds else runs[:1]
+    rgb = [
+        metrics.overall_accuracy(r.predictions.labels, r.predictions.rgb.argmax(1))
+        for r in baselines
+    ]
+    rows = [
+        {
+            "model": f"RGB network (the frozen baseline{', mean over seeds' if len(rgb) > 1 else ''})",
+            "input": "RGB",
+            "test OA": float(np.mean(rgb)),
+            "seeds": len(rgb),
+        },
+        {
+            "model": "landmark network (landmark-only head, mean over seeds)",
+            "input": "landmarks",
+            "test OA": float(np.mean(landmark)),
+            "seeds": len(runs),
+        },
+    ]
+    frame = pd.concat(
+        [pd.DataFrame(rows), probes[["model", "input", "test OA"]].assign(seeds=np.nan)],
+        ignore_index=True,
+    )
     frame["seeds"] = frame["seeds"].astype("Int64")
-    return frame.sort_values("input", kind="stable", key=lambda c: c.map({"RGB": 0, "landmarks": 1}).fillna(2)).reset_index(drop=True)
+    return frame.sort_values(
+        "input", kind="stable", key=lambda c: c.map({"RGB": 0, "landmarks": 1}).fillna(2)
+    ).reset_index(drop=True)
 
 
 def knobs_table(knobs, changed: dict) -> pd.DataFrame:
@@ -461,8 +746,15 @@ def knobs_table(knobs, changed: dict) -> pd.DataFrame:
     from fer_lib.synthetic import SyntheticKnobs
 
     default = SyntheticKnobs()
-    rows = [{"knob": f.name, "value": str(getattr(knobs, f.name)), "generator default": str(getattr(default, f.name)),
-             "set by the profile": "yes" if f.name in changed else ""} for f in fields(knobs)]
+    rows = [
+        {
+            "knob": f.name,
+            "value": str(getattr(knobs, f.name)),
+            "generator default": str(getattr(default, f.name)),
+            "set by the profile": "yes" if f.name in changed else "",
+        }
+        for f in fields(knobs)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -474,34 +766,115 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
 
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
     rows = [
-        ("fusion layer initialisation", "the baseline's fc on F_RGB, zeros on F_landmark" if fusion_config.fusion_init_from_baseline else "PyTorch's default", "silent"),
-        ("gradient through the weight p * w", "yes" if fusion_config.weight_grad else "no (the weight is a constant)", "silent"),
-        ("heatmap points", f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px", "white points on black; size not stated"),
-        ("fusion epochs and the epoch kept", f"{fusion_config.epochs}; lowest validation loss of eq. 3" if fusion_config.select == "val_loss"
-         else f"{fusion_config.epochs}; best fused validation accuracy", "silent"),
-        ("validation hold-out", f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded; "
-         + ("drawn for each run: the checkpoint trained on these images, so the RGB head looks better there than on new ones "
-            "(epoch, temperature and gate lean towards it)" if checkpoint else "the baseline's own hold-out, which it never trained on, "
-            "for the landmark branch, the temperature and the gate too"), "silent"),
-        ("landmark-branch augmentation", "horizontal flips of image and heatmap together (paired), nothing else" if fusion_config.flip else "none",
-         "silent"),
-        ("ReLU after conv6", "yes: every conv block of Table 1 ends in ReLU, conv6 (the output F_landmark) too", "Table 1 lists no activations"),
-        ("ARM noise", "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, not clipped",
-         "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, then resized"),
-        ("frozen-feature cache", "computed once per image and flip state", "silent (the paper recomputes)"),
-        ("arithmetic", f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)", "silent"),
-        ("learning-rate schedule", "; ".join(f"{branch}: " + ("ExponentialLR(0.9) per epoch" if schedule == "exponential" else
-                                                              f"cosine to zero over its {epochs} epochs")
-                                            for branch, schedule, epochs in (("baseline", profile.lr_schedule, profile.baseline_epochs),
-                                                                             ("landmark branch", fusion_config.lr_schedule, fusion_config.epochs))),
-         "ExponentialLR(0.9) per epoch (Table 4)"),
-        ("BatchNorm in the landmark CNN", "yes" if fusion_config.batch_norm else "no (Table 1 as printed)", "Table 1 lists none"),
-        ("baseline augmentation", {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[profile.augmentation],
-         "the ARM code: half untouched, a quarter flipped, a quarter noised"),
-        ("network widths", f"ResNet18 {profile.baseline_width}, landmark CNN {profile.landmark_width}", "64 and 32"),
-        ("baselines", f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its own" if profile.baseline_per_seed
-         else "one, shared by every seed", "one (the ARM authors' checkpoint)"),
-        ("baseline weights kept", f"their moving average (decay {profile.baseline_ema} per step), at the best validation epoch" if profile.baseline_ema
-         else "the best validation epoch's", "the ARM recipe: the epoch's own weights"),
+        (
+            "fusion layer initialisation",
+            "the baseline's fc on F_RGB, zeros on F_landmark"
+            if fusion_config.fusion_init_from_baseline
+            else "PyTorch's default",
+            "silent",
+        ),
+        (
+            "gradient through the weight p * w",
+            "yes" if fusion_config.weight_grad else "no (the weight is a constant)",
+            "silent",
+        ),
+        (
+            "heatmap points",
+            f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px",
+            "white points on black; size not stated",
+        ),
+        (
+            "fusion epochs and the epoch kept",
+            f"{fusion_config.epochs}; lowest validation loss of eq. 3"
+            if fusion_config.select == "val_loss"
+            else f"{fusion_config.epochs}; best fused validation accuracy",
+            "silent",
+        ),
+        (
+            "validation hold-out",
+            f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded; "
+            + (
+                "drawn for each run: the checkpoint trained on these images, so the RGB head looks better there than on new ones "
+                "(epoch, temperature and gate lean towards it)"
+                if checkpoint
+                else "the baseline's own hold-out, which it never trained on, "
+                "for the landmark branch, the temperature and the gate too"
+            ),
+            "silent",
+        ),
+        (
+            "landmark-branch augmentation",
+            "horizontal flips of image and heatmap together (paired), nothing else"
+            if fusion_config.flip
+            else "none",
+            "silent",
+        ),
+        (
+            "ReLU after conv6",
+            "yes: every conv block of Table 1 ends in ReLU, conv6 (the output F_landmark) too",
+            "Table 1 lists no activations",
+        ),
+        (
+            "ARM noise",
+            "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, not clipped",
+            "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, then resized",
+        ),
+        (
+            "frozen-feature cache",
+            "computed once per image and flip state",
+            "silent (the paper recomputes)",
+        ),
+        (
+            "arithmetic",
+            f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)",
+            "silent",
+        ),
+        (
+            "learning-rate schedule",
+            "; ".join(
+                f"{branch}: "
+                + (
+                    "ExponentialLR(0.9) per epoch"
+                    if schedule == "exponential"
+                    else f"cosine to zero over its {epochs} epochs"
+                )
+                for branch, schedule, epochs in (
+                    ("baseline", profile.lr_schedule, profile.baseline_epochs),
+                    ("landmark branch", fusion_config.lr_schedule, fusion_config.epochs),
+                )
+            ),
+            "ExponentialLR(0.9) per epoch (Table 4)",
+        ),
+        (
+            "BatchNorm in the landmark CNN",
+            "yes" if fusion_config.batch_norm else "no (Table 1 as printed)",
+            "Table 1 lists none",
+        ),
+        (
+            "baseline augmentation",
+            {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[
+                profile.augmentation
+            ],
+            "the ARM code: half untouched, a quarter flipped, a quarter noised",
+        ),
+        (
+            "network widths",
+            f"ResNet18 {profile.baseline_width}, landmark CNN {profile.landmark_width}",
+            "64 and 32",
+        ),
+        (
+            "baselines",
+            f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its own"
+            if profile.baseline_per_seed
+            else "one, shared by every seed",
+            "one (the ARM authors' checkpoint)",
+        ),
+        (
+            "baseline weights kept",
+            f"their moving average (decay {profile.baseline_ema} per step), at the best validation epoch"
+            if profile.baseline_ema
+            else "the best validation epoch's",
+            "the ARM recipe: the epoch's own weights",
+        ),
     ]
     return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_lib.report import CALIBRATED, COORDS_BRANCH, HEATMAP_BRANCH, LEARNED, PAPER_MODEL, read_table
+from fer_lib.report import (
+    CALIBRATED,
+    COORDS_BRANCH,
+    HEATMAP_BRANCH,
+    LEARNED,
+    PAPER_MODEL,
+    read_table,
+)
 
 # -- how sure is a difference (fer_lib.stats) -------------------------------------------------------------
 
@@ -19,7 +26,15 @@ from fer_lib.report import CALIBRATED, COORDS_BRANCH, HEATMAP_BRANCH, LEARNED, P
 POOLED = "pooled"  # the "seed" of a significance row over all seeds
 
 
-def significance_rows(name: str, labels: np.ndarray, reference, runs, head: str = "fused", reference_name: str = "baseline", resamples: int = 10_000) -> list[dict]:
+def significance_rows(
+    name: str,
+    labels: np.ndarray,
+    reference,
+    runs,
+    head: str = "fused",
+    reference_name: str = "baseline",
+    resamples: int = 10_000,
+) -> list[dict]:
     """A model against a reference on the same test images: per seed, exact McNemar (discordant counts, p)
     and paired-bootstrap 95% intervals of the OA and AA differences; with two seeds or more, a last row
     ("seed" = "pooled") with the interval of the seed-averaged difference, test-image sampling and the spread
@@ -31,7 +46,9 @@ def significance_rows(name: str, labels: np.ndarray, reference, runs, head: str 
     """
     from fer_lib.stats import mcnemar_exact
 
-    references = list(reference) if isinstance(reference, (list, tuple)) else [reference] * len(runs)
+    references = (
+        list(reference) if isinstance(reference, (list, tuple)) else [reference] * len(runs)
+    )
     if len(references) != len(runs):
         raise ValueError(f"{len(references)} reference predictions for {len(runs)} runs")
     rows, correct, reference_correct = [], [], []
@@ -39,12 +56,31 @@ def significance_rows(name: str, labels: np.ndarray, reference, runs, head: str 
         correct.append(getattr(run.predictions, head).argmax(1) == labels)
         reference_correct.append(ref.argmax(1) == labels)
         test = mcnemar_exact(correct[-1], reference_correct[-1])
-        rows.append({"model": name, "versus": reference_name, "seed": run.seed, "only model right": test.only_a_right,
-                     "only versus right": test.only_b_right, "McNemar p": test.p_value,
-                     **_intervals_of(labels, reference_correct[-1], correct[-1], resamples, run.seed)})
+        rows.append(
+            {
+                "model": name,
+                "versus": reference_name,
+                "seed": run.seed,
+                "only model right": test.only_a_right,
+                "only versus right": test.only_b_right,
+                "McNemar p": test.p_value,
+                **_intervals_of(labels, reference_correct[-1], correct[-1], resamples, run.seed),
+            }
+        )
     if len(runs) > 1:
-        rows.append({"model": name, "versus": reference_name, "seed": POOLED, "only model right": np.nan, "only versus right": np.nan,
-                     "McNemar p": np.nan, **_intervals_of(labels, np.array(reference_correct), np.array(correct), resamples, 0)})
+        rows.append(
+            {
+                "model": name,
+                "versus": reference_name,
+                "seed": POOLED,
+                "only model right": np.nan,
+                "only versus right": np.nan,
+                "McNemar p": np.nan,
+                **_intervals_of(
+                    labels, np.array(reference_correct), np.array(correct), resamples, 0
+                ),
+            }
+        )
     return rows
 
 
@@ -54,11 +90,23 @@ def significance_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.astype({"only model right": "Int64", "only versus right": "Int64"})
 
 
-POOLED_COLUMNS = {"p": "p_value", "se": "se", "image var": "image_variance", "seed var": "seed_variance",
-                  "interaction var": "interaction_variance", "ratio": "ratio"}  # table column suffix -> PooledResult field
+POOLED_COLUMNS = {
+    "p": "p_value",
+    "se": "se",
+    "image var": "image_variance",
+    "seed var": "seed_variance",
+    "interaction var": "interaction_variance",
+    "ratio": "ratio",
+}  # table column suffix -> PooledResult field
 
 
-def _intervals_of(labels: np.ndarray, reference_correct: np.ndarray, correct: np.ndarray, resamples: int, seed: int) -> dict:
+def _intervals_of(
+    labels: np.ndarray,
+    reference_correct: np.ndarray,
+    correct: np.ndarray,
+    resamples: int,
+    seed: int,
+) -> dict:
     """Bootstrap intervals of one seed's difference (conditional on the two models), or, for (S, N) per-seed
     correctness, the method-level interval with its variance components (``stats.seed_pooled_interval``)."""
     from fer_lib.stats import paired_bootstrap_correct, seed_pooled_interval
@@ -67,10 +115,28 @@ def _intervals_of(labels: np.ndarray, reference_correct: np.ndarray, correct: np
     interval = seed_pooled_interval if pooled_row else paired_bootstrap_correct
     row = {}
     for metric in ("OA", "AA"):
-        result = interval(labels, reference_correct, correct, metric=metric.lower(), resamples=resamples, seed=seed)
-        row.update({f"{metric} diff": result.difference, f"{metric} 95% low": result.low, f"{metric} 95% high": result.high})
+        result = interval(
+            labels,
+            reference_correct,
+            correct,
+            metric=metric.lower(),
+            resamples=resamples,
+            seed=seed,
+        )
+        row.update(
+            {
+                f"{metric} diff": result.difference,
+                f"{metric} 95% low": result.low,
+                f"{metric} 95% high": result.high,
+            }
+        )
         if pooled_row:
-            row.update({f"{metric} {column}": getattr(result, field) for column, field in POOLED_COLUMNS.items()})
+            row.update(
+                {
+                    f"{metric} {column}": getattr(result, field)
+                    for column, field in POOLED_COLUMNS.items()
+                }
+            )
     if pooled_row:
         row["seeds"] = len(correct)
     return row
@@ -80,8 +146,15 @@ def pooled_result(row, metric: str = "OA"):
     """The ``stats.PooledResult`` of a pooled row of a significance table."""
     from fer_lib.stats import PooledResult
 
-    return PooledResult(metric.lower(), float(row[f"{metric} diff"]), float(row[f"{metric} 95% low"]), float(row[f"{metric} 95% high"]), 0,
-                        int(row["seeds"]), **{field: float(row[f"{metric} {column}"]) for column, field in POOLED_COLUMNS.items()})
+    return PooledResult(
+        metric.lower(),
+        float(row[f"{metric} diff"]),
+        float(row[f"{metric} 95% low"]),
+        float(row[f"{metric} 95% high"]),
+        0,
+        int(row["seeds"]),
+        **{field: float(row[f"{metric} {column}"]) for column, field in POOLED_COLUMNS.items()},
+    )
 
 
 def family_p_values(frame: pd.DataFrame, metric: str = "OA") -> np.ndarray:
@@ -111,7 +184,9 @@ def pooled_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 ALPHA = 0.05
-EQUIVALENCE_MARGIN = 0.002  # 0.2 points of OA or AA: the smallest difference of interest (MARGIN_REASON)
+EQUIVALENCE_MARGIN = (
+    0.002  # 0.2 points of OA or AA: the smallest difference of interest (MARGIN_REASON)
+)
 MARGIN_REASON = (
     "0.2 points (6 of RAF-DB's 3,068 test images): below every gain the paper reports for its method (+0.26 OA, +0.61 AA "
     "against the baseline; +0.33 OA against naive fusion), so the paper's own headline would not count as equivalent, and "
@@ -136,11 +211,15 @@ class ClaimTest:
     resolution: float  # smallest difference detected with 80% power (nan: not computed)
     about: str
     detail: str
-    seeds_right: str = ""  # the conditional tests, per seed: what the trained models themselves show
+    seeds_right: str = (
+        ""  # the conditional tests, per seed: what the trained models themselves show
+    )
     result: object = None  # the stats.PooledResult of a method-level claim
 
 
-def _test_from_rows(claim: str, family: str, frame: pd.DataFrame, metric: str = "OA", sign: int = 1) -> ClaimTest:
+def _test_from_rows(
+    claim: str, family: str, frame: pd.DataFrame, metric: str = "OA", sign: int = 1
+) -> ClaimTest:
     """A claim read from a significance table: its pooled row (method-level) where there is one, else its one seed's
     conditional test (McNemar for OA; the bootstrap interval for AA)."""
     rows = frame[frame["seed"].astype(str) == POOLED]
@@ -152,13 +231,44 @@ def _test_from_rows(claim: str, family: str, frame: pd.DataFrame, metric: str = 
         row = rows.iloc[0]
         result = pooled_result(row, metric)
         margin = EQUIVALENCE_MARGIN
-        return ClaimTest(claim, family, sign, result.p_value, result.p_equivalence(margin), result.p_beyond(margin), result.difference, result.low, result.high,
-                         result.resolution(), f"the training method ({result.seeds} seeds pooled)", _intervals(frame, metric), seeds_right, result)
+        return ClaimTest(
+            claim,
+            family,
+            sign,
+            result.p_value,
+            result.p_equivalence(margin),
+            result.p_beyond(margin),
+            result.difference,
+            result.low,
+            result.high,
+            result.resolution(),
+            f"the training method ({result.seeds} seeds pooled)",
+            _intervals(frame, metric),
+            seeds_right,
+            result,
+        )
     row = seed_rows.iloc[0]
     low, high = float(row[f"{metric} 95% low"]), float(row[f"{metric} 95% high"])
-    p_two = float(row["McNemar p"]) if metric == "OA" and pd.notna(row.get("McNemar p", np.nan)) else (0.0 if low > 0 or high < 0 else 1.0)
-    return ClaimTest(claim, family, sign, p_two, 1.0, 1.0, float(row[f"{metric} diff"]), low, high, np.nan,
-                     f"these trained models (seed {row['seed']}; one seed says nothing about the method)", _intervals(frame, metric), seeds_right)
+    p_two = (
+        float(row["McNemar p"])
+        if metric == "OA" and pd.notna(row.get("McNemar p", np.nan))
+        else (0.0 if low > 0 or high < 0 else 1.0)
+    )
+    return ClaimTest(
+        claim,
+        family,
+        sign,
+        p_two,
+        1.0,
+        1.0,
+        float(row[f"{metric} diff"]),
+        low,
+        high,
+        np.nan,
+        f"these trained models (seed {row['seed']}; one seed says nothing about the method)",
+        _intervals(frame, metric),
+        seeds_right,
+    )
 
 
 def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
@@ -181,23 +291,37 @@ def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
         adjusted[kind] = values
     verdicts = []
     for i, test in enumerate(tests):
-        differs, equivalent, beyond = (adjusted[k][i] < alpha for k in ("p_two", "p_equivalence", "p_beyond"))
+        differs, equivalent, beyond = (
+            adjusted[k][i] < alpha for k in ("p_two", "p_equivalence", "p_beyond")
+        )
         if differs:
             word = "supported" if np.sign(test.difference) == test.sign else "contradicted"
-            verdicts.append(word + (", beyond the margin" if beyond else ", smaller than the margin" if equivalent else ""))
+            verdicts.append(
+                word
+                + (
+                    ", beyond the margin"
+                    if beyond
+                    else ", smaller than the margin"
+                    if equivalent
+                    else ""
+                )
+            )
         else:
             verdicts.append("equivalent" if equivalent else "inconclusive")
     return verdicts
 
 
 def w_verdict(pairs: pd.DataFrame, alpha: float = ALPHA) -> tuple[str, str]:
-    """"w = 0.6 gives the largest gain", from w = 0.6 minus each other w (pooled rows), the w comparisons one family in
+    """ "w = 0.6 gives the largest gain", from w = 0.6 minus each other w (pooled rows), the w comparisons one family in
     both directions: supported only if 0.6 beats every other w (an intersection-union test: each at alpha); contradicted
     if some other w beats it with Holm-adjusted p below alpha (a union over the family); equivalent if every other w
     is within the margin of it (intersection-union again); else inconclusive."""
     from fer_lib.stats import holm
 
-    tests = [_test_from_rows(f"w = 0.6 vs {r['versus']}", "w", pairs[pairs["versus"] == r["versus"]]) for _, r in pooled_by(pairs, "versus").iterrows()]
+    tests = [
+        _test_from_rows(f"w = 0.6 vs {r['versus']}", "w", pairs[pairs["versus"] == r["versus"]])
+        for _, r in pooled_by(pairs, "versus").iterrows()
+    ]
     p_adjusted = holm([t.p_two for t in tests])
     if all(t.p_two < alpha and t.difference > 0 for t in tests):
         verdict = "supported"
@@ -208,7 +332,9 @@ def w_verdict(pairs: pd.DataFrame, alpha: float = ALPHA) -> tuple[str, str]:
     else:
         verdict = "inconclusive"
     detail = "w = 0.6 minus each other w: " + "; ".join(
-        f"{t.claim.split(' vs ')[1]}: {t.difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}], Holm p {p:.2g}" for t, p in zip(tests, p_adjusted))
+        f"{t.claim.split(' vs ')[1]}: {t.difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}], Holm p {p:.2g}"
+        for t, p in zip(tests, p_adjusted)
+    )
     return verdict, detail
 
 
@@ -216,7 +342,10 @@ def _intervals(frame: pd.DataFrame, metric: str) -> str:
     def seed(r) -> str:
         return "seeds pooled" if str(r["seed"]) == POOLED else f"seed {r['seed']}"
 
-    return "; ".join(f"{seed(r)}: {r[f'{metric} diff']:+.4f} [{r[f'{metric} 95% low']:+.4f}, {r[f'{metric} 95% high']:+.4f}]" for _, r in frame.iterrows())
+    return "; ".join(
+        f"{seed(r)}: {r[f'{metric} diff']:+.4f} [{r[f'{metric} 95% low']:+.4f}, {r[f'{metric} 95% high']:+.4f}]"
+        for _, r in frame.iterrows()
+    )
 
 
 PRIMARY_CLAIM = "the proposed fusion beats the baseline in OA"
@@ -235,32 +364,77 @@ def claim_tests(tables_dir: Path) -> list[ClaimTest]:
     tests = []
     if (t := read("significance_proposed")) is not None:
         tests.append(_test_from_rows(PRIMARY_CLAIM, "primary", t, "OA"))
-        tests.append(_test_from_rows("the proposed fusion beats the baseline in AA", "claims", t, "AA"))
+        tests.append(
+            _test_from_rows("the proposed fusion beats the baseline in AA", "claims", t, "AA")
+        )
     if (t := read("significance_ablation")) is not None:
-        tests.append(_test_from_rows("weighting by confidence and agreement beats no weighting (OA)", "claims", t[(t["model"] == "both") & (t["versus"] == "none")]))
-        tests.append(_test_from_rows("naive fusion (no weighting) is worse than the baseline (OA)", "claims",
-                                     t[(t["model"] == "none") & (t["versus"] == "baseline")], sign=-1))
+        tests.append(
+            _test_from_rows(
+                "weighting by confidence and agreement beats no weighting (OA)",
+                "claims",
+                t[(t["model"] == "both") & (t["versus"] == "none")],
+            )
+        )
+        tests.append(
+            _test_from_rows(
+                "naive fusion (no weighting) is worse than the baseline (OA)",
+                "claims",
+                t[(t["model"] == "none") & (t["versus"] == "baseline")],
+                sign=-1,
+            )
+        )
     if (t := read("table2_contingency")) is not None:
         counts = {(r["RGB"], r["landmark"]): int(r["count"]) for _, r in t.iterrows()}
         only_rgb, only_landmark = counts[("correct", "wrong")], counts[("wrong", "correct")]
-        p = binomtest(only_rgb, only_rgb + only_landmark, 0.5).pvalue if only_rgb + only_landmark else 1.0
+        p = (
+            binomtest(only_rgb, only_rgb + only_landmark, 0.5).pvalue
+            if only_rgb + only_landmark
+            else 1.0
+        )
         total = sum(counts.values())
-        tests.append(ClaimTest("the RGB branch alone is more accurate than the landmark branch alone", "claims", 1, p, 1.0, 1.0,
-                               (only_rgb - only_landmark) / total, np.nan, np.nan, np.nan, "these trained models (first seed; exact McNemar)",
-                               f"first seed: only RGB right {only_rgb}, only landmarks right {only_landmark}, exact McNemar p = {p:.2g}"))
+        tests.append(
+            ClaimTest(
+                "the RGB branch alone is more accurate than the landmark branch alone",
+                "claims",
+                1,
+                p,
+                1.0,
+                1.0,
+                (only_rgb - only_landmark) / total,
+                np.nan,
+                np.nan,
+                np.nan,
+                "these trained models (first seed; exact McNemar)",
+                f"first seed: only RGB right {only_rgb}, only landmarks right {only_landmark}, exact McNemar p = {p:.2g}",
+            )
+        )
     # beyond the paper (issue 13): each against the paper's proposed model, paired seed by seed
     if (t := read("significance_future_work")) is not None:
-        for model, versus, claim in ((LEARNED, PAPER_MODEL, "a learned weighting beats the paper's (OA)"),
-                                     (CALIBRATED, PAPER_MODEL, "a calibrated confidence beats the paper's weighting (OA)"),
-                                     (HEATMAP_BRANCH, COORDS_BRANCH, "the heatmap CNN beats coordinates (fused OA)")):
+        for model, versus, claim in (
+            (LEARNED, PAPER_MODEL, "a learned weighting beats the paper's (OA)"),
+            (CALIBRATED, PAPER_MODEL, "a calibrated confidence beats the paper's weighting (OA)"),
+            (HEATMAP_BRANCH, COORDS_BRANCH, "the heatmap CNN beats coordinates (fused OA)"),
+        ):
             pair = t[(t["model"] == model) & (t["versus"] == versus)]
             if len(pair):
                 tests.append(_test_from_rows(claim, "claims", pair))
     return tests
 
 
-CLAIM_COLUMNS = ["claim", "family", "verdict", "difference", "95% low", "95% high", "p (Holm in the family)", "margin", "resolution",
-                 "about", "per seed (the trained models)", "detail"]
+CLAIM_COLUMNS = [
+    "claim",
+    "family",
+    "verdict",
+    "difference",
+    "95% low",
+    "95% high",
+    "p (Holm in the family)",
+    "margin",
+    "resolution",
+    "about",
+    "per seed (the trained models)",
+    "detail",
+]
 
 
 def claims(tables_dir: Path) -> pd.DataFrame:
@@ -275,17 +449,44 @@ def claims(tables_dir: Path) -> pd.DataFrame:
     p_shown = np.array([t.p_two for t in tests])
     if family:
         p_shown[family] = holm(p_shown[family])
-    rows = [{"claim": t.claim, "family": t.family, "verdict": v, "difference": t.difference, "95% low": t.low, "95% high": t.high,
-             "p (Holm in the family)": p, "margin": EQUIVALENCE_MARGIN if t.p_equivalence < 1 or "pooled" in t.about else np.nan,
-             "resolution": t.resolution, "about": t.about, "per seed (the trained models)": t.seeds_right, "detail": t.detail}
-            for t, v, p in zip(tests, verdicts, p_shown)]
+    rows = [
+        {
+            "claim": t.claim,
+            "family": t.family,
+            "verdict": v,
+            "difference": t.difference,
+            "95% low": t.low,
+            "95% high": t.high,
+            "p (Holm in the family)": p,
+            "margin": EQUIVALENCE_MARGIN if t.p_equivalence < 1 or "pooled" in t.about else np.nan,
+            "resolution": t.resolution,
+            "about": t.about,
+            "per seed (the trained models)": t.seeds_right,
+            "detail": t.detail,
+        }
+        for t, v, p in zip(tests, verdicts, p_shown)
+    ]
     pairs = read_table(Path(tables_dir), "significance_w_pairs")
     if pairs is not None and len(pairs):
         verdict_w, detail = w_verdict(pairs)
-        rows.append({"claim": "w = 0.6 gives the largest OA gain among the w tried (on the test set)", "family": "w", "verdict": verdict_w,
-                     "difference": np.nan, "95% low": np.nan, "95% high": np.nan, "p (Holm in the family)": np.nan, "margin": EQUIVALENCE_MARGIN,
-                     "resolution": np.nan, "about": "the training method" if (pairs["seed"].astype(str) == POOLED).any() else "these trained models",
-                     "per seed (the trained models)": "", "detail": detail})
+        rows.append(
+            {
+                "claim": "w = 0.6 gives the largest OA gain among the w tried (on the test set)",
+                "family": "w",
+                "verdict": verdict_w,
+                "difference": np.nan,
+                "95% low": np.nan,
+                "95% high": np.nan,
+                "p (Holm in the family)": np.nan,
+                "margin": EQUIVALENCE_MARGIN,
+                "resolution": np.nan,
+                "about": "the training method"
+                if (pairs["seed"].astype(str) == POOLED).any()
+                else "these trained models",
+                "per seed (the trained models)": "",
+                "detail": detail,
+            }
+        )
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
@@ -299,7 +500,18 @@ def plan_rows(tables_dir: Path, effect: float, test_images_scale: float = 1.0) -
         if t.result is None:
             continue
         needed = seeds_needed(t.result, effect, test_images_scale=test_images_scale)
-        rows.append({"claim": t.claim, "seeds run": t.result.seeds, "difference": t.difference, "se, test images (points)": 100 * np.sqrt(t.result.image_variance),
-                     "sd between seeds (points)": 100 * np.sqrt(t.result.seed_variance), "resolution now": t.resolution, "target effect": effect,
-                     "seeds needed": needed if needed is not None else "none suffices: the test set is too small"})
+        rows.append(
+            {
+                "claim": t.claim,
+                "seeds run": t.result.seeds,
+                "difference": t.difference,
+                "se, test images (points)": 100 * np.sqrt(t.result.image_variance),
+                "sd between seeds (points)": 100 * np.sqrt(t.result.seed_variance),
+                "resolution now": t.resolution,
+                "target effect": effect,
+                "seeds needed": needed
+                if needed is not None
+                else "none suffices: the test set is too small",
+            }
+        )
     return pd.DataFrame(rows)

@@ -27,7 +27,10 @@ N_TRAIN, N_TEST = 14, 7
 def copies(tmp_path_factory) -> dict[str, Path]:
     """One pristine synthetic copy per layout; tests that break one work on their own copy (``broken``)."""
     base = tmp_path_factory.mktemp("layouts")
-    return {layout: write(base / layout, N_TRAIN, N_TEST, seed=0, progress=False) for layout, write in WRITERS.items()}
+    return {
+        layout: write(base / layout, N_TRAIN, N_TEST, seed=0, progress=False)
+        for layout, write in WRITERS.items()
+    }
 
 
 @pytest.fixture
@@ -51,7 +54,9 @@ def test_every_layout_is_detected_and_named(copies, tmp_path):
         assert layouts.detect_layout(root) == layout
     assert layouts.detect_layout(write_tiny_rafdb(tmp_path / "raf" / "basic")) == "rafdb"
     assert layouts.detect_layout(tmp_path / "raf") == "rafdb"
-    (tmp_path / "empty" / "notes").mkdir(parents=True)  # a folder of folders without photos is no data set
+    (tmp_path / "empty" / "notes").mkdir(
+        parents=True
+    )  # a folder of folders without photos is no data set
     (tmp_path / "empty" / "notes" / "a.txt").write_text("x")
     with pytest.raises(layouts.DataSetError, match="no known layout"):
         layouts.detect_layout(tmp_path / "empty")
@@ -67,9 +72,13 @@ def test_every_layout_is_detected_and_named(copies, tmp_path):
 def test_affectnet_csv_counts_match_the_files_read_independently(copies, capsys):
     status, report = check_json(copies["affectnet"], capsys)
     assert status == 0 and report["errors"] == []
-    assert report["layout"] == "AffectNet (CSV release)" and report["classes"] == list(rafdb.CLASSES_8)
+    assert report["layout"] == "AffectNet (CSV release)" and report["classes"] == list(
+        rafdb.CLASSES_8
+    )
     for split, name in (("train", "training.csv"), ("test", "validation.csv")):
-        codes = pd.read_csv(copies["affectnet"] / "Manually_Annotated_file_lists" / name)["expression"]
+        codes = pd.read_csv(copies["affectnet"] / "Manually_Annotated_file_lists" / name)[
+            "expression"
+        ]
         expected = [int((codes == affectnet.CODES.index(c)).sum()) for c in rafdb.CLASSES_8]
         assert report[split] == expected
     excluded = sum(v for k, v in report["excluded"].items() if "not an expression class" in k)
@@ -91,7 +100,9 @@ def test_seven_classes_exclude_contempt_and_count_it(copies, capsys):
 def test_npy_release_detects_its_class_order_and_says_so(copies, broken, capsys):
     _, reference = check_json(copies["affectnet-npy"], capsys)
     root = broken("affectnet-npy")
-    for path in root.glob("*/annotations/*_exp.npy"):  # the same labels in a repack's alphabetical order
+    for path in root.glob(
+        "*/annotations/*_exp.npy"
+    ):  # the same labels in a repack's alphabetical order
         code = int(np.load(path).item())
         if code < 8:
             np.save(path, np.array(str(affectnet.ALPHABETICAL.index(affectnet.CODES[code]))))
@@ -99,7 +110,9 @@ def test_npy_release_detects_its_class_order_and_says_so(copies, broken, capsys)
     report = reader.check(progress=False)
     assert report.ok and (report.train, report.test) == (reference["train"], reference["test"])
     assert any("alphabetical" in line and "detected" in line for line in report.notes)
-    for path in (root / "train_set" / "annotations").glob("*_exp.npy"):  # no Happy majority: undecidable
+    for path in (root / "train_set" / "annotations").glob(
+        "*_exp.npy"
+    ):  # no Happy majority: undecidable
         np.save(path, np.array("2"))
     status, result = check_json(root, capsys)
     assert status == 1 and any("--class-order" in e for e in result["errors"])
@@ -108,10 +121,14 @@ def test_npy_release_detects_its_class_order_and_says_so(copies, broken, capsys)
 
 
 def test_ferplus_label_modes_follow_the_reference_rules():
-    votes = lambda *v: np.array(list(v) + [0] * (10 - len(v)))  # neutral, happiness, surprise, ... unknown, NF
+    def votes(*counts):  # neutral, happiness, surprise, ... unknown, NF
+        return np.array(list(counts) + [0] * (10 - len(counts)))
+
     assert ferplus.label_votes(votes(6, 2, 2), "majority")[0] == 0
     assert ferplus.label_votes(votes(5, 5), "majority")[0] is None  # a tie has no majority
-    assert ferplus.label_votes(votes(4, 3, 3), "majority")[0] is None  # 4 of 10 is not more than half
+    assert (
+        ferplus.label_votes(votes(4, 3, 3), "majority")[0] is None
+    )  # 4 of 10 is not more than half
     assert ferplus.label_votes(votes(4, 3, 3), "plurality")[0] == 0
     assert ferplus.label_votes(votes(4, 4, 2), "plurality")[0] is None
     # single votes are dropped first: 5 of the 8 remaining votes is a majority
@@ -135,7 +152,10 @@ def test_ferplus_counts_use_the_votes_and_publictest_joins_training(copies, caps
     assert (sum(majority["train"]), sum(majority["test"])) == (expected_train, expected_test)
     assert sum(majority["excluded"].values()) == len(old) - expected_train - expected_test > 0
     status, plurality = check_json(root, capsys, "--label-mode", "plurality")
-    assert status == 0 and sum(plurality["train"]) + sum(plurality["test"]) >= expected_train + expected_test
+    assert (
+        status == 0
+        and sum(plurality["train"]) + sum(plurality["test"]) >= expected_train + expected_test
+    )
 
 
 def test_ferplus_demo_faces_are_48x48_grey(copies):
@@ -154,7 +174,9 @@ def test_ckplus_takes_three_peak_frames_and_a_neutral_one_with_subject_wise_fold
     splits = {}
     for sample in reader.samples():
         splits.setdefault(sample.source.split("/")[1], set()).add(sample.split)
-    assert all(len(s) == 1 for s in splits.values()) and {"train", "test"} == set.union(*splits.values())
+    assert all(len(s) == 1 for s in splits.values()) and {"train", "test"} == set.union(
+        *splits.values()
+    )
     status, result = check_json(root, capsys)  # 10 folds need 10 subjects
     assert status == 1 and "fewer folds" in result["errors"][0]
 
@@ -172,7 +194,7 @@ def rewrite_csv(path: Path, edit) -> None:
 
 def column_dropped(rows, name):
     k = rows[0].index(name)
-    return [row[:k] + row[k + 1:] for row in rows]
+    return [row[:k] + row[k + 1 :] for row in rows]
 
 
 def set_cell(rows, line, name, value):
@@ -191,11 +213,22 @@ def assert_refused(path: Path, capsys, *fragments: str, options=()) -> None:
 
 def test_broken_affectnet_csv_copies_are_refused(broken, capsys):
     cases = {
-        "missing column": (lambda r: column_dropped(r, "expression"), ("training.csv:1", "expression", "Restore")),
-        "row count": (lambda r: r[:2] + [r[2][:-1]] + r[3:], ("training.csv:3", "fields where the header has 9")),
-        "label out of range": (lambda r: set_cell(r, 4, "expression", "11"), ("training.csv:4", "outside 0..10")),
-        "landmarks": (lambda r: set_cell(r, 5, "facial_landmarks", ";".join(r[4][5].split(";")[:-2])),
-                      ("training.csv:5", "134 values", "136")),
+        "missing column": (
+            lambda r: column_dropped(r, "expression"),
+            ("training.csv:1", "expression", "Restore"),
+        ),
+        "row count": (
+            lambda r: r[:2] + [r[2][:-1]] + r[3:],
+            ("training.csv:3", "fields where the header has 9"),
+        ),
+        "label out of range": (
+            lambda r: set_cell(r, 4, "expression", "11"),
+            ("training.csv:4", "outside 0..10"),
+        ),
+        "landmarks": (
+            lambda r: set_cell(r, 5, "facial_landmarks", ";".join(r[4][5].split(";")[:-2])),
+            ("training.csv:5", "134 values", "136"),
+        ),
     }
     for name, (edit, fragments) in cases.items():
         root = broken("affectnet")
@@ -203,7 +236,9 @@ def test_broken_affectnet_csv_copies_are_refused(broken, capsys):
         assert_refused(root, capsys, *fragments)
         shutil.rmtree(root)
     root = broken("affectnet")
-    first = pd.read_csv(root / "Manually_Annotated_file_lists" / "validation.csv")["subDirectory_filePath"][0]
+    first = pd.read_csv(root / "Manually_Annotated_file_lists" / "validation.csv")[
+        "subDirectory_filePath"
+    ][0]
     (root / "Manually_Annotated_Images" / first).unlink()
     assert_refused(root, capsys, "validation.csv:2", first, "missing", options=["--no-decode"])
 
@@ -228,12 +263,26 @@ def test_broken_affectnet_npy_copies_are_refused(broken, capsys):
 
 def test_broken_ferplus_copies_are_refused(broken, capsys):
     cases = {
-        ("fer2013new.csv", "missing column"): (lambda r: column_dropped(r, "contempt"), ("fer2013new.csv:1", "contempt")),
-        ("fer2013new.csv", "row count"): (lambda r: r[:-1], ("fer2013new.csv", "row count mismatch")),
-        ("fer2013new.csv", "votes"): (lambda r: set_cell(r, 3, "anger", "-1"), ("fer2013new.csv:3", "out of range")),
-        ("fer2013.csv", "label"): (lambda r: set_cell(r, 4, "emotion", "9"), ("fer2013.csv:4", "outside FER2013's 0..6")),
-        ("fer2013.csv", "image"): (lambda r: set_cell(r, 5, "pixels", " ".join(r[4][1].split()[:-1])),
-                                   ("fer2013.csv:5", "2303 pixel values")),
+        ("fer2013new.csv", "missing column"): (
+            lambda r: column_dropped(r, "contempt"),
+            ("fer2013new.csv:1", "contempt"),
+        ),
+        ("fer2013new.csv", "row count"): (
+            lambda r: r[:-1],
+            ("fer2013new.csv", "row count mismatch"),
+        ),
+        ("fer2013new.csv", "votes"): (
+            lambda r: set_cell(r, 3, "anger", "-1"),
+            ("fer2013new.csv:3", "out of range"),
+        ),
+        ("fer2013.csv", "label"): (
+            lambda r: set_cell(r, 4, "emotion", "9"),
+            ("fer2013.csv:4", "outside FER2013's 0..6"),
+        ),
+        ("fer2013.csv", "image"): (
+            lambda r: set_cell(r, 5, "pixels", " ".join(r[4][1].split()[:-1])),
+            ("fer2013.csv:5", "2303 pixel values"),
+        ),
     }
     for (file, _), (edit, fragments) in cases.items():
         root = broken("ferplus")
@@ -279,7 +328,12 @@ def converted(copies, tmp_path_factory) -> dict[str, Path]:
     for layout in ("affectnet", "affectnet-npy", "ferplus", "ckplus"):
         options = {"folds": 2} if layout == "ckplus" else {}
         out[layout] = base / layout
-        layouts.convert(datasets.reader_for(layout, copies[layout], **options), out[layout], workers=1, progress=False)
+        layouts.convert(
+            datasets.reader_for(layout, copies[layout], **options),
+            out[layout],
+            workers=1,
+            progress=False,
+        )
     return out
 
 
@@ -289,19 +343,29 @@ def test_converted_copies_read_as_raf_db_with_their_class_list(copies, converted
         _, source = check_json(copies[layout], capsys, *options)
         status, report = check_json(root, capsys)
         assert status == 0 and report["classes"] == list(rafdb.CLASSES_8)
-        assert report["layout"].startswith(layouts.LAYOUT_NAMES[layout]) and "converted" in report["layout"]
+        assert (
+            report["layout"].startswith(layouts.LAYOUT_NAMES[layout])
+            and "converted" in report["layout"]
+        )
         data = rafdb.load_rafdb(root)
-        assert data.classes == rafdb.CLASSES_8 and len(pd.read_csv(root / layouts.SOURCES_FILE)) == len(data)
+        assert data.classes == rafdb.CLASSES_8 and len(
+            pd.read_csv(root / layouts.SOURCES_FILE)
+        ) == len(data)
         failed = pd.read_csv(root / layouts.REPORT_FILE)
         # every usable row is converted or listed with the reason: none dropped silently
         assert len(data) + len(failed) == sum(source["train"]) + sum(source["test"])
         if layout != "ferplus":
-            assert len(failed) == 0 and (report["train"], report["test"]) == (source["train"], source["test"])
+            assert len(failed) == 0 and (report["train"], report["test"]) == (
+                source["train"],
+                source["test"],
+            )
 
 
 def test_ferplus_faces_the_detector_misses_are_listed(converted):
     failed = pd.read_csv(converted["ferplus"] / layouts.REPORT_FILE)
-    assert set(failed["status"]) <= {"no face"} and all(s.startswith("fer2013.csv:") for s in failed["source"])
+    assert set(failed["status"]) <= {"no face"} and all(
+        s.startswith("fer2013.csv:") for s in failed["source"]
+    )
     info = json.loads((converted["ferplus"] / rafdb.CLASSES_FILE).read_text())
     assert sum(v for k, v in info["excluded"].items() if "not converted" in k) == len(failed)
 
@@ -312,13 +376,19 @@ def test_affectnet_landmarks_go_through_the_import_images_mapping(copies, conver
     sources = pd.read_csv(converted["affectnet"] / layouts.SOURCES_FILE)
     first = sources.iloc[0]
     line = int(first["source"].split(":")[1])
-    rows = pd.read_csv(copies["affectnet"] / "Manually_Annotated_file_lists" / first["source"].split(":")[0])
+    rows = pd.read_csv(
+        copies["affectnet"] / "Manually_Annotated_file_lists" / first["source"].split(":")[0]
+    )
     row = rows.iloc[line - 2]
     points = layouts.parse_points68(row["facial_landmarks"])
     from PIL import Image
 
-    size = Image.open(copies["affectnet"] / "Manually_Annotated_Images" / row["subDirectory_filePath"]).size
-    left, top, _, _ = layouts._crop_box(tuple(row[["face_x", "face_y", "face_width", "face_height"]]), points, size)
+    size = Image.open(
+        copies["affectnet"] / "Manually_Annotated_Images" / row["subDirectory_filePath"]
+    ).size
+    left, top, _, _ = layouts._crop_box(
+        tuple(row[["face_x", "face_y", "face_width", "face_height"]]), points, size
+    )
     data = rafdb.load_rafdb(converted["affectnet"])
     i = data.names.index(first["name"])
     assert np.allclose(data.auto37[i], L.auto37_from_ibug68(points - [left, top]), atol=0.006)
@@ -328,7 +398,9 @@ def test_affectnet_landmarks_go_through_the_import_images_mapping(copies, conver
 @pytest.fixture(scope="module")
 def soft_copy(copies, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("soft") / "ferplus"
-    layouts.convert(ferplus.FerPlus(copies["ferplus"], label_mode="probability"), out, workers=1, progress=False)
+    layouts.convert(
+        ferplus.FerPlus(copies["ferplus"], label_mode="probability"), out, workers=1, progress=False
+    )
     return out
 
 
@@ -343,7 +415,10 @@ def test_convert_refuses_a_broken_copy_before_writing(broken, tmp_path, capsys):
     root = broken("ferplus")
     rewrite_csv(root / "fer2013new.csv", lambda r: r[:-1])
     assert main(["convert-data", str(root), str(tmp_path / "out")]) == 1
-    assert "row count mismatch" in capsys.readouterr().err and not (tmp_path / "out" / rafdb.LABEL_FILE).exists()
+    assert (
+        "row count mismatch" in capsys.readouterr().err
+        and not (tmp_path / "out" / rafdb.LABEL_FILE).exists()
+    )
 
 
 # ----------------------------------------------------------------------------------------------- 7 or 8 classes
@@ -362,9 +437,13 @@ def test_a_checkpoint_carries_its_class_list_and_another_list_is_refused_naming_
     with pytest.raises(M.CheckpointError) as refused:
         M.load_arm_checkpoint(path, classes=rafdb.CLASSES)
     message = str(refused.value)
-    assert "8 classes (Surprise" in message and "Contempt" in message and "has 7 (Surprise" in message
+    assert (
+        "8 classes (Surprise" in message and "Contempt" in message and "has 7 (Surprise" in message
+    )
     state = torch.load(path, weights_only=True)
-    del state["classes"]  # a file without the entry (the ARM authors', or older ones) is RAF-DB's 7: refused too
+    del state[
+        "classes"
+    ]  # a file without the entry (the ARM authors', or older ones) is RAF-DB's 7: refused too
     torch.save(state, tmp_path / "old.pt")
     with pytest.raises(M.CheckpointError):
         M.load_arm_checkpoint(tmp_path / "old.pt")
@@ -372,28 +451,71 @@ def test_a_checkpoint_carries_its_class_list_and_another_list_is_refused_naming_
 
 def test_cross_dataset_mapping_drops_contempt_and_says_so():
     probabilities = np.zeros((3, 8))
-    probabilities[0, [3, 7]] = [0.3, 0.7]  # Contempt most probable: the shared prediction is Happiness
+    probabilities[0, [3, 7]] = [
+        0.3,
+        0.7,
+    ]  # Contempt most probable: the shared prediction is Happiness
     probabilities[1, 0] = probabilities[2, 6] = 1
-    result = crossdata.cross_result("a", "b", rafdb.CLASSES_8, rafdb.CLASSES, np.array([3, 0, 5]), probabilities)
+    result = crossdata.cross_result(
+        "a", "b", rafdb.CLASSES_8, rafdb.CLASSES, np.array([3, 0, 5]), probabilities
+    )
     assert result.shared == rafdb.CLASSES and np.isclose(result.oa, 2 / 3)
     assert result.confusion[5, 6] == 1 and "Contempt dropped" in result.notes[0]
-    back = crossdata.cross_result("b", "a", rafdb.CLASSES, rafdb.CLASSES_8, np.array([7, 0, 6]), np.eye(7)[[0, 0, 6]])
-    assert back.images == 2 and back.oa == 1 and "1 test image(s) of Contempt left out" in back.notes[0]
+    back = crossdata.cross_result(
+        "b", "a", rafdb.CLASSES, rafdb.CLASSES_8, np.array([7, 0, 6]), np.eye(7)[[0, 0, 6]]
+    )
+    assert (
+        back.images == 2
+        and back.oa == 1
+        and "1 test image(s) of Contempt left out" in back.notes[0]
+    )
 
 
 def test_evaluate_across_data_sets_writes_the_table(converted, tmp_path, capsys):
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     eight = tiny_checkpoint(tmp_path / "an8" / "best.pt", rafdb.CLASSES_8).parent
     seven = tiny_checkpoint(tmp_path / "raf7" / "best.pt", rafdb.CLASSES).parent
-    assert main(["evaluate", "--checkpoint", str(eight), str(seven), "--data", str(raf), str(converted["affectnet"]),
-                 "--out", str(tmp_path / "cross"), "--device", "cpu", "--batch-size", "8"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(eight),
+                str(seven),
+                "--data",
+                str(raf),
+                str(converted["affectnet"]),
+                "--out",
+                str(tmp_path / "cross"),
+                "--device",
+                "cpu",
+                "--batch-size",
+                "8",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Contempt dropped" in out and "of Contempt left out" in out
     table = pd.read_csv(tmp_path / "cross" / "cross_dataset.csv")
     assert len(table) == 4 and set(table["classes"]) == {7, 8}
     assert (tmp_path / "cross" / "confusion_an8_on_affectnet.csv").exists()
-    assert main(["evaluate", "--baseline", str(eight / "best.pt"), "--data", str(raf), "--out", str(tmp_path / "e"),
-                 "--device", "cpu"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--baseline",
+                str(eight / "best.pt"),
+                "--data",
+                str(raf),
+                "--out",
+                str(tmp_path / "e"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
     assert "trained for 8 classes" in capsys.readouterr().err
 
 
@@ -411,8 +533,16 @@ def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_
     info = _data_info(converted["ckplus"])
     run = tmp_path / "run"
     (run / "report").mkdir(parents=True)
-    (run / "run_info.json").write_text(json.dumps({"data": "<data_root>", "data_layout": info["layout"],
-                                                   "data_protocol": info["protocol"], "data_excluded": {"Contempt: x": 3}}))
+    (run / "run_info.json").write_text(
+        json.dumps(
+            {
+                "data": "<data_root>",
+                "data_layout": info["layout"],
+                "data_protocol": info["protocol"],
+                "data_excluded": {"Contempt: x": 3},
+            }
+        )
+    )
     (run / "settings.json").write_text(json.dumps({"name": "paper", "seeds": 1}))
     page = write_landing_page(run, run / "report", [], tmp_path / "figures").read_text()
     assert "CK+, converted into RAF-DB&#x27;s layout" in page and "subject-wise 2 folds" in page
@@ -421,7 +551,21 @@ def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_
 
 def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
     for layout in ("affectnet", "affectnet-npy", "ferplus", "ckplus"):
-        assert main(["demo-data", str(tmp_path / layout), "--layout", layout, "--train", "7", "--test", "7"]) == 0
+        assert (
+            main(
+                [
+                    "demo-data",
+                    str(tmp_path / layout),
+                    "--layout",
+                    layout,
+                    "--train",
+                    "7",
+                    "--test",
+                    "7",
+                ]
+            )
+            == 0
+        )
         assert layouts.detect_layout(tmp_path / layout) == layout
     capsys.readouterr()
     status, report = check_json(tmp_path / "ferplus", capsys)
@@ -442,11 +586,21 @@ def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
     # half the mass spread evenly: unlike most of the demo's votes (one class after the single votes are dropped)
     spread = torch.nn.functional.one_hot(train.labels, 8).float() * 0.5 + 0.5 / 8
     for name, soft in (("hard", None), ("soft", spread)):
-        split = D.SplitTensors(train.names, train.images, train.points, train.labels, train.landmark_set, train.classes, soft)
+        split = D.SplitTensors(
+            train.names,
+            train.images,
+            train.points,
+            train.labels,
+            train.landmark_set,
+            train.classes,
+            soft,
+        )
         config = T.BaselineConfig(input_size=128, width=4, epochs=1, batch_size=4, val_fraction=0.3)
         T.train_baseline(split, config, tmp_path / name, device=torch.device("cpu"), progress=False)
         losses[name] = pd.read_csv(tmp_path / name / "history.csv")["train_loss"].iloc[0]
-    assert losses["hard"] != losses["soft"]  # the same images, seed and model: only the targets differ
+    assert (
+        losses["hard"] != losses["soft"]
+    )  # the same images, seed and model: only the targets differ
 
     broken = Path(shutil.copytree(soft_copy, tmp_path / "broken"))
     path = broken / rafdb.SOFT_LABELS_FILE
@@ -457,35 +611,92 @@ def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
         rafdb.load_rafdb(broken)
 
 
-def test_every_ckplus_fold_is_converted_and_evaluated_with_the_mean_over_folds(copies, tmp_path, capsys):
+def test_every_ckplus_fold_is_converted_and_evaluated_with_the_mean_over_folds(
+    copies, tmp_path, capsys
+):
     out = tmp_path / "ck"
-    assert main(["convert-data", str(copies["ckplus"]), str(out), "--folds", "2", "--fold", "all", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "convert-data",
+                str(copies["ckplus"]),
+                str(out),
+                "--folds",
+                "2",
+                "--fold",
+                "all",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     folds = [out / "fold_00", out / "fold_01"]
     tests = [set(rafdb.load_rafdb(f).split("test").names) for f in folds]
     sources = [pd.read_csv(f / layouts.SOURCES_FILE) for f in folds]
     subjects = [set(s[s["split"] == "test"]["source"].str.split("/").str[1]) for s in sources]
-    assert tests[0] and tests[1] and not subjects[0] & subjects[1]  # each subject is tested in one fold only
-    runs = [tiny_checkpoint(tmp_path / f"run{k}" / "best.pt", rafdb.CLASSES_8).parent for k in range(2)]
+    assert (
+        tests[0] and tests[1] and not subjects[0] & subjects[1]
+    )  # each subject is tested in one fold only
+    runs = [
+        tiny_checkpoint(tmp_path / f"run{k}" / "best.pt", rafdb.CLASSES_8).parent for k in range(2)
+    ]
     capsys.readouterr()
-    assert main(["evaluate", "--paired", "--checkpoint", *map(str, runs), "--data", *map(str, folds),
-                 "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--paired",
+                "--checkpoint",
+                *map(str, runs),
+                "--data",
+                *map(str, folds),
+                "--out",
+                str(tmp_path / "eval"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "eval" / "cross_dataset.csv")
     assert list(table["trained on"]) == ["run0", "run1", "mean over 2 folds", "sd over the folds"]
-    assert np.isclose(table["OA"][2], table["OA"][:2].mean()) and "mean over 2 folds" in capsys.readouterr().out
-    assert main(["evaluate", "--paired", "--checkpoint", str(runs[0]), "--data", *map(str, folds),
-                 "--out", str(tmp_path / "eval2")]) == 2
+    assert (
+        np.isclose(table["OA"][2], table["OA"][:2].mean())
+        and "mean over 2 folds" in capsys.readouterr().out
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--paired",
+                "--checkpoint",
+                str(runs[0]),
+                "--data",
+                *map(str, folds),
+                "--out",
+                str(tmp_path / "eval2"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_csv_files_saved_with_a_byte_order_mark_and_crlf_are_read(copies, tmp_path, capsys):
-    for layout, files in (("affectnet", ["Manually_Annotated_file_lists/training.csv"]),
-                          ("ferplus", ["fer2013.csv", "fer2013new.csv"])):
+    for layout, files in (
+        ("affectnet", ["Manually_Annotated_file_lists/training.csv"]),
+        ("ferplus", ["fer2013.csv", "fer2013new.csv"]),
+    ):
         _, reference = check_json(copies[layout], capsys)
         root = Path(shutil.copytree(copies[layout], tmp_path / layout))
         for name in files:
             text = (root / name).read_text().replace("\r\n", "\n")
             (root / name).write_bytes("\ufeff".encode() + text.replace("\n", "\r\n").encode())
         status, report = check_json(root, capsys, "--no-decode")
-        assert status == 0 and (report["train"], report["test"]) == (reference["train"], reference["test"])
+        assert status == 0 and (report["train"], report["test"]) == (
+            reference["train"],
+            reference["test"],
+        )
 
 
 def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp_path, capsys):
@@ -498,9 +709,23 @@ def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp
     config = T.FusionConfig(width=2)
     fusion = T.build_fusion(M.load_arm_checkpoint(baseline_path), config)
     (tmp_path / "fusion").mkdir()
-    torch.save({"model": fusion.state_dict(), "config": dataclasses.asdict(config)}, tmp_path / "fusion" / "best.pt")
-    arguments = ["evaluate", "--checkpoint", str(tmp_path / "fusion"), "--data", str(raf), "--out", str(tmp_path / "x"),
-                 "--device", "cpu", "--batch-size", "8"]
+    torch.save(
+        {"model": fusion.state_dict(), "config": dataclasses.asdict(config)},
+        tmp_path / "fusion" / "best.pt",
+    )
+    arguments = [
+        "evaluate",
+        "--checkpoint",
+        str(tmp_path / "fusion"),
+        "--data",
+        str(raf),
+        "--out",
+        str(tmp_path / "x"),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+    ]
     assert main(arguments) == 1 and "pass --baseline" in capsys.readouterr().err
     assert main(arguments + ["--baseline", str(baseline_path)]) == 0
     table = pd.read_csv(tmp_path / "x" / "cross_dataset.csv")
@@ -510,12 +735,17 @@ def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp
 
 
 def test_an_unreadable_image_is_named_by_the_full_check(broken, capsys):
-    for layout, pattern in (("affectnet", "Manually_Annotated_Images/*/*.jpg"), ("affectnet-npy", "val_set/images/*.jpg"),
-                            ("ckplus", "cohn-kanade-images/S*/*/*_00000010.png")):
+    for layout, pattern in (
+        ("affectnet", "Manually_Annotated_Images/*/*.jpg"),
+        ("affectnet-npy", "val_set/images/*.jpg"),
+        ("ckplus", "cohn-kanade-images/S*/*/*_00000010.png"),
+    ):
         root = broken(layout)
         image = sorted(root.glob(pattern))[0]
         image.write_bytes(b"not an image")
         options = ["--folds", "2"] if layout == "ckplus" else []
         assert_refused(root, capsys, image.name, "unreadable image", options=options)
-        assert main(["check-data", str(root), "--no-decode", *options]) == 0  # present, so the quick check passes
+        assert (
+            main(["check-data", str(root), "--no-decode", *options]) == 0
+        )  # present, so the quick check passes
         capsys.readouterr()
