@@ -40,7 +40,11 @@ def train_one(args: argparse.Namespace) -> None:
     clock = time.perf_counter()
     model = T.train_baseline(experiment.train, config, folder, progress=False)
     seconds = time.perf_counter() - clock
-    accuracy = float((T.baseline_logits(model, experiment.test.images, 64).argmax(1) == experiment.test.labels).float().mean())
+    accuracy = float(
+        (T.baseline_logits(model, experiment.test.images, 64).argmax(1) == experiment.test.labels)
+        .float()
+        .mean()
+    )
     curve = pd.read_csv(folder / "history.csv")["val_accuracy"].round(3).tolist()
     print(f"{args.one} {accuracy:.4f} {seconds:.0f} {curve}", flush=True)
 
@@ -48,22 +52,45 @@ def train_one(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 100, 101])
-    parser.add_argument("--ema", default="0.99", help="decay per step of the weights' moving average, or none")
-    parser.add_argument("--lr-gamma", type=float, default=0.9, help="ExponentialLR factor per epoch (the ARM recipe: 0.9)")
+    parser.add_argument(
+        "--ema", default="0.99", help="decay per step of the weights' moving average, or none"
+    )
+    parser.add_argument(
+        "--lr-gamma",
+        type=float,
+        default=0.9,
+        help="ExponentialLR factor per epoch (the ARM recipe: 0.9)",
+    )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a worker: train this seed
+    parser.add_argument(
+        "--one", type=int, default=None, help=argparse.SUPPRESS
+    )  # a worker: train this seed
     args = parser.parse_args()
     if args.one is not None:
         return train_one(args)
     results = []
     for pair in (args.seeds[k : k + 2] for k in range(0, len(args.seeds), 2)):
-        command = [sys.executable, __file__, "--ema", args.ema, "--lr-gamma", str(args.lr_gamma), "--out", str(args.out)]
-        workers = [subprocess.Popen([*command, "--one", str(seed)], stdout=subprocess.PIPE, text=True) for seed in pair]
+        command = [
+            sys.executable,
+            __file__,
+            "--ema",
+            args.ema,
+            "--lr-gamma",
+            str(args.lr_gamma),
+            "--out",
+            str(args.out),
+        ]
+        workers = [
+            subprocess.Popen([*command, "--one", str(seed)], stdout=subprocess.PIPE, text=True)
+            for seed in pair
+        ]
         for worker in workers:
             line = worker.communicate()[0].strip().splitlines()[-1]
             print(line, flush=True)
             results.append(float(line.split()[1]))
-    print(f"test OA over {len(results)} seeds: mean {np.mean(results):.4f}, sd {np.std(results, ddof=1):.4f}, range {min(results):.4f}-{max(results):.4f}")
+    print(
+        f"test OA over {len(results)} seeds: mean {np.mean(results):.4f}, sd {np.std(results, ddof=1):.4f}, range {min(results):.4f}-{max(results):.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import torch
 from fer_lib import models as M
 
 
-def ms_per_image(model: torch.nn.Module, batch: int, channels: int, size: int, seconds: float) -> float:
+def ms_per_image(
+    model: torch.nn.Module, batch: int, channels: int, size: int, seconds: float
+) -> float:
     x = torch.rand(batch, channels, size, size)
     for _ in range(2):  # warm-up
         model(x).sum().backward()
@@ -39,21 +41,32 @@ def import_seconds(statement: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--width", type=int, default=16, help="ResNet18 base width (demo: 16)")
-    parser.add_argument("--landmark-width", type=int, default=2, help="landmark CNN base width (demo: 2)")
+    parser.add_argument(
+        "--landmark-width", type=int, default=2, help="landmark CNN base width (demo: 2)"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per setting")
     args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     torch.manual_seed(0)
     networks = {
         f"RGB ResNet18+ARM width {args.width}": (M.ARMNet(args.input_size, width=args.width), 3),
-        f"landmark CNN width {args.landmark_width}": (M.LandmarkCNN(args.input_size, batch_norm=True, width=args.landmark_width), 1),
+        f"landmark CNN width {args.landmark_width}": (
+            M.LandmarkCNN(args.input_size, batch_norm=True, width=args.landmark_width),
+            1,
+        ),
     }
     for name, (model, channels) in networks.items():
         for batch in (16, 32, 64):
-            print(f"{name}, batch {batch}: {ms_per_image(model, batch, channels, args.input_size, args.seconds):.2f} ms per image (forward + backward)")
+            print(
+                f"{name}, batch {batch}: {ms_per_image(model, batch, channels, args.input_size, args.seconds):.2f} ms per image (forward + backward)"
+            )
     notebook = "from fer_lib import report; from fer_lib.notebook import start"
     print(f"import of a notebook's first cell: {import_seconds(notebook):.1f} s")
     print(f"  the same plus torchvision: {import_seconds(notebook + '; import torchvision'):.1f} s")

@@ -25,10 +25,18 @@ from fer_lib import rafdb
 
 def write_raf_sized(root: Path, n_train: int = 12271, n_test: int = 3068) -> Path:
     rng = np.random.default_rng(0)
-    for folder in (rafdb.ALIGNED_DIR, rafdb.ORIGINAL_DIR, rafdb.MANUAL_DIR, rafdb.AUTO_DIR, rafdb.LABEL_FILE.parent):
+    for folder in (
+        rafdb.ALIGNED_DIR,
+        rafdb.ORIGINAL_DIR,
+        rafdb.MANUAL_DIR,
+        rafdb.AUTO_DIR,
+        rafdb.LABEL_FILE.parent,
+    ):
         (root / folder).mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=90)
+    Image.fromarray(rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)).save(
+        buffer, format="JPEG", quality=90
+    )
     jpeg = buffer.getvalue()
     rows = []
     for split, count, digits in (("train", n_train, 5), ("test", n_test, 4)):
@@ -41,7 +49,9 @@ def write_raf_sized(root: Path, n_train: int = 12271, n_test: int = 3068) -> Pat
             lines = [f"{x:.2f}\t{y:.2f}" for x, y in manual] + ["1", "0", "2"]
             (root / rafdb.MANUAL_DIR / rafdb.manual_name(name)).write_text("\n".join(lines) + "\n")
             auto = rng.uniform(50, 150, (37, 2))
-            (root / rafdb.AUTO_DIR / rafdb.auto_name(name)).write_text("\n".join(f"{x:.2f}\t{y:.2f}" for x, y in auto) + "\n")
+            (root / rafdb.AUTO_DIR / rafdb.auto_name(name)).write_text(
+                "\n".join(f"{x:.2f}\t{y:.2f}" for x, y in auto) + "\n"
+            )
     (root / rafdb.LABEL_FILE).write_text("\n".join(rows) + "\n")
     return root
 
@@ -57,10 +67,14 @@ def main() -> None:
         print(f"machine: {platform.machine()}, copy: {root}")
         started = time.perf_counter()
         data = rafdb.load_rafdb(root)
-        print(f"annotation pass (load_rafdb), {len(data)} samples: {time.perf_counter() - started:.2f} s")
+        print(
+            f"annotation pass (load_rafdb), {len(data)} samples: {time.perf_counter() - started:.2f} s"
+        )
         started = time.perf_counter()
         report = rafdb.check_rafdb(root, progress=False)
-        print(f"full check-data (annotations + decoding every aligned image): {time.perf_counter() - started:.2f} s, {len(report.errors)} errors")
+        print(
+            f"full check-data (annotations + decoding every aligned image): {time.perf_counter() - started:.2f} s, {len(report.errors)} errors"
+        )
     finally:
         if made and not args.keep:
             shutil.rmtree(root.parent)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,11 +48,18 @@ def worker(args) -> None:
     heatmap_runs = sum(job.variant != "coords" for job in fusions)
     profiler = None
     if args.profile:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         profiler = torch_profile(activities=[ProfilerActivity.CPU])
-    out = {"fer_lib": str(Path(fer_lib.__file__).parent.parent), "threads": torch.get_num_threads(), "baseline_epochs": profile.baseline_epochs,
-           "fusion_epochs": profile.fusion_epochs, "baselines": len(baselines), "heatmap_runs": heatmap_runs}
+    out = {
+        "fer_lib": str(Path(fer_lib.__file__).parent.parent),
+        "threads": torch.get_num_threads(),
+        "baseline_epochs": profile.baseline_epochs,
+        "fusion_epochs": profile.fusion_epochs,
+        "baselines": len(baselines),
+        "heatmap_runs": heatmap_runs,
+    }
     info = getattr(T, "cpu_path", None)
     out["path"] = info() if info else "fp32"
 
@@ -63,18 +69,29 @@ def worker(args) -> None:
             with profiler:
                 result = call()
             print(f"\n== {name}: torch.profiler, top operators by self CPU time\n", file=sys.stderr)
-            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows), file=sys.stderr)
+            print(
+                profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows),
+                file=sys.stderr,
+            )
         else:
             result = call()
         return result, time.perf_counter() - clock
 
     config = dataclasses.replace(experiment.baseline_config(0), epochs=1)
-    model, seconds = timed("baseline job, one epoch", lambda: T.train_baseline(train, config, run / "baseline", progress=False))
+    model, seconds = timed(
+        "baseline job, one epoch",
+        lambda: T.train_baseline(train, config, run / "baseline", progress=False),
+    )
     import pandas as pd
 
     out["baseline_epoch"] = float(pd.read_csv(run / "baseline" / "history.csv")["seconds"].iloc[0])
-    (cache_train, cache_test), caches = timed("feature caches", lambda: (T.rgb_feature_cache(model, train, progress=False),
-                                                                         T.rgb_feature_cache(model, test, flips=(False,), progress=False)))
+    (cache_train, cache_test), caches = timed(
+        "feature caches",
+        lambda: (
+            T.rgb_feature_cache(model, train, progress=False),
+            T.rgb_feature_cache(model, test, flips=(False,), progress=False),
+        ),
+    )
     out["baseline_fixed"] = seconds - out["baseline_epoch"] + caches
     fusion = dataclasses.replace(experiment.fusion_config("both", 0.6, 0), epochs=1)
 
@@ -85,16 +102,28 @@ def worker(args) -> None:
     _, seconds = timed("landmark-branch job, one epoch", landmark_job)
     out["fusion_epoch"] = float(pd.read_csv(run / "fusion" / "history.csv")["seconds"].iloc[0])
     out["fusion_fixed"] = seconds - out["fusion_epoch"]
-    out["stage"] = (out["baselines"] * (out["baseline_epochs"] * out["baseline_epoch"] + out["baseline_fixed"])
-                    + heatmap_runs * (out["fusion_epochs"] * out["fusion_epoch"] + out["fusion_fixed"]))
+    out["stage"] = out["baselines"] * (
+        out["baseline_epochs"] * out["baseline_epoch"] + out["baseline_fixed"]
+    ) + heatmap_runs * (out["fusion_epochs"] * out["fusion_epoch"] + out["fusion_fixed"])
     print(json.dumps(out))
 
 
 def run_once(source: Path, args, label: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_stage_") as scratch:
         env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": str(args.threads)}
-        command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--scratch", scratch, "--data", str(args.data),
-                   "--cache", str(args.cache), "--threads", str(args.threads)] + (["--profile"] if args.profile else [])
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            "--scratch",
+            scratch,
+            "--data",
+            str(args.data),
+            "--cache",
+            str(args.cache),
+            "--threads",
+            str(args.threads),
+        ] + (["--profile"] if args.profile else [])
         result = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
@@ -106,10 +135,18 @@ def run_once(source: Path, args, label: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ref", help="a git revision to compare with (run from a git archive of it)")
+    parser.add_argument(
+        "--ref", help="a git revision to compare with (run from a git archive of it)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (the stage's workers: 1)")
-    parser.add_argument("--profile", action="store_true", help="print torch.profiler's table for each part (one repetition)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per process (the stage's workers: 1)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print torch.profiler's table for each part (one repetition)",
+    )
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--data", type=Path, default=ROOT / "runs" / "demo" / "data" / "basic")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "demo" / "cache")
@@ -125,12 +162,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ref_") as ref_tree:
         sources = [("after", ROOT)]
         if args.ref:
-            archive = subprocess.run(["git", "archive", args.ref], cwd=ROOT, capture_output=True, check=True).stdout
+            archive = subprocess.run(
+                ["git", "archive", args.ref], cwd=ROOT, capture_output=True, check=True
+            ).stdout
             subprocess.run(["tar", "-x", "-C", ref_tree], input=archive, check=True)
             sources.insert(0, (f"before ({args.ref})", Path(ref_tree)))
         rows = []
         repeats = 1 if args.profile else args.repeats
-        for repeat in tqdm(range(repeats * len(sources)), desc="bench_demo_stage"):  # before, after, before, after...
+        for repeat in tqdm(
+            range(repeats * len(sources)), desc="bench_demo_stage"
+        ):  # before, after, before, after...
             label, source = sources[repeat % len(sources)]
             rows.append({"repeat": repeat // len(sources), **run_once(source, args, label)})
             tqdm.write(json.dumps(rows[-1]))
@@ -140,13 +181,19 @@ def main() -> None:
     columns = ["baseline_epoch", "baseline_fixed", "fusion_epoch", "fusion_fixed", "stage"]
     medians = frame.groupby("code", sort=False)[columns].median()
     medians["path"] = frame.groupby("code", sort=False)["path"].first()
-    print(f"\n{time.strftime('%Y-%m-%d')}, {args.threads} thread(s), medians of {repeats} repetition(s), seconds:\n")
+    print(
+        f"\n{time.strftime('%Y-%m-%d')}, {args.threads} thread(s), medians of {repeats} repetition(s), seconds:\n"
+    )
     print(medians.to_markdown(floatfmt=".1f"))
     if args.ref:
         ratio = medians.loc["after", columns].astype(float) / medians.iloc[0][columns].astype(float)
         per_repeat = frame.pivot(index="repeat", columns="code", values="stage")
         stage_ratios = (per_repeat["after"] / per_repeat.iloc[:, 0]).round(3).tolist()
-        print(f"\nafter / before: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()) + f"; stage per repetition {stage_ratios}")
+        print(
+            "\nafter / before: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items())
+            + f"; stage per repetition {stage_ratios}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,24 +42,36 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        root = generate_demo_dataset(scratch / "basic", args.train, 14, seed=0, progress=False, workers=1)
+        root = generate_demo_dataset(
+            scratch / "basic", args.train, 14, seed=0, progress=False, workers=1
+        )
         split = D.split_tensors(load_rafdb(root).split("train"), 128, progress=False)
         device = torch.device("cpu")
-        baseline_config = T.BaselineConfig(input_size=128, width=16, epochs=args.epochs, batch_size=64, seed=0)
+        baseline_config = T.BaselineConfig(
+            input_size=128, width=16, epochs=args.epochs, batch_size=64, seed=0
+        )
         clock = time.perf_counter()
-        baseline = T.train_baseline(split, baseline_config, scratch / "baseline", device=device, progress=False)
+        baseline = T.train_baseline(
+            split, baseline_config, scratch / "baseline", device=device, progress=False
+        )
         baseline_wall = time.perf_counter() - clock
         cache = T.rgb_feature_cache(baseline, split, progress=False)
-        fusion_config = T.FusionConfig(width=8, batch_norm=True, epochs=args.epochs, batch_size=32, select="val_loss", seed=0)
+        fusion_config = T.FusionConfig(
+            width=8, batch_norm=True, epochs=args.epochs, batch_size=32, select="val_loss", seed=0
+        )
         clock = time.perf_counter()
-        T.train_fusion(baseline, split, cache, fusion_config, scratch / "fusion", device=device, progress=False)
+        T.train_fusion(
+            baseline, split, cache, fusion_config, scratch / "fusion", device=device, progress=False
+        )
         fusion_wall = time.perf_counter() - clock
         for name, wall in (("baseline", baseline_wall), ("fusion", fusion_wall)):
             history = pd.read_csv(scratch / name / "history.csv")
             weights = torch.load(scratch / name / "last.pt", weights_only=True)["model"]
             epochs = ", ".join(f"{s:.2f}" for s in history["seconds"])
-            print(f"{name}: epochs {epochs} s; run {wall:.1f} s; weights {digest(weights)}; "
-                  f"history {hashlib.sha256(history.drop(columns='seconds').to_csv().encode()).hexdigest()[:16]}")
+            print(
+                f"{name}: epochs {epochs} s; run {wall:.1f} s; weights {digest(weights)}; "
+                f"history {hashlib.sha256(history.drop(columns='seconds').to_csv().encode()).hexdigest()[:16]}"
+            )
     print(f"fer_lib from {Path(fer_lib.__file__).parent}")
 
 

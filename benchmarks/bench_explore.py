@@ -33,12 +33,18 @@ def worker(run: Path) -> None:
     from fer_lib.experiment import Experiment, get_profile
 
     settings = json.loads((run / "settings.json").read_text())
-    experiment = Experiment(get_profile(settings["name"]), run / "data" / "basic", run, progress=False)
+    experiment = Experiment(
+        get_profile(settings["name"]), run / "data" / "basic", run, progress=False
+    )
     data = explore.ExplorerData(experiment)
     outputs = data.outputs(explore.PROPOSED)
     frame = outputs.table()
     opened = time.perf_counter() - clock
-    index = int(explore.select(frame, effect="fixed")["index"].iloc[0]) if (frame["effect"] == "fixed").any() else 0
+    index = (
+        int(explore.select(frame, effect="fixed")["index"].iloc[0])
+        if (frame["effect"] == "fixed").any()
+        else 0
+    )
     timings = {"open": opened}
     for name, cams in (("panel", False), ("panel with Grad-CAM++", True)):
         clock = time.perf_counter()
@@ -61,16 +67,27 @@ def main() -> None:
     if args.worker:
         return worker(args.run)
     if not (args.run / "settings.json").exists():
-        raise SystemExit(f"{args.run}: not a finished run (no settings.json); run ./run_all.sh first")
+        raise SystemExit(
+            f"{args.run}: not a finished run (no settings.json); run ./run_all.sh first"
+        )
     rows = []
     for _ in range(args.repeats + 1):  # the first builds the saved outputs if notebook 10 has not
-        result = subprocess.run([sys.executable, __file__, "--worker", "--run", str(args.run)], capture_output=True, text=True, cwd=ROOT)
+        result = subprocess.run(
+            [sys.executable, __file__, "--worker", "--run", str(args.run)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         if result.returncode:
             raise SystemExit(result.stderr[-3000:])
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    print(f"medians of {args.repeats} fresh processes (the first, which may build the saved outputs, left out), seconds:")
+    print(
+        f"medians of {args.repeats} fresh processes (the first, which may build the saved outputs, left out), seconds:"
+    )
     for key in rows[0]:
-        print(f"  {key}: {statistics.median(row[key] for row in rows[1:]):.2f}  (first: {rows[0][key]:.2f})")
+        print(
+            f"  {key}: {statistics.median(row[key] for row in rows[1:]):.2f}  (first: {rows[0][key]:.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ def main() -> None:
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
     points = (torch.rand(args.batch, 37, 2, generator=generator) * args.size).to(args.device)
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {args.device}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {args.device}"
+    )
     for shape in ("gaussian", "square"):
         rate = throughput(points, args.size, shape, args.repeats)
         print(f"{shape:>8}: {rate:8.0f} heatmaps/s at {args.size}x{args.size}, batch {args.batch}")

@@ -35,7 +35,12 @@ def main() -> None:
     from fer_lib import training as T
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32, help="training batch (the paper: 256; smaller fits a CPU's time)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help="training batch (the paper: 256; smaller fits a CPU's time)",
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -75,7 +80,9 @@ def main() -> None:
 
     def landmark_step():
         model.train()
-        heatmaps = D.heatmaps_for(points.to(device), size).contiguous(memory_format=T.landmark_memory_format(config, device))
+        heatmaps = D.heatmaps_for(points.to(device), size).contiguous(
+            memory_format=T.landmark_memory_format(config, device)
+        )
         loss = model.loss(model.forward_cached(cached, heatmaps), labels.to(device))
         optimizer.zero_grad()
         loss.backward()
@@ -89,7 +96,9 @@ def main() -> None:
             model(D.normalise(images).to(device), D.heatmaps_for(points.to(device), size))
 
     results["inference, both branches"] = _timed(inference_step, batch, steps)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, {steps} timed steps")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, {steps} timed steps"
+    )
     for stage, ms in results.items():
         print(f"{stage}: {ms:.0f} ms/image")
 

@@ -54,15 +54,21 @@ def bench_training(args, device) -> None:
     model = M.FusionModel(baseline, width=args.landmark_width, batch_norm=True).to(device).train()
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
     cache = T.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
-    batches = [torch.arange(i, min(i + args.batch, len(split))) for i in range(0, len(split), args.batch)]
+    batches = [
+        torch.arange(i, min(i + args.batch, len(split))) for i in range(0, len(split), args.batch)
+    ]
 
     def cached(index):
         heat = D.heatmaps_for(split.points[index].to(device), args.input_size)
-        fusion_step(model, optimizer, cache[0, index].to(device), heat, split.labels[index].to(device))
+        fusion_step(
+            model, optimizer, cache[0, index].to(device), heat, split.labels[index].to(device)
+        )
 
     def recompute(index):
         paths = [rafdb.aligned_path(int(i)) for i in index]
-        images = torch.from_numpy(D.load_images(paths, args.input_size, progress=False)).permute(0, 3, 1, 2)
+        images = torch.from_numpy(D.load_images(paths, args.input_size, progress=False)).permute(
+            0, 3, 1, 2
+        )
         with torch.no_grad():
             rgb = baseline.forward_per_image(D.normalise(images.to(device)))
         heat = D.heatmaps_for(split.points[index].to(device), args.input_size)
@@ -103,7 +109,9 @@ def bench_inference(args, device) -> None:
     model = M.ARMNet(args.input_size, width=args.width).to(device).eval()
     images = torch.randn(args.batch, 3, args.input_size, args.input_size, device=device)
     loop = LoopARMNet(model).eval()
-    assert torch.allclose(model(images), loop(images), atol=1e-4), "the two implementations disagree"
+    assert torch.allclose(model(images), loop(images), atol=1e-4), (
+        "the two implementations disagree"
+    )
     for name, net in (("vectorised ARM", model), ("per-channel loop", loop)):
         net(images)
         sync(device)
@@ -111,7 +119,9 @@ def bench_inference(args, device) -> None:
         for _ in range(args.steps):
             net(images)
         sync(device)
-        print(f"inference, {name:>16}: {args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s")
+        print(
+            f"inference, {name:>16}: {args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s"
+        )
 
 
 def bench_autocast(args, device) -> None:
@@ -122,6 +132,7 @@ def bench_autocast(args, device) -> None:
     images = torch.randn(args.batch, 3, args.input_size, args.input_size, device=device)
     labels = torch.randint(0, 7, (args.batch,), device=device)
     for name, enabled in (("fp32", False), ("bf16 autocast", True)):
+
         def step():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
                 loss = F.cross_entropy(model(images).float(), labels)
@@ -135,7 +146,9 @@ def bench_autocast(args, device) -> None:
         for _ in range(args.steps):
             step()
         sync(device)
-        print(f"baseline training, {name:>13}: {args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s")
+        print(
+            f"baseline training, {name:>13}: {args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s"
+        )
 
 
 def bench_raf_sized(args, device) -> None:
@@ -154,12 +167,16 @@ def bench_raf_sized(args, device) -> None:
     for index in torch.randperm(n_train, device=device).split(256):
         with autocast:
             out = model.forward_cached(cache[index], D.heatmaps_for(points[index], size))
-            loss = F.cross_entropy(out.fused_logits.float(), labels[index]) + F.cross_entropy(out.landmark_logits.float(), labels[index])
+            loss = F.cross_entropy(out.fused_logits.float(), labels[index]) + F.cross_entropy(
+                out.landmark_logits.float(), labels[index]
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     sync(device)
-    print(f"RAF-DB-sized landmark-branch epoch ({n_train} images, batch 256, {size}px): {time.perf_counter() - started:.1f} s")
+    print(
+        f"RAF-DB-sized landmark-branch epoch ({n_train} images, batch 256, {size}px): {time.perf_counter() - started:.1f} s"
+    )
     model.eval()
     images = torch.randint(0, 256, (n_test, 3, size, size), dtype=torch.uint8)
     sync(device)
@@ -169,14 +186,20 @@ def bench_raf_sized(args, device) -> None:
             batch = D.normalise(batch.to(device))
             model(batch, D.heatmaps_for(torch.rand(len(batch), 37, 2, device=device) * size, size))
     sync(device)
-    print(f"inference of {n_test} test images (baseline + landmark branch, batch 64): {time.perf_counter() - started:.1f} s")
+    print(
+        f"inference of {n_test} test images (baseline + landmark branch, batch 64): {time.perf_counter() - started:.1f} s"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--width", type=int, default=64, help="ResNet18 base width (64: the paper's)")
-    parser.add_argument("--landmark-width", type=int, default=32, help="landmark CNN base width (32: Table 1)")
+    parser.add_argument(
+        "--width", type=int, default=64, help="ResNet18 base width (64: the paper's)"
+    )
+    parser.add_argument(
+        "--landmark-width", type=int, default=32, help="landmark CNN base width (32: Table 1)"
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--data", type=Path, default=None)
@@ -184,9 +207,13 @@ def main() -> None:
     parser.add_argument("--raf-sized", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
-    print(f"input {args.input_size}px, ResNet18 width {args.width}, landmark CNN width {args.landmark_width}, batch {args.batch}")
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+    )
+    print(
+        f"input {args.input_size}px, ResNet18 width {args.width}, landmark CNN width {args.landmark_width}, batch {args.batch}"
+    )
     if args.raf_sized:
         bench_raf_sized(args, device)
         return
@@ -194,7 +221,9 @@ def main() -> None:
         from fer_lib.synthetic import generate_demo_dataset
 
         args.data = Path(tempfile.mkdtemp()) / "basic"
-        generate_demo_dataset(args.data, max(args.batch * args.steps, 70), 14, seed=0, progress=False)
+        generate_demo_dataset(
+            args.data, max(args.batch * args.steps, 70), 14, seed=0, progress=False
+        )
     bench_inference(args, device)
     bench_autocast(args, device)
     bench_training(args, device)

@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--test", type=int, default=3068)
-    parser.add_argument("--knob", action="append", default=[], help="KEY=VALUE of SyntheticKnobs (JSON value)")
+    parser.add_argument(
+        "--knob", action="append", default=[], help="KEY=VALUE of SyntheticKnobs (JSON value)"
+    )
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--baseline-width", type=int, default=16)
     parser.add_argument("--baseline-epochs", type=int, default=8)
@@ -38,7 +40,12 @@ def main() -> None:
     parser.add_argument("--fusion-epochs", type=int, default=3)
     parser.add_argument("--fusion-batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--sigma", type=float, default=None, help="heatmap sigma in px (default: 1.5 at 224, scaled)")
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="heatmap sigma in px (default: 1.5 at 224, scaled)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-probes", action="store_true")
     parser.add_argument("--skip-global", action="store_true")
@@ -54,38 +61,98 @@ def main() -> None:
     print(f"data: {time.perf_counter() - clock:.0f} s ({overrides})", flush=True)
 
     rafdb = load_rafdb(root)
-    train, test = (D.split_tensors(rafdb.split(s), args.input_size, cache_dir=args.out / "cache", progress=False) for s in ("train", "test"))
+    train, test = (
+        D.split_tensors(
+            rafdb.split(s), args.input_size, cache_dir=args.out / "cache", progress=False
+        )
+        for s in ("train", "test")
+    )
     y_train, y_test = train.labels.numpy(), test.labels.numpy()
     majority = float((y_test == np.bincount(y_train).argmax()).mean())
     print(f"majority class rate (test): {majority:.3f}", flush=True)
     if not args.skip_probes:
         clock = time.perf_counter()
-        hog = probes.linear_probe("hog", probes.hog_features(train.images.numpy()), y_train, probes.hog_features(test.images.numpy()), y_test)
-        coords = probes.linear_probe("coords", probes.coordinate_features(train.points.numpy(), args.input_size), y_train,
-                                     probes.coordinate_features(test.points.numpy(), args.input_size), y_test)
-        print(f"probes: HOG {hog.test_accuracy:.3f} (C {hog.c}), coordinates {coords.test_accuracy:.3f} (C {coords.c}); "
-              f"{time.perf_counter() - clock:.0f} s", flush=True)
+        hog = probes.linear_probe(
+            "hog",
+            probes.hog_features(train.images.numpy()),
+            y_train,
+            probes.hog_features(test.images.numpy()),
+            y_test,
+        )
+        coords = probes.linear_probe(
+            "coords",
+            probes.coordinate_features(train.points.numpy(), args.input_size),
+            y_train,
+            probes.coordinate_features(test.points.numpy(), args.input_size),
+            y_test,
+        )
+        print(
+            f"probes: HOG {hog.test_accuracy:.3f} (C {hog.c}), coordinates {coords.test_accuracy:.3f} (C {coords.c}); "
+            f"{time.perf_counter() - clock:.0f} s",
+            flush=True,
+        )
     if not args.skip_global:
         clock = time.perf_counter()
         stats = probes.global_statistics(rafdb)
         is_train = rafdb.splits == "train"
-        shortcut = probes.linear_probe("global", stats[is_train], rafdb.labels[is_train], stats[~is_train], rafdb.labels[~is_train])
-        print(f"global statistics probe: {shortcut.test_accuracy:.3f} (majority {majority:.3f}); {time.perf_counter() - clock:.0f} s", flush=True)
+        shortcut = probes.linear_probe(
+            "global",
+            stats[is_train],
+            rafdb.labels[is_train],
+            stats[~is_train],
+            rafdb.labels[~is_train],
+        )
+        print(
+            f"global statistics probe: {shortcut.test_accuracy:.3f} (majority {majority:.3f}); {time.perf_counter() - clock:.0f} s",
+            flush=True,
+        )
 
     clock = time.perf_counter()
-    config = T.BaselineConfig(input_size=args.input_size, width=args.baseline_width, epochs=args.baseline_epochs, batch_size=64, seed=args.seed)
+    config = T.BaselineConfig(
+        input_size=args.input_size,
+        width=args.baseline_width,
+        epochs=args.baseline_epochs,
+        batch_size=64,
+        seed=args.seed,
+    )
     baseline = T.train_baseline(train, config, args.out / f"baseline_s{args.seed}", progress=False)
     rgb_test = T.baseline_logits(baseline, test.images, 64).argmax(1).numpy()
-    history = [round(h["val_accuracy"], 3) for h in json.loads(json.dumps(torch.load(args.out / f"baseline_s{args.seed}" / "last.pt", weights_only=True)["history"]))]
-    print(f"baseline: test {float((rgb_test == y_test).mean()):.3f}; val per epoch {history}; {time.perf_counter() - clock:.0f} s", flush=True)
+    history = [
+        round(h["val_accuracy"], 3)
+        for h in json.loads(
+            json.dumps(
+                torch.load(args.out / f"baseline_s{args.seed}" / "last.pt", weights_only=True)[
+                    "history"
+                ]
+            )
+        )
+    ]
+    print(
+        f"baseline: test {float((rgb_test == y_test).mean()):.3f}; val per epoch {history}; {time.perf_counter() - clock:.0f} s",
+        flush=True,
+    )
 
     clock = time.perf_counter()
-    caches = {name: T.rgb_feature_cache(baseline, split, flips=flips, progress=False) for name, split, flips in (("train", train, (False, True)), ("test", test, (False,)))}
+    caches = {
+        name: T.rgb_feature_cache(baseline, split, flips=flips, progress=False)
+        for name, split, flips in (("train", train, (False, True)), ("test", test, (False,)))
+    }
     print(f"feature caches: {time.perf_counter() - clock:.0f} s", flush=True)
     clock = time.perf_counter()
-    fusion = T.FusionConfig(weighting="both", w_disagree=0.6, width=args.landmark_width, epochs=args.fusion_epochs, batch_size=args.fusion_batch,
-                            heatmap_sigma=args.sigma, lr=args.lr, seed=args.seed)
-    run = args.out / f"fusion_w{args.landmark_width}_e{args.fusion_epochs}_sigma{args.sigma}_lr{args.lr}_b{args.fusion_batch}_s{args.seed}"
+    fusion = T.FusionConfig(
+        weighting="both",
+        w_disagree=0.6,
+        width=args.landmark_width,
+        epochs=args.fusion_epochs,
+        batch_size=args.fusion_batch,
+        heatmap_sigma=args.sigma,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    run = (
+        args.out
+        / f"fusion_w{args.landmark_width}_e{args.fusion_epochs}_sigma{args.sigma}_lr{args.lr}_b{args.fusion_batch}_s{args.seed}"
+    )
     model = T.train_fusion(baseline, train, caches["train"], fusion, run, progress=False)
     predictions = T.predict_fusion(model, test, caches["test"], fusion)
     rgb_ok, lm_ok = predictions.rgb.argmax(1) == y_test, predictions.landmark.argmax(1) == y_test
@@ -94,10 +161,13 @@ def main() -> None:
     import pandas as pd
 
     hist = pd.read_csv(run / "history.csv")
-    print(f"fusion: rgb {rgb_ok.mean():.3f} landmark {lm_ok.mean():.3f} fused {fused_ok.mean():.3f}; "
-          f"rgb wrong & landmark right {(~rgb_ok & lm_ok).mean():.3f}, both wrong {(~rgb_ok & ~lm_ok).mean():.3f}; "
-          f"rgb per class {np.round(per_class, 2).tolist()}; landmark val per epoch {hist['val_landmark_accuracy'].round(3).tolist()}; "
-          f"{time.perf_counter() - clock:.0f} s", flush=True)
+    print(
+        f"fusion: rgb {rgb_ok.mean():.3f} landmark {lm_ok.mean():.3f} fused {fused_ok.mean():.3f}; "
+        f"rgb wrong & landmark right {(~rgb_ok & lm_ok).mean():.3f}, both wrong {(~rgb_ok & ~lm_ok).mean():.3f}; "
+        f"rgb per class {np.round(per_class, 2).tolist()}; landmark val per epoch {hist['val_landmark_accuracy'].round(3).tolist()}; "
+        f"{time.perf_counter() - clock:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

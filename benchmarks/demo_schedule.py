@@ -33,27 +33,42 @@ def main() -> None:
     from fer_lib.experiment import Experiment, get_profile, parse_assignments
 
     torch.set_num_threads(args.threads)
-    profile = get_profile("demo", {**parse_assignments(args.set), "seed_offset": str(args.seed), "seeds": "1"})
-    experiment = Experiment(profile, ROOT / "runs" / "demo" / "data" / "basic", args.out, progress=False)
+    profile = get_profile(
+        "demo", {**parse_assignments(args.set), "seed_offset": str(args.seed), "seeds": "1"}
+    )
+    experiment = Experiment(
+        profile, ROOT / "runs" / "demo" / "data" / "basic", args.out, progress=False
+    )
     experiment.cache_dir = ROOT / "runs" / "demo" / "cache"  # the decoded images
     clock = time.perf_counter()
     baseline = experiment.baseline_predictions(args.seed)
     history = pd.read_csv(experiment.baseline_dir_for(args.seed) / "history.csv")
     kept = history.loc[history["val_accuracy"].idxmax()]
-    row = {"settings": " ".join(args.set), "seed": args.seed, "baseline epoch kept": int(kept["epoch"]),
-           "baseline val acc": round(float(kept["val_accuracy"]), 4),
-           "RGB test OA": round(float((baseline["predicted"] == baseline["label"]).mean()), 4),
-           "baseline seconds": round(time.perf_counter() - clock, 1)}
-    print(json.dumps(row), flush=True)  # the baseline's figures first: the landmark branch takes a while longer
+    row = {
+        "settings": " ".join(args.set),
+        "seed": args.seed,
+        "baseline epoch kept": int(kept["epoch"]),
+        "baseline val acc": round(float(kept["val_accuracy"]), 4),
+        "RGB test OA": round(float((baseline["predicted"] == baseline["label"]).mean()), 4),
+        "baseline seconds": round(time.perf_counter() - clock, 1),
+    }
+    print(
+        json.dumps(row), flush=True
+    )  # the baseline's figures first: the landmark branch takes a while longer
     clock = time.perf_counter()
     run = experiment.fusion_run("both", 0.6, args.seed)
     p = run.predictions
     kept = run.history.loc[run.history["val_loss"].idxmin()]
-    row.update({"fusion epoch kept": int(kept["epoch"]), "fusion val loss": round(float(kept["val_loss"]), 4),
-                "landmark val acc": round(float(kept["val_landmark_accuracy"]), 4),
-                "landmark-only test OA": round(float((p.landmark.argmax(1) == p.labels).mean()), 4),
-                "fused test OA": round(float((p.fused.argmax(1) == p.labels).mean()), 4),
-                "fusion seconds": round(time.perf_counter() - clock, 1)})
+    row.update(
+        {
+            "fusion epoch kept": int(kept["epoch"]),
+            "fusion val loss": round(float(kept["val_loss"]), 4),
+            "landmark val acc": round(float(kept["val_landmark_accuracy"]), 4),
+            "landmark-only test OA": round(float((p.landmark.argmax(1) == p.labels).mean()), 4),
+            "fused test OA": round(float((p.fused.argmax(1) == p.labels).mean()), 4),
+            "fusion seconds": round(time.perf_counter() - clock, 1),
+        }
+    )
     print(json.dumps(row))
 
 

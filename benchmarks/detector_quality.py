@@ -27,7 +27,12 @@ import numpy as np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a synthetic RAF-DB (basic/), e.g. runs/demo/data/basic")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="a synthetic RAF-DB (basic/), e.g. runs/demo/data/basic",
+    )
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -38,9 +43,11 @@ def main() -> None:
     data = load_rafdb(args.data)
     clock = time.perf_counter()
     quality = faces.detector_quality(data, args.images).iloc[0]
-    print(f"detected {int(quality['faces found'])} of {int(quality['images'])} faces ({quality['share found']:.1%}) in {time.perf_counter() - clock:.0f} s "
-          f"(one process); NME of the 37 points (inter-ocular): median {quality['NME of the 37 points, median']:.3f}, "
-          f"mean {quality['NME, mean']:.3f}")
+    print(
+        f"detected {int(quality['faces found'])} of {int(quality['images'])} faces ({quality['share found']:.1%}) in {time.perf_counter() - clock:.0f} s "
+        f"(one process); NME of the 37 points (inter-ocular): median {quality['NME of the 37 points, median']:.3f}, "
+        f"mean {quality['NME, mean']:.3f}"
+    )
     picks = np.linspace(0, len(data) - 1, min(args.images, len(data))).astype(int)
 
     source = args.out / "photos"
@@ -52,8 +59,10 @@ def main() -> None:
     clock = time.perf_counter()
     counts = faces.import_images(source, args.out / "imported", progress=False)
     seconds = time.perf_counter() - clock
-    print(f"import-images: {counts['photos']} photos in {seconds:.1f} s ({counts['photos'] / seconds:.1f} photos/s), "
-          f"{counts['imported']} imported")
+    print(
+        f"import-images: {counts['photos']} photos in {seconds:.1f} s ({counts['photos'] / seconds:.1f} photos/s), "
+        f"{counts['imported']} imported"
+    )
 
 
 if __name__ == "__main__":

@@ -36,10 +36,21 @@ VAL_FRACTION = 0.1  # BaselineConfig/FusionConfig's validation split
 # Assumed rates on one H100-class GPU (images/s; bf16 autocast, channels_last) and on its host (synthetic samples/s
 # per process, decoded images/s), for the check's own time estimate and the budget; start-up covers imports, CUDA
 # and cuDNN's first kernel choices. Deliberately cautious: the check's first run replaces them with measurements.
-ASSUMED = {"baseline training": 1500.0, "resnet18 inference": 6000.0, "landmark-branch training": 2500.0,
-           "landmark-branch inference": 8000.0, "synthetic samples per process": 40.0, "decoding": 1000.0, "start-up s": 40.0}
-TARGETS_S = {"baseline epoch (training + validation)": 10.0, "landmark-branch epoch (training + validation)": 3.0,
-             "test inference of a landmark-branch run (from the feature cache)": 2.0, "whole paper profile (estimate)": 3600.0}
+ASSUMED = {
+    "baseline training": 1500.0,
+    "resnet18 inference": 6000.0,
+    "landmark-branch training": 2500.0,
+    "landmark-branch inference": 8000.0,
+    "synthetic samples per process": 40.0,
+    "decoding": 1000.0,
+    "start-up s": 40.0,
+}
+TARGETS_S = {
+    "baseline epoch (training + validation)": 10.0,
+    "landmark-branch epoch (training + validation)": 3.0,
+    "test inference of a landmark-branch run (from the feature cache)": 2.0,
+    "whole paper profile (estimate)": 3600.0,
+}
 
 
 def own_estimate(n_train: int, n_test: int, epochs: int = 2) -> dict[str, float]:
@@ -49,12 +60,14 @@ def own_estimate(n_train: int, n_test: int, epochs: int = 2) -> dict[str, float]
     processes = min(8, os.cpu_count() or 1)
     return {
         "start-up": a["start-up s"],
-        "synthetic set": (n_train + n_test) / (a["synthetic samples per process"] * processes) + (n_train + n_test) / a["decoding"],
+        "synthetic set": (n_train + n_test) / (a["synthetic samples per process"] * processes)
+        + (n_train + n_test) / a["decoding"],
         "baseline": epochs * (fit / a["baseline training"] + val / a["resnet18 inference"]),
         "population mean": fit / a["resnet18 inference"],
         "resnet18 inference": n_test / a["resnet18 inference"],
         "feature cache": (2 * n_train + n_test) / a["resnet18 inference"],
-        "landmark branch": epochs * (fit / a["landmark-branch training"] + val / a["landmark-branch inference"]),
+        "landmark branch": epochs
+        * (fit / a["landmark-branch training"] + val / a["landmark-branch inference"]),
         "test inference": 2 * n_test / a["landmark-branch inference"],
     }
 
@@ -92,8 +105,15 @@ class Stages:
         elapsed = time.perf_counter() - self.started
         predicted = assumed * self.slowness
         if elapsed + predicted > self.budget:
-            self.rows.append({"stage": name, "seconds": None, "images": images, "peak memory (GiB)": None,
-                              "note": f"skipped: {elapsed:.0f} s spent, about {predicted:.0f} s more would pass the {self.budget:.0f} s budget"})
+            self.rows.append(
+                {
+                    "stage": name,
+                    "seconds": None,
+                    "images": images,
+                    "peak memory (GiB)": None,
+                    "note": f"skipped: {elapsed:.0f} s spent, about {predicted:.0f} s more would pass the {self.budget:.0f} s budget",
+                }
+            )
             self.log(f"{name}: skipped (budget)")
             return None
         if self.device.type == "cuda":
@@ -103,17 +123,37 @@ class Stages:
         result = function()
         self._sync()
         seconds = time.perf_counter() - clock
-        peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
+        peak = (
+            torch.cuda.max_memory_allocated(self.device) / 2**30
+            if self.device.type == "cuda"
+            else None
+        )
         if assumed > 0.5:  # short stages say little about the machine
             self.slowness = max(self.slowness, seconds / assumed)
-        self.rows.append({"stage": name, "seconds": round(seconds, 3), "images": images,
-                          "peak memory (GiB)": round(peak, 2) if peak is not None else None, "note": ""})
-        self.log(f"{name}: {seconds:.2f} s" + (f", peak {peak:.2f} GiB" if peak is not None else ""))
+        self.rows.append(
+            {
+                "stage": name,
+                "seconds": round(seconds, 3),
+                "images": images,
+                "peak memory (GiB)": round(peak, 2) if peak is not None else None,
+                "note": "",
+            }
+        )
+        self.log(
+            f"{name}: {seconds:.2f} s" + (f", peak {peak:.2f} GiB" if peak is not None else "")
+        )
         return result
 
     def record(self, name: str, seconds: float | None, images: int | None, note: str) -> None:
-        self.rows.append({"stage": name, "seconds": None if seconds is None else round(seconds, 3), "images": images,
-                          "peak memory (GiB)": None, "note": note})
+        self.rows.append(
+            {
+                "stage": name,
+                "seconds": None if seconds is None else round(seconds, 3),
+                "images": images,
+                "peak memory (GiB)": None,
+                "note": note,
+            }
+        )
         self.log(f"{name}: {'-' if seconds is None else f'{seconds:.2f} s'} ({note})")
 
     def seconds(self, name: str) -> float | None:
@@ -127,24 +167,46 @@ def whole_profile(stages: Stages, n_train: int, n_test: int, runs: int) -> float
     from fer_lib.experiment import get_profile
 
     paper = get_profile("paper")
-    names = ["baseline epoch (training + validation)", "population mean (training images)",
-             "frozen-feature cache, built (train 2 flips + test)", "landmark-branch epoch (training + validation)",
-             "test inference of a landmark-branch run (from the feature cache)"]
-    baseline_epoch, mean, cache, landmark_epoch, inference = (stages.seconds(name) for name in names)
+    names = [
+        "baseline epoch (training + validation)",
+        "population mean (training images)",
+        "frozen-feature cache, built (train 2 flips + test)",
+        "landmark-branch epoch (training + validation)",
+        "test inference of a landmark-branch run (from the feature cache)",
+    ]
+    baseline_epoch, mean, cache, landmark_epoch, inference = (
+        stages.seconds(name) for name in names
+    )
     if None in (baseline_epoch, mean, cache, landmark_epoch, inference):
         return None
     train_scale, test_scale = RAFDB_TRAIN / n_train, RAFDB_TEST / n_test
-    return (paper.baseline_epochs * baseline_epoch * train_scale + mean * train_scale
-            + cache * (2 * RAFDB_TRAIN + RAFDB_TEST) / (2 * n_train + n_test)
-            + runs * (paper.fusion_epochs * landmark_epoch * train_scale + inference * test_scale))
+    return (
+        paper.baseline_epochs * baseline_epoch * train_scale
+        + mean * train_scale
+        + cache * (2 * RAFDB_TRAIN + RAFDB_TEST) / (2 * n_train + n_test)
+        + runs * (paper.fusion_epochs * landmark_epoch * train_scale + inference * test_scale)
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="a tiny set: the same stages in a minute on a CPU (the test)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.{json,md,log} only")
-    parser.add_argument("--budget", type=float, default=480.0, help="seconds the whole check may take (default 480)")
-    parser.add_argument("--scratch", type=Path, default=None, help="where the temporary folder goes (default: the system's)")
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="a tiny set: the same stages in a minute on a CPU (the test)",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for gpu_check.{json,md,log} only"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=480.0, help="seconds the whole check may take (default 480)"
+    )
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=None,
+        help="where the temporary folder goes (default: the system's)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log_file = open(args.out / "gpu_check.log", "w", encoding="utf-8")
@@ -165,8 +227,10 @@ def main() -> None:
 
 def run(args, scratch: Path, log) -> None:
     n_train, n_test, planned = sized_for(args.budget, args.small)
-    log(f"gpu check: {n_train} train / {n_test} test synthetic images at 224 px; own estimate {planned:.0f} s at the assumed H100 "
-        f"rates, budget {args.budget:.0f} s; scratch folder {scratch} (removed at the end)")
+    log(
+        f"gpu check: {n_train} train / {n_test} test synthetic images at 224 px; own estimate {planned:.0f} s at the assumed H100 "
+        f"rates, budget {args.budget:.0f} s; scratch folder {scratch} (removed at the end)"
+    )
 
     import contextlib
 
@@ -180,99 +244,218 @@ def run(args, scratch: Path, log) -> None:
     from fer_lib.pipeline import ensure_data, machine_info
 
     paper = get_profile("paper")
-    batch_train, batch_test = ("16", "16") if args.small else (str(paper.batch_train), str(paper.batch_test))
+    batch_train, batch_test = (
+        ("16", "16") if args.small else (str(paper.batch_train), str(paper.batch_test))
+    )
     # the paper profile's networks and recipe, on the synthetic set, one seed and one w
-    profile = get_profile("smoke", {
-        "synthetic": f"{n_train},{n_test}", "seeds": "1", "w_grid": "0.6", "input_size": "224", "baseline_width": "64", "landmark_width": "32",
-        "landmark_batch_norm": "false", "augmentation": "upstream", "baseline_per_seed": "false", "batch_train": batch_train, "batch_test": batch_test,
-    })
+    profile = get_profile(
+        "smoke",
+        {
+            "synthetic": f"{n_train},{n_test}",
+            "seeds": "1",
+            "w_grid": "0.6",
+            "input_size": "224",
+            "baseline_width": "64",
+            "landmark_width": "32",
+            "landmark_batch_norm": "false",
+            "augmentation": "upstream",
+            "baseline_per_seed": "false",
+            "batch_train": batch_train,
+            "batch_test": batch_test,
+        },
+    )
     device = M.pick_device()
     stages = Stages(device, args.budget, log)
     estimate = own_estimate(n_train, n_test)
     quiet = contextlib.redirect_stdout(log_file_writer(log))
 
     with quiet:
-        data_root = stages.run("synthetic set, generated (CPU)", estimate["synthetic set"] * 0.8, lambda: ensure_data(profile, None, scratch),
-                               images=n_train + n_test)
+        data_root = stages.run(
+            "synthetic set, generated (CPU)",
+            estimate["synthetic set"] * 0.8,
+            lambda: ensure_data(profile, None, scratch),
+            images=n_train + n_test,
+        )
         experiment = Experiment(profile, data_root, scratch, progress=False)
-        stages.run("synthetic set, decoded once (CPU)", estimate["synthetic set"] * 0.2, lambda: experiment.splits, images=n_train + n_test)
+        stages.run(
+            "synthetic set, decoded once (CPU)",
+            estimate["synthetic set"] * 0.2,
+            lambda: experiment.splits,
+            images=n_train + n_test,
+        )
     train, test = experiment.train, experiment.test
 
     config = experiment.baseline_config()
     config.epochs = 2
     folder = scratch / "baseline"
     with quiet:
-        baseline = stages.run("baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)",
-                              estimate["baseline"] + estimate["population mean"],
-                              lambda: T.train_baseline(train, config, folder, device=device, progress=False), images=n_train)
+        baseline = stages.run(
+            "baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)",
+            estimate["baseline"] + estimate["population mean"],
+            lambda: T.train_baseline(train, config, folder, device=device, progress=False),
+            images=n_train,
+        )
     if baseline is not None:
         history = pd.read_csv(folder / "history.csv")
-        stages.record("baseline epoch (training + validation)", float(history["seconds"].iloc[-1]), n_train,
-                      "the second epoch, from the run's history (the epoch ends on a host read: synchronised)")
+        stages.record(
+            "baseline epoch (training + validation)",
+            float(history["seconds"].iloc[-1]),
+            n_train,
+            "the second epoch, from the run's history (the epoch ends on a host read: synchronised)",
+        )
         baseline = baseline.to(device).eval()
         # again, on a copy of the kept checkpoint: as train_baseline does it at its end
-        fit = train.subset([train.names.index(name) for name in json.loads((folder / "split.json").read_text())["train"]])
+        fit = train.subset(
+            [
+                train.names.index(name)
+                for name in json.loads((folder / "split.json").read_text())["train"]
+            ]
+        )
         shutil.copy(folder / "best.pt", scratch / "mean.pt")
         probe = M.load_arm_checkpoint(scratch / "mean.pt")
-        stages.run("population mean (training images)", estimate["population mean"],
-                   lambda: T.store_population_mean(probe, fit, config.eval_batch_size, scratch / "mean.pt", device), images=len(fit))
-        stages.run("ResNet18 inference, test set (as the validation runs it)", estimate["resnet18 inference"],
-                   lambda: T.baseline_logits(baseline, test.images, config.eval_batch_size), images=n_test)
+        stages.run(
+            "population mean (training images)",
+            estimate["population mean"],
+            lambda: T.store_population_mean(
+                probe, fit, config.eval_batch_size, scratch / "mean.pt", device
+            ),
+            images=len(fit),
+        )
+        stages.run(
+            "ResNet18 inference, test set (as the validation runs it)",
+            estimate["resnet18 inference"],
+            lambda: T.baseline_logits(baseline, test.images, config.eval_batch_size),
+            images=n_test,
+        )
         cache_dir = scratch / "feature_cache"
         with quiet:
-            caches = stages.run("frozen-feature cache, built (train 2 flips + test)", estimate["feature cache"],
-                                lambda: (T.rgb_feature_cache(baseline, train, flips=(False, True), cache_dir=cache_dir, progress=False),
-                                         T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=cache_dir, progress=False)),
-                                images=2 * n_train + n_test)
+            caches = stages.run(
+                "frozen-feature cache, built (train 2 flips + test)",
+                estimate["feature cache"],
+                lambda: (
+                    T.rgb_feature_cache(
+                        baseline, train, flips=(False, True), cache_dir=cache_dir, progress=False
+                    ),
+                    T.rgb_feature_cache(
+                        baseline, test, flips=(False,), cache_dir=cache_dir, progress=False
+                    ),
+                ),
+                images=2 * n_train + n_test,
+            )
             if caches is not None:
-                stages.run("frozen-feature cache, reused (read back)", 1.0,
-                           lambda: (T.rgb_feature_cache(baseline, train, flips=(False, True), cache_dir=cache_dir, progress=False),
-                                    T.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=cache_dir, progress=False)),
-                           images=2 * n_train + n_test)
+                stages.run(
+                    "frozen-feature cache, reused (read back)",
+                    1.0,
+                    lambda: (
+                        T.rgb_feature_cache(
+                            baseline,
+                            train,
+                            flips=(False, True),
+                            cache_dir=cache_dir,
+                            progress=False,
+                        ),
+                        T.rgb_feature_cache(
+                            baseline, test, flips=(False,), cache_dir=cache_dir, progress=False
+                        ),
+                    ),
+                    images=2 * n_train + n_test,
+                )
         if caches is not None:
             train_cache, test_cache = caches
             fusion = experiment.fusion_config("both", 0.6, 0)
             fusion.epochs = 2
             with quiet:
-                model = stages.run("landmark-branch run of 2 epochs (wall)", estimate["landmark branch"],
-                                   lambda: T.train_fusion(baseline, train, train_cache, fusion, scratch / "fusion", device=device, progress=False),
-                                   images=n_train)
+                model = stages.run(
+                    "landmark-branch run of 2 epochs (wall)",
+                    estimate["landmark branch"],
+                    lambda: T.train_fusion(
+                        baseline,
+                        train,
+                        train_cache,
+                        fusion,
+                        scratch / "fusion",
+                        device=device,
+                        progress=False,
+                    ),
+                    images=n_train,
+                )
             if model is not None:
                 history = pd.read_csv(scratch / "fusion" / "history.csv")
-                stages.record("landmark-branch epoch (training + validation)", float(history["seconds"].iloc[-1]), n_train,
-                              "the second epoch, from the run's history (the epoch ends on a host read: synchronised)")
+                stages.record(
+                    "landmark-branch epoch (training + validation)",
+                    float(history["seconds"].iloc[-1]),
+                    n_train,
+                    "the second epoch, from the run's history (the epoch ends on a host read: synchronised)",
+                )
                 model = model.to(device)
-                T.predict_fusion(model, test, test_cache, fusion)  # warm-up: cuDNN's kernel choice for the test batches
-                stages.run("test inference of a landmark-branch run (from the feature cache)", estimate["test inference"] / 2,
-                           lambda: T.predict_fusion(model, test, test_cache, fusion), images=n_test)
+                T.predict_fusion(
+                    model, test, test_cache, fusion
+                )  # warm-up: cuDNN's kernel choice for the test batches
+                stages.run(
+                    "test inference of a landmark-branch run (from the feature cache)",
+                    estimate["test inference"] / 2,
+                    lambda: T.predict_fusion(model, test, test_cache, fusion),
+                    images=n_test,
+                )
 
     runs = len(Experiment(paper, data_root, scratch, progress=False).fusion_plan())
     total = whole_profile(stages, n_train, n_test, runs)
-    stages.record("whole paper profile (estimate)", total, None,
-                  f"one 70-epoch baseline and {runs} landmark-branch runs of {paper.fusion_epochs} epochs on RAF-DB, scaled per image"
-                  if total is not None else "a stage it needs was skipped")
+    stages.record(
+        "whole paper profile (estimate)",
+        total,
+        None,
+        f"one 70-epoch baseline and {runs} landmark-branch runs of {paper.fusion_epochs} epochs on RAF-DB, scaled per image"
+        if total is not None
+        else "a stage it needs was skipped",
+    )
     wall = time.perf_counter() - stages.started
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     rows = []
     for row in stages.rows:
         target = TARGETS_S.get(row["stage"])
-        verdict = "" if target is None or args.small or row["seconds"] is None else ("met" if row["seconds"] <= target else "missed")
-        rows.append({**row, "target (one H100)": f"<= {target:g} s" if target else "", "verdict": verdict})
-    result = {"machine": machine_info(), "device": str(device), "precision": precision.name(device), "small": args.small,
-              "train images": n_train, "test images": n_test, "budget (s)": args.budget, "own estimate (s)": round(planned, 1),
-              "wall (s)": round(wall, 1), "landmark-branch runs in the paper profile": runs,
-              "peak device memory (GiB)": round(peak, 2) if peak is not None else None, "stages": rows}
+        verdict = (
+            ""
+            if target is None or args.small or row["seconds"] is None
+            else ("met" if row["seconds"] <= target else "missed")
+        )
+        rows.append(
+            {**row, "target (one H100)": f"<= {target:g} s" if target else "", "verdict": verdict}
+        )
+    result = {
+        "machine": machine_info(),
+        "device": str(device),
+        "precision": precision.name(device),
+        "small": args.small,
+        "train images": n_train,
+        "test images": n_test,
+        "budget (s)": args.budget,
+        "own estimate (s)": round(planned, 1),
+        "wall (s)": round(wall, 1),
+        "landmark-branch runs in the paper profile": runs,
+        "peak device memory (GiB)": round(peak, 2) if peak is not None else None,
+        "stages": rows,
+    }
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# GPU check: {result['machine']['gpu']} ({device}, {result['precision']}), {n_train} train / {n_test} test images at 224 px",
-             "", f"Wall time {wall:.0f} s (own estimate {planned:.0f} s, budget {args.budget:.0f} s). Peak device memory: "
-             f"{result['peak device memory (GiB)']} GiB.", "",
-             "| stage | seconds | images | peak memory (GiB) | target (one H100) | verdict | note |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check: {result['machine']['gpu']} ({device}, {result['precision']}), {n_train} train / {n_test} test images at 224 px",
+        "",
+        f"Wall time {wall:.0f} s (own estimate {planned:.0f} s, budget {args.budget:.0f} s). Peak device memory: "
+        f"{result['peak device memory (GiB)']} GiB.",
+        "",
+        "| stage | seconds | images | peak memory (GiB) | target (one H100) | verdict | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         seconds = "skipped" if r["seconds"] is None else f"{r['seconds']:.2f}"
-        lines.append(f"| {r['stage']} | {seconds} | {r['images'] or ''} | {r['peak memory (GiB)'] if r['peak memory (GiB)'] is not None else ''} "
-                     f"| {r['target (one H100)']} | {r['verdict']} | {r['note']} |")
+        lines.append(
+            f"| {r['stage']} | {seconds} | {r['images'] or ''} | {r['peak memory (GiB)'] if r['peak memory (GiB)'] is not None else ''} "
+            f"| {r['target (one H100)']} | {r['verdict']} | {r['note']} |"
+        )
     if args.small:
-        lines += ["", "--small: a tiny set; the estimate is scaled from it and is not a measurement of the paper's sizes."]
+        lines += [
+            "",
+            "--small: a tiny set; the estimate is scaled from it and is not a measurement of the paper's sizes.",
+        ]
     (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     log("\n".join(lines))
 

@@ -39,28 +39,61 @@ def main() -> None:
     profile = get_profile("demo")
     run_dir = run_dir_for(profile)
     experiment = Experiment(profile, ensure_data(profile, None, run_dir), run_dir, progress=False)
-    probe = experiment.probes().set_index("model").loc["linear probe, coordinates (aligned landmarks)", "test OA"]
+    probe = (
+        experiment.probes()
+        .set_index("model")
+        .loc["linear probe, coordinates (aligned landmarks)", "test OA"]
+    )
     rows = []
     for seed in args.seeds:
         for variant in (None, "coords"):
             for epochs in args.epochs:
-                config = dataclasses.replace(experiment.fusion_config("both", 0.6, seed, variant), epochs=epochs)
+                config = dataclasses.replace(
+                    experiment.fusion_config("both", 0.6, seed, variant), epochs=epochs
+                )
                 folder = args.out / f"{variant or 'heatmaps'}_epochs{epochs}_seed{seed}"
                 clock = time.perf_counter()
-                model = T.train_fusion(experiment.baseline_for(seed), experiment.train, experiment.rgb_cache("train", seed), config, folder, progress=False)
-                p = T.predict_fusion(model, experiment.test, experiment.rgb_cache("test", seed), config)
-                kept = int(torch.load(folder / "best.pt", map_location="cpu", weights_only=True)["epoch"])
-                rows.append({"branch": variant or "heatmaps", "epochs": epochs, "seed": seed, "epoch kept": kept,
-                             "landmark-only test OA": float((p.landmark.argmax(1) == p.labels).mean()),
-                             "fused test OA": float((p.fused.argmax(1) == p.labels).mean()),
-                             "seconds": round(time.perf_counter() - clock, 1)})
+                model = T.train_fusion(
+                    experiment.baseline_for(seed),
+                    experiment.train,
+                    experiment.rgb_cache("train", seed),
+                    config,
+                    folder,
+                    progress=False,
+                )
+                p = T.predict_fusion(
+                    model, experiment.test, experiment.rgb_cache("test", seed), config
+                )
+                kept = int(
+                    torch.load(folder / "best.pt", map_location="cpu", weights_only=True)["epoch"]
+                )
+                rows.append(
+                    {
+                        "branch": variant or "heatmaps",
+                        "epochs": epochs,
+                        "seed": seed,
+                        "epoch kept": kept,
+                        "landmark-only test OA": float((p.landmark.argmax(1) == p.labels).mean()),
+                        "fused test OA": float((p.fused.argmax(1) == p.labels).mean()),
+                        "seconds": round(time.perf_counter() - clock, 1),
+                    }
+                )
                 print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
-    summary = frame.groupby(["branch", "epochs"], sort=False)[["landmark-only test OA", "fused test OA"]].mean().reset_index()
+    summary = (
+        frame.groupby(["branch", "epochs"], sort=False)[["landmark-only test OA", "fused test OA"]]
+        .mean()
+        .reset_index()
+    )
     summary["coordinate probe"] = probe
     args.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out / "landmark_epochs.csv", index=False)
-    text = frame.to_markdown(index=False, floatfmt=".4f") + "\n\nMean over seeds:\n\n" + summary.to_markdown(index=False, floatfmt=".4f") + "\n"
+    text = (
+        frame.to_markdown(index=False, floatfmt=".4f")
+        + "\n\nMean over seeds:\n\n"
+        + summary.to_markdown(index=False, floatfmt=".4f")
+        + "\n"
+    )
     (args.out / "landmark_epochs.md").write_text(text)
     print(text)
 

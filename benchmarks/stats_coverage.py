@@ -30,8 +30,12 @@ from scipy.stats import norm
 
 from fer_lib.stats import seed_pooled_interval
 
-RAFDB_TEST = np.array([329, 74, 160, 1185, 478, 162, 680])  # Table 3's test counts, in RAF-DB's label order
-CLASS_ACCURACY = np.array([0.88, 0.62, 0.65, 0.96, 0.88, 0.80, 0.92])  # a baseline about as good as ARM's, per class
+RAFDB_TEST = np.array(
+    [329, 74, 160, 1185, 478, 162, 680]
+)  # Table 3's test counts, in RAF-DB's label order
+CLASS_ACCURACY = np.array(
+    [0.88, 0.62, 0.65, 0.96, 0.88, 0.80, 0.92]
+)  # a baseline about as good as ARM's, per class
 NOISE = 1.0  # a model's per-image noise, in units of the difficulty's sd
 RHO = 0.85  # correlation of a method's noise with its baseline's on the same image (about 6% of images change)
 BASELINE_SEED_SD = 0.3  # points of OA: the spread of per-seed baselines (the demo measured 0.24)
@@ -56,14 +60,20 @@ class Population:
         self.setting = setting
         self.share = RAFDB_TEST / RAFDB_TEST.sum()
         self.mu = norm.ppf(CLASS_ACCURACY) * np.sqrt(1 + NOISE**2)
-        self.baseline_sd = 0.0 if setting.baseline == "frozen" else self._shift_sd(BASELINE_SEED_SD, 0.0)
+        self.baseline_sd = (
+            0.0 if setting.baseline == "frozen" else self._shift_sd(BASELINE_SEED_SD, 0.0)
+        )
         self.shift = 0.0
-        for _ in range(2):  # the seed sd's slope depends on the shift, and the shift on the sd: two passes settle both
+        for _ in range(
+            2
+        ):  # the seed sd's slope depends on the shift, and the shift on the sd: two passes settle both
             self.gain_shift_sd = self._shift_sd(setting.gain_sd, self.shift)
             self.shift = brentq(lambda m: self.oa_difference(m) - setting.effect / 100, -2, 2)
 
     def _shift_sd(self, points: float, shift: float) -> float:
-        slope = float(self.share @ norm.pdf((self.mu + shift) / np.sqrt(1 + NOISE**2))) / np.sqrt(1 + NOISE**2)
+        slope = float(self.share @ norm.pdf((self.mu + shift) / np.sqrt(1 + NOISE**2))) / np.sqrt(
+            1 + NOISE**2
+        )
         return points / 100 / slope
 
     def class_accuracy(self, shift: float, seed_sd: float) -> np.ndarray:
@@ -74,7 +84,9 @@ class Population:
         return float(self.share @ (method - self.class_accuracy(0.0, self.baseline_sd)))
 
     def truth(self, metric: str) -> float:
-        difference = self.class_accuracy(self.shift, np.hypot(self.baseline_sd, self.gain_shift_sd)) - self.class_accuracy(0.0, self.baseline_sd)
+        difference = self.class_accuracy(
+            self.shift, np.hypot(self.baseline_sd, self.gain_shift_sd)
+        ) - self.class_accuracy(0.0, self.baseline_sd)
         return float(self.share @ difference if metric == "oa" else difference.mean())
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,19 +107,27 @@ class Population:
         return labels, baseline, method
 
 
-def previous_interval(labels: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray, metric: str) -> tuple[float, float]:
+def previous_interval(
+    labels: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray, metric: str
+) -> tuple[float, float]:
     """The interval the report used before: z * sqrt(v_test + s^2 / S), v_test the class-stratified bootstrap
     variance of the seed-averaged difference (its expectation, computed), s the sd of the per-seed differences."""
     diff = correct_b.astype(float) - correct_a
     weight = np.where(metric == "oa", 1 / len(labels), 1 / (len(RAFDB_TEST) * RAFDB_TEST[labels]))
     per_seed = diff @ weight
     mean_diff = diff.mean(0)
-    v_test = sum(((mean_diff[labels == k] - mean_diff[labels == k].mean()) ** 2).sum() * weight[labels == k][0] ** 2 for k in range(len(RAFDB_TEST)))
+    v_test = sum(
+        ((mean_diff[labels == k] - mean_diff[labels == k].mean()) ** 2).sum()
+        * weight[labels == k][0] ** 2
+        for k in range(len(RAFDB_TEST))
+    )
     half = 1.959964 * np.sqrt(v_test + per_seed.var(ddof=1) / len(per_seed))
     return per_seed.mean() - half, per_seed.mean() + half
 
 
-def coverage(setting: Setting, replicates: int, seed: int = 0, *, previous: bool = True, metrics=("oa", "aa")) -> dict:
+def coverage(
+    setting: Setting, replicates: int, seed: int = 0, *, previous: bool = True, metrics=("oa", "aa")
+) -> dict:
     """Miss rates of the interval (and of the previous one) over ``replicates`` test sets of a setting."""
     population = Population(setting)
     rng = np.random.default_rng(seed)
@@ -126,8 +146,15 @@ def coverage(setting: Setting, replicates: int, seed: int = 0, *, previous: bool
             if previous:
                 low, high = previous_interval(labels, baseline, method, m)
                 misses_before[m] += not (low <= truth[m] <= high)
-    row = {"setting": setting.name, "seeds": setting.seeds, "gain sd (points)": setting.gain_sd, "baseline": setting.baseline,
-           "effect (points)": setting.effect, "replicates": replicates, "images changed": float(np.mean(changed))}
+    row = {
+        "setting": setting.name,
+        "seeds": setting.seeds,
+        "gain sd (points)": setting.gain_sd,
+        "baseline": setting.baseline,
+        "effect (points)": setting.effect,
+        "replicates": replicates,
+        "images changed": float(np.mean(changed)),
+    }
     for m in metrics:
         row[f"{m.upper()} miss"] = misses[m] / replicates
         row[f"{m.upper()} median width (points)"] = 100 * float(np.median(widths[m]))
@@ -136,26 +163,41 @@ def coverage(setting: Setting, replicates: int, seed: int = 0, *, previous: bool
     return row
 
 
-GRID = [Setting(s, sd, b, e) for s in (2, 3, 5, 10) for sd in (0.0, 0.3, 1.0) for b in ("frozen", "per-seed") for e in (0.0, 0.3)]
+GRID = [
+    Setting(s, sd, b, e)
+    for s in (2, 3, 5, 10)
+    for sd in (0.0, 0.3, 1.0)
+    for b in ("frozen", "per-seed")
+    for e in (0.0, 0.3)
+]
 
 
 def main(argv=None) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--replicates", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("stats_coverage.csv"))
     args = parser.parse_args(argv)
     clock = time.perf_counter()
-    rows = [coverage(setting, args.replicates, seed=i) for i, setting in enumerate(tqdm(GRID, desc="settings"))]
+    rows = [
+        coverage(setting, args.replicates, seed=i)
+        for i, setting in enumerate(tqdm(GRID, desc="settings"))
+    ]
     frame = pd.DataFrame(rows)
     frame.to_csv(args.out, index=False, float_format="%.4f")
     print(frame.drop(columns=["setting"]).to_markdown(index=False, floatfmt=".4f"))
     for m in ("OA", "AA"):
-        print(f"{m}: miss rate {frame[f'{m} miss'].min():.1%} to {frame[f'{m} miss'].max():.1%} (before: "
-              f"{frame[f'{m} miss before'].min():.1%} to {frame[f'{m} miss before'].max():.1%})")
-    print(f"{len(GRID)} settings x {args.replicates} replicates in {time.perf_counter() - clock:.0f} s")
+        print(
+            f"{m}: miss rate {frame[f'{m} miss'].min():.1%} to {frame[f'{m} miss'].max():.1%} (before: "
+            f"{frame[f'{m} miss before'].min():.1%} to {frame[f'{m} miss before'].max():.1%})"
+        )
+    print(
+        f"{len(GRID)} settings x {args.replicates} replicates in {time.perf_counter() - clock:.0f} s"
+    )
     return 0
 
 

@@ -24,8 +24,7 @@ from fer_lib import landmarks as L
 from fer_lib.heatmaps import render_heatmaps
 from fer_lib.io import relative, save_npy
 from fer_lib.models import IMAGENET_MEAN, IMAGENET_STD
-from fer_lib.rafdb import RafDb
-
+from fer_lib.rafdb import CLASSES, RafDb
 
 
 @dataclass
@@ -37,6 +36,15 @@ class SplitTensors:
     points: torch.Tensor  # (N, K, 2) float32, landmarks on the S x S input canvas
     labels: torch.Tensor  # (N,) int64, 0-based
     landmark_set: str
+    classes: tuple[str, ...] = CLASSES  # what labels index (the data set's class list)
+    soft: torch.Tensor | None = (
+        None  # (N, K) float32 soft labels to train on (FERPlus's probability mode), or None
+    )
+
+    def targets(self, index: torch.Tensor) -> torch.Tensor:
+        """What the loss compares with for the samples ``index``: their soft labels where the data set has them
+        (cross-entropy with probability targets), else their class indices."""
+        return self.labels[index] if self.soft is None else self.soft[index]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -48,7 +56,13 @@ class SplitTensors:
     def subset(self, index) -> "SplitTensors":
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return SplitTensors(
-            [self.names[i] for i in index.tolist()], self.images[index], self.points[index], self.labels[index], self.landmark_set
+            [self.names[i] for i in index.tolist()],
+            self.images[index],
+            self.points[index],
+            self.labels[index],
+            self.landmark_set,
+            self.classes,
+            None if self.soft is None else self.soft[index],
         )
 
 
@@ -65,7 +79,13 @@ def load_images(paths: list[Path], size: int, *, progress: bool = True) -> np.nd
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         for i, image in enumerate(
-            tqdm(pool.map(lambda p: _load_image(p, size), paths, chunksize=32), total=len(paths), desc=f"images @{size}", disable=not progress, leave=False)
+            tqdm(
+                pool.map(lambda p: _load_image(p, size), paths, chunksize=32),
+                total=len(paths),
+                desc=f"images @{size}",
+                disable=not progress,
+                leave=False,
+            )
         ):
             out[i] = image
     return out
@@ -78,7 +98,12 @@ def _cache_key(data: RafDb, size: int) -> str:
 
 
 def split_tensors(
-    data: RafDb, size: int, *, landmark_set: str = "auto37", cache_dir: Path | None = None, progress: bool = True
+    data: RafDb,
+    size: int,
+    *,
+    landmark_set: str = "auto37",
+    cache_dir: Path | None = None,
+    progress: bool = True,
 ) -> SplitTensors:
     """Images at ``size``, landmarks aligned to the ``size`` canvas, labels, for the samples of ``data``.
 
@@ -94,7 +119,9 @@ def split_tensors(
             if progress:
                 print(f"reusing decoded images from {relative(cache_file)}")
     if images is None:
-        images = load_images([data.aligned_path(i) for i in range(len(data))], size, progress=progress)
+        images = load_images(
+            [data.aligned_path(i) for i in range(len(data))], size, progress=progress
+        )
         if cache_dir is not None:
             save_npy(images, cache_file)
     points = L.align_points(data.landmarks(landmark_set), data.manual5, size)
@@ -104,6 +131,8 @@ def split_tensors(
         points=torch.from_numpy(points.astype(np.float32)),
         labels=torch.from_numpy(data.labels.copy()),
         landmark_set=landmark_set,
+        classes=tuple(data.classes),
+        soft=None if data.soft is None else torch.from_numpy(data.soft.astype(np.float32)),
     )
 
 
@@ -114,22 +143,34 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
-def flip_points_where(points: torch.Tensor, size: int, flip: torch.Tensor | None, landmark_set: str = "auto37") -> torch.Tensor:
+def flip_points_where(
+    points: torch.Tensor, size: int, flip: torch.Tensor | None, landmark_set: str = "auto37"
+) -> torch.Tensor:
     """Canvas landmarks (B, K, 2) with the samples whose ``flip`` is True mirrored (x and left/right partners), as
     ``landmarks.flip_points`` does, on the points' device and without reading ``flip`` on the host."""
     if flip is None:
         return points
-    flipped = points[:, torch.as_tensor(L.flip_permutation(landmark_set), device=points.device)].clone()
+    flipped = points[
+        :, torch.as_tensor(L.flip_permutation(landmark_set), device=points.device)
+    ].clone()
     flipped[..., 0] = (size - 1) - flipped[..., 0]
     return torch.where(flip.view(-1, 1, 1).to(points.device), flipped, points)
 
 
-def heatmaps_for(points: torch.Tensor, size: int, flip: torch.Tensor | None = None, landmark_set: str = "auto37", **kwargs) -> torch.Tensor:
+def heatmaps_for(
+    points: torch.Tensor,
+    size: int,
+    flip: torch.Tensor | None = None,
+    landmark_set: str = "auto37",
+    **kwargs,
+) -> torch.Tensor:
     """Heatmaps (B, 1, S, S) for canvas landmarks; samples with ``flip`` True are mirrored consistently."""
     return render_heatmaps(flip_points_where(points, size, flip, landmark_set), size, **kwargs)
 
 
-def coordinates_for(points: torch.Tensor, size: int, flip: torch.Tensor | None = None, landmark_set: str = "auto37") -> torch.Tensor:
+def coordinates_for(
+    points: torch.Tensor, size: int, flip: torch.Tensor | None = None, landmark_set: str = "auto37"
+) -> torch.Tensor:
     """The coordinate branch's input (B, 2K): canvas landmarks scaled to [-1, 1], mirrored where ``flip``."""
     points = flip_points_where(points, size, flip, landmark_set)
     return (points.float() * (2.0 / size) - 1.0).reshape(len(points), -1)
@@ -148,10 +189,17 @@ def device_generator(generator: torch.Generator, device) -> torch.Generator | No
     made once per epoch, not per step. None on the CPU, where the noise comes from ``generator`` itself."""
     if torch.device(device).type == "cpu":
         return None
-    return torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    return torch.Generator(device=device).manual_seed(
+        int(torch.randint(2**62, (1,), generator=generator))
+    )
 
 
-def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "upstream", noise_generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_arm(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    mix: str = "upstream",
+    noise_generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The ARM recipe on a normalised batch, then RandomErasing(scale=(0.02, 0.1)) (torchvision's default p = 0.5,
     ratio (0.3, 3.3), value 0).
 
@@ -174,8 +222,14 @@ def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "up
     if device.type == "cpu":
         noise = torch.randn(images.shape, generator=generator)
     else:  # drawn on the device (no batch-sized copy per step), from a seed the CPU generator gives: reproducible
-        noise = torch.randn(images.shape, generator=noise_generator or device_generator(generator, device), device=device)
-    out = torch.where(noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out)  # std 0.1 in normalised units
+        noise = torch.randn(
+            images.shape,
+            generator=noise_generator or device_generator(generator, device),
+            device=device,
+        )
+    out = torch.where(
+        noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out
+    )  # std 0.1 in normalised units
 
     erase = torch.rand(batch, generator=generator) < 0.5
     area = torch.empty(batch).uniform_(0.02, 0.1, generator=generator) * height * width
@@ -184,16 +238,22 @@ def augment_arm(images: torch.Tensor, generator: torch.Generator, mix: str = "up
     w = (area / log_ratio.exp()).sqrt().round().clamp(1, width).long()
     top = (torch.rand(batch, generator=generator) * (height - h + 1).float()).long()
     left = (torch.rand(batch, generator=generator) * (width - w + 1).float()).long()
-    top, h, left, w, erase = (t.to(device) for t in (top, h, left, w, erase))  # the mask is built where the images are
+    top, h, left, w, erase = (
+        t.to(device) for t in (top, h, left, w, erase)
+    )  # the mask is built where the images are
     rows = torch.arange(height, device=device).view(1, -1)
     cols = torch.arange(width, device=device).view(1, -1)
     in_rows = (rows >= top.view(-1, 1)) & (rows < (top + h).view(-1, 1))  # (B, H)
     in_cols = (cols >= left.view(-1, 1)) & (cols < (left + w).view(-1, 1))  # (B, W)
-    mask = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2) & erase.view(-1, 1, 1)).unsqueeze(1)  # (B, 1, H, W)
+    mask = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2) & erase.view(-1, 1, 1)).unsqueeze(
+        1
+    )  # (B, 1, H, W)
     return out.masked_fill(mask, 0.0)
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation) with ``fraction`` of each class held out for validation (at least one
     per class that has two or more samples). Seeded; the test set is never touched."""
     if not 0 < fraction < 1:

@@ -65,7 +65,11 @@ def init_from_environment() -> torch.device | None:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
 
 
 @contextlib.contextmanager
@@ -137,7 +141,9 @@ def all_sum(*values: float | torch.Tensor) -> list[float]:
     """Sum of each value over the ranks (epoch statistics: numbers, or 0-d tensors kept on the device during an
     epoch), read back to the host once."""
     device = collective_device()
-    tensor = torch.stack([torch.as_tensor(value, dtype=torch.float64).to(device) for value in values])  # a float stays float64
+    tensor = torch.stack(
+        [torch.as_tensor(value, dtype=torch.float64).to(device) for value in values]
+    )  # a float stays float64
     if active():
         dist.all_reduce(tensor)
     return tensor.tolist()
@@ -156,29 +162,55 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
         dist.all_reduce(count)
         mean = all_reduce(x.sum(dim=(0, 2, 3))) / count
         centred = x - mean.view(1, -1, 1, 1)
-        variance = all_reduce(centred.pow(2).sum(dim=(0, 2, 3))) / count  # biased, as BatchNorm normalises
+        variance = (
+            all_reduce(centred.pow(2).sum(dim=(0, 2, 3))) / count
+        )  # biased, as BatchNorm normalises
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                momentum = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
                 self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(variance.detach() * count / (count - 1), momentum)  # unbiased, as BatchNorm keeps
+                self.running_var.lerp_(
+                    variance.detach() * count / (count - 1), momentum
+                )  # unbiased, as BatchNorm keeps
         out = centred * torch.rsqrt(variance + self.eps).view(1, -1, 1, 1)
-        return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1) if self.affine else out
+        return (
+            out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+            if self.affine
+            else out
+        )
 
 
 def global_batch_norm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Every BatchNorm2d of ``model`` made global-batch, in place, keeping its parameters and statistics: torch's
     SyncBatchNorm on CUDA, ``GlobalBatchNorm2d`` elsewhere."""
     if device.type == "cuda":
-        for name, child in model.named_children():  # convert_sync_batchnorm returns a new module for a BatchNorm root
+        for (
+            name,
+            child,
+        ) in (
+            model.named_children()
+        ):  # convert_sync_batchnorm returns a new module for a BatchNorm root
             setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
         return model
     for name, child in model.named_children():
         if type(child) is torch.nn.BatchNorm2d:
-            replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            replacement = GlobalBatchNorm2d(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
             # the same Parameter and buffer objects: an optimizer made before still updates them
-            for key, value in [*child.named_parameters(recurse=False), *child.named_buffers(recurse=False)]:
+            for key, value in [
+                *child.named_parameters(recurse=False),
+                *child.named_buffers(recurse=False),
+            ]:
                 setattr(replacement, key, value)
             replacement.train(child.training)
             setattr(model, name, replacement)
@@ -198,7 +230,12 @@ class _Calls(torch.nn.Module):
         return getattr(self.module, self.method)(*args)
 
 
-def wrap(model: torch.nn.Module, device: torch.device, method: str = "forward", trained: list[torch.nn.Module] | None = None) -> torch.nn.Module:
+def wrap(
+    model: torch.nn.Module,
+    device: torch.device,
+    method: str = "forward",
+    trained: list[torch.nn.Module] | None = None,
+) -> torch.nn.Module:
     """``model`` in DistributedDataParallel, calling ``method`` as its forward, with the BatchNorm layers of the
     ``trained`` submodules (default: all of ``model``) made global-batch. Outside a process group: ``model`` as it
     is (still calling ``method``)."""
@@ -209,4 +246,6 @@ def wrap(model: torch.nn.Module, device: torch.device, method: str = "forward", 
     for module in trained or [model]:
         global_batch_norm(module, device)
     target = model if method == "forward" else _Calls(model, method)
-    return DistributedDataParallel(target, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(
+        target, device_ids=[device.index] if device.type == "cuda" else None
+    )

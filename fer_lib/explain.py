@@ -53,15 +53,17 @@ CASES = {
 
 def _frame(predictions) -> pd.DataFrame:
     """One row per test image: index, name, label and each head's prediction, plus the fused confidence."""
-    return pd.DataFrame({
-        "index": np.arange(len(predictions.labels)),
-        "image": list(predictions.names),
-        "label": np.asarray(predictions.labels).astype(int),
-        "fused": predictions.fused.argmax(1),
-        "rgb": predictions.rgb.argmax(1),
-        "landmark": predictions.landmark.argmax(1),
-        "fused confidence": predictions.fused.max(1),
-    })
+    return pd.DataFrame(
+        {
+            "index": np.arange(len(predictions.labels)),
+            "image": list(predictions.names),
+            "label": np.asarray(predictions.labels).astype(int),
+            "fused": predictions.fused.argmax(1),
+            "rgb": predictions.rgb.argmax(1),
+            "landmark": predictions.landmark.argmax(1),
+            "fused confidence": predictions.fused.max(1),
+        }
+    )
 
 
 def _top(candidates: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -90,7 +92,10 @@ def pick_per_class(predictions, *, correct: bool, per_class: int = 1) -> pd.Data
     left out."""
     frame = _frame(predictions)
     right = frame["fused"] == frame["label"]
-    picked = [_top(frame[(frame["label"] == k) & (right == correct)], per_class).assign(group=CLASSES[k]) for k in range(len(CLASSES))]
+    picked = [
+        _top(frame[(frame["label"] == k) & (right == correct)], per_class).assign(group=CLASSES[k])
+        for k in range(len(CLASSES))
+    ]
     return _named(pd.concat(picked)[["group", *frame.columns]])
 
 
@@ -122,7 +127,13 @@ class FusedLogits(nn.Module):
     """The fused model's logits (B, 7) as a function of one input (``vary``: "rgb" images or "landmark"
     heatmaps), the other branch's per-image ARM map and both ARM batch terms held at the given values."""
 
-    def __init__(self, model: M.FusionModel, vary: str, held_per_image: Tensor, batch_terms: tuple[Tensor, Tensor]):
+    def __init__(
+        self,
+        model: M.FusionModel,
+        vary: str,
+        held_per_image: Tensor,
+        batch_terms: tuple[Tensor, Tensor],
+    ):
         super().__init__()
         if vary not in BRANCHES:
             raise ValueError(f"vary {vary!r} is not one of {BRANCHES}")
@@ -154,13 +165,23 @@ class Explanation:
     fused_probabilities: np.ndarray  # (N, 7) of the explained forward pass
 
     def describe(self) -> str:
-        held = "the evaluation batch's ARM terms" if self.affinity == "batch" else "ARM's population means"
+        held = (
+            "the evaluation batch's ARM terms"
+            if self.affinity == "batch"
+            else "ARM's population means"
+        )
         return f"Grad-CAM++ of the fused {self.target_kind} class; {held}"
 
 
 @torch.no_grad()
-def evaluated_maps(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, index: np.ndarray,
-                   affinity: str = "batch") -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+def evaluated_maps(
+    model: M.FusionModel,
+    split: D.SplitTensors,
+    cache: Tensor,
+    config,
+    index: np.ndarray,
+    affinity: str = "batch",
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
     """Each image of ``index`` as the evaluation saw it (``training.fusion_outputs``): its RGB per-image map from the
     cache, its landmark per-image map computed in its test batch (consecutive batches of ``config.eval_batch_size``
     in split order) in the evaluation's precision, and ARM's terms (N, n*n): its batch's for ``"batch"``, the
@@ -189,25 +210,46 @@ def evaluated_maps(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, c
     return rgb, landmark, (rgb_terms, landmark_terms)
 
 
-def held_batch_terms(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, index: np.ndarray, affinity: str = "batch") -> tuple[Tensor, Tensor]:
+def held_batch_terms(
+    model: M.FusionModel,
+    split: D.SplitTensors,
+    cache: Tensor,
+    config,
+    index: np.ndarray,
+    affinity: str = "batch",
+) -> tuple[Tensor, Tensor]:
     """ARM's terms (N, n*n) for each image of ``index``, as evaluated (see ``evaluated_maps``)."""
     return evaluated_maps(model, split, cache, config, index, affinity)[2]
 
 
-def _grad_cam_plus_plus(wrapper: FusedLogits, layer: nn.Module, inputs: Tensor, target: np.ndarray) -> np.ndarray:
+def _grad_cam_plus_plus(
+    wrapper: FusedLogits, layer: nn.Module, inputs: Tensor, target: np.ndarray
+) -> np.ndarray:
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     cam = GradCAMPlusPlus(model=wrapper, target_layers=[layer])
     try:  # not ``with``: its __exit__ swallows IndexError
         with torch.enable_grad():
-            return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(k)) for k in target])
+            return cam(
+                input_tensor=inputs, targets=[ClassifierOutputTarget(int(k)) for k in target]
+            )
     finally:
         cam.activations_and_grads.release()
         wrapper.model.zero_grad(set_to_none=True)
 
 
-def explain(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, index, *, target: str = "predicted", affinity: str = "batch", chunk: int = 32) -> Explanation:
+def explain(
+    model: M.FusionModel,
+    split: D.SplitTensors,
+    cache: Tensor,
+    config,
+    index,
+    *,
+    target: str = "predicted",
+    affinity: str = "batch",
+    chunk: int = 32,
+) -> Explanation:
     """Grad-CAM++ on both branches for the test images ``index`` of ``split``.
 
     Args:
@@ -219,13 +261,17 @@ def explain(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, 
     if target not in TARGETS:
         raise ValueError(f"target {target!r} is not one of {TARGETS}")
     if model.arm is None:
-        raise ValueError("Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch reads coordinates "
-                         "(landmark_input 'coords'): explain a heatmap run instead")
+        raise ValueError(
+            "Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch reads coordinates "
+            "(landmark_input 'coords'): explain a heatmap run instead"
+        )
     if affinity not in M.AFFINITY_MODES:
         raise ValueError(f"affinity {affinity!r} is not one of {M.AFFINITY_MODES}")
     index = np.array(index, dtype=np.int64).reshape(-1)  # a copy: pandas columns can be read-only
     if len(index) and (index.min() < 0 or index.max() >= len(split)):
-        raise IndexError(f"example indices must be in [0, {len(split)}), got {index.min()}..{index.max()}")
+        raise IndexError(
+            f"example indices must be in [0, {len(split)}), got {index.min()}..{index.max()}"
+        )
     device = next(model.parameters()).device
     model.eval()
     parts = []
@@ -239,15 +285,46 @@ def explain(model: M.FusionModel, split: D.SplitTensors, cache: Tensor, config, 
         heatmaps = landmark_inputs(split, members, None, config, device)
         with torch.no_grad():
             logits = model.forward_per_image_maps(rgb, landmark, terms).fused_logits
-        explained = logits.argmax(1).cpu().numpy() if target == "predicted" else split.labels[members].numpy()
-        rgb_cam = _grad_cam_plus_plus(FusedLogits(model, "rgb", landmark, terms), model.baseline.cam_layer, images, explained)
-        landmark_cam = _grad_cam_plus_plus(FusedLogits(model, "landmark", rgb, terms), model.landmark_cnn.cam_layer, heatmaps, explained)
-        parts.append((explained, split.images[members].permute(0, 2, 3, 1).float().numpy() / 255, heatmaps[:, 0].cpu().numpy(),
-                      rgb_cam, landmark_cam, logits.softmax(1).cpu().numpy()))
+        explained = (
+            logits.argmax(1).cpu().numpy()
+            if target == "predicted"
+            else split.labels[members].numpy()
+        )
+        rgb_cam = _grad_cam_plus_plus(
+            FusedLogits(model, "rgb", landmark, terms), model.baseline.cam_layer, images, explained
+        )
+        landmark_cam = _grad_cam_plus_plus(
+            FusedLogits(model, "landmark", rgb, terms),
+            model.landmark_cnn.cam_layer,
+            heatmaps,
+            explained,
+        )
+        parts.append(
+            (
+                explained,
+                split.images[members].permute(0, 2, 3, 1).float().numpy() / 255,
+                heatmaps[:, 0].cpu().numpy(),
+                rgb_cam,
+                landmark_cam,
+                logits.softmax(1).cpu().numpy(),
+            )
+        )
     if not parts:
         raise ValueError("explain got no example indices")
-    explained, images, heatmaps, rgb_cam, landmark_cam, probabilities = (np.concatenate(p) for p in zip(*parts))
-    return Explanation(index, explained, target, affinity, images, np.clip(heatmaps, 0, 1), rgb_cam, landmark_cam, probabilities)
+    explained, images, heatmaps, rgb_cam, landmark_cam, probabilities = (
+        np.concatenate(p) for p in zip(*parts)
+    )
+    return Explanation(
+        index,
+        explained,
+        target,
+        affinity,
+        images,
+        np.clip(heatmaps, 0, 1),
+        rgb_cam,
+        landmark_cam,
+        probabilities,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -283,9 +360,13 @@ def plot_explanations(explanation: Explanation, examples: pd.DataFrame, title: s
     grey = np.repeat(explanation.heatmaps[..., None], 3, axis=-1)
     rows = {
         "input": explanation.images,
-        "RGB CAM\n(layer4)": [overlay(img, cam) for img, cam in zip(explanation.images, explanation.rgb_cam)],
+        "RGB CAM\n(layer4)": [
+            overlay(img, cam) for img, cam in zip(explanation.images, explanation.rgb_cam)
+        ],
         "landmark\nheatmap": grey,
-        "landmark CAM\n(conv5)": [overlay(hm, cam) for hm, cam in zip(explanation.heatmaps, explanation.landmark_cam)],
+        "landmark CAM\n(conv5)": [
+            overlay(hm, cam) for hm, cam in zip(explanation.heatmaps, explanation.landmark_cam)
+        ],
     }
     fig, axes = plt.subplots(4, 1, figsize=(1.75 * n + 1.2, 9.0), squeeze=False)
     for ax, (label, panels) in zip(axes[:, 0], rows.items()):
@@ -297,7 +378,14 @@ def plot_explanations(explanation: Explanation, examples: pd.DataFrame, title: s
             spine.set_visible(False)
     for j, row in enumerate(examples.itertuples(index=False)):
         header = f"{textwrap.fill(row.group, 22)}\ntrue {row.label}\nfused {row.fused}\nRGB {row.rgb} / lm {row.landmark}"
-        axes[0, 0].text(j * (size + gap) + size / 2, -size * 0.04, header, ha="center", va="bottom", fontsize=7.5)
+        axes[0, 0].text(
+            j * (size + gap) + size / 2,
+            -size * 0.04,
+            header,
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+        )
     fig.suptitle(f"{title}\n{explanation.describe()}", fontsize=10)
     fig.tight_layout()
     return fig

@@ -37,8 +37,18 @@ MODELS = {
     "coordinate branch (MLP)": ("both", 0.6, "coords"),
 }
 PROPOSED = next(iter(MODELS))
-CASES = ("RGB right, landmarks right", "RGB right, landmarks wrong", "RGB wrong, landmarks right", "RGB wrong, landmarks wrong")  # Table 2
-EFFECTS = ("fixed", "broke", "unchanged right", "unchanged wrong")  # what fusion did to the baseline's answer
+CASES = (
+    "RGB right, landmarks right",
+    "RGB right, landmarks wrong",
+    "RGB wrong, landmarks right",
+    "RGB wrong, landmarks wrong",
+)  # Table 2
+EFFECTS = (
+    "fixed",
+    "broke",
+    "unchanged right",
+    "unchanged wrong",
+)  # what fusion did to the baseline's answer
 SORTS = {
     "weight p x w (high first)": ("factor", False),
     "weight p x w (low first)": ("factor", True),
@@ -77,7 +87,9 @@ class ModelOutputs:
             weight = self.model.feature_weight(self.out.landmark_logits, self.out.rgb_logits)
         finally:
             self.model.w_disagree = trained
-        fused = self.model.fusion(torch.cat([self.out.rgb_feature, weight[:, None] * self.out.landmark_feature], dim=1))
+        fused = self.model.fusion(
+            torch.cat([self.out.rgb_feature, weight[:, None] * self.out.landmark_feature], dim=1)
+        )
         return fused.softmax(1).numpy(), weight.numpy()
 
     def table(self, w: float | None = None) -> pd.DataFrame:
@@ -85,29 +97,53 @@ class ModelOutputs:
         fused, factor = self.refuse(w)
         rgb = self.out.rgb_logits.softmax(1).numpy()
         landmark = self.model.landmark_probabilities(self.out.landmark_logits).numpy()
-        frame = pd.DataFrame({
-            "index": np.arange(len(self.labels)),
-            "true": [CLASSES[i] for i in self.labels],
-            "RGB": [CLASSES[i] for i in rgb.argmax(1)],
-            "landmark": [CLASSES[i] for i in landmark.argmax(1)],
-            "fused": [CLASSES[i] for i in fused.argmax(1)],
-            "RGB confidence": rgb.max(1),
-            "landmark confidence": landmark.max(1),
-            "agree": rgb.argmax(1) == landmark.argmax(1),
-            "factor": factor,
-            "fused confidence": fused.max(1),
-        })
-        rgb_right, landmark_right, fused_right = (frame[c] == frame["true"] for c in ("RGB", "landmark", "fused"))
-        frame["case"] = np.select([rgb_right & landmark_right, rgb_right & ~landmark_right, ~rgb_right & landmark_right], CASES[:3], CASES[3])
-        frame["effect"] = np.select([~rgb_right & fused_right, rgb_right & ~fused_right, fused_right], EFFECTS[:3], EFFECTS[3])
+        frame = pd.DataFrame(
+            {
+                "index": np.arange(len(self.labels)),
+                "true": [CLASSES[i] for i in self.labels],
+                "RGB": [CLASSES[i] for i in rgb.argmax(1)],
+                "landmark": [CLASSES[i] for i in landmark.argmax(1)],
+                "fused": [CLASSES[i] for i in fused.argmax(1)],
+                "RGB confidence": rgb.max(1),
+                "landmark confidence": landmark.max(1),
+                "agree": rgb.argmax(1) == landmark.argmax(1),
+                "factor": factor,
+                "fused confidence": fused.max(1),
+            }
+        )
+        rgb_right, landmark_right, fused_right = (
+            frame[c] == frame["true"] for c in ("RGB", "landmark", "fused")
+        )
+        frame["case"] = np.select(
+            [rgb_right & landmark_right, rgb_right & ~landmark_right, ~rgb_right & landmark_right],
+            CASES[:3],
+            CASES[3],
+        )
+        frame["effect"] = np.select(
+            [~rgb_right & fused_right, rgb_right & ~fused_right, fused_right],
+            EFFECTS[:3],
+            EFFECTS[3],
+        )
         return frame
 
 
-def select(frame: pd.DataFrame, *, true: str | None = None, predicted: str | None = None, case: str | None = None,
-           effect: str | None = None, sort: str = "weight p x w (high first)") -> pd.DataFrame:
+def select(
+    frame: pd.DataFrame,
+    *,
+    true: str | None = None,
+    predicted: str | None = None,
+    case: str | None = None,
+    effect: str | None = None,
+    sort: str = "weight p x w (high first)",
+) -> pd.DataFrame:
     """The rows of ``ModelOutputs.table`` that match every filter given (None: any), sorted by ``SORTS[sort]``."""
-    for value, allowed, name in ((true, CLASSES, "true class"), (predicted, CLASSES, "predicted class"), (case, CASES, "case"),
-                                 (effect, EFFECTS, "effect"), (sort, tuple(SORTS), "sort")):
+    for value, allowed, name in (
+        (true, CLASSES, "true class"),
+        (predicted, CLASSES, "predicted class"),
+        (case, CASES, "case"),
+        (effect, EFFECTS, "effect"),
+        (sort, tuple(SORTS), "sort"),
+    ):
         if value is not None and value not in allowed:
             raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
     keep = np.ones(len(frame), dtype=bool)
@@ -120,17 +156,27 @@ def select(frame: pd.DataFrame, *, true: str | None = None, predicted: str | Non
 
 def effect_counts(frame: pd.DataFrame) -> pd.DataFrame:
     """How many test images of each Table 2 case fusion fixed, broke or left (rows: cases; columns: effects)."""
-    counts = pd.crosstab(frame["case"], frame["effect"]).reindex(index=list(CASES), columns=list(EFFECTS), fill_value=0)
+    counts = pd.crosstab(frame["case"], frame["effect"]).reindex(
+        index=list(CASES), columns=list(EFFECTS), fill_value=0
+    )
     return counts.rename_axis(index="Table 2 case", columns=None).reset_index()
 
 
-def w_table(outputs: ModelOutputs, grid=tuple(round(0.1 * i, 1) for i in range(11))) -> pd.DataFrame:
+def w_table(
+    outputs: ModelOutputs, grid=tuple(round(0.1 * i, 1) for i in range(11))
+) -> pd.DataFrame:
     """The trained model re-fused at each w: its fused OA, and how many decisions differ from those at the trained w."""
     trained = outputs.refuse()[0].argmax(1)
     rows = []
     for w in grid:
         fused = outputs.refuse(w)[0].argmax(1)
-        rows.append({"w": w, "fused OA": float((fused == outputs.labels).mean()), "decisions changed": int((fused != trained).sum())})
+        rows.append(
+            {
+                "w": w,
+                "fused OA": float((fused == outputs.labels).mean()),
+                "decisions changed": int((fused != trained).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -144,8 +190,14 @@ class ExplorerData:
     def models(self, seed: int | None = None) -> list[str]:
         """The MODELS this run has trained for ``seed`` (default: the first)."""
         seed = self.ex.seeds[0] if seed is None else seed
-        return [name for name, (weighting, w, variant) in MODELS.items()
-                if (self.ex.fusion_dir(*_canonical(weighting, w), seed, variant) / "predictions_fused.csv").exists()]
+        return [
+            name
+            for name, (weighting, w, variant) in MODELS.items()
+            if (
+                self.ex.fusion_dir(*_canonical(weighting, w), seed, variant)
+                / "predictions_fused.csv"
+            ).exists()
+        ]
 
     def outputs(self, name: str, seed: int | None = None) -> ModelOutputs:
         seed = self.ex.seeds[0] if seed is None else seed
@@ -156,8 +208,10 @@ class ExplorerData:
         weighting, w, variant = MODELS[name]
         folder = self.ex.fusion_dir(*_canonical(weighting, w), seed, variant)
         if not (folder / "best.pt").exists():
-            raise FileNotFoundError(f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run ./run_all.sh (or "
-                                    f"the notebooks up to 06) first. Trained here: {', '.join(self.models(seed)) or 'none'}")
+            raise FileNotFoundError(
+                f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run ./run_all.sh (or "
+                f"the notebooks up to 06) first. Trained here: {', '.join(self.models(seed)) or 'none'}"
+            )
         model, config = T.load_fusion_checkpoint(folder / "best.pt", self.ex.baseline_for(seed))
         model = model.cpu().eval()
         path = self.ex.run_dir / FEATURES_DIR / f"{folder.name}.pt"
@@ -175,34 +229,56 @@ class ExplorerData:
         self._outputs[(name, seed)] = result
         return result
 
-    def draw_gallery(self, frame: pd.DataFrame, *, count: int = 16, columns: int = 8, title: str = "") -> plt.Figure:
+    def draw_gallery(
+        self, frame: pd.DataFrame, *, count: int = 16, columns: int = 8, title: str = ""
+    ) -> plt.Figure:
         """The aligned faces of ``frame``'s first ``count`` rows, each titled true / fused (RGB) classes."""
         rows = frame.head(count)
         lines = max(1, -(-len(rows) // columns))
-        fig, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 2.3 * lines + 0.3), squeeze=False)
+        fig, axes = plt.subplots(
+            lines, columns, figsize=(1.6 * columns, 2.3 * lines + 0.3), squeeze=False
+        )
         for ax in axes.ravel():
             ax.axis("off")
         for ax, row in zip(axes.ravel(), rows.itertuples(index=False)):
             ax.imshow(self.ex.test.images[row.index].permute(1, 2, 0).numpy())
             mark = "fixed" if row.effect == "fixed" else "broke" if row.effect == "broke" else ""
-            ax.set_title(f"#{row.index} {row.true}\nfused {row.fused} {mark}\nRGB {row.RGB}", fontsize=7)
+            ax.set_title(
+                f"#{row.index} {row.true}\nfused {row.fused} {mark}\nRGB {row.RGB}", fontsize=7
+            )
         if title:
             fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         return fig
 
-    def draw_panel(self, outputs: ModelOutputs, index: int, w: float | None = None, *, cams: bool = False) -> plt.Figure:
+    def draw_panel(
+        self, outputs: ModelOutputs, index: int, w: float | None = None, *, cams: bool = False
+    ) -> plt.Figure:
         """One test image: the aligned face and its landmark heatmap (with Grad-CAM++ of both branches when ``cams``),
         both heads' and the fused probabilities at ``w``, with the confidence p, the agreement and the factor."""
         index = int(index)
         fused, factor = outputs.refuse(w)
         rgb = outputs.out.rgb_logits[index].softmax(0).numpy()
-        landmark = outputs.model.landmark_probabilities(outputs.out.landmark_logits[index : index + 1])[0].detach().numpy()
+        landmark = (
+            outputs.model.landmark_probabilities(outputs.out.landmark_logits[index : index + 1])[0]
+            .detach()
+            .numpy()
+        )
         face = self.ex.test.images[index].permute(1, 2, 0).numpy()
-        heatmap = T.landmark_inputs(self.ex.test, torch.tensor([index]), None, outputs.config, torch.device("cpu"))[0, 0].numpy() \
-            if outputs.config.landmark_input == "heatmaps" else None
+        heatmap = (
+            T.landmark_inputs(
+                self.ex.test, torch.tensor([index]), None, outputs.config, torch.device("cpu")
+            )[0, 0].numpy()
+            if outputs.config.landmark_input == "heatmaps"
+            else None
+        )
         panels = 4 if cams and heatmap is not None else 2
-        fig, axes = plt.subplots(1, panels + 1, figsize=(2.6 * panels + 4.2, 2.8), gridspec_kw={"width_ratios": [1] * panels + [1.9]})
+        fig, axes = plt.subplots(
+            1,
+            panels + 1,
+            figsize=(2.6 * panels + 4.2, 2.8),
+            gridspec_kw={"width_ratios": [1] * panels + [1.9]},
+        )
         axes[0].imshow(face)
         axes[0].set_title(f"#{index}: true {CLASSES[outputs.labels[index]]}", fontsize=8)
         if heatmap is not None:
@@ -214,7 +290,13 @@ class ExplorerData:
             axes[1].scatter(points[:, 0], points[:, 1], s=4, c="yellow")
             axes[1].set_title("landmarks (coordinate branch)", fontsize=8)
         if panels == 4:
-            cam = E.explain(outputs.model, self.ex.test, self.ex.rgb_cache("test", outputs.seed), outputs.config, [index])
+            cam = E.explain(
+                outputs.model,
+                self.ex.test,
+                self.ex.rgb_cache("test", outputs.seed),
+                outputs.config,
+                [index],
+            )
             axes[2].imshow(E.overlay(cam.images[0], cam.rgb_cam[0]))
             axes[2].set_title("Grad-CAM++ RGB (layer4)", fontsize=8)
             axes[3].imshow(E.overlay(cam.heatmaps[0], cam.landmark_cam[0]))
@@ -223,7 +305,10 @@ class ExplorerData:
             ax.axis("off")
         bars = axes[-1]
         y = np.arange(len(CLASSES))
-        for offset, (values, label) in zip((-0.27, 0.0, 0.27), ((rgb, "RGB head"), (landmark, "landmark head"), (fused[index], "fused"))):
+        for offset, (values, label) in zip(
+            (-0.27, 0.0, 0.27),
+            ((rgb, "RGB head"), (landmark, "landmark head"), (fused[index], "fused")),
+        ):
             bars.barh(y + offset, values, height=0.26, label=label)
         bars.set_yticks(y, CLASSES, fontsize=7)
         bars.invert_yaxis()
@@ -231,8 +316,11 @@ class ExplorerData:
         bars.legend(fontsize=6, loc="lower right")
         shown = outputs.model.w_disagree if w is None else w
         agree = rgb.argmax() == landmark.argmax()
-        bars.set_title(f"p = {landmark.max():.2f}, {'agree' if agree else 'disagree'}, factor {factor[index]:.2f}"
-                       + (f" (w = {shown:.2f})" if outputs.uses_w else ""), fontsize=8)
+        bars.set_title(
+            f"p = {landmark.max():.2f}, {'agree' if agree else 'disagree'}, factor {factor[index]:.2f}"
+            + (f" (w = {shown:.2f})" if outputs.uses_w else ""),
+            fontsize=8,
+        )
         fig.tight_layout()
         return fig
 
@@ -253,31 +341,62 @@ class Explorer:
         ex = experiment
         any_value = [("any", None)]
         labelled = {"style": {"description_width": "8em"}}
-        self.seed = widgets.Dropdown(options=ex.seeds, value=ex.seeds[0], description="seed", **labelled)
-        self.model = widgets.Dropdown(options=self.data.models(ex.seeds[0]), description="model", **labelled)
-        self.true = widgets.Dropdown(options=any_value + [(c, c) for c in CLASSES], description="true class", **labelled)
-        self.predicted = widgets.Dropdown(options=any_value + [(c, c) for c in CLASSES], description="fused class", **labelled)
-        self.case = widgets.Dropdown(options=any_value + [(c, c) for c in CASES], description="Table 2 case", **labelled)
-        self.effect = widgets.Dropdown(options=any_value + [(e, e) for e in EFFECTS], description="fusion", **labelled)
+        self.seed = widgets.Dropdown(
+            options=ex.seeds, value=ex.seeds[0], description="seed", **labelled
+        )
+        self.model = widgets.Dropdown(
+            options=self.data.models(ex.seeds[0]), description="model", **labelled
+        )
+        self.true = widgets.Dropdown(
+            options=any_value + [(c, c) for c in CLASSES], description="true class", **labelled
+        )
+        self.predicted = widgets.Dropdown(
+            options=any_value + [(c, c) for c in CLASSES], description="fused class", **labelled
+        )
+        self.case = widgets.Dropdown(
+            options=any_value + [(c, c) for c in CASES], description="Table 2 case", **labelled
+        )
+        self.effect = widgets.Dropdown(
+            options=any_value + [(e, e) for e in EFFECTS], description="fusion", **labelled
+        )
         self.sort = widgets.Dropdown(options=list(SORTS), description="sort by", **labelled)
         self.image = widgets.Select(options=[], rows=10, description="image")
-        self.w = widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="w", continuous_update=False)
+        self.w = widgets.FloatSlider(
+            value=0.6, min=0.0, max=1.0, step=0.05, description="w", continuous_update=False
+        )
         self.cams = widgets.Checkbox(value=False, description="Grad-CAM++ (a few seconds)")
         self.summary = widgets.HTML()
-        self.prediction = widgets.HTML()  # the chosen image's fused class at this w (read by the browser test)
+        self.prediction = (
+            widgets.HTML()
+        )  # the chosen image's fused class at this w (read by the browser test)
         self.figure = widgets.Output()
         self.gallery = widgets.Output()
-        for control in (self.seed, self.model, self.true, self.predicted, self.case, self.effect, self.sort):
+        for control in (
+            self.seed,
+            self.model,
+            self.true,
+            self.predicted,
+            self.case,
+            self.effect,
+            self.sort,
+        ):
             control.observe(self._refilter, names="value")
         for control in (self.image, self.cams):
             control.observe(self._redraw, names="value")
         self.w.observe(self._refilter, names="value")
         self._busy = False
-        self.widget = widgets.VBox([
-            widgets.HBox([self.seed, self.model]), widgets.HBox([self.true, self.predicted]), widgets.HBox([self.case, self.effect]),
-            widgets.HBox([self.sort, self.w]), self.summary, widgets.HBox([self.image, widgets.VBox([self.cams, self.prediction])]),
-            self.figure, self.gallery,
-        ])
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.seed, self.model]),
+                widgets.HBox([self.true, self.predicted]),
+                widgets.HBox([self.case, self.effect]),
+                widgets.HBox([self.sort, self.w]),
+                self.summary,
+                widgets.HBox([self.image, widgets.VBox([self.cams, self.prediction])]),
+                self.figure,
+                self.gallery,
+            ]
+        )
         self._refilter()
 
     def _current(self) -> ModelOutputs:
@@ -299,13 +418,25 @@ class Explorer:
             self.model.options = models
         outputs = self._current()
         frame = outputs.table(self.w.value)
-        chosen = select(frame, true=self.true.value, predicted=self.predicted.value, case=self.case.value, effect=self.effect.value, sort=self.sort.value)
+        chosen = select(
+            frame,
+            true=self.true.value,
+            predicted=self.predicted.value,
+            case=self.case.value,
+            effect=self.effect.value,
+            sort=self.sort.value,
+        )
         oa = float((chosen["fused"] == chosen["true"]).mean()) if len(chosen) else float("nan")
         rgb = float((chosen["RGB"] == chosen["true"]).mean()) if len(chosen) else float("nan")
-        self.summary.value = (f"<b>{len(chosen)}</b> of {len(frame)} test images; on them fused OA <b>{oa:.3f}</b> at w = {self.w.value:.2f} "
-                              f"(RGB head {rgb:.3f}){'' if outputs.uses_w else ' - w does not act on this weighting'}")
+        self.summary.value = (
+            f"<b>{len(chosen)}</b> of {len(frame)} test images; on them fused OA <b>{oa:.3f}</b> at w = {self.w.value:.2f} "
+            f"(RGB head {rgb:.3f}){'' if outputs.uses_w else ' - w does not act on this weighting'}"
+        )
         keep = self.image.value
-        self.image.options = [(f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index)) for r in chosen.head(500).itertuples()]
+        self.image.options = [
+            (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
+            for r in chosen.head(500).itertuples()
+        ]
         if keep in [value for _, value in self.image.options]:
             self.image.value = keep
         elif self.image.options:
@@ -325,7 +456,9 @@ class Explorer:
         self.prediction.value = f"<span class='fer-prediction'>fused at w = {self.w.value:.2f}: {CLASSES[int(fused[self.image.value].argmax())]}</span>"
         self.figure.clear_output(wait=True)
         with self.figure:
-            _display_figure(self.data.draw_panel(outputs, self.image.value, self.w.value, cams=self.cams.value))
+            _display_figure(
+                self.data.draw_panel(outputs, self.image.value, self.w.value, cams=self.cams.value)
+            )
 
 
 def _display_figure(fig: plt.Figure) -> None:
@@ -342,7 +475,11 @@ def show(experiment, data: ExplorerData | None = None) -> None:
     from IPython.display import Markdown, display
 
     if os.environ.get(BATCH_REPORT_ENV):
-        display(Markdown("*The live explorer is not part of the HTML report (no kernel runs behind it): open "
-                         "`notebooks/10_explore.ipynb` in JupyterLab (`./run_all.sh lab`) and run it to use it.*"))
+        display(
+            Markdown(
+                "*The live explorer is not part of the HTML report (no kernel runs behind it): open "
+                "`notebooks/10_explore.ipynb` in JupyterLab (`./run_all.sh lab`) and run it to use it.*"
+            )
+        )
         return
     display(Explorer(experiment, data).widget)

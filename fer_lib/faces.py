@@ -38,7 +38,9 @@ CLASS_ALIASES = {
     "Neutral": ("neutral", "calm", "none"),
 }
 ALIAS_TO_CLASS = {alias: k for k, name in enumerate(rafdb.CLASSES) for alias in CLASS_ALIASES[name]}
-DETECTION_MAX_SIDE = 1600  # larger photos are detected on a reduced copy (boxes and points mapped back)
+DETECTION_MAX_SIDE = (
+    1600  # larger photos are detected on a reduced copy (boxes and points mapped back)
+)
 # Weaker detections are taken as false ones: on scikit-image's astronaut photo saved as JPEG, the face scores 1.63
 # and the mission patch on her suit 0.07, and the patch, being larger, would be "the largest face".
 MIN_DETECTION_SCORE = 0.3
@@ -58,17 +60,29 @@ def _models():
 
     # the model file is found without importing face_recognition_models, which needs setuptools' pkg_resources
     spec = importlib.util.find_spec("face_recognition_models")
-    model = Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat" if spec else None
+    model = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "models"
+        / "shape_predictor_68_face_landmarks.dat"
+        if spec
+        else None
+    )
     try:
         import dlib
     except ImportError as error:
         dlib, model = None, None
         missing = str(error)
     else:
-        missing = "" if model is not None and model.is_file() else "face-recognition-models (its 68-point model file)"
+        missing = (
+            ""
+            if model is not None and model.is_file()
+            else "face-recognition-models (its 68-point model file)"
+        )
     if dlib is None or missing:
-        raise FaceToolsMissing(f"face detection needs dlib-bin and face-recognition-models (missing: {missing or 'dlib'}); "
-                               "pip install dlib-bin face-recognition-models, or ./run_all.sh installs them")
+        raise FaceToolsMissing(
+            f"face detection needs dlib-bin and face-recognition-models (missing: {missing or 'dlib'}); "
+            "pip install dlib-bin face-recognition-models, or ./run_all.sh installs them"
+        )
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model))
 
 
@@ -87,12 +101,11 @@ class Face:
     @property
     def manual5(self) -> np.ndarray:
         """RAF-DB's 5 manual points: left and right eye centres (image left = smaller x), nose tip, mouth corners."""
-        p = self.points68
-        return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+        return L.manual5_from_ibug68(self.points68)
 
     @property
     def auto37(self) -> np.ndarray:
-        return self.points68[L.AUTO37_FROM_IBUG68]
+        return L.auto37_from_ibug68(self.points68)
 
 
 def load_photo(path: str | os.PathLike) -> Image.Image:
@@ -104,7 +117,9 @@ def load_photo(path: str | os.PathLike) -> Image.Image:
             array = np.asarray(image, dtype=np.float64)
             scale = 257.0 if array.max() > 255 else 1.0  # 16-bit range to 8 bits
             image = Image.fromarray(np.clip(array / scale, 0, 255).astype(np.uint8)).convert("RGB")
-        elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        elif image.mode in ("RGBA", "LA", "PA") or (
+            image.mode == "P" and "transparency" in image.info
+        ):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, rgba).convert("RGB")
@@ -114,7 +129,9 @@ def load_photo(path: str | os.PathLike) -> Image.Image:
         return image
 
 
-def detect_faces(image: Image.Image, *, max_upsample: int = 2, min_score: float = None) -> list[Face]:
+def detect_faces(
+    image: Image.Image, *, max_upsample: int = 2, min_score: float = None
+) -> list[Face]:
     """The faces dlib's HOG detector finds, largest first, with their 68 points and detection scores.
 
     A photo is reduced to at most DETECTION_MAX_SIDE for detection; a small one is upsampled (up to
@@ -126,14 +143,22 @@ def detect_faces(image: Image.Image, *, max_upsample: int = 2, min_score: float 
     detector, predictor = _models()
     min_score = MIN_DETECTION_SCORE if min_score is None else min_score
     scale = min(1.0, DETECTION_MAX_SIDE / max(image.size))
-    small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+    small = (
+        image
+        if scale == 1.0
+        else image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR
+        )
+    )
     pixels = np.asarray(small)
     boxes, scores = [], []
     for upsample in range(max_upsample + 1):
         boxes, scores, _ = detector.run(pixels, upsample, 0.0)
         if len(boxes):
             break
-    kept = [(box, score) for box, score in zip(boxes, scores) if score >= min_score] or list(zip(boxes, scores))[:1]
+    kept = [(box, score) for box, score in zip(boxes, scores) if score >= min_score] or list(
+        zip(boxes, scores)
+    )[:1]
     faces = []
     full = np.asarray(image)
     for box, score in kept:
@@ -163,14 +188,30 @@ def detector_quality(data: rafdb.RafDb, count: int = 200) -> pd.DataFrame:
     found, errors = 0, []
     for i in picks:
         eyes = data.manual5[i][:2]
-        detected = [f for f in detect_faces(load_photo(data.original_path(i)))
-                    if all(f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3] for x, y in eyes)]
+        detected = [
+            f
+            for f in detect_faces(load_photo(data.original_path(i)))
+            if all(f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3] for x, y in eyes)
+        ]
         if detected:
             found += 1
-            errors.append(float(np.linalg.norm(detected[0].auto37 - data.auto37[i], axis=1).mean() / np.linalg.norm(eyes[1] - eyes[0])))
-    return pd.DataFrame([{"images": len(picks), "faces found": found, "share found": found / len(picks),
-                          "NME of the 37 points, median": float(np.median(errors)) if errors else np.nan,
-                          "NME, mean": float(np.mean(errors)) if errors else np.nan}])
+            errors.append(
+                float(
+                    np.linalg.norm(detected[0].auto37 - data.auto37[i], axis=1).mean()
+                    / np.linalg.norm(eyes[1] - eyes[0])
+                )
+            )
+    return pd.DataFrame(
+        [
+            {
+                "images": len(picks),
+                "faces found": found,
+                "share found": found / len(picks),
+                "NME of the 37 points, median": float(np.median(errors)) if errors else np.nan,
+                "NME, mean": float(np.mean(errors)) if errors else np.nan,
+            }
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------------------------- import
@@ -213,14 +254,22 @@ def find_sources(src: Path) -> tuple[list[Source], str]:
     for class_dir in sorted(d for d in src.iterdir() if d.is_dir()):
         sources += _from_class_folder(class_dir, None)
     if not sources:
-        raise ImportProblem(f"{src}: no class folders with photos (expected e.g. happy/, sad/, ... or train/1..7, or a CSV of path,label)")
+        raise ImportProblem(
+            f"{src}: no class folders with photos (expected e.g. happy/, sad/, ... or train/1..7, or a CSV of path,label)"
+        )
     return sources, "one folder per class"
 
 
 def _from_class_folder(folder: Path, split: str | None) -> list[Source]:
     label = class_of(folder.name)
-    photos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    problem = "" if label is not None else f"unknown class folder {folder.name!r} (expected one of {', '.join(sorted(ALIAS_TO_CLASS))} or 1..7)"
+    photos = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    problem = (
+        ""
+        if label is not None
+        else f"unknown class folder {folder.name!r} (expected one of {', '.join(sorted(ALIAS_TO_CLASS))} or 1..7)"
+    )
     return [Source(p, label, split, problem) for p in photos]
 
 
@@ -231,13 +280,19 @@ def _from_csv(path: Path) -> list[Source]:
             if not row or (number == 1 and row[0].strip().lower() == "path"):
                 continue
             if len(row) < 2:
-                raise ImportProblem(f"{path}:{number}: expected path,label[,split], got {','.join(row)!r}")
+                raise ImportProblem(
+                    f"{path}:{number}: expected path,label[,split], got {','.join(row)!r}"
+                )
             photo = (path.parent / row[0].strip()).resolve()
             label = class_of(row[1])
             split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else None
-            problem = "" if label is not None else f"unknown class {row[1]!r} ({path.name} line {number})"
+            problem = (
+                "" if label is not None else f"unknown class {row[1]!r} ({path.name} line {number})"
+            )
             if split not in (None, "train", "test"):
-                problem = f"unknown split {row[2]!r} ({path.name} line {number}; expected train or test)"
+                problem = (
+                    f"unknown split {row[2]!r} ({path.name} line {number}; expected train or test)"
+                )
             sources.append(Source(photo, label, split, problem))
     return sources
 
@@ -249,10 +304,20 @@ def _import_one(task: tuple[str, str, str]) -> dict:
     try:
         image = load_photo(path)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return {"image": path, "name": name, "status": "unreadable", "reason": f"{type(error).__name__}: {error}"}
+        return {
+            "image": path,
+            "name": name,
+            "status": "unreadable",
+            "reason": f"{type(error).__name__}: {error}",
+        }
     faces = detect_faces(image)
     if not faces:
-        return {"image": path, "name": name, "status": "no face", "reason": "dlib's detector found no face (upsampled up to 2x)"}
+        return {
+            "image": path,
+            "name": name,
+            "status": "no face",
+            "reason": "dlib's detector found no face (upsampled up to 2x)",
+        }
     face = faces[0]
     image.save(out / rafdb.ORIGINAL_DIR / name, quality=95)
     align(image, face).save(out / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=95)
@@ -260,11 +325,25 @@ def _import_one(task: tuple[str, str, str]) -> dict:
     rafdb.write_annotations(out, name, face.manual5, unknown, face.auto37, face.box)
     note = f"{len(faces)} faces: kept the largest" if len(faces) > 1 else ""
     already = image.size == (L.ALIGNED_SIZE, L.ALIGNED_SIZE)
-    return {"image": path, "name": name, "status": "imported", "reason": note, "already aligned": already, "faces": len(faces)}
+    return {
+        "image": path,
+        "name": name,
+        "status": "imported",
+        "reason": note,
+        "already aligned": already,
+        "faces": len(faces),
+    }
 
 
-def import_images(src: str | os.PathLike, out: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0,
-                  workers: int | None = None, progress: bool = True) -> dict:
+def import_images(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Turn the face photos of ``src`` into a data set in RAF-DB's layout under ``out`` (see ``find_sources``).
 
     Photos without a face, unreadable files and unknown classes are listed in ``out/import_report.csv`` with
@@ -284,13 +363,28 @@ def import_images(src: str | os.PathLike, out: str | os.PathLike, *, test_fracti
     sources, how = find_sources(Path(src))
     out = Path(out)
     if (out / rafdb.LABEL_FILE).exists():
-        raise ImportProblem(f"{out} already holds a data set ({rafdb.LABEL_FILE}); choose an empty folder")
-    for folder in (rafdb.ORIGINAL_DIR, rafdb.ALIGNED_DIR, rafdb.MANUAL_DIR, rafdb.AUTO_DIR, rafdb.BOUNDINGBOX_DIR, rafdb.LABEL_FILE.parent):
+        raise ImportProblem(
+            f"{out} already holds a data set ({rafdb.LABEL_FILE}); choose an empty folder"
+        )
+    for folder in (
+        rafdb.ORIGINAL_DIR,
+        rafdb.ALIGNED_DIR,
+        rafdb.MANUAL_DIR,
+        rafdb.AUTO_DIR,
+        rafdb.BOUNDINGBOX_DIR,
+        rafdb.LABEL_FILE.parent,
+    ):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    rejected = [{"image": str(s.path), "name": "", "status": "unknown class", "reason": s.problem} for s in sources if s.problem]
+    rejected = [
+        {"image": str(s.path), "name": "", "status": "unknown class", "reason": s.problem}
+        for s in sources
+        if s.problem
+    ]
     usable = [s for s in sources if not s.problem]
     if not usable:
-        raise ImportProblem(f"{src}: no photo of a known class to import (see the class names in README, 'Any face photo')")
+        raise ImportProblem(
+            f"{src}: no photo of a known class to import (see the class names in README, 'Any face photo')"
+        )
     labels = np.array([s.label for s in usable])
     splits = np.array([s.split or "" for s in usable], dtype=object)
     unsplit = np.flatnonzero(splits == "")
@@ -302,7 +396,11 @@ def import_images(src: str | os.PathLike, out: str | os.PathLike, *, test_fracti
     tasks, label_of = [], {}
     for source, split in zip(usable, splits):
         counters[split] += 1
-        name = f"{split}_{counters[split]:05d}.jpg" if split == "train" else f"{split}_{counters[split]:04d}.jpg"
+        name = (
+            f"{split}_{counters[split]:05d}.jpg"
+            if split == "train"
+            else f"{split}_{counters[split]:04d}.jpg"
+        )
         tasks.append((str(source.path), str(out), name))
         label_of[name] = source.label
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
@@ -320,11 +418,27 @@ def import_images(src: str | os.PathLike, out: str | os.PathLike, *, test_fracti
     bar.close()
     imported = [r for r in results if r["status"] == "imported"]
     # every imported sample is listed; names keep their split's numbering (gaps where a photo had no face)
-    (out / rafdb.LABEL_FILE).write_text("".join(f"{r['name']} {label_of[r['name']] + 1}\n" for r in imported))
+    (out / rafdb.LABEL_FILE).write_text(
+        "".join(f"{r['name']} {label_of[r['name']] + 1}\n" for r in imported)
+    )
     import pandas as pd
 
-    listed = rejected + [{k: r[k] for k in ("image", "name", "status", "reason")} for r in results if r["status"] != "imported" or r["reason"]]
-    save_csv(pd.DataFrame(listed, columns=["image", "name", "status", "reason"]), out / "import_report.csv")
-    return {"found": how, "photos": len(sources), "imported": len(imported), "train": sum(r["name"].startswith("train") for r in imported),
-            "test": sum(r["name"].startswith("test") for r in imported), "not imported": len(sources) - len(imported),
-            "several faces": sum(r.get("faces", 1) > 1 for r in imported), "already aligned": sum(bool(r.get("already aligned")) for r in imported)}
+    listed = rejected + [
+        {k: r[k] for k in ("image", "name", "status", "reason")}
+        for r in results
+        if r["status"] != "imported" or r["reason"]
+    ]
+    save_csv(
+        pd.DataFrame(listed, columns=["image", "name", "status", "reason"]),
+        out / "import_report.csv",
+    )
+    return {
+        "found": how,
+        "photos": len(sources),
+        "imported": len(imported),
+        "train": sum(r["name"].startswith("train") for r in imported),
+        "test": sum(r["name"].startswith("test") for r in imported),
+        "not imported": len(sources) - len(imported),
+        "several faces": sum(r.get("faces", 1) > 1 for r in imported),
+        "already aligned": sum(bool(r.get("already aligned")) for r in imported),
+    }

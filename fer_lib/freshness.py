@@ -28,14 +28,33 @@ STAMPS = "freshness.json"  # in the run's executed/ folder
 RUN_DIR_SKIP = ("data", "cache", "executed", "report", "logs", "run_info.json", "settings.json")
 MODEL_FOLDERS = ("baseline", "fusion")  # what the training stage writes into a run folder
 # The packages whose version can change a number or a figure of the report
-PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "seaborn", "grad-cam",
-            "adabelief-pytorch", "opencv-python-headless", "pillow", "papermill", "nbconvert", "ipykernel")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "matplotlib",
+    "seaborn",
+    "grad-cam",
+    "adabelief-pytorch",
+    "opencv-python-headless",
+    "pillow",
+    "papermill",
+    "nbconvert",
+    "ipykernel",
+)
 
 
 def hash_parts(*parts: object) -> str:
     digest = hashlib.sha256()
     for part in parts:
-        digest.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(
+            part
+            if isinstance(part, bytes)
+            else json.dumps(part, sort_keys=True, default=str).encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -69,7 +88,11 @@ def source_key() -> str:
     """The library, its resources and the notebooks: any edit of them can change what a notebook shows."""
     parts = []
     for root in (PROJECT_ROOT / "fer_lib", PROJECT_ROOT / "notebooks"):
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts):
+        for path in sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts
+        ):
             parts += [path.relative_to(PROJECT_ROOT).as_posix(), path.read_bytes()]
     return hash_parts(*parts)
 
@@ -89,8 +112,8 @@ def _contents(paths) -> list:
 
 
 def sibling_key(run_dir: Path, figures_dir: Path) -> str:
-    """What a report reads from other runs: their identity, settings and tables (``report.replicate_of``), and the
-    recorded comparison in the figures folder (``report.recorded_stability``). By content: a rerun that rewrites
+    """What a report reads from other runs: their identity, settings and tables (``replication.replicate_of``), and the
+    recorded comparison in the figures folder (``replication.recorded_stability``). By content: a rerun that rewrites
     the same tables must not make the other run stale."""
     run_dir, parts = Path(run_dir), []
     if run_dir.parent.exists():
@@ -102,9 +125,20 @@ def sibling_key(run_dir: Path, figures_dir: Path) -> str:
             except ValueError:
                 info = {}
             identity = [info.get(key) for key in ("commit", "source", "data")]
-            parts.append([other.name, identity, _contents([other / "settings.json", *(other / "tables").glob("*.csv")])])
+            parts.append(
+                [
+                    other.name,
+                    identity,
+                    _contents([other / "settings.json", *(other / "tables").glob("*.csv")]),
+                ]
+            )
     parts.append(_contents(Path(figures_dir).glob("seed_stability.*")))
-    return hash_parts(*[json.dumps(part, default=lambda b: hashlib.sha256(b).hexdigest()).encode() for part in parts])
+    return hash_parts(
+        *[
+            json.dumps(part, default=lambda b: hashlib.sha256(b).hexdigest()).encode()
+            for part in parts
+        ]
+    )
 
 
 class Freshness:
@@ -128,14 +162,23 @@ class Freshness:
         return roots
 
     def snapshot(self) -> dict[str, list[int]]:
-        return {f"{label}/{name}": stat for label, root, skip in self._roots() for name, stat in _stats(root, skip).items()}
+        return {
+            f"{label}/{name}": stat
+            for label, root, skip in self._roots()
+            for name, stat in _stats(root, skip).items()
+        }
 
     def models_key(self) -> str:
         """The trained models and their predictions (``baseline*/``, ``fusion/``) that no notebook wrote: what the
         training stage leaves for the notebooks (a model a notebook fits, like the learned gate, is that notebook's output)."""
         written = {name for entry in self.record.values() for name in entry.get("outputs", {})}
-        return hash_parts({name: stat for name, stat in self.snapshot().items()
-                           if name.split("/")[1].startswith(MODEL_FOLDERS) and name not in written})
+        return hash_parts(
+            {
+                name: stat
+                for name, stat in self.snapshot().items()
+                if name.split("/")[1].startswith(MODEL_FOLDERS) and name not in written
+            }
+        )
 
     def advance(self, notebook: Path, *extra: str) -> None:
         """Chain ``notebook``'s own key onto the previous one's (``extra``: more inputs from here on)."""
@@ -158,7 +201,11 @@ class Freshness:
         outputs = {name: stat for name, stat in after.items() if before.get(name) != stat}
         previous = self.record.get(notebook.name, {}).get("outputs", {})
         outputs.update({name: stat for name, stat in previous.items() if after.get(name) == stat})
-        self.record[notebook.name] = {"key": self.key, "outputs": outputs, "seconds": round(seconds, 1)}
+        self.record[notebook.name] = {
+            "key": self.key,
+            "outputs": outputs,
+            "seconds": round(seconds, 1),
+        }
         save_json(self.record, self.path)
 
     def seconds(self, notebook: Path) -> float | None:

@@ -28,7 +28,9 @@ def default_sigma(size: int) -> float:
     return DEFAULT_SIGMA_AT_224 * size / 224
 
 
-def _window(centre: torch.Tensor, offsets: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _window(
+    centre: torch.Tensor, offsets: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel positions (B, K, P) of a window around each coordinate, and whether each lies on the canvas."""
     pixels = centre.round().unsqueeze(-1) + offsets
     return pixels, (pixels >= 0) & (pixels < size)
@@ -66,7 +68,9 @@ def render_heatmaps(
         raise ValueError(f"points must be (B, K, 2), got shape {tuple(points.shape)}")
     batch, n_points, _ = points.shape
     x, y = points[..., 0], points[..., 1]
-    valid = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)  # NaN compares False
+    valid = (
+        (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+    )  # NaN compares False
     x, y = torch.nan_to_num(x).unsqueeze(-1), torch.nan_to_num(y).unsqueeze(-1)  # (B, K, 1)
 
     reach = math.ceil(4 * sigma) if shape == "gaussian" else math.ceil(sigma) + 1

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Set by the pipeline for the notebook kernels it runs: no one is behind the page to use a widget (fer_lib.explore)
 BATCH_REPORT_ENV = "FER_BATCH_REPORT"
@@ -35,7 +34,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """Call ``write(temporary_path)``, then rename the temporary file to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+    with tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as handle:
         temporary = Path(handle.name)
     try:
         write(temporary)
@@ -78,6 +79,10 @@ def claim_config(path: str | os.PathLike, config) -> list[str]:
     if not path.exists():
         save_json(wanted, path)
         return []
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(config)
+        if f.default is not dataclasses.MISSING
+    }
     found = {**json.loads(json.dumps(defaults)), **json.loads(path.read_text())}
     return sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))

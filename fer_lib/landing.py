@@ -24,9 +24,18 @@ PAPER = {
 }
 # The figures shown on the landing page, in order of preference per slot: (file stem, caption).
 FIGURES = (
-    (("fig4_w_sweep",), "Fig. 4: the OA gain over the baseline against the agreement weight w (mean over seeds, seeds as dots)."),
-    (("headroom",), "Headroom: what each model fixes and breaks, as a share of its ceiling (notebook 6; the paper's section 6)."),
-    (("table10_gradcam", "table9_gradcam"), "Grad-CAM++ of both branches, at the paper's layers, on the most confident mistakes per class (Table 10)."),
+    (
+        ("fig4_w_sweep",),
+        "Fig. 4: the OA gain over the baseline against the agreement weight w (mean over seeds, seeds as dots).",
+    ),
+    (
+        ("headroom",),
+        "Headroom: what each model fixes and breaks, as a share of its ceiling (notebook 6; the paper's section 6).",
+    ),
+    (
+        ("table10_gradcam", "table9_gradcam"),
+        "Grad-CAM++ of both branches, at the paper's layers, on the most confident mistakes per class (Table 10).",
+    ),
 )
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -41,7 +50,9 @@ figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #d
 """
 
 
-def _table(frame: pd.DataFrame, *, numeric: dict[str, str] | None = None, css_column: str | None = None) -> str:
+def _table(
+    frame: pd.DataFrame, *, numeric: dict[str, str] | None = None, css_column: str | None = None
+) -> str:
     """An HTML table without index; ``numeric`` maps a column to its format, ``css_column`` gives cells a class."""
     numeric = numeric or {}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
@@ -55,7 +66,11 @@ def _table(frame: pd.DataFrame, *, numeric: dict[str, str] | None = None, css_co
                 cells.append(f'<td class="num">{text}</td>')
             else:
                 text = "" if pd.isna(value) else str(value)
-                css = f' class="{text.split(",")[0].replace(" ", "-")}"' if column == css_column else ""  # "supported, smaller than ..." too
+                css = (
+                    f' class="{text.split(",")[0].replace(" ", "-")}"'
+                    if column == css_column
+                    else ""
+                )  # "supported, smaller than ..." too
                 cells.append(f"<td{css}>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -65,7 +80,9 @@ def _notebook_line(executed: Path) -> tuple[str, str]:
     """(title, first sentence of the introduction) of an executed notebook's first markdown cell."""
     import nbformat
 
-    cell = next((c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "markdown"), None)
+    cell = next(
+        (c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "markdown"), None
+    )
     if cell is None:
         return executed.stem, ""
     title, _, rest = cell.source.partition("\n")
@@ -79,107 +96,262 @@ def render_spec(spec: Path, target: Path) -> Path:
     import mistune
 
     body = mistune.html(spec.read_text(encoding="utf-8"))
-    target.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>The method</title><style>{CSS}</style></head>"
-                      f"<body><p><a href='index.html'>Back to the report</a></p>{body}</body></html>", encoding="utf-8")
+    target.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>The method</title><style>{CSS}</style></head>"
+        f"<body><p><a href='index.html'>Back to the report</a></p>{body}</body></html>",
+        encoding="utf-8",
+    )
     return target
 
 
-def write_landing_page(run_dir: Path, report_dir: Path, pages: list[Path], figures_dir: Path, *, spec: Path | None = None) -> Path:
+def write_landing_page(
+    run_dir: Path,
+    report_dir: Path,
+    pages: list[Path],
+    figures_dir: Path,
+    *,
+    spec: Path | None = None,
+) -> Path:
     """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
     from fer_lib.io import relative
-    from fer_lib.report import EQUIVALENCE_MARGIN, read_table
+    from fer_lib.report import read_table
+    from fer_lib.verdicts import EQUIVALENCE_MARGIN
 
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
-    info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").exists() else {}
-    settings = json.loads((run_dir / "settings.json").read_text()) if (run_dir / "settings.json").exists() else {}
-    parts = [f"<h1>Facial expressions from RGB and landmarks: report of the <code>{html.escape(str(settings.get('name', '?')))}</code> run</h1>"]
+    info = (
+        json.loads((run_dir / "run_info.json").read_text())
+        if (run_dir / "run_info.json").exists()
+        else {}
+    )
+    settings = (
+        json.loads((run_dir / "settings.json").read_text())
+        if (run_dir / "settings.json").exists()
+        else {}
+    )
+    parts = [
+        f"<h1>Facial expressions from RGB and landmarks: report of the <code>{html.escape(str(settings.get('name', '?')))}</code> run</h1>"
+    ]
 
     paper_link = ""
     if spec is not None and spec.exists():
         render_spec(spec, report_dir / "paper.html")
         paper_link = ' (<a href="paper.html">the method, with every number</a>)'
-    parts.append(f"<p><b>The paper.</b> <i>{html.escape(PAPER['title'])}</i>, {html.escape(PAPER['authors'])}; "
-                 f"{html.escape(PAPER['language'])}{paper_link}. A frozen RGB network (ResNet18 + ARM) is fused with a "
-                 "landmark-heatmap CNN whose feature is weighted by its own confidence and by its agreement with the RGB network.</p>")
+    parts.append(
+        f"<p><b>The paper.</b> <i>{html.escape(PAPER['title'])}</i>, {html.escape(PAPER['authors'])}; "
+        f"{html.escape(PAPER['language'])}{paper_link}. A frozen RGB network (ResNet18 + ARM) is fused with a "
+        "landmark-heatmap CNN whose feature is weighted by its own confidence and by its agreement with the RGB network.</p>"
+    )
 
     synthetic = settings.get("synthetic")
     counts = read_table(tables, "table3_class_counts")
-    data = ("synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)" if synthetic else "RAF-DB (basic)")
+    layout = info.get("data_layout", "RAF-DB")
+    if (
+        layout != "RAF-DB"
+    ):  # a converted AffectNet, FERPlus or CK+ copy: its name and protocol (classes.json)
+        data = html.escape(f"{layout}, converted into RAF-DB's layout")
+    else:
+        synthetic_data = synthetic and str(info.get("data", "synthetic")).startswith(
+            "synthetic"
+        )  # not a --data set
+        data = (
+            "synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)"
+            if synthetic_data
+            else "RAF-DB (basic)"
+        )
     if counts is not None:
         data += f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test images"
+    protocol = [line.removeprefix("protocol: ") for line in info.get("data_protocol", [])]
+    protocol += [
+        f"excluded: {count:,} row(s), {reason}"
+        for reason, count in (info.get("data_excluded") or {}).items()
+    ]
+    if protocol:
+        data += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in protocol) + "</ul>"
     overrides = info.get("settings") or {}
     rows = [
         ("profile", html.escape(str(settings.get("name", "?")))),
         ("data set", data),
-        ("settings changed from the profile", html.escape(", ".join(f"{k}={v}" for k, v in overrides.items())) or "none"),
-        ("training seeds", html.escape(", ".join(str(int(settings.get("seed_offset", 0)) + k) for k in range(int(settings.get("seeds", 0)))))),
+        (
+            "settings changed from the profile",
+            html.escape(", ".join(f"{k}={v}" for k, v in overrides.items())) or "none",
+        ),
+        (
+            "training seeds",
+            html.escape(
+                ", ".join(
+                    str(int(settings.get("seed_offset", 0)) + k)
+                    for k in range(int(settings.get("seeds", 0)))
+                )
+            ),
+        ),
         ("commit", html.escape(str(info.get("commit", "unknown")))),
         ("date", html.escape(str(info.get("date", "unknown")))),
-        ("machine", html.escape(f"{info.get('cpu', '?')}, {info.get('cpu_cores', '?')} cores; GPU: {info.get('gpu', '?')}")),
-        ("software", html.escape(f"torch {info.get('torch', '?')}, Python {info.get('python', '?')}")),
+        (
+            "machine",
+            html.escape(
+                f"{info.get('cpu', '?')}, {info.get('cpu_cores', '?')} cores; GPU: {info.get('gpu', '?')}"
+            ),
+        ),
+        (
+            "software",
+            html.escape(f"torch {info.get('torch', '?')}, Python {info.get('python', '?')}"),
+        ),
     ]
     seconds = info.get("notebook_seconds") or {}
     if seconds:
-        rows.append(("wall time", html.escape("; ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + f" (total {sum(seconds.values()) / 60:.1f} min)")))
-    parts.append("<h2>What was run</h2><table><tbody>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</tbody></table>")
+        rows.append(
+            (
+                "wall time",
+                html.escape(
+                    "; ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+                    + f" (total {sum(seconds.values()) / 60:.1f} min)"
+                ),
+            )
+        )
+    parts.append(
+        "<h2>What was run</h2><table><tbody>"
+        + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        + "</tbody></table>"
+    )
     for warning in info.get("warnings", []):
         parts.append(f'<p class="warning">{html.escape(warning)}</p>')
 
     table6 = read_table(tables, "summary_table6")
     if table6 is not None:
-        table6 = table6.drop(columns=["table"]).rename(columns={"ours": "this run", "ours sd": "sd over seeds", "paper": "paper (RAF-DB)", "difference": "this run - paper"})
-        table6["metric"] = table6["metric"].map({"oa_top1": "OA (top-1)", "oa_top2": "OA (top-2)", "oa_top3": "OA (top-3)", "aa": "AA (mean per class)"}).fillna(table6["metric"])
-        parts.append("<h2>Table 6: overall and average accuracy, beside the paper's</h2>"
-                     f"<p class='small'>This run's numbers are on the {'synthetic set' if synthetic else 'RAF-DB test set'}; the paper's on RAF-DB.</p>"
-                     + _table(table6, numeric={"this run": ".4f", "sd over seeds": ".4f", "paper (RAF-DB)": ".4f", "this run - paper": "+.4f"}))
+        table6 = table6.drop(columns=["table"]).rename(
+            columns={
+                "ours": "this run",
+                "ours sd": "sd over seeds",
+                "paper": "paper (RAF-DB)",
+                "difference": "this run - paper",
+            }
+        )
+        table6["metric"] = (
+            table6["metric"]
+            .map(
+                {
+                    "oa_top1": "OA (top-1)",
+                    "oa_top2": "OA (top-2)",
+                    "oa_top3": "OA (top-3)",
+                    "aa": "AA (mean per class)",
+                }
+            )
+            .fillna(table6["metric"])
+        )
+        parts.append(
+            "<h2>Table 6: overall and average accuracy, beside the paper's</h2>"
+            f"<p class='small'>This run's numbers are on the {'synthetic set' if synthetic else 'RAF-DB test set'}; the paper's on RAF-DB.</p>"
+            + _table(
+                table6,
+                numeric={
+                    "this run": ".4f",
+                    "sd over seeds": ".4f",
+                    "paper (RAF-DB)": ".4f",
+                    "this run - paper": "+.4f",
+                },
+            )
+        )
 
     claims = read_table(tables, "claims")
     if claims is not None:
         findings = read_table(tables, "findings")
         if findings is not None and "same verdict with other seeds" in findings:
-            claims = claims.merge(findings[["claim", "same verdict with other seeds"]], on="claim", how="left")
-        shown = [c for c in ("claim", "family", "verdict", "difference", "95% low", "95% high", "p (Holm in the family)", "resolution", "about",
-                             "same verdict with other seeds") if c in claims]
-        parts.append("<h2>The paper's claims on this run, and three questions beyond it</h2><p class='small'>Method-level 95% intervals "
-                     "(seeds pooled; their coverage measured by simulation). Supported or contradicted when the difference is surely on one "
-                     "side of zero (the primary claim at 5%, the others Holm-adjusted as one family); equivalent when it lies within "
-                     f"+-{100 * EQUIVALENCE_MARGIN:.1f} points; otherwise inconclusive, with the resolution (the smallest difference this "
-                     "run detects with 80% power) saying why. A verdict is a finding when a replicate with other seeds does not conflict "
-                     "with it (summary notebook).</p>"
-                     + _table(claims[shown], css_column="verdict",
-                              numeric={"difference": "+.4f", "95% low": "+.4f", "95% high": "+.4f", "p (Holm in the family)": ".3g", "resolution": ".4f"}))
+            claims = claims.merge(
+                findings[["claim", "same verdict with other seeds"]], on="claim", how="left"
+            )
+        shown = [
+            c
+            for c in (
+                "claim",
+                "family",
+                "verdict",
+                "difference",
+                "95% low",
+                "95% high",
+                "p (Holm in the family)",
+                "resolution",
+                "about",
+                "same verdict with other seeds",
+            )
+            if c in claims
+        ]
+        parts.append(
+            "<h2>The paper's claims on this run, and three questions beyond it</h2><p class='small'>Method-level 95% intervals "
+            "(seeds pooled; their coverage measured by simulation). Supported or contradicted when the difference is surely on one "
+            "side of zero (the primary claim at 5%, the others Holm-adjusted as one family); equivalent when it lies within "
+            f"+-{100 * EQUIVALENCE_MARGIN:.1f} points; otherwise inconclusive, with the resolution (the smallest difference this "
+            "run detects with 80% power) saying why. A verdict is a finding when a replicate with other seeds does not conflict "
+            "with it (summary notebook).</p>"
+            + _table(
+                claims[shown],
+                css_column="verdict",
+                numeric={
+                    "difference": "+.4f",
+                    "95% low": "+.4f",
+                    "95% high": "+.4f",
+                    "p (Holm in the family)": ".3g",
+                    "resolution": ".4f",
+                },
+            )
+        )
 
     future = read_table(tables, "future_work")
     if future is not None:
         future = future.drop(columns=[c for c in future.columns if c.endswith(" sd")]).rename(
-            columns={"oa_top1": "fused OA", "aa": "fused AA", "landmark-only oa_top1": "landmark-only OA"})
-        parts.append("<h2>Beyond the paper: other weightings and plain coordinates</h2><p class='small'>Means over seeds (notebook 6): "
-                     "a temperature-calibrated confidence and a gate fitted on the validation split instead of eq. 2's factor, and an MLP "
-                     "on the aligned coordinates instead of the heatmap CNN; the last three claims above test them against the paper's "
-                     "model.</p>" + _table(future, numeric={c: ".4f" for c in future.columns if c not in ("model", "seeds")}))
+            columns={
+                "oa_top1": "fused OA",
+                "aa": "fused AA",
+                "landmark-only oa_top1": "landmark-only OA",
+            }
+        )
+        parts.append(
+            "<h2>Beyond the paper: other weightings and plain coordinates</h2><p class='small'>Means over seeds (notebook 6): "
+            "a temperature-calibrated confidence and a gate fitted on the validation split instead of eq. 2's factor, and an MLP "
+            "on the aligned coordinates instead of the heatmap CNN; the last three claims above test them against the paper's "
+            "model.</p>"
+            + _table(
+                future, numeric={c: ".4f" for c in future.columns if c not in ("model", "seeds")}
+            )
+        )
 
     shown = report_dir / "figures"
     for stems, caption in FIGURES:
-        source = next((figures_dir / f"{stem}.png" for stem in stems if (figures_dir / f"{stem}.png").exists()), None)
+        source = next(
+            (
+                figures_dir / f"{stem}.png"
+                for stem in stems
+                if (figures_dir / f"{stem}.png").exists()
+            ),
+            None,
+        )
         if source is None:
             continue
         shown.mkdir(exist_ok=True)
         shutil.copyfile(source, shown / source.name)
-        parts.append(f'<figure><img src="figures/{html.escape(source.name)}" alt="{html.escape(source.stem)}">'
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append(
+            f'<figure><img src="figures/{html.escape(source.name)}" alt="{html.escape(source.stem)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
 
     items = []
     for page in pages:
         executed = run_dir / "executed" / f"{page.stem}.ipynb"
         title, line = _notebook_line(executed) if executed.exists() else (page.stem, "")
-        items.append(f'<li><a href="{html.escape(page.name)}">{html.escape(title)}</a>: {html.escape(line)}</li>')
+        items.append(
+            f'<li><a href="{html.escape(page.name)}">{html.escape(title)}</a>: {html.escape(line)}</li>'
+        )
     parts.append("<h2>The notebooks, executed</h2><ol>" + "".join(items) + "</ol>")
-    parts.append(f"<p class='small'>Written by <code>./run_all.sh</code> from the run folder <code>{html.escape(relative(run_dir))}</code>; "
-                 "every number above is read from its saved tables.</p>")
+    parts.append(
+        f"<p class='small'>Written by <code>./run_all.sh</code> from the run folder <code>{html.escape(relative(run_dir))}</code>; "
+        "every number above is read from its saved tables.</p>"
+    )
 
     index = report_dir / "index.html"
     title = f"FER report ({settings.get('name', '?')})"
-    index.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head>"
-                     f"<body>{''.join(parts)}</body></html>", encoding="utf-8")
+    index.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head>"
+        f"<body>{''.join(parts)}</body></html>",
+        encoding="utf-8",
+    )
     return index

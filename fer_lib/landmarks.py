@@ -26,7 +26,9 @@ import numpy as np
 LANDMARK_SETS = ("auto37", "manual5", "both")
 
 ALIGNED_SIZE = 100  # RAF-DB's aligned images are 100x100
-ALIGN_TARGETS = np.array([[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]])  # left eye, right eye, mouth centre
+ALIGN_TARGETS = np.array(
+    [[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]]
+)  # left eye, right eye, mouth centre
 
 MANUAL5_NAMES = ("left_eye", "right_eye", "nose_tip", "left_mouth", "right_mouth")
 MANUAL5_FLIP = np.array([1, 0, 2, 4, 3])
@@ -57,6 +59,27 @@ IBUG68_FLIP = np.array(
 )
 
 
+def manual5_from_ibug68(points68: np.ndarray) -> np.ndarray:
+    """RAF-DB's 5 manual points from (..., 68, 2) iBUG points: eye centres (means of each eye's 6 points), nose tip,
+    mouth corners. import-images and the AffectNet / CK+ converters all use this one mapping."""
+    p = np.asarray(points68, dtype=np.float64)
+    return np.stack(
+        [
+            p[..., 36:42, :].mean(-2),
+            p[..., 42:48, :].mean(-2),
+            p[..., 30, :],
+            p[..., 48, :],
+            p[..., 54, :],
+        ],
+        axis=-2,
+    )
+
+
+def auto37_from_ibug68(points68: np.ndarray) -> np.ndarray:
+    """The project's 37 automatic points from (..., 68, 2) iBUG points (``AUTO37_FROM_IBUG68``)."""
+    return np.asarray(points68, dtype=np.float64)[..., AUTO37_FROM_IBUG68, :]
+
+
 def _subset_flip(subset: np.ndarray) -> np.ndarray:
     position = {int(k): i for i, k in enumerate(subset)}
     return np.array([position[int(IBUG68_FLIP[k])] for k in subset])
@@ -68,7 +91,9 @@ BOTH_FLIP = np.concatenate([AUTO37_FLIP, 37 + MANUAL5_FLIP])
 
 def flip_permutation(landmark_set: str) -> np.ndarray:
     """Index map that swaps left/right partners for a landmark set after a horizontal flip."""
-    return {"auto37": AUTO37_FLIP, "manual5": MANUAL5_FLIP, "both": BOTH_FLIP}[check_landmark_set(landmark_set)]
+    return {"auto37": AUTO37_FLIP, "manual5": MANUAL5_FLIP, "both": BOTH_FLIP}[
+        check_landmark_set(landmark_set)
+    ]
 
 
 def check_landmark_set(landmark_set: str) -> str:
@@ -107,7 +132,9 @@ def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     det = np.linalg.det(homogeneous)
     scale = np.abs(src - src.mean(axis=-2, keepdims=True)).max(axis=(-2, -1)) + 1e-12
     if np.any(np.abs(det) < 1e-9 * scale**2):
-        raise ValueError("alignment points are collinear (eyes and mouth centre on one line): no affine map")
+        raise ValueError(
+            "alignment points are collinear (eyes and mouth centre on one line): no affine map"
+        )
     # homogeneous @ A^T = dst  ->  A^T = solve(homogeneous, dst)
     return np.swapaxes(np.linalg.solve(homogeneous, dst), -1, -2)
 

@@ -28,21 +28,29 @@ def _labels(y: np.ndarray, num_classes: int, name: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _pair(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _pair(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_pred = _labels(y_true, num_classes, "y_true"), _labels(y_pred, num_classes, "y_pred")
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred differ in length: {y_true.shape[0]} vs {y_pred.shape[0]}")
+        raise ValueError(
+            f"y_true and y_pred differ in length: {y_true.shape[0]} vs {y_pred.shape[0]}"
+        )
     return y_true, y_pred
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES
+) -> np.ndarray:
     """(C, C) counts: rows are true classes, columns predicted classes."""
     y_true, y_pred = _pair(y_true, y_pred, num_classes)
     counts = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
 
-def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def per_class_accuracy(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES
+) -> np.ndarray:
     """(C,) recall per class; NaN for a class with no sample in ``y_true``."""
     matrix = confusion_matrix(y_true, y_pred, num_classes)
     support = matrix.sum(axis=1)
@@ -54,11 +62,15 @@ def overall_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Fraction of correct predictions."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1 or y_true.size == 0:
-        raise ValueError(f"need two non-empty label arrays of one length, got {y_true.shape} and {y_pred.shape}")
+        raise ValueError(
+            f"need two non-empty label arrays of one length, got {y_true.shape} and {y_pred.shape}"
+        )
     return float(np.mean(y_true == y_pred))
 
 
-def average_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> float:
+def average_accuracy(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES
+) -> float:
     """Mean per-class accuracy over the classes present in ``y_true`` (balanced accuracy)."""
     return float(np.nanmean(per_class_accuracy(y_true, y_pred, num_classes)))
 
@@ -70,10 +82,14 @@ def topk_accuracy(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
         raise ValueError(f"scores must be (N, C), got shape {scores.shape}")
     y_true = _labels(y_true, scores.shape[1], "y_true")
     if y_true.shape[0] != scores.shape[0] or y_true.size == 0:
-        raise ValueError(f"{y_true.shape[0]} labels for {scores.shape[0]} score rows (need equal, non-zero)")
+        raise ValueError(
+            f"{y_true.shape[0]} labels for {scores.shape[0]} score rows (need equal, non-zero)"
+        )
     if not 1 <= k <= scores.shape[1]:
         raise ValueError(f"k must be in 1..{scores.shape[1]}, got {k}")
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (N, k); stable: ties go to the lower class id
+    top = np.argsort(-scores, axis=1, kind="stable")[
+        :, :k
+    ]  # (N, k); stable: ties go to the lower class id
     return float(np.mean((top == y_true[:, None]).any(axis=1)))
 
 
@@ -87,7 +103,9 @@ def contingency_2x2(
     """
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"need two 1-D correctness arrays of one length, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"need two 1-D correctness arrays of one length, got {a.shape} and {b.shape}"
+        )
     name_a, name_b = names
     return {
         f"{name_a}_correct_{name_b}_correct": int(np.sum(a & b)),

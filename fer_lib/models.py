@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from fer_lib import distributed
 from fer_lib.io import save_torch
-from fer_lib.rafdb import NUM_CLASSES
+from fer_lib.rafdb import CLASSES, CLASSES_8, NUM_CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,7 +67,10 @@ AFFINITY_MODES = ("batch", "fixed")
 PAPER_WEIGHTINGS = ("none", "confidence", "agreement", "both")  # Table 8's ablation
 # beyond the paper (its section 6): the confidence of a temperature-scaled landmark head, and a gate fitted afterwards
 WEIGHTINGS = (*PAPER_WEIGHTINGS, "calibrated", "learned")
-LANDMARK_INPUTS = ("heatmaps", "coords")  # the landmark branch: Table 1's CNN on heatmaps, or an MLP on coordinates
+LANDMARK_INPUTS = (
+    "heatmaps",
+    "coords",
+)  # the landmark branch: Table 1's CNN on heatmaps, or an MLP on coordinates
 COORDS_HIDDEN = 256  # the coordinate MLP's hidden width
 SIZE_RANGE = range(32, 449, 32)  # candidate sizes listed in error messages
 
@@ -83,6 +86,16 @@ class CheckpointError(ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A weights file that does not exist (catchable as FileNotFoundError too)."""
+
+
+def check_classes(model_classes, data_classes, what: str) -> None:
+    """Refuse a model whose class list is not the data set's, naming both lists (``what``: the checkpoint)."""
+    if tuple(model_classes) != tuple(data_classes):
+        raise CheckpointError(
+            f"{what} was trained for {len(model_classes)} classes ({', '.join(model_classes)}), but the data set has "
+            f"{len(data_classes)} ({', '.join(data_classes)}). Train on this data set, or compare across data sets "
+            "with `python -m fer_lib evaluate --checkpoint RUN --data OTHER`, which maps the shared classes."
+        )
 
 
 def fp32_head(features: Tensor):
@@ -162,13 +175,22 @@ def _landmark_last_kernel(input_size: int) -> int | None:
 class ARM(nn.Module):
     """The ARM block after PixelShuffle: (B, 2, t, t) -> (B, n*n) feature; see the module docstring."""
 
-    def __init__(self, out_side: int = 11, affinity: str = "batch", *, kernel: int = DE_ALBINO_KERNEL, stride: int = DE_ALBINO_STRIDE):
+    def __init__(
+        self,
+        out_side: int = 11,
+        affinity: str = "batch",
+        *,
+        kernel: int = DE_ALBINO_KERNEL,
+        stride: int = DE_ALBINO_STRIDE,
+    ):
         super().__init__()
         self.de_albino = nn.Conv2d(1, 1, kernel_size=kernel, stride=stride, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(2)
         self.alpha = nn.Parameter(torch.ones(1))
         # not in state_dict (persistent=False): the authors' checkpoint has no such key; NaN = not estimated
-        self.register_buffer("population_mean", torch.full((out_side * out_side,), float("nan")), persistent=False)
+        self.register_buffer(
+            "population_mean", torch.full((out_side * out_side,), float("nan")), persistent=False
+        )
         self.set_affinity(affinity)
 
     @property
@@ -189,19 +211,27 @@ class ARM(nn.Module):
         if x.ndim != 4 or x.shape[1] != 2:
             raise ValueError(f"ARM expects (B, 2, H, W) after PixelShuffle, got {tuple(x.shape)}")
         b, c, h, w = x.shape
-        x = self.de_albino(x.reshape(b * c, 1, h, w))  # (B*2, 1, n, n): the shared kernel on each channel
+        x = self.de_albino(
+            x.reshape(b * c, 1, h, w)
+        )  # (B*2, 1, n, n): the shared kernel on each channel
         x = self.bn(x.reshape(b, c, *x.shape[-2:]))  # (B, 2, n, n)
         x = x.mean(dim=1).flatten(1)  # (B, n*n)
-        assert x.shape[1] == self.feature_dim, f"ARM built for {self.feature_dim} features, input gives {x.shape[1]}"
+        assert x.shape[1] == self.feature_dim, (
+            f"ARM built for {self.feature_dim} features, input gives {x.shape[1]}"
+        )
         return x
 
     def batch_term(self, per_image: Tensor) -> Tensor:
         """alpha * (mean map over the batch, or the population mean map): (1, n*n), added to every image."""
         if self.affinity == "batch":
-            if distributed.global_batch_active():  # data-parallel training: the mean over every rank's images
+            if (
+                distributed.global_batch_active()
+            ):  # data-parallel training: the mean over every rank's images
                 mean = distributed.global_mean(per_image)
             else:
-                mean = per_image.mean(dim=0, keepdim=True)  # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
+                mean = per_image.mean(
+                    dim=0, keepdim=True
+                )  # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
         else:
             if torch.isnan(self.population_mean).any():
                 raise RuntimeError(
@@ -218,11 +248,15 @@ class ARM(nn.Module):
     @torch.no_grad()
     def estimate_population_mean(self, per_image_batches: Iterable[Tensor]) -> Tensor:
         """Set ``population_mean`` to the mean of per-image maps (batches of (B, n*n), see ``per_image``)."""
-        total = torch.zeros(self.feature_dim, dtype=torch.float64, device=self.population_mean.device)
+        total = torch.zeros(
+            self.feature_dim, dtype=torch.float64, device=self.population_mean.device
+        )
         count = 0
         for batch in per_image_batches:
             if batch.ndim != 2 or batch.shape[1] != self.feature_dim:
-                raise ValueError(f"per-image batches must be (B, {self.feature_dim}), got {tuple(batch.shape)}")
+                raise ValueError(
+                    f"per-image batches must be (B, {self.feature_dim}), got {tuple(batch.shape)}"
+                )
             total += batch.to(total).sum(dim=0)
             count += batch.shape[0]
         if count == 0:
@@ -250,12 +284,19 @@ def _narrow_resnet18(width: int) -> nn.Module:
         downsample = None
         if stride != 1 or inplanes != planes:
             downsample = nn.Sequential(conv1x1(inplanes, planes, stride), nn.BatchNorm2d(planes))
-        return nn.Sequential(BasicBlock(inplanes, planes, stride, downsample), BasicBlock(planes, planes))
+        return nn.Sequential(
+            BasicBlock(inplanes, planes, stride, downsample), BasicBlock(planes, planes)
+        )
 
     net = nn.Sequential(
-        nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        layer(width, width, 1), layer(width, 2 * width, 2), layer(2 * width, 4 * width, 2), layer(4 * width, 8 * width, 2),
+        layer(width, width, 1),
+        layer(width, 2 * width, 2),
+        layer(2 * width, 4 * width, 2),
+        layer(4 * width, 8 * width, 2),
     )
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
@@ -274,7 +315,9 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
     """
     if width != 64:
         if pretrained:
-            raise ValueError(f"ImageNet weights exist for ResNet18 at width 64 only, not width {width}")
+            raise ValueError(
+                f"ImageNet weights exist for ResNet18 at width 64 only, not width {width}"
+            )
         return _narrow_resnet18(width)
     from torchvision.models import resnet18
 
@@ -283,7 +326,9 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
         path = imagenet_weights_path() if pretrained is True else Path(pretrained)
         hint = f"Download {_imagenet_weights_url()} (torchvision's ResNet18 ImageNet weights) and put it at {path}."
         if not path.is_file():
-            raise CheckpointNotFoundError(f"ImageNet weights for ResNet18 not found at {path}. {hint}")
+            raise CheckpointNotFoundError(
+                f"ImageNet weights for ResNet18 not found at {path}. {hint}"
+            )
         load_state_strict(resnet, _state_dict_of(_read_checkpoint(path, hint), path, hint), path)
     return nn.Sequential(*list(resnet.children())[:-2])
 
@@ -307,6 +352,12 @@ class ARMNet(nn.Module):
         shuffle, kernel, stride = arm_layout(8 * width)
         self.input_size, self.width = input_size, width
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # preprocessing the weights expect
+        # what each output means: RAF-DB's 7, or RAF-DB's 7 + Contempt; load_arm_checkpoint sets a file's own list
+        self.classes = (
+            CLASSES_8[:num_classes]
+            if num_classes <= len(CLASSES_8)
+            else tuple(f"class {k}" for k in range(num_classes))
+        )
         self.feature_dim = out_side * out_side
         self.features = build_resnet18_trunk(pretrained, width)
         self.arrangement = nn.PixelShuffle(shuffle)
@@ -325,7 +376,9 @@ class ARMNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """Trunk map (B, 512, s/32, s/32): ResNet18's layer4 output (``cam_layer``'s output)."""
         if x.ndim != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
-            raise ValueError(f"expected images (B, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected images (B, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}"
+            )
         return self.features(x)
 
     def forward_per_image(self, x: Tensor) -> Tensor:
@@ -380,8 +433,12 @@ def _read_checkpoint(path: Path, hint: str) -> object:
         raise CheckpointNotFoundError(f"{path}: no such file. {hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
-        text = str(err).split("WeightsUnpickler error:", 1)[-1]  # skip torch's generic weights_only preamble
+    except (
+        Exception
+    ) as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
+        text = str(err).split("WeightsUnpickler error:", 1)[
+            -1
+        ]  # skip torch's generic weights_only preamble
         reason = next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint readable with torch.load(weights_only=True) "
@@ -392,13 +449,24 @@ def _read_checkpoint(path: Path, hint: str) -> object:
 def _state_dict_of(obj: object, path: Path, hint: str) -> dict[str, Tensor]:
     """The state dict inside a loaded file: obj['model_state_dict'] or obj itself; strips 'module.'."""
     state = obj.get("model_state_dict") if isinstance(obj, dict) else None
-    if state is None and isinstance(obj, dict) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+    if (
+        state is None
+        and isinstance(obj, dict)
+        and obj
+        and all(isinstance(v, Tensor) for v in obj.values())
+    ):
         state = obj
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        found = f"a dict with keys {sorted(map(str, obj))[:10]}" if isinstance(obj, dict) else type(obj).__name__
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        found = (
+            f"a dict with keys {sorted(map(str, obj))[:10]}"
+            if isinstance(obj, dict)
+            else type(obj).__name__
+        )
         raise CheckpointError(f"{path}: no model weights found (got {found}). {hint}")
     if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -419,12 +487,20 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path)
     ]
     if missing or unexpected or shapes:
         message = f"{path} does not match {type(model).__name__}:"
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        ):
             if items:
                 message += _listing(title, items)
         fc = state.get("fc.weight")
         side = round(fc.shape[-1] ** 0.5) if fc is not None and fc.ndim == 2 else 0
-        if isinstance(model, ARMNet) and fc.shape != model.fc.weight.shape and side * side == fc.shape[-1]:
+        if (
+            isinstance(model, ARMNet)
+            and fc.shape != model.fc.weight.shape
+            and side * side == fc.shape[-1]
+        ):
             message += f"\n  fc.weight's width is the ARM feature size n*n: n={side} means input_size={16 * (side + 3)}"
         raise CheckpointError(message)
     model.load_state_dict(state, strict=True)
@@ -433,7 +509,9 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path)
 def population_means(model: nn.Module) -> dict[str, Tensor]:
     """Every ARM block's ``population_mean`` in ``model``, keyed by module path (e.g. 'arm.population_mean')."""
     return {
-        f"{name}.population_mean" if name else "population_mean": module.population_mean.detach().cpu().clone()
+        f"{name}.population_mean" if name else "population_mean": module.population_mean.detach()
+        .cpu()
+        .clone()
         for name, module in model.named_modules()
         if isinstance(module, ARM)
     }
@@ -444,7 +522,9 @@ def load_population_means(model: nn.Module, means: Mapping[str, Tensor]) -> None
     buffers = population_means(model)
     unknown = sorted(means.keys() - buffers.keys())
     if unknown:
-        raise CheckpointError(f"population means for unknown ARM blocks {unknown}; the model has {sorted(buffers)}")
+        raise CheckpointError(
+            f"population means for unknown ARM blocks {unknown}; the model has {sorted(buffers)}"
+        )
     for name, module in model.named_modules():
         key = f"{name}.population_mean" if name else "population_mean"
         if isinstance(module, ARM) and key in means:
@@ -452,7 +532,7 @@ def load_population_means(model: nn.Module, means: Mapping[str, Tensor]) -> None
 
 
 def save_arm_checkpoint(model: ARMNet, path: str | Path, **extra: object) -> Path:
-    """Write an ARMNet (atomically) as {'model_state_dict', 'input_size', 'width', 'population_means', **extra}.
+    """Write an ARMNet (atomically) as {'model_state_dict', 'input_size', 'width', 'classes', 'population_means', **extra}.
 
     The state dict has the ARM authors' keys, so their own loader (and ``load_arm_checkpoint``) reads it;
     ``extra`` must hold types ``torch.load(weights_only=True)`` accepts (numbers, strings, lists, tensors).
@@ -461,12 +541,13 @@ def save_arm_checkpoint(model: ARMNet, path: str | Path, **extra: object) -> Pat
         "model_state_dict": model.state_dict(),
         "input_size": model.input_size,
         "width": model.width,
+        "classes": list(model.classes),  # the data set's class list travels with the weights
         "population_means": population_means(model),
     }
     return save_torch({**record, **extra}, path)
 
 
-def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None) -> ARMNet:
+def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None, classes=None) -> ARMNet:
     """Load the ARM authors' RAF-DB checkpoint (or one of ours) strictly into an ARMNet.
 
     Accepts ``{'model_state_dict': ...}`` (the authors' file; ours, written by ``save_arm_checkpoint``, also
@@ -476,6 +557,8 @@ def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None) -> A
 
     Args:
         input_size: the model's input size; default: the file's 'input_size' entry, else 224 (the paper).
+        classes: the class list the caller needs; a file made for another list is refused, naming both. A file
+            without a 'classes' entry (the authors', or one from before 8 classes) is RAF-DB's 7.
 
     Returns:
         The model on CPU, in eval mode, affinity "batch" (exactly the ARM code's computation); a population
@@ -484,13 +567,24 @@ def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None) -> A
     path = Path(path)
     obj = _read_checkpoint(path, ARM_FILE_HINT)
     state = _state_dict_of(obj, path, ARM_FILE_HINT)
-    stored_size = obj.get("input_size") if isinstance(obj, dict) and "model_state_dict" in obj else None
+    stored_size = (
+        obj.get("input_size") if isinstance(obj, dict) and "model_state_dict" in obj else None
+    )
     if input_size is not None and stored_size is not None and input_size != stored_size:
-        raise CheckpointError(f"{path} was saved for input size {stored_size}; input_size={input_size} was asked for")
+        raise CheckpointError(
+            f"{path} was saved for input size {stored_size}; input_size={input_size} was asked for"
+        )
     if input_size is None:
         input_size = stored_size if stored_size is not None else PAPER_INPUT_SIZE
     width = obj.get("width", 64) if isinstance(obj, dict) and "model_state_dict" in obj else 64
-    model = ARMNet(input_size, width=int(width))
+    stored_classes = (
+        obj.get("classes") if isinstance(obj, dict) and "model_state_dict" in obj else None
+    )
+    stored_classes = tuple(stored_classes) if stored_classes else CLASSES
+    if classes is not None:
+        check_classes(stored_classes, classes, str(path))
+    model = ARMNet(input_size, num_classes=len(stored_classes), width=int(width))
+    model.classes = stored_classes
     load_state_strict(model, state, path)
     if isinstance(obj, dict) and isinstance(obj.get("population_means"), dict):
         load_population_means(model, obj["population_means"])
@@ -501,7 +595,9 @@ def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None) -> A
 # Landmark branch and fusion
 
 
-def _conv_block(in_channels: int, out_channels: int, kernel: int, batch_norm: bool) -> nn.Sequential:
+def _conv_block(
+    in_channels: int, out_channels: int, kernel: int, batch_norm: bool
+) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel, bias=not batch_norm)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_channels))
@@ -520,7 +616,9 @@ class LandmarkCNN(nn.Sequential):
     ``conv5``, whose output is the post-ReLU (512, 10, 10) map at 224 that the paper explains with Grad-CAM.
     """
 
-    def __init__(self, input_size: int = PAPER_INPUT_SIZE, *, batch_norm: bool = False, width: int = 32):
+    def __init__(
+        self, input_size: int = PAPER_INPUT_SIZE, *, batch_norm: bool = False, width: int = 32
+    ):
         last_kernel = _landmark_last_kernel(input_size) if isinstance(input_size, int) else None
         if last_kernel is None:
             valid = [s for s in SIZE_RANGE if _landmark_last_kernel(s)]
@@ -531,7 +629,12 @@ class LandmarkCNN(nn.Sequential):
         blocks: list[tuple[str, nn.Module]] = []
         channels = [1, width, 2 * width, 4 * width, 8 * width, 16 * width]  # Table 1 at width 32
         for i in range(5):
-            blocks.append((f"conv{i + 1}", _conv_block(channels[i], channels[i + 1], 5 if i == 0 else 3, batch_norm)))
+            blocks.append(
+                (
+                    f"conv{i + 1}",
+                    _conv_block(channels[i], channels[i + 1], 5 if i == 0 else 3, batch_norm),
+                )
+            )
             if i < 4:
                 blocks.append((f"pool{i + 1}", nn.MaxPool2d(2)))
         blocks.append(("conv6", _conv_block(channels[-1], channels[-1], last_kernel, batch_norm)))
@@ -546,7 +649,9 @@ class LandmarkCNN(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1:] != (1, self.input_size, self.input_size):
-            raise ValueError(f"expected heatmaps (B, 1, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected heatmaps (B, 1, {self.input_size}, {self.input_size}), got {tuple(x.shape)}"
+            )
         return super().forward(x)  # (B, 512, s/32, s/32)
 
 
@@ -557,7 +662,9 @@ class CoordinateMLP(nn.Sequential):
     is fused exactly like the heatmap branch's ARM feature. It answers whether the heatmap CNN adds anything
     over the plain coordinates it is drawn from."""
 
-    def __init__(self, num_points: int, dim: int, *, hidden: int = COORDS_HIDDEN, batch_norm: bool = True):
+    def __init__(
+        self, num_points: int, dim: int, *, hidden: int = COORDS_HIDDEN, batch_norm: bool = True
+    ):
         layers: list[tuple[str, nn.Module]] = []
         sizes = [2 * num_points, hidden, hidden]
         for i in range(2):
@@ -571,7 +678,9 @@ class CoordinateMLP(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != 2 * self.num_points:
-            raise ValueError(f"expected coordinates (B, {2 * self.num_points}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected coordinates (B, {2 * self.num_points}), got {tuple(x.shape)}"
+            )
         return super().forward(x)
 
 
@@ -588,7 +697,14 @@ class WeightGate(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, rgb_logits: Tensor, landmark_logits: Tensor, agree: Tensor) -> Tensor:
-        inputs = torch.cat([rgb_logits.softmax(1), landmark_logits.softmax(1), agree.to(rgb_logits.dtype)[:, None]], dim=1)
+        inputs = torch.cat(
+            [
+                rgb_logits.softmax(1),
+                landmark_logits.softmax(1),
+                agree.to(rgb_logits.dtype)[:, None],
+            ],
+            dim=1,
+        )
         return 2 * torch.sigmoid(self.linear(inputs.float()))[:, 0]
 
 
@@ -602,7 +718,13 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     def nll(log_t: float) -> float:
         return float(F.cross_entropy(logits / np.exp(log_t), labels))
 
-    return float(np.exp(minimize_scalar(nll, bounds=(-np.log(20), np.log(20)), method="bounded", options={"xatol": 1e-4}).x))
+    return float(
+        np.exp(
+            minimize_scalar(
+                nll, bounds=(-np.log(20), np.log(20)), method="bounded", options={"xatol": 1e-4}
+            ).x
+        )
+    )
 
 
 class FusionOutput(NamedTuple):
@@ -653,7 +775,11 @@ class FusionModel(nn.Module):
             raise ValueError(f"weighting {weighting!r} is not one of {WEIGHTINGS}")
         if landmark_input not in LANDMARK_INPUTS:
             raise ValueError(f"landmark input {landmark_input!r} is not one of {LANDMARK_INPUTS}")
-        self.weighting, self.w_disagree, self.weight_grad = weighting, float(w_disagree), weight_grad
+        self.weighting, self.w_disagree, self.weight_grad = (
+            weighting,
+            float(w_disagree),
+            weight_grad,
+        )
         self.input_size = baseline.input_size
         dim, num_classes = baseline.feature_dim, baseline.fc.out_features
         self.baseline = baseline.requires_grad_(False).eval()
@@ -674,7 +800,9 @@ class FusionModel(nn.Module):
         if init_from_baseline:
             with torch.no_grad():
                 self.fusion.weight.zero_()
-                self.fusion.weight[:, :dim] = baseline.fc.weight  # (7, dim): F_RGB part = the baseline's fc
+                self.fusion.weight[:, :dim] = (
+                    baseline.fc.weight
+                )  # (7, dim): F_RGB part = the baseline's fc
                 self.fusion.bias.copy_(baseline.fc.bias)
 
     def train(self, mode: bool = True) -> FusionModel:
@@ -730,31 +858,59 @@ class FusionModel(nn.Module):
         """Forward from the baseline's cached per-image maps (``baseline.forward_per_image``, eval mode) and the
         landmark input (heatmaps or coordinates, ``training.landmark_inputs``)."""
         if rgb_per_image.shape[0] != landmarks.shape[0]:
-            raise ValueError(f"batch sizes differ: {rgb_per_image.shape[0]} RGB, {landmarks.shape[0]} landmark inputs")
+            raise ValueError(
+                f"batch sizes differ: {rgb_per_image.shape[0]} RGB, {landmarks.shape[0]} landmark inputs"
+            )
         return self.forward_per_image_maps(rgb_per_image, self.landmark_per_image(landmarks))
 
-    def batch_terms(self, rgb_per_image: Tensor, landmark_per_image: Tensor) -> tuple[Tensor, Tensor]:
+    def batch_terms(
+        self, rgb_per_image: Tensor, landmark_per_image: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """ARM's batch terms of both branches for this batch (or the population means in affinity "fixed"); the
         coordinate branch has no ARM, so its term is 0."""
-        landmark_term = self.arm.batch_term(landmark_per_image) if self.arm is not None else torch.zeros_like(landmark_per_image[:1])
+        landmark_term = (
+            self.arm.batch_term(landmark_per_image)
+            if self.arm is not None
+            else torch.zeros_like(landmark_per_image[:1])
+        )
         return self.baseline.arm.batch_term(rgb_per_image), landmark_term
 
-    def forward_per_image_maps(self, rgb_per_image: Tensor, landmark_per_image: Tensor, batch_terms: tuple[Tensor, Tensor] | None = None) -> FusionOutput:
+    def forward_per_image_maps(
+        self,
+        rgb_per_image: Tensor,
+        landmark_per_image: Tensor,
+        batch_terms: tuple[Tensor, Tensor] | None = None,
+    ) -> FusionOutput:
         """The rest of the network from both branches' per-image ARM maps (B, n*n).
 
         ``batch_terms`` (each (1 or B, n*n)) replaces the terms computed from this batch: Grad-CAM holds them at
         the values of the evaluation batch so that each image's explanation depends on that image alone.
         """
-        with fp32_head(rgb_per_image):  # the heads and eq. 2 in fp32, from bf16 features under autocast
+        with fp32_head(
+            rgb_per_image
+        ):  # the heads and eq. 2 in fp32, from bf16 features under autocast
             rgb_per_image, landmark_per_image = rgb_per_image.float(), landmark_per_image.float()
-            rgb_term, landmark_term = self.batch_terms(rgb_per_image, landmark_per_image) if batch_terms is None else (t.float() for t in batch_terms)
+            rgb_term, landmark_term = (
+                self.batch_terms(rgb_per_image, landmark_per_image)
+                if batch_terms is None
+                else (t.float() for t in batch_terms)
+            )
             rgb_feature = rgb_per_image + rgb_term  # (B, n*n) F_RGB
             rgb_logits = self.baseline.fc(rgb_feature)  # (B, 7)
             landmark_feature = landmark_per_image + landmark_term  # (B, n*n) F_landmark
             landmark_logits = self.landmark_head(landmark_feature)  # (B, 7)
             weight = self.feature_weight(landmark_logits, rgb_logits)  # (B,)
-            fused = torch.cat([rgb_feature, weight[:, None] * landmark_feature], dim=1)  # (B, 2*n*n)
-            return FusionOutput(self.fusion(fused), landmark_logits, rgb_logits, weight, rgb_feature, landmark_feature)
+            fused = torch.cat(
+                [rgb_feature, weight[:, None] * landmark_feature], dim=1
+            )  # (B, 2*n*n)
+            return FusionOutput(
+                self.fusion(fused),
+                landmark_logits,
+                rgb_logits,
+                weight,
+                rgb_feature,
+                landmark_feature,
+            )
 
     def forward(self, images: Tensor, landmarks: Tensor) -> FusionOutput:
         return self.forward_cached(self.baseline.forward_per_image(images), landmarks)
@@ -762,7 +918,9 @@ class FusionModel(nn.Module):
     @staticmethod
     def loss(output: FusionOutput, targets: Tensor) -> Tensor:
         """Paper eq. 3: CE(landmark head) + CE(fused output)."""
-        return F.cross_entropy(output.landmark_logits, targets) + F.cross_entropy(output.fused_logits, targets)
+        return F.cross_entropy(output.landmark_logits, targets) + F.cross_entropy(
+            output.fused_logits, targets
+        )
 
     @torch.no_grad()
     def estimate_population_means(self, batches: Iterable[tuple | list]) -> None:
@@ -778,7 +936,9 @@ class FusionModel(nn.Module):
         try:
             for batch in batches:
                 rgb_input, landmarks = batch[0].to(device), batch[1].to(device)
-                rgb.append(self.baseline.forward_per_image(rgb_input) if rgb_input.ndim == 4 else rgb_input)
+                rgb.append(
+                    self.baseline.forward_per_image(rgb_input) if rgb_input.ndim == 4 else rgb_input
+                )
                 if self.arm is not None:  # the coordinate branch has no batch term to estimate
                     landmark.append(self.landmark_per_image(landmarks))
         finally:

@@ -29,9 +29,13 @@ PARAMETERS = {
 
 def check_parameters(namespace: dict) -> dict:
     """The notebook's parameters, after refusing any UPPER_CASE name that is not a known parameter."""
-    unknown = sorted(k for k in namespace if k.isupper() and not k.startswith("_") and k not in PARAMETERS)
+    unknown = sorted(
+        k for k in namespace if k.isupper() and not k.startswith("_") and k not in PARAMETERS
+    )
     if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {unknown}; the parameters are {sorted(PARAMETERS)}")
+        raise ValueError(
+            f"unknown notebook parameter(s) {unknown}; the parameters are {sorted(PARAMETERS)}"
+        )
     values = {}
     for name, kind in PARAMETERS.items():
         if name not in namespace:
@@ -61,8 +65,10 @@ def _resolve_path(name: str, value: str) -> str:
         return ""
     if value.startswith("<") and value.endswith(">"):
         if PARAMETER_ENV + name not in os.environ:
-            raise ValueError(f"parameter {name} is the placeholder {value}, which run_all.sh fills from the environment "
-                             f"variable {PARAMETER_ENV + name}; set {name} to the path itself to run this notebook alone")
+            raise ValueError(
+                f"parameter {name} is the placeholder {value}, which run_all.sh fills from the environment "
+                f"variable {PARAMETER_ENV + name}; set {name} to the path itself to run this notebook alone"
+            )
         return os.environ[PARAMETER_ENV + name]
     return str(PROJECT_ROOT / value) if not Path(value).is_absolute() else value
 
@@ -73,9 +79,13 @@ def _settings(text: str) -> dict[str, str]:
     try:
         settings = json.loads(text)
     except ValueError as error:
-        raise ValueError(f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r} ({error})") from None
+        raise ValueError(
+            f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r} ({error})"
+        ) from None
     if not isinstance(settings, dict):
-        raise ValueError(f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r}")
+        raise ValueError(
+            f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r}"
+        )
     return {str(k): str(v) for k, v in settings.items()}
 
 
@@ -93,17 +103,36 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
     run_dir = Path(values["RUN_DIR"]) if values["RUN_DIR"] else run_dir_for(profile)
     run_dir.mkdir(parents=True, exist_ok=True)
     claim_run_dir(run_dir, profile)
-    data_root = ensure_data(profile, Path(values["DATA_ROOT"]) if values["DATA_ROOT"] else None, run_dir)
-    experiment = Experiment(profile, data_root, run_dir, values["BASELINE_CHECKPOINT"] or None, pretrained=values["PRETRAINED"] or None)
-    experiment.figures_dir = Path(values["FIGURES_DIR"]) if values["FIGURES_DIR"] else figures_dir_for(profile, run_dir)
+    data_root = ensure_data(
+        profile, Path(values["DATA_ROOT"]) if values["DATA_ROOT"] else None, run_dir
+    )
+    experiment = Experiment(
+        profile,
+        data_root,
+        run_dir,
+        values["BASELINE_CHECKPOINT"] or None,
+        pretrained=values["PRETRAINED"] or None,
+    )
+    experiment.figures_dir = (
+        Path(values["FIGURES_DIR"]) if values["FIGURES_DIR"] else figures_dir_for(profile, run_dir)
+    )
     experiment.tables_dir = run_dir / "tables"
     for warning in (experiment.baseline_warning(), experiment.holdout_warning()):
         if warning:
             print(warning)
-    if needs_previous and not (run_dir / "baseline").exists() and experiment.baseline_checkpoint is None:
-        print(f"note: no baseline in {relative(run_dir)} yet; {needs_previous} trains it. Training it here instead.")
+    if (
+        needs_previous
+        and not (run_dir / "baseline").exists()
+        and experiment.baseline_checkpoint is None
+    ):
+        print(
+            f"note: no baseline in {relative(run_dir)} yet; {needs_previous} trains it. Training it here instead."
+        )
     print(experiment.profile.describe())
     if experiment.profile.overrides():
-        print("settings changed from the profile (--set): " + ", ".join(f"{k}={v}" for k, v in experiment.profile.overrides().items()))
+        print(
+            "settings changed from the profile (--set): "
+            + ", ".join(f"{k}={v}" for k, v in experiment.profile.overrides().items())
+        )
     print(f"data: {experiment.data_label}")
     return experiment

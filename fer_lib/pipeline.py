@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from fer_lib.io import PROJECT_ROOT, relative  # noqa: F401 - relative is part of this module's interface
+
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
 
@@ -64,18 +65,26 @@ def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path
         return Path(data)
     spec = get_profile(profile) if isinstance(profile, str) else profile
     if spec.synthetic is None:
-        raise SystemExit(f"the {spec.name!r} profile needs a real RAF-DB: pass --data /path/to/RAF-DB/basic")
+        raise SystemExit(
+            f"the {spec.name!r} profile needs a real RAF-DB: pass --data /path/to/RAF-DB/basic"
+        )
     (n_train, n_test), seed, knobs = spec.synthetic, spec.synthetic_seed, spec.synthetic_knobs()
     root = (run_dir or run_dir_for(spec)) / "data" / "basic"
     if demo_dataset_is_complete(root, n_train, n_test, seed, knobs):
-        print(f"==> reusing the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})")
+        print(
+            f"==> reusing the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})"
+        )
     else:
-        print(f"==> generating the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})")
+        print(
+            f"==> generating the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})"
+        )
         generate_demo_dataset(root, n_train, n_test, seed=seed, knobs=knobs)
     return root
 
 
-PARAMETER_ENV = "FER_PARAMETER_"  # + a path parameter's name: where a kernel finds a placeholder's value
+PARAMETER_ENV = (
+    "FER_PARAMETER_"  # + a path parameter's name: where a kernel finds a placeholder's value
+)
 
 
 def portable_parameter(name: str, path) -> str:
@@ -102,7 +111,16 @@ def check_data(root: Path) -> None:
     if not report.ok:
         for problem in report.errors[:50]:
             print(f"error: {problem}")
-        raise SystemExit(f"{len(report.errors)} problem(s) in {root}; run `python -m fer_lib check-data {root}` for all")
+        raise SystemExit(
+            f"{len(report.errors)} problem(s) in {root}; run `python -m fer_lib check-data {root}` for all"
+        )
+
+
+def _data_info(root: Path) -> dict:
+    """A data set's layout, protocol and excluded rows (its classes.json; RAF-DB itself has none), for the report."""
+    from fer_lib.rafdb import read_classes, resolve_root
+
+    return read_classes(resolve_root(root))[1]
 
 
 def machine_info() -> dict:
@@ -117,23 +135,48 @@ def machine_info() -> dict:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "fer_lib", "notebooks"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "fer_lib", "notebooks"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
-        # which uncommitted changes: two runs of one dirty tree are still the same source (report.replicate_of)
-        diff = subprocess.run(["git", "diff", "HEAD", "--", "fer_lib", "notebooks"], cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
+        # which uncommitted changes: two runs of one dirty tree are still the same source (replication.replicate_of)
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--", "fer_lib", "notebooks"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
         source = hashlib.sha256(diff).hexdigest()[:16] if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit, source = "unknown (not a git checkout)", ""
     return {
-        "cpu": cpu, "cpu_cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "cpu_path": cpu_path(),  # fp32 or bf16 autocast: another path gives other numbers
-        "torch": torch.__version__, "python": platform.python_version(), "commit": commit, "source": source,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "commit": commit,
+        "source": source,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
@@ -169,8 +212,14 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
     os.environ[BATCH_REPORT_ENV] = "1"  # widgets have no one to use them in the rendered report
     try:
         papermill.execute_notebook(
-            str(notebook), str(executed), parameters=parameters, cwd=str(NOTEBOOK_DIR),
-            progress_bar={"desc": notebook.stem, "unit": "cell"},  # which notebook, cell by cell, with the time left
+            str(notebook),
+            str(executed),
+            parameters=parameters,
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar={
+                "desc": notebook.stem,
+                "unit": "cell",
+            },  # which notebook, cell by cell, with the time left
             kernel_name="python3",  # this environment's own kernel: the notebooks' "fer-lib" needs registering (./run_all.sh lab)
             kernel_manager_class=_encrypted_kernel_manager(),
         )
@@ -210,11 +259,15 @@ def _render_html(executed: Path, report_dir: Path) -> Path:
     return target
 
 
-def write_results_digest(tables_dir: Path, figures_dir: Path, profile: str, data_root: Path) -> Path:
+def write_results_digest(
+    tables_dir: Path, figures_dir: Path, profile: str, data_root: Path
+) -> Path:
     """All tables of a run (their Markdown files) in one page beside the figures, for sharing and the README."""
     from fer_lib.io import save_text
 
-    parts = [f"# Results: profile {profile}\n\nGenerated by `./run_all.sh` from the saved predictions; data: `{relative(data_root)}`.\n"]
+    parts = [
+        f"# Results: profile {profile}\n\nGenerated by `./run_all.sh` from the saved predictions; data: `{relative(data_root)}`.\n"
+    ]
     for table in sorted(Path(tables_dir).glob("*.md")):
         parts.append(f"## {table.stem}\n\n{table.read_text()}")
     return save_text("\n".join(parts), Path(figures_dir) / "RESULTS.md")
@@ -237,7 +290,7 @@ def run_all(
 
     ``replicate``: afterwards, the same run with every training seed shifted by this much (its own run folder), then
     this run's report again (everything reused), so that both summaries compare the two runs' verdicts
-    (``report.replicate_of``); the comparison is also written to ``<figures>/seed_stability.*``.
+    (``replication.replicate_of``); the comparison is also written to ``<figures>/seed_stability.*``.
 
     A rerun executes only the notebooks whose inputs changed since they last ran (``fer_lib.freshness``); ``force``
     executes every one.
@@ -256,8 +309,10 @@ def run_all(
     claim_run_dir(base, spec)
     print(f"==> {spec.describe()}")
     if spec.synthetic is None and not baseline_checkpoint and not pretrained:
-        print("==> warning: no --baseline-checkpoint and no --pretrained: the baseline trains from random initialisation "
-              "and cannot be compared with the paper's 0.9205 (the report says so too)")
+        print(
+            "==> warning: no --baseline-checkpoint and no --pretrained: the baseline trains from random initialisation "
+            "and cannot be compared with the paper's 0.9205 (the report says so too)"
+        )
     data_root = ensure_data(spec, data, base)
     check_data(data_root)
     executed_dir, report_dir = base / "executed", base / "report"
@@ -277,14 +332,36 @@ def run_all(
     from fer_lib.landing import write_landing_page
     from fer_lib.scheduler import train_all
 
-    warning = Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained).baseline_warning()
-    data_identity = f"synthetic RAF-DB {spec.synthetic}" if spec.synthetic else parameters["DATA_ROOT"]  # report.replicate_of compares it
-    info = {**machine_info(), "profile": spec.name, "settings": spec.overrides(), "data": data_identity, "warnings": [warning] if warning else [],
-            "notebook_seconds": {}}
+    warning = Experiment(
+        spec, data_root, base, baseline_checkpoint, pretrained=pretrained
+    ).baseline_warning()
+    # replication.replicate_of compares the identity; a set given with --data is named even under a synthetic profile
+    data_identity = (
+        f"synthetic RAF-DB {spec.synthetic}"
+        if spec.synthetic and data is None
+        else parameters["DATA_ROOT"]
+    )
+    data_info = _data_info(data_root)
+    info = {
+        **machine_info(),
+        "profile": spec.name,
+        "settings": spec.overrides(),
+        "data": data_identity,
+        "warnings": [warning] if warning else [],
+        "data_layout": data_info.get("layout", "RAF-DB"),
+        "data_protocol": data_info.get("protocol", []),
+        "data_excluded": data_info.get("excluded", {}),
+        "notebook_seconds": {},
+    }
     from fer_lib import freshness
 
-    inputs = freshness.hash_parts(freshness.source_key(), freshness.environment_key(info["cpu"], info["cpu_path"]), parameters, spec.settings(),
-                                  freshness.folder_key(data_root))
+    inputs = freshness.hash_parts(
+        freshness.source_key(),
+        freshness.environment_key(info["cpu"], info["cpu_path"]),
+        parameters,
+        spec.settings(),
+        freshness.folder_key(data_root),
+    )
     fresh = freshness.Freshness(base, figures, inputs, force=force)
     pages, reused = [], []
     for notebook in notebooks():
@@ -293,11 +370,22 @@ def run_all(
             if workers != 0:
                 clock = time.perf_counter()
                 # its own Experiment: the decoded images it loads are freed before the notebooks run
-                train_all(Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained), workers=workers)
-                info["notebook_seconds"]["training (parallel, before 03)"] = round(time.perf_counter() - clock, 1)
-            extra = (fresh.models_key(), freshness.sibling_key(base, figures))  # what the notebooks from here on read
+                train_all(
+                    Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained),
+                    workers=workers,
+                )
+                info["notebook_seconds"]["training (parallel, before 03)"] = round(
+                    time.perf_counter() - clock, 1
+                )
+            extra = (
+                fresh.models_key(),
+                freshness.sibling_key(base, figures),
+            )  # what the notebooks from here on read
         fresh.advance(notebook, *extra)
-        executed, page = executed_dir / notebook.name, report_dir / notebook.with_suffix(".html").name
+        executed, page = (
+            executed_dir / notebook.name,
+            report_dir / notebook.with_suffix(".html").name,
+        )
         if fresh.is_fresh(notebook, page):
             reused.append(notebook.stem)
             info["notebook_seconds"][notebook.stem] = fresh.seconds(notebook)
@@ -313,31 +401,58 @@ def run_all(
     if reused:
         info["notebooks_reused"] = reused  # their seconds are those of the run that executed them
         save_json(info, base / "run_info.json")
-        print(f"==> up to date, not executed again: {', '.join(reused)} (nothing they read has changed; --force executes every notebook)")
-    index = write_landing_page(base, report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md")
+        print(
+            f"==> up to date, not executed again: {', '.join(reused)} (nothing they read has changed; --force executes every notebook)"
+        )
+    index = write_landing_page(
+        base, report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md"
+    )
     digest = write_results_digest(base / "tables", figures, spec.name, data_root)
     print(f"==> tables digest: {relative(digest)}")
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")
     if replicate:
-        _replicate(spec, replicate, data=data, baseline_checkpoint=baseline_checkpoint, settings=settings, pretrained=pretrained, run_dir=run_dir,
-                   figures_dir=figures_dir, workers=workers, force=force, main_run=base, figures=figures)
+        _replicate(
+            spec,
+            replicate,
+            data=data,
+            baseline_checkpoint=baseline_checkpoint,
+            settings=settings,
+            pretrained=pretrained,
+            run_dir=run_dir,
+            figures_dir=figures_dir,
+            workers=workers,
+            force=force,
+            main_run=base,
+            figures=figures,
+        )
     return 0
 
 
-def _replicate(spec, offset: int, *, main_run: Path, figures: Path, settings: dict | None, **arguments) -> None:
+def _replicate(
+    spec, offset: int, *, main_run: Path, figures: Path, settings: dict | None, **arguments
+) -> None:
     """``run_all``'s second run with seeds shifted by ``offset`` (its own folder and figures), this run's report again
     (reused models: notebooks only), and the two runs' comparison in ``<figures>/seed_stability.*``."""
-    from fer_lib import report
+    from fer_lib import replication, report
 
     shifted = {**(settings or {}), "seed_offset": str(spec.seed_offset + offset)}
     print(f"==> replicate: the same run with seed offset {spec.seed_offset + offset}")
     run_all(spec.name, **{**arguments, "run_dir": None, "figures_dir": None}, settings=shifted)
     print("==> this run's report again, now beside its replicate (every model reused)")
     run_all(spec.name, **arguments, settings=settings)
-    other = report.replicate_of(main_run)
+    other = replication.replicate_of(main_run)
     if other is None:
-        raise SystemExit(f"run-all --replicate: the second run is not a replicate of {relative(main_run)} (another commit or settings?)")
-    table = report.stability_table([main_run, other])
-    report.save_table(table, report.STABILITY_FILE, figures, caption="This run and its replicate with other training seeds: headline numbers and verdicts")
+        raise SystemExit(
+            f"run-all --replicate: the second run is not a replicate of {relative(main_run)} (another commit or settings?)"
+        )
+    table = replication.stability_table([main_run, other])
+    report.save_table(
+        table,
+        replication.STABILITY_FILE,
+        figures,
+        caption="This run and its replicate with other training seeds: headline numbers and verdicts",
+    )
     conflicts = int((table["agree"] == "conflict").sum())
-    print(f"==> replicate: {conflicts} conflicting verdict(s); {relative(figures / (report.STABILITY_FILE + '.md'))}")
+    print(
+        f"==> replicate: {conflicts} conflicting verdict(s); {relative(figures / (replication.STABILITY_FILE + '.md'))}"
+    )

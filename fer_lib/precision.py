@@ -41,7 +41,9 @@ def cpu_path() -> str:
 def autocast_enabled(device: torch.device | str) -> bool:
     """Whether the trunks run under bf16 autocast on ``device``."""
     chosen, kind = mode(), torch.device(device).type
-    return chosen == "bf16" or (chosen == "auto" and (kind == "cuda" or (kind == "cpu" and cpu_path() == "bf16")))
+    return chosen == "bf16" or (
+        chosen == "auto" and (kind == "cuda" or (kind == "cpu" and cpu_path() == "bf16"))
+    )
 
 
 def name(device: torch.device | str) -> str:

@@ -34,7 +34,9 @@ def photos_in(paths: list[Path]) -> list[Path]:
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in F.IMAGE_SUFFIXES)
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in F.IMAGE_SUFFIXES
+            )
         elif path.is_file():
             found.append(path)
         else:
@@ -48,17 +50,23 @@ def load_models(baseline_path: Path, fusion_path: Path | None, device: torch.dev
 
     baseline = M.load_arm_checkpoint(baseline_path)
     if torch.isnan(baseline.arm.population_mean).any():
-        raise M.CheckpointError(f"{baseline_path} carries no population mean, which a single photo needs (ARM's batch-independent "
-                                "mode); baselines trained by this project store it at the end of training")
+        raise M.CheckpointError(
+            f"{baseline_path} carries no population mean, which a single photo needs (ARM's batch-independent "
+            "mode); baselines trained by this project store it at the end of training"
+        )
     fusion, config = (None, None)
     if fusion_path is not None:
         fusion, config = T.load_fusion_checkpoint(fusion_path, baseline)
         if fusion.arm is None:
-            raise M.CheckpointError(f"{fusion_path} is a coordinate-branch run, which predict cannot explain with Grad-CAM; "
-                                    "pass a heatmap run (the proposed model's best.pt)")
+            raise M.CheckpointError(
+                f"{fusion_path} is a coordinate-branch run, which predict cannot explain with Grad-CAM; "
+                "pass a heatmap run (the proposed model's best.pt)"
+            )
         if torch.isnan(fusion.arm.population_mean).any():
-            raise M.CheckpointError(f"{fusion_path} carries no population mean for the landmark ARM; fusion runs trained by "
-                                    "this project store it at the end of training")
+            raise M.CheckpointError(
+                f"{fusion_path} carries no population mean for the landmark ARM; fusion runs trained by "
+                "this project store it at the end of training"
+            )
         fusion = fusion.to(device).eval().set_affinity("fixed")
     return baseline.to(device).eval().set_affinity("fixed"), fusion, config
 
@@ -67,23 +75,52 @@ def face_split(image, faces: list[F.Face], size: int, name: str) -> D.SplitTenso
     """The faces of one photo as the networks' input: aligned crops at ``size`` and their 37 points on that canvas."""
     crops = []
     for face in faces:
-        crop = F.align(image, face)  # 100x100, then resized as the training images were (data._load_image)
-        crops.append(np.asarray(crop if size == L.ALIGNED_SIZE else crop.resize((size, size), Image.BILINEAR)))
-    points = np.stack([L.align_points(face.auto37, face.manual5, size) for face in faces]).astype(np.float32)
-    return D.SplitTensors(names=[f"{name}#{k}" for k in range(len(faces))], images=torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(),
-                          points=torch.from_numpy(points), labels=torch.zeros(len(faces), dtype=torch.long), landmark_set="auto37")
+        crop = F.align(
+            image, face
+        )  # 100x100, then resized as the training images were (data._load_image)
+        crops.append(
+            np.asarray(
+                crop if size == L.ALIGNED_SIZE else crop.resize((size, size), Image.BILINEAR)
+            )
+        )
+    points = np.stack([L.align_points(face.auto37, face.manual5, size) for face in faces]).astype(
+        np.float32
+    )
+    return D.SplitTensors(
+        names=[f"{name}#{k}" for k in range(len(faces))],
+        images=torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(),
+        points=torch.from_numpy(points),
+        labels=torch.zeros(len(faces), dtype=torch.long),
+        landmark_set="auto37",
+    )
 
 
-def predict(paths: list[Path], baseline_path: Path, fusion_path: Path | None, out: Path, *, device: torch.device | None = None,
-            progress: bool = True) -> pd.DataFrame:
+def predict(
+    paths: list[Path],
+    baseline_path: Path,
+    fusion_path: Path | None,
+    out: Path,
+    *,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Predict and explain every face of every photo with the models of two checkpoints (see ``predict_photos``)."""
     device = device or M.pick_device()
-    baseline, fusion, config = load_models(Path(baseline_path), Path(fusion_path) if fusion_path else None, device)
+    baseline, fusion, config = load_models(
+        Path(baseline_path), Path(fusion_path) if fusion_path else None, device
+    )
     return predict_photos(paths, baseline, fusion, config, out, progress=progress)
 
 
-def predict_photos(paths: list[Path], baseline: M.ARMNet, fusion: M.FusionModel | None, config, out: Path, *,
-                   progress: bool = True) -> pd.DataFrame:
+def predict_photos(
+    paths: list[Path],
+    baseline: M.ARMNet,
+    fusion: M.FusionModel | None,
+    config,
+    out: Path,
+    *,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Every face of every photo through loaded models whose ARM population means are set; writes
     ``out/predictions.csv`` and one figure per face (PNG and PDF)."""
     from tqdm.auto import tqdm
@@ -106,42 +143,99 @@ def predict_photos(paths: list[Path], baseline: M.ARMNet, fusion: M.FusionModel 
         split = face_split(image, found, baseline.input_size, path.name)
         with torch.no_grad():
             per_image = baseline.forward_per_image(D.normalise(split.images.to(device)))
-            probabilities = {"rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()}
+            probabilities = {
+                "rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()
+            }
         explanation = None
         if fusion is not None:
             from fer_lib.training import landmark_inputs
 
             with torch.no_grad():
-                outputs = fusion.forward_cached(per_image, landmark_inputs(split, torch.arange(len(split)), None, config, device))
-            probabilities.update(landmark=fusion.landmark_probabilities(outputs.landmark_logits).cpu().numpy(), fused=outputs.fused_logits.softmax(1).cpu().numpy())
-            explanation = E.explain(fusion, split, per_image.cpu()[None], config, np.arange(len(split)), affinity="fixed")
+                outputs = fusion.forward_cached(
+                    per_image,
+                    landmark_inputs(split, torch.arange(len(split)), None, config, device),
+                )
+            probabilities.update(
+                landmark=fusion.landmark_probabilities(outputs.landmark_logits).cpu().numpy(),
+                fused=outputs.fused_logits.softmax(1).cpu().numpy(),
+            )
+            explanation = E.explain(
+                fusion,
+                split,
+                per_image.cpu()[None],
+                config,
+                np.arange(len(split)),
+                affinity="fixed",
+            )
         for k, face in enumerate(found):
-            row = {"image": str(path), "face": k, "status": "predicted" if k == 0 or len(found) == 1 else "predicted (not the largest face)",
-                   "x1": face.box[0], "y1": face.box[1], "x2": face.box[2], "y2": face.box[3], "detection score": face.score}
+            row = {
+                "image": str(path),
+                "face": k,
+                "status": "predicted"
+                if k == 0 or len(found) == 1
+                else "predicted (not the largest face)",
+                "x1": face.box[0],
+                "y1": face.box[1],
+                "x2": face.box[2],
+                "y2": face.box[3],
+                "detection score": face.score,
+            }
             for head, _ in HEADS:
                 if head in probabilities:
-                    row[f"{head} class"] = CLASSES[int(probabilities[head][k].argmax())]
+                    row[f"{head} class"] = baseline.classes[int(probabilities[head][k].argmax())]
             for head, _ in HEADS:
                 if head in probabilities:
-                    row.update({f"p_{head}_{c}": float(v) for c, v in zip(CLASSES, probabilities[head][k])})
+                    row.update(
+                        {
+                            f"p_{head}_{c}": float(v)
+                            for c, v in zip(baseline.classes, probabilities[head][k])
+                        }
+                    )
             rows.append(row)
-            figure = plot_face(image, face, split, k, probabilities, explanation, f"{path.name}, face {k}")
+            figure = plot_face(
+                image,
+                face,
+                split,
+                k,
+                probabilities,
+                explanation,
+                f"{path.name}, face {k}",
+                baseline.classes,
+            )
             figure.savefig(out / f"{path.stem}_face{k}.png", dpi=110)
-            figure.savefig(out / f"{path.stem}_face{k}.pdf", metadata={"CreationDate": None})  # no date: reruns give the same file
+            figure.savefig(
+                out / f"{path.stem}_face{k}.pdf", metadata={"CreationDate": None}
+            )  # no date: reruns give the same file
             plt.close(figure)
     frame = pd.DataFrame(rows)
     save_csv(frame, out / "predictions.csv")
     return frame
 
 
-def plot_face(image, face: F.Face, split: D.SplitTensors, k: int, probabilities: dict, explanation: E.Explanation | None, title: str) -> plt.Figure:
-    """One face: the photo with its box and points, the aligned crop, the heatmap, the heads' probabilities and,
-    with a fusion model, Grad-CAM++ of both branches."""
+def plot_face(
+    image,
+    face: F.Face,
+    split: D.SplitTensors,
+    k: int,
+    probabilities: dict,
+    explanation: E.Explanation | None,
+    title: str,
+    classes: tuple[str, ...] = CLASSES,
+) -> plt.Figure:
+    """One face: the photo with its box and points, the aligned crop, the heatmap, the heads' probabilities (over the
+    model's ``classes``) and, with a fusion model, Grad-CAM++ of both branches."""
     columns = 6 if explanation is not None else 3
-    fig, axes = plt.subplots(1, columns, figsize=(3.1 * columns, 3.4), gridspec_kw={"width_ratios": [1.2] + [1] * (columns - 1)})
+    fig, axes = plt.subplots(
+        1,
+        columns,
+        figsize=(3.1 * columns, 3.4),
+        gridspec_kw={"width_ratios": [1.2] + [1] * (columns - 1)},
+    )
     axes[0].imshow(image)
     x1, y1, x2, y2 = face.box
-    axes[0].add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=1.5))
+    axes[0].add_patch(
+        plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=1.5)
+    )
     axes[0].plot(face.points68[:, 0], face.points68[:, 1], ".", color="yellow", markersize=2)
     axes[0].set_title("photo, face and 68 points", fontsize=9)
     crop = split.images[k].permute(1, 2, 0).numpy()
@@ -151,8 +245,10 @@ def plot_face(image, face: F.Face, split: D.SplitTensors, k: int, probabilities:
     heads = [(head, name) for head, name in HEADS if head in probabilities]
     width = 0.8 / len(heads)
     for j, (head, name) in enumerate(heads):
-        bars.barh(np.arange(len(CLASSES)) + j * width, probabilities[head][k], height=width, label=name)
-    bars.set_yticks(np.arange(len(CLASSES)) + width * (len(heads) - 1) / 2, CLASSES, fontsize=8)
+        bars.barh(
+            np.arange(len(classes)) + j * width, probabilities[head][k], height=width, label=name
+        )
+    bars.set_yticks(np.arange(len(classes)) + width * (len(heads) - 1) / 2, classes, fontsize=8)
     bars.invert_yaxis()
     bars.set(xlim=(0, 1), xlabel="probability")
     bars.legend(fontsize=7, loc="lower right")
@@ -161,9 +257,9 @@ def plot_face(image, face: F.Face, split: D.SplitTensors, k: int, probabilities:
         axes[3].imshow(explanation.heatmaps[k], cmap="gray")
         axes[3].set_title("landmark heatmap", fontsize=9)
         axes[4].imshow(E.overlay(explanation.images[k], explanation.rgb_cam[k]))
-        axes[4].set_title(f"Grad-CAM++ RGB ({CLASSES[explanation.target[k]]})", fontsize=9)
+        axes[4].set_title(f"Grad-CAM++ RGB ({classes[explanation.target[k]]})", fontsize=9)
         axes[5].imshow(E.overlay(explanation.heatmaps[k], explanation.landmark_cam[k]))
-        axes[5].set_title(f"Grad-CAM++ landmarks ({CLASSES[explanation.target[k]]})", fontsize=9)
+        axes[5].set_title(f"Grad-CAM++ landmarks ({classes[explanation.target[k]]})", fontsize=9)
     for axis in axes:
         if axis is not bars:
             axis.axis("off")

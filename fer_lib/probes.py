@@ -53,7 +53,15 @@ def fit_probe(c: float, x: np.ndarray, y: np.ndarray):
         return _model(c).fit(x, y)
 
 
-def linear_probe(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *, seed: int = 0) -> ProbeResult:
+def linear_probe(
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    seed: int = 0,
+) -> ProbeResult:
     """Fit on the training split with C chosen on a 10% stratified validation split, refit on all of it."""
     import warnings
 
@@ -62,13 +70,24 @@ def linear_probe(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np
 
     fit, val = stratified_split(train_y, 0.1, seed)
     scores = {}
-    with warnings.catch_warnings(), threadpool_limits(limits=1):  # predictions too: a near-tie must not flip
-        warnings.simplefilter("ignore", ConvergenceWarning)  # a probe is a reference, not a tuned model
+    with (
+        warnings.catch_warnings(),
+        threadpool_limits(limits=1),
+    ):  # predictions too: a near-tie must not flip
+        warnings.simplefilter(
+            "ignore", ConvergenceWarning
+        )  # a probe is a reference, not a tuned model
         for c in C_GRID:
-            scores[c] = float((fit_probe(c, train_x[fit], train_y[fit]).predict(train_x[val]) == train_y[val]).mean())
+            scores[c] = float(
+                (
+                    fit_probe(c, train_x[fit], train_y[fit]).predict(train_x[val]) == train_y[val]
+                ).mean()
+            )
         best = max(C_GRID, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
         predicted = fit_probe(best, train_x, train_y).predict(test_x)
-    return ProbeResult(name, train_x.shape[1], best, scores[best], float((predicted == test_y).mean()), predicted)
+    return ProbeResult(
+        name, train_x.shape[1], best, scores[best], float((predicted == test_y).mean()), predicted
+    )
 
 
 def hog_features(images: np.ndarray) -> np.ndarray:
@@ -79,7 +98,9 @@ def hog_features(images: np.ndarray) -> np.ndarray:
 
     grey = torch.as_tensor(images).float().mean(1, keepdim=True)
     grey = F.interpolate(grey, size=(HOG_SIDE, HOG_SIDE), mode="area")[:, 0].numpy()
-    return np.stack([hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)) for g in grey]).astype(np.float32)
+    return np.stack(
+        [hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)) for g in grey]
+    ).astype(np.float32)
 
 
 def coordinate_features(points: np.ndarray, size: int) -> np.ndarray:
@@ -101,10 +122,23 @@ def global_statistics(rafdb) -> np.ndarray:
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:  # PIL decodes without the GIL
-        photos = np.asarray(list(pool.map(_photo_statistics, (rafdb.original_path(i) for i in range(len(rafdb))), chunksize=64)), dtype=np.float32)
+    with ThreadPoolExecutor(
+        max_workers=min(8, 2 * (os.cpu_count() or 1))
+    ) as pool:  # PIL decodes without the GIL
+        photos = np.asarray(
+            list(
+                pool.map(
+                    _photo_statistics,
+                    (rafdb.original_path(i) for i in range(len(rafdb))),
+                    chunksize=64,
+                )
+            ),
+            dtype=np.float32,
+        )
     eyes = rafdb.manual5[:, :2]
     iod = np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=1)
     centre = eyes.mean(1)
     width, height = photos[:, 6], photos[:, 7]
-    return np.column_stack([photos, iod / np.minimum(width, height), centre[:, 0] / width, centre[:, 1] / height]).astype(np.float32)
+    return np.column_stack(
+        [photos, iod / np.minimum(width, height), centre[:, 0] / width, centre[:, 1] / height]
+    ).astype(np.float32)

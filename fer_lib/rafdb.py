@@ -9,6 +9,11 @@ Policy: tabs or spaces and CRLF line endings are accepted; anything else (a bad 
 count, a label outside 1..7, a listed file that is missing, an unreadable JPEG) is an error naming the
 file and line. No sample is ever skipped silently: ``load_rafdb`` raises ``RafDbError`` listing every
 problem, ``check_rafdb`` returns them all.
+
+Other data sets (AffectNet, FERPlus, CK+) are converted into this same layout (``fer_lib.layouts``). A converted
+copy carries ``classes.json``: its class list (RAF-DB's 7 in RAF-DB's order, plus Contempt as an 8th where kept),
+its layout and protocol. The label file then numbers classes 1..K in that list's order. Without the file a copy is
+RAF-DB itself: 7 classes, RAF-DB's own numbering.
 """
 
 from __future__ import annotations
@@ -27,9 +32,17 @@ from tqdm.auto import tqdm
 
 CLASSES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
 NUM_CLASSES = len(CLASSES)
+CONTEMPT = "Contempt"  # the 8th class of AffectNet-8, FERPlus and CK+; RAF-DB has none
+CLASSES_8 = CLASSES + (CONTEMPT,)
+CLASSES_FILE = (
+    "classes.json"  # a converted copy's class list, layout and protocol (absent: RAF-DB itself)
+)
+SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: a soft label per image, trained on instead of the hard one
 SPLITS = ("train", "test")
 
-LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"  # sic; RAF-DB's own README also spells it as below
+LABEL_FILE = (
+    Path("EmoLabel") / "list_patition_label.txt"
+)  # sic; RAF-DB's own README also spells it as below
 LABEL_FILE_OTHER_SPELLING = Path("EmoLabel") / "list_partition_label.txt"
 ALIGNED_DIR = Path("Image") / "aligned"
 ORIGINAL_DIR = Path("Image") / "original"
@@ -39,7 +52,9 @@ BOUNDINGBOX_DIR = Path("Annotation") / "boundingbox"
 
 ATTRIBUTE_NAMES = ("gender", "race", "age")
 ATTRIBUTE_RANGES = {"gender": 3, "race": 3, "age": 5}  # valid codes are 0..n-1
-UNKNOWN_ATTRIBUTE = -1  # written by import-images, where a face's gender, race and age are not known
+UNKNOWN_ATTRIBUTE = (
+    -1
+)  # written by import-images, where a face's gender, race and age are not known
 
 
 def paper_results() -> dict:
@@ -91,16 +106,23 @@ def auto_name(name: str) -> str:
     return f"{Path(name).stem}_auto_attri.txt"
 
 
-def write_annotations(root: Path, name: str, manual5: np.ndarray, attributes, auto37: np.ndarray, box) -> None:
+def write_annotations(
+    root: Path, name: str, manual5: np.ndarray, attributes, auto37: np.ndarray, box
+) -> None:
     """A sample's annotation files in RAF-DB's format: the 5 manual points and the gender/race/age codes, the 37
     automatic points ("x<TAB>y" rows, original-image pixels) and the face's bounding box."""
+
     def points(rows: np.ndarray) -> str:
         return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in rows)
 
     root = Path(root)
-    (root / MANUAL_DIR / manual_name(name)).write_text(points(manual5) + "".join(f"{code}\n" for code in attributes))
+    (root / MANUAL_DIR / manual_name(name)).write_text(
+        points(manual5) + "".join(f"{code}\n" for code in attributes)
+    )
     (root / AUTO_DIR / auto_name(name)).write_text(points(auto37))
-    (root / BOUNDINGBOX_DIR / f"{Path(name).stem}_boundingbox.txt").write_text("{:.2f} {:.2f} {:.2f} {:.2f}\n".format(*box))
+    (root / BOUNDINGBOX_DIR / f"{Path(name).stem}_boundingbox.txt").write_text(
+        "{:.2f} {:.2f} {:.2f} {:.2f}\n".format(*box)
+    )
 
 
 def split_of(name: str) -> str | None:
@@ -120,6 +142,12 @@ class RafDb:
     attributes: np.ndarray  # (N, 3) int64: gender, race, age
     auto37: np.ndarray  # (N, 37, 2) float64, original-image pixels
     warnings: list[str] = field(default_factory=list)
+    classes: tuple[str, ...] = (
+        CLASSES  # what labels index: RAF-DB's 7, or a converted copy's (classes.json)
+    )
+    soft: np.ndarray | None = (
+        None  # (N, K) float soft labels (soft_labels.csv), or None: the hard labels are the targets
+    )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -137,6 +165,8 @@ class RafDb:
             attributes=self.attributes[index],
             auto37=self.auto37[index],
             warnings=self.warnings,
+            classes=self.classes,
+            soft=None if self.soft is None else self.soft[index],
         )
 
     def split(self, name: str) -> "RafDb":
@@ -152,7 +182,7 @@ class RafDb:
 
     def class_counts(self, split: str | None = None) -> list[int]:
         labels = self.labels if split is None else self.labels[self.splits == split]
-        return np.bincount(labels, minlength=NUM_CLASSES).tolist()
+        return np.bincount(labels, minlength=len(self.classes)).tolist()
 
     def landmarks(self, landmark_set: str = "auto37") -> np.ndarray:
         """(N, K, 2) original-image landmarks of a set: auto37, manual5 or both (37 then 5)."""
@@ -162,17 +192,58 @@ class RafDb:
             return self.manual5
         if landmark_set == "both":
             return np.concatenate([self.auto37, self.manual5], axis=1)
-        raise ValueError(f"landmark set {landmark_set!r} is not one of ('auto37', 'manual5', 'both')")
+        raise ValueError(
+            f"landmark set {landmark_set!r} is not one of ('auto37', 'manual5', 'both')"
+        )
 
 
-def read_label_file(path: Path) -> tuple[list[str], list[int], list[str]]:
-    """Names, 0-based labels and problems from ``list_patition_label.txt``."""
+def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
+    """A copy's class list and the rest of its ``classes.json`` (layout, protocol, excluded rows); RAF-DB's own
+    7 classes and ``{"layout": "RAF-DB"}`` where the file is absent. A broken file raises RafDbError."""
+    path = Path(root) / CLASSES_FILE
+    if not path.exists():
+        return CLASSES, {"layout": "RAF-DB"}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise RafDbError(
+            [
+                f"{path}: not readable JSON ({error}). Convert the data set again, or delete the file if "
+                "this is RAF-DB itself."
+            ]
+        ) from None
+    classes = info.get("classes") if isinstance(info, dict) else None
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or len(set(classes)) != len(classes)
+        or not all(isinstance(c, str) and c for c in classes)
+    ):
+        raise RafDbError(
+            [
+                f"{path}: 'classes' must be a list of two or more distinct class names, got {classes!r}. "
+                "Convert the data set again."
+            ]
+        )
+    return tuple(classes), info
+
+
+def read_label_file(
+    path: Path, num_classes: int = NUM_CLASSES
+) -> tuple[list[str], list[int], list[str]]:
+    """Names, 0-based labels and problems from ``list_patition_label.txt`` (labels 1..``num_classes``)."""
     names, labels, problems = [], [], []
     seen: dict[str, int] = {}
     try:
         text = path.read_text()
     except FileNotFoundError:
-        return [], [], [f"{path}: missing. It lists every image and its label; restore it from RAF-DB's EmoLabel/."]
+        return (
+            [],
+            [],
+            [
+                f"{path}: missing. It lists every image and its label; restore it from RAF-DB's EmoLabel/."
+            ],
+        )
     except UnicodeDecodeError:
         return [], [], [f"{path}: not a text file (bad encoding)."]
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -180,7 +251,9 @@ def read_label_file(path: Path) -> tuple[list[str], list[int], list[str]]:
         if not fields:
             continue
         if len(fields) != 2:
-            problems.append(f"{path}:{line_no}: expected '<image name> <label>', got {line.strip()!r}")
+            problems.append(
+                f"{path}:{line_no}: expected '<image name> <label>', got {line.strip()!r}"
+            )
             continue
         name, label_text = fields
         if split_of(name) is None or not name.endswith(".jpg"):
@@ -193,11 +266,13 @@ def read_label_file(path: Path) -> tuple[list[str], list[int], list[str]]:
         except ValueError:
             problems.append(f"{path}:{line_no}: label {label_text!r} is not an integer")
             continue
-        if not 1 <= label <= NUM_CLASSES:
-            problems.append(f"{path}:{line_no}: label {label} is outside 1..{NUM_CLASSES}")
+        if not 1 <= label <= num_classes:
+            problems.append(f"{path}:{line_no}: label {label} is outside 1..{num_classes}")
             continue
         if name in seen:
-            problems.append(f"{path}:{line_no}: {name} is listed twice (first on line {seen[name]})")
+            problems.append(
+                f"{path}:{line_no}: {name} is listed twice (first on line {seen[name]})"
+            )
             continue
         seen[name] = line_no
         names.append(name)
@@ -216,13 +291,17 @@ def _read_rows(path: Path) -> list[str]:
     return rows
 
 
-def _parse_points(path: Path, rows: list[str], n_points: int, problems: list[str]) -> np.ndarray | None:
+def _parse_points(
+    path: Path, rows: list[str], n_points: int, problems: list[str]
+) -> np.ndarray | None:
     points = np.empty((n_points, 2))
     ok = True
     for i in range(n_points):
         fields = rows[i].split()
         if len(fields) != 2:
-            problems.append(f"{path}:{i + 1}: expected 'x y' (two numbers), got {rows[i].strip()!r}")
+            problems.append(
+                f"{path}:{i + 1}: expected 'x y' (two numbers), got {rows[i].strip()!r}"
+            )
             ok = False
             continue
         for j, text in enumerate(fields):
@@ -248,7 +327,9 @@ def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.n
         problems.append(f"{path}: not a text file (bad encoding)")
         return None
     if len(rows) != 8:
-        problems.append(f"{path}: expected 8 rows (5 points, then gender, race, age), found {len(rows)}")
+        problems.append(
+            f"{path}: expected 8 rows (5 points, then gender, race, age), found {len(rows)}"
+        )
         return None
     points = _parse_points(path, rows, 5, problems)
     attributes = np.empty(3, dtype=np.int64)
@@ -308,7 +389,8 @@ def label_file(root: Path) -> Path:
 
 
 def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb | None, list[str]]:
-    names, labels, problems = read_label_file(label_file(root))
+    classes, _ = read_classes(root)
+    names, labels, problems = read_label_file(label_file(root), len(classes))
     if not names:
         return None, problems
 
@@ -326,7 +408,9 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
     attributes = np.full((n, 3), -1, dtype=np.int64)
     auto37 = np.full((n, 37, 2), np.nan)
     warnings = []
-    for i, name in enumerate(tqdm(names, desc="annotations", unit="img", disable=not progress, leave=False)):
+    for i, name in enumerate(
+        tqdm(names, desc="annotations", unit="img", disable=not progress, leave=False)
+    ):
         if aligned_name(name) not in listings[ALIGNED_DIR]:
             problems.append(f"{root / ALIGNED_DIR / aligned_name(name)}: listed image missing")
         if require_original and name not in listings[ORIGINAL_DIR]:
@@ -343,11 +427,71 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
         if auto is not None:
             auto37[i] = auto
     splits = np.array([split_of(name) for name in names])
-    data = RafDb(root, names, splits, np.array(labels, dtype=np.int64), manual5, attributes, auto37, warnings)
+    data = RafDb(
+        root,
+        names,
+        splits,
+        np.array(labels, dtype=np.int64),
+        manual5,
+        attributes,
+        auto37,
+        warnings,
+        classes,
+    )
+    if (root / SOFT_LABELS_FILE).exists():
+        data.soft = read_soft_labels(root / SOFT_LABELS_FILE, names, data.labels, classes, problems)
     return data, problems
 
 
-def load_rafdb(root: str | os.PathLike, *, require_original: bool = False, progress: bool = False) -> RafDb:
+def read_soft_labels(
+    path: Path, names: list[str], labels: np.ndarray, classes: tuple[str, ...], problems: list[str]
+) -> np.ndarray | None:
+    """(N, K) soft labels in the order of ``names``, from ``soft_labels.csv`` (name, then one column per class);
+    every listed image needs a row summing to 1 whose largest share is its hard label. None if a problem was noted."""
+    import csv
+
+    row_of = {name: i for i, name in enumerate(names)}
+    soft = np.full((len(names), len(classes)), np.nan)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        if header != ["name", *classes]:
+            problems.append(
+                f"{path}:1: header must be name,{','.join(classes)} (the copy's classes); convert the data set again"
+            )
+            return None
+        for line, fields in enumerate(reader, start=2):
+            try:
+                values = np.array([float(v) for v in fields[1:]])
+            except ValueError:
+                values = np.empty(0)
+            i = row_of.get(fields[0] if fields else "")
+            if (
+                i is None
+                or values.shape != (len(classes),)
+                or not np.isfinite(values).all()
+                or (values < 0).any()
+                or abs(values.sum() - 1) > 1e-2
+                or values.argmax() != labels[i]
+            ):
+                problems.append(
+                    f"{path}:{line}: not a listed image with {len(classes)} shares summing to 1 whose largest is "
+                    "its label; convert the data set again"
+                )
+                return None
+            soft[i] = values / values.sum()
+    missing = [names[i] for i in np.flatnonzero(np.isnan(soft[:, 0]))]
+    if missing:
+        problems.append(
+            f"{path}: no soft label for {len(missing)} listed image(s), e.g. {missing[0]}; convert the data set again"
+        )
+        return None
+    return soft
+
+
+def load_rafdb(
+    root: str | os.PathLike, *, require_original: bool = False, progress: bool = False
+) -> RafDb:
     """Read a RAF-DB copy (labels and landmarks); raise RafDbError naming every problem found.
 
     Image files are checked for presence here; ``check_rafdb`` also decodes them.
@@ -372,27 +516,45 @@ def _decode_problem(path: Path) -> str | None:
 
 @dataclass
 class CheckReport:
-    """Outcome of ``check_rafdb``: per-class counts in label order and every problem found."""
+    """Outcome of a check (``check_rafdb``, or another layout's checker in ``fer_lib.layouts``): per-class counts
+    in the order of ``classes`` and every problem found."""
 
     root: Path
     train: list[int]
     test: list[int]
     errors: list[str]
     warnings: list[str]
+    classes: tuple[str, ...] = CLASSES
+    layout: str = "RAF-DB"
+    excluded: dict[str, int] = field(
+        default_factory=dict
+    )  # rows left out by the protocol, by reason
+    notes: list[str] = field(default_factory=list)  # the layout's protocol, in words
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
     def to_json(self) -> dict:
-        return {"train": self.train, "test": self.test, "errors": self.errors}
+        return {
+            "layout": self.layout,
+            "classes": list(self.classes),
+            "train": self.train,
+            "test": self.test,
+            "excluded": self.excluded,
+            "errors": self.errors,
+        }
 
     def table(self) -> str:
-        """Counts per class next to the paper's Table 3."""
+        """Counts per class, next to the paper's Table 3 for RAF-DB itself."""
+        if tuple(self.classes) != CLASSES or self.layout != "RAF-DB":
+            return self._plain_table()
         paper = paper_results()["table3_class_counts"]
         lines = [f"{'class':<10} {'train':>7} {'paper':>7} {'test':>7} {'paper':>7}"]
         for k, name in enumerate(CLASSES):
-            lines.append(f"{name:<10} {self.train[k]:>7} {paper['train'][k]:>7} {self.test[k]:>7} {paper['test'][k]:>7}")
+            lines.append(
+                f"{name:<10} {self.train[k]:>7} {paper['train'][k]:>7} {self.test[k]:>7} {paper['test'][k]:>7}"
+            )
         lines.append(
             f"{'total':<10} {sum(self.train):>7} {sum(paper['train']):>7} {sum(self.test):>7} {sum(paper['test']):>7}"
         )
@@ -400,21 +562,58 @@ class CheckReport:
             lines.append(f"labels read from {label_file(self.root).relative_to(self.root)}")
         return "\n".join(lines)
 
+    def _plain_table(self) -> str:
+        width = max(10, *(len(name) for name in self.classes))
+        lines = [f"{'class':<{width}} {'train':>7} {'test':>7}"]
+        lines += [
+            f"{name:<{width}} {a:>7} {b:>7}"
+            for name, a, b in zip(self.classes, self.train, self.test)
+        ]
+        lines.append(f"{'total':<{width}} {sum(self.train):>7} {sum(self.test):>7}")
+        for reason, count in self.excluded.items():
+            lines.append(f"excluded: {count} row(s): {reason}")
+        return "\n".join(lines + self.notes)
 
-def check_rafdb(root: str | os.PathLike, *, decode_images: bool = True, progress: bool = True) -> CheckReport:
+
+def check_rafdb(
+    root: str | os.PathLike, *, decode_images: bool = True, progress: bool = True
+) -> CheckReport:
     """Validate a copy in one pass: label list, annotation files, image presence and (optionally) decoding."""
     try:
         root = resolve_root(root)
+        classes, info = read_classes(root)
     except RafDbError as error:
         return CheckReport(Path(root), [0] * NUM_CLASSES, [0] * NUM_CLASSES, error.problems, [])
+    layout = info.get("layout", "RAF-DB")
+    layout = layout if layout == "RAF-DB" else f"{layout}, converted to RAF-DB's layout"
+    extra = dict(
+        classes=classes,
+        layout=layout,
+        excluded=dict(info.get("excluded", {})),
+        notes=list(info.get("protocol", [])),
+    )
     data, problems = _read_all(root, require_original=True, progress=progress)
     if data is None:
-        return CheckReport(root, [0] * NUM_CLASSES, [0] * NUM_CLASSES, problems, [])
+        return CheckReport(root, [0] * len(classes), [0] * len(classes), problems, [], **extra)
     if decode_images:
         paths = [data.aligned_path(i) for i in range(len(data))]
         with ThreadPoolExecutor(max_workers=4) as pool:
             found = pool.map(_decode_problem, paths, chunksize=64)
-            for problem in tqdm(found, total=len(paths), desc="images", unit="img", disable=not progress, leave=False):
+            for problem in tqdm(
+                found,
+                total=len(paths),
+                desc="images",
+                unit="img",
+                disable=not progress,
+                leave=False,
+            ):
                 if problem:
                     problems.append(problem)
-    return CheckReport(root, data.class_counts("train"), data.class_counts("test"), problems, data.warnings)
+    return CheckReport(
+        root,
+        data.class_counts("train"),
+        data.class_counts("test"),
+        problems,
+        data.warnings,
+        **extra,
+    )

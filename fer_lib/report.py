@@ -1,12 +1,12 @@
 """Tables and figures of the report: computed from saved predictions, written as CSV/Markdown/LaTeX and
-PNG/PDF, with the data set named on each.
+PNG/PDF, with the data set named on each. How sure a difference is and the verdicts: ``fer_lib.verdicts``; whether
+they hold with other seeds: ``fer_lib.replication``.
 
 Tables go to ``<run_dir>/tables/<name>.{csv,md,tex}``; figures to ``<figures_dir>/<name>.{png,pdf}``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,7 +26,9 @@ def _seaborn():
     return seaborn
 
 
-def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str = "") -> pd.DataFrame:
+def save_table(
+    frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str = ""
+) -> pd.DataFrame:
     """Write a table as CSV, Markdown and LaTeX (atomically); returns it for display."""
     tables_dir = Path(tables_dir)
     save_csv(frame, tables_dir / f"{name}.csv")
@@ -35,7 +37,10 @@ def save_table(frame: pd.DataFrame, name: str, tables_dir: Path, *, caption: str
     shown = frame.astype(object).where(frame.notna(), None)
     markdown = shown.to_markdown(index=False, floatfmt=".4f", missingval="")
     save_text((f"{caption}\n\n" if caption else "") + markdown + "\n", tables_dir / f"{name}.md")
-    save_text(frame.to_latex(index=False, float_format="%.4f", caption=caption or None), tables_dir / f"{name}.tex")
+    save_text(
+        frame.to_latex(index=False, float_format="%.4f", caption=caption or None),
+        tables_dir / f"{name}.tex",
+    )
     return frame
 
 
@@ -46,7 +51,11 @@ def show(frame: pd.DataFrame) -> None:
 
     numbers = frame.select_dtypes("number").columns
     integers = [c for c in numbers if pd.api.types.is_integer_dtype(frame[c])]
-    styler = frame.style.hide(axis="index").format(precision=4, na_rep="").format("{:d}", subset=integers, na_rep="")
+    styler = (
+        frame.style.hide(axis="index")
+        .format(precision=4, na_rep="")
+        .format("{:d}", subset=integers, na_rep="")
+    )
     display(styler)
 
 
@@ -64,8 +73,16 @@ def read_table(tables_dir: Path, name: str) -> pd.DataFrame | None:
 def save_figure(fig: plt.Figure, name: str, figures_dir: Path) -> None:
     """Save a figure as PNG (for the report) and PDF (vector, for papers); the notebook shows it inline."""
     figures_dir = Path(figures_dir)
-    for suffix, kwargs in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):  # no date: reruns give the same file
-        write_atomic(figures_dir / f"{name}{suffix}", lambda tmp, kw=kwargs, s=suffix: fig.savefig(tmp, format=s[1:], bbox_inches="tight", **kw))
+    for suffix, kwargs in (
+        (".png", {"dpi": 150}),
+        (".pdf", {"metadata": {"CreationDate": None}}),
+    ):  # no date: reruns give the same file
+        write_atomic(
+            figures_dir / f"{name}{suffix}",
+            lambda tmp, kw=kwargs, s=suffix: fig.savefig(
+                tmp, format=s[1:], bbox_inches="tight", **kw
+            ),
+        )
 
 
 # -- tables ---------------------------------------------------------------------------------------------
@@ -75,7 +92,13 @@ def class_count_table(train_counts: list[int], test_counts: list[int]) -> pd.Dat
     """Table 3: images per class, next to the paper's counts."""
     paper = paper_results()["table3_class_counts"]
     return pd.DataFrame(
-        {"class": CLASSES, "train": train_counts, "test": test_counts, "paper train": paper["train"], "paper test": paper["test"]}
+        {
+            "class": CLASSES,
+            "train": train_counts,
+            "test": test_counts,
+            "paper train": paper["train"],
+            "paper test": paper["test"],
+        }
     )
 
 
@@ -85,9 +108,23 @@ def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> 
     paper = paper_results()["table2_contingency_test"]
     total, paper_total = sum(counts.values()), sum(paper.values())
     rows = []
-    for key in ("rgb_correct_landmark_correct", "rgb_correct_landmark_wrong", "rgb_wrong_landmark_correct", "rgb_wrong_landmark_wrong"):
+    for key in (
+        "rgb_correct_landmark_correct",
+        "rgb_correct_landmark_wrong",
+        "rgb_wrong_landmark_correct",
+        "rgb_wrong_landmark_wrong",
+    ):
         rgb, landmark = key.removeprefix("rgb_").split("_landmark_")
-        rows.append({"RGB": rgb, "landmark": landmark, "count": counts[key], "share": counts[key] / total, "paper count": paper[key], "paper share": paper[key] / paper_total})
+        rows.append(
+            {
+                "RGB": rgb,
+                "landmark": landmark,
+                "count": counts[key],
+                "share": counts[key] / total,
+                "paper count": paper[key],
+                "paper share": paper[key] / paper_total,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -96,11 +133,18 @@ def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> 
 
 def plot_class_counts(table: pd.DataFrame, data_label: str) -> plt.Figure:
     """Table 3 as bars: this data set's share per class next to the paper's."""
-    shares = pd.DataFrame({
-        "class": list(CLASSES) * 2,
-        "share of training images": np.concatenate([table["train"] / table["train"].sum(), table["paper train"] / table["paper train"].sum()]),
-        "data set": ["this data set"] * 7 + ["RAF-DB (paper, Table 3)"] * 7,
-    })
+    shares = pd.DataFrame(
+        {
+            "class": list(CLASSES) * 2,
+            "share of training images": np.concatenate(
+                [
+                    table["train"] / table["train"].sum(),
+                    table["paper train"] / table["paper train"].sum(),
+                ]
+            ),
+            "data set": ["this data set"] * 7 + ["RAF-DB (paper, Table 3)"] * 7,
+        }
+    )
     fig, ax = plt.subplots(figsize=(7, 3.2))
     _seaborn().barplot(shares, x="class", y="share of training images", hue="data set", ax=ax)
     ax.set_title(f"Class proportions: {data_label}", fontsize=10)
@@ -114,7 +158,18 @@ def plot_confusion(labels: np.ndarray, predicted: np.ndarray, title: str) -> plt
     matrix = metrics.confusion_matrix(labels, predicted)
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    _seaborn().heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, xticklabels=SHORT, yticklabels=SHORT, cbar_kws={"label": "share of the true class"}, ax=ax)
+    _seaborn().heatmap(
+        share,
+        annot=matrix,
+        fmt="d",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        xticklabels=SHORT,
+        yticklabels=SHORT,
+        cbar_kws={"label": "share of the true class"},
+        ax=ax,
+    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
@@ -147,10 +202,16 @@ def plot_samples(rafdb, per_class: int = 4, seed: int = 0) -> plt.Figure:
     """Aligned training images, ``per_class`` per emotion (a seeded random pick), one row per class."""
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(rafdb.splits == "train")
-    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(1.3 * per_class, 1.35 * len(CLASSES)))
+    fig, axes = plt.subplots(
+        len(CLASSES), per_class, figsize=(1.3 * per_class, 1.35 * len(CLASSES))
+    )
     for k, name in enumerate(CLASSES):
         members = train[rafdb.labels[train] == k]
-        picks = rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
+        picks = (
+            rng.choice(members, size=min(per_class, len(members)), replace=False)
+            if len(members)
+            else []
+        )
         for j in range(per_class):
             ax = axes[k, j]
             ax.axis("off")
@@ -179,7 +240,14 @@ def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> p
         row[1].scatter(mapped[:, 0], mapped[:, 1], s=4, c="lime")
         heat = render_heatmaps(L.align_points(points, rafdb.manual5[i], size)[None], size)[0, 0]
         row[2].imshow(heat.numpy(), cmap="gray", vmin=0, vmax=1)
-        for ax, title in zip(row, ("original + landmarks (x: manual 5)", "aligned + mapped landmarks", f"heatmap {size}x{size}")):
+        for ax, title in zip(
+            row,
+            (
+                "original + landmarks (x: manual 5)",
+                "aligned + mapped landmarks",
+                f"heatmap {size}x{size}",
+            ),
+        ):
             ax.set_title(f"{rafdb.names[i]}: {title}" if ax is row[0] else title, fontsize=7)
             ax.axis("off")
     fig.tight_layout()
@@ -204,16 +272,31 @@ def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
     rows = []
     for run in runs:
         p = run.predictions
-        rgb, landmark, fused = (getattr(p, head).argmax(1) == p.labels for head in ("rgb", "landmark", "fused"))
+        rgb, landmark, fused = (
+            getattr(p, head).argmax(1) == p.labels for head in ("rgb", "landmark", "fused")
+        )
         ceiling = int((~rgb & landmark).sum())
         if oracle:
             fixed, fixed_both, broken = ceiling, 0, 0
         else:
-            fixed, fixed_both, broken = int((~rgb & landmark & fused).sum()), int((~rgb & ~landmark & fused).sum()), int((rgb & ~fused).sum())
+            fixed, fixed_both, broken = (
+                int((~rgb & landmark & fused).sum()),
+                int((~rgb & ~landmark & fused).sum()),
+                int((rgb & ~fused).sum()),
+            )
         gain = fixed + fixed_both - broken
-        rows.append({"model": name, "seed": run.seed, "RGB wrong, landmarks right (ceiling)": ceiling, "of those fixed": fixed,
-                     "both wrong, fixed": fixed_both, "RGB right, broken": broken, "net gain (images)": gain,
-                     "share of the ceiling": gain / ceiling if ceiling else np.nan})
+        rows.append(
+            {
+                "model": name,
+                "seed": run.seed,
+                "RGB wrong, landmarks right (ceiling)": ceiling,
+                "of those fixed": fixed,
+                "both wrong, fixed": fixed_both,
+                "RGB right, broken": broken,
+                "net gain (images)": gain,
+                "share of the ceiling": gain / ceiling if ceiling else np.nan,
+            }
+        )
     return rows
 
 
@@ -225,7 +308,15 @@ def metric_values(labels: np.ndarray, probabilities: np.ndarray) -> dict:
 
 def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
     """One row per seed: the head's OA top-1/2/3, AA and per-class accuracies, from its saved predictions."""
-    return pd.DataFrame([{"seed": run.seed, **metric_values(run.predictions.labels, getattr(run.predictions, head))} for run in runs])
+    return pd.DataFrame(
+        [
+            {
+                "seed": run.seed,
+                **metric_values(run.predictions.labels, getattr(run.predictions, head)),
+            }
+            for run in runs
+        ]
+    )
 
 
 def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
@@ -250,7 +341,9 @@ def single_row(name: str, labels: np.ndarray, probabilities: np.ndarray, columns
 CALIBRATION_BINS = 15
 
 
-def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[float, pd.DataFrame]:
+def reliability(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS
+) -> tuple[float, pd.DataFrame]:
     """(expected calibration error, per-bin table) of the max-softmax confidence: equal-width confidence bins over
     [0, 1]; ECE is the image-weighted mean |accuracy - mean confidence| over the bins (Guo et al. 2017)."""
     confidence = probabilities.max(1)
@@ -260,10 +353,19 @@ def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIB
     for b in range(bins):
         inside = which == b
         if inside.any():
-            rows.append({"bin low": b / bins, "bin high": (b + 1) / bins, "images": int(inside.sum()),
-                         "mean confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+            rows.append(
+                {
+                    "bin low": b / bins,
+                    "bin high": (b + 1) / bins,
+                    "images": int(inside.sum()),
+                    "mean confidence": float(confidence[inside].mean()),
+                    "accuracy": float(correct[inside].mean()),
+                }
+            )
     table = pd.DataFrame(rows)
-    ece = float((table["images"] * (table["accuracy"] - table["mean confidence"]).abs()).sum() / len(labels))
+    ece = float(
+        (table["images"] * (table["accuracy"] - table["mean confidence"]).abs()).sum() / len(labels)
+    )
     return ece, table
 
 
@@ -277,24 +379,63 @@ def calibration_rows(runs, heads=HEADS) -> list[dict]:
         for head, name in heads:
             probabilities = getattr(run.predictions, head)
             ece, _ = reliability(run.predictions.labels, probabilities)
-            rows.append({"head": name, "seed": run.seed, f"ECE ({CALIBRATION_BINS} bins)": ece, "mean confidence": float(probabilities.max(1).mean()),
-                         "accuracy": float((probabilities.argmax(1) == run.predictions.labels).mean())})
+            rows.append(
+                {
+                    "head": name,
+                    "seed": run.seed,
+                    f"ECE ({CALIBRATION_BINS} bins)": ece,
+                    "mean confidence": float(probabilities.max(1).mean()),
+                    "accuracy": float((probabilities.argmax(1) == run.predictions.labels).mean()),
+                }
+            )
     return rows
 
 
 def plot_reliability(run, data_label: str) -> plt.Figure:
     """Reliability diagrams of the three heads of one run: accuracy against mean confidence per bin, bar width the
     bin, the diagonal perfect calibration, and the share of images per bin underneath."""
-    fig, axes = plt.subplots(2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, axes = plt.subplots(
+        2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     for column, (head, name) in enumerate(HEADS):
         ece, table = reliability(run.predictions.labels, getattr(run.predictions, head))
         top, bottom = axes[0, column], axes[1, column]
-        top.bar(table["bin low"], table["accuracy"], width=1 / CALIBRATION_BINS, align="edge", color="#4c72b0", edgecolor="white", label="accuracy")
-        top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-        top.plot(table["mean confidence"], table["accuracy"], "o", color="#dd8452", markersize=4, label="accuracy at the bin's mean confidence")
-        top.set(title=f"{name}: ECE {ece:.3f}", ylabel="accuracy" if column == 0 else None, ylim=(0, 1), xlim=(0, 1))
-        bottom.bar(table["bin low"], table["images"] / table["images"].sum(), width=1 / CALIBRATION_BINS, align="edge", color="#8c8c8c")
-        bottom.set(xlabel="confidence (max softmax)", ylabel="share of images" if column == 0 else None)
+        top.bar(
+            table["bin low"],
+            table["accuracy"],
+            width=1 / CALIBRATION_BINS,
+            align="edge",
+            color="#4c72b0",
+            edgecolor="white",
+            label="accuracy",
+        )
+        top.plot(
+            [0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration"
+        )
+        top.plot(
+            table["mean confidence"],
+            table["accuracy"],
+            "o",
+            color="#dd8452",
+            markersize=4,
+            label="accuracy at the bin's mean confidence",
+        )
+        top.set(
+            title=f"{name}: ECE {ece:.3f}",
+            ylabel="accuracy" if column == 0 else None,
+            ylim=(0, 1),
+            xlim=(0, 1),
+        )
+        bottom.bar(
+            table["bin low"],
+            table["images"] / table["images"].sum(),
+            width=1 / CALIBRATION_BINS,
+            align="edge",
+            color="#8c8c8c",
+        )
+        bottom.set(
+            xlabel="confidence (max softmax)", ylabel="share of images" if column == 0 else None
+        )
     axes[0, 0].legend(loc="upper left", fontsize=8)
     fig.suptitle(f"Reliability on the test set, seed {run.seed}: {data_label}")
     fig.tight_layout()
@@ -306,21 +447,46 @@ def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     fixed among "RGB wrong, landmarks right" and among "both wrong" to the right, RGB-right images broken to the
     left, the net gain as a dot with each seed's as small marks; the dashed line is the ceiling (the oracle)."""
     counts = ["of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)"]
-    shares = frame.assign(**{column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"] for column in counts})
+    shares = frame.assign(
+        **{
+            column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"]
+            for column in counts
+        }
+    )
     shares = shares[~shares["model"].str.startswith("oracle")]
     mean = shares.groupby("model", sort=False)[counts].mean()
     rows = np.arange(len(mean))[::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(mean) + 1.6))
-    ax.barh(rows, mean["of those fixed"], color="#55a868", label="fixed: RGB wrong, landmarks right")
-    ax.barh(rows, mean["both wrong, fixed"], left=mean["of those fixed"], color="#8fd19e", label="fixed: both wrong")
+    ax.barh(
+        rows, mean["of those fixed"], color="#55a868", label="fixed: RGB wrong, landmarks right"
+    )
+    ax.barh(
+        rows,
+        mean["both wrong, fixed"],
+        left=mean["of those fixed"],
+        color="#8fd19e",
+        label="fixed: both wrong",
+    )
     ax.barh(rows, -mean["RGB right, broken"], color="#c44e52", label="broken: RGB right")
-    ax.scatter(mean["net gain (images)"], rows, color="black", zorder=3, label="net gain (mean over seeds)")
+    ax.scatter(
+        mean["net gain (images)"], rows, color="black", zorder=3, label="net gain (mean over seeds)"
+    )
     position = dict(zip(mean.index, rows))
-    ax.scatter(shares["net gain (images)"], shares["model"].map(position), marker="|", s=120, color="black", zorder=3, label="net gain, one seed")
+    ax.scatter(
+        shares["net gain (images)"],
+        shares["model"].map(position),
+        marker="|",
+        s=120,
+        color="black",
+        zorder=3,
+        label="net gain, one seed",
+    )
     ax.axvline(0, color="grey", lw=0.8)
     ax.axvline(1, color="black", lw=1, ls="--", label="ceiling (the oracle)")
     ax.set_yticks(rows, mean.index)
-    ax.set(xlabel="share of the model's ceiling (images RGB gets wrong and its landmark head right)")
+    ax.set(
+        xlabel="share of the model's ceiling (images RGB gets wrong and its landmark head right)"
+    )
     ax.set_title(f"Headroom captured by each model: {data_label}", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -333,14 +499,36 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     grouped = frame.groupby("w")["oa_gain"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.axhline(0, color="grey", lw=0.8)
-    ax.errorbar(grouped.mean().index, grouped.mean().values, yerr=grouped.std(ddof=1).fillna(0).values, marker="o", capsize=3, label="mean +- sd over seeds")
+    ax.errorbar(
+        grouped.mean().index,
+        grouped.mean().values,
+        yerr=grouped.std(ddof=1).fillna(0).values,
+        marker="o",
+        capsize=3,
+        label="mean +- sd over seeds",
+    )
     ax.scatter(frame["w"], frame["oa_gain"], s=10, color="black", alpha=0.5, label="one seed")
     if "interval excludes 0" in frame:
         sure = frame[frame["interval excludes 0"]]
-        ax.scatter(sure["w"], sure["oa_gain"], s=60, facecolors="none", edgecolors="red", label="seed whose 95% interval excludes 0")
+        ax.scatter(
+            sure["w"],
+            sure["oa_gain"],
+            s=60,
+            facecolors="none",
+            edgecolors="red",
+            label="seed whose 95% interval excludes 0",
+        )
     if "pooled differs (Holm over the w)" in frame:
         sure = grouped.mean()[frame.groupby("w")["pooled differs (Holm over the w)"].first()]
-        ax.scatter(sure.index, sure.values, s=140, marker="*", color="red", zorder=3, label="seed mean that differs from 0 (Holm over the w)")
+        ax.scatter(
+            sure.index,
+            sure.values,
+            s=140,
+            marker="*",
+            color="red",
+            zorder=3,
+            label="seed mean that differs from 0 (Holm over the w)",
+        )
     ax.set(xlabel="agreement weight w (on disagreement)", ylabel="OA(fused) - OA(baseline)")
     ax.set_title(f"Fig. 4, w sweep: {data_label}", fontsize=10)
     ax.legend(fontsize=8)
@@ -361,9 +549,26 @@ def plot_batch_study(frame: pd.DataFrame, data_label: str) -> plt.Figure:
 # -- the summary ---------------------------------------------------------------------------------------------
 
 
-def _compare(rows: list, table: str, model: str, metric: str, ours: float, sd: float | None, paper: float | None) -> None:
-    rows.append({"table": table, "model": model, "metric": metric, "ours": ours, "ours sd": sd, "paper": paper,
-                 "difference": None if paper is None or ours is None else ours - paper})
+def _compare(
+    rows: list,
+    table: str,
+    model: str,
+    metric: str,
+    ours: float,
+    sd: float | None,
+    paper: float | None,
+) -> None:
+    rows.append(
+        {
+            "table": table,
+            "model": model,
+            "metric": metric,
+            "ours": ours,
+            "ours sd": sd,
+            "paper": paper,
+            "difference": None if paper is None or ours is None else ours - paper,
+        }
+    )
 
 
 def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
@@ -382,20 +587,48 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
         rows = []
         for split in ("train", "test"):
             for k, name in enumerate(CLASSES):
-                _compare(rows, "Table 3", split, f"share {name}", t[split][k] / t[split].sum(), None, t[f"paper {split}"][k] / t[f"paper {split}"].sum())
+                _compare(
+                    rows,
+                    "Table 3",
+                    split,
+                    f"share {name}",
+                    t[split][k] / t[split].sum(),
+                    None,
+                    t[f"paper {split}"][k] / t[f"paper {split}"].sum(),
+                )
         out["table3"] = pd.DataFrame(rows)
     if (t := read("branch_accuracy")) is not None:
         rows = []
         for column, key in (("RGB", "rgb"), ("landmark only", "landmark_only")):
-            _compare(rows, "Section 5 (branches)", column, "OA", t[column].mean(), t[column].std(ddof=1) if len(t) > 1 else 0.0, paper["branch_accuracy_test"][key])
+            _compare(
+                rows,
+                "Section 5 (branches)",
+                column,
+                "OA",
+                t[column].mean(),
+                t[column].std(ddof=1) if len(t) > 1 else 0.0,
+                paper["branch_accuracy_test"][key],
+            )
         out["branches"] = pd.DataFrame(rows)
     if (t := read("table2_contingency")) is not None:
         rows = []
         for _, r in t.iterrows():
-            _compare(rows, "Table 2", f"RGB {r['RGB']}, landmark {r['landmark']}", "share", r["share"], None, r["paper share"])
+            _compare(
+                rows,
+                "Table 2",
+                f"RGB {r['RGB']}, landmark {r['landmark']}",
+                "share",
+                r["share"],
+                None,
+                r["paper share"],
+            )
         out["table2"] = pd.DataFrame(rows)
-    for name, key, columns in (("table5_per_class", "table5_per_class_accuracy", CLASSES), ("table6_overall", "table6_overall", METRIC_COLUMNS),
-                               ("table7_ablation_per_class", "table7_ablation_per_class", CLASSES), ("table8_ablation_overall", "table8_ablation_overall", METRIC_COLUMNS)):
+    for name, key, columns in (
+        ("table5_per_class", "table5_per_class_accuracy", CLASSES),
+        ("table6_overall", "table6_overall", METRIC_COLUMNS),
+        ("table7_ablation_per_class", "table7_ablation_per_class", CLASSES),
+        ("table8_ablation_overall", "table8_ablation_overall", METRIC_COLUMNS),
+    ):
         t = read(name)
         if t is None:
             continue
@@ -403,15 +636,35 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
         for _, r in t.iterrows():
             reference = paper[key].get(r["model"])
             for j, column in enumerate(columns):
-                value = None if reference is None else (reference[j] if isinstance(reference, list) else reference[column])
-                _compare(rows, name.split("_")[0].replace("table", "Table "), r["model"], column, r[column], r[f"{column} sd"], value)
+                value = (
+                    None
+                    if reference is None
+                    else (reference[j] if isinstance(reference, list) else reference[column])
+                )
+                _compare(
+                    rows,
+                    name.split("_")[0].replace("table", "Table "),
+                    r["model"],
+                    column,
+                    r[column],
+                    r[f"{column} sd"],
+                    value,
+                )
         out[name.split("_")[0]] = pd.DataFrame(rows)
     if (t := read("claims")) is not None:
         out["claims"] = t
     if (t := read("fig4_w_sweep")) is not None:
         gains = t.groupby("w")["oa_gain"].mean()
         rows = []
-        _compare(rows, "Fig. 4", "both", "best w (test set)", float(gains.idxmax()), None, paper["figure4_w_sweep"]["best_w"])
+        _compare(
+            rows,
+            "Fig. 4",
+            "both",
+            "best w (test set)",
+            float(gains.idxmax()),
+            None,
+            paper["figure4_w_sweep"]["best_w"],
+        )
         _compare(rows, "Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None)
         out["fig4"] = pd.DataFrame(rows)
     return out
@@ -421,7 +674,9 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
 
 PAPER_MODEL = "both (the paper)"
 CALIBRATED = "calibrated confidence"  # weighting "calibrated": the landmark head temperature-scaled on the validation split
-LEARNED = "learned gate"  # weighting "learned": a gate fitted on the validation split of the paper's run
+LEARNED = (
+    "learned gate"  # weighting "learned": a gate fitted on the validation split of the paper's run
+)
 HEATMAP_BRANCH = "heatmap CNN branch"
 COORDS_BRANCH = "coordinate MLP branch"
 
@@ -432,449 +687,56 @@ def model_rows(runs_by_name: dict) -> pd.DataFrame:
     for name, runs in runs_by_name.items():
         row = mean_sd_row(name, seed_metrics(runs), ("oa_top1", "aa"))
         landmark = mean_sd_row(name, seed_metrics(runs, "landmark"), ("oa_top1",))
-        row.update({"landmark-only oa_top1": landmark["oa_top1"], "landmark-only oa_top1 sd": landmark["oa_top1 sd"],
-                    "mean weight on F_landmark": float(np.mean([r.predictions.weight.mean() for r in runs]))})
+        row.update(
+            {
+                "landmark-only oa_top1": landmark["oa_top1"],
+                "landmark-only oa_top1 sd": landmark["oa_top1 sd"],
+                "mean weight on F_landmark": float(
+                    np.mean([r.predictions.weight.mean() for r in runs])
+                ),
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-# -- how sure is a difference (fer_lib.stats) -------------------------------------------------------------
-
-
-POOLED = "pooled"  # the "seed" of a significance row over all seeds
-
-
-def significance_rows(name: str, labels: np.ndarray, reference, runs, head: str = "fused", reference_name: str = "baseline", resamples: int = 10_000) -> list[dict]:
-    """A model against a reference on the same test images: per seed, exact McNemar (discordant counts, p)
-    and paired-bootstrap 95% intervals of the OA and AA differences; with two seeds or more, a last row
-    ("seed" = "pooled") with the interval of the seed-averaged difference, test-image sampling and the spread
-    between seeds both counted (``stats.seed_pooled_interval``; McNemar needs one model per side, so it is
-    left empty there).
-
-    ``reference`` is the probabilities (N, 7) of one model (the frozen baseline), or a list with one entry per
-    run (a model trained with the same seeds, paired seed by seed).
-    """
-    from fer_lib.stats import mcnemar_exact
-
-    references = list(reference) if isinstance(reference, (list, tuple)) else [reference] * len(runs)
-    if len(references) != len(runs):
-        raise ValueError(f"{len(references)} reference predictions for {len(runs)} runs")
-    rows, correct, reference_correct = [], [], []
-    for run, ref in zip(runs, references):
-        correct.append(getattr(run.predictions, head).argmax(1) == labels)
-        reference_correct.append(ref.argmax(1) == labels)
-        test = mcnemar_exact(correct[-1], reference_correct[-1])
-        rows.append({"model": name, "versus": reference_name, "seed": run.seed, "only model right": test.only_a_right,
-                     "only versus right": test.only_b_right, "McNemar p": test.p_value,
-                     **_intervals_of(labels, reference_correct[-1], correct[-1], resamples, run.seed)})
-    if len(runs) > 1:
-        rows.append({"model": name, "versus": reference_name, "seed": POOLED, "only model right": np.nan, "only versus right": np.nan,
-                     "McNemar p": np.nan, **_intervals_of(labels, np.array(reference_correct), np.array(correct), resamples, 0)})
-    return rows
-
-
-def significance_frame(rows: list[dict]) -> pd.DataFrame:
-    """``significance_rows`` as a table; the discordant counts stay integers (empty on pooled rows)."""
-    frame = pd.DataFrame(rows)
-    return frame.astype({"only model right": "Int64", "only versus right": "Int64"})
-
-
-POOLED_COLUMNS = {"p": "p_value", "se": "se", "image var": "image_variance", "seed var": "seed_variance",
-                  "interaction var": "interaction_variance", "ratio": "ratio"}  # table column suffix -> PooledResult field
-
-
-def _intervals_of(labels: np.ndarray, reference_correct: np.ndarray, correct: np.ndarray, resamples: int, seed: int) -> dict:
-    """Bootstrap intervals of one seed's difference (conditional on the two models), or, for (S, N) per-seed
-    correctness, the method-level interval with its variance components (``stats.seed_pooled_interval``)."""
-    from fer_lib.stats import paired_bootstrap_correct, seed_pooled_interval
-
-    pooled_row = np.ndim(correct) == 2
-    interval = seed_pooled_interval if pooled_row else paired_bootstrap_correct
-    row = {}
-    for metric in ("OA", "AA"):
-        result = interval(labels, reference_correct, correct, metric=metric.lower(), resamples=resamples, seed=seed)
-        row.update({f"{metric} diff": result.difference, f"{metric} 95% low": result.low, f"{metric} 95% high": result.high})
-        if pooled_row:
-            row.update({f"{metric} {column}": getattr(result, field) for column, field in POOLED_COLUMNS.items()})
-    if pooled_row:
-        row["seeds"] = len(correct)
-    return row
-
-
-def pooled_result(row, metric: str = "OA"):
-    """The ``stats.PooledResult`` of a pooled row of a significance table."""
-    from fer_lib.stats import PooledResult
-
-    return PooledResult(metric.lower(), float(row[f"{metric} diff"]), float(row[f"{metric} 95% low"]), float(row[f"{metric} 95% high"]), 0,
-                        int(row["seeds"]), **{field: float(row[f"{metric} {column}"]) for column, field in POOLED_COLUMNS.items()})
-
-
-def family_p_values(frame: pd.DataFrame, metric: str = "OA") -> np.ndarray:
-    """Holm-adjusted p-values of the pooled rows of a significance table, taken as one family (with one seed: of the
-    per-seed rows, from McNemar for OA)."""
-    from fer_lib.stats import holm
-
-    rows = pooled(frame)
-    column = f"{metric} p" if (frame["seed"].astype(str) == POOLED).any() else "McNemar p"
-    return holm(rows[column].to_numpy(dtype=float))
-
-
-def per_seed(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a significance table that belong to one seed each."""
-    return frame[frame["seed"].astype(str) != POOLED]
-
-
-def pooled(frame: pd.DataFrame) -> pd.DataFrame:
-    """The seed-averaged rows of a significance table (per seed rows when only one seed was run)."""
-    rows = frame[frame["seed"].astype(str) == POOLED]
-    return rows if len(rows) else frame
-
-
-def pooled_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """The pooled row of each group of a significance table (its only row where one seed was run)."""
-    return pd.concat([pooled(group) for _, group in frame.groupby(column, sort=False)])
-
-
-ALPHA = 0.05
-EQUIVALENCE_MARGIN = 0.002  # 0.2 points of OA or AA: the smallest difference of interest (MARGIN_REASON)
-MARGIN_REASON = (
-    "0.2 points (6 of RAF-DB's 3,068 test images): below every gain the paper reports for its method (+0.26 OA, +0.61 AA "
-    "against the baseline; +0.33 OA against naive fusion), so the paper's own headline would not count as equivalent, and "
-    "above what a reader of Table 6's four-digit accuracies would call a difference."
-)
-
-
-@dataclass
-class ClaimTest:
-    """One claim as a test: the difference it reads (claim direction: ``sign`` +1 when it says "B beats A", -1
-    when it says "B is worse"), its p-values, and what it is about (the training method, or the trained models)."""
-
-    claim: str
-    family: str  # "primary" (unadjusted), "claims" (Holm over the family), "w" (the w comparisons, their own family)
-    sign: int
-    p_two: float  # against no difference
-    p_equivalence: float  # two one-sided tests against +-EQUIVALENCE_MARGIN (1: not applicable)
-    p_beyond: float  # one-sided, that the difference exceeds the margin in its observed direction (1: not applicable)
-    difference: float
-    low: float
-    high: float
-    resolution: float  # smallest difference detected with 80% power (nan: not computed)
-    about: str
-    detail: str
-    seeds_right: str = ""  # the conditional tests, per seed: what the trained models themselves show
-    result: object = None  # the stats.PooledResult of a method-level claim
-
-
-def _test_from_rows(claim: str, family: str, frame: pd.DataFrame, metric: str = "OA", sign: int = 1) -> ClaimTest:
-    """A claim read from a significance table: its pooled row (method-level) where there is one, else its one seed's
-    conditional test (McNemar for OA; the bootstrap interval for AA)."""
-    rows = frame[frame["seed"].astype(str) == POOLED]
-    seed_rows = per_seed(frame)
-    better = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% low"] > 0)
-    worse = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% high"] < 0)
-    seeds_right = f"{better} of {len(seed_rows)} seeds better, {worse} worse (per-seed 95% interval excludes 0)"
-    if len(rows):
-        row = rows.iloc[0]
-        result = pooled_result(row, metric)
-        margin = EQUIVALENCE_MARGIN
-        return ClaimTest(claim, family, sign, result.p_value, result.p_equivalence(margin), result.p_beyond(margin), result.difference, result.low, result.high,
-                         result.resolution(), f"the training method ({result.seeds} seeds pooled)", _intervals(frame, metric), seeds_right, result)
-    row = seed_rows.iloc[0]
-    low, high = float(row[f"{metric} 95% low"]), float(row[f"{metric} 95% high"])
-    p_two = float(row["McNemar p"]) if metric == "OA" and pd.notna(row.get("McNemar p", np.nan)) else (0.0 if low > 0 or high < 0 else 1.0)
-    return ClaimTest(claim, family, sign, p_two, 1.0, 1.0, float(row[f"{metric} diff"]), low, high, np.nan,
-                     f"these trained models (seed {row['seed']}; one seed says nothing about the method)", _intervals(frame, metric), seeds_right)
-
-
-def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
-    """The verdict of each claim under one rule set (README, "How to read a verdict"):
-    - supported / contradicted: the difference differs from zero, in the claim's direction or against it;
-    - equivalent: it lies within +-EQUIVALENCE_MARGIN (two one-sided tests); with a difference from zero too,
-      "supported, smaller than the margin";
-    - "supported, beyond the margin": surely larger than the margin;
-    - inconclusive: none of these.
-    The primary claim is tested at ``alpha``; the other claims ("claims") are one family, each kind of p-value Holm-
-    adjusted over it, so that any false supported/contradicted verdict among them has probability at most alpha."""
-    from fer_lib.stats import holm
-
-    adjusted = {}
-    family = [i for i, t in enumerate(tests) if t.family == "claims"]
-    for kind in ("p_two", "p_equivalence", "p_beyond"):
-        values = np.array([getattr(t, kind) for t in tests])
-        if family:
-            values[family] = holm(values[family])
-        adjusted[kind] = values
-    verdicts = []
-    for i, test in enumerate(tests):
-        differs, equivalent, beyond = (adjusted[k][i] < alpha for k in ("p_two", "p_equivalence", "p_beyond"))
-        if differs:
-            word = "supported" if np.sign(test.difference) == test.sign else "contradicted"
-            verdicts.append(word + (", beyond the margin" if beyond else ", smaller than the margin" if equivalent else ""))
-        else:
-            verdicts.append("equivalent" if equivalent else "inconclusive")
-    return verdicts
-
-
-def w_verdict(pairs: pd.DataFrame, alpha: float = ALPHA) -> tuple[str, str]:
-    """"w = 0.6 gives the largest gain", from w = 0.6 minus each other w (pooled rows), the w comparisons one family in
-    both directions: supported only if 0.6 beats every other w (an intersection-union test: each at alpha); contradicted
-    if some other w beats it with Holm-adjusted p below alpha (a union over the family); equivalent if every other w
-    is within the margin of it (intersection-union again); else inconclusive."""
-    from fer_lib.stats import holm
-
-    tests = [_test_from_rows(f"w = 0.6 vs {r['versus']}", "w", pairs[pairs["versus"] == r["versus"]]) for _, r in pooled_by(pairs, "versus").iterrows()]
-    p_adjusted = holm([t.p_two for t in tests])
-    if all(t.p_two < alpha and t.difference > 0 for t in tests):
-        verdict = "supported"
-    elif any(p < alpha and t.difference < 0 for p, t in zip(p_adjusted, tests)):
-        verdict = "contradicted"
-    elif all(t.p_equivalence < alpha for t in tests):
-        verdict = "equivalent"
-    else:
-        verdict = "inconclusive"
-    detail = "w = 0.6 minus each other w: " + "; ".join(
-        f"{t.claim.split(' vs ')[1]}: {t.difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}], Holm p {p:.2g}" for t, p in zip(tests, p_adjusted))
-    return verdict, detail
-
-
-def _intervals(frame: pd.DataFrame, metric: str) -> str:
-    def seed(r) -> str:
-        return "seeds pooled" if str(r["seed"]) == POOLED else f"seed {r['seed']}"
-
-    return "; ".join(f"{seed(r)}: {r[f'{metric} diff']:+.4f} [{r[f'{metric} 95% low']:+.4f}, {r[f'{metric} 95% high']:+.4f}]" for _, r in frame.iterrows())
-
-
-PRIMARY_CLAIM = "the proposed fusion beats the baseline in OA"
-
-
-def claim_tests(tables_dir: Path) -> list[ClaimTest]:
-    """Every claim of this run's saved tables as a test (``claims`` decides them): the paper's headline as the
-    primary claim, the others as one family."""
-    from scipy.stats import binomtest
-
-    tables_dir = Path(tables_dir)
-
-    def read(name):
-        return read_table(tables_dir, name)
-
-    tests = []
-    if (t := read("significance_proposed")) is not None:
-        tests.append(_test_from_rows(PRIMARY_CLAIM, "primary", t, "OA"))
-        tests.append(_test_from_rows("the proposed fusion beats the baseline in AA", "claims", t, "AA"))
-    if (t := read("significance_ablation")) is not None:
-        tests.append(_test_from_rows("weighting by confidence and agreement beats no weighting (OA)", "claims", t[(t["model"] == "both") & (t["versus"] == "none")]))
-        tests.append(_test_from_rows("naive fusion (no weighting) is worse than the baseline (OA)", "claims",
-                                     t[(t["model"] == "none") & (t["versus"] == "baseline")], sign=-1))
-    if (t := read("table2_contingency")) is not None:
-        counts = {(r["RGB"], r["landmark"]): int(r["count"]) for _, r in t.iterrows()}
-        only_rgb, only_landmark = counts[("correct", "wrong")], counts[("wrong", "correct")]
-        p = binomtest(only_rgb, only_rgb + only_landmark, 0.5).pvalue if only_rgb + only_landmark else 1.0
-        total = sum(counts.values())
-        tests.append(ClaimTest("the RGB branch alone is more accurate than the landmark branch alone", "claims", 1, p, 1.0, 1.0,
-                               (only_rgb - only_landmark) / total, np.nan, np.nan, np.nan, "these trained models (first seed; exact McNemar)",
-                               f"first seed: only RGB right {only_rgb}, only landmarks right {only_landmark}, exact McNemar p = {p:.2g}"))
-    # beyond the paper (issue 13): each against the paper's proposed model, paired seed by seed
-    if (t := read("significance_future_work")) is not None:
-        for model, versus, claim in ((LEARNED, PAPER_MODEL, "a learned weighting beats the paper's (OA)"),
-                                     (CALIBRATED, PAPER_MODEL, "a calibrated confidence beats the paper's weighting (OA)"),
-                                     (HEATMAP_BRANCH, COORDS_BRANCH, "the heatmap CNN beats coordinates (fused OA)")):
-            pair = t[(t["model"] == model) & (t["versus"] == versus)]
-            if len(pair):
-                tests.append(_test_from_rows(claim, "claims", pair))
-    return tests
-
-
-CLAIM_COLUMNS = ["claim", "family", "verdict", "difference", "95% low", "95% high", "p (Holm in the family)", "margin", "resolution",
-                 "about", "per seed (the trained models)", "detail"]
-
-
-def claims(tables_dir: Path) -> pd.DataFrame:
-    """One row per claim with a verdict computed from this run's saved tables (``decide``, ``w_verdict``): the
-    difference and its 95% interval, the p-value (Holm-adjusted within the family), the equivalence margin, the
-    run's resolution (the smallest difference it detects with 80% power) and what the verdict is about."""
-    from fer_lib.stats import holm
-
-    tests = claim_tests(tables_dir)
-    verdicts = decide(tests)
-    family = [i for i, t in enumerate(tests) if t.family == "claims"]
-    p_shown = np.array([t.p_two for t in tests])
-    if family:
-        p_shown[family] = holm(p_shown[family])
-    rows = [{"claim": t.claim, "family": t.family, "verdict": v, "difference": t.difference, "95% low": t.low, "95% high": t.high,
-             "p (Holm in the family)": p, "margin": EQUIVALENCE_MARGIN if t.p_equivalence < 1 or "pooled" in t.about else np.nan,
-             "resolution": t.resolution, "about": t.about, "per seed (the trained models)": t.seeds_right, "detail": t.detail}
-            for t, v, p in zip(tests, verdicts, p_shown)]
-    pairs = read_table(Path(tables_dir), "significance_w_pairs")
-    if pairs is not None and len(pairs):
-        verdict_w, detail = w_verdict(pairs)
-        rows.append({"claim": "w = 0.6 gives the largest OA gain among the w tried (on the test set)", "family": "w", "verdict": verdict_w,
-                     "difference": np.nan, "95% low": np.nan, "95% high": np.nan, "p (Holm in the family)": np.nan, "margin": EQUIVALENCE_MARGIN,
-                     "resolution": np.nan, "about": "the training method" if (pairs["seed"].astype(str) == POOLED).any() else "these trained models",
-                     "per seed (the trained models)": "", "detail": detail})
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
-
-
-def plan_rows(tables_dir: Path, effect: float, test_images_scale: float = 1.0) -> pd.DataFrame:
-    """For every method-level claim of a finished run: its measured variance components, its resolution, and the
-    seeds that would resolve ``effect`` (``stats.seeds_needed``) at ``test_images_scale`` times this run's test images."""
-    from fer_lib.stats import seeds_needed
-
-    rows = []
-    for t in claim_tests(tables_dir):
-        if t.result is None:
-            continue
-        needed = seeds_needed(t.result, effect, test_images_scale=test_images_scale)
-        rows.append({"claim": t.claim, "seeds run": t.result.seeds, "difference": t.difference, "se, test images (points)": 100 * np.sqrt(t.result.image_variance),
-                     "sd between seeds (points)": 100 * np.sqrt(t.result.seed_variance), "resolution now": t.resolution, "target effect": effect,
-                     "seeds needed": needed if needed is not None else "none suffices: the test set is too small"})
-    return pd.DataFrame(rows)
-
-
-# -- do the findings hold on another seed or CPU? -----------------------------------------------------------
-
-HEADLINE_TOLERANCE = 0.01  # headline OA values of two runs of one profile must agree within this
-
-
-def _run_summary(run_dir: Path) -> dict:
-    """The verdicts and headline numbers of one finished run, read from its saved tables and run_info.json."""
-    import json
-
-    run_dir = Path(run_dir)
-    tables = run_dir / "tables"
-    missing = [name for name in ("claims.csv", "table6_overall.csv", "branch_accuracy.csv") if not (tables / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"{run_dir} has no finished report ({', '.join(missing)} missing in {tables}); run ./run_all.sh for it first")
-    info_path = run_dir / "run_info.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    settings = json.loads((run_dir / "settings.json").read_text()) if (run_dir / "settings.json").exists() else {}
-    table6 = pd.read_csv(tables / "table6_overall.csv").set_index("model")
-    branch = pd.read_csv(tables / "branch_accuracy.csv")
-    claims_frame = pd.read_csv(tables / "claims.csv")
-    return {
-        "run": run_dir.name, "cpu": info.get("cpu", "unknown"), "commit": info.get("commit", "unknown"), "seeds": ", ".join(map(str, _seed_list(settings))),
-        "headline": {"baseline OA": float(table6.loc["baseline", "oa_top1"]), "proposed OA": float(table6.loc["proposed", "oa_top1"])},
-        "also": {"landmark-only OA": float(branch["landmark only"].mean()), "baseline AA": float(table6.loc["baseline", "aa"]),
-                 "proposed AA": float(table6.loc["proposed", "aa"])},
-        "verdicts": dict(zip(claims_frame["claim"], claims_frame["verdict"])),
-    }
-
-
-def _seed_list(settings: dict) -> list[int]:
-    offset, seeds = int(settings.get("seed_offset", 0)), int(settings.get("seeds", 0))
-    return list(range(offset, offset + seeds))
-
-
-def verdict_agreement(verdicts: list[str]) -> str:
-    """Whether the verdicts of one claim in several runs agree: "same"; "compatible" where only inconclusive ones
-    differ from the rest; "conflict" where one run supports what another contradicts, or finds equivalence where
-    another finds a difference beyond the margin."""
-    if len(set(verdicts)) == 1:
-        return "same"
-    words = {v.split(",")[0] for v in verdicts}
-    equal = any(v == "equivalent" or "smaller than the margin" in v for v in verdicts)
-    beyond = any("beyond the margin" in v for v in verdicts)
-    if {"supported", "contradicted"} <= words or (equal and beyond) or "missing" in words:
-        return "conflict"
-    return "compatible"
-
-
-def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
-    """One row per headline number and per claim: each run's value or verdict, and whether they agree
-    (``verdict_agreement``; Table 6's OA values within ``HEADLINE_TOLERANCE``). The first rows name each run's CPU,
-    commit and seeds; landmark-only OA and AA are shown with their spread, unjudged."""
-    runs = [_run_summary(d) for d in run_dirs]
-    names = [f"{r['run']}" for r in runs]
-    rows = [{"quantity": key, **{n: r[key] for n, r in zip(names, runs)}, "agree": ""} for key in ("cpu", "commit")]
-    rows[0]["quantity"], rows[1]["quantity"] = "CPU", "commit"
-    rows.append({"quantity": "training seeds", **{n: r["seeds"] for n, r in zip(names, runs)}, "agree": ""})
-    for key in runs[0]["headline"]:
-        values = [r["headline"][key] for r in runs]
-        rows.append({"quantity": key, **{n: f"{v:.4f}" for n, v in zip(names, values)},
-                     "agree": "yes" if max(values) - min(values) <= HEADLINE_TOLERANCE else f"no (spread {max(values) - min(values):.4f})"})
-    for key in runs[0]["also"]:  # shown, not judged: only Table 6's OA values are the headline
-        values = [r["also"][key] for r in runs]
-        rows.append({"quantity": key, **{n: f"{v:.4f}" for n, v in zip(names, values)}, "agree": f"(spread {max(values) - min(values):.4f})"})
-    for claim in runs[0]["verdicts"]:
-        verdicts = [r["verdicts"].get(claim, "missing") for r in runs]
-        rows.append({"quantity": f"claim: {claim}", **dict(zip(names, verdicts)), "agree": verdict_agreement(verdicts)})
-    return pd.DataFrame(rows)
-
-
-VERDICT_RULES = f"""\
-**How to read a verdict.** Each claim compares two training methods on the same test images. The verdict reads
-the *method-level* interval (the seeds pooled): it counts both sources of chance, the test images drawn and the
-training seeds, from variance components (image, seed, their interaction counted once), with a quantile that knows
-how few seeds there are, so with two seeds it is wide, honestly. Its coverage was measured by simulation with known
-truth (`benchmarks/stats_coverage.py`).
-- **supported** / **contradicted**: the difference is surely on the claim's side of zero, or on the other side;
-- **equivalent**: the difference lies within +-{100 * EQUIVALENCE_MARGIN:.1f} points, the smallest difference of
-  interest (two one-sided tests); "supported, smaller than the margin" and "supported, beyond the margin" say both;
-- **inconclusive**: none of these. The column *resolution* says the smallest difference the run would detect
-  (80% power): an inconclusive verdict with a resolution of 2 points says nothing about a 0.3-point effect.
-
-The margin: {MARGIN_REASON}
-
-The paper's headline ("{PRIMARY_CLAIM}") is the primary claim, tested at 5%. The other claims are one family:
-their p-values are Holm-adjusted, so that a false supported or contradicted verdict anywhere among them has at most
-a 5% chance. "w = 0.6 gives the largest gain" is its own family: supported only if w = 0.6 beats every other w,
-contradicted if another w beats it after Holm's adjustment over the comparisons. A claim read from one seed, or
-marked "these trained models" (RGB against landmarks: exact McNemar), is about the trained models, not the
-method. The column *per seed* gives those conditional tests for every claim. A verdict is a finding when a run of
-the same commit, data and settings with other seeds (`./run_all.sh --replicate`) does not conflict with it."""
-
-STABILITY_FILE = "seed_stability"  # <figures>/seed_stability.{csv,md}: written by `compare-runs` and `run_all.sh --replicate`
-
-
-def replicate_of(run_dir: Path) -> Path | None:
-    """Another finished run of the same commit, data and settings but other training seeds, beside ``run_dir``
-    (``runs/``): what the "same verdict with other seeds" column compares with."""
-    import json
-
-    run_dir = Path(run_dir)
-
-    def identity(folder: Path):
-        try:
-            info = json.loads((folder / "run_info.json").read_text())
-            settings = json.loads((folder / "settings.json").read_text())
-        except (OSError, ValueError):
-            return None
-        if "uncommitted" in info.get("commit", "uncommitted") and not info.get("source"):
-            return None
-        same = {k: v for k, v in settings.items() if k != "seed_offset"}
-        return info.get("commit"), info.get("source"), info.get("data"), json.dumps(same, sort_keys=True), settings.get("seed_offset")
-
-    mine = identity(run_dir)
-    if mine is None:
-        return None
-    for other in sorted(run_dir.parent.iterdir()):
-        if other == run_dir or not (other / "tables" / "claims.csv").exists():
-            continue
-        theirs = identity(other)
-        if theirs is not None and theirs[:4] == mine[:4] and theirs[4] != mine[4]:
-            return other
-    return None
-
-
-def recorded_stability(figures_dir: Path) -> pd.DataFrame | None:
-    """The comparison recorded in ``<figures>/seed_stability.csv`` (committed for the demo), if one was made."""
-    path = Path(figures_dir) / f"{STABILITY_FILE}.csv"
-    return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
-
-
-def branch_reference(runs, probes: pd.DataFrame, baseline_seeds: list[int] | None = None) -> pd.DataFrame:
+def branch_reference(
+    runs, probes: pd.DataFrame, baseline_seeds: list[int] | None = None
+) -> pd.DataFrame:
     """Each branch's network next to a linear probe on the same input (``Experiment.probes``): a network below
     its probe has not learned what its input allows. The RGB row is the mean over the trained baselines (the
     runs whose seed is in ``baseline_seeds``; default: the first run's)."""
-    landmark = [metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1)) for r in runs]
-    baselines = [r for r in runs if r.seed in baseline_seeds] if baseline_seeds else runs[:1]
-    rgb = [metrics.overall_accuracy(r.predictions.labels, r.predictions.rgb.argmax(1)) for r in baselines]
-    rows = [
-        {"model": f"RGB network (the frozen baseline{', mean over seeds' if len(rgb) > 1 else ''})", "input": "RGB", "test OA": float(np.mean(rgb)), "seeds": len(rgb)},
-        {"model": "landmark network (landmark-only head, mean over seeds)", "input": "landmarks", "test OA": float(np.mean(landmark)), "seeds": len(runs)},
+    landmark = [
+        metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1))
+        for r in runs
     ]
-    frame = pd.concat([pd.DataFrame(rows), probes[["model", "input", "test OA"]].assign(seeds=np.nan)], ignore_index=True)
+    baselines = [r for r in runs if r.seed in baseline_seeds] if baseline_seeds else runs[:1]
+    rgb = [
+        metrics.overall_accuracy(r.predictions.labels, r.predictions.rgb.argmax(1))
+        for r in baselines
+    ]
+    rows = [
+        {
+            "model": f"RGB network (the frozen baseline{', mean over seeds' if len(rgb) > 1 else ''})",
+            "input": "RGB",
+            "test OA": float(np.mean(rgb)),
+            "seeds": len(rgb),
+        },
+        {
+            "model": "landmark network (landmark-only head, mean over seeds)",
+            "input": "landmarks",
+            "test OA": float(np.mean(landmark)),
+            "seeds": len(runs),
+        },
+    ]
+    frame = pd.concat(
+        [pd.DataFrame(rows), probes[["model", "input", "test OA"]].assign(seeds=np.nan)],
+        ignore_index=True,
+    )
     frame["seeds"] = frame["seeds"].astype("Int64")
-    return frame.sort_values("input", kind="stable", key=lambda c: c.map({"RGB": 0, "landmarks": 1}).fillna(2)).reset_index(drop=True)
+    return frame.sort_values(
+        "input", kind="stable", key=lambda c: c.map({"RGB": 0, "landmarks": 1}).fillna(2)
+    ).reset_index(drop=True)
 
 
 def knobs_table(knobs, changed: dict) -> pd.DataFrame:
@@ -884,23 +746,16 @@ def knobs_table(knobs, changed: dict) -> pd.DataFrame:
     from fer_lib.synthetic import SyntheticKnobs
 
     default = SyntheticKnobs()
-    rows = [{"knob": f.name, "value": str(getattr(knobs, f.name)), "generator default": str(getattr(default, f.name)),
-             "set by the profile": "yes" if f.name in changed else ""} for f in fields(knobs)]
+    rows = [
+        {
+            "knob": f.name,
+            "value": str(getattr(knobs, f.name)),
+            "generator default": str(getattr(default, f.name)),
+            "set by the profile": "yes" if f.name in changed else "",
+        }
+        for f in fields(knobs)
+    ]
     return pd.DataFrame(rows)
-
-
-def findings(claims_frame: pd.DataFrame, stability: pd.DataFrame | None) -> pd.DataFrame:
-    """The claims with a column saying whether a replicate of this run with other seeds (``stability_table`` of this
-    run and ``replicate_of`` it, computed now) agrees: "same", "compatible" (only inconclusive verdicts differ) or
-    "conflict"; "not checked" without a replicate. Only verdicts that hold are findings."""
-    out = claims_frame[["claim", "verdict"]].copy()
-    if stability is None:
-        out["same verdict with other seeds"] = "not checked"
-        return out
-    rows = stability.set_index("quantity")
-    agree = {q.removeprefix("claim: "): a for q, a in rows["agree"].items() if q.startswith("claim: ")}
-    out["same verdict with other seeds"] = [agree.get(c, "not checked") for c in out["claim"]]
-    return out
 
 
 def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.DataFrame:
@@ -911,34 +766,115 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
 
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
     rows = [
-        ("fusion layer initialisation", "the baseline's fc on F_RGB, zeros on F_landmark" if fusion_config.fusion_init_from_baseline else "PyTorch's default", "silent"),
-        ("gradient through the weight p * w", "yes" if fusion_config.weight_grad else "no (the weight is a constant)", "silent"),
-        ("heatmap points", f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px", "white points on black; size not stated"),
-        ("fusion epochs and the epoch kept", f"{fusion_config.epochs}; lowest validation loss of eq. 3" if fusion_config.select == "val_loss"
-         else f"{fusion_config.epochs}; best fused validation accuracy", "silent"),
-        ("validation hold-out", f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded; "
-         + ("drawn for each run: the checkpoint trained on these images, so the RGB head looks better there than on new ones "
-            "(epoch, temperature and gate lean towards it)" if checkpoint else "the baseline's own hold-out, which it never trained on, "
-            "for the landmark branch, the temperature and the gate too"), "silent"),
-        ("landmark-branch augmentation", "horizontal flips of image and heatmap together (paired), nothing else" if fusion_config.flip else "none",
-         "silent"),
-        ("ReLU after conv6", "yes: every conv block of Table 1 ends in ReLU, conv6 (the output F_landmark) too", "Table 1 lists no activations"),
-        ("ARM noise", "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, not clipped",
-         "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, then resized"),
-        ("frozen-feature cache", "computed once per image and flip state", "silent (the paper recomputes)"),
-        ("arithmetic", f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)", "silent"),
-        ("learning-rate schedule", "; ".join(f"{branch}: " + ("ExponentialLR(0.9) per epoch" if schedule == "exponential" else
-                                                              f"cosine to zero over its {epochs} epochs")
-                                            for branch, schedule, epochs in (("baseline", profile.lr_schedule, profile.baseline_epochs),
-                                                                             ("landmark branch", fusion_config.lr_schedule, fusion_config.epochs))),
-         "ExponentialLR(0.9) per epoch (Table 4)"),
-        ("BatchNorm in the landmark CNN", "yes" if fusion_config.batch_norm else "no (Table 1 as printed)", "Table 1 lists none"),
-        ("baseline augmentation", {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[profile.augmentation],
-         "the ARM code: half untouched, a quarter flipped, a quarter noised"),
-        ("network widths", f"ResNet18 {profile.baseline_width}, landmark CNN {profile.landmark_width}", "64 and 32"),
-        ("baselines", f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its own" if profile.baseline_per_seed
-         else "one, shared by every seed", "one (the ARM authors' checkpoint)"),
-        ("baseline weights kept", f"their moving average (decay {profile.baseline_ema} per step), at the best validation epoch" if profile.baseline_ema
-         else "the best validation epoch's", "the ARM recipe: the epoch's own weights"),
+        (
+            "fusion layer initialisation",
+            "the baseline's fc on F_RGB, zeros on F_landmark"
+            if fusion_config.fusion_init_from_baseline
+            else "PyTorch's default",
+            "silent",
+        ),
+        (
+            "gradient through the weight p * w",
+            "yes" if fusion_config.weight_grad else "no (the weight is a constant)",
+            "silent",
+        ),
+        (
+            "heatmap points",
+            f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px",
+            "white points on black; size not stated",
+        ),
+        (
+            "fusion epochs and the epoch kept",
+            f"{fusion_config.epochs}; lowest validation loss of eq. 3"
+            if fusion_config.select == "val_loss"
+            else f"{fusion_config.epochs}; best fused validation accuracy",
+            "silent",
+        ),
+        (
+            "validation hold-out",
+            f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded; "
+            + (
+                "drawn for each run: the checkpoint trained on these images, so the RGB head looks better there than on new ones "
+                "(epoch, temperature and gate lean towards it)"
+                if checkpoint
+                else "the baseline's own hold-out, which it never trained on, "
+                "for the landmark branch, the temperature and the gate too"
+            ),
+            "silent",
+        ),
+        (
+            "landmark-branch augmentation",
+            "horizontal flips of image and heatmap together (paired), nothing else"
+            if fusion_config.flip
+            else "none",
+            "silent",
+        ),
+        (
+            "ReLU after conv6",
+            "yes: every conv block of Table 1 ends in ReLU, conv6 (the output F_landmark) too",
+            "Table 1 lists no activations",
+        ),
+        (
+            "ARM noise",
+            "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, not clipped",
+            "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, then resized",
+        ),
+        (
+            "frozen-feature cache",
+            "computed once per image and flip state",
+            "silent (the paper recomputes)",
+        ),
+        (
+            "arithmetic",
+            f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)",
+            "silent",
+        ),
+        (
+            "learning-rate schedule",
+            "; ".join(
+                f"{branch}: "
+                + (
+                    "ExponentialLR(0.9) per epoch"
+                    if schedule == "exponential"
+                    else f"cosine to zero over its {epochs} epochs"
+                )
+                for branch, schedule, epochs in (
+                    ("baseline", profile.lr_schedule, profile.baseline_epochs),
+                    ("landmark branch", fusion_config.lr_schedule, fusion_config.epochs),
+                )
+            ),
+            "ExponentialLR(0.9) per epoch (Table 4)",
+        ),
+        (
+            "BatchNorm in the landmark CNN",
+            "yes" if fusion_config.batch_norm else "no (Table 1 as printed)",
+            "Table 1 lists none",
+        ),
+        (
+            "baseline augmentation",
+            {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[
+                profile.augmentation
+            ],
+            "the ARM code: half untouched, a quarter flipped, a quarter noised",
+        ),
+        (
+            "network widths",
+            f"ResNet18 {profile.baseline_width}, landmark CNN {profile.landmark_width}",
+            "64 and 32",
+        ),
+        (
+            "baselines",
+            f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its own"
+            if profile.baseline_per_seed
+            else "one, shared by every seed",
+            "one (the ARM authors' checkpoint)",
+        ),
+        (
+            "baseline weights kept",
+            f"their moving average (decay {profile.baseline_ema} per step), at the best validation epoch"
+            if profile.baseline_ema
+            else "the best validation epoch's",
+            "the ARM recipe: the epoch's own weights",
+        ),
     ]
     return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])

@@ -37,7 +37,7 @@ FIXED_COST = {"baseline": 1.0, "fusion": 0.35, "coords": 0.05}
 
 
 def job_kind(job: Job) -> str:
-    """"baseline", "fusion" (heatmaps and the landmark CNN) or "coords": jobs of one kind cost alike per epoch."""
+    """ "baseline", "fusion" (heatmaps and the landmark CNN) or "coords": jobs of one kind cost alike per epoch."""
     if job.weighting is None:
         return "baseline"
     return "coords" if job.variant == "coords" else "fusion"
@@ -61,7 +61,9 @@ class Job:
     def name(self) -> str:
         if self.weighting is None:
             return f"baseline seed {self.seed}"
-        return f"fusion {self.weighting} w={self.w:.2f} seed {self.seed}" + (f" ({self.variant})" if self.variant else "")
+        return f"fusion {self.weighting} w={self.w:.2f} seed {self.seed}" + (
+            f" ({self.variant})" if self.variant else ""
+        )
 
     @property
     def slug(self) -> str:
@@ -125,7 +127,9 @@ class StageClock:
         epoch, fixed = self.epoch_seconds(kind), self.fixed_seconds(kind)
         return None if epoch is None else epochs * epoch + fixed
 
-    def left(self, running: list[tuple[str, int, int, int, float]], queued: list[tuple[str, int, int]]) -> float | None:
+    def left(
+        self, running: list[tuple[str, int, int, int, float]], queued: list[tuple[str, int, int]]
+    ) -> float | None:
         """Seconds until the last job ends, or None before anything is measured.
 
         running: (kind, seed, epochs, epochs done, seconds since its last finished epoch or its start);
@@ -152,7 +156,9 @@ class StageClock:
         # baselines first (they are submitted first), then each seed's runs in the order their baselines end
         play([job for job in queued if job[0] == "baseline"])
         runs = [job for job in queued if job[0] != "baseline"]
-        play(sorted(runs, key=lambda job: ready.get(job[1], 0.0)))  # stable: submission order within a seed
+        play(
+            sorted(runs, key=lambda job: ready.get(job[1], 0.0))
+        )  # stable: submission order within a seed
         return max(free)
 
 
@@ -161,6 +167,7 @@ def format_left(seconds: float | None) -> str:
         return "time left: after the first epoch"
     minutes, rest = divmod(int(round(seconds)), 60)
     return f"about {minutes}:{rest:02d} left"
+
 
 def worker_devices(workers: int) -> list[str] | None:
     """The ``CUDA_VISIBLE_DEVICES`` entry each worker binds to, round-robin over the visible GPUs: the parent's own
@@ -171,7 +178,11 @@ def worker_devices(workers: int) -> list[str] | None:
         return None
     gpus = torch.cuda.device_count()
     # CUDA reads the list up to its first invalid entry, so the first device_count() entries are the visible GPUs
-    entries = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()][:gpus]
+    entries = [
+        entry.strip()
+        for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        if entry.strip()
+    ][:gpus]
     if len(entries) < gpus:
         entries = [str(k) for k in range(gpus)]
     return [entries[k % gpus] for k in range(workers)]
@@ -195,11 +206,20 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path) -> float:
 
     clock = time.perf_counter()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with (
+        open(log_path, "a", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
         key = experiment_args
         if _WORKER.get("key") != key:  # the decoded images are loaded once per worker
             profile, data_root, run_dir, checkpoint, pretrained = experiment_args
-            _WORKER.update(key=key, experiment=Experiment(profile, data_root, run_dir, checkpoint, pretrained=pretrained, progress=False))
+            _WORKER.update(
+                key=key,
+                experiment=Experiment(
+                    profile, data_root, run_dir, checkpoint, pretrained=pretrained, progress=False
+                ),
+            )
         experiment = _WORKER["experiment"]
         try:
             if job.weighting is None:
@@ -231,7 +251,9 @@ def plan(experiment) -> tuple[list[Job], list[Job]]:
     """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline seed (none to train
     with a given checkpoint, but its feature caches still to build), every run of ``fusion_plan``."""
     baselines = [Job(seed) for seed in experiment.baseline_seeds]
-    fusions = [Job(seed, weighting, w, variant) for weighting, w, seed, variant in experiment.fusion_plan()]
+    fusions = [
+        Job(seed, weighting, w, variant) for weighting, w, seed, variant in experiment.fusion_plan()
+    ]
     return baselines, fusions
 
 
@@ -243,11 +265,15 @@ def _finished(experiment, job: Job) -> bool:
             return False
         folder = experiment.baseline_dir_for(job.seed)
         try:
-            epochs = len((folder / "history.csv").read_text(encoding="utf-8").strip().splitlines()) - 1
+            epochs = (
+                len((folder / "history.csv").read_text(encoding="utf-8").strip().splitlines()) - 1
+            )
         except OSError:
             return False
         return epochs >= experiment.profile.baseline_epochs and (folder / "best.pt").exists()
-    return (experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant) / "predictions_fused.csv").exists()
+    return (
+        experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant) / "predictions_fused.csv"
+    ).exists()
 
 
 def train_all(experiment, *, workers: int | None = None, progress: bool = True) -> dict[str, float]:
@@ -262,16 +288,38 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     from fer_lib.io import relative
 
     baselines, fusions = plan(experiment)
-    if all(_finished(experiment, job) for job in baselines + fusions):  # a rerun: no images to decode, no workers to start
-        print(f"==> every model of the profile is trained ({len(baselines)} baseline(s), {len(fusions)} landmark-branch run(s)): reusing them")
+    if all(
+        _finished(experiment, job) for job in baselines + fusions
+    ):  # a rerun: no images to decode, no workers to start
+        print(
+            f"==> every model of the profile is trained ({len(baselines)} baseline(s), {len(fusions)} landmark-branch run(s)): reusing them"
+        )
         return {}
     workers = workers or default_workers(len(baselines) + len(fusions))
     p = experiment.profile
     # whole units (hundredths of a baseline epoch), so the bar ends exactly at its total
-    cost = {job: round(100 * (FIXED_COST[job_kind(job)] + (p.baseline_epochs if job.weighting is None else epoch_cost(job) * p.fusion_epochs)))
-            for job in baselines + fusions}
+    cost = {
+        job: round(
+            100
+            * (
+                FIXED_COST[job_kind(job)]
+                + (
+                    p.baseline_epochs
+                    if job.weighting is None
+                    else epoch_cost(job) * p.fusion_epochs
+                )
+            )
+        )
+        for job in baselines + fusions
+    }
     experiment.splits  # decode the images once, here, before the workers read the cache
-    experiment_args = (p, experiment.data_root, experiment.run_dir, experiment.baseline_checkpoint, experiment.pretrained)
+    experiment_args = (
+        p,
+        experiment.data_root,
+        experiment.run_dir,
+        experiment.baseline_checkpoint,
+        experiment.pretrained,
+    )
     logs = experiment.run_dir / "logs"
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     context = get_context("spawn")
@@ -281,11 +329,21 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         for entry in worker_devices(workers):
             devices.put(entry)
     threads = 1 if gpus else max(1, (os.cpu_count() or 1) // workers)
-    where = f"{workers} worker(s), one per GPU" if gpus else f"{workers} worker process(es) of {threads} CPU thread(s)"
-    print(f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on {where}; logs in {relative(logs)}")
+    where = (
+        f"{workers} worker(s), one per GPU"
+        if gpus
+        else f"{workers} worker process(es) of {threads} CPU thread(s)"
+    )
+    print(
+        f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on {where}; logs in {relative(logs)}"
+    )
     seconds: dict[str, float] = {}
-    bar = tqdm(total=sum(cost.values()), desc="training", disable=not progress,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
+    bar = tqdm(
+        total=sum(cost.values()),
+        desc="training",
+        disable=not progress,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
+    )
     finished_cost, shown_postfix = 0, ""
     clock = StageClock(workers)
     finished_epochs: dict[str, list[float]] = {kind: [] for kind in clock.epochs}
@@ -293,7 +351,11 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     stage_start, shown_epochs, estimates = time.perf_counter(), -1, []
 
     def folder_of(job: Job) -> Path:
-        return experiment.baseline_dir_for(job.seed) if job.weighting is None else experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant)
+        return (
+            experiment.baseline_dir_for(job.seed)
+            if job.weighting is None
+            else experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant)
+        )
 
     def history(job: Job) -> tuple[list[float], float]:
         """Seconds of each epoch a job has finished (its history.csv, written after every epoch), and when the
@@ -302,14 +364,18 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
             column = lines[0].split(",").index("seconds")
-            return [float(line.split(",")[column]) for line in lines[1:] if line], path.stat().st_mtime
+            return [
+                float(line.split(",")[column]) for line in lines[1:] if line
+            ], path.stat().st_mtime
         except (OSError, ValueError, IndexError):
             return [], 0.0
 
     def epochs_of(job: Job) -> int:
         return p.baseline_epochs if job.weighting is None else p.fusion_epochs
 
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(devices, threads)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(devices, threads)
+    ) as pool:
         running = {}
 
         def submit(job: Job) -> None:
@@ -335,7 +401,9 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                     for other in running:
                         other.cancel()
                     bar.close()
-                    raise SystemExit(f"training {job.name} failed ({type(error).__name__}: {error}); its log: {logs / (job.slug + '.log')}") from None
+                    raise SystemExit(
+                        f"training {job.name} failed ({type(error).__name__}: {error}); its log: {logs / (job.slug + '.log')}"
+                    ) from None
                 finished_cost += cost[job]
                 epoch_seconds = history(job)[0][: epochs_of(job)]
                 finished_epochs[job_kind(job)] += epoch_seconds
@@ -352,27 +420,70 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 started_at.setdefault(job, wall)
             rows = {job: history(job) for job in active}
             progress_now = {job: min(len(rows[job][0]), epochs_of(job)) for job in active}
-            clock.epochs = {kind: finished_epochs[kind] + [t for job in active if job_kind(job) == kind for t in rows[job][0]] for kind in finished_epochs}
+            clock.epochs = {
+                kind: finished_epochs[kind]
+                + [t for job in active if job_kind(job) == kind for t in rows[job][0]]
+                for kind in finished_epochs
+            }
             left = clock.left(
-                [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job), progress_now[job], wall - max(started_at[job], rows[job][1])) for job in active],
-                [(job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job))
-                 for job in [*(job for job in running.values() if job not in active), *queue, *waiting]],
+                [
+                    (
+                        job_kind(job),
+                        experiment.baseline_seed(job.seed),
+                        epochs_of(job),
+                        progress_now[job],
+                        wall - max(started_at[job], rows[job][1]),
+                    )
+                    for job in active
+                ],
+                [
+                    (job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job))
+                    for job in [
+                        *(job for job in running.values() if job not in active),
+                        *queue,
+                        *waiting,
+                    ]
+                ],
             )
             epochs_now = sum(len(v) for v in clock.epochs.values())
-            if epochs_now != shown_epochs:  # the estimate after each finished epoch, kept to check it against the truth
-                estimates.append({"seconds": round(now - stage_start, 1), "epochs done": epochs_now, "estimated seconds left": None if left is None else round(left, 1)})
+            if (
+                epochs_now != shown_epochs
+            ):  # the estimate after each finished epoch, kept to check it against the truth
+                estimates.append(
+                    {
+                        "seconds": round(now - stage_start, 1),
+                        "epochs done": epochs_now,
+                        "estimated seconds left": None if left is None else round(left, 1),
+                    }
+                )
                 shown_epochs = epochs_now
-                _save_estimates(estimates, None, logs / "time_left.csv")  # as it goes, so a stage cut short keeps them
-            def doing(job) -> str:  # a job past its last epoch is selecting and predicting the test set
+                _save_estimates(
+                    estimates, None, logs / "time_left.csv"
+                )  # as it goes, so a stage cut short keeps them
+
+            def doing(
+                job,
+            ) -> str:  # a job past its last epoch is selecting and predicting the test set
                 step = progress_now[job] + 1
-                return f"{job.name}, epoch {step}/{epochs_of(job)}" if step <= epochs_of(job) else f"{job.name}, predicting"
+                return (
+                    f"{job.name}, epoch {step}/{epochs_of(job)}"
+                    if step <= epochs_of(job)
+                    else f"{job.name}, predicting"
+                )
 
             postfix = "; ".join([format_left(left), *(doing(job) for job in active)])
             if postfix != shown_postfix:
                 bar.set_postfix_str(postfix, refresh=False)
                 shown_postfix = postfix
             # moved with update(), so the bar follows the finished epochs
-            bar.update(max(0, finished_cost + sum(cost[job] * progress_now[job] // epochs_of(job) for job in active) - bar.n))
+            bar.update(
+                max(
+                    0,
+                    finished_cost
+                    + sum(cost[job] * progress_now[job] // epochs_of(job) for job in active)
+                    - bar.n,
+                )
+            )
     _save_estimates(estimates, time.perf_counter() - stage_start, logs / "time_left.csv")
     bar.close()
     return seconds

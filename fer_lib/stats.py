@@ -40,7 +40,9 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult
     """Exact (binomial) McNemar test on paired boolean correctness arrays."""
     correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if correct_a.shape != correct_b.shape or correct_a.ndim != 1:
-        raise ValueError(f"correctness arrays must be 1-D and the same length, got {correct_a.shape} and {correct_b.shape}")
+        raise ValueError(
+            f"correctness arrays must be 1-D and the same length, got {correct_a.shape} and {correct_b.shape}"
+        )
     only_a = int((correct_a & ~correct_b).sum())
     only_b = int((~correct_a & correct_b).sum())
     p_value = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
@@ -60,7 +62,9 @@ class BootstrapResult:
         return self.low > 0 or self.high < 0
 
 
-def _cell_accuracy(counts: np.ndarray, cell_class: np.ndarray, cell_hits: np.ndarray, metric: str, num_classes: int) -> np.ndarray:
+def _cell_accuracy(
+    counts: np.ndarray, cell_class: np.ndarray, cell_hits: np.ndarray, metric: str, num_classes: int
+) -> np.ndarray:
     """OA or AA for each row of ``counts`` (R, K): how many draws fell in each cell (class, a's hit, b's hit)."""
     if metric == "oa":
         return counts @ cell_hits / counts.sum(1)
@@ -89,8 +93,14 @@ def paired_bootstrap(
     """
     labels = np.asarray(labels)
     return paired_bootstrap_correct(
-        labels, np.asarray(predicted_a) == labels, np.asarray(predicted_b) == labels,
-        metric=metric, resamples=resamples, confidence=confidence, seed=seed, num_classes=num_classes,
+        labels,
+        np.asarray(predicted_a) == labels,
+        np.asarray(predicted_b) == labels,
+        metric=metric,
+        resamples=resamples,
+        confidence=confidence,
+        seed=seed,
+        num_classes=num_classes,
     )
 
 
@@ -111,7 +121,9 @@ def paired_bootstrap_correct(
     labels = np.asarray(labels)
     correct_a, correct_b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     if not (correct_a.shape == correct_b.shape == labels.shape) or labels.ndim != 1:
-        raise ValueError(f"labels and correctness must be 1-D and the same length, got {labels.shape}, {correct_a.shape}, {correct_b.shape}")
+        raise ValueError(
+            f"labels and correctness must be 1-D and the same length, got {labels.shape}, {correct_a.shape}, {correct_b.shape}"
+        )
     cells = _cells(labels, correct_a, correct_b)
     observed = _observed_difference(cells, metric, num_classes)
     differences = _resampled_differences(cells, metric, resamples, seed, num_classes)
@@ -120,25 +132,42 @@ def paired_bootstrap_correct(
     return BootstrapResult(metric, observed, float(low), float(high), resamples)
 
 
-def _cells(labels: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[np.ndarray, ...]:
+def _cells(
+    labels: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray
+) -> tuple[np.ndarray, ...]:
     """(class, a's hit, b's hit) of each distinct cell, and how many images fall in it. A resample's OA and AA depend
     only on how many draws land in each cell, and those counts are multinomial: drawing them is the same bootstrap
     as drawing image indices, in O(cells) per resample."""
-    cells, members = np.unique(np.stack([np.asarray(labels, dtype=float), correct_a, correct_b], 1), axis=0, return_inverse=True)
-    return cells[:, 0].astype(int), cells[:, 1], cells[:, 2], np.bincount(members.ravel(), minlength=len(cells))
+    cells, members = np.unique(
+        np.stack([np.asarray(labels, dtype=float), correct_a, correct_b], 1),
+        axis=0,
+        return_inverse=True,
+    )
+    return (
+        cells[:, 0].astype(int),
+        cells[:, 1],
+        cells[:, 2],
+        np.bincount(members.ravel(), minlength=len(cells)),
+    )
 
 
-def _difference(cells: tuple[np.ndarray, ...], counts: np.ndarray, metric: str, num_classes: int) -> np.ndarray:
+def _difference(
+    cells: tuple[np.ndarray, ...], counts: np.ndarray, metric: str, num_classes: int
+) -> np.ndarray:
     """metric(B) - metric(A) for each row of ``counts`` (R, K) over the cells."""
     cell_class, hits_a, hits_b, _ = cells
-    return _cell_accuracy(counts, cell_class, hits_b, metric, num_classes) - _cell_accuracy(counts, cell_class, hits_a, metric, num_classes)
+    return _cell_accuracy(counts, cell_class, hits_b, metric, num_classes) - _cell_accuracy(
+        counts, cell_class, hits_a, metric, num_classes
+    )
 
 
 def _observed_difference(cells: tuple[np.ndarray, ...], metric: str, num_classes: int) -> float:
     return float(_difference(cells, cells[3][None].astype(float), metric, num_classes)[0])
 
 
-def _resampled_differences(cells: tuple[np.ndarray, ...], metric: str, resamples: int, seed: int, num_classes: int) -> np.ndarray:
+def _resampled_differences(
+    cells: tuple[np.ndarray, ...], metric: str, resamples: int, seed: int, num_classes: int
+) -> np.ndarray:
     """metric(B) - metric(A) over resamples drawn class by class: each class keeps its number of test images
     (the test set's class sizes are fixed by design), and its images are drawn with replacement."""
     cell_class, cell_counts = cells[0], cells[3]
@@ -151,7 +180,9 @@ def _resampled_differences(cells: tuple[np.ndarray, ...], metric: str, resamples
     return _difference(cells, counts, metric, num_classes)
 
 
-SEED_RATIO_CONFIDENCE = {2: 0.90}  # one-sided confidence of the seed-variance bound (default 0.80); chosen by simulation
+SEED_RATIO_CONFIDENCE = {
+    2: 0.90
+}  # one-sided confidence of the seed-variance bound (default 0.80); chosen by simulation
 DEFAULT_SEED_RATIO_CONFIDENCE = 0.80
 _GRID = 4000  # chi-square quantiles that integrate over the seed-variance estimate
 
@@ -164,12 +195,18 @@ class PooledResult:
     difference: float  # seed-averaged metric(B) - metric(A)
     low: float  # the interval at the requested confidence
     high: float
-    resamples: int  # kept for callers of the bootstrap intervals; the interval is computed, not resampled
+    resamples: (
+        int  # kept for callers of the bootstrap intervals; the interval is computed, not resampled
+    )
     seeds: int
     se: float  # standard error of the difference: sqrt(image_variance + seed_variance / seeds)
-    image_variance: float  # test-image sampling of the seed-averaged difference, the interaction not counted
+    image_variance: (
+        float  # test-image sampling of the seed-averaged difference, the interaction not counted
+    )
     seed_variance: float  # variance of one seed's difference around the method's mean (seed effect + interaction)
-    interaction_variance: float  # the part of seed_variance that image-by-seed interaction alone explains
+    interaction_variance: (
+        float  # the part of seed_variance that image-by-seed interaction alone explains
+    )
     ratio: float  # the bound on seed_variance / (seeds * image_variance) the quantile is taken at
     p_value: float  # two-sided, against no difference: below 1 - confidence exactly when the interval excludes 0
 
@@ -185,8 +222,12 @@ class PooledResult:
         """Two one-sided tests against +-margin: p below alpha shows |difference| < margin."""
         if self.se == 0:
             return 0.0 if abs(self.difference) < margin else 1.0
-        lower = _tail(self.ratio, self.seeds, (self.difference + margin) / self.se)  # H0: difference <= -margin
-        upper = _tail(self.ratio, self.seeds, (margin - self.difference) / self.se)  # H0: difference >= +margin
+        lower = _tail(
+            self.ratio, self.seeds, (self.difference + margin) / self.se
+        )  # H0: difference <= -margin
+        upper = _tail(
+            self.ratio, self.seeds, (margin - self.difference) / self.se
+        )  # H0: difference >= +margin
         return max(lower, upper)
 
     def p_beyond(self, margin: float) -> float:
@@ -238,7 +279,9 @@ def _metric_weights(labels: np.ndarray, metric: str, num_classes: int) -> np.nda
     return 1 / ((sizes > 0).sum() * sizes[labels])
 
 
-def _variance_components(labels: np.ndarray, diff: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+def _variance_components(
+    labels: np.ndarray, diff: np.ndarray, weights: np.ndarray
+) -> tuple[float, float]:
     """Image and interaction variance of a metric difference from per-seed, per-image differences ``diff`` (S, N).
 
     A two-way layout (images x seeds) within each class: the image term is the spread of the seed-averaged
@@ -292,14 +335,21 @@ def seed_pooled_interval(
     from scipy.stats import chi2
 
     labels = np.asarray(labels)
-    correct_a, correct_b = np.atleast_2d(np.asarray(correct_a, dtype=float)), np.atleast_2d(np.asarray(correct_b, dtype=float))
+    correct_a, correct_b = (
+        np.atleast_2d(np.asarray(correct_a, dtype=float)),
+        np.atleast_2d(np.asarray(correct_b, dtype=float)),
+    )
     if correct_a.shape != correct_b.shape or correct_a.shape[1] != len(labels):
-        raise ValueError(f"per-seed correctness must pair up over the {len(labels)} images, got {correct_a.shape} and {correct_b.shape}")
+        raise ValueError(
+            f"per-seed correctness must pair up over the {len(labels)} images, got {correct_a.shape} and {correct_b.shape}"
+        )
     if metric not in ("oa", "aa"):
         raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
     seeds = correct_a.shape[0]
     if seeds < 2:
-        raise ValueError("a method-level interval needs two seeds or more; for one model each use paired_bootstrap_correct")
+        raise ValueError(
+            "a method-level interval needs two seeds or more; for one model each use paired_bootstrap_correct"
+        )
     labels = labels.astype(int)
     weights = _metric_weights(labels, metric, num_classes)
     per_seed = (correct_b - correct_a) @ weights  # OA and AA are linear in per-image correctness
@@ -308,14 +358,41 @@ def seed_pooled_interval(
     seed_variance = float(per_seed.var(ddof=1))
     se = float(np.sqrt(image_variance + seed_variance / seeds))
     if se == 0:
-        return PooledResult(metric, difference, difference, difference, resamples, seeds, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0 if difference == 0 else 0.0)
+        return PooledResult(
+            metric,
+            difference,
+            difference,
+            difference,
+            resamples,
+            seeds,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            1.0 if difference == 0 else 0.0,
+        )
     level = SEED_RATIO_CONFIDENCE.get(seeds, DEFAULT_SEED_RATIO_CONFIDENCE)
-    bound = seed_variance * (seeds - 1) / chi2.ppf(1 - level, seeds - 1)  # upper confidence bound of v_seed
+    bound = (
+        seed_variance * (seeds - 1) / chi2.ppf(1 - level, seeds - 1)
+    )  # upper confidence bound of v_seed
     ratio = np.inf if image_variance == 0 else max(bound, interaction) / (seeds * image_variance)
     half = _quantile(ratio, seeds, 0.5 + confidence / 2) * se
     p_value = min(1.0, 2 * _tail(ratio, seeds, abs(difference) / se))
-    return PooledResult(metric, difference, difference - half, difference + half, resamples, seeds, se, image_variance,
-                        seed_variance, interaction, float(ratio), p_value)
+    return PooledResult(
+        metric,
+        difference,
+        difference - half,
+        difference + half,
+        resamples,
+        seeds,
+        se,
+        image_variance,
+        seed_variance,
+        interaction,
+        float(ratio),
+        p_value,
+    )
 
 
 def holm(p_values) -> np.ndarray:
@@ -330,8 +407,15 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
-def seeds_needed(result: PooledResult, effect: float, *, test_images_scale: float = 1.0, alpha: float = 0.05, power: float = 0.8,
-                 most: int = 1000) -> int | None:
+def seeds_needed(
+    result: PooledResult,
+    effect: float,
+    *,
+    test_images_scale: float = 1.0,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    most: int = 1000,
+) -> int | None:
     """The fewest seeds that resolve ``effect`` (the minimum detectable effect at ``power`` falls to it) given the
     variance components ``result`` measured; ``test_images_scale``: test images as a multiple of this run's (the
     image term and the interaction shrink with it, the seed effect does not). None where even ``most`` seeds do not
@@ -344,10 +428,18 @@ def seeds_needed(result: PooledResult, effect: float, *, test_images_scale: floa
 
     def resolves(seeds: int) -> bool:
         level = SEED_RATIO_CONFIDENCE.get(seeds, DEFAULT_SEED_RATIO_CONFIDENCE)
-        typical_bound = seed_variance * (seeds - 1) / chi2.ppf(1 - level, seeds - 1)  # the bound a run with these components gets
-        ratio = np.inf if image_variance == 0 else max(typical_bound, interaction) / (seeds * image_variance)
+        typical_bound = (
+            seed_variance * (seeds - 1) / chi2.ppf(1 - level, seeds - 1)
+        )  # the bound a run with these components gets
+        ratio = (
+            np.inf
+            if image_variance == 0
+            else max(typical_bound, interaction) / (seeds * image_variance)
+        )
         se = np.sqrt(image_variance + seed_variance / seeds)
-        return (_quantile(ratio, seeds, 1 - alpha / 2) + _quantile(ratio, seeds, power)) * se <= abs(effect)
+        return (
+            _quantile(ratio, seeds, 1 - alpha / 2) + _quantile(ratio, seeds, power)
+        ) * se <= abs(effect)
 
     if not resolves(most):
         return None

@@ -39,14 +39,27 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
 from fer_lib import rafdb
-from fer_lib.landmarks import ALIGN_TARGETS, ALIGNED_SIZE, AUTO37_FROM_IBUG68, alignment_anchors, similarity_from_points
+from fer_lib.landmarks import (
+    ALIGN_TARGETS,
+    ALIGNED_SIZE,
+    AUTO37_FROM_IBUG68,
+    alignment_anchors,
+    similarity_from_points,
+)
 
 GENERATOR_VERSION = 1  # bump whenever the output changes, so old demo sets are regenerated
 MARKER_FILE = "DEMO_DATA.json"  # written last: its presence (and content) means "complete"
 PARTIAL_FILE = "DEMO_DATA.partial"  # present while a run is writing
 SPLIT_CODES = {"train": 0, "test": 1}
 NAME_DIGITS = {"train": 5, "test": 4}
-CONFUSABLE_PARTNER = {0: 1, 1: 0, 2: 5, 5: 2, 4: 6, 6: 4}  # Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
+CONFUSABLE_PARTNER = {
+    0: 1,
+    1: 0,
+    2: 5,
+    5: 2,
+    4: 6,
+    6: 4,
+}  # Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
 
 
 @dataclass(frozen=True)
@@ -54,13 +67,22 @@ class SyntheticKnobs:
     """Every calibration knob of the generator. Rates are per-sample probabilities."""
 
     # expression geometry (what the landmarks carry)
-    intensity_range: tuple[float, float] = (0.45, 1.0)  # AU intensity of a clear expression (0 = neutral face)
+    intensity_range: tuple[float, float] = (
+        0.45,
+        1.0,
+    )  # AU intensity of a clear expression (0 = neutral face)
     weak_fraction: float = 0.25  # share of non-neutral samples drawn with a weak intensity
     weak_intensity_range: tuple[float, float] = (0.08, 0.35)  # weak expressions: close to Neutral
     recipe_jitter: float = 0.3  # relative sd of each AU's weight around its class recipe
-    idle_au_sd: float = 0.08  # sd of small random AU activations on every face (resting-face variety)
-    identity_sd: float = 1.0  # multiplier on every identity shape variation (brow height, mouth corners, ...)
-    label_noise: float = 0.05  # chance a sample of a paired class shows its confusable partner's expression
+    idle_au_sd: float = (
+        0.08  # sd of small random AU activations on every face (resting-face variety)
+    )
+    identity_sd: float = (
+        1.0  # multiplier on every identity shape variation (brow height, mouth corners, ...)
+    )
+    label_noise: float = (
+        0.05  # chance a sample of a paired class shows its confusable partner's expression
+    )
     # appearance cues (pixels only)
     cue_strength: float = 1.0  # contrast of teeth/wrinkles/tears (0 removes every appearance cue)
     cue_presence: float = 1.0  # multiplier on the per-class cue probabilities (_CUE_PRESENCE)
@@ -82,20 +104,50 @@ class SyntheticKnobs:
     pitch_sd_deg: float = 5.0  # head nod, normal sd
     roll_sd_deg: float = 7.0  # in-plane tilt, normal sd
     canvas_range: tuple[int, int] = (160, 360)  # original image width and height, px
-    face_fraction_range: tuple[float, float] = (0.16, 0.3)  # inter-ocular distance / min(canvas side)
+    face_fraction_range: tuple[float, float] = (
+        0.16,
+        0.3,
+    )  # inter-ocular distance / min(canvas side)
     grayscale_fraction: float = 0.08  # images stored as gray (in RGB JPEGs)
-    jpeg_quality_range: tuple[int, int] = (60, 95)  # per image, the same for its original and aligned files
+    jpeg_quality_range: tuple[int, int] = (
+        60,
+        95,
+    )  # per image, the same for its original and aligned files
     noise_sd_range: tuple[float, float] = (0.5, 4.0)  # sensor noise, 0-255 scale
     blur_range: tuple[float, float] = (0.3, 0.8)  # everyday blur radius, px
 
 
 # The action units modelled (FACS numbers); _au_basis gives each one's displacement of the 68 points.
-AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26")
+AU_NAMES = (
+    "AU1",
+    "AU2",
+    "AU4",
+    "AU5",
+    "AU6",
+    "AU7",
+    "AU9",
+    "AU10",
+    "AU12",
+    "AU15",
+    "AU17",
+    "AU20",
+    "AU23",
+    "AU25",
+    "AU26",
+)
 
 # Class recipes (0-based class -> AU weights at intensity 1), after FACS prototypes.
 _RECIPES: dict[int, dict[str, float]] = {
     0: {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 0.5, "AU26": 1.0},  # Surprise
-    1: {"AU1": 1.0, "AU2": 0.5, "AU4": 0.5, "AU5": 1.0, "AU20": 1.0, "AU25": 0.6, "AU26": 0.3},  # Fear
+    1: {
+        "AU1": 1.0,
+        "AU2": 0.5,
+        "AU4": 0.5,
+        "AU5": 1.0,
+        "AU20": 1.0,
+        "AU25": 0.6,
+        "AU26": 0.3,
+    },  # Fear
     2: {"AU9": 1.0, "AU10": 1.0, "AU4": 0.4, "AU7": 0.3, "AU15": 0.4, "AU17": 0.4},  # Disgust
     3: {"AU6": 1.0, "AU12": 1.0, "AU25": 0.5},  # Happiness
     4: {"AU1": 1.0, "AU4": 0.4, "AU15": 1.0, "AU17": 0.6},  # Sadness
@@ -160,18 +212,46 @@ def _au_basis() -> np.ndarray:
     basis["AU10"][_UPPER_INNER_LIP, 1] = -0.05
     basis["AU10"][[48, 54, 60, 64], 1] = -0.015
     basis["AU10"][31:36, 1] = -0.015
-    _mirror_set(basis["AU12"], {48: (-0.06, -0.075), 60: (-0.05, -0.065), 49: (-0.03, -0.035), 59: (-0.03, -0.03),
-                                61: (-0.02, -0.02), 67: (-0.02, -0.015), 50: (0.0, -0.01)})  # lip corner puller
-    _mirror_set(basis["AU15"], {48: (0.015, 0.065), 60: (0.012, 0.055), 49: (0.0, 0.03), 59: (0.0, 0.03),
-                                50: (0.0, 0.01), 58: (0.0, 0.01)})  # lip corner depressor
+    _mirror_set(
+        basis["AU12"],
+        {
+            48: (-0.06, -0.075),
+            60: (-0.05, -0.065),
+            49: (-0.03, -0.035),
+            59: (-0.03, -0.03),
+            61: (-0.02, -0.02),
+            67: (-0.02, -0.015),
+            50: (0.0, -0.01),
+        },
+    )  # lip corner puller
+    _mirror_set(
+        basis["AU15"],
+        {
+            48: (0.015, 0.065),
+            60: (0.012, 0.055),
+            49: (0.0, 0.03),
+            59: (0.0, 0.03),
+            50: (0.0, 0.01),
+            58: (0.0, 0.01),
+        },
+    )  # lip corner depressor
     basis["AU17"][[55, 56, 58, 59], 1] = -0.03  # chin raiser: lower lip and chin pushed up
     basis["AU17"][57, 1] = -0.04
     basis["AU17"][[65, 66, 67], 1] = -0.025
     basis["AU17"][[7, 8, 9], 1] = -0.03
     basis["AU17"][[6, 10], 1] = -0.015
     basis["AU17"][[50, 51, 52], 1] = -0.01
-    _mirror_set(basis["AU20"], {48: (-0.075, 0.015), 60: (-0.07, 0.015), 49: (-0.04, 0.01), 59: (-0.04, 0.0),
-                                50: (0.0, 0.012), 58: (0.0, -0.012)})  # lip stretcher
+    _mirror_set(
+        basis["AU20"],
+        {
+            48: (-0.075, 0.015),
+            60: (-0.07, 0.015),
+            49: (-0.04, 0.01),
+            59: (-0.04, 0.0),
+            50: (0.0, 0.012),
+            58: (0.0, -0.012),
+        },
+    )  # lip stretcher
     basis["AU20"][51, 1] = 0.012
     basis["AU20"][57, 1] = -0.012
     basis["AU23"][[49, 53], 1] = 0.03  # lip tightener/presser: thin lips, narrower mouth
@@ -183,7 +263,9 @@ def _au_basis() -> np.ndarray:
     basis["AU25"][[56, 57, 58], 1] = 0.03
     basis["AU25"][[55, 59], 1] = 0.02
     jaw = np.arange(3, 14)
-    basis["AU26"][jaw, 1] = 0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5  # jaw drop, chin moves most
+    basis["AU26"][jaw, 1] = (
+        0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5
+    )  # jaw drop, chin moves most
     basis["AU26"][55:60, 1] = [0.15, 0.2, 0.22, 0.2, 0.15]  # the lower lip follows the chin
     basis["AU26"][65:68, 1] = [0.19, 0.22, 0.19]
     basis["AU26"][_UPPER_INNER_LIP, 1] = -0.01
@@ -279,14 +361,18 @@ def _sample_identity(rng: np.random.Generator, knobs: SyntheticKnobs) -> _Identi
         hair_style=style,
         hair_depth=rng.uniform(0.55, 0.7) if style == "fringe" else rng.uniform(0.25, 0.45),
         glasses=bool(rng.random() < knobs.glasses_rate),
-        age_wrinkles=rng.uniform(0.2, 0.4) if age >= 3 and rng.random() < knobs.age_wrinkle_rate else 0.0,
+        age_wrinkles=rng.uniform(0.2, 0.4)
+        if age >= 3 and rng.random() < knobs.age_wrinkle_rate
+        else 0.0,
     )
 
 
 def _neutral_landmarks(idn: _Identity) -> np.ndarray:
     """The identity's frontal, expressionless 68 iBUG points in canonical units."""
     p = np.zeros((68, 2))
-    phi = np.pi * np.arange(17) / 16  # jaw: a superellipse from the left temple over the chin to the right
+    phi = (
+        np.pi * np.arange(17) / 16
+    )  # jaw: a superellipse from the left temple over the chin to the right
     e = 2 / idn.jaw_square
     p[:17, 0] = -idn.face_w * np.sign(np.cos(phi)) * np.abs(np.cos(phi)) ** e
     p[:17, 1] = 0.05 + (idn.chin_y - 0.05) * np.abs(np.sin(phi)) ** e
@@ -309,10 +395,26 @@ def _neutral_landmarks(idn: _Identity) -> np.ndarray:
             p[eye] = [inner, up_inner, up_outer, outer, low_outer, low_inner]
     m, ym, tu, tl = idn.mouth_hw, idn.mouth_y, idn.lip_upper, idn.lip_lower
     outer_x = np.array([-1, -0.6, -0.25, 0, 0.25, 0.6, 1, 0.6, 0.25, 0, -0.25, -0.6]) * m
-    outer_y = ym + np.array([0, -0.8 * tu, -1.05 * tu, -0.85 * tu, -1.05 * tu, -0.8 * tu, 0,
-                             0.85 * tl, 1.0 * tl, 1.05 * tl, 1.0 * tl, 0.85 * tl])
+    outer_y = ym + np.array(
+        [
+            0,
+            -0.8 * tu,
+            -1.05 * tu,
+            -0.85 * tu,
+            -1.05 * tu,
+            -0.8 * tu,
+            0,
+            0.85 * tl,
+            1.0 * tl,
+            1.05 * tl,
+            1.0 * tl,
+            0.85 * tl,
+        ]
+    )
     p[48:60] = np.stack([outer_x, outer_y], 1)
-    p[60:68] = np.stack([np.array([-0.85, -0.3, 0, 0.3, 0.85, 0.3, 0, -0.3]) * m, np.full(8, ym + 0.005)], 1)
+    p[60:68] = np.stack(
+        [np.array([-0.85, -0.3, 0, 0.3, 0.85, 0.3, 0, -0.3]) * m, np.full(8, ym + 0.005)], 1
+    )
     p[[48, 54, 60, 64], 1] += idn.corner_dy
     return p
 
@@ -320,7 +422,10 @@ def _neutral_landmarks(idn: _Identity) -> np.ndarray:
 def _apply_expression(neutral: np.ndarray, au: np.ndarray) -> np.ndarray:
     """Deform the neutral points by AU weights, then keep eyelids and lips physically ordered."""
     p = neutral + np.tensordot(au, _AU_BASIS, axes=1)
-    for upper, lower, gap in ((_UPPER_LID, _LOWER_LID, 0.008), (_UPPER_INNER_LIP, _LOWER_INNER_LIP, 0.0)):
+    for upper, lower, gap in (
+        (_UPPER_LID, _LOWER_LID, 0.008),
+        (_UPPER_INNER_LIP, _LOWER_INNER_LIP, 0.0),
+    ):
         mid = (p[upper, 1] + p[lower, 1]) / 2
         closed = p[lower, 1] - p[upper, 1] < gap
         p[upper[closed], 1] = mid[closed] - gap / 2
@@ -350,14 +455,20 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
     intensity = 0.0 if shown == 6 else float(rng.uniform(low, high))
     au = rng.normal(0, knobs.idle_au_sd, len(AU_NAMES))
     for name, weight in _RECIPES[shown].items():
-        au[AU_NAMES.index(name)] += intensity * weight * max(0.0, 1 + rng.normal(0, knobs.recipe_jitter))
-    presence_scale = knobs.cue_presence * (knobs.weak_cue_factor + (1 - knobs.weak_cue_factor) * min(1.0, intensity))
+        au[AU_NAMES.index(name)] += (
+            intensity * weight * max(0.0, 1 + rng.normal(0, knobs.recipe_jitter))
+        )
+    presence_scale = knobs.cue_presence * (
+        knobs.weak_cue_factor + (1 - knobs.weak_cue_factor) * min(1.0, intensity)
+    )
     cues = {}
     for cue, by_class in _CUE_PRESENCE.items():
         # neutral faces keep their (small) base rate: an occasional grin or furrow belongs to no class
         p = by_class[shown] * (knobs.cue_presence if shown == 6 else presence_scale)
         if rng.random() < p:
-            cues[cue] = knobs.cue_strength * rng.uniform(0.6, 1.0) * (0.6 + 0.4 * min(1.0, intensity))
+            cues[cue] = (
+                knobs.cue_strength * rng.uniform(0.6, 1.0) * (0.6 + 0.4 * min(1.0, intensity))
+            )
     if "teeth" in cues:  # teeth show only through parted lips
         au[AU_NAMES.index("AU25")] += rng.uniform(0.6, 1.0)
     jaw = [AU_NAMES.index("AU25"), AU_NAMES.index("AU26")]
@@ -381,7 +492,12 @@ class _Pose:
     def __call__(self, xy: np.ndarray) -> np.ndarray:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         z = _depth(xy)
-        cy, sy, cp, sp = math.cos(self.yaw), math.sin(self.yaw), math.cos(self.pitch), math.sin(self.pitch)
+        cy, sy, cp, sp = (
+            math.cos(self.yaw),
+            math.sin(self.yaw),
+            math.cos(self.pitch),
+            math.sin(self.pitch),
+        )
         x = xy[:, 0] * cy + z * sy
         y = xy[:, 1] * cp + (xy[:, 0] * sy - z * cy) * sp
         c, s = self.scale * math.cos(self.roll), self.scale * math.sin(self.roll)
@@ -403,7 +519,9 @@ def _depth(xy: np.ndarray) -> np.ndarray:
 def _head_outline(idn: _Identity, jaw: np.ndarray, grow: float = 1.0) -> np.ndarray:
     """Closed outline: the jaw points, then the skull from the right temple over the top to the left."""
     alpha = np.linspace(0, np.pi, 15)[1:-1]
-    top = np.stack([idn.face_w * grow * np.cos(alpha), 0.05 - idn.head_h * grow * np.sin(alpha) ** 0.8], 1)
+    top = np.stack(
+        [idn.face_w * grow * np.cos(alpha), 0.05 - idn.head_h * grow * np.sin(alpha) ** 0.8], 1
+    )
     return np.concatenate([jaw, top])
 
 
@@ -414,15 +532,24 @@ class _Scene:
     width: int
     height: int
     pose: _Pose
-    conditions: tuple[str, ...]  # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    conditions: tuple[
+        str, ...
+    ]  # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
     jpeg_quality: int
     grayscale: bool
 
 
 def _sample_scene(rng: np.random.Generator, idn: _Identity, knobs: SyntheticKnobs) -> _Scene:
-    width, height = (int(v) for v in rng.integers(knobs.canvas_range[0], knobs.canvas_range[1] + 1, 2))
-    rates = {"sunglasses": knobs.sunglasses_rate, "mouth_occluder": knobs.mouth_occluder_rate,
-             "low_light": knobs.low_light_rate, "heavy_blur": knobs.heavy_blur_rate, "tiny_face": knobs.tiny_face_rate}
+    width, height = (
+        int(v) for v in rng.integers(knobs.canvas_range[0], knobs.canvas_range[1] + 1, 2)
+    )
+    rates = {
+        "sunglasses": knobs.sunglasses_rate,
+        "mouth_occluder": knobs.mouth_occluder_rate,
+        "low_light": knobs.low_light_rate,
+        "heavy_blur": knobs.heavy_blur_rate,
+        "tiny_face": knobs.tiny_face_rate,
+    }
     conditions = tuple(name for name, rate in rates.items() if rng.random() < rate)
     if "tiny_face" in conditions:
         scale = rng.uniform(8, 13)
@@ -448,15 +575,22 @@ def _sample_scene(rng: np.random.Generator, idn: _Identity, knobs: SyntheticKnob
         room = np.array([width - 1, height - 1]) - (high - low)
     pose.centre = -low + rng.uniform(0, 1, 2) * np.maximum(room, 0)
     quality = int(rng.integers(knobs.jpeg_quality_range[0], knobs.jpeg_quality_range[1] + 1))
-    return _Scene(width, height, pose, conditions, quality, bool(rng.random() < knobs.grayscale_fraction))
+    return _Scene(
+        width, height, pose, conditions, quality, bool(rng.random() < knobs.grayscale_fraction)
+    )
 
 
-def _ramp(angle: float, corner_values: np.ndarray, width: int, height: int, mode: str) -> Image.Image:
+def _ramp(
+    angle: float, corner_values: np.ndarray, width: int, height: int, mode: str
+) -> Image.Image:
     """A linear ramp along ``angle`` between two values (one per channel), as a PIL image.
 
     Built as a 2x2 image resized bilinearly: far faster than numpy at full size.
     """
-    t = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float64) @ [math.cos(angle), math.sin(angle)]
+    t = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float64) @ [
+        math.cos(angle),
+        math.sin(angle),
+    ]
     t = (t - t.min()) / max(float(np.ptp(t)), 1e-9)
     start, stop = corner_values
     corners = np.clip(np.round(start + (stop - start) * t[:, None]), 0, 255).astype(np.uint8)
@@ -529,7 +663,9 @@ class _Painter:
 
     def line(self, points: np.ndarray, fill, width: float, smooth: bool = True) -> None:
         points = _chaikin(points, closed=False) if smooth and len(points) > 2 else points
-        self.draw.line(self.pose(points).ravel().tolist(), fill=fill, width=self.width(width), joint="curve")
+        self.draw.line(
+            self.pose(points).ravel().tolist(), fill=fill, width=self.width(width), joint="curve"
+        )
 
 
 def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.Generator) -> None:
@@ -540,16 +676,27 @@ def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.
         back = _head_outline(idn, p[:17], grow=1.12)[17:]
         sides = np.array([[-idn.face_w - 0.3, 2.1], [idn.face_w + 0.3, 2.1]])
         paint.polygon(np.vstack([back, sides[:1], sides[1:], back[:1]]), _rgb(hair, 0.8))
-    paint.polygon(np.array([[-2.4, 2.2], [-0.6, 1.75], [0.6, 1.75], [2.4, 2.2], [2.6, 5], [-2.6, 5]]),
-                  _random_colour(rng))
-    paint.polygon(np.array([[-0.42, 0.9], [0.42, 0.9], [0.5, 1.95], [-0.5, 1.95]]), _rgb(skin, 0.85))
+    paint.polygon(
+        np.array([[-2.4, 2.2], [-0.6, 1.75], [0.6, 1.75], [2.4, 2.2], [2.6, 5], [-2.6, 5]]),
+        _random_colour(rng),
+    )
+    paint.polygon(
+        np.array([[-0.42, 0.9], [0.42, 0.9], [0.5, 1.95], [-0.5, 1.95]]), _rgb(skin, 0.85)
+    )
     for side in (-1, 1):
-        paint.polygon(_ellipse(np.array([side * (idn.face_w + 0.02), 0.25]), 0.12, 0.24), _rgb(skin, 0.92))
+        paint.polygon(
+            _ellipse(np.array([side * (idn.face_w + 0.02), 0.25]), 0.12, 0.24), _rgb(skin, 0.92)
+        )
     paint.polygon(outline, _rgb(skin), smooth=True)
     if idn.hair_style != "bald":
         alpha = np.linspace(np.pi, 0, 13)  # left to right: the cap's outer edge runs right to left
-        hairline = np.stack([idn.face_w * 0.97 * np.cos(alpha),
-                             0.05 - (idn.head_h - idn.hair_depth) * np.sin(alpha) ** 0.6], 1)
+        hairline = np.stack(
+            [
+                idn.face_w * 0.97 * np.cos(alpha),
+                0.05 - (idn.head_h - idn.hair_depth) * np.sin(alpha) ** 0.6,
+            ],
+            1,
+        )
         cap = _head_outline(idn, p[:17], grow=1.06)[17:]
         paint.polygon(np.vstack([cap, hairline]), _rgb(hair), smooth=True)
 
@@ -583,9 +730,15 @@ def _draw_mouth(paint: _Painter, idn: _Identity, p: np.ndarray, teeth: float) ->
             lower_edge[[0, -1], 1] = upper_inner[[0, -1], 1] + height * 0.3
             paint.polygon(np.vstack([upper_inner, lower_edge[::-1]]), shade, smooth=True)
             for x in (-0.12, 0.0, 0.12):
-                paint.line(np.array([[x, p[62, 1]], [x, p[62, 1] + height * 0.9]]), (150, 145, 140), 0.008)
+                paint.line(
+                    np.array([[x, p[62, 1]], [x, p[62, 1] + height * 0.9]]), (150, 145, 140), 0.008
+                )
     paint.polygon(np.vstack([p[48:55], p[[64, 63, 62, 61, 60]]]), _rgb(idn.lip), smooth=True)
-    paint.polygon(np.vstack([p[[54, 55, 56, 57, 58, 59, 48]], p[[60, 67, 66, 65, 64]]]), _rgb(idn.lip, 1.05), smooth=True)
+    paint.polygon(
+        np.vstack([p[[54, 55, 56, 57, 58, 59, 48]], p[[60, 67, 66, 65, 64]]]),
+        _rgb(idn.lip, 1.05),
+        smooth=True,
+    )
     paint.line(upper_inner, _rgb(idn.lip, 0.55), 0.014)
 
 
@@ -593,7 +746,9 @@ def _draw_brows(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
     for brow in (_LEFT_BROW, _RIGHT_BROW):
         line = p[brow]
         taper = np.linspace(0.6, 1.0, 5)[:, None] * [0, idn.brow_thick / 2]
-        paint.polygon(np.vstack([line - taper, (line + taper)[::-1]]), _rgb(idn.hair, 0.75), smooth=True)
+        paint.polygon(
+            np.vstack([line - taper, (line + taper)[::-1]]), _rgb(idn.hair, 0.75), smooth=True
+        )
 
 
 def _draw_nose(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
@@ -601,7 +756,9 @@ def _draw_nose(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
     paint.line(np.vstack([p[27:31] + [0.07, 0], p[[35]]]), _rgb(idn.skin, 0.9), 0.015)
     paint.line(p[31:36], shade, 0.018)
     for nostril in (32, 34):
-        paint.polygon(_ellipse(p[nostril] + [0, -0.015], 0.04 * idn.nose_w, 0.022, 10), _rgb(idn.skin, 0.45))
+        paint.polygon(
+            _ellipse(p[nostril] + [0, -0.015], 0.04 * idn.nose_w, 0.022, 10), _rgb(idn.skin, 0.45)
+        )
 
 
 def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, float]) -> None:
@@ -612,42 +769,79 @@ def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, f
 
     for side, wing, corner, outer_eye in ((-1, 31, 48, 36), (1, 35, 54, 45)):
         if "nasolabial" in cues:
-            fold = np.array([p[wing] + [side * 0.07, -0.03], p[corner] + [side * 0.11, -0.07], p[corner] + [side * 0.13, 0.1]])
+            fold = np.array(
+                [
+                    p[wing] + [side * 0.07, -0.03],
+                    p[corner] + [side * 0.11, -0.07],
+                    p[corner] + [side * 0.13, 0.1],
+                ]
+            )
             paint.line(fold, dark(cues["nasolabial"]), 0.022)
         if "crow_feet" in cues:
             for angle in (-0.5, 0.0, 0.5):
                 start = p[outer_eye] + [side * 0.04, 0]
-                paint.line(np.array([start, start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]]),
-                           dark(cues["crow_feet"]), 0.016, smooth=False)
+                paint.line(
+                    np.array(
+                        [start, start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]]
+                    ),
+                    dark(cues["crow_feet"]),
+                    0.016,
+                    smooth=False,
+                )
         if "tear" in cues:
             lid = p[41] if side < 0 else p[46]
-            paint.line(np.array([lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]),
-                       (200, 215, 235), 0.022 * cues["tear"] + 0.01)
+            paint.line(
+                np.array([lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]),
+                (200, 215, 235),
+                0.022 * cues["tear"] + 0.01,
+            )
         if "brow_shadow" in cues:
             brow = p[_LEFT_BROW if side < 0 else _RIGHT_BROW]
             paint.line(brow[1:] + [0, 0.06], dark(0.7 * cues["brow_shadow"]), 0.05)
     if "nose_wrinkle" in cues:
         for y in (0.3, 0.55, 0.8):
             level = p[27, 1] + y * (p[29, 1] - p[27, 1])
-            paint.line(np.array([[-0.11, level + 0.02], [0, level], [0.11, level + 0.02]]), dark(cues["nose_wrinkle"]), 0.014)
+            paint.line(
+                np.array([[-0.11, level + 0.02], [0, level], [0.11, level + 0.02]]),
+                dark(cues["nose_wrinkle"]),
+                0.014,
+            )
     if "brow_furrow" in cues:
         top = min(p[21, 1], p[22, 1])
         for x in (-0.045, 0.045):
-            paint.line(np.array([[x, top - 0.02], [x * 0.8, top + 0.13]]), dark(cues["brow_furrow"]), 0.016, smooth=False)
+            paint.line(
+                np.array([[x, top - 0.02], [x * 0.8, top + 0.13]]),
+                dark(cues["brow_furrow"]),
+                0.016,
+                smooth=False,
+            )
     for strength in (cues.get("forehead_lines", 0.0), idn.age_wrinkles):
         if strength > 0:
             brow_top = min(p[19, 1], p[24, 1])
             for k, gap in enumerate((0.09, 0.17)):
                 y = brow_top - gap
-                paint.line(np.array([[-0.45, y + 0.02], [0, y - 0.01 * k], [0.45, y + 0.02]]), dark(strength), 0.015)
+                paint.line(
+                    np.array([[-0.45, y + 0.02], [0, y - 0.01 * k], [0.45, y + 0.02]]),
+                    dark(strength),
+                    0.015,
+                )
     if idn.age_wrinkles > 0 and "nasolabial" not in cues:
         for side, wing, corner in ((-1, 31, 48), (1, 35, 54)):
-            fold = np.array([p[wing] + [side * 0.07, -0.03], p[corner] + [side * 0.1, -0.05], p[corner] + [side * 0.11, 0.08]])
+            fold = np.array(
+                [
+                    p[wing] + [side * 0.07, -0.03],
+                    p[corner] + [side * 0.1, -0.05],
+                    p[corner] + [side * 0.11, 0.08],
+                ]
+            )
             paint.line(fold, dark(idn.age_wrinkles), 0.016)
     if "chin_dimple" in cues:
         chin = p[57] + [0, 0.5 * (p[8, 1] - p[57, 1])]
         for dx in (-0.06, 0.0, 0.06):
-            paint.polygon(_ellipse(chin + [dx, 0.01 * abs(dx) / 0.06], 0.018, 0.014, 8), dark(cues["chin_dimple"]))
+            paint.polygon(
+                _ellipse(chin + [dx, 0.01 * abs(dx) / 0.06], 0.018, 0.014, 8),
+                dark(cues["chin_dimple"]),
+            )
 
 
 def _draw_glasses(paint: _Painter, p: np.ndarray, filled: bool, rng: np.random.Generator) -> None:
@@ -664,7 +858,9 @@ def _draw_glasses(paint: _Painter, p: np.ndarray, filled: bool, rng: np.random.G
     paint.line(np.array([lenses[0][0], [0, lenses[0][0][1] - 0.03], lenses[1][10]]), frame, 0.025)
 
 
-def _draw_mouth_occluder(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.Generator) -> None:
+def _draw_mouth_occluder(
+    paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.Generator
+) -> None:
     """A hand (skin) or a bar (random colour) over the whole mouth, whatever the jaw drop."""
     top = p[33, 1] + rng.uniform(0.0, 0.08)
     bottom = max(p[57, 1], p[66, 1]) + rng.uniform(0.15, 0.35)
@@ -673,12 +869,22 @@ def _draw_mouth_occluder(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np
         tone, edge = _rgb(idn.skin, rng.uniform(0.85, 1.05)), _rgb(idn.skin, 0.6)
         for k in range(4):  # four fingers lying across the mouth, each outlined
             y0 = top + k * (bottom - top) / 4
-            finger = np.array([[-0.75, y0], [0.6, y0 - 0.02], [0.66, y0 + 0.1], [0.6, y0 + (bottom - top) / 4],
-                               [-0.75, y0 + (bottom - top) / 4 + 0.02]]) + [shift, 0]
+            finger = np.array(
+                [
+                    [-0.75, y0],
+                    [0.6, y0 - 0.02],
+                    [0.66, y0 + 0.1],
+                    [0.6, y0 + (bottom - top) / 4],
+                    [-0.75, y0 + (bottom - top) / 4 + 0.02],
+                ]
+            ) + [shift, 0]
             paint.polygon(finger, tone, smooth=True)
             paint.line(np.vstack([finger, finger[:1]]), edge, 0.015)
     else:
-        paint.polygon(np.array([[-0.8, top], [0.8, top], [0.8, bottom], [-0.8, bottom]]) + [shift, 0], _random_colour(rng))
+        paint.polygon(
+            np.array([[-0.8, top], [0.8, top], [0.8, bottom], [-0.8, bottom]]) + [shift, 0],
+            _random_colour(rng),
+        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -687,27 +893,43 @@ def _noise_tile(size: int) -> np.ndarray:
     return np.random.default_rng(20240601).standard_normal((size, size), dtype=np.float32)
 
 
-def _finish(image: Image.Image, scene: _Scene, rng: np.random.Generator, knobs: SyntheticKnobs) -> Image.Image:
+def _finish(
+    image: Image.Image, scene: _Scene, rng: np.random.Generator, knobs: SyntheticKnobs
+) -> Image.Image:
     """Blur, lighting, noise and grayscale: the camera, independent of the class. PIL operations for speed."""
     blur = rng.uniform(*knobs.blur_range)
     if "heavy_blur" in scene.conditions:
-        image = image.filter(ImageFilter.GaussianBlur(max(blur, rng.uniform(0.08, 0.14) * scene.pose.scale)))
+        image = image.filter(
+            ImageFilter.GaussianBlur(max(blur, rng.uniform(0.08, 0.14) * scene.pose.scale))
+        )
     else:
-        image = image.filter(ImageFilter.BoxBlur(blur))  # fractional box: anti-aliasing plus soft focus
+        image = image.filter(
+            ImageFilter.BoxBlur(blur)
+        )  # fractional box: anti-aliasing plus soft focus
     low_light = "low_light" in scene.conditions
     exposure = rng.uniform(0.12, 0.25) if low_light else rng.uniform(0.8, 1.15)
     balance = rng.uniform(0.92, 1.08, 3)  # white balance
     amp = rng.uniform(0, 0.35)  # light falling from one side: gain 1 -/+ amp across the image
-    shade = _ramp(rng.uniform(0, 2 * np.pi), np.array([[255 * (1 - amp) / (1 + amp)], [255.0]]),
-                  scene.width, scene.height, "L")
+    shade = _ramp(
+        rng.uniform(0, 2 * np.pi),
+        np.array([[255 * (1 - amp) / (1 + amp)], [255.0]]),
+        scene.width,
+        scene.height,
+        "L",
+    )
     image = ImageChops.multiply(image, shade.convert("RGB"))  # pixel * gain / (1 + amp)
     levels = np.arange(256, dtype=np.float64)
     lut = np.concatenate([levels * (1 + amp) * exposure * b for b in balance])
     image = image.point(np.clip(np.round(lut), 0, 255).astype(int).tolist())
     noise_sd = rng.uniform(6, 12) if low_light else rng.uniform(*knobs.noise_sd_range)
     tile = _noise_tile(512 * math.ceil(max(scene.width, scene.height) / 512))
-    oy, ox = rng.integers(0, len(tile) - scene.height + 1), rng.integers(0, len(tile) - scene.width + 1)
-    noise = tile[oy : oy + scene.height, ox : ox + scene.width] * np.float32(noise_sd) + np.float32(128)
+    oy, ox = (
+        rng.integers(0, len(tile) - scene.height + 1),
+        rng.integers(0, len(tile) - scene.width + 1),
+    )
+    noise = tile[oy : oy + scene.height, ox : ox + scene.width] * np.float32(noise_sd) + np.float32(
+        128
+    )
     noise = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).convert("RGB")
     image = ImageChops.add(image, noise, scale=1.0, offset=-128)
     return image.convert("L").convert("RGB") if scene.grayscale else image
@@ -730,8 +952,13 @@ class SyntheticSample:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     attributes: tuple[int, int, int]  # gender, race, age
     jpeg_quality: int
-    conditions: tuple[str, ...]  # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    conditions: tuple[
+        str, ...
+    ]  # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
     cues: dict[str, float] = field(default_factory=dict)
+    points68: np.ndarray | None = (
+        None  # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
+    )
 
 
 def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
@@ -740,7 +967,9 @@ def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generat
     return [np.random.default_rng(child) for child in sequence.spawn(3)]
 
 
-def render_sample(seed: int, split: str, index: int, label: int, knobs: SyntheticKnobs | None = None) -> SyntheticSample:
+def render_sample(
+    seed: int, split: str, index: int, label: int, knobs: SyntheticKnobs | None = None
+) -> SyntheticSample:
     """Render sample ``index`` (0-based) of a split with 0-based ``label``; pure function of its arguments."""
     knobs = knobs or SyntheticKnobs()
     rng_scene, rng_expr, rng_detector = _sample_streams(seed, split, index)
@@ -752,7 +981,9 @@ def render_sample(seed: int, split: str, index: int, label: int, knobs: Syntheti
     image = _background(rng_scene, scene.width, scene.height)
     paint = _Painter(image, scene.pose)
     _draw_person(paint, idn, points, rng_scene)
-    iris_colour = _rgb(np.array([(70, 45, 25), (40, 30, 20), (70, 90, 110), (80, 95, 60)][rng_scene.integers(4)]))
+    iris_colour = _rgb(
+        np.array([(70, 45, 25), (40, 30, 20), (70, 90, 110), (80, 95, 60)][rng_scene.integers(4)])
+    )
     _draw_eyes(paint, idn, points, iris_colour)
     _draw_nose(paint, idn, points)
     _draw_cues(paint, idn, points, expression.cues)
@@ -767,12 +998,30 @@ def render_sample(seed: int, split: str, index: int, label: int, knobs: Syntheti
     original = _finish(image, scene, rng_scene, knobs)
 
     pixels68 = scene.pose(points)
-    manual5 = np.stack([pixels68[_LEFT_EYE].mean(0), pixels68[_RIGHT_EYE].mean(0), pixels68[30], pixels68[48], pixels68[54]])
+    manual5 = np.stack(
+        [
+            pixels68[_LEFT_EYE].mean(0),
+            pixels68[_RIGHT_EYE].mean(0),
+            pixels68[30],
+            pixels68[48],
+            pixels68[54],
+        ]
+    )
     manual5 += rng_detector.normal(0, knobs.manual_jitter * scene.pose.scale, manual5.shape)
-    jitter = knobs.detector_jitter * scene.pose.scale * (knobs.hard_jitter_factor if scene.conditions else 1.0)
-    detected = pixels68 + rng_detector.normal(0, 0.4 * jitter, 2) + rng_detector.normal(0, jitter, pixels68.shape)
+    jitter = (
+        knobs.detector_jitter
+        * scene.pose.scale
+        * (knobs.hard_jitter_factor if scene.conditions else 1.0)
+    )
+    detected = (
+        pixels68
+        + rng_detector.normal(0, 0.4 * jitter, 2)
+        + rng_detector.normal(0, jitter, pixels68.shape)
+    )
     outline = scene.pose(_head_outline(idn, points[:17]))
-    box = np.concatenate([outline.min(0), outline.max(0)]) + rng_detector.normal(0, 0.03 * scene.pose.scale, 4)
+    box = np.concatenate([outline.min(0), outline.max(0)]) + rng_detector.normal(
+        0, 0.03 * scene.pose.scale, 4
+    )
     box = np.clip(box, 0, [scene.width - 1, scene.height - 1] * 2)
     return SyntheticSample(
         label=label,
@@ -787,6 +1036,7 @@ def render_sample(seed: int, split: str, index: int, label: int, knobs: Syntheti
         jpeg_quality=scene.jpeg_quality,
         conditions=scene.conditions,
         cues=expression.cues,
+        points68=detected,
     )
 
 
@@ -801,12 +1051,25 @@ def warp_aligned(image: Image.Image, manual5: np.ndarray) -> Image.Image:
     if factor >= 2:
         image = image.reduce(factor)
         # reduced pixel centre xr sits at original factor * (xr + 0.5) - 0.5
-        to_original = np.array([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2]], dtype=np.float64)
-        matrix = np.concatenate([matrix[:, :2] @ to_original[:, :2], (matrix[:, :2] @ to_original[:, 2] + matrix[:, 2])[:, None]], 1)
+        to_original = np.array(
+            [[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2]], dtype=np.float64
+        )
+        matrix = np.concatenate(
+            [
+                matrix[:, :2] @ to_original[:, :2],
+                (matrix[:, :2] @ to_original[:, 2] + matrix[:, 2])[:, None],
+            ],
+            1,
+        )
     inverse = np.linalg.inv(matrix[:, :2])
     offset = 0.5 - inverse @ (0.5 + matrix[:, 2])
     data = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
-    return image.transform((ALIGNED_SIZE, ALIGNED_SIZE), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+    return image.transform(
+        (ALIGNED_SIZE, ALIGNED_SIZE),
+        Image.Transform.AFFINE,
+        data,
+        resample=Image.Resampling.BILINEAR,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- the data set
@@ -844,55 +1107,89 @@ def sample_name(split: str, index: int) -> str:
 
 
 def _write_sample(root: Path, name: str, sample: SyntheticSample) -> None:
-    for image, path in ((sample.original, root / rafdb.ORIGINAL_DIR / name),
-                        (sample.aligned, root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name))):
+    for image, path in (
+        (sample.original, root / rafdb.ORIGINAL_DIR / name),
+        (sample.aligned, root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name)),
+    ):
         buffer = BytesIO()
         image.save(buffer, format="JPEG", quality=sample.jpeg_quality)
         path.write_bytes(buffer.getvalue())
-    rafdb.write_annotations(root, name, sample.manual5, sample.attributes, sample.auto37, sample.box)
+    rafdb.write_annotations(
+        root, name, sample.manual5, sample.attributes, sample.auto37, sample.box
+    )
 
 
 def _render_and_write(task: tuple[str, int, str, int, int, SyntheticKnobs]) -> None:
     root, seed, split, index, label, knobs = task
-    _write_sample(Path(root), sample_name(split, index), render_sample(seed, split, index, label, knobs))
+    _write_sample(
+        Path(root), sample_name(split, index), render_sample(seed, split, index, label, knobs)
+    )
 
 
 def _marker(n_train: int, n_test: int, seed: int, knobs: SyntheticKnobs) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "n_train": n_train, "n_test": n_test, "seed": seed,
-            "knobs": json.loads(json.dumps(asdict(knobs)))}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "n_train": n_train,
+        "n_test": n_test,
+        "seed": seed,
+        "knobs": json.loads(json.dumps(asdict(knobs))),
+    }
 
 
-def demo_dataset_is_complete(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int,
-                             knobs: SyntheticKnobs | None = None) -> bool:
+def demo_dataset_is_complete(
+    out_dir: str | os.PathLike,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    knobs: SyntheticKnobs | None = None,
+) -> bool:
     """True when ``out_dir`` holds a finished demo set made by this generator version with these settings."""
     root = Path(out_dir)
     try:
         found = json.loads((root / MARKER_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return (not (root / PARTIAL_FILE).exists() and (root / rafdb.LABEL_FILE).is_file()
-            and found == _marker(n_train, n_test, seed, knobs or SyntheticKnobs()))
+    return (
+        not (root / PARTIAL_FILE).exists()
+        and (root / rafdb.LABEL_FILE).is_file()
+        and found == _marker(n_train, n_test, seed, knobs or SyntheticKnobs())
+    )
 
 
 def _prepare_folder(root: Path) -> None:
     """Refuse to touch a folder that looks like real data; clear a previous demo set's files."""
     ours = (root / MARKER_FILE).exists() or (root / PARTIAL_FILE).exists()
     if (root / rafdb.LABEL_FILE).exists() and not ours:
-        raise FileExistsError(f"{root} holds {rafdb.LABEL_FILE} but no {MARKER_FILE}: it looks like a real RAF-DB "
-                              "copy, so the demo generator will not overwrite it. Choose another folder.")
+        raise FileExistsError(
+            f"{root} holds {rafdb.LABEL_FILE} but no {MARKER_FILE}: it looks like a real RAF-DB "
+            "copy, so the demo generator will not overwrite it. Choose another folder."
+        )
     root.mkdir(parents=True, exist_ok=True)
     (root / PARTIAL_FILE).write_text("a demo data set is being written here\n")
     (root / MARKER_FILE).unlink(missing_ok=True)
-    for folder in (rafdb.LABEL_FILE.parent, rafdb.ORIGINAL_DIR, rafdb.ALIGNED_DIR, rafdb.MANUAL_DIR, rafdb.AUTO_DIR,
-                   rafdb.BOUNDINGBOX_DIR):
+    for folder in (
+        rafdb.LABEL_FILE.parent,
+        rafdb.ORIGINAL_DIR,
+        rafdb.ALIGNED_DIR,
+        rafdb.MANUAL_DIR,
+        rafdb.AUTO_DIR,
+        rafdb.BOUNDINGBOX_DIR,
+    ):
         if ours:
             shutil.rmtree(root / folder, ignore_errors=True)
         (root / folder).mkdir(parents=True, exist_ok=True)
 
 
-def generate_demo_dataset(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, *,
-                          progress: bool = True, knobs: SyntheticKnobs | None = None,
-                          workers: int | None = None) -> Path:
+def generate_demo_dataset(
+    out_dir: str | os.PathLike,
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    *,
+    progress: bool = True,
+    knobs: SyntheticKnobs | None = None,
+    workers: int | None = None,
+) -> Path:
     """Write a synthetic RAF-DB (basic/ layout) into ``out_dir`` and return it.
 
     Deterministic for (n_train, n_test, seed, knobs): byte-identical files whatever ``workers`` is
@@ -903,7 +1200,9 @@ def generate_demo_dataset(out_dir: str | os.PathLike, n_train: int, n_test: int,
     """
     knobs = knobs or SyntheticKnobs()
     if not (1 <= n_train <= 99999 and 1 <= n_test <= 9999):
-        raise ValueError(f"need 1 <= n_train <= 99999 and 1 <= n_test <= 9999 (RAF-DB's name widths), got {n_train}, {n_test}")
+        raise ValueError(
+            f"need 1 <= n_train <= 99999 and 1 <= n_test <= 9999 (RAF-DB's name widths), got {n_train}, {n_test}"
+        )
     root = Path(out_dir).expanduser()
     _prepare_folder(root)
     tasks, rows = [], []
@@ -923,6 +1222,8 @@ def generate_demo_dataset(out_dir: str | os.PathLike, n_train: int, n_test: int,
                 bar.update()
     bar.close()
     (root / rafdb.LABEL_FILE).write_text("".join(rows))
-    (root / MARKER_FILE).write_text(json.dumps(_marker(n_train, n_test, seed, knobs), indent=2, sort_keys=True) + "\n")
+    (root / MARKER_FILE).write_text(
+        json.dumps(_marker(n_train, n_test, seed, knobs), indent=2, sort_keys=True) + "\n"
+    )
     (root / PARTIAL_FILE).unlink()
     return root

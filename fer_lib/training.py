@@ -36,15 +36,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from fer_lib import data as D
-from fer_lib import distributed
+from fer_lib import distributed, precision
 from fer_lib import landmarks as L
 from fer_lib import models as M
-from fer_lib import precision
 from fer_lib.io import claim_config, relative, save_csv, save_json, save_torch
 from fer_lib.rafdb import CLASSES
 
 # Paper, Table 4 (adabelief-pytorch); ExponentialLR(0.9) per epoch; batch 256 train / 64 test.
-ADABELIEF = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decouple=True, rectify=False, weight_decay=1e-2)
+ADABELIEF = dict(
+    lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decouple=True, rectify=False, weight_decay=1e-2
+)
 LR_GAMMA = 0.9
 
 
@@ -64,9 +65,13 @@ class BaselineConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.1  # held out from the training set for model selection
-    pretrained: str | None = None  # path of torchvision's ResNet18 ImageNet weights; None: from scratch
+    pretrained: str | None = (
+        None  # path of torchvision's ResNet18 ImageNet weights; None: from scratch
+    )
     augmentation: str = "flip_or_noise"  # every image flipped or noised; "upstream": the ARM authors' mix (data.augment_arm)
-    ema: float | None = None  # decay per step of an exponential moving average of the weights, evaluated and kept instead of the raw weights; None: off (the ARM recipe)
+    ema: float | None = (
+        None  # decay per step of an exponential moving average of the weights, evaluated and kept instead of the raw weights; None: off (the ARM recipe)
+    )
     lr_schedule: str = "exponential"  # ExponentialLR(0.9) per epoch (the ARM recipe); "cosine": to zero over the epochs
     seed: int = 0
 
@@ -81,7 +86,9 @@ class FusionConfig:
     width: int = 32  # landmark CNN's base width; 32 is Table 1's
     batch_norm: bool = True  # not in the paper; without it the landmark CNN stayed at the majority class in our runs
     landmark_input: str = "heatmaps"  # the landmark branch reads heatmaps (Table 1's CNN) or "coords" (an MLP on the coordinates)
-    fusion_init_from_baseline: bool = True  # fused model starts as the baseline (the paper does not say)
+    fusion_init_from_baseline: bool = (
+        True  # fused model starts as the baseline (the paper does not say)
+    )
     epochs: int = 10  # not stated in the paper; selection on the validation split
     lr: float = ADABELIEF["lr"]  # Table 4
     select: str = "val_fused_accuracy"  # the epoch kept; "val_loss": lowest validation loss of eq. 3 (both heads), what the profiles use
@@ -116,27 +123,45 @@ def _check_config(run_dir: Path, config) -> None:
         )
 
 
-def _validation_split(run_dir: Path, train: D.SplitTensors, fraction: float, seed: int, holdout: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _validation_split(
+    run_dir: Path, train: D.SplitTensors, fraction: float, seed: int, holdout: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The run's seeded, stratified validation split (``split.json``), or, with ``holdout`` (the ``split.json`` of
     the baseline this run is fused with), that baseline's own hold-out: images the frozen network never trained on."""
     path = run_dir / "split.json"
     if not path.exists() and holdout is not None:
         if not Path(holdout).exists():
-            raise FileNotFoundError(f"{holdout}: the baseline's hold-out (split.json of its run folder) is missing; "
-                                    "train the baseline here, or fuse without --holdout (the run then says its validation images were seen)")
+            raise FileNotFoundError(
+                f"{holdout}: the baseline's hold-out (split.json of its run folder) is missing; "
+                "train the baseline here, or fuse without --holdout (the run then says its validation images were seen)"
+            )
         saved = json.loads(Path(holdout).read_text())
         if set(saved["train"]) | set(saved["validation"]) != set(train.names):
-            raise ValueError(f"{holdout} was made for another training set than this run's; use the baseline trained on this data set")
+            raise ValueError(
+                f"{holdout} was made for another training set than this run's; use the baseline trained on this data set"
+            )
         save_json({**saved, "holdout_of": relative(Path(holdout).parent)}, path)
     if path.exists():
         saved = json.loads(path.read_text())
         names = set(train.names)
         if set(saved["train"]) | set(saved["validation"]) != names:
-            raise ValueError(f"{path} was made for another training set; delete {run_dir} to start again")
+            raise ValueError(
+                f"{path} was made for another training set; delete {run_dir} to start again"
+            )
         position = {name: i for i, name in enumerate(train.names)}
-        return np.array([position[n] for n in saved["train"]]), np.array([position[n] for n in saved["validation"]])
+        return np.array([position[n] for n in saved["train"]]), np.array(
+            [position[n] for n in saved["validation"]]
+        )
     fit, val = D.stratified_split(train.labels.numpy(), fraction, seed)
-    save_json({"seed": seed, "fraction": fraction, "train": [train.names[i] for i in fit], "validation": [train.names[i] for i in val]}, path)
+    save_json(
+        {
+            "seed": seed,
+            "fraction": fraction,
+            "train": [train.names[i] for i in fit],
+            "validation": [train.names[i] for i in val],
+        },
+        path,
+    )
     return fit, val
 
 
@@ -149,14 +174,20 @@ def _baseline_layout(model: M.ARMNet, device: torch.device) -> torch.memory_form
     """The baseline's layout, the model converted in place: channels_last on CUDA (with cuDNN's kernel search: fixed
     shapes), and on the CPU from width 16, where oneDNN runs the demo's ResNet18 faster in it (benchmarks/README.md).
     Narrower CPU networks stay contiguous: at width 4 oneDNN corrupted the heap."""
-    memory_format = torch.channels_last if device.type == "cuda" or model.width >= 16 else torch.contiguous_format
+    memory_format = (
+        torch.channels_last
+        if device.type == "cuda" or model.width >= 16
+        else torch.contiguous_format
+    )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(memory_format=memory_format)
     return memory_format
 
 
-def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int, average=None) -> tuple[int, list[dict], float]:
+def _load_last(
+    run_dir: Path, model, optimizer, scheduler, epochs: int, average=None
+) -> tuple[int, list[dict], float]:
     """Resume state from ``last.pt``: (next epoch, history, best validation accuracy)."""
     path = run_dir / "last.pt"
     if not path.exists():
@@ -172,11 +203,27 @@ def _load_last(run_dir: Path, model, optimizer, scheduler, epochs: int, average=
     return state["epoch"] + 1, state["history"], state["best_val_accuracy"]
 
 
-def _save_last(run_dir: Path, model, optimizer, scheduler, epoch: int, history: list[dict], best: float, average=None) -> None:
+def _save_last(
+    run_dir: Path,
+    model,
+    optimizer,
+    scheduler,
+    epoch: int,
+    history: list[dict],
+    best: float,
+    average=None,
+) -> None:
     """The state a rerun resumes from, and the history so far (both written atomically)."""
     save_torch(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-         "epoch": epoch, "history": history, "best_val_accuracy": best, **({"average": average.state_dict()} if average is not None else {})},
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "best_val_accuracy": best,
+            **({"average": average.state_dict()} if average is not None else {}),
+        },
         run_dir / "last.pt",
     )
     save_csv(pd.DataFrame(history), run_dir / "history.csv")
@@ -186,27 +233,45 @@ def _save_last(run_dir: Path, model, optimizer, scheduler, epoch: int, history: 
 # Baseline
 
 
-def build_baseline(config: BaselineConfig) -> M.ARMNet:
-    return M.ARMNet(config.input_size, width=config.width, pretrained=config.pretrained or False)
+def build_baseline(config: BaselineConfig, classes: tuple[str, ...] = CLASSES) -> M.ARMNet:
+    model = M.ARMNet(
+        config.input_size,
+        num_classes=len(classes),
+        width=config.width,
+        pretrained=config.pretrained or False,
+    )
+    model.classes = tuple(classes)  # saved into every checkpoint with the weights
+    return model
 
 
 @torch.no_grad()
-def baseline_logits(model: M.ARMNet, images: torch.Tensor, batch_size: int = 64, *, progress: bool = False) -> torch.Tensor:
+def baseline_logits(
+    model: M.ARMNet, images: torch.Tensor, batch_size: int = 64, *, progress: bool = False
+) -> torch.Tensor:
     """Logits (N, 7) for uint8 images (N, 3, S, S), in consecutive batches of ``batch_size`` (the test
     order), so in ``batch`` affinity each image shares its batch term with its neighbours."""
     device = next(model.parameters()).device
     memory_format = _baseline_layout(model, device)
     model.eval()
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False):
-        batch = D.normalise(images[start : start + batch_size].to(device)).contiguous(memory_format=memory_format)
+    for start in tqdm(
+        range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False
+    ):
+        batch = D.normalise(images[start : start + batch_size].to(device)).contiguous(
+            memory_format=memory_format
+        )
         with _autocast(device):
             out.append(model(batch).float().cpu())
     return torch.cat(out)
 
 
 def train_baseline(
-    train: D.SplitTensors, config: BaselineConfig, run_dir: Path, *, device: torch.device | None = None, progress: bool = True
+    train: D.SplitTensors,
+    config: BaselineConfig,
+    run_dir: Path,
+    *,
+    device: torch.device | None = None,
+    progress: bool = True,
 ) -> M.ARMNet:
     """Train ResNet18 + ARM with the ARM recipe; returns the best-on-validation model (eval mode, CPU).
 
@@ -215,45 +280,72 @@ def train_baseline(
     run_dir = Path(run_dir)
     device = device or M.pick_device()
     if train.input_size != config.input_size:
-        raise ValueError(f"images are {train.input_size}px but the config asks for {config.input_size}px")
+        raise ValueError(
+            f"images are {train.input_size}px but the config asks for {config.input_size}px"
+        )
     distributed.main_first(lambda: _check_config(run_dir, config))
-    fit_index, val_index = distributed.main_first(lambda: _validation_split(run_dir, train, config.val_fraction, config.seed))
+    fit_index, val_index = distributed.main_first(
+        lambda: _validation_split(run_dir, train, config.val_fraction, config.seed)
+    )
     fit, val = train.subset(fit_index), train.subset(val_index)
 
     torch.manual_seed(config.seed)
-    model = build_baseline(config).to(device)
+    model = build_baseline(config, train.classes).to(device)
     memory_format = _baseline_layout(model, device)
-    trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; the model itself otherwise
+    trained = distributed.wrap(
+        model, device
+    )  # DistributedDataParallel under torchrun; the model itself otherwise
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _lr_schedule(optimizer, config)
     # the weights' moving average (torch's swa_utils), BatchNorm statistics included
-    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
+    average = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+        if config.ema
+        else None
+    )
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
     evaluated = average.module if average is not None else model
     # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no image copy per step
     fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
     fit_labels = fit.labels.to(device)
+    fit_targets = (
+        fit_labels if fit.soft is None else fit.soft.to(device)
+    )  # soft labels where the data set has them
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator).to(fit_images.device)
-        noise_generator = D.device_generator(generator, fit_images.device)  # one per epoch on a GPU; None on the CPU
+        noise_generator = D.device_generator(
+            generator, fit_images.device
+        )  # one per epoch on a GPU; None on the CPU
         model.train()
         # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
-        seen, correct, loss_sum = 0, torch.zeros((), dtype=torch.long, device=device), torch.zeros((), dtype=torch.float64, device=device)
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"baseline epoch {epoch + 1}/{config.epochs}",
-                   disable=not (progress and distributed.is_main()), leave=False)
+        seen, correct, loss_sum = (
+            0,
+            torch.zeros((), dtype=torch.long, device=device),
+            torch.zeros((), dtype=torch.float64, device=device),
+        )
+        bar = tqdm(
+            range(0, len(order), config.batch_size),
+            desc=f"baseline epoch {epoch + 1}/{config.epochs}",
+            disable=not (progress and distributed.is_main()),
+            leave=False,
+        )
         for start_index in bar:
             index = order[start_index : start_index + config.batch_size]
             if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
                 continue
-            part = distributed.share(len(index))  # this rank's share of the batch, augmented alike on every rank
+            part = distributed.share(
+                len(index)
+            )  # this rank's share of the batch, augmented alike on every rank
             batch = fit_images[index]
-            images = D.augment_arm(D.normalise(batch), generator, config.augmentation, noise_generator)[part].to(device, memory_format=memory_format)
+            images = D.augment_arm(
+                D.normalise(batch), generator, config.augmentation, noise_generator
+            )[part].to(device, memory_format=memory_format)
             labels = fit_labels[index[part]]
             with _autocast(device), distributed.global_batch():
                 logits = trained(images)
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = F.cross_entropy(logits.float(), fit_targets[index[part]])
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_scale(len(labels), len(index))).backward()
             optimizer.step()
@@ -264,31 +356,54 @@ def train_baseline(
             loss_sum += loss.detach().double() * len(labels)
         scheduler.step()
         seen, correct, loss_sum = distributed.all_sum(seen, correct, loss_sum)
-        val_accuracy = float((baseline_logits(evaluated, val.images, config.eval_batch_size).argmax(1) == val.labels).float().mean())
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "val_accuracy": val_accuracy,
-                        "seconds": round(time.perf_counter() - clock, 2)})
+        val_accuracy = float(
+            (baseline_logits(evaluated, val.images, config.eval_batch_size).argmax(1) == val.labels)
+            .float()
+            .mean()
+        )
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "val_accuracy": val_accuracy,
+                "seconds": round(time.perf_counter() - clock, 2),
+            }
+        )
         improved = val_accuracy > best
         best = max(best, val_accuracy)
         if distributed.is_main():  # every rank holds the same weights; one writes
             if improved:
-                M.save_arm_checkpoint(evaluated, run_dir / "best.pt", epoch=epoch + 1, val_accuracy=val_accuracy, config=dataclasses.asdict(config))
+                M.save_arm_checkpoint(
+                    evaluated,
+                    run_dir / "best.pt",
+                    epoch=epoch + 1,
+                    val_accuracy=val_accuracy,
+                    config=dataclasses.asdict(config),
+                )
             _save_last(run_dir, model, optimizer, scheduler, epoch, history, best, average)
         distributed.barrier()
         if progress and distributed.is_main():
-            print(f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
-                  f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}")
-    best_model = M.load_arm_checkpoint(run_dir / "best.pt")
+            print(
+                f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
+                f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}"
+            )
+    best_model = M.load_arm_checkpoint(run_dir / "best.pt", classes=train.classes)
     if torch.isnan(best_model.arm.population_mean).any():
         store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt", device)
     return best_model
 
 
 @torch.no_grad()
-def store_population_mean(model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path, device: torch.device) -> None:
+def store_population_mean(
+    model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path, device: torch.device
+) -> None:
     """ARM's batch-independent mean over the training images (eval mode, no augmentation), written into the kept
     checkpoint: what a single photo is explained with (``predict``), where there is no batch. The maps are computed
     as the feature cache computes them: on the run's device, in its precision (``model`` is left on the CPU)."""
-    maps = rgb_feature_cache(model.to(device), fit, flips=(False,), batch_size=batch_size, progress=False)[0]
+    maps = rgb_feature_cache(
+        model.to(device), fit, flips=(False,), batch_size=batch_size, progress=False
+    )[0]
     model.cpu().arm.estimate_population_mean(maps.split(batch_size))
     if distributed.is_main():
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -328,7 +443,9 @@ def rgb_feature_cache(
     device = next(baseline.parameters()).device
     path = None
     if cache_dir is not None:
-        key = hashlib.sha256(f"{_baseline_fingerprint(baseline)}|{flips}|".encode() + "\n".join(split.names).encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            f"{_baseline_fingerprint(baseline)}|{flips}|".encode() + "\n".join(split.names).encode()
+        ).hexdigest()[:16]
         path = Path(cache_dir) / f"rgb_cache_{key}_{device.type}_{precision.name(device)}.pt"
         if path.exists():
             if progress:
@@ -336,18 +453,31 @@ def rgb_feature_cache(
             return torch.load(path, map_location="cpu", weights_only=True)
         others = sorted(p.name for p in Path(cache_dir).glob(f"rgb_cache_{key}_*.pt"))
         if others:
-            print(f"recomputing frozen RGB features on {device.type} in {precision.name(device)}: {', '.join(others)} "
-                  "holds them for another device or precision")
+            print(
+                f"recomputing frozen RGB features on {device.type} in {precision.name(device)}: {', '.join(others)} "
+                "holds them for another device or precision"
+            )
     memory_format = _baseline_layout(baseline, device)
     baseline.eval()
     rows = []
     for flip in flips:
         chunks = []
-        for start in tqdm(range(0, len(split), batch_size), desc=f"RGB feature cache{' (flipped)' if flip else ''}", disable=not progress, leave=False):
+        for start in tqdm(
+            range(0, len(split), batch_size),
+            desc=f"RGB feature cache{' (flipped)' if flip else ''}",
+            disable=not progress,
+            leave=False,
+        ):
             images = split.images[start : start + batch_size]
             images = images.flip(-1) if flip else images
             with _autocast(device):
-                chunks.append(baseline.forward_per_image(D.normalise(images.to(device)).contiguous(memory_format=memory_format)).float().cpu())
+                chunks.append(
+                    baseline.forward_per_image(
+                        D.normalise(images.to(device)).contiguous(memory_format=memory_format)
+                    )
+                    .float()
+                    .cpu()
+                )
         rows.append(torch.cat(chunks))
     cache = torch.stack(rows)  # (F, N, n*n)
     if path is not None:
@@ -369,12 +499,20 @@ class FusionPredictions:
     landmark: np.ndarray
     rgb: np.ndarray
     weight: np.ndarray
+    classes: tuple[str, ...] = CLASSES  # the data set's class list: the probabilities' columns
 
 
 def build_fusion(baseline: M.ARMNet, config: FusionConfig) -> M.FusionModel:
     return M.FusionModel(
-        baseline, weighting=config.weighting, w_disagree=config.w_disagree, weight_grad=config.weight_grad, width=config.width, batch_norm=config.batch_norm,
-        init_from_baseline=config.fusion_init_from_baseline, landmark_input=config.landmark_input, num_points=len(L.flip_permutation(config.landmark_set)),
+        baseline,
+        weighting=config.weighting,
+        w_disagree=config.w_disagree,
+        weight_grad=config.weight_grad,
+        width=config.width,
+        batch_norm=config.batch_norm,
+        init_from_baseline=config.fusion_init_from_baseline,
+        landmark_input=config.landmark_input,
+        num_points=len(L.flip_permutation(config.landmark_set)),
     )
 
 
@@ -383,45 +521,95 @@ def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
     1.4x faster at width 8 (benchmarks/README.md). Narrower CPU networks stay contiguous: a ResNet18 at width 4 in
     channels_last corrupted the heap there."""
     wide_enough = config.width >= 8
-    return torch.channels_last if torch.device(device).type == "cuda" or wide_enough else torch.contiguous_format
+    return (
+        torch.channels_last
+        if torch.device(device).type == "cuda" or wide_enough
+        else torch.contiguous_format
+    )
 
 
-def landmark_inputs(split: D.SplitTensors, index: torch.Tensor, flip: torch.Tensor | None, config: FusionConfig, device) -> torch.Tensor:
+def landmark_inputs(
+    split: D.SplitTensors,
+    index: torch.Tensor,
+    flip: torch.Tensor | None,
+    config: FusionConfig,
+    device,
+) -> torch.Tensor:
     """The landmark branch's input for samples ``index`` of a split, drawn as ``config`` says: heatmaps (B, 1, S, S),
     or the coordinates (B, 2K) for the "coords" branch."""
     points = split.points[index].to(device)
     if config.landmark_input == "coords":
-        return D.coordinates_for(points, split.input_size, flip=flip, landmark_set=split.landmark_set)
-    heatmaps = D.heatmaps_for(points, split.input_size, flip=flip, landmark_set=split.landmark_set, sigma=config.heatmap_sigma)
+        return D.coordinates_for(
+            points, split.input_size, flip=flip, landmark_set=split.landmark_set
+        )
+    heatmaps = D.heatmaps_for(
+        points,
+        split.input_size,
+        flip=flip,
+        landmark_set=split.landmark_set,
+        sigma=config.heatmap_sigma,
+    )
     return heatmaps.contiguous(memory_format=landmark_memory_format(config, device))
 
 
 @torch.no_grad()
-def fusion_outputs(model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig, *, progress: bool = False) -> M.FusionOutput:
+def fusion_outputs(
+    model: M.FusionModel,
+    split: D.SplitTensors,
+    cache: torch.Tensor,
+    config: FusionConfig,
+    *,
+    progress: bool = False,
+) -> M.FusionOutput:
     """The model's outputs on a split, in consecutive batches of ``config.eval_batch_size`` (each its own ARM batch
     term, as the paper tests), concatenated on the CPU in float32."""
     device = next(model.parameters()).device
     model.eval()
     outs = []
-    for start in tqdm(range(0, len(split), config.eval_batch_size), desc="evaluate", disable=not progress, leave=False):
+    for start in tqdm(
+        range(0, len(split), config.eval_batch_size),
+        desc="evaluate",
+        disable=not progress,
+        leave=False,
+    ):
         index = torch.arange(start, min(start + config.eval_batch_size, len(split)))
         with _autocast(device):
-            out = model.forward_cached(cache[0, index].to(device), landmark_inputs(split, index, None, config, device))
+            out = model.forward_cached(
+                cache[0, index].to(device), landmark_inputs(split, index, None, config, device)
+            )
         outs.append([t.float().cpu() for t in out])
     return M.FusionOutput(*(torch.cat(parts) for parts in zip(*outs)))
 
 
 @torch.no_grad()
-def predict_fusion(model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig, *, progress: bool = False) -> FusionPredictions:
+def predict_fusion(
+    model: M.FusionModel,
+    split: D.SplitTensors,
+    cache: torch.Tensor,
+    config: FusionConfig,
+    *,
+    progress: bool = False,
+) -> FusionPredictions:
     """Probabilities of the fused, landmark-only (temperature-scaled in a "calibrated" run) and RGB heads."""
     out = fusion_outputs(model, split, cache, config, progress=progress)
-    landmark = model.landmark_probabilities(out.landmark_logits.to(next(model.parameters()).device)).cpu()
-    return FusionPredictions(list(split.names), split.labels.numpy(), out.fused_logits.softmax(1).numpy(), landmark.numpy(),
-                             out.rgb_logits.softmax(1).numpy(), out.weight.numpy())
+    landmark = model.landmark_probabilities(
+        out.landmark_logits.to(next(model.parameters()).device)
+    ).cpu()
+    return FusionPredictions(
+        list(split.names),
+        split.labels.numpy(),
+        out.fused_logits.softmax(1).numpy(),
+        landmark.numpy(),
+        out.rgb_logits.softmax(1).numpy(),
+        out.weight.numpy(),
+        tuple(split.classes),
+    )
 
 
 @torch.no_grad()
-def calibrate_temperature(model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig) -> float:
+def calibrate_temperature(
+    model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig
+) -> float:
     """Set a "calibrated" model's temperature to the one that fits its landmark head best on ``split`` (the
     validation split: never the test set) and return it."""
     out = fusion_outputs(model, split, cache, config)
@@ -438,8 +626,15 @@ def _landmark_means(means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in means.items() if not k.startswith("baseline.")}
 
 
-def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train_cache: torch.Tensor, run_dir: Path, *,
-             device: torch.device | None = None) -> tuple[M.FusionModel, FusionConfig]:
+def fit_gate(
+    base_folder: Path,
+    baseline: M.ARMNet,
+    train: D.SplitTensors,
+    train_cache: torch.Tensor,
+    run_dir: Path,
+    *,
+    device: torch.device | None = None,
+) -> tuple[M.FusionModel, FusionConfig]:
     """The ``learned`` weighting: a trained run's landmark branch, heads and fusion layer kept frozen, with eq. 2's
     factor replaced by a ``WeightGate`` fitted on that run's validation split (its ``split.json``; never the test
     set) to minimise the fused head's cross-entropy (+ ``GATE_L2``), by L-BFGS to convergence: nothing is
@@ -459,7 +654,9 @@ def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train
     _, val_index = _validation_split(base_folder, train, base_config.val_fraction, base_config.seed)
     save_json(json.loads((base_folder / "split.json").read_text()), run_dir / "split.json")
     val = train.subset(val_index)
-    out = fusion_outputs(model.to(device), val, train_cache[:, val_index], config)  # on the CPU, float32
+    out = fusion_outputs(
+        model.to(device), val, train_cache[:, val_index], config
+    )  # on the CPU, float32
     model.cpu().requires_grad_(False)
     labels, agree = val.labels, out.landmark_logits.argmax(1) == out.rgb_logits.argmax(1)
 
@@ -467,13 +664,27 @@ def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train
         return model.fusion(torch.cat([out.rgb_feature, weight[:, None] * out.landmark_feature], 1))
 
     with torch.no_grad():
-        loss_before = float(F.cross_entropy(fused_logits(base.cpu().feature_weight(out.landmark_logits, out.rgb_logits)), labels))
+        loss_before = float(
+            F.cross_entropy(
+                fused_logits(base.cpu().feature_weight(out.landmark_logits, out.rgb_logits)), labels
+            )
+        )
     gate = model.gate.requires_grad_(True)
-    optimizer = torch.optim.LBFGS(gate.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        gate.parameters(),
+        lr=1.0,
+        max_iter=500,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(fused_logits(gate(out.rgb_logits, out.landmark_logits, agree)), labels) + GATE_L2 * gate.linear.weight.square().sum()
+        loss = (
+            F.cross_entropy(fused_logits(gate(out.rgb_logits, out.landmark_logits, agree)), labels)
+            + GATE_L2 * gate.linear.weight.square().sum()
+        )
         loss.backward()
         return loss
 
@@ -484,12 +695,38 @@ def fit_gate(base_folder: Path, baseline: M.ARMNet, train: D.SplitTensors, train
         weight = gate(out.rgb_logits, out.landmark_logits, agree)
         logits = fused_logits(weight)
     means = _landmark_means(M.population_means(model))
-    loss_after, fitted_accuracy = float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
-    save_torch({"model": model.state_dict(), "epoch": 0, "val_loss": loss_after, "val_accuracy": fitted_accuracy,
-                "config": dataclasses.asdict(config), "population_means": means, "base_run": base_folder.name}, run_dir / "best.pt")
-    save_csv(pd.DataFrame([{"epoch": 1, "fitted_on": "validation split", "val_fused_loss_paper_weighting": loss_before,
-                            "val_fused_loss": loss_after, "val_fused_accuracy": fitted_accuracy, "mean_weight": float(weight.mean()),
-                            "seconds": round(time.perf_counter() - clock, 2)}]), run_dir / "history.csv")
+    loss_after, fitted_accuracy = (
+        float(F.cross_entropy(logits, labels)),
+        float((logits.argmax(1) == labels).float().mean()),
+    )
+    save_torch(
+        {
+            "model": model.state_dict(),
+            "epoch": 0,
+            "val_loss": loss_after,
+            "val_accuracy": fitted_accuracy,
+            "config": dataclasses.asdict(config),
+            "population_means": means,
+            "base_run": base_folder.name,
+        },
+        run_dir / "best.pt",
+    )
+    save_csv(
+        pd.DataFrame(
+            [
+                {
+                    "epoch": 1,
+                    "fitted_on": "validation split",
+                    "val_fused_loss_paper_weighting": loss_before,
+                    "val_fused_loss": loss_after,
+                    "val_fused_accuracy": fitted_accuracy,
+                    "mean_weight": float(weight.mean()),
+                    "seconds": round(time.perf_counter() - clock, 2),
+                }
+            ]
+        ),
+        run_dir / "history.csv",
+    )
     model.to(device).eval()
     return model, config
 
@@ -515,50 +752,80 @@ def train_fusion(
     """
     from adabelief_pytorch import AdaBelief
 
+    M.check_classes(baseline.classes, train.classes, "the baseline")
     run_dir = Path(run_dir)
     device = device or M.pick_device()
     distributed.main_first(lambda: _check_config(run_dir, config))
     if train.landmark_set != config.landmark_set:
-        raise ValueError(f"the split carries {train.landmark_set} landmarks but the config asks for {config.landmark_set}")
+        raise ValueError(
+            f"the split carries {train.landmark_set} landmarks but the config asks for {config.landmark_set}"
+        )
     if train_cache.shape[1] != len(train):
-        raise ValueError(f"the feature cache has {train_cache.shape[1]} images, the training split {len(train)}")
+        raise ValueError(
+            f"the feature cache has {train_cache.shape[1]} images, the training split {len(train)}"
+        )
     flips = config.flip and train_cache.shape[0] > 1
-    fit_index, val_index = distributed.main_first(lambda: _validation_split(run_dir, train, config.val_fraction, config.seed, holdout))
+    fit_index, val_index = distributed.main_first(
+        lambda: _validation_split(run_dir, train, config.val_fraction, config.seed, holdout)
+    )
     fit, val = train.subset(fit_index), train.subset(val_index)
     fit_cache, val_cache = train_cache[:, fit_index], train_cache[:, val_index]
 
     if config.weighting == "learned":
-        raise ValueError("the learned weighting is fitted on a trained run's validation split: use training.fit_gate "
-                         "(Experiment.fusion_run('learned', ...) does), not train_fusion")
+        raise ValueError(
+            "the learned weighting is fitted on a trained run's validation split: use training.fit_gate "
+            "(Experiment.fusion_run('learned', ...) does), not train_fusion"
+        )
     torch.manual_seed(config.seed)
     model = build_fusion(baseline, config).to(device)
     if config.landmark_input == "heatmaps":
         model.landmark_cnn.to(memory_format=landmark_memory_format(config, device))
     # DistributedDataParallel under torchrun (global-batch BatchNorm in the trained parts); the model itself otherwise
     trained = distributed.wrap(model, device, "forward_cached", trained=model.landmark_branch)
-    optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **{**ADABELIEF, "lr": config.lr})
+    optimizer = AdaBelief(
+        model.trainable_parameters(), print_change_log=False, **{**ADABELIEF, "lr": config.lr}
+    )
     scheduler = _lr_schedule(optimizer, config)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
-    if device.type == "cuda":  # the cache, points and labels live on the GPU: a step copies only its indices and flips
+    if (
+        device.type == "cuda"
+    ):  # the cache, points and labels live on the GPU: a step copies only its indices and flips
         torch.backends.cudnn.benchmark = True
         fit_cache = fit_cache.to(device)
-    on_device = dataclasses.replace(fit, points=fit.points.to(device), labels=fit.labels.to(device))
+    on_device = dataclasses.replace(
+        fit,
+        points=fit.points.to(device),
+        labels=fit.labels.to(device),
+        soft=None if fit.soft is None else fit.soft.to(device),
+    )
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator).to(device)
         model.train()
         # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
-        seen, correct, landmark_correct = 0, torch.zeros((), dtype=torch.long, device=device), torch.zeros((), dtype=torch.long, device=device)
+        seen, correct, landmark_correct = (
+            0,
+            torch.zeros((), dtype=torch.long, device=device),
+            torch.zeros((), dtype=torch.long, device=device),
+        )
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"fusion epoch {epoch + 1}/{config.epochs}",
-                   disable=not (progress and distributed.is_main()), leave=False)
+        bar = tqdm(
+            range(0, len(order), config.batch_size),
+            desc=f"fusion epoch {epoch + 1}/{config.epochs}",
+            disable=not (progress and distributed.is_main()),
+            leave=False,
+        )
         for start_index in bar:
             index = order[start_index : start_index + config.batch_size]
             batch_size = len(index)
             if batch_size < 2 * distributed.world_size():
                 continue
-            flip = torch.rand(batch_size, generator=generator) < 0.5 if flips else torch.zeros(batch_size, dtype=torch.bool)
+            flip = (
+                torch.rand(batch_size, generator=generator) < 0.5
+                if flips
+                else torch.zeros(batch_size, dtype=torch.bool)
+            )
             part = distributed.share(batch_size)  # this rank's share of the batch
             index, flip = index[part], flip[part].to(device)
             rgb = fit_cache[flip.long(), index]  # (B, n*n): each image in its flip state
@@ -566,7 +833,13 @@ def train_fusion(
             labels = on_device.labels[index]
             with _autocast(device), distributed.global_batch():
                 out = trained(rgb, landmarks)
-                loss = model.loss(out._replace(fused_logits=out.fused_logits.float(), landmark_logits=out.landmark_logits.float()), labels)
+                loss = model.loss(
+                    out._replace(
+                        fused_logits=out.fused_logits.float(),
+                        landmark_logits=out.landmark_logits.float(),
+                    ),
+                    on_device.targets(index),
+                )
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_scale(len(labels), batch_size)).backward()
             optimizer.step()
@@ -575,33 +848,57 @@ def train_fusion(
             landmark_correct += (out.landmark_logits.argmax(1) == labels).sum()
             loss_sum += loss.detach().double() * len(index)
         scheduler.step()
-        seen, correct, landmark_correct, loss_sum = distributed.all_sum(seen, correct, landmark_correct, loss_sum)
+        seen, correct, landmark_correct, loss_sum = distributed.all_sum(
+            seen, correct, landmark_correct, loss_sum
+        )
         temperature = {}
-        if config.weighting == "calibrated":  # this epoch's landmark head, temperature-scaled on the validation split
+        if (
+            config.weighting == "calibrated"
+        ):  # this epoch's landmark head, temperature-scaled on the validation split
             temperature = {"temperature": calibrate_temperature(model, val, val_cache, config)}
         predictions = predict_fusion(model, val, val_cache, config)
         val_fused = float((predictions.fused.argmax(1) == predictions.labels).mean())
         val_landmark = float((predictions.landmark.argmax(1) == predictions.labels).mean())
         val_loss = validation_loss(predictions)
-        history.append({
-            "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_fused_accuracy": correct / max(seen, 1),
-            "train_landmark_accuracy": landmark_correct / max(seen, 1), "val_loss": val_loss, "val_fused_accuracy": val_fused,
-            "val_landmark_accuracy": val_landmark, **temperature, "seconds": round(time.perf_counter() - clock, 2),
-        })
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_fused_accuracy": correct / max(seen, 1),
+                "train_landmark_accuracy": landmark_correct / max(seen, 1),
+                "val_loss": val_loss,
+                "val_fused_accuracy": val_fused,
+                "val_landmark_accuracy": val_landmark,
+                **temperature,
+                "seconds": round(time.perf_counter() - clock, 2),
+            }
+        )
         score = -val_loss if config.select == "val_loss" else val_fused
         improved = score > best
         best = max(best, score)
         if distributed.is_main():  # every rank holds the same weights; one writes
             if improved:
-                save_torch({"model": model.state_dict(), "epoch": epoch + 1, "val_accuracy": val_fused, "val_loss": val_loss, "config": dataclasses.asdict(config)},
-                           run_dir / "best.pt")
+                save_torch(
+                    {
+                        "model": model.state_dict(),
+                        "epoch": epoch + 1,
+                        "val_accuracy": val_fused,
+                        "val_loss": val_loss,
+                        "config": dataclasses.asdict(config),
+                    },
+                    run_dir / "best.pt",
+                )
             _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
         distributed.barrier()
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], strict=True)
     model.eval()
-    if "population_means" not in state:  # the landmark ARM's batch-independent mean, for a single photo (predict)
-        baseline_mean = model.baseline.arm.population_mean.clone()  # the frozen baseline keeps its own
+    if (
+        "population_means" not in state
+    ):  # the landmark ARM's batch-independent mean, for a single photo (predict)
+        baseline_mean = (
+            model.baseline.arm.population_mean.clone()
+        )  # the frozen baseline keeps its own
         estimate_population_means(model, fit, fit_cache[:1], config)
         model.baseline.arm.population_mean.copy_(baseline_mean)
         means = _landmark_means(M.population_means(model))
@@ -626,7 +923,13 @@ def validation_loss(predictions: FusionPredictions) -> float:
 
 
 @torch.no_grad()
-def estimate_population_means(model: M.ARMNet | M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig | None = None, batch_size: int = 256) -> None:
+def estimate_population_means(
+    model: M.ARMNet | M.FusionModel,
+    split: D.SplitTensors,
+    cache: torch.Tensor,
+    config: FusionConfig | None = None,
+    batch_size: int = 256,
+) -> None:
     """Set the ``fixed`` affinity means from a split (the training set, unflipped, no augmentation): the
     baseline's from its cached per-image maps, and for a fusion model also its landmark ARM's."""
     baseline = model.baseline if isinstance(model, M.FusionModel) else model
@@ -646,38 +949,76 @@ def load_fusion_checkpoint(path: Path, baseline: M.ARMNet) -> tuple[M.FusionMode
     """A trained fusion model (``best.pt`` or ``last.pt`` of a fusion run) around ``baseline``, strictly."""
     path = Path(path)
     if not path.is_file():
-        raise M.CheckpointNotFoundError(f"{path}: no such file; train it with `python -m fer_lib train-fusion` first")
+        raise M.CheckpointNotFoundError(
+            f"{path}: no such file; train it with `python -m fer_lib train-fusion` first"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise M.CheckpointError(f"{path}: not a fusion checkpoint of this project (no 'model' and 'config' entries)")
+        raise M.CheckpointError(
+            f"{path}: not a fusion checkpoint of this project (no 'model' and 'config' entries)"
+        )
     config = FusionConfig(**state["config"])
     model = build_fusion(baseline, config)
     baseline_state = {f"baseline.{k}": v for k, v in baseline.state_dict().items()}
-    mismatched = [k for k, v in baseline_state.items() if k in state["model"] and not torch.equal(state["model"][k], v.cpu())]
+    mismatched = [
+        k
+        for k, v in baseline_state.items()
+        if k in state["model"] and not torch.equal(state["model"][k], v.cpu())
+    ]
     if mismatched:
-        raise M.CheckpointError(f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the baseline it was trained with")
+        raise M.CheckpointError(
+            f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the baseline it was trained with"
+        )
     M.load_state_strict(model, state["model"], path)
     if "population_means" in state:
         M.load_population_means(model, _landmark_means(state["population_means"]))
     return model.eval(), config
 
 
-def load_splits(data_root: Path, input_size: int, *, landmark_set: str = "auto37", cache_dir: Path | None = None, progress: bool = True) -> tuple[D.SplitTensors, D.SplitTensors]:
+def load_splits(
+    data_root: Path,
+    input_size: int,
+    *,
+    landmark_set: str = "auto37",
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[D.SplitTensors, D.SplitTensors]:
     """(train, test) tensors of a RAF-DB copy at ``input_size``."""
     from fer_lib.rafdb import load_rafdb
 
     rafdb = load_rafdb(data_root, progress=progress)
-    return tuple(D.split_tensors(rafdb.split(name), input_size, landmark_set=landmark_set, cache_dir=cache_dir, progress=progress) for name in ("train", "test"))
+    return tuple(
+        D.split_tensors(
+            rafdb.split(name),
+            input_size,
+            landmark_set=landmark_set,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        for name in ("train", "test")
+    )
 
 
 # ------------------------------------------------------------------------------------------------------
 # Prediction tables
 
 
-def prediction_frame(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
-    """One row per image: name, label, predicted class and the 7 probabilities (columns named by class)."""
-    frame = pd.DataFrame({"image": names, "label": labels.astype(int), "predicted": probabilities.argmax(1).astype(int)})
-    for k, name in enumerate(CLASSES):
+def prediction_frame(
+    names: list[str], labels: np.ndarray, probabilities: np.ndarray, classes=CLASSES
+) -> pd.DataFrame:
+    """One row per image: name, label, predicted class and one probability per class (columns ``p_<class>``)."""
+    if probabilities.shape[1] != len(classes):
+        raise ValueError(
+            f"{probabilities.shape[1]} probabilities per image for {len(classes)} classes ({', '.join(classes)})"
+        )
+    frame = pd.DataFrame(
+        {
+            "image": names,
+            "label": labels.astype(int),
+            "predicted": probabilities.argmax(1).astype(int),
+        }
+    )
+    for k, name in enumerate(classes):
         frame[f"p_{name}"] = probabilities[:, k]
     return frame
 
@@ -685,14 +1026,18 @@ def prediction_frame(names: list[str], labels: np.ndarray, probabilities: np.nda
 def read_prediction_frame(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) back from a prediction table."""
     frame = pd.read_csv(path)
-    return frame["label"].to_numpy(), frame[[f"p_{name}" for name in CLASSES]].to_numpy()
+    return frame["label"].to_numpy(), frame[
+        [c for c in frame.columns if c.startswith("p_")]
+    ].to_numpy()
 
 
 def save_fusion_predictions(predictions: FusionPredictions, folder: Path) -> dict[str, Path]:
     """Write ``predictions_{fused,landmark,rgb}.csv`` (the fused table also carries the weight)."""
     paths = {}
     for head in ("fused", "landmark", "rgb"):
-        frame = prediction_frame(predictions.names, predictions.labels, getattr(predictions, head))
+        frame = prediction_frame(
+            predictions.names, predictions.labels, getattr(predictions, head), predictions.classes
+        )
         if head == "fused":
             frame["weight"] = predictions.weight
         paths[head] = Path(folder) / f"predictions_{head}.csv"

@@ -11,10 +11,18 @@ from PIL import Image
 from fer_lib import rafdb
 
 
-def write_tiny_rafdb(root: Path, n_per_class: int = 1, seed: int = 0, newline: str = "\n", sep: str = "\t") -> Path:
+def write_tiny_rafdb(
+    root: Path, n_per_class: int = 1, seed: int = 0, newline: str = "\n", sep: str = "\t"
+) -> Path:
     """Write a minimal RAF-DB layout: n_per_class train and test images per class, plain images."""
     rng = np.random.default_rng(seed)
-    for folder in (rafdb.ALIGNED_DIR, rafdb.ORIGINAL_DIR, rafdb.MANUAL_DIR, rafdb.AUTO_DIR, rafdb.LABEL_FILE.parent):
+    for folder in (
+        rafdb.ALIGNED_DIR,
+        rafdb.ORIGINAL_DIR,
+        rafdb.MANUAL_DIR,
+        rafdb.AUTO_DIR,
+        rafdb.LABEL_FILE.parent,
+    ):
         (root / folder).mkdir(parents=True, exist_ok=True)
     rows = []
     for split, digits in (("train", 5), ("test", 4)):
@@ -22,14 +30,24 @@ def write_tiny_rafdb(root: Path, n_per_class: int = 1, seed: int = 0, newline: s
             name = f"{split}_{i + 1:0{digits}d}.jpg"
             rows.append(f"{name} {i % rafdb.NUM_CLASSES + 1}")
             pixels = rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=90)
-            Image.fromarray(pixels).resize((160, 120)).save(root / rafdb.ORIGINAL_DIR / name, quality=90)
-            manual = np.array([[50, 50], [100, 52], [75, 75], [55, 95], [95, 96]]) + rng.normal(0, 2, (5, 2))
+            Image.fromarray(pixels).save(
+                root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=90
+            )
+            Image.fromarray(pixels).resize((160, 120)).save(
+                root / rafdb.ORIGINAL_DIR / name, quality=90
+            )
+            manual = np.array([[50, 50], [100, 52], [75, 75], [55, 95], [95, 96]]) + rng.normal(
+                0, 2, (5, 2)
+            )
             lines = [f"{x:.2f}{sep}{y:.2f}" for x, y in manual] + ["1", "2", "3"]
-            (root / rafdb.MANUAL_DIR / rafdb.manual_name(name)).write_text(newline.join(lines) + newline)
+            (root / rafdb.MANUAL_DIR / rafdb.manual_name(name)).write_text(
+                newline.join(lines) + newline
+            )
             auto = rng.uniform(40, 110, (37, 2))
             lines = [f"{x:.2f}{sep}{y:.2f}" for x, y in auto]
-            (root / rafdb.AUTO_DIR / rafdb.auto_name(name)).write_text(newline.join(lines) + newline)
+            (root / rafdb.AUTO_DIR / rafdb.auto_name(name)).write_text(
+                newline.join(lines) + newline
+            )
     (root / rafdb.LABEL_FILE).write_text(newline.join(rows) + newline)
     return root
 
@@ -46,16 +64,42 @@ def pooled_result(difference: float, half: float, seeds: int = 5):
     from fer_lib.stats import PooledResult
 
     se = half / norm.ppf(0.975)
-    return PooledResult("oa", difference, difference - half, difference + half, 0, seeds, se, se**2, 0.0, 0.0, 0.0, float(2 * norm.sf(abs(difference) / se)))
+    return PooledResult(
+        "oa",
+        difference,
+        difference - half,
+        difference + half,
+        0,
+        seeds,
+        se,
+        se**2,
+        0.0,
+        0.0,
+        0.0,
+        float(2 * norm.sf(abs(difference) / se)),
+    )
 
 
 def pooled_row(model: str, versus: str, result) -> dict:
-    """The pooled row of a significance table (report.significance_rows) for a PooledResult."""
-    from fer_lib import report
+    """The pooled row of a significance table (verdicts.significance_rows) for a PooledResult."""
+    from fer_lib import verdicts
 
-    row = {"model": model, "versus": versus, "seed": report.POOLED, "seeds": result.seeds, "OA diff": result.difference,
-           "OA 95% low": result.low, "OA 95% high": result.high, "McNemar p": float("nan")}
-    row.update({f"OA {column}": getattr(result, field) for column, field in report.POOLED_COLUMNS.items()})
+    row = {
+        "model": model,
+        "versus": versus,
+        "seed": verdicts.POOLED,
+        "seeds": result.seeds,
+        "OA diff": result.difference,
+        "OA 95% low": result.low,
+        "OA 95% high": result.high,
+        "McNemar p": float("nan"),
+    }
+    row.update(
+        {
+            f"OA {column}": getattr(result, field)
+            for column, field in verdicts.POOLED_COLUMNS.items()
+        }
+    )
     return row
 
 
@@ -78,7 +122,9 @@ def smoke_run(tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("smoke")
     backend = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "Agg"  # as run_all.sh sets it: the report must still show its figures
+    os.environ["MPLBACKEND"] = (
+        "Agg"  # as run_all.sh sets it: the report must still show its figures
+    )
     try:
         assert pipeline.run_all("smoke", run_dir=run_dir, figures_dir=run_dir / "figures") == 0
     finally:

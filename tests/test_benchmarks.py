@@ -8,17 +8,39 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)", "baseline epoch (training + validation)",
-          "population mean (training images)", "ResNet18 inference, test set (as the validation runs it)",
-          "frozen-feature cache, built (train 2 flips + test)", "frozen-feature cache, reused (read back)",
-          "landmark-branch run of 2 epochs (wall)", "landmark-branch epoch (training + validation)",
-          "test inference of a landmark-branch run (from the feature cache)", "whole paper profile (estimate)")
+STAGES = (
+    "baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)",
+    "baseline epoch (training + validation)",
+    "population mean (training images)",
+    "ResNet18 inference, test set (as the validation runs it)",
+    "frozen-feature cache, built (train 2 flips + test)",
+    "frozen-feature cache, reused (read back)",
+    "landmark-branch run of 2 epochs (wall)",
+    "landmark-branch epoch (training + validation)",
+    "test inference of a landmark-branch run (from the feature cache)",
+    "whole paper profile (estimate)",
+)
 
 
 def _check(out: Path, scratch: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable}
-    return subprocess.run(["bash", "benchmarks/gpu_check.sh", "--small", "--out", str(out), "--scratch", str(scratch), *extra], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [
+            "bash",
+            "benchmarks/gpu_check.sh",
+            "--small",
+            "--out",
+            str(out),
+            "--scratch",
+            str(scratch),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_path):
@@ -26,9 +48,15 @@ def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_pat
     scratch.mkdir()
     result = _check(out, scratch)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gpu_check.json",
+        "gpu_check.log",
+        "gpu_check.md",
+    ]
     assert sum(p.stat().st_size for p in out.iterdir()) < 200_000
-    assert not any(scratch.iterdir())  # the data, checkpoints and caches went to a temporary folder, removed
+    assert not any(
+        scratch.iterdir()
+    )  # the data, checkpoints and caches went to a temporary folder, removed
     report = json.loads((out / "gpu_check.json").read_text())
     stages = {row["stage"]: row["seconds"] for row in report["stages"]}
     for stage in STAGES:
@@ -36,7 +64,9 @@ def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_pat
     # 5 seeds x (13 distinct configurations of Fig. 4 and the ablation + calibrated + coordinates + 2 design ablations
     # of the proposed model + naive fusion from the default initialisation)
     assert report["landmark-branch runs in the paper profile"] == 90
-    assert report["small"] is True and report["train images"] == 56 and report["own estimate (s)"] > 0
+    assert (
+        report["small"] is True and report["train images"] == 56 and report["own estimate (s)"] > 0
+    )
     assert "| landmark-branch epoch (training + validation) |" in (out / "gpu_check.md").read_text()
     assert "resuming" not in (out / "gpu_check.log").read_text()
 
@@ -45,8 +75,13 @@ def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_pat
     assert again.returncode == 0, again.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     skipped = [row["stage"] for row in report["stages"] if row["note"].startswith("skipped")]
-    assert "baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)" in skipped
-    assert {row["stage"]: row["seconds"] for row in report["stages"]}["whole paper profile (estimate)"] is None
+    assert (
+        "baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)"
+        in skipped
+    )
+    assert {row["stage"]: row["seconds"] for row in report["stages"]}[
+        "whole paper profile (estimate)"
+    ] is None
     assert "resuming" not in (out / "gpu_check.log").read_text() and not any(scratch.iterdir())
 
 
@@ -57,11 +92,15 @@ def test_the_check_fits_its_own_estimate_into_the_budget():
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     full = gpu_check.sized_for(480, small=False)
-    assert full[:2] == (12271, 3068) and full[2] <= 480  # RAF-DB's sizes within 8 minutes at the assumed H100 rates
+    assert (
+        full[:2] == (12271, 3068) and full[2] <= 480
+    )  # RAF-DB's sizes within 8 minutes at the assumed H100 rates
     trimmed = gpu_check.sized_for(90, small=False)
     assert trimmed[0] < 12271 and trimmed[2] <= 90
 
 
 def test_the_gpu_check_refuses_an_unknown_argument():
-    result = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--big"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--big"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 2 and "unknown argument --big" in result.stderr

@@ -17,10 +17,50 @@ def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
     data = write_tiny_rafdb(base / "basic", n_per_class=2)
     common = ["--data", str(data), "--device", "cpu"]
-    assert main(["train-baseline", *common, "--run-dir", str(base / "baseline"), "--input-size", "128", "--width", "4",
-                 "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3"]) == 0
-    assert main(["train-fusion", *common, "--baseline", str(base / "baseline" / "best.pt"), "--run-dir", str(base / "fusion"),
-                 "--width", "2", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3", "--holdout", str(base / "baseline" / "split.json")]) == 0
+    assert (
+        main(
+            [
+                "train-baseline",
+                *common,
+                "--run-dir",
+                str(base / "baseline"),
+                "--input-size",
+                "128",
+                "--width",
+                "4",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--val-fraction",
+                "0.3",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train-fusion",
+                *common,
+                "--baseline",
+                str(base / "baseline" / "best.pt"),
+                "--run-dir",
+                str(base / "fusion"),
+                "--width",
+                "2",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--val-fraction",
+                "0.3",
+                "--holdout",
+                str(base / "baseline" / "split.json"),
+            ]
+        )
+        == 0
+    )
     return base, common
 
 
@@ -28,37 +68,119 @@ def test_the_fusion_validates_on_the_baselines_holdout_and_follows_table1(traine
     base, _ = trained
     baseline_split = json.loads((base / "baseline" / "split.json").read_text())
     fusion_split = json.loads((base / "fusion" / "split.json").read_text())
-    assert fusion_split["validation"] == baseline_split["validation"] and fusion_split["holdout_of"].endswith("baseline")
-    assert json.loads((base / "fusion" / "config.json").read_text())["batch_norm"] is False  # Table 1 as printed
+    assert fusion_split["validation"] == baseline_split["validation"] and fusion_split[
+        "holdout_of"
+    ].endswith("baseline")
+    assert (
+        json.loads((base / "fusion" / "config.json").read_text())["batch_norm"] is False
+    )  # Table 1 as printed
 
 
 def test_training_commands_write_checkpoints_and_predictions(trained):
     base, _ = trained
-    for path in ("baseline/best.pt", "baseline/last.pt", "baseline/predictions_test.csv", "fusion/best.pt", "fusion/predictions_fused.csv"):
+    for path in (
+        "baseline/best.pt",
+        "baseline/last.pt",
+        "baseline/predictions_test.csv",
+        "fusion/best.pt",
+        "fusion/predictions_fused.csv",
+    ):
         assert (base / path).exists(), path
     frame = pd.read_csv(base / "fusion" / "predictions_fused.csv")
-    assert len(frame) == 14 and {"image", "label", "predicted", "p_Surprise", "weight"} <= set(frame.columns)
+    assert len(frame) == 14 and {"image", "label", "predicted", "p_Surprise", "weight"} <= set(
+        frame.columns
+    )
 
 
 def test_the_beyond_the_paper_models_from_the_command_line(trained, capsys):
     base, common = trained
     baseline = str(base / "baseline" / "best.pt")
-    assert main(["train-fusion", *common, "--baseline", baseline, "--run-dir", str(base / "coords"), "--landmark-input", "coords",
-                 "--weighting", "calibrated", "--width", "2", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "train-fusion",
+                *common,
+                "--baseline",
+                baseline,
+                "--run-dir",
+                str(base / "coords"),
+                "--landmark-input",
+                "coords",
+                "--weighting",
+                "calibrated",
+                "--width",
+                "2",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--val-fraction",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     assert "temperature" in pd.read_csv(base / "coords" / "history.csv")
-    assert main(["fit-gate", *common, "--baseline", baseline, "--base-run", str(base / "fusion"), "--run-dir", str(base / "gate")]) == 0
+    assert (
+        main(
+            [
+                "fit-gate",
+                *common,
+                "--baseline",
+                baseline,
+                "--base-run",
+                str(base / "fusion"),
+                "--run-dir",
+                str(base / "gate"),
+            ]
+        )
+        == 0
+    )
     assert "fused, test set" in capsys.readouterr().out
     assert len(pd.read_csv(base / "gate" / "predictions_fused.csv")) == 14
-    assert main(["fit-gate", *common, "--baseline", baseline, "--base-run", str(base / "baseline"), "--run-dir", str(base / "g2")]) == 1
-    assert "not a fusion checkpoint" in capsys.readouterr().err  # a baseline folder passed by mistake
+    assert (
+        main(
+            [
+                "fit-gate",
+                *common,
+                "--baseline",
+                baseline,
+                "--base-run",
+                str(base / "baseline"),
+                "--run-dir",
+                str(base / "g2"),
+            ]
+        )
+        == 1
+    )
+    assert (
+        "not a fusion checkpoint" in capsys.readouterr().err
+    )  # a baseline folder passed by mistake
 
 
 @pytest.mark.parametrize("affinity", ["batch", "fixed"])
 def test_evaluate_with_fusion(trained, affinity, capsys):
     base, common = trained
     out = base / f"eval_{affinity}"
-    assert main(["evaluate", *common, "--baseline", str(base / "baseline" / "best.pt"), "--fusion", str(base / "fusion" / "best.pt"),
-                 "--affinity", affinity, "--batch-size", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                *common,
+                "--baseline",
+                str(base / "baseline" / "best.pt"),
+                "--fusion",
+                str(base / "fusion" / "best.pt"),
+                "--affinity",
+                affinity,
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert f"affinity {affinity}" in capsys.readouterr().out
     assert len(pd.read_csv(out / "predictions_fused.csv")) == 14
 
@@ -66,27 +188,84 @@ def test_evaluate_with_fusion(trained, affinity, capsys):
 def test_evaluate_refuses_a_fusion_checkpoint_of_another_baseline(trained, tmp_path, capsys):
     base, common = trained
     other = tmp_path / "other"
-    assert main(["train-baseline", *common, "--run-dir", str(other), "--input-size", "128", "--width", "4",
-                 "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3", "--seed", "5"]) == 0
-    assert main(["evaluate", *common, "--baseline", str(other / "best.pt"), "--fusion", str(base / "fusion" / "best.pt"), "--out", str(tmp_path / "e")]) == 1
+    assert (
+        main(
+            [
+                "train-baseline",
+                *common,
+                "--run-dir",
+                str(other),
+                "--input-size",
+                "128",
+                "--width",
+                "4",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--val-fraction",
+                "0.3",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                *common,
+                "--baseline",
+                str(other / "best.pt"),
+                "--fusion",
+                str(base / "fusion" / "best.pt"),
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "another baseline" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command, extra, says", [
-    ("train-baseline", ["--width", "5"], "--width: ARM needs one of the widths 4, 9, 16"),
-    ("train-baseline", ["--batch-size", "0"], "--batch-size: must be at least 2"),
-    ("train-baseline", ["--epochs", "0"], "--epochs: must be at least 1"),
-    ("train-baseline", ["--input-size", "100"], "--input-size: the networks take one of"),
-    ("train-baseline", ["--val-fraction", "1"], "--val-fraction: must lie strictly between 0 and 1"),
-    ("train-baseline", ["--pretrained", "missing.pth"], "--pretrained: missing.pth: no such file"),
-    ("train-fusion", ["--baseline", "missing.pt", "--width", "4"], "--baseline: missing.pt: no such file"),
-    ("train-fusion", ["--w", "1.5"], "--w: must lie between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "command, extra, says",
+    [
+        ("train-baseline", ["--width", "5"], "--width: ARM needs one of the widths 4, 9, 16"),
+        ("train-baseline", ["--batch-size", "0"], "--batch-size: must be at least 2"),
+        ("train-baseline", ["--epochs", "0"], "--epochs: must be at least 1"),
+        ("train-baseline", ["--input-size", "100"], "--input-size: the networks take one of"),
+        (
+            "train-baseline",
+            ["--val-fraction", "1"],
+            "--val-fraction: must lie strictly between 0 and 1",
+        ),
+        (
+            "train-baseline",
+            ["--pretrained", "missing.pth"],
+            "--pretrained: missing.pth: no such file",
+        ),
+        (
+            "train-fusion",
+            ["--baseline", "missing.pt", "--width", "4"],
+            "--baseline: missing.pt: no such file",
+        ),
+        ("train-fusion", ["--w", "1.5"], "--w: must lie between 0 and 1"),
+    ],
+)
 def test_a_bad_argument_is_one_line_and_exit_2(tmp_path, capsys, command, extra, says):
     data = write_tiny_rafdb(tmp_path / "basic", n_per_class=1)
-    required = {"train-baseline": ["--run-dir", str(tmp_path / "run")],
-                "train-fusion": ["--run-dir", str(tmp_path / "run"), "--baseline", str(data / "EmoLabel" / "list_patition_label.txt")]}[command]
+    required = {
+        "train-baseline": ["--run-dir", str(tmp_path / "run")],
+        "train-fusion": [
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--baseline",
+            str(data / "EmoLabel" / "list_patition_label.txt"),
+        ],
+    }[command]
     with pytest.raises(SystemExit) as exit_:
         main([command, "--data", str(data), *required, *extra])
     assert exit_.value.code == 2
@@ -97,17 +276,40 @@ def test_a_bad_argument_is_one_line_and_exit_2(tmp_path, capsys, command, extra,
 
 def test_missing_data_folder_and_a_broken_data_set(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["train-baseline", "--data", str(tmp_path / "nonexistent"), "--run-dir", str(tmp_path / "run")])
+        main(
+            [
+                "train-baseline",
+                "--data",
+                str(tmp_path / "nonexistent"),
+                "--run-dir",
+                str(tmp_path / "run"),
+            ]
+        )
     assert exit_.value.code == 2 and "no such file or folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["train-baseline", "--data", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "run"), "--width", "4"]) == 1
+    assert (
+        main(
+            [
+                "train-baseline",
+                "--data",
+                str(tmp_path / "empty"),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--width",
+                "4",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("train-baseline: ") and "Traceback" not in err
 
 
 def test_data_commands_refuse_bad_arguments(tmp_path, capsys):
-    for argv, says in ((["check-data", str(tmp_path / "nowhere")], "no such file or folder"),
-                       (["demo-data", str(tmp_path / "out"), "--train", "3"], "--train: must be at least 7")):
+    for argv, says in (
+        (["check-data", str(tmp_path / "nowhere")], "no such file or folder"),
+        (["demo-data", str(tmp_path / "out"), "--train", "3"], "--train: must be at least 7"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         err = capsys.readouterr().err.strip().splitlines()
@@ -118,18 +320,32 @@ def test_data_commands_refuse_bad_arguments(tmp_path, capsys):
 def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, monkeypatch):
     from jupyter_client.manager import start_new_kernel
 
-    assert subprocess.run([sys.executable, "-m", "fer_lib", "install-kernel", "--prefix", str(tmp_path)], capture_output=True, text=True).returncode == 0
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))  # found there, as a user-wide install is found
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "fer_lib", "install-kernel", "--prefix", str(tmp_path)],
+            capture_output=True,
+            text=True,
+        ).returncode
+        == 0
+    )
+    monkeypatch.setenv(
+        "JUPYTER_PATH", str(tmp_path / "share" / "jupyter")
+    )  # found there, as a user-wide install is found
     manager, client = start_new_kernel(kernel_name="fer-lib")
     try:
         outputs = []
-        client.execute_interactive("import fer_lib, sys; print(fer_lib.__name__, sys.executable)", timeout=60,
-                                   output_hook=lambda message: outputs.append(message["content"].get("text", "")))
+        client.execute_interactive(
+            "import fer_lib, sys; print(fer_lib.__name__, sys.executable)",
+            timeout=60,
+            output_hook=lambda message: outputs.append(message["content"].get("text", "")),
+        )
         assert f"fer_lib {sys.executable}" in "".join(outputs)
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
-    notebook = json.loads((Path(__file__).parent.parent / "notebooks" / "04_fusion.ipynb").read_text())
+    notebook = json.loads(
+        (Path(__file__).parent.parent / "notebooks" / "04_fusion.ipynb").read_text()
+    )
     assert notebook["metadata"]["kernelspec"]["name"] == "fer-lib"
 
 
@@ -144,18 +360,60 @@ def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, t
     Image.fromarray(samples.astronaut()).save(photos / "astronaut.png")
     Image.new("RGB", (80, 60), (30, 120, 200)).save(photos / "sky.png")
     out = tmp_path / "out"
-    assert main(["predict", str(photos), "--baseline", str(base / "baseline" / "best.pt"), "--fusion", str(base / "fusion" / "best.pt"),
-                 "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(photos),
+                "--baseline",
+                str(base / "baseline" / "best.pt"),
+                "--fusion",
+                str(base / "fusion" / "best.pt"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out / "predictions.csv")
     face = table[table["image"].str.endswith("astronaut.png")].iloc[0]
     assert face["face"] == 0 and face["x1"] < face["x2"] and face["y1"] < face["y2"]
-    probabilities = {head: face[[c for c in table.columns if c.startswith(f"p_{head}_")]].to_numpy(float) for head in ("rgb", "landmark", "fused")}
-    assert all(len(p) == 7 and abs(p.sum() - 1) < 1e-4 for p in probabilities.values())  # 21 probabilities
-    assert face["fused class"] in ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
+    probabilities = {
+        head: face[[c for c in table.columns if c.startswith(f"p_{head}_")]].to_numpy(float)
+        for head in ("rgb", "landmark", "fused")
+    }
+    assert all(
+        len(p) == 7 and abs(p.sum() - 1) < 1e-4 for p in probabilities.values()
+    )  # 21 probabilities
+    assert face["fused class"] in (
+        "Surprise",
+        "Fear",
+        "Disgust",
+        "Happiness",
+        "Sadness",
+        "Anger",
+        "Neutral",
+    )
     assert table.loc[table["image"].str.endswith("sky.png"), "status"].tolist() == ["no face"]
     assert (out / "astronaut_face0.png").stat().st_size > 20_000
     alone = tmp_path / "alone"  # without a fusion run: the RGB baseline alone
-    assert main(["predict", str(photos / "astronaut.png"), "--baseline", str(base / "baseline" / "best.pt"), "--out", str(alone), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(photos / "astronaut.png"),
+                "--baseline",
+                str(base / "baseline" / "best.pt"),
+                "--out",
+                str(alone),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "fused class" not in pd.read_csv(alone / "predictions.csv").columns
 
 
@@ -164,7 +422,21 @@ def test_predict_refuses_a_checkpoint_without_a_population_mean(trained, tmp_pat
 
     base, _ = trained
     state = torch.load(base / "baseline" / "best.pt", weights_only=True)
-    state["population_means"] = {k: torch.full_like(v, float("nan")) for k, v in state["population_means"].items()}
+    state["population_means"] = {
+        k: torch.full_like(v, float("nan")) for k, v in state["population_means"].items()
+    }
     torch.save(state, tmp_path / "old.pt")
-    assert main(["predict", str(base), "--baseline", str(tmp_path / "old.pt"), "--out", str(tmp_path / "out")]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                str(base),
+                "--baseline",
+                str(tmp_path / "old.pt"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 1
+    )
     assert "population mean" in capsys.readouterr().err

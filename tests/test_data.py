@@ -20,7 +20,11 @@ def test_split_tensors_shapes_and_cache(tiny_rafdb, tmp_path):
 
 def test_manual_eyes_align_to_the_scaled_targets(tiny_rafdb):
     tensors = D.split_tensors(load_rafdb(tiny_rafdb), 224, landmark_set="manual5", progress=False)
-    np.testing.assert_allclose(tensors.points[:, 0].numpy(), np.broadcast_to([(25.5 * 2.24) - 0.5, 35.5 * 2.24 - 0.5], (14, 2)), atol=1e-4)
+    np.testing.assert_allclose(
+        tensors.points[:, 0].numpy(),
+        np.broadcast_to([(25.5 * 2.24) - 0.5, 35.5 * 2.24 - 0.5], (14, 2)),
+        atol=1e-4,
+    )
 
 
 def test_flipped_heatmap_is_the_mirror_of_the_heatmap():

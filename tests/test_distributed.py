@@ -21,8 +21,12 @@ SIZE = 128
 
 
 def _configs():
-    baseline = T.BaselineConfig(input_size=SIZE, width=4, epochs=2, batch_size=8, val_fraction=0.3, seed=1)
-    fusion = T.FusionConfig(width=2, epochs=2, batch_size=8, val_fraction=0.3, batch_norm=True, seed=2)
+    baseline = T.BaselineConfig(
+        input_size=SIZE, width=4, epochs=2, batch_size=8, val_fraction=0.3, seed=1
+    )
+    fusion = T.FusionConfig(
+        width=2, epochs=2, batch_size=8, val_fraction=0.3, batch_norm=True, seed=2
+    )
     return baseline, fusion
 
 
@@ -35,11 +39,25 @@ def _train(root: str, out: str) -> None:
     T.ADABELIEF = {**T.ADABELIEF, "eps": 1e-3}
     split = D.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
     baseline_config, fusion_config = _configs()
-    baseline = T.train_baseline(split, baseline_config, os.path.join(out, "baseline"), device=torch.device("cpu"), progress=False)
+    baseline = T.train_baseline(
+        split,
+        baseline_config,
+        os.path.join(out, "baseline"),
+        device=torch.device("cpu"),
+        progress=False,
+    )
     torch.manual_seed(0)
     frozen = M.ARMNet(SIZE, width=4).eval()  # a fixed baseline, so the fusion runs compare alone
     cache = T.rgb_feature_cache(frozen, split, progress=False)
-    T.train_fusion(frozen, split, cache, fusion_config, os.path.join(out, "fusion"), device=torch.device("cpu"), progress=False)
+    T.train_fusion(
+        frozen,
+        split,
+        cache,
+        fusion_config,
+        os.path.join(out, "fusion"),
+        device=torch.device("cpu"),
+        progress=False,
+    )
     del baseline
 
 
@@ -54,9 +72,13 @@ def _rank(rank: int, world: int, store: str, root: str, out: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
-    root = write_tiny_rafdb(base / "basic", n_per_class=4)  # 28 images, about 20 to fit: batches of 8 split 4 + 4, and a last, uneven one
+    root = write_tiny_rafdb(
+        base / "basic", n_per_class=4
+    )  # 28 images, about 20 to fit: batches of 8 split 4 + 4, and a last, uneven one
     _train(str(root), str(base / "one"))
-    mp.spawn(_rank, args=(2, str(base / "store"), str(root), str(base / "two")), nprocs=2, join=True)
+    mp.spawn(
+        _rank, args=(2, str(base / "store"), str(root), str(base / "two")), nprocs=2, join=True
+    )
     return base
 
 
@@ -67,22 +89,43 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(runs,
     assert one.keys() == two.keys()
     for key, value in one.items():
         if value.is_floating_point():
-            assert torch.allclose(value, two[key], atol=1e-5, rtol=0), (key, (value - two[key]).abs().max())
+            assert torch.allclose(value, two[key], atol=1e-5, rtol=0), (
+                key,
+                (value - two[key]).abs().max(),
+            )
         else:
             assert torch.equal(value, two[key]), key
-    moved = [key for key, value in one.items() if value.is_floating_point() and "running_var" in key]
+    moved = [
+        key for key, value in one.items() if value.is_floating_point() and "running_var" in key
+    ]
     assert moved  # BatchNorm statistics are compared too
 
 
-@pytest.mark.parametrize("run, columns", [
-    ("baseline", ["train_loss", "train_accuracy", "val_accuracy"]),
-    ("fusion", ["train_loss", "train_fused_accuracy", "train_landmark_accuracy", "val_loss", "val_fused_accuracy"]),
-])
+@pytest.mark.parametrize(
+    "run, columns",
+    [
+        ("baseline", ["train_loss", "train_accuracy", "val_accuracy"]),
+        (
+            "fusion",
+            [
+                "train_loss",
+                "train_fused_accuracy",
+                "train_landmark_accuracy",
+                "val_loss",
+                "val_fused_accuracy",
+            ],
+        ),
+    ],
+)
 def test_two_processes_report_the_epoch_statistics_of_one(runs, run, columns):
     one = pd.read_csv(runs / "one" / run / "history.csv")
     two = pd.read_csv(runs / "two" / run / "history.csv")
     for column in columns:
-        assert np.allclose(one[column], two[column], atol=1e-5, rtol=0), (column, list(one[column]), list(two[column]))
+        assert np.allclose(one[column], two[column], atol=1e-5, rtol=0), (
+            column,
+            list(one[column]),
+            list(two[column]),
+        )
 
 
 def test_the_share_of_each_rank_covers_the_batch_once(monkeypatch):

@@ -2,10 +2,10 @@
 
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,14 +25,25 @@ def test_environment_yml_matches_pyproject():
 def test_design_card_packages_are_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("=")[0].split("<")[0] for d in project["dependencies"]}
-    for package in ("jupyterlab", "torch", "torchvision", "adabelief-pytorch", "matplotlib", "seaborn", "grad-cam", "papermill"):
+    for package in (
+        "jupyterlab",
+        "torch",
+        "torchvision",
+        "adabelief-pytorch",
+        "matplotlib",
+        "seaborn",
+        "grad-cam",
+        "papermill",
+    ):
         assert package in names
 
 
 def _committed(path: str) -> str:
     """A file as committed at HEAD: the main command rewrites the working tree's copy on every run."""
     try:
-        return subprocess.run(["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: the committed digest cannot be read")
 

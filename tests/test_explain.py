@@ -25,8 +25,11 @@ def predictions(labels, fused, rgb, landmark, confidence):
         return p + (p == 0) * np.asarray(rest)[:, None]
 
     return T.FusionPredictions(
-        names=[f"test_{i:04d}.jpg" for i in range(n)], labels=np.asarray(labels),
-        fused=probabilities(fused, confidence), rgb=probabilities(rgb, [0.9] * n), landmark=probabilities(landmark, [0.9] * n),
+        names=[f"test_{i:04d}.jpg" for i in range(n)],
+        labels=np.asarray(labels),
+        fused=probabilities(fused, confidence),
+        rgb=probabilities(rgb, [0.9] * n),
+        landmark=probabilities(landmark, [0.9] * n),
         weight=np.ones(n),
     )
 
@@ -56,14 +59,22 @@ def test_cases_pick_the_right_images_and_count_them():
     picked = E.pick_cases(p, per_case=2)
     by_case = {case: group["index"].tolist() for case, group in picked.groupby("group", sort=False)}
     assert by_case == {
-        "landmark right, RGB wrong, fused right": [1, 6],  # RGB wrong at 1 and 6, landmark right, fused right
+        "landmark right, RGB wrong, fused right": [
+            1,
+            6,
+        ],  # RGB wrong at 1 and 6, landmark right, fused right
         "all three right": [3, 7],
         "fused wrong, landmark right": [2, 4],  # 2 (0.9) before 4 (0.7)
-        "fused wrong, RGB right (fusion broke it)": [5, 4],  # image 2 is out: its RGB prediction is wrong
+        "fused wrong, RGB right (fusion broke it)": [
+            5,
+            4,
+        ],  # image 2 is out: its RGB prediction is wrong
     }
     counts = E.case_counts(p).set_index("case")["images"]
     assert counts["RGB and landmark wrong, fused right"] == 0
-    assert counts["all three right"] == 2 and counts["fused wrong, RGB right (fusion broke it)"] == 2
+    assert (
+        counts["all three right"] == 2 and counts["fused wrong, RGB right (fusion broke it)"] == 2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +108,10 @@ def test_cams_move_with_the_target_class(tiny):
     differs = predicted.target != true.target
     assert differs.any()
     for branch in ("rgb_cam", "landmark_cam"):
-        moved = [not np.allclose(getattr(predicted, branch)[i], getattr(true, branch)[i], atol=1e-3) for i in np.flatnonzero(differs)]
+        moved = [
+            not np.allclose(getattr(predicted, branch)[i], getattr(true, branch)[i], atol=1e-3)
+            for i in np.flatnonzero(differs)
+        ]
         assert all(moved), branch
         same = np.flatnonzero(~differs)
         assert np.allclose(getattr(predicted, branch)[same], getattr(true, branch)[same], atol=1e-5)
@@ -105,7 +119,9 @@ def test_cams_move_with_the_target_class(tiny):
 
 def test_explained_logits_are_the_evaluated_ones_and_each_cam_ignores_its_neighbours(tiny):
     model, split, cache, config = tiny
-    evaluated = T.predict_fusion(model, split, cache, config)  # batch affinity, consecutive batches of 4
+    evaluated = T.predict_fusion(
+        model, split, cache, config
+    )  # batch affinity, consecutive batches of 4
     together = E.explain(model, split, cache, config, [2, 9, 13])
     assert np.allclose(together.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5)
     alone = E.explain(model, split, cache, config, [9])
@@ -130,6 +146,9 @@ def test_the_figure_has_four_rows_per_example(tiny):
     picked = E.pick_per_class(p, correct=False)
     cams = E.explain(model, split, cache, config, picked["index"])
     fig = E.plot_explanations(cams, picked, "test")
-    assert len(fig.axes) == 4 and fig.axes[0].images[0].get_array().shape[1] == len(picked) * (SIZE + 6) - 6
+    assert (
+        len(fig.axes) == 4
+        and fig.axes[0].images[0].get_array().shape[1] == len(picked) * (SIZE + 6) - 6
+    )
     with pytest.raises(ValueError, match="different images"):
         E.plot_explanations(cams, picked.iloc[::-1], "test")

@@ -23,18 +23,24 @@ from fer_lib.rafdb import CLASSES
 @pytest.fixture(scope="module")
 def data(smoke_run):
     settings = json.loads((smoke_run / "settings.json").read_text())
-    experiment = Experiment(get_profile("smoke"), smoke_run / "data" / "basic", smoke_run, progress=False)
+    experiment = Experiment(
+        get_profile("smoke"), smoke_run / "data" / "basic", smoke_run, progress=False
+    )
     assert settings["name"] == "smoke"
     return explore.ExplorerData(experiment)
 
 
 def test_the_explorer_reads_the_saved_models_and_refuses_as_the_report_evaluated(data):
     ex = data.ex
-    assert set(data.models()) == set(explore.MODELS)  # the smoke run trains every kind the explorer offers
+    assert set(data.models()) == set(
+        explore.MODELS
+    )  # the smoke run trains every kind the explorer offers
     proposed = data.outputs(explore.PROPOSED)
     saved = ex.fusion_run("both", 0.6).predictions
     fused, factor = proposed.refuse()
-    np.testing.assert_allclose(fused, saved.fused, atol=1e-5)  # the trained w re-fused = the saved predictions
+    np.testing.assert_allclose(
+        fused, saved.fused, atol=1e-5
+    )  # the trained w re-fused = the saved predictions
     np.testing.assert_allclose(factor, saved.weight, atol=1e-5)
     # another w changes only the factor on disagreement: images where the branches agree keep their factor
     agree = proposed.table()["agree"].to_numpy()
@@ -43,7 +49,9 @@ def test_the_explorer_reads_the_saved_models_and_refuses_as_the_report_evaluated
     assert np.all(at_zero[~agree] == 0)
     naive = data.outputs("naive fusion (no weighting)")
     assert not naive.uses_w and np.array_equal(naive.refuse(0.0)[0], naive.refuse(1.0)[0])
-    assert (ex.run_dir / explore.FEATURES_DIR / f"{proposed.folder.name}.pt").exists()  # computed once, then read
+    assert (
+        ex.run_dir / explore.FEATURES_DIR / f"{proposed.folder.name}.pt"
+    ).exists()  # computed once, then read
 
 
 def test_filters_and_sorts(data):
@@ -106,9 +114,19 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     # the notebook as a user opens it, its parameters pointing at the smoke run, on this environment's own kernel
     notebook = nbformat.read(pipeline.NOTEBOOK_DIR / "10_explore.ipynb", as_version=4)
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-    cell.source = f'PROFILE = "smoke"\nRUN_DIR = {str(smoke_run)!r}\nFIGURES_DIR = {str(tmp_path / "figures")!r}\n' + \
-        "\n".join(line for line in cell.source.splitlines() if not line.startswith(("PROFILE", "RUN_DIR", "FIGURES_DIR")))
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell.source = (
+        f'PROFILE = "smoke"\nRUN_DIR = {str(smoke_run)!r}\nFIGURES_DIR = {str(tmp_path / "figures")!r}\n'
+        + "\n".join(
+            line
+            for line in cell.source.splitlines()
+            if not line.startswith(("PROFILE", "RUN_DIR", "FIGURES_DIR"))
+        )
+    )
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(notebook, tmp_path / "10_explore.ipynb")
 
     # the image the explorer shows first, and its fused class once w is 0
@@ -117,13 +135,36 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     expected = CLASSES[int(proposed.refuse(0.0)[0][first].argmax())]
 
     port, token = _free_port(), "explorer-test"
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
     env.pop("MPLBACKEND", None)  # figures inline, as in a user's JupyterLab
-    server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-                               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"))
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "lab.log", "w"),
+    )
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
     options.binary_location = shutil.which("chromium")
     driver = None
@@ -136,23 +177,46 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.5)
-        driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+        driver = webdriver.Chrome(
+            options=options,
+            service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")),
+        )
         driver.get(f"http://127.0.0.1:{port}/lab/tree/10_explore.ipynb?token={token}")
         wait = WebDriverWait(driver, 240)
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
-        wait.until(lambda d: "Idle" in d.find_element(By.CSS_SELECTOR, "body").text or d.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator"))
-        menu = wait.until(EC.element_to_be_clickable((By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']")))
+        wait.until(
+            lambda d: (
+                "Idle" in d.find_element(By.CSS_SELECTOR, "body").text
+                or d.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator")
+            )
+        )
+        menu = wait.until(
+            EC.element_to_be_clickable(
+                (By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']")
+            )
+        )
         menu.click()
-        wait.until(EC.element_to_be_clickable((By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"))).click()
-        prediction = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".fer-prediction")))
+        wait.until(
+            EC.element_to_be_clickable(
+                (By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']")
+            )
+        ).click()
+        prediction = wait.until(
+            EC.presence_of_element_located((By.CSS_SELECTOR, ".fer-prediction"))
+        )
         assert "w = 0.60" in prediction.text
         readout = driver.find_element(By.CSS_SELECTOR, ".widget-slider .widget-readout")
         readout.click()
         readout.send_keys(Keys.CONTROL, "a")
         readout.send_keys("0" + Keys.ENTER)
         wait.until(lambda d: "w = 0.00" in d.find_element(By.CSS_SELECTOR, ".fer-prediction").text)
-        assert driver.find_element(By.CSS_SELECTOR, ".fer-prediction").text == f"fused at w = 0.00: {expected}"
-        driver.save_screenshot(str(tmp_path / "explorer.png"))  # for a look when the test is run by hand
+        assert (
+            driver.find_element(By.CSS_SELECTOR, ".fer-prediction").text
+            == f"fused at w = 0.00: {expected}"
+        )
+        driver.save_screenshot(
+            str(tmp_path / "explorer.png")
+        )  # for a look when the test is run by hand
     except Exception:
         if driver is not None:
             driver.save_screenshot(str(tmp_path / "explorer.png"))

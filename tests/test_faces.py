@@ -1,8 +1,6 @@
 """Faces on real pixels (scikit-image's astronaut photo): dlib's detection and 68 points, the 5 points derived
 from them, the project's alignment, and import-images end to end through check-data, bad inputs included."""
 
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,7 +28,9 @@ def face(astronaut):
 
 
 def test_a_weak_false_detection_is_not_taken_for_the_largest_face(tmp_path, astronaut):
-    astronaut.save(tmp_path / "a.jpg", quality=75)  # as JPEG the mission patch is detected too, weakly, and larger
+    astronaut.save(
+        tmp_path / "a.jpg", quality=75
+    )  # as JPEG the mission patch is detected too, weakly, and larger
     photo = faces.load_photo(tmp_path / "a.jpg")
     assert len(faces.detect_faces(photo, min_score=0.0)) == 2
     kept = faces.detect_faces(photo)
@@ -42,7 +42,9 @@ def test_the_largest_face_is_found_with_its_five_points_in_place(face):
     assert 150 < x1 < x2 < 300 and 50 < y1 < y2 < 200  # Eileen Collins' face in the 512x512 photo
     left_eye, right_eye, nose, left_mouth, right_mouth = face.manual5
     assert left_eye[0] < right_eye[0] and left_mouth[0] < right_mouth[0]  # image left = smaller x
-    assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])  # eyes above the mouth
+    assert (
+        max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
+    )  # eyes above the mouth
     for x, y in face.manual5:
         assert x1 <= x <= x2 and y1 <= y <= y2
     assert face.auto37.shape == (37, 2)
@@ -53,7 +55,9 @@ def test_the_aligned_crop_puts_the_eyes_within_two_pixels_of_their_targets(astro
 
     crop = faces.align(astronaut, face)
     assert crop.size == (L.ALIGNED_SIZE, L.ALIGNED_SIZE)
-    matrix = similarity_from_points(L.alignment_anchors(face.manual5), L.ALIGN_TARGETS)  # what the crop was warped with
+    matrix = similarity_from_points(
+        L.alignment_anchors(face.manual5), L.ALIGN_TARGETS
+    )  # what the crop was warped with
     eyes = L.apply_affine(matrix, face.manual5[:2])
     assert np.abs(eyes - np.array([[25.0, 35.0], [75.0, 35.0]])).max() < 2.0
     redetected = faces.detect_faces(crop)  # a face is still there, where the crop says
@@ -70,7 +74,7 @@ def _photo_set(root, astronaut):
     rgba = astronaut.convert("RGBA")
     rgba.putalpha(200)
     rgba.save(root / "ANGRY" / "rgba.png")
-    sixteen = (np.asarray(astronaut.convert("L"), dtype=np.uint16) * 257)
+    sixteen = np.asarray(astronaut.convert("L"), dtype=np.uint16) * 257
     Image.fromarray(sixteen).save(root / "sad" / "sixteen.png")  # uint16: a 16-bit PNG
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display": the pixels are stored rotated the other way
@@ -87,10 +91,15 @@ def test_a_class_folder_set_imports_into_rafdb_layout_and_passes_check_data(tmp_
     assert counts["photos"] == 9 and counts["imported"] == 6 and counts["not imported"] == 3
     report = pd.read_csv(out / "import_report.csv").set_index("status")
     assert {"unknown class", "no face", "unreadable"} <= set(report.index)
-    assert "bored" in report.loc["unknown class", "reason"] and "sky.png" in report.loc["no face", "image"]
+    assert (
+        "bored" in report.loc["unknown class", "reason"]
+        and "sky.png" in report.loc["no face", "image"]
+    )
     check = rafdb.check_rafdb(out, progress=False)
     assert check.ok, check.errors
-    assert sum(check.train) + sum(check.test) == 6 and sum(check.test) >= 1  # Happy's two photos: one held out
+    assert (
+        sum(check.train) + sum(check.test) == 6 and sum(check.test) >= 1
+    )  # Happy's two photos: one held out
     assert len(rafdb.load_rafdb(out)) == 6
 
 
@@ -118,6 +127,12 @@ def test_bad_inputs_are_refused_in_one_line(tmp_path, astronaut, capsys):
     assert "list.csv:2" in capsys.readouterr().err
     (tmp_path / "src" / "happy").mkdir(parents=True)
     astronaut.save(tmp_path / "src" / "happy" / "a.jpg")
-    assert main(["import-images", str(tmp_path / "src"), str(tmp_path / "done"), "--workers", "1"]) == 0
-    assert main(["import-images", str(tmp_path / "src"), str(tmp_path / "done"), "--workers", "1"]) == 1
+    assert (
+        main(["import-images", str(tmp_path / "src"), str(tmp_path / "done"), "--workers", "1"])
+        == 0
+    )
+    assert (
+        main(["import-images", str(tmp_path / "src"), str(tmp_path / "done"), "--workers", "1"])
+        == 1
+    )
     assert "already holds a data set" in capsys.readouterr().err

@@ -27,7 +27,12 @@ def _play(run_dir, figures, notebooks, base="inputs", force=False, models="m"):
         if fresh.is_fresh(notebook, page):
             continue
         before = fresh.snapshot()
-        for path in (run_dir / "executed" / notebook.name, page, run_dir / "tables" / f"{notebook.stem}.csv", figures / f"{notebook.stem}.png"):
+        for path in (
+            run_dir / "executed" / notebook.name,
+            page,
+            run_dir / "tables" / f"{notebook.stem}.csv",
+            figures / f"{notebook.stem}.png",
+        ):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(notebook.stem)
         fresh.ran(notebook, before, 1.0)
@@ -49,9 +54,16 @@ def test_only_what_changed_runs_again_and_everything_after_it(tmp_path):
 
     notebooks[1].write_text('{"cells": ["edited"]}')  # an edited notebook and every later one
     assert _play(run_dir, figures, notebooks) == everything[1:]
-    assert _play(run_dir, figures, notebooks, models="retrained") == everything[2:]  # new models: from 03 on
-    assert _play(run_dir, figures, notebooks, base="another library", models="retrained") == everything
-    assert _play(run_dir, figures, notebooks, base="another library", models="retrained", force=True) == everything
+    assert (
+        _play(run_dir, figures, notebooks, models="retrained") == everything[2:]
+    )  # new models: from 03 on
+    assert (
+        _play(run_dir, figures, notebooks, base="another library", models="retrained") == everything
+    )
+    assert (
+        _play(run_dir, figures, notebooks, base="another library", models="retrained", force=True)
+        == everything
+    )
 
 
 def test_a_missing_or_edited_output_runs_its_notebook_again(tmp_path):
@@ -64,7 +76,9 @@ def test_a_missing_or_edited_output_runs_its_notebook_again(tmp_path):
     assert _play(run_dir, figures, notebooks) == ["03_c"]
     (run_dir / "report" / "01_a.html").unlink()  # the page too
     assert _play(run_dir, figures, notebooks) == ["01_a", "02_b", "03_c"]
-    (run_dir / "executed" / freshness.STAMPS).write_text("{not json")  # a damaged record: everything runs
+    (run_dir / "executed" / freshness.STAMPS).write_text(
+        "{not json"
+    )  # a damaged record: everything runs
     assert len(_play(run_dir, figures, notebooks)) == 3
 
 
@@ -90,14 +104,18 @@ def test_other_runs_count_by_content(tmp_path):
         (folder / "run_info.json").write_text('{"commit": "abc", "data": "synthetic"}')
     (other / "tables" / "claims.csv").write_text("claim,verdict\nheadline,inconclusive\n")
     key = freshness.sibling_key(mine, figures)
-    (other / "tables" / "claims.csv").write_text("claim,verdict\nheadline,inconclusive\n")  # rewritten, same bytes
+    (other / "tables" / "claims.csv").write_text(
+        "claim,verdict\nheadline,inconclusive\n"
+    )  # rewritten, same bytes
     _touch(other / "tables" / "claims.csv")
     assert freshness.sibling_key(mine, figures) == key
     (other / "tables" / "claims.csv").write_text("claim,verdict\nheadline,supported\n")
     assert freshness.sibling_key(mine, figures) != key
     key = freshness.sibling_key(mine, figures)
     figures.mkdir()
-    (figures / "seed_stability.csv").write_text("agree\nsame\n")  # the recorded comparison is read too
+    (figures / "seed_stability.csv").write_text(
+        "agree\nsame\n"
+    )  # the recorded comparison is read too
     assert freshness.sibling_key(mine, figures) != key
 
 
@@ -116,6 +134,10 @@ def test_a_model_a_notebook_fitted_stays_its_output_when_reused(tmp_path):
     fresh = freshness.Freshness(run_dir, figures, "x")
     key = fresh.models_key()
     execute(fresh)
-    assert freshness.Freshness(run_dir, figures, "x").models_key() == key  # the gate is the notebook's, not a trained model
-    execute(freshness.Freshness(run_dir, figures, "x", force=True))  # executed again, the gate reused
+    assert (
+        freshness.Freshness(run_dir, figures, "x").models_key() == key
+    )  # the gate is the notebook's, not a trained model
+    execute(
+        freshness.Freshness(run_dir, figures, "x", force=True)
+    )  # executed again, the gate reused
     assert freshness.Freshness(run_dir, figures, "x").models_key() == key

@@ -7,10 +7,9 @@ import torch
 import torch.distributed as dist
 
 from fer_lib import data as D
-from fer_lib import distributed
+from fer_lib import distributed, precision
 from fer_lib import explain as E
 from fer_lib import models as M
-from fer_lib import precision
 from fer_lib import training as T
 from fer_lib.rafdb import load_rafdb
 from tests.conftest import write_tiny_rafdb
@@ -32,7 +31,9 @@ def bf16(monkeypatch):
 def _models():
     torch.manual_seed(0)
     baseline = M.ARMNet(SIZE, width=4).eval()
-    return baseline, M.FusionModel(baseline, width=2, batch_norm=True, init_from_baseline=False).eval()
+    return baseline, M.FusionModel(
+        baseline, width=2, batch_norm=True, init_from_baseline=False
+    ).eval()
 
 
 def test_the_switch_runs_the_cuda_precision_path_on_the_cpu(monkeypatch):
@@ -41,7 +42,9 @@ def test_the_switch_runs_the_cuda_precision_path_on_the_cpu(monkeypatch):
     monkeypatch.setenv(precision.ENV, "bf16")
     assert precision.name(cpu) == "bf16"
     with precision.autocast(cpu):
-        assert torch.nn.functional.linear(torch.ones(1, 2), torch.ones(3, 2)).dtype == torch.bfloat16
+        assert (
+            torch.nn.functional.linear(torch.ones(1, 2), torch.ones(3, 2)).dtype == torch.bfloat16
+        )
     monkeypatch.setenv(precision.ENV, "half")
     with pytest.raises(ValueError, match="FER_PRECISION"):
         precision.mode()
@@ -60,7 +63,9 @@ def test_under_autocast_the_heads_and_eq2_run_in_fp32_from_the_bf16_features(bf1
         outside = model.forward_per_image_maps(rgb.float(), landmark.float())
     for got, expected in zip(inside, outside):
         assert got.dtype == torch.float32 and torch.equal(got, expected)
-    assert torch.equal(baseline_logits, inside.rgb_logits)  # the baseline's own head and the fusion run's RGB head
+    assert torch.equal(
+        baseline_logits, inside.rgb_logits
+    )  # the baseline's own head and the fusion run's RGB head
 
 
 def test_grad_cam_reports_the_evaluated_probabilities_under_bf16(bf16, split):
@@ -69,7 +74,9 @@ def test_grad_cam_reports_the_evaluated_probabilities_under_bf16(bf16, split):
     config = T.FusionConfig(width=2, eval_batch_size=4)
     evaluated = T.predict_fusion(model, split, cache, config)
     explained = E.explain(model, split, cache, config, [2, 9, 13])
-    assert np.allclose(explained.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5, rtol=0)
+    assert np.allclose(
+        explained.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5, rtol=0
+    )
 
 
 class _Reduced(Exception):
@@ -99,29 +106,52 @@ def test_epoch_statistics_are_reduced_on_the_process_groups_gpu_under_nccl(monke
     assert distributed.collective_device() == torch.device("cpu")
 
 
-def test_a_feature_cache_made_in_another_precision_is_recomputed_and_the_run_says_so(split, tmp_path, monkeypatch, capsys):
+def test_a_feature_cache_made_in_another_precision_is_recomputed_and_the_run_says_so(
+    split, tmp_path, monkeypatch, capsys
+):
     baseline, _ = _models()
     fp32 = T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False)
-    monkeypatch.setenv(precision.ENV, "bf16")  # e.g. a cache made on a GPU, read by a CPU run, or the other way round
+    monkeypatch.setenv(
+        precision.ENV, "bf16"
+    )  # e.g. a cache made on a GPU, read by a CPU run, or the other way round
     bf16 = T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False)
     said = capsys.readouterr().out
-    assert "recomputing frozen RGB features on cpu in bf16" in said and "another device or precision" in said
+    assert (
+        "recomputing frozen RGB features on cpu in bf16" in said
+        and "another device or precision" in said
+    )
     assert not torch.equal(fp32, bf16)
-    assert sorted(p.name.split("_", 3)[-1] for p in tmp_path.glob("rgb_cache_*.pt")) == ["cpu_bf16.pt", "cpu_fp32.pt"]
+    assert sorted(p.name.split("_", 3)[-1] for p in tmp_path.glob("rgb_cache_*.pt")) == [
+        "cpu_bf16.pt",
+        "cpu_fp32.pt",
+    ]
     monkeypatch.setenv(precision.ENV, "fp32")
-    assert torch.equal(T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False), fp32)
+    assert torch.equal(
+        T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False),
+        fp32,
+    )
 
 
-def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(bf16, split, tmp_path):
+def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(
+    bf16, split, tmp_path
+):
     import json
 
-    config = T.BaselineConfig(input_size=SIZE, width=4, epochs=1, batch_size=8, eval_batch_size=4, val_fraction=0.3)
+    config = T.BaselineConfig(
+        input_size=SIZE, width=4, epochs=1, batch_size=8, eval_batch_size=4, val_fraction=0.3
+    )
     model = T.train_baseline(split, config, tmp_path, device=torch.device("cpu"), progress=False)
     names = json.loads((tmp_path / "split.json").read_text())["train"]
     fit = split.subset([split.names.index(name) for name in names])
-    maps = T.rgb_feature_cache(model, fit, flips=(False,), batch_size=config.eval_batch_size, progress=False)[0]
-    assert torch.allclose(model.arm.population_mean, maps.double().mean(0).float(), atol=1e-6, rtol=0)
-    stored = torch.load(tmp_path / "best.pt", weights_only=True)["population_means"]["arm.population_mean"]
+    maps = T.rgb_feature_cache(
+        model, fit, flips=(False,), batch_size=config.eval_batch_size, progress=False
+    )[0]
+    assert torch.allclose(
+        model.arm.population_mean, maps.double().mean(0).float(), atol=1e-6, rtol=0
+    )
+    stored = torch.load(tmp_path / "best.pt", weights_only=True)["population_means"][
+        "arm.population_mean"
+    ]
     assert torch.equal(stored, model.arm.population_mean)
 
 
@@ -137,7 +167,9 @@ def host_reads(monkeypatch):
         def counted(self, *args, _original=original, _method=method, **kwargs):
             caller = sys._getframe(1).f_code.co_filename
             if "fer_lib" in caller:
-                reads.append(f"{_method} in {caller.rsplit('/', 1)[-1]}:{sys._getframe(1).f_lineno}")
+                reads.append(
+                    f"{_method} in {caller.rsplit('/', 1)[-1]}:{sys._getframe(1).f_lineno}"
+                )
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, method, counted)
@@ -145,7 +177,9 @@ def host_reads(monkeypatch):
 
 
 @pytest.mark.parametrize("run", ["baseline", "fusion"])
-def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_steps(split, tmp_path, host_reads, run):
+def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_steps(
+    split, tmp_path, host_reads, run
+):
     """Counts, losses, points, labels and flips stay on the device during an epoch: the reads do not grow with the
     number of steps (a read per step would make the GPU wait for the host every step)."""
     counts = []
@@ -153,12 +187,26 @@ def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_
         host_reads.clear()
         folder = tmp_path / f"{run}_{batch_size}"
         if run == "baseline":
-            T.train_baseline(split, T.BaselineConfig(input_size=SIZE, width=4, epochs=1, batch_size=batch_size, val_fraction=0.3),
-                             folder, device=torch.device("cpu"), progress=False)
+            T.train_baseline(
+                split,
+                T.BaselineConfig(
+                    input_size=SIZE, width=4, epochs=1, batch_size=batch_size, val_fraction=0.3
+                ),
+                folder,
+                device=torch.device("cpu"),
+                progress=False,
+            )
         else:
             baseline, _ = _models()
             cache = T.rgb_feature_cache(baseline, split, progress=False)
-            T.train_fusion(baseline, split, cache, T.FusionConfig(width=2, epochs=1, batch_size=batch_size, val_fraction=0.3),
-                           folder, device=torch.device("cpu"), progress=False)
+            T.train_fusion(
+                baseline,
+                split,
+                cache,
+                T.FusionConfig(width=2, epochs=1, batch_size=batch_size, val_fraction=0.3),
+                folder,
+                device=torch.device("cpu"),
+                progress=False,
+            )
         counts.append(list(host_reads))
     assert len(counts[0]) == len(counts[1]), counts

@@ -23,7 +23,11 @@ def test_known_affine_is_recovered():
     dst = L.apply_affine(truth, src)
     np.testing.assert_allclose(L.affine_from_points(src, dst), truth, atol=1e-9)
     other = rng.uniform(0, 100, (10, 2))
-    np.testing.assert_allclose(L.apply_affine(L.affine_from_points(src, dst), other), L.apply_affine(truth, other), atol=1e-8)
+    np.testing.assert_allclose(
+        L.apply_affine(L.affine_from_points(src, dst), other),
+        L.apply_affine(truth, other),
+        atol=1e-8,
+    )
 
 
 def test_collinear_points_are_refused():
@@ -35,9 +39,13 @@ def test_align_points_scales_to_input_size():
     rng = np.random.default_rng(2)
     manual = random_manual5(rng, 3)
     at_224 = L.align_points(L.alignment_anchors(manual), manual, size=224)
-    np.testing.assert_allclose(at_224, np.broadcast_to((L.ALIGN_TARGETS + 0.5) * 2.24 - 0.5, at_224.shape), atol=1e-6)
+    np.testing.assert_allclose(
+        at_224, np.broadcast_to((L.ALIGN_TARGETS + 0.5) * 2.24 - 0.5, at_224.shape), atol=1e-6
+    )
     # size 100 is the canvas itself
-    np.testing.assert_allclose(L.align_points(manual, manual, size=100), L.apply_affine(L.alignment_matrix(manual), manual))
+    np.testing.assert_allclose(
+        L.align_points(manual, manual, size=100), L.apply_affine(L.alignment_matrix(manual), manual)
+    )
 
 
 def test_scale_points_matches_pixel_centres():
@@ -78,8 +86,12 @@ def test_flip_commutes_with_alignment_up_to_the_half_pixel_of_the_targets():
     auto = rng.uniform(30, 110, (37, 2))
     width = 140
     direct = L.flip_points(L.align_points(auto, manual, 100), 100, "auto37")
-    via_flip = L.align_points(L.flip_points(auto, width, "auto37"), L.flip_points(manual, width, "manual5"), 100)
-    np.testing.assert_allclose(via_flip - direct, np.broadcast_to([1.0, 0.0], direct.shape), atol=1e-9)
+    via_flip = L.align_points(
+        L.flip_points(auto, width, "auto37"), L.flip_points(manual, width, "manual5"), 100
+    )
+    np.testing.assert_allclose(
+        via_flip - direct, np.broadcast_to([1.0, 0.0], direct.shape), atol=1e-9
+    )
 
 
 def test_similarity_is_close_to_affine_on_a_clean_face():

@@ -20,10 +20,15 @@ def test_agrees_with_scikit_learn_on_random_cases(seed):
         metrics.per_class_accuracy(y_true, y_pred),
         skm.recall_score(y_true, y_pred, labels=LABELS, average=None, zero_division=np.nan),
     )
-    assert metrics.overall_accuracy(y_true, y_pred) == pytest.approx(skm.accuracy_score(y_true, y_pred))
-    assert metrics.average_accuracy(y_true, y_pred) == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
+    assert metrics.overall_accuracy(y_true, y_pred) == pytest.approx(
+        skm.accuracy_score(y_true, y_pred)
+    )
+    assert metrics.average_accuracy(y_true, y_pred) == pytest.approx(
+        skm.balanced_accuracy_score(y_true, y_pred)
+    )
     np.testing.assert_array_equal(
-        metrics.confusion_matrix(y_true, y_pred), skm.confusion_matrix(y_true, y_pred, labels=LABELS)
+        metrics.confusion_matrix(y_true, y_pred),
+        skm.confusion_matrix(y_true, y_pred, labels=LABELS),
     )
     for k in (1, 2, 3, 6):
         expected = skm.top_k_accuracy_score(y_true, scores, k=k, labels=LABELS)
@@ -37,7 +42,9 @@ def test_absent_class_is_nan_and_left_out_of_the_average():
     np.testing.assert_allclose(per_class[[0, 1, 3]], [0.5, 2 / 3, 1.0])
     assert np.isnan(per_class[[2, 4, 5, 6]]).all()
     assert metrics.average_accuracy(y_true, y_pred) == pytest.approx((0.5 + 2 / 3 + 1.0) / 3)
-    assert metrics.average_accuracy(y_true, y_pred) == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
+    assert metrics.average_accuracy(y_true, y_pred) == pytest.approx(
+        skm.balanced_accuracy_score(y_true, y_pred)
+    )
 
 
 def test_handmade_confusion_matrix_and_topk():
@@ -60,7 +67,11 @@ def test_handmade_confusion_matrix_and_topk():
 def test_top1_equals_argmax_accuracy_under_ties():
     scores = np.zeros((4, 7))  # an untrained model's constant logits: argmax picks class 0
     y_true = np.array([0, 1, 0, 6])
-    assert metrics.topk_accuracy(y_true, scores, 1) == metrics.overall_accuracy(y_true, scores.argmax(1)) == 0.5
+    assert (
+        metrics.topk_accuracy(y_true, scores, 1)
+        == metrics.overall_accuracy(y_true, scores.argmax(1))
+        == 0.5
+    )
     assert metrics.topk_accuracy(y_true, scores, 2) == 0.75  # classes 0 and 1
 
 
@@ -73,7 +84,10 @@ def test_contingency_reproduces_table2_and_uses_the_paper_keys():
     assert rgb.mean() == pytest.approx(0.92, abs=0.005)  # the paper's "RGB alone 0.92"
     assert landmark.mean() == pytest.approx(0.68, abs=0.005)
     assert metrics.contingency_2x2([True], [False], names=("a", "b")) == {
-        "a_correct_b_correct": 0, "a_correct_b_wrong": 1, "a_wrong_b_correct": 0, "a_wrong_b_wrong": 0
+        "a_correct_b_correct": 0,
+        "a_correct_b_wrong": 1,
+        "a_wrong_b_correct": 0,
+        "a_wrong_b_wrong": 0,
     }
 
 

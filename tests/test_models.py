@@ -84,7 +84,9 @@ def small_template() -> ARMNet:
 
 @pytest.fixture
 def small_net(small_template) -> ARMNet:
-    return copy.deepcopy(small_template)  # a fresh copy per test: cheaper than initialising ResNet18 again
+    return copy.deepcopy(
+        small_template
+    )  # a fresh copy per test: cheaper than initialising ResNet18 again
 
 
 def images(n: int, size: int = SMALL, seed: int = 0) -> torch.Tensor:
@@ -101,18 +103,30 @@ def heatmaps(n: int, size: int = SMALL, seed: int = 0) -> torch.Tensor:
 def test_landmark_cnn_layer_shapes_match_table1():
     net = LandmarkCNN()
     expected = [  # Table 1: (name, kernel, output C, H=W)
-        ("conv1", 5, 32, 220), ("pool1", 2, 32, 110), ("conv2", 3, 64, 108), ("pool2", 2, 64, 54),
-        ("conv3", 3, 128, 52), ("pool3", 2, 128, 26), ("conv4", 3, 256, 24), ("pool4", 2, 256, 12),
-        ("conv5", 3, 512, 10), ("conv6", 4, 512, 7),
+        ("conv1", 5, 32, 220),
+        ("pool1", 2, 32, 110),
+        ("conv2", 3, 64, 108),
+        ("pool2", 2, 64, 54),
+        ("conv3", 3, 128, 52),
+        ("pool3", 2, 128, 26),
+        ("conv4", 3, 256, 24),
+        ("pool4", 2, 256, 12),
+        ("conv5", 3, 512, 10),
+        ("conv6", 4, 512, 7),
     ]
     x = heatmaps(1, 224)
     assert [name for name, _ in net.named_children()] == [name for name, *_ in expected]
     with torch.no_grad():
-        for (name, module), (expected_name, kernel, channels, side) in zip(net.named_children(), expected):
+        for (name, module), (expected_name, kernel, channels, side) in zip(
+            net.named_children(), expected
+        ):
             x = module(x)
             assert x.shape == (1, channels, side, side), name
             layer = module[0] if name.startswith("conv") else module
-            assert layer.kernel_size in (kernel, (kernel, kernel)) and layer.padding in (0, (0, 0)), name
+            assert layer.kernel_size in (kernel, (kernel, kernel)) and layer.padding in (
+                0,
+                (0, 0),
+            ), name
             assert layer.stride in (1, (1, 1)) if name.startswith("conv") else layer.stride == 2
     assert net.last_kernel == 4
 
@@ -121,7 +135,9 @@ def test_landmark_cnn_cam_layer_is_the_post_relu_conv5_map():
     net = LandmarkCNN()
     assert net.cam_layer is net.conv5 and isinstance(net.conv5[-1], torch.nn.ReLU)
     captured = []
-    handle = net.cam_layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    handle = net.cam_layer.register_forward_hook(
+        lambda module, inputs, output: captured.append(output)
+    )
     with torch.no_grad():
         out = net(heatmaps(1, 224))
     handle.remove()
@@ -144,7 +160,9 @@ def test_input_sizes():
     assert arm_geometry(64) == (2, 32, 1)  # the smallest: one ARM output position
     assert arm_geometry(128) == (4, 64, 5)
     for size in (32, 100, 112, 0, 240):
-        with pytest.raises(ValueError, match=r"valid sizes up to 448: \[64, 96, 128, 160, 192, 224"):
+        with pytest.raises(
+            ValueError, match=r"valid sizes up to 448: \[64, 96, 128, 160, 192, 224"
+        ):
             arm_geometry(size)
     with pytest.raises(ValueError, match=r"\[128, 160, 192, 224"):
         LandmarkCNN(96)  # ARM fits, but the 5th conv map (2x2) is smaller than the 3x3 trunk map
@@ -161,7 +179,9 @@ def test_input_sizes():
 
 def loop_reference(arm: ARM, x: torch.Tensor) -> torch.Tensor:
     """The ARM code's computation, channel by channel: conv each channel, concat, bn, mean + alpha * batch mean."""
-    channels = [F.conv2d(x[:, i : i + 1], arm.de_albino.weight, stride=8) for i in range(x.shape[1])]
+    channels = [
+        F.conv2d(x[:, i : i + 1], arm.de_albino.weight, stride=8) for i in range(x.shape[1])
+    ]
     y = arm.bn(torch.cat(channels, dim=1))  # (B, 2, n, n)
     out = y.mean(dim=1, keepdim=True) + arm.alpha * y.mean(dim=[0, 1])  # (B, 1, n, n)
     return out.flatten(1)
@@ -187,7 +207,9 @@ def test_vectorised_de_albino_equals_the_per_channel_loop(training):
 def test_cached_per_image_part_gives_the_same_logits(small_net):
     x = images(4)
     with torch.no_grad():
-        cache = torch.cat([small_net.forward_per_image(x[i : i + 1]) for i in range(4)])  # one image at a time
+        cache = torch.cat(
+            [small_net.forward_per_image(x[i : i + 1]) for i in range(4)]
+        )  # one image at a time
         cached = small_net.head_from_per_image(cache)
         direct = small_net(x)
         feature, logits = small_net.feature_and_logits(x)
@@ -208,7 +230,9 @@ def test_batch_mode_depends_on_companions_and_fixed_mode_does_not(small_net):
     small_net.set_affinity("fixed")
     with pytest.raises(RuntimeError, match="estimate_population_mean"):
         small_net(x)
-    mean = small_net.estimate_population_mean([(others, torch.zeros(2)), x])  # (images, labels) or images
+    mean = small_net.estimate_population_mean(
+        [(others, torch.zeros(2)), x]
+    )  # (images, labels) or images
     with torch.no_grad():
         per_image = torch.cat([small_net.forward_per_image(others), small_net.forward_per_image(x)])
         alone = small_net(x[:1])
@@ -228,15 +252,28 @@ def test_state_dict_has_exactly_the_released_keys_and_shapes(net224):
     state = net224.state_dict()
     assert sorted(state) == sorted(expected)
     assert {k: tuple(v.shape) for k, v in state.items()} == expected
-    assert net224.cam_layer is net224.features[7]  # layer4, the paper's Grad-CAM layer for the RGB network
-    assert net224.input_size == 224 and net224.mean == (0.485, 0.456, 0.406) and net224.std == (0.229, 0.224, 0.225)
+    assert (
+        net224.cam_layer is net224.features[7]
+    )  # layer4, the paper's Grad-CAM layer for the RGB network
+    assert (
+        net224.input_size == 224
+        and net224.mean == (0.485, 0.456, 0.406)
+        and net224.std == (0.229, 0.224, 0.225)
+    )
 
 
 def test_released_format_loads_strictly_and_computes_the_same(net224, tmp_path):
     state = net224.state_dict()
-    authors = {"iter": 59, "model_state_dict": state, "optimizer_state_dict": {"state": {}, "param_groups": []}}
+    authors = {
+        "iter": 59,
+        "model_state_dict": state,
+        "optimizer_state_dict": {"state": {}, "param_groups": []},
+    }
     torch.save(authors, tmp_path / "epoch59_acc0.9205.pth")
-    torch.save({"model_state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "dataparallel.pth")
+    torch.save(
+        {"model_state_dict": {f"module.{k}": v for k, v in state.items()}},
+        tmp_path / "dataparallel.pth",
+    )
     x = images(2, 224)
     with torch.no_grad():
         expected = net224(x)
@@ -330,7 +367,9 @@ def test_baseline_stays_frozen_and_in_eval_mode(small_net):
     assert all(not p.requires_grad for p in model.baseline.parameters())
     trainable = {id(p) for p in model.trainable_parameters()}
     assert trainable.isdisjoint(id(p) for p in model.baseline.parameters())
-    assert len(trainable) == sum(1 for _ in model.parameters()) - sum(1 for _ in model.baseline.parameters())
+    assert len(trainable) == sum(1 for _ in model.parameters()) - sum(
+        1 for _ in model.baseline.parameters()
+    )
 
     before = {k: v.clone() for k, v in model.baseline.state_dict().items()}
     head_before = model.landmark_head.weight.clone()
@@ -351,11 +390,20 @@ def test_baseline_stays_frozen_and_in_eval_mode(small_net):
 
 @pytest.mark.parametrize(
     "weighting, agree_weight, disagree_weight",
-    [("both", 0.5, 0.5 * 0.6), ("confidence", 0.5, 0.5), ("agreement", 1.0, 0.6), ("none", 1.0, 1.0)],
+    [
+        ("both", 0.5, 0.5 * 0.6),
+        ("confidence", 0.5, 0.5),
+        ("agreement", 1.0, 0.6),
+        ("none", 1.0, 1.0),
+    ],
 )
-def test_weighting_variants_on_a_constructed_case(small_net, weighting, agree_weight, disagree_weight):
+def test_weighting_variants_on_a_constructed_case(
+    small_net, weighting, agree_weight, disagree_weight
+):
     model = FusionModel(small_net, weighting=weighting).eval()
-    probabilities = torch.tensor([0.5, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05])  # landmark head: class 0, p = 0.5
+    probabilities = torch.tensor(
+        [0.5, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05]
+    )  # landmark head: class 0, p = 0.5
     with torch.no_grad():
         model.landmark_head.weight.zero_()
         model.landmark_head.bias.copy_(probabilities.log())
@@ -367,7 +415,9 @@ def test_weighting_variants_on_a_constructed_case(small_net, weighting, agree_we
         assert torch.allclose(out.weight, torch.full((2,), expected)), (rgb_class, out.weight)
         fused = model.fusion(torch.cat([out.rgb_feature, expected * out.landmark_feature], dim=1))
         assert torch.allclose(out.fused_logits, fused, atol=1e-6)
-        assert (out.rgb_logits.argmax(1) == rgb_class).all() and (out.landmark_logits.argmax(1) == 0).all()
+        assert (out.rgb_logits.argmax(1) == rgb_class).all() and (
+            out.landmark_logits.argmax(1) == 0
+        ).all()
 
 
 def test_weight_gradient_switch(small_net):
@@ -399,7 +449,10 @@ def test_fusion_fixed_affinity_from_images_or_cache(small_net):
     with torch.no_grad():
         cache = model.baseline.forward_per_image(x)
     model.estimate_population_means([(x, h, torch.zeros(3))])
-    rgb_mean, landmark_mean = model.baseline.arm.population_mean.clone(), model.arm.population_mean.clone()
+    rgb_mean, landmark_mean = (
+        model.baseline.arm.population_mean.clone(),
+        model.arm.population_mean.clone(),
+    )
     model.estimate_population_means([(cache, h)])
     assert torch.allclose(model.baseline.arm.population_mean, rgb_mean, atol=1e-6)
     assert torch.allclose(model.arm.population_mean, landmark_mean, atol=1e-6)

@@ -21,7 +21,9 @@ def test_notebooks_are_ordered_and_committed_without_outputs():
         assert all(not c.outputs and c.execution_count is None for c in code), path.name
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
-        assert "import torch.nn" not in "".join(c.source for c in code), "no model code inside notebooks"
+        assert "import torch.nn" not in "".join(c.source for c in code), (
+            "no model code inside notebooks"
+        )
 
 
 MAX_LINE = 100  # characters in a line of notebook code
@@ -35,7 +37,9 @@ def test_notebook_code_lines_are_at_most_100_characters():
                 continue
             for number, line in enumerate(cell.source.splitlines(), 1):
                 if len(line) > MAX_LINE:
-                    too_long.append(f"{path.name}, cell {index}, line {number} ({len(line)} characters): {line}")
+                    too_long.append(
+                        f"{path.name}, cell {index}, line {number} ({len(line)} characters): {line}"
+                    )
     assert not too_long, "lines over 100 characters:\n" + "\n".join(too_long)
 
 
@@ -49,23 +53,31 @@ def test_the_shared_opening_cells_are_the_same_in_every_notebook():
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         title = nb.cells[0]
-        assert title.cell_type == "markdown" and title.source.startswith(f"# {int(path.name[:2])}. "), path.name
+        assert title.cell_type == "markdown" and title.source.startswith(
+            f"# {int(path.name[:2])}. "
+        ), path.name
         code = [c for c in nb.cells if c.cell_type == "code"]
         tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
         assert tagged == [1], f"{path.name}: the imports, then the one cell tagged 'parameters'"
         assert "from fer_lib.notebook import start" in code[0].source, f"{path.name}: imports start"
         parameters[path.name] = code[1].source
         after = code[2].source
-        assert after.startswith("ex = start(globals()"), f"{path.name}: the code cell after the parameters is {after!r}"
+        assert after.startswith("ex = start(globals()"), (
+            f"{path.name}: the code cell after the parameters is {after!r}"
+        )
         kernelspecs[path.name] = nb.metadata["kernelspec"]
         assert nb.metadata["kernelspec"]["name"] == "fer-lib", path.name
         assert nb.metadata["language_info"]["name"] == "python", path.name
     first = NOTEBOOKS[0].name
     for name, source in parameters.items():
         assert source == parameters[first], f"{name}: its parameters cell differs from {first}'s"
-        assert kernelspecs[name] == kernelspecs[first], f"{name}: its kernelspec differs from {first}'s"
+        assert kernelspecs[name] == kernelspecs[first], (
+            f"{name}: its kernelspec differs from {first}'s"
+        )
     assigned = [node.targets[0].id for node in ast.parse(parameters[first]).body]
-    assert assigned == list(PARAMETERS), "the parameters cell names what fer_lib.notebook.PARAMETERS checks"
+    assert assigned == list(PARAMETERS), (
+        "the parameters cell names what fer_lib.notebook.PARAMETERS checks"
+    )
 
 
 def test_every_notebook_ran_and_rendered(smoke_run):
@@ -74,9 +86,18 @@ def test_every_notebook_ran_and_rendered(smoke_run):
         assert (smoke_run / "report" / f"{path.stem}.html").stat().st_size > 10_000
         # every figure a notebook saves is also shown in it, hence in the HTML report
         executed = nbformat.read(smoke_run / "executed" / path.name, as_version=4)
-        calls = [c.source for c in executed.cells if c.cell_type == "code" and not c.source.startswith("def ")]
+        calls = [
+            c.source
+            for c in executed.cells
+            if c.cell_type == "code" and not c.source.startswith("def ")
+        ]
         saved = sum(source.count("save_figure(") + source.count("= show(table") for source in calls)
-        shown = sum("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+        shown = sum(
+            "image/png" in o.get("data", {})
+            for c in executed.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+        )
         assert shown >= saved, f"{path.name}: {saved} figure(s) saved, {shown} shown"
         assert (smoke_run / "report" / f"{path.stem}.html").read_text().count("<img") >= saved
 
@@ -88,18 +109,32 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
     experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
     baselines, fusions = scheduler.plan(experiment)
     planned = [experiment.fusion_dir(j.weighting, j.w, j.seed, j.variant).name for j in fusions]
-    gates = [experiment.fusion_dir("learned", 0.6, seed).name for seed in experiment.seeds]  # fitted in 06, in seconds
+    gates = [
+        experiment.fusion_dir("learned", 0.6, seed).name for seed in experiment.seeds
+    ]  # fitted in 06, in seconds
     assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(planned + gates)
     # two design ablations of the proposed model and naive fusion's (smoke runs them) and the coordinate branch, for two seeds
-    assert sorted(j.variant for j in fusions if j.variant) == sorted(["default-init", "flip-batch-norm", "coords", "default-init"] * 2)
-    assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]  # one baseline per seed
+    assert sorted(j.variant for j in fusions if j.variant) == sorted(
+        ["default-init", "flip-batch-norm", "coords", "default-init"] * 2
+    )
+    assert sorted(p.name for p in smoke_run.glob("baseline*")) == [
+        "baseline",
+        "baseline_seed1",
+    ]  # one baseline per seed
     # one log per job, and the stage's time-left estimates beside the truth
-    assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted([f"{j.slug}.log" for j in baselines + fusions] + ["time_left.csv"])
+    assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted(
+        [f"{j.slug}.log" for j in baselines + fusions] + ["time_left.csv"]
+    )
     assert "true seconds left" in (smoke_run / "logs" / "time_left.csv").read_text().splitlines()[0]
     info = json.loads((smoke_run / "run_info.json").read_text())
     assert list(info["notebook_seconds"])[2] == "training (parallel, before 03)"
     for name in ("03_baseline", "04_fusion", "05_w_sweep", "06_ablation"):
-        text = json.dumps([c.get("outputs", []) for c in nbformat.read(smoke_run / "executed" / f"{name}.ipynb", as_version=4).cells])
+        text = json.dumps(
+            [
+                c.get("outputs", [])
+                for c in nbformat.read(smoke_run / "executed" / f"{name}.ipynb", as_version=4).cells
+            ]
+        )
         assert "training (or resuming)" not in text and "fusion epoch 1/" not in text, name
     # each seed's landmark branch is compared with its own seed's baseline
     table6 = pd.read_csv(smoke_run / "tables" / "table6_overall.csv").set_index("model")
@@ -109,21 +144,44 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
 
 
 def test_nothing_shared_carries_a_path_of_this_machine(smoke_run):
-    shared = [smoke_run / "executed", smoke_run / "report", smoke_run / "tables", smoke_run / "figures"]
-    files = [f for folder in shared for f in folder.rglob("*") if f.suffix in (".ipynb", ".html", ".md", ".csv", ".tex")]
+    shared = [
+        smoke_run / "executed",
+        smoke_run / "report",
+        smoke_run / "tables",
+        smoke_run / "figures",
+    ]
+    files = [
+        f
+        for folder in shared
+        for f in folder.rglob("*")
+        if f.suffix in (".ipynb", ".html", ".md", ".csv", ".tex")
+    ]
     assert len(files) > 50
     for path in files:
         text = path.read_text(errors="replace")
         for machine_path in (str(smoke_run), str(pipeline.PROJECT_ROOT), "/tmp/"):
-            assert machine_path not in text, f"{path.relative_to(smoke_run)} contains {machine_path}"
-    injected = nbformat.read(smoke_run / "executed" / "04_fusion.ipynb", as_version=4).metadata["papermill"]["parameters"]
-    assert injected["RUN_DIR"] == "<run_dir>" and injected["DATA_ROOT"] == "<data_root>"  # outside the project: placeholders
+            assert machine_path not in text, (
+                f"{path.relative_to(smoke_run)} contains {machine_path}"
+            )
+    injected = nbformat.read(smoke_run / "executed" / "04_fusion.ipynb", as_version=4).metadata[
+        "papermill"
+    ]["parameters"]
+    assert (
+        injected["RUN_DIR"] == "<run_dir>" and injected["DATA_ROOT"] == "<data_root>"
+    )  # outside the project: placeholders
 
 
 def _browser() -> str | None:
     import shutil
 
-    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
+    return next(
+        (
+            shutil.which(name)
+            for name in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(name)
+        ),
+        None,
+    )
 
 
 def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_path):
@@ -142,7 +200,9 @@ def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_
             if target.startswith(("http://", "https://", "data:")):
                 assert name != "index.html", f"the landing page links outside the folder: {target}"
                 continue
-            assert (copied / unquote(target)).resolve().is_relative_to(copied.resolve()), f"{name}: {target} leaves the folder"
+            assert (copied / unquote(target)).resolve().is_relative_to(copied.resolve()), (
+                f"{name}: {target} leaves the folder"
+            )
             assert (copied / unquote(target)).is_file(), f"{name}: {target} does not resolve"
     assert str(smoke_run) not in page and "/tmp/" not in page  # no path of this machine
     for page_name in (p.stem for p in NOTEBOOKS):
@@ -150,14 +210,32 @@ def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_
 
     browser = _browser()
     if browser is None:
-        pytest.skip("no headless browser: install Debian's chromium (apt-get install chromium) to open the report in one")
-    probe = "<script>window.addEventListener('load', () => document.body.setAttribute('data-images', JSON.stringify(" \
-            "[...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]))));</script>"
+        pytest.skip(
+            "no headless browser: install Debian's chromium (apt-get install chromium) to open the report in one"
+        )
+    probe = (
+        "<script>window.addEventListener('load', () => document.body.setAttribute('data-images', JSON.stringify("
+        "[...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]))));</script>"
+    )
     (copied / "check.html").write_text(page.replace("</body>", probe + "</body>"))
-    result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom",
-                             (copied / "check.html").as_uri()], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (copied / "check.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     images = json.loads(html.unescape(re.search(r'data-images="([^"]*)"', result.stdout).group(1)))
-    assert len(images) >= 2 and all(loaded for _, loaded in images), images  # Fig. 4 and a Grad-CAM++ mosaic, drawn
+    assert len(images) >= 2 and all(loaded for _, loaded in images), (
+        images
+    )  # Fig. 4 and a Grad-CAM++ mosaic, drawn
     text = re.sub(r"<[^>]+>", " ", result.stdout)
     assert "Table 6" in text and "What was run" in text
     claims = pd.read_csv(smoke_run / "tables" / "claims.csv")
@@ -167,7 +245,15 @@ def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_
 
 def test_tables_have_the_paper_shapes_and_valid_values(smoke_run):
     tables = smoke_run / "tables"
-    for name in ("table3_class_counts", "table5_per_class", "table6_overall", "table7_ablation_per_class", "table8_ablation_overall", "table2_contingency", "fig4_w_sweep"):
+    for name in (
+        "table3_class_counts",
+        "table5_per_class",
+        "table6_overall",
+        "table7_ablation_per_class",
+        "table8_ablation_overall",
+        "table2_contingency",
+        "fig4_w_sweep",
+    ):
         for suffix in (".csv", ".md", ".tex"):
             assert (tables / f"{name}{suffix}").exists(), name + suffix
     table5 = pd.read_csv(tables / "table5_per_class.csv")
@@ -205,28 +291,58 @@ def test_significance_and_claims_are_computed(smoke_run):
     significance = pd.read_csv(tables / "significance_proposed.csv")
     assert list(significance["seed"].astype(str)) == ["0", "1", "pooled"]
     per_seed = significance.iloc[:2]
-    assert per_seed["McNemar p"].between(0, 1).all() and significance["McNemar p"].iloc[2:].isna().all()
-    assert (significance["OA 95% low"] <= significance["OA diff"]).all() and (significance["OA diff"] <= significance["OA 95% high"]).all()
+    assert (
+        per_seed["McNemar p"].between(0, 1).all()
+        and significance["McNemar p"].iloc[2:].isna().all()
+    )
+    assert (significance["OA 95% low"] <= significance["OA diff"]).all() and (
+        significance["OA diff"] <= significance["OA 95% high"]
+    ).all()
     ablation = pd.read_csv(tables / "significance_ablation.csv")
-    assert len(ablation) == 5 * 3  # four weightings vs the baseline, and both vs none: 2 seeds + pooled each
+    assert (
+        len(ablation) == 5 * 3
+    )  # four weightings vs the baseline, and both vs none: 2 seeds + pooled each
     per_seed = pd.read_csv(tables / "ablation_per_seed.csv")
     assert len(per_seed) == 4 * 2 and set(per_seed["seed"]) == {0, 1}
     assert len(pd.read_csv(tables / "proposed_per_seed.csv")) == 2
     # beyond the paper: calibrated and learned vs the baseline and vs the paper's model, coords vs the baseline,
     # and the heatmap branch vs the coordinate branch
     future = pd.read_csv(tables / "significance_future_work.csv")
-    assert len(future) == 6 * 3 and set(future["versus"]) == {"baseline", "both (the paper)", "coordinate MLP branch"}
-    assert len(pd.read_csv(tables / "future_work.csv")) == 4 and len(pd.read_csv(tables / "future_work_per_class.csv")) == 4
+    assert len(future) == 6 * 3 and set(future["versus"]) == {
+        "baseline",
+        "both (the paper)",
+        "coordinate MLP branch",
+    }
+    assert (
+        len(pd.read_csv(tables / "future_work.csv")) == 4
+        and len(pd.read_csv(tables / "future_work_per_class.csv")) == 4
+    )
     claims = pd.read_csv(tables / "claims.csv")
-    assert len(claims) == 9 and set(claims["verdict"].str.split(",").str[0]) <= {"supported", "contradicted", "equivalent", "inconclusive"}
+    assert len(claims) == 9 and set(claims["verdict"].str.split(",").str[0]) <= {
+        "supported",
+        "contradicted",
+        "equivalent",
+        "inconclusive",
+    }
     primary = claims.set_index("claim").loc["the proposed fusion beats the baseline in OA"]
-    assert primary["family"] == "primary" and "2 seeds pooled" in primary["about"] and primary["resolution"] > 0
+    assert (
+        primary["family"] == "primary"
+        and "2 seeds pooled" in primary["about"]
+        and primary["resolution"] > 0
+    )
     assert (claims["family"] == "claims").sum() == 7 and (claims["family"] == "w").sum() == 1
     plan = pd.read_csv(tables / "plan_seeds.csv")
     assert "the proposed fusion beats the baseline in OA" in set(plan["claim"])
-    assert {"a learned weighting beats the paper's (OA)", "the heatmap CNN beats coordinates (fused OA)"} <= set(claims["claim"])
+    assert {
+        "a learned weighting beats the paper's (OA)",
+        "the heatmap CNN beats coordinates (fused OA)",
+    } <= set(claims["claim"])
     sweep = pd.read_csv(tables / "fig4_w_sweep.csv")
-    assert {"interval excludes 0", "pooled p (Holm over the w)", "pooled differs (Holm over the w)"} <= set(sweep.columns)
+    assert {
+        "interval excludes 0",
+        "pooled p (Holm over the w)",
+        "pooled differs (Holm over the w)",
+    } <= set(sweep.columns)
     design = pd.read_csv(tables / "significance_design_ablation.csv")
     assert "naive fusion (no weighting), PyTorch's default initialisation" in set(design["model"])
     choices = pd.read_csv(tables / "design_choices.csv").set_index("choice")
@@ -237,13 +353,22 @@ def test_significance_and_claims_are_computed(smoke_run):
 def test_gradcam_examples_follow_their_rules(smoke_run):
     tables = smoke_run / "tables"
     table9 = pd.read_csv(tables / "table9_examples.csv")
-    assert len(table9) >= 1 and (table9["label"] == table9["fused"]).all() and table9["group"].is_unique
+    assert (
+        len(table9) >= 1
+        and (table9["label"] == table9["fused"]).all()
+        and table9["group"].is_unique
+    )
     table10 = pd.read_csv(tables / "table10_examples.csv")
     assert len(table10) >= 1 and (table10["label"] != table10["fused"]).all()
     predictions = pd.read_csv(smoke_run / "fusion" / "both_w0.60_seed0" / "predictions_fused.csv")
     for _, row in table10.iterrows():  # the most confident mistake of its class
-        wrong = predictions[(predictions["label"] == CLASSES.index(row["label"])) & (predictions["predicted"] != predictions["label"])]
-        assert row["fused confidence"] == pytest.approx(wrong[[f"p_{c}" for c in CLASSES]].max(axis=1).max())
+        wrong = predictions[
+            (predictions["label"] == CLASSES.index(row["label"]))
+            & (predictions["predicted"] != predictions["label"])
+        ]
+        assert row["fused confidence"] == pytest.approx(
+            wrong[[f"p_{c}" for c in CLASSES]].max(axis=1).max()
+        )
     cases = pd.read_csv(tables / "table11_case_counts.csv")
     table11 = pd.read_csv(tables / "table11_examples.csv")
     for _, case in cases.iterrows():
@@ -252,7 +377,15 @@ def test_gradcam_examples_follow_their_rules(smoke_run):
 
 def test_figures_are_written_as_png_and_pdf(smoke_run):
     figures = smoke_run / "figures"
-    for name in ("table3_class_counts", "fig3_alignment", "baseline_confusion", "fig4_w_sweep", "table9_gradcam", "table10_gradcam", "table11_gradcam"):
+    for name in (
+        "table3_class_counts",
+        "fig3_alignment",
+        "baseline_confusion",
+        "fig4_w_sweep",
+        "table9_gradcam",
+        "table10_gradcam",
+        "table11_gradcam",
+    ):
         assert (figures / f"{name}.png").stat().st_size > 5_000
         assert (figures / f"{name}.pdf").exists()
 
@@ -262,9 +395,16 @@ def test_a_notebook_rerun_alone_reuses_and_says_so(smoke_run, tmp_path):
 
     parameters = {"PROFILE": "smoke", "RUN_DIR": str(smoke_run), "FIGURES_DIR": str(tmp_path)}
     # this environment's own kernel, as pipeline.run_all uses: the notebooks' "fer-lib" is registered only by ./run_all.sh lab
-    papermill.execute_notebook(str(pipeline.NOTEBOOK_DIR / "05_w_sweep.ipynb"), str(tmp_path / "05.ipynb"), parameters=parameters,
-                               kernel_name="python3", progress_bar=False)
-    text = json.dumps([c.get("outputs", []) for c in nbformat.read(tmp_path / "05.ipynb", as_version=4).cells])
+    papermill.execute_notebook(
+        str(pipeline.NOTEBOOK_DIR / "05_w_sweep.ipynb"),
+        str(tmp_path / "05.ipynb"),
+        parameters=parameters,
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    text = json.dumps(
+        [c.get("outputs", []) for c in nbformat.read(tmp_path / "05.ipynb", as_version=4).cells]
+    )
     assert "reusing the synthetic RAF-DB" in text and "fusion both w=0.60 seed 1: reusing" in text
 
 
@@ -276,9 +416,13 @@ def test_a_rerun_executes_only_the_notebooks_whose_inputs_changed(smoke_run, cap
     executed = {nb.name: (smoke_run / "executed" / nb.name).stat().st_mtime_ns for nb in NOTEBOOKS}
     info = rerun()
     out = capsys.readouterr().out
-    assert "every model of the profile is trained" in out and "up to date, not executed again" in out
+    assert (
+        "every model of the profile is trained" in out and "up to date, not executed again" in out
+    )
     assert info["notebooks_reused"] == [nb.stem for nb in NOTEBOOKS]
-    assert {nb.name: (smoke_run / "executed" / nb.name).stat().st_mtime_ns for nb in NOTEBOOKS} == executed
+    assert {
+        nb.name: (smoke_run / "executed" / nb.name).stat().st_mtime_ns for nb in NOTEBOOKS
+    } == executed
     # an output of the last notebook removed: that notebook alone runs again, and writes it back
     record = json.loads((smoke_run / "executed" / "freshness.json").read_text())
     last = NOTEBOOKS[-1]
@@ -294,13 +438,25 @@ def test_unknown_parameter_is_refused(tmp_path):
     import papermill
 
     with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter"):
-        papermill.execute_notebook(str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"), parameters={"PROFILE": "smoke", "RUN_DIR": str(tmp_path), "EPOCHS": 3},
-                                   kernel_name="python3", progress_bar=False)
+        papermill.execute_notebook(
+            str(NOTEBOOKS[0]),
+            str(tmp_path / "out.ipynb"),
+            parameters={"PROFILE": "smoke", "RUN_DIR": str(tmp_path), "EPOCHS": 3},
+            kernel_name="python3",
+            progress_bar=False,
+        )
 
 
 PAPER_SIZED = {
-    "input_size": "224", "baseline_width": "64", "landmark_width": "32",  # the paper's networks (Table 1, ResNet18)
-    "synthetic": "70,35", "seeds": "1", "seed_offset": "3", "w_grid": "0.6", "batch_train": "32", "batch_study": "8,64",
+    "input_size": "224",
+    "baseline_width": "64",
+    "landmark_width": "32",  # the paper's networks (Table 1, ResNet18)
+    "synthetic": "70,35",
+    "seeds": "1",
+    "seed_offset": "3",
+    "w_grid": "0.6",
+    "batch_train": "32",
+    "batch_study": "8,64",
 }
 
 
@@ -308,7 +464,12 @@ PAPER_SIZED = {
 def paper_sized_run(tmp_path_factory):
     """Every notebook with the paper profile's networks at 224 px, on a tiny synthetic set, one epoch of fusion."""
     run_dir = tmp_path_factory.mktemp("paper_sized")
-    assert pipeline.run_all("smoke", settings=PAPER_SIZED, run_dir=run_dir, figures_dir=run_dir / "figures") == 0
+    assert (
+        pipeline.run_all(
+            "smoke", settings=PAPER_SIZED, run_dir=run_dir, figures_dir=run_dir / "figures"
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -321,12 +482,29 @@ def test_the_paper_networks_run_end_to_end(paper_sized_run):
     assert settings == get_profile("smoke", PAPER_SIZED).settings()
     baseline = torch.load(paper_sized_run / "baseline" / "best.pt", weights_only=True)
     assert baseline["input_size"] == 224 and baseline["width"] == 64
-    assert baseline["model_state_dict"]["fc.weight"].shape == (7, 121)  # the paper's 11x11 ARM feature
-    fusion = torch.load(paper_sized_run / "fusion" / "both_w0.60_seed3" / "best.pt", weights_only=True)  # seeds start at the offset
-    assert fusion["config"]["width"] == 32 and fusion["model"]["landmark_cnn.conv5.0.weight"].shape == (512, 256, 3, 3)
+    assert baseline["model_state_dict"]["fc.weight"].shape == (
+        7,
+        121,
+    )  # the paper's 11x11 ARM feature
+    fusion = torch.load(
+        paper_sized_run / "fusion" / "both_w0.60_seed3" / "best.pt", weights_only=True
+    )  # seeds start at the offset
+    assert fusion["config"]["width"] == 32 and fusion["model"][
+        "landmark_cnn.conv5.0.weight"
+    ].shape == (512, 256, 3, 3)
     tables = paper_sized_run / "tables"
-    for name in ("table3_class_counts", "table5_per_class", "table6_overall", "table7_ablation_per_class", "table8_ablation_overall",
-                 "table2_contingency", "fig4_w_sweep", "branch_reference", "claims", "table9_examples"):
+    for name in (
+        "table3_class_counts",
+        "table5_per_class",
+        "table6_overall",
+        "table7_ablation_per_class",
+        "table8_ablation_overall",
+        "table2_contingency",
+        "fig4_w_sweep",
+        "branch_reference",
+        "claims",
+        "table9_examples",
+    ):
         assert (tables / f"{name}.csv").exists(), name
     for name in ("fig3_alignment", "baseline_confusion", "fig4_w_sweep", "table9_gradcam"):
         assert (paper_sized_run / "figures" / f"{name}.png").exists(), name
@@ -339,10 +517,16 @@ def test_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
     from nbformat.v4 import new_code_cell, new_notebook
 
     notebook = new_notebook(cells=[new_code_cell("print(6 * 7)")])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(notebook, tmp_path / "tiny.ipynb")
     pipeline._execute(tmp_path / "tiny.ipynb", tmp_path / "tiny_out.ipynb", {})
-    assert "42" in json.dumps(nbformat.read(tmp_path / "tiny_out.ipynb", as_version=4).cells[0].outputs)
+    assert "42" in json.dumps(
+        nbformat.read(tmp_path / "tiny_out.ipynb", as_version=4).cells[0].outputs
+    )
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
 
@@ -352,5 +536,8 @@ def test_plan_prints_the_seeds_a_finished_run_needs(smoke_run, capsys):
 
     assert main(["plan", str(smoke_run), "--effect", "0.05"]) == 0
     out = capsys.readouterr().out
-    assert "Seeds needed to resolve a difference of 5.00 points" in out and "the proposed fusion beats the baseline in OA" in out
+    assert (
+        "Seeds needed to resolve a difference of 5.00 points" in out
+        and "the proposed fusion beats the baseline in OA" in out
+    )
     assert main(["plan", str(smoke_run / "nowhere")]) == 2

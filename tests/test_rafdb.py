@@ -114,8 +114,17 @@ def break_garbage_image(root):
 
 
 BREAKERS = [
-    break_bad_number, break_nan, break_row_count, break_three_columns, break_attribute, break_label_range,
-    break_label_text, break_duplicate, break_missing_image, break_missing_annotation, break_jpeg,
+    break_bad_number,
+    break_nan,
+    break_row_count,
+    break_three_columns,
+    break_attribute,
+    break_label_range,
+    break_label_text,
+    break_duplicate,
+    break_missing_image,
+    break_missing_annotation,
+    break_jpeg,
     break_garbage_image,
 ]
 
@@ -155,7 +164,14 @@ def test_swapped_eyes_are_warned_about(tiny_rafdb):
 def test_check_data_json_and_exit_status(tiny_rafdb, capsys):
     assert main(["check-data", str(tiny_rafdb), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result == {"train": [1] * 7, "test": [1] * 7, "errors": []}
+    assert result == {
+        "layout": "RAF-DB",
+        "classes": list(rafdb.CLASSES),
+        "train": [1] * 7,
+        "test": [1] * 7,
+        "excluded": {},
+        "errors": [],
+    }
     break_label_range(tiny_rafdb)
     assert main(["check-data", str(tiny_rafdb), "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
@@ -164,7 +180,9 @@ def test_check_data_json_and_exit_status(tiny_rafdb, capsys):
 
 def test_check_data_table_names_paper_counts(tiny_rafdb):
     out = subprocess.run(
-        [sys.executable, "-m", "fer_lib", "check-data", str(tiny_rafdb.parent)], capture_output=True, text=True
+        [sys.executable, "-m", "fer_lib", "check-data", str(tiny_rafdb.parent)],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     paper = rafdb.paper_results()["table3_class_counts"]

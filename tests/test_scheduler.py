@@ -17,17 +17,30 @@ def test_the_plan_is_every_distinct_configuration_for_every_seed(tmp_path):
     # Fig. 4's w = 1 is the confidence-only ablation, so five distinct models of the paper per seed; then the
     # calibrated weighting and the coordinate branch (the learned gate is fitted afterwards, not trained)
     paper = {("both", 0.6), ("both", 0.0), ("confidence", 1.0), ("none", 1.0), ("agreement", 0.6)}
-    assert configurations == {(*pair, None) for pair in paper} | {("calibrated", 0.6, None), ("both", 0.6, "coords")}
+    assert configurations == {(*pair, None) for pair in paper} | {
+        ("calibrated", 0.6, None),
+        ("both", 0.6, "coords"),
+    }
     assert len(fusions) == 14 and [job.seed for job in fusions[:7]] == [0] * 7
 
 
 def test_one_baseline_serves_every_seed_unless_the_profile_asks_for_one_each(tmp_path):
-    shared = Experiment(get_profile("demo", {"baseline_per_seed": "false", "seed_offset": "7"}), tmp_path, tmp_path, progress=False)
+    shared = Experiment(
+        get_profile("demo", {"baseline_per_seed": "false", "seed_offset": "7"}),
+        tmp_path,
+        tmp_path,
+        progress=False,
+    )
     assert shared.baseline_seeds == [7] and shared.baseline_seed(8) == 7
     each = Experiment(get_profile("demo", {"seed_offset": "7"}), tmp_path, tmp_path, progress=False)
     assert each.baseline_seeds == [7, 8] and each.baseline_seed(8) == 8
-    assert each.baseline_dir_for(7).name == "baseline" and each.baseline_dir_for(8).name == "baseline_seed8"
-    checkpoint = Experiment(get_profile("demo"), tmp_path, tmp_path, tmp_path / "epoch59_acc0.9205.pth", progress=False)
+    assert (
+        each.baseline_dir_for(7).name == "baseline"
+        and each.baseline_dir_for(8).name == "baseline_seed8"
+    )
+    checkpoint = Experiment(
+        get_profile("demo"), tmp_path, tmp_path, tmp_path / "epoch59_acc0.9205.pth", progress=False
+    )
     assert checkpoint.baseline_seeds == [0]  # a given checkpoint is the baseline of every seed
 
 
@@ -37,8 +50,13 @@ def test_a_failing_job_stops_the_stage_and_names_its_log(tmp_path):
     experiment = Experiment(profile, root, tmp_path, progress=False)
     folder = experiment.baseline_dir_for(0)
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({**asdict(experiment.baseline_config(0)), "width": 8}))  # another run's folder
-    with pytest.raises(SystemExit, match=r"training baseline seed 0 failed \(ValueError: .*another configuration.*logs/baseline_seed0.log"):
+    (folder / "config.json").write_text(
+        json.dumps({**asdict(experiment.baseline_config(0)), "width": 8})
+    )  # another run's folder
+    with pytest.raises(
+        SystemExit,
+        match=r"training baseline seed 0 failed \(ValueError: .*another configuration.*logs/baseline_seed0.log",
+    ):
         scheduler.train_all(experiment, workers=1, progress=False)
     assert "another configuration" in (tmp_path / "logs" / "baseline_seed0.log").read_text()
     assert not (tmp_path / "fusion").exists()  # nothing started on a baseline that failed
@@ -51,7 +69,9 @@ def _simulate(workers, baseline_epoch, fusion_epoch, coords_epoch, fixed, seeds=
     runs = {s: [("fusion", s, 4)] * runs_per_seed + [("coords", s, 4)] for s in range(seeds)}
     queue, free = list(jobs), [0.0] * workers
     while queue:
-        queue.sort(key=lambda job: job[3] if len(job) > 3 else 0.0)  # released runs in the order released
+        queue.sort(
+            key=lambda job: job[3] if len(job) > 3 else 0.0
+        )  # released runs in the order released
         kind, seed, epochs, *release = queue.pop(0)
         worker = min(range(workers), key=free.__getitem__)
         start = max([free[worker], *release])
@@ -66,7 +86,9 @@ def test_the_time_left_is_within_a_quarter_of_the_truth_after_the_first_baseline
     fixed = {"baseline": 14.0, "fusion": 5.0, "coords": 1.0}
     end = _simulate(2, 20.0, 10.0, 0.5, fixed)
     clock = scheduler.StageClock(workers=2)
-    assert clock.left([("baseline", 0, 10, 0, 5.0), ("baseline", 1, 10, 0, 5.0)], []) is None  # nothing measured yet
+    assert (
+        clock.left([("baseline", 0, 10, 0, 5.0), ("baseline", 1, 10, 0, 5.0)], []) is None
+    )  # nothing measured yet
     clock.observe_epochs("baseline", [20.0, 20.0])  # both baselines' first epoch, at t = 20
     queued = [(kind, s, 4) for s in (0, 1) for kind in ["fusion"] * 6 + ["coords"]]
     left = clock.left([("baseline", 0, 10, 1, 0.0), ("baseline", 1, 10, 1, 0.0)], queued)
@@ -91,15 +113,26 @@ def test_the_time_left_waits_for_a_runs_baseline():
     # one worker idle, the other 50 s from the end of seed 1's baseline: its run cannot start before
     left = clock.left([("baseline", 1, 10, 6, 0.0)], [("fusion", 1, 4)])
     assert left == 4 * 10.0 + 10.0 + 25.0
-    assert scheduler.format_left(left) == "about 1:15 left" and "first epoch" in scheduler.format_left(None)
+    assert scheduler.format_left(
+        left
+    ) == "about 1:15 left" and "first epoch" in scheduler.format_left(None)
 
-@pytest.mark.parametrize("visible, expected", [
-    (None, ["0", "1", "0"]),
-    ("4,5", ["4", "5", "4"]),  # a cluster's allocation
-    ("MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001,MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002",
-     ["MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001", "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002",
-      "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001"]),
-])
+
+@pytest.mark.parametrize(
+    "visible, expected",
+    [
+        (None, ["0", "1", "0"]),
+        ("4,5", ["4", "5", "4"]),  # a cluster's allocation
+        (
+            "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001,MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002",
+            [
+                "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001",
+                "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002",
+                "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001",
+            ],
+        ),
+    ],
+)
 def test_workers_bind_to_the_gpus_the_parent_was_given(monkeypatch, visible, expected):
     import os
 

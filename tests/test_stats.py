@@ -35,7 +35,9 @@ def test_bootstrap_interval_covers_a_known_difference_and_excludes_zero():
     a = np.where(rng.random(3068) < 0.80, labels, (labels + 1) % 7)
     b = np.where(rng.random(3068) < 0.90, labels, (labels + 1) % 7)
     result = paired_bootstrap(labels, a, b, metric="oa", resamples=2000, seed=0)
-    assert result.difference == pytest.approx(metrics.overall_accuracy(labels, b) - metrics.overall_accuracy(labels, a))
+    assert result.difference == pytest.approx(
+        metrics.overall_accuracy(labels, b) - metrics.overall_accuracy(labels, a)
+    )
     assert result.low < result.difference < result.high
     assert result.low < 0.10 < result.high
     assert result.excludes_zero
@@ -70,12 +72,18 @@ def test_pooled_bootstrap_gives_the_seed_averaged_difference():
     seeds = [np.where(rng.random(1000) < p, labels, (labels + 2) % 7) for p in (0.84, 0.86, 0.88)]
     correct = np.mean([s == labels for s in seeds], axis=0)  # fraction of seeds right per image
     for metric, score in (("oa", metrics.overall_accuracy), ("aa", metrics.average_accuracy)):
-        result = paired_bootstrap_correct(labels, baseline == labels, correct, metric=metric, resamples=2000)
+        result = paired_bootstrap_correct(
+            labels, baseline == labels, correct, metric=metric, resamples=2000
+        )
         per_seed = [score(labels, s) - score(labels, baseline) for s in seeds]
-        assert result.difference == pytest.approx(np.mean(per_seed))  # both metrics are linear in correctness
+        assert result.difference == pytest.approx(
+            np.mean(per_seed)
+        )  # both metrics are linear in correctness
         assert result.low < np.mean(per_seed) < result.high and result.excludes_zero
     # booleans through the general function give exactly the two-model bootstrap
-    assert paired_bootstrap_correct(labels, baseline == labels, seeds[0] == labels, resamples=300) == paired_bootstrap(labels, baseline, seeds[0], resamples=300)
+    assert paired_bootstrap_correct(
+        labels, baseline == labels, seeds[0] == labels, resamples=300
+    ) == paired_bootstrap(labels, baseline, seeds[0], resamples=300)
     with pytest.raises(ValueError, match="same length"):
         paired_bootstrap_correct(labels, baseline == labels, correct[:-1])
 
@@ -83,7 +91,7 @@ def test_pooled_bootstrap_gives_the_seed_averaged_difference():
 def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
     from types import SimpleNamespace
 
-    from fer_lib import report
+    from fer_lib import verdicts
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 7, 2000)
@@ -93,35 +101,70 @@ def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
         return np.eye(7)[predicted]
 
     baseline = probabilities(0.80)
-    runs = [SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=probabilities(0.86))) for s in (0, 1, 2)]
-    rows = pd.DataFrame(report.significance_rows("proposed", labels, baseline, runs, resamples=500))
+    runs = [
+        SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=probabilities(0.86)))
+        for s in (0, 1, 2)
+    ]
+    rows = pd.DataFrame(
+        verdicts.significance_rows("proposed", labels, baseline, runs, resamples=500)
+    )
     assert list(rows["seed"]) == [0, 1, 2, "pooled"]
     assert rows.loc[3, "OA diff"] == pytest.approx(rows.loc[:2, "OA diff"].mean())
-    assert np.isnan(rows.loc[3, "McNemar p"]) and rows.loc[0, "only model right"] > rows.loc[0, "only versus right"]
+    assert (
+        np.isnan(rows.loc[3, "McNemar p"])
+        and rows.loc[0, "only model right"] > rows.loc[0, "only versus right"]
+    )
     assert rows.loc[3, "seeds"] == 3 and rows.loc[3, "OA p"] < 0.05
     rows.to_csv(tmp_path / "significance_proposed.csv", index=False)
-    claims = report.claims(tmp_path).set_index("claim")
-    assert claims.loc[report.PRIMARY_CLAIM, "verdict"].startswith("supported")
-    assert "3 seeds pooled" in claims.loc[report.PRIMARY_CLAIM, "about"] and claims.loc[report.PRIMARY_CLAIM, "resolution"] > 0
-    worse = pd.DataFrame(report.significance_rows("broken", labels, [r.predictions.fused for r in runs],
-                                                  [SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=baseline)) for s in (0, 1, 2)],
-                                                  reference_name="proposed", resamples=500))
+    claims = verdicts.claims(tmp_path).set_index("claim")
+    assert claims.loc[verdicts.PRIMARY_CLAIM, "verdict"].startswith("supported")
+    assert (
+        "3 seeds pooled" in claims.loc[verdicts.PRIMARY_CLAIM, "about"]
+        and claims.loc[verdicts.PRIMARY_CLAIM, "resolution"] > 0
+    )
+    worse = pd.DataFrame(
+        verdicts.significance_rows(
+            "broken",
+            labels,
+            [r.predictions.fused for r in runs],
+            [
+                SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=baseline))
+                for s in (0, 1, 2)
+            ],
+            reference_name="proposed",
+            resamples=500,
+        )
+    )
     worse.to_csv(tmp_path / "significance_proposed.csv", index=False)
-    assert report.claims(tmp_path).set_index("claim").loc[report.PRIMARY_CLAIM, "verdict"].startswith("contradicted")
+    assert (
+        verdicts.claims(tmp_path)
+        .set_index("claim")
+        .loc[verdicts.PRIMARY_CLAIM, "verdict"]
+        .startswith("contradicted")
+    )
 
 
 def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
-    from fer_lib import report
+    from fer_lib import verdicts
 
     def verdict_for(intervals):
-        rows = [_rows("w=0.6", f"w={w}", _pooled((low + high) / 2, (high - low) / 2)) for w, (low, high) in intervals.items()]
+        rows = [
+            _rows("w=0.6", f"w={w}", _pooled((low + high) / 2, (high - low) / 2))
+            for w, (low, high) in intervals.items()
+        ]
         pd.DataFrame(rows).to_csv(tmp_path / "significance_w_pairs.csv", index=False)
-        return report.claims(tmp_path).set_index("claim")["verdict"].iloc[0]
+        return verdicts.claims(tmp_path).set_index("claim")["verdict"].iloc[0]
 
     assert verdict_for({0: (0.01, 0.03), 1: (0.002, 0.02)}) == "supported"
-    assert verdict_for({0: (0.01, 0.03), 1: (-0.01, 0.02)}) == "inconclusive"  # w = 1 may be as good
-    assert verdict_for({0: (-0.04, -0.01), 1: (0.002, 0.02)}) == "contradicted"  # w = 0 is surely better
-    assert verdict_for({0: (-0.0010, 0.0010), 1: (-0.0012, 0.0008)}) == "equivalent"  # every other w within the margin
+    assert (
+        verdict_for({0: (0.01, 0.03), 1: (-0.01, 0.02)}) == "inconclusive"
+    )  # w = 1 may be as good
+    assert (
+        verdict_for({0: (-0.04, -0.01), 1: (0.002, 0.02)}) == "contradicted"
+    )  # w = 0 is surely better
+    assert (
+        verdict_for({0: (-0.0010, 0.0010), 1: (-0.0012, 0.0008)}) == "equivalent"
+    )  # every other w within the margin
     # one of ten comparisons just below zero without adjustment is not enough to contradict (Holm over the w)
     many = {w: (0.001, 0.02) for w in range(9)}
     many[9] = (-0.0201, -0.0001)
@@ -129,24 +172,43 @@ def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
 
 
 def test_four_verdicts_and_the_margin():
-    from fer_lib import report
+    from fer_lib import replication, verdicts
 
     def verdict(difference, half, sign=1):
         result = _pooled(difference, half)
-        test = report.ClaimTest("c", "primary", sign, result.p_value, result.p_equivalence(report.EQUIVALENCE_MARGIN),
-                                result.p_beyond(report.EQUIVALENCE_MARGIN), difference, result.low, result.high, result.resolution(), "", "")
-        return report.decide([test])[0]
+        test = verdicts.ClaimTest(
+            "c",
+            "primary",
+            sign,
+            result.p_value,
+            result.p_equivalence(verdicts.EQUIVALENCE_MARGIN),
+            result.p_beyond(verdicts.EQUIVALENCE_MARGIN),
+            difference,
+            result.low,
+            result.high,
+            result.resolution(),
+            "",
+            "",
+        )
+        return verdicts.decide([test])[0]
 
     assert verdict(0.010, 0.004) == "supported, beyond the margin"
     assert verdict(0.010, 0.004, sign=-1) == "contradicted, beyond the margin"
-    assert verdict(0.0026, 0.002) == "supported"  # the paper's own +0.26 is not "smaller than the margin"
+    assert (
+        verdict(0.0026, 0.002) == "supported"
+    )  # the paper's own +0.26 is not "smaller than the margin"
     assert verdict(0.0012, 0.0006) == "supported, smaller than the margin"
     assert verdict(0.0001, 0.0015) == "equivalent"
     assert verdict(0.0001, 0.02) == "inconclusive"
-    assert report.verdict_agreement(["supported", "inconclusive"]) == "compatible"
-    assert report.verdict_agreement(["supported, beyond the margin", "contradicted"]) == "conflict"
-    assert report.verdict_agreement(["equivalent", "supported, beyond the margin"]) == "conflict"
-    assert report.verdict_agreement(["equivalent", "equivalent"]) == "same"
+    assert replication.verdict_agreement(["supported", "inconclusive"]) == "compatible"
+    assert (
+        replication.verdict_agreement(["supported, beyond the margin", "contradicted"])
+        == "conflict"
+    )
+    assert (
+        replication.verdict_agreement(["equivalent", "supported, beyond the margin"]) == "conflict"
+    )
+    assert replication.verdict_agreement(["equivalent", "equivalent"]) == "same"
 
 
 def test_holm_matches_its_definition():
@@ -163,15 +225,27 @@ def test_cell_bootstrap_matches_resampling_image_indices_class_by_class():
     correct_a = rng.integers(0, 3, 400) / 2  # fractions of two seeds
     correct_b = np.clip(correct_a + rng.choice([0, 0.5], 400, p=[0.8, 0.2]), 0, 1)
     members = [np.flatnonzero(labels == k) for k in range(7)]
-    index = np.concatenate([rng.choice(m, size=(20_000, len(m))) for m in members], axis=1)  # labels keep their order
+    index = np.concatenate(
+        [rng.choice(m, size=(20_000, len(m))) for m in members], axis=1
+    )  # labels keep their order
 
     def aa(correct):  # mean over classes of each resample's per-class accuracy
         return np.mean([correct[index][:, labels == k].mean(1) for k in range(7)], axis=0)
 
-    for metric, brute in (("oa", correct_b[index].mean(1) - correct_a[index].mean(1)), ("aa", aa(correct_b) - aa(correct_a))):
-        result = paired_bootstrap_correct(labels, correct_a, correct_b, metric=metric, resamples=20_000, seed=1)
+    for metric, brute in (
+        ("oa", correct_b[index].mean(1) - correct_a[index].mean(1)),
+        ("aa", aa(correct_b) - aa(correct_a)),
+    ):
+        result = paired_bootstrap_correct(
+            labels, correct_a, correct_b, metric=metric, resamples=20_000, seed=1
+        )
         low, high = np.percentile(brute, [2.5, 97.5])
-        assert abs(result.low - low) < 0.004 and abs(result.high - high) < 0.004, (metric, result, low, high)
+        assert abs(result.low - low) < 0.004 and abs(result.high - high) < 0.004, (
+            metric,
+            result,
+            low,
+            high,
+        )
 
 
 def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seeds():
@@ -180,15 +254,27 @@ def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seed
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 7, 3000)
     baseline = rng.random(3000) < 0.85
-    steady = np.stack([baseline | (rng.random(3000) < 0.05)] * 2)  # two seeds that agree on every image
+    steady = np.stack(
+        [baseline | (rng.random(3000) < 0.05)] * 2
+    )  # two seeds that agree on every image
     alone = paired_bootstrap_correct(labels, baseline, steady.mean(0))
     pooled = seed_pooled_interval(labels, np.stack([baseline] * 2), steady)
-    assert pooled.difference == pytest.approx(alone.difference) and pooled.seed_variance == 0 and pooled.interaction_variance == 0
-    assert pooled.high - pooled.low == pytest.approx(alone.high - alone.low, rel=0.1)  # no seed spread: the test interval
-    apart = np.stack([baseline | (rng.random(3000) < 0.01), baseline | (rng.random(3000) < 0.09)])  # gains of ~0.15 and ~1.3 points
+    assert (
+        pooled.difference == pytest.approx(alone.difference)
+        and pooled.seed_variance == 0
+        and pooled.interaction_variance == 0
+    )
+    assert pooled.high - pooled.low == pytest.approx(
+        alone.high - alone.low, rel=0.1
+    )  # no seed spread: the test interval
+    apart = np.stack(
+        [baseline | (rng.random(3000) < 0.01), baseline | (rng.random(3000) < 0.09)]
+    )  # gains of ~0.15 and ~1.3 points
     wide = seed_pooled_interval(labels, np.stack([baseline] * 2), apart)
     narrow = paired_bootstrap_correct(labels, baseline, apart.mean(0))
-    assert wide.high - wide.low > 4 * (narrow.high - narrow.low)  # one degree of freedom for the seed term
+    assert wide.high - wide.low > 4 * (
+        narrow.high - narrow.low
+    )  # one degree of freedom for the seed term
     assert (wide.p_value < 0.05) == wide.excludes_zero
     with pytest.raises(ValueError, match="pair up"):
         seed_pooled_interval(labels, np.stack([baseline] * 2), apart[:1])
@@ -213,7 +299,11 @@ def test_the_interval_covers_the_truth_where_the_old_one_did_not():
     """A fast version of benchmarks/stats_coverage.py: three settings where the previous interval missed 2-3 times too
     often (seed effects of 1 point with 2 and 5 seeds, per-seed baselines with 3)."""
     coverage = _coverage_module()
-    settings = [coverage.Setting(2, 1.0, "frozen", 0.3), coverage.Setting(5, 1.0, "frozen", 0.0), coverage.Setting(3, 0.3, "per-seed", 0.3)]
+    settings = [
+        coverage.Setting(2, 1.0, "frozen", 0.3),
+        coverage.Setting(5, 1.0, "frozen", 0.0),
+        coverage.Setting(3, 0.3, "per-seed", 0.3),
+    ]
     rows = [coverage.coverage(s, 250, seed=i, metrics=("oa",)) for i, s in enumerate(settings)]
     miss = np.mean([r["OA miss"] for r in rows])
     before = np.mean([r["OA miss before"] for r in rows])
@@ -224,7 +314,7 @@ def test_the_interval_covers_the_truth_where_the_old_one_did_not():
 def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
     """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any false supported or
     contradicted verdict among them at most 5% (here well under, as two-seed intervals are conservative)."""
-    from fer_lib import report
+    from fer_lib import verdicts
     from fer_lib.stats import seed_pooled_interval
 
     coverage = _coverage_module()
@@ -237,9 +327,24 @@ def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
         for k in range(7):
             labels, baseline, method = population.draw(rng)
             result = seed_pooled_interval(labels, baseline, method)
-            tests.append(report.ClaimTest(f"c{k}", "claims", 1, result.p_value, 1.0, 1.0, result.difference, result.low, result.high, np.nan, "", ""))
-        verdicts = report.decide(tests)
-        false_family += any(v.startswith(("supported", "contradicted")) for v in verdicts)
+            tests.append(
+                verdicts.ClaimTest(
+                    f"c{k}",
+                    "claims",
+                    1,
+                    result.p_value,
+                    1.0,
+                    1.0,
+                    result.difference,
+                    result.low,
+                    result.high,
+                    np.nan,
+                    "",
+                    "",
+                )
+            )
+        decided = verdicts.decide(tests)
+        false_family += any(v.startswith(("supported", "contradicted")) for v in decided)
         false_alone += any(t.p_two < 0.05 for t in tests)
     assert false_family / replicates <= 0.06
     assert false_alone > false_family  # without the adjustment the family errs more often
@@ -249,9 +354,13 @@ def test_seeds_needed_grow_as_the_effect_shrinks():
     from fer_lib.stats import seed_pooled_interval, seeds_needed
 
     coverage = _coverage_module()
-    labels, baseline, method = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.3)).draw(np.random.default_rng(1))
+    labels, baseline, method = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.3)).draw(
+        np.random.default_rng(1)
+    )
     result = seed_pooled_interval(labels, baseline, method)
     few, many = seeds_needed(result, 0.02), seeds_needed(result, 0.006)
     assert few is not None and many is not None and 2 <= few < many
-    assert seeds_needed(result, 0.0001) is None  # below what 3,068 test images resolve, however many seeds
+    assert (
+        seeds_needed(result, 0.0001) is None
+    )  # below what 3,068 test images resolve, however many seeds
     assert seeds_needed(result, 0.0001, test_images_scale=1e4) is not None

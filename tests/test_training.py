@@ -29,11 +29,15 @@ def one_thread():
 
 
 def baseline_config(**overrides):
-    return T.BaselineConfig(**{**dict(input_size=SIZE, width=4, epochs=2, batch_size=8, val_fraction=0.3), **overrides})
+    return T.BaselineConfig(
+        **{**dict(input_size=SIZE, width=4, epochs=2, batch_size=8, val_fraction=0.3), **overrides}
+    )
 
 
 def fusion_config(**overrides):
-    return T.FusionConfig(**{**dict(width=2, epochs=2, batch_size=8, val_fraction=0.3), **overrides})
+    return T.FusionConfig(
+        **{**dict(width=2, epochs=2, batch_size=8, val_fraction=0.3), **overrides}
+    )
 
 
 def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
@@ -42,7 +46,9 @@ def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
     assert not model.training and model.width == 4
     history = pd.read_csv(tmp_path / "a" / "history.csv")
     assert len(history) == 2 and (history["seconds"] > 0).all()
-    assert history.drop(columns="seconds").equals(pd.read_csv(tmp_path / "b" / "history.csv").drop(columns="seconds"))  # wall time aside
+    assert history.drop(columns="seconds").equals(
+        pd.read_csv(tmp_path / "b" / "history.csv").drop(columns="seconds")
+    )  # wall time aside
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
     split = (tmp_path / "a" / "split.json").read_text()
@@ -51,7 +57,9 @@ def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
 
 @pytest.mark.parametrize("ema", [None, 0.9])
 def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, monkeypatch, ema):
-    full = T.train_baseline(tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "full", progress=False)
+    full = T.train_baseline(
+        tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "full", progress=False
+    )
     calls = {"n": 0}
     original = T.baseline_logits
 
@@ -63,25 +71,41 @@ def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, m
 
     monkeypatch.setattr(T, "baseline_logits", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        T.train_baseline(tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "cut", progress=False)
+        T.train_baseline(
+            tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "cut", progress=False
+        )
     monkeypatch.setattr(T, "baseline_logits", original)
     assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 1
-    resumed = T.train_baseline(tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "cut", progress=False)
-    assert pd.read_csv(tmp_path / "cut" / "history.csv").drop(columns="seconds").equals(pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="seconds"))
+    resumed = T.train_baseline(
+        tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "cut", progress=False
+    )
+    assert (
+        pd.read_csv(tmp_path / "cut" / "history.csv")
+        .drop(columns="seconds")
+        .equals(pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="seconds"))
+    )
     for key, value in full.state_dict().items():
         assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-6), key
 
 
 def test_the_moving_average_is_what_an_averaged_baseline_keeps(tiny_split, tmp_path):
     raw = T.train_baseline(tiny_split, baseline_config(epochs=1), tmp_path / "raw", progress=False)
-    averaged = T.train_baseline(tiny_split, baseline_config(epochs=1, ema=0.5), tmp_path / "ema", progress=False)
+    averaged = T.train_baseline(
+        tiny_split, baseline_config(epochs=1, ema=0.5), tmp_path / "ema", progress=False
+    )
     last = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
     raw_last = torch.load(tmp_path / "raw" / "last.pt", weights_only=True)
-    assert torch.equal(last["model"]["fc.weight"], raw_last["model"]["fc.weight"])  # the same training steps
+    assert torch.equal(
+        last["model"]["fc.weight"], raw_last["model"]["fc.weight"]
+    )  # the same training steps
     assert not torch.equal(last["average"]["module.fc.weight"], last["model"]["fc.weight"])
-    kept = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)["model_state_dict"]  # one epoch: it is the kept one
+    kept = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)[
+        "model_state_dict"
+    ]  # one epoch: it is the kept one
     assert torch.equal(kept["fc.weight"], last["average"]["module.fc.weight"])
-    assert torch.equal(averaged.fc.weight, kept["fc.weight"]) and not torch.equal(averaged.fc.weight, raw.fc.weight)
+    assert torch.equal(averaged.fc.weight, kept["fc.weight"]) and not torch.equal(
+        averaged.fc.weight, raw.fc.weight
+    )
 
 
 def test_another_config_in_the_same_folder_is_refused(tiny_split, tmp_path):
@@ -96,8 +120,13 @@ def test_fusion_trains_from_cache_and_leaves_the_baseline_untouched(tiny_split, 
     before = {k: v.clone() for k, v in baseline.state_dict().items()}
     cache = T.rgb_feature_cache(baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False)
     assert cache.shape == (2, len(tiny_split), 25)
-    assert torch.equal(T.rgb_feature_cache(baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False), cache)
-    model = T.train_fusion(baseline, tiny_split, cache, fusion_config(), tmp_path / "fusion", progress=False)
+    assert torch.equal(
+        T.rgb_feature_cache(baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False),
+        cache,
+    )
+    model = T.train_fusion(
+        baseline, tiny_split, cache, fusion_config(), tmp_path / "fusion", progress=False
+    )
     for key, value in model.baseline.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert all(not p.requires_grad for p in model.baseline.parameters())
@@ -127,7 +156,12 @@ def test_fusion_runs_are_deterministic(tiny_split, tmp_path):
     torch.manual_seed(0)
     baseline = M.ARMNet(SIZE, width=4).eval()
     cache = T.rgb_feature_cache(baseline, tiny_split, progress=False)
-    runs = [T.train_fusion(baseline, tiny_split, cache, fusion_config(seed=3), tmp_path / f"r{i}", progress=False) for i in range(2)]
+    runs = [
+        T.train_fusion(
+            baseline, tiny_split, cache, fusion_config(seed=3), tmp_path / f"r{i}", progress=False
+        )
+        for i in range(2)
+    ]
     histories = [pd.read_csv(tmp_path / f"r{i}" / "history.csv") for i in range(2)]
     assert histories[0].drop(columns="seconds").equals(histories[1].drop(columns="seconds"))
     a, b = (T.predict_fusion(m, tiny_split, cache, fusion_config()).fused for m in runs)
@@ -144,7 +178,11 @@ def test_fused_model_starts_as_the_baseline(tiny_split):
     torch.testing.assert_close(out.fused_logits, out.rgb_logits, atol=1e-5, rtol=0)
     random_init = M.FusionModel(baseline, width=2, init_from_baseline=False).eval()
     with torch.no_grad():
-        assert not torch.allclose(random_init(D.normalise(tiny_split.images[:5]), heat).fused_logits, out.rgb_logits, atol=1e-3)
+        assert not torch.allclose(
+            random_init(D.normalise(tiny_split.images[:5]), heat).fused_logits,
+            out.rgb_logits,
+            atol=1e-3,
+        )
 
 
 @pytest.mark.parametrize("affinity", ["batch", "fixed"])
@@ -161,7 +199,9 @@ def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_p
     if affinity == "fixed":
         baseline.set_affinity("fixed")
     direct = np.empty_like(cached)
-    direct[order] = T.baseline_logits(baseline, tiny_split.images[torch.as_tensor(order)], 4).softmax(1).numpy()
+    direct[order] = (
+        T.baseline_logits(baseline, tiny_split.images[torch.as_tensor(order)], 4).softmax(1).numpy()
+    )
     baseline.set_affinity("batch")
     np.testing.assert_allclose(cached, direct, atol=1e-5)
 
@@ -176,6 +216,8 @@ def test_a_setting_added_later_counts_as_its_default_in_older_runs(tmp_path):
 
     older = {k: v for k, v in dataclasses.asdict(T.BaselineConfig()).items() if k != "augmentation"}
     (tmp_path / "config.json").write_text(json.dumps(older))
-    T._check_config(tmp_path, T.BaselineConfig())  # the older run trained with what is now the default
+    T._check_config(
+        tmp_path, T.BaselineConfig()
+    )  # the older run trained with what is now the default
     with pytest.raises(ValueError, match="differs in: augmentation"):
         T._check_config(tmp_path, T.BaselineConfig(augmentation="upstream"))

@@ -1,0 +1,468 @@
+"""AffectNet (Mollahosseini et al., 2017) in either of its releases, read from its own files.
+
+- The CSV release: ``Manually_Annotated_Images/<dir>/<hash>.jpg`` with ``training.csv`` and ``validation.csv``
+  (in ``Manually_Annotated_file_lists/`` or beside the images), columns ``subDirectory_filePath, face_x, face_y,
+  face_width, face_height, facial_landmarks, expression, valence, arousal``; the landmarks are 68 iBUG points as
+  one ``x1;y1;...`` string in the original image's pixels.
+- The numpy release: ``train_set/`` and ``val_set/``, each with ``images/N.jpg`` (224x224 crops) and
+  ``annotations/N_exp.npy``, ``N_lnd.npy`` (68 points), ``N_val.npy``, ``N_aro.npy``; no face box.
+
+Protocol, as in every AffectNet paper: the validation set is the test split; expressions 8-10 (None,
+Uncertain, No-Face) are excluded and counted; Contempt (7) is kept for AffectNet-8 (the default) and excluded,
+counted, for AffectNet-7. The numpy release's class order is not the CSV release's in every copy (repacks use
+alphabetical order): ``class_order="auto"`` takes the order in which Happy, by far the largest training class,
+has the largest code, and says so; a copy where that does not decide is refused, asking for ``class_order``.
+
+Both readers stream: the CSV is read row by row, the numpy release one sample's files at a time. The numpy reader
+keeps one small integer per sample (its expression code, which the class-order detection needs before any sample
+is labelled), never its image or landmarks.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fer_lib import rafdb
+from fer_lib.layouts import (
+    AFFECTNET_LIST_DIRS,
+    Counts,
+    DataSetError,
+    Decoder,
+    Sample,
+    class_index,
+    parse_points68,
+    project_classes,
+)
+
+# The CSV release's codes 0..10, named as the project names classes.
+CODES = (
+    "Neutral",
+    "Happiness",
+    "Sadness",
+    "Surprise",
+    "Fear",
+    "Disgust",
+    "Anger",
+    "Contempt",
+    "None",
+    "Uncertain",
+    "No-Face",
+)
+EXCLUDED_CODES = {8: "None", 9: "Uncertain", 10: "No-Face"}
+# some repacks' order; codes 8-10, where present, are kept as AffectNet's (None, Uncertain, No-Face)
+ALPHABETICAL = (
+    "Anger",
+    "Contempt",
+    "Disgust",
+    "Fear",
+    "Happiness",
+    "Neutral",
+    "Sadness",
+    "Surprise",
+    *CODES[8:],
+)
+CLASS_ORDERS = ("auto", "affectnet", "alphabetical")
+COLUMNS = (
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+)
+IMAGES_DIR = "Manually_Annotated_Images"
+LIST_FILES = {"train": "training.csv", "test": "validation.csv"}
+NPY_SPLITS = {"train": "train_set", "test": "val_set"}
+
+
+def _class_count(classes: int) -> int:
+    if classes not in (7, 8):
+        raise DataSetError([f"AffectNet is read with 7 or 8 classes, got {classes}"])
+    return classes
+
+
+def _label_of(
+    code: int, names: tuple[str, ...], index: dict[str, int], counts: Counts
+) -> int | None:
+    """The project's label for a data set code, or None (counted in ``counts.excluded``) when the protocol drops it."""
+    name = names[code]
+    if code in EXCLUDED_CODES:
+        counts.exclude(f"expression {code} ({name}): not an expression class (AffectNet protocol)")
+        return None
+    if name not in index:
+        counts.exclude(
+            f"expression {code} ({name}): not among the {len(index)} classes (AffectNet-{len(index)})"
+        )
+        return None
+    return index[name]
+
+
+class AffectNetCsv:
+    """The CSV release. ``classes`` 8 (AffectNet-8, the default) or 7 (Contempt excluded)."""
+
+    layout = "AffectNet (CSV release)"
+
+    def __init__(self, root: Path, classes: int = 8, **_):
+        self.root = Path(root)
+        self.classes = project_classes(_class_count(classes) == 8)
+        self.index = class_index(self.classes)
+        self.lists = {split: self._find_list(split) for split in LIST_FILES}
+
+    def list_file(self, split: str) -> Path:
+        return self.lists[split]  # found once: it is named in every row's messages
+
+    def _find_list(self, split: str) -> Path:
+        for folder in (*AFFECTNET_LIST_DIRS, "."):
+            path = self.root / folder / LIST_FILES[split]
+            if path.exists():
+                return path
+        return self.root / AFFECTNET_LIST_DIRS[0] / LIST_FILES[split]
+
+    def _rows(self, split: str, problems: list[str]) -> Iterator[tuple[int, dict]]:
+        """(line number, row) of a list file, streamed; a missing file or column goes to ``problems``."""
+        path = self.list_file(split)
+        if not path.exists():
+            problems.append(
+                f"{path}: missing. AffectNet's CSV release ships {LIST_FILES[split]} in "
+                f"{AFFECTNET_LIST_DIRS[0]}/; restore it from the archive."
+            )
+            return
+        with open(
+            path, newline="", encoding="utf-8-sig"
+        ) as handle:  # a byte-order mark is not part of the header
+            reader = csv.reader(handle)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                problems.append(
+                    f"{path}:1: missing column(s) {', '.join(missing)}; the header must be "
+                    f"{','.join(COLUMNS)}. Restore the file from AffectNet's archive."
+                )
+                return
+            for line, fields in enumerate(reader, start=2):
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    problems.append(
+                        f"{path}:{line}: {len(fields)} fields where the header has {len(header)}; "
+                        "the row is cut or holds a stray comma. Restore it from AffectNet's archive."
+                    )
+                    continue
+                yield line, dict(zip(header, fields))
+
+    def _parse(
+        self,
+        split: str,
+        line: int,
+        row: dict,
+        counts: Counts,
+        problems: list[str],
+        check_files: bool,
+    ):
+        """A Sample for one row, or None (a problem noted, or the row excluded and counted)."""
+        path = self.list_file(split)
+        try:
+            code = int(row["expression"])
+        except ValueError:
+            problems.append(
+                f"{path}:{line}: expression {row['expression']!r} is not a whole number 0..10"
+            )
+            return None
+        if not 0 <= code <= 10:
+            problems.append(
+                f"{path}:{line}: expression {code} is outside 0..10 (AffectNet's codes); fix or remove the row"
+            )
+            return None
+        label = _label_of(code, CODES, self.index, counts)
+        if label is None:
+            return None
+        try:
+            box = tuple(float(row[k]) for k in ("face_x", "face_y", "face_width", "face_height"))
+        except ValueError:
+            problems.append(
+                f"{path}:{line}: face box {[row[k] for k in ('face_x', 'face_y', 'face_width', 'face_height')]} "
+                "is not four numbers"
+            )
+            return None
+        points = parse_points68(row["facial_landmarks"])
+        if points is None:
+            found = len(row["facial_landmarks"].replace(";", " ").split())
+            problems.append(
+                f"{path}:{line}: facial_landmarks holds {found} values, not 136 numbers (68 points x, y); "
+                "restore the row from AffectNet's archive"
+            )
+            return None
+        image = self.root / IMAGES_DIR / row["subDirectory_filePath"].strip()
+        if check_files and not image.is_file():
+            problems.append(
+                f"{path}:{line}: image {image} missing. Restore it from Manually_Annotated_Images, or "
+                "remove the row."
+            )
+            return None
+        return Sample(
+            split,
+            label,
+            f"{path.name}:{line}",
+            str(code),
+            path=str(image),
+            points68=points,
+            box=box,
+        )
+
+    def _walk(
+        self, counts: Counts, problems: list[str], check_files: bool, progress: bool
+    ) -> Iterator[Sample]:
+        if not (self.root / IMAGES_DIR).is_dir() and check_files:
+            problems.append(
+                f"{self.root / IMAGES_DIR}: missing. AffectNet's CSV release keeps its images there."
+            )
+            return
+        for split in ("train", "test"):
+            rows = self._rows(split, problems)
+            for line, row in tqdm(
+                rows,
+                desc=f"AffectNet {LIST_FILES[split]}",
+                unit="row",
+                disable=not progress,
+                leave=False,
+                mininterval=0.5,
+            ):
+                sample = self._parse(split, line, row, counts, problems, check_files)
+                if sample is not None:
+                    counts.add(split, sample.label)
+                    yield sample
+
+    def check(
+        self, *, decode_images: bool = True, progress: bool = True, check_files: bool = True
+    ) -> rafdb.CheckReport:
+        """Every row read and checked (streamed); images decoded when ``decode_images``."""
+        counts, problems = Counts(self.classes), []
+        with Decoder(decode_images, problems) as decoder:
+            for sample in self._walk(counts, problems, check_files, progress):
+                decoder.add(Path(sample.path), sample.source)
+        return rafdb.CheckReport(
+            self.root,
+            counts.train,
+            counts.test,
+            problems,
+            [],
+            self.classes,
+            self.layout,
+            counts.excluded,
+            self.protocol(),
+        )
+
+    def samples(self) -> Iterator[Sample]:
+        yield from self._walk(Counts(self.classes), [], True, False)
+
+    def protocol(self) -> list[str]:
+        return _protocol(self.classes, "validation.csv")
+
+
+def _protocol(classes: tuple[str, ...], test: str) -> list[str]:
+    eight = rafdb.CONTEMPT in classes
+    return [
+        f"protocol: AffectNet-{len(classes)}; {test} is the test split, as in every AffectNet paper; expressions "
+        f"8-10 (None, Uncertain, No-Face) excluded; Contempt {'kept' if eight else 'excluded'}",
+        "protocol: the training set is unbalanced (Happy about 134k, Contempt about 4k); peers train with a "
+        "class-balanced sampler, which this project does not (its validation split is stratified)",
+    ]
+
+
+class AffectNetNpy:
+    """The numpy release (``train_set/``, ``val_set/``). ``class_order`` auto (decided from the training set),
+    affectnet (the CSV release's codes) or alphabetical (Anger, Contempt, Disgust, ..., as some repacks)."""
+
+    layout = "AffectNet (numpy release)"
+
+    def __init__(self, root: Path, classes: int = 8, class_order: str = "auto", **_):
+        self.root = Path(root)
+        self.classes = project_classes(_class_count(classes) == 8)
+        self.index = class_index(self.classes)
+        if class_order not in CLASS_ORDERS:
+            raise DataSetError(
+                [f"class order {class_order!r} is not one of {', '.join(CLASS_ORDERS)}"]
+            )
+        self.class_order = class_order
+        self.order_note = ""
+
+    def _ids(self, split: str, problems: list[str]) -> list[str]:
+        """The sample numbers of a split whose image and annotations are all there (the rest go to ``problems``)."""
+        folder = self.root / NPY_SPLITS[split]
+        try:
+            images = {
+                Path(e.name).stem for e in os.scandir(folder / "images") if e.name.endswith(".jpg")
+            }
+            annotations = {e.name for e in os.scandir(folder / "annotations")}
+        except FileNotFoundError as error:
+            problems.append(
+                f"{error.filename}: missing. AffectNet's numpy release holds {NPY_SPLITS[split]}/images/ "
+                "and annotations/."
+            )
+            return []
+        labelled = {name[: -len("_exp.npy")] for name in annotations if name.endswith("_exp.npy")}
+        for n in sorted(images - labelled, key=_number):
+            problems.append(
+                f"{folder / 'annotations' / (n + '_exp.npy')}: missing for images/{n}.jpg (the row counts "
+                "of images/ and annotations/ differ). Restore it, or remove the image."
+            )
+        for n in sorted(labelled - images, key=_number):
+            problems.append(
+                f"{folder / 'images' / (n + '.jpg')}: missing, but annotations/{n}_exp.npy exists (the row "
+                "counts of images/ and annotations/ differ). Restore the image, or remove its annotations."
+            )
+        ids = sorted(images & labelled, key=_number)
+        for n in ids:
+            if f"{n}_lnd.npy" not in annotations:
+                problems.append(
+                    f"{folder / 'annotations' / (n + '_lnd.npy')}: missing (the 68 landmarks of "
+                    f"images/{n}.jpg). Restore it from the archive."
+                )
+        return ids
+
+    def _read(self, split: str, n: str, problems: list[str]) -> tuple[int, np.ndarray] | None:
+        folder = self.root / NPY_SPLITS[split] / "annotations"
+        try:
+            code = int(np.asarray(np.load(folder / f"{n}_exp.npy", allow_pickle=False)).item())
+        except (OSError, ValueError, TypeError) as error:
+            problems.append(
+                f"{folder / (n + '_exp.npy')}: not one whole number ({error}); restore it from the archive"
+            )
+            return None
+        if not 0 <= code <= 10:
+            problems.append(
+                f"{folder / (n + '_exp.npy')}: expression {code} is outside 0..10; fix or remove the sample"
+            )
+            return None
+        try:
+            points = np.asarray(
+                np.load(folder / f"{n}_lnd.npy", allow_pickle=False), dtype=np.float64
+            )
+        except (OSError, ValueError, TypeError) as error:
+            problems.append(
+                f"{folder / (n + '_lnd.npy')}: unreadable ({error}); restore it from the archive"
+            )
+            return None
+        if points.size != 136 or not np.isfinite(points).all():
+            problems.append(
+                f"{folder / (n + '_lnd.npy')}: {points.size} values, not 136 finite numbers (68 points); "
+                "restore it from the archive"
+            )
+            return None
+        return code, points.reshape(68, 2)
+
+    def _scan(self, progress: bool) -> tuple[dict, list[str]]:
+        """Codes and problems of every sample: {(split, n): code}."""
+        problems, codes = [], {}
+        for split in ("train", "test"):
+            for n in tqdm(
+                self._ids(split, problems),
+                desc=f"AffectNet {NPY_SPLITS[split]}",
+                unit="img",
+                disable=not progress,
+                leave=False,
+                mininterval=0.5,
+            ):
+                read = self._read(split, n, problems)
+                if read is not None:
+                    codes[(split, n)] = read[0]
+        return codes, problems
+
+    def _names(self, codes: dict, problems: list[str]) -> tuple[str, ...]:
+        """The class names of the codes: the order asked for, or the one ``auto`` detects (noted in ``order_note``)."""
+        if self.class_order == "affectnet":
+            self.order_note = "class order: AffectNet's (0 Neutral, 1 Happy, ...), as asked"
+            return CODES
+        if self.class_order == "alphabetical":
+            self.order_note = "class order: alphabetical (0 Anger, 1 Contempt, ...), as asked"
+            return ALPHABETICAL
+        train = np.bincount(
+            [c for (split, _), c in codes.items() if split == "train"], minlength=11
+        )
+        largest = int(train.argmax()) if train.sum() else -1
+        if largest == CODES.index("Happiness"):
+            self.order_note = (
+                f"class order: AffectNet's (0 Neutral, 1 Happy, ...), detected: code 1 is the largest "
+                f"training class ({train[1]} images), as Happy is in AffectNet"
+            )
+            return CODES
+        if largest == ALPHABETICAL.index("Happiness"):
+            self.order_note = (
+                f"class order: alphabetical (0 Anger, 1 Contempt, ...), detected: code 4 is the largest "
+                f"training class ({train[4]} images), as Happy is in AffectNet"
+            )
+            return ALPHABETICAL
+        problems.append(
+            f"{self.root}: cannot tell this copy's class order (the largest training class has code "
+            f"{largest}, where Happy is 1 in AffectNet's order and 4 in alphabetical order). Pass "
+            "--class-order affectnet or --class-order alphabetical."
+        )
+        return CODES
+
+    def _prepare(self, progress: bool) -> tuple[dict, tuple[str, ...], list[str]]:
+        codes, problems = self._scan(progress)
+        names = self._names(codes, problems)
+        bad = [c for c in set(codes.values()) if c >= len(names)]
+        if bad:
+            order = self.order_note.split(",")[0]
+            problems.append(
+                f"{self.root}: expression codes {sorted(bad)} do not exist in the {order}"
+            )
+        return codes, names, problems
+
+    def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
+        codes, names, problems = self._prepare(progress)
+        counts = Counts(self.classes)
+        with Decoder(decode_images, problems) as decoder:
+            for (split, n), code in codes.items():
+                if code >= len(names):
+                    continue
+                label = _label_of(code, names, self.index, counts)
+                if label is not None:
+                    counts.add(split, label)
+                    decoder.add(self.root / NPY_SPLITS[split] / "images" / f"{n}.jpg")
+        return rafdb.CheckReport(
+            self.root,
+            counts.train,
+            counts.test,
+            problems,
+            [],
+            self.classes,
+            self.layout,
+            counts.excluded,
+            self.protocol(),
+        )
+
+    def samples(self) -> Iterator[Sample]:
+        codes, names, _ = self._prepare(False)
+        counts = Counts(self.classes)
+        for (split, n), code in codes.items():
+            label = _label_of(code, names, self.index, counts)
+            if label is None:
+                continue
+            read = self._read(split, n, [])
+            folder = self.root / NPY_SPLITS[split]
+            yield Sample(
+                split,
+                label,
+                f"{NPY_SPLITS[split]}/images/{n}.jpg",
+                str(code),
+                path=str(folder / "images" / f"{n}.jpg"),
+                points68=read[1],
+            )
+
+    def protocol(self) -> list[str]:
+        return _protocol(self.classes, "val_set") + ([self.order_note] if self.order_note else [])
+
+
+def _number(name: str) -> tuple[int, str]:
+    return (int(name), name) if name.isdigit() else (1 << 62, name)

@@ -1,0 +1,206 @@
+"""Do a run's findings hold with other seeds or on another CPU? Two finished runs side by side (their headline numbers
+and verdicts), a run's replicate found among its siblings, and the comparison recorded with the figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fer_lib.verdicts import EQUIVALENCE_MARGIN, MARGIN_REASON, PRIMARY_CLAIM
+
+# -- do the findings hold on another seed or CPU? -----------------------------------------------------------
+
+HEADLINE_TOLERANCE = 0.01  # headline OA values of two runs of one profile must agree within this
+
+
+def _run_summary(run_dir: Path) -> dict:
+    """The verdicts and headline numbers of one finished run, read from its saved tables and run_info.json."""
+    import json
+
+    run_dir = Path(run_dir)
+    tables = run_dir / "tables"
+    missing = [
+        name
+        for name in ("claims.csv", "table6_overall.csv", "branch_accuracy.csv")
+        if not (tables / name).exists()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{run_dir} has no finished report ({', '.join(missing)} missing in {tables}); run ./run_all.sh for it first"
+        )
+    info_path = run_dir / "run_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    settings = (
+        json.loads((run_dir / "settings.json").read_text())
+        if (run_dir / "settings.json").exists()
+        else {}
+    )
+    table6 = pd.read_csv(tables / "table6_overall.csv").set_index("model")
+    branch = pd.read_csv(tables / "branch_accuracy.csv")
+    claims_frame = pd.read_csv(tables / "claims.csv")
+    return {
+        "run": run_dir.name,
+        "cpu": info.get("cpu", "unknown"),
+        "commit": info.get("commit", "unknown"),
+        "seeds": ", ".join(map(str, _seed_list(settings))),
+        "headline": {
+            "baseline OA": float(table6.loc["baseline", "oa_top1"]),
+            "proposed OA": float(table6.loc["proposed", "oa_top1"]),
+        },
+        "also": {
+            "landmark-only OA": float(branch["landmark only"].mean()),
+            "baseline AA": float(table6.loc["baseline", "aa"]),
+            "proposed AA": float(table6.loc["proposed", "aa"]),
+        },
+        "verdicts": dict(zip(claims_frame["claim"], claims_frame["verdict"])),
+    }
+
+
+def _seed_list(settings: dict) -> list[int]:
+    offset, seeds = int(settings.get("seed_offset", 0)), int(settings.get("seeds", 0))
+    return list(range(offset, offset + seeds))
+
+
+def verdict_agreement(verdicts: list[str]) -> str:
+    """Whether the verdicts of one claim in several runs agree: "same"; "compatible" where only inconclusive ones
+    differ from the rest; "conflict" where one run supports what another contradicts, or finds equivalence where
+    another finds a difference beyond the margin."""
+    if len(set(verdicts)) == 1:
+        return "same"
+    words = {v.split(",")[0] for v in verdicts}
+    equal = any(v == "equivalent" or "smaller than the margin" in v for v in verdicts)
+    beyond = any("beyond the margin" in v for v in verdicts)
+    if {"supported", "contradicted"} <= words or (equal and beyond) or "missing" in words:
+        return "conflict"
+    return "compatible"
+
+
+def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
+    """One row per headline number and per claim: each run's value or verdict, and whether they agree
+    (``verdict_agreement``; Table 6's OA values within ``HEADLINE_TOLERANCE``). The first rows name each run's CPU,
+    commit and seeds; landmark-only OA and AA are shown with their spread, unjudged."""
+    runs = [_run_summary(d) for d in run_dirs]
+    names = [f"{r['run']}" for r in runs]
+    rows = [
+        {"quantity": key, **{n: r[key] for n, r in zip(names, runs)}, "agree": ""}
+        for key in ("cpu", "commit")
+    ]
+    rows[0]["quantity"], rows[1]["quantity"] = "CPU", "commit"
+    rows.append(
+        {"quantity": "training seeds", **{n: r["seeds"] for n, r in zip(names, runs)}, "agree": ""}
+    )
+    for key in runs[0]["headline"]:
+        values = [r["headline"][key] for r in runs]
+        rows.append(
+            {
+                "quantity": key,
+                **{n: f"{v:.4f}" for n, v in zip(names, values)},
+                "agree": "yes"
+                if max(values) - min(values) <= HEADLINE_TOLERANCE
+                else f"no (spread {max(values) - min(values):.4f})",
+            }
+        )
+    for key in runs[0]["also"]:  # shown, not judged: only Table 6's OA values are the headline
+        values = [r["also"][key] for r in runs]
+        rows.append(
+            {
+                "quantity": key,
+                **{n: f"{v:.4f}" for n, v in zip(names, values)},
+                "agree": f"(spread {max(values) - min(values):.4f})",
+            }
+        )
+    for claim in runs[0]["verdicts"]:
+        verdicts = [r["verdicts"].get(claim, "missing") for r in runs]
+        rows.append(
+            {
+                "quantity": f"claim: {claim}",
+                **dict(zip(names, verdicts)),
+                "agree": verdict_agreement(verdicts),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+VERDICT_RULES = f"""\
+**How to read a verdict.** Each claim compares two training methods on the same test images. The verdict reads
+the *method-level* interval (the seeds pooled): it counts both sources of chance, the test images drawn and the
+training seeds, from variance components (image, seed, their interaction counted once), with a quantile that knows
+how few seeds there are, so with two seeds it is wide, honestly. Its coverage was measured by simulation with known
+truth (`benchmarks/stats_coverage.py`).
+- **supported** / **contradicted**: the difference is surely on the claim's side of zero, or on the other side;
+- **equivalent**: the difference lies within +-{100 * EQUIVALENCE_MARGIN:.1f} points, the smallest difference of
+  interest (two one-sided tests); "supported, smaller than the margin" and "supported, beyond the margin" say both;
+- **inconclusive**: none of these. The column *resolution* says the smallest difference the run would detect
+  (80% power): an inconclusive verdict with a resolution of 2 points says nothing about a 0.3-point effect.
+
+The margin: {MARGIN_REASON}
+
+The paper's headline ("{PRIMARY_CLAIM}") is the primary claim, tested at 5%. The other claims are one family:
+their p-values are Holm-adjusted, so that a false supported or contradicted verdict anywhere among them has at most
+a 5% chance. "w = 0.6 gives the largest gain" is its own family: supported only if w = 0.6 beats every other w,
+contradicted if another w beats it after Holm's adjustment over the comparisons. A claim read from one seed, or
+marked "these trained models" (RGB against landmarks: exact McNemar), is about the trained models, not the
+method. The column *per seed* gives those conditional tests for every claim. A verdict is a finding when a run of
+the same commit, data and settings with other seeds (`./run_all.sh --replicate`) does not conflict with it."""
+
+STABILITY_FILE = "seed_stability"  # <figures>/seed_stability.{csv,md}: written by `compare-runs` and `run_all.sh --replicate`
+
+
+def replicate_of(run_dir: Path) -> Path | None:
+    """Another finished run of the same commit, data and settings but other training seeds, beside ``run_dir``
+    (``runs/``): what the "same verdict with other seeds" column compares with."""
+    import json
+
+    run_dir = Path(run_dir)
+
+    def identity(folder: Path):
+        try:
+            info = json.loads((folder / "run_info.json").read_text())
+            settings = json.loads((folder / "settings.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if "uncommitted" in info.get("commit", "uncommitted") and not info.get("source"):
+            return None
+        same = {k: v for k, v in settings.items() if k != "seed_offset"}
+        return (
+            info.get("commit"),
+            info.get("source"),
+            info.get("data"),
+            json.dumps(same, sort_keys=True),
+            settings.get("seed_offset"),
+        )
+
+    mine = identity(run_dir)
+    if mine is None:
+        return None
+    for other in sorted(run_dir.parent.iterdir()):
+        if other == run_dir or not (other / "tables" / "claims.csv").exists():
+            continue
+        theirs = identity(other)
+        if theirs is not None and theirs[:4] == mine[:4] and theirs[4] != mine[4]:
+            return other
+    return None
+
+
+def recorded_stability(figures_dir: Path) -> pd.DataFrame | None:
+    """The comparison recorded in ``<figures>/seed_stability.csv`` (committed for the demo), if one was made."""
+    path = Path(figures_dir) / f"{STABILITY_FILE}.csv"
+    return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
+
+
+def findings(claims_frame: pd.DataFrame, stability: pd.DataFrame | None) -> pd.DataFrame:
+    """The claims with a column saying whether a replicate of this run with other seeds (``stability_table`` of this
+    run and ``replicate_of`` it, computed now) agrees: "same", "compatible" (only inconclusive verdicts differ) or
+    "conflict"; "not checked" without a replicate. Only verdicts that hold are findings."""
+    out = claims_frame[["claim", "verdict"]].copy()
+    if stability is None:
+        out["same verdict with other seeds"] = "not checked"
+        return out
+    rows = stability.set_index("quantity")
+    agree = {
+        q.removeprefix("claim: "): a for q, a in rows["agree"].items() if q.startswith("claim: ")
+    }
+    out["same verdict with other seeds"] = [agree.get(c, "not checked") for c in out["claim"]]
+    return out
