@@ -75,10 +75,8 @@ def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_pat
     assert again.returncode == 0, again.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     skipped = [row["stage"] for row in report["stages"] if row["note"].startswith("skipped")]
-    assert (
-        "baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)"
-        in skipped
-    )
+    # which stages a 1-second budget leaves out depends on how fast this machine ran the ones before
+    assert skipped, "a budget the check cannot fit must skip stages and say so"
     assert {row["stage"]: row["seconds"] for row in report["stages"]}[
         "whole paper profile (estimate)"
     ] is None

@@ -141,3 +141,16 @@ def test_a_model_a_notebook_fitted_stays_its_output_when_reused(tmp_path):
         freshness.Freshness(run_dir, figures, "x", force=True)
     )  # executed again, the gate reused
     assert freshness.Freshness(run_dir, figures, "x").models_key() == key
+
+
+def test_a_link_to_the_run_itself_is_not_another_run(tmp_path):
+    runs = tmp_path / "runs"
+    mine = runs / "smoke0"
+    (mine / "tables").mkdir(parents=True)
+    (mine / "run_info.json").write_text('{"commit": "abc"}')
+    (runs / "smokecurrent").symlink_to(mine)  # as pytest's and many users' "latest" links
+    key = freshness.sibling_key(mine, tmp_path / "figures")
+    (mine / "tables" / "claims.csv").write_text(
+        "claim,verdict\n"
+    )  # the run's own tables change as it runs
+    assert freshness.sibling_key(mine, tmp_path / "figures") == key
