@@ -249,17 +249,7 @@ class AffectNetCsv:
         with Decoder(decode_images, problems) as decoder:
             for sample in self._walk(counts, problems, check_files, progress):
                 decoder.add(Path(sample.path), sample.source)
-        return rafdb.CheckReport(
-            self.root,
-            counts.train,
-            counts.test,
-            problems,
-            [],
-            self.classes,
-            self.layout,
-            counts.excluded,
-            self.protocol(),
-        )
+        return counts.check_report(self.root, problems, self.layout, self.protocol())
 
     def samples(self) -> Iterator[Sample]:
         yield from self._walk(Counts(self.classes), [], True, False)
@@ -430,17 +420,7 @@ class AffectNetNpy:
                 if label is not None:
                     counts.add(split, label)
                     decoder.add(self.root / NPY_SPLITS[split] / "images" / f"{n}.jpg")
-        return rafdb.CheckReport(
-            self.root,
-            counts.train,
-            counts.test,
-            problems,
-            [],
-            self.classes,
-            self.layout,
-            counts.excluded,
-            self.protocol(),
-        )
+        return counts.check_report(self.root, problems, self.layout, self.protocol())
 
     def samples(self) -> Iterator[Sample]:
         codes, names, _ = self._prepare(False)

@@ -195,17 +195,7 @@ class CkPlus:
         with Decoder(decode_images, problems) as decoder:
             for sample in self._walk(counts, problems, progress):
                 decoder.add(Path(sample.path))
-        return rafdb.CheckReport(
-            self.root,
-            counts.train,
-            counts.test,
-            problems,
-            [],
-            self.classes,
-            self.layout,
-            counts.excluded,
-            self.protocol(),
-        )
+        return counts.check_report(self.root, problems, self.layout, self.protocol())
 
     def samples(self) -> Iterator[Sample]:
         yield from self._walk(Counts(self.classes), [], False)

@@ -23,7 +23,9 @@ import torch
 
 from fer_lib import explain as E
 from fer_lib import training as T
+from fer_lib.experiment import canonical_weighting
 from fer_lib.io import BATCH_REPORT_ENV, save_torch
+from fer_lib.models import FusionOutput
 from fer_lib.rafdb import CLASSES
 
 # Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion_run``); the baseline is every run's RGB head
@@ -194,7 +196,7 @@ class ExplorerData:
             name
             for name, (weighting, w, variant) in MODELS.items()
             if (
-                self.ex.fusion_dir(*_canonical(weighting, w), seed, variant)
+                self.ex.fusion_dir(*canonical_weighting(weighting, w), seed, variant)
                 / "predictions_fused.csv"
             ).exists()
         ]
@@ -206,7 +208,7 @@ class ExplorerData:
         if (name, seed) in self._outputs:
             return self._outputs[(name, seed)]
         weighting, w, variant = MODELS[name]
-        folder = self.ex.fusion_dir(*_canonical(weighting, w), seed, variant)
+        folder = self.ex.fusion_dir(*canonical_weighting(weighting, w), seed, variant)
         if not (folder / "best.pt").exists():
             raise FileNotFoundError(
                 f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run ./run_all.sh (or "
@@ -222,8 +224,6 @@ class ExplorerData:
                 out = T.fusion_outputs(model, self.ex.test, self.ex.rgb_cache("test", seed), config)
             saved = {"stamp": stamp, **out._asdict()}
             save_torch(saved, path)
-        from fer_lib.models import FusionOutput
-
         out = FusionOutput(*(saved[field] for field in FusionOutput._fields))
         result = ModelOutputs(name, seed, model, config, folder, self.ex.test.labels.numpy(), out)
         self._outputs[(name, seed)] = result
@@ -323,12 +323,6 @@ class ExplorerData:
         )
         fig.tight_layout()
         return fig
-
-
-def _canonical(weighting: str, w: float) -> tuple[str, float]:
-    from fer_lib.experiment import canonical_weighting
-
-    return canonical_weighting(weighting, w)
 
 
 class Explorer:

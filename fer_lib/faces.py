@@ -366,15 +366,7 @@ def import_images(
         raise ImportProblem(
             f"{out} already holds a data set ({rafdb.LABEL_FILE}); choose an empty folder"
         )
-    for folder in (
-        rafdb.ORIGINAL_DIR,
-        rafdb.ALIGNED_DIR,
-        rafdb.MANUAL_DIR,
-        rafdb.AUTO_DIR,
-        rafdb.BOUNDINGBOX_DIR,
-        rafdb.LABEL_FILE.parent,
-    ):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    rafdb.make_layout_dirs(out)
     rejected = [
         {"image": str(s.path), "name": "", "status": "unknown class", "reason": s.problem}
         for s in sources

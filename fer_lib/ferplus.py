@@ -279,17 +279,7 @@ class FerPlus:
         counts, problems = Counts(self.classes), []
         for _ in self._walk(counts, problems, progress):
             pass
-        return rafdb.CheckReport(
-            self.root,
-            counts.train,
-            counts.test,
-            problems,
-            [],
-            self.classes,
-            self.layout,
-            counts.excluded,
-            self.protocol(),
-        )
+        return counts.check_report(self.root, problems, self.layout, self.protocol())
 
     def samples(self) -> Iterator[Sample]:
         yield from self._walk(Counts(self.classes), [], False)

@@ -185,6 +185,14 @@ class Counts:
     def exclude(self, reason: str) -> None:
         self.excluded[reason] = self.excluded.get(reason, 0) + 1
 
+    def check_report(
+        self, root: Path, problems: list, layout: str, protocol: list[str]
+    ) -> rafdb.CheckReport:
+        """What ``check-data`` prints for a reader that streamed its rows into these counts."""
+        return rafdb.CheckReport(
+            root, self.train, self.test, problems, [], self.classes, layout, self.excluded, protocol
+        )
+
 
 def decode_problem(path: Path) -> str | None:
     """A problem line for an image file that is missing or does not decode; None when it reads."""
@@ -349,15 +357,7 @@ def convert(
         raise DataSetError(
             [f"{out} already holds a data set ({rafdb.LABEL_FILE}); choose an empty folder"]
         )
-    for folder in (
-        rafdb.ORIGINAL_DIR,
-        rafdb.ALIGNED_DIR,
-        rafdb.MANUAL_DIR,
-        rafdb.AUTO_DIR,
-        rafdb.BOUNDINGBOX_DIR,
-        rafdb.LABEL_FILE.parent,
-    ):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    rafdb.make_layout_dirs(out)
     counters = {"train": 0, "test": 0}
     total = sum(report.train) + sum(report.test)
     tasks = _numbered_tasks(out, reader.samples(), counters)

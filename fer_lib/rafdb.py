@@ -49,6 +49,8 @@ ORIGINAL_DIR = Path("Image") / "original"
 MANUAL_DIR = Path("Annotation") / "manual"
 AUTO_DIR = Path("Annotation") / "auto"
 BOUNDINGBOX_DIR = Path("Annotation") / "boundingbox"
+LAYOUT_DIRS = (LABEL_FILE.parent, ORIGINAL_DIR, ALIGNED_DIR, MANUAL_DIR, AUTO_DIR, BOUNDINGBOX_DIR)
+
 
 ATTRIBUTE_NAMES = ("gender", "race", "age")
 ATTRIBUTE_RANGES = {"gender": 3, "race": 3, "age": 5}  # valid codes are 0..n-1
@@ -378,6 +380,12 @@ def _missing_folder_problem(root: Path, folder: Path) -> str:
     if archive.exists():
         return f"{root / folder}: missing, but {archive} exists: unzip it in place (`cd {archive.parent} && unzip {archive.name}`)."
     return f"{root / folder}: missing. RAF-DB's basic/ must hold {folder}/."
+
+
+def make_layout_dirs(out: Path) -> None:
+    """The empty folders of RAF-DB's layout under ``out`` (a writer then fills them)."""
+    for folder in LAYOUT_DIRS:
+        (Path(out) / folder).mkdir(parents=True, exist_ok=True)
 
 
 def label_file(root: Path) -> Path:

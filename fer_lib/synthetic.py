@@ -1167,14 +1167,7 @@ def _prepare_folder(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / PARTIAL_FILE).write_text("a demo data set is being written here\n")
     (root / MARKER_FILE).unlink(missing_ok=True)
-    for folder in (
-        rafdb.LABEL_FILE.parent,
-        rafdb.ORIGINAL_DIR,
-        rafdb.ALIGNED_DIR,
-        rafdb.MANUAL_DIR,
-        rafdb.AUTO_DIR,
-        rafdb.BOUNDINGBOX_DIR,
-    ):
+    for folder in rafdb.LAYOUT_DIRS:
         if ours:
             shutil.rmtree(root / folder, ignore_errors=True)
         (root / folder).mkdir(parents=True, exist_ok=True)
