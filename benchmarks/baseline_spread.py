@@ -26,11 +26,11 @@ def train_one(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from fer_lib import training as T
+    from fer_lib import training
     from fer_lib.experiment import Experiment, get_profile
     from fer_lib.pipeline import ensure_data, run_dir_for
 
-    T.LR_GAMMA = args.lr_gamma
+    training.LR_GAMMA = args.lr_gamma
     profile = get_profile("demo")
     run_dir = run_dir_for(profile)
     experiment = Experiment(profile, ensure_data(profile, None, run_dir), run_dir, progress=False)
@@ -38,10 +38,13 @@ def train_one(args: argparse.Namespace) -> None:
     config.seed, config.ema = args.one, None if args.ema == "none" else float(args.ema)
     folder = args.out / f"seed{args.one}_gamma{args.lr_gamma}_ema{args.ema}"
     clock = time.perf_counter()
-    model = T.train_baseline(experiment.train, config, folder, progress=False)
+    model = training.train_baseline(experiment.train, config, folder, progress=False)
     seconds = time.perf_counter() - clock
     accuracy = float(
-        (T.baseline_logits(model, experiment.test.images, 64).argmax(1) == experiment.test.labels)
+        (
+            training.baseline_logits(model, experiment.test.images, 64).argmax(1)
+            == experiment.test.labels
+        )
         .float()
         .mean()
     )

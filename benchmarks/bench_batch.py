@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from fer_lib import models as M
+from fer_lib import models
 
 
 def ms_per_image(
@@ -56,9 +56,12 @@ def main() -> None:
     )
     torch.manual_seed(0)
     networks = {
-        f"RGB ResNet18+ARM width {args.width}": (M.ARMNet(args.input_size, width=args.width), 3),
+        f"RGB ResNet18+ARM width {args.width}": (
+            models.ARMNet(args.input_size, width=args.width),
+            3,
+        ),
         f"landmark CNN width {args.landmark_width}": (
-            M.LandmarkCNN(args.input_size, batch_norm=True, width=args.landmark_width),
+            models.LandmarkCNN(args.input_size, batch_norm=True, width=args.landmark_width),
             1,
         ),
     }

@@ -35,8 +35,7 @@ def worker(args) -> None:
     import dataclasses
 
     import fer_lib
-    from fer_lib import scheduler
-    from fer_lib import training as T
+    from fer_lib import scheduler, training
     from fer_lib.experiment import Experiment, get_profile
 
     profile = get_profile("demo")
@@ -60,7 +59,7 @@ def worker(args) -> None:
         "baselines": len(baselines),
         "heatmap_runs": heatmap_runs,
     }
-    info = getattr(T, "cpu_path", None)
+    info = getattr(training, "cpu_path", None)
     out["path"] = info() if info else "fp32"
 
     def timed(name, call):
@@ -80,7 +79,7 @@ def worker(args) -> None:
     config = dataclasses.replace(experiment.baseline_config(0), epochs=1)
     model, seconds = timed(
         "baseline job, one epoch",
-        lambda: T.train_baseline(train, config, run / "baseline", progress=False),
+        lambda: training.train_baseline(train, config, run / "baseline", progress=False),
     )
     import pandas as pd
 
@@ -88,16 +87,18 @@ def worker(args) -> None:
     (cache_train, cache_test), caches = timed(
         "feature caches",
         lambda: (
-            T.rgb_feature_cache(model, train, progress=False),
-            T.rgb_feature_cache(model, test, flips=(False,), progress=False),
+            training.rgb_feature_cache(model, train, progress=False),
+            training.rgb_feature_cache(model, test, flips=(False,), progress=False),
         ),
     )
     out["baseline_fixed"] = seconds - out["baseline_epoch"] + caches
     fusion = dataclasses.replace(experiment.fusion_config("both", 0.6, 0), epochs=1)
 
     def landmark_job():
-        trained = T.train_fusion(model, train, cache_train, fusion, run / "fusion", progress=False)
-        return T.predict_fusion(trained, test, cache_test, fusion)
+        trained = training.train_fusion(
+            model, train, cache_train, fusion, run / "fusion", progress=False
+        )
+        return training.predict_fusion(trained, test, cache_test, fusion)
 
     _, seconds = timed("landmark-branch job, one epoch", landmark_job)
     out["fusion_epoch"] = float(pd.read_csv(run / "fusion" / "history.csv")["seconds"].iloc[0])

@@ -35,8 +35,7 @@ def main() -> None:
     import pandas as pd
 
     import fer_lib
-    from fer_lib import data as D
-    from fer_lib import training as T
+    from fer_lib import data, training
     from fer_lib.rafdb import load_rafdb
     from fer_lib.synthetic import generate_demo_dataset
 
@@ -45,22 +44,22 @@ def main() -> None:
         root = generate_demo_dataset(
             scratch / "basic", args.train, 14, seed=0, progress=False, workers=1
         )
-        split = D.split_tensors(load_rafdb(root).split("train"), 128, progress=False)
+        split = data.split_tensors(load_rafdb(root).split("train"), 128, progress=False)
         device = torch.device("cpu")
-        baseline_config = T.BaselineConfig(
+        baseline_config = training.BaselineConfig(
             input_size=128, width=16, epochs=args.epochs, batch_size=64, seed=0
         )
         clock = time.perf_counter()
-        baseline = T.train_baseline(
+        baseline = training.train_baseline(
             split, baseline_config, scratch / "baseline", device=device, progress=False
         )
         baseline_wall = time.perf_counter() - clock
-        cache = T.rgb_feature_cache(baseline, split, progress=False)
-        fusion_config = T.FusionConfig(
+        cache = training.rgb_feature_cache(baseline, split, progress=False)
+        fusion_config = training.FusionConfig(
             width=8, batch_norm=True, epochs=args.epochs, batch_size=32, select="val_loss", seed=0
         )
         clock = time.perf_counter()
-        T.train_fusion(
+        training.train_fusion(
             baseline, split, cache, fusion_config, scratch / "fusion", device=device, progress=False
         )
         fusion_wall = time.perf_counter() - clock

@@ -30,7 +30,8 @@ def worker(run: Path) -> None:
     import matplotlib.pyplot as plt
 
     from fer_lib import explore
-    from fer_lib.experiment import Experiment, get_profile
+    from fer_lib.experiment import Experiment
+    from fer_lib.profiles import get_profile
 
     settings = json.loads((run / "settings.json").read_text())
     experiment = Experiment(

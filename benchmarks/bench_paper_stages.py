@@ -30,9 +30,7 @@ def _timed(step, batch: int, steps: int) -> float:
 def main() -> None:
     from adabelief_pytorch import AdaBelief
 
-    from fer_lib import data as D
-    from fer_lib import models as M
-    from fer_lib import training as T
+    from fer_lib import data, models, training
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -44,7 +42,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
-    device = torch.device(args.device) if args.device else M.pick_device()
+    device = torch.device(args.device) if args.device else models.pick_device()
     torch.manual_seed(0)
     size, batch, steps = 224, args.batch, args.steps
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
@@ -52,12 +50,12 @@ def main() -> None:
     labels = torch.randint(0, 7, (batch,))
     generator = torch.Generator().manual_seed(0)
 
-    baseline = M.ARMNet(size, width=64).to(device)
+    baseline = models.ARMNet(size, width=64).to(device)
     adam = torch.optim.Adam(baseline.parameters(), lr=1e-3, weight_decay=1e-4)
 
     def baseline_step():
         baseline.train()
-        x = D.augment_arm(D.normalise(images), generator).to(device)
+        x = data.augment_arm(data.normalise(images), generator).to(device)
         loss = torch.nn.functional.cross_entropy(baseline(x), labels.to(device))
         adam.zero_grad()
         loss.backward()
@@ -68,20 +66,22 @@ def main() -> None:
 
     def cache_step():
         with torch.no_grad():
-            baseline.forward_per_image(D.normalise(images).to(device))
+            baseline.forward_per_image(data.normalise(images).to(device))
 
     results["frozen-feature cache"] = _timed(cache_step, batch, steps)
-    config = T.FusionConfig(width=32, batch_norm=False)
-    model = T.build_fusion(baseline, config).to(device)
-    model.landmark_cnn.to(memory_format=T.landmark_memory_format(config, device))
-    optimizer = AdaBelief(model.trainable_parameters(), print_change_log=False, **T.ADABELIEF)
+    config = training.FusionConfig(width=32, batch_norm=False)
+    model = training.build_fusion(baseline, config).to(device)
+    model.landmark_cnn.to(memory_format=training.landmark_memory_format(config, device))
+    optimizer = AdaBelief(
+        model.trainable_parameters(), print_change_log=False, **training.ADABELIEF
+    )
     with torch.no_grad():
-        cached = baseline.forward_per_image(D.normalise(images).to(device))
+        cached = baseline.forward_per_image(data.normalise(images).to(device))
 
     def landmark_step():
         model.train()
-        heatmaps = D.heatmaps_for(points.to(device), size).contiguous(
-            memory_format=T.landmark_memory_format(config, device)
+        heatmaps = data.heatmaps_for(points.to(device), size).contiguous(
+            memory_format=training.landmark_memory_format(config, device)
         )
         loss = model.loss(model.forward_cached(cached, heatmaps), labels.to(device))
         optimizer.zero_grad()
@@ -93,7 +93,7 @@ def main() -> None:
 
     def inference_step():
         with torch.no_grad():
-            model(D.normalise(images).to(device), D.heatmaps_for(points.to(device), size))
+            model(data.normalise(images).to(device), data.heatmaps_for(points.to(device), size))
 
     results["inference, both branches"] = _timed(inference_step, batch, steps)
     print(

@@ -24,11 +24,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
-from fer_lib import data as D
-from fer_lib import models as M
-from fer_lib import training as T
+from fer_lib import data, models, training
 from fer_lib.rafdb import load_rafdb
 
 
@@ -48,30 +46,32 @@ def fusion_step(model, optimizer, rgb_per_image, heatmaps, labels):
 def bench_training(args, device) -> None:
     rafdb = load_rafdb(args.data).split("train")
     rafdb = rafdb.subset(range(min(len(rafdb), args.batch * args.steps)))
-    split = D.split_tensors(rafdb, args.input_size, progress=False)
+    split = data.split_tensors(rafdb, args.input_size, progress=False)
     torch.manual_seed(0)
-    baseline = M.ARMNet(args.input_size, width=args.width).to(device).eval()
-    model = M.FusionModel(baseline, width=args.landmark_width, batch_norm=True).to(device).train()
+    baseline = models.ARMNet(args.input_size, width=args.width).to(device).eval()
+    model = (
+        models.FusionModel(baseline, width=args.landmark_width, batch_norm=True).to(device).train()
+    )
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
-    cache = T.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
+    cache = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
     batches = [
         torch.arange(i, min(i + args.batch, len(split))) for i in range(0, len(split), args.batch)
     ]
 
     def cached(index):
-        heat = D.heatmaps_for(split.points[index].to(device), args.input_size)
+        heat = data.heatmaps_for(split.points[index].to(device), args.input_size)
         fusion_step(
             model, optimizer, cache[0, index].to(device), heat, split.labels[index].to(device)
         )
 
     def recompute(index):
         paths = [rafdb.aligned_path(int(i)) for i in index]
-        images = torch.from_numpy(D.load_images(paths, args.input_size, progress=False)).permute(
+        images = torch.from_numpy(data.load_images(paths, args.input_size, progress=False)).permute(
             0, 3, 1, 2
         )
         with torch.no_grad():
-            rgb = baseline.forward_per_image(D.normalise(images.to(device)))
-        heat = D.heatmaps_for(split.points[index].to(device), args.input_size)
+            rgb = baseline.forward_per_image(data.normalise(images.to(device)))
+        heat = data.heatmaps_for(split.points[index].to(device), args.input_size)
         fusion_step(model, optimizer, rgb, heat, split.labels[index].to(device))
 
     rates = {}
@@ -90,7 +90,7 @@ def bench_training(args, device) -> None:
 class LoopARMNet(torch.nn.Module):
     """Reference: ARM with a Python loop over the two channels (how a first implementation reads)."""
 
-    def __init__(self, model: M.ARMNet):
+    def __init__(self, model: models.ARMNet):
         super().__init__()
         self.model = model
 
@@ -106,7 +106,7 @@ class LoopARMNet(torch.nn.Module):
 @torch.no_grad()
 def bench_inference(args, device) -> None:
     torch.manual_seed(0)
-    model = M.ARMNet(args.input_size, width=args.width).to(device).eval()
+    model = models.ARMNet(args.input_size, width=args.width).to(device).eval()
     images = torch.randn(args.batch, 3, args.input_size, args.input_size, device=device)
     loop = LoopARMNet(model).eval()
     assert torch.allclose(model(images), loop(images), atol=1e-4), (
@@ -127,7 +127,7 @@ def bench_inference(args, device) -> None:
 def bench_autocast(args, device) -> None:
     """Baseline training images/s in fp32 and under bf16 autocast (the choice made in fer_lib.training)."""
     torch.manual_seed(0)
-    model = M.ARMNet(args.input_size, width=args.width).to(device).train()
+    model = models.ARMNet(args.input_size, width=args.width).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     images = torch.randn(args.batch, 3, args.input_size, args.input_size, device=device)
     labels = torch.randint(0, 7, (args.batch,), device=device)
@@ -135,7 +135,7 @@ def bench_autocast(args, device) -> None:
 
         def step():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
-                loss = F.cross_entropy(model(images).float(), labels)
+                loss = functional.cross_entropy(model(images).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -155,8 +155,10 @@ def bench_raf_sized(args, device) -> None:
     """A RAF-DB-sized epoch of the landmark branch from the cache, and inference of 3,068 test images."""
     n_train, n_test, size = 12271, 3068, args.input_size
     torch.manual_seed(0)
-    baseline = M.ARMNet(size, width=args.width).to(device).eval()
-    model = M.FusionModel(baseline, width=args.landmark_width, batch_norm=True).to(device).train()
+    baseline = models.ARMNet(size, width=args.width).to(device).eval()
+    model = (
+        models.FusionModel(baseline, width=args.landmark_width, batch_norm=True).to(device).train()
+    )
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
     cache = torch.randn(n_train, baseline.feature_dim, device=device)
     points = torch.rand(n_train, 37, 2, device=device) * size
@@ -166,10 +168,10 @@ def bench_raf_sized(args, device) -> None:
     started = time.perf_counter()
     for index in torch.randperm(n_train, device=device).split(256):
         with autocast:
-            out = model.forward_cached(cache[index], D.heatmaps_for(points[index], size))
-            loss = F.cross_entropy(out.fused_logits.float(), labels[index]) + F.cross_entropy(
-                out.landmark_logits.float(), labels[index]
-            )
+            out = model.forward_cached(cache[index], data.heatmaps_for(points[index], size))
+            loss = functional.cross_entropy(
+                out.fused_logits.float(), labels[index]
+            ) + functional.cross_entropy(out.landmark_logits.float(), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -183,8 +185,10 @@ def bench_raf_sized(args, device) -> None:
     started = time.perf_counter()
     with torch.no_grad(), autocast:
         for batch in images.split(64):
-            batch = D.normalise(batch.to(device))
-            model(batch, D.heatmaps_for(torch.rand(len(batch), 37, 2, device=device) * size, size))
+            batch = data.normalise(batch.to(device))
+            model(
+                batch, data.heatmaps_for(torch.rand(len(batch), 37, 2, device=device) * size, size)
+            )
     sync(device)
     print(
         f"inference of {n_test} test images (baseline + landmark branch, batch 64): {time.perf_counter() - started:.1f} s"

@@ -20,9 +20,7 @@ import torch
 
 
 def main() -> None:
-    from fer_lib import data as D
-    from fer_lib import metrics, probes
-    from fer_lib import training as T
+    from fer_lib import data, metrics, probes, training
     from fer_lib.rafdb import load_rafdb
     from fer_lib.synthetic import SyntheticKnobs, demo_dataset_is_complete, generate_demo_dataset
 
@@ -62,7 +60,7 @@ def main() -> None:
 
     rafdb = load_rafdb(root)
     train, test = (
-        D.split_tensors(
+        data.split_tensors(
             rafdb.split(s), args.input_size, cache_dir=args.out / "cache", progress=False
         )
         for s in ("train", "test")
@@ -108,15 +106,17 @@ def main() -> None:
         )
 
     clock = time.perf_counter()
-    config = T.BaselineConfig(
+    config = training.BaselineConfig(
         input_size=args.input_size,
         width=args.baseline_width,
         epochs=args.baseline_epochs,
         batch_size=64,
         seed=args.seed,
     )
-    baseline = T.train_baseline(train, config, args.out / f"baseline_s{args.seed}", progress=False)
-    rgb_test = T.baseline_logits(baseline, test.images, 64).argmax(1).numpy()
+    baseline = training.train_baseline(
+        train, config, args.out / f"baseline_s{args.seed}", progress=False
+    )
+    rgb_test = training.baseline_logits(baseline, test.images, 64).argmax(1).numpy()
     history = [
         round(h["val_accuracy"], 3)
         for h in json.loads(
@@ -134,12 +134,12 @@ def main() -> None:
 
     clock = time.perf_counter()
     caches = {
-        name: T.rgb_feature_cache(baseline, split, flips=flips, progress=False)
+        name: training.rgb_feature_cache(baseline, split, flips=flips, progress=False)
         for name, split, flips in (("train", train, (False, True)), ("test", test, (False,)))
     }
     print(f"feature caches: {time.perf_counter() - clock:.0f} s", flush=True)
     clock = time.perf_counter()
-    fusion = T.FusionConfig(
+    fusion = training.FusionConfig(
         weighting="both",
         w_disagree=0.6,
         width=args.landmark_width,
@@ -153,8 +153,8 @@ def main() -> None:
         args.out
         / f"fusion_w{args.landmark_width}_e{args.fusion_epochs}_sigma{args.sigma}_lr{args.lr}_b{args.fusion_batch}_s{args.seed}"
     )
-    model = T.train_fusion(baseline, train, caches["train"], fusion, run, progress=False)
-    predictions = T.predict_fusion(model, test, caches["test"], fusion)
+    model = training.train_fusion(baseline, train, caches["train"], fusion, run, progress=False)
+    predictions = training.predict_fusion(model, test, caches["test"], fusion)
     rgb_ok, lm_ok = predictions.rgb.argmax(1) == y_test, predictions.landmark.argmax(1) == y_test
     fused_ok = predictions.fused.argmax(1) == y_test
     per_class = metrics.summary(y_test, predictions.rgb)["per_class"]

@@ -164,7 +164,7 @@ def whole_profile(stages: Stages, n_train: int, n_test: int, runs: int) -> float
     """The paper profile on RAF-DB from the measured stages, scaled per image: one baseline (70 epochs, its population
     mean, its caches), then ``runs`` landmark-branch runs of 10 epochs, each predicting the test set. None when a
     stage it needs was skipped."""
-    from fer_lib.experiment import get_profile
+    from fer_lib.profiles import get_profile
 
     paper = get_profile("paper")
     names = [
@@ -237,9 +237,7 @@ def run(args, scratch: Path, log) -> None:
     import pandas as pd
     import torch
 
-    from fer_lib import models as M
-    from fer_lib import precision
-    from fer_lib import training as T
+    from fer_lib import models, precision, training
     from fer_lib.experiment import Experiment, get_profile
     from fer_lib.pipeline import ensure_data, machine_info
 
@@ -264,7 +262,7 @@ def run(args, scratch: Path, log) -> None:
             "batch_test": batch_test,
         },
     )
-    device = M.pick_device()
+    device = models.pick_device()
     stages = Stages(device, args.budget, log)
     estimate = own_estimate(n_train, n_test)
     quiet = contextlib.redirect_stdout(log_file_writer(log))
@@ -292,7 +290,7 @@ def run(args, scratch: Path, log) -> None:
         baseline = stages.run(
             "baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)",
             estimate["baseline"] + estimate["population mean"],
-            lambda: T.train_baseline(train, config, folder, device=device, progress=False),
+            lambda: training.train_baseline(train, config, folder, device=device, progress=False),
             images=n_train,
         )
     if baseline is not None:
@@ -312,11 +310,11 @@ def run(args, scratch: Path, log) -> None:
             ]
         )
         shutil.copy(folder / "best.pt", scratch / "mean.pt")
-        probe = M.load_arm_checkpoint(scratch / "mean.pt")
+        probe = models.load_arm_checkpoint(scratch / "mean.pt")
         stages.run(
             "population mean (training images)",
             estimate["population mean"],
-            lambda: T.store_population_mean(
+            lambda: training.store_population_mean(
                 probe, fit, config.eval_batch_size, scratch / "mean.pt", device
             ),
             images=len(fit),
@@ -324,7 +322,7 @@ def run(args, scratch: Path, log) -> None:
         stages.run(
             "ResNet18 inference, test set (as the validation runs it)",
             estimate["resnet18 inference"],
-            lambda: T.baseline_logits(baseline, test.images, config.eval_batch_size),
+            lambda: training.baseline_logits(baseline, test.images, config.eval_batch_size),
             images=n_test,
         )
         cache_dir = scratch / "feature_cache"
@@ -333,10 +331,10 @@ def run(args, scratch: Path, log) -> None:
                 "frozen-feature cache, built (train 2 flips + test)",
                 estimate["feature cache"],
                 lambda: (
-                    T.rgb_feature_cache(
+                    training.rgb_feature_cache(
                         baseline, train, flips=(False, True), cache_dir=cache_dir, progress=False
                     ),
-                    T.rgb_feature_cache(
+                    training.rgb_feature_cache(
                         baseline, test, flips=(False,), cache_dir=cache_dir, progress=False
                     ),
                 ),
@@ -347,14 +345,14 @@ def run(args, scratch: Path, log) -> None:
                     "frozen-feature cache, reused (read back)",
                     1.0,
                     lambda: (
-                        T.rgb_feature_cache(
+                        training.rgb_feature_cache(
                             baseline,
                             train,
                             flips=(False, True),
                             cache_dir=cache_dir,
                             progress=False,
                         ),
-                        T.rgb_feature_cache(
+                        training.rgb_feature_cache(
                             baseline, test, flips=(False,), cache_dir=cache_dir, progress=False
                         ),
                     ),
@@ -368,7 +366,7 @@ def run(args, scratch: Path, log) -> None:
                 model = stages.run(
                     "landmark-branch run of 2 epochs (wall)",
                     estimate["landmark branch"],
-                    lambda: T.train_fusion(
+                    lambda: training.train_fusion(
                         baseline,
                         train,
                         train_cache,
@@ -388,13 +386,13 @@ def run(args, scratch: Path, log) -> None:
                     "the second epoch, from the run's history (the epoch ends on a host read: synchronised)",
                 )
                 model = model.to(device)
-                T.predict_fusion(
+                training.predict_fusion(
                     model, test, test_cache, fusion
                 )  # warm-up: cuDNN's kernel choice for the test batches
                 stages.run(
                     "test inference of a landmark-branch run (from the feature cache)",
                     estimate["test inference"] / 2,
-                    lambda: T.predict_fusion(model, test, test_cache, fusion),
+                    lambda: training.predict_fusion(model, test, test_cache, fusion),
                     images=n_test,
                 )
 

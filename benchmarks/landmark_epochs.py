@@ -31,7 +31,7 @@ def main() -> None:
 
     import torch
 
-    from fer_lib import training as T
+    from fer_lib import training
     from fer_lib.experiment import Experiment, get_profile
     from fer_lib.pipeline import ensure_data, run_dir_for
 
@@ -53,7 +53,7 @@ def main() -> None:
                 )
                 folder = args.out / f"{variant or 'heatmaps'}_epochs{epochs}_seed{seed}"
                 clock = time.perf_counter()
-                model = T.train_fusion(
+                model = training.train_fusion(
                     experiment.baseline_for(seed),
                     experiment.train,
                     experiment.rgb_cache("train", seed),
@@ -61,7 +61,7 @@ def main() -> None:
                     folder,
                     progress=False,
                 )
-                p = T.predict_fusion(
+                p = training.predict_fusion(
                     model, experiment.test, experiment.rgb_cache("test", seed), config
                 )
                 kept = int(

@@ -177,36 +177,39 @@ def _print_summary(title: str, labels, probabilities, classes=None) -> None:
 
 
 def _train_baseline(args: argparse.Namespace) -> int:
-    from fer_lib import distributed
-    from fer_lib import training as T
+    from fer_lib import distributed, training
 
-    config = T.BaselineConfig(
-        input_size=args.input_size,
-        width=args.width,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        val_fraction=args.val_fraction,
-        pretrained=str(args.pretrained) if args.pretrained else None,
-        augmentation=args.augmentation,
-        seed=args.seed,
-    )
+    config = _recipe(training.BaselineConfig, args)
     device = _device(args.device)
     train, test = distributed.main_first(
-        lambda: T.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache")
+        lambda: training.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache")
     )  # one rank decodes
-    model = T.train_baseline(train, config, args.run_dir, device=device)
+    model = training.train_baseline(train, config, args.run_dir, device=device)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0
-    probabilities = T.baseline_logits(model, test.images, config.eval_batch_size).softmax(1).numpy()
-    T.save_csv(
-        T.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes),
+    probabilities = (
+        training.baseline_logits(model, test.images, config.eval_batch_size).softmax(1).numpy()
+    )
+    training.save_csv(
+        training.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes),
         args.run_dir / "predictions_test.csv",
     )
     _print_summary("baseline, test set", test.labels.numpy(), probabilities, test.classes)
     print(f"best checkpoint: {args.run_dir / 'best.pt'}")
     return 0
+
+
+def _recipe(recipe, args: argparse.Namespace):
+    """A training recipe (``settings.BaselineConfig`` or ``FusionConfig``) from the command's options, which are
+    named as its fields: an option the command lacks keeps the recipe's default."""
+    import dataclasses
+
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(recipe) if hasattr(args, f.name)
+    }
+    if given.get("pretrained") is not None:
+        given["pretrained"] = str(given["pretrained"])
+    return recipe(**given)
 
 
 def _load_baseline(path: Path, input_size: int | None):
@@ -216,58 +219,43 @@ def _load_baseline(path: Path, input_size: int | None):
 
 
 def _train_fusion(args: argparse.Namespace) -> int:
-    from fer_lib import distributed
-    from fer_lib import models as M
-    from fer_lib import training as T
+    from fer_lib import distributed, models, training
 
     device = _device(args.device)
     baseline = _load_baseline(args.baseline, args.input_size).to(device)
-    config = T.FusionConfig(
-        weighting=args.weighting,
-        w_disagree=args.w,
-        weight_grad=args.weight_grad,
-        width=args.width,
-        batch_norm=args.batch_norm,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        landmark_set=args.landmark_set,
-        heatmap_sigma=args.sigma,
-        flip=not args.no_flip,
-        val_fraction=args.val_fraction,
-        select=args.select,
-        seed=args.seed,
-        landmark_input=args.landmark_input,
-    )
+    config = _recipe(training.FusionConfig, args)
     train, test = distributed.main_first(
-        lambda: T.load_splits(
+        lambda: training.load_splits(
             args.data,
             baseline.input_size,
             landmark_set=config.landmark_set,
             cache_dir=args.run_dir / "cache",
         )
     )
-    M.check_classes(
+    models.check_classes(
         baseline.classes, train.classes, str(args.baseline)
     )  # before any feature is computed
     flips = (False, True) if config.flip else (False,)
     train_cache = distributed.main_first(
-        lambda: T.rgb_feature_cache(baseline, train, flips=flips, cache_dir=args.run_dir / "cache")
+        lambda: training.rgb_feature_cache(
+            baseline, train, flips=flips, cache_dir=args.run_dir / "cache"
+        )
     )
     if args.holdout is None and distributed.is_main():
         print(
             "note: no --holdout: the validation images are drawn here, and a baseline trained on them (the ARM authors' checkpoint saw "
             "every training image) looks better on them than on new images; the epoch kept and a calibrated temperature lean on it"
         )
-    model = T.train_fusion(
+    model = training.train_fusion(
         baseline, train, train_cache, config, args.run_dir, device=device, holdout=args.holdout
     )
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0
-    test_cache = T.rgb_feature_cache(
+    test_cache = training.rgb_feature_cache(
         baseline, test, flips=(False,), cache_dir=args.run_dir / "cache"
     )
-    predictions = T.predict_fusion(model, test, test_cache, config)
-    T.save_fusion_predictions(predictions, args.run_dir)
+    predictions = training.predict_fusion(model, test, test_cache, config)
+    training.save_fusion_predictions(predictions, args.run_dir)
     for head in ("rgb", "landmark", "fused"):
         _print_summary(
             f"{head}, test set", predictions.labels, getattr(predictions, head), predictions.classes
@@ -276,8 +264,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
 
 
 def _fit_gate(args: argparse.Namespace) -> int:
-    from fer_lib import models as M
-    from fer_lib import training as T
+    from fer_lib import models, training
 
     device = _device(args.device)
     baseline = _load_baseline(args.baseline, args.input_size).to(device)
@@ -285,25 +272,25 @@ def _fit_gate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{args.base_run}: no best.pt and split.json; pass the folder of a finished train-fusion run"
         )
-    _, base_config = T.load_fusion_checkpoint(args.base_run / "best.pt", baseline)
-    train, test = T.load_splits(
+    _, base_config = training.load_fusion_checkpoint(args.base_run / "best.pt", baseline)
+    train, test = training.load_splits(
         args.data,
         baseline.input_size,
         landmark_set=base_config.landmark_set,
         cache_dir=args.run_dir / "cache",
     )
-    M.check_classes(baseline.classes, train.classes, str(args.baseline))
-    train_cache = T.rgb_feature_cache(
+    models.check_classes(baseline.classes, train.classes, str(args.baseline))
+    train_cache = training.rgb_feature_cache(
         baseline, train, flips=(False,), cache_dir=args.run_dir / "cache"
     )
-    model, config = T.fit_gate(
+    model, config = training.fit_gate(
         args.base_run, baseline, train, train_cache, args.run_dir, device=device
     )
-    test_cache = T.rgb_feature_cache(
+    test_cache = training.rgb_feature_cache(
         baseline, test, flips=(False,), cache_dir=args.run_dir / "cache"
     )
-    predictions = T.predict_fusion(model, test, test_cache, config)
-    T.save_fusion_predictions(predictions, args.run_dir)
+    predictions = training.predict_fusion(model, test, test_cache, config)
+    training.save_fusion_predictions(predictions, args.run_dir)
     for head in ("rgb", "landmark", "fused"):
         _print_summary(
             f"{head}, test set", predictions.labels, getattr(predictions, head), predictions.classes
@@ -312,8 +299,7 @@ def _fit_gate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fer_lib import models as M
-    from fer_lib import training as T
+    from fer_lib import models, training
 
     if args.checkpoint:
         return _evaluate_across(args)
@@ -328,20 +314,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     device = _device(args.device)
     baseline = _load_baseline(args.baseline, args.input_size).to(device)
     if args.fusion:
-        model, config = T.load_fusion_checkpoint(args.fusion, baseline)
+        model, config = training.load_fusion_checkpoint(args.fusion, baseline)
         config.eval_batch_size = args.batch_size
         landmark_set = config.landmark_set
     else:
         landmark_set = "auto37"
-    train, test = T.load_splits(
+    train, test = training.load_splits(
         args.data, baseline.input_size, landmark_set=landmark_set, cache_dir=args.out / "cache"
     )
-    M.check_classes(baseline.classes, test.classes, str(args.baseline))
+    models.check_classes(baseline.classes, test.classes, str(args.baseline))
     if args.affinity == "fixed":  # means over the training set, never the test set
-        train_cache = T.rgb_feature_cache(
+        train_cache = training.rgb_feature_cache(
             baseline, train, flips=(False,), cache_dir=args.out / "cache"
         )
-        T.estimate_population_means(
+        training.estimate_population_means(
             model.to(device) if args.fusion else baseline,
             train,
             train_cache,
@@ -350,11 +336,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     baseline.set_affinity(args.affinity)
     if args.fusion:
         model = model.to(device).set_affinity(args.affinity)
-        test_cache = T.rgb_feature_cache(
+        test_cache = training.rgb_feature_cache(
             baseline, test, flips=(False,), cache_dir=args.out / "cache"
         )
-        predictions = T.predict_fusion(model, test, test_cache, config)
-        T.save_fusion_predictions(predictions, args.out)
+        predictions = training.predict_fusion(model, test, test_cache, config)
+        training.save_fusion_predictions(predictions, args.out)
         for head in ("rgb", "landmark", "fused"):
             _print_summary(
                 f"{head}, test set, batch {args.batch_size}, affinity {args.affinity}",
@@ -363,9 +349,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                 predictions.classes,
             )
     else:
-        probabilities = T.baseline_logits(baseline, test.images, args.batch_size).softmax(1).numpy()
-        T.save_csv(
-            T.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes),
+        probabilities = (
+            training.baseline_logits(baseline, test.images, args.batch_size).softmax(1).numpy()
+        )
+        training.save_csv(
+            training.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes),
             args.out / "predictions_rgb.csv",
         )
         _print_summary(
@@ -383,7 +371,7 @@ def _model_for_across(checkpoint: Path, args: argparse.Namespace):
     fusion run, which needs --baseline (the baseline it was trained with)."""
     import torch
 
-    from fer_lib import training as T
+    from fer_lib import training
     from fer_lib.models import CheckpointError, load_arm_checkpoint
 
     path = checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint
@@ -399,7 +387,7 @@ def _model_for_across(checkpoint: Path, args: argparse.Namespace):
                 f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained with"
             )
         baseline = load_arm_checkpoint(args.baseline, input_size=args.input_size)
-        fusion, config = T.load_fusion_checkpoint(path, baseline)
+        fusion, config = training.load_fusion_checkpoint(path, baseline)
         config.eval_batch_size = args.batch_size
         return baseline, fusion, config
     return load_arm_checkpoint(path, input_size=args.input_size), None, None
@@ -407,12 +395,12 @@ def _model_for_across(checkpoint: Path, args: argparse.Namespace):
 
 def _report_across(result, split, probabilities, classes, out: Path) -> None:
     """Print one cross-dataset result and write its predictions and confusion matrix."""
-    from fer_lib import training as T
+    from fer_lib import training
     from fer_lib.io import save_csv
 
     stem = f"{result.trained_on}_on_{result.tested_on}".replace(" (", "_").replace(")", "")
     save_csv(
-        T.prediction_frame(split.names, split.labels.numpy(), probabilities, classes).rename(
+        training.prediction_frame(split.names, split.labels.numpy(), probabilities, classes).rename(
             columns={
                 "label": "label (test set's class list)",
                 "predicted": "predicted (model's class list)",
@@ -433,9 +421,7 @@ def _report_across(result, split, probabilities, classes, out: Path) -> None:
 
 def _evaluate_across(args: argparse.Namespace) -> int:
     """Every checkpoint on every data set's test split, over the classes each pair shares (fer_lib.crossdata)."""
-    from fer_lib import crossdata as X
-    from fer_lib import data as D
-    from fer_lib import training as T
+    from fer_lib import crossdata, data, training
     from fer_lib.io import save_csv, save_text
     from fer_lib.rafdb import load_rafdb
 
@@ -455,7 +441,7 @@ def _evaluate_across(args: argparse.Namespace) -> int:
         pairs = [(args.data[number], tests[args.data[number]])] if args.paired else tests.items()
         for root, test in pairs:
             landmark_set = config.landmark_set if config else "auto37"
-            split = D.split_tensors(
+            split = data.split_tensors(
                 test,
                 baseline.input_size,
                 landmark_set=landmark_set,
@@ -464,23 +450,23 @@ def _evaluate_across(args: argparse.Namespace) -> int:
             )
             if fusion is None:
                 heads = {
-                    "": T.baseline_logits(baseline, split.images, args.batch_size)
+                    "": training.baseline_logits(baseline, split.images, args.batch_size)
                     .softmax(1)
                     .numpy()
                 }
             else:  # the fused model: its three heads, each scored over the shared classes
-                cache = T.rgb_feature_cache(
+                cache = training.rgb_feature_cache(
                     baseline, split, flips=(False,), cache_dir=args.out / "cache", progress=False
                 )
-                predictions = T.predict_fusion(fusion.to(device), split, cache, config)
+                predictions = training.predict_fusion(fusion.to(device), split, cache, config)
                 heads = {
                     f" ({head})": getattr(predictions, head)
                     for head in ("rgb", "landmark", "fused")
                 }
             for head, probabilities in heads.items():
-                result = X.cross_result(
-                    X.name_of(checkpoint) + head,
-                    X.name_of(root),
+                result = crossdata.cross_result(
+                    crossdata.name_of(checkpoint) + head,
+                    crossdata.name_of(root),
                     baseline.classes,
                     split.classes,
                     split.labels.numpy(),
@@ -488,11 +474,11 @@ def _evaluate_across(args: argparse.Namespace) -> int:
                 )
                 _report_across(result, split, probabilities, baseline.classes, args.out)
                 results.append(result)
-    table = X.cross_table(results)
+    table = crossdata.cross_table(results)
     if (
         args.paired
     ):  # the folds of one protocol (CK+): the mean and spread over them is the reported number
-        table = X.with_fold_summary(table)
+        table = crossdata.with_fold_summary(table)
         mean = table.iloc[-2]
         print(
             f"mean over {len(results)} folds: OA {mean['OA']:.4f} (sd {table.iloc[-1]['OA']:.4f}), "
@@ -512,8 +498,8 @@ def _evaluate_across(args: argparse.Namespace) -> int:
 
 
 def _run_all(args: argparse.Namespace) -> int:
-    from fer_lib.experiment import SettingsError, get_profile, parse_assignments
     from fer_lib.pipeline import run_all
+    from fer_lib.profiles import SettingsError, get_profile, parse_assignments
 
     try:
         settings = parse_assignments(args.set)
@@ -691,7 +677,9 @@ def _data_folder(text: str) -> Path:
 
 
 def _width(network: str):
-    valid = {"resnet": (4, 9, 16, 25, 36, 49, 64), "landmark": (2, 8, 18, 32)}[network]
+    from fer_lib.settings import valid_widths
+
+    valid = valid_widths(network)
 
     def parse(text: str) -> int:
         value = _at_least(1)(text)
@@ -705,10 +693,9 @@ def _width(network: str):
 
 
 def _input_size(text: str) -> int:
-    from fer_lib.models import SIZE_RANGE, _landmark_last_kernel
+    from fer_lib.settings import valid_input_sizes
 
-    value = _at_least(1)(text)
-    valid = [s for s in SIZE_RANGE if _landmark_last_kernel(s)]
+    value, valid = _at_least(1)(text), valid_input_sizes()
     if value not in valid:
         raise argparse.ArgumentTypeError(
             f"the networks take one of {', '.join(map(str, valid))} (the paper: 224), got {value}"
@@ -717,6 +704,23 @@ def _input_size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fer_lib.affectnet import CLASS_ORDERS
+    from fer_lib.demo_layouts import DEMO_LAYOUTS
+    from fer_lib.ferplus import LABEL_MODES
+    from fer_lib.profiles import PROFILES
+    from fer_lib.settings import (
+        AFFINITY_MODES,
+        AUGMENTATIONS,
+        LANDMARK_INPUTS,
+        LANDMARK_SETS,
+        LR_SCHEDULES,
+        SELECTIONS,
+        TRAINED_WEIGHTINGS,
+        BaselineConfig,
+        FusionConfig,
+    )
+
+    base, fused = BaselineConfig(), FusionConfig()  # every default below comes from the recipes
     parser = _Parser(prog="python -m fer_lib", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -730,13 +734,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     layout_options.add_argument(
         "--label-mode",
-        choices=("majority", "plurality", "probability"),
+        choices=LABEL_MODES,
         default="majority",
         help="FERPlus: how votes become labels (majority: FERPlus's rule)",
     )
     layout_options.add_argument(
         "--class-order",
-        choices=("auto", "affectnet", "alphabetical"),
+        choices=CLASS_ORDERS,
         default="auto",
         help="AffectNet's numpy release: its codes' class order (auto: detected from the training set)",
     )
@@ -801,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--layout",
-        choices=("rafdb", "affectnet", "affectnet-npy", "ferplus", "ckplus"),
+        choices=DEMO_LAYOUTS,
         default="rafdb",
         help="the layout to write (FERPlus: 48x48 grey faces)",
     )
@@ -840,31 +844,51 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="checkpoints, history, split and predictions go here",
     )
-    baseline.add_argument("--input-size", type=_input_size, default=224)
+    baseline.add_argument(
+        "--input-size", type=_input_size, default=base.input_size, help="(default: %(default)s)"
+    )
     baseline.add_argument(
         "--width",
         type=_width("resnet"),
-        default=64,
-        help="ResNet18 base width (64: the standard network)",
+        default=base.width,
+        help="ResNet18 base width (%(default)s: the standard network)",
     )
-    baseline.add_argument("--epochs", type=_at_least(1), default=70)
+    baseline.add_argument("--epochs", type=_at_least(1), default=base.epochs)
     baseline.add_argument(
-        "--batch-size", type=_at_least(2), default=256, help="at least 2 (BatchNorm)"
+        "--batch-size",
+        type=_at_least(2),
+        default=base.batch_size,
+        help="at least 2 (BatchNorm); default %(default)s",
     )
-    baseline.add_argument("--lr", type=float, default=1e-3)
-    baseline.add_argument("--weight-decay", type=float, default=1e-4)
-    baseline.add_argument("--val-fraction", type=_between(0, 1, open_ends=True), default=0.1)
+    baseline.add_argument("--lr", type=float, default=base.lr)
+    baseline.add_argument("--weight-decay", type=float, default=base.weight_decay)
+    baseline.add_argument(
+        "--val-fraction", type=_between(0, 1, open_ends=True), default=base.val_fraction
+    )
     baseline.add_argument(
         "--pretrained",
         type=_existing,
-        default=None,
+        default=base.pretrained,
         help="torchvision's ResNet18 ImageNet weights (resnet18-f37072fd.pth)",
     )
     baseline.add_argument(
         "--augmentation",
-        default="upstream",
-        choices=("upstream", "flip_or_noise"),
-        help="upstream: the ARM authors' mix (half untouched, a quarter flipped, a quarter noised); flip_or_noise: every image altered",
+        default=base.augmentation,
+        choices=AUGMENTATIONS,
+        help="upstream (the default): the ARM authors' mix (half untouched, a quarter flipped, a quarter "
+        "noised); flip_or_noise: every image altered",
+    )
+    baseline.add_argument(
+        "--lr-schedule",
+        default=base.lr_schedule,
+        choices=LR_SCHEDULES,
+        help="exponential (the default): the ARM recipe's ExponentialLR(0.9); cosine: to zero",
+    )
+    baseline.add_argument(
+        "--ema",
+        type=_between(0, 1, open_ends=True),
+        default=base.ema,
+        help="keep a moving average of the weights with this decay per step (default: off, the ARM recipe)",
     )
     baseline.set_defaults(func=_train_baseline)
 
@@ -888,29 +912,41 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--run-dir", type=Path, required=True)
     fusion.add_argument(
         "--weighting",
-        default="both",
-        choices=("none", "confidence", "agreement", "both", "calibrated"),
-        help="what scales F_landmark; calibrated: both, with the landmark head temperature-scaled on the validation split",
+        default=fused.weighting,
+        choices=TRAINED_WEIGHTINGS,
+        help="what scales F_landmark (default: %(default)s, the proposed method); calibrated: both, with the "
+        "landmark head temperature-scaled on the validation split",
     )
     fusion.add_argument(
         "--landmark-input",
-        default="heatmaps",
-        choices=("heatmaps", "coords"),
-        help="heatmaps: the landmark CNN of Table 1; coords: an MLP on the aligned coordinates",
+        default=fused.landmark_input,
+        choices=LANDMARK_INPUTS,
+        help="heatmaps (the default): the landmark CNN of Table 1; coords: an MLP on the aligned coordinates",
     )
     fusion.add_argument(
-        "--w", type=_between(0, 1), default=0.6, help="agreement weight when the branches disagree"
+        "--w",
+        dest="w_disagree",
+        type=_between(0, 1),
+        default=fused.w_disagree,
+        help="agreement weight when the branches disagree (default: %(default)s)",
     )
     fusion.add_argument(
-        "--weight-grad", action="store_true", help="let gradients flow through p_landmark"
+        "--weight-grad",
+        action=argparse.BooleanOptionalAction,
+        default=fused.weight_grad,
+        help="let gradients flow through p_landmark (the paper is silent; default: off)",
     )
     fusion.add_argument(
-        "--width", type=_width("landmark"), default=32, help="landmark CNN base width (32: Table 1)"
+        "--width",
+        type=_width("landmark"),
+        default=fused.width,
+        help="landmark CNN base width (%(default)s: Table 1)",
     )
     fusion.add_argument(
         "--batch-norm",
-        action="store_true",
-        help="BatchNorm in the landmark CNN (not in the paper's Table 1, which the default follows; the CPU demo uses it)",
+        action=argparse.BooleanOptionalAction,
+        default=fused.batch_norm,
+        help="BatchNorm in the landmark CNN (default: off, as Table 1 prints it; the CPU demo uses it)",
     )
     fusion.add_argument(
         "--holdout",
@@ -920,24 +956,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="the split.json of the baseline's run folder: validate on the images it never trained on (without it, the "
         "run draws its own split, and a checkpoint trained on every image, like the ARM authors', has seen them all)",
     )
-    fusion.add_argument("--epochs", type=_at_least(1), default=10)
+    fusion.add_argument("--epochs", type=_at_least(1), default=fused.epochs)
     fusion.add_argument(
-        "--batch-size", type=_at_least(2), default=256, help="at least 2 (BatchNorm)"
+        "--batch-size",
+        type=_at_least(2),
+        default=fused.batch_size,
+        help="at least 2 (BatchNorm); default %(default)s",
     )
-    fusion.add_argument("--landmark-set", default="auto37", choices=("auto37", "manual5", "both"))
+    fusion.add_argument("--landmark-set", default=fused.landmark_set, choices=LANDMARK_SETS)
     fusion.add_argument(
         "--sigma",
+        dest="heatmap_sigma",
         type=_between(0.1, 50),
-        default=None,
-        help="heatmap gaussian sigma in pixels (default 1.5 at 224)",
+        default=fused.heatmap_sigma,
+        help="heatmap gaussian sigma in pixels (default 1.5 at 224, scaled with the input size)",
     )
-    fusion.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
-    fusion.add_argument("--val-fraction", type=_between(0, 1, open_ends=True), default=0.1)
+    fusion.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=fused.flip,
+        help="horizontal-flip augmentation of image and heatmap together (default: on)",
+    )
+    fusion.add_argument(
+        "--val-fraction", type=_between(0, 1, open_ends=True), default=fused.val_fraction
+    )
     fusion.add_argument(
         "--select",
-        default="val_loss",
-        choices=("val_loss", "val_fused_accuracy"),
-        help="the epoch kept: lowest validation loss of eq. 3 (both heads), or best fused validation accuracy",
+        default=fused.select,
+        choices=SELECTIONS,
+        help="the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both heads), or "
+        "val_fused_accuracy, the best fused validation accuracy",
+    )
+    fusion.add_argument(
+        "--lr-schedule",
+        default=fused.lr_schedule,
+        choices=LR_SCHEDULES,
+        help="exponential (the default): Table 4's ExponentialLR(0.9); cosine: to zero",
     )
     fusion.set_defaults(func=_train_fusion)
 
@@ -1018,13 +1072,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--batch-size",
         type=_at_least(1),
-        default=64,
+        default=base.eval_batch_size,
         help="test batch size (ARM's batch term depends on it; the paper: 64)",
     )
     evaluate.add_argument(
         "--affinity",
         default="batch",
-        choices=("batch", "fixed"),
+        choices=AFFINITY_MODES,
         help="fixed: batch-independent, mean over the training set",
     )
     evaluate.add_argument("--out", type=Path, required=True)
@@ -1033,7 +1087,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run-all", help="regenerate every table and figure (what ./run_all.sh runs)"
     )
-    run.add_argument("--profile", default="demo", choices=("demo", "paper", "smoke"))
+    run.add_argument("--profile", default="demo", choices=tuple(PROFILES))
     run.add_argument(
         "--data",
         type=Path,
@@ -1248,9 +1302,9 @@ def _install_kernel(args: argparse.Namespace) -> int:
 
 
 def _is_data_or_checkpoint_error(error: Exception) -> bool:
-    from fer_lib.experiment import SettingsError
     from fer_lib.faces import FaceToolsMissing, ImportProblem
     from fer_lib.models import CheckpointError
+    from fer_lib.profiles import SettingsError
     from fer_lib.rafdb import RafDbError
 
     return isinstance(

@@ -20,11 +20,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_lib import landmarks as L
+from fer_lib import landmarks
 from fer_lib.heatmaps import render_heatmaps
 from fer_lib.io import relative, save_npy
 from fer_lib.models import IMAGENET_MEAN, IMAGENET_STD
 from fer_lib.rafdb import CLASSES, RafDb
+from fer_lib.settings import AUGMENTATIONS
 
 
 @dataclass
@@ -110,7 +111,7 @@ def split_tensors(
     With ``cache_dir``, decoded images are saved there and reused when the same files at the same size
     are asked for again (the key covers the data root, the size and the list of names).
     """
-    L.check_landmark_set(landmark_set)
+    landmarks.check_landmark_set(landmark_set)
     images = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"images_{size}_{_cache_key(data, size)}.npy"
@@ -124,7 +125,7 @@ def split_tensors(
         )
         if cache_dir is not None:
             save_npy(images, cache_file)
-    points = L.align_points(data.landmarks(landmark_set), data.manual5, size)
+    points = landmarks.align_points(data.landmarks(landmark_set), data.manual5, size)
     return SplitTensors(
         names=list(data.names),
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
@@ -151,7 +152,7 @@ def flip_points_where(
     if flip is None:
         return points
     flipped = points[
-        :, torch.as_tensor(L.flip_permutation(landmark_set), device=points.device)
+        :, torch.as_tensor(landmarks.flip_permutation(landmark_set), device=points.device)
     ].clone()
     flipped[..., 0] = (size - 1) - flipped[..., 0]
     return torch.where(flip.view(-1, 1, 1).to(points.device), flipped, points)
@@ -179,9 +180,6 @@ def coordinates_for(
 def flip_images(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Mirror the images whose ``flip`` entry is True."""
     return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
-
-
-AUGMENTATIONS = ("upstream", "flip_or_noise")
 
 
 def device_generator(generator: torch.Generator, device) -> torch.Generator | None:

@@ -1,15 +1,15 @@
-"""The experiments of the report, as the notebooks call them: profiles, and an ``Experiment`` that trains or
-reuses every model of a profile and keeps its artefacts under ``runs/<profile>/``.
+"""The run's artefact cache, as the notebooks call it: an ``Experiment`` trains or reuses every model of a profile
+(``fer_lib.profiles``) and keeps its artefacts under ``runs/<profile>/``.
 
-A profile fixes the data set and the sizes. ``Experiment`` methods either compute an artefact or reuse a
-finished one and say so (never silently): the decoded images, the baseline, the frozen-feature caches
-and each fusion run (one folder per weighting, w and seed, holding its checkpoints and prediction tables).
+``Experiment`` methods either compute an artefact or reuse a finished one and say so (never silently): the
+decoded images, the baseline, the frozen-feature caches and each fusion run (one folder per weighting, w and
+seed, holding its checkpoints and prediction tables). Tables go to ``tables_dir`` and figures to
+``figures_dir``; the variants of the proposed model that notebook 06 trains are named here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,182 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fer_lib import data as D
-from fer_lib import explain as E
-from fer_lib import models as M
-from fer_lib import training as T
+from fer_lib import models, training
+from fer_lib.data import SplitTensors, split_tensors
+from fer_lib.explain import Explanation
+from fer_lib.explain import explain as gradcam_explain
 from fer_lib.io import relative, save_csv
+from fer_lib.profiles import Profile, get_profile
 from fer_lib.rafdb import CLASSES, RafDb, load_rafdb
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The sizes and settings of one report run. Every field but ``name`` can be overridden (``with_settings``)."""
-
-    name: str
-    synthetic: (
-        tuple[int, int] | None
-    )  # (train, test) sizes of the synthetic set; None: the user's RAF-DB
-    input_size: int  # network input (224 in the paper)
-    baseline_width: int  # ResNet18 base width (64 in the paper)
-    baseline_epochs: int
-    landmark_width: int  # landmark CNN base width (32 in the paper, Table 1)
-    fusion_epochs: int
-    seeds: int  # training seeds of every landmark-branch configuration
-    w_grid: tuple[float, ...]  # Fig. 4
-    batch_train: int = 256
-    batch_fusion: int | None = (
-        None  # training batch of the landmark branch + fusion; None: batch_train
-    )
-    batch_test: int = 64  # the paper tests with batch 64
-    batch_study: tuple[int, ...] = (1, 16, 64, 256)  # ARM's batch-term study (notebook 3)
-    synthetic_seed: int = 0
-    seed_offset: int = (
-        0  # every training seed is shifted by this: another seed acts like another CPU
-    )
-    train_limit: int | None = None  # a stratified subset of the training split (None: all of it)
-    test_limit: int | None = None  # a stratified subset of the test split (None: all of it)
-    knobs: tuple[
-        tuple[str, object], ...
-    ] = ()  # SyntheticKnobs overrides of the synthetic set (demo difficulty)
-    landmark_batch_norm: bool = (
-        True  # BatchNorm in the landmark CNN (not in Table 1; the paper profile has none)
-    )
-    augmentation: str = "flip_or_noise"  # the baseline's ARM augmentation mix (data.augment_arm); the paper profile: "upstream"
-    baseline_per_seed: bool = False  # one trained baseline per seed (its spread enters every interval); False: one, shared
-    baseline_ema: float | None = (
-        None  # a trained baseline keeps the moving average of its weights (decay per step); None: the ARM recipe
-    )
-    lr_schedule: str = "exponential"  # of the baseline and the landmark branch: the paper's ExponentialLR(0.9), or "cosine" to zero
-    fusion_lr_schedule: str | None = None  # the landmark branch's own schedule; None: lr_schedule
-    design_ablations: bool = False  # notebook 06 also trains the proposed model with each unstated choice flipped (DESIGN_VARIANTS)
-
-    @property
-    def seed_list(self) -> list[int]:
-        """The training seeds of every landmark-branch configuration; the baseline uses the first, or each one
-        (``baseline_per_seed``)."""
-        return [self.seed_offset + k for k in range(self.seeds)]
-
-    def synthetic_knobs(self):
-        from fer_lib.synthetic import SyntheticKnobs
-
-        return dataclasses.replace(SyntheticKnobs(), **dict(self.knobs))
-
-    def describe(self) -> str:
-        data = (
-            f"synthetic RAF-DB ({self.synthetic[0]} train / {self.synthetic[1]} test)"
-            if self.synthetic
-            else "RAF-DB (basic)"
-        )
-        limits = "".join(
-            f"; {k.split('_')[0]} subset of {v}"
-            for k, v in (("train_limit", self.train_limit), ("test_limit", self.test_limit))
-            if v
-        )
-        return (
-            f"profile {self.name}: {data}{limits}; input {self.input_size}px; ResNet18 width {self.baseline_width}, "
-            f"{self.baseline_epochs} epochs; landmark CNN width {self.landmark_width}, {self.fusion_epochs} epochs; "
-            f"seeds {', '.join(map(str, self.seed_list))}"
-        )
-
-    def overrides(self) -> dict[str, object]:
-        """The fields that differ from the named profile's, as ``--set`` would write them."""
-        default = PROFILES[self.name]
-        return {
-            f.name: _format_value(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) != getattr(default, f.name)
-        }
-
-    def settings(self) -> dict[str, object]:
-        """Every field, JSON-ready (what a run folder's ``settings.json`` holds)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
-W_GRID_PAPER = tuple(round(0.1 * i, 1) for i in range(11))
-# The demo's difficulty (SyntheticKnobs overrides), calibrated so that its CPU-sized networks learn what their input
-# allows and the paper's Table 2 pattern appears (benchmarks/README.md, "Calibrating the demo"): fewer and less weak
-# near-Neutral expressions, class recipes held closer to their prototypes, pixel cues that stay
-# at weak intensities, fewer hard photos, a sharper landmark detector and more identity variety. The no-shortcut
-# check (notebook 01) still holds with them.
-DEMO_KNOBS = (
-    ("cue_presence", 1.15),
-    ("cue_strength", 1.3),
-    ("detector_jitter", 0.025),
-    ("heavy_blur_rate", 0.02),
-    ("identity_sd", 1.3),
-    ("label_noise", 0.03),
-    ("low_light_rate", 0.02),
-    ("mouth_occluder_rate", 0.035),
-    ("recipe_jitter", 0.2),
-    ("sunglasses_rate", 0.035),
-    ("tiny_face_rate", 0.02),
-    ("weak_cue_factor", 0.9),
-    ("weak_fraction", 0.15),
-    ("weak_intensity_range", (0.15, 0.4)),
-)
-RAFDB_TEST_SIZE = 3068  # the demo tests on as many images as RAF-DB's test set: evaluation is cheap, and it narrows every interval
-PROFILES = {
-    # tiny, for the tests: every notebook in seconds
-    "smoke": Profile(
-        "smoke",
-        (140, 70),
-        128,
-        4,
-        2,
-        2,
-        1,
-        2,
-        (0.0, 0.6, 1.0),
-        batch_train=32,
-        batch_study=(8, 64),
-        baseline_per_seed=True,
-        design_ablations=True,
-    ),
-    # the CPU demo: narrow networks at 128 px so the whole report runs in under 10 minutes on 2 cores (README). The
-    # landmark branch trains with batch 32, 1.0-1.7x faster per image than at 64 on the CPUs measured (benchmarks/README.md).
-    # One baseline per seed: a single trained baseline moved the demo's OA by 1.3 points between seed offsets, and
-    # every claim compares against it.
-    # The moving average of the baseline's weights steadies it: four seeds of the raw recipe ranged over 1.3 points of OA
-    # (benchmarks/README.md, "The demo baseline's spread between seeds").
-    # The baseline keeps 10 epochs of the paper's exponential schedule: 8 cosine epochs put seed 1's baseline at 0.856, below its
-    # HOG probe and 3 points under seed 0's (benchmarks/README.md, "The demo's schedule, checked on two seeds"). The landmark
-    # branch trains 2 epochs with a cosine schedule (half of its cost; every quality target holds: "The demo's training stage").
-    "demo": Profile(
-        "demo",
-        (4000, RAFDB_TEST_SIZE),
-        128,
-        16,
-        10,
-        8,
-        2,
-        2,
-        (0.0, 0.6, 1.0),
-        batch_train=64,
-        batch_fusion=32,
-        knobs=DEMO_KNOBS,
-        baseline_per_seed=True,
-        baseline_ema=0.99,
-        fusion_lr_schedule="cosine",
-    ),
-    # the paper's settings on the user's RAF-DB, meant for a GPU: Table 1 as printed (no BatchNorm), the ARM authors'
-    # augmentation mix
-    "paper": Profile(
-        "paper",
-        None,
-        224,
-        64,
-        70,
-        32,
-        10,
-        5,
-        W_GRID_PAPER,
-        landmark_batch_norm=False,
-        augmentation="upstream",
-        design_ablations=True,
-    ),
-}
-
+from fer_lib.settings import PAPER_WEIGHTINGS, WEIGHTINGS
 
 # Choices the paper does not state that can move the headline either way, each flipped in one ablation run of the
 # proposed model (notebook 06, with ``design_ablations``): name -> (what the run is, given the profile's own
@@ -230,193 +62,6 @@ BRANCH_VARIANTS = {
 VARIANTS = {**DESIGN_VARIANTS, **BRANCH_VARIANTS}
 
 
-class SettingsError(ValueError):
-    """A ``--set KEY=VALUE`` that names no setting or gives it a value out of range."""
-
-
-def get_profile(name: str, overrides: dict[str, str] | None = None) -> Profile:
-    """A named profile, with ``overrides`` (KEY -> VALUE text, as ``--set`` takes them) parsed and checked."""
-    if name not in PROFILES:
-        raise SettingsError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
-    return with_settings(PROFILES[name], overrides or {})
-
-
-def _format_value(value) -> object:
-    if isinstance(value, tuple) and value and isinstance(value[0], tuple):  # knobs
-        return ",".join(f"{k}={json.dumps(v)}" for k, v in value)
-    if isinstance(value, tuple):
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-    return value
-
-
-def _positive_int(key: str, text: str, low: int = 1) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise SettingsError(f"{key}={text!r}: expected a whole number of at least {low}") from None
-    if value < low:
-        raise SettingsError(f"{key}={text!r}: must be at least {low}")
-    return value
-
-
-def _parse_setting(key: str, text: str) -> object:
-    from fer_lib import models as M
-
-    text = str(text).strip()
-    if key in ("baseline_epochs", "fusion_epochs", "seeds", "batch_test"):
-        return _positive_int(key, text)
-    if key == "batch_train":
-        return _positive_int(key, text, 2)  # BatchNorm needs two samples
-    if key in ("synthetic_seed", "seed_offset"):
-        return _positive_int(key, text, 0)
-    if key in ("batch_fusion", "train_limit", "test_limit"):
-        if text.lower() in ("", "none", "all"):
-            return None
-        return _positive_int(key, text, 2 if key == "batch_fusion" else len(CLASSES))
-    if key == "input_size":
-        size = _positive_int(key, text, 32)
-        try:
-            M.LandmarkCNN(size, width=2)
-        except ValueError as error:
-            raise SettingsError(f"{key}={text!r}: {error}") from None
-        return size
-    if key in ("baseline_width", "landmark_width"):
-        width = _positive_int(key, text)
-        channels = 8 * width if key == "baseline_width" else 16 * width
-        try:
-            M.arm_layout(channels)
-        except ValueError:
-            valid = "4, 9, 16, 25, 36, 49, 64" if key == "baseline_width" else "2, 8, 18, 32"
-            raise SettingsError(f"{key}={text!r}: ARM needs one of the widths {valid}") from None
-        return width
-    if key in ("w_grid", "batch_study"):
-        try:
-            values = tuple(
-                float(v) if key == "w_grid" else int(v) for v in text.split(",") if v.strip()
-            )
-        except ValueError:
-            raise SettingsError(
-                f"{key}={text!r}: expected a comma-separated list of {'numbers in [0, 1]' if key == 'w_grid' else 'batch sizes'}"
-            ) from None
-        if (
-            not values
-            or (key == "w_grid" and not all(0 <= v <= 1 for v in values))
-            or (key == "batch_study" and min(values) < 1)
-        ):
-            raise SettingsError(
-                f"{key}={text!r}: expected a non-empty comma-separated list of {'numbers in [0, 1]' if key == 'w_grid' else 'batch sizes >= 1'}"
-            )
-        return tuple(sorted(set(values)))
-    if key == "synthetic":
-        if text.lower() in ("", "none"):
-            return None
-        parts = text.split(",")
-        if len(parts) != 2:
-            raise SettingsError(f"{key}={text!r}: expected TRAIN,TEST image counts, e.g. 1600,500")
-        return (
-            _positive_int("synthetic train", parts[0], len(CLASSES)),
-            _positive_int("synthetic test", parts[1], len(CLASSES)),
-        )
-    if key == "knobs":
-        return _parse_knobs(text)
-    if key == "baseline_ema":
-        if text.lower() in ("", "none", "off"):
-            return None
-        try:
-            decay = float(text)
-        except ValueError:
-            decay = -1.0
-        if not 0 < decay < 1:
-            raise SettingsError(
-                f"{key}={text!r}: expected a decay per step between 0 and 1 (e.g. 0.99), or none"
-            )
-        return decay
-    if key in ("landmark_batch_norm", "baseline_per_seed", "design_ablations"):
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise SettingsError(f"{key}={text!r}: expected true or false")
-        return text.lower() in ("true", "1", "yes")
-    if key in ("lr_schedule", "fusion_lr_schedule"):
-        if key == "fusion_lr_schedule" and text.lower() in ("", "none"):
-            return None
-        if text not in T.LR_SCHEDULES:
-            raise SettingsError(f"{key}={text!r}: expected one of {', '.join(T.LR_SCHEDULES)}")
-        return text
-    if key == "augmentation":
-        if text not in D.AUGMENTATIONS:
-            raise SettingsError(f"{key}={text!r}: expected one of {', '.join(D.AUGMENTATIONS)}")
-        return text
-    raise SettingsError(f"unknown setting {key!r}; the settings are: {', '.join(SETTING_KEYS)}")
-
-
-def _parse_knobs(text: str) -> tuple[tuple[str, object], ...]:
-    """``name=value,name=value`` (JSON values; ranges as [low, high]) into SyntheticKnobs overrides."""
-    from fer_lib.synthetic import SyntheticKnobs
-
-    valid = {f.name: f for f in dataclasses.fields(SyntheticKnobs)}
-    pairs = {}
-    for item in filter(None, (part.strip() for part in _split_top_level(text))):
-        name, _, value = item.partition("=")
-        if name not in valid:
-            raise SettingsError(f"knobs: unknown knob {name!r}; the knobs are: {', '.join(valid)}")
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            raise SettingsError(
-                f"knobs: {item!r} is not NAME=VALUE with a number or [low, high]"
-            ) from None
-        default = getattr(SyntheticKnobs(), name)
-        if isinstance(default, tuple):
-            if not (isinstance(parsed, list) and len(parsed) == 2):
-                raise SettingsError(f"knobs: {name} is a range: write {name}=[low,high]")
-            parsed = tuple(type(default[0])(v) for v in parsed)
-        elif not isinstance(parsed, (int, float)) or parsed < 0:
-            raise SettingsError(f"knobs: {name} must be a number >= 0, got {value!r}")
-        pairs[name] = parsed
-    return tuple(sorted(pairs.items()))
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets: ``a=1,b=[2,3]`` -> ``['a=1', 'b=[2,3]']``."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    return [*parts, current]
-
-
-def with_settings(profile: Profile, overrides: dict[str, str]) -> Profile:
-    """``profile`` with each KEY=VALUE override parsed and checked (a SettingsError names what is wrong)."""
-    changes = {key: _parse_setting(key, value) for key, value in overrides.items()}
-    if "knobs" in changes:  # on top of the profile's own knobs
-        changes["knobs"] = tuple(sorted({**dict(profile.knobs), **dict(changes["knobs"])}.items()))
-    result = dataclasses.replace(profile, **changes)
-    if result.knobs and result.synthetic is None:
-        raise SettingsError(
-            "knobs: the difficulty knobs apply to the synthetic set only; this run reads a real data set"
-        )
-    return result
-
-
-def parse_assignments(items: list[str]) -> dict[str, str]:
-    """``["KEY=VALUE", ...]`` (the ``--set`` options) into a dict, refusing an item without ``=``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SettingsError(
-                f"--set {item!r}: expected KEY=VALUE; the settings are: {', '.join(SETTING_KEYS)}"
-            )
-        out[key.strip()] = value
-    return out
-
-
-SETTING_KEYS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")
-
-
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``limit`` samples with each class's share kept (at least one per present class)."""
     labels = np.asarray(labels)
@@ -442,7 +87,7 @@ class FusionRun:
     w: float
     seed: int
     folder: Path
-    predictions: T.FusionPredictions
+    predictions: training.FusionPredictions
     history: pd.DataFrame = field(repr=False)
 
 
@@ -457,20 +102,26 @@ class Experiment:
         baseline_checkpoint: str | Path | None = None,
         *,
         pretrained: str | Path | None = None,
+        figures_dir: str | Path | None = None,
         progress: bool = True,
     ):
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.data_root = Path(data_root)
         self.run_dir = Path(run_dir)
+        self.tables_dir = (
+            self.run_dir / "tables"
+        )  # every table as CSV, Markdown and LaTeX (report.save_table)
+        # figures as PNG and PDF: the committed figures/<profile> for a default run (notebook.start), else here
+        self.figures_dir = Path(figures_dir) if figures_dir else self.run_dir / "figures"
         self.baseline_checkpoint = Path(baseline_checkpoint) if baseline_checkpoint else None
         self.pretrained = (
             Path(pretrained) if pretrained else None
         )  # torchvision's ResNet18 ImageNet weights for a trained baseline
         self.progress = progress
-        self.device = M.pick_device()
+        self.device = models.pick_device()
         self.cache_dir = self.run_dir / "cache"
         self._rgb_caches: dict[tuple[str, int], torch.Tensor] = {}
-        self._baselines: dict[int, M.ARMNet] = {}
+        self._baselines: dict[int, models.ARMNet] = {}
         self._fusion_runs: dict[Path, FusionRun] = {}
 
     @property
@@ -496,7 +147,7 @@ class Experiment:
         return load_rafdb(self.data_root, progress=self.progress)
 
     @cached_property
-    def splits(self) -> tuple[D.SplitTensors, D.SplitTensors]:
+    def splits(self) -> tuple[SplitTensors, SplitTensors]:
         """(train, test) at the profile's input size; a stratified subset where ``train_limit``/``test_limit`` ask."""
         out = []
         for name, limit in (("train", self.profile.train_limit), ("test", self.profile.test_limit)):
@@ -504,7 +155,7 @@ class Experiment:
             if limit is not None and limit < len(split):
                 split = split.subset(stratified_subset(split.labels, limit))
             out.append(
-                D.split_tensors(
+                split_tensors(
                     split, self.profile.input_size, cache_dir=self.cache_dir, progress=self.progress
                 )
             )
@@ -516,11 +167,11 @@ class Experiment:
         return self.profile.seed_list
 
     @property
-    def train(self) -> D.SplitTensors:
+    def train(self) -> SplitTensors:
         return self.splits[0]
 
     @property
-    def test(self) -> D.SplitTensors:
+    def test(self) -> SplitTensors:
         return self.splits[1]
 
     # -- linear probes (fer_lib.probes) ------------------------------------------------------------------
@@ -529,10 +180,16 @@ class Experiment:
         data set and input size (``cache/probes_<key>.csv``) and reused."""
         import hashlib
 
-        from fer_lib import probes as P
+        from fer_lib.probes import (
+            C_GRID,
+            HOG_SIDE,
+            coordinate_features,
+            hog_features,
+            linear_probe,
+        )
 
         key = hashlib.sha256(
-            f"{self.profile.input_size}|{P.HOG_SIDE}|{P.C_GRID}|".encode()
+            f"{self.profile.input_size}|{HOG_SIDE}|{C_GRID}|".encode()
             + "\n".join(self.train.names + self.test.names).encode()
         ).hexdigest()[:16]
         path = self.cache_dir / f"probes_{key}.csv"
@@ -542,18 +199,18 @@ class Experiment:
         y_train, y_test = self.train.labels.numpy(), self.test.labels.numpy()
         size = self.profile.input_size
         results = [
-            P.linear_probe(
+            linear_probe(
                 "linear probe, HOG (aligned images)",
-                P.hog_features(self.train.images.numpy()),
+                hog_features(self.train.images.numpy()),
                 y_train,
-                P.hog_features(self.test.images.numpy()),
+                hog_features(self.test.images.numpy()),
                 y_test,
             ),
-            P.linear_probe(
+            linear_probe(
                 "linear probe, coordinates (aligned landmarks)",
-                P.coordinate_features(self.train.points.numpy(), size),
+                coordinate_features(self.train.points.numpy(), size),
                 y_train,
-                P.coordinate_features(self.test.points.numpy(), size),
+                coordinate_features(self.test.points.numpy(), size),
                 y_test,
             ),
         ]
@@ -587,11 +244,15 @@ class Experiment:
         (colour, photo size, face size and position) against the majority class; the first should not beat the second."""
         import hashlib
 
-        from fer_lib import probes as P
+        from fer_lib.probes import (
+            C_GRID,
+            global_statistics,
+            linear_probe,
+        )
 
         # computed once per data set (reading every original photo is most of a notebook's time) and reused
         key = hashlib.sha256(
-            f"shortcut|{P.C_GRID}|".encode()
+            f"shortcut|{C_GRID}|".encode()
             + "\n".join(self.rafdb.names).encode()
             + np.asarray(self.rafdb.labels).tobytes()
         ).hexdigest()[:16]
@@ -599,10 +260,10 @@ class Experiment:
         if path.exists():
             print(f"reusing the no-shortcut check in {path.name}")
             return pd.read_csv(path)
-        stats = P.global_statistics(self.rafdb)
+        stats = global_statistics(self.rafdb)
         is_train = self.rafdb.splits == "train"
         y_train, y_test = self.rafdb.labels[is_train], self.rafdb.labels[~is_train]
-        result = P.linear_probe(
+        result = linear_probe(
             "global statistics", stats[is_train], y_train, stats[~is_train], y_test
         )
         majority = float((y_test == np.bincount(y_train).argmax()).mean())
@@ -637,9 +298,9 @@ class Experiment:
         """The seeds of the trained baselines of this run (one, or one per seed)."""
         return sorted({self.baseline_seed(seed) for seed in self.seeds})
 
-    def baseline_config(self, seed: int | None = None) -> T.BaselineConfig:
+    def baseline_config(self, seed: int | None = None) -> training.BaselineConfig:
         p = self.profile
-        return T.BaselineConfig(
+        return training.BaselineConfig(
             input_size=p.input_size,
             width=p.baseline_width,
             epochs=p.baseline_epochs,
@@ -662,11 +323,11 @@ class Experiment:
         return self.baseline_dir_for()
 
     @property
-    def baseline(self) -> M.ARMNet:
+    def baseline(self) -> models.ARMNet:
         """The frozen RGB network of the first seed (see ``baseline_for``)."""
         return self.baseline_for()
 
-    def baseline_for(self, seed: int | None = None) -> M.ARMNet:
+    def baseline_for(self, seed: int | None = None) -> models.ARMNet:
         """The frozen RGB network a seed's landmark branch uses: the given checkpoint, else a finished training
         run, else trained now."""
         seed = self.baseline_seed(seed)
@@ -676,7 +337,7 @@ class Experiment:
             if self._baselines:  # one checkpoint serves every seed
                 return next(iter(self._baselines.values()))
             print(f"baseline: loading {relative(self.baseline_checkpoint)}")
-            model = M.load_arm_checkpoint(
+            model = models.load_arm_checkpoint(
                 self.baseline_checkpoint, input_size=self.profile.input_size
             )
         else:
@@ -688,7 +349,7 @@ class Experiment:
             print(
                 f"baseline seed {seed}: {'reusing the finished run in' if finished else 'training (or resuming) in'} {folder.name}"
             )
-            model = T.train_baseline(
+            model = training.train_baseline(
                 self.train,
                 self.baseline_config(seed),
                 folder,
@@ -755,7 +416,7 @@ class Experiment:
         if (
             affinity == "fixed"
         ):  # the mean over this run's whole training set (the checkpoint's is over its fit part)
-            T.estimate_population_means(model, self.train, self.rgb_cache("train", seed))
+            training.estimate_population_means(model, self.train, self.rgb_cache("train", seed))
         per_image = self.rgb_cache("test", seed)[0][torch.as_tensor(order)]
         model.set_affinity(affinity)
         try:
@@ -776,7 +437,7 @@ class Experiment:
         """A baseline's test predictions at the profile's batch size, saved as a table (``baseline_test.csv`` for
         the first seed's, ``baseline_seed<S>_test.csv`` for the others)."""
         seed = self.baseline_seed(seed)
-        frame = T.prediction_frame(
+        frame = training.prediction_frame(
             self.test.names, self.test.labels.numpy(), self.baseline_probabilities(seed=seed)
         )
         name = "baseline_test.csv" if seed == self.seeds[0] else f"baseline_seed{seed}_test.csv"
@@ -790,7 +451,7 @@ class Experiment:
         if key not in self._rgb_caches:
             tensors = self.train if split == "train" else self.test
             flips = (False, True) if split == "train" else (False,)
-            self._rgb_caches[key] = T.rgb_feature_cache(
+            self._rgb_caches[key] = training.rgb_feature_cache(
                 self.baseline_for(seed),
                 tensors,
                 flips=flips,
@@ -802,10 +463,10 @@ class Experiment:
     # -- landmark branch + fusion ------------------------------------------------------------------------
     def fusion_config(
         self, weighting: str = "both", w: float = 0.6, seed: int = 0, variant: str | None = None
-    ) -> T.FusionConfig:
+    ) -> training.FusionConfig:
         """The landmark branch's configuration; ``variant`` (a key of VARIANTS) flips one unstated choice or swaps the branch."""
         p = self.profile
-        config = T.FusionConfig(
+        config = training.FusionConfig(
             weighting=weighting,
             w_disagree=float(w),
             width=p.landmark_width,
@@ -813,7 +474,6 @@ class Experiment:
             epochs=p.fusion_epochs,
             batch_size=p.batch_fusion or p.batch_train,
             eval_batch_size=p.batch_test,
-            select="val_loss",
             lr_schedule=p.fusion_lr_schedule or p.lr_schedule,
             seed=seed,
         )
@@ -853,7 +513,7 @@ class Experiment:
             predictions = read_fusion_predictions(folder)
         elif weighting == "learned":
             base = self.fusion_run("both", w, seed, variant)
-            model, _ = T.fit_gate(
+            model, _ = training.fit_gate(
                 base.folder,
                 self.baseline_for(seed),
                 self.train,
@@ -861,14 +521,15 @@ class Experiment:
                 folder,
                 device=self.device,
             )
-            T.save_fusion_predictions(
-                T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config), folder
+            training.save_fusion_predictions(
+                training.predict_fusion(model, self.test, self.rgb_cache("test", seed), config),
+                folder,
             )
             predictions = read_fusion_predictions(
                 folder
             )  # as a rerun reads them: the same numbers to the last digit
         else:
-            model = T.train_fusion(
+            model = training.train_fusion(
                 self.baseline_for(seed),
                 self.train,
                 self.rgb_cache("train", seed),
@@ -878,8 +539,9 @@ class Experiment:
                 progress=self.progress,
                 holdout=self.baseline_holdout(seed),
             )
-            T.save_fusion_predictions(
-                T.predict_fusion(model, self.test, self.rgb_cache("test", seed), config), folder
+            training.save_fusion_predictions(
+                training.predict_fusion(model, self.test, self.rgb_cache("test", seed), config),
+                folder,
             )
             predictions = read_fusion_predictions(folder)
         self._fusion_runs[folder] = FusionRun(
@@ -889,29 +551,31 @@ class Experiment:
 
     def fusion_model(
         self, weighting: str = "both", w: float = 0.6, seed: int | None = None
-    ) -> tuple[M.FusionModel, T.FusionConfig]:
+    ) -> tuple[models.FusionModel, training.FusionConfig]:
         """The selected checkpoint (``best.pt``) of one fusion run (trained first if missing), on the device."""
         run = self.fusion_run(weighting, w, seed)
-        model, config = T.load_fusion_checkpoint(
+        model, config = training.load_fusion_checkpoint(
             run.folder / "best.pt", self.baseline_for(run.seed)
         )
         return model.to(self.device).eval(), config
 
     def explain(
         self,
-        model: M.FusionModel,
-        config: T.FusionConfig,
+        model: models.FusionModel,
+        config: training.FusionConfig,
         index,
         *,
         target: str = "predicted",
         affinity: str = "batch",
         seed: int | None = None,
-    ) -> E.Explanation:
+    ) -> Explanation:
         """Grad-CAM++ of test images on both branches (see ``fer_lib.explain``), ARM terms held as evaluated; ``seed``:
         the fusion run's, whose baseline ``model`` wraps (default: the first)."""
         if affinity == "fixed":
-            T.estimate_population_means(model, self.train, self.rgb_cache("train", seed), config)
-        return E.explain(
+            training.estimate_population_means(
+                model, self.train, self.rgb_cache("train", seed), config
+            )
+        return gradcam_explain(
             model,
             self.test,
             self.rgb_cache("test", seed),
@@ -929,7 +593,7 @@ class Experiment:
         configurations = [
             ("both", 0.6),
             *(("both", w) for w in self.profile.w_grid),
-            *((weighting, 0.6) for weighting in M.PAPER_WEIGHTINGS),
+            *((weighting, 0.6) for weighting in PAPER_WEIGHTINGS),
             ("calibrated", 0.6),
         ]
         distinct = [
@@ -970,8 +634,8 @@ def fusion_run_name(weighting: str, w: float, seed: int, variant: str | None = N
 
 def canonical_weighting(weighting: str, w: float) -> tuple[str, float]:
     """The (weighting, w) that computes the same model: w only acts through the agreement factor."""
-    if weighting not in M.WEIGHTINGS:
-        raise ValueError(f"weighting {weighting!r} is not one of {M.WEIGHTINGS}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting {weighting!r} is not one of {WEIGHTINGS}")
     if float(w) == 1.0:
         weighting = {"both": "confidence", "agreement": "none"}.get(weighting, weighting)
     if weighting in ("none", "confidence"):
@@ -979,14 +643,14 @@ def canonical_weighting(weighting: str, w: float) -> tuple[str, float]:
     return weighting, float(w)
 
 
-def read_fusion_predictions(folder: Path) -> T.FusionPredictions:
+def read_fusion_predictions(folder: Path) -> training.FusionPredictions:
     """FusionPredictions back from the three prediction tables of a fusion run."""
     frames = {
         head: pd.read_csv(Path(folder) / f"predictions_{head}.csv")
         for head in ("fused", "landmark", "rgb")
     }
     columns = [c for c in frames["fused"].columns if c.startswith("p_")]
-    return T.FusionPredictions(
+    return training.FusionPredictions(
         names=frames["fused"]["image"].tolist(),
         labels=frames["fused"]["label"].to_numpy(),
         fused=frames["fused"][columns].to_numpy(),

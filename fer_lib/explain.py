@@ -28,10 +28,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from fer_lib import data as D
-from fer_lib import models as M
-from fer_lib import precision
+from fer_lib import data, models, precision
 from fer_lib.rafdb import CLASSES
+from fer_lib.settings import AFFINITY_MODES
 from fer_lib.training import landmark_inputs
 
 BRANCHES = ("rgb", "landmark")
@@ -129,7 +128,7 @@ class FusedLogits(nn.Module):
 
     def __init__(
         self,
-        model: M.FusionModel,
+        model: models.FusionModel,
         vary: str,
         held_per_image: Tensor,
         batch_terms: tuple[Tensor, Tensor],
@@ -175,8 +174,8 @@ class Explanation:
 
 @torch.no_grad()
 def evaluated_maps(
-    model: M.FusionModel,
-    split: D.SplitTensors,
+    model: models.FusionModel,
+    split: data.SplitTensors,
     cache: Tensor,
     config,
     index: np.ndarray,
@@ -211,8 +210,8 @@ def evaluated_maps(
 
 
 def held_batch_terms(
-    model: M.FusionModel,
-    split: D.SplitTensors,
+    model: models.FusionModel,
+    split: data.SplitTensors,
     cache: Tensor,
     config,
     index: np.ndarray,
@@ -240,8 +239,8 @@ def _grad_cam_plus_plus(
 
 
 def explain(
-    model: M.FusionModel,
-    split: D.SplitTensors,
+    model: models.FusionModel,
+    split: data.SplitTensors,
     cache: Tensor,
     config,
     index,
@@ -265,8 +264,8 @@ def explain(
             "Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch reads coordinates "
             "(landmark_input 'coords'): explain a heatmap run instead"
         )
-    if affinity not in M.AFFINITY_MODES:
-        raise ValueError(f"affinity {affinity!r} is not one of {M.AFFINITY_MODES}")
+    if affinity not in AFFINITY_MODES:
+        raise ValueError(f"affinity {affinity!r} is not one of {AFFINITY_MODES}")
     index = np.array(index, dtype=np.int64).reshape(-1)  # a copy: pandas columns can be read-only
     if len(index) and (index.min() < 0 or index.max() >= len(split)):
         raise IndexError(
@@ -281,7 +280,7 @@ def explain(
         # the reported logits from the evaluation's own features (bf16 under autocast) and heads (fp32); the CAMs run
         # in fp32 (pytorch-grad-cam reads activations through numpy, which has no bf16)
         rgb, landmark, terms = evaluated_maps(model, split, cache, config, chosen, affinity)
-        images = D.normalise(split.images[members].to(device))
+        images = data.normalise(split.images[members].to(device))
         heatmaps = landmark_inputs(split, members, None, config, device)
         with torch.no_grad():
             logits = model.forward_per_image_maps(rgb, landmark, terms).fused_logits

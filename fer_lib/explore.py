@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fer_lib import explain as E
-from fer_lib import training as T
+from fer_lib import explain, training
 from fer_lib.experiment import canonical_weighting
 from fer_lib.io import BATCH_REPORT_ENV, save_torch
 from fer_lib.models import FusionOutput
@@ -69,7 +68,7 @@ class ModelOutputs:
     name: str
     seed: int
     model: torch.nn.Module
-    config: T.FusionConfig
+    config: training.FusionConfig
     folder: Path
     labels: np.ndarray  # (N,)
     out: object  # models.FusionOutput of (N, ...) CPU tensors
@@ -214,14 +213,18 @@ class ExplorerData:
                 f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run ./run_all.sh (or "
                 f"the notebooks up to 06) first. Trained here: {', '.join(self.models(seed)) or 'none'}"
             )
-        model, config = T.load_fusion_checkpoint(folder / "best.pt", self.ex.baseline_for(seed))
+        model, config = training.load_fusion_checkpoint(
+            folder / "best.pt", self.ex.baseline_for(seed)
+        )
         model = model.cpu().eval()
         path = self.ex.run_dir / FEATURES_DIR / f"{folder.name}.pt"
         stamp = (folder / "best.pt").stat().st_mtime_ns
         saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
         if saved is None or saved.get("stamp") != stamp:  # computed once per trained model
             with torch.no_grad():
-                out = T.fusion_outputs(model, self.ex.test, self.ex.rgb_cache("test", seed), config)
+                out = training.fusion_outputs(
+                    model, self.ex.test, self.ex.rgb_cache("test", seed), config
+                )
             saved = {"stamp": stamp, **out._asdict()}
             save_torch(saved, path)
         out = FusionOutput(*(saved[field] for field in FusionOutput._fields))
@@ -266,7 +269,7 @@ class ExplorerData:
         )
         face = self.ex.test.images[index].permute(1, 2, 0).numpy()
         heatmap = (
-            T.landmark_inputs(
+            training.landmark_inputs(
                 self.ex.test, torch.tensor([index]), None, outputs.config, torch.device("cpu")
             )[0, 0].numpy()
             if outputs.config.landmark_input == "heatmaps"
@@ -290,16 +293,16 @@ class ExplorerData:
             axes[1].scatter(points[:, 0], points[:, 1], s=4, c="yellow")
             axes[1].set_title("landmarks (coordinate branch)", fontsize=8)
         if panels == 4:
-            cam = E.explain(
+            cam = explain.explain(
                 outputs.model,
                 self.ex.test,
                 self.ex.rgb_cache("test", outputs.seed),
                 outputs.config,
                 [index],
             )
-            axes[2].imshow(E.overlay(cam.images[0], cam.rgb_cam[0]))
+            axes[2].imshow(explain.overlay(cam.images[0], cam.rgb_cam[0]))
             axes[2].set_title("Grad-CAM++ RGB (layer4)", fontsize=8)
-            axes[3].imshow(E.overlay(cam.heatmaps[0], cam.landmark_cam[0]))
+            axes[3].imshow(explain.overlay(cam.heatmaps[0], cam.landmark_cam[0]))
             axes[3].set_title("Grad-CAM++ landmark (conv5)", fontsize=8)
         for ax in axes[:panels]:
             ax.axis("off")

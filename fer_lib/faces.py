@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-from fer_lib import landmarks as L
-from fer_lib import rafdb
+from fer_lib import landmarks, rafdb
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,11 +100,11 @@ class Face:
     @property
     def manual5(self) -> np.ndarray:
         """RAF-DB's 5 manual points: left and right eye centres (image left = smaller x), nose tip, mouth corners."""
-        return L.manual5_from_ibug68(self.points68)
+        return landmarks.manual5_from_ibug68(self.points68)
 
     @property
     def auto37(self) -> np.ndarray:
-        return L.auto37_from_ibug68(self.points68)
+        return landmarks.auto37_from_ibug68(self.points68)
 
 
 def load_photo(path: str | os.PathLike) -> Image.Image:
@@ -324,7 +323,7 @@ def _import_one(task: tuple[str, str, str]) -> dict:
     unknown = [rafdb.UNKNOWN_ATTRIBUTE] * 3  # gender, race and age are not known
     rafdb.write_annotations(out, name, face.manual5, unknown, face.auto37, face.box)
     note = f"{len(faces)} faces: kept the largest" if len(faces) > 1 else ""
-    already = image.size == (L.ALIGNED_SIZE, L.ALIGNED_SIZE)
+    already = image.size == (landmarks.ALIGNED_SIZE, landmarks.ALIGNED_SIZE)
     return {
         "image": path,
         "name": name,

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fer_lib.settings import OLDER_RUNS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Set by the pipeline for the notebook kernels it runs: no one is behind the page to use a widget (fer_lib.explore)
 BATCH_REPORT_ENV = "FER_BATCH_REPORT"
@@ -70,19 +72,31 @@ def save_npy(array: np.ndarray, path: str | os.PathLike) -> Path:
     return write_atomic(path, write)
 
 
+def older_runs_value(field: dataclasses.Field):
+    """What a run saved before ``field`` existed used: the field's ``older_runs`` metadata where its default has
+    moved since, else its default."""
+    return field.metadata.get(OLDER_RUNS, field.default)
+
+
+def fill_older_fields(cls, saved: dict) -> dict:
+    """``saved`` (a dataclass ``cls`` read back from JSON or a checkpoint) with each field it lacks set to the
+    value older runs used (``older_runs_value``)."""
+    missing = {
+        f.name: older_runs_value(f)
+        for f in dataclasses.fields(cls)
+        if f.name not in saved and older_runs_value(f) is not dataclasses.MISSING
+    }
+    return {**json.loads(json.dumps(missing)), **saved}
+
+
 def claim_config(path: str | os.PathLike, config) -> list[str]:
     """Write the dataclass ``config`` to ``path`` as JSON if it is missing; otherwise the fields whose saved value
-    differs. A field missing from the file (added after the run was made) counts as its default, and defaults keep
-    the older behaviour. An empty list means the run folder may be reused."""
+    differs. A field missing from the file (added after the run was made) counts as the value older runs used
+    (``older_runs_value``). An empty list means the run folder may be reused."""
     path = Path(path)
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))
     if not path.exists():
         save_json(wanted, path)
         return []
-    defaults = {
-        f.name: f.default
-        for f in dataclasses.fields(config)
-        if f.default is not dataclasses.MISSING
-    }
-    found = {**json.loads(json.dumps(defaults)), **json.loads(path.read_text())}
+    found = fill_older_fields(type(config), json.loads(path.read_text()))
     return sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))

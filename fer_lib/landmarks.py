@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-LANDMARK_SETS = ("auto37", "manual5", "both")
+from fer_lib.settings import LANDMARK_SETS
 
 ALIGNED_SIZE = 100  # RAF-DB's aligned images are 100x100
 ALIGN_TARGETS = np.array(

@@ -36,8 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_lib import landmarks as L
-from fer_lib import rafdb
+from fer_lib import landmarks, rafdb
 
 # The layouts check-data recognises, and how it names them.
 LAYOUT_NAMES = {
@@ -308,7 +307,7 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
         }
     crop = image.crop((left, top, right, bottom))
     points = points - [left, top]
-    manual5 = L.manual5_from_ibug68(points)
+    manual5 = landmarks.manual5_from_ibug68(points)
     try:
         from fer_lib.synthetic import warp_aligned
 
@@ -324,7 +323,12 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
     aligned.save(out / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=95)
     face_box = (*points.min(0), *points.max(0))
     rafdb.write_annotations(
-        out, name, manual5, [rafdb.UNKNOWN_ATTRIBUTE] * 3, L.auto37_from_ibug68(points), face_box
+        out,
+        name,
+        manual5,
+        [rafdb.UNKNOWN_ATTRIBUTE] * 3,
+        landmarks.auto37_from_ibug68(points),
+        face_box,
     )
     return {"source": sample.source, "name": name, "status": "converted", "reason": ""}
 

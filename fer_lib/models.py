@@ -30,7 +30,7 @@ The paper's networks have ResNet18's widths (64..512 channels, ``width=64``) and
 ``width=32``). A narrower network (``width=16`` for ResNet18: 16..128 channels) trains ~16x faster on a
 CPU. ARM then needs C/2 = r^2 for its PixelShuffle(r) to give 2 channels, and the de-albino kernel scales
 with r (kernel 2r, stride r/2: 32 and 8 at the paper's r = 16), so the feature side n = 2m - 3 is the same
-as the paper's for every width. Widths where r is an even integer work: ResNet18 4, 9, 16, 25, 36, 49, 64;
+as the paper's for every width. Widths where r is an even integer work: ResNet18 1, 4, 9, 16, 25, 36, 49, 64 (the squares);
 landmark CNN 2, 8, 18, 32. Only width 64 matches the released checkpoint.
 
 Input sizes
@@ -51,28 +51,29 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn import functional
 
 from fer_lib import distributed
 from fer_lib.io import save_torch
 from fer_lib.rafdb import CLASSES, CLASSES_8, NUM_CLASSES
+from fer_lib.settings import (
+    AFFINITY_MODES,
+    DE_ALBINO_KERNEL,
+    DE_ALBINO_STRIDE,
+    LANDMARK_INPUTS,
+    PAPER_INPUT_SIZE,
+    SHUFFLE,
+    SIZE_RANGE,
+    WEIGHTINGS,
+    arm_layout,
+    arm_sides,
+    landmark_last_kernel,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PAPER_INPUT_SIZE = 224
-SHUFFLE = 16  # PixelShuffle factor: 512 channels -> 2
-DE_ALBINO_KERNEL, DE_ALBINO_STRIDE = 32, 8
-AFFINITY_MODES = ("batch", "fixed")
-PAPER_WEIGHTINGS = ("none", "confidence", "agreement", "both")  # Table 8's ablation
-# beyond the paper (its section 6): the confidence of a temperature-scaled landmark head, and a gate fitted afterwards
-WEIGHTINGS = (*PAPER_WEIGHTINGS, "calibrated", "learned")
-LANDMARK_INPUTS = (
-    "heatmaps",
-    "coords",
-)  # the landmark branch: Table 1's CNN on heatmaps, or an MLP on coordinates
 COORDS_HIDDEN = 256  # the coordinate MLP's hidden width
-SIZE_RANGE = range(32, 449, 32)  # candidate sizes listed in error messages
 
 ARM_FILE_HINT = (
     "Expected the ARM authors' RAF-DB checkpoint (epoch59_acc0.9205.pth from SimKarras/Amend-Representation-Module, "
@@ -113,36 +114,11 @@ def pick_device() -> torch.device:
 # Geometry
 
 
-def arm_layout(channels: int) -> tuple[int, int, int]:
-    """(PixelShuffle factor r, de-albino kernel, stride) for a trunk with ``channels`` output channels.
-
-    512 -> (16, 32, 8), the paper's. r**2 = channels / 2 so two channels come out; the kernel is 2r and the
-    stride r/2, which keeps the ARM output side at 2m - 3 for an m x m map whatever the width.
-    """
-    shuffle = round((channels / 2) ** 0.5)
-    if channels % 2 or shuffle * shuffle * 2 != channels or shuffle % 2:
-        raise ValueError(
-            f"a trunk with {channels} output channels does not fit ARM: PixelShuffle(r) must turn them into 2 "
-            "channels with r even (channels = 2 r^2: 8, 32, 72, 128, 200, 288, 392, 512, ...)"
-        )
-    return shuffle, 2 * shuffle, shuffle // 2
-
-
-def _arm_sides(input_size: int) -> tuple[int, int, int] | None:
-    if input_size % 32:
-        return None
-    map_side = input_size // 32
-    shuffled = SHUFFLE * map_side
-    if shuffled < DE_ALBINO_KERNEL or (shuffled - DE_ALBINO_KERNEL) % DE_ALBINO_STRIDE:
-        return None
-    return map_side, shuffled, (shuffled - DE_ALBINO_KERNEL) // DE_ALBINO_STRIDE + 1
-
-
 def arm_geometry(input_size: int) -> tuple[int, int, int]:
     """(trunk map side m, pixel-shuffled side, ARM output side n) for square inputs; 224 -> (7, 112, 11)."""
-    sides = _arm_sides(input_size) if isinstance(input_size, int) and input_size > 0 else None
+    sides = arm_sides(input_size) if isinstance(input_size, int) and input_size > 0 else None
     if sides is None:
-        valid = [s for s in SIZE_RANGE if _arm_sides(s)]
+        valid = [s for s in SIZE_RANGE if arm_sides(s)]
         raise ValueError(
             f"input size {input_size!r} does not fit ResNet18 + ARM: the trunk map is size/32 and the "
             f"PixelShuffle({SHUFFLE}) map ({SHUFFLE} * size/32 per side) must hold the {DE_ALBINO_KERNEL}x"
@@ -150,22 +126,6 @@ def arm_geometry(input_size: int) -> tuple[int, int, int]:
             "(the paper uses 224)"
         )
     return sides
-
-
-def landmark_conv5_side(input_size: int) -> int:
-    """Side of the landmark CNN's 5th conv output (10 at 224): Table 1's unpadded convs and 2x2 pools."""
-    side = input_size - 4  # conv 5x5
-    for _ in range(4):
-        side = side // 2 - 2  # maxpool 2, then conv 3x3
-    return side
-
-
-def _landmark_last_kernel(input_size: int) -> int | None:
-    sides = _arm_sides(input_size)
-    if sides is None:
-        return None
-    kernel = landmark_conv5_side(input_size) - sides[0] + 1
-    return kernel if kernel >= 1 else None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -619,9 +579,9 @@ class LandmarkCNN(nn.Sequential):
     def __init__(
         self, input_size: int = PAPER_INPUT_SIZE, *, batch_norm: bool = False, width: int = 32
     ):
-        last_kernel = _landmark_last_kernel(input_size) if isinstance(input_size, int) else None
+        last_kernel = landmark_last_kernel(input_size) if isinstance(input_size, int) else None
         if last_kernel is None:
-            valid = [s for s in SIZE_RANGE if _landmark_last_kernel(s)]
+            valid = [s for s in SIZE_RANGE if landmark_last_kernel(s)]
             raise ValueError(
                 f"input size {input_size!r} does not fit the landmark CNN: its 5th conv map must be at least as "
                 f"large as the RGB trunk's size/32 map; valid sizes up to 448: {valid} (the paper uses 224)"
@@ -716,7 +676,7 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     logits, labels = logits.double(), labels.long()
 
     def nll(log_t: float) -> float:
-        return float(F.cross_entropy(logits / np.exp(log_t), labels))
+        return float(functional.cross_entropy(logits / np.exp(log_t), labels))
 
     return float(
         np.exp(
@@ -918,7 +878,7 @@ class FusionModel(nn.Module):
     @staticmethod
     def loss(output: FusionOutput, targets: Tensor) -> Tensor:
         """Paper eq. 3: CE(landmark head) + CE(fused output)."""
-        return F.cross_entropy(output.landmark_logits, targets) + F.cross_entropy(
+        return functional.cross_entropy(output.landmark_logits, targets) + functional.cross_entropy(
             output.fused_logits, targets
         )
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fer_lib.experiment import Experiment, get_profile
+from fer_lib.experiment import Experiment
 from fer_lib.io import PROJECT_ROOT, relative
 from fer_lib.pipeline import run_dir_for
+from fer_lib.profiles import get_profile
 
 PARAMETERS = {
     "PROFILE": str,  # smoke / demo / paper
@@ -112,11 +113,8 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
         run_dir,
         values["BASELINE_CHECKPOINT"] or None,
         pretrained=values["PRETRAINED"] or None,
+        figures_dir=values["FIGURES_DIR"] or figures_dir_for(profile, run_dir),
     )
-    experiment.figures_dir = (
-        Path(values["FIGURES_DIR"]) if values["FIGURES_DIR"] else figures_dir_for(profile, run_dir)
-    )
-    experiment.tables_dir = run_dir / "tables"
     for warning in (experiment.baseline_warning(), experiment.holdout_warning()):
         if warning:
             print(warning)

@@ -23,7 +23,7 @@ RUNS_DIR = PROJECT_ROOT / "runs"
 def run_dir_for(profile) -> Path:
     """``runs/<profile>``, or ``runs/<profile>-<settings>`` for a profile with ``--set`` overrides, so a sized-down
     or seed-shifted run never meets the default run's folder."""
-    from fer_lib.experiment import get_profile
+    from fer_lib.profiles import get_profile
 
     spec = get_profile(profile) if isinstance(profile, str) else profile
     overrides = spec.overrides()
@@ -35,7 +35,7 @@ def run_dir_for(profile) -> Path:
 
 def figures_dir_for(profile, run_dir: Path) -> Path:
     """``figures/<profile>`` (committed) for a default demo or paper run; otherwise the run folder's own."""
-    from fer_lib.experiment import get_profile
+    from fer_lib.profiles import get_profile
 
     spec = get_profile(profile) if isinstance(profile, str) else profile
     if spec.name == "smoke" or spec.overrides():
@@ -58,7 +58,7 @@ def claim_run_dir(run_dir: Path, profile) -> None:
 def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path:
     """The data root a profile runs on: the user's RAF-DB, or the profile's synthetic set (generated once,
     then reused, which is said)."""
-    from fer_lib.experiment import get_profile
+    from fer_lib.profiles import get_profile
     from fer_lib.synthetic import demo_dataset_is_complete, generate_demo_dataset
 
     if data is not None:
@@ -116,7 +116,7 @@ def check_data(root: Path) -> None:
         )
 
 
-def _data_info(root: Path) -> dict:
+def describe_data(root: Path) -> dict:
     """A data set's layout, protocol and excluded rows (its classes.json; RAF-DB itself has none), for the report."""
     from fer_lib.rafdb import read_classes, resolve_root
 
@@ -299,7 +299,7 @@ def run_all(
     notebook that trains (03), every model of the profile is trained in ``workers`` parallel processes
     (``fer_lib.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks train one model at a time).
     """
-    from fer_lib.experiment import get_profile
+    from fer_lib.profiles import get_profile
 
     started = time.perf_counter()
     spec = get_profile(profile, settings)
@@ -341,7 +341,7 @@ def run_all(
         if spec.synthetic and data is None
         else parameters["DATA_ROOT"]
     )
-    data_info = _data_info(data_root)
+    data_info = describe_data(data_root)
     info = {
         **machine_info(),
         "profile": spec.name,

@@ -18,11 +18,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fer_lib import data as D
-from fer_lib import explain as E
-from fer_lib import faces as F
-from fer_lib import landmarks as L
-from fer_lib import models as M
+from fer_lib import data, explain, landmarks, models
+from fer_lib.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
 from fer_lib.rafdb import CLASSES
 
 HEADS = (("rgb", "RGB"), ("landmark", "landmark only"), ("fused", "fused"))
@@ -35,35 +32,35 @@ def photos_in(paths: list[Path]) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in F.IMAGE_SUFFIXES
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
             )
         elif path.is_file():
             found.append(path)
         else:
-            raise F.ImportProblem(f"{path}: no such file or folder")
+            raise ImportProblem(f"{path}: no such file or folder")
     return found
 
 
 def load_models(baseline_path: Path, fusion_path: Path | None, device: torch.device):
     """(baseline, fusion model or None, fusion config or None), in eval mode and batch-independent."""
-    from fer_lib import training as T
+    from fer_lib import training
 
-    baseline = M.load_arm_checkpoint(baseline_path)
+    baseline = models.load_arm_checkpoint(baseline_path)
     if torch.isnan(baseline.arm.population_mean).any():
-        raise M.CheckpointError(
+        raise models.CheckpointError(
             f"{baseline_path} carries no population mean, which a single photo needs (ARM's batch-independent "
             "mode); baselines trained by this project store it at the end of training"
         )
     fusion, config = (None, None)
     if fusion_path is not None:
-        fusion, config = T.load_fusion_checkpoint(fusion_path, baseline)
+        fusion, config = training.load_fusion_checkpoint(fusion_path, baseline)
         if fusion.arm is None:
-            raise M.CheckpointError(
+            raise models.CheckpointError(
                 f"{fusion_path} is a coordinate-branch run, which predict cannot explain with Grad-CAM; "
                 "pass a heatmap run (the proposed model's best.pt)"
             )
         if torch.isnan(fusion.arm.population_mean).any():
-            raise M.CheckpointError(
+            raise models.CheckpointError(
                 f"{fusion_path} carries no population mean for the landmark ARM; fusion runs trained by "
                 "this project store it at the end of training"
             )
@@ -71,22 +68,24 @@ def load_models(baseline_path: Path, fusion_path: Path | None, device: torch.dev
     return baseline.to(device).eval().set_affinity("fixed"), fusion, config
 
 
-def face_split(image, faces: list[F.Face], size: int, name: str) -> D.SplitTensors:
+def face_split(image, faces: list[Face], size: int, name: str) -> data.SplitTensors:
     """The faces of one photo as the networks' input: aligned crops at ``size`` and their 37 points on that canvas."""
     crops = []
     for face in faces:
-        crop = F.align(
+        crop = align(
             image, face
         )  # 100x100, then resized as the training images were (data._load_image)
         crops.append(
             np.asarray(
-                crop if size == L.ALIGNED_SIZE else crop.resize((size, size), Image.BILINEAR)
+                crop
+                if size == landmarks.ALIGNED_SIZE
+                else crop.resize((size, size), Image.BILINEAR)
             )
         )
-    points = np.stack([L.align_points(face.auto37, face.manual5, size) for face in faces]).astype(
-        np.float32
-    )
-    return D.SplitTensors(
+    points = np.stack(
+        [landmarks.align_points(face.auto37, face.manual5, size) for face in faces]
+    ).astype(np.float32)
+    return data.SplitTensors(
         names=[f"{name}#{k}" for k in range(len(faces))],
         images=torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(),
         points=torch.from_numpy(points),
@@ -105,7 +104,7 @@ def predict(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Predict and explain every face of every photo with the models of two checkpoints (see ``predict_photos``)."""
-    device = device or M.pick_device()
+    device = device or models.pick_device()
     baseline, fusion, config = load_models(
         Path(baseline_path), Path(fusion_path) if fusion_path else None, device
     )
@@ -114,8 +113,8 @@ def predict(
 
 def predict_photos(
     paths: list[Path],
-    baseline: M.ARMNet,
-    fusion: M.FusionModel | None,
+    baseline: models.ARMNet,
+    fusion: models.FusionModel | None,
     config,
     out: Path,
     *,
@@ -135,14 +134,14 @@ def predict_photos(
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for path in tqdm(photos_in(paths), desc="predict", unit="photo", disable=not progress):
-        image = F.load_photo(path)
-        found = F.detect_faces(image)
+        image = load_photo(path)
+        found = detect_faces(image)
         if not found:
             rows.append({"image": str(path), "face": np.nan, "status": "no face"})
             continue
         split = face_split(image, found, baseline.input_size, path.name)
         with torch.no_grad():
-            per_image = baseline.forward_per_image(D.normalise(split.images.to(device)))
+            per_image = baseline.forward_per_image(data.normalise(split.images.to(device)))
             probabilities = {
                 "rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()
             }
@@ -159,7 +158,7 @@ def predict_photos(
                 landmark=fusion.landmark_probabilities(outputs.landmark_logits).cpu().numpy(),
                 fused=outputs.fused_logits.softmax(1).cpu().numpy(),
             )
-            explanation = E.explain(
+            explanation = explain.explain(
                 fusion,
                 split,
                 per_image.cpu()[None],
@@ -214,11 +213,11 @@ def predict_photos(
 
 def plot_face(
     image,
-    face: F.Face,
-    split: D.SplitTensors,
+    face: Face,
+    split: data.SplitTensors,
     k: int,
     probabilities: dict,
-    explanation: E.Explanation | None,
+    explanation: explain.Explanation | None,
     title: str,
     classes: tuple[str, ...] = CLASSES,
 ) -> plt.Figure:
@@ -256,9 +255,9 @@ def plot_face(
     if explanation is not None:
         axes[3].imshow(explanation.heatmaps[k], cmap="gray")
         axes[3].set_title("landmark heatmap", fontsize=9)
-        axes[4].imshow(E.overlay(explanation.images[k], explanation.rgb_cam[k]))
+        axes[4].imshow(explain.overlay(explanation.images[k], explanation.rgb_cam[k]))
         axes[4].set_title(f"Grad-CAM++ RGB ({classes[explanation.target[k]]})", fontsize=9)
-        axes[5].imshow(E.overlay(explanation.heatmaps[k], explanation.landmark_cam[k]))
+        axes[5].imshow(explain.overlay(explanation.heatmaps[k], explanation.landmark_cam[k]))
         axes[5].set_title(f"Grad-CAM++ landmarks ({classes[explanation.target[k]]})", fontsize=9)
     for axis in axes:
         if axis is not bars:

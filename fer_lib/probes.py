@@ -93,11 +93,11 @@ def linear_probe(
 def hog_features(images: np.ndarray) -> np.ndarray:
     """(N, D) HOG descriptors of uint8 images (N, 3, S, S), on grey images resized to 64x64."""
     import torch
-    import torch.nn.functional as F
     from skimage.feature import hog
+    from torch.nn import functional
 
     grey = torch.as_tensor(images).float().mean(1, keepdim=True)
-    grey = F.interpolate(grey, size=(HOG_SIDE, HOG_SIDE), mode="area")[:, 0].numpy()
+    grey = functional.interpolate(grey, size=(HOG_SIDE, HOG_SIDE), mode="area")[:, 0].numpy()
     return np.stack(
         [hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)) for g in grey]
     ).astype(np.float32)

@@ -318,15 +318,21 @@ def _parse_points(
     return points if ok else None
 
 
-def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file, or None (problems filled)."""
+def _annotation_rows(path: Path, what: str, problems: list[str]) -> list[str] | None:
+    """The rows of an annotation file, or None with the problem named (``what``: the file's role)."""
     try:
-        rows = _read_rows(path)
+        return _read_rows(path)
     except FileNotFoundError:
-        problems.append(f"{path}: missing (the manual annotation of this listed image)")
-        return None
+        problems.append(f"{path}: missing ({what})")
     except UnicodeDecodeError:
         problems.append(f"{path}: not a text file (bad encoding)")
+    return None
+
+
+def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file, or None (problems filled)."""
+    rows = _annotation_rows(path, "the manual annotation of this listed image", problems)
+    if rows is None:
         return None
     if len(rows) != 8:
         problems.append(
@@ -354,13 +360,8 @@ def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.n
 
 def parse_auto_file(path: Path, problems: list[str]) -> np.ndarray | None:
     """The 37 points of a ``*_auto_attri.txt`` file, or None (problems filled)."""
-    try:
-        rows = _read_rows(path)
-    except FileNotFoundError:
-        problems.append(f"{path}: missing (the automatic landmarks of this listed image)")
-        return None
-    except UnicodeDecodeError:
-        problems.append(f"{path}: not a text file (bad encoding)")
+    rows = _annotation_rows(path, "the automatic landmarks of this listed image", problems)
+    if rows is None:
         return None
     if len(rows) != 37:
         problems.append(f"{path}: expected 37 rows of 'x y', found {len(rows)}")

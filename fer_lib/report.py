@@ -224,7 +224,7 @@ def plot_samples(rafdb, per_class: int = 4, seed: int = 0) -> plt.Figure:
 
 def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> plt.Figure:
     """Fig. 3: original image with its landmarks, aligned image with the affine-mapped landmarks, heatmap."""
-    from fer_lib import landmarks as L
+    from fer_lib import landmarks
     from fer_lib.heatmaps import render_heatmaps
 
     indices = list(indices)
@@ -235,10 +235,12 @@ def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> p
         row[0].scatter(points[:, 0], points[:, 1], s=4, c="lime")
         row[0].scatter(rafdb.manual5[i, :, 0], rafdb.manual5[i, :, 1], s=12, c="red", marker="x")
         aligned = _image(rafdb.aligned_path(i))
-        mapped = L.align_points(points, rafdb.manual5[i], aligned.shape[0])
+        mapped = landmarks.align_points(points, rafdb.manual5[i], aligned.shape[0])
         row[1].imshow(aligned)
         row[1].scatter(mapped[:, 0], mapped[:, 1], s=4, c="lime")
-        heat = render_heatmaps(L.align_points(points, rafdb.manual5[i], size)[None], size)[0, 0]
+        heat = render_heatmaps(landmarks.align_points(points, rafdb.manual5[i], size)[None], size)[
+            0, 0
+        ]
         row[2].imshow(heat.numpy(), cmap="gray", vmin=0, vmax=1)
         for ax, title in zip(
             row,

@@ -76,31 +76,17 @@ def _cell_accuracy(
 
 
 def paired_bootstrap(
-    labels: np.ndarray,
-    predicted_a: np.ndarray,
-    predicted_b: np.ndarray,
-    *,
-    metric: str = "oa",
-    resamples: int = 10_000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    num_classes: int = NUM_CLASSES,
+    labels: np.ndarray, predicted_a: np.ndarray, predicted_b: np.ndarray, **options
 ) -> BootstrapResult:
     """Percentile interval of metric(B) - metric(A) over paired bootstrap resamples of the test images.
 
-    ``metric`` is "oa" (overall accuracy) or "aa" (average per-class accuracy over the classes present).
-    Seeded; each resample costs O(classes x distinct correctness pairs), not O(images).
+    ``options`` are ``paired_bootstrap_correct``'s: ``metric`` "oa" (overall accuracy) or "aa" (average per-class
+    accuracy over the classes present), ``resamples``, ``confidence``, ``seed``, ``num_classes``. Seeded; each
+    resample costs O(classes x distinct correctness pairs), not O(images).
     """
     labels = np.asarray(labels)
     return paired_bootstrap_correct(
-        labels,
-        np.asarray(predicted_a) == labels,
-        np.asarray(predicted_b) == labels,
-        metric=metric,
-        resamples=resamples,
-        confidence=confidence,
-        seed=seed,
-        num_classes=num_classes,
+        labels, np.asarray(predicted_a) == labels, np.asarray(predicted_b) == labels, **options
     )
 
 

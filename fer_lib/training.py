@@ -31,78 +31,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from fer_lib import data as D
-from fer_lib import distributed, precision
-from fer_lib import landmarks as L
-from fer_lib import models as M
-from fer_lib.io import claim_config, relative, save_csv, save_json, save_torch
+from fer_lib import data, distributed, models, precision
+from fer_lib.io import claim_config, fill_older_fields, relative, save_csv, save_json, save_torch
+from fer_lib.landmarks import flip_permutation
 from fer_lib.rafdb import CLASSES
-
-# Paper, Table 4 (adabelief-pytorch); ExponentialLR(0.9) per epoch; batch 256 train / 64 test.
-ADABELIEF = dict(
-    lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decouple=True, rectify=False, weight_decay=1e-2
+from fer_lib.settings import (
+    ADABELIEF,
+    LR_GAMMA,
+    BaselineConfig,
+    FusionConfig,
 )
-LR_GAMMA = 0.9
-
-
-# ------------------------------------------------------------------------------------------------------
-# Configurations
-
-
-@dataclass
-class BaselineConfig:
-    """The ARM recipe (SPEC.md): Adam, weight decay 1e-4, ExponentialLR(0.9), batch 256, flip/noise + erasing."""
-
-    input_size: int = 224
-    width: int = 64  # ResNet18's base width; 64 is the paper's (and the released checkpoint's)
-    epochs: int = 70
-    batch_size: int = 256
-    eval_batch_size: int = 64  # the paper tests with batch 64 (ARM's batch term depends on it)
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.1  # held out from the training set for model selection
-    pretrained: str | None = (
-        None  # path of torchvision's ResNet18 ImageNet weights; None: from scratch
-    )
-    augmentation: str = "flip_or_noise"  # every image flipped or noised; "upstream": the ARM authors' mix (data.augment_arm)
-    ema: float | None = (
-        None  # decay per step of an exponential moving average of the weights, evaluated and kept instead of the raw weights; None: off (the ARM recipe)
-    )
-    lr_schedule: str = "exponential"  # ExponentialLR(0.9) per epoch (the ARM recipe); "cosine": to zero over the epochs
-    seed: int = 0
-
-
-@dataclass
-class FusionConfig:
-    """Landmark branch + fusion (paper, sections 4.2-4.3; Table 4 optimiser)."""
-
-    weighting: str = "both"  # none / confidence / agreement / both (the paper's ablation) / calibrated (models.WEIGHTINGS)
-    w_disagree: float = 0.6  # agreement weight when the branches disagree (Fig. 4)
-    weight_grad: bool = False  # gradients through p_landmark (the paper is silent)
-    width: int = 32  # landmark CNN's base width; 32 is Table 1's
-    batch_norm: bool = True  # not in the paper; without it the landmark CNN stayed at the majority class in our runs
-    landmark_input: str = "heatmaps"  # the landmark branch reads heatmaps (Table 1's CNN) or "coords" (an MLP on the coordinates)
-    fusion_init_from_baseline: bool = (
-        True  # fused model starts as the baseline (the paper does not say)
-    )
-    epochs: int = 10  # not stated in the paper; selection on the validation split
-    lr: float = ADABELIEF["lr"]  # Table 4
-    select: str = "val_fused_accuracy"  # the epoch kept; "val_loss": lowest validation loss of eq. 3 (both heads), what the profiles use
-    batch_size: int = 256
-    eval_batch_size: int = 64
-    landmark_set: str = "auto37"
-    heatmap_sigma: float | None = None  # None: 1.5 px at 224, scaled with the input size
-    flip: bool = True  # random horizontal flips of image and heatmap together
-    val_fraction: float = 0.1
-    lr_schedule: str = "exponential"  # ExponentialLR(0.9) per epoch (Table 4's recipe); "cosine": to zero over the epochs
-    seed: int = 0
-
-
-LR_SCHEDULES = ("exponential", "cosine")
 
 
 def _lr_schedule(optimizer, config):
@@ -124,7 +66,7 @@ def _check_config(run_dir: Path, config) -> None:
 
 
 def _validation_split(
-    run_dir: Path, train: D.SplitTensors, fraction: float, seed: int, holdout: Path | None = None
+    run_dir: Path, train: data.SplitTensors, fraction: float, seed: int, holdout: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The run's seeded, stratified validation split (``split.json``), or, with ``holdout`` (the ``split.json`` of
     the baseline this run is fused with), that baseline's own hold-out: images the frozen network never trained on."""
@@ -152,7 +94,7 @@ def _validation_split(
         return np.array([position[n] for n in saved["train"]]), np.array(
             [position[n] for n in saved["validation"]]
         )
-    fit, val = D.stratified_split(train.labels.numpy(), fraction, seed)
+    fit, val = data.stratified_split(train.labels.numpy(), fraction, seed)
     save_json(
         {
             "seed": seed,
@@ -170,7 +112,7 @@ def _autocast(device: torch.device):
     return precision.autocast(device)
 
 
-def _baseline_layout(model: M.ARMNet, device: torch.device) -> torch.memory_format:
+def _baseline_layout(model: models.ARMNet, device: torch.device) -> torch.memory_format:
     """The baseline's layout, the model converted in place: channels_last on CUDA (with cuDNN's kernel search: fixed
     shapes), and on the CPU from width 16, where oneDNN runs the demo's ResNet18 faster in it (benchmarks/README.md).
     Narrower CPU networks stay contiguous: at width 4 oneDNN corrupted the heap."""
@@ -233,8 +175,8 @@ def _save_last(
 # Baseline
 
 
-def build_baseline(config: BaselineConfig, classes: tuple[str, ...] = CLASSES) -> M.ARMNet:
-    model = M.ARMNet(
+def build_baseline(config: BaselineConfig, classes: tuple[str, ...] = CLASSES) -> models.ARMNet:
+    model = models.ARMNet(
         config.input_size,
         num_classes=len(classes),
         width=config.width,
@@ -246,7 +188,7 @@ def build_baseline(config: BaselineConfig, classes: tuple[str, ...] = CLASSES) -
 
 @torch.no_grad()
 def baseline_logits(
-    model: M.ARMNet, images: torch.Tensor, batch_size: int = 64, *, progress: bool = False
+    model: models.ARMNet, images: torch.Tensor, batch_size: int = 64, *, progress: bool = False
 ) -> torch.Tensor:
     """Logits (N, 7) for uint8 images (N, 3, S, S), in consecutive batches of ``batch_size`` (the test
     order), so in ``batch`` affinity each image shares its batch term with its neighbours."""
@@ -257,7 +199,7 @@ def baseline_logits(
     for start in tqdm(
         range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False
     ):
-        batch = D.normalise(images[start : start + batch_size].to(device)).contiguous(
+        batch = data.normalise(images[start : start + batch_size].to(device)).contiguous(
             memory_format=memory_format
         )
         with _autocast(device):
@@ -266,19 +208,19 @@ def baseline_logits(
 
 
 def train_baseline(
-    train: D.SplitTensors,
+    train: data.SplitTensors,
     config: BaselineConfig,
     run_dir: Path,
     *,
     device: torch.device | None = None,
     progress: bool = True,
-) -> M.ARMNet:
+) -> models.ARMNet:
     """Train ResNet18 + ARM with the ARM recipe; returns the best-on-validation model (eval mode, CPU).
 
     ``train`` is the full training split; the validation part is held out here (``split.json``).
     """
     run_dir = Path(run_dir)
-    device = device or M.pick_device()
+    device = device or models.pick_device()
     if train.input_size != config.input_size:
         raise ValueError(
             f"images are {train.input_size}px but the config asks for {config.input_size}px"
@@ -315,7 +257,7 @@ def train_baseline(
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator).to(fit_images.device)
-        noise_generator = D.device_generator(
+        noise_generator = data.device_generator(
             generator, fit_images.device
         )  # one per epoch on a GPU; None on the CPU
         model.train()
@@ -339,13 +281,13 @@ def train_baseline(
                 len(index)
             )  # this rank's share of the batch, augmented alike on every rank
             batch = fit_images[index]
-            images = D.augment_arm(
-                D.normalise(batch), generator, config.augmentation, noise_generator
+            images = data.augment_arm(
+                data.normalise(batch), generator, config.augmentation, noise_generator
             )[part].to(device, memory_format=memory_format)
             labels = fit_labels[index[part]]
             with _autocast(device), distributed.global_batch():
                 logits = trained(images)
-                loss = F.cross_entropy(logits.float(), fit_targets[index[part]])
+                loss = functional.cross_entropy(logits.float(), fit_targets[index[part]])
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_scale(len(labels), len(index))).backward()
             optimizer.step()
@@ -374,7 +316,7 @@ def train_baseline(
         best = max(best, val_accuracy)
         if distributed.is_main():  # every rank holds the same weights; one writes
             if improved:
-                M.save_arm_checkpoint(
+                models.save_arm_checkpoint(
                     evaluated,
                     run_dir / "best.pt",
                     epoch=epoch + 1,
@@ -388,7 +330,7 @@ def train_baseline(
                 f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
                 f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}"
             )
-    best_model = M.load_arm_checkpoint(run_dir / "best.pt", classes=train.classes)
+    best_model = models.load_arm_checkpoint(run_dir / "best.pt", classes=train.classes)
     if torch.isnan(best_model.arm.population_mean).any():
         store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt", device)
     return best_model
@@ -396,7 +338,7 @@ def train_baseline(
 
 @torch.no_grad()
 def store_population_mean(
-    model: M.ARMNet, fit: D.SplitTensors, batch_size: int, path: Path, device: torch.device
+    model: models.ARMNet, fit: data.SplitTensors, batch_size: int, path: Path, device: torch.device
 ) -> None:
     """ARM's batch-independent mean over the training images (eval mode, no augmentation), written into the kept
     checkpoint: what a single photo is explained with (``predict``), where there is no batch. The maps are computed
@@ -407,7 +349,7 @@ def store_population_mean(
     model.cpu().arm.estimate_population_mean(maps.split(batch_size))
     if distributed.is_main():
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state["population_means"] = M.population_means(model)
+        state["population_means"] = models.population_means(model)
         save_torch(state, path)
     distributed.barrier()
 
@@ -416,7 +358,7 @@ def store_population_mean(
 # Frozen-feature cache
 
 
-def _baseline_fingerprint(baseline: M.ARMNet) -> str:
+def _baseline_fingerprint(baseline: models.ARMNet) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(baseline.state_dict().items()):
         digest.update(name.encode())
@@ -426,8 +368,8 @@ def _baseline_fingerprint(baseline: M.ARMNet) -> str:
 
 @torch.no_grad()
 def rgb_feature_cache(
-    baseline: M.ARMNet,
-    split: D.SplitTensors,
+    baseline: models.ARMNet,
+    split: data.SplitTensors,
     *,
     flips: tuple[bool, ...] = (False, True),
     batch_size: int = 128,
@@ -473,7 +415,7 @@ def rgb_feature_cache(
             with _autocast(device):
                 chunks.append(
                     baseline.forward_per_image(
-                        D.normalise(images.to(device)).contiguous(memory_format=memory_format)
+                        data.normalise(images.to(device)).contiguous(memory_format=memory_format)
                     )
                     .float()
                     .cpu()
@@ -502,8 +444,8 @@ class FusionPredictions:
     classes: tuple[str, ...] = CLASSES  # the data set's class list: the probabilities' columns
 
 
-def build_fusion(baseline: M.ARMNet, config: FusionConfig) -> M.FusionModel:
-    return M.FusionModel(
+def build_fusion(baseline: models.ARMNet, config: FusionConfig) -> models.FusionModel:
+    return models.FusionModel(
         baseline,
         weighting=config.weighting,
         w_disagree=config.w_disagree,
@@ -512,7 +454,7 @@ def build_fusion(baseline: M.ARMNet, config: FusionConfig) -> M.FusionModel:
         batch_norm=config.batch_norm,
         init_from_baseline=config.fusion_init_from_baseline,
         landmark_input=config.landmark_input,
-        num_points=len(L.flip_permutation(config.landmark_set)),
+        num_points=len(flip_permutation(config.landmark_set)),
     )
 
 
@@ -529,7 +471,7 @@ def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
 
 
 def landmark_inputs(
-    split: D.SplitTensors,
+    split: data.SplitTensors,
     index: torch.Tensor,
     flip: torch.Tensor | None,
     config: FusionConfig,
@@ -539,10 +481,10 @@ def landmark_inputs(
     or the coordinates (B, 2K) for the "coords" branch."""
     points = split.points[index].to(device)
     if config.landmark_input == "coords":
-        return D.coordinates_for(
+        return data.coordinates_for(
             points, split.input_size, flip=flip, landmark_set=split.landmark_set
         )
-    heatmaps = D.heatmaps_for(
+    heatmaps = data.heatmaps_for(
         points,
         split.input_size,
         flip=flip,
@@ -554,13 +496,13 @@ def landmark_inputs(
 
 @torch.no_grad()
 def fusion_outputs(
-    model: M.FusionModel,
-    split: D.SplitTensors,
+    model: models.FusionModel,
+    split: data.SplitTensors,
     cache: torch.Tensor,
     config: FusionConfig,
     *,
     progress: bool = False,
-) -> M.FusionOutput:
+) -> models.FusionOutput:
     """The model's outputs on a split, in consecutive batches of ``config.eval_batch_size`` (each its own ARM batch
     term, as the paper tests), concatenated on the CPU in float32."""
     device = next(model.parameters()).device
@@ -578,13 +520,13 @@ def fusion_outputs(
                 cache[0, index].to(device), landmark_inputs(split, index, None, config, device)
             )
         outs.append([t.float().cpu() for t in out])
-    return M.FusionOutput(*(torch.cat(parts) for parts in zip(*outs)))
+    return models.FusionOutput(*(torch.cat(parts) for parts in zip(*outs)))
 
 
 @torch.no_grad()
 def predict_fusion(
-    model: M.FusionModel,
-    split: D.SplitTensors,
+    model: models.FusionModel,
+    split: data.SplitTensors,
     cache: torch.Tensor,
     config: FusionConfig,
     *,
@@ -608,12 +550,12 @@ def predict_fusion(
 
 @torch.no_grad()
 def calibrate_temperature(
-    model: M.FusionModel, split: D.SplitTensors, cache: torch.Tensor, config: FusionConfig
+    model: models.FusionModel, split: data.SplitTensors, cache: torch.Tensor, config: FusionConfig
 ) -> float:
     """Set a "calibrated" model's temperature to the one that fits its landmark head best on ``split`` (the
     validation split: never the test set) and return it."""
     out = fusion_outputs(model, split, cache, config)
-    temperature = M.fit_temperature(out.landmark_logits, split.labels)
+    temperature = models.fit_temperature(out.landmark_logits, split.labels)
     model.temperature.fill_(temperature)
     return temperature
 
@@ -628,13 +570,13 @@ def _landmark_means(means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def fit_gate(
     base_folder: Path,
-    baseline: M.ARMNet,
-    train: D.SplitTensors,
+    baseline: models.ARMNet,
+    train: data.SplitTensors,
     train_cache: torch.Tensor,
     run_dir: Path,
     *,
     device: torch.device | None = None,
-) -> tuple[M.FusionModel, FusionConfig]:
+) -> tuple[models.FusionModel, FusionConfig]:
     """The ``learned`` weighting: a trained run's landmark branch, heads and fusion layer kept frozen, with eq. 2's
     factor replaced by a ``WeightGate`` fitted on that run's validation split (its ``split.json``; never the test
     set) to minimise the fused head's cross-entropy (+ ``GATE_L2``), by L-BFGS to convergence: nothing is
@@ -648,9 +590,11 @@ def fit_gate(
     model = build_fusion(baseline, config)
     missing = model.load_state_dict(base.state_dict(), strict=False)
     if missing.unexpected_keys or any(not k.startswith("gate.") for k in missing.missing_keys):
-        raise M.CheckpointError(f"{base_folder / 'best.pt'} does not fit a gated model: {missing}")
-    M.load_population_means(model, _landmark_means(M.population_means(base)))
-    device = device or M.pick_device()
+        raise models.CheckpointError(
+            f"{base_folder / 'best.pt'} does not fit a gated model: {missing}"
+        )
+    models.load_population_means(model, _landmark_means(models.population_means(base)))
+    device = device or models.pick_device()
     _, val_index = _validation_split(base_folder, train, base_config.val_fraction, base_config.seed)
     save_json(json.loads((base_folder / "split.json").read_text()), run_dir / "split.json")
     val = train.subset(val_index)
@@ -665,7 +609,7 @@ def fit_gate(
 
     with torch.no_grad():
         loss_before = float(
-            F.cross_entropy(
+            functional.cross_entropy(
                 fused_logits(base.cpu().feature_weight(out.landmark_logits, out.rgb_logits)), labels
             )
         )
@@ -682,7 +626,9 @@ def fit_gate(
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
         loss = (
-            F.cross_entropy(fused_logits(gate(out.rgb_logits, out.landmark_logits, agree)), labels)
+            functional.cross_entropy(
+                fused_logits(gate(out.rgb_logits, out.landmark_logits, agree)), labels
+            )
             + GATE_L2 * gate.linear.weight.square().sum()
         )
         loss.backward()
@@ -694,9 +640,9 @@ def fit_gate(
     with torch.no_grad():
         weight = gate(out.rgb_logits, out.landmark_logits, agree)
         logits = fused_logits(weight)
-    means = _landmark_means(M.population_means(model))
+    means = _landmark_means(models.population_means(model))
     loss_after, fitted_accuracy = (
-        float(F.cross_entropy(logits, labels)),
+        float(functional.cross_entropy(logits, labels)),
         float((logits.argmax(1) == labels).float().mean()),
     )
     save_torch(
@@ -732,8 +678,8 @@ def fit_gate(
 
 
 def train_fusion(
-    baseline: M.ARMNet,
-    train: D.SplitTensors,
+    baseline: models.ARMNet,
+    train: data.SplitTensors,
     train_cache: torch.Tensor,
     config: FusionConfig,
     run_dir: Path,
@@ -741,7 +687,7 @@ def train_fusion(
     device: torch.device | None = None,
     progress: bool = True,
     holdout: Path | None = None,
-) -> M.FusionModel:
+) -> models.FusionModel:
     """Train the landmark branch and the fusion layer from the frozen-feature cache (baseline untouched).
 
     Loss: CE(landmark head) + CE(fused) (eq. 3); AdaBelief as Table 4; ExponentialLR(0.9) per epoch. The epoch kept
@@ -752,9 +698,9 @@ def train_fusion(
     """
     from adabelief_pytorch import AdaBelief
 
-    M.check_classes(baseline.classes, train.classes, "the baseline")
+    models.check_classes(baseline.classes, train.classes, "the baseline")
     run_dir = Path(run_dir)
-    device = device or M.pick_device()
+    device = device or models.pick_device()
     distributed.main_first(lambda: _check_config(run_dir, config))
     if train.landmark_set != config.landmark_set:
         raise ValueError(
@@ -901,7 +847,7 @@ def train_fusion(
         )  # the frozen baseline keeps its own
         estimate_population_means(model, fit, fit_cache[:1], config)
         model.baseline.arm.population_mean.copy_(baseline_mean)
-        means = _landmark_means(M.population_means(model))
+        means = _landmark_means(models.population_means(model))
         if distributed.is_main():
             save_torch({**state, "population_means": means}, run_dir / "best.pt")
         distributed.barrier()
@@ -924,18 +870,18 @@ def validation_loss(predictions: FusionPredictions) -> float:
 
 @torch.no_grad()
 def estimate_population_means(
-    model: M.ARMNet | M.FusionModel,
-    split: D.SplitTensors,
+    model: models.ARMNet | models.FusionModel,
+    split: data.SplitTensors,
     cache: torch.Tensor,
     config: FusionConfig | None = None,
     batch_size: int = 256,
 ) -> None:
     """Set the ``fixed`` affinity means from a split (the training set, unflipped, no augmentation): the
     baseline's from its cached per-image maps, and for a fusion model also its landmark ARM's."""
-    baseline = model.baseline if isinstance(model, M.FusionModel) else model
+    baseline = model.baseline if isinstance(model, models.FusionModel) else model
     device = next(model.parameters()).device
     baseline.arm.estimate_population_mean([cache[0].to(device)])
-    if isinstance(model, M.FusionModel):
+    if isinstance(model, models.FusionModel):
         config = config or FusionConfig()
         model.eval()
         batches = (
@@ -945,19 +891,21 @@ def estimate_population_means(
         model.estimate_population_means(batches)
 
 
-def load_fusion_checkpoint(path: Path, baseline: M.ARMNet) -> tuple[M.FusionModel, FusionConfig]:
+def load_fusion_checkpoint(
+    path: Path, baseline: models.ARMNet
+) -> tuple[models.FusionModel, FusionConfig]:
     """A trained fusion model (``best.pt`` or ``last.pt`` of a fusion run) around ``baseline``, strictly."""
     path = Path(path)
     if not path.is_file():
-        raise M.CheckpointNotFoundError(
+        raise models.CheckpointNotFoundError(
             f"{path}: no such file; train it with `python -m fer_lib train-fusion` first"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise M.CheckpointError(
+        raise models.CheckpointError(
             f"{path}: not a fusion checkpoint of this project (no 'model' and 'config' entries)"
         )
-    config = FusionConfig(**state["config"])
+    config = FusionConfig(**fill_older_fields(FusionConfig, state["config"]))
     model = build_fusion(baseline, config)
     baseline_state = {f"baseline.{k}": v for k, v in baseline.state_dict().items()}
     mismatched = [
@@ -966,12 +914,12 @@ def load_fusion_checkpoint(path: Path, baseline: M.ARMNet) -> tuple[M.FusionMode
         if k in state["model"] and not torch.equal(state["model"][k], v.cpu())
     ]
     if mismatched:
-        raise M.CheckpointError(
+        raise models.CheckpointError(
             f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the baseline it was trained with"
         )
-    M.load_state_strict(model, state["model"], path)
+    models.load_state_strict(model, state["model"], path)
     if "population_means" in state:
-        M.load_population_means(model, _landmark_means(state["population_means"]))
+        models.load_population_means(model, _landmark_means(state["population_means"]))
     return model.eval(), config
 
 
@@ -982,13 +930,13 @@ def load_splits(
     landmark_set: str = "auto37",
     cache_dir: Path | None = None,
     progress: bool = True,
-) -> tuple[D.SplitTensors, D.SplitTensors]:
+) -> tuple[data.SplitTensors, data.SplitTensors]:
     """(train, test) tensors of a RAF-DB copy at ``input_size``."""
     from fer_lib.rafdb import load_rafdb
 
     rafdb = load_rafdb(data_root, progress=progress)
     return tuple(
-        D.split_tensors(
+        data.split_tensors(
             rafdb.split(name),
             input_size,
             landmark_set=landmark_set,

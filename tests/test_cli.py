@@ -233,7 +233,7 @@ def test_evaluate_refuses_a_fusion_checkpoint_of_another_baseline(trained, tmp_p
 @pytest.mark.parametrize(
     "command, extra, says",
     [
-        ("train-baseline", ["--width", "5"], "--width: ARM needs one of the widths 4, 9, 16"),
+        ("train-baseline", ["--width", "5"], "--width: ARM needs one of the widths 1, 4, 9, 16"),
         ("train-baseline", ["--batch-size", "0"], "--batch-size: must be at least 2"),
         ("train-baseline", ["--epochs", "0"], "--epochs: must be at least 1"),
         ("train-baseline", ["--input-size", "100"], "--input-size: the networks take one of"),
@@ -440,3 +440,28 @@ def test_predict_refuses_a_checkpoint_without_a_population_mean(trained, tmp_pat
         == 1
     )
     assert "population mean" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command, config",
+    [("train-baseline", "BaselineConfig"), ("train-fusion", "FusionConfig")],
+)
+def test_the_training_options_default_to_the_recipes(command, config, tmp_path):
+    """Each option of a training command that sets a field of its recipe defaults to the recipe's default."""
+    import dataclasses
+
+    from fer_lib import settings
+    from fer_lib.__main__ import build_parser
+
+    required = ["--data", str(tmp_path), "--run-dir", str(tmp_path)]
+    if command == "train-fusion":
+        required += ["--baseline", str(tmp_path)]
+    args = vars(build_parser().parse_args([command, *required]))
+    recipe = dataclasses.asdict(getattr(settings, config)())
+    compared = {
+        name: (args[name], value)
+        for name, value in recipe.items()
+        if name in args and name not in ("input_size", "seed")
+    }
+    assert len(compared) >= 8, compared
+    assert {k: a for k, (a, _) in compared.items()} == {k: v for k, (_, v) in compared.items()}

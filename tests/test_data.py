@@ -2,24 +2,26 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lib import data as D
+from fer_lib import data
 from fer_lib.rafdb import load_rafdb
 
 
 def test_split_tensors_shapes_and_cache(tiny_rafdb, tmp_path):
     rafdb = load_rafdb(tiny_rafdb)
-    first = D.split_tensors(rafdb, 32, cache_dir=tmp_path / "cache", progress=False)
+    first = data.split_tensors(rafdb, 32, cache_dir=tmp_path / "cache", progress=False)
     assert first.images.shape == (14, 3, 32, 32) and first.images.dtype == torch.uint8
     assert first.points.shape == (14, 37, 2) and first.labels.tolist() == rafdb.labels.tolist()
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
-    again = D.split_tensors(rafdb, 32, cache_dir=tmp_path / "cache", progress=False)
+    again = data.split_tensors(rafdb, 32, cache_dir=tmp_path / "cache", progress=False)
     assert torch.equal(first.images, again.images)
-    both = D.split_tensors(rafdb, 32, landmark_set="both", progress=False)
+    both = data.split_tensors(rafdb, 32, landmark_set="both", progress=False)
     assert both.points.shape == (14, 42, 2)
 
 
 def test_manual_eyes_align_to_the_scaled_targets(tiny_rafdb):
-    tensors = D.split_tensors(load_rafdb(tiny_rafdb), 224, landmark_set="manual5", progress=False)
+    tensors = data.split_tensors(
+        load_rafdb(tiny_rafdb), 224, landmark_set="manual5", progress=False
+    )
     np.testing.assert_allclose(
         tensors.points[:, 0].numpy(),
         np.broadcast_to([(25.5 * 2.24) - 0.5, 35.5 * 2.24 - 0.5], (14, 2)),
@@ -30,16 +32,16 @@ def test_manual_eyes_align_to_the_scaled_targets(tiny_rafdb):
 def test_flipped_heatmap_is_the_mirror_of_the_heatmap():
     points = torch.tensor(np.random.default_rng(0).uniform(5, 58, (3, 37, 2)), dtype=torch.float32)
     flip = torch.tensor([True, False, True])
-    heat = D.heatmaps_for(points, 64)
-    flipped = D.heatmaps_for(points, 64, flip=flip)
+    heat = data.heatmaps_for(points, 64)
+    flipped = data.heatmaps_for(points, 64, flip=flip)
     torch.testing.assert_close(flipped[0], heat[0].flip(-1), atol=1e-5, rtol=0)
     torch.testing.assert_close(flipped[1], heat[1])
 
 
 def test_augment_arm_is_seeded_and_erases():
     images = torch.randn(32, 3, 40, 40)
-    a = D.augment_arm(images, torch.Generator().manual_seed(1))
-    b = D.augment_arm(images, torch.Generator().manual_seed(1))
+    a = data.augment_arm(images, torch.Generator().manual_seed(1))
+    b = data.augment_arm(images, torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
     zeros = (a == 0).all(dim=1).flatten(1).sum(1)  # erased pixels per image
     assert (zeros > 0).sum() >= 5  # about half the images get an erased box
@@ -51,23 +53,23 @@ def test_augment_arm_mix(mix, untouched):
     """The ARM authors' mix leaves half the images as they are and flips or noises a quarter each; the demo's
     alters every image. Erasing is switched off here by comparing only images without a zeroed box."""
     images = torch.randn(4000, 1, 8, 8)
-    out = D.augment_arm(images, torch.Generator().manual_seed(2), mix)
+    out = data.augment_arm(images, torch.Generator().manual_seed(2), mix)
     erased = (out == 0).flatten(1).any(1)
     same = (out == images).flatten(1).all(1)[~erased]
     flipped = (out == images.flip(-1)).flatten(1).all(1)[~erased]
     assert abs(same.float().mean().item() - untouched) < 0.03
     assert abs(flipped.float().mean().item() - (0.25 if mix == "upstream" else 0.5)) < 0.03
     with pytest.raises(ValueError, match="upstream"):
-        D.augment_arm(images, torch.Generator(), "mixup")
+        data.augment_arm(images, torch.Generator(), "mixup")
 
 
 def test_stratified_split_holds_out_every_class():
     labels = np.repeat(np.arange(7), [50, 10, 20, 100, 40, 20, 60])
-    train, val = D.stratified_split(labels, 0.1, seed=3)
+    train, val = data.stratified_split(labels, 0.1, seed=3)
     assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
     assert set(labels[val]) == set(range(7))
     assert abs(np.bincount(labels[val])[3] - 10) <= 1
-    train2, val2 = D.stratified_split(labels, 0.1, seed=3)
+    train2, val2 = data.stratified_split(labels, 0.1, seed=3)
     assert np.array_equal(val, val2)
     with pytest.raises(ValueError):
-        D.stratified_split(labels, 1.5, seed=0)
+        data.stratified_split(labels, 1.5, seed=0)

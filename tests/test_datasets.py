@@ -13,9 +13,17 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_lib import affectnet, ckplus, crossdata, datasets, ferplus, layouts, rafdb
-from fer_lib import landmarks as L
-from fer_lib import models as M
+from fer_lib import (
+    affectnet,
+    ckplus,
+    crossdata,
+    datasets,
+    ferplus,
+    landmarks,
+    layouts,
+    models,
+    rafdb,
+)
 from fer_lib.__main__ import main
 from fer_lib.demo_layouts import WRITERS
 from tests.conftest import write_tiny_rafdb
@@ -391,8 +399,12 @@ def test_affectnet_landmarks_go_through_the_import_images_mapping(copies, conver
     )
     data = rafdb.load_rafdb(converted["affectnet"])
     i = data.names.index(first["name"])
-    assert np.allclose(data.auto37[i], L.auto37_from_ibug68(points - [left, top]), atol=0.006)
-    assert np.allclose(data.manual5[i], L.manual5_from_ibug68(points - [left, top]), atol=0.006)
+    assert np.allclose(
+        data.auto37[i], landmarks.auto37_from_ibug68(points - [left, top]), atol=0.006
+    )
+    assert np.allclose(
+        data.manual5[i], landmarks.manual5_from_ibug68(points - [left, top]), atol=0.006
+    )
 
 
 @pytest.fixture(scope="module")
@@ -426,16 +438,16 @@ def test_convert_refuses_a_broken_copy_before_writing(broken, tmp_path, capsys):
 
 def tiny_checkpoint(path: Path, classes) -> Path:
     torch.manual_seed(0)
-    model = M.ARMNet(128, num_classes=len(classes), width=4)
+    model = models.ARMNet(128, num_classes=len(classes), width=4)
     model.classes = tuple(classes)
-    return M.save_arm_checkpoint(model, path)
+    return models.save_arm_checkpoint(model, path)
 
 
 def test_a_checkpoint_carries_its_class_list_and_another_list_is_refused_naming_both(tmp_path):
     path = tiny_checkpoint(tmp_path / "eight.pt", rafdb.CLASSES_8)
-    assert M.load_arm_checkpoint(path).classes == rafdb.CLASSES_8
-    with pytest.raises(M.CheckpointError) as refused:
-        M.load_arm_checkpoint(path, classes=rafdb.CLASSES)
+    assert models.load_arm_checkpoint(path).classes == rafdb.CLASSES_8
+    with pytest.raises(models.CheckpointError) as refused:
+        models.load_arm_checkpoint(path, classes=rafdb.CLASSES)
     message = str(refused.value)
     assert (
         "8 classes (Surprise" in message and "Contempt" in message and "has 7 (Surprise" in message
@@ -445,8 +457,8 @@ def test_a_checkpoint_carries_its_class_list_and_another_list_is_refused_naming_
         "classes"
     ]  # a file without the entry (the ARM authors', or older ones) is RAF-DB's 7: refused too
     torch.save(state, tmp_path / "old.pt")
-    with pytest.raises(M.CheckpointError):
-        M.load_arm_checkpoint(tmp_path / "old.pt")
+    with pytest.raises(models.CheckpointError):
+        models.load_arm_checkpoint(tmp_path / "old.pt")
 
 
 def test_cross_dataset_mapping_drops_contempt_and_says_so():
@@ -528,9 +540,9 @@ def test_run_all_refuses_a_raw_layout_and_eight_classes_before_any_work(copies, 
 
 def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_path):
     from fer_lib.landing import write_landing_page
-    from fer_lib.pipeline import _data_info
+    from fer_lib.pipeline import describe_data
 
-    info = _data_info(converted["ckplus"])
+    info = describe_data(converted["ckplus"])
     run = tmp_path / "run"
     (run / "report").mkdir(parents=True)
     (run / "run_info.json").write_text(
@@ -575,18 +587,18 @@ def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
 
 
 def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
-    from fer_lib import data as D
-    from fer_lib import training as T
+    from fer_lib import training
+    from fer_lib.data import SplitTensors, split_tensors
 
     data = rafdb.load_rafdb(soft_copy)
     assert data.soft.shape == (len(data), 8) and (data.soft.argmax(1) == data.labels).all()
-    train = D.split_tensors(data.split("train"), 128, progress=False).subset(np.arange(8))
+    train = split_tensors(data.split("train"), 128, progress=False).subset(np.arange(8))
     assert torch.equal(train.targets(torch.arange(2)), train.soft[:2])
     losses = {}
     # half the mass spread evenly: unlike most of the demo's votes (one class after the single votes are dropped)
     spread = torch.nn.functional.one_hot(train.labels, 8).float() * 0.5 + 0.5 / 8
     for name, soft in (("hard", None), ("soft", spread)):
-        split = D.SplitTensors(
+        split = SplitTensors(
             train.names,
             train.images,
             train.points,
@@ -595,8 +607,12 @@ def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
             train.classes,
             soft,
         )
-        config = T.BaselineConfig(input_size=128, width=4, epochs=1, batch_size=4, val_fraction=0.3)
-        T.train_baseline(split, config, tmp_path / name, device=torch.device("cpu"), progress=False)
+        config = training.BaselineConfig(
+            input_size=128, width=4, epochs=1, batch_size=4, val_fraction=0.3
+        )
+        training.train_baseline(
+            split, config, tmp_path / name, device=torch.device("cpu"), progress=False
+        )
         losses[name] = pd.read_csv(tmp_path / name / "history.csv")["train_loss"].iloc[0]
     assert (
         losses["hard"] != losses["soft"]
@@ -702,12 +718,12 @@ def test_csv_files_saved_with_a_byte_order_mark_and_crlf_are_read(copies, tmp_pa
 def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp_path, capsys):
     import dataclasses
 
-    from fer_lib import training as T
+    from fer_lib import training
 
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     baseline_path = tiny_checkpoint(tmp_path / "base" / "best.pt", rafdb.CLASSES_8)
-    config = T.FusionConfig(width=2)
-    fusion = T.build_fusion(M.load_arm_checkpoint(baseline_path), config)
+    config = training.FusionConfig(width=2)
+    fusion = training.build_fusion(models.load_arm_checkpoint(baseline_path), config)
     (tmp_path / "fusion").mkdir()
     torch.save(
         {"model": fusion.state_dict(), "config": dataclasses.asdict(config)},

@@ -4,10 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lib import data as D
-from fer_lib import explain as E
-from fer_lib import models as M
-from fer_lib import training as T
+from fer_lib import data, explain, models, training
 from fer_lib.rafdb import CLASSES, load_rafdb
 from tests.conftest import write_tiny_rafdb
 
@@ -24,7 +21,7 @@ def predictions(labels, fused, rgb, landmark, confidence):
         rest = (1 - np.asarray(top)) / 6
         return p + (p == 0) * np.asarray(rest)[:, None]
 
-    return T.FusionPredictions(
+    return training.FusionPredictions(
         names=[f"test_{i:04d}.jpg" for i in range(n)],
         labels=np.asarray(labels),
         fused=probabilities(fused, confidence),
@@ -44,19 +41,19 @@ CONFIDENCE = np.array([0.5, 0.8, 0.9, 0.6, 0.7, 0.95, 0.4, 0.4])
 
 def test_per_class_picks_the_most_confident_right_and_wrong_images():
     p = predictions(LABELS, FUSED, RGB, LANDMARK, CONFIDENCE)
-    right = E.pick_per_class(p, correct=True)
+    right = explain.pick_per_class(p, correct=True)
     # class 0: images 0 (0.5) and 1 (0.8) are right -> 1; class 3: a tie (6, 7) -> the earlier one; class 2: none right
     assert right["index"].tolist() == [1, 3, 6]
     assert right["group"].tolist() == [CLASSES[0], CLASSES[1], CLASSES[3]]
-    wrong = E.pick_per_class(p, correct=False)
+    wrong = explain.pick_per_class(p, correct=False)
     assert wrong["index"].tolist() == [2, 4, 5]
     assert wrong.loc[0, "label"] == CLASSES[0] and wrong.loc[0, "fused"] == CLASSES[4]
-    assert E.pick_per_class(p, correct=True, per_class=2)["index"].tolist() == [1, 0, 3, 6, 7]
+    assert explain.pick_per_class(p, correct=True, per_class=2)["index"].tolist() == [1, 0, 3, 6, 7]
 
 
 def test_cases_pick_the_right_images_and_count_them():
     p = predictions(LABELS, FUSED, RGB, LANDMARK, CONFIDENCE)
-    picked = E.pick_cases(p, per_case=2)
+    picked = explain.pick_cases(p, per_case=2)
     by_case = {case: group["index"].tolist() for case, group in picked.groupby("group", sort=False)}
     assert by_case == {
         "landmark right, RGB wrong, fused right": [
@@ -70,7 +67,7 @@ def test_cases_pick_the_right_images_and_count_them():
             4,
         ],  # image 2 is out: its RGB prediction is wrong
     }
-    counts = E.case_counts(p).set_index("case")["images"]
+    counts = explain.case_counts(p).set_index("case")["images"]
     assert counts["RGB and landmark wrong, fused right"] == 0
     assert (
         counts["all three right"] == 2 and counts["fused wrong, RGB right (fusion broke it)"] == 2
@@ -80,19 +77,19 @@ def test_cases_pick_the_right_images_and_count_them():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=2)
-    split = D.split_tensors(load_rafdb(root).split("test"), SIZE, progress=False)
+    split = data.split_tensors(load_rafdb(root).split("test"), SIZE, progress=False)
     torch.manual_seed(0)
-    baseline = M.ARMNet(SIZE, width=4).eval()
+    baseline = models.ARMNet(SIZE, width=4).eval()
     # a random fusion layer: the baseline-copy init would give F_landmark zero weight, hence zero landmark CAMs
-    model = M.FusionModel(baseline, width=2, batch_norm=True, init_from_baseline=False).eval()
-    cache = T.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
-    config = T.FusionConfig(width=2, eval_batch_size=4)
+    model = models.FusionModel(baseline, width=2, batch_norm=True, init_from_baseline=False).eval()
+    cache = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
+    config = training.FusionConfig(width=2, eval_batch_size=4)
     return model, split, cache, config
 
 
 def test_cams_have_the_input_size_are_finite_and_non_negative(tiny):
     model, split, cache, config = tiny
-    cams = E.explain(model, split, cache, config, [0, 5, 9])
+    cams = explain.explain(model, split, cache, config, [0, 5, 9])
     for cam in (cams.rgb_cam, cams.landmark_cam):
         assert cam.shape == (3, SIZE, SIZE)
         assert np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1 + 1e-6
@@ -103,8 +100,8 @@ def test_cams_have_the_input_size_are_finite_and_non_negative(tiny):
 def test_cams_move_with_the_target_class(tiny):
     model, split, cache, config = tiny
     index = np.arange(6)
-    predicted = E.explain(model, split, cache, config, index, target="predicted")
-    true = E.explain(model, split, cache, config, index, target="true")
+    predicted = explain.explain(model, split, cache, config, index, target="predicted")
+    true = explain.explain(model, split, cache, config, index, target="true")
     differs = predicted.target != true.target
     assert differs.any()
     for branch in ("rgb_cam", "landmark_cam"):
@@ -119,12 +116,12 @@ def test_cams_move_with_the_target_class(tiny):
 
 def test_explained_logits_are_the_evaluated_ones_and_each_cam_ignores_its_neighbours(tiny):
     model, split, cache, config = tiny
-    evaluated = T.predict_fusion(
+    evaluated = training.predict_fusion(
         model, split, cache, config
     )  # batch affinity, consecutive batches of 4
-    together = E.explain(model, split, cache, config, [2, 9, 13])
+    together = explain.explain(model, split, cache, config, [2, 9, 13])
     assert np.allclose(together.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5)
-    alone = E.explain(model, split, cache, config, [9])
+    alone = explain.explain(model, split, cache, config, [9])
     assert np.allclose(alone.rgb_cam[0], together.rgb_cam[1], atol=1e-5)
     assert np.allclose(alone.landmark_cam[0], together.landmark_cam[1], atol=1e-5)
     assert all(p.grad is None for p in model.parameters())  # no gradient left behind
@@ -133,22 +130,22 @@ def test_explained_logits_are_the_evaluated_ones_and_each_cam_ignores_its_neighb
 def test_fixed_affinity_needs_population_means_and_bad_indices_are_refused(tiny):
     model, split, cache, config = tiny
     with pytest.raises(RuntimeError, match="population mean"):
-        E.explain(model, split, cache, config, [0], affinity="fixed")
+        explain.explain(model, split, cache, config, [0], affinity="fixed")
     with pytest.raises(IndexError, match=r"\[0, 14\)"):
-        E.explain(model, split, cache, config, [14])
+        explain.explain(model, split, cache, config, [14])
     with pytest.raises(ValueError, match="target"):
-        E.explain(model, split, cache, config, [0], target="wrong")
+        explain.explain(model, split, cache, config, [0], target="wrong")
 
 
 def test_the_figure_has_four_rows_per_example(tiny):
     model, split, cache, config = tiny
-    p = T.predict_fusion(model, split, cache, config)
-    picked = E.pick_per_class(p, correct=False)
-    cams = E.explain(model, split, cache, config, picked["index"])
-    fig = E.plot_explanations(cams, picked, "test")
+    p = training.predict_fusion(model, split, cache, config)
+    picked = explain.pick_per_class(p, correct=False)
+    cams = explain.explain(model, split, cache, config, picked["index"])
+    fig = explain.plot_explanations(cams, picked, "test")
     assert (
         len(fig.axes) == 4
         and fig.axes[0].images[0].get_array().shape[1] == len(picked) * (SIZE + 6) - 6
     )
     with pytest.raises(ValueError, match="different images"):
-        E.plot_explanations(cams, picked.iloc[::-1], "test")
+        explain.plot_explanations(cams, picked.iloc[::-1], "test")

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_lib import landmarks as L
-from fer_lib import rafdb
+from fer_lib import landmarks, rafdb
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
 faces = pytest.importorskip("fer_lib.faces")
@@ -54,11 +53,11 @@ def test_the_aligned_crop_puts_the_eyes_within_two_pixels_of_their_targets(astro
     from fer_lib.landmarks import similarity_from_points
 
     crop = faces.align(astronaut, face)
-    assert crop.size == (L.ALIGNED_SIZE, L.ALIGNED_SIZE)
+    assert crop.size == (landmarks.ALIGNED_SIZE, landmarks.ALIGNED_SIZE)
     matrix = similarity_from_points(
-        L.alignment_anchors(face.manual5), L.ALIGN_TARGETS
+        landmarks.alignment_anchors(face.manual5), landmarks.ALIGN_TARGETS
     )  # what the crop was warped with
-    eyes = L.apply_affine(matrix, face.manual5[:2])
+    eyes = landmarks.apply_affine(matrix, face.manual5[:2])
     assert np.abs(eyes - np.array([[25.0, 35.0], [75.0, 35.0]])).max() < 2.0
     redetected = faces.detect_faces(crop)  # a face is still there, where the crop says
     assert redetected and np.abs(redetected[0].manual5[:2] - eyes).max() < 5.0

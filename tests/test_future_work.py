@@ -4,12 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
-from fer_lib import data as D
-from fer_lib import landmarks as L
-from fer_lib import models as M
-from fer_lib import training as T
+from fer_lib import data, landmarks, models, training
 from fer_lib.rafdb import load_rafdb
 from tests.conftest import write_tiny_rafdb
 
@@ -19,18 +16,18 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory):
     root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=3)
-    return D.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+    return data.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
 
 
 @pytest.fixture(scope="module")
 def baseline_and_cache(tiny_split):
     torch.manual_seed(0)
-    baseline = M.ARMNet(SIZE, width=4).eval()
-    return baseline, T.rgb_feature_cache(baseline, tiny_split, progress=False)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    return baseline, training.rgb_feature_cache(baseline, tiny_split, progress=False)
 
 
 def fusion_config(**overrides):
-    return T.FusionConfig(
+    return training.FusionConfig(
         **{
             **dict(width=2, epochs=2, batch_size=8, val_fraction=0.3, select="val_loss"),
             **overrides,
@@ -47,9 +44,11 @@ def test_the_fitted_temperature_minimises_the_cross_entropy():
     overconfident = (
         4.0 * logits
     )  # the same ranking, sharper: the fitted temperature must undo the factor
-    t = M.fit_temperature(overconfident, labels)
+    t = models.fit_temperature(overconfident, labels)
     assert 3.0 < t < 5.5
-    nll = [float(F.cross_entropy(overconfident / s, labels)) for s in (t * 0.9, t, t * 1.1)]
+    nll = [
+        float(functional.cross_entropy(overconfident / s, labels)) for s in (t * 0.9, t, t * 1.1)
+    ]
     assert nll[1] <= min(nll[0], nll[2])
 
 
@@ -58,7 +57,7 @@ def test_a_calibrated_run_fits_its_temperature_on_the_validation_split(
 ):
     baseline, cache = baseline_and_cache
     config = fusion_config(weighting="calibrated")
-    model = T.train_fusion(
+    model = training.train_fusion(
         baseline, tiny_split, cache, config, tmp_path / "calibrated", progress=False
     )
     history = pd.read_csv(tmp_path / "calibrated" / "history.csv")
@@ -67,9 +66,9 @@ def test_a_calibrated_run_fits_its_temperature_on_the_validation_split(
     assert np.isclose(
         float(kept["model"]["temperature"]), history.loc[kept["epoch"] - 1, "temperature"]
     )  # the kept epoch's
-    predictions = T.predict_fusion(model, tiny_split, cache, config)
+    predictions = training.predict_fusion(model, tiny_split, cache, config)
     # the saved landmark probabilities are the temperature-scaled ones the weight reads
-    out = T.fusion_outputs(model, tiny_split, cache, config)
+    out = training.fusion_outputs(model, tiny_split, cache, config)
     np.testing.assert_allclose(
         predictions.landmark,
         (out.landmark_logits / model.temperature).softmax(1).numpy(),
@@ -78,7 +77,7 @@ def test_a_calibrated_run_fits_its_temperature_on_the_validation_split(
     agree = out.landmark_logits.argmax(1) == out.rgb_logits.argmax(1)
     expected = predictions.landmark.max(1) * np.where(agree.numpy(), 1.0, 0.6)
     np.testing.assert_allclose(predictions.weight, expected, atol=1e-5)
-    reloaded, reloaded_config = T.load_fusion_checkpoint(
+    reloaded, reloaded_config = training.load_fusion_checkpoint(
         tmp_path / "calibrated" / "best.pt", baseline
     )
     assert reloaded_config.weighting == "calibrated"
@@ -90,8 +89,8 @@ def test_the_learned_gate_is_fitted_on_validation_and_never_worse_there(
 ):
     baseline, cache = baseline_and_cache
     base = tmp_path / "both"
-    T.train_fusion(baseline, tiny_split, cache, fusion_config(), base, progress=False)
-    model, _ = T.fit_gate(
+    training.train_fusion(baseline, tiny_split, cache, fusion_config(), base, progress=False)
+    model, _ = training.fit_gate(
         base, baseline, tiny_split, cache, tmp_path / "learned", device=torch.device("cpu")
     )
     history = pd.read_csv(tmp_path / "learned" / "history.csv")
@@ -102,16 +101,16 @@ def test_the_learned_gate_is_fitted_on_validation_and_never_worse_there(
     )
     assert (tmp_path / "learned" / "split.json").read_text() == (base / "split.json").read_text()
     # everything but the gate is the base run's
-    both, _ = T.load_fusion_checkpoint(base / "best.pt", baseline)
+    both, _ = training.load_fusion_checkpoint(base / "best.pt", baseline)
     for key, value in both.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
-    reloaded, config = T.load_fusion_checkpoint(tmp_path / "learned" / "best.pt", baseline)
+    reloaded, config = training.load_fusion_checkpoint(tmp_path / "learned" / "best.pt", baseline)
     assert config.weighting == "learned"
-    predictions = T.predict_fusion(reloaded, tiny_split, cache, config)
+    predictions = training.predict_fusion(reloaded, tiny_split, cache, config)
     assert ((predictions.weight > 0) & (predictions.weight < 2)).all()
     np.testing.assert_allclose(predictions.fused.sum(1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="fit_gate"):
-        T.train_fusion(
+        training.train_fusion(
             baseline,
             tiny_split,
             cache,
@@ -127,31 +126,38 @@ def test_the_coordinate_branch_reads_mirrored_coordinates_and_trains(
     baseline, cache = baseline_and_cache
     index = torch.arange(4)
     flip = torch.tensor([False, True, False, True])
-    coords = D.coordinates_for(tiny_split.points[index], SIZE, flip=flip)
+    coords = data.coordinates_for(tiny_split.points[index], SIZE, flip=flip)
     assert coords.shape == (4, 74) and coords.abs().max() <= 1
-    plain = D.coordinates_for(tiny_split.points[index], SIZE)
+    plain = data.coordinates_for(tiny_split.points[index], SIZE)
     torch.testing.assert_close(coords[0], plain[0])
     mirrored = (
-        torch.as_tensor(L.flip_points(tiny_split.points[index].numpy(), SIZE, "auto37")).float()
+        torch.as_tensor(
+            landmarks.flip_points(tiny_split.points[index].numpy(), SIZE, "auto37")
+        ).float()
         * (2 / SIZE)
         - 1
     )
     torch.testing.assert_close(coords[1], mirrored[1].reshape(-1))
     config = fusion_config(landmark_input="coords")
-    model = T.train_fusion(baseline, tiny_split, cache, config, tmp_path / "coords", progress=False)
+    model = training.train_fusion(
+        baseline, tiny_split, cache, config, tmp_path / "coords", progress=False
+    )
     assert model.arm is None and not hasattr(model, "landmark_cnn")
-    predictions = T.predict_fusion(model, tiny_split, cache, config)
+    predictions = training.predict_fusion(model, tiny_split, cache, config)
     np.testing.assert_allclose(predictions.landmark.sum(1), 1, atol=1e-5)
-    reloaded, reloaded_config = T.load_fusion_checkpoint(tmp_path / "coords" / "best.pt", baseline)
+    reloaded, reloaded_config = training.load_fusion_checkpoint(
+        tmp_path / "coords" / "best.pt", baseline
+    )
     assert reloaded_config.landmark_input == "coords"
     np.testing.assert_array_equal(
-        T.predict_fusion(reloaded, tiny_split, cache, reloaded_config).fused, predictions.fused
+        training.predict_fusion(reloaded, tiny_split, cache, reloaded_config).fused,
+        predictions.fused,
     )
 
 
 def test_a_bad_landmark_input_or_weighting_is_refused():
-    baseline = M.ARMNet(SIZE, width=4)
+    baseline = models.ARMNet(SIZE, width=4)
     with pytest.raises(ValueError, match="landmark input"):
-        M.FusionModel(baseline, width=2, landmark_input="mesh")
+        models.FusionModel(baseline, width=2, landmark_input="mesh")
     with pytest.raises(ValueError, match="weighting"):
-        M.FusionModel(baseline, width=2, weighting="oracle")
+        models.FusionModel(baseline, width=2, weighting="oracle")

@@ -6,11 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from fer_lib import data as D
-from fer_lib import distributed, precision
-from fer_lib import explain as E
-from fer_lib import models as M
-from fer_lib import training as T
+from fer_lib import data, distributed, explain, models, precision, training
 from fer_lib.rafdb import load_rafdb
 from tests.conftest import write_tiny_rafdb
 
@@ -20,7 +16,7 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=2)
-    return D.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+    return data.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
 
 
 @pytest.fixture
@@ -30,8 +26,8 @@ def bf16(monkeypatch):
 
 def _models():
     torch.manual_seed(0)
-    baseline = M.ARMNet(SIZE, width=4).eval()
-    return baseline, M.FusionModel(
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    return baseline, models.FusionModel(
         baseline, width=2, batch_norm=True, init_from_baseline=False
     ).eval()
 
@@ -52,9 +48,11 @@ def test_the_switch_runs_the_cuda_precision_path_on_the_cpu(monkeypatch):
 
 def test_under_autocast_the_heads_and_eq2_run_in_fp32_from_the_bf16_features(bf16, split):
     baseline, model = _models()
-    heatmaps = T.landmark_inputs(split, torch.arange(8), None, T.FusionConfig(width=2), "cpu")
+    heatmaps = training.landmark_inputs(
+        split, torch.arange(8), None, training.FusionConfig(width=2), "cpu"
+    )
     with torch.no_grad(), precision.autocast("cpu"):
-        rgb = baseline.forward_per_image(D.normalise(split.images[:8]))
+        rgb = baseline.forward_per_image(data.normalise(split.images[:8]))
         landmark = model.landmark_per_image(heatmaps)
         inside = model.forward_per_image_maps(rgb, landmark)
         baseline_logits = baseline.head_from_per_image(rgb)
@@ -70,10 +68,10 @@ def test_under_autocast_the_heads_and_eq2_run_in_fp32_from_the_bf16_features(bf1
 
 def test_grad_cam_reports_the_evaluated_probabilities_under_bf16(bf16, split):
     _, model = _models()
-    cache = T.rgb_feature_cache(model.baseline, split, flips=(False,), progress=False)
-    config = T.FusionConfig(width=2, eval_batch_size=4)
-    evaluated = T.predict_fusion(model, split, cache, config)
-    explained = E.explain(model, split, cache, config, [2, 9, 13])
+    cache = training.rgb_feature_cache(model.baseline, split, flips=(False,), progress=False)
+    config = training.FusionConfig(width=2, eval_batch_size=4)
+    evaluated = training.predict_fusion(model, split, cache, config)
+    explained = explain.explain(model, split, cache, config, [2, 9, 13])
     assert np.allclose(
         explained.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5, rtol=0
     )
@@ -110,11 +108,15 @@ def test_a_feature_cache_made_in_another_precision_is_recomputed_and_the_run_say
     split, tmp_path, monkeypatch, capsys
 ):
     baseline, _ = _models()
-    fp32 = T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False)
+    fp32 = training.rgb_feature_cache(
+        baseline, split, flips=(False,), cache_dir=tmp_path, progress=False
+    )
     monkeypatch.setenv(
         precision.ENV, "bf16"
     )  # e.g. a cache made on a GPU, read by a CPU run, or the other way round
-    bf16 = T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False)
+    bf16 = training.rgb_feature_cache(
+        baseline, split, flips=(False,), cache_dir=tmp_path, progress=False
+    )
     said = capsys.readouterr().out
     assert (
         "recomputing frozen RGB features on cpu in bf16" in said
@@ -127,7 +129,9 @@ def test_a_feature_cache_made_in_another_precision_is_recomputed_and_the_run_say
     ]
     monkeypatch.setenv(precision.ENV, "fp32")
     assert torch.equal(
-        T.rgb_feature_cache(baseline, split, flips=(False,), cache_dir=tmp_path, progress=False),
+        training.rgb_feature_cache(
+            baseline, split, flips=(False,), cache_dir=tmp_path, progress=False
+        ),
         fp32,
     )
 
@@ -137,13 +141,15 @@ def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(
 ):
     import json
 
-    config = T.BaselineConfig(
+    config = training.BaselineConfig(
         input_size=SIZE, width=4, epochs=1, batch_size=8, eval_batch_size=4, val_fraction=0.3
     )
-    model = T.train_baseline(split, config, tmp_path, device=torch.device("cpu"), progress=False)
+    model = training.train_baseline(
+        split, config, tmp_path, device=torch.device("cpu"), progress=False
+    )
     names = json.loads((tmp_path / "split.json").read_text())["train"]
     fit = split.subset([split.names.index(name) for name in names])
-    maps = T.rgb_feature_cache(
+    maps = training.rgb_feature_cache(
         model, fit, flips=(False,), batch_size=config.eval_batch_size, progress=False
     )[0]
     assert torch.allclose(
@@ -187,9 +193,9 @@ def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_
         host_reads.clear()
         folder = tmp_path / f"{run}_{batch_size}"
         if run == "baseline":
-            T.train_baseline(
+            training.train_baseline(
                 split,
-                T.BaselineConfig(
+                training.BaselineConfig(
                     input_size=SIZE, width=4, epochs=1, batch_size=batch_size, val_fraction=0.3
                 ),
                 folder,
@@ -198,12 +204,12 @@ def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_
             )
         else:
             baseline, _ = _models()
-            cache = T.rgb_feature_cache(baseline, split, progress=False)
-            T.train_fusion(
+            cache = training.rgb_feature_cache(baseline, split, progress=False)
+            training.train_fusion(
                 baseline,
                 split,
                 cache,
-                T.FusionConfig(width=2, epochs=1, batch_size=batch_size, val_fraction=0.3),
+                training.FusionConfig(width=2, epochs=1, batch_size=batch_size, val_fraction=0.3),
                 folder,
                 device=torch.device("cpu"),
                 progress=False,

@@ -3,8 +3,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
+from torch.nn import functional
 
 from fer_lib import models
 from fer_lib.models import (
@@ -180,7 +180,8 @@ def test_input_sizes():
 def loop_reference(arm: ARM, x: torch.Tensor) -> torch.Tensor:
     """The ARM code's computation, channel by channel: conv each channel, concat, bn, mean + alpha * batch mean."""
     channels = [
-        F.conv2d(x[:, i : i + 1], arm.de_albino.weight, stride=8) for i in range(x.shape[1])
+        functional.conv2d(x[:, i : i + 1], arm.de_albino.weight, stride=8)
+        for i in range(x.shape[1])
     ]
     y = arm.bn(torch.cat(channels, dim=1))  # (B, 2, n, n)
     out = y.mean(dim=1, keepdim=True) + arm.alpha * y.mean(dim=[0, 1])  # (B, 1, n, n)
@@ -382,9 +383,9 @@ def test_baseline_stays_frozen_and_in_eval_mode(small_net):
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics included
     assert all(p.grad is None for p in model.baseline.parameters())
     assert not torch.equal(head_before, model.landmark_head.weight)
-    expected = F.cross_entropy(out.landmark_logits, torch.tensor([0, 1, 2, 3])) + F.cross_entropy(
-        out.fused_logits, torch.tensor([0, 1, 2, 3])
-    )
+    expected = functional.cross_entropy(
+        out.landmark_logits, torch.tensor([0, 1, 2, 3])
+    ) + functional.cross_entropy(out.fused_logits, torch.tensor([0, 1, 2, 3]))
     assert torch.allclose(loss, expected)
 
 
@@ -410,7 +411,7 @@ def test_weighting_variants_on_a_constructed_case(
         model.baseline.fc.weight.zero_()
     for rgb_class, expected in ((0, agree_weight), (2, disagree_weight)):
         with torch.no_grad():
-            model.baseline.fc.bias.copy_(F.one_hot(torch.tensor(rgb_class), 7).float())
+            model.baseline.fc.bias.copy_(functional.one_hot(torch.tensor(rgb_class), 7).float())
             out = model(images(2), heatmaps(2))
         assert torch.allclose(out.weight, torch.full((2,), expected)), (rgb_class, out.weight)
         fused = model.fusion(torch.cat([out.rgb_feature, expected * out.landmark_feature], dim=1))

@@ -104,7 +104,8 @@ def test_every_notebook_ran_and_rendered(smoke_run):
 
 def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke_run):
     from fer_lib import scheduler
-    from fer_lib.experiment import Experiment, get_profile
+    from fer_lib.experiment import Experiment
+    from fer_lib.profiles import get_profile
 
     experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
     baselines, fusions = scheduler.plan(experiment)
@@ -484,7 +485,7 @@ def paper_sized_run(tmp_path_factory):
 def test_the_paper_networks_run_end_to_end(paper_sized_run):
     import torch
 
-    from fer_lib.experiment import get_profile
+    from fer_lib.profiles import get_profile
 
     settings = json.loads((paper_sized_run / "settings.json").read_text())
     assert settings == get_profile("smoke", PAPER_SIZED).settings()

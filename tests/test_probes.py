@@ -7,17 +7,17 @@ import sys
 
 import numpy as np
 
-from fer_lib import probes as P
+from fer_lib import probes
 
 SCRIPT = """
 import json, sys
 import numpy as np
-from fer_lib import probes as P
+from fer_lib import probes
 rng = np.random.default_rng(0)
 x = rng.normal(size=(350, 40)).astype(np.float32)
 y = (x[:, :7] + rng.normal(scale=2.0, size=(350, 7))).argmax(1)
-model = P.fit_probe(0.1, x[:300], y[:300])
-result = P.linear_probe("t", x[:300], y[:300], x[300:], y[300:])
+model = probes.fit_probe(0.1, x[:300], y[:300])
+result = probes.linear_probe("t", x[:300], y[:300], x[300:], y[300:])
 print(json.dumps({"coef": model[-1].coef_.tobytes().hex(), "test": result.test_accuracy, "val": result.validation_accuracy,
                   "predicted": result.test_predicted.tolist()}))
 """
@@ -41,7 +41,7 @@ def test_a_probe_fitted_twice_gives_identical_numbers():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 40)).astype(np.float32)
     y = (x[:, :7] + rng.normal(scale=2.0, size=(300, 7))).argmax(1)
-    first, second = P.fit_probe(0.1, x, y), P.fit_probe(0.1, x, y)
+    first, second = probes.fit_probe(0.1, x, y), probes.fit_probe(0.1, x, y)
     assert first[-1].coef_.tobytes() == second[-1].coef_.tobytes()
     # in fresh processes with one and with two BLAS/OpenMP threads: the same bytes
     assert _fit_in_process(1) == _fit_in_process(2)

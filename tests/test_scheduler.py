@@ -6,7 +6,8 @@ from dataclasses import asdict
 import pytest
 
 from fer_lib import pipeline, scheduler
-from fer_lib.experiment import Experiment, get_profile
+from fer_lib.experiment import Experiment
+from fer_lib.profiles import get_profile
 
 
 def test_the_plan_is_every_distinct_configuration_for_every_seed(tmp_path):

@@ -8,14 +8,9 @@ import pytest
 
 from fer_lib import replication
 from fer_lib.__main__ import main
-from fer_lib.experiment import (
-    PROFILES,
-    SettingsError,
-    get_profile,
-    parse_assignments,
-    stratified_subset,
-)
+from fer_lib.experiment import stratified_subset
 from fer_lib.pipeline import RUNS_DIR, claim_run_dir, figures_dir_for, run_dir_for
+from fer_lib.profiles import PROFILES, SettingsError, get_profile, parse_assignments
 
 
 def test_overrides_are_parsed_and_typed():

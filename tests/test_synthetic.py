@@ -267,7 +267,7 @@ def test_no_global_image_shortcut(balanced_samples):
 
 def test_no_global_image_shortcut_with_the_demo_knobs():
     """The demo's own difficulty settings keep the check: its labels show only in the faces."""
-    from fer_lib.experiment import get_profile
+    from fer_lib.profiles import get_profile
 
     knobs = get_profile("demo").synthetic_knobs()
     labels = np.tile(np.arange(rafdb.NUM_CLASSES), 30)

@@ -5,9 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_lib import data as D
-from fer_lib import models as M
-from fer_lib import training as T
+from fer_lib import data, models, training
 from fer_lib.rafdb import load_rafdb
 from tests.conftest import write_tiny_rafdb
 
@@ -17,7 +15,7 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory):
     root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=3)
-    return D.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+    return data.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -29,20 +27,20 @@ def one_thread():
 
 
 def baseline_config(**overrides):
-    return T.BaselineConfig(
+    return training.BaselineConfig(
         **{**dict(input_size=SIZE, width=4, epochs=2, batch_size=8, val_fraction=0.3), **overrides}
     )
 
 
 def fusion_config(**overrides):
-    return T.FusionConfig(
+    return training.FusionConfig(
         **{**dict(width=2, epochs=2, batch_size=8, val_fraction=0.3), **overrides}
     )
 
 
 def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
-    model = T.train_baseline(tiny_split, baseline_config(), tmp_path / "a", progress=False)
-    again = T.train_baseline(tiny_split, baseline_config(), tmp_path / "b", progress=False)
+    model = training.train_baseline(tiny_split, baseline_config(), tmp_path / "a", progress=False)
+    again = training.train_baseline(tiny_split, baseline_config(), tmp_path / "b", progress=False)
     assert not model.training and model.width == 4
     history = pd.read_csv(tmp_path / "a" / "history.csv")
     assert len(history) == 2 and (history["seconds"] > 0).all()
@@ -57,11 +55,11 @@ def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
 
 @pytest.mark.parametrize("ema", [None, 0.9])
 def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, monkeypatch, ema):
-    full = T.train_baseline(
+    full = training.train_baseline(
         tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "full", progress=False
     )
     calls = {"n": 0}
-    original = T.baseline_logits
+    original = training.baseline_logits
 
     def crash_in_epoch_two(*args, **kwargs):  # validation ends each epoch: fail at the second
         calls["n"] += 1
@@ -69,14 +67,14 @@ def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, m
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(T, "baseline_logits", crash_in_epoch_two)
+    monkeypatch.setattr(training, "baseline_logits", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        T.train_baseline(
+        training.train_baseline(
             tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "cut", progress=False
         )
-    monkeypatch.setattr(T, "baseline_logits", original)
+    monkeypatch.setattr(training, "baseline_logits", original)
     assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 1
-    resumed = T.train_baseline(
+    resumed = training.train_baseline(
         tiny_split, baseline_config(epochs=3, ema=ema), tmp_path / "cut", progress=False
     )
     assert (
@@ -89,8 +87,10 @@ def test_interrupted_baseline_resumes_to_the_same_result(tiny_split, tmp_path, m
 
 
 def test_the_moving_average_is_what_an_averaged_baseline_keeps(tiny_split, tmp_path):
-    raw = T.train_baseline(tiny_split, baseline_config(epochs=1), tmp_path / "raw", progress=False)
-    averaged = T.train_baseline(
+    raw = training.train_baseline(
+        tiny_split, baseline_config(epochs=1), tmp_path / "raw", progress=False
+    )
+    averaged = training.train_baseline(
         tiny_split, baseline_config(epochs=1, ema=0.5), tmp_path / "ema", progress=False
     )
     last = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
@@ -109,77 +109,81 @@ def test_the_moving_average_is_what_an_averaged_baseline_keeps(tiny_split, tmp_p
 
 
 def test_another_config_in_the_same_folder_is_refused(tiny_split, tmp_path):
-    T.train_baseline(tiny_split, baseline_config(epochs=1), tmp_path, progress=False)
+    training.train_baseline(tiny_split, baseline_config(epochs=1), tmp_path, progress=False)
     with pytest.raises(ValueError, match="differs in: epochs"):
-        T.train_baseline(tiny_split, baseline_config(epochs=2), tmp_path, progress=False)
+        training.train_baseline(tiny_split, baseline_config(epochs=2), tmp_path, progress=False)
 
 
 def test_fusion_trains_from_cache_and_leaves_the_baseline_untouched(tiny_split, tmp_path):
     torch.manual_seed(0)
-    baseline = M.ARMNet(SIZE, width=4).eval()
+    baseline = models.ARMNet(SIZE, width=4).eval()
     before = {k: v.clone() for k, v in baseline.state_dict().items()}
-    cache = T.rgb_feature_cache(baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False)
+    cache = training.rgb_feature_cache(
+        baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False
+    )
     assert cache.shape == (2, len(tiny_split), 25)
     assert torch.equal(
-        T.rgb_feature_cache(baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False),
+        training.rgb_feature_cache(
+            baseline, tiny_split, cache_dir=tmp_path / "cache", progress=False
+        ),
         cache,
     )
-    model = T.train_fusion(
+    model = training.train_fusion(
         baseline, tiny_split, cache, fusion_config(), tmp_path / "fusion", progress=False
     )
     for key, value in model.baseline.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert all(not p.requires_grad for p in model.baseline.parameters())
-    predictions = T.predict_fusion(model, tiny_split, cache, fusion_config())
+    predictions = training.predict_fusion(model, tiny_split, cache, fusion_config())
     assert predictions.fused.shape == (len(tiny_split), 7)
     np.testing.assert_allclose(predictions.fused.sum(1), 1, atol=1e-5)
-    paths = T.save_fusion_predictions(predictions, tmp_path / "fusion")
-    labels, probabilities = T.read_prediction_frame(paths["fused"])
+    paths = training.save_fusion_predictions(predictions, tmp_path / "fusion")
+    labels, probabilities = training.read_prediction_frame(paths["fused"])
     np.testing.assert_array_equal(labels, tiny_split.labels.numpy())
     np.testing.assert_allclose(probabilities, predictions.fused, atol=1e-6)
 
 
 def test_cached_features_equal_the_uncached_forward(tiny_split):
     torch.manual_seed(1)
-    baseline = M.ARMNet(SIZE, width=4).eval()
-    cache = T.rgb_feature_cache(baseline, tiny_split, flips=(False,), progress=False)
-    model = M.FusionModel(baseline, width=2).eval()
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    cache = training.rgb_feature_cache(baseline, tiny_split, flips=(False,), progress=False)
+    model = models.FusionModel(baseline, width=2).eval()
     index = torch.arange(6)
-    heat = D.heatmaps_for(tiny_split.points[index], SIZE)
+    heat = data.heatmaps_for(tiny_split.points[index], SIZE)
     with torch.no_grad():
         cached = model.forward_cached(cache[0, index], heat).fused_logits
-        direct = model(D.normalise(tiny_split.images[index]), heat).fused_logits
+        direct = model(data.normalise(tiny_split.images[index]), heat).fused_logits
     assert (cached - direct).abs().max() < 1e-4
 
 
 def test_fusion_runs_are_deterministic(tiny_split, tmp_path):
     torch.manual_seed(0)
-    baseline = M.ARMNet(SIZE, width=4).eval()
-    cache = T.rgb_feature_cache(baseline, tiny_split, progress=False)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    cache = training.rgb_feature_cache(baseline, tiny_split, progress=False)
     runs = [
-        T.train_fusion(
+        training.train_fusion(
             baseline, tiny_split, cache, fusion_config(seed=3), tmp_path / f"r{i}", progress=False
         )
         for i in range(2)
     ]
     histories = [pd.read_csv(tmp_path / f"r{i}" / "history.csv") for i in range(2)]
     assert histories[0].drop(columns="seconds").equals(histories[1].drop(columns="seconds"))
-    a, b = (T.predict_fusion(m, tiny_split, cache, fusion_config()).fused for m in runs)
+    a, b = (training.predict_fusion(m, tiny_split, cache, fusion_config()).fused for m in runs)
     np.testing.assert_array_equal(a, b)
 
 
 def test_fused_model_starts_as_the_baseline(tiny_split):
     torch.manual_seed(2)
-    baseline = M.ARMNet(SIZE, width=4).eval()
-    model = M.FusionModel(baseline, width=2).eval()
-    heat = D.heatmaps_for(tiny_split.points[:5], SIZE)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    model = models.FusionModel(baseline, width=2).eval()
+    heat = data.heatmaps_for(tiny_split.points[:5], SIZE)
     with torch.no_grad():
-        out = model(D.normalise(tiny_split.images[:5]), heat)
+        out = model(data.normalise(tiny_split.images[:5]), heat)
     torch.testing.assert_close(out.fused_logits, out.rgb_logits, atol=1e-5, rtol=0)
-    random_init = M.FusionModel(baseline, width=2, init_from_baseline=False).eval()
+    random_init = models.FusionModel(baseline, width=2, init_from_baseline=False).eval()
     with torch.no_grad():
         assert not torch.allclose(
-            random_init(D.normalise(tiny_split.images[:5]), heat).fused_logits,
+            random_init(data.normalise(tiny_split.images[:5]), heat).fused_logits,
             out.rgb_logits,
             atol=1e-3,
         )
@@ -190,7 +194,7 @@ def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_p
     from fer_lib.experiment import Experiment
 
     torch.manual_seed(3)
-    baseline = M.ARMNet(SIZE, width=4).eval()
+    baseline = models.ARMNet(SIZE, width=4).eval()
     experiment = Experiment("smoke", tmp_path, tmp_path, progress=False)
     experiment.__dict__.update(splits=(tiny_split, tiny_split))  # no decoding, no files
     experiment._baselines[experiment.seeds[0]] = baseline  # no training
@@ -200,24 +204,29 @@ def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_p
         baseline.set_affinity("fixed")
     direct = np.empty_like(cached)
     direct[order] = (
-        T.baseline_logits(baseline, tiny_split.images[torch.as_tensor(order)], 4).softmax(1).numpy()
+        training.baseline_logits(baseline, tiny_split.images[torch.as_tensor(order)], 4)
+        .softmax(1)
+        .numpy()
     )
     baseline.set_affinity("batch")
     np.testing.assert_allclose(cached, direct, atol=1e-5)
 
 
-def test_a_setting_added_later_counts_as_its_default_in_older_runs(tmp_path):
+def test_a_setting_added_later_counts_as_what_older_runs_used(tmp_path):
     import dataclasses
     import json
 
     import pytest
 
-    from fer_lib import training as T
+    from fer_lib import training
 
-    older = {k: v for k, v in dataclasses.asdict(T.BaselineConfig()).items() if k != "augmentation"}
+    older = {
+        k: v
+        for k, v in dataclasses.asdict(training.BaselineConfig()).items()
+        if k != "augmentation"
+    }
     (tmp_path / "config.json").write_text(json.dumps(older))
-    T._check_config(
-        tmp_path, T.BaselineConfig()
-    )  # the older run trained with what is now the default
+    # runs saved before the field existed flipped or noised every image; the default has moved since
+    training._check_config(tmp_path, training.BaselineConfig(augmentation="flip_or_noise"))
     with pytest.raises(ValueError, match="differs in: augmentation"):
-        T._check_config(tmp_path, T.BaselineConfig(augmentation="upstream"))
+        training._check_config(tmp_path, training.BaselineConfig())
