@@ -144,35 +144,34 @@ class Experiment:
     # -- data ------------------------------------------------------------------------------------------
     @cached_property
     def rafdb(self) -> RafDb:
-        return load_rafdb(self.data_root, progress=self.progress)
+        return load_rafdb(self.data_root, progress=self.progress, cache_dir=self.cache_dir)
 
-    @cached_property
+    def _split_tensors(self, name: str, limit: int | None) -> SplitTensors:
+        """A split at the profile's input size; a stratified subset where ``limit`` asks."""
+        split = self.rafdb.split(name)
+        if limit is not None and limit < len(split):
+            split = split.subset(stratified_subset(split.labels, limit))
+        return split_tensors(
+            split, self.profile.input_size, cache_dir=self.cache_dir, progress=self.progress
+        )
+
+    @property
     def splits(self) -> tuple[SplitTensors, SplitTensors]:
-        """(train, test) at the profile's input size; a stratified subset where ``train_limit``/``test_limit`` ask."""
-        out = []
-        for name, limit in (("train", self.profile.train_limit), ("test", self.profile.test_limit)):
-            split = self.rafdb.split(name)
-            if limit is not None and limit < len(split):
-                split = split.subset(stratified_subset(split.labels, limit))
-            out.append(
-                split_tensors(
-                    split, self.profile.input_size, cache_dir=self.cache_dir, progress=self.progress
-                )
-            )
-        return tuple(out)
+        """(train, test); each is decoded on first use only (reading a finished run needs the test split alone)."""
+        return self.train, self.test
 
     @property
     def seeds(self) -> list[int]:
         """The training seeds of this run (``seed_offset`` onwards)."""
         return self.profile.seed_list
 
-    @property
+    @cached_property
     def train(self) -> SplitTensors:
-        return self.splits[0]
+        return self._split_tensors("train", self.profile.train_limit)
 
-    @property
+    @cached_property
     def test(self) -> SplitTensors:
-        return self.splits[1]
+        return self._split_tensors("test", self.profile.test_limit)
 
     # -- linear probes (fer_lib.probes) ------------------------------------------------------------------
     def probes(self) -> pd.DataFrame:
@@ -349,13 +348,14 @@ class Experiment:
             print(
                 f"baseline seed {seed}: {'reusing the finished run in' if finished else 'training (or resuming) in'} {folder.name}"
             )
-            model = training.train_baseline(
-                self.train,
-                self.baseline_config(seed),
-                folder,
-                device=self.device,
-                progress=self.progress,
+            config = self.baseline_config(seed)
+            model = (
+                training.finished_baseline(folder, config, self.test.classes) if finished else None
             )
+            if model is None:
+                model = training.train_baseline(
+                    self.train, config, folder, device=self.device, progress=self.progress
+                )
         self._baselines[seed] = model.to(self.device).eval()
         return self._baselines[seed]
 

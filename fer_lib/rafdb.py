@@ -499,17 +499,100 @@ def read_soft_labels(
 
 
 def load_rafdb(
-    root: str | os.PathLike, *, require_original: bool = False, progress: bool = False
+    root: str | os.PathLike,
+    *,
+    require_original: bool = False,
+    progress: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> RafDb:
     """Read a RAF-DB copy (labels and landmarks); raise RafDbError naming every problem found.
 
-    Image files are checked for presence here; ``check_rafdb`` also decodes them.
+    Image files are checked for presence here; ``check_rafdb`` also decodes them. With ``cache_dir``, a copy read
+    without problems is kept there (``annotations_<key>.npz``) and reused while every file it was read from keeps
+    its name, size and time: RAF-DB's 30,000 small annotation files take seconds to parse, and every notebook of a
+    run reads them.
     """
     root = resolve_root(root)
+    cache = (
+        Path(cache_dir) / f"annotations_{_annotations_key(root, require_original)}.npz"
+        if cache_dir is not None
+        else None
+    )
+    if cache is not None and cache.exists():
+        return _read_cached(cache, root)
     data, problems = _read_all(root, require_original, progress)
     if problems:
         raise RafDbError(problems, root)
+    if cache is not None:
+        _write_cached(data, cache)
     return data
+
+
+ANNOTATIONS_CACHE_VERSION = 1  # raise when RafDb's fields or their parsing change
+
+
+def _annotations_key(root: Path, require_original: bool) -> str:
+    """The files ``_read_all`` reads (labels, class list, soft labels, annotations) by name, size and time, and
+    the image folders it checks names against, by name."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{ANNOTATIONS_CACHE_VERSION}|{require_original}".encode())
+    statted = [Path("."), LABEL_FILE.parent, MANUAL_DIR, AUTO_DIR]
+    listed = [ALIGNED_DIR] + ([ORIGINAL_DIR] if require_original else [])
+    for folder in statted + listed:
+        try:
+            with os.scandir(root / folder) as entries:
+                found = sorted((entry.name, entry) for entry in entries if entry.is_file())
+        except FileNotFoundError:
+            found = []
+        digest.update(f"\n{folder.as_posix()}:".encode())
+        for name, entry in found:
+            if folder in listed:
+                digest.update(f"{name}\n".encode())
+            else:
+                stat = entry.stat()
+                digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _write_cached(data: RafDb, path: Path) -> None:
+    from fer_lib.io import write_atomic
+
+    arrays = {
+        "names": np.array(data.names),
+        "splits": data.splits,
+        "labels": data.labels,
+        "manual5": data.manual5,
+        "attributes": data.attributes,
+        "auto37": data.auto37,
+        "warnings": np.array(data.warnings, dtype=str),
+        "classes": np.array(data.classes),
+    }
+    if data.soft is not None:
+        arrays["soft"] = data.soft
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, write)
+
+
+def _read_cached(path: Path, root: Path) -> RafDb:
+    with np.load(path, allow_pickle=False) as saved:
+        return RafDb(
+            root,
+            saved["names"].tolist(),
+            saved["splits"],
+            saved["labels"],
+            saved["manual5"],
+            saved["attributes"],
+            saved["auto37"],
+            saved["warnings"].tolist(),
+            tuple(saved["classes"].tolist()),
+            saved["soft"] if "soft" in saved else None,
+        )
 
 
 def _decode_problem(path: Path) -> str | None:

@@ -336,6 +336,21 @@ def train_baseline(
     return best_model
 
 
+def finished_baseline(
+    run_dir: Path, config: BaselineConfig, classes: tuple[str, ...]
+) -> models.ARMNet | None:
+    """The best model of a baseline run that trained all its epochs and stored its population mean, read without
+    the training images (``train_baseline`` would decode them); None where the run still needs them."""
+    run_dir, history = Path(run_dir), Path(run_dir) / "history.csv"
+    if not (run_dir / "best.pt").exists() or not history.exists():
+        return None
+    if len(pd.read_csv(history)) < config.epochs:
+        return None
+    _check_config(run_dir, config)
+    model = models.load_arm_checkpoint(run_dir / "best.pt", classes=classes)
+    return None if torch.isnan(model.arm.population_mean).any() else model
+
+
 @torch.no_grad()
 def store_population_mean(
     model: models.ARMNet, fit: data.SplitTensors, batch_size: int, path: Path, device: torch.device

@@ -24,6 +24,30 @@ def test_reads_a_valid_copy(tiny_rafdb):
     assert data.landmarks("both").shape == (14, 42, 2)
 
 
+def test_a_cached_read_equals_a_fresh_one_until_a_file_changes(tmp_path):
+    import dataclasses
+
+    root = write_tiny_rafdb(tmp_path / "basic")
+    fresh = rafdb.load_rafdb(root)
+    first = rafdb.load_rafdb(root, cache_dir=tmp_path / "cache")
+    (cached,) = (tmp_path / "cache").glob("annotations_*.npz")
+    again = rafdb.load_rafdb(root, cache_dir=tmp_path / "cache")
+    for read in (first, again):
+        for field in dataclasses.fields(rafdb.RafDb):
+            a, b = getattr(fresh, field.name), getattr(read, field.name)
+            assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, field.name
+    replace_line(auto_file(root), 1, "1.5 2.5")  # one point moved: the copy is read again
+    moved = rafdb.load_rafdb(root, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("annotations_*.npz"))) == 2
+    index = moved.names.index("train_00003.jpg")
+    assert moved.auto37[index, 0].tolist() == [1.5, 2.5] != again.auto37[index, 0].tolist()
+    broken = manual_file(root)
+    broken.write_text("not a point\n")
+    with pytest.raises(rafdb.RafDbError):  # a broken copy is never served from the cache
+        rafdb.load_rafdb(root, cache_dir=tmp_path / "cache")
+    assert cached.exists()
+
+
 def test_parent_folder_is_accepted(tiny_rafdb):
     assert rafdb.resolve_root(tiny_rafdb.parent) == tiny_rafdb
 

@@ -196,7 +196,7 @@ def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_p
     torch.manual_seed(3)
     baseline = models.ARMNet(SIZE, width=4).eval()
     experiment = Experiment("smoke", tmp_path, tmp_path, progress=False)
-    experiment.__dict__.update(splits=(tiny_split, tiny_split))  # no decoding, no files
+    experiment.__dict__.update(train=tiny_split, test=tiny_split)  # no decoding, no files
     experiment._baselines[experiment.seeds[0]] = baseline  # no training
     order = np.random.default_rng(0).permutation(len(tiny_split))
     cached = experiment.baseline_probabilities(4, order, affinity)
