@@ -466,6 +466,9 @@ PAPER_SIZED = {
     "w_grid": "0.6",
     "batch_train": "32",
     "batch_study": "8,64",
+    # the flipped design choices train the same networks as the proposed model; the smoke run covers them
+    "design_ablations": "false",
+    "baseline_epochs": "1",
 }
 
 
