@@ -433,7 +433,7 @@ def rgb_feature_cache(
 
 @dataclass
 class FusionPredictions:
-    """Per-image probabilities (N, 7) of the three heads on one split, in the split's order."""
+    """Per-image probabilities (N, classes) of the three heads on one split, in the split's order."""
 
     names: list[str]
     labels: np.ndarray
