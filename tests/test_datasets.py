@@ -620,6 +620,54 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
     assert read_fusion_predictions(folder).classes == eight  # the saved tables' own list
 
 
+@pytest.mark.slow
+def test_run_all_takes_eight_classes_end_to_end_and_tests_on_another_data_set(
+    converted, tmp_path, monkeypatch
+):
+    """The smoke profile on a converted AffectNet-8, every notebook: the per-class tables list its 8 classes, the
+    landing page names the data set, its protocol and classes, and notebook 09 tests the models on a 7-class RAF-DB,
+    saying that Contempt is dropped."""
+    from fer_lib import pipeline
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as run_all.sh sets it
+    raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
+    run = tmp_path / "run"
+    assert (
+        pipeline.run_all(
+            "smoke",
+            data=converted["affectnet"],
+            run_dir=run,
+            figures_dir=run / "figures",
+            cross_data=[raf],
+        )
+        == 0
+    )
+    tables = run / "tables"
+    table5 = pd.read_csv(tables / "table5_per_class.csv")
+    per_class = [c for c in table5.columns if c not in ("model", "seeds") and not c.endswith(" sd")]
+    assert per_class == list(rafdb.CLASSES_8) and table5["Contempt"].notna().all()
+    assert list(pd.read_csv(tables / "table3_class_counts.csv")["class"]) == list(rafdb.CLASSES_8)
+    assert "Contempt" in pd.read_csv(tables / "table7_ablation_per_class.csv").columns
+    page = (run / "report" / "index.html").read_text()
+    assert "AffectNet (CSV release), converted into RAF-DB&#x27;s layout" in page
+    assert "AffectNet-8" in page and "8 classes: Surprise" in page and "Contempt" in page
+
+    cross = pd.read_csv(tables / "cross_dataset.csv").set_index(["tested on", "model"])
+    own = [name for name in cross.index.levels[0] if "its own test split" in name]
+    other = [name for name in cross.index.levels[0] if name.startswith("raf: RAF-DB")]
+    assert len(own) == len(other) == 1
+    table6 = pd.read_csv(tables / "table6_overall.csv").set_index("model")
+    fused = "fused (proposed)"
+    assert cross.loc[(own[0], fused), "OA"] == pytest.approx(table6.loc["proposed", "oa_top1"])
+    assert (
+        cross.loc[(own[0], fused), "classes"] == 8 and cross.loc[(other[0], fused), "classes"] == 7
+    )
+    assert "Contempt dropped" in cross.loc[(other[0], fused), "notes"]
+    assert cross.loc[(other[0], fused), "test images"] == 7
+    confusion = sorted(run.glob("figures/cross_confusion_*.png"))
+    assert len(confusion) == 2 and (tables / f"{confusion[1].stem}.csv").exists()
+
+
 def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
     for layout in ("affectnet", "affectnet-npy", "ferplus", "ckplus"):
         assert (
