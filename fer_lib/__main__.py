@@ -442,7 +442,7 @@ def _evaluate_across(args: argparse.Namespace) -> int:
         pairs = [(args.data[number], tests[args.data[number]])] if args.paired else tests.items()
         for root, test in pairs:
             landmark_set = config.landmark_set if config else "auto37"
-            split = crossdata.test_split(
+            split = crossdata.decode_test_split(
                 test, baseline.input_size, landmark_set, args.out / "cache"
             )
             predicted = crossdata.predict_heads(

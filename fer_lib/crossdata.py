@@ -220,7 +220,7 @@ def data_cache(cache_dir: Path, root: Path) -> Path:
     return Path(cache_dir) / hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
 
 
-def test_split(
+def decode_test_split(
     test: RafDb, input_size: int, landmark_set: str, cache_dir: Path
 ) -> data.SplitTensors:
     """A data set's test split (``RafDb.split("test")``) at a model's input size, decoded once into its
@@ -257,6 +257,7 @@ def _run_predictions(experiment, root: Path, seed: int) -> training.FusionPredic
     test = load_rafdb(root).split("test")
     cache_dir = data_cache(Path(experiment.cache_dir) / CROSS_DIR, test.root)
     stamp = {
+        "label classes": list(test.classes),  # what the tables' labels index; p_<class>: the model's
         "model": [checkpoint.stat().st_size, checkpoint.stat().st_mtime_ns],
         "test split": hashlib.sha256(
             "\n".join(test.names).encode() + np.asarray(test.labels).tobytes()
@@ -267,7 +268,9 @@ def _run_predictions(experiment, root: Path, seed: int) -> training.FusionPredic
     if key.exists() and json.loads(key.read_text()) == stamp:
         print(f"seed {seed} on {name_of(root)}: reusing {relative(folder)}")
     else:
-        split = test_split(test, model.baseline.input_size, config.landmark_set, cache_dir.parent)
+        split = decode_test_split(
+            test, model.baseline.input_size, config.landmark_set, cache_dir.parent
+        )
         with torch.no_grad():
             predictions = predict_heads(
                 model.baseline,
@@ -287,7 +290,7 @@ def _run_data_name(experiment) -> str:
     it is, another by ``data_name``."""
     root, run_dir = Path(experiment.data_root).resolve(), Path(experiment.run_dir).resolve()
     if experiment.profile.synthetic and root.is_relative_to(run_dir):
-        return "synthetic RAF-DB (the profile's), 7 classes"
+        return f"synthetic RAF-DB (the profile's), {len(experiment.classes)} classes"
     return data_name(root)
 
 

@@ -544,7 +544,9 @@ def predict_fusion(
         landmark.numpy(),
         out.rgb_logits.softmax(1).numpy(),
         out.weight.numpy(),
-        tuple(split.classes),
+        tuple(
+            model.baseline.classes
+        ),  # the columns: the model's classes (another data set's may differ)
     )
 
 

@@ -484,6 +484,25 @@ def test_cross_dataset_mapping_drops_contempt_and_says_so():
     )
 
 
+def test_a_report_runs_cross_table_gives_each_head_over_the_seeds_and_the_fused_confusion():
+    labels = np.array([0, 1, 2, 3])
+    right, wrong = np.eye(8)[[0, 1, 2, 3]], np.eye(8)[[0, 1, 2, 2]]
+    results = [
+        crossdata.cross_result(
+            "A", "B", rafdb.CLASSES_8, rafdb.CLASSES, labels, p, model=name, seed=seed
+        )
+        for seed, p in ((0, wrong), (1, right))
+        for _, name in crossdata.HEADS
+    ]
+    table = crossdata.run_table(results).set_index("model")
+    fused = table.loc["fused (proposed)"]
+    assert fused["seeds"] == 2 and fused["OA"] == pytest.approx(0.875)
+    assert fused["OA sd"] == pytest.approx(np.std([0.75, 1.0], ddof=1))
+    assert "Contempt dropped" in fused["notes"] and len(crossdata.run_rows(results)) == 6
+    picks = crossdata.confusion_picks(results)
+    assert list(picks) == ["cross_confusion_B"] and picks["cross_confusion_B"].seed == 0
+
+
 def test_evaluate_across_data_sets_writes_the_table(converted, tmp_path, capsys):
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     eight = tiny_checkpoint(tmp_path / "an8" / "best.pt", rafdb.CLASSES_8).parent
