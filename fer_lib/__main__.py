@@ -12,7 +12,7 @@ evaluate --data ROOT --baseline CKPT [--fusion CKPT] --out DIR
 evaluate --checkpoint RUN [RUN...] --data ROOT [ROOT...] --out DIR [--paired]
                                            cross-dataset: each model on each data set's test split (shared classes);
                                            --paired: the i-th model on the i-th set (CK+'s folds), with the mean
-run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N]
+run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N] [--cross-data OTHER...]
                                            what ./run_all.sh runs: every table and figure
 compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
 plan RUN_DIR [--effect E] [--test-images N]
@@ -398,7 +398,7 @@ def _report_across(result, split, probabilities, classes, out: Path) -> None:
     from fer_lib import training
     from fer_lib.io import save_csv
 
-    stem = f"{result.trained_on}_on_{result.tested_on}".replace(" (", "_").replace(")", "")
+    stem = result.file_stem()
     save_csv(
         training.prediction_frame(split.names, split.labels.numpy(), probabilities, classes).rename(
             columns={
@@ -421,7 +421,7 @@ def _report_across(result, split, probabilities, classes, out: Path) -> None:
 
 def _evaluate_across(args: argparse.Namespace) -> int:
     """Every checkpoint on every data set's test split, over the classes each pair shares (fer_lib.crossdata)."""
-    from fer_lib import crossdata, data, training
+    from fer_lib import crossdata
     from fer_lib.io import save_csv, save_text
     from fer_lib.rafdb import load_rafdb
 
@@ -438,30 +438,26 @@ def _evaluate_across(args: argparse.Namespace) -> int:
     for number, checkpoint in enumerate(args.checkpoint):
         baseline, fusion, config = _model_for_across(checkpoint, args)
         baseline = baseline.to(device)
+        fusion = fusion.to(device) if fusion is not None else None
         pairs = [(args.data[number], tests[args.data[number]])] if args.paired else tests.items()
         for root, test in pairs:
             landmark_set = config.landmark_set if config else "auto37"
-            split = data.split_tensors(
-                test,
-                baseline.input_size,
-                landmark_set=landmark_set,
-                cache_dir=args.out / "cache",
-                progress=False,
+            split = crossdata.decode_test_split(
+                test, baseline.input_size, landmark_set, args.out / "cache"
+            )
+            predicted = crossdata.predict_heads(
+                baseline,
+                fusion,
+                config,
+                split,
+                batch_size=args.batch_size,
+                cache_dir=crossdata.data_cache(args.out / "cache", test.root),
             )
             if fusion is None:
-                heads = {
-                    "": training.baseline_logits(baseline, split.images, args.batch_size)
-                    .softmax(1)
-                    .numpy()
-                }
+                heads = {"": predicted}
             else:  # the fused model: its three heads, each scored over the shared classes
-                cache = training.rgb_feature_cache(
-                    baseline, split, flips=(False,), cache_dir=args.out / "cache", progress=False
-                )
-                predictions = training.predict_fusion(fusion.to(device), split, cache, config)
                 heads = {
-                    f" ({head})": getattr(predictions, head)
-                    for head in ("rgb", "landmark", "fused")
+                    f" ({head})": getattr(predicted, head) for head in ("rgb", "landmark", "fused")
                 }
             for head, probabilities in heads.items():
                 result = crossdata.cross_result(
@@ -506,15 +502,17 @@ def _run_all(args: argparse.Namespace) -> int:
         if args.seed_offset is not None:
             settings["seed_offset"] = str(args.seed_offset)
         get_profile(args.profile, settings)  # every value checked before any work starts
-        for option, path in (
+        data_sets = [("--data", args.data)] + [("--cross-data", path) for path in args.cross_data]
+        for option, path in [
             ("--pretrained", args.pretrained),
             ("--baseline-checkpoint", args.baseline_checkpoint),
-            ("--data", args.data),
-        ):
+            *data_sets,
+        ]:
             if path is not None and not path.exists():
                 raise SettingsError(f"{option} {path}: no such file or folder")
-        if args.data is not None:
-            _check_run_all_data(args.data, SettingsError)
+        for option, path in data_sets:
+            if path is not None:
+                _check_run_all_data(path, SettingsError, option)
     except SettingsError as error:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
@@ -528,30 +526,24 @@ def _run_all(args: argparse.Namespace) -> int:
         workers=args.workers,
         replicate=args.replicate,
         force=args.force,
+        cross_data=args.cross_data,
     )
 
 
-def _check_run_all_data(path: Path, error) -> None:
-    """run-all reads RAF-DB's layout with RAF-DB's 7 classes: the report's tables and figures are RAF-DB's (Table 3,
-    the per-class tables). Another layout, or a converted set of 8 classes, is refused before any work, saying what
-    to do."""
+def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
+    """run-all reads RAF-DB's layout: another layout (AffectNet, FERPlus, CK+ as released) is refused before any
+    work, saying how to convert it. A converted copy runs with its own class list (classes.json: 7, or 8 with
+    Contempt), which every per-class table and figure of the report follows."""
     from fer_lib.layouts import LAYOUT_NAMES, DataSetError, detect_layout
-    from fer_lib.rafdb import CLASSES, RafDbError, read_classes, resolve_root
 
     try:
         layout = detect_layout(path)
-        classes = read_classes(resolve_root(path))[0] if layout == "rafdb" else CLASSES
-    except (DataSetError, RafDbError):
+    except DataSetError:
         return  # check_data names what is wrong
     if layout not in ("rafdb", "photos"):
         raise error(
-            f"--data {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib convert-data {path} OUT "
-            "--classes 7`) and pass OUT"
-        )
-    if tuple(classes) != CLASSES:
-        raise error(
-            f"--data {path} has {len(classes)} classes ({', '.join(classes)}); the report's notebooks handle RAF-DB's 7 "
-            "so far: convert it with --classes 7 (train-baseline, train-fusion and evaluate take 8)"
+            f"{option} {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib convert-data {path} OUT`, "
+            "8 classes, or --classes 7) and pass OUT"
         )
 
 
@@ -1099,6 +1091,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="the ARM authors' epoch59_acc0.9205.pth",
+    )
+    run.add_argument(
+        "--cross-data",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="OTHER",
+        help="other data sets (RAF-DB's layout, or converted) to test the run's models on: notebook 09's table "
+        "'trained on A, tested on B'",
     )
     run.add_argument(
         "--pretrained",

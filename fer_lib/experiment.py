@@ -24,7 +24,7 @@ from fer_lib.explain import Explanation
 from fer_lib.explain import explain as gradcam_explain
 from fer_lib.io import relative, save_csv
 from fer_lib.profiles import Profile, get_profile
-from fer_lib.rafdb import CLASSES, RafDb, load_rafdb
+from fer_lib.rafdb import RafDb, load_rafdb, read_classes, resolve_root
 from fer_lib.settings import PAPER_WEIGHTINGS, WEIGHTINGS
 
 # Choices the paper does not state that can move the headline either way, each flipped in one ablation run of the
@@ -103,6 +103,7 @@ class Experiment:
         *,
         pretrained: str | Path | None = None,
         figures_dir: str | Path | None = None,
+        cross_data: tuple[str | Path, ...] = (),
         progress: bool = True,
     ):
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -117,6 +118,8 @@ class Experiment:
         self.pretrained = (
             Path(pretrained) if pretrained else None
         )  # torchvision's ResNet18 ImageNet weights for a trained baseline
+        # other data sets the run's models are also tested on (notebook 09, fer_lib.crossdata)
+        self.cross_data = tuple(Path(root) for root in cross_data)
         self.progress = progress
         self.device = models.pick_device()
         self.cache_dir = self.run_dir / "cache"
@@ -127,7 +130,7 @@ class Experiment:
     @property
     def data_label(self) -> str:
         """Which data set every number comes from (printed under every table): a converted set by its layout."""
-        from fer_lib.rafdb import RafDbError, read_classes, resolve_root
+        from fer_lib.rafdb import RafDbError
 
         try:
             layout = read_classes(resolve_root(self.data_root))[1].get("layout", "RAF-DB")
@@ -142,6 +145,12 @@ class Experiment:
         )
 
     # -- data ------------------------------------------------------------------------------------------
+    @cached_property
+    def classes(self) -> tuple[str, ...]:
+        """The data set's class list, in label order: RAF-DB's 7, or a converted copy's (its ``classes.json``, 8
+        with Contempt). Every per-class table, confusion matrix and example pick of the report follows it."""
+        return read_classes(resolve_root(self.data_root))[0]
+
     @cached_property
     def rafdb(self) -> RafDb:
         return load_rafdb(self.data_root, progress=self.progress, cache_dir=self.cache_dir)
@@ -227,7 +236,7 @@ class Experiment:
             ]
             + [
                 {
-                    "model": f"majority class ({CLASSES[majority]})",
+                    "model": f"majority class ({self.classes[majority]})",
                     "input": "none",
                     "test OA": float((y_test == majority).mean()),
                     "features": 0,
@@ -438,7 +447,10 @@ class Experiment:
         the first seed's, ``baseline_seed<S>_test.csv`` for the others)."""
         seed = self.baseline_seed(seed)
         frame = training.prediction_frame(
-            self.test.names, self.test.labels.numpy(), self.baseline_probabilities(seed=seed)
+            self.test.names,
+            self.test.labels.numpy(),
+            self.baseline_probabilities(seed=seed),
+            self.test.classes,
         )
         name = "baseline_test.csv" if seed == self.seeds[0] else f"baseline_seed{seed}_test.csv"
         save_csv(frame, self.run_dir / "predictions" / name)
@@ -651,6 +663,7 @@ def read_fusion_predictions(folder: Path) -> training.FusionPredictions:
     }
     columns = [c for c in frames["fused"].columns if c.startswith("p_")]
     return training.FusionPredictions(
+        classes=tuple(c.removeprefix("p_") for c in columns),  # the tables' own class list
         names=frames["fused"]["image"].tolist(),
         labels=frames["fused"]["label"].to_numpy(),
         fused=frames["fused"][columns].to_numpy(),

@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from fer_lib import data, models, precision
-from fer_lib.rafdb import CLASSES
 from fer_lib.settings import AFFINITY_MODES
 from fer_lib.training import landmark_inputs
 
@@ -70,10 +69,10 @@ def _top(candidates: pd.DataFrame, count: int) -> pd.DataFrame:
     return candidates.sort_values("fused confidence", ascending=False, kind="stable").head(count)
 
 
-def _named(picked: pd.DataFrame) -> pd.DataFrame:
+def _named(picked: pd.DataFrame, classes) -> pd.DataFrame:
     picked = picked.reset_index(drop=True)
     for column in ("label", "fused", "rgb", "landmark"):
-        picked[column] = [CLASSES[k] for k in picked[column]]
+        picked[column] = [classes[k] for k in picked[column]]
     return picked
 
 
@@ -87,15 +86,16 @@ def _in_case(frame: pd.DataFrame, wanted: tuple[bool | None, ...]) -> np.ndarray
 
 def pick_per_class(predictions, *, correct: bool, per_class: int = 1) -> pd.DataFrame:
     """Table 9 (``correct=True``) or Table 10 (``correct=False``): for each true class, the test images the
-    fused model got right (or wrong) with the highest fused confidence. Classes without such an image are
-    left out."""
+    fused model got right (or wrong) with the highest fused confidence. The classes are the predictions' own (the
+    data set's list); classes without such an image are left out."""
     frame = _frame(predictions)
     right = frame["fused"] == frame["label"]
+    classes = predictions.classes
     picked = [
-        _top(frame[(frame["label"] == k) & (right == correct)], per_class).assign(group=CLASSES[k])
-        for k in range(len(CLASSES))
+        _top(frame[(frame["label"] == k) & (right == correct)], per_class).assign(group=name)
+        for k, name in enumerate(classes)
     ]
-    return _named(pd.concat(picked)[["group", *frame.columns]])
+    return _named(pd.concat(picked)[["group", *frame.columns]], classes)
 
 
 def pick_cases(predictions, *, per_case: int = 2) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def pick_cases(predictions, *, per_case: int = 2) -> pd.DataFrame:
     for name, wanted in CASES.items():
         mask = _in_case(frame, wanted)
         picked.append(_top(frame[mask], per_case).assign(group=name))
-    return _named(pd.concat(picked)[["group", *frame.columns]])
+    return _named(pd.concat(picked)[["group", *frame.columns]], predictions.classes)
 
 
 def case_counts(predictions) -> pd.DataFrame:
@@ -123,7 +123,7 @@ def case_counts(predictions) -> pd.DataFrame:
 
 
 class FusedLogits(nn.Module):
-    """The fused model's logits (B, 7) as a function of one input (``vary``: "rgb" images or "landmark"
+    """The fused model's logits (B, classes) as a function of one input (``vary``: "rgb" images or "landmark"
     heatmaps), the other branch's per-image ARM map and both ARM batch terms held at the given values."""
 
     def __init__(
@@ -161,7 +161,7 @@ class Explanation:
     heatmaps: np.ndarray  # (N, S, S) float in [0, 1]
     rgb_cam: np.ndarray  # (N, S, S)
     landmark_cam: np.ndarray  # (N, S, S)
-    fused_probabilities: np.ndarray  # (N, 7) of the explained forward pass
+    fused_probabilities: np.ndarray  # (N, classes) of the explained forward pass
 
     def describe(self) -> str:
         held = (

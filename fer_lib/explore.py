@@ -25,7 +25,6 @@ from fer_lib import explain, training
 from fer_lib.experiment import canonical_weighting
 from fer_lib.io import BATCH_REPORT_ENV, save_torch
 from fer_lib.models import FusionOutput
-from fer_lib.rafdb import CLASSES
 
 # Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion_run``); the baseline is every run's RGB head
 MODELS = {
@@ -72,6 +71,7 @@ class ModelOutputs:
     folder: Path
     labels: np.ndarray  # (N,)
     out: object  # models.FusionOutput of (N, ...) CPU tensors
+    classes: tuple[str, ...]  # the data set's class list, what labels and outputs index
 
     @property
     def uses_w(self) -> bool:
@@ -79,7 +79,7 @@ class ModelOutputs:
 
     @torch.no_grad()
     def refuse(self, w: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(fused probabilities (N, 7), factor on F_landmark (N,)) at agreement weight ``w`` (None: the trained one)."""
+        """(fused probabilities (N, classes), factor on F_landmark (N,)) at agreement weight ``w`` (None: the trained one)."""
         if w is None or not self.uses_w:
             return self.out.fused_logits.softmax(1).numpy(), self.out.weight.numpy()
         trained = self.model.w_disagree
@@ -94,17 +94,19 @@ class ModelOutputs:
         return fused.softmax(1).numpy(), weight.numpy()
 
     def table(self, w: float | None = None) -> pd.DataFrame:
-        """One row per test image: the classes each head gives, its confidences, Table 2's case and fusion's effect."""
+        """One row per test image: the classes each head gives, its confidences, Table 2's case and fusion's effect
+        (the class list in ``attrs["classes"]``, which ``select`` filters by)."""
+        classes = self.classes
         fused, factor = self.refuse(w)
         rgb = self.out.rgb_logits.softmax(1).numpy()
         landmark = self.model.landmark_probabilities(self.out.landmark_logits).numpy()
         frame = pd.DataFrame(
             {
                 "index": np.arange(len(self.labels)),
-                "true": [CLASSES[i] for i in self.labels],
-                "RGB": [CLASSES[i] for i in rgb.argmax(1)],
-                "landmark": [CLASSES[i] for i in landmark.argmax(1)],
-                "fused": [CLASSES[i] for i in fused.argmax(1)],
+                "true": [classes[i] for i in self.labels],
+                "RGB": [classes[i] for i in rgb.argmax(1)],
+                "landmark": [classes[i] for i in landmark.argmax(1)],
+                "fused": [classes[i] for i in fused.argmax(1)],
                 "RGB confidence": rgb.max(1),
                 "landmark confidence": landmark.max(1),
                 "agree": rgb.argmax(1) == landmark.argmax(1),
@@ -125,6 +127,7 @@ class ModelOutputs:
             EFFECTS[:3],
             EFFECTS[3],
         )
+        frame.attrs["classes"] = classes
         return frame
 
 
@@ -137,10 +140,12 @@ def select(
     effect: str | None = None,
     sort: str = "weight p x w (high first)",
 ) -> pd.DataFrame:
-    """The rows of ``ModelOutputs.table`` that match every filter given (None: any), sorted by ``SORTS[sort]``."""
+    """The rows of ``ModelOutputs.table`` that match every filter given (None: any), sorted by ``SORTS[sort]``; the
+    classes are the table's own (``attrs["classes"]``)."""
+    classes = frame.attrs["classes"]
     for value, allowed, name in (
-        (true, CLASSES, "true class"),
-        (predicted, CLASSES, "predicted class"),
+        (true, classes, "true class"),
+        (predicted, classes, "predicted class"),
         (case, CASES, "case"),
         (effect, EFFECTS, "effect"),
         (sort, tuple(SORTS), "sort"),
@@ -228,7 +233,10 @@ class ExplorerData:
             saved = {"stamp": stamp, **out._asdict()}
             save_torch(saved, path)
         out = FusionOutput(*(saved[field] for field in FusionOutput._fields))
-        result = ModelOutputs(name, seed, model, config, folder, self.ex.test.labels.numpy(), out)
+        test = self.ex.test
+        result = ModelOutputs(
+            name, seed, model, config, folder, test.labels.numpy(), out, tuple(test.classes)
+        )
         self._outputs[(name, seed)] = result
         return result
 
@@ -283,7 +291,7 @@ class ExplorerData:
             gridspec_kw={"width_ratios": [1] * panels + [1.9]},
         )
         axes[0].imshow(face)
-        axes[0].set_title(f"#{index}: true {CLASSES[outputs.labels[index]]}", fontsize=8)
+        axes[0].set_title(f"#{index}: true {outputs.classes[outputs.labels[index]]}", fontsize=8)
         if heatmap is not None:
             axes[1].imshow(heatmap, cmap="gray")
             axes[1].set_title("landmark heatmap", fontsize=8)
@@ -307,13 +315,13 @@ class ExplorerData:
         for ax in axes[:panels]:
             ax.axis("off")
         bars = axes[-1]
-        y = np.arange(len(CLASSES))
+        y = np.arange(len(outputs.classes))
         for offset, (values, label) in zip(
             (-0.27, 0.0, 0.27),
             ((rgb, "RGB head"), (landmark, "landmark head"), (fused[index], "fused")),
         ):
             bars.barh(y + offset, values, height=0.26, label=label)
-        bars.set_yticks(y, CLASSES, fontsize=7)
+        bars.set_yticks(y, outputs.classes, fontsize=7)
         bars.invert_yaxis()
         bars.set_xlim(0, 1)
         bars.legend(fontsize=6, loc="lower right")
@@ -345,10 +353,10 @@ class Explorer:
             options=self.data.models(ex.seeds[0]), description="model", **labelled
         )
         self.true = widgets.Dropdown(
-            options=any_value + [(c, c) for c in CLASSES], description="true class", **labelled
+            options=any_value + [(c, c) for c in ex.classes], description="true class", **labelled
         )
         self.predicted = widgets.Dropdown(
-            options=any_value + [(c, c) for c in CLASSES], description="fused class", **labelled
+            options=any_value + [(c, c) for c in ex.classes], description="fused class", **labelled
         )
         self.case = widgets.Dropdown(
             options=any_value + [(c, c) for c in CASES], description="Table 2 case", **labelled
@@ -450,7 +458,7 @@ class Explorer:
             return
         outputs = self._current()
         fused, _ = outputs.refuse(self.w.value)
-        self.prediction.value = f"<span class='fer-prediction'>fused at w = {self.w.value:.2f}: {CLASSES[int(fused[self.image.value].argmax())]}</span>"
+        self.prediction.value = f"<span class='fer-prediction'>fused at w = {self.w.value:.2f}: {outputs.classes[int(fused[self.image.value].argmax())]}</span>"
         self.figure.clear_output(wait=True)
         with self.figure:
             _display_figure(

@@ -114,6 +114,7 @@ def write_landing_page(
 ) -> Path:
     """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
     from fer_lib.io import relative
+    from fer_lib.rafdb import CLASSES as RAFDB_CLASSES
     from fer_lib.report import read_table
     from fer_lib.verdicts import EQUIVALENCE_MARGIN
 
@@ -161,7 +162,12 @@ def write_landing_page(
         )
     if counts is not None:
         data += f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test images"
+    classes = info.get("data_classes")
     protocol = [line.removeprefix("protocol: ") for line in info.get("data_protocol", [])]
+    if (
+        classes and tuple(classes) != RAFDB_CLASSES
+    ):  # every per-class table and figure follows this list
+        protocol.insert(0, f"{len(classes)} classes: {', '.join(classes)}")
     protocol += [
         f"excluded: {count:,} row(s), {reason}"
         for reason, count in (info.get("data_excluded") or {}).items()
@@ -217,6 +223,11 @@ def write_landing_page(
     for warning in info.get("warnings", []):
         parts.append(f'<p class="warning">{html.escape(warning)}</p>')
 
+    if layout != "RAF-DB":
+        over = f", over its {len(classes)} classes" if classes else ""
+        tested_on = html.escape(f"the test split of {layout}{over}")
+    else:
+        tested_on = "the synthetic set" if synthetic else "the RAF-DB test set"
     table6 = read_table(tables, "summary_table6")
     if table6 is not None:
         table6 = table6.drop(columns=["table"]).rename(
@@ -241,7 +252,7 @@ def write_landing_page(
         )
         parts.append(
             "<h2>Table 6: overall and average accuracy, beside the paper's</h2>"
-            f"<p class='small'>This run's numbers are on the {'synthetic set' if synthetic else 'RAF-DB test set'}; the paper's on RAF-DB.</p>"
+            f"<p class='small'>This run's numbers are on {tested_on}; the paper's on RAF-DB.</p>"
             + _table(
                 table6,
                 numeric={

@@ -8,6 +8,8 @@ Conventions:
 - per-class accuracy is the recall of each class (Table 5); a class absent from ``y_true`` gets NaN.
 - average accuracy (AA) is the mean per-class accuracy over the classes present in ``y_true`` (Table 6);
   it is the unweighted mean, not the overall accuracy (the mistake DAN's authors corrected, ARM_NOTES.md).
+- the class count: RAF-DB's 7 unless ``num_classes`` gives the data set's own (8 with Contempt for a converted
+  AffectNet); ``summary`` takes it from the scores' columns.
 - top-k ranks classes by descending score, ties broken towards the lower class id (as ``argmax`` does), so
   top-1 always equals the accuracy of ``scores.argmax(1)``.
 """
@@ -116,12 +118,14 @@ def contingency_2x2(
 
 
 def summary(
-    y_true: np.ndarray, scores: np.ndarray, num_classes: int = NUM_CLASSES
+    y_true: np.ndarray, scores: np.ndarray, num_classes: int | None = None
 ) -> dict[str, float | list[float]]:
-    """Tables 5 and 6 for one model: oa_top1, oa_top2, oa_top3, aa and per_class (a list; NaN = absent class)."""
+    """Tables 5 and 6 for one model: oa_top1, oa_top2, oa_top3, aa and per_class (a list; NaN = absent class).
+    ``num_classes``: the data set's class count; by default the scores' columns, one per class."""
     scores = np.asarray(scores)
-    if scores.ndim != 2 or scores.shape[1] != num_classes:
-        raise ValueError(f"scores must be (N, {num_classes}), got shape {scores.shape}")
+    if scores.ndim != 2 or scores.shape[1] != (num_classes or scores.shape[1]):
+        raise ValueError(f"scores must be (N, {num_classes or 'C'}), got shape {scores.shape}")
+    num_classes = scores.shape[1]
     y_pred = scores.argmax(axis=1)
     result: dict[str, float | list[float]] = {
         f"oa_top{k}": topk_accuracy(y_true, scores, k) for k in (1, 2, 3) if k <= num_classes

@@ -3,7 +3,8 @@
 Each notebook has one cell tagged ``parameters`` with the names in ``PARAMETERS``; papermill injects
 overrides in a cell after it. ``start(globals())`` refuses unknown or mistyped parameters (papermill
 itself does not), resolves the defaults, and returns an ``Experiment``. Notebooks therefore keep UPPER_CASE
-names for parameters only (use ``rafdb.CLASSES``, not ``from fer_lib.rafdb import CLASSES``).
+names for parameters only: an imported ``CLASSES`` would be refused as an unknown parameter (and the data set's
+class list is ``ex.classes`` anyway, 8 classes for a converted AffectNet).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ PARAMETERS = {
     "BASELINE_CHECKPOINT": str,  # the ARM authors' epoch59_acc0.9205.pth; "" = train the baseline
     "PRETRAINED": str,  # torchvision's resnet18-f37072fd.pth to start a trained baseline from; "" = random init
     "FIGURES_DIR": str,  # "" = figures/ (demo and paper) or RUN_DIR/figures (smoke)
+    # other data sets (RAF-DB's layout or converted) to test the run's models on, notebook 09; "" = none
+    "CROSS_DATA": str,  # paths separated by PATH_SEPARATOR
 }
+PATH_SEPARATOR = ";"
 
 
 def check_parameters(namespace: dict) -> dict:
@@ -47,6 +51,7 @@ def check_parameters(namespace: dict) -> dict:
         values[name] = value
     for name in PATH_PARAMETERS:
         values[name] = _resolve_path(name, values[name])
+    values["CROSS_DATA"] = _resolve_path_list("CROSS_DATA", values["CROSS_DATA"])
     values["profile"] = get_profile(values["PROFILE"], _settings(values["SETTINGS"]))
     return values
 
@@ -72,6 +77,16 @@ def _resolve_path(name: str, value: str) -> str:
             )
         return os.environ[PARAMETER_ENV + name]
     return str(PROJECT_ROOT / value) if not Path(value).is_absolute() else value
+
+
+def _resolve_path_list(name: str, value: str) -> list[str]:
+    """A parameter of several paths (``PATH_SEPARATOR`` between them), each resolved as ``_resolve_path`` does; a
+    placeholder stands for the whole list, which its environment variable holds."""
+    if value.startswith("<") and value.endswith(">"):
+        value = _resolve_path(name, value)
+    return [
+        _resolve_path(name, item.strip()) for item in value.split(PATH_SEPARATOR) if item.strip()
+    ]
 
 
 def _settings(text: str) -> dict[str, str]:
@@ -114,6 +129,7 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
         values["BASELINE_CHECKPOINT"] or None,
         pretrained=values["PRETRAINED"] or None,
         figures_dir=values["FIGURES_DIR"] or figures_dir_for(profile, run_dir),
+        cross_data=tuple(values["CROSS_DATA"]),
     )
     for warning in (experiment.baseline_warning(), experiment.holdout_warning()):
         if warning:

@@ -101,6 +101,18 @@ def portable_parameter(name: str, path) -> str:
         return f"<{name.lower()}>"
 
 
+def portable_parameter_list(name: str, paths) -> str:
+    """A parameter of several paths (``notebook.PATH_SEPARATOR`` between them) as ``portable_parameter`` writes one:
+    relative to the project when every path is inside it, else one placeholder for the whole list."""
+    from fer_lib.notebook import PATH_SEPARATOR
+
+    resolved = [Path(path).resolve() for path in paths or ()]
+    if all(path.is_relative_to(PROJECT_ROOT) for path in resolved):
+        return PATH_SEPARATOR.join(str(path.relative_to(PROJECT_ROOT)) for path in resolved)
+    os.environ[PARAMETER_ENV + name] = PATH_SEPARATOR.join(str(path) for path in resolved)
+    return f"<{name.lower()}>"
+
+
 def check_data(root: Path) -> None:
     """Fail fast on a broken copy before any notebook runs. Images are only checked for presence here;
     notebook 01 decodes every one (decoding twice would double the cost on a real RAF-DB)."""
@@ -117,10 +129,12 @@ def check_data(root: Path) -> None:
 
 
 def describe_data(root: Path) -> dict:
-    """A data set's layout, protocol and excluded rows (its classes.json; RAF-DB itself has none), for the report."""
+    """A data set's class list, layout, protocol and excluded rows (its classes.json; RAF-DB itself has none: its
+    7 classes), for the report."""
     from fer_lib.rafdb import read_classes, resolve_root
 
-    return read_classes(resolve_root(root))[1]
+    classes, info = read_classes(resolve_root(root))
+    return {**info, "classes": list(classes)}
 
 
 def machine_info() -> dict:
@@ -285,8 +299,12 @@ def run_all(
     workers: int | None = None,
     replicate: int | None = None,
     force: bool = False,
+    cross_data: list[Path] | None = None,
 ) -> int:
     """Data check, then every notebook in order (stopping at the first failure), then the HTML report.
+
+    ``cross_data``: other data sets (RAF-DB's layout, or converted) that notebook 09 tests the run's models on
+    (``fer_lib.crossdata``).
 
     ``replicate``: afterwards, the same run with every training seed shifted by this much (its own run folder), then
     this run's report again (everything reused), so that both summaries compare the two runs' verdicts
@@ -315,6 +333,9 @@ def run_all(
         )
     data_root = ensure_data(spec, data, base)
     check_data(data_root)
+    cross_data = [Path(root) for root in cross_data or ()]
+    for root in cross_data:
+        check_data(root)
     executed_dir, report_dir = base / "executed", base / "report"
     executed_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -326,6 +347,7 @@ def run_all(
         "BASELINE_CHECKPOINT": portable_parameter("BASELINE_CHECKPOINT", baseline_checkpoint),
         "PRETRAINED": portable_parameter("PRETRAINED", pretrained),
         "FIGURES_DIR": portable_parameter("FIGURES_DIR", figures),
+        "CROSS_DATA": portable_parameter_list("CROSS_DATA", cross_data),
     }
     from fer_lib.experiment import Experiment
     from fer_lib.io import save_json
@@ -349,6 +371,7 @@ def run_all(
         "data": data_identity,
         "warnings": [warning] if warning else [],
         "data_layout": data_info.get("layout", "RAF-DB"),
+        "data_classes": data_info["classes"],
         "data_protocol": data_info.get("protocol", []),
         "data_excluded": data_info.get("excluded", {}),
         "notebook_seconds": {},
@@ -358,7 +381,7 @@ def run_all(
     inputs = freshness.hash_parts(
         freshness.source_key(),
         freshness.environment_key(info["cpu"], info["cpu_path"]),
-        parameters,
+        {name: value for name, value in parameters.items() if name != "CROSS_DATA"},
         spec.settings(),
         freshness.folder_key(data_root),
     )
@@ -381,6 +404,10 @@ def run_all(
                 fresh.models_key(),
                 freshness.sibling_key(base, figures),
             )  # what the notebooks from here on read
+        if notebook.name.startswith(
+            "09"
+        ):  # the other data sets it tests on: their files, not only their paths
+            extra = (parameters["CROSS_DATA"], *map(freshness.folder_key, cross_data))
         fresh.advance(notebook, *extra)
         executed, page = (
             executed_dir / notebook.name,
@@ -422,6 +449,7 @@ def run_all(
             figures_dir=figures_dir,
             workers=workers,
             force=force,
+            cross_data=cross_data,
             main_run=base,
             figures=figures,
         )

@@ -17,7 +17,10 @@ from fer_lib import metrics
 from fer_lib.io import save_csv, save_text, write_atomic
 from fer_lib.rafdb import CLASSES, paper_results
 
-SHORT = ("Sur", "Fea", "Dis", "Hap", "Sad", "Ang", "Neu")
+
+def short_names(classes) -> tuple[str, ...]:
+    """A confusion matrix's tick labels: each class's first three letters (Sur, Fea, ..., Neu; Con for Contempt)."""
+    return tuple(name[:3] for name in classes)
 
 
 def _seaborn():
@@ -88,16 +91,26 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: Path) -> None:
 # -- tables ---------------------------------------------------------------------------------------------
 
 
-def class_count_table(train_counts: list[int], test_counts: list[int]) -> pd.DataFrame:
-    """Table 3: images per class, next to the paper's counts."""
+def paper_per_class(values: list, classes) -> list:
+    """The paper's per-class numbers (RAF-DB's 7, in its order) for ``classes``, matched by name; None for a class
+    RAF-DB does not have (Contempt)."""
+    by_name = dict(zip(paper_results()["classes"], values))
+    return [by_name.get(name) for name in classes]
+
+
+def class_count_table(
+    train_counts: list[int], test_counts: list[int], classes=CLASSES
+) -> pd.DataFrame:
+    """Table 3: images per class of the data set's ``classes``, next to the paper's counts (RAF-DB's; none for a
+    class RAF-DB does not have)."""
     paper = paper_results()["table3_class_counts"]
     return pd.DataFrame(
         {
-            "class": CLASSES,
+            "class": list(classes),
             "train": train_counts,
             "test": test_counts,
-            "paper train": paper["train"],
-            "paper test": paper["test"],
+            "paper train": pd.array(paper_per_class(paper["train"], classes), dtype="Int64"),
+            "paper test": pd.array(paper_per_class(paper["test"], classes), dtype="Int64"),
         }
     )
 
@@ -133,16 +146,15 @@ def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> 
 
 def plot_class_counts(table: pd.DataFrame, data_label: str) -> plt.Figure:
     """Table 3 as bars: this data set's share per class next to the paper's."""
+    classes = len(table)
+    paper = table["paper train"].astype(float)  # NaN for a class RAF-DB does not have
     shares = pd.DataFrame(
         {
-            "class": list(CLASSES) * 2,
+            "class": list(table["class"]) * 2,
             "share of training images": np.concatenate(
-                [
-                    table["train"] / table["train"].sum(),
-                    table["paper train"] / table["paper train"].sum(),
-                ]
+                [table["train"] / table["train"].sum(), paper / paper.sum()]
             ),
-            "data set": ["this data set"] * 7 + ["RAF-DB (paper, Table 3)"] * 7,
+            "data set": ["this data set"] * classes + ["RAF-DB (paper, Table 3)"] * classes,
         }
     )
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -153,9 +165,18 @@ def plot_class_counts(table: pd.DataFrame, data_label: str) -> plt.Figure:
     return fig
 
 
-def plot_confusion(labels: np.ndarray, predicted: np.ndarray, title: str) -> plt.Figure:
-    """Row-normalised confusion matrix (rows: true class), counts in the cells."""
-    matrix = metrics.confusion_matrix(labels, predicted)
+def plot_confusion(
+    labels: np.ndarray, predicted: np.ndarray, title: str, classes=CLASSES
+) -> plt.Figure:
+    """Row-normalised confusion matrix over the data set's ``classes`` (rows: true class), counts in the cells."""
+    return plot_confusion_matrix(
+        metrics.confusion_matrix(labels, predicted, len(classes)), classes, title
+    )
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes, title: str) -> plt.Figure:
+    """A confusion matrix of counts (rows: true class, in ``classes``' order) drawn row-normalised, counts in the
+    cells."""
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     _seaborn().heatmap(
@@ -165,8 +186,8 @@ def plot_confusion(labels: np.ndarray, predicted: np.ndarray, title: str) -> plt
         cmap="Blues",
         vmin=0,
         vmax=1,
-        xticklabels=SHORT,
-        yticklabels=SHORT,
+        xticklabels=short_names(classes),
+        yticklabels=short_names(classes),
         cbar_kws={"label": "share of the true class"},
         ax=ax,
     )
@@ -199,13 +220,15 @@ def _image(path: Path) -> np.ndarray:
 
 
 def plot_samples(rafdb, per_class: int = 4, seed: int = 0) -> plt.Figure:
-    """Aligned training images, ``per_class`` per emotion (a seeded random pick), one row per class."""
+    """Aligned training images, ``per_class`` per emotion (a seeded random pick), one row per class of the data
+    set."""
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(rafdb.splits == "train")
+    classes = rafdb.classes
     fig, axes = plt.subplots(
-        len(CLASSES), per_class, figsize=(1.3 * per_class, 1.35 * len(CLASSES))
+        len(classes), per_class, figsize=(1.3 * per_class, 1.35 * len(classes))
     )
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(classes):
         members = train[rafdb.labels[train] == k]
         picks = (
             rng.choice(members, size=min(per_class, len(members)), replace=False)
@@ -302,19 +325,29 @@ def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
     return rows
 
 
-def metric_values(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """OA top-1/2/3, AA and each class's accuracy of one model's test probabilities."""
+def metric_values(labels: np.ndarray, probabilities: np.ndarray, classes=CLASSES) -> dict:
+    """OA top-1/2/3, AA and each class's accuracy of one model's test probabilities (one column per class of
+    ``classes``, the data set's list)."""
+    if probabilities.shape[1] != len(classes):
+        raise ValueError(
+            f"{probabilities.shape[1]} probabilities per image for {len(classes)} classes ({', '.join(classes)})"
+        )
     result = metrics.summary(labels, probabilities)
-    return {**{k: result[k] for k in METRIC_COLUMNS}, **dict(zip(CLASSES, result["per_class"]))}
+    return {**{k: result[k] for k in METRIC_COLUMNS}, **dict(zip(classes, result["per_class"]))}
 
 
 def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
-    """One row per seed: the head's OA top-1/2/3, AA and per-class accuracies, from its saved predictions."""
+    """One row per seed: the head's OA top-1/2/3, AA and per-class accuracies (over the class list of its saved
+    predictions), from its saved predictions."""
     return pd.DataFrame(
         [
             {
                 "seed": run.seed,
-                **metric_values(run.predictions.labels, getattr(run.predictions, head)),
+                **metric_values(
+                    run.predictions.labels,
+                    getattr(run.predictions, head),
+                    run.predictions.classes,
+                ),
             }
             for run in runs
         ]
@@ -330,9 +363,11 @@ def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
     return row
 
 
-def single_row(name: str, labels: np.ndarray, probabilities: np.ndarray, columns) -> dict:
+def single_row(
+    name: str, labels: np.ndarray, probabilities: np.ndarray, columns, classes=CLASSES
+) -> dict:
     """A table row for a model evaluated once (the frozen baseline): sd 0, one 'seed'."""
-    values = metric_values(labels, probabilities)
+    values = metric_values(labels, probabilities, classes)
     row = {"model": name, "seeds": 1}
     for column in columns:
         row[column] = values[column]
@@ -588,7 +623,9 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
     if (t := read("table3_class_counts")) is not None:
         rows = []
         for split in ("train", "test"):
-            for k, name in enumerate(CLASSES):
+            paper_counts = t[f"paper {split}"].astype(float)  # NaN for a class RAF-DB does not have
+            for k, name in enumerate(t["class"]):
+                paper_share = paper_counts[k] / paper_counts.sum()
                 _compare(
                     rows,
                     "Table 3",
@@ -596,7 +633,7 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
                     f"share {name}",
                     t[split][k] / t[split].sum(),
                     None,
-                    t[f"paper {split}"][k] / t[f"paper {split}"].sum(),
+                    None if np.isnan(paper_share) else paper_share,
                 )
         out["table3"] = pd.DataFrame(rows)
     if (t := read("branch_accuracy")) is not None:
@@ -625,24 +662,31 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
                 r["paper share"],
             )
         out["table2"] = pd.DataFrame(rows)
-    for name, key, columns in (
-        ("table5_per_class", "table5_per_class_accuracy", CLASSES),
-        ("table6_overall", "table6_overall", METRIC_COLUMNS),
-        ("table7_ablation_per_class", "table7_ablation_per_class", CLASSES),
-        ("table8_ablation_overall", "table8_ablation_overall", METRIC_COLUMNS),
+    for name, key, per_class in (
+        ("table5_per_class", "table5_per_class_accuracy", True),
+        ("table6_overall", "table6_overall", False),
+        ("table7_ablation_per_class", "table7_ablation_per_class", True),
+        ("table8_ablation_overall", "table8_ablation_overall", False),
     ):
         t = read(name)
         if t is None:
             continue
+        # a per-class table's columns are the data set's classes (and their sd), whatever its list
+        columns = (
+            [c for c in t.columns if c not in ("model", "seeds") and not c.endswith(" sd")]
+            if per_class
+            else METRIC_COLUMNS
+        )
         rows = []
         for _, r in t.iterrows():
             reference = paper[key].get(r["model"])
-            for j, column in enumerate(columns):
-                value = (
-                    None
-                    if reference is None
-                    else (reference[j] if isinstance(reference, list) else reference[column])
-                )
+            if reference is None:
+                values = [None] * len(columns)
+            elif per_class:  # the paper's list is in RAF-DB's order: matched by class name
+                values = paper_per_class(reference, columns)
+            else:
+                values = [reference[column] for column in columns]
+            for column, value in zip(columns, values):
                 _compare(
                     rows,
                     name.split("_")[0].replace("table", "Table "),

@@ -26,8 +26,6 @@ from functools import lru_cache
 import numpy as np
 from scipy.stats import binomtest
 
-from fer_lib.rafdb import NUM_CLASSES
-
 
 @dataclass(frozen=True)
 class McNemarResult:
@@ -60,6 +58,14 @@ class BootstrapResult:
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
+
+
+def _class_count(labels: np.ndarray, num_classes: int | None) -> int:
+    """The data set's class count, or where not given enough for every label: AA averages over the classes present
+    in the test labels only, so classes without a test image do not change it (any class list works)."""
+    if num_classes is not None:
+        return int(num_classes)
+    return int(np.max(labels)) + 1 if len(labels) else 1
 
 
 def _cell_accuracy(
@@ -99,7 +105,7 @@ def paired_bootstrap_correct(
     resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int | None = None,
 ) -> BootstrapResult:
     """``paired_bootstrap`` on per-image correctness (N,) in [0, 1]: booleans, or fractions of seeds right."""
     if metric not in ("oa", "aa"):
@@ -110,6 +116,7 @@ def paired_bootstrap_correct(
         raise ValueError(
             f"labels and correctness must be 1-D and the same length, got {labels.shape}, {correct_a.shape}, {correct_b.shape}"
         )
+    num_classes = _class_count(labels, num_classes)
     cells = _cells(labels, correct_a, correct_b)
     observed = _observed_difference(cells, metric, num_classes)
     differences = _resampled_differences(cells, metric, resamples, seed, num_classes)
@@ -302,7 +309,7 @@ def seed_pooled_interval(
     resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int | None = None,
 ) -> PooledResult:
     """The method-level interval of the seed-averaged difference metric(B) - metric(A): training method B against A,
     both sources of chance counted, the test images drawn and the training seeds.
@@ -337,7 +344,7 @@ def seed_pooled_interval(
             "a method-level interval needs two seeds or more; for one model each use paired_bootstrap_correct"
         )
     labels = labels.astype(int)
-    weights = _metric_weights(labels, metric, num_classes)
+    weights = _metric_weights(labels, metric, _class_count(labels, num_classes))
     per_seed = (correct_b - correct_a) @ weights  # OA and AA are linear in per-image correctness
     difference = float(per_seed.mean())
     image_variance, interaction = _variance_components(labels, correct_b - correct_a, weights)

@@ -448,7 +448,7 @@ def rgb_feature_cache(
 
 @dataclass
 class FusionPredictions:
-    """Per-image probabilities (N, 7) of the three heads on one split, in the split's order."""
+    """Per-image probabilities (N, classes) of the three heads on one split, in the split's order."""
 
     names: list[str]
     labels: np.ndarray
@@ -559,7 +559,9 @@ def predict_fusion(
         landmark.numpy(),
         out.rgb_logits.softmax(1).numpy(),
         out.weight.numpy(),
-        tuple(split.classes),
+        tuple(
+            model.baseline.classes
+        ),  # the columns: the model's classes (another data set's may differ)
     )
 
 

@@ -23,6 +23,7 @@ from fer_lib import (
     layouts,
     models,
     rafdb,
+    training,
 )
 from fer_lib.__main__ import main
 from fer_lib.demo_layouts import WRITERS
@@ -483,6 +484,25 @@ def test_cross_dataset_mapping_drops_contempt_and_says_so():
     )
 
 
+def test_a_report_runs_cross_table_gives_each_head_over_the_seeds_and_the_fused_confusion():
+    labels = np.array([0, 1, 2, 3])
+    right, wrong = np.eye(8)[[0, 1, 2, 3]], np.eye(8)[[0, 1, 2, 2]]
+    results = [
+        crossdata.cross_result(
+            "A", "B", rafdb.CLASSES_8, rafdb.CLASSES, labels, p, model=name, seed=seed
+        )
+        for seed, p in ((0, wrong), (1, right))
+        for _, name in crossdata.HEADS
+    ]
+    table = crossdata.run_table(results).set_index("model")
+    fused = table.loc["fused (proposed)"]
+    assert fused["seeds"] == 2 and fused["OA"] == pytest.approx(0.875)
+    assert fused["OA sd"] == pytest.approx(np.std([0.75, 1.0], ddof=1))
+    assert "Contempt dropped" in fused["notes"] and len(crossdata.run_rows(results)) == 6
+    picks = crossdata.confusion_picks(results)
+    assert list(picks) == ["cross_confusion_B"] and picks["cross_confusion_B"].seed == 0
+
+
 def test_evaluate_across_data_sets_writes_the_table(converted, tmp_path, capsys):
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     eight = tiny_checkpoint(tmp_path / "an8" / "best.pt", rafdb.CLASSES_8).parent
@@ -531,11 +551,18 @@ def test_evaluate_across_data_sets_writes_the_table(converted, tmp_path, capsys)
     assert "trained for 8 classes" in capsys.readouterr().err
 
 
-def test_run_all_refuses_a_raw_layout_and_eight_classes_before_any_work(copies, converted, capsys):
+def test_run_all_refuses_a_raw_layout_before_any_work(copies, converted, capsys):
     assert main(["run-all", "--profile", "smoke", "--data", str(copies["ckplus"])]) == 2
-    assert "convert it first" in capsys.readouterr().err
-    assert main(["run-all", "--profile", "smoke", "--data", str(converted["affectnet"])]) == 2
-    assert "--classes 7" in capsys.readouterr().err
+    assert "--data" in (err := capsys.readouterr().err) and "convert it first" in err
+    # an 8-class converted copy is taken (the slow test below runs it); a raw one to test on is refused too
+    other = ["--cross-data", str(copies["ferplus"])]
+    assert (
+        main(["run-all", "--profile", "smoke", "--data", str(converted["affectnet"]), *other]) == 2
+    )
+    assert "--cross-data" in (err := capsys.readouterr().err) and "convert it first" in err
+    missing = ["--cross-data", str(copies["ferplus"] / "nothing")]
+    assert main(["run-all", "--profile", "smoke", *missing]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
 
 
 def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_path):
@@ -559,6 +586,105 @@ def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_
     page = write_landing_page(run, run / "report", [], tmp_path / "figures").read_text()
     assert "CK+, converted into RAF-DB&#x27;s layout" in page and "subject-wise 2 folds" in page
     assert "excluded: 3 row(s), Contempt: x" in page and "RAF-DB (basic)" not in page
+    # the class list, where it is not RAF-DB's: every per-class table follows it
+    assert info["classes"] == list(rafdb.CLASSES_8)
+    info = json.loads((run / "run_info.json").read_text())
+    (run / "run_info.json").write_text(json.dumps({**info, "data_classes": list(rafdb.CLASSES_8)}))
+    page = write_landing_page(run, run / "report", [], tmp_path / "figures").read_text()
+    assert "8 classes: Surprise, Fear" in page and "Neutral, Contempt" in page
+
+
+def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
+    """Eight classes through the report's tables: Table 3 and the per-class tables list Contempt, which RAF-DB's paper
+    numbers lack (left empty, never typed in); the confusion matrix labels it; a mismatch is refused."""
+    import matplotlib.pyplot as plt
+
+    from fer_lib import report
+    from fer_lib.experiment import read_fusion_predictions
+
+    eight = rafdb.CLASSES_8
+    table3 = report.class_count_table([5] * 8, [2] * 8, eight)
+    assert list(table3["class"]) == list(eight) and table3["paper train"].isna().tolist() == [
+        False
+    ] * 7 + [True]
+    labels = np.arange(16) % 8
+    probabilities = np.eye(8)[(labels + (labels == 7)) % 8]  # every Contempt image called Surprise
+    values = report.metric_values(labels, probabilities, eight)
+    assert (
+        values["Contempt"] == 0 and values["Surprise"] == 1 and values["aa"] == pytest.approx(7 / 8)
+    )
+    with pytest.raises(ValueError, match="8 probabilities per image for 7 classes"):
+        report.metric_values(labels, probabilities, rafdb.CLASSES)
+    fig = report.plot_confusion(labels, probabilities.argmax(1), "eight", eight)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][-1] == "Con"
+    plt.close(fig)
+
+    tables = tmp_path / "tables"
+    report.save_table(table3, "table3_class_counts", tables)
+    row = report.mean_sd_row("baseline", pd.DataFrame([values]), eight)
+    report.save_table(pd.DataFrame([row]), "table5_per_class", tables)
+    compared = report.paper_comparison(tables)
+    table5 = compared["table5"].set_index("metric")
+    paper = report.paper_results()["table5_per_class_accuracy"]["baseline"]
+    assert list(table5.index) == list(eight) and table5.loc["Surprise", "paper"] == paper[0]
+    assert pd.isna(table5.loc["Contempt", "paper"]) and table5.loc["Contempt", "ours"] == 0
+    shares = compared["table3"].set_index("metric")
+    assert pd.isna(shares.loc["share Contempt", "paper"]).all()
+
+    folder = tmp_path / "fusion"
+    predictions = training.FusionPredictions(
+        [f"{k}.jpg" for k in range(16)], labels, *[probabilities] * 3, np.ones(16), eight
+    )
+    training.save_fusion_predictions(predictions, folder)
+    assert read_fusion_predictions(folder).classes == eight  # the saved tables' own list
+
+
+@pytest.mark.slow
+def test_run_all_takes_eight_classes_end_to_end_and_tests_on_another_data_set(
+    converted, tmp_path, monkeypatch
+):
+    """The smoke profile on a converted AffectNet-8, every notebook: the per-class tables list its 8 classes, the
+    landing page names the data set, its protocol and classes, and notebook 09 tests the models on a 7-class RAF-DB,
+    saying that Contempt is dropped."""
+    from fer_lib import pipeline
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as run_all.sh sets it
+    raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
+    run = tmp_path / "run"
+    assert (
+        pipeline.run_all(
+            "smoke",
+            data=converted["affectnet"],
+            run_dir=run,
+            figures_dir=run / "figures",
+            cross_data=[raf],
+        )
+        == 0
+    )
+    tables = run / "tables"
+    table5 = pd.read_csv(tables / "table5_per_class.csv")
+    per_class = [c for c in table5.columns if c not in ("model", "seeds") and not c.endswith(" sd")]
+    assert per_class == list(rafdb.CLASSES_8) and table5["Contempt"].notna().all()
+    assert list(pd.read_csv(tables / "table3_class_counts.csv")["class"]) == list(rafdb.CLASSES_8)
+    assert "Contempt" in pd.read_csv(tables / "table7_ablation_per_class.csv").columns
+    page = (run / "report" / "index.html").read_text()
+    assert "AffectNet (CSV release), converted into RAF-DB&#x27;s layout" in page
+    assert "AffectNet-8" in page and "8 classes: Surprise" in page and "Contempt" in page
+
+    cross = pd.read_csv(tables / "cross_dataset.csv").set_index(["tested on", "model"])
+    own = [name for name in cross.index.levels[0] if "its own test split" in name]
+    other = [name for name in cross.index.levels[0] if name.startswith("raf: RAF-DB")]
+    assert len(own) == len(other) == 1
+    table6 = pd.read_csv(tables / "table6_overall.csv").set_index("model")
+    fused = "fused (proposed)"
+    assert cross.loc[(own[0], fused), "OA"] == pytest.approx(table6.loc["proposed", "oa_top1"])
+    assert (
+        cross.loc[(own[0], fused), "classes"] == 8 and cross.loc[(other[0], fused), "classes"] == 7
+    )
+    assert "Contempt dropped" in cross.loc[(other[0], fused), "notes"]
+    assert cross.loc[(other[0], fused), "test images"] == 7
+    confusion = sorted(run.glob("figures/cross_confusion_*.png"))
+    assert len(confusion) == 2 and (tables / f"{confusion[1].stem}.csv").exists()
 
 
 def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):

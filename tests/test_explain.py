@@ -149,3 +149,24 @@ def test_the_figure_has_four_rows_per_example(tiny):
     )
     with pytest.raises(ValueError, match="different images"):
         explain.plot_explanations(cams, picked.iloc[::-1], "test")
+
+
+def test_the_picks_follow_the_predictions_class_list_contempt_included():
+    """A converted AffectNet's predictions carry 8 classes: Contempt (index 7) is picked and named like the others."""
+    from fer_lib.rafdb import CLASSES_8
+
+    labels, fused = np.array([7, 7, 0]), np.array([7, 0, 0])
+    eye = np.eye(8)[fused] * 0.9 + 0.1 / 8
+    p = training.FusionPredictions(
+        names=["a.jpg", "b.jpg", "c.jpg"],
+        labels=labels,
+        fused=eye,
+        rgb=eye,
+        landmark=eye,
+        weight=np.ones(3),
+        classes=CLASSES_8,
+    )
+    right = explain.pick_per_class(p, correct=True)
+    assert right["group"].tolist() == ["Surprise", "Contempt"] and right["index"].tolist() == [2, 0]
+    wrong = explain.pick_per_class(p, correct=False)
+    assert wrong.loc[0, "label"] == "Contempt" and wrong.loc[0, "fused"] == "Surprise"

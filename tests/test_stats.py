@@ -364,3 +364,21 @@ def test_seeds_needed_grow_as_the_effect_shrinks():
         seeds_needed(result, 0.0001) is None
     )  # below what 3,068 test images resolve, however many seeds
     assert seeds_needed(result, 0.0001, test_images_scale=1e4) is not None
+
+
+def test_eight_classes_need_no_class_count_and_classes_without_images_change_nothing():
+    """A converted AffectNet's labels run to 7 (Contempt): the intervals take the class count from the labels, and
+    AA, the mean over the classes present, is the same whatever count is given."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 8, 800)
+    a = np.where(rng.random(800) < 0.7, labels, (labels + 1) % 8)
+    b = np.where(rng.random(800) < 0.8, labels, (labels + 1) % 8)
+    result = paired_bootstrap(labels, a, b, metric="aa", resamples=300)
+    expected = metrics.average_accuracy(labels, b, 8) - metrics.average_accuracy(labels, a, 8)
+    assert result.difference == pytest.approx(expected)
+    assert result == paired_bootstrap(labels, a, b, metric="aa", resamples=300, num_classes=10)
+    from fer_lib.stats import seed_pooled_interval
+
+    seeds = np.stack([a == labels, b == labels])
+    pooled = seed_pooled_interval(labels, seeds, seeds[::-1], metric="aa")
+    assert pooled.difference == pytest.approx(0.0)
