@@ -33,7 +33,9 @@ def worker(run: Path) -> None:
     from fer_lib.experiment import Experiment
     from fer_lib.profiles import get_profile
 
-    imported = time.perf_counter() - clock  # what the notebook's first cell (notebook.start) has done already
+    imported = (
+        time.perf_counter() - clock
+    )  # what the notebook's first cell (notebook.start) has done already
     clock = time.perf_counter()
     settings = json.loads((run / "settings.json").read_text())
     experiment = Experiment(

@@ -640,27 +640,39 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_all_takes_eight_classes_end_to_end_and_tests_on_another_data_set(
+def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     converted, tmp_path, monkeypatch
 ):
-    """The smoke profile on a converted AffectNet-8, every notebook: the per-class tables list its 8 classes, the
-    landing page names the data set, its protocol and classes, and notebook 09 tests the models on a 7-class RAF-DB,
-    saying that Contempt is dropped."""
-    from fer_lib import pipeline
+    """The smoke profile on a converted AffectNet-8, every notebook (07 checks that Grad-CAM explains the reported
+    probabilities), on the CUDA path's precision (``FER_PRECISION=bf16``: bf16 autocast and bf16 feature caches, run
+    on the CPU): the per-class tables list its 8 classes, the landing page names the data set, its protocol and
+    classes, and notebook 09 tests the models on a 7-class RAF-DB, saying that Contempt is dropped. One pipeline
+    for the three, as each costs minutes here."""
+    from fer_lib import pipeline, precision
 
+    monkeypatch.setenv(
+        precision.ENV, "bf16"
+    )  # inherited by the training workers and the notebook kernels
     monkeypatch.setenv("MPLBACKEND", "Agg")  # as run_all.sh sets it
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     run = tmp_path / "run"
+    # one seed, the paper's w and no design ablations: every notebook and kind of model still runs, in half the time
+    settings = {"seeds": "1", "w_grid": "0.6", "design_ablations": "false"}
     assert (
         pipeline.run_all(
             "smoke",
             data=converted["affectnet"],
+            settings=settings,
             run_dir=run,
             figures_dir=run / "figures",
             cross_data=[raf],
         )
         == 0
     )
+    for path in pipeline.notebooks():
+        assert (run / "executed" / path.name).exists(), path.name
+    caches = sorted(p.name for p in (run / "cache").glob("rgb_cache_*.pt"))
+    assert caches and all(name.endswith("_cpu_bf16.pt") for name in caches), caches
     tables = run / "tables"
     table5 = pd.read_csv(tables / "table5_per_class.csv")
     per_class = [c for c in table5.columns if c not in ("model", "seeds") and not c.endswith(" sd")]
