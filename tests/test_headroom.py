@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_lib import report, verdicts
+from fer_lib import rafdb, report, verdicts
 from tests.conftest import pooled_result, pooled_row
 
 
@@ -88,6 +88,7 @@ def test_model_rows_average_each_head_over_seeds():
             seed=s,
             predictions=SimpleNamespace(
                 labels=labels,
+                classes=rafdb.CLASSES,
                 fused=_probabilities(np.array(f), 0.9),
                 landmark=_probabilities(np.array(m), 0.9),
                 weight=np.full(4, w),
