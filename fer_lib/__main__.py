@@ -139,8 +139,8 @@ def _convert_data(args: argparse.Namespace) -> int:
             )
     if args.fold == "all":
         print(
-            f"next: train on each fold_NN, then `python -m fer_lib evaluate --paired --checkpoint RUN_00 RUN_01 ... "
-            f"--data {args.out}/fold_00 {args.out}/fold_01 ... --out DIR` for the mean over folds"
+            f"next: `./run_all.sh --profile paper --data {args.out}` runs the report on every fold, then the mean "
+            f"over the folds (or train each fold_NN yourself, then `python -m fer_lib evaluate --paired ...`)"
         )
     else:
         print(f"next: python -m fer_lib check-data {args.out}")
@@ -494,15 +494,17 @@ def _evaluate_across(args: argparse.Namespace) -> int:
 
 
 def _run_all(args: argparse.Namespace) -> int:
-    from fer_lib.pipeline import run_all
+    from fer_lib.pipeline import fold_copies, run_all, run_folds
     from fer_lib.profiles import SettingsError, get_profile, parse_assignments
 
+    folds = fold_copies(args.data) if args.data is not None else []
     try:
         settings = parse_assignments(args.set)
         if args.seed_offset is not None:
             settings["seed_offset"] = str(args.seed_offset)
         get_profile(args.profile, settings)  # every value checked before any work starts
-        data_sets = [("--data", args.data)] + [("--cross-data", path) for path in args.cross_data]
+        data_sets = [("--data", fold) for fold in folds] or [("--data", args.data)]
+        data_sets += [("--cross-data", path) for path in args.cross_data]
         for option, path in [
             ("--pretrained", args.pretrained),
             ("--baseline-checkpoint", args.baseline_checkpoint),
@@ -516,9 +518,7 @@ def _run_all(args: argparse.Namespace) -> int:
     except SettingsError as error:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
-    return run_all(
-        args.profile,
-        data=args.data,
+    options = dict(
         baseline_checkpoint=args.baseline_checkpoint,
         settings=settings,
         pretrained=args.pretrained,
@@ -528,6 +528,9 @@ def _run_all(args: argparse.Namespace) -> int:
         force=args.force,
         cross_data=args.cross_data,
     )
+    if folds:  # CK+ converted with --fold all: every fold, then the mean over them
+        return run_folds(args.profile, folds, **options)
+    return run_all(args.profile, data=args.data, **options)
 
 
 def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
@@ -1084,7 +1087,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         default=None,
-        help="RAF-DB basic/ folder (paper profile); default: the synthetic set",
+        help="RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s per-fold copies "
+        "(convert-data --fold all: every fold is run, then the mean over the folds); default: the synthetic set",
     )
     run.add_argument(
         "--baseline-checkpoint",

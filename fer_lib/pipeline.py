@@ -14,6 +14,8 @@ import re
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from fer_lib.io import PROJECT_ROOT, relative  # noqa: F401 - relative is part of this module's interface
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -285,6 +287,75 @@ def write_results_digest(
     for table in sorted(Path(tables_dir).glob("*.md")):
         parts.append(f"## {table.stem}\n\n{table.read_text()}")
     return save_text("\n".join(parts), Path(figures_dir) / "RESULTS.md")
+
+
+FOLD_PATTERN = "fold_[0-9][0-9]"  # what convert-data --fold all writes, one copy per fold
+
+
+def fold_copies(root: Path) -> list[Path]:
+    """The per-fold copies that ``convert-data --fold all`` wrote under ``root`` (CK+'s subject-wise protocol), in
+    fold order; [] for any other folder."""
+    root = Path(root)
+    if not root.is_dir() or (root / "EmoLabel").is_dir():
+        return []
+    return sorted(p for p in root.glob(FOLD_PATTERN) if (p / "EmoLabel").is_dir())
+
+
+def run_folds(
+    profile: str, folds: list[Path], *, run_dir: Path | None = None, settings=None, **options
+) -> int:
+    """CK+'s protocol, every fold run and reported: the whole report on each fold's copy (``<run_dir>/fold_NN``,
+    each with its own report page), then Table 6's OA and AA of every model on each fold with their mean and sd
+    over the folds (``<run_dir>/tables/folds_summary.*``), read from the folds' saved tables. ``options``: as
+    ``run_all``'s. Stops at the first fold that fails; a rerun reuses the folds already done."""
+    from fer_lib import report
+    from fer_lib.profiles import get_profile
+
+    spec = get_profile(profile, settings)
+    base = (
+        Path(run_dir) if run_dir else run_dir_for(spec).with_name(f"{run_dir_for(spec).name}-folds")
+    )
+    for number, fold in enumerate(folds, start=1):
+        print(f"==> {fold.name}, {number} of {len(folds)} folds: {relative(fold)}")
+        folder = base / fold.name
+        status = run_all(
+            profile,
+            data=fold,
+            settings=settings,
+            run_dir=folder,
+            figures_dir=folder / "figures",
+            **options,
+        )
+        if status:
+            return status
+    summary = fold_summary({fold.name: base / fold.name / "tables" for fold in folds})
+    report.save_table(
+        summary,
+        "folds_summary",
+        base / "tables",
+        caption=f"Table 6 on each of {len(folds)} subject-wise folds (each model tested on its own fold), then the "
+        "mean and sd over the folds: the protocol's reported number",
+    )
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"==> folds summary: {relative(base / 'tables' / 'folds_summary.md')}")
+    return 0
+
+
+def fold_summary(tables: dict[str, Path]) -> pd.DataFrame:
+    """Table 6's OA and AA of every model on each fold (``tables``: fold name -> its tables folder), then their mean
+    and sample sd over the folds."""
+    rows = []
+    for fold, folder in tables.items():
+        path = Path(folder) / "table6_overall.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the fold's report has no Table 6; run it again")
+        for row in pd.read_csv(path).itertuples(index=False):
+            rows.append({"model": row.model, "fold": fold, "OA": row.oa_top1, "AA": row.aa})
+    per_fold = pd.DataFrame(rows)
+    over_folds = per_fold.groupby("model", sort=False)[["OA", "AA"]]
+    mean = over_folds.mean().reset_index().assign(fold=f"mean over {len(tables)} folds")
+    sd = over_folds.std(ddof=1).reset_index().assign(fold="sd over the folds")
+    return pd.concat([per_fold, mean, sd], ignore_index=True)[["model", "fold", "OA", "AA"]]
 
 
 def run_all(

@@ -903,3 +903,56 @@ def test_an_unreadable_image_is_named_by_the_full_check(broken, capsys):
             main(["check-data", str(root), "--no-decode", *options]) == 0
         )  # present, so the quick check passes
         capsys.readouterr()
+
+
+def test_run_all_on_cks_folds_runs_every_fold_then_the_mean_over_them(
+    copies, tmp_path, monkeypatch, capsys
+):
+    """``run-all --data OUT`` where ``convert-data --fold all`` wrote OUT: each fold's copy gets its own report, and
+    the folds' Table 6 values (read back from their saved tables) give the mean and sd over the folds."""
+    from fer_lib import pipeline
+
+    assert (
+        main(
+            [
+                "convert-data",
+                str(copies["ckplus"]),
+                str(tmp_path / "ck"),
+                "--folds",
+                "2",
+                "--fold",
+                "all",
+            ]
+        )
+        == 0
+    )
+    folds = pipeline.fold_copies(tmp_path / "ck")
+    assert [fold.name for fold in folds] == ["fold_00", "fold_01"]
+    assert pipeline.fold_copies(folds[0]) == []  # a copy itself is one data set
+    ran = []
+
+    def one_report(
+        profile, *, data, run_dir, **options
+    ):  # stands in for the notebooks: writes Table 6
+        ran.append((profile, Path(data).name, Path(run_dir).name))
+        oa = {"fold_00": 0.5, "fold_01": 0.7}[Path(data).name]
+        table = pd.DataFrame(
+            {"model": ["baseline", "proposed"], "oa_top1": [oa, oa + 0.1], "aa": [oa - 0.1, oa]}
+        )
+        (Path(run_dir) / "tables").mkdir(parents=True)
+        table.to_csv(Path(run_dir) / "tables" / "table6_overall.csv", index=False)
+        return 0
+
+    monkeypatch.setattr(pipeline, "run_all", one_report)
+    run = tmp_path / "run"
+    assert (
+        main(
+            ["run-all", "--profile", "smoke", "--data", str(tmp_path / "ck"), "--run-dir", str(run)]
+        )
+        == 0
+    )
+    assert ran == [("smoke", "fold_00", "fold_00"), ("smoke", "fold_01", "fold_01")]
+    summary = pd.read_csv(run / "tables" / "folds_summary.csv").set_index(["model", "fold"])
+    assert summary.loc[("proposed", "mean over 2 folds"), "OA"] == pytest.approx(0.7)
+    assert summary.loc[("baseline", "sd over the folds"), "AA"] == pytest.approx(0.1 * 2**0.5)
+    assert "folds summary" in capsys.readouterr().out
