@@ -140,8 +140,18 @@ class Experiment:
             return f"{layout}, converted, at {relative(self.data_root)}"
         return (
             "synthetic RAF-DB (demo data, not real faces)"
-            if self.profile.synthetic
+            if self.on_synthetic_data
             else f"RAF-DB at {relative(self.data_root)}"
+        )
+
+    @property
+    def on_synthetic_data(self) -> bool:
+        """Whether the run reads its profile's synthetic set (where ``pipeline.ensure_data`` writes it), not a data
+        set it was given."""
+        generated = self.run_dir / "data" / "basic"
+        return bool(self.profile.synthetic) and self.data_root.resolve() in (
+            generated.resolve(),
+            generated.parent.resolve(),
         )
 
     # -- data ------------------------------------------------------------------------------------------

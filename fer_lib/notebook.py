@@ -142,7 +142,9 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
         print(
             f"note: no baseline in {relative(run_dir)} yet; {needs_previous} trains it. Training it here instead."
         )
-    print(experiment.profile.describe())
+    print(
+        experiment.profile.describe(None if experiment.on_synthetic_data else experiment.data_label)
+    )
     if experiment.profile.overrides():
         print(
             "settings changed from the profile (--set): "

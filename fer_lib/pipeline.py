@@ -396,7 +396,9 @@ def run_all(
     figures = Path(figures_dir) if figures_dir else figures_dir_for(spec, base)
     base.mkdir(parents=True, exist_ok=True)
     claim_run_dir(base, spec)
-    print(f"==> {spec.describe()}")
+    print(
+        f"==> {spec.describe(None if data is None else f'the data set at {relative(Path(data))}')}"
+    )
     if spec.synthetic is None and not baseline_checkpoint and not pretrained:
         print(
             "==> warning: no --baseline-checkpoint and no --pretrained: the baseline trains from random initialisation "

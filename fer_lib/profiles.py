@@ -82,8 +82,9 @@ class Profile:
 
         return dataclasses.replace(SyntheticKnobs(), **dict(self.knobs))
 
-    def describe(self) -> str:
-        data = (
+    def describe(self, data: str | None = None) -> str:
+        """One line: the data set (``data``, where the run was given one, else the profile's own) and the sizes."""
+        data = data or (
             f"synthetic RAF-DB ({self.synthetic[0]} train / {self.synthetic[1]} test)"
             if self.synthetic
             else "RAF-DB (basic)"
