@@ -192,6 +192,8 @@ class ExplorerData:
     def __init__(self, experiment):
         self.ex = experiment
         self._outputs: dict[tuple[str, int], ModelOutputs] = {}
+        # Grad-CAM++ per (model, seed, image): it explains the trained model, whatever w the slider shows
+        self._cams: dict[tuple[str, int, int], explain.Explanation] = {}
 
     def models(self, seed: int | None = None) -> list[str]:
         """The MODELS this run has trained for ``seed`` (default: the first)."""
@@ -262,6 +264,20 @@ class ExplorerData:
         fig.tight_layout()
         return fig
 
+    def gradcam(self, outputs: ModelOutputs, index: int) -> explain.Explanation:
+        """Grad-CAM++ of both branches for one test image, computed once per model and image (moving the w slider
+        redraws the panel without computing it again)."""
+        key = (outputs.name, outputs.seed, int(index))
+        if key not in self._cams:
+            self._cams[key] = explain.explain(
+                outputs.model,
+                self.ex.test,
+                self.ex.rgb_cache("test", outputs.seed),
+                outputs.config,
+                [index],
+            )
+        return self._cams[key]
+
     def draw_panel(
         self, outputs: ModelOutputs, index: int, w: float | None = None, *, cams: bool = False
     ) -> plt.Figure:
@@ -301,13 +317,7 @@ class ExplorerData:
             axes[1].scatter(points[:, 0], points[:, 1], s=4, c="yellow")
             axes[1].set_title("landmarks (coordinate branch)", fontsize=8)
         if panels == 4:
-            cam = explain.explain(
-                outputs.model,
-                self.ex.test,
-                self.ex.rgb_cache("test", outputs.seed),
-                outputs.config,
-                [index],
-            )
+            cam = self.gradcam(outputs, index)
             axes[2].imshow(explain.overlay(cam.images[0], cam.rgb_cam[0]))
             axes[2].set_title("Grad-CAM++ RGB (layer4)", fontsize=8)
             axes[3].imshow(explain.overlay(cam.heatmaps[0], cam.landmark_cam[0]))

@@ -75,6 +75,11 @@ def test_the_panel_and_the_gallery_draw(data):
     fig = data.draw_panel(proposed, 0, 0.3, cams=True)
     assert len(fig.axes) == 5
     plt.close(fig)
+    cam = data.gradcam(proposed, 0)
+    plt.close(
+        data.draw_panel(proposed, 0, 0.9, cams=True)
+    )  # another w, same image: not computed again
+    assert data.gradcam(proposed, 0) is cam and cam.index.tolist() == [0]
     coords = data.outputs("coordinate branch (MLP)")
     plt.close(data.draw_panel(coords, 1))  # no heatmap on that branch: its points instead
     plt.close(data.draw_gallery(proposed.table(), count=5))
