@@ -368,9 +368,7 @@ class Experiment:
                 f"baseline seed {seed}: {'reusing the finished run in' if finished else 'training (or resuming) in'} {folder.name}"
             )
             config = self.baseline_config(seed)
-            model = (
-                training.finished_baseline(folder, config, self.test.classes) if finished else None
-            )
+            model = training.finished_baseline(folder, config, self.classes) if finished else None
             if model is None:
                 model = training.train_baseline(
                     self.train, config, folder, device=self.device, progress=self.progress

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fer_lib.experiment import Experiment
 from fer_lib.io import PROJECT_ROOT, relative
-from fer_lib.pipeline import run_dir_for
+from fer_lib.pipeline import PATH_SEPARATOR, run_dir_for
 from fer_lib.profiles import get_profile
 
 PARAMETERS = {
@@ -29,7 +29,6 @@ PARAMETERS = {
     # other data sets (RAF-DB's layout or converted) to test the run's models on, notebook 09; "" = none
     "CROSS_DATA": str,  # paths separated by PATH_SEPARATOR
 }
-PATH_SEPARATOR = ";"
 
 
 def check_parameters(namespace: dict) -> dict:

@@ -84,9 +84,9 @@ def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path
     return root
 
 
-PARAMETER_ENV = (
-    "FER_PARAMETER_"  # + a path parameter's name: where a kernel finds a placeholder's value
-)
+# + a path parameter's name: where a kernel finds a placeholder's value
+PARAMETER_ENV = "FER_PARAMETER_"
+PATH_SEPARATOR = ";"  # between the paths of a parameter of several (CROSS_DATA)
 
 
 def portable_parameter(name: str, path) -> str:
@@ -104,10 +104,8 @@ def portable_parameter(name: str, path) -> str:
 
 
 def portable_parameter_list(name: str, paths) -> str:
-    """A parameter of several paths (``notebook.PATH_SEPARATOR`` between them) as ``portable_parameter`` writes one:
+    """A parameter of several paths (``PATH_SEPARATOR`` between them) as ``portable_parameter`` writes one:
     relative to the project when every path is inside it, else one placeholder for the whole list."""
-    from fer_lib.notebook import PATH_SEPARATOR
-
     resolved = [Path(path).resolve() for path in paths or ()]
     if all(path.is_relative_to(PROJECT_ROOT) for path in resolved):
         return PATH_SEPARATOR.join(str(path.relative_to(PROJECT_ROOT)) for path in resolved)
@@ -312,9 +310,8 @@ def run_folds(
     from fer_lib.profiles import get_profile
 
     spec = get_profile(profile, settings)
-    base = (
-        Path(run_dir) if run_dir else run_dir_for(spec).with_name(f"{run_dir_for(spec).name}-folds")
-    )
+    default = run_dir_for(spec)
+    base = Path(run_dir) if run_dir else default.with_name(f"{default.name}-folds")
     for number, fold in enumerate(folds, start=1):
         print(f"==> {fold.name}, {number} of {len(folds)} folds: {relative(fold)}")
         folder = base / fold.name

@@ -363,18 +363,6 @@ def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
     return row
 
 
-def single_row(
-    name: str, labels: np.ndarray, probabilities: np.ndarray, columns, classes=CLASSES
-) -> dict:
-    """A table row for a model evaluated once (the frozen baseline): sd 0, one 'seed'."""
-    values = metric_values(labels, probabilities, classes)
-    row = {"model": name, "seeds": 1}
-    for column in columns:
-        row[column] = values[column]
-        row[f"{column} sd"] = 0.0
-    return row
-
-
 CALIBRATION_BINS = 15
 
 
