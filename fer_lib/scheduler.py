@@ -3,7 +3,8 @@
 The baselines and the landmark-branch runs of a profile are independent trainings, except that each
 landmark-branch run needs its seed's frozen baseline. ``train_all`` trains the baselines first, and starts
 each seed's landmark-branch runs as soon as its baseline is done, in ``workers`` processes: one per GPU, or,
-on the CPU, the cores split between them. Two single-thread processes train 1.4-1.6x more models per minute
+on the CPU, the cores split between them; while the baselines train, nothing else can, so they split the cores
+among themselves (one shared baseline trains on all of them). Two single-thread processes train 1.4-1.6x more models per minute
 than one process with two threads on a 2-core CPU (benchmarks/README.md, "Training the demo's models in
 parallel"). The notebooks then find every model finished and only evaluate and explain.
 
@@ -34,6 +35,20 @@ import numpy as np
 FUSION_EPOCH_COST = 0.55
 COORDS_EPOCH_COST = 0.03  # the coordinate branch: an MLP on 74 numbers instead of a CNN on heatmaps
 FIXED_COST = {"baseline": 1.0, "fusion": 0.35, "coords": 0.05}
+
+
+def thread_speedup(threads: int) -> float:
+    """How much faster a job runs on ``threads`` CPU threads than on one: 1.82x measured for the demo's baseline on 2
+    threads (benchmarks/README.md, "Training the demo's models in parallel"), extended as a power law."""
+    return max(1, threads) ** 0.86
+
+
+def job_threads(job: Job, workers: int, baselines_to_train: int, cores: int) -> int:
+    """CPU threads for a job: the cores split between the workers, except that baselines, which every
+    landmark-branch run waits for, split the cores among themselves (one shared baseline gets them all)."""
+    if job.weighting is None and baselines_to_train:
+        return max(1, cores // min(workers, baselines_to_train))
+    return max(1, cores // workers)
 
 
 def job_kind(job: Job) -> str:
@@ -94,8 +109,10 @@ class StageClock:
     each landmark-branch run not before its seed's baseline, on ``workers`` workers.
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, threads: dict[str, int] | None = None):
         self.workers = workers
+        # each kind's CPU threads: an epoch measured on some is priced for another kind by thread_speedup
+        self.threads = {"baseline": 1, "fusion": 1, "coords": 1, **(threads or {})}
         self.epochs: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
         self.fixed: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
 
@@ -114,14 +131,20 @@ class StageClock:
         prior = {"baseline": 1.0, "fusion": FUSION_EPOCH_COST, "coords": COORDS_EPOCH_COST}
         for other in ("baseline", "fusion", "coords"):  # the kind measured first, rescaled
             if other in measured:
-                return measured[other] * prior[kind] / prior[other]
+                return measured[other] * prior[kind] / prior[other] * self._speed(other, kind)
         return None
 
     def fixed_seconds(self, kind: str) -> float | None:
         if self.fixed[kind]:
             return float(np.median(self.fixed[kind]))
         baseline_epoch = self.epoch_seconds("baseline")
-        return None if baseline_epoch is None else FIXED_COST[kind] * baseline_epoch
+        if baseline_epoch is None:
+            return None
+        return FIXED_COST[kind] * baseline_epoch * self._speed("baseline", kind)
+
+    def _speed(self, measured: str, kind: str) -> float:
+        """Seconds of ``kind`` per second of ``measured`` at equal work: their threads' speedups."""
+        return thread_speedup(self.threads[measured]) / thread_speedup(self.threads[kind])
 
     def job_seconds(self, kind: str, epochs: int) -> float | None:
         epoch, fixed = self.epoch_seconds(kind), self.fixed_seconds(kind)
@@ -200,9 +223,15 @@ def _init_worker(devices, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_job(job: Job, experiment_args: tuple, log_path: Path) -> float:
-    """Train one job in this worker (reusing what is finished); returns its wall time in seconds."""
+def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
+    """Train one job in this worker on ``threads`` CPU threads (reusing what is finished); returns its wall time
+    in seconds."""
+    import torch
+
     from fer_lib.experiment import Experiment
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(threads)
 
     clock = time.perf_counter()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +326,14 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         return {}
     workers = workers or default_workers(len(baselines) + len(fusions))
     p = experiment.profile
-    # whole units (hundredths of a baseline epoch), so the bar ends exactly at its total
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cores = os.cpu_count() or 1
+    to_train = sum(not _finished(experiment, job) for job in baselines)
+    threads_of = {
+        job: 1 if gpus else job_threads(job, workers, to_train, cores)
+        for job in baselines + fusions
+    }
+    # whole units (hundredths of a single-thread baseline epoch), so the bar ends exactly at its total
     cost = {
         job: round(
             100
@@ -309,6 +345,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                     else epoch_cost(job) * p.fusion_epochs
                 )
             )
+            / thread_speedup(threads_of[job])
         )
         for job in baselines + fusions
     }
@@ -321,18 +358,22 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         experiment.pretrained,
     )
     logs = experiment.run_dir / "logs"
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     context = get_context("spawn")
     devices = None
     if gpus:
         devices = context.Manager().Queue()
         for entry in worker_devices(workers):
             devices.put(entry)
-    threads = 1 if gpus else max(1, (os.cpu_count() or 1) // workers)
+    threads = 1 if gpus else max(1, cores // workers)
     where = (
         f"{workers} worker(s), one per GPU"
         if gpus
         else f"{workers} worker process(es) of {threads} CPU thread(s)"
+        + "".join(
+            f" (the baseline of seed {job.seed} on {threads_of[job]})"
+            for job in baselines
+            if threads_of[job] != threads and not _finished(experiment, job)
+        )
     )
     print(
         f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on {where}; logs in {relative(logs)}"
@@ -345,7 +386,10 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
     )
     finished_cost, shown_postfix = 0, ""
-    clock = StageClock(workers)
+    clock = StageClock(
+        workers,
+        {job_kind(job): threads_of[job] for job in baselines + fusions},
+    )
     finished_epochs: dict[str, list[float]] = {kind: [] for kind in clock.epochs}
     started_at: dict[Job, float] = {}
     stage_start, shown_epochs, estimates = time.perf_counter(), -1, []
@@ -379,7 +423,11 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         running = {}
 
         def submit(job: Job) -> None:
-            running[pool.submit(_run_job, job, experiment_args, logs / f"{job.slug}.log")] = job
+            running[
+                pool.submit(
+                    _run_job, job, experiment_args, logs / f"{job.slug}.log", threads_of[job]
+                )
+            ] = job
 
         # Only as many jobs in the pool as it has workers: the pool marks a job running once it is in its call queue,
         # before a worker takes it, and the bar and the time left must see the jobs that really run.

@@ -13,7 +13,7 @@ from fer_lib.profiles import get_profile
 def test_the_plan_is_every_distinct_configuration_for_every_seed(tmp_path):
     experiment = Experiment(get_profile("demo"), tmp_path, tmp_path, progress=False)
     baselines, fusions = scheduler.plan(experiment)
-    assert [job.seed for job in baselines] == [0, 1]  # the demo trains one baseline per seed
+    assert [job.seed for job in baselines] == [0]  # the demo's seeds share one frozen baseline
     configurations = {(job.weighting, job.w, job.variant) for job in fusions}
     # Fig. 4's w = 1 is the confidence-only ablation, so five distinct models of the paper per seed; then the
     # calibrated weighting and the coordinate branch (the learned gate is fitted afterwards, not trained)
@@ -27,13 +27,18 @@ def test_the_plan_is_every_distinct_configuration_for_every_seed(tmp_path):
 
 def test_one_baseline_serves_every_seed_unless_the_profile_asks_for_one_each(tmp_path):
     shared = Experiment(
-        get_profile("demo", {"baseline_per_seed": "false", "seed_offset": "7"}),
+        get_profile("demo", {"seed_offset": "7"}),
         tmp_path,
         tmp_path,
         progress=False,
     )
     assert shared.baseline_seeds == [7] and shared.baseline_seed(8) == 7
-    each = Experiment(get_profile("demo", {"seed_offset": "7"}), tmp_path, tmp_path, progress=False)
+    each = Experiment(
+        get_profile("demo", {"baseline_per_seed": "true", "seed_offset": "7"}),
+        tmp_path,
+        tmp_path,
+        progress=False,
+    )
     assert each.baseline_seeds == [7, 8] and each.baseline_seed(8) == 8
     assert (
         each.baseline_dir_for(7).name == "baseline"
@@ -160,3 +165,35 @@ def test_without_a_gpu_workers_are_not_bound(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert scheduler.worker_devices(2) is None
+
+
+def test_baselines_split_the_cores_among_themselves_and_the_runs_take_a_share_each():
+    shared, run = scheduler.Job(0), scheduler.Job(0, "both", 0.6)
+    assert scheduler.job_threads(shared, workers=2, baselines_to_train=1, cores=2) == 2
+    assert scheduler.job_threads(shared, workers=2, baselines_to_train=2, cores=2) == 1
+    assert scheduler.job_threads(shared, workers=4, baselines_to_train=0, cores=8) == 2
+    assert scheduler.job_threads(run, workers=2, baselines_to_train=1, cores=2) == 1
+    assert scheduler.job_threads(run, workers=3, baselines_to_train=1, cores=2) == 1
+
+
+def test_the_time_left_prices_single_thread_runs_from_a_baseline_on_two_threads():
+    # the truth: a single-thread baseline epoch of 20 s runs in 20 / thread_speedup(2) on two threads; the runs
+    # (6 of 4 epochs per seed, plus a coordinate run) take one thread each on two workers, at costs off the priors
+    two = 20.0 / scheduler.thread_speedup(2)
+    fixed = {"baseline": 20.0 / scheduler.thread_speedup(2), "fusion": 5.5, "coords": 1.0}
+    runs = [(kind, 0, 4) for s in (0, 1) for kind in ["fusion"] * 6 + ["coords"]]
+    end_of_baseline = 10 * two + fixed["baseline"]
+    free = [end_of_baseline, end_of_baseline]
+    for kind, _, epochs in runs:
+        epoch = {"fusion": 13.0, "coords": 0.6}[kind]  # off the priors (11, 0.6) by up to 20%
+        k = free.index(min(free))
+        free[k] += epochs * epoch + fixed[kind]
+    truth = max(free) - two  # after the baseline's first epoch
+    clock = scheduler.StageClock(workers=2, threads={"baseline": 2, "fusion": 1, "coords": 1})
+    clock.observe_epochs("baseline", [two])
+    left = clock.left([("baseline", 0, 10, 1, 0.0)], runs)
+    assert abs(left / truth - 1) < 0.25, (left, truth)
+    # priced as if the baseline had run on one thread, the runs would look 1.8x cheaper
+    naive = scheduler.StageClock(workers=2)
+    naive.observe_epochs("baseline", [two])
+    assert naive.left([("baseline", 0, 10, 1, 0.0)], runs) < 0.8 * truth

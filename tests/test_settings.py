@@ -222,7 +222,7 @@ def test_the_paper_profile_follows_the_paper_where_it_speaks():
     assert get_profile("demo", {"landmark_batch_norm": "false"}).landmark_batch_norm is False
     # one baseline with the ARM recipe's own weights, as the paper; the demo averages them and trains one per seed
     assert paper.baseline_per_seed is False and paper.baseline_ema is None
-    assert demo.baseline_per_seed is True and demo.baseline_ema == 0.99
+    assert demo.baseline_per_seed is False and demo.baseline_ema == 0.99
     assert get_profile("demo", {"baseline_ema": "none"}).baseline_ema is None
 
 
