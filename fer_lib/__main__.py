@@ -1312,8 +1312,17 @@ def _is_data_or_checkpoint_error(error: Exception) -> bool:
     from fer_lib.profiles import SettingsError
     from fer_lib.rafdb import RafDbError
 
+    # FileExistsError: an output folder that holds something else (demo-data, convert-data)
     return isinstance(
-        error, (RafDbError, CheckpointError, SettingsError, FaceToolsMissing, ImportProblem)
+        error,
+        (
+            RafDbError,
+            CheckpointError,
+            SettingsError,
+            FaceToolsMissing,
+            ImportProblem,
+            FileExistsError,
+        ),
     )
 
 

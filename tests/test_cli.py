@@ -317,6 +317,23 @@ def test_data_commands_refuse_bad_arguments(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("layout", ["rafdb", "ferplus"])
+def test_demo_data_into_a_folder_of_other_files_says_so_without_a_traceback(
+    tmp_path, capsys, layout
+):
+    out = tmp_path / "mine"
+    out.mkdir()
+    # a label file (RAF-DB's: it may be a real copy) or any file (the other layouts) the demo did not write
+    mine = out / ("EmoLabel/list_patition_label.txt" if layout == "rafdb" else "notes.txt")
+    mine.parent.mkdir(exist_ok=True)
+    mine.write_text("mine\n")
+    argv = ["demo-data", str(out), "--train", "7", "--test", "7", "--layout", layout]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("demo-data: ") and str(out) in err and "Traceback" not in err
+    assert [p for p in out.rglob("*") if p.is_file()] == [mine]
+
+
 def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, monkeypatch):
     from jupyter_client.manager import start_new_kernel
 
