@@ -355,11 +355,12 @@ def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
 
 
 def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
-    """A table row with each column's mean over seeds, its sd (ddof=1; 0 for one seed) and the seed count."""
+    """A table row with each column's mean over seeds, its sd (ddof=1) and the seed count. One seed has no sd:
+    it is left missing (shown empty), not written as 0, which would read as no spread between seeds."""
     row = {"model": name, "seeds": len(per_seed)}
     for column in columns:
         row[column] = per_seed[column].mean()
-        row[f"{column} sd"] = per_seed[column].std(ddof=1) if len(per_seed) > 1 else 0.0
+        row[f"{column} sd"] = per_seed[column].std(ddof=1)  # NaN for one seed
     return row
 
 
