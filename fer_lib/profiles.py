@@ -157,13 +157,14 @@ PROFILES = {
         baseline_per_seed=True,
         design_ablations=True,
     ),
-    # The CPU demo: narrow networks at 128 px so the whole report runs in about 10 minutes on 2 cores (README).
+    # The CPU demo: narrow networks at 128 px, so that the whole report runs in 10-17 minutes on the 2-core CPUs measured
+    # (README).
     # - The landmark branch trains with batch 32, 1.0-1.7x faster per image than at 64 on the CPUs measured
     #   (benchmarks/README.md), and with BatchNorm: without it, its landmark CNN stayed at the majority class.
     # - Every image of the baseline is flipped or noised (the ARM authors leave half untouched).
     # - One frozen baseline, shared by every seed, as in the paper; the moving average of its weights steadies it:
     #   four seeds of the raw recipe ranged over 1.3 points of OA (benchmarks/README.md, "The demo baseline's spread
-    #   between seeds"). A baseline per seed cost a third of the training stage ("One shared baseline"); whether
+    #   between seeds"). A baseline per seed cost 28% of the training stage's CPU time ("One shared baseline"); whether
     #   another baseline gives the same verdicts is what the replicate run (--replicate, seed offset 100) checks.
     # - The baseline keeps 10 epochs of the paper's exponential schedule: 8 cosine epochs put seed 1's baseline at
     #   0.856, below its HOG probe and 3 points under seed 0's (benchmarks/README.md, "The demo's schedule, checked
