@@ -257,9 +257,8 @@ def _run_predictions(experiment, root: Path, seed: int) -> training.FusionPredic
     test = load_rafdb(root).split("test")
     cache_dir = data_cache(Path(experiment.cache_dir) / CROSS_DIR, test.root)
     stamp = {
-        "label classes": list(
-            test.classes
-        ),  # what the tables' labels index; p_<class>: the model's
+        # what the tables' labels index; p_<class>: the model's
+        "label classes": list(test.classes),
         "model": [checkpoint.stat().st_size, checkpoint.stat().st_mtime_ns],
         "test split": hashlib.sha256(
             "\n".join(test.names).encode() + np.asarray(test.labels).tobytes()

@@ -62,6 +62,11 @@ BRANCH_VARIANTS = {
 VARIANTS = {**DESIGN_VARIANTS, **BRANCH_VARIANTS}
 
 
+def synthetic_data_root(run_dir: Path) -> Path:
+    """Where a run keeps its profile's synthetic set (``pipeline.ensure_data`` writes it there)."""
+    return Path(run_dir) / "data" / "basic"
+
+
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``limit`` samples with each class's share kept (at least one per present class)."""
     labels = np.asarray(labels)
@@ -148,7 +153,7 @@ class Experiment:
     def on_synthetic_data(self) -> bool:
         """Whether the run reads its profile's synthetic set (where ``pipeline.ensure_data`` writes it), not a data
         set it was given."""
-        generated = self.run_dir / "data" / "basic"
+        generated = synthetic_data_root(self.run_dir)
         return bool(self.profile.synthetic) and self.data_root.resolve() in (
             generated.resolve(),
             generated.parent.resolve(),

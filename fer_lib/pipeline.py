@@ -13,10 +13,14 @@ import os
 import re
 import time
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from fer_lib.io import PROJECT_ROOT, relative  # noqa: F401 - relative is part of this module's interface
+
+if (
+    TYPE_CHECKING
+):  # pandas is imported where a table is built, not by every notebook's import of this module
+    import pandas as pd
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -60,6 +64,7 @@ def claim_run_dir(run_dir: Path, profile) -> None:
 def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path:
     """The data root a profile runs on: the user's RAF-DB, or the profile's synthetic set (generated once,
     then reused, which is said)."""
+    from fer_lib.experiment import synthetic_data_root
     from fer_lib.profiles import get_profile
     from fer_lib.synthetic import demo_dataset_is_complete, generate_demo_dataset
 
@@ -71,7 +76,7 @@ def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path
             f"the {spec.name!r} profile needs a real RAF-DB: pass --data /path/to/RAF-DB/basic"
         )
     (n_train, n_test), seed, knobs = spec.synthetic, spec.synthetic_seed, spec.synthetic_knobs()
-    root = (run_dir or run_dir_for(spec)) / "data" / "basic"
+    root = synthetic_data_root(run_dir or run_dir_for(spec))
     if demo_dataset_is_complete(root, n_train, n_test, seed, knobs):
         print(
             f"==> reusing the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})"
@@ -341,6 +346,8 @@ def run_folds(
 def fold_summary(tables: dict[str, Path]) -> pd.DataFrame:
     """Table 6's OA and AA of every model on each fold (``tables``: fold name -> its tables folder), then their mean
     and sample sd over the folds."""
+    import pandas as pd
+
     rows = []
     for fold, folder in tables.items():
         path = Path(folder) / "table6_overall.csv"

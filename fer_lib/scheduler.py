@@ -214,13 +214,10 @@ def worker_devices(workers: int) -> list[str] | None:
 _WORKER: dict = {}
 
 
-def _init_worker(devices, threads: int) -> None:
-    """Bind this worker to one GPU (before CUDA starts) and to its share of the CPU threads."""
+def _init_worker(devices) -> None:
+    """Bind this worker to one GPU, before CUDA starts (each job sets its own CPU threads)."""
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
@@ -230,8 +227,7 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1)
 
     from fer_lib.experiment import Experiment
 
-    if not torch.cuda.is_available():
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
 
     clock = time.perf_counter()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,9 +324,9 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     p = experiment.profile
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cores = os.cpu_count() or 1
-    to_train = sum(not _finished(experiment, job) for job in baselines)
+    to_train = [job for job in baselines if not _finished(experiment, job)]
     threads_of = {
-        job: 1 if gpus else job_threads(job, workers, to_train, cores)
+        job: 1 if gpus else job_threads(job, workers, len(to_train), cores)
         for job in baselines + fusions
     }
     # whole units (hundredths of a single-thread baseline epoch), so the bar ends exactly at its total
@@ -371,8 +367,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         else f"{workers} worker process(es) of {threads} CPU thread(s)"
         + "".join(
             f" (the baseline of seed {job.seed} on {threads_of[job]})"
-            for job in baselines
-            if threads_of[job] != threads and not _finished(experiment, job)
+            for job in to_train
+            if threads_of[job] != threads
         )
     )
     print(
@@ -418,7 +414,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         return p.baseline_epochs if job.weighting is None else p.fusion_epochs
 
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(devices, threads)
+        workers, mp_context=context, initializer=_init_worker, initargs=(devices,)
     ) as pool:
         running = {}
 

@@ -156,7 +156,7 @@ def test_workers_bind_to_the_gpus_the_parent_was_given(monkeypatch, visible, exp
             return expected[1]
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible or "")  # restored after the test
-    scheduler._init_worker(Queue(), torch.get_num_threads())
+    scheduler._init_worker(Queue())
     assert os.environ["CUDA_VISIBLE_DEVICES"] == expected[1]
 
 
