@@ -61,6 +61,10 @@ BRANCH_VARIANTS = {
 }
 VARIANTS = {**DESIGN_VARIANTS, **BRANCH_VARIANTS}
 
+# The (weighting, w) single photos are predicted with (notebook 09, the explorer, README's predict command): only its
+# runs store the landmark ARM's population mean, a pass over the training images that the other runs skip.
+PREDICTED_WITH = ("both", 0.6)
+
 
 def synthetic_data_root(run_dir: Path) -> Path:
     """Where a run keeps its profile's synthetic set (``pipeline.ensure_data`` writes it there)."""
@@ -563,6 +567,7 @@ class Experiment:
                 device=self.device,
                 progress=self.progress,
                 holdout=self.baseline_holdout(seed),
+                population_means=(weighting, w, variant) == (*PREDICTED_WITH, None),
             )
             training.save_fusion_predictions(
                 training.predict_fusion(model, self.test, self.rgb_cache("test", seed), config),
@@ -583,6 +588,19 @@ class Experiment:
             run.folder / "best.pt", self.baseline_for(run.seed)
         )
         return model.to(self.device).eval(), config
+
+    def photo_model(
+        self, seed: int | None = None
+    ) -> tuple[models.FusionModel, training.FusionConfig]:
+        """The proposed model as ``predict`` runs it on single photos: on the device, with the population means its
+        checkpoints store. Where one lacks them (the ARM authors' baseline stores none), both are estimated over
+        this run's training images."""
+        model, config = self.fusion_model(*PREDICTED_WITH, seed)
+        if any(torch.isnan(arm.population_mean).any() for arm in (model.baseline.arm, model.arm)):
+            training.estimate_population_means(
+                model, self.train, self.rgb_cache("train", seed), config
+            )
+        return model, config
 
     def explain(
         self,

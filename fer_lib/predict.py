@@ -61,8 +61,9 @@ def load_models(baseline_path: Path, fusion_path: Path | None, device: torch.dev
             )
         if torch.isnan(fusion.arm.population_mean).any():
             raise models.CheckpointError(
-                f"{fusion_path} carries no population mean for the landmark ARM; fusion runs trained by "
-                "this project store it at the end of training"
+                f"{fusion_path} carries no population mean for the landmark ARM, which a single photo needs; the "
+                "report's runs store it for the proposed model only (fusion/both_w0.60_seed*/best.pt), and "
+                "`python -m fer_lib train-fusion` always"
             )
         fusion = fusion.to(device).eval().set_affinity("fixed")
     return baseline.to(device).eval().set_affinity("fixed"), fusion, config

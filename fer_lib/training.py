@@ -704,6 +704,7 @@ def train_fusion(
     device: torch.device | None = None,
     progress: bool = True,
     holdout: Path | None = None,
+    population_means: bool = True,
 ) -> models.FusionModel:
     """Train the landmark branch and the fusion layer from the frozen-feature cache (baseline untouched).
 
@@ -711,7 +712,10 @@ def train_fusion(
     (``best.pt``) is ``config.select``'s: the lowest validation loss of eq. 3 ("val_loss", what the profiles and the
     command line use) or the best fused validation accuracy. ``holdout``: the baseline's ``split.json``, whose
     validation images (never trained on by the baseline) this run validates on; without it the run draws its own
-    split, whose images a frozen baseline may have trained on. Returns the kept epoch in eval mode.
+    split, whose images a frozen baseline may have trained on. ``population_means``: afterwards, store the landmark
+    ARM's batch-independent mean over the training images in ``best.pt`` (what ``predict`` needs for a single photo;
+    one more pass over them, so the training stage asks it of the proposed model's runs only). Returns the kept
+    epoch in eval mode.
     """
     from adabelief_pytorch import AdaBelief
 
@@ -856,9 +860,7 @@ def train_fusion(
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], strict=True)
     model.eval()
-    if (
-        "population_means" not in state
-    ):  # the landmark ARM's batch-independent mean, for a single photo (predict)
+    if population_means and "population_means" not in state:  # for a single photo (predict)
         baseline_mean = (
             model.baseline.arm.population_mean.clone()
         )  # the frozen baseline keeps its own
@@ -937,6 +939,10 @@ def load_fusion_checkpoint(
     models.load_state_strict(model, state["model"], path)
     if "population_means" in state:
         models.load_population_means(model, _landmark_means(state["population_means"]))
+    if (
+        config.landmark_input == "heatmaps"
+    ):  # the layout it was trained and tested in (and faster on the CPU)
+        model.landmark_cnn.to(memory_format=landmark_memory_format(config, "cpu"))
     return model.eval(), config
 
 

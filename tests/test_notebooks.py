@@ -6,6 +6,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fer_lib import pipeline
 from fer_lib.rafdb import CLASSES
@@ -122,6 +123,15 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
         "baseline",
         "baseline_seed1",
     ]  # one baseline per seed
+    # the landmark ARM's population mean (a pass over the training images) only where a single photo needs it
+    with_means = {
+        folder.name
+        for folder in (smoke_run / "fusion").iterdir()
+        if "population_means"
+        in torch.load(folder / "best.pt", map_location="cpu", weights_only=True)
+    }
+    proposed = {experiment.fusion_dir("both", 0.6, seed).name for seed in experiment.seeds}
+    assert with_means == proposed | set(gates)  # a gate copies its run's
     # one log per job, and the stage's time-left estimates beside the truth
     assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted(
         [f"{j.slug}.log" for j in baselines + fusions] + ["time_left.csv"]
@@ -553,3 +563,34 @@ def test_plan_prints_the_seeds_a_finished_run_needs(smoke_run, capsys):
         and "the proposed fusion beats the baseline in OA" in out
     )
     assert main(["plan", str(smoke_run / "nowhere")]) == 2
+
+
+def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_lacks(
+    smoke_run, monkeypatch
+):
+    from fer_lib import training
+    from fer_lib.experiment import Experiment
+    from fer_lib.profiles import get_profile
+
+    def experiment():
+        return Experiment(
+            get_profile("smoke"), smoke_run / "data" / "basic", smoke_run, progress=False
+        )
+
+    stored = torch.load(
+        smoke_run / "fusion" / "both_w0.60_seed0" / "best.pt", map_location="cpu", weights_only=True
+    )["population_means"]["arm.population_mean"]
+    model, _ = experiment().photo_model()
+    assert torch.equal(model.arm.population_mean.cpu(), stored)  # no pass over the training images
+
+    load = training.load_fusion_checkpoint
+
+    def without_means(path, baseline):  # as a checkpoint that stores none loads
+        model, config = load(path, baseline)
+        model.arm.population_mean.fill_(float("nan"))
+        return model, config
+
+    monkeypatch.setattr(training, "load_fusion_checkpoint", without_means)
+    model, _ = experiment().photo_model()
+    assert not torch.isnan(model.arm.population_mean).any()
+    assert not torch.isnan(model.baseline.arm.population_mean).any()

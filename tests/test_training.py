@@ -143,6 +143,30 @@ def test_fusion_trains_from_cache_and_leaves_the_baseline_untouched(tiny_split, 
     np.testing.assert_allclose(probabilities, predictions.fused, atol=1e-6)
 
 
+def test_a_fusion_run_stores_its_population_means_only_when_asked(tiny_split, tmp_path):
+    torch.manual_seed(0)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    cache = training.rgb_feature_cache(baseline, tiny_split, progress=False)
+    for asked in (True, False):
+        folder = tmp_path / str(asked)
+        model = training.train_fusion(
+            baseline,
+            tiny_split,
+            cache,
+            fusion_config(),
+            folder,
+            progress=False,
+            population_means=asked,
+        )
+        stored = torch.load(folder / "best.pt", weights_only=True).get("population_means")
+        assert (stored is not None) == asked
+        assert torch.isnan(model.arm.population_mean).any() != asked
+        reloaded, _ = training.load_fusion_checkpoint(folder / "best.pt", baseline)
+        torch.testing.assert_close(
+            reloaded.arm.population_mean, model.arm.population_mean, rtol=0, atol=0, equal_nan=True
+        )
+
+
 def test_cached_features_equal_the_uncached_forward(tiny_split):
     torch.manual_seed(1)
     baseline = models.ARMNet(SIZE, width=4).eval()
