@@ -220,7 +220,8 @@ def main() -> None:
             float
         )
         per_repeat = frame.pivot(index="repeat", columns="code", values="stage")
-        stage_ratios = (per_repeat["after"] / per_repeat.iloc[:, 0]).round(3).tolist()
+        # pivot sorts its columns by name: the reference's by its label, not by position
+        stage_ratios = (per_repeat["after"] / per_repeat[sources[0][0]]).round(3).tolist()
         print(
             "\nafter / before: "
             + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items())

@@ -22,6 +22,8 @@ if (
 ):  # pandas is imported where a table is built, not by every notebook's import of this module
     import pandas as pd
 
+    from fer_lib.kernels import WarmKernels
+
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
 
@@ -209,26 +211,33 @@ def notebooks() -> list[Path]:
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
-def _encrypted_kernel_manager():
-    """A kernel manager that provisions CurveZMQ keys where the kernel supports them (ipykernel >= 7.3): the
-    kernel then runs encrypted and does not print its "running over TCP without encryption" warning for
-    every notebook."""
-    from jupyter_client.manager import KernelManager
-
-    class EncryptedKernelManager(KernelManager):
-        transport_encryption = "auto"
-
-    return EncryptedKernelManager
-
-
-def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
-    import papermill
-
+def kernel_environment() -> dict[str, str]:
+    """The notebooks' kernels' environment: figures inline, widgets off (no one uses them in a rendered report)."""
     from fer_lib.io import BATCH_REPORT_ENV
 
-    backend = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = INLINE_BACKEND
-    os.environ[BATCH_REPORT_ENV] = "1"  # widgets have no one to use them in the rendered report
+    return {**os.environ, "MPLBACKEND": INLINE_BACKEND, BATCH_REPORT_ENV: "1"}
+
+
+def _execute(
+    notebook: Path,
+    executed: Path,
+    parameters: dict,
+    kernels: WarmKernels | None = None,
+    ahead: bool = False,
+) -> None:
+    """Execute ``notebook`` into ``executed`` in a fresh kernel (``kernels``' warm one if ready; ``ahead``: then start
+    warming the next notebook's)."""
+    import papermill
+
+    from fer_lib.kernels import KERNEL_NAME, EncryptedKernelManager
+
+    environment = kernel_environment()
+    saved = {
+        name: os.environ.get(name)
+        for name in environment
+        if os.environ.get(name) != environment[name]
+    }
+    os.environ.update(environment)  # a kernel papermill starts itself inherits it
     try:
         papermill.execute_notebook(
             str(notebook),
@@ -239,8 +248,10 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
                 "desc": notebook.stem,
                 "unit": "cell",
             },  # which notebook, cell by cell, with the time left
-            kernel_name="python3",  # this environment's own kernel: the notebooks' "fer-lib" needs registering (./run_all.sh lab)
-            kernel_manager_class=_encrypted_kernel_manager(),
+            kernel_name=KERNEL_NAME,  # the notebooks' "fer-lib" needs registering (./run_all.sh lab)
+            kernel_manager_class=kernels.manager_class(ahead)
+            if kernels
+            else EncryptedKernelManager,
         )
         _strip_machine_paths(executed)
     except papermill.PapermillExecutionError as error:
@@ -249,11 +260,11 @@ def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
             f"The executed copy with the traceback: {executed}"
         ) from None
     finally:
-        os.environ.pop(BATCH_REPORT_ENV, None)
-        if backend is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = backend
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _strip_machine_paths(executed: Path) -> None:
@@ -464,44 +475,52 @@ def run_all(
     )
     fresh = freshness.Freshness(base, figures, inputs, force=force)
     pages, reused = [], []
-    for notebook in notebooks():
-        extra = ()
-        if notebook.name.startswith("03"):
-            if workers != 0:
-                clock = time.perf_counter()
-                # its own Experiment: the decoded images it loads are freed before the notebooks run
-                train_all(
-                    Experiment(spec, data_root, base, baseline_checkpoint, pretrained=pretrained),
-                    workers=workers,
-                )
-                info["notebook_seconds"]["training (parallel, before 03)"] = round(
-                    time.perf_counter() - clock, 1
-                )
-            extra = (
-                fresh.models_key(),
-                freshness.sibling_key(base, figures),
-            )  # what the notebooks from here on read
-        if notebook.name.startswith(
-            "09"
-        ):  # the other data sets it tests on: their files, not only their paths
-            extra = (parameters["CROSS_DATA"], *map(freshness.folder_key, cross_data))
-        fresh.advance(notebook, *extra)
-        executed, page = (
-            executed_dir / notebook.name,
-            report_dir / notebook.with_suffix(".html").name,
-        )
-        if fresh.is_fresh(notebook, page):
-            reused.append(notebook.stem)
-            info["notebook_seconds"][notebook.stem] = fresh.seconds(notebook)
-            pages.append(page)
-            continue
-        print(f"==> {notebook.name}")
-        before, clock = fresh.snapshot(), time.perf_counter()
-        _execute(notebook, executed, parameters)
-        info["notebook_seconds"][notebook.stem] = round(time.perf_counter() - clock, 1)
-        pages.append(_render_html(executed, report_dir))
-        fresh.ran(notebook, before, info["notebook_seconds"][notebook.stem])
-        save_json(info, base / "run_info.json")
+    from fer_lib.kernels import WarmKernels
+
+    kernels, last = WarmKernels(NOTEBOOK_DIR, kernel_environment()), notebooks()[-1]
+    try:
+        for notebook in notebooks():
+            extra = ()
+            if notebook.name.startswith("03"):
+                if workers != 0:
+                    clock = time.perf_counter()
+                    # its own Experiment: the decoded images it loads are freed before the notebooks run
+                    train_all(
+                        Experiment(
+                            spec, data_root, base, baseline_checkpoint, pretrained=pretrained
+                        ),
+                        workers=workers,
+                    )
+                    info["notebook_seconds"]["training (parallel, before 03)"] = round(
+                        time.perf_counter() - clock, 1
+                    )
+                extra = (
+                    fresh.models_key(),
+                    freshness.sibling_key(base, figures),
+                )  # what the notebooks from here on read
+            if notebook.name.startswith(
+                "09"
+            ):  # the other data sets it tests on: their files, not only their paths
+                extra = (parameters["CROSS_DATA"], *map(freshness.folder_key, cross_data))
+            fresh.advance(notebook, *extra)
+            executed, page = (
+                executed_dir / notebook.name,
+                report_dir / notebook.with_suffix(".html").name,
+            )
+            if fresh.is_fresh(notebook, page):
+                reused.append(notebook.stem)
+                info["notebook_seconds"][notebook.stem] = fresh.seconds(notebook)
+                pages.append(page)
+                continue
+            print(f"==> {notebook.name}")
+            before, clock = fresh.snapshot(), time.perf_counter()
+            _execute(notebook, executed, parameters, kernels, ahead=notebook != last)
+            info["notebook_seconds"][notebook.stem] = round(time.perf_counter() - clock, 1)
+            pages.append(_render_html(executed, report_dir))
+            fresh.ran(notebook, before, info["notebook_seconds"][notebook.stem])
+            save_json(info, base / "run_info.json")
+    finally:
+        kernels.close()  # one started ahead for a notebook that turned out up to date
     if reused:
         info["notebooks_reused"] = reused  # their seconds are those of the run that executed them
         save_json(info, base / "run_info.json")

@@ -594,3 +594,40 @@ def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_
     model, _ = experiment().photo_model()
     assert not torch.isnan(model.arm.population_mean).any()
     assert not torch.isnan(model.baseline.arm.population_mean).any()
+
+
+@pytest.mark.slow
+def test_a_kernel_started_ahead_has_the_imports_loaded_and_nothing_else(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from fer_lib.kernels import WarmKernels
+
+    probe = (
+        "import sys\n"
+        "print('torch loaded:', 'torch' in sys.modules, '| torch bound:', 'torch' in dir(), "
+        "'| x bound:', 'x' in dir())\n"
+        "x = 1"
+    )
+    notebook = new_notebook(cells=[new_code_cell(probe)])
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(notebook, tmp_path / "probe.ipynb")
+    kernels = WarmKernels(tmp_path, pipeline.kernel_environment())
+    printed = []
+    try:
+        for name, ahead in (("first", True), ("second", True), ("third", False)):
+            pipeline._execute(
+                tmp_path / "probe.ipynb", tmp_path / f"{name}.ipynb", {}, kernels, ahead
+            )
+            printed.append(
+                nbformat.read(tmp_path / f"{name}.ipynb", as_version=4).cells[0].outputs[0].text
+            )
+        assert kernels.take() is None  # the last notebook started none ahead
+    finally:
+        kernels.close()
+    assert printed[0].startswith("torch loaded: False")  # nothing was started ahead of the first
+    for text in printed[1:]:  # warm, but fresh: no name from the warm-up or an earlier notebook
+        assert text.strip() == "torch loaded: True | torch bound: False | x bound: False"
