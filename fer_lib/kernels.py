@@ -17,13 +17,15 @@ from pathlib import Path
 
 from jupyter_client.manager import KernelManager
 
-# What every notebook's first cell imports, and the libraries behind it: loaded into sys.modules without binding a name
-# (a notebook that forgot an import must fail here as it fails in JupyterLab)
+# What the notebooks import, directly or through the library: loaded into sys.modules without binding a name
+# (a notebook that forgot an import still fails, as it would in JupyterLab)
 WARM_MODULES = (
     "matplotlib.pyplot",
     "pandas",
     "seaborn",
     "torch",
+    "torchvision.models",  # 2 s; the library imports it where a model is built (notebooks 03-10)
+    "scipy.stats",
     "fer_lib.experiment",
     "fer_lib.notebook",
     "fer_lib.report",
