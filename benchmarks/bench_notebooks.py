@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/bench_notebooks.py --ref 229993e --repeats 2
 
 Copies the run folder (default ``runs/demo``: its data, models and caches) once, then runs
-``python -m fer_lib run-all --force --run-dir COPY`` with the current tree's code and with REV's (``git archive``),
-alternating, so that the load of a shared machine hits both alike. Every model is reused, so what is timed is the
-notebooks alone: their kernels, imports, cells and HTML pages. Prints each run's wall time and seconds per notebook
-(``run_info.json``) and the ratio of medians. REV's run writes its figures into its own archive, the current tree's
-into ``figures/<profile>``: regenerate those with ``./run_all.sh`` afterwards. Results: benchmarks/README.md.
+``python -m fer_lib run-all --force --run-dir COPY`` with the current tree's code and with REV's, alternating, so
+that the load of a shared machine hits both alike. Both run from temporary copies of their source (REV's by
+``git archive``, the working tree's tracked and untracked files), where their figures go: the project's own
+``figures/`` is left alone. Every model is reused, so what is timed is the notebooks alone: their kernels, imports,
+cells and HTML pages. Prints each run's wall time and seconds per notebook (``run_info.json``) and the ratio of
+medians. Results: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -58,14 +59,25 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_notebooks_") as scratch:
         scratch = Path(scratch)
-        run_dir, ref_tree = scratch / "run", scratch / "ref"
+        run_dir, ref_tree, tree = scratch / "run", scratch / "ref", scratch / "tree"
         shutil.copytree(args.run, run_dir, symlinks=True)
         ref_tree.mkdir()
         archive = subprocess.run(
             ["git", "archive", args.ref], cwd=ROOT, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(ref_tree)], input=archive, check=True)
-        sources = [(f"before ({args.ref})", ref_tree), ("after", ROOT)]
+        files = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        for name in files:
+            if (ROOT / name).is_file():
+                (tree / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, tree / name)
+        sources = [(f"before ({args.ref})", ref_tree), ("after", tree)]
         rows = []
         for repeat in tqdm(range(args.repeats * 2), desc="bench_notebooks"):
             label, source = sources[repeat % 2]
