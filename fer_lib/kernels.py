@@ -12,6 +12,7 @@ kernel when one is ready, which nbclient then uses, and shuts down, as one it st
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -42,8 +43,23 @@ class EncryptedKernelManager(KernelManager):
     transport_encryption = "auto"
 
 
+def _import_warm_modules(manager: KernelManager) -> None:
+    """Run ``WARM_IMPORTS`` silently in the started kernel and wait for it to finish."""
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=READY_SECONDS)
+        request = client.execute(WARM_IMPORTS, silent=True, store_history=False)
+        # an import that fails fails again, visibly, in the notebook's own first cell
+        while client.get_shell_msg(timeout=READY_SECONDS)["parent_header"].get("msg_id") != request:
+            pass
+    finally:
+        client.stop_channels()
+
+
 class WarmKernels:
-    """At most one kernel started ahead, in a background thread, with the notebooks' working folder and environment."""
+    """At most one kernel started ahead, in a background thread, in the notebooks' working folder, with ``env`` on top
+    of this process's environment."""
 
     def __init__(self, cwd: Path, env: dict[str, str]):
         self.cwd, self.env = Path(cwd), dict(env)
@@ -58,23 +74,13 @@ class WarmKernels:
 
     def _start(self) -> None:
         manager = EncryptedKernelManager(kernel_name=KERNEL_NAME)
-        manager.start_kernel(cwd=str(self.cwd), env=self.env)
-        client = manager.client()
-        client.start_channels()
         try:
-            client.wait_for_ready(timeout=READY_SECONDS)
-            request = client.execute(WARM_IMPORTS, silent=True, store_history=False)
-            while (
-                True
-            ):  # an import that fails fails again, visibly, in the notebook's own first cell
-                reply = client.get_shell_msg(timeout=READY_SECONDS)
-                if reply["parent_header"].get("msg_id") == request:
-                    break
+            manager.start_kernel(cwd=str(self.cwd), env={**os.environ, **self.env})
+            _import_warm_modules(manager)
         except Exception:  # noqa: BLE001 - a kernel that did not warm up is shut down; the notebook starts its own
-            manager.shutdown_kernel(now=True)
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=True)
             return
-        finally:
-            client.stop_channels()
         self._warm = manager
 
     def take(self) -> KernelManager | None:

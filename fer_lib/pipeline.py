@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 
 from fer_lib.io import PROJECT_ROOT, relative  # noqa: F401 - relative is part of this module's interface
 
-if (
-    TYPE_CHECKING
-):  # pandas is imported where a table is built, not by every notebook's import of this module
+# pandas is imported where a table is built, not by every notebook's import of this module
+if TYPE_CHECKING:
     import pandas as pd
 
     from fer_lib.kernels import WarmKernels
@@ -212,10 +211,11 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 def kernel_environment() -> dict[str, str]:
-    """The notebooks' kernels' environment: figures inline, widgets off (no one uses them in a rendered report)."""
+    """What the notebooks' kernels get on top of this process's environment: figures inline, widgets off (no one
+    uses them in a rendered report)."""
     from fer_lib.io import BATCH_REPORT_ENV
 
-    return {**os.environ, "MPLBACKEND": INLINE_BACKEND, BATCH_REPORT_ENV: "1"}
+    return {"MPLBACKEND": INLINE_BACKEND, BATCH_REPORT_ENV: "1"}
 
 
 def _execute(
@@ -232,11 +232,7 @@ def _execute(
     from fer_lib.kernels import KERNEL_NAME, EncryptedKernelManager
 
     environment = kernel_environment()
-    saved = {
-        name: os.environ.get(name)
-        for name in environment
-        if os.environ.get(name) != environment[name]
-    }
+    saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)  # a kernel papermill starts itself inherits it
     try:
         papermill.execute_notebook(
@@ -477,9 +473,9 @@ def run_all(
     pages, reused = [], []
     from fer_lib.kernels import WarmKernels
 
-    kernels, last = WarmKernels(NOTEBOOK_DIR, kernel_environment()), notebooks()[-1]
+    kernels, every = WarmKernels(NOTEBOOK_DIR, kernel_environment()), notebooks()
     try:
-        for notebook in notebooks():
+        for notebook in every:
             extra = ()
             if notebook.name.startswith("03"):
                 if workers != 0:
@@ -494,13 +490,10 @@ def run_all(
                     info["notebook_seconds"]["training (parallel, before 03)"] = round(
                         time.perf_counter() - clock, 1
                     )
-                extra = (
-                    fresh.models_key(),
-                    freshness.sibling_key(base, figures),
-                )  # what the notebooks from here on read
-            if notebook.name.startswith(
-                "09"
-            ):  # the other data sets it tests on: their files, not only their paths
+                # what the notebooks from here on read
+                extra = (fresh.models_key(), freshness.sibling_key(base, figures))
+            if notebook.name.startswith("09"):
+                # the other data sets it tests on: their files, not only their paths
                 extra = (parameters["CROSS_DATA"], *map(freshness.folder_key, cross_data))
             fresh.advance(notebook, *extra)
             executed, page = (
@@ -514,7 +507,7 @@ def run_all(
                 continue
             print(f"==> {notebook.name}")
             before, clock = fresh.snapshot(), time.perf_counter()
-            _execute(notebook, executed, parameters, kernels, ahead=notebook != last)
+            _execute(notebook, executed, parameters, kernels, ahead=notebook != every[-1])
             info["notebook_seconds"][notebook.stem] = round(time.perf_counter() - clock, 1)
             pages.append(_render_html(executed, report_dir))
             fresh.ran(notebook, before, info["notebook_seconds"][notebook.stem])

@@ -939,9 +939,7 @@ def load_fusion_checkpoint(
     models.load_state_strict(model, state["model"], path)
     if "population_means" in state:
         models.load_population_means(model, _landmark_means(state["population_means"]))
-    if (
-        config.landmark_input == "heatmaps"
-    ):  # the layout it was trained and tested in (and faster on the CPU)
+    if config.landmark_input == "heatmaps":  # the layout it was trained in, faster on the CPU
         model.landmark_cnn.to(memory_format=landmark_memory_format(config, "cpu"))
     return model.eval(), config
 
