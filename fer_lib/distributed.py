@@ -152,37 +152,40 @@ def all_sum(*values: float | torch.Tensor) -> list[float]:
 class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
     """BatchNorm whose training statistics are those of the global batch, through all-reduces that gradients flow
     through: what ``SyncBatchNorm`` does on GPUs, here for any device (torch's ``SyncBatchNorm`` runs on GPUs
-    only, and the CPU test of data-parallel training needs it). Two passes: the mean, then the variance around it."""
+    only, and the CPU test of data-parallel training needs it). Two passes: the mean, then the variance around it.
+
+    As torch's BatchNorm under autocast: the statistics and running buffers in fp32 whatever the input's precision
+    (a bf16 sum of 20,000 values, or a bf16 count, is not exact), the output in the input's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and active()):
             return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._global_forward(x.float()).to(x.dtype)
+
+    def _global_forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
-        count = torch.tensor([x.numel() / channels], dtype=x.dtype, device=x.device)
-        dist.all_reduce(count)
-        mean = all_reduce(x.sum(dim=(0, 2, 3))) / count
+        count = torch.tensor([x.numel() // channels], dtype=torch.float64, device=x.device)
+        dist.all_reduce(count)  # float64 holds any image count exactly
+        mean = all_reduce(x.sum(dim=(0, 2, 3))) / count.float()
         centred = x - mean.view(1, -1, 1, 1)
-        variance = (
-            all_reduce(centred.pow(2).sum(dim=(0, 2, 3))) / count
-        )  # biased, as BatchNorm normalises
+        # biased, as BatchNorm normalises
+        variance = all_reduce(centred.pow(2).sum(dim=(0, 2, 3))) / count.float()
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                momentum = (
-                    self.momentum
-                    if self.momentum is not None
-                    else 1.0 / float(self.num_batches_tracked)
-                )
+                if self.momentum is not None:
+                    momentum = self.momentum
+                else:
+                    momentum = 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(
-                    variance.detach() * count / (count - 1), momentum
-                )  # unbiased, as BatchNorm keeps
+                # unbiased, as BatchNorm keeps
+                unbiased = variance.detach() * float(count / (count - 1))
+                self.running_var.lerp_(unbiased, momentum)
         out = centred * torch.rsqrt(variance + self.eps).view(1, -1, 1, 1)
-        return (
-            out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-            if self.affine
-            else out
-        )
+        if not self.affine:
+            return out
+        return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
 def global_batch_norm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

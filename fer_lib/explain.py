@@ -143,7 +143,7 @@ class FusedLogits(nn.Module):
         if self.vary == "rgb":
             # the baseline is frozen: only an input that needs gradients gives layer4's output a gradient
             x = x if x.requires_grad else x.detach().requires_grad_(True)
-            rgb, landmark = self.model.baseline.forward_per_image(x), self.held_per_image
+            rgb, landmark = self.model.frozen_per_image(x), self.held_per_image
         else:
             rgb, landmark = self.held_per_image, self.model.landmark_per_image(x)
         return self.model.forward_per_image_maps(rgb, landmark, self.batch_terms).fused_logits

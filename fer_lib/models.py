@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from fer_lib import distributed
+from fer_lib import distributed, precision
 from fer_lib.io import save_torch
 from fer_lib.rafdb import CLASSES, CLASSES_8, NUM_CLASSES
 from fer_lib.settings import (
@@ -872,8 +872,14 @@ class FusionModel(nn.Module):
                 landmark_feature,
             )
 
+    def frozen_per_image(self, images: Tensor) -> Tensor:
+        """The frozen baseline's per-image maps (B, n*n) in full fp32 on any device and inside any autocast
+        region (``precision.full``), as its feature cache holds them."""
+        with precision.full(images.device):
+            return self.baseline.forward_per_image(images.float())
+
     def forward(self, images: Tensor, landmarks: Tensor) -> FusionOutput:
-        return self.forward_cached(self.baseline.forward_per_image(images), landmarks)
+        return self.forward_cached(self.frozen_per_image(images), landmarks)
 
     @staticmethod
     def loss(output: FusionOutput, targets: Tensor) -> Tensor:
@@ -896,9 +902,7 @@ class FusionModel(nn.Module):
         try:
             for batch in batches:
                 rgb_input, landmarks = batch[0].to(device), batch[1].to(device)
-                rgb.append(
-                    self.baseline.forward_per_image(rgb_input) if rgb_input.ndim == 4 else rgb_input
-                )
+                rgb.append(self.frozen_per_image(rgb_input) if rgb_input.ndim == 4 else rgb_input)
                 if self.arm is not None:  # the coordinate branch has no batch term to estimate
                     landmark.append(self.landmark_per_image(landmarks))
         finally:

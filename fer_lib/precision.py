@@ -5,7 +5,11 @@
 the choice: ``bf16`` runs the CUDA path's autocast on any device, which is how the CPU-only tests run that path
 (bf16 autocast works on CPUs); ``fp32`` turns autocast off everywhere; ``auto`` (or unset) is the default above.
 
-Only the convolutional trunks run under autocast. What the report compares (ARM's batch terms, the heads, eq. 2's
+The frozen RGB network (the baseline the landmark branch is fused onto) runs in full fp32 on every device
+(``full``): its features, caches and evaluations are the checkpoint's own, so Table 6's baseline and the fused
+models' RGB branch do not depend on the machine (under bf16 the ARM authors' network and ours agreed on 97.9% of
+predictions; in fp32 on all). Only the trainable trunks (the baseline while it trains, the landmark CNN) run
+under autocast. What the report compares (ARM's batch terms, the heads, eq. 2's
 agreement and confidence, a temperature, the learned gate, the fused logits) is computed in fp32 from the bf16
 features (``models.fp32_head``), so two passes over the same features give the same numbers.
 """
@@ -57,3 +61,35 @@ def autocast(device: torch.device | str):
     if not autocast_enabled(device):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _ieee_settings() -> list[tuple[object, str, object]]:
+    """(namespace, attribute, value) that turn TF32 off in cuDNN's convolutions and CUDA's matrix products: the
+    fp32_precision settings where torch has them (2.9 on), the older allow_tf32 flags before."""
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
+        return [
+            (cudnn_conv, "fp32_precision", "ieee"),
+            (torch.backends.cuda.matmul, "fp32_precision", "ieee"),
+        ]
+    return [
+        (torch.backends.cudnn, "allow_tf32", False),
+        (torch.backends.cuda.matmul, "allow_tf32", False),
+    ]
+
+
+@contextlib.contextmanager
+def full(device: torch.device | str):
+    """Full fp32 for the frozen RGB network on any device: autocast off (inside an autocast region too), and on
+    CUDA no TF32 (which keeps 10 mantissa bits) in convolutions or matrix products."""
+    device = torch.device(device)
+    settings = _ieee_settings() if device.type == "cuda" else []
+    saved = [getattr(space, name) for space, name, _ in settings]
+    try:
+        for space, name, value in settings:
+            setattr(space, name, value)
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        for (space, name, _), value in zip(settings, saved):
+            setattr(space, name, value)

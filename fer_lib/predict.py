@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fer_lib import data, explain, landmarks, models
+from fer_lib import data, explain, landmarks, models, precision
 from fer_lib.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
 from fer_lib.rafdb import CLASSES
 
@@ -141,7 +141,7 @@ def predict_photos(
             rows.append({"image": str(path), "face": np.nan, "status": "no face"})
             continue
         split = face_split(image, found, baseline.input_size, path.name)
-        with torch.no_grad():
+        with torch.no_grad(), precision.full(device):
             per_image = baseline.forward_per_image(data.normalise(split.images.to(device)))
             probabilities = {
                 "rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()

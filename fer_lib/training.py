@@ -202,7 +202,7 @@ def baseline_logits(
         batch = data.normalise(images[start : start + batch_size].to(device)).contiguous(
             memory_format=memory_format
         )
-        with _autocast(device):
+        with precision.full(device):  # the checkpoint's own predictions on any device
             out.append(model(batch).float().cpu())
     return torch.cat(out)
 
@@ -393,9 +393,10 @@ def rgb_feature_cache(
 ) -> torch.Tensor:
     """(len(flips), N, n*n) per-image ARM maps of the frozen baseline, one row per flip state.
 
-    Saved to ``cache_dir`` under a name made of the baseline's weights, the images, and the device type and
-    precision they are computed in (bf16 features from a GPU are not fp32 ones from a CPU), and reused; a cache of the
-    same weights and images made on another device or in another precision is recomputed, and the run says so.
+    Computed in full fp32 on every device (``precision.full``: the frozen network's own features, whatever path
+    the trainable branches take). Saved to ``cache_dir`` under a name made of the baseline's weights, the images,
+    the device type and the precision, and reused; a cache of the same weights and images made on another device,
+    or in another precision by an older version, is recomputed, and the run says so.
     """
     device = next(baseline.parameters()).device
     path = None
@@ -403,7 +404,7 @@ def rgb_feature_cache(
         key = hashlib.sha256(
             f"{_baseline_fingerprint(baseline)}|{flips}|".encode() + "\n".join(split.names).encode()
         ).hexdigest()[:16]
-        path = Path(cache_dir) / f"rgb_cache_{key}_{device.type}_{precision.name(device)}.pt"
+        path = Path(cache_dir) / f"rgb_cache_{key}_{device.type}_fp32.pt"
         if path.exists():
             if progress:
                 print(f"reusing frozen RGB features from {relative(path)}")
@@ -411,7 +412,7 @@ def rgb_feature_cache(
         others = sorted(p.name for p in Path(cache_dir).glob(f"rgb_cache_{key}_*.pt"))
         if others:
             print(
-                f"recomputing frozen RGB features on {device.type} in {precision.name(device)}: {', '.join(others)} "
+                f"recomputing frozen RGB features on {device.type} in fp32: {', '.join(others)} "
                 "holds them for another device or precision"
             )
     memory_format = _baseline_layout(baseline, device)
@@ -427,7 +428,7 @@ def rgb_feature_cache(
         ):
             images = split.images[start : start + batch_size]
             images = images.flip(-1) if flip else images
-            with _autocast(device):
+            with precision.full(device):
                 chunks.append(
                     baseline.forward_per_image(
                         data.normalise(images.to(device)).contiguous(memory_format=memory_format)

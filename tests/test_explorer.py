@@ -111,6 +111,7 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     if missing:
         pytest.skip(f"no browser for the explorer test: {missing}")
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
@@ -206,19 +207,24 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
                 (By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']")
             )
         ).click()
-        prediction = wait.until(
-            EC.presence_of_element_located((By.CSS_SELECTOR, ".fer-prediction"))
-        )
-        assert "w = 0.60" in prediction.text
-        readout = driver.find_element(By.CSS_SELECTOR, ".widget-slider .widget-readout")
-        readout.click()
-        readout.send_keys(Keys.CONTROL, "a")
-        readout.send_keys("0" + Keys.ENTER)
-        wait.until(lambda d: "w = 0.00" in d.find_element(By.CSS_SELECTOR, ".fer-prediction").text)
-        assert (
-            driver.find_element(By.CSS_SELECTOR, ".fer-prediction").text
-            == f"fused at w = 0.00: {expected}"
-        )
+        # the panel re-renders while it is read: a text is read through a wait that retries a stale element
+        stable = WebDriverWait(driver, 240, ignored_exceptions=(StaleElementReferenceException,))
+
+        def prediction_text(d) -> str:
+            return d.find_element(By.CSS_SELECTOR, ".fer-prediction").text
+
+        stable.until(lambda d: "w = 0.60" in prediction_text(d))
+
+        def type_w_zero(d) -> bool:
+            readout = d.find_element(By.CSS_SELECTOR, ".widget-slider .widget-readout")
+            readout.click()
+            readout.send_keys(Keys.CONTROL, "a")
+            readout.send_keys("0" + Keys.ENTER)
+            return True
+
+        stable.until(type_w_zero)
+        stable.until(lambda d: "w = 0.00" in prediction_text(d))
+        assert stable.until(prediction_text) == f"fused at w = 0.00: {expected}"
         driver.save_screenshot(
             str(tmp_path / "explorer.png")
         )  # for a look when the test is run by hand

@@ -32,18 +32,60 @@ def _models():
     ).eval()
 
 
-def test_the_switch_runs_the_cuda_precision_path_on_the_cpu(monkeypatch):
+def test_the_cpu_path_follows_amx_unless_forced_and_the_switch_runs_the_cuda_path(monkeypatch):
+    """Which path a CPU takes is set here, not read off the machine the suite runs on."""
     cpu = torch.device("cpu")
-    assert precision.name(cpu) == "fp32" and precision.name("cuda") == "bf16"
-    monkeypatch.setenv(precision.ENV, "bf16")
+    monkeypatch.delenv(precision.ENV, raising=False)
+    monkeypatch.delenv("FER_CPU_BF16", raising=False)
+    for amx, path in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert precision.cpu_path() == path and precision.name(cpu) == path
+        assert precision.name("cuda") == "bf16"
+    for forced, path in (("1", "bf16"), ("0", "fp32")):  # whatever the CPU has (AMX, above)
+        monkeypatch.setenv("FER_CPU_BF16", forced)
+        assert precision.cpu_path() == path and precision.name(cpu) == path
+    monkeypatch.setenv(precision.ENV, "bf16")  # the CUDA path's precision on a CPU without AMX
     assert precision.name(cpu) == "bf16"
     with precision.autocast(cpu):
         assert (
             torch.nn.functional.linear(torch.ones(1, 2), torch.ones(3, 2)).dtype == torch.bfloat16
         )
+        with precision.full(cpu):  # the frozen network's passes, inside an autocast region
+            assert (
+                torch.nn.functional.linear(torch.ones(1, 2), torch.ones(3, 2)).dtype
+                == torch.float32
+            )
+    monkeypatch.setenv(precision.ENV, "fp32")
+    monkeypatch.setenv("FER_CPU_BF16", "1")
+    assert precision.name(cpu) == precision.name("cuda") == "fp32"
     monkeypatch.setenv(precision.ENV, "half")
     with pytest.raises(ValueError, match="FER_PRECISION"):
         precision.mode()
+
+
+@pytest.mark.parametrize("forced", ["0", "1"])
+def test_the_frozen_networks_predictions_do_not_depend_on_the_precision_path(
+    split, monkeypatch, forced
+):
+    """Table 6's baseline is the checkpoint's own accuracy on every machine: its logits, its feature cache and the
+    fusion model's RGB branch are the same bits on the bf16 path (AMX, CUDA) as on the fp32 path."""
+    baseline, model = _models()
+    images = data.normalise(split.images[:8])
+    monkeypatch.delenv(precision.ENV, raising=False)
+    monkeypatch.setenv("FER_CPU_BF16", "0")
+    with torch.no_grad():
+        reference = baseline(images)
+    cache_fp32 = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
+    monkeypatch.setenv("FER_CPU_BF16", forced)
+    assert torch.equal(training.baseline_logits(baseline, split.images[:8]), reference)
+    cache = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
+    assert torch.equal(cache, cache_fp32)
+    heatmaps = training.landmark_inputs(
+        split, torch.arange(8), None, training.FusionConfig(width=2), "cpu"
+    )
+    with torch.no_grad(), precision.autocast("cpu"):
+        direct = model(images, heatmaps)
+    assert torch.equal(direct.rgb_logits, baseline.head_from_per_image(cache[0, :8]))
 
 
 def test_under_autocast_the_heads_and_eq2_run_in_fp32_from_the_bf16_features(bf16, split):
@@ -104,36 +146,37 @@ def test_epoch_statistics_are_reduced_on_the_process_groups_gpu_under_nccl(monke
     assert distributed.collective_device() == torch.device("cpu")
 
 
-def test_a_feature_cache_made_in_another_precision_is_recomputed_and_the_run_says_so(
+def test_the_frozen_feature_cache_is_fp32_in_every_precision_and_another_devices_is_recomputed(
     split, tmp_path, monkeypatch, capsys
 ):
     baseline, _ = _models()
+    monkeypatch.setenv(precision.ENV, "fp32")
     fp32 = training.rgb_feature_cache(
-        baseline, split, flips=(False,), cache_dir=tmp_path, progress=False
+        baseline, split, flips=(False,), cache_dir=tmp_path, progress=True
     )
+    capsys.readouterr()
     monkeypatch.setenv(
         precision.ENV, "bf16"
-    )  # e.g. a cache made on a GPU, read by a CPU run, or the other way round
-    bf16 = training.rgb_feature_cache(
+    )  # the trained trunks' path changes; the frozen network's does not
+    reused = training.rgb_feature_cache(
+        baseline, split, flips=(False,), cache_dir=tmp_path, progress=True
+    )
+    assert "reusing frozen RGB features" in capsys.readouterr().out
+    assert torch.equal(reused, fp32)
+    (saved,) = tmp_path.glob("rgb_cache_*.pt")
+    assert saved.name.endswith("_cpu_fp32.pt")
+    saved.rename(saved.with_name(saved.name.replace("_cpu_", "_cuda_")))  # made on a GPU
+    recomputed = training.rgb_feature_cache(
         baseline, split, flips=(False,), cache_dir=tmp_path, progress=False
     )
     said = capsys.readouterr().out
-    assert (
-        "recomputing frozen RGB features on cpu in bf16" in said
-        and "another device or precision" in said
-    )
-    assert not torch.equal(fp32, bf16)
+    assert "recomputing frozen RGB features on cpu in fp32" in said
+    assert "another device or precision" in said
+    assert torch.equal(recomputed, fp32)
     assert sorted(p.name.split("_", 3)[-1] for p in tmp_path.glob("rgb_cache_*.pt")) == [
-        "cpu_bf16.pt",
         "cpu_fp32.pt",
+        "cuda_fp32.pt",
     ]
-    monkeypatch.setenv(precision.ENV, "fp32")
-    assert torch.equal(
-        training.rgb_feature_cache(
-            baseline, split, flips=(False,), cache_dir=tmp_path, progress=False
-        ),
-        fp32,
-    )
 
 
 def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(
