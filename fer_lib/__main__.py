@@ -1235,6 +1235,13 @@ def build_parser() -> argparse.ArgumentParser:
     guess.add_argument(
         "--out", type=Path, required=True, help="folder for predictions.csv and the figures"
     )
+    guess.add_argument(
+        "--data",
+        type=_existing,
+        default=None,
+        help="a RAF-DB copy (basic/): its training images give a baseline checkpoint that stores no population "
+        "mean (the ARM authors') one, as notebook 09 does",
+    )
     guess.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
     guess.set_defaults(func=_predict)
 
@@ -1276,13 +1283,24 @@ def _import_images(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from fer_lib.predict import predict
 
-    frame = predict(args.paths, args.baseline, args.fusion, args.out, device=_device(args.device))
-    faces = frame[frame["status"] != "no face"] if len(frame) else frame
+    frame = predict(
+        args.paths,
+        args.baseline,
+        args.fusion,
+        args.out,
+        device=_device(args.device),
+        mean_data=args.data,
+    )
+    status = frame["status"] if len(frame) else pd.Series(dtype=str)
+    faces = frame[status.str.startswith("predicted")] if len(frame) else frame
     print(
-        f"{len(faces)} face(s) in {frame['image'].nunique() if len(frame) else 0} photo(s); "
-        f"{int((frame['status'] == 'no face').sum()) if len(frame) else 0} photo(s) without a face. "
+        f"{len(faces)} face(s) in {faces['image'].nunique() if len(faces) else 0} photo(s); "
+        f"{int((status == 'no face').sum())} photo(s) without a face; "
+        f"{int((status == 'unreadable').sum())} unreadable (listed with the reason). "
         f"Table: {args.out / 'predictions.csv'}; one figure per face in {args.out}"
     )
     return 0

@@ -10,6 +10,8 @@ a fusion checkpoint, the RGB baseline alone.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -35,21 +37,64 @@ def photos_in(paths: list[Path]) -> list[Path]:
                 p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
             )
         elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ImportProblem(
+                    f"{path}: not a photo this command reads (expected {', '.join(IMAGE_SUFFIXES)})"
+                )
             found.append(path)
         else:
             raise ImportProblem(f"{path}: no such file or folder")
     return found
 
 
-def load_models(baseline_path: Path, fusion_path: Path | None, device: torch.device):
-    """(baseline, fusion model or None, fusion config or None), in eval mode and batch-independent."""
+def figure_stems(photos: list[Path]) -> dict[Path, str]:
+    """Each photo's figure name: its stem, or where two photos share one (a/x.jpg, b/x.png), its path below their
+    common folder with "__" for "/", so that no figure overwrites another."""
+    stems = [p.stem for p in photos]
+    if len(set(stems)) == len(stems):
+        return dict(zip(photos, stems))
+    absolute = [p.resolve() for p in photos]
+    common = Path(os.path.commonpath([p.parent for p in absolute]))
+    return {
+        photo: "__".join(path.relative_to(common).with_suffix("").parts)
+        + ("" if path.suffix.lower() in (".jpg", ".jpeg") else f"_{path.suffix.lstrip('.')}")
+        for photo, path in zip(photos, absolute)
+    }
+
+
+def baseline_population_mean(baseline: models.ARMNet, data_root: Path, device: torch.device) -> int:
+    """Estimate the baseline's population mean over a RAF-DB copy's training images, as notebook 09 does for a
+    checkpoint that stores none (the ARM authors'); returns how many images it took."""
+    from fer_lib import training
+
+    fit, _ = training.load_splits(data_root, baseline.input_size, progress=True)
+    maps = training.rgb_feature_cache(baseline.to(device), fit, flips=(False,), progress=True)[0]
+    baseline.arm.estimate_population_mean(maps.to(device).split(256))
+    return len(fit)
+
+
+def load_models(
+    baseline_path: Path,
+    fusion_path: Path | None,
+    device: torch.device,
+    mean_data: Path | None = None,
+):
+    """(baseline, fusion model or None, fusion config or None), in eval mode and batch-independent. A baseline
+    checkpoint without a population mean gets one estimated over ``mean_data``'s training images."""
     from fer_lib import training
 
     baseline = models.load_arm_checkpoint(baseline_path)
     if torch.isnan(baseline.arm.population_mean).any():
-        raise models.CheckpointError(
-            f"{baseline_path} carries no population mean, which a single photo needs (ARM's batch-independent "
-            "mode); baselines trained by this project store it at the end of training"
+        if mean_data is None:
+            raise models.CheckpointError(
+                f"{baseline_path} carries no population mean, which a single photo needs (ARM's batch-independent "
+                "mode; the ARM authors' checkpoint stores none): add --data RAF-DB/basic, and predict estimates it "
+                "over those training images, as notebook 09 does"
+            )
+        count = baseline_population_mean(baseline, Path(mean_data), device)
+        print(
+            f"{baseline_path} carries no population mean: estimated over the {count} training images of "
+            f"{mean_data}"
         )
     fusion, config = (None, None)
     if fusion_path is not None:
@@ -102,12 +147,15 @@ def predict(
     out: Path,
     *,
     device: torch.device | None = None,
+    mean_data: Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Predict and explain every face of every photo with the models of two checkpoints (see ``predict_photos``)."""
+    """Predict and explain every face of every photo with the models of two checkpoints (see ``predict_photos``);
+    ``mean_data``: a RAF-DB copy whose training images give a baseline without a population mean one."""
     device = device or models.pick_device()
+    photos_in(paths)  # a missing or non-image path is named before any model loads
     baseline, fusion, config = load_models(
-        Path(baseline_path), Path(fusion_path) if fusion_path else None, device
+        Path(baseline_path), Path(fusion_path) if fusion_path else None, device, mean_data
     )
     return predict_photos(paths, baseline, fusion, config, out, progress=progress)
 
@@ -134,8 +182,18 @@ def predict_photos(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path in tqdm(photos_in(paths), desc="predict", unit="photo", disable=not progress):
-        image = load_photo(path)
+    photos = photos_in(paths)
+    stems = figure_stems(photos)
+    for path in tqdm(photos, desc="predict", unit="photo", disable=not progress):
+        try:
+            image = load_photo(path)
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            reason = f"{type(error).__name__}: {error}"
+            print(f"predict: skipped {path}: unreadable ({reason})", file=sys.stderr)
+            rows.append(
+                {"image": str(path), "face": np.nan, "status": "unreadable", "reason": reason}
+            )
+            continue
         found = detect_faces(image)
         if not found:
             rows.append({"image": str(path), "face": np.nan, "status": "no face"})
@@ -202,10 +260,9 @@ def predict_photos(
                 f"{path.name}, face {k}",
                 baseline.classes,
             )
-            figure.savefig(out / f"{path.stem}_face{k}.png", dpi=110)
-            figure.savefig(
-                out / f"{path.stem}_face{k}.pdf", metadata={"CreationDate": None}
-            )  # no date: reruns give the same file
+            figure.savefig(out / f"{stems[path]}_face{k}.png", dpi=110)
+            # no date: reruns give the same file
+            figure.savefig(out / f"{stems[path]}_face{k}.pdf", metadata={"CreationDate": None})
             plt.close(figure)
     frame = pd.DataFrame(rows)
     save_csv(frame, out / "predictions.csv")

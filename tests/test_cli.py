@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fer_lib import rafdb
 from fer_lib.__main__ import main
 from tests.conftest import write_tiny_rafdb
 
@@ -456,7 +457,44 @@ def test_predict_refuses_a_checkpoint_without_a_population_mean(trained, tmp_pat
         )
         == 1
     )
-    assert "population mean" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "population mean" in said and "--data" in said and "Traceback" not in said
+    out = tmp_path / "estimated"
+    args = ["predict", str(base / "basic" / rafdb.ALIGNED_DIR), "--baseline", str(tmp_path / "old.pt")]
+    assert main([*args, "--out", str(out), "--data", str(base / "basic"), "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert "carries no population mean: estimated over the 14 training images" in said
+
+
+def test_predict_lists_unreadable_photos_and_goes_on_and_names_figures_apart(
+    trained, tmp_path, capsys
+):
+    pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
+    from PIL import Image
+    from skimage import data as samples
+
+    base, _ = trained
+    photos = tmp_path / "photos"
+    for folder in ("a", "b"):
+        (photos / folder).mkdir(parents=True)
+        Image.fromarray(samples.astronaut()).save(photos / folder / "face.jpg")
+    (photos / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    out = tmp_path / "out"
+    args = ["--baseline", str(base / "baseline" / "best.pt"), "--device", "cpu"]
+    assert main(["predict", str(photos), *args, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"predict: skipped {photos / 'a' / 'broken.jpg'}: unreadable" in err
+    assert "Traceback" not in err
+    table = pd.read_csv(out / "predictions.csv")
+    broken = table[table["image"].str.endswith("broken.jpg")]
+    assert broken["status"].tolist() == ["unreadable"] and broken["reason"].notna().all()
+    assert (table["status"] == "predicted").sum() == 2
+    # two photos named face.jpg in two folders: two figures
+    assert {p.name for p in out.glob("*.png")} == {"a__face_face0.png", "b__face_face0.png"}
+    (tmp_path / "notes.txt").write_text("not a photo")
+    assert main(["predict", str(tmp_path / "notes.txt"), *args, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.txt: not a photo this command reads" in err[0]
 
 
 @pytest.mark.parametrize(
