@@ -59,6 +59,12 @@ def _check_data(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
         return 0 if report.ok else 1
+    if (
+        report.errors and report.read_nothing
+    ):  # nothing counted: the problem alone, not a table of zeros
+        for problem in report.errors:
+            print(f"check-data: {problem}", file=sys.stderr)
+        return 1
     print(
         f"{report.layout} copy: {report.root}"
         if report.layout == "RAF-DB"
@@ -153,12 +159,16 @@ def _device(name: str | None):
     import torch
 
     from fer_lib import distributed
-    from fer_lib.models import pick_device
+    from fer_lib.models import checked_device, describe_device, pick_device
 
     rank_device = distributed.init_from_environment()
     if rank_device is not None and (name is None or torch.device(name).type == rank_device.type):
-        return rank_device
-    return torch.device(name) if name else pick_device()
+        device = rank_device
+    else:
+        device = checked_device(name) if name else pick_device()
+    if distributed.is_main():
+        print(f"device: {describe_device(device)}")
+    return device
 
 
 def _print_summary(title: str, labels, probabilities, classes=None) -> None:
@@ -493,7 +503,28 @@ def _evaluate_across(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_all_device(profile: str, name: str | None):
+    """The device every training of run-all uses, passed to its workers and kernels (FER_DEVICE). The paper
+    profile refuses a CPU it was not asked for: a torch that lost its GPU (a driver older than its CUDA) would
+    otherwise start days of training on the CPU."""
+    import os
+
+    from fer_lib.models import DEVICE_ENV, DeviceError, checked_device, cuda_problem, pick_device
+
+    if name:
+        checked_device(name)
+        os.environ[DEVICE_ENV] = name
+    device = pick_device()
+    if profile == "paper" and device.type == "cpu" and not name:
+        raise DeviceError(
+            f"the paper profile trains on a GPU, and none is usable: {cuda_problem()}. Pass --device cpu to "
+            "train on the CPU anyway (days), or fix the GPU"
+        )
+    return device
+
+
 def _run_all(args: argparse.Namespace) -> int:
+    from fer_lib.models import DeviceError, describe_device
     from fer_lib.pipeline import fold_copies, run_all, run_folds
     from fer_lib.profiles import SettingsError, get_profile, parse_assignments
 
@@ -515,9 +546,11 @@ def _run_all(args: argparse.Namespace) -> int:
         for option, path in data_sets:
             if path is not None:
                 _check_run_all_data(path, SettingsError, option)
-    except SettingsError as error:
+        device = _run_all_device(args.profile, args.device)
+    except (SettingsError, DeviceError) as error:
         print(f"run-all: {error}", file=sys.stderr)
         return 2
+    print(f"device: {describe_device(device)}")
     options = dict(
         baseline_checkpoint=args.baseline_checkpoint,
         settings=settings,
@@ -1154,6 +1187,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="execute every notebook, even those whose inputs (library, notebook, settings, data, models) are unchanged since they last ran",
     )
+    run.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the paper profile "
+        "trains on a CPU only when given --device cpu)",
+    )
     run.set_defaults(func=_run_all)
 
     plan = commands.add_parser(
@@ -1326,7 +1365,7 @@ def _install_kernel(args: argparse.Namespace) -> int:
 
 def _is_data_or_checkpoint_error(error: Exception) -> bool:
     from fer_lib.faces import FaceToolsMissing, ImportProblem
-    from fer_lib.models import CheckpointError
+    from fer_lib.models import CheckpointError, DeviceError
     from fer_lib.profiles import SettingsError
     from fer_lib.rafdb import RafDbError
 
@@ -1336,6 +1375,7 @@ def _is_data_or_checkpoint_error(error: Exception) -> bool:
         (
             RafDbError,
             CheckpointError,
+            DeviceError,
             SettingsError,
             FaceToolsMissing,
             ImportProblem,

@@ -125,6 +125,8 @@ def check_data(root: Path) -> None:
     from fer_lib.rafdb import check_rafdb
 
     report = check_rafdb(root, decode_images=False)
+    if report.errors and report.read_nothing:
+        raise SystemExit("\n".join(report.errors))
     print(report.table())
     if not report.ok:
         for problem in report.errors[:50]:
@@ -405,6 +407,10 @@ def run_all(
     spec = get_profile(profile, settings)
     base = Path(run_dir) if run_dir else run_dir_for(spec)
     figures = Path(figures_dir) if figures_dir else figures_dir_for(spec, base)
+    if data is None and spec.synthetic is None:
+        ensure_data(spec, data)  # says that the profile needs a real data set
+    for root in [*([data] if data is not None else []), *(cross_data or ())]:
+        check_data(Path(root))  # a broken data set is named before a run folder is made
     base.mkdir(parents=True, exist_ok=True)
     claim_run_dir(base, spec)
     print(
@@ -416,10 +422,9 @@ def run_all(
             "and cannot be compared with the paper's 0.9205 (the report says so too)"
         )
     data_root = ensure_data(spec, data, base)
-    check_data(data_root)
+    if data is None:
+        check_data(data_root)  # the synthetic set, generated into the run folder
     cross_data = [Path(root) for root in cross_data or ()]
-    for root in cross_data:
-        check_data(root)
     executed_dir, report_dir = base / "executed", base / "report"
     executed_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -90,8 +90,8 @@ def resolve_root(path: str | os.PathLike) -> Path:
     raise RafDbError(
         [
             f"{path}: neither it nor {path / 'basic'} holds EmoLabel/. Pass RAF-DB's basic/ folder, the one "
-            "holding EmoLabel/, Image/ and Annotation/. (Mirrors with one folder per class are not RAF-DB's "
-            "layout and are not supported.)"
+            "holding EmoLabel/, Image/ and Annotation/; a folder of class folders of photos becomes one with "
+            f"`python -m fer_lib import-images {path} OUT`."
         ]
     )
 
@@ -627,6 +627,11 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def read_nothing(self) -> bool:
+        """No image was counted (no label file, an unknown layout): the table would be all zeros."""
+        return not (sum(self.train) + sum(self.test))
+
     def to_json(self) -> dict:
         return {
             "layout": self.layout,
@@ -650,7 +655,7 @@ class CheckReport:
         lines.append(
             f"{'total':<10} {sum(self.train):>7} {sum(paper['train']):>7} {sum(self.test):>7} {sum(paper['test']):>7}"
         )
-        if self.root.is_dir():
+        if label_file(self.root).is_file():
             lines.append(f"labels read from {label_file(self.root).relative_to(self.root)}")
         return "\n".join(lines)
 

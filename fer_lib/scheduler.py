@@ -90,12 +90,19 @@ class Job:
         return "fusion_" + fusion_run_name(self.weighting, self.w, self.seed, self.variant)
 
 
+def _on_gpus() -> bool:
+    """Whether the jobs train on GPUs: CUDA is there and ``--device`` (FER_DEVICE) did not ask for the CPU."""
+    from fer_lib.models import pick_device
+
+    return pick_device().type == "cuda"
+
+
 def default_workers(jobs: int) -> int:
     """One worker per visible GPU; on the CPU, one single-thread worker per core (at most 8: each holds the
     decoded images)."""
     import torch
 
-    if torch.cuda.is_available():
+    if _on_gpus():
         return max(1, min(torch.cuda.device_count(), jobs))
     return max(1, min(os.cpu_count() or 1, jobs, 8))
 
@@ -198,7 +205,7 @@ def worker_devices(workers: int) -> list[str] | None:
     entries where it restricts them (a cluster's ``4,5``, MIG UUIDs), else the indices; None without a GPU."""
     import torch
 
-    if not torch.cuda.is_available():
+    if not _on_gpus():
         return None
     gpus = torch.cuda.device_count()
     # CUDA reads the list up to its first invalid entry, so the first device_count() entries are the visible GPUs
@@ -323,7 +330,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         return {}
     workers = workers or default_workers(len(baselines) + len(fusions))
     p = experiment.profile
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = torch.cuda.device_count() if _on_gpus() else 0
     cores = os.cpu_count() or 1
     to_train = [job for job in baselines if not _finished(experiment, job)]
     threads_of = {

@@ -460,7 +460,12 @@ def test_predict_refuses_a_checkpoint_without_a_population_mean(trained, tmp_pat
     said = capsys.readouterr().err
     assert "population mean" in said and "--data" in said and "Traceback" not in said
     out = tmp_path / "estimated"
-    args = ["predict", str(base / "basic" / rafdb.ALIGNED_DIR), "--baseline", str(tmp_path / "old.pt")]
+    args = [
+        "predict",
+        str(base / "basic" / rafdb.ALIGNED_DIR),
+        "--baseline",
+        str(tmp_path / "old.pt"),
+    ]
     assert main([*args, "--out", str(out), "--data", str(base / "basic"), "--device", "cpu"]) == 0
     said = capsys.readouterr().out
     assert "carries no population mean: estimated over the 14 training images" in said
@@ -520,3 +525,73 @@ def test_the_training_options_default_to_the_recipes(command, config, tmp_path):
     }
     assert len(compared) >= 8, compared
     assert {k: a for k, (a, _) in compared.items()} == {k: v for k, (_, v) in compared.items()}
+
+
+def test_a_device_that_is_not_there_is_one_line_and_the_paper_profile_asks_before_a_cpu(
+    tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as a torch that lost its GPU
+    monkeypatch.delenv("FER_DEVICE", raising=False)
+    data = write_tiny_rafdb(tmp_path / "basic", n_per_class=1)
+    run = ["run-all", "--data", str(data), "--run-dir", str(tmp_path / "run")]
+    for argv, says in (
+        ([*run, "--device", "cuda"], "device cuda: this torch"),
+        ([*run, "--device", "tpu"], "device 'tpu': expected cpu, cuda or cuda:N"),
+        ([*run, "--profile", "paper"], "Pass --device cpu to train on the CPU anyway"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0] and err[0].startswith("run-all: "), err
+        assert not (tmp_path / "run").exists()  # refused before any work
+    train = ["train-baseline", "--data", str(data), "--run-dir", str(tmp_path / "run")]
+    assert main([*train, "--device", "cuda:1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train-baseline: device cuda:1: this torch")
+
+
+def test_a_training_command_says_which_device_and_precision_it_trains_on(trained, capsys):
+    base, common = trained
+    out = base / "evaluated"
+    args = ["--baseline", str(base / "baseline" / "best.pt"), "--out", str(out)]
+    assert main(["evaluate", *common, *args]) == 0
+    said = capsys.readouterr().out
+    assert "device: cpu, " in said and "fp32 for the frozen RGB network" in said
+
+
+def test_a_folder_that_is_no_data_set_is_one_line_and_makes_no_run_folder(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    mirror = tmp_path / "mirror"
+    for name in ("happy", "sad"):
+        (mirror / name).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(mirror / name / "a.jpg")
+    assert main(["check-data", str(tmp_path / "empty")]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert captured.out == "" and len(err) == 1 and "no known layout" in err[0]
+    run = tmp_path / "runs" / "paper"
+    argv = ["run-all", "--profile", "paper", "--device", "cpu", "--run-dir", str(run)]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--data", str(tmp_path / "empty")])
+    said = str(exit_.value.code)
+    assert len(said.splitlines()) == 1 and "holds EmoLabel/" in said
+    assert "labels read from" not in capsys.readouterr().out
+    assert not run.exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)  # no --data at all
+    assert "needs a real RAF-DB" in str(exit_.value.code) and not run.exists()
+    train = [
+        "train-baseline",
+        "--data",
+        str(mirror),
+        "--run-dir",
+        str(tmp_path / "t"),
+        "--device",
+        "cpu",
+    ]
+    assert main(train) == 1
+    err = capsys.readouterr().err
+    assert f"python -m fer_lib import-images {mirror} OUT" in err and "Traceback" not in err
