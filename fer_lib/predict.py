@@ -208,7 +208,7 @@ def predict_photos(
         if fusion is not None:
             from fer_lib.training import landmark_inputs
 
-            with torch.no_grad():
+            with torch.no_grad(), precision.autocast(device):  # the landmark trunk as evaluated
                 outputs = fusion.forward_cached(
                     per_image,
                     landmark_inputs(split, torch.arange(len(split)), None, config, device),

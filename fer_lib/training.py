@@ -908,7 +908,8 @@ def estimate_population_means(
             (cache[0, index].to(device), landmark_inputs(split, index, None, config, device))
             for index in torch.arange(len(split)).split(batch_size)
         )
-        model.estimate_population_means(batches)
+        with precision.autocast(device):  # the landmark maps as the evaluation computes them
+            model.estimate_population_means(batches)
 
 
 def load_fusion_checkpoint(

@@ -259,3 +259,24 @@ def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_
             )
         counts.append(list(host_reads))
     assert len(counts[0]) == len(counts[1]), counts
+
+
+def test_the_landmark_population_mean_is_computed_as_the_evaluation_computes_its_maps(bf16, split):
+    """Under bf16 autocast the landmark ARM's population mean (what a single photo is predicted with) is the mean of
+    the landmark maps as the evaluation computes them, in bf16, not of an fp32 pass the evaluation never makes."""
+    baseline, model = _models()
+    config = training.FusionConfig(width=2)
+    cache = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
+    training.estimate_population_means(model, split, cache, config, batch_size=8)
+    with torch.no_grad(), precision.autocast("cpu"):
+        maps = torch.cat(
+            [
+                model.landmark_per_image(
+                    training.landmark_inputs(split, index, None, config, "cpu")
+                )
+                for index in torch.arange(len(split)).split(8)
+            ]
+        )
+    assert maps.dtype == torch.bfloat16
+    expected = maps.double().mean(0).float()
+    assert torch.allclose(model.arm.population_mean, expected, atol=1e-6, rtol=0)
