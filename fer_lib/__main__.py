@@ -63,7 +63,7 @@ def _check_data(args: argparse.Namespace) -> int:
         report.errors and report.read_nothing
     ):  # nothing counted: the problem alone, not a table of zeros
         for problem in report.errors:
-            print(f"check-data: {problem}", file=sys.stderr)
+            print(f"error: {problem}", file=sys.stderr)
         return 1
     print(
         f"{report.layout} copy: {report.root}"

@@ -533,7 +533,9 @@ def test_a_device_that_is_not_there_is_one_line_and_the_paper_profile_asks_befor
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as a torch that lost its GPU
-    monkeypatch.delenv("FER_DEVICE", raising=False)
+    monkeypatch.setenv(
+        "FER_DEVICE", ""
+    )  # unset; run-all --device sets it, and the test's end restores it
     data = write_tiny_rafdb(tmp_path / "basic", n_per_class=1)
     run = ["run-all", "--data", str(data), "--run-dir", str(tmp_path / "run")]
     for argv, says in (
@@ -560,8 +562,12 @@ def test_a_training_command_says_which_device_and_precision_it_trains_on(trained
     assert "device: cpu, " in said and "fp32 for the frozen RGB network" in said
 
 
-def test_a_folder_that_is_no_data_set_is_one_line_and_makes_no_run_folder(tmp_path, capsys):
+def test_a_folder_that_is_no_data_set_is_one_line_and_makes_no_run_folder(
+    tmp_path, capsys, monkeypatch
+):
     from PIL import Image
+
+    monkeypatch.setenv("FER_DEVICE", "")  # run-all --device sets it; the test's end restores it
 
     (tmp_path / "empty").mkdir()
     mirror = tmp_path / "mirror"
