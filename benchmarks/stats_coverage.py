@@ -135,14 +135,25 @@ def coverage(
     misses = {m: 0 for m in metrics}
     misses_before = {m: 0 for m in metrics}
     widths = {m: [] for m in metrics}
+    # the cases where an interval that trusts s^2 collapses: the per-seed differences tie (s^2 = 0, common as
+    # they are counts of images over N), or s^2 falls below the interaction it must contain
+    ties = {m: [0, 0] for m in metrics}  # [cases, misses among them]
+    below = {m: [0, 0] for m in metrics}
     changed = []
     for _ in range(replicates):
         labels, baseline, method = population.draw(rng)
         changed.append(float((baseline != method).mean()))
         for m in metrics:
             result = seed_pooled_interval(labels, baseline, method, metric=m)
-            misses[m] += not (result.low <= truth[m] <= result.high)
+            missed = not (result.low <= truth[m] <= result.high)
+            misses[m] += missed
             widths[m].append(result.high - result.low)
+            if result.seed_variance == 0:
+                ties[m][0] += 1
+                ties[m][1] += missed
+            if result.seed_variance < result.interaction_variance:
+                below[m][0] += 1
+                below[m][1] += missed
             if previous:
                 low, high = previous_interval(labels, baseline, method, m)
                 misses_before[m] += not (low <= truth[m] <= high)
@@ -158,6 +169,9 @@ def coverage(
     for m in metrics:
         row[f"{m.upper()} miss"] = misses[m] / replicates
         row[f"{m.upper()} median width (points)"] = 100 * float(np.median(widths[m]))
+        for name, (cases, missed) in (("tie", ties[m]), ("s2 < interaction", below[m])):
+            row[f"{m.upper()} {name} cases"] = cases
+            row[f"{m.upper()} miss | {name}"] = missed / cases if cases else float("nan")
         if previous:
             row[f"{m.upper()} miss before"] = misses_before[m] / replicates
     return row

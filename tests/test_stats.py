@@ -382,3 +382,61 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     seeds = np.stack([a == labels, b == labels])
     pooled = seed_pooled_interval(labels, seeds, seeds[::-1], metric="aa")
     assert pooled.difference == pytest.approx(0.0)
+
+
+def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
+    """Two seeds with exactly equal per-seed differences but different images changed: s^2 = 0, yet the interval is
+    at least as wide as the interaction alone implies. The smoke run's case (70 images, +1 image each, each seed's
+    own interval holding 0) was a point interval, "supported, beyond the margin"."""
+    from scipy.stats import norm
+
+    from fer_lib import verdicts
+    from fer_lib.stats import seed_pooled_interval
+
+    labels = np.repeat(np.arange(7), 10)
+    baseline = np.zeros(70, bool)
+    baseline[::2] = True
+    method = np.stack([baseline.copy(), baseline.copy()])
+    method[0, [1, 3, 5]], method[0, [0, 2]] = True, False  # seed 0: 3 gained, 2 lost
+    method[1, [7, 9, 11]], method[1, [4, 6]] = True, False  # seed 1: other images, the same net +1
+    result = seed_pooled_interval(labels, np.stack([baseline] * 2), method)
+    assert result.seed_variance == 0 and result.interaction_variance > 0
+    assert result.difference == pytest.approx(1 / 70)
+    assert result.high - result.low >= 2 * norm.ppf(0.975) * np.sqrt(
+        result.interaction_variance / 2
+    )
+    assert not result.excludes_zero and result.p_value > 0.05
+    for seed in (0, 1):  # each seed alone holds 0
+        assert not paired_bootstrap_correct(
+            labels, baseline, method[seed], resamples=2000
+        ).excludes_zero
+    test = verdicts.ClaimTest(
+        "c",
+        "primary",
+        1,
+        result.p_value,
+        result.p_equivalence(0.002),
+        result.p_beyond(0.002),
+        result.difference,
+        result.low,
+        result.high,
+        result.resolution(),
+        "",
+        "",
+        result=result,
+    )
+    assert not verdicts.decide([test])[0].startswith("supported")
+    # a RAF-DB-sized test set: a tie with images disagreeing still gives the interaction's width, not less
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 7, 3068)
+    baseline = rng.random(3068) < 0.85
+    changed = rng.permutation(np.flatnonzero(~baseline))[:120]
+    lost = rng.permutation(np.flatnonzero(baseline))[:60]
+    method = np.stack([baseline.copy(), baseline.copy()])
+    method[0, changed[:60]], method[0, lost[:30]] = True, False
+    method[1, changed[60:]], method[1, lost[30:]] = True, False
+    tied = seed_pooled_interval(labels, np.stack([baseline] * 2), method)
+    assert tied.seed_variance == 0 and tied.interaction_variance > 0
+    floor_se = np.sqrt(tied.image_variance + tied.interaction_variance / 2)
+    assert tied.se == pytest.approx(floor_se)
+    assert tied.high - tied.low >= 2 * norm.ppf(0.975) * floor_se
