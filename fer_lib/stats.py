@@ -193,9 +193,6 @@ class PooledResult:
     difference: float  # seed-averaged metric(B) - metric(A)
     low: float  # the interval at the requested confidence
     high: float
-    resamples: (
-        int  # kept for callers of the bootstrap intervals; the interval is computed, not resampled
-    )
     seeds: int
     se: float  # standard error of the difference: sqrt(image_variance + seed_variance / seeds)
     image_variance: (
@@ -340,9 +337,7 @@ def seed_pooled_interval(
     correct_b: np.ndarray,
     *,
     metric: str = "oa",
-    resamples: int = 10_000,
     confidence: float = 0.95,
-    seed: int = 0,
     num_classes: int | None = None,
 ) -> PooledResult:
     """The method-level interval of the seed-averaged difference metric(B) - metric(A): training method B against A,
@@ -359,8 +354,7 @@ def seed_pooled_interval(
     calibrated plug-in, not Berger-Boos: its worst-case miss over the nuisance ratio, integrated exactly under its
     own model, is at most 1 - ``confidence`` (``benchmarks/stats_coverage.py --worst-case``), and its coverage on
     simulated test sets is measured by the same benchmark, which ``tests/test_stats.py`` checks. With two seeds the
-    interval is wide, honestly.
-    ``resamples`` and ``seed`` are accepted for callers of the bootstrap intervals; nothing here is random.
+    interval is wide, honestly. Nothing here is random (no resamples, no seed).
     """
     labels = np.asarray(labels)
     correct_a, correct_b = (
@@ -386,6 +380,22 @@ def seed_pooled_interval(
     seed_variance = float(per_seed.var(ddof=1))
     # s^2 below the interaction (a tie of the per-seed differences gives 0) says less than the images do: the
     # standard error uses the same floor as the quantile, so the interval never collapses while images disagree
+    return pooled_from_components(
+        metric, difference, image_variance, seed_variance, interaction, seeds, confidence
+    )
+
+
+def pooled_from_components(
+    metric: str,
+    difference: float,
+    image_variance: float,
+    seed_variance: float,
+    interaction: float,
+    seeds: int,
+    confidence: float = 0.95,
+) -> PooledResult:
+    """The interval, p-value and plug-in ratio of ``seed_pooled_interval`` from the seed-averaged difference and
+    its variance components (what simulations of the statistic draw, without drawing test sets)."""
     se = float(np.sqrt(image_variance + max(seed_variance, interaction) / seeds))
     if se == 0:
         return PooledResult(
@@ -393,7 +403,6 @@ def seed_pooled_interval(
             difference,
             difference,
             difference,
-            resamples,
             seeds,
             0.0,
             0.0,
@@ -411,7 +420,6 @@ def seed_pooled_interval(
         difference,
         difference - half,
         difference + half,
-        resamples,
         seeds,
         se,
         image_variance,
