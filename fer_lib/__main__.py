@@ -598,6 +598,7 @@ def _compare_runs(args: argparse.Namespace) -> int:
         caption="The same profile run with other training seeds (or on another CPU): headline numbers and verdicts",
     )
     print(table.to_string(index=False))
+    print(replication.agreement_counts(table))
     disagreements = int(
         (table["agree"].str.startswith("no") | (table["agree"] == "conflict")).sum()
     )

@@ -280,7 +280,8 @@ def write_landing_page(
                 "difference",
                 "95% low",
                 "95% high",
-                "p (Holm in the family)",
+                "p (unadjusted)",
+                "verdict's interval",
                 "resolution",
                 "about",
                 "same verdict with other seeds",
@@ -289,10 +290,12 @@ def write_landing_page(
         ]
         parts.append(
             "<h2>The paper's claims on this run, and three questions beyond it</h2><p class='small'>Method-level 95% intervals "
-            "(seeds pooled; their coverage measured by simulation). Supported or contradicted when the difference is surely on one "
-            "side of zero (the primary claim at 5%, the others Holm-adjusted as one family); equivalent when it lies within "
+            "(seeds pooled; their coverage measured by simulation). Every verdict word is read off the claim's interval at its "
+            "share of one 5% error rate for the whole table (Bonferroni: the primary claim 2.5%, the others sharing 2.5%): "
+            "supported or contradicted when it excludes zero; equivalent when it lies within "
             f"+-{100 * EQUIVALENCE_MARGIN:.1f} points; otherwise inconclusive, with the resolution (the smallest difference this "
-            "run detects with 80% power) saying why. A verdict is a finding when a replicate with other seeds does not conflict "
+            "run detects with 80% power) saying why. With fewer than 3 seeds there is no method-level verdict, only the per-seed "
+            "results. A verdict is a finding when a replicate with other seeds does not conflict "
             "with it (summary notebook).</p>"
             + _table(
                 claims[shown],
@@ -301,7 +304,7 @@ def write_landing_page(
                     "difference": "+.4f",
                     "95% low": "+.4f",
                     "95% high": "+.4f",
-                    "p (Holm in the family)": ".3g",
+                    "p (unadjusted)": ".3g",
                     "resolution": ".4f",
                 },
             )

@@ -591,7 +591,6 @@ def _replicate(
         figures,
         caption="This run and its replicate with other training seeds: headline numbers and verdicts",
     )
-    conflicts = int((table["agree"] == "conflict").sum())
     print(
-        f"==> replicate: {conflicts} conflicting verdict(s); {relative(figures / (replication.STABILITY_FILE + '.md'))}"
+        f"==> replicate: {replication.agreement_counts(table)}; {relative(figures / (replication.STABILITY_FILE + '.md'))}"
     )

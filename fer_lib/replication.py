@@ -77,6 +77,17 @@ def verdict_agreement(verdicts: list[str]) -> str:
     return "compatible"
 
 
+def agreement_counts(table: pd.DataFrame) -> str:
+    """How the claims of a ``stability_table`` agree, each kind counted on its own: "compatible" (one run decided,
+    another inconclusive) is not agreement, and is not counted as the same verdict."""
+    claims_rows = table[table["quantity"].astype(str).str.startswith("claim: ")]["agree"]
+    counts = {kind: int((claims_rows == kind).sum()) for kind in ("same", "compatible", "conflict")}
+    return (
+        f"{counts['same']} verdict(s) the same, {counts['compatible']} compatible (decided in one run, "
+        f"inconclusive in another), {counts['conflict']} conflicting"
+    )
+
+
 def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per headline number and per claim: each run's value or verdict, and whether they agree
     (``verdict_agreement``; Table 6's OA values within ``HEADLINE_TOLERANCE``). The first rows name each run's CPU,
@@ -127,8 +138,9 @@ VERDICT_RULES = f"""\
 **How to read a verdict.** Each claim compares two training methods on the same test images. The verdict reads
 the *method-level* interval (the seeds pooled): it counts both sources of chance, the test images drawn and the
 training seeds, from variance components (image, seed, their interaction counted once), with a quantile that knows
-how few seeds there are, so with two seeds it is wide, honestly. Its coverage was measured by simulation with known
-truth (`benchmarks/stats_coverage.py`).
+how few seeds there are. It is a calibrated plug-in: its worst-case miss over the unknown ratio of seed to image
+variance, integrated exactly under its model, is at most its nominal level, and its coverage was measured by
+simulation with known truth (`benchmarks/stats_coverage.py`).
 - **supported** / **contradicted**: the difference is surely on the claim's side of zero, or on the other side;
 - **equivalent**: the difference lies within +-{100 * EQUIVALENCE_MARGIN:.1f} points, the smallest difference of
   interest (two one-sided tests); "supported, smaller than the margin" and "supported, beyond the margin" say both;
@@ -137,10 +149,13 @@ truth (`benchmarks/stats_coverage.py`).
 
 The margin: {MARGIN_REASON}
 
-The paper's headline ("{PRIMARY_CLAIM}") is the primary claim, tested at 5%. The other claims are one family:
-their p-values are Holm-adjusted, so that a false supported or contradicted verdict anywhere among them has at most
-a 5% chance. "w = 0.6 gives the largest gain" is its own family: supported only if w = 0.6 beats every other w,
-contradicted if another w beats it after Holm's adjustment over the comparisons. A claim read from one seed, or
+One error rate for the whole table: every verdict word (supported, contradicted, equivalent, beyond or smaller
+than the margin) is read off the claim's interval at its share of 5% (Bonferroni: the paper's headline,
+"{PRIMARY_CLAIM}", the primary claim, 2.5%; every other claim and every w comparison share the other 2.5%), so
+the chance of any false word anywhere in the table is at most 5%. "w = 0.6 gives the largest gain" is supported
+only if w = 0.6 beats every other w, contradicted if another w beats it. With fewer than 3 seeds a method-level
+claim gets no verdict ("inconclusive (2 seeds: per-seed only)"): two seeds cannot check anything about the seed
+distribution. A claim read from one seed, or
 marked "these trained models" (RGB against landmarks: exact McNemar), is about the trained models, not the
 method. The column *per seed* gives those conditional tests for every claim. A verdict is a finding when a run of
 the same commit, data and settings with other seeds (`./run_all.sh --replicate`) does not conflict with it."""

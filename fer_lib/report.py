@@ -37,14 +37,42 @@ def save_table(
     save_csv(frame, tables_dir / f"{name}.csv")
     # 4 decimals for measurements, integers (seeds, counts) as integers, missing values empty: as Python
     # objects, or the mixed-dtype array tabulate receives would turn every number into a float
-    shown = frame.astype(object).where(frame.notna(), None)
+    shown = readable_components(frame).astype(object).where(frame.notna(), None)
     markdown = shown.to_markdown(index=False, floatfmt=".4f", missingval="")
     save_text((f"{caption}\n\n" if caption else "") + markdown + "\n", tables_dir / f"{name}.md")
     save_text(
-        frame.to_latex(index=False, float_format="%.4f", caption=caption or None),
+        readable_components(frame).to_latex(
+            index=False, float_format="%.4f", caption=caption or None
+        ),
         tables_dir / f"{name}.tex",
     )
     return frame
+
+
+COMPONENT_SUFFIXES = (
+    " var",
+    " ratio",
+)  # variance components and ratios: tiny or huge, never 0.0000 or 3.1e17
+
+
+def readable(value: float) -> str:
+    """A variance or ratio as a reader can read it: 3 significant digits in scientific notation, "inf", "0"."""
+    if not np.isfinite(value):
+        return "inf" if value > 0 else "-inf" if value < 0 else ""
+    if value == 0:
+        return "0"
+    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def readable_components(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its variance-component and ratio columns as ``readable`` text (the CSV keeps the numbers)."""
+    columns = [c for c in frame.columns if str(c).endswith(COMPONENT_SUFFIXES)]
+    if not columns:
+        return frame
+    out = frame.copy()
+    for c in columns:
+        out[c] = [readable(float(v)) if pd.notna(v) else None for v in frame[c]]
+    return out
 
 
 def show(frame: pd.DataFrame) -> None:
@@ -52,6 +80,7 @@ def show(frame: pd.DataFrame) -> None:
     Returns nothing, so a cell ending in it shows the table once."""
     from IPython.display import display
 
+    frame = readable_components(frame)
     numbers = frame.select_dtypes("number").columns
     integers = [c for c in numbers if pd.api.types.is_integer_dtype(frame[c])]
     styler = (

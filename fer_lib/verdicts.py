@@ -115,14 +115,9 @@ def _intervals_of(
     interval = seed_pooled_interval if pooled_row else paired_bootstrap_correct
     row = {}
     for metric in ("OA", "AA"):
-        result = interval(
-            labels,
-            reference_correct,
-            correct,
-            metric=metric.lower(),
-            resamples=resamples,
-            seed=seed,
-        )
+        # the pooled interval is computed, not resampled: it takes no resamples and no seed
+        options = {} if pooled_row else {"resamples": resamples, "seed": seed}
+        result = interval(labels, reference_correct, correct, metric=metric.lower(), **options)
         row.update(
             {
                 f"{metric} diff": result.difference,
@@ -151,7 +146,6 @@ def pooled_result(row, metric: str = "OA"):
         float(row[f"{metric} diff"]),
         float(row[f"{metric} 95% low"]),
         float(row[f"{metric} 95% high"]),
-        0,
         int(row["seeds"]),
         **{field: float(row[f"{metric} {column}"]) for column, field in POOLED_COLUMNS.items()},
     )
@@ -224,9 +218,13 @@ def _test_from_rows(
     conditional test (McNemar for OA; the bootstrap interval for AA)."""
     rows = frame[frame["seed"].astype(str) == POOLED]
     seed_rows = per_seed(frame)
-    better = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% low"] > 0)
-    worse = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% high"] < 0)
-    seeds_right = f"{better} of {len(seed_rows)} seeds better, {worse} worse (per-seed 95% interval excludes 0)"
+    above = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% low"] > 0)
+    below = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% high"] < 0)
+    with_claim, against = (above, below) if sign > 0 else (below, above)
+    seeds_right = (
+        f"{with_claim} of {len(seed_rows)} seeds as claimed, {against} against "
+        "(per-seed 95% interval excludes 0)"
+    )
     if len(rows):
         row = rows.iloc[0]
         result = pooled_result(row, metric)
@@ -252,7 +250,7 @@ def _test_from_rows(
     p_two = (
         float(row["McNemar p"])
         if metric == "OA" and pd.notna(row.get("McNemar p", np.nan))
-        else (0.0 if low > 0 or high < 0 else 1.0)
+        else _p_from_interval(float(row[f"{metric} diff"]), low, high)
     )
     return ClaimTest(
         claim,
@@ -271,69 +269,119 @@ def _test_from_rows(
     )
 
 
-def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
-    """The verdict of each claim under one rule set (README, "How to read a verdict"):
-    - supported / contradicted: the difference differs from zero, in the claim's direction or against it;
-    - equivalent: it lies within +-EQUIVALENCE_MARGIN (two one-sided tests); with a difference from zero too,
-      "supported, smaller than the margin";
-    - "supported, beyond the margin": surely larger than the margin;
-    - inconclusive: none of these.
-    The primary claim is tested at ``alpha``; the other claims ("claims") are one family, each kind of p-value Holm-
-    adjusted over it, so that any false supported/contradicted verdict among them has probability at most alpha."""
-    from fer_lib.stats import holm
+def _p_from_interval(difference: float, low: float, high: float) -> float:
+    """A two-sided p-value from a bootstrap 95% interval (normal approximation), so that a one-seed claim without an
+    exact test can be read at its share of the table's alpha."""
+    from scipy.stats import norm
 
-    adjusted = {}
-    family = [i for i, t in enumerate(tests) if t.family == "claims"]
-    for kind in ("p_two", "p_equivalence", "p_beyond"):
-        values = np.array([getattr(t, kind) for t in tests])
-        if family:
-            values[family] = holm(values[family])
-        adjusted[kind] = values
+    se = (high - low) / (2 * norm.ppf(0.975))
+    if se <= 0:
+        return 1.0 if difference == 0 else 0.0
+    return float(2 * norm.sf(abs(difference) / se))
+
+
+MIN_SEEDS = 3  # fewer seeds give a method-level interval but no method-level verdict
+
+
+def _too_few_seeds(test: ClaimTest) -> bool:
+    return test.result is not None and test.result.seeds < MIN_SEEDS
+
+
+def per_seed_only(seeds: int) -> str:
+    """The verdict of a method-level claim run with too few seeds to check anything about the seed distribution."""
+    return f"inconclusive ({seeds} seeds: per-seed only)"
+
+
+def table_levels(tests: list[ClaimTest], alpha: float = ALPHA) -> np.ndarray:
+    """Each test's share alpha_j of the table's ``alpha`` (Bonferroni): the primary claim gets alpha / 2 where
+    other tests issue words (all of alpha alone), the others share the rest equally, the w comparisons among them;
+    a claim with fewer than ``MIN_SEEDS`` seeds issues no word and gets 0. Every word of a claim is read off its
+    interval at 1 - alpha_j, so some false word anywhere in the table needs some interval to miss: at most alpha."""
+    tested = np.array([not _too_few_seeds(t) for t in tests])
+    primary = tested & np.array([t.family == "primary" for t in tests])
+    others = tested & ~primary
+    levels = np.zeros(len(tests))
+    if not tested.any():
+        return levels
+    share = alpha / 2 if primary.any() and others.any() else alpha
+    levels[primary] = share
+    levels[others] = (alpha - primary.any() * share) / others.sum() if others.any() else 0
+    return levels
+
+
+def _words(low: float, high: float, sign: int, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """The verdict words an interval says: supported / contradicted when it excludes 0, with "beyond the margin"
+    when it lies beyond +-margin and "smaller than the margin" when within it; equivalent when it lies within
+    +-margin but holds 0; inconclusive otherwise."""
+    within = -margin < low and high < margin
+    if low > 0 or high < 0:
+        word = "supported" if np.sign(low + high) == sign else "contradicted"
+        if low > margin or high < -margin:
+            return word + ", beyond the margin"
+        return word + (", smaller than the margin" if within else "")
+    return "equivalent" if within else "inconclusive"
+
+
+def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
+    """The verdict of each test under one family-wise error rate for the whole table (README, "How to read a
+    verdict"): each test's words are read off its interval at 1 - alpha_j (``table_levels``: Bonferroni, the primary
+    claim alpha / 2, the rest sharing alpha / 2), so the chance of any false verdict word in the table (supported,
+    contradicted, equivalent, beyond or smaller than the margin; every family, the w comparisons included) is at most
+    alpha. A method-level test needs ``MIN_SEEDS`` seeds; with fewer it is "inconclusive (S seeds: per-seed only)".
+    Tests without a ``result`` (one seed, or an exact McNemar) read their p-values: differs at p_two < alpha_j,
+    equivalent and beyond at their one-sided p < alpha_j / 2 (the same as an interval at 1 - alpha_j)."""
     verdicts = []
-    for i, test in enumerate(tests):
-        differs, equivalent, beyond = (
-            adjusted[k][i] < alpha for k in ("p_two", "p_equivalence", "p_beyond")
-        )
-        if differs:
-            word = "supported" if np.sign(test.difference) == test.sign else "contradicted"
-            verdicts.append(
-                word
-                + (
+    for test, level in zip(tests, table_levels(tests, alpha)):
+        if _too_few_seeds(test):
+            verdicts.append(per_seed_only(test.result.seeds))
+        elif test.result is not None:
+            verdicts.append(_words(*test.result.interval(1 - level), test.sign))
+        else:
+            differs = test.p_two < level
+            equivalent, beyond = test.p_equivalence < level / 2, test.p_beyond < level / 2
+            if differs:
+                word = "supported" if np.sign(test.difference) == test.sign else "contradicted"
+                word += (
                     ", beyond the margin"
                     if beyond
                     else ", smaller than the margin"
                     if equivalent
                     else ""
                 )
-            )
-        else:
-            verdicts.append("equivalent" if equivalent else "inconclusive")
+                verdicts.append(word)
+            else:
+                verdicts.append("equivalent" if equivalent else "inconclusive")
     return verdicts
 
 
-def w_verdict(pairs: pd.DataFrame, alpha: float = ALPHA) -> tuple[str, str]:
-    """ "w = 0.6 gives the largest gain", from w = 0.6 minus each other w (pooled rows), the w comparisons one family in
-    both directions: supported only if 0.6 beats every other w (an intersection-union test: each at alpha); contradicted
-    if some other w beats it with Holm-adjusted p below alpha (a union over the family); equivalent if every other w
-    is within the margin of it (intersection-union again); else inconclusive."""
-    from fer_lib.stats import holm
+W_CLAIM = "w = 0.6 gives the largest OA gain among the w tried (on the test set)"
 
-    tests = [
+
+def w_tests(pairs: pd.DataFrame) -> list[ClaimTest]:
+    """w = 0.6 minus each other w (pooled rows) as tests of the family "w"."""
+    return [
         _test_from_rows(f"w = 0.6 vs {r['versus']}", "w", pairs[pairs["versus"] == r["versus"]])
         for _, r in pooled_by(pairs, "versus").iterrows()
     ]
-    p_adjusted = holm([t.p_two for t in tests])
-    if all(t.p_two < alpha and t.difference > 0 for t in tests):
+
+
+def w_verdict(tests: list[ClaimTest], words: list[str]) -> tuple[str, str]:
+    """ "w = 0.6 gives the largest gain", from the words ``decide`` gave w = 0.6 minus each other w (each read at its
+    share of the table's alpha): supported only if 0.6 beats every other w (an intersection-union test); contradicted
+    if some other w beats it; equivalent if every other w is within the margin of it; else inconclusive."""
+    if any(_too_few_seeds(t) for t in tests):
+        verdict = per_seed_only(min(t.result.seeds for t in tests if t.result is not None))
+    elif all(w.startswith("supported") for w in words):
         verdict = "supported"
-    elif any(p < alpha and t.difference < 0 for p, t in zip(p_adjusted, tests)):
+    elif any(w.startswith("contradicted") for w in words):
         verdict = "contradicted"
-    elif all(t.p_equivalence < alpha for t in tests):
+    elif all(w == "equivalent" or "smaller than the margin" in w for w in words):
         verdict = "equivalent"
     else:
         verdict = "inconclusive"
     detail = "w = 0.6 minus each other w: " + "; ".join(
-        f"{t.claim.split(' vs ')[1]}: {t.difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}], Holm p {p:.2g}"
-        for t, p in zip(tests, p_adjusted)
+        f"{t.claim.split(' vs ')[1]}: {t.difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}], p {t.p_two:.2g}, {w}"
+        for t, w in zip(tests, words)
     )
     return verdict, detail
 
@@ -428,7 +476,8 @@ CLAIM_COLUMNS = [
     "difference",
     "95% low",
     "95% high",
-    "p (Holm in the family)",
+    "p (unadjusted)",
+    "verdict's interval",
     "margin",
     "resolution",
     "about",
@@ -437,18 +486,27 @@ CLAIM_COLUMNS = [
 ]
 
 
-def claims(tables_dir: Path) -> pd.DataFrame:
-    """One row per claim with a verdict computed from this run's saved tables (``decide``, ``w_verdict``): the
-    difference and its 95% interval, the p-value (Holm-adjusted within the family), the equivalence margin, the
-    run's resolution (the smallest difference it detects with 80% power) and what the verdict is about."""
-    from fer_lib.stats import holm
+def _verdict_interval(test: ClaimTest, level: float) -> str:
+    """The interval the verdict reads, at its share of the table's alpha."""
+    if level == 0:
+        return "no method-level verdict"
+    if test.result is None:
+        return f"p < {level:.2g} to differ"
+    low, high = test.result.interval(1 - level)
+    return f"[{low:+.4f}, {high:+.4f}] at {100 * (1 - level):.3g}%"
 
+
+def claims(tables_dir: Path) -> pd.DataFrame:
+    """One row per claim with a verdict computed from this run's saved tables: the difference and its 95% interval,
+    the unadjusted p-value, the interval the verdict reads (at the claim's share of one 5% error rate for the whole
+    table, ``decide``), the equivalence margin, the run's resolution (the smallest difference it detects with 80%
+    power) and what the verdict is about."""
     tests = claim_tests(tables_dir)
-    verdicts = decide(tests)
-    family = [i for i, t in enumerate(tests) if t.family == "claims"]
-    p_shown = np.array([t.p_two for t in tests])
-    if family:
-        p_shown[family] = holm(p_shown[family])
+    pairs = read_table(Path(tables_dir), "significance_w_pairs")
+    comparisons = w_tests(pairs) if pairs is not None and len(pairs) else []
+    everything = tests + comparisons
+    words = decide(everything)
+    levels = table_levels(everything)
     rows = [
         {
             "claim": t.claim,
@@ -457,33 +515,37 @@ def claims(tables_dir: Path) -> pd.DataFrame:
             "difference": t.difference,
             "95% low": t.low,
             "95% high": t.high,
-            "p (Holm in the family)": p,
+            "p (unadjusted)": t.p_two,
+            "verdict's interval": _verdict_interval(t, level),
             "margin": EQUIVALENCE_MARGIN if t.p_equivalence < 1 or "pooled" in t.about else np.nan,
             "resolution": t.resolution,
             "about": t.about,
             "per seed (the trained models)": t.seeds_right,
             "detail": t.detail,
         }
-        for t, v, p in zip(tests, verdicts, p_shown)
+        for t, v, level in zip(tests, words, levels)
     ]
-    pairs = read_table(Path(tables_dir), "significance_w_pairs")
-    if pairs is not None and len(pairs):
-        verdict_w, detail = w_verdict(pairs)
+    if comparisons:
+        verdict_w, detail = w_verdict(comparisons, words[len(tests) :])
         rows.append(
             {
-                "claim": "w = 0.6 gives the largest OA gain among the w tried (on the test set)",
+                "claim": W_CLAIM,
                 "family": "w",
                 "verdict": verdict_w,
                 "difference": np.nan,
                 "95% low": np.nan,
                 "95% high": np.nan,
-                "p (Holm in the family)": np.nan,
+                "p (unadjusted)": np.nan,
+                "verdict's interval": "; ".join(
+                    _verdict_interval(t, level)
+                    for t, level in zip(comparisons, levels[len(tests) :])
+                ),
                 "margin": EQUIVALENCE_MARGIN,
                 "resolution": np.nan,
-                "about": "the training method"
-                if (pairs["seed"].astype(str) == POOLED).any()
-                else "these trained models",
-                "per seed (the trained models)": "",
+                "about": comparisons[0].about,
+                "per seed (the trained models)": "; ".join(
+                    f"{t.claim}: {t.seeds_right}" for t in comparisons
+                ),
                 "detail": detail,
             }
         )

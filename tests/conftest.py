@@ -69,7 +69,6 @@ def pooled_result(difference: float, half: float, seeds: int = 5):
         difference,
         difference - half,
         difference + half,
-        0,
         seeds,
         se,
         se**2,

@@ -51,14 +51,14 @@ def test_headroom_counts_fixes_breaks_and_the_share_of_the_ceiling():
     assert oracle["net gain (images)"] == 3 and oracle["share of the ceiling"] == 1
 
 
-def test_the_claims_beyond_the_paper_read_the_pooled_rows(tmp_path):
+def _future_work_claims(tmp_path, seeds: int) -> dict:
     rows = []
     for model, versus, low, high in (
         (report.LEARNED, report.PAPER_MODEL, -0.004, 0.005),
         (report.CALIBRATED, report.PAPER_MODEL, 0.001, 0.004),
         (report.HEATMAP_BRANCH, report.COORDS_BRANCH, -0.006, -0.001),
     ):
-        for seed in (0, 1):  # per-seed rows would give other verdicts
+        for seed in range(seeds):  # per-seed rows would give other verdicts
             rows.append(
                 {
                     "model": model,
@@ -70,14 +70,24 @@ def test_the_claims_beyond_the_paper_read_the_pooled_rows(tmp_path):
                 }
             )
         rows.append(
-            pooled_row(model, versus, pooled_result((low + high) / 2, (high - low) / 2, seeds=2))
+            pooled_row(
+                model, versus, pooled_result((low + high) / 2, (high - low) / 2, seeds=seeds)
+            )
         )
     report.save_table(pd.DataFrame(rows), "significance_future_work", tmp_path)
-    verdict_of = dict(verdicts.claims(tmp_path)[["claim", "verdict"]].values)
+    return dict(verdicts.claims(tmp_path)[["claim", "verdict"]].values)
+
+
+def test_the_claims_beyond_the_paper_read_the_pooled_rows(tmp_path):
+    verdict_of = _future_work_claims(tmp_path, 3)
     assert verdict_of == {
         "a learned weighting beats the paper's (OA)": "inconclusive",
         "a calibrated confidence beats the paper's weighting (OA)": "supported",
         "the heatmap CNN beats coordinates (fused OA)": "contradicted",
+    }
+    # two seeds: the same pooled intervals, no method-level verdict
+    assert set(_future_work_claims(tmp_path, 2).values()) == {
+        "inconclusive (2 seeds: per-seed only)"
     }
 
 

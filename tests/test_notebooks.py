@@ -329,7 +329,9 @@ def test_significance_and_claims_are_computed(smoke_run):
         and len(pd.read_csv(tables / "future_work_per_class.csv")) == 4
     )
     claims = pd.read_csv(tables / "claims.csv")
-    assert len(claims) == 9 and set(claims["verdict"].str.split(",").str[0]) <= {
+    # "inconclusive (2 seeds: per-seed only)": the smoke run's two seeds give no method-level verdict
+    first_words = claims["verdict"].str.split(",").str[0].str.replace(r" \(.*\)$", "", regex=True)
+    assert len(claims) == 9 and set(first_words) <= {
         "supported",
         "contradicted",
         "equivalent",

@@ -382,3 +382,187 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     seeds = np.stack([a == labels, b == labels])
     pooled = seed_pooled_interval(labels, seeds, seeds[::-1], metric="aa")
     assert pooled.difference == pytest.approx(0.0)
+
+
+def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
+    """Two seeds with exactly equal per-seed differences but different images changed: s^2 = 0, yet the interval is
+    at least as wide as the interaction alone implies. The smoke run's case (70 images, +1 image each, each seed's
+    own interval holding 0) was a point interval, "supported, beyond the margin"."""
+    from scipy.stats import norm
+
+    from fer_lib import verdicts
+    from fer_lib.stats import seed_pooled_interval
+
+    labels = np.repeat(np.arange(7), 10)
+    baseline = np.zeros(70, bool)
+    baseline[::2] = True
+    method = np.stack([baseline.copy(), baseline.copy()])
+    method[0, [1, 3, 5]], method[0, [0, 2]] = True, False  # seed 0: 3 gained, 2 lost
+    method[1, [7, 9, 11]], method[1, [4, 6]] = True, False  # seed 1: other images, the same net +1
+    result = seed_pooled_interval(labels, np.stack([baseline] * 2), method)
+    assert result.seed_variance == 0 and result.interaction_variance > 0
+    assert result.difference == pytest.approx(1 / 70)
+    assert result.high - result.low >= 2 * norm.ppf(0.975) * np.sqrt(
+        result.interaction_variance / 2
+    )
+    assert not result.excludes_zero and result.p_value > 0.05
+    for seed in (0, 1):  # each seed alone holds 0
+        assert not paired_bootstrap_correct(
+            labels, baseline, method[seed], resamples=2000
+        ).excludes_zero
+    test = verdicts.ClaimTest(
+        "c",
+        "primary",
+        1,
+        result.p_value,
+        result.p_equivalence(0.002),
+        result.p_beyond(0.002),
+        result.difference,
+        result.low,
+        result.high,
+        result.resolution(),
+        "",
+        "",
+        result=result,
+    )
+    assert not verdicts.decide([test])[0].startswith("supported")
+    # a RAF-DB-sized test set: a tie with images disagreeing still gives the interaction's width, not less
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 7, 3068)
+    baseline = rng.random(3068) < 0.85
+    changed = rng.permutation(np.flatnonzero(~baseline))[:120]
+    lost = rng.permutation(np.flatnonzero(baseline))[:60]
+    method = np.stack([baseline.copy(), baseline.copy()])
+    method[0, changed[:60]], method[0, lost[:30]] = True, False
+    method[1, changed[60:]], method[1, lost[30:]] = True, False
+    tied = seed_pooled_interval(labels, np.stack([baseline] * 2), method)
+    assert tied.seed_variance == 0 and tied.interaction_variance > 0
+    floor_se = np.sqrt(tied.image_variance + tied.interaction_variance / 2)
+    assert tied.se == pytest.approx(floor_se)
+    assert tied.high - tied.low >= 2 * norm.ppf(0.975) * floor_se
+
+
+def _false_word(verdict: str, delta: float, sign: int, margin: float) -> bool:
+    """Whether a verdict says something false about the true difference ``delta`` (claim direction ``sign``)."""
+    if verdict.startswith("supported") and delta * sign <= 0:
+        return True
+    if verdict.startswith("contradicted") and delta * sign >= 0:
+        return True
+    if (verdict == "equivalent" or "smaller than the margin" in verdict) and abs(delta) >= margin:
+        return True
+    if "beyond the margin" in verdict:
+        claimed = sign if verdict.startswith("supported") else -sign
+        return delta * claimed <= margin
+    return False
+
+
+def test_one_error_rate_for_the_whole_table_in_its_worst_case():
+    """A table as the demo's, three seeds: the primary claim and three others null, four claims exactly at +-margin,
+    three w comparisons (two null, one at the margin), the statistics correlated through the shared test images and
+    drawn from the interval's own model (Z, and s^2 ~ v_seed chi2(2)/2) at a seed-to-image variance ratio near the
+    interval's worst case. Some false verdict word anywhere in the table: at most 5%. Every test alone at 5% errs
+    far more often (the check can fail)."""
+    from fer_lib import verdicts
+    from fer_lib.stats import pooled_from_components
+
+    margin, seeds = verdicts.EQUIVALENCE_MARGIN, 3
+    image = (
+        0.0008
+    ) ** 2  # se of the test-image term 0.08 points: equivalence at the margin is possible
+    truths = [0.0, 0.0, 0.0, 0.0, margin, -margin, margin, -margin, 0.0, 0.0, margin]
+    families = ["primary"] + ["claims"] * 7 + ["w"] * 3
+    signs = [1, 1, -1, 1, 1, -1, 1, 1, 1, 1, 1]
+    ratios = [60.0, 1.0, 60.0, 1.0, 0.3, 0.3, 60.0, 0.3, 60.0, 1.0, 0.3]  # v_seed / (S v_img)
+    rng = np.random.default_rng(2024)
+    replicates = 1200
+    table_errors = alone_errors = 0
+    for _ in range(replicates):
+        shared = rng.normal()
+        tests = []
+        for delta, family, sign, ratio in zip(truths, families, signs, ratios):
+            seed_variance = ratio * seeds * image
+            z = np.sqrt(0.5) * shared + np.sqrt(0.5) * rng.normal()
+            difference = delta + np.sqrt(image + seed_variance / seeds) * z
+            s2 = seed_variance * rng.chisquare(seeds - 1) / (seeds - 1)
+            result = pooled_from_components(
+                "oa", difference, image, s2, 0.05 * seed_variance, seeds
+            )
+            tests.append(
+                verdicts.ClaimTest(
+                    "c", family, sign, result.p_value, 1.0, 1.0, difference, result.low,
+                    result.high, np.nan, "", "", result=result,
+                )
+            )  # fmt: skip
+        words = verdicts.decide(tests)
+        table_errors += any(_false_word(w, d, s, margin) for w, d, s in zip(words, truths, signs))
+        # each test alone at 5%: the words of its own 95% interval
+        alone = [verdicts._words(t.low, t.high, t.sign) for t in tests]
+        alone_errors += any(_false_word(w, d, s, margin) for w, d, s in zip(alone, truths, signs))
+    fwer, naive = table_errors / replicates, alone_errors / replicates
+    assert fwer <= 0.05, (fwer, naive)
+    assert naive > 0.15, (fwer, naive)
+
+
+def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_claim():
+    """With two seeds nothing about the seed distribution can be checked: however clear the pooled interval, the
+    verdict is "inconclusive (2 seeds: per-seed only)", and the per-seed column says what each seed shows, counted in
+    the claim's direction (a claim that B is worse counts seeds where B is worse)."""
+    from types import SimpleNamespace
+
+    from fer_lib import verdicts
+
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, 7, 2000)
+
+    def probabilities(accuracy):
+        return np.eye(7)[np.where(rng.random(2000) < accuracy, labels, (labels + 1) % 7)]
+
+    baseline = probabilities(0.80)
+    runs = [
+        SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=probabilities(0.88)))
+        for s in (0, 1)
+    ]
+    frame = pd.DataFrame(
+        verdicts.significance_rows("proposed", labels, baseline, runs, resamples=300)
+    )
+    for sign in (1, -1):
+        test = verdicts._test_from_rows("c", "primary", frame, sign=sign)
+        assert test.result.seeds == 2
+        assert verdicts.decide([test]) == ["inconclusive (2 seeds: per-seed only)"]
+        expected = (
+            "2 of 2 seeds as claimed, 0 against"
+            if sign > 0
+            else "0 of 2 seeds as claimed, 2 against"
+        )
+        assert test.seeds_right.startswith(expected)
+    clear = _pooled(
+        0.02, 0.005, seeds=2
+    )  # however clear a two-seed interval, no method-level verdict
+    assert verdicts.decide(
+        [verdicts.ClaimTest("c", "primary", 1, clear.p_value, 1.0, 1.0, 0.02, clear.low, clear.high,
+                            np.nan, "", "", result=clear)]
+    ) == ["inconclusive (2 seeds: per-seed only)"]  # fmt: skip
+    three = _pooled(0.02, 0.005, seeds=3)
+    assert verdicts.decide(
+        [verdicts.ClaimTest("c", "primary", 1, three.p_value, 1.0, 1.0, 0.02, three.low, three.high,
+                            np.nan, "", "", result=three)]
+    ) == ["supported, beyond the margin"]  # fmt: skip
+
+
+def test_components_print_readably_and_compatible_verdicts_are_counted_apart():
+    from fer_lib import replication, report
+
+    assert [report.readable(v) for v in (0.0, 3.1e17, float("inf"), 2.5e-6, 0.0123)] == [
+        "0", "3.10e+17", "inf", "2.50e-06", "0.0123",
+    ]  # fmt: skip
+    shown = report.readable_components(pd.DataFrame({"OA seed var": [2.5e-6], "OA diff": [0.01]}))
+    assert shown["OA seed var"].iloc[0] == "2.50e-06" and shown["OA diff"].iloc[0] == 0.01
+    table = pd.DataFrame(
+        {
+            "quantity": ["CPU", "claim: a", "claim: b", "claim: c"],
+            "agree": ["", "same", "compatible", "conflict"],
+        }
+    )
+    assert replication.agreement_counts(table).startswith(
+        "1 verdict(s) the same, 1 compatible"
+    ) and replication.agreement_counts(table).endswith("1 conflicting")
