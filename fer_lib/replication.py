@@ -135,9 +135,12 @@ def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
 
 
 VERDICT_RULES = f"""\
-**How to read a verdict.** Each claim compares two training methods on the same test images. The verdict reads
-the *method-level* interval (the seeds pooled): it counts both sources of chance, the test images drawn and the
-training seeds, from variance components (image, seed, their interaction counted once), with a quantile that knows
+**How to read a verdict.** Each claim compares two models on the same test images, each trained with several
+seeds. What the seeds vary is in the *about* column: with one frozen RGB network shared by every seed (the paper's
+design, and the demo's), only the landmark branch is retrained, so the claim is about fusion onto that network and
+the baseline's own training chance is not in the interval (`--set baseline_per_seed=true` retrains it per seed).
+The verdict reads the *method-level* interval (the seeds pooled): it counts both sources of chance, the test images
+drawn and the training seeds, from variance components (image, seed, their interaction counted once), with a quantile that knows
 how few seeds there are. It is a calibrated plug-in: its worst-case miss over the unknown ratio of seed to image
 variance, integrated exactly under its model, is at most its nominal level, and its coverage was measured by
 simulation with known truth (`benchmarks/stats_coverage.py`).

@@ -134,7 +134,24 @@ def _intervals_of(
             )
     if pooled_row:
         row["seeds"] = len(correct)
+        # what the seeds vary: with one fixed reference (the frozen baseline) the interval holds the trained part's
+        # seed variation only, and the claim is about that part on this reference
+        same = bool((np.asarray(reference_correct) == np.asarray(reference_correct)[0]).all())
+        row["versus per seed"] = VERSUS_FIXED if same else VERSUS_RETRAINED
     return row
+
+
+VERSUS_FIXED, VERSUS_RETRAINED = "one fixed model", "one per seed"
+
+
+def about_pooled(row, seeds: int) -> str:
+    """What a method-level claim is about, in words: which part of the pipeline its seeds vary."""
+    versus = str(row.get("versus", "the reference"))
+    if row.get("versus per seed") == VERSUS_FIXED:
+        return f"the trained part over {seeds} seeds, on one fixed {versus} (its own training chance not counted)"
+    if row.get("versus per seed") == VERSUS_RETRAINED:
+        return f"both methods over {seeds} paired seeds, the {versus} retrained per seed"
+    return f"the training method ({seeds} seeds pooled)"
 
 
 def pooled_result(row, metric: str = "OA"):
@@ -240,7 +257,7 @@ def _test_from_rows(
             result.low,
             result.high,
             result.resolution(),
-            f"the training method ({result.seeds} seeds pooled)",
+            about_pooled(row, result.seeds),
             _intervals(frame, metric),
             seeds_right,
             result,

@@ -119,7 +119,9 @@ def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
     claims = verdicts.claims(tmp_path).set_index("claim")
     assert claims.loc[verdicts.PRIMARY_CLAIM, "verdict"].startswith("supported")
     assert (
-        "3 seeds pooled" in claims.loc[verdicts.PRIMARY_CLAIM, "about"]
+        # one frozen baseline for every seed: the claim is about the trained part on that network
+        "the trained part over 3 seeds, on one fixed baseline"
+        in claims.loc[verdicts.PRIMARY_CLAIM, "about"]
         and claims.loc[verdicts.PRIMARY_CLAIM, "resolution"] > 0
     )
     worse = pd.DataFrame(
