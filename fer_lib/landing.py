@@ -116,7 +116,7 @@ def write_landing_page(
     from fer_lib.io import relative
     from fer_lib.rafdb import CLASSES as RAFDB_CLASSES
     from fer_lib.report import read_table
-    from fer_lib.verdicts import EQUIVALENCE_MARGIN
+    from fer_lib.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
 
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
@@ -306,6 +306,24 @@ def write_landing_page(
                     "95% high": "+.4f",
                     "p (unadjusted)": ".3g",
                     "resolution": ".4f",
+                },
+            )
+        )
+
+    resolvable = resolvable_rows(tables) if claims is not None else None
+    if resolvable is not None and len(resolvable):
+        parts.append(
+            "<h2>What this test set can resolve</h2><p class='small'>However many seeds are trained, the test images "
+            "alone leave a standard error: the smallest difference this run's test set detects with 80% power at 5% "
+            "(two-sided), with unlimited seeds, beside the paper's own gains (RAF-DB). Where a gain is below it, no "
+            "number of seeds can confirm it on a test set of this size; the last column says how many times this "
+            "run's test images would (the image term shrinks as 1/N). A baseline per seed does not shrink it.</p>"
+            + _table(
+                resolvable,
+                numeric={
+                    "paper's gain": "+.4f",
+                    "resolvable with unlimited seeds": ".4f",
+                    "test images needed (x this run's)": ".1f",
                 },
             )
         )

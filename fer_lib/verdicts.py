@@ -569,6 +569,47 @@ def claims(tables_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
+def _paper_gains() -> dict[str, float]:
+    """The paper's own gain for each claim it makes a number for (Tables 6 and 8, RAF-DB)."""
+    from fer_lib.rafdb import paper_results
+
+    paper = paper_results()
+    table6, table8 = paper["table6_overall"], paper["table8_ablation_overall"]
+    return {
+        PRIMARY_CLAIM: table6["proposed"]["oa_top1"] - table6["baseline"]["oa_top1"],
+        "the proposed fusion beats the baseline in AA": table6["proposed"]["aa"]
+        - table6["baseline"]["aa"],
+        "weighting by confidence and agreement beats no weighting (OA)": table8["both"]["oa_top1"]
+        - table8["none"]["oa_top1"],
+    }
+
+
+def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) -> pd.DataFrame:
+    """What this run's test set can resolve, however many seeds are trained: with unlimited seeds the seed term
+    vanishes and the standard error falls to the test images' own term, so the smallest difference detected with
+    ``power`` at two-sided ``alpha`` is (z_(1-alpha/2) + z_power) * sqrt(image variance). Beside each claim's paper
+    gain, and the test images that gain would need (the image term shrinks as 1/N)."""
+    from scipy.stats import norm
+
+    gains = _paper_gains()
+    rows = []
+    for t in claim_tests(tables_dir):
+        if t.result is None or t.claim not in gains:
+            continue
+        floor = (norm.ppf(1 - alpha / 2) + norm.ppf(power)) * np.sqrt(t.result.image_variance)
+        gain = gains[t.claim]
+        rows.append(
+            {
+                "claim": t.claim,
+                "paper's gain": gain,
+                "resolvable with unlimited seeds": floor,
+                "resolved by this test set": "yes" if abs(gain) >= floor else "no",
+                "test images needed (x this run's)": (floor / gain) ** 2 if gain else np.inf,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def plan_rows(tables_dir: Path, effect: float, test_images_scale: float = 1.0) -> pd.DataFrame:
     """For every method-level claim of a finished run: its measured variance components, its resolution, and the
     seeds that would resolve ``effect`` (``stats.seeds_needed``) at ``test_images_scale`` times this run's test images."""

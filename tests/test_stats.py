@@ -568,3 +568,39 @@ def test_components_print_readably_and_compatible_verdicts_are_counted_apart():
     assert replication.agreement_counts(table).startswith(
         "1 verdict(s) the same, 1 compatible"
     ) and replication.agreement_counts(table).endswith("1 conflicting")
+
+
+def test_what_the_test_set_can_resolve_with_unlimited_seeds_is_the_image_term_alone(tmp_path):
+    """The landing page's statement: with unlimited seeds the resolution at 80% power is (z_0.975 + z_0.8) times the
+    test images' own standard error, set beside the paper's gain (Table 6: 0.9231 - 0.9205 in OA)."""
+    from types import SimpleNamespace
+
+    from fer_lib import verdicts
+
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 7, 3000)
+
+    def probabilities(accuracy):
+        return np.eye(7)[np.where(rng.random(3000) < accuracy, labels, (labels + 1) % 7)]
+
+    runs = [
+        SimpleNamespace(seed=s, predictions=SimpleNamespace(fused=probabilities(0.86)))
+        for s in (0, 1, 2)
+    ]
+    rows = pd.DataFrame(
+        verdicts.significance_rows("proposed", labels, probabilities(0.85), runs, resamples=200)
+    )
+    rows.to_csv(tmp_path / "significance_proposed.csv", index=False)
+    table = verdicts.resolvable_rows(tmp_path).set_index("claim")
+    primary = table.loc[verdicts.PRIMARY_CLAIM]
+    image_se = np.sqrt(float(rows.loc[rows["seed"] == "pooled", "OA image var"].iloc[0]))
+    assert primary["resolvable with unlimited seeds"] == pytest.approx(
+        (1.959964 + 0.841621) * image_se, rel=1e-5
+    )
+    assert primary["paper's gain"] == pytest.approx(0.0026, abs=1e-9)
+    # 0.26 points is far below what 3,000 images resolve
+    assert primary["resolved by this test set"] == "no"
+    assert primary["test images needed (x this run's)"] == pytest.approx(
+        (primary["resolvable with unlimited seeds"] / 0.0026) ** 2, rel=1e-6
+    )
+    assert "the proposed fusion beats the baseline in AA" in table.index
