@@ -41,11 +41,14 @@ def run_dir_for(profile) -> Path:
 
 
 def figures_dir_for(profile, run_dir: Path) -> Path:
-    """``figures/<profile>`` (committed) for a default demo or paper run; otherwise the run folder's own."""
+    """``figures/<profile>`` (committed) for a default demo or paper run in its default folder; otherwise (the smoke
+    profile, ``--set`` overrides, or another ``--run-dir``, such as a run on the other precision path) the run
+    folder's own, so that it never overwrites the committed figures."""
     from fer_lib.profiles import get_profile
 
     spec = get_profile(profile) if isinstance(profile, str) else profile
-    if spec.name == "smoke" or spec.overrides():
+    default = Path(run_dir).resolve() == run_dir_for(spec).resolve()
+    if spec.name == "smoke" or spec.overrides() or not default:
         return Path(run_dir) / "figures"
     return PROJECT_ROOT / "figures" / spec.name
 

@@ -101,6 +101,8 @@ def test_overridden_runs_get_their_own_folders(tmp_path):
     assert run_dir_for(default) == RUNS_DIR / "demo"
     assert run_dir_for(shifted) == RUNS_DIR / "demo-seed_offset_100"
     assert figures_dir_for(default, run_dir_for(default)).parts[-2:] == ("figures", "demo")
+    # the demo in another folder (say, on the other precision path) keeps its figures there
+    assert figures_dir_for(default, tmp_path / "demo-bf16") == tmp_path / "demo-bf16" / "figures"
     assert (
         figures_dir_for(shifted, tmp_path) == tmp_path / "figures"
     )  # the committed figures stay as they are
