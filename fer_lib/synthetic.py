@@ -1164,6 +1164,10 @@ def _prepare_folder(root: Path) -> None:
             f"{root} holds {rafdb.LABEL_FILE} but no {MARKER_FILE}: it looks like a real RAF-DB "
             "copy, so the demo generator will not overwrite it. Choose another folder."
         )
+    if not ours and root.is_dir() and any(root.iterdir()):
+        raise FileExistsError(
+            f"{root} is not empty and holds no {MARKER_FILE}: choose an empty folder for the demo set"
+        )
     root.mkdir(parents=True, exist_ok=True)
     (root / PARTIAL_FILE).write_text("a demo data set is being written here\n")
     (root / MARKER_FILE).unlink(missing_ok=True)

@@ -318,14 +318,18 @@ def test_data_commands_refuse_bad_arguments(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("layout", ["rafdb", "ferplus"])
+@pytest.mark.parametrize(
+    "layout, mine",
+    [("rafdb", "EmoLabel/list_patition_label.txt"), ("rafdb", "notes.jpg")]
+    + [(layout, "notes.txt") for layout in ("ferplus", "affectnet", "ckplus")],
+)
 def test_demo_data_into_a_folder_of_other_files_says_so_without_a_traceback(
-    tmp_path, capsys, layout
+    tmp_path, capsys, layout, mine
 ):
     out = tmp_path / "mine"
     out.mkdir()
-    # a label file (RAF-DB's: it may be a real copy) or any file (the other layouts) the demo did not write
-    mine = out / ("EmoLabel/list_patition_label.txt" if layout == "rafdb" else "notes.txt")
+    # a label file (RAF-DB's: it may be a real copy) or any file the demo did not write
+    mine = out / mine
     mine.parent.mkdir(exist_ok=True)
     mine.write_text("mine\n")
     argv = ["demo-data", str(out), "--train", "7", "--test", "7", "--layout", layout]
