@@ -341,7 +341,7 @@ def test_significance_and_claims_are_computed(smoke_run):
     assert (
         primary["family"] == "primary"
         # the smoke profile trains a baseline per seed: both sides' training chance is in the interval
-        and "over 2 paired seeds, the baseline retrained per seed" in primary["about"]
+        and "over 2 paired seeds (the reference, baseline, retrained per seed)" in primary["about"]
         and primary["resolution"] > 0
     )
     assert (claims["family"] == "claims").sum() == 7 and (claims["family"] == "w").sum() == 1
