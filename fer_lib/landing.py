@@ -114,6 +114,7 @@ def write_landing_page(
 ) -> Path:
     """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
     from fer_lib.io import relative
+    from fer_lib.precision import arithmetic_note
     from fer_lib.rafdb import CLASSES as RAFDB_CLASSES
     from fer_lib.report import read_table
     from fer_lib.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
@@ -204,6 +205,8 @@ def write_landing_page(
             html.escape(f"torch {info.get('torch', '?')}, Python {info.get('python', '?')}"),
         ),
     ]
+    if "device" in info:  # runs recorded before the device was
+        rows.append(("arithmetic", html.escape(arithmetic_note(info["device"], info["cpu_path"]))))
     seconds = info.get("notebook_seconds") or {}
     if seconds:
         rows.append(

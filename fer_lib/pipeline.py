@@ -290,23 +290,11 @@ def _render_html(executed: Path, report_dir: Path) -> Path:
     return target
 
 
-def arithmetic_note(device: str, cpu_path: str) -> str:
-    """Which precision path computed a run's numbers, in words (another path gives other numbers)."""
-    if device.startswith("cuda"):
-        path = "CUDA (bf16 autocast for the trained trunks)"
-    else:
-        path = f"the CPU's {cpu_path} path ({'bf16 autocast, AMX' if cpu_path == 'bf16' else 'no autocast'})"
-    return (
-        f"computed on {path}, the frozen RGB network in fp32; another path gives other numbers, "
-        "not other findings"
-    )
-
-
 def write_results_digest(
     tables_dir: Path, figures_dir: Path, profile: str, data_root: Path, arithmetic: str = ""
 ) -> Path:
     """All tables of a run (their Markdown files) in one page beside the figures, for sharing and the README;
-    ``arithmetic``: which precision path computed them (``arithmetic_note``)."""
+    ``arithmetic``: which precision path computed them (``precision.arithmetic_note``)."""
     from fer_lib.io import save_text
 
     parts = [
@@ -470,6 +458,9 @@ def run_all(
         else parameters["DATA_ROOT"]
     )
     data_info = describe_data(data_root)
+    from fer_lib.models import pick_device
+    from fer_lib.precision import arithmetic_note
+
     info = {
         **machine_info(),
         "profile": spec.name,
@@ -481,6 +472,7 @@ def run_all(
         "data_protocol": data_info.get("protocol", []),
         "data_excluded": data_info.get("excluded", {}),
         "notebook_seconds": {},
+        "device": str(pick_device()),  # what every training and notebook of this run computed on
     }
     from fer_lib import freshness
 
@@ -545,9 +537,7 @@ def run_all(
     index = write_landing_page(
         base, report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md"
     )
-    from fer_lib.models import pick_device
-
-    arithmetic = arithmetic_note(str(pick_device()), info["cpu_path"])
+    arithmetic = arithmetic_note(info["device"], info["cpu_path"])
     digest = write_results_digest(base / "tables", figures, spec.name, data_root, arithmetic)
     print(f"==> tables digest: {relative(digest)}")
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")

@@ -93,3 +93,16 @@ def full(device: torch.device | str):
     finally:
         for (space, name, _), value in zip(settings, saved):
             setattr(space, name, value)
+
+
+def arithmetic_note(device: str, cpu_path: str) -> str:
+    """Which precision path computed a run's numbers, in words (another path gives other numbers)."""
+    if device.startswith("cuda"):
+        path = "CUDA (bf16 autocast for the trained trunks)"
+    else:
+        kind = "bf16 autocast, AMX" if cpu_path == "bf16" else "no autocast"
+        path = f"the CPU's {cpu_path} path ({kind})"
+    return (
+        f"computed on {path}, the frozen RGB network in fp32; another path gives other numbers, "
+        "not other findings"
+    )

@@ -150,7 +150,9 @@ def about_pooled(row, seeds: int) -> str:
     if row.get("versus per seed") == VERSUS_FIXED:
         return f"the trained part over {seeds} seeds, on one fixed {versus} (its own training chance not counted)"
     if row.get("versus per seed") == VERSUS_RETRAINED:
-        return f"both methods over {seeds} paired seeds (the reference, {versus}, retrained per seed)"
+        return (
+            f"both methods over {seeds} paired seeds (the reference, {versus}, retrained per seed)"
+        )
     return f"the training method ({seeds} seeds pooled)"
 
 
