@@ -38,7 +38,11 @@ def save_table(
     # 4 decimals for measurements, integers (seeds, counts) as integers, missing values empty: as Python
     # objects, or the mixed-dtype array tabulate receives would turn every number into a float
     shown = readable_components(frame).astype(object).where(frame.notna(), None)
-    markdown = shown.to_markdown(index=False, floatfmt=".4f", missingval="")
+    # the components' text as written: tabulate would parse "2.50e-06" back and print it as 0.0000
+    as_text = [k for k, c in enumerate(frame.columns) if str(c).endswith(COMPONENT_SUFFIXES)]
+    markdown = shown.to_markdown(
+        index=False, floatfmt=".4f", missingval="", disable_numparse=as_text or False
+    )
     save_text((f"{caption}\n\n" if caption else "") + markdown + "\n", tables_dir / f"{name}.md")
     save_text(
         readable_components(frame).to_latex(

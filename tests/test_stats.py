@@ -551,7 +551,7 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
     ) == ["supported, beyond the margin"]  # fmt: skip
 
 
-def test_components_print_readably_and_compatible_verdicts_are_counted_apart():
+def test_components_print_readably_and_compatible_verdicts_are_counted_apart(tmp_path):
     from fer_lib import replication, report
 
     assert [report.readable(v) for v in (0.0, 3.1e17, float("inf"), 2.5e-6, 0.0123)] == [
@@ -559,6 +559,15 @@ def test_components_print_readably_and_compatible_verdicts_are_counted_apart():
     ]  # fmt: skip
     shown = report.readable_components(pd.DataFrame({"OA seed var": [2.5e-6], "OA diff": [0.01]}))
     assert shown["OA seed var"].iloc[0] == "2.50e-06" and shown["OA diff"].iloc[0] == 0.01
+    # the saved Markdown too (tabulate would read "2.50e-06" back as a number and print 0.0000)
+    saved = pd.DataFrame({"OA seed var": [2.5e-6], "OA ratio": [3.1e17], "OA diff": [0.012345]})
+    report.save_table(saved, "components", tmp_path)
+    row = (tmp_path / "components.md").read_text().splitlines()[-1]
+    assert [cell.strip() for cell in row.strip("|").split("|")] == [
+        "2.50e-06",
+        "3.10e+17",
+        "0.0123",
+    ]
     table = pd.DataFrame(
         {
             "quantity": ["CPU", "claim: a", "claim: b", "claim: c"],
