@@ -39,6 +39,12 @@ CLASS_ACCURACY = np.array(
 NOISE = 1.0  # a model's per-image noise, in units of the difficulty's sd
 RHO = 0.85  # correlation of a method's noise with its baseline's on the same image (about 6% of images change)
 BASELINE_SEED_SD = 0.3  # points of OA: the spread of per-seed baselines (the demo measured 0.24)
+SEED_LAWS = ("normal", "skewed", "heavy", "failed")
+FAIL_RATE, FAIL_DROP = (
+    0.1,
+    3.3,
+)  # "failed": a seed fails this often, by about this many points of OA
+_LAW_POINTS = 2000  # equal-probability points that integrate a non-normal seed law
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,38 @@ class Setting:
     gain_sd: float  # points of OA: seed-to-seed sd of the method's population gain
     baseline: str  # "frozen" (one, shared) or "per-seed"
     effect: float  # points of OA: the true population difference
+    # the seed effects' law, each with sd gain_sd (per-seed baselines: BASELINE_SEED_SD, the same law): "normal";
+    # "skewed", a centred chi-square(1) with its long tail to the low side; "heavy", t with 3 df; "failed", normal
+    # with FAIL_RATE of seeds FAIL_DROP points lower (a per-seed baseline fails so too, raising the difference)
+    seed_law: str = "normal"
 
     @property
     def name(self) -> str:
-        return f"S={self.seeds}, gain sd {self.gain_sd:g}, {self.baseline}, effect {self.effect:g}"
+        law = "" if self.seed_law == "normal" else f", {self.seed_law} seeds"
+        return f"S={self.seeds}, gain sd {self.gain_sd:g}, {self.baseline}, effect {self.effect:g}{law}"
+
+
+def standard_law(law: str, size, rng: np.random.Generator) -> np.ndarray:
+    """Draws of a seed law with mean 0 and sd 1 before its failures ("failed" adds them apart)."""
+    if law in ("normal", "failed"):
+        return rng.normal(size=size)
+    if law == "skewed":
+        return -(rng.chisquare(1, size) - 1) / np.sqrt(2)
+    if law == "heavy":
+        return rng.standard_t(3, size) / np.sqrt(3)
+    raise ValueError(f"seed_law must be one of {SEED_LAWS}, got {law!r}")
+
+
+def _law_points(law: str, size: int = _LAW_POINTS) -> np.ndarray:
+    """Equal-probability points of ``standard_law`` (before failures), to integrate over it."""
+    from scipy.stats import chi2, t
+
+    u = (np.arange(size) + 0.5) / size
+    if law in ("normal", "failed"):
+        return norm.ppf(u)
+    if law == "skewed":
+        return -(chi2.ppf(u, 1) - 1) / np.sqrt(2)
+    return t.ppf(u, 3) / np.sqrt(3)
 
 
 class Population:
@@ -63,11 +97,19 @@ class Population:
         self.baseline_sd = (
             0.0 if setting.baseline == "frozen" else self._shift_sd(BASELINE_SEED_SD, 0.0)
         )
+        self.baseline_drop = (
+            self._drop(FAIL_DROP, 0.0)
+            if setting.baseline != "frozen" and setting.seed_law == "failed"
+            else 0.0
+        )
         self.shift = 0.0
+        self.gain_drop = 0.0
         for _ in range(
             2
         ):  # the seed sd's slope depends on the shift, and the shift on the sd: two passes settle both
             self.gain_shift_sd = self._shift_sd(setting.gain_sd, self.shift)
+            if setting.seed_law == "failed":
+                self.gain_drop = self._drop(FAIL_DROP, self.shift)
             self.shift = brentq(lambda m: self.oa_difference(m) - setting.effect / 100, -2, 2)
 
     def _shift_sd(self, points: float, shift: float) -> float:
@@ -76,21 +118,67 @@ class Population:
         )
         return points / 100 / slope
 
+    def _drop(self, points: float, shift: float) -> float:
+        """The shift that lowers a model's OA by ``points`` from a mean shift ``shift`` (solved, not linearised:
+        the accuracy is curved at a failure's size)."""
+        oa = lambda m: float(self.share @ self.class_accuracy(m, 0.0))  # noqa: E731
+        return brentq(lambda x: oa(shift) - oa(shift - x) - points / 100, 0.0, 3.0)
+
     def class_accuracy(self, shift: float, seed_sd: float) -> np.ndarray:
         return norm.cdf((self.mu + shift) / np.sqrt(1 + NOISE**2 + seed_sd**2))
 
+    def _shift_points(self, sd: float, drop: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Points and weights of one seed's shift under the setting's law (sd, and a failure of ``drop``)."""
+        points = sd * _law_points(self.setting.seed_law, size)
+        weights = np.full(len(points), 1 / len(points))
+        if drop:
+            points = np.concatenate([points, points - drop])
+            weights = np.concatenate([(1 - FAIL_RATE) * weights, FAIL_RATE * weights])
+        return points, weights
+
+    def class_accuracies(self, shift: float) -> tuple[np.ndarray, np.ndarray]:
+        """Population accuracy per class of the baseline and of the method whose mean shift is ``shift``, averaged
+        over their seeds (normal: in closed form; other laws: over equal-probability points)."""
+        if self.setting.seed_law == "normal":
+            method = self.class_accuracy(shift, np.hypot(self.baseline_sd, self.gain_shift_sd))
+            return self.class_accuracy(0.0, self.baseline_sd), method
+        # per-seed baselines sum two laws: fewer points each keep the product grid small
+        size = _LAW_POINTS if self.setting.baseline == "frozen" else _LAW_POINTS // 5
+        a, wa = self._shift_points(self.baseline_sd, self.baseline_drop, size)
+        b, wb = self._shift_points(self.gain_shift_sd, self.gain_drop, size)
+        scale = np.sqrt(1 + NOISE**2)
+        baseline = wa @ norm.cdf((self.mu[None] + a[:, None]) / scale)
+        # the method carries its baseline's seed shift and its own gain's: a sum of the two laws
+        total = (a[:, None] + b[None]).ravel()
+        weights = (wa[:, None] * wb[None]).ravel()
+        if self.setting.baseline == "frozen":
+            total, weights = b, wb
+        method = weights @ norm.cdf((self.mu[None] + shift + total[:, None]) / scale)
+        return baseline, method
+
     def oa_difference(self, shift: float) -> float:
-        method = self.class_accuracy(shift, np.hypot(self.baseline_sd, self.gain_shift_sd))
-        return float(self.share @ (method - self.class_accuracy(0.0, self.baseline_sd)))
+        baseline, method = self.class_accuracies(shift)
+        return float(self.share @ (method - baseline))
 
     def truth(self, metric: str) -> float:
-        difference = self.class_accuracy(
-            self.shift, np.hypot(self.baseline_sd, self.gain_shift_sd)
-        ) - self.class_accuracy(0.0, self.baseline_sd)
+        baseline, method = self.class_accuracies(self.shift)
+        difference = method - baseline
         return float(self.share @ difference if metric == "oa" else difference.mean())
 
-    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One test set and its per-seed correctness: labels (N,), baseline (S, N), method (S, N)."""
+    def seed_shifts(self, sd: float, drop: float, seeds: int, rng: np.random.Generator):
+        """One shift per seed under the setting's law (S, 1)."""
+        if self.setting.seed_law == "normal":
+            return rng.normal(0, sd, (seeds, 1))  # the draws of the normal grid, unchanged
+        shifts = sd * standard_law(self.setting.seed_law, (seeds, 1), rng)
+        if drop:
+            shifts -= drop * (rng.random((seeds, 1)) < FAIL_RATE)
+        return shifts
+
+    def draw(
+        self, rng: np.random.Generator, fail_first: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One test set and its per-seed correctness: labels (N,), baseline (S, N), method (S, N). ``fail_first``:
+        the method's first seed fails, FAIL_DROP points of OA lower (a planted outlier)."""
         s = self.setting.seeds
         labels = np.repeat(np.arange(len(RAFDB_TEST)), RAFDB_TEST)
         z = rng.normal(self.mu[labels], 1.0)
@@ -99,9 +187,13 @@ class Population:
             shift_a = np.zeros((s, 1))
         else:
             noise_a = rng.normal(size=(s, len(labels)))
-            shift_a = rng.normal(0, self.baseline_sd, (s, 1))
+            shift_a = self.seed_shifts(self.baseline_sd, self.baseline_drop, s, rng)
         noise_b = RHO * noise_a + np.sqrt(1 - RHO**2) * rng.normal(size=(s, len(labels)))
-        shift_b = shift_a + self.shift + rng.normal(0, self.gain_shift_sd, (s, 1))
+        shift_b = (
+            shift_a + self.shift + self.seed_shifts(self.gain_shift_sd, self.gain_drop, s, rng)
+        )
+        if fail_first:
+            shift_b[0] -= self._drop(FAIL_DROP, self.shift)
         baseline = z + shift_a + NOISE * noise_a > 0
         method = z + shift_b + NOISE * noise_b > 0
         return labels, baseline, method
@@ -133,6 +225,7 @@ def coverage(
     rng = np.random.default_rng(seed)
     truth = {m: population.truth(m) for m in metrics}
     misses = {m: 0 for m in metrics}
+    below_truth = {m: 0 for m in metrics}  # misses with the whole interval under the truth
     misses_before = {m: 0 for m in metrics}
     widths = {m: [] for m in metrics}
     # the cases where an interval that trusts s^2 collapses: the per-seed differences tie (s^2 = 0, common as
@@ -147,6 +240,7 @@ def coverage(
             result = seed_pooled_interval(labels, baseline, method, metric=m)
             missed = not (result.low <= truth[m] <= result.high)
             misses[m] += missed
+            below_truth[m] += result.high < truth[m]
             widths[m].append(result.high - result.low)
             if result.seed_variance == 0:
                 ties[m][0] += 1
@@ -163,11 +257,14 @@ def coverage(
         "gain sd (points)": setting.gain_sd,
         "baseline": setting.baseline,
         "effect (points)": setting.effect,
+        "seed law": setting.seed_law,
         "replicates": replicates,
         "images changed": float(np.mean(changed)),
     }
     for m in metrics:
         row[f"{m.upper()} miss"] = misses[m] / replicates
+        row[f"{m.upper()} misses below the truth"] = below_truth[m]
+        row[f"{m.upper()} misses above the truth"] = misses[m] - below_truth[m]
         row[f"{m.upper()} median width (points)"] = 100 * float(np.median(widths[m]))
         for name, (cases, missed) in (("tie", ties[m]), ("s2 < interaction", below[m])):
             row[f"{m.upper()} {name} cases"] = cases
@@ -175,6 +272,35 @@ def coverage(
         if previous:
             row[f"{m.upper()} miss before"] = misses_before[m] / replicates
     return row
+
+
+def outlier_rates(setting: Setting, replicates: int, seed: int = 0, *, fail_first: bool = False):
+    """How often ``stats.outlying_seed`` flags a seed of the OA differences over ``replicates`` test sets of a setting:
+    with normal seed effects every flag is false; with ``fail_first`` the first seed is planted FAIL_DROP points lower
+    and a flag of it is a detection."""
+    from fer_lib.stats import _metric_weights, _variance_components, outlying_seed
+
+    population = Population(setting)
+    rng = np.random.default_rng(seed)
+    flagged = first = 0
+    for _ in range(replicates):
+        labels, baseline, method = population.draw(rng, fail_first=fail_first)
+        diff = method.astype(float) - baseline
+        weights = _metric_weights(labels, "oa", len(RAFDB_TEST))
+        _, interaction = _variance_components(labels, diff, weights)
+        found = outlying_seed(diff @ weights, interaction)
+        flagged += found is not None
+        first += found is not None and found.index == 0
+    return {
+        "seeds": setting.seeds,
+        "gain sd (points)": setting.gain_sd,
+        "baseline": setting.baseline,
+        "seed law": setting.seed_law,
+        "planted failure": fail_first,
+        "replicates": replicates,
+        "some seed flagged": flagged / replicates,
+        "the failed seed flagged": first / replicates if fail_first else float("nan"),
+    }
 
 
 def exact_miss(

@@ -490,3 +490,50 @@ def seeds_needed(
         middle = (low + high) // 2
         low, high = (low, middle) if resolves(middle) else (middle, high)
     return high
+
+
+OUTLIER_ALPHA = (
+    0.05  # the chance, per claim, of flagging some seed when seed effects are normal (at most)
+)
+
+
+@dataclass(frozen=True)
+class OutlyingSeed:
+    """A seed whose difference lies outside its siblings' spread (``outlying_seed``)."""
+
+    index: int  # position among the seeds given
+    difference: float  # its difference
+    others: float  # the mean difference of the other seeds
+    statistic: float  # |difference - others| over its standard error from the others' spread
+    p_value: float  # Bonferroni-adjusted over the seeds: below the level it was flagged at
+
+
+def outlying_seed(
+    differences, interaction: float = 0.0, alpha: float = OUTLIER_ALPHA
+) -> OutlyingSeed | None:
+    """The seed whose per-seed difference is an outlier among its siblings, or None: each seed's difference against
+    the mean of the others, over the standard error the others' spread gives it (a studentised deleted residual),
+    flagged where its two-sided t(S-2) p-value times S (Bonferroni over the seeds) falls below ``alpha``.
+
+    The test-image term is shared by every seed and cancels in a seed's deviation from the others, so under normal
+    seed effects (seed effect plus interaction, any seed sd) the statistic is t(S-2) and some seed is flagged at
+    most ``alpha`` of the time. The others' variance is floored at ``interaction`` (the image-by-seed interaction,
+    which every seed's difference carries): two seeds that happen to tie leave no zero scale to flag against, and
+    the floor only lowers the statistic. With three seeds the others are two (one degree of freedom): only a seed
+    dozens of spreads away is flagged (``benchmarks/README.md``, "Seeds that fail")."""
+    from scipy.stats import t as student
+
+    d = np.asarray(differences, dtype=float)
+    seeds = len(d)
+    if seeds < 3:
+        return None
+    best = None
+    for s in range(seeds):
+        rest = np.delete(d, s)
+        variance = max(float(rest.var(ddof=1)), interaction) * (1 + 1 / (seeds - 1))
+        gap = abs(d[s] - rest.mean())
+        statistic = gap / np.sqrt(variance) if variance > 0 else (np.inf if gap > 0 else 0.0)
+        p = min(1.0, seeds * 2 * float(student.sf(statistic, seeds - 2)))
+        if best is None or p < best.p_value:
+            best = OutlyingSeed(s, float(d[s]), float(rest.mean()), float(statistic), p)
+    return best if best.p_value < alpha else None
