@@ -12,6 +12,8 @@
 - ``seed_pooled_interval``: the method-level interval of the seed-averaged difference of two training methods,
   from variance components (images, seeds, their interaction) with a quantile that knows how few seeds there
   are: the interval every verdict reads. Its coverage is measured by simulation (``benchmarks/stats_coverage.py``).
+- ``outlying_seed``: a seed whose difference is an outlier among its siblings (a failed seed), which the interval's
+  normal seed effects do not allow for.
 - ``holm``, ``seeds_needed``: a family of claims, and how many seeds a target effect needs.
 
 Resamples are drawn class by class, keeping each class's number of test images, as the test set's class

@@ -228,6 +228,7 @@ class ClaimTest:
         ""  # the conditional tests, per seed: what the trained models themselves show
     )
     result: object = None  # the stats.PooledResult of a method-level claim
+    seed_differences: tuple = ()  # (seed, its difference) of each seed of a method-level claim
 
 
 def _test_from_rows(
@@ -263,6 +264,7 @@ def _test_from_rows(
             _intervals(frame, metric),
             seeds_right,
             result,
+            tuple((r["seed"], float(r[f"{metric} diff"])) for _, r in seed_rows.iterrows()),
         )
     row = seed_rows.iloc[0]
     low, high = float(row[f"{metric} 95% low"]), float(row[f"{metric} 95% high"])
@@ -371,6 +373,64 @@ def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
             else:
                 verdicts.append("equivalent" if equivalent else "inconclusive")
     return verdicts
+
+
+def outlying_seed_note(test: ClaimTest, level: float) -> str:
+    """The column "outlying seed": empty, or the seed whose difference is an outlier among its siblings
+    (``stats.outlying_seed``, from the per-seed rows and the pooled row's interaction), its difference, and the verdict
+    the claim would get without it. That verdict is ``decide``'s at the claim's own share of the table's alpha
+    (``level``) on the pooled interval recomputed from the other seeds' differences, with the pooled row's image and
+    interaction variances (neither depends on how many seeds are run)."""
+    from fer_lib.stats import outlying_seed, pooled_from_components
+
+    if test.result is None or level == 0 or len(test.seed_differences) < MIN_SEEDS:
+        return ""
+    seeds, differences = zip(*test.seed_differences)
+    found = outlying_seed(differences, test.result.interaction_variance)
+    if found is None:
+        return ""
+    rest = np.delete(np.asarray(differences, dtype=float), found.index)
+    note = (
+        f"seed {seeds[found.index]}: {found.difference:+.4f} against {found.others:+.4f} for the other "
+        f"{len(rest)} (p = {found.p_value:.2g}, adjusted over {len(seeds)} seeds)"
+    )
+    if len(rest) < MIN_SEEDS:
+        return note + (
+            f"; without it {len(rest)} seeds remain, too few for a method-level verdict "
+            "(per-seed only)"
+        )
+    result = test.result
+    without = pooled_from_components(
+        result.metric,
+        float(rest.mean()),
+        result.image_variance,
+        float(rest.var(ddof=1)),
+        result.interaction_variance,
+        len(rest),
+    )
+    word = decide([_without(test, without)], alpha=level)[0]
+    low, high = without.interval(1 - level)
+    return (
+        note + f"; without it: {word}, {without.difference:+.4f} [{low:+.4f}, {high:+.4f}] at "
+        f"{100 * (1 - level):.3g}%"
+    )
+
+
+def _without(test: ClaimTest, result) -> ClaimTest:
+    """``test`` read off another pooled result (its seeds less one)."""
+    from dataclasses import replace
+
+    margin = EQUIVALENCE_MARGIN
+    return replace(
+        test,
+        p_two=result.p_value,
+        p_equivalence=result.p_equivalence(margin),
+        p_beyond=result.p_beyond(margin),
+        difference=result.difference,
+        low=result.low,
+        high=result.high,
+        result=result,
+    )
 
 
 W_CLAIM = "w = 0.6 gives the largest OA gain among the w tried (on the test set)"
@@ -502,6 +562,7 @@ CLAIM_COLUMNS = [
     "about",
     "per seed (the trained models)",
     "detail",
+    "outlying seed",
 ]
 
 
@@ -519,7 +580,8 @@ def claims(tables_dir: Path) -> pd.DataFrame:
     """One row per claim with a verdict computed from this run's saved tables: the difference and its 95% interval,
     the unadjusted p-value, the interval the verdict reads (at the claim's share of one 5% error rate for the whole
     table, ``decide``), the equivalence margin, the run's resolution (the smallest difference it detects with 80%
-    power) and what the verdict is about."""
+    power), what the verdict is about, and any seed that is an outlier among its siblings, with the verdict without it
+    (``outlying_seed_note``)."""
     tests = claim_tests(tables_dir)
     pairs = read_table(Path(tables_dir), "significance_w_pairs")
     comparisons = w_tests(pairs) if pairs is not None and len(pairs) else []
@@ -541,6 +603,7 @@ def claims(tables_dir: Path) -> pd.DataFrame:
             "about": t.about,
             "per seed (the trained models)": t.seeds_right,
             "detail": t.detail,
+            "outlying seed": outlying_seed_note(t, level),
         }
         for t, v, level in zip(tests, words, levels)
     ]
@@ -566,6 +629,11 @@ def claims(tables_dir: Path) -> pd.DataFrame:
                     f"{t.claim}: {t.seeds_right}" for t in comparisons
                 ),
                 "detail": detail,
+                "outlying seed": "; ".join(
+                    f"{t.claim}: {note}"
+                    for t, level in zip(comparisons, levels[len(tests) :])
+                    if (note := outlying_seed_note(t, level))
+                ),
             }
         )
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
