@@ -1,6 +1,7 @@
 """Coverage of the seed-pooled interval (``fer_lib.stats.seed_pooled_interval``), by simulation with known truth.
 
     python benchmarks/stats_coverage.py [--replicates 1000] [--out benchmarks/stats_coverage.csv]
+    python benchmarks/stats_coverage.py --seed-laws | --outliers | --worst-case
 
 Per replicate a test set is drawn with RAF-DB's test class sizes (3,068 images) from a population whose true
 difference between the two training methods is known, a baseline (frozen, or one per seed) and a method
@@ -14,6 +15,10 @@ noise > 0. A method's noise on an image is correlated with its baseline's (rho =
 about 5% of the images, like the fusion), and each training seed shifts it by a draw with the stated sd (for per-seed
 baselines the baseline's own seed moves both). Accuracies follow from the normal CDF, so the true OA and AA
 differences are computed, not estimated.
+
+``--seed-laws``: seed effects that are not normal (``Setting.seed_law``: skewed, heavy-tailed, 10% of seeds failing
+by 3.3 points); the truth is integrated over the law. ``--outliers``: how often ``stats.outlying_seed`` flags a seed
+when seed effects are normal (false flags) and when one seed is planted 3.3 points lower (detections).
 """
 
 from __future__ import annotations
@@ -220,7 +225,10 @@ def previous_interval(
 def coverage(
     setting: Setting, replicates: int, seed: int = 0, *, previous: bool = True, metrics=("oa", "aa")
 ) -> dict:
-    """Miss rates of the interval (and of the previous one) over ``replicates`` test sets of a setting."""
+    """Miss rates of the interval (and of the previous one) over ``replicates`` test sets of a setting, overall and
+    given a tie, s^2 below the interaction, or an outlying seed flagged (``stats.outlying_seed``)."""
+    from fer_lib.stats import _metric_weights, outlying_seed
+
     population = Population(setting)
     rng = np.random.default_rng(seed)
     truth = {m: population.truth(m) for m in metrics}
@@ -232,6 +240,7 @@ def coverage(
     # they are counts of images over N), or s^2 falls below the interaction it must contain
     ties = {m: [0, 0] for m in metrics}  # [cases, misses among them]
     below = {m: [0, 0] for m in metrics}
+    flagged = {m: [0, 0] for m in metrics}  # an outlying seed flagged: [cases, misses among them]
     changed = []
     for _ in range(replicates):
         labels, baseline, method = population.draw(rng)
@@ -248,6 +257,12 @@ def coverage(
             if result.seed_variance < result.interaction_variance:
                 below[m][0] += 1
                 below[m][1] += missed
+            weights = _metric_weights(labels, m, len(RAFDB_TEST))
+            if outlying_seed(
+                (method - baseline.astype(float)) @ weights, result.interaction_variance
+            ):
+                flagged[m][0] += 1
+                flagged[m][1] += missed
             if previous:
                 low, high = previous_interval(labels, baseline, method, m)
                 misses_before[m] += not (low <= truth[m] <= high)
@@ -266,7 +281,11 @@ def coverage(
         row[f"{m.upper()} misses below the truth"] = below_truth[m]
         row[f"{m.upper()} misses above the truth"] = misses[m] - below_truth[m]
         row[f"{m.upper()} median width (points)"] = 100 * float(np.median(widths[m]))
-        for name, (cases, missed) in (("tie", ties[m]), ("s2 < interaction", below[m])):
+        for name, (cases, missed) in (
+            ("tie", ties[m]),
+            ("s2 < interaction", below[m]),
+            ("flagged", flagged[m]),
+        ):
             row[f"{m.upper()} {name} cases"] = cases
             row[f"{m.upper()} miss | {name}"] = missed / cases if cases else float("nan")
         if previous:
@@ -366,6 +385,27 @@ GRID = [
 ]
 
 
+# seed effects that break the normal assumption, beside normal ones of the same sd; true gain 0.3 points
+LAW_GRID = [
+    Setting(s, sd, b, 0.3, law)
+    for s, b in ((3, "frozen"), (5, "frozen"), (10, "frozen"), (3, "per-seed"))
+    for law, sd in (
+        ("normal", 0.3),
+        ("failed", 0.3),
+        ("normal", 1.0),
+        ("skewed", 1.0),
+        ("heavy", 1.0),
+    )
+]
+# normal seeds (every flag false) and one planted failure (a flag of it is a detection); a frozen baseline
+OUTLIER_GRID = [
+    (Setting(s, sd, "frozen", 0.3), planted)
+    for s in (3, 5, 10)
+    for planted in (False, True)
+    for sd in (0.0, 0.3, 1.0)
+]
+
+
 def main(argv=None) -> int:
     import pandas as pd
     from tqdm import tqdm
@@ -374,14 +414,52 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--replicates", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("stats_coverage.csv"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: stats_coverage.csv beside this script (_laws.csv, _outliers.csv for those modes)",
+    )
     parser.add_argument(
         "--worst-case",
         action="store_true",
         help="print the exact worst-case miss over the nuisance ratio (numerical integration), not the simulation",
     )
+    parser.add_argument(
+        "--seed-laws",
+        action="store_true",
+        help="OA coverage when seed effects are not normal (LAW_GRID: skewed, heavy-tailed, failed seeds)",
+    )
+    parser.add_argument(
+        "--outliers",
+        action="store_true",
+        help="the outlying-seed rule's false-flag rate (normal seeds) and detection rate (one failed seed)",
+    )
     args = parser.parse_args(argv)
     clock = time.perf_counter()
+    if args.seed_laws or args.outliers:
+        if args.seed_laws:
+            rows = [
+                coverage(setting, args.replicates, seed=100 + i, previous=False, metrics=("oa",))
+                for i, setting in enumerate(tqdm(LAW_GRID, desc="settings"))
+            ]
+            columns = ["seeds", "baseline", "seed law", "gain sd (points)", "OA miss"]
+            columns += ["OA misses below the truth", "OA misses above the truth"]
+            columns += ["OA median width (points)", "OA flagged cases", "OA miss | flagged"]
+        else:
+            rows = [
+                outlier_rates(setting, args.replicates, seed=200 + i, fail_first=planted)
+                for i, (setting, planted) in enumerate(tqdm(OUTLIER_GRID, desc="settings"))
+            ]
+            columns = list(rows[0])
+        frame = pd.DataFrame(rows)[columns]
+        name = "stats_coverage_laws.csv" if args.seed_laws else "stats_coverage_outliers.csv"
+        frame.to_csv(args.out or Path(__file__).with_name(name), index=False, float_format="%.4f")
+        print(frame.to_markdown(index=False, floatfmt=".4g"))
+        print(
+            f"{len(rows)} settings x {args.replicates} replicates in {time.perf_counter() - clock:.0f} s"
+        )
+        return 0
     if args.worst_case:
         frame = pd.DataFrame(
             [worst_case(s, c) for s in (2, 3, 5, 10) for c in (0.95, 0.99, 0.9975)]
@@ -394,7 +472,8 @@ def main(argv=None) -> int:
         for i, setting in enumerate(tqdm(GRID, desc="settings"))
     ]
     frame = pd.DataFrame(rows)
-    frame.to_csv(args.out, index=False, float_format="%.4f")
+    out = args.out or Path(__file__).with_name("stats_coverage.csv")
+    frame.to_csv(out, index=False, float_format="%.4f")
     print(frame.drop(columns=["setting"]).to_markdown(index=False, floatfmt=".4f"))
     for m in ("OA", "AA"):
         print(
