@@ -59,3 +59,19 @@ def test_bad_parameters_are_refused():
         render_heatmaps(torch.zeros(1, 3, 2), sigma=0)
     with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
         render_heatmaps(torch.zeros(1, 3, 3))
+
+
+@pytest.mark.parametrize("size, sigma", [(224, 1.5), (112, 0.75), (160, 1.5 * 160 / 224)])
+def test_the_default_heatmap_is_the_gaussian_of_sigma_1_5_px_at_224_scaled_with_the_size(
+    size, sigma
+):
+    # off the pixel grid, and exact in float32 (the renderer's dtype)
+    centre = np.array([round(size * 0.3) + 0.25, round(size * 0.6) - 0.375])
+    heat = render_heatmaps(centre[None, None], size)[0, 0].double().numpy()
+    y, x = np.mgrid[0:size, 0:size]
+    expected = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * sigma**2))
+    reach = np.ceil(4 * sigma)  # the documented cut: 4 sigma around the nearest pixel
+    inside = (np.abs(x - np.round(centre[0])) <= reach) & (np.abs(y - np.round(centre[1])) <= reach)
+    np.testing.assert_allclose(heat, np.where(inside, expected, 0.0), atol=1e-6, rtol=0)
+    explicit = render_heatmaps(centre[None, None], size, sigma=sigma)[0, 0].double().numpy()
+    np.testing.assert_array_equal(heat, explicit)
