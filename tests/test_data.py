@@ -73,3 +73,18 @@ def test_stratified_split_holds_out_every_class():
     assert np.array_equal(val, val2)
     with pytest.raises(ValueError):
         data.stratified_split(labels, 1.5, seed=0)
+
+
+def test_normalise_scales_to_unit_range_then_standardises_with_imagenet_statistics():
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # torchvision's ImageNet statistics
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    pixels = torch.tensor(
+        [[255, 0, 128], [0, 64, 255], [7, 200, 31]], dtype=torch.uint8
+    )  # RGB rows
+    images = pixels.T.reshape(1, 3, 3, 1)  # one 3x1 image of those three pixels
+    normalised = data.normalise(images)
+    # by hand, the red of the white first pixel: (255 / 255 - 0.485) / 0.229
+    assert float(normalised[0, 0, 0, 0]) == pytest.approx((1 - 0.485) / 0.229, abs=1e-6)
+    expected = (images.double() / 255 - mean.double()) / std.double()
+    torch.testing.assert_close(normalised.double(), expected, atol=1e-6, rtol=0)
+    assert normalised.dtype == torch.float32

@@ -59,3 +59,56 @@ def test_bad_parameters_are_refused():
         render_heatmaps(torch.zeros(1, 3, 2), sigma=0)
     with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
         render_heatmaps(torch.zeros(1, 3, 3))
+
+
+@pytest.mark.parametrize("size, sigma", [(224, 1.5), (112, 0.75), (160, 1.5 * 160 / 224)])
+def test_the_default_heatmap_is_the_gaussian_of_sigma_1_5_px_at_224_scaled_with_the_size(
+    size, sigma
+):
+    # off the pixel grid, and exact in float32 (the renderer's dtype)
+    centre = np.array([round(size * 0.3) + 0.25, round(size * 0.6) - 0.375])
+    heat = render_heatmaps(centre[None, None], size)[0, 0].double().numpy()
+    y, x = np.mgrid[0:size, 0:size]
+    expected = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * sigma**2))
+    reach = np.ceil(4 * sigma)  # the documented cut: 4 sigma around the nearest pixel
+    inside = (np.abs(x - np.round(centre[0])) <= reach) & (np.abs(y - np.round(centre[1])) <= reach)
+    np.testing.assert_allclose(heat, np.where(inside, expected, 0.0), atol=1e-6, rtol=0)
+    explicit = render_heatmaps(centre[None, None], size, sigma=sigma)[0, 0].double().numpy()
+    np.testing.assert_array_equal(heat, explicit)
+
+
+def _gaussian_reference(points, height, width, sigma):
+    """The documented heatmap by a slow loop: per kept point, the gaussian within 4 sigma of its nearest pixel,
+    cut at the canvas; the maximum over points. A point is kept if its centre lies in [-0.5, size - 0.5]."""
+    y, x = np.mgrid[0:height, 0:width]
+    heat = np.zeros((height, width))
+    reach = np.ceil(4 * sigma)
+    for px, py in points:
+        if not (-0.5 <= px <= width - 0.5 and -0.5 <= py <= height - 0.5):
+            continue
+        value = np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * sigma**2))
+        window = (np.abs(x - np.round(px)) <= reach) & (np.abs(y - np.round(py)) <= reach)
+        heat = np.maximum(heat, np.where(window, value, 0.0))
+    return heat
+
+
+def test_points_on_and_past_the_canvas_edges_draw_as_documented():
+    height, width = 40, 56
+    points = [
+        (-0.5, 4), (-0.6, 14), (width - 0.5, 24), (width - 0.4, 34), (width - 1, 14),  # left, right
+        (8, -0.5), (20, -0.6), (32, height - 0.5), (44, height - 0.4), (20, height - 1),  # top, bottom
+        (0, 0), (width - 1, height - 1), (width - 1.2, 0.3), (0.3, height - 1.2),  # corners
+    ]  # fmt: skip
+    expected = _gaussian_reference(points, height, width, 1.0)
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        heat = render_heatmaps(np.array([points]), (height, width), sigma=1.0, dtype=dtype)
+        assert heat.dtype == dtype and heat.shape == (1, 1, height, width)
+        np.testing.assert_allclose(heat[0, 0].numpy(), expected, atol=tolerance, rtol=0)
+    assert expected[0].max() > 0 and expected[:, -1].max() > 0  # the edges are drawn on
+
+
+def test_one_image_of_points_and_the_default_size():
+    points = np.random.default_rng(5).uniform(20, 200, (37, 2))
+    single = render_heatmaps(points)  # (K, 2): one image, at 224
+    assert single.shape == (1, 1, 224, 224)
+    torch.testing.assert_close(single, render_heatmaps(points[None], 224), rtol=0, atol=0)

@@ -1,4 +1,5 @@
-"""The linear probes give the same numbers run to run, whatever threads the process was given."""
+"""The linear probes: what they compute (scikit-learn called directly, by hand) and that they give the same numbers
+run to run, whatever threads the process was given."""
 
 import json
 import os
@@ -45,3 +46,56 @@ def test_a_probe_fitted_twice_gives_identical_numbers():
     assert first[-1].coef_.tobytes() == second[-1].coef_.tobytes()
     # in fresh processes with one and with two BLAS/OpenMP threads: the same bytes
     assert _fit_in_process(1) == _fit_in_process(2)
+
+
+def _scikit_learn_probe(c, x, y):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)).fit(x, y)
+
+
+def test_a_probe_is_a_standardised_logistic_regression_with_c_chosen_on_validation():
+    from threadpoolctl import threadpool_limits
+
+    from fer_lib.data import stratified_split
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 30)).astype(np.float32) * rng.uniform(0.1, 50, 30)  # unequal scales
+    y = (x[:, :7] / x[:, :7].std(0) + rng.normal(scale=1.5, size=(400, 7))).argmax(1)
+    train_x, train_y, test_x, test_y = x[:300], y[:300], x[300:], y[300:]
+    with threadpool_limits(limits=1):  # as the probes run: the same sums, the same bytes
+        fitted = probes.fit_probe(0.1, train_x, train_y)
+        direct = _scikit_learn_probe(0.1, train_x, train_y)
+        np.testing.assert_array_equal(fitted[-1].coef_, direct[-1].coef_)
+        # C by validation accuracy on a 10% stratified split, ties to the smaller C; then refit on all
+        fit, val = stratified_split(train_y, 0.1, 0)
+        scores = {
+            c: float(
+                (
+                    _scikit_learn_probe(c, train_x[fit], train_y[fit]).predict(train_x[val])
+                    == train_y[val]
+                ).mean()
+            )
+            for c in (0.01, 0.1, 1.0)
+        }
+        best = min(scores, key=lambda c: (-scores[c], c))
+        predicted = _scikit_learn_probe(best, train_x, train_y).predict(test_x)
+    result = probes.linear_probe("t", train_x, train_y, test_x, test_y)
+    assert (result.c, result.validation_accuracy) == (best, scores[best])
+    np.testing.assert_array_equal(result.test_predicted, predicted)
+    assert result.test_accuracy == float((predicted == test_y).mean()) and result.features == 30
+    assert len(set(scores.values())) > 1  # the choice of C mattered here
+
+
+def test_a_probe_separates_what_is_linearly_separable_and_not_noise():
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(7), 30)
+    separable = np.eye(7)[y] * 3 + rng.normal(scale=0.3, size=(210, 7))
+    noise = rng.normal(size=(210, 7))
+    train, test = np.arange(210) % 3 != 0, np.arange(210) % 3 == 0
+    clear = probes.linear_probe("clear", separable[train], y[train], separable[test], y[test])
+    blind = probes.linear_probe("noise", noise[train], y[train], noise[test], y[test])
+    assert clear.test_accuracy == 1.0
+    assert blind.test_accuracy < 0.35  # chance is 1/7; 70 test images

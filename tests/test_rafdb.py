@@ -104,6 +104,16 @@ def break_label_range(root):
     return f"{root / rafdb.LABEL_FILE}:2: label 8 is outside 1..7"
 
 
+def break_label_zero(root):  # 0-based by mistake: as out of range as 8, not a crash in a count
+    replace_line(root / rafdb.LABEL_FILE, 2, "train_00002.jpg 0")
+    return f"{root / rafdb.LABEL_FILE}:2: label 0 is outside 1..7"
+
+
+def break_label_negative(root):
+    replace_line(root / rafdb.LABEL_FILE, 5, "train_00005.jpg -1")
+    return f"{root / rafdb.LABEL_FILE}:5: label -1 is outside 1..7"
+
+
 def break_label_text(root):
     replace_line(root / rafdb.LABEL_FILE, 3, "train_00003.jpg happy")
     return f"{root / rafdb.LABEL_FILE}:3: label 'happy' is not an integer"
@@ -144,6 +154,8 @@ BREAKERS = [
     break_three_columns,
     break_attribute,
     break_label_range,
+    break_label_zero,
+    break_label_negative,
     break_label_text,
     break_duplicate,
     break_missing_image,
@@ -196,10 +208,11 @@ def test_check_data_json_and_exit_status(tiny_rafdb, capsys):
         "excluded": {},
         "errors": [],
     }
-    break_label_range(tiny_rafdb)
-    assert main(["check-data", str(tiny_rafdb), "--json"]) == 1
-    result = json.loads(capsys.readouterr().out)
-    assert len(result["errors"]) == 1 and sum(result["train"]) == 6
+    for breaker in (break_label_range, break_label_zero):
+        expected = breaker(tiny_rafdb)
+        assert main(["check-data", str(tiny_rafdb), "--json"]) == 1
+        result = json.loads(capsys.readouterr().out)
+        assert result["errors"] == [expected] and sum(result["train"]) == 6
 
 
 def test_check_data_table_names_paper_counts(tiny_rafdb):

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binomtest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from fer_lib import metrics
 from fer_lib.stats import mcnemar_exact, paired_bootstrap, paired_bootstrap_correct
@@ -381,9 +382,19 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     assert result == paired_bootstrap(labels, a, b, metric="aa", resamples=300, num_classes=10)
     from fer_lib.stats import seed_pooled_interval
 
-    seeds = np.stack([a == labels, b == labels])
-    pooled = seed_pooled_interval(labels, seeds, seeds[::-1], metric="aa")
-    assert pooled.difference == pytest.approx(0.0)
+    # two seeds per method, each seed's pair different: the pooled AA difference is the mean of theirs
+    a2 = np.where(rng.random(800) < 0.6, labels, (labels + 2) % 8)
+    b2 = np.where(rng.random(800) < 0.9, labels, (labels + 2) % 8)
+    seeds_a, seeds_b = np.stack([a == labels, a2 == labels]), np.stack([b == labels, b2 == labels])
+    expected = np.mean(  # the mean over seeds of AA(b) - AA(a)
+        [
+            balanced_accuracy_score(labels, yb) - balanced_accuracy_score(labels, ya)
+            for ya, yb in ((a, b), (a2, b2))
+        ]
+    )
+    pooled = seed_pooled_interval(labels, seeds_a, seeds_b, metric="aa")
+    assert pooled.difference == pytest.approx(expected, abs=1e-12)
+    assert pooled == seed_pooled_interval(labels, seeds_a, seeds_b, metric="aa", num_classes=10)
 
 
 def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
@@ -702,3 +713,54 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
     # 3 points away, the other two 0.1 point apart: 25 of their spreads, too few with one degree of freedom
     assert note([0.020, 0.021, -0.010]) == ""
     assert outlying_seed([0.020, 0.021]) is None  # two seeds: nothing to compare with
+
+
+def _predictions(labels, accuracy_per_class, rng):
+    """Predictions right with each class's probability, wrong (the next class) otherwise."""
+    right = rng.random(len(labels)) < np.asarray(accuracy_per_class)[labels]
+    return np.where(right, labels, (labels + 1) % 7)
+
+
+def test_the_seed_pooled_aa_difference_weighs_every_class_alike_and_oa_every_image():
+    from fer_lib.stats import seed_pooled_interval
+
+    rng = np.random.default_rng(11)
+    labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])  # unbalanced, as RAF-DB
+    # B is better on the rare classes and worse on the largest: AA and OA disagree on the sign
+    better_rare = [0.5, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
+    steady = [0.8, 0.5, 0.5, 0.7, 0.5, 0.6, 0.5]
+    a = [_predictions(labels, steady, rng) for _ in range(3)]
+    b = [_predictions(labels, better_rare, rng) for _ in range(3)]
+    correct_a = np.stack([y == labels for y in a])
+    correct_b = np.stack([y == labels for y in b])
+    for metric, score in (("aa", balanced_accuracy_score), ("oa", accuracy_score)):
+        expected = np.mean([score(labels, yb) - score(labels, ya) for ya, yb in zip(a, b)])
+        result = seed_pooled_interval(labels, correct_a, correct_b, metric=metric)
+        assert result.difference == pytest.approx(expected, abs=1e-12), metric
+    aa = np.mean([balanced_accuracy_score(labels, y) for y in b]) - np.mean(
+        [balanced_accuracy_score(labels, y) for y in a]
+    )
+    oa = np.mean([accuracy_score(labels, y) for y in b]) - np.mean(
+        [accuracy_score(labels, y) for y in a]
+    )
+    assert aa > 0.1 and oa < -0.02  # the two weightings are far apart here
+
+
+def test_the_seed_pooled_aa_standard_error_is_the_stratified_one_when_seeds_agree():
+    """With every seed alike only the test images vary: the SE of a mean of class means (by hand: the square root
+    of sum_k s_k^2 / n_k, over the number of classes), and of a mean over the images for OA."""
+    from fer_lib.stats import seed_pooled_interval
+
+    rng = np.random.default_rng(12)
+    labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])
+    a = _predictions(labels, [0.8, 0.5, 0.5, 0.7, 0.5, 0.6, 0.5], rng) == labels
+    b = _predictions(labels, [0.6, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8], rng) == labels
+    d = b.astype(float) - a
+    per_class = [(d[labels == k].var(ddof=1), (labels == k).sum()) for k in range(7)]
+    expected = {
+        "aa": np.sqrt(sum(v / n for v, n in per_class)) / 7,
+        "oa": np.sqrt(sum(n * v for v, n in per_class)) / len(labels),
+    }
+    for metric, se in expected.items():
+        result = seed_pooled_interval(labels, np.stack([a] * 3), np.stack([b] * 3), metric=metric)
+        assert result.seed_variance < 1e-20 and result.se == pytest.approx(se, rel=1e-9), metric

@@ -1,9 +1,12 @@
 """Training engine on a tiny hand-made data set at 128 px with narrow networks (seconds, CPU)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.nn import functional
 
 from fer_lib import data, models, training
 from fer_lib.rafdb import load_rafdb
@@ -254,3 +257,135 @@ def test_a_setting_added_later_counts_as_what_older_runs_used(tmp_path):
     training._check_config(tmp_path, training.BaselineConfig(augmentation="flip_or_noise"))
     with pytest.raises(ValueError, match="differs in: augmentation"):
         training._check_config(tmp_path, training.BaselineConfig())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Which epoch is kept, and what it is judged by: every number of the report comes from best.pt
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the trained weights; population means are filled in after selection, so left out."""
+    return {k: v.clone() for k, v in model.state_dict().items() if "population_mean" not in k}
+
+
+def test_a_fusion_run_keeps_the_epoch_with_the_lowest_validation_loss(
+    tiny_split, tmp_path, monkeypatch
+):
+    torch.manual_seed(0)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    cache = training.rgb_feature_cache(baseline, tiny_split, progress=False)
+    scripted = iter([0.9, 0.4, 2.0])  # epoch 2 has the lowest loss, epoch 3 the highest
+    monkeypatch.setattr(training, "validation_loss", lambda predictions: next(scripted))
+    per_epoch, predict = [], training.predict_fusion
+
+    def remember_weights(model, *args, **kwargs):  # called once per epoch, after its steps
+        per_epoch.append(_weights(model))
+        return predict(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "predict_fusion", remember_weights)
+    model = training.train_fusion(
+        baseline, tiny_split, cache, fusion_config(epochs=3), tmp_path, progress=False
+    )
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 2
+    assert not all(torch.equal(per_epoch[1][k], per_epoch[2][k]) for k in per_epoch[1])
+    for key, value in per_epoch[1].items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_a_baseline_run_keeps_the_epoch_with_the_best_validation_accuracy(
+    tiny_split, tmp_path, monkeypatch
+):
+    run_dir = tmp_path / "baseline"
+    correct_fraction = iter([0.2, 0.8, 0.5])  # epoch 2 is the best, epoch 3 not
+    per_epoch = []
+
+    def scripted_logits(model, images, batch_size):
+        per_epoch.append(_weights(model))
+        validation = json.loads((run_dir / "split.json").read_text())["validation"]
+        position = {name: i for i, name in enumerate(tiny_split.names)}
+        labels = tiny_split.labels[[position[name] for name in validation]]
+        assert len(labels) == len(images) >= 5
+        predicted = (labels + 1) % 7  # wrong everywhere ...
+        right = round(next(correct_fraction) * len(labels))
+        predicted[:right] = labels[:right]  # ... but on the first `right` images
+        return functional.one_hot(predicted, 7).float()
+
+    monkeypatch.setattr(training, "baseline_logits", scripted_logits)
+    model = training.train_baseline(tiny_split, baseline_config(epochs=3), run_dir, progress=False)
+    assert torch.load(run_dir / "best.pt", weights_only=True)["epoch"] == 2
+    assert not torch.equal(per_epoch[1]["fc.weight"], per_epoch[2]["fc.weight"])
+    for key, value in per_epoch[1].items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_the_validation_loss_is_eq3_the_landmark_plus_the_fused_cross_entropy():
+    labels = np.array([0, 2, 1])
+    landmark = np.array([[0.5, 0.25, 0.25], [0.2, 0.2, 0.6], [0.1, 0.8, 0.1]])
+    fused = np.array([[0.25, 0.5, 0.25], [0.1, 0.1, 0.8], [0.5, 0.25, 0.25]])
+    predictions = training.FusionPredictions(
+        ["a", "b", "c"], labels, fused, landmark, landmark, np.ones(3), ("x", "y", "z")
+    )
+    # by hand: the mean of -ln p(label) of each head, summed
+    expected = (
+        -(np.log(0.5) + np.log(0.6) + np.log(0.8)) / 3
+        - (np.log(0.25) + np.log(0.8) + np.log(0.25)) / 3
+    )
+    assert training.validation_loss(predictions) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cached_flipped_features_are_those_of_the_mirrored_images(tiny_split):
+    torch.manual_seed(4)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    cache = training.rgb_feature_cache(baseline, tiny_split, progress=False)
+    with torch.no_grad():
+        mirrored = baseline.forward_per_image(data.normalise(tiny_split.images[:4].flip(-1)))
+    torch.testing.assert_close(cache[1, :4], mirrored, atol=1e-5, rtol=0)
+    assert not torch.allclose(cache[0, :4], cache[1, :4], atol=1e-3)
+
+
+class _EnoughSteps(Exception):
+    pass
+
+
+def test_each_training_step_pairs_an_images_rgb_features_with_its_landmarks_in_the_same_flip_state(
+    tiny_split, tmp_path, monkeypatch
+):
+    torch.manual_seed(0)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    n, cells = len(tiny_split), 25
+    # a cache that says where each row came from: +(i + 1) / 1000 unflipped, -(i + 1) / 1000 flipped
+    code = (torch.arange(n, dtype=torch.float32) + 1) / 1000
+    cache = torch.stack([code, -code])[:, :, None].expand(2, n, cells).contiguous()
+    asked, fed = [], []
+    landmark_inputs, forward_cached = training.landmark_inputs, models.FusionModel.forward_cached
+
+    def record_landmarks(split, index, flip, config, device):
+        asked.append((split.names, index.clone(), None if flip is None else flip.clone()))
+        return landmark_inputs(split, index, flip, config, device)
+
+    def record_rgb(self, rgb, landmarks):
+        fed.append(rgb.clone())
+        if len(fed) == 3:  # three steps are enough
+            raise _EnoughSteps
+        return forward_cached(self, rgb, landmarks)
+
+    monkeypatch.setattr(training, "landmark_inputs", record_landmarks)
+    monkeypatch.setattr(models.FusionModel, "forward_cached", record_rgb)
+    with pytest.raises(_EnoughSteps):
+        training.train_fusion(
+            baseline,
+            tiny_split,
+            cache,
+            fusion_config(epochs=1, batch_size=6),
+            tmp_path,
+            progress=False,
+        )
+    flipped = 0
+    for (names, index, flip), rgb in zip(asked, fed):
+        row = torch.round(rgb[:, 0].abs() * 1000).long() - 1  # the cache row it was read from
+        fit_names = [names[i] for i in index.tolist()]
+        assert [tiny_split.names[i] for i in row.tolist()] == fit_names
+        assert torch.equal(rgb[:, 0] < 0, flip)
+        assert (rgb == rgb[:, :1]).all()
+        flipped += int(flip.sum())
+    assert len(fed) == 3 and 0 < flipped < 18  # both states were drawn
