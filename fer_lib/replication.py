@@ -43,6 +43,8 @@ def _run_summary(run_dir: Path) -> dict:
     return {
         "run": run_dir.name,
         "cpu": info.get("cpu", "unknown"),
+        # the arithmetic: another precision path gives other numbers, which must not change a verdict
+        "path": f"{info.get('device', 'cpu')}, {info.get('cpu_path', 'unknown')}",
         "commit": info.get("commit", "unknown"),
         "seeds": ", ".join(map(str, _seed_list(settings))),
         "headline": {
@@ -91,14 +93,15 @@ def agreement_counts(table: pd.DataFrame) -> str:
 def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per headline number and per claim: each run's value or verdict, and whether they agree
     (``verdict_agreement``; Table 6's OA values within ``HEADLINE_TOLERANCE``). The first rows name each run's CPU,
-    commit and seeds; landmark-only OA and AA are shown with their spread, unjudged."""
+    device and precision path, commit and seeds; landmark-only OA and AA are shown with their spread, unjudged."""
     runs = [_run_summary(d) for d in run_dirs]
     names = [f"{r['run']}" for r in runs]
     rows = [
         {"quantity": key, **{n: r[key] for n, r in zip(names, runs)}, "agree": ""}
-        for key in ("cpu", "commit")
+        for key in ("cpu", "path", "commit")
     ]
-    rows[0]["quantity"], rows[1]["quantity"] = "CPU", "commit"
+    for row, name in zip(rows, ("CPU", "device, CPU precision path", "commit")):
+        row["quantity"] = name
     rows.append(
         {"quantity": "training seeds", **{n: r["seeds"] for n, r in zip(names, runs)}, "agree": ""}
     )
