@@ -141,10 +141,18 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     expected = CLASSES[int(proposed.refuse(0.0)[0][first].argmax())]
 
     port, token = _free_port(), "explorer-test"
+    # the notebook's kernel starts by itself: without this setting JupyterLab may ask which kernel to start, in a
+    # dialog that blocks "Run All Cells" (it did in 3 of 5 runs on a loaded machine)
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"autoStartDefaultKernel": True})
+    )
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
     }
     env.pop("MPLBACKEND", None)  # figures inline, as in a user's JupyterLab
     server = subprocess.Popen(
