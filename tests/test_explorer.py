@@ -111,7 +111,7 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     if missing:
         pytest.skip(f"no browser for the explorer test: {missing}")
     from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
@@ -198,25 +198,38 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         driver.get(f"http://127.0.0.1:{port}/lab/tree/10_explore.ipynb?token={token}")
         wait = WebDriverWait(driver, 240)
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
-        wait.until(
-            lambda d: (
-                "Idle" in d.find_element(By.CSS_SELECTOR, "body").text
-                or d.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator")
-            )
-        )
-        menu = wait.until(
-            EC.element_to_be_clickable(
-                (By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']")
-            )
-        )
-        menu.click()
-        wait.until(
-            EC.element_to_be_clickable(
-                (By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']")
-            )
-        ).click()
         # the panel re-renders while it is read: a text is read through a wait that retries a stale element
         stable = WebDriverWait(driver, 240, ignored_exceptions=(StaleElementReferenceException,))
+        # the kernel itself idle (the status bar), not merely the notebook drawn: Run All Cells sent before the
+        # kernel is ready can run nothing (it did, in 1 of 5 runs on a loaded machine)
+        stable.until(lambda d: "| Idle" in d.find_element(By.ID, "jp-main-statusbar").text)
+
+        def cells_started(d) -> bool:
+            prompts = [p.text for p in d.find_elements(By.CSS_SELECTOR, ".jp-InputPrompt")]
+            return any(p.startswith("[") and p.strip() not in ("[ ]:", "[ ]") for p in prompts)
+
+        for attempt in range(3):  # Run All Cells again only if no cell started
+            wait.until(
+                EC.element_to_be_clickable(
+                    (By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']")
+                )
+            ).click()
+            wait.until(
+                EC.element_to_be_clickable(
+                    (
+                        By.XPATH,
+                        "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']",
+                    )
+                )
+            ).click()
+            try:
+                WebDriverWait(
+                    driver, 30, ignored_exceptions=(StaleElementReferenceException,)
+                ).until(cells_started)
+                break
+            except TimeoutException:
+                if attempt == 2:
+                    raise
 
         def prediction_text(d) -> str:
             return d.find_element(By.CSS_SELECTOR, ".fer-prediction").text
