@@ -77,10 +77,12 @@ def _rank(rank: int, world: int, store: str, root: str, out: str) -> None:
 def _spawned(precision_mode: str, root, out) -> None:
     """One process, then two, training in ``precision_mode`` (set here whatever this CPU's default; the ranks
     inherit it)."""
-    saved = os.environ.get(precision.ENV)
+    saved, adabelief = os.environ.get(precision.ENV), training.ADABELIEF
     os.environ[precision.ENV] = precision_mode
     try:
-        _train(str(root), str(out / f"one_{precision_mode}"))
+        _train(
+            str(root), str(out / f"one_{precision_mode}")
+        )  # changes training.ADABELIEF: restored below
         mp.spawn(
             _rank,
             args=(
@@ -93,6 +95,9 @@ def _spawned(precision_mode: str, root, out) -> None:
             join=True,
         )
     finally:
+        training.ADABELIEF = (
+            adabelief  # later tests in this process train with the recipe's own eps
+        )
         os.environ.pop(precision.ENV, None)
         if saved is not None:
             os.environ[precision.ENV] = saved

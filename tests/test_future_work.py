@@ -130,10 +130,9 @@ def test_the_learned_gate_is_fitted_on_validation_to_a_minimum_of_its_own_loss(
     at_start.backward()
     steepest = [max(float(p.grad.abs().max()) for p in point) for point in (fitted, start)]
     assert at_fit.item() <= at_start.item() + 1e-6  # never above where it started
-    # stationary where fitted, relative to where it started (an unfitted gate fails here): the gradient falls
-    # below a tenth of the start's (fp32 path: 1e-5 of 8e-4; the bf16 path recomputes these features with other
-    # rounding, 3e-5)
-    assert steepest[0] < 0.1 * steepest[1] and steepest[1] > 1e-4
+    # stationary where fitted; not where it started (so an unfitted gate fails here). Measured 1.7e-6 (fp32 path)
+    # and 4.2e-6 (bf16 path) at the fit, 8.1e-4 at the start
+    assert steepest[0] < 1e-5 and steepest[1] > 1e-4
     paper_factor = out.landmark_logits.softmax(1).max(1).values * torch.where(agree > 0, 1.0, 0.6)
     with torch.no_grad():  # the two losses the run records, recomputed
         assert history.loc[0, "val_fused_loss"] == pytest.approx(
