@@ -59,9 +59,8 @@ def _check_data(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
         return 0 if report.ok else 1
-    if (
-        report.errors and report.read_nothing
-    ):  # nothing counted: the problem alone, not a table of zeros
+    # nothing counted: the problem alone, not a table of zeros
+    if report.errors and report.read_nothing:
         for problem in report.errors:
             print(f"error: {problem}", file=sys.stderr)
         return 1

@@ -153,11 +153,11 @@ def predict(
     """Predict and explain every face of every photo with the models of two checkpoints (see ``predict_photos``);
     ``mean_data``: a RAF-DB copy whose training images give a baseline without a population mean one."""
     device = device or models.pick_device()
-    photos_in(paths)  # a missing or non-image path is named before any model loads
+    photos = photos_in(paths)  # a missing or non-image path is named before any model loads
     baseline, fusion, config = load_models(
         Path(baseline_path), Path(fusion_path) if fusion_path else None, device, mean_data
     )
-    return predict_photos(paths, baseline, fusion, config, out, progress=progress)
+    return predict_photos(photos, baseline, fusion, config, out, progress=progress)
 
 
 def predict_photos(

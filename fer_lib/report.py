@@ -37,7 +37,8 @@ def save_table(
     save_csv(frame, tables_dir / f"{name}.csv")
     # 4 decimals for measurements, integers (seeds, counts) as integers, missing values empty: as Python
     # objects, or the mixed-dtype array tabulate receives would turn every number into a float
-    shown = readable_components(frame).astype(object).where(frame.notna(), None)
+    readable_frame = readable_components(frame)
+    shown = readable_frame.astype(object).where(frame.notna(), None)
     # the components' text as written: tabulate would parse "2.50e-06" back and print it as 0.0000
     as_text = [k for k, c in enumerate(frame.columns) if str(c).endswith(COMPONENT_SUFFIXES)]
     markdown = shown.to_markdown(
@@ -45,9 +46,7 @@ def save_table(
     )
     save_text((f"{caption}\n\n" if caption else "") + markdown + "\n", tables_dir / f"{name}.md")
     save_text(
-        readable_components(frame).to_latex(
-            index=False, float_format="%.4f", caption=caption or None
-        ),
+        readable_frame.to_latex(index=False, float_format="%.4f", caption=caption or None),
         tables_dir / f"{name}.tex",
     )
     return frame
