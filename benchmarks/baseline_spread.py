@@ -27,8 +27,8 @@ def train_one(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     from fer_lib import training
-    from fer_lib.experiment import Experiment, get_profile
-    from fer_lib.pipeline import ensure_data, run_dir_for
+    from fer_lib.run.experiment import Experiment, get_profile
+    from fer_lib.run.pipeline import ensure_data, run_dir_for
 
     training.LR_GAMMA = args.lr_gamma
     profile = get_profile("demo")

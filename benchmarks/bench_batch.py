@@ -70,7 +70,7 @@ def main() -> None:
             print(
                 f"{name}, batch {batch}: {ms_per_image(model, batch, channels, args.input_size, args.seconds):.2f} ms per image (forward + backward)"
             )
-    notebook = "from fer_lib import report; from fer_lib.notebook import start"
+    notebook = "from fer_lib import report; from fer_lib.run.notebook import start"
     print(f"import of a notebook's first cell: {import_seconds(notebook):.1f} s")
     print(f"  the same plus torchvision: {import_seconds(notebook + '; import torchvision'):.1f} s")
 

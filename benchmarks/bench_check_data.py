@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer_lib import rafdb
+from fer_lib.data import rafdb
 
 
 def write_raf_sized(root: Path, n_train: int = 12271, n_test: int = 3068) -> Path:

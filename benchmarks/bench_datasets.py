@@ -34,7 +34,7 @@ import numpy as np
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from fer_lib.affectnet import AffectNetCsv
+from fer_lib.data.affectnet import AffectNetCsv
 root, mode = Path(sys.argv[1]), sys.argv[2]
 started = time.perf_counter()
 rows = None
@@ -44,7 +44,7 @@ if mode == "check":
     assert report.ok, report.errors[:3]
 if mode == "convert":
     import os
-    from fer_lib.layouts import convert
+    from fer_lib.data.layouts import convert
     rows = convert(AffectNetCsv(root), root.parent / (root.name + "_converted"), workers=os.cpu_count(), progress=False)["converted"]
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}))
@@ -53,7 +53,7 @@ print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RU
 
 def write_copy(root: Path, rows: int, validation: int, seed: int = 0) -> Path:
     """An annotations-only AffectNet CSV release: the two list files, no images."""
-    from fer_lib.affectnet import COLUMNS
+    from fer_lib.data.affectnet import COLUMNS
 
     rng = np.random.default_rng(seed)
     lists = root / "Manually_Annotated_file_lists"
@@ -96,7 +96,7 @@ def measure(root: Path, mode: str) -> dict:
 def time_conversion(base: Path, n: int) -> None:
     """convert-data on synthetic AffectNet copies of n and n / 10 training images, each in a fresh process: its time
     and the converting (parent) process's peak memory; the workers each hold one image at a time."""
-    from fer_lib.demo_layouts import write_affectnet_csv
+    from fer_lib.data.demo_layouts import write_affectnet_csv
 
     for size in (n // 10, n):
         source = write_affectnet_csv(

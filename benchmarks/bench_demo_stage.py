@@ -36,8 +36,9 @@ def worker(args) -> None:
     import dataclasses
 
     import fer_lib
-    from fer_lib import scheduler, training
-    from fer_lib.experiment import Experiment, get_profile
+    from fer_lib import training
+    from fer_lib.run import scheduler
+    from fer_lib.run.experiment import Experiment, get_profile
 
     profile = get_profile("demo")
     run = Path(args.scratch)
@@ -99,7 +100,7 @@ def worker(args) -> None:
     # runs without it, and the pass is timed apart and priced for those runs. Older code: inside every job.
     import inspect
 
-    from fer_lib import experiment as experiment_module
+    from fer_lib.run import experiment as experiment_module
 
     predicted_with = getattr(experiment_module, "PREDICTED_WITH", None)
     optional = "population_means" in inspect.signature(training.train_fusion).parameters

@@ -35,16 +35,17 @@ def main() -> None:
     import pandas as pd
 
     import fer_lib
-    from fer_lib import data, training
-    from fer_lib.rafdb import load_rafdb
-    from fer_lib.synthetic import generate_demo_dataset
+    from fer_lib import training
+    from fer_lib.data import tensors
+    from fer_lib.data.rafdb import load_rafdb
+    from fer_lib.data.synthetic import generate_demo_dataset
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         root = generate_demo_dataset(
             scratch / "basic", args.train, 14, seed=0, progress=False, workers=1
         )
-        split = data.split_tensors(load_rafdb(root).split("train"), 128, progress=False)
+        split = tensors.split_tensors(load_rafdb(root).split("train"), 128, progress=False)
         device = torch.device("cpu")
         baseline_config = training.BaselineConfig(
             input_size=128, width=16, epochs=args.epochs, batch_size=64, seed=0

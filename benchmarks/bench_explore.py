@@ -29,9 +29,9 @@ def worker(run: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fer_lib import explore
-    from fer_lib.experiment import Experiment
-    from fer_lib.profiles import get_profile
+    from fer_lib.apps import explore
+    from fer_lib.run.experiment import Experiment
+    from fer_lib.run.profiles import get_profile
 
     imported = (
         time.perf_counter() - clock

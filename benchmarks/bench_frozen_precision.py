@@ -1,6 +1,6 @@
 """What computing the frozen RGB network in full fp32 costs, and what bf16 autocast would change.
 
-The frozen baseline's features, caches and evaluations run in fp32 on every device (``fer_lib.precision.full``),
+The frozen baseline's features, caches and evaluations run in fp32 on every device (``fer_lib.runtime.precision.full``),
 so that Table 6's baseline is the checkpoint's own accuracy. This times the frozen network's feature-cache pass
 (``ARMNet.forward_per_image``, eval mode, no gradients) over random images in fp32 and under bf16 autocast, at
 the demo's and the paper's network sizes, and counts how many of the logits' argmax agree between the two.
@@ -20,7 +20,9 @@ import time
 
 import torch
 
-from fer_lib import data, models, precision
+from fer_lib import models
+from fer_lib.data import tensors
+from fer_lib.runtime import precision
 
 SIZES = {"demo": (128, 16), "paper": (224, 64)}  # (input size, ResNet18 base width)
 
@@ -50,7 +52,7 @@ def main() -> None:
         model = models.ARMNet(size, width=width).eval().to(device)
         images = torch.randint(0, 256, (args.images, 3, size, size), dtype=torch.uint8)
         batches = [
-            data.normalise(images[i : i + args.batch_size].to(device))
+            tensors.normalise(images[i : i + args.batch_size].to(device))
             for i in range(0, args.images, args.batch_size)
         ]
 

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from fer_lib.heatmaps import render_heatmaps
+from fer_lib.data.heatmaps import render_heatmaps
 
 
 def throughput(points: torch.Tensor, size: int, shape: str, repeats: int) -> float:

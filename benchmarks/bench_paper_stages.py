@@ -30,7 +30,8 @@ def _timed(step, batch: int, steps: int) -> float:
 def main() -> None:
     from adabelief_pytorch import AdaBelief
 
-    from fer_lib import data, models, training
+    from fer_lib import models, training
+    from fer_lib.data import tensors
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -55,7 +56,7 @@ def main() -> None:
 
     def baseline_step():
         baseline.train()
-        x = data.augment_arm(data.normalise(images), generator).to(device)
+        x = tensors.augment_arm(tensors.normalise(images), generator).to(device)
         loss = torch.nn.functional.cross_entropy(baseline(x), labels.to(device))
         adam.zero_grad()
         loss.backward()
@@ -66,7 +67,7 @@ def main() -> None:
 
     def cache_step():
         with torch.no_grad():
-            baseline.forward_per_image(data.normalise(images).to(device))
+            baseline.forward_per_image(tensors.normalise(images).to(device))
 
     results["frozen-feature cache"] = _timed(cache_step, batch, steps)
     config = training.FusionConfig(width=32, batch_norm=False)
@@ -76,11 +77,11 @@ def main() -> None:
         model.trainable_parameters(), print_change_log=False, **training.ADABELIEF
     )
     with torch.no_grad():
-        cached = baseline.forward_per_image(data.normalise(images).to(device))
+        cached = baseline.forward_per_image(tensors.normalise(images).to(device))
 
     def landmark_step():
         model.train()
-        heatmaps = data.heatmaps_for(points.to(device), size).contiguous(
+        heatmaps = tensors.heatmaps_for(points.to(device), size).contiguous(
             memory_format=training.landmark_memory_format(config, device)
         )
         loss = model.loss(model.forward_cached(cached, heatmaps), labels.to(device))
@@ -93,7 +94,9 @@ def main() -> None:
 
     def inference_step():
         with torch.no_grad():
-            model(data.normalise(images).to(device), data.heatmaps_for(points.to(device), size))
+            model(
+                tensors.normalise(images).to(device), tensors.heatmaps_for(points.to(device), size)
+            )
 
     results["inference, both branches"] = _timed(inference_step, batch, steps)
     print(

@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional
 
-from fer_lib import data, models, training
-from fer_lib.rafdb import load_rafdb
+from fer_lib import models, training
+from fer_lib.data import tensors
+from fer_lib.data.rafdb import load_rafdb
 
 
 def sync(device: torch.device) -> None:
@@ -46,7 +47,7 @@ def fusion_step(model, optimizer, rgb_per_image, heatmaps, labels):
 def bench_training(args, device) -> None:
     rafdb = load_rafdb(args.data).split("train")
     rafdb = rafdb.subset(range(min(len(rafdb), args.batch * args.steps)))
-    split = data.split_tensors(rafdb, args.input_size, progress=False)
+    split = tensors.split_tensors(rafdb, args.input_size, progress=False)
     torch.manual_seed(0)
     baseline = models.ARMNet(args.input_size, width=args.width).to(device).eval()
     model = (
@@ -59,19 +60,19 @@ def bench_training(args, device) -> None:
     ]
 
     def cached(index):
-        heat = data.heatmaps_for(split.points[index].to(device), args.input_size)
+        heat = tensors.heatmaps_for(split.points[index].to(device), args.input_size)
         fusion_step(
             model, optimizer, cache[0, index].to(device), heat, split.labels[index].to(device)
         )
 
     def recompute(index):
         paths = [rafdb.aligned_path(int(i)) for i in index]
-        images = torch.from_numpy(data.load_images(paths, args.input_size, progress=False)).permute(
-            0, 3, 1, 2
-        )
+        images = torch.from_numpy(
+            tensors.load_images(paths, args.input_size, progress=False)
+        ).permute(0, 3, 1, 2)
         with torch.no_grad():
-            rgb = baseline.forward_per_image(data.normalise(images.to(device)))
-        heat = data.heatmaps_for(split.points[index].to(device), args.input_size)
+            rgb = baseline.forward_per_image(tensors.normalise(images.to(device)))
+        heat = tensors.heatmaps_for(split.points[index].to(device), args.input_size)
         fusion_step(model, optimizer, rgb, heat, split.labels[index].to(device))
 
     rates = {}
@@ -168,7 +169,7 @@ def bench_raf_sized(args, device) -> None:
     started = time.perf_counter()
     for index in torch.randperm(n_train, device=device).split(256):
         with autocast:
-            out = model.forward_cached(cache[index], data.heatmaps_for(points[index], size))
+            out = model.forward_cached(cache[index], tensors.heatmaps_for(points[index], size))
             loss = functional.cross_entropy(
                 out.fused_logits.float(), labels[index]
             ) + functional.cross_entropy(out.landmark_logits.float(), labels[index])
@@ -185,9 +186,10 @@ def bench_raf_sized(args, device) -> None:
     started = time.perf_counter()
     with torch.no_grad(), autocast:
         for batch in images.split(64):
-            batch = data.normalise(batch.to(device))
+            batch = tensors.normalise(batch.to(device))
             model(
-                batch, data.heatmaps_for(torch.rand(len(batch), 37, 2, device=device) * size, size)
+                batch,
+                tensors.heatmaps_for(torch.rand(len(batch), 37, 2, device=device) * size, size),
             )
     sync(device)
     print(
@@ -222,7 +224,7 @@ def main() -> None:
         bench_raf_sized(args, device)
         return
     if args.data is None:
-        from fer_lib.synthetic import generate_demo_dataset
+        from fer_lib.data.synthetic import generate_demo_dataset
 
         args.data = Path(tempfile.mkdtemp()) / "basic"
         generate_demo_dataset(

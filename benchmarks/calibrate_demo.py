@@ -20,9 +20,15 @@ import torch
 
 
 def main() -> None:
-    from fer_lib import data, metrics, probes, training
-    from fer_lib.rafdb import load_rafdb
-    from fer_lib.synthetic import SyntheticKnobs, demo_dataset_is_complete, generate_demo_dataset
+    from fer_lib import training
+    from fer_lib.data import tensors
+    from fer_lib.data.rafdb import load_rafdb
+    from fer_lib.data.synthetic import (
+        SyntheticKnobs,
+        demo_dataset_is_complete,
+        generate_demo_dataset,
+    )
+    from fer_lib.evaluation import metrics, probes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -60,7 +66,7 @@ def main() -> None:
 
     rafdb = load_rafdb(root)
     train, test = (
-        data.split_tensors(
+        tensors.split_tensors(
             rafdb.split(s), args.input_size, cache_dir=args.out / "cache", progress=False
         )
         for s in ("train", "test")

@@ -30,8 +30,8 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from fer_lib.experiment import Experiment
-    from fer_lib.profiles import get_profile, parse_assignments
+    from fer_lib.run.experiment import Experiment
+    from fer_lib.run.profiles import get_profile, parse_assignments
 
     torch.set_num_threads(args.threads)
     profile = get_profile(

@@ -37,8 +37,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    from fer_lib import faces
-    from fer_lib.rafdb import CLASSES, load_rafdb
+    from fer_lib.data import faces
+    from fer_lib.data.rafdb import CLASSES, load_rafdb
 
     data = load_rafdb(args.data)
     clock = time.perf_counter()

@@ -164,7 +164,7 @@ def whole_profile(stages: Stages, n_train: int, n_test: int, runs: int) -> float
     """The paper profile on RAF-DB from the measured stages, scaled per image: one baseline (70 epochs, its population
     mean, its caches), then ``runs`` landmark-branch runs of 10 epochs, each predicting the test set. None when a
     stage it needs was skipped."""
-    from fer_lib.profiles import get_profile
+    from fer_lib.run.profiles import get_profile
 
     paper = get_profile("paper")
     names = [
@@ -237,9 +237,10 @@ def run(args, scratch: Path, log) -> None:
     import pandas as pd
     import torch
 
-    from fer_lib import models, precision, training
-    from fer_lib.experiment import Experiment, get_profile
-    from fer_lib.pipeline import ensure_data, machine_info
+    from fer_lib import models, training
+    from fer_lib.run.experiment import Experiment, get_profile
+    from fer_lib.run.pipeline import ensure_data, machine_info
+    from fer_lib.runtime import precision
 
     paper = get_profile("paper")
     batch_train, batch_test = (

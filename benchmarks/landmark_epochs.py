@@ -32,8 +32,8 @@ def main() -> None:
     import torch
 
     from fer_lib import training
-    from fer_lib.experiment import Experiment, get_profile
-    from fer_lib.pipeline import ensure_data, run_dir_for
+    from fer_lib.run.experiment import Experiment, get_profile
+    from fer_lib.run.pipeline import ensure_data, run_dir_for
 
     torch.set_num_threads(args.threads)
     profile = get_profile("demo")

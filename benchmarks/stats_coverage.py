@@ -1,4 +1,4 @@
-"""Coverage of the seed-pooled interval (``fer_lib.stats.seed_pooled_interval``), by simulation with known truth.
+"""Coverage of the seed-pooled interval (``fer_lib.evaluation.stats.seed_pooled_interval``), by simulation with known truth.
 
     python benchmarks/stats_coverage.py [--replicates 1000] [--out benchmarks/stats_coverage.csv]
     python benchmarks/stats_coverage.py --seed-laws | --outliers | --worst-case
@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from fer_lib.stats import seed_pooled_interval
+from fer_lib.evaluation.stats import seed_pooled_interval
 
 RAFDB_TEST = np.array(
     [329, 74, 160, 1185, 478, 162, 680]
@@ -227,7 +227,7 @@ def coverage(
 ) -> dict:
     """Miss rates of the interval (and of the previous one) over ``replicates`` test sets of a setting, overall and
     given a tie, s^2 below the interaction, or an outlying seed flagged (``stats.outlying_seed``)."""
-    from fer_lib.stats import _metric_weights, outlying_seed
+    from fer_lib.evaluation.stats import _metric_weights, outlying_seed
 
     population = Population(setting)
     rng = np.random.default_rng(seed)
@@ -297,7 +297,7 @@ def outlier_rates(setting: Setting, replicates: int, seed: int = 0, *, fail_firs
     """How often ``stats.outlying_seed`` flags a seed of the OA differences over ``replicates`` test sets of a setting:
     with normal seed effects every flag is false; with ``fail_first`` the first seed is planted FAIL_DROP points lower
     and a flag of it is a detection."""
-    from fer_lib.stats import _metric_weights, _variance_components, outlying_seed
+    from fer_lib.evaluation.stats import _metric_weights, _variance_components, outlying_seed
 
     population = Population(setting)
     rng = np.random.default_rng(seed)
@@ -339,7 +339,7 @@ def exact_miss(
     from scipy.special import ndtr
     from scipy.stats import chi2
 
-    from fer_lib.stats import _quantile, bound_confidence
+    from fer_lib.evaluation.stats import _quantile, bound_confidence
 
     level = bound_confidence(seeds, 1 - confidence) if bound_level is None else bound_level
     u = chi2.ppf((np.arange(points) + 0.5) / points, seeds - 1) / (seeds - 1)

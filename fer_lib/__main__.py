@@ -37,7 +37,7 @@ def _fold(text: str) -> int | str:
 
 
 def _layout_options(args: argparse.Namespace, fold: int | None = None) -> dict:
-    """The options of the other layouts' readers (fer_lib.datasets.reader_for), from the command line."""
+    """The options of the other layouts' readers (fer_lib.data.datasets.reader_for), from the command line."""
     fold = fold if fold is not None else (0 if args.fold == "all" else args.fold)
     return {
         "classes": args.classes,
@@ -50,7 +50,7 @@ def _layout_options(args: argparse.Namespace, fold: int | None = None) -> dict:
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    from fer_lib.datasets import check_layout
+    from fer_lib.data.datasets import check_layout
 
     started = time.perf_counter()
     report = check_layout(
@@ -87,8 +87,8 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from fer_lib.demo_layouts import WRITERS
-    from fer_lib.synthetic import generate_demo_dataset
+    from fer_lib.data.demo_layouts import WRITERS
+    from fer_lib.data.synthetic import generate_demo_dataset
 
     started = time.perf_counter()
     if args.layout == "rafdb":
@@ -107,8 +107,8 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _convert_data(args: argparse.Namespace) -> int:
-    from fer_lib.datasets import reader_for
-    from fer_lib.layouts import DataSetError, convert, detect_layout
+    from fer_lib.data.datasets import reader_for
+    from fer_lib.data.layouts import DataSetError, convert, detect_layout
 
     layout = detect_layout(args.src)
     if layout in ("rafdb", "photos"):
@@ -157,8 +157,8 @@ def _device(name: str | None):
     the best available."""
     import torch
 
-    from fer_lib import distributed
     from fer_lib.models import checked_device, describe_device, pick_device
+    from fer_lib.runtime import distributed
 
     rank_device = distributed.init_from_environment()
     if rank_device is not None and (name is None or torch.device(name).type == rank_device.type):
@@ -171,8 +171,8 @@ def _device(name: str | None):
 
 
 def _print_summary(title: str, labels, probabilities, classes=None) -> None:
-    from fer_lib.metrics import summary
-    from fer_lib.rafdb import CLASSES
+    from fer_lib.data.rafdb import CLASSES
+    from fer_lib.evaluation.metrics import summary
 
     classes = classes or CLASSES
     result = summary(labels, probabilities, len(classes))
@@ -186,7 +186,8 @@ def _print_summary(title: str, labels, probabilities, classes=None) -> None:
 
 
 def _train_baseline(args: argparse.Namespace) -> int:
-    from fer_lib import distributed, training
+    from fer_lib import training
+    from fer_lib.runtime import distributed
 
     config = _recipe(training.BaselineConfig, args)
     device = _device(args.device)
@@ -228,7 +229,8 @@ def _load_baseline(path: Path, input_size: int | None):
 
 
 def _train_fusion(args: argparse.Namespace) -> int:
-    from fer_lib import distributed, models, training
+    from fer_lib import models, training
+    from fer_lib.runtime import distributed
 
     device = _device(args.device)
     baseline = _load_baseline(args.baseline, args.input_size).to(device)
@@ -429,10 +431,10 @@ def _report_across(result, split, probabilities, classes, out: Path) -> None:
 
 
 def _evaluate_across(args: argparse.Namespace) -> int:
-    """Every checkpoint on every data set's test split, over the classes each pair shares (fer_lib.crossdata)."""
-    from fer_lib import crossdata
+    """Every checkpoint on every data set's test split, over the classes each pair shares (fer_lib.apps.crossdata)."""
+    from fer_lib.apps import crossdata
+    from fer_lib.data.rafdb import load_rafdb
     from fer_lib.io import save_csv, save_text
-    from fer_lib.rafdb import load_rafdb
 
     if args.paired and len(args.checkpoint) != len(args.data):
         print(
@@ -524,8 +526,8 @@ def _run_all_device(profile: str, name: str | None):
 
 def _run_all(args: argparse.Namespace) -> int:
     from fer_lib.models import DeviceError, describe_device
-    from fer_lib.pipeline import fold_copies, run_all, run_folds
-    from fer_lib.profiles import SettingsError, get_profile, parse_assignments
+    from fer_lib.run.pipeline import fold_copies, run_all, run_folds
+    from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
 
     folds = fold_copies(args.data) if args.data is not None else []
     try:
@@ -569,7 +571,7 @@ def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
     """run-all reads RAF-DB's layout: another layout (AffectNet, FERPlus, CK+ as released) is refused before any
     work, saying how to convert it. A converted copy runs with its own class list (classes.json: 7, or 8 with
     Contempt), which every per-class table and figure of the report follows."""
-    from fer_lib.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+    from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
 
     try:
         layout = detect_layout(path)
@@ -583,14 +585,14 @@ def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
 
 
 def _compare_runs(args: argparse.Namespace) -> int:
-    from fer_lib import replication, report
+    from fer_lib.report import replication, tables
 
     try:
         table = replication.stability_table(args.runs)
     except FileNotFoundError as error:
         print(f"compare-runs: {error}", file=sys.stderr)
         return 2
-    report.save_table(
+    tables.save_table(
         table,
         replication.STABILITY_FILE,
         args.out,
@@ -609,7 +611,7 @@ def _compare_runs(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from fer_lib import verdicts
+    from fer_lib.report import verdicts
 
     tables = args.run_dir / "tables"
     if not (tables / "significance_proposed.csv").exists():
@@ -689,7 +691,7 @@ def _existing(text: str) -> Path:
 
 def _data_folder(text: str) -> Path:
     """A data set the training commands read: RAF-DB's layout. Another layout is refused, saying how to convert it."""
-    from fer_lib.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+    from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
 
     path = _existing(text)
     try:
@@ -732,10 +734,10 @@ def _input_size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fer_lib.affectnet import CLASS_ORDERS
-    from fer_lib.demo_layouts import DEMO_LAYOUTS
-    from fer_lib.ferplus import LABEL_MODES
-    from fer_lib.profiles import PROFILES
+    from fer_lib.data.affectnet import CLASS_ORDERS
+    from fer_lib.data.demo_layouts import DEMO_LAYOUTS
+    from fer_lib.data.ferplus import LABEL_MODES
+    from fer_lib.run.profiles import PROFILES
     from fer_lib.settings import (
         AFFINITY_MODES,
         AUGMENTATIONS,
@@ -1299,7 +1301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _import_images(args: argparse.Namespace) -> int:
-    from fer_lib.faces import import_images
+    from fer_lib.data.faces import import_images
 
     counts = import_images(
         args.src, args.out, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers
@@ -1324,7 +1326,7 @@ def _import_images(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from fer_lib.predict import predict
+    from fer_lib.apps.predict import predict
 
     frame = predict(
         args.paths,
@@ -1364,10 +1366,10 @@ def _install_kernel(args: argparse.Namespace) -> int:
 
 
 def _is_data_or_checkpoint_error(error: Exception) -> bool:
-    from fer_lib.faces import FaceToolsMissing, ImportProblem
+    from fer_lib.data.faces import FaceToolsMissing, ImportProblem
+    from fer_lib.data.rafdb import RafDbError
     from fer_lib.models import CheckpointError, DeviceError
-    from fer_lib.profiles import SettingsError
-    from fer_lib.rafdb import RafDbError
+    from fer_lib.run.profiles import SettingsError
 
     # FileExistsError: an output folder that holds something else (demo-data, convert-data)
     return isinstance(

@@ -54,9 +54,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from fer_lib import distributed, precision
+from fer_lib.data.rafdb import CLASSES, CLASSES_8, NUM_CLASSES
+from fer_lib.data.tensors import IMAGENET_MEAN, IMAGENET_STD
 from fer_lib.io import save_torch
-from fer_lib.rafdb import CLASSES, CLASSES_8, NUM_CLASSES
+from fer_lib.runtime import distributed, precision
 from fer_lib.settings import (
     AFFINITY_MODES,
     DE_ALBINO_KERNEL,
@@ -71,8 +72,6 @@ from fer_lib.settings import (
     landmark_last_kernel,
 )
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 COORDS_HIDDEN = 256  # the coordinate MLP's hidden width
 
 ARM_FILE_HINT = (
@@ -101,7 +100,7 @@ def check_classes(model_classes, data_classes, what: str) -> None:
 
 def fp32_head(features: Tensor):
     """Autocast off for what follows the trunks (batch terms, heads, eq. 2): fp32 from bf16 features, so that the
-    numbers the report compares do not depend on where the features were rounded (``fer_lib.precision``)."""
+    numbers the report compares do not depend on where the features were rounded (``fer_lib.runtime.precision``)."""
     return torch.autocast(features.device.type, enabled=False)
 
 

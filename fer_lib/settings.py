@@ -2,7 +2,7 @@
 ``FusionConfig``), the choices each option takes, and the input sizes and widths the networks accept.
 
 The command line (``fer_lib.__main__``) derives its options' defaults and choices from here and the report's
-profiles (``fer_lib.profiles``) start from the same defaults, so a default cannot drift between them. A
+profiles (``fer_lib.run.profiles``) start from the same defaults, so a default cannot drift between them. A
 profile's departure from a default is written in the profile, where ``design_choices`` lists it. This module
 imports neither torch nor numpy: the command line reads it before deciding whether it needs them.
 

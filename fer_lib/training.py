@@ -35,10 +35,12 @@ from torch.nn import functional
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from fer_lib import data, distributed, models, precision
+from fer_lib import models
+from fer_lib.data import tensors
+from fer_lib.data.landmarks import flip_permutation
+from fer_lib.data.rafdb import CLASSES
 from fer_lib.io import claim_config, fill_older_fields, relative, save_csv, save_json, save_torch
-from fer_lib.landmarks import flip_permutation
-from fer_lib.rafdb import CLASSES
+from fer_lib.runtime import distributed, precision
 from fer_lib.settings import (
     ADABELIEF,
     LR_GAMMA,
@@ -66,7 +68,11 @@ def _check_config(run_dir: Path, config) -> None:
 
 
 def _validation_split(
-    run_dir: Path, train: data.SplitTensors, fraction: float, seed: int, holdout: Path | None = None
+    run_dir: Path,
+    train: tensors.SplitTensors,
+    fraction: float,
+    seed: int,
+    holdout: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The run's seeded, stratified validation split (``split.json``), or, with ``holdout`` (the ``split.json`` of
     the baseline this run is fused with), that baseline's own hold-out: images the frozen network never trained on."""
@@ -94,7 +100,7 @@ def _validation_split(
         return np.array([position[n] for n in saved["train"]]), np.array(
             [position[n] for n in saved["validation"]]
         )
-    fit, val = data.stratified_split(train.labels.numpy(), fraction, seed)
+    fit, val = tensors.stratified_split(train.labels.numpy(), fraction, seed)
     save_json(
         {
             "seed": seed,
@@ -199,7 +205,7 @@ def baseline_logits(
     for start in tqdm(
         range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False
     ):
-        batch = data.normalise(images[start : start + batch_size].to(device)).contiguous(
+        batch = tensors.normalise(images[start : start + batch_size].to(device)).contiguous(
             memory_format=memory_format
         )
         with precision.full(device):  # the checkpoint's own predictions on any device
@@ -208,7 +214,7 @@ def baseline_logits(
 
 
 def train_baseline(
-    train: data.SplitTensors,
+    train: tensors.SplitTensors,
     config: BaselineConfig,
     run_dir: Path,
     *,
@@ -257,7 +263,7 @@ def train_baseline(
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator).to(fit_images.device)
-        noise_generator = data.device_generator(
+        noise_generator = tensors.device_generator(
             generator, fit_images.device
         )  # one per epoch on a GPU; None on the CPU
         model.train()
@@ -281,8 +287,8 @@ def train_baseline(
                 len(index)
             )  # this rank's share of the batch, augmented alike on every rank
             batch = fit_images[index]
-            images = data.augment_arm(
-                data.normalise(batch), generator, config.augmentation, noise_generator
+            images = tensors.augment_arm(
+                tensors.normalise(batch), generator, config.augmentation, noise_generator
             )[part].to(device, memory_format=memory_format)
             labels = fit_labels[index[part]]
             with _autocast(device), distributed.global_batch():
@@ -353,7 +359,11 @@ def finished_baseline(
 
 @torch.no_grad()
 def store_population_mean(
-    model: models.ARMNet, fit: data.SplitTensors, batch_size: int, path: Path, device: torch.device
+    model: models.ARMNet,
+    fit: tensors.SplitTensors,
+    batch_size: int,
+    path: Path,
+    device: torch.device,
 ) -> None:
     """ARM's batch-independent mean over the training images (eval mode, no augmentation), written into the kept
     checkpoint: what a single photo is explained with (``predict``), where there is no batch. The maps are computed
@@ -384,7 +394,7 @@ def _baseline_fingerprint(baseline: models.ARMNet) -> str:
 @torch.no_grad()
 def rgb_feature_cache(
     baseline: models.ARMNet,
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     *,
     flips: tuple[bool, ...] = (False, True),
     batch_size: int = 128,
@@ -431,7 +441,7 @@ def rgb_feature_cache(
             with precision.full(device):
                 chunks.append(
                     baseline.forward_per_image(
-                        data.normalise(images.to(device)).contiguous(memory_format=memory_format)
+                        tensors.normalise(images.to(device)).contiguous(memory_format=memory_format)
                     )
                     .float()
                     .cpu()
@@ -487,7 +497,7 @@ def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
 
 
 def landmark_inputs(
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     index: torch.Tensor,
     flip: torch.Tensor | None,
     config: FusionConfig,
@@ -497,10 +507,10 @@ def landmark_inputs(
     or the coordinates (B, 2K) for the "coords" branch."""
     points = split.points[index].to(device)
     if config.landmark_input == "coords":
-        return data.coordinates_for(
+        return tensors.coordinates_for(
             points, split.input_size, flip=flip, landmark_set=split.landmark_set
         )
-    heatmaps = data.heatmaps_for(
+    heatmaps = tensors.heatmaps_for(
         points,
         split.input_size,
         flip=flip,
@@ -513,7 +523,7 @@ def landmark_inputs(
 @torch.no_grad()
 def fusion_outputs(
     model: models.FusionModel,
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     cache: torch.Tensor,
     config: FusionConfig,
     *,
@@ -542,7 +552,7 @@ def fusion_outputs(
 @torch.no_grad()
 def predict_fusion(
     model: models.FusionModel,
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     cache: torch.Tensor,
     config: FusionConfig,
     *,
@@ -568,7 +578,10 @@ def predict_fusion(
 
 @torch.no_grad()
 def calibrate_temperature(
-    model: models.FusionModel, split: data.SplitTensors, cache: torch.Tensor, config: FusionConfig
+    model: models.FusionModel,
+    split: tensors.SplitTensors,
+    cache: torch.Tensor,
+    config: FusionConfig,
 ) -> float:
     """Set a "calibrated" model's temperature to the one that fits its landmark head best on ``split`` (the
     validation split: never the test set) and return it."""
@@ -589,7 +602,7 @@ def _landmark_means(means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def fit_gate(
     base_folder: Path,
     baseline: models.ARMNet,
-    train: data.SplitTensors,
+    train: tensors.SplitTensors,
     train_cache: torch.Tensor,
     run_dir: Path,
     *,
@@ -697,7 +710,7 @@ def fit_gate(
 
 def train_fusion(
     baseline: models.ARMNet,
-    train: data.SplitTensors,
+    train: tensors.SplitTensors,
     train_cache: torch.Tensor,
     config: FusionConfig,
     run_dir: Path,
@@ -891,7 +904,7 @@ def validation_loss(predictions: FusionPredictions) -> float:
 @torch.no_grad()
 def estimate_population_means(
     model: models.ARMNet | models.FusionModel,
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     cache: torch.Tensor,
     config: FusionConfig | None = None,
     batch_size: int = 256,
@@ -953,13 +966,13 @@ def load_splits(
     landmark_set: str = "auto37",
     cache_dir: Path | None = None,
     progress: bool = True,
-) -> tuple[data.SplitTensors, data.SplitTensors]:
+) -> tuple[tensors.SplitTensors, tensors.SplitTensors]:
     """(train, test) tensors of a RAF-DB copy at ``input_size``."""
-    from fer_lib.rafdb import load_rafdb
+    from fer_lib.data.rafdb import load_rafdb
 
     rafdb = load_rafdb(data_root, progress=progress)
     return tuple(
-        data.split_tensors(
+        tensors.split_tensors(
             rafdb.split(name),
             input_size,
             landmark_set=landmark_set,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_lib import rafdb
+from fer_lib.data import rafdb
 
 
 def write_tiny_rafdb(
@@ -61,7 +61,7 @@ def pooled_result(difference: float, half: float, seeds: int = 5):
     """A stats.PooledResult whose 95% interval is difference +- half, as with no seed effect (a normal quantile)."""
     from scipy.stats import norm
 
-    from fer_lib.stats import PooledResult
+    from fer_lib.evaluation.stats import PooledResult
 
     se = half / norm.ppf(0.975)
     return PooledResult(
@@ -81,7 +81,7 @@ def pooled_result(difference: float, half: float, seeds: int = 5):
 
 def pooled_row(model: str, versus: str, result) -> dict:
     """The pooled row of a significance table (verdicts.significance_rows) for a PooledResult."""
-    from fer_lib import verdicts
+    from fer_lib.report import verdicts
 
     row = {
         "model": model,
@@ -125,7 +125,7 @@ def smoke_run(tmp_path_factory):
     """The smoke profile's whole pipeline, run once for every test that reads it (notebooks, explorer)."""
     import os
 
-    from fer_lib import pipeline
+    from fer_lib.run import pipeline
 
     run_dir = tmp_path_factory.mktemp("smoke")
     backend = os.environ.get("MPLBACKEND")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fer_lib import rafdb
 from fer_lib.__main__ import main
+from fer_lib.data import rafdb
 from tests.conftest import write_tiny_rafdb
 
 

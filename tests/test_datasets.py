@@ -13,20 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_lib import (
-    affectnet,
-    ckplus,
-    crossdata,
-    datasets,
-    ferplus,
-    landmarks,
-    layouts,
-    models,
-    rafdb,
-    training,
-)
+from fer_lib import models, training
 from fer_lib.__main__ import main
-from fer_lib.demo_layouts import WRITERS
+from fer_lib.apps import crossdata
+from fer_lib.data import affectnet, ckplus, datasets, ferplus, landmarks, layouts, rafdb
+from fer_lib.data.demo_layouts import WRITERS
 from tests.conftest import write_tiny_rafdb
 
 N_TRAIN, N_TEST = 14, 7
@@ -584,8 +575,8 @@ def test_run_all_refuses_a_raw_layout_before_any_work(copies, converted, capsys)
 
 
 def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_path):
-    from fer_lib.landing import write_landing_page
-    from fer_lib.pipeline import describe_data
+    from fer_lib.report.landing import write_landing_page
+    from fer_lib.run.pipeline import describe_data
 
     info = describe_data(converted["ckplus"])
     run = tmp_path / "run"
@@ -617,33 +608,33 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
     numbers lack (left empty, never typed in); the confusion matrix labels it; a mismatch is refused."""
     import matplotlib.pyplot as plt
 
-    from fer_lib import report
-    from fer_lib.experiment import read_fusion_predictions
+    from fer_lib.report import tables
+    from fer_lib.run.experiment import read_fusion_predictions
 
     eight = rafdb.CLASSES_8
-    table3 = report.class_count_table([5] * 8, [2] * 8, eight)
+    table3 = tables.class_count_table([5] * 8, [2] * 8, eight)
     assert list(table3["class"]) == list(eight) and table3["paper train"].isna().tolist() == [
         False
     ] * 7 + [True]
     labels = np.arange(16) % 8
     probabilities = np.eye(8)[(labels + (labels == 7)) % 8]  # every Contempt image called Surprise
-    values = report.metric_values(labels, probabilities, eight)
+    values = tables.metric_values(labels, probabilities, eight)
     assert (
         values["Contempt"] == 0 and values["Surprise"] == 1 and values["aa"] == pytest.approx(7 / 8)
     )
     with pytest.raises(ValueError, match="8 probabilities per image for 7 classes"):
-        report.metric_values(labels, probabilities, rafdb.CLASSES)
-    fig = report.plot_confusion(labels, probabilities.argmax(1), "eight", eight)
+        tables.metric_values(labels, probabilities, rafdb.CLASSES)
+    fig = tables.plot_confusion(labels, probabilities.argmax(1), "eight", eight)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()][-1] == "Con"
     plt.close(fig)
 
-    tables = tmp_path / "tables"
-    report.save_table(table3, "table3_class_counts", tables)
-    row = report.mean_sd_row("baseline", pd.DataFrame([values]), eight)
-    report.save_table(pd.DataFrame([row]), "table5_per_class", tables)
-    compared = report.paper_comparison(tables)
+    tables_dir = tmp_path / "tables"
+    tables.save_table(table3, "table3_class_counts", tables_dir)
+    row = tables.mean_sd_row("baseline", pd.DataFrame([values]), eight)
+    tables.save_table(pd.DataFrame([row]), "table5_per_class", tables_dir)
+    compared = tables.paper_comparison(tables_dir)
     table5 = compared["table5"].set_index("metric")
-    paper = report.paper_results()["table5_per_class_accuracy"]["baseline"]
+    paper = tables.paper_results()["table5_per_class_accuracy"]["baseline"]
     assert list(table5.index) == list(eight) and table5.loc["Surprise", "paper"] == paper[0]
     assert pd.isna(table5.loc["Contempt", "paper"]) and table5.loc["Contempt", "ours"] == 0
     shares = compared["table3"].set_index("metric")
@@ -666,7 +657,8 @@ def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     the CPU; the frozen network's caches stay fp32): the per-class tables list its 8 classes, the landing page names the data set, its protocol and
     classes, and notebook 09 tests the models on a 7-class RAF-DB, saying that Contempt is dropped. One pipeline
     for the three, as each costs minutes here."""
-    from fer_lib import pipeline, precision
+    from fer_lib.run import pipeline
+    from fer_lib.runtime import precision
 
     monkeypatch.setenv(
         precision.ENV, "bf16"
@@ -692,21 +684,23 @@ def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     caches = sorted(p.name for p in (run / "cache").glob("rgb_cache_*.pt"))
     # the frozen RGB network's features are fp32 on every path
     assert caches and all(name.endswith("_cpu_fp32.pt") for name in caches), caches
-    tables = run / "tables"
-    table5 = pd.read_csv(tables / "table5_per_class.csv")
+    tables_dir = run / "tables"
+    table5 = pd.read_csv(tables_dir / "table5_per_class.csv")
     per_class = [c for c in table5.columns if c not in ("model", "seeds") and not c.endswith(" sd")]
     assert per_class == list(rafdb.CLASSES_8) and table5["Contempt"].notna().all()
-    assert list(pd.read_csv(tables / "table3_class_counts.csv")["class"]) == list(rafdb.CLASSES_8)
-    assert "Contempt" in pd.read_csv(tables / "table7_ablation_per_class.csv").columns
+    assert list(pd.read_csv(tables_dir / "table3_class_counts.csv")["class"]) == list(
+        rafdb.CLASSES_8
+    )
+    assert "Contempt" in pd.read_csv(tables_dir / "table7_ablation_per_class.csv").columns
     page = (run / "report" / "index.html").read_text()
     assert "AffectNet (CSV release), converted into RAF-DB&#x27;s layout" in page
     assert "AffectNet-8" in page and "8 classes: Surprise" in page and "Contempt" in page
 
-    cross = pd.read_csv(tables / "cross_dataset.csv").set_index(["tested on", "model"])
+    cross = pd.read_csv(tables_dir / "cross_dataset.csv").set_index(["tested on", "model"])
     own = [name for name in cross.index.levels[0] if "its own test split" in name]
     other = [name for name in cross.index.levels[0] if name.startswith("raf: RAF-DB")]
     assert len(own) == len(other) == 1
-    table6 = pd.read_csv(tables / "table6_overall.csv").set_index("model")
+    table6 = pd.read_csv(tables_dir / "table6_overall.csv").set_index("model")
     fused = "fused (proposed)"
     assert cross.loc[(own[0], fused), "OA"] == pytest.approx(table6.loc["proposed", "oa_top1"])
     assert (
@@ -715,7 +709,7 @@ def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     assert "Contempt dropped" in cross.loc[(other[0], fused), "notes"]
     assert cross.loc[(other[0], fused), "test images"] == 7
     confusion = sorted(run.glob("figures/cross_confusion_*.png"))
-    assert len(confusion) == 2 and (tables / f"{confusion[1].stem}.csv").exists()
+    assert len(confusion) == 2 and (tables_dir / f"{confusion[1].stem}.csv").exists()
 
 
 def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
@@ -745,7 +739,7 @@ def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
 
 def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
     from fer_lib import training
-    from fer_lib.data import SplitTensors, split_tensors
+    from fer_lib.data.tensors import SplitTensors, split_tensors
 
     data = rafdb.load_rafdb(soft_copy)
     assert data.soft.shape == (len(data), 8) and (data.soft.argmax(1) == data.labels).all()
@@ -929,7 +923,7 @@ def test_run_all_on_cks_folds_runs_every_fold_then_the_mean_over_them(
 ):
     """``run-all --data OUT`` where ``convert-data --fold all`` wrote OUT: each fold's copy gets its own report, and
     the folds' Table 6 values (read back from their saved tables) give the mean and sd over the folds."""
-    from fer_lib import pipeline
+    from fer_lib.run import pipeline
 
     assert (
         main(

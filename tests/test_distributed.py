@@ -1,4 +1,4 @@
-"""Data-parallel training (fer_lib.distributed): two CPU processes (gloo) compute what one process computes with
+"""Data-parallel training (fer_lib.runtime.distributed): two CPU processes (gloo) compute what one process computes with
 the same global batch, ARM's batch term and BatchNorm included."""
 
 import os
@@ -10,8 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fer_lib import data, distributed, models, precision, training
-from fer_lib.rafdb import load_rafdb
+from fer_lib import models, training
+from fer_lib.data import tensors
+from fer_lib.data.rafdb import load_rafdb
+from fer_lib.runtime import distributed, precision
 from tests.conftest import write_tiny_rafdb
 
 SIZE = 128
@@ -40,7 +42,7 @@ def _train(root: str, out: str) -> None:
     # rounding-level difference in a near-zero entry would move a weight by the whole learning rate. Compared with
     # eps 1e-3, where small entries' steps follow their gradients, rounding stays at rounding scale.
     training.ADABELIEF = {**training.ADABELIEF, "eps": 1e-3}
-    split = data.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+    split = tensors.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
     baseline_config, fusion_config = _configs()
     baseline = training.train_baseline(
         split,

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lib import data, explain, models, training
-from fer_lib.rafdb import CLASSES, load_rafdb
+from fer_lib import models, training
+from fer_lib.data import tensors
+from fer_lib.data.rafdb import CLASSES, load_rafdb
+from fer_lib.evaluation import explain
 from tests.conftest import write_tiny_rafdb
 
 SIZE = 128
@@ -77,7 +79,7 @@ def test_cases_pick_the_right_images_and_count_them():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=2)
-    split = data.split_tensors(load_rafdb(root).split("test"), SIZE, progress=False)
+    split = tensors.split_tensors(load_rafdb(root).split("test"), SIZE, progress=False)
     torch.manual_seed(0)
     baseline = models.ARMNet(SIZE, width=4).eval()
     # a random fusion layer: the baseline-copy init would give F_landmark zero weight, hence zero landmark CAMs
@@ -153,7 +155,7 @@ def test_the_figure_has_four_rows_per_example(tiny):
 
 def test_the_picks_follow_the_predictions_class_list_contempt_included():
     """A converted AffectNet's predictions carry 8 classes: Contempt (index 7) is picked and named like the others."""
-    from fer_lib.rafdb import CLASSES_8
+    from fer_lib.data.rafdb import CLASSES_8
 
     labels, fused = np.array([7, 7, 0]), np.array([7, 0, 0])
     eye = np.eye(8)[fused] * 0.9 + 0.1 / 8

@@ -15,9 +15,10 @@ import nbformat
 import numpy as np
 import pytest
 
-from fer_lib import explore, pipeline
-from fer_lib.experiment import Experiment, get_profile
-from fer_lib.rafdb import CLASSES
+from fer_lib.apps import explore
+from fer_lib.data.rafdb import CLASSES
+from fer_lib.run import pipeline
+from fer_lib.run.experiment import Experiment, get_profile
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_lib import landmarks, rafdb
+from fer_lib.data import landmarks, rafdb
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
-faces = pytest.importorskip("fer_lib.faces")
+faces = pytest.importorskip("fer_lib.data.faces")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_the_largest_face_is_found_with_its_five_points_in_place(face):
 
 
 def test_the_aligned_crop_puts_the_eyes_within_two_pixels_of_their_targets(astronaut, face):
-    from fer_lib.landmarks import similarity_from_points
+    from fer_lib.data.landmarks import similarity_from_points
 
     crop = faces.align(astronaut, face)
     assert crop.size == (landmarks.ALIGNED_SIZE, landmarks.ALIGNED_SIZE)

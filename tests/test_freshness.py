@@ -1,10 +1,10 @@
-"""A rerun executes only the notebooks whose inputs changed (fer_lib.freshness), without notebooks or kernels."""
+"""A rerun executes only the notebooks whose inputs changed (fer_lib.run.freshness), without notebooks or kernels."""
 
 from __future__ import annotations
 
 import os
 
-from fer_lib import freshness
+from fer_lib.run import freshness
 
 
 def _notebooks(folder):

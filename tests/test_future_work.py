@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.nn import functional
 
-from fer_lib import data, landmarks, models, training
-from fer_lib.rafdb import load_rafdb
+from fer_lib import models, training
+from fer_lib.data import landmarks, tensors
+from fer_lib.data.rafdb import load_rafdb
 from tests.conftest import write_tiny_rafdb
 
 SIZE = 128
@@ -18,7 +19,7 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory):
     root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=3)
-    return data.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+    return tensors.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +169,9 @@ def test_the_coordinate_branch_reads_mirrored_coordinates_and_trains(
     baseline, cache = baseline_and_cache
     index = torch.arange(4)
     flip = torch.tensor([False, True, False, True])
-    coords = data.coordinates_for(tiny_split.points[index], SIZE, flip=flip)
+    coords = tensors.coordinates_for(tiny_split.points[index], SIZE, flip=flip)
     assert coords.shape == (4, 74) and coords.abs().max() <= 1
-    plain = data.coordinates_for(tiny_split.points[index], SIZE)
+    plain = tensors.coordinates_for(tiny_split.points[index], SIZE)
     torch.testing.assert_close(coords[0], plain[0])
     mirrored = (
         torch.as_tensor(

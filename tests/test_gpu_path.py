@@ -6,8 +6,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from fer_lib import data, distributed, explain, models, precision, training
-from fer_lib.rafdb import load_rafdb
+from fer_lib import models, training
+from fer_lib.data import tensors
+from fer_lib.data.rafdb import load_rafdb
+from fer_lib.evaluation import explain
+from fer_lib.runtime import distributed, precision
 from tests.conftest import write_tiny_rafdb
 
 SIZE = 128
@@ -16,7 +19,7 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=2)
-    return data.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+    return tensors.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
 
 
 @pytest.fixture
@@ -70,7 +73,7 @@ def test_the_frozen_networks_predictions_do_not_depend_on_the_precision_path(
     """Table 6's baseline is the checkpoint's own accuracy on every machine: its logits, its feature cache and the
     fusion model's RGB branch are the same bits on the bf16 path (AMX, CUDA) as on the fp32 path."""
     baseline, model = _models()
-    images = data.normalise(split.images[:8])
+    images = tensors.normalise(split.images[:8])
     monkeypatch.delenv(precision.ENV, raising=False)
     monkeypatch.setenv("FER_CPU_BF16", "0")
     with torch.no_grad():
@@ -94,7 +97,7 @@ def test_under_autocast_the_heads_and_eq2_run_in_fp32_from_the_bf16_features(bf1
         split, torch.arange(8), None, training.FusionConfig(width=2), "cpu"
     )
     with torch.no_grad(), precision.autocast("cpu"):
-        rgb = baseline.forward_per_image(data.normalise(split.images[:8]))
+        rgb = baseline.forward_per_image(tensors.normalise(split.images[:8]))
         landmark = model.landmark_per_image(heatmaps)
         inside = model.forward_per_image_maps(rgb, landmark)
         baseline_logits = baseline.head_from_per_image(rgb)

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_lib import rafdb, report, verdicts
+from fer_lib.data import rafdb
+from fer_lib.report import tables, verdicts
 from tests.conftest import pooled_result, pooled_row
 
 
@@ -20,9 +21,9 @@ def _probabilities(predicted, confidence, classes=7):
 def test_ece_is_zero_when_confidence_matches_accuracy_and_the_gap_otherwise():
     labels = np.zeros(8, dtype=int)
     predicted = np.array([0, 0, 0, 0, 0, 0, 1, 1])  # 6 of 8 right
-    ece, table = report.reliability(labels, _probabilities(predicted, 0.75))
+    ece, table = tables.reliability(labels, _probabilities(predicted, 0.75))
     assert ece == pytest.approx(0.0) and table["images"].sum() == 8
-    ece, _ = report.reliability(labels, _probabilities(predicted, 0.95))
+    ece, _ = tables.reliability(labels, _probabilities(predicted, 0.95))
     assert ece == pytest.approx(0.2)  # confident at 0.95, right at 0.75
 
 
@@ -39,7 +40,7 @@ def test_headroom_counts_fixes_breaks_and_the_share_of_the_ceiling():
         fused=_probabilities(fused, 0.9),
     )
     run = SimpleNamespace(seed=4, predictions=predictions)
-    (row,) = report.headroom_rows("both", [run])
+    (row,) = tables.headroom_rows("both", [run])
     assert (
         row["RGB wrong, landmarks right (ceiling)"],
         row["of those fixed"],
@@ -47,16 +48,16 @@ def test_headroom_counts_fixes_breaks_and_the_share_of_the_ceiling():
         row["RGB right, broken"],
     ) == (3, 1, 1, 1)
     assert row["net gain (images)"] == 1 and row["share of the ceiling"] == pytest.approx(1 / 3)
-    (oracle,) = report.headroom_rows("oracle", [run], oracle=True)
+    (oracle,) = tables.headroom_rows("oracle", [run], oracle=True)
     assert oracle["net gain (images)"] == 3 and oracle["share of the ceiling"] == 1
 
 
 def _future_work_claims(tmp_path, seeds: int) -> dict:
     rows = []
     for model, versus, low, high in (
-        (report.LEARNED, report.PAPER_MODEL, -0.004, 0.005),
-        (report.CALIBRATED, report.PAPER_MODEL, 0.001, 0.004),
-        (report.HEATMAP_BRANCH, report.COORDS_BRANCH, -0.006, -0.001),
+        (tables.LEARNED, tables.PAPER_MODEL, -0.004, 0.005),
+        (tables.CALIBRATED, tables.PAPER_MODEL, 0.001, 0.004),
+        (tables.HEATMAP_BRANCH, tables.COORDS_BRANCH, -0.006, -0.001),
     ):
         for seed in range(seeds):  # per-seed rows would give other verdicts
             rows.append(
@@ -74,7 +75,7 @@ def _future_work_claims(tmp_path, seeds: int) -> dict:
                 model, versus, pooled_result((low + high) / 2, (high - low) / 2, seeds=seeds)
             )
         )
-    report.save_table(pd.DataFrame(rows), "significance_future_work", tmp_path)
+    tables.save_table(pd.DataFrame(rows), "significance_future_work", tmp_path)
     return dict(verdicts.claims(tmp_path)[["claim", "verdict"]].values)
 
 
@@ -109,7 +110,7 @@ def test_model_rows_average_each_head_over_seeds():
             (1, [0, 0, 1, 1], [0, 0, 1, 1], 0.4),
         )
     ]
-    row = report.model_rows({"m": runs}).iloc[0]
+    row = tables.model_rows({"m": runs}).iloc[0]
     assert row["oa_top1"] == pytest.approx(0.625) and row["landmark-only oa_top1"] == pytest.approx(
         0.375
     )

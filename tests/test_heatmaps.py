@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lib.heatmaps import render_heatmaps
-from fer_lib.landmarks import flip_points
+from fer_lib.data.heatmaps import render_heatmaps
+from fer_lib.data.landmarks import flip_points
 
 
 def test_brightest_pixel_sits_on_each_landmark():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fer_lib import landmarks
+from fer_lib.data import landmarks
 
 
 def random_manual5(rng, n):

@@ -5,10 +5,11 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "fer_lib"
 
 
 def _order() -> list[list[str]]:
-    """The README table's rows: the modules of each row, top to bottom."""
+    """The README table's rows: the modules of each row (dotted below ``fer_lib``), top to bottom."""
     text = (
         (ROOT / "README.md")
         .read_text()
@@ -16,24 +17,34 @@ def _order() -> list[list[str]]:
         .split("\n## ", 1)[0]
     )
     return [
-        re.findall(r"`([a-z_]+)`", line.split("|")[1])
+        re.findall(r"`([a-z_.]+)`", line.split("|")[1])
         for line in text.splitlines()
         if line.startswith("| `")
     ]
 
 
-def _imports(path: Path) -> set[tuple[str, int]]:
+def _modules() -> dict[str, Path]:
+    """Every module of the library, dotted below ``fer_lib``; packages' ``__init__`` files hold no code."""
+    return {
+        ".".join(path.relative_to(PACKAGE).with_suffix("").parts): path
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+
+
+def _imports(path: Path, modules: set[str]) -> set[tuple[str, int]]:
+    """The library's modules that ``path`` imports, with the line of each import."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "fer_lib":
-            found |= {(alias.name, node.lineno) for alias in node.names}
-        elif (
-            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fer_lib.")
-        ):
-            found.add((node.module.split(".")[1], node.lineno))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fer_lib"):
+            base = node.module.removeprefix("fer_lib").lstrip(".")
+            for alias in node.names:
+                # `from fer_lib.data import rafdb` names a module; `from fer_lib.data.rafdb import X` a name
+                dotted = f"{base}.{alias.name}".lstrip(".")
+                found.add((dotted if dotted in modules else base, node.lineno))
         elif isinstance(node, ast.Import):
             found |= {
-                (alias.name.split(".")[1], node.lineno)
+                (alias.name.removeprefix("fer_lib."), node.lineno)
                 for alias in node.names
                 if alias.name.startswith("fer_lib.")
             }
@@ -42,15 +53,24 @@ def _imports(path: Path) -> set[tuple[str, int]]:
 
 def test_every_module_is_listed_and_imports_only_those_above_it():
     rank = {module: row for row, modules in enumerate(_order()) for module in modules}
-    modules = {path.stem for path in (ROOT / "fer_lib").glob("*.py")} - {"__init__"}
-    assert modules <= set(rank), (
-        f"modules missing from README's table: {sorted(modules - set(rank))}"
+    modules = _modules()
+    assert set(modules) <= set(rank), (
+        f"modules missing from README's table: {sorted(set(modules) - set(rank))}"
+    )
+    assert set(rank) <= set(modules), (
+        f"README's table lists modules that do not exist: {sorted(set(rank) - set(modules))}"
     )
     upward = [
-        f"{path.stem} imports {name} (line {line})"
-        for path in (ROOT / "fer_lib").glob("*.py")
-        if path.stem in rank
-        for name, line in _imports(path)
-        if name in rank and rank[name] > rank[path.stem]
+        f"{name} imports {imported} (line {line})"
+        for name, path in modules.items()
+        for imported, line in _imports(path, set(modules))
+        if imported in rank and rank[imported] > rank[name]
     ]
     assert not upward, "imports against the layering:\n" + "\n".join(sorted(upward))
+    unknown = [
+        f"{name} imports fer_lib.{imported} (line {line})"
+        for name, path in modules.items()
+        for imported, line in _imports(path, set(modules))
+        if imported and imported not in rank
+    ]
+    assert not unknown, "imports of no listed module:\n" + "\n".join(sorted(unknown))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from fer_lib import metrics
-from fer_lib.rafdb import paper_results
+from fer_lib.data.rafdb import paper_results
+from fer_lib.evaluation import metrics
 
 LABELS = list(range(7))
 

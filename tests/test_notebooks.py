@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_lib import pipeline
-from fer_lib.rafdb import CLASSES
+from fer_lib.data.rafdb import CLASSES
+from fer_lib.run import pipeline
 
 NOTEBOOKS = pipeline.notebooks()
 
@@ -48,7 +48,7 @@ def test_the_shared_opening_cells_are_the_same_in_every_notebook():
     """What no generator keeps in step any more: title, imports, parameters, start(...) and the kernel."""
     import ast
 
-    from fer_lib.notebook import PARAMETERS
+    from fer_lib.run.notebook import PARAMETERS
 
     parameters, kernelspecs = {}, {}
     for path in NOTEBOOKS:
@@ -60,7 +60,9 @@ def test_the_shared_opening_cells_are_the_same_in_every_notebook():
         code = [c for c in nb.cells if c.cell_type == "code"]
         tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
         assert tagged == [1], f"{path.name}: the imports, then the one cell tagged 'parameters'"
-        assert "from fer_lib.notebook import start" in code[0].source, f"{path.name}: imports start"
+        assert "from fer_lib.run.notebook import start" in code[0].source, (
+            f"{path.name}: imports start"
+        )
         parameters[path.name] = code[1].source
         after = code[2].source
         assert after.startswith("ex = start(globals()"), (
@@ -77,7 +79,7 @@ def test_the_shared_opening_cells_are_the_same_in_every_notebook():
         )
     assigned = [node.targets[0].id for node in ast.parse(parameters[first]).body]
     assert assigned == list(PARAMETERS), (
-        "the parameters cell names what fer_lib.notebook.PARAMETERS checks"
+        "the parameters cell names what fer_lib.run.notebook.PARAMETERS checks"
     )
 
 
@@ -104,9 +106,9 @@ def test_every_notebook_ran_and_rendered(smoke_run):
 
 
 def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke_run):
-    from fer_lib import scheduler
-    from fer_lib.experiment import Experiment
-    from fer_lib.profiles import get_profile
+    from fer_lib.run import scheduler
+    from fer_lib.run.experiment import Experiment
+    from fer_lib.run.profiles import get_profile
 
     experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
     baselines, fusions = scheduler.plan(experiment)
@@ -501,7 +503,7 @@ def paper_sized_run(tmp_path_factory):
 def test_the_paper_networks_run_end_to_end(paper_sized_run):
     import torch
 
-    from fer_lib.profiles import get_profile
+    from fer_lib.run.profiles import get_profile
 
     settings = json.loads((paper_sized_run / "settings.json").read_text())
     assert settings == get_profile("smoke", PAPER_SIZED).settings()
@@ -572,8 +574,8 @@ def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_
     smoke_run, monkeypatch
 ):
     from fer_lib import training
-    from fer_lib.experiment import Experiment
-    from fer_lib.profiles import get_profile
+    from fer_lib.run.experiment import Experiment
+    from fer_lib.run.profiles import get_profile
 
     def experiment():
         return Experiment(
@@ -603,7 +605,7 @@ def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_
 def test_a_kernel_started_ahead_has_the_imports_loaded_and_nothing_else(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from fer_lib.kernels import WarmKernels
+    from fer_lib.run.kernels import WarmKernels
 
     probe = (
         "import sys\n"

@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 
-from fer_lib import probes
+from fer_lib.evaluation import probes
 
 SCRIPT = """
 import json, sys
 import numpy as np
-from fer_lib import probes
+from fer_lib.evaluation import probes
 rng = np.random.default_rng(0)
 x = rng.normal(size=(350, 40)).astype(np.float32)
 y = (x[:, :7] + rng.normal(scale=2.0, size=(350, 7))).argmax(1)
@@ -59,7 +59,7 @@ def _scikit_learn_probe(c, x, y):
 def test_a_probe_is_a_standardised_logistic_regression_with_c_chosen_on_validation():
     from threadpoolctl import threadpool_limits
 
-    from fer_lib.data import stratified_split
+    from fer_lib.data.tensors import stratified_split
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(400, 30)).astype(np.float32) * rng.uniform(0.1, 50, 30)  # unequal scales

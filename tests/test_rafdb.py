@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_lib import rafdb
 from fer_lib.__main__ import main
+from fer_lib.data import rafdb
 from tests.conftest import write_tiny_rafdb
 
 

@@ -1,13 +1,13 @@
-"""The training stage before the notebooks (fer_lib.scheduler): what it plans, and how a failing job ends it."""
+"""The training stage before the notebooks (fer_lib.run.scheduler): what it plans, and how a failing job ends it."""
 
 import json
 from dataclasses import asdict
 
 import pytest
 
-from fer_lib import pipeline, scheduler
-from fer_lib.experiment import Experiment
-from fer_lib.profiles import get_profile
+from fer_lib.run import pipeline, scheduler
+from fer_lib.run.experiment import Experiment
+from fer_lib.run.profiles import get_profile
 
 
 def test_the_plan_is_every_distinct_configuration_for_every_seed(tmp_path):

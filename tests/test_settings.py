@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_lib import replication
 from fer_lib.__main__ import main
-from fer_lib.experiment import stratified_subset
-from fer_lib.pipeline import RUNS_DIR, claim_run_dir, figures_dir_for, run_dir_for
-from fer_lib.profiles import PROFILES, SettingsError, get_profile, parse_assignments
+from fer_lib.report import replication
+from fer_lib.run.experiment import stratified_subset
+from fer_lib.run.pipeline import RUNS_DIR, claim_run_dir, figures_dir_for, run_dir_for
+from fer_lib.run.profiles import PROFILES, SettingsError, get_profile, parse_assignments
 
 
 def test_overrides_are_parsed_and_typed():

@@ -4,8 +4,8 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from fer_lib import metrics
-from fer_lib.stats import mcnemar_exact, paired_bootstrap, paired_bootstrap_correct
+from fer_lib.evaluation import metrics
+from fer_lib.evaluation.stats import mcnemar_exact, paired_bootstrap, paired_bootstrap_correct
 from tests.conftest import pooled_result as _pooled
 from tests.conftest import pooled_row as _rows
 
@@ -92,7 +92,7 @@ def test_pooled_bootstrap_gives_the_seed_averaged_difference():
 def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
     from types import SimpleNamespace
 
-    from fer_lib import verdicts
+    from fer_lib.report import verdicts
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 7, 2000)
@@ -148,7 +148,7 @@ def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
 
 
 def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
-    from fer_lib import verdicts
+    from fer_lib.report import verdicts
 
     def verdict_for(intervals):
         rows = [
@@ -175,7 +175,7 @@ def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
 
 
 def test_four_verdicts_and_the_margin():
-    from fer_lib import replication, verdicts
+    from fer_lib.report import replication, verdicts
 
     def verdict(difference, half, sign=1):
         result = _pooled(difference, half)
@@ -215,7 +215,7 @@ def test_four_verdicts_and_the_margin():
 
 
 def test_holm_matches_its_definition():
-    from fer_lib.stats import holm
+    from fer_lib.evaluation.stats import holm
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == pytest.approx([0.5]) and (holm([0.9, 0.8]) <= 1).all()
@@ -252,7 +252,7 @@ def test_cell_bootstrap_matches_resampling_image_indices_class_by_class():
 
 
 def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seeds():
-    from fer_lib.stats import seed_pooled_interval
+    from fer_lib.evaluation.stats import seed_pooled_interval
 
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 7, 3000)
@@ -317,8 +317,8 @@ def test_the_interval_covers_the_truth_where_the_old_one_did_not():
 def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
     """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any false supported or
     contradicted verdict among them at most 5% (here well under, as two-seed intervals are conservative)."""
-    from fer_lib import verdicts
-    from fer_lib.stats import seed_pooled_interval
+    from fer_lib.evaluation.stats import seed_pooled_interval
+    from fer_lib.report import verdicts
 
     coverage = _coverage_module()
     population = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.0))
@@ -354,7 +354,7 @@ def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
 
 
 def test_seeds_needed_grow_as_the_effect_shrinks():
-    from fer_lib.stats import seed_pooled_interval, seeds_needed
+    from fer_lib.evaluation.stats import seed_pooled_interval, seeds_needed
 
     coverage = _coverage_module()
     labels, baseline, method = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.3)).draw(
@@ -380,7 +380,7 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     expected = metrics.average_accuracy(labels, b, 8) - metrics.average_accuracy(labels, a, 8)
     assert result.difference == pytest.approx(expected)
     assert result == paired_bootstrap(labels, a, b, metric="aa", resamples=300, num_classes=10)
-    from fer_lib.stats import seed_pooled_interval
+    from fer_lib.evaluation.stats import seed_pooled_interval
 
     # two seeds per method, each seed's pair different: the pooled AA difference is the mean of theirs
     a2 = np.where(rng.random(800) < 0.6, labels, (labels + 2) % 8)
@@ -403,8 +403,8 @@ def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
     own interval holding 0) was a point interval, "supported, beyond the margin"."""
     from scipy.stats import norm
 
-    from fer_lib import verdicts
-    from fer_lib.stats import seed_pooled_interval
+    from fer_lib.evaluation.stats import seed_pooled_interval
+    from fer_lib.report import verdicts
 
     labels = np.repeat(np.arange(7), 10)
     baseline = np.zeros(70, bool)
@@ -475,8 +475,8 @@ def test_one_error_rate_for_the_whole_table_in_its_worst_case():
     drawn from the interval's own model (Z, and s^2 ~ v_seed chi2(2)/2) at a seed-to-image variance ratio near the
     interval's worst case. Some false verdict word anywhere in the table: at most 5%. Every test alone at 5% errs
     far more often (the check can fail)."""
-    from fer_lib import verdicts
-    from fer_lib.stats import pooled_from_components
+    from fer_lib.evaluation.stats import pooled_from_components
+    from fer_lib.report import verdicts
 
     margin, seeds = verdicts.EQUIVALENCE_MARGIN, 3
     image = (
@@ -522,7 +522,7 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
     the claim's direction (a claim that B is worse counts seeds where B is worse)."""
     from types import SimpleNamespace
 
-    from fer_lib import verdicts
+    from fer_lib.report import verdicts
 
     rng = np.random.default_rng(9)
     labels = rng.integers(0, 7, 2000)
@@ -563,16 +563,16 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
 
 
 def test_components_print_readably_and_compatible_verdicts_are_counted_apart(tmp_path):
-    from fer_lib import replication, report
+    from fer_lib.report import replication, tables
 
-    assert [report.readable(v) for v in (0.0, 3.1e17, float("inf"), 2.5e-6, 0.0123)] == [
+    assert [tables.readable(v) for v in (0.0, 3.1e17, float("inf"), 2.5e-6, 0.0123)] == [
         "0", "3.10e+17", "inf", "2.50e-06", "0.0123",
     ]  # fmt: skip
-    shown = report.readable_components(pd.DataFrame({"OA seed var": [2.5e-6], "OA diff": [0.01]}))
+    shown = tables.readable_components(pd.DataFrame({"OA seed var": [2.5e-6], "OA diff": [0.01]}))
     assert shown["OA seed var"].iloc[0] == "2.50e-06" and shown["OA diff"].iloc[0] == 0.01
     # the saved Markdown too (tabulate would read "2.50e-06" back as a number and print 0.0000)
     saved = pd.DataFrame({"OA seed var": [2.5e-6], "OA ratio": [3.1e17], "OA diff": [0.012345]})
-    report.save_table(saved, "components", tmp_path)
+    tables.save_table(saved, "components", tmp_path)
     row = (tmp_path / "components.md").read_text().splitlines()[-1]
     assert [cell.strip() for cell in row.strip("|").split("|")] == [
         "2.50e-06",
@@ -595,7 +595,7 @@ def test_what_the_test_set_can_resolve_with_unlimited_seeds_is_the_image_term_al
     test images' own standard error, set beside the paper's gain (Table 6: 0.9231 - 0.9205 in OA)."""
     from types import SimpleNamespace
 
-    from fer_lib import verdicts
+    from fer_lib.report import verdicts
 
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 7, 3000)
@@ -631,7 +631,7 @@ def _claims_of(tmp_path, labels, baseline, method, seeds) -> pd.DataFrame:
     frozen baseline's (N,) ``baseline``."""
     from types import SimpleNamespace
 
-    from fer_lib import verdicts
+    from fer_lib.report import verdicts
 
     def probabilities(correct):
         return np.eye(7)[np.where(correct, labels, (labels + 1) % 7)]
@@ -653,8 +653,8 @@ def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_p
     drawn together are not flagged; the rule's rates over simulated test sets are the benchmark's (README)."""
     from dataclasses import replace
 
-    from fer_lib import verdicts
-    from fer_lib.stats import outlying_seed
+    from fer_lib.evaluation.stats import outlying_seed
+    from fer_lib.report import verdicts
 
     coverage = _coverage_module()
     population = coverage.Population(coverage.Setting(5, 0.0, "frozen", 1.5))
@@ -694,8 +694,8 @@ def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_p
 def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
     """With three seeds, leaving one out leaves two: the note names the seed and says plainly that no method-level
     verdict remains without it (MIN_SEEDS). Only a seed dozens of spreads from the other two is flagged."""
-    from fer_lib import verdicts
-    from fer_lib.stats import outlying_seed, pooled_from_components
+    from fer_lib.evaluation.stats import outlying_seed, pooled_from_components
+    from fer_lib.report import verdicts
 
     def note(differences, interaction=1e-6):
         d = np.asarray(differences)
@@ -722,7 +722,7 @@ def _predictions(labels, accuracy_per_class, rng):
 
 
 def test_the_seed_pooled_aa_difference_weighs_every_class_alike_and_oa_every_image():
-    from fer_lib.stats import seed_pooled_interval
+    from fer_lib.evaluation.stats import seed_pooled_interval
 
     rng = np.random.default_rng(11)
     labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])  # unbalanced, as RAF-DB
@@ -749,7 +749,7 @@ def test_the_seed_pooled_aa_difference_weighs_every_class_alike_and_oa_every_ima
 def test_the_seed_pooled_aa_standard_error_is_the_stratified_one_when_seeds_agree():
     """With every seed alike only the test images vary: the SE of a mean of class means (by hand: the square root
     of sum_k s_k^2 / n_k, over the number of classes), and of a mean over the images for OA."""
-    from fer_lib.stats import seed_pooled_interval
+    from fer_lib.evaluation.stats import seed_pooled_interval
 
     rng = np.random.default_rng(12)
     labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])

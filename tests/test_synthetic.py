@@ -12,8 +12,8 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fer_lib import rafdb, synthetic
-from fer_lib.landmarks import (
+from fer_lib.data import rafdb, synthetic
+from fer_lib.data.landmarks import (
     ALIGN_TARGETS,
     align_points,
     alignment_anchors,
@@ -267,7 +267,7 @@ def test_no_global_image_shortcut(balanced_samples):
 
 def test_no_global_image_shortcut_with_the_demo_knobs():
     """The demo's own difficulty settings keep the check: its labels show only in the faces."""
-    from fer_lib.profiles import get_profile
+    from fer_lib.run.profiles import get_profile
 
     knobs = get_profile("demo").synthetic_knobs()
     labels = np.tile(np.arange(rafdb.NUM_CLASSES), 30)

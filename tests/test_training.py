@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.nn import functional
 
-from fer_lib import data, models, training
-from fer_lib.rafdb import load_rafdb
+from fer_lib import models, training
+from fer_lib.data import tensors
+from fer_lib.data.rafdb import load_rafdb
 from tests.conftest import write_tiny_rafdb
 
 SIZE = 128
@@ -18,7 +19,7 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory):
     root = write_tiny_rafdb(tmp_path_factory.mktemp("rafdb") / "basic", n_per_class=3)
-    return data.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+    return tensors.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -176,10 +177,10 @@ def test_cached_features_equal_the_uncached_forward(tiny_split):
     cache = training.rgb_feature_cache(baseline, tiny_split, flips=(False,), progress=False)
     model = models.FusionModel(baseline, width=2).eval()
     index = torch.arange(6)
-    heat = data.heatmaps_for(tiny_split.points[index], SIZE)
+    heat = tensors.heatmaps_for(tiny_split.points[index], SIZE)
     with torch.no_grad():
         cached = model.forward_cached(cache[0, index], heat).fused_logits
-        direct = model(data.normalise(tiny_split.images[index]), heat).fused_logits
+        direct = model(tensors.normalise(tiny_split.images[index]), heat).fused_logits
     assert (cached - direct).abs().max() < 1e-4
 
 
@@ -203,14 +204,14 @@ def test_fused_model_starts_as_the_baseline(tiny_split):
     torch.manual_seed(2)
     baseline = models.ARMNet(SIZE, width=4).eval()
     model = models.FusionModel(baseline, width=2).eval()
-    heat = data.heatmaps_for(tiny_split.points[:5], SIZE)
+    heat = tensors.heatmaps_for(tiny_split.points[:5], SIZE)
     with torch.no_grad():
-        out = model(data.normalise(tiny_split.images[:5]), heat)
+        out = model(tensors.normalise(tiny_split.images[:5]), heat)
     torch.testing.assert_close(out.fused_logits, out.rgb_logits, atol=1e-5, rtol=0)
     random_init = models.FusionModel(baseline, width=2, init_from_baseline=False).eval()
     with torch.no_grad():
         assert not torch.allclose(
-            random_init(data.normalise(tiny_split.images[:5]), heat).fused_logits,
+            random_init(tensors.normalise(tiny_split.images[:5]), heat).fused_logits,
             out.rgb_logits,
             atol=1e-3,
         )
@@ -218,7 +219,7 @@ def test_fused_model_starts_as_the_baseline(tiny_split):
 
 @pytest.mark.parametrize("affinity", ["batch", "fixed"])
 def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_path, affinity):
-    from fer_lib.experiment import Experiment
+    from fer_lib.run.experiment import Experiment
 
     torch.manual_seed(3)
     baseline = models.ARMNet(SIZE, width=4).eval()
@@ -338,7 +339,7 @@ def test_cached_flipped_features_are_those_of_the_mirrored_images(tiny_split):
     baseline = models.ARMNet(SIZE, width=4).eval()
     cache = training.rgb_feature_cache(baseline, tiny_split, progress=False)
     with torch.no_grad():
-        mirrored = baseline.forward_per_image(data.normalise(tiny_split.images[:4].flip(-1)))
+        mirrored = baseline.forward_per_image(tensors.normalise(tiny_split.images[:4].flip(-1)))
     torch.testing.assert_close(cache[1, :4], mirrored, atol=1e-5, rtol=0)
     assert not torch.allclose(cache[0, :4], cache[1, :4], atol=1e-3)
 

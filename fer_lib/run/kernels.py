@@ -27,9 +27,9 @@ WARM_MODULES = (
     "torch",
     "torchvision.models",  # 2 s; the library imports it where a model is built (notebooks 03-10)
     "scipy.stats",
-    "fer_lib.experiment",
-    "fer_lib.notebook",
-    "fer_lib.report",
+    "fer_lib.run.experiment",
+    "fer_lib.run.notebook",
+    "fer_lib.report.tables",
 )
 WARM_IMPORTS = f"for _module in {WARM_MODULES!r}:\n    __import__(_module)\ndel _module\n"
 KERNEL_NAME = "python3"  # this environment's own kernel

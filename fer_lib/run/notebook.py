@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fer_lib.experiment import Experiment
 from fer_lib.io import PROJECT_ROOT, relative
-from fer_lib.pipeline import PATH_SEPARATOR, run_dir_for
-from fer_lib.profiles import get_profile
+from fer_lib.run.experiment import Experiment
+from fer_lib.run.pipeline import PATH_SEPARATOR, run_dir_for
+from fer_lib.run.profiles import get_profile
 
 PARAMETERS = {
     "PROFILE": str,  # smoke / demo / paper
@@ -64,7 +64,7 @@ def _resolve_path(name: str, value: str) -> str:
     project) is read from the environment variable run_all.sh set for it."""
     import os
 
-    from fer_lib.pipeline import PARAMETER_ENV
+    from fer_lib.run.pipeline import PARAMETER_ENV
 
     if not value:
         return ""
@@ -111,7 +111,7 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
         needs_previous: the notebook that normally trains what this one reads; named when it has not run yet
             (this notebook then trains the missing pieces itself).
     """
-    from fer_lib.pipeline import claim_run_dir, ensure_data, figures_dir_for
+    from fer_lib.run.pipeline import claim_run_dir, ensure_data, figures_dir_for
 
     values = check_parameters(namespace)
     profile = values["profile"]

@@ -10,7 +10,7 @@ count, a label outside 1..7, a listed file that is missing, an unreadable JPEG) 
 file and line. No sample is ever skipped silently: ``load_rafdb`` raises ``RafDbError`` listing every
 problem, ``check_rafdb`` returns them all.
 
-Other data sets (AffectNet, FERPlus, CK+) are converted into this same layout (``fer_lib.layouts``). A converted
+Other data sets (AffectNet, FERPlus, CK+) are converted into this same layout (``fer_lib.data.layouts``). A converted
 copy carries ``classes.json``: its class list (RAF-DB's 7 in RAF-DB's order, plus Contempt as an 8th where kept),
 its layout and protocol. The label file then numbers classes 1..K in that list's order. Without the file a copy is
 RAF-DB itself: 7 classes, RAF-DB's own numbering.
@@ -608,7 +608,7 @@ def _decode_problem(path: Path) -> str | None:
 
 @dataclass
 class CheckReport:
-    """Outcome of a check (``check_rafdb``, or another layout's checker in ``fer_lib.layouts``): per-class counts
+    """Outcome of a check (``check_rafdb``, or another layout's checker in ``fer_lib.data.layouts``): per-class counts
     in the order of ``classes`` and every problem found."""
 
     root: Path

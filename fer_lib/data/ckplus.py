@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from fer_lib import rafdb
-from fer_lib.layouts import Counts, DataSetError, Decoder, Sample, class_index, project_classes
+from fer_lib.data import rafdb
+from fer_lib.data.layouts import Counts, DataSetError, Decoder, Sample, class_index, project_classes
 
 CODES = ("Neutral", "Anger", "Contempt", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 IMAGES_DIR, EMOTION_DIR, LANDMARKS_DIR = "cohn-kanade-images", "Emotion", "Landmarks"

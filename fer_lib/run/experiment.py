@@ -1,5 +1,5 @@
 """The run's artefact cache, as the notebooks call it: an ``Experiment`` trains or reuses every model of a profile
-(``fer_lib.profiles``) and keeps its artefacts under ``runs/<profile>/``.
+(``fer_lib.run.profiles``) and keeps its artefacts under ``runs/<profile>/``.
 
 ``Experiment`` methods either compute an artefact or reuse a finished one and say so (never silently): the
 decoded images, the baseline, the frozen-feature caches and each fusion run (one folder per weighting, w and
@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 
 from fer_lib import models, training
-from fer_lib.data import SplitTensors, split_tensors
-from fer_lib.explain import Explanation
-from fer_lib.explain import explain as gradcam_explain
+from fer_lib.data.rafdb import RafDb, load_rafdb, read_classes, resolve_root
+from fer_lib.data.tensors import SplitTensors, split_tensors
+from fer_lib.evaluation.explain import Explanation
+from fer_lib.evaluation.explain import explain as gradcam_explain
 from fer_lib.io import relative, save_csv
-from fer_lib.profiles import Profile, get_profile
-from fer_lib.rafdb import RafDb, load_rafdb, read_classes, resolve_root
+from fer_lib.run.profiles import Profile, get_profile
 from fer_lib.settings import PAPER_WEIGHTINGS, WEIGHTINGS
 
 # Choices the paper does not state that can move the headline either way, each flipped in one ablation run of the
@@ -127,7 +127,7 @@ class Experiment:
         self.pretrained = (
             Path(pretrained) if pretrained else None
         )  # torchvision's ResNet18 ImageNet weights for a trained baseline
-        # other data sets the run's models are also tested on (notebook 09, fer_lib.crossdata)
+        # other data sets the run's models are also tested on (notebook 09, fer_lib.apps.crossdata)
         self.cross_data = tuple(Path(root) for root in cross_data)
         self.progress = progress
         self.device = models.pick_device()
@@ -139,7 +139,7 @@ class Experiment:
     @property
     def data_label(self) -> str:
         """Which data set every number comes from (printed under every table): a converted set by its layout."""
-        from fer_lib.rafdb import RafDbError
+        from fer_lib.data.rafdb import RafDbError
 
         try:
             layout = read_classes(resolve_root(self.data_root))[1].get("layout", "RAF-DB")
@@ -201,13 +201,13 @@ class Experiment:
     def test(self) -> SplitTensors:
         return self._split_tensors("test", self.profile.test_limit)
 
-    # -- linear probes (fer_lib.probes) ------------------------------------------------------------------
+    # -- linear probes (fer_lib.evaluation.probes) ------------------------------------------------------------------
     def probes(self) -> pd.DataFrame:
         """Test accuracy of linear probes on each branch's input and of the majority class, computed once per
         data set and input size (``cache/probes_<key>.csv``) and reused."""
         import hashlib
 
-        from fer_lib.probes import (
+        from fer_lib.evaluation.probes import (
             C_GRID,
             HOG_SIDE,
             coordinate_features,
@@ -271,7 +271,7 @@ class Experiment:
         (colour, photo size, face size and position) against the majority class; the first should not beat the second."""
         import hashlib
 
-        from fer_lib.probes import (
+        from fer_lib.evaluation.probes import (
             C_GRID,
             global_statistics,
             linear_probe,
@@ -612,7 +612,7 @@ class Experiment:
         affinity: str = "batch",
         seed: int | None = None,
     ) -> Explanation:
-        """Grad-CAM++ of test images on both branches (see ``fer_lib.explain``), ARM terms held as evaluated; ``seed``:
+        """Grad-CAM++ of test images on both branches (see ``fer_lib.evaluation.explain``), ARM terms held as evaluated; ``seed``:
         the fusion run's, whose baseline ``model`` wraps (default: the first)."""
         if affinity == "fixed":
             training.estimate_population_means(

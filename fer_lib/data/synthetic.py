@@ -1,7 +1,7 @@
 """A synthetic RAF-DB: the project's embedded default data set.
 
 RAF-DB cannot be downloaded, so every notebook, table and figure runs on this stand-in when no copy is at
-hand. ``generate_demo_dataset`` writes it in exactly RAF-DB's basic/ layout (see fer_lib.rafdb), so the
+hand. ``generate_demo_dataset`` writes it in exactly RAF-DB's basic/ layout (see fer_lib.data.rafdb), so the
 same reader loads it.
 
 How a sample is made (all procedural, numpy + PIL.ImageDraw, no assets):
@@ -38,8 +38,8 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
-from fer_lib import rafdb
-from fer_lib.landmarks import (
+from fer_lib.data import rafdb
+from fer_lib.data.landmarks import (
     ALIGN_TARGETS,
     ALIGNED_SIZE,
     AUTO37_FROM_IBUG68,

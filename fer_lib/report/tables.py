@@ -1,6 +1,6 @@
 """Tables and figures of the report: computed from saved predictions, written as CSV/Markdown/LaTeX and
-PNG/PDF, with the data set named on each. How sure a difference is and the verdicts: ``fer_lib.verdicts``; whether
-they hold with other seeds: ``fer_lib.replication``.
+PNG/PDF, with the data set named on each. How sure a difference is and the verdicts: ``fer_lib.report.verdicts``; whether
+they hold with other seeds: ``fer_lib.report.replication``.
 
 Tables go to ``<run_dir>/tables/<name>.{csv,md,tex}``; figures to ``<figures_dir>/<name>.{png,pdf}``.
 """
@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from fer_lib import metrics
+from fer_lib.data.rafdb import CLASSES, paper_results
+from fer_lib.evaluation import metrics
 from fer_lib.io import save_csv, save_text, write_atomic
-from fer_lib.rafdb import CLASSES, paper_results
 
 
 def short_names(classes) -> tuple[str, ...]:
@@ -279,8 +279,8 @@ def plot_samples(rafdb, per_class: int = 4, seed: int = 0) -> plt.Figure:
 
 def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> plt.Figure:
     """Fig. 3: original image with its landmarks, aligned image with the affine-mapped landmarks, heatmap."""
-    from fer_lib import landmarks
-    from fer_lib.heatmaps import render_heatmaps
+    from fer_lib.data import landmarks
+    from fer_lib.data.heatmaps import render_heatmaps
 
     indices = list(indices)
     fig, axes = plt.subplots(len(indices), 3, figsize=(7.5, 2.5 * len(indices)), squeeze=False)
@@ -810,7 +810,7 @@ def knobs_table(knobs, changed: dict) -> pd.DataFrame:
     """Every SyntheticKnobs value of the data set, its generator default, and whether the profile changed it."""
     from dataclasses import fields
 
-    from fer_lib.synthetic import SyntheticKnobs
+    from fer_lib.data.synthetic import SyntheticKnobs
 
     default = SyntheticKnobs()
     rows = [
@@ -828,8 +828,8 @@ def knobs_table(knobs, changed: dict) -> pd.DataFrame:
 def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.DataFrame:
     """The choices this run makes where the paper is silent or was changed for the CPU (README, "Choices the
     paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no hold-out of its own)."""
-    from fer_lib.heatmaps import default_sigma
-    from fer_lib.precision import cpu_path
+    from fer_lib.data.heatmaps import default_sigma
+    from fer_lib.runtime.precision import cpu_path
 
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
     rows = [

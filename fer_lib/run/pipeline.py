@@ -21,7 +21,7 @@ from fer_lib.io import PROJECT_ROOT, relative  # noqa: F401 - relative is part o
 if TYPE_CHECKING:
     import pandas as pd
 
-    from fer_lib.kernels import WarmKernels
+    from fer_lib.run.kernels import WarmKernels
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -30,7 +30,7 @@ RUNS_DIR = PROJECT_ROOT / "runs"
 def run_dir_for(profile) -> Path:
     """``runs/<profile>``, or ``runs/<profile>-<settings>`` for a profile with ``--set`` overrides, so a sized-down
     or seed-shifted run never meets the default run's folder."""
-    from fer_lib.profiles import get_profile
+    from fer_lib.run.profiles import get_profile
 
     spec = get_profile(profile) if isinstance(profile, str) else profile
     overrides = spec.overrides()
@@ -44,7 +44,7 @@ def figures_dir_for(profile, run_dir: Path) -> Path:
     """``figures/<profile>`` (committed) for a default demo or paper run in its default folder; otherwise (the smoke
     profile, ``--set`` overrides, or another ``--run-dir``, such as a run on the other precision path) the run
     folder's own, so that it never overwrites the committed figures."""
-    from fer_lib.profiles import get_profile
+    from fer_lib.run.profiles import get_profile
 
     spec = get_profile(profile) if isinstance(profile, str) else profile
     default = Path(run_dir).resolve() == run_dir_for(spec).resolve()
@@ -68,9 +68,9 @@ def claim_run_dir(run_dir: Path, profile) -> None:
 def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path:
     """The data root a profile runs on: the user's RAF-DB, or the profile's synthetic set (generated once,
     then reused, which is said)."""
-    from fer_lib.experiment import synthetic_data_root
-    from fer_lib.profiles import get_profile
-    from fer_lib.synthetic import demo_dataset_is_complete, generate_demo_dataset
+    from fer_lib.data.synthetic import demo_dataset_is_complete, generate_demo_dataset
+    from fer_lib.run.experiment import synthetic_data_root
+    from fer_lib.run.profiles import get_profile
 
     if data is not None:
         return Path(data)
@@ -125,7 +125,7 @@ def portable_parameter_list(name: str, paths) -> str:
 def check_data(root: Path) -> None:
     """Fail fast on a broken copy before any notebook runs. Images are only checked for presence here;
     notebook 01 decodes every one (decoding twice would double the cost on a real RAF-DB)."""
-    from fer_lib.rafdb import check_rafdb
+    from fer_lib.data.rafdb import check_rafdb
 
     report = check_rafdb(root, decode_images=False)
     if report.errors and report.read_nothing:
@@ -142,7 +142,7 @@ def check_data(root: Path) -> None:
 def describe_data(root: Path) -> dict:
     """A data set's class list, layout, protocol and excluded rows (its classes.json; RAF-DB itself has none: its
     7 classes), for the report."""
-    from fer_lib.rafdb import read_classes, resolve_root
+    from fer_lib.data.rafdb import read_classes, resolve_root
 
     classes, info = read_classes(resolve_root(root))
     return {**info, "classes": list(classes)}
@@ -156,7 +156,7 @@ def machine_info() -> dict:
 
     import torch
 
-    from fer_lib.precision import cpu_path
+    from fer_lib.runtime.precision import cpu_path
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -234,7 +234,7 @@ def _execute(
     warming the next notebook's)."""
     import papermill
 
-    from fer_lib.kernels import KERNEL_NAME, EncryptedKernelManager
+    from fer_lib.run.kernels import KERNEL_NAME, EncryptedKernelManager
 
     environment = kernel_environment()
     saved = {name: os.environ.get(name) for name in environment}
@@ -325,8 +325,8 @@ def run_folds(
     each with its own report page), then Table 6's OA and AA of every model on each fold with their mean and sd
     over the folds (``<run_dir>/tables/folds_summary.*``), read from the folds' saved tables. ``options``: as
     ``run_all``'s. Stops at the first fold that fails; a rerun reuses the folds already done."""
-    from fer_lib import report
-    from fer_lib.profiles import get_profile
+    from fer_lib.report import tables
+    from fer_lib.run.profiles import get_profile
 
     spec = get_profile(profile, settings)
     default = run_dir_for(spec)
@@ -345,7 +345,7 @@ def run_folds(
         if status:
             return status
     summary = fold_summary({fold.name: base / fold.name / "tables" for fold in folds})
-    report.save_table(
+    tables.save_table(
         summary,
         "folds_summary",
         base / "tables",
@@ -393,20 +393,20 @@ def run_all(
     """Data check, then every notebook in order (stopping at the first failure), then the HTML report.
 
     ``cross_data``: other data sets (RAF-DB's layout, or converted) that notebook 09 tests the run's models on
-    (``fer_lib.crossdata``).
+    (``fer_lib.apps.crossdata``).
 
     ``replicate``: afterwards, the same run with every training seed shifted by this much (its own run folder), then
     this run's report again (everything reused), so that both summaries compare the two runs' verdicts
     (``replication.replicate_of``); the comparison is also written to ``<figures>/seed_stability.*``.
 
-    A rerun executes only the notebooks whose inputs changed since they last ran (``fer_lib.freshness``); ``force``
+    A rerun executes only the notebooks whose inputs changed since they last ran (``fer_lib.run.freshness``); ``force``
     executes every one.
 
     ``settings`` are ``--set`` overrides of the profile (checked before any work starts). Before the first
     notebook that trains (03), every model of the profile is trained in ``workers`` parallel processes
-    (``fer_lib.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks train one model at a time).
+    (``fer_lib.run.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks train one model at a time).
     """
-    from fer_lib.profiles import get_profile
+    from fer_lib.run.profiles import get_profile
 
     started = time.perf_counter()
     spec = get_profile(profile, settings)
@@ -443,10 +443,10 @@ def run_all(
         "FIGURES_DIR": portable_parameter("FIGURES_DIR", figures),
         "CROSS_DATA": portable_parameter_list("CROSS_DATA", cross_data),
     }
-    from fer_lib.experiment import Experiment
     from fer_lib.io import save_json
-    from fer_lib.landing import write_landing_page
-    from fer_lib.scheduler import train_all
+    from fer_lib.report.landing import write_landing_page
+    from fer_lib.run.experiment import Experiment
+    from fer_lib.run.scheduler import train_all
 
     warning = Experiment(
         spec, data_root, base, baseline_checkpoint, pretrained=pretrained
@@ -459,7 +459,7 @@ def run_all(
     )
     data_info = describe_data(data_root)
     from fer_lib.models import pick_device
-    from fer_lib.precision import arithmetic_note
+    from fer_lib.runtime.precision import arithmetic_note
 
     info = {
         **machine_info(),
@@ -474,7 +474,7 @@ def run_all(
         "notebook_seconds": {},
         "device": str(pick_device()),  # what every training and notebook of this run computed on
     }
-    from fer_lib import freshness
+    from fer_lib.run import freshness
 
     inputs = freshness.hash_parts(
         freshness.source_key(),
@@ -485,7 +485,7 @@ def run_all(
     )
     fresh = freshness.Freshness(base, figures, inputs, force=force)
     pages, reused = [], []
-    from fer_lib.kernels import WarmKernels
+    from fer_lib.run.kernels import WarmKernels
 
     kernels, every = WarmKernels(NOTEBOOK_DIR, kernel_environment()), notebooks()
     try:
@@ -565,7 +565,7 @@ def _replicate(
 ) -> None:
     """``run_all``'s second run with seeds shifted by ``offset`` (its own folder and figures), this run's report again
     (reused models: notebooks only), and the two runs' comparison in ``<figures>/seed_stability.*``."""
-    from fer_lib import replication, report
+    from fer_lib.report import replication, tables
 
     shifted = {**(settings or {}), "seed_offset": str(spec.seed_offset + offset)}
     print(f"==> replicate: the same run with seed offset {spec.seed_offset + offset}")
@@ -578,7 +578,7 @@ def _replicate(
             f"run-all --replicate: the second run is not a replicate of {relative(main_run)} (another commit or settings?)"
         )
     table = replication.stability_table([main_run, other])
-    report.save_table(
+    tables.save_table(
         table,
         replication.STABILITY_FILE,
         figures,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fer_lib.verdicts import EQUIVALENCE_MARGIN, MARGIN_REASON, PRIMARY_CLAIM
+from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, MARGIN_REASON, PRIMARY_CLAIM
 
 # -- do the findings hold on another seed or CPU? -----------------------------------------------------------
 

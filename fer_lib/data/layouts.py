@@ -1,6 +1,6 @@
 """Data sets beyond RAF-DB: which layout a folder holds, and the conversion of a copy into RAF-DB's layout.
 
-Design. Every command after ``check-data`` reads one layout, RAF-DB's (``fer_lib.rafdb``). AffectNet (both
+Design. Every command after ``check-data`` reads one layout, RAF-DB's (``fer_lib.data.rafdb``). AffectNet (both
 releases), FERPlus and CK+ are therefore *converted* once into that layout (``python -m fer_lib convert-data
 SRC OUT``), never read by the training code directly:
 - a face's 68 iBUG points give RAF-DB's 5 manual points and the project's 37 automatic ones through the same
@@ -16,7 +16,7 @@ Conversion streams: each reader yields one sample at a time (AffectNet's 280,000
 a worker pool decodes, crops, aligns and writes, and the label file grows in a temporary file renamed at the
 end, so neither the decoded set nor its annotations are ever held in memory at once.
 
-The readers (``fer_lib.affectnet``, ``ferplus``, ``ckplus``; found for a folder by ``fer_lib.datasets``) check
+The readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``; found for a folder by ``fer_lib.data.datasets``) check
 with the same policy as RAF-DB's: every problem names the file, the row and what to do; nothing is skipped
 silently.
 """
@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_lib import landmarks, rafdb
+from fer_lib.data import landmarks, rafdb
 
 # The layouts check-data recognises, and how it names them.
 LAYOUT_NAMES = {
@@ -119,7 +119,7 @@ def _holds_photos(path: Path, depth: int = 2) -> bool:
     (the first 200 entries of each folder), so a folder of anything else is not taken for photos."""
     from itertools import islice
 
-    from fer_lib.faces import IMAGE_SUFFIXES
+    from fer_lib.data.faces import IMAGE_SUFFIXES
 
     for entry in islice(path.iterdir(), 200):
         if entry.is_dir() and depth > 0:
@@ -267,7 +267,7 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
         if sample.pixels is not None:
             image = Image.fromarray(sample.pixels).convert("RGB")
         else:
-            from fer_lib.faces import load_photo
+            from fer_lib.data.faces import load_photo
 
             image = load_photo(sample.path)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
@@ -284,7 +284,7 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
             Image.Resampling.BICUBIC,
         )
     if points is None:
-        from fer_lib.faces import detect_faces
+        from fer_lib.data.faces import detect_faces
 
         faces = detect_faces(image)
         if not faces:
@@ -309,7 +309,7 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
     points = points - [left, top]
     manual5 = landmarks.manual5_from_ibug68(points)
     try:
-        from fer_lib.synthetic import warp_aligned
+        from fer_lib.data.synthetic import warp_aligned
 
         aligned = warp_aligned(crop, manual5)
     except (ValueError, np.linalg.LinAlgError) as error:

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from fer_lib import rafdb
-from fer_lib.layouts import (
+from fer_lib.data import rafdb
+from fer_lib.data.layouts import (
     AFFECTNET_LIST_DIRS,
     Counts,
     DataSetError,

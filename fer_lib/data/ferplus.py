@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from fer_lib import rafdb
-from fer_lib.layouts import Counts, DataSetError, Sample, class_index, project_classes
+from fer_lib.data import rafdb
+from fer_lib.data.layouts import Counts, DataSetError, Sample, class_index, project_classes
 
 VOTE_COLUMNS = (
     "neutral",

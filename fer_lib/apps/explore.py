@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fer_lib import explain, training
-from fer_lib.experiment import canonical_weighting
+from fer_lib import training
+from fer_lib.evaluation import explain
 from fer_lib.io import BATCH_REPORT_ENV, save_torch
 from fer_lib.models import FusionOutput
+from fer_lib.run.experiment import canonical_weighting
 
 # Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion_run``); the baseline is every run's RGB head
 MODELS = {

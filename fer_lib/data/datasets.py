@@ -1,7 +1,7 @@
 """One way in: the reader of whichever layout a folder holds, and its check (``check-data``, ``convert-data``).
 
-Above the readers (``fer_lib.affectnet``, ``ferplus``, ``ckplus``) and the shared conversion code they use
-(``fer_lib.layouts``), so imports run one way: layouts <- readers <- this module <- the command line.
+Above the readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``) and the shared conversion code they use
+(``fer_lib.data.layouts``), so imports run one way: layouts <- readers <- this module <- the command line.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fer_lib import affectnet, ckplus, ferplus, rafdb
-from fer_lib.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+from fer_lib.data import affectnet, ckplus, ferplus, rafdb
+from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
 
 READERS = {
     "affectnet": affectnet.AffectNetCsv,

@@ -28,7 +28,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from fer_lib import data, models, precision
+from fer_lib import models
+from fer_lib.data import tensors
+from fer_lib.runtime import precision
 from fer_lib.settings import AFFINITY_MODES
 from fer_lib.training import landmark_inputs
 
@@ -175,7 +177,7 @@ class Explanation:
 @torch.no_grad()
 def evaluated_maps(
     model: models.FusionModel,
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     cache: Tensor,
     config,
     index: np.ndarray,
@@ -211,7 +213,7 @@ def evaluated_maps(
 
 def held_batch_terms(
     model: models.FusionModel,
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     cache: Tensor,
     config,
     index: np.ndarray,
@@ -240,7 +242,7 @@ def _grad_cam_plus_plus(
 
 def explain(
     model: models.FusionModel,
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     cache: Tensor,
     config,
     index,
@@ -280,7 +282,7 @@ def explain(
         # the reported logits from the evaluation's own features (bf16 under autocast) and heads (fp32); the CAMs run
         # in fp32 (pytorch-grad-cam reads activations through numpy, which has no bf16)
         rgb, landmark, terms = evaluated_maps(model, split, cache, config, chosen, affinity)
-        images = data.normalise(split.images[members].to(device))
+        images = tensors.normalise(split.images[members].to(device))
         heatmaps = landmark_inputs(split, members, None, config, device)
         with torch.no_grad():
             logits = model.forward_per_image_maps(rgb, landmark, terms).fused_logits

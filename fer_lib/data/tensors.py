@@ -20,12 +20,15 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_lib import landmarks
-from fer_lib.heatmaps import render_heatmaps
+from fer_lib.data import landmarks
+from fer_lib.data.heatmaps import render_heatmaps
 from fer_lib.io import relative, save_npy
-from fer_lib.models import IMAGENET_MEAN, IMAGENET_STD
-from fer_lib.rafdb import CLASSES, RafDb
+from fer_lib.data.rafdb import CLASSES, RafDb
 from fer_lib.settings import AUGMENTATIONS
+
+# the statistics the ImageNet weights were trained with: every RGB input is normalised with them
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

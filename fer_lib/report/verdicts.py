@@ -1,5 +1,5 @@
 """How sure a difference is, and what the report concludes from it: per-seed and seed-pooled significance rows
-(``fer_lib.stats``), the claims of the paper and beyond, their families, Holm's adjustment and the four verdicts, and the
+(``fer_lib.evaluation.stats``), the claims of the paper and beyond, their families, Holm's adjustment and the four verdicts, and the
 seeds a claim would need. Everything is read from the run's saved tables.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_lib.report import (
+from fer_lib.report.tables import (
     CALIBRATED,
     COORDS_BRANCH,
     HEATMAP_BRANCH,
@@ -20,7 +20,7 @@ from fer_lib.report import (
     read_table,
 )
 
-# -- how sure is a difference (fer_lib.stats) -------------------------------------------------------------
+# -- how sure is a difference (fer_lib.evaluation.stats) -------------------------------------------------------------
 
 
 POOLED = "pooled"  # the "seed" of a significance row over all seeds
@@ -44,7 +44,7 @@ def significance_rows(
     ``reference`` is the probabilities (N, 7) of one model (the frozen baseline), or a list with one entry per
     run (a model trained with the same seeds, paired seed by seed).
     """
-    from fer_lib.stats import mcnemar_exact
+    from fer_lib.evaluation.stats import mcnemar_exact
 
     references = (
         list(reference) if isinstance(reference, (list, tuple)) else [reference] * len(runs)
@@ -109,7 +109,7 @@ def _intervals_of(
 ) -> dict:
     """Bootstrap intervals of one seed's difference (conditional on the two models), or, for (S, N) per-seed
     correctness, the method-level interval with its variance components (``stats.seed_pooled_interval``)."""
-    from fer_lib.stats import paired_bootstrap_correct, seed_pooled_interval
+    from fer_lib.evaluation.stats import paired_bootstrap_correct, seed_pooled_interval
 
     pooled_row = np.ndim(correct) == 2
     interval = seed_pooled_interval if pooled_row else paired_bootstrap_correct
@@ -158,7 +158,7 @@ def about_pooled(row, seeds: int) -> str:
 
 def pooled_result(row, metric: str = "OA"):
     """The ``stats.PooledResult`` of a pooled row of a significance table."""
-    from fer_lib.stats import PooledResult
+    from fer_lib.evaluation.stats import PooledResult
 
     return PooledResult(
         metric.lower(),
@@ -173,7 +173,7 @@ def pooled_result(row, metric: str = "OA"):
 def family_p_values(frame: pd.DataFrame, metric: str = "OA") -> np.ndarray:
     """Holm-adjusted p-values of the pooled rows of a significance table, taken as one family (with one seed: of the
     per-seed rows, from McNemar for OA)."""
-    from fer_lib.stats import holm
+    from fer_lib.evaluation.stats import holm
 
     rows = pooled(frame)
     column = f"{metric} p" if (frame["seed"].astype(str) == POOLED).any() else "McNemar p"
@@ -381,7 +381,7 @@ def outlying_seed_note(test: ClaimTest, level: float) -> str:
     the claim would get without it. That verdict is ``decide``'s at the claim's own share of the table's alpha
     (``level``) on the pooled interval recomputed from the other seeds' differences, with the pooled row's image and
     interaction variances (neither depends on how many seeds are run)."""
-    from fer_lib.stats import outlying_seed, pooled_from_components
+    from fer_lib.evaluation.stats import outlying_seed, pooled_from_components
 
     if test.result is None or level == 0 or len(test.seed_differences) < MIN_SEEDS:
         return ""
@@ -642,7 +642,7 @@ def claims(tables_dir: Path) -> pd.DataFrame:
 
 def _paper_gains() -> dict[str, float]:
     """The paper's own gain for each claim it makes a number for (Tables 6 and 8, RAF-DB)."""
-    from fer_lib.rafdb import paper_results
+    from fer_lib.data.rafdb import paper_results
 
     paper = paper_results()
     table6, table8 = paper["table6_overall"], paper["table8_ablation_overall"]
@@ -682,7 +682,7 @@ def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) 
 def plan_rows(tables_dir: Path, effect: float, test_images_scale: float = 1.0) -> pd.DataFrame:
     """For every method-level claim of a finished run: its measured variance components, its resolution, and the
     seeds that would resolve ``effect`` (``stats.seeds_needed``) at ``test_images_scale`` times this run's test images."""
-    from fer_lib.stats import seeds_needed
+    from fer_lib.evaluation.stats import seeds_needed
 
     rows = []
     for t in claim_tests(tables_dir):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-from fer_lib import landmarks, rafdb
+from fer_lib.data import landmarks, rafdb
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,7 +171,7 @@ def detect_faces(
 def align(image: Image.Image, face: Face) -> Image.Image:
     """The 100x100 aligned crop of a face, made as the project aligns every image (eyes to (25, 35) and (75, 35),
     mouth centre to (50, 75), by the least-squares similarity)."""
-    from fer_lib.synthetic import warp_aligned
+    from fer_lib.data.synthetic import warp_aligned
 
     return warp_aligned(image, face.manual5)
 
@@ -353,7 +353,7 @@ def import_images(
 
     from tqdm.auto import tqdm
 
-    from fer_lib.data import stratified_split
+    from fer_lib.data.tensors import stratified_split
     from fer_lib.io import save_csv
 
     if not 0 < test_fraction < 1:

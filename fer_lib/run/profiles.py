@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fer_lib.rafdb import CLASSES
+from fer_lib.data.rafdb import CLASSES
 from fer_lib.settings import (
     AUGMENTATIONS,
     LR_SCHEDULES,
@@ -78,7 +78,7 @@ class Profile:
         return [self.seed_offset + k for k in range(self.seeds)]
 
     def synthetic_knobs(self):
-        from fer_lib.synthetic import SyntheticKnobs
+        from fer_lib.data.synthetic import SyntheticKnobs
 
         return dataclasses.replace(SyntheticKnobs(), **dict(self.knobs))
 
@@ -360,7 +360,7 @@ def _decay(key: str, text: str) -> float:
 
 def _knobs(key: str, text: str) -> tuple[tuple[str, object], ...]:
     """``name=value,name=value`` (JSON values; ranges as [low, high]) into SyntheticKnobs overrides."""
-    from fer_lib.synthetic import SyntheticKnobs
+    from fer_lib.data.synthetic import SyntheticKnobs
 
     valid = {f.name: f for f in dataclasses.fields(SyntheticKnobs)}
     pairs = {}

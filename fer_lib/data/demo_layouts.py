@@ -1,4 +1,4 @@
-"""The synthetic set (``fer_lib.synthetic``) written in the layouts of AffectNet, FERPlus and CK+, so that every
+"""The synthetic set (``fer_lib.data.synthetic``) written in the layouts of AffectNet, FERPlus and CK+, so that every
 reader, check and converter runs without the real data (``python -m fer_lib demo-data OUT --layout L``).
 
 Each writer renders the same faces as the RAF-DB demo (same seed, same Table 3 class proportions) and stores them
@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_lib import affectnet, ckplus, ferplus, rafdb
-from fer_lib.synthetic import render_sample, split_labels
+from fer_lib.data import affectnet, ckplus, ferplus, rafdb
+from fer_lib.data.synthetic import render_sample, split_labels
 
 DEMO_LAYOUTS = ("rafdb", "affectnet", "affectnet-npy", "ferplus", "ckplus")
 DISGUST = rafdb.CLASSES.index("Disgust")

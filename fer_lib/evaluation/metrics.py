@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fer_lib.rafdb import NUM_CLASSES
+from fer_lib.data.rafdb import NUM_CLASSES
 
 
 def _labels(y: np.ndarray, num_classes: int, name: str) -> np.ndarray:

@@ -83,7 +83,7 @@ class Job:
 
     @property
     def slug(self) -> str:
-        from fer_lib.experiment import fusion_run_name
+        from fer_lib.run.experiment import fusion_run_name
 
         if self.weighting is None:
             return f"baseline_seed{self.seed}"
@@ -233,7 +233,7 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1)
     in seconds."""
     import torch
 
-    from fer_lib.experiment import Experiment
+    from fer_lib.run.experiment import Experiment
 
     torch.set_num_threads(threads)
 

@@ -1,7 +1,7 @@
 """Cross-dataset evaluation: a model trained on one data set, tested on another's test split.
 
 The two class lists are matched by name (every converted set names its classes as RAF-DB does, plus Contempt;
-``fer_lib.layouts``). Only the classes both sets have are scored:
+``fer_lib.data.layouts``). Only the classes both sets have are scored:
 - a model output the test set has no class for (Contempt, for an 8-class model on RAF-DB) is dropped and the
   remaining probabilities are renormalised, so the prediction is the most probable *shared* class;
 - a test image whose class the model does not know (Contempt, for a 7-class model on AffectNet-8) is left out
@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fer_lib import data, training
-from fer_lib.experiment import read_fusion_predictions
+from fer_lib import training
+from fer_lib.data import tensors
+from fer_lib.data.rafdb import RafDb, load_rafdb, read_classes, resolve_root
+from fer_lib.evaluation.metrics import average_accuracy, confusion_matrix
 from fer_lib.io import relative, save_json
-from fer_lib.metrics import average_accuracy, confusion_matrix
 from fer_lib.models import CheckpointError
-from fer_lib.rafdb import RafDb, load_rafdb, read_classes, resolve_root
+from fer_lib.run.experiment import read_fusion_predictions
 
 CROSS_DIR = "cross"  # in a run folder: its models' predictions on other data sets' test splits
 # the proposed model's heads, as the cross-dataset tables name them
@@ -222,10 +223,10 @@ def data_cache(cache_dir: Path, root: Path) -> Path:
 
 def decode_test_split(
     test: RafDb, input_size: int, landmark_set: str, cache_dir: Path
-) -> data.SplitTensors:
+) -> tensors.SplitTensors:
     """A data set's test split (``RafDb.split("test")``) at a model's input size, decoded once into its
     ``data_cache`` folder under ``cache_dir``."""
-    return data.split_tensors(
+    return tensors.split_tensors(
         test,
         input_size,
         landmark_set=landmark_set,
@@ -235,7 +236,7 @@ def decode_test_split(
 
 
 def predict_heads(
-    baseline, fusion, config, split: data.SplitTensors, *, batch_size: int, cache_dir: Path
+    baseline, fusion, config, split: tensors.SplitTensors, *, batch_size: int, cache_dir: Path
 ) -> training.FusionPredictions | np.ndarray:
     """A model's test probabilities on ``split``, over the model's classes: a baseline alone gives its (N, classes)
     probabilities (test batches of ``batch_size``), a fused model its three heads (its config's test batch). The

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fer_lib.data import stratified_split
+from fer_lib.data.tensors import stratified_split
 
 C_GRID = (0.01, 0.1, 1.0)
 HOG_SIDE = 64  # HOG on 64x64 grey images: 8x8 cells of 8 px

@@ -1,9 +1,9 @@
 """What a trained model says about new photos (``python -m fer_lib predict``): every face of every photo, on both
 branches.
 
-Per face: dlib's box and 68 points (``fer_lib.faces``), the aligned crop made as the training data was, the
+Per face: dlib's box and 68 points (``fer_lib.data.faces``), the aligned crop made as the training data was, the
 landmark heatmap, the probabilities of the RGB, landmark-only and fused heads, and Grad-CAM++ of both branches at
-the paper's layers (``fer_lib.explain``). A single photo has no batch, so ARM runs batch-independent: its
+the paper's layers (``fer_lib.evaluation.explain``). A single photo has no batch, so ARM runs batch-independent: its
 batch-mean term is the population mean stored in the checkpoints (the mean over the training images). Without
 a fusion checkpoint, the RGB baseline alone.
 """
@@ -20,9 +20,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fer_lib import data, explain, landmarks, models, precision
-from fer_lib.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
-from fer_lib.rafdb import CLASSES
+from fer_lib import models
+from fer_lib.data import landmarks, tensors
+from fer_lib.data.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
+from fer_lib.data.rafdb import CLASSES
+from fer_lib.evaluation import explain
+from fer_lib.runtime import precision
 
 HEADS = (("rgb", "RGB"), ("landmark", "landmark only"), ("fused", "fused"))
 BATCH_NOTE = "ARM batch-independent: its batch term is the stored population mean (a single photo has no batch)"
@@ -114,13 +117,13 @@ def load_models(
     return baseline.to(device).eval().set_affinity("fixed"), fusion, config
 
 
-def face_split(image, faces: list[Face], size: int, name: str) -> data.SplitTensors:
+def face_split(image, faces: list[Face], size: int, name: str) -> tensors.SplitTensors:
     """The faces of one photo as the networks' input: aligned crops at ``size`` and their 37 points on that canvas."""
     crops = []
     for face in faces:
         crop = align(
             image, face
-        )  # 100x100, then resized as the training images were (data._load_image)
+        )  # 100x100, then resized as the training images were (tensors._load_image)
         crops.append(
             np.asarray(
                 crop
@@ -131,7 +134,7 @@ def face_split(image, faces: list[Face], size: int, name: str) -> data.SplitTens
     points = np.stack(
         [landmarks.align_points(face.auto37, face.manual5, size) for face in faces]
     ).astype(np.float32)
-    return data.SplitTensors(
+    return tensors.SplitTensors(
         names=[f"{name}#{k}" for k in range(len(faces))],
         images=torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(),
         points=torch.from_numpy(points),
@@ -200,7 +203,7 @@ def predict_photos(
             continue
         split = face_split(image, found, baseline.input_size, path.name)
         with torch.no_grad(), precision.full(device):
-            per_image = baseline.forward_per_image(data.normalise(split.images.to(device)))
+            per_image = baseline.forward_per_image(tensors.normalise(split.images.to(device)))
             probabilities = {
                 "rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()
             }
@@ -272,7 +275,7 @@ def predict_photos(
 def plot_face(
     image,
     face: Face,
-    split: data.SplitTensors,
+    split: tensors.SplitTensors,
     k: int,
     probabilities: dict,
     explanation: explain.Explanation | None,

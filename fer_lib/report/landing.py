@@ -113,11 +113,11 @@ def write_landing_page(
     spec: Path | None = None,
 ) -> Path:
     """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
+    from fer_lib.data.rafdb import CLASSES as RAFDB_CLASSES
     from fer_lib.io import relative
-    from fer_lib.precision import arithmetic_note
-    from fer_lib.rafdb import CLASSES as RAFDB_CLASSES
-    from fer_lib.report import read_table
-    from fer_lib.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
+    from fer_lib.report.tables import read_table
+    from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
+    from fer_lib.runtime.precision import arithmetic_note
 
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
