@@ -22,7 +22,7 @@ import torch
 
 from fer_lib import models
 from fer_lib.data import tensors
-from fer_lib.runtime import precision
+from fer_lib.runtime import devices, precision
 
 SIZES = {"demo": (128, 16), "paper": (224, 64)}  # (input size, ResNet18 base width)
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    device = models.pick_device()
+    device = devices.pick_device()
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {device}")
     print("| network | images | fp32 s | bf16 autocast s | fp32 / bf16 | argmax agree |")
     print("|---|---|---|---|---|---|")

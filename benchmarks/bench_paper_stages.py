@@ -32,6 +32,7 @@ def main() -> None:
 
     from fer_lib import models, training
     from fer_lib.data import tensors
+    from fer_lib.runtime import devices
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
-    device = torch.device(args.device) if args.device else models.pick_device()
+    device = torch.device(args.device) if args.device else devices.pick_device()
     torch.manual_seed(0)
     size, batch, steps = 224, args.batch, args.steps
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)

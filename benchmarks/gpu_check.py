@@ -240,7 +240,7 @@ def run(args, scratch: Path, log) -> None:
     from fer_lib import models, training
     from fer_lib.run.experiment import Experiment, get_profile
     from fer_lib.run.pipeline import ensure_data, machine_info
-    from fer_lib.runtime import precision
+    from fer_lib.runtime import devices, precision
 
     paper = get_profile("paper")
     batch_train, batch_test = (
@@ -263,7 +263,7 @@ def run(args, scratch: Path, log) -> None:
             "batch_test": batch_test,
         },
     )
-    device = models.pick_device()
+    device = devices.pick_device()
     stages = Stages(device, args.budget, log)
     estimate = own_estimate(n_train, n_test)
     quiet = contextlib.redirect_stdout(log_file_writer(log))

@@ -157,8 +157,8 @@ def _device(name: str | None):
     the best available."""
     import torch
 
-    from fer_lib.models import checked_device, describe_device, pick_device
     from fer_lib.runtime import distributed
+    from fer_lib.runtime.devices import checked_device, describe_device, pick_device
 
     rank_device = distributed.init_from_environment()
     if rank_device is not None and (name is None or torch.device(name).type == rank_device.type):
@@ -510,7 +510,13 @@ def _run_all_device(profile: str, name: str | None):
     otherwise start days of training on the CPU."""
     import os
 
-    from fer_lib.models import DEVICE_ENV, DeviceError, checked_device, cuda_problem, pick_device
+    from fer_lib.runtime.devices import (
+        DEVICE_ENV,
+        DeviceError,
+        checked_device,
+        cuda_problem,
+        pick_device,
+    )
 
     if name:
         checked_device(name)
@@ -525,9 +531,9 @@ def _run_all_device(profile: str, name: str | None):
 
 
 def _run_all(args: argparse.Namespace) -> int:
-    from fer_lib.models import DeviceError, describe_device
     from fer_lib.run.pipeline import fold_copies, run_all, run_folds
     from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
+    from fer_lib.runtime.devices import DeviceError, describe_device
 
     folds = fold_copies(args.data) if args.data is not None else []
     try:
@@ -1368,8 +1374,9 @@ def _install_kernel(args: argparse.Namespace) -> int:
 def _is_data_or_checkpoint_error(error: Exception) -> bool:
     from fer_lib.data.faces import FaceToolsMissing, ImportProblem
     from fer_lib.data.rafdb import RafDbError
-    from fer_lib.models import CheckpointError, DeviceError
+    from fer_lib.models import CheckpointError
     from fer_lib.run.profiles import SettingsError
+    from fer_lib.runtime.devices import DeviceError
 
     # FileExistsError: an output folder that holds something else (demo-data, convert-data)
     return isinstance(

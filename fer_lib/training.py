@@ -40,7 +40,7 @@ from fer_lib.data import tensors
 from fer_lib.data.landmarks import flip_permutation
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.io import claim_config, fill_older_fields, relative, save_csv, save_json, save_torch
-from fer_lib.runtime import distributed, precision
+from fer_lib.runtime import devices, distributed, precision
 from fer_lib.settings import (
     ADABELIEF,
     LR_GAMMA,
@@ -226,7 +226,7 @@ def train_baseline(
     ``train`` is the full training split; the validation part is held out here (``split.json``).
     """
     run_dir = Path(run_dir)
-    device = device or models.pick_device()
+    device = device or devices.pick_device()
     if train.input_size != config.input_size:
         raise ValueError(
             f"images are {train.input_size}px but the config asks for {config.input_size}px"
@@ -625,7 +625,7 @@ def fit_gate(
             f"{base_folder / 'best.pt'} does not fit a gated model: {missing}"
         )
     models.load_population_means(model, _landmark_means(models.population_means(base)))
-    device = device or models.pick_device()
+    device = device or devices.pick_device()
     _, val_index = _validation_split(base_folder, train, base_config.val_fraction, base_config.seed)
     save_json(json.loads((base_folder / "split.json").read_text()), run_dir / "split.json")
     val = train.subset(val_index)
@@ -735,7 +735,7 @@ def train_fusion(
 
     models.check_classes(baseline.classes, train.classes, "the baseline")
     run_dir = Path(run_dir)
-    device = device or models.pick_device()
+    device = device or devices.pick_device()
     distributed.main_first(lambda: _check_config(run_dir, config))
     if train.landmark_set != config.landmark_set:
         raise ValueError(

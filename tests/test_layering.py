@@ -39,9 +39,11 @@ def _imports(path: Path, modules: set[str]) -> set[tuple[str, int]]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fer_lib"):
             base = node.module.removeprefix("fer_lib").lstrip(".")
             for alias in node.names:
-                # `from fer_lib.data import rafdb` names a module; `from fer_lib.data.rafdb import X` a name
+                # `from fer_lib.data import rafdb` imports a module, `from fer_lib import models` (a package) all
+                # its modules, `from fer_lib.data.rafdb import X` a name of one module
                 dotted = f"{base}.{alias.name}".lstrip(".")
-                found.add((dotted if dotted in modules else base, node.lineno))
+                target = dotted if _within(dotted, modules) else base
+                found |= {(name, node.lineno) for name in _within(target, modules)}
         elif isinstance(node, ast.Import):
             found |= {
                 (alias.name.removeprefix("fer_lib."), node.lineno)
@@ -49,6 +51,13 @@ def _imports(path: Path, modules: set[str]) -> set[tuple[str, int]]:
                 if alias.name.startswith("fer_lib.")
             }
     return found
+
+
+def _within(name: str, modules: set[str]) -> set[str]:
+    """A module itself, or every module of a package (``models`` re-exports its modules' names)."""
+    if name in modules:
+        return {name}
+    return {module for module in modules if module.startswith(f"{name}.")}
 
 
 def test_every_module_is_listed_and_imports_only_those_above_it():

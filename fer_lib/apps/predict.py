@@ -25,7 +25,7 @@ from fer_lib.data import landmarks, tensors
 from fer_lib.data.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation import explain
-from fer_lib.runtime import precision
+from fer_lib.runtime import devices, precision
 
 HEADS = (("rgb", "RGB"), ("landmark", "landmark only"), ("fused", "fused"))
 BATCH_NOTE = "ARM batch-independent: its batch term is the stored population mean (a single photo has no batch)"
@@ -155,7 +155,7 @@ def predict(
 ) -> pd.DataFrame:
     """Predict and explain every face of every photo with the models of two checkpoints (see ``predict_photos``);
     ``mean_data``: a RAF-DB copy whose training images give a baseline without a population mean one."""
-    device = device or models.pick_device()
+    device = device or devices.pick_device()
     photos = photos_in(paths)  # a missing or non-image path is named before any model loads
     baseline, fusion, config = load_models(
         Path(baseline_path), Path(fusion_path) if fusion_path else None, device, mean_data

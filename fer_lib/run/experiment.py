@@ -25,6 +25,7 @@ from fer_lib.evaluation.explain import Explanation
 from fer_lib.evaluation.explain import explain as gradcam_explain
 from fer_lib.io import relative, save_csv
 from fer_lib.run.profiles import Profile, get_profile
+from fer_lib.runtime import devices
 from fer_lib.settings import PAPER_WEIGHTINGS, WEIGHTINGS
 
 # Choices the paper does not state that can move the headline either way, each flipped in one ablation run of the
@@ -130,7 +131,7 @@ class Experiment:
         # other data sets the run's models are also tested on (notebook 09, fer_lib.apps.crossdata)
         self.cross_data = tuple(Path(root) for root in cross_data)
         self.progress = progress
-        self.device = models.pick_device()
+        self.device = devices.pick_device()
         self.cache_dir = self.run_dir / "cache"
         self._rgb_caches: dict[tuple[str, int], torch.Tensor] = {}
         self._baselines: dict[int, models.ARMNet] = {}

@@ -458,7 +458,7 @@ def run_all(
         else parameters["DATA_ROOT"]
     )
     data_info = describe_data(data_root)
-    from fer_lib.models import pick_device
+    from fer_lib.runtime.devices import pick_device
     from fer_lib.runtime.precision import arithmetic_note
 
     info = {

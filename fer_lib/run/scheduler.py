@@ -92,7 +92,7 @@ class Job:
 
 def _on_gpus() -> bool:
     """Whether the jobs train on GPUs: CUDA is there and ``--device`` (FER_DEVICE) did not ask for the CPU."""
-    from fer_lib.models import pick_device
+    from fer_lib.runtime.devices import pick_device
 
     return pick_device().type == "cuda"
 

@@ -11,7 +11,7 @@ models' RGB branch do not depend on the machine (under bf16 the ARM authors' net
 predictions; in fp32 on all). Only the trainable trunks (the baseline while it trains, the landmark CNN) run
 under autocast. What the report compares (ARM's batch terms, the heads, eq. 2's
 agreement and confidence, a temperature, the learned gate, the fused logits) is computed in fp32 from the bf16
-features (``models.fp32_head``), so two passes over the same features give the same numbers.
+features (``fp32_head``), so two passes over the same features give the same numbers.
 """
 
 from __future__ import annotations
@@ -106,3 +106,9 @@ def arithmetic_note(device: str, cpu_path: str) -> str:
         f"computed on {path}, the frozen RGB network in fp32; another path gives other numbers, "
         "not other findings"
     )
+
+
+def fp32_head(features: torch.Tensor):
+    """Autocast off for what follows the trunks (batch terms, heads, eq. 2): fp32 from bf16 features, so that the
+    numbers the report compares do not depend on where the features were rounded."""
+    return torch.autocast(features.device.type, enabled=False)
