@@ -11,7 +11,7 @@ PACKAGE = ROOT / "fer_lib"
 def _order() -> list[list[str]]:
     """The README table's rows: the modules of each row (dotted below ``fer_lib``), top to bottom."""
     text = (
-        (ROOT / "README.md")
+        (ROOT / "CONTRIBUTING.md")
         .read_text()
         .split("## How the code is laid out", 1)[1]
         .split("\n## ", 1)[0]
