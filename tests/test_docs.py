@@ -12,7 +12,9 @@ EXCLUDED = {"runs", "mutants", "data"}
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[ \t]*$", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)
-INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
+INLINE_LINK = re.compile(
+    r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)"
+)
 REFERENCE_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s.*)?$", re.MULTILINE)
 HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)[ \t#]*$", re.MULTILINE)
 HTML_ANCHOR = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"", re.IGNORECASE)
@@ -23,8 +25,7 @@ def markdown_files() -> list[Path]:
         path
         for path in ROOT.rglob("*.md")
         if not any(
-            part in EXCLUDED or part.startswith(".")
-            for part in path.relative_to(ROOT).parts[:-1]
+            part in EXCLUDED or part.startswith(".") for part in path.relative_to(ROOT).parts[:-1]
         )
     )
 
@@ -71,20 +72,22 @@ def broken_links(path: Path) -> list[str]:
         if not resolved.exists():
             problems.append(f"{target}: no such file")
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
-            problems.append(f"{target}: no heading with anchor #{anchor} in {file_part or path.name}")
+            problems.append(
+                f"{target}: no heading with anchor #{anchor} in {file_part or path.name}"
+            )
     return problems
 
 
-@pytest.mark.parametrize(
-    "path", markdown_files(), ids=lambda path: str(path.relative_to(ROOT))
-)
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda path: str(path.relative_to(ROOT)))
 def test_every_relative_link_resolves(path):
     problems = broken_links(path)
     assert not problems, f"{path.relative_to(ROOT)}:\n" + "\n".join(problems)
 
 
 def test_the_checker_finds_broken_links(tmp_path):
-    (tmp_path / "other.md").write_text("# A title, with `code` (and punctuation)!\n\n## Again\n## Again\n")
+    (tmp_path / "other.md").write_text(
+        "# A title, with `code` (and punctuation)!\n\n## Again\n## Again\n"
+    )
     page = tmp_path / "page.md"
     page.write_text(
         "[ok](other.md) [ok](other.md#a-title-with-code-and-punctuation) [ok](other.md#again-1)\n"
@@ -100,3 +103,17 @@ def test_the_checker_finds_broken_links(tmp_path):
         "figure.png: no such file",
         "missing_too.md: no such file",
     ]
+
+
+def test_every_accuracy_the_readme_quotes_is_in_the_committed_digest():
+    """The README's demo figures (accuracies and shares written to four decimals) are numbers of the demo run whose
+    digest is committed, not numbers typed by hand: each appears in ``figures/demo/RESULTS.md`` as committed."""
+    from tests.test_environment import _committed
+
+    digest = _committed("figures/demo/RESULTS.md")
+    quoted = set(
+        re.findall(r"(?<![\d.])0\.\d{4}(?!\d)", without_code((ROOT / "README.md").read_text()))
+    )
+    assert quoted, "the README quotes no demo figure"
+    missing = sorted(number for number in quoted if number not in digest)
+    assert not missing, f"README numbers that are not in the committed digest: {missing}"
