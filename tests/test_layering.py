@@ -1,4 +1,4 @@
-"""The library's modules import one way, in the order README's "How the code is laid out" lists them."""
+"""The library's modules import one way, in the order CONTRIBUTING.md's "How the code is laid out" lists them."""
 
 import ast
 import re
@@ -9,9 +9,9 @@ PACKAGE = ROOT / "fer_lib"
 
 
 def _order() -> list[list[str]]:
-    """The README table's rows: the modules of each row (dotted below ``fer_lib``), top to bottom."""
+    """The table's rows: the modules of each row (dotted below ``fer_lib``), top to bottom."""
     text = (
-        (ROOT / "README.md")
+        (ROOT / "CONTRIBUTING.md")
         .read_text()
         .split("## How the code is laid out", 1)[1]
         .split("\n## ", 1)[0]
@@ -64,10 +64,10 @@ def test_every_module_is_listed_and_imports_only_those_above_it():
     rank = {module: row for row, modules in enumerate(_order()) for module in modules}
     modules = _modules()
     assert set(modules) <= set(rank), (
-        f"modules missing from README's table: {sorted(set(modules) - set(rank))}"
+        f"modules missing from CONTRIBUTING.md's table: {sorted(set(modules) - set(rank))}"
     )
     assert set(rank) <= set(modules), (
-        f"README's table lists modules that do not exist: {sorted(set(rank) - set(modules))}"
+        f"CONTRIBUTING.md's table lists modules that do not exist: {sorted(set(rank) - set(modules))}"
     )
     upward = [
         f"{name} imports {imported} (line {line})"
