@@ -72,7 +72,7 @@ def main() -> None:
 
     results["frozen-feature cache"] = _timed(cache_step, batch, steps)
     config = training.FusionConfig(width=32, batch_norm=False)
-    model = training.build_fusion(baseline, config).to(device)
+    model = models.FusionModel.from_config(baseline, config).to(device)
     model.landmark_cnn.to(memory_format=training.landmark_memory_format(config, device))
     optimizer = AdaBelief(
         model.trainable_parameters(), print_change_log=False, **training.ADABELIEF

@@ -1294,7 +1294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     kernel = commands.add_parser(
         "install-kernel",
-        help=f"register this environment as the Jupyter kernel {KERNEL_NAME!r} (./run_all.sh lab does it)",
+        help=f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does it)",
     )
     kernel.add_argument(
         "--prefix",
@@ -1353,7 +1353,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-KERNEL_NAME = (
+LAB_KERNEL = (
     "fer-lib"  # the notebooks' kernelspec: any JupyterLab finds this environment under that name
 )
 
@@ -1364,10 +1364,10 @@ def _install_kernel(args: argparse.Namespace) -> int:
     path = install(
         user=args.prefix is None,
         prefix=str(args.prefix) if args.prefix else None,
-        kernel_name=KERNEL_NAME,
-        display_name=f"Python ({KERNEL_NAME})",
+        kernel_name=LAB_KERNEL,
+        display_name=f"Python ({LAB_KERNEL})",
     )
-    print(f"kernel {KERNEL_NAME!r} ({sys.executable}) registered in {path}")
+    print(f"kernel {LAB_KERNEL!r} ({sys.executable}) registered in {path}")
     return 0
 
 

@@ -139,12 +139,18 @@ class BaselineConfig:
     seed: int = 0
 
 
+# the paper's method: the landmark feature weighted by its confidence and by its agreement with the RGB
+# network, w when the two disagree (Fig. 4's best)
+PAPER_WEIGHTING = "both"
+PAPER_W = 0.6
+
+
 @dataclass
 class FusionConfig:
     """Landmark branch + fusion (paper, sections 4.2-4.3; Table 1's CNN; Table 4's optimiser)."""
 
-    weighting: str = "both"  # WEIGHTINGS; "both" is the proposed method
-    w_disagree: float = 0.6  # agreement weight when the branches disagree (Fig. 4)
+    weighting: str = PAPER_WEIGHTING  # WEIGHTINGS
+    w_disagree: float = PAPER_W  # agreement weight when the branches disagree (Fig. 4)
     weight_grad: bool = False  # gradients through p_landmark (the paper is silent)
     width: int = 32  # landmark CNN's base width; 32 is Table 1's
     # BatchNorm in the landmark CNN: not in Table 1; the CPU demo needs it (without it its landmark CNN stayed at

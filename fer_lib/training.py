@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 
 from fer_lib import models
 from fer_lib.data import tensors
-from fer_lib.data.landmarks import flip_permutation
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.io import claim_config, fill_older_fields, relative, save_csv, save_json, save_torch
 from fer_lib.runtime import devices, distributed, precision
@@ -470,20 +469,6 @@ class FusionPredictions:
     classes: tuple[str, ...] = CLASSES  # the data set's class list: the probabilities' columns
 
 
-def build_fusion(baseline: models.ARMNet, config: FusionConfig) -> models.FusionModel:
-    return models.FusionModel(
-        baseline,
-        weighting=config.weighting,
-        w_disagree=config.w_disagree,
-        weight_grad=config.weight_grad,
-        width=config.width,
-        batch_norm=config.batch_norm,
-        init_from_baseline=config.fusion_init_from_baseline,
-        landmark_input=config.landmark_input,
-        num_points=len(flip_permutation(config.landmark_set)),
-    )
-
-
 def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
     """channels_last for the landmark CNN on CUDA, and on the CPU from width 8: oneDNN then runs its training step
     1.4x faster at width 8 (benchmarks/README.md). Narrower CPU networks stay contiguous: a ResNet18 at width 4 in
@@ -618,7 +603,7 @@ def fit_gate(
     base, base_config = load_fusion_checkpoint(base_folder / "best.pt", baseline)
     config = dataclasses.replace(base_config, weighting="learned")
     _check_config(run_dir, config)
-    model = build_fusion(baseline, config)
+    model = models.FusionModel.from_config(baseline, config)
     missing = model.load_state_dict(base.state_dict(), strict=False)
     if missing.unexpected_keys or any(not k.startswith("gate.") for k in missing.missing_keys):
         raise models.CheckpointError(
@@ -758,7 +743,7 @@ def train_fusion(
             "(Experiment.fusion_run('learned', ...) does), not train_fusion"
         )
     torch.manual_seed(config.seed)
-    model = build_fusion(baseline, config).to(device)
+    model = models.FusionModel.from_config(baseline, config).to(device)
     if config.landmark_input == "heatmaps":
         model.landmark_cnn.to(memory_format=landmark_memory_format(config, device))
     # DistributedDataParallel under torchrun (global-batch BatchNorm in the trained parts); the model itself otherwise
@@ -940,7 +925,7 @@ def load_fusion_checkpoint(
             f"{path}: not a fusion checkpoint of this project (no 'model' and 'config' entries)"
         )
     config = FusionConfig(**fill_older_fields(FusionConfig, state["config"]))
-    model = build_fusion(baseline, config)
+    model = models.FusionModel.from_config(baseline, config)
     baseline_state = {f"baseline.{k}": v for k, v in baseline.state_dict().items()}
     mismatched = [
         k

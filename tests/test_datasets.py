@@ -874,7 +874,7 @@ def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     baseline_path = tiny_checkpoint(tmp_path / "base" / "best.pt", rafdb.CLASSES_8)
     config = training.FusionConfig(width=2)
-    fusion = training.build_fusion(models.load_arm_checkpoint(baseline_path), config)
+    fusion = models.FusionModel.from_config(models.load_arm_checkpoint(baseline_path), config)
     (tmp_path / "fusion").mkdir()
     torch.save(
         {"model": fusion.state_dict(), "config": dataclasses.asdict(config)},

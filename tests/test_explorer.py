@@ -57,7 +57,9 @@ def test_the_explorer_reads_the_saved_models_and_refuses_as_the_report_evaluated
 
 def test_filters_and_sorts(data):
     frame = data.outputs(explore.PROPOSED).table()
-    assert set(frame["case"]) <= set(explore.CASES) and set(frame["effect"]) <= set(explore.EFFECTS)
+    assert set(frame["case"]) <= set(explore.TABLE2_CASES) and set(frame["effect"]) <= set(
+        explore.EFFECTS
+    )
     fixed = explore.select(frame, effect="fixed")
     assert ((fixed["RGB"] != fixed["true"]) & (fixed["fused"] == fixed["true"])).all()
     chosen = explore.select(frame, true=CLASSES[3], sort="RGB confidence (low first)")

@@ -26,19 +26,20 @@ from fer_lib.evaluation import explain
 from fer_lib.io import BATCH_REPORT_ENV, save_torch
 from fer_lib.models import FusionOutput
 from fer_lib.run.experiment import canonical_weighting
+from fer_lib.settings import PAPER_W, PAPER_WEIGHTING
 
 # Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion_run``); the baseline is every run's RGB head
 MODELS = {
-    "proposed (confidence x agreement, w = 0.6)": ("both", 0.6, None),
+    f"proposed (confidence x agreement, w = {PAPER_W:g})": (PAPER_WEIGHTING, PAPER_W, None),
     "naive fusion (no weighting)": ("none", 1.0, None),
     "confidence only": ("confidence", 1.0, None),
-    "agreement only (w = 0.6)": ("agreement", 0.6, None),
-    "calibrated confidence x agreement": ("calibrated", 0.6, None),
-    "learned weighting": ("learned", 0.6, None),
-    "coordinate branch (MLP)": ("both", 0.6, "coords"),
+    f"agreement only (w = {PAPER_W:g})": ("agreement", PAPER_W, None),
+    "calibrated confidence x agreement": ("calibrated", PAPER_W, None),
+    "learned weighting": ("learned", PAPER_W, None),
+    "coordinate branch (MLP)": (PAPER_WEIGHTING, PAPER_W, "coords"),
 }
 PROPOSED = next(iter(MODELS))
-CASES = (
+TABLE2_CASES = (
     "RGB right, landmarks right",
     "RGB right, landmarks wrong",
     "RGB wrong, landmarks right",
@@ -120,8 +121,8 @@ class ModelOutputs:
         )
         frame["case"] = np.select(
             [rgb_right & landmark_right, rgb_right & ~landmark_right, ~rgb_right & landmark_right],
-            CASES[:3],
-            CASES[3],
+            TABLE2_CASES[:3],
+            TABLE2_CASES[3],
         )
         frame["effect"] = np.select(
             [~rgb_right & fused_right, rgb_right & ~fused_right, fused_right],
@@ -147,7 +148,7 @@ def select(
     for value, allowed, name in (
         (true, classes, "true class"),
         (predicted, classes, "predicted class"),
-        (case, CASES, "case"),
+        (case, TABLE2_CASES, "case"),
         (effect, EFFECTS, "effect"),
         (sort, tuple(SORTS), "sort"),
     ):
@@ -164,7 +165,7 @@ def select(
 def effect_counts(frame: pd.DataFrame) -> pd.DataFrame:
     """How many test images of each Table 2 case fusion fixed, broke or left (rows: cases; columns: effects)."""
     counts = pd.crosstab(frame["case"], frame["effect"]).reindex(
-        index=list(CASES), columns=list(EFFECTS), fill_value=0
+        index=list(TABLE2_CASES), columns=list(EFFECTS), fill_value=0
     )
     return counts.rename_axis(index="Table 2 case", columns=None).reset_index()
 
@@ -370,7 +371,9 @@ class Explorer:
             options=any_value + [(c, c) for c in ex.classes], description="fused class", **labelled
         )
         self.case = widgets.Dropdown(
-            options=any_value + [(c, c) for c in CASES], description="Table 2 case", **labelled
+            options=any_value + [(c, c) for c in TABLE2_CASES],
+            description="Table 2 case",
+            **labelled,
         )
         self.effect = widgets.Dropdown(
             options=any_value + [(e, e) for e in EFFECTS], description="fusion", **labelled
@@ -378,7 +381,7 @@ class Explorer:
         self.sort = widgets.Dropdown(options=list(SORTS), description="sort by", **labelled)
         self.image = widgets.Select(options=[], rows=10, description="image")
         self.w = widgets.FloatSlider(
-            value=0.6, min=0.0, max=1.0, step=0.05, description="w", continuous_update=False
+            value=PAPER_W, min=0.0, max=1.0, step=0.05, description="w", continuous_update=False
         )
         self.cams = widgets.Checkbox(value=False, description="Grad-CAM++ (a few seconds)")
         self.summary = widgets.HTML()

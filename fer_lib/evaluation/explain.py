@@ -38,7 +38,7 @@ BRANCHES = ("rgb", "landmark")
 TARGETS = ("predicted", "true")
 
 # Table 11's cases: (RGB right, landmark right, fused right); None = either.
-CASES = {
+TABLE11_CASES = {
     "landmark right, RGB wrong, fused right": (False, True, True),
     "all three right": (True, True, True),
     "RGB and landmark wrong, fused right": (False, False, True),
@@ -101,10 +101,10 @@ def pick_per_class(predictions, *, correct: bool, per_class: int = 1) -> pd.Data
 
 
 def pick_cases(predictions, *, per_case: int = 2) -> pd.DataFrame:
-    """Table 11: for each case of ``CASES``, the test images in it with the highest fused confidence."""
+    """Table 11: for each case of ``TABLE11_CASES``, the test images in it with the highest fused confidence."""
     frame = _frame(predictions)
     picked = []
-    for name, wanted in CASES.items():
+    for name, wanted in TABLE11_CASES.items():
         mask = _in_case(frame, wanted)
         picked.append(_top(frame[mask], per_case).assign(group=name))
     return _named(pd.concat(picked)[["group", *frame.columns]], predictions.classes)
@@ -114,7 +114,7 @@ def case_counts(predictions) -> pd.DataFrame:
     """How many test images fall in each case of Table 11."""
     frame = _frame(predictions)
     rows = []
-    for name, wanted in CASES.items():
+    for name, wanted in TABLE11_CASES.items():
         mask = _in_case(frame, wanted)
         rows.append({"case": name, "images": int(mask.sum()), "share": float(mask.mean())})
     return pd.DataFrame(rows)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from fer_lib.data.landmarks import flip_permutation
 from fer_lib.data.rafdb import NUM_CLASSES
 from fer_lib.models.arm import ARM, ARMNet, arm_geometry
 from fer_lib.models.landmark import CoordinateMLP, LandmarkCNN
@@ -20,6 +21,7 @@ from fer_lib.runtime import precision
 from fer_lib.settings import (
     LANDMARK_INPUTS,
     WEIGHTINGS,
+    FusionConfig,
     arm_layout,
 )
 
@@ -86,7 +88,7 @@ class FusionModel(nn.Module):
             equals the baseline's, else ``w_disagree``. Beyond the paper: "calibrated" (p * a with p taken from
             the landmark head's softmax at temperature ``temperature``, a buffer fitted on the validation split
             during training) and "learned" (``WeightGate``, fitted afterwards by ``training.fit_gate``).
-        w_disagree: the agreement weight on disagreement (0.6 in the paper, Fig. 4).
+        w_disagree: the agreement weight on disagreement (``settings.PAPER_W``, Fig. 4).
         weight_grad: let gradients flow through p (the paper is silent; default: the weight is a constant).
         batch_norm: BatchNorm in the landmark CNN (not in the paper).
         width: the landmark CNN's base width (32 is Table 1; see "Widths" above).
@@ -101,14 +103,14 @@ class FusionModel(nn.Module):
         self,
         baseline: ARMNet,
         *,
-        weighting: str = "both",
-        w_disagree: float = 0.6,
-        weight_grad: bool = False,
-        batch_norm: bool = False,
-        width: int = 32,
-        init_from_baseline: bool = True,
-        landmark_input: str = "heatmaps",
-        num_points: int = 37,
+        weighting: str = FusionConfig.weighting,
+        w_disagree: float = FusionConfig.w_disagree,
+        weight_grad: bool = FusionConfig.weight_grad,
+        batch_norm: bool = FusionConfig.batch_norm,
+        width: int = FusionConfig.width,
+        init_from_baseline: bool = FusionConfig.fusion_init_from_baseline,
+        landmark_input: str = FusionConfig.landmark_input,
+        num_points: int = len(flip_permutation(FusionConfig.landmark_set)),
     ):
         super().__init__()
         if weighting not in WEIGHTINGS:
@@ -144,6 +146,21 @@ class FusionModel(nn.Module):
                     baseline.fc.weight
                 )  # (7, dim): F_RGB part = the baseline's fc
                 self.fusion.bias.copy_(baseline.fc.bias)
+
+    @classmethod
+    def from_config(cls, baseline: ARMNet, config: FusionConfig) -> FusionModel:
+        """The fusion model a ``FusionConfig`` describes, on top of ``baseline`` (frozen)."""
+        return cls(
+            baseline,
+            weighting=config.weighting,
+            w_disagree=config.w_disagree,
+            weight_grad=config.weight_grad,
+            width=config.width,
+            batch_norm=config.batch_norm,
+            init_from_baseline=config.fusion_init_from_baseline,
+            landmark_input=config.landmark_input,
+            num_points=len(flip_permutation(config.landmark_set)),
+        )
 
     def train(self, mode: bool = True) -> FusionModel:
         super().train(mode)

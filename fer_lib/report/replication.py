@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, MARGIN_REASON, PRIMARY_CLAIM
+from fer_lib.settings import PAPER_W
 
 # -- do the findings hold on another seed or CPU? -----------------------------------------------------------
 
@@ -158,8 +159,8 @@ The margin: {MARGIN_REASON}
 One error rate for the whole table: every verdict word (supported, contradicted, equivalent, beyond or smaller
 than the margin) is read off the claim's interval at its share of 5% (Bonferroni: the paper's headline,
 "{PRIMARY_CLAIM}", the primary claim, 2.5%; every other claim and every w comparison share the other 2.5%), so
-the chance of any false word anywhere in the table is at most 5%. "w = 0.6 gives the largest gain" is supported
-only if w = 0.6 beats every other w, contradicted if another w beats it. With fewer than 3 seeds a method-level
+the chance of any false word anywhere in the table is at most 5%. "w = {PAPER_W:g} gives the largest gain" is supported
+only if w = {PAPER_W:g} beats every other w, contradicted if another w beats it. With fewer than 3 seeds a method-level
 claim gets no verdict ("inconclusive (2 seeds: per-seed only)"): two seeds cannot check anything about the seed
 distribution. A claim read from one seed, or
 marked "these trained models" (RGB against landmarks: exact McNemar), is about the trained models, not the

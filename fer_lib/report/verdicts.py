@@ -19,6 +19,7 @@ from fer_lib.report.tables import (
     PAPER_MODEL,
     read_table,
 )
+from fer_lib.settings import PAPER_W
 
 # -- how sure is a difference (fer_lib.evaluation.stats) -------------------------------------------------------------
 
@@ -433,20 +434,22 @@ def _without(test: ClaimTest, result) -> ClaimTest:
     )
 
 
-W_CLAIM = "w = 0.6 gives the largest OA gain among the w tried (on the test set)"
+W_CLAIM = f"w = {PAPER_W:g} gives the largest OA gain among the w tried (on the test set)"
 
 
 def w_tests(pairs: pd.DataFrame) -> list[ClaimTest]:
-    """w = 0.6 minus each other w (pooled rows) as tests of the family "w"."""
+    """The paper's w minus each other w (pooled rows) as tests of the family "w"."""
     return [
-        _test_from_rows(f"w = 0.6 vs {r['versus']}", "w", pairs[pairs["versus"] == r["versus"]])
+        _test_from_rows(
+            f"w = {PAPER_W:g} vs {r['versus']}", "w", pairs[pairs["versus"] == r["versus"]]
+        )
         for _, r in pooled_by(pairs, "versus").iterrows()
     ]
 
 
 def w_verdict(tests: list[ClaimTest], words: list[str]) -> tuple[str, str]:
-    """ "w = 0.6 gives the largest gain", from the words ``decide`` gave w = 0.6 minus each other w (each read at its
-    share of the table's alpha): supported only if 0.6 beats every other w (an intersection-union test); contradicted
+    """ "The paper's w gives the largest gain", from the words ``decide`` gave it minus each other w (each read at its
+    share of the table's alpha): supported only if it beats every other w (an intersection-union test); contradicted
     if some other w beats it; equivalent if every other w is within the margin of it; else inconclusive."""
     if any(_too_few_seeds(t) for t in tests):
         verdict = per_seed_only(min(t.result.seeds for t in tests if t.result is not None))
@@ -458,7 +461,7 @@ def w_verdict(tests: list[ClaimTest], words: list[str]) -> tuple[str, str]:
         verdict = "equivalent"
     else:
         verdict = "inconclusive"
-    detail = "w = 0.6 minus each other w: " + "; ".join(
+    detail = f"w = {PAPER_W:g} minus each other w: " + "; ".join(
         f"{t.claim.split(' vs ')[1]}: {t.difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}], p {t.p_two:.2g}, {w}"
         for t, w in zip(tests, words)
     )

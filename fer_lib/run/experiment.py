@@ -26,7 +26,7 @@ from fer_lib.evaluation.explain import explain as gradcam_explain
 from fer_lib.io import relative, save_csv
 from fer_lib.run.profiles import Profile, get_profile
 from fer_lib.runtime import devices
-from fer_lib.settings import PAPER_WEIGHTINGS, WEIGHTINGS
+from fer_lib.settings import PAPER_W, PAPER_WEIGHTING, PAPER_WEIGHTINGS, WEIGHTINGS
 
 # Choices the paper does not state that can move the headline either way, each flipped in one ablation run of the
 # proposed model (notebook 06, with ``design_ablations``): name -> (what the run is, given the profile's own
@@ -64,7 +64,7 @@ VARIANTS = {**DESIGN_VARIANTS, **BRANCH_VARIANTS}
 
 # The (weighting, w) single photos are predicted with (notebook 09, the explorer, README's predict command): only its
 # runs store the landmark ARM's population mean, a pass over the training images that the other runs skip.
-PREDICTED_WITH = ("both", 0.6)
+PREDICTED_WITH = (PAPER_WEIGHTING, PAPER_W)
 
 
 def synthetic_data_root(run_dir: Path) -> Path:
@@ -492,7 +492,11 @@ class Experiment:
 
     # -- landmark branch + fusion ------------------------------------------------------------------------
     def fusion_config(
-        self, weighting: str = "both", w: float = 0.6, seed: int = 0, variant: str | None = None
+        self,
+        weighting: str = PAPER_WEIGHTING,
+        w: float = PAPER_W,
+        seed: int = 0,
+        variant: str | None = None,
     ) -> training.FusionConfig:
         """The landmark branch's configuration; ``variant`` (a key of VARIANTS) flips one unstated choice or swaps the branch."""
         p = self.profile
@@ -518,8 +522,8 @@ class Experiment:
 
     def fusion_run(
         self,
-        weighting: str = "both",
-        w: float = 0.6,
+        weighting: str = PAPER_WEIGHTING,
+        w: float = PAPER_W,
         seed: int | None = None,
         variant: str | None = None,
     ) -> FusionRun:
@@ -581,7 +585,7 @@ class Experiment:
         return self._fusion_runs[folder]
 
     def fusion_model(
-        self, weighting: str = "both", w: float = 0.6, seed: int | None = None
+        self, weighting: str = PAPER_WEIGHTING, w: float = PAPER_W, seed: int | None = None
     ) -> tuple[models.FusionModel, training.FusionConfig]:
         """The selected checkpoint (``best.pt``) of one fusion run (trained first if missing), on the device."""
         run = self.fusion_run(weighting, w, seed)
@@ -635,10 +639,10 @@ class Experiment:
         ``design_ablations``, the proposed model with each unstated choice flipped (06); each for every seed, in the
         order seeds, then configurations. (The learned weighting is fitted afterwards, in seconds: not planned.)"""
         configurations = [
-            ("both", 0.6),
-            *(("both", w) for w in self.profile.w_grid),
-            *((weighting, 0.6) for weighting in PAPER_WEIGHTINGS),
-            ("calibrated", 0.6),
+            PREDICTED_WITH,
+            *((PAPER_WEIGHTING, w) for w in self.profile.w_grid),
+            *((weighting, PAPER_W) for weighting in PAPER_WEIGHTINGS),
+            ("calibrated", PAPER_W),
         ]
         distinct = [
             (*pair, None)
@@ -646,9 +650,9 @@ class Experiment:
                 canonical_weighting(weighting, w) for weighting, w in configurations
             )
         ]
-        distinct += [("both", 0.6, variant) for variant in BRANCH_VARIANTS]
+        distinct += [(*PREDICTED_WITH, variant) for variant in BRANCH_VARIANTS]
         if self.profile.design_ablations:
-            distinct += [("both", 0.6, variant) for variant in self.design_variants()]
+            distinct += [(*PREDICTED_WITH, variant) for variant in self.design_variants()]
             distinct.append(NAIVE_DEFAULT_INIT)
         return [
             (weighting, w, seed, variant)
@@ -665,7 +669,7 @@ class Experiment:
         return VARIANTS[variant][0](self.fusion_config())
 
     def fusion_runs(
-        self, weighting: str = "both", w: float = 0.6, variant: str | None = None
+        self, weighting: str = PAPER_WEIGHTING, w: float = PAPER_W, variant: str | None = None
     ) -> list[FusionRun]:
         """One run per seed of the profile."""
         return [self.fusion_run(weighting, w, seed, variant) for seed in self.seeds]

@@ -32,7 +32,7 @@ WARM_MODULES = (
     "fer_lib.report.tables",
 )
 WARM_IMPORTS = f"for _module in {WARM_MODULES!r}:\n    __import__(_module)\ndel _module\n"
-KERNEL_NAME = "python3"  # this environment's own kernel
+PIPELINE_KERNEL = "python3"  # this environment's own kernel
 READY_SECONDS = 120
 
 
@@ -73,7 +73,7 @@ class WarmKernels:
             self._thread.start()
 
     def _start(self) -> None:
-        manager = EncryptedKernelManager(kernel_name=KERNEL_NAME)
+        manager = EncryptedKernelManager(kernel_name=PIPELINE_KERNEL)
         try:
             manager.start_kernel(cwd=str(self.cwd), env={**os.environ, **self.env})
             _import_warm_modules(manager)

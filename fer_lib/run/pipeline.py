@@ -234,7 +234,7 @@ def _execute(
     warming the next notebook's)."""
     import papermill
 
-    from fer_lib.run.kernels import KERNEL_NAME, EncryptedKernelManager
+    from fer_lib.run.kernels import PIPELINE_KERNEL, EncryptedKernelManager
 
     environment = kernel_environment()
     saved = {name: os.environ.get(name) for name in environment}
@@ -249,7 +249,7 @@ def _execute(
                 "desc": notebook.stem,
                 "unit": "cell",
             },  # which notebook, cell by cell, with the time left
-            kernel_name=KERNEL_NAME,  # the notebooks' "fer-lib" needs registering (./run_all.sh lab)
+            kernel_name=PIPELINE_KERNEL,  # the notebooks' "fer-lib" needs registering (./run_all.sh lab)
             kernel_manager_class=kernels.manager_class(ahead)
             if kernels
             else EncryptedKernelManager,
