@@ -608,7 +608,7 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
     numbers lack (left empty, never typed in); the confusion matrix labels it; a mismatch is refused."""
     import matplotlib.pyplot as plt
 
-    from fer_lib.report import tables
+    from fer_lib.report import figures, tables
     from fer_lib.run.experiment import read_fusion_predictions
 
     eight = rafdb.CLASSES_8
@@ -624,7 +624,7 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
     )
     with pytest.raises(ValueError, match="8 probabilities per image for 7 classes"):
         tables.metric_values(labels, probabilities, rafdb.CLASSES)
-    fig = tables.plot_confusion(labels, probabilities.argmax(1), "eight", eight)
+    fig = figures.plot_confusion(labels, probabilities.argmax(1), "eight", eight)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()][-1] == "Con"
     plt.close(fig)
 

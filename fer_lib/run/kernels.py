@@ -30,6 +30,7 @@ WARM_MODULES = (
     "fer_lib.run.experiment",
     "fer_lib.run.notebook",
     "fer_lib.report.tables",
+    "fer_lib.report.figures",
 )
 WARM_IMPORTS = f"for _module in {WARM_MODULES!r}:\n    __import__(_module)\ndel _module\n"
 PIPELINE_KERNEL = "python3"  # this environment's own kernel
