@@ -34,7 +34,7 @@ def train_one(args: argparse.Namespace) -> None:
     profile = get_profile("demo")
     run_dir = run_dir_for(profile)
     experiment = Experiment(profile, ensure_data(profile, None, run_dir), run_dir, progress=False)
-    config = experiment.baseline_config()
+    config = experiment.baselines.config()
     config.seed, config.ema = args.one, None if args.ema == "none" else float(args.ema)
     folder = args.out / f"seed{args.one}_gamma{args.lr_gamma}_ema{args.ema}"
     clock = time.perf_counter()

@@ -78,7 +78,7 @@ def worker(args) -> None:
             result = call()
         return result, time.perf_counter() - clock
 
-    config = dataclasses.replace(experiment.baseline_config(0), epochs=1)
+    config = dataclasses.replace(experiment.baselines.config(0), epochs=1)
     model, seconds = timed(
         "baseline job, one epoch",
         lambda: training.train_baseline(train, config, run / "baseline", progress=False),
@@ -94,7 +94,7 @@ def worker(args) -> None:
         ),
     )
     out["baseline_fixed"] = seconds - out["baseline_epoch"] + caches
-    fusion = dataclasses.replace(experiment.fusion_config("both", 0.6, 0), epochs=1)
+    fusion = dataclasses.replace(experiment.fusion.config("both", 0.6, 0), epochs=1)
 
     # Code that stores the landmark ARM's population mean only in some runs (experiment.PREDICTED_WITH): the job
     # runs without it, and the pass is timed apart and priced for those runs. Older code: inside every job.

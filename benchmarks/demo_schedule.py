@@ -42,8 +42,8 @@ def main() -> None:
     )
     experiment.cache_dir = ROOT / "runs" / "demo" / "cache"  # the decoded images
     clock = time.perf_counter()
-    baseline = experiment.baseline_predictions(args.seed)
-    history = pd.read_csv(experiment.baseline_dir_for(args.seed) / "history.csv")
+    baseline = experiment.baselines.predictions(args.seed)
+    history = pd.read_csv(experiment.baselines.folder(args.seed) / "history.csv")
     kept = history.loc[history["val_accuracy"].idxmax()]
     row = {
         "settings": " ".join(args.set),
@@ -57,7 +57,7 @@ def main() -> None:
         json.dumps(row), flush=True
     )  # the baseline's figures first: the landmark branch takes a while longer
     clock = time.perf_counter()
-    run = experiment.fusion_run("both", 0.6, args.seed)
+    run = experiment.fusion.run("both", 0.6, args.seed)
     p = run.predictions
     kept = run.history.loc[run.history["val_loss"].idxmin()]
     row.update(

@@ -284,7 +284,7 @@ def run(args, scratch: Path, log) -> None:
         )
     train, test = experiment.train, experiment.test
 
-    config = experiment.baseline_config()
+    config = experiment.baselines.config()
     config.epochs = 2
     folder = scratch / "baseline"
     with quiet:
@@ -361,7 +361,7 @@ def run(args, scratch: Path, log) -> None:
                 )
         if caches is not None:
             train_cache, test_cache = caches
-            fusion = experiment.fusion_config("both", 0.6, 0)
+            fusion = experiment.fusion.config("both", 0.6, 0)
             fusion.epochs = 2
             with quiet:
                 model = stages.run(
@@ -397,7 +397,7 @@ def run(args, scratch: Path, log) -> None:
                     images=n_test,
                 )
 
-    runs = len(Experiment(paper, data_root, scratch, progress=False).fusion_plan())
+    runs = len(Experiment(paper, data_root, scratch, progress=False).fusion.plan())
     total = whole_profile(stages, n_train, n_test, runs)
     stages.record(
         "whole paper profile (estimate)",

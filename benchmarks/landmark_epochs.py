@@ -32,6 +32,7 @@ def main() -> None:
     import torch
 
     from fer_lib import training
+    from fer_lib.evaluation import probes
     from fer_lib.run.experiment import Experiment, get_profile
     from fer_lib.run.pipeline import ensure_data, run_dir_for
 
@@ -40,7 +41,13 @@ def main() -> None:
     run_dir = run_dir_for(profile)
     experiment = Experiment(profile, ensure_data(profile, None, run_dir), run_dir, progress=False)
     probe = (
-        experiment.probes()
+        probes.probe_table(
+            experiment.train,
+            experiment.test,
+            experiment.classes,
+            experiment.profile.input_size,
+            experiment.cache_dir,
+        )
         .set_index("model")
         .loc["linear probe, coordinates (aligned landmarks)", "test OA"]
     )
@@ -49,20 +56,20 @@ def main() -> None:
         for variant in (None, "coords"):
             for epochs in args.epochs:
                 config = dataclasses.replace(
-                    experiment.fusion_config("both", 0.6, seed, variant), epochs=epochs
+                    experiment.fusion.config("both", 0.6, seed, variant), epochs=epochs
                 )
                 folder = args.out / f"{variant or 'heatmaps'}_epochs{epochs}_seed{seed}"
                 clock = time.perf_counter()
                 model = training.train_fusion(
-                    experiment.baseline_for(seed),
+                    experiment.baselines.model(seed),
                     experiment.train,
-                    experiment.rgb_cache("train", seed),
+                    experiment.baselines.rgb_cache("train", seed),
                     config,
                     folder,
                     progress=False,
                 )
                 p = training.predict_fusion(
-                    model, experiment.test, experiment.rgb_cache("test", seed), config
+                    model, experiment.test, experiment.baselines.rgb_cache("test", seed), config
                 )
                 kept = int(
                     torch.load(folder / "best.pt", map_location="cpu", weights_only=True)["epoch"]

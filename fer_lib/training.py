@@ -740,7 +740,7 @@ def train_fusion(
     if config.weighting == "learned":
         raise ValueError(
             "the learned weighting is fitted on a trained run's validation split: use training.fit_gate "
-            "(Experiment.fusion_run('learned', ...) does), not train_fusion"
+            "(Experiment.fusion.run('learned', ...) does), not train_fusion"
         )
     torch.manual_seed(config.seed)
     model = models.FusionModel.from_config(baseline, config).to(device)

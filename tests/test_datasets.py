@@ -609,7 +609,7 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
     import matplotlib.pyplot as plt
 
     from fer_lib.report import figures, tables
-    from fer_lib.run.experiment import read_fusion_predictions
+    from fer_lib.run.fusion_runs import read_fusion_predictions
 
     eight = rafdb.CLASSES_8
     table3 = tables.class_count_table([5] * 8, [2] * 8, eight)

@@ -37,7 +37,7 @@ def test_the_explorer_reads_the_saved_models_and_refuses_as_the_report_evaluated
         explore.MODELS
     )  # the smoke run trains every kind the explorer offers
     proposed = data.outputs(explore.PROPOSED)
-    saved = ex.fusion_run("both", 0.6).predictions
+    saved = ex.fusion.run("both", 0.6).predictions
     fused, factor = proposed.refuse()
     np.testing.assert_allclose(
         fused, saved.fused, atol=1e-5

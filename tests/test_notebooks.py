@@ -112,9 +112,9 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
 
     experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
     baselines, fusions = scheduler.plan(experiment)
-    planned = [experiment.fusion_dir(j.weighting, j.w, j.seed, j.variant).name for j in fusions]
+    planned = [experiment.fusion.folder(j.weighting, j.w, j.seed, j.variant).name for j in fusions]
     gates = [
-        experiment.fusion_dir("learned", 0.6, seed).name for seed in experiment.seeds
+        experiment.fusion.folder("learned", 0.6, seed).name for seed in experiment.seeds
     ]  # fitted in 06, in seconds
     assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(planned + gates)
     # two design ablations of the proposed model and naive fusion's (smoke runs them) and the coordinate branch, for two seeds
@@ -132,7 +132,7 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
         if "population_means"
         in torch.load(folder / "best.pt", map_location="cpu", weights_only=True)
     }
-    proposed = {experiment.fusion_dir("both", 0.6, seed).name for seed in experiment.seeds}
+    proposed = {experiment.fusion.folder("both", 0.6, seed).name for seed in experiment.seeds}
     assert with_means == proposed | set(gates)  # a gate copies its run's
     # one log per job, and the stage's time-left estimates beside the truth
     assert sorted(p.name for p in (smoke_run / "logs").iterdir()) == sorted(

@@ -33,7 +33,7 @@ def test_one_baseline_serves_every_seed_unless_the_profile_asks_for_one_each(tmp
         tmp_path,
         progress=False,
     )
-    assert shared.baseline_seeds == [7] and shared.baseline_seed(8) == 7
+    assert shared.baselines.seeds == [7] and shared.baselines.seed(8) == 7
     each = Experiment(
         get_profile("demo", {"baseline_per_seed": "true", "seed_offset": "7"}),
         tmp_path,
@@ -41,25 +41,25 @@ def test_one_baseline_serves_every_seed_unless_the_profile_asks_for_one_each(tmp
         progress=False,
     )
     seeds = get_profile("demo").seeds
-    assert each.baseline_seeds == list(range(7, 7 + seeds)) and each.baseline_seed(8) == 8
+    assert each.baselines.seeds == list(range(7, 7 + seeds)) and each.baselines.seed(8) == 8
     assert (
-        each.baseline_dir_for(7).name == "baseline"
-        and each.baseline_dir_for(8).name == "baseline_seed8"
+        each.baselines.folder(7).name == "baseline"
+        and each.baselines.folder(8).name == "baseline_seed8"
     )
     checkpoint = Experiment(
         get_profile("demo"), tmp_path, tmp_path, tmp_path / "epoch59_acc0.9205.pth", progress=False
     )
-    assert checkpoint.baseline_seeds == [0]  # a given checkpoint is the baseline of every seed
+    assert checkpoint.baselines.seeds == [0]  # a given checkpoint is the baseline of every seed
 
 
 def test_a_failing_job_stops_the_stage_and_names_its_log(tmp_path):
     profile = get_profile("smoke", {"seeds": "1"})
     root = pipeline.ensure_data(profile, None, tmp_path)
     experiment = Experiment(profile, root, tmp_path, progress=False)
-    folder = experiment.baseline_dir_for(0)
+    folder = experiment.baselines.folder(0)
     folder.mkdir()
     (folder / "config.json").write_text(
-        json.dumps({**asdict(experiment.baseline_config(0)), "width": 8})
+        json.dumps({**asdict(experiment.baselines.config(0)), "width": 8})
     )  # another run's folder
     with pytest.raises(
         SystemExit,

@@ -32,7 +32,7 @@ from fer_lib.data.rafdb import RafDb, load_rafdb, read_classes, resolve_root
 from fer_lib.evaluation.metrics import average_accuracy, confusion_matrix
 from fer_lib.io import relative, save_json
 from fer_lib.models import CheckpointError
-from fer_lib.run.experiment import read_fusion_predictions
+from fer_lib.run.fusion_runs import read_fusion_predictions
 from fer_lib.settings import PAPER_W, PAPER_WEIGHTING
 
 CROSS_DIR = "cross"  # in a run folder: its models' predictions on other data sets' test splits
@@ -254,8 +254,8 @@ def _run_predictions(experiment, root: Path, seed: int) -> training.FusionPredic
     """The proposed model of one seed on another data set's test split, head by head: computed once into
     ``<run>/cross/<data set>_seed<S>/`` (columns: the model's classes; labels: the data set's) and read back from
     there, as a rerun reads it. Recomputed when the model's checkpoint or the test split changed."""
-    model, config = experiment.fusion_model(seed=seed)
-    checkpoint = experiment.fusion_dir(PAPER_WEIGHTING, PAPER_W, seed) / "best.pt"
+    model, config = experiment.fusion.model(seed=seed)
+    checkpoint = experiment.fusion.folder(PAPER_WEIGHTING, PAPER_W, seed) / "best.pt"
     test = load_rafdb(root).split("test")
     cache_dir = data_cache(Path(experiment.cache_dir) / CROSS_DIR, test.root)
     stamp = {
@@ -311,7 +311,7 @@ def run_results(experiment) -> list[CrossResult]:
         data_classes = read_classes(resolve_root(root))[0]
         for seed in experiment.seeds:
             predictions = (
-                experiment.fusion_run(seed=seed).predictions
+                experiment.fusion.run(seed=seed).predictions
                 if own
                 else _run_predictions(experiment, root, seed)
             )

@@ -25,10 +25,10 @@ from fer_lib import training
 from fer_lib.evaluation import explain
 from fer_lib.io import BATCH_REPORT_ENV, save_torch
 from fer_lib.models import FusionOutput
-from fer_lib.run.experiment import canonical_weighting
+from fer_lib.run.fusion_runs import canonical_weighting
 from fer_lib.settings import PAPER_W, PAPER_WEIGHTING
 
-# Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion_run``); the baseline is every run's RGB head
+# Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion.run``); the baseline is every run's RGB head
 MODELS = {
     f"proposed (confidence x agreement, w = {PAPER_W:g})": (PAPER_WEIGHTING, PAPER_W, None),
     "naive fusion (no weighting)": ("none", 1.0, None),
@@ -204,7 +204,7 @@ class ExplorerData:
             name
             for name, (weighting, w, variant) in MODELS.items()
             if (
-                self.ex.fusion_dir(*canonical_weighting(weighting, w), seed, variant)
+                self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
                 / "predictions_fused.csv"
             ).exists()
         ]
@@ -216,14 +216,14 @@ class ExplorerData:
         if (name, seed) in self._outputs:
             return self._outputs[(name, seed)]
         weighting, w, variant = MODELS[name]
-        folder = self.ex.fusion_dir(*canonical_weighting(weighting, w), seed, variant)
+        folder = self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
         if not (folder / "best.pt").exists():
             raise FileNotFoundError(
                 f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run ./run_all.sh (or "
                 f"the notebooks up to 06) first. Trained here: {', '.join(self.models(seed)) or 'none'}"
             )
         model, config = training.load_fusion_checkpoint(
-            folder / "best.pt", self.ex.baseline_for(seed)
+            folder / "best.pt", self.ex.baselines.model(seed)
         )
         model = model.cpu().eval()
         path = self.ex.run_dir / FEATURES_DIR / f"{folder.name}.pt"
@@ -232,7 +232,7 @@ class ExplorerData:
         if saved is None or saved.get("stamp") != stamp:  # computed once per trained model
             with torch.no_grad():
                 out = training.fusion_outputs(
-                    model, self.ex.test, self.ex.rgb_cache("test", seed), config
+                    model, self.ex.test, self.ex.baselines.rgb_cache("test", seed), config
                 )
             saved = {"stamp": stamp, **out._asdict()}
             save_torch(saved, path)
@@ -274,7 +274,7 @@ class ExplorerData:
             self._cams[key] = explain.explain(
                 outputs.model,
                 self.ex.test,
-                self.ex.rgb_cache("test", outputs.seed),
+                self.ex.baselines.rgb_cache("test", outputs.seed),
                 outputs.config,
                 [index],
             )

@@ -17,11 +17,16 @@ the HOG probe's test OA moved by 0.0003 between two runs of the same machine.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from fer_lib.data.tensors import stratified_split
+from fer_lib.data.rafdb import RafDb
+from fer_lib.data.tensors import SplitTensors, stratified_split
+from fer_lib.io import save_csv
 
 C_GRID = (0.01, 0.1, 1.0)
 HOG_SIDE = 64  # HOG on 64x64 grey images: 8x8 cells of 8 px
@@ -142,3 +147,94 @@ def global_statistics(rafdb) -> np.ndarray:
     return np.column_stack(
         [photos, iod / np.minimum(width, height), centre[:, 0] / width, centre[:, 1] / height]
     ).astype(np.float32)
+
+
+def probe_table(
+    train: SplitTensors, test: SplitTensors, classes, input_size: int, cache_dir: Path
+) -> pd.DataFrame:
+    """Test accuracy of linear probes on each branch's input and of the majority class, computed once per
+    data set and input size (``cache/probes_<key>.csv``) and reused."""
+
+    key = hashlib.sha256(
+        f"{input_size}|{HOG_SIDE}|{C_GRID}|".encode() + "\n".join(train.names + test.names).encode()
+    ).hexdigest()[:16]
+    path = cache_dir / f"probes_{key}.csv"
+    if path.exists():
+        print(f"reusing the linear probes in {path.name}")
+        return pd.read_csv(path)
+    y_train, y_test = train.labels.numpy(), test.labels.numpy()
+    size = input_size
+    results = [
+        linear_probe(
+            "linear probe, HOG (aligned images)",
+            hog_features(train.images.numpy()),
+            y_train,
+            hog_features(test.images.numpy()),
+            y_test,
+        ),
+        linear_probe(
+            "linear probe, coordinates (aligned landmarks)",
+            coordinate_features(train.points.numpy(), size),
+            y_train,
+            coordinate_features(test.points.numpy(), size),
+            y_test,
+        ),
+    ]
+    majority = int(np.bincount(y_train).argmax())
+    frame = pd.DataFrame(
+        [
+            {
+                "model": r.name,
+                "input": "RGB" if "HOG" in r.name else "landmarks",
+                "test OA": r.test_accuracy,
+                "features": r.features,
+                "C (chosen on validation)": r.c,
+            }
+            for r in results
+        ]
+        + [
+            {
+                "model": f"majority class ({classes[majority]})",
+                "input": "none",
+                "test OA": float((y_test == majority).mean()),
+                "features": 0,
+                "C (chosen on validation)": np.nan,
+            }
+        ]
+    )
+    save_csv(frame, path)
+    return frame
+
+
+def shortcut_table(rafdb: RafDb, cache_dir: Path) -> pd.DataFrame:
+    """The no-shortcut check of SYNTHETIC_DATA.md on this data set: a linear probe on global photo statistics
+    (colour, photo size, face size and position) against the majority class; the first should not beat the second."""
+
+    # computed once per data set (reading every original photo is most of a notebook's time) and reused
+    key = hashlib.sha256(
+        f"shortcut|{C_GRID}|".encode()
+        + "\n".join(rafdb.names).encode()
+        + np.asarray(rafdb.labels).tobytes()
+    ).hexdigest()[:16]
+    path = cache_dir / f"shortcut_{key}.csv"
+    if path.exists():
+        print(f"reusing the no-shortcut check in {path.name}")
+        return pd.read_csv(path)
+    stats = global_statistics(rafdb)
+    is_train = rafdb.splits == "train"
+    y_train, y_test = rafdb.labels[is_train], rafdb.labels[~is_train]
+    result = linear_probe("global statistics", stats[is_train], y_train, stats[~is_train], y_test)
+    majority = float((y_test == np.bincount(y_train).argmax()).mean())
+    frame = pd.DataFrame(
+        [
+            {
+                "linear probe on": "photo colour, photo size, face size and position",
+                "features": result.features,
+                "test OA": result.test_accuracy,
+                "majority-class rate": majority,
+                "gain over the majority class": result.test_accuracy - majority,
+            }
+        ]
+    )
+    save_csv(frame, path)
+    return frame

@@ -452,7 +452,7 @@ def model_rows(runs_by_name: dict) -> pd.DataFrame:
 def branch_reference(
     runs, probes: pd.DataFrame, baseline_seeds: list[int] | None = None
 ) -> pd.DataFrame:
-    """Each branch's network next to a linear probe on the same input (``Experiment.probes``): a network below
+    """Each branch's network next to a linear probe on the same input (``probes.probe_table``): a network below
     its probe has not learned what its input allows. The RGB row is the mean over the trained baselines (the
     runs whose seed is in ``baseline_seeds``; default: the first run's)."""
     landmark = [

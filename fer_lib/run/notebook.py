@@ -130,7 +130,7 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
         figures_dir=values["FIGURES_DIR"] or figures_dir_for(profile, run_dir),
         cross_data=tuple(values["CROSS_DATA"]),
     )
-    for warning in (experiment.baseline_warning(), experiment.holdout_warning()):
+    for warning in (experiment.baselines.warning(), experiment.baselines.holdout_warning()):
         if warning:
             print(warning)
     if (

@@ -83,7 +83,7 @@ class Job:
 
     @property
     def slug(self) -> str:
-        from fer_lib.run.experiment import fusion_run_name
+        from fer_lib.run.fusion_runs import fusion_run_name
 
         if self.weighting is None:
             return f"baseline_seed{self.seed}"
@@ -256,11 +256,11 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1)
         experiment = _WORKER["experiment"]
         try:
             if job.weighting is None:
-                experiment.baseline_for(job.seed)
-                experiment.rgb_cache("train", job.seed)
-                experiment.rgb_cache("test", job.seed)
+                experiment.baselines.model(job.seed)
+                experiment.baselines.rgb_cache("train", job.seed)
+                experiment.baselines.rgb_cache("test", job.seed)
             else:
-                experiment.fusion_run(job.weighting, job.w, job.seed, job.variant)
+                experiment.fusion.run(job.weighting, job.w, job.seed, job.variant)
         except Exception:
             traceback.print_exc()  # into the job's log; the stage reports the error's one line
             raise
@@ -283,9 +283,9 @@ def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> N
 def plan(experiment) -> tuple[list[Job], list[Job]]:
     """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline seed (none to train
     with a given checkpoint, but its feature caches still to build), every run of ``fusion_plan``."""
-    baselines = [Job(seed) for seed in experiment.baseline_seeds]
+    baselines = [Job(seed) for seed in experiment.baselines.seeds]
     fusions = [
-        Job(seed, weighting, w, variant) for weighting, w, seed, variant in experiment.fusion_plan()
+        Job(seed, weighting, w, variant) for weighting, w, seed, variant in experiment.fusion.plan()
     ]
     return baselines, fusions
 
@@ -296,7 +296,7 @@ def _finished(experiment, job: Job) -> bool:
     if job.weighting is None:
         if experiment.baseline_checkpoint is not None:
             return False
-        folder = experiment.baseline_dir_for(job.seed)
+        folder = experiment.baselines.folder(job.seed)
         try:
             epochs = (
                 len((folder / "history.csv").read_text(encoding="utf-8").strip().splitlines()) - 1
@@ -305,7 +305,8 @@ def _finished(experiment, job: Job) -> bool:
             return False
         return epochs >= experiment.profile.baseline_epochs and (folder / "best.pt").exists()
     return (
-        experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant) / "predictions_fused.csv"
+        experiment.fusion.folder(job.weighting, job.w, job.seed, job.variant)
+        / "predictions_fused.csv"
     ).exists()
 
 
@@ -400,9 +401,9 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
 
     def folder_of(job: Job) -> Path:
         return (
-            experiment.baseline_dir_for(job.seed)
+            experiment.baselines.folder(job.seed)
             if job.weighting is None
-            else experiment.fusion_dir(job.weighting, job.w, job.seed, job.variant)
+            else experiment.fusion.folder(job.weighting, job.w, job.seed, job.variant)
         )
 
     def history(job: Job) -> tuple[list[float], float]:
@@ -462,7 +463,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 clock.observe_job(job_kind(job), seconds[job.slug], epoch_seconds)
                 bar.write(f"    {job.name}: done in {seconds[job.slug]:.0f} s")
                 if job.weighting is None:  # its seed's landmark-branch runs can start
-                    ready = [f for f in waiting if experiment.baseline_seed(f.seed) == job.seed]
+                    ready = [f for f in waiting if experiment.baselines.seed(f.seed) == job.seed]
                     waiting = [f for f in waiting if f not in ready]
                     queue += ready
             fill()
@@ -481,7 +482,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 [
                     (
                         job_kind(job),
-                        experiment.baseline_seed(job.seed),
+                        experiment.baselines.seed(job.seed),
                         epochs_of(job),
                         progress_now[job],
                         wall - max(started_at[job], rows[job][1]),
@@ -489,7 +490,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                     for job in active
                 ],
                 [
-                    (job_kind(job), experiment.baseline_seed(job.seed), epochs_of(job))
+                    (job_kind(job), experiment.baselines.seed(job.seed), epochs_of(job))
                     for job in [
                         *(job for job in running.values() if job not in active),
                         *queue,
