@@ -1,7 +1,7 @@
 """Every setting's default and allowed values, in one place: the training recipes (``BaselineConfig``,
 ``FusionConfig``), the choices each option takes, and the input sizes and widths the networks accept.
 
-The command line (``fer_lib.__main__``) derives its options' defaults and choices from here and the report's
+The command line (``fer_lib.cli``) derives its options' defaults and choices from here and the report's
 profiles (``fer_lib.run.profiles``) start from the same defaults, so a default cannot drift between them. A
 profile's departure from a default is written in the profile, where ``design_choices`` lists it. This module
 imports neither torch nor numpy: the command line reads it before deciding whether it needs them.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fer_lib.__main__ import main
+from fer_lib.cli.main import main
 from fer_lib.data import rafdb
 from tests.conftest import write_tiny_rafdb
 
@@ -515,7 +515,7 @@ def test_the_training_options_default_to_the_recipes(command, config, tmp_path):
     import dataclasses
 
     from fer_lib import settings
-    from fer_lib.__main__ import build_parser
+    from fer_lib.cli.main import build_parser
 
     required = ["--data", str(tmp_path), "--run-dir", str(tmp_path)]
     if command == "train-fusion":

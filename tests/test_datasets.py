@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fer_lib import models, training
-from fer_lib.__main__ import main
+from fer_lib.cli.main import main
 from fer_lib.apps import crossdata
 from fer_lib.data import affectnet, ckplus, datasets, ferplus, landmarks, layouts, rafdb
 from fer_lib.data.demo_layouts import WRITERS

@@ -113,7 +113,7 @@ def test_the_label_file_s_other_spelling_is_read_and_named(tmp_path, astronaut):
 
 
 def test_bad_inputs_are_refused_in_one_line(tmp_path, astronaut, capsys):
-    from fer_lib.__main__ import main
+    from fer_lib.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["import-images", str(tmp_path / "nowhere"), str(tmp_path / "out")])

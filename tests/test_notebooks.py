@@ -559,7 +559,7 @@ def test_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
 
 
 def test_plan_prints_the_seeds_a_finished_run_needs(smoke_run, capsys):
-    from fer_lib.__main__ import main
+    from fer_lib.cli.main import main
 
     assert main(["plan", str(smoke_run), "--effect", "0.05"]) == 0
     out = capsys.readouterr().out

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_lib.__main__ import main
+from fer_lib.cli.main import main
 from fer_lib.data import rafdb
 from tests.conftest import write_tiny_rafdb
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_lib.__main__ import main
+from fer_lib.cli.main import main
 from fer_lib.report import replication
 from fer_lib.run.experiment import stratified_subset
 from fer_lib.run.pipeline import RUNS_DIR, claim_run_dir, figures_dir_for, run_dir_for

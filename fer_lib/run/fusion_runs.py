@@ -171,60 +171,6 @@ class FusionRuns:
         test_cache = baselines.rgb_cache("test", seed)
         predictions = training.predict_fusion(model, experiment.test, test_cache, config)
         training.save_fusion_predictions(predictions, folder)
-        done = folder / "predictions_fused.csv"
-        if done.exists():
-            print(
-                f"fusion {weighting} w={w:.2f} seed {seed}{' ' + variant if variant else ''}: reusing {relative(folder)}"
-            )
-            predictions = read_fusion_predictions(folder)
-        elif weighting == "learned":
-            base = self.run("both", w, seed, variant)
-            model, _ = training.fit_gate(
-                base.folder,
-                self.experiment.baselines.model(seed),
-                self.experiment.train,
-                self.experiment.baselines.rgb_cache("train", seed),
-                folder,
-                device=self.experiment.device,
-            )
-            training.save_fusion_predictions(
-                training.predict_fusion(
-                    model,
-                    self.experiment.test,
-                    self.experiment.baselines.rgb_cache("test", seed),
-                    config,
-                ),
-                folder,
-            )
-            predictions = read_fusion_predictions(
-                folder
-            )  # as a rerun reads them: the same numbers to the last digit
-        else:
-            model = training.train_fusion(
-                self.experiment.baselines.model(seed),
-                self.experiment.train,
-                self.experiment.baselines.rgb_cache("train", seed),
-                config,
-                folder,
-                device=self.experiment.device,
-                progress=self.experiment.progress,
-                holdout=self.experiment.baselines.holdout(seed),
-                population_means=(weighting, w, variant) == (*PREDICTED_WITH, None),
-            )
-            training.save_fusion_predictions(
-                training.predict_fusion(
-                    model,
-                    self.experiment.test,
-                    self.experiment.baselines.rgb_cache("test", seed),
-                    config,
-                ),
-                folder,
-            )
-            predictions = read_fusion_predictions(folder)
-        self._runs[folder] = FusionRun(
-            weighting, float(w), seed, folder, predictions, pd.read_csv(folder / "history.csv")
-        )
-        return self._runs[folder]
 
     def model(
         self, weighting: str = PAPER_WEIGHTING, w: float = PAPER_W, seed: int | None = None

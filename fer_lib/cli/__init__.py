@@ -1,0 +1,1 @@
+"""The command line, ``python -m fer_lib <command>``: one module per group of commands (``main`` lists them)."""

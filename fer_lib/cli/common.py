@@ -1,0 +1,221 @@
+"""Shared pieces of the command line: argument types that reject a bad value in one line, the parent
+parsers of the layout and training options, the device a command runs on, and the summary it prints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fer_lib.data.affectnet import CLASS_ORDERS
+from fer_lib.data.ferplus import LABEL_MODES
+
+
+def fold_arg(text: str) -> int | str:
+    return "all" if text == "all" else at_least(0)(text)
+
+
+def layout_options_of(args: argparse.Namespace, fold: int | None = None) -> dict:
+    """The options of the other layouts' readers (fer_lib.data.datasets.reader_for), from the command line."""
+    fold = fold if fold is not None else (0 if args.fold == "all" else args.fold)
+    return {
+        "classes": args.classes,
+        "label_mode": args.label_mode,
+        "class_order": args.class_order,
+        "folds": args.folds,
+        "fold": fold,
+        "first_neutral": not args.no_first_neutral,
+    }
+
+
+def run_device(name: str | None):
+    """The device to train on: this rank's under torchrun (the process group is joined here), else ``name`` or
+    the best available."""
+    import torch
+
+    from fer_lib.runtime import distributed
+    from fer_lib.runtime.devices import checked_device, describe_device, pick_device
+
+    rank_device = distributed.init_from_environment()
+    if rank_device is not None and (name is None or torch.device(name).type == rank_device.type):
+        device = rank_device
+    else:
+        device = checked_device(name) if name else pick_device()
+    if distributed.is_main():
+        print(f"device: {describe_device(device)}")
+    return device
+
+
+def print_summary(title: str, labels, probabilities, classes=None) -> None:
+    from fer_lib.data.rafdb import CLASSES
+    from fer_lib.evaluation.metrics import summary
+
+    classes = classes or CLASSES
+    result = summary(labels, probabilities, len(classes))
+    per_class = ", ".join(
+        f"{name} {value:.4f}" for name, value in zip(classes, result["per_class"])
+    )
+    print(
+        f"{title}: OA top-1 {result['oa_top1']:.4f}, top-2 {result['oa_top2']:.4f}, top-3 {result['oa_top3']:.4f}, AA {result['aa']:.4f}"
+    )
+    print(f"  per class: {per_class}")
+
+
+def recipe(recipe, args: argparse.Namespace):
+    """A training recipe (``settings.BaselineConfig`` or ``FusionConfig``) from the command's options, which are
+    named as its fields: an option the command lacks keeps the recipe's default."""
+    import dataclasses
+
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(recipe) if hasattr(args, f.name)
+    }
+    if given.get("pretrained") is not None:
+        given["pretrained"] = str(given["pretrained"])
+    return recipe(**given)
+
+
+def load_baseline(path: Path, input_size: int | None):
+    from fer_lib.models import load_arm_checkpoint
+
+    return load_arm_checkpoint(path, input_size=input_size)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line (what is wrong and what is allowed) and exit code 2, before any work."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of at least {low}, got {text!r}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def between(low: float, high: float, *, open_ends: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        inside = low < value < high if open_ends else low <= value <= high
+        if not inside:
+            raise argparse.ArgumentTypeError(
+                f"must lie {'strictly ' if open_ends else ''}between {low:g} and {high:g}, got {value:g}"
+            )
+        return value
+
+    return parse
+
+
+def existing(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
+def data_folder(text: str) -> Path:
+    """A data set the training commands read: RAF-DB's layout. Another layout is refused, saying how to convert it."""
+    from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+
+    path = existing(text)
+    try:
+        layout = detect_layout(path)
+    except DataSetError:
+        return path  # the reader says what is wrong with it
+    if layout not in ("rafdb", "photos"):
+        raise argparse.ArgumentTypeError(
+            f"{text} is {LAYOUT_NAMES[layout]}: convert it into RAF-DB's layout first, "
+            f"`python -m fer_lib convert-data {text} OUT`, and pass OUT"
+        )
+    return path
+
+
+def width_of(network: str):
+    from fer_lib.settings import valid_widths
+
+    valid = valid_widths(network)
+
+    def parse(text: str) -> int:
+        value = at_least(1)(text)
+        if value not in valid:
+            raise argparse.ArgumentTypeError(
+                f"ARM needs one of the widths {', '.join(map(str, valid))}, got {value}"
+            )
+        return value
+
+    return parse
+
+
+def input_size_arg(text: str) -> int:
+    from fer_lib.settings import valid_input_sizes
+
+    value, valid = at_least(1)(text), valid_input_sizes()
+    if value not in valid:
+        raise argparse.ArgumentTypeError(
+            f"the networks take one of {', '.join(map(str, valid))} (the paper: 224), got {value}"
+        )
+    return value
+
+
+def layout_parent() -> Parser:
+    """The options of the other layouts' readers (AffectNet, FERPlus, CK+)."""
+    layout_options = Parser(add_help=False)
+    layout_options.add_argument(
+        "--classes",
+        type=int,
+        choices=(7, 8),
+        default=8,
+        help="AffectNet, FERPlus, CK+: 8 (with Contempt, the default) or 7 (Contempt excluded)",
+    )
+    layout_options.add_argument(
+        "--label-mode",
+        choices=LABEL_MODES,
+        default="majority",
+        help="FERPlus: how votes become labels (majority: FERPlus's rule)",
+    )
+    layout_options.add_argument(
+        "--class-order",
+        choices=CLASS_ORDERS,
+        default="auto",
+        help="AffectNet's numpy release: its codes' class order (auto: detected from the training set)",
+    )
+    layout_options.add_argument(
+        "--folds", type=at_least(2), default=10, help="CK+: subject-wise folds"
+    )
+    layout_options.add_argument(
+        "--fold",
+        type=fold_arg,
+        default=0,
+        help="CK+: the test fold (0..folds-1); convert-data takes 'all' (one copy per fold)",
+    )
+    layout_options.add_argument(
+        "--no-first-neutral",
+        action="store_true",
+        help="CK+: do not take each sequence's first frame as Neutral",
+    )
+    return layout_options
+
+
+def common_parent() -> Parser:
+    """The options every training and evaluation command takes."""
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--data",
+        type=data_folder,
+        required=True,
+        help="RAF-DB basic/ folder (or a synthetic set, or a set converted by convert-data)",
+    )
+    common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    common.add_argument("--seed", type=int, default=0)
+    return common

@@ -1,0 +1,281 @@
+"""The evaluate command: a baseline (and a fusion model) on a test set, or trained runs across data sets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fer_lib.cli.common import (
+    at_least,
+    data_folder,
+    existing,
+    input_size_arg,
+    load_baseline,
+    print_summary,
+    run_device,
+)
+from fer_lib.settings import (
+    AFFINITY_MODES,
+    BaselineConfig,
+)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fer_lib import models, training
+
+    if args.checkpoint:
+        return _evaluate_across(args)
+    if args.baseline is None or len(args.data) != 1:
+        print(
+            "evaluate: pass --baseline CKPT and one --data ROOT (or --checkpoint RUN ... --data ROOT ... to evaluate "
+            "across data sets)",
+            file=sys.stderr,
+        )
+        return 2
+    args.data = args.data[0]
+    device = run_device(args.device)
+    baseline = load_baseline(args.baseline, args.input_size).to(device)
+    if args.fusion:
+        model, config = training.load_fusion_checkpoint(args.fusion, baseline)
+        config.eval_batch_size = args.batch_size
+        landmark_set = config.landmark_set
+    else:
+        landmark_set = "auto37"
+    train, test = training.load_splits(
+        args.data, baseline.input_size, landmark_set=landmark_set, cache_dir=args.out / "cache"
+    )
+    models.check_classes(baseline.classes, test.classes, str(args.baseline))
+    if args.affinity == "fixed":  # means over the training set, never the test set
+        train_cache = training.rgb_feature_cache(
+            baseline, train, flips=(False,), cache_dir=args.out / "cache"
+        )
+        training.estimate_population_means(
+            model.to(device) if args.fusion else baseline,
+            train,
+            train_cache,
+            config if args.fusion else None,
+        )
+    baseline.set_affinity(args.affinity)
+    if args.fusion:
+        model = model.to(device).set_affinity(args.affinity)
+        test_cache = training.rgb_feature_cache(
+            baseline, test, flips=(False,), cache_dir=args.out / "cache"
+        )
+        predictions = training.predict_fusion(model, test, test_cache, config)
+        training.save_fusion_predictions(predictions, args.out)
+        for head in ("rgb", "landmark", "fused"):
+            print_summary(
+                f"{head}, test set, batch {args.batch_size}, affinity {args.affinity}",
+                predictions.labels,
+                getattr(predictions, head),
+                predictions.classes,
+            )
+    else:
+        probabilities = (
+            training.baseline_logits(baseline, test.images, args.batch_size).softmax(1).numpy()
+        )
+        training.save_csv(
+            training.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes),
+            args.out / "predictions_rgb.csv",
+        )
+        print_summary(
+            f"baseline, test set, batch {args.batch_size}, affinity {args.affinity}",
+            test.labels.numpy(),
+            probabilities,
+            test.classes,
+        )
+    print(f"predictions written to {args.out}")
+    return 0
+
+
+def _model_for_across(checkpoint: Path, args: argparse.Namespace):
+    """(baseline, fusion model or None, fusion config or None) of a --checkpoint: a baseline run (or its file), or a
+    fusion run, which needs --baseline (the baseline it was trained with)."""
+    import torch
+
+    from fer_lib import training
+    from fer_lib.models import CheckpointError, load_arm_checkpoint
+
+    path = checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a plain checkpoint: load_arm_checkpoint names the problem
+        state = None
+    if (
+        isinstance(state, dict) and "model" in state and "config" in state
+    ):  # a fusion run's checkpoint
+        if args.baseline is None:
+            raise CheckpointError(
+                f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained with"
+            )
+        baseline = load_arm_checkpoint(args.baseline, input_size=args.input_size)
+        fusion, config = training.load_fusion_checkpoint(path, baseline)
+        config.eval_batch_size = args.batch_size
+        return baseline, fusion, config
+    return load_arm_checkpoint(path, input_size=args.input_size), None, None
+
+
+def _report_across(result, split, probabilities, classes, out: Path) -> None:
+    """Print one cross-dataset result and write its predictions and confusion matrix."""
+    from fer_lib import training
+    from fer_lib.io import save_csv
+
+    stem = result.file_stem()
+    save_csv(
+        training.prediction_frame(split.names, split.labels.numpy(), probabilities, classes).rename(
+            columns={
+                "label": "label (test set's class list)",
+                "predicted": "predicted (model's class list)",
+            }
+        ),
+        out / f"predictions_{stem}.csv",
+    )
+    save_csv(result.confusion_frame().reset_index(), out / f"confusion_{stem}.csv")
+    print(
+        f"trained on {result.trained_on}, tested on {result.tested_on}: OA {result.oa:.4f}, AA {result.aa:.4f} "
+        f"over {len(result.shared)} shared classes, {result.images} test images"
+    )
+    for note in result.notes:
+        print(f"  note: {note}")
+    confusion = result.confusion_frame().to_string().replace("\n", "\n    ")
+    print(f"  confusion (rows: true, columns: predicted):\n    {confusion}")
+
+
+def _evaluate_across(args: argparse.Namespace) -> int:
+    """Every checkpoint on every data set's test split, over the classes each pair shares (fer_lib.apps.crossdata)."""
+    from fer_lib.apps import crossdata
+    from fer_lib.data.rafdb import load_rafdb
+    from fer_lib.io import save_csv, save_text
+
+    if args.paired and len(args.checkpoint) != len(args.data):
+        print(
+            f"evaluate: --paired takes as many --checkpoint as --data (one model per fold), got {len(args.checkpoint)} "
+            f"and {len(args.data)}",
+            file=sys.stderr,
+        )
+        return 2
+    device = run_device(args.device)
+    tests = {root: load_rafdb(root).split("test") for root in args.data}
+    results = []
+    for number, checkpoint in enumerate(args.checkpoint):
+        baseline, fusion, config = _model_for_across(checkpoint, args)
+        baseline = baseline.to(device)
+        fusion = fusion.to(device) if fusion is not None else None
+        pairs = [(args.data[number], tests[args.data[number]])] if args.paired else tests.items()
+        for root, test in pairs:
+            landmark_set = config.landmark_set if config else "auto37"
+            split = crossdata.decode_test_split(
+                test, baseline.input_size, landmark_set, args.out / "cache"
+            )
+            predicted = crossdata.predict_heads(
+                baseline,
+                fusion,
+                config,
+                split,
+                batch_size=args.batch_size,
+                cache_dir=crossdata.data_cache(args.out / "cache", test.root),
+            )
+            if fusion is None:
+                heads = {"": predicted}
+            else:  # the fused model: its three heads, each scored over the shared classes
+                heads = {
+                    f" ({head})": getattr(predicted, head) for head in ("rgb", "landmark", "fused")
+                }
+            for head, probabilities in heads.items():
+                result = crossdata.cross_result(
+                    crossdata.name_of(checkpoint) + head,
+                    crossdata.name_of(root),
+                    baseline.classes,
+                    split.classes,
+                    split.labels.numpy(),
+                    probabilities,
+                )
+                _report_across(result, split, probabilities, baseline.classes, args.out)
+                results.append(result)
+    table = crossdata.cross_table(results)
+    if (
+        args.paired
+    ):  # the folds of one protocol (CK+): the mean and spread over them is the reported number
+        table = crossdata.with_fold_summary(table)
+        mean = table.iloc[-2]
+        print(
+            f"mean over {len(results)} folds: OA {mean['OA']:.4f} (sd {table.iloc[-1]['OA']:.4f}), "
+            f"AA {mean['AA']:.4f} (sd {table.iloc[-1]['AA']:.4f})"
+        )
+    save_csv(table, args.out / "cross_dataset.csv")
+    save_text(
+        "Trained on A, tested on B (OA over the shared classes)\n\n"
+        + table.attrs["oa_matrix"].to_markdown(floatfmt=".4f")
+        + "\n\n"
+        + table.to_markdown(index=False, floatfmt=".4f")
+        + "\n",
+        args.out / "cross_dataset.md",
+    )
+    print(f"table written to {args.out / 'cross_dataset.md'}")
+    return 0
+
+
+def _add_evaluate(commands) -> None:
+    base = BaselineConfig()  # every default below comes from the recipe
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="test-set predictions and the paper's metrics; across data sets with --checkpoint",
+    )
+    evaluate.add_argument(
+        "--data",
+        type=data_folder,
+        required=True,
+        nargs="+",
+        help="a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with --checkpoint",
+    )
+    evaluate.add_argument(
+        "--device", default=None, help="cpu or cuda (default: cuda when available)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--baseline",
+        type=existing,
+        default=None,
+        help="the baseline checkpoint, evaluated on its own data set's classes",
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        type=existing,
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="baseline or fusion run folders (or their best.pt; a fusion run with --baseline): each is tested on "
+        "each --data, over the classes they share (an 8-class model's Contempt is dropped on a 7-class "
+        "set, and said so)",
+    )
+    evaluate.add_argument(
+        "--paired",
+        action="store_true",
+        help="with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the mean over them",
+    )
+    evaluate.add_argument("--input-size", type=input_size_arg, default=None)
+    evaluate.add_argument(
+        "--fusion",
+        type=existing,
+        default=None,
+        help="a fusion run's best.pt (default: the baseline alone)",
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=at_least(1),
+        default=base.eval_batch_size,
+        help="test batch size (ARM's batch term depends on it; the paper: 64)",
+    )
+    evaluate.add_argument(
+        "--affinity",
+        default="batch",
+        choices=AFFINITY_MODES,
+        help="fixed: batch-independent, mean over the training set",
+    )
+    evaluate.add_argument("--out", type=Path, required=True)
+    evaluate.set_defaults(func=_evaluate)
+
+
+def add_parsers(commands) -> None:
+    _add_evaluate(commands)

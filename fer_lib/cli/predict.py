@@ -1,0 +1,68 @@
+"""The predict command: every face of every photo through both branches, with Grad-CAM++."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fer_lib.cli.common import existing, run_device
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from fer_lib.apps.predict import predict
+
+    frame = predict(
+        args.paths,
+        args.baseline,
+        args.fusion,
+        args.out,
+        device=run_device(args.device),
+        mean_data=args.data,
+    )
+    status = frame["status"] if len(frame) else pd.Series(dtype=str)
+    faces = frame[status.str.startswith("predicted")] if len(frame) else frame
+    print(
+        f"{len(faces)} face(s) in {faces['image'].nunique() if len(faces) else 0} photo(s); "
+        f"{int((status == 'no face').sum())} photo(s) without a face; "
+        f"{int((status == 'unreadable').sum())} unreadable (listed with the reason). "
+        f"Table: {args.out / 'predictions.csv'}; one figure per face in {args.out}"
+    )
+    return 0
+
+
+def _add_predict(commands) -> None:
+    guess = commands.add_parser(
+        "predict",
+        help="what a trained model says about photos: every face, both branches, Grad-CAM++",
+    )
+    guess.add_argument("paths", type=existing, nargs="+", help="photos, or folders of photos")
+    guess.add_argument(
+        "--baseline",
+        type=existing,
+        required=True,
+        help="the baseline checkpoint (best.pt of a baseline run)",
+    )
+    guess.add_argument(
+        "--fusion",
+        type=existing,
+        default=None,
+        help="a fusion run's best.pt (without it: the RGB baseline alone)",
+    )
+    guess.add_argument(
+        "--out", type=Path, required=True, help="folder for predictions.csv and the figures"
+    )
+    guess.add_argument(
+        "--data",
+        type=existing,
+        default=None,
+        help="a RAF-DB copy (basic/): its training images give a baseline checkpoint that stores no population "
+        "mean (the ARM authors') one, as notebook 09 does",
+    )
+    guess.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
+    guess.set_defaults(func=_predict)
+
+
+def add_parsers(commands) -> None:
+    _add_predict(commands)

@@ -1,0 +1,318 @@
+"""Commands around the whole report: run-all (what ./run_all.sh runs), plan, compare-runs and install-kernel."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fer_lib.cli.common import at_least
+from fer_lib.run.profiles import PROFILES
+
+
+def _run_all_device(profile: str, name: str | None):
+    """The device every training of run-all uses, passed to its workers and kernels (FER_DEVICE). The paper
+    profile refuses a CPU it was not asked for: a torch that lost its GPU (a driver older than its CUDA) would
+    otherwise start days of training on the CPU."""
+    import os
+
+    from fer_lib.runtime.devices import (
+        DEVICE_ENV,
+        DeviceError,
+        checked_device,
+        cuda_problem,
+        pick_device,
+    )
+
+    if name:
+        checked_device(name)
+        os.environ[DEVICE_ENV] = name
+    device = pick_device()
+    if profile == "paper" and device.type == "cpu" and not name:
+        raise DeviceError(
+            f"the paper profile trains on a GPU, and none is usable: {cuda_problem()}. Pass --device cpu to "
+            "train on the CPU anyway (days), or fix the GPU"
+        )
+    return device
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    from fer_lib.run.pipeline import fold_copies, run_all, run_folds
+    from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
+    from fer_lib.runtime.devices import DeviceError, describe_device
+
+    folds = fold_copies(args.data) if args.data is not None else []
+    try:
+        settings = parse_assignments(args.set)
+        if args.seed_offset is not None:
+            settings["seed_offset"] = str(args.seed_offset)
+        get_profile(args.profile, settings)  # every value checked before any work starts
+        data_sets = [("--data", fold) for fold in folds] or [("--data", args.data)]
+        data_sets += [("--cross-data", path) for path in args.cross_data]
+        for option, path in [
+            ("--pretrained", args.pretrained),
+            ("--baseline-checkpoint", args.baseline_checkpoint),
+            *data_sets,
+        ]:
+            if path is not None and not path.exists():
+                raise SettingsError(f"{option} {path}: no such file or folder")
+        for option, path in data_sets:
+            if path is not None:
+                _check_run_all_data(path, SettingsError, option)
+        device = _run_all_device(args.profile, args.device)
+    except (SettingsError, DeviceError) as error:
+        print(f"run-all: {error}", file=sys.stderr)
+        return 2
+    print(f"device: {describe_device(device)}")
+    options = dict(
+        baseline_checkpoint=args.baseline_checkpoint,
+        settings=settings,
+        pretrained=args.pretrained,
+        run_dir=args.run_dir,
+        workers=args.workers,
+        replicate=args.replicate,
+        force=args.force,
+        cross_data=args.cross_data,
+    )
+    if folds:  # CK+ converted with --fold all: every fold, then the mean over them
+        return run_folds(args.profile, folds, **options)
+    return run_all(args.profile, data=args.data, **options)
+
+
+def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
+    """run-all reads RAF-DB's layout: another layout (AffectNet, FERPlus, CK+ as released) is refused before any
+    work, saying how to convert it. A converted copy runs with its own class list (classes.json: 7, or 8 with
+    Contempt), which every per-class table and figure of the report follows."""
+    from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+
+    try:
+        layout = detect_layout(path)
+    except DataSetError:
+        return  # check_data names what is wrong
+    if layout not in ("rafdb", "photos"):
+        raise error(
+            f"{option} {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib convert-data {path} OUT`, "
+            "8 classes, or --classes 7) and pass OUT"
+        )
+
+
+def _compare_runs(args: argparse.Namespace) -> int:
+    from fer_lib.report import replication, tables
+
+    try:
+        table = replication.stability_table(args.runs)
+    except FileNotFoundError as error:
+        print(f"compare-runs: {error}", file=sys.stderr)
+        return 2
+    tables.save_table(
+        table,
+        replication.STABILITY_FILE,
+        args.out,
+        caption="The same profile run with other training seeds (or on another CPU): headline numbers and verdicts",
+    )
+    print(table.to_string(index=False))
+    print(replication.agreement_counts(table))
+    disagreements = int(
+        (table["agree"].str.startswith("no") | (table["agree"] == "conflict")).sum()
+    )
+    print(
+        f"{disagreements} disagreement(s) (conflicting verdicts, or headline OA apart by more than {replication.HEADLINE_TOLERANCE}); "
+        f"written to {args.out / (replication.STABILITY_FILE + '.md')}"
+    )
+    return 1 if disagreements else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from fer_lib.report import verdicts
+
+    tables = args.run_dir / "tables"
+    if not (tables / "significance_proposed.csv").exists():
+        print(
+            f"plan: {args.run_dir} has no finished report (tables/significance_proposed.csv missing); run ./run_all.sh for it first",
+            file=sys.stderr,
+        )
+        return 2
+    scale = args.test_images / _test_images_of(args.run_dir) if args.test_images else 1.0
+    frame = verdicts.plan_rows(tables, args.effect, scale)
+    if frame.empty:
+        print(
+            "plan: this run has one seed: there is no seed variance to plan with; run two or more (--set seeds=2)",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"Seeds needed to resolve a difference of {100 * args.effect:.2f} points (80% power, 5% two-sided), from the variance "
+        f"components {args.run_dir.name} measured"
+        + (f", at {args.test_images} test images" if args.test_images else "")
+        + ":"
+    )
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _test_images_of(run_dir: Path) -> int:
+    import pandas as pd
+
+    return len(pd.read_csv(run_dir / "predictions" / "baseline_test.csv"))
+
+
+LAB_KERNEL = (
+    "fer-lib"  # the notebooks' kernelspec: any JupyterLab finds this environment under that name
+)
+
+
+def _install_kernel(args: argparse.Namespace) -> int:
+    from ipykernel.kernelspec import install
+
+    path = install(
+        user=args.prefix is None,
+        prefix=str(args.prefix) if args.prefix else None,
+        kernel_name=LAB_KERNEL,
+        display_name=f"Python ({LAB_KERNEL})",
+    )
+    print(f"kernel {LAB_KERNEL!r} ({sys.executable}) registered in {path}")
+    return 0
+
+
+def _add_run_all(commands) -> None:
+    run = commands.add_parser(
+        "run-all", help="regenerate every table and figure (what ./run_all.sh runs)"
+    )
+    run.add_argument("--profile", default="demo", choices=tuple(PROFILES))
+    run.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s per-fold copies "
+        "(convert-data --fold all: every fold is run, then the mean over the folds); default: the synthetic set",
+    )
+    run.add_argument(
+        "--baseline-checkpoint",
+        type=Path,
+        default=None,
+        help="the ARM authors' epoch59_acc0.9205.pth",
+    )
+    run.add_argument(
+        "--cross-data",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="OTHER",
+        help="other data sets (RAF-DB's layout, or converted) to test the run's models on: notebook 09's table "
+        "'trained on A, tested on B'",
+    )
+    run.add_argument(
+        "--pretrained",
+        type=Path,
+        default=None,
+        help="torchvision's resnet18-f37072fd.pth: ImageNet start for a trained baseline",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the profile, e.g. --set seeds=1 --set w_grid=0.6 --set train_limit=500 (repeatable)",
+    )
+    run.add_argument(
+        "--seed-offset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="shift every training seed by N (same as --set seed_offset=N): another seed acts like another CPU",
+    )
+    run.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="default: runs/<profile>, or runs/<profile>-<settings> with --set",
+    )
+    run.add_argument(
+        "--replicate",
+        type=at_least(1),
+        nargs="?",
+        const=100,
+        default=None,
+        metavar="OFFSET",
+        help="then the same run with every seed shifted by OFFSET (default 100), and both reports compare the two "
+        "runs' verdicts (<figures>/seed_stability.md)",
+    )
+    run.add_argument(
+        "--workers",
+        type=at_least(0),
+        default=None,
+        metavar="N",
+        help="train the profile's models in N parallel processes before the notebooks (default: one per GPU, "
+        "or per CPU core up to 8; 0: the notebooks train them one at a time)",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="execute every notebook, even those whose inputs (library, notebook, settings, data, models) are unchanged since they last ran",
+    )
+    run.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the paper profile "
+        "trains on a CPU only when given --device cpu)",
+    )
+    run.set_defaults(func=_run_all)
+
+
+def _add_plan(commands) -> None:
+    plan = commands.add_parser(
+        "plan", help="how many seeds a finished run's variance components need to resolve an effect"
+    )
+    plan.add_argument("run_dir", type=Path, help="a finished run, e.g. runs/demo")
+    plan.add_argument(
+        "--effect",
+        type=float,
+        default=0.0026,
+        help="the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
+    )
+    plan.add_argument(
+        "--test-images",
+        type=at_least(1),
+        default=None,
+        metavar="N",
+        help="plan for N test images instead of the run's own (RAF-DB's test set has 3,068)",
+    )
+    plan.set_defaults(func=_plan)
+
+
+def _add_compare_runs(commands) -> None:
+    compare = commands.add_parser(
+        "compare-runs",
+        help="do two finished runs of a profile give the same verdicts and headline numbers?",
+    )
+    compare.add_argument(
+        "runs", type=Path, nargs="+", help="run folders, e.g. runs/demo runs/demo-seed_offset_100"
+    )
+    compare.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for seed_stability.{csv,md,tex} (e.g. figures/demo)",
+    )
+    compare.set_defaults(func=_compare_runs)
+
+
+def _add_install_kernel(commands) -> None:
+    kernel = commands.add_parser(
+        "install-kernel",
+        help=f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does it)",
+    )
+    kernel.add_argument(
+        "--prefix",
+        type=Path,
+        default=None,
+        help="install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
+    )
+    kernel.set_defaults(func=_install_kernel)
+
+
+def add_parsers(commands) -> None:
+    _add_run_all(commands)
+    _add_plan(commands)
+    _add_compare_runs(commands)
+    _add_install_kernel(commands)
