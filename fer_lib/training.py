@@ -1012,3 +1012,17 @@ def save_fusion_predictions(predictions: FusionPredictions, folder: Path) -> dic
         paths[head] = Path(folder) / f"predictions_{head}.csv"
         save_csv(frame, paths[head])
     return paths
+
+
+def save_test_predictions(
+    model: models.FusionModel,
+    test: tensors.SplitTensors,
+    test_cache: torch.Tensor,
+    config: FusionConfig,
+    folder: Path,
+) -> FusionPredictions:
+    """A fusion model's test-split predictions (from the frozen network's feature cache), saved as the three
+    prediction tables in ``folder``: what the notebooks, the command line and the explorer read back."""
+    predictions = predict_fusion(model, test, test_cache, config)
+    save_fusion_predictions(predictions, folder)
+    return predictions

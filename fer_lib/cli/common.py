@@ -219,3 +219,11 @@ def common_parent() -> Parser:
     common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     common.add_argument("--seed", type=int, default=0)
     return common
+
+
+def print_heads(predictions, title: str = "test set") -> None:
+    """The summary of each head of a fusion model's predictions."""
+    for head in ("rgb", "landmark", "fused"):
+        print_summary(
+            f"{head}, {title}", predictions.labels, getattr(predictions, head), predictions.classes
+        )

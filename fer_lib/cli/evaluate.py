@@ -12,6 +12,7 @@ from fer_lib.cli.common import (
     existing,
     input_size_arg,
     load_baseline,
+    print_heads,
     print_summary,
     run_device,
 )
@@ -62,15 +63,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         test_cache = training.rgb_feature_cache(
             baseline, test, flips=(False,), cache_dir=args.out / "cache"
         )
-        predictions = training.predict_fusion(model, test, test_cache, config)
-        training.save_fusion_predictions(predictions, args.out)
-        for head in ("rgb", "landmark", "fused"):
-            print_summary(
-                f"{head}, test set, batch {args.batch_size}, affinity {args.affinity}",
-                predictions.labels,
-                getattr(predictions, head),
-                predictions.classes,
-            )
+        predictions = training.save_test_predictions(model, test, test_cache, config, args.out)
+        print_heads(predictions, f"test set, batch {args.batch_size}, affinity {args.affinity}")
     else:
         probabilities = (
             training.baseline_logits(baseline, test.images, args.batch_size).softmax(1).numpy()

@@ -12,6 +12,7 @@ from fer_lib.cli.common import (
     existing,
     input_size_arg,
     load_baseline,
+    print_heads,
     print_summary,
     recipe,
     run_device,
@@ -90,12 +91,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
     test_cache = training.rgb_feature_cache(
         baseline, test, flips=(False,), cache_dir=args.run_dir / "cache"
     )
-    predictions = training.predict_fusion(model, test, test_cache, config)
-    training.save_fusion_predictions(predictions, args.run_dir)
-    for head in ("rgb", "landmark", "fused"):
-        print_summary(
-            f"{head}, test set", predictions.labels, getattr(predictions, head), predictions.classes
-        )
+    print_heads(training.save_test_predictions(model, test, test_cache, config, args.run_dir))
     return 0
 
 
@@ -125,12 +121,7 @@ def _fit_gate(args: argparse.Namespace) -> int:
     test_cache = training.rgb_feature_cache(
         baseline, test, flips=(False,), cache_dir=args.run_dir / "cache"
     )
-    predictions = training.predict_fusion(model, test, test_cache, config)
-    training.save_fusion_predictions(predictions, args.run_dir)
-    for head in ("rgb", "landmark", "fused"):
-        print_summary(
-            f"{head}, test set", predictions.labels, getattr(predictions, head), predictions.classes
-        )
+    print_heads(training.save_test_predictions(model, test, test_cache, config, args.run_dir))
     return 0
 
 

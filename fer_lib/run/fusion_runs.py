@@ -169,8 +169,7 @@ class FusionRuns:
                 population_means=(weighting, w, variant) == (*PREDICTED_WITH, None),
             )
         test_cache = baselines.rgb_cache("test", seed)
-        predictions = training.predict_fusion(model, experiment.test, test_cache, config)
-        training.save_fusion_predictions(predictions, folder)
+        training.save_test_predictions(model, experiment.test, test_cache, config, folder)
 
     def model(
         self, weighting: str = PAPER_WEIGHTING, w: float = PAPER_W, seed: int | None = None
