@@ -207,6 +207,32 @@ def _add_run_all(commands) -> None:
         default=None,
         help="torchvision's resnet18-f37072fd.pth: ImageNet start for a trained baseline",
     )
+    _add_repeat_options(run)
+    run.add_argument(
+        "--workers",
+        type=at_least(0),
+        default=None,
+        metavar="N",
+        help="train the profile's models in N parallel processes before the notebooks (default: one per GPU, "
+        "or per CPU core up to 8; 0: the notebooks train them one at a time)",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="execute every notebook, even those whose inputs (library, notebook, settings, data, models) are unchanged since they last ran",
+    )
+    run.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the paper profile "
+        "trains on a CPU only when given --device cpu)",
+    )
+    run.set_defaults(func=_run_all)
+
+
+def _add_repeat_options(run: argparse.ArgumentParser) -> None:
+    """How a run differs from its profile, and where it goes: overridden settings, other seeds, its folder, and
+    a replicate of another run."""
     run.add_argument(
         "--set",
         action="append",
@@ -237,26 +263,6 @@ def _add_run_all(commands) -> None:
         help="then the same run with every seed shifted by OFFSET (default 100), and both reports compare the two "
         "runs' verdicts (<figures>/seed_stability.md)",
     )
-    run.add_argument(
-        "--workers",
-        type=at_least(0),
-        default=None,
-        metavar="N",
-        help="train the profile's models in N parallel processes before the notebooks (default: one per GPU, "
-        "or per CPU core up to 8; 0: the notebooks train them one at a time)",
-    )
-    run.add_argument(
-        "--force",
-        action="store_true",
-        help="execute every notebook, even those whose inputs (library, notebook, settings, data, models) are unchanged since they last ran",
-    )
-    run.add_argument(
-        "--device",
-        default=None,
-        help="cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the paper profile "
-        "trains on a CPU only when given --device cpu)",
-    )
-    run.set_defaults(func=_run_all)
 
 
 def _add_plan(commands) -> None:

@@ -207,6 +207,50 @@ def _add_train_fusion(commands) -> None:
         help="default: the checkpoint's (224 for the authors' file)",
     )
     fusion.add_argument("--run-dir", type=Path, required=True)
+    _add_fusion_model_options(fusion, fused)
+    fusion.add_argument("--epochs", type=at_least(1), default=fused.epochs)
+    fusion.add_argument(
+        "--batch-size",
+        type=at_least(2),
+        default=fused.batch_size,
+        help="at least 2 (BatchNorm); default %(default)s",
+    )
+    fusion.add_argument("--landmark-set", default=fused.landmark_set, choices=LANDMARK_SETS)
+    fusion.add_argument(
+        "--sigma",
+        dest="heatmap_sigma",
+        type=between(0.1, 50),
+        default=fused.heatmap_sigma,
+        help="heatmap gaussian sigma in pixels (default 1.5 at 224, scaled with the input size)",
+    )
+    fusion.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=fused.flip,
+        help="horizontal-flip augmentation of image and heatmap together (default: on)",
+    )
+    fusion.add_argument(
+        "--val-fraction", type=between(0, 1, open_ends=True), default=fused.val_fraction
+    )
+    fusion.add_argument(
+        "--select",
+        default=fused.select,
+        choices=SELECTIONS,
+        help="the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both heads), or "
+        "val_fused_accuracy, the best fused validation accuracy",
+    )
+    fusion.add_argument(
+        "--lr-schedule",
+        default=fused.lr_schedule,
+        choices=LR_SCHEDULES,
+        help="exponential (the default): Table 4's ExponentialLR(0.9); cosine: to zero",
+    )
+    fusion.set_defaults(func=_train_fusion)
+
+
+def _add_fusion_model_options(fusion: argparse.ArgumentParser, fused: FusionConfig) -> None:
+    """The options of the fusion model itself (its weighting and its landmark branch), named as FusionConfig's
+    fields."""
     fusion.add_argument(
         "--weighting",
         default=fused.weighting,
@@ -253,44 +297,6 @@ def _add_train_fusion(commands) -> None:
         help="the split.json of the baseline's run folder: validate on the images it never trained on (without it, the "
         "run draws its own split, and a checkpoint trained on every image, like the ARM authors', has seen them all)",
     )
-    fusion.add_argument("--epochs", type=at_least(1), default=fused.epochs)
-    fusion.add_argument(
-        "--batch-size",
-        type=at_least(2),
-        default=fused.batch_size,
-        help="at least 2 (BatchNorm); default %(default)s",
-    )
-    fusion.add_argument("--landmark-set", default=fused.landmark_set, choices=LANDMARK_SETS)
-    fusion.add_argument(
-        "--sigma",
-        dest="heatmap_sigma",
-        type=between(0.1, 50),
-        default=fused.heatmap_sigma,
-        help="heatmap gaussian sigma in pixels (default 1.5 at 224, scaled with the input size)",
-    )
-    fusion.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=fused.flip,
-        help="horizontal-flip augmentation of image and heatmap together (default: on)",
-    )
-    fusion.add_argument(
-        "--val-fraction", type=between(0, 1, open_ends=True), default=fused.val_fraction
-    )
-    fusion.add_argument(
-        "--select",
-        default=fused.select,
-        choices=SELECTIONS,
-        help="the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both heads), or "
-        "val_fused_accuracy, the best fused validation accuracy",
-    )
-    fusion.add_argument(
-        "--lr-schedule",
-        default=fused.lr_schedule,
-        choices=LR_SCHEDULES,
-        help="exponential (the default): Table 4's ExponentialLR(0.9); cosine: to zero",
-    )
-    fusion.set_defaults(func=_train_fusion)
 
 
 def _add_fit_gate(commands) -> None:
