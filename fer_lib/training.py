@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from torch.nn import functional
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
@@ -768,61 +769,25 @@ def train_fusion(
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator).to(device)
-        model.train()
-        # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
-        seen, correct, landmark_correct = (
-            0,
-            torch.zeros((), dtype=torch.long, device=device),
-            torch.zeros((), dtype=torch.long, device=device),
+        seen, correct, landmark_correct, loss_sum = _fusion_steps(
+            model,
+            trained,
+            optimizer,
+            fit_cache,
+            on_device,
+            order,
+            generator,
+            config,
+            flips,
+            epoch,
+            device,
+            progress=progress,
         )
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        bar = tqdm(
-            range(0, len(order), config.batch_size),
-            desc=f"fusion epoch {epoch + 1}/{config.epochs}",
-            disable=not (progress and distributed.is_main()),
-            leave=False,
-        )
-        for start_index in bar:
-            index = order[start_index : start_index + config.batch_size]
-            batch_size = len(index)
-            if batch_size < 2 * distributed.world_size():
-                continue
-            flip = (
-                torch.rand(batch_size, generator=generator) < 0.5
-                if flips
-                else torch.zeros(batch_size, dtype=torch.bool)
-            )
-            part = distributed.share(batch_size)  # this rank's share of the batch
-            index, flip = index[part], flip[part].to(device)
-            rgb = fit_cache[flip.long(), index]  # (B, n*n): each image in its flip state
-            landmarks = landmark_inputs(on_device, index, flip, config, device)
-            labels = on_device.labels[index]
-            with _autocast(device), distributed.global_batch():
-                out = trained(rgb, landmarks)
-                loss = model.loss(
-                    out._replace(
-                        fused_logits=out.fused_logits.float(),
-                        landmark_logits=out.landmark_logits.float(),
-                    ),
-                    on_device.targets(index),
-                )
-            optimizer.zero_grad(set_to_none=True)
-            (loss * distributed.loss_scale(len(labels), batch_size)).backward()
-            optimizer.step()
-            seen += len(index)
-            correct += (out.fused_logits.argmax(1) == labels).sum()
-            landmark_correct += (out.landmark_logits.argmax(1) == labels).sum()
-            loss_sum += loss.detach().double() * len(index)
         scheduler.step()
         seen, correct, landmark_correct, loss_sum = distributed.all_sum(
             seen, correct, landmark_correct, loss_sum
         )
-        temperature = {}
-        if (
-            config.weighting == "calibrated"
-        ):  # this epoch's landmark head, temperature-scaled on the validation split
-            temperature = {"temperature": calibrate_temperature(model, val, val_cache, config)}
-        predictions = predict_fusion(model, val, val_cache, config)
+        temperature, predictions = _validate_fusion(model, val, val_cache, config)
         val_fused = float((predictions.fused.argmax(1) == predictions.labels).mean())
         val_landmark = float((predictions.landmark.argmax(1) == predictions.labels).mean())
         val_loss = validation_loss(predictions)
@@ -860,16 +825,107 @@ def train_fusion(
     model.load_state_dict(state["model"], strict=True)
     model.eval()
     if population_means and "population_means" not in state:  # for a single photo (predict)
-        baseline_mean = (
-            model.baseline.arm.population_mean.clone()
-        )  # the frozen baseline keeps its own
-        estimate_population_means(model, fit, fit_cache[:1], config)
-        model.baseline.arm.population_mean.copy_(baseline_mean)
-        means = _landmark_means(models.population_means(model))
-        if distributed.is_main():
-            save_torch({**state, "population_means": means}, run_dir / "best.pt")
-        distributed.barrier()
+        _store_landmark_means(model, fit, fit_cache, config, state, run_dir)
     return model
+
+
+def _fusion_steps(
+    model: models.FusionModel,
+    trained: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    fit_cache: torch.Tensor,
+    on_device: tensors.SplitTensors,
+    order: torch.Tensor,
+    generator: torch.Generator,
+    config: FusionConfig,
+    flips: bool,
+    epoch: int,
+    device: torch.device,
+    *,
+    progress: bool,
+) -> tuple:
+    """One epoch of eq. 3's steps over the fit images in ``order``; returns (images seen, fused correct, landmark
+    correct, summed loss), summed over the ranks by the caller."""
+    model.train()
+    # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
+    seen, correct, landmark_correct = (
+        0,
+        torch.zeros((), dtype=torch.long, device=device),
+        torch.zeros((), dtype=torch.long, device=device),
+    )
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    bar = tqdm(
+        range(0, len(order), config.batch_size),
+        desc=f"fusion epoch {epoch + 1}/{config.epochs}",
+        disable=not (progress and distributed.is_main()),
+        leave=False,
+    )
+    for start_index in bar:
+        index = order[start_index : start_index + config.batch_size]
+        batch_size = len(index)
+        if batch_size < 2 * distributed.world_size():
+            continue
+        flip = (
+            torch.rand(batch_size, generator=generator) < 0.5
+            if flips
+            else torch.zeros(batch_size, dtype=torch.bool)
+        )
+        part = distributed.share(batch_size)  # this rank's share of the batch
+        index, flip = index[part], flip[part].to(device)
+        rgb = fit_cache[flip.long(), index]  # (B, n*n): each image in its flip state
+        landmarks = landmark_inputs(on_device, index, flip, config, device)
+        labels = on_device.labels[index]
+        with _autocast(device), distributed.global_batch():
+            out = trained(rgb, landmarks)
+            loss = model.loss(
+                out._replace(
+                    fused_logits=out.fused_logits.float(),
+                    landmark_logits=out.landmark_logits.float(),
+                ),
+                on_device.targets(index),
+            )
+        optimizer.zero_grad(set_to_none=True)
+        (loss * distributed.loss_scale(len(labels), batch_size)).backward()
+        optimizer.step()
+        seen += len(index)
+        correct += (out.fused_logits.argmax(1) == labels).sum()
+        landmark_correct += (out.landmark_logits.argmax(1) == labels).sum()
+        loss_sum += loss.detach().double() * len(index)
+    return seen, correct, landmark_correct, loss_sum
+
+
+def _validate_fusion(
+    model: models.FusionModel,
+    val: tensors.SplitTensors,
+    val_cache: torch.Tensor,
+    config: FusionConfig,
+) -> tuple[dict, FusionPredictions]:
+    """This epoch's predictions on the validation split, after fitting the calibrated weighting's temperature
+    there (the only thing fitted on it besides the epoch kept)."""
+    temperature = {}
+    if config.weighting == "calibrated":
+        # this epoch's landmark head, temperature-scaled on the validation split
+        temperature = {"temperature": calibrate_temperature(model, val, val_cache, config)}
+    return temperature, predict_fusion(model, val, val_cache, config)
+
+
+def _store_landmark_means(
+    model: models.FusionModel,
+    fit: tensors.SplitTensors,
+    fit_cache: torch.Tensor,
+    config: FusionConfig,
+    state: dict,
+    run_dir: Path,
+) -> None:
+    """Estimate the landmark ARM's batch-independent mean over the fit images and store it in ``best.pt`` (what
+    ``predict`` needs for a single photo); the frozen baseline keeps its own."""
+    baseline_mean = model.baseline.arm.population_mean.clone()  # the frozen baseline keeps its own
+    estimate_population_means(model, fit, fit_cache[:1], config)  # the unflipped features
+    model.baseline.arm.population_mean.copy_(baseline_mean)
+    means = _landmark_means(models.population_means(model))
+    if distributed.is_main():
+        save_torch({**state, "population_means": means}, run_dir / "best.pt")
+    distributed.barrier()
 
 
 def validation_loss(predictions: FusionPredictions) -> float:

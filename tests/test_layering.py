@@ -2,7 +2,11 @@
 
 import ast
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fer_lib"
@@ -83,3 +87,34 @@ def test_every_module_is_listed_and_imports_only_those_above_it():
         if imported and imported not in rank
     ]
     assert not unknown, "imports of no listed module:\n" + "\n".join(sorted(unknown))
+
+
+def test_every_package_has_an_init_and_no_source_is_ignored():
+    """A package without ``__init__.py`` imports here as a namespace package but is left out of a wheel; a
+    source file that .gitignore matches never reaches a clone."""
+    missing = [
+        folder.relative_to(ROOT).as_posix()
+        for folder in {path.parent for path in PACKAGE.rglob("*.py")}
+        if not (folder / "__init__.py").exists()
+    ]
+    assert not missing, f"packages without __init__.py: {missing}"
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(
+        [
+            "git",
+            "ls-files",
+            "--others",
+            "--ignored",
+            "--exclude-standard",
+            "fer_lib",
+            "notebooks",
+            "tests",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    ignored = [path for path in ignored if "__pycache__" not in path and not path.endswith(".pyc")]
+    assert not ignored, f"source files that .gitignore hides from every clone: {ignored}"
