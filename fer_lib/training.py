@@ -694,6 +694,32 @@ def fit_gate(
     return model, config
 
 
+def _check_fusion_inputs(
+    baseline: models.ARMNet,
+    train: tensors.SplitTensors,
+    train_cache: torch.Tensor,
+    config: FusionConfig,
+    run_dir: Path,
+) -> None:
+    """Refuse, before any training, inputs that do not belong together (each error names both sides)."""
+    models.check_classes(baseline.classes, train.classes, "the baseline")
+    distributed.main_first(lambda: _check_config(run_dir, config))
+    if train.landmark_set != config.landmark_set:
+        raise ValueError(
+            f"the split carries {train.landmark_set} landmarks but the config asks for "
+            f"{config.landmark_set}"
+        )
+    if train_cache.shape[1] != len(train):
+        raise ValueError(
+            f"the feature cache has {train_cache.shape[1]} images, the training split {len(train)}"
+        )
+    if config.weighting == "learned":
+        raise ValueError(
+            "the learned weighting is fitted on a trained run's validation split: use training.fit_gate "
+            "(Experiment.fusion.run('learned', ...) does), not train_fusion"
+        )
+
+
 def train_fusion(
     baseline: models.ARMNet,
     train: tensors.SplitTensors,
@@ -719,18 +745,9 @@ def train_fusion(
     """
     from adabelief_pytorch import AdaBelief
 
-    models.check_classes(baseline.classes, train.classes, "the baseline")
     run_dir = Path(run_dir)
     device = device or devices.pick_device()
-    distributed.main_first(lambda: _check_config(run_dir, config))
-    if train.landmark_set != config.landmark_set:
-        raise ValueError(
-            f"the split carries {train.landmark_set} landmarks but the config asks for {config.landmark_set}"
-        )
-    if train_cache.shape[1] != len(train):
-        raise ValueError(
-            f"the feature cache has {train_cache.shape[1]} images, the training split {len(train)}"
-        )
+    _check_fusion_inputs(baseline, train, train_cache, config, run_dir)
     flips = config.flip and train_cache.shape[0] > 1
     fit_index, val_index = distributed.main_first(
         lambda: _validation_split(run_dir, train, config.val_fraction, config.seed, holdout)
@@ -738,11 +755,6 @@ def train_fusion(
     fit, val = train.subset(fit_index), train.subset(val_index)
     fit_cache, val_cache = train_cache[:, fit_index], train_cache[:, val_index]
 
-    if config.weighting == "learned":
-        raise ValueError(
-            "the learned weighting is fitted on a trained run's validation split: use training.fit_gate "
-            "(Experiment.fusion.run('learned', ...) does), not train_fusion"
-        )
     torch.manual_seed(config.seed)
     model = models.FusionModel.from_config(baseline, config).to(device)
     if config.landmark_input == "heatmaps":
@@ -805,18 +817,13 @@ def train_fusion(
             }
         )
         score = -val_loss if config.select == "val_loss" else val_fused
-        improved = score > best
-        best = max(best, score)
+        improved, best = score > best, max(best, score)
         if distributed.is_main():  # every rank holds the same weights; one writes
             if improved:
+                best_state = {"model": model.state_dict(), "epoch": epoch + 1}
+                scores = {"val_accuracy": val_fused, "val_loss": val_loss}
                 save_torch(
-                    {
-                        "model": model.state_dict(),
-                        "epoch": epoch + 1,
-                        "val_accuracy": val_fused,
-                        "val_loss": val_loss,
-                        "config": dataclasses.asdict(config),
-                    },
+                    {**best_state, **scores, "config": dataclasses.asdict(config)},
                     run_dir / "best.pt",
                 )
             _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
