@@ -58,7 +58,8 @@ def tiny_rafdb(tmp_path: Path) -> Path:
 
 
 def pooled_result(difference: float, half: float, seeds: int = 5):
-    """A stats.PooledResult whose 95% interval is difference +- half, as with no seed effect (a normal quantile)."""
+    """A stats.PooledResult whose 95% interval is difference +- half, as with no seed effect (a
+    normal quantile)."""
     from scipy.stats import norm
 
     from fer_lib.evaluation.stats import PooledResult
@@ -105,8 +106,9 @@ def pooled_row(model: str, versus: str, result) -> dict:
 PIPELINE_FIXTURES = {"smoke_run", "paper_sized_run"}
 
 
-# Runs before every other test: it must meet the smoke run as the pipeline left it. Other tests execute notebooks
-# into that run by hand, and a rerun after them first executes those notebooks again (about 100 s).
+# Runs before every other test: it must meet the smoke run as the pipeline left it. Other tests
+# execute notebooks into that run by hand, and a rerun after them first executes those notebooks
+# again (about 100 s).
 SEES_THE_RUN_UNTOUCHED = "test_a_rerun_executes_only_the_notebooks_whose_inputs_changed"
 
 
@@ -122,7 +124,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The smoke profile's whole pipeline, run once for every test that reads it (notebooks, explorer)."""
+    """The smoke profile's whole pipeline, run once for every test that reads it (notebooks,
+    explorer)."""
     import os
 
     from fer_lib.run import pipeline

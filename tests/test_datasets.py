@@ -1,5 +1,6 @@
-"""AffectNet (both releases), FERPlus and CK+: tiny synthetic copies of every layout read back, checked, converted
-into RAF-DB's layout, and every kind of broken copy refused with one line naming the file and the row."""
+"""AffectNet (both releases), FERPlus and CK+: tiny synthetic copies of every layout read back,
+checked, converted into RAF-DB's layout, and every kind of broken copy refused with one line naming
+the file and the row."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ N_TRAIN, N_TEST = 14, 7
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory) -> dict[str, Path]:
-    """One pristine synthetic copy per layout; tests that break one work on their own copy (``broken``)."""
+    """One pristine synthetic copy per layout; tests that break one work on their own copy
+    (``broken``)."""
     base = tmp_path_factory.mktemp("layouts")
     return {
         layout: write(base / layout, N_TRAIN, N_TEST, seed=0, progress=False)
@@ -46,7 +48,8 @@ def check_json(path: Path, capsys, *options: str) -> tuple[int, dict]:
     return status, json.loads(capsys.readouterr().out)
 
 
-# ----------------------------------------------------------------------------------------------- detection, counts
+# -----------------------------------------------------------------------------------------------
+# detection, counts
 
 
 def test_every_layout_is_detected_and_named(copies, tmp_path):
@@ -139,8 +142,9 @@ def test_ferplus_label_modes_follow_the_reference_rules():
     assert top == 0 and np.allclose(soft[:2], [0.6, 0.4]) and np.isclose(soft.sum(), 1)
 
 
-# ten votes (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF) and, by hand, the
-# class FERPlus's majority and plurality rules give (None: excluded); single votes are dropped first
+# ten votes (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF)
+# and, by hand, the class FERPlus's majority and plurality rules give (None: excluded); single votes
+# are dropped first
 VOTE_PATTERNS = [
     ([0, 6, 1, 1, 1, 1, 0, 0, 0, 0], "Happiness", "Happiness"),
     ([4, 3, 1, 1, 1, 0, 0, 0, 0, 0], "Neutral", "Neutral"),  # 4 of the 7 votes left
@@ -199,7 +203,8 @@ def test_ckplus_takes_three_peak_frames_and_a_neutral_one_with_subject_wise_fold
     assert status == 1 and "fewer folds" in result["errors"][0]
 
 
-# ----------------------------------------------------------------------------------------------- broken copies
+# -----------------------------------------------------------------------------------------------
+# broken copies
 
 
 def rewrite_csv(path: Path, edit) -> None:
@@ -221,7 +226,8 @@ def set_cell(rows, line, name, value):
 
 
 def assert_refused(path: Path, capsys, *fragments: str, options=()) -> None:
-    """check-data exits 1 without a traceback; one error line names every fragment (file, row, what is wrong)."""
+    """check-data exits 1 without a traceback; one error line names every fragment (file, row, what
+    is wrong)."""
     assert main(["check-data", str(path), *options]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -336,7 +342,8 @@ def test_a_raw_layout_is_refused_by_the_training_commands_with_the_way_out(copie
     assert stop.value.code == 2 and "convert-data" in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------------------------- conversion
+# -----------------------------------------------------------------------------------------------
+# conversion
 
 
 @pytest.fixture(scope="module")
@@ -389,8 +396,8 @@ def test_ferplus_faces_the_detector_misses_are_listed(converted):
 
 
 def test_affectnet_landmarks_go_through_the_import_images_mapping(copies, converted):
-    """The converted 37 and 5 points are the CSV's own 68 points, shifted into the crop, through import-images'
-    mapping (faces.Face uses the same functions)."""
+    """The converted 37 and 5 points are the CSV's own 68 points, shifted into the crop, through
+    import-images' mapping (faces.Face uses the same functions)."""
     sources = pd.read_csv(converted["affectnet"] / layouts.SOURCES_FILE)
     first = sources.iloc[0]
     line = int(first["source"].split(":")[1])
@@ -443,7 +450,8 @@ def test_convert_refuses_a_broken_copy_before_writing(broken, tmp_path, capsys):
     )
 
 
-# ----------------------------------------------------------------------------------------------- 7 or 8 classes
+# ----------------------------------------------------------------------------------------------- 7
+# or 8 classes
 
 
 def tiny_checkpoint(path: Path, classes) -> Path:
@@ -563,7 +571,8 @@ def test_evaluate_across_data_sets_writes_the_table(converted, tmp_path, capsys)
 def test_run_all_refuses_a_raw_layout_before_any_work(copies, converted, capsys):
     assert main(["run-all", "--profile", "smoke", "--data", str(copies["ckplus"])]) == 2
     assert "--data" in (err := capsys.readouterr().err) and "convert it first" in err
-    # an 8-class converted copy is taken (the slow test below runs it); a raw one to test on is refused too
+    # an 8-class converted copy is taken (the slow test below runs it); a raw one to test on is
+    # refused too
     other = ["--cross-data", str(copies["ferplus"])]
     assert (
         main(["run-all", "--profile", "smoke", "--data", str(converted["affectnet"]), *other]) == 2
@@ -604,8 +613,9 @@ def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_
 
 
 def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
-    """Eight classes through the report's tables: Table 3 and the per-class tables list Contempt, which RAF-DB's paper
-    numbers lack (left empty, never typed in); the confusion matrix labels it; a mismatch is refused."""
+    """Eight classes through the report's tables: Table 3 and the per-class tables list Contempt,
+    which RAF-DB's paper numbers lack (left empty, never typed in); the confusion matrix labels it;
+    a mismatch is refused."""
     import matplotlib.pyplot as plt
 
     from fer_lib.report import tables
@@ -652,11 +662,12 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
 def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     converted, tmp_path, monkeypatch
 ):
-    """The smoke profile on a converted AffectNet-8, every notebook (07 checks that Grad-CAM explains the reported
-    probabilities), on the CUDA path's precision (``FER_PRECISION=bf16``: bf16 autocast of the trained trunks, run on
-    the CPU; the frozen network's caches stay fp32): the per-class tables list its 8 classes, the landing page names the data set, its protocol and
-    classes, and notebook 09 tests the models on a 7-class RAF-DB, saying that Contempt is dropped. One pipeline
-    for the three, as each costs minutes here."""
+    """The smoke profile on a converted AffectNet-8, every notebook (07 checks that Grad-CAM
+    explains the reported probabilities), on the CUDA path's precision (``FER_PRECISION=bf16``: bf16
+    autocast of the trained trunks, run on the CPU; the frozen network's caches stay fp32): the
+    per-class tables list its 8 classes, the landing page names the data set, its protocol and
+    classes, and notebook 09 tests the models on a 7-class RAF-DB, saying that Contempt is dropped.
+    One pipeline for the three, as each costs minutes here."""
     from fer_lib.run import pipeline
     from fer_lib.runtime import precision
 
@@ -666,7 +677,8 @@ def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     monkeypatch.setenv("MPLBACKEND", "Agg")  # as run_all.sh sets it
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     run = tmp_path / "run"
-    # one seed, the paper's w and no design ablations: every notebook and kind of model still runs, in half the time
+    # one seed, the paper's w and no design ablations: every notebook and kind of model still runs,
+    # in half the time
     settings = {"seeds": "1", "w_grid": "0.6", "design_ablations": "false"}
     assert (
         pipeline.run_all(
@@ -746,7 +758,8 @@ def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
     train = split_tensors(data.split("train"), 128, progress=False).subset(np.arange(8))
     assert torch.equal(train.targets(torch.arange(2)), train.soft[:2])
     losses = {}
-    # half the mass spread evenly: unlike most of the demo's votes (one class after the single votes are dropped)
+    # half the mass spread evenly: unlike most of the demo's votes (one class after the single votes
+    # are dropped)
     spread = torch.nn.functional.one_hot(train.labels, 8).float() * 0.5 + 0.5 / 8
     for name, soft in (("hard", None), ("soft", spread)):
         split = SplitTensors(
@@ -921,8 +934,9 @@ def test_an_unreadable_image_is_named_by_the_full_check(broken, capsys):
 def test_run_all_on_cks_folds_runs_every_fold_then_the_mean_over_them(
     copies, tmp_path, monkeypatch, capsys
 ):
-    """``run-all --data OUT`` where ``convert-data --fold all`` wrote OUT: each fold's copy gets its own report, and
-    the folds' Table 6 values (read back from their saved tables) give the mean and sd over the folds."""
+    """``run-all --data OUT`` where ``convert-data --fold all`` wrote OUT: each fold's copy gets its
+    own report, and the folds' Table 6 values (read back from their saved tables) give the mean and
+    sd over the folds."""
     from fer_lib.run import pipeline
 
     assert (

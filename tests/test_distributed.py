@@ -1,5 +1,5 @@
-"""Data-parallel training (fer_lib.runtime.distributed): two CPU processes (gloo) compute what one process computes with
-the same global batch, ARM's batch term and BatchNorm included."""
+"""Data-parallel training (fer_lib.runtime.distributed): two CPU processes (gloo) compute what one
+process computes with the same global batch, ARM's batch term and BatchNorm included."""
 
 import os
 
@@ -36,11 +36,13 @@ def _configs():
 
 
 def _train(root: str, out: str) -> None:
-    """Both trainings in this process (one rank of a group, or alone): baseline, then fusion on it."""
+    """Both trainings in this process (one rank of a group, or alone): baseline, then fusion on
+    it."""
     torch.set_num_threads(1)
-    # AdaBelief's first steps are about lr * sign(gradient) for every entry well above its eps (1e-16 in Table 4), so a
-    # rounding-level difference in a near-zero entry would move a weight by the whole learning rate. Compared with
-    # eps 1e-3, where small entries' steps follow their gradients, rounding stays at rounding scale.
+    # AdaBelief's first steps are about lr * sign(gradient) for every entry well above its eps
+    # (1e-16 in Table 4), so a rounding-level difference in a near-zero entry would move a weight by
+    # the whole learning rate. Compared with eps 1e-3, where small entries' steps follow their
+    # gradients, rounding stays at rounding scale.
     training.ADABELIEF = {**training.ADABELIEF, "eps": 1e-3}
     split = tensors.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
     baseline_config, fusion_config = _configs()
@@ -77,8 +79,8 @@ def _rank(rank: int, world: int, store: str, root: str, out: str) -> None:
 
 
 def _spawned(precision_mode: str, root, out) -> None:
-    """One process, then two, training in ``precision_mode`` (set here whatever this CPU's default; the ranks
-    inherit it)."""
+    """One process, then two, training in ``precision_mode`` (set here whatever this CPU's default;
+    the ranks inherit it)."""
     saved, adabelief = os.environ.get(precision.ENV), training.ADABELIEF
     os.environ[precision.ENV] = precision_mode
     try:
@@ -146,10 +148,11 @@ def _distance(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("run", ["baseline", "fusion"])
 def test_under_bf16_two_processes_stay_within_bf16s_own_rounding_of_one(runs, run):
-    """Two epochs in bf16 amplify rounding (AdaBelief's early steps follow gradient signs), so two processes
-    cannot match one to fp32's 1e-5. The tolerance is bf16's own: the two-process weights are no further from
-    the one-process bf16 weights than those are from fp32 training (x1.5 for chance; measured 0.85-0.93 of it,
-    and 2.3-7x with each rank's own BatchNorm statistics, the bug this guards against)."""
+    """Two epochs in bf16 amplify rounding (AdaBelief's early steps follow gradient signs), so two
+    processes cannot match one to fp32's 1e-5. The tolerance is bf16's own: the two-process weights
+    are no further from the one-process bf16 weights than those are from fp32 training (x1.5 for
+    chance; measured 0.85-0.93 of it, and 2.3-7x with each rank's own BatchNorm statistics, the bug
+    this guards against)."""
     one_bf16, two_bf16 = _weights(runs / "one_bf16" / run), _weights(runs / "two_bf16" / run)
     one_fp32 = _weights(runs / "one_fp32" / run)
     assert one_bf16.keys() == two_bf16.keys()
@@ -220,9 +223,10 @@ def _batch_norm_rank(rank: int, world: int, store: str, out: str) -> None:
 
 
 def test_global_batch_norm_follows_autocast_as_torchs_batch_norm_does(tmp_path):
-    """Under bf16 autocast (the AMX and CUDA path) the global-batch BatchNorm computes what torch's BatchNorm
-    computes on the whole batch: output in bf16 (equal to one bf16 rounding, 2^-8 relative), statistics and running
-    buffers in fp32 (equal to fp32 summation order), an exact count."""
+    """Under bf16 autocast (the AMX and CUDA path) the global-batch BatchNorm computes what torch's
+    BatchNorm computes on the whole batch: output in bf16 (equal to one bf16 rounding, 2^-8
+    relative), statistics and running buffers in fp32 (equal to fp32 summation order), an exact
+    count."""
     mp.spawn(
         _batch_norm_rank, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True
     )

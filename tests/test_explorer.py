@@ -1,5 +1,6 @@
-"""The explorer of notebook 10: its tables and re-fusion against the saved predictions, and the live widgets in a real
-browser (JupyterLab driven by headless Chromium; skipped, saying why, where the browser or its driver is missing)."""
+"""The explorer of notebook 10: its tables and re-fusion against the saved predictions, and the live
+widgets in a real browser (JupyterLab driven by headless Chromium; skipped, saying why, where the
+browser or its driver is missing)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_the_explorer_reads_the_saved_models_and_refuses_as_the_report_evaluated
         fused, saved.fused, atol=1e-5
     )  # the trained w re-fused = the saved predictions
     np.testing.assert_allclose(factor, saved.weight, atol=1e-5)
-    # another w changes only the factor on disagreement: images where the branches agree keep their factor
+    # another w changes only the factor on disagreement: images where the branches agree keep their
+    # factor
     agree = proposed.table()["agree"].to_numpy()
     _, at_zero = proposed.refuse(0.0)
     np.testing.assert_allclose(at_zero[agree], factor[agree], atol=1e-6)
@@ -88,7 +90,7 @@ def test_the_panel_and_the_gallery_draw(data):
     plt.close(data.draw_gallery(proposed.table(), count=5))
 
 
-# -- the live explorer in a browser ------------------------------------------------------------------------
+# -- the live explorer in a browser ----------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -120,11 +122,13 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # the notebook as a user opens it, its parameters pointing at the smoke run, on this environment's own kernel
+    # the notebook as a user opens it, its parameters pointing at the smoke run, on this
+    # environment's own kernel
     notebook = nbformat.read(pipeline.NOTEBOOK_DIR / "10_explore.ipynb", as_version=4)
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     cell.source = (
-        f'PROFILE = "smoke"\nRUN_DIR = {str(smoke_run)!r}\nFIGURES_DIR = {str(tmp_path / "figures")!r}\n'
+        f'PROFILE = "smoke"\nRUN_DIR = {str(smoke_run)!r}\nFIGURES_DIR = '
+        f"{str(tmp_path / 'figures')!r}\n"
         + "\n".join(
             line
             for line in cell.source.splitlines()
@@ -144,8 +148,8 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     expected = CLASSES[int(proposed.refuse(0.0)[0][first].argmax())]
 
     port, token = _free_port(), "explorer-test"
-    # the notebook's kernel starts by itself: without this setting JupyterLab may ask which kernel to start, in a
-    # dialog that blocks "Run All Cells" (it did in 3 of 5 runs on a loaded machine)
+    # the notebook's kernel starts by itself: without this setting JupyterLab may ask which kernel
+    # to start, in a dialog that blocks "Run All Cells" (it did in 3 of 5 runs on a loaded machine)
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text(
@@ -201,10 +205,11 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         driver.get(f"http://127.0.0.1:{port}/lab/tree/10_explore.ipynb?token={token}")
         wait = WebDriverWait(driver, 240)
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
-        # the panel re-renders while it is read: a text is read through a wait that retries a stale element
+        # the panel re-renders while it is read: a text is read through a wait that retries a stale
+        # element
         stable = WebDriverWait(driver, 240, ignored_exceptions=(StaleElementReferenceException,))
-        # the kernel itself idle (the status bar), not merely the notebook drawn: Run All Cells sent before the
-        # kernel is ready can run nothing (it did, in 1 of 5 runs on a loaded machine)
+        # the kernel itself idle (the status bar), not merely the notebook drawn: Run All Cells sent
+        # before the kernel is ready can run nothing (it did, in 1 of 5 runs on a loaded machine)
         stable.until(lambda d: "| Idle" in d.find_element(By.ID, "jp-main-statusbar").text)
 
         def cells_started(d) -> bool:

@@ -1,5 +1,6 @@
-"""Faces on real pixels (scikit-image's astronaut photo): dlib's detection and 68 points, the 5 points derived
-from them, the project's alignment, and import-images end to end through check-data, bad inputs included."""
+"""Faces on real pixels (scikit-image's astronaut photo): dlib's detection and 68 points, the 5
+points derived from them, the project's alignment, and import-images end to end through check-data,
+bad inputs included."""
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,8 @@ def test_the_aligned_crop_puts_the_eyes_within_two_pixels_of_their_targets(astro
 
 
 def _photo_set(root, astronaut):
-    """A tiny class-folder set: two RGB JPEGs, grayscale, RGBA, 16-bit, EXIF-rotated, no face, unreadable, unknown class."""
+    """A tiny class-folder set: two RGB JPEGs, grayscale, RGBA, 16-bit, EXIF-rotated, no face,
+    unreadable, unknown class."""
     for folder in ("Happy", "sad", "ANGRY", "neutral", "surprised", "fearful", "bored"):
         (root / folder).mkdir(parents=True)
     astronaut.save(root / "Happy" / "a.jpg", quality=92)

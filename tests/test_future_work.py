@@ -1,4 +1,5 @@
-"""Beyond the paper (issue 13): the calibrated and learned weightings and the coordinate branch, on a tiny set."""
+"""Beyond the paper (issue 13): the calibrated and learned weightings and the coordinate branch, on
+a tiny set."""
 
 import json
 
@@ -97,8 +98,9 @@ def test_the_learned_gate_is_fitted_on_validation_to_a_minimum_of_its_own_loss(
         base, baseline, tiny_split, cache, tmp_path / "learned", device=torch.device("cpu")
     )
     history = pd.read_csv(tmp_path / "learned" / "history.csv")
-    # The gate (a logistic factor in (0, 2)) cannot express the paper's factor (max probability x 1 or 0.6)
-    # exactly, so it need not beat it; what holds is that L-BFGS minimised its own loss, from factor 1.
+    # The gate (a logistic factor in (0, 2)) cannot express the paper's factor (max probability x 1
+    # or 0.6) exactly, so it need not beat it; what holds is that L-BFGS minimised its own loss,
+    # from factor 1.
     position = {name: i for i, name in enumerate(tiny_split.names)}
     validation = [position[n] for n in json.loads((base / "split.json").read_text())["validation"]]
     val = tiny_split.subset(np.array(validation))
@@ -131,8 +133,8 @@ def test_the_learned_gate_is_fitted_on_validation_to_a_minimum_of_its_own_loss(
     at_start.backward()
     steepest = [max(float(p.grad.abs().max()) for p in point) for point in (fitted, start)]
     assert at_fit.item() <= at_start.item() + 1e-6  # never above where it started
-    # stationary where fitted; not where it started (so an unfitted gate fails here). Measured 1.7e-6 (fp32 path)
-    # and 4.2e-6 (bf16 path) at the fit, 8.1e-4 at the start
+    # stationary where fitted; not where it started (so an unfitted gate fails here). Measured
+    # 1.7e-6 (fp32 path) and 4.2e-6 (bf16 path) at the fit, 8.1e-4 at the start
     assert steepest[0] < 1e-5 and steepest[1] > 1e-4
     paper_factor = out.landmark_logits.softmax(1).max(1).values * torch.where(agree > 0, 1.0, 0.6)
     with torch.no_grad():  # the two losses the run records, recomputed

@@ -1,4 +1,5 @@
-"""The library's modules import one way, in the order CONTRIBUTING.md's "How the code is laid out" lists them."""
+"""The library's modules import one way, in the order CONTRIBUTING.md's "How the code is laid out"
+lists them."""
 
 import ast
 import re
@@ -24,7 +25,8 @@ def _order() -> list[list[str]]:
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of the library, dotted below ``fer_lib``; packages' ``__init__`` files hold no code."""
+    """Every module of the library, dotted below ``fer_lib``; packages' ``__init__`` files hold no
+    code."""
     return {
         ".".join(path.relative_to(PACKAGE).with_suffix("").parts): path
         for path in PACKAGE.rglob("*.py")
@@ -39,8 +41,8 @@ def _imports(path: Path, modules: set[str]) -> set[tuple[str, int]]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fer_lib"):
             base = node.module.removeprefix("fer_lib").lstrip(".")
             for alias in node.names:
-                # `from fer_lib.data import rafdb` imports a module, `from fer_lib import models` (a package) all
-                # its modules, `from fer_lib.data.rafdb import X` a name of one module
+                # `from fer_lib.data import rafdb` imports a module, `from fer_lib import models` (a
+                # package) all its modules, `from fer_lib.data.rafdb import X` a name of one module
                 dotted = f"{base}.{alias.name}".lstrip(".")
                 target = dotted if _within(dotted, modules) else base
                 found |= {(name, node.lineno) for name in _within(target, modules)}
@@ -67,7 +69,8 @@ def test_every_module_is_listed_and_imports_only_those_above_it():
         f"modules missing from CONTRIBUTING.md's table: {sorted(set(modules) - set(rank))}"
     )
     assert set(rank) <= set(modules), (
-        f"CONTRIBUTING.md's table lists modules that do not exist: {sorted(set(rank) - set(modules))}"
+        "CONTRIBUTING.md's table lists modules that do not exist: "
+        f"{sorted(set(rank) - set(modules))}"
     )
     upward = [
         f"{name} imports {imported} (line {line})"

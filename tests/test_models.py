@@ -23,7 +23,8 @@ SMALL = 128  # smallest size both branches accept: trunk map 4x4, ARM feature 5x
 
 
 def released_shapes() -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the ARM authors' RAF-DB checkpoint (ARM_NOTES.md): ResNet18 trunk + ARM + fc."""
+    """Keys and shapes of the ARM authors' RAF-DB checkpoint (ARM_NOTES.md): ResNet18 trunk + ARM +
+    fc."""
     shapes: dict[str, tuple[int, ...]] = {"features.0.weight": (64, 3, 7, 7)}
 
     def bn(prefix: str, channels: int) -> None:
@@ -51,7 +52,8 @@ def released_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def randomise_arm(net: ARMNet, seed: int = 0) -> ARMNet:
-    """Non-default BatchNorm statistics and alpha, so that a loader that skips them would be caught."""
+    """Non-default BatchNorm statistics and alpha, so that a loader that skips them would be
+    caught."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         net.arm.bn.running_mean.copy_(torch.randn(2, generator=g))
@@ -97,7 +99,7 @@ def heatmaps(n: int, size: int = SMALL, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-# ---- geometry and the landmark CNN -----------------------------------------------------------------------
+# ---- geometry and the landmark CNN ---------------------------------------------------------------
 
 
 def test_landmark_cnn_layer_shapes_match_table1():
@@ -174,11 +176,12 @@ def test_input_sizes():
         net(images(1, 96))
 
 
-# ---- the ARM block ---------------------------------------------------------------------------------------
+# ---- the ARM block -------------------------------------------------------------------------------
 
 
 def loop_reference(arm: ARM, x: torch.Tensor) -> torch.Tensor:
-    """The ARM code's computation, channel by channel: conv each channel, concat, bn, mean + alpha * batch mean."""
+    """The ARM code's computation, channel by channel: conv each channel, concat, bn, mean + alpha *
+    batch mean."""
     channels = [
         functional.conv2d(x[:, i : i + 1], arm.de_albino.weight, stride=8)
         for i in range(x.shape[1])
@@ -245,7 +248,7 @@ def test_batch_mode_depends_on_companions_and_fixed_mode_does_not(small_net):
     assert not small_net.training  # estimation keeps the mode it found
 
 
-# ---- checkpoints -----------------------------------------------------------------------------------------
+# ---- checkpoints ---------------------------------------------------------------------------------
 
 
 def test_state_dict_has_exactly_the_released_keys_and_shapes(net224):
@@ -352,7 +355,7 @@ def test_pretrained_trunk_is_read_locally_or_refused_with_the_path(tmp_path, mon
     assert torch.equal(trunk[7][1].bn2.running_var, reference.layer4[1].bn2.running_var)
 
 
-# ---- fusion ----------------------------------------------------------------------------------------------
+# ---- fusion --------------------------------------------------------------------------------------
 
 
 def test_fusion_dimensions_at_224(net224):

@@ -1,4 +1,5 @@
-"""Every report notebook, executed in order by papermill on the smoke profile, and the tables it writes."""
+"""Every report notebook, executed in order by papermill on the smoke profile, and the tables it
+writes."""
 
 import json
 
@@ -45,7 +46,8 @@ def test_notebook_code_lines_are_at_most_100_characters():
 
 
 def test_the_shared_opening_cells_are_the_same_in_every_notebook():
-    """What no generator keeps in step any more: title, imports, parameters, start(...) and the kernel."""
+    """What no generator keeps in step any more: title, imports, parameters, start(...) and the
+    kernel."""
     import ast
 
     from fer_lib.run.notebook import PARAMETERS
@@ -117,7 +119,8 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
         experiment.fusion_dir("learned", 0.6, seed).name for seed in experiment.seeds
     ]  # fitted in 06, in seconds
     assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(planned + gates)
-    # two design ablations of the proposed model and naive fusion's (smoke runs them) and the coordinate branch, for two seeds
+    # two design ablations of the proposed model and naive fusion's (smoke runs them) and the
+    # coordinate branch, for two seeds
     assert sorted(j.variant for j in fusions if j.variant) == sorted(
         ["default-init", "flip-batch-norm", "coords", "default-init"] * 2
     )
@@ -125,7 +128,8 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
         "baseline",
         "baseline_seed1",
     ]  # one baseline per seed
-    # the landmark ARM's population mean (a pass over the training images) only where a single photo needs it
+    # the landmark ARM's population mean (a pass over the training images) only where a single photo
+    # needs it
     with_means = {
         folder.name
         for folder in (smoke_run / "fusion").iterdir()
@@ -224,11 +228,13 @@ def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_
     browser = _browser()
     if browser is None:
         pytest.skip(
-            "no headless browser: install Debian's chromium (apt-get install chromium) to open the report in one"
+            "no headless browser: install Debian's chromium (apt-get install chromium) to open "
+            "the report in one"
         )
     probe = (
-        "<script>window.addEventListener('load', () => document.body.setAttribute('data-images', JSON.stringify("
-        "[...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]))));</script>"
+        "<script>window.addEventListener('load', () => document.body.setAttribute('data-images', "
+        "JSON.stringify([...document.images].map(i => [i.getAttribute('src'), i.complete && "
+        "i.naturalWidth > 0]))));</script>"
     )
     (copied / "check.html").write_text(page.replace("</body>", probe + "</body>"))
     result = subprocess.run(
@@ -318,8 +324,8 @@ def test_significance_and_claims_are_computed(smoke_run):
     per_seed = pd.read_csv(tables / "ablation_per_seed.csv")
     assert len(per_seed) == 4 * 2 and set(per_seed["seed"]) == {0, 1}
     assert len(pd.read_csv(tables / "proposed_per_seed.csv")) == 2
-    # beyond the paper: calibrated and learned vs the baseline and vs the paper's model, coords vs the baseline,
-    # and the heatmap branch vs the coordinate branch
+    # beyond the paper: calibrated and learned vs the baseline and vs the paper's model, coords vs
+    # the baseline, and the heatmap branch vs the coordinate branch
     future = pd.read_csv(tables / "significance_future_work.csv")
     assert len(future) == 6 * 3 and set(future["versus"]) == {
         "baseline",
@@ -331,7 +337,8 @@ def test_significance_and_claims_are_computed(smoke_run):
         and len(pd.read_csv(tables / "future_work_per_class.csv")) == 4
     )
     claims = pd.read_csv(tables / "claims.csv")
-    # "inconclusive (2 seeds: per-seed only)": the smoke run's two seeds give no method-level verdict
+    # "inconclusive (2 seeds: per-seed only)": the smoke run's two seeds give no method-level
+    # verdict
     first_words = claims["verdict"].str.split(",").str[0].str.replace(r" \(.*\)$", "", regex=True)
     assert len(claims) == 9 and set(first_words) <= {
         "supported",
@@ -342,7 +349,8 @@ def test_significance_and_claims_are_computed(smoke_run):
     primary = claims.set_index("claim").loc["the proposed fusion beats the baseline in OA"]
     assert (
         primary["family"] == "primary"
-        # the smoke profile trains a baseline per seed: both sides' training chance is in the interval
+        # the smoke profile trains a baseline per seed: both sides' training chance is in the
+        # interval
         and "over 2 paired seeds (the reference, baseline, retrained per seed)" in primary["about"]
         and primary["resolution"] > 0
     )
@@ -410,7 +418,8 @@ def test_a_notebook_rerun_alone_reuses_and_says_so(smoke_run, tmp_path):
     import papermill
 
     parameters = {"PROFILE": "smoke", "RUN_DIR": str(smoke_run), "FIGURES_DIR": str(tmp_path)}
-    # this environment's own kernel, as pipeline.run_all uses: the notebooks' "fer-lib" is registered only by ./run_all.sh lab
+    # this environment's own kernel, as pipeline.run_all uses: the notebooks' "fer-lib" is
+    # registered only by ./run_all.sh lab
     papermill.execute_notebook(
         str(pipeline.NOTEBOOK_DIR / "05_w_sweep.ipynb"),
         str(tmp_path / "05.ipynb"),
@@ -429,8 +438,9 @@ def test_a_rerun_executes_only_the_notebooks_whose_inputs_changed(smoke_run, cap
         assert pipeline.run_all("smoke", run_dir=smoke_run, figures_dir=smoke_run / "figures") == 0
         return json.loads((smoke_run / "run_info.json").read_text())
 
-    # other tests execute notebooks into this run by hand (05 alone, the explorer in JupyterLab), which rewrites their
-    # outputs: a first rerun executes those again (and every later one), then nothing is left to do
+    # other tests execute notebooks into this run by hand (05 alone, the explorer in JupyterLab),
+    # which rewrites their outputs: a first rerun executes those again (and every later one), then
+    # nothing is left to do
     first = rerun()
     touched = [nb.stem for nb in NOTEBOOKS if nb.stem not in first.get("notebooks_reused", [])]
     assert (
@@ -481,7 +491,8 @@ PAPER_SIZED = {
     "w_grid": "0.6",
     "batch_train": "32",
     "batch_study": "8,64",
-    # the flipped design choices train the same networks as the proposed model; the smoke run covers them
+    # the flipped design choices train the same networks as the proposed model; the smoke run covers
+    # them
     "design_ablations": "false",
     "baseline_epochs": "1",
 }
@@ -489,7 +500,8 @@ PAPER_SIZED = {
 
 @pytest.fixture(scope="module")
 def paper_sized_run(tmp_path_factory):
-    """Every notebook with the paper profile's networks at 224 px, on a tiny synthetic set, one epoch of fusion."""
+    """Every notebook with the paper profile's networks at 224 px, on a tiny synthetic set, one
+    epoch of fusion."""
     run_dir = tmp_path_factory.mktemp("paper_sized")
     assert (
         pipeline.run_all(

@@ -1,4 +1,5 @@
-"""The training stage before the notebooks (fer_lib.run.scheduler): what it plans, and how a failing job ends it."""
+"""The training stage before the notebooks (fer_lib.run.scheduler): what it plans, and how a failing
+job ends it."""
 
 import json
 from dataclasses import asdict
@@ -15,8 +16,9 @@ def test_the_plan_is_every_distinct_configuration_for_every_seed(tmp_path):
     baselines, fusions = scheduler.plan(experiment)
     assert [job.seed for job in baselines] == [0]  # the demo's seeds share one frozen baseline
     configurations = {(job.weighting, job.w, job.variant) for job in fusions}
-    # Fig. 4's w = 1 is the confidence-only ablation, so five distinct models of the paper per seed; then the
-    # calibrated weighting and the coordinate branch (the learned gate is fitted afterwards, not trained)
+    # Fig. 4's w = 1 is the confidence-only ablation, so five distinct models of the paper per seed;
+    # then the calibrated weighting and the coordinate branch (the learned gate is fitted
+    # afterwards, not trained)
     paper = {("both", 0.6), ("both", 0.0), ("confidence", 1.0), ("none", 1.0), ("agreement", 0.6)}
     assert configurations == {(*pair, None) for pair in paper} | {
         ("calibrated", 0.6, None),
@@ -63,7 +65,10 @@ def test_a_failing_job_stops_the_stage_and_names_its_log(tmp_path):
     )  # another run's folder
     with pytest.raises(
         SystemExit,
-        match=r"training baseline seed 0 failed \(ValueError: .*another configuration.*logs/baseline_seed0.log",
+        match=(
+            r"training baseline seed 0 failed \(ValueError: .*another "
+            r"configuration.*logs/baseline_seed0.log"
+        ),
     ):
         scheduler.train_all(experiment, workers=1, progress=False)
     assert "another configuration" in (tmp_path / "logs" / "baseline_seed0.log").read_text()
@@ -90,7 +95,8 @@ def _simulate(workers, baseline_epoch, fusion_epoch, coords_epoch, fixed, seeds=
 
 
 def test_the_time_left_is_within_a_quarter_of_the_truth_after_the_first_baseline_epoch():
-    # true costs off the priors by 20-30%: a fusion epoch 0.5 baseline epochs (prior 0.65), other fixed parts
+    # true costs off the priors by 20-30%: a fusion epoch 0.5 baseline epochs (prior 0.65), other
+    # fixed parts
     fixed = {"baseline": 14.0, "fusion": 5.0, "coords": 1.0}
     end = _simulate(2, 20.0, 10.0, 0.5, fixed)
     clock = scheduler.StageClock(workers=2)
@@ -179,8 +185,9 @@ def test_baselines_split_the_cores_among_themselves_and_the_runs_take_a_share_ea
 
 
 def test_the_time_left_prices_single_thread_runs_from_a_baseline_on_two_threads():
-    # the truth: a single-thread baseline epoch of 20 s runs in 20 / thread_speedup(2) on two threads; the runs
-    # (6 of 4 epochs per seed, plus a coordinate run) take one thread each on two workers, at costs off the priors
+    # the truth: a single-thread baseline epoch of 20 s runs in 20 / thread_speedup(2) on two
+    # threads; the runs (6 of 4 epochs per seed, plus a coordinate run) take one thread each on two
+    # workers, at costs off the priors
     two = 20.0 / scheduler.thread_speedup(2)
     fixed = {"baseline": 20.0 / scheduler.thread_speedup(2), "fusion": 5.5, "coords": 1.0}
     runs = [(kind, 0, 4) for s in (0, 1) for kind in ["fusion"] * 6 + ["coords"]]

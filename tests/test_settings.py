@@ -1,4 +1,5 @@
-"""Runs a user can size: --set overrides, --seed-offset, subsets, run folders, and the stability comparison."""
+"""Runs a user can size: --set overrides, --seed-offset, subsets, run folders, and the stability
+comparison."""
 
 import json
 
@@ -222,7 +223,8 @@ def test_the_paper_profile_follows_the_paper_where_it_speaks():
         demo.landmark_batch_norm is True
     )  # the narrow CPU network needs it; named in the report's design choices
     assert get_profile("demo", {"landmark_batch_norm": "false"}).landmark_batch_norm is False
-    # one baseline with the ARM recipe's own weights, as the paper; the demo averages them and trains one per seed
+    # one baseline with the ARM recipe's own weights, as the paper; the demo averages them and
+    # trains one per seed
     assert paper.baseline_per_seed is False and paper.baseline_ema is None
     assert demo.baseline_per_seed is False and demo.baseline_ema == 0.99
     assert get_profile("demo", {"baseline_ema": "none"}).baseline_ema is None

@@ -168,7 +168,8 @@ def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
     assert (
         verdict_for({0: (-0.0010, 0.0010), 1: (-0.0012, 0.0008)}) == "equivalent"
     )  # every other w within the margin
-    # one of ten comparisons just below zero without adjustment is not enough to contradict (Holm over the w)
+    # one of ten comparisons just below zero without adjustment is not enough to contradict (Holm
+    # over the w)
     many = {w: (0.001, 0.02) for w in range(9)}
     many[9] = (-0.0201, -0.0001)
     assert verdict_for(many) == "inconclusive"
@@ -222,7 +223,8 @@ def test_holm_matches_its_definition():
 
 
 def test_cell_bootstrap_matches_resampling_image_indices_class_by_class():
-    """The multinomial-cell bootstrap draws from the same distribution as resampling image indices within each class."""
+    """The multinomial-cell bootstrap draws from the same distribution as resampling image indices
+    within each class."""
     rng = np.random.default_rng(3)
     labels = np.sort(rng.integers(0, 7, 400))
     correct_a = rng.integers(0, 3, 400) / 2  # fractions of two seeds
@@ -299,8 +301,9 @@ def _coverage_module():
 
 
 def test_the_interval_covers_the_truth_where_the_old_one_did_not():
-    """A fast version of benchmarks/stats_coverage.py: three settings where the previous interval missed 2-3 times too
-    often (seed effects of 1 point with 2 and 5 seeds, per-seed baselines with 3)."""
+    """A fast version of benchmarks/stats_coverage.py: three settings where the previous interval
+    missed 2-3 times too often (seed effects of 1 point with 2 and 5 seeds, per-seed baselines with
+    3)."""
     coverage = _coverage_module()
     settings = [
         coverage.Setting(2, 1.0, "frozen", 0.3),
@@ -315,8 +318,9 @@ def test_the_interval_covers_the_truth_where_the_old_one_did_not():
 
 
 def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
-    """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any false supported or
-    contradicted verdict among them at most 5% (here well under, as two-seed intervals are conservative)."""
+    """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any false
+    supported or contradicted verdict among them at most 5% (here well under, as two-seed intervals
+    are conservative)."""
     from fer_lib.evaluation.stats import seed_pooled_interval
     from fer_lib.report import verdicts
 
@@ -370,8 +374,8 @@ def test_seeds_needed_grow_as_the_effect_shrinks():
 
 
 def test_eight_classes_need_no_class_count_and_classes_without_images_change_nothing():
-    """A converted AffectNet's labels run to 7 (Contempt): the intervals take the class count from the labels, and
-    AA, the mean over the classes present, is the same whatever count is given."""
+    """A converted AffectNet's labels run to 7 (Contempt): the intervals take the class count from
+    the labels, and AA, the mean over the classes present, is the same whatever count is given."""
     rng = np.random.default_rng(7)
     labels = rng.integers(0, 8, 800)
     a = np.where(rng.random(800) < 0.7, labels, (labels + 1) % 8)
@@ -382,7 +386,8 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     assert result == paired_bootstrap(labels, a, b, metric="aa", resamples=300, num_classes=10)
     from fer_lib.evaluation.stats import seed_pooled_interval
 
-    # two seeds per method, each seed's pair different: the pooled AA difference is the mean of theirs
+    # two seeds per method, each seed's pair different: the pooled AA difference is the mean of
+    # theirs
     a2 = np.where(rng.random(800) < 0.6, labels, (labels + 2) % 8)
     b2 = np.where(rng.random(800) < 0.9, labels, (labels + 2) % 8)
     seeds_a, seeds_b = np.stack([a == labels, a2 == labels]), np.stack([b == labels, b2 == labels])
@@ -398,9 +403,10 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
 
 
 def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
-    """Two seeds with exactly equal per-seed differences but different images changed: s^2 = 0, yet the interval is
-    at least as wide as the interaction alone implies. The smoke run's case (70 images, +1 image each, each seed's
-    own interval holding 0) was a point interval, "supported, beyond the margin"."""
+    """Two seeds with exactly equal per-seed differences but different images changed: s^2 = 0, yet
+    the interval is at least as wide as the interaction alone implies. The smoke run's case (70
+    images, +1 image each, each seed's own interval holding 0) was a point interval, "supported,
+    beyond the margin"."""
     from scipy.stats import norm
 
     from fer_lib.evaluation.stats import seed_pooled_interval
@@ -439,7 +445,8 @@ def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
         result=result,
     )
     assert not verdicts.decide([test])[0].startswith("supported")
-    # a RAF-DB-sized test set: a tie with images disagreeing still gives the interaction's width, not less
+    # a RAF-DB-sized test set: a tie with images disagreeing still gives the interaction's width,
+    # not less
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 7, 3068)
     baseline = rng.random(3068) < 0.85
@@ -456,7 +463,8 @@ def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
 
 
 def _false_word(verdict: str, delta: float, sign: int, margin: float) -> bool:
-    """Whether a verdict says something false about the true difference ``delta`` (claim direction ``sign``)."""
+    """Whether a verdict says something false about the true difference ``delta`` (claim direction
+    ``sign``)."""
     if verdict.startswith("supported") and delta * sign <= 0:
         return True
     if verdict.startswith("contradicted") and delta * sign >= 0:
@@ -470,11 +478,12 @@ def _false_word(verdict: str, delta: float, sign: int, margin: float) -> bool:
 
 
 def test_one_error_rate_for_the_whole_table_in_its_worst_case():
-    """A table as the demo's, three seeds: the primary claim and three others null, four claims exactly at +-margin,
-    three w comparisons (two null, one at the margin), the statistics correlated through the shared test images and
-    drawn from the interval's own model (Z, and s^2 ~ v_seed chi2(2)/2) at a seed-to-image variance ratio near the
-    interval's worst case. Some false verdict word anywhere in the table: at most 5%. Every test alone at 5% errs
-    far more often (the check can fail)."""
+    """A table as the demo's, three seeds: the primary claim and three others null, four claims
+    exactly at +-margin, three w comparisons (two null, one at the margin), the statistics
+    correlated through the shared test images and drawn from the interval's own model (Z, and s^2 ~
+    v_seed chi2(2)/2) at a seed-to-image variance ratio near the interval's worst case. Some false
+    verdict word anywhere in the table: at most 5%. Every test alone at 5% errs far more often (the
+    check can fail)."""
     from fer_lib.evaluation.stats import pooled_from_components
     from fer_lib.report import verdicts
 
@@ -517,9 +526,10 @@ def test_one_error_rate_for_the_whole_table_in_its_worst_case():
 
 
 def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_claim():
-    """With two seeds nothing about the seed distribution can be checked: however clear the pooled interval, the
-    verdict is "inconclusive (2 seeds: per-seed only)", and the per-seed column says what each seed shows, counted in
-    the claim's direction (a claim that B is worse counts seeds where B is worse)."""
+    """With two seeds nothing about the seed distribution can be checked: however clear the pooled
+    interval, the verdict is "inconclusive (2 seeds: per-seed only)", and the per-seed column says
+    what each seed shows, counted in the claim's direction (a claim that B is worse counts seeds
+    where B is worse)."""
     from types import SimpleNamespace
 
     from fer_lib.report import verdicts
@@ -591,8 +601,9 @@ def test_components_print_readably_and_compatible_verdicts_are_counted_apart(tmp
 
 
 def test_what_the_test_set_can_resolve_with_unlimited_seeds_is_the_image_term_alone(tmp_path):
-    """The landing page's statement: with unlimited seeds the resolution at 80% power is (z_0.975 + z_0.8) times the
-    test images' own standard error, set beside the paper's gain (Table 6: 0.9231 - 0.9205 in OA)."""
+    """The landing page's statement: with unlimited seeds the resolution at 80% power is (z_0.975 +
+    z_0.8) times the test images' own standard error, set beside the paper's gain (Table 6: 0.9231 -
+    0.9205 in OA)."""
     from types import SimpleNamespace
 
     from fer_lib.report import verdicts
@@ -627,8 +638,8 @@ def test_what_the_test_set_can_resolve_with_unlimited_seeds_is_the_image_term_al
 
 
 def _claims_of(tmp_path, labels, baseline, method, seeds) -> pd.DataFrame:
-    """The claims table of a run whose proposed model's seeds ``seeds`` got (S, N) correctness ``method`` against one
-    frozen baseline's (N,) ``baseline``."""
+    """The claims table of a run whose proposed model's seeds ``seeds`` got (S, N) correctness
+    ``method`` against one frozen baseline's (N,) ``baseline``."""
     from types import SimpleNamespace
 
     from fer_lib.report import verdicts
@@ -648,9 +659,10 @@ def _claims_of(tmp_path, labels, baseline, method, seeds) -> pd.DataFrame:
 
 
 def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_path):
-    """Five seeds of a 1.5-point gain on RAF-DB-sized test sets, the first planted 3.3 points lower: the claims table
-    names it, and the verdict without it is the one ``decide`` gives on a table of the other four seeds. Five seeds
-    drawn together are not flagged; the rule's rates over simulated test sets are the benchmark's (README)."""
+    """Five seeds of a 1.5-point gain on RAF-DB-sized test sets, the first planted 3.3 points lower:
+    the claims table names it, and the verdict without it is the one ``decide`` gives on a table of
+    the other four seeds. Five seeds drawn together are not flagged; the rule's rates over simulated
+    test sets are the benchmark's (README)."""
     from dataclasses import replace
 
     from fer_lib.evaluation.stats import outlying_seed
@@ -679,7 +691,8 @@ def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_p
 
     labels, baseline, method = population.draw(np.random.default_rng(12))
     assert _claims_of(tmp_path, labels, baseline[0], method, range(5))["outlying seed"].eq("").all()
-    # the rule's own rates, 150 simulated test sets each: it finds most failures, and rarely flags normal seeds
+    # the rule's own rates, 150 simulated test sets each: it finds most failures, and rarely flags
+    # normal seeds
     planted = coverage.outlier_rates(
         coverage.Setting(5, 0.0, "frozen", 0.3), 150, 3, fail_first=True
     )
@@ -692,8 +705,9 @@ def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_p
 
 
 def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
-    """With three seeds, leaving one out leaves two: the note names the seed and says plainly that no method-level
-    verdict remains without it (MIN_SEEDS). Only a seed dozens of spreads from the other two is flagged."""
+    """With three seeds, leaving one out leaves two: the note names the seed and says plainly that
+    no method-level verdict remains without it (MIN_SEEDS). Only a seed dozens of spreads from the
+    other two is flagged."""
     from fer_lib.evaluation.stats import outlying_seed, pooled_from_components
     from fer_lib.report import verdicts
 
@@ -710,7 +724,8 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
     flagged = note([0.020, 0.021, -0.150])
     assert flagged.startswith("seed 6: -0.1500 against +0.0205 for the other 2"), flagged
     assert "without it 2 seeds remain, too few for a method-level verdict" in flagged
-    # 3 points away, the other two 0.1 point apart: 25 of their spreads, too few with one degree of freedom
+    # 3 points away, the other two 0.1 point apart: 25 of their spreads, too few with one degree of
+    # freedom
     assert note([0.020, 0.021, -0.010]) == ""
     assert outlying_seed([0.020, 0.021]) is None  # two seeds: nothing to compare with
 
@@ -747,8 +762,9 @@ def test_the_seed_pooled_aa_difference_weighs_every_class_alike_and_oa_every_ima
 
 
 def test_the_seed_pooled_aa_standard_error_is_the_stratified_one_when_seeds_agree():
-    """With every seed alike only the test images vary: the SE of a mean of class means (by hand: the square root
-    of sum_k s_k^2 / n_k, over the number of classes), and of a mean over the images for OA."""
+    """With every seed alike only the test images vary: the SE of a mean of class means (by hand:
+    the square root of sum_k s_k^2 / n_k, over the number of classes), and of a mean over the images
+    for OA."""
     from fer_lib.evaluation.stats import seed_pooled_interval
 
     rng = np.random.default_rng(12)

@@ -1,4 +1,5 @@
-"""The synthetic RAF-DB: layout, determinism, class proportions, geometry, and the absence of shortcuts."""
+"""The synthetic RAF-DB: layout, determinism, class proportions, geometry, and the absence of
+shortcuts."""
 
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ def test_class_counts_follow_table3():
 
 
 def test_aligned_image_puts_the_eyes_on_the_targets(demo):
-    """RAF-DB's similarity lands the eyes near the paper's affine targets; detector eyes agree with the manual ones."""
+    """RAF-DB's similarity lands the eyes near the paper's affine targets; detector eyes agree with
+    the manual ones."""
     data = rafdb.load_rafdb(demo)
     anchors = alignment_anchors(data.manual5)
     similarity_error = np.array(
@@ -222,7 +224,8 @@ def test_expressions_move_the_landmarks():
 
     for index in range(3):
         neutral, happy, surprise = aligned(6, index), aligned(3, index), aligned(0, index)
-        # mouth corners (auto37 rows 27 and 31) rise relative to the upper lip centre (row 29) in a smile
+        # mouth corners (auto37 rows 27 and 31) rise relative to the upper lip centre (row 29) in a
+        # smile
         assert (happy[[27, 31], 1] - happy[29, 1]).mean() < (
             neutral[[27, 31], 1] - neutral[29, 1]
         ).mean() - 1
@@ -259,7 +262,8 @@ def _cv_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
 
 
 def test_no_global_image_shortcut(balanced_samples):
-    """A linear classifier on image statistics, face size and position must stay near chance (1/7)."""
+    """A linear classifier on image statistics, face size and position must stay near chance
+    (1/7)."""
     labels = np.array([s.label for s in balanced_samples])
     features = np.stack([_global_statistics(s) for s in balanced_samples])
     assert _cv_accuracy(features, labels) < 1 / 7 + 0.1
@@ -279,7 +283,8 @@ def test_no_global_image_shortcut_with_the_demo_knobs():
 
 
 def test_landmarks_carry_the_expression(balanced_samples):
-    """The same classifier on aligned landmarks is far above chance (the landmark branch has signal)."""
+    """The same classifier on aligned landmarks is far above chance (the landmark branch has
+    signal)."""
     labels = np.array([s.label for s in balanced_samples])
     features = np.stack([align_points(s.auto37, s.manual5).ravel() for s in balanced_samples])
     assert (

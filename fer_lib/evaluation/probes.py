@@ -1,18 +1,19 @@
 """Linear probes: what a linear model learns from the same input the networks see.
 
 They are the branch table's reference rows. A network that does worse than a linear model on its own
-input has not learned what its input allows; a linear model on global image statistics that beats the
-majority class would reveal a shortcut in the data set.
+input has not learned what its input allows; a linear model on global image statistics that beats
+the majority class would reveal a shortcut in the data set.
 
 - ``hog``: HOG features of the aligned images (scikit-image), the RGB branch's reference;
 - ``coordinates``: the aligned landmark coordinates, the landmark branch's reference;
-- ``global statistics``: mean and sd per colour channel of the original photo, its size, and the face's
-  size and position from the manual points (the shortcut check of ``SYNTHETIC_DATA.md``).
+- ``global statistics``: mean and sd per colour channel of the original photo, its size, and the
+  face's size and position from the manual points (the shortcut check of ``SYNTHETIC_DATA.md``).
 
-Each probe is a standardised multinomial logistic regression (scikit-learn). Its regularisation is chosen
-on a stratified validation split of the training set, never on the test set. Its solver runs on one BLAS and
-OpenMP thread (``fit_probe``): the sums of a multithreaded matrix product are split by the thread count, and
-the HOG probe's test OA moved by 0.0003 between two runs of the same machine.
+Each probe is a standardised multinomial logistic regression (scikit-learn). Its regularisation is
+chosen on a stratified validation split of the training set, never on the test set. Its solver runs
+on one BLAS and OpenMP thread (``fit_probe``): the sums of a multithreaded matrix product are split
+by the thread count, and the HOG probe's test OA moved by 0.0003 between two runs of the same
+machine.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _model(c: float):
 
 
 def fit_probe(c: float, x: np.ndarray, y: np.ndarray):
-    """A probe fitted on one thread, so the same numbers come out whatever threads the process was given."""
+    """A probe fitted on one thread, so the same numbers come out whatever threads the process was
+    given."""
     from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     with threadpool_limits(limits=1):
@@ -62,7 +64,8 @@ def linear_probe(
     *,
     seed: int = 0,
 ) -> ProbeResult:
-    """Fit on the training split with C chosen on a 10% stratified validation split, refit on all of it."""
+    """Fit on the training split with C chosen on a 10% stratified validation split, refit on all of
+    it."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -117,8 +120,9 @@ def _photo_statistics(path) -> list[float]:
 
 
 def global_statistics(rafdb) -> np.ndarray:
-    """(N, 11) per sample: mean and sd of each channel of the original photo, its width and height, and
-    the inter-ocular distance and eye-centre position from the manual points (relative to the photo)."""
+    """(N, 11) per sample: mean and sd of each channel of the original photo, its width and height,
+    and the inter-ocular distance and eye-centre position from the manual points (relative to the
+    photo)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
