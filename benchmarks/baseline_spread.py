@@ -66,9 +66,8 @@ def main() -> None:
         help="ExponentialLR factor per epoch (the ARM recipe: 0.9)",
     )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--one", type=int, default=None, help=argparse.SUPPRESS
-    )  # a worker: train this seed
+    # a worker: train this seed
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         return train_one(args)

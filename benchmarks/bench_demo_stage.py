@@ -204,9 +204,8 @@ def main() -> None:
             sources.insert(0, (f"before ({args.ref})", Path(ref_tree)))
         rows = []
         repeats = 1 if args.profile else args.repeats
-        for repeat in tqdm(
-            range(repeats * len(sources)), desc="bench_demo_stage"
-        ):  # before, after, before, after...
+        # before, after, before, after...
+        for repeat in tqdm(range(repeats * len(sources)), desc="bench_demo_stage"):
             label, source = sources[repeat % len(sources)]
             rows.append({"repeat": repeat // len(sources), **run_once(source, args, label)})
             tqdm.write(json.dumps(rows[-1]))

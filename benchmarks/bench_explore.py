@@ -35,9 +35,8 @@ def worker(run: Path) -> None:
     from fer_lib.run.experiment import Experiment
     from fer_lib.run.profiles import get_profile
 
-    imported = (
-        time.perf_counter() - clock
-    )  # what the notebook's first cell (notebook.start) has done already
+    # what the notebook's first cell (notebook.start) has done already
+    imported = time.perf_counter() - clock
     clock = time.perf_counter()
     settings = json.loads((run / "settings.json").read_text())
     experiment = Experiment(

@@ -55,9 +55,8 @@ def main() -> None:
         "RGB test OA": round(float((baseline["predicted"] == baseline["label"]).mean()), 4),
         "baseline seconds": round(time.perf_counter() - clock, 1),
     }
-    print(
-        json.dumps(row), flush=True
-    )  # the baseline's figures first: the landmark branch takes a while longer
+    # the baseline's figures first: the landmark branch takes a while longer
+    print(json.dumps(row), flush=True)
     clock = time.perf_counter()
     run = experiment.fusion_run("both", 0.6, args.seed)
     p = run.predictions

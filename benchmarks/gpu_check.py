@@ -402,9 +402,8 @@ def run(args, scratch: Path, log) -> None:
                     "synchronised)",
                 )
                 model = model.to(device)
-                training.predict_fusion(
-                    model, test, test_cache, fusion
-                )  # warm-up: cuDNN's kernel choice for the test batches
+                # warm-up: cuDNN's kernel choice for the test batches
+                training.predict_fusion(model, test, test_cache, fusion)
                 stages.run(
                     "test inference of a landmark-branch run (from the feature cache)",
                     estimate["test inference"] / 2,

@@ -38,21 +38,17 @@ from scipy.stats import norm
 
 from fer_lib.evaluation.stats import seed_pooled_interval
 
-RAFDB_TEST = np.array(
-    [329, 74, 160, 1185, 478, 162, 680]
-)  # Table 3's test counts, in RAF-DB's label order
-CLASS_ACCURACY = np.array(
-    [0.88, 0.62, 0.65, 0.96, 0.88, 0.80, 0.92]
-)  # a baseline about as good as ARM's, per class
+# Table 3's test counts, in RAF-DB's label order
+RAFDB_TEST = np.array([329, 74, 160, 1185, 478, 162, 680])
+# a baseline about as good as ARM's, per class
+CLASS_ACCURACY = np.array([0.88, 0.62, 0.65, 0.96, 0.88, 0.80, 0.92])
 NOISE = 1.0  # a model's per-image noise, in units of the difficulty's sd
 # correlation of a method's noise with its baseline's on the same image (about 6% of images change)
 RHO = 0.85
 BASELINE_SEED_SD = 0.3  # points of OA: the spread of per-seed baselines (the demo measured 0.24)
 SEED_LAWS = ("normal", "skewed", "heavy", "failed")
-FAIL_RATE, FAIL_DROP = (
-    0.1,
-    3.3,
-)  # "failed": a seed fails this often, by about this many points of OA
+# "failed": a seed fails this often, by about this many points of OA
+FAIL_RATE, FAIL_DROP = (0.1, 3.3)
 _LAW_POINTS = 2000  # equal-probability points that integrate a non-normal seed law
 
 

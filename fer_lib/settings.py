@@ -29,19 +29,16 @@ PAPER_WEIGHTINGS = ("none", "confidence", "agreement", "both")  # Table 8's abla
 # beyond the paper (its section 6): the confidence of a temperature-scaled landmark head, and a gate
 # fitted afterwards
 WEIGHTINGS = (*PAPER_WEIGHTINGS, "calibrated", "learned")
-TRAINED_WEIGHTINGS = WEIGHTINGS[
-    :-1
-]  # "learned" is fitted on a finished run (fit-gate), not trained
+# "learned" is fitted on a finished run (fit-gate), not trained
+TRAINED_WEIGHTINGS = WEIGHTINGS[:-1]
 # the landmark branch: Table 1's CNN on heatmaps, or an MLP on coordinates
 LANDMARK_INPUTS = ("heatmaps", "coords")
 # the baseline's augmentation: the ARM authors' mix (half untouched, a quarter flipped, a quarter
 # noised), or every image flipped or noised (data.augment_arm)
 AUGMENTATIONS = ("upstream", "flip_or_noise")
 LANDMARK_SETS = ("auto37", "manual5", "both")  # which points draw the heatmaps (landmarks.py)
-LR_SCHEDULES = (
-    "exponential",
-    "cosine",
-)  # the paper's ExponentialLR(0.9) per epoch, or a cosine to zero
+# the paper's ExponentialLR(0.9) per epoch, or a cosine to zero
+LR_SCHEDULES = ("exponential", "cosine")
 # the landmark branch's epoch kept: lowest validation loss of eq. 3 (both heads), or best fused
 # validation accuracy
 SELECTIONS = ("val_loss", "val_fused_accuracy")
@@ -171,9 +168,8 @@ class FusionConfig:
     # CNN stayed at the majority class)
     batch_norm: bool = field(default=False, metadata={OLDER_RUNS: True})  # older runs: True
     landmark_input: str = "heatmaps"  # LANDMARK_INPUTS
-    fusion_init_from_baseline: bool = (
-        True  # fused model starts as the baseline (the paper does not say)
-    )
+    # fused model starts as the baseline (the paper does not say)
+    fusion_init_from_baseline: bool = True
     epochs: int = 10  # not stated in the paper; selection on the validation split
     lr: float = ADABELIEF["lr"]  # Table 4
     # SELECTIONS; eq. 3's loss is what the model is trained on. Older runs: the fused accuracy.

@@ -117,9 +117,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    items.sort(
-        key=lambda item: item.name != SEES_THE_RUN_UNTOUCHED
-    )  # stable: the rest keep their order
+    # stable: the rest keep their order
+    items.sort(key=lambda item: item.name != SEES_THE_RUN_UNTOUCHED)
 
 
 @pytest.fixture(scope="session")
@@ -132,9 +131,8 @@ def smoke_run(tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("smoke")
     backend = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = (
-        "Agg"  # as run_all.sh sets it: the report must still show its figures
-    )
+    # as run_all.sh sets it: the report must still show its figures
+    os.environ["MPLBACKEND"] = "Agg"
     try:
         assert pipeline.run_all("smoke", run_dir=run_dir, figures_dir=run_dir / "figures") == 0
     finally:

@@ -54,9 +54,8 @@ def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_pat
         "gpu_check.md",
     ]
     assert sum(p.stat().st_size for p in out.iterdir()) < 200_000
-    assert not any(
-        scratch.iterdir()
-    )  # the data, checkpoints and caches went to a temporary folder, removed
+    # the data, checkpoints and caches went to a temporary folder, removed
+    assert not any(scratch.iterdir())
     report = json.loads((out / "gpu_check.json").read_text())
     stages = {row["stage"]: row["seconds"] for row in report["stages"]}
     for stage in STAGES:
@@ -91,9 +90,8 @@ def test_the_check_fits_its_own_estimate_into_the_budget():
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     full = gpu_check.sized_for(480, small=False)
-    assert (
-        full[:2] == (12271, 3068) and full[2] <= 480
-    )  # RAF-DB's sizes within 8 minutes at the assumed H100 rates
+    # RAF-DB's sizes within 8 minutes at the assumed H100 rates
+    assert full[:2] == (12271, 3068) and full[2] <= 480
     trimmed = gpu_check.sized_for(90, small=False)
     assert trimmed[0] < 12271 and trimmed[2] <= 90
 

@@ -73,9 +73,8 @@ def test_the_fusion_validates_on_the_baselines_holdout_and_follows_table1(traine
     assert fusion_split["validation"] == baseline_split["validation"] and fusion_split[
         "holdout_of"
     ].endswith("baseline")
-    assert (
-        json.loads((base / "fusion" / "config.json").read_text())["batch_norm"] is False
-    )  # Table 1 as printed
+    # Table 1 as printed
+    assert json.loads((base / "fusion" / "config.json").read_text())["batch_norm"] is False
 
 
 def test_training_commands_write_checkpoints_and_predictions(trained):
@@ -155,9 +154,8 @@ def test_the_beyond_the_paper_models_from_the_command_line(trained, capsys):
         )
         == 1
     )
-    assert (
-        "not a fusion checkpoint" in capsys.readouterr().err
-    )  # a baseline folder passed by mistake
+    # a baseline folder passed by mistake
+    assert "not a fusion checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("affinity", ["batch", "fixed"])
@@ -351,9 +349,8 @@ def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, mon
         ).returncode
         == 0
     )
-    monkeypatch.setenv(
-        "JUPYTER_PATH", str(tmp_path / "share" / "jupyter")
-    )  # found there, as a user-wide install is found
+    # found there, as a user-wide install is found
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
     manager, client = start_new_kernel(kernel_name="fer-lib")
     try:
         outputs = []
@@ -407,9 +404,8 @@ def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, t
         head: face[[c for c in table.columns if c.startswith(f"p_{head}_")]].to_numpy(float)
         for head in ("rgb", "landmark", "fused")
     }
-    assert all(
-        len(p) == 7 and abs(p.sum() - 1) < 1e-4 for p in probabilities.values()
-    )  # 21 probabilities
+    # 21 probabilities
+    assert all(len(p) == 7 and abs(p.sum() - 1) < 1e-4 for p in probabilities.values())
     assert face["fused class"] in (
         "Surprise",
         "Fear",
@@ -539,9 +535,8 @@ def test_a_device_that_is_not_there_is_one_line_and_the_paper_profile_asks_befor
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as a torch that lost its GPU
-    monkeypatch.setenv(
-        "FER_DEVICE", ""
-    )  # unset; run-all --device sets it, and the test's end restores it
+    # unset; run-all --device sets it, and the test's end restores it
+    monkeypatch.setenv("FER_DEVICE", "")
     data = write_tiny_rafdb(tmp_path / "basic", n_per_class=1)
     run = ["run-all", "--data", str(data), "--run-dir", str(tmp_path / "run")]
     for argv, says in (

@@ -57,9 +57,8 @@ def test_every_layout_is_detected_and_named(copies, tmp_path):
         assert layouts.detect_layout(root) == layout
     assert layouts.detect_layout(write_tiny_rafdb(tmp_path / "raf" / "basic")) == "rafdb"
     assert layouts.detect_layout(tmp_path / "raf") == "rafdb"
-    (tmp_path / "empty" / "notes").mkdir(
-        parents=True
-    )  # a folder of folders without photos is no data set
+    # a folder of folders without photos is no data set
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
     (tmp_path / "empty" / "notes" / "a.txt").write_text("x")
     with pytest.raises(layouts.DataSetError, match="no known layout"):
         layouts.detect_layout(tmp_path / "empty")
@@ -103,9 +102,8 @@ def test_seven_classes_exclude_contempt_and_count_it(copies, capsys):
 def test_npy_release_detects_its_class_order_and_says_so(copies, broken, capsys):
     _, reference = check_json(copies["affectnet-npy"], capsys)
     root = broken("affectnet-npy")
-    for path in root.glob(
-        "*/annotations/*_exp.npy"
-    ):  # the same labels in a repack's alphabetical order
+    # the same labels in a repack's alphabetical order
+    for path in root.glob("*/annotations/*_exp.npy"):
         code = int(np.load(path).item())
         if code < 8:
             np.save(path, np.array(str(affectnet.ALPHABETICAL.index(affectnet.CODES[code]))))
@@ -113,9 +111,8 @@ def test_npy_release_detects_its_class_order_and_says_so(copies, broken, capsys)
     report = reader.check(progress=False)
     assert report.ok and (report.train, report.test) == (reference["train"], reference["test"])
     assert any("alphabetical" in line and "detected" in line for line in report.notes)
-    for path in (root / "train_set" / "annotations").glob(
-        "*_exp.npy"
-    ):  # no Happy majority: undecidable
+    # no Happy majority: undecidable
+    for path in (root / "train_set" / "annotations").glob("*_exp.npy"):
         np.save(path, np.array("2"))
     status, result = check_json(root, capsys)
     assert status == 1 and any("--class-order" in e for e in result["errors"])
@@ -129,9 +126,8 @@ def test_ferplus_label_modes_follow_the_reference_rules():
 
     assert ferplus.label_votes(votes(6, 2, 2), "majority")[0] == 0
     assert ferplus.label_votes(votes(5, 5), "majority")[0] is None  # a tie has no majority
-    assert (
-        ferplus.label_votes(votes(4, 3, 3), "majority")[0] is None
-    )  # 4 of 10 is not more than half
+    # 4 of 10 is not more than half
+    assert ferplus.label_votes(votes(4, 3, 3), "majority")[0] is None
     assert ferplus.label_votes(votes(4, 3, 3), "plurality")[0] == 0
     assert ferplus.label_votes(votes(4, 4, 2), "plurality")[0] is None
     # single votes are dropped first: 5 of the 8 remaining votes is a majority
@@ -471,9 +467,8 @@ def test_a_checkpoint_carries_its_class_list_and_another_list_is_refused_naming_
         "8 classes (Surprise" in message and "Contempt" in message and "has 7 (Surprise" in message
     )
     state = torch.load(path, weights_only=True)
-    del state[
-        "classes"
-    ]  # a file without the entry (the ARM authors', or older ones) is RAF-DB's 7: refused too
+    # a file without the entry (the ARM authors', or older ones) is RAF-DB's 7: refused too
+    del state["classes"]
     torch.save(state, tmp_path / "old.pt")
     with pytest.raises(models.CheckpointError):
         models.load_arm_checkpoint(tmp_path / "old.pt")
@@ -481,10 +476,8 @@ def test_a_checkpoint_carries_its_class_list_and_another_list_is_refused_naming_
 
 def test_cross_dataset_mapping_drops_contempt_and_says_so():
     probabilities = np.zeros((3, 8))
-    probabilities[0, [3, 7]] = [
-        0.3,
-        0.7,
-    ]  # Contempt most probable: the shared prediction is Happiness
+    # Contempt most probable: the shared prediction is Happiness
+    probabilities[0, [3, 7]] = [0.3, 0.7]
     probabilities[1, 0] = probabilities[2, 6] = 1
     result = crossdata.cross_result(
         "a", "b", rafdb.CLASSES_8, rafdb.CLASSES, np.array([3, 0, 5]), probabilities
@@ -671,9 +664,8 @@ def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     from fer_lib.run import pipeline
     from fer_lib.runtime import precision
 
-    monkeypatch.setenv(
-        precision.ENV, "bf16"
-    )  # inherited by the training workers and the notebook kernels
+    # inherited by the training workers and the notebook kernels
+    monkeypatch.setenv(precision.ENV, "bf16")
     monkeypatch.setenv("MPLBACKEND", "Agg")  # as run_all.sh sets it
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     run = tmp_path / "run"
@@ -778,9 +770,8 @@ def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
             split, config, tmp_path / name, device=torch.device("cpu"), progress=False
         )
         losses[name] = pd.read_csv(tmp_path / name / "history.csv")["train_loss"].iloc[0]
-    assert (
-        losses["hard"] != losses["soft"]
-    )  # the same images, seed and model: only the targets differ
+    # the same images, seed and model: only the targets differ
+    assert losses["hard"] != losses["soft"]
 
     broken = Path(shutil.copytree(soft_copy, tmp_path / "broken"))
     path = broken / rafdb.SOFT_LABELS_FILE
@@ -815,9 +806,8 @@ def test_every_ckplus_fold_is_converted_and_evaluated_with_the_mean_over_folds(
     tests = [set(rafdb.load_rafdb(f).split("test").names) for f in folds]
     sources = [pd.read_csv(f / layouts.SOURCES_FILE) for f in folds]
     subjects = [set(s[s["split"] == "test"]["source"].str.split("/").str[1]) for s in sources]
-    assert (
-        tests[0] and tests[1] and not subjects[0] & subjects[1]
-    )  # each subject is tested in one fold only
+    # each subject is tested in one fold only
+    assert tests[0] and tests[1] and not subjects[0] & subjects[1]
     runs = [
         tiny_checkpoint(tmp_path / f"run{k}" / "best.pt", rafdb.CLASSES_8).parent for k in range(2)
     ]
@@ -925,9 +915,8 @@ def test_an_unreadable_image_is_named_by_the_full_check(broken, capsys):
         image.write_bytes(b"not an image")
         options = ["--folds", "2"] if layout == "ckplus" else []
         assert_refused(root, capsys, image.name, "unreadable image", options=options)
-        assert (
-            main(["check-data", str(root), "--no-decode", *options]) == 0
-        )  # present, so the quick check passes
+        # present, so the quick check passes
+        assert main(["check-data", str(root), "--no-decode", *options]) == 0
         capsys.readouterr()
 
 
@@ -958,9 +947,8 @@ def test_run_all_on_cks_folds_runs_every_fold_then_the_mean_over_them(
     assert pipeline.fold_copies(folds[0]) == []  # a copy itself is one data set
     ran = []
 
-    def one_report(
-        profile, *, data, run_dir, **options
-    ):  # stands in for the notebooks: writes Table 6
+    # stands in for the notebooks: writes Table 6
+    def one_report(profile, *, data, run_dir, **options):
         ran.append((profile, Path(data).name, Path(run_dir).name))
         oa = {"fold_00": 0.5, "fold_01": 0.7}[Path(data).name]
         table = pd.DataFrame(

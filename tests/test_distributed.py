@@ -84,9 +84,8 @@ def _spawned(precision_mode: str, root, out) -> None:
     saved, adabelief = os.environ.get(precision.ENV), training.ADABELIEF
     os.environ[precision.ENV] = precision_mode
     try:
-        _train(
-            str(root), str(out / f"one_{precision_mode}")
-        )  # changes training.ADABELIEF: restored below
+        # changes training.ADABELIEF: restored below
+        _train(str(root), str(out / f"one_{precision_mode}"))
         mp.spawn(
             _rank,
             args=(
@@ -99,9 +98,8 @@ def _spawned(precision_mode: str, root, out) -> None:
             join=True,
         )
     finally:
-        training.ADABELIEF = (
-            adabelief  # later tests in this process train with the recipe's own eps
-        )
+        # later tests in this process train with the recipe's own eps
+        training.ADABELIEF = adabelief
         os.environ.pop(precision.ENV, None)
         if saved is not None:
             os.environ[precision.ENV] = saved
@@ -110,9 +108,8 @@ def _spawned(precision_mode: str, root, out) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
-    root = write_tiny_rafdb(
-        base / "basic", n_per_class=4
-    )  # 28 images, about 20 to fit: batches of 8 split 4 + 4, and a last, uneven one
+    # 28 images, about 20 to fit: batches of 8 split 4 + 4, and a last, uneven one
+    root = write_tiny_rafdb(base / "basic", n_per_class=4)
     for precision_mode in ("fp32", "bf16"):
         _spawned(precision_mode, root, base)
     return base

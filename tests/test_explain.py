@@ -122,9 +122,8 @@ def test_cams_move_with_the_target_class(tiny):
 
 def test_explained_logits_are_the_evaluated_ones_and_each_cam_ignores_its_neighbours(tiny):
     model, split, cache, config = tiny
-    evaluated = training.predict_fusion(
-        model, split, cache, config
-    )  # batch affinity, consecutive batches of 4
+    # batch affinity, consecutive batches of 4
+    evaluated = training.predict_fusion(model, split, cache, config)
     together = explain.explain(model, split, cache, config, [2, 9, 13])
     assert np.allclose(together.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5)
     alone = explain.explain(model, split, cache, config, [9])

@@ -34,15 +34,13 @@ def data(smoke_run):
 
 def test_the_explorer_reads_the_saved_models_and_refuses_as_the_report_evaluated(data):
     ex = data.ex
-    assert set(data.models()) == set(
-        explore.MODELS
-    )  # the smoke run trains every kind the explorer offers
+    # the smoke run trains every kind the explorer offers
+    assert set(data.models()) == set(explore.MODELS)
     proposed = data.outputs(explore.PROPOSED)
     saved = ex.fusion_run("both", 0.6).predictions
     fused, factor = proposed.refuse()
-    np.testing.assert_allclose(
-        fused, saved.fused, atol=1e-5
-    )  # the trained w re-fused = the saved predictions
+    # the trained w re-fused = the saved predictions
+    np.testing.assert_allclose(fused, saved.fused, atol=1e-5)
     np.testing.assert_allclose(factor, saved.weight, atol=1e-5)
     # another w changes only the factor on disagreement: images where the branches agree keep their
     # factor
@@ -81,9 +79,8 @@ def test_the_panel_and_the_gallery_draw(data):
     assert len(fig.axes) == 5
     plt.close(fig)
     cam = data.gradcam(proposed, 0)
-    plt.close(
-        data.draw_panel(proposed, 0, 0.9, cams=True)
-    )  # another w, same image: not computed again
+    # another w, same image: not computed again
+    plt.close(data.draw_panel(proposed, 0, 0.9, cams=True))
     assert data.gradcam(proposed, 0) is cam and cam.index.tolist() == [0]
     coords = data.outputs("coordinate branch (MLP)")
     plt.close(data.draw_panel(coords, 1))  # no heatmap on that branch: its points instead
@@ -254,9 +251,8 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         stable.until(type_w_zero)
         stable.until(lambda d: "w = 0.00" in prediction_text(d))
         assert stable.until(prediction_text) == f"fused at w = 0.00: {expected}"
-        driver.save_screenshot(
-            str(tmp_path / "explorer.png")
-        )  # for a look when the test is run by hand
+        # for a look when the test is run by hand
+        driver.save_screenshot(str(tmp_path / "explorer.png"))
     except Exception:
         if driver is not None:
             driver.save_screenshot(str(tmp_path / "explorer.png"))

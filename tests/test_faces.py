@@ -28,9 +28,8 @@ def face(astronaut):
 
 
 def test_a_weak_false_detection_is_not_taken_for_the_largest_face(tmp_path, astronaut):
-    astronaut.save(
-        tmp_path / "a.jpg", quality=75
-    )  # as JPEG the mission patch is detected too, weakly, and larger
+    # as JPEG the mission patch is detected too, weakly, and larger
+    astronaut.save(tmp_path / "a.jpg", quality=75)
     photo = faces.load_photo(tmp_path / "a.jpg")
     assert len(faces.detect_faces(photo, min_score=0.0)) == 2
     kept = faces.detect_faces(photo)
@@ -42,9 +41,8 @@ def test_the_largest_face_is_found_with_its_five_points_in_place(face):
     assert 150 < x1 < x2 < 300 and 50 < y1 < y2 < 200  # Eileen Collins' face in the 512x512 photo
     left_eye, right_eye, nose, left_mouth, right_mouth = face.manual5
     assert left_eye[0] < right_eye[0] and left_mouth[0] < right_mouth[0]  # image left = smaller x
-    assert (
-        max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
-    )  # eyes above the mouth
+    # eyes above the mouth
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
     for x, y in face.manual5:
         assert x1 <= x <= x2 and y1 <= y <= y2
     assert face.auto37.shape == (37, 2)
@@ -55,9 +53,10 @@ def test_the_aligned_crop_puts_the_eyes_within_two_pixels_of_their_targets(astro
 
     crop = faces.align(astronaut, face)
     assert crop.size == (landmarks.ALIGNED_SIZE, landmarks.ALIGNED_SIZE)
+    # what the crop was warped with
     matrix = similarity_from_points(
         landmarks.alignment_anchors(face.manual5), landmarks.ALIGN_TARGETS
-    )  # what the crop was warped with
+    )
     eyes = landmarks.apply_affine(matrix, face.manual5[:2])
     assert np.abs(eyes - np.array([[25.0, 35.0], [75.0, 35.0]])).max() < 2.0
     redetected = faces.detect_faces(crop)  # a face is still there, where the crop says
@@ -98,9 +97,8 @@ def test_a_class_folder_set_imports_into_rafdb_layout_and_passes_check_data(tmp_
     )
     check = rafdb.check_rafdb(out, progress=False)
     assert check.ok, check.errors
-    assert (
-        sum(check.train) + sum(check.test) == 6 and sum(check.test) >= 1
-    )  # Happy's two photos: one held out
+    # Happy's two photos: one held out
+    assert sum(check.train) + sum(check.test) == 6 and sum(check.test) >= 1
     assert len(rafdb.load_rafdb(out)) == 6
 
 

@@ -42,12 +42,10 @@ def fusion_config(**overrides):
 def test_the_fitted_temperature_minimises_the_cross_entropy():
     generator = torch.Generator().manual_seed(0)
     logits = 2.0 * torch.randn(4000, 7, generator=generator)
-    labels = torch.multinomial(logits.softmax(1), 1, generator=generator)[
-        :, 0
-    ]  # calibrated at temperature 1 by construction
-    overconfident = (
-        4.0 * logits
-    )  # the same ranking, sharper: the fitted temperature must undo the factor
+    # calibrated at temperature 1 by construction
+    labels = torch.multinomial(logits.softmax(1), 1, generator=generator)[:, 0]
+    # the same ranking, sharper: the fitted temperature must undo the factor
+    overconfident = 4.0 * logits
     t = models.fit_temperature(overconfident, labels)
     assert 3.0 < t < 5.5
     nll = [
@@ -67,9 +65,10 @@ def test_a_calibrated_run_fits_its_temperature_on_the_validation_split(
     history = pd.read_csv(tmp_path / "calibrated" / "history.csv")
     assert "temperature" in history and (history["temperature"] > 0).all()
     kept = torch.load(tmp_path / "calibrated" / "best.pt", weights_only=True)
+    # the kept epoch's
     assert np.isclose(
         float(kept["model"]["temperature"]), history.loc[kept["epoch"] - 1, "temperature"]
-    )  # the kept epoch's
+    )
     predictions = training.predict_fusion(model, tiny_split, cache, config)
     # the saved landmark probabilities are the temperature-scaled ones the weight reads
     out = training.fusion_outputs(model, tiny_split, cache, config)

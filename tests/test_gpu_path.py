@@ -108,9 +108,8 @@ def test_under_autocast_the_heads_and_eq2_run_in_fp32_from_the_bf16_features(bf1
         outside = model.forward_per_image_maps(rgb.float(), landmark.float())
     for got, expected in zip(inside, outside):
         assert got.dtype == torch.float32 and torch.equal(got, expected)
-    assert torch.equal(
-        baseline_logits, inside.rgb_logits
-    )  # the baseline's own head and the fusion run's RGB head
+    # the baseline's own head and the fusion run's RGB head
+    assert torch.equal(baseline_logits, inside.rgb_logits)
 
 
 def test_grad_cam_reports_the_evaluated_probabilities_under_bf16(bf16, split):
@@ -160,9 +159,8 @@ def test_the_frozen_feature_cache_is_fp32_in_every_precision_and_another_devices
         baseline, split, flips=(False,), cache_dir=tmp_path, progress=True
     )
     capsys.readouterr()
-    monkeypatch.setenv(
-        precision.ENV, "bf16"
-    )  # the trained trunks' path changes; the frozen network's does not
+    # the trained trunks' path changes; the frozen network's does not
+    monkeypatch.setenv(precision.ENV, "bf16")
     reused = training.rgb_feature_cache(
         baseline, split, flips=(False,), cache_dir=tmp_path, progress=True
     )

@@ -86,9 +86,8 @@ def small_template() -> ARMNet:
 
 @pytest.fixture
 def small_net(small_template) -> ARMNet:
-    return copy.deepcopy(
-        small_template
-    )  # a fresh copy per test: cheaper than initialising ResNet18 again
+    # a fresh copy per test: cheaper than initialising ResNet18 again
+    return copy.deepcopy(small_template)
 
 
 def images(n: int, size: int = SMALL, seed: int = 0) -> torch.Tensor:
@@ -211,9 +210,8 @@ def test_vectorised_de_albino_equals_the_per_channel_loop(training):
 def test_cached_per_image_part_gives_the_same_logits(small_net):
     x = images(4)
     with torch.no_grad():
-        cache = torch.cat(
-            [small_net.forward_per_image(x[i : i + 1]) for i in range(4)]
-        )  # one image at a time
+        # one image at a time
+        cache = torch.cat([small_net.forward_per_image(x[i : i + 1]) for i in range(4)])
         cached = small_net.head_from_per_image(cache)
         direct = small_net(x)
         feature, logits = small_net.feature_and_logits(x)
@@ -234,9 +232,8 @@ def test_batch_mode_depends_on_companions_and_fixed_mode_does_not(small_net):
     small_net.set_affinity("fixed")
     with pytest.raises(RuntimeError, match="estimate_population_mean"):
         small_net(x)
-    mean = small_net.estimate_population_mean(
-        [(others, torch.zeros(2)), x]
-    )  # (images, labels) or images
+    # (images, labels) or images
+    mean = small_net.estimate_population_mean([(others, torch.zeros(2)), x])
     with torch.no_grad():
         per_image = torch.cat([small_net.forward_per_image(others), small_net.forward_per_image(x)])
         alone = small_net(x[:1])
@@ -256,9 +253,8 @@ def test_state_dict_has_exactly_the_released_keys_and_shapes(net224):
     state = net224.state_dict()
     assert sorted(state) == sorted(expected)
     assert {k: tuple(v.shape) for k, v in state.items()} == expected
-    assert (
-        net224.cam_layer is net224.features[7]
-    )  # layer4, the paper's Grad-CAM layer for the RGB network
+    # layer4, the paper's Grad-CAM layer for the RGB network
+    assert net224.cam_layer is net224.features[7]
     assert (
         net224.input_size == 224
         and net224.mean == (0.485, 0.456, 0.406)
@@ -405,9 +401,8 @@ def test_weighting_variants_on_a_constructed_case(
     small_net, weighting, agree_weight, disagree_weight
 ):
     model = FusionModel(small_net, weighting=weighting).eval()
-    probabilities = torch.tensor(
-        [0.5, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05]
-    )  # landmark head: class 0, p = 0.5
+    # landmark head: class 0, p = 0.5
+    probabilities = torch.tensor([0.5, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05])
     with torch.no_grad():
         model.landmark_head.weight.zero_()
         model.landmark_head.bias.copy_(probabilities.log())

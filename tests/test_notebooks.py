@@ -115,19 +115,16 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
     experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
     baselines, fusions = scheduler.plan(experiment)
     planned = [experiment.fusion_dir(j.weighting, j.w, j.seed, j.variant).name for j in fusions]
-    gates = [
-        experiment.fusion_dir("learned", 0.6, seed).name for seed in experiment.seeds
-    ]  # fitted in 06, in seconds
+    # fitted in 06, in seconds
+    gates = [experiment.fusion_dir("learned", 0.6, seed).name for seed in experiment.seeds]
     assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(planned + gates)
     # two design ablations of the proposed model and naive fusion's (smoke runs them) and the
     # coordinate branch, for two seeds
     assert sorted(j.variant for j in fusions if j.variant) == sorted(
         ["default-init", "flip-batch-norm", "coords", "default-init"] * 2
     )
-    assert sorted(p.name for p in smoke_run.glob("baseline*")) == [
-        "baseline",
-        "baseline_seed1",
-    ]  # one baseline per seed
+    # one baseline per seed
+    assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]
     # the landmark ARM's population mean (a pass over the training images) only where a single photo
     # needs it
     with_means = {
@@ -183,9 +180,8 @@ def test_nothing_shared_carries_a_path_of_this_machine(smoke_run):
     injected = nbformat.read(smoke_run / "executed" / "04_fusion.ipynb", as_version=4).metadata[
         "papermill"
     ]["parameters"]
-    assert (
-        injected["RUN_DIR"] == "<run_dir>" and injected["DATA_ROOT"] == "<data_root>"
-    )  # outside the project: placeholders
+    # outside the project: placeholders
+    assert injected["RUN_DIR"] == "<run_dir>" and injected["DATA_ROOT"] == "<data_root>"
 
 
 def _browser() -> str | None:
@@ -252,9 +248,8 @@ def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_
         timeout=120,
     )
     images = json.loads(html.unescape(re.search(r'data-images="([^"]*)"', result.stdout).group(1)))
-    assert len(images) >= 2 and all(loaded for _, loaded in images), (
-        images
-    )  # Fig. 4 and a Grad-CAM++ mosaic, drawn
+    # Fig. 4 and a Grad-CAM++ mosaic, drawn
+    assert len(images) >= 2 and all(loaded for _, loaded in images), images
     text = re.sub(r"<[^>]+>", " ", result.stdout)
     assert "Table 6" in text and "What was run" in text
     claims = pd.read_csv(smoke_run / "tables" / "claims.csv")
@@ -318,9 +313,8 @@ def test_significance_and_claims_are_computed(smoke_run):
         significance["OA diff"] <= significance["OA 95% high"]
     ).all()
     ablation = pd.read_csv(tables / "significance_ablation.csv")
-    assert (
-        len(ablation) == 5 * 3
-    )  # four weightings vs the baseline, and both vs none: 2 seeds + pooled each
+    # four weightings vs the baseline, and both vs none: 2 seeds + pooled each
+    assert len(ablation) == 5 * 3
     per_seed = pd.read_csv(tables / "ablation_per_seed.csv")
     assert len(per_seed) == 4 * 2 and set(per_seed["seed"]) == {0, 1}
     assert len(pd.read_csv(tables / "proposed_per_seed.csv")) == 2
@@ -443,9 +437,8 @@ def test_a_rerun_executes_only_the_notebooks_whose_inputs_changed(smoke_run, cap
     # nothing is left to do
     first = rerun()
     touched = [nb.stem for nb in NOTEBOOKS if nb.stem not in first.get("notebooks_reused", [])]
-    assert (
-        touched == [nb.stem for nb in NOTEBOOKS][len(NOTEBOOKS) - len(touched) :]
-    )  # a tail, if any
+    # a tail, if any
+    assert touched == [nb.stem for nb in NOTEBOOKS][len(NOTEBOOKS) - len(touched) :]
     capsys.readouterr()
     executed = {nb.name: (smoke_run / "executed" / nb.name).stat().st_mtime_ns for nb in NOTEBOOKS}
     info = rerun()
@@ -521,13 +514,12 @@ def test_the_paper_networks_run_end_to_end(paper_sized_run):
     assert settings == get_profile("smoke", PAPER_SIZED).settings()
     baseline = torch.load(paper_sized_run / "baseline" / "best.pt", weights_only=True)
     assert baseline["input_size"] == 224 and baseline["width"] == 64
-    assert baseline["model_state_dict"]["fc.weight"].shape == (
-        7,
-        121,
-    )  # the paper's 11x11 ARM feature
+    # the paper's 11x11 ARM feature
+    assert baseline["model_state_dict"]["fc.weight"].shape == (7, 121)
+    # seeds start at the offset
     fusion = torch.load(
         paper_sized_run / "fusion" / "both_w0.60_seed3" / "best.pt", weights_only=True
-    )  # seeds start at the offset
+    )
     assert fusion["config"]["width"] == 32 and fusion["model"][
         "landmark_cnn.conv5.0.weight"
     ].shape == (512, 256, 3, 3)

@@ -60,9 +60,10 @@ def test_a_failing_job_stops_the_stage_and_names_its_log(tmp_path):
     experiment = Experiment(profile, root, tmp_path, progress=False)
     folder = experiment.baseline_dir_for(0)
     folder.mkdir()
+    # another run's folder
     (folder / "config.json").write_text(
         json.dumps({**asdict(experiment.baseline_config(0)), "width": 8})
-    )  # another run's folder
+    )
     with pytest.raises(
         SystemExit,
         match=(
@@ -82,9 +83,8 @@ def _simulate(workers, baseline_epoch, fusion_epoch, coords_epoch, fixed, seeds=
     runs = {s: [("fusion", s, 4)] * runs_per_seed + [("coords", s, 4)] for s in range(seeds)}
     queue, free = list(jobs), [0.0] * workers
     while queue:
-        queue.sort(
-            key=lambda job: job[3] if len(job) > 3 else 0.0
-        )  # released runs in the order released
+        # released runs in the order released
+        queue.sort(key=lambda job: job[3] if len(job) > 3 else 0.0)
         kind, seed, epochs, *release = queue.pop(0)
         worker = min(range(workers), key=free.__getitem__)
         start = max([free[worker], *release])
@@ -100,9 +100,8 @@ def test_the_time_left_is_within_a_quarter_of_the_truth_after_the_first_baseline
     fixed = {"baseline": 14.0, "fusion": 5.0, "coords": 1.0}
     end = _simulate(2, 20.0, 10.0, 0.5, fixed)
     clock = scheduler.StageClock(workers=2)
-    assert (
-        clock.left([("baseline", 0, 10, 0, 5.0), ("baseline", 1, 10, 0, 5.0)], []) is None
-    )  # nothing measured yet
+    # nothing measured yet
+    assert clock.left([("baseline", 0, 10, 0, 5.0), ("baseline", 1, 10, 0, 5.0)], []) is None
     clock.observe_epochs("baseline", [20.0, 20.0])  # both baselines' first epoch, at t = 20
     queued = [(kind, s, 4) for s in (0, 1) for kind in ["fusion"] * 6 + ["coords"]]
     left = clock.left([("baseline", 0, 10, 1, 0.0), ("baseline", 1, 10, 1, 0.0)], queued)

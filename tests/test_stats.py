@@ -77,9 +77,8 @@ def test_pooled_bootstrap_gives_the_seed_averaged_difference():
             labels, baseline == labels, correct, metric=metric, resamples=2000
         )
         per_seed = [score(labels, s) - score(labels, baseline) for s in seeds]
-        assert result.difference == pytest.approx(
-            np.mean(per_seed)
-        )  # both metrics are linear in correctness
+        # both metrics are linear in correctness
+        assert result.difference == pytest.approx(np.mean(per_seed))
         assert result.low < np.mean(per_seed) < result.high and result.excludes_zero
     # booleans through the general function give exactly the two-model bootstrap
     assert paired_bootstrap_correct(
@@ -159,15 +158,12 @@ def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
         return verdicts.claims(tmp_path).set_index("claim")["verdict"].iloc[0]
 
     assert verdict_for({0: (0.01, 0.03), 1: (0.002, 0.02)}) == "supported"
-    assert (
-        verdict_for({0: (0.01, 0.03), 1: (-0.01, 0.02)}) == "inconclusive"
-    )  # w = 1 may be as good
-    assert (
-        verdict_for({0: (-0.04, -0.01), 1: (0.002, 0.02)}) == "contradicted"
-    )  # w = 0 is surely better
-    assert (
-        verdict_for({0: (-0.0010, 0.0010), 1: (-0.0012, 0.0008)}) == "equivalent"
-    )  # every other w within the margin
+    # w = 1 may be as good
+    assert verdict_for({0: (0.01, 0.03), 1: (-0.01, 0.02)}) == "inconclusive"
+    # w = 0 is surely better
+    assert verdict_for({0: (-0.04, -0.01), 1: (0.002, 0.02)}) == "contradicted"
+    # every other w within the margin
+    assert verdict_for({0: (-0.0010, 0.0010), 1: (-0.0012, 0.0008)}) == "equivalent"
     # one of ten comparisons just below zero without adjustment is not enough to contradict (Holm
     # over the w)
     many = {w: (0.001, 0.02) for w in range(9)}
@@ -198,9 +194,8 @@ def test_four_verdicts_and_the_margin():
 
     assert verdict(0.010, 0.004) == "supported, beyond the margin"
     assert verdict(0.010, 0.004, sign=-1) == "contradicted, beyond the margin"
-    assert (
-        verdict(0.0026, 0.002) == "supported"
-    )  # the paper's own +0.26 is not "smaller than the margin"
+    # the paper's own +0.26 is not "smaller than the margin"
+    assert verdict(0.0026, 0.002) == "supported"
     assert verdict(0.0012, 0.0006) == "supported, smaller than the margin"
     assert verdict(0.0001, 0.0015) == "equivalent"
     assert verdict(0.0001, 0.02) == "inconclusive"
@@ -230,9 +225,8 @@ def test_cell_bootstrap_matches_resampling_image_indices_class_by_class():
     correct_a = rng.integers(0, 3, 400) / 2  # fractions of two seeds
     correct_b = np.clip(correct_a + rng.choice([0, 0.5], 400, p=[0.8, 0.2]), 0, 1)
     members = [np.flatnonzero(labels == k) for k in range(7)]
-    index = np.concatenate(
-        [rng.choice(m, size=(20_000, len(m))) for m in members], axis=1
-    )  # labels keep their order
+    # labels keep their order
+    index = np.concatenate([rng.choice(m, size=(20_000, len(m))) for m in members], axis=1)
 
     def aa(correct):  # mean over classes of each resample's per-class accuracy
         return np.mean([correct[index][:, labels == k].mean(1) for k in range(7)], axis=0)
@@ -259,9 +253,8 @@ def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seed
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 7, 3000)
     baseline = rng.random(3000) < 0.85
-    steady = np.stack(
-        [baseline | (rng.random(3000) < 0.05)] * 2
-    )  # two seeds that agree on every image
+    # two seeds that agree on every image
+    steady = np.stack([baseline | (rng.random(3000) < 0.05)] * 2)
     alone = paired_bootstrap_correct(labels, baseline, steady.mean(0))
     pooled = seed_pooled_interval(labels, np.stack([baseline] * 2), steady)
     assert (
@@ -269,17 +262,14 @@ def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seed
         and pooled.seed_variance == 0
         and pooled.interaction_variance == 0
     )
-    assert pooled.high - pooled.low == pytest.approx(
-        alone.high - alone.low, rel=0.1
-    )  # no seed spread: the test interval
-    apart = np.stack(
-        [baseline | (rng.random(3000) < 0.01), baseline | (rng.random(3000) < 0.09)]
-    )  # gains of ~0.15 and ~1.3 points
+    # no seed spread: the test interval
+    assert pooled.high - pooled.low == pytest.approx(alone.high - alone.low, rel=0.1)
+    # gains of ~0.15 and ~1.3 points
+    apart = np.stack([baseline | (rng.random(3000) < 0.01), baseline | (rng.random(3000) < 0.09)])
     wide = seed_pooled_interval(labels, np.stack([baseline] * 2), apart)
     narrow = paired_bootstrap_correct(labels, baseline, apart.mean(0))
-    assert wide.high - wide.low > 4 * (
-        narrow.high - narrow.low
-    )  # one degree of freedom for the seed term
+    # one degree of freedom for the seed term
+    assert wide.high - wide.low > 4 * (narrow.high - narrow.low)
     assert (wide.p_value < 0.05) == wide.excludes_zero
     with pytest.raises(ValueError, match="pair up"):
         seed_pooled_interval(labels, np.stack([baseline] * 2), apart[:1])
@@ -367,9 +357,8 @@ def test_seeds_needed_grow_as_the_effect_shrinks():
     result = seed_pooled_interval(labels, baseline, method)
     few, many = seeds_needed(result, 0.02), seeds_needed(result, 0.006)
     assert few is not None and many is not None and 2 <= few < many
-    assert (
-        seeds_needed(result, 0.0001) is None
-    )  # below what 3,068 test images resolve, however many seeds
+    # below what 3,068 test images resolve, however many seeds
+    assert seeds_needed(result, 0.0001) is None
     assert seeds_needed(result, 0.0001, test_images_scale=1e4) is not None
 
 
@@ -509,12 +498,24 @@ def test_one_error_rate_for_the_whole_table_in_its_worst_case():
             result = pooled_from_components(
                 "oa", difference, image, s2, 0.05 * seed_variance, seeds
             )
+            # fmt: skip
             tests.append(
                 verdicts.ClaimTest(
-                    "c", family, sign, result.p_value, 1.0, 1.0, difference, result.low,
-                    result.high, np.nan, "", "", result=result,
+                    "c",
+                    family,
+                    sign,
+                    result.p_value,
+                    1.0,
+                    1.0,
+                    difference,
+                    result.low,
+                    result.high,
+                    np.nan,
+                    "",
+                    "",
+                    result=result,
                 )
-            )  # fmt: skip
+            )
         words = verdicts.decide(tests)
         table_errors += any(_false_word(w, d, s, margin) for w, d, s in zip(words, truths, signs))
         # each test alone at 5%: the words of its own 95% interval
@@ -558,9 +559,8 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
             else "0 of 2 seeds as claimed, 2 against"
         )
         assert test.seeds_right.startswith(expected)
-    clear = _pooled(
-        0.02, 0.005, seeds=2
-    )  # however clear a two-seed interval, no method-level verdict
+    # however clear a two-seed interval, no method-level verdict
+    clear = _pooled(0.02, 0.005, seeds=2)
     assert verdicts.decide(
         [verdicts.ClaimTest("c", "primary", 1, clear.p_value, 1.0, 1.0, 0.02, clear.low, clear.high,
                             np.nan, "", "", result=clear)]
@@ -575,9 +575,14 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
 def test_components_print_readably_and_compatible_verdicts_are_counted_apart(tmp_path):
     from fer_lib.report import replication, tables
 
+    # fmt: skip
     assert [tables.readable(v) for v in (0.0, 3.1e17, float("inf"), 2.5e-6, 0.0123)] == [
-        "0", "3.10e+17", "inf", "2.50e-06", "0.0123",
-    ]  # fmt: skip
+        "0",
+        "3.10e+17",
+        "inf",
+        "2.50e-06",
+        "0.0123",
+    ]
     shown = tables.readable_components(pd.DataFrame({"OA seed var": [2.5e-6], "OA diff": [0.01]}))
     assert shown["OA seed var"].iloc[0] == "2.50e-06" and shown["OA diff"].iloc[0] == 0.01
     # the saved Markdown too (tabulate would read "2.50e-06" back as a number and print 0.0000)
@@ -714,11 +719,23 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
     def note(differences, interaction=1e-6):
         d = np.asarray(differences)
         result = pooled_from_components("oa", d.mean(), 4e-6, d.var(ddof=1), interaction, len(d))
+        # fmt: skip
         test = verdicts.ClaimTest(
-            "c", "primary", 1, result.p_value, 1.0, 1.0, result.difference, result.low,
-            result.high, np.nan, "", "", result=result,
+            "c",
+            "primary",
+            1,
+            result.p_value,
+            1.0,
+            1.0,
+            result.difference,
+            result.low,
+            result.high,
+            np.nan,
+            "",
+            "",
+            result=result,
             seed_differences=tuple(zip((4, 5, 6), differences)),
-        )  # fmt: skip
+        )
         return verdicts.outlying_seed_note(test, 0.05)
 
     flagged = note([0.020, 0.021, -0.150])

@@ -54,9 +54,8 @@ def test_layout_round_trip(demo):
     data = rafdb.load_rafdb(demo, require_original=True)
     assert len(data) == N_TRAIN + N_TEST
     assert data.names[0] == "train_00001.jpg" and data.names[-1] == f"test_{N_TEST:04d}.jpg"
-    assert data.names == sorted(
-        data.names, key=lambda n: (n.startswith("test"), n)
-    )  # name order only
+    # name order only
+    assert data.names == sorted(data.names, key=lambda n: (n.startswith("test"), n))
     assert (
         np.isin(data.attributes[:, 0], [0, 1, 2]).all()
         and np.isin(data.attributes[:, 2], range(5)).all()
@@ -153,9 +152,8 @@ def test_aligned_image_puts_the_eyes_on_the_targets(demo):
         ]
     )
     assert np.median(similarity_error) < 2.0 and similarity_error.max() < 6.0
-    auto_eyes = align_points(
-        data.auto37[:, 15:27].reshape(-1, 2, 6, 2).mean(2), data.manual5
-    )  # auto37 rows 15-26
+    # auto37 rows 15-26
+    auto_eyes = align_points(data.auto37[:, 15:27].reshape(-1, 2, 6, 2).mean(2), data.manual5)
     eye_error = np.abs(auto_eyes - ALIGN_TARGETS[:2]).max(axis=(1, 2))
     assert np.median(eye_error) < 2.0 and eye_error.max() < 8.0
 
@@ -175,9 +173,8 @@ def test_warp_follows_the_pixel_centre_convention(scale):
     )[0]
     ys, xs = np.indices(aligned.shape)
     centroid = np.array([(xs * aligned).sum(), (ys * aligned).sum()]) / aligned.sum()
-    assert (
-        np.abs(centroid - expected).max() < 0.05
-    )  # measured < 0.01; a half-pixel slip gives 0.18 or more
+    # measured < 0.01; a half-pixel slip gives 0.18 or more
+    assert np.abs(centroid - expected).max() < 0.05
 
 
 def test_landmarks_lie_inside_the_original_image(demo):
@@ -208,9 +205,8 @@ def test_scene_does_not_depend_on_the_label():
             assert other.original.size == first.original.size
             assert other.attributes == first.attributes and other.jpeg_quality == first.jpeg_quality
             assert other.conditions == first.conditions
-            assert (
-                np.linalg.norm(other.manual5[2] - first.manual5[2]) < 0.1 * iod
-            )  # the nose stays put
+            # the nose stays put
+            assert np.linalg.norm(other.manual5[2] - first.manual5[2]) < 0.1 * iod
 
 
 def test_expressions_move_the_landmarks():
@@ -287,6 +283,5 @@ def test_landmarks_carry_the_expression(balanced_samples):
     signal)."""
     labels = np.array([s.label for s in balanced_samples])
     features = np.stack([align_points(s.auto37, s.manual5).ravel() for s in balanced_samples])
-    assert (
-        _cv_accuracy(features, labels) > 0.35
-    )  # chance 0.14; without expressions it measures ~0.15
+    # chance 0.14; without expressions it measures ~0.15
+    assert _cv_accuracy(features, labels) > 0.35

@@ -48,9 +48,10 @@ def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
     assert not model.training and model.width == 4
     history = pd.read_csv(tmp_path / "a" / "history.csv")
     assert len(history) == 2 and (history["seconds"] > 0).all()
+    # wall time aside
     assert history.drop(columns="seconds").equals(
         pd.read_csv(tmp_path / "b" / "history.csv").drop(columns="seconds")
-    )  # wall time aside
+    )
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
     split = (tmp_path / "a" / "split.json").read_text()
@@ -99,13 +100,11 @@ def test_the_moving_average_is_what_an_averaged_baseline_keeps(tiny_split, tmp_p
     )
     last = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
     raw_last = torch.load(tmp_path / "raw" / "last.pt", weights_only=True)
-    assert torch.equal(
-        last["model"]["fc.weight"], raw_last["model"]["fc.weight"]
-    )  # the same training steps
+    # the same training steps
+    assert torch.equal(last["model"]["fc.weight"], raw_last["model"]["fc.weight"])
     assert not torch.equal(last["average"]["module.fc.weight"], last["model"]["fc.weight"])
-    kept = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)[
-        "model_state_dict"
-    ]  # one epoch: it is the kept one
+    # one epoch: it is the kept one
+    kept = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)["model_state_dict"]
     assert torch.equal(kept["fc.weight"], last["average"]["module.fc.weight"])
     assert torch.equal(averaged.fc.weight, kept["fc.weight"]) and not torch.equal(
         averaged.fc.weight, raw.fc.weight

@@ -42,18 +42,15 @@ MODELS = {
     "coordinate branch (MLP)": (PAPER_WEIGHTING, PAPER_W, "coords"),
 }
 PROPOSED = next(iter(MODELS))
+# Table 2
 TABLE2_CASES = (
     "RGB right, landmarks right",
     "RGB right, landmarks wrong",
     "RGB wrong, landmarks right",
     "RGB wrong, landmarks wrong",
-)  # Table 2
-EFFECTS = (
-    "fixed",
-    "broke",
-    "unchanged right",
-    "unchanged wrong",
-)  # what fusion did to the baseline's answer
+)
+# what fusion did to the baseline's answer
+EFFECTS = ("fixed", "broke", "unchanged right", "unchanged wrong")
 SORTS = {
     "weight p x w (high first)": ("factor", False),
     "weight p x w (low first)": ("factor", True),
@@ -397,9 +394,8 @@ class Explorer:
         )
         self.cams = widgets.Checkbox(value=False, description="Grad-CAM++ (a few seconds)")
         self.summary = widgets.HTML()
-        self.prediction = (
-            widgets.HTML()
-        )  # the chosen image's fused class at this w (read by the browser test)
+        # the chosen image's fused class at this w (read by the browser test)
+        self.prediction = widgets.HTML()
         self.figure = widgets.Output()
         self.gallery = widgets.Output()
         for control in (

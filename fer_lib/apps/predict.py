@@ -128,9 +128,8 @@ def face_split(image, faces: list[Face], size: int, name: str) -> tensors.SplitT
     on that canvas."""
     crops = []
     for face in faces:
-        crop = align(
-            image, face
-        )  # 100x100, then resized as the training images were (tensors._load_image)
+        # 100x100, then resized as the training images were (tensors._load_image)
+        crop = align(image, face)
         crops.append(
             np.asarray(
                 crop

@@ -141,9 +141,8 @@ def write_affectnet_npy(
         (folder / "images").mkdir(parents=True, exist_ok=True)
         (folder / "annotations").mkdir(parents=True, exist_ok=True)
         x1, y1, x2, y2 = sample.box
-        side = (
-            max(x2 - x1, y2 - y1) * 1.2
-        )  # a square crop around the face, as the release's 224x224 images
+        # a square crop around the face, as the release's 224x224 images
+        side = max(x2 - x1, y2 - y1) * 1.2
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         left, top = cx - side / 2, cy - side / 2
         crop = sample.original.crop(
@@ -164,15 +163,8 @@ def write_affectnet_npy(
     return _finish(out, "affectnet-npy", n_train, n_test, seed)
 
 
-FER_CODES = (
-    "Anger",
-    "Disgust",
-    "Fear",
-    "Happiness",
-    "Sadness",
-    "Surprise",
-    "Neutral",
-)  # FER2013's emotion column
+# FER2013's emotion column
+FER_CODES = ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Neutral")
 
 
 def _votes(rng: np.random.Generator, name: str, row: int) -> list[int]:
@@ -238,9 +230,8 @@ def write_ckplus(
     plan = [p for p in _plan(n_train, n_test, seed) if p[2] != "excluded"]
     sequences = max(len(plan) // 4, 7)
     for s in tqdm(range(sequences), desc="demo CK+", unit="seq", disable=not progress):
-        split, index, name = plan[
-            s * len(plan) // sequences
-        ]  # spread over the plan: every class, both splits
+        # spread over the plan: every class, both splits
+        split, index, name = plan[s * len(plan) // sequences]
         subject, sequence = f"S{s // 3 + 1:03d}", f"{s % 3 + 1:03d}"
         parts = [
             (folder / subject / sequence)

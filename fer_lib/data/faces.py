@@ -37,9 +37,8 @@ CLASS_ALIASES = {
     "Neutral": ("neutral", "calm", "none"),
 }
 ALIAS_TO_CLASS = {alias: k for k, name in enumerate(rafdb.CLASSES) for alias in CLASS_ALIASES[name]}
-DETECTION_MAX_SIDE = (
-    1600  # larger photos are detected on a reduced copy (boxes and points mapped back)
-)
+# larger photos are detected on a reduced copy (boxes and points mapped back)
+DETECTION_MAX_SIDE = 1600
 # Weaker detections are taken as false ones: on scikit-image's astronaut photo saved as JPEG, the face scores 1.63
 # and the mission patch on her suit 0.07, and the patch, being larger, would be "the largest face".
 MIN_DETECTION_SCORE = 0.3

@@ -131,9 +131,8 @@ class FerPlus:
                 "(microsoft/FERPlus) side by side."
             )
             return None
-        handle = open(
-            path, newline="", encoding="utf-8-sig"
-        )  # a byte-order mark, as some editors save, is not a column
+        # a byte-order mark, as some editors save, is not a column
+        handle = open(path, newline="", encoding="utf-8-sig")
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in columns if c not in header]
@@ -242,21 +241,18 @@ class FerPlus:
         if name not in self.index:
             counts.exclude(f"{name}: not among the {len(self.classes)} classes")
             return None
-        if (
-            soft is not None
-        ):  # over the vote classes -> over this reader's class list (contempt's share dropped for 7)
+        # over the vote classes -> over this reader's class list (contempt's share dropped for 7)
+        if soft is not None:
             mapped = np.zeros(len(self.classes))
             for k, share in enumerate(soft):
                 if VOTE_CLASSES[k] in self.index:
                     mapped[self.index[VOTE_CLASSES[k]]] = share
             soft = tuple((mapped / mapped.sum()).tolist())
-            name = self.classes[
-                int(np.argmax(mapped))
-            ]  # a tie goes to the class first in the project's order
+            # a tie goes to the class first in the project's order
+            name = self.classes[int(np.argmax(mapped))]
         try:
-            grey = np.array(
-                pixels, dtype=np.int64
-            )  # numpy parses the strings: twice as fast as int() per value
+            # numpy parses the strings: twice as fast as int() per value
+            grey = np.array(pixels, dtype=np.int64)
         except ValueError:
             problems.append(f"{old_path}:{line}: pixels are not whole numbers")
             return None

@@ -68,9 +68,8 @@ def render_heatmaps(
         raise ValueError(f"points must be (B, K, 2), got shape {tuple(points.shape)}")
     batch, n_points, _ = points.shape
     x, y = points[..., 0], points[..., 1]
-    valid = (
-        (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
-    )  # NaN compares False
+    # NaN compares False
+    valid = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
     x, y = torch.nan_to_num(x).unsqueeze(-1), torch.nan_to_num(y).unsqueeze(-1)  # (B, K, 1)
 
     reach = math.ceil(4 * sigma) if shape == "gaussian" else math.ceil(sigma) + 1

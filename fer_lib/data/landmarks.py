@@ -26,9 +26,8 @@ import numpy as np
 from fer_lib.settings import LANDMARK_SETS
 
 ALIGNED_SIZE = 100  # RAF-DB's aligned images are 100x100
-ALIGN_TARGETS = np.array(
-    [[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]]
-)  # left eye, right eye, mouth centre
+# left eye, right eye, mouth centre
+ALIGN_TARGETS = np.array([[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]])
 
 MANUAL5_NAMES = ("left_eye", "right_eye", "nose_tip", "left_mouth", "right_mouth")
 MANUAL5_FLIP = np.array([1, 0, 2, 4, 3])

@@ -47,9 +47,8 @@ LAYOUT_NAMES = {
     "ckplus": "CK+",
     "photos": "a folder of photos",
 }
-CROP_MARGIN = (
-    0.25  # a face box (or the landmarks' box) widened by this share of its size on every side
-)
+# a face box (or the landmarks' box) widened by this share of its size on every side
+CROP_MARGIN = 0.25
 SOURCES_FILE = "sources.csv"
 REPORT_FILE = "conversion_report.csv"
 SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: one row per converted image
@@ -160,9 +159,8 @@ class Sample:
     points68: np.ndarray | None = None
     box: tuple[float, float, float, float] | None = None
     upsample: int = 1  # FERPlus's 48x48 faces are enlarged this much before detection
-    soft: tuple[float, ...] | None = (
-        None  # FERPlus's probability mode: the soft label over the class list
-    )
+    # FERPlus's probability mode: the soft label over the class list
+    soft: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -338,9 +336,8 @@ def _numbered_tasks(
 ) -> Iterator[tuple[str, str, Sample]]:
     for sample in samples:
         counters[sample.split] += 1
-        width = (
-            6 if sample.split == "train" else 5
-        )  # AffectNet's 280,000 training images need six digits
+        # AffectNet's 280,000 training images need six digits
+        width = 6 if sample.split == "train" else 5
         yield str(out), f"{sample.split}_{counters[sample.split]:0{width}d}.jpg", sample
 
 

@@ -34,15 +34,13 @@ CLASSES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neut
 NUM_CLASSES = len(CLASSES)
 CONTEMPT = "Contempt"  # the 8th class of AffectNet-8, FERPlus and CK+; RAF-DB has none
 CLASSES_8 = CLASSES + (CONTEMPT,)
-CLASSES_FILE = (
-    "classes.json"  # a converted copy's class list, layout and protocol (absent: RAF-DB itself)
-)
+# a converted copy's class list, layout and protocol (absent: RAF-DB itself)
+CLASSES_FILE = "classes.json"
 SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: a soft label per image, trained on instead of the hard one
 SPLITS = ("train", "test")
 
-LABEL_FILE = (
-    Path("EmoLabel") / "list_patition_label.txt"
-)  # sic; RAF-DB's own README also spells it as below
+# sic; RAF-DB's own README also spells it as below
+LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 LABEL_FILE_OTHER_SPELLING = Path("EmoLabel") / "list_partition_label.txt"
 ALIGNED_DIR = Path("Image") / "aligned"
 ORIGINAL_DIR = Path("Image") / "original"
@@ -54,9 +52,8 @@ LAYOUT_DIRS = (LABEL_FILE.parent, ORIGINAL_DIR, ALIGNED_DIR, MANUAL_DIR, AUTO_DI
 
 ATTRIBUTE_NAMES = ("gender", "race", "age")
 ATTRIBUTE_RANGES = {"gender": 3, "race": 3, "age": 5}  # valid codes are 0..n-1
-UNKNOWN_ATTRIBUTE = (
-    -1
-)  # written by import-images, where a face's gender, race and age are not known
+# written by import-images, where a face's gender, race and age are not known
+UNKNOWN_ATTRIBUTE = -1
 
 
 def paper_results() -> dict:
@@ -144,12 +141,10 @@ class RafDb:
     attributes: np.ndarray  # (N, 3) int64: gender, race, age
     auto37: np.ndarray  # (N, 37, 2) float64, original-image pixels
     warnings: list[str] = field(default_factory=list)
-    classes: tuple[str, ...] = (
-        CLASSES  # what labels index: RAF-DB's 7, or a converted copy's (classes.json)
-    )
-    soft: np.ndarray | None = (
-        None  # (N, K) float soft labels (soft_labels.csv), or None: the hard labels are the targets
-    )
+    # what labels index: RAF-DB's 7, or a converted copy's (classes.json)
+    classes: tuple[str, ...] = CLASSES
+    # (N, K) float soft labels (soft_labels.csv), or None: the hard labels are the targets
+    soft: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -618,9 +613,8 @@ class CheckReport:
     warnings: list[str]
     classes: tuple[str, ...] = CLASSES
     layout: str = "RAF-DB"
-    excluded: dict[str, int] = field(
-        default_factory=dict
-    )  # rows left out by the protocol, by reason
+    # rows left out by the protocol, by reason
+    excluded: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # the layout's protocol, in words
 
     @property

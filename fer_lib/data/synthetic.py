@@ -52,14 +52,8 @@ MARKER_FILE = "DEMO_DATA.json"  # written last: its presence (and content) means
 PARTIAL_FILE = "DEMO_DATA.partial"  # present while a run is writing
 SPLIT_CODES = {"train": 0, "test": 1}
 NAME_DIGITS = {"train": 5, "test": 4}
-CONFUSABLE_PARTNER = {
-    0: 1,
-    1: 0,
-    2: 5,
-    5: 2,
-    4: 6,
-    6: 4,
-}  # Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
+# Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
+CONFUSABLE_PARTNER = {0: 1, 1: 0, 2: 5, 5: 2, 4: 6, 6: 4}
 
 
 @dataclass(frozen=True)
@@ -67,22 +61,17 @@ class SyntheticKnobs:
     """Every calibration knob of the generator. Rates are per-sample probabilities."""
 
     # expression geometry (what the landmarks carry)
-    intensity_range: tuple[float, float] = (
-        0.45,
-        1.0,
-    )  # AU intensity of a clear expression (0 = neutral face)
+    # AU intensity of a clear expression (0 = neutral face)
+    intensity_range: tuple[float, float] = (0.45, 1.0)
     weak_fraction: float = 0.25  # share of non-neutral samples drawn with a weak intensity
     weak_intensity_range: tuple[float, float] = (0.08, 0.35)  # weak expressions: close to Neutral
     recipe_jitter: float = 0.3  # relative sd of each AU's weight around its class recipe
-    idle_au_sd: float = (
-        0.08  # sd of small random AU activations on every face (resting-face variety)
-    )
-    identity_sd: float = (
-        1.0  # multiplier on every identity shape variation (brow height, mouth corners, ...)
-    )
-    label_noise: float = (
-        0.05  # chance a sample of a paired class shows its confusable partner's expression
-    )
+    # sd of small random AU activations on every face (resting-face variety)
+    idle_au_sd: float = 0.08
+    # multiplier on every identity shape variation (brow height, mouth corners, ...)
+    identity_sd: float = 1.0
+    # chance a sample of a paired class shows its confusable partner's expression
+    label_noise: float = 0.05
     # appearance cues (pixels only)
     cue_strength: float = 1.0  # contrast of teeth/wrinkles/tears (0 removes every appearance cue)
     cue_presence: float = 1.0  # multiplier on the per-class cue probabilities (_CUE_PRESENCE)
@@ -104,15 +93,11 @@ class SyntheticKnobs:
     pitch_sd_deg: float = 5.0  # head nod, normal sd
     roll_sd_deg: float = 7.0  # in-plane tilt, normal sd
     canvas_range: tuple[int, int] = (160, 360)  # original image width and height, px
-    face_fraction_range: tuple[float, float] = (
-        0.16,
-        0.3,
-    )  # inter-ocular distance / min(canvas side)
+    # inter-ocular distance / min(canvas side)
+    face_fraction_range: tuple[float, float] = (0.16, 0.3)
     grayscale_fraction: float = 0.08  # images stored as gray (in RGB JPEGs)
-    jpeg_quality_range: tuple[int, int] = (
-        60,
-        95,
-    )  # per image, the same for its original and aligned files
+    # per image, the same for its original and aligned files
+    jpeg_quality_range: tuple[int, int] = (60, 95)
     noise_sd_range: tuple[float, float] = (0.5, 4.0)  # sensor noise, 0-255 scale
     blur_range: tuple[float, float] = (0.3, 0.8)  # everyday blur radius, px
 
@@ -212,6 +197,7 @@ def _au_basis() -> np.ndarray:
     basis["AU10"][_UPPER_INNER_LIP, 1] = -0.05
     basis["AU10"][[48, 54, 60, 64], 1] = -0.015
     basis["AU10"][31:36, 1] = -0.015
+    # lip corner puller
     _mirror_set(
         basis["AU12"],
         {
@@ -223,7 +209,8 @@ def _au_basis() -> np.ndarray:
             67: (-0.02, -0.015),
             50: (0.0, -0.01),
         },
-    )  # lip corner puller
+    )
+    # lip corner depressor
     _mirror_set(
         basis["AU15"],
         {
@@ -234,13 +221,14 @@ def _au_basis() -> np.ndarray:
             50: (0.0, 0.01),
             58: (0.0, 0.01),
         },
-    )  # lip corner depressor
+    )
     basis["AU17"][[55, 56, 58, 59], 1] = -0.03  # chin raiser: lower lip and chin pushed up
     basis["AU17"][57, 1] = -0.04
     basis["AU17"][[65, 66, 67], 1] = -0.025
     basis["AU17"][[7, 8, 9], 1] = -0.03
     basis["AU17"][[6, 10], 1] = -0.015
     basis["AU17"][[50, 51, 52], 1] = -0.01
+    # lip stretcher
     _mirror_set(
         basis["AU20"],
         {
@@ -251,7 +239,7 @@ def _au_basis() -> np.ndarray:
             50: (0.0, 0.012),
             58: (0.0, -0.012),
         },
-    )  # lip stretcher
+    )
     basis["AU20"][51, 1] = 0.012
     basis["AU20"][57, 1] = -0.012
     basis["AU23"][[49, 53], 1] = 0.03  # lip tightener/presser: thin lips, narrower mouth
@@ -263,9 +251,8 @@ def _au_basis() -> np.ndarray:
     basis["AU25"][[56, 57, 58], 1] = 0.03
     basis["AU25"][[55, 59], 1] = 0.02
     jaw = np.arange(3, 14)
-    basis["AU26"][jaw, 1] = (
-        0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5
-    )  # jaw drop, chin moves most
+    # jaw drop, chin moves most
+    basis["AU26"][jaw, 1] = 0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5
     basis["AU26"][55:60, 1] = [0.15, 0.2, 0.22, 0.2, 0.15]  # the lower lip follows the chin
     basis["AU26"][65:68, 1] = [0.19, 0.22, 0.19]
     basis["AU26"][_UPPER_INNER_LIP, 1] = -0.01
@@ -370,9 +357,8 @@ def _sample_identity(rng: np.random.Generator, knobs: SyntheticKnobs) -> _Identi
 def _neutral_landmarks(idn: _Identity) -> np.ndarray:
     """The identity's frontal, expressionless 68 iBUG points in canonical units."""
     p = np.zeros((68, 2))
-    phi = (
-        np.pi * np.arange(17) / 16
-    )  # jaw: a superellipse from the left temple over the chin to the right
+    # jaw: a superellipse from the left temple over the chin to the right
+    phi = np.pi * np.arange(17) / 16
     e = 2 / idn.jaw_square
     p[:17, 0] = -idn.face_w * np.sign(np.cos(phi)) * np.abs(np.cos(phi)) ** e
     p[:17, 1] = 0.05 + (idn.chin_y - 0.05) * np.abs(np.sin(phi)) ** e
@@ -532,9 +518,8 @@ class _Scene:
     width: int
     height: int
     pose: _Pose
-    conditions: tuple[
-        str, ...
-    ]  # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    conditions: tuple[str, ...]
     jpeg_quality: int
     grayscale: bool
 
@@ -903,9 +888,8 @@ def _finish(
             ImageFilter.GaussianBlur(max(blur, rng.uniform(0.08, 0.14) * scene.pose.scale))
         )
     else:
-        image = image.filter(
-            ImageFilter.BoxBlur(blur)
-        )  # fractional box: anti-aliasing plus soft focus
+        # fractional box: anti-aliasing plus soft focus
+        image = image.filter(ImageFilter.BoxBlur(blur))
     low_light = "low_light" in scene.conditions
     exposure = rng.uniform(0.12, 0.25) if low_light else rng.uniform(0.8, 1.15)
     balance = rng.uniform(0.92, 1.08, 3)  # white balance
@@ -952,13 +936,11 @@ class SyntheticSample:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     attributes: tuple[int, int, int]  # gender, race, age
     jpeg_quality: int
-    conditions: tuple[
-        str, ...
-    ]  # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    conditions: tuple[str, ...]
     cues: dict[str, float] = field(default_factory=dict)
-    points68: np.ndarray | None = (
-        None  # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
-    )
+    # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
+    points68: np.ndarray | None = None
 
 
 def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generator]:

@@ -41,9 +41,8 @@ class SplitTensors:
     labels: torch.Tensor  # (N,) int64, 0-based
     landmark_set: str
     classes: tuple[str, ...] = CLASSES  # what labels index (the data set's class list)
-    soft: torch.Tensor | None = (
-        None  # (N, K) float32 soft labels to train on (FERPlus's probability mode), or None
-    )
+    # (N, K) float32 soft labels to train on (FERPlus's probability mode), or None
+    soft: torch.Tensor | None = None
 
     def targets(self, index: torch.Tensor) -> torch.Tensor:
         """What the loss compares with for the samples ``index``: their soft labels where the data set has them
@@ -228,9 +227,8 @@ def augment_arm(
             generator=noise_generator or device_generator(generator, device),
             device=device,
         )
-    out = torch.where(
-        noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out
-    )  # std 0.1 in normalised units
+    # std 0.1 in normalised units
+    out = torch.where(noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out)
 
     erase = torch.rand(batch, generator=generator) < 0.5
     area = torch.empty(batch).uniform_(0.02, 0.1, generator=generator) * height * width
@@ -239,16 +237,14 @@ def augment_arm(
     w = (area / log_ratio.exp()).sqrt().round().clamp(1, width).long()
     top = (torch.rand(batch, generator=generator) * (height - h + 1).float()).long()
     left = (torch.rand(batch, generator=generator) * (width - w + 1).float()).long()
-    top, h, left, w, erase = (
-        t.to(device) for t in (top, h, left, w, erase)
-    )  # the mask is built where the images are
+    # the mask is built where the images are
+    top, h, left, w, erase = (t.to(device) for t in (top, h, left, w, erase))
     rows = torch.arange(height, device=device).view(1, -1)
     cols = torch.arange(width, device=device).view(1, -1)
     in_rows = (rows >= top.view(-1, 1)) & (rows < (top + h).view(-1, 1))  # (B, H)
     in_cols = (cols >= left.view(-1, 1)) & (cols < (left + w).view(-1, 1))  # (B, W)
-    mask = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2) & erase.view(-1, 1, 1)).unsqueeze(
-        1
-    )  # (B, 1, H, W)
+    # (B, 1, H, W)
+    mask = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2) & erase.view(-1, 1, 1)).unsqueeze(1)
     return out.masked_fill(mask, 0.0)
 
 

@@ -91,9 +91,8 @@ def topk_accuracy(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
         )
     if not 1 <= k <= scores.shape[1]:
         raise ValueError(f"k must be in 1..{scores.shape[1]}, got {k}")
-    top = np.argsort(-scores, axis=1, kind="stable")[
-        :, :k
-    ]  # (N, k); stable: ties go to the lower class id
+    # (N, k); stable: ties go to the lower class id
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return float(np.mean((top == y_true[:, None]).any(axis=1)))
 
 

@@ -73,13 +73,10 @@ def linear_probe(
 
     fit, val = stratified_split(train_y, 0.1, seed)
     scores = {}
-    with (
-        warnings.catch_warnings(),
-        threadpool_limits(limits=1),
-    ):  # predictions too: a near-tie must not flip
-        warnings.simplefilter(
-            "ignore", ConvergenceWarning
-        )  # a probe is a reference, not a tuned model
+    # predictions too: a near-tie must not flip
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        # a probe is a reference, not a tuned model
+        warnings.simplefilter("ignore", ConvergenceWarning)
         for c in C_GRID:
             scores[c] = float(
                 (

@@ -258,12 +258,10 @@ class PooledResult:
         """Two one-sided tests against +-margin: p below alpha shows |difference| < margin."""
         if self.se == 0:
             return 0.0 if abs(self.difference) < margin else 1.0
-        lower = _tail(
-            self.ratio, self.seeds, (self.difference + margin) / self.se, self.floor
-        )  # H0: difference <= -margin
-        upper = _tail(
-            self.ratio, self.seeds, (margin - self.difference) / self.se, self.floor
-        )  # H0: difference >= +margin
+        # H0: difference <= -margin
+        lower = _tail(self.ratio, self.seeds, (self.difference + margin) / self.se, self.floor)
+        # H0: difference >= +margin
+        upper = _tail(self.ratio, self.seeds, (margin - self.difference) / self.se, self.floor)
         return max(lower, upper)
 
     def p_beyond(self, margin: float) -> float:
@@ -295,9 +293,8 @@ def _tail(ratio: float, seeds: int, t: float, floor: float = 0.0) -> float:
     from scipy.special import ndtr
     from scipy.stats import t as student
 
-    if not np.isfinite(
-        ratio
-    ):  # no image term: the floor can only shorten the tail, so t(S-1) is safe
+    # no image term: the floor can only shorten the tail, so t(S-1) is safe
+    if not np.isfinite(ratio):
         return float(student.sf(t, seeds - 1))
     scale = np.sqrt((1 + np.maximum(ratio * _chi_points(seeds), floor)) / (1 + ratio))
     return float(ndtr(-t * scale).mean())
@@ -523,9 +520,8 @@ def seeds_needed(
     return high
 
 
-OUTLIER_ALPHA = (
-    0.05  # the chance, per claim, of flagging some seed when seed effects are normal (at most)
-)
+# the chance, per claim, of flagging some seed when seed effects are normal (at most)
+OUTLIER_ALPHA = 0.05
 
 
 @dataclass(frozen=True)

@@ -125,9 +125,8 @@ class ARM(nn.Module):
         if x.ndim != 4 or x.shape[1] != 2:
             raise ValueError(f"ARM expects (B, 2, H, W) after PixelShuffle, got {tuple(x.shape)}")
         b, c, h, w = x.shape
-        x = self.de_albino(
-            x.reshape(b * c, 1, h, w)
-        )  # (B*2, 1, n, n): the shared kernel on each channel
+        # (B*2, 1, n, n): the shared kernel on each channel
+        x = self.de_albino(x.reshape(b * c, 1, h, w))
         x = self.bn(x.reshape(b, c, *x.shape[-2:]))  # (B, 2, n, n)
         x = x.mean(dim=1).flatten(1)  # (B, n*n)
         assert x.shape[1] == self.feature_dim, (
@@ -139,14 +138,12 @@ class ARM(nn.Module):
         """alpha * (mean map over the batch, or the population mean map): (1, n*n), added to every
         image."""
         if self.affinity == "batch":
-            if (
-                distributed.global_batch_active()
-            ):  # data-parallel training: the mean over every rank's images
+            # data-parallel training: the mean over every rank's images
+            if distributed.global_batch_active():
                 mean = distributed.global_mean(per_image)
             else:
-                mean = per_image.mean(
-                    dim=0, keepdim=True
-                )  # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
+                # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
+                mean = per_image.mean(dim=0, keepdim=True)
         else:
             if torch.isnan(self.population_mean).any():
                 raise RuntimeError(

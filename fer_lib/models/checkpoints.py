@@ -45,9 +45,8 @@ def _read_checkpoint(path: Path, hint: str) -> object:
     except (
         Exception
     ) as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
-        text = str(err).split("WeightsUnpickler error:", 1)[
-            -1
-        ]  # skip torch's generic weights_only preamble
+        # skip torch's generic weights_only preamble
+        text = str(err).split("WeightsUnpickler error:", 1)[-1]
         reason = next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint readable with torch.load(weights_only=True) "
@@ -107,8 +106,9 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path)
                 message += _listing(title, items)
         fc = state.get("fc.weight")
         side = round(fc.shape[-1] ** 0.5) if fc is not None and fc.ndim == 2 else 0
+        # an ARMNet: its fc reads the ARM feature
         if (
-            hasattr(model, "arm")  # an ARMNet: its fc reads the ARM feature
+            hasattr(model, "arm")
             and fc.shape != model.fc.weight.shape
             and side * side == fc.shape[-1]
         ):

@@ -154,9 +154,8 @@ class FusionModel(nn.Module):
         if init_from_baseline:
             with torch.no_grad():
                 self.fusion.weight.zero_()
-                self.fusion.weight[:, :dim] = (
-                    baseline.fc.weight
-                )  # (7, dim): F_RGB part = the baseline's fc
+                # (7, dim): F_RGB part = the baseline's fc
+                self.fusion.weight[:, :dim] = baseline.fc.weight
                 self.fusion.bias.copy_(baseline.fc.bias)
 
     @classmethod
@@ -262,9 +261,8 @@ class FusionModel(nn.Module):
         holds them at the values of the evaluation batch so that each image's explanation depends on
         that image alone.
         """
-        with precision.fp32_head(
-            rgb_per_image
-        ):  # the heads and eq. 2 in fp32, from bf16 features under autocast
+        # the heads and eq. 2 in fp32, from bf16 features under autocast
+        with precision.fp32_head(rgb_per_image):
             rgb_per_image, landmark_per_image = rgb_per_image.float(), landmark_per_image.float()
             rgb_term, landmark_term = (
                 self.batch_terms(rgb_per_image, landmark_per_image)
@@ -276,9 +274,8 @@ class FusionModel(nn.Module):
             landmark_feature = landmark_per_image + landmark_term  # (B, n*n) F_landmark
             landmark_logits = self.landmark_head(landmark_feature)  # (B, 7)
             weight = self.feature_weight(landmark_logits, rgb_logits)  # (B,)
-            fused = torch.cat(
-                [rgb_feature, weight[:, None] * landmark_feature], dim=1
-            )  # (B, 2*n*n)
+            # (B, 2*n*n)
+            fused = torch.cat([rgb_feature, weight[:, None] * landmark_feature], dim=1)
             return FusionOutput(
                 self.fusion(fused),
                 landmark_logits,

@@ -77,11 +77,12 @@ def _table(
                 cells.append(f'<td class="num">{text}</td>')
             else:
                 text = "" if pd.isna(value) else str(value)
+                # "supported, smaller than ..." too
                 css = (
                     f' class="{text.split(",")[0].replace(" ", "-")}"'
                     if column == css_column
                     else ""
-                )  # "supported, smaller than ..." too
+                )
                 cells.append(f"<td{css}>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -163,14 +164,12 @@ def write_landing_page(
     synthetic = settings.get("synthetic")
     counts = read_table(tables, "table3_class_counts")
     layout = info.get("data_layout", "RAF-DB")
-    if (
-        layout != "RAF-DB"
-    ):  # a converted AffectNet, FERPlus or CK+ copy: its name and protocol (classes.json)
+    # a converted AffectNet, FERPlus or CK+ copy: its name and protocol (classes.json)
+    if layout != "RAF-DB":
         data = html.escape(f"{layout}, converted into RAF-DB's layout")
     else:
-        synthetic_data = synthetic and str(info.get("data", "synthetic")).startswith(
-            "synthetic"
-        )  # not a --data set
+        # not a --data set
+        synthetic_data = synthetic and str(info.get("data", "synthetic")).startswith("synthetic")
         data = (
             "synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)"
             if synthetic_data
@@ -183,9 +182,8 @@ def write_landing_page(
         )
     classes = info.get("data_classes")
     protocol = [line.removeprefix("protocol: ") for line in info.get("data_protocol", [])]
-    if (
-        classes and tuple(classes) != RAFDB_CLASSES
-    ):  # every per-class table and figure follows this list
+    # every per-class table and figure follows this list
+    if classes and tuple(classes) != RAFDB_CLASSES:
         protocol.insert(0, f"{len(classes)} classes: {', '.join(classes)}")
     protocol += [
         f"excluded: {count:,} row(s), {reason}"

@@ -93,6 +93,7 @@ def significance_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.astype({"only model right": "Int64", "only versus right": "Int64"})
 
 
+# table column suffix -> PooledResult field
 POOLED_COLUMNS = {
     "p": "p_value",
     "se": "se",
@@ -100,7 +101,7 @@ POOLED_COLUMNS = {
     "seed var": "seed_variance",
     "interaction var": "interaction_variance",
     "ratio": "ratio",
-}  # table column suffix -> PooledResult field
+}
 
 
 def _intervals_of(
@@ -205,9 +206,8 @@ def pooled_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 ALPHA = 0.05
-EQUIVALENCE_MARGIN = (
-    0.002  # 0.2 points of OA or AA: the smallest difference of interest (MARGIN_REASON)
-)
+# 0.2 points of OA or AA: the smallest difference of interest (MARGIN_REASON)
+EQUIVALENCE_MARGIN = 0.002
 MARGIN_REASON = (
     "0.2 points (6 of RAF-DB's 3,068 test images): below every gain the paper reports for its "
     "method (+0.26 OA, +0.61 AA against the baseline; +0.33 OA against naive fusion), so the "
@@ -238,9 +238,8 @@ class ClaimTest:
     resolution: float  # smallest difference detected with 80% power (nan: not computed)
     about: str
     detail: str
-    seeds_right: str = (
-        ""  # the conditional tests, per seed: what the trained models themselves show
-    )
+    # the conditional tests, per seed: what the trained models themselves show
+    seeds_right: str = ""
     result: object = None  # the stats.PooledResult of a method-level claim
     seed_differences: tuple = ()  # (seed, its difference) of each seed of a method-level claim
 

@@ -125,9 +125,8 @@ def sibling_key(run_dir: Path, figures_dir: Path) -> str:
     run_dir, parts = Path(run_dir), []
     if run_dir.parent.exists():
         for other in sorted(run_dir.parent.iterdir()):
-            if (
-                other.resolve() == run_dir.resolve() or not (other / "run_info.json").exists()
-            ):  # a link to itself too
+            # a link to itself too
+            if other.resolve() == run_dir.resolve() or not (other / "run_info.json").exists():
                 continue
             try:
                 info = json.loads((other / "run_info.json").read_text())

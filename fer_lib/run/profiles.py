@@ -35,9 +35,8 @@ class Profile:
     (``with_settings``)."""
 
     name: str
-    synthetic: (
-        tuple[int, int] | None
-    )  # (train, test) sizes of the synthetic set; None: the user's data set
+    # (train, test) sizes of the synthetic set; None: the user's data set
+    synthetic: tuple[int, int] | None
     input_size: int  # network input (224 in the paper)
     baseline_width: int  # ResNet18 base width (64 in the paper)
     baseline_epochs: int
@@ -46,15 +45,13 @@ class Profile:
     seeds: int  # training seeds of every landmark-branch configuration
     w_grid: tuple[float, ...]  # Fig. 4
     batch_train: int = BaselineConfig.batch_size
-    batch_fusion: int | None = (
-        None  # training batch of the landmark branch + fusion; None: batch_train
-    )
+    # training batch of the landmark branch + fusion; None: batch_train
+    batch_fusion: int | None = None
     batch_test: int = BaselineConfig.eval_batch_size  # the paper tests with batch 64
     batch_study: tuple[int, ...] = (1, 16, 64, 256)  # ARM's batch-term study (notebook 3)
     synthetic_seed: int = 0
-    seed_offset: int = (
-        0  # every training seed is shifted by this: another seed acts like another CPU
-    )
+    # every training seed is shifted by this: another seed acts like another CPU
+    seed_offset: int = 0
     train_limit: int | None = None  # a stratified subset of the training split (None: all of it)
     test_limit: int | None = None  # a stratified subset of the test split (None: all of it)
     knobs: tuple[tuple[str, object], ...] = ()  # SyntheticKnobs overrides (the demo's difficulty)

@@ -198,9 +198,8 @@ class StageClock:
         # baselines end
         play([job for job in queued if job[0] == "baseline"])
         runs = [job for job in queued if job[0] != "baseline"]
-        play(
-            sorted(runs, key=lambda job: ready.get(job[1], 0.0))
-        )  # stable: submission order within a seed
+        # stable: submission order within a seed
+        play(sorted(runs, key=lambda job: ready.get(job[1], 0.0)))
         return max(free)
 
 
@@ -338,9 +337,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     from fer_lib.io import relative
 
     baselines, fusions = plan(experiment)
-    if all(
-        _finished(experiment, job) for job in baselines + fusions
-    ):  # a rerun: no images to decode, no workers to start
+    # a rerun: no images to decode, no workers to start
+    if all(_finished(experiment, job) for job in baselines + fusions):
         print(
             f"==> every model of the profile is trained ({len(baselines)} baseline(s), "
             f"{len(fusions)} landmark-branch run(s)): reusing them"
@@ -520,9 +518,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 ],
             )
             epochs_now = sum(len(v) for v in clock.epochs.values())
-            if (
-                epochs_now != shown_epochs
-            ):  # the estimate after each finished epoch, kept to check it against the truth
+            # the estimate after each finished epoch, kept to check it against the truth
+            if epochs_now != shown_epochs:
                 estimates.append(
                     {
                         "seconds": round(now - stage_start, 1),
@@ -531,9 +528,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                     }
                 )
                 shown_epochs = epochs_now
-                _save_estimates(
-                    estimates, None, logs / "time_left.csv"
-                )  # as it goes, so a stage cut short keeps them
+                # as it goes, so a stage cut short keeps them
+                _save_estimates(estimates, None, logs / "time_left.csv")
 
             def doing(
                 job,

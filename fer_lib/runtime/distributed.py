@@ -149,9 +149,10 @@ def all_sum(*values: float | torch.Tensor) -> list[float]:
     """Sum of each value over the ranks (epoch statistics: numbers, or 0-d tensors kept on the
     device during an epoch), read back to the host once."""
     device = collective_device()
+    # a float stays float64
     tensor = torch.stack(
         [torch.as_tensor(value, dtype=torch.float64).to(device) for value in values]
-    )  # a float stays float64
+    )
     if active():
         dist.all_reduce(tensor)
     return tensor.tolist()
@@ -202,12 +203,8 @@ def global_batch_norm(model: torch.nn.Module, device: torch.device) -> torch.nn.
     """Every BatchNorm2d of ``model`` made global-batch, in place, keeping its parameters and
     statistics: torch's SyncBatchNorm on CUDA, ``GlobalBatchNorm2d`` elsewhere."""
     if device.type == "cuda":
-        for (
-            name,
-            child,
-        ) in (
-            model.named_children()
-        ):  # convert_sync_batchnorm returns a new module for a BatchNorm root
+        # convert_sync_batchnorm returns a new module for a BatchNorm root
+        for name, child in model.named_children():
             setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
         return model
     for name, child in model.named_children():
