@@ -1,20 +1,23 @@
 """FERPlus (Barsoum et al., 2016): FER2013's 48x48 grey faces with ten crowd votes per image.
 
-Files: ``fer2013.csv`` (``emotion,pixels,Usage``: 2,304 grey values per row) and ``fer2013new.csv`` (the same
-rows in the same order: ``Usage,Image name`` and the votes for neutral, happiness, surprise, sadness, anger,
-disgust, fear, contempt, unknown, NF). Both are read in step, row by row.
+Files: ``fer2013.csv`` (``emotion,pixels,Usage``: 2,304 grey values per row) and ``fer2013new.csv``
+(the same rows in the same order: ``Usage,Image name`` and the votes for neutral, happiness,
+surprise, sadness, anger, disgust, fear, contempt, unknown, NF). Both are read in step, row by row.
 
 Label modes (the reference ``ferplus.py``; single votes are dropped first, as outliers):
-- ``majority`` (the default, FERPlus's rule): the top class if it holds more than half of the remaining votes;
-  otherwise unknown (a tie is therefore unknown);
+- ``majority`` (the default, FERPlus's rule): the top class if it holds more than half of the
+  remaining votes; otherwise unknown (a tie is therefore unknown);
 - ``plurality``: the top class, a tie for the top being unknown;
-- ``probability``: soft labels over the top classes covering 75% of the votes (at most three), as the reference
-  code makes them; the hard label is their argmax and the soft ones go to ``soft_labels.csv`` on conversion.
-Rows whose label is unknown or NF (not a face), and rows without an image name, are excluded and counted.
+- ``probability``: soft labels over the top classes covering 75% of the votes (at most three), as
+  the reference code makes them; the hard label is their argmax and the soft ones go to
+  ``soft_labels.csv`` on conversion.
+Rows whose label is unknown or NF (not a face), and rows without an image name, are excluded and
+counted.
 
-Splits: Training is the training split and PrivateTest the test split. PublicTest, FERPlus's validation set,
-joins the training split, from which the project holds out its own stratified validation split, as for every
-data set. The faces have no landmarks: conversion enlarges each 4x and runs the project's detector on it.
+Splits: Training is the training split and PrivateTest the test split. PublicTest, FERPlus's
+validation set, joins the training split, from which the project holds out its own stratified
+validation split, as for every data set. The faces have no landmarks: conversion enlarges each 4x
+and runs the project's detector on it.
 """
 
 from __future__ import annotations
@@ -61,9 +64,11 @@ UPSAMPLE = 4  # dlib's detector wants faces of about 80 px and more
 
 
 def label_votes(votes: np.ndarray, mode: str) -> tuple[int | None, str, np.ndarray | None]:
-    """(index into VOTE_COLUMNS or None, why excluded, soft label over the 8 classes or None) for one row's votes.
+    """(index into VOTE_COLUMNS or None, why excluded, soft label over the 8 classes or None) for
+    one row's votes.
 
-    Follows the reference ferplus.py: single votes are dropped first; an unknown or NF label is excluded.
+    Follows the reference ferplus.py: single votes are dropped first; an unknown or NF label is
+    excluded.
     """
     votes = np.where(np.asarray(votes, dtype=np.float64) <= 1.0, 0.0, votes)
     total = votes.sum()
@@ -106,7 +111,8 @@ def label_votes(votes: np.ndarray, mode: str) -> tuple[int | None, str, np.ndarr
 
 
 class FerPlus:
-    """Both CSV files of FERPlus; ``label_mode`` majority (default), plurality or probability; ``classes`` 8 or 7."""
+    """Both CSV files of FERPlus; ``label_mode`` majority (default), plurality or probability;
+    ``classes`` 8 or 7."""
 
     layout = "FERPlus"
 
@@ -170,8 +176,9 @@ class FerPlus:
                 if a is None or b is None:
                     shorter, longer = (old_path, new_path) if a is None else (new_path, old_path)
                     problems.append(
-                        f"{shorter}:{line}: ends here, but {longer.name} goes on: the two files must hold "
-                        "the same rows in the same order (row count mismatch). Restore both from their sources."
+                        f"{shorter}:{line}: ends here, but {longer.name} goes on: the two files "
+                        "must hold the same rows in the same order (row count mismatch). "
+                        "Restore both from their sources."
                     )
                     return
                 sample = self._parse(
@@ -196,21 +203,23 @@ class FerPlus:
             return None
         if (b.get("Usage") or "").strip() != usage:
             problems.append(
-                f"{new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's {usage!r}: the files "
-                "are not in the same row order. Restore both from their sources."
+                f"{new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's "
+                f"{usage!r}: the files are not in the same row order. Restore both from their "
+                "sources."
             )
             return None
         try:
             votes = np.array([float(b[c]) for c in VOTE_COLUMNS])
         except (TypeError, ValueError):
             problems.append(
-                f"{new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not ten numbers"
+                f"{new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not ten "
+                "numbers"
             )
             return None
         if (votes < 0).any() or (votes != np.round(votes)).any() or votes.sum() > 100:
             problems.append(
-                f"{new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole numbers from 0, "
-                "ten per image); fix or remove the row"
+                f"{new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole "
+                "numbers from 0, ten per image); fix or remove the row"
             )
             return None
         try:
@@ -226,8 +235,8 @@ class FerPlus:
         pixels = (a.get("pixels") or "").split()
         if len(pixels) != SIDE * SIDE:
             problems.append(
-                f"{old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 image); "
-                "restore the row from fer2013.csv"
+                f"{old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 "
+                "image); restore the row from fer2013.csv"
             )
             return None
         if not (b.get("Image name") or "").strip():
@@ -271,7 +280,8 @@ class FerPlus:
         )
 
     def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
-        """Both files read in step and every row checked (the pixels are the images: nothing else to decode)."""
+        """Both files read in step and every row checked (the pixels are the images: nothing else to
+        decode)."""
         counts, problems = Counts(self.classes), []
         for _ in self._walk(counts, problems, progress):
             pass
@@ -282,9 +292,10 @@ class FerPlus:
 
     def protocol(self) -> list[str]:
         return [
-            f"protocol: FERPlus, {len(self.classes)} classes, label mode {self.label_mode}; unknown and NF excluded",
-            "protocol: Training + PublicTest are the training split (the project holds out its own validation), "
-            "PrivateTest the test split",
-            "protocol: no landmarks ship with FERPlus: faces enlarged 4x and found by dlib's detector; faces it "
-            "misses are listed in conversion_report.csv",
+            f"protocol: FERPlus, {len(self.classes)} classes, label mode {self.label_mode}; "
+            "unknown and NF excluded",
+            "protocol: Training + PublicTest are the training split (the project holds out its "
+            "own validation), PrivateTest the test split",
+            "protocol: no landmarks ship with FERPlus: faces enlarged 4x and found by dlib's "
+            "detector; faces it misses are listed in conversion_report.csv",
         ]

@@ -1,24 +1,29 @@
-"""Data sets beyond RAF-DB: which layout a folder holds, and the conversion of a copy into RAF-DB's layout.
+"""Data sets beyond RAF-DB: which layout a folder holds, and the conversion of a copy into RAF-DB's
+layout.
 
-Design. Every command after ``check-data`` reads one layout, RAF-DB's (``fer_lib.data.rafdb``). AffectNet (both
-releases), FERPlus and CK+ are therefore *converted* once into that layout (``python -m fer_lib convert-data
-SRC OUT``), never read by the training code directly:
-- a face's 68 iBUG points give RAF-DB's 5 manual points and the project's 37 automatic ones through the same
-  mapping ``import-images`` uses (``landmarks.manual5_from_ibug68``, ``auto37_from_ibug68``). AffectNet and CK+
-  ship their 68 points; FERPlus's 48x48 faces go through the project's detector (``faces.detect_faces``) on an
-  upsampled copy, and faces it cannot find are listed in ``conversion_report.csv``, never dropped silently;
-- the converted copy carries ``classes.json``: its class list, layout, protocol and the rows the protocol
-  excluded, by reason. Classes are RAF-DB's 7 in RAF-DB's order, plus Contempt as an 8th where it is kept, so a
-  label means the same class in every converted set and cross-dataset evaluation maps classes by name;
-- ``sources.csv`` says where every converted image came from (file, row, the data set's own label code).
+Design. Every command after ``check-data`` reads one layout, RAF-DB's (``fer_lib.data.rafdb``).
+AffectNet (both releases), FERPlus and CK+ are therefore *converted* once into that layout (``python
+-m fer_lib convert-data SRC OUT``), never read by the training code directly:
+- a face's 68 iBUG points give RAF-DB's 5 manual points and the project's 37 automatic ones through
+  the same mapping ``import-images`` uses (``landmarks.manual5_from_ibug68``,
+  ``auto37_from_ibug68``). AffectNet and CK+ ship their 68 points; FERPlus's 48x48 faces go through
+  the project's detector (``faces.detect_faces``) on an upsampled copy, and faces it cannot find are
+  listed in ``conversion_report.csv``, never dropped silently;
+- the converted copy carries ``classes.json``: its class list, layout, protocol and the rows the
+  protocol excluded, by reason. Classes are RAF-DB's 7 in RAF-DB's order, plus Contempt as an 8th
+  where it is kept, so a label means the same class in every converted set and cross-dataset
+  evaluation maps classes by name;
+- ``sources.csv`` says where every converted image came from (file, row, the data set's own label
+  code).
 
-Conversion streams: each reader yields one sample at a time (AffectNet's 280,000-row CSV is read row by row),
-a worker pool decodes, crops, aligns and writes, and the label file grows in a temporary file renamed at the
-end, so neither the decoded set nor its annotations are ever held in memory at once.
+Conversion streams: each reader yields one sample at a time (AffectNet's 280,000-row CSV is read row
+by row), a worker pool decodes, crops, aligns and writes, and the label file grows in a temporary
+file renamed at the end, so neither the decoded set nor its annotations are ever held in memory at
+once.
 
-The readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``; found for a folder by ``fer_lib.data.datasets``) check
-with the same policy as RAF-DB's: every problem names the file, the row and what to do; nothing is skipped
-silently.
+The readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``; found for a folder by
+``fer_lib.data.datasets``) check with the same policy as RAF-DB's: every problem names the file, the
+row and what to do; nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -72,12 +77,14 @@ def class_index(classes: tuple[str, ...]) -> dict[str, int]:
 
 
 def project_classes(with_contempt: bool) -> tuple[str, ...]:
-    """The class list of a converted set: RAF-DB's 7 in RAF-DB's order, then Contempt when it is kept."""
+    """The class list of a converted set: RAF-DB's 7 in RAF-DB's order, then Contempt when it is
+    kept."""
     return rafdb.CLASSES_8 if with_contempt else rafdb.CLASSES
 
 
 def detect_layout(path: str | os.PathLike) -> str:
-    """The key (``LAYOUT_NAMES``) of the layout ``path`` holds; DataSetError saying what was looked for if none."""
+    """The key (``LAYOUT_NAMES``) of the layout ``path`` holds; DataSetError saying what was looked
+    for if none."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataSetError([f"{path}: no such file or folder"])
@@ -86,8 +93,8 @@ def detect_layout(path: str | os.PathLike) -> str:
             return "ferplus"
         raise DataSetError(
             [
-                f"{path}: a file; pass the folder of a data set (RAF-DB's basic/, AffectNet's, FERPlus's "
-                "folder holding fer2013.csv and fer2013new.csv, or CK+'s)"
+                f"{path}: a file; pass the folder of a data set (RAF-DB's basic/, AffectNet's, "
+                "FERPlus's folder holding fer2013.csv and fer2013new.csv, or CK+'s)"
             ]
         )
     if (path / "EmoLabel").is_dir() or (path / "basic" / "EmoLabel").is_dir():
@@ -106,16 +113,18 @@ def detect_layout(path: str | os.PathLike) -> str:
         return "photos"
     raise DataSetError(
         [
-            f"{path}: no known layout. Looked for RAF-DB (EmoLabel/), AffectNet (Manually_Annotated_Images/ with "
-            "training.csv and validation.csv, or train_set/ and val_set/), FERPlus (fer2013.csv and fer2013new.csv), "
-            "CK+ (cohn-kanade-images/, Emotion/, Landmarks/) and class folders of photos"
+            f"{path}: no known layout. Looked for RAF-DB (EmoLabel/), AffectNet "
+            "(Manually_Annotated_Images/ with training.csv and validation.csv, or train_set/ "
+            "and val_set/), FERPlus (fer2013.csv and fer2013new.csv), CK+ (cohn-kanade-images/, "
+            "Emotion/, Landmarks/) and class folders of photos"
         ]
     )
 
 
 def _holds_photos(path: Path, depth: int = 2) -> bool:
-    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image files; a bounded look
-    (the first 200 entries of each folder), so a folder of anything else is not taken for photos."""
+    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image files; a
+    bounded look (the first 200 entries of each folder), so a folder of anything else is not taken
+    for photos."""
     from itertools import islice
 
     from fer_lib.data.faces import IMAGE_SUFFIXES
@@ -138,16 +147,17 @@ AFFECTNET_LIST_DIRS = (
 )
 
 
-# ----------------------------------------------------------------------------------------------- samples
+# -----------------------------------------------------------------------------------------------
+# samples
 
 
 @dataclass
 class Sample:
     """One image to convert: where its pixels come from and what is known about its face.
 
-    Exactly one of ``path`` (an image file) or ``pixels`` (an 8-bit grey array, FERPlus) is set. ``points68``
-    (the image's pixels) is None where the face must be detected; ``box`` (x, y, width, height) is the data set's
-    face box, None where the crop follows the landmarks.
+    Exactly one of ``path`` (an image file) or ``pixels`` (an 8-bit grey array, FERPlus) is set.
+    ``points68`` (the image's pixels) is None where the face must be detected; ``box`` (x, y, width,
+    height) is the data set's face box, None where the crop follows the landmarks.
     """
 
     split: str  # "train" or "test"
@@ -165,7 +175,8 @@ class Sample:
 
 @dataclass
 class Counts:
-    """Per-split, per-class counts and excluded rows by reason, filled while a reader streams its rows."""
+    """Per-split, per-class counts and excluded rows by reason, filled while a reader streams its
+    rows."""
 
     classes: tuple[str, ...]
     train: list[int] = field(default_factory=list)
@@ -197,16 +208,22 @@ def decode_problem(path: Path) -> str | None:
         with Image.open(path) as image:
             image.load()
     except FileNotFoundError:
-        return f"{path}: listed image missing. Restore it from the data set's archive, or remove its row."
+        return (
+            f"{path}: listed image missing. Restore it from the data set's archive, or remove "
+            "its row."
+        )
     except Exception as error:  # PIL raises several types for broken files
-        return f"{path}: unreadable image ({type(error).__name__}: {error}). Restore it from the data set's archive."
+        return (
+            f"{path}: unreadable image ({type(error).__name__}: {error}). Restore it from the "
+            "data set's archive."
+        )
     return None
 
 
 class Decoder:
-    """Decodes images on a few threads (PIL releases the GIL while decoding), as check-data does for RAF-DB, in
-    bounded batches so a streamed reader stays streamed; problems go to ``problems``. Does nothing when not
-    ``enabled``. Use as a context manager: leaving it decodes what is left."""
+    """Decodes images on a few threads (PIL releases the GIL while decoding), as check-data does for
+    RAF-DB, in bounded batches so a streamed reader stays streamed; problems go to ``problems``.
+    Does nothing when not ``enabled``. Use as a context manager: leaving it decodes what is left."""
 
     BATCH = 256
 
@@ -242,8 +259,8 @@ class Decoder:
 def _crop_box(
     box: tuple[float, float, float, float] | None, points: np.ndarray, size: tuple[int, int]
 ) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the face crop: the box (or the points' box) widened by CROP_MARGIN, kept
-    inside the image."""
+    """(left, top, right, bottom) of the face crop: the box (or the points' box) widened by
+    CROP_MARGIN, kept inside the image."""
     if box is None:
         x, y = points.min(0)
         w, h = points.max(0) - points.min(0)
@@ -257,8 +274,8 @@ def _crop_box(
 
 
 def convert_one(task: tuple[str, str, Sample]) -> dict:
-    """Decode, crop, align and write one sample as RAF-DB sample ``name`` under ``out``; returns what happened.
-    Runs in worker processes: everything it needs travels in ``task``."""
+    """Decode, crop, align and write one sample as RAF-DB sample ``name`` under ``out``; returns
+    what happened. Runs in worker processes: everything it needs travels in ``task``."""
     out, name, sample = task
     out = Path(out)
     try:
@@ -290,7 +307,10 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
                 "source": sample.source,
                 "name": "",
                 "status": "no face",
-                "reason": f"dlib's detector found no face (image enlarged {sample.upsample}x, then up to 2x more)",
+                "reason": (
+                    f"dlib's detector found no face (image enlarged {sample.upsample}x, then up "
+                    "to 2x more)"
+                ),
             }
         points, box = faces[0].points68, None
     else:
@@ -344,11 +364,12 @@ def _numbered_tasks(
 def convert(
     reader, out: str | os.PathLike, *, workers: int | None = None, progress: bool = True
 ) -> dict:
-    """Convert the copy ``reader`` reads into RAF-DB's layout under ``out`` (an empty or new folder).
+    """Convert the copy ``reader`` reads into RAF-DB's layout under ``out`` (an empty or new
+    folder).
 
-    The reader's check runs first (images not decoded) and a broken copy is refused before anything is written.
-    Returns counts for the command to print. Images that cannot be converted (no face found, unreadable) are
-    listed in ``conversion_report.csv`` with the reason.
+    The reader's check runs first (images not decoded) and a broken copy is refused before anything
+    is written. Returns counts for the command to print. Images that cannot be converted (no face
+    found, unreadable) are listed in ``conversion_report.csv`` with the reason.
     """
     report = reader.check(decode_images=False, progress=progress)
     if not report.ok:
@@ -366,7 +387,8 @@ def convert(
     label_partial = out / f".{rafdb.LABEL_FILE.name}.partial"
     done = {"converted": 0, "train": 0, "test": 0}
     problems = []
-    # sources.csv and the label file are appended row by row (streaming); the label file is renamed into place last
+    # sources.csv and the label file are appended row by row (streaming); the label file is renamed
+    # into place last
     with (
         open(label_partial, "w", encoding="utf-8") as labels,
         open(out / SOURCES_FILE, "w", newline="", encoding="utf-8") as sources_handle,
@@ -411,7 +433,8 @@ def convert(
             for task in tasks:
                 record(convert_one(task), task[2])
         else:
-            # bounded batches: Pool.imap would read the whole generator ahead, holding every sample in memory
+            # bounded batches: Pool.imap would read the whole generator ahead, holding every sample
+            # in memory
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 for batch in _batches(tasks, 64 * workers):
                     for task, result in zip(batch, pool.imap(convert_one, batch, chunksize=8)):
@@ -458,8 +481,8 @@ def _counted(problems: list[dict]) -> dict[str, int]:
 
 
 def parse_points68(text: str) -> np.ndarray | None:
-    """(68, 2) points from 136 numbers in one string (separated by semicolons, commas or spaces), or None when
-    they are not 136 finite numbers."""
+    """(68, 2) points from 136 numbers in one string (separated by semicolons, commas or spaces), or
+    None when they are not 136 finite numbers."""
     parts = text.replace(";", " ").replace(",", " ").split()
     try:
         values = np.array([float(p) for p in parts], dtype=np.float64)

@@ -1,25 +1,27 @@
 """A synthetic RAF-DB: the project's embedded default data set.
 
-RAF-DB cannot be downloaded, so every notebook, table and figure runs on this stand-in when no copy is at
-hand. ``generate_demo_dataset`` writes it in exactly RAF-DB's basic/ layout (see fer_lib.data.rafdb), so the
-same reader loads it.
+RAF-DB cannot be downloaded, so every notebook, table and figure runs on this stand-in when no copy
+is at hand. ``generate_demo_dataset`` writes it in exactly RAF-DB's basic/ layout (see
+fer_lib.data.rafdb), so the same reader loads it.
 
 How a sample is made (all procedural, numpy + PIL.ImageDraw, no assets):
 - a canonical frontal 68-point iBUG face (units: inter-ocular distance = 1, origin between the eyes,
   y down), varied per identity (face width and height, jaw shape, eye size, brows, nose, mouth);
-- an expression as a sum of action-unit-like displacements of the 68 points with a random intensity; weak
-  intensities sit near Neutral, and the class recipes overlap where real FER does (Fear/Surprise,
-  Disgust/Anger, Sadness/Neutral); a little label noise swaps confusable partners;
-- appearance cues that the landmarks do not carry (teeth, wrinkles, crow's feet, tears, brow shadow),
-  which make the RGB branch the stronger one;
-- pose (yaw through a crude depth map, pitch, roll), random canvas size and face placement, background
-  clutter, lighting, blur, noise, grayscale and JPEG quality, all drawn independently of the class;
-- occluders (sunglasses, a hand or bar over the mouth), low light, heavy blur and tiny faces that hide the
-  pixel cues while the landmark files stay accurate, as RAF-DB's annotators labelled such faces anyway.
+- an expression as a sum of action-unit-like displacements of the 68 points with a random intensity;
+  weak intensities sit near Neutral, and the class recipes overlap where real FER does
+  (Fear/Surprise, Disgust/Anger, Sadness/Neutral); a little label noise swaps confusable partners;
+- appearance cues that the landmarks do not carry (teeth, wrinkles, crow's feet, tears, brow
+  shadow), which make the RGB branch the stronger one;
+- pose (yaw through a crude depth map, pitch, roll), random canvas size and face placement,
+  background clutter, lighting, blur, noise, grayscale and JPEG quality, all drawn independently of
+  the class;
+- occluders (sunglasses, a hand or bar over the mouth), low light, heavy blur and tiny faces that
+  hide the pixel cues while the landmark files stay accurate, as RAF-DB's annotators labelled such
+  faces anyway.
 
-Scene, expression and detector noise come from three independent random streams seeded by
-(seed, split, index), so everything except the expression is independent of the class by construction,
-and the output is byte-identical whatever the number of worker processes.
+Scene, expression and detector noise come from three independent random streams seeded by (seed,
+split, index), so everything except the expression is independent of the class by construction, and
+the output is byte-identical whatever the number of worker processes.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ class SyntheticKnobs:
     blur_range: tuple[float, float] = (0.3, 0.8)  # everyday blur radius, px
 
 
-# The action units modelled (FACS numbers); _au_basis gives each one's displacement of the 68 points.
+# The action units modelled (FACS numbers); _au_basis gives each one's displacement of the 68
+# points.
 AU_NAMES = (
     "AU1",
     "AU2",
@@ -140,7 +143,8 @@ _RECIPES: dict[int, dict[str, float]] = {
     6: {},  # Neutral
 }
 
-# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral).
+# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust, Happiness, Sadness,
+# Anger, Neutral).
 _CUE_PRESENCE: dict[str, tuple[float, ...]] = {
     "teeth": (0.15, 0.45, 0.35, 0.85, 0.02, 0.3, 0.03),
     "nasolabial": (0.05, 0.15, 0.7, 0.85, 0.05, 0.2, 0.03),
@@ -167,7 +171,8 @@ _LOWER_OUTER_MID = np.array([58, 57, 56])  # paired with _UPPER_OUTER_MID
 
 
 def _au_basis() -> np.ndarray:
-    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units of inter-ocular distance)."""
+    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units of inter-ocular
+    distance)."""
     basis = {name: np.zeros((68, 2)) for name in AU_NAMES}
     u = np.linspace(0, 1, 5)  # brow position, outer (0) -> inner (1)
     for brow, inward in ((_LEFT_BROW, 1.0), (_RIGHT_BROW, -1.0)):
@@ -272,7 +277,8 @@ def _mirror_set(displacement: np.ndarray, left: dict[int, tuple[float, float]]) 
 _AU_BASIS = _au_basis()
 
 
-# ----------------------------------------------------------------------------------------------- identity
+# -----------------------------------------------------------------------------------------------
+# identity
 
 
 @dataclass
@@ -280,7 +286,8 @@ class _Identity:
     """Who is in the photo: class-independent shape and appearance parameters."""
 
     attributes: tuple[int, int, int]  # gender, race, age codes (RAF-DB's manual file rows 6-8)
-    face_w: float  # half face width (inter-ocular distance = 1: varies the eye spacing relative to the face)
+    # half face width (inter-ocular distance = 1: varies the eye spacing relative to the face)
+    face_w: float
     chin_y: float
     jaw_square: float  # superellipse exponent of the jaw: larger = squarer
     head_h: float  # forehead height above the eye line
@@ -421,7 +428,8 @@ def _apply_expression(neutral: np.ndarray, au: np.ndarray) -> np.ndarray:
     return p
 
 
-# ----------------------------------------------------------------------------------------------- expression
+# -----------------------------------------------------------------------------------------------
+# expression
 
 
 @dataclass
@@ -449,7 +457,8 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
     )
     cues = {}
     for cue, by_class in _CUE_PRESENCE.items():
-        # neutral faces keep their (small) base rate: an occasional grin or furrow belongs to no class
+        # neutral faces keep their (small) base rate: an occasional grin or furrow belongs to no
+        # class
         p = by_class[shown] * (knobs.cue_presence if shown == 6 else presence_scale)
         if rng.random() < p:
             cues[cue] = (
@@ -462,7 +471,8 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
     return _Expression(shown, intensity, au, cues)
 
 
-# ----------------------------------------------------------------------------------------------- pose and scene
+# -----------------------------------------------------------------------------------------------
+# pose and scene
 
 
 @dataclass
@@ -503,7 +513,8 @@ def _depth(xy: np.ndarray) -> np.ndarray:
 
 
 def _head_outline(idn: _Identity, jaw: np.ndarray, grow: float = 1.0) -> np.ndarray:
-    """Closed outline: the jaw points, then the skull from the right temple over the top to the left."""
+    """Closed outline: the jaw points, then the skull from the right temple over the top to the
+    left."""
     alpha = np.linspace(0, np.pi, 15)[1:-1]
     top = np.stack(
         [idn.face_w * grow * np.cos(alpha), 0.05 - idn.head_h * grow * np.sin(alpha) ** 0.8], 1
@@ -609,7 +620,8 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return image
 
 
-# ----------------------------------------------------------------------------------------------- drawing
+# -----------------------------------------------------------------------------------------------
+# drawing
 
 
 def _chaikin(points: np.ndarray, closed: bool, iterations: int = 2) -> np.ndarray:
@@ -687,7 +699,8 @@ def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.
 
 
 def _draw_eyes(paint: _Painter, idn: _Identity, p: np.ndarray, iris_colour) -> None:
-    """Sclera, iris and lids: the lids are skin drawn over the iris, so a raised lid shows white above it."""
+    """Sclera, iris and lids: the lids are skin drawn over the iris, so a raised lid shows white
+    above it."""
     skin = _rgb(idn.skin)
     for eye, cx in ((_LEFT_EYE, -0.5), (_RIGHT_EYE, 0.5)):
         ring = p[eye]
@@ -874,14 +887,16 @@ def _draw_mouth_occluder(
 
 @functools.lru_cache(maxsize=4)
 def _noise_tile(size: int) -> np.ndarray:
-    """A fixed field of unit gaussian noise; each image takes a random crop (much cheaper than fresh noise)."""
+    """A fixed field of unit gaussian noise; each image takes a random crop (much cheaper than fresh
+    noise)."""
     return np.random.default_rng(20240601).standard_normal((size, size), dtype=np.float32)
 
 
 def _finish(
     image: Image.Image, scene: _Scene, rng: np.random.Generator, knobs: SyntheticKnobs
 ) -> Image.Image:
-    """Blur, lighting, noise and grayscale: the camera, independent of the class. PIL operations for speed."""
+    """Blur, lighting, noise and grayscale: the camera, independent of the class. PIL operations for
+    speed."""
     blur = rng.uniform(*knobs.blur_range)
     if "heavy_blur" in scene.conditions:
         image = image.filter(
@@ -919,7 +934,8 @@ def _finish(
     return image.convert("L").convert("RGB") if scene.grayscale else image
 
 
-# ----------------------------------------------------------------------------------------------- one sample
+# -----------------------------------------------------------------------------------------------
+# one sample
 
 
 @dataclass
@@ -952,7 +968,8 @@ def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generat
 def render_sample(
     seed: int, split: str, index: int, label: int, knobs: SyntheticKnobs | None = None
 ) -> SyntheticSample:
-    """Render sample ``index`` (0-based) of a split with 0-based ``label``; pure function of its arguments."""
+    """Render sample ``index`` (0-based) of a split with 0-based ``label``; pure function of its
+    arguments."""
     knobs = knobs or SyntheticKnobs()
     rng_scene, rng_expr, rng_detector = _sample_streams(seed, split, index)
     idn = _sample_identity(rng_scene, knobs)
@@ -1023,10 +1040,11 @@ def render_sample(
 
 
 def warp_aligned(image: Image.Image, manual5: np.ndarray) -> Image.Image:
-    """RAF-DB's aligned 100x100 crop: least-squares similarity from eyes + mouth centre to ALIGN_TARGETS.
+    """RAF-DB's aligned 100x100 crop: least-squares similarity from eyes + mouth centre to
+    ALIGN_TARGETS.
 
-    PIL's AFFINE transform takes the inverse map in its own coordinates (pixel centres at +0.5); faces
-    shrunk by more than 2x are box-reduced first so thin lines (wrinkles) survive.
+    PIL's AFFINE transform takes the inverse map in its own coordinates (pixel centres at +0.5);
+    faces shrunk by more than 2x are box-reduced first so thin lines (wrinkles) survive.
     """
     matrix = similarity_from_points(alignment_anchors(manual5), ALIGN_TARGETS)
     factor = int(1 / math.hypot(matrix[0, 0], matrix[1, 0]))
@@ -1054,14 +1072,15 @@ def warp_aligned(image: Image.Image, manual5: np.ndarray) -> Image.Image:
     )
 
 
-# ----------------------------------------------------------------------------------------------- the data set
+# -----------------------------------------------------------------------------------------------
+# the data set
 
 
 def class_counts_for(n: int, split: str) -> list[int]:
     """Images per class for ``n`` images of a split, in the proportions of the paper's Table 3.
 
-    Largest remainder (ties to the lower class index), so the counts sum to ``n``; with n >= 7 every class
-    gets at least one image, taken from the largest class.
+    Largest remainder (ties to the lower class index), so the counts sum to ``n``; with n >= 7 every
+    class gets at least one image, taken from the largest class.
     """
     if split not in SPLIT_CODES:
         raise ValueError(f"split {split!r} is not one of {tuple(SPLIT_CODES)}")
@@ -1078,7 +1097,8 @@ def class_counts_for(n: int, split: str) -> list[int]:
 
 
 def split_labels(n: int, split: str, seed: int) -> np.ndarray:
-    """0-based labels of a split's samples in name order: Table 3 proportions, shuffled by the seed."""
+    """0-based labels of a split's samples in name order: Table 3 proportions, shuffled by the
+    seed."""
     labels = np.repeat(np.arange(rafdb.NUM_CLASSES), class_counts_for(n, split))
     np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODES[split], 0])).shuffle(labels)
     return labels
@@ -1125,7 +1145,8 @@ def demo_dataset_is_complete(
     seed: int,
     knobs: SyntheticKnobs | None = None,
 ) -> bool:
-    """True when ``out_dir`` holds a finished demo set made by this generator version with these settings."""
+    """True when ``out_dir`` holds a finished demo set made by this generator version with these
+    settings."""
     root = Path(out_dir)
     try:
         found = json.loads((root / MARKER_FILE).read_text())
@@ -1148,7 +1169,8 @@ def _prepare_folder(root: Path) -> None:
         )
     if not ours and root.is_dir() and any(root.iterdir()):
         raise FileExistsError(
-            f"{root} is not empty and holds no {MARKER_FILE}: choose an empty folder for the demo set"
+            f"{root} is not empty and holds no {MARKER_FILE}: choose an empty folder for the demo "
+            "set"
         )
     root.mkdir(parents=True, exist_ok=True)
     (root / PARTIAL_FILE).write_text("a demo data set is being written here\n")
@@ -1173,14 +1195,15 @@ def generate_demo_dataset(
 
     Deterministic for (n_train, n_test, seed, knobs): byte-identical files whatever ``workers`` is
     (default: one process per CPU, at most 8; workers are spawned, so a script that calls this with
-    workers > 1 needs the usual ``if __name__ == "__main__":`` guard). A folder holding a label file but no
-    demo marker is refused (it may be a real RAF-DB copy); a previous demo set there is replaced.
-    ``DEMO_DATA.json`` is written last; see ``demo_dataset_is_complete``.
+    workers > 1 needs the usual ``if __name__ == "__main__":`` guard). A folder holding a label file
+    but no demo marker is refused (it may be a real RAF-DB copy); a previous demo set there is
+    replaced. ``DEMO_DATA.json`` is written last; see ``demo_dataset_is_complete``.
     """
     knobs = knobs or SyntheticKnobs()
     if not (1 <= n_train <= 99999 and 1 <= n_test <= 9999):
         raise ValueError(
-            f"need 1 <= n_train <= 99999 and 1 <= n_test <= 9999 (RAF-DB's name widths), got {n_train}, {n_test}"
+            "need 1 <= n_train <= 99999 and 1 <= n_test <= 9999 (RAF-DB's name widths), got "
+            f"{n_train}, {n_test}"
         )
     root = Path(out_dir).expanduser()
     _prepare_folder(root)
