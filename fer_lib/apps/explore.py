@@ -16,12 +16,15 @@ gallery of the default selection.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from fer_lib import training
 from fer_lib.evaluation import explain
@@ -361,8 +364,6 @@ class Explorer:
     move w."""
 
     def __init__(self, experiment, data: ExplorerData | None = None):
-        import ipywidgets as widgets
-
         self.data = data or ExplorerData(experiment)
         ex = experiment
         any_value = [("any", None)]
@@ -493,8 +494,6 @@ class Explorer:
 
 
 def _display_figure(fig: plt.Figure) -> None:
-    from IPython.display import display
-
     display(fig)
     plt.close(fig)  # shown once, not again at the end of the cell
 
@@ -502,9 +501,6 @@ def _display_figure(fig: plt.Figure) -> None:
 def show(experiment, data: ExplorerData | None = None) -> None:
     """Display the live explorer, or, where the pipeline renders the report (no kernel behind the
     page), say where it lives."""
-    import os
-
-    from IPython.display import Markdown, display
 
     if os.environ.get(BATCH_REPORT_ENV):
         display(

@@ -20,13 +20,16 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
-from fer_lib import models
+from fer_lib import models, training
 from fer_lib.data import landmarks, tensors
 from fer_lib.data.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation import explain
+from fer_lib.io import save_csv
 from fer_lib.runtime import devices, precision
+from fer_lib.training import landmark_inputs
 
 HEADS = (("rgb", "RGB"), ("landmark", "landmark only"), ("fused", "fused"))
 BATCH_NOTE = (
@@ -72,8 +75,6 @@ def figure_stems(photos: list[Path]) -> dict[Path, str]:
 def baseline_population_mean(baseline: models.ARMNet, data_root: Path, device: torch.device) -> int:
     """Estimate the baseline's population mean over a RAF-DB copy's training images, as notebook 09
     does for a checkpoint that stores none (the ARM authors'); returns how many images it took."""
-    from fer_lib import training
-
     fit, _ = training.load_splits(data_root, baseline.input_size, progress=True)
     maps = training.rgb_feature_cache(baseline.to(device), fit, flips=(False,), progress=True)[0]
     baseline.arm.estimate_population_mean(maps.to(device).split(256))
@@ -89,8 +90,6 @@ def load_models(
     """(baseline, fusion model or None, fusion config or None), in eval mode and batch-independent.
     A baseline checkpoint without a population mean gets one estimated over ``mean_data``'s training
     images."""
-    from fer_lib import training
-
     baseline = models.load_arm_checkpoint(baseline_path)
     if torch.isnan(baseline.arm.population_mean).any():
         if mean_data is None:
@@ -181,9 +180,6 @@ def predict_photos(
 ) -> pd.DataFrame:
     """Every face of every photo through loaded models whose ARM population means are set; writes
     ``out/predictions.csv`` and one figure per face (PNG and PDF)."""
-    from tqdm.auto import tqdm
-
-    from fer_lib.io import save_csv
 
     device = next(baseline.parameters()).device
     baseline.eval().set_affinity("fixed")
@@ -216,8 +212,6 @@ def predict_photos(
             }
         explanation = None
         if fusion is not None:
-            from fer_lib.training import landmark_inputs
-
             with torch.no_grad(), precision.autocast(device):  # the landmark trunk as evaluated
                 outputs = fusion.forward_cached(
                     per_image,

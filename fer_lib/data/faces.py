@@ -13,16 +13,24 @@ points (eye centres, nose tip, mouth corners) and the 37 automatic ones
 from __future__ import annotations
 
 import csv
+import importlib.util
+import multiprocessing
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dlib
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
 from fer_lib.data import landmarks, rafdb
+from fer_lib.data.synthetic import warp_aligned
+from fer_lib.data.tensors import stratified_split
+from fer_lib.io import save_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,8 +66,6 @@ class ImportProblem(ValueError):
 
 @lru_cache(maxsize=1)
 def _models():
-    import importlib.util
-
     # the model file is found without importing face_recognition_models, which needs setuptools'
     # pkg_resources
     spec = importlib.util.find_spec("face_recognition_models")
@@ -70,6 +76,7 @@ def _models():
         if spec
         else None
     )
+    # dlib imported here: a missing one is reported as FaceToolsMissing, with what to install
     try:
         import dlib
     except ImportError as error:
@@ -144,8 +151,6 @@ def detect_faces(
     ``max_upsample`` times) until a face appears. Detections scoring under ``min_score`` (default
     MIN_DETECTION_SCORE) are dropped as false ones, unless nothing else was found.
     """
-    import dlib
-
     detector, predictor = _models()
     min_score = MIN_DETECTION_SCORE if min_score is None else min_score
     scale = min(1.0, DETECTION_MAX_SIDE / max(image.size))
@@ -178,8 +183,6 @@ def detect_faces(
 def align(image: Image.Image, face: Face) -> Image.Image:
     """The 100x100 aligned crop of a face, made as the project aligns every image (eyes to (25, 35)
     and (75, 35), mouth centre to (50, 75), by the least-squares similarity)."""
-    from fer_lib.data.synthetic import warp_aligned
-
     return warp_aligned(image, face.manual5)
 
 
@@ -189,8 +192,6 @@ def detector_quality(data: rafdb.RafDb, count: int = 200) -> pd.DataFrame:
     both annotated eye centres) and the normalised mean error of the 37 points over the inter-ocular
     distance (median and mean over images). On the synthetic set the files' points are the drawn
     face's plus the simulated detector's noise."""
-    import pandas as pd
-
     picks = np.linspace(0, len(data) - 1, min(count, len(data))).astype(int)
     found, errors = 0, []
     for i in picks:
@@ -364,12 +365,6 @@ def import_images(
     split, a stratified, seeded ``test_fraction`` becomes the test split. Returns counts, for the
     command to print.
     """
-    import multiprocessing
-
-    from tqdm.auto import tqdm
-
-    from fer_lib.data.tensors import stratified_split
-    from fer_lib.io import save_csv
 
     if not 0 < test_fraction < 1:
         raise ImportProblem(f"test fraction must be in (0, 1), got {test_fraction}")
@@ -429,7 +424,6 @@ def import_images(
     (out / rafdb.LABEL_FILE).write_text(
         "".join(f"{r['name']} {label_of[r['name']] + 1}\n" for r in imported)
     )
-    import pandas as pd
 
     listed = rejected + [
         {k: r[k] for k in ("image", "name", "status", "reason")}

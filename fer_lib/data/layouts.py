@@ -35,6 +35,7 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_lib.data import landmarks, rafdb
+from fer_lib.data.synthetic import warp_aligned
 
 # The layouts check-data recognises, and how it names them.
 LAYOUT_NAMES = {
@@ -125,8 +127,8 @@ def _holds_photos(path: Path, depth: int = 2) -> bool:
     """Whether class folders (or train/ and test/ holding them) under ``path`` hold image files; a
     bounded look (the first 200 entries of each folder), so a folder of anything else is not taken
     for photos."""
-    from itertools import islice
-
+    # data.faces loads torch and pandas (via data.tensors and io): 5.6 s (2 busy cores) at
+    # `python -m fer_lib --help`, which imports this module
     from fer_lib.data.faces import IMAGE_SUFFIXES
 
     for entry in islice(path.iterdir(), 200):
@@ -282,6 +284,7 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
         if sample.pixels is not None:
             image = Image.fromarray(sample.pixels).convert("RGB")
         else:
+            # torch and pandas through data.faces: see _holds_photos
             from fer_lib.data.faces import load_photo
 
             image = load_photo(sample.path)
@@ -299,6 +302,7 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
             Image.Resampling.BICUBIC,
         )
     if points is None:
+        # torch and pandas through data.faces: see _holds_photos
         from fer_lib.data.faces import detect_faces
 
         faces = detect_faces(image)
@@ -327,8 +331,6 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
     points = points - [left, top]
     manual5 = landmarks.manual5_from_ibug68(points)
     try:
-        from fer_lib.data.synthetic import warp_aligned
-
         aligned = warp_aligned(crop, manual5)
     except (ValueError, np.linalg.LinAlgError) as error:
         return {

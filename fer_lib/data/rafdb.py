@@ -19,6 +19,8 @@ RAF-DB's own numbering.
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import math
 import os
@@ -467,8 +469,6 @@ def read_soft_labels(
     """(N, K) soft labels in the order of ``names``, from ``soft_labels.csv`` (name, then one column
     per class); every listed image needs a row summing to 1 whose largest share is its hard label.
     None if a problem was noted."""
-    import csv
-
     row_of = {name: i for i, name in enumerate(names)}
     soft = np.full((len(names), len(classes)), np.nan)
     with open(path, newline="", encoding="utf-8") as handle:
@@ -546,8 +546,6 @@ ANNOTATIONS_CACHE_VERSION = 1  # raise when RafDb's fields or their parsing chan
 def _annotations_key(root: Path, require_original: bool) -> str:
     """The files ``_read_all`` reads (labels, class list, soft labels, annotations) by name, size
     and time, and the image folders it checks names against, by name."""
-    import hashlib
-
     digest = hashlib.sha256(f"{ANNOTATIONS_CACHE_VERSION}|{require_original}".encode())
     statted = [Path("."), LABEL_FILE.parent, MANUAL_DIR, AUTO_DIR]
     listed = [ALIGNED_DIR] + ([ORIGINAL_DIR] if require_original else [])
@@ -568,6 +566,7 @@ def _annotations_key(root: Path, require_original: bool) -> str:
 
 
 def _write_cached(data: RafDb, path: Path) -> None:
+    # fer_lib.io loads torch and pandas: 5.6 s (2 busy cores) at `python -m fer_lib --help`
     from fer_lib.io import write_atomic
 
     arrays = {

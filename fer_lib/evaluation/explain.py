@@ -233,6 +233,8 @@ def held_batch_terms(
 def _grad_cam_plus_plus(
     wrapper: FusedLogits, layer: nn.Module, inputs: Tensor, target: np.ndarray
 ) -> np.ndarray:
+    # pytorch_grad_cam (with cv2): 13 s (2 busy cores) at every notebook's start (run.experiment
+    # imports this module)
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -345,6 +347,7 @@ def explain(
 def overlay(base: np.ndarray, cam: np.ndarray) -> np.ndarray:
     """pytorch-grad-cam's jet overlay of a CAM on an RGB (S, S, 3) or grey (S, S) image in [0,
     1]."""
+    # pytorch_grad_cam: see _grad_cam_plus_plus
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     base = np.repeat(base[..., None], 3, axis=-1) if base.ndim == 2 else base

@@ -18,9 +18,21 @@ machine.
 
 from __future__ import annotations
 
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from PIL import Image
+from skimage.feature import hog
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from torch.nn import functional
 
 from fer_lib.data.tensors import stratified_split
 
@@ -39,18 +51,12 @@ class ProbeResult:
 
 
 def _model(c: float):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300))
 
 
 def fit_probe(c: float, x: np.ndarray, y: np.ndarray):
     """A probe fitted on one thread, so the same numbers come out whatever threads the process was
     given."""
-    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
-
     with threadpool_limits(limits=1):
         return _model(c).fit(x, y)
 
@@ -66,10 +72,6 @@ def linear_probe(
 ) -> ProbeResult:
     """Fit on the training split with C chosen on a 10% stratified validation split, refit on all of
     it."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     fit, val = stratified_split(train_y, 0.1, seed)
     scores = {}
@@ -92,10 +94,6 @@ def linear_probe(
 
 def hog_features(images: np.ndarray) -> np.ndarray:
     """(N, D) HOG descriptors of uint8 images (N, 3, S, S), on grey images resized to 64x64."""
-    import torch
-    from skimage.feature import hog
-    from torch.nn import functional
-
     grey = torch.as_tensor(images).float().mean(1, keepdim=True)
     grey = functional.interpolate(grey, size=(HOG_SIDE, HOG_SIDE), mode="area")[:, 0].numpy()
     return np.stack(
@@ -109,8 +107,6 @@ def coordinate_features(points: np.ndarray, size: int) -> np.ndarray:
 
 
 def _photo_statistics(path) -> list[float]:
-    from PIL import Image
-
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     return [*pixels.mean((0, 1)), *pixels.std((0, 1)), pixels.shape[1], pixels.shape[0]]
@@ -120,9 +116,6 @@ def global_statistics(rafdb) -> np.ndarray:
     """(N, 11) per sample: mean and sd of each channel of the original photo, its width and height,
     and the inter-ocular distance and eye-centre position from the manual points (relative to the
     photo)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(
         max_workers=min(8, 2 * (os.cpu_count() or 1))
     ) as pool:  # PIL decodes without the GIL

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.optimize import brentq
+from scipy.special import ndtr
+from scipy.stats import binomtest, chi2
+from scipy.stats import t as student
 
 
 @dataclass(frozen=True)
@@ -280,8 +283,6 @@ class PooledResult:
 def _chi_points(seeds: int) -> np.ndarray:
     """Equal-probability points of chi-square(S-1)/(S-1): the seed-variance estimate relative to its
     truth."""
-    from scipy.stats import chi2
-
     return chi2.ppf((np.arange(_GRID) + 0.5) / _GRID, seeds - 1) / (seeds - 1)
 
 
@@ -290,9 +291,6 @@ def _tail(ratio: float, seeds: int, t: float, floor: float = 0.0) -> float:
     when the true seed_variance / (S v_img) is ``ratio`` and v_int / (S v_img) is ``floor`` (v_int,
     the interaction, is estimated from (N-1)(S-1) degrees of freedom and taken as known): T = sqrt(1
     + ratio) Z / sqrt(1 + max(ratio U, floor)), U ~ chi2(S-1)/(S-1)."""
-    from scipy.special import ndtr
-    from scipy.stats import t as student
-
     # no image term: the floor can only shorten the tail, so t(S-1) is safe
     if not np.isfinite(ratio):
         return float(student.sf(t, seeds - 1))
@@ -301,9 +299,6 @@ def _tail(ratio: float, seeds: int, t: float, floor: float = 0.0) -> float:
 
 
 def _quantile(ratio: float, seeds: int, probability: float, floor: float = 0.0) -> float:
-    from scipy.optimize import brentq
-    from scipy.stats import t as student
-
     if not np.isfinite(ratio):
         return float(student.ppf(probability, seeds - 1))
     return float(
@@ -461,8 +456,6 @@ def _ratio(
 ) -> float:
     """The plug-in ratio v_seed / (S v_img) the quantile is taken at: an upper confidence bound of
     v_seed (``bound_confidence``) from s^2 floored at the interaction, as in the standard error."""
-    from scipy.stats import chi2
-
     if image_variance <= 0:
         return np.inf
     level = bound_confidence(seeds, alpha)
@@ -550,8 +543,6 @@ def outlying_seed(
     seeds that happen to tie leave no zero scale to flag against, and the floor only lowers the
     statistic. With three seeds the others are two (one degree of freedom): only a seed dozens of
     spreads away is flagged (``benchmarks/README.md``, "Seeds that fail")."""
-    from scipy.stats import t as student
-
     d = np.asarray(differences, dtype=float)
     seeds = len(d)
     if seeds < 3:

@@ -186,7 +186,8 @@ def imagenet_weights_path() -> Path:
 
 
 def _imagenet_weights_url() -> str:
-    # imported where used: importing it costs seconds on a CPU (it loads torch._dynamo)
+    # torchvision, here and below: 8 s (2 busy cores; it loads torch._dynamo) at every notebook's
+    # start, through run.experiment
     import torchvision
 
     return torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
@@ -195,6 +196,7 @@ def _imagenet_weights_url() -> str:
 def _narrow_resnet18(width: int) -> nn.Module:
     """ResNet18's topology and module names at base width ``width`` (torchvision's layout, its
     init)."""
+    # torchvision: see _imagenet_weights_url
     from torchvision.models.resnet import BasicBlock, conv1x1
 
     def layer(inplanes: int, planes: int, stride: int) -> nn.Sequential:
@@ -239,6 +241,7 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
                 f"ImageNet weights exist for ResNet18 at width 64 only, not width {width}"
             )
         return _narrow_resnet18(width)
+    # torchvision: see _imagenet_weights_url
     from torchvision.models import resnet18
 
     resnet = resnet18(weights=None)

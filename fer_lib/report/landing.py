@@ -16,7 +16,15 @@ import json
 import shutil
 from pathlib import Path
 
+import mistune
+import nbformat
 import pandas as pd
+
+from fer_lib.data.rafdb import CLASSES as RAFDB_CLASSES
+from fer_lib.io import relative
+from fer_lib.report.tables import read_table
+from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
+from fer_lib.runtime.precision import arithmetic_note
 
 PAPER = {
     "title": "Emotion estimation from face images using facial landmarks",
@@ -90,8 +98,6 @@ def _table(
 
 def _notebook_line(executed: Path) -> tuple[str, str]:
     """(title, first sentence of the introduction) of an executed notebook's first markdown cell."""
-    import nbformat
-
     cell = next(
         (c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "markdown"), None
     )
@@ -105,8 +111,6 @@ def _notebook_line(executed: Path) -> tuple[str, str]:
 
 def render_spec(spec: Path, target: Path) -> Path:
     """The method, restated in English (``docs/SPEC.md``), as a standalone HTML page."""
-    import mistune
-
     body = mistune.html(spec.read_text(encoding="utf-8"))
     target.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>The "
@@ -127,12 +131,6 @@ def write_landing_page(
 ) -> Path:
     """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its
     path."""
-    from fer_lib.data.rafdb import CLASSES as RAFDB_CLASSES
-    from fer_lib.io import relative
-    from fer_lib.report.tables import read_table
-    from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
-    from fer_lib.runtime.precision import arithmetic_note
-
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
     info = (

@@ -5,6 +5,7 @@ comparison recorded with the figures.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +21,6 @@ HEADLINE_TOLERANCE = 0.01  # headline OA values of two runs of one profile must 
 def _run_summary(run_dir: Path) -> dict:
     """The verdicts and headline numbers of one finished run, read from its saved tables and
     run_info.json."""
-    import json
-
     run_dir = Path(run_dir)
     tables = run_dir / "tables"
     missing = [
@@ -185,8 +184,6 @@ STABILITY_FILE = "seed_stability"
 def replicate_of(run_dir: Path) -> Path | None:
     """Another finished run of the same commit, data and settings but other training seeds, beside
     ``run_dir`` (``runs/``): what the "same verdict with other seeds" column compares with."""
-    import json
-
     run_dir = Path(run_dir)
 
     def identity(folder: Path):

@@ -6,12 +6,24 @@ read from the run's saved tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest, norm
 
+from fer_lib.data.rafdb import paper_results
+from fer_lib.evaluation.stats import (
+    PooledResult,
+    holm,
+    mcnemar_exact,
+    outlying_seed,
+    paired_bootstrap_correct,
+    pooled_from_components,
+    seed_pooled_interval,
+    seeds_needed,
+)
 from fer_lib.report.tables import (
     CALIBRATED,
     COORDS_BRANCH,
@@ -46,8 +58,6 @@ def significance_rows(
     ``reference`` is the probabilities (N, 7) of one model (the frozen baseline), or a list with one
     entry per run (a model trained with the same seeds, paired seed by seed).
     """
-    from fer_lib.evaluation.stats import mcnemar_exact
-
     references = (
         list(reference) if isinstance(reference, (list, tuple)) else [reference] * len(runs)
     )
@@ -114,8 +124,6 @@ def _intervals_of(
     """Bootstrap intervals of one seed's difference (conditional on the two models), or, for (S, N)
     per-seed correctness, the method-level interval with its variance components
     (``stats.seed_pooled_interval``)."""
-    from fer_lib.evaluation.stats import paired_bootstrap_correct, seed_pooled_interval
-
     pooled_row = np.ndim(correct) == 2
     interval = seed_pooled_interval if pooled_row else paired_bootstrap_correct
     row = {}
@@ -166,8 +174,6 @@ def about_pooled(row, seeds: int) -> str:
 
 def pooled_result(row, metric: str = "OA"):
     """The ``stats.PooledResult`` of a pooled row of a significance table."""
-    from fer_lib.evaluation.stats import PooledResult
-
     return PooledResult(
         metric.lower(),
         float(row[f"{metric} diff"]),
@@ -181,8 +187,6 @@ def pooled_result(row, metric: str = "OA"):
 def family_p_values(frame: pd.DataFrame, metric: str = "OA") -> np.ndarray:
     """Holm-adjusted p-values of the pooled rows of a significance table, taken as one family (with
     one seed: of the per-seed rows, from McNemar for OA)."""
-    from fer_lib.evaluation.stats import holm
-
     rows = pooled(frame)
     column = f"{metric} p" if (frame["seed"].astype(str) == POOLED).any() else "McNemar p"
     return holm(rows[column].to_numpy(dtype=float))
@@ -306,8 +310,6 @@ def _test_from_rows(
 def _p_from_interval(difference: float, low: float, high: float) -> float:
     """A two-sided p-value from a bootstrap 95% interval (normal approximation), so that a one-seed
     claim without an exact test can be read at its share of the table's alpha."""
-    from scipy.stats import norm
-
     se = (high - low) / (2 * norm.ppf(0.975))
     if se <= 0:
         return 1.0 if difference == 0 else 0.0
@@ -399,8 +401,6 @@ def outlying_seed_note(test: ClaimTest, level: float) -> str:
     claim's own share of the table's alpha (``level``) on the pooled interval recomputed from the
     other seeds' differences, with the pooled row's image and interaction variances (neither depends
     on how many seeds are run)."""
-    from fer_lib.evaluation.stats import outlying_seed, pooled_from_components
-
     if test.result is None or level == 0 or len(test.seed_differences) < MIN_SEEDS:
         return ""
     seeds, differences = zip(*test.seed_differences)
@@ -436,8 +436,6 @@ def outlying_seed_note(test: ClaimTest, level: float) -> str:
 
 def _without(test: ClaimTest, result) -> ClaimTest:
     """``test`` read off another pooled result (its seeds less one)."""
-    from dataclasses import replace
-
     margin = EQUIVALENCE_MARGIN
     return replace(
         test,
@@ -507,8 +505,6 @@ WEIGHTING_CLAIM = "weighting by confidence and agreement beats no weighting (OA)
 def claim_tests(tables_dir: Path) -> list[ClaimTest]:
     """Every claim of this run's saved tables as a test (``claims`` decides them): the paper's
     headline as the primary claim, the others as one family."""
-    from scipy.stats import binomtest
-
     tables_dir = Path(tables_dir)
 
     def read(name):
@@ -669,8 +665,6 @@ def claims(tables_dir: Path) -> pd.DataFrame:
 
 def _paper_gains() -> dict[str, float]:
     """The paper's own gain for each claim it makes a number for (Tables 6 and 8, RAF-DB)."""
-    from fer_lib.data.rafdb import paper_results
-
     paper = paper_results()
     table6, table8 = paper["table6_overall"], paper["table8_ablation_overall"]
     return {
@@ -686,8 +680,6 @@ def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) 
     smallest difference detected with ``power`` at two-sided ``alpha`` is (z_(1-alpha/2) + z_power)
     * sqrt(image variance). Beside each claim's paper gain, and the test images that gain would need
     (the image term shrinks as 1/N)."""
-    from scipy.stats import norm
-
     gains = _paper_gains()
     rows = []
     for t in claim_tests(tables_dir):
@@ -711,8 +703,6 @@ def plan_rows(tables_dir: Path, effect: float, test_images_scale: float = 1.0) -
     """For every method-level claim of a finished run: its measured variance components, its
     resolution, and the seeds that would resolve ``effect`` (``stats.seeds_needed``) at
     ``test_images_scale`` times this run's test images."""
-    from fer_lib.evaluation.stats import seeds_needed
-
     rows = []
     for t in claim_tests(tables_dir):
         if t.result is None:

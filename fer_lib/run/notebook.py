@@ -12,11 +12,19 @@ AffectNet).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from fer_lib.io import PROJECT_ROOT, relative
 from fer_lib.run.experiment import Experiment
-from fer_lib.run.pipeline import PATH_SEPARATOR, run_dir_for
+from fer_lib.run.pipeline import (
+    PARAMETER_ENV,
+    PATH_SEPARATOR,
+    claim_run_dir,
+    ensure_data,
+    figures_dir_for,
+    run_dir_for,
+)
 from fer_lib.run.profiles import get_profile
 
 PARAMETERS = {
@@ -68,9 +76,6 @@ def _resolve_path(name: str, value: str) -> str:
     """A path parameter as the kernel uses it: "" stays empty; a path relative to the project (what
     run_all.sh writes for paths inside it) is made absolute; a placeholder such as ``<data_root>``
     (a path outside the project) is read from the environment variable run_all.sh set for it."""
-    import os
-
-    from fer_lib.run.pipeline import PARAMETER_ENV
 
     if not value:
         return ""
@@ -120,8 +125,6 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
         run yet
             (this notebook then trains the missing pieces itself).
     """
-    from fer_lib.run.pipeline import claim_run_dir, ensure_data, figures_dir_for
-
     values = check_parameters(namespace)
     profile = values["profile"]
     run_dir = Path(values["RUN_DIR"]) if values["RUN_DIR"] else run_dir_for(profile)

@@ -9,20 +9,36 @@ BASELINE_CHECKPOINT as papermill parameters.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import re
+import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fer_lib.io import PROJECT_ROOT, relative  # noqa: F401 - relative is part of this module's interface
+import pandas as pd
+import torch
 
-# pandas is imported where a table is built, not by every notebook's import of this module
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from fer_lib.run.kernels import WarmKernels
+from fer_lib.data.rafdb import check_rafdb, read_classes, resolve_root
+from fer_lib.data.synthetic import demo_dataset_is_complete, generate_demo_dataset
+from fer_lib.io import (
+    BATCH_REPORT_ENV,
+    PROJECT_ROOT,
+    claim_config,
+    relative,  # noqa: F401 - part of this module's interface
+    save_json,
+    save_text,
+)
+from fer_lib.report import tables
+from fer_lib.run import freshness
+from fer_lib.run.experiment import Experiment, synthetic_data_root
+from fer_lib.run.kernels import PIPELINE_KERNEL, EncryptedKernelManager, WarmKernels
+from fer_lib.run.profiles import get_profile
+from fer_lib.run.scheduler import train_all
+from fer_lib.runtime.devices import pick_device
+from fer_lib.runtime.precision import arithmetic_note, cpu_path
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -31,8 +47,6 @@ RUNS_DIR = PROJECT_ROOT / "runs"
 def run_dir_for(profile) -> Path:
     """``runs/<profile>``, or ``runs/<profile>-<settings>`` for a profile with ``--set`` overrides,
     so a sized-down or seed-shifted run never meets the default run's folder."""
-    from fer_lib.run.profiles import get_profile
-
     spec = get_profile(profile) if isinstance(profile, str) else profile
     overrides = spec.overrides()
     if not overrides:
@@ -46,8 +60,6 @@ def figures_dir_for(profile, run_dir: Path) -> Path:
     otherwise (the smoke profile, ``--set`` overrides, or another ``--run-dir``, such as a run on
     the other precision path) the run folder's own, so that it never overwrites the committed
     figures."""
-    from fer_lib.run.profiles import get_profile
-
     spec = get_profile(profile) if isinstance(profile, str) else profile
     default = Path(run_dir).resolve() == run_dir_for(spec).resolve()
     if spec.name == "smoke" or spec.overrides() or not default:
@@ -58,8 +70,6 @@ def figures_dir_for(profile, run_dir: Path) -> Path:
 def claim_run_dir(run_dir: Path, profile) -> None:
     """Write the profile's effective settings into ``run_dir/settings.json``, or refuse a folder
     made with others."""
-    from fer_lib.io import claim_config
-
     changed = claim_config(Path(run_dir) / "settings.json", profile)
     if changed:
         raise SystemExit(
@@ -72,10 +82,6 @@ def claim_run_dir(run_dir: Path, profile) -> None:
 def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path:
     """The data root a profile runs on: the user's RAF-DB, or the profile's synthetic set (generated
     once, then reused, which is said)."""
-    from fer_lib.data.synthetic import demo_dataset_is_complete, generate_demo_dataset
-    from fer_lib.run.experiment import synthetic_data_root
-    from fer_lib.run.profiles import get_profile
-
     if data is not None:
         return Path(data)
     spec = get_profile(profile) if isinstance(profile, str) else profile
@@ -133,8 +139,6 @@ def portable_parameter_list(name: str, paths) -> str:
 def check_data(root: Path) -> None:
     """Fail fast on a broken copy before any notebook runs. Images are only checked for presence
     here; notebook 01 decodes every one (decoding twice would double the cost on a real RAF-DB)."""
-    from fer_lib.data.rafdb import check_rafdb
-
     report = check_rafdb(root, decode_images=False)
     if report.errors and report.read_nothing:
         raise SystemExit("\n".join(report.errors))
@@ -151,8 +155,6 @@ def check_data(root: Path) -> None:
 def describe_data(root: Path) -> dict:
     """A data set's class list, layout, protocol and excluded rows (its classes.json; RAF-DB itself
     has none: its 7 classes), for the report."""
-    from fer_lib.data.rafdb import read_classes, resolve_root
-
     classes, info = read_classes(resolve_root(root))
     return {**info, "classes": list(classes)}
 
@@ -160,13 +162,6 @@ def describe_data(root: Path) -> dict:
 def machine_info() -> dict:
     """What a run ran on: CPU model and cores, GPU, torch and Python versions, the project's commit,
     the date."""
-    import hashlib
-    import platform
-    import subprocess
-
-    import torch
-
-    from fer_lib.runtime.precision import cpu_path
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -229,8 +224,6 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 def kernel_environment() -> dict[str, str]:
     """What the notebooks' kernels get on top of this process's environment: figures inline, widgets
     off (no one uses them in a rendered report)."""
-    from fer_lib.io import BATCH_REPORT_ENV
-
     return {"MPLBACKEND": INLINE_BACKEND, BATCH_REPORT_ENV: "1"}
 
 
@@ -243,9 +236,8 @@ def _execute(
 ) -> None:
     """Execute ``notebook`` into ``executed`` in a fresh kernel (``kernels``' warm one if ready;
     ``ahead``: then start warming the next notebook's)."""
+    # papermill: 3.5 s (2 busy cores) at every notebook's start (run.notebook imports this module)
     import papermill
-
-    from fer_lib.run.kernels import PIPELINE_KERNEL, EncryptedKernelManager
 
     environment = kernel_environment()
     saved = {name: os.environ.get(name) for name in environment}
@@ -283,6 +275,8 @@ def _execute(
 def _strip_machine_paths(executed: Path) -> None:
     """papermill records where it read and wrote the notebook; keep those paths relative to the
     project."""
+    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start (run.notebook imports
+    # this module)
     import nbformat
 
     notebook = nbformat.read(executed, as_version=4)
@@ -294,6 +288,8 @@ def _strip_machine_paths(executed: Path) -> None:
 
 
 def _render_html(executed: Path, report_dir: Path) -> Path:
+    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start (run.notebook imports
+    # this module)
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -309,8 +305,6 @@ def write_results_digest(
     """All tables of a run (their Markdown files) in one page beside the figures, for sharing and
     the README; ``arithmetic``: which precision path computed them
     (``precision.arithmetic_note``)."""
-    from fer_lib.io import save_text
-
     parts = [
         f"# Results: profile {profile}\n\nGenerated by `./run_all.sh` from the saved predictions; "
         f"data: `{relative(data_root)}`{'; ' + arithmetic if arithmetic else ''}.\n"
@@ -340,9 +334,6 @@ def run_folds(
     on each fold with their mean and sd over the folds (``<run_dir>/tables/folds_summary.*``), read
     from the folds' saved tables. ``options``: as ``run_all``'s. Stops at the first fold that fails;
     a rerun reuses the folds already done."""
-    from fer_lib.report import tables
-    from fer_lib.run.profiles import get_profile
-
     spec = get_profile(profile, settings)
     default = run_dir_for(spec)
     base = Path(run_dir) if run_dir else default.with_name(f"{default.name}-folds")
@@ -377,8 +368,6 @@ def run_folds(
 def fold_summary(tables: dict[str, Path]) -> pd.DataFrame:
     """Table 6's OA and AA of every model on each fold (``tables``: fold name -> its tables folder),
     then their mean and sample sd over the folds."""
-    import pandas as pd
-
     rows = []
     for fold, folder in tables.items():
         path = Path(folder) / "table6_overall.csv"
@@ -426,8 +415,6 @@ def run_all(
     processes (``fer_lib.run.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks
     train one model at a time).
     """
-    from fer_lib.run.profiles import get_profile
-
     started = time.perf_counter()
     spec = get_profile(profile, settings)
     base = Path(run_dir) if run_dir else run_dir_for(spec)
@@ -464,10 +451,8 @@ def run_all(
         "FIGURES_DIR": portable_parameter("FIGURES_DIR", figures),
         "CROSS_DATA": portable_parameter_list("CROSS_DATA", cross_data),
     }
-    from fer_lib.io import save_json
+    # the report's verdicts load scipy.stats: 6 s (2 busy cores) at every notebook's start
     from fer_lib.report.landing import write_landing_page
-    from fer_lib.run.experiment import Experiment
-    from fer_lib.run.scheduler import train_all
 
     warning = Experiment(
         spec, data_root, base, baseline_checkpoint, pretrained=pretrained
@@ -480,8 +465,6 @@ def run_all(
         else parameters["DATA_ROOT"]
     )
     data_info = describe_data(data_root)
-    from fer_lib.runtime.devices import pick_device
-    from fer_lib.runtime.precision import arithmetic_note
 
     info = {
         **machine_info(),
@@ -496,7 +479,6 @@ def run_all(
         "notebook_seconds": {},
         "device": str(pick_device()),  # what every training and notebook of this run computed on
     }
-    from fer_lib.run import freshness
 
     inputs = freshness.hash_parts(
         freshness.source_key(),
@@ -507,7 +489,6 @@ def run_all(
     )
     fresh = freshness.Freshness(base, figures, inputs, force=force)
     pages, reused = [], []
-    from fer_lib.run.kernels import WarmKernels
 
     kernels, every = WarmKernels(NOTEBOOK_DIR, kernel_environment()), notebooks()
     try:
@@ -590,6 +571,7 @@ def _replicate(
     """``run_all``'s second run with seeds shifted by ``offset`` (its own folder and figures), this
     run's report again (reused models: notebooks only), and the two runs' comparison in
     ``<figures>/seed_stability.*``."""
+    # the report's verdicts load scipy.stats: 2.5 s (2 busy cores) at every notebook's start
     from fer_lib.report import replication, tables
 
     shifted = {**(settings or {}), "seed_offset": str(spec.seed_offset + offset)}

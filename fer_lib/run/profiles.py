@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fer_lib.data.rafdb import CLASSES
+from fer_lib.data.synthetic import SyntheticKnobs
 from fer_lib.settings import (
     AUGMENTATIONS,
     LR_SCHEDULES,
@@ -81,8 +82,6 @@ class Profile:
         return [self.seed_offset + k for k in range(self.seeds)]
 
     def synthetic_knobs(self):
-        from fer_lib.data.synthetic import SyntheticKnobs
-
         return dataclasses.replace(SyntheticKnobs(), **dict(self.knobs))
 
     def describe(self, data: str | None = None) -> str:
@@ -376,8 +375,6 @@ def _decay(key: str, text: str) -> float:
 def _knobs(key: str, text: str) -> tuple[tuple[str, object], ...]:
     """``name=value,name=value`` (JSON values; ranges as [low, high]) into SyntheticKnobs
     overrides."""
-    from fer_lib.data.synthetic import SyntheticKnobs
-
     valid = {f.name: f for f in dataclasses.fields(SyntheticKnobs)}
     pairs = {}
     for item in filter(None, (part.strip() for part in _split_top_level(text))):

@@ -30,6 +30,13 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from fer_lib.io import relative, save_csv
+from fer_lib.run.experiment import Experiment, fusion_run_name
+from fer_lib.runtime.devices import pick_device
 
 # Cost of each job kind in seconds of one baseline epoch, until the stage has measured its own
 # (benchmarks/README.md, "The training stage's time left"): a landmark-branch epoch from the
@@ -89,8 +96,6 @@ class Job:
 
     @property
     def slug(self) -> str:
-        from fer_lib.run.experiment import fusion_run_name
-
         if self.weighting is None:
             return f"baseline_seed{self.seed}"
         return "fusion_" + fusion_run_name(self.weighting, self.w, self.seed, self.variant)
@@ -99,16 +104,12 @@ class Job:
 def _on_gpus() -> bool:
     """Whether the jobs train on GPUs: CUDA is there and ``--device`` (FER_DEVICE) did not ask for
     the CPU."""
-    from fer_lib.runtime.devices import pick_device
-
     return pick_device().type == "cuda"
 
 
 def default_workers(jobs: int) -> int:
     """One worker per visible GPU; on the CPU, one single-thread worker per core (at most 8: each
     holds the decoded images)."""
-    import torch
-
     if _on_gpus():
         return max(1, min(torch.cuda.device_count(), jobs))
     return max(1, min(os.cpu_count() or 1, jobs, 8))
@@ -214,8 +215,6 @@ def worker_devices(workers: int) -> list[str] | None:
     """The ``CUDA_VISIBLE_DEVICES`` entry each worker binds to, round-robin over the visible GPUs:
     the parent's own entries where it restricts them (a cluster's ``4,5``, MIG UUIDs), else the
     indices; None without a GPU."""
-    import torch
-
     if not _on_gpus():
         return None
     gpus = torch.cuda.device_count()
@@ -243,9 +242,6 @@ def _init_worker(devices) -> None:
 def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
     """Train one job in this worker on ``threads`` CPU threads (reusing what is finished); returns
     its wall time in seconds."""
-    import torch
-
-    from fer_lib.run.experiment import Experiment
 
     torch.set_num_threads(threads)
 
@@ -282,9 +278,6 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1)
 def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> None:
     """The time-left estimates of a stage beside the truth, once the stage has ended (``total``
     seconds)."""
-    import pandas as pd
-
-    from fer_lib.io import save_csv
 
     frame = pd.DataFrame(estimates, columns=["seconds", "epochs done", "estimated seconds left"])
     if total is not None:
@@ -331,10 +324,6 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     A job that fails stops the stage with its log's path; what finished before is kept (checkpoints
     and prediction tables are written atomically), and a rerun resumes.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from fer_lib.io import relative
 
     baselines, fusions = plan(experiment)
     # a rerun: no images to decode, no workers to start

@@ -4,6 +4,8 @@ named in the line a run prints before it trains.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from fer_lib.runtime import precision
@@ -47,8 +49,6 @@ def checked_device(name: str) -> torch.device:
 
 def pick_device() -> torch.device:
     """``FER_DEVICE`` where set (``--device``), else CUDA when available, else CPU."""
-    import os
-
     name = os.environ.get(DEVICE_ENV, "").strip()
     if name:
         return checked_device(name)

@@ -21,6 +21,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 _GLOBAL_BATCH = False
 
@@ -252,7 +253,6 @@ def wrap(
     process group: ``model`` as it is (still calling ``method``)."""
     if not active():
         return model if method == "forward" else _Calls(model, method)
-    from torch.nn.parallel import DistributedDataParallel
 
     for module in trained or [model]:
         global_batch_norm(module, device)
