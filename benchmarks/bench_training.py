@@ -140,7 +140,8 @@ def bench_autocast(args, device) -> None:
     for name, enabled in (("fp32", False), ("bf16 autocast", True)):
 
         def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
+            # called in this iteration only
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):  # noqa: B023
                 loss = functional.cross_entropy(model(images).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -363,10 +363,14 @@ def exact_miss(
     return float((2 * ndtr(-q * scale)).mean())
 
 
+# worst_case's grid of seed-to-image variance ratios
+RATIOS = np.geomspace(0.01, 3000, 15)
+
+
 def worst_case(
     seeds: int,
     confidence: float = 0.95,
-    ratios=np.geomspace(0.01, 3000, 15),
+    ratios=RATIOS,
     floor_shares=(0.0, 0.05, 0.1, 0.2, 0.5, 1.0),
 ) -> dict:
     """The largest ``exact_miss`` over the nuisance: the ratio, and the interaction's share of it

@@ -250,7 +250,7 @@ def test_broken_affectnet_csv_copies_are_refused(broken, capsys):
             ("training.csv:5", "134 values", "136"),
         ),
     }
-    for name, (edit, fragments) in cases.items():
+    for edit, fragments in cases.values():
         root = broken("affectnet")
         rewrite_csv(root / "Manually_Annotated_file_lists" / "training.csv", edit)
         assert_refused(root, capsys, *fragments)

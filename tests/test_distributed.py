@@ -192,10 +192,10 @@ def test_two_processes_report_the_epoch_statistics_of_one(runs, run, columns):
 def test_the_share_of_each_rank_covers_the_batch_once(monkeypatch):
     for world in (1, 2, 3, 4):
         for batch in range(world, 12):
-            monkeypatch.setattr(distributed, "world_size", lambda: world)
+            monkeypatch.setattr(distributed, "world_size", lambda: world)  # noqa: B023 - used at once
             parts = []
             for me in range(world):
-                monkeypatch.setattr(distributed, "rank", lambda: me)
+                monkeypatch.setattr(distributed, "rank", lambda: me)  # noqa: B023 - used at once
                 parts += list(range(batch))[distributed.share(batch)]
             assert parts == list(range(batch))
 

@@ -118,7 +118,7 @@ def test_landmark_cnn_layer_shapes_match_table1():
     x = heatmaps(1, 224)
     assert [name for name, _ in net.named_children()] == [name for name, *_ in expected]
     with torch.no_grad():
-        for (name, module), (expected_name, kernel, channels, side) in zip(
+        for (name, module), (_expected_name, kernel, channels, side) in zip(
             net.named_children(), expected
         ):
             x = module(x)

@@ -45,6 +45,7 @@ MODELS = {
     "coordinate branch (MLP)": (PAPER_WEIGHTING, PAPER_W, "coords"),
 }
 PROPOSED = next(iter(MODELS))
+_W_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # w_table's: 0, 0.1, ..., 1
 # Table 2
 TABLE2_CASES = (
     "RGB right, landmarks right",
@@ -175,9 +176,7 @@ def effect_counts(frame: pd.DataFrame) -> pd.DataFrame:
     return counts.rename_axis(index="Table 2 case", columns=None).reset_index()
 
 
-def w_table(
-    outputs: ModelOutputs, grid=tuple(round(0.1 * i, 1) for i in range(11))
-) -> pd.DataFrame:
+def w_table(outputs: ModelOutputs, grid=_W_GRID) -> pd.DataFrame:
     """The trained model re-fused at each w: its fused OA, and how many decisions differ from those
     at the trained w."""
     trained = outputs.refuse()[0].argmax(1)
@@ -501,7 +500,6 @@ def _display_figure(fig: plt.Figure) -> None:
 def show(experiment, data: ExplorerData | None = None) -> None:
     """Display the live explorer, or, where the pipeline renders the report (no kernel behind the
     page), say where it lives."""
-
     if os.environ.get(BATCH_REPORT_ENV):
         display(
             Markdown(

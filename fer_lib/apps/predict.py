@@ -180,7 +180,6 @@ def predict_photos(
 ) -> pd.DataFrame:
     """Every face of every photo through loaded models whose ARM population means are set; writes
     ``out/predictions.csv`` and one figure per face (PNG and PDF)."""
-
     device = next(baseline.parameters()).device
     baseline.eval().set_affinity("fixed")
     if fusion is not None:

@@ -365,7 +365,6 @@ def import_images(
     split, a stratified, seeded ``test_fraction`` becomes the test split. Returns counts, for the
     command to print.
     """
-
     if not 0 < test_fraction < 1:
         raise ImportProblem(f"test fraction must be in (0, 1), got {test_fraction}")
     _models()  # fail now, not in every worker, if the face tools are missing

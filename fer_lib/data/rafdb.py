@@ -602,7 +602,7 @@ def _read_cached(path: Path, root: Path) -> RafDb:
             saved["auto37"],
             saved["warnings"].tolist(),
             tuple(saved["classes"].tolist()),
-            saved["soft"] if "soft" in saved else None,
+            saved.get("soft"),
         )
 
 

@@ -72,7 +72,6 @@ def linear_probe(
 ) -> ProbeResult:
     """Fit on the training split with C chosen on a 10% stratified validation split, refit on all of
     it."""
-
     fit, val = stratified_split(train_y, 0.1, seed)
     scores = {}
     # predictions too: a near-tie must not flip

@@ -76,7 +76,6 @@ def _resolve_path(name: str, value: str) -> str:
     """A path parameter as the kernel uses it: "" stays empty; a path relative to the project (what
     run_all.sh writes for paths inside it) is made absolute; a placeholder such as ``<data_root>``
     (a path outside the project) is read from the environment variable run_all.sh set for it."""
-
     if not value:
         return ""
     if value.startswith("<") and value.endswith(">"):

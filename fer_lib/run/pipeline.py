@@ -9,6 +9,7 @@ BASELINE_CHECKPOINT as papermill parameters.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -162,16 +163,13 @@ def describe_data(root: Path) -> dict:
 def machine_info() -> dict:
     """What a run ran on: CPU model and cores, GPU, torch and Python versions, the project's commit,
     the date."""
-
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         cpu = next(
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         )
-    except (OSError, StopIteration):
-        pass
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

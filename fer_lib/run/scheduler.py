@@ -242,7 +242,6 @@ def _init_worker(devices) -> None:
 def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
     """Train one job in this worker on ``threads`` CPU threads (reusing what is finished); returns
     its wall time in seconds."""
-
     torch.set_num_threads(threads)
 
     clock = time.perf_counter()
@@ -278,7 +277,6 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1)
 def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> None:
     """The time-left estimates of a stage beside the truth, once the stage has ended (``total``
     seconds)."""
-
     frame = pd.DataFrame(estimates, columns=["seconds", "epochs done", "estimated seconds left"])
     if total is not None:
         frame["true seconds left"] = (total - frame["seconds"]).round(1)
@@ -324,7 +322,6 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     A job that fails stops the stage with its log's path; what finished before is kept (checkpoints
     and prediction tables are written atomically), and a rerun resumes.
     """
-
     baselines, fusions = plan(experiment)
     # a rerun: no images to decode, no workers to start
     if all(_finished(experiment, job) for job in baselines + fusions):
@@ -359,7 +356,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         )
         for job in baselines + fusions
     }
-    experiment.splits  # decode the images once, here, before the workers read the cache
+    _ = experiment.splits  # decode the images once, here, before the workers read the cache
     experiment_args = (
         p,
         experiment.data_root,
@@ -520,10 +517,10 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 # as it goes, so a stage cut short keeps them
                 _save_estimates(estimates, None, logs / "time_left.csv")
 
-            def doing(
-                job,
-            ) -> str:  # a job past its last epoch is selecting and predicting the test set
-                step = progress_now[job] + 1
+            # a job past its last epoch is selecting and predicting the test set
+            def doing(job) -> str:
+                # called in this iteration only
+                step = progress_now[job] + 1  # noqa: B023
                 return (
                     f"{job.name}, epoch {step}/{epochs_of(job)}"
                     if step <= epochs_of(job)
