@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.stats import norm
 
 from fer_lib.data import rafdb
+from fer_lib.evaluation.stats import PooledResult
+from fer_lib.report import verdicts
+from fer_lib.run import pipeline
 
 
 def write_tiny_rafdb(
@@ -60,10 +65,6 @@ def tiny_rafdb(tmp_path: Path) -> Path:
 def pooled_result(difference: float, half: float, seeds: int = 5):
     """A stats.PooledResult whose 95% interval is difference +- half, as with no seed effect (a
     normal quantile)."""
-    from scipy.stats import norm
-
-    from fer_lib.evaluation.stats import PooledResult
-
     se = half / norm.ppf(0.975)
     return PooledResult(
         "oa",
@@ -82,8 +83,6 @@ def pooled_result(difference: float, half: float, seeds: int = 5):
 
 def pooled_row(model: str, versus: str, result) -> dict:
     """The pooled row of a significance table (verdicts.significance_rows) for a PooledResult."""
-    from fer_lib.report import verdicts
-
     row = {
         "model": model,
         "versus": versus,
@@ -125,10 +124,6 @@ def pytest_collection_modifyitems(items):
 def smoke_run(tmp_path_factory):
     """The smoke profile's whole pipeline, run once for every test that reads it (notebooks,
     explorer)."""
-    import os
-
-    from fer_lib.run import pipeline
-
     run_dir = tmp_path_factory.mktemp("smoke")
     backend = os.environ.get("MPLBACKEND")
     # as run_all.sh sets it: the report must still show its figures

@@ -1,6 +1,7 @@
 """The training and evaluation commands end to end on a tiny data set (narrow networks, 1-2
 epochs)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from PIL import Image
 
-from fer_lib.__main__ import main
+from fer_lib import settings
+from fer_lib.__main__ import build_parser, main
 from fer_lib.data import rafdb
 from tests.conftest import write_tiny_rafdb
 
@@ -371,7 +375,6 @@ def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, mon
 
 def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, tmp_path):
     pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
-    from PIL import Image
     from skimage import data as samples
 
     base, _ = trained
@@ -437,8 +440,6 @@ def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, t
 
 
 def test_predict_refuses_a_checkpoint_without_a_population_mean(trained, tmp_path, capsys):
-    import torch
-
     base, _ = trained
     state = torch.load(base / "baseline" / "best.pt", weights_only=True)
     state["population_means"] = {
@@ -476,7 +477,6 @@ def test_predict_lists_unreadable_photos_and_goes_on_and_names_figures_apart(
     trained, tmp_path, capsys
 ):
     pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
-    from PIL import Image
     from skimage import data as samples
 
     base, _ = trained
@@ -510,11 +510,6 @@ def test_predict_lists_unreadable_photos_and_goes_on_and_names_figures_apart(
 def test_the_training_options_default_to_the_recipes(command, config, tmp_path):
     """Each option of a training command that sets a field of its recipe defaults to the recipe's
     default."""
-    import dataclasses
-
-    from fer_lib import settings
-    from fer_lib.__main__ import build_parser
-
     required = ["--data", str(tmp_path), "--run-dir", str(tmp_path)]
     if command == "train-fusion":
         required += ["--baseline", str(tmp_path)]
@@ -532,8 +527,6 @@ def test_the_training_options_default_to_the_recipes(command, config, tmp_path):
 def test_a_device_that_is_not_there_is_one_line_and_the_paper_profile_asks_before_a_cpu(
     tmp_path, capsys, monkeypatch
 ):
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as a torch that lost its GPU
     # unset; run-all --device sets it, and the test's end restores it
     monkeypatch.setenv("FER_DEVICE", "")
@@ -566,8 +559,6 @@ def test_a_training_command_says_which_device_and_precision_it_trains_on(trained
 def test_a_folder_that_is_no_data_set_is_one_line_and_makes_no_run_folder(
     tmp_path, capsys, monkeypatch
 ):
-    from PIL import Image
-
     monkeypatch.setenv("FER_DEVICE", "")  # run-all --device sets it; the test's end restores it
 
     (tmp_path / "empty").mkdir()

@@ -5,20 +5,30 @@ the file and the row."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from fer_lib import models, training
 from fer_lib.__main__ import main
 from fer_lib.apps import crossdata
 from fer_lib.data import affectnet, ckplus, datasets, ferplus, landmarks, layouts, rafdb
 from fer_lib.data.demo_layouts import WRITERS
+from fer_lib.data.tensors import SplitTensors, split_tensors
+from fer_lib.report import tables
+from fer_lib.report.landing import write_landing_page
+from fer_lib.run import pipeline
+from fer_lib.run.experiment import read_fusion_predictions
+from fer_lib.run.pipeline import describe_data
+from fer_lib.runtime import precision
 from tests.conftest import write_tiny_rafdb
 
 N_TRAIN, N_TEST = 14, 7
@@ -62,7 +72,6 @@ def test_every_layout_is_detected_and_named(copies, tmp_path):
     (tmp_path / "empty" / "notes" / "a.txt").write_text("x")
     with pytest.raises(layouts.DataSetError, match="no known layout"):
         layouts.detect_layout(tmp_path / "empty")
-    from PIL import Image
 
     for folder in ("happy", "train/sad"):
         (tmp_path / "photos" / folder).mkdir(parents=True)
@@ -402,7 +411,6 @@ def test_affectnet_landmarks_go_through_the_import_images_mapping(copies, conver
     )
     row = rows.iloc[line - 2]
     points = layouts.parse_points68(row["facial_landmarks"])
-    from PIL import Image
 
     size = Image.open(
         copies["affectnet"] / "Manually_Annotated_Images" / row["subDirectory_filePath"]
@@ -577,9 +585,6 @@ def test_run_all_refuses_a_raw_layout_before_any_work(copies, converted, capsys)
 
 
 def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_path):
-    from fer_lib.report.landing import write_landing_page
-    from fer_lib.run.pipeline import describe_data
-
     info = describe_data(converted["ckplus"])
     run = tmp_path / "run"
     (run / "report").mkdir(parents=True)
@@ -609,11 +614,6 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
     """Eight classes through the report's tables: Table 3 and the per-class tables list Contempt,
     which RAF-DB's paper numbers lack (left empty, never typed in); the confusion matrix labels it;
     a mismatch is refused."""
-    import matplotlib.pyplot as plt
-
-    from fer_lib.report import tables
-    from fer_lib.run.experiment import read_fusion_predictions
-
     eight = rafdb.CLASSES_8
     table3 = tables.class_count_table([5] * 8, [2] * 8, eight)
     assert list(table3["class"]) == list(eight) and table3["paper train"].isna().tolist() == [
@@ -661,9 +661,6 @@ def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     per-class tables list its 8 classes, the landing page names the data set, its protocol and
     classes, and notebook 09 tests the models on a 7-class RAF-DB, saying that Contempt is dropped.
     One pipeline for the three, as each costs minutes here."""
-    from fer_lib.run import pipeline
-    from fer_lib.runtime import precision
-
     # inherited by the training workers and the notebook kernels
     monkeypatch.setenv(precision.ENV, "bf16")
     monkeypatch.setenv("MPLBACKEND", "Agg")  # as run_all.sh sets it
@@ -742,9 +739,6 @@ def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
 
 
 def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
-    from fer_lib import training
-    from fer_lib.data.tensors import SplitTensors, split_tensors
-
     data = rafdb.load_rafdb(soft_copy)
     assert data.soft.shape == (len(data), 8) and (data.soft.argmax(1) == data.labels).all()
     train = split_tensors(data.split("train"), 128, progress=False).subset(np.arange(8))
@@ -870,10 +864,6 @@ def test_csv_files_saved_with_a_byte_order_mark_and_crlf_are_read(copies, tmp_pa
 
 
 def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp_path, capsys):
-    import dataclasses
-
-    from fer_lib import training
-
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     baseline_path = tiny_checkpoint(tmp_path / "base" / "best.pt", rafdb.CLASSES_8)
     config = training.FusionConfig(width=2)
@@ -926,8 +916,6 @@ def test_run_all_on_cks_folds_runs_every_fold_then_the_mean_over_them(
     """``run-all --data OUT`` where ``convert-data --fold all`` wrote OUT: each fold's copy gets its
     own report, and the folds' Table 6 values (read back from their saved tables) give the mean and
     sd over the folds."""
-    from fer_lib.run import pipeline
-
     assert (
         main(
             [

@@ -7,7 +7,7 @@ import torch
 
 from fer_lib import models, training
 from fer_lib.data import tensors
-from fer_lib.data.rafdb import CLASSES, load_rafdb
+from fer_lib.data.rafdb import CLASSES, CLASSES_8, load_rafdb
 from fer_lib.evaluation import explain
 from tests.conftest import write_tiny_rafdb
 
@@ -159,8 +159,6 @@ def test_the_figure_has_four_rows_per_example(tiny):
 def test_the_picks_follow_the_predictions_class_list_contempt_included():
     """A converted AffectNet's predictions carry 8 classes: Contempt (index 7) is picked and named
     like the others."""
-    from fer_lib.data.rafdb import CLASSES_8
-
     labels, fused = np.array([7, 7, 0]), np.array([7, 0, 0])
     eye = np.eye(8)[fused] * 0.9 + 0.1 / 8
     p = training.FusionPredictions(

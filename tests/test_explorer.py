@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
 import pytest
@@ -72,8 +73,6 @@ def test_filters_and_sorts(data):
 
 
 def test_the_panel_and_the_gallery_draw(data):
-    import matplotlib.pyplot as plt
-
     proposed = data.outputs(explore.PROPOSED)
     fig = data.draw_panel(proposed, 0, 0.3, cams=True)
     assert len(fig.axes) == 5

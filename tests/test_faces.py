@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fer_lib.__main__ import main
 from fer_lib.data import landmarks, rafdb
+from fer_lib.data.landmarks import similarity_from_points
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
 faces = pytest.importorskip("fer_lib.data.faces")
@@ -49,8 +51,6 @@ def test_the_largest_face_is_found_with_its_five_points_in_place(face):
 
 
 def test_the_aligned_crop_puts_the_eyes_within_two_pixels_of_their_targets(astronaut, face):
-    from fer_lib.data.landmarks import similarity_from_points
-
     crop = faces.align(astronaut, face)
     assert crop.size == (landmarks.ALIGNED_SIZE, landmarks.ALIGNED_SIZE)
     # what the crop was warped with
@@ -113,8 +113,6 @@ def test_the_label_file_s_other_spelling_is_read_and_named(tmp_path, astronaut):
 
 
 def test_bad_inputs_are_refused_in_one_line(tmp_path, astronaut, capsys):
-    from fer_lib.__main__ import main
-
     with pytest.raises(SystemExit) as exit_info:
         main(["import-images", str(tmp_path / "nowhere"), str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "no such file or folder" in capsys.readouterr().err

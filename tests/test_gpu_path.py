@@ -2,6 +2,9 @@
 on the process group's device, the feature cache's key, the population mean, and the host reads of a
 training loop."""
 
+import json
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -185,8 +188,6 @@ def test_the_frozen_feature_cache_is_fp32_in_every_precision_and_another_devices
 def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(
     bf16, split, tmp_path
 ):
-    import json
-
     config = training.BaselineConfig(
         input_size=SIZE, width=4, epochs=1, batch_size=8, eval_batch_size=4, val_fraction=0.3
     )
@@ -211,8 +212,6 @@ def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(
 def host_reads(monkeypatch):
     """Counts the reads of a tensor's value on the host (each a wait for the GPU there) made by
     fer_lib's own code."""
-    import sys
-
     reads = []
     for method in ("item", "tolist", "__int__", "__float__", "__bool__"):
         original = getattr(torch.Tensor, method)

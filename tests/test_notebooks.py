@@ -1,7 +1,13 @@
 """Every report notebook, executed in order by papermill on the smoke profile, and the tables it
 writes."""
 
+import ast
+import html
 import json
+import re
+import shutil
+import subprocess
+from urllib.parse import unquote
 
 import nbformat
 import numpy as np
@@ -9,8 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
+from fer_lib import training
+from fer_lib.__main__ import main
 from fer_lib.data.rafdb import CLASSES
-from fer_lib.run import pipeline
+from fer_lib.run import pipeline, scheduler
+from fer_lib.run.experiment import Experiment
+from fer_lib.run.kernels import WarmKernels
+from fer_lib.run.notebook import PARAMETERS
+from fer_lib.run.profiles import get_profile
 
 NOTEBOOKS = pipeline.notebooks()
 
@@ -48,10 +60,6 @@ def test_notebook_code_lines_are_at_most_100_characters():
 def test_the_shared_opening_cells_are_the_same_in_every_notebook():
     """What no generator keeps in step any more: title, imports, parameters, start(...) and the
     kernel."""
-    import ast
-
-    from fer_lib.run.notebook import PARAMETERS
-
     parameters, kernelspecs = {}, {}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
@@ -108,10 +116,6 @@ def test_every_notebook_ran_and_rendered(smoke_run):
 
 
 def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke_run):
-    from fer_lib.run import scheduler
-    from fer_lib.run.experiment import Experiment
-    from fer_lib.run.profiles import get_profile
-
     experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
     baselines, fusions = scheduler.plan(experiment)
     planned = [experiment.fusion_dir(j.weighting, j.w, j.seed, j.variant).name for j in fusions]
@@ -185,8 +189,6 @@ def test_nothing_shared_carries_a_path_of_this_machine(smoke_run):
 
 
 def _browser() -> str | None:
-    import shutil
-
     return next(
         (
             shutil.which(name)
@@ -198,12 +200,6 @@ def _browser() -> str | None:
 
 
 def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_path):
-    import html
-    import re
-    import shutil
-    import subprocess
-    from urllib.parse import unquote
-
     copied = tmp_path / "a copy of the report"  # copied elsewhere, as someone receiving it would
     shutil.copytree(smoke_run / "report", copied)
     page = (copied / "index.html").read_text()
@@ -506,10 +502,6 @@ def paper_sized_run(tmp_path_factory):
 
 
 def test_the_paper_networks_run_end_to_end(paper_sized_run):
-    import torch
-
-    from fer_lib.run.profiles import get_profile
-
     settings = json.loads((paper_sized_run / "settings.json").read_text())
     assert settings == get_profile("smoke", PAPER_SIZED).settings()
     baseline = torch.load(paper_sized_run / "baseline" / "best.pt", weights_only=True)
@@ -563,8 +555,6 @@ def test_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
 
 
 def test_plan_prints_the_seeds_a_finished_run_needs(smoke_run, capsys):
-    from fer_lib.__main__ import main
-
     assert main(["plan", str(smoke_run), "--effect", "0.05"]) == 0
     out = capsys.readouterr().out
     assert (
@@ -577,10 +567,6 @@ def test_plan_prints_the_seeds_a_finished_run_needs(smoke_run, capsys):
 def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_lacks(
     smoke_run, monkeypatch
 ):
-    from fer_lib import training
-    from fer_lib.run.experiment import Experiment
-    from fer_lib.run.profiles import get_profile
-
     def experiment():
         return Experiment(
             get_profile("smoke"), smoke_run / "data" / "basic", smoke_run, progress=False
@@ -608,8 +594,6 @@ def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_
 @pytest.mark.slow
 def test_a_kernel_started_ahead_has_the_imports_loaded_and_nothing_else(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
-
-    from fer_lib.run.kernels import WarmKernels
 
     probe = (
         "import sys\n"

@@ -7,7 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
+from fer_lib.data.tensors import stratified_split
 from fer_lib.evaluation import probes
 
 SCRIPT = """
@@ -49,18 +54,10 @@ def test_a_probe_fitted_twice_gives_identical_numbers():
 
 
 def _scikit_learn_probe(c, x, y):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)).fit(x, y)
 
 
 def test_a_probe_is_a_standardised_logistic_regression_with_c_chosen_on_validation():
-    from threadpoolctl import threadpool_limits
-
-    from fer_lib.data.tensors import stratified_split
-
     rng = np.random.default_rng(2)
     x = rng.normal(size=(400, 30)).astype(np.float32) * rng.uniform(0.1, 50, 30)  # unequal scales
     y = (x[:, :7] / x[:, :7].std(0) + rng.normal(scale=1.5, size=(400, 7))).argmax(1)

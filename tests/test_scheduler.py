@@ -2,9 +2,11 @@
 job ends it."""
 
 import json
+import os
 from dataclasses import asdict
 
 import pytest
+import torch
 
 from fer_lib.run import pipeline, scheduler
 from fer_lib.run.experiment import Experiment
@@ -147,10 +149,6 @@ def test_the_time_left_waits_for_a_runs_baseline():
     ],
 )
 def test_workers_bind_to_the_gpus_the_parent_was_given(monkeypatch, visible, expected):
-    import os
-
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible or "")
@@ -168,8 +166,6 @@ def test_workers_bind_to_the_gpus_the_parent_was_given(monkeypatch, visible, exp
 
 
 def test_without_a_gpu_workers_are_not_bound(monkeypatch):
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert scheduler.worker_devices(2) is None
 

@@ -1,11 +1,27 @@
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from fer_lib.evaluation import metrics
-from fer_lib.evaluation.stats import mcnemar_exact, paired_bootstrap, paired_bootstrap_correct
+from fer_lib.evaluation.stats import (
+    holm,
+    mcnemar_exact,
+    outlying_seed,
+    paired_bootstrap,
+    paired_bootstrap_correct,
+    pooled_from_components,
+    seed_pooled_interval,
+    seeds_needed,
+)
+from fer_lib.report import replication, tables, verdicts
 from tests.conftest import pooled_result as _pooled
 from tests.conftest import pooled_row as _rows
 
@@ -89,10 +105,6 @@ def test_pooled_bootstrap_gives_the_seed_averaged_difference():
 
 
 def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
-    from types import SimpleNamespace
-
-    from fer_lib.report import verdicts
-
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 7, 2000)
 
@@ -147,8 +159,6 @@ def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
 
 
 def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
-    from fer_lib.report import verdicts
-
     def verdict_for(intervals):
         rows = [
             _rows("w=0.6", f"w={w}", _pooled((low + high) / 2, (high - low) / 2))
@@ -172,8 +182,6 @@ def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
 
 
 def test_four_verdicts_and_the_margin():
-    from fer_lib.report import replication, verdicts
-
     def verdict(difference, half, sign=1):
         result = _pooled(difference, half)
         test = verdicts.ClaimTest(
@@ -211,8 +219,6 @@ def test_four_verdicts_and_the_margin():
 
 
 def test_holm_matches_its_definition():
-    from fer_lib.evaluation.stats import holm
-
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == pytest.approx([0.5]) and (holm([0.9, 0.8]) <= 1).all()
 
@@ -248,8 +254,6 @@ def test_cell_bootstrap_matches_resampling_image_indices_class_by_class():
 
 
 def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seeds():
-    from fer_lib.evaluation.stats import seed_pooled_interval
-
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 7, 3000)
     baseline = rng.random(3000) < 0.85
@@ -278,10 +282,6 @@ def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seed
 
 
 def _coverage_module():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "stats_coverage.py"
     spec = importlib.util.spec_from_file_location("stats_coverage", path)
     module = importlib.util.module_from_spec(spec)
@@ -311,9 +311,6 @@ def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
     """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any false
     supported or contradicted verdict among them at most 5% (here well under, as two-seed intervals
     are conservative)."""
-    from fer_lib.evaluation.stats import seed_pooled_interval
-    from fer_lib.report import verdicts
-
     coverage = _coverage_module()
     population = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.0))
     rng = np.random.default_rng(7)
@@ -348,8 +345,6 @@ def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
 
 
 def test_seeds_needed_grow_as_the_effect_shrinks():
-    from fer_lib.evaluation.stats import seed_pooled_interval, seeds_needed
-
     coverage = _coverage_module()
     labels, baseline, method = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.3)).draw(
         np.random.default_rng(1)
@@ -373,7 +368,6 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     expected = metrics.average_accuracy(labels, b, 8) - metrics.average_accuracy(labels, a, 8)
     assert result.difference == pytest.approx(expected)
     assert result == paired_bootstrap(labels, a, b, metric="aa", resamples=300, num_classes=10)
-    from fer_lib.evaluation.stats import seed_pooled_interval
 
     # two seeds per method, each seed's pair different: the pooled AA difference is the mean of
     # theirs
@@ -396,11 +390,6 @@ def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
     the interval is at least as wide as the interaction alone implies. The smoke run's case (70
     images, +1 image each, each seed's own interval holding 0) was a point interval, "supported,
     beyond the margin"."""
-    from scipy.stats import norm
-
-    from fer_lib.evaluation.stats import seed_pooled_interval
-    from fer_lib.report import verdicts
-
     labels = np.repeat(np.arange(7), 10)
     baseline = np.zeros(70, bool)
     baseline[::2] = True
@@ -473,9 +462,6 @@ def test_one_error_rate_for_the_whole_table_in_its_worst_case():
     v_seed chi2(2)/2) at a seed-to-image variance ratio near the interval's worst case. Some false
     verdict word anywhere in the table: at most 5%. Every test alone at 5% errs far more often (the
     check can fail)."""
-    from fer_lib.evaluation.stats import pooled_from_components
-    from fer_lib.report import verdicts
-
     margin, seeds = verdicts.EQUIVALENCE_MARGIN, 3
     image = (
         0.0008
@@ -531,10 +517,6 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
     interval, the verdict is "inconclusive (2 seeds: per-seed only)", and the per-seed column says
     what each seed shows, counted in the claim's direction (a claim that B is worse counts seeds
     where B is worse)."""
-    from types import SimpleNamespace
-
-    from fer_lib.report import verdicts
-
     rng = np.random.default_rng(9)
     labels = rng.integers(0, 7, 2000)
 
@@ -573,8 +555,6 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
 
 
 def test_components_print_readably_and_compatible_verdicts_are_counted_apart(tmp_path):
-    from fer_lib.report import replication, tables
-
     # fmt: skip
     assert [tables.readable(v) for v in (0.0, 3.1e17, float("inf"), 2.5e-6, 0.0123)] == [
         "0",
@@ -609,10 +589,6 @@ def test_what_the_test_set_can_resolve_with_unlimited_seeds_is_the_image_term_al
     """The landing page's statement: with unlimited seeds the resolution at 80% power is (z_0.975 +
     z_0.8) times the test images' own standard error, set beside the paper's gain (Table 6: 0.9231 -
     0.9205 in OA)."""
-    from types import SimpleNamespace
-
-    from fer_lib.report import verdicts
-
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 7, 3000)
 
@@ -645,9 +621,6 @@ def test_what_the_test_set_can_resolve_with_unlimited_seeds_is_the_image_term_al
 def _claims_of(tmp_path, labels, baseline, method, seeds) -> pd.DataFrame:
     """The claims table of a run whose proposed model's seeds ``seeds`` got (S, N) correctness
     ``method`` against one frozen baseline's (N,) ``baseline``."""
-    from types import SimpleNamespace
-
-    from fer_lib.report import verdicts
 
     def probabilities(correct):
         return np.eye(7)[np.where(correct, labels, (labels + 1) % 7)]
@@ -668,11 +641,6 @@ def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_p
     the claims table names it, and the verdict without it is the one ``decide`` gives on a table of
     the other four seeds. Five seeds drawn together are not flagged; the rule's rates over simulated
     test sets are the benchmark's (README)."""
-    from dataclasses import replace
-
-    from fer_lib.evaluation.stats import outlying_seed
-    from fer_lib.report import verdicts
-
     coverage = _coverage_module()
     population = coverage.Population(coverage.Setting(5, 0.0, "frozen", 1.5))
     labels, baseline, method = population.draw(np.random.default_rng(11), fail_first=True)
@@ -713,8 +681,6 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
     """With three seeds, leaving one out leaves two: the note names the seed and says plainly that
     no method-level verdict remains without it (MIN_SEEDS). Only a seed dozens of spreads from the
     other two is flagged."""
-    from fer_lib.evaluation.stats import outlying_seed, pooled_from_components
-    from fer_lib.report import verdicts
 
     def note(differences, interaction=1e-6):
         d = np.asarray(differences)
@@ -754,8 +720,6 @@ def _predictions(labels, accuracy_per_class, rng):
 
 
 def test_the_seed_pooled_aa_difference_weighs_every_class_alike_and_oa_every_image():
-    from fer_lib.evaluation.stats import seed_pooled_interval
-
     rng = np.random.default_rng(11)
     labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])  # unbalanced, as RAF-DB
     # B is better on the rare classes and worse on the largest: AA and OA disagree on the sign
@@ -782,8 +746,6 @@ def test_the_seed_pooled_aa_standard_error_is_the_stratified_one_when_seeds_agre
     """With every seed alike only the test images vary: the SE of a mean of class means (by hand:
     the square root of sum_k s_k^2 / n_k, over the number of classes), and of a mean over the images
     for OA."""
-    from fer_lib.evaluation.stats import seed_pooled_interval
-
     rng = np.random.default_rng(12)
     labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])
     a = _predictions(labels, [0.8, 0.5, 0.5, 0.7, 0.5, 0.6, 0.5], rng) == labels

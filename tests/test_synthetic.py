@@ -21,6 +21,7 @@ from fer_lib.data.landmarks import (
     apply_affine,
     similarity_from_points,
 )
+from fer_lib.run.profiles import get_profile
 
 N_TRAIN, N_TEST = 50, 14  # 64 tasks: enough to take the multiprocessing path when workers > 1
 
@@ -267,8 +268,6 @@ def test_no_global_image_shortcut(balanced_samples):
 
 def test_no_global_image_shortcut_with_the_demo_knobs():
     """The demo's own difficulty settings keep the check: its labels show only in the faces."""
-    from fer_lib.run.profiles import get_profile
-
     knobs = get_profile("demo").synthetic_knobs()
     labels = np.tile(np.arange(rafdb.NUM_CLASSES), 30)
     samples = [

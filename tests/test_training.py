@@ -1,5 +1,6 @@
 """Training engine on a tiny hand-made data set at 128 px with narrow networks (seconds, CPU)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from torch.nn import functional
 from fer_lib import models, training
 from fer_lib.data import tensors
 from fer_lib.data.rafdb import load_rafdb
+from fer_lib.run.experiment import Experiment
 from tests.conftest import write_tiny_rafdb
 
 SIZE = 128
@@ -218,8 +220,6 @@ def test_fused_model_starts_as_the_baseline(tiny_split):
 
 @pytest.mark.parametrize("affinity", ["batch", "fixed"])
 def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_path, affinity):
-    from fer_lib.run.experiment import Experiment
-
     torch.manual_seed(3)
     baseline = models.ARMNet(SIZE, width=4).eval()
     experiment = Experiment("smoke", tmp_path, tmp_path, progress=False)
@@ -240,13 +240,6 @@ def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_p
 
 
 def test_a_setting_added_later_counts_as_what_older_runs_used(tmp_path):
-    import dataclasses
-    import json
-
-    import pytest
-
-    from fer_lib import training
-
     older = {
         k: v
         for k, v in dataclasses.asdict(training.BaselineConfig()).items()
