@@ -95,24 +95,14 @@ def _gaussian_reference(points, height, width, sigma):
 
 def test_points_on_and_past_the_canvas_edges_draw_as_documented():
     height, width = 40, 56
-    # fmt: skip
     points = [
-        (-0.5, 4),
-        (-0.6, 14),
-        (width - 0.5, 24),
-        (width - 0.4, 34),
-        (width - 1, 14),  # left, right
+        # left, right
+        (-0.5, 4), (-0.6, 14), (width - 0.5, 24), (width - 0.4, 34), (width - 1, 14),
         # top, bottom
-        (8, -0.5),
-        (20, -0.6),
-        (32, height - 0.5),
-        (44, height - 0.4),
-        (20, height - 1),
-        (0, 0),
-        (width - 1, height - 1),
-        (width - 1.2, 0.3),
-        (0.3, height - 1.2),  # corners
-    ]
+        (8, -0.5), (20, -0.6), (32, height - 0.5), (44, height - 0.4), (20, height - 1),
+        # corners
+        (0, 0), (width - 1, height - 1), (width - 1.2, 0.3), (0.3, height - 1.2),
+    ]  # fmt: skip
     expected = _gaussian_reference(points, height, width, 1.0)
     for dtype, tolerance in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
         heat = render_heatmaps(np.array([points]), (height, width), sigma=1.0, dtype=dtype)

@@ -484,24 +484,12 @@ def test_one_error_rate_for_the_whole_table_in_its_worst_case():
             result = pooled_from_components(
                 "oa", difference, image, s2, 0.05 * seed_variance, seeds
             )
-            # fmt: skip
             tests.append(
                 verdicts.ClaimTest(
-                    "c",
-                    family,
-                    sign,
-                    result.p_value,
-                    1.0,
-                    1.0,
-                    difference,
-                    result.low,
-                    result.high,
-                    np.nan,
-                    "",
-                    "",
-                    result=result,
+                    "c", family, sign, result.p_value, 1.0, 1.0, difference, result.low,
+                    result.high, np.nan, "", "", result=result,
                 )
-            )
+            )  # fmt: skip
         words = verdicts.decide(tests)
         table_errors += any(_false_word(w, d, s, margin) for w, d, s in zip(words, truths, signs))
         # each test alone at 5%: the words of its own 95% interval
@@ -555,14 +543,9 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
 
 
 def test_components_print_readably_and_compatible_verdicts_are_counted_apart(tmp_path):
-    # fmt: skip
     assert [tables.readable(v) for v in (0.0, 3.1e17, float("inf"), 2.5e-6, 0.0123)] == [
-        "0",
-        "3.10e+17",
-        "inf",
-        "2.50e-06",
-        "0.0123",
-    ]
+        "0", "3.10e+17", "inf", "2.50e-06", "0.0123",
+    ]  # fmt: skip
     shown = tables.readable_components(pd.DataFrame({"OA seed var": [2.5e-6], "OA diff": [0.01]}))
     assert shown["OA seed var"].iloc[0] == "2.50e-06" and shown["OA diff"].iloc[0] == 0.01
     # the saved Markdown too (tabulate would read "2.50e-06" back as a number and print 0.0000)
@@ -685,23 +668,11 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
     def note(differences, interaction=1e-6):
         d = np.asarray(differences)
         result = pooled_from_components("oa", d.mean(), 4e-6, d.var(ddof=1), interaction, len(d))
-        # fmt: skip
         test = verdicts.ClaimTest(
-            "c",
-            "primary",
-            1,
-            result.p_value,
-            1.0,
-            1.0,
-            result.difference,
-            result.low,
-            result.high,
-            np.nan,
-            "",
-            "",
-            result=result,
+            "c", "primary", 1, result.p_value, 1.0, 1.0, result.difference, result.low,
+            result.high, np.nan, "", "", result=result,
             seed_differences=tuple(zip((4, 5, 6), differences)),
-        )
+        )  # fmt: skip
         return verdicts.outlying_seed_note(test, 0.05)
 
     flagged = note([0.020, 0.021, -0.150])
