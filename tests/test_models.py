@@ -103,7 +103,8 @@ def heatmaps(n: int, size: int = SMALL, seed: int = 0) -> torch.Tensor:
 
 def test_landmark_cnn_layer_shapes_match_table1():
     net = LandmarkCNN()
-    expected = [  # Table 1: (name, kernel, output C, H=W)
+    # Table 1: (name, kernel, output C, H=W)
+    expected = [
         ("conv1", 5, 32, 220),
         ("pool1", 2, 32, 110),
         ("conv2", 3, 64, 108),

@@ -374,7 +374,8 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     a2 = np.where(rng.random(800) < 0.6, labels, (labels + 2) % 8)
     b2 = np.where(rng.random(800) < 0.9, labels, (labels + 2) % 8)
     seeds_a, seeds_b = np.stack([a == labels, a2 == labels]), np.stack([b == labels, b2 == labels])
-    expected = np.mean(  # the mean over seeds of AA(b) - AA(a)
+    # the mean over seeds of AA(b) - AA(a)
+    expected = np.mean(
         [
             balanced_accuracy_score(labels, yb) - balanced_accuracy_score(labels, ya)
             for ya, yb in ((a, b), (a2, b2))

@@ -211,14 +211,12 @@ class PooledResult:
     high: float
     seeds: int
     se: float  # standard error of the difference: sqrt(image_variance + seed_variance / seeds)
-    image_variance: (
-        float  # test-image sampling of the seed-averaged difference, the interaction not counted
-    )
+    # test-image sampling of the seed-averaged difference, the interaction not counted
+    image_variance: float
     # variance of one seed's difference around the method's mean (seed effect + interaction)
     seed_variance: float
-    interaction_variance: (
-        float  # the part of seed_variance that image-by-seed interaction alone explains
-    )
+    # the part of seed_variance that image-by-seed interaction alone explains
+    interaction_variance: float
     ratio: float  # the bound on seed_variance / (seeds * image_variance) the quantile is taken at
     # two-sided, against no difference: below 1 - confidence exactly when the interval excludes 0
     p_value: float

@@ -246,10 +246,8 @@ def _execute(
             str(executed),
             parameters=parameters,
             cwd=str(NOTEBOOK_DIR),
-            progress_bar={
-                "desc": notebook.stem,
-                "unit": "cell",
-            },  # which notebook, cell by cell, with the time left
+            # which notebook, cell by cell, with the time left
+            progress_bar={"desc": notebook.stem, "unit": "cell"},
             # the notebooks' "fer-lib" needs registering (./run_all.sh lab)
             kernel_name=PIPELINE_KERNEL,
             kernel_manager_class=kernels.manager_class(ahead)
