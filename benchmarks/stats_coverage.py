@@ -245,9 +245,9 @@ def coverage(
     below_truth = {m: 0 for m in metrics}  # misses with the whole interval under the truth
     misses_before = {m: 0 for m in metrics}
     widths = {m: [] for m in metrics}
-    # the cases where an interval that trusts s^2 collapses: the per-seed differences tie (s^2 = 0,
-    # common as they are counts of images over N), or s^2 falls below the interaction it must
-    # contain
+    # the cases where an interval that trusts s^2 collapses: the per-seed differences
+    # tie (s^2 = 0, common as they are counts of images over N), or s^2 falls below
+    # the interaction it must contain
     ties = {m: [0, 0] for m in metrics}  # [cases, misses among them]
     below = {m: [0, 0] for m in metrics}
     flagged = {m: [0, 0] for m in metrics}  # an outlying seed flagged: [cases, misses among them]
@@ -401,8 +401,8 @@ GRID = [
 ]
 
 
-# seed effects that break the normal assumption, beside normal ones of the same sd; true gain 0.3
-# points
+# seed effects that break the normal assumption, beside normal ones of the
+# same sd; true gain 0.3 points
 LAW_GRID = [
     Setting(s, sd, b, 0.3, law)
     for s, b in ((3, "frozen"), (5, "frozen"), (10, "frozen"), (3, "per-seed"))
@@ -414,8 +414,8 @@ LAW_GRID = [
         ("heavy", 1.0),
     )
 ]
-# normal seeds (every flag false) and one planted failure (a flag of it is a detection); a frozen
-# baseline
+# normal seeds (every flag false) and one planted failure (a flag of it is
+# a detection); a frozen baseline
 OUTLIER_GRID = [
     (Setting(s, sd, "frozen", 0.3), planted)
     for s in (3, 5, 10)

@@ -18,8 +18,8 @@ import torch
 from fer_lib.settings import OLDER_RUNS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Set by the pipeline for the notebook kernels it runs: no one is behind the page to use a widget
-# (fer_lib.apps.explore)
+# Set by the pipeline for the notebook kernels it runs: no one is behind the page to use
+# a widget (fer_lib.apps.explore)
 BATCH_REPORT_ENV = "FER_BATCH_REPORT"
 
 

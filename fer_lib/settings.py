@@ -22,12 +22,12 @@ OLDER_RUNS = "older_runs"
 
 # -- choices
 # -----------------------------------------------------------------------------------------------
-# ARM's batch term: the current batch's mean (the ARM code), or a mean fixed from the training set
-# (models.ARM)
+# ARM's batch term: the current batch's mean (the ARM code), or a mean fixed
+# from the training set (models.ARM)
 AFFINITY_MODES = ("batch", "fixed")
 PAPER_WEIGHTINGS = ("none", "confidence", "agreement", "both")  # Table 8's ablation
-# beyond the paper (its section 6): the confidence of a temperature-scaled landmark head, and a gate
-# fitted afterwards
+# beyond the paper (its section 6): the confidence of a temperature-scaled landmark
+# head, and a gate fitted afterwards
 WEIGHTINGS = (*PAPER_WEIGHTINGS, "calibrated", "learned")
 # "learned" is fitted on a finished run (fit-gate), not trained
 TRAINED_WEIGHTINGS = WEIGHTINGS[:-1]
@@ -39,8 +39,8 @@ AUGMENTATIONS = ("upstream", "flip_or_noise")
 LANDMARK_SETS = ("auto37", "manual5", "both")  # which points draw the heatmaps (landmarks.py)
 # the paper's ExponentialLR(0.9) per epoch, or a cosine to zero
 LR_SCHEDULES = ("exponential", "cosine")
-# the landmark branch's epoch kept: lowest validation loss of eq. 3 (both heads), or best fused
-# validation accuracy
+# the landmark branch's epoch kept: lowest validation loss of eq. 3 (both heads), or
+# best fused validation accuracy
 SELECTIONS = ("val_loss", "val_fused_accuracy")
 
 # Paper, Table 4 (adabelief-pytorch); ExponentialLR(0.9) per epoch; batch 256 train / 64 test.
@@ -49,8 +49,8 @@ ADABELIEF = dict(
 )
 LR_GAMMA = 0.9
 
-# -- geometry: which input sizes and widths the networks take (models.py's docstring derives them)
-# ----------
+# -- geometry: which input sizes and widths the networks take (models.py's
+# docstring derives them) ----------
 PAPER_INPUT_SIZE = 224
 SHUFFLE = 16  # PixelShuffle factor: 512 channels -> 2
 DE_ALBINO_KERNEL, DE_ALBINO_STRIDE = 32, 8
@@ -140,8 +140,8 @@ class BaselineConfig:
     weight_decay: float = 1e-4
     val_fraction: float = 0.1  # held out from the training set for model selection
     pretrained: str | None = None  # torchvision's ResNet18 ImageNet weights; None: from scratch
-    # AUGMENTATIONS; the ARM authors' mix. Runs saved before the field existed flipped or noised
-    # every image.
+    # AUGMENTATIONS; the ARM authors' mix. Runs saved before the field existed
+    # flipped or noised every image.
     augmentation: str = field(default="upstream", metadata={OLDER_RUNS: "flip_or_noise"})
     # decay per step of an exponential moving average of the weights, evaluated and kept instead of
     # the raw weights; None: off (the ARM recipe)

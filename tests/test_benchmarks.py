@@ -69,8 +69,8 @@ def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_pat
     assert "| landmark-branch epoch (training + validation) |" in (out / "gpu_check.md").read_text()
     assert "resuming" not in (out / "gpu_check.log").read_text()
 
-    # a second run into the same --out starts afresh, and a budget it cannot fit skips stages and
-    # says so
+    # a second run into the same --out starts afresh, and a budget it cannot
+    # fit skips stages and says so
     again = _check(out, scratch, "--budget", "1")
     assert again.returncode == 0, again.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())

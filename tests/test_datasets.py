@@ -572,8 +572,8 @@ def test_evaluate_across_data_sets_writes_the_table(converted, tmp_path, capsys)
 def test_run_all_refuses_a_raw_layout_before_any_work(copies, converted, capsys):
     assert main(["run-all", "--profile", "smoke", "--data", str(copies["ckplus"])]) == 2
     assert "--data" in (err := capsys.readouterr().err) and "convert it first" in err
-    # an 8-class converted copy is taken (the slow test below runs it); a raw one to test on is
-    # refused too
+    # an 8-class converted copy is taken (the slow test below runs it); a raw
+    # one to test on is refused too
     other = ["--cross-data", str(copies["ferplus"])]
     assert (
         main(["run-all", "--profile", "smoke", "--data", str(converted["affectnet"]), *other]) == 2
@@ -744,8 +744,8 @@ def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
     train = split_tensors(data.split("train"), 128, progress=False).subset(np.arange(8))
     assert torch.equal(train.targets(torch.arange(2)), train.soft[:2])
     losses = {}
-    # half the mass spread evenly: unlike most of the demo's votes (one class after the single votes
-    # are dropped)
+    # half the mass spread evenly: unlike most of the demo's votes (one class
+    # after the single votes are dropped)
     spread = torch.nn.functional.one_hot(train.labels, 8).float() * 0.5 + 0.5 / 8
     for name, soft in (("hard", None), ("soft", spread)):
         split = SplitTensors(

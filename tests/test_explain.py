@@ -85,8 +85,8 @@ def tiny(tmp_path_factory):
     split = tensors.split_tensors(load_rafdb(root).split("test"), SIZE, progress=False)
     torch.manual_seed(0)
     baseline = models.ARMNet(SIZE, width=4).eval()
-    # a random fusion layer: the baseline-copy init would give F_landmark zero weight, hence zero
-    # landmark CAMs
+    # a random fusion layer: the baseline-copy init would give F_landmark zero
+    # weight, hence zero landmark CAMs
     model = models.FusionModel(baseline, width=2, batch_norm=True, init_from_baseline=False).eval()
     cache = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
     config = training.FusionConfig(width=2, eval_batch_size=4)

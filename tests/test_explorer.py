@@ -43,8 +43,8 @@ def test_the_explorer_reads_the_saved_models_and_refuses_as_the_report_evaluated
     # the trained w re-fused = the saved predictions
     np.testing.assert_allclose(fused, saved.fused, atol=1e-5)
     np.testing.assert_allclose(factor, saved.weight, atol=1e-5)
-    # another w changes only the factor on disagreement: images where the branches agree keep their
-    # factor
+    # another w changes only the factor on disagreement: images where the
+    # branches agree keep their factor
     agree = proposed.table()["agree"].to_numpy()
     _, at_zero = proposed.refuse(0.0)
     np.testing.assert_allclose(at_zero[agree], factor[agree], atol=1e-6)
@@ -201,8 +201,8 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         driver.get(f"http://127.0.0.1:{port}/lab/tree/10_explore.ipynb?token={token}")
         wait = WebDriverWait(driver, 240)
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
-        # the panel re-renders while it is read: a text is read through a wait that retries a stale
-        # element
+        # the panel re-renders while it is read: a text is read through a wait
+        # that retries a stale element
         stable = WebDriverWait(driver, 240, ignored_exceptions=(StaleElementReferenceException,))
         # the kernel itself idle (the status bar), not merely the notebook drawn: Run All Cells sent
         # before the kernel is ready can run nothing (it did, in 1 of 5 runs on a loaded machine)

@@ -58,8 +58,8 @@ def test_align_points_scales_to_input_size():
 
 
 def test_scale_points_matches_pixel_centres():
-    # the centre of a 100-pixel image stays the centre of the 224-pixel image; corners map to
-    # corners
+    # the centre of a 100-pixel image stays the centre of the 224-pixel
+    # image; corners map to corners
     np.testing.assert_allclose(
         landmarks.scale_points(np.array([[49.5, 49.5]]), 100, 224), [[111.5, 111.5]]
     )

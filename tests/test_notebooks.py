@@ -129,8 +129,8 @@ def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke
     )
     # one baseline per seed
     assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]
-    # the landmark ARM's population mean (a pass over the training images) only where a single photo
-    # needs it
+    # the landmark ARM's population mean (a pass over the training images)
+    # only where a single photo needs it
     with_means = {
         folder.name
         for folder in (smoke_run / "fusion").iterdir()
@@ -327,8 +327,8 @@ def test_significance_and_claims_are_computed(smoke_run):
         and len(pd.read_csv(tables / "future_work_per_class.csv")) == 4
     )
     claims = pd.read_csv(tables / "claims.csv")
-    # "inconclusive (2 seeds: per-seed only)": the smoke run's two seeds give no method-level
-    # verdict
+    # "inconclusive (2 seeds: per-seed only)": the smoke run's two seeds
+    # give no method-level verdict
     first_words = claims["verdict"].str.split(",").str[0].str.replace(r" \(.*\)$", "", regex=True)
     assert len(claims) == 9 and set(first_words) <= {
         "supported",
@@ -339,8 +339,8 @@ def test_significance_and_claims_are_computed(smoke_run):
     primary = claims.set_index("claim").loc["the proposed fusion beats the baseline in OA"]
     assert (
         primary["family"] == "primary"
-        # the smoke profile trains a baseline per seed: both sides' training chance is in the
-        # interval
+        # the smoke profile trains a baseline per seed: both sides'
+        # training chance is in the interval
         and "over 2 paired seeds (the reference, baseline, retrained per seed)" in primary["about"]
         and primary["resolution"] > 0
     )
@@ -480,8 +480,8 @@ PAPER_SIZED = {
     "w_grid": "0.6",
     "batch_train": "32",
     "batch_study": "8,64",
-    # the flipped design choices train the same networks as the proposed model; the smoke run covers
-    # them
+    # the flipped design choices train the same networks as the proposed
+    # model; the smoke run covers them
     "design_ablations": "false",
     "baseline_epochs": "1",
 }

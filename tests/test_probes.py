@@ -66,8 +66,8 @@ def test_a_probe_is_a_standardised_logistic_regression_with_c_chosen_on_validati
         fitted = probes.fit_probe(0.1, train_x, train_y)
         direct = _scikit_learn_probe(0.1, train_x, train_y)
         np.testing.assert_array_equal(fitted[-1].coef_, direct[-1].coef_)
-        # C by validation accuracy on a 10% stratified split, ties to the smaller C; then refit on
-        # all
+        # C by validation accuracy on a 10% stratified split, ties to the
+        # smaller C; then refit on all
         fit, val = stratified_split(train_y, 0.1, 0)
         scores = {
             c: float(

@@ -97,8 +97,8 @@ def _simulate(workers, baseline_epoch, fusion_epoch, coords_epoch, fixed, seeds=
 
 
 def test_the_time_left_is_within_a_quarter_of_the_truth_after_the_first_baseline_epoch():
-    # true costs off the priors by 20-30%: a fusion epoch 0.5 baseline epochs (prior 0.65), other
-    # fixed parts
+    # true costs off the priors by 20-30%: a fusion epoch 0.5 baseline epochs
+    # (prior 0.65), other fixed parts
     fixed = {"baseline": 14.0, "fusion": 5.0, "coords": 1.0}
     end = _simulate(2, 20.0, 10.0, 0.5, fixed)
     clock = scheduler.StageClock(workers=2)

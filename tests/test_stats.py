@@ -369,8 +369,8 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     assert result.difference == pytest.approx(expected)
     assert result == paired_bootstrap(labels, a, b, metric="aa", resamples=300, num_classes=10)
 
-    # two seeds per method, each seed's pair different: the pooled AA difference is the mean of
-    # theirs
+    # two seeds per method, each seed's pair different: the pooled AA
+    # difference is the mean of theirs
     a2 = np.where(rng.random(800) < 0.6, labels, (labels + 2) % 8)
     b2 = np.where(rng.random(800) < 0.9, labels, (labels + 2) % 8)
     seeds_a, seeds_b = np.stack([a == labels, a2 == labels]), np.stack([b == labels, b2 == labels])
@@ -424,8 +424,8 @@ def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
         result=result,
     )
     assert not verdicts.decide([test])[0].startswith("supported")
-    # a RAF-DB-sized test set: a tie with images disagreeing still gives the interaction's width,
-    # not less
+    # a RAF-DB-sized test set: a tie with images disagreeing still gives the
+    # interaction's width, not less
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 7, 3068)
     baseline = rng.random(3068) < 0.85
@@ -648,8 +648,8 @@ def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_p
 
     labels, baseline, method = population.draw(np.random.default_rng(12))
     assert _claims_of(tmp_path, labels, baseline[0], method, range(5))["outlying seed"].eq("").all()
-    # the rule's own rates, 150 simulated test sets each: it finds most failures, and rarely flags
-    # normal seeds
+    # the rule's own rates, 150 simulated test sets each: it finds most
+    # failures, and rarely flags normal seeds
     planted = coverage.outlier_rates(
         coverage.Setting(5, 0.0, "frozen", 0.3), 150, 3, fail_first=True
     )
@@ -679,8 +679,8 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
     flagged = note([0.020, 0.021, -0.150])
     assert flagged.startswith("seed 6: -0.1500 against +0.0205 for the other 2"), flagged
     assert "without it 2 seeds remain, too few for a method-level verdict" in flagged
-    # 3 points away, the other two 0.1 point apart: 25 of their spreads, too few with one degree of
-    # freedom
+    # 3 points away, the other two 0.1 point apart: 25 of their spreads, too
+    # few with one degree of freedom
     assert note([0.020, 0.021, -0.010]) == ""
     assert outlying_seed([0.020, 0.021]) is None  # two seeds: nothing to compare with
 

@@ -221,8 +221,8 @@ def test_expressions_move_the_landmarks():
 
     for index in range(3):
         neutral, happy, surprise = aligned(6, index), aligned(3, index), aligned(0, index)
-        # mouth corners (auto37 rows 27 and 31) rise relative to the upper lip centre (row 29) in a
-        # smile
+        # mouth corners (auto37 rows 27 and 31) rise relative to the upper
+        # lip centre (row 29) in a smile
         assert (happy[[27, 31], 1] - happy[29, 1]).mean() < (
             neutral[[27, 31], 1] - neutral[29, 1]
         ).mean() - 1

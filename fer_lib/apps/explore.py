@@ -200,8 +200,8 @@ class ExplorerData:
     def __init__(self, experiment):
         self.ex = experiment
         self._outputs: dict[tuple[str, int], ModelOutputs] = {}
-        # Grad-CAM++ per (model, seed, image): it explains the trained model, whatever w the slider
-        # shows
+        # Grad-CAM++ per (model, seed, image): it explains the trained model,
+        # whatever w the slider shows
         self._cams: dict[tuple[str, int, int], explain.Explanation] = {}
 
     def models(self, seed: int | None = None) -> list[str]:

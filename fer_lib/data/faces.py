@@ -66,8 +66,8 @@ class ImportProblem(ValueError):
 
 @lru_cache(maxsize=1)
 def _models():
-    # the model file is found without importing face_recognition_models, which needs setuptools'
-    # pkg_resources
+    # the model file is found without importing face_recognition_models, which
+    # needs setuptools' pkg_resources
     spec = importlib.util.find_spec("face_recognition_models")
     model = (
         Path(next(iter(spec.submodule_search_locations)))
@@ -418,8 +418,8 @@ def import_images(
                 bar.update()
     bar.close()
     imported = [r for r in results if r["status"] == "imported"]
-    # every imported sample is listed; names keep their split's numbering (gaps where a photo had no
-    # face)
+    # every imported sample is listed; names keep their split's numbering
+    # (gaps where a photo had no face)
     (out / rafdb.LABEL_FILE).write_text(
         "".join(f"{r['name']} {label_of[r['name']] + 1}\n" for r in imported)
     )

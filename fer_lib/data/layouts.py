@@ -435,8 +435,8 @@ def convert(
             for task in tasks:
                 record(convert_one(task), task[2])
         else:
-            # bounded batches: Pool.imap would read the whole generator ahead, holding every sample
-            # in memory
+            # bounded batches: Pool.imap would read the whole generator ahead,
+            # holding every sample in memory
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 for batch in _batches(tasks, 64 * workers):
                     for task, result in zip(batch, pool.imap(convert_one, batch, chunksize=8)):

@@ -104,8 +104,8 @@ class SyntheticKnobs:
     blur_range: tuple[float, float] = (0.3, 0.8)  # everyday blur radius, px
 
 
-# The action units modelled (FACS numbers); _au_basis gives each one's displacement of the 68
-# points.
+# The action units modelled (FACS numbers); _au_basis gives each one's
+# displacement of the 68 points.
 AU_NAMES = (
     "AU1",
     "AU2",
@@ -143,8 +143,8 @@ _RECIPES: dict[int, dict[str, float]] = {
     6: {},  # Neutral
 }
 
-# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust, Happiness, Sadness,
-# Anger, Neutral).
+# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust,
+# Happiness, Sadness, Anger, Neutral).
 _CUE_PRESENCE: dict[str, tuple[float, ...]] = {
     "teeth": (0.15, 0.45, 0.35, 0.85, 0.02, 0.3, 0.03),
     "nasolabial": (0.05, 0.15, 0.7, 0.85, 0.05, 0.2, 0.03),
@@ -457,8 +457,8 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
     )
     cues = {}
     for cue, by_class in _CUE_PRESENCE.items():
-        # neutral faces keep their (small) base rate: an occasional grin or furrow belongs to no
-        # class
+        # neutral faces keep their (small) base rate: an occasional grin or
+        # furrow belongs to no class
         p = by_class[shown] * (knobs.cue_presence if shown == 6 else presence_scale)
         if rng.random() < p:
             cues[cue] = (

@@ -227,8 +227,8 @@ def augment_arm(
     out = flip_images(images, flip)
     if device.type == "cpu":
         noise = torch.randn(images.shape, generator=generator)
-    # drawn on the device (no batch-sized copy per step), from a seed the CPU generator gives:
-    # reproducible
+    # drawn on the device (no batch-sized copy per step), from a seed the CPU
+    # generator gives: reproducible
     else:
         noise = torch.randn(
             images.shape,

@@ -147,8 +147,8 @@ class FusedLogits(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.vary == "rgb":
-            # the baseline is frozen: only an input that needs gradients gives layer4's output a
-            # gradient
+            # the baseline is frozen: only an input that needs gradients gives
+            # layer4's output a gradient
             x = x if x.requires_grad else x.detach().requires_grad_(True)
             rgb, landmark = self.model.frozen_per_image(x), self.held_per_image
         else:
@@ -290,9 +290,9 @@ def explain(
     for start in range(0, len(index), chunk):
         chosen = index[start : start + chunk]
         members = torch.as_tensor(chosen)
-        # the reported logits from the evaluation's own features (bf16 under autocast) and heads
-        # (fp32); the CAMs run in fp32 (pytorch-grad-cam reads activations through numpy, which has
-        # no bf16)
+        # the reported logits from the evaluation's own features (bf16 under autocast)
+        # and heads (fp32); the CAMs run in fp32 (pytorch-grad-cam reads activations
+        # through numpy, which has no bf16)
         rgb, landmark, terms = evaluated_maps(model, split, cache, config, chosen, affinity)
         images = tensors.normalise(split.images[members].to(device))
         heatmaps = landmark_inputs(split, members, None, config, device)

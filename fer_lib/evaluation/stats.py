@@ -457,8 +457,8 @@ def _ratio(
     if image_variance <= 0:
         return np.inf
     level = bound_confidence(seeds, alpha)
-    # s^2 floored at the interaction here too: a tie says the seeds are close, not that they cannot
-    # differ
+    # s^2 floored at the interaction here too: a tie says the seeds are
+    # close, not that they cannot differ
     bound = max(seed_variance, interaction) * (seeds - 1) / chi2.ppf(1 - level, seeds - 1)
     return bound / (seeds * image_variance)
 

@@ -99,8 +99,8 @@ class ARM(nn.Module):
         self.de_albino = nn.Conv2d(1, 1, kernel_size=kernel, stride=stride, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(2)
         self.alpha = nn.Parameter(torch.ones(1))
-        # not in state_dict (persistent=False): the authors' checkpoint has no such key; NaN = not
-        # estimated
+        # not in state_dict (persistent=False): the authors' checkpoint has no
+        # such key; NaN = not estimated
         self.register_buffer(
             "population_mean", torch.full((out_side * out_side,), float("nan")), persistent=False
         )

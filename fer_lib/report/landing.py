@@ -305,8 +305,8 @@ def write_landing_page(
                 "same verdict with other seeds",
                 "outlying seed",
             )
-            # an outlying seed's column only where some claim has one: empty, it would only take
-            # space
+            # an outlying seed's column only where some claim has one:
+            # empty, it would only take space
             if c in claims
             and (c != "outlying seed" or claims[c].fillna("").astype(str).ne("").any())
         ]

@@ -46,8 +46,8 @@ def _run_summary(run_dir: Path) -> dict:
     return {
         "run": run_dir.name,
         "cpu": info.get("cpu", "unknown"),
-        # the arithmetic: another precision path gives other numbers, which must not change a
-        # verdict
+        # the arithmetic: another precision path gives other numbers,
+        # which must not change a verdict
         "path": f"{info.get('device', 'cpu')}, {info.get('cpu_path', 'unknown')}",
         "commit": info.get("commit", "unknown"),
         "seeds": ", ".join(map(str, _seed_list(settings))),

@@ -227,14 +227,14 @@ class ClaimTest:
     method, or the trained models)."""
 
     claim: str
-    # "primary" (unadjusted), "claims" (Holm over the family), "w" (the w comparisons, their own
-    # family)
+    # "primary" (unadjusted), "claims" (Holm over the family), "w" (the w
+    # comparisons, their own family)
     family: str
     sign: int
     p_two: float  # against no difference
     p_equivalence: float  # two one-sided tests against +-EQUIVALENCE_MARGIN (1: not applicable)
-    # one-sided, that the difference exceeds the margin in its observed direction (1: not
-    # applicable)
+    # one-sided, that the difference exceeds the margin in its observed
+    # direction (1: not applicable)
     p_beyond: float
     difference: float
     low: float
@@ -620,8 +620,8 @@ def claims(tables_dir: Path) -> pd.DataFrame:
             "95% high": t.high,
             "p (unadjusted)": t.p_two,
             "verdict's interval": _verdict_interval(t, level),
-            # a method-level claim is always read against the margin (its "about" no longer says
-            # "pooled")
+            # a method-level claim is always read against the margin (its
+            # "about" no longer says "pooled")
             "margin": EQUIVALENCE_MARGIN if t.p_equivalence < 1 or t.result is not None else np.nan,
             "resolution": t.resolution,
             "about": t.about,

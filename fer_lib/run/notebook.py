@@ -38,8 +38,8 @@ PARAMETERS = {
     # torchvision's resnet18-f37072fd.pth to start a trained baseline from; "" = random init
     "PRETRAINED": str,
     "FIGURES_DIR": str,  # "" = figures/ (demo and paper) or RUN_DIR/figures (smoke)
-    # other data sets (RAF-DB's layout or converted) to test the run's models on, notebook 09; "" =
-    # none
+    # other data sets (RAF-DB's layout or converted) to test the run's
+    # models on, notebook 09; "" = none
     "CROSS_DATA": str,  # paths separated by PATH_SEPARATOR
 }
 

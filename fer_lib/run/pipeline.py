@@ -186,8 +186,8 @@ def machine_info() -> dict:
             check=True,
         ).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
-        # which uncommitted changes: two runs of one dirty tree are still the same source
-        # (replication.replicate_of)
+        # which uncommitted changes: two runs of one dirty tree are still the same
+        # source (replication.replicate_of)
         diff = subprocess.run(
             ["git", "diff", "HEAD", "--", "fer_lib", "notebooks"],
             cwd=PROJECT_ROOT,
@@ -271,8 +271,8 @@ def _execute(
 def _strip_machine_paths(executed: Path) -> None:
     """papermill records where it read and wrote the notebook; keep those paths relative to the
     project."""
-    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start (run.notebook imports
-    # this module)
+    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start
+    # (run.notebook imports this module)
     import nbformat
 
     notebook = nbformat.read(executed, as_version=4)
@@ -284,8 +284,8 @@ def _strip_machine_paths(executed: Path) -> None:
 
 
 def _render_html(executed: Path, report_dir: Path) -> Path:
-    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start (run.notebook imports
-    # this module)
+    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start
+    # (run.notebook imports this module)
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -453,8 +453,8 @@ def run_all(
     warning = Experiment(
         spec, data_root, base, baseline_checkpoint, pretrained=pretrained
     ).baseline_warning()
-    # replication.replicate_of compares the identity; a set given with --data is named even under a
-    # synthetic profile
+    # replication.replicate_of compares the identity; a set given with --data is named
+    # even under a synthetic profile
     data_identity = (
         f"synthetic RAF-DB {spec.synthetic}"
         if spec.synthetic and data is None
@@ -493,8 +493,8 @@ def run_all(
             if notebook.name.startswith("03"):
                 if workers != 0:
                     clock = time.perf_counter()
-                    # its own Experiment: the decoded images it loads are freed before the notebooks
-                    # run
+                    # its own Experiment: the decoded images it loads are freed
+                    # before the notebooks run
                     train_all(
                         Experiment(
                             spec, data_root, base, baseline_checkpoint, pretrained=pretrained

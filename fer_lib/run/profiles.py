@@ -65,14 +65,14 @@ class Profile:
     )
     # one trained baseline per seed (its spread enters every interval); False: one, shared
     baseline_per_seed: bool = False
-    # a trained baseline keeps the moving average of its weights (decay per step); None: the ARM
-    # recipe
+    # a trained baseline keeps the moving average of its weights (decay
+    # per step); None: the ARM recipe
     baseline_ema: float | None = BaselineConfig.ema
     # of the baseline and the landmark branch: the paper's ExponentialLR(0.9), or "cosine" to zero
     lr_schedule: str = BaselineConfig.lr_schedule
     fusion_lr_schedule: str | None = None  # the landmark branch's own schedule; None: lr_schedule
-    # notebook 06 also trains the proposed model with each unstated choice flipped
-    # (experiment.DESIGN_VARIANTS)
+    # notebook 06 also trains the proposed model with each unstated choice
+    # flipped (experiment.DESIGN_VARIANTS)
     design_ablations: bool = False
 
     @property
@@ -119,12 +119,12 @@ class Profile:
 
 
 W_GRID_PAPER = tuple(round(0.1 * i, 1) for i in range(11))
-# The demo's difficulty (SyntheticKnobs overrides), calibrated so that its CPU-sized networks learn
-# what their input allows and the paper's Table 2 pattern appears (benchmarks/README.md,
-# "Calibrating the demo"): fewer and less weak near-Neutral expressions, class recipes held closer
-# to their prototypes, pixel cues that stay at weak intensities, fewer hard photos, a sharper
-# landmark detector and more identity variety. The no-shortcut check (notebook 01) still holds with
-# them.
+# The demo's difficulty (SyntheticKnobs overrides), calibrated so that its CPU-sized networks
+# learn what their input allows and the paper's Table 2 pattern appears
+# (benchmarks/README.md, "Calibrating the demo"): fewer and less weak near-Neutral
+# expressions, class recipes held closer to their prototypes, pixel cues that stay at weak
+# intensities, fewer hard photos, a sharper landmark detector and more identity variety. The
+# no-shortcut check (notebook 01) still holds with them.
 DEMO_KNOBS = (
     ("cue_presence", 1.15),
     ("cue_strength", 1.3),
@@ -141,8 +141,8 @@ DEMO_KNOBS = (
     ("weak_fraction", 0.15),
     ("weak_intensity_range", (0.15, 0.4)),
 )
-# the demo tests on as many images as RAF-DB's test set: evaluation is cheap, and it narrows every
-# interval
+# the demo tests on as many images as RAF-DB's test set: evaluation is
+# cheap, and it narrows every interval
 RAFDB_TEST_SIZE = 3068
 PROFILES = {
     # tiny, for the tests: every notebook in seconds

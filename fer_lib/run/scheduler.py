@@ -128,8 +128,8 @@ class StageClock:
 
     def __init__(self, workers: int, threads: dict[str, int] | None = None):
         self.workers = workers
-        # each kind's CPU threads: an epoch measured on some is priced for another kind by
-        # thread_speedup
+        # each kind's CPU threads: an epoch measured on some is priced for
+        # another kind by thread_speedup
         self.threads = {"baseline": 1, "fusion": 1, "coords": 1, **(threads or {})}
         self.epochs: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
         self.fixed: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
@@ -195,8 +195,8 @@ class StageClock:
                 if kind == "baseline":
                     ready[seed] = free[worker]
 
-        # baselines first (they are submitted first), then each seed's runs in the order their
-        # baselines end
+        # baselines first (they are submitted first), then each seed's runs in
+        # the order their baselines end
         play([job for job in queued if job[0] == "baseline"])
         runs = [job for job in queued if job[0] != "baseline"]
         # stable: submission order within a seed
@@ -218,8 +218,8 @@ def worker_devices(workers: int) -> list[str] | None:
     if not _on_gpus():
         return None
     gpus = torch.cuda.device_count()
-    # CUDA reads the list up to its first invalid entry, so the first device_count() entries are the
-    # visible GPUs
+    # CUDA reads the list up to its first invalid entry, so the first
+    # device_count() entries are the visible GPUs
     entries = [
         entry.strip()
         for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
@@ -339,8 +339,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         job: 1 if gpus else job_threads(job, workers, len(to_train), cores)
         for job in baselines + fusions
     }
-    # whole units (hundredths of a single-thread baseline epoch), so the bar ends exactly at its
-    # total
+    # whole units (hundredths of a single-thread baseline epoch), so the
+    # bar ends exactly at its total
     cost = {
         job: round(
             100
