@@ -91,8 +91,8 @@ def bench_training(args, device) -> None:
 
 
 class LoopARMNet(torch.nn.Module):
-    """Reference: ARM with a Python loop over the two channels (how a first implementation
-    reads)."""
+    """Reference: ARM with a Python loop over the two channels (how a
+    first implementation reads)."""
 
     def __init__(self, model: models.ARMNet):
         super().__init__()
@@ -130,8 +130,8 @@ def bench_inference(args, device) -> None:
 
 
 def bench_autocast(args, device) -> None:
-    """Baseline training images/s in fp32 and under bf16 autocast (the choice made in
-    fer_lib.training)."""
+    """Baseline training images/s in fp32 and under bf16 autocast (the choice
+    made in fer_lib.training)."""
     torch.manual_seed(0)
     model = models.ARMNet(args.input_size, width=args.width).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -160,8 +160,8 @@ def bench_autocast(args, device) -> None:
 
 
 def bench_raf_sized(args, device) -> None:
-    """A RAF-DB-sized epoch of the landmark branch from the cache, and inference of 3,068 test
-    images."""
+    """A RAF-DB-sized epoch of the landmark branch from the cache, and
+    inference of 3,068 test images."""
     n_train, n_test, size = 12271, 3068, args.input_size
     torch.manual_seed(0)
     baseline = models.ARMNet(size, width=args.width).to(device).eval()

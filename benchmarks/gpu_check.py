@@ -59,8 +59,8 @@ TARGETS_S = {
 
 
 def own_estimate(n_train: int, n_test: int, epochs: int = 2) -> dict[str, float]:
-    """The check's stages in seconds at the ASSUMED rates, for ``n_train``/``n_test`` synthetic
-    images."""
+    """The check's stages in seconds at the ASSUMED rates, for
+    ``n_train``/``n_test`` synthetic images."""
     a = ASSUMED
     fit, val = n_train * (1 - VAL_FRACTION), n_train * VAL_FRACTION
     processes = min(8, os.cpu_count() or 1)
@@ -79,8 +79,8 @@ def own_estimate(n_train: int, n_test: int, epochs: int = 2) -> dict[str, float]
 
 
 def sized_for(budget: float, small: bool) -> tuple[int, int, float]:
-    """(train, test images, estimated seconds): RAF-DB's sizes, shrunk in proportion until the
-    estimate fits."""
+    """(train, test images, estimated seconds): RAF-DB's sizes, shrunk in
+    proportion until the estimate fits."""
     if small:
         return 56, 28, sum(own_estimate(56, 28).values())
     n_train, n_test = RAFDB_TRAIN, RAFDB_TEST
@@ -107,8 +107,8 @@ class Stages:
             torch.cuda.synchronize(self.device)
 
     def run(self, name: str, assumed: float, function, *, images: int | None = None):
-        """``function()`` timed as stage ``name`` (``assumed`` seconds at the ASSUMED rates); None
-        when skipped."""
+        """``function()`` timed as stage ``name`` (``assumed`` seconds at the
+        ASSUMED rates); None when skipped."""
         import torch
 
         elapsed = time.perf_counter() - self.started
@@ -478,8 +478,8 @@ def run(args, scratch: Path, log) -> None:
 
 
 class log_file_writer:  # noqa: N801 - a file-like object for redirect_stdout
-    """What the library prints during a stage, into the log (and not onto the terminal between the
-    stage lines)."""
+    """What the library prints during a stage, into the log (and not onto the
+    terminal between the stage lines)."""
 
     def __init__(self, log):
         self.log, self.pending = log, ""

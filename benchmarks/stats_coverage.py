@@ -137,8 +137,8 @@ class Population:
         return norm.cdf((self.mu + shift) / np.sqrt(1 + NOISE**2 + seed_sd**2))
 
     def _shift_points(self, sd: float, drop: float, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Points and weights of one seed's shift under the setting's law (sd, and a failure of
-        ``drop``)."""
+        """Points and weights of one seed's shift under the setting's law (sd,
+        and a failure of ``drop``)."""
         points = sd * _law_points(self.setting.seed_law, size)
         weights = np.full(len(points), 1 / len(points))
         if drop:
@@ -147,9 +147,9 @@ class Population:
         return points, weights
 
     def class_accuracies(self, shift: float) -> tuple[np.ndarray, np.ndarray]:
-        """Population accuracy per class of the baseline and of the method whose mean shift is
-        ``shift``, averaged over their seeds (normal: in closed form; other laws: over
-        equal-probability points)."""
+        """Population accuracy per class of the baseline and of the method whose mean
+        shift is ``shift``, averaged over their seeds (normal: in closed form; other laws:
+        over equal-probability points)."""
         if self.setting.seed_law == "normal":
             method = self.class_accuracy(shift, np.hypot(self.baseline_sd, self.gain_shift_sd))
             return self.class_accuracy(0.0, self.baseline_sd), method
@@ -188,9 +188,9 @@ class Population:
     def draw(
         self, rng: np.random.Generator, fail_first: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One test set and its per-seed correctness: labels (N,), baseline (S, N), method (S, N).
-        ``fail_first``: the method's first seed fails, FAIL_DROP points of OA lower (a planted
-        outlier)."""
+        """One test set and its per-seed correctness: labels (N,), baseline (S, N),
+        method (S, N). ``fail_first``: the method's first seed fails, FAIL_DROP points of
+        OA lower (a planted outlier)."""
         s = self.setting.seeds
         labels = np.repeat(np.arange(len(RAFDB_TEST)), RAFDB_TEST)
         z = rng.normal(self.mu[labels], 1.0)
@@ -214,9 +214,9 @@ class Population:
 def previous_interval(
     labels: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray, metric: str
 ) -> tuple[float, float]:
-    """The interval the report used before: z * sqrt(v_test + s^2 / S), v_test the class-stratified
-    bootstrap variance of the seed-averaged difference (its expectation, computed), s the sd of the
-    per-seed differences."""
+    """The interval the report used before: z * sqrt(v_test + s^2 / S), v_test the
+    class-stratified bootstrap variance of the seed-averaged difference (its expectation,
+    computed), s the sd of the per-seed differences."""
     diff = correct_b.astype(float) - correct_a
     weight = np.where(metric == "oa", 1 / len(labels), 1 / (len(RAFDB_TEST) * RAFDB_TEST[labels]))
     per_seed = diff @ weight
@@ -233,9 +233,9 @@ def previous_interval(
 def coverage(
     setting: Setting, replicates: int, seed: int = 0, *, previous: bool = True, metrics=("oa", "aa")
 ) -> dict:
-    """Miss rates of the interval (and of the previous one) over ``replicates`` test sets of a
-    setting, overall and given a tie, s^2 below the interaction, or an outlying seed flagged
-    (``stats.outlying_seed``)."""
+    """Miss rates of the interval (and of the previous one) over ``replicates`` test sets of
+    a setting, overall and given a tie, s^2 below the interaction, or an outlying seed
+    flagged (``stats.outlying_seed``)."""
     from fer_lib.evaluation.stats import _metric_weights, outlying_seed
 
     population = Population(setting)

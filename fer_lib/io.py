@@ -24,9 +24,9 @@ BATCH_REPORT_ENV = "FER_BATCH_REPORT"
 
 
 def relative(path: str | os.PathLike) -> str:
-    """A path as shown in anything shared (notebooks, HTML, tables, messages): relative to the
-    project when inside it, else ``<outside the project>/name``, so no absolute path of the machine
-    is written."""
+    """A path as shown in anything shared (notebooks, HTML, tables, messages): relative
+    to the project when inside it, else ``<outside the project>/name``, so no absolute
+    path of the machine is written."""
     path = Path(path).resolve()
     try:
         return str(path.relative_to(PROJECT_ROOT))
@@ -92,10 +92,10 @@ def fill_older_fields(cls, saved: dict) -> dict:
 
 
 def claim_config(path: str | os.PathLike, config) -> list[str]:
-    """Write the dataclass ``config`` to ``path`` as JSON if it is missing; otherwise the fields
-    whose saved value differs. A field missing from the file (added after the run was made) counts
-    as the value older runs used (``older_runs_value``). An empty list means the run folder may be
-    reused."""
+    """Write the dataclass ``config`` to ``path`` as JSON if it is missing; otherwise the
+    fields whose saved value differs. A field missing from the file (added after the run was
+    made) counts as the value older runs used (``older_runs_value``). An empty list means
+    the run folder may be reused."""
     path = Path(path)
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))
     if not path.exists():

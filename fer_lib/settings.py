@@ -78,8 +78,8 @@ def arm_layout(channels: int) -> tuple[int, int, int]:
 
 
 def arm_sides(input_size: int) -> tuple[int, int, int] | None:
-    """(trunk map side m, pixel-shuffled side, ARM output side n), or None where ARM does not
-    fit."""
+    """(trunk map side m, pixel-shuffled side, ARM output side n), or
+    None where ARM does not fit."""
     if input_size % 32:
         return None
     map_side = input_size // 32
@@ -90,8 +90,8 @@ def arm_sides(input_size: int) -> tuple[int, int, int] | None:
 
 
 def landmark_conv5_side(input_size: int) -> int:
-    """Side of the landmark CNN's 5th conv output (10 at 224): Table 1's unpadded convs and 2x2
-    pools."""
+    """Side of the landmark CNN's 5th conv output (10 at 224): Table 1's
+    unpadded convs and 2x2 pools."""
     side = input_size - 4  # conv 5x5
     for _ in range(4):
         side = side // 2 - 2  # maxpool 2, then conv 3x3
@@ -113,8 +113,8 @@ def valid_input_sizes() -> list[int]:
 
 
 def valid_widths(network: str) -> list[int]:
-    """The base widths ARM accepts after ``network``'s trunk ("resnet" or "landmark"), up to the
-    paper's."""
+    """The base widths ARM accepts after ``network``'s trunk ("resnet" or
+    "landmark"), up to the paper's."""
     valid = []
     for width in WIDTH_RANGE:
         try:
@@ -128,8 +128,8 @@ def valid_widths(network: str) -> list[int]:
 # -- the training recipes --------------------------------------------------------------------------
 @dataclass
 class BaselineConfig:
-    """The ARM recipe (SPEC.md): Adam, weight decay 1e-4, ExponentialLR(0.9), batch 256, the ARM
-    authors' augmentation."""
+    """The ARM recipe (SPEC.md): Adam, weight decay 1e-4, ExponentialLR(0.9), batch 256,
+    the ARM authors' augmentation."""
 
     input_size: int = PAPER_INPUT_SIZE
     width: int = 64  # ResNet18's base width; 64 is the paper's (and the released checkpoint's)

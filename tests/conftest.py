@@ -63,8 +63,8 @@ def tiny_rafdb(tmp_path: Path) -> Path:
 
 
 def pooled_result(difference: float, half: float, seeds: int = 5):
-    """A stats.PooledResult whose 95% interval is difference +- half, as with no seed effect (a
-    normal quantile)."""
+    """A stats.PooledResult whose 95% interval is difference +- half, as with no seed
+    effect (a normal quantile)."""
     se = half / norm.ppf(0.975)
     return PooledResult(
         "oa",
@@ -122,8 +122,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The smoke profile's whole pipeline, run once for every test that reads it (notebooks,
-    explorer)."""
+    """The smoke profile's whole pipeline, run once for every test that reads
+    it (notebooks, explorer)."""
     run_dir = tmp_path_factory.mktemp("smoke")
     backend = os.environ.get("MPLBACKEND")
     # as run_all.sh sets it: the report must still show its figures

@@ -1,5 +1,5 @@
-"""The training and evaluation commands end to end on a tiny data set (narrow networks, 1-2
-epochs)."""
+"""The training and evaluation commands end to end on a tiny data set
+(narrow networks, 1-2 epochs)."""
 
 import dataclasses
 import json
@@ -508,8 +508,8 @@ def test_predict_lists_unreadable_photos_and_goes_on_and_names_figures_apart(
     [("train-baseline", "BaselineConfig"), ("train-fusion", "FusionConfig")],
 )
 def test_the_training_options_default_to_the_recipes(command, config, tmp_path):
-    """Each option of a training command that sets a field of its recipe defaults to the recipe's
-    default."""
+    """Each option of a training command that sets a field of its recipe
+    defaults to the recipe's default."""
     required = ["--data", str(tmp_path), "--run-dir", str(tmp_path)]
     if command == "train-fusion":
         required += ["--baseline", str(tmp_path)]

@@ -50,9 +50,9 @@ def test_augment_arm_is_seeded_and_erases():
 
 @pytest.mark.parametrize("mix, untouched", [("upstream", 0.5), ("flip_or_noise", 0.0)])
 def test_augment_arm_mix(mix, untouched):
-    """The ARM authors' mix leaves half the images as they are and flips or noises a quarter each;
-    the demo's alters every image. Erasing is switched off here by comparing only images without a
-    zeroed box."""
+    """The ARM authors' mix leaves half the images as they are and flips or noises a quarter
+    each; the demo's alters every image. Erasing is switched off here by comparing only
+    images without a zeroed box."""
     images = torch.randn(4000, 1, 8, 8)
     out = tensors.augment_arm(images, torch.Generator().manual_seed(2), mix)
     erased = (out == 0).flatten(1).any(1)

@@ -36,8 +36,8 @@ N_TRAIN, N_TEST = 14, 7
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory) -> dict[str, Path]:
-    """One pristine synthetic copy per layout; tests that break one work on their own copy
-    (``broken``)."""
+    """One pristine synthetic copy per layout; tests that break one work on
+    their own copy (``broken``)."""
     base = tmp_path_factory.mktemp("layouts")
     return {
         layout: write(base / layout, N_TRAIN, N_TEST, seed=0, progress=False)
@@ -231,8 +231,8 @@ def set_cell(rows, line, name, value):
 
 
 def assert_refused(path: Path, capsys, *fragments: str, options=()) -> None:
-    """check-data exits 1 without a traceback; one error line names every fragment (file, row, what
-    is wrong)."""
+    """check-data exits 1 without a traceback; one error line names every fragment
+    (file, row, what is wrong)."""
     assert main(["check-data", str(path), *options]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err

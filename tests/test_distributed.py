@@ -36,8 +36,8 @@ def _configs():
 
 
 def _train(root: str, out: str) -> None:
-    """Both trainings in this process (one rank of a group, or alone): baseline, then fusion on
-    it."""
+    """Both trainings in this process (one rank of a group, or alone):
+    baseline, then fusion on it."""
     torch.set_num_threads(1)
     # AdaBelief's first steps are about lr * sign(gradient) for every entry well above its eps
     # (1e-16 in Table 4), so a rounding-level difference in a near-zero entry would move a weight by
@@ -220,10 +220,10 @@ def _batch_norm_rank(rank: int, world: int, store: str, out: str) -> None:
 
 
 def test_global_batch_norm_follows_autocast_as_torchs_batch_norm_does(tmp_path):
-    """Under bf16 autocast (the AMX and CUDA path) the global-batch BatchNorm computes what torch's
-    BatchNorm computes on the whole batch: output in bf16 (equal to one bf16 rounding, 2^-8
-    relative), statistics and running buffers in fp32 (equal to fp32 summation order), an exact
-    count."""
+    """Under bf16 autocast (the AMX and CUDA path) the global-batch BatchNorm computes what
+    torch's BatchNorm computes on the whole batch: output in bf16 (equal to one bf16
+    rounding, 2^-8 relative), statistics and running buffers in fp32 (equal to fp32
+    summation order), an exact count."""
     mp.spawn(
         _batch_norm_rank, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True
     )

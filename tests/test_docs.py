@@ -31,8 +31,8 @@ def markdown_files() -> list[Path]:
 
 
 def without_code(text: str) -> str:
-    """The text with fenced code blocks and inline code spans blanked (links in code are not
-    links)."""
+    """The text with fenced code blocks and inline code spans blanked
+    (links in code are not links)."""
     text = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
     return CODE_SPAN.sub("", text)
 
@@ -53,8 +53,8 @@ def slug(heading: str) -> str:
 
 
 def anchors(path: Path) -> set[str]:
-    """Every anchor of a Markdown file: its headings' (repeated ones get -1, -2, ...) and explicit
-    HTML ones."""
+    """Every anchor of a Markdown file: its headings' (repeated ones get -1, -2,
+    ...) and explicit HTML ones."""
     text = path.read_text(encoding="utf-8")
     found, seen = set(), {}
     for heading in HEADING.findall(FENCE.sub("", text)):

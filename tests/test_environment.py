@@ -39,8 +39,8 @@ def test_design_card_packages_are_declared():
 
 
 def _committed(path: str) -> str:
-    """A file as committed at HEAD: the main command rewrites the working tree's copy on every
-    run."""
+    """A file as committed at HEAD: the main command rewrites the working
+    tree's copy on every run."""
     try:
         return subprocess.run(
             ["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True, check=True

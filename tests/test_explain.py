@@ -1,5 +1,5 @@
-"""Grad-CAM++ on both branches (tiny random networks at 128 px) and the example pickers (hand-made
-tables)."""
+"""Grad-CAM++ on both branches (tiny random networks at 128 px) and the example
+pickers (hand-made tables)."""
 
 import numpy as np
 import pytest
@@ -15,8 +15,8 @@ SIZE = 128
 
 
 def predictions(labels, fused, rgb, landmark, confidence):
-    """FusionPredictions whose argmaxes are the given classes, the fused head with the given
-    confidence."""
+    """FusionPredictions whose argmaxes are the given classes, the fused head
+    with the given confidence."""
     n = len(labels)
 
     def probabilities(classes, top):

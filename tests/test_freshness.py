@@ -19,8 +19,8 @@ def _notebooks(folder):
 
 
 def _play(run_dir, figures, notebooks, base="inputs", force=False, models="m"):
-    """One pipeline pass: the notebooks it executed (each writes a table and a figure of its
-    own)."""
+    """One pipeline pass: the notebooks it executed (each writes a table
+    and a figure of its own)."""
     fresh = freshness.Freshness(run_dir, figures, base, force=force)
     executed = []
     for notebook in notebooks:

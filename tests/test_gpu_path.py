@@ -1,6 +1,6 @@
-"""The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``), collectives
-on the process group's device, the feature cache's key, the population mean, and the host reads of a
-training loop."""
+"""The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``),
+collectives on the process group's device, the feature cache's key, the population mean, and the
+host reads of a training loop."""
 
 import json
 import sys
@@ -74,9 +74,9 @@ def test_the_cpu_path_follows_amx_unless_forced_and_the_switch_runs_the_cuda_pat
 def test_the_frozen_networks_predictions_do_not_depend_on_the_precision_path(
     split, monkeypatch, forced
 ):
-    """Table 6's baseline is the checkpoint's own accuracy on every machine: its logits, its feature
-    cache and the fusion model's RGB branch are the same bits on the bf16 path (AMX, CUDA) as on the
-    fp32 path."""
+    """Table 6's baseline is the checkpoint's own accuracy on every machine: its logits,
+    its feature cache and the fusion model's RGB branch are the same bits on the bf16 path
+    (AMX, CUDA) as on the fp32 path."""
     baseline, model = _models()
     images = tensors.normalise(split.images[:8])
     monkeypatch.delenv(precision.ENV, raising=False)
@@ -232,9 +232,9 @@ def host_reads(monkeypatch):
 def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_steps(
     split, tmp_path, host_reads, run
 ):
-    """Counts, losses, points, labels and flips stay on the device during an epoch: the reads do not
-    grow with the number of steps (a read per step would make the GPU wait for the host every
-    step)."""
+    """Counts, losses, points, labels and flips stay on the device during an epoch:
+    the reads do not grow with the number of steps (a read per step would make the GPU
+    wait for the host every step)."""
     counts = []
     for batch_size in (4, 8):  # about 4 and 2 training steps per epoch
         host_reads.clear()

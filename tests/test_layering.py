@@ -1,5 +1,5 @@
-"""The library's modules import one way, in the order CONTRIBUTING.md's "How the code is laid out"
-lists them."""
+"""The library's modules import one way, in the order CONTRIBUTING.md's "How the
+code is laid out" lists them."""
 
 import ast
 import re
@@ -25,8 +25,8 @@ def _order() -> list[list[str]]:
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of the library, dotted below ``fer_lib``; packages' ``__init__`` files hold no
-    code."""
+    """Every module of the library, dotted below ``fer_lib``; packages'
+    ``__init__`` files hold no code."""
     return {
         ".".join(path.relative_to(PACKAGE).with_suffix("").parts): path
         for path in PACKAGE.rglob("*.py")

@@ -23,8 +23,8 @@ SMALL = 128  # smallest size both branches accept: trunk map 4x4, ARM feature 5x
 
 
 def released_shapes() -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the ARM authors' RAF-DB checkpoint (ARM_NOTES.md): ResNet18 trunk + ARM +
-    fc."""
+    """Keys and shapes of the ARM authors' RAF-DB checkpoint (ARM_NOTES.md):
+    ResNet18 trunk + ARM + fc."""
     shapes: dict[str, tuple[int, ...]] = {"features.0.weight": (64, 3, 7, 7)}
 
     def bn(prefix: str, channels: int) -> None:
@@ -52,8 +52,8 @@ def released_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def randomise_arm(net: ARMNet, seed: int = 0) -> ARMNet:
-    """Non-default BatchNorm statistics and alpha, so that a loader that skips them would be
-    caught."""
+    """Non-default BatchNorm statistics and alpha, so that a loader that
+    skips them would be caught."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         net.arm.bn.running_mean.copy_(torch.randn(2, generator=g))
@@ -180,8 +180,8 @@ def test_input_sizes():
 
 
 def loop_reference(arm: ARM, x: torch.Tensor) -> torch.Tensor:
-    """The ARM code's computation, channel by channel: conv each channel, concat, bn, mean + alpha *
-    batch mean."""
+    """The ARM code's computation, channel by channel: conv each channel, concat,
+    bn, mean + alpha * batch mean."""
     channels = [
         functional.conv2d(x[:, i : i + 1], arm.de_albino.weight, stride=8)
         for i in range(x.shape[1])

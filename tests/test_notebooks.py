@@ -1,5 +1,5 @@
-"""Every report notebook, executed in order by papermill on the smoke profile, and the tables it
-writes."""
+"""Every report notebook, executed in order by papermill on the smoke
+profile, and the tables it writes."""
 
 import ast
 import html
@@ -58,8 +58,8 @@ def test_notebook_code_lines_are_at_most_100_characters():
 
 
 def test_the_shared_opening_cells_are_the_same_in_every_notebook():
-    """What no generator keeps in step any more: title, imports, parameters, start(...) and the
-    kernel."""
+    """What no generator keeps in step any more: title, imports, parameters,
+    start(...) and the kernel."""
     parameters, kernelspecs = {}, {}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)

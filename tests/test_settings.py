@@ -1,5 +1,5 @@
-"""Runs a user can size: --set overrides, --seed-offset, subsets, run folders, and the stability
-comparison."""
+"""Runs a user can size: --set overrides, --seed-offset, subsets, run folders,
+and the stability comparison."""
 
 import json
 

@@ -291,9 +291,9 @@ def _coverage_module():
 
 
 def test_the_interval_covers_the_truth_where_the_old_one_did_not():
-    """A fast version of benchmarks/stats_coverage.py: three settings where the previous interval
-    missed 2-3 times too often (seed effects of 1 point with 2 and 5 seeds, per-seed baselines with
-    3)."""
+    """A fast version of benchmarks/stats_coverage.py: three settings where the previous
+    interval missed 2-3 times too often (seed effects of 1 point with 2 and 5 seeds,
+    per-seed baselines with 3)."""
     coverage = _coverage_module()
     settings = [
         coverage.Setting(2, 1.0, "frozen", 0.3),
@@ -308,9 +308,9 @@ def test_the_interval_covers_the_truth_where_the_old_one_did_not():
 
 
 def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
-    """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any false
-    supported or contradicted verdict among them at most 5% (here well under, as two-seed intervals
-    are conservative)."""
+    """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any
+    false supported or contradicted verdict among them at most 5% (here well under, as two-seed
+    intervals are conservative)."""
     coverage = _coverage_module()
     population = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.0))
     rng = np.random.default_rng(7)
@@ -442,8 +442,8 @@ def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
 
 
 def _false_word(verdict: str, delta: float, sign: int, margin: float) -> bool:
-    """Whether a verdict says something false about the true difference ``delta`` (claim direction
-    ``sign``)."""
+    """Whether a verdict says something false about the true difference ``delta``
+    (claim direction ``sign``)."""
     if verdict.startswith("supported") and delta * sign <= 0:
         return True
     if verdict.startswith("contradicted") and delta * sign >= 0:
@@ -715,9 +715,9 @@ def test_the_seed_pooled_aa_difference_weighs_every_class_alike_and_oa_every_ima
 
 
 def test_the_seed_pooled_aa_standard_error_is_the_stratified_one_when_seeds_agree():
-    """With every seed alike only the test images vary: the SE of a mean of class means (by hand:
-    the square root of sum_k s_k^2 / n_k, over the number of classes), and of a mean over the images
-    for OA."""
+    """With every seed alike only the test images vary: the SE of a mean of class means
+    (by hand: the square root of sum_k s_k^2 / n_k, over the number of classes), and of a
+    mean over the images for OA."""
     rng = np.random.default_rng(12)
     labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])
     a = _predictions(labels, [0.8, 0.5, 0.5, 0.7, 0.5, 0.6, 0.5], rng) == labels

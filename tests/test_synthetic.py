@@ -1,5 +1,5 @@
-"""The synthetic RAF-DB: layout, determinism, class proportions, geometry, and the absence of
-shortcuts."""
+"""The synthetic RAF-DB: layout, determinism, class proportions, geometry,
+and the absence of shortcuts."""
 
 from __future__ import annotations
 
@@ -259,8 +259,8 @@ def _cv_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
 
 
 def test_no_global_image_shortcut(balanced_samples):
-    """A linear classifier on image statistics, face size and position must stay near chance
-    (1/7)."""
+    """A linear classifier on image statistics, face size and position
+    must stay near chance (1/7)."""
     labels = np.array([s.label for s in balanced_samples])
     features = np.stack([_global_statistics(s) for s in balanced_samples])
     assert _cv_accuracy(features, labels) < 1 / 7 + 0.1
@@ -278,8 +278,8 @@ def test_no_global_image_shortcut_with_the_demo_knobs():
 
 
 def test_landmarks_carry_the_expression(balanced_samples):
-    """The same classifier on aligned landmarks is far above chance (the landmark branch has
-    signal)."""
+    """The same classifier on aligned landmarks is far above chance (the
+    landmark branch has signal)."""
     labels = np.array([s.label for s in balanced_samples])
     features = np.stack([align_points(s.auto37, s.manual5).ravel() for s in balanced_samples])
     # chance 0.14; without expressions it measures ~0.15

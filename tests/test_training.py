@@ -257,8 +257,8 @@ def test_a_setting_added_later_counts_as_what_older_runs_used(tmp_path):
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the trained weights; population means are filled in after selection, so left
-    out."""
+    """A copy of the trained weights; population means are filled in
+    after selection, so left out."""
     return {k: v.clone() for k, v in model.state_dict().items() if "population_mean" not in k}
 
 

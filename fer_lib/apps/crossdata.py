@@ -88,8 +88,8 @@ class CrossResult:
         }
 
     def file_stem(self) -> str:
-        """The pair as a file name: ``an8_rgb_on_affectnet`` for "an8 (rgb)" tested on
-        "affectnet"."""
+        """The pair as a file name: ``an8_rgb_on_affectnet`` for "an8
+        (rgb)" tested on "affectnet"."""
         return slug(f"{self.trained_on}_on_{self.tested_on}")
 
     def confusion_frame(self) -> pd.DataFrame:
@@ -99,8 +99,8 @@ class CrossResult:
 
 
 def slug(text: str) -> str:
-    """``text`` as a file name: runs of anything but letters, digits, '.', '+' and '-' become one
-    '_'."""
+    """``text`` as a file name: runs of anything but letters, digits, '.',
+    '+' and '-' become one '_'."""
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
 
 
@@ -156,8 +156,8 @@ def cross_result(
     model: str | None = None,
     seed: int | None = None,
 ) -> CrossResult:
-    """OA, AA and the confusion matrix of a model on another data set's test images, over the shared
-    classes."""
+    """OA, AA and the confusion matrix of a model on another data set's test
+    images, over the shared classes."""
     y, p, _, shared, notes = map_classes(
         model_classes, data_classes, np.asarray(labels), np.asarray(probabilities)
     )
@@ -186,9 +186,9 @@ def cross_table(results: list[CrossResult]) -> pd.DataFrame:
 
 
 def with_fold_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """The table of paired runs (one model per fold, on its own fold's test split) with two more
-    rows: the mean over the folds and their standard deviation (OA and AA; the folds' images counted
-    once)."""
+    """The table of paired runs (one model per fold, on its own fold's test split) with
+    two more rows: the mean over the folds and their standard deviation (OA and AA; the
+    folds' images counted once)."""
     summary = [
         {
             "trained on": f"mean over {len(table)} folds",
@@ -224,8 +224,8 @@ def name_of(path: Path) -> str:
 
 
 def data_name(root: Path) -> str:
-    """A data set as the cross-dataset tables name it: its folder, what it is and its class
-    count."""
+    """A data set as the cross-dataset tables name it: its folder, what
+    it is and its class count."""
     classes, info = read_classes(resolve_root(root))
     return f"{name_of(root)}: {info.get('layout', 'RAF-DB')}, {len(classes)} classes"
 
@@ -254,10 +254,10 @@ def decode_test_split(
 def predict_heads(
     baseline, fusion, config, split: tensors.SplitTensors, *, batch_size: int, cache_dir: Path
 ) -> training.FusionPredictions | np.ndarray:
-    """A model's test probabilities on ``split``, over the model's classes: a baseline alone gives
-    its (N, classes) probabilities (test batches of ``batch_size``), a fused model its three heads
-    (its config's test batch). The models are on their device; ``cache_dir``: the split's own
-    (``data_cache``)."""
+    """A model's test probabilities on ``split``, over the model's classes: a baseline alone
+    gives its (N, classes) probabilities (test batches of ``batch_size``), a fused model its
+    three heads (its config's test batch). The models are on their device; ``cache_dir``: the
+    split's own (``data_cache``)."""
     if fusion is None:
         return training.baseline_logits(baseline, split.images, batch_size).softmax(1).numpy()
     cache = training.rgb_feature_cache(

@@ -168,8 +168,8 @@ def select(
 
 
 def effect_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """How many test images of each Table 2 case fusion fixed, broke or left (rows: cases; columns:
-    effects)."""
+    """How many test images of each Table 2 case fusion fixed, broke or left
+    (rows: cases; columns: effects)."""
     counts = pd.crosstab(frame["case"], frame["effect"]).reindex(
         index=list(TABLE2_CASES), columns=list(EFFECTS), fill_value=0
     )
@@ -194,8 +194,8 @@ def w_table(outputs: ModelOutputs, grid=_W_GRID) -> pd.DataFrame:
 
 
 class ExplorerData:
-    """The run's models and the test images, loaded once; ``outputs`` computes or reads each model's
-    outputs."""
+    """The run's models and the test images, loaded once; ``outputs`` computes or
+    reads each model's outputs."""
 
     def __init__(self, experiment):
         self.ex = experiment
@@ -255,8 +255,8 @@ class ExplorerData:
     def draw_gallery(
         self, frame: pd.DataFrame, *, count: int = 16, columns: int = 8, title: str = ""
     ) -> plt.Figure:
-        """The aligned faces of ``frame``'s first ``count`` rows, each titled true / fused (RGB)
-        classes."""
+        """The aligned faces of ``frame``'s first ``count`` rows, each titled
+        true / fused (RGB) classes."""
         rows = frame.head(count)
         lines = max(1, -(-len(rows) // columns))
         fig, axes = plt.subplots(
@@ -359,8 +359,8 @@ class ExplorerData:
 
 
 class Explorer:
-    """The ipywidgets explorer: choose seed and model, filter and sort the test images, pick one,
-    move w."""
+    """The ipywidgets explorer: choose seed and model, filter and sort the
+    test images, pick one, move w."""
 
     def __init__(self, experiment, data: ExplorerData | None = None):
         self.data = data or ExplorerData(experiment)

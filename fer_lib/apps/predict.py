@@ -87,9 +87,9 @@ def load_models(
     device: torch.device,
     mean_data: Path | None = None,
 ):
-    """(baseline, fusion model or None, fusion config or None), in eval mode and batch-independent.
-    A baseline checkpoint without a population mean gets one estimated over ``mean_data``'s training
-    images."""
+    """(baseline, fusion model or None, fusion config or None), in eval mode and
+    batch-independent. A baseline checkpoint without a population mean gets one estimated over
+    ``mean_data``'s training images."""
     baseline = models.load_arm_checkpoint(baseline_path)
     if torch.isnan(baseline.arm.population_mean).any():
         if mean_data is None:
@@ -282,9 +282,9 @@ def plot_face(
     title: str,
     classes: tuple[str, ...] = CLASSES,
 ) -> plt.Figure:
-    """One face: the photo with its box and points, the aligned crop, the heatmap, the heads'
-    probabilities (over the model's ``classes``) and, with a fusion model, Grad-CAM++ of both
-    branches."""
+    """One face: the photo with its box and points, the aligned crop, the heatmap, the
+    heads' probabilities (over the model's ``classes``) and, with a fusion model,
+    Grad-CAM++ of both branches."""
     columns = 6 if explanation is not None else 3
     fig, axes = plt.subplots(
         1,

@@ -132,8 +132,8 @@ class AffectNetCsv:
         return self.root / AFFECTNET_LIST_DIRS[0] / LIST_FILES[split]
 
     def _rows(self, split: str, problems: list[str]) -> Iterator[tuple[int, dict]]:
-        """(line number, row) of a list file, streamed; a missing file or column goes to
-        ``problems``."""
+        """(line number, row) of a list file, streamed; a missing file or
+        column goes to ``problems``."""
         path = self.list_file(split)
         if not path.exists():
             problems.append(
@@ -298,8 +298,8 @@ class AffectNetNpy:
         self.order_note = ""
 
     def _ids(self, split: str, problems: list[str]) -> list[str]:
-        """The sample numbers of a split whose image and annotations are all there (the rest go to
-        ``problems``)."""
+        """The sample numbers of a split whose image and annotations are all there
+        (the rest go to ``problems``)."""
         folder = self.root / NPY_SPLITS[split]
         try:
             images = {
@@ -385,8 +385,8 @@ class AffectNetNpy:
         return codes, problems
 
     def _names(self, codes: dict, problems: list[str]) -> tuple[str, ...]:
-        """The class names of the codes: the order asked for, or the one ``auto`` detects (noted in
-        ``order_note``)."""
+        """The class names of the codes: the order asked for, or the one ``auto``
+        detects (noted in ``order_note``)."""
         if self.class_order == "affectnet":
             self.order_note = "class order: AffectNet's (0 Neutral, 1 Happy, ...), as asked"
             return CODES

@@ -26,8 +26,8 @@ def check_layout(
     path: str | os.PathLike, *, decode_images: bool = True, progress: bool = True, **options
 ) -> rafdb.CheckReport:
     """Check a copy of whichever layout ``path`` holds (``detect_layout``); ``options`` go to that
-    layout's reader (``label_mode`` for FERPlus, ``classes`` 7 or 8, ``class_order`` for AffectNet's
-    numpy release)."""
+    layout's reader (``label_mode`` for FERPlus, ``classes`` 7 or 8, ``class_order`` for
+    AffectNet's numpy release)."""
     try:
         layout = detect_layout(path)
     except DataSetError as error:
@@ -52,8 +52,8 @@ def check_layout(
 
 
 def reader_for(layout: str, path: str | os.PathLike, **options):
-    """The reader object of a layout (``AffectNetCsv``, ``AffectNetNpy``, ``FerPlus``,
-    ``CkPlus``)."""
+    """The reader object of a layout (``AffectNetCsv``, ``AffectNetNpy``,
+    ``FerPlus``, ``CkPlus``)."""
     if layout not in READERS:
         raise DataSetError(
             [f"{path}: layout {layout!r} has no converter (known: {', '.join(READERS)})"]

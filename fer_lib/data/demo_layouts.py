@@ -34,9 +34,9 @@ MARKER = "DEMO_LAYOUT.json"
 
 
 def _plan(n_train: int, n_test: int, seed: int) -> list[tuple[str, int, str | int]]:
-    """(split, index, class) of every sample: Table 3 proportions over RAF-DB's 7 classes, then one
-    extra row in twenty for Contempt and for what the protocols exclude ("excluded", given a code by
-    each writer)."""
+    """(split, index, class) of every sample: Table 3 proportions over RAF-DB's 7 classes,
+    then one extra row in twenty for Contempt and for what the protocols exclude ("excluded",
+    given a code by each writer)."""
     plan = []
     for split, n in (("train", n_train), ("test", n_test)):
         labels = split_labels(n, split, seed)

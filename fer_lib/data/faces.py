@@ -60,8 +60,8 @@ class FaceToolsMissing(RuntimeError):
 
 
 class ImportProblem(ValueError):
-    """A source that cannot be imported as asked (no photos, a bad CSV line, a folder that holds
-    data)."""
+    """A source that cannot be imported as asked (no photos, a bad CSV line,
+    a folder that holds data)."""
 
 
 @lru_cache(maxsize=1)
@@ -111,8 +111,8 @@ class Face:
 
     @property
     def manual5(self) -> np.ndarray:
-        """RAF-DB's 5 manual points: left and right eye centres (image left = smaller x), nose tip,
-        mouth corners."""
+        """RAF-DB's 5 manual points: left and right eye centres (image left = smaller
+        x), nose tip, mouth corners."""
         return landmarks.manual5_from_ibug68(self.points68)
 
     @property
@@ -237,8 +237,8 @@ class Source:
 
 
 def class_of(name: str) -> int | None:
-    """RAF-DB class index of a folder or label name (aliases, any case; RAF-DB's numbers 1..7
-    too)."""
+    """RAF-DB class index of a folder or label name (aliases, any case;
+    RAF-DB's numbers 1..7 too)."""
     key = name.strip().lower()
     if key.isdigit() and 1 <= int(key) <= 7:
         return int(key) - 1
@@ -310,8 +310,8 @@ def _from_csv(path: Path) -> list[Source]:
 
 
 def _import_one(task: tuple[str, str, str]) -> dict:
-    """Detect, fit, align and write one photo as RAF-DB sample ``name`` under ``out``; returns what
-    happened."""
+    """Detect, fit, align and write one photo as RAF-DB sample ``name`` under
+    ``out``; returns what happened."""
     path, out, name = task
     out = Path(out)
     try:

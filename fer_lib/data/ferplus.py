@@ -280,8 +280,8 @@ class FerPlus:
         )
 
     def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
-        """Both files read in step and every row checked (the pixels are the images: nothing else to
-        decode)."""
+        """Both files read in step and every row checked (the pixels are the
+        images: nothing else to decode)."""
         counts, problems = Counts(self.classes), []
         for _ in self._walk(counts, problems, progress):
             pass

@@ -31,8 +31,8 @@ def default_sigma(size: int) -> float:
 def _window(
     centre: torch.Tensor, offsets: torch.Tensor, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel positions (B, K, P) of a window around each coordinate, and whether each lies on the
-    canvas."""
+    """Pixel positions (B, K, P) of a window around each coordinate, and
+    whether each lies on the canvas."""
     pixels = centre.round().unsqueeze(-1) + offsets
     return pixels, (pixels >= 0) & (pixels < size)
 

@@ -58,9 +58,9 @@ IBUG68_FLIP = np.array(
 
 
 def manual5_from_ibug68(points68: np.ndarray) -> np.ndarray:
-    """RAF-DB's 5 manual points from (..., 68, 2) iBUG points: eye centres (means of each eye's 6
-    points), nose tip, mouth corners. import-images and the AffectNet / CK+ converters all use this
-    one mapping."""
+    """RAF-DB's 5 manual points from (..., 68, 2) iBUG points: eye centres (means of each
+    eye's 6 points), nose tip, mouth corners. import-images and the AffectNet / CK+
+    converters all use this one mapping."""
     p = np.asarray(points68, dtype=np.float64)
     return np.stack(
         [

@@ -79,8 +79,8 @@ def class_index(classes: tuple[str, ...]) -> dict[str, int]:
 
 
 def project_classes(with_contempt: bool) -> tuple[str, ...]:
-    """The class list of a converted set: RAF-DB's 7 in RAF-DB's order, then Contempt when it is
-    kept."""
+    """The class list of a converted set: RAF-DB's 7 in RAF-DB's order, then
+    Contempt when it is kept."""
     return rafdb.CLASSES_8 if with_contempt else rafdb.CLASSES
 
 
@@ -124,9 +124,9 @@ def detect_layout(path: str | os.PathLike) -> str:
 
 
 def _holds_photos(path: Path, depth: int = 2) -> bool:
-    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image files; a
-    bounded look (the first 200 entries of each folder), so a folder of anything else is not taken
-    for photos."""
+    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image
+    files; a bounded look (the first 200 entries of each folder), so a folder of anything
+    else is not taken for photos."""
     # data.faces loads torch and pandas (via data.tensors and io): 5.6 s (2 busy cores) at
     # `python -m fer_lib --help`, which imports this module
     from fer_lib.data.faces import IMAGE_SUFFIXES
@@ -177,8 +177,8 @@ class Sample:
 
 @dataclass
 class Counts:
-    """Per-split, per-class counts and excluded rows by reason, filled while a reader streams its
-    rows."""
+    """Per-split, per-class counts and excluded rows by reason, filled while
+    a reader streams its rows."""
 
     classes: tuple[str, ...]
     train: list[int] = field(default_factory=list)

@@ -81,8 +81,8 @@ class RafDbError(ValueError):
 
 
 def resolve_root(path: str | os.PathLike) -> Path:
-    """The folder holding EmoLabel/, Image/ and Annotation/; its parent (holding basic/) is
-    accepted."""
+    """The folder holding EmoLabel/, Image/ and Annotation/; its parent
+    (holding basic/) is accepted."""
     path = Path(path).expanduser()
     for candidate in (path, path / "basic"):
         if (candidate / "EmoLabel").is_dir():
@@ -113,9 +113,9 @@ def auto_name(name: str) -> str:
 def write_annotations(
     root: Path, name: str, manual5: np.ndarray, attributes, auto37: np.ndarray, box
 ) -> None:
-    """A sample's annotation files in RAF-DB's format: the 5 manual points and the gender/race/age
-    codes, the 37 automatic points ("x<TAB>y" rows, original-image pixels) and the face's bounding
-    box."""
+    """A sample's annotation files in RAF-DB's format: the 5 manual points and the
+    gender/race/age codes, the 37 automatic points ("x<TAB>y" rows, original-image pixels)
+    and the face's bounding box."""
 
     def points(rows: np.ndarray) -> str:
         return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in rows)
@@ -201,9 +201,9 @@ class RafDb:
 
 
 def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
-    """A copy's class list and the rest of its ``classes.json`` (layout, protocol, excluded rows);
-    RAF-DB's own 7 classes and ``{"layout": "RAF-DB"}`` where the file is absent. A broken file
-    raises RafDbError."""
+    """A copy's class list and the rest of its ``classes.json`` (layout, protocol, excluded
+    rows); RAF-DB's own 7 classes and ``{"layout": "RAF-DB"}`` where the file is absent. A
+    broken file raises RafDbError."""
     path = Path(root) / CLASSES_FILE
     if not path.exists():
         return CLASSES, {"layout": "RAF-DB"}
@@ -235,8 +235,8 @@ def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
 def read_label_file(
     path: Path, num_classes: int = NUM_CLASSES
 ) -> tuple[list[str], list[int], list[str]]:
-    """Names, 0-based labels and problems from ``list_patition_label.txt`` (labels
-    1..``num_classes``)."""
+    """Names, 0-based labels and problems from ``list_patition_label.txt``
+    (labels 1..``num_classes``)."""
     names, labels, problems = [], [], []
     seen: dict[str, int] = {}
     try:
@@ -324,8 +324,8 @@ def _parse_points(
 
 
 def _annotation_rows(path: Path, what: str, problems: list[str]) -> list[str] | None:
-    """The rows of an annotation file, or None with the problem named (``what``: the file's
-    role)."""
+    """The rows of an annotation file, or None with the problem named
+    (``what``: the file's role)."""
     try:
         return _read_rows(path)
     except FileNotFoundError:
@@ -336,8 +336,8 @@ def _annotation_rows(path: Path, what: str, problems: list[str]) -> list[str] | 
 
 
 def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file, or None (problems
-    filled)."""
+    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file,
+    or None (problems filled)."""
     rows = _annotation_rows(path, "the manual annotation of this listed image", problems)
     if rows is None:
         return None
@@ -620,8 +620,8 @@ def _decode_problem(path: Path) -> str | None:
 @dataclass
 class CheckReport:
     """Outcome of a check (``check_rafdb``, or another layout's checker in
-    ``fer_lib.data.layouts``): per-class counts in the order of ``classes`` and every problem
-    found."""
+    ``fer_lib.data.layouts``): per-class counts in the order of
+    ``classes`` and every problem found."""
 
     root: Path
     train: list[int]
@@ -688,8 +688,8 @@ class CheckReport:
 def check_rafdb(
     root: str | os.PathLike, *, decode_images: bool = True, progress: bool = True
 ) -> CheckReport:
-    """Validate a copy in one pass: label list, annotation files, image presence and (optionally)
-    decoding."""
+    """Validate a copy in one pass: label list, annotation files, image
+    presence and (optionally) decoding."""
     try:
         root = resolve_root(root)
         classes, info = read_classes(root)

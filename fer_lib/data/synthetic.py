@@ -171,8 +171,8 @@ _LOWER_OUTER_MID = np.array([58, 57, 56])  # paired with _UPPER_OUTER_MID
 
 
 def _au_basis() -> np.ndarray:
-    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units of inter-ocular
-    distance)."""
+    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units
+    of inter-ocular distance)."""
     basis = {name: np.zeros((68, 2)) for name in AU_NAMES}
     u = np.linspace(0, 1, 5)  # brow position, outer (0) -> inner (1)
     for brow, inward in ((_LEFT_BROW, 1.0), (_RIGHT_BROW, -1.0)):
@@ -513,8 +513,8 @@ def _depth(xy: np.ndarray) -> np.ndarray:
 
 
 def _head_outline(idn: _Identity, jaw: np.ndarray, grow: float = 1.0) -> np.ndarray:
-    """Closed outline: the jaw points, then the skull from the right temple over the top to the
-    left."""
+    """Closed outline: the jaw points, then the skull from the right temple
+    over the top to the left."""
     alpha = np.linspace(0, np.pi, 15)[1:-1]
     top = np.stack(
         [idn.face_w * grow * np.cos(alpha), 0.05 - idn.head_h * grow * np.sin(alpha) ** 0.8], 1
@@ -699,8 +699,8 @@ def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.
 
 
 def _draw_eyes(paint: _Painter, idn: _Identity, p: np.ndarray, iris_colour) -> None:
-    """Sclera, iris and lids: the lids are skin drawn over the iris, so a raised lid shows white
-    above it."""
+    """Sclera, iris and lids: the lids are skin drawn over the iris, so a
+    raised lid shows white above it."""
     skin = _rgb(idn.skin)
     for eye, cx in ((_LEFT_EYE, -0.5), (_RIGHT_EYE, 0.5)):
         ring = p[eye]
@@ -887,16 +887,16 @@ def _draw_mouth_occluder(
 
 @functools.lru_cache(maxsize=4)
 def _noise_tile(size: int) -> np.ndarray:
-    """A fixed field of unit gaussian noise; each image takes a random crop (much cheaper than fresh
-    noise)."""
+    """A fixed field of unit gaussian noise; each image takes a random crop
+    (much cheaper than fresh noise)."""
     return np.random.default_rng(20240601).standard_normal((size, size), dtype=np.float32)
 
 
 def _finish(
     image: Image.Image, scene: _Scene, rng: np.random.Generator, knobs: SyntheticKnobs
 ) -> Image.Image:
-    """Blur, lighting, noise and grayscale: the camera, independent of the class. PIL operations for
-    speed."""
+    """Blur, lighting, noise and grayscale: the camera, independent of the
+    class. PIL operations for speed."""
     blur = rng.uniform(*knobs.blur_range)
     if "heavy_blur" in scene.conditions:
         image = image.filter(
@@ -968,8 +968,8 @@ def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generat
 def render_sample(
     seed: int, split: str, index: int, label: int, knobs: SyntheticKnobs | None = None
 ) -> SyntheticSample:
-    """Render sample ``index`` (0-based) of a split with 0-based ``label``; pure function of its
-    arguments."""
+    """Render sample ``index`` (0-based) of a split with 0-based ``label``;
+    pure function of its arguments."""
     knobs = knobs or SyntheticKnobs()
     rng_scene, rng_expr, rng_detector = _sample_streams(seed, split, index)
     idn = _sample_identity(rng_scene, knobs)
@@ -1097,8 +1097,8 @@ def class_counts_for(n: int, split: str) -> list[int]:
 
 
 def split_labels(n: int, split: str, seed: int) -> np.ndarray:
-    """0-based labels of a split's samples in name order: Table 3 proportions, shuffled by the
-    seed."""
+    """0-based labels of a split's samples in name order: Table 3
+    proportions, shuffled by the seed."""
     labels = np.repeat(np.arange(rafdb.NUM_CLASSES), class_counts_for(n, split))
     np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODES[split], 0])).shuffle(labels)
     return labels
@@ -1145,8 +1145,8 @@ def demo_dataset_is_complete(
     seed: int,
     knobs: SyntheticKnobs | None = None,
 ) -> bool:
-    """True when ``out_dir`` holds a finished demo set made by this generator version with these
-    settings."""
+    """True when ``out_dir`` holds a finished demo set made by this generator
+    version with these settings."""
     root = Path(out_dir)
     try:
         found = json.loads((root / MARKER_FILE).read_text())

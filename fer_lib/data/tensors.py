@@ -78,8 +78,8 @@ def _load_image(path: Path, size: int) -> np.ndarray:
 
 
 def load_images(paths: list[Path], size: int, *, progress: bool = True) -> np.ndarray:
-    """(N, S, S, 3) uint8 images, decoded with a few threads (PIL releases the GIL while
-    decoding)."""
+    """(N, S, S, 3) uint8 images, decoded with a few threads (PIL releases
+    the GIL while decoding)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         for i, image in enumerate(
@@ -170,16 +170,16 @@ def heatmaps_for(
     landmark_set: str = "auto37",
     **kwargs,
 ) -> torch.Tensor:
-    """Heatmaps (B, 1, S, S) for canvas landmarks; samples with ``flip`` True are mirrored
-    consistently."""
+    """Heatmaps (B, 1, S, S) for canvas landmarks; samples with ``flip`` True
+    are mirrored consistently."""
     return render_heatmaps(flip_points_where(points, size, flip, landmark_set), size, **kwargs)
 
 
 def coordinates_for(
     points: torch.Tensor, size: int, flip: torch.Tensor | None = None, landmark_set: str = "auto37"
 ) -> torch.Tensor:
-    """The coordinate branch's input (B, 2K): canvas landmarks scaled to [-1, 1], mirrored where
-    ``flip``."""
+    """The coordinate branch's input (B, 2K): canvas landmarks scaled to [-1,
+    1], mirrored where ``flip``."""
     points = flip_points_where(points, size, flip, landmark_set)
     return (points.float() * (2.0 / size) - 1.0).reshape(len(points), -1)
 

@@ -53,8 +53,8 @@ TABLE11_CASES = {
 
 
 def _frame(predictions) -> pd.DataFrame:
-    """One row per test image: index, name, label and each head's prediction, plus the fused
-    confidence."""
+    """One row per test image: index, name, label and each head's prediction,
+    plus the fused confidence."""
     return pd.DataFrame(
         {
             "index": np.arange(len(predictions.labels)),
@@ -103,8 +103,8 @@ def pick_per_class(predictions, *, correct: bool, per_class: int = 1) -> pd.Data
 
 
 def pick_cases(predictions, *, per_case: int = 2) -> pd.DataFrame:
-    """Table 11: for each case of ``TABLE11_CASES``, the test images in it with the highest fused
-    confidence."""
+    """Table 11: for each case of ``TABLE11_CASES``, the test images in it with
+    the highest fused confidence."""
     frame = _frame(predictions)
     picked = []
     for name, wanted in TABLE11_CASES.items():
@@ -128,9 +128,9 @@ def case_counts(predictions) -> pd.DataFrame:
 
 
 class FusedLogits(nn.Module):
-    """The fused model's logits (B, classes) as a function of one input (``vary``: "rgb" images or
-    "landmark" heatmaps), the other branch's per-image ARM map and both ARM batch terms held at the
-    given values."""
+    """The fused model's logits (B, classes) as a function of one input (``vary``: "rgb"
+    images or "landmark" heatmaps), the other branch's per-image ARM map and both ARM batch
+    terms held at the given values."""
 
     def __init__(
         self,
@@ -158,8 +158,8 @@ class FusedLogits(nn.Module):
 
 @dataclass
 class Explanation:
-    """Grad-CAM++ maps of a set of test images, with what they explain; maps are (N, S, S) in [0,
-    1]."""
+    """Grad-CAM++ maps of a set of test images, with what they explain;
+    maps are (N, S, S) in [0, 1]."""
 
     index: np.ndarray  # (N,) test-set indices
     target: np.ndarray  # (N,) the class whose fused logit is explained
@@ -345,8 +345,8 @@ def explain(
 
 
 def overlay(base: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """pytorch-grad-cam's jet overlay of a CAM on an RGB (S, S, 3) or grey (S, S) image in [0,
-    1]."""
+    """pytorch-grad-cam's jet overlay of a CAM on an RGB (S, S, 3) or
+    grey (S, S) image in [0, 1]."""
     # pytorch_grad_cam: see _grad_cam_plus_plus
     from pytorch_grad_cam.utils.image import show_cam_on_image
 

@@ -122,9 +122,9 @@ def contingency_2x2(
 def summary(
     y_true: np.ndarray, scores: np.ndarray, num_classes: int | None = None
 ) -> dict[str, float | list[float]]:
-    """Tables 5 and 6 for one model: oa_top1, oa_top2, oa_top3, aa and per_class (a list; NaN =
-    absent class). ``num_classes``: the data set's class count; by default the scores' columns, one
-    per class."""
+    """Tables 5 and 6 for one model: oa_top1, oa_top2, oa_top3, aa and per_class (a list;
+    NaN = absent class). ``num_classes``: the data set's class count; by default the
+    scores' columns, one per class."""
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != (num_classes or scores.shape[1]):
         raise ValueError(f"scores must be (N, {num_classes or 'C'}), got shape {scores.shape}")

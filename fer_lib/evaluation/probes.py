@@ -55,8 +55,8 @@ def _model(c: float):
 
 
 def fit_probe(c: float, x: np.ndarray, y: np.ndarray):
-    """A probe fitted on one thread, so the same numbers come out whatever threads the process was
-    given."""
+    """A probe fitted on one thread, so the same numbers come out whatever
+    threads the process was given."""
     with threadpool_limits(limits=1):
         return _model(c).fit(x, y)
 
@@ -70,8 +70,8 @@ def linear_probe(
     *,
     seed: int = 0,
 ) -> ProbeResult:
-    """Fit on the training split with C chosen on a 10% stratified validation split, refit on all of
-    it."""
+    """Fit on the training split with C chosen on a 10% stratified validation
+    split, refit on all of it."""
     fit, val = stratified_split(train_y, 0.1, seed)
     scores = {}
     # predictions too: a near-tie must not flip
@@ -112,9 +112,9 @@ def _photo_statistics(path) -> list[float]:
 
 
 def global_statistics(rafdb) -> np.ndarray:
-    """(N, 11) per sample: mean and sd of each channel of the original photo, its width and height,
-    and the inter-ocular distance and eye-centre position from the manual points (relative to the
-    photo)."""
+    """(N, 11) per sample: mean and sd of each channel of the original photo, its width
+    and height, and the inter-ocular distance and eye-centre position from the manual
+    points (relative to the photo)."""
     with ThreadPoolExecutor(
         max_workers=min(8, 2 * (os.cpu_count() or 1))
     ) as pool:  # PIL decodes without the GIL

@@ -80,8 +80,8 @@ def _class_count(labels: np.ndarray, num_classes: int | None) -> int:
 def _cell_accuracy(
     counts: np.ndarray, cell_class: np.ndarray, cell_hits: np.ndarray, metric: str, num_classes: int
 ) -> np.ndarray:
-    """OA or AA for each row of ``counts`` (R, K): how many draws fell in each cell (class, a's hit,
-    b's hit)."""
+    """OA or AA for each row of ``counts`` (R, K): how many draws fell in each
+    cell (class, a's hit, b's hit)."""
     if metric == "oa":
         return counts @ cell_hits / counts.sum(1)
     onehot = np.eye(num_classes)[cell_class]  # (K, C)
@@ -119,8 +119,8 @@ def paired_bootstrap_correct(
     seed: int = 0,
     num_classes: int | None = None,
 ) -> BootstrapResult:
-    """``paired_bootstrap`` on per-image correctness (N,) in [0, 1]: booleans, or fractions of seeds
-    right."""
+    """``paired_bootstrap`` on per-image correctness (N,) in [0, 1]: booleans,
+    or fractions of seeds right."""
     if metric not in ("oa", "aa"):
         raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
     labels = np.asarray(labels)
@@ -175,9 +175,9 @@ def _observed_difference(cells: tuple[np.ndarray, ...], metric: str, num_classes
 def _resampled_differences(
     cells: tuple[np.ndarray, ...], metric: str, resamples: int, seed: int, num_classes: int
 ) -> np.ndarray:
-    """metric(B) - metric(A) over resamples drawn class by class: each class keeps its number of
-    test images (the test set's class sizes are fixed by design), and its images are drawn with
-    replacement."""
+    """metric(B) - metric(A) over resamples drawn class by class: each class keeps its
+    number of test images (the test set's class sizes are fixed by design), and its images
+    are drawn with replacement."""
     cell_class, cell_counts = cells[0], cells[3]
     rng = np.random.default_rng(seed)
     counts = np.zeros((resamples, len(cell_class)))
@@ -235,14 +235,14 @@ class PooledResult:
         return self.interaction_variance / (self.seeds * self.image_variance)
 
     def quantile(self, probability: float) -> float:
-        """Upper ``probability`` quantile of the studentised difference (|T| for two-sided use: pass
-        0.975)."""
+        """Upper ``probability`` quantile of the studentised difference (|T| for
+        two-sided use: pass 0.975)."""
         return _quantile(self.ratio, self.seeds, probability, self.floor)
 
     def interval(self, confidence: float) -> tuple[float, float]:
-        """The interval at another ``confidence`` (the verdicts read intervals at 1 - alpha_j,
-        alpha_j their share of the table's alpha), its seed-variance bound taken at that level
-        (``bound_confidence``)."""
+        """The interval at another ``confidence`` (the verdicts read intervals at 1 -
+        alpha_j, alpha_j their share of the table's alpha), its seed-variance bound taken at
+        that level (``bound_confidence``)."""
         if self.se == 0:
             return self.difference, self.difference
         ratio = _ratio(
@@ -266,8 +266,8 @@ class PooledResult:
         return max(lower, upper)
 
     def p_beyond(self, margin: float) -> float:
-        """One-sided p of |difference| <= margin against a difference beyond the margin in the
-        observed direction."""
+        """One-sided p of |difference| <= margin against a difference beyond the
+        margin in the observed direction."""
         if self.se == 0:
             return 0.0 if abs(self.difference) > margin else 1.0
         return _tail(self.ratio, self.seeds, (abs(self.difference) - margin) / self.se, self.floor)
@@ -279,8 +279,8 @@ class PooledResult:
 
 @lru_cache(maxsize=None)
 def _chi_points(seeds: int) -> np.ndarray:
-    """Equal-probability points of chi-square(S-1)/(S-1): the seed-variance estimate relative to its
-    truth."""
+    """Equal-probability points of chi-square(S-1)/(S-1): the seed-variance
+    estimate relative to its truth."""
     return chi2.ppf((np.arange(_GRID) + 0.5) / _GRID, seeds - 1) / (seeds - 1)
 
 
@@ -412,9 +412,9 @@ def pooled_from_components(
     seeds: int,
     confidence: float = 0.95,
 ) -> PooledResult:
-    """The interval, p-value and plug-in ratio of ``seed_pooled_interval`` from the seed-averaged
-    difference and its variance components (what simulations of the statistic draw, without drawing
-    test sets)."""
+    """The interval, p-value and plug-in ratio of ``seed_pooled_interval`` from the
+    seed-averaged difference and its variance components (what simulations of the statistic
+    draw, without drawing test sets)."""
     se = float(np.sqrt(image_variance + max(seed_variance, interaction) / seeds))
     if se == 0:
         return PooledResult(
@@ -464,8 +464,8 @@ def _ratio(
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment (1979): adjusted p-values that keep the family-wise error at
-    alpha."""
+    """Holm's step-down adjustment (1979): adjusted p-values that keep the
+    family-wise error at alpha."""
     p = np.asarray(p_values, dtype=float)
     order = np.argsort(p)
     adjusted = np.empty_like(p)

@@ -69,8 +69,8 @@ from fer_lib.settings import (
 
 
 def arm_geometry(input_size: int) -> tuple[int, int, int]:
-    """(trunk map side m, pixel-shuffled side, ARM output side n) for square inputs; 224 -> (7, 112,
-    11)."""
+    """(trunk map side m, pixel-shuffled side, ARM output side n) for square
+    inputs; 224 -> (7, 112, 11)."""
     sides = arm_sides(input_size) if isinstance(input_size, int) and input_size > 0 else None
     if sides is None:
         valid = [s for s in SIZE_RANGE if arm_sides(s)]
@@ -84,8 +84,8 @@ def arm_geometry(input_size: int) -> tuple[int, int, int]:
 
 
 class ARM(nn.Module):
-    """The ARM block after PixelShuffle: (B, 2, t, t) -> (B, n*n) feature; see the module
-    docstring."""
+    """The ARM block after PixelShuffle: (B, 2, t, t) -> (B, n*n) feature;
+    see the module docstring."""
 
     def __init__(
         self,
@@ -135,8 +135,8 @@ class ARM(nn.Module):
         return x
 
     def batch_term(self, per_image: Tensor) -> Tensor:
-        """alpha * (mean map over the batch, or the population mean map): (1, n*n), added to every
-        image."""
+        """alpha * (mean map over the batch, or the population mean map): (1,
+        n*n), added to every image."""
         if self.affinity == "batch":
             # data-parallel training: the mean over every rank's images
             if distributed.global_batch_active():
@@ -160,8 +160,8 @@ class ARM(nn.Module):
 
     @torch.no_grad()
     def estimate_population_mean(self, per_image_batches: Iterable[Tensor]) -> Tensor:
-        """Set ``population_mean`` to the mean of per-image maps (batches of (B, n*n), see
-        ``per_image``)."""
+        """Set ``population_mean`` to the mean of per-image maps (batches of (B,
+        n*n), see ``per_image``)."""
         total = torch.zeros(
             self.feature_dim, dtype=torch.float64, device=self.population_mean.device
         )
@@ -194,8 +194,8 @@ def _imagenet_weights_url() -> str:
 
 
 def _narrow_resnet18(width: int) -> nn.Module:
-    """ResNet18's topology and module names at base width ``width`` (torchvision's layout, its
-    init)."""
+    """ResNet18's topology and module names at base width ``width``
+    (torchvision's layout, its init)."""
     # torchvision: see _imagenet_weights_url
     from torchvision.models.resnet import BasicBlock, conv1x1
 
@@ -298,8 +298,8 @@ class ARMNet(nn.Module):
 
     @property
     def cam_layer(self) -> nn.Module:
-        """The module to hook for Grad-CAM: ResNet18's layer4 (``features[7]``), before PixelShuffle
-        and ARM."""
+        """The module to hook for Grad-CAM: ResNet18's layer4 (``features[7]``),
+        before PixelShuffle and ARM."""
         return self.features[7]
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -316,8 +316,8 @@ class ARMNet(nn.Module):
         return self.arm.per_image(self.arrangement(self.forward_features(x)))
 
     def head_from_per_image(self, per_image: Tensor, pre_logits: bool = False) -> Tensor:
-        """Batch term + fc on per-image maps (B, n*n): F_RGB if ``pre_logits`` else logits (B, 7);
-        in fp32."""
+        """Batch term + fc on per-image maps (B, n*n): F_RGB if ``pre_logits``
+        else logits (B, 7); in fp32."""
         with precision.fp32_head(per_image):
             per_image = per_image.float()
             feature = per_image + self.arm.batch_term(per_image)  # (B, n*n)
@@ -356,8 +356,8 @@ def _first(batch: Tensor | tuple | list) -> Tensor:
 
 
 def population_means(model: nn.Module) -> dict[str, Tensor]:
-    """Every ARM block's ``population_mean`` in ``model``, keyed by module path (e.g.
-    'arm.population_mean')."""
+    """Every ARM block's ``population_mean`` in ``model``, keyed by module path
+    (e.g. 'arm.population_mean')."""
     return {
         f"{name}.population_mean" if name else "population_mean": module.population_mean.detach()
         .cpu()
@@ -368,8 +368,8 @@ def population_means(model: nn.Module) -> dict[str, Tensor]:
 
 
 def load_population_means(model: nn.Module, means: Mapping[str, Tensor]) -> None:
-    """Inverse of ``population_means``; keys must name ARM blocks of ``model`` (missing ones stay as
-    they are)."""
+    """Inverse of ``population_means``; keys must name ARM blocks of ``model``
+    (missing ones stay as they are)."""
     buffers = population_means(model)
     unknown = sorted(means.keys() - buffers.keys())
     if unknown:

@@ -26,8 +26,8 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 def check_classes(model_classes, data_classes, what: str) -> None:
-    """Refuse a model whose class list is not the data set's, naming both lists (``what``: the
-    checkpoint)."""
+    """Refuse a model whose class list is not the data set's, naming both lists
+    (``what``: the checkpoint)."""
     if tuple(model_classes) != tuple(data_classes):
         raise CheckpointError(
             f"{what} was trained for {len(model_classes)} classes ({', '.join(model_classes)}), "
@@ -55,8 +55,8 @@ def _read_checkpoint(path: Path, hint: str) -> object:
 
 
 def _state_dict_of(obj: object, path: Path, hint: str) -> dict[str, Tensor]:
-    """The state dict inside a loaded file: obj['model_state_dict'] or obj itself; strips
-    'module.'."""
+    """The state dict inside a loaded file: obj['model_state_dict'] or obj
+    itself; strips 'module.'."""
     state = obj.get("model_state_dict") if isinstance(obj, dict) else None
     if (
         state is None
@@ -85,8 +85,8 @@ def _listing(title: str, items: list[str], limit: int = 20) -> str:
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
-    """load_state_dict(strict=True), after a check that names every missing, unexpected and
-    mis-shaped key."""
+    """load_state_dict(strict=True), after a check that names every missing,
+    unexpected and mis-shaped key."""
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())

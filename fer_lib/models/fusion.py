@@ -52,9 +52,9 @@ class WeightGate(nn.Module):
 
 
 def fit_temperature(logits: Tensor, labels: Tensor) -> float:
-    """The temperature T minimising the cross-entropy of softmax(logits / T) (Guo et al. 2017), by a
-    bounded search on log T in [1/20, 20]: deterministic, and one parameter cannot overfit a
-    validation split."""
+    """The temperature T minimising the cross-entropy of softmax(logits / T) (Guo et al.
+    2017), by a bounded search on log T in [1/20, 20]: deterministic, and one parameter cannot
+    overfit a validation split."""
     # scipy.optimize: 1 s (2 busy cores) at every notebook's start, through run.experiment
     from scipy.optimize import minimize_scalar
 
@@ -186,8 +186,8 @@ class FusionModel(nn.Module):
 
     @property
     def landmark_branch(self) -> list[nn.Module]:
-        """The modules that turn the landmark input into per-image features (what data-parallel
-        training syncs)."""
+        """The modules that turn the landmark input into per-image features (what
+        data-parallel training syncs)."""
         return [self.landmark_cnn, self.arm] if self.arm is not None else [self.landmark_mlp]
 
     def set_affinity(self, mode: str) -> FusionModel:
@@ -198,22 +198,22 @@ class FusionModel(nn.Module):
         return self
 
     def landmark_per_image(self, landmarks: Tensor) -> Tensor:
-        """(B, n*n) per-image landmark features from heatmaps (B, 1, s, s) or coordinates (B,
-        2K)."""
+        """(B, n*n) per-image landmark features from heatmaps (B, 1, s, s)
+        or coordinates (B, 2K)."""
         if self.arm is None:
             return self.landmark_mlp(landmarks)
         return self.arm.per_image(self.arrangement(self.landmark_cnn(landmarks)))
 
     def landmark_probabilities(self, landmark_logits: Tensor) -> Tensor:
-        """The landmark head's probabilities as the weighting reads them (temperature-scaled when
-        "calibrated")."""
+        """The landmark head's probabilities as the weighting reads them
+        (temperature-scaled when "calibrated")."""
         if self.weighting == "calibrated":
             landmark_logits = landmark_logits / self.temperature
         return landmark_logits.softmax(dim=1)
 
     def feature_weight(self, landmark_logits: Tensor, rgb_logits: Tensor) -> Tensor:
-        """(B,) factor for F_landmark: p_landmark * w (eq. 2), or one factor alone, or 1 (see
-        ``weighting``)."""
+        """(B,) factor for F_landmark: p_landmark * w (eq. 2), or one factor
+        alone, or 1 (see ``weighting``)."""
         agree = landmark_logits.argmax(dim=1) == rgb_logits.argmax(dim=1)
         if self.weighting == "learned":
             return self.gate(rgb_logits.detach(), landmark_logits.detach(), agree)

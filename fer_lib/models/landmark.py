@@ -69,8 +69,8 @@ class LandmarkCNN(nn.Sequential):
 
     @property
     def cam_layer(self) -> nn.Module:
-        """The module to hook for Grad-CAM: ``conv5`` (post-ReLU output, before the size-matching
-        conv)."""
+        """The module to hook for Grad-CAM: ``conv5`` (post-ReLU output,
+        before the size-matching conv)."""
         return self.conv5
 
     def forward(self, x: Tensor) -> Tensor:

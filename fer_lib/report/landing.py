@@ -129,8 +129,8 @@ def write_landing_page(
     *,
     spec: Path | None = None,
 ) -> Path:
-    """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its
-    path."""
+    """Write ``report_dir/index.html`` for a finished run (see the module
+    docstring) and return its path."""
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
     info = (

@@ -19,8 +19,8 @@ HEADLINE_TOLERANCE = 0.01  # headline OA values of two runs of one profile must 
 
 
 def _run_summary(run_dir: Path) -> dict:
-    """The verdicts and headline numbers of one finished run, read from its saved tables and
-    run_info.json."""
+    """The verdicts and headline numbers of one finished run, read from its
+    saved tables and run_info.json."""
     run_dir = Path(run_dir)
     tables = run_dir / "tables"
     missing = [
@@ -84,9 +84,9 @@ def verdict_agreement(verdicts: list[str]) -> str:
 
 
 def agreement_counts(table: pd.DataFrame) -> str:
-    """How the claims of a ``stability_table`` agree, each kind counted on its own: "compatible"
-    (one run decided, another inconclusive) is not agreement, and is not counted as the same
-    verdict."""
+    """How the claims of a ``stability_table`` agree, each kind counted on its own:
+    "compatible" (one run decided, another inconclusive) is not agreement, and is not
+    counted as the same verdict."""
     claims_rows = table[table["quantity"].astype(str).str.startswith("claim: ")]["agree"]
     counts = {kind: int((claims_rows == kind).sum()) for kind in ("same", "compatible", "conflict")}
     return (
@@ -216,8 +216,8 @@ def replicate_of(run_dir: Path) -> Path | None:
 
 
 def recorded_stability(figures_dir: Path) -> pd.DataFrame | None:
-    """The comparison recorded in ``<figures>/seed_stability.csv`` (committed for the demo), if one
-    was made."""
+    """The comparison recorded in ``<figures>/seed_stability.csv`` (committed for
+    the demo), if one was made."""
     path = Path(figures_dir) / f"{STABILITY_FILE}.csv"
     return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
 

@@ -97,8 +97,8 @@ def significance_rows(
 
 
 def significance_frame(rows: list[dict]) -> pd.DataFrame:
-    """``significance_rows`` as a table; the discordant counts stay integers (empty on pooled
-    rows)."""
+    """``significance_rows`` as a table; the discordant counts stay
+    integers (empty on pooled rows)."""
     frame = pd.DataFrame(rows)
     return frame.astype({"only model right": "Int64", "only versus right": "Int64"})
 
@@ -204,8 +204,8 @@ def pooled(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pooled_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """The pooled row of each group of a significance table (its only row where one seed was
-    run)."""
+    """The pooled row of each group of a significance table (its only row
+    where one seed was run)."""
     return pd.concat([pooled(group) for _, group in frame.groupby(column, sort=False)])
 
 
@@ -324,8 +324,8 @@ def _too_few_seeds(test: ClaimTest) -> bool:
 
 
 def per_seed_only(seeds: int) -> str:
-    """The verdict of a method-level claim run with too few seeds to check anything about the seed
-    distribution."""
+    """The verdict of a method-level claim run with too few seeds to check anything
+    about the seed distribution."""
     return f"inconclusive ({seeds} seeds: per-seed only)"
 
 

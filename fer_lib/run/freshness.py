@@ -90,8 +90,8 @@ def folder_key(root: Path) -> str:
 
 
 def source_key() -> str:
-    """The library, its resources and the notebooks: any edit of them can change what a notebook
-    shows."""
+    """The library, its resources and the notebooks: any edit of them can
+    change what a notebook shows."""
     parts = []
     for root in (PROJECT_ROOT / "fer_lib", PROJECT_ROOT / "notebooks"):
         for path in sorted(
@@ -191,8 +191,8 @@ class Freshness:
         )
 
     def advance(self, notebook: Path, *extra: str) -> None:
-        """Chain ``notebook``'s own key onto the previous one's (``extra``: more inputs from here
-        on)."""
+        """Chain ``notebook``'s own key onto the previous one's (``extra``:
+        more inputs from here on)."""
         self.key = hash_parts(self.key, notebook.name, notebook.read_bytes(), *extra)
 
     def is_fresh(self, notebook: Path, page: Path) -> bool:
@@ -205,9 +205,9 @@ class Freshness:
         return all(now.get(name) == stat for name, stat in entry.get("outputs", {}).items())
 
     def ran(self, notebook: Path, before: dict[str, list[int]], seconds: float) -> None:
-        """Record what ``notebook`` wrote (the files new or changed since ``before``) under its key,
-        with what it wrote before and reused this time (a fitted model it found on disk stays its
-        output)."""
+        """Record what ``notebook`` wrote (the files new or changed since ``before``)
+        under its key, with what it wrote before and reused this time (a fitted model it
+        found on disk stays its output)."""
         self.ran_one = True
         after = self.snapshot()
         outputs = {name: stat for name, stat in after.items() if before.get(name) != stat}

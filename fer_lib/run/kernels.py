@@ -39,9 +39,9 @@ READY_SECONDS = 120
 
 
 class EncryptedKernelManager(KernelManager):
-    """Provisions CurveZMQ keys where the kernel supports them (ipykernel >= 7.3): the kernel then
-    runs encrypted and does not print its "running over TCP without encryption" warning for every
-    notebook."""
+    """Provisions CurveZMQ keys where the kernel supports them (ipykernel >= 7.3): the
+    kernel then runs encrypted and does not print its "running over TCP without encryption"
+    warning for every notebook."""
 
     transport_encryption = "auto"
 
@@ -95,10 +95,10 @@ class WarmKernels:
         return warm
 
     def manager_class(self, ahead: bool) -> type[KernelManager]:
-        """A kernel manager class for papermill: an instance is the warm kernel if there is one
-        (nbclient sees a started kernel and does not start another), otherwise a new manager whose
-        kernel nbclient starts; with ``ahead``, the next notebook's kernel then starts warming
-        up."""
+        """A kernel manager class for papermill: an instance is the warm kernel if there
+        is one (nbclient sees a started kernel and does not start another), otherwise a
+        new manager whose kernel nbclient starts; with ``ahead``, the next notebook's
+        kernel then starts warming up."""
         pool = self
 
         class Warm(EncryptedKernelManager):

@@ -45,8 +45,8 @@ PARAMETERS = {
 
 
 def check_parameters(namespace: dict) -> dict:
-    """The notebook's parameters, after refusing any UPPER_CASE name that is not a known
-    parameter."""
+    """The notebook's parameters, after refusing any UPPER_CASE name that
+    is not a known parameter."""
     unknown = sorted(
         k for k in namespace if k.isupper() and not k.startswith("_") and k not in PARAMETERS
     )
@@ -91,8 +91,8 @@ def _resolve_path(name: str, value: str) -> str:
 
 def _resolve_path_list(name: str, value: str) -> list[str]:
     """A parameter of several paths (``PATH_SEPARATOR`` between them), each resolved as
-    ``_resolve_path`` does; a placeholder stands for the whole list, which its environment variable
-    holds."""
+    ``_resolve_path`` does; a placeholder stands for the whole list, which its
+    environment variable holds."""
     if value.startswith("<") and value.endswith(">"):
         value = _resolve_path(name, value)
     return [

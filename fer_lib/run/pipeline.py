@@ -57,10 +57,10 @@ def run_dir_for(profile) -> Path:
 
 
 def figures_dir_for(profile, run_dir: Path) -> Path:
-    """``figures/<profile>`` (committed) for a default demo or paper run in its default folder;
-    otherwise (the smoke profile, ``--set`` overrides, or another ``--run-dir``, such as a run on
-    the other precision path) the run folder's own, so that it never overwrites the committed
-    figures."""
+    """``figures/<profile>`` (committed) for a default demo or paper run in its default
+    folder; otherwise (the smoke profile, ``--set`` overrides, or another ``--run-dir``,
+    such as a run on the other precision path) the run folder's own, so that it never
+    overwrites the committed figures."""
     spec = get_profile(profile) if isinstance(profile, str) else profile
     default = Path(run_dir).resolve() == run_dir_for(spec).resolve()
     if spec.name == "smoke" or spec.overrides() or not default:
@@ -127,9 +127,9 @@ def portable_parameter(name: str, path) -> str:
 
 
 def portable_parameter_list(name: str, paths) -> str:
-    """A parameter of several paths (``PATH_SEPARATOR`` between them) as ``portable_parameter``
-    writes one: relative to the project when every path is inside it, else one placeholder for the
-    whole list."""
+    """A parameter of several paths (``PATH_SEPARATOR`` between them) as
+    ``portable_parameter`` writes one: relative to the project when every path is inside it,
+    else one placeholder for the whole list."""
     resolved = [Path(path).resolve() for path in paths or ()]
     if all(path.is_relative_to(PROJECT_ROOT) for path in resolved):
         return PATH_SEPARATOR.join(str(path.relative_to(PROJECT_ROOT)) for path in resolved)
@@ -161,8 +161,8 @@ def describe_data(root: Path) -> dict:
 
 
 def machine_info() -> dict:
-    """What a run ran on: CPU model and cores, GPU, torch and Python versions, the project's commit,
-    the date."""
+    """What a run ran on: CPU model and cores, GPU, torch and Python versions, the
+    project's commit, the date."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(
@@ -269,8 +269,8 @@ def _execute(
 
 
 def _strip_machine_paths(executed: Path) -> None:
-    """papermill records where it read and wrote the notebook; keep those paths relative to the
-    project."""
+    """papermill records where it read and wrote the notebook; keep those
+    paths relative to the project."""
     # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start
     # (run.notebook imports this module)
     import nbformat

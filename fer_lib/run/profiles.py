@@ -32,8 +32,8 @@ from fer_lib.settings import (
 
 @dataclass(frozen=True)
 class Profile:
-    """The sizes and settings of one report run. Every field but ``name`` can be overridden
-    (``with_settings``)."""
+    """The sizes and settings of one report run. Every field but ``name`` can be
+    overridden (``with_settings``)."""
 
     name: str
     # (train, test) sizes of the synthetic set; None: the user's data set
@@ -219,16 +219,16 @@ class SettingsError(ValueError):
 
 
 def get_profile(name: str, overrides: dict[str, str] | None = None) -> Profile:
-    """A named profile, with ``overrides`` (KEY -> VALUE text, as ``--set`` takes them) parsed and
-    checked."""
+    """A named profile, with ``overrides`` (KEY -> VALUE text, as ``--set``
+    takes them) parsed and checked."""
     if name not in PROFILES:
         raise SettingsError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return with_settings(PROFILES[name], overrides or {})
 
 
 def with_settings(profile: Profile, overrides: dict[str, str]) -> Profile:
-    """``profile`` with each KEY=VALUE override parsed and checked (a SettingsError names what is
-    wrong)."""
+    """``profile`` with each KEY=VALUE override parsed and checked (a
+    SettingsError names what is wrong)."""
     changes = {key: parse_setting(key, value) for key, value in overrides.items()}
     if "knobs" in changes:  # on top of the profile's own knobs
         changes["knobs"] = tuple(sorted({**dict(profile.knobs), **dict(changes["knobs"])}.items()))
@@ -242,8 +242,8 @@ def with_settings(profile: Profile, overrides: dict[str, str]) -> Profile:
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:
-    """``["KEY=VALUE", ...]`` (the ``--set`` options) into a dict, refusing an item without
-    ``=``."""
+    """``["KEY=VALUE", ...]`` (the ``--set`` options) into a dict,
+    refusing an item without ``=``."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -373,8 +373,8 @@ def _decay(key: str, text: str) -> float:
 
 
 def _knobs(key: str, text: str) -> tuple[tuple[str, object], ...]:
-    """``name=value,name=value`` (JSON values; ranges as [low, high]) into SyntheticKnobs
-    overrides."""
+    """``name=value,name=value`` (JSON values; ranges as [low, high]) into
+    SyntheticKnobs overrides."""
     valid = {f.name: f for f in dataclasses.fields(SyntheticKnobs)}
     pairs = {}
     for item in filter(None, (part.strip() for part in _split_top_level(text))):

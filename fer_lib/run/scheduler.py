@@ -56,9 +56,9 @@ def thread_speedup(threads: int) -> float:
 
 
 def job_threads(job: Job, workers: int, baselines_to_train: int, cores: int) -> int:
-    """CPU threads for a job: the cores split between the workers, except that baselines, which
-    every landmark-branch run waits for, split the cores among themselves (one shared baseline gets
-    them all)."""
+    """CPU threads for a job: the cores split between the workers, except that baselines,
+    which every landmark-branch run waits for, split the cores among themselves (one
+    shared baseline gets them all)."""
     if job.weighting is None and baselines_to_train:
         return max(1, cores // min(workers, baselines_to_train))
     return max(1, cores // workers)
@@ -102,8 +102,8 @@ class Job:
 
 
 def _on_gpus() -> bool:
-    """Whether the jobs train on GPUs: CUDA is there and ``--device`` (FER_DEVICE) did not ask for
-    the CPU."""
+    """Whether the jobs train on GPUs: CUDA is there and ``--device``
+    (FER_DEVICE) did not ask for the CPU."""
     return pick_device().type == "cuda"
 
 
@@ -138,8 +138,8 @@ class StageClock:
         self.epochs[kind] = [*self.epochs[kind], *seconds]
 
     def observe_job(self, kind: str, wall: float, epoch_seconds: list[float]) -> None:
-        """A finished job: its fixed part is its wall time less its epochs (skipped for a reused
-        job)."""
+        """A finished job: its fixed part is its wall time less its epochs
+        (skipped for a reused job)."""
         if epoch_seconds and wall > sum(epoch_seconds):
             self.fixed[kind].append(wall - sum(epoch_seconds))
 
@@ -275,8 +275,8 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1)
 
 
 def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> None:
-    """The time-left estimates of a stage beside the truth, once the stage has ended (``total``
-    seconds)."""
+    """The time-left estimates of a stage beside the truth, once the stage has
+    ended (``total`` seconds)."""
     frame = pd.DataFrame(estimates, columns=["seconds", "epochs done", "estimated seconds left"])
     if total is not None:
         frame["true seconds left"] = (total - frame["seconds"]).round(1)
@@ -285,9 +285,9 @@ def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> N
 
 
 def plan(experiment) -> tuple[list[Job], list[Job]]:
-    """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline seed (none
-    to train with a given checkpoint, but its feature caches still to build), every run of
-    ``fusion_plan``."""
+    """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline
+    seed (none to train with a given checkpoint, but its feature caches still to build),
+    every run of ``fusion_plan``."""
     baselines = [Job(seed) for seed in experiment.baseline_seeds]
     fusions = [
         Job(seed, weighting, w, variant) for weighting, w, seed, variant in experiment.fusion_plan()

@@ -61,9 +61,9 @@ def main_first(function):
 
 
 def init_from_environment() -> torch.device | None:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL with one GPU per rank
-    where CUDA is available, else gloo on the CPU. Returns this rank's device, or None outside
-    torchrun."""
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL with one
+    GPU per rank where CUDA is available, else gloo on the CPU. Returns this rank's
+    device, or None outside torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     if not dist.is_initialized():
@@ -116,8 +116,8 @@ def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def global_mean(per_image: torch.Tensor) -> torch.Tensor:
-    """(1, D): the mean of ``per_image`` (B_r, D) over every rank's rows, with gradients to each
-    rank's rows."""
+    """(1, D): the mean of ``per_image`` (B_r, D) over every rank's rows, with
+    gradients to each rank's rows."""
     total = all_reduce(per_image.sum(dim=0, keepdim=True))
     count = torch.tensor([float(per_image.shape[0])], device=per_image.device)
     dist.all_reduce(count)
@@ -133,8 +133,8 @@ def share(batch_size: int) -> slice:
 
 
 def loss_scale(local: int, batch_size: int) -> float:
-    """Factor on a rank's mean loss so that DDP's average of the ranks' gradients is the global
-    batch's."""
+    """Factor on a rank's mean loss so that DDP's average of the ranks'
+    gradients is the global batch's."""
     return local * world_size() / batch_size
 
 

@@ -36,9 +36,9 @@ def mode() -> str:
 
 def cpu_path() -> str:
     """How this CPU computes: "bf16" (autocast) where it has AMX tiles, native bf16 matrix units;
-    "fp32" elsewhere, where bf16 autocast measured slower (benchmarks/README.md). FER_CPU_BF16=1/0
-    forces either. Another path gives other numbers, so runs record it (run_info.json, the design
-    choices)."""
+    "fp32" elsewhere, where bf16 autocast measured slower (benchmarks/README.md).
+    FER_CPU_BF16=1/0 forces either. Another path gives other numbers, so runs record it
+    (run_info.json, the design choices)."""
     forced = os.environ.get("FER_CPU_BF16", "").strip()
     if forced in ("0", "1"):
         return "bf16" if forced == "1" else "fp32"
@@ -60,8 +60,8 @@ def name(device: torch.device | str) -> str:
 
 
 def autocast(device: torch.device | str):
-    """bf16 autocast for the trunks where ``autocast_enabled`` says so; a no-op context
-    otherwise."""
+    """bf16 autocast for the trunks where ``autocast_enabled`` says so; a
+    no-op context otherwise."""
     device = torch.device(device)
     if not autocast_enabled(device):
         return contextlib.nullcontext()
@@ -69,9 +69,9 @@ def autocast(device: torch.device | str):
 
 
 def _ieee_settings() -> list[tuple[object, str, object]]:
-    """(namespace, attribute, value) that turn TF32 off in cuDNN's convolutions and CUDA's matrix
-    products: the fp32_precision settings where torch has them (2.9 on), the older allow_tf32 flags
-    before."""
+    """(namespace, attribute, value) that turn TF32 off in cuDNN's convolutions and
+    CUDA's matrix products: the fp32_precision settings where torch has them (2.9 on),
+    the older allow_tf32 flags before."""
     cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
     if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
         return [
@@ -102,8 +102,8 @@ def full(device: torch.device | str):
 
 
 def arithmetic_note(device: str, cpu_path: str) -> str:
-    """Which precision path computed a run's numbers, in words (another path gives other
-    numbers)."""
+    """Which precision path computed a run's numbers, in words (another
+    path gives other numbers)."""
     if device.startswith("cuda"):
         path = "CUDA (bf16 autocast for the trained trunks)"
     else:
@@ -116,7 +116,7 @@ def arithmetic_note(device: str, cpu_path: str) -> str:
 
 
 def fp32_head(features: torch.Tensor):
-    """Autocast off for what follows the trunks (batch terms, heads, eq. 2): fp32 from bf16
-    features, so that the numbers the report compares do not depend on where the features were
-    rounded."""
+    """Autocast off for what follows the trunks (batch terms, heads, eq. 2): fp32
+    from bf16 features, so that the numbers the report compares do not depend on
+    where the features were rounded."""
     return torch.autocast(features.device.type, enabled=False)
