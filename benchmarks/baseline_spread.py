@@ -1,11 +1,12 @@
 """How much a demo baseline's test OA moves between training seeds, for a given recipe.
 
-Trains the demo profile's baseline once per seed, two seeds at a time in single-thread processes (as the
-training stage of ``./run_all.sh`` does), on the data of a finished demo run, and prints each seed's test OA
-and validation curve, then their mean and sd:
+Trains the demo profile's baseline once per seed, two seeds at a time in single-thread processes (as
+the training stage of ``./run_all.sh`` does), on the data of a finished demo run, and prints each
+seed's test OA and validation curve, then their mean and sd:
 
     .venv/bin/python benchmarks/baseline_spread.py --seeds 0 1 100 101 --ema 0.99 --out /tmp/spread
-    .venv/bin/python benchmarks/baseline_spread.py --seeds 0 1 100 101 --ema none --lr-gamma 0.8 --out /tmp/spread
+    .venv/bin/python benchmarks/baseline_spread.py --seeds 0 1 100 101 --ema none --lr-gamma 0.8
+    --out /tmp/spread
 
 Results and the machine: benchmarks/README.md, "The demo baseline's spread between seeds".
 """
@@ -65,9 +66,8 @@ def main() -> None:
         help="ExponentialLR factor per epoch (the ARM recipe: 0.9)",
     )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--one", type=int, default=None, help=argparse.SUPPRESS
-    )  # a worker: train this seed
+    # a worker: train this seed
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         return train_one(args)
@@ -92,7 +92,8 @@ def main() -> None:
             print(line, flush=True)
             results.append(float(line.split()[1]))
     print(
-        f"test OA over {len(results)} seeds: mean {np.mean(results):.4f}, sd {np.std(results, ddof=1):.4f}, range {min(results):.4f}-{max(results):.4f}"
+        f"test OA over {len(results)} seeds: mean {np.mean(results):.4f}, sd "
+        f"{np.std(results, ddof=1):.4f}, range {min(results):.4f}-{max(results):.4f}"
     )
 
 

@@ -1,10 +1,11 @@
-"""Training cost per image against batch size, for the demo's networks (why the demo trains the landmark
-branch with batch 32), and the import cost of a report notebook's first cell.
+"""Training cost per image against batch size, for the demo's networks (why the demo trains the
+landmark branch with batch 32), and the import cost of a report notebook's first cell.
 
-    python benchmarks/bench_batch.py [--input-size 128] [--width 16] [--landmark-width 2] [--seconds 3]
+    python benchmarks/bench_batch.py [--input-size 128] [--width 16] [--landmark-width 2] [--seconds
+    3]
 
-1. Forward + backward ms per image of the RGB network (ResNet18 + ARM) and of the landmark CNN at batch
-   16, 32 and 64 (random inputs, fp32, the default thread count).
+1. Forward + backward ms per image of the RGB network (ResNet18 + ARM) and of the landmark CNN at
+   batch 16, 32 and 64 (random inputs, fp32, the default thread count).
 2. Seconds to import what a notebook imports, in a fresh interpreter, with and without torchvision.
 """
 
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per setting")
     args = parser.parse_args()
     print(
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
     )
     torch.manual_seed(0)
     networks = {
@@ -68,7 +70,9 @@ def main() -> None:
     for name, (model, channels) in networks.items():
         for batch in (16, 32, 64):
             print(
-                f"{name}, batch {batch}: {ms_per_image(model, batch, channels, args.input_size, args.seconds):.2f} ms per image (forward + backward)"
+                f"{name}, batch {batch}: "
+                f"{ms_per_image(model, batch, channels, args.input_size, args.seconds):.2f} ms "
+                "per image (forward + backward)"
             )
     notebook = "from fer_lib import report; from fer_lib.run.notebook import start"
     print(f"import of a notebook's first cell: {import_seconds(notebook):.1f} s")

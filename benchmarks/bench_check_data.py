@@ -2,9 +2,10 @@
 
     python benchmarks/bench_check_data.py [--root DIR] [--keep]
 
-Without --root, writes a RAF-DB-sized layout (12,271 train / 3,068 test) with real annotation files and
-small 100x100 JPEGs in a temporary folder (about a minute), then times one pass over the annotation files
-(``load_rafdb``) and the full ``check_rafdb`` pass that also decodes every aligned image.
+Without --root, writes a RAF-DB-sized layout (12,271 train / 3,068 test) with real annotation files
+and small 100x100 JPEGs in a temporary folder (about a minute), then times one pass over the
+annotation files (``load_rafdb``) and the full ``check_rafdb`` pass that also decodes every aligned
+image.
 """
 
 from __future__ import annotations
@@ -68,12 +69,14 @@ def main() -> None:
         started = time.perf_counter()
         data = rafdb.load_rafdb(root)
         print(
-            f"annotation pass (load_rafdb), {len(data)} samples: {time.perf_counter() - started:.2f} s"
+            f"annotation pass (load_rafdb), {len(data)} samples: "
+            f"{time.perf_counter() - started:.2f} s"
         )
         started = time.perf_counter()
         report = rafdb.check_rafdb(root, progress=False)
         print(
-            f"full check-data (annotations + decoding every aligned image): {time.perf_counter() - started:.2f} s, {len(report.errors)} errors"
+            "full check-data (annotations + decoding every aligned image): "
+            f"{time.perf_counter() - started:.2f} s, {len(report.errors)} errors"
         )
     finally:
         if made and not args.keep:

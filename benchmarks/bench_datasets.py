@@ -1,18 +1,22 @@
-"""The AffectNet CSV reader and check at full size: time and peak memory on an annotations-only copy.
+"""The AffectNet CSV reader and check at full size: time and peak memory on an annotations-only
+copy.
 
-    python benchmarks/bench_datasets.py [--rows 287651] [--validation 4000] [--keep DIR] [--convert N]
+    python benchmarks/bench_datasets.py [--rows 287651] [--validation 4000] [--keep DIR] [--convert
+    N]
 
-Writes ``training.csv`` (``--rows`` rows; AffectNet's has about 414,000, of which about 287,000 are in the 8
-expression classes) and ``validation.csv`` in AffectNet's columns, with 68 random landmarks per row and about one
-row in twelve with a code 8-10, then times ``AffectNetCsv.check`` reading every row (image files are not looked
-for: the copy has none). Each measurement runs in a fresh process, so its peak resident memory (``ru_maxrss``) is
-its own; the same process importing fer_lib and doing nothing gives the floor, and the difference is what the
-reader holds. A reader that kept every row would grow with the rows; a streaming one stays flat, which the run
-checks at a tenth of the rows too.
+Writes ``training.csv`` (``--rows`` rows; AffectNet's has about 414,000, of which about 287,000 are
+in the 8 expression classes) and ``validation.csv`` in AffectNet's columns, with 68 random landmarks
+per row and about one row in twelve with a code 8-10, then times ``AffectNetCsv.check`` reading
+every row (image files are not looked for: the copy has none). Each measurement runs in a fresh
+process, so its peak resident memory (``ru_maxrss``) is its own; the same process importing fer_lib
+and doing nothing gives the floor, and the difference is what the reader holds. A reader that kept
+every row would grow with the rows; a streaming one stays flat, which the run checks at a tenth of
+the rows too.
 
-``--convert N`` also writes a synthetic AffectNet CSV copy of N training images (``demo-data --layout affectnet``)
-and times its conversion into RAF-DB's layout (decoding, cropping, aligning, writing two JPEGs and three
-annotation files per image) with one worker per CPU: the rate that sizes a full conversion.
+``--convert N`` also writes a synthetic AffectNet CSV copy of N training images (``demo-data
+--layout affectnet``) and times its conversion into RAF-DB's layout (decoding, cropping, aligning,
+writing two JPEGs and three annotation files per image) with one worker per CPU: the rate that sizes
+a full conversion.
 """
 
 from __future__ import annotations
@@ -45,9 +49,11 @@ if mode == "check":
 if mode == "convert":
     import os
     from fer_lib.data.layouts import convert
-    rows = convert(AffectNetCsv(root), root.parent / (root.name + "_converted"), workers=os.cpu_count(), progress=False)["converted"]
+    out = root.parent / (root.name + "_converted")
+    rows = convert(AffectNetCsv(root), out, workers=os.cpu_count(), progress=False)["converted"]
 seconds = time.perf_counter() - started
-print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}))
+peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "peak_mib": peak_mib, "rows": rows}))
 """
 
 
@@ -94,8 +100,9 @@ def measure(root: Path, mode: str) -> dict:
 
 
 def time_conversion(base: Path, n: int) -> None:
-    """convert-data on synthetic AffectNet copies of n and n / 10 training images, each in a fresh process: its time
-    and the converting (parent) process's peak memory; the workers each hold one image at a time."""
+    """convert-data on synthetic AffectNet copies of n and n / 10 training images, each in a fresh
+    process: its time and the converting (parent) process's peak memory; the workers each hold one
+    image at a time."""
     from fer_lib.data.demo_layouts import write_affectnet_csv
 
     for size in (n // 10, n):
@@ -105,9 +112,10 @@ def time_conversion(base: Path, n: int) -> None:
         run = measure(source, "convert")
         rate = run["rows"] / run["seconds"]
         print(
-            f"convert-data, {run['rows']} synthetic AffectNet images, {os.cpu_count()} workers: {run['seconds']:.1f} s "
-            f"({rate:.0f} images/s; 287,651 would take about {287_651 / rate / 3600:.1f} h), "
-            f"peak {run['peak_mib']:.0f} MiB in the converting process"
+            f"convert-data, {run['rows']} synthetic AffectNet images, {os.cpu_count()} workers: "
+            f"{run['seconds']:.1f} s ({rate:.0f} images/s; 287,651 would take about "
+            f"{287_651 / rate / 3600:.1f} h), peak {run['peak_mib']:.0f} MiB in the converting "
+            "process"
         )
 
 
@@ -136,7 +144,8 @@ def main() -> None:
             / 2**20
         )
         print(
-            f"wrote {args.rows} + {args.validation} rows ({size:.0f} MiB of CSV) in {time.perf_counter() - started:.0f} s"
+            f"wrote {args.rows} + {args.validation} rows ({size:.0f} MiB of CSV) in "
+            f"{time.perf_counter() - started:.0f} s"
         )
         floor = measure(full, "import")
         small = measure(tenth, "check")
@@ -148,8 +157,8 @@ def main() -> None:
         print(f"import only: peak {floor['peak_mib']:.0f} MiB")
         for run in (small, big):
             print(
-                f"check, {run['rows']} rows: {run['seconds']:.1f} s ({run['rows'] / run['seconds']:,.0f} rows/s), "
-                f"peak {run['peak_mib']:.0f} MiB "
+                f"check, {run['rows']} rows: {run['seconds']:.1f} s "
+                f"({run['rows'] / run['seconds']:,.0f} rows/s), peak {run['peak_mib']:.0f} MiB "
                 f"({run['peak_mib'] - floor['peak_mib']:+.0f} MiB over the import)"
             )
         if args.convert:

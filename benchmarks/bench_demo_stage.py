@@ -1,17 +1,21 @@
-"""The demo's training stage, before and after a change: a baseline epoch and a landmark-branch epoch.
+"""The demo's training stage, before and after a change: a baseline epoch and a landmark-branch
+epoch.
 
     .venv/bin/python benchmarks/bench_demo_stage.py --ref 2c8fbe5 --repeats 3
-    .venv/bin/python benchmarks/bench_demo_stage.py --profile        # where the time goes (torch.profiler)
+    .venv/bin/python benchmarks/bench_demo_stage.py --profile # where the time goes (torch.profiler)
 
-Each repetition runs a fresh single-thread process (as the stage's workers run) that trains, on the demo's data,
-- a baseline job cut to one epoch: the epoch (its validation pass included, as ``history.csv`` times it), then
-  the rest of the job (the kept model's reload, ARM's population mean, the frozen-feature caches);
-- a landmark-branch job (the paper's weighting, w = 0.6) cut to one epoch, then its test predictions, and, where
-  the code stores the landmark ARM's population mean in some runs only, that pass timed apart.
-From these and the profile's epochs and plan, it prices the whole stage in seconds of one worker. With
-``--ref REV`` the same runs on that commit's code (``git archive`` into a temporary folder), alternating
-before/after so that the load of a shared machine hits both alike; the ratio is of medians.
-Results and the machine: benchmarks/README.md, "The demo's training stage".
+Each repetition runs a fresh single-thread process (as the stage's workers run) that trains, on the
+demo's data,
+- a baseline job cut to one epoch: the epoch (its validation pass included, as ``history.csv`` times
+  it), then the rest of the job (the kept model's reload, ARM's population mean, the frozen-feature
+  caches);
+- a landmark-branch job (the paper's weighting, w = 0.6) cut to one epoch, then its test
+  predictions, and, where the code stores the landmark ARM's population mean in some runs only, that
+  pass timed apart.
+From these and the profile's epochs and plan, it prices the whole stage in seconds of one worker.
+With ``--ref REV`` the same runs on that commit's code (``git archive`` into a temporary folder),
+alternating before/after so that the load of a shared machine hits both alike; the ratio is of
+medians. Results and the machine: benchmarks/README.md, "The demo's training stage".
 """
 
 from __future__ import annotations
@@ -96,8 +100,9 @@ def worker(args) -> None:
     out["baseline_fixed"] = seconds - out["baseline_epoch"] + caches
     fusion = dataclasses.replace(experiment.fusion.config("both", 0.6, 0), epochs=1)
 
-    # Code that stores the landmark ARM's population mean only in some runs (experiment.PREDICTED_WITH): the job
-    # runs without it, and the pass is timed apart and priced for those runs. Older code: inside every job.
+    # Code that stores the landmark ARM's population mean only in some runs
+    # (experiment.PREDICTED_WITH): the job runs without it, and the pass is timed apart and priced
+    # for those runs. Older code: inside every job.
     import inspect
 
     from fer_lib.run import experiment as experiment_module
@@ -199,9 +204,8 @@ def main() -> None:
             sources.insert(0, (f"before ({args.ref})", Path(ref_tree)))
         rows = []
         repeats = 1 if args.profile else args.repeats
-        for repeat in tqdm(
-            range(repeats * len(sources)), desc="bench_demo_stage"
-        ):  # before, after, before, after...
+        # before, after, before, after...
+        for repeat in tqdm(range(repeats * len(sources)), desc="bench_demo_stage"):
             label, source = sources[repeat % len(sources)]
             rows.append({"repeat": repeat // len(sources), **run_once(source, args, label)})
             tqdm.write(json.dumps(rows[-1]))
@@ -212,7 +216,8 @@ def main() -> None:
     medians = frame.groupby("code", sort=False)[columns].median()
     medians["path"] = frame.groupby("code", sort=False)["path"].first()
     print(
-        f"\n{time.strftime('%Y-%m-%d')}, {args.threads} thread(s), medians of {repeats} repetition(s), seconds:\n"
+        f"\n{time.strftime('%Y-%m-%d')}, {args.threads} thread(s), medians of {repeats} "
+        "repetition(s), seconds:\n"
     )
     print(medians.to_markdown(floatfmt=".1f"))
     if args.ref:

@@ -1,6 +1,7 @@
-"""Seconds per training epoch of the baseline and of the landmark branch at the demo's sizes, and a digest of the
-weights they end with: to check that a change to the training loops costs nothing on the CPU and computes the
-same numbers (run it before and after, e.g. with PYTHONPATH pointing at the older checkout).
+"""Seconds per training epoch of the baseline and of the landmark branch at the demo's sizes, and a
+digest of the weights they end with: to check that a change to the training loops costs nothing on
+the CPU and computes the same numbers (run it before and after, e.g. with PYTHONPATH pointing at the
+older checkout).
 
     python benchmarks/bench_epoch.py [--train 600] [--epochs 3] [--threads 2]
 """
@@ -69,8 +70,8 @@ def main() -> None:
             weights = torch.load(scratch / name / "last.pt", weights_only=True)["model"]
             epochs = ", ".join(f"{s:.2f}" for s in history["seconds"])
             print(
-                f"{name}: epochs {epochs} s; run {wall:.1f} s; weights {digest(weights)}; "
-                f"history {hashlib.sha256(history.drop(columns='seconds').to_csv().encode()).hexdigest()[:16]}"
+                f"{name}: epochs {epochs} s; run {wall:.1f} s; weights {digest(weights)}; history "
+                f"{hashlib.sha256(history.drop(columns='seconds').to_csv().encode()).hexdigest()[:16]}"
             )
     print(f"fer_lib from {Path(fer_lib.__file__).parent}")
 

@@ -1,12 +1,14 @@
-"""The explorer of notebook 10 on a finished demo run: how long it takes to open, and to draw an image's panel.
+"""The explorer of notebook 10 on a finished demo run: how long it takes to open, and to draw an
+image's panel.
 
     .venv/bin/python benchmarks/bench_explore.py [--run runs/demo] [--repeats 3]
 
-Each repetition is a fresh process (as a reader opening the notebook). It times the imports that the notebook's
-first cell (``notebook.start``) does anyway, then the explorer cell: the run's Experiment and the explorer's data,
-the proposed model's saved outputs (computed once by notebook 10 or the first opening) and the table of every test
-image. Then it draws one image's panel at another w without and with Grad-CAM++ (on the CPU). Targets (issue
-"Explore, not only read"): open under 5 s, a panel under 1 s. Results: benchmarks/README.md, "The explorer".
+Each repetition is a fresh process (as a reader opening the notebook). It times the imports that the
+notebook's first cell (``notebook.start``) does anyway, then the explorer cell: the run's Experiment
+and the explorer's data, the proposed model's saved outputs (computed once by notebook 10 or the
+first opening) and the table of every test image. Then it draws one image's panel at another w
+without and with Grad-CAM++ (on the CPU). Targets (issue "Explore, not only read"): open under 5 s,
+a panel under 1 s. Results: benchmarks/README.md, "The explorer".
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ def worker(run: Path) -> None:
     from fer_lib.run.experiment import Experiment
     from fer_lib.run.profiles import get_profile
 
-    imported = (
-        time.perf_counter() - clock
-    )  # what the notebook's first cell (notebook.start) has done already
+    # what the notebook's first cell (notebook.start) has done already
+    imported = time.perf_counter() - clock
     clock = time.perf_counter()
     settings = json.loads((run / "settings.json").read_text())
     experiment = Experiment(
@@ -92,11 +93,13 @@ def main() -> None:
             raise SystemExit(result.stderr[-3000:])
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     print(
-        f"medians of {args.repeats} fresh processes (the first, which may build the saved outputs, left out), seconds:"
+        f"medians of {args.repeats} fresh processes (the first, which may build the saved "
+        "outputs, left out), seconds:"
     )
     for key in rows[0]:
         print(
-            f"  {key}: {statistics.median(row[key] for row in rows[1:]):.2f}  (first: {rows[0][key]:.2f})"
+            f"  {key}: {statistics.median(row[key] for row in rows[1:]):.2f}  (first: "
+            f"{rows[0][key]:.2f})"
         )
 
 

@@ -1,15 +1,16 @@
 """What computing the frozen RGB network in full fp32 costs, and what bf16 autocast would change.
 
-The frozen baseline's features, caches and evaluations run in fp32 on every device (``fer_lib.runtime.precision.full``),
-so that Table 6's baseline is the checkpoint's own accuracy. This times the frozen network's feature-cache pass
-(``ARMNet.forward_per_image``, eval mode, no gradients) over random images in fp32 and under bf16 autocast, at
-the demo's and the paper's network sizes, and counts how many of the logits' argmax agree between the two.
+The frozen baseline's features, caches and evaluations run in fp32 on every device
+(``fer_lib.runtime.precision.full``), so that Table 6's baseline is the checkpoint's own accuracy.
+This times the frozen network's feature-cache pass (``ARMNet.forward_per_image``, eval mode, no
+gradients) over random images in fp32 and under bf16 autocast, at the demo's and the paper's network
+sizes, and counts how many of the logits' argmax agree between the two.
 
     .venv/bin/python benchmarks/bench_frozen_precision.py [--images 512] [--repeats 3]
 
-On a CPU without AMX, bf16 autocast is emulated and slower; on AMX CPUs and GPUs it is faster, and the
-difference is the price of fp32. Random weights give no meaningful agreement rate for a trained network; the
-agreement column is a check that bf16 moves predictions at all.
+On a CPU without AMX, bf16 autocast is emulated and slower; on AMX CPUs and GPUs it is faster, and
+the difference is the price of fp32. Random weights give no meaningful agreement rate for a trained
+network; the agreement column is a check that bf16 moves predictions at all.
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ def main() -> None:
 
         def fp32() -> torch.Tensor:
             with torch.no_grad(), precision.full(device):
-                return torch.cat([model(b).float() for b in batches])
+                # called in this iteration only
+                return torch.cat([model(b).float() for b in batches])  # noqa: B023
 
         def bf16() -> torch.Tensor:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-                return torch.cat([model(b).float() for b in batches])
+                # called in this iteration only
+                return torch.cat([model(b).float() for b in batches])  # noqa: B023
 
         full, low = _time(fp32, args.repeats), _time(bf16, args.repeats)
         agree = float((fp32().argmax(1) == bf16().argmax(1)).float().mean())

@@ -1,9 +1,11 @@
 """Heatmap rendering throughput (target: >= 2,000 heatmaps/s at 224x224 on a 2-core CPU).
 
-    python benchmarks/bench_heatmaps.py [--size 224] [--batch 256] [--repeats 10] [--device cpu|cuda]
+    python benchmarks/bench_heatmaps.py [--size 224] [--batch 256] [--repeats 10] [--device
+    cpu|cuda]
 
-Renders batches of 37-point heatmaps from random coordinates and prints heatmaps/s for the gaussian and
-square shapes, also into a reused output buffer (what a training loop sees after its first batch).
+Renders batches of 37-point heatmaps from random coordinates and prints heatmaps/s for the gaussian
+and square shapes, also into a reused output buffer (what a training loop sees after its first
+batch).
 """
 
 import argparse
@@ -37,7 +39,8 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     points = (torch.rand(args.batch, 37, 2, generator=generator) * args.size).to(args.device)
     print(
-        f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {args.device}"
+        f"machine: {platform.processor() or platform.machine()}, torch threads "
+        f"{torch.get_num_threads()}, device {args.device}"
     )
     for shape in ("gaussian", "square"):
         rate = throughput(points, args.size, shape, args.repeats)

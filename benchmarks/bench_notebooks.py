@@ -1,14 +1,15 @@
-"""The report's notebooks, before and after a change: every notebook executed again on a copy of a finished run.
+"""The report's notebooks, before and after a change: every notebook executed again on a copy of a
+finished run.
 
     .venv/bin/python benchmarks/bench_notebooks.py --ref 229993e --repeats 2
 
-Copies the run folder (default ``runs/demo``: its data, models and caches) once, then runs
-``python -m fer_lib run-all --force --run-dir COPY`` with the current tree's code and with REV's, alternating, so
-that the load of a shared machine hits both alike. Both run from temporary copies of their source (REV's by
-``git archive``, the working tree's tracked and untracked files), where their figures go: the project's own
-``figures/`` is left alone. Every model is reused, so what is timed is the notebooks alone: their kernels, imports,
-cells and HTML pages. Prints each run's wall time and seconds per notebook (``run_info.json``) and the ratio of
-medians. Results: benchmarks/README.md.
+Copies the run folder (default ``runs/demo``: its data, models and caches) once, then runs ``python
+-m fer_lib run-all --force --run-dir COPY`` with the current tree's code and with REV's,
+alternating, so that the load of a shared machine hits both alike. Both run from temporary copies of
+their source (REV's by ``git archive``, the working tree's tracked and untracked files), where their
+figures go: the project's own ``figures/`` is left alone. Every model is reused, so what is timed is
+the notebooks alone: their kernels, imports, cells and HTML pages. Prints each run's wall time and
+seconds per notebook (``run_info.json``) and the ratio of medians. Results: benchmarks/README.md.
 """
 
 from __future__ import annotations

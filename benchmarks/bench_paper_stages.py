@@ -1,13 +1,15 @@
-"""CPU (or GPU) time per image of each stage of the paper profile, at its sizes: 224 px, ResNet18 at width 64,
-the Table 1 landmark CNN at width 32, batch 256 for training (smaller here, see --batch) and 64 for inference.
+"""CPU (or GPU) time per image of each stage of the paper profile, at its sizes: 224 px, ResNet18 at
+width 64, the Table 1 landmark CNN at width 32, batch 256 for training (smaller here, see --batch)
+and 64 for inference.
 
     .venv/bin/python benchmarks/bench_paper_stages.py --batch 32 --steps 3
 
-Stages, each timed over --steps batches after one warm-up batch, with random inputs of the right shapes:
+Stages, each timed over --steps batches after one warm-up batch, with random inputs of the right
+shapes:
 - baseline training step (ARM recipe: normalise, augment, forward, backward, Adam step);
 - frozen-feature cache (the baseline's per-image ARM maps, eval mode);
-- landmark-branch training step from the cache (heatmaps drawn from coordinates, landmark CNN, ARM, both
-  heads, AdaBelief step);
+- landmark-branch training step from the cache (heatmaps drawn from coordinates, landmark CNN, ARM,
+  both heads, AdaBelief step);
 - inference through both branches (RGB trunk + landmark CNN + fusion), batch 64.
 """
 
@@ -101,7 +103,8 @@ def main() -> None:
 
     results["inference, both branches"] = _timed(inference_step, batch, steps)
     print(
-        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, {steps} timed steps"
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch "
+        f"{batch}, {steps} timed steps"
     )
     for stage, ms in results.items():
         print(f"{stage}: {ms:.0f} ms/image")

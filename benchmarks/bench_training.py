@@ -1,17 +1,19 @@
-"""Landmark-branch training from the frozen-feature cache vs recomputing the baseline, and ARM inference.
+"""Landmark-branch training from the frozen-feature cache vs recomputing the baseline, and ARM
+inference.
 
-    python benchmarks/bench_training.py [--input-size 224] [--width 64] [--landmark-width 32] [--batch 64]
+    python benchmarks/bench_training.py [--input-size 224] [--width 64] [--landmark-width 32]
+    [--batch 64]
                                         [--steps 4] [--data ROOT] [--device cpu|cuda]
-    python benchmarks/bench_training.py --raf-sized          # GPU: a RAF-DB-sized epoch and test inference
+    python benchmarks/bench_training.py --raf-sized # GPU: a RAF-DB-sized epoch and test inference
 
-1. Training images/s of the landmark branch + fusion with
-   - cache: RGB per-image features looked up in the cache, heatmaps drawn from coordinates (no image read);
-   - recompute: each step reads and resizes the JPEGs, normalises them and runs the frozen baseline.
-2. Inference images/s of our ARMNet (vectorised de-albino) vs a straightforward per-channel-loop ARM, and
-   baseline training images/s in fp32 vs bf16 autocast.
-3. With --raf-sized (meant for a GPU): seconds per landmark-branch epoch over 12,271 training images and
-   seconds to infer 3,068 test images, on a synthetic RAF-DB-sized set (features and heatmaps only, so the
-   figure is the training cost, not the JPEG decoding).
+1. Training images/s of the landmark branch + fusion with - cache: RGB per-image features looked up
+   in the cache, heatmaps drawn from coordinates (no image read); - recompute: each step reads and
+   resizes the JPEGs, normalises them and runs the frozen baseline.
+2. Inference images/s of our ARMNet (vectorised de-albino) vs a straightforward per-channel-loop
+   ARM, and baseline training images/s in fp32 vs bf16 autocast.
+3. With --raf-sized (meant for a GPU): seconds per landmark-branch epoch over 12,271 training images
+   and seconds to infer 3,068 test images, on a synthetic RAF-DB-sized set (features and heatmaps
+   only, so the figure is the training cost, not the JPEG decoding).
 Without --data a small synthetic set is generated in a temporary folder.
 """
 
@@ -89,7 +91,8 @@ def bench_training(args, device) -> None:
 
 
 class LoopARMNet(torch.nn.Module):
-    """Reference: ARM with a Python loop over the two channels (how a first implementation reads)."""
+    """Reference: ARM with a Python loop over the two channels (how a
+    first implementation reads)."""
 
     def __init__(self, model: models.ARMNet):
         super().__init__()
@@ -121,12 +124,14 @@ def bench_inference(args, device) -> None:
             net(images)
         sync(device)
         print(
-            f"inference, {name:>16}: {args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s"
+            f"inference, {name:>16}: "
+            f"{args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s"
         )
 
 
 def bench_autocast(args, device) -> None:
-    """Baseline training images/s in fp32 and under bf16 autocast (the choice made in fer_lib.training)."""
+    """Baseline training images/s in fp32 and under bf16 autocast (the choice
+    made in fer_lib.training)."""
     torch.manual_seed(0)
     model = models.ARMNet(args.input_size, width=args.width).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -135,7 +140,8 @@ def bench_autocast(args, device) -> None:
     for name, enabled in (("fp32", False), ("bf16 autocast", True)):
 
         def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
+            # called in this iteration only
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):  # noqa: B023
                 loss = functional.cross_entropy(model(images).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -148,12 +154,14 @@ def bench_autocast(args, device) -> None:
             step()
         sync(device)
         print(
-            f"baseline training, {name:>13}: {args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s"
+            f"baseline training, {name:>13}: "
+            f"{args.steps * args.batch / (time.perf_counter() - started):7.1f} images/s"
         )
 
 
 def bench_raf_sized(args, device) -> None:
-    """A RAF-DB-sized epoch of the landmark branch from the cache, and inference of 3,068 test images."""
+    """A RAF-DB-sized epoch of the landmark branch from the cache, and
+    inference of 3,068 test images."""
     n_train, n_test, size = 12271, 3068, args.input_size
     torch.manual_seed(0)
     baseline = models.ARMNet(size, width=args.width).to(device).eval()
@@ -178,7 +186,8 @@ def bench_raf_sized(args, device) -> None:
         optimizer.step()
     sync(device)
     print(
-        f"RAF-DB-sized landmark-branch epoch ({n_train} images, batch 256, {size}px): {time.perf_counter() - started:.1f} s"
+        f"RAF-DB-sized landmark-branch epoch ({n_train} images, batch 256, {size}px): "
+        f"{time.perf_counter() - started:.1f} s"
     )
     model.eval()
     images = torch.randint(0, 256, (n_test, 3, size, size), dtype=torch.uint8)
@@ -193,7 +202,8 @@ def bench_raf_sized(args, device) -> None:
             )
     sync(device)
     print(
-        f"inference of {n_test} test images (baseline + landmark branch, batch 64): {time.perf_counter() - started:.1f} s"
+        f"inference of {n_test} test images (baseline + landmark branch, batch 64): "
+        f"{time.perf_counter() - started:.1f} s"
     )
 
 
@@ -218,7 +228,8 @@ def main() -> None:
         + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
     )
     print(
-        f"input {args.input_size}px, ResNet18 width {args.width}, landmark CNN width {args.landmark_width}, batch {args.batch}"
+        f"input {args.input_size}px, ResNet18 width {args.width}, landmark CNN width "
+        f"{args.landmark_width}, batch {args.batch}"
     )
     if args.raf_sized:
         bench_raf_sized(args, device)

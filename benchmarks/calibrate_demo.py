@@ -1,5 +1,6 @@
-"""Calibrate the demo: generate a synthetic set with given knobs and sizes, then measure the linear probes,
-the RGB baseline and one landmark branch (both weighting, w = 0.6) against SYNTHETIC_DATA.md's targets.
+"""Calibrate the demo: generate a synthetic set with given knobs and sizes, then measure the linear
+probes, the RGB baseline and one landmark branch (both weighting, w = 0.6) against
+SYNTHETIC_DATA.md's targets.
 
     .venv/bin/python benchmarks/calibrate_demo.py --out /tmp/calib --train 4000 --test 3068 \
         --knob label_noise=0.02 --baseline-epochs 8 --landmark-width 8 --fusion-epochs 4
@@ -91,8 +92,8 @@ def main() -> None:
             y_test,
         )
         print(
-            f"probes: HOG {hog.test_accuracy:.3f} (C {hog.c}), coordinates {coords.test_accuracy:.3f} (C {coords.c}); "
-            f"{time.perf_counter() - clock:.0f} s",
+            f"probes: HOG {hog.test_accuracy:.3f} (C {hog.c}), coordinates "
+            f"{coords.test_accuracy:.3f} (C {coords.c}); {time.perf_counter() - clock:.0f} s",
             flush=True,
         )
     if not args.skip_global:
@@ -107,7 +108,8 @@ def main() -> None:
             rafdb.labels[~is_train],
         )
         print(
-            f"global statistics probe: {shortcut.test_accuracy:.3f} (majority {majority:.3f}); {time.perf_counter() - clock:.0f} s",
+            f"global statistics probe: {shortcut.test_accuracy:.3f} (majority {majority:.3f}); "
+            f"{time.perf_counter() - clock:.0f} s",
             flush=True,
         )
 
@@ -134,7 +136,8 @@ def main() -> None:
         )
     ]
     print(
-        f"baseline: test {float((rgb_test == y_test).mean()):.3f}; val per epoch {history}; {time.perf_counter() - clock:.0f} s",
+        f"baseline: test {float((rgb_test == y_test).mean()):.3f}; val per epoch {history}; "
+        f"{time.perf_counter() - clock:.0f} s",
         flush=True,
     )
 
@@ -155,9 +158,9 @@ def main() -> None:
         lr=args.lr,
         seed=args.seed,
     )
-    run = (
-        args.out
-        / f"fusion_w{args.landmark_width}_e{args.fusion_epochs}_sigma{args.sigma}_lr{args.lr}_b{args.fusion_batch}_s{args.seed}"
+    run = args.out / (
+        f"fusion_w{args.landmark_width}_e{args.fusion_epochs}_sigma{args.sigma}_lr{args.lr}"
+        f"_b{args.fusion_batch}_s{args.seed}"
     )
     model = training.train_fusion(baseline, train, caches["train"], fusion, run, progress=False)
     predictions = training.predict_fusion(model, test, caches["test"], fusion)
@@ -168,10 +171,11 @@ def main() -> None:
 
     hist = pd.read_csv(run / "history.csv")
     print(
-        f"fusion: rgb {rgb_ok.mean():.3f} landmark {lm_ok.mean():.3f} fused {fused_ok.mean():.3f}; "
-        f"rgb wrong & landmark right {(~rgb_ok & lm_ok).mean():.3f}, both wrong {(~rgb_ok & ~lm_ok).mean():.3f}; "
-        f"rgb per class {np.round(per_class, 2).tolist()}; landmark val per epoch {hist['val_landmark_accuracy'].round(3).tolist()}; "
-        f"{time.perf_counter() - clock:.0f} s",
+        f"fusion: rgb {rgb_ok.mean():.3f} landmark {lm_ok.mean():.3f} fused "
+        f"{fused_ok.mean():.3f}; rgb wrong & landmark right {(~rgb_ok & lm_ok).mean():.3f}, both "
+        f"wrong {(~rgb_ok & ~lm_ok).mean():.3f}; rgb per class "
+        f"{np.round(per_class, 2).tolist()}; landmark val per epoch "
+        f"{hist['val_landmark_accuracy'].round(3).tolist()}; {time.perf_counter() - clock:.0f} s",
         flush=True,
     )
 

@@ -1,12 +1,14 @@
-"""How many epochs does the demo need? A baseline and the proposed landmark branch at given epochs and schedule.
+"""How many epochs does the demo need? A baseline and the proposed landmark branch at given epochs
+and schedule.
 
-    .venv/bin/python benchmarks/demo_schedule.py --seed 0 --set baseline_epochs=6 --set fusion_epochs=2 \
+    .venv/bin/python benchmarks/demo_schedule.py --seed 0 --set baseline_epochs=6 --set
+    fusion_epochs=2 \
         --set lr_schedule=cosine --out /tmp/sched_a
 
-Trains, on the demo's data, one baseline and one landmark-branch run (the paper's weighting, w = 0.6) with the
-demo profile changed by ``--set`` (as ``./run_all.sh --set`` takes them), one thread, and prints the kept epoch
-and its validation accuracy (what a choice may look at) beside the test OA (the quality targets only).
-Results: benchmarks/README.md, "The demo's training stage".
+Trains, on the demo's data, one baseline and one landmark-branch run (the paper's weighting, w =
+0.6) with the demo profile changed by ``--set`` (as ``./run_all.sh --set`` takes them), one thread,
+and prints the kept epoch and its validation accuracy (what a choice may look at) beside the test OA
+(the quality targets only). Results: benchmarks/README.md, "The demo's training stage".
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ def main() -> None:
         "RGB test OA": round(float((baseline["predicted"] == baseline["label"]).mean()), 4),
         "baseline seconds": round(time.perf_counter() - clock, 1),
     }
-    print(
-        json.dumps(row), flush=True
-    )  # the baseline's figures first: the landmark branch takes a while longer
+    # the baseline's figures first: the landmark branch takes a while longer
+    print(json.dumps(row), flush=True)
     clock = time.perf_counter()
     run = experiment.fusion.run("both", 0.6, args.seed)
     p = run.predictions

@@ -1,23 +1,27 @@
-"""The paper profile's stages on one device, at 224 px, on a RAF-DB-sized synthetic set, and the whole profile's
-time estimated from them; sized for a 15-minute GPU loan. ``benchmarks/gpu_check.sh`` runs it; ``--small`` runs the
-same stages on a tiny set (the CPU test of this script).
+"""The paper profile's stages on one device, at 224 px, on a RAF-DB-sized synthetic set, and the
+whole profile's time estimated from them; sized for a 15-minute GPU loan.
+``benchmarks/gpu_check.sh`` runs it; ``--small`` runs the same stages on a tiny set (the CPU test of
+this script).
 
-Every stage calls the library function the paper profile calls, on the paper's networks (ResNet18 width 64 + ARM,
-Table 1 landmark CNN width 32 without BatchNorm) with its batches (256 train, 64 test), and is timed between two
-``torch.cuda.synchronize`` calls (on CUDA), with the peak device memory it reached:
+Every stage calls the library function the paper profile calls, on the paper's networks (ResNet18
+width 64 + ARM, Table 1 landmark CNN width 32 without BatchNorm) with its batches (256 train, 64
+test), and is timed between two ``torch.cuda.synchronize`` calls (on CUDA), with the peak device
+memory it reached:
 - the synthetic set generated and decoded once (CPU work, not part of the profile on RAF-DB);
-- a baseline epoch (the second of two, training and validation), its run's population mean (ARM's batch-independent
-  mean over the training images), ResNet18 inference of the test set as the validation runs it;
+- a baseline epoch (the second of two, training and validation), its run's population mean (ARM's
+  batch-independent mean over the training images), ResNet18 inference of the test set as the
+  validation runs it;
 - the frozen-feature cache built (train, both flip states, and test) and reused (read back);
 - a landmark-branch epoch from the cache (the second of two, training and validation);
-- test inference of a landmark-branch run (from the feature cache, as every run of the profile does it).
+- test inference of a landmark-branch run (from the feature cache, as every run of the profile does
+  it).
 
-Everything bulky (the synthetic set, decoded images, checkpoints, caches) goes to a new temporary folder, removed at
-the end: every run starts fresh, and ``--out`` (the folder a lent GPU machine sends back) receives only
-``gpu_check.json``, ``gpu_check.md`` and ``gpu_check.log``. Before it starts, the check estimates its own wall time
-from assumed H100 rates (``ASSUMED``); ``--budget`` (default 480 s) shrinks the synthetic set until that estimate
-fits, and a stage that would still overrun the budget (predicted from the rates measured so far) is skipped and
-reported as skipped.
+Everything bulky (the synthetic set, decoded images, checkpoints, caches) goes to a new temporary
+folder, removed at the end: every run starts fresh, and ``--out`` (the folder a lent GPU machine
+sends back) receives only ``gpu_check.json``, ``gpu_check.md`` and ``gpu_check.log``. Before it
+starts, the check estimates its own wall time from assumed H100 rates (``ASSUMED``); ``--budget``
+(default 480 s) shrinks the synthetic set until that estimate fits, and a stage that would still
+overrun the budget (predicted from the rates measured so far) is skipped and reported as skipped.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from pathlib import Path
 
 RAFDB_TRAIN, RAFDB_TEST = 12271, 3068  # RAF-DB's basic split
 VAL_FRACTION = 0.1  # BaselineConfig/FusionConfig's validation split
-# Assumed rates on one H100-class GPU (images/s; bf16 autocast, channels_last) and on its host (synthetic samples/s
-# per process, decoded images/s), for the check's own time estimate and the budget; start-up covers imports, CUDA
-# and cuDNN's first kernel choices. Deliberately cautious: the check's first run replaces them with measurements.
+# Assumed rates on one H100-class GPU (images/s; bf16 autocast, channels_last) and on its host
+# (synthetic samples/s per process, decoded images/s), for the check's own time estimate and the
+# budget; start-up covers imports, CUDA and cuDNN's first kernel choices. Deliberately cautious: the
+# check's first run replaces them with measurements.
 ASSUMED = {
     "baseline training": 1500.0,
     "resnet18 inference": 6000.0,
@@ -54,7 +59,8 @@ TARGETS_S = {
 
 
 def own_estimate(n_train: int, n_test: int, epochs: int = 2) -> dict[str, float]:
-    """The check's stages in seconds at the ASSUMED rates, for ``n_train``/``n_test`` synthetic images."""
+    """The check's stages in seconds at the ASSUMED rates, for
+    ``n_train``/``n_test`` synthetic images."""
     a = ASSUMED
     fit, val = n_train * (1 - VAL_FRACTION), n_train * VAL_FRACTION
     processes = min(8, os.cpu_count() or 1)
@@ -73,7 +79,8 @@ def own_estimate(n_train: int, n_test: int, epochs: int = 2) -> dict[str, float]
 
 
 def sized_for(budget: float, small: bool) -> tuple[int, int, float]:
-    """(train, test images, estimated seconds): RAF-DB's sizes, shrunk in proportion until the estimate fits."""
+    """(train, test images, estimated seconds): RAF-DB's sizes, shrunk in
+    proportion until the estimate fits."""
     if small:
         return 56, 28, sum(own_estimate(56, 28).values())
     n_train, n_test = RAFDB_TRAIN, RAFDB_TEST
@@ -83,8 +90,9 @@ def sized_for(budget: float, small: bool) -> tuple[int, int, float]:
 
 
 class Stages:
-    """Times stages between device synchronisations, with their peak device memory; skips a stage that the budget
-    cannot hold, predicting its time from the ASSUMED estimate scaled by how this machine compared so far."""
+    """Times stages between device synchronisations, with their peak device memory; skips a stage
+    that the budget cannot hold, predicting its time from the ASSUMED estimate scaled by how this
+    machine compared so far."""
 
     def __init__(self, device, budget: float, log):
         self.device, self.budget, self.log = device, budget, log
@@ -99,7 +107,8 @@ class Stages:
             torch.cuda.synchronize(self.device)
 
     def run(self, name: str, assumed: float, function, *, images: int | None = None):
-        """``function()`` timed as stage ``name`` (``assumed`` seconds at the ASSUMED rates); None when skipped."""
+        """``function()`` timed as stage ``name`` (``assumed`` seconds at the
+        ASSUMED rates); None when skipped."""
         import torch
 
         elapsed = time.perf_counter() - self.started
@@ -111,7 +120,10 @@ class Stages:
                     "seconds": None,
                     "images": images,
                     "peak memory (GiB)": None,
-                    "note": f"skipped: {elapsed:.0f} s spent, about {predicted:.0f} s more would pass the {self.budget:.0f} s budget",
+                    "note": (
+                        f"skipped: {elapsed:.0f} s spent, about {predicted:.0f} s more would "
+                        f"pass the {self.budget:.0f} s budget"
+                    ),
                 }
             )
             self.log(f"{name}: skipped (budget)")
@@ -161,9 +173,9 @@ class Stages:
 
 
 def whole_profile(stages: Stages, n_train: int, n_test: int, runs: int) -> float | None:
-    """The paper profile on RAF-DB from the measured stages, scaled per image: one baseline (70 epochs, its population
-    mean, its caches), then ``runs`` landmark-branch runs of 10 epochs, each predicting the test set. None when a
-    stage it needs was skipped."""
+    """The paper profile on RAF-DB from the measured stages, scaled per image: one baseline (70
+    epochs, its population mean, its caches), then ``runs`` landmark-branch runs of 10 epochs, each
+    predicting the test set. None when a stage it needs was skipped."""
     from fer_lib.run.profiles import get_profile
 
     paper = get_profile("paper")
@@ -228,8 +240,9 @@ def main() -> None:
 def run(args, scratch: Path, log) -> None:
     n_train, n_test, planned = sized_for(args.budget, args.small)
     log(
-        f"gpu check: {n_train} train / {n_test} test synthetic images at 224 px; own estimate {planned:.0f} s at the assumed H100 "
-        f"rates, budget {args.budget:.0f} s; scratch folder {scratch} (removed at the end)"
+        f"gpu check: {n_train} train / {n_test} test synthetic images at 224 px; own estimate "
+        f"{planned:.0f} s at the assumed H100 rates, budget {args.budget:.0f} s; scratch folder "
+        f"{scratch} (removed at the end)"
     )
 
     import contextlib
@@ -300,7 +313,8 @@ def run(args, scratch: Path, log) -> None:
             "baseline epoch (training + validation)",
             float(history["seconds"].iloc[-1]),
             n_train,
-            "the second epoch, from the run's history (the epoch ends on a host read: synchronised)",
+            "the second epoch, from the run's history (the epoch ends on a host read: "
+            "synchronised)",
         )
         baseline = baseline.to(device).eval()
         # again, on a copy of the kept checkpoint: as train_baseline does it at its end
@@ -384,12 +398,12 @@ def run(args, scratch: Path, log) -> None:
                     "landmark-branch epoch (training + validation)",
                     float(history["seconds"].iloc[-1]),
                     n_train,
-                    "the second epoch, from the run's history (the epoch ends on a host read: synchronised)",
+                    "the second epoch, from the run's history (the epoch ends on a host read: "
+                    "synchronised)",
                 )
                 model = model.to(device)
-                training.predict_fusion(
-                    model, test, test_cache, fusion
-                )  # warm-up: cuDNN's kernel choice for the test batches
+                # warm-up: cuDNN's kernel choice for the test batches
+                training.predict_fusion(model, test, test_cache, fusion)
                 stages.run(
                     "test inference of a landmark-branch run (from the feature cache)",
                     estimate["test inference"] / 2,
@@ -403,7 +417,8 @@ def run(args, scratch: Path, log) -> None:
         "whole paper profile (estimate)",
         total,
         None,
-        f"one 70-epoch baseline and {runs} landmark-branch runs of {paper.fusion_epochs} epochs on RAF-DB, scaled per image"
+        f"one 70-epoch baseline and {runs} landmark-branch runs of {paper.fusion_epochs} epochs "
+        "on RAF-DB, scaled per image"
         if total is not None
         else "a stage it needs was skipped",
     )
@@ -436,10 +451,11 @@ def run(args, scratch: Path, log) -> None:
     }
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        f"# GPU check: {result['machine']['gpu']} ({device}, {result['precision']}), {n_train} train / {n_test} test images at 224 px",
+        f"# GPU check: {result['machine']['gpu']} ({device}, {result['precision']}), {n_train} "
+        f"train / {n_test} test images at 224 px",
         "",
-        f"Wall time {wall:.0f} s (own estimate {planned:.0f} s, budget {args.budget:.0f} s). Peak device memory: "
-        f"{result['peak device memory (GiB)']} GiB.",
+        f"Wall time {wall:.0f} s (own estimate {planned:.0f} s, budget {args.budget:.0f} s). Peak "
+        f"device memory: {result['peak device memory (GiB)']} GiB.",
         "",
         "| stage | seconds | images | peak memory (GiB) | target (one H100) | verdict | note |",
         "|---|---|---|---|---|---|---|",
@@ -447,20 +463,23 @@ def run(args, scratch: Path, log) -> None:
     for r in rows:
         seconds = "skipped" if r["seconds"] is None else f"{r['seconds']:.2f}"
         lines.append(
-            f"| {r['stage']} | {seconds} | {r['images'] or ''} | {r['peak memory (GiB)'] if r['peak memory (GiB)'] is not None else ''} "
-            f"| {r['target (one H100)']} | {r['verdict']} | {r['note']} |"
+            f"| {r['stage']} | {seconds} | {r['images'] or ''} | "
+            f"{r['peak memory (GiB)'] if r['peak memory (GiB)'] is not None else ''} | "
+            f"{r['target (one H100)']} | {r['verdict']} | {r['note']} |"
         )
     if args.small:
         lines += [
             "",
-            "--small: a tiny set; the estimate is scaled from it and is not a measurement of the paper's sizes.",
+            "--small: a tiny set; the estimate is scaled from it and is not a measurement of the "
+            "paper's sizes.",
         ]
     (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     log("\n".join(lines))
 
 
 class log_file_writer:  # noqa: N801 - a file-like object for redirect_stdout
-    """What the library prints during a stage, into the log (and not onto the terminal between the stage lines)."""
+    """What the library prints during a stage, into the log (and not onto the
+    terminal between the stage lines)."""
 
     def __init__(self, log):
         self.log, self.pending = log, ""

@@ -1,12 +1,14 @@
 """Is the demo's landmark branch short of its linear probe for lack of training, or for its input?
 
-Trains the landmark branch + fusion of the demo profile (the paper's weighting, w = 0.6) on the data and
-baselines of a finished demo run, once per seed, branch and epoch count: the heatmap CNN of Table 1 and the
-coordinate MLP (``landmark_input="coords"``), each with the demo's recipe but for the number of epochs (the
-kept epoch is still chosen on the validation split). Prints and writes each run's test OA of the landmark-only
-head and of the fused model, beside the linear probe on the coordinates the run's own report computed:
+Trains the landmark branch + fusion of the demo profile (the paper's weighting, w = 0.6) on the data
+and baselines of a finished demo run, once per seed, branch and epoch count: the heatmap CNN of
+Table 1 and the coordinate MLP (``landmark_input="coords"``), each with the demo's recipe but for
+the number of epochs (the kept epoch is still chosen on the validation split). Prints and writes
+each run's test OA of the landmark-only head and of the fused model, beside the linear probe on the
+coordinates the run's own report computed:
 
-    .venv/bin/python benchmarks/landmark_epochs.py --seeds 0 1 --epochs 4 10 --out /tmp/landmark_epochs
+    .venv/bin/python benchmarks/landmark_epochs.py --seeds 0 1 --epochs 4 10 --out
+    /tmp/landmark_epochs
 
 Results and the machine: benchmarks/README.md, "The landmark branch against its probe".
 """

@@ -1,24 +1,27 @@
-"""Coverage of the seed-pooled interval (``fer_lib.evaluation.stats.seed_pooled_interval``), by simulation with known truth.
+"""Coverage of the seed-pooled interval (``fer_lib.evaluation.stats.seed_pooled_interval``), by
+simulation with known truth.
 
     python benchmarks/stats_coverage.py [--replicates 1000] [--out benchmarks/stats_coverage.csv]
     python benchmarks/stats_coverage.py --seed-laws | --outliers | --worst-case
 
-Per replicate a test set is drawn with RAF-DB's test class sizes (3,068 images) from a population whose true
-difference between the two training methods is known, a baseline (frozen, or one per seed) and a method
-trained with S seeds are evaluated on it, and the interval is checked against the truth. A settings grid:
-seeds 2, 3, 5, 10; seed-to-seed sd of the gain 0, 0.3, 1 point; frozen and per-seed baselines; true OA
-differences 0 and 0.3 points. Prints and writes the miss rate of each (target: 3.5-6.5% at 95%), for OA and AA,
-next to the interval the report used before (z * sqrt(bootstrap variance + s^2 / S)).
+Per replicate a test set is drawn with RAF-DB's test class sizes (3,068 images) from a population
+whose true difference between the two training methods is known, a baseline (frozen, or one per
+seed) and a method trained with S seeds are evaluated on it, and the interval is checked against the
+truth. A settings grid: seeds 2, 3, 5, 10; seed-to-seed sd of the gain 0, 0.3, 1 point; frozen and
+per-seed baselines; true OA differences 0 and 0.3 points. Prints and writes the miss rate of each
+(target: 3.5-6.5% at 95%), for OA and AA, next to the interval the report used before (z *
+sqrt(bootstrap variance + s^2 / S)).
 
-The population: image i of class c has a difficulty z_i ~ N(mu_c, 1); a model is right where z_i + shift +
-noise > 0. A method's noise on an image is correlated with its baseline's (rho = 0.85, ``RHO``: it changes
-about 5% of the images, like the fusion), and each training seed shifts it by a draw with the stated sd (for per-seed
-baselines the baseline's own seed moves both). Accuracies follow from the normal CDF, so the true OA and AA
-differences are computed, not estimated.
+The population: image i of class c has a difficulty z_i ~ N(mu_c, 1); a model is right where z_i +
+shift + noise > 0. A method's noise on an image is correlated with its baseline's (rho = 0.85,
+``RHO``: it changes about 5% of the images, like the fusion), and each training seed shifts it by a
+draw with the stated sd (for per-seed baselines the baseline's own seed moves both). Accuracies
+follow from the normal CDF, so the true OA and AA differences are computed, not estimated.
 
-``--seed-laws``: seed effects that are not normal (``Setting.seed_law``: skewed, heavy-tailed, 10% of seeds failing
-by 3.3 points); the truth is integrated over the law. ``--outliers``: how often ``stats.outlying_seed`` flags a seed
-when seed effects are normal (false flags) and when one seed is planted 3.3 points lower (detections).
+``--seed-laws``: seed effects that are not normal (``Setting.seed_law``: skewed, heavy-tailed, 10%
+of seeds failing by 3.3 points); the truth is integrated over the law. ``--outliers``: how often
+``stats.outlying_seed`` flags a seed when seed effects are normal (false flags) and when one seed is
+planted 3.3 points lower (detections).
 """
 
 from __future__ import annotations
@@ -35,20 +38,17 @@ from scipy.stats import norm
 
 from fer_lib.evaluation.stats import seed_pooled_interval
 
-RAFDB_TEST = np.array(
-    [329, 74, 160, 1185, 478, 162, 680]
-)  # Table 3's test counts, in RAF-DB's label order
-CLASS_ACCURACY = np.array(
-    [0.88, 0.62, 0.65, 0.96, 0.88, 0.80, 0.92]
-)  # a baseline about as good as ARM's, per class
+# Table 3's test counts, in RAF-DB's label order
+RAFDB_TEST = np.array([329, 74, 160, 1185, 478, 162, 680])
+# a baseline about as good as ARM's, per class
+CLASS_ACCURACY = np.array([0.88, 0.62, 0.65, 0.96, 0.88, 0.80, 0.92])
 NOISE = 1.0  # a model's per-image noise, in units of the difficulty's sd
-RHO = 0.85  # correlation of a method's noise with its baseline's on the same image (about 6% of images change)
+# correlation of a method's noise with its baseline's on the same image (about 6% of images change)
+RHO = 0.85
 BASELINE_SEED_SD = 0.3  # points of OA: the spread of per-seed baselines (the demo measured 0.24)
 SEED_LAWS = ("normal", "skewed", "heavy", "failed")
-FAIL_RATE, FAIL_DROP = (
-    0.1,
-    3.3,
-)  # "failed": a seed fails this often, by about this many points of OA
+# "failed": a seed fails this often, by about this many points of OA
+FAIL_RATE, FAIL_DROP = (0.1, 3.3)
 _LAW_POINTS = 2000  # equal-probability points that integrate a non-normal seed law
 
 
@@ -58,15 +58,19 @@ class Setting:
     gain_sd: float  # points of OA: seed-to-seed sd of the method's population gain
     baseline: str  # "frozen" (one, shared) or "per-seed"
     effect: float  # points of OA: the true population difference
-    # the seed effects' law, each with sd gain_sd (per-seed baselines: BASELINE_SEED_SD, the same law): "normal";
-    # "skewed", a centred chi-square(1) with its long tail to the low side; "heavy", t with 3 df; "failed", normal
-    # with FAIL_RATE of seeds FAIL_DROP points lower (a per-seed baseline fails so too, raising the difference)
+    # the seed effects' law, each with sd gain_sd (per-seed baselines: BASELINE_SEED_SD, the same
+    # law): "normal"; "skewed", a centred chi-square(1) with its long tail to the low side; "heavy",
+    # t with 3 df; "failed", normal with FAIL_RATE of seeds FAIL_DROP points lower (a per-seed
+    # baseline fails so too, raising the difference)
     seed_law: str = "normal"
 
     @property
     def name(self) -> str:
         law = "" if self.seed_law == "normal" else f", {self.seed_law} seeds"
-        return f"S={self.seeds}, gain sd {self.gain_sd:g}, {self.baseline}, effect {self.effect:g}{law}"
+        return (
+            f"S={self.seeds}, gain sd {self.gain_sd:g}, {self.baseline}, effect "
+            f"{self.effect:g}{law}"
+        )
 
 
 def standard_law(law: str, size, rng: np.random.Generator) -> np.ndarray:
@@ -93,7 +97,8 @@ def _law_points(law: str, size: int = _LAW_POINTS) -> np.ndarray:
 
 
 class Population:
-    """The two methods' population accuracies for a setting: shifts solved so the true OA difference is the effect."""
+    """The two methods' population accuracies for a setting: shifts solved so the true OA difference
+    is the effect."""
 
     def __init__(self, setting: Setting):
         self.setting = setting
@@ -109,9 +114,8 @@ class Population:
         )
         self.shift = 0.0
         self.gain_drop = 0.0
-        for _ in range(
-            2
-        ):  # the seed sd's slope depends on the shift, and the shift on the sd: two passes settle both
+        # the seed sd's slope depends on the shift, and the shift on the sd: two passes settle both
+        for _ in range(2):
             self.gain_shift_sd = self._shift_sd(setting.gain_sd, self.shift)
             if setting.seed_law == "failed":
                 self.gain_drop = self._drop(FAIL_DROP, self.shift)
@@ -124,8 +128,8 @@ class Population:
         return points / 100 / slope
 
     def _drop(self, points: float, shift: float) -> float:
-        """The shift that lowers a model's OA by ``points`` from a mean shift ``shift`` (solved, not linearised:
-        the accuracy is curved at a failure's size)."""
+        """The shift that lowers a model's OA by ``points`` from a mean shift ``shift`` (solved, not
+        linearised: the accuracy is curved at a failure's size)."""
         oa = lambda m: float(self.share @ self.class_accuracy(m, 0.0))  # noqa: E731
         return brentq(lambda x: oa(shift) - oa(shift - x) - points / 100, 0.0, 3.0)
 
@@ -133,7 +137,8 @@ class Population:
         return norm.cdf((self.mu + shift) / np.sqrt(1 + NOISE**2 + seed_sd**2))
 
     def _shift_points(self, sd: float, drop: float, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Points and weights of one seed's shift under the setting's law (sd, and a failure of ``drop``)."""
+        """Points and weights of one seed's shift under the setting's law (sd,
+        and a failure of ``drop``)."""
         points = sd * _law_points(self.setting.seed_law, size)
         weights = np.full(len(points), 1 / len(points))
         if drop:
@@ -142,8 +147,9 @@ class Population:
         return points, weights
 
     def class_accuracies(self, shift: float) -> tuple[np.ndarray, np.ndarray]:
-        """Population accuracy per class of the baseline and of the method whose mean shift is ``shift``, averaged
-        over their seeds (normal: in closed form; other laws: over equal-probability points)."""
+        """Population accuracy per class of the baseline and of the method whose mean
+        shift is ``shift``, averaged over their seeds (normal: in closed form; other laws:
+        over equal-probability points)."""
         if self.setting.seed_law == "normal":
             method = self.class_accuracy(shift, np.hypot(self.baseline_sd, self.gain_shift_sd))
             return self.class_accuracy(0.0, self.baseline_sd), method
@@ -182,8 +188,9 @@ class Population:
     def draw(
         self, rng: np.random.Generator, fail_first: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One test set and its per-seed correctness: labels (N,), baseline (S, N), method (S, N). ``fail_first``:
-        the method's first seed fails, FAIL_DROP points of OA lower (a planted outlier)."""
+        """One test set and its per-seed correctness: labels (N,), baseline (S, N),
+        method (S, N). ``fail_first``: the method's first seed fails, FAIL_DROP points of
+        OA lower (a planted outlier)."""
         s = self.setting.seeds
         labels = np.repeat(np.arange(len(RAFDB_TEST)), RAFDB_TEST)
         z = rng.normal(self.mu[labels], 1.0)
@@ -207,8 +214,9 @@ class Population:
 def previous_interval(
     labels: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray, metric: str
 ) -> tuple[float, float]:
-    """The interval the report used before: z * sqrt(v_test + s^2 / S), v_test the class-stratified bootstrap
-    variance of the seed-averaged difference (its expectation, computed), s the sd of the per-seed differences."""
+    """The interval the report used before: z * sqrt(v_test + s^2 / S), v_test the
+    class-stratified bootstrap variance of the seed-averaged difference (its expectation,
+    computed), s the sd of the per-seed differences."""
     diff = correct_b.astype(float) - correct_a
     weight = np.where(metric == "oa", 1 / len(labels), 1 / (len(RAFDB_TEST) * RAFDB_TEST[labels]))
     per_seed = diff @ weight
@@ -225,8 +233,9 @@ def previous_interval(
 def coverage(
     setting: Setting, replicates: int, seed: int = 0, *, previous: bool = True, metrics=("oa", "aa")
 ) -> dict:
-    """Miss rates of the interval (and of the previous one) over ``replicates`` test sets of a setting, overall and
-    given a tie, s^2 below the interaction, or an outlying seed flagged (``stats.outlying_seed``)."""
+    """Miss rates of the interval (and of the previous one) over ``replicates`` test sets of
+    a setting, overall and given a tie, s^2 below the interaction, or an outlying seed
+    flagged (``stats.outlying_seed``)."""
     from fer_lib.evaluation.stats import _metric_weights, outlying_seed
 
     population = Population(setting)
@@ -236,8 +245,9 @@ def coverage(
     below_truth = {m: 0 for m in metrics}  # misses with the whole interval under the truth
     misses_before = {m: 0 for m in metrics}
     widths = {m: [] for m in metrics}
-    # the cases where an interval that trusts s^2 collapses: the per-seed differences tie (s^2 = 0, common as
-    # they are counts of images over N), or s^2 falls below the interaction it must contain
+    # the cases where an interval that trusts s^2 collapses: the per-seed differences
+    # tie (s^2 = 0, common as they are counts of images over N), or s^2 falls below
+    # the interaction it must contain
     ties = {m: [0, 0] for m in metrics}  # [cases, misses among them]
     below = {m: [0, 0] for m in metrics}
     flagged = {m: [0, 0] for m in metrics}  # an outlying seed flagged: [cases, misses among them]
@@ -294,9 +304,9 @@ def coverage(
 
 
 def outlier_rates(setting: Setting, replicates: int, seed: int = 0, *, fail_first: bool = False):
-    """How often ``stats.outlying_seed`` flags a seed of the OA differences over ``replicates`` test sets of a setting:
-    with normal seed effects every flag is false; with ``fail_first`` the first seed is planted FAIL_DROP points lower
-    and a flag of it is a detection."""
+    """How often ``stats.outlying_seed`` flags a seed of the OA differences over ``replicates`` test
+    sets of a setting: with normal seed effects every flag is false; with ``fail_first`` the first
+    seed is planted FAIL_DROP points lower and a flag of it is a detection."""
     from fer_lib.evaluation.stats import _metric_weights, _variance_components, outlying_seed
 
     population = Population(setting)
@@ -330,11 +340,12 @@ def exact_miss(
     bound_level: float | None = None,
     points: int = 8000,
 ) -> float:
-    """The interval's miss probability under its own model, by numerical integration, not simulation: the true
-    v_seed / (S v_img) is ``ratio`` and v_int / (S v_img) is ``floor`` (v_img and v_int taken as known: they rest on
-    thousands of degrees of freedom). Z and U = s^2 / v_seed ~ chi2(S-1)/(S-1) are independent, so the miss is
-    E_U[2 Phi(-q(R(U)) sqrt(1 + max(ratio U, floor)) / sqrt(1 + ratio))], R(U) the plug-in ratio the interval takes
-    its quantile q at; the expectation over U is taken at ``points`` equal-probability points. ``bound_level``: the
+    """The interval's miss probability under its own model, by numerical integration, not
+    simulation: the true v_seed / (S v_img) is ``ratio`` and v_int / (S v_img) is ``floor`` (v_img
+    and v_int taken as known: they rest on thousands of degrees of freedom). Z and U = s^2 / v_seed
+    ~ chi2(S-1)/(S-1) are independent, so the miss is E_U[2 Phi(-q(R(U)) sqrt(1 + max(ratio U,
+    floor)) / sqrt(1 + ratio))], R(U) the plug-in ratio the interval takes its quantile q at; the
+    expectation over U is taken at ``points`` equal-probability points. ``bound_level``: the
     seed-variance bound's confidence (default ``stats.bound_confidence``)."""
     from scipy.special import ndtr
     from scipy.stats import chi2
@@ -352,13 +363,18 @@ def exact_miss(
     return float((2 * ndtr(-q * scale)).mean())
 
 
+# worst_case's grid of seed-to-image variance ratios
+RATIOS = np.geomspace(0.01, 3000, 15)
+
+
 def worst_case(
     seeds: int,
     confidence: float = 0.95,
-    ratios=np.geomspace(0.01, 3000, 15),
+    ratios=RATIOS,
     floor_shares=(0.0, 0.05, 0.1, 0.2, 0.5, 1.0),
 ) -> dict:
-    """The largest ``exact_miss`` over the nuisance: the ratio, and the interaction's share of it (floor / ratio)."""
+    """The largest ``exact_miss`` over the nuisance: the ratio, and the interaction's share of it
+    (floor / ratio)."""
     misses = {
         (r, share): exact_miss(seeds, r, share * r, confidence)
         for share in floor_shares
@@ -385,7 +401,8 @@ GRID = [
 ]
 
 
-# seed effects that break the normal assumption, beside normal ones of the same sd; true gain 0.3 points
+# seed effects that break the normal assumption, beside normal ones of the
+# same sd; true gain 0.3 points
 LAW_GRID = [
     Setting(s, sd, b, 0.3, law)
     for s, b in ((3, "frozen"), (5, "frozen"), (10, "frozen"), (3, "per-seed"))
@@ -397,7 +414,8 @@ LAW_GRID = [
         ("heavy", 1.0),
     )
 ]
-# normal seeds (every flag false) and one planted failure (a flag of it is a detection); a frozen baseline
+# normal seeds (every flag false) and one planted failure (a flag of it is
+# a detection); a frozen baseline
 OUTLIER_GRID = [
     (Setting(s, sd, "frozen", 0.3), planted)
     for s in (3, 5, 10)
@@ -418,22 +436,34 @@ def main(argv=None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="default: stats_coverage.csv beside this script (_laws.csv, _outliers.csv for those modes)",
+        help=(
+            "default: stats_coverage.csv beside this script (_laws.csv, _outliers.csv for those "
+            "modes)"
+        ),
     )
     parser.add_argument(
         "--worst-case",
         action="store_true",
-        help="print the exact worst-case miss over the nuisance ratio (numerical integration), not the simulation",
+        help=(
+            "print the exact worst-case miss over the nuisance ratio (numerical integration), "
+            "not the simulation"
+        ),
     )
     parser.add_argument(
         "--seed-laws",
         action="store_true",
-        help="OA coverage when seed effects are not normal (LAW_GRID: skewed, heavy-tailed, failed seeds)",
+        help=(
+            "OA coverage when seed effects are not normal (LAW_GRID: skewed, heavy-tailed, "
+            "failed seeds)"
+        ),
     )
     parser.add_argument(
         "--outliers",
         action="store_true",
-        help="the outlying-seed rule's false-flag rate (normal seeds) and detection rate (one failed seed)",
+        help=(
+            "the outlying-seed rule's false-flag rate (normal seeds) and detection rate (one "
+            "failed seed)"
+        ),
     )
     args = parser.parse_args(argv)
     clock = time.perf_counter()
@@ -457,7 +487,8 @@ def main(argv=None) -> int:
         frame.to_csv(args.out or Path(__file__).with_name(name), index=False, float_format="%.4f")
         print(frame.to_markdown(index=False, floatfmt=".4g"))
         print(
-            f"{len(rows)} settings x {args.replicates} replicates in {time.perf_counter() - clock:.0f} s"
+            f"{len(rows)} settings x {args.replicates} replicates in "
+            f"{time.perf_counter() - clock:.0f} s"
         )
         return 0
     if args.worst_case:
@@ -477,11 +508,13 @@ def main(argv=None) -> int:
     print(frame.drop(columns=["setting"]).to_markdown(index=False, floatfmt=".4f"))
     for m in ("OA", "AA"):
         print(
-            f"{m}: miss rate {frame[f'{m} miss'].min():.1%} to {frame[f'{m} miss'].max():.1%} (before: "
-            f"{frame[f'{m} miss before'].min():.1%} to {frame[f'{m} miss before'].max():.1%})"
+            f"{m}: miss rate {frame[f'{m} miss'].min():.1%} to {frame[f'{m} miss'].max():.1%} "
+            f"(before: {frame[f'{m} miss before'].min():.1%} to "
+            f"{frame[f'{m} miss before'].max():.1%})"
         )
     print(
-        f"{len(GRID)} settings x {args.replicates} replicates in {time.perf_counter() - clock:.0f} s"
+        f"{len(GRID)} settings x {args.replicates} replicates in "
+        f"{time.perf_counter() - clock:.0f} s"
     )
     return 0
 

@@ -1,3 +1,4 @@
-"""Facial expression recognition with a frozen RGB network and a weighted landmark-heatmap branch."""
+"""Facial expression recognition with a frozen RGB network and a
+weighted landmark-heatmap branch."""
 
 __version__ = "0.1.0"

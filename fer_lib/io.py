@@ -1,6 +1,6 @@
-"""Atomic writes: a file is written next to its target and renamed over it, so an interrupted run never
-leaves a half-written checkpoint, table or cache behind (the previous version stays intact). And ``relative``:
-how a path is shown in anything shared."""
+"""Atomic writes: a file is written next to its target and renamed over it, so an interrupted run
+never leaves a half-written checkpoint, table or cache behind (the previous version stays intact).
+And ``relative``: how a path is shown in anything shared."""
 
 from __future__ import annotations
 
@@ -18,13 +18,15 @@ import torch
 from fer_lib.settings import OLDER_RUNS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Set by the pipeline for the notebook kernels it runs: no one is behind the page to use a widget (fer_lib.apps.explore)
+# Set by the pipeline for the notebook kernels it runs: no one is behind the page to use
+# a widget (fer_lib.apps.explore)
 BATCH_REPORT_ENV = "FER_BATCH_REPORT"
 
 
 def relative(path: str | os.PathLike) -> str:
-    """A path as shown in anything shared (notebooks, HTML, tables, messages): relative to the project when inside
-    it, else ``<outside the project>/name``, so no absolute path of the machine is written."""
+    """A path as shown in anything shared (notebooks, HTML, tables, messages): relative
+    to the project when inside it, else ``<outside the project>/name``, so no absolute
+    path of the machine is written."""
     path = Path(path).resolve()
     try:
         return str(path.relative_to(PROJECT_ROOT))
@@ -73,14 +75,14 @@ def save_npy(array: np.ndarray, path: str | os.PathLike) -> Path:
 
 
 def older_runs_value(field: dataclasses.Field):
-    """What a run saved before ``field`` existed used: the field's ``older_runs`` metadata where its default has
-    moved since, else its default."""
+    """What a run saved before ``field`` existed used: the field's ``older_runs`` metadata where its
+    default has moved since, else its default."""
     return field.metadata.get(OLDER_RUNS, field.default)
 
 
 def fill_older_fields(cls, saved: dict) -> dict:
-    """``saved`` (a dataclass ``cls`` read back from JSON or a checkpoint) with each field it lacks set to the
-    value older runs used (``older_runs_value``)."""
+    """``saved`` (a dataclass ``cls`` read back from JSON or a checkpoint) with each field it lacks
+    set to the value older runs used (``older_runs_value``)."""
     missing = {
         f.name: older_runs_value(f)
         for f in dataclasses.fields(cls)
@@ -90,9 +92,10 @@ def fill_older_fields(cls, saved: dict) -> dict:
 
 
 def claim_config(path: str | os.PathLike, config) -> list[str]:
-    """Write the dataclass ``config`` to ``path`` as JSON if it is missing; otherwise the fields whose saved value
-    differs. A field missing from the file (added after the run was made) counts as the value older runs used
-    (``older_runs_value``). An empty list means the run folder may be reused."""
+    """Write the dataclass ``config`` to ``path`` as JSON if it is missing; otherwise the
+    fields whose saved value differs. A field missing from the file (added after the run was
+    made) counts as the value older runs used (``older_runs_value``). An empty list means
+    the run folder may be reused."""
     path = Path(path)
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))
     if not path.exists():

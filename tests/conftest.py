@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.stats import norm
 
 from fer_lib.data import rafdb
+from fer_lib.evaluation.stats import PooledResult
+from fer_lib.report import verdicts
+from fer_lib.run import pipeline
 
 
 def write_tiny_rafdb(
@@ -58,11 +63,8 @@ def tiny_rafdb(tmp_path: Path) -> Path:
 
 
 def pooled_result(difference: float, half: float, seeds: int = 5):
-    """A stats.PooledResult whose 95% interval is difference +- half, as with no seed effect (a normal quantile)."""
-    from scipy.stats import norm
-
-    from fer_lib.evaluation.stats import PooledResult
-
+    """A stats.PooledResult whose 95% interval is difference +- half, as with no seed
+    effect (a normal quantile)."""
     se = half / norm.ppf(0.975)
     return PooledResult(
         "oa",
@@ -81,8 +83,6 @@ def pooled_result(difference: float, half: float, seeds: int = 5):
 
 def pooled_row(model: str, versus: str, result) -> dict:
     """The pooled row of a significance table (verdicts.significance_rows) for a PooledResult."""
-    from fer_lib.report import verdicts
-
     row = {
         "model": model,
         "versus": versus,
@@ -105,8 +105,9 @@ def pooled_row(model: str, versus: str, result) -> dict:
 PIPELINE_FIXTURES = {"smoke_run", "paper_sized_run"}
 
 
-# Runs before every other test: it must meet the smoke run as the pipeline left it. Other tests execute notebooks
-# into that run by hand, and a rerun after them first executes those notebooks again (about 100 s).
+# Runs before every other test: it must meet the smoke run as the pipeline left it. Other tests
+# execute notebooks into that run by hand, and a rerun after them first executes those notebooks
+# again (about 100 s).
 SEES_THE_RUN_UNTOUCHED = "test_a_rerun_executes_only_the_notebooks_whose_inputs_changed"
 
 
@@ -115,23 +116,18 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    items.sort(
-        key=lambda item: item.name != SEES_THE_RUN_UNTOUCHED
-    )  # stable: the rest keep their order
+    # stable: the rest keep their order
+    items.sort(key=lambda item: item.name != SEES_THE_RUN_UNTOUCHED)
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The smoke profile's whole pipeline, run once for every test that reads it (notebooks, explorer)."""
-    import os
-
-    from fer_lib.run import pipeline
-
+    """The smoke profile's whole pipeline, run once for every test that reads
+    it (notebooks, explorer)."""
     run_dir = tmp_path_factory.mktemp("smoke")
     backend = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = (
-        "Agg"  # as run_all.sh sets it: the report must still show its figures
-    )
+    # as run_all.sh sets it: the report must still show its figures
+    os.environ["MPLBACKEND"] = "Agg"
     try:
         assert pipeline.run_all("smoke", run_dir=run_dir, figures_dir=run_dir / "figures") == 0
     finally:

@@ -1,5 +1,5 @@
-"""The GPU check (benchmarks/gpu_check.sh) runs its stages on a tiny set on the CPU, leaves only its results in
---out, starts fresh every time, and fits a budget."""
+"""The GPU check (benchmarks/gpu_check.sh) runs its stages on a tiny set on the CPU, leaves only its
+results in --out, starts fresh every time, and fits a budget."""
 
 import json
 import os
@@ -54,15 +54,14 @@ def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_pat
         "gpu_check.md",
     ]
     assert sum(p.stat().st_size for p in out.iterdir()) < 200_000
-    assert not any(
-        scratch.iterdir()
-    )  # the data, checkpoints and caches went to a temporary folder, removed
+    # the data, checkpoints and caches went to a temporary folder, removed
+    assert not any(scratch.iterdir())
     report = json.loads((out / "gpu_check.json").read_text())
     stages = {row["stage"]: row["seconds"] for row in report["stages"]}
     for stage in STAGES:
         assert stages[stage] is not None and stages[stage] > 0, stage
-    # 5 seeds x (13 distinct configurations of Fig. 4 and the ablation + calibrated + coordinates + 2 design ablations
-    # of the proposed model + naive fusion from the default initialisation)
+    # 5 seeds x (13 distinct configurations of Fig. 4 and the ablation + calibrated + coordinates +
+    # 2 design ablations of the proposed model + naive fusion from the default initialisation)
     assert report["landmark-branch runs in the paper profile"] == 90
     assert (
         report["small"] is True and report["train images"] == 56 and report["own estimate (s)"] > 0
@@ -70,7 +69,8 @@ def test_the_gpu_check_runs_small_on_the_cpu_and_leaves_only_its_results(tmp_pat
     assert "| landmark-branch epoch (training + validation) |" in (out / "gpu_check.md").read_text()
     assert "resuming" not in (out / "gpu_check.log").read_text()
 
-    # a second run into the same --out starts afresh, and a budget it cannot fit skips stages and says so
+    # a second run into the same --out starts afresh, and a budget it cannot
+    # fit skips stages and says so
     again = _check(out, scratch, "--budget", "1")
     assert again.returncode == 0, again.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
@@ -90,9 +90,8 @@ def test_the_check_fits_its_own_estimate_into_the_budget():
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     full = gpu_check.sized_for(480, small=False)
-    assert (
-        full[:2] == (12271, 3068) and full[2] <= 480
-    )  # RAF-DB's sizes within 8 minutes at the assumed H100 rates
+    # RAF-DB's sizes within 8 minutes at the assumed H100 rates
+    assert full[:2] == (12271, 3068) and full[2] <= 480
     trimmed = gpu_check.sized_for(90, small=False)
     assert trimmed[0] < 12271 and trimmed[2] <= 90
 

@@ -1,5 +1,7 @@
-"""The training and evaluation commands end to end on a tiny data set (narrow networks, 1-2 epochs)."""
+"""The training and evaluation commands end to end on a tiny data set
+(narrow networks, 1-2 epochs)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -7,8 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from PIL import Image
 
-from fer_lib.cli.main import main
+from fer_lib import settings
+from fer_lib.cli.main import build_parser, main
 from fer_lib.data import rafdb
 from tests.conftest import write_tiny_rafdb
 
@@ -72,9 +77,8 @@ def test_the_fusion_validates_on_the_baselines_holdout_and_follows_table1(traine
     assert fusion_split["validation"] == baseline_split["validation"] and fusion_split[
         "holdout_of"
     ].endswith("baseline")
-    assert (
-        json.loads((base / "fusion" / "config.json").read_text())["batch_norm"] is False
-    )  # Table 1 as printed
+    # Table 1 as printed
+    assert json.loads((base / "fusion" / "config.json").read_text())["batch_norm"] is False
 
 
 def test_training_commands_write_checkpoints_and_predictions(trained):
@@ -154,9 +158,8 @@ def test_the_beyond_the_paper_models_from_the_command_line(trained, capsys):
         )
         == 1
     )
-    assert (
-        "not a fusion checkpoint" in capsys.readouterr().err
-    )  # a baseline folder passed by mistake
+    # a baseline folder passed by mistake
+    assert "not a fusion checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("affinity", ["batch", "fixed"])
@@ -350,9 +353,8 @@ def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, mon
         ).returncode
         == 0
     )
-    monkeypatch.setenv(
-        "JUPYTER_PATH", str(tmp_path / "share" / "jupyter")
-    )  # found there, as a user-wide install is found
+    # found there, as a user-wide install is found
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
     manager, client = start_new_kernel(kernel_name="fer-lib")
     try:
         outputs = []
@@ -373,7 +375,6 @@ def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, mon
 
 def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, tmp_path):
     pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
-    from PIL import Image
     from skimage import data as samples
 
     base, _ = trained
@@ -406,9 +407,8 @@ def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, t
         head: face[[c for c in table.columns if c.startswith(f"p_{head}_")]].to_numpy(float)
         for head in ("rgb", "landmark", "fused")
     }
-    assert all(
-        len(p) == 7 and abs(p.sum() - 1) < 1e-4 for p in probabilities.values()
-    )  # 21 probabilities
+    # 21 probabilities
+    assert all(len(p) == 7 and abs(p.sum() - 1) < 1e-4 for p in probabilities.values())
     assert face["fused class"] in (
         "Surprise",
         "Fear",
@@ -440,8 +440,6 @@ def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, t
 
 
 def test_predict_refuses_a_checkpoint_without_a_population_mean(trained, tmp_path, capsys):
-    import torch
-
     base, _ = trained
     state = torch.load(base / "baseline" / "best.pt", weights_only=True)
     state["population_means"] = {
@@ -479,7 +477,6 @@ def test_predict_lists_unreadable_photos_and_goes_on_and_names_figures_apart(
     trained, tmp_path, capsys
 ):
     pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
-    from PIL import Image
     from skimage import data as samples
 
     base, _ = trained
@@ -511,12 +508,8 @@ def test_predict_lists_unreadable_photos_and_goes_on_and_names_figures_apart(
     [("train-baseline", "BaselineConfig"), ("train-fusion", "FusionConfig")],
 )
 def test_the_training_options_default_to_the_recipes(command, config, tmp_path):
-    """Each option of a training command that sets a field of its recipe defaults to the recipe's default."""
-    import dataclasses
-
-    from fer_lib import settings
-    from fer_lib.cli.main import build_parser
-
+    """Each option of a training command that sets a field of its recipe
+    defaults to the recipe's default."""
     required = ["--data", str(tmp_path), "--run-dir", str(tmp_path)]
     if command == "train-fusion":
         required += ["--baseline", str(tmp_path)]
@@ -534,12 +527,9 @@ def test_the_training_options_default_to_the_recipes(command, config, tmp_path):
 def test_a_device_that_is_not_there_is_one_line_and_the_paper_profile_asks_before_a_cpu(
     tmp_path, capsys, monkeypatch
 ):
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as a torch that lost its GPU
-    monkeypatch.setenv(
-        "FER_DEVICE", ""
-    )  # unset; run-all --device sets it, and the test's end restores it
+    # unset; run-all --device sets it, and the test's end restores it
+    monkeypatch.setenv("FER_DEVICE", "")
     data = write_tiny_rafdb(tmp_path / "basic", n_per_class=1)
     run = ["run-all", "--data", str(data), "--run-dir", str(tmp_path / "run")]
     for argv, says in (
@@ -569,8 +559,6 @@ def test_a_training_command_says_which_device_and_precision_it_trains_on(trained
 def test_a_folder_that_is_no_data_set_is_one_line_and_makes_no_run_folder(
     tmp_path, capsys, monkeypatch
 ):
-    from PIL import Image
-
     monkeypatch.setenv("FER_DEVICE", "")  # run-all --device sets it; the test's end restores it
 
     (tmp_path / "empty").mkdir()

@@ -50,8 +50,9 @@ def test_augment_arm_is_seeded_and_erases():
 
 @pytest.mark.parametrize("mix, untouched", [("upstream", 0.5), ("flip_or_noise", 0.0)])
 def test_augment_arm_mix(mix, untouched):
-    """The ARM authors' mix leaves half the images as they are and flips or noises a quarter each; the demo's
-    alters every image. Erasing is switched off here by comparing only images without a zeroed box."""
+    """The ARM authors' mix leaves half the images as they are and flips or noises a quarter
+    each; the demo's alters every image. Erasing is switched off here by comparing only
+    images without a zeroed box."""
     images = torch.randn(4000, 1, 8, 8)
     out = tensors.augment_arm(images, torch.Generator().manual_seed(2), mix)
     erased = (out == 0).flatten(1).any(1)
@@ -78,9 +79,8 @@ def test_stratified_split_holds_out_every_class():
 def test_normalise_scales_to_unit_range_then_standardises_with_imagenet_statistics():
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # torchvision's ImageNet statistics
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    pixels = torch.tensor(
-        [[255, 0, 128], [0, 64, 255], [7, 200, 31]], dtype=torch.uint8
-    )  # RGB rows
+    # RGB rows
+    pixels = torch.tensor([[255, 0, 128], [0, 64, 255], [7, 200, 31]], dtype=torch.uint8)
     images = pixels.T.reshape(1, 3, 3, 1)  # one 3x1 image of those three pixels
     normalised = tensors.normalise(images)
     # by hand, the red of the white first pixel: (255 / 255 - 0.485) / 0.229

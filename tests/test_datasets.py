@@ -1,23 +1,34 @@
-"""AffectNet (both releases), FERPlus and CK+: tiny synthetic copies of every layout read back, checked, converted
-into RAF-DB's layout, and every kind of broken copy refused with one line naming the file and the row."""
+"""AffectNet (both releases), FERPlus and CK+: tiny synthetic copies of every layout read back,
+checked, converted into RAF-DB's layout, and every kind of broken copy refused with one line naming
+the file and the row."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from fer_lib import models, training
-from fer_lib.cli.main import main
 from fer_lib.apps import crossdata
+from fer_lib.cli.main import main
 from fer_lib.data import affectnet, ckplus, datasets, ferplus, landmarks, layouts, rafdb
 from fer_lib.data.demo_layouts import WRITERS
+from fer_lib.data.tensors import SplitTensors, split_tensors
+from fer_lib.report import figures, tables
+from fer_lib.report.landing import write_landing_page
+from fer_lib.run import pipeline
+from fer_lib.run.fusion_runs import read_fusion_predictions
+from fer_lib.run.pipeline import describe_data
+from fer_lib.runtime import precision
 from tests.conftest import write_tiny_rafdb
 
 N_TRAIN, N_TEST = 14, 7
@@ -25,7 +36,8 @@ N_TRAIN, N_TEST = 14, 7
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory) -> dict[str, Path]:
-    """One pristine synthetic copy per layout; tests that break one work on their own copy (``broken``)."""
+    """One pristine synthetic copy per layout; tests that break one work on
+    their own copy (``broken``)."""
     base = tmp_path_factory.mktemp("layouts")
     return {
         layout: write(base / layout, N_TRAIN, N_TEST, seed=0, progress=False)
@@ -46,7 +58,8 @@ def check_json(path: Path, capsys, *options: str) -> tuple[int, dict]:
     return status, json.loads(capsys.readouterr().out)
 
 
-# ----------------------------------------------------------------------------------------------- detection, counts
+# -----------------------------------------------------------------------------------------------
+# detection, counts
 
 
 def test_every_layout_is_detected_and_named(copies, tmp_path):
@@ -54,13 +67,11 @@ def test_every_layout_is_detected_and_named(copies, tmp_path):
         assert layouts.detect_layout(root) == layout
     assert layouts.detect_layout(write_tiny_rafdb(tmp_path / "raf" / "basic")) == "rafdb"
     assert layouts.detect_layout(tmp_path / "raf") == "rafdb"
-    (tmp_path / "empty" / "notes").mkdir(
-        parents=True
-    )  # a folder of folders without photos is no data set
+    # a folder of folders without photos is no data set
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
     (tmp_path / "empty" / "notes" / "a.txt").write_text("x")
     with pytest.raises(layouts.DataSetError, match="no known layout"):
         layouts.detect_layout(tmp_path / "empty")
-    from PIL import Image
 
     for folder in ("happy", "train/sad"):
         (tmp_path / "photos" / folder).mkdir(parents=True)
@@ -100,9 +111,8 @@ def test_seven_classes_exclude_contempt_and_count_it(copies, capsys):
 def test_npy_release_detects_its_class_order_and_says_so(copies, broken, capsys):
     _, reference = check_json(copies["affectnet-npy"], capsys)
     root = broken("affectnet-npy")
-    for path in root.glob(
-        "*/annotations/*_exp.npy"
-    ):  # the same labels in a repack's alphabetical order
+    # the same labels in a repack's alphabetical order
+    for path in root.glob("*/annotations/*_exp.npy"):
         code = int(np.load(path).item())
         if code < 8:
             np.save(path, np.array(str(affectnet.ALPHABETICAL.index(affectnet.CODES[code]))))
@@ -110,9 +120,8 @@ def test_npy_release_detects_its_class_order_and_says_so(copies, broken, capsys)
     report = reader.check(progress=False)
     assert report.ok and (report.train, report.test) == (reference["train"], reference["test"])
     assert any("alphabetical" in line and "detected" in line for line in report.notes)
-    for path in (root / "train_set" / "annotations").glob(
-        "*_exp.npy"
-    ):  # no Happy majority: undecidable
+    # no Happy majority: undecidable
+    for path in (root / "train_set" / "annotations").glob("*_exp.npy"):
         np.save(path, np.array("2"))
     status, result = check_json(root, capsys)
     assert status == 1 and any("--class-order" in e for e in result["errors"])
@@ -126,9 +135,8 @@ def test_ferplus_label_modes_follow_the_reference_rules():
 
     assert ferplus.label_votes(votes(6, 2, 2), "majority")[0] == 0
     assert ferplus.label_votes(votes(5, 5), "majority")[0] is None  # a tie has no majority
-    assert (
-        ferplus.label_votes(votes(4, 3, 3), "majority")[0] is None
-    )  # 4 of 10 is not more than half
+    # 4 of 10 is not more than half
+    assert ferplus.label_votes(votes(4, 3, 3), "majority")[0] is None
     assert ferplus.label_votes(votes(4, 3, 3), "plurality")[0] == 0
     assert ferplus.label_votes(votes(4, 4, 2), "plurality")[0] is None
     # single votes are dropped first: 5 of the 8 remaining votes is a majority
@@ -139,8 +147,9 @@ def test_ferplus_label_modes_follow_the_reference_rules():
     assert top == 0 and np.allclose(soft[:2], [0.6, 0.4]) and np.isclose(soft.sum(), 1)
 
 
-# ten votes (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF) and, by hand, the
-# class FERPlus's majority and plurality rules give (None: excluded); single votes are dropped first
+# ten votes (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF)
+# and, by hand, the class FERPlus's majority and plurality rules give (None: excluded); single votes
+# are dropped first
 VOTE_PATTERNS = [
     ([0, 6, 1, 1, 1, 1, 0, 0, 0, 0], "Happiness", "Happiness"),
     ([4, 3, 1, 1, 1, 0, 0, 0, 0, 0], "Neutral", "Neutral"),  # 4 of the 7 votes left
@@ -199,7 +208,8 @@ def test_ckplus_takes_three_peak_frames_and_a_neutral_one_with_subject_wise_fold
     assert status == 1 and "fewer folds" in result["errors"][0]
 
 
-# ----------------------------------------------------------------------------------------------- broken copies
+# -----------------------------------------------------------------------------------------------
+# broken copies
 
 
 def rewrite_csv(path: Path, edit) -> None:
@@ -221,7 +231,8 @@ def set_cell(rows, line, name, value):
 
 
 def assert_refused(path: Path, capsys, *fragments: str, options=()) -> None:
-    """check-data exits 1 without a traceback; one error line names every fragment (file, row, what is wrong)."""
+    """check-data exits 1 without a traceback; one error line names every fragment
+    (file, row, what is wrong)."""
     assert main(["check-data", str(path), *options]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -248,7 +259,7 @@ def test_broken_affectnet_csv_copies_are_refused(broken, capsys):
             ("training.csv:5", "134 values", "136"),
         ),
     }
-    for name, (edit, fragments) in cases.items():
+    for edit, fragments in cases.values():
         root = broken("affectnet")
         rewrite_csv(root / "Manually_Annotated_file_lists" / "training.csv", edit)
         assert_refused(root, capsys, *fragments)
@@ -336,7 +347,8 @@ def test_a_raw_layout_is_refused_by_the_training_commands_with_the_way_out(copie
     assert stop.value.code == 2 and "convert-data" in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------------------------- conversion
+# -----------------------------------------------------------------------------------------------
+# conversion
 
 
 @pytest.fixture(scope="module")
@@ -389,8 +401,8 @@ def test_ferplus_faces_the_detector_misses_are_listed(converted):
 
 
 def test_affectnet_landmarks_go_through_the_import_images_mapping(copies, converted):
-    """The converted 37 and 5 points are the CSV's own 68 points, shifted into the crop, through import-images'
-    mapping (faces.Face uses the same functions)."""
+    """The converted 37 and 5 points are the CSV's own 68 points, shifted into the crop, through
+    import-images' mapping (faces.Face uses the same functions)."""
     sources = pd.read_csv(converted["affectnet"] / layouts.SOURCES_FILE)
     first = sources.iloc[0]
     line = int(first["source"].split(":")[1])
@@ -399,7 +411,6 @@ def test_affectnet_landmarks_go_through_the_import_images_mapping(copies, conver
     )
     row = rows.iloc[line - 2]
     points = layouts.parse_points68(row["facial_landmarks"])
-    from PIL import Image
 
     size = Image.open(
         copies["affectnet"] / "Manually_Annotated_Images" / row["subDirectory_filePath"]
@@ -443,7 +454,8 @@ def test_convert_refuses_a_broken_copy_before_writing(broken, tmp_path, capsys):
     )
 
 
-# ----------------------------------------------------------------------------------------------- 7 or 8 classes
+# ----------------------------------------------------------------------------------------------- 7
+# or 8 classes
 
 
 def tiny_checkpoint(path: Path, classes) -> Path:
@@ -463,9 +475,8 @@ def test_a_checkpoint_carries_its_class_list_and_another_list_is_refused_naming_
         "8 classes (Surprise" in message and "Contempt" in message and "has 7 (Surprise" in message
     )
     state = torch.load(path, weights_only=True)
-    del state[
-        "classes"
-    ]  # a file without the entry (the ARM authors', or older ones) is RAF-DB's 7: refused too
+    # a file without the entry (the ARM authors', or older ones) is RAF-DB's 7: refused too
+    del state["classes"]
     torch.save(state, tmp_path / "old.pt")
     with pytest.raises(models.CheckpointError):
         models.load_arm_checkpoint(tmp_path / "old.pt")
@@ -473,10 +484,8 @@ def test_a_checkpoint_carries_its_class_list_and_another_list_is_refused_naming_
 
 def test_cross_dataset_mapping_drops_contempt_and_says_so():
     probabilities = np.zeros((3, 8))
-    probabilities[0, [3, 7]] = [
-        0.3,
-        0.7,
-    ]  # Contempt most probable: the shared prediction is Happiness
+    # Contempt most probable: the shared prediction is Happiness
+    probabilities[0, [3, 7]] = [0.3, 0.7]
     probabilities[1, 0] = probabilities[2, 6] = 1
     result = crossdata.cross_result(
         "a", "b", rafdb.CLASSES_8, rafdb.CLASSES, np.array([3, 0, 5]), probabilities
@@ -563,7 +572,8 @@ def test_evaluate_across_data_sets_writes_the_table(converted, tmp_path, capsys)
 def test_run_all_refuses_a_raw_layout_before_any_work(copies, converted, capsys):
     assert main(["run-all", "--profile", "smoke", "--data", str(copies["ckplus"])]) == 2
     assert "--data" in (err := capsys.readouterr().err) and "convert it first" in err
-    # an 8-class converted copy is taken (the slow test below runs it); a raw one to test on is refused too
+    # an 8-class converted copy is taken (the slow test below runs it); a raw
+    # one to test on is refused too
     other = ["--cross-data", str(copies["ferplus"])]
     assert (
         main(["run-all", "--profile", "smoke", "--data", str(converted["affectnet"]), *other]) == 2
@@ -575,9 +585,6 @@ def test_run_all_refuses_a_raw_layout_before_any_work(copies, converted, capsys)
 
 
 def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_path):
-    from fer_lib.report.landing import write_landing_page
-    from fer_lib.run.pipeline import describe_data
-
     info = describe_data(converted["ckplus"])
     run = tmp_path / "run"
     (run / "report").mkdir(parents=True)
@@ -604,13 +611,9 @@ def test_the_landing_page_names_a_converted_set_and_its_protocol(converted, tmp_
 
 
 def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
-    """Eight classes through the report's tables: Table 3 and the per-class tables list Contempt, which RAF-DB's paper
-    numbers lack (left empty, never typed in); the confusion matrix labels it; a mismatch is refused."""
-    import matplotlib.pyplot as plt
-
-    from fer_lib.report import figures, tables
-    from fer_lib.run.fusion_runs import read_fusion_predictions
-
+    """Eight classes through the report's tables: Table 3 and the per-class tables list Contempt,
+    which RAF-DB's paper numbers lack (left empty, never typed in); the confusion matrix labels it;
+    a mismatch is refused."""
     eight = rafdb.CLASSES_8
     table3 = tables.class_count_table([5] * 8, [2] * 8, eight)
     assert list(table3["class"]) == list(eight) and table3["paper train"].isna().tolist() == [
@@ -652,21 +655,19 @@ def test_the_report_tables_follow_the_data_sets_class_list(tmp_path):
 def test_run_all_takes_eight_classes_under_bf16_and_tests_on_another_data_set(
     converted, tmp_path, monkeypatch
 ):
-    """The smoke profile on a converted AffectNet-8, every notebook (07 checks that Grad-CAM explains the reported
-    probabilities), on the CUDA path's precision (``FER_PRECISION=bf16``: bf16 autocast of the trained trunks, run on
-    the CPU; the frozen network's caches stay fp32): the per-class tables list its 8 classes, the landing page names the data set, its protocol and
-    classes, and notebook 09 tests the models on a 7-class RAF-DB, saying that Contempt is dropped. One pipeline
-    for the three, as each costs minutes here."""
-    from fer_lib.run import pipeline
-    from fer_lib.runtime import precision
-
-    monkeypatch.setenv(
-        precision.ENV, "bf16"
-    )  # inherited by the training workers and the notebook kernels
+    """The smoke profile on a converted AffectNet-8, every notebook (07 checks that Grad-CAM
+    explains the reported probabilities), on the CUDA path's precision (``FER_PRECISION=bf16``: bf16
+    autocast of the trained trunks, run on the CPU; the frozen network's caches stay fp32): the
+    per-class tables list its 8 classes, the landing page names the data set, its protocol and
+    classes, and notebook 09 tests the models on a 7-class RAF-DB, saying that Contempt is dropped.
+    One pipeline for the three, as each costs minutes here."""
+    # inherited by the training workers and the notebook kernels
+    monkeypatch.setenv(precision.ENV, "bf16")
     monkeypatch.setenv("MPLBACKEND", "Agg")  # as run_all.sh sets it
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     run = tmp_path / "run"
-    # one seed, the paper's w and no design ablations: every notebook and kind of model still runs, in half the time
+    # one seed, the paper's w and no design ablations: every notebook and kind of model still runs,
+    # in half the time
     settings = {"seeds": "1", "w_grid": "0.6", "design_ablations": "false"}
     assert (
         pipeline.run_all(
@@ -738,15 +739,13 @@ def test_demo_data_writes_each_layout_from_the_command_line(tmp_path, capsys):
 
 
 def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
-    from fer_lib import training
-    from fer_lib.data.tensors import SplitTensors, split_tensors
-
     data = rafdb.load_rafdb(soft_copy)
     assert data.soft.shape == (len(data), 8) and (data.soft.argmax(1) == data.labels).all()
     train = split_tensors(data.split("train"), 128, progress=False).subset(np.arange(8))
     assert torch.equal(train.targets(torch.arange(2)), train.soft[:2])
     losses = {}
-    # half the mass spread evenly: unlike most of the demo's votes (one class after the single votes are dropped)
+    # half the mass spread evenly: unlike most of the demo's votes (one class
+    # after the single votes are dropped)
     spread = torch.nn.functional.one_hot(train.labels, 8).float() * 0.5 + 0.5 / 8
     for name, soft in (("hard", None), ("soft", spread)):
         split = SplitTensors(
@@ -765,9 +764,8 @@ def test_soft_labels_are_read_checked_and_trained_on(soft_copy, tmp_path):
             split, config, tmp_path / name, device=torch.device("cpu"), progress=False
         )
         losses[name] = pd.read_csv(tmp_path / name / "history.csv")["train_loss"].iloc[0]
-    assert (
-        losses["hard"] != losses["soft"]
-    )  # the same images, seed and model: only the targets differ
+    # the same images, seed and model: only the targets differ
+    assert losses["hard"] != losses["soft"]
 
     broken = Path(shutil.copytree(soft_copy, tmp_path / "broken"))
     path = broken / rafdb.SOFT_LABELS_FILE
@@ -802,9 +800,8 @@ def test_every_ckplus_fold_is_converted_and_evaluated_with_the_mean_over_folds(
     tests = [set(rafdb.load_rafdb(f).split("test").names) for f in folds]
     sources = [pd.read_csv(f / layouts.SOURCES_FILE) for f in folds]
     subjects = [set(s[s["split"] == "test"]["source"].str.split("/").str[1]) for s in sources]
-    assert (
-        tests[0] and tests[1] and not subjects[0] & subjects[1]
-    )  # each subject is tested in one fold only
+    # each subject is tested in one fold only
+    assert tests[0] and tests[1] and not subjects[0] & subjects[1]
     runs = [
         tiny_checkpoint(tmp_path / f"run{k}" / "best.pt", rafdb.CLASSES_8).parent for k in range(2)
     ]
@@ -867,10 +864,6 @@ def test_csv_files_saved_with_a_byte_order_mark_and_crlf_are_read(copies, tmp_pa
 
 
 def test_a_fused_model_is_evaluated_across_data_sets_head_by_head(converted, tmp_path, capsys):
-    import dataclasses
-
-    from fer_lib import training
-
     raf = write_tiny_rafdb(tmp_path / "raf" / "basic")
     baseline_path = tiny_checkpoint(tmp_path / "base" / "best.pt", rafdb.CLASSES_8)
     config = training.FusionConfig(width=2)
@@ -912,19 +905,17 @@ def test_an_unreadable_image_is_named_by_the_full_check(broken, capsys):
         image.write_bytes(b"not an image")
         options = ["--folds", "2"] if layout == "ckplus" else []
         assert_refused(root, capsys, image.name, "unreadable image", options=options)
-        assert (
-            main(["check-data", str(root), "--no-decode", *options]) == 0
-        )  # present, so the quick check passes
+        # present, so the quick check passes
+        assert main(["check-data", str(root), "--no-decode", *options]) == 0
         capsys.readouterr()
 
 
 def test_run_all_on_cks_folds_runs_every_fold_then_the_mean_over_them(
     copies, tmp_path, monkeypatch, capsys
 ):
-    """``run-all --data OUT`` where ``convert-data --fold all`` wrote OUT: each fold's copy gets its own report, and
-    the folds' Table 6 values (read back from their saved tables) give the mean and sd over the folds."""
-    from fer_lib.run import pipeline
-
+    """``run-all --data OUT`` where ``convert-data --fold all`` wrote OUT: each fold's copy gets its
+    own report, and the folds' Table 6 values (read back from their saved tables) give the mean and
+    sd over the folds."""
     assert (
         main(
             [
@@ -944,9 +935,8 @@ def test_run_all_on_cks_folds_runs_every_fold_then_the_mean_over_them(
     assert pipeline.fold_copies(folds[0]) == []  # a copy itself is one data set
     ran = []
 
-    def one_report(
-        profile, *, data, run_dir, **options
-    ):  # stands in for the notebooks: writes Table 6
+    # stands in for the notebooks: writes Table 6
+    def one_report(profile, *, data, run_dir, **options):
         ran.append((profile, Path(data).name, Path(run_dir).name))
         oa = {"fold_00": 0.5, "fold_01": 0.7}[Path(data).name]
         table = pd.DataFrame(

@@ -1,5 +1,5 @@
-"""Data-parallel training (fer_lib.runtime.distributed): two CPU processes (gloo) compute what one process computes with
-the same global batch, ARM's batch term and BatchNorm included."""
+"""Data-parallel training (fer_lib.runtime.distributed): two CPU processes (gloo) compute what one
+process computes with the same global batch, ARM's batch term and BatchNorm included."""
 
 import os
 
@@ -36,11 +36,13 @@ def _configs():
 
 
 def _train(root: str, out: str) -> None:
-    """Both trainings in this process (one rank of a group, or alone): baseline, then fusion on it."""
+    """Both trainings in this process (one rank of a group, or alone):
+    baseline, then fusion on it."""
     torch.set_num_threads(1)
-    # AdaBelief's first steps are about lr * sign(gradient) for every entry well above its eps (1e-16 in Table 4), so a
-    # rounding-level difference in a near-zero entry would move a weight by the whole learning rate. Compared with
-    # eps 1e-3, where small entries' steps follow their gradients, rounding stays at rounding scale.
+    # AdaBelief's first steps are about lr * sign(gradient) for every entry well above its eps
+    # (1e-16 in Table 4), so a rounding-level difference in a near-zero entry would move a weight by
+    # the whole learning rate. Compared with eps 1e-3, where small entries' steps follow their
+    # gradients, rounding stays at rounding scale.
     training.ADABELIEF = {**training.ADABELIEF, "eps": 1e-3}
     split = tensors.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
     baseline_config, fusion_config = _configs()
@@ -77,14 +79,13 @@ def _rank(rank: int, world: int, store: str, root: str, out: str) -> None:
 
 
 def _spawned(precision_mode: str, root, out) -> None:
-    """One process, then two, training in ``precision_mode`` (set here whatever this CPU's default; the ranks
-    inherit it)."""
+    """One process, then two, training in ``precision_mode`` (set here whatever this CPU's default;
+    the ranks inherit it)."""
     saved, adabelief = os.environ.get(precision.ENV), training.ADABELIEF
     os.environ[precision.ENV] = precision_mode
     try:
-        _train(
-            str(root), str(out / f"one_{precision_mode}")
-        )  # changes training.ADABELIEF: restored below
+        # changes training.ADABELIEF: restored below
+        _train(str(root), str(out / f"one_{precision_mode}"))
         mp.spawn(
             _rank,
             args=(
@@ -97,9 +98,8 @@ def _spawned(precision_mode: str, root, out) -> None:
             join=True,
         )
     finally:
-        training.ADABELIEF = (
-            adabelief  # later tests in this process train with the recipe's own eps
-        )
+        # later tests in this process train with the recipe's own eps
+        training.ADABELIEF = adabelief
         os.environ.pop(precision.ENV, None)
         if saved is not None:
             os.environ[precision.ENV] = saved
@@ -108,9 +108,8 @@ def _spawned(precision_mode: str, root, out) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
-    root = write_tiny_rafdb(
-        base / "basic", n_per_class=4
-    )  # 28 images, about 20 to fit: batches of 8 split 4 + 4, and a last, uneven one
+    # 28 images, about 20 to fit: batches of 8 split 4 + 4, and a last, uneven one
+    root = write_tiny_rafdb(base / "basic", n_per_class=4)
     for precision_mode in ("fp32", "bf16"):
         _spawned(precision_mode, root, base)
     return base
@@ -146,10 +145,11 @@ def _distance(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("run", ["baseline", "fusion"])
 def test_under_bf16_two_processes_stay_within_bf16s_own_rounding_of_one(runs, run):
-    """Two epochs in bf16 amplify rounding (AdaBelief's early steps follow gradient signs), so two processes
-    cannot match one to fp32's 1e-5. The tolerance is bf16's own: the two-process weights are no further from
-    the one-process bf16 weights than those are from fp32 training (x1.5 for chance; measured 0.85-0.93 of it,
-    and 2.3-7x with each rank's own BatchNorm statistics, the bug this guards against)."""
+    """Two epochs in bf16 amplify rounding (AdaBelief's early steps follow gradient signs), so two
+    processes cannot match one to fp32's 1e-5. The tolerance is bf16's own: the two-process weights
+    are no further from the one-process bf16 weights than those are from fp32 training (x1.5 for
+    chance; measured 0.85-0.93 of it, and 2.3-7x with each rank's own BatchNorm statistics, the bug
+    this guards against)."""
     one_bf16, two_bf16 = _weights(runs / "one_bf16" / run), _weights(runs / "two_bf16" / run)
     one_fp32 = _weights(runs / "one_fp32" / run)
     assert one_bf16.keys() == two_bf16.keys()
@@ -192,10 +192,10 @@ def test_two_processes_report_the_epoch_statistics_of_one(runs, run, columns):
 def test_the_share_of_each_rank_covers_the_batch_once(monkeypatch):
     for world in (1, 2, 3, 4):
         for batch in range(world, 12):
-            monkeypatch.setattr(distributed, "world_size", lambda: world)
+            monkeypatch.setattr(distributed, "world_size", lambda: world)  # noqa: B023 - used at once
             parts = []
             for me in range(world):
-                monkeypatch.setattr(distributed, "rank", lambda: me)
+                monkeypatch.setattr(distributed, "rank", lambda: me)  # noqa: B023 - used at once
                 parts += list(range(batch))[distributed.share(batch)]
             assert parts == list(range(batch))
 
@@ -220,9 +220,10 @@ def _batch_norm_rank(rank: int, world: int, store: str, out: str) -> None:
 
 
 def test_global_batch_norm_follows_autocast_as_torchs_batch_norm_does(tmp_path):
-    """Under bf16 autocast (the AMX and CUDA path) the global-batch BatchNorm computes what torch's BatchNorm
-    computes on the whole batch: output in bf16 (equal to one bf16 rounding, 2^-8 relative), statistics and running
-    buffers in fp32 (equal to fp32 summation order), an exact count."""
+    """Under bf16 autocast (the AMX and CUDA path) the global-batch BatchNorm computes what
+    torch's BatchNorm computes on the whole batch: output in bf16 (equal to one bf16
+    rounding, 2^-8 relative), statistics and running buffers in fp32 (equal to fp32
+    summation order), an exact count."""
     mp.spawn(
         _batch_norm_rank, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True
     )

@@ -31,7 +31,8 @@ def markdown_files() -> list[Path]:
 
 
 def without_code(text: str) -> str:
-    """The text with fenced code blocks and inline code spans blanked (links in code are not links)."""
+    """The text with fenced code blocks and inline code spans blanked
+    (links in code are not links)."""
     text = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
     return CODE_SPAN.sub("", text)
 
@@ -42,7 +43,8 @@ def links(text: str) -> list[str]:
 
 
 def slug(heading: str) -> str:
-    """GitHub's anchor of a heading: its text without markup, lowercased, punctuation dropped, spaces to '-'."""
+    """GitHub's anchor of a heading: its text without markup, lowercased, punctuation dropped,
+    spaces to '-'."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link's text
     text = re.sub(r"<[^>]+>", "", text)  # inline HTML
     text = text.replace("`", "").lower()
@@ -51,7 +53,8 @@ def slug(heading: str) -> str:
 
 
 def anchors(path: Path) -> set[str]:
-    """Every anchor of a Markdown file: its headings' (repeated ones get -1, -2, ...) and explicit HTML ones."""
+    """Every anchor of a Markdown file: its headings' (repeated ones get -1, -2,
+    ...) and explicit HTML ones."""
     text = path.read_text(encoding="utf-8")
     found, seen = set(), {}
     for heading in HEADING.findall(FENCE.sub("", text)):
@@ -106,8 +109,9 @@ def test_the_checker_finds_broken_links(tmp_path):
 
 
 def test_every_accuracy_the_readme_quotes_is_in_the_committed_digest():
-    """The README's demo figures (accuracies and shares written to four decimals) are numbers of the demo run whose
-    digest is committed, not numbers typed by hand: each appears in ``figures/demo/RESULTS.md`` as committed."""
+    """The README's demo figures (accuracies and shares written to four decimals) are numbers of the
+    demo run whose digest is committed, not numbers typed by hand: each appears in
+    ``figures/demo/RESULTS.md`` as committed."""
     from tests.test_environment import _committed
 
     digest = _committed("figures/demo/RESULTS.md")

@@ -39,7 +39,8 @@ def test_design_card_packages_are_declared():
 
 
 def _committed(path: str) -> str:
-    """A file as committed at HEAD: the main command rewrites the working tree's copy on every run."""
+    """A file as committed at HEAD: the main command rewrites the working
+    tree's copy on every run."""
     try:
         return subprocess.run(
             ["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -49,9 +50,9 @@ def _committed(path: str) -> str:
 
 
 def test_the_readme_tables_are_the_committed_demo_run():
-    """README's tables (Table 6, the models beyond the paper) are copied from the demo run whose digest is
-    committed; they must not drift apart. They are compared with the committed digest, so a rerun of
-    ./run_all.sh on another CPU does not fail it."""
+    """README's tables (Table 6, the models beyond the paper) are copied from the demo run whose
+    digest is committed; they must not drift apart. They are compared with the committed digest, so
+    a rerun of ./run_all.sh on another CPU does not fail it."""
     readme = (ROOT / "README.md").read_text()
     digest = _committed("figures/demo/RESULTS.md")
     names = re.findall(r"<!-- (\w+):start -->", readme)

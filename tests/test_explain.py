@@ -1,4 +1,5 @@
-"""Grad-CAM++ on both branches (tiny random networks at 128 px) and the example pickers (hand-made tables)."""
+"""Grad-CAM++ on both branches (tiny random networks at 128 px) and the example
+pickers (hand-made tables)."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from fer_lib import models, training
 from fer_lib.data import tensors
-from fer_lib.data.rafdb import CLASSES, load_rafdb
+from fer_lib.data.rafdb import CLASSES, CLASSES_8, load_rafdb
 from fer_lib.evaluation import explain
 from tests.conftest import write_tiny_rafdb
 
@@ -14,7 +15,8 @@ SIZE = 128
 
 
 def predictions(labels, fused, rgb, landmark, confidence):
-    """FusionPredictions whose argmaxes are the given classes, the fused head with the given confidence."""
+    """FusionPredictions whose argmaxes are the given classes, the fused head
+    with the given confidence."""
     n = len(labels)
 
     def probabilities(classes, top):
@@ -44,7 +46,8 @@ CONFIDENCE = np.array([0.5, 0.8, 0.9, 0.6, 0.7, 0.95, 0.4, 0.4])
 def test_per_class_picks_the_most_confident_right_and_wrong_images():
     p = predictions(LABELS, FUSED, RGB, LANDMARK, CONFIDENCE)
     right = explain.pick_per_class(p, correct=True)
-    # class 0: images 0 (0.5) and 1 (0.8) are right -> 1; class 3: a tie (6, 7) -> the earlier one; class 2: none right
+    # class 0: images 0 (0.5) and 1 (0.8) are right -> 1; class 3: a tie (6, 7) -> the earlier one;
+    # class 2: none right
     assert right["index"].tolist() == [1, 3, 6]
     assert right["group"].tolist() == [CLASSES[0], CLASSES[1], CLASSES[3]]
     wrong = explain.pick_per_class(p, correct=False)
@@ -82,7 +85,8 @@ def tiny(tmp_path_factory):
     split = tensors.split_tensors(load_rafdb(root).split("test"), SIZE, progress=False)
     torch.manual_seed(0)
     baseline = models.ARMNet(SIZE, width=4).eval()
-    # a random fusion layer: the baseline-copy init would give F_landmark zero weight, hence zero landmark CAMs
+    # a random fusion layer: the baseline-copy init would give F_landmark zero
+    # weight, hence zero landmark CAMs
     model = models.FusionModel(baseline, width=2, batch_norm=True, init_from_baseline=False).eval()
     cache = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
     config = training.FusionConfig(width=2, eval_batch_size=4)
@@ -118,9 +122,8 @@ def test_cams_move_with_the_target_class(tiny):
 
 def test_explained_logits_are_the_evaluated_ones_and_each_cam_ignores_its_neighbours(tiny):
     model, split, cache, config = tiny
-    evaluated = training.predict_fusion(
-        model, split, cache, config
-    )  # batch affinity, consecutive batches of 4
+    # batch affinity, consecutive batches of 4
+    evaluated = training.predict_fusion(model, split, cache, config)
     together = explain.explain(model, split, cache, config, [2, 9, 13])
     assert np.allclose(together.fused_probabilities, evaluated.fused[[2, 9, 13]], atol=1e-5)
     alone = explain.explain(model, split, cache, config, [9])
@@ -154,9 +157,8 @@ def test_the_figure_has_four_rows_per_example(tiny):
 
 
 def test_the_picks_follow_the_predictions_class_list_contempt_included():
-    """A converted AffectNet's predictions carry 8 classes: Contempt (index 7) is picked and named like the others."""
-    from fer_lib.data.rafdb import CLASSES_8
-
+    """A converted AffectNet's predictions carry 8 classes: Contempt (index 7) is picked and named
+    like the others."""
     labels, fused = np.array([7, 7, 0]), np.array([7, 0, 0])
     eye = np.eye(8)[fused] * 0.9 + 0.1 / 8
     p = training.FusionPredictions(

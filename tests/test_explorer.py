@@ -1,5 +1,6 @@
-"""The explorer of notebook 10: its tables and re-fusion against the saved predictions, and the live widgets in a real
-browser (JupyterLab driven by headless Chromium; skipped, saying why, where the browser or its driver is missing)."""
+"""The explorer of notebook 10: its tables and re-fusion against the saved predictions, and the live
+widgets in a real browser (JupyterLab driven by headless Chromium; skipped, saying why, where the
+browser or its driver is missing)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
 import pytest
@@ -33,17 +35,16 @@ def data(smoke_run):
 
 def test_the_explorer_reads_the_saved_models_and_refuses_as_the_report_evaluated(data):
     ex = data.ex
-    assert set(data.models()) == set(
-        explore.MODELS
-    )  # the smoke run trains every kind the explorer offers
+    # the smoke run trains every kind the explorer offers
+    assert set(data.models()) == set(explore.MODELS)
     proposed = data.outputs(explore.PROPOSED)
     saved = ex.fusion.run("both", 0.6).predictions
     fused, factor = proposed.refuse()
-    np.testing.assert_allclose(
-        fused, saved.fused, atol=1e-5
-    )  # the trained w re-fused = the saved predictions
+    # the trained w re-fused = the saved predictions
+    np.testing.assert_allclose(fused, saved.fused, atol=1e-5)
     np.testing.assert_allclose(factor, saved.weight, atol=1e-5)
-    # another w changes only the factor on disagreement: images where the branches agree keep their factor
+    # another w changes only the factor on disagreement: images where the
+    # branches agree keep their factor
     agree = proposed.table()["agree"].to_numpy()
     _, at_zero = proposed.refuse(0.0)
     np.testing.assert_allclose(at_zero[agree], factor[agree], atol=1e-6)
@@ -72,23 +73,20 @@ def test_filters_and_sorts(data):
 
 
 def test_the_panel_and_the_gallery_draw(data):
-    import matplotlib.pyplot as plt
-
     proposed = data.outputs(explore.PROPOSED)
     fig = data.draw_panel(proposed, 0, 0.3, cams=True)
     assert len(fig.axes) == 5
     plt.close(fig)
     cam = data.gradcam(proposed, 0)
-    plt.close(
-        data.draw_panel(proposed, 0, 0.9, cams=True)
-    )  # another w, same image: not computed again
+    # another w, same image: not computed again
+    plt.close(data.draw_panel(proposed, 0, 0.9, cams=True))
     assert data.gradcam(proposed, 0) is cam and cam.index.tolist() == [0]
     coords = data.outputs("coordinate branch (MLP)")
     plt.close(data.draw_panel(coords, 1))  # no heatmap on that branch: its points instead
     plt.close(data.draw_gallery(proposed.table(), count=5))
 
 
-# -- the live explorer in a browser ------------------------------------------------------------------------
+# -- the live explorer in a browser ----------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -120,11 +118,13 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # the notebook as a user opens it, its parameters pointing at the smoke run, on this environment's own kernel
+    # the notebook as a user opens it, its parameters pointing at the smoke run, on this
+    # environment's own kernel
     notebook = nbformat.read(pipeline.NOTEBOOK_DIR / "10_explore.ipynb", as_version=4)
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     cell.source = (
-        f'PROFILE = "smoke"\nRUN_DIR = {str(smoke_run)!r}\nFIGURES_DIR = {str(tmp_path / "figures")!r}\n'
+        f'PROFILE = "smoke"\nRUN_DIR = {str(smoke_run)!r}\nFIGURES_DIR = '
+        f"{str(tmp_path / 'figures')!r}\n"
         + "\n".join(
             line
             for line in cell.source.splitlines()
@@ -144,8 +144,8 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
     expected = CLASSES[int(proposed.refuse(0.0)[0][first].argmax())]
 
     port, token = _free_port(), "explorer-test"
-    # the notebook's kernel starts by itself: without this setting JupyterLab may ask which kernel to start, in a
-    # dialog that blocks "Run All Cells" (it did in 3 of 5 runs on a loaded machine)
+    # the notebook's kernel starts by itself: without this setting JupyterLab may ask which kernel
+    # to start, in a dialog that blocks "Run All Cells" (it did in 3 of 5 runs on a loaded machine)
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text(
@@ -201,10 +201,11 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         driver.get(f"http://127.0.0.1:{port}/lab/tree/10_explore.ipynb?token={token}")
         wait = WebDriverWait(driver, 240)
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
-        # the panel re-renders while it is read: a text is read through a wait that retries a stale element
+        # the panel re-renders while it is read: a text is read through a wait
+        # that retries a stale element
         stable = WebDriverWait(driver, 240, ignored_exceptions=(StaleElementReferenceException,))
-        # the kernel itself idle (the status bar), not merely the notebook drawn: Run All Cells sent before the
-        # kernel is ready can run nothing (it did, in 1 of 5 runs on a loaded machine)
+        # the kernel itself idle (the status bar), not merely the notebook drawn: Run All Cells sent
+        # before the kernel is ready can run nothing (it did, in 1 of 5 runs on a loaded machine)
         stable.until(lambda d: "| Idle" in d.find_element(By.ID, "jp-main-statusbar").text)
 
         def cells_started(d) -> bool:
@@ -249,9 +250,8 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         stable.until(type_w_zero)
         stable.until(lambda d: "w = 0.00" in prediction_text(d))
         assert stable.until(prediction_text) == f"fused at w = 0.00: {expected}"
-        driver.save_screenshot(
-            str(tmp_path / "explorer.png")
-        )  # for a look when the test is run by hand
+        # for a look when the test is run by hand
+        driver.save_screenshot(str(tmp_path / "explorer.png"))
     except Exception:
         if driver is not None:
             driver.save_screenshot(str(tmp_path / "explorer.png"))

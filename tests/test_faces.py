@@ -1,12 +1,15 @@
-"""Faces on real pixels (scikit-image's astronaut photo): dlib's detection and 68 points, the 5 points derived
-from them, the project's alignment, and import-images end to end through check-data, bad inputs included."""
+"""Faces on real pixels (scikit-image's astronaut photo): dlib's detection and 68 points, the 5
+points derived from them, the project's alignment, and import-images end to end through check-data,
+bad inputs included."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+from fer_lib.cli.main import main
 from fer_lib.data import landmarks, rafdb
+from fer_lib.data.landmarks import similarity_from_points
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
 faces = pytest.importorskip("fer_lib.data.faces")
@@ -27,9 +30,8 @@ def face(astronaut):
 
 
 def test_a_weak_false_detection_is_not_taken_for_the_largest_face(tmp_path, astronaut):
-    astronaut.save(
-        tmp_path / "a.jpg", quality=75
-    )  # as JPEG the mission patch is detected too, weakly, and larger
+    # as JPEG the mission patch is detected too, weakly, and larger
+    astronaut.save(tmp_path / "a.jpg", quality=75)
     photo = faces.load_photo(tmp_path / "a.jpg")
     assert len(faces.detect_faces(photo, min_score=0.0)) == 2
     kept = faces.detect_faces(photo)
@@ -41,22 +43,20 @@ def test_the_largest_face_is_found_with_its_five_points_in_place(face):
     assert 150 < x1 < x2 < 300 and 50 < y1 < y2 < 200  # Eileen Collins' face in the 512x512 photo
     left_eye, right_eye, nose, left_mouth, right_mouth = face.manual5
     assert left_eye[0] < right_eye[0] and left_mouth[0] < right_mouth[0]  # image left = smaller x
-    assert (
-        max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
-    )  # eyes above the mouth
+    # eyes above the mouth
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
     for x, y in face.manual5:
         assert x1 <= x <= x2 and y1 <= y <= y2
     assert face.auto37.shape == (37, 2)
 
 
 def test_the_aligned_crop_puts_the_eyes_within_two_pixels_of_their_targets(astronaut, face):
-    from fer_lib.data.landmarks import similarity_from_points
-
     crop = faces.align(astronaut, face)
     assert crop.size == (landmarks.ALIGNED_SIZE, landmarks.ALIGNED_SIZE)
+    # what the crop was warped with
     matrix = similarity_from_points(
         landmarks.alignment_anchors(face.manual5), landmarks.ALIGN_TARGETS
-    )  # what the crop was warped with
+    )
     eyes = landmarks.apply_affine(matrix, face.manual5[:2])
     assert np.abs(eyes - np.array([[25.0, 35.0], [75.0, 35.0]])).max() < 2.0
     redetected = faces.detect_faces(crop)  # a face is still there, where the crop says
@@ -64,7 +64,8 @@ def test_the_aligned_crop_puts_the_eyes_within_two_pixels_of_their_targets(astro
 
 
 def _photo_set(root, astronaut):
-    """A tiny class-folder set: two RGB JPEGs, grayscale, RGBA, 16-bit, EXIF-rotated, no face, unreadable, unknown class."""
+    """A tiny class-folder set: two RGB JPEGs, grayscale, RGBA, 16-bit, EXIF-rotated, no face,
+    unreadable, unknown class."""
     for folder in ("Happy", "sad", "ANGRY", "neutral", "surprised", "fearful", "bored"):
         (root / folder).mkdir(parents=True)
     astronaut.save(root / "Happy" / "a.jpg", quality=92)
@@ -96,9 +97,8 @@ def test_a_class_folder_set_imports_into_rafdb_layout_and_passes_check_data(tmp_
     )
     check = rafdb.check_rafdb(out, progress=False)
     assert check.ok, check.errors
-    assert (
-        sum(check.train) + sum(check.test) == 6 and sum(check.test) >= 1
-    )  # Happy's two photos: one held out
+    # Happy's two photos: one held out
+    assert sum(check.train) + sum(check.test) == 6 and sum(check.test) >= 1
     assert len(rafdb.load_rafdb(out)) == 6
 
 
@@ -113,8 +113,6 @@ def test_the_label_file_s_other_spelling_is_read_and_named(tmp_path, astronaut):
 
 
 def test_bad_inputs_are_refused_in_one_line(tmp_path, astronaut, capsys):
-    from fer_lib.cli.main import main
-
     with pytest.raises(SystemExit) as exit_info:
         main(["import-images", str(tmp_path / "nowhere"), str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "no such file or folder" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""A rerun executes only the notebooks whose inputs changed (fer_lib.run.freshness), without notebooks or kernels."""
+"""A rerun executes only the notebooks whose inputs changed (fer_lib.run.freshness), without
+notebooks or kernels."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def _notebooks(folder):
 
 
 def _play(run_dir, figures, notebooks, base="inputs", force=False, models="m"):
-    """One pipeline pass: the notebooks it executed (each writes a table and a figure of its own)."""
+    """One pipeline pass: the notebooks it executed (each writes a table
+    and a figure of its own)."""
     fresh = freshness.Freshness(run_dir, figures, base, force=force)
     executed = []
     for notebook in notebooks:
@@ -54,9 +56,8 @@ def test_only_what_changed_runs_again_and_everything_after_it(tmp_path):
 
     notebooks[1].write_text('{"cells": ["edited"]}')  # an edited notebook and every later one
     assert _play(run_dir, figures, notebooks) == everything[1:]
-    assert (
-        _play(run_dir, figures, notebooks, models="retrained") == everything[2:]
-    )  # new models: from 03 on
+    # new models: from 03 on
+    assert _play(run_dir, figures, notebooks, models="retrained") == everything[2:]
     assert (
         _play(run_dir, figures, notebooks, base="another library", models="retrained") == everything
     )
@@ -76,9 +77,8 @@ def test_a_missing_or_edited_output_runs_its_notebook_again(tmp_path):
     assert _play(run_dir, figures, notebooks) == ["03_c"]
     (run_dir / "report" / "01_a.html").unlink()  # the page too
     assert _play(run_dir, figures, notebooks) == ["01_a", "02_b", "03_c"]
-    (run_dir / "executed" / freshness.STAMPS).write_text(
-        "{not json"
-    )  # a damaged record: everything runs
+    # a damaged record: everything runs
+    (run_dir / "executed" / freshness.STAMPS).write_text("{not json")
     assert len(_play(run_dir, figures, notebooks)) == 3
 
 
@@ -104,18 +104,16 @@ def test_other_runs_count_by_content(tmp_path):
         (folder / "run_info.json").write_text('{"commit": "abc", "data": "synthetic"}')
     (other / "tables" / "claims.csv").write_text("claim,verdict\nheadline,inconclusive\n")
     key = freshness.sibling_key(mine, figures)
-    (other / "tables" / "claims.csv").write_text(
-        "claim,verdict\nheadline,inconclusive\n"
-    )  # rewritten, same bytes
+    # rewritten, same bytes
+    (other / "tables" / "claims.csv").write_text("claim,verdict\nheadline,inconclusive\n")
     _touch(other / "tables" / "claims.csv")
     assert freshness.sibling_key(mine, figures) == key
     (other / "tables" / "claims.csv").write_text("claim,verdict\nheadline,supported\n")
     assert freshness.sibling_key(mine, figures) != key
     key = freshness.sibling_key(mine, figures)
     figures.mkdir()
-    (figures / "seed_stability.csv").write_text(
-        "agree\nsame\n"
-    )  # the recorded comparison is read too
+    # the recorded comparison is read too
+    (figures / "seed_stability.csv").write_text("agree\nsame\n")
     assert freshness.sibling_key(mine, figures) != key
 
 
@@ -134,12 +132,10 @@ def test_a_model_a_notebook_fitted_stays_its_output_when_reused(tmp_path):
     fresh = freshness.Freshness(run_dir, figures, "x")
     key = fresh.models_key()
     execute(fresh)
-    assert (
-        freshness.Freshness(run_dir, figures, "x").models_key() == key
-    )  # the gate is the notebook's, not a trained model
-    execute(
-        freshness.Freshness(run_dir, figures, "x", force=True)
-    )  # executed again, the gate reused
+    # the gate is the notebook's, not a trained model
+    assert freshness.Freshness(run_dir, figures, "x").models_key() == key
+    # executed again, the gate reused
+    execute(freshness.Freshness(run_dir, figures, "x", force=True))
     assert freshness.Freshness(run_dir, figures, "x").models_key() == key
 
 
@@ -150,7 +146,6 @@ def test_a_link_to_the_run_itself_is_not_another_run(tmp_path):
     (mine / "run_info.json").write_text('{"commit": "abc"}')
     (runs / "smokecurrent").symlink_to(mine)  # as pytest's and many users' "latest" links
     key = freshness.sibling_key(mine, tmp_path / "figures")
-    (mine / "tables" / "claims.csv").write_text(
-        "claim,verdict\n"
-    )  # the run's own tables change as it runs
+    # the run's own tables change as it runs
+    (mine / "tables" / "claims.csv").write_text("claim,verdict\n")
     assert freshness.sibling_key(mine, tmp_path / "figures") == key

@@ -1,4 +1,5 @@
-"""Beyond the paper (issue 13): the calibrated and learned weightings and the coordinate branch, on a tiny set."""
+"""Beyond the paper (issue 13): the calibrated and learned weightings and the coordinate branch, on
+a tiny set."""
 
 import json
 
@@ -41,12 +42,10 @@ def fusion_config(**overrides):
 def test_the_fitted_temperature_minimises_the_cross_entropy():
     generator = torch.Generator().manual_seed(0)
     logits = 2.0 * torch.randn(4000, 7, generator=generator)
-    labels = torch.multinomial(logits.softmax(1), 1, generator=generator)[
-        :, 0
-    ]  # calibrated at temperature 1 by construction
-    overconfident = (
-        4.0 * logits
-    )  # the same ranking, sharper: the fitted temperature must undo the factor
+    # calibrated at temperature 1 by construction
+    labels = torch.multinomial(logits.softmax(1), 1, generator=generator)[:, 0]
+    # the same ranking, sharper: the fitted temperature must undo the factor
+    overconfident = 4.0 * logits
     t = models.fit_temperature(overconfident, labels)
     assert 3.0 < t < 5.5
     nll = [
@@ -66,9 +65,10 @@ def test_a_calibrated_run_fits_its_temperature_on_the_validation_split(
     history = pd.read_csv(tmp_path / "calibrated" / "history.csv")
     assert "temperature" in history and (history["temperature"] > 0).all()
     kept = torch.load(tmp_path / "calibrated" / "best.pt", weights_only=True)
+    # the kept epoch's
     assert np.isclose(
         float(kept["model"]["temperature"]), history.loc[kept["epoch"] - 1, "temperature"]
-    )  # the kept epoch's
+    )
     predictions = training.predict_fusion(model, tiny_split, cache, config)
     # the saved landmark probabilities are the temperature-scaled ones the weight reads
     out = training.fusion_outputs(model, tiny_split, cache, config)
@@ -97,8 +97,9 @@ def test_the_learned_gate_is_fitted_on_validation_to_a_minimum_of_its_own_loss(
         base, baseline, tiny_split, cache, tmp_path / "learned", device=torch.device("cpu")
     )
     history = pd.read_csv(tmp_path / "learned" / "history.csv")
-    # The gate (a logistic factor in (0, 2)) cannot express the paper's factor (max probability x 1 or 0.6)
-    # exactly, so it need not beat it; what holds is that L-BFGS minimised its own loss, from factor 1.
+    # The gate (a logistic factor in (0, 2)) cannot express the paper's factor (max probability x 1
+    # or 0.6) exactly, so it need not beat it; what holds is that L-BFGS minimised its own loss,
+    # from factor 1.
     position = {name: i for i, name in enumerate(tiny_split.names)}
     validation = [position[n] for n in json.loads((base / "split.json").read_text())["validation"]]
     val = tiny_split.subset(np.array(validation))
@@ -131,8 +132,8 @@ def test_the_learned_gate_is_fitted_on_validation_to_a_minimum_of_its_own_loss(
     at_start.backward()
     steepest = [max(float(p.grad.abs().max()) for p in point) for point in (fitted, start)]
     assert at_fit.item() <= at_start.item() + 1e-6  # never above where it started
-    # stationary where fitted; not where it started (so an unfitted gate fails here). Measured 1.7e-6 (fp32 path)
-    # and 4.2e-6 (bf16 path) at the fit, 8.1e-4 at the start
+    # stationary where fitted; not where it started (so an unfitted gate fails here). Measured
+    # 1.7e-6 (fp32 path) and 4.2e-6 (bf16 path) at the fit, 8.1e-4 at the start
     assert steepest[0] < 1e-5 and steepest[1] > 1e-4
     paper_factor = out.landmark_logits.softmax(1).max(1).values * torch.where(agree > 0, 1.0, 0.6)
     with torch.no_grad():  # the two losses the run records, recomputed

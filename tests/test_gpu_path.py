@@ -1,5 +1,9 @@
-"""The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``), collectives on the process
-group's device, the feature cache's key, the population mean, and the host reads of a training loop."""
+"""The CUDA path's choices, checked on the CPU: bf16 autocast (``FER_PRECISION=bf16``),
+collectives on the process group's device, the feature cache's key, the population mean, and the
+host reads of a training loop."""
+
+import json
+import sys
 
 import numpy as np
 import pytest
@@ -70,8 +74,9 @@ def test_the_cpu_path_follows_amx_unless_forced_and_the_switch_runs_the_cuda_pat
 def test_the_frozen_networks_predictions_do_not_depend_on_the_precision_path(
     split, monkeypatch, forced
 ):
-    """Table 6's baseline is the checkpoint's own accuracy on every machine: its logits, its feature cache and the
-    fusion model's RGB branch are the same bits on the bf16 path (AMX, CUDA) as on the fp32 path."""
+    """Table 6's baseline is the checkpoint's own accuracy on every machine: its logits,
+    its feature cache and the fusion model's RGB branch are the same bits on the bf16 path
+    (AMX, CUDA) as on the fp32 path."""
     baseline, model = _models()
     images = tensors.normalise(split.images[:8])
     monkeypatch.delenv(precision.ENV, raising=False)
@@ -106,9 +111,8 @@ def test_under_autocast_the_heads_and_eq2_run_in_fp32_from_the_bf16_features(bf1
         outside = model.forward_per_image_maps(rgb.float(), landmark.float())
     for got, expected in zip(inside, outside):
         assert got.dtype == torch.float32 and torch.equal(got, expected)
-    assert torch.equal(
-        baseline_logits, inside.rgb_logits
-    )  # the baseline's own head and the fusion run's RGB head
+    # the baseline's own head and the fusion run's RGB head
+    assert torch.equal(baseline_logits, inside.rgb_logits)
 
 
 def test_grad_cam_reports_the_evaluated_probabilities_under_bf16(bf16, split):
@@ -158,9 +162,8 @@ def test_the_frozen_feature_cache_is_fp32_in_every_precision_and_another_devices
         baseline, split, flips=(False,), cache_dir=tmp_path, progress=True
     )
     capsys.readouterr()
-    monkeypatch.setenv(
-        precision.ENV, "bf16"
-    )  # the trained trunks' path changes; the frozen network's does not
+    # the trained trunks' path changes; the frozen network's does not
+    monkeypatch.setenv(precision.ENV, "bf16")
     reused = training.rgb_feature_cache(
         baseline, split, flips=(False,), cache_dir=tmp_path, progress=True
     )
@@ -185,8 +188,6 @@ def test_the_frozen_feature_cache_is_fp32_in_every_precision_and_another_devices
 def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(
     bf16, split, tmp_path
 ):
-    import json
-
     config = training.BaselineConfig(
         input_size=SIZE, width=4, epochs=1, batch_size=8, eval_batch_size=4, val_fraction=0.3
     )
@@ -209,9 +210,8 @@ def test_the_population_mean_is_computed_as_the_feature_cache_computes_its_maps(
 
 @pytest.fixture
 def host_reads(monkeypatch):
-    """Counts the reads of a tensor's value on the host (each a wait for the GPU there) made by fer_lib's own code."""
-    import sys
-
+    """Counts the reads of a tensor's value on the host (each a wait for the GPU there) made by
+    fer_lib's own code."""
     reads = []
     for method in ("item", "tolist", "__int__", "__float__", "__bool__"):
         original = getattr(torch.Tensor, method)
@@ -232,8 +232,9 @@ def host_reads(monkeypatch):
 def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_steps(
     split, tmp_path, host_reads, run
 ):
-    """Counts, losses, points, labels and flips stay on the device during an epoch: the reads do not grow with the
-    number of steps (a read per step would make the GPU wait for the host every step)."""
+    """Counts, losses, points, labels and flips stay on the device during an epoch:
+    the reads do not grow with the number of steps (a read per step would make the GPU
+    wait for the host every step)."""
     counts = []
     for batch_size in (4, 8):  # about 4 and 2 training steps per epoch
         host_reads.clear()
@@ -265,8 +266,9 @@ def test_a_training_epoch_reads_the_device_a_fixed_number_of_times_whatever_its_
 
 
 def test_the_landmark_population_mean_is_computed_as_the_evaluation_computes_its_maps(bf16, split):
-    """Under bf16 autocast the landmark ARM's population mean (what a single photo is predicted with) is the mean of
-    the landmark maps as the evaluation computes them, in bf16, not of an fp32 pass the evaluation never makes."""
+    """Under bf16 autocast the landmark ARM's population mean (what a single photo is predicted
+    with) is the mean of the landmark maps as the evaluation computes them, in bf16, not of an fp32
+    pass the evaluation never makes."""
     baseline, model = _models()
     config = training.FusionConfig(width=2)
     cache = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)

@@ -1,5 +1,5 @@
-"""The future-work tables computed from saved predictions: headroom captured, calibration (ECE), the models
-beyond the paper and their claims."""
+"""The future-work tables computed from saved predictions: headroom captured, calibration (ECE), the
+models beyond the paper and their claims."""
 
 from types import SimpleNamespace
 

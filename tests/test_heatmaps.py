@@ -78,8 +78,9 @@ def test_the_default_heatmap_is_the_gaussian_of_sigma_1_5_px_at_224_scaled_with_
 
 
 def _gaussian_reference(points, height, width, sigma):
-    """The documented heatmap by a slow loop: per kept point, the gaussian within 4 sigma of its nearest pixel,
-    cut at the canvas; the maximum over points. A point is kept if its centre lies in [-0.5, size - 0.5]."""
+    """The documented heatmap by a slow loop: per kept point, the gaussian within 4 sigma of its
+    nearest pixel, cut at the canvas; the maximum over points. A point is kept if its centre lies in
+    [-0.5, size - 0.5]."""
     y, x = np.mgrid[0:height, 0:width]
     heat = np.zeros((height, width))
     reach = np.ceil(4 * sigma)
@@ -95,9 +96,12 @@ def _gaussian_reference(points, height, width, sigma):
 def test_points_on_and_past_the_canvas_edges_draw_as_documented():
     height, width = 40, 56
     points = [
-        (-0.5, 4), (-0.6, 14), (width - 0.5, 24), (width - 0.4, 34), (width - 1, 14),  # left, right
-        (8, -0.5), (20, -0.6), (32, height - 0.5), (44, height - 0.4), (20, height - 1),  # top, bottom
-        (0, 0), (width - 1, height - 1), (width - 1.2, 0.3), (0.3, height - 1.2),  # corners
+        # left, right
+        (-0.5, 4), (-0.6, 14), (width - 0.5, 24), (width - 0.4, 34), (width - 1, 14),
+        # top, bottom
+        (8, -0.5), (20, -0.6), (32, height - 0.5), (44, height - 0.4), (20, height - 1),
+        # corners
+        (0, 0), (width - 1, height - 1), (width - 1.2, 0.3), (0.3, height - 1.2),
     ]  # fmt: skip
     expected = _gaussian_reference(points, height, width, 1.0)
     for dtype, tolerance in ((torch.float32, 1e-6), (torch.float64, 1e-12)):

@@ -58,7 +58,8 @@ def test_align_points_scales_to_input_size():
 
 
 def test_scale_points_matches_pixel_centres():
-    # the centre of a 100-pixel image stays the centre of the 224-pixel image; corners map to corners
+    # the centre of a 100-pixel image stays the centre of the 224-pixel
+    # image; corners map to corners
     np.testing.assert_allclose(
         landmarks.scale_points(np.array([[49.5, 49.5]]), 100, 224), [[111.5, 111.5]]
     )
@@ -91,9 +92,9 @@ def test_flip_keeps_left_eye_left():
 
 
 def test_flip_commutes_with_alignment_up_to_the_half_pixel_of_the_targets():
-    # The targets are symmetric about x = 50, the canvas about x = 49.5 (pixel centres at integers), so
-    # aligning a flipped face lands exactly 1 px right of flipping the aligned face. Augmentation flips
-    # the aligned image and its aligned points together, which is exact.
+    # The targets are symmetric about x = 50, the canvas about x = 49.5 (pixel centres at integers),
+    # so aligning a flipped face lands exactly 1 px right of flipping the aligned face. Augmentation
+    # flips the aligned image and its aligned points together, which is exact.
     rng = np.random.default_rng(3)
     manual = random_manual5(rng, 1)[0]
     auto = rng.uniform(30, 110, (37, 2))

@@ -1,4 +1,5 @@
-"""The library's modules import one way, in the order CONTRIBUTING.md's "How the code is laid out" lists them."""
+"""The library's modules import one way, in the order CONTRIBUTING.md's "How the
+code is laid out" lists them."""
 
 import ast
 import re
@@ -28,7 +29,8 @@ def _order() -> list[list[str]]:
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of the library, dotted below ``fer_lib``; packages' ``__init__`` files hold no code."""
+    """Every module of the library, dotted below ``fer_lib``; packages'
+    ``__init__`` files hold no code."""
     return {
         ".".join(path.relative_to(PACKAGE).with_suffix("").parts): path
         for path in PACKAGE.rglob("*.py")
@@ -43,8 +45,8 @@ def _imports(path: Path, modules: set[str]) -> set[tuple[str, int]]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fer_lib"):
             base = node.module.removeprefix("fer_lib").lstrip(".")
             for alias in node.names:
-                # `from fer_lib.data import rafdb` imports a module, `from fer_lib import models` (a package) all
-                # its modules, `from fer_lib.data.rafdb import X` a name of one module
+                # `from fer_lib.data import rafdb` imports a module, `from fer_lib import models` (a
+                # package) all its modules, `from fer_lib.data.rafdb import X` a name of one module
                 dotted = f"{base}.{alias.name}".lstrip(".")
                 target = dotted if _within(dotted, modules) else base
                 found |= {(name, node.lineno) for name in _within(target, modules)}
@@ -71,7 +73,8 @@ def test_every_module_is_listed_and_imports_only_those_above_it():
         f"modules missing from CONTRIBUTING.md's table: {sorted(set(modules) - set(rank))}"
     )
     assert set(rank) <= set(modules), (
-        f"CONTRIBUTING.md's table lists modules that do not exist: {sorted(set(rank) - set(modules))}"
+        "CONTRIBUTING.md's table lists modules that do not exist: "
+        f"{sorted(set(rank) - set(modules))}"
     )
     upward = [
         f"{name} imports {imported} (line {line})"
@@ -90,8 +93,8 @@ def test_every_module_is_listed_and_imports_only_those_above_it():
 
 
 def test_every_package_has_an_init_and_no_source_is_ignored():
-    """A package without ``__init__.py`` imports here as a namespace package but is left out of a wheel; a
-    source file that .gitignore matches never reaches a clone."""
+    """A package without ``__init__.py`` imports here as a namespace package but is left out of a
+    wheel; a source file that .gitignore matches never reaches a clone."""
     missing = [
         folder.relative_to(ROOT).as_posix()
         for folder in {path.parent for path in PACKAGE.rglob("*.py")}

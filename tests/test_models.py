@@ -23,7 +23,8 @@ SMALL = 128  # smallest size both branches accept: trunk map 4x4, ARM feature 5x
 
 
 def released_shapes() -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the ARM authors' RAF-DB checkpoint (ARM_NOTES.md): ResNet18 trunk + ARM + fc."""
+    """Keys and shapes of the ARM authors' RAF-DB checkpoint (ARM_NOTES.md):
+    ResNet18 trunk + ARM + fc."""
     shapes: dict[str, tuple[int, ...]] = {"features.0.weight": (64, 3, 7, 7)}
 
     def bn(prefix: str, channels: int) -> None:
@@ -51,7 +52,8 @@ def released_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def randomise_arm(net: ARMNet, seed: int = 0) -> ARMNet:
-    """Non-default BatchNorm statistics and alpha, so that a loader that skips them would be caught."""
+    """Non-default BatchNorm statistics and alpha, so that a loader that
+    skips them would be caught."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         net.arm.bn.running_mean.copy_(torch.randn(2, generator=g))
@@ -84,9 +86,8 @@ def small_template() -> ARMNet:
 
 @pytest.fixture
 def small_net(small_template) -> ARMNet:
-    return copy.deepcopy(
-        small_template
-    )  # a fresh copy per test: cheaper than initialising ResNet18 again
+    # a fresh copy per test: cheaper than initialising ResNet18 again
+    return copy.deepcopy(small_template)
 
 
 def images(n: int, size: int = SMALL, seed: int = 0) -> torch.Tensor:
@@ -97,12 +98,13 @@ def heatmaps(n: int, size: int = SMALL, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-# ---- geometry and the landmark CNN -----------------------------------------------------------------------
+# ---- geometry and the landmark CNN ---------------------------------------------------------------
 
 
 def test_landmark_cnn_layer_shapes_match_table1():
     net = LandmarkCNN()
-    expected = [  # Table 1: (name, kernel, output C, H=W)
+    # Table 1: (name, kernel, output C, H=W)
+    expected = [
         ("conv1", 5, 32, 220),
         ("pool1", 2, 32, 110),
         ("conv2", 3, 64, 108),
@@ -117,7 +119,7 @@ def test_landmark_cnn_layer_shapes_match_table1():
     x = heatmaps(1, 224)
     assert [name for name, _ in net.named_children()] == [name for name, *_ in expected]
     with torch.no_grad():
-        for (name, module), (expected_name, kernel, channels, side) in zip(
+        for (name, module), (_expected_name, kernel, channels, side) in zip(
             net.named_children(), expected
         ):
             x = module(x)
@@ -174,11 +176,12 @@ def test_input_sizes():
         net(images(1, 96))
 
 
-# ---- the ARM block ---------------------------------------------------------------------------------------
+# ---- the ARM block -------------------------------------------------------------------------------
 
 
 def loop_reference(arm: ARM, x: torch.Tensor) -> torch.Tensor:
-    """The ARM code's computation, channel by channel: conv each channel, concat, bn, mean + alpha * batch mean."""
+    """The ARM code's computation, channel by channel: conv each channel, concat,
+    bn, mean + alpha * batch mean."""
     channels = [
         functional.conv2d(x[:, i : i + 1], arm.de_albino.weight, stride=8)
         for i in range(x.shape[1])
@@ -208,9 +211,8 @@ def test_vectorised_de_albino_equals_the_per_channel_loop(training):
 def test_cached_per_image_part_gives_the_same_logits(small_net):
     x = images(4)
     with torch.no_grad():
-        cache = torch.cat(
-            [small_net.forward_per_image(x[i : i + 1]) for i in range(4)]
-        )  # one image at a time
+        # one image at a time
+        cache = torch.cat([small_net.forward_per_image(x[i : i + 1]) for i in range(4)])
         cached = small_net.head_from_per_image(cache)
         direct = small_net(x)
         feature, logits = small_net.feature_and_logits(x)
@@ -231,9 +233,8 @@ def test_batch_mode_depends_on_companions_and_fixed_mode_does_not(small_net):
     small_net.set_affinity("fixed")
     with pytest.raises(RuntimeError, match="estimate_population_mean"):
         small_net(x)
-    mean = small_net.estimate_population_mean(
-        [(others, torch.zeros(2)), x]
-    )  # (images, labels) or images
+    # (images, labels) or images
+    mean = small_net.estimate_population_mean([(others, torch.zeros(2)), x])
     with torch.no_grad():
         per_image = torch.cat([small_net.forward_per_image(others), small_net.forward_per_image(x)])
         alone = small_net(x[:1])
@@ -245,7 +246,7 @@ def test_batch_mode_depends_on_companions_and_fixed_mode_does_not(small_net):
     assert not small_net.training  # estimation keeps the mode it found
 
 
-# ---- checkpoints -----------------------------------------------------------------------------------------
+# ---- checkpoints ---------------------------------------------------------------------------------
 
 
 def test_state_dict_has_exactly_the_released_keys_and_shapes(net224):
@@ -253,9 +254,8 @@ def test_state_dict_has_exactly_the_released_keys_and_shapes(net224):
     state = net224.state_dict()
     assert sorted(state) == sorted(expected)
     assert {k: tuple(v.shape) for k, v in state.items()} == expected
-    assert (
-        net224.cam_layer is net224.features[7]
-    )  # layer4, the paper's Grad-CAM layer for the RGB network
+    # layer4, the paper's Grad-CAM layer for the RGB network
+    assert net224.cam_layer is net224.features[7]
     assert (
         net224.input_size == 224
         and net224.mean == (0.485, 0.456, 0.406)
@@ -352,7 +352,7 @@ def test_pretrained_trunk_is_read_locally_or_refused_with_the_path(tmp_path, mon
     assert torch.equal(trunk[7][1].bn2.running_var, reference.layer4[1].bn2.running_var)
 
 
-# ---- fusion ----------------------------------------------------------------------------------------------
+# ---- fusion --------------------------------------------------------------------------------------
 
 
 def test_fusion_dimensions_at_224(net224):
@@ -402,9 +402,8 @@ def test_weighting_variants_on_a_constructed_case(
     small_net, weighting, agree_weight, disagree_weight
 ):
     model = FusionModel(small_net, weighting=weighting).eval()
-    probabilities = torch.tensor(
-        [0.5, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05]
-    )  # landmark head: class 0, p = 0.5
+    # landmark head: class 0, p = 0.5
+    probabilities = torch.tensor([0.5, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05])
     with torch.no_grad():
         model.landmark_head.weight.zero_()
         model.landmark_head.bias.copy_(probabilities.log())

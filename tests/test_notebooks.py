@@ -1,6 +1,13 @@
-"""Every report notebook, executed in order by papermill on the smoke profile, and the tables it writes."""
+"""Every report notebook, executed in order by papermill on the smoke
+profile, and the tables it writes."""
 
+import ast
+import html
 import json
+import re
+import shutil
+import subprocess
+from urllib.parse import unquote
 
 import nbformat
 import numpy as np
@@ -8,8 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
+from fer_lib import training
+from fer_lib.cli.main import main
 from fer_lib.data.rafdb import CLASSES
-from fer_lib.run import pipeline
+from fer_lib.run import pipeline, scheduler
+from fer_lib.run.experiment import Experiment
+from fer_lib.run.kernels import WarmKernels
+from fer_lib.run.notebook import PARAMETERS
+from fer_lib.run.profiles import get_profile
 
 NOTEBOOKS = pipeline.notebooks()
 
@@ -45,11 +58,8 @@ def test_notebook_code_lines_are_at_most_100_characters():
 
 
 def test_the_shared_opening_cells_are_the_same_in_every_notebook():
-    """What no generator keeps in step any more: title, imports, parameters, start(...) and the kernel."""
-    import ast
-
-    from fer_lib.run.notebook import PARAMETERS
-
+    """What no generator keeps in step any more: title, imports, parameters,
+    start(...) and the kernel."""
     parameters, kernelspecs = {}, {}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
@@ -106,26 +116,21 @@ def test_every_notebook_ran_and_rendered(smoke_run):
 
 
 def test_every_model_is_trained_before_the_notebooks_which_only_reuse_them(smoke_run):
-    from fer_lib.run import scheduler
-    from fer_lib.run.experiment import Experiment
-    from fer_lib.run.profiles import get_profile
-
     experiment = Experiment(get_profile("smoke"), smoke_run, smoke_run, progress=False)
     baselines, fusions = scheduler.plan(experiment)
     planned = [experiment.fusion.folder(j.weighting, j.w, j.seed, j.variant).name for j in fusions]
-    gates = [
-        experiment.fusion.folder("learned", 0.6, seed).name for seed in experiment.seeds
-    ]  # fitted in 06, in seconds
+    # fitted in 06, in seconds
+    gates = [experiment.fusion.folder("learned", 0.6, seed).name for seed in experiment.seeds]
     assert sorted(p.name for p in (smoke_run / "fusion").iterdir()) == sorted(planned + gates)
-    # two design ablations of the proposed model and naive fusion's (smoke runs them) and the coordinate branch, for two seeds
+    # two design ablations of the proposed model and naive fusion's (smoke runs them) and the
+    # coordinate branch, for two seeds
     assert sorted(j.variant for j in fusions if j.variant) == sorted(
         ["default-init", "flip-batch-norm", "coords", "default-init"] * 2
     )
-    assert sorted(p.name for p in smoke_run.glob("baseline*")) == [
-        "baseline",
-        "baseline_seed1",
-    ]  # one baseline per seed
-    # the landmark ARM's population mean (a pass over the training images) only where a single photo needs it
+    # one baseline per seed
+    assert sorted(p.name for p in smoke_run.glob("baseline*")) == ["baseline", "baseline_seed1"]
+    # the landmark ARM's population mean (a pass over the training images)
+    # only where a single photo needs it
     with_means = {
         folder.name
         for folder in (smoke_run / "fusion").iterdir()
@@ -179,14 +184,11 @@ def test_nothing_shared_carries_a_path_of_this_machine(smoke_run):
     injected = nbformat.read(smoke_run / "executed" / "04_fusion.ipynb", as_version=4).metadata[
         "papermill"
     ]["parameters"]
-    assert (
-        injected["RUN_DIR"] == "<run_dir>" and injected["DATA_ROOT"] == "<data_root>"
-    )  # outside the project: placeholders
+    # outside the project: placeholders
+    assert injected["RUN_DIR"] == "<run_dir>" and injected["DATA_ROOT"] == "<data_root>"
 
 
 def _browser() -> str | None:
-    import shutil
-
     return next(
         (
             shutil.which(name)
@@ -198,12 +200,6 @@ def _browser() -> str | None:
 
 
 def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_path):
-    import html
-    import re
-    import shutil
-    import subprocess
-    from urllib.parse import unquote
-
     copied = tmp_path / "a copy of the report"  # copied elsewhere, as someone receiving it would
     shutil.copytree(smoke_run / "report", copied)
     page = (copied / "index.html").read_text()
@@ -224,11 +220,13 @@ def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_
     browser = _browser()
     if browser is None:
         pytest.skip(
-            "no headless browser: install Debian's chromium (apt-get install chromium) to open the report in one"
+            "no headless browser: install Debian's chromium (apt-get install chromium) to open "
+            "the report in one"
         )
     probe = (
-        "<script>window.addEventListener('load', () => document.body.setAttribute('data-images', JSON.stringify("
-        "[...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]))));</script>"
+        "<script>window.addEventListener('load', () => document.body.setAttribute('data-images', "
+        "JSON.stringify([...document.images].map(i => [i.getAttribute('src'), i.complete && "
+        "i.naturalWidth > 0]))));</script>"
     )
     (copied / "check.html").write_text(page.replace("</body>", probe + "</body>"))
     result = subprocess.run(
@@ -246,9 +244,8 @@ def test_the_landing_page_is_self_contained_and_shows_the_result(smoke_run, tmp_
         timeout=120,
     )
     images = json.loads(html.unescape(re.search(r'data-images="([^"]*)"', result.stdout).group(1)))
-    assert len(images) >= 2 and all(loaded for _, loaded in images), (
-        images
-    )  # Fig. 4 and a Grad-CAM++ mosaic, drawn
+    # Fig. 4 and a Grad-CAM++ mosaic, drawn
+    assert len(images) >= 2 and all(loaded for _, loaded in images), images
     text = re.sub(r"<[^>]+>", " ", result.stdout)
     assert "Table 6" in text and "What was run" in text
     claims = pd.read_csv(smoke_run / "tables" / "claims.csv")
@@ -312,14 +309,13 @@ def test_significance_and_claims_are_computed(smoke_run):
         significance["OA diff"] <= significance["OA 95% high"]
     ).all()
     ablation = pd.read_csv(tables / "significance_ablation.csv")
-    assert (
-        len(ablation) == 5 * 3
-    )  # four weightings vs the baseline, and both vs none: 2 seeds + pooled each
+    # four weightings vs the baseline, and both vs none: 2 seeds + pooled each
+    assert len(ablation) == 5 * 3
     per_seed = pd.read_csv(tables / "ablation_per_seed.csv")
     assert len(per_seed) == 4 * 2 and set(per_seed["seed"]) == {0, 1}
     assert len(pd.read_csv(tables / "proposed_per_seed.csv")) == 2
-    # beyond the paper: calibrated and learned vs the baseline and vs the paper's model, coords vs the baseline,
-    # and the heatmap branch vs the coordinate branch
+    # beyond the paper: calibrated and learned vs the baseline and vs the paper's model, coords vs
+    # the baseline, and the heatmap branch vs the coordinate branch
     future = pd.read_csv(tables / "significance_future_work.csv")
     assert len(future) == 6 * 3 and set(future["versus"]) == {
         "baseline",
@@ -331,7 +327,8 @@ def test_significance_and_claims_are_computed(smoke_run):
         and len(pd.read_csv(tables / "future_work_per_class.csv")) == 4
     )
     claims = pd.read_csv(tables / "claims.csv")
-    # "inconclusive (2 seeds: per-seed only)": the smoke run's two seeds give no method-level verdict
+    # "inconclusive (2 seeds: per-seed only)": the smoke run's two seeds
+    # give no method-level verdict
     first_words = claims["verdict"].str.split(",").str[0].str.replace(r" \(.*\)$", "", regex=True)
     assert len(claims) == 9 and set(first_words) <= {
         "supported",
@@ -342,7 +339,8 @@ def test_significance_and_claims_are_computed(smoke_run):
     primary = claims.set_index("claim").loc["the proposed fusion beats the baseline in OA"]
     assert (
         primary["family"] == "primary"
-        # the smoke profile trains a baseline per seed: both sides' training chance is in the interval
+        # the smoke profile trains a baseline per seed: both sides'
+        # training chance is in the interval
         and "over 2 paired seeds (the reference, baseline, retrained per seed)" in primary["about"]
         and primary["resolution"] > 0
     )
@@ -410,7 +408,8 @@ def test_a_notebook_rerun_alone_reuses_and_says_so(smoke_run, tmp_path):
     import papermill
 
     parameters = {"PROFILE": "smoke", "RUN_DIR": str(smoke_run), "FIGURES_DIR": str(tmp_path)}
-    # this environment's own kernel, as pipeline.run_all uses: the notebooks' "fer-lib" is registered only by ./run_all.sh lab
+    # this environment's own kernel, as pipeline.run_all uses: the notebooks' "fer-lib" is
+    # registered only by ./run_all.sh lab
     papermill.execute_notebook(
         str(pipeline.NOTEBOOK_DIR / "05_w_sweep.ipynb"),
         str(tmp_path / "05.ipynb"),
@@ -429,13 +428,13 @@ def test_a_rerun_executes_only_the_notebooks_whose_inputs_changed(smoke_run, cap
         assert pipeline.run_all("smoke", run_dir=smoke_run, figures_dir=smoke_run / "figures") == 0
         return json.loads((smoke_run / "run_info.json").read_text())
 
-    # other tests execute notebooks into this run by hand (05 alone, the explorer in JupyterLab), which rewrites their
-    # outputs: a first rerun executes those again (and every later one), then nothing is left to do
+    # other tests execute notebooks into this run by hand (05 alone, the explorer in JupyterLab),
+    # which rewrites their outputs: a first rerun executes those again (and every later one), then
+    # nothing is left to do
     first = rerun()
     touched = [nb.stem for nb in NOTEBOOKS if nb.stem not in first.get("notebooks_reused", [])]
-    assert (
-        touched == [nb.stem for nb in NOTEBOOKS][len(NOTEBOOKS) - len(touched) :]
-    )  # a tail, if any
+    # a tail, if any
+    assert touched == [nb.stem for nb in NOTEBOOKS][len(NOTEBOOKS) - len(touched) :]
     capsys.readouterr()
     executed = {nb.name: (smoke_run / "executed" / nb.name).stat().st_mtime_ns for nb in NOTEBOOKS}
     info = rerun()
@@ -481,7 +480,8 @@ PAPER_SIZED = {
     "w_grid": "0.6",
     "batch_train": "32",
     "batch_study": "8,64",
-    # the flipped design choices train the same networks as the proposed model; the smoke run covers them
+    # the flipped design choices train the same networks as the proposed
+    # model; the smoke run covers them
     "design_ablations": "false",
     "baseline_epochs": "1",
 }
@@ -489,7 +489,8 @@ PAPER_SIZED = {
 
 @pytest.fixture(scope="module")
 def paper_sized_run(tmp_path_factory):
-    """Every notebook with the paper profile's networks at 224 px, on a tiny synthetic set, one epoch of fusion."""
+    """Every notebook with the paper profile's networks at 224 px, on a tiny synthetic set, one
+    epoch of fusion."""
     run_dir = tmp_path_factory.mktemp("paper_sized")
     assert (
         pipeline.run_all(
@@ -501,21 +502,16 @@ def paper_sized_run(tmp_path_factory):
 
 
 def test_the_paper_networks_run_end_to_end(paper_sized_run):
-    import torch
-
-    from fer_lib.run.profiles import get_profile
-
     settings = json.loads((paper_sized_run / "settings.json").read_text())
     assert settings == get_profile("smoke", PAPER_SIZED).settings()
     baseline = torch.load(paper_sized_run / "baseline" / "best.pt", weights_only=True)
     assert baseline["input_size"] == 224 and baseline["width"] == 64
-    assert baseline["model_state_dict"]["fc.weight"].shape == (
-        7,
-        121,
-    )  # the paper's 11x11 ARM feature
+    # the paper's 11x11 ARM feature
+    assert baseline["model_state_dict"]["fc.weight"].shape == (7, 121)
+    # seeds start at the offset
     fusion = torch.load(
         paper_sized_run / "fusion" / "both_w0.60_seed3" / "best.pt", weights_only=True
-    )  # seeds start at the offset
+    )
     assert fusion["config"]["width"] == 32 and fusion["model"][
         "landmark_cnn.conv5.0.weight"
     ].shape == (512, 256, 3, 3)
@@ -559,8 +555,6 @@ def test_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
 
 
 def test_plan_prints_the_seeds_a_finished_run_needs(smoke_run, capsys):
-    from fer_lib.cli.main import main
-
     assert main(["plan", str(smoke_run), "--effect", "0.05"]) == 0
     out = capsys.readouterr().out
     assert (
@@ -573,10 +567,6 @@ def test_plan_prints_the_seeds_a_finished_run_needs(smoke_run, capsys):
 def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_lacks(
     smoke_run, monkeypatch
 ):
-    from fer_lib import training
-    from fer_lib.run.experiment import Experiment
-    from fer_lib.run.profiles import get_profile
-
     def experiment():
         return Experiment(
             get_profile("smoke"), smoke_run / "data" / "basic", smoke_run, progress=False
@@ -604,8 +594,6 @@ def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_
 @pytest.mark.slow
 def test_a_kernel_started_ahead_has_the_imports_loaded_and_nothing_else(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
-
-    from fer_lib.run.kernels import WarmKernels
 
     probe = (
         "import sys\n"

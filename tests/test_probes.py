@@ -1,5 +1,5 @@
-"""The linear probes: what they compute (scikit-learn called directly, by hand) and that they give the same numbers
-run to run, whatever threads the process was given."""
+"""The linear probes: what they compute (scikit-learn called directly, by hand) and that they give
+the same numbers run to run, whatever threads the process was given."""
 
 import json
 import os
@@ -7,7 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
+from fer_lib.data.tensors import stratified_split
 from fer_lib.evaluation import probes
 
 SCRIPT = """
@@ -19,8 +24,8 @@ x = rng.normal(size=(350, 40)).astype(np.float32)
 y = (x[:, :7] + rng.normal(scale=2.0, size=(350, 7))).argmax(1)
 model = probes.fit_probe(0.1, x[:300], y[:300])
 result = probes.linear_probe("t", x[:300], y[:300], x[300:], y[300:])
-print(json.dumps({"coef": model[-1].coef_.tobytes().hex(), "test": result.test_accuracy, "val": result.validation_accuracy,
-                  "predicted": result.test_predicted.tolist()}))
+print(json.dumps({"coef": model[-1].coef_.tobytes().hex(), "test": result.test_accuracy,
+                  "val": result.validation_accuracy, "predicted": result.test_predicted.tolist()}))
 """
 
 
@@ -49,18 +54,10 @@ def test_a_probe_fitted_twice_gives_identical_numbers():
 
 
 def _scikit_learn_probe(c, x, y):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)).fit(x, y)
 
 
 def test_a_probe_is_a_standardised_logistic_regression_with_c_chosen_on_validation():
-    from threadpoolctl import threadpool_limits
-
-    from fer_lib.data.tensors import stratified_split
-
     rng = np.random.default_rng(2)
     x = rng.normal(size=(400, 30)).astype(np.float32) * rng.uniform(0.1, 50, 30)  # unequal scales
     y = (x[:, :7] / x[:, :7].std(0) + rng.normal(scale=1.5, size=(400, 7))).argmax(1)
@@ -69,7 +66,8 @@ def test_a_probe_is_a_standardised_logistic_regression_with_c_chosen_on_validati
         fitted = probes.fit_probe(0.1, train_x, train_y)
         direct = _scikit_learn_probe(0.1, train_x, train_y)
         np.testing.assert_array_equal(fitted[-1].coef_, direct[-1].coef_)
-        # C by validation accuracy on a 10% stratified split, ties to the smaller C; then refit on all
+        # C by validation accuracy on a 10% stratified split, ties to the
+        # smaller C; then refit on all
         fit, val = stratified_split(train_y, 0.1, 0)
         scores = {
             c: float(

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,8 +26,6 @@ def test_reads_a_valid_copy(tiny_rafdb):
 
 
 def test_a_cached_read_equals_a_fresh_one_until_a_file_changes(tmp_path):
-    import dataclasses
-
     root = write_tiny_rafdb(tmp_path / "basic")
     fresh = rafdb.load_rafdb(root)
     first = rafdb.load_rafdb(root, cache_dir=tmp_path / "cache")

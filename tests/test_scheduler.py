@@ -1,9 +1,12 @@
-"""The training stage before the notebooks (fer_lib.run.scheduler): what it plans, and how a failing job ends it."""
+"""The training stage before the notebooks (fer_lib.run.scheduler): what it plans, and how a failing
+job ends it."""
 
 import json
+import os
 from dataclasses import asdict
 
 import pytest
+import torch
 
 from fer_lib.run import pipeline, scheduler
 from fer_lib.run.experiment import Experiment
@@ -15,8 +18,9 @@ def test_the_plan_is_every_distinct_configuration_for_every_seed(tmp_path):
     baselines, fusions = scheduler.plan(experiment)
     assert [job.seed for job in baselines] == [0]  # the demo's seeds share one frozen baseline
     configurations = {(job.weighting, job.w, job.variant) for job in fusions}
-    # Fig. 4's w = 1 is the confidence-only ablation, so five distinct models of the paper per seed; then the
-    # calibrated weighting and the coordinate branch (the learned gate is fitted afterwards, not trained)
+    # Fig. 4's w = 1 is the confidence-only ablation, so five distinct models of the paper per seed;
+    # then the calibrated weighting and the coordinate branch (the learned gate is fitted
+    # afterwards, not trained)
     paper = {("both", 0.6), ("both", 0.0), ("confidence", 1.0), ("none", 1.0), ("agreement", 0.6)}
     assert configurations == {(*pair, None) for pair in paper} | {
         ("calibrated", 0.6, None),
@@ -58,12 +62,16 @@ def test_a_failing_job_stops_the_stage_and_names_its_log(tmp_path):
     experiment = Experiment(profile, root, tmp_path, progress=False)
     folder = experiment.baselines.folder(0)
     folder.mkdir()
+    # another run's folder
     (folder / "config.json").write_text(
         json.dumps({**asdict(experiment.baselines.config(0)), "width": 8})
-    )  # another run's folder
+    )
     with pytest.raises(
         SystemExit,
-        match=r"training baseline seed 0 failed \(ValueError: .*another configuration.*logs/baseline_seed0.log",
+        match=(
+            r"training baseline seed 0 failed \(ValueError: .*another "
+            r"configuration.*logs/baseline_seed0.log"
+        ),
     ):
         scheduler.train_all(experiment, workers=1, progress=False)
     assert "another configuration" in (tmp_path / "logs" / "baseline_seed0.log").read_text()
@@ -77,9 +85,8 @@ def _simulate(workers, baseline_epoch, fusion_epoch, coords_epoch, fixed, seeds=
     runs = {s: [("fusion", s, 4)] * runs_per_seed + [("coords", s, 4)] for s in range(seeds)}
     queue, free = list(jobs), [0.0] * workers
     while queue:
-        queue.sort(
-            key=lambda job: job[3] if len(job) > 3 else 0.0
-        )  # released runs in the order released
+        # released runs in the order released
+        queue.sort(key=lambda job: job[3] if len(job) > 3 else 0.0)
         kind, seed, epochs, *release = queue.pop(0)
         worker = min(range(workers), key=free.__getitem__)
         start = max([free[worker], *release])
@@ -90,13 +97,13 @@ def _simulate(workers, baseline_epoch, fusion_epoch, coords_epoch, fixed, seeds=
 
 
 def test_the_time_left_is_within_a_quarter_of_the_truth_after_the_first_baseline_epoch():
-    # true costs off the priors by 20-30%: a fusion epoch 0.5 baseline epochs (prior 0.65), other fixed parts
+    # true costs off the priors by 20-30%: a fusion epoch 0.5 baseline epochs
+    # (prior 0.65), other fixed parts
     fixed = {"baseline": 14.0, "fusion": 5.0, "coords": 1.0}
     end = _simulate(2, 20.0, 10.0, 0.5, fixed)
     clock = scheduler.StageClock(workers=2)
-    assert (
-        clock.left([("baseline", 0, 10, 0, 5.0), ("baseline", 1, 10, 0, 5.0)], []) is None
-    )  # nothing measured yet
+    # nothing measured yet
+    assert clock.left([("baseline", 0, 10, 0, 5.0), ("baseline", 1, 10, 0, 5.0)], []) is None
     clock.observe_epochs("baseline", [20.0, 20.0])  # both baselines' first epoch, at t = 20
     queued = [(kind, s, 4) for s in (0, 1) for kind in ["fusion"] * 6 + ["coords"]]
     left = clock.left([("baseline", 0, 10, 1, 0.0), ("baseline", 1, 10, 1, 0.0)], queued)
@@ -142,10 +149,6 @@ def test_the_time_left_waits_for_a_runs_baseline():
     ],
 )
 def test_workers_bind_to_the_gpus_the_parent_was_given(monkeypatch, visible, expected):
-    import os
-
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible or "")
@@ -163,8 +166,6 @@ def test_workers_bind_to_the_gpus_the_parent_was_given(monkeypatch, visible, exp
 
 
 def test_without_a_gpu_workers_are_not_bound(monkeypatch):
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert scheduler.worker_devices(2) is None
 
@@ -179,8 +180,9 @@ def test_baselines_split_the_cores_among_themselves_and_the_runs_take_a_share_ea
 
 
 def test_the_time_left_prices_single_thread_runs_from_a_baseline_on_two_threads():
-    # the truth: a single-thread baseline epoch of 20 s runs in 20 / thread_speedup(2) on two threads; the runs
-    # (6 of 4 epochs per seed, plus a coordinate run) take one thread each on two workers, at costs off the priors
+    # the truth: a single-thread baseline epoch of 20 s runs in 20 / thread_speedup(2) on two
+    # threads; the runs (6 of 4 epochs per seed, plus a coordinate run) take one thread each on two
+    # workers, at costs off the priors
     two = 20.0 / scheduler.thread_speedup(2)
     fixed = {"baseline": 20.0 / scheduler.thread_speedup(2), "fusion": 5.5, "coords": 1.0}
     runs = [(kind, 0, 4) for s in (0, 1) for kind in ["fusion"] * 6 + ["coords"]]

@@ -1,4 +1,5 @@
-"""Runs a user can size: --set overrides, --seed-offset, subsets, run folders, and the stability comparison."""
+"""Runs a user can size: --set overrides, --seed-offset, subsets, run folders,
+and the stability comparison."""
 
 import json
 
@@ -103,9 +104,8 @@ def test_overridden_runs_get_their_own_folders(tmp_path):
     assert figures_dir_for(default, run_dir_for(default)).parts[-2:] == ("figures", "demo")
     # the demo in another folder (say, on the other precision path) keeps its figures there
     assert figures_dir_for(default, tmp_path / "demo-bf16") == tmp_path / "demo-bf16" / "figures"
-    assert (
-        figures_dir_for(shifted, tmp_path) == tmp_path / "figures"
-    )  # the committed figures stay as they are
+    # the committed figures stay as they are
+    assert figures_dir_for(shifted, tmp_path) == tmp_path / "figures"
 
 
 def test_a_run_folder_keeps_its_settings(tmp_path):
@@ -208,9 +208,8 @@ def test_a_replicate_is_a_run_of_the_same_commit_data_and_settings_with_other_se
     assert replication.replicate_of(a) is None  # nothing beside it yet
     _fake_run(tmp_path / "demo-other-commit", "AMD EPYC", 100, 0.860, "supported", commit="fff0000")
     _fake_run(tmp_path / "demo-seeds_4", "AMD EPYC", 100, 0.860, "supported", seeds=4)
-    assert (
-        replication.replicate_of(a) is None
-    )  # another commit, other settings: not this run's replicate
+    # another commit, other settings: not this run's replicate
+    assert replication.replicate_of(a) is None
     b = _fake_run(tmp_path / "demo-seed_offset_100", "AMD EPYC", 100, 0.860, "supported")
     assert replication.replicate_of(a) == b and replication.replicate_of(b) == a
 
@@ -218,11 +217,11 @@ def test_a_replicate_is_a_run_of_the_same_commit_data_and_settings_with_other_se
 def test_the_paper_profile_follows_the_paper_where_it_speaks():
     paper, demo = get_profile("paper"), get_profile("demo")
     assert paper.landmark_batch_norm is False and paper.augmentation == "upstream"
-    assert (
-        demo.landmark_batch_norm is True
-    )  # the narrow CPU network needs it; named in the report's design choices
+    # the narrow CPU network needs it; named in the report's design choices
+    assert demo.landmark_batch_norm is True
     assert get_profile("demo", {"landmark_batch_norm": "false"}).landmark_batch_norm is False
-    # one baseline with the ARM recipe's own weights, as the paper; the demo averages them and trains one per seed
+    # one baseline with the ARM recipe's own weights, as the paper; the demo averages them and
+    # trains one per seed
     assert paper.baseline_per_seed is False and paper.baseline_ema is None
     assert demo.baseline_per_seed is False and demo.baseline_ema == 0.99
     assert get_profile("demo", {"baseline_ema": "none"}).baseline_ema is None
@@ -251,9 +250,8 @@ def test_a_run_folder_from_before_a_new_setting_is_still_reused(tmp_path):
         if k not in ("augmentation", "landmark_batch_norm")
     }
     (tmp_path / "settings.json").write_text(json.dumps(older))
-    claim_run_dir(
-        tmp_path, get_profile("demo")
-    )  # the demo's values of the new settings are their defaults
+    # the demo's values of the new settings are their defaults
+    claim_run_dir(tmp_path, get_profile("demo"))
     with pytest.raises(SystemExit, match="augmentation"):
         claim_run_dir(tmp_path, get_profile("demo", {"augmentation": "upstream"}))
 

@@ -1,11 +1,27 @@
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from fer_lib.evaluation import metrics
-from fer_lib.evaluation.stats import mcnemar_exact, paired_bootstrap, paired_bootstrap_correct
+from fer_lib.evaluation.stats import (
+    holm,
+    mcnemar_exact,
+    outlying_seed,
+    paired_bootstrap,
+    paired_bootstrap_correct,
+    pooled_from_components,
+    seed_pooled_interval,
+    seeds_needed,
+)
+from fer_lib.report import replication, tables, verdicts
 from tests.conftest import pooled_result as _pooled
 from tests.conftest import pooled_row as _rows
 
@@ -77,9 +93,8 @@ def test_pooled_bootstrap_gives_the_seed_averaged_difference():
             labels, baseline == labels, correct, metric=metric, resamples=2000
         )
         per_seed = [score(labels, s) - score(labels, baseline) for s in seeds]
-        assert result.difference == pytest.approx(
-            np.mean(per_seed)
-        )  # both metrics are linear in correctness
+        # both metrics are linear in correctness
+        assert result.difference == pytest.approx(np.mean(per_seed))
         assert result.low < np.mean(per_seed) < result.high and result.excludes_zero
     # booleans through the general function give exactly the two-model bootstrap
     assert paired_bootstrap_correct(
@@ -90,10 +105,6 @@ def test_pooled_bootstrap_gives_the_seed_averaged_difference():
 
 
 def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
-    from types import SimpleNamespace
-
-    from fer_lib.report import verdicts
-
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 7, 2000)
 
@@ -148,8 +159,6 @@ def test_significance_rows_add_a_pooled_row_and_the_verdict_reads_it(tmp_path):
 
 
 def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
-    from fer_lib.report import verdicts
-
     def verdict_for(intervals):
         rows = [
             _rows("w=0.6", f"w={w}", _pooled((low + high) / 2, (high - low) / 2))
@@ -159,24 +168,20 @@ def test_the_w_claim_needs_w06_surely_above_every_other_w(tmp_path):
         return verdicts.claims(tmp_path).set_index("claim")["verdict"].iloc[0]
 
     assert verdict_for({0: (0.01, 0.03), 1: (0.002, 0.02)}) == "supported"
-    assert (
-        verdict_for({0: (0.01, 0.03), 1: (-0.01, 0.02)}) == "inconclusive"
-    )  # w = 1 may be as good
-    assert (
-        verdict_for({0: (-0.04, -0.01), 1: (0.002, 0.02)}) == "contradicted"
-    )  # w = 0 is surely better
-    assert (
-        verdict_for({0: (-0.0010, 0.0010), 1: (-0.0012, 0.0008)}) == "equivalent"
-    )  # every other w within the margin
-    # one of ten comparisons just below zero without adjustment is not enough to contradict (Holm over the w)
+    # w = 1 may be as good
+    assert verdict_for({0: (0.01, 0.03), 1: (-0.01, 0.02)}) == "inconclusive"
+    # w = 0 is surely better
+    assert verdict_for({0: (-0.04, -0.01), 1: (0.002, 0.02)}) == "contradicted"
+    # every other w within the margin
+    assert verdict_for({0: (-0.0010, 0.0010), 1: (-0.0012, 0.0008)}) == "equivalent"
+    # one of ten comparisons just below zero without adjustment is not enough to contradict (Holm
+    # over the w)
     many = {w: (0.001, 0.02) for w in range(9)}
     many[9] = (-0.0201, -0.0001)
     assert verdict_for(many) == "inconclusive"
 
 
 def test_four_verdicts_and_the_margin():
-    from fer_lib.report import replication, verdicts
-
     def verdict(difference, half, sign=1):
         result = _pooled(difference, half)
         test = verdicts.ClaimTest(
@@ -197,9 +202,8 @@ def test_four_verdicts_and_the_margin():
 
     assert verdict(0.010, 0.004) == "supported, beyond the margin"
     assert verdict(0.010, 0.004, sign=-1) == "contradicted, beyond the margin"
-    assert (
-        verdict(0.0026, 0.002) == "supported"
-    )  # the paper's own +0.26 is not "smaller than the margin"
+    # the paper's own +0.26 is not "smaller than the margin"
+    assert verdict(0.0026, 0.002) == "supported"
     assert verdict(0.0012, 0.0006) == "supported, smaller than the margin"
     assert verdict(0.0001, 0.0015) == "equivalent"
     assert verdict(0.0001, 0.02) == "inconclusive"
@@ -215,22 +219,20 @@ def test_four_verdicts_and_the_margin():
 
 
 def test_holm_matches_its_definition():
-    from fer_lib.evaluation.stats import holm
-
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == pytest.approx([0.5]) and (holm([0.9, 0.8]) <= 1).all()
 
 
 def test_cell_bootstrap_matches_resampling_image_indices_class_by_class():
-    """The multinomial-cell bootstrap draws from the same distribution as resampling image indices within each class."""
+    """The multinomial-cell bootstrap draws from the same distribution as resampling image indices
+    within each class."""
     rng = np.random.default_rng(3)
     labels = np.sort(rng.integers(0, 7, 400))
     correct_a = rng.integers(0, 3, 400) / 2  # fractions of two seeds
     correct_b = np.clip(correct_a + rng.choice([0, 0.5], 400, p=[0.8, 0.2]), 0, 1)
     members = [np.flatnonzero(labels == k) for k in range(7)]
-    index = np.concatenate(
-        [rng.choice(m, size=(20_000, len(m))) for m in members], axis=1
-    )  # labels keep their order
+    # labels keep their order
+    index = np.concatenate([rng.choice(m, size=(20_000, len(m))) for m in members], axis=1)
 
     def aa(correct):  # mean over classes of each resample's per-class accuracy
         return np.mean([correct[index][:, labels == k].mean(1) for k in range(7)], axis=0)
@@ -252,14 +254,11 @@ def test_cell_bootstrap_matches_resampling_image_indices_class_by_class():
 
 
 def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seeds():
-    from fer_lib.evaluation.stats import seed_pooled_interval
-
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 7, 3000)
     baseline = rng.random(3000) < 0.85
-    steady = np.stack(
-        [baseline | (rng.random(3000) < 0.05)] * 2
-    )  # two seeds that agree on every image
+    # two seeds that agree on every image
+    steady = np.stack([baseline | (rng.random(3000) < 0.05)] * 2)
     alone = paired_bootstrap_correct(labels, baseline, steady.mean(0))
     pooled = seed_pooled_interval(labels, np.stack([baseline] * 2), steady)
     assert (
@@ -267,17 +266,14 @@ def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seed
         and pooled.seed_variance == 0
         and pooled.interaction_variance == 0
     )
-    assert pooled.high - pooled.low == pytest.approx(
-        alone.high - alone.low, rel=0.1
-    )  # no seed spread: the test interval
-    apart = np.stack(
-        [baseline | (rng.random(3000) < 0.01), baseline | (rng.random(3000) < 0.09)]
-    )  # gains of ~0.15 and ~1.3 points
+    # no seed spread: the test interval
+    assert pooled.high - pooled.low == pytest.approx(alone.high - alone.low, rel=0.1)
+    # gains of ~0.15 and ~1.3 points
+    apart = np.stack([baseline | (rng.random(3000) < 0.01), baseline | (rng.random(3000) < 0.09)])
     wide = seed_pooled_interval(labels, np.stack([baseline] * 2), apart)
     narrow = paired_bootstrap_correct(labels, baseline, apart.mean(0))
-    assert wide.high - wide.low > 4 * (
-        narrow.high - narrow.low
-    )  # one degree of freedom for the seed term
+    # one degree of freedom for the seed term
+    assert wide.high - wide.low > 4 * (narrow.high - narrow.low)
     assert (wide.p_value < 0.05) == wide.excludes_zero
     with pytest.raises(ValueError, match="pair up"):
         seed_pooled_interval(labels, np.stack([baseline] * 2), apart[:1])
@@ -286,10 +282,6 @@ def test_seed_pooled_interval_counts_the_interaction_once_and_knows_how_few_seed
 
 
 def _coverage_module():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "stats_coverage.py"
     spec = importlib.util.spec_from_file_location("stats_coverage", path)
     module = importlib.util.module_from_spec(spec)
@@ -299,8 +291,9 @@ def _coverage_module():
 
 
 def test_the_interval_covers_the_truth_where_the_old_one_did_not():
-    """A fast version of benchmarks/stats_coverage.py: three settings where the previous interval missed 2-3 times too
-    often (seed effects of 1 point with 2 and 5 seeds, per-seed baselines with 3)."""
+    """A fast version of benchmarks/stats_coverage.py: three settings where the previous
+    interval missed 2-3 times too often (seed effects of 1 point with 2 and 5 seeds,
+    per-seed baselines with 3)."""
     coverage = _coverage_module()
     settings = [
         coverage.Setting(2, 1.0, "frozen", 0.3),
@@ -315,11 +308,9 @@ def test_the_interval_covers_the_truth_where_the_old_one_did_not():
 
 
 def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
-    """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any false supported or
-    contradicted verdict among them at most 5% (here well under, as two-seed intervals are conservative)."""
-    from fer_lib.evaluation.stats import seed_pooled_interval
-    from fer_lib.report import verdicts
-
+    """Seven claims with no true difference, each from two seeds: Holm keeps the chance of any
+    false supported or contradicted verdict among them at most 5% (here well under, as two-seed
+    intervals are conservative)."""
     coverage = _coverage_module()
     population = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.0))
     rng = np.random.default_rng(7)
@@ -354,8 +345,6 @@ def test_one_family_of_null_claims_rarely_gives_a_false_verdict():
 
 
 def test_seeds_needed_grow_as_the_effect_shrinks():
-    from fer_lib.evaluation.stats import seed_pooled_interval, seeds_needed
-
     coverage = _coverage_module()
     labels, baseline, method = coverage.Population(coverage.Setting(3, 0.3, "frozen", 0.3)).draw(
         np.random.default_rng(1)
@@ -363,15 +352,14 @@ def test_seeds_needed_grow_as_the_effect_shrinks():
     result = seed_pooled_interval(labels, baseline, method)
     few, many = seeds_needed(result, 0.02), seeds_needed(result, 0.006)
     assert few is not None and many is not None and 2 <= few < many
-    assert (
-        seeds_needed(result, 0.0001) is None
-    )  # below what 3,068 test images resolve, however many seeds
+    # below what 3,068 test images resolve, however many seeds
+    assert seeds_needed(result, 0.0001) is None
     assert seeds_needed(result, 0.0001, test_images_scale=1e4) is not None
 
 
 def test_eight_classes_need_no_class_count_and_classes_without_images_change_nothing():
-    """A converted AffectNet's labels run to 7 (Contempt): the intervals take the class count from the labels, and
-    AA, the mean over the classes present, is the same whatever count is given."""
+    """A converted AffectNet's labels run to 7 (Contempt): the intervals take the class count from
+    the labels, and AA, the mean over the classes present, is the same whatever count is given."""
     rng = np.random.default_rng(7)
     labels = rng.integers(0, 8, 800)
     a = np.where(rng.random(800) < 0.7, labels, (labels + 1) % 8)
@@ -380,13 +368,14 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
     expected = metrics.average_accuracy(labels, b, 8) - metrics.average_accuracy(labels, a, 8)
     assert result.difference == pytest.approx(expected)
     assert result == paired_bootstrap(labels, a, b, metric="aa", resamples=300, num_classes=10)
-    from fer_lib.evaluation.stats import seed_pooled_interval
 
-    # two seeds per method, each seed's pair different: the pooled AA difference is the mean of theirs
+    # two seeds per method, each seed's pair different: the pooled AA
+    # difference is the mean of theirs
     a2 = np.where(rng.random(800) < 0.6, labels, (labels + 2) % 8)
     b2 = np.where(rng.random(800) < 0.9, labels, (labels + 2) % 8)
     seeds_a, seeds_b = np.stack([a == labels, a2 == labels]), np.stack([b == labels, b2 == labels])
-    expected = np.mean(  # the mean over seeds of AA(b) - AA(a)
+    # the mean over seeds of AA(b) - AA(a)
+    expected = np.mean(
         [
             balanced_accuracy_score(labels, yb) - balanced_accuracy_score(labels, ya)
             for ya, yb in ((a, b), (a2, b2))
@@ -398,14 +387,10 @@ def test_eight_classes_need_no_class_count_and_classes_without_images_change_not
 
 
 def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
-    """Two seeds with exactly equal per-seed differences but different images changed: s^2 = 0, yet the interval is
-    at least as wide as the interaction alone implies. The smoke run's case (70 images, +1 image each, each seed's
-    own interval holding 0) was a point interval, "supported, beyond the margin"."""
-    from scipy.stats import norm
-
-    from fer_lib.evaluation.stats import seed_pooled_interval
-    from fer_lib.report import verdicts
-
+    """Two seeds with exactly equal per-seed differences but different images changed: s^2 = 0, yet
+    the interval is at least as wide as the interaction alone implies. The smoke run's case (70
+    images, +1 image each, each seed's own interval holding 0) was a point interval, "supported,
+    beyond the margin"."""
     labels = np.repeat(np.arange(7), 10)
     baseline = np.zeros(70, bool)
     baseline[::2] = True
@@ -439,7 +424,8 @@ def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
         result=result,
     )
     assert not verdicts.decide([test])[0].startswith("supported")
-    # a RAF-DB-sized test set: a tie with images disagreeing still gives the interaction's width, not less
+    # a RAF-DB-sized test set: a tie with images disagreeing still gives the
+    # interaction's width, not less
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 7, 3068)
     baseline = rng.random(3068) < 0.85
@@ -456,7 +442,8 @@ def test_tied_seeds_do_not_collapse_the_interval_while_images_disagree():
 
 
 def _false_word(verdict: str, delta: float, sign: int, margin: float) -> bool:
-    """Whether a verdict says something false about the true difference ``delta`` (claim direction ``sign``)."""
+    """Whether a verdict says something false about the true difference ``delta``
+    (claim direction ``sign``)."""
     if verdict.startswith("supported") and delta * sign <= 0:
         return True
     if verdict.startswith("contradicted") and delta * sign >= 0:
@@ -470,14 +457,12 @@ def _false_word(verdict: str, delta: float, sign: int, margin: float) -> bool:
 
 
 def test_one_error_rate_for_the_whole_table_in_its_worst_case():
-    """A table as the demo's, three seeds: the primary claim and three others null, four claims exactly at +-margin,
-    three w comparisons (two null, one at the margin), the statistics correlated through the shared test images and
-    drawn from the interval's own model (Z, and s^2 ~ v_seed chi2(2)/2) at a seed-to-image variance ratio near the
-    interval's worst case. Some false verdict word anywhere in the table: at most 5%. Every test alone at 5% errs
-    far more often (the check can fail)."""
-    from fer_lib.evaluation.stats import pooled_from_components
-    from fer_lib.report import verdicts
-
+    """A table as the demo's, three seeds: the primary claim and three others null, four claims
+    exactly at +-margin, three w comparisons (two null, one at the margin), the statistics
+    correlated through the shared test images and drawn from the interval's own model (Z, and s^2 ~
+    v_seed chi2(2)/2) at a seed-to-image variance ratio near the interval's worst case. Some false
+    verdict word anywhere in the table: at most 5%. Every test alone at 5% errs far more often (the
+    check can fail)."""
     margin, seeds = verdicts.EQUIVALENCE_MARGIN, 3
     image = (
         0.0008
@@ -517,13 +502,10 @@ def test_one_error_rate_for_the_whole_table_in_its_worst_case():
 
 
 def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_claim():
-    """With two seeds nothing about the seed distribution can be checked: however clear the pooled interval, the
-    verdict is "inconclusive (2 seeds: per-seed only)", and the per-seed column says what each seed shows, counted in
-    the claim's direction (a claim that B is worse counts seeds where B is worse)."""
-    from types import SimpleNamespace
-
-    from fer_lib.report import verdicts
-
+    """With two seeds nothing about the seed distribution can be checked: however clear the pooled
+    interval, the verdict is "inconclusive (2 seeds: per-seed only)", and the per-seed column says
+    what each seed shows, counted in the claim's direction (a claim that B is worse counts seeds
+    where B is worse)."""
     rng = np.random.default_rng(9)
     labels = rng.integers(0, 7, 2000)
 
@@ -548,9 +530,8 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
             else "0 of 2 seeds as claimed, 2 against"
         )
         assert test.seeds_right.startswith(expected)
-    clear = _pooled(
-        0.02, 0.005, seeds=2
-    )  # however clear a two-seed interval, no method-level verdict
+    # however clear a two-seed interval, no method-level verdict
+    clear = _pooled(0.02, 0.005, seeds=2)
     assert verdicts.decide(
         [verdicts.ClaimTest("c", "primary", 1, clear.p_value, 1.0, 1.0, 0.02, clear.low, clear.high,
                             np.nan, "", "", result=clear)]
@@ -563,8 +544,6 @@ def test_two_seeds_give_no_method_level_verdict_and_per_seed_counts_follow_the_c
 
 
 def test_components_print_readably_and_compatible_verdicts_are_counted_apart(tmp_path):
-    from fer_lib.report import replication, tables
-
     assert [tables.readable(v) for v in (0.0, 3.1e17, float("inf"), 2.5e-6, 0.0123)] == [
         "0", "3.10e+17", "inf", "2.50e-06", "0.0123",
     ]  # fmt: skip
@@ -591,12 +570,9 @@ def test_components_print_readably_and_compatible_verdicts_are_counted_apart(tmp
 
 
 def test_what_the_test_set_can_resolve_with_unlimited_seeds_is_the_image_term_alone(tmp_path):
-    """The landing page's statement: with unlimited seeds the resolution at 80% power is (z_0.975 + z_0.8) times the
-    test images' own standard error, set beside the paper's gain (Table 6: 0.9231 - 0.9205 in OA)."""
-    from types import SimpleNamespace
-
-    from fer_lib.report import verdicts
-
+    """The landing page's statement: with unlimited seeds the resolution at 80% power is (z_0.975 +
+    z_0.8) times the test images' own standard error, set beside the paper's gain (Table 6: 0.9231 -
+    0.9205 in OA)."""
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 7, 3000)
 
@@ -627,11 +603,8 @@ def test_what_the_test_set_can_resolve_with_unlimited_seeds_is_the_image_term_al
 
 
 def _claims_of(tmp_path, labels, baseline, method, seeds) -> pd.DataFrame:
-    """The claims table of a run whose proposed model's seeds ``seeds`` got (S, N) correctness ``method`` against one
-    frozen baseline's (N,) ``baseline``."""
-    from types import SimpleNamespace
-
-    from fer_lib.report import verdicts
+    """The claims table of a run whose proposed model's seeds ``seeds`` got (S, N) correctness
+    ``method`` against one frozen baseline's (N,) ``baseline``."""
 
     def probabilities(correct):
         return np.eye(7)[np.where(correct, labels, (labels + 1) % 7)]
@@ -648,14 +621,10 @@ def _claims_of(tmp_path, labels, baseline, method, seeds) -> pd.DataFrame:
 
 
 def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_path):
-    """Five seeds of a 1.5-point gain on RAF-DB-sized test sets, the first planted 3.3 points lower: the claims table
-    names it, and the verdict without it is the one ``decide`` gives on a table of the other four seeds. Five seeds
-    drawn together are not flagged; the rule's rates over simulated test sets are the benchmark's (README)."""
-    from dataclasses import replace
-
-    from fer_lib.evaluation.stats import outlying_seed
-    from fer_lib.report import verdicts
-
+    """Five seeds of a 1.5-point gain on RAF-DB-sized test sets, the first planted 3.3 points lower:
+    the claims table names it, and the verdict without it is the one ``decide`` gives on a table of
+    the other four seeds. Five seeds drawn together are not flagged; the rule's rates over simulated
+    test sets are the benchmark's (README)."""
     coverage = _coverage_module()
     population = coverage.Population(coverage.Setting(5, 0.0, "frozen", 1.5))
     labels, baseline, method = population.draw(np.random.default_rng(11), fail_first=True)
@@ -679,7 +648,8 @@ def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_p
 
     labels, baseline, method = population.draw(np.random.default_rng(12))
     assert _claims_of(tmp_path, labels, baseline[0], method, range(5))["outlying seed"].eq("").all()
-    # the rule's own rates, 150 simulated test sets each: it finds most failures, and rarely flags normal seeds
+    # the rule's own rates, 150 simulated test sets each: it finds most
+    # failures, and rarely flags normal seeds
     planted = coverage.outlier_rates(
         coverage.Setting(5, 0.0, "frozen", 0.3), 150, 3, fail_first=True
     )
@@ -692,10 +662,9 @@ def test_a_failed_seed_is_flagged_with_the_verdict_decide_gives_without_it(tmp_p
 
 
 def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
-    """With three seeds, leaving one out leaves two: the note names the seed and says plainly that no method-level
-    verdict remains without it (MIN_SEEDS). Only a seed dozens of spreads from the other two is flagged."""
-    from fer_lib.evaluation.stats import outlying_seed, pooled_from_components
-    from fer_lib.report import verdicts
+    """With three seeds, leaving one out leaves two: the note names the seed and says plainly that
+    no method-level verdict remains without it (MIN_SEEDS). Only a seed dozens of spreads from the
+    other two is flagged."""
 
     def note(differences, interaction=1e-6):
         d = np.asarray(differences)
@@ -710,7 +679,8 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
     flagged = note([0.020, 0.021, -0.150])
     assert flagged.startswith("seed 6: -0.1500 against +0.0205 for the other 2"), flagged
     assert "without it 2 seeds remain, too few for a method-level verdict" in flagged
-    # 3 points away, the other two 0.1 point apart: 25 of their spreads, too few with one degree of freedom
+    # 3 points away, the other two 0.1 point apart: 25 of their spreads, too
+    # few with one degree of freedom
     assert note([0.020, 0.021, -0.010]) == ""
     assert outlying_seed([0.020, 0.021]) is None  # two seeds: nothing to compare with
 
@@ -722,8 +692,6 @@ def _predictions(labels, accuracy_per_class, rng):
 
 
 def test_the_seed_pooled_aa_difference_weighs_every_class_alike_and_oa_every_image():
-    from fer_lib.evaluation.stats import seed_pooled_interval
-
     rng = np.random.default_rng(11)
     labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])  # unbalanced, as RAF-DB
     # B is better on the rare classes and worse on the largest: AA and OA disagree on the sign
@@ -747,10 +715,9 @@ def test_the_seed_pooled_aa_difference_weighs_every_class_alike_and_oa_every_ima
 
 
 def test_the_seed_pooled_aa_standard_error_is_the_stratified_one_when_seeds_agree():
-    """With every seed alike only the test images vary: the SE of a mean of class means (by hand: the square root
-    of sum_k s_k^2 / n_k, over the number of classes), and of a mean over the images for OA."""
-    from fer_lib.evaluation.stats import seed_pooled_interval
-
+    """With every seed alike only the test images vary: the SE of a mean of class means
+    (by hand: the square root of sum_k s_k^2 / n_k, over the number of classes), and of a
+    mean over the images for OA."""
     rng = np.random.default_rng(12)
     labels = np.repeat(np.arange(7), [300, 40, 12, 150, 30, 80, 20])
     a = _predictions(labels, [0.8, 0.5, 0.5, 0.7, 0.5, 0.6, 0.5], rng) == labels

@@ -1,4 +1,5 @@
-"""The synthetic RAF-DB: layout, determinism, class proportions, geometry, and the absence of shortcuts."""
+"""The synthetic RAF-DB: layout, determinism, class proportions, geometry,
+and the absence of shortcuts."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fer_lib.data.landmarks import (
     apply_affine,
     similarity_from_points,
 )
+from fer_lib.run.profiles import get_profile
 
 N_TRAIN, N_TEST = 50, 14  # 64 tasks: enough to take the multiprocessing path when workers > 1
 
@@ -53,9 +55,8 @@ def test_layout_round_trip(demo):
     data = rafdb.load_rafdb(demo, require_original=True)
     assert len(data) == N_TRAIN + N_TEST
     assert data.names[0] == "train_00001.jpg" and data.names[-1] == f"test_{N_TEST:04d}.jpg"
-    assert data.names == sorted(
-        data.names, key=lambda n: (n.startswith("test"), n)
-    )  # name order only
+    # name order only
+    assert data.names == sorted(data.names, key=lambda n: (n.startswith("test"), n))
     assert (
         np.isin(data.attributes[:, 0], [0, 1, 2]).all()
         and np.isin(data.attributes[:, 2], range(5)).all()
@@ -141,7 +142,8 @@ def test_class_counts_follow_table3():
 
 
 def test_aligned_image_puts_the_eyes_on_the_targets(demo):
-    """RAF-DB's similarity lands the eyes near the paper's affine targets; detector eyes agree with the manual ones."""
+    """RAF-DB's similarity lands the eyes near the paper's affine targets; detector eyes agree with
+    the manual ones."""
     data = rafdb.load_rafdb(demo)
     anchors = alignment_anchors(data.manual5)
     similarity_error = np.array(
@@ -151,9 +153,8 @@ def test_aligned_image_puts_the_eyes_on_the_targets(demo):
         ]
     )
     assert np.median(similarity_error) < 2.0 and similarity_error.max() < 6.0
-    auto_eyes = align_points(
-        data.auto37[:, 15:27].reshape(-1, 2, 6, 2).mean(2), data.manual5
-    )  # auto37 rows 15-26
+    # auto37 rows 15-26
+    auto_eyes = align_points(data.auto37[:, 15:27].reshape(-1, 2, 6, 2).mean(2), data.manual5)
     eye_error = np.abs(auto_eyes - ALIGN_TARGETS[:2]).max(axis=(1, 2))
     assert np.median(eye_error) < 2.0 and eye_error.max() < 8.0
 
@@ -173,9 +174,8 @@ def test_warp_follows_the_pixel_centre_convention(scale):
     )[0]
     ys, xs = np.indices(aligned.shape)
     centroid = np.array([(xs * aligned).sum(), (ys * aligned).sum()]) / aligned.sum()
-    assert (
-        np.abs(centroid - expected).max() < 0.05
-    )  # measured < 0.01; a half-pixel slip gives 0.18 or more
+    # measured < 0.01; a half-pixel slip gives 0.18 or more
+    assert np.abs(centroid - expected).max() < 0.05
 
 
 def test_landmarks_lie_inside_the_original_image(demo):
@@ -206,9 +206,8 @@ def test_scene_does_not_depend_on_the_label():
             assert other.original.size == first.original.size
             assert other.attributes == first.attributes and other.jpeg_quality == first.jpeg_quality
             assert other.conditions == first.conditions
-            assert (
-                np.linalg.norm(other.manual5[2] - first.manual5[2]) < 0.1 * iod
-            )  # the nose stays put
+            # the nose stays put
+            assert np.linalg.norm(other.manual5[2] - first.manual5[2]) < 0.1 * iod
 
 
 def test_expressions_move_the_landmarks():
@@ -222,7 +221,8 @@ def test_expressions_move_the_landmarks():
 
     for index in range(3):
         neutral, happy, surprise = aligned(6, index), aligned(3, index), aligned(0, index)
-        # mouth corners (auto37 rows 27 and 31) rise relative to the upper lip centre (row 29) in a smile
+        # mouth corners (auto37 rows 27 and 31) rise relative to the upper
+        # lip centre (row 29) in a smile
         assert (happy[[27, 31], 1] - happy[29, 1]).mean() < (
             neutral[[27, 31], 1] - neutral[29, 1]
         ).mean() - 1
@@ -259,7 +259,8 @@ def _cv_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
 
 
 def test_no_global_image_shortcut(balanced_samples):
-    """A linear classifier on image statistics, face size and position must stay near chance (1/7)."""
+    """A linear classifier on image statistics, face size and position
+    must stay near chance (1/7)."""
     labels = np.array([s.label for s in balanced_samples])
     features = np.stack([_global_statistics(s) for s in balanced_samples])
     assert _cv_accuracy(features, labels) < 1 / 7 + 0.1
@@ -267,8 +268,6 @@ def test_no_global_image_shortcut(balanced_samples):
 
 def test_no_global_image_shortcut_with_the_demo_knobs():
     """The demo's own difficulty settings keep the check: its labels show only in the faces."""
-    from fer_lib.run.profiles import get_profile
-
     knobs = get_profile("demo").synthetic_knobs()
     labels = np.tile(np.arange(rafdb.NUM_CLASSES), 30)
     samples = [
@@ -279,9 +278,9 @@ def test_no_global_image_shortcut_with_the_demo_knobs():
 
 
 def test_landmarks_carry_the_expression(balanced_samples):
-    """The same classifier on aligned landmarks is far above chance (the landmark branch has signal)."""
+    """The same classifier on aligned landmarks is far above chance (the
+    landmark branch has signal)."""
     labels = np.array([s.label for s in balanced_samples])
     features = np.stack([align_points(s.auto37, s.manual5).ravel() for s in balanced_samples])
-    assert (
-        _cv_accuracy(features, labels) > 0.35
-    )  # chance 0.14; without expressions it measures ~0.15
+    # chance 0.14; without expressions it measures ~0.15
+    assert _cv_accuracy(features, labels) > 0.35

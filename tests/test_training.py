@@ -1,5 +1,6 @@
 """Training engine on a tiny hand-made data set at 128 px with narrow networks (seconds, CPU)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from torch.nn import functional
 from fer_lib import models, training
 from fer_lib.data import tensors
 from fer_lib.data.rafdb import load_rafdb
+from fer_lib.run.experiment import Experiment
 from tests.conftest import write_tiny_rafdb
 
 SIZE = 128
@@ -48,9 +50,10 @@ def test_baseline_trains_saves_and_is_deterministic(tiny_split, tmp_path):
     assert not model.training and model.width == 4
     history = pd.read_csv(tmp_path / "a" / "history.csv")
     assert len(history) == 2 and (history["seconds"] > 0).all()
+    # wall time aside
     assert history.drop(columns="seconds").equals(
         pd.read_csv(tmp_path / "b" / "history.csv").drop(columns="seconds")
-    )  # wall time aside
+    )
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
     split = (tmp_path / "a" / "split.json").read_text()
@@ -99,13 +102,11 @@ def test_the_moving_average_is_what_an_averaged_baseline_keeps(tiny_split, tmp_p
     )
     last = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
     raw_last = torch.load(tmp_path / "raw" / "last.pt", weights_only=True)
-    assert torch.equal(
-        last["model"]["fc.weight"], raw_last["model"]["fc.weight"]
-    )  # the same training steps
+    # the same training steps
+    assert torch.equal(last["model"]["fc.weight"], raw_last["model"]["fc.weight"])
     assert not torch.equal(last["average"]["module.fc.weight"], last["model"]["fc.weight"])
-    kept = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)[
-        "model_state_dict"
-    ]  # one epoch: it is the kept one
+    # one epoch: it is the kept one
+    kept = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)["model_state_dict"]
     assert torch.equal(kept["fc.weight"], last["average"]["module.fc.weight"])
     assert torch.equal(averaged.fc.weight, kept["fc.weight"]) and not torch.equal(
         averaged.fc.weight, raw.fc.weight
@@ -219,8 +220,6 @@ def test_fused_model_starts_as_the_baseline(tiny_split):
 
 @pytest.mark.parametrize("affinity", ["batch", "fixed"])
 def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_path, affinity):
-    from fer_lib.run.experiment import Experiment
-
     torch.manual_seed(3)
     baseline = models.ARMNet(SIZE, width=4).eval()
     experiment = Experiment("smoke", tmp_path, tmp_path, progress=False)
@@ -241,13 +240,6 @@ def test_batch_study_through_the_cache_equals_the_full_network(tiny_split, tmp_p
 
 
 def test_a_setting_added_later_counts_as_what_older_runs_used(tmp_path):
-    import dataclasses
-    import json
-
-    import pytest
-
-    from fer_lib import training
-
     older = {
         k: v
         for k, v in dataclasses.asdict(training.BaselineConfig()).items()
@@ -260,12 +252,13 @@ def test_a_setting_added_later_counts_as_what_older_runs_used(tmp_path):
         training._check_config(tmp_path, training.BaselineConfig())
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Which epoch is kept, and what it is judged by: every number of the report comes from best.pt
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the trained weights; population means are filled in after selection, so left out."""
+    """A copy of the trained weights; population means are filled in
+    after selection, so left out."""
     return {k: v.clone() for k, v in model.state_dict().items() if "population_mean" not in k}
 
 

@@ -1,25 +1,30 @@
-"""An explorer of a finished run (notebook 10): every test image, filtered and sorted, both branches' view of it, and
-a w slider that re-fuses it with the trained fusion layer.
+"""An explorer of a finished run (notebook 10): every test image, filtered and sorted, both
+branches' view of it, and a w slider that re-fuses it with the trained fusion layer.
 
-Nothing retrains. A model's outputs on the test set are computed once, in the evaluation's own test batches (ARM's
-batch term as the report holds it, ``training.fusion_outputs``), and kept in ``<run>/explore/``: the per-image
-features F_RGB and F_landmark, both heads' logits and the factor on F_landmark. Re-fusing at another w is then eq. 2
-and the fusion layer on those features, for every test image at once: the filtered set's accuracy follows the
-slider live. Grad-CAM++ of the chosen image is computed on demand (``explain.explain``).
+Nothing retrains. A model's outputs on the test set are computed once, in the evaluation's own test
+batches (ARM's batch term as the report holds it, ``training.fusion_outputs``), and kept in
+``<run>/explore/``: the per-image features F_RGB and F_landmark, both heads' logits and the factor
+on F_landmark. Re-fusing at another w is then eq. 2 and the fusion layer on those features, for
+every test image at once: the filtered set's accuracy follows the slider live. Grad-CAM++ of the
+chosen image is computed on demand (``explain.explain``).
 
-``ExplorerData`` is the model-free part (tables, filters, re-fusion, figures); ``Explorer`` wraps it in ipywidgets
-for JupyterLab. In the HTML report, where no kernel runs, notebook 10 shows a static gallery of the default selection.
+``ExplorerData`` is the model-free part (tables, filters, re-fusion, figures); ``Explorer`` wraps it
+in ipywidgets for JupyterLab. In the HTML report, where no kernel runs, notebook 10 shows a static
+gallery of the default selection.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from fer_lib import training
 from fer_lib.evaluation import explain
@@ -28,7 +33,8 @@ from fer_lib.models import FusionOutput
 from fer_lib.run.fusion_runs import canonical_weighting
 from fer_lib.settings import PAPER_W, PAPER_WEIGHTING
 
-# Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion.run``); the baseline is every run's RGB head
+# Display name -> (weighting, w, variant) of a fusion run (``Experiment.fusion_run``); the baseline
+# is every run's RGB head
 MODELS = {
     f"proposed (confidence x agreement, w = {PAPER_W:g})": (PAPER_WEIGHTING, PAPER_W, None),
     "naive fusion (no weighting)": ("none", 1.0, None),
@@ -39,18 +45,16 @@ MODELS = {
     "coordinate branch (MLP)": (PAPER_WEIGHTING, PAPER_W, "coords"),
 }
 PROPOSED = next(iter(MODELS))
+_W_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # w_table's: 0, 0.1, ..., 1
+# Table 2
 TABLE2_CASES = (
     "RGB right, landmarks right",
     "RGB right, landmarks wrong",
     "RGB wrong, landmarks right",
     "RGB wrong, landmarks wrong",
-)  # Table 2
-EFFECTS = (
-    "fixed",
-    "broke",
-    "unchanged right",
-    "unchanged wrong",
-)  # what fusion did to the baseline's answer
+)
+# what fusion did to the baseline's answer
+EFFECTS = ("fixed", "broke", "unchanged right", "unchanged wrong")
 SORTS = {
     "weight p x w (high first)": ("factor", False),
     "weight p x w (low first)": ("factor", True),
@@ -81,7 +85,8 @@ class ModelOutputs:
 
     @torch.no_grad()
     def refuse(self, w: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(fused probabilities (N, classes), factor on F_landmark (N,)) at agreement weight ``w`` (None: the trained one)."""
+        """(fused probabilities (N, classes), factor on F_landmark (N,)) at agreement weight ``w``
+        (None: the trained one)."""
         if w is None or not self.uses_w:
             return self.out.fused_logits.softmax(1).numpy(), self.out.weight.numpy()
         trained = self.model.w_disagree
@@ -96,8 +101,8 @@ class ModelOutputs:
         return fused.softmax(1).numpy(), weight.numpy()
 
     def table(self, w: float | None = None) -> pd.DataFrame:
-        """One row per test image: the classes each head gives, its confidences, Table 2's case and fusion's effect
-        (the class list in ``attrs["classes"]``, which ``select`` filters by)."""
+        """One row per test image: the classes each head gives, its confidences, Table 2's case and
+        fusion's effect (the class list in ``attrs["classes"]``, which ``select`` filters by)."""
         classes = self.classes
         fused, factor = self.refuse(w)
         rgb = self.out.rgb_logits.softmax(1).numpy()
@@ -142,8 +147,8 @@ def select(
     effect: str | None = None,
     sort: str = "weight p x w (high first)",
 ) -> pd.DataFrame:
-    """The rows of ``ModelOutputs.table`` that match every filter given (None: any), sorted by ``SORTS[sort]``; the
-    classes are the table's own (``attrs["classes"]``)."""
+    """The rows of ``ModelOutputs.table`` that match every filter given (None: any), sorted by
+    ``SORTS[sort]``; the classes are the table's own (``attrs["classes"]``)."""
     classes = frame.attrs["classes"]
     for value, allowed, name in (
         (true, classes, "true class"),
@@ -163,17 +168,17 @@ def select(
 
 
 def effect_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """How many test images of each Table 2 case fusion fixed, broke or left (rows: cases; columns: effects)."""
+    """How many test images of each Table 2 case fusion fixed, broke or left
+    (rows: cases; columns: effects)."""
     counts = pd.crosstab(frame["case"], frame["effect"]).reindex(
         index=list(TABLE2_CASES), columns=list(EFFECTS), fill_value=0
     )
     return counts.rename_axis(index="Table 2 case", columns=None).reset_index()
 
 
-def w_table(
-    outputs: ModelOutputs, grid=tuple(round(0.1 * i, 1) for i in range(11))
-) -> pd.DataFrame:
-    """The trained model re-fused at each w: its fused OA, and how many decisions differ from those at the trained w."""
+def w_table(outputs: ModelOutputs, grid=_W_GRID) -> pd.DataFrame:
+    """The trained model re-fused at each w: its fused OA, and how many decisions differ from those
+    at the trained w."""
     trained = outputs.refuse()[0].argmax(1)
     rows = []
     for w in grid:
@@ -189,12 +194,14 @@ def w_table(
 
 
 class ExplorerData:
-    """The run's models and the test images, loaded once; ``outputs`` computes or reads each model's outputs."""
+    """The run's models and the test images, loaded once; ``outputs`` computes or
+    reads each model's outputs."""
 
     def __init__(self, experiment):
         self.ex = experiment
         self._outputs: dict[tuple[str, int], ModelOutputs] = {}
-        # Grad-CAM++ per (model, seed, image): it explains the trained model, whatever w the slider shows
+        # Grad-CAM++ per (model, seed, image): it explains the trained model,
+        # whatever w the slider shows
         self._cams: dict[tuple[str, int, int], explain.Explanation] = {}
 
     def models(self, seed: int | None = None) -> list[str]:
@@ -219,8 +226,9 @@ class ExplorerData:
         folder = self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
         if not (folder / "best.pt").exists():
             raise FileNotFoundError(
-                f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run ./run_all.sh (or "
-                f"the notebooks up to 06) first. Trained here: {', '.join(self.models(seed)) or 'none'}"
+                f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run "
+                "./run_all.sh (or the notebooks up to 06) first. Trained here: "
+                f"{', '.join(self.models(seed)) or 'none'}"
             )
         model, config = training.load_fusion_checkpoint(
             folder / "best.pt", self.ex.baselines.model(seed)
@@ -247,7 +255,8 @@ class ExplorerData:
     def draw_gallery(
         self, frame: pd.DataFrame, *, count: int = 16, columns: int = 8, title: str = ""
     ) -> plt.Figure:
-        """The aligned faces of ``frame``'s first ``count`` rows, each titled true / fused (RGB) classes."""
+        """The aligned faces of ``frame``'s first ``count`` rows, each titled
+        true / fused (RGB) classes."""
         rows = frame.head(count)
         lines = max(1, -(-len(rows) // columns))
         fig, axes = plt.subplots(
@@ -267,8 +276,8 @@ class ExplorerData:
         return fig
 
     def gradcam(self, outputs: ModelOutputs, index: int) -> explain.Explanation:
-        """Grad-CAM++ of both branches for one test image, computed once per model and image (moving the w slider
-        redraws the panel without computing it again)."""
+        """Grad-CAM++ of both branches for one test image, computed once per model and image (moving
+        the w slider redraws the panel without computing it again)."""
         key = (outputs.name, outputs.seed, int(index))
         if key not in self._cams:
             self._cams[key] = explain.explain(
@@ -283,8 +292,9 @@ class ExplorerData:
     def draw_panel(
         self, outputs: ModelOutputs, index: int, w: float | None = None, *, cams: bool = False
     ) -> plt.Figure:
-        """One test image: the aligned face and its landmark heatmap (with Grad-CAM++ of both branches when ``cams``),
-        both heads' and the fused probabilities at ``w``, with the confidence p, the agreement and the factor."""
+        """One test image: the aligned face and its landmark heatmap (with Grad-CAM++ of both
+        branches when ``cams``), both heads' and the fused probabilities at ``w``, with the
+        confidence p, the agreement and the factor."""
         index = int(index)
         fused, factor = outputs.refuse(w)
         rgb = outputs.out.rgb_logits[index].softmax(0).numpy()
@@ -340,8 +350,8 @@ class ExplorerData:
         shown = outputs.model.w_disagree if w is None else w
         agree = rgb.argmax() == landmark.argmax()
         bars.set_title(
-            f"p = {landmark.max():.2f}, {'agree' if agree else 'disagree'}, factor {factor[index]:.2f}"
-            + (f" (w = {shown:.2f})" if outputs.uses_w else ""),
+            f"p = {landmark.max():.2f}, {'agree' if agree else 'disagree'}, factor "
+            f"{factor[index]:.2f}" + (f" (w = {shown:.2f})" if outputs.uses_w else ""),
             fontsize=8,
         )
         fig.tight_layout()
@@ -349,11 +359,10 @@ class ExplorerData:
 
 
 class Explorer:
-    """The ipywidgets explorer: choose seed and model, filter and sort the test images, pick one, move w."""
+    """The ipywidgets explorer: choose seed and model, filter and sort the
+    test images, pick one, move w."""
 
     def __init__(self, experiment, data: ExplorerData | None = None):
-        import ipywidgets as widgets
-
         self.data = data or ExplorerData(experiment)
         ex = experiment
         any_value = [("any", None)]
@@ -385,9 +394,8 @@ class Explorer:
         )
         self.cams = widgets.Checkbox(value=False, description="Grad-CAM++ (a few seconds)")
         self.summary = widgets.HTML()
-        self.prediction = (
-            widgets.HTML()
-        )  # the chosen image's fused class at this w (read by the browser test)
+        # the chosen image's fused class at this w (read by the browser test)
+        self.prediction = widgets.HTML()
         self.figure = widgets.Output()
         self.gallery = widgets.Output()
         for control in (
@@ -448,8 +456,9 @@ class Explorer:
         oa = float((chosen["fused"] == chosen["true"]).mean()) if len(chosen) else float("nan")
         rgb = float((chosen["RGB"] == chosen["true"]).mean()) if len(chosen) else float("nan")
         self.summary.value = (
-            f"<b>{len(chosen)}</b> of {len(frame)} test images; on them fused OA <b>{oa:.3f}</b> at w = {self.w.value:.2f} "
-            f"(RGB head {rgb:.3f}){'' if outputs.uses_w else ' - w does not act on this weighting'}"
+            f"<b>{len(chosen)}</b> of {len(frame)} test images; on them fused OA <b>{oa:.3f}</b> "
+            f"at w = {self.w.value:.2f} (RGB head "
+            f"{rgb:.3f}){'' if outputs.uses_w else ' - w does not act on this weighting'}"
         )
         keep = self.image.value
         self.image.options = [
@@ -472,7 +481,10 @@ class Explorer:
             return
         outputs = self._current()
         fused, _ = outputs.refuse(self.w.value)
-        self.prediction.value = f"<span class='fer-prediction'>fused at w = {self.w.value:.2f}: {outputs.classes[int(fused[self.image.value].argmax())]}</span>"
+        self.prediction.value = (
+            f"<span class='fer-prediction'>fused at w = {self.w.value:.2f}: "
+            f"{outputs.classes[int(fused[self.image.value].argmax())]}</span>"
+        )
         self.figure.clear_output(wait=True)
         with self.figure:
             _display_figure(
@@ -481,23 +493,19 @@ class Explorer:
 
 
 def _display_figure(fig: plt.Figure) -> None:
-    from IPython.display import display
-
     display(fig)
     plt.close(fig)  # shown once, not again at the end of the cell
 
 
 def show(experiment, data: ExplorerData | None = None) -> None:
-    """Display the live explorer, or, where the pipeline renders the report (no kernel behind the page), say where it lives."""
-    import os
-
-    from IPython.display import Markdown, display
-
+    """Display the live explorer, or, where the pipeline renders the report (no kernel behind the
+    page), say where it lives."""
     if os.environ.get(BATCH_REPORT_ENV):
         display(
             Markdown(
-                "*The live explorer is not part of the HTML report (no kernel runs behind it): open "
-                "`notebooks/10_explore.ipynb` in JupyterLab (`./run_all.sh lab`) and run it to use it.*"
+                "*The live explorer is not part of the HTML report (no kernel runs behind it): "
+                "open `notebooks/10_explore.ipynb` in JupyterLab (`./run_all.sh lab`) and run it "
+                "to use it.*"
             )
         )
         return

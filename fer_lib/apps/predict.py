@@ -1,11 +1,12 @@
-"""What a trained model says about new photos (``python -m fer_lib predict``): every face of every photo, on both
-branches.
+"""What a trained model says about new photos (``python -m fer_lib predict``): every face of every
+photo, on both branches.
 
-Per face: dlib's box and 68 points (``fer_lib.data.faces``), the aligned crop made as the training data was, the
-landmark heatmap, the probabilities of the RGB, landmark-only and fused heads, and Grad-CAM++ of both branches at
-the paper's layers (``fer_lib.evaluation.explain``). A single photo has no batch, so ARM runs batch-independent: its
-batch-mean term is the population mean stored in the checkpoints (the mean over the training images). Without
-a fusion checkpoint, the RGB baseline alone.
+Per face: dlib's box and 68 points (``fer_lib.data.faces``), the aligned crop made as the training
+data was, the landmark heatmap, the probabilities of the RGB, landmark-only and fused heads, and
+Grad-CAM++ of both branches at the paper's layers (``fer_lib.evaluation.explain``). A single photo
+has no batch, so ARM runs batch-independent: its batch-mean term is the population mean stored in
+the checkpoints (the mean over the training images). Without a fusion checkpoint, the RGB baseline
+alone.
 """
 
 from __future__ import annotations
@@ -19,16 +20,22 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
-from fer_lib import models
+from fer_lib import models, training
 from fer_lib.data import landmarks, tensors
 from fer_lib.data.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation import explain
+from fer_lib.io import save_csv
 from fer_lib.runtime import devices, precision
+from fer_lib.training import landmark_inputs
 
 HEADS = (("rgb", "RGB"), ("landmark", "landmark only"), ("fused", "fused"))
-BATCH_NOTE = "ARM batch-independent: its batch term is the stored population mean (a single photo has no batch)"
+BATCH_NOTE = (
+    "ARM batch-independent: its batch term is the stored population mean (a single photo has no "
+    "batch)"
+)
 
 
 def photos_in(paths: list[Path]) -> list[Path]:
@@ -51,8 +58,8 @@ def photos_in(paths: list[Path]) -> list[Path]:
 
 
 def figure_stems(photos: list[Path]) -> dict[Path, str]:
-    """Each photo's figure name: its stem, or where two photos share one (a/x.jpg, b/x.png), its path below their
-    common folder with "__" for "/", so that no figure overwrites another."""
+    """Each photo's figure name: its stem, or where two photos share one (a/x.jpg, b/x.png), its
+    path below their common folder with "__" for "/", so that no figure overwrites another."""
     stems = [p.stem for p in photos]
     if len(set(stems)) == len(stems):
         return dict(zip(photos, stems))
@@ -66,10 +73,8 @@ def figure_stems(photos: list[Path]) -> dict[Path, str]:
 
 
 def baseline_population_mean(baseline: models.ARMNet, data_root: Path, device: torch.device) -> int:
-    """Estimate the baseline's population mean over a RAF-DB copy's training images, as notebook 09 does for a
-    checkpoint that stores none (the ARM authors'); returns how many images it took."""
-    from fer_lib import training
-
+    """Estimate the baseline's population mean over a RAF-DB copy's training images, as notebook 09
+    does for a checkpoint that stores none (the ARM authors'); returns how many images it took."""
     fit, _ = training.load_splits(data_root, baseline.input_size, progress=True)
     maps = training.rgb_feature_cache(baseline.to(device), fit, flips=(False,), progress=True)[0]
     baseline.arm.estimate_population_mean(maps.to(device).split(256))
@@ -82,48 +87,48 @@ def load_models(
     device: torch.device,
     mean_data: Path | None = None,
 ):
-    """(baseline, fusion model or None, fusion config or None), in eval mode and batch-independent. A baseline
-    checkpoint without a population mean gets one estimated over ``mean_data``'s training images."""
-    from fer_lib import training
-
+    """(baseline, fusion model or None, fusion config or None), in eval mode and
+    batch-independent. A baseline checkpoint without a population mean gets one estimated over
+    ``mean_data``'s training images."""
     baseline = models.load_arm_checkpoint(baseline_path)
     if torch.isnan(baseline.arm.population_mean).any():
         if mean_data is None:
             raise models.CheckpointError(
-                f"{baseline_path} carries no population mean, which a single photo needs (ARM's batch-independent "
-                "mode; the ARM authors' checkpoint stores none): add --data RAF-DB/basic, and predict estimates it "
-                "over those training images, as notebook 09 does"
+                f"{baseline_path} carries no population mean, which a single photo needs (ARM's "
+                "batch-independent mode; the ARM authors' checkpoint stores none): add --data "
+                "RAF-DB/basic, and predict estimates it over those training images, as notebook "
+                "09 does"
             )
         count = baseline_population_mean(baseline, Path(mean_data), device)
         print(
-            f"{baseline_path} carries no population mean: estimated over the {count} training images of "
-            f"{mean_data}"
+            f"{baseline_path} carries no population mean: estimated over the {count} training "
+            f"images of {mean_data}"
         )
     fusion, config = (None, None)
     if fusion_path is not None:
         fusion, config = training.load_fusion_checkpoint(fusion_path, baseline)
         if fusion.arm is None:
             raise models.CheckpointError(
-                f"{fusion_path} is a coordinate-branch run, which predict cannot explain with Grad-CAM; "
-                "pass a heatmap run (the proposed model's best.pt)"
+                f"{fusion_path} is a coordinate-branch run, which predict cannot explain with "
+                "Grad-CAM; pass a heatmap run (the proposed model's best.pt)"
             )
         if torch.isnan(fusion.arm.population_mean).any():
             raise models.CheckpointError(
-                f"{fusion_path} carries no population mean for the landmark ARM, which a single photo needs; the "
-                "report's runs store it for the proposed model only (fusion/both_w0.60_seed*/best.pt), and "
-                "`python -m fer_lib train-fusion` always"
+                f"{fusion_path} carries no population mean for the landmark ARM, which a single "
+                "photo needs; the report's runs store it for the proposed model only "
+                "(fusion/both_w0.60_seed*/best.pt), and `python -m fer_lib train-fusion` always"
             )
         fusion = fusion.to(device).eval().set_affinity("fixed")
     return baseline.to(device).eval().set_affinity("fixed"), fusion, config
 
 
 def face_split(image, faces: list[Face], size: int, name: str) -> tensors.SplitTensors:
-    """The faces of one photo as the networks' input: aligned crops at ``size`` and their 37 points on that canvas."""
+    """The faces of one photo as the networks' input: aligned crops at ``size`` and their 37 points
+    on that canvas."""
     crops = []
     for face in faces:
-        crop = align(
-            image, face
-        )  # 100x100, then resized as the training images were (tensors._load_image)
+        # 100x100, then resized as the training images were (tensors._load_image)
+        crop = align(image, face)
         crops.append(
             np.asarray(
                 crop
@@ -153,8 +158,9 @@ def predict(
     mean_data: Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Predict and explain every face of every photo with the models of two checkpoints (see ``predict_photos``);
-    ``mean_data``: a RAF-DB copy whose training images give a baseline without a population mean one."""
+    """Predict and explain every face of every photo with the models of two checkpoints (see
+    ``predict_photos``); ``mean_data``: a RAF-DB copy whose training images give a baseline without
+    a population mean one."""
     device = device or devices.pick_device()
     photos = photos_in(paths)  # a missing or non-image path is named before any model loads
     baseline, fusion, config = load_models(
@@ -174,10 +180,6 @@ def predict_photos(
 ) -> pd.DataFrame:
     """Every face of every photo through loaded models whose ARM population means are set; writes
     ``out/predictions.csv`` and one figure per face (PNG and PDF)."""
-    from tqdm.auto import tqdm
-
-    from fer_lib.io import save_csv
-
     device = next(baseline.parameters()).device
     baseline.eval().set_affinity("fixed")
     if fusion is not None:
@@ -209,8 +211,6 @@ def predict_photos(
             }
         explanation = None
         if fusion is not None:
-            from fer_lib.training import landmark_inputs
-
             with torch.no_grad(), precision.autocast(device):  # the landmark trunk as evaluated
                 outputs = fusion.forward_cached(
                     per_image,
@@ -282,8 +282,9 @@ def plot_face(
     title: str,
     classes: tuple[str, ...] = CLASSES,
 ) -> plt.Figure:
-    """One face: the photo with its box and points, the aligned crop, the heatmap, the heads' probabilities (over the
-    model's ``classes``) and, with a fusion model, Grad-CAM++ of both branches."""
+    """One face: the photo with its box and points, the aligned crop, the heatmap, the
+    heads' probabilities (over the model's ``classes``) and, with a fusion model,
+    Grad-CAM++ of both branches."""
     columns = 6 if explanation is not None else 3
     fig, axes = plt.subplots(
         1,

@@ -1,21 +1,23 @@
 """AffectNet (Mollahosseini et al., 2017) in either of its releases, read from its own files.
 
-- The CSV release: ``Manually_Annotated_Images/<dir>/<hash>.jpg`` with ``training.csv`` and ``validation.csv``
-  (in ``Manually_Annotated_file_lists/`` or beside the images), columns ``subDirectory_filePath, face_x, face_y,
-  face_width, face_height, facial_landmarks, expression, valence, arousal``; the landmarks are 68 iBUG points as
-  one ``x1;y1;...`` string in the original image's pixels.
+- The CSV release: ``Manually_Annotated_Images/<dir>/<hash>.jpg`` with ``training.csv`` and
+  ``validation.csv`` (in ``Manually_Annotated_file_lists/`` or beside the images), columns
+  ``subDirectory_filePath, face_x, face_y, face_width, face_height, facial_landmarks, expression,
+  valence, arousal``; the landmarks are 68 iBUG points as one ``x1;y1;...`` string in the original
+  image's pixels.
 - The numpy release: ``train_set/`` and ``val_set/``, each with ``images/N.jpg`` (224x224 crops) and
   ``annotations/N_exp.npy``, ``N_lnd.npy`` (68 points), ``N_val.npy``, ``N_aro.npy``; no face box.
 
 Protocol, as in every AffectNet paper: the validation set is the test split; expressions 8-10 (None,
-Uncertain, No-Face) are excluded and counted; Contempt (7) is kept for AffectNet-8 (the default) and excluded,
-counted, for AffectNet-7. The numpy release's class order is not the CSV release's in every copy (repacks use
-alphabetical order): ``class_order="auto"`` takes the order in which Happy, by far the largest training class,
-has the largest code, and says so; a copy where that does not decide is refused, asking for ``class_order``.
+Uncertain, No-Face) are excluded and counted; Contempt (7) is kept for AffectNet-8 (the default) and
+excluded, counted, for AffectNet-7. The numpy release's class order is not the CSV release's in
+every copy (repacks use alphabetical order): ``class_order="auto"`` takes the order in which Happy,
+by far the largest training class, has the largest code, and says so; a copy where that does not
+decide is refused, asking for ``class_order``.
 
-Both readers stream: the CSV is read row by row, the numpy release one sample's files at a time. The numpy reader
-keeps one small integer per sample (its expression code, which the class-order detection needs before any sample
-is labelled), never its image or landmarks.
+Both readers stream: the CSV is read row by row, the numpy release one sample's files at a time. The
+numpy reader keeps one small integer per sample (its expression code, which the class-order
+detection needs before any sample is labelled), never its image or landmarks.
 """
 
 from __future__ import annotations
@@ -93,14 +95,16 @@ def _class_count(classes: int) -> int:
 def _label_of(
     code: int, names: tuple[str, ...], index: dict[str, int], counts: Counts
 ) -> int | None:
-    """The project's label for a data set code, or None (counted in ``counts.excluded``) when the protocol drops it."""
+    """The project's label for a data set code, or None (counted in ``counts.excluded``) when the
+    protocol drops it."""
     name = names[code]
     if code in EXCLUDED_CODES:
         counts.exclude(f"expression {code} ({name}): not an expression class (AffectNet protocol)")
         return None
     if name not in index:
         counts.exclude(
-            f"expression {code} ({name}): not among the {len(index)} classes (AffectNet-{len(index)})"
+            f"expression {code} ({name}): not among the {len(index)} classes "
+            f"(AffectNet-{len(index)})"
         )
         return None
     return index[name]
@@ -128,7 +132,8 @@ class AffectNetCsv:
         return self.root / AFFECTNET_LIST_DIRS[0] / LIST_FILES[split]
 
     def _rows(self, split: str, problems: list[str]) -> Iterator[tuple[int, dict]]:
-        """(line number, row) of a list file, streamed; a missing file or column goes to ``problems``."""
+        """(line number, row) of a list file, streamed; a missing file or
+        column goes to ``problems``."""
         path = self.list_file(split)
         if not path.exists():
             problems.append(
@@ -154,7 +159,8 @@ class AffectNetCsv:
                 if len(fields) != len(header):
                     problems.append(
                         f"{path}:{line}: {len(fields)} fields where the header has {len(header)}; "
-                        "the row is cut or holds a stray comma. Restore it from AffectNet's archive."
+                        "the row is cut or holds a stray comma. Restore it from AffectNet's "
+                        "archive."
                     )
                     continue
                 yield line, dict(zip(header, fields))
@@ -179,7 +185,8 @@ class AffectNetCsv:
             return None
         if not 0 <= code <= 10:
             problems.append(
-                f"{path}:{line}: expression {code} is outside 0..10 (AffectNet's codes); fix or remove the row"
+                f"{path}:{line}: expression {code} is outside 0..10 (AffectNet's codes); fix or "
+                "remove the row"
             )
             return None
         label = _label_of(code, CODES, self.index, counts)
@@ -189,23 +196,24 @@ class AffectNetCsv:
             box = tuple(float(row[k]) for k in ("face_x", "face_y", "face_width", "face_height"))
         except ValueError:
             problems.append(
-                f"{path}:{line}: face box {[row[k] for k in ('face_x', 'face_y', 'face_width', 'face_height')]} "
-                "is not four numbers"
+                f"{path}:{line}: face box "
+                f"{[row[k] for k in ('face_x', 'face_y', 'face_width', 'face_height')]} is not "
+                "four numbers"
             )
             return None
         points = parse_points68(row["facial_landmarks"])
         if points is None:
             found = len(row["facial_landmarks"].replace(";", " ").split())
             problems.append(
-                f"{path}:{line}: facial_landmarks holds {found} values, not 136 numbers (68 points x, y); "
-                "restore the row from AffectNet's archive"
+                f"{path}:{line}: facial_landmarks holds {found} values, not 136 numbers (68 "
+                "points x, y); restore the row from AffectNet's archive"
             )
             return None
         image = self.root / IMAGES_DIR / row["subDirectory_filePath"].strip()
         if check_files and not image.is_file():
             problems.append(
-                f"{path}:{line}: image {image} missing. Restore it from Manually_Annotated_Images, or "
-                "remove the row."
+                f"{path}:{line}: image {image} missing. Restore it from "
+                "Manually_Annotated_Images, or remove the row."
             )
             return None
         return Sample(
@@ -223,7 +231,8 @@ class AffectNetCsv:
     ) -> Iterator[Sample]:
         if not (self.root / IMAGES_DIR).is_dir() and check_files:
             problems.append(
-                f"{self.root / IMAGES_DIR}: missing. AffectNet's CSV release keeps its images there."
+                f"{self.root / IMAGES_DIR}: missing. AffectNet's CSV release keeps its images "
+                "there."
             )
             return
         for split in ("train", "test"):
@@ -261,16 +270,19 @@ class AffectNetCsv:
 def _protocol(classes: tuple[str, ...], test: str) -> list[str]:
     eight = rafdb.CONTEMPT in classes
     return [
-        f"protocol: AffectNet-{len(classes)}; {test} is the test split, as in every AffectNet paper; expressions "
-        f"8-10 (None, Uncertain, No-Face) excluded; Contempt {'kept' if eight else 'excluded'}",
-        "protocol: the training set is unbalanced (Happy about 134k, Contempt about 4k); peers train with a "
-        "class-balanced sampler, which this project does not (its validation split is stratified)",
+        f"protocol: AffectNet-{len(classes)}; {test} is the test split, as in every AffectNet "
+        "paper; expressions 8-10 (None, Uncertain, No-Face) excluded; Contempt "
+        f"{'kept' if eight else 'excluded'}",
+        "protocol: the training set is unbalanced (Happy about 134k, Contempt about 4k); peers "
+        "train with a class-balanced sampler, which this project does not (its validation split "
+        "is stratified)",
     ]
 
 
 class AffectNetNpy:
-    """The numpy release (``train_set/``, ``val_set/``). ``class_order`` auto (decided from the training set),
-    affectnet (the CSV release's codes) or alphabetical (Anger, Contempt, Disgust, ..., as some repacks)."""
+    """The numpy release (``train_set/``, ``val_set/``). ``class_order`` auto (decided from the
+    training set), affectnet (the CSV release's codes) or alphabetical (Anger, Contempt, Disgust,
+    ..., as some repacks)."""
 
     layout = "AffectNet (numpy release)"
 
@@ -286,7 +298,8 @@ class AffectNetNpy:
         self.order_note = ""
 
     def _ids(self, split: str, problems: list[str]) -> list[str]:
-        """The sample numbers of a split whose image and annotations are all there (the rest go to ``problems``)."""
+        """The sample numbers of a split whose image and annotations are all there
+        (the rest go to ``problems``)."""
         folder = self.root / NPY_SPLITS[split]
         try:
             images = {
@@ -295,20 +308,22 @@ class AffectNetNpy:
             annotations = {e.name for e in os.scandir(folder / "annotations")}
         except FileNotFoundError as error:
             problems.append(
-                f"{error.filename}: missing. AffectNet's numpy release holds {NPY_SPLITS[split]}/images/ "
-                "and annotations/."
+                f"{error.filename}: missing. AffectNet's numpy release holds "
+                f"{NPY_SPLITS[split]}/images/ and annotations/."
             )
             return []
         labelled = {name[: -len("_exp.npy")] for name in annotations if name.endswith("_exp.npy")}
         for n in sorted(images - labelled, key=_number):
             problems.append(
-                f"{folder / 'annotations' / (n + '_exp.npy')}: missing for images/{n}.jpg (the row counts "
-                "of images/ and annotations/ differ). Restore it, or remove the image."
+                f"{folder / 'annotations' / (n + '_exp.npy')}: missing for images/{n}.jpg (the "
+                "row counts of images/ and annotations/ differ). Restore it, or remove the "
+                "image."
             )
         for n in sorted(labelled - images, key=_number):
             problems.append(
-                f"{folder / 'images' / (n + '.jpg')}: missing, but annotations/{n}_exp.npy exists (the row "
-                "counts of images/ and annotations/ differ). Restore the image, or remove its annotations."
+                f"{folder / 'images' / (n + '.jpg')}: missing, but annotations/{n}_exp.npy exists "
+                "(the row counts of images/ and annotations/ differ). Restore the image, or "
+                "remove its annotations."
             )
         ids = sorted(images & labelled, key=_number)
         for n in ids:
@@ -325,12 +340,14 @@ class AffectNetNpy:
             code = int(np.asarray(np.load(folder / f"{n}_exp.npy", allow_pickle=False)).item())
         except (OSError, ValueError, TypeError) as error:
             problems.append(
-                f"{folder / (n + '_exp.npy')}: not one whole number ({error}); restore it from the archive"
+                f"{folder / (n + '_exp.npy')}: not one whole number ({error}); restore it from "
+                "the archive"
             )
             return None
         if not 0 <= code <= 10:
             problems.append(
-                f"{folder / (n + '_exp.npy')}: expression {code} is outside 0..10; fix or remove the sample"
+                f"{folder / (n + '_exp.npy')}: expression {code} is outside 0..10; fix or remove "
+                "the sample"
             )
             return None
         try:
@@ -344,8 +361,8 @@ class AffectNetNpy:
             return None
         if points.size != 136 or not np.isfinite(points).all():
             problems.append(
-                f"{folder / (n + '_lnd.npy')}: {points.size} values, not 136 finite numbers (68 points); "
-                "restore it from the archive"
+                f"{folder / (n + '_lnd.npy')}: {points.size} values, not 136 finite numbers (68 "
+                "points); restore it from the archive"
             )
             return None
         return code, points.reshape(68, 2)
@@ -368,7 +385,8 @@ class AffectNetNpy:
         return codes, problems
 
     def _names(self, codes: dict, problems: list[str]) -> tuple[str, ...]:
-        """The class names of the codes: the order asked for, or the one ``auto`` detects (noted in ``order_note``)."""
+        """The class names of the codes: the order asked for, or the one ``auto``
+        detects (noted in ``order_note``)."""
         if self.class_order == "affectnet":
             self.order_note = "class order: AffectNet's (0 Neutral, 1 Happy, ...), as asked"
             return CODES
@@ -381,20 +399,20 @@ class AffectNetNpy:
         largest = int(train.argmax()) if train.sum() else -1
         if largest == CODES.index("Happiness"):
             self.order_note = (
-                f"class order: AffectNet's (0 Neutral, 1 Happy, ...), detected: code 1 is the largest "
-                f"training class ({train[1]} images), as Happy is in AffectNet"
+                "class order: AffectNet's (0 Neutral, 1 Happy, ...), detected: code 1 is the "
+                f"largest training class ({train[1]} images), as Happy is in AffectNet"
             )
             return CODES
         if largest == ALPHABETICAL.index("Happiness"):
             self.order_note = (
-                f"class order: alphabetical (0 Anger, 1 Contempt, ...), detected: code 4 is the largest "
-                f"training class ({train[4]} images), as Happy is in AffectNet"
+                "class order: alphabetical (0 Anger, 1 Contempt, ...), detected: code 4 is the "
+                f"largest training class ({train[4]} images), as Happy is in AffectNet"
             )
             return ALPHABETICAL
         problems.append(
-            f"{self.root}: cannot tell this copy's class order (the largest training class has code "
-            f"{largest}, where Happy is 1 in AffectNet's order and 4 in alphabetical order). Pass "
-            "--class-order affectnet or --class-order alphabetical."
+            f"{self.root}: cannot tell this copy's class order (the largest training class has "
+            f"code {largest}, where Happy is 1 in AffectNet's order and 4 in alphabetical "
+            "order). Pass --class-order affectnet or --class-order alphabetical."
         )
         return CODES
 

@@ -1,14 +1,17 @@
-"""CK+ (Lucey et al., 2010): posed sequences from neutral to peak, with 68 AAM landmarks for every frame.
+"""CK+ (Lucey et al., 2010): posed sequences from neutral to peak, with 68 AAM landmarks for every
+frame.
 
-Layout: ``cohn-kanade-images/S005/001/S005_001_00000011.png``, ``Landmarks/S005/001/S005_001_00000011_landmarks.txt``
-(68 rows of ``x y`` in scientific notation) and ``Emotion/S005/001/S005_001_00000011_emotion.txt`` (one number,
-for the peak frame of the 327 labelled sequences; codes 0 neutral, 1 anger, 2 contempt, 3 disgust, 4 fear,
-5 happy, 6 sadness, 7 surprise).
+Layout: ``cohn-kanade-images/S005/001/S005_001_00000011.png``,
+``Landmarks/S005/001/S005_001_00000011_landmarks.txt`` (68 rows of ``x y`` in scientific notation)
+and ``Emotion/S005/001/S005_001_00000011_emotion.txt`` (one number, for the peak frame of the 327
+labelled sequences; codes 0 neutral, 1 anger, 2 contempt, 3 disgust, 4 fear, 5 happy, 6 sadness, 7
+surprise).
 
-Protocol (the usual one): every labelled sequence gives its last three frames with its label, and, with
-``first_neutral`` (the default), its first frame as Neutral. Subjects are dealt to ``folds`` folds in sorted
-order (subject i to fold i mod k), so no subject is in both training and test; fold ``fold`` is the test split.
-A converted copy holds one fold; convert once per fold (``--fold``) to run them all.
+Protocol (the usual one): every labelled sequence gives its last three frames with its label, and,
+with ``first_neutral`` (the default), its first frame as Neutral. Subjects are dealt to ``folds``
+folds in sorted order (subject i to fold i mod k), so no subject is in both training and test; fold
+``fold`` is the test split. A converted copy holds one fold; convert once per fold (``--fold``) to
+run them all.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def parse_landmark_file(path: Path, problems: list[str]) -> np.ndarray | None:
         return None
     if len(rows) != 68:
         problems.append(
-            f"{path}: {len(rows)} points, expected 68 rows of 'x y'. Restore it from CK+'s Landmarks/."
+            f"{path}: {len(rows)} points, expected 68 rows of 'x y'. Restore it from CK+'s "
+            "Landmarks/."
         )
         return None
     try:
@@ -60,7 +64,8 @@ def parse_landmark_file(path: Path, problems: list[str]) -> np.ndarray | None:
 
 
 class CkPlus:
-    """CK+'s three folders; ``folds`` (default 10) subject-wise folds, ``fold`` the test fold; ``classes`` 8 or 7."""
+    """CK+'s three folders; ``folds`` (default 10) subject-wise folds, ``fold`` the test fold;
+    ``classes`` 8 or 7."""
 
     layout = "CK+"
 
@@ -79,7 +84,8 @@ class CkPlus:
         if not (2 <= folds and 0 <= fold < folds):
             raise DataSetError(
                 [
-                    f"need 2 or more folds and a test fold in 0..folds-1, got folds={folds}, fold={fold}"
+                    f"need 2 or more folds and a test fold in 0..folds-1, got folds={folds}, "
+                    f"fold={fold}"
                 ]
             )
         self.classes = project_classes(classes == 8)
@@ -93,8 +99,8 @@ class CkPlus:
         for folder in (IMAGES_DIR, EMOTION_DIR, LANDMARKS_DIR):
             if not (self.root / folder).is_dir():
                 problems.append(
-                    f"{self.root / folder}: missing. CK+ needs cohn-kanade-images/, Emotion/ and Landmarks/ "
-                    "side by side (unpack each of its archives here)."
+                    f"{self.root / folder}: missing. CK+ needs cohn-kanade-images/, Emotion/ and "
+                    "Landmarks/ side by side (unpack each of its archives here)."
                 )
         if problems:
             return []
@@ -105,7 +111,8 @@ class CkPlus:
                 code = int(round(float(path.read_text(encoding="utf-8").split()[0])))
             except (IndexError, ValueError, UnicodeDecodeError):
                 problems.append(
-                    f"{path}:1: not one number (an emotion code 0..7). Restore it from CK+'s Emotion/."
+                    f"{path}:1: not one number (an emotion code 0..7). Restore it from CK+'s "
+                    "Emotion/."
                 )
                 continue
             if not 0 <= code <= 7:
@@ -129,7 +136,8 @@ class CkPlus:
         self.fold_sizes = [sum(1 for f in folds.values() if f == k) for k in range(self.folds)]
         if sequences and len(folds) < self.folds:
             problems.append(
-                f"{self.root}: {len(folds)} subject(s) cannot fill {self.folds} folds; pass fewer folds"
+                f"{self.root}: {len(folds)} subject(s) cannot fill {self.folds} folds; pass fewer "
+                "folds"
             )
             return
         for subject, sequence, code, emotion_file in tqdm(
@@ -167,8 +175,9 @@ class CkPlus:
     def _frames(
         self, subject: str, sequence: str, emotion_file: Path, problems: list[str]
     ) -> list[Path] | None:
-        """The sequence's frames from the first to the labelled peak, or None (the reason in ``problems``). A frame
-        is known by its image or by its landmark file, so a missing image is named, not silently skipped."""
+        """The sequence's frames from the first to the labelled peak, or None (the reason in
+        ``problems``). A frame is known by its image or by its landmark file, so a missing image is
+        named, not silently skipped."""
         frame_dir = self.root / IMAGES_DIR / subject / sequence
         images = {p.stem for p in frame_dir.glob("*.png") if _FRAME.match(p.name)}
         landmark_dir = self.root / LANDMARKS_DIR / subject / sequence
@@ -176,16 +185,17 @@ class CkPlus:
         peak = emotion_file.name[: -len("_emotion.txt")]
         for stem in sorted((marked | {peak}) - images):
             problems.append(
-                f"{frame_dir / (stem + '.png')}: missing, but its landmarks (or its emotion label) exist. "
-                "Restore it from cohn-kanade-images/."
+                f"{frame_dir / (stem + '.png')}: missing, but its landmarks (or its emotion "
+                "label) exist. Restore it from cohn-kanade-images/."
             )
         if (marked | {peak}) - images:
             return None
         frames = sorted(frame_dir / f"{stem}.png" for stem in images if stem <= peak)
         if len(frames) < PEAK_FRAMES + 1:
             problems.append(
-                f"{frame_dir}: {len(frames)} frame(s) up to the labelled one; a labelled sequence needs at "
-                f"least {PEAK_FRAMES + 1} (neutral to peak). Restore it from cohn-kanade-images/."
+                f"{frame_dir}: {len(frames)} frame(s) up to the labelled one; a labelled sequence "
+                f"needs at least {PEAK_FRAMES + 1} (neutral to peak). Restore it from "
+                "cohn-kanade-images/."
             )
             return None
         return frames
@@ -203,8 +213,10 @@ class CkPlus:
     def protocol(self) -> list[str]:
         sizes = f" ({', '.join(map(str, self.fold_sizes))} subjects)" if self.fold_sizes else ""
         return [
-            f"protocol: CK+, {len(self.classes)} classes; the last {PEAK_FRAMES} frames of each labelled sequence "
-            f"take its label{', its first frame is Neutral' if self.first_neutral else ''}",
-            f"protocol: subject-wise {self.folds} folds{sizes}, subjects dealt in sorted order; fold {self.fold} is "
-            "the test split here (convert once per fold and report the mean over folds)",
+            f"protocol: CK+, {len(self.classes)} classes; the last {PEAK_FRAMES} frames of each "
+            "labelled sequence take its "
+            f"label{', its first frame is Neutral' if self.first_neutral else ''}",
+            f"protocol: subject-wise {self.folds} folds{sizes}, subjects dealt in sorted order; "
+            f"fold {self.fold} is the test split here (convert once per fold and report the mean "
+            "over folds)",
         ]

@@ -1,7 +1,9 @@
-"""One way in: the reader of whichever layout a folder holds, and its check (``check-data``, ``convert-data``).
+"""One way in: the reader of whichever layout a folder holds, and its check (``check-data``,
+``convert-data``).
 
-Above the readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``) and the shared conversion code they use
-(``fer_lib.data.layouts``), so imports run one way: layouts <- readers <- this module <- the command line.
+Above the readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``) and the shared conversion
+code they use (``fer_lib.data.layouts``), so imports run one way: layouts <- readers <- this module
+<- the command line.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ READERS = {
 def check_layout(
     path: str | os.PathLike, *, decode_images: bool = True, progress: bool = True, **options
 ) -> rafdb.CheckReport:
-    """Check a copy of whichever layout ``path`` holds (``detect_layout``); ``options`` go to that layout's reader
-    (``label_mode`` for FERPlus, ``classes`` 7 or 8, ``class_order`` for AffectNet's numpy release)."""
+    """Check a copy of whichever layout ``path`` holds (``detect_layout``); ``options`` go to that
+    layout's reader (``label_mode`` for FERPlus, ``classes`` 7 or 8, ``class_order`` for
+    AffectNet's numpy release)."""
     try:
         layout = detect_layout(path)
     except DataSetError as error:
@@ -37,8 +40,9 @@ def check_layout(
             [0] * 7,
             [0] * 7,
             [
-                f"{path}: a folder of photos (class folders), not yet in RAF-DB's layout. Turn it into one with "
-                f"`python -m fer_lib import-images {path} OUT` (a face detector finds the faces), then check OUT"
+                f"{path}: a folder of photos (class folders), not yet in RAF-DB's layout. Turn it "
+                f"into one with `python -m fer_lib import-images {path} OUT` (a face detector "
+                "finds the faces), then check OUT"
             ],
             [],
             layout=LAYOUT_NAMES["photos"],
@@ -48,7 +52,8 @@ def check_layout(
 
 
 def reader_for(layout: str, path: str | os.PathLike, **options):
-    """The reader object of a layout (``AffectNetCsv``, ``AffectNetNpy``, ``FerPlus``, ``CkPlus``)."""
+    """The reader object of a layout (``AffectNetCsv``, ``AffectNetNpy``,
+    ``FerPlus``, ``CkPlus``)."""
     if layout not in READERS:
         raise DataSetError(
             [f"{path}: layout {layout!r} has no converter (known: {', '.join(READERS)})"]

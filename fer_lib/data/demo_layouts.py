@@ -1,13 +1,15 @@
-"""The synthetic set (``fer_lib.data.synthetic``) written in the layouts of AffectNet, FERPlus and CK+, so that every
-reader, check and converter runs without the real data (``python -m fer_lib demo-data OUT --layout L``).
+"""The synthetic set (``fer_lib.data.synthetic``) written in the layouts of AffectNet, FERPlus and
+CK+, so that every reader, check and converter runs without the real data (``python -m fer_lib
+demo-data OUT --layout L``).
 
-Each writer renders the same faces as the RAF-DB demo (same seed, same Table 3 class proportions) and stores them
-as the real data set stores its own: AffectNet's original photos with a face box and 68 points in its CSV, or
-224x224 crops with ``.npy`` annotations; FER2013's 48x48 grey faces with ten FERPlus votes per row; CK+'s grey PNG
-frames with 68-point landmark files and one emotion file per labelled sequence. What the generator cannot draw is
-said where it is used: it has no Contempt recipe (Contempt rows show Disgust's face), no "not a face" image (codes
-8-10 and NF rows show faces), and a CK+ sequence's frames are separate renderings (one face per frame, not a
-sequence from neutral to peak). A few rows of every kind the protocol excludes are written, so the counts by
+Each writer renders the same faces as the RAF-DB demo (same seed, same Table 3 class proportions)
+and stores them as the real data set stores its own: AffectNet's original photos with a face box and
+68 points in its CSV, or 224x224 crops with ``.npy`` annotations; FER2013's 48x48 grey faces with
+ten FERPlus votes per row; CK+'s grey PNG frames with 68-point landmark files and one emotion file
+per labelled sequence. What the generator cannot draw is said where it is used: it has no Contempt
+recipe (Contempt rows show Disgust's face), no "not a face" image (codes 8-10 and NF rows show
+faces), and a CK+ sequence's frames are separate renderings (one face per frame, not a sequence from
+neutral to peak). A few rows of every kind the protocol excludes are written, so the counts by
 reason are exercised.
 """
 
@@ -32,8 +34,9 @@ MARKER = "DEMO_LAYOUT.json"
 
 
 def _plan(n_train: int, n_test: int, seed: int) -> list[tuple[str, int, str | int]]:
-    """(split, index, class) of every sample: Table 3 proportions over RAF-DB's 7 classes, then one extra row in
-    twenty for Contempt and for what the protocols exclude ("excluded", given a code by each writer)."""
+    """(split, index, class) of every sample: Table 3 proportions over RAF-DB's 7 classes,
+    then one extra row in twenty for Contempt and for what the protocols exclude ("excluded",
+    given a code by each writer)."""
     plan = []
     for split, n in (("train", n_train), ("test", n_test)):
         labels = split_labels(n, split, seed)
@@ -75,7 +78,8 @@ def _finish(out: Path, layout: str, n_train: int, n_test: int, seed: int) -> Pat
 def write_affectnet_csv(
     out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
 ) -> Path:
-    """AffectNet's CSV release: Manually_Annotated_Images/ and Manually_Annotated_file_lists/{training,validation}.csv."""
+    """AffectNet's CSV release: Manually_Annotated_Images/ and
+    Manually_Annotated_file_lists/{training,validation}.csv."""
     out = _prepare(out, "affectnet")
     lists = out / "Manually_Annotated_file_lists"
     lists.mkdir(exist_ok=True)
@@ -126,8 +130,9 @@ NPY_SIZE = 224
 def write_affectnet_npy(
     out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
 ) -> Path:
-    """AffectNet's numpy release: train_set/ and val_set/ with images/N.jpg (224x224 crops) and annotations/N_*.npy.
-    Expressions are stored as the release stores them, as one-character strings, in AffectNet's class order."""
+    """AffectNet's numpy release: train_set/ and val_set/ with images/N.jpg (224x224 crops) and
+    annotations/N_*.npy. Expressions are stored as the release stores them, as one-character
+    strings, in AffectNet's class order."""
     out = _prepare(out, "affectnet-npy")
     rng = np.random.default_rng(seed)
     excluded = iter(np.tile([8, 9, 10], 10_000))
@@ -141,9 +146,8 @@ def write_affectnet_npy(
         (folder / "images").mkdir(parents=True, exist_ok=True)
         (folder / "annotations").mkdir(parents=True, exist_ok=True)
         x1, y1, x2, y2 = sample.box
-        side = (
-            max(x2 - x1, y2 - y1) * 1.2
-        )  # a square crop around the face, as the release's 224x224 images
+        # a square crop around the face, as the release's 224x224 images
+        side = max(x2 - x1, y2 - y1) * 1.2
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         left, top = cx - side / 2, cy - side / 2
         crop = sample.original.crop(
@@ -164,19 +168,13 @@ def write_affectnet_npy(
     return _finish(out, "affectnet-npy", n_train, n_test, seed)
 
 
-FER_CODES = (
-    "Anger",
-    "Disgust",
-    "Fear",
-    "Happiness",
-    "Sadness",
-    "Surprise",
-    "Neutral",
-)  # FER2013's emotion column
+# FER2013's emotion column
+FER_CODES = ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Neutral")
 
 
 def _votes(rng: np.random.Generator, name: str, row: int) -> list[int]:
-    """Ten votes: a clear majority for the class, or for excluded rows in turn a tie, mostly unknown, mostly NF."""
+    """Ten votes: a clear majority for the class, or for excluded rows in turn a tie, mostly
+    unknown, mostly NF."""
     votes = np.zeros(len(ferplus.VOTE_COLUMNS), dtype=int)
     if name == "excluded":
         kind = row % 3
@@ -196,8 +194,8 @@ def _votes(rng: np.random.Generator, name: str, row: int) -> list[int]:
 def write_ferplus(
     out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
 ) -> Path:
-    """fer2013.csv (48x48 grey faces from the aligned crops) and fer2013new.csv (ten votes per row). One training
-    row in five is PublicTest; the test rows are PrivateTest."""
+    """fer2013.csv (48x48 grey faces from the aligned crops) and fer2013new.csv (ten votes per row).
+    One training row in five is PublicTest; the test rows are PrivateTest."""
     out = _prepare(out, "ferplus")
     rng = np.random.default_rng(seed)
     with (
@@ -232,15 +230,15 @@ def write_ferplus(
 def write_ckplus(
     out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
 ) -> Path:
-    """CK+'s cohn-kanade-images/, Landmarks/ and Emotion/. ``n_train + n_test`` frames in sequences of four (a
-    neutral first frame, three peak frames), three sequences per subject; one sequence in eight is unlabelled."""
+    """CK+'s cohn-kanade-images/, Landmarks/ and Emotion/. ``n_train + n_test`` frames in sequences
+    of four (a neutral first frame, three peak frames), three sequences per subject; one sequence in
+    eight is unlabelled."""
     out = _prepare(out, "ckplus")
     plan = [p for p in _plan(n_train, n_test, seed) if p[2] != "excluded"]
     sequences = max(len(plan) // 4, 7)
     for s in tqdm(range(sequences), desc="demo CK+", unit="seq", disable=not progress):
-        split, index, name = plan[
-            s * len(plan) // sequences
-        ]  # spread over the plan: every class, both splits
+        # spread over the plan: every class, both splits
+        split, index, name = plan[s * len(plan) // sequences]
         subject, sequence = f"S{s // 3 + 1:03d}", f"{s % 3 + 1:03d}"
         parts = [
             (folder / subject / sequence)

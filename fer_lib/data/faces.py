@@ -1,26 +1,36 @@
-"""Faces in any photo, offline: detection and 68 landmarks with dlib, and the import of a folder of face photos
-into RAF-DB's layout (``python -m fer_lib import-images``), which every other command then reads unchanged.
+"""Faces in any photo, offline: detection and 68 landmarks with dlib, and the import of a folder of
+face photos into RAF-DB's layout (``python -m fer_lib import-images``), which every other command
+then reads unchanged.
 
 dlib's HOG face detector and its 68-point shape predictor come from PyPI (``dlib-bin``, and
-``face-recognition-models`` for the model files). The 68-point model was trained on iBUG 300-W, whose licence
-allows research use only. From the 68 points this module derives RAF-DB's 5 manual points (eye centres, nose
-tip, mouth corners) and the 37 automatic ones (``landmarks.AUTO37_FROM_IBUG68``), and makes the 100x100 aligned
-crop with the project's own 5-point alignment (``synthetic.warp_aligned``, as the demo data is aligned).
+``face-recognition-models`` for the model files). The 68-point model was trained on iBUG 300-W,
+whose licence allows research use only. From the 68 points this module derives RAF-DB's 5 manual
+points (eye centres, nose tip, mouth corners) and the 37 automatic ones
+(``landmarks.AUTO37_FROM_IBUG68``), and makes the 100x100 aligned crop with the project's own
+5-point alignment (``synthetic.warp_aligned``, as the demo data is aligned).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
+import multiprocessing
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dlib
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
 from fer_lib.data import landmarks, rafdb
+from fer_lib.data.synthetic import warp_aligned
+from fer_lib.data.tensors import stratified_split
+from fer_lib.io import save_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,11 +47,11 @@ CLASS_ALIASES = {
     "Neutral": ("neutral", "calm", "none"),
 }
 ALIAS_TO_CLASS = {alias: k for k, name in enumerate(rafdb.CLASSES) for alias in CLASS_ALIASES[name]}
-DETECTION_MAX_SIDE = (
-    1600  # larger photos are detected on a reduced copy (boxes and points mapped back)
-)
-# Weaker detections are taken as false ones: on scikit-image's astronaut photo saved as JPEG, the face scores 1.63
-# and the mission patch on her suit 0.07, and the patch, being larger, would be "the largest face".
+# larger photos are detected on a reduced copy (boxes and points mapped back)
+DETECTION_MAX_SIDE = 1600
+# Weaker detections are taken as false ones: on scikit-image's astronaut photo saved as JPEG, the
+# face scores 1.63 and the mission patch on her suit 0.07, and the patch, being larger, would be
+# "the largest face".
 MIN_DETECTION_SCORE = 0.3
 
 
@@ -50,14 +60,14 @@ class FaceToolsMissing(RuntimeError):
 
 
 class ImportProblem(ValueError):
-    """A source that cannot be imported as asked (no photos, a bad CSV line, a folder that holds data)."""
+    """A source that cannot be imported as asked (no photos, a bad CSV line,
+    a folder that holds data)."""
 
 
 @lru_cache(maxsize=1)
 def _models():
-    import importlib.util
-
-    # the model file is found without importing face_recognition_models, which needs setuptools' pkg_resources
+    # the model file is found without importing face_recognition_models, which
+    # needs setuptools' pkg_resources
     spec = importlib.util.find_spec("face_recognition_models")
     model = (
         Path(next(iter(spec.submodule_search_locations)))
@@ -66,6 +76,7 @@ def _models():
         if spec
         else None
     )
+    # dlib imported here: a missing one is reported as FaceToolsMissing, with what to install
     try:
         import dlib
     except ImportError as error:
@@ -79,8 +90,9 @@ def _models():
         )
     if dlib is None or missing:
         raise FaceToolsMissing(
-            f"face detection needs dlib-bin and face-recognition-models (missing: {missing or 'dlib'}); "
-            "pip install dlib-bin face-recognition-models, or ./run_all.sh installs them"
+            "face detection needs dlib-bin and face-recognition-models (missing: "
+            f"{missing or 'dlib'}); pip install dlib-bin face-recognition-models, or "
+            "./run_all.sh installs them"
         )
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model))
 
@@ -99,7 +111,8 @@ class Face:
 
     @property
     def manual5(self) -> np.ndarray:
-        """RAF-DB's 5 manual points: left and right eye centres (image left = smaller x), nose tip, mouth corners."""
+        """RAF-DB's 5 manual points: left and right eye centres (image left = smaller
+        x), nose tip, mouth corners."""
         return landmarks.manual5_from_ibug68(self.points68)
 
     @property
@@ -108,8 +121,8 @@ class Face:
 
 
 def load_photo(path: str | os.PathLike) -> Image.Image:
-    """A photo as 8-bit RGB, upright: EXIF orientation applied; grayscale, RGBA (on white), palette and 16-bit
-    images converted."""
+    """A photo as 8-bit RGB, upright: EXIF orientation applied; grayscale, RGBA (on white), palette
+    and 16-bit images converted."""
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -131,14 +144,13 @@ def load_photo(path: str | os.PathLike) -> Image.Image:
 def detect_faces(
     image: Image.Image, *, max_upsample: int = 2, min_score: float = None
 ) -> list[Face]:
-    """The faces dlib's HOG detector finds, largest first, with their 68 points and detection scores.
+    """The faces dlib's HOG detector finds, largest first, with their 68 points and detection
+    scores.
 
     A photo is reduced to at most DETECTION_MAX_SIDE for detection; a small one is upsampled (up to
     ``max_upsample`` times) until a face appears. Detections scoring under ``min_score`` (default
     MIN_DETECTION_SCORE) are dropped as false ones, unless nothing else was found.
     """
-    import dlib
-
     detector, predictor = _models()
     min_score = MIN_DETECTION_SCORE if min_score is None else min_score
     scale = min(1.0, DETECTION_MAX_SIDE / max(image.size))
@@ -169,20 +181,17 @@ def detect_faces(
 
 
 def align(image: Image.Image, face: Face) -> Image.Image:
-    """The 100x100 aligned crop of a face, made as the project aligns every image (eyes to (25, 35) and (75, 35),
-    mouth centre to (50, 75), by the least-squares similarity)."""
-    from fer_lib.data.synthetic import warp_aligned
-
+    """The 100x100 aligned crop of a face, made as the project aligns every image (eyes to (25, 35)
+    and (75, 35), mouth centre to (50, 75), by the least-squares similarity)."""
     return warp_aligned(image, face.manual5)
 
 
 def detector_quality(data: rafdb.RafDb, count: int = 200) -> pd.DataFrame:
-    """How well dlib finds the faces of a data set and how far its 37 points fall from the data set's own, on
-    ``count`` original images spread evenly over it: the share found (a box holding both annotated eye centres)
-    and the normalised mean error of the 37 points over the inter-ocular distance (median and mean over images).
-    On the synthetic set the files' points are the drawn face's plus the simulated detector's noise."""
-    import pandas as pd
-
+    """How well dlib finds the faces of a data set and how far its 37 points fall from the data
+    set's own, on ``count`` original images spread evenly over it: the share found (a box holding
+    both annotated eye centres) and the normalised mean error of the 37 points over the inter-ocular
+    distance (median and mean over images). On the synthetic set the files' points are the drawn
+    face's plus the simulated detector's noise."""
     picks = np.linspace(0, len(data) - 1, min(count, len(data))).astype(int)
     found, errors = 0, []
     for i in picks:
@@ -213,7 +222,8 @@ def detector_quality(data: rafdb.RafDb, count: int = 200) -> pd.DataFrame:
     )
 
 
-# ----------------------------------------------------------------------------------------------- import
+# -----------------------------------------------------------------------------------------------
+# import
 
 
 @dataclass
@@ -227,7 +237,8 @@ class Source:
 
 
 def class_of(name: str) -> int | None:
-    """RAF-DB class index of a folder or label name (aliases, any case; RAF-DB's numbers 1..7 too)."""
+    """RAF-DB class index of a folder or label name (aliases, any case;
+    RAF-DB's numbers 1..7 too)."""
     key = name.strip().lower()
     if key.isdigit() and 1 <= int(key) <= 7:
         return int(key) - 1
@@ -235,8 +246,8 @@ def class_of(name: str) -> int | None:
 
 
 def find_sources(src: Path) -> tuple[list[Source], str]:
-    """The photos of ``src`` and how they were found: a CSV of ``path,label[,split]``; RAF-DB's mirror layout
-    (``train/1..7`` and ``test/1..7``); or one folder per class."""
+    """The photos of ``src`` and how they were found: a CSV of ``path,label[,split]``; RAF-DB's
+    mirror layout (``train/1..7`` and ``test/1..7``); or one folder per class."""
     src = Path(src)
     if src.is_file():
         return _from_csv(src), f"the list {src.name}"
@@ -254,7 +265,8 @@ def find_sources(src: Path) -> tuple[list[Source], str]:
         sources += _from_class_folder(class_dir, None)
     if not sources:
         raise ImportProblem(
-            f"{src}: no class folders with photos (expected e.g. happy/, sad/, ... or train/1..7, or a CSV of path,label)"
+            f"{src}: no class folders with photos (expected e.g. happy/, sad/, ... or train/1..7, "
+            "or a CSV of path,label)"
         )
     return sources, "one folder per class"
 
@@ -267,7 +279,8 @@ def _from_class_folder(folder: Path, split: str | None) -> list[Source]:
     problem = (
         ""
         if label is not None
-        else f"unknown class folder {folder.name!r} (expected one of {', '.join(sorted(ALIAS_TO_CLASS))} or 1..7)"
+        else f"unknown class folder {folder.name!r} (expected one of "
+        f"{', '.join(sorted(ALIAS_TO_CLASS))} or 1..7)"
     )
     return [Source(p, label, split, problem) for p in photos]
 
@@ -297,7 +310,8 @@ def _from_csv(path: Path) -> list[Source]:
 
 
 def _import_one(task: tuple[str, str, str]) -> dict:
-    """Detect, fit, align and write one photo as RAF-DB sample ``name`` under ``out``; returns what happened."""
+    """Detect, fit, align and write one photo as RAF-DB sample ``name`` under
+    ``out``; returns what happened."""
     path, out, name = task
     out = Path(out)
     try:
@@ -343,19 +357,14 @@ def import_images(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Turn the face photos of ``src`` into a data set in RAF-DB's layout under ``out`` (see ``find_sources``).
+    """Turn the face photos of ``src`` into a data set in RAF-DB's layout under ``out`` (see
+    ``find_sources``).
 
-    Photos without a face, unreadable files and unknown classes are listed in ``out/import_report.csv`` with
-    the reason, never dropped silently. Where the source gives no split, a stratified, seeded ``test_fraction``
-    becomes the test split. Returns counts, for the command to print.
+    Photos without a face, unreadable files and unknown classes are listed in
+    ``out/import_report.csv`` with the reason, never dropped silently. Where the source gives no
+    split, a stratified, seeded ``test_fraction`` becomes the test split. Returns counts, for the
+    command to print.
     """
-    import multiprocessing
-
-    from tqdm.auto import tqdm
-
-    from fer_lib.data.tensors import stratified_split
-    from fer_lib.io import save_csv
-
     if not 0 < test_fraction < 1:
         raise ImportProblem(f"test fraction must be in (0, 1), got {test_fraction}")
     _models()  # fail now, not in every worker, if the face tools are missing
@@ -374,7 +383,8 @@ def import_images(
     usable = [s for s in sources if not s.problem]
     if not usable:
         raise ImportProblem(
-            f"{src}: no photo of a known class to import (see the class names in README, 'Any face photo')"
+            f"{src}: no photo of a known class to import (see the class names in README, 'Any "
+            "face photo')"
         )
     labels = np.array([s.label for s in usable])
     splits = np.array([s.split or "" for s in usable], dtype=object)
@@ -408,11 +418,11 @@ def import_images(
                 bar.update()
     bar.close()
     imported = [r for r in results if r["status"] == "imported"]
-    # every imported sample is listed; names keep their split's numbering (gaps where a photo had no face)
+    # every imported sample is listed; names keep their split's numbering
+    # (gaps where a photo had no face)
     (out / rafdb.LABEL_FILE).write_text(
         "".join(f"{r['name']} {label_of[r['name']] + 1}\n" for r in imported)
     )
-    import pandas as pd
 
     listed = rejected + [
         {k: r[k] for k in ("image", "name", "status", "reason")}

@@ -1,20 +1,23 @@
 """FERPlus (Barsoum et al., 2016): FER2013's 48x48 grey faces with ten crowd votes per image.
 
-Files: ``fer2013.csv`` (``emotion,pixels,Usage``: 2,304 grey values per row) and ``fer2013new.csv`` (the same
-rows in the same order: ``Usage,Image name`` and the votes for neutral, happiness, surprise, sadness, anger,
-disgust, fear, contempt, unknown, NF). Both are read in step, row by row.
+Files: ``fer2013.csv`` (``emotion,pixels,Usage``: 2,304 grey values per row) and ``fer2013new.csv``
+(the same rows in the same order: ``Usage,Image name`` and the votes for neutral, happiness,
+surprise, sadness, anger, disgust, fear, contempt, unknown, NF). Both are read in step, row by row.
 
 Label modes (the reference ``ferplus.py``; single votes are dropped first, as outliers):
-- ``majority`` (the default, FERPlus's rule): the top class if it holds more than half of the remaining votes;
-  otherwise unknown (a tie is therefore unknown);
+- ``majority`` (the default, FERPlus's rule): the top class if it holds more than half of the
+  remaining votes; otherwise unknown (a tie is therefore unknown);
 - ``plurality``: the top class, a tie for the top being unknown;
-- ``probability``: soft labels over the top classes covering 75% of the votes (at most three), as the reference
-  code makes them; the hard label is their argmax and the soft ones go to ``soft_labels.csv`` on conversion.
-Rows whose label is unknown or NF (not a face), and rows without an image name, are excluded and counted.
+- ``probability``: soft labels over the top classes covering 75% of the votes (at most three), as
+  the reference code makes them; the hard label is their argmax and the soft ones go to
+  ``soft_labels.csv`` on conversion.
+Rows whose label is unknown or NF (not a face), and rows without an image name, are excluded and
+counted.
 
-Splits: Training is the training split and PrivateTest the test split. PublicTest, FERPlus's validation set,
-joins the training split, from which the project holds out its own stratified validation split, as for every
-data set. The faces have no landmarks: conversion enlarges each 4x and runs the project's detector on it.
+Splits: Training is the training split and PrivateTest the test split. PublicTest, FERPlus's
+validation set, joins the training split, from which the project holds out its own stratified
+validation split, as for every data set. The faces have no landmarks: conversion enlarges each 4x
+and runs the project's detector on it.
 """
 
 from __future__ import annotations
@@ -61,9 +64,11 @@ UPSAMPLE = 4  # dlib's detector wants faces of about 80 px and more
 
 
 def label_votes(votes: np.ndarray, mode: str) -> tuple[int | None, str, np.ndarray | None]:
-    """(index into VOTE_COLUMNS or None, why excluded, soft label over the 8 classes or None) for one row's votes.
+    """(index into VOTE_COLUMNS or None, why excluded, soft label over the 8 classes or None) for
+    one row's votes.
 
-    Follows the reference ferplus.py: single votes are dropped first; an unknown or NF label is excluded.
+    Follows the reference ferplus.py: single votes are dropped first; an unknown or NF label is
+    excluded.
     """
     votes = np.where(np.asarray(votes, dtype=np.float64) <= 1.0, 0.0, votes)
     total = votes.sum()
@@ -106,7 +111,8 @@ def label_votes(votes: np.ndarray, mode: str) -> tuple[int | None, str, np.ndarr
 
 
 class FerPlus:
-    """Both CSV files of FERPlus; ``label_mode`` majority (default), plurality or probability; ``classes`` 8 or 7."""
+    """Both CSV files of FERPlus; ``label_mode`` majority (default), plurality or probability;
+    ``classes`` 8 or 7."""
 
     layout = "FERPlus"
 
@@ -131,9 +137,8 @@ class FerPlus:
                 "(microsoft/FERPlus) side by side."
             )
             return None
-        handle = open(
-            path, newline="", encoding="utf-8-sig"
-        )  # a byte-order mark, as some editors save, is not a column
+        # a byte-order mark, as some editors save, is not a column
+        handle = open(path, newline="", encoding="utf-8-sig")
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in columns if c not in header]
@@ -171,8 +176,9 @@ class FerPlus:
                 if a is None or b is None:
                     shorter, longer = (old_path, new_path) if a is None else (new_path, old_path)
                     problems.append(
-                        f"{shorter}:{line}: ends here, but {longer.name} goes on: the two files must hold "
-                        "the same rows in the same order (row count mismatch). Restore both from their sources."
+                        f"{shorter}:{line}: ends here, but {longer.name} goes on: the two files "
+                        "must hold the same rows in the same order (row count mismatch). "
+                        "Restore both from their sources."
                     )
                     return
                 sample = self._parse(
@@ -197,21 +203,23 @@ class FerPlus:
             return None
         if (b.get("Usage") or "").strip() != usage:
             problems.append(
-                f"{new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's {usage!r}: the files "
-                "are not in the same row order. Restore both from their sources."
+                f"{new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's "
+                f"{usage!r}: the files are not in the same row order. Restore both from their "
+                "sources."
             )
             return None
         try:
             votes = np.array([float(b[c]) for c in VOTE_COLUMNS])
         except (TypeError, ValueError):
             problems.append(
-                f"{new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not ten numbers"
+                f"{new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not ten "
+                "numbers"
             )
             return None
         if (votes < 0).any() or (votes != np.round(votes)).any() or votes.sum() > 100:
             problems.append(
-                f"{new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole numbers from 0, "
-                "ten per image); fix or remove the row"
+                f"{new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole "
+                "numbers from 0, ten per image); fix or remove the row"
             )
             return None
         try:
@@ -227,8 +235,8 @@ class FerPlus:
         pixels = (a.get("pixels") or "").split()
         if len(pixels) != SIDE * SIDE:
             problems.append(
-                f"{old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 image); "
-                "restore the row from fer2013.csv"
+                f"{old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 "
+                "image); restore the row from fer2013.csv"
             )
             return None
         if not (b.get("Image name") or "").strip():
@@ -242,21 +250,18 @@ class FerPlus:
         if name not in self.index:
             counts.exclude(f"{name}: not among the {len(self.classes)} classes")
             return None
-        if (
-            soft is not None
-        ):  # over the vote classes -> over this reader's class list (contempt's share dropped for 7)
+        # over the vote classes -> over this reader's class list (contempt's share dropped for 7)
+        if soft is not None:
             mapped = np.zeros(len(self.classes))
             for k, share in enumerate(soft):
                 if VOTE_CLASSES[k] in self.index:
                     mapped[self.index[VOTE_CLASSES[k]]] = share
             soft = tuple((mapped / mapped.sum()).tolist())
-            name = self.classes[
-                int(np.argmax(mapped))
-            ]  # a tie goes to the class first in the project's order
+            # a tie goes to the class first in the project's order
+            name = self.classes[int(np.argmax(mapped))]
         try:
-            grey = np.array(
-                pixels, dtype=np.int64
-            )  # numpy parses the strings: twice as fast as int() per value
+            # numpy parses the strings: twice as fast as int() per value
+            grey = np.array(pixels, dtype=np.int64)
         except ValueError:
             problems.append(f"{old_path}:{line}: pixels are not whole numbers")
             return None
@@ -275,7 +280,8 @@ class FerPlus:
         )
 
     def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
-        """Both files read in step and every row checked (the pixels are the images: nothing else to decode)."""
+        """Both files read in step and every row checked (the pixels are the
+        images: nothing else to decode)."""
         counts, problems = Counts(self.classes), []
         for _ in self._walk(counts, problems, progress):
             pass
@@ -286,9 +292,10 @@ class FerPlus:
 
     def protocol(self) -> list[str]:
         return [
-            f"protocol: FERPlus, {len(self.classes)} classes, label mode {self.label_mode}; unknown and NF excluded",
-            "protocol: Training + PublicTest are the training split (the project holds out its own validation), "
-            "PrivateTest the test split",
-            "protocol: no landmarks ship with FERPlus: faces enlarged 4x and found by dlib's detector; faces it "
-            "misses are listed in conversion_report.csv",
+            f"protocol: FERPlus, {len(self.classes)} classes, label mode {self.label_mode}; "
+            "unknown and NF excluded",
+            "protocol: Training + PublicTest are the training split (the project holds out its "
+            "own validation), PrivateTest the test split",
+            "protocol: no landmarks ship with FERPlus: faces enlarged 4x and found by dlib's "
+            "detector; faces it misses are listed in conversion_report.csv",
         ]

@@ -5,9 +5,9 @@ state the point shape; the default here is a small isotropic gaussian, sigma = 1
 (scaled with the size), peak 1.0. ``shape="square"`` draws hard-edged square dots instead.
 
 Rendering splats a small window around each point into the batch with one vectorised
-``scatter_reduce`` (max), so overlapping points stay at most 1 and do not merge into a brighter blob. No
-per-point Python loop, and it runs wherever the tensors live (CPU or GPU). The gaussian is cut at 4 sigma
-(values below exp(-8) = 3e-4 are 0).
+``scatter_reduce`` (max), so overlapping points stay at most 1 and do not merge into a brighter
+blob. No per-point Python loop, and it runs wherever the tensors live (CPU or GPU). The gaussian is
+cut at 4 sigma (values below exp(-8) = 3e-4 are 0).
 
 Points that fall outside the canvas (centre outside [-0.5, size - 0.5]) or are NaN are dropped (they
 draw nothing); a point inside but near the border is cut at the border.
@@ -31,7 +31,8 @@ def default_sigma(size: int) -> float:
 def _window(
     centre: torch.Tensor, offsets: torch.Tensor, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel positions (B, K, P) of a window around each coordinate, and whether each lies on the canvas."""
+    """Pixel positions (B, K, P) of a window around each coordinate, and
+    whether each lies on the canvas."""
     pixels = centre.round().unsqueeze(-1) + offsets
     return pixels, (pixels >= 0) & (pixels < size)
 
@@ -48,10 +49,12 @@ def render_heatmaps(
     """Render landmark points (B, K, 2) in pixel coordinates as heatmaps (B, 1, H, W) in [0, 1].
 
     Args:
-        points: (x, y) per landmark, in the heatmap's own pixel coordinates (pixel centres at integers).
+        points: (x, y) per landmark, in the heatmap's own pixel coordinates (pixel centres at
+        integers).
         size: output size, an int for square maps or (height, width).
         shape: "gaussian" (default) or "square".
-        sigma: gaussian sigma, or half-width of a square dot, in pixels; default 1.5 px at 224, scaled.
+        sigma: gaussian sigma, or half-width of a square dot, in pixels; default 1.5 px at 224,
+        scaled.
         device: where to render; default: where ``points`` is (CPU for numpy input).
     """
     if shape not in HEATMAP_SHAPES:
@@ -68,9 +71,8 @@ def render_heatmaps(
         raise ValueError(f"points must be (B, K, 2), got shape {tuple(points.shape)}")
     batch, n_points, _ = points.shape
     x, y = points[..., 0], points[..., 1]
-    valid = (
-        (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
-    )  # NaN compares False
+    # NaN compares False
+    valid = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
     x, y = torch.nan_to_num(x).unsqueeze(-1), torch.nan_to_num(y).unsqueeze(-1)  # (B, K, 1)
 
     reach = math.ceil(4 * sigma) if shape == "gaussian" else math.ceil(sigma) + 1

@@ -11,12 +11,11 @@ Landmark sets
   68-point iBUG/300-W layout (``AUTO37_FROM_IBUG68``), so a 68-point detector can produce the same
   set. The subset is closed under mirroring, which makes horizontal flips exact.
 
-Alignment (paper, section 4.4)
-------------------------------
-The affine transform that sends the left eye to (25, 35), the right eye to (75, 35) and the mouth
-centre (mean of the two mouth corners) to (50, 75) on the 100x100 aligned canvas. Three point pairs fix
-an affine map exactly. ``scale_points`` then carries canvas coordinates to the network's input size
-the same way an image resize does.
+Alignment (paper, section 4.4) ------------------------------ The affine transform that sends the
+left eye to (25, 35), the right eye to (75, 35) and the mouth centre (mean of the two mouth corners)
+to (50, 75) on the 100x100 aligned canvas. Three point pairs fix an affine map exactly.
+``scale_points`` then carries canvas coordinates to the network's input size the same way an image
+resize does.
 """
 
 from __future__ import annotations
@@ -26,16 +25,15 @@ import numpy as np
 from fer_lib.settings import LANDMARK_SETS
 
 ALIGNED_SIZE = 100  # RAF-DB's aligned images are 100x100
-ALIGN_TARGETS = np.array(
-    [[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]]
-)  # left eye, right eye, mouth centre
+# left eye, right eye, mouth centre
+ALIGN_TARGETS = np.array([[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]])
 
 MANUAL5_NAMES = ("left_eye", "right_eye", "nose_tip", "left_mouth", "right_mouth")
 MANUAL5_FLIP = np.array([1, 0, 2, 4, 3])
 
 # 0-based indices into the iBUG 68-point layout (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47,
-# mouth 48-67). Chosen to keep what carries expression: brows, both eyelids, the mouth outline and its
-# opening, plus a coarse jaw and the nose base as a rigid reference.
+# mouth 48-67). Chosen to keep what carries expression: brows, both eyelids, the mouth outline and
+# its opening, plus a coarse jaw and the nose base as a rigid reference.
 AUTO37_FROM_IBUG68 = np.array(
     [0, 4, 8, 12, 16]  # jaw: ends, cheeks, chin
     + [17, 19, 21, 22, 24, 26]  # brows: outer, middle, inner (image-left brow, then image-right)
@@ -60,8 +58,9 @@ IBUG68_FLIP = np.array(
 
 
 def manual5_from_ibug68(points68: np.ndarray) -> np.ndarray:
-    """RAF-DB's 5 manual points from (..., 68, 2) iBUG points: eye centres (means of each eye's 6 points), nose tip,
-    mouth corners. import-images and the AffectNet / CK+ converters all use this one mapping."""
+    """RAF-DB's 5 manual points from (..., 68, 2) iBUG points: eye centres (means of each
+    eye's 6 points), nose tip, mouth corners. import-images and the AffectNet / CK+
+    converters all use this one mapping."""
     p = np.asarray(points68, dtype=np.float64)
     return np.stack(
         [
@@ -105,8 +104,8 @@ def check_landmark_set(landmark_set: str) -> str:
 def flip_points(points: np.ndarray, width: float, landmark_set: str) -> np.ndarray:
     """Landmarks of the horizontally flipped image: x mirrored AND left/right partners swapped.
 
-    ``points`` is (..., K, 2) for an image ``width`` pixels wide; the result keeps the semantic order,
-    so index 0 of ``manual5`` is still the left eye of the flipped image.
+    ``points`` is (..., K, 2) for an image ``width`` pixels wide; the result keeps the semantic
+    order, so index 0 of ``manual5`` is still the left eye of the flipped image.
     """
     points = np.asarray(points, dtype=np.float64)
     flipped = points.copy()
@@ -160,8 +159,8 @@ def align_points(points: np.ndarray, manual5: np.ndarray, size: int = ALIGNED_SI
 def scale_points(points: np.ndarray, from_size: float, to_size: float) -> np.ndarray:
     """Carry points through an image resize from ``from_size`` to ``to_size`` pixels.
 
-    Uses the pixel-centre convention of bilinear resizing (align_corners=False), so a landmark stays on
-    the same image content after the image is resized.
+    Uses the pixel-centre convention of bilinear resizing (align_corners=False), so a landmark stays
+    on the same image content after the image is resized.
     """
     factor = to_size / from_size
     return (np.asarray(points, dtype=np.float64) + 0.5) * factor - 0.5
@@ -170,8 +169,8 @@ def scale_points(points: np.ndarray, from_size: float, to_size: float) -> np.nda
 def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, shift) as a (2, 3) matrix, src -> dst.
 
-    RAF-DB's own aligned images were made this way from the eyes and mouth centre; unlike the paper's
-    exact affine map it cannot shear, so the two disagree slightly, as on the real data.
+    RAF-DB's own aligned images were made this way from the eyes and mouth centre; unlike the
+    paper's exact affine map it cannot shear, so the two disagree slightly, as on the real data.
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
@@ -187,11 +186,11 @@ def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def affine_vs_similarity(points: np.ndarray, manual5: np.ndarray) -> np.ndarray:
-    """Mean distance (px on the 100x100 canvas) per image between the paper's exact affine mapping of
-    ``points`` (N, K, 2) and a RAF-DB-style similarity mapping from the same three anchors.
+    """Mean distance (px on the 100x100 canvas) per image between the paper's exact affine mapping
+    of ``points`` (N, K, 2) and a RAF-DB-style similarity mapping from the same three anchors.
 
-    RAF-DB's aligned images come from a similarity; small values mean the affine-mapped landmarks sit on
-    the aligned faces.
+    RAF-DB's aligned images come from a similarity; small values mean the affine-mapped landmarks
+    sit on the aligned faces.
     """
     anchors = alignment_anchors(manual5)
     affine = apply_affine(alignment_matrix(manual5), points)

@@ -1,24 +1,29 @@
-"""Data sets beyond RAF-DB: which layout a folder holds, and the conversion of a copy into RAF-DB's layout.
+"""Data sets beyond RAF-DB: which layout a folder holds, and the conversion of a copy into RAF-DB's
+layout.
 
-Design. Every command after ``check-data`` reads one layout, RAF-DB's (``fer_lib.data.rafdb``). AffectNet (both
-releases), FERPlus and CK+ are therefore *converted* once into that layout (``python -m fer_lib convert-data
-SRC OUT``), never read by the training code directly:
-- a face's 68 iBUG points give RAF-DB's 5 manual points and the project's 37 automatic ones through the same
-  mapping ``import-images`` uses (``landmarks.manual5_from_ibug68``, ``auto37_from_ibug68``). AffectNet and CK+
-  ship their 68 points; FERPlus's 48x48 faces go through the project's detector (``faces.detect_faces``) on an
-  upsampled copy, and faces it cannot find are listed in ``conversion_report.csv``, never dropped silently;
-- the converted copy carries ``classes.json``: its class list, layout, protocol and the rows the protocol
-  excluded, by reason. Classes are RAF-DB's 7 in RAF-DB's order, plus Contempt as an 8th where it is kept, so a
-  label means the same class in every converted set and cross-dataset evaluation maps classes by name;
-- ``sources.csv`` says where every converted image came from (file, row, the data set's own label code).
+Design. Every command after ``check-data`` reads one layout, RAF-DB's (``fer_lib.data.rafdb``).
+AffectNet (both releases), FERPlus and CK+ are therefore *converted* once into that layout (``python
+-m fer_lib convert-data SRC OUT``), never read by the training code directly:
+- a face's 68 iBUG points give RAF-DB's 5 manual points and the project's 37 automatic ones through
+  the same mapping ``import-images`` uses (``landmarks.manual5_from_ibug68``,
+  ``auto37_from_ibug68``). AffectNet and CK+ ship their 68 points; FERPlus's 48x48 faces go through
+  the project's detector (``faces.detect_faces``) on an upsampled copy, and faces it cannot find are
+  listed in ``conversion_report.csv``, never dropped silently;
+- the converted copy carries ``classes.json``: its class list, layout, protocol and the rows the
+  protocol excluded, by reason. Classes are RAF-DB's 7 in RAF-DB's order, plus Contempt as an 8th
+  where it is kept, so a label means the same class in every converted set and cross-dataset
+  evaluation maps classes by name;
+- ``sources.csv`` says where every converted image came from (file, row, the data set's own label
+  code).
 
-Conversion streams: each reader yields one sample at a time (AffectNet's 280,000-row CSV is read row by row),
-a worker pool decodes, crops, aligns and writes, and the label file grows in a temporary file renamed at the
-end, so neither the decoded set nor its annotations are ever held in memory at once.
+Conversion streams: each reader yields one sample at a time (AffectNet's 280,000-row CSV is read row
+by row), a worker pool decodes, crops, aligns and writes, and the label file grows in a temporary
+file renamed at the end, so neither the decoded set nor its annotations are ever held in memory at
+once.
 
-The readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``; found for a folder by ``fer_lib.data.datasets``) check
-with the same policy as RAF-DB's: every problem names the file, the row and what to do; nothing is skipped
-silently.
+The readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``; found for a folder by
+``fer_lib.data.datasets``) check with the same policy as RAF-DB's: every problem names the file, the
+row and what to do; nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +43,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_lib.data import landmarks, rafdb
+from fer_lib.data.synthetic import warp_aligned
 
 # The layouts check-data recognises, and how it names them.
 LAYOUT_NAMES = {
@@ -47,9 +54,8 @@ LAYOUT_NAMES = {
     "ckplus": "CK+",
     "photos": "a folder of photos",
 }
-CROP_MARGIN = (
-    0.25  # a face box (or the landmarks' box) widened by this share of its size on every side
-)
+# a face box (or the landmarks' box) widened by this share of its size on every side
+CROP_MARGIN = 0.25
 SOURCES_FILE = "sources.csv"
 REPORT_FILE = "conversion_report.csv"
 SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: one row per converted image
@@ -73,12 +79,14 @@ def class_index(classes: tuple[str, ...]) -> dict[str, int]:
 
 
 def project_classes(with_contempt: bool) -> tuple[str, ...]:
-    """The class list of a converted set: RAF-DB's 7 in RAF-DB's order, then Contempt when it is kept."""
+    """The class list of a converted set: RAF-DB's 7 in RAF-DB's order, then
+    Contempt when it is kept."""
     return rafdb.CLASSES_8 if with_contempt else rafdb.CLASSES
 
 
 def detect_layout(path: str | os.PathLike) -> str:
-    """The key (``LAYOUT_NAMES``) of the layout ``path`` holds; DataSetError saying what was looked for if none."""
+    """The key (``LAYOUT_NAMES``) of the layout ``path`` holds; DataSetError saying what was looked
+    for if none."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataSetError([f"{path}: no such file or folder"])
@@ -87,8 +95,8 @@ def detect_layout(path: str | os.PathLike) -> str:
             return "ferplus"
         raise DataSetError(
             [
-                f"{path}: a file; pass the folder of a data set (RAF-DB's basic/, AffectNet's, FERPlus's "
-                "folder holding fer2013.csv and fer2013new.csv, or CK+'s)"
+                f"{path}: a file; pass the folder of a data set (RAF-DB's basic/, AffectNet's, "
+                "FERPlus's folder holding fer2013.csv and fer2013new.csv, or CK+'s)"
             ]
         )
     if (path / "EmoLabel").is_dir() or (path / "basic" / "EmoLabel").is_dir():
@@ -107,18 +115,20 @@ def detect_layout(path: str | os.PathLike) -> str:
         return "photos"
     raise DataSetError(
         [
-            f"{path}: no known layout. Looked for RAF-DB (EmoLabel/), AffectNet (Manually_Annotated_Images/ with "
-            "training.csv and validation.csv, or train_set/ and val_set/), FERPlus (fer2013.csv and fer2013new.csv), "
-            "CK+ (cohn-kanade-images/, Emotion/, Landmarks/) and class folders of photos"
+            f"{path}: no known layout. Looked for RAF-DB (EmoLabel/), AffectNet "
+            "(Manually_Annotated_Images/ with training.csv and validation.csv, or train_set/ "
+            "and val_set/), FERPlus (fer2013.csv and fer2013new.csv), CK+ (cohn-kanade-images/, "
+            "Emotion/, Landmarks/) and class folders of photos"
         ]
     )
 
 
 def _holds_photos(path: Path, depth: int = 2) -> bool:
-    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image files; a bounded look
-    (the first 200 entries of each folder), so a folder of anything else is not taken for photos."""
-    from itertools import islice
-
+    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image
+    files; a bounded look (the first 200 entries of each folder), so a folder of anything
+    else is not taken for photos."""
+    # data.faces loads torch and pandas (via data.tensors and io): 5.6 s (2 busy cores) at
+    # `python -m fer_lib --help`, which imports this module
     from fer_lib.data.faces import IMAGE_SUFFIXES
 
     for entry in islice(path.iterdir(), 200):
@@ -139,16 +149,17 @@ AFFECTNET_LIST_DIRS = (
 )
 
 
-# ----------------------------------------------------------------------------------------------- samples
+# -----------------------------------------------------------------------------------------------
+# samples
 
 
 @dataclass
 class Sample:
     """One image to convert: where its pixels come from and what is known about its face.
 
-    Exactly one of ``path`` (an image file) or ``pixels`` (an 8-bit grey array, FERPlus) is set. ``points68``
-    (the image's pixels) is None where the face must be detected; ``box`` (x, y, width, height) is the data set's
-    face box, None where the crop follows the landmarks.
+    Exactly one of ``path`` (an image file) or ``pixels`` (an 8-bit grey array, FERPlus) is set.
+    ``points68`` (the image's pixels) is None where the face must be detected; ``box`` (x, y, width,
+    height) is the data set's face box, None where the crop follows the landmarks.
     """
 
     split: str  # "train" or "test"
@@ -160,14 +171,14 @@ class Sample:
     points68: np.ndarray | None = None
     box: tuple[float, float, float, float] | None = None
     upsample: int = 1  # FERPlus's 48x48 faces are enlarged this much before detection
-    soft: tuple[float, ...] | None = (
-        None  # FERPlus's probability mode: the soft label over the class list
-    )
+    # FERPlus's probability mode: the soft label over the class list
+    soft: tuple[float, ...] | None = None
 
 
 @dataclass
 class Counts:
-    """Per-split, per-class counts and excluded rows by reason, filled while a reader streams its rows."""
+    """Per-split, per-class counts and excluded rows by reason, filled while
+    a reader streams its rows."""
 
     classes: tuple[str, ...]
     train: list[int] = field(default_factory=list)
@@ -199,16 +210,22 @@ def decode_problem(path: Path) -> str | None:
         with Image.open(path) as image:
             image.load()
     except FileNotFoundError:
-        return f"{path}: listed image missing. Restore it from the data set's archive, or remove its row."
+        return (
+            f"{path}: listed image missing. Restore it from the data set's archive, or remove "
+            "its row."
+        )
     except Exception as error:  # PIL raises several types for broken files
-        return f"{path}: unreadable image ({type(error).__name__}: {error}). Restore it from the data set's archive."
+        return (
+            f"{path}: unreadable image ({type(error).__name__}: {error}). Restore it from the "
+            "data set's archive."
+        )
     return None
 
 
 class Decoder:
-    """Decodes images on a few threads (PIL releases the GIL while decoding), as check-data does for RAF-DB, in
-    bounded batches so a streamed reader stays streamed; problems go to ``problems``. Does nothing when not
-    ``enabled``. Use as a context manager: leaving it decodes what is left."""
+    """Decodes images on a few threads (PIL releases the GIL while decoding), as check-data does for
+    RAF-DB, in bounded batches so a streamed reader stays streamed; problems go to ``problems``.
+    Does nothing when not ``enabled``. Use as a context manager: leaving it decodes what is left."""
 
     BATCH = 256
 
@@ -244,8 +261,8 @@ class Decoder:
 def _crop_box(
     box: tuple[float, float, float, float] | None, points: np.ndarray, size: tuple[int, int]
 ) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the face crop: the box (or the points' box) widened by CROP_MARGIN, kept
-    inside the image."""
+    """(left, top, right, bottom) of the face crop: the box (or the points' box) widened by
+    CROP_MARGIN, kept inside the image."""
     if box is None:
         x, y = points.min(0)
         w, h = points.max(0) - points.min(0)
@@ -259,14 +276,15 @@ def _crop_box(
 
 
 def convert_one(task: tuple[str, str, Sample]) -> dict:
-    """Decode, crop, align and write one sample as RAF-DB sample ``name`` under ``out``; returns what happened.
-    Runs in worker processes: everything it needs travels in ``task``."""
+    """Decode, crop, align and write one sample as RAF-DB sample ``name`` under ``out``; returns
+    what happened. Runs in worker processes: everything it needs travels in ``task``."""
     out, name, sample = task
     out = Path(out)
     try:
         if sample.pixels is not None:
             image = Image.fromarray(sample.pixels).convert("RGB")
         else:
+            # torch and pandas through data.faces: see _holds_photos
             from fer_lib.data.faces import load_photo
 
             image = load_photo(sample.path)
@@ -284,6 +302,7 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
             Image.Resampling.BICUBIC,
         )
     if points is None:
+        # torch and pandas through data.faces: see _holds_photos
         from fer_lib.data.faces import detect_faces
 
         faces = detect_faces(image)
@@ -292,7 +311,10 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
                 "source": sample.source,
                 "name": "",
                 "status": "no face",
-                "reason": f"dlib's detector found no face (image enlarged {sample.upsample}x, then up to 2x more)",
+                "reason": (
+                    f"dlib's detector found no face (image enlarged {sample.upsample}x, then up "
+                    "to 2x more)"
+                ),
             }
         points, box = faces[0].points68, None
     else:
@@ -309,8 +331,6 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
     points = points - [left, top]
     manual5 = landmarks.manual5_from_ibug68(points)
     try:
-        from fer_lib.data.synthetic import warp_aligned
-
         aligned = warp_aligned(crop, manual5)
     except (ValueError, np.linalg.LinAlgError) as error:
         return {
@@ -338,20 +358,20 @@ def _numbered_tasks(
 ) -> Iterator[tuple[str, str, Sample]]:
     for sample in samples:
         counters[sample.split] += 1
-        width = (
-            6 if sample.split == "train" else 5
-        )  # AffectNet's 280,000 training images need six digits
+        # AffectNet's 280,000 training images need six digits
+        width = 6 if sample.split == "train" else 5
         yield str(out), f"{sample.split}_{counters[sample.split]:0{width}d}.jpg", sample
 
 
 def convert(
     reader, out: str | os.PathLike, *, workers: int | None = None, progress: bool = True
 ) -> dict:
-    """Convert the copy ``reader`` reads into RAF-DB's layout under ``out`` (an empty or new folder).
+    """Convert the copy ``reader`` reads into RAF-DB's layout under ``out`` (an empty or new
+    folder).
 
-    The reader's check runs first (images not decoded) and a broken copy is refused before anything is written.
-    Returns counts for the command to print. Images that cannot be converted (no face found, unreadable) are
-    listed in ``conversion_report.csv`` with the reason.
+    The reader's check runs first (images not decoded) and a broken copy is refused before anything
+    is written. Returns counts for the command to print. Images that cannot be converted (no face
+    found, unreadable) are listed in ``conversion_report.csv`` with the reason.
     """
     report = reader.check(decode_images=False, progress=progress)
     if not report.ok:
@@ -369,7 +389,8 @@ def convert(
     label_partial = out / f".{rafdb.LABEL_FILE.name}.partial"
     done = {"converted": 0, "train": 0, "test": 0}
     problems = []
-    # sources.csv and the label file are appended row by row (streaming); the label file is renamed into place last
+    # sources.csv and the label file are appended row by row (streaming); the label file is renamed
+    # into place last
     with (
         open(label_partial, "w", encoding="utf-8") as labels,
         open(out / SOURCES_FILE, "w", newline="", encoding="utf-8") as sources_handle,
@@ -414,7 +435,8 @@ def convert(
             for task in tasks:
                 record(convert_one(task), task[2])
         else:
-            # bounded batches: Pool.imap would read the whole generator ahead, holding every sample in memory
+            # bounded batches: Pool.imap would read the whole generator ahead,
+            # holding every sample in memory
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 for batch in _batches(tasks, 64 * workers):
                     for task, result in zip(batch, pool.imap(convert_one, batch, chunksize=8)):
@@ -461,8 +483,8 @@ def _counted(problems: list[dict]) -> dict[str, int]:
 
 
 def parse_points68(text: str) -> np.ndarray | None:
-    """(68, 2) points from 136 numbers in one string (separated by semicolons, commas or spaces), or None when
-    they are not 136 finite numbers."""
+    """(68, 2) points from 136 numbers in one string (separated by semicolons, commas or spaces), or
+    None when they are not 136 finite numbers."""
     parts = text.replace(";", " ").replace(",", " ").split()
     try:
         values = np.array([float(p) for p in parts], dtype=np.float64)

@@ -1,23 +1,26 @@
 """Reader and validator for RAF-DB (basic) in its original on-disk layout.
 
-The layout (see README): ``EmoLabel/list_patition_label.txt`` (sic), ``Image/aligned/*_aligned.jpg``,
-``Image/original/*.jpg``, ``Annotation/manual/*_manu_attri.txt`` (5 points + gender, race, age rows)
-and ``Annotation/auto/*_auto_attri.txt`` (37 points). The synthetic demo set is written in the same
-layout and read by the same code.
+The layout (see README): ``EmoLabel/list_patition_label.txt`` (sic),
+``Image/aligned/*_aligned.jpg``, ``Image/original/*.jpg``, ``Annotation/manual/*_manu_attri.txt`` (5
+points + gender, race, age rows) and ``Annotation/auto/*_auto_attri.txt`` (37 points). The synthetic
+demo set is written in the same layout and read by the same code.
 
 Policy: tabs or spaces and CRLF line endings are accepted; anything else (a bad number, a wrong row
-count, a label outside 1..7, a listed file that is missing, an unreadable JPEG) is an error naming the
-file and line. No sample is ever skipped silently: ``load_rafdb`` raises ``RafDbError`` listing every
-problem, ``check_rafdb`` returns them all.
+count, a label outside 1..7, a listed file that is missing, an unreadable JPEG) is an error naming
+the file and line. No sample is ever skipped silently: ``load_rafdb`` raises ``RafDbError`` listing
+every problem, ``check_rafdb`` returns them all.
 
-Other data sets (AffectNet, FERPlus, CK+) are converted into this same layout (``fer_lib.data.layouts``). A converted
-copy carries ``classes.json``: its class list (RAF-DB's 7 in RAF-DB's order, plus Contempt as an 8th where kept),
-its layout and protocol. The label file then numbers classes 1..K in that list's order. Without the file a copy is
-RAF-DB itself: 7 classes, RAF-DB's own numbering.
+Other data sets (AffectNet, FERPlus, CK+) are converted into this same layout
+(``fer_lib.data.layouts``). A converted copy carries ``classes.json``: its class list (RAF-DB's 7 in
+RAF-DB's order, plus Contempt as an 8th where kept), its layout and protocol. The label file then
+numbers classes 1..K in that list's order. Without the file a copy is RAF-DB itself: 7 classes,
+RAF-DB's own numbering.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import math
 import os
@@ -34,15 +37,14 @@ CLASSES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neut
 NUM_CLASSES = len(CLASSES)
 CONTEMPT = "Contempt"  # the 8th class of AffectNet-8, FERPlus and CK+; RAF-DB has none
 CLASSES_8 = CLASSES + (CONTEMPT,)
-CLASSES_FILE = (
-    "classes.json"  # a converted copy's class list, layout and protocol (absent: RAF-DB itself)
-)
-SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: a soft label per image, trained on instead of the hard one
+# a converted copy's class list, layout and protocol (absent: RAF-DB itself)
+CLASSES_FILE = "classes.json"
+# FERPlus's probability mode: a soft label per image, trained on instead of the hard one
+SOFT_LABELS_FILE = "soft_labels.csv"
 SPLITS = ("train", "test")
 
-LABEL_FILE = (
-    Path("EmoLabel") / "list_patition_label.txt"
-)  # sic; RAF-DB's own README also spells it as below
+# sic; RAF-DB's own README also spells it as below
+LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 LABEL_FILE_OTHER_SPELLING = Path("EmoLabel") / "list_partition_label.txt"
 ALIGNED_DIR = Path("Image") / "aligned"
 ORIGINAL_DIR = Path("Image") / "original"
@@ -54,9 +56,8 @@ LAYOUT_DIRS = (LABEL_FILE.parent, ORIGINAL_DIR, ALIGNED_DIR, MANUAL_DIR, AUTO_DI
 
 ATTRIBUTE_NAMES = ("gender", "race", "age")
 ATTRIBUTE_RANGES = {"gender": 3, "race": 3, "age": 5}  # valid codes are 0..n-1
-UNKNOWN_ATTRIBUTE = (
-    -1
-)  # written by import-images, where a face's gender, race and age are not known
+# written by import-images, where a face's gender, race and age are not known
+UNKNOWN_ATTRIBUTE = -1
 
 
 def paper_results() -> dict:
@@ -80,7 +81,8 @@ class RafDbError(ValueError):
 
 
 def resolve_root(path: str | os.PathLike) -> Path:
-    """The folder holding EmoLabel/, Image/ and Annotation/; its parent (holding basic/) is accepted."""
+    """The folder holding EmoLabel/, Image/ and Annotation/; its parent
+    (holding basic/) is accepted."""
     path = Path(path).expanduser()
     for candidate in (path, path / "basic"):
         if (candidate / "EmoLabel").is_dir():
@@ -89,9 +91,9 @@ def resolve_root(path: str | os.PathLike) -> Path:
         raise RafDbError([f"{path}: no such folder. Pass RAF-DB's basic/ folder (or its parent)."])
     raise RafDbError(
         [
-            f"{path}: neither it nor {path / 'basic'} holds EmoLabel/. Pass RAF-DB's basic/ folder, the one "
-            "holding EmoLabel/, Image/ and Annotation/; a folder of class folders of photos becomes one with "
-            f"`python -m fer_lib import-images {path} OUT`."
+            f"{path}: neither it nor {path / 'basic'} holds EmoLabel/. Pass RAF-DB's basic/ "
+            "folder, the one holding EmoLabel/, Image/ and Annotation/; a folder of class "
+            f"folders of photos becomes one with `python -m fer_lib import-images {path} OUT`."
         ]
     )
 
@@ -111,8 +113,9 @@ def auto_name(name: str) -> str:
 def write_annotations(
     root: Path, name: str, manual5: np.ndarray, attributes, auto37: np.ndarray, box
 ) -> None:
-    """A sample's annotation files in RAF-DB's format: the 5 manual points and the gender/race/age codes, the 37
-    automatic points ("x<TAB>y" rows, original-image pixels) and the face's bounding box."""
+    """A sample's annotation files in RAF-DB's format: the 5 manual points and the
+    gender/race/age codes, the 37 automatic points ("x<TAB>y" rows, original-image pixels)
+    and the face's bounding box."""
 
     def points(rows: np.ndarray) -> str:
         return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in rows)
@@ -144,12 +147,10 @@ class RafDb:
     attributes: np.ndarray  # (N, 3) int64: gender, race, age
     auto37: np.ndarray  # (N, 37, 2) float64, original-image pixels
     warnings: list[str] = field(default_factory=list)
-    classes: tuple[str, ...] = (
-        CLASSES  # what labels index: RAF-DB's 7, or a converted copy's (classes.json)
-    )
-    soft: np.ndarray | None = (
-        None  # (N, K) float soft labels (soft_labels.csv), or None: the hard labels are the targets
-    )
+    # what labels index: RAF-DB's 7, or a converted copy's (classes.json)
+    classes: tuple[str, ...] = CLASSES
+    # (N, K) float soft labels (soft_labels.csv), or None: the hard labels are the targets
+    soft: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -200,8 +201,9 @@ class RafDb:
 
 
 def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
-    """A copy's class list and the rest of its ``classes.json`` (layout, protocol, excluded rows); RAF-DB's own
-    7 classes and ``{"layout": "RAF-DB"}`` where the file is absent. A broken file raises RafDbError."""
+    """A copy's class list and the rest of its ``classes.json`` (layout, protocol, excluded
+    rows); RAF-DB's own 7 classes and ``{"layout": "RAF-DB"}`` where the file is absent. A
+    broken file raises RafDbError."""
     path = Path(root) / CLASSES_FILE
     if not path.exists():
         return CLASSES, {"layout": "RAF-DB"}
@@ -210,8 +212,8 @@ def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise RafDbError(
             [
-                f"{path}: not readable JSON ({error}). Convert the data set again, or delete the file if "
-                "this is RAF-DB itself."
+                f"{path}: not readable JSON ({error}). Convert the data set again, or delete the "
+                "file if this is RAF-DB itself."
             ]
         ) from None
     classes = info.get("classes") if isinstance(info, dict) else None
@@ -223,8 +225,8 @@ def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
     ):
         raise RafDbError(
             [
-                f"{path}: 'classes' must be a list of two or more distinct class names, got {classes!r}. "
-                "Convert the data set again."
+                f"{path}: 'classes' must be a list of two or more distinct class names, got "
+                f"{classes!r}. Convert the data set again."
             ]
         )
     return tuple(classes), info
@@ -233,7 +235,8 @@ def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
 def read_label_file(
     path: Path, num_classes: int = NUM_CLASSES
 ) -> tuple[list[str], list[int], list[str]]:
-    """Names, 0-based labels and problems from ``list_patition_label.txt`` (labels 1..``num_classes``)."""
+    """Names, 0-based labels and problems from ``list_patition_label.txt``
+    (labels 1..``num_classes``)."""
     names, labels, problems = [], [], []
     seen: dict[str, int] = {}
     try:
@@ -243,7 +246,8 @@ def read_label_file(
             [],
             [],
             [
-                f"{path}: missing. It lists every image and its label; restore it from RAF-DB's EmoLabel/."
+                f"{path}: missing. It lists every image and its label; restore it from RAF-DB's "
+                "EmoLabel/."
             ],
         )
     except UnicodeDecodeError:
@@ -260,7 +264,8 @@ def read_label_file(
         name, label_text = fields
         if split_of(name) is None or not name.endswith(".jpg"):
             problems.append(
-                f"{path}:{line_no}: image name {name!r} is not of the form train_NNNNN.jpg or test_NNNN.jpg"
+                f"{path}:{line_no}: image name {name!r} is not of the form train_NNNNN.jpg or "
+                "test_NNNN.jpg"
             )
             continue
         try:
@@ -319,7 +324,8 @@ def _parse_points(
 
 
 def _annotation_rows(path: Path, what: str, problems: list[str]) -> list[str] | None:
-    """The rows of an annotation file, or None with the problem named (``what``: the file's role)."""
+    """The rows of an annotation file, or None with the problem named
+    (``what``: the file's role)."""
     try:
         return _read_rows(path)
     except FileNotFoundError:
@@ -330,7 +336,8 @@ def _annotation_rows(path: Path, what: str, problems: list[str]) -> list[str] | 
 
 
 def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file, or None (problems filled)."""
+    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file,
+    or None (problems filled)."""
     rows = _annotation_rows(path, "the manual annotation of this listed image", problems)
     if rows is None:
         return None
@@ -349,7 +356,8 @@ def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.n
             code = -1
         if not (0 <= code < ATTRIBUTE_RANGES[attribute] or code == UNKNOWN_ATTRIBUTE):
             problems.append(
-                f"{path}:{6 + k}: {attribute} code {text!r} is not an integer in 0..{ATTRIBUTE_RANGES[attribute] - 1} (or -1, unknown)"
+                f"{path}:{6 + k}: {attribute} code {text!r} is not an integer in "
+                f"0..{ATTRIBUTE_RANGES[attribute] - 1} (or -1, unknown)"
             )
             return None
         attributes[k] = code
@@ -379,7 +387,10 @@ def _listing(folder: Path) -> set[str]:
 def _missing_folder_problem(root: Path, folder: Path) -> str:
     archive = (root / folder).with_suffix(".zip")
     if archive.exists():
-        return f"{root / folder}: missing, but {archive} exists: unzip it in place (`cd {archive.parent} && unzip {archive.name}`)."
+        return (
+            f"{root / folder}: missing, but {archive} exists: unzip it in place (`cd "
+            f"{archive.parent} && unzip {archive.name}`)."
+        )
     return f"{root / folder}: missing. RAF-DB's basic/ must hold {folder}/."
 
 
@@ -429,8 +440,8 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
             manual5[i], attributes[i] = manual
             if manual5[i, 0, 0] > manual5[i, 1, 0]:
                 warnings.append(
-                    f"{root / MANUAL_DIR / manual_name(name)}: 'left eye' (row 1) lies right of 'right eye' "
-                    "(row 2); alignment follows the file's order"
+                    f"{root / MANUAL_DIR / manual_name(name)}: 'left eye' (row 1) lies right of "
+                    "'right eye' (row 2); alignment follows the file's order"
                 )
         auto = parse_auto_file(root / AUTO_DIR / auto_name(name), problems)
         if auto is not None:
@@ -455,10 +466,9 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
 def read_soft_labels(
     path: Path, names: list[str], labels: np.ndarray, classes: tuple[str, ...], problems: list[str]
 ) -> np.ndarray | None:
-    """(N, K) soft labels in the order of ``names``, from ``soft_labels.csv`` (name, then one column per class);
-    every listed image needs a row summing to 1 whose largest share is its hard label. None if a problem was noted."""
-    import csv
-
+    """(N, K) soft labels in the order of ``names``, from ``soft_labels.csv`` (name, then one column
+    per class); every listed image needs a row summing to 1 whose largest share is its hard label.
+    None if a problem was noted."""
     row_of = {name: i for i, name in enumerate(names)}
     soft = np.full((len(names), len(classes)), np.nan)
     with open(path, newline="", encoding="utf-8") as handle:
@@ -466,7 +476,8 @@ def read_soft_labels(
         header = next(reader, [])
         if header != ["name", *classes]:
             problems.append(
-                f"{path}:1: header must be name,{','.join(classes)} (the copy's classes); convert the data set again"
+                f"{path}:1: header must be name,{','.join(classes)} (the copy's classes); convert "
+                "the data set again"
             )
             return None
         for line, fields in enumerate(reader, start=2):
@@ -484,15 +495,16 @@ def read_soft_labels(
                 or values.argmax() != labels[i]
             ):
                 problems.append(
-                    f"{path}:{line}: not a listed image with {len(classes)} shares summing to 1 whose largest is "
-                    "its label; convert the data set again"
+                    f"{path}:{line}: not a listed image with {len(classes)} shares summing to 1 "
+                    "whose largest is its label; convert the data set again"
                 )
                 return None
             soft[i] = values / values.sum()
     missing = [names[i] for i in np.flatnonzero(np.isnan(soft[:, 0]))]
     if missing:
         problems.append(
-            f"{path}: no soft label for {len(missing)} listed image(s), e.g. {missing[0]}; convert the data set again"
+            f"{path}: no soft label for {len(missing)} listed image(s), e.g. {missing[0]}; "
+            "convert the data set again"
         )
         return None
     return soft
@@ -507,10 +519,10 @@ def load_rafdb(
 ) -> RafDb:
     """Read a RAF-DB copy (labels and landmarks); raise RafDbError naming every problem found.
 
-    Image files are checked for presence here; ``check_rafdb`` also decodes them. With ``cache_dir``, a copy read
-    without problems is kept there (``annotations_<key>.npz``) and reused while every file it was read from keeps
-    its name, size and time: RAF-DB's 30,000 small annotation files take seconds to parse, and every notebook of a
-    run reads them.
+    Image files are checked for presence here; ``check_rafdb`` also decodes them. With
+    ``cache_dir``, a copy read without problems is kept there (``annotations_<key>.npz``) and reused
+    while every file it was read from keeps its name, size and time: RAF-DB's 30,000 small
+    annotation files take seconds to parse, and every notebook of a run reads them.
     """
     root = resolve_root(root)
     cache = (
@@ -532,10 +544,8 @@ ANNOTATIONS_CACHE_VERSION = 1  # raise when RafDb's fields or their parsing chan
 
 
 def _annotations_key(root: Path, require_original: bool) -> str:
-    """The files ``_read_all`` reads (labels, class list, soft labels, annotations) by name, size and time, and
-    the image folders it checks names against, by name."""
-    import hashlib
-
+    """The files ``_read_all`` reads (labels, class list, soft labels, annotations) by name, size
+    and time, and the image folders it checks names against, by name."""
     digest = hashlib.sha256(f"{ANNOTATIONS_CACHE_VERSION}|{require_original}".encode())
     statted = [Path("."), LABEL_FILE.parent, MANUAL_DIR, AUTO_DIR]
     listed = [ALIGNED_DIR] + ([ORIGINAL_DIR] if require_original else [])
@@ -556,6 +566,7 @@ def _annotations_key(root: Path, require_original: bool) -> str:
 
 
 def _write_cached(data: RafDb, path: Path) -> None:
+    # fer_lib.io loads torch and pandas: 5.6 s (2 busy cores) at `python -m fer_lib --help`
     from fer_lib.io import write_atomic
 
     arrays = {
@@ -591,7 +602,7 @@ def _read_cached(path: Path, root: Path) -> RafDb:
             saved["auto37"],
             saved["warnings"].tolist(),
             tuple(saved["classes"].tolist()),
-            saved["soft"] if "soft" in saved else None,
+            saved.get("soft"),
         )
 
 
@@ -608,8 +619,9 @@ def _decode_problem(path: Path) -> str | None:
 
 @dataclass
 class CheckReport:
-    """Outcome of a check (``check_rafdb``, or another layout's checker in ``fer_lib.data.layouts``): per-class counts
-    in the order of ``classes`` and every problem found."""
+    """Outcome of a check (``check_rafdb``, or another layout's checker in
+    ``fer_lib.data.layouts``): per-class counts in the order of
+    ``classes`` and every problem found."""
 
     root: Path
     train: list[int]
@@ -618,9 +630,8 @@ class CheckReport:
     warnings: list[str]
     classes: tuple[str, ...] = CLASSES
     layout: str = "RAF-DB"
-    excluded: dict[str, int] = field(
-        default_factory=dict
-    )  # rows left out by the protocol, by reason
+    # rows left out by the protocol, by reason
+    excluded: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # the layout's protocol, in words
 
     @property
@@ -650,10 +661,12 @@ class CheckReport:
         lines = [f"{'class':<10} {'train':>7} {'paper':>7} {'test':>7} {'paper':>7}"]
         for k, name in enumerate(CLASSES):
             lines.append(
-                f"{name:<10} {self.train[k]:>7} {paper['train'][k]:>7} {self.test[k]:>7} {paper['test'][k]:>7}"
+                f"{name:<10} {self.train[k]:>7} {paper['train'][k]:>7} {self.test[k]:>7} "
+                f"{paper['test'][k]:>7}"
             )
         lines.append(
-            f"{'total':<10} {sum(self.train):>7} {sum(paper['train']):>7} {sum(self.test):>7} {sum(paper['test']):>7}"
+            f"{'total':<10} {sum(self.train):>7} {sum(paper['train']):>7} {sum(self.test):>7} "
+            f"{sum(paper['test']):>7}"
         )
         if label_file(self.root).is_file():
             lines.append(f"labels read from {label_file(self.root).relative_to(self.root)}")
@@ -675,7 +688,8 @@ class CheckReport:
 def check_rafdb(
     root: str | os.PathLike, *, decode_images: bool = True, progress: bool = True
 ) -> CheckReport:
-    """Validate a copy in one pass: label list, annotation files, image presence and (optionally) decoding."""
+    """Validate a copy in one pass: label list, annotation files, image
+    presence and (optionally) decoding."""
     try:
         root = resolve_root(root)
         classes, info = read_classes(root)

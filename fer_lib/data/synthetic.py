@@ -1,25 +1,27 @@
 """A synthetic RAF-DB: the project's embedded default data set.
 
-RAF-DB cannot be downloaded, so every notebook, table and figure runs on this stand-in when no copy is at
-hand. ``generate_demo_dataset`` writes it in exactly RAF-DB's basic/ layout (see fer_lib.data.rafdb), so the
-same reader loads it.
+RAF-DB cannot be downloaded, so every notebook, table and figure runs on this stand-in when no copy
+is at hand. ``generate_demo_dataset`` writes it in exactly RAF-DB's basic/ layout (see
+fer_lib.data.rafdb), so the same reader loads it.
 
 How a sample is made (all procedural, numpy + PIL.ImageDraw, no assets):
 - a canonical frontal 68-point iBUG face (units: inter-ocular distance = 1, origin between the eyes,
   y down), varied per identity (face width and height, jaw shape, eye size, brows, nose, mouth);
-- an expression as a sum of action-unit-like displacements of the 68 points with a random intensity; weak
-  intensities sit near Neutral, and the class recipes overlap where real FER does (Fear/Surprise,
-  Disgust/Anger, Sadness/Neutral); a little label noise swaps confusable partners;
-- appearance cues that the landmarks do not carry (teeth, wrinkles, crow's feet, tears, brow shadow),
-  which make the RGB branch the stronger one;
-- pose (yaw through a crude depth map, pitch, roll), random canvas size and face placement, background
-  clutter, lighting, blur, noise, grayscale and JPEG quality, all drawn independently of the class;
-- occluders (sunglasses, a hand or bar over the mouth), low light, heavy blur and tiny faces that hide the
-  pixel cues while the landmark files stay accurate, as RAF-DB's annotators labelled such faces anyway.
+- an expression as a sum of action-unit-like displacements of the 68 points with a random intensity;
+  weak intensities sit near Neutral, and the class recipes overlap where real FER does
+  (Fear/Surprise, Disgust/Anger, Sadness/Neutral); a little label noise swaps confusable partners;
+- appearance cues that the landmarks do not carry (teeth, wrinkles, crow's feet, tears, brow
+  shadow), which make the RGB branch the stronger one;
+- pose (yaw through a crude depth map, pitch, roll), random canvas size and face placement,
+  background clutter, lighting, blur, noise, grayscale and JPEG quality, all drawn independently of
+  the class;
+- occluders (sunglasses, a hand or bar over the mouth), low light, heavy blur and tiny faces that
+  hide the pixel cues while the landmark files stay accurate, as RAF-DB's annotators labelled such
+  faces anyway.
 
-Scene, expression and detector noise come from three independent random streams seeded by
-(seed, split, index), so everything except the expression is independent of the class by construction,
-and the output is byte-identical whatever the number of worker processes.
+Scene, expression and detector noise come from three independent random streams seeded by (seed,
+split, index), so everything except the expression is independent of the class by construction, and
+the output is byte-identical whatever the number of worker processes.
 """
 
 from __future__ import annotations
@@ -52,14 +54,8 @@ MARKER_FILE = "DEMO_DATA.json"  # written last: its presence (and content) means
 PARTIAL_FILE = "DEMO_DATA.partial"  # present while a run is writing
 SPLIT_CODES = {"train": 0, "test": 1}
 NAME_DIGITS = {"train": 5, "test": 4}
-CONFUSABLE_PARTNER = {
-    0: 1,
-    1: 0,
-    2: 5,
-    5: 2,
-    4: 6,
-    6: 4,
-}  # Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
+# Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
+CONFUSABLE_PARTNER = {0: 1, 1: 0, 2: 5, 5: 2, 4: 6, 6: 4}
 
 
 @dataclass(frozen=True)
@@ -67,22 +63,17 @@ class SyntheticKnobs:
     """Every calibration knob of the generator. Rates are per-sample probabilities."""
 
     # expression geometry (what the landmarks carry)
-    intensity_range: tuple[float, float] = (
-        0.45,
-        1.0,
-    )  # AU intensity of a clear expression (0 = neutral face)
+    # AU intensity of a clear expression (0 = neutral face)
+    intensity_range: tuple[float, float] = (0.45, 1.0)
     weak_fraction: float = 0.25  # share of non-neutral samples drawn with a weak intensity
     weak_intensity_range: tuple[float, float] = (0.08, 0.35)  # weak expressions: close to Neutral
     recipe_jitter: float = 0.3  # relative sd of each AU's weight around its class recipe
-    idle_au_sd: float = (
-        0.08  # sd of small random AU activations on every face (resting-face variety)
-    )
-    identity_sd: float = (
-        1.0  # multiplier on every identity shape variation (brow height, mouth corners, ...)
-    )
-    label_noise: float = (
-        0.05  # chance a sample of a paired class shows its confusable partner's expression
-    )
+    # sd of small random AU activations on every face (resting-face variety)
+    idle_au_sd: float = 0.08
+    # multiplier on every identity shape variation (brow height, mouth corners, ...)
+    identity_sd: float = 1.0
+    # chance a sample of a paired class shows its confusable partner's expression
+    label_noise: float = 0.05
     # appearance cues (pixels only)
     cue_strength: float = 1.0  # contrast of teeth/wrinkles/tears (0 removes every appearance cue)
     cue_presence: float = 1.0  # multiplier on the per-class cue probabilities (_CUE_PRESENCE)
@@ -104,20 +95,17 @@ class SyntheticKnobs:
     pitch_sd_deg: float = 5.0  # head nod, normal sd
     roll_sd_deg: float = 7.0  # in-plane tilt, normal sd
     canvas_range: tuple[int, int] = (160, 360)  # original image width and height, px
-    face_fraction_range: tuple[float, float] = (
-        0.16,
-        0.3,
-    )  # inter-ocular distance / min(canvas side)
+    # inter-ocular distance / min(canvas side)
+    face_fraction_range: tuple[float, float] = (0.16, 0.3)
     grayscale_fraction: float = 0.08  # images stored as gray (in RGB JPEGs)
-    jpeg_quality_range: tuple[int, int] = (
-        60,
-        95,
-    )  # per image, the same for its original and aligned files
+    # per image, the same for its original and aligned files
+    jpeg_quality_range: tuple[int, int] = (60, 95)
     noise_sd_range: tuple[float, float] = (0.5, 4.0)  # sensor noise, 0-255 scale
     blur_range: tuple[float, float] = (0.3, 0.8)  # everyday blur radius, px
 
 
-# The action units modelled (FACS numbers); _au_basis gives each one's displacement of the 68 points.
+# The action units modelled (FACS numbers); _au_basis gives each one's
+# displacement of the 68 points.
 AU_NAMES = (
     "AU1",
     "AU2",
@@ -155,7 +143,8 @@ _RECIPES: dict[int, dict[str, float]] = {
     6: {},  # Neutral
 }
 
-# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral).
+# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust,
+# Happiness, Sadness, Anger, Neutral).
 _CUE_PRESENCE: dict[str, tuple[float, ...]] = {
     "teeth": (0.15, 0.45, 0.35, 0.85, 0.02, 0.3, 0.03),
     "nasolabial": (0.05, 0.15, 0.7, 0.85, 0.05, 0.2, 0.03),
@@ -182,7 +171,8 @@ _LOWER_OUTER_MID = np.array([58, 57, 56])  # paired with _UPPER_OUTER_MID
 
 
 def _au_basis() -> np.ndarray:
-    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units of inter-ocular distance)."""
+    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units
+    of inter-ocular distance)."""
     basis = {name: np.zeros((68, 2)) for name in AU_NAMES}
     u = np.linspace(0, 1, 5)  # brow position, outer (0) -> inner (1)
     for brow, inward in ((_LEFT_BROW, 1.0), (_RIGHT_BROW, -1.0)):
@@ -212,6 +202,7 @@ def _au_basis() -> np.ndarray:
     basis["AU10"][_UPPER_INNER_LIP, 1] = -0.05
     basis["AU10"][[48, 54, 60, 64], 1] = -0.015
     basis["AU10"][31:36, 1] = -0.015
+    # lip corner puller
     _mirror_set(
         basis["AU12"],
         {
@@ -223,7 +214,8 @@ def _au_basis() -> np.ndarray:
             67: (-0.02, -0.015),
             50: (0.0, -0.01),
         },
-    )  # lip corner puller
+    )
+    # lip corner depressor
     _mirror_set(
         basis["AU15"],
         {
@@ -234,13 +226,14 @@ def _au_basis() -> np.ndarray:
             50: (0.0, 0.01),
             58: (0.0, 0.01),
         },
-    )  # lip corner depressor
+    )
     basis["AU17"][[55, 56, 58, 59], 1] = -0.03  # chin raiser: lower lip and chin pushed up
     basis["AU17"][57, 1] = -0.04
     basis["AU17"][[65, 66, 67], 1] = -0.025
     basis["AU17"][[7, 8, 9], 1] = -0.03
     basis["AU17"][[6, 10], 1] = -0.015
     basis["AU17"][[50, 51, 52], 1] = -0.01
+    # lip stretcher
     _mirror_set(
         basis["AU20"],
         {
@@ -251,7 +244,7 @@ def _au_basis() -> np.ndarray:
             50: (0.0, 0.012),
             58: (0.0, -0.012),
         },
-    )  # lip stretcher
+    )
     basis["AU20"][51, 1] = 0.012
     basis["AU20"][57, 1] = -0.012
     basis["AU23"][[49, 53], 1] = 0.03  # lip tightener/presser: thin lips, narrower mouth
@@ -263,9 +256,8 @@ def _au_basis() -> np.ndarray:
     basis["AU25"][[56, 57, 58], 1] = 0.03
     basis["AU25"][[55, 59], 1] = 0.02
     jaw = np.arange(3, 14)
-    basis["AU26"][jaw, 1] = (
-        0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5
-    )  # jaw drop, chin moves most
+    # jaw drop, chin moves most
+    basis["AU26"][jaw, 1] = 0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5
     basis["AU26"][55:60, 1] = [0.15, 0.2, 0.22, 0.2, 0.15]  # the lower lip follows the chin
     basis["AU26"][65:68, 1] = [0.19, 0.22, 0.19]
     basis["AU26"][_UPPER_INNER_LIP, 1] = -0.01
@@ -285,7 +277,8 @@ def _mirror_set(displacement: np.ndarray, left: dict[int, tuple[float, float]]) 
 _AU_BASIS = _au_basis()
 
 
-# ----------------------------------------------------------------------------------------------- identity
+# -----------------------------------------------------------------------------------------------
+# identity
 
 
 @dataclass
@@ -293,7 +286,8 @@ class _Identity:
     """Who is in the photo: class-independent shape and appearance parameters."""
 
     attributes: tuple[int, int, int]  # gender, race, age codes (RAF-DB's manual file rows 6-8)
-    face_w: float  # half face width (inter-ocular distance = 1: varies the eye spacing relative to the face)
+    # half face width (inter-ocular distance = 1: varies the eye spacing relative to the face)
+    face_w: float
     chin_y: float
     jaw_square: float  # superellipse exponent of the jaw: larger = squarer
     head_h: float  # forehead height above the eye line
@@ -370,9 +364,8 @@ def _sample_identity(rng: np.random.Generator, knobs: SyntheticKnobs) -> _Identi
 def _neutral_landmarks(idn: _Identity) -> np.ndarray:
     """The identity's frontal, expressionless 68 iBUG points in canonical units."""
     p = np.zeros((68, 2))
-    phi = (
-        np.pi * np.arange(17) / 16
-    )  # jaw: a superellipse from the left temple over the chin to the right
+    # jaw: a superellipse from the left temple over the chin to the right
+    phi = np.pi * np.arange(17) / 16
     e = 2 / idn.jaw_square
     p[:17, 0] = -idn.face_w * np.sign(np.cos(phi)) * np.abs(np.cos(phi)) ** e
     p[:17, 1] = 0.05 + (idn.chin_y - 0.05) * np.abs(np.sin(phi)) ** e
@@ -435,7 +428,8 @@ def _apply_expression(neutral: np.ndarray, au: np.ndarray) -> np.ndarray:
     return p
 
 
-# ----------------------------------------------------------------------------------------------- expression
+# -----------------------------------------------------------------------------------------------
+# expression
 
 
 @dataclass
@@ -463,7 +457,8 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
     )
     cues = {}
     for cue, by_class in _CUE_PRESENCE.items():
-        # neutral faces keep their (small) base rate: an occasional grin or furrow belongs to no class
+        # neutral faces keep their (small) base rate: an occasional grin or
+        # furrow belongs to no class
         p = by_class[shown] * (knobs.cue_presence if shown == 6 else presence_scale)
         if rng.random() < p:
             cues[cue] = (
@@ -476,7 +471,8 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
     return _Expression(shown, intensity, au, cues)
 
 
-# ----------------------------------------------------------------------------------------------- pose and scene
+# -----------------------------------------------------------------------------------------------
+# pose and scene
 
 
 @dataclass
@@ -517,7 +513,8 @@ def _depth(xy: np.ndarray) -> np.ndarray:
 
 
 def _head_outline(idn: _Identity, jaw: np.ndarray, grow: float = 1.0) -> np.ndarray:
-    """Closed outline: the jaw points, then the skull from the right temple over the top to the left."""
+    """Closed outline: the jaw points, then the skull from the right temple
+    over the top to the left."""
     alpha = np.linspace(0, np.pi, 15)[1:-1]
     top = np.stack(
         [idn.face_w * grow * np.cos(alpha), 0.05 - idn.head_h * grow * np.sin(alpha) ** 0.8], 1
@@ -532,9 +529,8 @@ class _Scene:
     width: int
     height: int
     pose: _Pose
-    conditions: tuple[
-        str, ...
-    ]  # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    conditions: tuple[str, ...]
     jpeg_quality: int
     grayscale: bool
 
@@ -624,7 +620,8 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return image
 
 
-# ----------------------------------------------------------------------------------------------- drawing
+# -----------------------------------------------------------------------------------------------
+# drawing
 
 
 def _chaikin(points: np.ndarray, closed: bool, iterations: int = 2) -> np.ndarray:
@@ -702,7 +699,8 @@ def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.
 
 
 def _draw_eyes(paint: _Painter, idn: _Identity, p: np.ndarray, iris_colour) -> None:
-    """Sclera, iris and lids: the lids are skin drawn over the iris, so a raised lid shows white above it."""
+    """Sclera, iris and lids: the lids are skin drawn over the iris, so a
+    raised lid shows white above it."""
     skin = _rgb(idn.skin)
     for eye, cx in ((_LEFT_EYE, -0.5), (_RIGHT_EYE, 0.5)):
         ring = p[eye]
@@ -889,23 +887,24 @@ def _draw_mouth_occluder(
 
 @functools.lru_cache(maxsize=4)
 def _noise_tile(size: int) -> np.ndarray:
-    """A fixed field of unit gaussian noise; each image takes a random crop (much cheaper than fresh noise)."""
+    """A fixed field of unit gaussian noise; each image takes a random crop
+    (much cheaper than fresh noise)."""
     return np.random.default_rng(20240601).standard_normal((size, size), dtype=np.float32)
 
 
 def _finish(
     image: Image.Image, scene: _Scene, rng: np.random.Generator, knobs: SyntheticKnobs
 ) -> Image.Image:
-    """Blur, lighting, noise and grayscale: the camera, independent of the class. PIL operations for speed."""
+    """Blur, lighting, noise and grayscale: the camera, independent of the
+    class. PIL operations for speed."""
     blur = rng.uniform(*knobs.blur_range)
     if "heavy_blur" in scene.conditions:
         image = image.filter(
             ImageFilter.GaussianBlur(max(blur, rng.uniform(0.08, 0.14) * scene.pose.scale))
         )
     else:
-        image = image.filter(
-            ImageFilter.BoxBlur(blur)
-        )  # fractional box: anti-aliasing plus soft focus
+        # fractional box: anti-aliasing plus soft focus
+        image = image.filter(ImageFilter.BoxBlur(blur))
     low_light = "low_light" in scene.conditions
     exposure = rng.uniform(0.12, 0.25) if low_light else rng.uniform(0.8, 1.15)
     balance = rng.uniform(0.92, 1.08, 3)  # white balance
@@ -935,7 +934,8 @@ def _finish(
     return image.convert("L").convert("RGB") if scene.grayscale else image
 
 
-# ----------------------------------------------------------------------------------------------- one sample
+# -----------------------------------------------------------------------------------------------
+# one sample
 
 
 @dataclass
@@ -952,13 +952,11 @@ class SyntheticSample:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     attributes: tuple[int, int, int]  # gender, race, age
     jpeg_quality: int
-    conditions: tuple[
-        str, ...
-    ]  # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
+    conditions: tuple[str, ...]
     cues: dict[str, float] = field(default_factory=dict)
-    points68: np.ndarray | None = (
-        None  # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
-    )
+    # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
+    points68: np.ndarray | None = None
 
 
 def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
@@ -970,7 +968,8 @@ def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generat
 def render_sample(
     seed: int, split: str, index: int, label: int, knobs: SyntheticKnobs | None = None
 ) -> SyntheticSample:
-    """Render sample ``index`` (0-based) of a split with 0-based ``label``; pure function of its arguments."""
+    """Render sample ``index`` (0-based) of a split with 0-based ``label``;
+    pure function of its arguments."""
     knobs = knobs or SyntheticKnobs()
     rng_scene, rng_expr, rng_detector = _sample_streams(seed, split, index)
     idn = _sample_identity(rng_scene, knobs)
@@ -1041,10 +1040,11 @@ def render_sample(
 
 
 def warp_aligned(image: Image.Image, manual5: np.ndarray) -> Image.Image:
-    """RAF-DB's aligned 100x100 crop: least-squares similarity from eyes + mouth centre to ALIGN_TARGETS.
+    """RAF-DB's aligned 100x100 crop: least-squares similarity from eyes + mouth centre to
+    ALIGN_TARGETS.
 
-    PIL's AFFINE transform takes the inverse map in its own coordinates (pixel centres at +0.5); faces
-    shrunk by more than 2x are box-reduced first so thin lines (wrinkles) survive.
+    PIL's AFFINE transform takes the inverse map in its own coordinates (pixel centres at +0.5);
+    faces shrunk by more than 2x are box-reduced first so thin lines (wrinkles) survive.
     """
     matrix = similarity_from_points(alignment_anchors(manual5), ALIGN_TARGETS)
     factor = int(1 / math.hypot(matrix[0, 0], matrix[1, 0]))
@@ -1072,14 +1072,15 @@ def warp_aligned(image: Image.Image, manual5: np.ndarray) -> Image.Image:
     )
 
 
-# ----------------------------------------------------------------------------------------------- the data set
+# -----------------------------------------------------------------------------------------------
+# the data set
 
 
 def class_counts_for(n: int, split: str) -> list[int]:
     """Images per class for ``n`` images of a split, in the proportions of the paper's Table 3.
 
-    Largest remainder (ties to the lower class index), so the counts sum to ``n``; with n >= 7 every class
-    gets at least one image, taken from the largest class.
+    Largest remainder (ties to the lower class index), so the counts sum to ``n``; with n >= 7 every
+    class gets at least one image, taken from the largest class.
     """
     if split not in SPLIT_CODES:
         raise ValueError(f"split {split!r} is not one of {tuple(SPLIT_CODES)}")
@@ -1096,7 +1097,8 @@ def class_counts_for(n: int, split: str) -> list[int]:
 
 
 def split_labels(n: int, split: str, seed: int) -> np.ndarray:
-    """0-based labels of a split's samples in name order: Table 3 proportions, shuffled by the seed."""
+    """0-based labels of a split's samples in name order: Table 3
+    proportions, shuffled by the seed."""
     labels = np.repeat(np.arange(rafdb.NUM_CLASSES), class_counts_for(n, split))
     np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODES[split], 0])).shuffle(labels)
     return labels
@@ -1143,7 +1145,8 @@ def demo_dataset_is_complete(
     seed: int,
     knobs: SyntheticKnobs | None = None,
 ) -> bool:
-    """True when ``out_dir`` holds a finished demo set made by this generator version with these settings."""
+    """True when ``out_dir`` holds a finished demo set made by this generator
+    version with these settings."""
     root = Path(out_dir)
     try:
         found = json.loads((root / MARKER_FILE).read_text())
@@ -1166,7 +1169,8 @@ def _prepare_folder(root: Path) -> None:
         )
     if not ours and root.is_dir() and any(root.iterdir()):
         raise FileExistsError(
-            f"{root} is not empty and holds no {MARKER_FILE}: choose an empty folder for the demo set"
+            f"{root} is not empty and holds no {MARKER_FILE}: choose an empty folder for the demo "
+            "set"
         )
     root.mkdir(parents=True, exist_ok=True)
     (root / PARTIAL_FILE).write_text("a demo data set is being written here\n")
@@ -1191,14 +1195,15 @@ def generate_demo_dataset(
 
     Deterministic for (n_train, n_test, seed, knobs): byte-identical files whatever ``workers`` is
     (default: one process per CPU, at most 8; workers are spawned, so a script that calls this with
-    workers > 1 needs the usual ``if __name__ == "__main__":`` guard). A folder holding a label file but no
-    demo marker is refused (it may be a real RAF-DB copy); a previous demo set there is replaced.
-    ``DEMO_DATA.json`` is written last; see ``demo_dataset_is_complete``.
+    workers > 1 needs the usual ``if __name__ == "__main__":`` guard). A folder holding a label file
+    but no demo marker is refused (it may be a real RAF-DB copy); a previous demo set there is
+    replaced. ``DEMO_DATA.json`` is written last; see ``demo_dataset_is_complete``.
     """
     knobs = knobs or SyntheticKnobs()
     if not (1 <= n_train <= 99999 and 1 <= n_test <= 9999):
         raise ValueError(
-            f"need 1 <= n_train <= 99999 and 1 <= n_test <= 9999 (RAF-DB's name widths), got {n_train}, {n_test}"
+            "need 1 <= n_train <= 99999 and 1 <= n_test <= 9999 (RAF-DB's name widths), got "
+            f"{n_train}, {n_test}"
         )
     root = Path(out_dir).expanduser()
     _prepare_folder(root)

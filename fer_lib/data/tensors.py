@@ -1,10 +1,10 @@
-"""Tensors for training and evaluation: aligned images at the network's input size, aligned landmarks,
-labels, and the batched augmentations of the ARM recipe.
+"""Tensors for training and evaluation: aligned images at the network's input size, aligned
+landmarks, labels, and the batched augmentations of the ARM recipe.
 
 Images are decoded once, resized to the input size and kept as one uint8 tensor per split (cached on
-disk as ``.npy`` next to the run, so the notebooks after the first do not decode JPEGs again). Landmarks
-are mapped to the input canvas with the paper's 5-point affine alignment; heatmaps are drawn from them
-per batch, so no heatmap image is ever stored.
+disk as ``.npy`` next to the run, so the notebooks after the first do not decode JPEGs again).
+Landmarks are mapped to the input canvas with the paper's 5-point affine alignment; heatmaps are
+drawn from them per batch, so no heatmap image is ever stored.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from fer_lib.data import landmarks
 from fer_lib.data.heatmaps import render_heatmaps
-from fer_lib.io import relative, save_npy
 from fer_lib.data.rafdb import CLASSES, RafDb
+from fer_lib.io import relative, save_npy
 from fer_lib.settings import AUGMENTATIONS
 
 # the statistics the ImageNet weights were trained with: every RGB input is normalised with them
@@ -41,13 +41,12 @@ class SplitTensors:
     labels: torch.Tensor  # (N,) int64, 0-based
     landmark_set: str
     classes: tuple[str, ...] = CLASSES  # what labels index (the data set's class list)
-    soft: torch.Tensor | None = (
-        None  # (N, K) float32 soft labels to train on (FERPlus's probability mode), or None
-    )
+    # (N, K) float32 soft labels to train on (FERPlus's probability mode), or None
+    soft: torch.Tensor | None = None
 
     def targets(self, index: torch.Tensor) -> torch.Tensor:
-        """What the loss compares with for the samples ``index``: their soft labels where the data set has them
-        (cross-entropy with probability targets), else their class indices."""
+        """What the loss compares with for the samples ``index``: their soft labels where the data
+        set has them (cross-entropy with probability targets), else their class indices."""
         return self.labels[index] if self.soft is None else self.soft[index]
 
     def __len__(self) -> int:
@@ -79,7 +78,8 @@ def _load_image(path: Path, size: int) -> np.ndarray:
 
 
 def load_images(paths: list[Path], size: int, *, progress: bool = True) -> np.ndarray:
-    """(N, S, S, 3) uint8 images, decoded with a few threads (PIL releases the GIL while decoding)."""
+    """(N, S, S, 3) uint8 images, decoded with a few threads (PIL releases
+    the GIL while decoding)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         for i, image in enumerate(
@@ -109,10 +109,11 @@ def split_tensors(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> SplitTensors:
-    """Images at ``size``, landmarks aligned to the ``size`` canvas, labels, for the samples of ``data``.
+    """Images at ``size``, landmarks aligned to the ``size`` canvas, labels, for the samples of
+    ``data``.
 
-    With ``cache_dir``, decoded images are saved there and reused when the same files at the same size
-    are asked for again (the key covers the data root, the size and the list of names).
+    With ``cache_dir``, decoded images are saved there and reused when the same files at the same
+    size are asked for again (the key covers the data root, the size and the list of names).
     """
     landmarks.check_landmark_set(landmark_set)
     images = None
@@ -150,8 +151,9 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 def flip_points_where(
     points: torch.Tensor, size: int, flip: torch.Tensor | None, landmark_set: str = "auto37"
 ) -> torch.Tensor:
-    """Canvas landmarks (B, K, 2) with the samples whose ``flip`` is True mirrored (x and left/right partners), as
-    ``landmarks.flip_points`` does, on the points' device and without reading ``flip`` on the host."""
+    """Canvas landmarks (B, K, 2) with the samples whose ``flip`` is True mirrored (x and left/right
+    partners), as ``landmarks.flip_points`` does, on the points' device and without reading ``flip``
+    on the host."""
     if flip is None:
         return points
     flipped = points[
@@ -168,14 +170,16 @@ def heatmaps_for(
     landmark_set: str = "auto37",
     **kwargs,
 ) -> torch.Tensor:
-    """Heatmaps (B, 1, S, S) for canvas landmarks; samples with ``flip`` True are mirrored consistently."""
+    """Heatmaps (B, 1, S, S) for canvas landmarks; samples with ``flip`` True
+    are mirrored consistently."""
     return render_heatmaps(flip_points_where(points, size, flip, landmark_set), size, **kwargs)
 
 
 def coordinates_for(
     points: torch.Tensor, size: int, flip: torch.Tensor | None = None, landmark_set: str = "auto37"
 ) -> torch.Tensor:
-    """The coordinate branch's input (B, 2K): canvas landmarks scaled to [-1, 1], mirrored where ``flip``."""
+    """The coordinate branch's input (B, 2K): canvas landmarks scaled to [-1,
+    1], mirrored where ``flip``."""
     points = flip_points_where(points, size, flip, landmark_set)
     return (points.float() * (2.0 / size) - 1.0).reshape(len(points), -1)
 
@@ -186,8 +190,9 @@ def flip_images(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 
 
 def device_generator(generator: torch.Generator, device) -> torch.Generator | None:
-    """A generator on ``device`` seeded from the CPU ``generator`` (reproducible), for ``augment_arm``'s noise on a GPU:
-    made once per epoch, not per step. None on the CPU, where the noise comes from ``generator`` itself."""
+    """A generator on ``device`` seeded from the CPU ``generator`` (reproducible), for
+    ``augment_arm``'s noise on a GPU: made once per epoch, not per step. None on the CPU, where the
+    noise comes from ``generator`` itself."""
     if torch.device(device).type == "cpu":
         return None
     return torch.Generator(device=device).manual_seed(
@@ -201,13 +206,13 @@ def augment_arm(
     mix: str = "upstream",
     noise_generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The ARM recipe on a normalised batch, then RandomErasing(scale=(0.02, 0.1)) (torchvision's default p = 0.5,
-    ratio (0.3, 3.3), value 0).
+    """The ARM recipe on a normalised batch, then RandomErasing(scale=(0.02, 0.1)) (torchvision's
+    default p = 0.5, ratio (0.3, 3.3), value 0).
 
-    ``mix`` "upstream" is the ARM authors' code: half the images untouched, a quarter flipped, a quarter with
-    gaussian noise. "flip_or_noise" flips half and noises the other half (every image altered), which the CPU demo
-    was calibrated with. ``noise_generator`` (``device_generator``) draws the noise of images on a GPU; without it
-    one is made for this call.
+    ``mix`` "upstream" is the ARM authors' code: half the images untouched, a quarter flipped, a
+    quarter with gaussian noise. "flip_or_noise" flips half and noises the other half (every image
+    altered), which the CPU demo was calibrated with. ``noise_generator`` (``device_generator``)
+    draws the noise of images on a GPU; without it one is made for this call.
     """
     if mix not in AUGMENTATIONS:
         raise ValueError(f"augmentation mix {mix!r} is not one of {AUGMENTATIONS}")
@@ -222,15 +227,16 @@ def augment_arm(
     out = flip_images(images, flip)
     if device.type == "cpu":
         noise = torch.randn(images.shape, generator=generator)
-    else:  # drawn on the device (no batch-sized copy per step), from a seed the CPU generator gives: reproducible
+    # drawn on the device (no batch-sized copy per step), from a seed the CPU
+    # generator gives: reproducible
+    else:
         noise = torch.randn(
             images.shape,
             generator=noise_generator or device_generator(generator, device),
             device=device,
         )
-    out = torch.where(
-        noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out
-    )  # std 0.1 in normalised units
+    # std 0.1 in normalised units
+    out = torch.where(noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out)
 
     erase = torch.rand(batch, generator=generator) < 0.5
     area = torch.empty(batch).uniform_(0.02, 0.1, generator=generator) * height * width
@@ -239,24 +245,22 @@ def augment_arm(
     w = (area / log_ratio.exp()).sqrt().round().clamp(1, width).long()
     top = (torch.rand(batch, generator=generator) * (height - h + 1).float()).long()
     left = (torch.rand(batch, generator=generator) * (width - w + 1).float()).long()
-    top, h, left, w, erase = (
-        t.to(device) for t in (top, h, left, w, erase)
-    )  # the mask is built where the images are
+    # the mask is built where the images are
+    top, h, left, w, erase = (t.to(device) for t in (top, h, left, w, erase))
     rows = torch.arange(height, device=device).view(1, -1)
     cols = torch.arange(width, device=device).view(1, -1)
     in_rows = (rows >= top.view(-1, 1)) & (rows < (top + h).view(-1, 1))  # (B, H)
     in_cols = (cols >= left.view(-1, 1)) & (cols < (left + w).view(-1, 1))  # (B, W)
-    mask = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2) & erase.view(-1, 1, 1)).unsqueeze(
-        1
-    )  # (B, 1, H, W)
+    # (B, 1, H, W)
+    mask = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2) & erase.view(-1, 1, 1)).unsqueeze(1)
     return out.masked_fill(mask, 0.0)
 
 
 def stratified_split(
     labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation) with ``fraction`` of each class held out for validation (at least one
-    per class that has two or more samples). Seeded; the test set is never touched."""
+    """Indices (train, validation) with ``fraction`` of each class held out for validation (at least
+    one per class that has two or more samples). Seeded; the test set is never touched."""
     if not 0 < fraction < 1:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)

@@ -1,20 +1,21 @@
-"""Grad-CAM++ explanations of the fused model on both branches, and the rules that pick the examples of the
-paper's Tables 9-11.
+"""Grad-CAM++ explanations of the fused model on both branches, and the rules that pick the examples
+of the paper's Tables 9-11.
 
-The CAMs come from pytorch-grad-cam's ``GradCAMPlusPlus`` at the layers of the paper's footnote 3: the
-output of ResNet18's layer4 on the RGB branch (before ARM) and the output of the landmark CNN's conv5 on the
-landmark branch (before the size-matching conv and ARM). The target is the fused model's logit of a class:
-its predicted class by default, or the true class.
+The CAMs come from pytorch-grad-cam's ``GradCAMPlusPlus`` at the layers of the paper's footnote 3:
+the output of ResNet18's layer4 on the RGB branch (before ARM) and the output of the landmark CNN's
+conv5 on the landmark branch (before the size-matching conv and ARM). The target is the fused
+model's logit of a class: its predicted class by default, or the true class.
 
-The fused model takes two inputs; ``FusedLogits`` presents it to pytorch-grad-cam as a function of one of
-them with the other held. ARM adds a batch-mean term that couples the images of a batch: left live, one
-image's CAM would also carry the gradients of the other images' targets. The terms are therefore held at
-fixed values. With affinity ``"batch"`` (the default, the one the evaluation used) they are the values of
-the test batch the image was evaluated in: consecutive test-order batches of the evaluation batch size, as
-``training.predict_fusion`` runs them. The explained prediction is computed from the evaluation's own
-per-image features (``evaluated_maps``: bf16 under CUDA's autocast) with the heads in fp32, as the evaluation
-computes them, so it is the reported one whatever the precision (notebook 07 checks this); the CAM passes run in
-fp32. With affinity ``"fixed"`` the terms are the population means.
+The fused model takes two inputs; ``FusedLogits`` presents it to pytorch-grad-cam as a function of
+one of them with the other held. ARM adds a batch-mean term that couples the images of a batch: left
+live, one image's CAM would also carry the gradients of the other images' targets. The terms are
+therefore held at fixed values. With affinity ``"batch"`` (the default, the one the evaluation used)
+they are the values of the test batch the image was evaluated in: consecutive test-order batches of
+the evaluation batch size, as ``training.predict_fusion`` runs them. The explained prediction is
+computed from the evaluation's own per-image features (``evaluated_maps``: bf16 under CUDA's
+autocast) with the heads in fp32, as the evaluation computes them, so it is the reported one
+whatever the precision (notebook 07 checks this); the CAM passes run in fp32. With affinity
+``"fixed"`` the terms are the population means.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ TABLE11_CASES = {
 }
 
 
-# ------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Choosing the examples (deterministic rules on a prediction table)
 
 
 def _frame(predictions) -> pd.DataFrame:
-    """One row per test image: index, name, label and each head's prediction, plus the fused confidence."""
+    """One row per test image: index, name, label and each head's prediction,
+    plus the fused confidence."""
     return pd.DataFrame(
         {
             "index": np.arange(len(predictions.labels)),
@@ -87,9 +89,9 @@ def _in_case(frame: pd.DataFrame, wanted: tuple[bool | None, ...]) -> np.ndarray
 
 
 def pick_per_class(predictions, *, correct: bool, per_class: int = 1) -> pd.DataFrame:
-    """Table 9 (``correct=True``) or Table 10 (``correct=False``): for each true class, the test images the
-    fused model got right (or wrong) with the highest fused confidence. The classes are the predictions' own (the
-    data set's list); classes without such an image are left out."""
+    """Table 9 (``correct=True``) or Table 10 (``correct=False``): for each true class, the test
+    images the fused model got right (or wrong) with the highest fused confidence. The classes are
+    the predictions' own (the data set's list); classes without such an image are left out."""
     frame = _frame(predictions)
     right = frame["fused"] == frame["label"]
     classes = predictions.classes
@@ -101,7 +103,8 @@ def pick_per_class(predictions, *, correct: bool, per_class: int = 1) -> pd.Data
 
 
 def pick_cases(predictions, *, per_case: int = 2) -> pd.DataFrame:
-    """Table 11: for each case of ``TABLE11_CASES``, the test images in it with the highest fused confidence."""
+    """Table 11: for each case of ``TABLE11_CASES``, the test images in it with
+    the highest fused confidence."""
     frame = _frame(predictions)
     picked = []
     for name, wanted in TABLE11_CASES.items():
@@ -120,13 +123,14 @@ def case_counts(predictions) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Grad-CAM++
 
 
 class FusedLogits(nn.Module):
-    """The fused model's logits (B, classes) as a function of one input (``vary``: "rgb" images or "landmark"
-    heatmaps), the other branch's per-image ARM map and both ARM batch terms held at the given values."""
+    """The fused model's logits (B, classes) as a function of one input (``vary``: "rgb"
+    images or "landmark" heatmaps), the other branch's per-image ARM map and both ARM batch
+    terms held at the given values."""
 
     def __init__(
         self,
@@ -143,7 +147,8 @@ class FusedLogits(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.vary == "rgb":
-            # the baseline is frozen: only an input that needs gradients gives layer4's output a gradient
+            # the baseline is frozen: only an input that needs gradients gives
+            # layer4's output a gradient
             x = x if x.requires_grad else x.detach().requires_grad_(True)
             rgb, landmark = self.model.frozen_per_image(x), self.held_per_image
         else:
@@ -153,7 +158,8 @@ class FusedLogits(nn.Module):
 
 @dataclass
 class Explanation:
-    """Grad-CAM++ maps of a set of test images, with what they explain; maps are (N, S, S) in [0, 1]."""
+    """Grad-CAM++ maps of a set of test images, with what they explain;
+    maps are (N, S, S) in [0, 1]."""
 
     index: np.ndarray  # (N,) test-set indices
     target: np.ndarray  # (N,) the class whose fused logit is explained
@@ -183,10 +189,11 @@ def evaluated_maps(
     index: np.ndarray,
     affinity: str = "batch",
 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
-    """Each image of ``index`` as the evaluation saw it (``training.fusion_outputs``): its RGB per-image map from the
-    cache, its landmark per-image map computed in its test batch (consecutive batches of ``config.eval_batch_size``
-    in split order) in the evaluation's precision, and ARM's terms (N, n*n): its batch's for ``"batch"``, the
-    population means for ``"fixed"``. Returns (RGB maps, landmark maps, terms), each (N, n*n) in fp32."""
+    """Each image of ``index`` as the evaluation saw it (``training.fusion_outputs``): its RGB
+    per-image map from the cache, its landmark per-image map computed in its test batch (consecutive
+    batches of ``config.eval_batch_size`` in split order) in the evaluation's precision, and ARM's
+    terms (N, n*n): its batch's for ``"batch"``, the population means for ``"fixed"``. Returns (RGB
+    maps, landmark maps, terms), each (N, n*n) in fp32."""
     device = next(model.parameters()).device
     size = config.eval_batch_size
     previous = model.arm.affinity
@@ -226,6 +233,8 @@ def held_batch_terms(
 def _grad_cam_plus_plus(
     wrapper: FusedLogits, layer: nn.Module, inputs: Tensor, target: np.ndarray
 ) -> np.ndarray:
+    # pytorch_grad_cam (with cv2): 13 s (2 busy cores) at every notebook's start (run.experiment
+    # imports this module)
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -254,17 +263,19 @@ def explain(
     """Grad-CAM++ on both branches for the test images ``index`` of ``split``.
 
     Args:
-        cache: the baseline's per-image feature cache of ``split`` (``training.rgb_feature_cache``); used for the
+        cache: the baseline's per-image feature cache of ``split`` (``training.rgb_feature_cache``);
+        used for the
             batch terms of the images' evaluation batches.
         target: explain the fused "predicted" class or the "true" class.
-        affinity: "batch" (terms of the evaluation batch) or "fixed" (population means; estimate them first).
+        affinity: "batch" (terms of the evaluation batch) or "fixed" (population means; estimate
+        them first).
     """
     if target not in TARGETS:
         raise ValueError(f"target {target!r} is not one of {TARGETS}")
     if model.arm is None:
         raise ValueError(
-            "Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch reads coordinates "
-            "(landmark_input 'coords'): explain a heatmap run instead"
+            "Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch "
+            "reads coordinates (landmark_input 'coords'): explain a heatmap run instead"
         )
     if affinity not in AFFINITY_MODES:
         raise ValueError(f"affinity {affinity!r} is not one of {AFFINITY_MODES}")
@@ -279,8 +290,9 @@ def explain(
     for start in range(0, len(index), chunk):
         chosen = index[start : start + chunk]
         members = torch.as_tensor(chosen)
-        # the reported logits from the evaluation's own features (bf16 under autocast) and heads (fp32); the CAMs run
-        # in fp32 (pytorch-grad-cam reads activations through numpy, which has no bf16)
+        # the reported logits from the evaluation's own features (bf16 under autocast)
+        # and heads (fp32); the CAMs run in fp32 (pytorch-grad-cam reads activations
+        # through numpy, which has no bf16)
         rgb, landmark, terms = evaluated_maps(model, split, cache, config, chosen, affinity)
         images = tensors.normalise(split.images[members].to(device))
         heatmaps = landmark_inputs(split, members, None, config, device)
@@ -328,12 +340,14 @@ def explain(
     )
 
 
-# ------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Figures
 
 
 def overlay(base: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """pytorch-grad-cam's jet overlay of a CAM on an RGB (S, S, 3) or grey (S, S) image in [0, 1]."""
+    """pytorch-grad-cam's jet overlay of a CAM on an RGB (S, S, 3) or
+    grey (S, S) image in [0, 1]."""
+    # pytorch_grad_cam: see _grad_cam_plus_plus
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     base = np.repeat(base[..., None], 3, axis=-1) if base.ndim == 2 else base
@@ -341,9 +355,10 @@ def overlay(base: np.ndarray, cam: np.ndarray) -> np.ndarray:
 
 
 def plot_explanations(explanation: Explanation, examples: pd.DataFrame, title: str) -> plt.Figure:
-    """One column per example (``examples`` rows, in the order of ``explanation.index``): the input image,
-    its RGB-branch CAM, the landmark heatmap and its landmark-branch CAM; headers give the true class and the
-    three heads' predictions. Each row is one mosaic image (one axes per row keeps the figure fast to save)."""
+    """One column per example (``examples`` rows, in the order of ``explanation.index``): the input
+    image, its RGB-branch CAM, the landmark heatmap and its landmark-branch CAM; headers give the
+    true class and the three heads' predictions. Each row is one mosaic image (one axes per row
+    keeps the figure fast to save)."""
     if list(examples["index"]) != list(explanation.index):
         raise ValueError("the examples table and the explanation list different images")
     n, size = len(examples), explanation.images.shape[1]
@@ -378,7 +393,10 @@ def plot_explanations(explanation: Explanation, examples: pd.DataFrame, title: s
         for spine in ax.spines.values():
             spine.set_visible(False)
     for j, row in enumerate(examples.itertuples(index=False)):
-        header = f"{textwrap.fill(row.group, 22)}\ntrue {row.label}\nfused {row.fused}\nRGB {row.rgb} / lm {row.landmark}"
+        header = (
+            f"{textwrap.fill(row.group, 22)}\ntrue {row.label}\nfused {row.fused}\nRGB {row.rgb} "
+            f"/ lm {row.landmark}"
+        )
         axes[0, 0].text(
             j * (size + gap) + size / 2,
             -size * 0.04,

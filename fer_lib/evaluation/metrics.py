@@ -1,17 +1,19 @@
-"""Evaluation metrics of the paper (section 5): per-class accuracy, overall top-k and average accuracy,
-the confusion matrix and Table 2's RGB x landmark contingency table.
+"""Evaluation metrics of the paper (section 5): per-class accuracy, overall top-k and average
+accuracy, the confusion matrix and Table 2's RGB x landmark contingency table.
 
-Pure numpy on label arrays (0-based class ids) and score arrays (N, C) of logits or probabilities; torch
-CPU tensors work too (anything ``np.asarray`` takes). Key names follow shared/paper/paper_results.json.
+Pure numpy on label arrays (0-based class ids) and score arrays (N, C) of logits or probabilities;
+torch CPU tensors work too (anything ``np.asarray`` takes). Key names follow
+shared/paper/paper_results.json.
 
 Conventions:
 - per-class accuracy is the recall of each class (Table 5); a class absent from ``y_true`` gets NaN.
-- average accuracy (AA) is the mean per-class accuracy over the classes present in ``y_true`` (Table 6);
-  it is the unweighted mean, not the overall accuracy (the mistake DAN's authors corrected, ARM_NOTES.md).
-- the class count: RAF-DB's 7 unless ``num_classes`` gives the data set's own (8 with Contempt for a converted
-  AffectNet); ``summary`` takes it from the scores' columns.
-- top-k ranks classes by descending score, ties broken towards the lower class id (as ``argmax`` does), so
-  top-1 always equals the accuracy of ``scores.argmax(1)``.
+- average accuracy (AA) is the mean per-class accuracy over the classes present in ``y_true`` (Table
+  6); it is the unweighted mean, not the overall accuracy (the mistake DAN's authors corrected,
+  ARM_NOTES.md).
+- the class count: RAF-DB's 7 unless ``num_classes`` gives the data set's own (8 with Contempt for a
+  converted AffectNet); ``summary`` takes it from the scores' columns.
+- top-k ranks classes by descending score, ties broken towards the lower class id (as ``argmax``
+  does), so top-1 always equals the accuracy of ``scores.argmax(1)``.
 """
 
 from __future__ import annotations
@@ -89,16 +91,16 @@ def topk_accuracy(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
         )
     if not 1 <= k <= scores.shape[1]:
         raise ValueError(f"k must be in 1..{scores.shape[1]}, got {k}")
-    top = np.argsort(-scores, axis=1, kind="stable")[
-        :, :k
-    ]  # (N, k); stable: ties go to the lower class id
+    # (N, k); stable: ties go to the lower class id
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return float(np.mean((top == y_true[:, None]).any(axis=1)))
 
 
 def contingency_2x2(
     correct_a: np.ndarray, correct_b: np.ndarray, names: tuple[str, str] = ("rgb", "landmark")
 ) -> dict[str, int]:
-    """Table 2: counts of (a right/wrong) x (b right/wrong) from two boolean arrays of per-sample correctness.
+    """Table 2: counts of (a right/wrong) x (b right/wrong) from two boolean arrays of per-sample
+    correctness.
 
     Keys are ``{a}_correct_{b}_correct``, ``{a}_correct_{b}_wrong``, ``{a}_wrong_{b}_correct``,
     ``{a}_wrong_{b}_wrong``, with a = rgb and b = landmark by default (paper_results.json's names).
@@ -120,8 +122,9 @@ def contingency_2x2(
 def summary(
     y_true: np.ndarray, scores: np.ndarray, num_classes: int | None = None
 ) -> dict[str, float | list[float]]:
-    """Tables 5 and 6 for one model: oa_top1, oa_top2, oa_top3, aa and per_class (a list; NaN = absent class).
-    ``num_classes``: the data set's class count; by default the scores' columns, one per class."""
+    """Tables 5 and 6 for one model: oa_top1, oa_top2, oa_top3, aa and per_class (a list;
+    NaN = absent class). ``num_classes``: the data set's class count; by default the
+    scores' columns, one per class."""
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != (num_classes or scores.shape[1]):
         raise ValueError(f"scores must be (N, {num_classes or 'C'}), got shape {scores.shape}")

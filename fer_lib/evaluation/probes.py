@@ -1,28 +1,41 @@
 """Linear probes: what a linear model learns from the same input the networks see.
 
 They are the branch table's reference rows. A network that does worse than a linear model on its own
-input has not learned what its input allows; a linear model on global image statistics that beats the
-majority class would reveal a shortcut in the data set.
+input has not learned what its input allows; a linear model on global image statistics that beats
+the majority class would reveal a shortcut in the data set.
 
 - ``hog``: HOG features of the aligned images (scikit-image), the RGB branch's reference;
 - ``coordinates``: the aligned landmark coordinates, the landmark branch's reference;
-- ``global statistics``: mean and sd per colour channel of the original photo, its size, and the face's
-  size and position from the manual points (the shortcut check of ``SYNTHETIC_DATA.md``).
+- ``global statistics``: mean and sd per colour channel of the original photo, its size, and the
+  face's size and position from the manual points (the shortcut check of ``SYNTHETIC_DATA.md``).
 
-Each probe is a standardised multinomial logistic regression (scikit-learn). Its regularisation is chosen
-on a stratified validation split of the training set, never on the test set. Its solver runs on one BLAS and
-OpenMP thread (``fit_probe``): the sums of a multithreaded matrix product are split by the thread count, and
-the HOG probe's test OA moved by 0.0003 between two runs of the same machine.
+Each probe is a standardised multinomial logistic regression (scikit-learn). Its regularisation is
+chosen on a stratified validation split of the training set, never on the test set. Its solver runs
+on one BLAS and OpenMP thread (``fit_probe``): the sums of a multithreaded matrix product are split
+by the thread count, and the HOG probe's test OA moved by 0.0003 between two runs of the same
+machine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from PIL import Image
+from skimage.feature import hog
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from torch.nn import functional
 
 from fer_lib.data.rafdb import RafDb
 from fer_lib.data.tensors import SplitTensors, stratified_split
@@ -43,17 +56,12 @@ class ProbeResult:
 
 
 def _model(c: float):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300))
 
 
 def fit_probe(c: float, x: np.ndarray, y: np.ndarray):
-    """A probe fitted on one thread, so the same numbers come out whatever threads the process was given."""
-    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
-
+    """A probe fitted on one thread, so the same numbers come out whatever
+    threads the process was given."""
     with threadpool_limits(limits=1):
         return _model(c).fit(x, y)
 
@@ -67,21 +75,14 @@ def linear_probe(
     *,
     seed: int = 0,
 ) -> ProbeResult:
-    """Fit on the training split with C chosen on a 10% stratified validation split, refit on all of it."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
-
+    """Fit on the training split with C chosen on a 10% stratified validation
+    split, refit on all of it."""
     fit, val = stratified_split(train_y, 0.1, seed)
     scores = {}
-    with (
-        warnings.catch_warnings(),
-        threadpool_limits(limits=1),
-    ):  # predictions too: a near-tie must not flip
-        warnings.simplefilter(
-            "ignore", ConvergenceWarning
-        )  # a probe is a reference, not a tuned model
+    # predictions too: a near-tie must not flip
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        # a probe is a reference, not a tuned model
+        warnings.simplefilter("ignore", ConvergenceWarning)
         for c in C_GRID:
             scores[c] = float(
                 (
@@ -97,10 +98,6 @@ def linear_probe(
 
 def hog_features(images: np.ndarray) -> np.ndarray:
     """(N, D) HOG descriptors of uint8 images (N, 3, S, S), on grey images resized to 64x64."""
-    import torch
-    from skimage.feature import hog
-    from torch.nn import functional
-
     grey = torch.as_tensor(images).float().mean(1, keepdim=True)
     grey = functional.interpolate(grey, size=(HOG_SIDE, HOG_SIDE), mode="area")[:, 0].numpy()
     return np.stack(
@@ -114,19 +111,15 @@ def coordinate_features(points: np.ndarray, size: int) -> np.ndarray:
 
 
 def _photo_statistics(path) -> list[float]:
-    from PIL import Image
-
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     return [*pixels.mean((0, 1)), *pixels.std((0, 1)), pixels.shape[1], pixels.shape[0]]
 
 
 def global_statistics(rafdb) -> np.ndarray:
-    """(N, 11) per sample: mean and sd of each channel of the original photo, its width and height, and
-    the inter-ocular distance and eye-centre position from the manual points (relative to the photo)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
+    """(N, 11) per sample: mean and sd of each channel of the original photo, its width
+    and height, and the inter-ocular distance and eye-centre position from the manual
+    points (relative to the photo)."""
     with ThreadPoolExecutor(
         max_workers=min(8, 2 * (os.cpu_count() or 1))
     ) as pool:  # PIL decodes without the GIL
@@ -152,9 +145,8 @@ def global_statistics(rafdb) -> np.ndarray:
 def probe_table(
     train: SplitTensors, test: SplitTensors, classes, input_size: int, cache_dir: Path
 ) -> pd.DataFrame:
-    """Test accuracy of linear probes on each branch's input and of the majority class, computed once per
-    data set and input size (``cache/probes_<key>.csv``) and reused."""
-
+    """Test accuracy of linear probes on each branch's input and of the majority class, computed
+    once per data set and input size (``cache/probes_<key>.csv``) and reused."""
     key = hashlib.sha256(
         f"{input_size}|{HOG_SIDE}|{C_GRID}|".encode() + "\n".join(train.names + test.names).encode()
     ).hexdigest()[:16]
@@ -207,10 +199,10 @@ def probe_table(
 
 
 def shortcut_table(rafdb: RafDb, cache_dir: Path) -> pd.DataFrame:
-    """The no-shortcut check of SYNTHETIC_DATA.md on this data set: a linear probe on global photo statistics
-    (colour, photo size, face size and position) against the majority class; the first should not beat the second."""
-
-    # computed once per data set (reading every original photo is most of a notebook's time) and reused
+    """The no-shortcut check of SYNTHETIC_DATA.md on this data set: a linear probe on global photo
+    statistics (colour, photo size, face size and position) against the majority class; the first
+    should not beat the second."""
+    # computed once per data set (reading every original photo is most of a notebook's time), reused
     key = hashlib.sha256(
         f"shortcut|{C_GRID}|".encode()
         + "\n".join(rafdb.names).encode()

@@ -1,23 +1,25 @@
 """How sure is a difference between two models evaluated on the same test images?
 
-- ``mcnemar_exact``: exact McNemar test on paired per-image correctness. Under the null the discordant
-  images (one model right, the other wrong) split 50/50, so the p-value is a two-sided binomial test on
-  the discordant counts.
+- ``mcnemar_exact``: exact McNemar test on paired per-image correctness. Under the null the
+  discordant images (one model right, the other wrong) split 50/50, so the p-value is a two-sided
+  binomial test on the discordant counts.
 - ``paired_bootstrap``: a seeded paired bootstrap of the OA and AA differences. Test images are
-  resampled with replacement, the same draw for both models. It returns the observed difference and a
-  percentile interval. A resample is drawn as multinomial counts of (class, hit A, hit B) cells, which is
-  the same distribution as drawing image indices and costs nothing per image.
-- ``paired_bootstrap_correct``: the same on per-image correctness given as numbers in [0, 1] (booleans, or
-  each image's fraction of seeds that got it right).
-- ``seed_pooled_interval``: the method-level interval of the seed-averaged difference of two training methods,
-  from variance components (images, seeds, their interaction) with a quantile that knows how few seeds there
-  are: the interval every verdict reads. Its coverage is measured by simulation (``benchmarks/stats_coverage.py``).
-- ``outlying_seed``: a seed whose difference is an outlier among its siblings (a failed seed), which the interval's
-  normal seed effects do not allow for.
+  resampled with replacement, the same draw for both models. It returns the observed difference and
+  a percentile interval. A resample is drawn as multinomial counts of (class, hit A, hit B) cells,
+  which is the same distribution as drawing image indices and costs nothing per image.
+- ``paired_bootstrap_correct``: the same on per-image correctness given as numbers in [0, 1]
+  (booleans, or each image's fraction of seeds that got it right).
+- ``seed_pooled_interval``: the method-level interval of the seed-averaged difference of two
+  training methods, from variance components (images, seeds, their interaction) with a quantile that
+  knows how few seeds there are: the interval every verdict reads. Its coverage is measured by
+  simulation (``benchmarks/stats_coverage.py``).
+- ``outlying_seed``: a seed whose difference is an outlier among its siblings (a failed seed), which
+  the interval's normal seed effects do not allow for.
 - ``holm``, ``seeds_needed``: a family of claims, and how many seeds a target effect needs.
 
-Resamples are drawn class by class, keeping each class's number of test images, as the test set's class
-sizes are fixed by design (RAF-DB's test split, and the synthetic set's copy of its proportions).
+Resamples are drawn class by class, keeping each class's number of test images, as the test set's
+class sizes are fixed by design (RAF-DB's test split, and the synthetic set's copy of its
+proportions).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.optimize import brentq
+from scipy.special import ndtr
+from scipy.stats import binomtest, chi2
+from scipy.stats import t as student
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,8 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult
     correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if correct_a.shape != correct_b.shape or correct_a.ndim != 1:
         raise ValueError(
-            f"correctness arrays must be 1-D and the same length, got {correct_a.shape} and {correct_b.shape}"
+            f"correctness arrays must be 1-D and the same length, got {correct_a.shape} and "
+            f"{correct_b.shape}"
         )
     only_a = int((correct_a & ~correct_b).sum())
     only_b = int((~correct_a & correct_b).sum())
@@ -63,8 +69,9 @@ class BootstrapResult:
 
 
 def _class_count(labels: np.ndarray, num_classes: int | None) -> int:
-    """The data set's class count, or where not given enough for every label: AA averages over the classes present
-    in the test labels only, so classes without a test image do not change it (any class list works)."""
+    """The data set's class count, or where not given enough for every label: AA averages over the
+    classes present in the test labels only, so classes without a test image do not change it (any
+    class list works)."""
     if num_classes is not None:
         return int(num_classes)
     return int(np.max(labels)) + 1 if len(labels) else 1
@@ -73,7 +80,8 @@ def _class_count(labels: np.ndarray, num_classes: int | None) -> int:
 def _cell_accuracy(
     counts: np.ndarray, cell_class: np.ndarray, cell_hits: np.ndarray, metric: str, num_classes: int
 ) -> np.ndarray:
-    """OA or AA for each row of ``counts`` (R, K): how many draws fell in each cell (class, a's hit, b's hit)."""
+    """OA or AA for each row of ``counts`` (R, K): how many draws fell in each
+    cell (class, a's hit, b's hit)."""
     if metric == "oa":
         return counts @ cell_hits / counts.sum(1)
     onehot = np.eye(num_classes)[cell_class]  # (K, C)
@@ -86,11 +94,13 @@ def _cell_accuracy(
 def paired_bootstrap(
     labels: np.ndarray, predicted_a: np.ndarray, predicted_b: np.ndarray, **options
 ) -> BootstrapResult:
-    """Percentile interval of metric(B) - metric(A) over paired bootstrap resamples of the test images.
+    """Percentile interval of metric(B) - metric(A) over paired bootstrap resamples of the test
+    images.
 
-    ``options`` are ``paired_bootstrap_correct``'s: ``metric`` "oa" (overall accuracy) or "aa" (average per-class
-    accuracy over the classes present), ``resamples``, ``confidence``, ``seed``, ``num_classes``. Seeded; each
-    resample costs O(classes x distinct correctness pairs), not O(images).
+    ``options`` are ``paired_bootstrap_correct``'s: ``metric`` "oa" (overall accuracy) or "aa"
+    (average per-class accuracy over the classes present), ``resamples``, ``confidence``, ``seed``,
+    ``num_classes``. Seeded; each resample costs O(classes x distinct correctness pairs), not
+    O(images).
     """
     labels = np.asarray(labels)
     return paired_bootstrap_correct(
@@ -109,14 +119,16 @@ def paired_bootstrap_correct(
     seed: int = 0,
     num_classes: int | None = None,
 ) -> BootstrapResult:
-    """``paired_bootstrap`` on per-image correctness (N,) in [0, 1]: booleans, or fractions of seeds right."""
+    """``paired_bootstrap`` on per-image correctness (N,) in [0, 1]: booleans,
+    or fractions of seeds right."""
     if metric not in ("oa", "aa"):
         raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
     labels = np.asarray(labels)
     correct_a, correct_b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     if not (correct_a.shape == correct_b.shape == labels.shape) or labels.ndim != 1:
         raise ValueError(
-            f"labels and correctness must be 1-D and the same length, got {labels.shape}, {correct_a.shape}, {correct_b.shape}"
+            f"labels and correctness must be 1-D and the same length, got {labels.shape}, "
+            f"{correct_a.shape}, {correct_b.shape}"
         )
     num_classes = _class_count(labels, num_classes)
     cells = _cells(labels, correct_a, correct_b)
@@ -130,9 +142,9 @@ def paired_bootstrap_correct(
 def _cells(
     labels: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray
 ) -> tuple[np.ndarray, ...]:
-    """(class, a's hit, b's hit) of each distinct cell, and how many images fall in it. A resample's OA and AA depend
-    only on how many draws land in each cell, and those counts are multinomial: drawing them is the same bootstrap
-    as drawing image indices, in O(cells) per resample."""
+    """(class, a's hit, b's hit) of each distinct cell, and how many images fall in it. A resample's
+    OA and AA depend only on how many draws land in each cell, and those counts are multinomial:
+    drawing them is the same bootstrap as drawing image indices, in O(cells) per resample."""
     cells, members = np.unique(
         np.stack([np.asarray(labels, dtype=float), correct_a, correct_b], 1),
         axis=0,
@@ -163,8 +175,9 @@ def _observed_difference(cells: tuple[np.ndarray, ...], metric: str, num_classes
 def _resampled_differences(
     cells: tuple[np.ndarray, ...], metric: str, resamples: int, seed: int, num_classes: int
 ) -> np.ndarray:
-    """metric(B) - metric(A) over resamples drawn class by class: each class keeps its number of test images
-    (the test set's class sizes are fixed by design), and its images are drawn with replacement."""
+    """metric(B) - metric(A) over resamples drawn class by class: each class keeps its
+    number of test images (the test set's class sizes are fixed by design), and its images
+    are drawn with replacement."""
     cell_class, cell_counts = cells[0], cells[3]
     rng = np.random.default_rng(seed)
     counts = np.zeros((resamples, len(cell_class)))
@@ -176,11 +189,11 @@ def _resampled_differences(
 
 
 def bound_confidence(seeds: int, alpha: float) -> float:
-    """One-sided confidence of the upper bound on the seed variance that an interval at level 1 - ``alpha`` takes
-    its quantile at: the bound may miss as often as the interval (0.6 ``alpha`` with two seeds). Not Berger-Boos
-    (the bound's miss is not added to the level): a plug-in, whose worst-case miss over the nuisance ratio,
-    integrated exactly under its own model, is at most ``alpha`` at every level checked
-    (``benchmarks/stats_coverage.py --worst-case``)."""
+    """One-sided confidence of the upper bound on the seed variance that an interval at level 1 -
+    ``alpha`` takes its quantile at: the bound may miss as often as the interval (0.6 ``alpha`` with
+    two seeds). Not Berger-Boos (the bound's miss is not added to the level): a plug-in, whose
+    worst-case miss over the nuisance ratio, integrated exactly under its own model, is at most
+    ``alpha`` at every level checked (``benchmarks/stats_coverage.py --worst-case``)."""
     return 1 - (0.6 if seeds == 2 else 1.0) * alpha
 
 
@@ -189,7 +202,8 @@ _GRID = 4000  # chi-square quantiles that integrate over the seed-variance estim
 
 @dataclass(frozen=True)
 class PooledResult:
-    """The method-level comparison of two training methods over S seeds (``seed_pooled_interval``)."""
+    """The method-level comparison of two training methods over S seeds
+    (``seed_pooled_interval``)."""
 
     metric: str
     difference: float  # seed-averaged metric(B) - metric(A)
@@ -197,15 +211,15 @@ class PooledResult:
     high: float
     seeds: int
     se: float  # standard error of the difference: sqrt(image_variance + seed_variance / seeds)
-    image_variance: (
-        float  # test-image sampling of the seed-averaged difference, the interaction not counted
-    )
-    seed_variance: float  # variance of one seed's difference around the method's mean (seed effect + interaction)
-    interaction_variance: (
-        float  # the part of seed_variance that image-by-seed interaction alone explains
-    )
+    # test-image sampling of the seed-averaged difference, the interaction not counted
+    image_variance: float
+    # variance of one seed's difference around the method's mean (seed effect + interaction)
+    seed_variance: float
+    # the part of seed_variance that image-by-seed interaction alone explains
+    interaction_variance: float
     ratio: float  # the bound on seed_variance / (seeds * image_variance) the quantile is taken at
-    p_value: float  # two-sided, against no difference: below 1 - confidence exactly when the interval excludes 0
+    # two-sided, against no difference: below 1 - confidence exactly when the interval excludes 0
+    p_value: float
 
     @property
     def excludes_zero(self) -> bool:
@@ -213,19 +227,22 @@ class PooledResult:
 
     @property
     def floor(self) -> float:
-        """The interaction's share interaction_variance / (seeds * image_variance): the seed variance in the
-        standard error is never below the interaction, and the quantile's distribution knows it."""
+        """The interaction's share interaction_variance / (seeds * image_variance): the seed
+        variance in the standard error is never below the interaction, and the quantile's
+        distribution knows it."""
         if self.image_variance <= 0:
             return 0.0
         return self.interaction_variance / (self.seeds * self.image_variance)
 
     def quantile(self, probability: float) -> float:
-        """Upper ``probability`` quantile of the studentised difference (|T| for two-sided use: pass 0.975)."""
+        """Upper ``probability`` quantile of the studentised difference (|T| for
+        two-sided use: pass 0.975)."""
         return _quantile(self.ratio, self.seeds, probability, self.floor)
 
     def interval(self, confidence: float) -> tuple[float, float]:
-        """The interval at another ``confidence`` (the verdicts read intervals at 1 - alpha_j, alpha_j their share of
-        the table's alpha), its seed-variance bound taken at that level (``bound_confidence``)."""
+        """The interval at another ``confidence`` (the verdicts read intervals at 1 -
+        alpha_j, alpha_j their share of the table's alpha), its seed-variance bound taken at
+        that level (``bound_confidence``)."""
         if self.se == 0:
             return self.difference, self.difference
         ratio = _ratio(
@@ -242,16 +259,15 @@ class PooledResult:
         """Two one-sided tests against +-margin: p below alpha shows |difference| < margin."""
         if self.se == 0:
             return 0.0 if abs(self.difference) < margin else 1.0
-        lower = _tail(
-            self.ratio, self.seeds, (self.difference + margin) / self.se, self.floor
-        )  # H0: difference <= -margin
-        upper = _tail(
-            self.ratio, self.seeds, (margin - self.difference) / self.se, self.floor
-        )  # H0: difference >= +margin
+        # H0: difference <= -margin
+        lower = _tail(self.ratio, self.seeds, (self.difference + margin) / self.se, self.floor)
+        # H0: difference >= +margin
+        upper = _tail(self.ratio, self.seeds, (margin - self.difference) / self.se, self.floor)
         return max(lower, upper)
 
     def p_beyond(self, margin: float) -> float:
-        """One-sided p of |difference| <= margin against a difference beyond the margin in the observed direction."""
+        """One-sided p of |difference| <= margin against a difference beyond the
+        margin in the observed direction."""
         if self.se == 0:
             return 0.0 if abs(self.difference) > margin else 1.0
         return _tail(self.ratio, self.seeds, (abs(self.difference) - margin) / self.se, self.floor)
@@ -263,32 +279,24 @@ class PooledResult:
 
 @lru_cache(maxsize=None)
 def _chi_points(seeds: int) -> np.ndarray:
-    """Equal-probability points of chi-square(S-1)/(S-1): the seed-variance estimate relative to its truth."""
-    from scipy.stats import chi2
-
+    """Equal-probability points of chi-square(S-1)/(S-1): the seed-variance
+    estimate relative to its truth."""
     return chi2.ppf((np.arange(_GRID) + 0.5) / _GRID, seeds - 1) / (seeds - 1)
 
 
 def _tail(ratio: float, seeds: int, t: float, floor: float = 0.0) -> float:
-    """P(T > t) for the studentised difference T = (D - delta) / sqrt(v_img + max(s^2, v_int) / S) when the true
-    seed_variance / (S v_img) is ``ratio`` and v_int / (S v_img) is ``floor`` (v_int, the interaction, is estimated
-    from (N-1)(S-1) degrees of freedom and taken as known): T = sqrt(1 + ratio) Z / sqrt(1 + max(ratio U, floor)),
-    U ~ chi2(S-1)/(S-1)."""
-    from scipy.special import ndtr
-    from scipy.stats import t as student
-
-    if not np.isfinite(
-        ratio
-    ):  # no image term: the floor can only shorten the tail, so t(S-1) is safe
+    """P(T > t) for the studentised difference T = (D - delta) / sqrt(v_img + max(s^2, v_int) / S)
+    when the true seed_variance / (S v_img) is ``ratio`` and v_int / (S v_img) is ``floor`` (v_int,
+    the interaction, is estimated from (N-1)(S-1) degrees of freedom and taken as known): T = sqrt(1
+    + ratio) Z / sqrt(1 + max(ratio U, floor)), U ~ chi2(S-1)/(S-1)."""
+    # no image term: the floor can only shorten the tail, so t(S-1) is safe
+    if not np.isfinite(ratio):
         return float(student.sf(t, seeds - 1))
     scale = np.sqrt((1 + np.maximum(ratio * _chi_points(seeds), floor)) / (1 + ratio))
     return float(ndtr(-t * scale).mean())
 
 
 def _quantile(ratio: float, seeds: int, probability: float, floor: float = 0.0) -> float:
-    from scipy.optimize import brentq
-    from scipy.stats import t as student
-
     if not np.isfinite(ratio):
         return float(student.ppf(probability, seeds - 1))
     return float(
@@ -297,8 +305,8 @@ def _quantile(ratio: float, seeds: int, probability: float, floor: float = 0.0) 
 
 
 def _metric_weights(labels: np.ndarray, metric: str, num_classes: int) -> np.ndarray:
-    """Each image's weight in the metric, so that metric(B) - metric(A) = weights @ (correct_b - correct_a): 1/N for OA,
-    1/(classes present x its class's size) for AA."""
+    """Each image's weight in the metric, so that metric(B) - metric(A) = weights @ (correct_b -
+    correct_a): 1/N for OA, 1/(classes present x its class's size) for AA."""
     if metric == "oa":
         return np.full(len(labels), 1 / len(labels))
     sizes = np.bincount(labels, minlength=num_classes)
@@ -308,12 +316,14 @@ def _metric_weights(labels: np.ndarray, metric: str, num_classes: int) -> np.nda
 def _variance_components(
     labels: np.ndarray, diff: np.ndarray, weights: np.ndarray
 ) -> tuple[float, float]:
-    """Image and interaction variance of a metric difference from per-seed, per-image differences ``diff`` (S, N).
+    """Image and interaction variance of a metric difference from per-seed, per-image differences
+    ``diff`` (S, N).
 
-    A two-way layout (images x seeds) within each class: the image term is the spread of the seed-averaged
-    differences between images, less the interaction it contains (a class-stratified resample of the test images
-    sees both); the interaction comes from the residual mean square. Returns (image variance of the seed-averaged
-    metric difference, interaction variance of one seed's metric difference)."""
+    A two-way layout (images x seeds) within each class: the image term is the spread of the
+    seed-averaged differences between images, less the interaction it contains (a class-stratified
+    resample of the test images sees both); the interaction comes from the residual mean square.
+    Returns (image variance of the seed-averaged metric difference, interaction variance of one
+    seed's metric difference)."""
     seeds = diff.shape[0]
     image = interaction = 0.0
     for k in np.unique(labels):
@@ -342,21 +352,24 @@ def seed_pooled_interval(
     confidence: float = 0.95,
     num_classes: int | None = None,
 ) -> PooledResult:
-    """The method-level interval of the seed-averaged difference metric(B) - metric(A): training method B against A,
-    both sources of chance counted, the test images drawn and the training seeds.
+    """The method-level interval of the seed-averaged difference metric(B) - metric(A): training
+    method B against A, both sources of chance counted, the test images drawn and the training
+    seeds.
 
-    ``correct_a`` and ``correct_b`` are (S, N) per-seed correctness, paired seed by seed (A may repeat one model,
-    such as a frozen baseline); S >= 2. Per image i and seed s the difference is delta + a_i + b_s + g_si, so the
-    seed-averaged difference has variance v_img + v_seed / S, where v_seed (seed effect plus interaction) is the
-    spread of the S per-seed differences and v_img the image term without the interaction
-    (``_variance_components``). s^2 is floored at the interaction estimate v_int (v_seed contains it; a tie of
-    the per-seed differences, common as they are counts of images, gives s^2 = 0) in the standard error and in the
-    quantile alike. v_seed rests on S - 1 degrees of freedom: the quantile is the exact one of the studentised
-    difference at an upper confidence bound of the ratio v_seed / (S v_img) (``bound_confidence``). This is a
-    calibrated plug-in, not Berger-Boos: its worst-case miss over the nuisance ratio, integrated exactly under its
-    own model, is at most 1 - ``confidence`` (``benchmarks/stats_coverage.py --worst-case``), and its coverage on
-    simulated test sets is measured by the same benchmark, which ``tests/test_stats.py`` checks. With two seeds the
-    interval is wide, honestly. Nothing here is random (no resamples, no seed).
+    ``correct_a`` and ``correct_b`` are (S, N) per-seed correctness, paired seed by seed (A may
+    repeat one model, such as a frozen baseline); S >= 2. Per image i and seed s the difference is
+    delta + a_i + b_s + g_si, so the seed-averaged difference has variance v_img + v_seed / S, where
+    v_seed (seed effect plus interaction) is the spread of the S per-seed differences and v_img the
+    image term without the interaction (``_variance_components``). s^2 is floored at the interaction
+    estimate v_int (v_seed contains it; a tie of the per-seed differences, common as they are counts
+    of images, gives s^2 = 0) in the standard error and in the quantile alike. v_seed rests on S - 1
+    degrees of freedom: the quantile is the exact one of the studentised difference at an upper
+    confidence bound of the ratio v_seed / (S v_img) (``bound_confidence``). This is a calibrated
+    plug-in, not Berger-Boos: its worst-case miss over the nuisance ratio, integrated exactly under
+    its own model, is at most 1 - ``confidence`` (``benchmarks/stats_coverage.py --worst-case``),
+    and its coverage on simulated test sets is measured by the same benchmark, which
+    ``tests/test_stats.py`` checks. With two seeds the interval is wide, honestly. Nothing here is
+    random (no resamples, no seed).
     """
     labels = np.asarray(labels)
     correct_a, correct_b = (
@@ -365,14 +378,16 @@ def seed_pooled_interval(
     )
     if correct_a.shape != correct_b.shape or correct_a.shape[1] != len(labels):
         raise ValueError(
-            f"per-seed correctness must pair up over the {len(labels)} images, got {correct_a.shape} and {correct_b.shape}"
+            f"per-seed correctness must pair up over the {len(labels)} images, got "
+            f"{correct_a.shape} and {correct_b.shape}"
         )
     if metric not in ("oa", "aa"):
         raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
     seeds = correct_a.shape[0]
     if seeds < 2:
         raise ValueError(
-            "a method-level interval needs two seeds or more; for one model each use paired_bootstrap_correct"
+            "a method-level interval needs two seeds or more; for one model each use "
+            "paired_bootstrap_correct"
         )
     labels = labels.astype(int)
     weights = _metric_weights(labels, metric, _class_count(labels, num_classes))
@@ -380,8 +395,9 @@ def seed_pooled_interval(
     difference = float(per_seed.mean())
     image_variance, interaction = _variance_components(labels, correct_b - correct_a, weights)
     seed_variance = float(per_seed.var(ddof=1))
-    # s^2 below the interaction (a tie of the per-seed differences gives 0) says less than the images do: the
-    # standard error uses the same floor as the quantile, so the interval never collapses while images disagree
+    # s^2 below the interaction (a tie of the per-seed differences gives 0) says less than the
+    # images do: the standard error uses the same floor as the quantile, so the interval never
+    # collapses while images disagree
     return pooled_from_components(
         metric, difference, image_variance, seed_variance, interaction, seeds, confidence
     )
@@ -396,8 +412,9 @@ def pooled_from_components(
     seeds: int,
     confidence: float = 0.95,
 ) -> PooledResult:
-    """The interval, p-value and plug-in ratio of ``seed_pooled_interval`` from the seed-averaged difference and
-    its variance components (what simulations of the statistic draw, without drawing test sets)."""
+    """The interval, p-value and plug-in ratio of ``seed_pooled_interval`` from the
+    seed-averaged difference and its variance components (what simulations of the statistic
+    draw, without drawing test sets)."""
     se = float(np.sqrt(image_variance + max(seed_variance, interaction) / seeds))
     if se == 0:
         return PooledResult(
@@ -435,20 +452,20 @@ def pooled_from_components(
 def _ratio(
     image_variance: float, seed_variance: float, interaction: float, seeds: int, alpha: float
 ) -> float:
-    """The plug-in ratio v_seed / (S v_img) the quantile is taken at: an upper confidence bound of v_seed
-    (``bound_confidence``) from s^2 floored at the interaction, as in the standard error."""
-    from scipy.stats import chi2
-
+    """The plug-in ratio v_seed / (S v_img) the quantile is taken at: an upper confidence bound of
+    v_seed (``bound_confidence``) from s^2 floored at the interaction, as in the standard error."""
     if image_variance <= 0:
         return np.inf
     level = bound_confidence(seeds, alpha)
-    # s^2 floored at the interaction here too: a tie says the seeds are close, not that they cannot differ
+    # s^2 floored at the interaction here too: a tie says the seeds are
+    # close, not that they cannot differ
     bound = max(seed_variance, interaction) * (seeds - 1) / chi2.ppf(1 - level, seeds - 1)
     return bound / (seeds * image_variance)
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment (1979): adjusted p-values that keep the family-wise error at alpha."""
+    """Holm's step-down adjustment (1979): adjusted p-values that keep the
+    family-wise error at alpha."""
     p = np.asarray(p_values, dtype=float)
     order = np.argsort(p)
     adjusted = np.empty_like(p)
@@ -468,10 +485,10 @@ def seeds_needed(
     power: float = 0.8,
     most: int = 1000,
 ) -> int | None:
-    """The fewest seeds that resolve ``effect`` (the minimum detectable effect at ``power`` falls to it) given the
-    variance components ``result`` measured; ``test_images_scale``: test images as a multiple of this run's (the
-    image term and the interaction shrink with it, the seed effect does not). None where even ``most`` seeds do not
-    (the test set's own sampling is too coarse)."""
+    """The fewest seeds that resolve ``effect`` (the minimum detectable effect at ``power`` falls to
+    it) given the variance components ``result`` measured; ``test_images_scale``: test images as a
+    multiple of this run's (the image term and the interaction shrink with it, the seed effect does
+    not). None where even ``most`` seeds do not (the test set's own sampling is too coarse)."""
     image_variance = result.image_variance / test_images_scale
     interaction = result.interaction_variance / test_images_scale
     seed_variance = max(result.seed_variance - result.interaction_variance, 0.0) + interaction
@@ -494,9 +511,8 @@ def seeds_needed(
     return high
 
 
-OUTLIER_ALPHA = (
-    0.05  # the chance, per claim, of flagging some seed when seed effects are normal (at most)
-)
+# the chance, per claim, of flagging some seed when seed effects are normal (at most)
+OUTLIER_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -513,18 +529,18 @@ class OutlyingSeed:
 def outlying_seed(
     differences, interaction: float = 0.0, alpha: float = OUTLIER_ALPHA
 ) -> OutlyingSeed | None:
-    """The seed whose per-seed difference is an outlier among its siblings, or None: each seed's difference against
-    the mean of the others, over the standard error the others' spread gives it (a studentised deleted residual),
-    flagged where its two-sided t(S-2) p-value times S (Bonferroni over the seeds) falls below ``alpha``.
+    """The seed whose per-seed difference is an outlier among its siblings, or None: each seed's
+    difference against the mean of the others, over the standard error the others' spread gives it
+    (a studentised deleted residual), flagged where its two-sided t(S-2) p-value times S (Bonferroni
+    over the seeds) falls below ``alpha``.
 
-    The test-image term is shared by every seed and cancels in a seed's deviation from the others, so under normal
-    seed effects (seed effect plus interaction, any seed sd) the statistic is t(S-2) and some seed is flagged at
-    most ``alpha`` of the time. The others' variance is floored at ``interaction`` (the image-by-seed interaction,
-    which every seed's difference carries): two seeds that happen to tie leave no zero scale to flag against, and
-    the floor only lowers the statistic. With three seeds the others are two (one degree of freedom): only a seed
-    dozens of spreads away is flagged (``benchmarks/README.md``, "Seeds that fail")."""
-    from scipy.stats import t as student
-
+    The test-image term is shared by every seed and cancels in a seed's deviation from the others,
+    so under normal seed effects (seed effect plus interaction, any seed sd) the statistic is t(S-2)
+    and some seed is flagged at most ``alpha`` of the time. The others' variance is floored at
+    ``interaction`` (the image-by-seed interaction, which every seed's difference carries): two
+    seeds that happen to tie leave no zero scale to flag against, and the floor only lowers the
+    statistic. With three seeds the others are two (one degree of freedom): only a seed dozens of
+    spreads away is flagged (``benchmarks/README.md``, "Seeds that fail")."""
     d = np.asarray(differences, dtype=float)
     seeds = len(d)
     if seeds < 3:

@@ -1,9 +1,10 @@
-"""The networks: the frozen RGB baseline (ResNet18 + ARM, ``arm``), the landmark branch (``landmark``), the
-weighted fusion of eq. 1-3 (``fusion``), and weights files loaded strictly (``checkpoints``).
+"""The networks: the frozen RGB baseline (ResNet18 + ARM, ``arm``), the landmark branch
+(``landmark``), the weighted fusion of eq. 1-3 (``fusion``), and weights files loaded strictly
+(``checkpoints``).
 
 Paper: Kanamori et al., "Emotion estimation from face images using facial landmarks" (docs/SPEC.md).
-Baseline: Shi & Zhu 2021, "Learning to Amend Facial Expression Representation via De-albino and Affinity"
-(arXiv 2103.10189; code: SimKarras/Amend-Representation-Module).
+Baseline: Shi & Zhu 2021, "Learning to Amend Facial Expression Representation via De-albino and
+Affinity" (arXiv 2103.10189; code: SimKarras/Amend-Representation-Module).
 
 The names below are the public ones, importable as ``fer_lib.models.X`` as torchvision's are.
 """

@@ -1,41 +1,38 @@
-"""The frozen RGB baseline: ResNet18 + ARM (Shi & Zhu 2021), named as the authors' released model so that
-their RAF-DB checkpoint ``epoch59_acc0.9205.pth`` loads strictly (``load_arm_checkpoint``).
+"""The frozen RGB baseline: ResNet18 + ARM (Shi & Zhu 2021), named as the authors' released model so
+that their RAF-DB checkpoint ``epoch59_acc0.9205.pth`` loads strictly (``load_arm_checkpoint``).
 
-ARM block and its batch term
-----------------------------
-PixelShuffle(16) turns the trunk's (512, m, m) map into (2, 16m, 16m). One single-channel "de-albino" conv
-(kernel 32, stride 8, no padding, no bias) is shared by both channels -> (2, n, n); BatchNorm2d(2); then the
-per-image mean over the 2 channels, an (n, n) map. The ARM code adds ``alpha * x.mean(dim=[0, 1])`` of the
-BatchNorm output: a mean over the minibatch and both channels that keeps the spatial positions, i.e. an
-(n, n) map shared by the whole batch. It equals the batch mean of the per-image maps, which is how it is
-computed here, so a cache of per-image maps (``ARM.per_image``) plus ``ARM.batch_term`` gives the same
-features as the uncached forward. Affinity modes (``ARM.affinity``):
+ARM block and its batch term ---------------------------- PixelShuffle(16) turns the trunk's (512,
+m, m) map into (2, 16m, 16m). One single-channel "de-albino" conv (kernel 32, stride 8, no padding,
+no bias) is shared by both channels -> (2, n, n); BatchNorm2d(2); then the per-image mean over the 2
+channels, an (n, n) map. The ARM code adds ``alpha * x.mean(dim=[0, 1])`` of the BatchNorm output: a
+mean over the minibatch and both channels that keeps the spatial positions, i.e. an (n, n) map
+shared by the whole batch. It equals the batch mean of the per-image maps, which is how it is
+computed here, so a cache of per-image maps (``ARM.per_image``) plus ``ARM.batch_term`` gives the
+same features as the uncached forward. Affinity modes (``ARM.affinity``):
 
-- ``"batch"``: faithful to the ARM code; the mean is over the current batch, in eval mode too, so an image's
-  prediction depends on its batch companions (see shared/reference/ARM_NOTES.md).
-- ``"fixed"``: batch-independent; the mean is the buffer ``population_mean``, the mean per-image map over a
-  data set (the training set, without augmentation, in eval mode), set by ``estimate_population_mean``.
-  The buffer is registered with ``persistent=False``, so ``state_dict()`` has exactly the authors' keys and
-  their file loads strictly. Our checkpoints carry it beside the weights: ``save_arm_checkpoint`` writes
-  ``population_means(model)``; ``load_arm_checkpoint`` and ``load_population_means`` read it back. It is
-  NaN until estimated, and the fixed mode refuses to run on NaN.
+- ``"batch"``: faithful to the ARM code; the mean is over the current batch, in eval mode too, so an
+  image's prediction depends on its batch companions (see shared/reference/ARM_NOTES.md).
+- ``"fixed"``: batch-independent; the mean is the buffer ``population_mean``, the mean per-image map
+  over a data set (the training set, without augmentation, in eval mode), set by
+  ``estimate_population_mean``. The buffer is registered with ``persistent=False``, so
+  ``state_dict()`` has exactly the authors' keys and their file loads strictly. Our checkpoints
+  carry it beside the weights: ``save_arm_checkpoint`` writes ``population_means(model)``;
+  ``load_arm_checkpoint`` and ``load_population_means`` read it back. It is NaN until estimated, and
+  the fixed mode refuses to run on NaN.
 
-Widths (for the CPU demo)
--------------------------
-The paper's networks have ResNet18's widths (64..512 channels, ``width=64``) and Table 1's (32..512,
-``width=32``). A narrower network (``width=16`` for ResNet18: 16..128 channels) trains ~16x faster on a
-CPU. ARM then needs C/2 = r^2 for its PixelShuffle(r) to give 2 channels, and the de-albino kernel scales
-with r (kernel 2r, stride r/2: 32 and 8 at the paper's r = 16), so the feature side n = 2m - 3 is the same
-as the paper's for every width. Widths where r is an even integer work: ResNet18 1, 4, 9, 16, 25, 36, 49, 64 (the squares);
-landmark CNN 2, 8, 18, 32. Only width 64 matches the released checkpoint.
+Widths (for the CPU demo) ------------------------- The paper's networks have ResNet18's widths
+(64..512 channels, ``width=64``) and Table 1's (32..512, ``width=32``). A narrower network
+(``width=16`` for ResNet18: 16..128 channels) trains ~16x faster on a CPU. ARM then needs C/2 = r^2
+for its PixelShuffle(r) to give 2 channels, and the de-albino kernel scales with r (kernel 2r,
+stride r/2: 32 and 8 at the paper's r = 16), so the feature side n = 2m - 3 is the same as the
+paper's for every width. Widths where r is an even integer work: ResNet18 1, 4, 9, 16, 25, 36, 49,
+64 (the squares); landmark CNN 2, 8, 18, 32. Only width 64 matches the released checkpoint.
 
-Input sizes
------------
-224 is the paper's. Everything is derived from the input size s: trunk map m = s/32, shuffled side s/2,
-ARM output side n = (s/2 - 32)/8 + 1 = s/16 - 3, feature size n*n (121 at 224). The RGB model takes
-multiples of 32 from 64 (n = 1) upwards; the landmark CNN needs at least 128 (its size-matching conv's
-kernel, conv5 side - m + 1, must be >= 1). ``arm_geometry`` and ``LandmarkCNN`` raise a ValueError listing
-the valid sizes.
+Input sizes ----------- 224 is the paper's. Everything is derived from the input size s: trunk map m
+= s/32, shuffled side s/2, ARM output side n = (s/2 - 32)/8 + 1 = s/16 - 3, feature size n*n (121 at
+224). The RGB model takes multiples of 32 from 64 (n = 1) upwards; the landmark CNN needs at least
+128 (its size-matching conv's kernel, conv5 side - m + 1, must be >= 1). ``arm_geometry`` and
+``LandmarkCNN`` raise a ValueError listing the valid sizes.
 """
 
 from __future__ import annotations
@@ -72,21 +69,23 @@ from fer_lib.settings import (
 
 
 def arm_geometry(input_size: int) -> tuple[int, int, int]:
-    """(trunk map side m, pixel-shuffled side, ARM output side n) for square inputs; 224 -> (7, 112, 11)."""
+    """(trunk map side m, pixel-shuffled side, ARM output side n) for square
+    inputs; 224 -> (7, 112, 11)."""
     sides = arm_sides(input_size) if isinstance(input_size, int) and input_size > 0 else None
     if sides is None:
         valid = [s for s in SIZE_RANGE if arm_sides(s)]
         raise ValueError(
-            f"input size {input_size!r} does not fit ResNet18 + ARM: the trunk map is size/32 and the "
-            f"PixelShuffle({SHUFFLE}) map ({SHUFFLE} * size/32 per side) must hold the {DE_ALBINO_KERNEL}x"
-            f"{DE_ALBINO_KERNEL} de-albino kernel at stride {DE_ALBINO_STRIDE}; valid sizes up to 448: {valid} "
-            "(the paper uses 224)"
+            f"input size {input_size!r} does not fit ResNet18 + ARM: the trunk map is size/32 and "
+            f"the PixelShuffle({SHUFFLE}) map ({SHUFFLE} * size/32 per side) must hold the "
+            f"{DE_ALBINO_KERNEL}x{DE_ALBINO_KERNEL} de-albino kernel at stride "
+            f"{DE_ALBINO_STRIDE}; valid sizes up to 448: {valid} (the paper uses 224)"
         )
     return sides
 
 
 class ARM(nn.Module):
-    """The ARM block after PixelShuffle: (B, 2, t, t) -> (B, n*n) feature; see the module docstring."""
+    """The ARM block after PixelShuffle: (B, 2, t, t) -> (B, n*n) feature;
+    see the module docstring."""
 
     def __init__(
         self,
@@ -100,7 +99,8 @@ class ARM(nn.Module):
         self.de_albino = nn.Conv2d(1, 1, kernel_size=kernel, stride=stride, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(2)
         self.alpha = nn.Parameter(torch.ones(1))
-        # not in state_dict (persistent=False): the authors' checkpoint has no such key; NaN = not estimated
+        # not in state_dict (persistent=False): the authors' checkpoint has no
+        # such key; NaN = not estimated
         self.register_buffer(
             "population_mean", torch.full((out_side * out_side,), float("nan")), persistent=False
         )
@@ -119,14 +119,14 @@ class ARM(nn.Module):
     def per_image(self, x: Tensor) -> Tensor:
         """Per-image map (B, n*n): BatchNorm output averaged over the 2 channels, flattened.
 
-        Batch-independent in eval mode (BatchNorm on running statistics), hence cacheable for a frozen model.
+        Batch-independent in eval mode (BatchNorm on running statistics), hence cacheable for a
+        frozen model.
         """
         if x.ndim != 4 or x.shape[1] != 2:
             raise ValueError(f"ARM expects (B, 2, H, W) after PixelShuffle, got {tuple(x.shape)}")
         b, c, h, w = x.shape
-        x = self.de_albino(
-            x.reshape(b * c, 1, h, w)
-        )  # (B*2, 1, n, n): the shared kernel on each channel
+        # (B*2, 1, n, n): the shared kernel on each channel
+        x = self.de_albino(x.reshape(b * c, 1, h, w))
         x = self.bn(x.reshape(b, c, *x.shape[-2:]))  # (B, 2, n, n)
         x = x.mean(dim=1).flatten(1)  # (B, n*n)
         assert x.shape[1] == self.feature_dim, (
@@ -135,21 +135,21 @@ class ARM(nn.Module):
         return x
 
     def batch_term(self, per_image: Tensor) -> Tensor:
-        """alpha * (mean map over the batch, or the population mean map): (1, n*n), added to every image."""
+        """alpha * (mean map over the batch, or the population mean map): (1,
+        n*n), added to every image."""
         if self.affinity == "batch":
-            if (
-                distributed.global_batch_active()
-            ):  # data-parallel training: the mean over every rank's images
+            # data-parallel training: the mean over every rank's images
+            if distributed.global_batch_active():
                 mean = distributed.global_mean(per_image)
             else:
-                mean = per_image.mean(
-                    dim=0, keepdim=True
-                )  # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
+                # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
+                mean = per_image.mean(dim=0, keepdim=True)
         else:
             if torch.isnan(self.population_mean).any():
                 raise RuntimeError(
-                    "ARM affinity 'fixed' needs a population mean: call estimate_population_mean(...) on the "
-                    "training set, or load a checkpoint that carries one"
+                    "ARM affinity 'fixed' needs a population mean: call "
+                    "estimate_population_mean(...) on the training set, or load a checkpoint "
+                    "that carries one"
                 )
             mean = self.population_mean.unsqueeze(0)  # (1, n*n)
         return self.alpha * mean
@@ -160,7 +160,8 @@ class ARM(nn.Module):
 
     @torch.no_grad()
     def estimate_population_mean(self, per_image_batches: Iterable[Tensor]) -> Tensor:
-        """Set ``population_mean`` to the mean of per-image maps (batches of (B, n*n), see ``per_image``)."""
+        """Set ``population_mean`` to the mean of per-image maps (batches of (B,
+        n*n), see ``per_image``)."""
         total = torch.zeros(
             self.feature_dim, dtype=torch.float64, device=self.population_mean.device
         )
@@ -179,18 +180,23 @@ class ARM(nn.Module):
 
 
 def imagenet_weights_path() -> Path:
-    """Where torchvision caches ResNet18's ImageNet weights: <torch hub dir>/checkpoints/resnet18-f37072fd.pth."""
+    """Where torchvision caches ResNet18's ImageNet weights: <torch hub
+    dir>/checkpoints/resnet18-f37072fd.pth."""
     return Path(torch.hub.get_dir()) / "checkpoints" / _imagenet_weights_url().rsplit("/", 1)[-1]
 
 
 def _imagenet_weights_url() -> str:
-    import torchvision  # imported where used: importing it costs seconds on a CPU (it loads torch._dynamo)
+    # torchvision, here and below: 8 s (2 busy cores; it loads torch._dynamo) at every notebook's
+    # start, through run.experiment
+    import torchvision
 
     return torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
 
 
 def _narrow_resnet18(width: int) -> nn.Module:
-    """ResNet18's topology and module names at base width ``width`` (torchvision's layout, its init)."""
+    """ResNet18's topology and module names at base width ``width``
+    (torchvision's layout, its init)."""
+    # torchvision: see _imagenet_weights_url
     from torchvision.models.resnet import BasicBlock, conv1x1
 
     def layer(inplanes: int, planes: int, stride: int) -> nn.Sequential:
@@ -218,13 +224,16 @@ def _narrow_resnet18(width: int) -> nn.Module:
 
 
 def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64) -> nn.Sequential:
-    """torchvision ResNet18 without avgpool and fc: (B, 3, s, s) -> (B, 8*width, s/32, s/32); width 64 is
-    the standard network (512 channels), other widths keep its topology and module names.
+    """torchvision ResNet18 without avgpool and fc: (B, 3, s, s) -> (B, 8*width, s/32, s/32); width
+    64 is the standard network (512 channels), other widths keep its topology and module names.
 
     Args:
-        pretrained: False for random init (training from scratch); True for ImageNet weights from the local
-            torch hub cache (``imagenet_weights_path()``); or the path of a torchvision ResNet18 state dict.
-            Nothing is downloaded: a missing file raises CheckpointNotFoundError saying where to put it.
+        pretrained: False for random init (training from scratch); True for ImageNet weights from
+        the local
+            torch hub cache (``imagenet_weights_path()``); or the path of a torchvision ResNet18
+            state dict.
+            Nothing is downloaded: a missing file raises CheckpointNotFoundError saying where to put
+            it.
     """
     if width != 64:
         if pretrained:
@@ -232,12 +241,16 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
                 f"ImageNet weights exist for ResNet18 at width 64 only, not width {width}"
             )
         return _narrow_resnet18(width)
+    # torchvision: see _imagenet_weights_url
     from torchvision.models import resnet18
 
     resnet = resnet18(weights=None)
     if pretrained is not False and pretrained is not None:
         path = imagenet_weights_path() if pretrained is True else Path(pretrained)
-        hint = f"Download {_imagenet_weights_url()} (torchvision's ResNet18 ImageNet weights) and put it at {path}."
+        hint = (
+            f"Download {_imagenet_weights_url()} (torchvision's ResNet18 ImageNet weights) and "
+            f"put it at {path}."
+        )
         if not path.is_file():
             raise CheckpointNotFoundError(
                 f"ImageNet weights for ResNet18 not found at {path}. {hint}"
@@ -247,10 +260,11 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
 
 
 class ARMNet(nn.Module):
-    """The RGB baseline, ResNet18 + ARM + fc, with the ARM authors' module names (``features``, ``arm``, ``fc``).
+    """The RGB baseline, ResNet18 + ARM + fc, with the ARM authors' module names (``features``,
+    ``arm``, ``fc``).
 
-    ``forward(x)`` gives logits (B, 7) for ImageNet-normalised (B, 3, s, s) images; ``forward_head(fmap,
-    pre_logits=True)`` gives F_RGB, the (B, n*n) feature before fc.
+    ``forward(x)`` gives logits (B, 7) for ImageNet-normalised (B, 3, s, s) images;
+    ``forward_head(fmap, pre_logits=True)`` gives F_RGB, the (B, n*n) feature before fc.
     """
 
     def __init__(
@@ -265,7 +279,8 @@ class ARMNet(nn.Module):
         shuffle, kernel, stride = arm_layout(8 * width)
         self.input_size, self.width = input_size, width
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # preprocessing the weights expect
-        # what each output means: RAF-DB's 7, or RAF-DB's 7 + Contempt; load_arm_checkpoint sets a file's own list
+        # what each output means: RAF-DB's 7, or RAF-DB's 7 + Contempt; load_arm_checkpoint sets a
+        # file's own list
         self.classes = (
             CLASSES_8[:num_classes]
             if num_classes <= len(CLASSES_8)
@@ -283,14 +298,16 @@ class ARMNet(nn.Module):
 
     @property
     def cam_layer(self) -> nn.Module:
-        """The module to hook for Grad-CAM: ResNet18's layer4 (``features[7]``), before PixelShuffle and ARM."""
+        """The module to hook for Grad-CAM: ResNet18's layer4 (``features[7]``),
+        before PixelShuffle and ARM."""
         return self.features[7]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Trunk map (B, 512, s/32, s/32): ResNet18's layer4 output (``cam_layer``'s output)."""
         if x.ndim != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
             raise ValueError(
-                f"expected images (B, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}"
+                f"expected images (B, 3, {self.input_size}, {self.input_size}), got "
+                f"{tuple(x.shape)}"
             )
         return self.features(x)
 
@@ -299,7 +316,8 @@ class ARMNet(nn.Module):
         return self.arm.per_image(self.arrangement(self.forward_features(x)))
 
     def head_from_per_image(self, per_image: Tensor, pre_logits: bool = False) -> Tensor:
-        """Batch term + fc on per-image maps (B, n*n): F_RGB if ``pre_logits`` else logits (B, 7); in fp32."""
+        """Batch term + fc on per-image maps (B, n*n): F_RGB if ``pre_logits``
+        else logits (B, 7); in fp32."""
         with precision.fp32_head(per_image):
             per_image = per_image.float()
             feature = per_image + self.arm.batch_term(per_image)  # (B, n*n)
@@ -320,8 +338,8 @@ class ARMNet(nn.Module):
     def estimate_population_mean(self, batches: Iterable[Tensor | tuple | list]) -> Tensor:
         """Estimate ``arm.population_mean`` (for affinity "fixed") in eval mode over image batches.
 
-        ``batches`` yields image tensors or tuples whose first element is the images (e.g. a DataLoader of
-        (images, labels)); pass the training set without augmentation.
+        ``batches`` yields image tensors or tuples whose first element is the images (e.g. a
+        DataLoader of (images, labels)); pass the training set without augmentation.
         """
         was_training = self.training
         device = self.fc.weight.device
@@ -338,7 +356,8 @@ def _first(batch: Tensor | tuple | list) -> Tensor:
 
 
 def population_means(model: nn.Module) -> dict[str, Tensor]:
-    """Every ARM block's ``population_mean`` in ``model``, keyed by module path (e.g. 'arm.population_mean')."""
+    """Every ARM block's ``population_mean`` in ``model``, keyed by module path
+    (e.g. 'arm.population_mean')."""
     return {
         f"{name}.population_mean" if name else "population_mean": module.population_mean.detach()
         .cpu()
@@ -349,7 +368,8 @@ def population_means(model: nn.Module) -> dict[str, Tensor]:
 
 
 def load_population_means(model: nn.Module, means: Mapping[str, Tensor]) -> None:
-    """Inverse of ``population_means``; keys must name ARM blocks of ``model`` (missing ones stay as they are)."""
+    """Inverse of ``population_means``; keys must name ARM blocks of ``model``
+    (missing ones stay as they are)."""
     buffers = population_means(model)
     unknown = sorted(means.keys() - buffers.keys())
     if unknown:
@@ -363,10 +383,12 @@ def load_population_means(model: nn.Module, means: Mapping[str, Tensor]) -> None
 
 
 def save_arm_checkpoint(model: ARMNet, path: str | Path, **extra: object) -> Path:
-    """Write an ARMNet (atomically) as {'model_state_dict', 'input_size', 'width', 'classes', 'population_means', **extra}.
+    """Write an ARMNet (atomically) as {'model_state_dict', 'input_size', 'width', 'classes',
+    'population_means', **extra}.
 
-    The state dict has the ARM authors' keys, so their own loader (and ``load_arm_checkpoint``) reads it;
-    ``extra`` must hold types ``torch.load(weights_only=True)`` accepts (numbers, strings, lists, tensors).
+    The state dict has the ARM authors' keys, so their own loader (and ``load_arm_checkpoint``)
+    reads it; ``extra`` must hold types ``torch.load(weights_only=True)`` accepts (numbers, strings,
+    lists, tensors).
     """
     record = {
         "model_state_dict": model.state_dict(),
@@ -381,18 +403,21 @@ def save_arm_checkpoint(model: ARMNet, path: str | Path, **extra: object) -> Pat
 def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None, classes=None) -> ARMNet:
     """Load the ARM authors' RAF-DB checkpoint (or one of ours) strictly into an ARMNet.
 
-    Accepts ``{'model_state_dict': ...}`` (the authors' file; ours, written by ``save_arm_checkpoint``, also
-    carries 'input_size' and 'population_means') or a bare state dict; a 'module.' prefix is stripped. Any
-    missing, unexpected or mis-shaped key raises CheckpointError listing them; a missing file raises
-    CheckpointNotFoundError (also a FileNotFoundError).
+    Accepts ``{'model_state_dict': ...}`` (the authors' file; ours, written by
+    ``save_arm_checkpoint``, also carries 'input_size' and 'population_means') or a bare state dict;
+    a 'module.' prefix is stripped. Any missing, unexpected or mis-shaped key raises CheckpointError
+    listing them; a missing file raises CheckpointNotFoundError (also a FileNotFoundError).
 
     Args:
-        input_size: the model's input size; default: the file's 'input_size' entry, else 224 (the paper).
-        classes: the class list the caller needs; a file made for another list is refused, naming both. A file
+        input_size: the model's input size; default: the file's 'input_size' entry, else 224 (the
+        paper).
+        classes: the class list the caller needs; a file made for another list is refused, naming
+        both. A file
             without a 'classes' entry (the authors', or one from before 8 classes) is RAF-DB's 7.
 
     Returns:
-        The model on CPU, in eval mode, affinity "batch" (exactly the ARM code's computation); a population
+        The model on CPU, in eval mode, affinity "batch" (exactly the ARM code's computation); a
+        population
         mean stored in the file is loaded, so ``set_affinity("fixed")`` works on it.
     """
     path = Path(path)

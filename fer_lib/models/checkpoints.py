@@ -1,5 +1,5 @@
-"""Weights files read and loaded strictly: every missing, unexpected or mis-shaped key named, a wrong class list
-refused, and the ARM's population means carried beside the weights.
+"""Weights files read and loaded strictly: every missing, unexpected or mis-shaped key named, a
+wrong class list refused, and the ARM's population means carried beside the weights.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import torch
 from torch import Tensor, nn
 
 ARM_FILE_HINT = (
-    "Expected the ARM authors' RAF-DB checkpoint (epoch59_acc0.9205.pth from SimKarras/Amend-Representation-Module, "
-    "a dict with 'model_state_dict'), a file written by fer_lib.models.save_arm_checkpoint, or a bare state dict."
+    "Expected the ARM authors' RAF-DB checkpoint (epoch59_acc0.9205.pth from "
+    "SimKarras/Amend-Representation-Module, a dict with 'model_state_dict'), a file written by "
+    "fer_lib.models.save_arm_checkpoint, or a bare state dict."
 )
 
 
@@ -25,12 +26,14 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 def check_classes(model_classes, data_classes, what: str) -> None:
-    """Refuse a model whose class list is not the data set's, naming both lists (``what``: the checkpoint)."""
+    """Refuse a model whose class list is not the data set's, naming both lists
+    (``what``: the checkpoint)."""
     if tuple(model_classes) != tuple(data_classes):
         raise CheckpointError(
-            f"{what} was trained for {len(model_classes)} classes ({', '.join(model_classes)}), but the data set has "
-            f"{len(data_classes)} ({', '.join(data_classes)}). Train on this data set, or compare across data sets "
-            "with `python -m fer_lib evaluate --checkpoint RUN --data OTHER`, which maps the shared classes."
+            f"{what} was trained for {len(model_classes)} classes ({', '.join(model_classes)}), "
+            f"but the data set has {len(data_classes)} ({', '.join(data_classes)}). Train on "
+            "this data set, or compare across data sets with `python -m fer_lib evaluate "
+            "--checkpoint RUN --data OTHER`, which maps the shared classes."
         )
 
 
@@ -42,9 +45,8 @@ def _read_checkpoint(path: Path, hint: str) -> object:
     except (
         Exception
     ) as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
-        text = str(err).split("WeightsUnpickler error:", 1)[
-            -1
-        ]  # skip torch's generic weights_only preamble
+        # skip torch's generic weights_only preamble
+        text = str(err).split("WeightsUnpickler error:", 1)[-1]
         reason = next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint readable with torch.load(weights_only=True) "
@@ -53,7 +55,8 @@ def _read_checkpoint(path: Path, hint: str) -> object:
 
 
 def _state_dict_of(obj: object, path: Path, hint: str) -> dict[str, Tensor]:
-    """The state dict inside a loaded file: obj['model_state_dict'] or obj itself; strips 'module.'."""
+    """The state dict inside a loaded file: obj['model_state_dict'] or obj
+    itself; strips 'module.'."""
     state = obj.get("model_state_dict") if isinstance(obj, dict) else None
     if (
         state is None
@@ -82,7 +85,8 @@ def _listing(title: str, items: list[str], limit: int = 20) -> str:
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
-    """load_state_dict(strict=True), after a check that names every missing, unexpected and mis-shaped key."""
+    """load_state_dict(strict=True), after a check that names every missing,
+    unexpected and mis-shaped key."""
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
@@ -102,11 +106,15 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path)
                 message += _listing(title, items)
         fc = state.get("fc.weight")
         side = round(fc.shape[-1] ** 0.5) if fc is not None and fc.ndim == 2 else 0
+        # an ARMNet: its fc reads the ARM feature
         if (
-            hasattr(model, "arm")  # an ARMNet: its fc reads the ARM feature
+            hasattr(model, "arm")
             and fc.shape != model.fc.weight.shape
             and side * side == fc.shape[-1]
         ):
-            message += f"\n  fc.weight's width is the ARM feature size n*n: n={side} means input_size={16 * (side + 3)}"
+            message += (
+                f"\n  fc.weight's width is the ARM feature size n*n: n={side} means "
+                f"input_size={16 * (side + 3)}"
+            )
         raise CheckpointError(message)
     model.load_state_dict(state, strict=True)

@@ -1,6 +1,6 @@
-"""The weighted fusion (eq. 1-3): the frozen RGB network's feature joined with the landmark branch's, weighted
-by the landmark head's confidence and its agreement with the RGB network; a learned gate and temperature
-scaling as alternatives.
+"""The weighted fusion (eq. 1-3): the frozen RGB network's feature joined with the landmark
+branch's, weighted by the landmark head's confidence and its agreement with the RGB network; a
+learned gate and temperature scaling as alternatives.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from fer_lib.settings import (
 
 
 class WeightGate(nn.Module):
-    """The ``learned`` weighting: a logistic gate on [p_rgb, p_landmark, agreement] -> a factor in (0, 2) for
-    F_landmark. Zero-initialised (factor 1); fitted on the validation split after the branch is trained
-    (``training.fit_gate``), so it learns how far to trust the landmark head where its confidence is honest.
-    The upper bound 2 lets it amplify the landmark feature, which the paper's factors (at most 1) cannot."""
+    """The ``learned`` weighting: a logistic gate on [p_rgb, p_landmark, agreement] -> a factor in
+    (0, 2) for F_landmark. Zero-initialised (factor 1); fitted on the validation split after the
+    branch is trained (``training.fit_gate``), so it learns how far to trust the landmark head where
+    its confidence is honest. The upper bound 2 lets it amplify the landmark feature, which the
+    paper's factors (at most 1) cannot."""
 
     def __init__(self, num_classes: int = NUM_CLASSES):
         super().__init__()
@@ -51,8 +52,10 @@ class WeightGate(nn.Module):
 
 
 def fit_temperature(logits: Tensor, labels: Tensor) -> float:
-    """The temperature T minimising the cross-entropy of softmax(logits / T) (Guo et al. 2017), by a bounded search
-    on log T in [1/20, 20]: deterministic, and one parameter cannot overfit a validation split."""
+    """The temperature T minimising the cross-entropy of softmax(logits / T) (Guo et al.
+    2017), by a bounded search on log T in [1/20, 20]: deterministic, and one parameter cannot
+    overfit a validation split."""
+    # scipy.optimize: 1 s (2 busy cores) at every notebook's start, through run.experiment
     from scipy.optimize import minimize_scalar
 
     logits, labels = logits.double(), labels.long()
@@ -79,23 +82,33 @@ class FusionOutput(NamedTuple):
 
 
 class FusionModel(nn.Module):
-    """Frozen RGB baseline + landmark CNN with its own ARM, fused by a weighted concatenation (section 4.2).
+    """Frozen RGB baseline + landmark CNN with its own ARM, fused by a weighted concatenation
+    (section 4.2).
 
     Args:
         baseline: the pretrained ARMNet; it is frozen (requires_grad False) and stays in eval mode.
-        weighting: what scales F_landmark: "both" (p * a, the paper), "confidence" (p), "agreement" (a),
-            "none" (1). p = max softmax of the landmark head (eq. 1); a = 1 when the landmark head's argmax
-            equals the baseline's, else ``w_disagree``. Beyond the paper: "calibrated" (p * a with p taken from
-            the landmark head's softmax at temperature ``temperature``, a buffer fitted on the validation split
-            during training) and "learned" (``WeightGate``, fitted afterwards by ``training.fit_gate``).
+        weighting: what scales F_landmark: "both" (p * a, the paper), "confidence" (p), "agreement"
+        (a),
+            "none" (1). p = max softmax of the landmark head (eq. 1); a = 1 when the landmark head's
+            argmax
+            equals the baseline's, else ``w_disagree``. Beyond the paper: "calibrated" (p * a with p
+            taken from
+            the landmark head's softmax at temperature ``temperature``, a buffer fitted on the
+            validation split
+            during training) and "learned" (``WeightGate``, fitted afterwards by
+            ``training.fit_gate``).
         w_disagree: the agreement weight on disagreement (``settings.PAPER_W``, Fig. 4).
-        weight_grad: let gradients flow through p (the paper is silent; default: the weight is a constant).
+        weight_grad: let gradients flow through p (the paper is silent; default: the weight is a
+        constant).
         batch_norm: BatchNorm in the landmark CNN (not in the paper).
         width: the landmark CNN's base width (32 is Table 1; see "Widths" above).
-        init_from_baseline: start the fusion layer as the baseline's fc on F_RGB and zero on F_landmark, so
-            the fused model starts exactly as the baseline and training moves it from there (the paper does
+        init_from_baseline: start the fusion layer as the baseline's fc on F_RGB and zero on
+        F_landmark, so
+            the fused model starts exactly as the baseline and training moves it from there (the
+            paper does
             not say how the layer is initialised); False: PyTorch's default random init.
-        landmark_input: "heatmaps" (Table 1's CNN and its own ARM) or "coords" (``CoordinateMLP`` on the
+        landmark_input: "heatmaps" (Table 1's CNN and its own ARM) or "coords" (``CoordinateMLP`` on
+        the
             ``num_points`` aligned coordinates; no ARM, so no batch term on that side).
     """
 
@@ -142,9 +155,8 @@ class FusionModel(nn.Module):
         if init_from_baseline:
             with torch.no_grad():
                 self.fusion.weight.zero_()
-                self.fusion.weight[:, :dim] = (
-                    baseline.fc.weight
-                )  # (7, dim): F_RGB part = the baseline's fc
+                # (7, dim): F_RGB part = the baseline's fc
+                self.fusion.weight[:, :dim] = baseline.fc.weight
                 self.fusion.bias.copy_(baseline.fc.bias)
 
     @classmethod
@@ -168,12 +180,14 @@ class FusionModel(nn.Module):
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Everything but the baseline: the landmark branch, the landmark head and the fusion layer (and a gate)."""
+        """Everything but the baseline: the landmark branch, the landmark head and the fusion layer
+        (and a gate)."""
         return [p for name, p in self.named_parameters() if not name.startswith("baseline.")]
 
     @property
     def landmark_branch(self) -> list[nn.Module]:
-        """The modules that turn the landmark input into per-image features (what data-parallel training syncs)."""
+        """The modules that turn the landmark input into per-image features (what
+        data-parallel training syncs)."""
         return [self.landmark_cnn, self.arm] if self.arm is not None else [self.landmark_mlp]
 
     def set_affinity(self, mode: str) -> FusionModel:
@@ -184,19 +198,22 @@ class FusionModel(nn.Module):
         return self
 
     def landmark_per_image(self, landmarks: Tensor) -> Tensor:
-        """(B, n*n) per-image landmark features from heatmaps (B, 1, s, s) or coordinates (B, 2K)."""
+        """(B, n*n) per-image landmark features from heatmaps (B, 1, s, s)
+        or coordinates (B, 2K)."""
         if self.arm is None:
             return self.landmark_mlp(landmarks)
         return self.arm.per_image(self.arrangement(self.landmark_cnn(landmarks)))
 
     def landmark_probabilities(self, landmark_logits: Tensor) -> Tensor:
-        """The landmark head's probabilities as the weighting reads them (temperature-scaled when "calibrated")."""
+        """The landmark head's probabilities as the weighting reads them
+        (temperature-scaled when "calibrated")."""
         if self.weighting == "calibrated":
             landmark_logits = landmark_logits / self.temperature
         return landmark_logits.softmax(dim=1)
 
     def feature_weight(self, landmark_logits: Tensor, rgb_logits: Tensor) -> Tensor:
-        """(B,) factor for F_landmark: p_landmark * w (eq. 2), or one factor alone, or 1 (see ``weighting``)."""
+        """(B,) factor for F_landmark: p_landmark * w (eq. 2), or one factor
+        alone, or 1 (see ``weighting``)."""
         agree = landmark_logits.argmax(dim=1) == rgb_logits.argmax(dim=1)
         if self.weighting == "learned":
             return self.gate(rgb_logits.detach(), landmark_logits.detach(), agree)
@@ -212,19 +229,20 @@ class FusionModel(nn.Module):
         return weight if self.weight_grad else weight.detach()
 
     def forward_cached(self, rgb_per_image: Tensor, landmarks: Tensor) -> FusionOutput:
-        """Forward from the baseline's cached per-image maps (``baseline.forward_per_image``, eval mode) and the
-        landmark input (heatmaps or coordinates, ``training.landmark_inputs``)."""
+        """Forward from the baseline's cached per-image maps (``baseline.forward_per_image``, eval
+        mode) and the landmark input (heatmaps or coordinates, ``training.landmark_inputs``)."""
         if rgb_per_image.shape[0] != landmarks.shape[0]:
             raise ValueError(
-                f"batch sizes differ: {rgb_per_image.shape[0]} RGB, {landmarks.shape[0]} landmark inputs"
+                f"batch sizes differ: {rgb_per_image.shape[0]} RGB, {landmarks.shape[0]} landmark "
+                "inputs"
             )
         return self.forward_per_image_maps(rgb_per_image, self.landmark_per_image(landmarks))
 
     def batch_terms(
         self, rgb_per_image: Tensor, landmark_per_image: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """ARM's batch terms of both branches for this batch (or the population means in affinity "fixed"); the
-        coordinate branch has no ARM, so its term is 0."""
+        """ARM's batch terms of both branches for this batch (or the population means in affinity
+        "fixed"); the coordinate branch has no ARM, so its term is 0."""
         landmark_term = (
             self.arm.batch_term(landmark_per_image)
             if self.arm is not None
@@ -240,12 +258,12 @@ class FusionModel(nn.Module):
     ) -> FusionOutput:
         """The rest of the network from both branches' per-image ARM maps (B, n*n).
 
-        ``batch_terms`` (each (1 or B, n*n)) replaces the terms computed from this batch: Grad-CAM holds them at
-        the values of the evaluation batch so that each image's explanation depends on that image alone.
+        ``batch_terms`` (each (1 or B, n*n)) replaces the terms computed from this batch: Grad-CAM
+        holds them at the values of the evaluation batch so that each image's explanation depends on
+        that image alone.
         """
-        with precision.fp32_head(
-            rgb_per_image
-        ):  # the heads and eq. 2 in fp32, from bf16 features under autocast
+        # the heads and eq. 2 in fp32, from bf16 features under autocast
+        with precision.fp32_head(rgb_per_image):
             rgb_per_image, landmark_per_image = rgb_per_image.float(), landmark_per_image.float()
             rgb_term, landmark_term = (
                 self.batch_terms(rgb_per_image, landmark_per_image)
@@ -257,9 +275,8 @@ class FusionModel(nn.Module):
             landmark_feature = landmark_per_image + landmark_term  # (B, n*n) F_landmark
             landmark_logits = self.landmark_head(landmark_feature)  # (B, 7)
             weight = self.feature_weight(landmark_logits, rgb_logits)  # (B,)
-            fused = torch.cat(
-                [rgb_feature, weight[:, None] * landmark_feature], dim=1
-            )  # (B, 2*n*n)
+            # (B, 2*n*n)
+            fused = torch.cat([rgb_feature, weight[:, None] * landmark_feature], dim=1)
             return FusionOutput(
                 self.fusion(fused),
                 landmark_logits,
@@ -270,8 +287,8 @@ class FusionModel(nn.Module):
             )
 
     def frozen_per_image(self, images: Tensor) -> Tensor:
-        """The frozen baseline's per-image maps (B, n*n) in full fp32 on any device and inside any autocast
-        region (``precision.full``), as its feature cache holds them."""
+        """The frozen baseline's per-image maps (B, n*n) in full fp32 on any device and inside any
+        autocast region (``precision.full``), as its feature cache holds them."""
         with precision.full(images.device):
             return self.baseline.forward_per_image(images.float())
 
@@ -289,8 +306,9 @@ class FusionModel(nn.Module):
     def estimate_population_means(self, batches: Iterable[tuple | list]) -> None:
         """Estimate both ARM blocks' population means (affinity "fixed") in eval mode.
 
-        ``batches`` yields tuples whose first two elements are the RGB input and the landmark input; the RGB input
-        is either images (B, 3, s, s) or cached per-image maps (B, n*n) from ``baseline.forward_per_image``.
+        ``batches`` yields tuples whose first two elements are the RGB input and the landmark input;
+        the RGB input is either images (B, 3, s, s) or cached per-image maps (B, n*n) from
+        ``baseline.forward_per_image``.
         """
         was_training = self.training
         device = self.fusion.weight.device

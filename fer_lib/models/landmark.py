@@ -1,5 +1,5 @@
-"""The landmark branch: the heatmap CNN of the paper's Table 1, and a plain MLP on the points' coordinates for
-comparison.
+"""The landmark branch: the heatmap CNN of the paper's Table 1, and a plain MLP on the points'
+coordinates for comparison.
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ def _conv_block(
 
 
 class LandmarkCNN(nn.Sequential):
-    """The paper's Table 1 "landmark CNN": (B, 1, s, s) heatmap -> (B, 512, s/32, s/32), s = 224 by default.
+    """The paper's Table 1 "landmark CNN": (B, 1, s, s) heatmap -> (B, 512, s/32, s/32), s = 224 by
+    default.
 
-    Five unpadded convs (5x5 then 3x3, stride 1; 32, 64, 128, 256, 512 channels) with 2x2 max pools after
-    the first four, then a size-matching conv (4x4 at 224) whose output has the RGB trunk's s/32 side. The
-    paper states no activation or normalisation: each conv block here is conv -> [BatchNorm] -> ReLU
-    (ReLU after every conv, the last one too, as ResNet's layer4 output is post-ReLU; BatchNorm off by
-    default). Blocks are named ``conv1``..``conv5``, ``conv6`` and ``pool1``..``pool4``; ``cam_layer`` is
-    ``conv5``, whose output is the post-ReLU (512, 10, 10) map at 224 that the paper explains with Grad-CAM.
+    Five unpadded convs (5x5 then 3x3, stride 1; 32, 64, 128, 256, 512 channels) with 2x2 max pools
+    after the first four, then a size-matching conv (4x4 at 224) whose output has the RGB trunk's
+    s/32 side. The paper states no activation or normalisation: each conv block here is conv ->
+    [BatchNorm] -> ReLU (ReLU after every conv, the last one too, as ResNet's layer4 output is
+    post-ReLU; BatchNorm off by default). Blocks are named ``conv1``..``conv5``, ``conv6`` and
+    ``pool1``..``pool4``; ``cam_layer`` is ``conv5``, whose output is the post-ReLU (512, 10, 10)
+    map at 224 that the paper explains with Grad-CAM.
     """
 
     def __init__(
@@ -45,8 +47,9 @@ class LandmarkCNN(nn.Sequential):
         if last_kernel is None:
             valid = [s for s in SIZE_RANGE if landmark_last_kernel(s)]
             raise ValueError(
-                f"input size {input_size!r} does not fit the landmark CNN: its 5th conv map must be at least as "
-                f"large as the RGB trunk's size/32 map; valid sizes up to 448: {valid} (the paper uses 224)"
+                f"input size {input_size!r} does not fit the landmark CNN: its 5th conv map must "
+                "be at least as large as the RGB trunk's size/32 map; valid sizes up to 448: "
+                f"{valid} (the paper uses 224)"
             )
         blocks: list[tuple[str, nn.Module]] = []
         channels = [1, width, 2 * width, 4 * width, 8 * width, 16 * width]  # Table 1 at width 32
@@ -66,23 +69,26 @@ class LandmarkCNN(nn.Sequential):
 
     @property
     def cam_layer(self) -> nn.Module:
-        """The module to hook for Grad-CAM: ``conv5`` (post-ReLU output, before the size-matching conv)."""
+        """The module to hook for Grad-CAM: ``conv5`` (post-ReLU output,
+        before the size-matching conv)."""
         return self.conv5
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1:] != (1, self.input_size, self.input_size):
             raise ValueError(
-                f"expected heatmaps (B, 1, {self.input_size}, {self.input_size}), got {tuple(x.shape)}"
+                f"expected heatmaps (B, 1, {self.input_size}, {self.input_size}), got "
+                f"{tuple(x.shape)}"
             )
         return super().forward(x)  # (B, 512, s/32, s/32)
 
 
 class CoordinateMLP(nn.Sequential):
-    """The cheaper landmark branch ("coords"): (B, 2K) aligned coordinates, scaled to [-1, 1] -> (B, dim) F_landmark.
+    """The cheaper landmark branch ("coords"): (B, 2K) aligned coordinates, scaled to [-1, 1] -> (B,
+    dim) F_landmark.
 
-    Two hidden layers (Linear -> [BatchNorm] -> ReLU) and a linear output of the RGB feature's size, so that it
-    is fused exactly like the heatmap branch's ARM feature. It answers whether the heatmap CNN adds anything
-    over the plain coordinates it is drawn from."""
+    Two hidden layers (Linear -> [BatchNorm] -> ReLU) and a linear output of the RGB feature's size,
+    so that it is fused exactly like the heatmap branch's ARM feature. It answers whether the
+    heatmap CNN adds anything over the plain coordinates it is drawn from."""
 
     def __init__(
         self, num_points: int, dim: int, *, hidden: int = COORDS_HIDDEN, batch_norm: bool = True

@@ -1,11 +1,12 @@
-"""The report's landing page, ``runs/<profile>/report/index.html``: what someone opening only that page needs.
+"""The report's landing page, ``runs/<profile>/report/index.html``: what someone opening only that
+page needs.
 
-It shows the paper, what was run (profile, data set and counts, settings, commit, date, machine, wall time
-per notebook), Table 6 beside the paper's numbers, the claims with their verdicts, Fig. 4 and one Grad-CAM++
-mosaic, and links to each notebook with one line on what it shows. Everything is read from the run's saved
-tables, ``run_info.json`` and ``settings.json``. The folder is self-contained: the figures are copied into
-``report/figures/`` and the method (``docs/SPEC.md``) is rendered to ``report/paper.html``, so the folder can
-be copied anywhere and opened offline.
+It shows the paper, what was run (profile, data set and counts, settings, commit, date, machine,
+wall time per notebook), Table 6 beside the paper's numbers, the claims with their verdicts, Fig. 4
+and one Grad-CAM++ mosaic, and links to each notebook with one line on what it shows. Everything is
+read from the run's saved tables, ``run_info.json`` and ``settings.json``. The folder is
+self-contained: the figures are copied into ``report/figures/`` and the method (``docs/SPEC.md``) is
+rendered to ``report/paper.html``, so the folder can be copied anywhere and opened offline.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import json
 import shutil
 from pathlib import Path
 
+import mistune
+import nbformat
 import pandas as pd
+
+from fer_lib.data.rafdb import CLASSES as RAFDB_CLASSES
+from fer_lib.io import relative
+from fer_lib.report.tables import read_table
+from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
+from fer_lib.runtime.precision import arithmetic_note
 
 PAPER = {
     "title": "Emotion estimation from face images using facial landmarks",
@@ -26,24 +35,33 @@ PAPER = {
 FIGURES = (
     (
         ("fig4_w_sweep",),
-        "Fig. 4: the OA gain over the baseline against the agreement weight w (mean over seeds, seeds as dots).",
+        "Fig. 4: the OA gain over the baseline against the agreement weight w (mean over seeds, "
+        "seeds as dots).",
     ),
     (
         ("headroom",),
-        "Headroom: what each model fixes and breaks, as a share of its ceiling (notebook 6; the paper's section 6).",
+        "Headroom: what each model fixes and breaks, as a share of its ceiling (notebook 6; the "
+        "paper's section 6).",
     ),
     (
         ("table10_gradcam", "table9_gradcam"),
-        "Grad-CAM++ of both branches, at the paper's layers, on the most confident mistakes per class (Table 10).",
+        "Grad-CAM++ of both branches, at the paper's layers, on the most confident mistakes per "
+        "class (Table 10).",
     ),
 )
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+body {
+  font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+  color: #222; line-height: 1.45;
+}
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.supported { color: #0a6b2c; font-weight: 600; } .contradicted { color: #a11; font-weight: 600; } .equivalent { color: #1f4e99; font-weight: 600; } .inconclusive { color: #666; }
+.supported { color: #0a6b2c; font-weight: 600; }
+.contradicted { color: #a11; font-weight: 600; }
+.equivalent { color: #1f4e99; font-weight: 600; }
+.inconclusive { color: #666; }
 .warning { background: #fff4e5; border-left: 4px solid #e69500; padding: 0.5em 1em; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #ddd; }
 .small { color: #555; font-size: 0.9em; }
@@ -53,7 +71,8 @@ figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #d
 def _table(
     frame: pd.DataFrame, *, numeric: dict[str, str] | None = None, css_column: str | None = None
 ) -> str:
-    """An HTML table without index; ``numeric`` maps a column to its format, ``css_column`` gives cells a class."""
+    """An HTML table without index; ``numeric`` maps a column to its format, ``css_column`` gives
+    cells a class."""
     numeric = numeric or {}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
@@ -66,11 +85,12 @@ def _table(
                 cells.append(f'<td class="num">{text}</td>')
             else:
                 text = "" if pd.isna(value) else str(value)
+                # "supported, smaller than ..." too
                 css = (
                     f' class="{text.split(",")[0].replace(" ", "-")}"'
                     if column == css_column
                     else ""
-                )  # "supported, smaller than ..." too
+                )
                 cells.append(f"<td{css}>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -78,8 +98,6 @@ def _table(
 
 def _notebook_line(executed: Path) -> tuple[str, str]:
     """(title, first sentence of the introduction) of an executed notebook's first markdown cell."""
-    import nbformat
-
     cell = next(
         (c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "markdown"), None
     )
@@ -93,12 +111,11 @@ def _notebook_line(executed: Path) -> tuple[str, str]:
 
 def render_spec(spec: Path, target: Path) -> Path:
     """The method, restated in English (``docs/SPEC.md``), as a standalone HTML page."""
-    import mistune
-
     body = mistune.html(spec.read_text(encoding="utf-8"))
     target.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>The method</title><style>{CSS}</style></head>"
-        f"<body><p><a href='index.html'>Back to the report</a></p>{body}</body></html>",
+        "<!doctype html><html><head><meta charset='utf-8'><title>The "
+        f"method</title><style>{CSS}</style></head><body><p><a href='index.html'>Back to the "
+        f"report</a></p>{body}</body></html>",
         encoding="utf-8",
     )
     return target
@@ -112,13 +129,8 @@ def write_landing_page(
     *,
     spec: Path | None = None,
 ) -> Path:
-    """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its path."""
-    from fer_lib.data.rafdb import CLASSES as RAFDB_CLASSES
-    from fer_lib.io import relative
-    from fer_lib.report.tables import read_table
-    from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
-    from fer_lib.runtime.precision import arithmetic_note
-
+    """Write ``report_dir/index.html`` for a finished run (see the module
+    docstring) and return its path."""
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
     info = (
@@ -132,7 +144,8 @@ def write_landing_page(
         else {}
     )
     parts = [
-        f"<h1>Facial expressions from RGB and landmarks: report of the <code>{html.escape(str(settings.get('name', '?')))}</code> run</h1>"
+        "<h1>Facial expressions from RGB and landmarks: report of the "
+        f"<code>{html.escape(str(settings.get('name', '?')))}</code> run</h1>"
     ]
 
     paper_link = ""
@@ -140,34 +153,35 @@ def write_landing_page(
         render_spec(spec, report_dir / "paper.html")
         paper_link = ' (<a href="paper.html">the method, with every number</a>)'
     parts.append(
-        f"<p><b>The paper.</b> <i>{html.escape(PAPER['title'])}</i>, {html.escape(PAPER['authors'])}; "
-        f"{html.escape(PAPER['language'])}{paper_link}. A frozen RGB network (ResNet18 + ARM) is fused with a "
-        "landmark-heatmap CNN whose feature is weighted by its own confidence and by its agreement with the RGB network.</p>"
+        f"<p><b>The paper.</b> <i>{html.escape(PAPER['title'])}</i>, "
+        f"{html.escape(PAPER['authors'])}; {html.escape(PAPER['language'])}{paper_link}. A "
+        "frozen RGB network (ResNet18 + ARM) is fused with a landmark-heatmap CNN whose feature "
+        "is weighted by its own confidence and by its agreement with the RGB network.</p>"
     )
 
     synthetic = settings.get("synthetic")
     counts = read_table(tables, "table3_class_counts")
     layout = info.get("data_layout", "RAF-DB")
-    if (
-        layout != "RAF-DB"
-    ):  # a converted AffectNet, FERPlus or CK+ copy: its name and protocol (classes.json)
+    # a converted AffectNet, FERPlus or CK+ copy: its name and protocol (classes.json)
+    if layout != "RAF-DB":
         data = html.escape(f"{layout}, converted into RAF-DB's layout")
     else:
-        synthetic_data = synthetic and str(info.get("data", "synthetic")).startswith(
-            "synthetic"
-        )  # not a --data set
+        # not a --data set
+        synthetic_data = synthetic and str(info.get("data", "synthetic")).startswith("synthetic")
         data = (
             "synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)"
             if synthetic_data
             else "RAF-DB (basic)"
         )
     if counts is not None:
-        data += f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test images"
+        data += (
+            f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test "
+            "images"
+        )
     classes = info.get("data_classes")
     protocol = [line.removeprefix("protocol: ") for line in info.get("data_protocol", [])]
-    if (
-        classes and tuple(classes) != RAFDB_CLASSES
-    ):  # every per-class table and figure follows this list
+    # every per-class table and figure follows this list
+    if classes and tuple(classes) != RAFDB_CLASSES:
         protocol.insert(0, f"{len(classes)} classes: {', '.join(classes)}")
     protocol += [
         f"excluded: {count:,} row(s), {reason}"
@@ -197,7 +211,8 @@ def write_landing_page(
         (
             "machine",
             html.escape(
-                f"{info.get('cpu', '?')}, {info.get('cpu_cores', '?')} cores; GPU: {info.get('gpu', '?')}"
+                f"{info.get('cpu', '?')}, {info.get('cpu_cores', '?')} cores; GPU: "
+                f"{info.get('gpu', '?')}"
             ),
         ),
         (
@@ -290,19 +305,22 @@ def write_landing_page(
                 "same verdict with other seeds",
                 "outlying seed",
             )
-            # an outlying seed's column only where some claim has one: empty, it would only take space
+            # an outlying seed's column only where some claim has one:
+            # empty, it would only take space
             if c in claims
             and (c != "outlying seed" or claims[c].fillna("").astype(str).ne("").any())
         ]
         parts.append(
-            "<h2>The paper's claims on this run, and three questions beyond it</h2><p class='small'>Method-level 95% intervals "
-            "(seeds pooled; their coverage measured by simulation). Every verdict word is read off the claim's interval at its "
-            "share of one 5% error rate for the whole table (Bonferroni: the primary claim 2.5%, the others sharing 2.5%): "
-            "supported or contradicted when it excludes zero; equivalent when it lies within "
-            f"+-{100 * EQUIVALENCE_MARGIN:.1f} points; otherwise inconclusive, with the resolution (the smallest difference this "
-            "run detects with 80% power) saying why. With fewer than 3 seeds there is no method-level verdict, only the per-seed "
-            "results. A verdict is a finding when a replicate with other seeds does not conflict "
-            "with it (summary notebook).</p>"
+            "<h2>The paper's claims on this run, and three questions beyond it</h2><p "
+            "class='small'>Method-level 95% intervals (seeds pooled; their coverage measured by "
+            "simulation). Every verdict word is read off the claim's interval at its share of "
+            "one 5% error rate for the whole table (Bonferroni: the primary claim 2.5%, the "
+            "others sharing 2.5%): supported or contradicted when it excludes zero; equivalent "
+            f"when it lies within +-{100 * EQUIVALENCE_MARGIN:.1f} points; otherwise "
+            "inconclusive, with the resolution (the smallest difference this run detects with "
+            "80% power) saying why. With fewer than 3 seeds there is no method-level verdict, "
+            "only the per-seed results. A verdict is a finding when a replicate with other "
+            "seeds does not conflict with it (summary notebook).</p>"
             + _table(
                 claims[shown],
                 css_column="verdict",
@@ -319,11 +337,13 @@ def write_landing_page(
     resolvable = resolvable_rows(tables) if claims is not None else None
     if resolvable is not None and len(resolvable):
         parts.append(
-            "<h2>What this test set can resolve</h2><p class='small'>However many seeds are trained, the test images "
-            "alone leave a standard error: the smallest difference this run's test set detects with 80% power at 5% "
-            "(two-sided), with unlimited seeds, beside the paper's own gains (RAF-DB). Where a gain is below it, no "
-            "number of seeds can confirm it on a test set of this size; the last column says how many times this "
-            "run's test images would (the image term shrinks as 1/N). A baseline per seed does not shrink it.</p>"
+            "<h2>What this test set can resolve</h2><p class='small'>However many seeds are "
+            "trained, the test images alone leave a standard error: the smallest difference this "
+            "run's test set detects with 80% power at 5% (two-sided), with unlimited seeds, "
+            "beside the paper's own gains (RAF-DB). Where a gain is below it, no number of seeds "
+            "can confirm it on a test set of this size; the last column says how many times this "
+            "run's test images would (the image term shrinks as 1/N). A baseline per seed does "
+            "not shrink it.</p>"
             + _table(
                 resolvable,
                 numeric={
@@ -344,10 +364,11 @@ def write_landing_page(
             }
         )
         parts.append(
-            "<h2>Beyond the paper: other weightings and plain coordinates</h2><p class='small'>Means over seeds (notebook 6): "
-            "a temperature-calibrated confidence and a gate fitted on the validation split instead of eq. 2's factor, and an MLP "
-            "on the aligned coordinates instead of the heatmap CNN; the last three claims above test them against the paper's "
-            "model.</p>"
+            "<h2>Beyond the paper: other weightings and plain coordinates</h2><p "
+            "class='small'>Means over seeds (notebook 6): a temperature-calibrated confidence "
+            "and a gate fitted on the validation split instead of eq. 2's factor, and an MLP on "
+            "the aligned coordinates instead of the heatmap CNN; the last three claims above "
+            "test them against the paper's model.</p>"
             + _table(
                 future, numeric={c: ".4f" for c in future.columns if c not in ("model", "seeds")}
             )
@@ -368,7 +389,8 @@ def write_landing_page(
         shown.mkdir(exist_ok=True)
         shutil.copyfile(source, shown / source.name)
         parts.append(
-            f'<figure><img src="figures/{html.escape(source.name)}" alt="{html.escape(source.stem)}">'
+            f'<figure><img src="figures/{html.escape(source.name)}" '
+            f'alt="{html.escape(source.stem)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
 
@@ -377,19 +399,21 @@ def write_landing_page(
         executed = run_dir / "executed" / f"{page.stem}.ipynb"
         title, line = _notebook_line(executed) if executed.exists() else (page.stem, "")
         items.append(
-            f'<li><a href="{html.escape(page.name)}">{html.escape(title)}</a>: {html.escape(line)}</li>'
+            f'<li><a href="{html.escape(page.name)}">{html.escape(title)}</a>: '
+            f"{html.escape(line)}</li>"
         )
     parts.append("<h2>The notebooks, executed</h2><ol>" + "".join(items) + "</ol>")
     parts.append(
-        f"<p class='small'>Written by <code>./run_all.sh</code> from the run folder <code>{html.escape(relative(run_dir))}</code>; "
-        "every number above is read from its saved tables.</p>"
+        "<p class='small'>Written by <code>./run_all.sh</code> from the run folder "
+        f"<code>{html.escape(relative(run_dir))}</code>; every number above is read from its "
+        "saved tables.</p>"
     )
 
     index = report_dir / "index.html"
     title = f"FER report ({settings.get('name', '?')})"
     index.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head>"
-        f"<body>{''.join(parts)}</body></html>",
+        "<!doctype html><html><head><meta "
+        f"charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>",
         encoding="utf-8",
     )
     return index

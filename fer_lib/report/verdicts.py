@@ -1,16 +1,29 @@
-"""How sure a difference is, and what the report concludes from it: per-seed and seed-pooled significance rows
-(``fer_lib.evaluation.stats``), the claims of the paper and beyond, their families, Holm's adjustment and the four verdicts, and the
-seeds a claim would need. Everything is read from the run's saved tables.
+"""How sure a difference is, and what the report concludes from it: per-seed and seed-pooled
+significance rows (``fer_lib.evaluation.stats``), the claims of the paper and beyond, their
+families, Holm's adjustment and the four verdicts, and the seeds a claim would need. Everything is
+read from the run's saved tables.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest, norm
 
+from fer_lib.data.rafdb import paper_results
+from fer_lib.evaluation.stats import (
+    PooledResult,
+    holm,
+    mcnemar_exact,
+    outlying_seed,
+    paired_bootstrap_correct,
+    pooled_from_components,
+    seed_pooled_interval,
+    seeds_needed,
+)
 from fer_lib.report.tables import (
     CALIBRATED,
     COORDS_BRANCH,
@@ -21,7 +34,7 @@ from fer_lib.report.tables import (
 )
 from fer_lib.settings import PAPER_W
 
-# -- how sure is a difference (fer_lib.evaluation.stats) -------------------------------------------------------------
+# -- how sure is a difference (fer_lib.evaluation.stats) -------------------------------------------
 
 
 POOLED = "pooled"  # the "seed" of a significance row over all seeds
@@ -36,17 +49,15 @@ def significance_rows(
     reference_name: str = "baseline",
     resamples: int = 10_000,
 ) -> list[dict]:
-    """A model against a reference on the same test images: per seed, exact McNemar (discordant counts, p)
-    and paired-bootstrap 95% intervals of the OA and AA differences; with two seeds or more, a last row
-    ("seed" = "pooled") with the interval of the seed-averaged difference, test-image sampling and the spread
-    between seeds both counted (``stats.seed_pooled_interval``; McNemar needs one model per side, so it is
-    left empty there).
+    """A model against a reference on the same test images: per seed, exact McNemar (discordant
+    counts, p) and paired-bootstrap 95% intervals of the OA and AA differences; with two seeds or
+    more, a last row ("seed" = "pooled") with the interval of the seed-averaged difference,
+    test-image sampling and the spread between seeds both counted (``stats.seed_pooled_interval``;
+    McNemar needs one model per side, so it is left empty there).
 
-    ``reference`` is the probabilities (N, 7) of one model (the frozen baseline), or a list with one entry per
-    run (a model trained with the same seeds, paired seed by seed).
+    ``reference`` is the probabilities (N, 7) of one model (the frozen baseline), or a list with one
+    entry per run (a model trained with the same seeds, paired seed by seed).
     """
-    from fer_lib.evaluation.stats import mcnemar_exact
-
     references = (
         list(reference) if isinstance(reference, (list, tuple)) else [reference] * len(runs)
     )
@@ -86,11 +97,13 @@ def significance_rows(
 
 
 def significance_frame(rows: list[dict]) -> pd.DataFrame:
-    """``significance_rows`` as a table; the discordant counts stay integers (empty on pooled rows)."""
+    """``significance_rows`` as a table; the discordant counts stay
+    integers (empty on pooled rows)."""
     frame = pd.DataFrame(rows)
     return frame.astype({"only model right": "Int64", "only versus right": "Int64"})
 
 
+# table column suffix -> PooledResult field
 POOLED_COLUMNS = {
     "p": "p_value",
     "se": "se",
@@ -98,7 +111,7 @@ POOLED_COLUMNS = {
     "seed var": "seed_variance",
     "interaction var": "interaction_variance",
     "ratio": "ratio",
-}  # table column suffix -> PooledResult field
+}
 
 
 def _intervals_of(
@@ -108,10 +121,9 @@ def _intervals_of(
     resamples: int,
     seed: int,
 ) -> dict:
-    """Bootstrap intervals of one seed's difference (conditional on the two models), or, for (S, N) per-seed
-    correctness, the method-level interval with its variance components (``stats.seed_pooled_interval``)."""
-    from fer_lib.evaluation.stats import paired_bootstrap_correct, seed_pooled_interval
-
+    """Bootstrap intervals of one seed's difference (conditional on the two models), or, for (S, N)
+    per-seed correctness, the method-level interval with its variance components
+    (``stats.seed_pooled_interval``)."""
     pooled_row = np.ndim(correct) == 2
     interval = seed_pooled_interval if pooled_row else paired_bootstrap_correct
     row = {}
@@ -135,8 +147,8 @@ def _intervals_of(
             )
     if pooled_row:
         row["seeds"] = len(correct)
-        # what the seeds vary: with one fixed reference (the frozen baseline) the interval holds the trained part's
-        # seed variation only, and the claim is about that part on this reference
+        # what the seeds vary: with one fixed reference (the frozen baseline) the interval holds the
+        # trained part's seed variation only, and the claim is about that part on this reference
         same = bool((np.asarray(reference_correct) == np.asarray(reference_correct)[0]).all())
         row["versus per seed"] = VERSUS_FIXED if same else VERSUS_RETRAINED
     return row
@@ -149,7 +161,10 @@ def about_pooled(row, seeds: int) -> str:
     """What a method-level claim is about, in words: which part of the pipeline its seeds vary."""
     versus = str(row.get("versus", "the reference"))
     if row.get("versus per seed") == VERSUS_FIXED:
-        return f"the trained part over {seeds} seeds, on one fixed {versus} (its own training chance not counted)"
+        return (
+            f"the trained part over {seeds} seeds, on one fixed {versus} (its own training "
+            "chance not counted)"
+        )
     if row.get("versus per seed") == VERSUS_RETRAINED:
         return (
             f"both methods over {seeds} paired seeds (the reference, {versus}, retrained per seed)"
@@ -159,8 +174,6 @@ def about_pooled(row, seeds: int) -> str:
 
 def pooled_result(row, metric: str = "OA"):
     """The ``stats.PooledResult`` of a pooled row of a significance table."""
-    from fer_lib.evaluation.stats import PooledResult
-
     return PooledResult(
         metric.lower(),
         float(row[f"{metric} diff"]),
@@ -172,10 +185,8 @@ def pooled_result(row, metric: str = "OA"):
 
 
 def family_p_values(frame: pd.DataFrame, metric: str = "OA") -> np.ndarray:
-    """Holm-adjusted p-values of the pooled rows of a significance table, taken as one family (with one seed: of the
-    per-seed rows, from McNemar for OA)."""
-    from fer_lib.evaluation.stats import holm
-
+    """Holm-adjusted p-values of the pooled rows of a significance table, taken as one family (with
+    one seed: of the per-seed rows, from McNemar for OA)."""
     rows = pooled(frame)
     column = f"{metric} p" if (frame["seed"].astype(str) == POOLED).any() else "McNemar p"
     return holm(rows[column].to_numpy(dtype=float))
@@ -193,41 +204,46 @@ def pooled(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pooled_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """The pooled row of each group of a significance table (its only row where one seed was run)."""
+    """The pooled row of each group of a significance table (its only row
+    where one seed was run)."""
     return pd.concat([pooled(group) for _, group in frame.groupby(column, sort=False)])
 
 
 ALPHA = 0.05
-EQUIVALENCE_MARGIN = (
-    0.002  # 0.2 points of OA or AA: the smallest difference of interest (MARGIN_REASON)
-)
+# 0.2 points of OA or AA: the smallest difference of interest (MARGIN_REASON)
+EQUIVALENCE_MARGIN = 0.002
 MARGIN_REASON = (
-    "0.2 points (6 of RAF-DB's 3,068 test images): below every gain the paper reports for its method (+0.26 OA, +0.61 AA "
-    "against the baseline; +0.33 OA against naive fusion), so the paper's own headline would not count as equivalent, and "
-    "above what a reader of Table 6's four-digit accuracies would call a difference."
+    "0.2 points (6 of RAF-DB's 3,068 test images): below every gain the paper reports for its "
+    "method (+0.26 OA, +0.61 AA against the baseline; +0.33 OA against naive fusion), so the "
+    "paper's own headline would not count as equivalent, and above what a reader of Table 6's "
+    "four-digit accuracies would call a difference."
 )
 
 
 @dataclass
 class ClaimTest:
-    """One claim as a test: the difference it reads (claim direction: ``sign`` +1 when it says "B beats A", -1
-    when it says "B is worse"), its p-values, and what it is about (the training method, or the trained models)."""
+    """One claim as a test: the difference it reads (claim direction: ``sign`` +1 when it says "B
+    beats A", -1 when it says "B is worse"), its p-values, and what it is about (the training
+    method, or the trained models)."""
 
     claim: str
-    family: str  # "primary" (unadjusted), "claims" (Holm over the family), "w" (the w comparisons, their own family)
+    # "primary" (unadjusted), "claims" (Holm over the family), "w" (the w
+    # comparisons, their own family)
+    family: str
     sign: int
     p_two: float  # against no difference
     p_equivalence: float  # two one-sided tests against +-EQUIVALENCE_MARGIN (1: not applicable)
-    p_beyond: float  # one-sided, that the difference exceeds the margin in its observed direction (1: not applicable)
+    # one-sided, that the difference exceeds the margin in its observed
+    # direction (1: not applicable)
+    p_beyond: float
     difference: float
     low: float
     high: float
     resolution: float  # smallest difference detected with 80% power (nan: not computed)
     about: str
     detail: str
-    seeds_right: str = (
-        ""  # the conditional tests, per seed: what the trained models themselves show
-    )
+    # the conditional tests, per seed: what the trained models themselves show
+    seeds_right: str = ""
     result: object = None  # the stats.PooledResult of a method-level claim
     seed_differences: tuple = ()  # (seed, its difference) of each seed of a method-level claim
 
@@ -235,8 +251,8 @@ class ClaimTest:
 def _test_from_rows(
     claim: str, family: str, frame: pd.DataFrame, metric: str = "OA", sign: int = 1
 ) -> ClaimTest:
-    """A claim read from a significance table: its pooled row (method-level) where there is one, else its one seed's
-    conditional test (McNemar for OA; the bootstrap interval for AA)."""
+    """A claim read from a significance table: its pooled row (method-level) where there is one,
+    else its one seed's conditional test (McNemar for OA; the bootstrap interval for AA)."""
     rows = frame[frame["seed"].astype(str) == POOLED]
     seed_rows = per_seed(frame)
     above = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% low"] > 0)
@@ -292,10 +308,8 @@ def _test_from_rows(
 
 
 def _p_from_interval(difference: float, low: float, high: float) -> float:
-    """A two-sided p-value from a bootstrap 95% interval (normal approximation), so that a one-seed claim without an
-    exact test can be read at its share of the table's alpha."""
-    from scipy.stats import norm
-
+    """A two-sided p-value from a bootstrap 95% interval (normal approximation), so that a one-seed
+    claim without an exact test can be read at its share of the table's alpha."""
     se = (high - low) / (2 * norm.ppf(0.975))
     if se <= 0:
         return 1.0 if difference == 0 else 0.0
@@ -310,15 +324,17 @@ def _too_few_seeds(test: ClaimTest) -> bool:
 
 
 def per_seed_only(seeds: int) -> str:
-    """The verdict of a method-level claim run with too few seeds to check anything about the seed distribution."""
+    """The verdict of a method-level claim run with too few seeds to check anything
+    about the seed distribution."""
     return f"inconclusive ({seeds} seeds: per-seed only)"
 
 
 def table_levels(tests: list[ClaimTest], alpha: float = ALPHA) -> np.ndarray:
-    """Each test's share alpha_j of the table's ``alpha`` (Bonferroni): the primary claim gets alpha / 2 where
-    other tests issue words (all of alpha alone), the others share the rest equally, the w comparisons among them;
-    a claim with fewer than ``MIN_SEEDS`` seeds issues no word and gets 0. Every word of a claim is read off its
-    interval at 1 - alpha_j, so some false word anywhere in the table needs some interval to miss: at most alpha."""
+    """Each test's share alpha_j of the table's ``alpha`` (Bonferroni): the primary claim gets alpha
+    / 2 where other tests issue words (all of alpha alone), the others share the rest equally, the w
+    comparisons among them; a claim with fewer than ``MIN_SEEDS`` seeds issues no word and gets 0.
+    Every word of a claim is read off its interval at 1 - alpha_j, so some false word anywhere in
+    the table needs some interval to miss: at most alpha."""
     tested = np.array([not _too_few_seeds(t) for t in tests])
     primary = tested & np.array([t.family == "primary" for t in tests])
     others = tested & ~primary
@@ -332,9 +348,9 @@ def table_levels(tests: list[ClaimTest], alpha: float = ALPHA) -> np.ndarray:
 
 
 def _words(low: float, high: float, sign: int, margin: float = EQUIVALENCE_MARGIN) -> str:
-    """The verdict words an interval says: supported / contradicted when it excludes 0, with "beyond the margin"
-    when it lies beyond +-margin and "smaller than the margin" when within it; equivalent when it lies within
-    +-margin but holds 0; inconclusive otherwise."""
+    """The verdict words an interval says: supported / contradicted when it excludes 0, with "beyond
+    the margin" when it lies beyond +-margin and "smaller than the margin" when within it;
+    equivalent when it lies within +-margin but holds 0; inconclusive otherwise."""
     within = -margin < low and high < margin
     if low > 0 or high < 0:
         word = "supported" if np.sign(low + high) == sign else "contradicted"
@@ -345,13 +361,15 @@ def _words(low: float, high: float, sign: int, margin: float = EQUIVALENCE_MARGI
 
 
 def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
-    """The verdict of each test under one family-wise error rate for the whole table (README, "How to read a
-    verdict"): each test's words are read off its interval at 1 - alpha_j (``table_levels``: Bonferroni, the primary
-    claim alpha / 2, the rest sharing alpha / 2), so the chance of any false verdict word in the table (supported,
-    contradicted, equivalent, beyond or smaller than the margin; every family, the w comparisons included) is at most
-    alpha. A method-level test needs ``MIN_SEEDS`` seeds; with fewer it is "inconclusive (S seeds: per-seed only)".
-    Tests without a ``result`` (one seed, or an exact McNemar) read their p-values: differs at p_two < alpha_j,
-    equivalent and beyond at their one-sided p < alpha_j / 2 (the same as an interval at 1 - alpha_j)."""
+    """The verdict of each test under one family-wise error rate for the whole table (README, "How
+    to read a verdict"): each test's words are read off its interval at 1 - alpha_j
+    (``table_levels``: Bonferroni, the primary claim alpha / 2, the rest sharing alpha / 2), so the
+    chance of any false verdict word in the table (supported, contradicted, equivalent, beyond or
+    smaller than the margin; every family, the w comparisons included) is at most alpha. A
+    method-level test needs ``MIN_SEEDS`` seeds; with fewer it is "inconclusive (S seeds: per-seed
+    only)". Tests without a ``result`` (one seed, or an exact McNemar) read their p-values: differs
+    at p_two < alpha_j, equivalent and beyond at their one-sided p < alpha_j / 2 (the same as an
+    interval at 1 - alpha_j)."""
     verdicts = []
     for test, level in zip(tests, table_levels(tests, alpha)):
         if _too_few_seeds(test):
@@ -377,13 +395,12 @@ def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
 
 
 def outlying_seed_note(test: ClaimTest, level: float) -> str:
-    """The column "outlying seed": empty, or the seed whose difference is an outlier among its siblings
-    (``stats.outlying_seed``, from the per-seed rows and the pooled row's interaction), its difference, and the verdict
-    the claim would get without it. That verdict is ``decide``'s at the claim's own share of the table's alpha
-    (``level``) on the pooled interval recomputed from the other seeds' differences, with the pooled row's image and
-    interaction variances (neither depends on how many seeds are run)."""
-    from fer_lib.evaluation.stats import outlying_seed, pooled_from_components
-
+    """The column "outlying seed": empty, or the seed whose difference is an outlier among its
+    siblings (``stats.outlying_seed``, from the per-seed rows and the pooled row's interaction), its
+    difference, and the verdict the claim would get without it. That verdict is ``decide``'s at the
+    claim's own share of the table's alpha (``level``) on the pooled interval recomputed from the
+    other seeds' differences, with the pooled row's image and interaction variances (neither depends
+    on how many seeds are run)."""
     if test.result is None or level == 0 or len(test.seed_differences) < MIN_SEEDS:
         return ""
     seeds, differences = zip(*test.seed_differences)
@@ -392,8 +409,8 @@ def outlying_seed_note(test: ClaimTest, level: float) -> str:
         return ""
     rest = np.delete(np.asarray(differences, dtype=float), found.index)
     note = (
-        f"seed {seeds[found.index]}: {found.difference:+.4f} against {found.others:+.4f} for the other "
-        f"{len(rest)} (p = {found.p_value:.2g}, adjusted over {len(seeds)} seeds)"
+        f"seed {seeds[found.index]}: {found.difference:+.4f} against {found.others:+.4f} for the "
+        f"other {len(rest)} (p = {found.p_value:.2g}, adjusted over {len(seeds)} seeds)"
     )
     if len(rest) < MIN_SEEDS:
         return note + (
@@ -419,8 +436,6 @@ def outlying_seed_note(test: ClaimTest, level: float) -> str:
 
 def _without(test: ClaimTest, result) -> ClaimTest:
     """``test`` read off another pooled result (its seeds less one)."""
-    from dataclasses import replace
-
     margin = EQUIVALENCE_MARGIN
     return replace(
         test,
@@ -448,9 +463,11 @@ def w_tests(pairs: pd.DataFrame) -> list[ClaimTest]:
 
 
 def w_verdict(tests: list[ClaimTest], words: list[str]) -> tuple[str, str]:
-    """ "The paper's w gives the largest gain", from the words ``decide`` gave it minus each other w (each read at its
-    share of the table's alpha): supported only if it beats every other w (an intersection-union test); contradicted
-    if some other w beats it; equivalent if every other w is within the margin of it; else inconclusive."""
+    """ "The paper's w gives the largest gain", from the words ``decide`` gave it minus each other w
+     (each read at its
+    share of the table's alpha): supported only if it beats every other w (an intersection-union
+    test); contradicted if some other w beats it; equivalent if every other w is within the margin
+    of it; else inconclusive."""
     if any(_too_few_seeds(t) for t in tests):
         verdict = per_seed_only(min(t.result.seeds for t in tests if t.result is not None))
     elif all(w.startswith("supported") for w in words):
@@ -462,7 +479,8 @@ def w_verdict(tests: list[ClaimTest], words: list[str]) -> tuple[str, str]:
     else:
         verdict = "inconclusive"
     detail = f"w = {PAPER_W:g} minus each other w: " + "; ".join(
-        f"{t.claim.split(' vs ')[1]}: {t.difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}], p {t.p_two:.2g}, {w}"
+        f"{t.claim.split(' vs ')[1]}: {t.difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}], p "
+        f"{t.p_two:.2g}, {w}"
         for t, w in zip(tests, words)
     )
     return verdict, detail
@@ -473,7 +491,8 @@ def _intervals(frame: pd.DataFrame, metric: str) -> str:
         return "seeds pooled" if str(r["seed"]) == POOLED else f"seed {r['seed']}"
 
     return "; ".join(
-        f"{seed(r)}: {r[f'{metric} diff']:+.4f} [{r[f'{metric} 95% low']:+.4f}, {r[f'{metric} 95% high']:+.4f}]"
+        f"{seed(r)}: {r[f'{metric} diff']:+.4f} [{r[f'{metric} 95% low']:+.4f}, "
+        f"{r[f'{metric} 95% high']:+.4f}]"
         for _, r in frame.iterrows()
     )
 
@@ -484,10 +503,8 @@ WEIGHTING_CLAIM = "weighting by confidence and agreement beats no weighting (OA)
 
 
 def claim_tests(tables_dir: Path) -> list[ClaimTest]:
-    """Every claim of this run's saved tables as a test (``claims`` decides them): the paper's headline as the
-    primary claim, the others as one family."""
-    from scipy.stats import binomtest
-
+    """Every claim of this run's saved tables as a test (``claims`` decides them): the paper's
+    headline as the primary claim, the others as one family."""
     tables_dir = Path(tables_dir)
 
     def read(name):
@@ -535,7 +552,8 @@ def claim_tests(tables_dir: Path) -> list[ClaimTest]:
                 np.nan,
                 np.nan,
                 "these trained models (first seed; exact McNemar)",
-                f"first seed: only RGB right {only_rgb}, only landmarks right {only_landmark}, exact McNemar p = {p:.2g}",
+                f"first seed: only RGB right {only_rgb}, only landmarks right {only_landmark}, "
+                f"exact McNemar p = {p:.2g}",
             )
         )
     # beyond the paper (issue 13): each against the paper's proposed model, paired seed by seed
@@ -580,10 +598,11 @@ def _verdict_interval(test: ClaimTest, level: float) -> str:
 
 
 def claims(tables_dir: Path) -> pd.DataFrame:
-    """One row per claim with a verdict computed from this run's saved tables: the difference and its 95% interval,
-    the unadjusted p-value, the interval the verdict reads (at the claim's share of one 5% error rate for the whole
-    table, ``decide``), the equivalence margin, the run's resolution (the smallest difference it detects with 80%
-    power), what the verdict is about, and any seed that is an outlier among its siblings, with the verdict without it
+    """One row per claim with a verdict computed from this run's saved tables: the difference and
+    its 95% interval, the unadjusted p-value, the interval the verdict reads (at the claim's share
+    of one 5% error rate for the whole table, ``decide``), the equivalence margin, the run's
+    resolution (the smallest difference it detects with 80% power), what the verdict is about, and
+    any seed that is an outlier among its siblings, with the verdict without it
     (``outlying_seed_note``)."""
     tests = claim_tests(tables_dir)
     pairs = read_table(Path(tables_dir), "significance_w_pairs")
@@ -601,7 +620,8 @@ def claims(tables_dir: Path) -> pd.DataFrame:
             "95% high": t.high,
             "p (unadjusted)": t.p_two,
             "verdict's interval": _verdict_interval(t, level),
-            # a method-level claim is always read against the margin (its "about" no longer says "pooled")
+            # a method-level claim is always read against the margin (its
+            # "about" no longer says "pooled")
             "margin": EQUIVALENCE_MARGIN if t.p_equivalence < 1 or t.result is not None else np.nan,
             "resolution": t.resolution,
             "about": t.about,
@@ -645,8 +665,6 @@ def claims(tables_dir: Path) -> pd.DataFrame:
 
 def _paper_gains() -> dict[str, float]:
     """The paper's own gain for each claim it makes a number for (Tables 6 and 8, RAF-DB)."""
-    from fer_lib.data.rafdb import paper_results
-
     paper = paper_results()
     table6, table8 = paper["table6_overall"], paper["table8_ablation_overall"]
     return {
@@ -657,12 +675,11 @@ def _paper_gains() -> dict[str, float]:
 
 
 def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) -> pd.DataFrame:
-    """What this run's test set can resolve, however many seeds are trained: with unlimited seeds the seed term
-    vanishes and the standard error falls to the test images' own term, so the smallest difference detected with
-    ``power`` at two-sided ``alpha`` is (z_(1-alpha/2) + z_power) * sqrt(image variance). Beside each claim's paper
-    gain, and the test images that gain would need (the image term shrinks as 1/N)."""
-    from scipy.stats import norm
-
+    """What this run's test set can resolve, however many seeds are trained: with unlimited seeds
+    the seed term vanishes and the standard error falls to the test images' own term, so the
+    smallest difference detected with ``power`` at two-sided ``alpha`` is (z_(1-alpha/2) + z_power)
+    * sqrt(image variance). Beside each claim's paper gain, and the test images that gain would need
+    (the image term shrinks as 1/N)."""
     gains = _paper_gains()
     rows = []
     for t in claim_tests(tables_dir):
@@ -683,10 +700,9 @@ def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) 
 
 
 def plan_rows(tables_dir: Path, effect: float, test_images_scale: float = 1.0) -> pd.DataFrame:
-    """For every method-level claim of a finished run: its measured variance components, its resolution, and the
-    seeds that would resolve ``effect`` (``stats.seeds_needed``) at ``test_images_scale`` times this run's test images."""
-    from fer_lib.evaluation.stats import seeds_needed
-
+    """For every method-level claim of a finished run: its measured variance components, its
+    resolution, and the seeds that would resolve ``effect`` (``stats.seeds_needed``) at
+    ``test_images_scale`` times this run's test images."""
     rows = []
     for t in claim_tests(tables_dir):
         if t.result is None:

@@ -1,15 +1,18 @@
-"""Make-style freshness of a run's notebooks: a rerun executes only the notebooks whose inputs changed.
+"""Make-style freshness of a run's notebooks: a rerun executes only the notebooks whose inputs
+changed.
 
-A notebook's key chains what it can read: the library's source and the notebooks, the run's parameters and settings,
-the installed versions and the CPU path (another CPU gives other numbers), the data set's files, the trained models
-(from the first notebook after the training stage on), the sibling runs a report compares with (``runs/*``: the
-"same verdict with other seeds" column) and the previous notebook's key. A notebook is reused when its key is the one
-recorded when it last ran, its executed copy and HTML page exist, and every file it wrote then (under the run folder
-and the figures folder: what changed while it ran) is still as it left it. Once one notebook runs, every later one
-runs too, since it may read what the first one wrote. ``run-all --force`` executes everything.
+A notebook's key chains what it can read: the library's source and the notebooks, the run's
+parameters and settings, the installed versions and the CPU path (another CPU gives other numbers),
+the data set's files, the trained models (from the first notebook after the training stage on), the
+sibling runs a report compares with (``runs/*``: the "same verdict with other seeds" column) and the
+previous notebook's key. A notebook is reused when its key is the one recorded when it last ran, its
+executed copy and HTML page exist, and every file it wrote then (under the run folder and the
+figures folder: what changed while it ran) is still as it left it. Once one notebook runs, every
+later one runs too, since it may read what the first one wrote. ``run-all --force`` executes
+everything.
 
-Files are compared by size and modification time, not content: a stat of every file is cheap where hashing the
-decoded-image cache would not be, and an edit or a ``git checkout`` changes the time.
+Files are compared by size and modification time, not content: a stat of every file is cheap where
+hashing the decoded-image cache would not be, and an edit or a ``git checkout`` changes the time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 from fer_lib.io import PROJECT_ROOT, save_json
 
 STAMPS = "freshness.json"  # in the run's executed/ folder
-# Run-folder parts that are no notebook's output: inputs hashed elsewhere, caches rebuilt on demand, the pipeline's own
+# Run-folder parts that are no notebook's output: inputs hashed elsewhere, caches rebuilt on demand,
+# the pipeline's own
 RUN_DIR_SKIP = ("data", "cache", "executed", "report", "logs", "run_info.json", "settings.json")
 MODEL_FOLDERS = ("baseline", "fusion")  # what the training stage writes into a run folder
 # The packages whose version can change a number or a figure of the report
@@ -59,7 +63,8 @@ def hash_parts(*parts: object) -> str:
 
 
 def _stats(root: Path, skip: tuple[str, ...] = ()) -> dict[str, list[int]]:
-    """{path relative to root: [size, mtime_ns]} of every file under ``root``, but the top-level names in ``skip``."""
+    """{path relative to root: [size, mtime_ns]} of every file under ``root``, but the top-level
+    names in ``skip``."""
     found = {}
     if not root.exists():
         return found
@@ -85,7 +90,8 @@ def folder_key(root: Path) -> str:
 
 
 def source_key() -> str:
-    """The library, its resources and the notebooks: any edit of them can change what a notebook shows."""
+    """The library, its resources and the notebooks: any edit of them can
+    change what a notebook shows."""
     parts = []
     for root in (PROJECT_ROOT / "fer_lib", PROJECT_ROOT / "notebooks"):
         for path in sorted(
@@ -112,15 +118,15 @@ def _contents(paths) -> list:
 
 
 def sibling_key(run_dir: Path, figures_dir: Path) -> str:
-    """What a report reads from other runs: their identity, settings and tables (``replication.replicate_of``), and the
-    recorded comparison in the figures folder (``replication.recorded_stability``). By content: a rerun that rewrites
-    the same tables must not make the other run stale."""
+    """What a report reads from other runs: their identity, settings and tables
+    (``replication.replicate_of``), and the recorded comparison in the figures folder
+    (``replication.recorded_stability``). By content: a rerun that rewrites the same tables must not
+    make the other run stale."""
     run_dir, parts = Path(run_dir), []
     if run_dir.parent.exists():
         for other in sorted(run_dir.parent.iterdir()):
-            if (
-                other.resolve() == run_dir.resolve() or not (other / "run_info.json").exists()
-            ):  # a link to itself too
+            # a link to itself too
+            if other.resolve() == run_dir.resolve() or not (other / "run_info.json").exists():
                 continue
             try:
                 info = json.loads((other / "run_info.json").read_text())
@@ -144,7 +150,8 @@ def sibling_key(run_dir: Path, figures_dir: Path) -> str:
 
 
 class Freshness:
-    """The record of one run's notebooks (``executed/freshness.json``) and the decisions a rerun makes from it."""
+    """The record of one run's notebooks (``executed/freshness.json``) and the decisions a rerun
+    makes from it."""
 
     def __init__(self, run_dir: Path, figures_dir: Path, base_key: str, *, force: bool = False):
         self.run_dir, self.figures_dir = Path(run_dir), Path(figures_dir)
@@ -171,8 +178,9 @@ class Freshness:
         }
 
     def models_key(self) -> str:
-        """The trained models and their predictions (``baseline*/``, ``fusion/``) that no notebook wrote: what the
-        training stage leaves for the notebooks (a model a notebook fits, like the learned gate, is that notebook's output)."""
+        """The trained models and their predictions (``baseline*/``, ``fusion/``) that no notebook
+        wrote: what the training stage leaves for the notebooks (a model a notebook fits, like the
+        learned gate, is that notebook's output)."""
         written = {name for entry in self.record.values() for name in entry.get("outputs", {})}
         return hash_parts(
             {
@@ -183,7 +191,8 @@ class Freshness:
         )
 
     def advance(self, notebook: Path, *extra: str) -> None:
-        """Chain ``notebook``'s own key onto the previous one's (``extra``: more inputs from here on)."""
+        """Chain ``notebook``'s own key onto the previous one's (``extra``:
+        more inputs from here on)."""
         self.key = hash_parts(self.key, notebook.name, notebook.read_bytes(), *extra)
 
     def is_fresh(self, notebook: Path, page: Path) -> bool:
@@ -196,8 +205,9 @@ class Freshness:
         return all(now.get(name) == stat for name, stat in entry.get("outputs", {}).items())
 
     def ran(self, notebook: Path, before: dict[str, list[int]], seconds: float) -> None:
-        """Record what ``notebook`` wrote (the files new or changed since ``before``) under its key, with what it wrote
-        before and reused this time (a fitted model it found on disk stays its output)."""
+        """Record what ``notebook`` wrote (the files new or changed since ``before``)
+        under its key, with what it wrote before and reused this time (a fitted model it
+        found on disk stays its output)."""
         self.ran_one = True
         after = self.snapshot()
         outputs = {name: stat for name, stat in after.items() if before.get(name) != stat}

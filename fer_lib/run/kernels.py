@@ -1,13 +1,15 @@
 """Kernels for the report's notebooks, each started one notebook ahead.
 
-Every notebook runs in a fresh kernel, and a fresh kernel spends seconds starting and importing torch, matplotlib,
-pandas and this library before its first cell does any work (about 8 s a notebook on a 2-core CPU). While one
-notebook runs, mostly on one core, ``WarmKernels`` starts the next notebook's kernel on the other and has it import
-what every notebook imports, so that the next notebook starts at once. A warm kernel is still a fresh one: it has
-run the imports only, silently (no execution count, no output), never a cell of another notebook.
+Every notebook runs in a fresh kernel, and a fresh kernel spends seconds starting and importing
+torch, matplotlib, pandas and this library before its first cell does any work (about 8 s a notebook
+on a 2-core CPU). While one notebook runs, mostly on one core, ``WarmKernels`` starts the next
+notebook's kernel on the other and has it import what every notebook imports, so that the next
+notebook starts at once. A warm kernel is still a fresh one: it has run the imports only, silently
+(no execution count, no output), never a cell of another notebook.
 
-papermill (through nbclient) creates its kernel manager from a class; ``WarmKernels.manager_class`` hands it the warm
-kernel when one is ready, which nbclient then uses, and shuts down, as one it started itself.
+papermill (through nbclient) creates its kernel manager from a class; ``WarmKernels.manager_class``
+hands it the warm kernel when one is ready, which nbclient then uses, and shuts down, as one it
+started itself.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 
 from jupyter_client.manager import KernelManager
 
-# What the notebooks import, directly or through the library: loaded into sys.modules without binding a name
-# (a notebook that forgot an import still fails, as it would in JupyterLab)
+# What the notebooks import, directly or through the library: loaded into sys.modules without
+# binding a name (a notebook that forgot an import still fails, as it would in JupyterLab)
 WARM_MODULES = (
     "matplotlib.pyplot",
     "pandas",
@@ -38,8 +40,9 @@ READY_SECONDS = 120
 
 
 class EncryptedKernelManager(KernelManager):
-    """Provisions CurveZMQ keys where the kernel supports them (ipykernel >= 7.3): the kernel then runs encrypted and
-    does not print its "running over TCP without encryption" warning for every notebook."""
+    """Provisions CurveZMQ keys where the kernel supports them (ipykernel >= 7.3): the
+    kernel then runs encrypted and does not print its "running over TCP without encryption"
+    warning for every notebook."""
 
     transport_encryption = "auto"
 
@@ -59,8 +62,8 @@ def _import_warm_modules(manager: KernelManager) -> None:
 
 
 class WarmKernels:
-    """At most one kernel started ahead, in a background thread, in the notebooks' working folder, with ``env`` on top
-    of this process's environment."""
+    """At most one kernel started ahead, in a background thread, in the notebooks' working folder,
+    with ``env`` on top of this process's environment."""
 
     def __init__(self, cwd: Path, env: dict[str, str]):
         self.cwd, self.env = Path(cwd), dict(env)
@@ -93,9 +96,10 @@ class WarmKernels:
         return warm
 
     def manager_class(self, ahead: bool) -> type[KernelManager]:
-        """A kernel manager class for papermill: an instance is the warm kernel if there is one (nbclient sees a
-        started kernel and does not start another), otherwise a new manager whose kernel nbclient starts; with
-        ``ahead``, the next notebook's kernel then starts warming up."""
+        """A kernel manager class for papermill: an instance is the warm kernel if there
+        is one (nbclient sees a started kernel and does not start another), otherwise a
+        new manager whose kernel nbclient starts; with ``ahead``, the next notebook's
+        kernel then starts warming up."""
         pool = self
 
         class Warm(EncryptedKernelManager):

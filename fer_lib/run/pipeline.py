@@ -1,37 +1,53 @@
-"""The end-to-end run behind ``./run_all.sh``: data, then every notebook in order, then the HTML report.
+"""The end-to-end run behind ``./run_all.sh``: data, then every notebook in order, then the HTML
+report.
 
-Artefacts of a profile live under ``runs/<profile>/``: ``data/`` (the synthetic set, when no RAF-DB is
-given), ``executed/`` (the notebooks with outputs), ``report/`` (HTML and an index page), ``tables/``.
-Figures go to ``figures/``. Notebooks receive PROFILE, DATA_ROOT, RUN_DIR and BASELINE_CHECKPOINT as
-papermill parameters.
+Artefacts of a profile live under ``runs/<profile>/``: ``data/`` (the synthetic set, when no RAF-DB
+is given), ``executed/`` (the notebooks with outputs), ``report/`` (HTML and an index page),
+``tables/``. Figures go to ``figures/``. Notebooks receive PROFILE, DATA_ROOT, RUN_DIR and
+BASELINE_CHECKPOINT as papermill parameters.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import platform
 import re
+import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fer_lib.io import PROJECT_ROOT, relative  # noqa: F401 - relative is part of this module's interface
+import pandas as pd
+import torch
 
-# pandas is imported where a table is built, not by every notebook's import of this module
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from fer_lib.run.kernels import WarmKernels
+from fer_lib.data.rafdb import check_rafdb, read_classes, resolve_root
+from fer_lib.data.synthetic import demo_dataset_is_complete, generate_demo_dataset
+from fer_lib.io import (
+    BATCH_REPORT_ENV,
+    PROJECT_ROOT,
+    claim_config,
+    relative,  # noqa: F401 - part of this module's interface
+    save_json,
+    save_text,
+)
+from fer_lib.report import tables
+from fer_lib.run import freshness
+from fer_lib.run.experiment import Experiment, synthetic_data_root
+from fer_lib.run.kernels import PIPELINE_KERNEL, EncryptedKernelManager, WarmKernels
+from fer_lib.run.profiles import get_profile
+from fer_lib.run.scheduler import train_all
+from fer_lib.runtime.devices import pick_device
+from fer_lib.runtime.precision import arithmetic_note, cpu_path
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "runs"
 
 
 def run_dir_for(profile) -> Path:
-    """``runs/<profile>``, or ``runs/<profile>-<settings>`` for a profile with ``--set`` overrides, so a sized-down
-    or seed-shifted run never meets the default run's folder."""
-    from fer_lib.run.profiles import get_profile
-
+    """``runs/<profile>``, or ``runs/<profile>-<settings>`` for a profile with ``--set`` overrides,
+    so a sized-down or seed-shifted run never meets the default run's folder."""
     spec = get_profile(profile) if isinstance(profile, str) else profile
     overrides = spec.overrides()
     if not overrides:
@@ -41,11 +57,10 @@ def run_dir_for(profile) -> Path:
 
 
 def figures_dir_for(profile, run_dir: Path) -> Path:
-    """``figures/<profile>`` (committed) for a default demo or paper run in its default folder; otherwise (the smoke
-    profile, ``--set`` overrides, or another ``--run-dir``, such as a run on the other precision path) the run
-    folder's own, so that it never overwrites the committed figures."""
-    from fer_lib.run.profiles import get_profile
-
+    """``figures/<profile>`` (committed) for a default demo or paper run in its default
+    folder; otherwise (the smoke profile, ``--set`` overrides, or another ``--run-dir``,
+    such as a run on the other precision path) the run folder's own, so that it never
+    overwrites the committed figures."""
     spec = get_profile(profile) if isinstance(profile, str) else profile
     default = Path(run_dir).resolve() == run_dir_for(spec).resolve()
     if spec.name == "smoke" or spec.overrides() or not default:
@@ -54,24 +69,20 @@ def figures_dir_for(profile, run_dir: Path) -> Path:
 
 
 def claim_run_dir(run_dir: Path, profile) -> None:
-    """Write the profile's effective settings into ``run_dir/settings.json``, or refuse a folder made with others."""
-    from fer_lib.io import claim_config
-
+    """Write the profile's effective settings into ``run_dir/settings.json``, or refuse a folder
+    made with others."""
     changed = claim_config(Path(run_dir) / "settings.json", profile)
     if changed:
         raise SystemExit(
-            f"{relative(run_dir)} holds a run made with other settings (differs in: {', '.join(changed)}). "
-            "Use another folder (--run-dir), or delete this one to start again."
+            f"{relative(run_dir)} holds a run made with other settings (differs in: "
+            f"{', '.join(changed)}). Use another folder (--run-dir), or delete this one to start "
+            "again."
         )
 
 
 def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path:
-    """The data root a profile runs on: the user's RAF-DB, or the profile's synthetic set (generated once,
-    then reused, which is said)."""
-    from fer_lib.data.synthetic import demo_dataset_is_complete, generate_demo_dataset
-    from fer_lib.run.experiment import synthetic_data_root
-    from fer_lib.run.profiles import get_profile
-
+    """The data root a profile runs on: the user's RAF-DB, or the profile's synthetic set (generated
+    once, then reused, which is said)."""
     if data is not None:
         return Path(data)
     spec = get_profile(profile) if isinstance(profile, str) else profile
@@ -83,11 +94,13 @@ def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path
     root = synthetic_data_root(run_dir or run_dir_for(spec))
     if demo_dataset_is_complete(root, n_train, n_test, seed, knobs):
         print(
-            f"==> reusing the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})"
+            f"==> reusing the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} "
+            f"test, seed {seed})"
         )
     else:
         print(
-            f"==> generating the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} test, seed {seed})"
+            f"==> generating the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} "
+            f"test, seed {seed})"
         )
         generate_demo_dataset(root, n_train, n_test, seed=seed, knobs=knobs)
     return root
@@ -99,9 +112,10 @@ PATH_SEPARATOR = ";"  # between the paths of a parameter of several (CROSS_DATA)
 
 
 def portable_parameter(name: str, path) -> str:
-    """A path parameter as written into the executed notebook: relative to the project when inside it; else a
-    placeholder ``<name>`` whose value the kernel reads from the environment variable ``FER_PARAMETER_<NAME>``
-    (``notebook.check_parameters``), so no absolute path of the machine is written into a shared notebook."""
+    """A path parameter as written into the executed notebook: relative to the project when inside
+    it; else a placeholder ``<name>`` whose value the kernel reads from the environment variable
+    ``FER_PARAMETER_<NAME>`` (``notebook.check_parameters``), so no absolute path of the machine is
+    written into a shared notebook."""
     if not path:
         return ""
     path = Path(path).resolve()
@@ -113,8 +127,9 @@ def portable_parameter(name: str, path) -> str:
 
 
 def portable_parameter_list(name: str, paths) -> str:
-    """A parameter of several paths (``PATH_SEPARATOR`` between them) as ``portable_parameter`` writes one:
-    relative to the project when every path is inside it, else one placeholder for the whole list."""
+    """A parameter of several paths (``PATH_SEPARATOR`` between them) as
+    ``portable_parameter`` writes one: relative to the project when every path is inside it,
+    else one placeholder for the whole list."""
     resolved = [Path(path).resolve() for path in paths or ()]
     if all(path.is_relative_to(PROJECT_ROOT) for path in resolved):
         return PATH_SEPARATOR.join(str(path.relative_to(PROJECT_ROOT)) for path in resolved)
@@ -123,10 +138,8 @@ def portable_parameter_list(name: str, paths) -> str:
 
 
 def check_data(root: Path) -> None:
-    """Fail fast on a broken copy before any notebook runs. Images are only checked for presence here;
-    notebook 01 decodes every one (decoding twice would double the cost on a real RAF-DB)."""
-    from fer_lib.data.rafdb import check_rafdb
-
+    """Fail fast on a broken copy before any notebook runs. Images are only checked for presence
+    here; notebook 01 decodes every one (decoding twice would double the cost on a real RAF-DB)."""
     report = check_rafdb(root, decode_images=False)
     if report.errors and report.read_nothing:
         raise SystemExit("\n".join(report.errors))
@@ -135,38 +148,28 @@ def check_data(root: Path) -> None:
         for problem in report.errors[:50]:
             print(f"error: {problem}")
         raise SystemExit(
-            f"{len(report.errors)} problem(s) in {root}; run `python -m fer_lib check-data {root}` for all"
+            f"{len(report.errors)} problem(s) in {root}; run `python -m fer_lib check-data "
+            f"{root}` for all"
         )
 
 
 def describe_data(root: Path) -> dict:
-    """A data set's class list, layout, protocol and excluded rows (its classes.json; RAF-DB itself has none: its
-    7 classes), for the report."""
-    from fer_lib.data.rafdb import read_classes, resolve_root
-
+    """A data set's class list, layout, protocol and excluded rows (its classes.json; RAF-DB itself
+    has none: its 7 classes), for the report."""
     classes, info = read_classes(resolve_root(root))
     return {**info, "classes": list(classes)}
 
 
 def machine_info() -> dict:
-    """What a run ran on: CPU model and cores, GPU, torch and Python versions, the project's commit, the date."""
-    import hashlib
-    import platform
-    import subprocess
-
-    import torch
-
-    from fer_lib.runtime.precision import cpu_path
-
+    """What a run ran on: CPU model and cores, GPU, torch and Python versions, the
+    project's commit, the date."""
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         cpu = next(
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         )
-    except (OSError, StopIteration):
-        pass
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -183,7 +186,8 @@ def machine_info() -> dict:
             check=True,
         ).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
-        # which uncommitted changes: two runs of one dirty tree are still the same source (replication.replicate_of)
+        # which uncommitted changes: two runs of one dirty tree are still the same
+        # source (replication.replicate_of)
         diff = subprocess.run(
             ["git", "diff", "HEAD", "--", "fer_lib", "notebooks"],
             cwd=PROJECT_ROOT,
@@ -210,16 +214,14 @@ def notebooks() -> list[Path]:
     return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-# Kernels inherit the environment: a headless MPLBACKEND (run_all.sh sets Agg) would keep every figure
-# out of the executed notebooks and so out of the HTML report.
+# Kernels inherit the environment: a headless MPLBACKEND (run_all.sh sets Agg) would keep every
+# figure out of the executed notebooks and so out of the HTML report.
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 def kernel_environment() -> dict[str, str]:
-    """What the notebooks' kernels get on top of this process's environment: figures inline, widgets off (no one
-    uses them in a rendered report)."""
-    from fer_lib.io import BATCH_REPORT_ENV
-
+    """What the notebooks' kernels get on top of this process's environment: figures inline, widgets
+    off (no one uses them in a rendered report)."""
     return {"MPLBACKEND": INLINE_BACKEND, BATCH_REPORT_ENV: "1"}
 
 
@@ -230,11 +232,10 @@ def _execute(
     kernels: WarmKernels | None = None,
     ahead: bool = False,
 ) -> None:
-    """Execute ``notebook`` into ``executed`` in a fresh kernel (``kernels``' warm one if ready; ``ahead``: then start
-    warming the next notebook's)."""
+    """Execute ``notebook`` into ``executed`` in a fresh kernel (``kernels``' warm one if ready;
+    ``ahead``: then start warming the next notebook's)."""
+    # papermill: 3.5 s (2 busy cores) at every notebook's start (run.notebook imports this module)
     import papermill
-
-    from fer_lib.run.kernels import PIPELINE_KERNEL, EncryptedKernelManager
 
     environment = kernel_environment()
     saved = {name: os.environ.get(name) for name in environment}
@@ -245,11 +246,10 @@ def _execute(
             str(executed),
             parameters=parameters,
             cwd=str(NOTEBOOK_DIR),
-            progress_bar={
-                "desc": notebook.stem,
-                "unit": "cell",
-            },  # which notebook, cell by cell, with the time left
-            kernel_name=PIPELINE_KERNEL,  # the notebooks' "fer-lib" needs registering (./run_all.sh lab)
+            # which notebook, cell by cell, with the time left
+            progress_bar={"desc": notebook.stem, "unit": "cell"},
+            # the notebooks' "fer-lib" needs registering (./run_all.sh lab)
+            kernel_name=PIPELINE_KERNEL,
             kernel_manager_class=kernels.manager_class(ahead)
             if kernels
             else EncryptedKernelManager,
@@ -257,8 +257,8 @@ def _execute(
         _strip_machine_paths(executed)
     except papermill.PapermillExecutionError as error:
         raise SystemExit(
-            f"notebook {notebook.name} failed in cell {error.exec_count} ({error.ename}: {error.evalue}).\n"
-            f"The executed copy with the traceback: {executed}"
+            f"notebook {notebook.name} failed in cell {error.exec_count} ({error.ename}: "
+            f"{error.evalue}).\nThe executed copy with the traceback: {executed}"
         ) from None
     finally:
         for name, value in saved.items():
@@ -269,7 +269,10 @@ def _execute(
 
 
 def _strip_machine_paths(executed: Path) -> None:
-    """papermill records where it read and wrote the notebook; keep those paths relative to the project."""
+    """papermill records where it read and wrote the notebook; keep those
+    paths relative to the project."""
+    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start
+    # (run.notebook imports this module)
     import nbformat
 
     notebook = nbformat.read(executed, as_version=4)
@@ -281,6 +284,8 @@ def _strip_machine_paths(executed: Path) -> None:
 
 
 def _render_html(executed: Path, report_dir: Path) -> Path:
+    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start
+    # (run.notebook imports this module)
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -293,13 +298,12 @@ def _render_html(executed: Path, report_dir: Path) -> Path:
 def write_results_digest(
     tables_dir: Path, figures_dir: Path, profile: str, data_root: Path, arithmetic: str = ""
 ) -> Path:
-    """All tables of a run (their Markdown files) in one page beside the figures, for sharing and the README;
-    ``arithmetic``: which precision path computed them (``precision.arithmetic_note``)."""
-    from fer_lib.io import save_text
-
+    """All tables of a run (their Markdown files) in one page beside the figures, for sharing and
+    the README; ``arithmetic``: which precision path computed them
+    (``precision.arithmetic_note``)."""
     parts = [
-        f"# Results: profile {profile}\n\nGenerated by `./run_all.sh` from the saved predictions; data: "
-        f"`{relative(data_root)}`{'; ' + arithmetic if arithmetic else ''}.\n"
+        f"# Results: profile {profile}\n\nGenerated by `./run_all.sh` from the saved predictions; "
+        f"data: `{relative(data_root)}`{'; ' + arithmetic if arithmetic else ''}.\n"
     ]
     for table in sorted(Path(tables_dir).glob("*.md")):
         parts.append(f"## {table.stem}\n\n{table.read_text()}")
@@ -310,8 +314,8 @@ FOLD_PATTERN = "fold_[0-9][0-9]"  # what convert-data --fold all writes, one cop
 
 
 def fold_copies(root: Path) -> list[Path]:
-    """The per-fold copies that ``convert-data --fold all`` wrote under ``root`` (CK+'s subject-wise protocol), in
-    fold order; [] for any other folder."""
+    """The per-fold copies that ``convert-data --fold all`` wrote under ``root`` (CK+'s subject-wise
+    protocol), in fold order; [] for any other folder."""
     root = Path(root)
     if not root.is_dir() or (root / "EmoLabel").is_dir():
         return []
@@ -321,13 +325,11 @@ def fold_copies(root: Path) -> list[Path]:
 def run_folds(
     profile: str, folds: list[Path], *, run_dir: Path | None = None, settings=None, **options
 ) -> int:
-    """CK+'s protocol, every fold run and reported: the whole report on each fold's copy (``<run_dir>/fold_NN``,
-    each with its own report page), then Table 6's OA and AA of every model on each fold with their mean and sd
-    over the folds (``<run_dir>/tables/folds_summary.*``), read from the folds' saved tables. ``options``: as
-    ``run_all``'s. Stops at the first fold that fails; a rerun reuses the folds already done."""
-    from fer_lib.report import tables
-    from fer_lib.run.profiles import get_profile
-
+    """CK+'s protocol, every fold run and reported: the whole report on each fold's copy
+    (``<run_dir>/fold_NN``, each with its own report page), then Table 6's OA and AA of every model
+    on each fold with their mean and sd over the folds (``<run_dir>/tables/folds_summary.*``), read
+    from the folds' saved tables. ``options``: as ``run_all``'s. Stops at the first fold that fails;
+    a rerun reuses the folds already done."""
     spec = get_profile(profile, settings)
     default = run_dir_for(spec)
     base = Path(run_dir) if run_dir else default.with_name(f"{default.name}-folds")
@@ -349,8 +351,10 @@ def run_folds(
         summary,
         "folds_summary",
         base / "tables",
-        caption=f"Table 6 on each of {len(folds)} subject-wise folds (each model tested on its own fold), then the "
-        "mean and sd over the folds: the protocol's reported number",
+        caption=(
+            f"Table 6 on each of {len(folds)} subject-wise folds (each model tested on its own "
+            "fold), then the mean and sd over the folds: the protocol's reported number"
+        ),
     )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"==> folds summary: {relative(base / 'tables' / 'folds_summary.md')}")
@@ -358,10 +362,8 @@ def run_folds(
 
 
 def fold_summary(tables: dict[str, Path]) -> pd.DataFrame:
-    """Table 6's OA and AA of every model on each fold (``tables``: fold name -> its tables folder), then their mean
-    and sample sd over the folds."""
-    import pandas as pd
-
+    """Table 6's OA and AA of every model on each fold (``tables``: fold name -> its tables folder),
+    then their mean and sample sd over the folds."""
     rows = []
     for fold, folder in tables.items():
         path = Path(folder) / "table6_overall.csv"
@@ -390,24 +392,25 @@ def run_all(
     force: bool = False,
     cross_data: list[Path] | None = None,
 ) -> int:
-    """Data check, then every notebook in order (stopping at the first failure), then the HTML report.
+    """Data check, then every notebook in order (stopping at the first failure), then the HTML
+    report.
 
-    ``cross_data``: other data sets (RAF-DB's layout, or converted) that notebook 09 tests the run's models on
-    (``fer_lib.apps.crossdata``).
+    ``cross_data``: other data sets (RAF-DB's layout, or converted) that notebook 09 tests the run's
+    models on (``fer_lib.apps.crossdata``).
 
-    ``replicate``: afterwards, the same run with every training seed shifted by this much (its own run folder), then
-    this run's report again (everything reused), so that both summaries compare the two runs' verdicts
-    (``replication.replicate_of``); the comparison is also written to ``<figures>/seed_stability.*``.
+    ``replicate``: afterwards, the same run with every training seed shifted by this much (its own
+    run folder), then this run's report again (everything reused), so that both summaries compare
+    the two runs' verdicts (``replication.replicate_of``); the comparison is also written to
+    ``<figures>/seed_stability.*``.
 
-    A rerun executes only the notebooks whose inputs changed since they last ran (``fer_lib.run.freshness``); ``force``
-    executes every one.
+    A rerun executes only the notebooks whose inputs changed since they last ran
+    (``fer_lib.run.freshness``); ``force`` executes every one.
 
-    ``settings`` are ``--set`` overrides of the profile (checked before any work starts). Before the first
-    notebook that trains (03), every model of the profile is trained in ``workers`` parallel processes
-    (``fer_lib.run.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks train one model at a time).
+    ``settings`` are ``--set`` overrides of the profile (checked before any work starts). Before the
+    first notebook that trains (03), every model of the profile is trained in ``workers`` parallel
+    processes (``fer_lib.run.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks
+    train one model at a time).
     """
-    from fer_lib.run.profiles import get_profile
-
     started = time.perf_counter()
     spec = get_profile(profile, settings)
     base = Path(run_dir) if run_dir else run_dir_for(spec)
@@ -423,8 +426,9 @@ def run_all(
     )
     if spec.synthetic is None and not baseline_checkpoint and not pretrained:
         print(
-            "==> warning: no --baseline-checkpoint and no --pretrained: the baseline trains from random initialisation "
-            "and cannot be compared with the paper's 0.9205 (the report says so too)"
+            "==> warning: no --baseline-checkpoint and no --pretrained: the baseline trains from "
+            "random initialisation and cannot be compared with the paper's 0.9205 (the report "
+            "says so too)"
         )
     data_root = ensure_data(spec, data, base)
     if data is None:
@@ -443,23 +447,20 @@ def run_all(
         "FIGURES_DIR": portable_parameter("FIGURES_DIR", figures),
         "CROSS_DATA": portable_parameter_list("CROSS_DATA", cross_data),
     }
-    from fer_lib.io import save_json
+    # the report's verdicts load scipy.stats: 6 s (2 busy cores) at every notebook's start
     from fer_lib.report.landing import write_landing_page
-    from fer_lib.run.experiment import Experiment
-    from fer_lib.run.scheduler import train_all
 
     warning = Experiment(
         spec, data_root, base, baseline_checkpoint, pretrained=pretrained
-    ).baselines.warning()
-    # replication.replicate_of compares the identity; a set given with --data is named even under a synthetic profile
+    ).baseline_warning()
+    # replication.replicate_of compares the identity; a set given with --data is named
+    # even under a synthetic profile
     data_identity = (
         f"synthetic RAF-DB {spec.synthetic}"
         if spec.synthetic and data is None
         else parameters["DATA_ROOT"]
     )
     data_info = describe_data(data_root)
-    from fer_lib.runtime.devices import pick_device
-    from fer_lib.runtime.precision import arithmetic_note
 
     info = {
         **machine_info(),
@@ -474,7 +475,6 @@ def run_all(
         "notebook_seconds": {},
         "device": str(pick_device()),  # what every training and notebook of this run computed on
     }
-    from fer_lib.run import freshness
 
     inputs = freshness.hash_parts(
         freshness.source_key(),
@@ -485,7 +485,6 @@ def run_all(
     )
     fresh = freshness.Freshness(base, figures, inputs, force=force)
     pages, reused = [], []
-    from fer_lib.run.kernels import WarmKernels
 
     kernels, every = WarmKernels(NOTEBOOK_DIR, kernel_environment()), notebooks()
     try:
@@ -494,7 +493,8 @@ def run_all(
             if notebook.name.startswith("03"):
                 if workers != 0:
                     clock = time.perf_counter()
-                    # its own Experiment: the decoded images it loads are freed before the notebooks run
+                    # its own Experiment: the decoded images it loads are freed
+                    # before the notebooks run
                     train_all(
                         Experiment(
                             spec, data_root, base, baseline_checkpoint, pretrained=pretrained
@@ -532,7 +532,8 @@ def run_all(
         info["notebooks_reused"] = reused  # their seconds are those of the run that executed them
         save_json(info, base / "run_info.json")
         print(
-            f"==> up to date, not executed again: {', '.join(reused)} (nothing they read has changed; --force executes every notebook)"
+            f"==> up to date, not executed again: {', '.join(reused)} (nothing they read has "
+            "changed; --force executes every notebook)"
         )
     index = write_landing_page(
         base, report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md"
@@ -563,8 +564,10 @@ def run_all(
 def _replicate(
     spec, offset: int, *, main_run: Path, figures: Path, settings: dict | None, **arguments
 ) -> None:
-    """``run_all``'s second run with seeds shifted by ``offset`` (its own folder and figures), this run's report again
-    (reused models: notebooks only), and the two runs' comparison in ``<figures>/seed_stability.*``."""
+    """``run_all``'s second run with seeds shifted by ``offset`` (its own folder and figures), this
+    run's report again (reused models: notebooks only), and the two runs' comparison in
+    ``<figures>/seed_stability.*``."""
+    # the report's verdicts load scipy.stats: 2.5 s (2 busy cores) at every notebook's start
     from fer_lib.report import replication, tables
 
     shifted = {**(settings or {}), "seed_offset": str(spec.seed_offset + offset)}
@@ -575,15 +578,19 @@ def _replicate(
     other = replication.replicate_of(main_run)
     if other is None:
         raise SystemExit(
-            f"run-all --replicate: the second run is not a replicate of {relative(main_run)} (another commit or settings?)"
+            f"run-all --replicate: the second run is not a replicate of {relative(main_run)} "
+            "(another commit or settings?)"
         )
     table = replication.stability_table([main_run, other])
     tables.save_table(
         table,
         replication.STABILITY_FILE,
         figures,
-        caption="This run and its replicate with other training seeds: headline numbers and verdicts",
+        caption=(
+            "This run and its replicate with other training seeds: headline numbers and verdicts"
+        ),
     )
     print(
-        f"==> replicate: {replication.agreement_counts(table)}; {relative(figures / (replication.STABILITY_FILE + '.md'))}"
+        f"==> replicate: {replication.agreement_counts(table)}; "
+        f"{relative(figures / (replication.STABILITY_FILE + '.md'))}"
     )

@@ -1,10 +1,11 @@
-"""The report's profiles (smoke, demo, paper) and the ``--set KEY=VALUE`` overrides a run may apply to them.
+"""The report's profiles (smoke, demo, paper) and the ``--set KEY=VALUE`` overrides a run may apply
+to them.
 
-A ``Profile`` fixes the data set and the sizes of one report run. Its training fields start from the recipes'
-defaults in ``fer_lib.settings`` (the paper's), so a profile states only where it departs from them; the
-demo's departures are listed on the report page (``design_choices``). Each field has one validator in
-``VALIDATORS``, which turns the text of a ``--set`` into the field's value or raises a ``SettingsError``
-naming the key, the value and what is allowed.
+A ``Profile`` fixes the data set and the sizes of one report run. Its training fields start from the
+recipes' defaults in ``fer_lib.settings`` (the paper's), so a profile states only where it departs
+from them; the demo's departures are listed on the report page (``design_choices``). Each field has
+one validator in ``VALIDATORS``, which turns the text of a ``--set`` into the field's value or
+raises a ``SettingsError`` naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fer_lib.data.rafdb import CLASSES
+from fer_lib.data.synthetic import SyntheticKnobs
 from fer_lib.settings import (
     AUGMENTATIONS,
     LR_SCHEDULES,
@@ -30,12 +32,12 @@ from fer_lib.settings import (
 
 @dataclass(frozen=True)
 class Profile:
-    """The sizes and settings of one report run. Every field but ``name`` can be overridden (``with_settings``)."""
+    """The sizes and settings of one report run. Every field but ``name`` can be
+    overridden (``with_settings``)."""
 
     name: str
-    synthetic: (
-        tuple[int, int] | None
-    )  # (train, test) sizes of the synthetic set; None: the user's data set
+    # (train, test) sizes of the synthetic set; None: the user's data set
+    synthetic: tuple[int, int] | None
     input_size: int  # network input (224 in the paper)
     baseline_width: int  # ResNet18 base width (64 in the paper)
     baseline_epochs: int
@@ -44,47 +46,47 @@ class Profile:
     seeds: int  # training seeds of every landmark-branch configuration
     w_grid: tuple[float, ...]  # Fig. 4
     batch_train: int = BaselineConfig.batch_size
-    batch_fusion: int | None = (
-        None  # training batch of the landmark branch + fusion; None: batch_train
-    )
+    # training batch of the landmark branch + fusion; None: batch_train
+    batch_fusion: int | None = None
     batch_test: int = BaselineConfig.eval_batch_size  # the paper tests with batch 64
     batch_study: tuple[int, ...] = (1, 16, 64, 256)  # ARM's batch-term study (notebook 3)
     synthetic_seed: int = 0
-    seed_offset: int = (
-        0  # every training seed is shifted by this: another seed acts like another CPU
-    )
+    # every training seed is shifted by this: another seed acts like another CPU
+    seed_offset: int = 0
     train_limit: int | None = None  # a stratified subset of the training split (None: all of it)
     test_limit: int | None = None  # a stratified subset of the test split (None: all of it)
     knobs: tuple[tuple[str, object], ...] = ()  # SyntheticKnobs overrides (the demo's difficulty)
-    # BatchNorm in the landmark CNN (not in Table 1), and the baseline's augmentation (data.augment_arm); run
-    # folders saved before these fields existed had BatchNorm and flipped or noised every image
+    # BatchNorm in the landmark CNN (not in Table 1), and the baseline's augmentation
+    # (data.augment_arm); run folders saved before these fields existed had BatchNorm and flipped or
+    # noised every image
     landmark_batch_norm: bool = field(default=FusionConfig.batch_norm, metadata={OLDER_RUNS: True})
     augmentation: str = field(
         default=BaselineConfig.augmentation, metadata={OLDER_RUNS: "flip_or_noise"}
     )
     # one trained baseline per seed (its spread enters every interval); False: one, shared
     baseline_per_seed: bool = False
-    # a trained baseline keeps the moving average of its weights (decay per step); None: the ARM recipe
+    # a trained baseline keeps the moving average of its weights (decay
+    # per step); None: the ARM recipe
     baseline_ema: float | None = BaselineConfig.ema
     # of the baseline and the landmark branch: the paper's ExponentialLR(0.9), or "cosine" to zero
     lr_schedule: str = BaselineConfig.lr_schedule
     fusion_lr_schedule: str | None = None  # the landmark branch's own schedule; None: lr_schedule
-    # notebook 06 also trains the proposed model with each unstated choice flipped (experiment.DESIGN_VARIANTS)
+    # notebook 06 also trains the proposed model with each unstated choice
+    # flipped (experiment.DESIGN_VARIANTS)
     design_ablations: bool = False
 
     @property
     def seed_list(self) -> list[int]:
-        """The training seeds of every landmark-branch configuration; the baseline uses the first, or each one
-        (``baseline_per_seed``)."""
+        """The training seeds of every landmark-branch configuration; the baseline uses the first,
+        or each one (``baseline_per_seed``)."""
         return [self.seed_offset + k for k in range(self.seeds)]
 
     def synthetic_knobs(self):
-        from fer_lib.data.synthetic import SyntheticKnobs
-
         return dataclasses.replace(SyntheticKnobs(), **dict(self.knobs))
 
     def describe(self, data: str | None = None) -> str:
-        """One line: the data set (``data``, where the run was given one, else the profile's own) and the sizes."""
+        """One line: the data set (``data``, where the run was given one, else the profile's own)
+        and the sizes."""
         data = data or (
             f"synthetic RAF-DB ({self.synthetic[0]} train / {self.synthetic[1]} test)"
             if self.synthetic
@@ -96,9 +98,10 @@ class Profile:
             if v
         )
         return (
-            f"profile {self.name}: {data}{limits}; input {self.input_size}px; ResNet18 width {self.baseline_width}, "
-            f"{self.baseline_epochs} epochs; landmark CNN width {self.landmark_width}, {self.fusion_epochs} epochs; "
-            f"seeds {', '.join(map(str, self.seed_list))}"
+            f"profile {self.name}: {data}{limits}; input {self.input_size}px; ResNet18 width "
+            f"{self.baseline_width}, {self.baseline_epochs} epochs; landmark CNN width "
+            f"{self.landmark_width}, {self.fusion_epochs} epochs; seeds "
+            f"{', '.join(map(str, self.seed_list))}"
         )
 
     def overrides(self) -> dict[str, object]:
@@ -116,11 +119,12 @@ class Profile:
 
 
 W_GRID_PAPER = tuple(round(0.1 * i, 1) for i in range(11))
-# The demo's difficulty (SyntheticKnobs overrides), calibrated so that its CPU-sized networks learn what their input
-# allows and the paper's Table 2 pattern appears (benchmarks/README.md, "Calibrating the demo"): fewer and less weak
-# near-Neutral expressions, class recipes held closer to their prototypes, pixel cues that stay
-# at weak intensities, fewer hard photos, a sharper landmark detector and more identity variety. The no-shortcut
-# check (notebook 01) still holds with them.
+# The demo's difficulty (SyntheticKnobs overrides), calibrated so that its CPU-sized networks
+# learn what their input allows and the paper's Table 2 pattern appears
+# (benchmarks/README.md, "Calibrating the demo"): fewer and less weak near-Neutral
+# expressions, class recipes held closer to their prototypes, pixel cues that stay at weak
+# intensities, fewer hard photos, a sharper landmark detector and more identity variety. The
+# no-shortcut check (notebook 01) still holds with them.
 DEMO_KNOBS = (
     ("cue_presence", 1.15),
     ("cue_strength", 1.3),
@@ -137,7 +141,8 @@ DEMO_KNOBS = (
     ("weak_fraction", 0.15),
     ("weak_intensity_range", (0.15, 0.4)),
 )
-# the demo tests on as many images as RAF-DB's test set: evaluation is cheap, and it narrows every interval
+# the demo tests on as many images as RAF-DB's test set: evaluation is
+# cheap, and it narrows every interval
 RAFDB_TEST_SIZE = 3068
 PROFILES = {
     # tiny, for the tests: every notebook in seconds
@@ -158,19 +163,22 @@ PROFILES = {
         baseline_per_seed=True,
         design_ablations=True,
     ),
-    # The CPU demo: narrow networks at 128 px, so that the whole report runs in 10-17 minutes on the 2-core CPUs measured
-    # (README).
-    # - The landmark branch trains with batch 32, 1.0-1.7x faster per image than at 64 on the CPUs measured
-    #   (benchmarks/README.md), and with BatchNorm: without it, its landmark CNN stayed at the majority class.
+    # The CPU demo: narrow networks at 128 px, so that the whole report runs in 10-17 minutes on the
+    # 2-core CPUs measured (README).
+    # - The landmark branch trains with batch 32, 1.0-1.7x faster per image than at 64 on the CPUs
+    #   measured (benchmarks/README.md), and with BatchNorm: without it, its landmark CNN stayed at
+    #   the majority class.
     # - Every image of the baseline is flipped or noised (the ARM authors leave half untouched).
-    # - One frozen baseline, shared by every seed, as in the paper; the moving average of its weights steadies it:
-    #   four seeds of the raw recipe ranged over 1.3 points of OA (benchmarks/README.md, "The demo baseline's spread
-    #   between seeds"). A baseline per seed cost 28% of the training stage's CPU time ("One shared baseline"); whether
-    #   another baseline gives the same verdicts is what the replicate run (--replicate, seed offset 100) checks.
-    # - The baseline keeps 10 epochs of the paper's exponential schedule: 8 cosine epochs put seed 1's baseline at
-    #   0.856, below its HOG probe and 3 points under seed 0's (benchmarks/README.md, "The demo's schedule, checked
-    #   on two seeds"). The landmark branch trains 2 epochs with a cosine schedule (half of its cost; every
-    #   quality target holds: "The landmark branch at 2 epochs").
+    # - One frozen baseline, shared by every seed, as in the paper; the moving average of its
+    #   weights steadies it: four seeds of the raw recipe ranged over 1.3 points of OA
+    #   (benchmarks/README.md, "The demo baseline's spread between seeds"). A baseline per seed cost
+    #   28% of the training stage's CPU time ("One shared baseline"); whether another baseline gives
+    #   the same verdicts is what the replicate run (--replicate, seed offset 100) checks.
+    # - The baseline keeps 10 epochs of the paper's exponential schedule: 8 cosine epochs put seed
+    #   1's baseline at 0.856, below its HOG probe and 3 points under seed 0's
+    #   (benchmarks/README.md, "The demo's schedule, checked on two seeds"). The landmark branch
+    #   trains 2 epochs with a cosine schedule (half of its cost; every quality target holds: "The
+    #   landmark branch at 2 epochs").
     "demo": Profile(
         "demo",
         synthetic=(4000, RAFDB_TEST_SIZE),
@@ -189,8 +197,8 @@ PROFILES = {
         baseline_ema=0.99,
         fusion_lr_schedule="cosine",
     ),
-    # the paper's settings on the user's RAF-DB, meant for a GPU: every recipe default (Table 1 as printed, without
-    # BatchNorm; the ARM authors' augmentation)
+    # the paper's settings on the user's RAF-DB, meant for a GPU: every recipe default (Table 1 as
+    # printed, without BatchNorm; the ARM authors' augmentation)
     "paper": Profile(
         "paper",
         synthetic=None,
@@ -211,27 +219,31 @@ class SettingsError(ValueError):
 
 
 def get_profile(name: str, overrides: dict[str, str] | None = None) -> Profile:
-    """A named profile, with ``overrides`` (KEY -> VALUE text, as ``--set`` takes them) parsed and checked."""
+    """A named profile, with ``overrides`` (KEY -> VALUE text, as ``--set``
+    takes them) parsed and checked."""
     if name not in PROFILES:
         raise SettingsError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return with_settings(PROFILES[name], overrides or {})
 
 
 def with_settings(profile: Profile, overrides: dict[str, str]) -> Profile:
-    """``profile`` with each KEY=VALUE override parsed and checked (a SettingsError names what is wrong)."""
+    """``profile`` with each KEY=VALUE override parsed and checked (a
+    SettingsError names what is wrong)."""
     changes = {key: parse_setting(key, value) for key, value in overrides.items()}
     if "knobs" in changes:  # on top of the profile's own knobs
         changes["knobs"] = tuple(sorted({**dict(profile.knobs), **dict(changes["knobs"])}.items()))
     result = dataclasses.replace(profile, **changes)
     if result.knobs and result.synthetic is None:
         raise SettingsError(
-            "knobs: the difficulty knobs apply to the synthetic set only; this run reads a real data set"
+            "knobs: the difficulty knobs apply to the synthetic set only; this run reads a real "
+            "data set"
         )
     return result
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:
-    """``["KEY=VALUE", ...]`` (the ``--set`` options) into a dict, refusing an item without ``=``."""
+    """``["KEY=VALUE", ...]`` (the ``--set`` options) into a dict,
+    refusing an item without ``=``."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -258,7 +270,7 @@ def _format_value(value) -> object:
     return value
 
 
-# -- one validator per field: (key, text) -> value, or a SettingsError ---------------------------------------
+# -- one validator per field: (key, text) -> value, or a SettingsError -----------------------------
 Validator = Callable[[str, str], object]
 NONE_WORDS = ("", "none", "all", "off")
 
@@ -304,7 +316,8 @@ def _input_size(key: str, text: str) -> int:
     size, valid = _whole(1)(key, text), valid_input_sizes()
     if size not in valid:
         raise SettingsError(
-            f"{key}={text!r} does not fit the networks: they take one of {', '.join(map(str, valid))} (the paper: 224)"
+            f"{key}={text!r} does not fit the networks: they take one of "
+            f"{', '.join(map(str, valid))} (the paper: 224)"
         )
     return size
 
@@ -360,9 +373,8 @@ def _decay(key: str, text: str) -> float:
 
 
 def _knobs(key: str, text: str) -> tuple[tuple[str, object], ...]:
-    """``name=value,name=value`` (JSON values; ranges as [low, high]) into SyntheticKnobs overrides."""
-    from fer_lib.data.synthetic import SyntheticKnobs
-
+    """``name=value,name=value`` (JSON values; ranges as [low, high]) into
+    SyntheticKnobs overrides."""
     valid = {f.name: f for f in dataclasses.fields(SyntheticKnobs)}
     pairs = {}
     for item in filter(None, (part.strip() for part in _split_top_level(text))):

@@ -1,19 +1,21 @@
 """Train every model of a profile before the notebooks read them, spread over worker processes.
 
 The baselines and the landmark-branch runs of a profile are independent trainings, except that each
-landmark-branch run needs its seed's frozen baseline. ``train_all`` trains the baselines first, and starts
-each seed's landmark-branch runs as soon as its baseline is done, in ``workers`` processes: one per GPU, or,
-on the CPU, the cores split between them; while the baselines train, nothing else can, so they split the cores
-among themselves (one shared baseline trains on all of them). Two single-thread processes train 1.4-1.6x more models per minute
-than one process with two threads on a 2-core CPU (benchmarks/README.md, "Training the demo's models in
-parallel"). The notebooks then find every model finished and only evaluate and explain.
+landmark-branch run needs its seed's frozen baseline. ``train_all`` trains the baselines first, and
+starts each seed's landmark-branch runs as soon as its baseline is done, in ``workers`` processes:
+one per GPU, or, on the CPU, the cores split between them; while the baselines train, nothing else
+can, so they split the cores among themselves (one shared baseline trains on all of them). Two
+single-thread processes train 1.4-1.6x more models per minute than one process with two threads on a
+2-core CPU (benchmarks/README.md, "Training the demo's models in parallel"). The notebooks then find
+every model finished and only evaluate and explain.
 
-Each job writes its output to ``<run>/logs/<job>.log``. The terminal shows one bar for the whole stage,
-weighted by each job's expected cost and moved by the epochs the running jobs have finished (their
-``history.csv``), with the model and epoch of each running job, the time left, and a line per finished model.
-The time left is the rest of the schedule priced by what each job kind has cost so far (``StageClock``), not
-the bar's rate: a baseline epoch costs about twice a landmark-branch epoch, so a rate would swing. Each
-estimate is kept beside the truth in ``<run>/logs/time_left.csv``.
+Each job writes its output to ``<run>/logs/<job>.log``. The terminal shows one bar for the whole
+stage, weighted by each job's expected cost and moved by the epochs the running jobs have finished
+(their ``history.csv``), with the model and epoch of each running job, the time left, and a line per
+finished model. The time left is the rest of the schedule priced by what each job kind has cost so
+far (``StageClock``), not the bar's rate: a baseline epoch costs about twice a landmark-branch
+epoch, so a rate would swing. Each estimate is kept beside the truth in
+``<run>/logs/time_left.csv``.
 """
 
 from __future__ import annotations
@@ -28,32 +30,44 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
-# Cost of each job kind in seconds of one baseline epoch, until the stage has measured its own (benchmarks/README.md,
-# "The training stage's time left"): a landmark-branch epoch from the frozen-feature cache, a coordinate-MLP epoch, and
-# the fixed part of a job (a baseline's feature caches; a landmark-branch run's test predictions, and for the proposed
-# model's runs alone its population means, about 0.4 more: "The landmark ARM's population mean, where it is used").
+from fer_lib.io import relative, save_csv
+from fer_lib.run.experiment import Experiment
+from fer_lib.run.fusion_runs import fusion_run_name
+from fer_lib.runtime.devices import pick_device
+
+# Cost of each job kind in seconds of one baseline epoch, until the stage has measured its own
+# (benchmarks/README.md, "The training stage's time left"): a landmark-branch epoch from the
+# frozen-feature cache, a coordinate-MLP epoch, and the fixed part of a job (a baseline's feature
+# caches; a landmark-branch run's test predictions, and for the proposed model's runs alone its
+# population means, about 0.4 more: "The landmark ARM's population mean, where it is used").
 FUSION_EPOCH_COST = 0.55
 COORDS_EPOCH_COST = 0.03  # the coordinate branch: an MLP on 74 numbers instead of a CNN on heatmaps
 FIXED_COST = {"baseline": 1.0, "fusion": 0.15, "coords": 0.05}
 
 
 def thread_speedup(threads: int) -> float:
-    """How much faster a job runs on ``threads`` CPU threads than on one: 1.82x measured for the demo's baseline on 2
-    threads (benchmarks/README.md, "Training the demo's models in parallel"), extended as a power law."""
+    """How much faster a job runs on ``threads`` CPU threads than on one: 1.82x measured for the
+    demo's baseline on 2 threads (benchmarks/README.md, "Training the demo's models in parallel"),
+    extended as a power law."""
     return max(1, threads) ** 0.86
 
 
 def job_threads(job: Job, workers: int, baselines_to_train: int, cores: int) -> int:
-    """CPU threads for a job: the cores split between the workers, except that baselines, which every
-    landmark-branch run waits for, split the cores among themselves (one shared baseline gets them all)."""
+    """CPU threads for a job: the cores split between the workers, except that baselines,
+    which every landmark-branch run waits for, split the cores among themselves (one
+    shared baseline gets them all)."""
     if job.weighting is None and baselines_to_train:
         return max(1, cores // min(workers, baselines_to_train))
     return max(1, cores // workers)
 
 
 def job_kind(job: Job) -> str:
-    """ "baseline", "fusion" (heatmaps and the landmark CNN) or "coords": jobs of one kind cost alike per epoch."""
+    """ "baseline", "fusion" (heatmaps and the landmark CNN) or "coords": jobs of one kind cost
+    alike per epoch."""
     if job.weighting is None:
         return "baseline"
     return "coords" if job.variant == "coords" else "fusion"
@@ -83,25 +97,20 @@ class Job:
 
     @property
     def slug(self) -> str:
-        from fer_lib.run.fusion_runs import fusion_run_name
-
         if self.weighting is None:
             return f"baseline_seed{self.seed}"
         return "fusion_" + fusion_run_name(self.weighting, self.w, self.seed, self.variant)
 
 
 def _on_gpus() -> bool:
-    """Whether the jobs train on GPUs: CUDA is there and ``--device`` (FER_DEVICE) did not ask for the CPU."""
-    from fer_lib.runtime.devices import pick_device
-
+    """Whether the jobs train on GPUs: CUDA is there and ``--device``
+    (FER_DEVICE) did not ask for the CPU."""
     return pick_device().type == "cuda"
 
 
 def default_workers(jobs: int) -> int:
-    """One worker per visible GPU; on the CPU, one single-thread worker per core (at most 8: each holds the
-    decoded images)."""
-    import torch
-
+    """One worker per visible GPU; on the CPU, one single-thread worker per core (at most 8: each
+    holds the decoded images)."""
     if _on_gpus():
         return max(1, min(torch.cuda.device_count(), jobs))
     return max(1, min(os.cpu_count() or 1, jobs, 8))
@@ -110,16 +119,18 @@ def default_workers(jobs: int) -> int:
 class StageClock:
     """The training stage's time left, from what each job kind has cost so far.
 
-    Seconds per epoch of each kind are the median of the epochs finished in this stage (``history.csv``'s
-    ``seconds``); a kind not measured yet is priced from a measured one by the priors above. A job's fixed part
-    (``FIXED_COST``) is measured from finished jobs as their wall time less their epochs. The time left is
-    then the schedule played forward: the running jobs' remainders, then the queued jobs in the pool's order,
-    each landmark-branch run not before its seed's baseline, on ``workers`` workers.
+    Seconds per epoch of each kind are the median of the epochs finished in this stage
+    (``history.csv``'s ``seconds``); a kind not measured yet is priced from a measured one by the
+    priors above. A job's fixed part (``FIXED_COST``) is measured from finished jobs as their wall
+    time less their epochs. The time left is then the schedule played forward: the running jobs'
+    remainders, then the queued jobs in the pool's order, each landmark-branch run not before its
+    seed's baseline, on ``workers`` workers.
     """
 
     def __init__(self, workers: int, threads: dict[str, int] | None = None):
         self.workers = workers
-        # each kind's CPU threads: an epoch measured on some is priced for another kind by thread_speedup
+        # each kind's CPU threads: an epoch measured on some is priced for
+        # another kind by thread_speedup
         self.threads = {"baseline": 1, "fusion": 1, "coords": 1, **(threads or {})}
         self.epochs: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
         self.fixed: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
@@ -128,7 +139,8 @@ class StageClock:
         self.epochs[kind] = [*self.epochs[kind], *seconds]
 
     def observe_job(self, kind: str, wall: float, epoch_seconds: list[float]) -> None:
-        """A finished job: its fixed part is its wall time less its epochs (skipped for a reused job)."""
+        """A finished job: its fixed part is its wall time less its epochs
+        (skipped for a reused job)."""
         if epoch_seconds and wall > sum(epoch_seconds):
             self.fixed[kind].append(wall - sum(epoch_seconds))
 
@@ -163,8 +175,8 @@ class StageClock:
     ) -> float | None:
         """Seconds until the last job ends, or None before anything is measured.
 
-        running: (kind, seed, epochs, epochs done, seconds since its last finished epoch or its start);
-        queued: (kind, seed, epochs) in the order the pool will start them.
+        running: (kind, seed, epochs, epochs done, seconds since its last finished epoch or its
+        start); queued: (kind, seed, epochs) in the order the pool will start them.
         """
         if self.epoch_seconds("baseline") is None:
             return None
@@ -184,12 +196,12 @@ class StageClock:
                 if kind == "baseline":
                     ready[seed] = free[worker]
 
-        # baselines first (they are submitted first), then each seed's runs in the order their baselines end
+        # baselines first (they are submitted first), then each seed's runs in
+        # the order their baselines end
         play([job for job in queued if job[0] == "baseline"])
         runs = [job for job in queued if job[0] != "baseline"]
-        play(
-            sorted(runs, key=lambda job: ready.get(job[1], 0.0))
-        )  # stable: submission order within a seed
+        # stable: submission order within a seed
+        play(sorted(runs, key=lambda job: ready.get(job[1], 0.0)))
         return max(free)
 
 
@@ -201,14 +213,14 @@ def format_left(seconds: float | None) -> str:
 
 
 def worker_devices(workers: int) -> list[str] | None:
-    """The ``CUDA_VISIBLE_DEVICES`` entry each worker binds to, round-robin over the visible GPUs: the parent's own
-    entries where it restricts them (a cluster's ``4,5``, MIG UUIDs), else the indices; None without a GPU."""
-    import torch
-
+    """The ``CUDA_VISIBLE_DEVICES`` entry each worker binds to, round-robin over the visible GPUs:
+    the parent's own entries where it restricts them (a cluster's ``4,5``, MIG UUIDs), else the
+    indices; None without a GPU."""
     if not _on_gpus():
         return None
     gpus = torch.cuda.device_count()
-    # CUDA reads the list up to its first invalid entry, so the first device_count() entries are the visible GPUs
+    # CUDA reads the list up to its first invalid entry, so the first
+    # device_count() entries are the visible GPUs
     entries = [
         entry.strip()
         for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
@@ -229,12 +241,8 @@ def _init_worker(devices) -> None:
 
 
 def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
-    """Train one job in this worker on ``threads`` CPU threads (reusing what is finished); returns its wall time
-    in seconds."""
-    import torch
-
-    from fer_lib.run.experiment import Experiment
-
+    """Train one job in this worker on ``threads`` CPU threads (reusing what is finished); returns
+    its wall time in seconds."""
     torch.set_num_threads(threads)
 
     clock = time.perf_counter()
@@ -268,11 +276,8 @@ def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1)
 
 
 def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> None:
-    """The time-left estimates of a stage beside the truth, once the stage has ended (``total`` seconds)."""
-    import pandas as pd
-
-    from fer_lib.io import save_csv
-
+    """The time-left estimates of a stage beside the truth, once the stage has
+    ended (``total`` seconds)."""
     frame = pd.DataFrame(estimates, columns=["seconds", "epochs done", "estimated seconds left"])
     if total is not None:
         frame["true seconds left"] = (total - frame["seconds"]).round(1)
@@ -281,8 +286,9 @@ def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> N
 
 
 def plan(experiment) -> tuple[list[Job], list[Job]]:
-    """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline seed (none to train
-    with a given checkpoint, but its feature caches still to build), every run of ``fusion_plan``."""
+    """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline
+    seed (none to train with a given checkpoint, but its feature caches still to build),
+    every run of ``fusion_plan``."""
     baselines = [Job(seed) for seed in experiment.baselines.seeds]
     fusions = [
         Job(seed, weighting, w, variant) for weighting, w, seed, variant in experiment.fusion.plan()
@@ -291,8 +297,9 @@ def plan(experiment) -> tuple[list[Job], list[Job]]:
 
 
 def _finished(experiment, job: Job) -> bool:
-    """A job whose results are on disk: a baseline's last epoch and checkpoint, a landmark-branch run's test predictions.
-    A given checkpoint's feature caches are not checked here, so that job always goes to a worker."""
+    """A job whose results are on disk: a baseline's last epoch and checkpoint, a landmark-branch
+    run's test predictions. A given checkpoint's feature caches are not checked here, so that job
+    always goes to a worker."""
     if job.weighting is None:
         if experiment.baseline_checkpoint is not None:
             return False
@@ -311,22 +318,18 @@ def _finished(experiment, job: Job) -> bool:
 
 
 def train_all(experiment, *, workers: int | None = None, progress: bool = True) -> dict[str, float]:
-    """Train (or reuse) every baseline and landmark-branch run of ``experiment``; returns seconds per job.
+    """Train (or reuse) every baseline and landmark-branch run of ``experiment``; returns seconds
+    per job.
 
-    A job that fails stops the stage with its log's path; what finished before is kept (checkpoints and
-    prediction tables are written atomically), and a rerun resumes.
+    A job that fails stops the stage with its log's path; what finished before is kept (checkpoints
+    and prediction tables are written atomically), and a rerun resumes.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from fer_lib.io import relative
-
     baselines, fusions = plan(experiment)
-    if all(
-        _finished(experiment, job) for job in baselines + fusions
-    ):  # a rerun: no images to decode, no workers to start
+    # a rerun: no images to decode, no workers to start
+    if all(_finished(experiment, job) for job in baselines + fusions):
         print(
-            f"==> every model of the profile is trained ({len(baselines)} baseline(s), {len(fusions)} landmark-branch run(s)): reusing them"
+            f"==> every model of the profile is trained ({len(baselines)} baseline(s), "
+            f"{len(fusions)} landmark-branch run(s)): reusing them"
         )
         return {}
     workers = workers or default_workers(len(baselines) + len(fusions))
@@ -338,7 +341,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         job: 1 if gpus else job_threads(job, workers, len(to_train), cores)
         for job in baselines + fusions
     }
-    # whole units (hundredths of a single-thread baseline epoch), so the bar ends exactly at its total
+    # whole units (hundredths of a single-thread baseline epoch), so the
+    # bar ends exactly at its total
     cost = {
         job: round(
             100
@@ -354,7 +358,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         )
         for job in baselines + fusions
     }
-    experiment.splits  # decode the images once, here, before the workers read the cache
+    _ = experiment.splits  # decode the images once, here, before the workers read the cache
     experiment_args = (
         p,
         experiment.data_root,
@@ -381,7 +385,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         )
     )
     print(
-        f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on {where}; logs in {relative(logs)}"
+        f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on "
+        f"{where}; logs in {relative(logs)}"
     )
     seconds: dict[str, float] = {}
     bar = tqdm(
@@ -407,8 +412,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         )
 
     def history(job: Job) -> tuple[list[float], float]:
-        """Seconds of each epoch a job has finished (its history.csv, written after every epoch), and when the
-        last one ended (time.time())."""
+        """Seconds of each epoch a job has finished (its history.csv, written after every epoch),
+        and when the last one ended (time.time())."""
         path = folder_of(job) / "history.csv"
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -434,8 +439,9 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 )
             ] = job
 
-        # Only as many jobs in the pool as it has workers: the pool marks a job running once it is in its call queue,
-        # before a worker takes it, and the bar and the time left must see the jobs that really run.
+        # Only as many jobs in the pool as it has workers: the pool marks a job running once it is
+        # in its call queue, before a worker takes it, and the bar and the time left must see the
+        # jobs that really run.
         queue = list(baselines)
         waiting = list(fusions)  # until their seed's baseline is done
 
@@ -455,7 +461,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                         other.cancel()
                     bar.close()
                     raise SystemExit(
-                        f"training {job.name} failed ({type(error).__name__}: {error}); its log: {logs / (job.slug + '.log')}"
+                        f"training {job.name} failed ({type(error).__name__}: {error}); its log: "
+                        f"{logs / (job.slug + '.log')}"
                     ) from None
                 finished_cost += cost[job]
                 epoch_seconds = history(job)[0][: epochs_of(job)]
@@ -499,9 +506,8 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                 ],
             )
             epochs_now = sum(len(v) for v in clock.epochs.values())
-            if (
-                epochs_now != shown_epochs
-            ):  # the estimate after each finished epoch, kept to check it against the truth
+            # the estimate after each finished epoch, kept to check it against the truth
+            if epochs_now != shown_epochs:
                 estimates.append(
                     {
                         "seconds": round(now - stage_start, 1),
@@ -510,14 +516,13 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
                     }
                 )
                 shown_epochs = epochs_now
-                _save_estimates(
-                    estimates, None, logs / "time_left.csv"
-                )  # as it goes, so a stage cut short keeps them
+                # as it goes, so a stage cut short keeps them
+                _save_estimates(estimates, None, logs / "time_left.csv")
 
-            def doing(
-                job,
-            ) -> str:  # a job past its last epoch is selecting and predicting the test set
-                step = progress_now[job] + 1
+            # a job past its last epoch is selecting and predicting the test set
+            def doing(job) -> str:
+                # called in this iteration only
+                step = progress_now[job] + 1  # noqa: B023
                 return (
                     f"{job.name}, epoch {step}/{epochs_of(job)}"
                     if step <= epochs_of(job)

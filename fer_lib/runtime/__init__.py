@@ -1,1 +1,2 @@
-"""Where and how the networks run: the device's arithmetic (fp32, bf16 autocast) and data-parallel training."""
+"""Where and how the networks run: the device's arithmetic (fp32, bf16 autocast)
+and data-parallel training."""

@@ -1,8 +1,10 @@
-"""Which device a run uses (``--device``, ``FER_DEVICE``, else CUDA when there is one), checked, and named
-in the line a run prints before it trains.
+"""Which device a run uses (``--device``, ``FER_DEVICE``, else CUDA when there is one), checked, and
+named in the line a run prints before it trains.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -12,7 +14,8 @@ DEVICE_ENV = "FER_DEVICE"  # set by --device; worker processes and notebook kern
 
 
 class DeviceError(ValueError):
-    """A device that cannot be used (a CPU-only torch asked for CUDA, a GPU index that is not there)."""
+    """A device that cannot be used (a CPU-only torch asked for CUDA, a GPU
+    index that is not there)."""
 
 
 def cuda_problem() -> str:
@@ -20,13 +23,14 @@ def cuda_problem() -> str:
     if torch.version.cuda is None:
         return "this torch is a CPU-only build"
     return (
-        f"this torch is built for CUDA {torch.version.cuda} but sees no usable GPU (no NVIDIA driver, a driver "
-        "older than that CUDA, or CUDA_VISIBLE_DEVICES hides them)"
+        f"this torch is built for CUDA {torch.version.cuda} but sees no usable GPU (no NVIDIA "
+        "driver, a driver older than that CUDA, or CUDA_VISIBLE_DEVICES hides them)"
     )
 
 
 def checked_device(name: str) -> torch.device:
-    """``name`` (cpu, cuda or cuda:N) as a device this machine has, or a DeviceError saying why not."""
+    """``name`` (cpu, cuda or cuda:N) as a device this machine has, or a
+    DeviceError saying why not."""
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -45,8 +49,6 @@ def checked_device(name: str) -> torch.device:
 
 def pick_device() -> torch.device:
     """``FER_DEVICE`` where set (``--device``), else CUDA when available, else CPU."""
-    import os
-
     name = os.environ.get(DEVICE_ENV, "").strip()
     if name:
         return checked_device(name)

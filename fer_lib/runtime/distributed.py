@@ -1,13 +1,17 @@
-"""Training past one GPU with torch.distributed (``torchrun --nproc-per-node N -m fer_lib train-baseline ...``).
+"""Training past one GPU with torch.distributed (``torchrun --nproc-per-node N -m fer_lib
+train-baseline ...``).
 
-Data-parallel training must compute the same function as one process with the same global batch. Two parts
-of the method couple the images of a batch, so both are taken over the global batch:
-- BatchNorm: torch's ``SyncBatchNorm`` on GPUs, ``GlobalBatchNorm2d`` (the same computation) elsewhere;
-- ARM's batch-mean term: inside ``global_batch()``, ``ARM.batch_term`` averages the per-image maps of every
-  rank (an all-reduce that gradients flow through), weighted by each rank's share of the batch.
-Each rank takes a contiguous share of every global batch (augmented identically on every rank from the same
-seeded generator), and scales its loss by its share, so DistributedDataParallel's gradient average equals the
-gradient of the global batch's mean loss, whatever the split. A test checks this with two CPU processes (gloo).
+Data-parallel training must compute the same function as one process with the same global batch. Two
+parts of the method couple the images of a batch, so both are taken over the global batch:
+- BatchNorm: torch's ``SyncBatchNorm`` on GPUs, ``GlobalBatchNorm2d`` (the same computation)
+  elsewhere;
+- ARM's batch-mean term: inside ``global_batch()``, ``ARM.batch_term`` averages the per-image maps
+  of every rank (an all-reduce that gradients flow through), weighted by each rank's share of the
+  batch.
+Each rank takes a contiguous share of every global batch (augmented identically on every rank from
+the same seeded generator), and scales its loss by its share, so DistributedDataParallel's gradient
+average equals the gradient of the global batch's mean loss, whatever the split. A test checks this
+with two CPU processes (gloo).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 _GLOBAL_BATCH = False
 
@@ -45,8 +50,8 @@ def barrier() -> None:
 
 
 def main_first(function):
-    """``function()`` on the writing rank first, then (once it has written its files) on the others; just once
-    outside a process group."""
+    """``function()`` on the writing rank first, then (once it has written its files) on the others;
+    just once outside a process group."""
     if is_main():
         result = function()
     barrier()
@@ -56,8 +61,9 @@ def main_first(function):
 
 
 def init_from_environment() -> torch.device | None:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL with one GPU per rank where CUDA is
-    available, else gloo on the CPU. Returns this rank's device, or None outside torchrun."""
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL with one
+    GPU per rank where CUDA is available, else gloo on the CPU. Returns this rank's
+    device, or None outside torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     if not dist.is_initialized():
@@ -88,7 +94,8 @@ def global_batch_active() -> bool:
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """The sum over ranks; its gradient is the sum over ranks of the gradients (every rank's loss uses the sum)."""
+    """The sum over ranks; its gradient is the sum over ranks of the gradients (every rank's loss
+    uses the sum)."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
@@ -109,7 +116,8 @@ def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def global_mean(per_image: torch.Tensor) -> torch.Tensor:
-    """(1, D): the mean of ``per_image`` (B_r, D) over every rank's rows, with gradients to each rank's rows."""
+    """(1, D): the mean of ``per_image`` (B_r, D) over every rank's rows, with
+    gradients to each rank's rows."""
     total = all_reduce(per_image.sum(dim=0, keepdim=True))
     count = torch.tensor([float(per_image.shape[0])], device=per_image.device)
     dist.all_reduce(count)
@@ -125,37 +133,41 @@ def share(batch_size: int) -> slice:
 
 
 def loss_scale(local: int, batch_size: int) -> float:
-    """Factor on a rank's mean loss so that DDP's average of the ranks' gradients is the global batch's."""
+    """Factor on a rank's mean loss so that DDP's average of the ranks'
+    gradients is the global batch's."""
     return local * world_size() / batch_size
 
 
 def collective_device() -> torch.device:
-    """Where the process group's collectives take their tensors: this rank's GPU under NCCL (which refuses CPU
-    tensors), the CPU otherwise (gloo, or no group)."""
+    """Where the process group's collectives take their tensors: this rank's GPU under NCCL (which
+    refuses CPU tensors), the CPU otherwise (gloo, or no group)."""
     if active() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
 def all_sum(*values: float | torch.Tensor) -> list[float]:
-    """Sum of each value over the ranks (epoch statistics: numbers, or 0-d tensors kept on the device during an
-    epoch), read back to the host once."""
+    """Sum of each value over the ranks (epoch statistics: numbers, or 0-d tensors kept on the
+    device during an epoch), read back to the host once."""
     device = collective_device()
+    # a float stays float64
     tensor = torch.stack(
         [torch.as_tensor(value, dtype=torch.float64).to(device) for value in values]
-    )  # a float stays float64
+    )
     if active():
         dist.all_reduce(tensor)
     return tensor.tolist()
 
 
 class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
-    """BatchNorm whose training statistics are those of the global batch, through all-reduces that gradients flow
-    through: what ``SyncBatchNorm`` does on GPUs, here for any device (torch's ``SyncBatchNorm`` runs on GPUs
-    only, and the CPU test of data-parallel training needs it). Two passes: the mean, then the variance around it.
+    """BatchNorm whose training statistics are those of the global batch, through all-reduces that
+    gradients flow through: what ``SyncBatchNorm`` does on GPUs, here for any device (torch's
+    ``SyncBatchNorm`` runs on GPUs only, and the CPU test of data-parallel training needs it). Two
+    passes: the mean, then the variance around it.
 
-    As torch's BatchNorm under autocast: the statistics and running buffers in fp32 whatever the input's precision
-    (a bf16 sum of 20,000 values, or a bf16 count, is not exact), the output in the input's dtype."""
+    As torch's BatchNorm under autocast: the statistics and running buffers in fp32 whatever the
+    input's precision (a bf16 sum of 20,000 values, or a bf16 count, is not exact), the output in
+    the input's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and active()):
@@ -189,15 +201,11 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
 
 
 def global_batch_norm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Every BatchNorm2d of ``model`` made global-batch, in place, keeping its parameters and statistics: torch's
-    SyncBatchNorm on CUDA, ``GlobalBatchNorm2d`` elsewhere."""
+    """Every BatchNorm2d of ``model`` made global-batch, in place, keeping its parameters and
+    statistics: torch's SyncBatchNorm on CUDA, ``GlobalBatchNorm2d`` elsewhere."""
     if device.type == "cuda":
-        for (
-            name,
-            child,
-        ) in (
-            model.named_children()
-        ):  # convert_sync_batchnorm returns a new module for a BatchNorm root
+        # convert_sync_batchnorm returns a new module for a BatchNorm root
+        for name, child in model.named_children():
             setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
         return model
     for name, child in model.named_children():
@@ -223,7 +231,8 @@ def global_batch_norm(model: torch.nn.Module, device: torch.device) -> torch.nn.
 
 
 class _Calls(torch.nn.Module):
-    """Runs one method of a module as ``forward``, so DistributedDataParallel sees the call (it hooks forward only)."""
+    """Runs one method of a module as ``forward``, so DistributedDataParallel sees the call (it
+    hooks forward only)."""
 
     def __init__(self, module: torch.nn.Module, method: str):
         super().__init__()
@@ -239,12 +248,11 @@ def wrap(
     method: str = "forward",
     trained: list[torch.nn.Module] | None = None,
 ) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel, calling ``method`` as its forward, with the BatchNorm layers of the
-    ``trained`` submodules (default: all of ``model``) made global-batch. Outside a process group: ``model`` as it
-    is (still calling ``method``)."""
+    """``model`` in DistributedDataParallel, calling ``method`` as its forward, with the BatchNorm
+    layers of the ``trained`` submodules (default: all of ``model``) made global-batch. Outside a
+    process group: ``model`` as it is (still calling ``method``)."""
     if not active():
         return model if method == "forward" else _Calls(model, method)
-    from torch.nn.parallel import DistributedDataParallel
 
     for module in trained or [model]:
         global_batch_norm(module, device)

@@ -1,17 +1,19 @@
-"""The precision of the heavy passes (the two branches' convolutions): bf16 autocast on CUDA and on CPUs with AMX
-(``cpu_path``), fp32 elsewhere.
+"""The precision of the heavy passes (the two branches' convolutions): bf16 autocast on CUDA and on
+CPUs with AMX (``cpu_path``), fp32 elsewhere.
 
-``FER_PRECISION`` (an environment variable, so that worker processes and notebook kernels inherit it) overrides
-the choice: ``bf16`` runs the CUDA path's autocast on any device, which is how the CPU-only tests run that path
-(bf16 autocast works on CPUs); ``fp32`` turns autocast off everywhere; ``auto`` (or unset) is the default above.
+``FER_PRECISION`` (an environment variable, so that worker processes and notebook kernels inherit
+it) overrides the choice: ``bf16`` runs the CUDA path's autocast on any device, which is how the
+CPU-only tests run that path (bf16 autocast works on CPUs); ``fp32`` turns autocast off everywhere;
+``auto`` (or unset) is the default above.
 
-The frozen RGB network (the baseline the landmark branch is fused onto) runs in full fp32 on every device
-(``full``): its features, caches and evaluations are the checkpoint's own, so Table 6's baseline and the fused
-models' RGB branch do not depend on the machine (under bf16 the ARM authors' network and ours agreed on 97.9% of
-predictions; in fp32 on all). Only the trainable trunks (the baseline while it trains, the landmark CNN) run
-under autocast. What the report compares (ARM's batch terms, the heads, eq. 2's
-agreement and confidence, a temperature, the learned gate, the fused logits) is computed in fp32 from the bf16
-features (``fp32_head``), so two passes over the same features give the same numbers.
+The frozen RGB network (the baseline the landmark branch is fused onto) runs in full fp32 on every
+device (``full``): its features, caches and evaluations are the checkpoint's own, so Table 6's
+baseline and the fused models' RGB branch do not depend on the machine (under bf16 the ARM authors'
+network and ours agreed on 97.9% of predictions; in fp32 on all). Only the trainable trunks (the
+baseline while it trains, the landmark CNN) run under autocast. What the report compares (ARM's
+batch terms, the heads, eq. 2's agreement and confidence, a temperature, the learned gate, the fused
+logits) is computed in fp32 from the bf16 features (``fp32_head``), so two passes over the same
+features give the same numbers.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ def mode() -> str:
 
 
 def cpu_path() -> str:
-    """How this CPU computes: "bf16" (autocast) where it has AMX tiles, native bf16 matrix units; "fp32" elsewhere,
-    where bf16 autocast measured slower (benchmarks/README.md). FER_CPU_BF16=1/0 forces either. Another path gives
-    other numbers, so runs record it (run_info.json, the design choices)."""
+    """How this CPU computes: "bf16" (autocast) where it has AMX tiles, native bf16 matrix units;
+    "fp32" elsewhere, where bf16 autocast measured slower (benchmarks/README.md).
+    FER_CPU_BF16=1/0 forces either. Another path gives other numbers, so runs record it
+    (run_info.json, the design choices)."""
     forced = os.environ.get("FER_CPU_BF16", "").strip()
     if forced in ("0", "1"):
         return "bf16" if forced == "1" else "fp32"
@@ -51,12 +54,14 @@ def autocast_enabled(device: torch.device | str) -> bool:
 
 
 def name(device: torch.device | str) -> str:
-    """``bf16`` or ``fp32``: the precision of the features computed on ``device`` (part of the feature cache's key)."""
+    """``bf16`` or ``fp32``: the precision of the features computed on ``device`` (part of the
+    feature cache's key)."""
     return "bf16" if autocast_enabled(device) else "fp32"
 
 
 def autocast(device: torch.device | str):
-    """bf16 autocast for the trunks where ``autocast_enabled`` says so; a no-op context otherwise."""
+    """bf16 autocast for the trunks where ``autocast_enabled`` says so; a
+    no-op context otherwise."""
     device = torch.device(device)
     if not autocast_enabled(device):
         return contextlib.nullcontext()
@@ -64,8 +69,9 @@ def autocast(device: torch.device | str):
 
 
 def _ieee_settings() -> list[tuple[object, str, object]]:
-    """(namespace, attribute, value) that turn TF32 off in cuDNN's convolutions and CUDA's matrix products: the
-    fp32_precision settings where torch has them (2.9 on), the older allow_tf32 flags before."""
+    """(namespace, attribute, value) that turn TF32 off in cuDNN's convolutions and
+    CUDA's matrix products: the fp32_precision settings where torch has them (2.9 on),
+    the older allow_tf32 flags before."""
     cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
     if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
         return [
@@ -80,8 +86,8 @@ def _ieee_settings() -> list[tuple[object, str, object]]:
 
 @contextlib.contextmanager
 def full(device: torch.device | str):
-    """Full fp32 for the frozen RGB network on any device: autocast off (inside an autocast region too), and on
-    CUDA no TF32 (which keeps 10 mantissa bits) in convolutions or matrix products."""
+    """Full fp32 for the frozen RGB network on any device: autocast off (inside an autocast region
+    too), and on CUDA no TF32 (which keeps 10 mantissa bits) in convolutions or matrix products."""
     device = torch.device(device)
     settings = _ieee_settings() if device.type == "cuda" else []
     saved = [getattr(space, name) for space, name, _ in settings]
@@ -96,7 +102,8 @@ def full(device: torch.device | str):
 
 
 def arithmetic_note(device: str, cpu_path: str) -> str:
-    """Which precision path computed a run's numbers, in words (another path gives other numbers)."""
+    """Which precision path computed a run's numbers, in words (another
+    path gives other numbers)."""
     if device.startswith("cuda"):
         path = "CUDA (bf16 autocast for the trained trunks)"
     else:
@@ -109,6 +116,7 @@ def arithmetic_note(device: str, cpu_path: str) -> str:
 
 
 def fp32_head(features: torch.Tensor):
-    """Autocast off for what follows the trunks (batch terms, heads, eq. 2): fp32 from bf16 features, so that the
-    numbers the report compares do not depend on where the features were rounded."""
+    """Autocast off for what follows the trunks (batch terms, heads, eq. 2): fp32
+    from bf16 features, so that the numbers the report compares do not depend on
+    where the features were rounded."""
     return torch.autocast(features.device.type, enabled=False)
