@@ -101,13 +101,13 @@ def worker(args) -> None:
     fusion = dataclasses.replace(experiment.fusion.config("both", 0.6, 0), epochs=1)
 
     # Code that stores the landmark ARM's population mean only in some runs
-    # (experiment.PREDICTED_WITH): the job runs without it, and the pass is timed apart and priced
+    # (fusion_runs.PREDICTED_WITH): the job runs without it, and the pass is timed apart and priced
     # for those runs. Older code: inside every job.
     import inspect
 
-    from fer_lib.run import experiment as experiment_module
+    from fer_lib.run import fusion_runs
 
-    predicted_with = getattr(experiment_module, "PREDICTED_WITH", None)
+    predicted_with = getattr(fusion_runs, "PREDICTED_WITH", None)
     optional = "population_means" in inspect.signature(training.train_fusion).parameters
     means_apart = predicted_with is not None and optional
 

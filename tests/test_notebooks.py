@@ -575,7 +575,7 @@ def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_
     stored = torch.load(
         smoke_run / "fusion" / "both_w0.60_seed0" / "best.pt", map_location="cpu", weights_only=True
     )["population_means"]["arm.population_mean"]
-    model, _ = experiment().photo_model()
+    model, _ = experiment().fusion.photo_model()
     assert torch.equal(model.arm.population_mean.cpu(), stored)  # no pass over the training images
 
     load = training.load_fusion_checkpoint
@@ -586,7 +586,7 @@ def test_the_photo_model_uses_the_stored_means_and_estimates_those_a_checkpoint_
         return model, config
 
     monkeypatch.setattr(training, "load_fusion_checkpoint", without_means)
-    model, _ = experiment().photo_model()
+    model, _ = experiment().fusion.photo_model()
     assert not torch.isnan(model.arm.population_mean).any()
     assert not torch.isnan(model.baseline.arm.population_mean).any()
 

@@ -452,7 +452,7 @@ def run_all(
 
     warning = Experiment(
         spec, data_root, base, baseline_checkpoint, pretrained=pretrained
-    ).baseline_warning()
+    ).baselines.warning()
     # replication.replicate_of compares the identity; a set given with --data is named
     # even under a synthetic profile
     data_identity = (

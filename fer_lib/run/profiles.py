@@ -72,7 +72,7 @@ class Profile:
     lr_schedule: str = BaselineConfig.lr_schedule
     fusion_lr_schedule: str | None = None  # the landmark branch's own schedule; None: lr_schedule
     # notebook 06 also trains the proposed model with each unstated choice
-    # flipped (experiment.DESIGN_VARIANTS)
+    # flipped (fusion_runs.DESIGN_VARIANTS)
     design_ablations: bool = False
 
     @property

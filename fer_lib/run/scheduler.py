@@ -85,7 +85,7 @@ class Job:
     seed: int
     weighting: str | None = None
     w: float = 1.0
-    variant: str | None = None  # a design ablation or the coordinate branch (experiment.VARIANTS)
+    variant: str | None = None  # a design ablation or the coordinate branch (fusion_runs.VARIANTS)
 
     @property
     def name(self) -> str:
