@@ -1,5 +1,6 @@
 """Shared pieces of the command line: argument types that reject a bad value in one line, the parent
-parsers of the layout and training options, the device a command runs on, and the summary it prints."""
+parsers of the layout and training options, the device a command runs on, and the summary it
+prints."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def fold_arg(text: str) -> int | str:
 
 
 def layout_options_of(args: argparse.Namespace, fold: int | None = None) -> dict:
-    """The options of the other layouts' readers (fer_lib.data.datasets.reader_for), from the command line."""
+    """The options of the other layouts' readers (fer_lib.data.datasets.reader_for), from the
+    command line."""
     fold = fold if fold is not None else (0 if args.fold == "all" else args.fold)
     return {
         "classes": args.classes,
@@ -28,8 +30,8 @@ def layout_options_of(args: argparse.Namespace, fold: int | None = None) -> dict
 
 
 def run_device(name: str | None):
-    """The device to train on: this rank's under torchrun (the process group is joined here), else ``name`` or
-    the best available."""
+    """The device to train on: this rank's under torchrun (the process group is joined here), else
+    ``name`` or the best available."""
     import torch
 
     from fer_lib.runtime import distributed
@@ -55,14 +57,16 @@ def print_summary(title: str, labels, probabilities, classes=None) -> None:
         f"{name} {value:.4f}" for name, value in zip(classes, result["per_class"])
     )
     print(
-        f"{title}: OA top-1 {result['oa_top1']:.4f}, top-2 {result['oa_top2']:.4f}, top-3 {result['oa_top3']:.4f}, AA {result['aa']:.4f}"
+        f"{title}: OA top-1 {result['oa_top1']:.4f}, top-2 {result['oa_top2']:.4f}, top-3 "
+        f"{result['oa_top3']:.4f}, AA {result['aa']:.4f}"
     )
     print(f"  per class: {per_class}")
 
 
 def recipe(recipe, args: argparse.Namespace):
-    """A training recipe (``settings.BaselineConfig`` or ``FusionConfig``) from the command's options, which are
-    named as its fields: an option the command lacks keeps the recipe's default."""
+    """A training recipe (``settings.BaselineConfig`` or ``FusionConfig``) from the command's
+    options, which are named as its fields: an option the command lacks keeps the recipe's
+    default."""
     import dataclasses
 
     given = {
@@ -80,7 +84,8 @@ def load_baseline(path: Path, input_size: int | None):
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument error is one line (what is wrong and what is allowed) and exit code 2, before any work."""
+    """An argument error is one line (what is wrong and what is allowed) and exit code 2, before any
+    work."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -110,7 +115,8 @@ def between(low: float, high: float, *, open_ends: bool = False):
         inside = low < value < high if open_ends else low <= value <= high
         if not inside:
             raise argparse.ArgumentTypeError(
-                f"must lie {'strictly ' if open_ends else ''}between {low:g} and {high:g}, got {value:g}"
+                f"must lie {'strictly ' if open_ends else ''}between {low:g} and {high:g}, got "
+                f"{value:g}"
             )
         return value
 
@@ -125,7 +131,8 @@ def existing(text: str) -> Path:
 
 
 def data_folder(text: str) -> Path:
-    """A data set the training commands read: RAF-DB's layout. Another layout is refused, saying how to convert it."""
+    """A data set the training commands read: RAF-DB's layout. Another layout is refused, saying how
+    to convert it."""
     from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
 
     path = existing(text)
@@ -188,7 +195,8 @@ def layout_parent() -> Parser:
         "--class-order",
         choices=CLASS_ORDERS,
         default="auto",
-        help="AffectNet's numpy release: its codes' class order (auto: detected from the training set)",
+        help="AffectNet's numpy release: its codes' class order (auto: detected from the training "
+        "set)",
     )
     layout_options.add_argument(
         "--folds", type=at_least(2), default=10, help="CK+: subject-wise folds"

@@ -1,7 +1,7 @@
-"""A run of the study, as the notebooks call it: an ``Experiment`` holds one profile's data and folders
-(``runs/<profile>/``), and its ``baselines`` (``fer_lib.run.baselines``) and ``fusion`` runs
-(``fer_lib.run.fusion_runs``), which train or reuse every model and say which (never silently). Tables go to
-``tables_dir`` and figures to ``figures_dir``.
+"""A run of the study, as the notebooks call it: an ``Experiment`` holds one profile's data and
+folders (``runs/<profile>/``), and its ``baselines`` (``fer_lib.run.baselines``) and ``fusion`` runs
+(``fer_lib.run.fusion_runs``), which train or reuse every model and say which (never silently).
+Tables go to ``tables_dir`` and figures to ``figures_dir``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def synthetic_data_root(run_dir: Path) -> Path:
 
 
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
-    """Sorted indices of ``limit`` samples with each class's share kept (at least one per present class)."""
+    """Sorted indices of ``limit`` samples with each class's share kept (at least one per present
+    class)."""
     labels = np.asarray(labels)
     if limit is None or limit >= len(labels):
         return np.arange(len(labels))
@@ -63,7 +64,8 @@ class Experiment:
         self.tables_dir = (
             self.run_dir / "tables"
         )  # every table as CSV, Markdown and LaTeX (report.save_table)
-        # figures as PNG and PDF: the committed figures/<profile> for a default run (notebook.start), else here
+        # figures as PNG and PDF: the committed figures/<profile> for a default run
+        # (notebook.start), else here
         self.figures_dir = Path(figures_dir) if figures_dir else self.run_dir / "figures"
         self.baseline_checkpoint = Path(baseline_checkpoint) if baseline_checkpoint else None
         self.pretrained = (
@@ -79,7 +81,8 @@ class Experiment:
 
     @property
     def data_label(self) -> str:
-        """Which data set every number comes from (printed under every table): a converted set by its layout."""
+        """Which data set every number comes from (printed under every table): a converted set by
+        its layout."""
         from fer_lib.data.rafdb import RafDbError
 
         try:
@@ -96,19 +99,20 @@ class Experiment:
 
     @property
     def on_synthetic_data(self) -> bool:
-        """Whether the run reads its profile's synthetic set (where ``pipeline.ensure_data`` writes it), not a data
-        set it was given."""
+        """Whether the run reads its profile's synthetic set (where ``pipeline.ensure_data`` writes
+        it), not a data set it was given."""
         generated = synthetic_data_root(self.run_dir)
         return bool(self.profile.synthetic) and self.data_root.resolve() in (
             generated.resolve(),
             generated.parent.resolve(),
         )
 
-    # -- data ------------------------------------------------------------------------------------------
+    # -- data --------------------------------------------------------------------------------------
     @cached_property
     def classes(self) -> tuple[str, ...]:
-        """The data set's class list, in label order: RAF-DB's 7, or a converted copy's (its ``classes.json``, 8
-        with Contempt). Every per-class table, confusion matrix and example pick of the report follows it."""
+        """The data set's class list, in label order: RAF-DB's 7, or a converted copy's (its
+        ``classes.json``, 8 with Contempt). Every per-class table, confusion matrix and example pick
+        of the report follows it."""
         return read_classes(resolve_root(self.data_root))[0]
 
     @cached_property
@@ -126,7 +130,8 @@ class Experiment:
 
     @property
     def splits(self) -> tuple[SplitTensors, SplitTensors]:
-        """(train, test); each is decoded on first use only (reading a finished run needs the test split alone)."""
+        """(train, test); each is decoded on first use only (reading a finished run needs the test
+        split alone)."""
         return self.train, self.test
 
     @property
