@@ -248,9 +248,8 @@ def train_baseline(
     torch.manual_seed(config.seed)
     model = build_baseline(config, train.classes).to(device)
     memory_format = _baseline_layout(model, device)
-    trained = distributed.wrap(
-        model, device
-    )  # DistributedDataParallel under torchrun; the model itself otherwise
+    # DistributedDataParallel under torchrun; the model itself otherwise
+    trained = distributed.wrap(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _lr_schedule(optimizer, config)
     # the weights' moving average (torch's swa_utils), BatchNorm statistics included
@@ -265,16 +264,14 @@ def train_baseline(
     # image copy per step
     fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
     fit_labels = fit.labels.to(device)
-    fit_targets = (
-        fit_labels if fit.soft is None else fit.soft.to(device)
-    )  # soft labels where the data set has them
+    # soft labels where the data set has them
+    fit_targets = fit_labels if fit.soft is None else fit.soft.to(device)
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator).to(fit_images.device)
-        noise_generator = tensors.device_generator(
-            generator, fit_images.device
-        )  # one per epoch on a GPU; None on the CPU
+        # one per epoch on a GPU; None on the CPU
+        noise_generator = tensors.device_generator(generator, fit_images.device)
         model.train()
         # counts kept on the device and read once per epoch: a read per step would wait for the GPU
         # every step
@@ -293,9 +290,8 @@ def train_baseline(
             index = order[start_index : start_index + config.batch_size]
             if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
                 continue
-            part = distributed.share(
-                len(index)
-            )  # this rank's share of the batch, augmented alike on every rank
+            # this rank's share of the batch, augmented alike on every rank
+            part = distributed.share(len(index))
             batch = fit_images[index]
             images = tensors.augment_arm(
                 tensors.normalise(batch), generator, config.augmentation, noise_generator
@@ -565,6 +561,7 @@ def predict_fusion(
     landmark = model.landmark_probabilities(
         out.landmark_logits.to(next(model.parameters()).device)
     ).cpu()
+    # classes (the last field): the columns, the model's classes (another data set's may differ)
     return FusionPredictions(
         list(split.names),
         split.labels.numpy(),
@@ -572,9 +569,7 @@ def predict_fusion(
         landmark.numpy(),
         out.rgb_logits.softmax(1).numpy(),
         out.weight.numpy(),
-        tuple(
-            model.baseline.classes
-        ),  # the columns: the model's classes (another data set's may differ)
+        tuple(model.baseline.classes),
     )
 
 
@@ -634,9 +629,8 @@ def fit_gate(
     _, val_index = _validation_split(base_folder, train, base_config.val_fraction, base_config.seed)
     save_json(json.loads((base_folder / "split.json").read_text()), run_dir / "split.json")
     val = train.subset(val_index)
-    out = fusion_outputs(
-        model.to(device), val, train_cache[:, val_index], config
-    )  # on the CPU, float32
+    # on the CPU, float32
+    out = fusion_outputs(model.to(device), val, train_cache[:, val_index], config)
     model.cpu().requires_grad_(False)
     labels, agree = val.labels, out.landmark_logits.argmax(1) == out.rgb_logits.argmax(1)
 
@@ -789,9 +783,8 @@ def train_fusion(
     )
     scheduler = _lr_schedule(optimizer, config)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
-    if (
-        device.type == "cuda"
-    ):  # the cache, points and labels live on the GPU: a step copies only its indices and flips
+    # the cache, points and labels live on the GPU: a step copies only its indices and flips
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         fit_cache = fit_cache.to(device)
     on_device = dataclasses.replace(

@@ -97,9 +97,8 @@ def _model_for_across(checkpoint: Path, args: argparse.Namespace):
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a plain checkpoint: load_arm_checkpoint names the problem
         state = None
-    if (
-        isinstance(state, dict) and "model" in state and "config" in state
-    ):  # a fusion run's checkpoint
+    # a fusion run's checkpoint
+    if isinstance(state, dict) and "model" in state and "config" in state:
         if args.baseline is None:
             raise CheckpointError(
                 f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained "
@@ -191,9 +190,8 @@ def _evaluate_across(args: argparse.Namespace) -> int:
                 _report_across(result, split, probabilities, baseline.classes, args.out)
                 results.append(result)
     table = crossdata.cross_table(results)
-    if (
-        args.paired
-    ):  # the folds of one protocol (CK+): the mean and spread over them is the reported number
+    # the folds of one protocol (CK+): the mean and spread over them is the reported number
+    if args.paired:
         table = crossdata.with_fold_summary(table)
         mean = table.iloc[-2]
         print(

@@ -162,9 +162,8 @@ def _test_images_of(run_dir: Path) -> int:
     return len(pd.read_csv(run_dir / "predictions" / "baseline_test.csv"))
 
 
-LAB_KERNEL = (
-    "fer-lib"  # the notebooks' kernelspec: any JupyterLab finds this environment under that name
-)
+# the notebooks' kernelspec: any JupyterLab finds this environment under that name
+LAB_KERNEL = "fer-lib"
 
 
 def _install_kernel(args: argparse.Namespace) -> int:

@@ -36,9 +36,10 @@ def _train_baseline(args: argparse.Namespace) -> int:
 
     config = recipe(training.BaselineConfig, args)
     device = run_device(args.device)
+    # one rank decodes
     train, test = distributed.main_first(
         lambda: training.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache")
-    )  # one rank decodes
+    )
     model = training.train_baseline(train, config, args.run_dir, device=device)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0
@@ -69,9 +70,8 @@ def _train_fusion(args: argparse.Namespace) -> int:
             cache_dir=args.run_dir / "cache",
         )
     )
-    models.check_classes(
-        baseline.classes, train.classes, str(args.baseline)
-    )  # before any feature is computed
+    # before any feature is computed
+    models.check_classes(baseline.classes, train.classes, str(args.baseline))
     flips = (False, True) if config.flip else (False,)
     train_cache = distributed.main_first(
         lambda: training.rgb_feature_cache(

@@ -27,10 +27,8 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: Path) -> None:
     """Save a figure as PNG (for the report) and PDF (vector, for papers); the notebook shows it
     inline."""
     figures_dir = Path(figures_dir)
-    for suffix, kwargs in (
-        (".png", {"dpi": 150}),
-        (".pdf", {"metadata": {"CreationDate": None}}),
-    ):  # no date: reruns give the same file
+    # no date: reruns give the same file
+    for suffix, kwargs in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):
         write_atomic(
             figures_dir / f"{name}{suffix}",
             lambda tmp, kw=kwargs, s=suffix: fig.savefig(

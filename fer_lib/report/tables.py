@@ -46,10 +46,8 @@ def save_table(
     return frame
 
 
-COMPONENT_SUFFIXES = (
-    " var",
-    " ratio",
-)  # variance components and ratios: tiny or huge, never 0.0000 or 3.1e17
+# variance components and ratios: tiny or huge, never 0.0000 or 3.1e17
+COMPONENT_SUFFIXES = (" var", " ratio")
 
 
 def readable(value: float) -> str:
@@ -433,9 +431,8 @@ PAPER_MODEL = "both (the paper)"
 CALIBRATED = "calibrated confidence"
 
 
-LEARNED = (
-    "learned gate"  # weighting "learned": a gate fitted on the validation split of the paper's run
-)
+# weighting "learned": a gate fitted on the validation split of the paper's run
+LEARNED = "learned gate"
 
 
 HEATMAP_BRANCH = "heatmap CNN branch"

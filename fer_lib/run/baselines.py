@@ -173,9 +173,8 @@ class Baselines:
         batch_size = batch_size or self.experiment.profile.batch_test
         order = np.arange(len(self.experiment.test)) if order is None else np.asarray(order)
         model = self.model(seed)
-        if (
-            affinity == "fixed"
-        ):  # the mean over this run's whole training set (the checkpoint's is over its fit part)
+        # the mean over this run's whole training set (the checkpoint's is over its fit part)
+        if affinity == "fixed":
             training.estimate_population_means(
                 model, self.experiment.train, self.rgb_cache("train", seed)
             )

@@ -61,16 +61,14 @@ class Experiment:
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.data_root = Path(data_root)
         self.run_dir = Path(run_dir)
-        self.tables_dir = (
-            self.run_dir / "tables"
-        )  # every table as CSV, Markdown and LaTeX (report.save_table)
+        # every table as CSV, Markdown and LaTeX (report.save_table)
+        self.tables_dir = self.run_dir / "tables"
         # figures as PNG and PDF: the committed figures/<profile> for a default run
         # (notebook.start), else here
         self.figures_dir = Path(figures_dir) if figures_dir else self.run_dir / "figures"
         self.baseline_checkpoint = Path(baseline_checkpoint) if baseline_checkpoint else None
-        self.pretrained = (
-            Path(pretrained) if pretrained else None
-        )  # torchvision's ResNet18 ImageNet weights for a trained baseline
+        # torchvision's ResNet18 ImageNet weights for a trained baseline
+        self.pretrained = Path(pretrained) if pretrained else None
         # other data sets the run's models are also tested on (notebook 09, fer_lib.apps.crossdata)
         self.cross_data = tuple(Path(root) for root in cross_data)
         self.progress = progress

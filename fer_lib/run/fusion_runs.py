@@ -303,8 +303,9 @@ def read_fusion_predictions(folder: Path) -> training.FusionPredictions:
         for head in ("fused", "landmark", "rgb")
     }
     columns = [c for c in frames["fused"].columns if c.startswith("p_")]
+    # classes: the tables' own class list
     return training.FusionPredictions(
-        classes=tuple(c.removeprefix("p_") for c in columns),  # the tables' own class list
+        classes=tuple(c.removeprefix("p_") for c in columns),
         names=frames["fused"]["image"].tolist(),
         labels=frames["fused"]["label"].to_numpy(),
         fused=frames["fused"][columns].to_numpy(),
