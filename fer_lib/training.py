@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from adabelief_pytorch import AdaBelief
 from torch import nn
 from torch.nn import functional
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -40,7 +41,7 @@ from tqdm.auto import tqdm
 
 from fer_lib import models
 from fer_lib.data import tensors
-from fer_lib.data.rafdb import CLASSES
+from fer_lib.data.rafdb import CLASSES, load_rafdb
 from fer_lib.io import claim_config, fill_older_fields, relative, save_csv, save_json, save_torch
 from fer_lib.runtime import devices, distributed, precision
 from fer_lib.settings import (
@@ -759,8 +760,6 @@ def train_fusion(
     single photo; one more pass over them, so the training stage asks it of the proposed model's
     runs only). Returns the kept epoch in eval mode.
     """
-    from adabelief_pytorch import AdaBelief
-
     run_dir = Path(run_dir)
     device = device or devices.pick_device()
     _check_fusion_inputs(baseline, train, train_cache, config, run_dir)
@@ -1038,8 +1037,6 @@ def load_splits(
     progress: bool = True,
 ) -> tuple[tensors.SplitTensors, tensors.SplitTensors]:
     """(train, test) tensors of a RAF-DB copy at ``input_size``."""
-    from fer_lib.data.rafdb import load_rafdb
-
     rafdb = load_rafdb(data_root, progress=progress)
     return tuple(
         tensors.split_tensors(

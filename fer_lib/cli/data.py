@@ -9,11 +9,14 @@ import time
 from pathlib import Path
 
 from fer_lib.cli.common import at_least, between, existing, layout_options_of, layout_parent
-from fer_lib.data.demo_layouts import DEMO_LAYOUTS
+from fer_lib.data.datasets import check_layout, reader_for
+from fer_lib.data.demo_layouts import DEMO_LAYOUTS, WRITERS
+from fer_lib.data.faces import import_images
+from fer_lib.data.layouts import DataSetError, convert, detect_layout
+from fer_lib.data.synthetic import generate_demo_dataset
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    from fer_lib.data.datasets import check_layout
 
     started = time.perf_counter()
     report = check_layout(
@@ -53,8 +56,6 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from fer_lib.data.demo_layouts import WRITERS
-    from fer_lib.data.synthetic import generate_demo_dataset
 
     started = time.perf_counter()
     if args.layout == "rafdb":
@@ -74,8 +75,6 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _convert_data(args: argparse.Namespace) -> int:
-    from fer_lib.data.datasets import reader_for
-    from fer_lib.data.layouts import DataSetError, convert, detect_layout
 
     layout = detect_layout(args.src)
     if layout in ("rafdb", "photos"):
@@ -124,7 +123,6 @@ def _convert_data(args: argparse.Namespace) -> int:
 
 
 def _import_images(args: argparse.Namespace) -> int:
-    from fer_lib.data.faces import import_images
 
     counts = import_images(
         args.src, args.out, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers

@@ -17,6 +17,7 @@ from fer_lib.cli.common import (
     print_summary,
     run_device,
 )
+from fer_lib.data.rafdb import load_rafdb
 from fer_lib.settings import (
     AFFINITY_MODES,
     BaselineConfig,
@@ -141,7 +142,6 @@ def _evaluate_across(args: argparse.Namespace) -> int:
     """Every checkpoint on every data set's test split, over the classes each pair shares
     (fer_lib.apps.crossdata)."""
     from fer_lib.apps import crossdata
-    from fer_lib.data.rafdb import load_rafdb
     from fer_lib.io import save_csv, save_text
 
     if args.paired and len(args.checkpoint) != len(args.data):

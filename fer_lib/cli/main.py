@@ -38,6 +38,9 @@ import sys
 
 from fer_lib.cli import data, evaluate, predict, run, train
 from fer_lib.cli.common import Parser
+from fer_lib.data.faces import FaceToolsMissing, ImportProblem
+from fer_lib.data.rafdb import RafDbError
+from fer_lib.run.profiles import SettingsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,10 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_data_or_checkpoint_error(error: Exception) -> bool:
-    from fer_lib.data.faces import FaceToolsMissing, ImportProblem
-    from fer_lib.data.rafdb import RafDbError
     from fer_lib.models import CheckpointError
-    from fer_lib.run.profiles import SettingsError
     from fer_lib.runtime.devices import DeviceError
 
     # FileExistsError: an output folder that holds something else (demo-data, convert-data)

@@ -4,19 +4,19 @@ install-kernel."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from fer_lib.cli.common import at_least
-from fer_lib.run.profiles import PROFILES
+from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+from fer_lib.run.profiles import PROFILES, SettingsError, get_profile, parse_assignments
 
 
 def _run_all_device(profile: str, name: str | None):
     """The device every training of run-all uses, passed to its workers and kernels (FER_DEVICE).
     The paper profile refuses a CPU it was not asked for: a torch that lost its GPU (a driver older
     than its CUDA) would otherwise start days of training on the CPU."""
-    import os
-
     from fer_lib.runtime.devices import (
         DEVICE_ENV,
         DeviceError,
@@ -39,7 +39,6 @@ def _run_all_device(profile: str, name: str | None):
 
 def _run_all(args: argparse.Namespace) -> int:
     from fer_lib.run.pipeline import fold_copies, run_all, run_folds
-    from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
     from fer_lib.runtime.devices import DeviceError, describe_device
 
     folds = fold_copies(args.data) if args.data is not None else []
@@ -85,8 +84,6 @@ def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
     refused before any work, saying how to convert it. A converted copy runs with its own class list
     (classes.json: 7, or 8 with Contempt), which every per-class table and figure of the report
     follows."""
-    from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
-
     try:
         layout = detect_layout(path)
     except DataSetError:

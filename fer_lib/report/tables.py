@@ -6,14 +6,19 @@ hold with other seeds: ``fer_lib.report.replication``; the figures: ``fer_lib.re
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
+from fer_lib.data.heatmaps import default_sigma
 from fer_lib.data.rafdb import CLASSES, paper_results
+from fer_lib.data.synthetic import SyntheticKnobs
 from fer_lib.evaluation import metrics
 from fer_lib.io import save_csv, save_text
+from fer_lib.runtime.precision import cpu_path
 
 
 def short_names(classes) -> tuple[str, ...]:
@@ -75,8 +80,6 @@ def readable_components(frame: pd.DataFrame) -> pd.DataFrame:
 def show(frame: pd.DataFrame) -> None:
     """Display a table in a notebook as a reader wants it: no index column, four decimals, missing
     values empty. Returns nothing, so a cell ending in it shows the table once."""
-    from IPython.display import display
-
     frame = readable_components(frame)
     numbers = frame.select_dtypes("number").columns
     integers = [c for c in numbers if pd.api.types.is_integer_dtype(frame[c])]
@@ -504,10 +507,6 @@ def branch_reference(
 def knobs_table(knobs, changed: dict) -> pd.DataFrame:
     """Every SyntheticKnobs value of the data set, its generator default, and whether the profile
     changed it."""
-    from dataclasses import fields
-
-    from fer_lib.data.synthetic import SyntheticKnobs
-
     default = SyntheticKnobs()
     rows = [
         {
@@ -525,9 +524,6 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
     """The choices this run makes where the paper is silent or was changed for the CPU (README,
     "Choices the paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no
     hold-out of its own)."""
-    from fer_lib.data.heatmaps import default_sigma
-    from fer_lib.runtime.precision import cpu_path
-
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
     rows = [
         (

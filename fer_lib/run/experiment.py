@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lib.data.rafdb import RafDb, load_rafdb, read_classes, resolve_root
+from fer_lib.data.rafdb import RafDb, RafDbError, load_rafdb, read_classes, resolve_root
 from fer_lib.data.tensors import SplitTensors, split_tensors
 from fer_lib.io import relative
 from fer_lib.run.baselines import Baselines
@@ -81,8 +81,6 @@ class Experiment:
     def data_label(self) -> str:
         """Which data set every number comes from (printed under every table): a converted set by
         its layout."""
-        from fer_lib.data.rafdb import RafDbError
-
         try:
             layout = read_classes(resolve_root(self.data_root))[1].get("layout", "RAF-DB")
         except RafDbError:
