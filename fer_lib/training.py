@@ -1,22 +1,24 @@
-"""Training and evaluation: the ARM baseline, the frozen-feature cache, and the landmark branch + fusion.
+"""Training and evaluation: the ARM baseline, the frozen-feature cache, and the landmark branch +
+fusion.
 
 Every run lives in its own folder: ``config.json`` (what was asked), ``split.json`` (the seeded,
-stratified validation split held out from the training set), ``last.pt`` (written atomically after each
-epoch; a rerun resumes from it), ``best.pt`` (the epoch with the best validation score: accuracy for the
-baseline, the loss of eq. 3 for fusion runs; model selection never looks at the test set), ``history.csv``
-and, once evaluated, prediction tables. The test set is only ever used by ``predict_*`` on the selected
-model.
+stratified validation split held out from the training set), ``last.pt`` (written atomically after
+each epoch; a rerun resumes from it), ``best.pt`` (the epoch with the best validation score:
+accuracy for the baseline, the loss of eq. 3 for fusion runs; model selection never looks at the
+test set), ``history.csv`` and, once evaluated, prediction tables. The test set is only ever used by
+``predict_*`` on the selected model.
 
-The baseline is frozen while the landmark branch trains, so its batch-independent part (ARM's per-image
-map, ``ARMNet.forward_per_image`` in eval mode) is computed once per image and flip state and cached;
-ARM's batch-mean term is added per batch, so cached training computes exactly what uncached training
-would. An epoch of the landmark branch then reads no image: features come from the cache and heatmaps
-are drawn from coordinates.
+The baseline is frozen while the landmark branch trains, so its batch-independent part (ARM's
+per-image map, ``ARMNet.forward_per_image`` in eval mode) is computed once per image and flip state
+and cached; ARM's batch-mean term is added per batch, so cached training computes exactly what
+uncached training would. An epoch of the landmark branch then reads no image: features come from the
+cache and heatmaps are drawn from coordinates.
 
-Beyond the paper: the "calibrated" weighting refits its landmark head's temperature on the validation split
-after each epoch (``calibrate_temperature``); the "learned" weighting is not trained but fitted afterwards on
-a finished run's validation split (``fit_gate``); ``landmark_input="coords"`` feeds the aligned coordinates
-to an MLP instead of heatmaps to the CNN (``landmark_inputs``).
+Beyond the paper: the "calibrated" weighting refits its landmark head's temperature on the
+validation split after each epoch (``calibrate_temperature``); the "learned" weighting is not
+trained but fitted afterwards on a finished run's validation split (``fit_gate``);
+``landmark_input="coords"`` feeds the aligned coordinates to an MLP instead of heatmaps to the CNN
+(``landmark_inputs``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from adabelief_pytorch import AdaBelief
 from torch import nn
 from torch.nn import functional
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -38,7 +41,7 @@ from tqdm.auto import tqdm
 
 from fer_lib import models
 from fer_lib.data import tensors
-from fer_lib.data.rafdb import CLASSES
+from fer_lib.data.rafdb import CLASSES, load_rafdb
 from fer_lib.io import claim_config, fill_older_fields, relative, save_csv, save_json, save_torch
 from fer_lib.runtime import devices, distributed, precision
 from fer_lib.settings import (
@@ -50,15 +53,16 @@ from fer_lib.settings import (
 
 
 def _lr_schedule(optimizer, config):
-    """The learning rate per epoch: the paper's ExponentialLR(0.9), or a cosine to zero over ``config.epochs``
-    (the demo's: it ends converged in fewer epochs, benchmarks/README.md)."""
+    """The learning rate per epoch: the paper's ExponentialLR(0.9), or a cosine to zero over
+    ``config.epochs`` (the demo's: it ends converged in fewer epochs, benchmarks/README.md)."""
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_GAMMA)
 
 
 def _check_config(run_dir: Path, config) -> None:
-    """Refuse to resume a run folder made with another configuration (its checkpoints would not match)."""
+    """Refuse to resume a run folder made with another configuration (its checkpoints would not
+    match)."""
     changed = claim_config(run_dir / "config.json", config)
     if changed:
         raise ValueError(
@@ -74,19 +78,22 @@ def _validation_split(
     seed: int,
     holdout: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The run's seeded, stratified validation split (``split.json``), or, with ``holdout`` (the ``split.json`` of
-    the baseline this run is fused with), that baseline's own hold-out: images the frozen network never trained on."""
+    """The run's seeded, stratified validation split (``split.json``), or, with ``holdout`` (the
+    ``split.json`` of the baseline this run is fused with), that baseline's own hold-out: images the
+    frozen network never trained on."""
     path = run_dir / "split.json"
     if not path.exists() and holdout is not None:
         if not Path(holdout).exists():
             raise FileNotFoundError(
                 f"{holdout}: the baseline's hold-out (split.json of its run folder) is missing; "
-                "train the baseline here, or fuse without --holdout (the run then says its validation images were seen)"
+                "train the baseline here, or fuse without --holdout (the run then says its "
+                "validation images were seen)"
             )
         saved = json.loads(Path(holdout).read_text())
         if set(saved["train"]) | set(saved["validation"]) != set(train.names):
             raise ValueError(
-                f"{holdout} was made for another training set than this run's; use the baseline trained on this data set"
+                f"{holdout} was made for another training set than this run's; use the baseline "
+                "trained on this data set"
             )
         save_json({**saved, "holdout_of": relative(Path(holdout).parent)}, path)
     if path.exists():
@@ -119,9 +126,10 @@ def _autocast(device: torch.device):
 
 
 def _baseline_layout(model: models.ARMNet, device: torch.device) -> torch.memory_format:
-    """The baseline's layout, the model converted in place: channels_last on CUDA (with cuDNN's kernel search: fixed
-    shapes), and on the CPU from width 16, where oneDNN runs the demo's ResNet18 faster in it (benchmarks/README.md).
-    Narrower CPU networks stay contiguous: at width 4 oneDNN corrupted the heap."""
+    """The baseline's layout, the model converted in place: channels_last on CUDA (with cuDNN's
+    kernel search: fixed shapes), and on the CPU from width 16, where oneDNN runs the demo's
+    ResNet18 faster in it (benchmarks/README.md). Narrower CPU networks stay contiguous: at width 4
+    oneDNN corrupted the heap."""
     memory_format = (
         torch.channels_last
         if device.type == "cuda" or model.width >= 16
@@ -177,7 +185,7 @@ def _save_last(
     save_csv(pd.DataFrame(history), run_dir / "history.csv")
 
 
-# ------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Baseline
 
 
@@ -196,8 +204,8 @@ def build_baseline(config: BaselineConfig, classes: tuple[str, ...] = CLASSES) -
 def baseline_logits(
     model: models.ARMNet, images: torch.Tensor, batch_size: int = 64, *, progress: bool = False
 ) -> torch.Tensor:
-    """Logits (N, 7) for uint8 images (N, 3, S, S), in consecutive batches of ``batch_size`` (the test
-    order), so in ``batch`` affinity each image shares its batch term with its neighbours."""
+    """Logits (N, 7) for uint8 images (N, 3, S, S), in consecutive batches of ``batch_size`` (the
+    test order), so in ``batch`` affinity each image shares its batch term with its neighbours."""
     device = next(model.parameters()).device
     memory_format = _baseline_layout(model, device)
     model.eval()
@@ -221,7 +229,8 @@ def train_baseline(
     device: torch.device | None = None,
     progress: bool = True,
 ) -> models.ARMNet:
-    """Train ResNet18 + ARM with the ARM recipe; returns the best-on-validation model (eval mode, CPU).
+    """Train ResNet18 + ARM with the ARM recipe; returns the best-on-validation model (eval mode,
+    CPU).
 
     ``train`` is the full training split; the validation part is held out here (``split.json``).
     """
@@ -240,9 +249,8 @@ def train_baseline(
     torch.manual_seed(config.seed)
     model = build_baseline(config, train.classes).to(device)
     memory_format = _baseline_layout(model, device)
-    trained = distributed.wrap(
-        model, device
-    )  # DistributedDataParallel under torchrun; the model itself otherwise
+    # DistributedDataParallel under torchrun; the model itself otherwise
+    trained = distributed.wrap(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _lr_schedule(optimizer, config)
     # the weights' moving average (torch's swa_utils), BatchNorm statistics included
@@ -253,21 +261,21 @@ def train_baseline(
     )
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
     evaluated = average.module if average is not None else model
-    # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no image copy per step
+    # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no
+    # image copy per step
     fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
     fit_labels = fit.labels.to(device)
-    fit_targets = (
-        fit_labels if fit.soft is None else fit.soft.to(device)
-    )  # soft labels where the data set has them
+    # soft labels where the data set has them
+    fit_targets = fit_labels if fit.soft is None else fit.soft.to(device)
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator).to(fit_images.device)
-        noise_generator = tensors.device_generator(
-            generator, fit_images.device
-        )  # one per epoch on a GPU; None on the CPU
+        # one per epoch on a GPU; None on the CPU
+        noise_generator = tensors.device_generator(generator, fit_images.device)
         model.train()
-        # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
+        # counts kept on the device and read once per epoch: a read per step would wait for the GPU
+        # every step
         seen, correct, loss_sum = (
             0,
             torch.zeros((), dtype=torch.long, device=device),
@@ -283,9 +291,8 @@ def train_baseline(
             index = order[start_index : start_index + config.batch_size]
             if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
                 continue
-            part = distributed.share(
-                len(index)
-            )  # this rank's share of the batch, augmented alike on every rank
+            # this rank's share of the batch, augmented alike on every rank
+            part = distributed.share(len(index))
             batch = fit_images[index]
             images = tensors.augment_arm(
                 tensors.normalise(batch), generator, config.augmentation, noise_generator
@@ -333,8 +340,9 @@ def train_baseline(
         distributed.barrier()
         if progress and distributed.is_main():
             print(
-                f"baseline epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.3f}, "
-                f"train acc {history[-1]['train_accuracy']:.3f}, val acc {val_accuracy:.3f}"
+                f"baseline epoch {epoch + 1}/{config.epochs}: loss "
+                f"{history[-1]['train_loss']:.3f}, train acc {history[-1]['train_accuracy']:.3f}, "
+                f"val acc {val_accuracy:.3f}"
             )
     best_model = models.load_arm_checkpoint(run_dir / "best.pt", classes=train.classes)
     if torch.isnan(best_model.arm.population_mean).any():
@@ -345,8 +353,9 @@ def train_baseline(
 def finished_baseline(
     run_dir: Path, config: BaselineConfig, classes: tuple[str, ...]
 ) -> models.ARMNet | None:
-    """The best model of a baseline run that trained all its epochs and stored its population mean, read without
-    the training images (``train_baseline`` would decode them); None where the run still needs them."""
+    """The best model of a baseline run that trained all its epochs and stored its population mean,
+    read without the training images (``train_baseline`` would decode them); None where the run
+    still needs them."""
     run_dir, history = Path(run_dir), Path(run_dir) / "history.csv"
     if not (run_dir / "best.pt").exists() or not history.exists():
         return None
@@ -365,9 +374,10 @@ def store_population_mean(
     path: Path,
     device: torch.device,
 ) -> None:
-    """ARM's batch-independent mean over the training images (eval mode, no augmentation), written into the kept
-    checkpoint: what a single photo is explained with (``predict``), where there is no batch. The maps are computed
-    as the feature cache computes them: on the run's device, in its precision (``model`` is left on the CPU)."""
+    """ARM's batch-independent mean over the training images (eval mode, no augmentation), written
+    into the kept checkpoint: what a single photo is explained with (``predict``), where there is no
+    batch. The maps are computed as the feature cache computes them: on the run's device, in its
+    precision (``model`` is left on the CPU)."""
     maps = rgb_feature_cache(
         model.to(device), fit, flips=(False,), batch_size=batch_size, progress=False
     )[0]
@@ -379,7 +389,7 @@ def store_population_mean(
     distributed.barrier()
 
 
-# ------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Frozen-feature cache
 
 
@@ -403,10 +413,11 @@ def rgb_feature_cache(
 ) -> torch.Tensor:
     """(len(flips), N, n*n) per-image ARM maps of the frozen baseline, one row per flip state.
 
-    Computed in full fp32 on every device (``precision.full``: the frozen network's own features, whatever path
-    the trainable branches take). Saved to ``cache_dir`` under a name made of the baseline's weights, the images,
-    the device type and the precision, and reused; a cache of the same weights and images made on another device,
-    or in another precision by an older version, is recomputed, and the run says so.
+    Computed in full fp32 on every device (``precision.full``: the frozen network's own features,
+    whatever path the trainable branches take). Saved to ``cache_dir`` under a name made of the
+    baseline's weights, the images, the device type and the precision, and reused; a cache of the
+    same weights and images made on another device, or in another precision by an older version, is
+    recomputed, and the run says so.
     """
     device = next(baseline.parameters()).device
     path = None
@@ -453,13 +464,14 @@ def rgb_feature_cache(
     return cache
 
 
-# ------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Landmark branch + fusion
 
 
 @dataclass
 class FusionPredictions:
-    """Per-image probabilities (N, classes) of the three heads on one split, in the split's order."""
+    """Per-image probabilities (N, classes) of the three heads on one split, in the split's
+    order."""
 
     names: list[str]
     labels: np.ndarray
@@ -471,9 +483,9 @@ class FusionPredictions:
 
 
 def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
-    """channels_last for the landmark CNN on CUDA, and on the CPU from width 8: oneDNN then runs its training step
-    1.4x faster at width 8 (benchmarks/README.md). Narrower CPU networks stay contiguous: a ResNet18 at width 4 in
-    channels_last corrupted the heap there."""
+    """channels_last for the landmark CNN on CUDA, and on the CPU from width 8: oneDNN then runs its
+    training step 1.4x faster at width 8 (benchmarks/README.md). Narrower CPU networks stay
+    contiguous: a ResNet18 at width 4 in channels_last corrupted the heap there."""
     wide_enough = config.width >= 8
     return (
         torch.channels_last
@@ -489,8 +501,8 @@ def landmark_inputs(
     config: FusionConfig,
     device,
 ) -> torch.Tensor:
-    """The landmark branch's input for samples ``index`` of a split, drawn as ``config`` says: heatmaps (B, 1, S, S),
-    or the coordinates (B, 2K) for the "coords" branch."""
+    """The landmark branch's input for samples ``index`` of a split, drawn as ``config`` says:
+    heatmaps (B, 1, S, S), or the coordinates (B, 2K) for the "coords" branch."""
     points = split.points[index].to(device)
     if config.landmark_input == "coords":
         return tensors.coordinates_for(
@@ -515,8 +527,8 @@ def fusion_outputs(
     *,
     progress: bool = False,
 ) -> models.FusionOutput:
-    """The model's outputs on a split, in consecutive batches of ``config.eval_batch_size`` (each its own ARM batch
-    term, as the paper tests), concatenated on the CPU in float32."""
+    """The model's outputs on a split, in consecutive batches of ``config.eval_batch_size`` (each
+    its own ARM batch term, as the paper tests), concatenated on the CPU in float32."""
     device = next(model.parameters()).device
     model.eval()
     outs = []
@@ -544,11 +556,13 @@ def predict_fusion(
     *,
     progress: bool = False,
 ) -> FusionPredictions:
-    """Probabilities of the fused, landmark-only (temperature-scaled in a "calibrated" run) and RGB heads."""
+    """Probabilities of the fused, landmark-only (temperature-scaled in a "calibrated" run) and RGB
+    heads."""
     out = fusion_outputs(model, split, cache, config, progress=progress)
     landmark = model.landmark_probabilities(
         out.landmark_logits.to(next(model.parameters()).device)
     ).cpu()
+    # classes (the last field): the columns, the model's classes (another data set's may differ)
     return FusionPredictions(
         list(split.names),
         split.labels.numpy(),
@@ -556,9 +570,7 @@ def predict_fusion(
         landmark.numpy(),
         out.rgb_logits.softmax(1).numpy(),
         out.weight.numpy(),
-        tuple(
-            model.baseline.classes
-        ),  # the columns: the model's classes (another data set's may differ)
+        tuple(model.baseline.classes),
     )
 
 
@@ -569,19 +581,21 @@ def calibrate_temperature(
     cache: torch.Tensor,
     config: FusionConfig,
 ) -> float:
-    """Set a "calibrated" model's temperature to the one that fits its landmark head best on ``split`` (the
-    validation split: never the test set) and return it."""
+    """Set a "calibrated" model's temperature to the one that fits its landmark head best on
+    ``split`` (the validation split: never the test set) and return it."""
     out = fusion_outputs(model, split, cache, config)
     temperature = models.fit_temperature(out.landmark_logits, split.labels)
     model.temperature.fill_(temperature)
     return temperature
 
 
-GATE_L2 = 1e-3  # ridge penalty on the gate's weights: 15 numbers fitted on a few hundred validation images
+# ridge penalty on the gate's weights: 15 numbers fitted on a few hundred validation images
+GATE_L2 = 1e-3
 
 
 def _landmark_means(means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A fusion model's population means without the frozen baseline's (which keeps its own checkpoint's)."""
+    """A fusion model's population means without the frozen baseline's (which keeps its own
+    checkpoint's)."""
     return {k: v for k, v in means.items() if not k.startswith("baseline.")}
 
 
@@ -594,11 +608,12 @@ def fit_gate(
     *,
     device: torch.device | None = None,
 ) -> tuple[models.FusionModel, FusionConfig]:
-    """The ``learned`` weighting: a trained run's landmark branch, heads and fusion layer kept frozen, with eq. 2's
-    factor replaced by a ``WeightGate`` fitted on that run's validation split (its ``split.json``; never the test
-    set) to minimise the fused head's cross-entropy (+ ``GATE_L2``), by L-BFGS to convergence: nothing is
-    selected. Writes ``best.pt``, ``config.json``, ``split.json`` and a one-row ``history.csv`` to ``run_dir``;
-    returns the gated model and its configuration, as ``load_fusion_checkpoint`` does."""
+    """The ``learned`` weighting: a trained run's landmark branch, heads and fusion layer kept
+    frozen, with eq. 2's factor replaced by a ``WeightGate`` fitted on that run's validation split
+    (its ``split.json``; never the test set) to minimise the fused head's cross-entropy (+
+    ``GATE_L2``), by L-BFGS to convergence: nothing is selected. Writes ``best.pt``,
+    ``config.json``, ``split.json`` and a one-row ``history.csv`` to ``run_dir``; returns the gated
+    model and its configuration, as ``load_fusion_checkpoint`` does."""
     base_folder, run_dir = Path(base_folder), Path(run_dir)
     clock = time.perf_counter()
     base, base_config = load_fusion_checkpoint(base_folder / "best.pt", baseline)
@@ -615,9 +630,8 @@ def fit_gate(
     _, val_index = _validation_split(base_folder, train, base_config.val_fraction, base_config.seed)
     save_json(json.loads((base_folder / "split.json").read_text()), run_dir / "split.json")
     val = train.subset(val_index)
-    out = fusion_outputs(
-        model.to(device), val, train_cache[:, val_index], config
-    )  # on the CPU, float32
+    # on the CPU, float32
+    out = fusion_outputs(model.to(device), val, train_cache[:, val_index], config)
     model.cpu().requires_grad_(False)
     labels, agree = val.labels, out.landmark_logits.argmax(1) == out.rgb_logits.argmax(1)
 
@@ -701,7 +715,8 @@ def _check_fusion_inputs(
     config: FusionConfig,
     run_dir: Path,
 ) -> None:
-    """Refuse, before any training, inputs that do not belong together (each error names both sides)."""
+    """Refuse, before any training, inputs that do not belong together (each error names both
+    sides)."""
     models.check_classes(baseline.classes, train.classes, "the baseline")
     distributed.main_first(lambda: _check_config(run_dir, config))
     if train.landmark_set != config.landmark_set:
@@ -715,8 +730,8 @@ def _check_fusion_inputs(
         )
     if config.weighting == "learned":
         raise ValueError(
-            "the learned weighting is fitted on a trained run's validation split: use training.fit_gate "
-            "(Experiment.fusion.run('learned', ...) does), not train_fusion"
+            "the learned weighting is fitted on a trained run's validation split: use "
+            "training.fit_gate (Experiment.fusion.run('learned', ...) does), not train_fusion"
         )
 
 
@@ -732,19 +747,19 @@ def train_fusion(
     holdout: Path | None = None,
     population_means: bool = True,
 ) -> models.FusionModel:
-    """Train the landmark branch and the fusion layer from the frozen-feature cache (baseline untouched).
+    """Train the landmark branch and the fusion layer from the frozen-feature cache (baseline
+    untouched).
 
-    Loss: CE(landmark head) + CE(fused) (eq. 3); AdaBelief as Table 4; ExponentialLR(0.9) per epoch. The epoch kept
-    (``best.pt``) is ``config.select``'s: the lowest validation loss of eq. 3 ("val_loss", what the profiles and the
-    command line use) or the best fused validation accuracy. ``holdout``: the baseline's ``split.json``, whose
-    validation images (never trained on by the baseline) this run validates on; without it the run draws its own
-    split, whose images a frozen baseline may have trained on. ``population_means``: afterwards, store the landmark
-    ARM's batch-independent mean over the training images in ``best.pt`` (what ``predict`` needs for a single photo;
-    one more pass over them, so the training stage asks it of the proposed model's runs only). Returns the kept
-    epoch in eval mode.
+    Loss: CE(landmark head) + CE(fused) (eq. 3); AdaBelief as Table 4; ExponentialLR(0.9) per epoch.
+    The epoch kept (``best.pt``) is ``config.select``'s: the lowest validation loss of eq. 3
+    ("val_loss", what the profiles and the command line use) or the best fused validation accuracy.
+    ``holdout``: the baseline's ``split.json``, whose validation images (never trained on by the
+    baseline) this run validates on; without it the run draws its own split, whose images a frozen
+    baseline may have trained on. ``population_means``: afterwards, store the landmark ARM's
+    batch-independent mean over the training images in ``best.pt`` (what ``predict`` needs for a
+    single photo; one more pass over them, so the training stage asks it of the proposed model's
+    runs only). Returns the kept epoch in eval mode.
     """
-    from adabelief_pytorch import AdaBelief
-
     run_dir = Path(run_dir)
     device = device or devices.pick_device()
     _check_fusion_inputs(baseline, train, train_cache, config, run_dir)
@@ -759,16 +774,16 @@ def train_fusion(
     model = models.FusionModel.from_config(baseline, config).to(device)
     if config.landmark_input == "heatmaps":
         model.landmark_cnn.to(memory_format=landmark_memory_format(config, device))
-    # DistributedDataParallel under torchrun (global-batch BatchNorm in the trained parts); the model itself otherwise
+    # DistributedDataParallel under torchrun (global-batch BatchNorm in the trained parts); the
+    # model itself otherwise
     trained = distributed.wrap(model, device, "forward_cached", trained=model.landmark_branch)
     optimizer = AdaBelief(
         model.trainable_parameters(), print_change_log=False, **{**ADABELIEF, "lr": config.lr}
     )
     scheduler = _lr_schedule(optimizer, config)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
-    if (
-        device.type == "cuda"
-    ):  # the cache, points and labels live on the GPU: a step copies only its indices and flips
+    # the cache, points and labels live on the GPU: a step copies only its indices and flips
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         fit_cache = fit_cache.to(device)
     on_device = dataclasses.replace(
@@ -851,10 +866,11 @@ def _fusion_steps(
     *,
     progress: bool,
 ) -> tuple:
-    """One epoch of eq. 3's steps over the fit images in ``order``; returns (images seen, fused correct, landmark
-    correct, summed loss), summed over the ranks by the caller."""
+    """One epoch of eq. 3's steps over the fit images in ``order``; returns (images seen, fused
+    correct, landmark correct, summed loss), summed over the ranks by the caller."""
     model.train()
-    # counts kept on the device and read once per epoch: a read per step would wait for the GPU every step
+    # counts kept on the device and read once per epoch: a read per step would wait for the GPU
+    # every step
     seen, correct, landmark_correct = (
         0,
         torch.zeros((), dtype=torch.long, device=device),
@@ -907,8 +923,8 @@ def _validate_fusion(
     val_cache: torch.Tensor,
     config: FusionConfig,
 ) -> tuple[dict, FusionPredictions]:
-    """This epoch's predictions on the validation split, after fitting the calibrated weighting's temperature
-    there (the only thing fitted on it besides the epoch kept)."""
+    """This epoch's predictions on the validation split, after fitting the calibrated weighting's
+    temperature there (the only thing fitted on it besides the epoch kept)."""
     temperature = {}
     if config.weighting == "calibrated":
         # this epoch's landmark head, temperature-scaled on the validation split
@@ -924,8 +940,8 @@ def _store_landmark_means(
     state: dict,
     run_dir: Path,
 ) -> None:
-    """Estimate the landmark ARM's batch-independent mean over the fit images and store it in ``best.pt`` (what
-    ``predict`` needs for a single photo); the frozen baseline keeps its own."""
+    """Estimate the landmark ARM's batch-independent mean over the fit images and store it in
+    ``best.pt`` (what ``predict`` needs for a single photo); the frozen baseline keeps its own."""
     baseline_mean = model.baseline.arm.population_mean.clone()  # the frozen baseline keeps its own
     estimate_population_means(model, fit, fit_cache[:1], config)  # the unflipped features
     model.baseline.arm.population_mean.copy_(baseline_mean)
@@ -936,10 +952,12 @@ def _store_landmark_means(
 
 
 def validation_loss(predictions: FusionPredictions) -> float:
-    """The paper's loss (eq. 3: cross-entropy of the landmark head plus that of the fused output) on a split.
+    """The paper's loss (eq. 3: cross-entropy of the landmark head plus that of the fused output) on
+    a split.
 
-    Fusion runs keep the epoch where it is lowest: on a few hundred validation images it moves more smoothly
-    than accuracy, and it weighs both heads, so the kept model has a trained landmark head too.
+    Fusion runs keep the epoch where it is lowest: on a few hundred validation images it moves more
+    smoothly than accuracy, and it weighs both heads, so the kept model has a trained landmark head
+    too.
     """
     rows = np.arange(len(predictions.labels))
 
@@ -957,8 +975,9 @@ def estimate_population_means(
     config: FusionConfig | None = None,
     batch_size: int = 256,
 ) -> None:
-    """Set the ``fixed`` affinity means from a split (the training set, unflipped, no augmentation): the
-    baseline's from its cached per-image maps, and for a fusion model also its landmark ARM's."""
+    """Set the ``fixed`` affinity means from a split (the training set, unflipped, no augmentation):
+    the baseline's from its cached per-image maps, and for a fusion model also its landmark
+    ARM's."""
     baseline = model.baseline if isinstance(model, models.FusionModel) else model
     device = next(model.parameters()).device
     baseline.arm.estimate_population_mean([cache[0].to(device)])
@@ -976,7 +995,8 @@ def estimate_population_means(
 def load_fusion_checkpoint(
     path: Path, baseline: models.ARMNet
 ) -> tuple[models.FusionModel, FusionConfig]:
-    """A trained fusion model (``best.pt`` or ``last.pt`` of a fusion run) around ``baseline``, strictly."""
+    """A trained fusion model (``best.pt`` or ``last.pt`` of a fusion run) around ``baseline``,
+    strictly."""
     path = Path(path)
     if not path.is_file():
         raise models.CheckpointNotFoundError(
@@ -997,7 +1017,8 @@ def load_fusion_checkpoint(
     ]
     if mismatched:
         raise models.CheckpointError(
-            f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the baseline it was trained with"
+            f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the "
+            "baseline it was trained with"
         )
     models.load_state_strict(model, state["model"], path)
     if "population_means" in state:
@@ -1016,8 +1037,6 @@ def load_splits(
     progress: bool = True,
 ) -> tuple[tensors.SplitTensors, tensors.SplitTensors]:
     """(train, test) tensors of a RAF-DB copy at ``input_size``."""
-    from fer_lib.data.rafdb import load_rafdb
-
     rafdb = load_rafdb(data_root, progress=progress)
     return tuple(
         tensors.split_tensors(
@@ -1031,17 +1050,19 @@ def load_splits(
     )
 
 
-# ------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Prediction tables
 
 
 def prediction_frame(
     names: list[str], labels: np.ndarray, probabilities: np.ndarray, classes=CLASSES
 ) -> pd.DataFrame:
-    """One row per image: name, label, predicted class and one probability per class (columns ``p_<class>``)."""
+    """One row per image: name, label, predicted class and one probability per class (columns
+    ``p_<class>``)."""
     if probabilities.shape[1] != len(classes):
         raise ValueError(
-            f"{probabilities.shape[1]} probabilities per image for {len(classes)} classes ({', '.join(classes)})"
+            f"{probabilities.shape[1]} probabilities per image for {len(classes)} classes "
+            f"({', '.join(classes)})"
         )
     frame = pd.DataFrame(
         {
@@ -1084,8 +1105,9 @@ def save_test_predictions(
     config: FusionConfig,
     folder: Path,
 ) -> FusionPredictions:
-    """A fusion model's test-split predictions (from the frozen network's feature cache), saved as the three
-    prediction tables in ``folder``: what the notebooks, the command line and the explorer read back."""
+    """A fusion model's test-split predictions (from the frozen network's feature cache), saved as
+    the three prediction tables in ``folder``: what the notebooks, the command line and the explorer
+    read back."""
     predictions = predict_fusion(model, test, test_cache, config)
     save_fusion_predictions(predictions, folder)
     return predictions

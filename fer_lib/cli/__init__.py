@@ -1,1 +1,2 @@
-"""The command line, ``python -m fer_lib <command>``: one module per group of commands (``main`` lists them)."""
+"""The command line, ``python -m fer_lib <command>``: one module per group of commands (``main``
+lists them)."""

@@ -9,11 +9,14 @@ import time
 from pathlib import Path
 
 from fer_lib.cli.common import at_least, between, existing, layout_options_of, layout_parent
-from fer_lib.data.demo_layouts import DEMO_LAYOUTS
+from fer_lib.data.datasets import check_layout, reader_for
+from fer_lib.data.demo_layouts import DEMO_LAYOUTS, WRITERS
+from fer_lib.data.faces import import_images
+from fer_lib.data.layouts import DataSetError, convert, detect_layout
+from fer_lib.data.synthetic import generate_demo_dataset
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    from fer_lib.data.datasets import check_layout
 
     started = time.perf_counter()
     report = check_layout(
@@ -53,8 +56,6 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from fer_lib.data.demo_layouts import WRITERS
-    from fer_lib.data.synthetic import generate_demo_dataset
 
     started = time.perf_counter()
     if args.layout == "rafdb":
@@ -62,7 +63,8 @@ def _demo_data(args: argparse.Namespace) -> int:
     else:
         root = WRITERS[args.layout](args.out, args.train, args.test, seed=args.seed)
     print(
-        f"wrote {args.train} train + {args.test} test synthetic images to {root} in {time.perf_counter() - started:.1f} s"
+        f"wrote {args.train} train + {args.test} test synthetic images to {root} in "
+        f"{time.perf_counter() - started:.1f} s"
         + (
             ""
             if args.layout == "rafdb"
@@ -73,8 +75,6 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _convert_data(args: argparse.Namespace) -> int:
-    from fer_lib.data.datasets import reader_for
-    from fer_lib.data.layouts import DataSetError, convert, detect_layout
 
     layout = detect_layout(args.src)
     if layout in ("rafdb", "photos"):
@@ -88,7 +88,8 @@ def _convert_data(args: argparse.Namespace) -> int:
         raise DataSetError(
             [f"{args.src}: --fold all is for CK+'s subject-wise folds; this is another layout"]
         )
-    # CK+'s protocol runs every fold: --fold all writes one copy per fold, OUT/fold_00, OUT/fold_01, ...
+    # CK+'s protocol runs every fold: --fold all writes one copy per fold,
+    # OUT/fold_00, OUT/fold_01, ...
     targets = (
         [(k, args.out / f"fold_{k:02d}") for k in range(args.folds)]
         if args.fold == "all"
@@ -99,19 +100,22 @@ def _convert_data(args: argparse.Namespace) -> int:
             reader_for(layout, args.src, **layout_options_of(args, fold)), out, workers=args.workers
         )
         print(
-            f"{counts['layout']}: {counts['rows']} usable row(s); converted {counts['converted']} ({counts['train']} "
-            f"train, {counts['test']} test) into {out} with {len(counts['classes'])} classes ({', '.join(counts['classes'])})"
+            f"{counts['layout']}: {counts['rows']} usable row(s); converted {counts['converted']} "
+            f"({counts['train']} train, {counts['test']} test) into {out} with "
+            f"{len(counts['classes'])} classes ({', '.join(counts['classes'])})"
         )
         for reason, count in counts["excluded"].items():
             print(f"excluded by the protocol: {count} row(s): {reason}")
         if counts["not converted"]:
             print(
-                f"not converted: {counts['not converted']} image(s), listed with the reason in {out / 'conversion_report.csv'}"
+                f"not converted: {counts['not converted']} image(s), listed with the reason in "
+                f"{out / 'conversion_report.csv'}"
             )
     if args.fold == "all":
         print(
-            f"next: `./run_all.sh --profile paper --data {args.out}` runs the report on every fold, then the mean "
-            f"over the folds (or train each fold_NN yourself, then `python -m fer_lib evaluate --paired ...`)"
+            f"next: `./run_all.sh --profile paper --data {args.out}` runs the report on every "
+            "fold, then the mean over the folds (or train each fold_NN yourself, then `python -m "
+            "fer_lib evaluate --paired ...`)"
         )
     else:
         print(f"next: python -m fer_lib check-data {args.out}")
@@ -119,23 +123,24 @@ def _convert_data(args: argparse.Namespace) -> int:
 
 
 def _import_images(args: argparse.Namespace) -> int:
-    from fer_lib.data.faces import import_images
 
     counts = import_images(
         args.src, args.out, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers
     )
     print(
         f"found {counts['photos']} photo(s) as {counts['found']}; imported {counts['imported']} "
-        f"({counts['train']} train, {counts['test']} test); not imported: {counts['not imported']}, listed with the reason "
-        f"in {args.out / 'import_report.csv'}"
+        f"({counts['train']} train, {counts['test']} test); not imported: "
+        f"{counts['not imported']}, listed with the reason in {args.out / 'import_report.csv'}"
     )
     if counts["several faces"]:
         print(
-            f"{counts['several faces']} photo(s) showed several faces: the largest was kept (import_report.csv)"
+            f"{counts['several faces']} photo(s) showed several faces: the largest was kept "
+            "(import_report.csv)"
         )
     if counts["already aligned"]:
         print(
-            f"{counts['already aligned']} photo(s) were already aligned 100x100 crops: aligned again from their detected points"
+            f"{counts['already aligned']} photo(s) were already aligned 100x100 crops: aligned "
+            "again from their detected points"
         )
     print(f"next: python -m fer_lib check-data {args.out}")
     return 0
@@ -175,7 +180,8 @@ def _add_convert_data(commands) -> None:
     convert.add_argument(
         "src",
         type=existing,
-        help="AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or CK+'s",
+        help="AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or "
+        "CK+'s",
     )
     convert.add_argument("out", type=Path, help="an empty folder for the converted copy")
     convert.add_argument(
@@ -223,7 +229,8 @@ def _add_import_images(commands) -> None:
     faces.add_argument(
         "src",
         type=existing,
-        help="a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV path,label[,split]",
+        help="a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV "
+        "path,label[,split]",
     )
     faces.add_argument("out", type=Path, help="an empty folder for the data set")
     faces.add_argument(

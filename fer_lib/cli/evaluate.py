@@ -1,4 +1,5 @@
-"""The evaluate command: a baseline (and a fusion model) on a test set, or trained runs across data sets."""
+"""The evaluate command: a baseline (and a fusion model) on a test set, or trained runs across data
+sets."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fer_lib.cli.common import (
     print_summary,
     run_device,
 )
+from fer_lib.data.rafdb import load_rafdb
 from fer_lib.settings import (
     AFFINITY_MODES,
     BaselineConfig,
@@ -29,8 +31,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return _evaluate_across(args)
     if args.baseline is None or len(args.data) != 1:
         print(
-            "evaluate: pass --baseline CKPT and one --data ROOT (or --checkpoint RUN ... --data ROOT ... to evaluate "
-            "across data sets)",
+            "evaluate: pass --baseline CKPT and one --data ROOT (or --checkpoint RUN ... --data "
+            "ROOT ... to evaluate across data sets)",
             file=sys.stderr,
         )
         return 2
@@ -84,8 +86,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _model_for_across(checkpoint: Path, args: argparse.Namespace):
-    """(baseline, fusion model or None, fusion config or None) of a --checkpoint: a baseline run (or its file), or a
-    fusion run, which needs --baseline (the baseline it was trained with)."""
+    """(baseline, fusion model or None, fusion config or None) of a --checkpoint: a baseline run (or
+    its file), or a fusion run, which needs --baseline (the baseline it was trained with)."""
     import torch
 
     from fer_lib import training
@@ -96,12 +98,12 @@ def _model_for_across(checkpoint: Path, args: argparse.Namespace):
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a plain checkpoint: load_arm_checkpoint names the problem
         state = None
-    if (
-        isinstance(state, dict) and "model" in state and "config" in state
-    ):  # a fusion run's checkpoint
+    # a fusion run's checkpoint
+    if isinstance(state, dict) and "model" in state and "config" in state:
         if args.baseline is None:
             raise CheckpointError(
-                f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained with"
+                f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained "
+                "with"
             )
         baseline = load_arm_checkpoint(args.baseline, input_size=args.input_size)
         fusion, config = training.load_fusion_checkpoint(path, baseline)
@@ -127,8 +129,8 @@ def _report_across(result, split, probabilities, classes, out: Path) -> None:
     )
     save_csv(result.confusion_frame().reset_index(), out / f"confusion_{stem}.csv")
     print(
-        f"trained on {result.trained_on}, tested on {result.tested_on}: OA {result.oa:.4f}, AA {result.aa:.4f} "
-        f"over {len(result.shared)} shared classes, {result.images} test images"
+        f"trained on {result.trained_on}, tested on {result.tested_on}: OA {result.oa:.4f}, AA "
+        f"{result.aa:.4f} over {len(result.shared)} shared classes, {result.images} test images"
     )
     for note in result.notes:
         print(f"  note: {note}")
@@ -137,15 +139,15 @@ def _report_across(result, split, probabilities, classes, out: Path) -> None:
 
 
 def _evaluate_across(args: argparse.Namespace) -> int:
-    """Every checkpoint on every data set's test split, over the classes each pair shares (fer_lib.apps.crossdata)."""
+    """Every checkpoint on every data set's test split, over the classes each pair shares
+    (fer_lib.apps.crossdata)."""
     from fer_lib.apps import crossdata
-    from fer_lib.data.rafdb import load_rafdb
     from fer_lib.io import save_csv, save_text
 
     if args.paired and len(args.checkpoint) != len(args.data):
         print(
-            f"evaluate: --paired takes as many --checkpoint as --data (one model per fold), got {len(args.checkpoint)} "
-            f"and {len(args.data)}",
+            "evaluate: --paired takes as many --checkpoint as --data (one model per fold), got "
+            f"{len(args.checkpoint)} and {len(args.data)}",
             file=sys.stderr,
         )
         return 2
@@ -188,9 +190,8 @@ def _evaluate_across(args: argparse.Namespace) -> int:
                 _report_across(result, split, probabilities, baseline.classes, args.out)
                 results.append(result)
     table = crossdata.cross_table(results)
-    if (
-        args.paired
-    ):  # the folds of one protocol (CK+): the mean and spread over them is the reported number
+    # the folds of one protocol (CK+): the mean and spread over them is the reported number
+    if args.paired:
         table = crossdata.with_fold_summary(table)
         mean = table.iloc[-2]
         print(
@@ -221,7 +222,8 @@ def _add_evaluate(commands) -> None:
         type=data_folder,
         required=True,
         nargs="+",
-        help="a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with --checkpoint",
+        help="a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
+        "--checkpoint",
     )
     evaluate.add_argument(
         "--device", default=None, help="cpu or cuda (default: cuda when available)"
@@ -239,14 +241,15 @@ def _add_evaluate(commands) -> None:
         nargs="+",
         default=None,
         metavar="RUN",
-        help="baseline or fusion run folders (or their best.pt; a fusion run with --baseline): each is tested on "
-        "each --data, over the classes they share (an 8-class model's Contempt is dropped on a 7-class "
-        "set, and said so)",
+        help="baseline or fusion run folders (or their best.pt; a fusion run with --baseline): "
+        "each is tested on each --data, over the classes they share (an 8-class model's Contempt "
+        "is dropped on a 7-class set, and said so)",
     )
     evaluate.add_argument(
         "--paired",
         action="store_true",
-        help="with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the mean over them",
+        help="with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the "
+        "mean over them",
     )
     evaluate.add_argument("--input-size", type=input_size_arg, default=None)
     evaluate.add_argument(

@@ -1,26 +1,34 @@
 """Command line: ``python -m fer_lib <command>``.
 
-check-data ROOT [--json] [--no-decode]     name the layout found (RAF-DB, AffectNet, FERPlus, CK+), validate it, counts
-convert-data SRC OUT [--classes 7|8] ...   AffectNet, FERPlus or CK+ into RAF-DB's layout (with its class list)
+check-data ROOT [--json] [--no-decode]     name the layout found (RAF-DB, AffectNet, FERPlus, CK+),
+                                           validate it, counts
+convert-data SRC OUT [--classes 7|8] ...   AffectNet, FERPlus or CK+ into RAF-DB's layout (with its
+                                           class list)
 demo-data OUT --train N --test M --seed S [--layout L]
-                                           write the synthetic set in RAF-DB's (or AffectNet's, FERPlus's, CK+'s) layout
+                                           write the synthetic set in RAF-DB's (or AffectNet's,
+                                           FERPlus's, CK+'s) layout
 train-baseline --data ROOT --run-dir DIR   train ResNet18 + ARM (the ARM recipe)
 train-fusion --data ROOT --baseline CKPT --run-dir DIR
                                            train the landmark branch + fusion (frozen baseline)
 evaluate --data ROOT --baseline CKPT [--fusion CKPT] --out DIR
                                            predictions on the test set and the paper's metrics
 evaluate --checkpoint RUN [RUN...] --data ROOT [ROOT...] --out DIR [--paired]
-                                           cross-dataset: each model on each data set's test split (shared classes);
-                                           --paired: the i-th model on the i-th set (CK+'s folds), with the mean
-run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N] [--cross-data OTHER...]
+                                           cross-dataset: each model on each data set's test split
+                                           (shared classes); --paired: the i-th model on the i-th
+                                           set (CK+'s folds), with the mean
+run-all [--profile P] [--data ROOT] [--set KEY=VALUE] [--seed-offset N] [--workers N]
+        [--cross-data OTHER...]
                                            what ./run_all.sh runs: every table and figure
 compare-runs RUN_DIR RUN_DIR --out DIR     do two runs give the same verdicts? (seed_stability.md)
 plan RUN_DIR [--effect E] [--test-images N]
-                                           seeds a finished run's variance components need to resolve an effect
+                                           seeds a finished run's variance components need to
+                                           resolve an effect
 install-kernel [--prefix DIR]              register this environment as the Jupyter kernel "fer-lib"
-import-images SRC OUT [--test-fraction F]  face photos (class folders, RAF-DB mirror, or a CSV) into RAF-DB's layout
+import-images SRC OUT [--test-fraction F]  face photos (class folders, RAF-DB mirror, or a CSV) into
+                                           RAF-DB's layout
 predict PATH... --baseline CKPT [--fusion CKPT] --out DIR
-                                           every face of every photo: both branches' probabilities and Grad-CAM++
+                                           every face of every photo: both branches' probabilities
+                                           and Grad-CAM++
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ import sys
 
 from fer_lib.cli import data, evaluate, predict, run, train
 from fer_lib.cli.common import Parser
+from fer_lib.data.faces import FaceToolsMissing, ImportProblem
+from fer_lib.data.rafdb import RafDbError
+from fer_lib.run.profiles import SettingsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,10 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_data_or_checkpoint_error(error: Exception) -> bool:
-    from fer_lib.data.faces import FaceToolsMissing, ImportProblem
-    from fer_lib.data.rafdb import RafDbError
     from fer_lib.models import CheckpointError
-    from fer_lib.run.profiles import SettingsError
     from fer_lib.runtime.devices import DeviceError
 
     # FileExistsError: an output folder that holds something else (demo-data, convert-data)
@@ -67,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as error:
-        # a broken data set or a checkpoint that does not fit: its message says what and where, no traceback
+        # a broken data set or a checkpoint that does not fit: its message says what and where, no
+        # traceback
         if not _is_data_or_checkpoint_error(error):
             raise
         print(f"{args.command}: {error}", file=sys.stderr)

@@ -57,8 +57,8 @@ def _add_predict(commands) -> None:
         "--data",
         type=existing,
         default=None,
-        help="a RAF-DB copy (basic/): its training images give a baseline checkpoint that stores no population "
-        "mean (the ARM authors') one, as notebook 09 does",
+        help="a RAF-DB copy (basic/): its training images give a baseline checkpoint that stores "
+        "no population mean (the ARM authors') one, as notebook 09 does",
     )
     guess.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
     guess.set_defaults(func=_predict)

@@ -1,21 +1,22 @@
-"""Commands around the whole report: run-all (what ./run_all.sh runs), plan, compare-runs and install-kernel."""
+"""Commands around the whole report: run-all (what ./run_all.sh runs), plan, compare-runs and
+install-kernel."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from fer_lib.cli.common import at_least
-from fer_lib.run.profiles import PROFILES
+from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+from fer_lib.run.profiles import PROFILES, SettingsError, get_profile, parse_assignments
 
 
 def _run_all_device(profile: str, name: str | None):
-    """The device every training of run-all uses, passed to its workers and kernels (FER_DEVICE). The paper
-    profile refuses a CPU it was not asked for: a torch that lost its GPU (a driver older than its CUDA) would
-    otherwise start days of training on the CPU."""
-    import os
-
+    """The device every training of run-all uses, passed to its workers and kernels (FER_DEVICE).
+    The paper profile refuses a CPU it was not asked for: a torch that lost its GPU (a driver older
+    than its CUDA) would otherwise start days of training on the CPU."""
     from fer_lib.runtime.devices import (
         DEVICE_ENV,
         DeviceError,
@@ -30,15 +31,14 @@ def _run_all_device(profile: str, name: str | None):
     device = pick_device()
     if profile == "paper" and device.type == "cpu" and not name:
         raise DeviceError(
-            f"the paper profile trains on a GPU, and none is usable: {cuda_problem()}. Pass --device cpu to "
-            "train on the CPU anyway (days), or fix the GPU"
+            f"the paper profile trains on a GPU, and none is usable: {cuda_problem()}. Pass "
+            "--device cpu to train on the CPU anyway (days), or fix the GPU"
         )
     return device
 
 
 def _run_all(args: argparse.Namespace) -> int:
     from fer_lib.run.pipeline import fold_copies, run_all, run_folds
-    from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
     from fer_lib.runtime.devices import DeviceError, describe_device
 
     folds = fold_copies(args.data) if args.data is not None else []
@@ -80,19 +80,18 @@ def _run_all(args: argparse.Namespace) -> int:
 
 
 def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
-    """run-all reads RAF-DB's layout: another layout (AffectNet, FERPlus, CK+ as released) is refused before any
-    work, saying how to convert it. A converted copy runs with its own class list (classes.json: 7, or 8 with
-    Contempt), which every per-class table and figure of the report follows."""
-    from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
-
+    """run-all reads RAF-DB's layout: another layout (AffectNet, FERPlus, CK+ as released) is
+    refused before any work, saying how to convert it. A converted copy runs with its own class list
+    (classes.json: 7, or 8 with Contempt), which every per-class table and figure of the report
+    follows."""
     try:
         layout = detect_layout(path)
     except DataSetError:
         return  # check_data names what is wrong
     if layout not in ("rafdb", "photos"):
         raise error(
-            f"{option} {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib convert-data {path} OUT`, "
-            "8 classes, or --classes 7) and pass OUT"
+            f"{option} {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib "
+            f"convert-data {path} OUT`, 8 classes, or --classes 7) and pass OUT"
         )
 
 
@@ -108,7 +107,8 @@ def _compare_runs(args: argparse.Namespace) -> int:
         table,
         replication.STABILITY_FILE,
         args.out,
-        caption="The same profile run with other training seeds (or on another CPU): headline numbers and verdicts",
+        caption="The same profile run with other training seeds (or on another CPU): headline "
+        "numbers and verdicts",
     )
     print(table.to_string(index=False))
     print(replication.agreement_counts(table))
@@ -116,8 +116,9 @@ def _compare_runs(args: argparse.Namespace) -> int:
         (table["agree"].str.startswith("no") | (table["agree"] == "conflict")).sum()
     )
     print(
-        f"{disagreements} disagreement(s) (conflicting verdicts, or headline OA apart by more than {replication.HEADLINE_TOLERANCE}); "
-        f"written to {args.out / (replication.STABILITY_FILE + '.md')}"
+        f"{disagreements} disagreement(s) (conflicting verdicts, or headline OA apart by more than "
+        f"{replication.HEADLINE_TOLERANCE}); written to "
+        f"{args.out / (replication.STABILITY_FILE + '.md')}"
     )
     return 1 if disagreements else 0
 
@@ -128,7 +129,8 @@ def _plan(args: argparse.Namespace) -> int:
     tables = args.run_dir / "tables"
     if not (tables / "significance_proposed.csv").exists():
         print(
-            f"plan: {args.run_dir} has no finished report (tables/significance_proposed.csv missing); run ./run_all.sh for it first",
+            f"plan: {args.run_dir} has no finished report (tables/significance_proposed.csv "
+            "missing); run ./run_all.sh for it first",
             file=sys.stderr,
         )
         return 2
@@ -136,13 +138,14 @@ def _plan(args: argparse.Namespace) -> int:
     frame = verdicts.plan_rows(tables, args.effect, scale)
     if frame.empty:
         print(
-            "plan: this run has one seed: there is no seed variance to plan with; run two or more (--set seeds=2)",
+            "plan: this run has one seed: there is no seed variance to plan with; run two or more "
+            "(--set seeds=2)",
             file=sys.stderr,
         )
         return 2
     print(
-        f"Seeds needed to resolve a difference of {100 * args.effect:.2f} points (80% power, 5% two-sided), from the variance "
-        f"components {args.run_dir.name} measured"
+        f"Seeds needed to resolve a difference of {100 * args.effect:.2f} points (80% power, 5% "
+        f"two-sided), from the variance components {args.run_dir.name} measured"
         + (f", at {args.test_images} test images" if args.test_images else "")
         + ":"
     )
@@ -156,9 +159,8 @@ def _test_images_of(run_dir: Path) -> int:
     return len(pd.read_csv(run_dir / "predictions" / "baseline_test.csv"))
 
 
-LAB_KERNEL = (
-    "fer-lib"  # the notebooks' kernelspec: any JupyterLab finds this environment under that name
-)
+# the notebooks' kernelspec: any JupyterLab finds this environment under that name
+LAB_KERNEL = "fer-lib"
 
 
 def _install_kernel(args: argparse.Namespace) -> int:
@@ -183,8 +185,9 @@ def _add_run_all(commands) -> None:
         "--data",
         type=Path,
         default=None,
-        help="RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s per-fold copies "
-        "(convert-data --fold all: every fold is run, then the mean over the folds); default: the synthetic set",
+        help="RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s "
+        "per-fold copies (convert-data --fold all: every fold is run, then the mean over the "
+        "folds); default: the synthetic set",
     )
     run.add_argument(
         "--baseline-checkpoint",
@@ -198,8 +201,8 @@ def _add_run_all(commands) -> None:
         nargs="+",
         default=[],
         metavar="OTHER",
-        help="other data sets (RAF-DB's layout, or converted) to test the run's models on: notebook 09's table "
-        "'trained on A, tested on B'",
+        help="other data sets (RAF-DB's layout, or converted) to test the run's models on: "
+        "notebook 09's table 'trained on A, tested on B'",
     )
     run.add_argument(
         "--pretrained",
@@ -213,39 +216,42 @@ def _add_run_all(commands) -> None:
         type=at_least(0),
         default=None,
         metavar="N",
-        help="train the profile's models in N parallel processes before the notebooks (default: one per GPU, "
-        "or per CPU core up to 8; 0: the notebooks train them one at a time)",
+        help="train the profile's models in N parallel processes before the notebooks (default: "
+        "one per GPU, or per CPU core up to 8; 0: the notebooks train them one at a time)",
     )
     run.add_argument(
         "--force",
         action="store_true",
-        help="execute every notebook, even those whose inputs (library, notebook, settings, data, models) are unchanged since they last ran",
+        help="execute every notebook, even those whose inputs (library, notebook, settings, data, "
+        "models) are unchanged since they last ran",
     )
     run.add_argument(
         "--device",
         default=None,
-        help="cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the paper profile "
-        "trains on a CPU only when given --device cpu)",
+        help="cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
+        "paper profile trains on a CPU only when given --device cpu)",
     )
     run.set_defaults(func=_run_all)
 
 
 def _add_repeat_options(run: argparse.ArgumentParser) -> None:
-    """How a run differs from its profile, and where it goes: overridden settings, other seeds, its folder, and
-    a replicate of another run."""
+    """How a run differs from its profile, and where it goes: overridden settings, other seeds, its
+    folder, and a replicate of another run."""
     run.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting of the profile, e.g. --set seeds=1 --set w_grid=0.6 --set train_limit=500 (repeatable)",
+        help="override a setting of the profile, e.g. --set seeds=1 --set w_grid=0.6 --set "
+        "train_limit=500 (repeatable)",
     )
     run.add_argument(
         "--seed-offset",
         type=int,
         default=None,
         metavar="N",
-        help="shift every training seed by N (same as --set seed_offset=N): another seed acts like another CPU",
+        help="shift every training seed by N (same as --set seed_offset=N): another seed acts like "
+        "another CPU",
     )
     run.add_argument(
         "--run-dir",
@@ -260,8 +266,8 @@ def _add_repeat_options(run: argparse.ArgumentParser) -> None:
         const=100,
         default=None,
         metavar="OFFSET",
-        help="then the same run with every seed shifted by OFFSET (default 100), and both reports compare the two "
-        "runs' verdicts (<figures>/seed_stability.md)",
+        help="then the same run with every seed shifted by OFFSET (default 100), and both reports "
+        "compare the two runs' verdicts (<figures>/seed_stability.md)",
     )
 
 
@@ -306,7 +312,8 @@ def _add_compare_runs(commands) -> None:
 def _add_install_kernel(commands) -> None:
     kernel = commands.add_parser(
         "install-kernel",
-        help=f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does it)",
+        help=f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab "
+        "does it)",
     )
     kernel.add_argument(
         "--prefix",

@@ -36,9 +36,10 @@ def _train_baseline(args: argparse.Namespace) -> int:
 
     config = recipe(training.BaselineConfig, args)
     device = run_device(args.device)
+    # one rank decodes
     train, test = distributed.main_first(
         lambda: training.load_splits(args.data, config.input_size, cache_dir=args.run_dir / "cache")
-    )  # one rank decodes
+    )
     model = training.train_baseline(train, config, args.run_dir, device=device)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0
@@ -69,9 +70,8 @@ def _train_fusion(args: argparse.Namespace) -> int:
             cache_dir=args.run_dir / "cache",
         )
     )
-    models.check_classes(
-        baseline.classes, train.classes, str(args.baseline)
-    )  # before any feature is computed
+    # before any feature is computed
+    models.check_classes(baseline.classes, train.classes, str(args.baseline))
     flips = (False, True) if config.flip else (False,)
     train_cache = distributed.main_first(
         lambda: training.rgb_feature_cache(
@@ -80,8 +80,9 @@ def _train_fusion(args: argparse.Namespace) -> int:
     )
     if args.holdout is None and distributed.is_main():
         print(
-            "note: no --holdout: the validation images are drawn here, and a baseline trained on them (the ARM authors' checkpoint saw "
-            "every training image) looks better on them than on new images; the epoch kept and a calibrated temperature lean on it"
+            "note: no --holdout: the validation images are drawn here, and a baseline trained on "
+            "them (the ARM authors' checkpoint saw every training image) looks better on them than "
+            "on new images; the epoch kept and a calibrated temperature lean on it"
         )
     model = training.train_fusion(
         baseline, train, train_cache, config, args.run_dir, device=device, holdout=args.holdout
@@ -102,7 +103,8 @@ def _fit_gate(args: argparse.Namespace) -> int:
     baseline = load_baseline(args.baseline, args.input_size).to(device)
     if not (args.base_run / "best.pt").is_file() or not (args.base_run / "split.json").is_file():
         raise FileNotFoundError(
-            f"{args.base_run}: no best.pt and split.json; pass the folder of a finished train-fusion run"
+            f"{args.base_run}: no best.pt and split.json; pass the folder of a finished "
+            "train-fusion run"
         )
     _, base_config = training.load_fusion_checkpoint(args.base_run / "best.pt", baseline)
     train, test = training.load_splits(
@@ -168,8 +170,8 @@ def _add_train_baseline(commands) -> None:
         "--augmentation",
         default=base.augmentation,
         choices=AUGMENTATIONS,
-        help="upstream (the default): the ARM authors' mix (half untouched, a quarter flipped, a quarter "
-        "noised); flip_or_noise: every image altered",
+        help="upstream (the default): the ARM authors' mix (half untouched, a quarter flipped, a "
+        "quarter noised); flip_or_noise: every image altered",
     )
     baseline.add_argument(
         "--lr-schedule",
@@ -181,7 +183,8 @@ def _add_train_baseline(commands) -> None:
         "--ema",
         type=between(0, 1, open_ends=True),
         default=base.ema,
-        help="keep a moving average of the weights with this decay per step (default: off, the ARM recipe)",
+        help="keep a moving average of the weights with this decay per step (default: off, the ARM "
+        "recipe)",
     )
     baseline.set_defaults(func=_train_baseline)
 
@@ -236,8 +239,8 @@ def _add_train_fusion(commands) -> None:
         "--select",
         default=fused.select,
         choices=SELECTIONS,
-        help="the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both heads), or "
-        "val_fused_accuracy, the best fused validation accuracy",
+        help="the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both "
+        "heads), or val_fused_accuracy, the best fused validation accuracy",
     )
     fusion.add_argument(
         "--lr-schedule",
@@ -249,20 +252,21 @@ def _add_train_fusion(commands) -> None:
 
 
 def _add_fusion_model_options(fusion: argparse.ArgumentParser, fused: FusionConfig) -> None:
-    """The options of the fusion model itself (its weighting and its landmark branch), named as FusionConfig's
-    fields."""
+    """The options of the fusion model itself (its weighting and its landmark branch), named as
+    FusionConfig's fields."""
     fusion.add_argument(
         "--weighting",
         default=fused.weighting,
         choices=TRAINED_WEIGHTINGS,
-        help="what scales F_landmark (default: %(default)s, the proposed method); calibrated: both, with the "
-        "landmark head temperature-scaled on the validation split",
+        help="what scales F_landmark (default: %(default)s, the proposed method); calibrated: "
+        "both, with the landmark head temperature-scaled on the validation split",
     )
     fusion.add_argument(
         "--landmark-input",
         default=fused.landmark_input,
         choices=LANDMARK_INPUTS,
-        help="heatmaps (the default): the landmark CNN of Table 1; coords: an MLP on the aligned coordinates",
+        help="heatmaps (the default): the landmark CNN of Table 1; coords: an MLP on the aligned "
+        "coordinates",
     )
     fusion.add_argument(
         "--w",
@@ -287,15 +291,17 @@ def _add_fusion_model_options(fusion: argparse.ArgumentParser, fused: FusionConf
         "--batch-norm",
         action=argparse.BooleanOptionalAction,
         default=fused.batch_norm,
-        help="BatchNorm in the landmark CNN (default: off, as Table 1 prints it; the CPU demo uses it)",
+        help="BatchNorm in the landmark CNN (default: off, as Table 1 prints it; the CPU demo uses "
+        "it)",
     )
     fusion.add_argument(
         "--holdout",
         type=existing,
         default=None,
         metavar="SPLIT_JSON",
-        help="the split.json of the baseline's run folder: validate on the images it never trained on (without it, the "
-        "run draws its own split, and a checkpoint trained on every image, like the ARM authors', has seen them all)",
+        help="the split.json of the baseline's run folder: validate on the images it never trained "
+        "on (without it, the run draws its own split, and a checkpoint trained on every image, "
+        "like the ARM authors', has seen them all)",
     )
 
 

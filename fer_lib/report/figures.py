@@ -9,7 +9,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from fer_lib.data import landmarks
+from fer_lib.data.heatmaps import render_heatmaps
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation import metrics
 from fer_lib.io import write_atomic
@@ -17,18 +20,19 @@ from fer_lib.report.tables import CALIBRATION_BINS, HEADS, reliability, short_na
 
 
 def _seaborn():
-    import seaborn  # imported where a plot needs it: with scipy.stats it adds about 2 s to a notebook's start
+    # imported where a plot needs it: seaborn, with the scipy.stats it imports, adds about 1.2 s
+    # to this module's import (python -X importtime after matplotlib, pandas and torch, 2026-12-06)
+    import seaborn
 
     return seaborn
 
 
 def save_figure(fig: plt.Figure, name: str, figures_dir: Path) -> None:
-    """Save a figure as PNG (for the report) and PDF (vector, for papers); the notebook shows it inline."""
+    """Save a figure as PNG (for the report) and PDF (vector, for papers); the notebook shows it
+    inline."""
     figures_dir = Path(figures_dir)
-    for suffix, kwargs in (
-        (".png", {"dpi": 150}),
-        (".pdf", {"metadata": {"CreationDate": None}}),
-    ):  # no date: reruns give the same file
+    # no date: reruns give the same file
+    for suffix, kwargs in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):
         write_atomic(
             figures_dir / f"{name}{suffix}",
             lambda tmp, kw=kwargs, s=suffix: fig.savefig(
@@ -61,15 +65,16 @@ def plot_class_counts(table: pd.DataFrame, data_label: str) -> plt.Figure:
 def plot_confusion(
     labels: np.ndarray, predicted: np.ndarray, title: str, classes=CLASSES
 ) -> plt.Figure:
-    """Row-normalised confusion matrix over the data set's ``classes`` (rows: true class), counts in the cells."""
+    """Row-normalised confusion matrix over the data set's ``classes`` (rows: true class), counts in
+    the cells."""
     return plot_confusion_matrix(
         metrics.confusion_matrix(labels, predicted, len(classes)), classes, title
     )
 
 
 def plot_confusion_matrix(matrix: np.ndarray, classes, title: str) -> plt.Figure:
-    """A confusion matrix of counts (rows: true class, in ``classes``' order) drawn row-normalised, counts in the
-    cells."""
+    """A confusion matrix of counts (rows: true class, in ``classes``' order) drawn row-normalised,
+    counts in the cells."""
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     _seaborn().heatmap(
@@ -106,15 +111,14 @@ def plot_history(history: pd.DataFrame, columns: dict[str, str], title: str) -> 
 
 
 def _image(path: Path) -> np.ndarray:
-    from PIL import Image
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 
 
 def plot_samples(rafdb, per_class: int = 4, seed: int = 0) -> plt.Figure:
-    """Aligned training images, ``per_class`` per emotion (a seeded random pick), one row per class of the data
-    set."""
+    """Aligned training images, ``per_class`` per emotion (a seeded random pick), one row per class
+    of the data set."""
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(rafdb.splits == "train")
     classes = rafdb.classes
@@ -139,10 +143,8 @@ def plot_samples(rafdb, per_class: int = 4, seed: int = 0) -> plt.Figure:
 
 
 def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> plt.Figure:
-    """Fig. 3: original image with its landmarks, aligned image with the affine-mapped landmarks, heatmap."""
-    from fer_lib.data import landmarks
-    from fer_lib.data.heatmaps import render_heatmaps
-
+    """Fig. 3: original image with its landmarks, aligned image with the affine-mapped landmarks,
+    heatmap."""
     indices = list(indices)
     fig, axes = plt.subplots(len(indices), 3, figsize=(7.5, 2.5 * len(indices)), squeeze=False)
     for row, i in zip(axes, indices):
@@ -173,8 +175,9 @@ def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> p
 
 
 def plot_reliability(run, data_label: str) -> plt.Figure:
-    """Reliability diagrams of the three heads of one run: accuracy against mean confidence per bin, bar width the
-    bin, the diagonal perfect calibration, and the share of images per bin underneath."""
+    """Reliability diagrams of the three heads of one run: accuracy against mean confidence per bin,
+    bar width the bin, the diagonal perfect calibration, and the share of images per bin
+    underneath."""
     fig, axes = plt.subplots(
         2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
@@ -224,9 +227,10 @@ def plot_reliability(run, data_label: str) -> plt.Figure:
 
 
 def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
-    """The headroom table as bars, one row per model (mean over seeds, as a share of the model's ceiling): images
-    fixed among "RGB wrong, landmarks right" and among "both wrong" to the right, RGB-right images broken to the
-    left, the net gain as a dot with each seed's as small marks; the dashed line is the ceiling (the oracle)."""
+    """The headroom table as bars, one row per model (mean over seeds, as a share of the model's
+    ceiling): images fixed among "RGB wrong, landmarks right" and among "both wrong" to the right,
+    RGB-right images broken to the left, the net gain as a dot with each seed's as small marks; the
+    dashed line is the ceiling (the oracle)."""
     counts = ["of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)"]
     shares = frame.assign(
         **{
@@ -275,8 +279,9 @@ def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
 
 
 def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
-    """Fig. 4: OA(fused) - OA(baseline) against w, mean over seeds with +-1 sd bars and the seeds as dots;
-    circles mark seeds, stars seed means, whose paired-bootstrap 95% interval excludes zero."""
+    """Fig. 4: OA(fused) - OA(baseline) against w, mean over seeds with +-1 sd bars and the seeds as
+    dots; circles mark seeds, stars seed means, whose paired-bootstrap 95% interval excludes
+    zero."""
     grouped = frame.groupby("w")["oa_gain"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.axhline(0, color="grey", lw=0.8)
@@ -318,7 +323,8 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
 
 
 def plot_batch_study(frame: pd.DataFrame, data_label: str) -> plt.Figure:
-    """ARM's batch term: test accuracy against the test batch size and order (and the fixed-mean mode)."""
+    """ARM's batch term: test accuracy against the test batch size and order (and the fixed-mean
+    mode)."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     _seaborn().lineplot(frame, x="batch size", y="accuracy", hue="setting", marker="o", ax=ax)
     ax.set_xscale("log", base=2)

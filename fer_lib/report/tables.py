@@ -1,23 +1,29 @@
 """The report's tables: computed from saved predictions, written as CSV, Markdown and LaTeX to
-``<run_dir>/tables/<name>.{csv,md,tex}``, with the data set named on each; the paper's numbers beside ours.
-How sure a difference is and the verdicts: ``fer_lib.report.verdicts``; whether they hold with other seeds:
-``fer_lib.report.replication``; the figures: ``fer_lib.report.figures``.
+``<run_dir>/tables/<name>.{csv,md,tex}``, with the data set named on each; the paper's numbers
+beside ours. How sure a difference is and the verdicts: ``fer_lib.report.verdicts``; whether they
+hold with other seeds: ``fer_lib.report.replication``; the figures: ``fer_lib.report.figures``.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
+from fer_lib.data.heatmaps import default_sigma
 from fer_lib.data.rafdb import CLASSES, paper_results
+from fer_lib.data.synthetic import SyntheticKnobs
 from fer_lib.evaluation import metrics
 from fer_lib.io import save_csv, save_text
+from fer_lib.runtime.precision import cpu_path
 
 
 def short_names(classes) -> tuple[str, ...]:
-    """A confusion matrix's tick labels: each class's first three letters (Sur, Fea, ..., Neu; Con for Contempt)."""
+    """A confusion matrix's tick labels: each class's first three letters (Sur, Fea, ..., Neu; Con
+    for Contempt)."""
     return tuple(name[:3] for name in classes)
 
 
@@ -27,8 +33,9 @@ def save_table(
     """Write a table as CSV, Markdown and LaTeX (atomically); returns it for display."""
     tables_dir = Path(tables_dir)
     save_csv(frame, tables_dir / f"{name}.csv")
-    # 4 decimals for measurements, integers (seeds, counts) as integers, missing values empty: as Python
-    # objects, or the mixed-dtype array tabulate receives would turn every number into a float
+    # 4 decimals for measurements, integers (seeds, counts) as integers, missing values empty: as
+    # Python objects, or the mixed-dtype array tabulate receives would turn every number into a
+    # float
     readable_frame = readable_components(frame)
     shown = readable_frame.astype(object).where(frame.notna(), None)
     # the components' text as written: tabulate would parse "2.50e-06" back and print it as 0.0000
@@ -44,14 +51,13 @@ def save_table(
     return frame
 
 
-COMPONENT_SUFFIXES = (
-    " var",
-    " ratio",
-)  # variance components and ratios: tiny or huge, never 0.0000 or 3.1e17
+# variance components and ratios: tiny or huge, never 0.0000 or 3.1e17
+COMPONENT_SUFFIXES = (" var", " ratio")
 
 
 def readable(value: float) -> str:
-    """A variance or ratio as a reader can read it: 3 significant digits in scientific notation, "inf", "0"."""
+    """A variance or ratio as a reader can read it: 3 significant digits in scientific notation,
+    "inf", "0"."""
     if not np.isfinite(value):
         return "inf" if value > 0 else "-inf" if value < 0 else ""
     if value == 0:
@@ -60,7 +66,8 @@ def readable(value: float) -> str:
 
 
 def readable_components(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with its variance-component and ratio columns as ``readable`` text (the CSV keeps the numbers)."""
+    """``frame`` with its variance-component and ratio columns as ``readable`` text (the CSV keeps
+    the numbers)."""
     columns = [c for c in frame.columns if str(c).endswith(COMPONENT_SUFFIXES)]
     if not columns:
         return frame
@@ -71,10 +78,8 @@ def readable_components(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def show(frame: pd.DataFrame) -> None:
-    """Display a table in a notebook as a reader wants it: no index column, four decimals, missing values empty.
-    Returns nothing, so a cell ending in it shows the table once."""
-    from IPython.display import display
-
+    """Display a table in a notebook as a reader wants it: no index column, four decimals, missing
+    values empty. Returns nothing, so a cell ending in it shows the table once."""
     frame = readable_components(frame)
     numbers = frame.select_dtypes("number").columns
     integers = [c for c in numbers if pd.api.types.is_integer_dtype(frame[c])]
@@ -87,7 +92,8 @@ def show(frame: pd.DataFrame) -> None:
 
 
 def read_table(tables_dir: Path, name: str) -> pd.DataFrame | None:
-    """A saved table back from its CSV; None when it was not produced, or produced empty (nothing to compare)."""
+    """A saved table back from its CSV; None when it was not produced, or produced empty (nothing to
+    compare)."""
     path = Path(tables_dir) / f"{name}.csv"
     if not path.exists():
         return None
@@ -98,8 +104,8 @@ def read_table(tables_dir: Path, name: str) -> pd.DataFrame | None:
 
 
 def paper_per_class(values: list, classes) -> list:
-    """The paper's per-class numbers (RAF-DB's 7, in its order) for ``classes``, matched by name; None for a class
-    RAF-DB does not have (Contempt)."""
+    """The paper's per-class numbers (RAF-DB's 7, in its order) for ``classes``, matched by name;
+    None for a class RAF-DB does not have (Contempt)."""
     by_name = dict(zip(paper_results()["classes"], values))
     return [by_name.get(name) for name in classes]
 
@@ -107,8 +113,8 @@ def paper_per_class(values: list, classes) -> list:
 def class_count_table(
     train_counts: list[int], test_counts: list[int], classes=CLASSES
 ) -> pd.DataFrame:
-    """Table 3: images per class of the data set's ``classes``, next to the paper's counts (RAF-DB's; none for a
-    class RAF-DB does not have)."""
+    """Table 3: images per class of the data set's ``classes``, next to the paper's counts
+    (RAF-DB's; none for a class RAF-DB does not have)."""
     paper = paper_results()["table3_class_counts"]
     return pd.DataFrame(
         {
@@ -122,7 +128,8 @@ def class_count_table(
 
 
 def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> pd.DataFrame:
-    """Table 2: RGB correct/wrong x landmark correct/wrong, counts and shares, next to the paper's."""
+    """Table 2: RGB correct/wrong x landmark correct/wrong, counts and shares, next to the
+    paper's."""
     counts = metrics.contingency_2x2(rgb_correct, landmark_correct)
     paper = paper_results()["table2_contingency_test"]
     total, paper_total = sum(counts.values()), sum(paper.values())
@@ -151,14 +158,16 @@ METRIC_COLUMNS = ("oa_top1", "oa_top2", "oa_top3", "aa")
 
 
 def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
-    """How much of the landmark branch's headroom a fusion model captures, per seed, from its saved predictions.
+    """How much of the landmark branch's headroom a fusion model captures, per seed, from its saved
+    predictions.
 
-    The ceiling of any weighting is the images the RGB branch gets wrong and the landmark head right (the paper's
-    Table 2: 62 on RAF-DB): choosing the right branch per image gains at most that many. For each run: how many of
-    those the fused model fixes, how many "both wrong" it fixes, how many RGB-right images it breaks, the net gain
-    (fixed + fixed among both wrong - broken, = the OA gain in images) and the share of the ceiling that net gain
-    is. Each run is read against its own RGB and landmark heads. ``oracle``: the upper bound instead (pick the
-    right branch whenever one is right), on these runs' heads.
+    The ceiling of any weighting is the images the RGB branch gets wrong and the landmark head right
+    (the paper's Table 2: 62 on RAF-DB): choosing the right branch per image gains at most that
+    many. For each run: how many of those the fused model fixes, how many "both wrong" it fixes, how
+    many RGB-right images it breaks, the net gain (fixed + fixed among both wrong - broken, = the OA
+    gain in images) and the share of the ceiling that net gain is. Each run is read against its own
+    RGB and landmark heads. ``oracle``: the upper bound instead (pick the right branch whenever one
+    is right), on these runs' heads.
     """
     rows = []
     for run in runs:
@@ -192,19 +201,20 @@ def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
 
 
 def metric_values(labels: np.ndarray, probabilities: np.ndarray, classes=CLASSES) -> dict:
-    """OA top-1/2/3, AA and each class's accuracy of one model's test probabilities (one column per class of
-    ``classes``, the data set's list)."""
+    """OA top-1/2/3, AA and each class's accuracy of one model's test probabilities (one column per
+    class of ``classes``, the data set's list)."""
     if probabilities.shape[1] != len(classes):
         raise ValueError(
-            f"{probabilities.shape[1]} probabilities per image for {len(classes)} classes ({', '.join(classes)})"
+            f"{probabilities.shape[1]} probabilities per image for {len(classes)} classes "
+            f"({', '.join(classes)})"
         )
     result = metrics.summary(labels, probabilities)
     return {**{k: result[k] for k in METRIC_COLUMNS}, **dict(zip(classes, result["per_class"]))}
 
 
 def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
-    """One row per seed: the head's OA top-1/2/3, AA and per-class accuracies (over the class list of its saved
-    predictions), from its saved predictions."""
+    """One row per seed: the head's OA top-1/2/3, AA and per-class accuracies (over the class list
+    of its saved predictions), from its saved predictions."""
     return pd.DataFrame(
         [
             {
@@ -221,8 +231,9 @@ def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
 
 
 def mean_sd_row(name: str, per_seed: pd.DataFrame, columns) -> dict:
-    """A table row with each column's mean over seeds, its sd (ddof=1) and the seed count. One seed has no sd:
-    it is left missing (shown empty), not written as 0, which would read as no spread between seeds."""
+    """A table row with each column's mean over seeds, its sd (ddof=1) and the seed count. One seed
+    has no sd: it is left missing (shown empty), not written as 0, which would read as no spread
+    between seeds."""
     row = {"model": name, "seeds": len(per_seed)}
     for column in columns:
         row[column] = per_seed[column].mean()
@@ -236,8 +247,9 @@ CALIBRATION_BINS = 15
 def reliability(
     labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> tuple[float, pd.DataFrame]:
-    """(expected calibration error, per-bin table) of the max-softmax confidence: equal-width confidence bins over
-    [0, 1]; ECE is the image-weighted mean |accuracy - mean confidence| over the bins (Guo et al. 2017)."""
+    """(expected calibration error, per-bin table) of the max-softmax confidence: equal-width
+    confidence bins over [0, 1]; ECE is the image-weighted mean |accuracy - mean confidence| over
+    the bins (Guo et al. 2017)."""
     confidence = probabilities.max(1)
     correct = probabilities.argmax(1) == labels
     which = np.minimum((confidence * bins).astype(int), bins - 1)
@@ -265,7 +277,8 @@ HEADS = (("rgb", "RGB (the baseline)"), ("landmark", "landmark only"), ("fused",
 
 
 def calibration_rows(runs, heads=HEADS) -> list[dict]:
-    """ECE, mean confidence and accuracy of each head (default: RGB, landmark-only and fused) of each run (test set)."""
+    """ECE, mean confidence and accuracy of each head (default: RGB, landmark-only and fused) of
+    each run (test set)."""
     rows = []
     for run in runs:
         for head, name in heads:
@@ -306,7 +319,8 @@ def _compare(
 
 
 def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
-    """Every saved table next to the paper's numbers: one long table per paper table (ours, sd, paper, diff).
+    """Every saved table next to the paper's numbers: one long table per paper table (ours, sd,
+    paper, diff).
 
     Reads only the CSVs the notebooks saved in ``tables_dir``; tables not produced yet are left out.
     """
@@ -416,12 +430,12 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
 PAPER_MODEL = "both (the paper)"
 
 
-CALIBRATED = "calibrated confidence"  # weighting "calibrated": the landmark head temperature-scaled on the validation split
+# weighting "calibrated": the landmark head temperature-scaled on the validation split
+CALIBRATED = "calibrated confidence"
 
 
-LEARNED = (
-    "learned gate"  # weighting "learned": a gate fitted on the validation split of the paper's run
-)
+# weighting "learned": a gate fitted on the validation split of the paper's run
+LEARNED = "learned gate"
 
 
 HEATMAP_BRANCH = "heatmap CNN branch"
@@ -431,7 +445,8 @@ COORDS_BRANCH = "coordinate MLP branch"
 
 
 def model_rows(runs_by_name: dict) -> pd.DataFrame:
-    """Per model, over seeds: fused OA and AA (mean, sd), the landmark-only head's OA and the mean factor on F_landmark."""
+    """Per model, over seeds: fused OA and AA (mean, sd), the landmark-only head's OA and the mean
+    factor on F_landmark."""
     rows = []
     for name, runs in runs_by_name.items():
         row = mean_sd_row(name, seed_metrics(runs), ("oa_top1", "aa"))
@@ -452,9 +467,9 @@ def model_rows(runs_by_name: dict) -> pd.DataFrame:
 def branch_reference(
     runs, probes: pd.DataFrame, baseline_seeds: list[int] | None = None
 ) -> pd.DataFrame:
-    """Each branch's network next to a linear probe on the same input (``probes.probe_table``): a network below
-    its probe has not learned what its input allows. The RGB row is the mean over the trained baselines (the
-    runs whose seed is in ``baseline_seeds``; default: the first run's)."""
+    """Each branch's network next to a linear probe on the same input (``probes.probe_table``): a
+    network below its probe has not learned what its input allows. The RGB row is the mean over the
+    trained baselines (the runs whose seed is in ``baseline_seeds``; default: the first run's)."""
     landmark = [
         metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1))
         for r in runs
@@ -466,7 +481,8 @@ def branch_reference(
     ]
     rows = [
         {
-            "model": f"RGB network (the frozen baseline{', mean over seeds' if len(rgb) > 1 else ''})",
+            "model": "RGB network (the frozen "
+            f"baseline{', mean over seeds' if len(rgb) > 1 else ''})",
             "input": "RGB",
             "test OA": float(np.mean(rgb)),
             "seeds": len(rgb),
@@ -489,11 +505,8 @@ def branch_reference(
 
 
 def knobs_table(knobs, changed: dict) -> pd.DataFrame:
-    """Every SyntheticKnobs value of the data set, its generator default, and whether the profile changed it."""
-    from dataclasses import fields
-
-    from fer_lib.data.synthetic import SyntheticKnobs
-
+    """Every SyntheticKnobs value of the data set, its generator default, and whether the profile
+    changed it."""
     default = SyntheticKnobs()
     rows = [
         {
@@ -508,11 +521,9 @@ def knobs_table(knobs, changed: dict) -> pd.DataFrame:
 
 
 def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.DataFrame:
-    """The choices this run makes where the paper is silent or was changed for the CPU (README, "Choices the
-    paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no hold-out of its own)."""
-    from fer_lib.data.heatmaps import default_sigma
-    from fer_lib.runtime.precision import cpu_path
-
+    """The choices this run makes where the paper is silent or was changed for the CPU (README,
+    "Choices the paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no
+    hold-out of its own)."""
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
     rows = [
         (
@@ -543,8 +554,8 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
             "validation hold-out",
             f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded; "
             + (
-                "drawn for each run: the checkpoint trained on these images, so the RGB head looks better there than on new ones "
-                "(epoch, temperature and gate lean towards it)"
+                "drawn for each run: the checkpoint trained on these images, so the RGB head looks "
+                "better there than on new ones (epoch, temperature and gate lean towards it)"
                 if checkpoint
                 else "the baseline's own hold-out, which it never trained on, "
                 "for the landmark branch, the temperature and the gate too"
@@ -565,8 +576,10 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
         ),
         (
             "ARM noise",
-            "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, not clipped",
-            "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, then resized",
+            "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, "
+            "not clipped",
+            "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, "
+            "then resized",
         ),
         (
             "frozen-feature cache",
@@ -613,14 +626,16 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
         ),
         (
             "baselines",
-            f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its own"
+            f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its "
+            "own"
             if profile.baseline_per_seed
             else "one, shared by every seed",
             "one (the ARM authors' checkpoint)",
         ),
         (
             "baseline weights kept",
-            f"their moving average (decay {profile.baseline_ema} per step), at the best validation epoch"
+            f"their moving average (decay {profile.baseline_ema} per step), at the best validation "
+            "epoch"
             if profile.baseline_ema
             else "the best validation epoch's",
             "the ARM recipe: the epoch's own weights",

@@ -1,6 +1,6 @@
-"""The frozen RGB networks of a run (``Experiment.baselines``): one for every seed or one for all, each trained,
-reused from a finished run or loaded from a given checkpoint; their test predictions at any batch size and
-affinity, and their frozen-feature caches.
+"""The frozen RGB networks of a run (``Experiment.baselines``): one for every seed or one for all,
+each trained, reused from a finished run or loaded from a given checkpoint; their test predictions
+at any batch size and affinity, and their frozen-feature caches.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ class Baselines:
         self._rgb_caches: dict[tuple[str, int], torch.Tensor] = {}
 
     def seed(self, seed: int | None = None) -> int:
-        """The seed of the baseline a landmark-branch seed is trained on: its own (``baseline_per_seed``), else the
-        first (and always the first with a given checkpoint, which serves every seed)."""
+        """The seed of the baseline a landmark-branch seed is trained on: its own
+        (``baseline_per_seed``), else the first (and always the first with a given checkpoint, which
+        serves every seed)."""
         if (
             seed is None
             or not self.experiment.profile.baseline_per_seed
@@ -66,8 +67,8 @@ class Baselines:
         )
 
     def model(self, seed: int | None = None) -> models.ARMNet:
-        """The frozen RGB network a seed's landmark branch uses: the given checkpoint, else a finished training
-        run, else trained now."""
+        """The frozen RGB network a seed's landmark branch uses: the given checkpoint, else a
+        finished training run, else trained now."""
         seed = self.seed(seed)
         if seed in self._models:
             return self._models[seed]
@@ -86,7 +87,9 @@ class Baselines:
                 and len(pd.read_csv(history)) >= self.experiment.profile.baseline_epochs
             )
             print(
-                f"baseline seed {seed}: {'reusing the finished run in' if finished else 'training (or resuming) in'} {folder.name}"
+                f"baseline seed {seed}: "
+                f"{'reusing the finished run in' if finished else 'training (or resuming) in'} "
+                f"{folder.name}"
             )
             config = self.config(seed)
             model = (
@@ -113,30 +116,36 @@ class Baselines:
             and self.experiment.pretrained is None
         ):
             return (
-                "warning: the baseline is trained from random initialisation (neither --baseline-checkpoint "
-                "epoch59_acc0.9205.pth nor --pretrained resnet18-f37072fd.pth was given), so its accuracy cannot be "
-                "compared with the paper's 0.9205, which starts from the ARM authors' ImageNet-initialised checkpoint."
+                "warning: the baseline is trained from random initialisation (neither "
+                "--baseline-checkpoint epoch59_acc0.9205.pth nor --pretrained "
+                "resnet18-f37072fd.pth was given), so its accuracy cannot be compared with the "
+                "paper's 0.9205, which starts from the ARM authors' ImageNet-initialised "
+                "checkpoint."
             )
         return None
 
     def holdout(self, seed: int | None = None) -> Path | None:
-        """The hold-out (``split.json``) of the baseline a seed's landmark branch is fused with: its validation images,
-        which the baseline never trained on, validate that branch too (epoch, temperature, gate). None with a given
-        checkpoint, which comes without one (``holdout_warning``)."""
+        """The hold-out (``split.json``) of the baseline a seed's landmark branch is fused with: its
+        validation images, which the baseline never trained on, validate that branch too (epoch,
+        temperature, gate). None with a given checkpoint, which comes without one
+        (``holdout_warning``)."""
         if self.experiment.baseline_checkpoint is not None:
             return None
         self.model(seed)  # trained (or reused) first: its split.json exists
         return self.folder(seed) / "split.json"
 
     def holdout_warning(self) -> str | None:
-        """What a run fused with a given checkpoint biases: its validation images were the checkpoint's training images."""
+        """What a run fused with a given checkpoint biases: its validation images were the
+        checkpoint's training images."""
         if self.experiment.baseline_checkpoint is None:
             return None
         return (
-            "warning: the baseline checkpoint comes without a hold-out (the ARM authors trained theirs on all 12,271 training "
-            "images), so every validation image of the landmark branch was a training image of the RGB network. Its RGB head looks "
-            "better there than on new images: the epoch kept, the calibrated temperature and above all the learned gate (which "
-            "reads the RGB head's probability) are fitted where the RGB branch is overconfident, in favour of trusting it."
+            "warning: the baseline checkpoint comes without a hold-out (the ARM authors trained "
+            "theirs on all 12,271 training images), so every validation image of the landmark "
+            "branch was a training image of the RGB network. Its RGB head looks better there than "
+            "on new images: the epoch kept, the calibrated temperature and above all the learned "
+            "gate (which reads the RGB head's probability) are fitted where the RGB branch is "
+            "overconfident, in favour of trusting it."
         )
 
     def history(self, seed: int | None = None) -> pd.DataFrame | None:
@@ -154,18 +163,18 @@ class Baselines:
         affinity: str = "batch",
         seed: int | None = None,
     ) -> np.ndarray:
-        """Test-set probabilities (in test order) with a given test batch size, image order and affinity.
+        """Test-set probabilities (in test order) with a given test batch size, image order and
+        affinity.
 
-        Only ARM's batch term depends on the batch, so the frozen per-image features are computed once (the
-        test cache) and the batch term and fc are applied per batch: the same numbers as running the whole
-        network batch by batch (a test checks it), in a fraction of the time.
+        Only ARM's batch term depends on the batch, so the frozen per-image features are computed
+        once (the test cache) and the batch term and fc are applied per batch: the same numbers as
+        running the whole network batch by batch (a test checks it), in a fraction of the time.
         """
         batch_size = batch_size or self.experiment.profile.batch_test
         order = np.arange(len(self.experiment.test)) if order is None else np.asarray(order)
         model = self.model(seed)
-        if (
-            affinity == "fixed"
-        ):  # the mean over this run's whole training set (the checkpoint's is over its fit part)
+        # the mean over this run's whole training set (the checkpoint's is over its fit part)
+        if affinity == "fixed":
             training.estimate_population_means(
                 model, self.experiment.train, self.rgb_cache("train", seed)
             )
@@ -186,8 +195,9 @@ class Baselines:
         return probabilities
 
     def predictions(self, seed: int | None = None) -> pd.DataFrame:
-        """A baseline's test predictions at the profile's batch size, saved as a table (``baseline_test.csv`` for
-        the first seed's, ``baseline_seed<S>_test.csv`` for the others)."""
+        """A baseline's test predictions at the profile's batch size, saved as a table
+        (``baseline_test.csv`` for the first seed's, ``baseline_seed<S>_test.csv`` for the
+        others)."""
         seed = self.seed(seed)
         frame = training.prediction_frame(
             self.experiment.test.names,
@@ -204,7 +214,8 @@ class Baselines:
         return frame
 
     def rgb_cache(self, split: str, seed: int | None = None) -> torch.Tensor:
-        """The per-image features of a split (train: also flipped) under the baseline a seed uses, computed or read once."""
+        """The per-image features of a split (train: also flipped) under the baseline a seed uses,
+        computed or read once."""
         key = (split, self.seed(seed))
         if key not in self._rgb_caches:
             tensors = self.experiment.train if split == "train" else self.experiment.test

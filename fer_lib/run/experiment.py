@@ -1,7 +1,7 @@
-"""A run of the study, as the notebooks call it: an ``Experiment`` holds one profile's data and folders
-(``runs/<profile>/``), and its ``baselines`` (``fer_lib.run.baselines``) and ``fusion`` runs
-(``fer_lib.run.fusion_runs``), which train or reuse every model and say which (never silently). Tables go to
-``tables_dir`` and figures to ``figures_dir``.
+"""A run of the study, as the notebooks call it: an ``Experiment`` holds one profile's data and
+folders (``runs/<profile>/``), and its ``baselines`` (``fer_lib.run.baselines``) and ``fusion`` runs
+(``fer_lib.run.fusion_runs``), which train or reuse every model and say which (never silently).
+Tables go to ``tables_dir`` and figures to ``figures_dir``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lib.data.rafdb import RafDb, load_rafdb, read_classes, resolve_root
+from fer_lib.data.rafdb import RafDb, RafDbError, load_rafdb, read_classes, resolve_root
 from fer_lib.data.tensors import SplitTensors, split_tensors
 from fer_lib.io import relative
 from fer_lib.run.baselines import Baselines
@@ -26,7 +26,8 @@ def synthetic_data_root(run_dir: Path) -> Path:
 
 
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
-    """Sorted indices of ``limit`` samples with each class's share kept (at least one per present class)."""
+    """Sorted indices of ``limit`` samples with each class's share kept (at least one per present
+    class)."""
     labels = np.asarray(labels)
     if limit is None or limit >= len(labels):
         return np.arange(len(labels))
@@ -60,15 +61,14 @@ class Experiment:
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.data_root = Path(data_root)
         self.run_dir = Path(run_dir)
-        self.tables_dir = (
-            self.run_dir / "tables"
-        )  # every table as CSV, Markdown and LaTeX (report.save_table)
-        # figures as PNG and PDF: the committed figures/<profile> for a default run (notebook.start), else here
+        # every table as CSV, Markdown and LaTeX (report.save_table)
+        self.tables_dir = self.run_dir / "tables"
+        # figures as PNG and PDF: the committed figures/<profile> for a default run
+        # (notebook.start), else here
         self.figures_dir = Path(figures_dir) if figures_dir else self.run_dir / "figures"
         self.baseline_checkpoint = Path(baseline_checkpoint) if baseline_checkpoint else None
-        self.pretrained = (
-            Path(pretrained) if pretrained else None
-        )  # torchvision's ResNet18 ImageNet weights for a trained baseline
+        # torchvision's ResNet18 ImageNet weights for a trained baseline
+        self.pretrained = Path(pretrained) if pretrained else None
         # other data sets the run's models are also tested on (notebook 09, fer_lib.apps.crossdata)
         self.cross_data = tuple(Path(root) for root in cross_data)
         self.progress = progress
@@ -79,9 +79,8 @@ class Experiment:
 
     @property
     def data_label(self) -> str:
-        """Which data set every number comes from (printed under every table): a converted set by its layout."""
-        from fer_lib.data.rafdb import RafDbError
-
+        """Which data set every number comes from (printed under every table): a converted set by
+        its layout."""
         try:
             layout = read_classes(resolve_root(self.data_root))[1].get("layout", "RAF-DB")
         except RafDbError:
@@ -96,19 +95,20 @@ class Experiment:
 
     @property
     def on_synthetic_data(self) -> bool:
-        """Whether the run reads its profile's synthetic set (where ``pipeline.ensure_data`` writes it), not a data
-        set it was given."""
+        """Whether the run reads its profile's synthetic set (where ``pipeline.ensure_data`` writes
+        it), not a data set it was given."""
         generated = synthetic_data_root(self.run_dir)
         return bool(self.profile.synthetic) and self.data_root.resolve() in (
             generated.resolve(),
             generated.parent.resolve(),
         )
 
-    # -- data ------------------------------------------------------------------------------------------
+    # -- data --------------------------------------------------------------------------------------
     @cached_property
     def classes(self) -> tuple[str, ...]:
-        """The data set's class list, in label order: RAF-DB's 7, or a converted copy's (its ``classes.json``, 8
-        with Contempt). Every per-class table, confusion matrix and example pick of the report follows it."""
+        """The data set's class list, in label order: RAF-DB's 7, or a converted copy's (its
+        ``classes.json``, 8 with Contempt). Every per-class table, confusion matrix and example pick
+        of the report follows it."""
         return read_classes(resolve_root(self.data_root))[0]
 
     @cached_property
@@ -126,7 +126,8 @@ class Experiment:
 
     @property
     def splits(self) -> tuple[SplitTensors, SplitTensors]:
-        """(train, test); each is decoded on first use only (reading a finished run needs the test split alone)."""
+        """(train, test); each is decoded on first use only (reading a finished run needs the test
+        split alone)."""
         return self.train, self.test
 
     @property

@@ -1,6 +1,6 @@
-"""The landmark branch + fusion runs of a run (``Experiment.fusion``): one folder per weighting, w, seed and
-variant, each trained or reused, holding its checkpoints and prediction tables; the variants of the proposed
-model that notebook 06 trains; and the plan of every run the report needs.
+"""The landmark branch + fusion runs of a run (``Experiment.fusion``): one folder per weighting, w,
+seed and variant, each trained or reused, holding its checkpoints and prediction tables; the
+variants of the proposed model that notebook 06 trains; and the plan of every run the report needs.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from fer_lib.settings import PAPER_W, PAPER_WEIGHTING, PAPER_WEIGHTINGS, WEIGHTI
 if TYPE_CHECKING:
     from fer_lib.run.experiment import Experiment
 
-# Choices the paper does not state that can move the headline either way, each flipped in one ablation run of the
-# proposed model (notebook 06, with ``design_ablations``): name -> (what the run is, given the profile's own
-# FusionConfig; the FusionConfig changes).
+# Choices the paper does not state that can move the headline either way, each flipped in one
+# ablation run of the proposed model (notebook 06, with ``design_ablations``): name -> (what the run
+# is, given the profile's own FusionConfig; the FusionConfig changes).
 DESIGN_VARIANTS = {
     "default-init": (
         lambda config: "fusion layer from PyTorch's default initialisation",
@@ -41,13 +41,14 @@ DESIGN_VARIANTS = {
 }
 
 
-# Naive fusion from PyTorch's default initialisation (design ablations): started from the baseline's fc, naive fusion
-# begins as the baseline, which makes "naive fusion is no worse than the baseline" likely by construction.
+# Naive fusion from PyTorch's default initialisation (design ablations): started from the baseline's
+# fc, naive fusion begins as the baseline, which makes "naive fusion is no worse than the baseline"
+# likely by construction.
 NAIVE_DEFAULT_INIT = ("none", 1.0, "default-init")
 
 
-# Beyond the paper (its section 6 and a reviewer's question): the landmark branch as an MLP on the plain coordinates,
-# fused the same way (notebook 06, every profile); same shape as DESIGN_VARIANTS.
+# Beyond the paper (its section 6 and a reviewer's question): the landmark branch as an MLP on the
+# plain coordinates, fused the same way (notebook 06, every profile); same shape as DESIGN_VARIANTS.
 BRANCH_VARIANTS = {
     "coords": (
         lambda config: "coordinate MLP instead of heatmaps and the landmark CNN",
@@ -56,8 +57,9 @@ BRANCH_VARIANTS = {
 }
 VARIANTS = {**DESIGN_VARIANTS, **BRANCH_VARIANTS}
 
-# The (weighting, w) single photos are predicted with (notebook 09, the explorer, README's predict command): only its
-# runs store the landmark ARM's population mean, a pass over the training images that the other runs skip.
+# The (weighting, w) single photos are predicted with (notebook 09, the explorer, README's predict
+# command): only its runs store the landmark ARM's population mean, a pass over the training images
+# that the other runs skip.
 PREDICTED_WITH = (PAPER_WEIGHTING, PAPER_W)
 
 
@@ -74,7 +76,8 @@ class FusionRun:
 
 
 class FusionRuns:
-    """The fusion runs of one ``Experiment``, each trained or reused on first use (and read once)."""
+    """The fusion runs of one ``Experiment``, each trained or reused on first use (and read
+    once)."""
 
     def __init__(self, experiment: Experiment):
         self.experiment = experiment
@@ -87,7 +90,8 @@ class FusionRuns:
         seed: int = 0,
         variant: str | None = None,
     ) -> training.FusionConfig:
-        """The landmark branch's configuration; ``variant`` (a key of VARIANTS) flips one unstated choice or swaps the branch."""
+        """The landmark branch's configuration; ``variant`` (a key of VARIANTS) flips one unstated
+        choice or swaps the branch."""
         p = self.experiment.profile
         config = training.FusionConfig(
             weighting=weighting,
@@ -116,11 +120,13 @@ class FusionRuns:
         seed: int | None = None,
         variant: str | None = None,
     ) -> FusionRun:
-        """Train (or reuse) one landmark branch + fusion and return its test predictions (seed: the run's first).
+        """Train (or reuse) one landmark branch + fusion and return its test predictions (seed: the
+        run's first).
 
-        Configurations that compute the same thing share one run: w does not matter without the agreement
-        factor, and w = 1 turns "both" into "confidence" and "agreement" into "none". "learned" is not trained: its
-        gate is fitted on the validation split of the same seed's "both" run (``training.fit_gate``).
+        Configurations that compute the same thing share one run: w does not matter without the
+        agreement factor, and w = 1 turns "both" into "confidence" and "agreement" into "none".
+        "learned" is not trained: its gate is fitted on the validation split of the same seed's
+        "both" run (``training.fit_gate``).
         """
         weighting, w = canonical_weighting(weighting, w)
         seed = self.experiment.seeds[0] if seed is None else seed
@@ -130,7 +136,8 @@ class FusionRuns:
         if (folder / "predictions_fused.csv").exists():
             variant_name = f" {variant}" if variant else ""
             print(
-                f"fusion {weighting} w={w:.2f} seed {seed}{variant_name}: reusing {relative(folder)}"
+                f"fusion {weighting} w={w:.2f} seed {seed}{variant_name}: reusing "
+                f"{relative(folder)}"
             )
         else:
             self._train(weighting, w, seed, variant, folder)
@@ -143,8 +150,8 @@ class FusionRuns:
     def _train(
         self, weighting: str, w: float, seed: int, variant: str | None, folder: Path
     ) -> None:
-        """Train one run's landmark branch + fusion (or fit the learned gate on the same seed's "both" run) and
-        save its test predictions in ``folder``."""
+        """Train one run's landmark branch + fusion (or fit the learned gate on the same seed's
+        "both" run) and save its test predictions in ``folder``."""
         experiment, baselines = self.experiment, self.experiment.baselines
         config = self.config(weighting, w, seed, variant)
         if weighting == "learned":
@@ -174,7 +181,8 @@ class FusionRuns:
     def model(
         self, weighting: str = PAPER_WEIGHTING, w: float = PAPER_W, seed: int | None = None
     ) -> tuple[models.FusionModel, training.FusionConfig]:
-        """The selected checkpoint (``best.pt``) of one fusion run (trained first if missing), on the device."""
+        """The selected checkpoint (``best.pt``) of one fusion run (trained first if missing), on
+        the device."""
         run = self.run(weighting, w, seed)
         model, config = training.load_fusion_checkpoint(
             run.folder / "best.pt", self.experiment.baselines.model(run.seed)
@@ -184,9 +192,9 @@ class FusionRuns:
     def photo_model(
         self, seed: int | None = None
     ) -> tuple[models.FusionModel, training.FusionConfig]:
-        """The proposed model as ``predict`` runs it on single photos: on the device, with the population means its
-        checkpoints store. Where one lacks them (the ARM authors' baseline stores none), both are estimated over
-        this run's training images."""
+        """The proposed model as ``predict`` runs it on single photos: on the device, with the
+        population means its checkpoints store. Where one lacks them (the ARM authors' baseline
+        stores none), both are estimated over this run's training images."""
         model, config = self.model(*PREDICTED_WITH, seed)
         if any(torch.isnan(arm.population_mean).any() for arm in (model.baseline.arm, model.arm)):
             training.estimate_population_means(
@@ -207,8 +215,9 @@ class FusionRuns:
         affinity: str = "batch",
         seed: int | None = None,
     ) -> Explanation:
-        """Grad-CAM++ of test images on both branches (see ``fer_lib.evaluation.explain``), ARM terms held as evaluated; ``seed``:
-        the fusion run's, whose baseline ``model`` wraps (default: the first)."""
+        """Grad-CAM++ of test images on both branches (see ``fer_lib.evaluation.explain``), ARM
+        terms held as evaluated; ``seed``: the fusion run's, whose baseline ``model`` wraps
+        (default: the first)."""
         if affinity == "fixed":
             training.estimate_population_means(
                 model,
@@ -227,10 +236,11 @@ class FusionRuns:
         )
 
     def plan(self) -> list[tuple[str, float, int, str | None]]:
-        """Every distinct (weighting, w, seed, variant) the report trains: the proposed model (notebook 04), Fig. 4's
-        w grid (05), the ablation (06), the calibrated weighting and the coordinate branch (06) and, with
-        ``design_ablations``, the proposed model with each unstated choice flipped (06); each for every seed, in the
-        order seeds, then configurations. (The learned weighting is fitted afterwards, in seconds: not planned.)"""
+        """Every distinct (weighting, w, seed, variant) the report trains: the proposed model
+        (notebook 04), Fig. 4's w grid (05), the ablation (06), the calibrated weighting and the
+        coordinate branch (06) and, with ``design_ablations``, the proposed model with each unstated
+        choice flipped (06); each for every seed, in the order seeds, then configurations. (The
+        learned weighting is fitted afterwards, in seconds: not planned.)"""
         configurations = [
             PREDICTED_WITH,
             *((PAPER_WEIGHTING, w) for w in self.experiment.profile.w_grid),
@@ -258,7 +268,8 @@ class FusionRuns:
         return list(DESIGN_VARIANTS) if self.experiment.profile.design_ablations else []
 
     def variant_name(self, variant: str) -> str:
-        """What a design ablation (or a branch variant) of this profile trains, in a table's words."""
+        """What a design ablation (or a branch variant) of this profile trains, in a table's
+        words."""
         return VARIANTS[variant][0](self.config())
 
     def runs(
@@ -269,7 +280,8 @@ class FusionRuns:
 
 
 def fusion_run_name(weighting: str, w: float, seed: int, variant: str | None = None) -> str:
-    """A fusion run's folder name (and its training job's log name): ``both_w0.60_seed0``, ``..._coords``."""
+    """A fusion run's folder name (and its training job's log name): ``both_w0.60_seed0``,
+    ``..._coords``."""
     return f"{weighting}_w{w:.2f}_seed{seed}" + (f"_{variant}" if variant else "")
 
 
@@ -291,8 +303,9 @@ def read_fusion_predictions(folder: Path) -> training.FusionPredictions:
         for head in ("fused", "landmark", "rgb")
     }
     columns = [c for c in frames["fused"].columns if c.startswith("p_")]
+    # classes: the tables' own class list
     return training.FusionPredictions(
-        classes=tuple(c.removeprefix("p_") for c in columns),  # the tables' own class list
+        classes=tuple(c.removeprefix("p_") for c in columns),
         names=frames["fused"]["image"].tolist(),
         labels=frames["fused"]["label"].to_numpy(),
         fused=frames["fused"][columns].to_numpy(),
