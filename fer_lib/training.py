@@ -24,9 +24,11 @@ trained but fitted afterwards on a finished run's validation split (``fit_gate``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +161,32 @@ def _load_last(
     return state["epoch"] + 1, state["history"], state["best_val_accuracy"]
 
 
+def _save_fusion_best(model: models.FusionModel, kept: dict, path: Path) -> None:
+    """``best.pt`` of a fusion run: the weights, the epoch, its validation scores and the config."""
+    save_torch({"model": model.state_dict(), **kept}, path)
+
+
+def _keep_epoch(
+    run_dir: Path,
+    training_state: tuple,
+    epoch: int,
+    history: list[dict],
+    best: float,
+    score: float,
+    save_best: Callable[[], object],
+) -> float:
+    """End an epoch: ``save_best()`` writes ``best.pt`` where ``score`` beats ``best``;
+    ``last.pt`` (``training_state``: model, optimizer, scheduler, moving average) always. Every
+    rank holds the same weights; rank 0 writes. Returns the best score so far."""
+    improved, best = score > best, max(best, score)
+    if distributed.is_main():
+        if improved:
+            save_best()
+        _save_last(run_dir, *training_state[:3], epoch, history, best, training_state[3])
+    distributed.barrier()
+    return best
+
+
 def _save_last(
     run_dir: Path,
     model,
@@ -253,12 +281,7 @@ def train_baseline(
     trained = distributed.wrap(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _lr_schedule(optimizer, config)
-    # the weights' moving average (torch's swa_utils), BatchNorm statistics included
-    average = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-        if config.ema
-        else None
-    )
+    average = _moving_average(model, config)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
     evaluated = average.module if average is not None else model
     # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no
@@ -271,44 +294,22 @@ def train_baseline(
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(fit), generator=generator).to(fit_images.device)
-        # one per epoch on a GPU; None on the CPU
-        noise_generator = tensors.device_generator(generator, fit_images.device)
-        model.train()
-        # counts kept on the device and read once per epoch: a read per step would wait for the GPU
-        # every step
-        seen, correct, loss_sum = (
-            0,
-            torch.zeros((), dtype=torch.long, device=device),
-            torch.zeros((), dtype=torch.float64, device=device),
+        seen, correct, loss_sum = _baseline_steps(
+            model,
+            trained,
+            optimizer,
+            average,
+            fit_images,
+            fit_labels,
+            fit_targets,
+            order,
+            generator,
+            config,
+            epoch,
+            device,
+            memory_format,
+            progress=progress,
         )
-        bar = tqdm(
-            range(0, len(order), config.batch_size),
-            desc=f"baseline epoch {epoch + 1}/{config.epochs}",
-            disable=not (progress and distributed.is_main()),
-            leave=False,
-        )
-        for start_index in bar:
-            index = order[start_index : start_index + config.batch_size]
-            if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
-                continue
-            # this rank's share of the batch, augmented alike on every rank
-            part = distributed.share(len(index))
-            batch = fit_images[index]
-            images = tensors.augment_arm(
-                tensors.normalise(batch), generator, config.augmentation, noise_generator
-            )[part].to(device, memory_format=memory_format)
-            labels = fit_labels[index[part]]
-            with _autocast(device), distributed.global_batch():
-                logits = trained(images)
-                loss = functional.cross_entropy(logits.float(), fit_targets[index[part]])
-            optimizer.zero_grad(set_to_none=True)
-            (loss * distributed.loss_scale(len(labels), len(index))).backward()
-            optimizer.step()
-            if average is not None:
-                average.update_parameters(model)
-            seen += len(labels)  # this rank's images: all_sum adds the ranks' counts
-            correct += (logits.argmax(1) == labels).sum()
-            loss_sum += loss.detach().double() * len(labels)
         scheduler.step()
         seen, correct, loss_sum = distributed.all_sum(seen, correct, loss_sum)
         val_accuracy = float(
@@ -325,19 +326,22 @@ def train_baseline(
                 "seconds": round(time.perf_counter() - clock, 2),
             }
         )
-        improved = val_accuracy > best
-        best = max(best, val_accuracy)
-        if distributed.is_main():  # every rank holds the same weights; one writes
-            if improved:
-                models.save_arm_checkpoint(
-                    evaluated,
-                    run_dir / "best.pt",
-                    epoch=epoch + 1,
-                    val_accuracy=val_accuracy,
-                    config=dataclasses.asdict(config),
-                )
-            _save_last(run_dir, model, optimizer, scheduler, epoch, history, best, average)
-        distributed.barrier()
+        best = _keep_epoch(
+            run_dir,
+            (model, optimizer, scheduler, average),
+            epoch,
+            history,
+            best,
+            val_accuracy,
+            functools.partial(
+                models.save_arm_checkpoint,
+                evaluated,
+                run_dir / "best.pt",
+                epoch=epoch + 1,
+                val_accuracy=val_accuracy,
+                config=dataclasses.asdict(config),
+            ),
+        )
         if progress and distributed.is_main():
             print(
                 f"baseline epoch {epoch + 1}/{config.epochs}: loss "
@@ -348,6 +352,73 @@ def train_baseline(
     if torch.isnan(best_model.arm.population_mean).any():
         store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt", device)
     return best_model
+
+
+def _moving_average(model: models.ARMNet, config: BaselineConfig) -> AveragedModel | None:
+    """The weights' moving average (torch's swa_utils), BatchNorm statistics included; None: off."""
+    if not config.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+
+
+def _baseline_steps(
+    model: models.ARMNet,
+    trained: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    average: AveragedModel | None,
+    fit_images: torch.Tensor,
+    fit_labels: torch.Tensor,
+    fit_targets: torch.Tensor,
+    order: torch.Tensor,
+    generator: torch.Generator,
+    config: BaselineConfig,
+    epoch: int,
+    device: torch.device,
+    memory_format: torch.memory_format,
+    *,
+    progress: bool,
+) -> tuple:
+    """One epoch of the ARM recipe's steps over the fit images in ``order``; returns (images seen,
+    correct, summed loss) of this rank, summed over the ranks by the caller."""
+    # one per epoch on a GPU; None on the CPU
+    noise_generator = tensors.device_generator(generator, fit_images.device)
+    model.train()
+    # counts kept on the device and read once per epoch: a read per step would wait for the GPU
+    # every step
+    seen, correct, loss_sum = (
+        0,
+        torch.zeros((), dtype=torch.long, device=device),
+        torch.zeros((), dtype=torch.float64, device=device),
+    )
+    bar = tqdm(
+        range(0, len(order), config.batch_size),
+        desc=f"baseline epoch {epoch + 1}/{config.epochs}",
+        disable=not (progress and distributed.is_main()),
+        leave=False,
+    )
+    for start_index in bar:
+        index = order[start_index : start_index + config.batch_size]
+        if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
+            continue
+        # this rank's share of the batch, augmented alike on every rank
+        part = distributed.share(len(index))
+        batch = fit_images[index]
+        images = tensors.augment_arm(
+            tensors.normalise(batch), generator, config.augmentation, noise_generator
+        )[part].to(device, memory_format=memory_format)
+        labels = fit_labels[index[part]]
+        with _autocast(device), distributed.global_batch():
+            logits = trained(images)
+            loss = functional.cross_entropy(logits.float(), fit_targets[index[part]])
+        optimizer.zero_grad(set_to_none=True)
+        (loss * distributed.loss_scale(len(labels), len(index))).backward()
+        optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
+        seen += len(labels)  # this rank's images: all_sum adds the ranks' counts
+        correct += (logits.argmax(1) == labels).sum()
+        loss_sum += loss.detach().double() * len(labels)
+    return seen, correct, loss_sum
 
 
 def finished_baseline(
@@ -832,17 +903,21 @@ def train_fusion(
             }
         )
         score = -val_loss if config.select == "val_loss" else val_fused
-        improved, best = score > best, max(best, score)
-        if distributed.is_main():  # every rank holds the same weights; one writes
-            if improved:
-                best_state = {"model": model.state_dict(), "epoch": epoch + 1}
-                scores = {"val_accuracy": val_fused, "val_loss": val_loss}
-                save_torch(
-                    {**best_state, **scores, "config": dataclasses.asdict(config)},
-                    run_dir / "best.pt",
-                )
-            _save_last(run_dir, model, optimizer, scheduler, epoch, history, best)
-        distributed.barrier()
+        kept = {
+            "epoch": epoch + 1,
+            "val_accuracy": val_fused,
+            "val_loss": val_loss,
+            "config": dataclasses.asdict(config),
+        }
+        best = _keep_epoch(
+            run_dir,
+            (model, optimizer, scheduler, None),
+            epoch,
+            history,
+            best,
+            score,
+            functools.partial(_save_fusion_best, model, kept, run_dir / "best.pt"),
+        )
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], strict=True)
     model.eval()
