@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Mutation testing of one science module, as measured in benchmarks/README.md ("Mutation testing of the science").
+#
+#   benchmarks/mutation.sh MODULE [MUTMUT_RUN_ARGS...]
+#
+# MODULE: metrics, stats, data, landmarks, heatmaps, models, training, verdicts or rafdb. The tree is copied
+# (without .git and mutants/) to ${MUTATION_DIR:-${TMPDIR:-/tmp}/fer_mutation}/MODULE, [tool.mutmut] there is set
+# to mutate that module alone and to select that module's own test files, and `mutmut run` is started there with
+# one worker under nice, capped at ${MUTATION_CAP:-1500} s. For models, training and rafdb only the functions that
+# compute the science are run (the globs below); any further arguments replace that selection
+# (e.g. the names of the survivors, to rerun them after new tests). Results stay in the copy:
+#   cd "$dir" && mutmut results; mutmut show NAME
+# The copy is reused between calls (mutmut keeps its state in mutants/); remove it to start afresh.
+set -euo pipefail
+
+module=${1:?usage: benchmarks/mutation.sh MODULE [MUTMUT_RUN_ARGS...]}
+shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-$root/.venv/bin/python}
+dir=${MUTATION_DIR:-${TMPDIR:-/tmp}/fer_mutation}/$module
+
+case $module in
+    metrics) tests="tests/test_metrics.py" ;;
+    stats) tests="tests/test_stats.py" ;;
+    data) tests="tests/test_data.py" ;;
+    landmarks) tests="tests/test_landmarks.py" ;;
+    heatmaps) tests="tests/test_heatmaps.py" ;;
+    models) tests="tests/test_models.py tests/test_future_work.py" ;;
+    training) tests="tests/test_training.py" ;;
+    verdicts) tests="tests/test_stats.py tests/test_headroom.py tests/test_settings.py" ;;
+    rafdb) tests="tests/test_rafdb.py" ;;
+    *) echo "unknown module: $module" >&2; exit 2 ;;
+esac
+
+# The functions in scope where a module also holds plumbing (progress, printing, file I/O, argument checks).
+# mutmut 3 names a mutant fer_lib.MODULE.x_FUNCTION__mutmut_N (methods: xǁCLASSǁMETHOD__mutmut_N).
+declare -a selection=()
+case $module in
+    models) selection=(
+        "fer_lib.models.xǁARMǁ*"               # the attention-rectification block
+        "fer_lib.models.xǁLandmarkCNNǁforward*"  # the landmark CNN's forward
+        "fer_lib.models.xǁFusionǁ*"            # eq. 1-2: the fusion weighting and gates
+        ) ;;
+    training) selection=(
+        "fer_lib.training.x_*loss*"             # the losses and the validation loss
+        "fer_lib.training.x_*lr*"               # the learning-rate schedules
+        "fer_lib.training.x_*augment*"          # augmentation
+        "fer_lib.training.x_*best*"             # epoch selection, the kept epoch
+        "fer_lib.training.x_*flip*"             # the RGB feature cache's flip pairing
+        ) ;;
+esac
+if [ $# -gt 0 ]; then selection=("$@"); fi
+
+mkdir -p "$dir"
+tar -C "$root" --exclude=./.git --exclude=./mutants --exclude=./.venv --exclude=./runs --exclude=./data \
+    --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$dir" -xf -  # mutants/ (mutmut's state) kept
+"$python" - "$dir/pyproject.toml" "fer_lib/$module.py" $tests <<'EOF'
+import re, sys
+path, target, tests = sys.argv[1], sys.argv[2], sys.argv[3:]
+text = open(path).read()
+text = re.sub(r"only_mutate = \[.*?\n\]", f'only_mutate = ["{target}"]', text, count=1, flags=re.S)
+selection = ", ".join(f'"{t}"' for t in tests)
+text = re.sub(r"pytest_add_cli_args_test_selection = \[.*?\n\]",
+              f"pytest_add_cli_args_test_selection = [{selection}]", text, count=1, flags=re.S)
+open(path, "w").write(text)
+EOF
+cd "$dir"
+mutmut=$(dirname "$python")/mutmut
+echo "mutating fer_lib/$module.py against $tests in $dir; selection: ${selection[*]:-all}"
+MPLBACKEND=Agg PYTHONPATH="$dir" timeout "${MUTATION_CAP:-1500}" \
+    nice -n 5 "$mutmut" run --max-children 1 "${selection[@]}" || echo "mutmut exited with $? (124: the cap)"
