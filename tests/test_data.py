@@ -88,3 +88,77 @@ def test_normalise_scales_to_unit_range_then_standardises_with_imagenet_statisti
     expected = (images.double() / 255 - mean.double()) / std.double()
     torch.testing.assert_close(normalised.double(), expected, atol=1e-6, rtol=0)
     assert normalised.dtype == torch.float32
+
+
+def test_normalise_applies_each_channels_statistics_on_any_image_shape():
+    # a 2x5 image (neither side 3): channel c of every pixel is (x / 255 - mean_c) / std_c, by hand
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    images = torch.arange(2 * 3 * 2 * 5, dtype=torch.uint8).reshape(2, 3, 2, 5) * 4
+    normalised = data.normalise(images)
+    for b in range(2):
+        for c in range(3):
+            expected = (images[b, c].double() / 255 - mean[c]) / std[c]
+            torch.testing.assert_close(normalised[b, c].double(), expected, atol=1e-6, rtol=0)
+
+
+def test_stratified_split_sizes_per_class():
+    # per class: 1 sample -> training only; 2 -> one held out; 5 at 10% -> one (the floor); 40 at 10% -> 4
+    labels = np.repeat(np.arange(4), [1, 2, 5, 40])
+    train, val = data.stratified_split(labels, 0.1, seed=0)
+    assert np.bincount(labels[val], minlength=4).tolist() == [0, 1, 1, 4]
+    assert np.bincount(labels[train], minlength=4).tolist() == [1, 1, 4, 36]
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(labels)))
+    for fraction in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match=r"validation fraction must be in \(0, 1\)"):
+            data.stratified_split(labels, fraction, seed=0)
+
+
+def _split(soft: bool) -> data.SplitTensors:
+    n = 4
+    return data.SplitTensors(
+        names=[f"img{i}" for i in range(n)],
+        images=torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone(),
+        points=torch.arange(n * 5 * 2, dtype=torch.float32).view(n, 5, 2),
+        labels=torch.tensor([3, 1, 0, 2]),
+        landmark_set="manual5",
+        classes=("a", "b", "c", "d"),
+        soft=torch.eye(4)[[3, 1, 0, 2]] * 0.5 + 0.125 if soft else None,
+    )
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_a_subset_keeps_every_field_of_the_samples_it_names(soft):
+    split = _split(soft)
+    part = split.subset([2, 0])
+    assert part.names == ["img2", "img0"] and len(part) == 2 and part.input_size == 2
+    assert part.images[:, 0, 0, 0].tolist() == [2, 0]
+    torch.testing.assert_close(part.points, split.points[[2, 0]], atol=0, rtol=0)
+    assert part.labels.tolist() == [0, 3]
+    assert (part.landmark_set, part.classes) == ("manual5", ("a", "b", "c", "d"))
+    if soft:
+        torch.testing.assert_close(part.soft, split.soft[[2, 0]], atol=0, rtol=0)
+        # the loss's targets: the soft labels where the data set has them
+        torch.testing.assert_close(part.targets(torch.tensor([1])), split.soft[[0]], atol=0, rtol=0)
+    else:
+        assert part.soft is None and part.targets(torch.tensor([1, 0])).tolist() == [3, 0]
+
+
+def test_coordinates_are_scaled_to_plus_minus_one_and_mirrored_where_flipped():
+    size = 10
+    xy = [[0.0, 5.0], [9.0, 2.5], [4.0, 4.0], [1.0, 8.0], [7.0, 8.0]]  # eyes, nose, mouth corners
+    points = torch.tensor([xy, xy])
+    coords = data.coordinates_for(points, size, torch.tensor([False, True]), "manual5")
+    # by hand: v * 2 / 10 - 1; flipped, the partners swap (eyes, mouth corners) and x -> 9 - x
+    plain = [-1.0, 0.0, 0.8, -0.5, -0.2, -0.2, -0.8, 0.6, 0.4, 0.6]
+    mirrored = [-1.0, -0.5, 0.8, 0.0, 0.0, -0.2, -0.6, 0.6, 0.6, 0.6]
+    assert coords.shape == (2, 10)
+    torch.testing.assert_close(coords[0], torch.tensor(plain), atol=1e-6, rtol=0)
+    torch.testing.assert_close(coords[1], torch.tensor(mirrored), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        data.coordinates_for(points, size, landmark_set="manual5")[1], coords[0], atol=0, rtol=0
+    )
+
+
+def test_there_is_no_device_generator_on_the_cpu():
+    assert data.device_generator(torch.Generator().manual_seed(0), "cpu") is None
+    assert data.device_generator(torch.Generator().manual_seed(0), torch.device("cpu")) is None
