@@ -44,16 +44,23 @@ if [ "${MUTATION_FULL:-0}" = 1 ]; then deselect=""; fi
 declare -a selection=()
 case $module in
     models) selection=(
-        "fer_lib.models.xǁARMǁ*"               # the attention-rectification block
-        "fer_lib.models.xǁLandmarkCNNǁforward*"  # the landmark CNN's forward
-        "fer_lib.models.xǁFusionǁ*"            # eq. 1-2: the fusion weighting and gates
+        "fer_lib.models.xǁARMǁ*"                                  # the attention-rectification block
+        "fer_lib.models.xǁLandmarkCNNǁ*"                          # the landmark CNN (Table 1) and its forward
+        "fer_lib.models.xǁFusionModelǁlandmark_per_image*"        # the landmark branch's ARM map
+        "fer_lib.models.xǁFusionModelǁlandmark_probabilities*"    # eq. 1's probabilities (temperature-scaled)
+        "fer_lib.models.xǁFusionModelǁfeature_weight*"            # eq. 1-2: confidence x agreement, the variants
+        "fer_lib.models.xǁFusionModelǁbatch_terms*"               # both branches' ARM batch terms
+        "fer_lib.models.xǁFusionModelǁforward_per_image_maps*"    # eq. 2's fusion of the two features
+        "fer_lib.models.xǁFusionModelǁloss*"                      # eq. 3
+        "fer_lib.models.xǁWeightGateǁ*"                           # the learned gate
+        "fer_lib.models.x_fit_temperature*"                       # the calibrated weighting's temperature
         ) ;;
     training) selection=(
-        "fer_lib.training.x_*loss*"             # the losses and the validation loss
-        "fer_lib.training.x_*lr*"               # the learning-rate schedules
-        "fer_lib.training.x_*augment*"          # augmentation
-        "fer_lib.training.x_*best*"             # epoch selection, the kept epoch
-        "fer_lib.training.x_*flip*"             # the RGB feature cache's flip pairing
+        "fer_lib.training.x__lr_schedule*"          # the learning-rate schedules
+        "fer_lib.training.x_validation_loss*"       # eq. 3 on the validation split, what fusion runs select on
+        "fer_lib.training.x_rgb_feature_cache*"     # the frozen features per flip state
+        "fer_lib.training.x_landmark_inputs*"       # the landmark inputs in the same flip state
+        "fer_lib.training.x_calibrate_temperature*" # the calibrated weighting's temperature on validation
         ) ;;
 esac
 if [ $# -gt 0 ]; then selection=("$@"); fi

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from fer_lib import data
+from fer_lib.heatmaps import render_heatmaps
 from fer_lib.rafdb import load_rafdb
 
 
@@ -162,3 +163,131 @@ def test_coordinates_are_scaled_to_plus_minus_one_and_mirrored_where_flipped():
 def test_there_is_no_device_generator_on_the_cpu():
     assert data.device_generator(torch.Generator().manual_seed(0), "cpu") is None
     assert data.device_generator(torch.Generator().manual_seed(0), torch.device("cpu")) is None
+
+
+def test_split_tensors_hold_the_decoded_pixels_and_every_field_and_reuse_the_cache(
+    tiny_rafdb, tmp_path
+):
+    import dataclasses
+
+    from PIL import Image
+
+    rafdb = load_rafdb(tiny_rafdb)
+    rafdb = dataclasses.replace(rafdb, soft=np.full((len(rafdb), 7), 1 / 7))
+    first = data.split_tensors(rafdb, 48, cache_dir=tmp_path / "cache", progress=False)
+    for i in (0, 5, 13):
+        # PIL's own decode, converted to RGB and resized bilinearly, is what the network sees
+        with Image.open(rafdb.aligned_path(i)) as image:
+            expected = np.asarray(image.convert("RGB").resize((48, 48), Image.BILINEAR))
+        np.testing.assert_array_equal(first.images[i].permute(1, 2, 0).numpy(), expected)
+    assert first.names == list(rafdb.names) and first.landmark_set == "auto37"
+    assert first.classes == tuple(rafdb.classes)
+    torch.testing.assert_close(first.soft, torch.full((14, 7), 1 / 7), atol=0, rtol=0)
+    # the second call reads the cache alone: the JPEGs can be gone
+    for i in range(len(rafdb)):
+        rafdb.aligned_path(i).unlink()
+    again = data.split_tensors(rafdb, 48, cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(first.images, again.images)
+
+
+def test_a_greyscale_image_is_read_as_three_equal_channels(tmp_path):
+    from PIL import Image
+
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    Image.fromarray(grey, mode="L").save(tmp_path / "grey.png")
+    images = data.load_images([tmp_path / "grey.png"], 8, progress=False)
+    assert images.shape == (1, 8, 8, 3) and images.dtype == np.uint8
+    for channel in range(3):
+        np.testing.assert_array_equal(images[0, ..., channel], grey)
+
+
+def _boxes(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(erased, h, w) per image: the zeroed box's rows and columns (the images are normal draws: only it is 0)."""
+    zeros = (out == 0).all(dim=1)  # (B, H, W)
+    return zeros.flatten(1).any(1), zeros.any(2).sum(1), zeros.any(1).sum(1)
+
+
+def _reference_boxes(height: int, width: int, n: int, seed: int = 0):
+    """The documented RandomErasing draw in a plain loop (numpy): area U(0.02, 0.1) H W, log ratio
+    U(log 0.3, log 3.3), h = round(sqrt(area r)) and w = round(sqrt(area / r)), each clamped to [1, side]."""
+    rng = np.random.default_rng(seed)
+    hs, ws = [], []
+    for _ in range(n):
+        area = rng.uniform(0.02, 0.1) * height * width
+        ratio = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
+        hs.append(min(max(round(np.sqrt(area * ratio)), 1), height))
+        ws.append(min(max(round(np.sqrt(area / ratio)), 1), width))
+    return np.array(hs), np.array(ws)
+
+
+@pytest.mark.parametrize("height, width", [(12, 30), (4, 4)])
+def test_random_erasing_draws_boxes_of_the_documented_scale_and_ratio(height, width):
+    n = 6000
+    images = torch.randn(n, 1, height, width)
+    out = data.augment_arm(images, torch.Generator().manual_seed(5))
+    assert out.shape == images.shape
+    erased, h, w = _boxes(out)
+    assert (
+        abs(erased.float().mean().item() - 0.5) < 0.025
+    )  # p = 0.5, every drawn box at least 1 x 1
+    h, w = h[erased].numpy(), w[erased].numpy()
+    ref_h, ref_w = _reference_boxes(height, width, 20000)
+    assert abs(h.mean() - ref_h.mean()) < 4 * ref_h.std() / np.sqrt(len(h))
+    assert abs(w.mean() - ref_w.mean()) < 4 * ref_w.std() / np.sqrt(len(w))
+    for low, high in ((0, 0.6), (0.6, 1.6), (1.6, 2.5), (2.5, 99)):  # the aspect ratio's spread
+        share = ((h / w >= low) & (h / w < high)).mean()
+        expected = ((ref_h / ref_w >= low) & (ref_h / ref_w < high)).mean()
+        assert abs(share - expected) < 0.03, (low, high, share, expected)
+    assert (h == 1).mean() == pytest.approx((ref_h == 1).mean(), abs=0.03)
+    # where the box sits: top uniform on 0..H-h (left on 0..W-w), so boxes reach every edge and never run past it
+    zeros = (out[erased] == 0).all(dim=1)
+    top = zeros.any(2).float().argmax(1).numpy()
+    left = zeros.any(1).float().argmax(1).numpy()
+    for start, size, side in ((top, h, height), (left, w, width)):
+        assert (start + size <= side).all()
+        touching = (start + size == side).mean()
+        expected = (1 / (side - (ref_h if side == height else ref_w) + 1)).mean()
+        assert abs(touching - expected) < 0.03, (touching, expected)
+        assert abs((start == 0).mean() - expected) < 0.03
+
+
+def test_upstream_noise_is_gaussian_of_sd_one_tenth_on_unflipped_images():
+    images = torch.randn(4000, 1, 16, 16)
+    out = data.augment_arm(images, torch.Generator().manual_seed(6), "upstream")
+    kept = ~_boxes(out)[0]
+    same = (out == images).flatten(1).all(1)
+    flipped = (out == images.flip(-1)).flatten(1).all(1)
+    residual_sd = (out - images).flatten(1).std(1)
+    noisy = ~same & ~flipped & kept
+    # every unerased image is exactly one of: as it was, mirrored, or itself plus N(0, 0.1^2) noise (not mirrored)
+    assert abs(noisy[kept].float().mean().item() - 0.25) < 0.03
+    sd = residual_sd[noisy]
+    assert (sd > 0.08).all() and (sd < 0.12).all() and abs(sd.mean().item() - 0.1) < 0.003
+
+
+def test_flip_points_where_mirrors_as_the_numpy_flip_does_for_every_landmark_set():
+    from fer_lib import landmarks
+
+    rng = np.random.default_rng(7)
+    flip = torch.tensor([True, False, True])
+    for landmark_set, k in (("auto37", 37), ("manual5", 5), ("both", 42)):
+        points = torch.tensor(rng.uniform(0, 63, (3, k, 2)), dtype=torch.float64)
+        expected = points.clone()
+        for i in (0, 2):
+            expected[i] = torch.from_numpy(
+                landmarks.flip_points(points[i].numpy(), 64, landmark_set)
+            )
+        got = data.flip_points_where(points, 64, flip, landmark_set)
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+        if landmark_set == "auto37":  # the default set
+            torch.testing.assert_close(data.flip_points_where(points, 64, flip), expected)
+        # the heatmaps: drawn from those points, with the keyword arguments passed on
+        torch.testing.assert_close(
+            data.heatmaps_for(points.float(), 64, flip, landmark_set, sigma=3.0),
+            render_heatmaps(expected.float(), 64, sigma=3.0),
+        )
+
+
+def test_split_tensors_points_are_float32_and_labels_int64(tiny_rafdb):
+    tensors = data.split_tensors(load_rafdb(tiny_rafdb), 32, progress=False)
+    assert tensors.points.dtype == torch.float32 and tensors.labels.dtype == torch.int64
