@@ -137,6 +137,14 @@ def test_manual5_and_auto37_are_read_off_the_ibug_points():
     # by hand: eye centres are the means of points 36-41 and 42-47 (38.5 and 44.5), nose tip 30, mouth 48 and 54
     first = [[38.5, 1077.0], [44.5, 1089.0], [30.0, 1060.0], [48.0, 1096.0], [54.0, 1108.0]]
     np.testing.assert_allclose(manual, [first, np.add(first, 1)], rtol=0, atol=1e-12)
+    # single-precision points are averaged in double precision
+    rng = np.random.default_rng(6)
+    narrow = rng.uniform(0, 200, (68, 2)).astype(np.float32)
+    from_narrow = landmarks.manual5_from_ibug68(narrow)
+    assert from_narrow.dtype == np.float64
+    np.testing.assert_array_equal(
+        from_narrow, landmarks.manual5_from_ibug68(narrow.astype(np.float64))
+    )
     auto = landmarks.auto37_from_ibug68(points.astype(np.float32))
     assert auto.dtype == np.float64 and auto.shape == (37, 2)
     np.testing.assert_array_equal(auto[:, 0], landmarks.AUTO37_FROM_IBUG68)
