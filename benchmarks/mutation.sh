@@ -11,6 +11,8 @@
 # (e.g. the names of the survivors, to rerun them after new tests). Results stay in the copy:
 #   cd "$dir" && mutmut results; mutmut show NAME
 # The copy is reused between calls (mutmut keeps its state in mutants/); remove it to start afresh.
+# MUTATION_TIMEOUT_MULTIPLIER (default 2.0, pyproject.toml) re-judges the timed-out mutants with a longer limit: on a
+# loaded machine a mutant the tests pass can run past 2x its tests' measured time.
 set -euo pipefail
 
 module=${1:?usage: benchmarks/mutation.sh MODULE [MUTMUT_RUN_ARGS...]}
@@ -69,7 +71,7 @@ mkdir -p "$dir"
 tar -C "$root" --exclude=./.git --exclude=./mutants --exclude=./.venv --exclude=./runs --exclude=./data \
     --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$dir" -xf -  # mutants/ (mutmut's state) kept
 "$python" - "$dir/pyproject.toml" "fer_lib/$module.py" "$deselect" $tests <<'EOF'
-import re, sys
+import os, re, sys
 path, target, deselect, tests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 text = open(path).read()
 text = re.sub(r"only_mutate = \[.*?\n\]", f'only_mutate = ["{target}"]', text, count=1, flags=re.S)
@@ -78,6 +80,8 @@ text = re.sub(r"pytest_add_cli_args_test_selection = \[.*?\n\]",
               f"pytest_add_cli_args_test_selection = [{selection}]", text, count=1, flags=re.S)
 if deselect:
     text = text.replace('"no:cacheprovider"]', f'"no:cacheprovider", "--deselect", "{deselect}"]', 1)
+if os.environ.get("MUTATION_TIMEOUT_MULTIPLIER"):  # mutmut then re-judges only the mutants that timed out
+    text = re.sub(r"timeout_multiplier = [0-9.]+", f"timeout_multiplier = {float(os.environ['MUTATION_TIMEOUT_MULTIPLIER'])}", text)
 open(path, "w").write(text)
 EOF
 cd "$dir"

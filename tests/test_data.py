@@ -132,6 +132,9 @@ def test_a_subset_keeps_every_field_of_the_samples_it_names(soft):
     split = _split(soft)
     part = split.subset([2, 0])
     assert part.names == ["img2", "img0"] and len(part) == 2 and part.input_size == 2
+    assert len(split.subset([])) == 0 and split.subset([]).labels.shape == (
+        0,
+    )  # an empty selection
     assert part.images[:, 0, 0, 0].tolist() == [2, 0]
     torch.testing.assert_close(part.points, split.points[[2, 0]], atol=0, rtol=0)
     assert part.labels.tolist() == [0, 3]
@@ -158,6 +161,12 @@ def test_coordinates_are_scaled_to_plus_minus_one_and_mirrored_where_flipped():
     torch.testing.assert_close(
         data.coordinates_for(points, size, landmark_set="manual5")[1], coords[0], atol=0, rtol=0
     )
+    # the default set is auto37: its permutation mirrors 37 points
+    points37 = torch.rand(2, 37, 2, generator=torch.Generator().manual_seed(0)) * 9
+    torch.testing.assert_close(
+        data.coordinates_for(points37, size, torch.tensor([True, False])),
+        data.coordinates_for(points37, size, torch.tensor([True, False]), "auto37"),
+    )
 
 
 def test_there_is_no_device_generator_on_the_cpu():
@@ -173,7 +182,8 @@ def test_split_tensors_hold_the_decoded_pixels_and_every_field_and_reuse_the_cac
     from PIL import Image
 
     rafdb = load_rafdb(tiny_rafdb)
-    rafdb = dataclasses.replace(rafdb, soft=np.full((len(rafdb), 7), 1 / 7))
+    classes = ("a", "b", "c", "d", "e", "f", "g")  # a converted copy's own class names
+    rafdb = dataclasses.replace(rafdb, soft=np.full((len(rafdb), 7), 1 / 7), classes=classes)
     first = data.split_tensors(rafdb, 48, cache_dir=tmp_path / "cache", progress=False)
     for i in (0, 5, 13):
         # PIL's own decode, converted to RGB and resized bilinearly, is what the network sees
@@ -181,7 +191,7 @@ def test_split_tensors_hold_the_decoded_pixels_and_every_field_and_reuse_the_cac
             expected = np.asarray(image.convert("RGB").resize((48, 48), Image.BILINEAR))
         np.testing.assert_array_equal(first.images[i].permute(1, 2, 0).numpy(), expected)
     assert first.names == list(rafdb.names) and first.landmark_set == "auto37"
-    assert first.classes == tuple(rafdb.classes)
+    assert first.classes == classes
     torch.testing.assert_close(first.soft, torch.full((14, 7), 1 / 7), atol=0, rtol=0)
     # the second call reads the cache alone: the JPEGs can be gone
     for i in range(len(rafdb)):
@@ -291,3 +301,14 @@ def test_flip_points_where_mirrors_as_the_numpy_flip_does_for_every_landmark_set
 def test_split_tensors_points_are_float32_and_labels_int64(tiny_rafdb):
     tensors = data.split_tensors(load_rafdb(tiny_rafdb), 32, progress=False)
     assert tensors.points.dtype == torch.float32 and tensors.labels.dtype == torch.int64
+
+
+def test_an_empty_side_of_the_split_is_still_an_integer_index():
+    # one sample per class: nothing can be held out; the empty validation part must still index arrays
+    labels = np.arange(3)
+    train, val = data.stratified_split(labels, 0.5, seed=0)
+    assert train.tolist() == [0, 1, 2] and val.size == 0
+    assert train.dtype == np.int64 and val.dtype == np.int64
+    empty_train, empty_val = data.stratified_split(np.array([], dtype=np.int64), 0.5, seed=0)
+    assert empty_train.dtype == np.int64 and empty_val.dtype == np.int64
+    assert labels[val].size == 0

@@ -498,3 +498,21 @@ def test_the_landmark_cnn_takes_only_an_integer_input_size():
     for size in (224.0, "224", None):
         with pytest.raises(ValueError, match="does not fit the landmark CNN"):
             LandmarkCNN(size)
+
+
+def test_each_image_weighs_its_own_heads_agreement(small_net):
+    # eq. 2 per image: rows 0 and 2 agree (factor p), row 1 disagrees (0.6 p); row 3 picks another class on both
+    model = FusionModel(small_net, weighting="both").eval()
+    base = torch.tensor([2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    landmark = torch.stack([base, base, base, base.roll(3)])
+    rgb = torch.stack([base, base.roll(1), base, base.roll(3)])
+    p = math.exp(2) / (math.exp(2) + 6)  # by hand: softmax's top probability
+    weight = model.feature_weight(landmark, rgb)
+    torch.testing.assert_close(weight, torch.tensor([p, 0.6 * p, p, p]), atol=1e-6, rtol=0)
+
+
+def test_batch_norm_in_the_landmark_cnn_is_in_every_conv_block_when_asked():
+    with_bn = LandmarkCNN(128, batch_norm=True, width=4)
+    without = LandmarkCNN(128, width=4)
+    count = lambda net: sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # noqa: E731
+    assert count(with_bn) == 6 and count(without) == 0
