@@ -6,7 +6,7 @@
 # MODULE: metrics, stats, data, landmarks, heatmaps, models, training, verdicts or rafdb. The tree is copied
 # (without .git and mutants/) to ${MUTATION_DIR:-${TMPDIR:-/tmp}/fer_mutation}/MODULE, [tool.mutmut] there is set
 # to mutate that module alone and to select that module's own test files, and `mutmut run` is started there with
-# one worker under nice, capped at ${MUTATION_CAP:-1500} s. For models, training and rafdb only the functions that
+# one worker under nice, capped at ${MUTATION_CAP:-1500} s. For models and training only the functions that
 # compute the science are run (the globs below); any further arguments replace that selection
 # (e.g. the names of the survivors, to rerun them after new tests). Results stay in the copy:
 #   cd "$dir" && mutmut results; mutmut show NAME
