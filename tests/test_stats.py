@@ -850,3 +850,47 @@ def test_seeds_needed_without_an_image_term_uses_student_t():
     for seeds in (3, 7):
         assert seeds_needed(result, resolution(seeds) * (1 + 1e-9)) == seeds
         assert seeds_needed(result, resolution(seeds) * (1 - 1e-9)) == seeds + 1
+
+
+def test_a_pooled_result_with_a_floor_and_no_seed_ratio_reads_normal_quantiles_shrunk_by_it():
+    """ratio 0 and floor f: T = Z / sqrt(1 + f) (the _tail docstring), so every quantile is the normal one over
+    sqrt(1 + f) and every tail Phi(-t sqrt(1 + f)): closed forms from scipy's normal distribution."""
+    from scipy.stats import norm
+
+    from fer_lib.stats import PooledResult
+
+    seeds, image, interaction, se = 4, 0.01**2, 3 * 4 * 0.01**2, 0.02  # floor f = 3
+    result = PooledResult("oa", 0.01, 0.0, 0.0, seeds, se, image, 0.0, interaction, 0.0, 1.0)
+    assert result.floor == pytest.approx(3.0)
+    shrink = np.sqrt(1 + 3.0)
+    assert result.quantile(0.975) == pytest.approx(norm.ppf(0.975) / shrink, rel=1e-5)
+    expected = (norm.ppf(0.975) + norm.ppf(0.8)) / shrink * se
+    assert result.resolution() == pytest.approx(expected, rel=1e-5)
+    assert result.resolution(alpha=0.01, power=0.9) == pytest.approx(
+        (norm.ppf(0.995) + norm.ppf(0.9)) / shrink * se, rel=1e-5
+    )
+    margin = 0.015
+    assert result.p_beyond(margin) == pytest.approx(
+        norm.sf((0.01 - margin) / se * shrink), rel=1e-6
+    )
+    lower, upper = norm.sf((0.01 + margin) / se * shrink), norm.sf((margin - 0.01) / se * shrink)
+    assert result.p_equivalence(margin) == pytest.approx(max(lower, upper), rel=1e-6)
+
+
+def test_without_a_standard_error_the_tests_read_the_difference_against_the_margin():
+    from fer_lib.stats import PooledResult
+
+    def exact(difference):
+        return PooledResult(
+            "oa", difference, difference, difference, 3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        )
+
+    assert exact(0.004).interval(0.9) == (0.004, 0.004)
+    assert exact(0.004).p_equivalence(0.01) == 0.0 and exact(-0.02).p_equivalence(0.01) == 1.0
+    assert exact(0.01).p_equivalence(0.01) == 1.0  # at the margin: not shown inside it
+    assert exact(-0.02).p_beyond(0.01) == 0.0 and exact(0.004).p_beyond(0.01) == 1.0
+    assert exact(0.01).p_beyond(0.01) == 1.0  # at the margin: not shown beyond it
+    # a standard error of exactly 1 is an ordinary one
+    one = PooledResult("oa", 0.5, -1.0, 2.0, 3, 1.0, 1.0, 0.0, 0.0, 0.0, 0.6)
+    assert 0.0 < one.p_equivalence(0.6) < 1.0 and 0.0 < one.p_beyond(0.1) < 1.0
+    assert one.interval(0.9)[0] < 0.5 < one.interval(0.9)[1]
