@@ -1,5 +1,6 @@
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -463,3 +464,56 @@ def test_fusion_fixed_affinity_from_images_or_cache(small_net):
         alone = model(x[:1], h[:1]).fused_logits
         together = model(x, h).fused_logits
     assert (alone[0] - together[0]).abs().max() < 1e-5
+
+
+def test_the_fitted_temperature_stays_within_its_bounds_of_one_twentieth_and_twenty():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    confident = 12.0 * torch.eye(3)[labels]
+    # confidently wrong everywhere: the cross-entropy falls as T grows, so the search stops at its
+    # upper bound
+    wrong = models.fit_temperature(confident[:, [1, 2, 0]], labels)
+    assert wrong == pytest.approx(20.0, rel=2e-3)
+    # right everywhere, by a small margin: it falls as T shrinks, down to the lower bound
+    right = models.fit_temperature(0.1 * torch.eye(3)[labels], labels)
+    assert right == pytest.approx(1 / 20, rel=2e-3)
+
+
+def test_the_learned_gate_has_one_weight_per_probability_and_agreement():
+    gate = models.WeightGate(num_classes=7)
+    # 2 x 7 probabilities and the agreement flag: the 15 weights GATE_L2 counts, and one bias
+    assert gate.linear.weight.shape == (1, 15) and gate.linear.bias.shape == (1,)
+    assert set(gate.state_dict()) == {"linear.weight", "linear.bias"}
+
+
+def test_the_landmark_cnn_refuses_heatmaps_of_another_size_or_channel_count():
+    net = LandmarkCNN(128).eval()
+    for shape in ((1, 1, 160, 160), (1, 2, 128, 128), (1, 128, 128)):
+        with pytest.raises(
+            ValueError, match=rf"expected heatmaps \(B, 1, 128, 128\), got {re.escape(str(shape))}"
+        ):
+            net(torch.zeros(shape))
+
+
+def test_the_landmark_cnn_takes_only_an_integer_input_size():
+    for size in (224.0, "224", None):
+        with pytest.raises(ValueError, match="does not fit the landmark CNN"):
+            LandmarkCNN(size)
+
+
+def test_each_image_weighs_its_own_heads_agreement(small_net):
+    # eq. 2 per image: rows 0 and 2 agree (factor p), row 1 disagrees (0.6 p); row 3 picks another
+    # class on both
+    model = FusionModel(small_net, weighting="both").eval()
+    base = torch.tensor([2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    landmark = torch.stack([base, base, base, base.roll(3)])
+    rgb = torch.stack([base, base.roll(1), base, base.roll(3)])
+    p = math.exp(2) / (math.exp(2) + 6)  # by hand: softmax's top probability
+    weight = model.feature_weight(landmark, rgb)
+    torch.testing.assert_close(weight, torch.tensor([p, 0.6 * p, p, p]), atol=1e-6, rtol=0)
+
+
+def test_batch_norm_in_the_landmark_cnn_is_in_every_conv_block_when_asked():
+    with_bn = LandmarkCNN(128, batch_norm=True, width=4)
+    without = LandmarkCNN(128, width=4)
+    count = lambda net: sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # noqa: E731
+    assert count(with_bn) == 6 and count(without) == 0

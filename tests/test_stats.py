@@ -21,7 +21,7 @@ from fer_lib.evaluation.stats import (
     seed_pooled_interval,
     seeds_needed,
 )
-from fer_lib.report import replication, tables, verdicts
+from fer_lib.report.tables import replication, tables, verdicts
 from tests.conftest import pooled_result as _pooled
 from tests.conftest import pooled_row as _rows
 
@@ -731,3 +731,138 @@ def test_the_seed_pooled_aa_standard_error_is_the_stratified_one_when_seeds_agre
     for metric, se in expected.items():
         result = seed_pooled_interval(labels, np.stack([a] * 3), np.stack([b] * 3), metric=metric)
         assert result.seed_variance < 1e-20 and result.se == pytest.approx(se, rel=1e-9), metric
+
+
+def test_mcnemar_takes_zero_one_or_float_correctness_and_refuses_other_shapes():
+    # by hand: a right and b wrong on 3 images, the reverse on 1; the exact two-sided p of 3 of 4 is
+    # 0.625
+    a = np.array([1, 1, 1, 0, 1, 0])
+    b = np.array([0, 0, 0, 1, 1, 0])
+    for first, second in ((a, b), (a.astype(float), b), (a, b.astype(float)), (a > 0, b > 0)):
+        result = mcnemar_exact(first, second)
+        assert (result.only_a_right, result.only_b_right) == (3, 1)
+        assert result.p_value == pytest.approx(0.625, abs=1e-12)
+    with pytest.raises(ValueError, match="correctness arrays must be 1-D and the same length"):
+        mcnemar_exact(np.ones((2, 2), bool), np.ones((2, 2), bool))
+
+
+def test_holm_adjusts_single_precision_p_values_in_double_precision():
+    from fer_lib.evaluation.stats import holm
+
+    p32 = np.array([0.01, 0.04, 0.03], dtype=np.float32)
+    adjusted = holm(p32)
+    assert adjusted.dtype == np.float64
+    wide = p32.astype(
+        np.float64
+    )  # by the definition: 3 p(1), then max(that, 2 p(2)), then max(that, p(3))
+    np.testing.assert_array_equal(adjusted, [3 * wide[0], 2 * wide[2], 2 * wide[2]])
+
+
+def _resolution_at(result, seeds, alpha=0.05, power=0.8, scale=1.0):
+    """The documented minimum detectable effect of ``seeds`` seeds with ``result``'s components,
+    written out here
+    from the docstrings of seeds_needed and PooledResult (the quantiles are stats' own, tested on
+    their own)."""
+    from fer_lib.evaluation import stats
+
+    image = result.image_variance / scale
+    interaction = result.interaction_variance / scale
+    seed = max(result.seed_variance - result.interaction_variance, 0.0) + interaction
+    ratio = stats._ratio(image, seed, interaction, seeds, alpha)
+    floor = 0.0 if image == 0 else interaction / (seeds * image)
+    se = np.sqrt(image + max(seed, interaction) / seeds)
+    return (
+        stats._quantile(ratio, seeds, 1 - alpha / 2, floor)
+        + stats._quantile(ratio, seeds, power, floor)
+    ) * se
+
+
+def _components(image, seed, interaction):
+    from fer_lib.evaluation.stats import PooledResult
+
+    return PooledResult("oa", 0.0, 0.0, 0.0, 3, 0.0, image, seed, interaction, 0.0, 1.0)
+
+
+def test_seeds_needed_is_the_fewest_seeds_whose_resolution_reaches_the_effect():
+    from fer_lib.evaluation.stats import seeds_needed
+
+    # an interaction as large as the seed effect, so the floor shapes the quantiles
+    result = _components(image=0.002**2, seed=0.004**2, interaction=0.003**2)
+    for seeds in (2, 3, 5, 9):
+        effect = _resolution_at(result, seeds)
+        # exactly at a count's resolution that count resolves it; a hair below, only the next
+        assert seeds_needed(result, effect) == seeds
+        assert seeds_needed(result, -effect) == seeds
+        assert seeds_needed(result, np.nextafter(effect, 0)) == seeds + 1
+    # test images scaled: the image term and the interaction shrink, the seed effect does not
+    effect = _resolution_at(result, 4, scale=3.0)
+    assert seeds_needed(result, effect, test_images_scale=3.0) == 4
+    # another alpha and power
+    effect = _resolution_at(result, 6, alpha=0.01, power=0.9)
+    assert seeds_needed(result, effect, alpha=0.01, power=0.9) == 6
+    # the most seeds asked about: one more than the default does not count
+    effect = _resolution_at(result, 1001)
+    assert seeds_needed(result, effect) is None and seeds_needed(result, effect, most=1001) == 1001
+    # an effect every count resolves needs two seeds, the fewest with a spread
+    assert seeds_needed(result, 1.0) == 2
+
+
+def test_seeds_needed_without_an_image_term_uses_student_t():
+    from scipy.stats import t as student
+
+    from fer_lib.evaluation.stats import seeds_needed
+
+    result = _components(image=0.0, seed=0.01**2, interaction=0.0)
+
+    def resolution(seeds):  # seed variance alone: t(S-1) quantiles, se = sd / sqrt(S)
+        return (student.ppf(0.975, seeds - 1) + student.ppf(0.8, seeds - 1)) * 0.01 / np.sqrt(seeds)
+
+    for seeds in (3, 7):
+        assert seeds_needed(result, resolution(seeds) * (1 + 1e-9)) == seeds
+        assert seeds_needed(result, resolution(seeds) * (1 - 1e-9)) == seeds + 1
+
+
+def test_a_pooled_result_with_a_floor_and_no_seed_ratio_reads_normal_quantiles_shrunk_by_it():
+    """ratio 0 and floor f: T = Z / sqrt(1 + f) (the _tail docstring), so every quantile is the
+    normal one over
+    sqrt(1 + f) and every tail Phi(-t sqrt(1 + f)): closed forms from scipy's normal
+    distribution."""
+    from scipy.stats import norm
+
+    from fer_lib.evaluation.stats import PooledResult
+
+    seeds, image, interaction, se = 4, 0.01**2, 3 * 4 * 0.01**2, 0.02  # floor f = 3
+    result = PooledResult("oa", 0.01, 0.0, 0.0, seeds, se, image, 0.0, interaction, 0.0, 1.0)
+    assert result.floor == pytest.approx(3.0)
+    shrink = np.sqrt(1 + 3.0)
+    assert result.quantile(0.975) == pytest.approx(norm.ppf(0.975) / shrink, rel=1e-5)
+    expected = (norm.ppf(0.975) + norm.ppf(0.8)) / shrink * se
+    assert result.resolution() == pytest.approx(expected, rel=1e-5)
+    assert result.resolution(alpha=0.01, power=0.9) == pytest.approx(
+        (norm.ppf(0.995) + norm.ppf(0.9)) / shrink * se, rel=1e-5
+    )
+    margin = 0.015
+    assert result.p_beyond(margin) == pytest.approx(
+        norm.sf((0.01 - margin) / se * shrink), rel=1e-6
+    )
+    lower, upper = norm.sf((0.01 + margin) / se * shrink), norm.sf((margin - 0.01) / se * shrink)
+    assert result.p_equivalence(margin) == pytest.approx(max(lower, upper), rel=1e-6)
+
+
+def test_without_a_standard_error_the_tests_read_the_difference_against_the_margin():
+    from fer_lib.evaluation.stats import PooledResult
+
+    def exact(difference):
+        return PooledResult(
+            "oa", difference, difference, difference, 3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        )
+
+    assert exact(0.004).interval(0.9) == (0.004, 0.004)
+    assert exact(0.004).p_equivalence(0.01) == 0.0 and exact(-0.02).p_equivalence(0.01) == 1.0
+    assert exact(0.01).p_equivalence(0.01) == 1.0  # at the margin: not shown inside it
+    assert exact(-0.02).p_beyond(0.01) == 0.0 and exact(0.004).p_beyond(0.01) == 1.0
+    assert exact(0.01).p_beyond(0.01) == 1.0  # at the margin: not shown beyond it
+    # a standard error of exactly 1 is an ordinary one
+    one = PooledResult("oa", 0.5, -1.0, 2.0, 3, 1.0, 1.0, 0.0, 0.0, 0.0, 0.6)
+    assert 0.0 < one.p_equivalence(0.6) < 1.0 and 0.0 < one.p_beyond(0.1) < 1.0
+    assert one.interval(0.9)[0] < 0.5 < one.interval(0.9)[1]
