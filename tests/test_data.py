@@ -1,8 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from fer_lib.data import tensors
+from fer_lib.data import landmarks, tensors
 from fer_lib.data.heatmaps import render_heatmaps
 from fer_lib.data.rafdb import load_rafdb
 
@@ -178,9 +181,6 @@ def test_there_is_no_device_generator_on_the_cpu():
 def test_split_tensors_hold_the_decoded_pixels_and_every_field_and_reuse_the_cache(
     tiny_rafdb, tmp_path
 ):
-    import dataclasses
-
-    from PIL import Image
 
     rafdb = load_rafdb(tiny_rafdb)
     classes = ("a", "b", "c", "d", "e", "f", "g")  # a converted copy's own class names
@@ -202,7 +202,6 @@ def test_split_tensors_hold_the_decoded_pixels_and_every_field_and_reuse_the_cac
 
 
 def test_a_greyscale_image_is_read_as_three_equal_channels(tmp_path):
-    from PIL import Image
 
     grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
     Image.fromarray(grey, mode="L").save(tmp_path / "grey.png")
@@ -281,7 +280,6 @@ def test_upstream_noise_is_gaussian_of_sd_one_tenth_on_unflipped_images():
 
 
 def test_flip_points_where_mirrors_as_the_numpy_flip_does_for_every_landmark_set():
-    from fer_lib.data import landmarks
 
     rng = np.random.default_rng(7)
     flip = torch.tensor([True, False, True])

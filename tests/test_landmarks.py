@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from numpy.linalg import lstsq
 
 from fer_lib.data import landmarks
 
@@ -207,7 +208,6 @@ def test_similarity_recovers_a_rotation_scale_and_shift():
 
 
 def test_affine_vs_similarity_is_the_mean_distance_between_the_two_mappings():
-    from numpy.linalg import lstsq
 
     rng = np.random.default_rng(5)
     manual = random_manual5(rng, 3)

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import sklearn.metrics as skm
@@ -159,7 +161,6 @@ def test_summary_reports_every_topk_up_to_the_class_count():
 
 
 def test_an_absent_class_gives_nan_without_a_numpy_warning():
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binomtest, norm
+from scipy.stats import t as student
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from fer_lib.evaluation import metrics
+from fer_lib.evaluation import metrics, stats
 from fer_lib.evaluation.stats import (
+    PooledResult,
     holm,
     mcnemar_exact,
     outlying_seed,
@@ -21,7 +23,7 @@ from fer_lib.evaluation.stats import (
     seed_pooled_interval,
     seeds_needed,
 )
-from fer_lib.report.tables import replication, tables, verdicts
+from fer_lib.report import replication, tables, verdicts
 from tests.conftest import pooled_result as _pooled
 from tests.conftest import pooled_row as _rows
 
@@ -747,7 +749,6 @@ def test_mcnemar_takes_zero_one_or_float_correctness_and_refuses_other_shapes():
 
 
 def test_holm_adjusts_single_precision_p_values_in_double_precision():
-    from fer_lib.evaluation.stats import holm
 
     p32 = np.array([0.01, 0.04, 0.03], dtype=np.float32)
     adjusted = holm(p32)
@@ -763,7 +764,6 @@ def _resolution_at(result, seeds, alpha=0.05, power=0.8, scale=1.0):
     written out here
     from the docstrings of seeds_needed and PooledResult (the quantiles are stats' own, tested on
     their own)."""
-    from fer_lib.evaluation import stats
 
     image = result.image_variance / scale
     interaction = result.interaction_variance / scale
@@ -778,13 +778,11 @@ def _resolution_at(result, seeds, alpha=0.05, power=0.8, scale=1.0):
 
 
 def _components(image, seed, interaction):
-    from fer_lib.evaluation.stats import PooledResult
 
     return PooledResult("oa", 0.0, 0.0, 0.0, 3, 0.0, image, seed, interaction, 0.0, 1.0)
 
 
 def test_seeds_needed_is_the_fewest_seeds_whose_resolution_reaches_the_effect():
-    from fer_lib.evaluation.stats import seeds_needed
 
     # an interaction as large as the seed effect, so the floor shapes the quantiles
     result = _components(image=0.002**2, seed=0.004**2, interaction=0.003**2)
@@ -808,9 +806,6 @@ def test_seeds_needed_is_the_fewest_seeds_whose_resolution_reaches_the_effect():
 
 
 def test_seeds_needed_without_an_image_term_uses_student_t():
-    from scipy.stats import t as student
-
-    from fer_lib.evaluation.stats import seeds_needed
 
     result = _components(image=0.0, seed=0.01**2, interaction=0.0)
 
@@ -827,9 +822,6 @@ def test_a_pooled_result_with_a_floor_and_no_seed_ratio_reads_normal_quantiles_s
     normal one over
     sqrt(1 + f) and every tail Phi(-t sqrt(1 + f)): closed forms from scipy's normal
     distribution."""
-    from scipy.stats import norm
-
-    from fer_lib.evaluation.stats import PooledResult
 
     seeds, image, interaction, se = 4, 0.01**2, 3 * 4 * 0.01**2, 0.02  # floor f = 3
     result = PooledResult("oa", 0.01, 0.0, 0.0, seeds, se, image, 0.0, interaction, 0.0, 1.0)
@@ -850,7 +842,6 @@ def test_a_pooled_result_with_a_floor_and_no_seed_ratio_reads_normal_quantiles_s
 
 
 def test_without_a_standard_error_the_tests_read_the_difference_against_the_margin():
-    from fer_lib.evaluation.stats import PooledResult
 
     def exact(difference):
         return PooledResult(
