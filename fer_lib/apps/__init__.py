@@ -1,2 +1,2 @@
-"""A trained model put to use: on another data set, on photos and videos, and
-in the JupyterLab explorer."""
+"""A trained model put to use: on another data set, on face photos, and in the JupyterLab
+explorer."""

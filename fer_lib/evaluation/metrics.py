@@ -2,8 +2,8 @@
 accuracy, the confusion matrix and Table 2's RGB x landmark contingency table.
 
 Pure numpy on label arrays (0-based class ids) and score arrays (N, C) of logits or probabilities;
-torch CPU tensors work too (anything ``np.asarray`` takes). Key names follow
-shared/paper/paper_results.json.
+torch CPU tensors work too (anything ``np.asarray`` takes). Key names follow the paper's numbers
+in fer_lib/resources/paper_results.json.
 
 Conventions:
 - per-class accuracy is the recall of each class (Table 5); a class absent from ``y_true`` gets NaN.

@@ -163,8 +163,8 @@ PROFILES = {
         baseline_per_seed=True,
         design_ablations=True,
     ),
-    # The CPU demo: narrow networks at 128 px, so that the whole report runs in 10-17 minutes on the
-    # 2-core CPUs measured (README).
+    # The CPU demo: narrow networks at 128 px, so that the whole report runs in 9-15 minutes on the
+    # 2-core CPUs measured (README: 9 min 28 s and 15 min 9 s).
     # - The landmark branch trains with batch 32, 1.0-1.7x faster per image than at 64 on the CPUs
     #   measured (benchmarks/README.md), and with BatchNorm: without it, its landmark CNN stayed at
     #   the majority class.
