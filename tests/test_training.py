@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -383,3 +384,53 @@ def test_each_training_step_pairs_an_images_rgb_features_with_its_landmarks_in_t
         assert (rgb == rgb[:, :1]).all()
         flipped += int(flip.sum())
     assert len(fed) == 3 and 0 < flipped < 18  # both states were drawn
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "cosine"])
+def test_the_learning_rate_follows_the_recipes_schedule(schedule):
+    # by hand: the ARM recipe's lr x 0.9 per epoch; the demo's cosine lr (1 + cos(pi e / E)) / 2
+    epochs, lr = 4, 0.01
+    expected = {
+        "exponential": [lr * 0.9**epoch for epoch in range(epochs + 1)],
+        "cosine": [
+            lr * (1 + math.cos(math.pi * epoch / epochs)) / 2 for epoch in range(epochs + 1)
+        ],
+    }[schedule]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = training._lr_schedule(
+        optimizer, training.FusionConfig(lr_schedule=schedule, epochs=epochs)
+    )
+    for want in expected:
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(want, abs=1e-12)
+        optimizer.step()
+        scheduler.step()
+
+
+def test_a_tied_score_keeps_the_earlier_epoch(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+    saved = []
+    history = [{"epoch": 1}]
+    best = training._keep_epoch(
+        tmp_path,
+        (model, optimizer, scheduler, None),
+        0,
+        history,
+        -1.0,
+        0.5,
+        lambda: saved.append(1),
+    )
+    assert best == 0.5 and saved == [1]
+    history.append({"epoch": 2})  # the same score again: best.pt stays the first epoch's
+    best = training._keep_epoch(
+        tmp_path,
+        (model, optimizer, scheduler, None),
+        1,
+        history,
+        best,
+        0.5,
+        lambda: saved.append(2),
+    )
+    assert best == 0.5 and saved == [1]
+    assert (tmp_path / "last.pt").exists() and len(pd.read_csv(tmp_path / "history.csv")) == 2
