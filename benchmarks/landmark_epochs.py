@@ -43,13 +43,7 @@ def main() -> None:
     run_dir = run_dir_for(profile)
     experiment = Experiment(profile, ensure_data(profile, None, run_dir), run_dir, progress=False)
     probe = (
-        probes.probe_table(
-            experiment.train,
-            experiment.test,
-            experiment.classes,
-            experiment.profile.input_size,
-            experiment.cache_dir,
-        )
+        probes.probe_table(experiment.train, experiment.test, experiment.cache_dir)
         .set_index("model")
         .loc["linear probe, coordinates (aligned landmarks)", "test OA"]
     )

@@ -142,20 +142,19 @@ def global_statistics(rafdb) -> np.ndarray:
     ).astype(np.float32)
 
 
-def probe_table(
-    train: SplitTensors, test: SplitTensors, classes, input_size: int, cache_dir: Path
-) -> pd.DataFrame:
+def probe_table(train: SplitTensors, test: SplitTensors, cache_dir: Path) -> pd.DataFrame:
     """Test accuracy of linear probes on each branch's input and of the majority class, computed
     once per data set and input size (``cache/probes_<key>.csv``) and reused."""
     key = hashlib.sha256(
-        f"{input_size}|{HOG_SIDE}|{C_GRID}|".encode() + "\n".join(train.names + test.names).encode()
+        f"{train.input_size}|{HOG_SIDE}|{C_GRID}|".encode()
+        + "\n".join(train.names + test.names).encode()
     ).hexdigest()[:16]
     path = cache_dir / f"probes_{key}.csv"
     if path.exists():
         print(f"reusing the linear probes in {path.name}")
         return pd.read_csv(path)
     y_train, y_test = train.labels.numpy(), test.labels.numpy()
-    size = input_size
+    size = train.input_size
     results = [
         linear_probe(
             "linear probe, HOG (aligned images)",
@@ -186,7 +185,7 @@ def probe_table(
         ]
         + [
             {
-                "model": f"majority class ({classes[majority]})",
+                "model": f"majority class ({train.classes[majority]})",
                 "input": "none",
                 "test OA": float((y_test == majority).mean()),
                 "features": 0,
