@@ -415,130 +415,26 @@ def run_all(
     spec = get_profile(profile, settings)
     base = Path(run_dir) if run_dir else run_dir_for(spec)
     figures = Path(figures_dir) if figures_dir else figures_dir_for(spec, base)
-    if data is None and spec.synthetic is None:
-        ensure_data(spec, data)  # says that the profile needs a real data set
-    for root in [*([data] if data is not None else []), *(cross_data or ())]:
-        check_data(Path(root))  # a broken data set is named before a run folder is made
-    base.mkdir(parents=True, exist_ok=True)
-    claim_run_dir(base, spec)
-    print(
-        f"==> {spec.describe(None if data is None else f'the data set at {relative(Path(data))}')}"
-    )
-    if spec.synthetic is None and not baseline_checkpoint and not pretrained:
-        print(
-            "==> warning: no --baseline-checkpoint and no --pretrained: the baseline trains from "
-            "random initialisation and cannot be compared with the paper's 0.9205 (the report "
-            "says so too)"
-        )
-    data_root = ensure_data(spec, data, base)
-    if data is None:
-        check_data(data_root)  # the synthetic set, generated into the run folder
     cross_data = [Path(root) for root in cross_data or ()]
-    executed_dir, report_dir = base / "executed", base / "report"
-    executed_dir.mkdir(parents=True, exist_ok=True)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {
-        "PROFILE": spec.name,
-        "SETTINGS": json.dumps(spec.overrides()) if spec.overrides() else "",
-        "DATA_ROOT": portable_parameter("DATA_ROOT", data_root),
-        "RUN_DIR": portable_parameter("RUN_DIR", base),
-        "BASELINE_CHECKPOINT": portable_parameter("BASELINE_CHECKPOINT", baseline_checkpoint),
-        "PRETRAINED": portable_parameter("PRETRAINED", pretrained),
-        "FIGURES_DIR": portable_parameter("FIGURES_DIR", figures),
-        "CROSS_DATA": portable_parameter_list("CROSS_DATA", cross_data),
-    }
-    # the report's verdicts load scipy.stats: 6 s (2 busy cores) at every notebook's start
-    from fer_lib.report.landing import write_landing_page
-
-    warning = Experiment(
-        spec, data_root, base, baseline_checkpoint, pretrained=pretrained
-    ).baselines.warning()
-    # replication.replicate_of compares the identity; a set given with --data is named
-    # even under a synthetic profile
-    data_identity = (
-        f"synthetic RAF-DB {spec.synthetic}"
-        if spec.synthetic and data is None
-        else parameters["DATA_ROOT"]
-    )
-    data_info = describe_data(data_root)
-
-    info = {
-        **machine_info(),
-        "profile": spec.name,
-        "settings": spec.overrides(),
-        "data": data_identity,
-        "warnings": [warning] if warning else [],
-        "data_layout": data_info.get("layout", "RAF-DB"),
-        "data_classes": data_info["classes"],
-        "data_protocol": data_info.get("protocol", []),
-        "data_excluded": data_info.get("excluded", {}),
-        "notebook_seconds": {},
-        "device": str(pick_device()),  # what every training and notebook of this run computed on
-    }
-
-    inputs = freshness.hash_parts(
-        freshness.source_key(),
-        freshness.environment_key(info["cpu"], info["cpu_path"]),
-        {name: value for name, value in parameters.items() if name != "CROSS_DATA"},
-        spec.settings(),
-        freshness.folder_key(data_root),
-    )
-    fresh = freshness.Freshness(base, figures, inputs, force=force)
-    pages, reused = [], []
-
-    kernels, every = WarmKernels(NOTEBOOK_DIR, kernel_environment()), notebooks()
-    try:
-        for notebook in every:
-            extra = ()
-            if notebook.name.startswith("03"):
-                if workers != 0:
-                    clock = time.perf_counter()
-                    # its own Experiment: the decoded images it loads are freed
-                    # before the notebooks run
-                    train_all(
-                        Experiment(
-                            spec, data_root, base, baseline_checkpoint, pretrained=pretrained
-                        ),
-                        workers=workers,
-                    )
-                    info["notebook_seconds"]["training (parallel, before 03)"] = round(
-                        time.perf_counter() - clock, 1
-                    )
-                # what the notebooks from here on read
-                extra = (fresh.models_key(), freshness.sibling_key(base, figures))
-            if notebook.name.startswith("09"):
-                # the other data sets it tests on: their files, not only their paths
-                extra = (parameters["CROSS_DATA"], *map(freshness.folder_key, cross_data))
-            fresh.advance(notebook, *extra)
-            executed, page = (
-                executed_dir / notebook.name,
-                report_dir / notebook.with_suffix(".html").name,
-            )
-            if fresh.is_fresh(notebook, page):
-                reused.append(notebook.stem)
-                info["notebook_seconds"][notebook.stem] = fresh.seconds(notebook)
-                pages.append(page)
-                continue
-            print(f"==> {notebook.name}")
-            before, clock = fresh.snapshot(), time.perf_counter()
-            _execute(notebook, executed, parameters, kernels, ahead=notebook != every[-1])
-            info["notebook_seconds"][notebook.stem] = round(time.perf_counter() - clock, 1)
-            pages.append(_render_html(executed, report_dir))
-            fresh.ran(notebook, before, info["notebook_seconds"][notebook.stem])
-            save_json(info, base / "run_info.json")
-    finally:
-        kernels.close()  # one started ahead for a notebook that turned out up to date
+    data_root = _prepare_data(spec, data, base, cross_data, bool(baseline_checkpoint or pretrained))
+    run = _Run(spec, data_root, base, figures, baseline_checkpoint, pretrained, cross_data)
+    if spec.synthetic and data is None:  # a set given with --data is named by its path
+        run.info["data"] = f"synthetic RAF-DB {spec.synthetic}"
+    pages, reused = run.notebooks(workers, force)
     if reused:
-        info["notebooks_reused"] = reused  # their seconds are those of the run that executed them
-        save_json(info, base / "run_info.json")
+        run.info["notebooks_reused"] = reused  # their seconds: those of the run that executed them
+        save_json(run.info, base / "run_info.json")
         print(
             f"==> up to date, not executed again: {', '.join(reused)} (nothing they read has "
             "changed; --force executes every notebook)"
         )
+    # the report's verdicts load scipy.stats: 6 s (2 busy cores) at every notebook's start
+    from fer_lib.report.landing import write_landing_page
+
     index = write_landing_page(
-        base, report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md"
+        base, run.report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md"
     )
-    arithmetic = arithmetic_note(info["device"], info["cpu_path"])
+    arithmetic = arithmetic_note(run.info["device"], run.info["cpu_path"])
     digest = write_results_digest(base / "tables", figures, spec.name, data_root, arithmetic)
     print(f"==> tables digest: {relative(digest)}")
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")
@@ -559,6 +455,128 @@ def run_all(
             figures=figures,
         )
     return 0
+
+
+def _prepare_data(spec, data, base: Path, cross_data: list[Path], has_weights: bool) -> Path:
+    """Every data set checked before the run folder is made (a broken one is named first), then the
+    run folder claimed and the data set's root (the synthetic set generated into it)."""
+    if data is None and spec.synthetic is None:
+        ensure_data(spec, data)  # says that the profile needs a real data set
+    for root in [*([data] if data is not None else []), *cross_data]:
+        check_data(Path(root))
+    base.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(base, spec)
+    print(
+        f"==> {spec.describe(None if data is None else f'the data set at {relative(Path(data))}')}"
+    )
+    if spec.synthetic is None and not has_weights:
+        print(
+            "==> warning: no --baseline-checkpoint and no --pretrained: the baseline trains from "
+            "random initialisation and cannot be compared with the paper's 0.9205 (the report "
+            "says so too)"
+        )
+    data_root = ensure_data(spec, data, base)
+    if data is None:
+        check_data(data_root)  # the synthetic set, generated into the run folder
+    return data_root
+
+
+class _Run:
+    """One run's notebooks: their parameters, the run's record (``run_info.json``) and the
+    freshness of each notebook's inputs."""
+
+    def __init__(self, spec, data_root, base, figures, baseline_checkpoint, pretrained, cross_data):
+        self.spec, self.data_root, self.base, self.cross_data = spec, data_root, base, cross_data
+        self.baseline_checkpoint, self.pretrained = baseline_checkpoint, pretrained
+        self.executed_dir, self.report_dir = base / "executed", base / "report"
+        self.executed_dir.mkdir(parents=True, exist_ok=True)
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        self.parameters = {
+            "PROFILE": spec.name,
+            "SETTINGS": json.dumps(spec.overrides()) if spec.overrides() else "",
+            "DATA_ROOT": portable_parameter("DATA_ROOT", data_root),
+            "RUN_DIR": portable_parameter("RUN_DIR", base),
+            "BASELINE_CHECKPOINT": portable_parameter("BASELINE_CHECKPOINT", baseline_checkpoint),
+            "PRETRAINED": portable_parameter("PRETRAINED", pretrained),
+            "FIGURES_DIR": portable_parameter("FIGURES_DIR", figures),
+            "CROSS_DATA": portable_parameter_list("CROSS_DATA", cross_data),
+        }
+        warning = self.experiment().baselines.warning()
+        data_info = describe_data(data_root)
+        self.info = {
+            **machine_info(),
+            "profile": spec.name,
+            "settings": spec.overrides(),
+            # what replication.replicate_of compares (run_all names a generated synthetic set)
+            "data": self.parameters["DATA_ROOT"],
+            "warnings": [warning] if warning else [],
+            "data_layout": data_info.get("layout", "RAF-DB"),
+            "data_classes": data_info["classes"],
+            "data_protocol": data_info.get("protocol", []),
+            "data_excluded": data_info.get("excluded", {}),
+            "notebook_seconds": {},
+            "device": str(pick_device()),  # what every training and notebook of this run ran on
+        }
+        self.figures = figures
+
+    def experiment(self) -> Experiment:
+        return Experiment(
+            self.spec,
+            self.data_root,
+            self.base,
+            self.baseline_checkpoint,
+            pretrained=self.pretrained,
+        )
+
+    def notebooks(self, workers: int | None, force: bool) -> tuple[list[Path], list[str]]:
+        """Every notebook in order, each executed unless its inputs are unchanged; the models are
+        trained in parallel before 03. Returns the HTML pages and the notebooks reused."""
+        inputs = freshness.hash_parts(
+            freshness.source_key(),
+            freshness.environment_key(self.info["cpu"], self.info["cpu_path"]),
+            {name: value for name, value in self.parameters.items() if name != "CROSS_DATA"},
+            self.spec.settings(),
+            freshness.folder_key(self.data_root),
+        )
+        fresh = freshness.Freshness(self.base, self.figures, inputs, force=force)
+        pages, reused, seconds = [], [], self.info["notebook_seconds"]
+        kernels, every = WarmKernels(NOTEBOOK_DIR, kernel_environment()), notebooks()
+        try:
+            for notebook in every:
+                fresh.advance(notebook, *self._inputs_beyond_the_run(notebook, fresh, workers))
+                executed = self.executed_dir / notebook.name
+                page = self.report_dir / notebook.with_suffix(".html").name
+                if fresh.is_fresh(notebook, page):
+                    reused.append(notebook.stem)
+                    seconds[notebook.stem] = fresh.seconds(notebook)
+                    pages.append(page)
+                    continue
+                print(f"==> {notebook.name}")
+                before, clock = fresh.snapshot(), time.perf_counter()
+                _execute(notebook, executed, self.parameters, kernels, ahead=notebook != every[-1])
+                seconds[notebook.stem] = round(time.perf_counter() - clock, 1)
+                pages.append(_render_html(executed, self.report_dir))
+                fresh.ran(notebook, before, seconds[notebook.stem])
+                save_json(self.info, self.base / "run_info.json")
+        finally:
+            kernels.close()  # one started ahead for a notebook that turned out up to date
+        return pages, reused
+
+    def _inputs_beyond_the_run(self, notebook: Path, fresh, workers: int | None) -> tuple:
+        """What a notebook reads besides the run's inputs: from 03 on the trained models (trained
+        here first, in parallel), for 09 the other data sets' files."""
+        if notebook.name.startswith("03"):
+            if workers != 0:
+                clock = time.perf_counter()
+                # its own Experiment: the decoded images it loads are freed before the notebooks run
+                train_all(self.experiment(), workers=workers)
+                self.info["notebook_seconds"]["training (parallel, before 03)"] = round(
+                    time.perf_counter() - clock, 1
+                )
+            return fresh.models_key(), freshness.sibling_key(self.base, self.figures)
+        if notebook.name.startswith("09"):
+            return (self.parameters["CROSS_DATA"], *map(freshness.folder_key, self.cross_data))
+        return ()
 
 
 def _replicate(

@@ -333,215 +333,212 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
         )
         return {}
     workers = workers or default_workers(len(baselines) + len(fusions))
-    p = experiment.profile
-    gpus = torch.cuda.device_count() if _on_gpus() else 0
-    cores = os.cpu_count() or 1
-    to_train = [job for job in baselines if not _finished(experiment, job)]
-    threads_of = {
-        job: 1 if gpus else job_threads(job, workers, len(to_train), cores)
-        for job in baselines + fusions
-    }
-    # whole units (hundredths of a single-thread baseline epoch), so the
-    # bar ends exactly at its total
-    cost = {
-        job: round(
-            100
-            * (
-                FIXED_COST[job_kind(job)]
-                + (
-                    p.baseline_epochs
-                    if job.weighting is None
-                    else epoch_cost(job) * p.fusion_epochs
-                )
-            )
-            / thread_speedup(threads_of[job])
-        )
-        for job in baselines + fusions
-    }
-    _ = experiment.splits  # decode the images once, here, before the workers read the cache
-    experiment_args = (
-        p,
-        experiment.data_root,
-        experiment.run_dir,
-        experiment.baseline_checkpoint,
-        experiment.pretrained,
-    )
-    logs = experiment.run_dir / "logs"
-    context = get_context("spawn")
-    devices = None
-    if gpus:
-        devices = context.Manager().Queue()
-        for entry in worker_devices(workers):
-            devices.put(entry)
-    threads = 1 if gpus else max(1, cores // workers)
-    where = (
-        f"{workers} worker(s), one per GPU"
-        if gpus
-        else f"{workers} worker process(es) of {threads} CPU thread(s)"
-        + "".join(
-            f" (the baseline of seed {job.seed} on {threads_of[job]})"
-            for job in to_train
-            if threads_of[job] != threads
-        )
-    )
-    print(
-        f"==> training {len(baselines)} baseline(s) and {len(fusions)} landmark-branch run(s) on "
-        f"{where}; logs in {relative(logs)}"
-    )
-    seconds: dict[str, float] = {}
-    bar = tqdm(
-        total=sum(cost.values()),
-        desc="training",
-        disable=not progress,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
-    )
-    finished_cost, shown_postfix = 0, ""
-    clock = StageClock(
-        workers,
-        {job_kind(job): threads_of[job] for job in baselines + fusions},
-    )
-    finished_epochs: dict[str, list[float]] = {kind: [] for kind in clock.epochs}
-    started_at: dict[Job, float] = {}
-    stage_start, shown_epochs, estimates = time.perf_counter(), -1, []
+    return _Stage(experiment, baselines, fusions, workers, progress).run()
 
-    def folder_of(job: Job) -> Path:
-        return (
-            experiment.baselines.folder(job.seed)
-            if job.weighting is None
-            else experiment.fusion.folder(job.weighting, job.w, job.seed, job.variant)
-        )
 
-    def history(job: Job) -> tuple[list[float], float]:
-        """Seconds of each epoch a job has finished (its history.csv, written after every epoch),
-        and when the last one ended (time.time())."""
-        path = folder_of(job) / "history.csv"
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            column = lines[0].split(",").index("seconds")
-            return [
-                float(line.split(",")[column]) for line in lines[1:] if line
-            ], path.stat().st_mtime
-        except (OSError, ValueError, IndexError):
-            return [], 0.0
+class _Stage:
+    """One training stage: the jobs' threads and costs, the pool that runs them (each seed's
+    landmark-branch runs once its baseline is done), the progress bar and the time left."""
 
-    def epochs_of(job: Job) -> int:
-        return p.baseline_epochs if job.weighting is None else p.fusion_epochs
-
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(devices,)
-    ) as pool:
-        running = {}
-
-        def submit(job: Job) -> None:
-            running[
-                pool.submit(
-                    _run_job, job, experiment_args, logs / f"{job.slug}.log", threads_of[job]
-                )
-            ] = job
-
+    def __init__(self, experiment, baselines: list[Job], fusions: list[Job], workers, progress):
+        self.experiment, self.workers = experiment, workers
+        self.baselines, self.fusions, jobs = baselines, fusions, baselines + fusions
+        self.gpus = torch.cuda.device_count() if _on_gpus() else 0
+        self.cores = os.cpu_count() or 1
+        self.to_train = [job for job in baselines if not _finished(experiment, job)]
+        self.threads_of = {
+            job: 1 if self.gpus else job_threads(job, workers, len(self.to_train), self.cores)
+            for job in jobs
+        }
+        self.cost = {job: self._cost(job) for job in jobs}
+        self.logs = experiment.run_dir / "logs"
+        self.clock = StageClock(workers, {job_kind(job): self.threads_of[job] for job in jobs})
+        self.finished_epochs: dict[str, list[float]] = {kind: [] for kind in self.clock.epochs}
+        self.started_at: dict[Job, float] = {}
+        self.seconds: dict[str, float] = {}
+        self.estimates: list[dict] = []
+        self.finished_cost, self.shown_postfix, self.shown_epochs = 0, "", -1
+        self.progress = progress
         # Only as many jobs in the pool as it has workers: the pool marks a job running once it is
         # in its call queue, before a worker takes it, and the bar and the time left must see the
         # jobs that really run.
-        queue = list(baselines)
-        waiting = list(fusions)  # until their seed's baseline is done
+        self.queue = list(baselines)
+        self.waiting = list(fusions)  # until their seed's baseline is done
+        self.running: dict = {}
 
-        def fill() -> None:
-            while queue and len(running) < workers:
-                submit(queue.pop(0))
+    def _cost(self, job: Job) -> int:
+        """Whole units (hundredths of a single-thread baseline epoch), so the bar ends exactly at
+        its total."""
+        epochs = self.epochs_of(job) * (1 if job.weighting is None else epoch_cost(job))
+        return round(
+            100 * (FIXED_COST[job_kind(job)] + epochs) / thread_speedup(self.threads_of[job])
+        )
 
-        fill()
-        while running:
-            done, _ = wait(running, timeout=2, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = running.pop(future)
-                try:
-                    seconds[job.slug] = round(future.result(), 1)
-                except Exception as error:  # noqa: BLE001 - reported with its log, then the stage stops
-                    for other in running:
-                        other.cancel()
-                    bar.close()
-                    raise SystemExit(
-                        f"training {job.name} failed ({type(error).__name__}: {error}); its log: "
-                        f"{logs / (job.slug + '.log')}"
-                    ) from None
-                finished_cost += cost[job]
-                epoch_seconds = history(job)[0][: epochs_of(job)]
-                finished_epochs[job_kind(job)] += epoch_seconds
-                clock.observe_job(job_kind(job), seconds[job.slug], epoch_seconds)
-                bar.write(f"    {job.name}: done in {seconds[job.slug]:.0f} s")
-                if job.weighting is None:  # its seed's landmark-branch runs can start
-                    ready = [f for f in waiting if experiment.baselines.seed(f.seed) == job.seed]
-                    waiting = [f for f in waiting if f not in ready]
-                    queue += ready
-            fill()
-            now, wall = time.perf_counter(), time.time()
-            active = [job for future, job in running.items() if future.running()]
-            for job in active:
-                started_at.setdefault(job, wall)
-            rows = {job: history(job) for job in active}
-            progress_now = {job: min(len(rows[job][0]), epochs_of(job)) for job in active}
-            clock.epochs = {
-                kind: finished_epochs[kind]
-                + [t for job in active if job_kind(job) == kind for t in rows[job][0]]
-                for kind in finished_epochs
-            }
-            left = clock.left(
-                [
-                    (
-                        job_kind(job),
-                        experiment.baselines.seed(job.seed),
-                        epochs_of(job),
-                        progress_now[job],
-                        wall - max(started_at[job], rows[job][1]),
-                    )
-                    for job in active
-                ],
-                [
-                    (job_kind(job), experiment.baselines.seed(job.seed), epochs_of(job))
-                    for job in [
-                        *(job for job in running.values() if job not in active),
-                        *queue,
-                        *waiting,
-                    ]
-                ],
+    def epochs_of(self, job: Job) -> int:
+        p = self.experiment.profile
+        return p.baseline_epochs if job.weighting is None else p.fusion_epochs
+
+    def folder_of(self, job: Job) -> Path:
+        if job.weighting is None:
+            return self.experiment.baselines.folder(job.seed)
+        return self.experiment.fusion.folder(job.weighting, job.w, job.seed, job.variant)
+
+    def history(self, job: Job) -> tuple[list[float], float]:
+        """Seconds of each epoch a job has finished (its history.csv, written after every epoch),
+        and when the last one ended (time.time())."""
+        path = self.folder_of(job) / "history.csv"
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            column = lines[0].split(",").index("seconds")
+            epochs = [float(line.split(",")[column]) for line in lines[1:] if line]
+            return epochs, path.stat().st_mtime
+        except (OSError, ValueError, IndexError):
+            return [], 0.0
+
+    def run(self) -> dict[str, float]:
+        experiment = self.experiment
+        _ = experiment.splits  # decode the images once, here, before the workers read the cache
+        context = get_context("spawn")
+        devices = None
+        if self.gpus:
+            devices = context.Manager().Queue()
+            for entry in worker_devices(self.workers):
+                devices.put(entry)
+        self._announce()
+        self.bar = tqdm(
+            total=sum(self.cost.values()),
+            desc="training",
+            disable=not self.progress,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
+        )
+        self.stage_start = time.perf_counter()
+        experiment_args = (
+            experiment.profile,
+            experiment.data_root,
+            experiment.run_dir,
+            experiment.baseline_checkpoint,
+            experiment.pretrained,
+        )
+        with ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(devices,)
+        ) as pool:
+            self._fill(pool, experiment_args)
+            while self.running:
+                done, _ = wait(self.running, timeout=2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._finish(future)
+                self._fill(pool, experiment_args)
+                self._show_progress()
+        _save_estimates(
+            self.estimates, time.perf_counter() - self.stage_start, self.logs / "time_left.csv"
+        )
+        self.bar.close()
+        return self.seconds
+
+    def _announce(self) -> None:
+        threads = 1 if self.gpus else max(1, self.cores // self.workers)
+        if self.gpus:
+            where = f"{self.workers} worker(s), one per GPU"
+        else:
+            where = f"{self.workers} worker process(es) of {threads} CPU thread(s)" + "".join(
+                f" (the baseline of seed {job.seed} on {self.threads_of[job]})"
+                for job in self.to_train
+                if self.threads_of[job] != threads
             )
-            epochs_now = sum(len(v) for v in clock.epochs.values())
-            # the estimate after each finished epoch, kept to check it against the truth
-            if epochs_now != shown_epochs:
-                estimates.append(
-                    {
-                        "seconds": round(now - stage_start, 1),
-                        "epochs done": epochs_now,
-                        "estimated seconds left": None if left is None else round(left, 1),
-                    }
-                )
-                shown_epochs = epochs_now
-                # as it goes, so a stage cut short keeps them
-                _save_estimates(estimates, None, logs / "time_left.csv")
+        print(
+            f"==> training {len(self.baselines)} baseline(s) and {len(self.fusions)} "
+            f"landmark-branch run(s) on {where}; logs in {relative(self.logs)}"
+        )
 
-            # a job past its last epoch is selecting and predicting the test set
-            def doing(job) -> str:
-                # called in this iteration only
-                step = progress_now[job] + 1  # noqa: B023
-                return (
-                    f"{job.name}, epoch {step}/{epochs_of(job)}"
-                    if step <= epochs_of(job)
-                    else f"{job.name}, predicting"
-                )
+    def _fill(self, pool, experiment_args: tuple) -> None:
+        while self.queue and len(self.running) < self.workers:
+            job = self.queue.pop(0)
+            log = self.logs / f"{job.slug}.log"
+            future = pool.submit(_run_job, job, experiment_args, log, self.threads_of[job])
+            self.running[future] = job
 
-            postfix = "; ".join([format_left(left), *(doing(job) for job in active)])
-            if postfix != shown_postfix:
-                bar.set_postfix_str(postfix, refresh=False)
-                shown_postfix = postfix
-            # moved with update(), so the bar follows the finished epochs
-            bar.update(
-                max(
-                    0,
-                    finished_cost
-                    + sum(cost[job] * progress_now[job] // epochs_of(job) for job in active)
-                    - bar.n,
-                )
+    def _finish(self, future) -> None:
+        """A job has ended: stop the stage if it failed, else count it and release its seed's
+        landmark-branch runs if it was a baseline."""
+        job = self.running.pop(future)
+        try:
+            self.seconds[job.slug] = round(future.result(), 1)
+        except Exception as error:  # noqa: BLE001 - reported with its log, then the stage stops
+            for other in self.running:
+                other.cancel()
+            self.bar.close()
+            raise SystemExit(
+                f"training {job.name} failed ({type(error).__name__}: {error}); its log: "
+                f"{self.logs / (job.slug + '.log')}"
+            ) from None
+        self.finished_cost += self.cost[job]
+        epoch_seconds = self.history(job)[0][: self.epochs_of(job)]
+        self.finished_epochs[job_kind(job)] += epoch_seconds
+        self.clock.observe_job(job_kind(job), self.seconds[job.slug], epoch_seconds)
+        self.bar.write(f"    {job.name}: done in {self.seconds[job.slug]:.0f} s")
+        if job.weighting is None:
+            seed_of = self.experiment.baselines.seed
+            ready = [f for f in self.waiting if seed_of(f.seed) == job.seed]
+            self.waiting = [f for f in self.waiting if f not in ready]
+            self.queue += ready
+
+    def _show_progress(self) -> None:
+        """The bar moved by the finished epochs, its postfix (the time left, what each running job
+        is doing), and the estimate after each finished epoch kept to check it against the truth."""
+        now, wall = time.perf_counter(), time.time()
+        active = [job for future, job in self.running.items() if future.running()]
+        for job in active:
+            self.started_at.setdefault(job, wall)
+        rows = {job: self.history(job) for job in active}
+        done = {job: min(len(rows[job][0]), self.epochs_of(job)) for job in active}
+        self.clock.epochs = {
+            kind: self.finished_epochs[kind]
+            + [t for job in active if job_kind(job) == kind for t in rows[job][0]]
+            for kind in self.finished_epochs
+        }
+        left = self._time_left(active, rows, done, wall)
+        epochs_now = sum(len(v) for v in self.clock.epochs.values())
+        if epochs_now != self.shown_epochs:
+            self.estimates.append(
+                {
+                    "seconds": round(now - self.stage_start, 1),
+                    "epochs done": epochs_now,
+                    "estimated seconds left": None if left is None else round(left, 1),
+                }
             )
-    _save_estimates(estimates, time.perf_counter() - stage_start, logs / "time_left.csv")
-    bar.close()
-    return seconds
+            self.shown_epochs = epochs_now
+            # as it goes, so a stage cut short keeps them
+            _save_estimates(self.estimates, None, self.logs / "time_left.csv")
+        postfix = "; ".join([format_left(left), *(self._doing(job, done[job]) for job in active)])
+        if postfix != self.shown_postfix:
+            self.bar.set_postfix_str(postfix, refresh=False)
+            self.shown_postfix = postfix
+        # moved with update(), so the bar follows the finished epochs
+        partial = sum(self.cost[job] * done[job] // self.epochs_of(job) for job in active)
+        self.bar.update(max(0, self.finished_cost + partial - self.bar.n))
+
+    def _time_left(self, active: list[Job], rows: dict, done: dict, wall: float) -> float | None:
+        seed_of = self.experiment.baselines.seed
+        running = [
+            (
+                job_kind(job),
+                seed_of(job.seed),
+                self.epochs_of(job),
+                done[job],
+                wall - max(self.started_at[job], rows[job][1]),
+            )
+            for job in active
+        ]
+        pending = [job for job in self.running.values() if job not in active]
+        queued = [
+            (job_kind(job), seed_of(job.seed), self.epochs_of(job))
+            for job in [*pending, *self.queue, *self.waiting]
+        ]
+        return self.clock.left(running, queued)
+
+    def _doing(self, job: Job, epochs_done: int) -> str:
+        """A running job's model and epoch; past its last epoch it is selecting and predicting."""
+        step = epochs_done + 1
+        if step <= self.epochs_of(job):
+            return f"{job.name}, epoch {step}/{self.epochs_of(job)}"
+        return f"{job.name}, predicting"
