@@ -7,6 +7,7 @@ hold with other seeds: ``fer_lib.report.replication``; the figures: ``fer_lib.re
 from __future__ import annotations
 
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -326,105 +327,87 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
     """
     paper = paper_results()
     tables_dir = Path(tables_dir)
-
-    def read(name):
-        return read_table(tables_dir, name)
-
     out: dict[str, pd.DataFrame] = {}
-    if (t := read("table3_class_counts")) is not None:
-        rows = []
-        for split in ("train", "test"):
-            paper_counts = t[f"paper {split}"].astype(float)  # NaN for a class RAF-DB does not have
-            for k, name in enumerate(t["class"]):
-                paper_share = paper_counts[k] / paper_counts.sum()
-                _compare(
-                    rows,
-                    "Table 3",
-                    split,
-                    f"share {name}",
-                    t[split][k] / t[split].sum(),
-                    None,
-                    None if np.isnan(paper_share) else paper_share,
-                )
-        out["table3"] = pd.DataFrame(rows)
-    if (t := read("branch_accuracy")) is not None:
-        rows = []
-        for column, key in (("RGB", "rgb"), ("landmark only", "landmark_only")):
-            _compare(
-                rows,
-                "Section 5 (branches)",
-                column,
-                "OA",
-                t[column].mean(),
-                t[column].std(ddof=1) if len(t) > 1 else 0.0,
-                paper["branch_accuracy_test"][key],
-            )
-        out["branches"] = pd.DataFrame(rows)
-    if (t := read("table2_contingency")) is not None:
-        rows = []
-        for _, r in t.iterrows():
-            _compare(
-                rows,
-                "Table 2",
-                f"RGB {r['RGB']}, landmark {r['landmark']}",
-                "share",
-                r["share"],
-                None,
-                r["paper share"],
-            )
-        out["table2"] = pd.DataFrame(rows)
-    for name, key, per_class in (
-        ("table5_per_class", "table5_per_class_accuracy", True),
-        ("table6_overall", "table6_overall", False),
-        ("table7_ablation_per_class", "table7_ablation_per_class", True),
-        ("table8_ablation_overall", "table8_ablation_overall", False),
+    for name, key, compare in (
+        ("table3_class_counts", "table3", _compare_class_shares),
+        ("branch_accuracy", "branches", _compare_branches),
+        ("table2_contingency", "table2", _compare_contingency),
+        ("table5_per_class", "table5", _metric_table("table5_per_class_accuracy", per_class=True)),
+        ("table6_overall", "table6", _metric_table("table6_overall", per_class=False)),
+        ("table7_ablation_per_class", "table7", _metric_table("table7_ablation_per_class", True)),
+        ("table8_ablation_overall", "table8", _metric_table("table8_ablation_overall", False)),
+        ("claims", "claims", None),
+        ("fig4_w_sweep", "fig4", _compare_w_sweep),
     ):
-        t = read(name)
-        if t is None:
-            continue
-        # a per-class table's columns are the data set's classes (and their sd), whatever its list
-        columns = (
-            [c for c in t.columns if c not in ("model", "seeds") and not c.endswith(" sd")]
-            if per_class
-            else METRIC_COLUMNS
-        )
-        rows = []
-        for _, r in t.iterrows():
-            reference = paper[key].get(r["model"])
-            if reference is None:
-                values = [None] * len(columns)
-            elif per_class:  # the paper's list is in RAF-DB's order: matched by class name
-                values = paper_per_class(reference, columns)
-            else:
-                values = [reference[column] for column in columns]
-            for column, value in zip(columns, values):
-                _compare(
-                    rows,
-                    name.split("_")[0].replace("table", "Table "),
-                    r["model"],
-                    column,
-                    r[column],
-                    r[f"{column} sd"],
-                    value,
-                )
-        out[name.split("_")[0]] = pd.DataFrame(rows)
-    if (t := read("claims")) is not None:
-        out["claims"] = t
-    if (t := read("fig4_w_sweep")) is not None:
-        gains = t.groupby("w")["oa_gain"].mean()
-        rows = []
-        _compare(
-            rows,
-            "Fig. 4",
-            "both",
-            "best w (test set)",
-            float(gains.idxmax()),
-            None,
-            paper["figure4_w_sweep"]["best_w"],
-        )
-        _compare(rows, "Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None)
-        out["fig4"] = pd.DataFrame(rows)
+        if (t := read_table(tables_dir, name)) is not None:
+            out[key] = t if compare is None else pd.DataFrame(compare(t, name, paper))
     return out
+
+
+def _compare_class_shares(t: pd.DataFrame, name: str, paper: dict) -> list[dict]:
+    rows: list[dict] = []
+    for split in ("train", "test"):
+        paper_counts = t[f"paper {split}"].astype(float)  # NaN for a class RAF-DB does not have
+        for k, name in enumerate(t["class"]):
+            paper_share = paper_counts[k] / paper_counts.sum()
+            share = t[split][k] / t[split].sum()
+            reference = None if np.isnan(paper_share) else paper_share
+            _compare(rows, "Table 3", split, f"share {name}", share, None, reference)
+    return rows
+
+
+def _compare_branches(t: pd.DataFrame, name: str, paper: dict) -> list[dict]:
+    rows: list[dict] = []
+    for column, key in (("RGB", "rgb"), ("landmark only", "landmark_only")):
+        sd = t[column].std(ddof=1) if len(t) > 1 else 0.0
+        reference = paper["branch_accuracy_test"][key]
+        _compare(rows, "Section 5 (branches)", column, "OA", t[column].mean(), sd, reference)
+    return rows
+
+
+def _compare_contingency(t: pd.DataFrame, name: str, paper: dict) -> list[dict]:
+    rows: list[dict] = []
+    for _, r in t.iterrows():
+        cell = f"RGB {r['RGB']}, landmark {r['landmark']}"
+        _compare(rows, "Table 2", cell, "share", r["share"], None, r["paper share"])
+    return rows
+
+
+def _metric_table(key: str, per_class: bool):
+    """Tables 5-8: each model's metrics (a per-class table's columns are the data set's classes,
+    whatever its list) beside the paper's row of the same model in ``paper[key]``."""
+    return partial(_compare_metric_table, key=key, per_class=per_class)
+
+
+def _compare_metric_table(
+    t: pd.DataFrame, name: str, paper: dict, *, key: str, per_class: bool
+) -> list[dict]:
+    columns = (
+        [c for c in t.columns if c not in ("model", "seeds") and not c.endswith(" sd")]
+        if per_class
+        else METRIC_COLUMNS
+    )
+    rows: list[dict] = []
+    for _, r in t.iterrows():
+        reference = paper[key].get(r["model"])
+        if reference is None:
+            values = [None] * len(columns)
+        elif per_class:  # the paper's list is in RAF-DB's order: matched by class name
+            values = paper_per_class(reference, columns)
+        else:
+            values = [reference[column] for column in columns]
+        table = name.split("_")[0].replace("table", "Table ")
+        for column, value in zip(columns, values):
+            _compare(rows, table, r["model"], column, r[column], r[f"{column} sd"], value)
+    return rows
+
+
+def _compare_w_sweep(t: pd.DataFrame, name: str, paper: dict) -> list[dict]:
+    gains = t.groupby("w")["oa_gain"].mean()
+    best, rows = paper["figure4_w_sweep"]["best_w"], []
+    _compare(rows, "Fig. 4", "both", "best w (test set)", float(gains.idxmax()), None, best)
+    _compare(rows, "Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None)
+    return rows
 
 
 PAPER_MODEL = "both (the paper)"
@@ -524,8 +507,16 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
     """The choices this run makes where the paper is silent or was changed for the CPU (README,
     "Choices the paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no
     hold-out of its own)."""
+    rows = _fusion_choices(profile, fusion_config, checkpoint) + _run_choices(
+        profile, fusion_config
+    )
+    return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])
+
+
+def _fusion_choices(profile, fusion_config, checkpoint: bool) -> list[tuple[str, str, str]]:
+    """The landmark branch's and the fusion's choices."""
     sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
-    rows = [
+    return [
         (
             "fusion layer initialisation",
             "the baseline's fc on F_RGB, zeros on F_landmark"
@@ -574,6 +565,13 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
             "yes: every conv block of Table 1 ends in ReLU, conv6 (the output F_landmark) too",
             "Table 1 lists no activations",
         ),
+    ]
+
+
+def _run_choices(profile, fusion_config) -> list[tuple[str, str, str]]:
+    """The rest: the baseline's noise, the feature cache, the arithmetic, the schedules, the
+    baselines."""
+    return [
         (
             "ARM noise",
             "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, "
@@ -641,4 +639,3 @@ def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.Da
             "the ARM recipe: the epoch's own weights",
         ),
     ]
-    return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])
