@@ -284,12 +284,7 @@ def train_baseline(
     average = _moving_average(model, config)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs, average)
     evaluated = average.module if average is not None else model
-    # on a GPU the training images (uint8) and labels live there, and augmentation runs there: no
-    # image copy per step
-    fit_images = fit.images.to(device) if device.type == "cuda" else fit.images
-    fit_labels = fit.labels.to(device)
-    # soft labels where the data set has them
-    fit_targets = fit_labels if fit.soft is None else fit.soft.to(device)
+    fit_images, fit_labels, fit_targets = _baseline_fit_tensors(fit, device)
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -311,21 +306,9 @@ def train_baseline(
             progress=progress,
         )
         scheduler.step()
-        seen, correct, loss_sum = distributed.all_sum(seen, correct, loss_sum)
-        val_accuracy = float(
-            (baseline_logits(evaluated, val.images, config.eval_batch_size).argmax(1) == val.labels)
-            .float()
-            .mean()
-        )
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
-                "val_accuracy": val_accuracy,
-                "seconds": round(time.perf_counter() - clock, 2),
-            }
-        )
+        counts = distributed.all_sum(seen, correct, loss_sum)
+        history.append(_baseline_epoch_row(evaluated, val, config, epoch, counts, clock, progress))
+        val_accuracy = history[-1]["val_accuracy"]
         best = _keep_epoch(
             run_dir,
             (model, optimizer, scheduler, average),
@@ -342,16 +325,46 @@ def train_baseline(
                 config=dataclasses.asdict(config),
             ),
         )
-        if progress and distributed.is_main():
-            print(
-                f"baseline epoch {epoch + 1}/{config.epochs}: loss "
-                f"{history[-1]['train_loss']:.3f}, train acc {history[-1]['train_accuracy']:.3f}, "
-                f"val acc {val_accuracy:.3f}"
-            )
     best_model = models.load_arm_checkpoint(run_dir / "best.pt", classes=train.classes)
     if torch.isnan(best_model.arm.population_mean).any():
         store_population_mean(best_model, fit, config.eval_batch_size, run_dir / "best.pt", device)
     return best_model
+
+
+def _baseline_epoch_row(
+    evaluated: nn.Module,
+    val: tensors.SplitTensors,
+    config: BaselineConfig,
+    epoch: int,
+    counts: tuple,
+    clock: float,
+    progress: bool,
+) -> dict:
+    """An epoch's line of ``history.csv`` (``counts``: images seen, correct and summed loss over the
+    ranks; ``clock``: when the epoch started), the validation accuracy measured here, printed."""
+    seen, correct, loss_sum = counts
+    logits = baseline_logits(evaluated, val.images, config.eval_batch_size)
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_accuracy": correct / max(seen, 1),
+        "val_accuracy": float((logits.argmax(1) == val.labels).float().mean()),
+        "seconds": round(time.perf_counter() - clock, 2),
+    }
+    if progress and distributed.is_main():
+        print(
+            f"baseline epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.3f}, "
+            f"train acc {row['train_accuracy']:.3f}, val acc {row['val_accuracy']:.3f}"
+        )
+    return row
+
+
+def _baseline_fit_tensors(fit: tensors.SplitTensors, device: torch.device) -> tuple:
+    """The fit images, labels and targets (soft labels where the data set has them). On a GPU the
+    images (uint8) live there and augmentation runs there: no image copy per step."""
+    images = fit.images.to(device) if device.type == "cuda" else fit.images
+    labels = fit.labels.to(device)
+    return images, labels, labels if fit.soft is None else fit.soft.to(device)
 
 
 def _moving_average(model: models.ARMNet, config: BaselineConfig) -> AveragedModel | None:
@@ -715,38 +728,36 @@ def fit_gate(
                 fused_logits(base.cpu().feature_weight(out.landmark_logits, out.rgb_logits)), labels
             )
         )
-    gate = model.gate.requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        gate.parameters(),
-        lr=1.0,
-        max_iter=500,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
-        line_search_fn="strong_wolfe",
+    gate = model.gate
+    _fit_gate_weights(
+        gate, lambda: fused_logits(gate(out.rgb_logits, out.landmark_logits, agree)), labels
     )
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = (
-            functional.cross_entropy(
-                fused_logits(gate(out.rgb_logits, out.landmark_logits, agree)), labels
-            )
-            + GATE_L2 * gate.linear.weight.square().sum()
-        )
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    gate.requires_grad_(False)
     with torch.no_grad():
         weight = gate(out.rgb_logits, out.landmark_logits, agree)
         logits = fused_logits(weight)
+    fitted = {
+        "val_fused_loss_paper_weighting": loss_before,
+        "val_fused_loss": float(functional.cross_entropy(logits, labels)),
+        "val_fused_accuracy": float((logits.argmax(1) == labels).float().mean()),
+        "mean_weight": float(weight.mean()),
+    }
+    _save_gate_run(model, config, base_folder, run_dir, fitted, clock)
+    model.to(device).eval()
+    return model, config
+
+
+def _save_gate_run(
+    model: models.FusionModel,
+    config: FusionConfig,
+    base_folder: Path,
+    run_dir: Path,
+    fitted: dict,
+    clock: float,
+) -> None:
+    """The gated model's ``best.pt`` and its one-row ``history.csv`` (``fitted``: the validation
+    losses before and after, the accuracy and the mean weight; ``clock``: when the fit started)."""
     means = _landmark_means(models.population_means(model))
-    loss_after, fitted_accuracy = (
-        float(functional.cross_entropy(logits, labels)),
-        float((logits.argmax(1) == labels).float().mean()),
-    )
+    loss_after, fitted_accuracy = fitted["val_fused_loss"], fitted["val_fused_accuracy"]
     save_torch(
         {
             "model": model.state_dict(),
@@ -765,18 +776,38 @@ def fit_gate(
                 {
                     "epoch": 1,
                     "fitted_on": "validation split",
-                    "val_fused_loss_paper_weighting": loss_before,
-                    "val_fused_loss": loss_after,
-                    "val_fused_accuracy": fitted_accuracy,
-                    "mean_weight": float(weight.mean()),
+                    **fitted,
                     "seconds": round(time.perf_counter() - clock, 2),
                 }
             ]
         ),
         run_dir / "history.csv",
     )
-    model.to(device).eval()
-    return model, config
+
+
+def _fit_gate_weights(gate: models.WeightGate, logits_of_gate: Callable, labels: torch.Tensor):
+    """The gate's weights minimising the fused head's cross-entropy (``logits_of_gate()``: the fused
+    logits under the gate's weights) + ``GATE_L2``, by L-BFGS to convergence."""
+    gate.requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        gate.parameters(),
+        lr=1.0,
+        max_iter=500,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = functional.cross_entropy(logits_of_gate(), labels)
+        loss = loss + GATE_L2 * gate.linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    gate.requires_grad_(False)
 
 
 def _check_fusion_inputs(
@@ -853,16 +884,7 @@ def train_fusion(
     )
     scheduler = _lr_schedule(optimizer, config)
     start, history, best = _load_last(run_dir, model, optimizer, scheduler, config.epochs)
-    # the cache, points and labels live on the GPU: a step copies only its indices and flips
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        fit_cache = fit_cache.to(device)
-    on_device = dataclasses.replace(
-        fit,
-        points=fit.points.to(device),
-        labels=fit.labels.to(device),
-        soft=None if fit.soft is None else fit.soft.to(device),
-    )
+    fit_cache, on_device = _fusion_fit_tensors(fit, fit_cache, device)
     for epoch in range(start, config.epochs):
         clock = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -882,48 +904,79 @@ def train_fusion(
             progress=progress,
         )
         scheduler.step()
-        seen, correct, landmark_correct, loss_sum = distributed.all_sum(
-            seen, correct, landmark_correct, loss_sum
-        )
-        temperature, predictions = _validate_fusion(model, val, val_cache, config)
-        val_fused = float((predictions.fused.argmax(1) == predictions.labels).mean())
-        val_landmark = float((predictions.landmark.argmax(1) == predictions.labels).mean())
-        val_loss = validation_loss(predictions)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_fused_accuracy": correct / max(seen, 1),
-                "train_landmark_accuracy": landmark_correct / max(seen, 1),
-                "val_loss": val_loss,
-                "val_fused_accuracy": val_fused,
-                "val_landmark_accuracy": val_landmark,
-                **temperature,
-                "seconds": round(time.perf_counter() - clock, 2),
-            }
-        )
-        score = -val_loss if config.select == "val_loss" else val_fused
-        kept = {
-            "epoch": epoch + 1,
-            "val_accuracy": val_fused,
-            "val_loss": val_loss,
-            "config": dataclasses.asdict(config),
-        }
-        best = _keep_epoch(
-            run_dir,
-            (model, optimizer, scheduler, None),
-            epoch,
-            history,
-            best,
-            score,
-            functools.partial(_save_fusion_best, model, kept, run_dir / "best.pt"),
-        )
+        counts = distributed.all_sum(seen, correct, landmark_correct, loss_sum)
+        history.append(_fusion_epoch_row(model, val, val_cache, config, epoch, counts, clock))
+        best = _keep_fusion_epoch(run_dir, (model, optimizer, scheduler), config, history, best)
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], strict=True)
     model.eval()
     if population_means and "population_means" not in state:  # for a single photo (predict)
         _store_landmark_means(model, fit, fit_cache, config, state, run_dir)
     return model
+
+
+def _keep_fusion_epoch(
+    run_dir: Path, training_state: tuple, config: FusionConfig, history: list[dict], best: float
+) -> float:
+    """``_keep_epoch`` for a fusion run (``training_state``: model, optimizer, scheduler): the
+    score is ``config.select``'s, the lowest validation loss of eq. 3 or the best fused validation
+    accuracy."""
+    row, model = history[-1], training_state[0]
+    score = -row["val_loss"] if config.select == "val_loss" else row["val_fused_accuracy"]
+    kept = {
+        "epoch": row["epoch"],
+        "val_accuracy": row["val_fused_accuracy"],
+        "val_loss": row["val_loss"],
+        "config": dataclasses.asdict(config),
+    }
+    save_best = functools.partial(_save_fusion_best, model, kept, run_dir / "best.pt")
+    epoch = row["epoch"] - 1
+    return _keep_epoch(run_dir, (*training_state, None), epoch, history, best, score, save_best)
+
+
+def _fusion_fit_tensors(
+    fit: tensors.SplitTensors, fit_cache: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, tensors.SplitTensors]:
+    """The fit cache, points and labels on the device: on a GPU a step copies only its indices and
+    flips."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        fit_cache = fit_cache.to(device)
+    on_device = dataclasses.replace(
+        fit,
+        points=fit.points.to(device),
+        labels=fit.labels.to(device),
+        soft=None if fit.soft is None else fit.soft.to(device),
+    )
+    return fit_cache, on_device
+
+
+def _fusion_epoch_row(
+    model: models.FusionModel,
+    val: tensors.SplitTensors,
+    val_cache: torch.Tensor,
+    config: FusionConfig,
+    epoch: int,
+    counts: tuple,
+    clock: float,
+) -> dict:
+    """An epoch's line of ``history.csv`` (``counts``: images seen, fused and landmark correct and
+    summed loss over the ranks; ``clock``: when the epoch started), validated here."""
+    seen, correct, landmark_correct, loss_sum = counts
+    temperature, predictions = _validate_fusion(model, val, val_cache, config)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_fused_accuracy": correct / max(seen, 1),
+        "train_landmark_accuracy": landmark_correct / max(seen, 1),
+        "val_loss": validation_loss(predictions),
+        "val_fused_accuracy": float((predictions.fused.argmax(1) == predictions.labels).mean()),
+        "val_landmark_accuracy": float(
+            (predictions.landmark.argmax(1) == predictions.labels).mean()
+        ),
+        **temperature,
+        "seconds": round(time.perf_counter() - clock, 2),
+    }
 
 
 def _fusion_steps(
