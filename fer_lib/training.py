@@ -374,6 +374,16 @@ def _moving_average(model: models.ARMNet, config: BaselineConfig) -> AveragedMod
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
 
+def _batch_starts(images: int, config, what: str, progress: bool):
+    """The first index of each batch of an epoch, behind a progress bar on rank 0."""
+    return tqdm(
+        range(0, images, config.batch_size),
+        desc=f"{what}/{config.epochs}",
+        disable=not (progress and distributed.is_main()),
+        leave=False,
+    )
+
+
 def _baseline_steps(
     model: models.ARMNet,
     trained: nn.Module,
@@ -403,13 +413,7 @@ def _baseline_steps(
         torch.zeros((), dtype=torch.long, device=device),
         torch.zeros((), dtype=torch.float64, device=device),
     )
-    bar = tqdm(
-        range(0, len(order), config.batch_size),
-        desc=f"baseline epoch {epoch + 1}/{config.epochs}",
-        disable=not (progress and distributed.is_main()),
-        leave=False,
-    )
-    for start_index in bar:
+    for start_index in _batch_starts(len(order), config, f"baseline epoch {epoch + 1}", progress):
         index = order[start_index : start_index + config.batch_size]
         if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
             continue
@@ -1005,13 +1009,7 @@ def _fusion_steps(
         torch.zeros((), dtype=torch.long, device=device),
     )
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    bar = tqdm(
-        range(0, len(order), config.batch_size),
-        desc=f"fusion epoch {epoch + 1}/{config.epochs}",
-        disable=not (progress and distributed.is_main()),
-        leave=False,
-    )
-    for start_index in bar:
+    for start_index in _batch_starts(len(order), config, f"fusion epoch {epoch + 1}", progress):
         index = order[start_index : start_index + config.batch_size]
         batch_size = len(index)
         if batch_size < 2 * distributed.world_size():

@@ -220,6 +220,28 @@ def layout_parent() -> Parser:
     return layout_options
 
 
+def add_workers(parser: argparse.ArgumentParser) -> None:
+    """--workers of the commands that read a data set in parallel."""
+    parser.add_argument(
+        "--workers",
+        type=at_least(1),
+        default=None,
+        help="processes (default: one per CPU, at most 8)",
+    )
+
+
+def add_checkpoint_options(parser: argparse.ArgumentParser, baseline_help: str) -> None:
+    """--baseline (a checkpoint the command builds on) and --input-size (default: the
+    checkpoint's)."""
+    parser.add_argument("--baseline", type=existing, required=True, help=baseline_help)
+    parser.add_argument(
+        "--input-size",
+        type=input_size_arg,
+        default=None,
+        help="default: the checkpoint's (224 for the authors' file)",
+    )
+
+
 def common_parent() -> Parser:
     """The options every training and evaluation command takes."""
     common = Parser(add_help=False)

@@ -8,7 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from fer_lib.cli.common import at_least, between, existing, layout_options_of, layout_parent
+from fer_lib.cli.common import (
+    add_workers,
+    at_least,
+    between,
+    existing,
+    layout_options_of,
+    layout_parent,
+)
 from fer_lib.data.datasets import check_layout, reader_for
 from fer_lib.data.demo_layouts import DEMO_LAYOUTS, WRITERS
 from fer_lib.data.faces import import_images
@@ -184,12 +191,7 @@ def _add_convert_data(commands) -> None:
         "CK+'s",
     )
     convert.add_argument("out", type=Path, help="an empty folder for the converted copy")
-    convert.add_argument(
-        "--workers",
-        type=at_least(1),
-        default=None,
-        help="processes (default: one per CPU, at most 8)",
-    )
+    add_workers(convert)
     convert.set_defaults(func=_convert_data)
 
 
@@ -240,12 +242,7 @@ def _add_import_images(commands) -> None:
         help="stratified share for the test split where SRC gives none",
     )
     faces.add_argument("--seed", type=at_least(0), default=0)
-    faces.add_argument(
-        "--workers",
-        type=at_least(1),
-        default=None,
-        help="processes (default: one per CPU, at most 8)",
-    )
+    add_workers(faces)
     faces.set_defaults(func=_import_images)
 
 

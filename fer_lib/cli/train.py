@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fer_lib.cli.common import (
+    add_checkpoint_options,
     at_least,
     between,
     common_parent,
@@ -197,18 +198,7 @@ def _add_train_fusion(commands) -> None:
         parents=[common],
         help="train the landmark branch + fusion (baseline frozen)",
     )
-    fusion.add_argument(
-        "--baseline",
-        type=existing,
-        required=True,
-        help="baseline checkpoint (the ARM authors' file or ours)",
-    )
-    fusion.add_argument(
-        "--input-size",
-        type=input_size_arg,
-        default=None,
-        help="default: the checkpoint's (224 for the authors' file)",
-    )
+    add_checkpoint_options(fusion, "baseline checkpoint (the ARM authors' file or ours)")
     fusion.add_argument("--run-dir", type=Path, required=True)
     _add_fusion_model_options(fusion, fused)
     fusion.add_argument("--epochs", type=at_least(1), default=fused.epochs)
@@ -312,18 +302,7 @@ def _add_fit_gate(commands) -> None:
         parents=[common],
         help="the learned weighting: a gate fitted on a trained fusion run's validation split",
     )
-    gate.add_argument(
-        "--baseline",
-        type=existing,
-        required=True,
-        help="the baseline the fusion run was trained with",
-    )
-    gate.add_argument(
-        "--input-size",
-        type=input_size_arg,
-        default=None,
-        help="default: the checkpoint's (224 for the authors' file)",
-    )
+    add_checkpoint_options(gate, "the baseline the fusion run was trained with")
     gate.add_argument(
         "--base-run",
         type=existing,

@@ -23,7 +23,7 @@ import pandas as pd
 from fer_lib.data.rafdb import CLASSES as RAFDB_CLASSES
 from fer_lib.io import relative
 from fer_lib.report.tables import read_table
-from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, resolvable_rows
+from fer_lib.report.verdicts import CLAIM_COLUMNS, EQUIVALENCE_MARGIN, resolvable_rows
 from fer_lib.runtime.precision import arithmetic_note
 
 PAPER = {
@@ -289,22 +289,13 @@ def write_landing_page(
             claims = claims.merge(
                 findings[["claim", "same verdict with other seeds"]], on="claim", how="left"
             )
+        # the claims table's columns but the margin, the per-seed counts and the detail, with the
+        # replicate's agreement before the outlying seed
+        left_out = ("margin", "per seed (the trained models)", "detail", "outlying seed")
+        order = [c for c in CLAIM_COLUMNS if c not in left_out]
         shown = [
             c
-            for c in (
-                "claim",
-                "family",
-                "verdict",
-                "difference",
-                "95% low",
-                "95% high",
-                "p (unadjusted)",
-                "verdict's interval",
-                "resolution",
-                "about",
-                "same verdict with other seeds",
-                "outlying seed",
-            )
+            for c in [*order, "same verdict with other seeds", "outlying seed"]
             # an outlying seed's column only where some claim has one:
             # empty, it would only take space
             if c in claims
