@@ -1224,6 +1224,16 @@ def save_fusion_predictions(predictions: FusionPredictions, folder: Path) -> dic
     return paths
 
 
+def save_baseline_predictions(
+    model: models.ARMNet, test: tensors.SplitTensors, batch_size: int, path: Path
+) -> np.ndarray:
+    """A baseline's test-split probabilities (in consecutive batches of ``batch_size``), saved as a
+    prediction table at ``path``."""
+    probabilities = baseline_logits(model, test.images, batch_size).softmax(1).numpy()
+    save_csv(prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes), path)
+    return probabilities
+
+
 def save_test_predictions(
     model: models.FusionModel,
     test: tensors.SplitTensors,

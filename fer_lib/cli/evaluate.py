@@ -68,12 +68,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         predictions = training.save_test_predictions(model, test, test_cache, config, args.out)
         print_heads(predictions, f"test set, batch {args.batch_size}, affinity {args.affinity}")
     else:
-        probabilities = (
-            training.baseline_logits(baseline, test.images, args.batch_size).softmax(1).numpy()
-        )
-        training.save_csv(
-            training.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes),
-            args.out / "predictions_rgb.csv",
+        probabilities = training.save_baseline_predictions(
+            baseline, test, args.batch_size, args.out / "predictions_rgb.csv"
         )
         print_summary(
             f"baseline, test set, batch {args.batch_size}, affinity {args.affinity}",

@@ -44,12 +44,8 @@ def _train_baseline(args: argparse.Namespace) -> int:
     model = training.train_baseline(train, config, args.run_dir, device=device)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return 0
-    probabilities = (
-        training.baseline_logits(model, test.images, config.eval_batch_size).softmax(1).numpy()
-    )
-    training.save_csv(
-        training.prediction_frame(test.names, test.labels.numpy(), probabilities, test.classes),
-        args.run_dir / "predictions_test.csv",
+    probabilities = training.save_baseline_predictions(
+        model, test, config.eval_batch_size, args.run_dir / "predictions_test.csv"
     )
     print_summary("baseline, test set", test.labels.numpy(), probabilities, test.classes)
     print(f"best checkpoint: {args.run_dir / 'best.pt'}")
