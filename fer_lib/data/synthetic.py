@@ -170,6 +170,48 @@ _UPPER_OUTER_MID = np.array([50, 51, 52])
 _LOWER_OUTER_MID = np.array([58, 57, 56])  # paired with _UPPER_OUTER_MID
 
 
+# Each action unit's displacement at intensity 1 beyond the brows and the jaw line (computed in
+# _au_basis): point groups moved in y (down), in order, then image-left mouth points moved in x and
+# y whose mirror partners (_MOUTH_MIRROR) move with x negated.
+# fmt: off
+_AU_Y_SHIFTS: dict[str, tuple] = {
+    "AU4": ((_UPPER_LID, 0.01),),  # brow lowerer
+    "AU5": ((_UPPER_LID, -0.055), ([36, 39, 42, 45], -0.005), (_LOWER_LID, 0.008)),  # eyes wide
+    # cheek raiser: eyes narrowed from below
+    "AU6": ((_LOWER_LID, -0.03), (_UPPER_LID, 0.012), ([36, 45], -0.008), ([2, 3, 13, 14], -0.02)),
+    "AU7": ((_UPPER_LID, 0.028), (_LOWER_LID, -0.026)),  # lid tightener
+    # nose wrinkler: nostrils and upper lip up
+    "AU9": ((slice(31, 36), -0.04), ([29, 30], [-0.015, -0.025]), (slice(49, 54), -0.025),
+            (_UPPER_INNER_LIP, -0.02), (_LOWER_LID, -0.015)),
+    # upper lip raiser
+    "AU10": (([49, 53], -0.04), ([50, 51, 52], -0.06), (_UPPER_INNER_LIP, -0.05),
+             ([48, 54, 60, 64], -0.015), (slice(31, 36), -0.015)),
+    # chin raiser: lower lip and chin pushed up
+    "AU17": (([55, 56, 58, 59], -0.03), (57, -0.04), ([65, 66, 67], -0.025), ([7, 8, 9], -0.03),
+             ([6, 10], -0.015), ([50, 51, 52], -0.01)),
+    "AU20": ((51, 0.012), (57, -0.012)),  # lip stretcher
+    # lip tightener/presser: thin lips, narrower mouth
+    "AU23": (([49, 53], 0.03), ([50, 51, 52], 0.035), (slice(55, 60), -0.035)),
+    "AU25": ((_UPPER_INNER_LIP, -0.012), (_LOWER_INNER_LIP, 0.035), ([56, 57, 58], 0.03),
+             ([55, 59], 0.02)),  # lips part
+    # jaw drop: the lower lip follows the chin
+    "AU26": ((slice(55, 60), [0.15, 0.2, 0.22, 0.2, 0.15]), (slice(65, 68), [0.19, 0.22, 0.19]),
+             (_UPPER_INNER_LIP, -0.01), (slice(49, 54), -0.005)),
+}
+_AU_MIRRORED_SHIFTS: dict[str, dict[int, tuple[float, float]]] = {
+    "AU12": {48: (-0.06, -0.075), 60: (-0.05, -0.065), 49: (-0.03, -0.035), 59: (-0.03, -0.03),
+             61: (-0.02, -0.02), 67: (-0.02, -0.015), 50: (0.0, -0.01)},  # lip corner puller
+    "AU15": {48: (0.015, 0.065), 60: (0.012, 0.055), 49: (0.0, 0.03), 59: (0.0, 0.03),
+             50: (0.0, 0.01), 58: (0.0, 0.01)},  # lip corner depressor
+    "AU20": {48: (-0.075, 0.015), 60: (-0.07, 0.015), 49: (-0.04, 0.01), 59: (-0.04, 0.0),
+             50: (0.0, 0.012), 58: (0.0, -0.012)},  # lip stretcher
+    "AU23": {48: (0.025, 0.0), 60: (0.02, 0.0)},
+    "AU26": {48: (0.03, 0.06), 60: (0.035, 0.07)},
+}
+# fmt: on
+_MOUTH_MIRROR = {48: 54, 49: 53, 50: 52, 59: 55, 58: 56, 60: 64, 61: 63, 67: 65}
+
+
 def _au_basis() -> np.ndarray:
     """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units
     of inter-ocular distance)."""
@@ -181,97 +223,17 @@ def _au_basis() -> np.ndarray:
         basis["AU4"][brow, 1] = 0.085 * (0.35 + 0.65 * u)  # brow lowerer: down and together
         basis["AU4"][brow, 0] = inward * 0.055 * u**2
         basis["AU9"][brow, 1] = 0.035 * u  # the nose wrinkler pulls the inner brows down
-    basis["AU4"][_UPPER_LID, 1] = 0.01
-    basis["AU5"][_UPPER_LID, 1] = -0.055  # upper lid raiser: eyes wide
-    basis["AU5"][[36, 39, 42, 45], 1] = -0.005
-    basis["AU5"][_LOWER_LID, 1] = 0.008
-    basis["AU6"][_LOWER_LID, 1] = -0.03  # cheek raiser: eyes narrowed from below
-    basis["AU6"][_UPPER_LID, 1] = 0.012
-    basis["AU6"][[36, 45], 1] = -0.008
-    basis["AU6"][[2, 3, 13, 14], 1] = -0.02
-    basis["AU7"][_UPPER_LID, 1] = 0.028  # lid tightener
-    basis["AU7"][_LOWER_LID, 1] = -0.026
-    basis["AU9"][[31, 35], 0] = [-0.02, 0.02]  # nose wrinkler: nostrils up and wider, upper lip up
-    basis["AU9"][31:36, 1] = -0.04
-    basis["AU9"][[29, 30], 1] = [-0.015, -0.025]
-    basis["AU9"][49:54, 1] = -0.025
-    basis["AU9"][_UPPER_INNER_LIP, 1] = -0.02
-    basis["AU9"][_LOWER_LID, 1] = -0.015
-    basis["AU10"][[49, 53], 1] = -0.04  # upper lip raiser
-    basis["AU10"][[50, 51, 52], 1] = -0.06
-    basis["AU10"][_UPPER_INNER_LIP, 1] = -0.05
-    basis["AU10"][[48, 54, 60, 64], 1] = -0.015
-    basis["AU10"][31:36, 1] = -0.015
-    # lip corner puller
-    _mirror_set(
-        basis["AU12"],
-        {
-            48: (-0.06, -0.075),
-            60: (-0.05, -0.065),
-            49: (-0.03, -0.035),
-            59: (-0.03, -0.03),
-            61: (-0.02, -0.02),
-            67: (-0.02, -0.015),
-            50: (0.0, -0.01),
-        },
-    )
-    # lip corner depressor
-    _mirror_set(
-        basis["AU15"],
-        {
-            48: (0.015, 0.065),
-            60: (0.012, 0.055),
-            49: (0.0, 0.03),
-            59: (0.0, 0.03),
-            50: (0.0, 0.01),
-            58: (0.0, 0.01),
-        },
-    )
-    basis["AU17"][[55, 56, 58, 59], 1] = -0.03  # chin raiser: lower lip and chin pushed up
-    basis["AU17"][57, 1] = -0.04
-    basis["AU17"][[65, 66, 67], 1] = -0.025
-    basis["AU17"][[7, 8, 9], 1] = -0.03
-    basis["AU17"][[6, 10], 1] = -0.015
-    basis["AU17"][[50, 51, 52], 1] = -0.01
-    # lip stretcher
-    _mirror_set(
-        basis["AU20"],
-        {
-            48: (-0.075, 0.015),
-            60: (-0.07, 0.015),
-            49: (-0.04, 0.01),
-            59: (-0.04, 0.0),
-            50: (0.0, 0.012),
-            58: (0.0, -0.012),
-        },
-    )
-    basis["AU20"][51, 1] = 0.012
-    basis["AU20"][57, 1] = -0.012
-    basis["AU23"][[49, 53], 1] = 0.03  # lip tightener/presser: thin lips, narrower mouth
-    basis["AU23"][[50, 51, 52], 1] = 0.035
-    basis["AU23"][55:60, 1] = -0.035
-    _mirror_set(basis["AU23"], {48: (0.025, 0.0), 60: (0.02, 0.0)})
-    basis["AU25"][_UPPER_INNER_LIP, 1] = -0.012  # lips part
-    basis["AU25"][_LOWER_INNER_LIP, 1] = 0.035
-    basis["AU25"][[56, 57, 58], 1] = 0.03
-    basis["AU25"][[55, 59], 1] = 0.02
+    basis["AU9"][[31, 35], 0] = [-0.02, 0.02]  # the nostrils widen
     jaw = np.arange(3, 14)
-    # jaw drop, chin moves most
-    basis["AU26"][jaw, 1] = 0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5
-    basis["AU26"][55:60, 1] = [0.15, 0.2, 0.22, 0.2, 0.15]  # the lower lip follows the chin
-    basis["AU26"][65:68, 1] = [0.19, 0.22, 0.19]
-    basis["AU26"][_UPPER_INNER_LIP, 1] = -0.01
-    basis["AU26"][49:54, 1] = -0.005
-    _mirror_set(basis["AU26"], {48: (0.03, 0.06), 60: (0.035, 0.07)})
+    basis["AU26"][jaw, 1] = 0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5  # the chin moves most
+    for name, shifts in _AU_Y_SHIFTS.items():
+        for points, dy in shifts:
+            basis[name][points, 1] = dy
+    for name, left in _AU_MIRRORED_SHIFTS.items():
+        for index, (dx, dy) in left.items():
+            basis[name][index] = (dx, dy)
+            basis[name][_MOUTH_MIRROR[index]] = (-dx, dy)
     return np.stack([basis[name] for name in AU_NAMES])
-
-
-def _mirror_set(displacement: np.ndarray, left: dict[int, tuple[float, float]]) -> None:
-    """Set image-left mouth displacements and their mirror partners (x negated)."""
-    partner = {48: 54, 49: 53, 50: 52, 59: 55, 58: 56, 60: 64, 61: 63, 67: 65}
-    for index, (dx, dy) in left.items():
-        displacement[index] = (dx, dy)
-        displacement[partner[index]] = (-dx, dy)
 
 
 _AU_BASIS = _au_basis()
