@@ -721,49 +721,62 @@ def _draw_nose(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
         )
 
 
+def _dark(skin: np.ndarray, strength: float) -> tuple[int, int, int]:
+    """The skin darkened for a crease or shadow of ``strength`` in (0, 1]."""
+    return _rgb(skin, 1 - 0.45 * strength)
+
+
+def _nasolabial_fold(
+    p: np.ndarray, side: int, middle: tuple[float, float], end: tuple[float, float]
+) -> np.ndarray:
+    """The fold from the nose wing past the mouth corner on one side (-1 image-left, 1 right)."""
+    wing, corner = (31, 48) if side < 0 else (35, 54)
+    return np.array(
+        [
+            p[wing] + [side * 0.07, -0.03],
+            p[corner] + [side * middle[0], middle[1]],
+            p[corner] + [side * end[0], end[1]],
+        ]
+    )
+
+
+def _draw_side_cues(
+    paint: _Painter, skin: np.ndarray, p: np.ndarray, cues: dict[str, float], side: int
+) -> None:
+    """The cues drawn on one side of the face (-1 image-left, 1 right): the nasolabial fold, crow's
+    feet, a tear, the brow's shadow."""
+    if "nasolabial" in cues:
+        fold = _nasolabial_fold(p, side, (0.11, -0.07), (0.13, 0.1))
+        paint.line(fold, _dark(skin, cues["nasolabial"]), 0.022)
+    if "crow_feet" in cues:
+        start = p[36 if side < 0 else 45] + [side * 0.04, 0]
+        for angle in (-0.5, 0.0, 0.5):
+            end = start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]
+            paint.line(np.array([start, end]), _dark(skin, cues["crow_feet"]), 0.016, smooth=False)
+    if "tear" in cues:
+        lid = p[41] if side < 0 else p[46]
+        paint.line(
+            np.array([lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]),
+            (200, 215, 235),
+            0.022 * cues["tear"] + 0.01,
+        )
+    if "brow_shadow" in cues:
+        brow = p[_LEFT_BROW if side < 0 else _RIGHT_BROW]
+        paint.line(brow[1:] + [0, 0.06], _dark(skin, 0.7 * cues["brow_shadow"]), 0.05)
+
+
 def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, float]) -> None:
-    """The appearance cues a landmark file cannot carry (wrinkles, tears, shadows)."""
-
-    def dark(strength: float):
-        return _rgb(idn.skin, 1 - 0.45 * strength)
-
-    for side, wing, corner, outer_eye in ((-1, 31, 48, 36), (1, 35, 54, 45)):
-        if "nasolabial" in cues:
-            fold = np.array(
-                [
-                    p[wing] + [side * 0.07, -0.03],
-                    p[corner] + [side * 0.11, -0.07],
-                    p[corner] + [side * 0.13, 0.1],
-                ]
-            )
-            paint.line(fold, dark(cues["nasolabial"]), 0.022)
-        if "crow_feet" in cues:
-            for angle in (-0.5, 0.0, 0.5):
-                start = p[outer_eye] + [side * 0.04, 0]
-                paint.line(
-                    np.array(
-                        [start, start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]]
-                    ),
-                    dark(cues["crow_feet"]),
-                    0.016,
-                    smooth=False,
-                )
-        if "tear" in cues:
-            lid = p[41] if side < 0 else p[46]
-            paint.line(
-                np.array([lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]),
-                (200, 215, 235),
-                0.022 * cues["tear"] + 0.01,
-            )
-        if "brow_shadow" in cues:
-            brow = p[_LEFT_BROW if side < 0 else _RIGHT_BROW]
-            paint.line(brow[1:] + [0, 0.06], dark(0.7 * cues["brow_shadow"]), 0.05)
+    """The appearance cues a landmark file cannot carry (wrinkles, tears, shadows), and an older
+    face's static wrinkles."""
+    skin = idn.skin
+    for side in (-1, 1):
+        _draw_side_cues(paint, skin, p, cues, side)
     if "nose_wrinkle" in cues:
         for y in (0.3, 0.55, 0.8):
             level = p[27, 1] + y * (p[29, 1] - p[27, 1])
             paint.line(
                 np.array([[-0.11, level + 0.02], [0, level], [0.11, level + 0.02]]),
-                dark(cues["nose_wrinkle"]),
+                _dark(skin, cues["nose_wrinkle"]),
                 0.014,
             )
     if "brow_furrow" in cues:
@@ -771,7 +784,7 @@ def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, f
         for x in (-0.045, 0.045):
             paint.line(
                 np.array([[x, top - 0.02], [x * 0.8, top + 0.13]]),
-                dark(cues["brow_furrow"]),
+                _dark(skin, cues["brow_furrow"]),
                 0.016,
                 smooth=False,
             )
@@ -782,25 +795,19 @@ def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, f
                 y = brow_top - gap
                 paint.line(
                     np.array([[-0.45, y + 0.02], [0, y - 0.01 * k], [0.45, y + 0.02]]),
-                    dark(strength),
+                    _dark(skin, strength),
                     0.015,
                 )
     if idn.age_wrinkles > 0 and "nasolabial" not in cues:
-        for side, wing, corner in ((-1, 31, 48), (1, 35, 54)):
-            fold = np.array(
-                [
-                    p[wing] + [side * 0.07, -0.03],
-                    p[corner] + [side * 0.1, -0.05],
-                    p[corner] + [side * 0.11, 0.08],
-                ]
-            )
-            paint.line(fold, dark(idn.age_wrinkles), 0.016)
+        for side in (-1, 1):
+            fold = _nasolabial_fold(p, side, (0.1, -0.05), (0.11, 0.08))
+            paint.line(fold, _dark(skin, idn.age_wrinkles), 0.016)
     if "chin_dimple" in cues:
         chin = p[57] + [0, 0.5 * (p[8, 1] - p[57, 1])]
         for dx in (-0.06, 0.0, 0.06):
             paint.polygon(
                 _ellipse(chin + [dx, 0.01 * abs(dx) / 0.06], 0.018, 0.014, 8),
-                dark(cues["chin_dimple"]),
+                _dark(skin, cues["chin_dimple"]),
             )
 
 
