@@ -54,6 +54,8 @@ MARKER_FILE = "DEMO_DATA.json"  # written last: its presence (and content) means
 PARTIAL_FILE = "DEMO_DATA.partial"  # present while a run is writing
 SPLIT_CODES = {"train": 0, "test": 1}
 NAME_DIGITS = {"train": 5, "test": 4}
+# the cases only landmarks can solve, each drawn at SyntheticKnobs' <name>_rate
+HARD_CONDITIONS = ("sunglasses", "mouth_occluder", "low_light", "heavy_blur", "tiny_face")
 # Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
 CONFUSABLE_PARTNER = {0: 1, 1: 0, 2: 5, 5: 2, 4: 6, 6: 4}
 
@@ -106,40 +108,16 @@ class SyntheticKnobs:
 
 # The action units modelled (FACS numbers); _au_basis gives each one's
 # displacement of the 68 points.
-AU_NAMES = (
-    "AU1",
-    "AU2",
-    "AU4",
-    "AU5",
-    "AU6",
-    "AU7",
-    "AU9",
-    "AU10",
-    "AU12",
-    "AU15",
-    "AU17",
-    "AU20",
-    "AU23",
-    "AU25",
-    "AU26",
-)
+AU_NAMES = tuple(f"AU{number}" for number in (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 17, 20, 23, 25, 26))
 
 # Class recipes (0-based class -> AU weights at intensity 1), after FACS prototypes.
 _RECIPES: dict[int, dict[str, float]] = {
-    0: {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 0.5, "AU26": 1.0},  # Surprise
-    1: {
-        "AU1": 1.0,
-        "AU2": 0.5,
-        "AU4": 0.5,
-        "AU5": 1.0,
-        "AU20": 1.0,
-        "AU25": 0.6,
-        "AU26": 0.3,
-    },  # Fear
-    2: {"AU9": 1.0, "AU10": 1.0, "AU4": 0.4, "AU7": 0.3, "AU15": 0.4, "AU17": 0.4},  # Disgust
-    3: {"AU6": 1.0, "AU12": 1.0, "AU25": 0.5},  # Happiness
-    4: {"AU1": 1.0, "AU4": 0.4, "AU15": 1.0, "AU17": 0.6},  # Sadness
-    5: {"AU4": 1.0, "AU5": 0.3, "AU7": 1.0, "AU23": 1.0, "AU10": 0.2},  # Anger
+    0: dict(AU1=1.0, AU2=1.0, AU5=1.0, AU25=0.5, AU26=1.0),  # Surprise
+    1: dict(AU1=1.0, AU2=0.5, AU4=0.5, AU5=1.0, AU20=1.0, AU25=0.6, AU26=0.3),  # Fear
+    2: dict(AU9=1.0, AU10=1.0, AU4=0.4, AU7=0.3, AU15=0.4, AU17=0.4),  # Disgust
+    3: dict(AU6=1.0, AU12=1.0, AU25=0.5),  # Happiness
+    4: dict(AU1=1.0, AU4=0.4, AU15=1.0, AU17=0.6),  # Sadness
+    5: dict(AU4=1.0, AU5=0.3, AU7=1.0, AU23=1.0, AU10=0.2),  # Anger
     6: {},  # Neutral
 }
 
@@ -350,22 +328,10 @@ def _neutral_landmarks(idn: _Identity) -> np.ndarray:
             p[eye] = [inner, up_inner, up_outer, outer, low_outer, low_inner]
     m, ym, tu, tl = idn.mouth_hw, idn.mouth_y, idn.lip_upper, idn.lip_lower
     outer_x = np.array([-1, -0.6, -0.25, 0, 0.25, 0.6, 1, 0.6, 0.25, 0, -0.25, -0.6]) * m
-    outer_y = ym + np.array(
-        [
-            0,
-            -0.8 * tu,
-            -1.05 * tu,
-            -0.85 * tu,
-            -1.05 * tu,
-            -0.8 * tu,
-            0,
-            0.85 * tl,
-            1.0 * tl,
-            1.05 * tl,
-            1.0 * tl,
-            0.85 * tl,
-        ]
-    )
+    # the upper lip from corner to corner (48-54), then the lower lip back (55-59)
+    upper_y = np.array([0, -0.8, -1.05, -0.85, -1.05, -0.8, 0])
+    lower_y = np.array([0.85, 1.0, 1.05, 1.0, 0.85])
+    outer_y = ym + np.concatenate([upper_y * tu, lower_y * tl])
     p[48:60] = np.stack([outer_x, outer_y], 1)
     p[60:68] = np.stack(
         [np.array([-0.85, -0.3, 0, 0.3, 0.85, 0.3, 0, -0.3]) * m, np.full(8, ym + 0.005)], 1
@@ -450,12 +416,8 @@ class _Pose:
     def __call__(self, xy: np.ndarray) -> np.ndarray:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         z = _depth(xy)
-        cy, sy, cp, sp = (
-            math.cos(self.yaw),
-            math.sin(self.yaw),
-            math.cos(self.pitch),
-            math.sin(self.pitch),
-        )
+        cy, sy = math.cos(self.yaw), math.sin(self.yaw)
+        cp, sp = math.cos(self.pitch), math.sin(self.pitch)
         x = xy[:, 0] * cy + z * sy
         y = xy[:, 1] * cp + (xy[:, 0] * sy - z * cy) * sp
         c, s = self.scale * math.cos(self.roll), self.scale * math.sin(self.roll)
@@ -491,8 +453,7 @@ class _Scene:
     width: int
     height: int
     pose: _Pose
-    # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
-    conditions: tuple[str, ...]
+    conditions: tuple[str, ...]  # the HARD_CONDITIONS drawn
     jpeg_quality: int
     grayscale: bool
 
@@ -501,14 +462,9 @@ def _sample_scene(rng: np.random.Generator, idn: _Identity, knobs: SyntheticKnob
     width, height = (
         int(v) for v in rng.integers(knobs.canvas_range[0], knobs.canvas_range[1] + 1, 2)
     )
-    rates = {
-        "sunglasses": knobs.sunglasses_rate,
-        "mouth_occluder": knobs.mouth_occluder_rate,
-        "low_light": knobs.low_light_rate,
-        "heavy_blur": knobs.heavy_blur_rate,
-        "tiny_face": knobs.tiny_face_rate,
-    }
-    conditions = tuple(name for name, rate in rates.items() if rng.random() < rate)
+    conditions = tuple(
+        name for name in HARD_CONDITIONS if rng.random() < getattr(knobs, f"{name}_rate")
+    )
     if "tiny_face" in conditions:
         scale = rng.uniform(8, 13)
     else:
@@ -545,10 +501,8 @@ def _ramp(
 
     Built as a 2x2 image resized bilinearly: far faster than numpy at full size.
     """
-    t = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float64) @ [
-        math.cos(angle),
-        math.sin(angle),
-    ]
+    direction = [math.cos(angle), math.sin(angle)]
+    t = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float64) @ direction
     t = (t - t.min()) / max(float(np.ptp(t)), 1e-9)
     start, stop = corner_values
     corners = np.clip(np.round(start + (stop - start) * t[:, None]), 0, 255).astype(np.uint8)
@@ -891,13 +845,10 @@ def _finish(
     image = image.point(np.clip(np.round(lut), 0, 255).astype(int).tolist())
     noise_sd = rng.uniform(6, 12) if low_light else rng.uniform(*knobs.noise_sd_range)
     tile = _noise_tile(512 * math.ceil(max(scene.width, scene.height) / 512))
-    oy, ox = (
-        rng.integers(0, len(tile) - scene.height + 1),
-        rng.integers(0, len(tile) - scene.width + 1),
-    )
-    noise = tile[oy : oy + scene.height, ox : ox + scene.width] * np.float32(noise_sd) + np.float32(
-        128
-    )
+    oy = rng.integers(0, len(tile) - scene.height + 1)
+    ox = rng.integers(0, len(tile) - scene.width + 1)
+    crop = tile[oy : oy + scene.height, ox : ox + scene.width]
+    noise = crop * np.float32(noise_sd) + np.float32(128)
     noise = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).convert("RGB")
     image = ImageChops.add(image, noise, scale=1.0, offset=-128)
     return image.convert("L").convert("RGB") if scene.grayscale else image
@@ -921,8 +872,7 @@ class SyntheticSample:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     attributes: tuple[int, int, int]  # gender, race, age
     jpeg_quality: int
-    # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
-    conditions: tuple[str, ...]
+    conditions: tuple[str, ...]  # the HARD_CONDITIONS drawn
     cues: dict[str, float] = field(default_factory=dict)
     # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
     points68: np.ndarray | None = None
@@ -966,15 +916,9 @@ def render_sample(
     original = _finish(image, scene, rng_scene, knobs)
 
     pixels68 = scene.pose(points)
-    manual5 = np.stack(
-        [
-            pixels68[_LEFT_EYE].mean(0),
-            pixels68[_RIGHT_EYE].mean(0),
-            pixels68[30],
-            pixels68[48],
-            pixels68[54],
-        ]
-    )
+    # RAF-DB's five points: the eye centres, the nose tip, the mouth corners
+    eyes = [pixels68[eye].mean(0) for eye in (_LEFT_EYE, _RIGHT_EYE)]
+    manual5 = np.stack([*eyes, *pixels68[[30, 48, 54]]])
     manual5 += rng_detector.normal(0, knobs.manual_jitter * scene.pose.scale, manual5.shape)
     jitter = (
         knobs.detector_jitter
