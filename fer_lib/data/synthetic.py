@@ -603,13 +603,8 @@ def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.
     paint.polygon(outline, _rgb(skin), smooth=True)
     if idn.hair_style != "bald":
         alpha = np.linspace(np.pi, 0, 13)  # left to right: the cap's outer edge runs right to left
-        hairline = np.stack(
-            [
-                idn.face_w * 0.97 * np.cos(alpha),
-                0.05 - (idn.head_h - idn.hair_depth) * np.sin(alpha) ** 0.6,
-            ],
-            1,
-        )
+        hairline_y = 0.05 - (idn.head_h - idn.hair_depth) * np.sin(alpha) ** 0.6
+        hairline = np.stack([idn.face_w * 0.97 * np.cos(alpha), hairline_y], 1)
         cap = _head_outline(idn, p[:17], grow=1.06)[17:]
         paint.polygon(np.vstack([cap, hairline]), _rgb(hair), smooth=True)
 
@@ -685,13 +680,8 @@ def _nasolabial_fold(
 ) -> np.ndarray:
     """The fold from the nose wing past the mouth corner on one side (-1 image-left, 1 right)."""
     wing, corner = (31, 48) if side < 0 else (35, 54)
-    return np.array(
-        [
-            p[wing] + [side * 0.07, -0.03],
-            p[corner] + [side * middle[0], middle[1]],
-            p[corner] + [side * end[0], end[1]],
-        ]
-    )
+    offsets = [[side * dx, dy] for dx, dy in ((0.07, -0.03), middle, end)]
+    return p[[wing, corner, corner]] + offsets
 
 
 def _draw_side_cues(
@@ -790,15 +780,9 @@ def _draw_mouth_occluder(
         tone, edge = _rgb(idn.skin, rng.uniform(0.85, 1.05)), _rgb(idn.skin, 0.6)
         for k in range(4):  # four fingers lying across the mouth, each outlined
             y0 = top + k * (bottom - top) / 4
-            finger = np.array(
-                [
-                    [-0.75, y0],
-                    [0.6, y0 - 0.02],
-                    [0.66, y0 + 0.1],
-                    [0.6, y0 + (bottom - top) / 4],
-                    [-0.75, y0 + (bottom - top) / 4 + 0.02],
-                ]
-            ) + [shift, 0]
+            y1 = y0 + (bottom - top) / 4
+            xy = [[-0.75, y0], [0.6, y0 - 0.02], [0.66, y0 + 0.1], [0.6, y1], [-0.75, y1 + 0.02]]
+            finger = np.array(xy) + [shift, 0]
             paint.polygon(finger, tone, smooth=True)
             paint.line(np.vstack([finger, finger[:1]]), edge, 0.015)
     else:
@@ -832,13 +816,8 @@ def _finish(
     exposure = rng.uniform(0.12, 0.25) if low_light else rng.uniform(0.8, 1.15)
     balance = rng.uniform(0.92, 1.08, 3)  # white balance
     amp = rng.uniform(0, 0.35)  # light falling from one side: gain 1 -/+ amp across the image
-    shade = _ramp(
-        rng.uniform(0, 2 * np.pi),
-        np.array([[255 * (1 - amp) / (1 + amp)], [255.0]]),
-        scene.width,
-        scene.height,
-        "L",
-    )
+    gains = np.array([[255 * (1 - amp) / (1 + amp)], [255.0]])
+    shade = _ramp(rng.uniform(0, 2 * np.pi), gains, scene.width, scene.height, "L")
     image = ImageChops.multiply(image, shade.convert("RGB"))  # pixel * gain / (1 + amp)
     levels = np.arange(256, dtype=np.float64)
     lut = np.concatenate([levels * (1 + amp) * exposure * b for b in balance])
@@ -920,16 +899,10 @@ def render_sample(
     eyes = [pixels68[eye].mean(0) for eye in (_LEFT_EYE, _RIGHT_EYE)]
     manual5 = np.stack([*eyes, *pixels68[[30, 48, 54]]])
     manual5 += rng_detector.normal(0, knobs.manual_jitter * scene.pose.scale, manual5.shape)
-    jitter = (
-        knobs.detector_jitter
-        * scene.pose.scale
-        * (knobs.hard_jitter_factor if scene.conditions else 1.0)
-    )
-    detected = (
-        pixels68
-        + rng_detector.normal(0, 0.4 * jitter, 2)
-        + rng_detector.normal(0, jitter, pixels68.shape)
-    )
+    hard = knobs.hard_jitter_factor if scene.conditions else 1.0
+    jitter = knobs.detector_jitter * scene.pose.scale * hard
+    face_shift = rng_detector.normal(0, 0.4 * jitter, 2)  # the whole face, then each point
+    detected = pixels68 + face_shift + rng_detector.normal(0, jitter, pixels68.shape)
     outline = scene.pose(_head_outline(idn, points[:17]))
     box = np.concatenate([outline.min(0), outline.max(0)]) + rng_detector.normal(
         0, 0.03 * scene.pose.scale, 4
