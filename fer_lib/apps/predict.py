@@ -169,6 +169,63 @@ def predict(
     return predict_photos(photos, baseline, fusion, config, out, progress=progress)
 
 
+def _run_heads(
+    baseline: models.ARMNet,
+    fusion: models.FusionModel | None,
+    config,
+    split: tensors.SplitTensors,
+) -> tuple[dict[str, np.ndarray], explain.Explanation | None]:
+    """One photo's faces through the RGB head and, with a fusion model, the landmark and fused
+    heads and Grad-CAM++ of both branches: each head's probabilities (faces x classes) and the
+    explanation."""
+    device = next(baseline.parameters()).device
+    with torch.no_grad(), precision.full(device):
+        per_image = baseline.forward_per_image(tensors.normalise(split.images.to(device)))
+        probabilities = {"rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()}
+    if fusion is None:
+        return probabilities, None
+    with torch.no_grad(), precision.autocast(device):  # the landmark trunk as evaluated
+        outputs = fusion.forward_cached(
+            per_image, landmark_inputs(split, torch.arange(len(split)), None, config, device)
+        )
+    probabilities.update(
+        landmark=fusion.landmark_probabilities(outputs.landmark_logits).cpu().numpy(),
+        fused=outputs.fused_logits.softmax(1).cpu().numpy(),
+    )
+    explanation = explain.explain(
+        fusion, split, per_image.cpu()[None], config, np.arange(len(split)), affinity="fixed"
+    )
+    return probabilities, explanation
+
+
+def _face_row(
+    path: Path,
+    k: int,
+    found: list[Face],
+    probabilities: dict[str, np.ndarray],
+    classes: tuple[str, ...],
+) -> dict:
+    """Face ``k``'s row of predictions.csv: its box and score, each head's class, then each
+    head's probabilities."""
+    face = found[k]
+    row = {
+        "image": str(path),
+        "face": k,
+        "status": "predicted" if k == 0 or len(found) == 1 else "predicted (not the largest face)",
+        "x1": face.box[0],
+        "y1": face.box[1],
+        "x2": face.box[2],
+        "y2": face.box[3],
+        "detection score": face.score,
+    }
+    heads = [head for head, _ in HEADS if head in probabilities]
+    for head in heads:
+        row[f"{head} class"] = classes[int(probabilities[head][k].argmax())]
+    for head in heads:
+        row.update({f"p_{head}_{c}": float(v) for c, v in zip(classes, probabilities[head][k])})
+    return row
+
+
 def predict_photos(
     paths: list[Path],
     baseline: models.ARMNet,
@@ -180,7 +237,6 @@ def predict_photos(
 ) -> pd.DataFrame:
     """Every face of every photo through loaded models whose ARM population means are set; writes
     ``out/predictions.csv`` and one figure per face (PNG and PDF)."""
-    device = next(baseline.parameters()).device
     baseline.eval().set_affinity("fixed")
     if fusion is not None:
         fusion.eval().set_affinity("fixed")
@@ -204,55 +260,9 @@ def predict_photos(
             rows.append({"image": str(path), "face": np.nan, "status": "no face"})
             continue
         split = face_split(image, found, baseline.input_size, path.name)
-        with torch.no_grad(), precision.full(device):
-            per_image = baseline.forward_per_image(tensors.normalise(split.images.to(device)))
-            probabilities = {
-                "rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()
-            }
-        explanation = None
-        if fusion is not None:
-            with torch.no_grad(), precision.autocast(device):  # the landmark trunk as evaluated
-                outputs = fusion.forward_cached(
-                    per_image,
-                    landmark_inputs(split, torch.arange(len(split)), None, config, device),
-                )
-            probabilities.update(
-                landmark=fusion.landmark_probabilities(outputs.landmark_logits).cpu().numpy(),
-                fused=outputs.fused_logits.softmax(1).cpu().numpy(),
-            )
-            explanation = explain.explain(
-                fusion,
-                split,
-                per_image.cpu()[None],
-                config,
-                np.arange(len(split)),
-                affinity="fixed",
-            )
+        probabilities, explanation = _run_heads(baseline, fusion, config, split)
         for k, face in enumerate(found):
-            row = {
-                "image": str(path),
-                "face": k,
-                "status": "predicted"
-                if k == 0 or len(found) == 1
-                else "predicted (not the largest face)",
-                "x1": face.box[0],
-                "y1": face.box[1],
-                "x2": face.box[2],
-                "y2": face.box[3],
-                "detection score": face.score,
-            }
-            for head, _ in HEADS:
-                if head in probabilities:
-                    row[f"{head} class"] = baseline.classes[int(probabilities[head][k].argmax())]
-            for head, _ in HEADS:
-                if head in probabilities:
-                    row.update(
-                        {
-                            f"p_{head}_{c}": float(v)
-                            for c, v in zip(baseline.classes, probabilities[head][k])
-                        }
-                    )
-            rows.append(row)
+            rows.append(_face_row(path, k, found, probabilities, baseline.classes))
             figure = plot_face(
                 image,
                 face,

@@ -348,6 +348,52 @@ def _import_one(task: tuple[str, str, str]) -> dict:
     }
 
 
+def _assign_splits(usable: list[Source], test_fraction: float, seed: int) -> np.ndarray:
+    """Each photo's split: the one its source gives, else a stratified, seeded ``test_fraction``
+    of the photos without one goes to test and the rest to train."""
+    labels = np.array([s.label for s in usable])
+    splits = np.array([s.split or "" for s in usable], dtype=object)
+    unsplit = np.flatnonzero(splits == "")
+    if len(unsplit):
+        _, held = stratified_split(labels[unsplit], test_fraction, seed)
+        splits[unsplit] = "train"
+        splits[unsplit[held]] = "test"
+    return splits
+
+
+def _import_tasks(
+    usable: list[Source], splits: np.ndarray, out: Path
+) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+    """One ``_import_one`` task per photo, named in RAF-DB's style by split, and each name's
+    label."""
+    counters = {"train": 0, "test": 0}
+    tasks, label_of = [], {}
+    for source, split in zip(usable, splits):
+        counters[split] += 1
+        width = 5 if split == "train" else 4
+        name = f"{split}_{counters[split]:0{width}d}.jpg"
+        tasks.append((str(source.path), str(out), name))
+        label_of[name] = source.label
+    return tasks, label_of
+
+
+def _run_imports(tasks: list[tuple[str, str, str]], workers: int, progress: bool) -> list[dict]:
+    """``_import_one`` on every task, in task order, in this process or a pool."""
+    results = []
+    bar = tqdm(total=len(tasks), desc="import", unit="photo", disable=not progress)
+    if workers <= 1 or len(tasks) < 8:
+        for task in tasks:
+            results.append(_import_one(task))
+            bar.update()
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for result in pool.imap(_import_one, tasks, chunksize=4):
+                results.append(result)
+                bar.update()
+    bar.close()
+    return results
+
+
 def import_images(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -386,37 +432,9 @@ def import_images(
             f"{src}: no photo of a known class to import (see the class names in README, 'Any "
             "face photo')"
         )
-    labels = np.array([s.label for s in usable])
-    splits = np.array([s.split or "" for s in usable], dtype=object)
-    unsplit = np.flatnonzero(splits == "")
-    if len(unsplit):
-        _, held = stratified_split(labels[unsplit], test_fraction, seed)
-        splits[unsplit] = "train"
-        splits[unsplit[held]] = "test"
-    counters = {"train": 0, "test": 0}
-    tasks, label_of = [], {}
-    for source, split in zip(usable, splits):
-        counters[split] += 1
-        name = (
-            f"{split}_{counters[split]:05d}.jpg"
-            if split == "train"
-            else f"{split}_{counters[split]:04d}.jpg"
-        )
-        tasks.append((str(source.path), str(out), name))
-        label_of[name] = source.label
+    tasks, label_of = _import_tasks(usable, _assign_splits(usable, test_fraction, seed), out)
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    results = []
-    bar = tqdm(total=len(tasks), desc="import", unit="photo", disable=not progress)
-    if workers <= 1 or len(tasks) < 8:
-        for task in tasks:
-            results.append(_import_one(task))
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for result in pool.imap(_import_one, tasks, chunksize=4):
-                results.append(result)
-                bar.update()
-    bar.close()
+    results = _run_imports(tasks, workers, progress)
     imported = [r for r in results if r["status"] == "imported"]
     # every imported sample is listed; names keep their split's numbering
     # (gaps where a photo had no face)

@@ -128,6 +128,7 @@ class FerPlus:
         self.classes = project_classes(classes == 8)
         self.index = class_index(self.classes)
         self.label_mode = label_mode
+        self.old_path, self.new_path = self.root / "fer2013.csv", self.root / "fer2013new.csv"
 
     def _open(self, name: str, columns: tuple[str, ...], problems: list[str]):
         path = self.root / name
@@ -159,7 +160,6 @@ class FerPlus:
                 if opened is not None:
                     opened[0].close()
             return
-        old_path, new_path = self.root / "fer2013.csv", self.root / "fer2013new.csv"
         try:
             rows = zip_longest(old[1], new[1])
             for line, (a, b) in enumerate(
@@ -174,7 +174,8 @@ class FerPlus:
                 start=2,
             ):
                 if a is None or b is None:
-                    shorter, longer = (old_path, new_path) if a is None else (new_path, old_path)
+                    paths = (self.old_path, self.new_path)
+                    shorter, longer = paths if a is None else paths[::-1]
                     problems.append(
                         f"{shorter}:{line}: ends here, but {longer.name} goes on: the two files "
                         "must hold the same rows in the same order (row count mismatch). "
@@ -191,19 +192,21 @@ class FerPlus:
             old[0].close()
             new[0].close()
 
-    def _parse(
-        self, line: int, a: dict, b: dict, counts: Counts, problems: list[str]
-    ) -> Sample | None:
-        old_path, new_path = self.root / "fer2013.csv", self.root / "fer2013new.csv"
+    def _checked_fields(
+        self, line: int, a: dict, b: dict, problems: list[str]
+    ) -> tuple[str, np.ndarray, list[str]] | None:
+        """A row's usage, votes and pixel values (as strings), or None with its problem reported:
+        both files' Usage agree, ten whole votes, an emotion in FER2013's 0..6, 48x48 pixels."""
         usage = (a.get("Usage") or "").strip()
         if usage not in USAGE_SPLIT:
             problems.append(
-                f"{old_path}:{line}: Usage {usage!r} is not Training, PublicTest or PrivateTest"
+                f"{self.old_path}:{line}: Usage {usage!r} is not Training, PublicTest or "
+                "PrivateTest"
             )
             return None
         if (b.get("Usage") or "").strip() != usage:
             problems.append(
-                f"{new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's "
+                f"{self.new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's "
                 f"{usage!r}: the files are not in the same row order. Restore both from their "
                 "sources."
             )
@@ -212,13 +215,13 @@ class FerPlus:
             votes = np.array([float(b[c]) for c in VOTE_COLUMNS])
         except (TypeError, ValueError):
             problems.append(
-                f"{new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not ten "
-                "numbers"
+                f"{self.new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not "
+                "ten numbers"
             )
             return None
         if (votes < 0).any() or (votes != np.round(votes)).any() or votes.sum() > 100:
             problems.append(
-                f"{new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole "
+                f"{self.new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole "
                 "numbers from 0, ten per image); fix or remove the row"
             )
             return None
@@ -228,17 +231,36 @@ class FerPlus:
             emotion = -1
         if not 0 <= emotion <= 6:
             problems.append(
-                f"{old_path}:{line}: emotion {a.get('emotion')!r} is outside FER2013's 0..6; "
+                f"{self.old_path}:{line}: emotion {a.get('emotion')!r} is outside FER2013's 0..6; "
                 "fix or remove the row"
             )
             return None
         pixels = (a.get("pixels") or "").split()
         if len(pixels) != SIDE * SIDE:
             problems.append(
-                f"{old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 "
+                f"{self.old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 "
                 "image); restore the row from fer2013.csv"
             )
             return None
+        return usage, votes, pixels
+
+    def _shares_over_classes(self, soft: np.ndarray) -> tuple[tuple[float, ...], str]:
+        """Vote shares over the vote classes -> over this reader's class list (contempt's share
+        dropped for 7), and the class with the largest share (a tie goes to the class first in
+        the project's order)."""
+        mapped = np.zeros(len(self.classes))
+        for k, share in enumerate(soft):
+            if VOTE_CLASSES[k] in self.index:
+                mapped[self.index[VOTE_CLASSES[k]]] = share
+        return tuple((mapped / mapped.sum()).tolist()), self.classes[int(np.argmax(mapped))]
+
+    def _parse(
+        self, line: int, a: dict, b: dict, counts: Counts, problems: list[str]
+    ) -> Sample | None:
+        fields = self._checked_fields(line, a, b, problems)
+        if fields is None:
+            return None
+        usage, votes, pixels = fields
         if not (b.get("Image name") or "").strip():
             counts.exclude("no image name in fer2013new.csv (FERPlus dropped the face)")
             return None
@@ -250,23 +272,16 @@ class FerPlus:
         if name not in self.index:
             counts.exclude(f"{name}: not among the {len(self.classes)} classes")
             return None
-        # over the vote classes -> over this reader's class list (contempt's share dropped for 7)
         if soft is not None:
-            mapped = np.zeros(len(self.classes))
-            for k, share in enumerate(soft):
-                if VOTE_CLASSES[k] in self.index:
-                    mapped[self.index[VOTE_CLASSES[k]]] = share
-            soft = tuple((mapped / mapped.sum()).tolist())
-            # a tie goes to the class first in the project's order
-            name = self.classes[int(np.argmax(mapped))]
+            soft, name = self._shares_over_classes(soft)
         try:
             # numpy parses the strings: twice as fast as int() per value
             grey = np.array(pixels, dtype=np.int64)
         except ValueError:
-            problems.append(f"{old_path}:{line}: pixels are not whole numbers")
+            problems.append(f"{self.old_path}:{line}: pixels are not whole numbers")
             return None
         if grey.min() < 0 or grey.max() > 255:
-            problems.append(f"{old_path}:{line}: pixel values outside 0..255")
+            problems.append(f"{self.old_path}:{line}: pixel values outside 0..255")
             return None
         code = "votes " + " ".join(str(int(v)) for v in votes)
         return Sample(

@@ -363,6 +363,68 @@ def _numbered_tasks(
         yield str(out), f"{sample.split}_{counters[sample.split]:0{width}d}.jpg", sample
 
 
+class _ConversionFiles:
+    """The files a conversion appends to row by row (streaming): the label file (a partial file
+    until ``convert`` renames it into place, last), ``sources.csv``, ``conversion_report.csv`` and,
+    once a sample carries soft labels, ``soft_labels.csv``; with the counts of what was converted
+    and what was not."""
+
+    def __init__(self, out: Path, classes: tuple[str, ...]):
+        self.out, self.classes = out, classes
+        self.label_partial = out / f".{rafdb.LABEL_FILE.name}.partial"
+        self.done = {"converted": 0, "train": 0, "test": 0}
+        self.problems: list[dict] = []
+        self.labels = open(self.label_partial, "w", encoding="utf-8")
+        self.sources_handle = open(out / SOURCES_FILE, "w", newline="", encoding="utf-8")
+        self.report_handle = open(out / REPORT_FILE, "w", newline="", encoding="utf-8")
+        self.soft_handle = None
+        self.sources = csv.writer(self.sources_handle)
+        self.sources.writerow(["name", "split", "class", "source", "source label"])
+        self.rejected = csv.writer(self.report_handle)
+        self.rejected.writerow(["source", "status", "reason"])
+
+    def record(self, result: dict, sample: Sample) -> None:
+        """One sample's outcome: its rows if it was converted, a report row if not."""
+        if result["status"] != "converted":
+            self.rejected.writerow([sample.source, result["status"], result["reason"]])
+            self.problems.append(result)
+            return
+        self.labels.write(f"{result['name']} {sample.label + 1}\n")
+        if sample.soft is not None:
+            if self.soft_handle is None:
+                self.soft_handle = open(self.out / SOFT_LABELS_FILE, "w", encoding="utf-8")
+                self.soft_handle.write(",".join(["name", *self.classes]) + "\n")
+            row = [result["name"], *(f"{v:.4f}" for v in sample.soft)]
+            self.soft_handle.write(",".join(row) + "\n")
+        label = self.classes[sample.label]
+        self.sources.writerow([result["name"], sample.split, label, sample.source, sample.code])
+        self.done["converted"] += 1
+        self.done[sample.split] += 1
+
+    def __enter__(self) -> _ConversionFiles:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in (self.labels, self.sources_handle, self.report_handle, self.soft_handle):
+            if handle is not None:
+                handle.close()
+
+
+def _converted(
+    tasks: Iterator[tuple[str, str, Sample]], workers: int
+) -> Iterator[tuple[tuple[str, str, Sample], dict]]:
+    """Each task with its ``convert_one`` result, in task order, in this process or a pool."""
+    if workers <= 1:
+        for task in tasks:
+            yield task, convert_one(task)
+        return
+    # bounded batches: Pool.imap would read the whole generator ahead, holding every sample in
+    # memory
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for batch in _batches(tasks, 64 * workers):
+            yield from zip(batch, pool.imap(convert_one, batch, chunksize=8))
+
+
 def convert(
     reader, out: str | os.PathLike, *, workers: int | None = None, progress: bool = True
 ) -> dict:
@@ -382,82 +444,29 @@ def convert(
             [f"{out} already holds a data set ({rafdb.LABEL_FILE}); choose an empty folder"]
         )
     rafdb.make_layout_dirs(out)
-    counters = {"train": 0, "test": 0}
     total = sum(report.train) + sum(report.test)
-    tasks = _numbered_tasks(out, reader.samples(), counters)
+    tasks = _numbered_tasks(out, reader.samples(), {"train": 0, "test": 0})
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    label_partial = out / f".{rafdb.LABEL_FILE.name}.partial"
-    done = {"converted": 0, "train": 0, "test": 0}
-    problems = []
-    # sources.csv and the label file are appended row by row (streaming); the label file is renamed
-    # into place last
-    with (
-        open(label_partial, "w", encoding="utf-8") as labels,
-        open(out / SOURCES_FILE, "w", newline="", encoding="utf-8") as sources_handle,
-        open(out / REPORT_FILE, "w", newline="", encoding="utf-8") as report_handle,
-    ):
-        sources = csv.writer(sources_handle)
-        sources.writerow(["name", "split", "class", "source", "source label"])
-        rejected = csv.writer(report_handle)
-        rejected.writerow(["source", "status", "reason"])
+    with _ConversionFiles(out, reader.classes) as files:
         bar = tqdm(total=total, desc=f"convert {report.layout}", unit="img", disable=not progress)
-
-        soft_handle = None
-
-        def record(result: dict, sample: Sample) -> None:
-            nonlocal soft_handle
-            if result["status"] == "converted":
-                labels.write(f"{result['name']} {sample.label + 1}\n")
-                if sample.soft is not None:
-                    if soft_handle is None:
-                        soft_handle = open(out / SOFT_LABELS_FILE, "w", encoding="utf-8")
-                        soft_handle.write(",".join(["name", *reader.classes]) + "\n")
-                    soft_handle.write(
-                        ",".join([result["name"], *(f"{v:.4f}" for v in sample.soft)]) + "\n"
-                    )
-                sources.writerow(
-                    [
-                        result["name"],
-                        sample.split,
-                        reader.classes[sample.label],
-                        sample.source,
-                        sample.code,
-                    ]
-                )
-                done["converted"] += 1
-                done[sample.split] += 1
-            else:
-                rejected.writerow([sample.source, result["status"], result["reason"]])
-                problems.append(result)
+        for task, result in _converted(tasks, workers):
+            files.record(result, task[2])
             bar.update()
-
-        if workers <= 1:
-            for task in tasks:
-                record(convert_one(task), task[2])
-        else:
-            # bounded batches: Pool.imap would read the whole generator ahead,
-            # holding every sample in memory
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                for batch in _batches(tasks, 64 * workers):
-                    for task, result in zip(batch, pool.imap(convert_one, batch, chunksize=8)):
-                        record(result, task[2])
         bar.close()
-        if soft_handle is not None:
-            soft_handle.close()
     info = {
         "layout": report.layout,
         "classes": list(reader.classes),
         "protocol": reader.protocol(),
-        "excluded": {**report.excluded, **_counted(problems)},
+        "excluded": {**report.excluded, **_counted(files.problems)},
         "source": reader.root.name,
     }
     (out / rafdb.CLASSES_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(label_partial, out / rafdb.LABEL_FILE)
+    os.replace(files.label_partial, out / rafdb.LABEL_FILE)
     return {
         "layout": report.layout,
         "rows": total,
-        **done,
-        "not converted": len(problems),
+        **files.done,
+        "not converted": len(files.problems),
         "excluded": report.excluded,
         "classes": reader.classes,
     }

@@ -54,6 +54,8 @@ MARKER_FILE = "DEMO_DATA.json"  # written last: its presence (and content) means
 PARTIAL_FILE = "DEMO_DATA.partial"  # present while a run is writing
 SPLIT_CODES = {"train": 0, "test": 1}
 NAME_DIGITS = {"train": 5, "test": 4}
+# the cases only landmarks can solve, each drawn at SyntheticKnobs' <name>_rate
+HARD_CONDITIONS = ("sunglasses", "mouth_occluder", "low_light", "heavy_blur", "tiny_face")
 # Surprise<->Fear, Disgust<->Anger, Sadness<->Neutral
 CONFUSABLE_PARTNER = {0: 1, 1: 0, 2: 5, 5: 2, 4: 6, 6: 4}
 
@@ -106,40 +108,16 @@ class SyntheticKnobs:
 
 # The action units modelled (FACS numbers); _au_basis gives each one's
 # displacement of the 68 points.
-AU_NAMES = (
-    "AU1",
-    "AU2",
-    "AU4",
-    "AU5",
-    "AU6",
-    "AU7",
-    "AU9",
-    "AU10",
-    "AU12",
-    "AU15",
-    "AU17",
-    "AU20",
-    "AU23",
-    "AU25",
-    "AU26",
-)
+AU_NAMES = tuple(f"AU{number}" for number in (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 17, 20, 23, 25, 26))
 
 # Class recipes (0-based class -> AU weights at intensity 1), after FACS prototypes.
 _RECIPES: dict[int, dict[str, float]] = {
-    0: {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU25": 0.5, "AU26": 1.0},  # Surprise
-    1: {
-        "AU1": 1.0,
-        "AU2": 0.5,
-        "AU4": 0.5,
-        "AU5": 1.0,
-        "AU20": 1.0,
-        "AU25": 0.6,
-        "AU26": 0.3,
-    },  # Fear
-    2: {"AU9": 1.0, "AU10": 1.0, "AU4": 0.4, "AU7": 0.3, "AU15": 0.4, "AU17": 0.4},  # Disgust
-    3: {"AU6": 1.0, "AU12": 1.0, "AU25": 0.5},  # Happiness
-    4: {"AU1": 1.0, "AU4": 0.4, "AU15": 1.0, "AU17": 0.6},  # Sadness
-    5: {"AU4": 1.0, "AU5": 0.3, "AU7": 1.0, "AU23": 1.0, "AU10": 0.2},  # Anger
+    0: dict(AU1=1.0, AU2=1.0, AU5=1.0, AU25=0.5, AU26=1.0),  # Surprise
+    1: dict(AU1=1.0, AU2=0.5, AU4=0.5, AU5=1.0, AU20=1.0, AU25=0.6, AU26=0.3),  # Fear
+    2: dict(AU9=1.0, AU10=1.0, AU4=0.4, AU7=0.3, AU15=0.4, AU17=0.4),  # Disgust
+    3: dict(AU6=1.0, AU12=1.0, AU25=0.5),  # Happiness
+    4: dict(AU1=1.0, AU4=0.4, AU15=1.0, AU17=0.6),  # Sadness
+    5: dict(AU4=1.0, AU5=0.3, AU7=1.0, AU23=1.0, AU10=0.2),  # Anger
     6: {},  # Neutral
 }
 
@@ -170,6 +148,48 @@ _UPPER_OUTER_MID = np.array([50, 51, 52])
 _LOWER_OUTER_MID = np.array([58, 57, 56])  # paired with _UPPER_OUTER_MID
 
 
+# Each action unit's displacement at intensity 1 beyond the brows and the jaw line (computed in
+# _au_basis): point groups moved in y (down), in order, then image-left mouth points moved in x and
+# y whose mirror partners (_MOUTH_MIRROR) move with x negated.
+# fmt: off
+_AU_Y_SHIFTS: dict[str, tuple] = {
+    "AU4": ((_UPPER_LID, 0.01),),  # brow lowerer
+    "AU5": ((_UPPER_LID, -0.055), ([36, 39, 42, 45], -0.005), (_LOWER_LID, 0.008)),  # eyes wide
+    # cheek raiser: eyes narrowed from below
+    "AU6": ((_LOWER_LID, -0.03), (_UPPER_LID, 0.012), ([36, 45], -0.008), ([2, 3, 13, 14], -0.02)),
+    "AU7": ((_UPPER_LID, 0.028), (_LOWER_LID, -0.026)),  # lid tightener
+    # nose wrinkler: nostrils and upper lip up
+    "AU9": ((slice(31, 36), -0.04), ([29, 30], [-0.015, -0.025]), (slice(49, 54), -0.025),
+            (_UPPER_INNER_LIP, -0.02), (_LOWER_LID, -0.015)),
+    # upper lip raiser
+    "AU10": (([49, 53], -0.04), ([50, 51, 52], -0.06), (_UPPER_INNER_LIP, -0.05),
+             ([48, 54, 60, 64], -0.015), (slice(31, 36), -0.015)),
+    # chin raiser: lower lip and chin pushed up
+    "AU17": (([55, 56, 58, 59], -0.03), (57, -0.04), ([65, 66, 67], -0.025), ([7, 8, 9], -0.03),
+             ([6, 10], -0.015), ([50, 51, 52], -0.01)),
+    "AU20": ((51, 0.012), (57, -0.012)),  # lip stretcher
+    # lip tightener/presser: thin lips, narrower mouth
+    "AU23": (([49, 53], 0.03), ([50, 51, 52], 0.035), (slice(55, 60), -0.035)),
+    "AU25": ((_UPPER_INNER_LIP, -0.012), (_LOWER_INNER_LIP, 0.035), ([56, 57, 58], 0.03),
+             ([55, 59], 0.02)),  # lips part
+    # jaw drop: the lower lip follows the chin
+    "AU26": ((slice(55, 60), [0.15, 0.2, 0.22, 0.2, 0.15]), (slice(65, 68), [0.19, 0.22, 0.19]),
+             (_UPPER_INNER_LIP, -0.01), (slice(49, 54), -0.005)),
+}
+_AU_MIRRORED_SHIFTS: dict[str, dict[int, tuple[float, float]]] = {
+    "AU12": {48: (-0.06, -0.075), 60: (-0.05, -0.065), 49: (-0.03, -0.035), 59: (-0.03, -0.03),
+             61: (-0.02, -0.02), 67: (-0.02, -0.015), 50: (0.0, -0.01)},  # lip corner puller
+    "AU15": {48: (0.015, 0.065), 60: (0.012, 0.055), 49: (0.0, 0.03), 59: (0.0, 0.03),
+             50: (0.0, 0.01), 58: (0.0, 0.01)},  # lip corner depressor
+    "AU20": {48: (-0.075, 0.015), 60: (-0.07, 0.015), 49: (-0.04, 0.01), 59: (-0.04, 0.0),
+             50: (0.0, 0.012), 58: (0.0, -0.012)},  # lip stretcher
+    "AU23": {48: (0.025, 0.0), 60: (0.02, 0.0)},
+    "AU26": {48: (0.03, 0.06), 60: (0.035, 0.07)},
+}
+# fmt: on
+_MOUTH_MIRROR = {48: 54, 49: 53, 50: 52, 59: 55, 58: 56, 60: 64, 61: 63, 67: 65}
+
+
 def _au_basis() -> np.ndarray:
     """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units
     of inter-ocular distance)."""
@@ -181,97 +201,17 @@ def _au_basis() -> np.ndarray:
         basis["AU4"][brow, 1] = 0.085 * (0.35 + 0.65 * u)  # brow lowerer: down and together
         basis["AU4"][brow, 0] = inward * 0.055 * u**2
         basis["AU9"][brow, 1] = 0.035 * u  # the nose wrinkler pulls the inner brows down
-    basis["AU4"][_UPPER_LID, 1] = 0.01
-    basis["AU5"][_UPPER_LID, 1] = -0.055  # upper lid raiser: eyes wide
-    basis["AU5"][[36, 39, 42, 45], 1] = -0.005
-    basis["AU5"][_LOWER_LID, 1] = 0.008
-    basis["AU6"][_LOWER_LID, 1] = -0.03  # cheek raiser: eyes narrowed from below
-    basis["AU6"][_UPPER_LID, 1] = 0.012
-    basis["AU6"][[36, 45], 1] = -0.008
-    basis["AU6"][[2, 3, 13, 14], 1] = -0.02
-    basis["AU7"][_UPPER_LID, 1] = 0.028  # lid tightener
-    basis["AU7"][_LOWER_LID, 1] = -0.026
-    basis["AU9"][[31, 35], 0] = [-0.02, 0.02]  # nose wrinkler: nostrils up and wider, upper lip up
-    basis["AU9"][31:36, 1] = -0.04
-    basis["AU9"][[29, 30], 1] = [-0.015, -0.025]
-    basis["AU9"][49:54, 1] = -0.025
-    basis["AU9"][_UPPER_INNER_LIP, 1] = -0.02
-    basis["AU9"][_LOWER_LID, 1] = -0.015
-    basis["AU10"][[49, 53], 1] = -0.04  # upper lip raiser
-    basis["AU10"][[50, 51, 52], 1] = -0.06
-    basis["AU10"][_UPPER_INNER_LIP, 1] = -0.05
-    basis["AU10"][[48, 54, 60, 64], 1] = -0.015
-    basis["AU10"][31:36, 1] = -0.015
-    # lip corner puller
-    _mirror_set(
-        basis["AU12"],
-        {
-            48: (-0.06, -0.075),
-            60: (-0.05, -0.065),
-            49: (-0.03, -0.035),
-            59: (-0.03, -0.03),
-            61: (-0.02, -0.02),
-            67: (-0.02, -0.015),
-            50: (0.0, -0.01),
-        },
-    )
-    # lip corner depressor
-    _mirror_set(
-        basis["AU15"],
-        {
-            48: (0.015, 0.065),
-            60: (0.012, 0.055),
-            49: (0.0, 0.03),
-            59: (0.0, 0.03),
-            50: (0.0, 0.01),
-            58: (0.0, 0.01),
-        },
-    )
-    basis["AU17"][[55, 56, 58, 59], 1] = -0.03  # chin raiser: lower lip and chin pushed up
-    basis["AU17"][57, 1] = -0.04
-    basis["AU17"][[65, 66, 67], 1] = -0.025
-    basis["AU17"][[7, 8, 9], 1] = -0.03
-    basis["AU17"][[6, 10], 1] = -0.015
-    basis["AU17"][[50, 51, 52], 1] = -0.01
-    # lip stretcher
-    _mirror_set(
-        basis["AU20"],
-        {
-            48: (-0.075, 0.015),
-            60: (-0.07, 0.015),
-            49: (-0.04, 0.01),
-            59: (-0.04, 0.0),
-            50: (0.0, 0.012),
-            58: (0.0, -0.012),
-        },
-    )
-    basis["AU20"][51, 1] = 0.012
-    basis["AU20"][57, 1] = -0.012
-    basis["AU23"][[49, 53], 1] = 0.03  # lip tightener/presser: thin lips, narrower mouth
-    basis["AU23"][[50, 51, 52], 1] = 0.035
-    basis["AU23"][55:60, 1] = -0.035
-    _mirror_set(basis["AU23"], {48: (0.025, 0.0), 60: (0.02, 0.0)})
-    basis["AU25"][_UPPER_INNER_LIP, 1] = -0.012  # lips part
-    basis["AU25"][_LOWER_INNER_LIP, 1] = 0.035
-    basis["AU25"][[56, 57, 58], 1] = 0.03
-    basis["AU25"][[55, 59], 1] = 0.02
+    basis["AU9"][[31, 35], 0] = [-0.02, 0.02]  # the nostrils widen
     jaw = np.arange(3, 14)
-    # jaw drop, chin moves most
-    basis["AU26"][jaw, 1] = 0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5
-    basis["AU26"][55:60, 1] = [0.15, 0.2, 0.22, 0.2, 0.15]  # the lower lip follows the chin
-    basis["AU26"][65:68, 1] = [0.19, 0.22, 0.19]
-    basis["AU26"][_UPPER_INNER_LIP, 1] = -0.01
-    basis["AU26"][49:54, 1] = -0.005
-    _mirror_set(basis["AU26"], {48: (0.03, 0.06), 60: (0.035, 0.07)})
+    basis["AU26"][jaw, 1] = 0.26 * np.sin(np.pi * (jaw - 2) / 12) ** 1.5  # the chin moves most
+    for name, shifts in _AU_Y_SHIFTS.items():
+        for points, dy in shifts:
+            basis[name][points, 1] = dy
+    for name, left in _AU_MIRRORED_SHIFTS.items():
+        for index, (dx, dy) in left.items():
+            basis[name][index] = (dx, dy)
+            basis[name][_MOUTH_MIRROR[index]] = (-dx, dy)
     return np.stack([basis[name] for name in AU_NAMES])
-
-
-def _mirror_set(displacement: np.ndarray, left: dict[int, tuple[float, float]]) -> None:
-    """Set image-left mouth displacements and their mirror partners (x negated)."""
-    partner = {48: 54, 49: 53, 50: 52, 59: 55, 58: 56, 60: 64, 61: 63, 67: 65}
-    for index, (dx, dy) in left.items():
-        displacement[index] = (dx, dy)
-        displacement[partner[index]] = (-dx, dy)
 
 
 _AU_BASIS = _au_basis()
@@ -388,22 +328,10 @@ def _neutral_landmarks(idn: _Identity) -> np.ndarray:
             p[eye] = [inner, up_inner, up_outer, outer, low_outer, low_inner]
     m, ym, tu, tl = idn.mouth_hw, idn.mouth_y, idn.lip_upper, idn.lip_lower
     outer_x = np.array([-1, -0.6, -0.25, 0, 0.25, 0.6, 1, 0.6, 0.25, 0, -0.25, -0.6]) * m
-    outer_y = ym + np.array(
-        [
-            0,
-            -0.8 * tu,
-            -1.05 * tu,
-            -0.85 * tu,
-            -1.05 * tu,
-            -0.8 * tu,
-            0,
-            0.85 * tl,
-            1.0 * tl,
-            1.05 * tl,
-            1.0 * tl,
-            0.85 * tl,
-        ]
-    )
+    # the upper lip from corner to corner (48-54), then the lower lip back (55-59)
+    upper_y = np.array([0, -0.8, -1.05, -0.85, -1.05, -0.8, 0])
+    lower_y = np.array([0.85, 1.0, 1.05, 1.0, 0.85])
+    outer_y = ym + np.concatenate([upper_y * tu, lower_y * tl])
     p[48:60] = np.stack([outer_x, outer_y], 1)
     p[60:68] = np.stack(
         [np.array([-0.85, -0.3, 0, 0.3, 0.85, 0.3, 0, -0.3]) * m, np.full(8, ym + 0.005)], 1
@@ -488,12 +416,8 @@ class _Pose:
     def __call__(self, xy: np.ndarray) -> np.ndarray:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         z = _depth(xy)
-        cy, sy, cp, sp = (
-            math.cos(self.yaw),
-            math.sin(self.yaw),
-            math.cos(self.pitch),
-            math.sin(self.pitch),
-        )
+        cy, sy = math.cos(self.yaw), math.sin(self.yaw)
+        cp, sp = math.cos(self.pitch), math.sin(self.pitch)
         x = xy[:, 0] * cy + z * sy
         y = xy[:, 1] * cp + (xy[:, 0] * sy - z * cy) * sp
         c, s = self.scale * math.cos(self.roll), self.scale * math.sin(self.roll)
@@ -529,8 +453,7 @@ class _Scene:
     width: int
     height: int
     pose: _Pose
-    # subset of sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
-    conditions: tuple[str, ...]
+    conditions: tuple[str, ...]  # the HARD_CONDITIONS drawn
     jpeg_quality: int
     grayscale: bool
 
@@ -539,14 +462,9 @@ def _sample_scene(rng: np.random.Generator, idn: _Identity, knobs: SyntheticKnob
     width, height = (
         int(v) for v in rng.integers(knobs.canvas_range[0], knobs.canvas_range[1] + 1, 2)
     )
-    rates = {
-        "sunglasses": knobs.sunglasses_rate,
-        "mouth_occluder": knobs.mouth_occluder_rate,
-        "low_light": knobs.low_light_rate,
-        "heavy_blur": knobs.heavy_blur_rate,
-        "tiny_face": knobs.tiny_face_rate,
-    }
-    conditions = tuple(name for name, rate in rates.items() if rng.random() < rate)
+    conditions = tuple(
+        name for name in HARD_CONDITIONS if rng.random() < getattr(knobs, f"{name}_rate")
+    )
     if "tiny_face" in conditions:
         scale = rng.uniform(8, 13)
     else:
@@ -583,10 +501,8 @@ def _ramp(
 
     Built as a 2x2 image resized bilinearly: far faster than numpy at full size.
     """
-    t = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float64) @ [
-        math.cos(angle),
-        math.sin(angle),
-    ]
+    direction = [math.cos(angle), math.sin(angle)]
+    t = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float64) @ direction
     t = (t - t.min()) / max(float(np.ptp(t)), 1e-9)
     start, stop = corner_values
     corners = np.clip(np.round(start + (stop - start) * t[:, None]), 0, 255).astype(np.uint8)
@@ -687,13 +603,8 @@ def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.
     paint.polygon(outline, _rgb(skin), smooth=True)
     if idn.hair_style != "bald":
         alpha = np.linspace(np.pi, 0, 13)  # left to right: the cap's outer edge runs right to left
-        hairline = np.stack(
-            [
-                idn.face_w * 0.97 * np.cos(alpha),
-                0.05 - (idn.head_h - idn.hair_depth) * np.sin(alpha) ** 0.6,
-            ],
-            1,
-        )
+        hairline_y = 0.05 - (idn.head_h - idn.hair_depth) * np.sin(alpha) ** 0.6
+        hairline = np.stack([idn.face_w * 0.97 * np.cos(alpha), hairline_y], 1)
         cap = _head_outline(idn, p[:17], grow=1.06)[17:]
         paint.polygon(np.vstack([cap, hairline]), _rgb(hair), smooth=True)
 
@@ -759,49 +670,57 @@ def _draw_nose(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
         )
 
 
+def _dark(skin: np.ndarray, strength: float) -> tuple[int, int, int]:
+    """The skin darkened for a crease or shadow of ``strength`` in (0, 1]."""
+    return _rgb(skin, 1 - 0.45 * strength)
+
+
+def _nasolabial_fold(
+    p: np.ndarray, side: int, middle: tuple[float, float], end: tuple[float, float]
+) -> np.ndarray:
+    """The fold from the nose wing past the mouth corner on one side (-1 image-left, 1 right)."""
+    wing, corner = (31, 48) if side < 0 else (35, 54)
+    offsets = [[side * dx, dy] for dx, dy in ((0.07, -0.03), middle, end)]
+    return p[[wing, corner, corner]] + offsets
+
+
+def _draw_side_cues(
+    paint: _Painter, skin: np.ndarray, p: np.ndarray, cues: dict[str, float], side: int
+) -> None:
+    """The cues drawn on one side of the face (-1 image-left, 1 right): the nasolabial fold, crow's
+    feet, a tear, the brow's shadow."""
+    if "nasolabial" in cues:
+        fold = _nasolabial_fold(p, side, (0.11, -0.07), (0.13, 0.1))
+        paint.line(fold, _dark(skin, cues["nasolabial"]), 0.022)
+    if "crow_feet" in cues:
+        start = p[36 if side < 0 else 45] + [side * 0.04, 0]
+        for angle in (-0.5, 0.0, 0.5):
+            end = start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]
+            paint.line(np.array([start, end]), _dark(skin, cues["crow_feet"]), 0.016, smooth=False)
+    if "tear" in cues:
+        lid = p[41] if side < 0 else p[46]
+        paint.line(
+            np.array([lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]),
+            (200, 215, 235),
+            0.022 * cues["tear"] + 0.01,
+        )
+    if "brow_shadow" in cues:
+        brow = p[_LEFT_BROW if side < 0 else _RIGHT_BROW]
+        paint.line(brow[1:] + [0, 0.06], _dark(skin, 0.7 * cues["brow_shadow"]), 0.05)
+
+
 def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, float]) -> None:
-    """The appearance cues a landmark file cannot carry (wrinkles, tears, shadows)."""
-
-    def dark(strength: float):
-        return _rgb(idn.skin, 1 - 0.45 * strength)
-
-    for side, wing, corner, outer_eye in ((-1, 31, 48, 36), (1, 35, 54, 45)):
-        if "nasolabial" in cues:
-            fold = np.array(
-                [
-                    p[wing] + [side * 0.07, -0.03],
-                    p[corner] + [side * 0.11, -0.07],
-                    p[corner] + [side * 0.13, 0.1],
-                ]
-            )
-            paint.line(fold, dark(cues["nasolabial"]), 0.022)
-        if "crow_feet" in cues:
-            for angle in (-0.5, 0.0, 0.5):
-                start = p[outer_eye] + [side * 0.04, 0]
-                paint.line(
-                    np.array(
-                        [start, start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]]
-                    ),
-                    dark(cues["crow_feet"]),
-                    0.016,
-                    smooth=False,
-                )
-        if "tear" in cues:
-            lid = p[41] if side < 0 else p[46]
-            paint.line(
-                np.array([lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]),
-                (200, 215, 235),
-                0.022 * cues["tear"] + 0.01,
-            )
-        if "brow_shadow" in cues:
-            brow = p[_LEFT_BROW if side < 0 else _RIGHT_BROW]
-            paint.line(brow[1:] + [0, 0.06], dark(0.7 * cues["brow_shadow"]), 0.05)
+    """The appearance cues a landmark file cannot carry (wrinkles, tears, shadows), and an older
+    face's static wrinkles."""
+    skin = idn.skin
+    for side in (-1, 1):
+        _draw_side_cues(paint, skin, p, cues, side)
     if "nose_wrinkle" in cues:
         for y in (0.3, 0.55, 0.8):
             level = p[27, 1] + y * (p[29, 1] - p[27, 1])
             paint.line(
                 np.array([[-0.11, level + 0.02], [0, level], [0.11, level + 0.02]]),
-                dark(cues["nose_wrinkle"]),
+                _dark(skin, cues["nose_wrinkle"]),
                 0.014,
             )
     if "brow_furrow" in cues:
@@ -809,7 +728,7 @@ def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, f
         for x in (-0.045, 0.045):
             paint.line(
                 np.array([[x, top - 0.02], [x * 0.8, top + 0.13]]),
-                dark(cues["brow_furrow"]),
+                _dark(skin, cues["brow_furrow"]),
                 0.016,
                 smooth=False,
             )
@@ -820,25 +739,19 @@ def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, f
                 y = brow_top - gap
                 paint.line(
                     np.array([[-0.45, y + 0.02], [0, y - 0.01 * k], [0.45, y + 0.02]]),
-                    dark(strength),
+                    _dark(skin, strength),
                     0.015,
                 )
     if idn.age_wrinkles > 0 and "nasolabial" not in cues:
-        for side, wing, corner in ((-1, 31, 48), (1, 35, 54)):
-            fold = np.array(
-                [
-                    p[wing] + [side * 0.07, -0.03],
-                    p[corner] + [side * 0.1, -0.05],
-                    p[corner] + [side * 0.11, 0.08],
-                ]
-            )
-            paint.line(fold, dark(idn.age_wrinkles), 0.016)
+        for side in (-1, 1):
+            fold = _nasolabial_fold(p, side, (0.1, -0.05), (0.11, 0.08))
+            paint.line(fold, _dark(skin, idn.age_wrinkles), 0.016)
     if "chin_dimple" in cues:
         chin = p[57] + [0, 0.5 * (p[8, 1] - p[57, 1])]
         for dx in (-0.06, 0.0, 0.06):
             paint.polygon(
                 _ellipse(chin + [dx, 0.01 * abs(dx) / 0.06], 0.018, 0.014, 8),
-                dark(cues["chin_dimple"]),
+                _dark(skin, cues["chin_dimple"]),
             )
 
 
@@ -867,15 +780,9 @@ def _draw_mouth_occluder(
         tone, edge = _rgb(idn.skin, rng.uniform(0.85, 1.05)), _rgb(idn.skin, 0.6)
         for k in range(4):  # four fingers lying across the mouth, each outlined
             y0 = top + k * (bottom - top) / 4
-            finger = np.array(
-                [
-                    [-0.75, y0],
-                    [0.6, y0 - 0.02],
-                    [0.66, y0 + 0.1],
-                    [0.6, y0 + (bottom - top) / 4],
-                    [-0.75, y0 + (bottom - top) / 4 + 0.02],
-                ]
-            ) + [shift, 0]
+            y1 = y0 + (bottom - top) / 4
+            xy = [[-0.75, y0], [0.6, y0 - 0.02], [0.66, y0 + 0.1], [0.6, y1], [-0.75, y1 + 0.02]]
+            finger = np.array(xy) + [shift, 0]
             paint.polygon(finger, tone, smooth=True)
             paint.line(np.vstack([finger, finger[:1]]), edge, 0.015)
     else:
@@ -909,26 +816,18 @@ def _finish(
     exposure = rng.uniform(0.12, 0.25) if low_light else rng.uniform(0.8, 1.15)
     balance = rng.uniform(0.92, 1.08, 3)  # white balance
     amp = rng.uniform(0, 0.35)  # light falling from one side: gain 1 -/+ amp across the image
-    shade = _ramp(
-        rng.uniform(0, 2 * np.pi),
-        np.array([[255 * (1 - amp) / (1 + amp)], [255.0]]),
-        scene.width,
-        scene.height,
-        "L",
-    )
+    gains = np.array([[255 * (1 - amp) / (1 + amp)], [255.0]])
+    shade = _ramp(rng.uniform(0, 2 * np.pi), gains, scene.width, scene.height, "L")
     image = ImageChops.multiply(image, shade.convert("RGB"))  # pixel * gain / (1 + amp)
     levels = np.arange(256, dtype=np.float64)
     lut = np.concatenate([levels * (1 + amp) * exposure * b for b in balance])
     image = image.point(np.clip(np.round(lut), 0, 255).astype(int).tolist())
     noise_sd = rng.uniform(6, 12) if low_light else rng.uniform(*knobs.noise_sd_range)
     tile = _noise_tile(512 * math.ceil(max(scene.width, scene.height) / 512))
-    oy, ox = (
-        rng.integers(0, len(tile) - scene.height + 1),
-        rng.integers(0, len(tile) - scene.width + 1),
-    )
-    noise = tile[oy : oy + scene.height, ox : ox + scene.width] * np.float32(noise_sd) + np.float32(
-        128
-    )
+    oy = rng.integers(0, len(tile) - scene.height + 1)
+    ox = rng.integers(0, len(tile) - scene.width + 1)
+    crop = tile[oy : oy + scene.height, ox : ox + scene.width]
+    noise = crop * np.float32(noise_sd) + np.float32(128)
     noise = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).convert("RGB")
     image = ImageChops.add(image, noise, scale=1.0, offset=-128)
     return image.convert("L").convert("RGB") if scene.grayscale else image
@@ -952,8 +851,7 @@ class SyntheticSample:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     attributes: tuple[int, int, int]  # gender, race, age
     jpeg_quality: int
-    # hard cases: sunglasses, mouth_occluder, low_light, heavy_blur, tiny_face
-    conditions: tuple[str, ...]
+    conditions: tuple[str, ...]  # the HARD_CONDITIONS drawn
     cues: dict[str, float] = field(default_factory=dict)
     # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
     points68: np.ndarray | None = None
@@ -997,26 +895,14 @@ def render_sample(
     original = _finish(image, scene, rng_scene, knobs)
 
     pixels68 = scene.pose(points)
-    manual5 = np.stack(
-        [
-            pixels68[_LEFT_EYE].mean(0),
-            pixels68[_RIGHT_EYE].mean(0),
-            pixels68[30],
-            pixels68[48],
-            pixels68[54],
-        ]
-    )
+    # RAF-DB's five points: the eye centres, the nose tip, the mouth corners
+    eyes = [pixels68[eye].mean(0) for eye in (_LEFT_EYE, _RIGHT_EYE)]
+    manual5 = np.stack([*eyes, *pixels68[[30, 48, 54]]])
     manual5 += rng_detector.normal(0, knobs.manual_jitter * scene.pose.scale, manual5.shape)
-    jitter = (
-        knobs.detector_jitter
-        * scene.pose.scale
-        * (knobs.hard_jitter_factor if scene.conditions else 1.0)
-    )
-    detected = (
-        pixels68
-        + rng_detector.normal(0, 0.4 * jitter, 2)
-        + rng_detector.normal(0, jitter, pixels68.shape)
-    )
+    hard = knobs.hard_jitter_factor if scene.conditions else 1.0
+    jitter = knobs.detector_jitter * scene.pose.scale * hard
+    face_shift = rng_detector.normal(0, 0.4 * jitter, 2)  # the whole face, then each point
+    detected = pixels68 + face_shift + rng_detector.normal(0, jitter, pixels68.shape)
     outline = scene.pose(_head_outline(idn, points[:17]))
     box = np.concatenate([outline.min(0), outline.max(0)]) + rng_detector.normal(
         0, 0.03 * scene.pose.scale, 4

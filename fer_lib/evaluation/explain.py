@@ -249,6 +249,70 @@ def _grad_cam_plus_plus(
         wrapper.model.zero_grad(set_to_none=True)
 
 
+def _checked_index(
+    model: models.FusionModel, split: tensors.SplitTensors, index, target: str, affinity: str
+) -> np.ndarray:
+    """``index`` as a flat int64 copy, once the request is one ``explain`` can answer."""
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r} is not one of {TARGETS}")
+    if model.arm is None:
+        raise ValueError(
+            "Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch "
+            "reads coordinates (landmark_input 'coords'): explain a heatmap run instead"
+        )
+    if affinity not in AFFINITY_MODES:
+        raise ValueError(f"affinity {affinity!r} is not one of {AFFINITY_MODES}")
+    index = np.array(index, dtype=np.int64).reshape(-1)  # a copy: pandas columns can be read-only
+    if len(index) and (index.min() < 0 or index.max() >= len(split)):
+        raise IndexError(
+            f"example indices must be in [0, {len(split)}), got {index.min()}..{index.max()}"
+        )
+    return index
+
+
+def _explain_chunk(
+    model: models.FusionModel,
+    split: tensors.SplitTensors,
+    cache: Tensor,
+    config,
+    chosen: np.ndarray,
+    target: str,
+    affinity: str,
+) -> tuple[np.ndarray, ...]:
+    """``explain`` on the images ``chosen``: the classes explained, the images (N, H, W, 3) in
+    [0, 1], the heatmaps' first channel, both branches' CAMs and the fused probabilities."""
+    device = next(model.parameters()).device
+    members = torch.as_tensor(chosen)
+    # the reported logits from the evaluation's own features (bf16 under autocast)
+    # and heads (fp32); the CAMs run in fp32 (pytorch-grad-cam reads activations
+    # through numpy, which has no bf16)
+    rgb, landmark, terms = evaluated_maps(model, split, cache, config, chosen, affinity)
+    images = tensors.normalise(split.images[members].to(device))
+    heatmaps = landmark_inputs(split, members, None, config, device)
+    with torch.no_grad():
+        logits = model.forward_per_image_maps(rgb, landmark, terms).fused_logits
+    explained = (
+        logits.argmax(1).cpu().numpy() if target == "predicted" else split.labels[members].numpy()
+    )
+    rgb_cam = _grad_cam_plus_plus(
+        FusedLogits(model, "rgb", landmark, terms), model.baseline.cam_layer, images, explained
+    )
+    landmark_cam = _grad_cam_plus_plus(
+        FusedLogits(model, "landmark", rgb, terms),
+        model.landmark_cnn.cam_layer,
+        heatmaps,
+        explained,
+    )
+    return (
+        explained,
+        split.images[members].permute(0, 2, 3, 1).float().numpy() / 255,
+        heatmaps[:, 0].cpu().numpy(),
+        rgb_cam,
+        landmark_cam,
+        logits.softmax(1).cpu().numpy(),
+    )
+
+
 def explain(
     model: models.FusionModel,
     split: tensors.SplitTensors,
@@ -264,64 +328,17 @@ def explain(
 
     Args:
         cache: the baseline's per-image feature cache of ``split`` (``training.rgb_feature_cache``);
-        used for the
-            batch terms of the images' evaluation batches.
+            used for the batch terms of the images' evaluation batches.
         target: explain the fused "predicted" class or the "true" class.
         affinity: "batch" (terms of the evaluation batch) or "fixed" (population means; estimate
-        them first).
+            them first).
     """
-    if target not in TARGETS:
-        raise ValueError(f"target {target!r} is not one of {TARGETS}")
-    if model.arm is None:
-        raise ValueError(
-            "Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch "
-            "reads coordinates (landmark_input 'coords'): explain a heatmap run instead"
-        )
-    if affinity not in AFFINITY_MODES:
-        raise ValueError(f"affinity {affinity!r} is not one of {AFFINITY_MODES}")
-    index = np.array(index, dtype=np.int64).reshape(-1)  # a copy: pandas columns can be read-only
-    if len(index) and (index.min() < 0 or index.max() >= len(split)):
-        raise IndexError(
-            f"example indices must be in [0, {len(split)}), got {index.min()}..{index.max()}"
-        )
-    device = next(model.parameters()).device
+    index = _checked_index(model, split, index, target, affinity)
     model.eval()
-    parts = []
-    for start in range(0, len(index), chunk):
-        chosen = index[start : start + chunk]
-        members = torch.as_tensor(chosen)
-        # the reported logits from the evaluation's own features (bf16 under autocast)
-        # and heads (fp32); the CAMs run in fp32 (pytorch-grad-cam reads activations
-        # through numpy, which has no bf16)
-        rgb, landmark, terms = evaluated_maps(model, split, cache, config, chosen, affinity)
-        images = tensors.normalise(split.images[members].to(device))
-        heatmaps = landmark_inputs(split, members, None, config, device)
-        with torch.no_grad():
-            logits = model.forward_per_image_maps(rgb, landmark, terms).fused_logits
-        explained = (
-            logits.argmax(1).cpu().numpy()
-            if target == "predicted"
-            else split.labels[members].numpy()
-        )
-        rgb_cam = _grad_cam_plus_plus(
-            FusedLogits(model, "rgb", landmark, terms), model.baseline.cam_layer, images, explained
-        )
-        landmark_cam = _grad_cam_plus_plus(
-            FusedLogits(model, "landmark", rgb, terms),
-            model.landmark_cnn.cam_layer,
-            heatmaps,
-            explained,
-        )
-        parts.append(
-            (
-                explained,
-                split.images[members].permute(0, 2, 3, 1).float().numpy() / 255,
-                heatmaps[:, 0].cpu().numpy(),
-                rgb_cam,
-                landmark_cam,
-                logits.softmax(1).cpu().numpy(),
-            )
-        )
+    parts = [
+        _explain_chunk(model, split, cache, config, index[start : start + chunk], target, affinity)
+        for start in range(0, len(index), chunk)
+    ]
     if not parts:
         raise ValueError("explain got no example indices")
     explained, images, heatmaps, rgb_cam, landmark_cam, probabilities = (
