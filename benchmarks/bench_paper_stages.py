@@ -75,7 +75,7 @@ def main() -> None:
     results["frozen-feature cache"] = _timed(cache_step, batch, steps)
     config = training.FusionConfig(width=32, batch_norm=False)
     model = models.FusionModel.from_config(baseline, config).to(device)
-    model.landmark_cnn.to(memory_format=training.landmark_memory_format(config, device))
+    model.landmark_cnn.to(memory_format=models.landmark_memory_format(config, device))
     optimizer = AdaBelief(
         model.trainable_parameters(), print_change_log=False, **training.ADABELIEF
     )
@@ -85,7 +85,7 @@ def main() -> None:
     def landmark_step():
         model.train()
         heatmaps = tensors.heatmaps_for(points.to(device), size).contiguous(
-            memory_format=training.landmark_memory_format(config, device)
+            memory_format=models.landmark_memory_format(config, device)
         )
         loss = model.loss(model.forward_cached(cached, heatmaps), labels.to(device))
         optimizer.zero_grad()

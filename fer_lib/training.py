@@ -570,18 +570,6 @@ class FusionPredictions:
     classes: tuple[str, ...] = CLASSES  # the data set's class list: the probabilities' columns
 
 
-def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
-    """channels_last for the landmark CNN on CUDA, and on the CPU from width 8: oneDNN then runs its
-    training step 1.4x faster at width 8 (benchmarks/README.md). Narrower CPU networks stay
-    contiguous: a ResNet18 at width 4 in channels_last corrupted the heap there."""
-    wide_enough = config.width >= 8
-    return (
-        torch.channels_last
-        if torch.device(device).type == "cuda" or wide_enough
-        else torch.contiguous_format
-    )
-
-
 def landmark_inputs(
     split: tensors.SplitTensors,
     index: torch.Tensor,
@@ -603,7 +591,7 @@ def landmark_inputs(
         landmark_set=split.landmark_set,
         sigma=config.heatmap_sigma,
     )
-    return heatmaps.contiguous(memory_format=landmark_memory_format(config, device))
+    return heatmaps.contiguous(memory_format=models.landmark_memory_format(config, device))
 
 
 @torch.no_grad()
@@ -879,7 +867,7 @@ def train_fusion(
     torch.manual_seed(config.seed)
     model = models.FusionModel.from_config(baseline, config).to(device)
     if config.landmark_input == "heatmaps":
-        model.landmark_cnn.to(memory_format=landmark_memory_format(config, device))
+        model.landmark_cnn.to(memory_format=models.landmark_memory_format(config, device))
     # DistributedDataParallel under torchrun (global-batch BatchNorm in the trained parts); the
     # model itself otherwise
     trained = distributed.wrap(model, device, "forward_cached", trained=model.landmark_branch)
@@ -1150,7 +1138,7 @@ def load_fusion_checkpoint(
     if "population_means" in state:
         models.load_population_means(model, _landmark_means(state["population_means"]))
     if config.landmark_input == "heatmaps":  # the layout it was trained in, faster on the CPU
-        model.landmark_cnn.to(memory_format=landmark_memory_format(config, "cpu"))
+        model.landmark_cnn.to(memory_format=models.landmark_memory_format(config, "cpu"))
     return model.eval(), config
 
 

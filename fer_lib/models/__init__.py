@@ -27,7 +27,13 @@ from fer_lib.models.checkpoints import (
     check_classes,
     load_state_strict,
 )
-from fer_lib.models.fusion import FusionModel, FusionOutput, WeightGate, fit_temperature
+from fer_lib.models.fusion import (
+    FusionModel,
+    FusionOutput,
+    WeightGate,
+    fit_temperature,
+    landmark_memory_format,
+)
 from fer_lib.models.landmark import COORDS_HIDDEN, CoordinateMLP, LandmarkCNN
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "check_classes",
     "fit_temperature",
     "imagenet_weights_path",
+    "landmark_memory_format",
     "load_arm_checkpoint",
     "load_population_means",
     "load_state_strict",

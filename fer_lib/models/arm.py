@@ -55,6 +55,13 @@ from fer_lib.models.checkpoints import (
     check_classes,
     load_state_strict,
 )
+from fer_lib.models.folders import (
+    WEIGHTS_FILE,
+    has_means,
+    read_model_folder,
+    split_means,
+    write_model_folder,
+)
 from fer_lib.runtime import distributed, precision
 from fer_lib.settings import (
     AFFINITY_MODES,
@@ -145,7 +152,8 @@ class ARM(nn.Module):
                 # (1, n*n) == bn output .mean(dim=[0, 1]), flattened
                 mean = per_image.mean(dim=0, keepdim=True)
         else:
-            if torch.isnan(self.population_mean).any():
+            # an exported graph cannot branch on a value; export_onnx checks the mean first
+            if not torch.compiler.is_exporting() and torch.isnan(self.population_mean).any():
                 raise RuntimeError(
                     "ARM affinity 'fixed' needs a population mean: call "
                     "estimate_population_mean(...) on the training set, or load a checkpoint "
@@ -334,6 +342,29 @@ class ARMNet(nn.Module):
         feature = self.forward_head(self.forward_features(x), pre_logits=True)
         return feature, self.fc(feature)
 
+    def pretrained_config(self) -> dict:
+        """What a model folder's config.json says of this network."""
+        return {"classes": list(self.classes), "input_size": self.input_size, "width": self.width}
+
+    def save_pretrained(self, folder: str | Path, **about: object) -> Path:
+        """This network as a model folder (``fer_lib.models.folders``: config.json and
+        model.safetensors, its population mean included); ``about``: what else config.json records
+        (provenance, preprocessing)."""
+        config = {"architecture": "ARMNet", **self.pretrained_config(), **about}
+        return write_model_folder(folder, config, {**self.state_dict(), **population_means(self)})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> ARMNet:
+        """A network from a model folder (a local folder, or a Hugging Face Hub repository), on
+        the CPU in eval mode, batch-independent (affinity "fixed") where it carries a population
+        mean."""
+        config, state = read_model_folder(folder, "ARMNet")
+        model = armnet_from_config(config, folder)
+        weights, means = split_means(state)
+        load_state_strict(model, weights, Path(folder) / WEIGHTS_FILE)
+        load_population_means(model, means)
+        return model.set_affinity("fixed" if has_means(means) else "batch").eval()
+
     @torch.no_grad()
     def estimate_population_mean(self, batches: Iterable[Tensor | tuple | list]) -> Tensor:
         """Estimate ``arm.population_mean`` (for affinity "fixed") in eval mode over image batches.
@@ -349,6 +380,20 @@ class ARMNet(nn.Module):
         finally:
             self.train(was_training)
         return self.arm.estimate_population_mean(per_image)
+
+
+def armnet_from_config(config: dict, folder: str | Path) -> ARMNet:
+    """An untrained ARMNet of a model folder's shape (``ARMNet.pretrained_config``)."""
+    try:
+        classes, size, width = config["classes"], int(config["input_size"]), int(config["width"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{Path(folder) / 'config.json'}: no valid {error} for the RGB network; export the "
+            "model again"
+        ) from None
+    model = ARMNet(size, num_classes=len(classes), width=width)
+    model.classes = tuple(classes)
+    return model
 
 
 def _first(batch: Tensor | tuple | list) -> Tensor:

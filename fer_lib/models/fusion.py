@@ -5,7 +5,9 @@ learned gate and temperature scaling as alternatives.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -15,7 +17,23 @@ from torch.nn import functional
 
 from fer_lib.data.landmarks import flip_permutation
 from fer_lib.data.rafdb import NUM_CLASSES
-from fer_lib.models.arm import ARM, ARMNet, arm_geometry
+from fer_lib.io import fill_older_fields
+from fer_lib.models.arm import (
+    ARM,
+    ARMNet,
+    arm_geometry,
+    armnet_from_config,
+    load_population_means,
+    population_means,
+)
+from fer_lib.models.checkpoints import CheckpointError, load_state_strict
+from fer_lib.models.folders import (
+    WEIGHTS_FILE,
+    has_means,
+    read_model_folder,
+    split_means,
+    write_model_folder,
+)
 from fer_lib.models.landmark import CoordinateMLP, LandmarkCNN
 from fer_lib.runtime import precision
 from fer_lib.settings import (
@@ -24,6 +42,18 @@ from fer_lib.settings import (
     FusionConfig,
     arm_layout,
 )
+
+
+def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
+    """channels_last for the landmark CNN on CUDA, and on the CPU from width 8: oneDNN then runs its
+    training step 1.4x faster at width 8 (benchmarks/README.md). Narrower CPU networks stay
+    contiguous: a ResNet18 at width 4 in channels_last corrupted the heap there."""
+    wide_enough = config.width >= 8
+    return (
+        torch.channels_last
+        if torch.device(device).type == "cuda" or wide_enough
+        else torch.contiguous_format
+    )
 
 
 class WeightGate(nn.Module):
@@ -87,29 +117,24 @@ class FusionModel(nn.Module):
 
     Args:
         baseline: the pretrained ARMNet; it is frozen (requires_grad False) and stays in eval mode.
-        weighting: what scales F_landmark: "both" (p * a, the paper), "confidence" (p), "agreement"
-        (a),
-            "none" (1). p = max softmax of the landmark head (eq. 1); a = 1 when the landmark head's
-            argmax
-            equals the baseline's, else ``w_disagree``. Beyond the paper: "calibrated" (p * a with p
-            taken from
-            the landmark head's softmax at temperature ``temperature``, a buffer fitted on the
-            validation split
-            during training) and "learned" (``WeightGate``, fitted afterwards by
-            ``training.fit_gate``).
+        weighting: what scales F_landmark: "both" (p * a, the paper), "confidence" (p),
+            "agreement" (a), "none" (1). p = max softmax of the landmark head (eq. 1); a = 1 when
+            the landmark head's argmax equals the baseline's, else ``w_disagree``. Beyond the
+            paper: "calibrated" (p * a with p taken from the landmark head's softmax at temperature
+            ``temperature``, a buffer fitted on the validation split during training) and
+            "learned" (``WeightGate``, fitted afterwards by ``training.fit_gate``).
         w_disagree: the agreement weight on disagreement (``settings.PAPER_W``, Fig. 4).
         weight_grad: let gradients flow through p (the paper is silent; default: the weight is a
-        constant).
+            constant).
         batch_norm: BatchNorm in the landmark CNN (not in the paper).
-        width: the landmark CNN's base width (32 is Table 1; see "Widths" above).
+        width: the landmark CNN's base width (32 is Table 1).
         init_from_baseline: start the fusion layer as the baseline's fc on F_RGB and zero on
-        F_landmark, so
-            the fused model starts exactly as the baseline and training moves it from there (the
-            paper does
-            not say how the layer is initialised); False: PyTorch's default random init.
-        landmark_input: "heatmaps" (Table 1's CNN and its own ARM) or "coords" (``CoordinateMLP`` on
-        the
-            ``num_points`` aligned coordinates; no ARM, so no batch term on that side).
+            F_landmark, so the fused model starts exactly as the baseline and training moves it
+            from there (the paper does not say how the layer is initialised); False: PyTorch's
+            default random init.
+        landmark_input: "heatmaps" (Table 1's CNN and its own ARM) or "coords"
+            (``CoordinateMLP`` on the ``num_points`` aligned coordinates; no ARM, so no batch term
+            on that side).
     """
 
     def __init__(
@@ -173,6 +198,41 @@ class FusionModel(nn.Module):
             landmark_input=config.landmark_input,
             num_points=len(flip_permutation(config.landmark_set)),
         )
+
+    def save_pretrained(self, folder: str | Path, config: FusionConfig, **about: object) -> Path:
+        """This model as a model folder (``fer_lib.models.folders``): config.json with the RGB
+        network's shape and ``config`` (the recipe it was trained with), model.safetensors with
+        both branches, the fusion layer and both ARM blocks' population means; ``about``: what else
+        config.json records (provenance, preprocessing)."""
+        record = {
+            "architecture": "FusionModel",
+            "baseline": self.baseline.pretrained_config(),
+            "fusion": dataclasses.asdict(config),
+            **about,
+        }
+        return write_model_folder(folder, record, {**self.state_dict(), **population_means(self)})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> FusionModel:
+        """A model from a model folder (a local folder, or a Hugging Face Hub repository), on the
+        CPU in eval mode, batch-independent (affinity "fixed": a single image is predicted as in any
+        batch) where it carries both population means. Its recipe: ``model.config``."""
+        record, state = read_model_folder(folder, "FusionModel")
+        try:
+            config = FusionConfig(**fill_older_fields(FusionConfig, record["fusion"]))
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"{Path(folder) / 'config.json'}: no valid fusion recipe ({error}); export the "
+                "model again"
+            ) from None
+        model = cls.from_config(armnet_from_config(record.get("baseline", {}), folder), config)
+        weights, means = split_means(state)
+        load_state_strict(model, weights, Path(folder) / WEIGHTS_FILE)
+        load_population_means(model, means)
+        model.config = config
+        if config.landmark_input == "heatmaps":  # the layout it was trained in: the same bytes
+            model.landmark_cnn.to(memory_format=landmark_memory_format(config, "cpu"))
+        return model.set_affinity("fixed" if has_means(means) else "batch").eval()
 
     def train(self, mode: bool = True) -> FusionModel:
         super().train(mode)
