@@ -593,3 +593,29 @@ def test_a_folder_that_is_no_data_set_is_one_line_and_makes_no_run_folder(
     assert main(train) == 1
     err = capsys.readouterr().err
     assert f"python -m fer_lib import-images {mirror} OUT" in err and "Traceback" not in err
+
+
+def test_predict_with_a_model_folder_writes_the_same_table_as_with_the_checkpoints(
+    trained, tmp_path
+):
+    pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
+    from skimage import data as samples
+
+    from fer_lib.apps.predict import load_models
+
+    base, _ = trained
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(samples.astronaut()).save(photo)
+    baseline, fusion, config = load_models(
+        base / "baseline" / "best.pt", base / "fusion" / "best.pt", torch.device("cpu")
+    )
+    fusion.save_pretrained(tmp_path / "model", config)
+    checkpoints = ["--baseline", str(base / "baseline" / "best.pt")]
+    checkpoints += ["--fusion", str(base / "fusion" / "best.pt")]
+    for name, source in (("folder", ["--model", str(tmp_path / "model")]), ("files", checkpoints)):
+        command = ["predict", str(photo), *source, "--out", str(tmp_path / name), "--device", "cpu"]
+        assert main(command) == 0
+    table = (tmp_path / "folder" / "predictions.csv").read_bytes()
+    assert table == (tmp_path / "files" / "predictions.csv").read_bytes()
+    assert main(["predict", str(photo), "--model", str(tmp_path / "model"), "--out", "x",
+                 "--fusion", str(base / "fusion" / "best.pt")]) == 2  # fmt: skip

@@ -148,24 +148,43 @@ def face_split(image, faces: list[Face], size: int, name: str) -> tensors.SplitT
     )
 
 
+def load_model_folder(folder: Path, device: torch.device):
+    """(baseline, fusion model or None, fusion config or None) of a model folder (``python -m
+    fer_lib export``), in eval mode and batch-independent."""
+    architecture = models.folder_architecture(folder)
+    if architecture == "ARMNet":
+        return models.ARMNet.from_pretrained(folder).to(device), None, None
+    fusion = models.FusionModel.from_pretrained(folder)
+    if fusion.arm is None:
+        raise models.CheckpointError(
+            f"{folder} is a coordinate-branch model, which predict cannot explain with Grad-CAM; "
+            "export a heatmap run (the proposed model)"
+        )
+    return fusion.baseline.to(device), fusion.to(device), fusion.config
+
+
 def predict(
     paths: list[Path],
-    baseline_path: Path,
+    baseline_path: Path | None,
     fusion_path: Path | None,
     out: Path,
     *,
     device: torch.device | None = None,
     mean_data: Path | None = None,
+    model_folder: Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Predict and explain every face of every photo with the models of two checkpoints (see
-    ``predict_photos``); ``mean_data``: a RAF-DB copy whose training images give a baseline without
-    a population mean one."""
+    """Predict and explain every face of every photo with the models of a model folder
+    (``model_folder``) or of two checkpoints (see ``predict_photos``); ``mean_data``: a RAF-DB copy
+    whose training images give a baseline without a population mean one."""
     device = device or devices.pick_device()
     photos = photos_in(paths)  # a missing or non-image path is named before any model loads
-    baseline, fusion, config = load_models(
-        Path(baseline_path), Path(fusion_path) if fusion_path else None, device, mean_data
-    )
+    if model_folder is not None:
+        baseline, fusion, config = load_model_folder(Path(model_folder), device)
+    else:
+        baseline, fusion, config = load_models(
+            Path(baseline_path), Path(fusion_path) if fusion_path else None, device, mean_data
+        )
     return predict_photos(photos, baseline, fusion, config, out, progress=progress)
 
 

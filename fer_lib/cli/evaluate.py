@@ -26,41 +26,46 @@ from fer_lib.settings import (
 
 def _evaluate(args: argparse.Namespace) -> int:
     from fer_lib import models, training
+    from fer_lib.apps.predict import load_model_folder
 
     if args.checkpoint:
         return _evaluate_across(args)
-    if args.baseline is None or len(args.data) != 1:
+    if (args.baseline is None) == (args.model is None) or len(args.data) != 1:
         print(
-            "evaluate: pass --baseline CKPT and one --data ROOT (or --checkpoint RUN ... --data "
-            "ROOT ... to evaluate across data sets)",
+            "evaluate: pass --baseline CKPT (or --model FOLDER) and one --data ROOT (or "
+            "--checkpoint RUN ... --data ROOT ... to evaluate across data sets)",
             file=sys.stderr,
         )
         return 2
     args.data = args.data[0]
     device = run_device(args.device)
-    baseline = load_baseline(args.baseline, args.input_size).to(device)
-    if args.fusion:
-        model, config = training.load_fusion_checkpoint(args.fusion, baseline)
-        config.eval_batch_size = args.batch_size
-        landmark_set = config.landmark_set
+    if args.model is not None:
+        baseline, model, config = load_model_folder(args.model, device)
     else:
-        landmark_set = "auto37"
+        baseline, model, config = (
+            load_baseline(args.baseline, args.input_size).to(device),
+            None,
+            None,
+        )
+        if args.fusion:
+            model, config = training.load_fusion_checkpoint(args.fusion, baseline)
+    fused = model is not None
+    if fused:
+        config.eval_batch_size = args.batch_size
+    landmark_set = config.landmark_set if fused else "auto37"
     train, test = training.load_splits(
         args.data, baseline.input_size, landmark_set=landmark_set, cache_dir=args.out / "cache"
     )
-    models.check_classes(baseline.classes, test.classes, str(args.baseline))
+    models.check_classes(baseline.classes, test.classes, str(args.baseline or args.model))
     if args.affinity == "fixed":  # means over the training set, never the test set
         train_cache = training.rgb_feature_cache(
             baseline, train, flips=(False,), cache_dir=args.out / "cache"
         )
         training.estimate_population_means(
-            model.to(device) if args.fusion else baseline,
-            train,
-            train_cache,
-            config if args.fusion else None,
+            model.to(device) if fused else baseline, train, train_cache, config if fused else None
         )
     baseline.set_affinity(args.affinity)
-    if args.fusion:
+    if fused:
         model = model.to(device).set_affinity(args.affinity)
         test_cache = training.rgb_feature_cache(
             baseline, test, flips=(False,), cache_dir=args.out / "cache"
@@ -87,8 +92,11 @@ def _model_for_across(checkpoint: Path, args: argparse.Namespace):
     import torch
 
     from fer_lib import training
+    from fer_lib.apps.predict import load_model_folder
     from fer_lib.models import CheckpointError, load_arm_checkpoint
 
+    if (checkpoint / "config.json").is_file():  # a model folder (`export`)
+        return load_model_folder(checkpoint, torch.device("cpu"))
     path = checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -232,12 +240,19 @@ def _add_evaluate(commands) -> None:
         help="the baseline checkpoint, evaluated on its own data set's classes",
     )
     evaluate.add_argument(
+        "--model",
+        type=existing,
+        default=None,
+        help="a model folder (`python -m fer_lib export`) instead of --baseline and --fusion",
+    )
+    evaluate.add_argument(
         "--checkpoint",
         type=existing,
         nargs="+",
         default=None,
         metavar="RUN",
-        help="baseline or fusion run folders (or their best.pt; a fusion run with --baseline): "
+        help="baseline or fusion run folders, model folders (`export`), or best.pt files (a "
+        "fusion run with --baseline): "
         "each is tested on each --data, over the classes they share (an 8-class model's Contempt "
         "is dropped on a 7-class set, and said so)",
     )

@@ -13,6 +13,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     from fer_lib.apps.predict import predict
 
+    if args.model is not None and (args.fusion or args.data):
+        print("predict: --model holds both branches and their means; drop --fusion and --data")
+        return 2
     frame = predict(
         args.paths,
         args.baseline,
@@ -20,6 +23,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.out,
         device=run_device(args.device),
         mean_data=args.data,
+        model_folder=args.model,
     )
     status = frame["status"] if len(frame) else pd.Series(dtype=str)
     faces = frame[status.str.startswith("predicted")] if len(frame) else frame
@@ -38,10 +42,16 @@ def _add_predict(commands) -> None:
         help="what a trained model says about photos: every face, both branches, Grad-CAM++",
     )
     guess.add_argument("paths", type=existing, nargs="+", help="photos, or folders of photos")
-    guess.add_argument(
+    source = guess.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--model",
+        type=existing,
+        default=None,
+        help="a model folder (`python -m fer_lib export`): both branches, or the baseline alone",
+    )
+    source.add_argument(
         "--baseline",
         type=existing,
-        required=True,
         help="the baseline checkpoint (best.pt of a baseline run)",
     )
     guess.add_argument(

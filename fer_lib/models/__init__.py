@@ -27,6 +27,7 @@ from fer_lib.models.checkpoints import (
     check_classes,
     load_state_strict,
 )
+from fer_lib.models.folders import folder_architecture
 from fer_lib.models.fusion import (
     FusionModel,
     FusionOutput,
@@ -52,6 +53,7 @@ __all__ = [
     "build_resnet18_trunk",
     "check_classes",
     "fit_temperature",
+    "folder_architecture",
     "imagenet_weights_path",
     "landmark_memory_format",
     "load_arm_checkpoint",

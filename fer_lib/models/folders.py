@@ -99,6 +99,15 @@ def read_model_folder(folder: Path, architecture: str) -> tuple[dict, dict[str, 
     return config, state
 
 
+def folder_architecture(folder: Path) -> str:
+    """The class a model folder holds ("ARMNet" or "FusionModel"), from its config.json."""
+    path = local_folder(folder) / CONFIG_FILE
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8")).get("architecture"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise CheckpointError(f"{path}: not a model folder's config ({error})") from None
+
+
 def split_means(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(the state dict, the population means) of a folder's tensors."""
     means = {k: v for k, v in state.items() if k.endswith(MEAN_SUFFIX)}
