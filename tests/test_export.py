@@ -22,7 +22,7 @@ from fer_lib.settings import FusionConfig
 SIZE = 128
 
 
-def _fusion(seed: int = 0, **config) -> tuple[FusionModel, FusionConfig]:
+def small_fusion(seed: int = 0, **config) -> tuple[FusionModel, FusionConfig]:
     """A small trained-looking fusion model with both population means estimated."""
     torch.manual_seed(seed)
     baseline = ARMNet(SIZE, width=16).eval()
@@ -43,7 +43,7 @@ def _inputs(count: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_a_saved_fusion_model_loads_back_to_the_same_outputs_bit_for_bit(tmp_path):
-    model, config = _fusion()
+    model, config = small_fusion()
     model.save_pretrained(tmp_path, config, provenance={"run": "test"})
     loaded = FusionModel.from_pretrained(tmp_path)
     images, heatmaps = _inputs(5)
@@ -61,7 +61,7 @@ def test_a_saved_fusion_model_loads_back_to_the_same_outputs_bit_for_bit(tmp_pat
 
 
 def test_the_weights_file_is_safetensors_with_the_population_means_and_no_pickle(tmp_path):
-    model, config = _fusion()
+    model, config = small_fusion()
     model.save_pretrained(tmp_path, config)
     raw = (tmp_path / WEIGHTS_FILE).read_bytes()
     header_size = struct.unpack("<Q", raw[:8])[0]  # the safetensors layout: a JSON header first
@@ -87,7 +87,7 @@ def test_an_eight_class_baseline_keeps_its_class_order(tmp_path):
 
 
 def test_each_broken_folder_is_one_error_naming_the_file(tmp_path):
-    model, config = _fusion()
+    model, config = small_fusion()
     model.save_pretrained(tmp_path, config)
     with pytest.raises(CheckpointError, match="holds a model of class FusionModel, not ARMNet"):
         ARMNet.from_pretrained(tmp_path)
@@ -108,7 +108,7 @@ def test_each_broken_folder_is_one_error_naming_the_file(tmp_path):
 def test_an_onnx_graph_matches_pytorch_and_gives_each_image_the_same_output_at_any_batch(
     tmp_path, fusion
 ):
-    model, _ = _fusion()
+    model, _ = small_fusion()
     network = model if fusion else model.baseline
     path = export.export_onnx(network, tmp_path / "model.onnx")
     generator = torch.Generator().manual_seed(2)
@@ -130,7 +130,7 @@ def _fake_run(root, seeds=(0, 1)):
     labels = np.arange(14) % 7
     truth = {}
     for seed in seeds:
-        model, config = _fusion(seed)
+        model, config = small_fusion(seed)
         folder = root / ("baseline" if seed == seeds[0] else f"baseline_seed{seed}")
         models.save_arm_checkpoint(model.baseline, folder / "best.pt")
         run = root / "fusion" / f"both_w0.60_seed{seed}"

@@ -163,6 +163,22 @@ def load_model_folder(folder: Path, device: torch.device):
     return fusion.baseline.to(device), fusion.to(device), fusion.config
 
 
+def load_for_predict(
+    baseline_path: Path | None,
+    fusion_path: Path | None,
+    device: torch.device,
+    *,
+    mean_data: Path | None = None,
+    model_folder: Path | None = None,
+):
+    """(baseline, fusion model or None, fusion config or None) of a model folder or of two
+    checkpoints (``load_models``), batch-independent."""
+    if model_folder is not None:
+        return load_model_folder(Path(model_folder), device)
+    fusion_path = Path(fusion_path) if fusion_path else None
+    return load_models(Path(baseline_path), fusion_path, device, mean_data)
+
+
 def predict(
     paths: list[Path],
     baseline_path: Path | None,
@@ -179,30 +195,26 @@ def predict(
     whose training images give a baseline without a population mean one."""
     device = device or devices.pick_device()
     photos = photos_in(paths)  # a missing or non-image path is named before any model loads
-    if model_folder is not None:
-        baseline, fusion, config = load_model_folder(Path(model_folder), device)
-    else:
-        baseline, fusion, config = load_models(
-            Path(baseline_path), Path(fusion_path) if fusion_path else None, device, mean_data
-        )
-    return predict_photos(photos, baseline, fusion, config, out, progress=progress)
+    loaded = load_for_predict(
+        baseline_path, fusion_path, device, mean_data=mean_data, model_folder=model_folder
+    )
+    return predict_photos(photos, *loaded, out, progress=progress)
 
 
-def _run_heads(
+def head_probabilities(
     baseline: models.ARMNet,
     fusion: models.FusionModel | None,
     config,
     split: tensors.SplitTensors,
-) -> tuple[dict[str, np.ndarray], explain.Explanation | None]:
-    """One photo's faces through the RGB head and, with a fusion model, the landmark and fused
-    heads and Grad-CAM++ of both branches: each head's probabilities (faces x classes) and the
-    explanation."""
+) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """Faces through the RGB head and, with a fusion model, the landmark and fused heads: each
+    head's probabilities (faces x classes), and the RGB network's per-image maps."""
     device = next(baseline.parameters()).device
     with torch.no_grad(), precision.full(device):
         per_image = baseline.forward_per_image(tensors.normalise(split.images.to(device)))
         probabilities = {"rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()}
     if fusion is None:
-        return probabilities, None
+        return probabilities, per_image
     with torch.no_grad(), precision.autocast(device):  # the landmark trunk as evaluated
         outputs = fusion.forward_cached(
             per_image, landmark_inputs(split, torch.arange(len(split)), None, config, device)
@@ -211,6 +223,20 @@ def _run_heads(
         landmark=fusion.landmark_probabilities(outputs.landmark_logits).cpu().numpy(),
         fused=outputs.fused_logits.softmax(1).cpu().numpy(),
     )
+    return probabilities, per_image
+
+
+def _run_heads(
+    baseline: models.ARMNet,
+    fusion: models.FusionModel | None,
+    config,
+    split: tensors.SplitTensors,
+) -> tuple[dict[str, np.ndarray], explain.Explanation | None]:
+    """One photo's faces through every head (``head_probabilities``) and, with a fusion model,
+    Grad-CAM++ of both branches."""
+    probabilities, per_image = head_probabilities(baseline, fusion, config, split)
+    if fusion is None:
+        return probabilities, None
     explanation = explain.explain(
         fusion, split, per_image.cpu()[None], config, np.arange(len(split)), affinity="fixed"
     )

@@ -5,26 +5,36 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_lib.cli.common import existing, run_device
+from fer_lib.cli.common import at_least, existing, run_device
 
 
 def _predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from fer_lib.apps.predict import predict
+    from fer_lib.apps.predict import figure_stems, load_for_predict, photos_in, predict_photos
+    from fer_lib.apps.video import VIDEO_SUFFIXES, predict_video
 
     if args.model is not None and (args.fusion or args.data):
         print("predict: --model holds both branches and their means; drop --fusion and --data")
         return 2
-    frame = predict(
-        args.paths,
-        args.baseline,
-        args.fusion,
-        args.out,
-        device=run_device(args.device),
-        mean_data=args.data,
-        model_folder=args.model,
+    videos = [p for p in args.paths if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    photos = photos_in([p for p in args.paths if p not in videos])  # bad paths named first
+    device = run_device(args.device)
+    loaded = load_for_predict(
+        args.baseline, args.fusion, device, mean_data=args.data, model_folder=args.model
     )
+    stems = figure_stems(videos)  # two videos of one name get tables of their own
+    for video in videos:
+        frames = predict_video(video, *loaded, args.out, every=args.every, stem=stems[video])
+        faces = frames.loc[frames["status"] == "predicted", "face"]
+        print(
+            f"{video}: {frames['frame'].nunique()} frame(s) read, {faces.nunique()} face(s) "
+            f"followed, {int((frames['status'] == 'no face').sum())} frame(s) without a face; "
+            f"table {args.out / (stems[video] + '_frames.csv')}"
+        )
+    if not photos:
+        return 0
+    frame = predict_photos(photos, *loaded, args.out)
     status = frame["status"] if len(frame) else pd.Series(dtype=str)
     faces = frame[status.str.startswith("predicted")] if len(frame) else frame
     print(
@@ -41,7 +51,15 @@ def _add_predict(commands) -> None:
         "predict",
         help="what a trained model says about photos: every face, both branches, Grad-CAM++",
     )
-    guess.add_argument("paths", type=existing, nargs="+", help="photos, or folders of photos")
+    guess.add_argument(
+        "paths", type=existing, nargs="+", help="photos, folders of photos, or video files"
+    )
+    guess.add_argument(
+        "--every",
+        type=at_least(1),
+        default=1,
+        help="videos: every K-th frame (default: every frame)",
+    )
     source = guess.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--model",
