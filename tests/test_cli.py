@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -619,3 +620,40 @@ def test_predict_with_a_model_folder_writes_the_same_table_as_with_the_checkpoin
     assert table == (tmp_path / "files" / "predictions.csv").read_bytes()
     assert main(["predict", str(photo), "--model", str(tmp_path / "model"), "--out", "x",
                  "--fusion", str(base / "fusion" / "best.pt")]) == 2  # fmt: skip
+
+
+def test_predict_resumes_a_stopped_run_and_batches_faces_without_figures(trained, tmp_path, capsys):
+    pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
+    from skimage import data as samples
+
+    base, _ = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(4):
+        Image.fromarray(samples.astronaut()).rotate(3 * k).save(photos / f"face{k}.png")
+    Image.new("RGB", (80, 60), (30, 120, 200)).save(photos / "sky.png")
+    models_ = ["--baseline", str(base / "baseline" / "best.pt")]
+    models_ += ["--fusion", str(base / "fusion" / "best.pt")]
+    figures = tmp_path / "figures"
+    assert main(["predict", str(photos), *models_, "--out", str(figures), "--device", "cpu"]) == 0
+    bulk = tmp_path / "bulk"
+    command = ["predict", str(photos), *models_, "--out", str(bulk), "--device", "cpu"]
+    assert main([*command, "--no-figures", "--batch-size", "3"]) == 0
+    whole = pd.read_csv(bulk / "predictions.csv")
+    expected = pd.read_csv(figures / "predictions.csv")
+    assert whole["image"].tolist() == expected["image"].tolist()  # the photos' order
+    probabilities = [c for c in whole.columns if c.startswith("p_")]
+    assert np.allclose(whole[probabilities], expected[probabilities], atol=1e-5, equal_nan=True)
+    assert not list(bulk.glob("*.png"))
+    # stopped after two photos: the rerun predicts the other three and keeps the two
+    lines = (bulk / "predictions.csv").read_text().splitlines()
+    (bulk / "predictions.csv").write_text("\n".join(lines[:3]) + "\n")
+    capsys.readouterr()
+    assert main([*command, "--no-figures"]) == 0
+    assert "resuming: 2 of 5 photo(s) already in" in capsys.readouterr().out
+    resumed = pd.read_csv(bulk / "predictions.csv")
+    assert sorted(resumed["image"]) == sorted(expected["image"])
+    # another model's table is not appended to
+    baseline_only = ["predict", str(photos), models_[0], models_[1], "--out", str(bulk)]
+    assert main([*baseline_only, "--no-figures"]) == 1
+    assert "holds another model's predictions" in capsys.readouterr().err

@@ -11,6 +11,8 @@ alone.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -27,7 +29,6 @@ from fer_lib.data import landmarks, tensors
 from fer_lib.data.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation import explain
-from fer_lib.io import save_csv
 from fer_lib.runtime import devices, precision
 from fer_lib.training import landmark_inputs
 
@@ -271,6 +272,27 @@ def _face_row(
     return row
 
 
+def photo_columns(classes: tuple[str, ...], heads: list[str]) -> list[str]:
+    """predictions.csv's columns: the photo, the face and its box, each head's class, then each
+    head's probabilities (``_face_row``)."""
+    names = ["image", "face", "status", "reason", "x1", "y1", "x2", "y2", "detection score"]
+    names += [f"{head} class" for head in heads]
+    return names + [f"p_{head}_{c}" for head in heads for c in classes]
+
+
+def _already_predicted(table: Path, names: list[str]) -> set[str]:
+    """The photos a stopped run left in ``table``; a table of another model is refused."""
+    if not table.is_file():
+        return set()
+    done = pd.read_csv(table, dtype={"image": str})
+    if list(done.columns) != names:
+        raise models.CheckpointError(
+            f"{table} holds another model's predictions (other heads or classes): pass another "
+            "--out, or delete it to start again"
+        )
+    return set(done["image"])
+
+
 def predict_photos(
     paths: list[Path],
     baseline: models.ARMNet,
@@ -278,36 +300,66 @@ def predict_photos(
     config,
     out: Path,
     *,
+    figures: bool = True,
+    batch_size: int = 64,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Every face of every photo through loaded models whose ARM population means are set; writes
-    ``out/predictions.csv`` and one figure per face (PNG and PDF)."""
+    """Every face of every photo through loaded models whose ARM population means are set; returns
+    the rows of these photos.
+
+    ``out/predictions.csv`` grows a photo at a time, so a stopped run resumes where it stopped (the
+    photos already in it are skipped). ``figures``: one figure per face with Grad-CAM++ (PNG and
+    PDF); without them the faces of several photos go through the networks together, ``batch_size``
+    at a time (ARM is batch-independent here: the same probabilities in any batch)."""
     baseline.eval().set_affinity("fixed")
     if fusion is not None:
         fusion.eval().set_affinity("fixed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
     photos = photos_in(paths)
-    stems = figure_stems(photos)
+    table = out / "predictions.csv"
+    names = photo_columns(baseline.classes, ["rgb"] if fusion is None else [h for h, _ in HEADS])
+    done = _already_predicted(table, names)
+    todo = [path for path in photos if str(path) not in done]
+    if done:
+        skipped = len(photos) - len(todo)
+        print(f"predict: resuming: {skipped} of {len(photos)} photo(s) already in {table}")
+    with open(table, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names, restval="")
+        if not done:
+            writer.writeheader()
+        if figures:
+            _photos_with_figures(todo, baseline, fusion, config, out, writer, handle, progress)
+        else:
+            _photos_in_batches(todo, baseline, fusion, config, writer, handle, batch_size, progress)
+    frame = pd.read_csv(table, dtype={"image": str})
+    return frame[frame["image"].isin({str(path) for path in photos})].reset_index(drop=True)
+
+
+def _faces_of(path: Path) -> tuple[Image.Image | None, list[Face], dict | None]:
+    """(the photo, its faces, None), or (None or the photo, [], its row: unreadable with why, or no
+    face)."""
+    try:
+        image = load_photo(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        reason = f"{type(error).__name__}: {error}"
+        print(f"predict: skipped {path}: unreadable ({reason})", file=sys.stderr)
+        return None, [], {"image": str(path), "status": "unreadable", "reason": reason}
+    found = detect_faces(image)
+    return image, found, None if found else {"image": str(path), "status": "no face"}
+
+
+def _photos_with_figures(photos, baseline, fusion, config, out, writer, handle, progress) -> None:
+    stems = figure_stems(photos) if photos else {}
     for path in tqdm(photos, desc="predict", unit="photo", disable=not progress):
-        try:
-            image = load_photo(path)
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            reason = f"{type(error).__name__}: {error}"
-            print(f"predict: skipped {path}: unreadable ({reason})", file=sys.stderr)
-            rows.append(
-                {"image": str(path), "face": np.nan, "status": "unreadable", "reason": reason}
-            )
-            continue
-        found = detect_faces(image)
-        if not found:
-            rows.append({"image": str(path), "face": np.nan, "status": "no face"})
+        image, found, row = _faces_of(path)
+        if row is not None:
+            writer.writerow(row)
+            handle.flush()
             continue
         split = face_split(image, found, baseline.input_size, path.name)
         probabilities, explanation = _run_heads(baseline, fusion, config, split)
         for k, face in enumerate(found):
-            rows.append(_face_row(path, k, found, probabilities, baseline.classes))
             figure = plot_face(
                 image,
                 face,
@@ -322,9 +374,49 @@ def predict_photos(
             # no date: reruns give the same file
             figure.savefig(out / f"{stems[path]}_face{k}.pdf", metadata={"CreationDate": None})
             plt.close(figure)
-    frame = pd.DataFrame(rows)
-    save_csv(frame, out / "predictions.csv")
-    return frame
+        # the rows last: a photo is in the table once all it writes is written
+        writer.writerows(
+            _face_row(path, k, found, probabilities, baseline.classes) for k in range(len(found))
+        )
+        handle.flush()
+
+
+def _photos_in_batches(photos, baseline, fusion, config, writer, handle, batch_size, progress):
+    """Photos read and their faces found one at a time, then every ``batch_size`` faces through the
+    networks together; rows written in the photos' order."""
+    pending: list[tuple[Path, list[Face], tensors.SplitTensors | None, dict | None]] = []
+
+    def flush() -> None:
+        splits = [split for _, _, split, _ in pending if split is not None]
+        probabilities = {}
+        if splits:
+            batch = dataclasses.replace(
+                splits[0],
+                names=[name for split in splits for name in split.names],
+                images=torch.cat([split.images for split in splits]),
+                points=torch.cat([split.points for split in splits]),
+                labels=torch.cat([split.labels for split in splits]),
+            )
+            probabilities, _ = head_probabilities(baseline, fusion, config, batch)
+        start = 0
+        for path, found, _, row in pending:
+            if row is not None:  # unreadable, or no face
+                writer.writerow(row)
+                continue
+            mine = {head: p[start : start + len(found)] for head, p in probabilities.items()}
+            rows = [_face_row(path, k, found, mine, baseline.classes) for k in range(len(found))]
+            writer.writerows(rows)
+            start += len(found)
+        handle.flush()
+        pending.clear()
+
+    for path in tqdm(photos, desc="predict", unit="photo", disable=not progress):
+        image, found, row = _faces_of(path)
+        split = face_split(image, found, baseline.input_size, path.name) if found else None
+        pending.append((path, found, split, row))
+        if sum(len(f) for _, f, _, _ in pending) >= batch_size:
+            flush()
+    flush()
 
 
 def plot_face(

@@ -34,14 +34,17 @@ def _predict(args: argparse.Namespace) -> int:
         )
     if not photos:
         return 0
-    frame = predict_photos(photos, *loaded, args.out)
+    frame = predict_photos(
+        photos, *loaded, args.out, figures=not args.no_figures, batch_size=args.batch_size
+    )
     status = frame["status"] if len(frame) else pd.Series(dtype=str)
     faces = frame[status.str.startswith("predicted")] if len(frame) else frame
     print(
         f"{len(faces)} face(s) in {faces['image'].nunique() if len(faces) else 0} photo(s); "
         f"{int((status == 'no face').sum())} photo(s) without a face; "
         f"{int((status == 'unreadable').sum())} unreadable (listed with the reason). "
-        f"Table: {args.out / 'predictions.csv'}; one figure per face in {args.out}"
+        f"Table: {args.out / 'predictions.csv'}"
+        + ("" if args.no_figures else f"; one figure per face in {args.out}")
     )
     return 0
 
@@ -53,6 +56,18 @@ def _add_predict(commands) -> None:
     )
     guess.add_argument(
         "paths", type=existing, nargs="+", help="photos, folders of photos, or video files"
+    )
+    guess.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="photos: the table alone, faces of several photos through the networks together "
+        "(thousands of photos); default: one figure per face with Grad-CAM++",
+    )
+    guess.add_argument(
+        "--batch-size",
+        type=at_least(1),
+        default=64,
+        help="faces per network pass with --no-figures (default %(default)s)",
     )
     guess.add_argument(
         "--every",
