@@ -29,6 +29,9 @@ import-images SRC OUT [--test-fraction F]  face photos (class folders, RAF-DB mi
 predict PATH... --baseline CKPT [--fusion CKPT] --out DIR
                                            every face of every photo: both branches' probabilities
                                            and Grad-CAM++
+jobs [--profile P] [--data ROOT] [--set KEY=VALUE] [--out FILE]
+                                           the training stage as a list of jobs for a scheduler;
+run-job FILE --index K                     run one of them (docs/CLUSTERS.md)
 export RUN_DIR --out DIR [--model M] [--seed S] [--format onnx]
                                            a run's model as a folder anyone can load (safetensors,
                                            model card), or an ONNX graph checked against PyTorch
@@ -39,7 +42,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fer_lib.cli import data, evaluate, export, predict, run, train
+from fer_lib.cli import data, evaluate, export, jobs, predict, run, train
 from fer_lib.cli.common import Parser
 from fer_lib.data.faces import FaceToolsMissing, ImportProblem
 from fer_lib.data.rafdb import RafDbError
@@ -49,7 +52,7 @@ from fer_lib.run.profiles import SettingsError
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fer_lib", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (data, train, evaluate, run, predict, export):
+    for module in (data, train, evaluate, run, jobs, predict, export):
         module.add_parsers(commands)
     return parser
 

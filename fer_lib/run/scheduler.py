@@ -240,10 +240,11 @@ def _init_worker(devices) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
 
 
-def _run_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
-    """Train one job in this worker on ``threads`` CPU threads (reusing what is finished); returns
-    its wall time in seconds."""
-    torch.set_num_threads(threads)
+def train_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
+    """Train one job in this process on ``threads`` CPU threads (0: torch's default), reusing what
+    is finished; returns its wall time in seconds."""
+    if threads:
+        torch.set_num_threads(threads)
 
     clock = time.perf_counter()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +297,7 @@ def plan(experiment) -> tuple[list[Job], list[Job]]:
     return baselines, fusions
 
 
-def _finished(experiment, job: Job) -> bool:
+def is_finished(experiment, job: Job) -> bool:
     """A job whose results are on disk: a baseline's last epoch and checkpoint, a landmark-branch
     run's test predictions. A given checkpoint's feature caches are not checked here, so that job
     always goes to a worker."""
@@ -326,7 +327,7 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
     """
     baselines, fusions = plan(experiment)
     # a rerun: no images to decode, no workers to start
-    if all(_finished(experiment, job) for job in baselines + fusions):
+    if all(is_finished(experiment, job) for job in baselines + fusions):
         print(
             f"==> every model of the profile is trained ({len(baselines)} baseline(s), "
             f"{len(fusions)} landmark-branch run(s)): reusing them"
@@ -345,7 +346,7 @@ class _Stage:
         self.baselines, self.fusions, jobs = baselines, fusions, baselines + fusions
         self.gpus = torch.cuda.device_count() if _on_gpus() else 0
         self.cores = os.cpu_count() or 1
-        self.to_train = [job for job in baselines if not _finished(experiment, job)]
+        self.to_train = [job for job in baselines if not is_finished(experiment, job)]
         self.threads_of = {
             job: 1 if self.gpus else job_threads(job, workers, len(self.to_train), self.cores)
             for job in jobs
@@ -454,7 +455,7 @@ class _Stage:
         while self.queue and len(self.running) < self.workers:
             job = self.queue.pop(0)
             log = self.logs / f"{job.slug}.log"
-            future = pool.submit(_run_job, job, experiment_args, log, self.threads_of[job])
+            future = pool.submit(train_job, job, experiment_args, log, self.threads_of[job])
             self.running[future] = job
 
     def _finish(self, future) -> None:

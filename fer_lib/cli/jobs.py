@@ -1,0 +1,70 @@
+"""The training stage as separate jobs, for a cluster scheduler: jobs (write the list) and run-job
+(run one of them)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fer_lib.cli.common import at_least, existing
+from fer_lib.run.profiles import PROFILES, get_profile, parse_assignments
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from fer_lib.run import jobs, pipeline
+    from fer_lib.run.experiment import Experiment
+
+    profile = get_profile(args.profile, parse_assignments(args.set))
+    run_dir = args.run_dir or pipeline.run_dir_for(profile)
+    if args.data is not None:
+        pipeline.check_data(args.data)  # a broken data set is named before a run folder is made
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pipeline.claim_run_dir(run_dir, profile)
+    data_root = pipeline.ensure_data(profile, args.data, run_dir)  # the synthetic set: here, once
+    experiment = Experiment(
+        profile, data_root, run_dir, args.baseline_checkpoint, pretrained=args.pretrained
+    )
+    out = args.out or run_dir / "jobs.json"
+    listed = jobs.write_jobs(experiment, out)
+    baselines = sum(job["kind"] == "baseline" for job in listed)
+    print(
+        f"{out}: {len(listed)} job(s): 0..{baselines - 1} the baseline(s), {baselines}.."
+        f"{len(listed) - 1} the landmark-branch runs (each after its seed's baseline); run one "
+        f"with `python -m fer_lib run-job {out} --index K`"
+    )
+    return 0
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    from fer_lib.run import jobs
+
+    job, seconds = jobs.run_job(args.jobs, args.index)
+    print(f"job {args.index} ({job.name}): done in {seconds:.0f} s")
+    return 0
+
+
+def add_parsers(commands) -> None:
+    listing = commands.add_parser(
+        "jobs",
+        help="write a profile's trainings as a list of jobs (JSON) for a cluster's scheduler",
+    )
+    listing.add_argument("--profile", default="demo", choices=tuple(PROFILES))
+    listing.add_argument("--data", type=existing, default=None, help="as run-all's --data")
+    listing.add_argument("--baseline-checkpoint", type=existing, default=None)
+    listing.add_argument("--pretrained", type=existing, default=None)
+    listing.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the profile, as run-all's --set",
+    )
+    listing.add_argument("--run-dir", type=Path, default=None, help="as run-all's --run-dir")
+    listing.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/jobs.json")
+    listing.set_defaults(func=_jobs)
+    one = commands.add_parser("run-job", help="run job K of a job list (what a cluster task runs)")
+    one.add_argument("jobs", type=existing, help="the list `jobs` wrote")
+    one.add_argument(
+        "--index", type=at_least(0), required=True, help="K, e.g. $SLURM_ARRAY_TASK_ID"
+    )
+    one.set_defaults(func=_run_job)

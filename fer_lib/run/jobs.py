@@ -1,0 +1,121 @@
+"""A profile's trainings as a list of independent jobs, for a cluster without submitit: ``python -m
+fer_lib jobs`` writes the list (JSON), and ``python -m fer_lib run-job JOBS --index K`` runs one of
+them, wherever the scheduler puts it.
+
+Job K trains what the training stage of ``run-all`` would (``fer_lib.run.scheduler``): the
+baselines first, then every landmark-branch run, each after its seed's baseline (``after``). A job
+is idempotent: a finished model is reused, checkpoints are written atomically, and a job stopped
+part-way resumes from its ``last.pt``. ``docs/CLUSTERS.md`` submits the list as two ``sbatch``
+arrays; afterwards ``run-all`` with the same options finds every model trained and runs the
+notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fer_lib.io import save_json
+from fer_lib.run.experiment import Experiment
+from fer_lib.run.profiles import SettingsError, get_profile
+from fer_lib.run.scheduler import Job, is_finished, plan, train_job
+
+FORMAT = "fer_lib-jobs/1"
+
+
+def write_jobs(experiment: Experiment, path: Path) -> list[dict]:
+    """The experiment's jobs, and what recreates it, as JSON at ``path``."""
+    baselines, fusions = plan(experiment)
+    index_of_baseline = {job.seed: k for k, job in enumerate(baselines)}
+    jobs = [
+        {"index": k, "kind": "baseline", "seed": job.seed, "after": []}
+        for k, job in enumerate(baselines)
+    ]
+    for job in fusions:
+        parent = index_of_baseline.get(experiment.baselines.seed(job.seed))
+        jobs.append(
+            {
+                "index": len(jobs),
+                "kind": "fusion",
+                "seed": job.seed,
+                "weighting": job.weighting,
+                "w": job.w,
+                "variant": job.variant,
+                "after": [] if parent is None else [parent],
+            }
+        )
+    record = {
+        "format": FORMAT,
+        "profile": experiment.profile.name,
+        "settings": experiment.profile.overrides(),
+        "data": str(Path(experiment.data_root).resolve()),
+        "run_dir": str(Path(experiment.run_dir).resolve()),
+        "baseline_checkpoint": _path_or_none(experiment.baseline_checkpoint),
+        "pretrained": _path_or_none(experiment.pretrained),
+        "jobs": jobs,
+    }
+    save_json(record, path)
+    return jobs
+
+
+def _path_or_none(path) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def read_jobs(path: Path) -> dict:
+    """A job list, checked: one SettingsError naming the file and what is wrong."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise SettingsError(
+            f"{path}: not a readable job list ({error}); write one with `jobs`"
+        ) from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise SettingsError(f"{path}: not a job list of this project (format {FORMAT!r} expected)")
+    return record
+
+
+def experiment_of(record: dict) -> Experiment:
+    settings = {key: str(value) for key, value in record["settings"].items()}
+    return Experiment(
+        get_profile(record["profile"], settings),
+        record["data"],
+        record["run_dir"],
+        record["baseline_checkpoint"],
+        pretrained=record["pretrained"],
+        progress=False,
+    )
+
+
+def job_of(entry: dict) -> Job:
+    if entry["kind"] == "baseline":
+        return Job(entry["seed"])
+    return Job(entry["seed"], entry["weighting"], entry["w"], entry["variant"])
+
+
+def run_job(path: Path, index: int) -> tuple[Job, float]:
+    """Run job ``index`` of the list at ``path`` here (its output in ``<run>/logs/<job>.log``);
+    refuses, naming them, while the jobs it needs are not finished. Returns the job and its
+    seconds."""
+    record = read_jobs(path)
+    jobs = record["jobs"]
+    if not 0 <= index < len(jobs):
+        raise SettingsError(f"{path} has jobs 0..{len(jobs) - 1}; --index {index} is not one")
+    experiment = experiment_of(record)
+    waiting = [k for k in jobs[index]["after"] if not is_finished(experiment, job_of(jobs[k]))]
+    if waiting:
+        names = ", ".join(job_of(jobs[k]).name for k in waiting)
+        raise SettingsError(
+            f"job {index} needs job(s) {waiting} ({names}) finished first: submit it after them "
+            "(sbatch --dependency=afterok)"
+        )
+    job = job_of(jobs[index])
+    arguments = (
+        experiment.profile,
+        experiment.data_root,
+        experiment.run_dir,
+        experiment.baseline_checkpoint,
+        experiment.pretrained,
+    )
+    log = Path(record["run_dir"]) / "logs" / f"{job.slug}.log"
+    return job, train_job(job, arguments, log, threads=0)
