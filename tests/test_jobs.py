@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fer_lib.cli.main import main
-from fer_lib.run import jobs, scheduler
+from fer_lib.run import jobs, launch, pipeline, scheduler
+from fer_lib.run.experiment import Experiment
+from fer_lib.run.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,3 +79,41 @@ def test_the_docs_sbatch_script_submits_the_baselines_then_the_runs_after_them(j
     assert all(
         f"-m fer_lib run-job {job_list} --index $SLURM_ARRAY_TASK_ID" in call for call in calls
     )
+
+
+@pytest.mark.slow
+def test_the_local_launcher_trains_the_same_models_as_the_pool_byte_for_byte(tmp_path):
+    profile = get_profile("smoke", {"seeds": "1"})
+    folders = {}
+    for name in ("pool", "local"):
+        run_dir = tmp_path / name
+        experiment = Experiment(profile, pipeline.ensure_data(profile, None, run_dir), run_dir)
+        experiment.progress = False
+        if name == "pool":
+            scheduler.train_all(experiment, workers=1, progress=False)
+        else:
+            jobs.write_jobs(experiment, run_dir / "jobs.json")
+            launch.launch(run_dir / "jobs.json", "local")
+        folders[name] = run_dir
+    tables = sorted(
+        p.relative_to(folders["pool"]) for p in folders["pool"].rglob("predictions_*.csv")
+    )
+    assert len(tables) == 10 * 3  # every landmark-branch run's three heads
+    for table in tables:
+        assert (folders["local"] / table).read_bytes() == (folders["pool"] / table).read_bytes()
+    weights = [torch.load(f / "baseline" / "best.pt", weights_only=True) for f in folders.values()]
+    first, second = (w["model_state_dict"] for w in weights)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_the_debug_launcher_runs_every_job_of_the_list_and_the_stage_then_reuses_them(tmp_path):
+    profile = get_profile("smoke", {"seeds": "1", "w_grid": "0.6"})
+    run_dir = tmp_path / "run"
+    experiment = Experiment(profile, pipeline.ensure_data(profile, None, run_dir), run_dir)
+    experiment.progress = False
+    jobs.write_jobs(experiment, run_dir / "jobs.json")
+    seconds = launch.launch(run_dir / "jobs.json", "debug")
+    listed = json.loads((run_dir / "jobs.json").read_text())["jobs"]
+    assert sorted(seconds) == [entry["index"] for entry in listed]
+    assert all(scheduler.is_finished(experiment, jobs.job_of(entry)) for entry in listed)
+    assert scheduler.train_all(experiment, workers=1, progress=False) == {}  # nothing left to train

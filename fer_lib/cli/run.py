@@ -37,6 +37,19 @@ def _run_all_device(profile: str, name: str | None):
     return device
 
 
+def _launch_options(args: argparse.Namespace):
+    from fer_lib.run.launch import LaunchOptions
+
+    return LaunchOptions(
+        partition=args.partition,
+        gpus=args.gpus,
+        cpus=args.cpus,
+        mem_gb=args.mem_gb,
+        timeout_min=args.time_min,
+        setup=tuple(args.setup),
+    )
+
+
 def _run_all(args: argparse.Namespace) -> int:
     from fer_lib.run.pipeline import fold_copies, run_all, run_folds
     from fer_lib.runtime.devices import DeviceError, describe_device
@@ -73,6 +86,8 @@ def _run_all(args: argparse.Namespace) -> int:
         replicate=args.replicate,
         force=args.force,
         cross_data=args.cross_data,
+        launcher=None if args.launcher == "pool" else args.launcher,
+        launch_options=_launch_options(args),
     )
     if folds:  # CK+ converted with --fold all: every fold, then the mean over them
         return run_folds(args.profile, folds, **options)
@@ -219,6 +234,7 @@ def _add_run_all(commands) -> None:
         help="train the profile's models in N parallel processes before the notebooks (default: "
         "one per GPU, or per CPU core up to 8; 0: the notebooks train them one at a time)",
     )
+    _add_launcher_options(run)
     run.add_argument(
         "--force",
         action="store_true",
@@ -268,6 +284,35 @@ def _add_repeat_options(run: argparse.ArgumentParser) -> None:
         metavar="OFFSET",
         help="then the same run with every seed shifted by OFFSET (default 100), and both reports "
         "compare the two runs' verdicts (<figures>/seed_stability.md)",
+    )
+
+
+def _add_launcher_options(run: argparse.ArgumentParser) -> None:
+    """How the training stage runs: a pool of processes here, or submitit tasks."""
+    run.add_argument(
+        "--launcher",
+        choices=("pool", "slurm", "local", "debug"),
+        default="pool",
+        help="pool (the default): --workers processes here; slurm: the baselines as one job array "
+        "and the landmark-branch runs as a second after it (submitit; docs/CLUSTERS.md); local, "
+        "debug: the same tasks as processes here, or in this process",
+    )
+    slurm = run.add_argument_group("with --launcher slurm, each task's request")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--gpus", type=at_least(0), default=1, help="GPUs per task (default 1)")
+    slurm.add_argument("--cpus", type=at_least(1), default=8, help="CPUs per task (default 8)")
+    slurm.add_argument(
+        "--mem-gb", type=at_least(1), default=32, help="memory per task (default 32)"
+    )
+    slurm.add_argument(
+        "--time-min", type=at_least(1), default=720, help="time limit per task (default 720)"
+    )
+    slurm.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a shell line run before each task, e.g. 'module load cuda' (repeatable)",
     )
 
 

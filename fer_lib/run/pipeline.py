@@ -35,7 +35,9 @@ from fer_lib.io import (
 from fer_lib.report import tables
 from fer_lib.run import freshness
 from fer_lib.run.experiment import Experiment, synthetic_data_root
+from fer_lib.run.jobs import write_jobs
 from fer_lib.run.kernels import PIPELINE_KERNEL, EncryptedKernelManager, WarmKernels
+from fer_lib.run.launch import launch
 from fer_lib.run.profiles import get_profile
 from fer_lib.run.scheduler import train_all
 from fer_lib.runtime.devices import pick_device
@@ -391,6 +393,8 @@ def run_all(
     replicate: int | None = None,
     force: bool = False,
     cross_data: list[Path] | None = None,
+    launcher: str | None = None,
+    launch_options=None,
 ) -> int:
     """Data check, then every notebook in order (stopping at the first failure), then the HTML
     report.
@@ -409,7 +413,8 @@ def run_all(
     ``settings`` are ``--set`` overrides of the profile (checked before any work starts). Before the
     first notebook that trains (03), every model of the profile is trained in ``workers`` parallel
     processes (``fer_lib.run.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks
-    train one model at a time).
+    train one model at a time). ``launcher`` ("slurm", "local", "debug"): through submitit instead
+    (``fer_lib.run.launch``, with ``launch_options``).
     """
     started = time.perf_counter()
     spec = get_profile(profile, settings)
@@ -420,6 +425,7 @@ def run_all(
     run = _Run(spec, data_root, base, figures, baseline_checkpoint, pretrained, cross_data)
     if spec.synthetic and data is None:  # a set given with --data is named by its path
         run.info["data"] = f"synthetic RAF-DB {spec.synthetic}"
+    run.launcher, run.launch_options = launcher, launch_options
     pages, reused = run.notebooks(workers, force)
     if reused:
         run.info["notebooks_reused"] = reused  # their seconds: those of the run that executed them
@@ -451,6 +457,8 @@ def run_all(
             workers=workers,
             force=force,
             cross_data=cross_data,
+            launcher=launcher,
+            launch_options=launch_options,
             main_run=base,
             figures=figures,
         )
@@ -518,6 +526,7 @@ class _Run:
             "device": str(pick_device()),  # what every training and notebook of this run ran on
         }
         self.figures = figures
+        self.launcher, self.launch_options = None, None
 
     def experiment(self) -> Experiment:
         return Experiment(
@@ -562,14 +571,24 @@ class _Run:
             kernels.close()  # one started ahead for a notebook that turned out up to date
         return pages, reused
 
+    def _train(self, workers: int | None) -> None:
+        """Every model of the profile, before the notebooks: in ``workers`` processes here, or as
+        submitit tasks. Its own Experiment: the decoded images it loads are freed before the
+        notebooks run."""
+        if not self.launcher:
+            train_all(self.experiment(), workers=workers)
+            return
+        listed = self.base / "jobs.json"
+        write_jobs(self.experiment(), listed)
+        launch(listed, self.launcher, self.launch_options)
+
     def _inputs_beyond_the_run(self, notebook: Path, fresh, workers: int | None) -> tuple:
         """What a notebook reads besides the run's inputs: from 03 on the trained models (trained
         here first, in parallel), for 09 the other data sets' files."""
         if notebook.name.startswith("03"):
-            if workers != 0:
+            if self.launcher or workers != 0:
                 clock = time.perf_counter()
-                # its own Experiment: the decoded images it loads are freed before the notebooks run
-                train_all(self.experiment(), workers=workers)
+                self._train(workers)
                 self.info["notebook_seconds"]["training (parallel, before 03)"] = round(
                     time.perf_counter() - clock, 1
                 )
