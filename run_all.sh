@@ -5,6 +5,9 @@
 #   ./run_all.sh --profile paper --data /path/to/RAF-DB/basic [--baseline-checkpoint epoch59_acc0.9205.pth]
 #   ./run_all.sh test [pytest args]       the test suite
 #   ./run_all.sh lab [jupyter lab args]   explore: JupyterLab on notebooks/, with this environment as kernel "fer-lib"
+#
+# FER_PYTHON=/path/to/python: an environment of your own (a conda env, a cluster module), used as it is: nothing
+# is installed and .venv is not made (install the project into it first: pip install -e ".[dev]").
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,6 +22,7 @@ export PYTHONPYCACHEPREFIX="$VENV/pycache"
 unset PYTHONDONTWRITEBYTECODE
 
 ensure_env() {
+    [[ -n "${FER_PYTHON:-}" ]] && return  # the given environment, as it is
     # $1: "" for the report, "dev" for the tests. Reinstalls when pyproject.toml changed since the last
     # install (its hash is the stamp) or when the tests need the dev extras a report-only install lacks.
     local extras=$1 stamp="$VENV/.fer_lib-install-stamp" want have=""
@@ -44,11 +48,22 @@ ensure_env() {
     echo "$want${extras:+ $extras}" > "$stamp"
 }
 
+RUN_PYTHON="$VENV/bin/python"
+if [[ -n "${FER_PYTHON:-}" ]]; then
+    RUN_PYTHON=$FER_PYTHON
+    unset PYTHONPYCACHEPREFIX
+    if ! (cd / && "$RUN_PYTHON" -c "import importlib.metadata as m; m.version('fer_lib')") 2>/dev/null; then
+        echo "run_all.sh: FER_PYTHON=$FER_PYTHON has no fer_lib installed: install the project into it first" \
+             "(pip install -e \".[dev]\", or pip install --no-index --find-links WHEELHOUSE -e \".[dev]\" offline)" >&2
+        exit 1
+    fi
+fi
+
 if [[ "${1:-}" == "lab" ]]; then
     shift
     ensure_env ""
-    "$VENV/bin/python" -m fer_lib install-kernel
-    exec "$VENV/bin/jupyter" lab notebooks "$@"  # figures inline: no headless MPLBACKEND here
+    "$RUN_PYTHON" -m fer_lib install-kernel
+    exec "$RUN_PYTHON" -m jupyterlab notebooks "$@"  # figures inline: no headless MPLBACKEND here
 fi
 
 export MPLBACKEND=Agg
@@ -56,8 +71,8 @@ export MPLBACKEND=Agg
 if [[ "${1:-}" == "test" ]]; then
     shift
     ensure_env dev
-    exec "$VENV/bin/python" -m pytest "$@"
+    exec "$RUN_PYTHON" -m pytest "$@"
 fi
 
 ensure_env ""
-exec "$VENV/bin/python" -m fer_lib run-all "$@"
+exec "$RUN_PYTHON" -m fer_lib run-all "$@"

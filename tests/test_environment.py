@@ -1,7 +1,9 @@
 """The conda environment.yml and pyproject.toml describe the same environment."""
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,17 @@ def test_the_readme_tables_are_the_committed_demo_run():
         table = readme[start:end].removeprefix(f"<!-- {name}:start -->").strip()
         assert table.count("\n") >= 3, f"the README's {name} block is empty"
         assert table in digest, name
+
+
+def test_run_all_uses_a_given_interpreter_as_it_is_and_refuses_one_without_the_project(tmp_path):
+    root = ROOT
+    env = {**os.environ, "FER_VENV": str(tmp_path / "venv"), "FER_PYTHON": sys.executable}
+    command = ["./run_all.sh", "test", "-q", "-p", "no:cacheprovider", "tests/test_layering.py"]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (tmp_path / "venv").exists()  # nothing built
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    env["FER_PYTHON"] = str(bare / "bin" / "python")
+    refused = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "has no fer_lib installed" in refused.stderr
