@@ -47,7 +47,13 @@ def test_the_cpu_path_follows_amx_unless_forced_and_the_switch_runs_the_cuda_pat
     for amx, path in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
         assert precision.cpu_path() == path and precision.name(cpu) == path
-        assert precision.name("cuda") == "bf16"
+    # a GPU with bf16 units (A100, H100) runs bf16; a V100 or T4 (emulated bf16) runs fp32
+    for native, path in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(
+            torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n
+        )
+        assert precision.name("cuda") == path
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     for forced, path in (("1", "bf16"), ("0", "fp32")):  # whatever the CPU has (AMX, above)
         monkeypatch.setenv("FER_CPU_BF16", forced)
         assert precision.cpu_path() == path and precision.name(cpu) == path

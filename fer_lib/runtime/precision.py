@@ -45,11 +45,19 @@ def cpu_path() -> str:
     return "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
 
 
+def cuda_has_bf16(device: torch.device | str) -> bool:
+    """Whether a CUDA device computes bf16 natively (Ampere and later): on a V100 or a T4 bf16
+    autocast is emulated, slower than fp32."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def autocast_enabled(device: torch.device | str) -> bool:
-    """Whether the trunks run under bf16 autocast on ``device``."""
+    """Whether the trunks run under bf16 autocast on ``device``: where it computes bf16 natively
+    (a CUDA GPU with bf16 units, a CPU with AMX), or everywhere with FER_PRECISION=bf16."""
     chosen, kind = mode(), torch.device(device).type
     return chosen == "bf16" or (
-        chosen == "auto" and (kind == "cuda" or (kind == "cpu" and cpu_path() == "bf16"))
+        chosen == "auto"
+        and ((kind == "cuda" and cuda_has_bf16(device)) or (kind == "cpu" and cpu_path() == "bf16"))
     )
 
 
