@@ -151,7 +151,7 @@ def _load_last(
     if not path.exists():
         return 0, [], float("-inf")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"], strict=True)
+    load_trained_state(model, state["model"], path)
     if average is not None:
         average.load_state_dict(state["average"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
@@ -161,9 +161,39 @@ def _load_last(
     return state["epoch"] + 1, state["history"], state["best_val_accuracy"]
 
 
+def baseline_fingerprint(baseline: models.ARMNet) -> str:
+    """A digest of a baseline's weights: what a fusion checkpoint keeps of the frozen network."""
+    digest = hashlib.sha256()
+    for key, value in sorted(baseline.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def trained_state(model: nn.Module) -> dict:
+    """A model's weights as its checkpoints keep them: a fusion model's without the frozen
+    baseline's (11.7 M parameters at the paper's size, identical in every run of a seed), which
+    ``baseline_fingerprint`` stands for; any other model's whole."""
+    state = model.state_dict()
+    if not isinstance(model, models.FusionModel):
+        return state
+    return {key: value for key, value in state.items() if not key.startswith("baseline.")}
+
+
+def load_trained_state(model: nn.Module, saved: dict, path: Path) -> None:
+    """Inverse of ``trained_state``, strictly: a fusion model keeps the baseline it holds where
+    the checkpoint has none (older checkpoints, which carry it, load as they are)."""
+    if isinstance(model, models.FusionModel):
+        held = {f"baseline.{key}": value for key, value in model.baseline.state_dict().items()}
+        saved = {**held, **saved}
+    models.load_state_strict(model, saved, path)
+
+
 def _save_fusion_best(model: models.FusionModel, kept: dict, path: Path) -> None:
-    """``best.pt`` of a fusion run: the weights, the epoch, its validation scores and the config."""
-    save_torch({"model": model.state_dict(), **kept}, path)
+    """``best.pt`` of a fusion run: the trained weights, the baseline's fingerprint, the epoch, its
+    validation scores and the config."""
+    fingerprint = baseline_fingerprint(model.baseline)
+    save_torch({"model": trained_state(model), "baseline": fingerprint, **kept}, path)
 
 
 def _keep_epoch(
@@ -200,7 +230,7 @@ def _save_last(
     """The state a rerun resumes from, and the history so far (both written atomically)."""
     save_torch(
         {
-            "model": model.state_dict(),
+            "model": trained_state(model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
@@ -752,7 +782,8 @@ def _save_gate_run(
     loss_after, fitted_accuracy = fitted["val_fused_loss"], fitted["val_fused_accuracy"]
     save_torch(
         {
-            "model": model.state_dict(),
+            "model": trained_state(model),
+            "baseline": baseline_fingerprint(model.baseline),
             "epoch": 0,
             "val_loss": loss_after,
             "val_accuracy": fitted_accuracy,
@@ -900,7 +931,7 @@ def train_fusion(
         history.append(_fusion_epoch_row(model, val, val_cache, config, epoch, counts, clock))
         best = _keep_fusion_epoch(run_dir, (model, optimizer, scheduler), config, history, best)
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"], strict=True)
+    load_trained_state(model, state["model"], run_dir / "best.pt")
     model.eval()
     if population_means and "population_means" not in state:  # for a single photo (predict)
         _store_landmark_means(model, fit, fit_cache, config, state, run_dir)
@@ -1129,12 +1160,14 @@ def load_fusion_checkpoint(
         for k, v in baseline_state.items()
         if k in state["model"] and not torch.equal(state["model"][k], v.cpu())
     ]
-    if mismatched:
+    fingerprint = baseline_fingerprint(baseline)
+    if mismatched or state.get("baseline", fingerprint) != fingerprint:
         raise models.CheckpointError(
-            f"{path} was trained on another baseline (differs in {mismatched[:3]}...); pass the "
-            "baseline it was trained with"
+            f"{path} was trained on another baseline (its weights differ"
+            + (f" in {mismatched[:3]}...)" if mismatched else ")")
+            + "; pass the baseline it was trained with"
         )
-    models.load_state_strict(model, state["model"], path)
+    load_trained_state(model, state["model"], path)
     if "population_means" in state:
         models.load_population_means(model, _landmark_means(state["population_means"]))
     if config.landmark_input == "heatmaps":  # the layout it was trained in, faster on the CPU

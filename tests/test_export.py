@@ -186,3 +186,30 @@ def test_the_export_command_writes_a_folder_and_refuses_a_folder_that_is_no_run(
     assert ARMNet.from_pretrained(tmp_path / "b").arm.affinity == "fixed"
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "c")]) == 1
     assert "not a finished run" in capsys.readouterr().err
+
+
+def test_a_fusion_checkpoint_keeps_its_baseline_as_a_fingerprint_and_refuses_another(tmp_path):
+    model, config = small_fusion()
+    path = tmp_path / "best.pt"
+    training._save_fusion_best(model, {"config": asdict(config)}, path)
+    state = torch.load(path, weights_only=True)
+    assert not any(key.startswith("baseline.") for key in state["model"])
+    assert state["baseline"] == training.baseline_fingerprint(model.baseline)
+    torch.save(model.state_dict(), tmp_path / "whole.pt")
+    assert path.stat().st_size < 0.5 * (tmp_path / "whole.pt").stat().st_size
+    loaded, _ = training.load_fusion_checkpoint(path, model.baseline)
+    images, heatmaps = _inputs(3)
+    ours = model.set_affinity("batch")(images, heatmaps)  # no stored means: the batch's terms
+    assert all(torch.equal(a, b) for a, b in zip(ours, loaded(images, heatmaps)))
+    other = small_fusion(seed=1)[0].baseline
+    with pytest.raises(CheckpointError, match="trained on another baseline"):
+        training.load_fusion_checkpoint(path, other)
+    older = (
+        tmp_path / "older.pt"
+    )  # a checkpoint that carries the baseline's weights loads as before
+    torch.save({"model": model.state_dict(), "config": asdict(config)}, older)
+    assert torch.equal(
+        training.load_fusion_checkpoint(older, model.baseline)[0].fusion.weight, model.fusion.weight
+    )
+    with pytest.raises(CheckpointError, match=r"another baseline \(its weights differ in"):
+        training.load_fusion_checkpoint(older, other)
