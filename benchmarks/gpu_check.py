@@ -89,13 +89,84 @@ def sized_for(budget: float, small: bool) -> tuple[int, int, float]:
     return n_train, n_test, sum(own_estimate(n_train, n_test).values())
 
 
+# Every module the check imports, with what to install where one is missing (the check's first
+# step: a node with PyTorch alone stops here in one line, not minutes into the first stage)
+REQUIRED = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "scipy": "scipy",
+    "PIL": "pillow",
+    "tqdm": "tqdm",
+    "tabulate": "tabulate",
+    "adabelief_pytorch": "adabelief-pytorch",
+    "fer_lib.training": "this project (PYTHONPATH=. or pip install -e .)",
+    "fer_lib.run.pipeline": "this project's notebooks' packages (papermill, nbconvert, ipykernel)",
+}
+
+
+def missing_modules() -> list[str]:
+    """What ``REQUIRED`` lists that this interpreter cannot import: 'module (install ...)'."""
+    import importlib
+
+    missing = []
+    for module, package in REQUIRED.items():
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001 - ImportError, or a broken install's own error
+            missing.append(f"{module} (install {package}; {type(error).__name__}: {error})")
+    return missing
+
+
+def no_gpu() -> str | None:
+    """Why the check cannot time the paper's stages on a GPU here, or None."""
+    import torch
+
+    from fer_lib.runtime.devices import cuda_problem
+
+    if torch.cuda.is_available():
+        return None
+    return f"no usable CUDA device ({cuda_problem()}); --small runs the same stages on a CPU"
+
+
+class Report:
+    """gpu_check.json and gpu_check.md, written again after every stage and on a failure, so that a
+    check cut short still says what it measured and why it stopped."""
+
+    def __init__(self, out: Path, header: dict):
+        self.out, self.header = out, header
+
+    def write(self, rows: list[dict], extra: dict | None = None, notes: list[str] = ()) -> dict:
+        result = {**self.header, **(extra or {}), "stages": rows}
+        (self.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
+        title = result.get("title", "GPU check")
+        lines = [f"# {title}", ""]
+        if result.get("error"):
+            lines += [f"**Stopped**: {result['error']}", ""]
+        lines += [
+            *notes,
+            "| stage | seconds | images | peak memory (GiB) | target (one H100) | verdict | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            seconds = "skipped" if r["seconds"] is None else f"{r['seconds']:.2f}"
+            memory = r["peak memory (GiB)"] if r["peak memory (GiB)"] is not None else ""
+            lines.append(
+                f"| {r['stage']} | {seconds} | {r['images'] or ''} | {memory} | "
+                f"{r.get('target (one H100)', '')} | {r.get('verdict', '')} | {r['note']} |"
+            )
+        (self.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+        return result
+
+
 class Stages:
     """Times stages between device synchronisations, with their peak device memory; skips a stage
     that the budget cannot hold, predicting its time from the ASSUMED estimate scaled by how this
     machine compared so far."""
 
-    def __init__(self, device, budget: float, log):
-        self.device, self.budget, self.log = device, budget, log
+    def __init__(self, device, budget: float, log, report: Report | None = None):
+        self.device, self.budget, self.log, self.report = device, budget, log, report
         self.started = time.perf_counter()
         self.rows: list[dict] = []
         self.slowness = 1.0  # measured / assumed, over the stages so far
@@ -127,6 +198,7 @@ class Stages:
                 }
             )
             self.log(f"{name}: skipped (budget)")
+            self.save()
             return None
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -154,7 +226,13 @@ class Stages:
         self.log(
             f"{name}: {seconds:.2f} s" + (f", peak {peak:.2f} GiB" if peak is not None else "")
         )
+        self.save()
         return result
+
+    def save(self, **extra) -> None:
+        """The report so far."""
+        if self.report is not None:
+            self.report.write(self.rows, extra)
 
     def record(self, name: str, seconds: float | None, images: int | None, note: str) -> None:
         self.rows.append(
@@ -167,6 +245,7 @@ class Stages:
             }
         )
         self.log(f"{name}: {'-' if seconds is None else f'{seconds:.2f} s'} ({note})")
+        self.save()
 
     def seconds(self, name: str) -> float | None:
         return next((row["seconds"] for row in self.rows if row["stage"] == name), None)
@@ -229,15 +308,38 @@ def main() -> None:
         log_file.write(line + "\n")
         log_file.flush()
 
+    report = Report(args.out, {"title": "GPU check", "small": args.small, "python": sys.executable})
+    missing = missing_modules()
+    if missing:
+        message = f"this interpreter ({sys.executable}) cannot import: {'; '.join(missing)}"
+        log(f"gpu check: stopped before the first stage: {message}")
+        report.write([], {"error": message})
+        log_file.close()
+        sys.exit(2)
+    problem = None if args.small else no_gpu()
+    if problem:
+        log(f"gpu check: stopped before the first stage: {problem}")
+        report.write([], {"error": problem})
+        log_file.close()
+        sys.exit(2)
     scratch = Path(tempfile.mkdtemp(prefix="fer_gpu_check_", dir=args.scratch))
     try:
-        run(args, scratch, log)
+        run(args, scratch, log, report)
+    except BaseException as error:  # noqa: BLE001 - what was measured is written, then re-raised
+        rows = RUNNING["stages"].rows if "stages" in RUNNING else []
+        text = f"{type(error).__name__}: {error}".strip()
+        report.write(rows, {"error": f"failed after {len(rows)} stage(s): {text}"})
+        log(f"gpu check: failed after {len(rows)} stage(s): {text}; gpu_check.json says what ran")
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         log_file.close()
 
 
-def run(args, scratch: Path, log) -> None:
+RUNNING: dict = {}  # the stages of the check in progress, for its failure report
+
+
+def run(args, scratch: Path, log, report: Report):
     n_train, n_test, planned = sized_for(args.budget, args.small)
     log(
         f"gpu check: {n_train} train / {n_test} test synthetic images at 224 px; own estimate "
@@ -277,7 +379,8 @@ def run(args, scratch: Path, log) -> None:
         },
     )
     device = devices.pick_device()
-    stages = Stages(device, args.budget, log)
+    stages = Stages(device, args.budget, log, report)
+    RUNNING["stages"] = stages
     estimate = own_estimate(n_train, n_test)
     quiet = contextlib.redirect_stdout(log_file_writer(log))
 
@@ -435,11 +538,12 @@ def run(args, scratch: Path, log) -> None:
         rows.append(
             {**row, "target (one H100)": f"<= {target:g} s" if target else "", "verdict": verdict}
         )
-    result = {
+    extra = {
+        "title": f"GPU check: {machine_info()['gpu']} ({device}, {precision.name(device)}), "
+        f"{n_train} train / {n_test} test images at 224 px",
         "machine": machine_info(),
         "device": str(device),
         "precision": precision.name(device),
-        "small": args.small,
         "train images": n_train,
         "test images": n_test,
         "budget (s)": args.budget,
@@ -447,34 +551,21 @@ def run(args, scratch: Path, log) -> None:
         "wall (s)": round(wall, 1),
         "landmark-branch runs in the paper profile": runs,
         "peak device memory (GiB)": round(peak, 2) if peak is not None else None,
-        "stages": rows,
     }
-    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        f"# GPU check: {result['machine']['gpu']} ({device}, {result['precision']}), {n_train} "
-        f"train / {n_test} test images at 224 px",
-        "",
+    notes = [
         f"Wall time {wall:.0f} s (own estimate {planned:.0f} s, budget {args.budget:.0f} s). Peak "
-        f"device memory: {result['peak device memory (GiB)']} GiB.",
+        f"device memory: {extra['peak device memory (GiB)']} GiB.",
         "",
-        "| stage | seconds | images | peak memory (GiB) | target (one H100) | verdict | note |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        seconds = "skipped" if r["seconds"] is None else f"{r['seconds']:.2f}"
-        lines.append(
-            f"| {r['stage']} | {seconds} | {r['images'] or ''} | "
-            f"{r['peak memory (GiB)'] if r['peak memory (GiB)'] is not None else ''} | "
-            f"{r['target (one H100)']} | {r['verdict']} | {r['note']} |"
-        )
     if args.small:
-        lines += [
-            "",
+        notes += [
             "--small: a tiny set; the estimate is scaled from it and is not a measurement of the "
             "paper's sizes.",
+            "",
         ]
-    (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
-    log("\n".join(lines))
+    report.write(rows, extra, notes)
+    log((args.out / "gpu_check.md").read_text())
+    return stages
 
 
 class log_file_writer:  # noqa: N801 - a file-like object for redirect_stdout

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = (
     "baseline run of 2 epochs (wall: set-up, both epochs, checkpoints, population mean)",
@@ -101,3 +103,43 @@ def test_the_gpu_check_refuses_an_unknown_argument():
         ["bash", "benchmarks/gpu_check.sh", "--big"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 2 and "unknown argument --big" in result.stderr
+
+
+def test_the_gpu_check_stops_in_one_line_when_a_module_is_missing_and_writes_why(tmp_path):
+    # an interpreter without adabelief-pytorch, as a CUDA image with PyTorch alone is
+    blocked = (
+        "import sys, runpy; sys.modules['adabelief_pytorch'] = None; sys.argv = sys.argv[1:]; "
+    )
+    blocked += "runpy.run_path('benchmarks/gpu_check.py', run_name='__main__')"
+    command = [sys.executable, "-c", blocked, "gpu_check.py", "--small", "--out", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert (
+        "stopped before the first stage" in result.stdout and "adabelief-pytorch" in result.stdout
+    )
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["stages"] == [] and "adabelief_pytorch" in report["error"]
+    assert "**Stopped**" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_the_gpu_check_writes_the_stages_it_measured_when_one_fails(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from fer_lib import training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(training, "train_baseline", broken)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--small", "--out", str(tmp_path)])
+    monkeypatch.setattr(gpu_check, "RUNNING", {})
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        gpu_check.main()
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    done = [row["stage"] for row in report["stages"]]
+    assert done == ["synthetic set, generated (CPU)", "synthetic set, decoded once (CPU)"]
+    assert report["error"].startswith("failed after 2 stage(s): RuntimeError: CUDA error")
+    assert "illegal memory access" in (tmp_path / "gpu_check.md").read_text()
