@@ -316,3 +316,12 @@ def test_an_empty_side_of_the_split_is_still_an_integer_index():
     empty_train, empty_val = tensors.stratified_split(np.array([], dtype=np.int64), 0.5, seed=0)
     assert empty_train.dtype == np.int64 and empty_val.dtype == np.int64
     assert labels[val].size == 0
+
+
+def test_the_normalisation_constants_are_made_once_per_device():
+    tensors.imagenet_statistics.cache_clear()
+    images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    first = tensors.normalise(images)
+    assert torch.equal(tensors.normalise(images), first)
+    info = tensors.imagenet_statistics.cache_info()
+    assert (info.misses, info.hits) == (1, 1)

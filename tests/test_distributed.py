@@ -246,3 +246,19 @@ def test_global_batch_norm_follows_autocast_as_torchs_batch_norm_does(tmp_path):
     torch.testing.assert_close(
         ranks[0]["weight_grad"] + ranks[1]["weight_grad"], norm.weight.grad, rtol=2**-7, atol=2**-7
     )
+
+
+def test_a_command_leaves_the_process_group_it_ran_in(tmp_path):
+    import torch.distributed as dist
+
+    from fer_lib.cli.main import main
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        assert main(["plan", str(tmp_path)]) == 2  # any command, here one that refuses politely
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

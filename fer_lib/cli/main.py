@@ -76,6 +76,16 @@ def _is_data_or_checkpoint_error(error: Exception) -> bool:
     )
 
 
+def _leave_process_group() -> None:
+    """Under torchrun every rank leaves the process group it joined (NCCL warns otherwise, and a
+    rank that exits first can leave the others waiting)."""
+    if "torch.distributed" in sys.modules:  # never imports torch for a command that did not
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -87,3 +97,5 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{args.command}: {error}", file=sys.stderr)
         return 1
+    finally:
+        _leave_process_group()

@@ -9,6 +9,7 @@ drawn from them per batch, so no heatmap image is ever stored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -143,9 +144,16 @@ def split_tensors(
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, S, S) -> float ImageNet-normalised, as the ARM code feeds its network."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = imagenet_statistics(images.device)
     return (images.float() / 255 - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def imagenet_statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet's mean and std as (1, 3, 1, 1) tensors on ``device``, made once per device: a
+    tensor made from a list is a blocking host-to-device copy on a GPU, once per step otherwise."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    return mean, torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
 
 def flip_points_where(
