@@ -735,7 +735,7 @@ def fit_gate(
     device = device or devices.pick_device()
     _, val_index = _validation_split(base_folder, train, base_config.val_fraction, base_config.seed)
     save_json(json.loads((base_folder / "split.json").read_text()), run_dir / "split.json")
-    val = train.subset(val_index)
+    val = train.subset(val_index, images=False)  # its images are in the cache
     # on the CPU, float32
     out = fusion_outputs(model.to(device), val, train_cache[:, val_index], config)
     model.cpu().requires_grad_(False)
@@ -892,7 +892,8 @@ def train_fusion(
     fit_index, val_index = distributed.main_first(
         lambda: _validation_split(run_dir, train, config.val_fraction, config.seed, holdout)
     )
-    fit, val = train.subset(fit_index), train.subset(val_index)
+    # the images are in the cache: points and labels only
+    fit, val = train.subset(fit_index, images=False), train.subset(val_index, images=False)
     fit_cache, val_cache = train_cache[:, fit_index], train_cache[:, val_index]
 
     torch.manual_seed(config.seed)

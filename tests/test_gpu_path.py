@@ -291,3 +291,22 @@ def test_the_landmark_population_mean_is_computed_as_the_evaluation_computes_its
     assert maps.dtype == torch.bfloat16
     expected = maps.double().mean(0).float()
     assert torch.allclose(model.arm.population_mean, expected, atol=1e-6, rtol=0)
+
+
+def test_a_landmark_branch_run_needs_no_training_image_beyond_the_feature_cache(split, tmp_path):
+    """A run reads the frozen network's cache, the points and the labels: given a split without
+    pixels it trains and predicts as with them (no per-run copy of the training images)."""
+    baseline, _ = _models()
+    config = training.FusionConfig(width=2, epochs=1, batch_size=8, val_fraction=0.3)
+    cache = training.rgb_feature_cache(baseline, split, flips=(False, True), progress=False)
+    pixelless = split.subset(range(len(split)), images=False)
+    assert pixelless.images.numel() == 0 and pixelless.input_size == split.input_size
+    assert torch.equal(pixelless.points, split.points) and pixelless.names == split.names
+    runs = {}
+    for name, given in (("pixels", split), ("none", pixelless)):
+        model = training.train_fusion(
+            baseline, given, cache, config, tmp_path / name, device=torch.device("cpu"),
+            progress=False, population_means=False,
+        )  # fmt: skip
+        runs[name] = training.predict_fusion(model, given, cache[:1], config).fused
+    assert np.array_equal(runs["pixels"], runs["none"])
