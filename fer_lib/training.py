@@ -645,7 +645,7 @@ def fusion_outputs(
         leave=False,
     ):
         index = torch.arange(start, min(start + config.eval_batch_size, len(split)))
-        with _autocast(device):
+        with _autocast(device), precision.evaluation_kernels():
             out = model.forward_cached(
                 cache[0, index].to(device), landmark_inputs(split, index, None, config, device)
             )
@@ -1134,7 +1134,8 @@ def estimate_population_means(
             (cache[0, index].to(device), landmark_inputs(split, index, None, config, device))
             for index in torch.arange(len(split)).split(batch_size)
         )
-        with precision.autocast(device):  # the landmark maps as the evaluation computes them
+        # the landmark maps as the evaluation computes them
+        with precision.autocast(device), precision.evaluation_kernels():
             model.estimate_population_means(batches)
 
 

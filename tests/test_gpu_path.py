@@ -310,3 +310,27 @@ def test_a_landmark_branch_run_needs_no_training_image_beyond_the_feature_cache(
         )  # fmt: skip
         runs[name] = training.predict_fusion(model, given, cache[:1], config).fused
     assert np.array_equal(runs["pixels"], runs["none"])
+
+
+def test_every_evaluation_pass_chooses_cudnns_kernels_the_same_way(split, monkeypatch):
+    """Training turns cuDNN's benchmark mode on; the test predictions, the population means and
+    Grad-CAM's recomputed maps all run with it off and deterministic kernels, then restore it."""
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    baseline, model = _models()
+    config = training.FusionConfig(width=2)
+    cache = training.rgb_feature_cache(baseline, split, flips=(False,), progress=False)
+    seen = []
+    original = model.landmark_per_image
+
+    def recorded(landmarks):
+        seen.append((cudnn.benchmark, cudnn.deterministic))
+        return original(landmarks)
+
+    monkeypatch.setattr(model, "landmark_per_image", recorded)
+    training.fusion_outputs(model, split, cache, config)
+    training.estimate_population_means(model, split, cache, config, batch_size=8)
+    explain.evaluated_maps(model, split, cache, config, np.arange(3))
+    assert seen and set(seen) == {(False, True)}
+    assert (cudnn.benchmark, cudnn.deterministic) == (True, False)

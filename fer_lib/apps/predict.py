@@ -216,7 +216,8 @@ def head_probabilities(
         probabilities = {"rgb": baseline.head_from_per_image(per_image).softmax(1).cpu().numpy()}
     if fusion is None:
         return probabilities, per_image
-    with torch.no_grad(), precision.autocast(device):  # the landmark trunk as evaluated
+    # the landmark trunk as evaluated: its precision, its cuDNN kernels
+    with torch.no_grad(), precision.autocast(device), precision.evaluation_kernels():
         outputs = fusion.forward_cached(
             per_image, landmark_inputs(split, torch.arange(len(split)), None, config, device)
         )

@@ -204,7 +204,8 @@ def evaluated_maps(
             members = torch.arange(batch * size, min((batch + 1) * size, len(split)))
             rgb = cache[0, members].to(device)
             heatmaps = landmark_inputs(split, members, None, config, device)
-            with precision.autocast(device):  # as fusion_outputs computes it (bf16 on CUDA)
+            # as fusion_outputs computes it: bf16 on CUDA, the same cuDNN kernels
+            with precision.autocast(device), precision.evaluation_kernels():
                 landmark = model.landmark_per_image(heatmaps)
             rgb, landmark = rgb.float(), landmark.float()
             batches[batch] = rgb, landmark, model.batch_terms(rgb, landmark)

@@ -109,6 +109,21 @@ def full(device: torch.device | str):
             setattr(space, name, value)
 
 
+@contextlib.contextmanager
+def evaluation_kernels():
+    """cuDNN's kernels for an evaluation pass, chosen the same way in every pass: benchmark mode
+    off and deterministic algorithms on (training turns benchmark mode on for speed, and another
+    kernel gives other low bits, which a check of two passes at 1e-4 would see). No effect on a
+    CPU."""
+    cudnn = torch.backends.cudnn
+    saved = cudnn.benchmark, cudnn.deterministic
+    cudnn.benchmark, cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved
+
+
 def arithmetic_note(device: str, cpu_path: str) -> str:
     """Which precision path computed a run's numbers, in words (another
     path gives other numbers)."""
