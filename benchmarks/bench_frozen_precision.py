@@ -17,25 +17,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
+from timing import best_of  # benchmarks/timing.py: run as a script, benchmarks/ is on the path
 
 from fer_lib import models
 from fer_lib.data import tensors
 from fer_lib.runtime import devices, precision
 
 SIZES = {"demo": (128, 16), "paper": (224, 64)}  # (input size, ResNet18 base width)
-
-
-def _time(run, repeats: int) -> float:
-    run()  # warm-up: oneDNN picks its kernels
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def main() -> None:
@@ -67,7 +57,7 @@ def main() -> None:
                 # called in this iteration only
                 return torch.cat([model(b).float() for b in batches])  # noqa: B023
 
-        full, low = _time(fp32, args.repeats), _time(bf16, args.repeats)
+        full, low = best_of(fp32, args.repeats), best_of(bf16, args.repeats)
         agree = float((fp32().argmax(1) == bf16().argmax(1)).float().mean())
         print(
             f"| {name} ({size} px, width {width}) | {args.images} | {full:.2f} | {low:.2f} | "

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import onnxruntime
 import torch
+from timing import best_of  # benchmarks/timing.py: run as a script, benchmarks/ is on the path
 
 from fer_lib import models
 from fer_lib.apps import export
@@ -37,16 +37,6 @@ def _network(size: str, fusion: bool) -> torch.nn.Module:
     model = models.FusionModel.from_config(baseline, FusionConfig(width=landmark_width)).eval()
     model.estimate_population_means([(torch.randn(4, 3, side, side), torch.rand(4, 1, side, side))])
     return model
-
-
-def _best(run, repeats: int) -> float:
-    run()  # warm-up: kernels chosen, memory allocated
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def measure(size: str, fusion: bool, images: int, batch: int, repeats: int, folder: Path) -> dict:
@@ -71,7 +61,7 @@ def measure(size: str, fusion: bool, images: int, batch: int, repeats: int, fold
                 None, {name: value[k : k + batch].numpy() for name, value in inputs.items()}
             )
 
-    torch_seconds, onnx_seconds = _best(eager, repeats), _best(onnx, repeats)
+    torch_seconds, onnx_seconds = best_of(eager, repeats), best_of(onnx, repeats)
     return {
         "size": size,
         "model": "proposed (fusion)" if fusion else "RGB baseline",

@@ -161,19 +161,10 @@ def _load_last(
     return state["epoch"] + 1, state["history"], state["best_val_accuracy"]
 
 
-def baseline_fingerprint(baseline: models.ARMNet) -> str:
-    """A digest of a baseline's weights: what a fusion checkpoint keeps of the frozen network."""
-    digest = hashlib.sha256()
-    for key, value in sorted(baseline.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def trained_state(model: nn.Module) -> dict:
     """A model's weights as its checkpoints keep them: a fusion model's without the frozen
     baseline's (11.7 M parameters at the paper's size, identical in every run of a seed), which
-    ``baseline_fingerprint`` stands for; any other model's whole."""
+    ``_baseline_fingerprint`` (a digest of its weights) stands for; any other model's whole."""
     state = model.state_dict()
     if not isinstance(model, models.FusionModel):
         return state
@@ -192,7 +183,7 @@ def load_trained_state(model: nn.Module, saved: dict, path: Path) -> None:
 def _save_fusion_best(model: models.FusionModel, kept: dict, path: Path) -> None:
     """``best.pt`` of a fusion run: the trained weights, the baseline's fingerprint, the epoch, its
     validation scores and the config."""
-    fingerprint = baseline_fingerprint(model.baseline)
+    fingerprint = _baseline_fingerprint(model.baseline)
     save_torch({"model": trained_state(model), "baseline": fingerprint, **kept}, path)
 
 
@@ -783,7 +774,7 @@ def _save_gate_run(
     save_torch(
         {
             "model": trained_state(model),
-            "baseline": baseline_fingerprint(model.baseline),
+            "baseline": _baseline_fingerprint(model.baseline),
             "epoch": 0,
             "val_loss": loss_after,
             "val_accuracy": fitted_accuracy,
@@ -1162,7 +1153,7 @@ def load_fusion_checkpoint(
         for k, v in baseline_state.items()
         if k in state["model"] and not torch.equal(state["model"][k], v.cpu())
     ]
-    fingerprint = baseline_fingerprint(baseline)
+    fingerprint = _baseline_fingerprint(baseline)
     if mismatched or state.get("baseline", fingerprint) != fingerprint:
         raise models.CheckpointError(
             f"{path} was trained on another baseline (its weights differ"
