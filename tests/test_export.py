@@ -213,3 +213,14 @@ def test_a_fusion_checkpoint_keeps_its_baseline_as_a_fingerprint_and_refuses_ano
     )
     with pytest.raises(CheckpointError, match=r"another baseline \(its weights differ in"):
         training.load_fusion_checkpoint(older, other)
+
+
+def test_a_run_model_without_its_population_mean_is_estimated_or_refused_in_one_line(tmp_path):
+    # a fusion run that stored no mean, in a run folder whose training images are gone
+    _fake_run(tmp_path / "run")
+    best = tmp_path / "run" / "fusion" / "both_w0.60_seed0" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    del state["population_means"]
+    torch.save(state, best)
+    with pytest.raises(export.ExportError, match="training images, over which it is estimated"):
+        export.load_run_model(tmp_path / "run", "proposed", seed=0)

@@ -22,6 +22,7 @@ from torch import nn
 from fer_lib import models, training
 from fer_lib.data.heatmaps import default_sigma
 from fer_lib.data.landmarks import ALIGNED_SIZE
+from fer_lib.data.rafdb import RafDbError
 from fer_lib.data.tensors import IMAGENET_MEAN, IMAGENET_STD
 from fer_lib.evaluation import metrics
 from fer_lib.io import relative, save_text
@@ -101,29 +102,46 @@ def load_run_model(
         name = names[model]
         path = runs[name]
         fusion, config = training.load_fusion_checkpoint(path, baseline)
-    _require_means(baseline, fusion, baseline_path, name)
+    _estimate_missing_means(experiment, seed, baseline, fusion, config, name)
     baseline.set_affinity("fixed")
     if fusion is not None:
         fusion.set_affinity("fixed")
     return RunModel(baseline, fusion, config, name, seed, run_dir, info, experiment)
 
 
-def _require_means(baseline, fusion, baseline_path: Path, name: str) -> None:
-    """A model folder must predict single images: every ARM block needs its population mean."""
-    if torch.isnan(baseline.arm.population_mean).any():
+def _estimate_missing_means(experiment, seed, baseline, fusion, config, name: str) -> None:
+    """A model folder predicts single images, so every ARM block needs its population mean: one the
+    run did not store (the ARM authors' baseline; a fusion run other than the proposed model's) is
+    estimated here as the training stage would, over the run's training images (a fusion run's fit
+    part, its split.json), without changing the run's files."""
+    missing_rgb = torch.isnan(baseline.arm.population_mean).any()
+    missing_landmark = fusion is not None and fusion.arm is not None
+    missing_landmark = missing_landmark and torch.isnan(fusion.arm.population_mean).any()
+    if not (missing_rgb or missing_landmark):
+        return
+    try:
+        train, cache = experiment.train, experiment.baselines.rgb_cache("train", seed)
+    except (RafDbError, OSError) as error:
         raise ExportError(
-            f"{relative(baseline_path)} carries no population mean, which a single image needs "
-            "(the ARM authors' file stores none): `python -m fer_lib predict --data RAF-DB/basic` "
-            "estimates one over the training images"
+            f"{name} stores no population mean, and the run's training images, over which it is "
+            f"estimated, cannot be read ({error})"
+        ) from None
+    if missing_rgb:
+        baseline.arm.estimate_population_mean([cache[0].to(baseline.fc.weight.device)])
+        print(
+            f"the baseline stores no population mean: estimated over {len(train)} training images"
         )
-    if (
-        fusion is not None
-        and fusion.arm is not None
-        and torch.isnan(fusion.arm.population_mean).any()
-    ):
-        raise ExportError(
-            f"{name} carries no population mean for its landmark ARM: the report's runs store it "
-            "for the proposed model (--model proposed), `python -m fer_lib train-fusion` always"
+    if missing_landmark:
+        split = experiment.run_dir / "fusion" / name / "split.json"
+        position = {image: k for k, image in enumerate(train.names)}
+        index = [position[image] for image in json.loads(split.read_text())["train"]]
+        kept = baseline.arm.population_mean.clone()  # the frozen network keeps its own
+        fit = train.subset(index, images=False)
+        training.estimate_population_means(fusion, fit, cache[:1, index], config)
+        baseline.arm.population_mean.copy_(kept)
+        print(
+            f"{name} stores no population mean for its landmark ARM: estimated over the run's "
+            f"{len(index)} fit images (the run's files are unchanged)"
         )
 
 
