@@ -434,15 +434,7 @@ def run_all(
             f"==> up to date, not executed again: {', '.join(reused)} (nothing they read has "
             "changed; --force executes every notebook)"
         )
-    # the report's verdicts load scipy.stats: 6 s (2 busy cores) at every notebook's start
-    from fer_lib.report.landing import write_landing_page
-
-    index = write_landing_page(
-        base, run.report_dir, pages, figures, spec=PROJECT_ROOT / "docs" / "SPEC.md"
-    )
-    arithmetic = arithmetic_note(run.info["device"], run.info["cpu_path"])
-    digest = write_results_digest(base / "tables", figures, spec.name, data_root, arithmetic)
-    print(f"==> tables digest: {relative(digest)}")
+    index = run.report(pages)
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")
     if replicate:
         _replicate(
@@ -527,6 +519,20 @@ class _Run:
         }
         self.figures = figures
         self.launcher, self.launch_options = None, None
+
+    def report(self, pages: list[Path]) -> Path:
+        """The landing page over the notebooks' pages, and the tables' digest; returns the page."""
+        # the report's verdicts load scipy.stats: 6 s (2 busy cores) at every notebook's start
+        from fer_lib.report.landing import write_landing_page
+
+        spec_page = PROJECT_ROOT / "docs" / "SPEC.md"
+        index = write_landing_page(self.base, self.report_dir, pages, self.figures, spec=spec_page)
+        arithmetic = arithmetic_note(self.info["device"], self.info["cpu_path"])
+        digest = write_results_digest(
+            self.base / "tables", self.figures, self.spec.name, self.data_root, arithmetic
+        )
+        print(f"==> tables digest: {relative(digest)}")
+        return index
 
     def experiment(self) -> Experiment:
         return Experiment(
