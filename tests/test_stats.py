@@ -1,4 +1,5 @@
 import importlib.util
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -7,7 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest, norm
+from scipy.integrate import quad
+from scipy.optimize import brentq
+from scipy.stats import binom, binomtest, chi2, norm
 from scipy.stats import t as student
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
@@ -857,3 +860,94 @@ def test_without_a_standard_error_the_tests_read_the_difference_against_the_marg
     one = PooledResult("oa", 0.5, -1.0, 2.0, 3, 1.0, 1.0, 0.0, 0.0, 0.0, 0.6)
     assert 0.0 < one.p_equivalence(0.6) < 1.0 and 0.0 < one.p_beyond(0.1) < 1.0
     assert one.interval(0.9)[0] < 0.5 < one.interval(0.9)[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# The bootstrap's interval and the pooled result's floor, against distributions computed by scipy
+
+
+def test_the_paired_bootstrap_interval_is_the_exact_binomial_percentiles_of_a_one_class_gain():
+    """80 images of class 0 that both get right, 20 of class 1 of which B alone gets 10 right.
+    Each class keeps its size in a resample, so the gain is X / 20 on class 1 with X ~ Bin(20, 1/2):
+    OA's difference is X / 100, AA's (0 + X / 20) / 2; the percentile interval's ends are
+    Bin(20, 1/2)'s 2.5% and 97.5% quantiles (6 and 14, from scipy), which 10,000 resamples find
+    exactly (the binomial's CDF is 0.021 at 5, 0.058 at 6, 0.942 at 13, 0.979 at 14)."""
+    labels = np.array([0] * 80 + [1] * 20)
+    correct_a = np.array([1] * 80 + [0] * 20)
+    correct_b = np.array([1] * 80 + [1] * 10 + [0] * 10)
+    low_x, high_x = binom.ppf([0.025, 0.975], 20, 0.5)
+    assert (low_x, high_x) == (6, 14)
+    for metric, per_image in (("oa", 1 / 100), ("aa", 1 / 20 / 2)):
+        result = paired_bootstrap_correct(
+            labels, correct_a, correct_b, metric=metric, resamples=10_000, seed=3
+        )
+        assert result.metric == metric and result.resamples == 10_000
+        assert result.difference == pytest.approx(10 * per_image, abs=1e-12)
+        assert result.low == pytest.approx(low_x * per_image, abs=1e-12)
+        assert result.high == pytest.approx(high_x * per_image, abs=1e-12)
+
+
+def test_the_bootstrap_interval_ends_are_resampled_differences_where_the_percentile_falls_on_one():
+    """With 41 resamples the 2.5% and 97.5% percentiles fall on the 2nd and the 40th sorted
+    resample exactly (0.025 x 40 = 1, 0.975 x 40 = 39): differences of counts over 200 images, so
+    whole multiples of 1/200, not interpolations between two of them."""
+    labels = np.zeros(200, dtype=int)
+    correct_a = np.r_[np.ones(50), np.zeros(150)]
+    correct_b = np.r_[np.zeros(50), np.ones(50), np.zeros(100)]
+    result = paired_bootstrap_correct(labels, correct_a, correct_b, resamples=41, seed=0)
+    for end in (result.low, result.high):
+        assert end * 200 == pytest.approx(round(end * 200), abs=1e-9)
+    assert result.low < 0 < result.high
+
+
+def test_a_class_with_one_test_image_counts_in_the_average_accuracy():
+    # class 0: one image, B right and A wrong; class 1: three images both get right. AA's gain is
+    # (1 - 0 + 0) / 2 in the test set and in every resample (a class keeps its size)
+    result = paired_bootstrap_correct(
+        [0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], metric="aa", resamples=200
+    )
+    assert (result.difference, result.low, result.high) == (0.5, 0.5, 0.5)
+
+
+def test_the_bootstrap_refuses_correctness_of_another_length_and_says_what_it_got():
+    message = "labels and correctness must be 1-D and the same length, got (3,), (3,), (2,)"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        paired_bootstrap_correct([0, 1, 1], [1, 0, 1], [1, 1])
+    with pytest.raises(ValueError, match=r"^metric must be 'oa' or 'aa', got 'ba'$"):
+        paired_bootstrap_correct([0, 1], [1, 0], [1, 1], metric="ba")
+
+
+def _tail_by_integration(ratio: float, seeds: int, t: float, floor: float) -> float:
+    """P(T > t), T = sqrt(1 + ratio) Z / sqrt(1 + max(ratio U, floor)), U ~ chi2(S-1)/(S-1):
+    integrated over U by quad instead of the module's grid of chi-square quantiles."""
+    k = seeds - 1
+
+    def integrand(u):
+        scale = np.sqrt((1 + max(ratio * u, floor)) / (1 + ratio))
+        return norm.sf(t * scale) * chi2.pdf(u * k, k) * k
+
+    kink = floor / ratio  # where the floor stops binding
+    return quad(integrand, 0, kink)[0] + quad(integrand, kink, np.inf)[0]
+
+
+def test_a_pooled_interval_at_another_confidence_keeps_the_interaction_floor():
+    """seed variance 0, interaction 3 x S x image variance (floor 3): at confidence 0.9 the ratio
+    is the bound 3 (S - 1) / chi2(S - 1).ppf(0.1), and the half-width the quantile of T where the
+    floor binds below it, times the standard error (quad and brentq, not the module's grid)."""
+    seeds, image, se = 4, 0.01**2, 0.02
+    result = PooledResult("oa", 0.01, 0.0, 0.0, seeds, se, image, 0.0, 3 * seeds * image, 0.0, 1.0)
+    ratio = 3 * (seeds - 1) / chi2.ppf(0.1, seeds - 1)
+    quantile = brentq(lambda t: _tail_by_integration(ratio, seeds, t, 3.0) - 0.05, 0.0, 50.0)
+    low, high = result.interval(0.9)
+    assert high - 0.01 == pytest.approx(quantile * se, rel=1e-3)
+    assert 0.01 - low == pytest.approx(quantile * se, rel=1e-3)
+
+
+def test_equivalence_of_a_negative_difference_reads_its_lower_tail_with_the_floor():
+    # as the floor test above, the difference negative: the test against -margin is the binding one
+    seeds, image, se = 4, 0.01**2, 0.02
+    result = PooledResult("oa", -0.01, 0.0, 0.0, seeds, se, image, 0.0, 3 * seeds * image, 0.0, 1.0)
+    shrink, margin = np.sqrt(1 + 3.0), 0.015
+    lower, upper = norm.sf((margin - 0.01) / se * shrink), norm.sf((margin + 0.01) / se * shrink)
+    assert lower > upper
+    assert result.p_equivalence(margin) == pytest.approx(lower, rel=1e-6)
