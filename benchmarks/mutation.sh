@@ -29,7 +29,7 @@ case $module in
     heatmaps) target="fer_lib/data/heatmaps.py" tests="tests/test_heatmaps.py" ;;
     models) target="fer_lib/models/arm.py fer_lib/models/landmark.py fer_lib/models/fusion.py"
             tests="tests/test_models.py tests/test_future_work.py" ;;
-    training) target="fer_lib/training.py" tests="tests/test_training.py" ;;
+    training) target="fer_lib/training.py" tests="tests/test_training.py tests/test_future_work.py" ;;
     verdicts) target="fer_lib/report/verdicts.py" tests="tests/test_stats.py tests/test_headroom.py tests/test_settings.py" ;;
     rafdb) target="fer_lib/data/rafdb.py" tests="tests/test_rafdb.py" ;;
     *) echo "unknown module: $module" >&2; exit 2 ;;
@@ -72,6 +72,9 @@ if [ $# -gt 0 ]; then selection=("$@"); fi
 mkdir -p "$dir"
 tar -C "$root" --exclude=./.git --exclude=./mutants --exclude=./.venv --exclude=./runs --exclude=./data \
     --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$dir" -xf -  # mutants/ (mutmut's state) kept
+# fer_lib.models.arm imports torchvision lazily (7 s on this machine with the torch._dynamo it loads): in the copy's
+# conftest, so that mutmut's fork server loads it once instead of every mutant's worker (whose tests then time out)
+printf '\nimport torchvision.models  # noqa: E402,F401 (benchmarks/mutation.sh)\n' >>"$dir/tests/conftest.py"
 "$python" - "$dir/pyproject.toml" "$target" "$deselect" $tests <<'EOF'
 import os, re, sys
 path, target, deselect, tests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
