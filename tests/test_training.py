@@ -328,6 +328,19 @@ def test_the_validation_loss_is_eq3_the_landmark_plus_the_fused_cross_entropy():
     assert training.validation_loss(predictions) == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_label_given_probability_zero_costs_a_finite_validation_loss():
+    # a head can underflow to p = 0 on an image's label: it costs -ln(1e-12) = 27.6 nats, not an
+    # infinite loss that no later epoch could beat (nor tie with)
+    labels = np.array([0, 1])
+    landmark = np.array([[0.0, 1.0], [0.5, 0.5]])
+    fused = np.array([[0.5, 0.5], [0.5, 0.5]])
+    predictions = training.FusionPredictions(
+        ["a", "b"], labels, fused, landmark, fused, np.ones(2), ("x", "y")
+    )
+    expected = (-np.log(1e-12) - np.log(0.5)) / 2 - np.log(0.5)
+    assert training.validation_loss(predictions) == pytest.approx(expected, rel=1e-12)
+
+
 def test_cached_flipped_features_are_those_of_the_mirrored_images(tiny_split):
     torch.manual_seed(4)
     baseline = models.ARMNet(SIZE, width=4).eval()
@@ -550,13 +563,29 @@ def test_the_feature_cache_file_is_reused_only_for_the_same_weights_images_and_f
     recomputed = training.rgb_feature_cache(other, five, cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("rgb_cache_*_cpu_fp32.pt"))) == 4
     torch.testing.assert_close(recomputed[0], _direct_maps(other, five.images), rtol=0, atol=1e-5)
-    # the same inputs cached on another device: recomputed on this one, and said so
-    path.rename(path.with_name(path.name.replace("_cpu_", "_cuda_")))
+    # the same inputs cached on other devices: recomputed on this one, and the files named
+    cuda, bf16 = (
+        path.with_name(path.name.replace("_cpu_fp32", other))
+        for other in ("_cuda_fp32", "_cpu_bf16")
+    )
+    path.rename(cuda)
+    bf16.write_bytes(cuda.read_bytes())
     capsys.readouterr()
     fresh = training.rgb_feature_cache(baseline, five, cache_dir=tmp_path, progress=False)
     torch.testing.assert_close(fresh, first, rtol=0, atol=0)
-    said = capsys.readouterr().out
-    assert said.startswith("recomputing frozen RGB features on cpu in fp32: ")
-    assert path.name.replace("_cpu_", "_cuda_") in said and said.rstrip().endswith(
-        "holds them for another device or precision"
+    assert capsys.readouterr().out == (
+        f"recomputing frozen RGB features on cpu in fp32: {bf16.name}, {cuda.name} "
+        "holds them for another device or precision\n"
     )
+
+
+def test_the_feature_cache_progress_bars_name_the_flip_state_and_are_cleared(tiny_split, capsys):
+    torch.manual_seed(7)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    two = tiny_split.subset(np.arange(2))
+    training.rgb_feature_cache(baseline, two, progress=False)
+    assert capsys.readouterr().err == ""
+    training.rgb_feature_cache(baseline, two, progress=True)
+    shown = capsys.readouterr().err
+    assert "RGB feature cache: " in shown and "RGB feature cache (flipped): " in shown
+    assert "\n" not in shown  # each bar is cleared when its flip state is done (leave=False)
