@@ -504,3 +504,18 @@ def test_the_check_requires_the_original_images_and_names_a_decoding_error(tiny_
     aligned = tiny_rafdb / rafdb.ALIGNED_DIR / "test_0001_aligned.jpg"
     assert decoding.startswith(f"{aligned}: unreadable image (UnidentifiedImageError: ")
     assert rafdb.load_rafdb(tiny_rafdb).names  # load_rafdb needs neither
+
+
+def test_a_copy_without_its_label_file_is_checked_as_read_nothing_in_its_own_classes(tiny_rafdb):
+    info = {"classes": list(rafdb.CLASSES_8), "layout": "FERPlus", "protocol": ["majority"]}
+    (tiny_rafdb / rafdb.CLASSES_FILE).write_text(json.dumps(info))
+    (tiny_rafdb / rafdb.LABEL_FILE).unlink()
+    report = rafdb.check_rafdb(tiny_rafdb, progress=False)
+    assert report.root == tiny_rafdb and report.read_nothing and not report.ok
+    assert report.train == [0] * 8 and report.test == [0] * 8 and report.warnings == []
+    assert report.errors == [
+        f"{tiny_rafdb / rafdb.LABEL_FILE}: missing. It lists every image and its label; restore "
+        "it from RAF-DB's EmoLabel/."
+    ]
+    assert report.layout == "FERPlus, converted to RAF-DB's layout" and report.notes == ["majority"]
+    assert report.classes == rafdb.CLASSES_8
