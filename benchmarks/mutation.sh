@@ -6,7 +6,7 @@
 # MODULE: metrics, stats, data, landmarks, heatmaps, models, training, verdicts or rafdb. The tree is copied
 # (without .git and mutants/) to ${MUTATION_DIR:-${TMPDIR:-/tmp}/fer_mutation}/MODULE, [tool.mutmut] there is set
 # to mutate that module alone and to select that module's own test files, and `mutmut run` is started there with
-# one worker under nice, capped at ${MUTATION_CAP:-1500} s. For models and training only the functions that
+# one worker under nice, capped at ${MUTATION_CAP:-1500} s. For models, training and verdicts only the functions that
 # compute the science are run (the globs below); any further arguments replace that selection
 # (e.g. the names of the survivors, to rerun them after new tests). Results stay in the copy:
 #   cd "$dir" && mutmut results; mutmut show NAME
@@ -65,6 +65,24 @@ case $module in
         "fer_lib.training.x_rgb_feature_cache*"     # the frozen features per flip state
         "fer_lib.training.x_landmark_inputs*"       # the landmark inputs in the same flip state
         "fer_lib.training.x_calibrate_temperature*" # the calibrated weighting's temperature on validation
+        ) ;;
+    verdicts) selection=(
+        "fer_lib.report.verdicts.x_significance_rows*"      # McNemar and the intervals per seed, the pooled row
+        "fer_lib.report.verdicts.x__intervals_of*"          # which interval each row takes, its variance components
+        "fer_lib.report.verdicts.x_pooled_result*"          # a pooled row read back as a PooledResult
+        "fer_lib.report.verdicts.x_family_p_values*"        # Holm over a family
+        "fer_lib.report.verdicts.x_per_seed*"               # per-seed and pooled rows
+        "fer_lib.report.verdicts.x_pooled*"
+        "fer_lib.report.verdicts.x__test_from_rows*"        # a claim read from its table
+        "fer_lib.report.verdicts.x__p_from_interval*"
+        "fer_lib.report.verdicts.x__too_few_seeds*"
+        "fer_lib.report.verdicts.x_table_levels*"           # each test's share of the table's alpha
+        "fer_lib.report.verdicts.x__words*"                 # the verdict words an interval says
+        "fer_lib.report.verdicts.x_decide*"                 # the verdicts
+        "fer_lib.report.verdicts.x_outlying_seed_note*"     # the verdict without an outlying seed
+        "fer_lib.report.verdicts.x__without*"
+        "fer_lib.report.verdicts.x_w_tests*"                # the paper's w against each other w
+        "fer_lib.report.verdicts.x_w_verdict*"
         ) ;;
 esac
 if [ $# -gt 0 ]; then selection=("$@"); fi

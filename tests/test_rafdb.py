@@ -519,3 +519,64 @@ def test_a_copy_without_its_label_file_is_checked_as_read_nothing_in_its_own_cla
     ]
     assert report.layout == "FERPlus, converted to RAF-DB's layout" and report.notes == ["majority"]
     assert report.classes == rafdb.CLASSES_8
+
+
+def test_class_counts_cover_every_class_of_the_copy_in_either_split_or_both(tiny_rafdb):
+    data = rafdb.load_rafdb(tiny_rafdb)
+    assert data.class_counts() == [2] * 7
+    no_neutral = data.subset(np.flatnonzero(data.labels != 6))
+    assert no_neutral.class_counts() == [2, 2, 2, 2, 2, 2, 0]
+    assert no_neutral.class_counts("test") == [1, 1, 1, 1, 1, 1, 0]
+
+
+def test_a_refused_copy_is_named_in_the_error_and_a_checked_one_in_the_report(tiny_rafdb):
+    replace_line(manual_file(tiny_rafdb), 1, "200\t50")  # swapped eyes: a warning, not an error
+    report = rafdb.check_rafdb(tiny_rafdb, progress=False)
+    assert report.root == tiny_rafdb and report.ok
+    assert report.warnings == [
+        f"{manual_file(tiny_rafdb)}: 'left eye' (row 1) lies right of 'right eye' (row 2); "
+        "alignment follows the file's order"
+    ]
+    break_label_text(tiny_rafdb)
+    with pytest.raises(rafdb.RafDbError) as error:
+        rafdb.load_rafdb(tiny_rafdb)
+    assert str(error.value).startswith(f"1 problem(s) with the RAF-DB copy in {tiny_rafdb}:\n")
+
+
+def test_the_split_is_the_names_prefix_before_its_first_underscore():
+    assert (
+        rafdb.split_of("train_00001.jpg") == "train" and rafdb.split_of("test_0001.jpg") == "test"
+    )
+    assert rafdb.split_of("train_face_01.jpg") == "train"
+    assert rafdb.split_of("val_0001.jpg") is None and rafdb.split_of("train.jpg") is None
+
+
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        ("{not json", "not readable JSON"),
+        ('["Happiness", "Sadness"]', "'classes' must be a list"),  # not an object
+        ('{"classes": ["Happiness"]}', "'classes' must be a list"),  # one class
+        ('{"classes": ["A", "B", "A"]}', "'classes' must be a list"),  # twice the same
+        ('{"classes": ["A", ""]}', "'classes' must be a list"),  # an empty name
+        ('{"classes": ["A", 2]}', "'classes' must be a list"),  # not a name
+    ],
+)
+def test_a_class_list_that_cannot_name_the_labels_is_refused(tmp_path, text, problem):
+    (tmp_path / rafdb.CLASSES_FILE).write_text(text)
+    with pytest.raises(rafdb.RafDbError) as error:
+        rafdb.read_classes(tmp_path)
+    (message,) = error.value.problems
+    assert message.startswith(f"{tmp_path / rafdb.CLASSES_FILE}: {problem}")
+    assert message.endswith(
+        "Convert the data set again, or delete the file if this is RAF-DB itself."
+        if problem == "not readable JSON"
+        else "Convert the data set again."
+    )
+
+
+def test_two_distinct_classes_are_a_class_list_and_no_file_is_rafdb_itself(tmp_path):
+    assert rafdb.read_classes(tmp_path) == (rafdb.CLASSES, {"layout": "RAF-DB"})
+    info = {"classes": ["Calm", "Élan"], "layout": "mine"}
+    (tmp_path / rafdb.CLASSES_FILE).write_text(json.dumps(info, ensure_ascii=False), "utf-8")
+    assert rafdb.read_classes(tmp_path) == (("Calm", "Élan"), info)
