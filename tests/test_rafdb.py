@@ -580,3 +580,46 @@ def test_two_distinct_classes_are_a_class_list_and_no_file_is_rafdb_itself(tmp_p
     info = {"classes": ["Calm", "Élan"], "layout": "mine"}
     (tmp_path / rafdb.CLASSES_FILE).write_text(json.dumps(info, ensure_ascii=False), "utf-8")
     assert rafdb.read_classes(tmp_path) == (("Calm", "Élan"), info)
+
+
+def test_every_bad_line_of_the_label_file_is_named_not_only_the_first(tmp_path):
+    path = tmp_path / "labels.txt"
+    lines = [
+        "train_00001.jpg",  # 1: one field
+        "train_00002.png 3",  # 2: not a .jpg
+        "val_00003.jpg 3",  # 3: not a split
+        "train_00004.jpg x",  # 4: not an integer
+        "train_00005.jpg 9",  # 5: out of range
+        "train_00006.jpg 2",  # 6: fine
+        "train_00006.jpg 2",  # 7: twice
+        "train_00007.jpg 1 2",  # 8: three fields
+        "train_00008.jpg 8",  # 9: fine with 8 classes
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    names, labels, problems = rafdb.read_label_file(path, num_classes=8)
+    assert names == ["train_00006.jpg", "train_00008.jpg"] and labels == [1, 7]
+    form = "is not of the form train_NNNNN.jpg or test_NNNN.jpg"
+    assert problems == [
+        f"{path}:1: expected '<image name> <label>', got 'train_00001.jpg'",
+        f"{path}:2: image name 'train_00002.png' {form}",
+        f"{path}:3: image name 'val_00003.jpg' {form}",
+        f"{path}:4: label 'x' is not an integer",
+        f"{path}:5: label 9 is outside 1..8",
+        f"{path}:7: train_00006.jpg is listed twice (first on line 6)",
+        f"{path}:8: expected '<image name> <label>', got 'train_00007.jpg 1 2'",
+    ]
+    path.write_text("\n\n")
+    assert rafdb.read_label_file(path) == ([], [], [f"{path}: lists no image"])
+    path.write_text("train_00001.jpg 0\n")  # refused, and not also "lists no image"
+    assert rafdb.read_label_file(path)[2] == [f"{path}:1: label 0 is outside 1..7"]
+
+
+def test_an_eight_class_copy_without_original_images_loads(tiny_rafdb):
+    (tiny_rafdb / rafdb.CLASSES_FILE).write_text(json.dumps({"classes": list(rafdb.CLASSES_8)}))
+    replace_line(tiny_rafdb / rafdb.LABEL_FILE, 2, "train_00002.jpg 8")
+    for path in (tiny_rafdb / rafdb.ORIGINAL_DIR).iterdir():
+        path.unlink()
+    (tiny_rafdb / rafdb.ORIGINAL_DIR).rmdir()
+    data = rafdb.load_rafdb(tiny_rafdb)
+    assert data.labels[data.names.index("train_00002.jpg")] == 7
+    assert data.class_counts("train") == [1, 0, 1, 1, 1, 1, 1, 1]
