@@ -623,3 +623,23 @@ def test_an_eight_class_copy_without_original_images_loads(tiny_rafdb):
     data = rafdb.load_rafdb(tiny_rafdb)
     assert data.labels[data.names.index("train_00002.jpg")] == 7
     assert data.class_counts("train") == [1, 0, 1, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "left,right,warned",
+    [("60\t50", "58\t70", True), ("58\t50", "58\t70", False), ("40\t50", "58\t70", False)],
+)
+def test_the_eyes_are_warned_about_when_the_left_lies_right_of_the_right(
+    tiny_rafdb, left, right, warned
+):
+    replace_line(manual_file(tiny_rafdb), 1, left)
+    replace_line(manual_file(tiny_rafdb), 2, right)
+    assert bool(rafdb.load_rafdb(tiny_rafdb).warnings) == warned
+
+
+def test_a_broken_soft_label_file_refuses_the_copy(tiny_rafdb):
+    (tiny_rafdb / rafdb.SOFT_LABELS_FILE).write_text("name,A\ntrain_00001.jpg,1\n")
+    with pytest.raises(rafdb.RafDbError) as error:
+        rafdb.load_rafdb(tiny_rafdb)
+    (problem,) = error.value.problems
+    assert problem.startswith(f"{tiny_rafdb / rafdb.SOFT_LABELS_FILE}:1: header must be name,")
