@@ -643,3 +643,50 @@ def test_a_broken_soft_label_file_refuses_the_copy(tiny_rafdb):
         rafdb.load_rafdb(tiny_rafdb)
     (problem,) = error.value.problems
     assert problem.startswith(f"{tiny_rafdb / rafdb.SOFT_LABELS_FILE}:1: header must be name,")
+
+
+def test_a_wrong_or_missing_root_is_explained_in_full(tmp_path):
+    with pytest.raises(rafdb.RafDbError) as error:
+        rafdb.resolve_root(tmp_path / "nowhere")
+    assert error.value.problems == [
+        f"{tmp_path / 'nowhere'}: no such folder. Pass RAF-DB's basic/ folder (or its parent)."
+    ]
+    with pytest.raises(rafdb.RafDbError) as error:
+        rafdb.resolve_root(tmp_path)
+    assert error.value.problems == [
+        f"{tmp_path}: neither it nor {tmp_path / 'basic'} holds EmoLabel/. Pass RAF-DB's basic/ "
+        "folder, the one holding EmoLabel/, Image/ and Annotation/; a folder of class folders of "
+        f"photos becomes one with `python -m fer_lib import-images {tmp_path} OUT`."
+    ]
+
+
+def test_every_bad_row_of_an_annotation_file_is_named_and_nothing_is_returned(tmp_path):
+    path = tmp_path / "x_auto_attri.txt"
+    rows = [f"{i}.5\t{i}.25" for i in range(37)]
+    rows[3], rows[30] = "1 2 3", "4.0\tinf"
+    path.write_text("\n".join(rows) + "\n")
+    problems = []
+    assert rafdb.parse_auto_file(path, problems) is None
+    assert problems == [
+        f"{path}:4: expected 'x y' (two numbers), got '1 2 3'",
+        f"{path}:31: y = 'inf' is not a finite number",
+    ]
+    path.write_bytes(b"\xff\xfe1 2\n")
+    problems.clear()
+    assert rafdb.parse_auto_file(path, problems) is None
+    assert problems == [f"{path}: not a text file (bad encoding)"]
+    problems.clear()
+    assert rafdb.parse_manual_file(tmp_path / "y_manu_attri.txt", problems) is None
+    assert problems == [
+        f"{tmp_path / 'y_manu_attri.txt'}: missing (the manual annotation of this listed image)"
+    ]
+
+
+def test_the_label_file_may_be_spelt_as_rafdbs_readme_spells_it(tiny_rafdb):
+    other = tiny_rafdb / rafdb.LABEL_FILE_OTHER_SPELLING
+    assert rafdb.label_file(tiny_rafdb) == tiny_rafdb / rafdb.LABEL_FILE
+    other.write_text("train_00001.jpg 1\n")  # both: the file as shipped is read
+    assert rafdb.label_file(tiny_rafdb) == tiny_rafdb / rafdb.LABEL_FILE
+    (tiny_rafdb / rafdb.LABEL_FILE).rename(other)
+    assert rafdb.label_file(tiny_rafdb) == other
+    assert len(rafdb.load_rafdb(tiny_rafdb)) == 14
