@@ -233,6 +233,7 @@ def test_check_data_table_names_paper_counts(tiny_rafdb):
 
 def test_a_sample_is_written_in_rafdbs_annotation_format_and_reads_back(tmp_path):
     rafdb.make_layout_dirs(tmp_path)
+    rafdb.make_layout_dirs(tmp_path)  # again: the folders exist already
     for folder in (
         "EmoLabel",
         "Image/original",
@@ -321,6 +322,14 @@ def test_soft_labels_need_the_copys_classes_and_a_row_for_every_image(tmp_path):
     assert problems == [
         f"{path}: no soft label for 2 listed image(s), e.g. b.jpg; convert the data set again"
     ]
+    # a share of 0 is a share
+    problems.clear()
+    path = _soft_labels(tmp_path, ["a.jpg,0.7,0.3,0"])
+    assert (
+        rafdb.read_soft_labels(path, ["a.jpg"], np.array([0]), ("A", "B", "C"), problems)
+        is not None
+    )
+    assert problems == []
     # a tolerance of 1e-2 on the sum: 1.009 is read
     problems.clear()
     path = _soft_labels(tmp_path, ["a.jpg,0.509,0.3,0.2"])
@@ -383,12 +392,13 @@ def test_a_subset_keeps_every_field_of_the_samples_it_names(tiny_rafdb):
     data = rafdb.load_rafdb(tiny_rafdb)
     data.warnings = ["a warning"]
     data.soft = np.arange(14 * 7, dtype=float).reshape(14, 7)
+    data.classes = rafdb.CLASSES_8  # not the default
     index = np.array([9, 2])
     part = data.subset(index)
     assert part.root == tiny_rafdb and part.names == [data.names[9], data.names[2]]
     for name in ("splits", "labels", "manual5", "attributes", "auto37", "soft"):
         np.testing.assert_array_equal(getattr(part, name), getattr(data, name)[index], err_msg=name)
-    assert part.warnings == ["a warning"] and part.classes == rafdb.CLASSES
+    assert part.warnings == ["a warning"] and part.classes == rafdb.CLASSES_8
     assert data.split("train").names == [n for n in data.names if n.startswith("train_")]
     with pytest.raises(ValueError, match=r"^split 'val' is not one of \('train', 'test'\)$"):
         data.split("val")
@@ -469,6 +479,7 @@ def test_the_error_lists_twenty_problems_and_counts_the_rest():
     assert many.problems == [f"p{i}" for i in range(22)]
     exactly = rafdb.RafDbError([f"p{i}" for i in range(20)])
     assert "more" not in str(exactly) and "p19" in str(exactly)
+    assert "\n  ... and 1 more\n" in str(rafdb.RafDbError([f"p{i}" for i in range(21)]))
 
 
 def test_the_check_reports_a_converted_copys_layout_classes_exclusions_and_protocol(tiny_rafdb):
@@ -610,6 +621,8 @@ def test_every_bad_line_of_the_label_file_is_named_not_only_the_first(tmp_path):
     ]
     path.write_text("\n\n")
     assert rafdb.read_label_file(path) == ([], [], [f"{path}: lists no image"])
+    path.write_text("train_00001.jpg 1\n\ntrain_00002.jpg 2\n")  # a blank line is skipped
+    assert rafdb.read_label_file(path) == (["train_00001.jpg", "train_00002.jpg"], [0, 1], [])
     path.write_text("train_00001.jpg 0\n")  # refused, and not also "lists no image"
     assert rafdb.read_label_file(path)[2] == [f"{path}:1: label 0 is outside 1..7"]
 
@@ -623,6 +636,9 @@ def test_an_eight_class_copy_without_original_images_loads(tiny_rafdb):
     data = rafdb.load_rafdb(tiny_rafdb)
     assert data.labels[data.names.index("train_00002.jpg")] == 7
     assert data.class_counts("train") == [1, 0, 1, 1, 1, 1, 1, 1]
+    assert data.classes == rafdb.CLASSES_8
+    # a class list without a layout: RAF-DB's layout
+    assert rafdb.check_rafdb(tiny_rafdb, decode_images=False, progress=False).layout == "RAF-DB"
 
 
 @pytest.mark.parametrize(
@@ -671,6 +687,15 @@ def test_every_bad_row_of_an_annotation_file_is_named_and_nothing_is_returned(tm
         f"{path}:4: expected 'x y' (two numbers), got '1 2 3'",
         f"{path}:31: y = 'inf' is not a finite number",
     ]
+    for bad in ("1 2 3", "4.0\tinf"):  # each alone
+        path.write_text("\n".join([*rows[:3], bad, *rows[4:30], rows[0], *rows[31:]]) + "\n")
+        problems.clear()
+        assert rafdb.parse_auto_file(path, problems) is None and len(problems) == 1
+    problems.clear()
+    assert rafdb.parse_auto_file(tmp_path / "z_auto_attri.txt", problems) is None
+    assert problems == [
+        f"{tmp_path / 'z_auto_attri.txt'}: missing (the automatic landmarks of this listed image)"
+    ]
     path.write_bytes(b"\xff\xfe1 2\n")
     problems.clear()
     assert rafdb.parse_auto_file(path, problems) is None
@@ -690,3 +715,34 @@ def test_the_label_file_may_be_spelt_as_rafdbs_readme_spells_it(tiny_rafdb):
     (tiny_rafdb / rafdb.LABEL_FILE).rename(other)
     assert rafdb.label_file(tiny_rafdb) == other
     assert len(rafdb.load_rafdb(tiny_rafdb)) == 14
+
+
+@pytest.mark.parametrize(
+    "row,text,accepted",
+    [
+        (6, "2", True),  # gender 0..2
+        (6, "3", False),
+        (8, "4", True),  # age 0..4
+        (8, "5", False),
+        (7, "-1", True),  # unknown
+        (7, "-2", False),
+        (7, "x", False),  # not an integer: refused, not read as unknown
+        (7, "", False),
+    ],
+)
+def test_an_attribute_code_is_an_integer_in_its_range_or_minus_one(tmp_path, row, text, accepted):
+    rows = [f"{10 * i}.0\t{5 * i}.0" for i in range(5)] + ["1", "2", "3"]
+    rows[row - 1] = text
+    path = tmp_path / "x_manu_attri.txt"
+    path.write_text("\n".join(rows) + "\n")
+    problems = []
+    read = rafdb.parse_manual_file(path, problems)
+    assert (read is not None) == accepted and (problems == []) == accepted
+    if accepted:
+        assert read[1][row - 6] == int(text)
+    else:
+        name = rafdb.ATTRIBUTE_NAMES[row - 6]
+        top = rafdb.ATTRIBUTE_RANGES[name] - 1
+        assert problems == [
+            f"{path}:{row}: {name} code {text!r} is not an integer in 0..{top} (or -1, unknown)"
+        ]
