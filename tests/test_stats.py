@@ -951,3 +951,130 @@ def test_equivalence_of_a_negative_difference_reads_its_lower_tail_with_the_floo
     lower, upper = norm.sf((margin - 0.01) / se * shrink), norm.sf((margin + 0.01) / se * shrink)
     assert lower > upper
     assert result.p_equivalence(margin) == pytest.approx(lower, rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# Verdicts read from one seed's row, and Holm over a family of pooled rows
+
+
+def _one_seed_frame(difference, low, high, mcnemar=np.nan):
+    return pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "versus": "b",
+                "seed": 0,
+                "McNemar p": mcnemar,
+                "OA diff": difference,
+                "OA 95% low": low,
+                "OA 95% high": high,
+                "AA diff": difference,
+                "AA 95% low": low,
+                "AA 95% high": high,
+            }
+        ]
+    )
+
+
+@pytest.mark.parametrize("difference", [0.01, -0.01])
+def test_a_one_seed_aa_claim_reads_its_p_value_off_the_bootstrap_interval(difference):
+    # an interval from 0 to twice the difference: the difference is 1.96 standard errors from 0,
+    # so p = 0.05 (normal approximation); half as wide, 3.92 of them: p = 2 Phi(-3.92)
+    frame = _one_seed_frame(difference, min(0.0, 2 * difference), max(0.0, 2 * difference))
+    test = verdicts._test_from_rows("c", "claims", frame, "AA")
+    assert test.p_two == pytest.approx(0.05, rel=1e-9)
+    assert (test.p_equivalence, test.p_beyond) == (1.0, 1.0)
+    narrow = _one_seed_frame(
+        difference, difference - abs(difference) / 2, difference + abs(difference) / 2
+    )
+    assert verdicts._test_from_rows("c", "claims", narrow, "AA").p_two == pytest.approx(
+        2 * norm.sf(2 * norm.ppf(0.975)), rel=1e-9
+    )
+    # OA reads McNemar's exact p where the row has one, and the interval where it has none
+    with_mcnemar = _one_seed_frame(difference, -1.0, 1.0, mcnemar=0.2)
+    assert verdicts._test_from_rows("c", "claims", with_mcnemar, "OA").p_two == 0.2
+    assert verdicts._test_from_rows("c", "claims", frame, "OA").p_two == pytest.approx(0.05)
+
+
+def test_an_interval_of_no_width_gives_p_one_at_zero_and_zero_elsewhere():
+    assert (
+        verdicts._test_from_rows("c", "claims", _one_seed_frame(0.0, 0.0, 0.0), "AA").p_two == 1.0
+    )
+    for d in (0.003, -0.003):
+        assert verdicts._test_from_rows("c", "claims", _one_seed_frame(d, d, d), "AA").p_two == 0.0
+
+
+def test_family_p_values_are_holm_adjusted_over_the_pooled_rows_or_else_mcnemar():
+    rows = []
+    for versus, p in (("a", 0.01), ("b", 0.04), ("c", 0.03)):
+        rows.append({"versus": versus, "seed": 0, "OA p": np.nan, "AA p": np.nan, "McNemar p": 0.5})
+        rows.append(
+            {
+                "versus": versus,
+                "seed": verdicts.POOLED,
+                "OA p": p,
+                "AA p": p / 2,
+                "McNemar p": np.nan,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    # by hand: sorted 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04, then running maximum
+    np.testing.assert_allclose(verdicts.family_p_values(frame), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(verdicts.family_p_values(frame, "AA"), [0.015, 0.03, 0.03])
+    one_seed = pd.DataFrame(
+        [{"versus": v, "seed": 0, "McNemar p": p} for v, p in (("a", 0.02), ("b", 0.2))]
+    )
+    np.testing.assert_allclose(verdicts.family_p_values(one_seed), [0.04, 0.2])
+
+
+def test_pooled_rows_are_the_seed_averaged_ones_or_else_every_row_in_first_seen_order():
+    frame = pd.DataFrame(
+        {
+            "versus": ["c", "c", "a", "a", "b"],
+            "seed": [0, verdicts.POOLED, 0, verdicts.POOLED, 0],
+            "x": [1, 2, 3, 4, 5],
+        }
+    )
+    assert verdicts.pooled(frame)["x"].tolist() == [2, 4]
+    assert verdicts.per_seed(frame)["x"].tolist() == [1, 3, 5]
+    assert verdicts.pooled(frame[frame["versus"] == "b"])["x"].tolist() == [5]  # one seed: itself
+    # one row per group, the groups in the order they first appear (not sorted)
+    assert verdicts.pooled_by(frame, "versus")["x"].tolist() == [2, 4, 5]
+
+
+def test_a_claim_without_a_seed_is_read_off_the_result_it_is_given():
+    base = verdicts._test_from_rows(
+        "c", "claims", pd.DataFrame([_rows("m", "b", _pooled(0.01, 0.004, seeds=4))])
+    )
+    other = _pooled(-0.003, 0.002, seeds=3)
+    without = verdicts._without(base, other)
+    margin = verdicts.EQUIVALENCE_MARGIN
+    assert without.result is other and without.p_two == other.p_value
+    assert without.p_equivalence == other.p_equivalence(margin)
+    assert without.p_beyond == other.p_beyond(margin)
+    assert (without.difference, without.low, without.high) == (-0.003, -0.005, -0.001)
+    assert (without.claim, without.family, without.sign) == ("c", "claims", 1)
+
+
+def test_each_w_is_its_own_test_in_the_w_family_with_its_own_pooled_row():
+    rows = [
+        _rows("w=0.6", "w=0", _pooled(0.02, 0.01, seeds=3)),
+        _rows("w=0.6", "w=1", _pooled(-0.004, 0.001, seeds=3)),
+    ]
+    tests = verdicts.w_tests(pd.DataFrame(rows))
+    assert [t.claim for t in tests] == ["w = 0.6 vs w=0", "w = 0.6 vs w=1"]
+    assert [t.family for t in tests] == ["w", "w"]
+    assert [t.difference for t in tests] == [0.02, -0.004]
+    verdict, detail = verdicts.w_verdict(tests, ["supported", "contradicted"])
+    assert verdict == "contradicted"
+    assert detail == (
+        "w = 0.6 minus each other w: "
+        f"w=0: +0.0200 [+0.0100, +0.0300], p {tests[0].p_two:.2g}, supported; "
+        f"w=1: -0.0040 [-0.0050, -0.0030], p {tests[1].p_two:.2g}, contradicted"
+    )
+    smaller = ["supported, smaller than the margin", "equivalent"]
+    assert verdicts.w_verdict(tests, smaller)[0] == "equivalent"
+    few = [replace(tests[0], result=replace(tests[0].result, seeds=2)), tests[1]]
+    assert verdicts.w_verdict(few, ["supported", "supported"])[0] == (
+        "inconclusive (2 seeds: per-seed only)"
+    )
