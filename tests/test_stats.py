@@ -1078,3 +1078,51 @@ def test_each_w_is_its_own_test_in_the_w_family_with_its_own_pooled_row():
     assert verdicts.w_verdict(few, ["supported", "supported"])[0] == (
         "inconclusive (2 seeds: per-seed only)"
     )
+
+
+def test_a_significance_row_per_seed_holds_mcnemar_and_that_seeds_bootstrap_under_its_names():
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 3, 300)
+    reference = np.eye(3)[np.where(rng.random(300) < 0.7, labels, (labels + 1) % 3)]
+    model = np.eye(3)[np.where(rng.random(300) < 0.8, labels, (labels + 2) % 3)]
+    run = SimpleNamespace(seed=7, predictions=SimpleNamespace(fused=model, rgb=reference))
+    (row,) = verdicts.significance_rows(
+        "m", labels, reference, [run], reference_name="b", resamples=300
+    )
+    assert list(row)[:6] == [
+        "model",
+        "versus",
+        "seed",
+        "only model right",
+        "only versus right",
+        "McNemar p",
+    ]
+    assert (row["model"], row["versus"], row["seed"]) == ("m", "b", 7)
+    right, reference_right = model.argmax(1) == labels, reference.argmax(1) == labels
+    only_model, only_reference = (
+        int((right & ~reference_right).sum()),
+        int((~right & reference_right).sum()),
+    )
+    assert (row["only model right"], row["only versus right"]) == (only_model, only_reference)
+    exact = binomtest(only_model, only_model + only_reference, 0.5).pvalue  # scipy's exact test
+    assert row["McNemar p"] == pytest.approx(exact, rel=1e-12)
+    for metric in ("OA", "AA"):  # that seed's bootstrap, at the resamples asked
+        expected = paired_bootstrap_correct(
+            labels, reference_right, right, metric=metric.lower(), resamples=300, seed=7
+        )
+        assert (row[f"{metric} diff"], row[f"{metric} 95% low"], row[f"{metric} 95% high"]) == (
+            expected.difference,
+            expected.low,
+            expected.high,
+        )
+    assert "seeds" not in row  # one seed: no pooled row, nothing pooled
+    (rgb_row,) = verdicts.significance_rows("m", labels, reference, [run], head="rgb", resamples=50)
+    assert rgb_row["OA diff"] == 0.0 and rgb_row["versus"] == "baseline"
+    other = SimpleNamespace(seed=8, predictions=SimpleNamespace(fused=reference))
+    rows = verdicts.significance_rows("m", labels, reference, [run, other], reference_name="b")
+    columns = ["model", "versus", "seed", "only model right", "only versus right", "McNemar p"]
+    assert list(rows[2])[:6] == columns and rows[2]["seed"] == verdicts.POOLED
+    assert (rows[2]["model"], rows[2]["versus"]) == ("m", "b")
+    assert all(np.isnan(rows[2][c]) for c in columns[3:]) and rows[2]["seeds"] == 2
+    with pytest.raises(ValueError, match=r"^2 reference predictions for 1 runs$"):
+        verdicts.significance_rows("m", labels, [reference, reference], [run])
