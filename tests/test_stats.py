@@ -1124,5 +1124,33 @@ def test_a_significance_row_per_seed_holds_mcnemar_and_that_seeds_bootstrap_unde
     assert list(rows[2])[:6] == columns and rows[2]["seed"] == verdicts.POOLED
     assert (rows[2]["model"], rows[2]["versus"]) == ("m", "b")
     assert all(np.isnan(rows[2][c]) for c in columns[3:]) and rows[2]["seeds"] == 2
+    assert rows[2]["versus per seed"] == "one fixed model"
+    retrained = verdicts.significance_rows("m", labels, [reference, model], [run, other])
+    assert retrained[2]["versus per seed"] == "one per seed"
+    # the pooled AA is AA's: the seed-pooled interval of the AA differences
+    assert rows[2]["AA diff"] == pytest.approx(np.mean([rows[0]["AA diff"], rows[1]["AA diff"]]))
     with pytest.raises(ValueError, match=r"^2 reference predictions for 1 runs$"):
         verdicts.significance_rows("m", labels, [reference, reference], [run])
+
+
+def test_the_outlying_seed_note_names_the_seed_and_the_verdict_of_the_other_three_in_full():
+    seeds, differences, image, interaction = (4, 5, 6, 7), (0.020, 0.021, 0.019, -0.150), 4e-6, 1e-6
+    d = np.asarray(differences)
+    result = pooled_from_components("oa", d.mean(), image, d.var(ddof=1), interaction, 4)
+    test = verdicts.ClaimTest(
+        "c", "primary", 1, result.p_value, 1.0, 1.0, result.difference, result.low,
+        result.high, np.nan, "", "", result=result, seed_differences=tuple(zip(seeds, differences)),
+    )  # fmt: skip
+    found = outlying_seed(differences, interaction)
+    assert found.index == 3
+    # the other three, by hand: their mean, their sample variance, the same image and interaction
+    rest = np.array([0.020, 0.021, 0.019])
+    without = pooled_from_components("aa", rest.mean(), image, rest.var(ddof=1), interaction, 3)
+    low, high = without.interval(0.95)
+    assert verdicts.outlying_seed_note(test, 0.05) == (
+        f"seed 7: {found.difference:+.4f} against {found.others:+.4f} for the other 3 "
+        f"(p = {found.p_value:.2g}, adjusted over 4 seeds); without it: "
+        f"{verdicts._words(low, high, 1)}, {rest.mean():+.4f} [{low:+.4f}, {high:+.4f}] at 95%"
+    )
+    assert verdicts.outlying_seed_note(test, 0.0) == ""  # a claim that issues no word
+    assert verdicts.outlying_seed_note(replace(test, result=None), 0.05) == ""
