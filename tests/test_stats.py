@@ -1154,3 +1154,56 @@ def test_the_outlying_seed_note_names_the_seed_and_the_verdict_of_the_other_thre
     )
     assert verdicts.outlying_seed_note(test, 0.0) == ""  # a claim that issues no word
     assert verdicts.outlying_seed_note(replace(test, result=None), 0.05) == ""
+
+
+@pytest.mark.parametrize(
+    "low,high,sign,words",
+    [
+        (0.0, 0.01, 1, "inconclusive"),  # an end at 0 does not exclude it
+        (-0.01, 0.0, 1, "inconclusive"),
+        (0.002, 0.01, 1, "supported"),  # an end at the margin is not beyond it
+        (-0.01, -0.002, 1, "contradicted"),
+        (0.003, 0.01, 1, "supported, beyond the margin"),
+        (-0.01, -0.003, 1, "contradicted, beyond the margin"),
+        (-0.01, -0.003, -1, "supported, beyond the margin"),
+        (0.0005, 0.0015, 1, "supported, smaller than the margin"),
+        (0.0005, 0.0015, -1, "contradicted, smaller than the margin"),
+        (-0.001, 0.001, 1, "equivalent"),
+        (-0.001, 0.003, 1, "inconclusive"),
+    ],
+)
+def test_the_verdict_words_an_interval_says_at_and_around_zero_and_the_margin(
+    low, high, sign, words
+):
+    assert verdicts._words(low, high, sign) == words
+
+
+def test_a_claim_counts_its_seeds_by_their_own_intervals_and_reads_its_metrics_pooled_row():
+    ends = [(0.0, 0.01), (0.001, 0.02), (0.002, 0.03), (-0.02, 0.0), (-0.03, -0.001)]
+    oa, aa = _pooled(0.004, 0.003, seeds=5), _pooled(-0.006, 0.002, seeds=5)
+    pooled = _rows("m", "b", oa)
+    pooled.update({k.replace("OA", "AA"): v for k, v in _rows("m", "b", aa).items() if "OA" in k})
+    per_seed = [
+        {"model": "m", "versus": "b", "seed": s, "OA diff": (lo + hi) / 2, "OA 95% low": lo,
+         "OA 95% high": hi, "AA diff": 0.0, "AA 95% low": -1.0, "AA 95% high": 1.0}
+        for s, (lo, hi) in enumerate(ends)
+    ]  # fmt: skip
+    frame = pd.DataFrame([*per_seed, pooled])
+    test = verdicts._test_from_rows("c", "claims", frame, "OA")
+    assert test.seeds_right == (
+        "2 of 5 seeds as claimed, 1 against (per-seed 95% interval excludes 0)"
+    )
+    assert verdicts._test_from_rows("c", "claims", frame, "OA", sign=-1).seeds_right.startswith(
+        "1 of 5 seeds as claimed, 2 against"
+    )
+    margin = verdicts.EQUIVALENCE_MARGIN
+    assert test.family == "claims" and test.p_beyond == oa.p_beyond(margin)
+    assert test.detail == (
+        "seed 0: +0.0050 [+0.0000, +0.0100]; seed 1: +0.0105 [+0.0010, +0.0200]; "
+        "seed 2: +0.0160 [+0.0020, +0.0300]; seed 3: -0.0100 [-0.0200, +0.0000]; "
+        "seed 4: -0.0155 [-0.0300, -0.0010]; seeds pooled: +0.0040 [+0.0010, +0.0070]"
+    )
+    assert test.seed_differences == tuple((s, (lo + hi) / 2) for s, (lo, hi) in enumerate(ends))
+    on_aa = verdicts._test_from_rows("c", "claims", frame, "AA")
+    assert (on_aa.difference, on_aa.low, on_aa.high) == (aa.difference, aa.low, aa.high)
+    assert on_aa.result.metric == "aa" and on_aa.p_two == aa.p_value
