@@ -1207,3 +1207,19 @@ def test_a_claim_counts_its_seeds_by_their_own_intervals_and_reads_its_metrics_p
     on_aa = verdicts._test_from_rows("c", "claims", frame, "AA")
     assert (on_aa.difference, on_aa.low, on_aa.high) == (aa.difference, aa.low, aa.high)
     assert on_aa.result.metric == "aa" and on_aa.p_two == aa.p_value
+
+
+def test_the_primary_claim_takes_half_the_alpha_and_the_other_tested_claims_share_the_rest():
+    def test(family, seeds):
+        return verdicts.ClaimTest(
+            "c", family, 1, 0.5, 1.0, 1.0, 0.0, -1.0, 1.0, np.nan, "", "",
+            result=_pooled(0.0, 0.01, seeds=seeds),
+        )  # fmt: skip
+
+    table = [test("primary", 5), test("claims", 5), test("w", 5), test("claims", 2)]
+    # by hand: 0.05 / 2 to the primary claim, 0.025 / 2 to each other claim with 3 seeds or more,
+    # nothing to one with 2 (it issues no word)
+    np.testing.assert_allclose(verdicts.table_levels(table), [0.025, 0.0125, 0.0125, 0.0])
+    np.testing.assert_allclose(verdicts.table_levels(table[1:]), [0.025, 0.025, 0.0])
+    np.testing.assert_allclose(verdicts.table_levels(table[:1]), [0.05])
+    np.testing.assert_allclose(verdicts.table_levels(table[3:]), [0.0])
