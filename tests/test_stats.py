@@ -683,7 +683,9 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
 
     flagged = note([0.020, 0.021, -0.150])
     assert flagged.startswith("seed 6: -0.1500 against +0.0205 for the other 2"), flagged
-    assert "without it 2 seeds remain, too few for a method-level verdict" in flagged
+    assert flagged.endswith(
+        "; without it 2 seeds remain, too few for a method-level verdict (per-seed only)"
+    )
     # 3 points away, the other two 0.1 point apart: 25 of their spreads, too
     # few with one degree of freedom
     assert note([0.020, 0.021, -0.010]) == ""
@@ -991,6 +993,19 @@ def test_a_one_seed_aa_claim_reads_its_p_value_off_the_bootstrap_interval(differ
         2 * norm.sf(2 * norm.ppf(0.975)), rel=1e-9
     )
     # OA reads McNemar's exact p where the row has one, and the interval where it has none
+    # a one-seed claim: about these models, its interval and difference as read, no resolution
+    assert (test.claim, test.family, test.sign) == ("c", "claims", 1)
+    assert (test.difference, test.low, test.high) == (
+        difference,
+        min(0.0, 2 * difference),
+        max(0.0, 2 * difference),
+    )
+    assert np.isnan(test.resolution) and test.result is None
+    assert test.about == ("these trained models (seed 0; one seed says nothing about the method)")
+    assert test.detail == f"seed 0: {difference:+.4f} [{test.low:+.4f}, {test.high:+.4f}]"
+    assert test.seeds_right == (
+        "0 of 1 seeds as claimed, 0 against (per-seed 95% interval excludes 0)"
+    )
     with_mcnemar = _one_seed_frame(difference, -1.0, 1.0, mcnemar=0.2)
     assert verdicts._test_from_rows("c", "claims", with_mcnemar, "OA").p_two == 0.2
     assert verdicts._test_from_rows("c", "claims", frame, "OA").p_two == pytest.approx(0.05)
@@ -1223,3 +1238,44 @@ def test_the_primary_claim_takes_half_the_alpha_and_the_other_tested_claims_shar
     np.testing.assert_allclose(verdicts.table_levels(table[1:]), [0.025, 0.025, 0.0])
     np.testing.assert_allclose(verdicts.table_levels(table[:1]), [0.05])
     np.testing.assert_allclose(verdicts.table_levels(table[3:]), [0.0])
+
+
+def _one_seed_test(p_two, p_equivalence, p_beyond, difference=0.01):
+    return verdicts.ClaimTest(
+        "c", "primary", 1, p_two, p_equivalence, p_beyond, difference, 0.0, 0.02, np.nan, "", ""
+    )
+
+
+@pytest.mark.parametrize(
+    "p_two,p_equivalence,p_beyond,word",
+    [
+        (0.049, 1.0, 1.0, "supported"),
+        (0.05, 1.0, 1.0, "inconclusive"),  # p must be below the level, not at it
+        (0.049, 1.0, 0.024, "supported, beyond the margin"),  # one-sided: below level / 2
+        (0.049, 1.0, 0.025, "supported"),
+        (0.049, 1.0, 0.02, "supported, beyond the margin"),
+        (0.049, 1.0, 0.05, "supported"),
+        (0.049, 0.024, 1.0, "supported, smaller than the margin"),
+        (0.049, 0.025, 1.0, "supported"),
+        (0.5, 0.02, 1.0, "equivalent"),
+        (0.5, 0.05, 1.0, "inconclusive"),
+    ],
+)
+def test_a_claim_without_a_pooled_result_reads_its_p_values_at_its_level(
+    p_two, p_equivalence, p_beyond, word
+):
+    # one primary claim alone: its level is the table's alpha, 0.05
+    assert verdicts.decide([_one_seed_test(p_two, p_equivalence, p_beyond)]) == [word]
+
+
+def test_decide_reads_the_p_values_at_the_alpha_it_is_given():
+    assert verdicts.decide([_one_seed_test(0.03, 1.0, 1.0)], alpha=0.01) == ["inconclusive"]
+    assert verdicts.decide([_one_seed_test(0.03, 1.0, 1.0)], alpha=0.05) == ["supported"]
+    negative = _one_seed_test(0.03, 1.0, 1.0, difference=-0.01)
+    assert verdicts.decide([negative]) == ["contradicted"]
+
+
+def test_a_pooled_row_is_read_back_as_its_oa_result_unless_told_otherwise():
+    result = _pooled(0.004, 0.003, seeds=4)
+    row = _rows("m", "b", result)
+    assert verdicts.pooled_result(row) == result
