@@ -746,3 +746,13 @@ def test_an_attribute_code_is_an_integer_in_its_range_or_minus_one(tmp_path, row
         assert problems == [
             f"{path}:{row}: {name} code {text!r} is not an integer in 0..{top} (or -1, unknown)"
         ]
+
+
+def test_an_empty_soft_label_file_is_named_not_a_crash(tmp_path):
+    path = tmp_path / "soft_labels.csv"
+    path.write_text("")
+    problems = []
+    assert rafdb.read_soft_labels(path, ["a.jpg"], np.array([0]), ("A", "B"), problems) is None
+    assert problems == [
+        f"{path}:1: header must be name,A,B (the copy's classes); convert the data set again"
+    ]
