@@ -6,7 +6,7 @@
 # MODULE: metrics, stats, data, landmarks, heatmaps, models, training, verdicts or rafdb. The tree is copied
 # (without .git and mutants/) to ${MUTATION_DIR:-${TMPDIR:-/tmp}/fer_mutation}/MODULE, [tool.mutmut] there is set
 # to mutate that module alone and to select that module's own test files, and `mutmut run` is started there with
-# one worker under nice, capped at ${MUTATION_CAP:-1500} s. For models and training only the functions that
+# one worker under nice, capped at ${MUTATION_CAP:-1500} s. For models, training and verdicts only the functions that
 # compute the science are run (the globs below); any further arguments replace that selection
 # (e.g. the names of the survivors, to rerun them after new tests). Results stay in the copy:
 #   cd "$dir" && mutmut results; mutmut show NAME
@@ -29,7 +29,7 @@ case $module in
     heatmaps) target="fer_lib/data/heatmaps.py" tests="tests/test_heatmaps.py" ;;
     models) target="fer_lib/models/arm.py fer_lib/models/landmark.py fer_lib/models/fusion.py"
             tests="tests/test_models.py tests/test_future_work.py" ;;
-    training) target="fer_lib/training.py" tests="tests/test_training.py" ;;
+    training) target="fer_lib/training.py" tests="tests/test_training.py tests/test_future_work.py" ;;
     verdicts) target="fer_lib/report/verdicts.py" tests="tests/test_stats.py tests/test_headroom.py tests/test_settings.py" ;;
     rafdb) target="fer_lib/data/rafdb.py" tests="tests/test_rafdb.py" ;;
     *) echo "unknown module: $module" >&2; exit 2 ;;
@@ -66,12 +66,33 @@ case $module in
         "fer_lib.training.x_landmark_inputs*"       # the landmark inputs in the same flip state
         "fer_lib.training.x_calibrate_temperature*" # the calibrated weighting's temperature on validation
         ) ;;
+    verdicts) selection=(
+        "fer_lib.report.verdicts.x_significance_rows*"      # McNemar and the intervals per seed, the pooled row
+        "fer_lib.report.verdicts.x__intervals_of*"          # which interval each row takes, its variance components
+        "fer_lib.report.verdicts.x_pooled_result*"          # a pooled row read back as a PooledResult
+        "fer_lib.report.verdicts.x_family_p_values*"        # Holm over a family
+        "fer_lib.report.verdicts.x_per_seed*"               # per-seed and pooled rows
+        "fer_lib.report.verdicts.x_pooled*"
+        "fer_lib.report.verdicts.x__test_from_rows*"        # a claim read from its table
+        "fer_lib.report.verdicts.x__p_from_interval*"
+        "fer_lib.report.verdicts.x__too_few_seeds*"
+        "fer_lib.report.verdicts.x_table_levels*"           # each test's share of the table's alpha
+        "fer_lib.report.verdicts.x__words*"                 # the verdict words an interval says
+        "fer_lib.report.verdicts.x_decide*"                 # the verdicts
+        "fer_lib.report.verdicts.x_outlying_seed_note*"     # the verdict without an outlying seed
+        "fer_lib.report.verdicts.x__without*"
+        "fer_lib.report.verdicts.x_w_tests*"                # the paper's w against each other w
+        "fer_lib.report.verdicts.x_w_verdict*"
+        ) ;;
 esac
 if [ $# -gt 0 ]; then selection=("$@"); fi
 
 mkdir -p "$dir"
 tar -C "$root" --exclude=./.git --exclude=./mutants --exclude=./.venv --exclude=./runs --exclude=./data \
     --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$dir" -xf -  # mutants/ (mutmut's state) kept
+# fer_lib.models.arm imports torchvision lazily (7 s on this machine with the torch._dynamo it loads): in the copy's
+# conftest, so that mutmut's fork server loads it once instead of every mutant's worker (whose tests then time out)
+printf '\nimport torchvision.models  # noqa: E402,F401 (benchmarks/mutation.sh)\n' >>"$dir/tests/conftest.py"
 "$python" - "$dir/pyproject.toml" "$target" "$deselect" $tests <<'EOF'
 import os, re, sys
 path, target, deselect, tests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]

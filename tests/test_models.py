@@ -517,3 +517,28 @@ def test_batch_norm_in_the_landmark_cnn_is_in_every_conv_block_when_asked():
     without = LandmarkCNN(128, width=4)
     count = lambda net: sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # noqa: E731
     assert count(with_bn) == 6 and count(without) == 0
+
+
+def test_eq2_fuses_each_branchs_map_plus_its_batch_term_or_the_terms_it_is_given(small_net):
+    torch.manual_seed(3)
+    model = FusionModel(small_net, weighting="both", init_from_baseline=False).eval()
+    with torch.no_grad():
+        model.arm.alpha.fill_(0.3)  # the landmark ARM's, beside the RGB branch's 0.7
+        rgb = small_net.forward_per_image(images(4))
+        landmark = model.landmark_per_image(heatmaps(4))
+        out = model.forward_per_image_maps(rgb, landmark)
+        # by hand: each branch's feature is its per-image map plus alpha x the batch's mean map
+        rgb_feature = rgb + 0.7 * rgb.mean(0, keepdim=True)
+        landmark_feature = landmark + 0.3 * landmark.mean(0, keepdim=True)
+        torch.testing.assert_close(out.rgb_feature, rgb_feature)
+        torch.testing.assert_close(out.landmark_feature, landmark_feature)
+        torch.testing.assert_close(out.rgb_logits, small_net(images(4)), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out.landmark_logits, model.landmark_head(landmark_feature))
+        weight = model.feature_weight(out.landmark_logits, out.rgb_logits)
+        fused = model.fusion(torch.cat([rgb_feature, weight[:, None] * landmark_feature], 1))
+        torch.testing.assert_close(out.fused_logits, fused)
+        # terms given (Grad-CAM holds them): used instead of this batch's
+        zero = torch.zeros(1, rgb.shape[1])
+        held = model.forward_per_image_maps(rgb, landmark, batch_terms=(zero, 2 * zero + 1))
+        torch.testing.assert_close(held.rgb_feature, rgb)
+        torch.testing.assert_close(held.landmark_feature, landmark + 1)

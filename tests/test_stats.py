@@ -1,4 +1,5 @@
 import importlib.util
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -7,7 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest, norm
+from scipy.integrate import quad
+from scipy.optimize import brentq
+from scipy.stats import binom, binomtest, chi2, norm
 from scipy.stats import t as student
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
@@ -680,7 +683,9 @@ def test_with_three_seeds_a_flagged_seed_leaves_no_method_level_verdict():
 
     flagged = note([0.020, 0.021, -0.150])
     assert flagged.startswith("seed 6: -0.1500 against +0.0205 for the other 2"), flagged
-    assert "without it 2 seeds remain, too few for a method-level verdict" in flagged
+    assert flagged.endswith(
+        "; without it 2 seeds remain, too few for a method-level verdict (per-seed only)"
+    )
     # 3 points away, the other two 0.1 point apart: 25 of their spreads, too
     # few with one degree of freedom
     assert note([0.020, 0.021, -0.010]) == ""
@@ -857,3 +862,420 @@ def test_without_a_standard_error_the_tests_read_the_difference_against_the_marg
     one = PooledResult("oa", 0.5, -1.0, 2.0, 3, 1.0, 1.0, 0.0, 0.0, 0.0, 0.6)
     assert 0.0 < one.p_equivalence(0.6) < 1.0 and 0.0 < one.p_beyond(0.1) < 1.0
     assert one.interval(0.9)[0] < 0.5 < one.interval(0.9)[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# The bootstrap's interval and the pooled result's floor, against distributions computed by scipy
+
+
+def test_the_paired_bootstrap_interval_is_the_exact_binomial_percentiles_of_a_one_class_gain():
+    """80 images of class 0 that both get right, 20 of class 1 of which B alone gets 10 right.
+    Each class keeps its size in a resample, so the gain is X / 20 on class 1 with X ~ Bin(20, 1/2):
+    OA's difference is X / 100, AA's (0 + X / 20) / 2; the percentile interval's ends are
+    Bin(20, 1/2)'s 2.5% and 97.5% quantiles (6 and 14, from scipy), which 10,000 resamples find
+    exactly (the binomial's CDF is 0.021 at 5, 0.058 at 6, 0.942 at 13, 0.979 at 14)."""
+    labels = np.array([0] * 80 + [1] * 20)
+    correct_a = np.array([1] * 80 + [0] * 20)
+    correct_b = np.array([1] * 80 + [1] * 10 + [0] * 10)
+    low_x, high_x = binom.ppf([0.025, 0.975], 20, 0.5)
+    assert (low_x, high_x) == (6, 14)
+    for metric, per_image in (("oa", 1 / 100), ("aa", 1 / 20 / 2)):
+        result = paired_bootstrap_correct(
+            labels, correct_a, correct_b, metric=metric, resamples=10_000, seed=3
+        )
+        assert result.metric == metric and result.resamples == 10_000
+        assert result.difference == pytest.approx(10 * per_image, abs=1e-12)
+        assert result.low == pytest.approx(low_x * per_image, abs=1e-12)
+        assert result.high == pytest.approx(high_x * per_image, abs=1e-12)
+
+
+def test_the_bootstrap_interval_ends_are_resampled_differences_where_the_percentile_falls_on_one():
+    """With 41 resamples the 2.5% and 97.5% percentiles fall on the 2nd and the 40th sorted
+    resample exactly (0.025 x 40 = 1, 0.975 x 40 = 39): differences of counts over 200 images, so
+    whole multiples of 1/200, not interpolations between two of them."""
+    labels = np.zeros(200, dtype=int)
+    correct_a = np.r_[np.ones(50), np.zeros(150)]
+    correct_b = np.r_[np.zeros(50), np.ones(50), np.zeros(100)]
+    result = paired_bootstrap_correct(labels, correct_a, correct_b, resamples=41, seed=0)
+    for end in (result.low, result.high):
+        assert end * 200 == pytest.approx(round(end * 200), abs=1e-9)
+    assert result.low < 0 < result.high
+
+
+def test_a_class_with_one_test_image_counts_in_the_average_accuracy():
+    # class 0: one image, B right and A wrong; class 1: three images both get right. AA's gain is
+    # (1 - 0 + 0) / 2 in the test set and in every resample (a class keeps its size)
+    result = paired_bootstrap_correct(
+        [0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], metric="aa", resamples=200
+    )
+    assert (result.difference, result.low, result.high) == (0.5, 0.5, 0.5)
+
+
+def test_the_bootstrap_refuses_correctness_of_another_length_and_says_what_it_got():
+    message = "labels and correctness must be 1-D and the same length, got (3,), (3,), (2,)"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        paired_bootstrap_correct([0, 1, 1], [1, 0, 1], [1, 1])
+    with pytest.raises(ValueError, match=r"^metric must be 'oa' or 'aa', got 'ba'$"):
+        paired_bootstrap_correct([0, 1], [1, 0], [1, 1], metric="ba")
+
+
+def _tail_by_integration(ratio: float, seeds: int, t: float, floor: float) -> float:
+    """P(T > t), T = sqrt(1 + ratio) Z / sqrt(1 + max(ratio U, floor)), U ~ chi2(S-1)/(S-1):
+    integrated over U by quad instead of the module's grid of chi-square quantiles."""
+    k = seeds - 1
+
+    def integrand(u):
+        scale = np.sqrt((1 + max(ratio * u, floor)) / (1 + ratio))
+        return norm.sf(t * scale) * chi2.pdf(u * k, k) * k
+
+    kink = floor / ratio  # where the floor stops binding
+    return quad(integrand, 0, kink)[0] + quad(integrand, kink, np.inf)[0]
+
+
+def test_a_pooled_interval_at_another_confidence_keeps_the_interaction_floor():
+    """seed variance 0, interaction 3 x S x image variance (floor 3): at confidence 0.9 the ratio
+    is the bound 3 (S - 1) / chi2(S - 1).ppf(0.1), and the half-width the quantile of T where the
+    floor binds below it, times the standard error (quad and brentq, not the module's grid)."""
+    seeds, image, se = 4, 0.01**2, 0.02
+    result = PooledResult("oa", 0.01, 0.0, 0.0, seeds, se, image, 0.0, 3 * seeds * image, 0.0, 1.0)
+    ratio = 3 * (seeds - 1) / chi2.ppf(0.1, seeds - 1)
+    quantile = brentq(lambda t: _tail_by_integration(ratio, seeds, t, 3.0) - 0.05, 0.0, 50.0)
+    low, high = result.interval(0.9)
+    assert high - 0.01 == pytest.approx(quantile * se, rel=1e-3)
+    assert 0.01 - low == pytest.approx(quantile * se, rel=1e-3)
+
+
+def test_equivalence_of_a_negative_difference_reads_its_lower_tail_with_the_floor():
+    # as the floor test above, the difference negative: the test against -margin is the binding one
+    seeds, image, se = 4, 0.01**2, 0.02
+    result = PooledResult("oa", -0.01, 0.0, 0.0, seeds, se, image, 0.0, 3 * seeds * image, 0.0, 1.0)
+    shrink, margin = np.sqrt(1 + 3.0), 0.015
+    lower, upper = norm.sf((margin - 0.01) / se * shrink), norm.sf((margin + 0.01) / se * shrink)
+    assert lower > upper
+    assert result.p_equivalence(margin) == pytest.approx(lower, rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# Verdicts read from one seed's row, and Holm over a family of pooled rows
+
+
+def _one_seed_frame(difference, low, high, mcnemar=np.nan):
+    return pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "versus": "b",
+                "seed": 0,
+                "McNemar p": mcnemar,
+                "OA diff": difference,
+                "OA 95% low": low,
+                "OA 95% high": high,
+                "AA diff": difference,
+                "AA 95% low": low,
+                "AA 95% high": high,
+            }
+        ]
+    )
+
+
+@pytest.mark.parametrize("difference", [0.01, -0.01])
+def test_a_one_seed_aa_claim_reads_its_p_value_off_the_bootstrap_interval(difference):
+    # an interval from 0 to twice the difference: the difference is 1.96 standard errors from 0,
+    # so p = 0.05 (normal approximation); half as wide, 3.92 of them: p = 2 Phi(-3.92)
+    frame = _one_seed_frame(difference, min(0.0, 2 * difference), max(0.0, 2 * difference))
+    test = verdicts._test_from_rows("c", "claims", frame, "AA")
+    assert test.p_two == pytest.approx(0.05, rel=1e-9)
+    assert (test.p_equivalence, test.p_beyond) == (1.0, 1.0)
+    narrow = _one_seed_frame(
+        difference, difference - abs(difference) / 2, difference + abs(difference) / 2
+    )
+    assert verdicts._test_from_rows("c", "claims", narrow, "AA").p_two == pytest.approx(
+        2 * norm.sf(2 * norm.ppf(0.975)), rel=1e-9
+    )
+    # OA reads McNemar's exact p where the row has one, and the interval where it has none
+    # a one-seed claim: about these models, its interval and difference as read, no resolution
+    assert (test.claim, test.family, test.sign) == ("c", "claims", 1)
+    assert (test.difference, test.low, test.high) == (
+        difference,
+        min(0.0, 2 * difference),
+        max(0.0, 2 * difference),
+    )
+    assert np.isnan(test.resolution) and test.result is None
+    assert test.about == ("these trained models (seed 0; one seed says nothing about the method)")
+    assert test.detail == f"seed 0: {difference:+.4f} [{test.low:+.4f}, {test.high:+.4f}]"
+    assert test.seeds_right == (
+        "0 of 1 seeds as claimed, 0 against (per-seed 95% interval excludes 0)"
+    )
+    with_mcnemar = _one_seed_frame(difference, -1.0, 1.0, mcnemar=0.2)
+    assert verdicts._test_from_rows("c", "claims", with_mcnemar, "OA").p_two == 0.2
+    assert verdicts._test_from_rows("c", "claims", frame, "OA").p_two == pytest.approx(0.05)
+
+
+def test_an_interval_of_no_width_gives_p_one_at_zero_and_zero_elsewhere():
+    assert (
+        verdicts._test_from_rows("c", "claims", _one_seed_frame(0.0, 0.0, 0.0), "AA").p_two == 1.0
+    )
+    for d in (0.003, -0.003):
+        assert verdicts._test_from_rows("c", "claims", _one_seed_frame(d, d, d), "AA").p_two == 0.0
+
+
+def test_family_p_values_are_holm_adjusted_over_the_pooled_rows_or_else_mcnemar():
+    rows = []
+    for versus, p in (("a", 0.01), ("b", 0.04), ("c", 0.03)):
+        rows.append({"versus": versus, "seed": 0, "OA p": np.nan, "AA p": np.nan, "McNemar p": 0.5})
+        rows.append(
+            {
+                "versus": versus,
+                "seed": verdicts.POOLED,
+                "OA p": p,
+                "AA p": p / 2,
+                "McNemar p": np.nan,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    # by hand: sorted 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04, then running maximum
+    np.testing.assert_allclose(verdicts.family_p_values(frame), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(verdicts.family_p_values(frame, "AA"), [0.015, 0.03, 0.03])
+    one_seed = pd.DataFrame(
+        [{"versus": v, "seed": 0, "McNemar p": p} for v, p in (("a", 0.02), ("b", 0.2))]
+    )
+    np.testing.assert_allclose(verdicts.family_p_values(one_seed), [0.04, 0.2])
+
+
+def test_pooled_rows_are_the_seed_averaged_ones_or_else_every_row_in_first_seen_order():
+    frame = pd.DataFrame(
+        {
+            "versus": ["c", "c", "a", "a", "b"],
+            "seed": [0, verdicts.POOLED, 0, verdicts.POOLED, 0],
+            "x": [1, 2, 3, 4, 5],
+        }
+    )
+    assert verdicts.pooled(frame)["x"].tolist() == [2, 4]
+    assert verdicts.per_seed(frame)["x"].tolist() == [1, 3, 5]
+    assert verdicts.pooled(frame[frame["versus"] == "b"])["x"].tolist() == [5]  # one seed: itself
+    # one row per group, the groups in the order they first appear (not sorted)
+    assert verdicts.pooled_by(frame, "versus")["x"].tolist() == [2, 4, 5]
+
+
+def test_a_claim_without_a_seed_is_read_off_the_result_it_is_given():
+    base = verdicts._test_from_rows(
+        "c", "claims", pd.DataFrame([_rows("m", "b", _pooled(0.01, 0.004, seeds=4))])
+    )
+    other = _pooled(-0.003, 0.002, seeds=3)
+    without = verdicts._without(base, other)
+    margin = verdicts.EQUIVALENCE_MARGIN
+    assert without.result is other and without.p_two == other.p_value
+    assert without.p_equivalence == other.p_equivalence(margin)
+    assert without.p_beyond == other.p_beyond(margin)
+    assert (without.difference, without.low, without.high) == (-0.003, -0.005, -0.001)
+    assert (without.claim, without.family, without.sign) == ("c", "claims", 1)
+
+
+def test_each_w_is_its_own_test_in_the_w_family_with_its_own_pooled_row():
+    rows = [
+        _rows("w=0.6", "w=0", _pooled(0.02, 0.01, seeds=3)),
+        _rows("w=0.6", "w=1", _pooled(-0.004, 0.001, seeds=3)),
+    ]
+    tests = verdicts.w_tests(pd.DataFrame(rows))
+    assert [t.claim for t in tests] == ["w = 0.6 vs w=0", "w = 0.6 vs w=1"]
+    assert [t.family for t in tests] == ["w", "w"]
+    assert [t.difference for t in tests] == [0.02, -0.004]
+    verdict, detail = verdicts.w_verdict(tests, ["supported", "contradicted"])
+    assert verdict == "contradicted"
+    assert detail == (
+        "w = 0.6 minus each other w: "
+        f"w=0: +0.0200 [+0.0100, +0.0300], p {tests[0].p_two:.2g}, supported; "
+        f"w=1: -0.0040 [-0.0050, -0.0030], p {tests[1].p_two:.2g}, contradicted"
+    )
+    smaller = ["supported, smaller than the margin", "equivalent"]
+    assert verdicts.w_verdict(tests, smaller)[0] == "equivalent"
+    few = [replace(tests[0], result=replace(tests[0].result, seeds=2)), tests[1]]
+    assert verdicts.w_verdict(few, ["supported", "supported"])[0] == (
+        "inconclusive (2 seeds: per-seed only)"
+    )
+
+
+def test_a_significance_row_per_seed_holds_mcnemar_and_that_seeds_bootstrap_under_its_names():
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 3, 300)
+    reference = np.eye(3)[np.where(rng.random(300) < 0.7, labels, (labels + 1) % 3)]
+    model = np.eye(3)[np.where(rng.random(300) < 0.8, labels, (labels + 2) % 3)]
+    run = SimpleNamespace(seed=7, predictions=SimpleNamespace(fused=model, rgb=reference))
+    (row,) = verdicts.significance_rows(
+        "m", labels, reference, [run], reference_name="b", resamples=300
+    )
+    assert list(row)[:6] == [
+        "model",
+        "versus",
+        "seed",
+        "only model right",
+        "only versus right",
+        "McNemar p",
+    ]
+    assert (row["model"], row["versus"], row["seed"]) == ("m", "b", 7)
+    right, reference_right = model.argmax(1) == labels, reference.argmax(1) == labels
+    only_model, only_reference = (
+        int((right & ~reference_right).sum()),
+        int((~right & reference_right).sum()),
+    )
+    assert (row["only model right"], row["only versus right"]) == (only_model, only_reference)
+    exact = binomtest(only_model, only_model + only_reference, 0.5).pvalue  # scipy's exact test
+    assert row["McNemar p"] == pytest.approx(exact, rel=1e-12)
+    for metric in ("OA", "AA"):  # that seed's bootstrap, at the resamples asked
+        expected = paired_bootstrap_correct(
+            labels, reference_right, right, metric=metric.lower(), resamples=300, seed=7
+        )
+        assert (row[f"{metric} diff"], row[f"{metric} 95% low"], row[f"{metric} 95% high"]) == (
+            expected.difference,
+            expected.low,
+            expected.high,
+        )
+    assert "seeds" not in row  # one seed: no pooled row, nothing pooled
+    (rgb_row,) = verdicts.significance_rows("m", labels, reference, [run], head="rgb", resamples=50)
+    assert rgb_row["OA diff"] == 0.0 and rgb_row["versus"] == "baseline"
+    other = SimpleNamespace(seed=8, predictions=SimpleNamespace(fused=reference))
+    rows = verdicts.significance_rows("m", labels, reference, [run, other], reference_name="b")
+    columns = ["model", "versus", "seed", "only model right", "only versus right", "McNemar p"]
+    assert list(rows[2])[:6] == columns and rows[2]["seed"] == verdicts.POOLED
+    assert (rows[2]["model"], rows[2]["versus"]) == ("m", "b")
+    assert all(np.isnan(rows[2][c]) for c in columns[3:]) and rows[2]["seeds"] == 2
+    assert rows[2]["versus per seed"] == "one fixed model"
+    retrained = verdicts.significance_rows("m", labels, [reference, model], [run, other])
+    assert retrained[2]["versus per seed"] == "one per seed"
+    # the pooled AA is AA's: the seed-pooled interval of the AA differences
+    assert rows[2]["AA diff"] == pytest.approx(np.mean([rows[0]["AA diff"], rows[1]["AA diff"]]))
+    with pytest.raises(ValueError, match=r"^2 reference predictions for 1 runs$"):
+        verdicts.significance_rows("m", labels, [reference, reference], [run])
+
+
+def test_the_outlying_seed_note_names_the_seed_and_the_verdict_of_the_other_three_in_full():
+    seeds, differences, image, interaction = (4, 5, 6, 7), (0.020, 0.021, 0.019, -0.150), 4e-6, 1e-6
+    d = np.asarray(differences)
+    result = pooled_from_components("oa", d.mean(), image, d.var(ddof=1), interaction, 4)
+    test = verdicts.ClaimTest(
+        "c", "primary", 1, result.p_value, 1.0, 1.0, result.difference, result.low,
+        result.high, np.nan, "", "", result=result, seed_differences=tuple(zip(seeds, differences)),
+    )  # fmt: skip
+    found = outlying_seed(differences, interaction)
+    assert found.index == 3
+    # the other three, by hand: their mean, their sample variance, the same image and interaction
+    rest = np.array([0.020, 0.021, 0.019])
+    without = pooled_from_components("aa", rest.mean(), image, rest.var(ddof=1), interaction, 3)
+    low, high = without.interval(0.95)
+    assert verdicts.outlying_seed_note(test, 0.05) == (
+        f"seed 7: {found.difference:+.4f} against {found.others:+.4f} for the other 3 "
+        f"(p = {found.p_value:.2g}, adjusted over 4 seeds); without it: "
+        f"{verdicts._words(low, high, 1)}, {rest.mean():+.4f} [{low:+.4f}, {high:+.4f}] at 95%"
+    )
+    assert verdicts.outlying_seed_note(test, 0.0) == ""  # a claim that issues no word
+    assert verdicts.outlying_seed_note(replace(test, result=None), 0.05) == ""
+
+
+@pytest.mark.parametrize(
+    "low,high,sign,words",
+    [
+        (0.0, 0.01, 1, "inconclusive"),  # an end at 0 does not exclude it
+        (-0.01, 0.0, 1, "inconclusive"),
+        (0.002, 0.01, 1, "supported"),  # an end at the margin is not beyond it
+        (-0.01, -0.002, 1, "contradicted"),
+        (0.003, 0.01, 1, "supported, beyond the margin"),
+        (-0.01, -0.003, 1, "contradicted, beyond the margin"),
+        (-0.01, -0.003, -1, "supported, beyond the margin"),
+        (0.0005, 0.0015, 1, "supported, smaller than the margin"),
+        (0.0005, 0.0015, -1, "contradicted, smaller than the margin"),
+        (-0.001, 0.001, 1, "equivalent"),
+        (-0.001, 0.003, 1, "inconclusive"),
+    ],
+)
+def test_the_verdict_words_an_interval_says_at_and_around_zero_and_the_margin(
+    low, high, sign, words
+):
+    assert verdicts._words(low, high, sign) == words
+
+
+def test_a_claim_counts_its_seeds_by_their_own_intervals_and_reads_its_metrics_pooled_row():
+    ends = [(0.0, 0.01), (0.001, 0.02), (0.002, 0.03), (-0.02, 0.0), (-0.03, -0.001)]
+    oa, aa = _pooled(0.004, 0.003, seeds=5), _pooled(-0.006, 0.002, seeds=5)
+    pooled = _rows("m", "b", oa)
+    pooled.update({k.replace("OA", "AA"): v for k, v in _rows("m", "b", aa).items() if "OA" in k})
+    per_seed = [
+        {"model": "m", "versus": "b", "seed": s, "OA diff": (lo + hi) / 2, "OA 95% low": lo,
+         "OA 95% high": hi, "AA diff": 0.0, "AA 95% low": -1.0, "AA 95% high": 1.0}
+        for s, (lo, hi) in enumerate(ends)
+    ]  # fmt: skip
+    frame = pd.DataFrame([*per_seed, pooled])
+    test = verdicts._test_from_rows("c", "claims", frame, "OA")
+    assert test.seeds_right == (
+        "2 of 5 seeds as claimed, 1 against (per-seed 95% interval excludes 0)"
+    )
+    assert verdicts._test_from_rows("c", "claims", frame, "OA", sign=-1).seeds_right.startswith(
+        "1 of 5 seeds as claimed, 2 against"
+    )
+    margin = verdicts.EQUIVALENCE_MARGIN
+    assert test.family == "claims" and test.p_beyond == oa.p_beyond(margin)
+    assert test.detail == (
+        "seed 0: +0.0050 [+0.0000, +0.0100]; seed 1: +0.0105 [+0.0010, +0.0200]; "
+        "seed 2: +0.0160 [+0.0020, +0.0300]; seed 3: -0.0100 [-0.0200, +0.0000]; "
+        "seed 4: -0.0155 [-0.0300, -0.0010]; seeds pooled: +0.0040 [+0.0010, +0.0070]"
+    )
+    assert test.seed_differences == tuple((s, (lo + hi) / 2) for s, (lo, hi) in enumerate(ends))
+    on_aa = verdicts._test_from_rows("c", "claims", frame, "AA")
+    assert (on_aa.difference, on_aa.low, on_aa.high) == (aa.difference, aa.low, aa.high)
+    assert on_aa.result.metric == "aa" and on_aa.p_two == aa.p_value
+
+
+def test_the_primary_claim_takes_half_the_alpha_and_the_other_tested_claims_share_the_rest():
+    def test(family, seeds):
+        return verdicts.ClaimTest(
+            "c", family, 1, 0.5, 1.0, 1.0, 0.0, -1.0, 1.0, np.nan, "", "",
+            result=_pooled(0.0, 0.01, seeds=seeds),
+        )  # fmt: skip
+
+    table = [test("primary", 5), test("claims", 5), test("w", 5), test("claims", 2)]
+    # by hand: 0.05 / 2 to the primary claim, 0.025 / 2 to each other claim with 3 seeds or more,
+    # nothing to one with 2 (it issues no word)
+    np.testing.assert_allclose(verdicts.table_levels(table), [0.025, 0.0125, 0.0125, 0.0])
+    np.testing.assert_allclose(verdicts.table_levels(table[1:]), [0.025, 0.025, 0.0])
+    np.testing.assert_allclose(verdicts.table_levels(table[:1]), [0.05])
+    np.testing.assert_allclose(verdicts.table_levels(table[3:]), [0.0])
+
+
+def _one_seed_test(p_two, p_equivalence, p_beyond, difference=0.01):
+    return verdicts.ClaimTest(
+        "c", "primary", 1, p_two, p_equivalence, p_beyond, difference, 0.0, 0.02, np.nan, "", ""
+    )
+
+
+@pytest.mark.parametrize(
+    "p_two,p_equivalence,p_beyond,word",
+    [
+        (0.049, 1.0, 1.0, "supported"),
+        (0.05, 1.0, 1.0, "inconclusive"),  # p must be below the level, not at it
+        (0.049, 1.0, 0.024, "supported, beyond the margin"),  # one-sided: below level / 2
+        (0.049, 1.0, 0.025, "supported"),
+        (0.049, 1.0, 0.02, "supported, beyond the margin"),
+        (0.049, 1.0, 0.05, "supported"),
+        (0.049, 0.024, 1.0, "supported, smaller than the margin"),
+        (0.049, 0.025, 1.0, "supported"),
+        (0.5, 0.02, 1.0, "equivalent"),
+        (0.5, 0.05, 1.0, "inconclusive"),
+    ],
+)
+def test_a_claim_without_a_pooled_result_reads_its_p_values_at_its_level(
+    p_two, p_equivalence, p_beyond, word
+):
+    # one primary claim alone: its level is the table's alpha, 0.05
+    assert verdicts.decide([_one_seed_test(p_two, p_equivalence, p_beyond)]) == [word]
+
+
+def test_decide_reads_the_p_values_at_the_alpha_it_is_given():
+    assert verdicts.decide([_one_seed_test(0.03, 1.0, 1.0)], alpha=0.01) == ["inconclusive"]
+    assert verdicts.decide([_one_seed_test(0.03, 1.0, 1.0)], alpha=0.05) == ["supported"]
+    negative = _one_seed_test(0.03, 1.0, 1.0, difference=-0.01)
+    assert verdicts.decide([negative]) == ["contradicted"]
+
+
+def test_a_pooled_row_is_read_back_as_its_oa_result_unless_told_otherwise():
+    result = _pooled(0.004, 0.003, seeds=4)
+    row = _rows("m", "b", result)
+    assert verdicts.pooled_result(row) == result

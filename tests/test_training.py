@@ -328,6 +328,19 @@ def test_the_validation_loss_is_eq3_the_landmark_plus_the_fused_cross_entropy():
     assert training.validation_loss(predictions) == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_label_given_probability_zero_costs_a_finite_validation_loss():
+    # a head can underflow to p = 0 on an image's label: it costs -ln(1e-12) = 27.6 nats, not an
+    # infinite loss that no later epoch could beat (nor tie with)
+    labels = np.array([0, 1])
+    landmark = np.array([[0.0, 1.0], [0.5, 0.5]])
+    fused = np.array([[0.5, 0.5], [0.5, 0.5]])
+    predictions = training.FusionPredictions(
+        ["a", "b"], labels, fused, landmark, fused, np.ones(2), ("x", "y")
+    )
+    expected = (-np.log(1e-12) - np.log(0.5)) / 2 - np.log(0.5)
+    assert training.validation_loss(predictions) == pytest.approx(expected, rel=1e-12)
+
+
 def test_cached_flipped_features_are_those_of_the_mirrored_images(tiny_split):
     torch.manual_seed(4)
     baseline = models.ARMNet(SIZE, width=4).eval()
@@ -434,3 +447,145 @@ def test_a_tied_score_keeps_the_earlier_epoch(tmp_path):
     )
     assert best == 0.5 and saved == [1]
     assert (tmp_path / "last.pt").exists() and len(pd.read_csv(tmp_path / "history.csv")) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# The landmark branch's input: the split's own points, at its input size, in the flip state asked
+
+
+def _manual5_split(size: int = 40) -> tensors.SplitTensors:
+    points = torch.tensor(  # left eye, right eye, nose, left and right mouth corner
+        [
+            [[12.0, 14.0], [27.0, 15.0], [20.0, 22.0], [14.0, 30.0], [26.0, 31.0]],
+            [[10.0, 12.0], [29.0, 13.0], [19.0, 20.0], [13.0, 28.0], [28.0, 29.0]],
+            [[11.0, 16.0], [25.0, 16.0], [17.0, 24.0], [12.0, 33.0], [24.0, 32.0]],
+        ]
+    )
+    return tensors.SplitTensors(
+        ["a", "b", "c"],
+        torch.zeros(3, 3, size, size, dtype=torch.uint8),
+        points,
+        torch.tensor([0, 1, 2]),
+        "manual5",
+    )
+
+
+def _mirrored_by_hand(points: torch.Tensor, size: int) -> torch.Tensor:
+    # x -> (size - 1) - x, and the left/right partners swapped: the eyes (0, 1) and the mouth (3, 4)
+    mirrored = points.clone()
+    mirrored[:, 0] = (size - 1) - points[:, 0]
+    return mirrored[[1, 0, 2, 4, 3]]
+
+
+def test_the_coordinate_input_is_the_splits_points_scaled_to_its_input_size_and_mirrored_as_asked():
+    split = _manual5_split(size=40)
+    index, flip = torch.tensor([2, 0]), torch.tensor([True, False])
+    config = training.FusionConfig(landmark_input="coords")
+    got = training.landmark_inputs(split, index, flip, config, "cpu")
+    expected = torch.stack(
+        [_mirrored_by_hand(split.points[2], 40), split.points[0]]
+    )  # by hand: [0, 40) -> [-1, 1), flattened x0, y0, x1, y1, ...
+    torch.testing.assert_close(got, (expected * (2 / 40) - 1).reshape(2, 10), rtol=0, atol=1e-6)
+    unflipped = training.landmark_inputs(split, index, None, config, "cpu")
+    torch.testing.assert_close(
+        unflipped, (split.points[[2, 0]] * (2 / 40) - 1).reshape(2, 10), rtol=0, atol=1e-6
+    )
+
+
+def test_the_heatmap_input_draws_the_splits_points_at_its_input_size_and_mirrored_where_asked():
+    split = _manual5_split(size=40)
+    index, flip = torch.tensor([2, 0]), torch.tensor([True, False])
+    config = training.FusionConfig(landmark_input="heatmaps", heatmap_sigma=1.0)
+    got = training.landmark_inputs(split, index, flip, config, "cpu")
+    assert got.shape == (2, 1, 40, 40)
+    for image, points in zip(got, [_mirrored_by_hand(split.points[2], 40), split.points[0]]):
+        # by hand: each landmark's pixel is a peak of 1, its four neighbours exp(-1/2) at sigma 1,
+        # and the map is 0 beyond the 4-sigma square around every landmark (a corner: 4 sqrt 2)
+        for x, y in points.round().long().tolist():
+            assert image[0, y, x] == pytest.approx(1.0, abs=1e-6)
+            for dx, dy in [(1, 0), (-1, 0), (0, 1), (0, -1)]:
+                assert image[0, y + dy, x + dx] == pytest.approx(math.exp(-0.5), abs=1e-3)
+        ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+        distance = torch.stack(
+            [((xs - x) ** 2 + (ys - y) ** 2).sqrt() for x, y in points.tolist()]
+        ).amin(0)
+        assert (image[0][distance > 4 * math.sqrt(2) + 0.01] == 0).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# The frozen RGB features: one row per flip state, in fp32, reused only for the same inputs
+
+
+def _direct_maps(baseline, images):
+    with torch.no_grad():
+        return baseline.eval().forward_per_image(tensors.normalise(images)).float()
+
+
+def test_the_feature_cache_holds_each_flip_states_maps_of_every_image_in_fp32(tiny_split):
+    torch.manual_seed(5)
+    baseline = models.ARMNet(SIZE, width=4).train()  # the cache must put it in eval mode
+    five = tiny_split.subset(np.arange(5))
+    # three batches of 2, 2 and 1; under a bf16 autocast region the features stay fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = training.rgb_feature_cache(
+            baseline, five, flips=(True, False), batch_size=2, progress=False
+        )
+    assert cache.shape == (2, 5, 25) and cache.dtype == torch.float32
+    assert not cache.requires_grad
+    reference = models.ARMNet(SIZE, width=4)
+    reference.load_state_dict(baseline.state_dict())
+    torch.testing.assert_close(
+        cache[0], _direct_maps(reference, five.images.flip(-1)), rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(cache[1], _direct_maps(reference, five.images), rtol=0, atol=1e-5)
+    assert not torch.allclose(cache[0], cache[1], atol=1e-3)
+
+
+def test_the_feature_cache_file_is_reused_only_for_the_same_weights_images_and_flips(
+    tiny_split, tmp_path, capsys
+):
+    torch.manual_seed(6)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    five, four = tiny_split.subset(np.arange(5)), tiny_split.subset(np.arange(1, 5))
+    first = training.rgb_feature_cache(baseline, five, cache_dir=tmp_path, progress=False)
+    (path,) = tmp_path.glob("*.pt")
+    assert path.name.startswith("rgb_cache_") and path.name.endswith("_cpu_fp32.pt")
+    torch.testing.assert_close(torch.load(path, weights_only=True), first, rtol=0, atol=0)
+    # the same inputs: read back from the file (a marked file proves it), and said so
+    torch.save(torch.full_like(first, 7.0), path)
+    again = training.rgb_feature_cache(baseline, five, cache_dir=tmp_path, progress=True)
+    assert (again == 7.0).all()
+    assert "reusing frozen RGB features from" in capsys.readouterr().out
+    # other flips, other images, other weights: each its own file
+    training.rgb_feature_cache(baseline, five, flips=(False,), cache_dir=tmp_path, progress=False)
+    training.rgb_feature_cache(baseline, four, cache_dir=tmp_path, progress=False)
+    other = models.ARMNet(SIZE, width=4).eval()
+    recomputed = training.rgb_feature_cache(other, five, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("rgb_cache_*_cpu_fp32.pt"))) == 4
+    torch.testing.assert_close(recomputed[0], _direct_maps(other, five.images), rtol=0, atol=1e-5)
+    # the same inputs cached on other devices: recomputed on this one, and the files named
+    cuda, bf16 = (
+        path.with_name(path.name.replace("_cpu_fp32", other))
+        for other in ("_cuda_fp32", "_cpu_bf16")
+    )
+    path.rename(cuda)
+    bf16.write_bytes(cuda.read_bytes())
+    capsys.readouterr()
+    fresh = training.rgb_feature_cache(baseline, five, cache_dir=tmp_path, progress=False)
+    torch.testing.assert_close(fresh, first, rtol=0, atol=0)
+    assert capsys.readouterr().out == (
+        f"recomputing frozen RGB features on cpu in fp32: {bf16.name}, {cuda.name} "
+        "holds them for another device or precision\n"
+    )
+
+
+def test_the_feature_cache_progress_bars_name_the_flip_state_and_are_cleared(tiny_split, capsys):
+    torch.manual_seed(7)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    two = tiny_split.subset(np.arange(2))
+    training.rgb_feature_cache(baseline, two, progress=False)
+    assert capsys.readouterr().err == ""
+    training.rgb_feature_cache(baseline, two, progress=True)
+    shown = capsys.readouterr().err
+    assert "RGB feature cache: " in shown and "RGB feature cache (flipped): " in shown
+    assert "\n" not in shown  # each bar is cleared when its flip state is done (leave=False)

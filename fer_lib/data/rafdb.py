@@ -353,8 +353,10 @@ def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.n
         try:
             code = int(text)
         except ValueError:
-            code = -1
-        if not (0 <= code < ATTRIBUTE_RANGES[attribute] or code == UNKNOWN_ATTRIBUTE):
+            code = None  # refused: not read as UNKNOWN_ATTRIBUTE
+        if code is None or not (
+            0 <= code < ATTRIBUTE_RANGES[attribute] or code == UNKNOWN_ATTRIBUTE
+        ):
             problems.append(
                 f"{path}:{6 + k}: {attribute} code {text!r} is not an integer in "
                 f"0..{ATTRIBUTE_RANGES[attribute] - 1} (or -1, unknown)"
