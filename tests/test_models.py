@@ -551,3 +551,9 @@ def test_the_arm_block_refuses_maps_that_are_not_two_channel_batches():
             arm.per_image(torch.zeros(shape))
         assert str(error.value) == f"ARM expects (B, 2, H, W) after PixelShuffle, got {shape}"
     assert arm.per_image(torch.zeros(2, 2, 12, 12)).shape == (2, 25)
+
+
+def test_an_unknown_affinity_is_refused_naming_the_modes():
+    with pytest.raises(ValueError) as error:
+        models.ARM(out_side=5, kernel=4, stride=2).set_affinity("global")
+    assert str(error.value) == "affinity 'global' is not one of ('batch', 'fixed')"
