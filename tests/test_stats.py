@@ -1279,3 +1279,28 @@ def test_a_pooled_row_is_read_back_as_its_oa_result_unless_told_otherwise():
     result = _pooled(0.004, 0.003, seeds=4)
     row = _rows("m", "b", result)
     assert verdicts.pooled_result(row) == result
+
+
+def test_the_bootstrap_resamples_each_class_whole_not_each_correctness_group():
+    """One class of 40 images: both right on 20, B alone on 10, neither on 10. Drawn with the class
+    size fixed, B's gain is X / 40 with X ~ Bin(40, 1/4) (quantiles 5 and 16 from scipy); drawn
+    within groups of A's correctness it would be Bin(20, 1/2)'s 6 and 14."""
+    labels = np.zeros(40, dtype=int)
+    correct_a = np.r_[np.ones(20), np.zeros(20)]
+    correct_b = np.r_[np.ones(30), np.zeros(10)]
+    low_x, high_x = binom.ppf([0.025, 0.975], 40, 0.25)
+    result = paired_bootstrap_correct(labels, correct_a, correct_b, resamples=10_000, seed=2)
+    assert (result.low, result.high) == pytest.approx((low_x / 40, high_x / 40), abs=1e-12)
+
+
+def test_an_outlying_seed_is_its_studentised_deleted_residual_against_t_with_bonferroni():
+    differences = [0.010, 0.012, 0.011, 0.009, 0.030]
+    found = outlying_seed(differences)
+    # by hand: the others' mean 0.0105 and sample variance 5e-6 / 3, times 1 + 1 / 4 for a new
+    # seed's own spread; the gap 0.0195; t with 3 degrees of freedom, two-sided, times 5 seeds
+    statistic = 0.0195 / np.sqrt(5e-6 / 3 * (1 + 1 / 4))
+    assert (found.index, found.difference) == (4, 0.030)
+    assert found.others == pytest.approx(0.0105, rel=1e-12)
+    assert found.statistic == pytest.approx(statistic, rel=1e-9)
+    assert found.p_value == pytest.approx(5 * 2 * student.sf(statistic, 3), rel=1e-9)
+    assert outlying_seed([0.01] * 4) is None  # identical seeds: nothing lies outside
