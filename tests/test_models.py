@@ -542,3 +542,18 @@ def test_eq2_fuses_each_branchs_map_plus_its_batch_term_or_the_terms_it_is_given
         held = model.forward_per_image_maps(rgb, landmark, batch_terms=(zero, 2 * zero + 1))
         torch.testing.assert_close(held.rgb_feature, rgb)
         torch.testing.assert_close(held.landmark_feature, landmark + 1)
+
+
+def test_the_arm_block_refuses_maps_that_are_not_two_channel_batches():
+    arm = models.ARM(out_side=5, kernel=4, stride=2).eval()
+    for shape in [(2, 3, 12, 12), (2, 12, 12), (1, 2, 2, 12, 12)]:
+        with pytest.raises(ValueError) as error:
+            arm.per_image(torch.zeros(shape))
+        assert str(error.value) == f"ARM expects (B, 2, H, W) after PixelShuffle, got {shape}"
+    assert arm.per_image(torch.zeros(2, 2, 12, 12)).shape == (2, 25)
+
+
+def test_an_unknown_affinity_is_refused_naming_the_modes():
+    with pytest.raises(ValueError) as error:
+        models.ARM(out_side=5, kernel=4, stride=2).set_affinity("global")
+    assert str(error.value) == "affinity 'global' is not one of ('batch', 'fixed')"

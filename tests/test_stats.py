@@ -1279,3 +1279,77 @@ def test_a_pooled_row_is_read_back_as_its_oa_result_unless_told_otherwise():
     result = _pooled(0.004, 0.003, seeds=4)
     row = _rows("m", "b", result)
     assert verdicts.pooled_result(row) == result
+
+
+def test_the_bootstrap_resamples_each_class_whole_not_each_correctness_group():
+    """One class of 40 images: both right on 20, B alone on 10, neither on 10. Drawn with the class
+    size fixed, B's gain is X / 40 with X ~ Bin(40, 1/4) (quantiles 5 and 16 from scipy); drawn
+    within groups of A's correctness it would be Bin(20, 1/2)'s 6 and 14."""
+    labels = np.zeros(40, dtype=int)
+    correct_a = np.r_[np.ones(20), np.zeros(20)]
+    correct_b = np.r_[np.ones(30), np.zeros(10)]
+    low_x, high_x = binom.ppf([0.025, 0.975], 40, 0.25)
+    result = paired_bootstrap_correct(labels, correct_a, correct_b, resamples=10_000, seed=2)
+    assert (result.low, result.high) == pytest.approx((low_x / 40, high_x / 40), abs=1e-12)
+
+
+def test_an_outlying_seed_is_its_studentised_deleted_residual_against_t_with_bonferroni():
+    differences = [0.010, 0.012, 0.011, 0.009, 0.030]
+    found = outlying_seed(differences)
+    # by hand: the others' mean 0.0105 and sample variance 5e-6 / 3, times 1 + 1 / 4 for a new
+    # seed's own spread; the gap 0.0195; t with 3 degrees of freedom, two-sided, times 5 seeds
+    statistic = 0.0195 / np.sqrt(5e-6 / 3 * (1 + 1 / 4))
+    assert (found.index, found.difference) == (4, 0.030)
+    assert found.others == pytest.approx(0.0105, rel=1e-12)
+    assert found.statistic == pytest.approx(statistic, rel=1e-9)
+    assert found.p_value == pytest.approx(5 * 2 * student.sf(statistic, 3), rel=1e-9)
+    assert outlying_seed([0.01] * 4) is None  # identical seeds: nothing lies outside
+
+
+def _components_by_loops(labels, diff, weights):
+    """Image and interaction variance, class by class, with plain loops: a two-way layout (seeds x
+    images) per class of two images or more; the interaction is the residual mean square, the
+    image term the seed-averaged spread less its share of the interaction (floored at 0)."""
+    seeds, image, interaction = len(diff), 0.0, 0.0
+    for k in sorted(set(labels.tolist())):
+        index = [i for i in range(len(labels)) if labels[i] == k]
+        n = len(index)
+        if n < 2:
+            continue
+        image_mean = [sum(diff[s][i] for s in range(seeds)) / seeds for i in index]
+        seed_mean = [sum(diff[s][i] for i in index) / n for s in range(seeds)]
+        grand = sum(seed_mean) / seeds
+        ms = 0.0
+        if seeds > 1:
+            squares = sum(
+                (diff[s][i] - image_mean[j] - seed_mean[s] + grand) ** 2
+                for s in range(seeds)
+                for j, i in enumerate(index)
+            )
+            ms = squares / ((n - 1) * (seeds - 1))
+        mean = sum(image_mean) / n
+        spread = sum((m - mean) ** 2 for m in image_mean) / (n - 1)
+        w = weights[index[0]]
+        image += n * w * w * max(spread - ms / seeds, 0.0)
+        interaction += n * w * w * ms
+    return image, interaction
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_the_variance_components_are_a_two_way_layout_per_class_written_as_loops(seeds):
+    # classes of 1 (skipped, and first), 2 and 5 images; AA-like weights, different per class
+    labels = np.array([0, 1, 1, 2, 2, 2, 2, 2])
+    rng = np.random.default_rng(4)
+    diff = rng.integers(-1, 2, (seeds, len(labels))).astype(float)
+    weights = np.array([1 / 3, 1 / 6, 1 / 6, 1 / 15, 1 / 15, 1 / 15, 1 / 15, 1 / 15])
+    got = stats._variance_components(labels, diff, weights)
+    expected = _components_by_loops(labels, diff.tolist(), weights.tolist())
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert expected[0] > 0 and (expected[1] > 0) == (seeds > 1)
+
+
+def test_the_average_accuracys_weights_count_a_one_image_class():
+    # classes 0 (one image) and 2 (three images) present, class 1 absent: each present class weighs
+    # 1/2, shared by its images
+    weights = stats._metric_weights(np.array([0, 2, 2, 2]), "aa", 3)
+    np.testing.assert_allclose(weights, [1 / 2, 1 / 6, 1 / 6, 1 / 6])
