@@ -298,8 +298,7 @@ def write_landing_page(
             for c in [*order, "same verdict with other seeds", "outlying seed"]
             # an outlying seed's column only where some claim has one:
             # empty, it would only take space
-            if c in claims
-            and (c != "outlying seed" or claims[c].dropna().astype(str).ne("").any())
+            if c in claims and (c != "outlying seed" or claims[c].dropna().astype(str).ne("").any())
         ]
         parts.append(
             "<h2>The paper's claims on this run, and three questions beyond it</h2><p "
