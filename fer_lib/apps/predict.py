@@ -152,6 +152,7 @@ def face_split(image, faces: list[Face], size: int, name: str) -> tensors.SplitT
 def load_model_folder(folder: Path, device: torch.device):
     """(baseline, fusion model or None, fusion config or None) of a model folder (``python -m
     fer_lib export``), in eval mode and batch-independent."""
+    folder = models.local_folder(folder)  # a Hub name fetched once
     architecture = models.folder_architecture(folder)
     if architecture == "ARMNet":
         return models.ARMNet.from_pretrained(folder).to(device), None, None

@@ -72,9 +72,14 @@ def columns(classes: tuple[str, ...], heads: list[str]) -> list[str]:
     names += ["FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight", "FaceScore"]
     names += [f"{axis}_{point}" for point in POINT_NAMES for axis in ("x", "y")]
     for head in heads:
-        prefix = "" if head == "fused" or len(heads) == 1 else f"{head}_"
-        names += [f"{prefix}{name.lower()}" for name in classes]
+        names += [_column(head, heads, name) for name in classes]
     return [*names, "prediction"]
+
+
+def _column(head: str, heads: list[str], name: str) -> str:
+    """A head's probability column: the emotion's name for the fused head (or the only head),
+    ``<head>_<name>`` for the others."""
+    return name.lower() if head == "fused" or len(heads) == 1 else f"{head}_{name.lower()}"
 
 
 def _face_rows(video, index, time, faces: list[Face], ids, probabilities, classes) -> list[dict]:
@@ -88,9 +93,8 @@ def _face_rows(video, index, time, faces: list[Face], ids, probabilities, classe
         for name, (x, y) in zip(POINT_NAMES, face.manual5):
             row[f"x_{name}"], row[f"y_{name}"] = float(x), float(y)
         for head in heads:
-            prefix = "" if head == "fused" or len(heads) == 1 else f"{head}_"
             for name, value in zip(classes, probabilities[head][k]):
-                row[f"{prefix}{name.lower()}"] = float(value)
+                row[_column(head, heads, name)] = float(value)
         row["prediction"] = classes[int(probabilities[heads[-1]][k].argmax())]
         rows.append(row)
     return rows

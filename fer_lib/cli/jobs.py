@@ -16,11 +16,9 @@ def _jobs(args: argparse.Namespace) -> int:
 
     profile = get_profile(args.profile, parse_assignments(args.set))
     run_dir = args.run_dir or pipeline.run_dir_for(profile)
-    if args.data is not None:
-        pipeline.check_data(args.data)  # a broken data set is named before a run folder is made
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pipeline.claim_run_dir(run_dir, profile)
-    data_root = pipeline.ensure_data(profile, args.data, run_dir)  # the synthetic set: here, once
+    has_weights = bool(args.baseline_checkpoint or args.pretrained)
+    # as run-all prepares it: checked first, the synthetic set generated here, once
+    data_root = pipeline.prepare_data(profile, args.data, run_dir, [], has_weights)
     experiment = Experiment(
         profile, data_root, run_dir, args.baseline_checkpoint, pretrained=args.pretrained
     )

@@ -27,7 +27,7 @@ from fer_lib.models.checkpoints import (
     check_classes,
     load_state_strict,
 )
-from fer_lib.models.folders import folder_architecture
+from fer_lib.models.folders import folder_architecture, local_folder
 from fer_lib.models.fusion import (
     FusionModel,
     FusionOutput,
@@ -59,6 +59,7 @@ __all__ = [
     "load_arm_checkpoint",
     "load_population_means",
     "load_state_strict",
+    "local_folder",
     "population_means",
     "save_arm_checkpoint",
 ]

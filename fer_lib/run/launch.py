@@ -77,17 +77,16 @@ def launch(job_list: Path, cluster: str, options: LaunchOptions | None = None) -
     path = str(Path(job_list).resolve())
     first = executor.map_array(ListedJob(), [path] * len(baselines), baselines)
     print(f"==> submitted {len(first)} baseline task(s) ({cluster}); logs in {relative(folder)}")
-    seconds = {}
-    if cluster == "slurm" and first:  # the runs wait in the queue, not in this process
+    queued = cluster == "slurm" and bool(first)  # the runs wait in SLURM's queue, not here
+    if queued:
         array = first[0].job_id.split("_")[0]
         executor.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{array}"})
-    else:
-        seconds.update(_results(first, baselines))
+    seconds = {} if queued else _results(first, baselines)  # the runs start after these end
     second = executor.map_array(ListedJob(), [path] * len(runs), runs)
     print(f"==> submitted {len(second)} landmark-branch task(s)")
-    seconds.update(_results(first, baselines))
-    seconds.update(_results(second, runs))
-    return seconds
+    if queued:
+        seconds = _results(first, baselines)
+    return {**seconds, **_results(second, runs)}
 
 
 def _results(tasks, indices) -> dict[int, float]:

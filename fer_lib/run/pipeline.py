@@ -421,7 +421,7 @@ def run_all(
     base = Path(run_dir) if run_dir else run_dir_for(spec)
     figures = Path(figures_dir) if figures_dir else figures_dir_for(spec, base)
     cross_data = [Path(root) for root in cross_data or ()]
-    data_root = _prepare_data(spec, data, base, cross_data, bool(baseline_checkpoint or pretrained))
+    data_root = prepare_data(spec, data, base, cross_data, bool(baseline_checkpoint or pretrained))
     run = _Run(spec, data_root, base, figures, baseline_checkpoint, pretrained, cross_data)
     if spec.synthetic and data is None:  # a set given with --data is named by its path
         run.info["data"] = f"synthetic RAF-DB {spec.synthetic}"
@@ -457,7 +457,7 @@ def run_all(
     return 0
 
 
-def _prepare_data(spec, data, base: Path, cross_data: list[Path], has_weights: bool) -> Path:
+def prepare_data(spec, data, base: Path, cross_data: list[Path], has_weights: bool) -> Path:
     """Every data set checked before the run folder is made (a broken one is named first), then the
     run folder claimed and the data set's root (the synthetic set generated into it)."""
     if data is None and spec.synthetic is None:
