@@ -174,32 +174,26 @@ def seed_metrics(run: RunModel) -> pd.DataFrame:
     """Every seed's test metrics of this model, from the run's saved predictions (each head of a
     fusion model)."""
     rows = []
-    for seed in run_seeds(run):
-        if run.fusion is None:
-            folder = _baseline_folder(run, seed)
-            files = {"RGB": folder / "predictions_test.csv"}
-        else:
-            folder = run.run_dir / "fusion" / run.name.replace(f"_seed{run.seed}", f"_seed{seed}")
-            files = {
-                head: folder / f"predictions_{head}.csv" for head in ("fused", "landmark", "rgb")
-            }
-        for head, path in files.items():
+    if run.fusion is None:  # each trained baseline (one, where every seed shares it)
+        seeds = run.experiment.baselines.seeds
+        files = {s: {"RGB": run.experiment.baselines.predictions_path(s)} for s in seeds}
+    else:
+        heads = ("fused", "landmark", "rgb")
+        folders = {
+            s: run.run_dir / "fusion" / run.name.replace(f"_seed{run.seed}", f"_seed{s}")
+            for s in run.experiment.seeds
+        }
+        files = {
+            s: {h: folder / f"predictions_{h}.csv" for h in heads} for s, folder in folders.items()
+        }
+    for seed, paths in files.items():
+        for head, path in paths.items():
             if not path.is_file():
                 continue
             labels, probabilities = training.read_prediction_frame(path)
             result = metrics.summary(labels, probabilities, probabilities.shape[1])
             rows.append({"seed": seed, "head": head, "OA": result["oa_top1"], "AA": result["aa"]})
     return pd.DataFrame(rows, columns=["seed", "head", "OA", "AA"])
-
-
-def run_seeds(run: RunModel) -> list[int]:
-    profile = get_profile(run.info["profile"], {k: str(v) for k, v in run.info["settings"].items()})
-    return profile.seed_list
-
-
-def _baseline_folder(run: RunModel, seed: int) -> Path:
-    first = run_seeds(run)[0]
-    return run.run_dir / ("baseline" if seed == first else f"baseline_seed{seed}")
 
 
 def model_card(run: RunModel, config: dict) -> str:

@@ -205,13 +205,15 @@ class Baselines:
             self.probabilities(seed=seed),
             self.experiment.test.classes,
         )
-        name = (
-            "baseline_test.csv"
-            if seed == self.experiment.seeds[0]
-            else f"baseline_seed{seed}_test.csv"
-        )
-        save_csv(frame, self.experiment.run_dir / "predictions" / name)
+        save_csv(frame, self.predictions_path(seed))
         return frame
+
+    def predictions_path(self, seed: int | None = None) -> Path:
+        """Where a baseline's test predictions are saved (``predictions``)."""
+        seed = self.seed(seed)
+        first = seed == self.experiment.seeds[0]
+        name = "baseline_test.csv" if first else f"baseline_seed{seed}_test.csv"
+        return self.experiment.run_dir / "predictions" / name
 
     def rgb_cache(self, split: str, seed: int | None = None) -> torch.Tensor:
         """The per-image features of a split (train: also flipped) under the baseline a seed uses,
