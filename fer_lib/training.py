@@ -603,17 +603,27 @@ def landmark_inputs(
 ) -> torch.Tensor:
     """The landmark branch's input for samples ``index`` of a split, drawn as ``config`` says:
     heatmaps (B, 1, S, S), or the coordinates (B, 2K) for the "coords" branch."""
-    points = split.points[index].to(device)
+    return points_input(
+        split.points[index], split.input_size, split.landmark_set, config, device, flip=flip
+    )
+
+
+def points_input(
+    points: torch.Tensor,
+    size: int,
+    landmark_set: str,
+    config: FusionConfig,
+    device,
+    *,
+    flip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The landmark branch's input for points (B, K, 2) on the S x S input canvas (what
+    ``landmark_inputs`` draws for a split; the what-if editor's moved points go through it too)."""
+    points = points.to(device)
     if config.landmark_input == "coords":
-        return tensors.coordinates_for(
-            points, split.input_size, flip=flip, landmark_set=split.landmark_set
-        )
+        return tensors.coordinates_for(points, size, flip=flip, landmark_set=landmark_set)
     heatmaps = tensors.heatmaps_for(
-        points,
-        split.input_size,
-        flip=flip,
-        landmark_set=split.landmark_set,
-        sigma=config.heatmap_sigma,
+        points, size, flip=flip, landmark_set=landmark_set, sigma=config.heatmap_sigma
     )
     return heatmaps.contiguous(memory_format=models.landmark_memory_format(config, device))
 

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from fer_lib import training
+from fer_lib import models, training
 from fer_lib.evaluation import explain
 from fer_lib.io import BATCH_REPORT_ENV, save_torch
 from fer_lib.models import FusionOutput
@@ -216,12 +216,13 @@ class ExplorerData:
             ).exists()
         ]
 
-    def outputs(self, name: str, seed: int | None = None) -> ModelOutputs:
+    def trained(
+        self, name: str, seed: int | None = None
+    ) -> tuple[models.FusionModel, training.FusionConfig, Path]:
+        """(model on the CPU in eval mode, its config, its run folder) of one of ``MODELS``."""
         seed = self.ex.seeds[0] if seed is None else seed
         if name not in MODELS:
             raise ValueError(f"model {name!r} is not one of {', '.join(MODELS)}")
-        if (name, seed) in self._outputs:
-            return self._outputs[(name, seed)]
         weighting, w, variant = MODELS[name]
         folder = self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
         if not (folder / "best.pt").exists():
@@ -233,7 +234,13 @@ class ExplorerData:
         model, config = training.load_fusion_checkpoint(
             folder / "best.pt", self.ex.baselines.model(seed)
         )
-        model = model.cpu().eval()
+        return model.cpu().eval(), config, folder
+
+    def outputs(self, name: str, seed: int | None = None) -> ModelOutputs:
+        seed = self.ex.seeds[0] if seed is None else seed
+        if (name, seed) in self._outputs:
+            return self._outputs[(name, seed)]
+        model, config, folder = self.trained(name, seed)
         path = self.ex.run_dir / FEATURES_DIR / f"{folder.name}.pt"
         stamp = (folder / "best.pt").stat().st_mtime_ns
         saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None

@@ -295,6 +295,28 @@ def _explain_chunk(
     explained = (
         logits.argmax(1).cpu().numpy() if target == "predicted" else split.labels[members].numpy()
     )
+    rgb_cam, landmark_cam = branch_cams(model, images, heatmaps, (rgb, landmark, terms), explained)
+    return (
+        explained,
+        split.images[members].permute(0, 2, 3, 1).float().numpy() / 255,
+        heatmaps[:, 0].cpu().numpy(),
+        rgb_cam,
+        landmark_cam,
+        logits.softmax(1).cpu().numpy(),
+    )
+
+
+def branch_cams(
+    model: models.FusionModel,
+    images: Tensor,
+    heatmaps: Tensor,
+    held: tuple[Tensor, Tensor, tuple[Tensor, Tensor]],
+    explained: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM++ (N, S, S) of the RGB and the landmark branch for the fused logits of the classes
+    ``explained``: ``images`` normalised (N, 3, S, S), ``heatmaps`` (N, 1, S, S), ``held`` the
+    per-image maps and ARM terms (``evaluated_maps``) each branch's pass holds the other at."""
+    rgb, landmark, terms = held
     rgb_cam = _grad_cam_plus_plus(
         FusedLogits(model, "rgb", landmark, terms), model.baseline.cam_layer, images, explained
     )
@@ -304,14 +326,7 @@ def _explain_chunk(
         heatmaps,
         explained,
     )
-    return (
-        explained,
-        split.images[members].permute(0, 2, 3, 1).float().numpy() / 255,
-        heatmaps[:, 0].cpu().numpy(),
-        rgb_cam,
-        landmark_cam,
-        logits.softmax(1).cpu().numpy(),
-    )
+    return rgb_cam, landmark_cam
 
 
 def explain(

@@ -1,0 +1,344 @@
+"""The live what-if editor of notebook 11 (JupyterLab): drag a test face's landmarks, move them
+toward a class's mean, jitter them, hide part of the image, and watch both heads, the fusion, the
+landmark confidence p, the agreement and the factor on F_landmark follow.
+
+The answers are ``whatif.FaceWhatIf``'s (the evaluation's own functions, nothing retrained); this
+module is the widgets: bqplot for the face and its draggable points, ipywidgets for the rest. Where
+the pipeline renders the HTML report (no kernel behind the page) ``show`` says where the editor
+lives.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import bqplot
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+from PIL import Image
+
+from fer_lib.apps import explore, whatif
+from fer_lib.evaluation import explain
+from fer_lib.io import BATCH_REPORT_ENV
+
+NO_REGION = "nothing"
+BOX = "a box (sliders)"
+HEADS = ("rgb", "landmark", "fused")
+HEAD_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c")
+
+
+def png(array: np.ndarray) -> bytes:
+    """PNG bytes of an (S, S, 3) uint8 or (S, S) float image in [0, 1] (grey)."""
+    if array.dtype != np.uint8:
+        array = (np.clip(array / max(float(array.max()), 1e-12), 0, 1) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="png", compress_level=1)
+    return buffer.getvalue()
+
+
+def _canvas(size: int, title: str) -> tuple[bqplot.Figure, dict]:
+    """A square bqplot figure whose scales are the S x S canvas, y pointing down as in an image."""
+    scales = {
+        "x": bqplot.LinearScale(min=0, max=size),
+        "y": bqplot.LinearScale(min=0, max=size, reverse=True),
+    }
+    figure = bqplot.Figure(
+        title=title,
+        fig_margin={"top": 30, "bottom": 5, "left": 5, "right": 5},
+        layout=widgets.Layout(width="290px", height="310px"),
+        min_aspect_ratio=1,
+        max_aspect_ratio=1,
+    )
+    return figure, scales
+
+
+class Editor:
+    """The ipywidgets/bqplot editor; ``widget`` is what the notebook displays."""
+
+    def __init__(self, experiment, data: explore.ExplorerData | None = None):
+        self.data = data or explore.ExplorerData(experiment)
+        ex = self.data.ex
+        self.class_means = whatif.class_mean_points(ex.train)
+        self.face: whatif.FaceWhatIf | None = None
+        self._busy = False
+        labelled = {"style": {"description_width": "7em"}}
+        any_value = [("any", None)]
+        self.seed = widgets.Dropdown(options=ex.seeds, description="seed", **labelled)
+        self.model = widgets.Dropdown(
+            options=self.data.models(ex.seeds[0]), description="model", **labelled
+        )
+        self.true = widgets.Dropdown(
+            options=any_value + [(c, c) for c in ex.classes], description="true class", **labelled
+        )
+        self.case = widgets.Dropdown(
+            options=any_value + [(c, c) for c in explore.TABLE2_CASES],
+            description="Table 2 case",
+            **labelled,
+        )
+        self.image = widgets.Dropdown(options=[], description="image", **labelled)
+        self.target = widgets.Dropdown(
+            options=list(ex.classes), value=ex.classes[0], description="toward", **labelled
+        )
+        self.amount = widgets.FloatSlider(
+            value=0, min=0, max=1, step=0.05, description="how far", continuous_update=False
+        )
+        self.jitter = widgets.FloatSlider(
+            value=0,
+            min=0,
+            max=8,
+            step=0.5,
+            description="jitter (px)",
+            continuous_update=False,
+        )
+        self.noise_seed = widgets.IntText(value=0, description="noise seed", **labelled)
+        self.region = widgets.Dropdown(
+            options=[NO_REGION, *whatif.REGIONS, BOX], description="hide", **labelled
+        )
+        self.fill = widgets.Dropdown(options=whatif.FILLS, description="filled with", **labelled)
+        size = ex.test.input_size
+        self.rows = widgets.IntRangeSlider(
+            value=(size // 4, size // 2), min=0, max=size, description="box rows"
+        )
+        self.cols = widgets.IntRangeSlider(
+            value=(size // 4, 3 * size // 4), min=0, max=size, description="box columns"
+        )
+        self.cams = widgets.Checkbox(value=False, description="Grad-CAM++ (a few seconds)")
+        self.reset = widgets.Button(description="reset the face", icon="undo")
+        self.readout = widgets.HTML()
+        self.curve = widgets.Output()
+        self.cam_output = widgets.Output()
+
+        self.face_figure, scales = _canvas(size, "drag a point")
+        self.face_image = bqplot.Image(
+            image=widgets.Image(format="png"), scales=scales, x=[0, size], y=[size, 0]
+        )
+        self.points = bqplot.Scatter(
+            x=[],
+            y=[],
+            scales=scales,
+            enable_move=True,
+            colors=["red"],
+            default_size=36,
+            stroke="white",
+        )
+        self.face_figure.marks = [self.face_image, self.points]
+        self.heatmap_figure, heat_scales = _canvas(size, "landmark input")
+        self.heatmap_image = bqplot.Image(
+            image=widgets.Image(format="png"), scales=heat_scales, x=[0, size], y=[size, 0]
+        )
+        self.heatmap_figure.marks = [self.heatmap_image]
+        bar_x, bar_y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0, max=1)
+        self.bars = bqplot.Bars(
+            x=list(ex.classes),
+            y=np.zeros((3, len(ex.classes))),
+            scales={"x": bar_x, "y": bar_y},
+            type="grouped",
+            colors=list(HEAD_COLOURS),
+            labels=["RGB head", "landmark head", "fused"],
+            display_legend=True,
+        )
+        self.bar_figure = bqplot.Figure(
+            marks=[self.bars],
+            axes=[
+                bqplot.Axis(scale=bar_x, tick_style={"font-size": "9px"}),
+                bqplot.Axis(scale=bar_y, orientation="vertical", tick_format=".1f"),
+            ],
+            title="probabilities",
+            legend_location="top-right",
+            layout=widgets.Layout(width="480px", height="310px"),
+        )
+
+        for control in (self.seed, self.model, self.true, self.case):
+            control.observe(self._refilter, names="value")
+        self.image.observe(self._new_face, names="value")
+        for control in (self.target, self.amount, self.jitter, self.noise_seed):
+            control.observe(self._place_points, names="value")
+        for control in (self.region, self.fill, self.rows, self.cols, self.cams):
+            control.observe(self.refresh, names="value")
+        self.points.observe(self.refresh, names=["x", "y"])
+        self.reset.on_click(self._reset)
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.seed, self.model]),
+                widgets.HBox([self.true, self.case, self.image]),
+                widgets.HBox([self.target, self.amount, self.reset]),
+                widgets.HBox([self.jitter, self.noise_seed]),
+                widgets.HBox([self.region, self.fill]),
+                widgets.HBox([self.rows, self.cols, self.cams]),
+                self.readout,
+                widgets.HBox([self.face_figure, self.heatmap_figure, self.bar_figure]),
+                self.cam_output,
+                self.curve,
+            ]
+        )
+        self._refilter()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _outputs(self) -> explore.ModelOutputs:
+        return self.data.outputs(self.model.value, self.seed.value)
+
+    def current_points(self) -> torch.Tensor:
+        """(K, 2) the points as the face figure shows them."""
+        return torch.tensor(np.stack([self.points.x, self.points.y], axis=1), dtype=torch.float32)
+
+    def current_image(self) -> torch.Tensor | None:
+        """The face with the chosen region hidden; None where nothing is hidden."""
+        if self.face is None or self.region.value == NO_REGION:
+            return None
+        if self.region.value == BOX:
+            box = (self.rows.value[0], self.cols.value[0], self.rows.value[1], self.cols.value[1])
+        else:
+            box = whatif.region_box(
+                self.face.points, self.region.value, self.face.landmark_set, self.face.size
+            )
+        return whatif.hide(self.face.image, box, self.fill.value)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def _refilter(self, *_):
+        if self._busy:
+            return
+        models = self.data.models(self.seed.value)
+        if self.model.options != tuple(models):
+            self._busy = True
+            try:
+                self.model.options = models
+            finally:
+                self._busy = False
+        frame = self._outputs().table()
+        chosen = explore.select(frame, true=self.true.value, case=self.case.value)
+        keep = self.image.value
+        options = [
+            (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
+            for r in chosen.head(500).itertuples()
+        ]
+        self._busy = True
+        try:
+            self.image.options = options
+            values = [value for _, value in options]
+            self.image.value = keep if keep in values else (values[0] if values else None)
+        finally:
+            self._busy = False
+        self._new_face()
+        self._draw_curve(chosen["index"].to_numpy())
+
+    def _new_face(self, *_):
+        if self._busy:
+            return
+        if self.image.value is None:
+            self.face = None
+            self.readout.value = "<i>no test image matches the filters</i>"
+            return
+        self.face = whatif.face_of(self.data, self._outputs(), self.image.value)
+        self.face_image.image.value = png(self.face.image.permute(1, 2, 0).numpy())
+        self._place_points()
+
+    def _place_points(self, *_):
+        """The face's points moved toward the chosen class and jittered, as the sliders say."""
+        if self._busy or self.face is None:
+            return
+        points = self.face.points
+        if self.amount.value:
+            points = whatif.toward(
+                points,
+                self.class_means[self.data.ex.classes.index(self.target.value)],
+                self.amount.value,
+            )
+        if self.jitter.value:
+            noise = whatif.jitter_noise(points, self.noise_seed.value)
+            points = whatif.jittered(points, self.jitter.value, self.face.size, noise)
+        with self.points.hold_sync():
+            self._busy = True
+            try:
+                self.points.x = points[:, 0].numpy()
+            finally:
+                self._busy = False
+            self.points.y = points[:, 1].numpy()  # one refresh, with both coordinates
+
+    def _reset(self, *_):
+        self._busy = True
+        try:
+            self.amount.value, self.jitter.value, self.region.value = 0, 0, NO_REGION
+        finally:
+            self._busy = False
+        self._place_points()
+
+    def refresh(self, *_) -> whatif.Answer | None:
+        """Answer again for the points and image shown; update the numbers, the bars and the
+        landmark input (and the CAMs when asked)."""
+        if self._busy or self.face is None or len(self.points.x) != len(self.face.points):
+            return None
+        points, image = self.current_points(), self.current_image()
+        edited = not torch.equal(points, self.face.points)
+        answer = self.face.answer(points if edited else None, image)
+        self.readout.value = (
+            f"<span class='fer-whatif'>{answer.summary()}</span><br><small>true "
+            f"{self.face.classes[self.face.label]}; "
+            f"{'points moved' if edited else 'points as detected'}; "
+            f"{'region hidden' if image is not None else 'image as is'}</small>"
+        )
+        self.bars.y = np.stack([getattr(answer, head) for head in HEADS])
+        self.face_image.image.value = png(
+            (self.face.image if image is None else image).permute(1, 2, 0).numpy()
+        )
+        if answer.heatmap is not None:
+            self.heatmap_image.image.value = png(answer.heatmap)
+        self.cam_output.clear_output(wait=True)
+        if self.cams.value and answer.heatmap is not None:
+            with self.cam_output:
+                _show(self._draw_cams(points if edited else None, image))
+        return answer
+
+    # -- figures ----------------------------------------------------------------------------------
+
+    def _draw_cams(self, points, image) -> plt.Figure:
+        rgb_cam, landmark_cam, explained = self.face.gradcam(points, image)
+        shown = (self.face.image if image is None else image).permute(1, 2, 0).numpy() / 255
+        heatmap = self.face.landmark_input(self.face.points if points is None else points)
+        fig, axes = plt.subplots(1, 2, figsize=(5.2, 2.8))
+        axes[0].imshow(explain.overlay(shown.astype(np.float32), rgb_cam))
+        axes[1].imshow(explain.overlay(heatmap[0, 0].float().cpu().numpy(), landmark_cam))
+        for ax, branch in zip(axes, ("RGB (layer4)", "landmark (conv5)")):
+            ax.set_title(f"Grad-CAM++ {branch}", fontsize=8)
+            ax.axis("off")
+        fig.suptitle(f"explaining the fused {self.face.classes[explained]}", fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def _draw_curve(self, index: np.ndarray) -> None:
+        """Landmark-head and fused accuracy of the selection against jitter (each seed of the run),
+        the RGB head a line; the study is computed once per model and kept with the run."""
+        self.curve.clear_output(wait=True)
+        with self.curve:
+            if not len(index):
+                return
+            studies = whatif.jitter_studies(self.data, (self.model.value,), progress=True)
+            table = whatif.jitter_table(studies, index)
+            _show(whatif.plot_jitter(table, f"the selection: {len(index)} test images"))
+
+
+def _show(fig: plt.Figure) -> None:
+    display(fig)
+    plt.close(fig)
+
+
+def show(experiment, data: explore.ExplorerData | None = None) -> Editor | None:
+    """Display the live editor and return it, or, where the pipeline renders the report (no kernel
+    behind the page), say where it lives."""
+    if os.environ.get(BATCH_REPORT_ENV):
+        display(
+            Markdown(
+                "*The live what-if editor is not part of the HTML report (no kernel runs behind "
+                "it): open `notebooks/11_what_if.ipynb` in JupyterLab (`./run_all.sh lab`) and run "
+                "it to drag the landmarks yourself.*"
+            )
+        )
+        return None
+    editor = Editor(experiment, data)
+    display(editor.widget)
+    return editor
