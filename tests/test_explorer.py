@@ -4,6 +4,7 @@ browser or its driver is missing)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,13 +12,15 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 
-from fer_lib.apps import explore
+from fer_lib.apps import editor, explore, whatif
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.run import pipeline
 from fer_lib.run.experiment import Experiment, get_profile
@@ -86,6 +89,49 @@ def test_the_panel_and_the_gallery_draw(data):
     plt.close(data.draw_gallery(proposed.table(), count=5))
 
 
+def test_the_jitter_table_starts_at_the_reported_accuracies(data):
+    """The report's jitter table at jitter 0, per model and seed, is the accuracy of the run's saved
+    test predictions."""
+    ex = data.ex
+    table = pd.read_csv(ex.tables_dir / "whatif_jitter.csv")
+    assert set(table["model"]) == set(whatif.STUDIED)
+    assert sorted(set(table["seed"])) == sorted(ex.seeds)
+    for (name, seed), rows in table.groupby(["model", "seed"]):
+        weighting, w, _ = explore.MODELS[name]
+        saved = ex.fusion.run(weighting, w, int(seed)).predictions
+        at_zero = rows[rows["jitter (px)"] == 0].iloc[0]
+        assert at_zero["fused OA"] == pytest.approx((saved.fused.argmax(1) == saved.labels).mean())
+        assert at_zero["RGB OA"] == pytest.approx((saved.rgb.argmax(1) == saved.labels).mean())
+        assert at_zero["landmark OA"] == pytest.approx(
+            (saved.landmark.argmax(1) == saved.labels).mean()
+        )
+        assert rows["jitter (px)"].tolist() == list(whatif.JITTER_SIGMAS)
+
+
+def test_the_editor_answers_a_drag_and_a_reset(data):
+    edit = editor.Editor(data.ex, data)
+    proposed = data.outputs(explore.PROPOSED)
+    index = edit.image.value
+    saved = data.ex.fusion.run("both", 0.6).predictions
+    unedited = edit.readout.value
+    assert "points as detected" in unedited
+    np.testing.assert_allclose(edit.bars.y[2], saved.fused[index], atol=1e-5)
+    np.testing.assert_allclose(edit.bars.y[0], proposed.out.rgb_logits[index].softmax(0), atol=1e-5)
+    rgb_bars = edit.bars.y[0].copy()
+    y = np.array(edit.points.y)
+    y[-1] -= 20  # a mouth point up
+    edit.points.y = y
+    assert "points moved" in edit.readout.value and edit.readout.value != unedited
+    assert np.array_equal(edit.bars.y[0], rgb_bars)
+    edit.region.value = "mouth"
+    assert "region hidden" in edit.readout.value
+    edit.reset.click()
+    assert edit.readout.value == unedited
+    edit.target.value, edit.amount.value = CLASSES[3], 1.0
+    means = whatif.class_mean_points(data.ex.train)[3]
+    np.testing.assert_allclose(edit.current_points().numpy(), means.numpy(), atol=1e-5)
+
+
 # -- the live explorer in a browser ----------------------------------------------------------------
 
 
@@ -106,24 +152,24 @@ def _missing_browser() -> str | None:
     return None
 
 
-@pytest.mark.slow
-def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_path):
+@contextlib.contextmanager
+def jupyterlab(notebook_name: str, run_dir, tmp_path):
+    """The notebook as a user opens it, its parameters pointing at ``run_dir``, on this
+    environment's own kernel, in JupyterLab driven by headless Chromium, all its cells run; yields
+    (driver, a wait that retries a stale element). Skips, saying why, without a browser."""
     missing = _missing_browser()
     if missing:
-        pytest.skip(f"no browser for the explorer test: {missing}")
+        pytest.skip(f"no browser for the JupyterLab test: {missing}")
     from selenium import webdriver
     from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # the notebook as a user opens it, its parameters pointing at the smoke run, on this
-    # environment's own kernel
-    notebook = nbformat.read(pipeline.NOTEBOOK_DIR / "10_explore.ipynb", as_version=4)
+    notebook = nbformat.read(pipeline.NOTEBOOK_DIR / notebook_name, as_version=4)
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     cell.source = (
-        f'PROFILE = "smoke"\nRUN_DIR = {str(smoke_run)!r}\nFIGURES_DIR = '
+        f'PROFILE = "smoke"\nRUN_DIR = {str(run_dir)!r}\nFIGURES_DIR = '
         f"{str(tmp_path / 'figures')!r}\n"
         + "\n".join(
             line
@@ -136,13 +182,7 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         "display_name": "Python 3",
         "language": "python",
     }
-    nbformat.write(notebook, tmp_path / "10_explore.ipynb")
-
-    # the image the explorer shows first, and its fused class once w is 0
-    proposed = data.outputs(explore.PROPOSED)
-    first = int(explore.select(proposed.table(0.6))["index"].iloc[0])
-    expected = CLASSES[int(proposed.refuse(0.0)[0][first].argmax())]
-
+    nbformat.write(notebook, tmp_path / notebook_name)
     port, token = _free_port(), "explorer-test"
     # the notebook's kernel starts by itself: without this setting JupyterLab may ask which kernel
     # to start, in a dialog that blocks "Run All Cells" (it did in 3 of 5 runs on a loaded machine)
@@ -185,6 +225,7 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         options.add_argument(flag)
     options.binary_location = shutil.which("chromium")
     driver = None
+    screenshot = tmp_path / f"{Path(notebook_name).stem}.png"
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -198,7 +239,7 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
             options=options,
             service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")),
         )
-        driver.get(f"http://127.0.0.1:{port}/lab/tree/10_explore.ipynb?token={token}")
+        driver.get(f"http://127.0.0.1:{port}/lab/tree/{notebook_name}?token={token}")
         wait = WebDriverWait(driver, 240)
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
         # the panel re-renders while it is read: a text is read through a wait
@@ -234,6 +275,31 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
             except TimeoutException:
                 if attempt == 2:
                     raise
+        yield driver, stable
+        driver.save_screenshot(str(screenshot))  # for a look when the test is run by hand
+    except Exception:
+        if driver is not None:
+            driver.save_screenshot(str(screenshot))
+        print(f"JupyterLab log: {(tmp_path / 'lab.log').read_text()[-3000:]}")
+        raise
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    # the image the explorer shows first, and its fused class once w is 0
+    proposed = data.outputs(explore.PROPOSED)
+    first = int(explore.select(proposed.table(0.6))["index"].iloc[0])
+    expected = CLASSES[int(proposed.refuse(0.0)[0][first].argmax())]
+
+    with jupyterlab("10_explore.ipynb", smoke_run, tmp_path) as (driver, stable):
 
         def prediction_text(d) -> str:
             return d.find_element(By.CSS_SELECTOR, ".fer-prediction").text
@@ -250,15 +316,32 @@ def test_the_w_slider_changes_the_prediction_in_jupyterlab(smoke_run, data, tmp_
         stable.until(type_w_zero)
         stable.until(lambda d: "w = 0.00" in prediction_text(d))
         assert stable.until(prediction_text) == f"fused at w = 0.00: {expected}"
-        # for a look when the test is run by hand
-        driver.save_screenshot(str(tmp_path / "explorer.png"))
-    except Exception:
-        if driver is not None:
-            driver.save_screenshot(str(tmp_path / "explorer.png"))
-        print(f"JupyterLab log: {(tmp_path / 'lab.log').read_text()[-3000:]}")
-        raise
-    finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()
-        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_dragging_a_landmark_changes_the_landmark_head_in_jupyterlab(smoke_run, data, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    # the editor's first face: the proposed model's first test image of the explorer's order
+    proposed = data.outputs(explore.PROPOSED)
+    first = int(explore.select(proposed.table())["index"].iloc[0])
+    unedited = whatif.face_of(data, proposed, first).answer().summary()
+
+    with jupyterlab("11_what_if.ipynb", smoke_run, tmp_path) as (driver, stable):
+
+        def readout(d) -> str:
+            return d.find_element(By.CSS_SELECTOR, ".fer-whatif").text
+
+        stable.until(lambda d: readout(d) == unedited)
+        # bqplot draws each point as an SVG path of class "dot"; the last one is a mouth point
+        dots = stable.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".bqplot .scatter .dot"))
+        assert len(dots) == len(data.ex.test.points[first])
+        ActionChains(driver).click_and_hold(dots[-1]).move_by_offset(0, -40).move_by_offset(
+            0, -40
+        ).release().perform()
+        stable.until(lambda d: readout(d) != unedited)
+        edited = readout(driver)
+        # the RGB head's part of the line is unchanged, the landmark head's moved
+        assert edited.split(", landmark")[0] == unedited.split(", landmark")[0]
+        assert edited.split("; p =")[0] != unedited.split("; p =")[0]

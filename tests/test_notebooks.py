@@ -399,6 +399,9 @@ def test_figures_are_written_as_png_and_pdf(smoke_run):
         "table9_gradcam",
         "table10_gradcam",
         "table11_gradcam",
+        "whatif_jitter",
+        "whatif_landmarks",
+        "whatif_hidden",
     ):
         assert (figures / f"{name}.png").stat().st_size > 5_000
         assert (figures / f"{name}.pdf").exists()

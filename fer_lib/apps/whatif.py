@@ -402,6 +402,7 @@ def plot_before_after(
     axes[0].imshow(shown.permute(1, 2, 0).numpy())
     for points, colour in ((face.points, "white"), (after_points, "red")):
         axes[0].scatter(points[:, 0], points[:, 1], s=6, c=colour)
+    axes[0].set(xlim=(0, face.size), ylim=(face.size, 0))  # points moved off the face stay off
     axes[0].set_title(f"true {face.classes[face.label]}: before / after", fontsize=8)
     if panels == 3:
         for ax, answer, when in ((axes[1], before, "before"), (axes[2], after, "after")):

@@ -196,7 +196,7 @@ def evaluated_maps(
     maps, landmark maps, terms), each (N, n*n) in fp32."""
     device = next(model.parameters()).device
     size = config.eval_batch_size
-    previous = model.arm.affinity
+    previous = model.baseline.arm.affinity  # the coordinate branch has no ARM of its own
     model.set_affinity(affinity)
     try:
         batches = {}
