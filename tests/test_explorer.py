@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -153,7 +154,7 @@ def _missing_browser() -> str | None:
 
 
 @contextlib.contextmanager
-def jupyterlab(notebook_name: str, run_dir, tmp_path):
+def jupyterlab(notebook_name: str, run_dir, tmp_path, profile: str = "smoke"):
     """The notebook as a user opens it, its parameters pointing at ``run_dir``, on this
     environment's own kernel, in JupyterLab driven by headless Chromium, all its cells run; yields
     (driver, a wait that retries a stale element). Skips, saying why, without a browser."""
@@ -169,7 +170,7 @@ def jupyterlab(notebook_name: str, run_dir, tmp_path):
     notebook = nbformat.read(pipeline.NOTEBOOK_DIR / notebook_name, as_version=4)
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     cell.source = (
-        f'PROFILE = "smoke"\nRUN_DIR = {str(run_dir)!r}\nFIGURES_DIR = '
+        f"PROFILE = {profile!r}\nRUN_DIR = {str(run_dir)!r}\nFIGURES_DIR = "
         f"{str(tmp_path / 'figures')!r}\n"
         + "\n".join(
             line
@@ -333,15 +334,24 @@ def test_dragging_a_landmark_changes_the_landmark_head_in_jupyterlab(smoke_run, 
         def readout(d) -> str:
             return d.find_element(By.CSS_SELECTOR, ".fer-whatif").text
 
+        def change(d) -> dict[str, float]:
+            """Each head's largest change of a probability, as the page shows it."""
+            text = d.find_element(By.CSS_SELECTOR, ".fer-whatif-change").text
+            return {
+                head: float(value)
+                for head, value in re.findall(r"(RGB head|landmark head|fused) ([-+.e0-9]+)", text)
+            }
+
         stable.until(lambda d: readout(d) == unedited)
+        assert stable.until(change) == {"RGB head": 0.0, "landmark head": 0.0, "fused": 0.0}
         # bqplot draws each point as an SVG path of class "dot"; the last one is a mouth point
-        dots = stable.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".bqplot .scatter .dot"))
+        dots = stable.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".bqplot path.dot"))
         assert len(dots) == len(data.ex.test.points[first])
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", dots[-1])
         ActionChains(driver).click_and_hold(dots[-1]).move_by_offset(0, -40).move_by_offset(
             0, -40
         ).release().perform()
-        stable.until(lambda d: readout(d) != unedited)
-        edited = readout(driver)
-        # the RGB head's part of the line is unchanged, the landmark head's moved
-        assert edited.split(", landmark")[0] == unedited.split(", landmark")[0]
-        assert edited.split("; p =")[0] != unedited.split("; p =")[0]
+        moved = stable.until(lambda d: change(d)["landmark head"] > 0 and change(d))
+        # the landmark head's probabilities changed, the RGB head's not at all
+        assert moved["RGB head"] == 0.0
+        assert readout(driver).split(", landmark")[0] == unedited.split(", landmark")[0]

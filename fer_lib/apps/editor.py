@@ -29,6 +29,11 @@ NO_REGION = "nothing"
 BOX = "a box (sliders)"
 HEADS = ("rgb", "landmark", "fused")
 HEAD_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c")
+# the bars' key, above them (a bqplot legend inside the plot hides the bars near 1)
+BAR_KEY = " ".join(
+    f"<span style='color:{colour}'>&#9632;</span> {name}"
+    for colour, name in zip(HEAD_COLOURS, ("RGB head", "landmark head", "fused"))
+)
 
 
 def png(array: np.ndarray) -> bytes:
@@ -64,6 +69,7 @@ class Editor:
         ex = self.data.ex
         self.class_means = whatif.class_mean_points(ex.train)
         self.face: whatif.FaceWhatIf | None = None
+        self.evaluated: whatif.Answer | None = None  # the face's answer as the report evaluated it
         self._busy = False
         labelled = {"style": {"description_width": "7em"}}
         any_value = [("any", None)]
@@ -138,8 +144,6 @@ class Editor:
             scales={"x": bar_x, "y": bar_y},
             type="grouped",
             colors=list(HEAD_COLOURS),
-            labels=["RGB head", "landmark head", "fused"],
-            display_legend=True,
         )
         self.bar_figure = bqplot.Figure(
             marks=[self.bars],
@@ -148,7 +152,6 @@ class Editor:
                 bqplot.Axis(scale=bar_y, orientation="vertical", tick_format=".1f"),
             ],
             title="probabilities",
-            legend_location="top-right",
             layout=widgets.Layout(width="480px", height="310px"),
         )
 
@@ -235,6 +238,7 @@ class Editor:
             self.readout.value = "<i>no test image matches the filters</i>"
             return
         self.face = whatif.face_of(self.data, self._outputs(), self.image.value)
+        self.evaluated = self.face.answer()
         self.face_image.image.value = png(self.face.image.permute(1, 2, 0).numpy())
         self._place_points()
 
@@ -276,11 +280,18 @@ class Editor:
         points, image = self.current_points(), self.current_image()
         edited = not torch.equal(points, self.face.points)
         answer = self.face.answer(points if edited else None, image)
+        # each head's largest change of a probability: an edit's effect, however small
+        change = ", ".join(
+            f"{name} {np.abs(getattr(answer, head) - getattr(self.evaluated, head)).max():.1e}"
+            for head, name in zip(HEADS, ("RGB head", "landmark head", "fused"))
+        )
         self.readout.value = (
-            f"<span class='fer-whatif'>{answer.summary()}</span><br><small>true "
+            f"<span class='fer-whatif'>{answer.summary()}</span><br><small>"
+            f"<span class='fer-whatif-change'>largest change of a probability from the face as "
+            f"evaluated: {change}</span><br>true "
             f"{self.face.classes[self.face.label]}; "
             f"{'points moved' if edited else 'points as detected'}; "
-            f"{'region hidden' if image is not None else 'image as is'}</small>"
+            f"{'region hidden' if image is not None else 'image as is'}; bars: {BAR_KEY}</small>"
         )
         self.bars.y = np.stack([getattr(answer, head) for head in HEADS])
         self.face_image.image.value = png(
