@@ -251,23 +251,31 @@ def build_baseline(config: BaselineConfig, classes: tuple[str, ...] = CLASSES) -
 
 @torch.no_grad()
 def baseline_logits(
-    model: models.ARMNet, images: torch.Tensor, batch_size: int = 64, *, progress: bool = False
+    model: models.ARMNet,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    *,
+    progress: bool = False,
+    sharded: bool = False,
 ) -> torch.Tensor:
     """Logits (N, 7) for uint8 images (N, 3, S, S), in consecutive batches of ``batch_size`` (the
-    test order), so in ``batch`` affinity each image shares its batch term with its neighbours."""
+    test order), so in ``batch`` affinity each image shares its batch term with its neighbours.
+    ``sharded`` (every rank calls it): each rank computes its block of the batches, every rank
+    returns them all."""
     device = next(model.parameters()).device
     memory_format = _baseline_layout(model, device)
     model.eval()
     out = []
-    for start in tqdm(
-        range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False
+    for rows in tqdm(
+        distributed.evaluation_batches(len(images), batch_size, sharded),
+        desc="inference",
+        disable=not progress,
+        leave=False,
     ):
-        batch = tensors.normalise(images[start : start + batch_size].to(device)).contiguous(
-            memory_format=memory_format
-        )
+        batch = tensors.normalise(images[rows].to(device)).contiguous(memory_format=memory_format)
         with precision.full(device):  # the checkpoint's own predictions on any device
             out.append(model(batch).float().cpu())
-    return torch.cat(out)
+    return torch.cat(distributed.gather(out, sharded))
 
 
 def train_baseline(
@@ -364,9 +372,10 @@ def _baseline_epoch_row(
     """An epoch's line of ``history.csv`` (``counts``: images seen, correct and summed loss over the
     ranks; ``clock``: when the epoch started), the validation accuracy measured here, printed."""
     seen, correct, loss_sum = counts
-    logits = baseline_logits(evaluated, val.images, config.eval_batch_size)
+    logits = baseline_logits(evaluated, val.images, config.eval_batch_size, sharded=True)
     row = {
         "epoch": epoch + 1,
+        "train_images": int(seen),
         "train_loss": loss_sum / max(seen, 1),
         "train_accuracy": correct / max(seen, 1),
         "val_accuracy": float((logits.argmax(1) == val.labels).float().mean()),
@@ -395,10 +404,11 @@ def _moving_average(model: models.ARMNet, config: BaselineConfig) -> AveragedMod
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
 
-def _batch_starts(images: int, config, what: str, progress: bool):
-    """The first index of each batch of an epoch, behind a progress bar on rank 0."""
+def _epoch_batches(images: int, config, what: str, progress: bool):
+    """The batches of an epoch (``distributed.epoch_batches``: positions in its order), behind a
+    progress bar on rank 0."""
     return tqdm(
-        range(0, images, config.batch_size),
+        distributed.epoch_batches(images, config.batch_size),
         desc=f"{what}/{config.epochs}",
         disable=not (progress and distributed.is_main()),
         leave=False,
@@ -434,16 +444,18 @@ def _baseline_steps(
         torch.zeros((), dtype=torch.long, device=device),
         torch.zeros((), dtype=torch.float64, device=device),
     )
-    for start_index in _batch_starts(len(order), config, f"baseline epoch {epoch + 1}", progress):
-        index = order[start_index : start_index + config.batch_size]
-        if len(index) < 2 * distributed.world_size():  # BatchNorm needs two samples
-            continue
-        # this rank's share of the batch, augmented alike on every rank
+    for batch in _epoch_batches(len(order), config, f"baseline epoch {epoch + 1}", progress):
+        index = order[batch]
+        # this rank's share of the batch; every rank draws the whole batch's augmentation
         part = distributed.share(len(index))
-        batch = fit_images[index]
         images = tensors.augment_arm(
-            tensors.normalise(batch), generator, config.augmentation, noise_generator
-        )[part].to(device, memory_format=memory_format)
+            tensors.normalise(fit_images[index[part]]),
+            generator,
+            config.augmentation,
+            noise_generator,
+            part=part,
+            batch_size=len(index),
+        ).to(device, memory_format=memory_format)
         labels = fit_labels[index[part]]
         with _autocast(device), distributed.global_batch():
             logits = trained(images)
@@ -488,7 +500,7 @@ def store_population_mean(
     batch. The maps are computed as the feature cache computes them: on the run's device, in its
     precision (``model`` is left on the CPU)."""
     maps = rgb_feature_cache(
-        model.to(device), fit, flips=(False,), batch_size=batch_size, progress=False
+        model.to(device), fit, flips=(False,), batch_size=batch_size, progress=False, sharded=True
     )[0]
     model.cpu().arm.estimate_population_mean(maps.split(batch_size))
     if distributed.is_main():
@@ -518,8 +530,11 @@ def rgb_feature_cache(
     batch_size: int = 128,
     cache_dir: Path | None = None,
     progress: bool = True,
+    sharded: bool = False,
 ) -> torch.Tensor:
     """(len(flips), N, n*n) per-image ARM maps of the frozen baseline, one row per flip state.
+    ``sharded`` (every rank calls it): each rank computes its block of the batches, every rank
+    returns them all.
 
     Computed in full fp32 on every device (``precision.full``: the frozen network's own features,
     whatever path the trainable branches take). Saved to ``cache_dir`` under a name made of the
@@ -549,13 +564,13 @@ def rgb_feature_cache(
     rows = []
     for flip in flips:
         chunks = []
-        for start in tqdm(
-            range(0, len(split), batch_size),
+        for index in tqdm(
+            distributed.evaluation_batches(len(split), batch_size, sharded),
             desc=f"RGB feature cache{' (flipped)' if flip else ''}",
             disable=not progress,
             leave=False,
         ):
-            images = split.images[start : start + batch_size]
+            images = split.images[index]
             images = images.flip(-1) if flip else images
             with precision.full(device):
                 chunks.append(
@@ -565,7 +580,7 @@ def rgb_feature_cache(
                     .float()
                     .cpu()
                 )
-        rows.append(torch.cat(chunks))
+        rows.append(torch.cat(distributed.gather(chunks, sharded)))
     cache = torch.stack(rows)  # (F, N, n*n)
     if path is not None:
         save_torch(cache, path)
@@ -636,25 +651,29 @@ def fusion_outputs(
     config: FusionConfig,
     *,
     progress: bool = False,
+    sharded: bool = False,
 ) -> models.FusionOutput:
     """The model's outputs on a split, in consecutive batches of ``config.eval_batch_size`` (each
-    its own ARM batch term, as the paper tests), concatenated on the CPU in float32."""
+    its own ARM batch term, as the paper tests), concatenated on the CPU in float32. ``sharded``
+    (every rank calls it): each rank computes its block of the batches, every rank returns them
+    all."""
     device = next(model.parameters()).device
     model.eval()
     outs = []
-    for start in tqdm(
-        range(0, len(split), config.eval_batch_size),
+    for index in tqdm(
+        distributed.evaluation_batches(len(split), config.eval_batch_size, sharded),
         desc="evaluate",
         disable=not progress,
         leave=False,
     ):
-        index = torch.arange(start, min(start + config.eval_batch_size, len(split)))
         with _autocast(device), precision.evaluation_kernels():
             out = model.forward_cached(
                 cache[0, index].to(device), landmark_inputs(split, index, None, config, device)
             )
         outs.append([t.float().cpu() for t in out])
-    return models.FusionOutput(*(torch.cat(parts) for parts in zip(*outs)))
+    return models.FusionOutput(
+        *(torch.cat(parts) for parts in zip(*distributed.gather(outs, sharded)))
+    )
 
 
 @torch.no_grad()
@@ -665,10 +684,11 @@ def predict_fusion(
     config: FusionConfig,
     *,
     progress: bool = False,
+    sharded: bool = False,
 ) -> FusionPredictions:
     """Probabilities of the fused, landmark-only (temperature-scaled in a "calibrated" run) and RGB
-    heads."""
-    out = fusion_outputs(model, split, cache, config, progress=progress)
+    heads (``sharded``: as ``fusion_outputs``)."""
+    out = fusion_outputs(model, split, cache, config, progress=progress, sharded=sharded)
     landmark = model.landmark_probabilities(
         out.landmark_logits.to(next(model.parameters()).device)
     ).cpu()
@@ -689,10 +709,13 @@ def calibrate_temperature(
     split: tensors.SplitTensors,
     cache: torch.Tensor,
     config: FusionConfig,
+    *,
+    sharded: bool = False,
 ) -> float:
     """Set a "calibrated" model's temperature to the one that fits its landmark head best on
-    ``split`` (the validation split: never the test set) and return it."""
-    out = fusion_outputs(model, split, cache, config)
+    ``split`` (the validation split: never the test set) and return it (``sharded``: the outputs
+    as ``fusion_outputs``; every rank fits the same temperature to all of them)."""
+    out = fusion_outputs(model, split, cache, config, sharded=sharded)
     temperature = models.fit_temperature(out.landmark_logits, split.labels)
     model.temperature.fill_(temperature)
     return temperature
@@ -996,6 +1019,7 @@ def _fusion_epoch_row(
     temperature, predictions = _validate_fusion(model, val, val_cache, config)
     return {
         "epoch": epoch + 1,
+        "train_images": int(seen),
         "train_loss": loss_sum / max(seen, 1),
         "train_fused_accuracy": correct / max(seen, 1),
         "train_landmark_accuracy": landmark_correct / max(seen, 1),
@@ -1035,11 +1059,9 @@ def _fusion_steps(
         torch.zeros((), dtype=torch.long, device=device),
     )
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for start_index in _batch_starts(len(order), config, f"fusion epoch {epoch + 1}", progress):
-        index = order[start_index : start_index + config.batch_size]
+    for batch in _epoch_batches(len(order), config, f"fusion epoch {epoch + 1}", progress):
+        index = order[batch]
         batch_size = len(index)
-        if batch_size < 2 * distributed.world_size():
-            continue
         flip = (
             torch.rand(batch_size, generator=generator) < 0.5
             if flips
@@ -1076,12 +1098,14 @@ def _validate_fusion(
     config: FusionConfig,
 ) -> tuple[dict, FusionPredictions]:
     """This epoch's predictions on the validation split, after fitting the calibrated weighting's
-    temperature there (the only thing fitted on it besides the epoch kept)."""
+    temperature there (the only thing fitted on it besides the epoch kept); sharded over the
+    ranks."""
     temperature = {}
     if config.weighting == "calibrated":
         # this epoch's landmark head, temperature-scaled on the validation split
-        temperature = {"temperature": calibrate_temperature(model, val, val_cache, config)}
-    return temperature, predict_fusion(model, val, val_cache, config)
+        fitted = calibrate_temperature(model, val, val_cache, config, sharded=True)
+        temperature = {"temperature": fitted}
+    return temperature, predict_fusion(model, val, val_cache, config, sharded=True)
 
 
 def _store_landmark_means(
@@ -1095,7 +1119,8 @@ def _store_landmark_means(
     """Estimate the landmark ARM's batch-independent mean over the fit images and store it in
     ``best.pt`` (what ``predict`` needs for a single photo); the frozen baseline keeps its own."""
     baseline_mean = model.baseline.arm.population_mean.clone()  # the frozen baseline keeps its own
-    estimate_population_means(model, fit, fit_cache[:1], config)  # the unflipped features
+    # the unflipped features
+    estimate_population_means(model, fit, fit_cache[:1], config, sharded=True)
     model.baseline.arm.population_mean.copy_(baseline_mean)
     means = _landmark_means(models.population_means(model))
     if distributed.is_main():
@@ -1126,23 +1151,34 @@ def estimate_population_means(
     cache: torch.Tensor,
     config: FusionConfig | None = None,
     batch_size: int = 256,
+    *,
+    sharded: bool = False,
 ) -> None:
     """Set the ``fixed`` affinity means from a split (the training set, unflipped, no augmentation):
     the baseline's from its cached per-image maps, and for a fusion model also its landmark
-    ARM's."""
+    ARM's. ``sharded`` (every rank calls it): each rank computes the landmark maps of its block of
+    the batches, and every rank sets the means from all of them."""
     baseline = model.baseline if isinstance(model, models.FusionModel) else model
     device = next(model.parameters()).device
-    baseline.arm.estimate_population_mean([cache[0].to(device)])
-    if isinstance(model, models.FusionModel):
-        config = config or FusionConfig()
-        model.eval()
-        batches = (
-            (cache[0, index].to(device), landmark_inputs(split, index, None, config, device))
-            for index in torch.arange(len(split)).split(batch_size)
-        )
+    if not isinstance(model, models.FusionModel):
+        baseline.arm.estimate_population_mean([cache[0].to(device)])
+        return
+    config = config or FusionConfig()
+    model.eval()
+    batches = distributed.evaluation_batches(len(split), batch_size, sharded)
+    maps = []
+    if model.arm is not None:  # the coordinate branch has no batch term to estimate
         # the landmark maps as the evaluation computes them
         with precision.autocast(device), precision.evaluation_kernels():
-            model.estimate_population_means(batches)
+            for index in batches:
+                landmarks = landmark_inputs(split, index, None, config, device)
+                maps.append(model.landmark_per_image(landmarks).cpu())
+        maps = distributed.gather(maps, sharded)
+    # in the batches of one process: the same float64 sums
+    everything = distributed.evaluation_batches(len(split), batch_size, sharded=False)
+    baseline.arm.estimate_population_mean([cache[0, index].to(device) for index in everything])
+    if model.arm is not None:
+        model.arm.estimate_population_mean(maps)
 
 
 def load_fusion_checkpoint(

@@ -52,6 +52,23 @@ def test_augment_arm_is_seeded_and_erases():
     assert zeros.max() <= 0.1 * 40 * 40 + 40  # box area within scale 0.1 (plus rounding)
 
 
+@pytest.mark.parametrize("mix", ["upstream", "flip_or_noise"])
+def test_a_share_of_a_batch_is_augmented_as_those_rows_of_the_whole_batch(mix):
+    """A rank augments only its share of a global batch and gets exactly the rows the whole batch
+    would have, leaving the generator where the whole batch leaves it: the next batches do not
+    depend on the number of ranks either."""
+    images = torch.randn(10, 3, 16, 16)
+    generator = torch.Generator().manual_seed(3)
+    whole = tensors.augment_arm(images, generator, mix)
+    after = torch.rand(4, generator=generator)
+    for part in (slice(0, 4), slice(4, 10), slice(3, 3)):
+        generator = torch.Generator().manual_seed(3)
+        share = tensors.augment_arm(images[part], generator, mix, part=part, batch_size=10)
+        assert torch.equal(share, whole[part]), part
+        assert torch.equal(torch.rand(4, generator=generator), after)
+    assert not torch.equal(whole, images)  # the batch was augmented
+
+
 @pytest.mark.parametrize("mix, untouched", [("upstream", 0.5), ("flip_or_noise", 0.0)])
 def test_augment_arm_mix(mix, untouched):
     """The ARM authors' mix leaves half the images as they are and flips or noises a quarter

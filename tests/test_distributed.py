@@ -1,7 +1,11 @@
 """Data-parallel training (fer_lib.runtime.distributed): two CPU processes (gloo) compute what one
-process computes with the same global batch, ARM's batch term and BatchNorm included."""
+process computes with the same global batch, ARM's batch term and BatchNorm included; the
+evaluations during training are sharded, each image computed once."""
 
+import dataclasses
+import json
 import os
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -66,6 +70,17 @@ def _train(root: str, out: str) -> None:
         os.path.join(out, "fusion"),
         device=torch.device("cpu"),
         progress=False,
+    )
+    # 21 images to fit in batches of 20: a last batch of one image
+    training.train_fusion(
+        frozen,
+        split,
+        cache,
+        dataclasses.replace(fusion_config, batch_size=20, epochs=1),
+        os.path.join(out, "fusion_one_left"),
+        device=torch.device("cpu"),
+        progress=False,
+        population_means=False,
     )
     del baseline
 
@@ -187,6 +202,138 @@ def test_two_processes_report_the_epoch_statistics_of_one(runs, run, columns):
             list(one[column]),
             list(two[column]),
         )
+
+
+def test_the_population_means_one_process_stores_are_stored_by_two(runs):
+    """Each rank estimates the means from its block of the training images; the gathered means
+    are those of one process."""
+    for run in ("baseline", "fusion"):
+        one = torch.load(runs / "one_fp32" / run / "best.pt", weights_only=True)
+        two = torch.load(runs / "two_fp32" / run / "best.pt", weights_only=True)
+        means = one["population_means"]
+        assert means and means.keys() == two["population_means"].keys()
+        for key, value in means.items():
+            assert not torch.isnan(value).any(), key
+            assert torch.allclose(value, two["population_means"][key], atol=1e-6, rtol=0), key
+
+
+def test_a_last_batch_of_one_image_is_skipped_by_one_process_and_trained_by_two(runs):
+    """Two ranks cannot split one image: it joins the batch before it, so no image is dropped;
+    one process skips it (BatchNorm needs two)."""
+    fit = len(
+        json.loads((runs / "one_fp32" / "fusion_one_left" / "split.json").read_text())["train"]
+    )
+    assert fit % 20 == 1
+    one = pd.read_csv(runs / "one_fp32" / "fusion_one_left" / "history.csv")
+    two = pd.read_csv(runs / "two_fp32" / "fusion_one_left" / "history.csv")
+    assert one["train_images"].tolist() == [fit - 1]
+    assert two["train_images"].tolist() == [fit]
+
+
+def test_two_processes_train_as_many_images_as_one(runs):
+    for run in ("baseline", "fusion"):
+        one = pd.read_csv(runs / "one_fp32" / run / "history.csv")
+        two = pd.read_csv(runs / "two_fp32" / run / "history.csv")
+        assert one["train_images"].tolist() == two["train_images"].tolist()
+        assert (one["train_images"] > 0).all()
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5])
+def test_an_epochs_batches_drop_no_image_under_data_parallel_training(monkeypatch, world):
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    for count in range(0, 30):
+        batches = distributed.epoch_batches(count, 8)
+        covered = [i for batch in batches for i in range(count)[batch]]
+        assert covered == list(range(len(covered)))  # in order, each once
+        sizes = [batch.stop - batch.start for batch in batches]
+        assert all(size >= max(2, world) for size in sizes), (count, sizes)
+        if world == 1:
+            # one process: only a last batch of one image is left out
+            assert len(covered) == count - (count % 8 == 1)
+        elif count >= 8:
+            assert len(covered) == count
+            # the batches of one process, but for a short last one joining the one before
+            assert sizes[:-1] == [8] * (len(sizes) - 1) and sizes[-1] < 8 + world
+
+
+def _evaluations(root: str) -> dict:
+    """The sharded evaluations of training on the tiny training split (every rank, or one
+    process), with the images each one computed counted."""
+    torch.set_num_threads(1)
+    split = tensors.split_tensors(load_rafdb(root).split("train"), SIZE, progress=False)
+    torch.manual_seed(0)
+    baseline = models.ARMNet(SIZE, width=4).eval()
+    config = training.FusionConfig(width=2, weighting="calibrated", eval_batch_size=8)
+    model = models.FusionModel.from_config(baseline, config).eval()
+    counts = Counter()
+
+    def counted(name, function):
+        def call(*args):
+            counts[name] += len(args[0])
+            return function(*args)
+
+        return call
+
+    baseline.forward_per_image = counted("rgb maps", baseline.forward_per_image)
+    baseline.register_forward_hook(lambda _, args, __: counts.update({"logits": len(args[0])}))
+    model.forward_cached = counted("fusion outputs", model.forward_cached)
+    model.landmark_per_image = counted("landmark maps", model.landmark_per_image)
+    logits = training.baseline_logits(baseline, split.images, 8, sharded=True)
+    cache = training.rgb_feature_cache(
+        baseline, split, flips=(False,), batch_size=8, progress=False, sharded=True
+    )
+    temperature = training.calibrate_temperature(model, split, cache, config, sharded=True)
+    fused = training.predict_fusion(model, split, cache, config, sharded=True).fused
+    means_before = counts["landmark maps"]
+    training.estimate_population_means(model, split, cache, config, batch_size=8, sharded=True)
+    return {
+        "logits": logits,
+        "cache": cache,
+        "temperature": temperature,
+        "fused": torch.from_numpy(fused),
+        "means": models.population_means(model),
+        "counts": {**counts, "landmark maps": counts["landmark maps"] - means_before},
+        "images": len(split),
+    }
+
+
+def _evaluation_rank(rank: int, world: int, store: str, root: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        torch.save(_evaluations(root), os.path.join(out, f"evaluations{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_validation_calibration_and_means_are_sharded_and_give_one_processs_numbers(tmp_path):
+    """Each rank computes a block of the evaluation's batches (each image once over the ranks) and
+    every rank ends with what one process computes."""
+    root = write_tiny_rafdb(tmp_path / "basic", n_per_class=4)
+    threads = torch.get_num_threads()
+    try:
+        one = _evaluations(str(root))
+    finally:
+        torch.set_num_threads(threads)
+    mp.spawn(
+        _evaluation_rank,
+        args=(2, str(tmp_path / "store"), str(root), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    ranks = [torch.load(tmp_path / f"evaluations{r}.pt", weights_only=False) for r in range(2)]
+    assert set(one["counts"]) == {"rgb maps", "logits", "fusion outputs", "landmark maps"}
+    for name, images in one["counts"].items():
+        per_rank = [r["counts"].get(name, 0) for r in ranks]
+        # one process: once per image (twice for the fusion outputs: calibration, then prediction)
+        assert images == one["images"] * (2 if name == "fusion outputs" else 1), name
+        assert sum(per_rank) == images and all(0 < n < images for n in per_rank), (name, per_rank)
+    for r in ranks:
+        assert r["temperature"] == one["temperature"] != 1.0
+        for key in ("logits", "cache", "fused"):
+            assert torch.equal(r[key], one[key]), key
+        assert r["means"].keys() == one["means"].keys()
+        for key, value in one["means"].items():
+            assert torch.equal(r["means"][key], value), key
 
 
 def test_the_share_of_each_rank_covers_the_batch_once(monkeypatch):

@@ -201,3 +201,106 @@ def test_the_time_left_prices_single_thread_runs_from_a_baseline_on_two_threads(
     naive = scheduler.StageClock(workers=2)
     naive.observe_epochs("baseline", [two])
     assert naive.left([("baseline", 0, 10, 1, 0.0)], runs) < 0.8 * truth
+
+
+def test_a_gpu_holds_as_many_runs_as_fit_its_memory_with_a_margin_and_one_per_core():
+    # 90% of 80 GiB in runs of 3 GiB + 1 GiB per process: 18, unless the GPU has fewer cores
+    assert scheduler.packed_runs(3.0, 80.0, cores_per_gpu=32) == 18
+    assert scheduler.packed_runs(3.0, 80.0, cores_per_gpu=8) == 8
+    assert scheduler.packed_runs(8.0, 40.0, cores_per_gpu=16) == 4  # 36 // 9
+    assert scheduler.packed_runs(8.1, 40.0, cores_per_gpu=16) == 3
+    assert scheduler.packed_runs(90.0, 80.0, cores_per_gpu=16) == 1  # never none
+
+
+def _memory(folder, peak):
+    folder.mkdir(parents=True)
+    (folder / scheduler.MEMORY_FILE).write_text(json.dumps({"peak_reserved_gib": peak}))
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """Two visible GPUs of 80 GiB and 16 cores, as the scheduler sees them."""
+
+    class Properties:
+        total_memory = 80 * scheduler.GIB
+
+    monkeypatch.setattr(scheduler, "_on_gpus", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _: Properties())
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+
+
+def test_auto_packs_by_the_largest_peak_recorded_in_the_run_folder(tmp_path, two_gpus, capsys):
+    _memory(tmp_path / "baseline", 5.0)
+    _memory(tmp_path / "fusion" / "both_w0.60_seed0", 2.0)
+    (tmp_path / "fusion" / "cut_short").mkdir()
+    (tmp_path / "fusion" / "cut_short" / scheduler.MEMORY_FILE).write_text("{")  # not a figure
+    assert scheduler.recorded_run_memory(tmp_path) == 5.0
+    # 72 // 6 = 12 fit, but the GPU has 8 cores
+    assert scheduler.choose_runs_per_gpu("auto", tmp_path) == 8
+    assert "runs per GPU: 8 (a run's peak 5.0 GiB, recorded" in capsys.readouterr().out
+    # a given figure wins over the recorded one
+    assert scheduler.choose_runs_per_gpu("auto", tmp_path, run_memory_gb=17.0) == 4
+    assert scheduler.choose_runs_per_gpu(3, tmp_path) == 3
+    assert scheduler.default_workers(40, 4) == 8 and scheduler.default_workers(5, 4) == 5
+
+
+def test_auto_falls_back_to_one_run_per_gpu_saying_so_when_nothing_was_measured(
+    tmp_path, two_gpus, capsys
+):
+    assert scheduler.recorded_run_memory(tmp_path) is None
+    assert scheduler.choose_runs_per_gpu("auto", tmp_path) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "runs per GPU: 1 (no run of" in out
+    assert "--run-memory-gb" in out
+
+
+def test_on_the_cpu_runs_per_gpu_changes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(scheduler, "_on_gpus", lambda: False)
+    _memory(tmp_path / "baseline", 2.0)
+    for asked in ("auto", 4):
+        assert scheduler.choose_runs_per_gpu(asked, tmp_path, run_memory_gb=1.0) == 1
+    assert capsys.readouterr().out == ""
+    assert scheduler.default_workers(6, 4) == scheduler.default_workers(6)
+
+
+def test_a_job_on_cuda_records_its_peak_memory_and_none_elsewhere(tmp_path, monkeypatch):
+    scheduler.record_peak_memory(tmp_path, torch.device("cpu"))
+    assert not (tmp_path / scheduler.MEMORY_FILE).exists()
+
+    class Properties:
+        total_memory = 80 * scheduler.GIB
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda _: 3 * scheduler.GIB)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda _: 3.5 * scheduler.GIB)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _: "a GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _: Properties())
+    scheduler.record_peak_memory(tmp_path / "fusion" / "run", torch.device("cuda", 0))
+    recorded = json.loads((tmp_path / "fusion" / "run" / scheduler.MEMORY_FILE).read_text())
+    assert recorded == {
+        "peak_allocated_gib": 3.0,
+        "peak_reserved_gib": 3.5,
+        "device": "a GPU",
+        "device_gib": 80.0,
+    }
+    assert scheduler.recorded_run_memory(tmp_path) == 3.5
+
+
+def test_run_all_passes_runs_per_gpu_on_and_refuses_a_bad_value_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    from fer_lib.cli.main import main
+    from fer_lib.runtime.devices import DEVICE_ENV
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)  # --device sets it: restored after the test
+    given = {}
+    monkeypatch.setattr(pipeline, "run_all", lambda profile, **options: given.update(options) or 0)
+    assert main(["run-all", "--profile", "smoke", "--runs-per-gpu", "auto", "--run-memory-gb",
+                 "3.5", "--run-dir", str(tmp_path), "--device", "cpu"]) == 0  # fmt: skip
+    assert given["runs_per_gpu"] == "auto" and given["run_memory_gb"] == 3.5
+    for bad in (["--runs-per-gpu", "0"], ["--runs-per-gpu", "many"], ["--run-memory-gb", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["run-all", "--profile", "smoke", *bad])
+        assert exit_.value.code == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and bad[0] in error

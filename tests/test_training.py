@@ -294,7 +294,7 @@ def test_a_baseline_run_keeps_the_epoch_with_the_best_validation_accuracy(
     correct_fraction = iter([0.2, 0.8, 0.5])  # epoch 2 is the best, epoch 3 not
     per_epoch = []
 
-    def scripted_logits(model, images, batch_size):
+    def scripted_logits(model, images, batch_size, sharded=False):
         per_epoch.append(_weights(model))
         validation = json.loads((run_dir / "split.json").read_text())["validation"]
         position = {name: i for i, name in enumerate(tiny_split.names)}

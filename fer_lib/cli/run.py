@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from fer_lib.cli.common import at_least
+from fer_lib.cli.common import at_least, between
 from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
 from fer_lib.run.profiles import PROFILES, SettingsError, get_profile, parse_assignments
 
@@ -88,10 +88,24 @@ def _run_all(args: argparse.Namespace) -> int:
         cross_data=args.cross_data,
         launcher=None if args.launcher == "pool" else args.launcher,
         launch_options=_launch_options(args),
+        runs_per_gpu=args.runs_per_gpu,
+        run_memory_gb=args.run_memory_gb,
     )
     if folds:  # CK+ converted with --fold all: every fold, then the mean over them
         return run_folds(args.profile, folds, **options)
     return run_all(args.profile, data=args.data, **options)
+
+
+def _runs_per_gpu(text: str) -> int | str:
+    """--runs-per-gpu: a whole number of at least 1, or auto."""
+    if text == "auto":
+        return text
+    try:
+        return at_least(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a whole number of at least 1, got {text!r}"
+        ) from None
 
 
 def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
@@ -232,7 +246,24 @@ def _add_run_all(commands) -> None:
         default=None,
         metavar="N",
         help="train the profile's models in N parallel processes before the notebooks (default: "
-        "one per GPU, or per CPU core up to 8; 0: the notebooks train them one at a time)",
+        "--runs-per-gpu per GPU, or one per CPU core up to 8; 0: the notebooks train them one at "
+        "a time)",
+    )
+    run.add_argument(
+        "--runs-per-gpu",
+        type=_runs_per_gpu,
+        default=1,
+        metavar="N|auto",
+        help="without --workers, N training processes share each GPU (default 1); auto: as many as "
+        "fit by a run's peak memory, recorded by the runs of this run folder that trained on a GPU "
+        "or given with --run-memory-gb (1 where none is known)",
+    )
+    run.add_argument(
+        "--run-memory-gb",
+        type=between(0, 4096, open_ends=True),
+        default=None,
+        metavar="GB",
+        help="a run's peak GPU memory for --runs-per-gpu auto (e.g. benchmarks/gpu_check's)",
     )
     _add_launcher_options(run)
     run.add_argument(

@@ -216,6 +216,9 @@ def augment_arm(
     generator: torch.Generator,
     mix: str = "upstream",
     noise_generator: torch.Generator | None = None,
+    *,
+    part: slice | None = None,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """The ARM recipe on a normalised batch, then RandomErasing(scale=(0.02, 0.1)) (torchvision's
     default p = 0.5, ratio (0.3, 3.3), value 0).
@@ -224,10 +227,19 @@ def augment_arm(
     quarter with gaussian noise. "flip_or_noise" flips half and noises the other half (every image
     altered), which the CPU demo was calibrated with. ``noise_generator`` (``device_generator``)
     draws the noise of images on a GPU; without it one is made for this call.
+
+    ``images`` may be rows ``part`` of a batch of ``batch_size`` (a rank's share under
+    data-parallel training): the random numbers are drawn for the whole batch, so the share comes
+    out as those rows of the whole batch augmented, whatever the split, and only the share is
+    altered. Drawing the whole batch's noise costs each rank one random tensor of the batch: the
+    CPU's generator (Mersenne Twister) cannot skip ahead, and CUDA's draws are not addressable by
+    image.
     """
     if mix not in AUGMENTATIONS:
         raise ValueError(f"augmentation mix {mix!r} is not one of {AUGMENTATIONS}")
-    batch, _, height, width = images.shape
+    part = slice(None) if part is None else part
+    _, channels, height, width = images.shape
+    batch = len(images) if batch_size is None else batch_size
     draw = torch.rand(batch, generator=generator)
     if mix == "upstream":
         flip, noisy = (draw >= 0.5) & (draw < 0.75), draw >= 0.75
@@ -235,19 +247,18 @@ def augment_arm(
         flip = draw < 0.5
         noisy = ~flip
     device = images.device
-    out = flip_images(images, flip)
+    out = flip_images(images, flip[part])
+    shape = (batch, channels, height, width)
     if device.type == "cpu":
-        noise = torch.randn(images.shape, generator=generator)
+        noise = torch.randn(shape, generator=generator)[part]
     # drawn on the device (no batch-sized copy per step), from a seed the CPU
     # generator gives: reproducible
     else:
         noise = torch.randn(
-            images.shape,
-            generator=noise_generator or device_generator(generator, device),
-            device=device,
-        )
+            shape, generator=noise_generator or device_generator(generator, device), device=device
+        )[part]
     # std 0.1 in normalised units
-    out = torch.where(noisy.view(-1, 1, 1, 1).to(device), out + noise * 0.1, out)
+    out = torch.where(noisy[part].view(-1, 1, 1, 1).to(device), out + noise * 0.1, out)
 
     erase = torch.rand(batch, generator=generator) < 0.5
     area = torch.empty(batch).uniform_(0.02, 0.1, generator=generator) * height * width
@@ -256,8 +267,8 @@ def augment_arm(
     w = (area / log_ratio.exp()).sqrt().round().clamp(1, width).long()
     top = (torch.rand(batch, generator=generator) * (height - h + 1).float()).long()
     left = (torch.rand(batch, generator=generator) * (width - w + 1).float()).long()
-    # the mask is built where the images are
-    top, h, left, w, erase = (t.to(device) for t in (top, h, left, w, erase))
+    # the mask is built where the images are, for the share only
+    top, h, left, w, erase = (t[part].to(device) for t in (top, h, left, w, erase))
     rows = torch.arange(height, device=device).view(1, -1)
     cols = torch.arange(width, device=device).view(1, -1)
     in_rows = (rows >= top.view(-1, 1)) & (rows < (top + h).view(-1, 1))  # (B, H)

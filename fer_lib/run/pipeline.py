@@ -395,6 +395,8 @@ def run_all(
     cross_data: list[Path] | None = None,
     launcher: str | None = None,
     launch_options=None,
+    runs_per_gpu: int | str = 1,
+    run_memory_gb: float | None = None,
 ) -> int:
     """Data check, then every notebook in order (stopping at the first failure), then the HTML
     report.
@@ -412,9 +414,10 @@ def run_all(
 
     ``settings`` are ``--set`` overrides of the profile (checked before any work starts). Before the
     first notebook that trains (03), every model of the profile is trained in ``workers`` parallel
-    processes (``fer_lib.run.scheduler``; None: one per GPU or CPU core; 0: none, the notebooks
-    train one model at a time). ``launcher`` ("slurm", "local", "debug"): through submitit instead
-    (``fer_lib.run.launch``, with ``launch_options``).
+    processes (``fer_lib.run.scheduler``; None: ``runs_per_gpu`` per GPU, a number or "auto" from
+    the measured peak memory of a run (``run_memory_gb``, or recorded in the run folder), or one per
+    CPU core; 0: none, the notebooks train one model at a time). ``launcher`` ("slurm", "local",
+    "debug"): through submitit instead (``fer_lib.run.launch``, with ``launch_options``).
     """
     started = time.perf_counter()
     spec = get_profile(profile, settings)
@@ -426,6 +429,7 @@ def run_all(
     if spec.synthetic and data is None:  # a set given with --data is named by its path
         run.info["data"] = f"synthetic RAF-DB {spec.synthetic}"
     run.launcher, run.launch_options = launcher, launch_options
+    run.packing = {"runs_per_gpu": runs_per_gpu, "run_memory_gb": run_memory_gb}
     pages, reused = run.notebooks(workers, force)
     if reused:
         run.info["notebooks_reused"] = reused  # their seconds: those of the run that executed them
@@ -451,6 +455,8 @@ def run_all(
             cross_data=cross_data,
             launcher=launcher,
             launch_options=launch_options,
+            runs_per_gpu=runs_per_gpu,
+            run_memory_gb=run_memory_gb,
             main_run=base,
             figures=figures,
         )
@@ -519,6 +525,7 @@ class _Run:
         }
         self.figures = figures
         self.launcher, self.launch_options = None, None
+        self.packing: dict = {}  # runs per GPU, and a run's memory (scheduler.train_all)
 
     def report(self, pages: list[Path]) -> Path:
         """The landing page over the notebooks' pages, and the tables' digest; returns the page."""
@@ -582,7 +589,7 @@ class _Run:
         submitit tasks. Its own Experiment: the decoded images it loads are freed before the
         notebooks run."""
         if not self.launcher:
-            train_all(self.experiment(), workers=workers)
+            train_all(self.experiment(), workers=workers, **self.packing)
             return
         listed = self.base / "jobs.json"
         write_jobs(self.experiment(), listed)

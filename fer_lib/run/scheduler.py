@@ -9,6 +9,10 @@ single-thread processes train 1.4-1.6x more models per minute than one process w
 2-core CPU (benchmarks/README.md, "Training the demo's models in parallel"). The notebooks then find
 every model finished and only evaluate and explain.
 
+On GPUs, ``runs_per_gpu`` workers share each GPU (round-robin); ``"auto"`` chooses how many from
+a run's measured peak memory (``choose_runs_per_gpu``): each job on CUDA records its peak in
+``<run folder>/memory.json``, and a later stage, or a given ``--run-memory-gb``, packs by it.
+
 Each job writes its output to ``<run>/logs/<job>.log``. The terminal shows one bar for the whole
 stage, weighted by each job's expected cost and moved by the epochs the running jobs have finished
 (their ``history.csv``), with the model and epoch of each running job, the time left, and a line per
@@ -21,6 +25,7 @@ epoch, so a rate would swing. Each estimate is kept beside the truth in
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import traceback
@@ -34,7 +39,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from fer_lib.io import relative, save_csv
+from fer_lib.io import relative, save_csv, save_json
 from fer_lib.run.experiment import Experiment
 from fer_lib.run.fusion_runs import fusion_run_name
 from fer_lib.runtime.devices import pick_device
@@ -108,12 +113,88 @@ def _on_gpus() -> bool:
     return pick_device().type == "cuda"
 
 
-def default_workers(jobs: int) -> int:
-    """One worker per visible GPU; on the CPU, one single-thread worker per core (at most 8: each
-    holds the decoded images)."""
+def default_workers(jobs: int, runs_per_gpu: int = 1) -> int:
+    """``runs_per_gpu`` workers per visible GPU; on the CPU, one single-thread worker per core (at
+    most 8: each holds the decoded images)."""
     if _on_gpus():
-        return max(1, min(torch.cuda.device_count(), jobs))
+        return max(1, min(torch.cuda.device_count() * runs_per_gpu, jobs))
     return max(1, min(os.cpu_count() or 1, jobs, 8))
+
+
+MEMORY_FILE = "memory.json"
+# of a GPU's memory, what packed runs may fill: the rest for fragmentation and the driver
+MEMORY_SAFETY = 0.9
+# per process, outside torch's allocator (what max_memory_reserved does not see): the CUDA context,
+# cuDNN's and cuBLAS's handles and kernels
+PROCESS_OVERHEAD_GIB = 1.0
+GIB = 2**30
+
+
+def record_peak_memory(folder: Path, device: torch.device) -> None:
+    """A job's peak device memory since ``reset_peak_memory_stats`` into ``folder/memory.json``
+    (CUDA only; nothing elsewhere, where torch does not measure it): allocated (tensors) and
+    reserved (what torch's allocator holds, which ``packed_runs`` reads)."""
+    if device.type != "cuda":
+        return
+    save_json(
+        {
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated(device) / GIB, 3),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved(device) / GIB, 3),
+            "device": torch.cuda.get_device_name(device),
+            "device_gib": round(torch.cuda.get_device_properties(device).total_memory / GIB, 3),
+        },
+        Path(folder) / MEMORY_FILE,
+    )
+
+
+def recorded_run_memory(run_dir: Path) -> float | None:
+    """The largest peak (reserved, GiB) that a job of ``run_dir`` recorded (its baselines' and
+    landmark-branch runs' ``memory.json``), or None where none did."""
+    peaks = []
+    # baselines in <run>/baseline*, landmark-branch runs in <run>/fusion/*
+    found = [*Path(run_dir).glob(f"*/{MEMORY_FILE}"), *Path(run_dir).glob(f"*/*/{MEMORY_FILE}")]
+    for path in sorted(found):
+        try:
+            peaks.append(float(json.loads(path.read_text(encoding="utf-8"))["peak_reserved_gib"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a file cut short or of another kind: not a measurement
+    return max(peaks) if peaks else None
+
+
+def packed_runs(run_gib: float, device_gib: float, cores_per_gpu: int) -> int:
+    """How many runs of ``run_gib`` peak memory share a GPU of ``device_gib``: as many as fit in
+    ``MEMORY_SAFETY`` of it with ``PROCESS_OVERHEAD_GIB`` each, at most one per CPU core of the GPU
+    (each worker drives its run from one thread), at least one."""
+    fit = int(device_gib * MEMORY_SAFETY // (run_gib + PROCESS_OVERHEAD_GIB))
+    return max(1, min(fit, cores_per_gpu))
+
+
+def choose_runs_per_gpu(asked: int | str, run_dir: Path, run_memory_gb: float | None = None) -> int:
+    """The workers per GPU: ``asked`` when a number; for ``"auto"``, ``packed_runs`` of the given
+    ``run_memory_gb`` or else of the peak recorded in ``run_dir``, on the smallest visible GPU,
+    saying which in one line; 1 where nothing was measured. 1 without a GPU (the CPU's workers are
+    per core)."""
+    if not _on_gpus():
+        return 1
+    if asked != "auto":
+        return int(asked)
+    figure = run_memory_gb if run_memory_gb is not None else recorded_run_memory(run_dir)
+    if figure is None:
+        print(
+            f"==> runs per GPU: 1 (no run of {relative(run_dir)} has recorded its peak memory yet; "
+            "--run-memory-gb GB gives one)"
+        )
+        return 1
+    gpus = torch.cuda.device_count()
+    device_gib = min(torch.cuda.get_device_properties(k).total_memory for k in range(gpus)) / GIB
+    packed = packed_runs(figure, device_gib, max(1, (os.cpu_count() or 1) // gpus))
+    source = "given" if run_memory_gb is not None else "recorded"
+    print(
+        f"==> runs per GPU: {packed} (a run's peak {figure:.1f} GiB, {source}, + "
+        f"{PROCESS_OVERHEAD_GIB:.0f} GiB per process, in {MEMORY_SAFETY:.0%} of "
+        f"{device_gib:.0f} GiB)"
+    )
+    return packed
 
 
 class StageClock:
@@ -242,7 +323,8 @@ def _init_worker(devices) -> None:
 
 def train_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
     """Train one job in this process on ``threads`` CPU threads (0: torch's default), reusing what
-    is finished; returns its wall time in seconds."""
+    is finished; returns its wall time in seconds. On CUDA a job that trained records its peak
+    memory in its folder (``record_peak_memory``)."""
     if threads:
         torch.set_num_threads(threads)
 
@@ -263,6 +345,11 @@ def train_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1
                 ),
             )
         experiment = _WORKER["experiment"]
+        folder, was_finished = job_folder(experiment, job), is_finished(experiment, job)
+        # a reused job would record only what it reads
+        measure = experiment.device.type == "cuda" and not (folder / MEMORY_FILE).exists()
+        if measure:
+            torch.cuda.reset_peak_memory_stats(experiment.device)
         try:
             if job.weighting is None:
                 experiment.baselines.model(job.seed)
@@ -273,7 +360,16 @@ def train_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1
         except Exception:
             traceback.print_exc()  # into the job's log; the stage reports the error's one line
             raise
+        if measure and not was_finished:
+            record_peak_memory(folder, experiment.device)
     return time.perf_counter() - clock
+
+
+def job_folder(experiment, job: Job) -> Path:
+    """The run folder a job trains into."""
+    if job.weighting is None:
+        return experiment.baselines.folder(job.seed)
+    return experiment.fusion.folder(job.weighting, job.w, job.seed, job.variant)
 
 
 def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> None:
@@ -318,9 +414,17 @@ def is_finished(experiment, job: Job) -> bool:
     ).exists()
 
 
-def train_all(experiment, *, workers: int | None = None, progress: bool = True) -> dict[str, float]:
+def train_all(
+    experiment,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    runs_per_gpu: int | str = 1,
+    run_memory_gb: float | None = None,
+) -> dict[str, float]:
     """Train (or reuse) every baseline and landmark-branch run of ``experiment``; returns seconds
-    per job.
+    per job. Without ``workers``: ``runs_per_gpu`` workers on each GPU (a number, or "auto":
+    ``choose_runs_per_gpu`` from ``run_memory_gb`` or the peak memory recorded in the run folder).
 
     A job that fails stops the stage with its log's path; what finished before is kept (checkpoints
     and prediction tables are written atomically), and a rerun resumes.
@@ -333,7 +437,9 @@ def train_all(experiment, *, workers: int | None = None, progress: bool = True) 
             f"{len(fusions)} landmark-branch run(s)): reusing them"
         )
         return {}
-    workers = workers or default_workers(len(baselines) + len(fusions))
+    if not workers:
+        packed = choose_runs_per_gpu(runs_per_gpu, experiment.run_dir, run_memory_gb)
+        workers = default_workers(len(baselines) + len(fusions), packed)
     return _Stage(experiment, baselines, fusions, workers, progress).run()
 
 
@@ -380,9 +486,7 @@ class _Stage:
         return p.baseline_epochs if job.weighting is None else p.fusion_epochs
 
     def folder_of(self, job: Job) -> Path:
-        if job.weighting is None:
-            return self.experiment.baselines.folder(job.seed)
-        return self.experiment.fusion.folder(job.weighting, job.w, job.seed, job.variant)
+        return job_folder(self.experiment, job)
 
     def history(self, job: Job) -> tuple[list[float], float]:
         """Seconds of each epoch a job has finished (its history.csv, written after every epoch),
@@ -439,7 +543,7 @@ class _Stage:
     def _announce(self) -> None:
         threads = 1 if self.gpus else max(1, self.cores // self.workers)
         if self.gpus:
-            where = f"{self.workers} worker(s), one per GPU"
+            where = f"{self.workers} worker(s) on {self.gpus} GPU(s)"
         else:
             where = f"{self.workers} worker process(es) of {threads} CPU thread(s)" + "".join(
                 f" (the baseline of seed {job.seed} on {self.threads_of[job]})"

@@ -8,10 +8,19 @@ parts of the method couple the images of a batch, so both are taken over the glo
 - ARM's batch-mean term: inside ``global_batch()``, ``ARM.batch_term`` averages the per-image maps
   of every rank (an all-reduce that gradients flow through), weighted by each rank's share of the
   batch.
-Each rank takes a contiguous share of every global batch (augmented identically on every rank from
-the same seeded generator), and scales its loss by its share, so DistributedDataParallel's gradient
-average equals the gradient of the global batch's mean loss, whatever the split. A test checks this
-with two CPU processes (gloo).
+Each rank takes a contiguous share of every global batch (every rank draws the batch's random
+augmentation from the same seeded generator and applies it to its share only), and scales its
+loss by its share, so DistributedDataParallel's gradient average equals the gradient of the global
+batch's mean loss, whatever the split. A test checks this with two CPU processes (gloo).
+
+The epoch's batches are those of one process (``epoch_batches``): one process skips a last batch of
+one image (BatchNorm and ARM's batch term need two); with N ranks a last batch of fewer than N
+images, which would leave a rank without one, joins the batch before it, so no image is dropped.
+
+Evaluation during training (validation, calibration, population means) is sharded: each rank
+computes a contiguous block of the batches one process would make (``evaluation_batches``), and
+``gather`` hands every rank all of them in order, so each image is computed once and every rank
+holds what one process computes.
 """
 
 from __future__ import annotations
@@ -130,6 +139,49 @@ def share(batch_size: int) -> slice:
     base, extra = divmod(batch_size, size)
     start = me * base + min(me, extra)
     return slice(start, start + base + (1 if me < extra else 0))
+
+
+def epoch_batches(count: int, batch_size: int) -> list[slice]:
+    """The batches of an epoch over ``count`` samples in ``batch_size``: one process's consecutive
+    batches, without a last batch of one sample (BatchNorm and ARM's batch term need two); with N
+    ranks, a last batch of fewer than N samples is added to the batch before it instead, so that
+    every rank has a sample and none is dropped (the only case where N ranks do not train the
+    batches of one process)."""
+    batches = [
+        slice(start, min(start + batch_size, count)) for start in range(0, count, batch_size)
+    ]
+    if not batches:
+        return batches
+    last = batches[-1].stop - batches[-1].start
+    if world_size() > 1 and last < world_size() and len(batches) > 1:
+        batches[-2:] = [slice(batches[-2].start, count)]
+    elif last < max(2, world_size()):
+        # an epoch of a single batch too small to split
+        batches.pop()
+    return batches
+
+
+def evaluation_batches(count: int, batch_size: int, sharded: bool = True) -> list[slice]:
+    """The batches of an evaluation over ``count`` samples in consecutive batches of
+    ``batch_size`` that this rank computes: with ``sharded``, a contiguous block of the batches one
+    process makes, the same batches (ARM's batch term couples the images of one), so ``gather`` of
+    every rank's results is one process's result; all of them without, or outside a group."""
+    batches = [
+        slice(start, min(start + batch_size, count)) for start in range(0, count, batch_size)
+    ]
+    return batches[share(len(batches))] if sharded else batches
+
+
+def gather(parts: list, sharded: bool = True) -> list:
+    """Every rank's ``parts`` (a list of CPU tensors, one per batch of ``evaluation_batches``),
+    concatenated in rank order on every rank: the whole evaluation's batches in their order.
+    ``parts`` as they are without ``sharded`` (each rank computed every batch), or outside a
+    group."""
+    if not (sharded and active()):
+        return parts
+    everyone = [None] * world_size()
+    dist.all_gather_object(everyone, parts)
+    return [part for rank_parts in everyone for part in rank_parts]
 
 
 def loss_scale(local: int, batch_size: int) -> float:
