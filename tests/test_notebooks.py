@@ -28,7 +28,7 @@ NOTEBOOKS = pipeline.notebooks()
 
 
 def test_notebooks_are_ordered_and_committed_without_outputs():
-    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 11)]
+    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 12)]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
