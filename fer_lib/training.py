@@ -515,11 +515,7 @@ def store_population_mean(
 
 
 def _baseline_fingerprint(baseline: models.ARMNet) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(baseline.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return models.weights_fingerprint(baseline)
 
 
 def rgb_feature_cache(

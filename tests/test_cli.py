@@ -653,7 +653,14 @@ def test_predict_resumes_a_stopped_run_and_batches_faces_without_figures(trained
     assert "resuming: 2 of 5 photo(s) already in" in capsys.readouterr().out
     resumed = pd.read_csv(bulk / "predictions.csv")
     assert sorted(resumed["image"]) == sorted(expected["image"])
-    # another model's table is not appended to
+    # another model's table is not appended to: other heads, or the same heads with other weights
     baseline_only = ["predict", str(photos), models_[0], models_[1], "--out", str(bulk)]
     assert main([*baseline_only, "--no-figures"]) == 1
     assert "holds another model's predictions" in capsys.readouterr().err
+    saved = torch.load(base / "fusion" / "best.pt", weights_only=True)
+    saved["model"]["fusion.bias"] = saved["model"]["fusion.bias"] + 0.01
+    torch.save(saved, tmp_path / "retrained.pt")
+    retrained = ["predict", str(photos), *models_[:3], str(tmp_path / "retrained.pt")]
+    assert main([*retrained, "--out", str(bulk), "--no-figures"]) == 1
+    assert "holds another model's predictions" in capsys.readouterr().err
+    assert len(pd.read_csv(bulk / "predictions.csv")) == len(resumed)  # nothing appended

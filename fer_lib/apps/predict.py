@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from fer_lib.data import landmarks, tensors
 from fer_lib.data.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detect_faces, load_photo
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation import explain
+from fer_lib.io import save_json
 from fer_lib.runtime import devices, precision
 from fer_lib.training import landmark_inputs
 
@@ -282,15 +284,18 @@ def photo_columns(classes: tuple[str, ...], heads: list[str]) -> list[str]:
     return names + [f"p_{head}_{c}" for head in heads for c in classes]
 
 
-def _already_predicted(table: Path, names: list[str]) -> set[str]:
-    """The photos a stopped run left in ``table``; a table of another model is refused."""
+def _already_predicted(table: Path, names: list[str], model: str) -> set[str]:
+    """The photos a stopped run left in ``table``; a table of another model (``model``: its
+    ``weights_fingerprint``, kept beside the table) is refused."""
     if not table.is_file():
         return set()
     done = pd.read_csv(table, dtype={"image": str})
-    if list(done.columns) != names:
+    about = table.with_suffix(".json")
+    written_by = json.loads(about.read_text()).get("model") if about.is_file() else None
+    if list(done.columns) != names or written_by != model:
         raise models.CheckpointError(
-            f"{table} holds another model's predictions (other heads or classes): pass another "
-            "--out, or delete it to start again"
+            f"{table} holds another model's predictions: pass another --out, or delete it (and "
+            f"{about.name}) to start again"
         )
     return set(done["image"])
 
@@ -304,13 +309,16 @@ def predict_photos(
     *,
     figures: bool = True,
     batch_size: int = 64,
+    resume: bool = True,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Every face of every photo through loaded models whose ARM population means are set; returns
     the rows of these photos.
 
     ``out/predictions.csv`` grows a photo at a time, so a stopped run resumes where it stopped (the
-    photos already in it are skipped). ``figures``: one figure per face with Grad-CAM++ (PNG and
+    photos already in it are skipped; ``resume=False`` starts the table again). The models' weights
+    and population means are fingerprinted in ``out/predictions.json``: a table is resumed only by
+    the models that began it. ``figures``: one figure per face with Grad-CAM++ (PNG and
     PDF); without them the faces of several photos go through the networks together, ``batch_size``
     at a time (ARM is batch-independent here: the same probabilities in any batch)."""
     baseline.eval().set_affinity("fixed")
@@ -320,8 +328,15 @@ def predict_photos(
     out.mkdir(parents=True, exist_ok=True)
     photos = photos_in(paths)
     table = out / "predictions.csv"
+    if not resume:
+        table.unlink(missing_ok=True)
     names = photo_columns(baseline.classes, ["rgb"] if fusion is None else [h for h, _ in HEADS])
-    done = _already_predicted(table, names)
+    model = models.weights_fingerprint(
+        *([baseline] if fusion is None else [baseline, fusion]), buffers=True
+    )
+    done = _already_predicted(table, names, model)
+    if not done:
+        save_json({"model": model}, table.with_suffix(".json"))
     todo = [path for path in photos if str(path) not in done]
     if done:
         skipped = len(photos) - len(todo)

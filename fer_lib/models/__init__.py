@@ -26,6 +26,7 @@ from fer_lib.models.checkpoints import (
     CheckpointNotFoundError,
     check_classes,
     load_state_strict,
+    weights_fingerprint,
 )
 from fer_lib.models.folders import folder_architecture, local_folder
 from fer_lib.models.fusion import (
@@ -62,4 +63,5 @@ __all__ = [
     "local_folder",
     "population_means",
     "save_arm_checkpoint",
+    "weights_fingerprint",
 ]

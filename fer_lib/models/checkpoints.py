@@ -4,6 +4,7 @@ wrong class list refused, and the ARM's population means carried beside the weig
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +16,20 @@ ARM_FILE_HINT = (
     "SimKarras/Amend-Representation-Module, a dict with 'model_state_dict'), a file written by "
     "fer_lib.models.save_arm_checkpoint, or a bare state dict."
 )
+
+
+def weights_fingerprint(*modules: nn.Module, buffers: bool = False) -> str:
+    """A short digest of the modules' weights (``state_dict``); ``buffers`` adds the buffers it
+    leaves out, such as ARM's population means, which change a model's answers too."""
+    digest = hashlib.sha256()
+    for module in modules:
+        tensors = dict(module.state_dict())
+        if buffers:
+            tensors.update(("buffer." + name, b) for name, b in module.named_buffers())
+        for name, tensor in sorted(tensors.items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 class CheckpointError(ValueError):
