@@ -48,6 +48,11 @@ FIGURES = (
         "Grad-CAM++ of both branches, at the paper's layers, on the most confident mistakes per "
         "class (Table 10).",
     ),
+    (
+        ("whatif_jitter",),
+        "Landmark jitter: fused, landmark-only and RGB accuracy as every landmark is moved by "
+        "Gaussian noise, and the fused gain over RGB (notebook 11; every seed).",
+    ),
 )
 CSS = """
 body {
