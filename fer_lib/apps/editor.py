@@ -117,7 +117,12 @@ class Editor:
         self.readout = widgets.HTML()
         self.curve = widgets.Output()
         self.cam_output = widgets.Output()
+        self._build_figures(size, ex.classes)
+        self._connect()
+        self._refilter()
 
+    def _build_figures(self, size: int, classes: tuple[str, ...]) -> None:
+        """The face with its draggable points, the landmark input and the three heads' bars."""
         self.face_figure, scales = _canvas(size, "drag a point")
         self.face_image = bqplot.Image(
             image=widgets.Image(format="png"), scales=scales, x=[0, size], y=[size, 0]
@@ -139,8 +144,8 @@ class Editor:
         self.heatmap_figure.marks = [self.heatmap_image]
         bar_x, bar_y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0, max=1)
         self.bars = bqplot.Bars(
-            x=list(ex.classes),
-            y=np.zeros((3, len(ex.classes))),
+            x=list(classes),
+            y=np.zeros((3, len(classes))),
             scales={"x": bar_x, "y": bar_y},
             type="grouped",
             colors=list(HEAD_COLOURS),
@@ -155,6 +160,8 @@ class Editor:
             layout=widgets.Layout(width="480px", height="310px"),
         )
 
+    def _connect(self) -> None:
+        """Each control's handler, and the layout."""
         for control in (self.seed, self.model, self.true, self.case):
             control.observe(self._refilter, names="value")
         self.image.observe(self._new_face, names="value")
@@ -178,7 +185,6 @@ class Editor:
                 self.curve,
             ]
         )
-        self._refilter()
 
     # -- state ------------------------------------------------------------------------------------
 
