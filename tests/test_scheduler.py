@@ -296,9 +296,12 @@ def test_run_all_passes_runs_per_gpu_on_and_refuses_a_bad_value_in_one_line(
     given = {}
     monkeypatch.setattr(pipeline, "run_all", lambda profile, **options: given.update(options) or 0)
     assert main(["run-all", "--profile", "smoke", "--runs-per-gpu", "auto", "--run-memory-gb",
-                 "3.5", "--run-dir", str(tmp_path), "--device", "cpu"]) == 0  # fmt: skip
+                 "3.5", "--gpu-memory-gb", "80", "--run-dir", str(tmp_path),
+                 "--device", "cpu"]) == 0  # fmt: skip
     assert given["runs_per_gpu"] == "auto" and given["run_memory_gb"] == 3.5
-    for bad in (["--runs-per-gpu", "0"], ["--runs-per-gpu", "many"], ["--run-memory-gb", "0"]):
+    assert given["launch_options"].gpu_memory_gb == 80
+    bad_values = [["--runs-per-gpu", "0"], ["--runs-per-gpu", "many"], ["--run-memory-gb", "0"]]
+    for bad in [*bad_values, ["--gpu-memory-gb", "-1"]]:
         with pytest.raises(SystemExit) as exit_:
             main(["run-all", "--profile", "smoke", *bad])
         assert exit_.value.code == 2

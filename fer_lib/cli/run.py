@@ -47,6 +47,7 @@ def _launch_options(args: argparse.Namespace):
         mem_gb=args.mem_gb,
         timeout_min=args.time_min,
         setup=tuple(args.setup),
+        gpu_memory_gb=args.gpu_memory_gb,
     )
 
 
@@ -254,9 +255,10 @@ def _add_run_all(commands) -> None:
         type=_runs_per_gpu,
         default=1,
         metavar="N|auto",
-        help="without --workers, N training processes share each GPU (default 1); auto: as many as "
-        "fit by a run's peak memory, recorded by the runs of this run folder that trained on a GPU "
-        "or given with --run-memory-gb (1 where none is known)",
+        help="without --workers, N training processes share each GPU (default 1; with --launcher, "
+        "each landmark-branch task trains N runs per GPU side by side); auto: as many as fit by a "
+        "run's peak memory, recorded by the runs of this run folder that trained on a GPU or given "
+        "with --run-memory-gb (1 where none is known)",
     )
     run.add_argument(
         "--run-memory-gb",
@@ -344,6 +346,14 @@ def _add_launcher_options(run: argparse.ArgumentParser) -> None:
         default=[],
         metavar="LINE",
         help="a shell line run before each task, e.g. 'module load cuda' (repeatable)",
+    )
+    slurm.add_argument(
+        "--gpu-memory-gb",
+        type=between(0, 4096, open_ends=True),
+        default=None,
+        metavar="GB",
+        help="the memory of a task's GPU, for --runs-per-gpu auto where this machine has no GPU "
+        "(default: this machine's smallest GPU)",
     )
 
 

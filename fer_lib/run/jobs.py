@@ -93,10 +93,10 @@ def job_of(entry: dict) -> Job:
     return Job(entry["seed"], entry["weighting"], entry["w"], entry["variant"])
 
 
-def run_job(path: Path, index: int) -> tuple[Job, float]:
-    """Run job ``index`` of the list at ``path`` here (its output in ``<run>/logs/<job>.log``);
-    refuses, naming them, while the jobs it needs are not finished. Returns the job and its
-    seconds."""
+def run_job(path: Path, index: int, threads: int = 0) -> tuple[Job, float]:
+    """Run job ``index`` of the list at ``path`` here (its output in ``job_log``) on ``threads`` CPU
+    threads (0: torch's default); refuses, naming them, while the jobs it needs are not finished.
+    Returns the job and its seconds."""
     record = read_jobs(path)
     jobs = record["jobs"]
     if not 0 <= index < len(jobs):
@@ -117,5 +117,9 @@ def run_job(path: Path, index: int) -> tuple[Job, float]:
         experiment.baseline_checkpoint,
         experiment.pretrained,
     )
-    log = Path(record["run_dir"]) / "logs" / f"{job.slug}.log"
-    return job, train_job(job, arguments, log, threads=0)
+    return job, train_job(job, arguments, job_log(record, index), threads=threads)
+
+
+def job_log(record: dict, index: int) -> Path:
+    """Where job ``index`` of a job list writes its output: ``<run>/logs/<job>.log``."""
+    return Path(record["run_dir"]) / "logs" / f"{job_of(record['jobs'][index]).slug}.log"

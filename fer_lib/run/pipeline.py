@@ -593,7 +593,7 @@ class _Run:
             return
         listed = self.base / "jobs.json"
         write_jobs(self.experiment(), listed)
-        launch(listed, self.launcher, self.launch_options)
+        launch(listed, self.launcher, self.launch_options, **self.packing)
 
     def _inputs_beyond_the_run(self, notebook: Path, fresh, workers: int | None) -> tuple:
         """What a notebook reads besides the run's inputs: from 03 on the trained models (trained

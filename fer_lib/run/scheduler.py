@@ -170,14 +170,30 @@ def packed_runs(run_gib: float, device_gib: float, cores_per_gpu: int) -> int:
 
 
 def choose_runs_per_gpu(asked: int | str, run_dir: Path, run_memory_gb: float | None = None) -> int:
-    """The workers per GPU: ``asked`` when a number; for ``"auto"``, ``packed_runs`` of the given
-    ``run_memory_gb`` or else of the peak recorded in ``run_dir``, on the smallest visible GPU,
-    saying which in one line; 1 where nothing was measured. 1 without a GPU (the CPU's workers are
-    per core)."""
+    """The workers per GPU: ``asked`` when a number; for ``"auto"``, ``packed_by_memory`` on the
+    smallest visible GPU with its share of this machine's cores. 1 without a GPU (the CPU's workers
+    are per core)."""
     if not _on_gpus():
         return 1
     if asked != "auto":
         return int(asked)
+    cores_per_gpu = max(1, (os.cpu_count() or 1) // torch.cuda.device_count())
+    return packed_by_memory(run_dir, run_memory_gb, smallest_gpu_gib(), cores_per_gpu)
+
+
+def smallest_gpu_gib() -> float | None:
+    """The memory of the smallest visible GPU in GiB; None without a GPU."""
+    if not _on_gpus():
+        return None
+    gpus = torch.cuda.device_count()
+    return min(torch.cuda.get_device_properties(k).total_memory for k in range(gpus)) / GIB
+
+
+def packed_by_memory(
+    run_dir: Path, run_memory_gb: float | None, device_gib: float, cores_per_gpu: int
+) -> int:
+    """``packed_runs`` of the given ``run_memory_gb`` or else of the peak recorded in ``run_dir``,
+    saying which in one line; 1 where nothing was measured."""
     figure = run_memory_gb if run_memory_gb is not None else recorded_run_memory(run_dir)
     if figure is None:
         print(
@@ -185,9 +201,7 @@ def choose_runs_per_gpu(asked: int | str, run_dir: Path, run_memory_gb: float | 
             "--run-memory-gb GB gives one)"
         )
         return 1
-    gpus = torch.cuda.device_count()
-    device_gib = min(torch.cuda.get_device_properties(k).total_memory for k in range(gpus)) / GIB
-    packed = packed_runs(figure, device_gib, max(1, (os.cpu_count() or 1) // gpus))
+    packed = packed_runs(figure, device_gib, cores_per_gpu)
     source = "given" if run_memory_gb is not None else "recorded"
     print(
         f"==> runs per GPU: {packed} (a run's peak {figure:.1f} GiB, {source}, + "
@@ -316,9 +330,26 @@ _WORKER: dict = {}
 
 
 def _init_worker(devices) -> None:
-    """Bind this worker to one GPU, before CUDA starts (each job sets its own CPU threads)."""
+    """Bind this worker to one GPU, before CUDA starts (each job sets its own CPU threads):
+    ``devices`` is its ``CUDA_VISIBLE_DEVICES`` entry, or a queue of them to take one from."""
     if devices is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+        entry = devices if isinstance(devices, str) else devices.get()
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(entry)
+
+
+def worker_pool(workers: int, device: str | None = None) -> ProcessPoolExecutor:
+    """``workers`` spawned processes, each bound to one GPU before CUDA starts: ``device`` (a
+    ``CUDA_VISIBLE_DEVICES`` entry) for all of them, or else round-robin over the visible GPUs
+    (``worker_devices``); unbound without a GPU."""
+    context = get_context("spawn")
+    devices = device
+    if device is None and _on_gpus():
+        devices = context.Manager().Queue()
+        for entry in worker_devices(workers):
+            devices.put(entry)
+    return ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(devices,)
+    )
 
 
 def train_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
@@ -503,12 +534,6 @@ class _Stage:
     def run(self) -> dict[str, float]:
         experiment = self.experiment
         _ = experiment.splits  # decode the images once, here, before the workers read the cache
-        context = get_context("spawn")
-        devices = None
-        if self.gpus:
-            devices = context.Manager().Queue()
-            for entry in worker_devices(self.workers):
-                devices.put(entry)
         self._announce()
         self.bar = tqdm(
             total=sum(self.cost.values()),
@@ -524,9 +549,7 @@ class _Stage:
             experiment.baseline_checkpoint,
             experiment.pretrained,
         )
-        with ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_init_worker, initargs=(devices,)
-        ) as pool:
+        with worker_pool(self.workers) as pool:
             self._fill(pool, experiment_args)
             while self.running:
                 done, _ = wait(self.running, timeout=2, return_when=FIRST_COMPLETED)
