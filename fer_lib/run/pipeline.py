@@ -398,8 +398,7 @@ def run_all(
     runs_per_gpu: int | str = 1,
     run_memory_gb: float | None = None,
 ) -> int:
-    """Data check, then every notebook in order (stopping at the first failure), then the HTML
-    report.
+    """Data check, then every notebook in order (stopping at the first failure), the HTML report.
 
     ``cross_data``: other data sets (RAF-DB's layout, or converted) that notebook 09 tests the run's
     models on (``fer_lib.apps.crossdata``).
