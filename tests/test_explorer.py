@@ -20,6 +20,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fer_lib.apps import editor, explore, whatif
 from fer_lib.data.rafdb import CLASSES
@@ -126,6 +127,14 @@ def test_the_editor_answers_a_drag_and_a_reset(data):
     assert np.array_equal(edit.bars.y[0], rgb_bars)
     edit.region.value = "mouth"
     assert "region hidden" in edit.readout.value
+    # a box drawn on the face (the brush, on while a box is chosen) becomes the sliders' box
+    edit.region.value = editor.BOX
+    assert edit.face_figure.interaction is edit.brush
+    edit.brush.selected_x, edit.brush.selected_y = np.array([40.4, 3.0]), np.array([9.0, 30.0])
+    assert edit.rows.value == (9, 30) and edit.cols.value == (3, 40)
+    hidden = edit.current_image()
+    assert not torch.equal(hidden[:, 9:30, 3:40], edit.face.image[:, 9:30, 3:40])
+    assert torch.equal(hidden[:, 30:], edit.face.image[:, 30:])
     edit.reset.click()
     assert edit.readout.value == unedited
     edit.target.value, edit.amount.value = CLASSES[3], 1.0

@@ -26,7 +26,7 @@ from fer_lib.evaluation import explain
 from fer_lib.io import BATCH_REPORT_ENV
 
 NO_REGION = "nothing"
-BOX = "a box (sliders)"
+BOX = "a box (draw it on the face, or the sliders)"
 HEADS = ("rgb", "landmark", "fused")
 HEAD_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c")
 # the bars' key, above them (a bqplot legend inside the plot hides the bars near 1)
@@ -137,6 +137,10 @@ class Editor:
             stroke="white",
         )
         self.face_figure.marks = [self.face_image, self.points]
+        # on the face while BOX is chosen (it takes the mouse from the points then)
+        self.brush = bqplot.interacts.BrushSelector(
+            x_scale=scales["x"], y_scale=scales["y"], color="yellow"
+        )
         self.heatmap_figure, heat_scales = _canvas(size, "landmark input")
         self.heatmap_image = bqplot.Image(
             image=widgets.Image(format="png"), scales=heat_scales, x=[0, size], y=[size, 0]
@@ -170,6 +174,8 @@ class Editor:
         for control in (self.region, self.fill, self.rows, self.cols, self.cams):
             control.observe(self.refresh, names="value")
         self.points.observe(self.refresh, names=["x", "y"])
+        self.region.observe(self._box_mode, names="value")
+        self.brush.observe(self._box_drawn, names=["selected_x", "selected_y"])
         self.reset.on_click(self._reset)
         self.widget = widgets.VBox(
             [
@@ -269,6 +275,24 @@ class Editor:
             finally:
                 self._busy = False
             self.points.y = points[:, 1].numpy()  # one refresh, with both coordinates
+
+    def _box_mode(self, *_):
+        """The brush on the face while a box is hidden; the points draggable otherwise."""
+        self.face_figure.interaction = self.brush if self.region.value == BOX else None
+
+    def _box_drawn(self, *_):
+        """The box drawn on the face, as the sliders' rows and columns."""
+        x, y = self.brush.selected_x, self.brush.selected_y
+        if x is None or y is None or len(x) != 2 or len(y) != 2:
+            return
+        size = self.rows.max
+        rows, cols = (tuple(int(np.clip(round(v), 0, size)) for v in sorted(a)) for a in (y, x))
+        self._busy = True
+        try:
+            self.rows.value, self.cols.value = rows, cols
+        finally:
+            self._busy = False
+        self.refresh()
 
     def _reset(self, *_):
         self._busy = True
