@@ -262,3 +262,12 @@ def print_heads(predictions, title: str = "test set") -> None:
         print_summary(
             f"{head}, {title}", predictions.labels, getattr(predictions, head), predictions.classes
         )
+
+
+def save_fusion_test(model, baseline, test, config, out: Path, title: str = "test set") -> None:
+    """A fusion model's test predictions saved in ``out`` (as the notebooks save them), and each
+    head's summary printed."""
+    from fer_lib import training
+
+    cache = training.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=out / "cache")
+    print_heads(training.save_test_predictions(model, test, cache, config, out), title)

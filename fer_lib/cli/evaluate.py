@@ -13,9 +13,9 @@ from fer_lib.cli.common import (
     existing,
     input_size_arg,
     load_baseline,
-    print_heads,
     print_summary,
     run_device,
+    save_fusion_test,
 )
 from fer_lib.data.rafdb import load_rafdb
 from fer_lib.settings import (
@@ -67,11 +67,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     baseline.set_affinity(args.affinity)
     if fused:
         model = model.to(device).set_affinity(args.affinity)
-        test_cache = training.rgb_feature_cache(
-            baseline, test, flips=(False,), cache_dir=args.out / "cache"
-        )
-        predictions = training.save_test_predictions(model, test, test_cache, config, args.out)
-        print_heads(predictions, f"test set, batch {args.batch_size}, affinity {args.affinity}")
+        title = f"test set, batch {args.batch_size}, affinity {args.affinity}"
+        save_fusion_test(model, baseline, test, config, args.out, title)
     else:
         probabilities = training.save_baseline_predictions(
             baseline, test, args.batch_size, args.out / "predictions_rgb.csv"
