@@ -262,14 +262,16 @@ def _test_from_rows(
         f"{with_claim} of {len(seed_rows)} seeds as claimed, {against} against "
         "(per-seed 95% interval excludes 0)"
     )
+
+    def test(*numbers, about: str, **pooled_fields) -> ClaimTest:
+        detail = _intervals(frame, metric)
+        return ClaimTest(claim, family, sign, *numbers, about, detail, seeds_right, **pooled_fields)
+
     if len(rows):
         row = rows.iloc[0]
         result = pooled_result(row, metric)
         margin = EQUIVALENCE_MARGIN
-        return ClaimTest(
-            claim,
-            family,
-            sign,
+        return test(
             result.p_value,
             result.p_equivalence(margin),
             result.p_beyond(margin),
@@ -277,11 +279,11 @@ def _test_from_rows(
             result.low,
             result.high,
             result.resolution(),
-            about_pooled(row, result.seeds),
-            _intervals(frame, metric),
-            seeds_right,
-            result,
-            tuple((r["seed"], float(r[f"{metric} diff"])) for _, r in seed_rows.iterrows()),
+            about=about_pooled(row, result.seeds),
+            result=result,
+            seed_differences=tuple(
+                (r["seed"], float(r[f"{metric} diff"])) for _, r in seed_rows.iterrows()
+            ),
         )
     row = seed_rows.iloc[0]
     low, high = float(row[f"{metric} 95% low"]), float(row[f"{metric} 95% high"])
@@ -290,21 +292,8 @@ def _test_from_rows(
         if metric == "OA" and pd.notna(row.get("McNemar p", np.nan))
         else _p_from_interval(float(row[f"{metric} diff"]), low, high)
     )
-    return ClaimTest(
-        claim,
-        family,
-        sign,
-        p_two,
-        1.0,
-        1.0,
-        float(row[f"{metric} diff"]),
-        low,
-        high,
-        np.nan,
-        f"these trained models (seed {row['seed']}; one seed says nothing about the method)",
-        _intervals(frame, metric),
-        seeds_right,
-    )
+    about = f"these trained models (seed {row['seed']}; one seed says nothing about the method)"
+    return test(p_two, 1.0, 1.0, float(row[f"{metric} diff"]), low, high, np.nan, about=about)
 
 
 def _p_from_interval(difference: float, low: float, high: float) -> float:
