@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fer_lib.cli.common import (
     at_least,
-    data_folder,
+    common_parent,
     existing,
     input_size_arg,
     load_baseline,
@@ -214,22 +214,16 @@ def _evaluate_across(args: argparse.Namespace) -> int:
 
 def _add_evaluate(commands) -> None:
     base = BaselineConfig()  # every default below comes from the recipe
+    common = common_parent(
+        "a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
+        "--checkpoint",
+        nargs="+",
+    )
     evaluate = commands.add_parser(
         "evaluate",
+        parents=[common],
         help="test-set predictions and the paper's metrics; across data sets with --checkpoint",
     )
-    evaluate.add_argument(
-        "--data",
-        type=data_folder,
-        required=True,
-        nargs="+",
-        help="a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
-        "--checkpoint",
-    )
-    evaluate.add_argument(
-        "--device", default=None, help="cpu or cuda (default: cuda when available)"
-    )
-    evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument(
         "--baseline",
         type=existing,
