@@ -21,7 +21,7 @@ import pandas as pd
 
 from fer_lib.data.rafdb import CLASSES as RAFDB_CLASSES
 from fer_lib.io import relative
-from fer_lib.report.replication import run_records
+from fer_lib.report.replication import run_records, seed_list
 from fer_lib.report.tables import read_table
 from fer_lib.report.verdicts import CLAIM_COLUMNS, EQUIVALENCE_MARGIN, resolvable_rows
 from fer_lib.runtime.precision import arithmetic_note
@@ -193,15 +193,7 @@ def write_landing_page(
             "settings changed from the profile",
             html.escape(", ".join(f"{k}={v}" for k, v in overrides.items())) or "none",
         ),
-        (
-            "training seeds",
-            html.escape(
-                ", ".join(
-                    str(int(settings.get("seed_offset", 0)) + k)
-                    for k in range(int(settings.get("seeds", 0)))
-                )
-            ),
-        ),
+        ("training seeds", html.escape(", ".join(map(str, seed_list(settings))))),
         ("commit", html.escape(str(info.get("commit", "unknown")))),
         ("date", html.escape(str(info.get("date", "unknown")))),
         (

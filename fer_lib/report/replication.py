@@ -52,7 +52,7 @@ def _run_summary(run_dir: Path) -> dict:
         # which must not change a verdict
         "path": f"{info.get('device', 'cpu')}, {info.get('cpu_path', 'unknown')}",
         "commit": info.get("commit", "unknown"),
-        "seeds": ", ".join(map(str, _seed_list(settings))),
+        "seeds": ", ".join(map(str, seed_list(settings))),
         "headline": {
             "baseline OA": float(table6.loc["baseline", "oa_top1"]),
             "proposed OA": float(table6.loc["proposed", "oa_top1"]),
@@ -66,7 +66,8 @@ def _run_summary(run_dir: Path) -> dict:
     }
 
 
-def _seed_list(settings: dict) -> list[int]:
+def seed_list(settings: dict) -> list[int]:
+    """The training seeds of a run, from its settings.json."""
     offset, seeds = int(settings.get("seed_offset", 0)), int(settings.get("seeds", 0))
     return list(range(offset, offset + seeds))
 
