@@ -341,12 +341,19 @@ def _words(low: float, high: float, sign: int, margin: float = EQUIVALENCE_MARGI
     the margin" when it lies beyond +-margin and "smaller than the margin" when within it;
     equivalent when it lies within +-margin but holds 0; inconclusive otherwise."""
     within = -margin < low and high < margin
-    if low > 0 or high < 0:
-        word = "supported" if np.sign(low + high) == sign else "contradicted"
-        if low > margin or high < -margin:
-            return word + ", beyond the margin"
-        return word + (", smaller than the margin" if within else "")
-    return "equivalent" if within else "inconclusive"
+    beyond = low > margin or high < -margin
+    return _verdict(low > 0 or high < 0, np.sign(low + high) == sign, beyond, within)
+
+
+def _verdict(differs: bool, as_claimed: bool, beyond: bool, within: bool) -> str:
+    """The words of a difference found (or not), in the claimed direction (or not), beyond or
+    within the margin."""
+    if not differs:
+        return "equivalent" if within else "inconclusive"
+    word = "supported" if as_claimed else "contradicted"
+    return word + (
+        ", beyond the margin" if beyond else ", smaller than the margin" if within else ""
+    )
 
 
 def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
@@ -366,20 +373,9 @@ def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
         elif test.result is not None:
             verdicts.append(_words(*test.result.interval(1 - level), test.sign))
         else:
-            differs = test.p_two < level
+            as_claimed = np.sign(test.difference) == test.sign
             equivalent, beyond = test.p_equivalence < level / 2, test.p_beyond < level / 2
-            if differs:
-                word = "supported" if np.sign(test.difference) == test.sign else "contradicted"
-                word += (
-                    ", beyond the margin"
-                    if beyond
-                    else ", smaller than the margin"
-                    if equivalent
-                    else ""
-                )
-                verdicts.append(word)
-            else:
-                verdicts.append("equivalent" if equivalent else "inconclusive")
+            verdicts.append(_verdict(test.p_two < level, as_claimed, beyond, equivalent))
     return verdicts
 
 
