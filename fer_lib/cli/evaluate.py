@@ -212,7 +212,7 @@ def _evaluate_across(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_evaluate(commands) -> None:
+def add_parsers(commands) -> None:
     base = BaselineConfig()  # every default below comes from the recipe
     common = common_parent(
         "a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
@@ -274,7 +274,3 @@ def _add_evaluate(commands) -> None:
     )
     evaluate.add_argument("--out", type=Path, required=True)
     evaluate.set_defaults(func=_evaluate)
-
-
-def add_parsers(commands) -> None:
-    _add_evaluate(commands)
