@@ -156,29 +156,25 @@ def data_folder(text: str) -> Path:
     return path
 
 
-def width_of(network: str):
-
-    valid = valid_widths(network)
+def one_of(valid, message: str):
+    """A whole number among ``valid``; ``message`` says what is refused, with {} for the list and
+    {} for the value."""
 
     def parse(text: str) -> int:
         value = at_least(1)(text)
         if value not in valid:
-            raise argparse.ArgumentTypeError(
-                f"ARM needs one of the widths {', '.join(map(str, valid))}, got {value}"
-            )
+            raise argparse.ArgumentTypeError(message.format(", ".join(map(str, valid)), value))
         return value
 
     return parse
 
 
-def input_size_arg(text: str) -> int:
+def width_of(network: str):
+    return one_of(valid_widths(network), "ARM needs one of the widths {}, got {}")
 
-    value, valid = at_least(1)(text), valid_input_sizes()
-    if value not in valid:
-        raise argparse.ArgumentTypeError(
-            f"the networks take one of {', '.join(map(str, valid))} (the paper: 224), got {value}"
-        )
-    return value
+
+def input_size_arg(text: str) -> int:
+    return one_of(valid_input_sizes(), "the networks take one of {} (the paper: 224), got {}")(text)
 
 
 def layout_parent() -> Parser:
