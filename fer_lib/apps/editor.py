@@ -72,23 +72,9 @@ class Editor:
         self.evaluated: whatif.Answer | None = None  # the face's answer as the report evaluated it
         self._busy = False
         labelled = {"style": {"description_width": "7em"}}
-        any_value = [("any", None)]
-        self.seed = widgets.Dropdown(options=ex.seeds, description="seed", **labelled)
-        self.model = widgets.Dropdown(
-            options=self.data.models(ex.seeds[0]), description="model", **labelled
-        )
-        self.true = widgets.Dropdown(
-            options=any_value + [(c, c) for c in ex.classes], description="true class", **labelled
-        )
-        self.case = widgets.Dropdown(
-            options=any_value + [(c, c) for c in explore.TABLE2_CASES],
-            description="Table 2 case",
-            **labelled,
-        )
-        self.image = widgets.Dropdown(options=[], description="image", **labelled)
-        self.target = widgets.Dropdown(
-            options=list(ex.classes), value=ex.classes[0], description="toward", **labelled
-        )
+        self.seed, self.model, self.true, self.case = explore.filter_choices(ex, self.data, "7em")
+        self.image = explore.choice([], "image", "7em")
+        self.target = explore.choice(list(ex.classes), "toward", "7em")
         self.amount = widgets.FloatSlider(
             value=0, min=0, max=1, step=0.05, description="how far", continuous_update=False
         )

@@ -365,6 +365,24 @@ class ExplorerData:
         return fig
 
 
+def choice(options, description: str, width: str, *, any_value: bool = False) -> widgets.Dropdown:
+    """A labelled dropdown; ``any_value``: "any" (no filter) first, then each option as itself."""
+    if any_value:
+        options = [("any", None), *((option, option) for option in options)]
+    style = {"description_width": width}
+    return widgets.Dropdown(options=options, description=description, style=style)
+
+
+def filter_choices(ex, data: ExplorerData, width: str) -> tuple[widgets.Dropdown, ...]:
+    """The explorer's and the editor's first choices: seed, model, true class and Table 2 case."""
+    return (
+        choice(ex.seeds, "seed", width),
+        choice(data.models(ex.seeds[0]), "model", width),
+        choice(ex.classes, "true class", width, any_value=True),
+        choice(TABLE2_CASES, "Table 2 case", width, any_value=True),
+    )
+
+
 class Explorer:
     """The ipywidgets explorer: choose seed and model, filter and sort the
     test images, pick one, move w."""
@@ -372,29 +390,10 @@ class Explorer:
     def __init__(self, experiment, data: ExplorerData | None = None):
         self.data = data or ExplorerData(experiment)
         ex = experiment
-        any_value = [("any", None)]
-        labelled = {"style": {"description_width": "8em"}}
-        self.seed = widgets.Dropdown(
-            options=ex.seeds, value=ex.seeds[0], description="seed", **labelled
-        )
-        self.model = widgets.Dropdown(
-            options=self.data.models(ex.seeds[0]), description="model", **labelled
-        )
-        self.true = widgets.Dropdown(
-            options=any_value + [(c, c) for c in ex.classes], description="true class", **labelled
-        )
-        self.predicted = widgets.Dropdown(
-            options=any_value + [(c, c) for c in ex.classes], description="fused class", **labelled
-        )
-        self.case = widgets.Dropdown(
-            options=any_value + [(c, c) for c in TABLE2_CASES],
-            description="Table 2 case",
-            **labelled,
-        )
-        self.effect = widgets.Dropdown(
-            options=any_value + [(e, e) for e in EFFECTS], description="fusion", **labelled
-        )
-        self.sort = widgets.Dropdown(options=list(SORTS), description="sort by", **labelled)
+        self.seed, self.model, self.true, self.case = filter_choices(ex, self.data, "8em")
+        self.predicted = choice(ex.classes, "fused class", "8em", any_value=True)
+        self.effect = choice(EFFECTS, "fusion", "8em", any_value=True)
+        self.sort = choice(list(SORTS), "sort by", "8em")
         self.image = widgets.Select(options=[], rows=10, description="image")
         self.w = widgets.FloatSlider(
             value=PAPER_W, min=0.0, max=1.0, step=0.05, description="w", continuous_update=False

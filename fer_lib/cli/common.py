@@ -21,6 +21,7 @@ from fer_lib.data.ferplus import LABEL_MODES
 from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation.metrics import summary
+from fer_lib.run.profiles import PROFILES
 from fer_lib.settings import valid_input_sizes, valid_widths
 
 
@@ -155,29 +156,25 @@ def data_folder(text: str) -> Path:
     return path
 
 
-def width_of(network: str):
-
-    valid = valid_widths(network)
+def one_of(valid, message: str):
+    """A whole number among ``valid``; ``message`` says what is refused, with {} for the list and
+    {} for the value."""
 
     def parse(text: str) -> int:
         value = at_least(1)(text)
         if value not in valid:
-            raise argparse.ArgumentTypeError(
-                f"ARM needs one of the widths {', '.join(map(str, valid))}, got {value}"
-            )
+            raise argparse.ArgumentTypeError(message.format(", ".join(map(str, valid)), value))
         return value
 
     return parse
 
 
-def input_size_arg(text: str) -> int:
+def width_of(network: str):
+    return one_of(valid_widths(network), "ARM needs one of the widths {}, got {}")
 
-    value, valid = at_least(1)(text), valid_input_sizes()
-    if value not in valid:
-        raise argparse.ArgumentTypeError(
-            f"the networks take one of {', '.join(map(str, valid))} (the paper: 224), got {value}"
-        )
-    return value
+
+def input_size_arg(text: str) -> int:
+    return one_of(valid_input_sizes(), "the networks take one of {} (the paper: 224), got {}")(text)
 
 
 def layout_parent() -> Parser:
@@ -242,14 +239,48 @@ def add_checkpoint_options(parser: argparse.ArgumentParser, baseline_help: str) 
     )
 
 
-def common_parent() -> Parser:
-    """The options every training and evaluation command takes."""
+def add_profile_options(parser: argparse.ArgumentParser, path_type=Path) -> None:
+    """What run-all and jobs share: the profile, the weights it starts from (``path_type``: how
+    their paths are read), the settings it overrides and its run folder."""
+    parser.add_argument("--profile", default="demo", choices=tuple(PROFILES))
+    parser.add_argument(
+        "--baseline-checkpoint",
+        type=path_type,
+        default=None,
+        help="the ARM authors' epoch59_acc0.9205.pth",
+    )
+    parser.add_argument(
+        "--pretrained",
+        type=path_type,
+        default=None,
+        help="torchvision's resnet18-f37072fd.pth: ImageNet start for a trained baseline",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the profile, e.g. --set seeds=1 --set w_grid=0.6 --set "
+        "train_limit=500 (repeatable)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="default: runs/<profile>, or runs/<profile>-<settings> with --set",
+    )
+
+
+def common_parent(data_help: str | None = None, nargs: str | None = None) -> Parser:
+    """The options every training and evaluation command takes (``nargs``: of --data)."""
     common = Parser(add_help=False)
     common.add_argument(
         "--data",
         type=data_folder,
         required=True,
-        help="RAF-DB basic/ folder (or a synthetic set, or a set converted by convert-data)",
+        nargs=nargs,
+        help=data_help
+        or "RAF-DB basic/ folder (or a synthetic set, or a set converted by convert-data)",
     )
     common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     common.add_argument("--seed", type=int, default=0)
@@ -262,3 +293,12 @@ def print_heads(predictions, title: str = "test set") -> None:
         print_summary(
             f"{head}, {title}", predictions.labels, getattr(predictions, head), predictions.classes
         )
+
+
+def save_fusion_test(model, baseline, test, config, out: Path, title: str = "test set") -> None:
+    """A fusion model's test predictions saved in ``out`` (as the notebooks save them), and each
+    head's summary printed."""
+    from fer_lib import training
+
+    cache = training.rgb_feature_cache(baseline, test, flips=(False,), cache_dir=out / "cache")
+    print_heads(training.save_test_predictions(model, test, cache, config, out), title)

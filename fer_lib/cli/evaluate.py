@@ -9,13 +9,13 @@ from pathlib import Path
 
 from fer_lib.cli.common import (
     at_least,
-    data_folder,
+    common_parent,
     existing,
     input_size_arg,
     load_baseline,
-    print_heads,
     print_summary,
     run_device,
+    save_fusion_test,
 )
 from fer_lib.data.rafdb import load_rafdb
 from fer_lib.settings import (
@@ -67,11 +67,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     baseline.set_affinity(args.affinity)
     if fused:
         model = model.to(device).set_affinity(args.affinity)
-        test_cache = training.rgb_feature_cache(
-            baseline, test, flips=(False,), cache_dir=args.out / "cache"
-        )
-        predictions = training.save_test_predictions(model, test, test_cache, config, args.out)
-        print_heads(predictions, f"test set, batch {args.batch_size}, affinity {args.affinity}")
+        title = f"test set, batch {args.batch_size}, affinity {args.affinity}"
+        save_fusion_test(model, baseline, test, config, args.out, title)
     else:
         probabilities = training.save_baseline_predictions(
             baseline, test, args.batch_size, args.out / "predictions_rgb.csv"
@@ -215,24 +212,18 @@ def _evaluate_across(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_evaluate(commands) -> None:
+def add_parsers(commands) -> None:
     base = BaselineConfig()  # every default below comes from the recipe
+    common = common_parent(
+        "a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
+        "--checkpoint",
+        nargs="+",
+    )
     evaluate = commands.add_parser(
         "evaluate",
+        parents=[common],
         help="test-set predictions and the paper's metrics; across data sets with --checkpoint",
     )
-    evaluate.add_argument(
-        "--data",
-        type=data_folder,
-        required=True,
-        nargs="+",
-        help="a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
-        "--checkpoint",
-    )
-    evaluate.add_argument(
-        "--device", default=None, help="cpu or cuda (default: cuda when available)"
-    )
-    evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument(
         "--baseline",
         type=existing,
@@ -283,7 +274,3 @@ def _add_evaluate(commands) -> None:
     )
     evaluate.add_argument("--out", type=Path, required=True)
     evaluate.set_defaults(func=_evaluate)
-
-
-def add_parsers(commands) -> None:
-    _add_evaluate(commands)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_lib.cli.common import at_least, existing
-from fer_lib.run.profiles import PROFILES, get_profile, parse_assignments
+from fer_lib.cli.common import add_profile_options, at_least, existing
+from fer_lib.run.profiles import get_profile, parse_assignments
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -46,18 +46,8 @@ def add_parsers(commands) -> None:
         "jobs",
         help="write a profile's trainings as a list of jobs (JSON) for a cluster's scheduler",
     )
-    listing.add_argument("--profile", default="demo", choices=tuple(PROFILES))
+    add_profile_options(listing, existing)
     listing.add_argument("--data", type=existing, default=None, help="as run-all's --data")
-    listing.add_argument("--baseline-checkpoint", type=existing, default=None)
-    listing.add_argument("--pretrained", type=existing, default=None)
-    listing.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting of the profile, as run-all's --set",
-    )
-    listing.add_argument("--run-dir", type=Path, default=None, help="as run-all's --run-dir")
     listing.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/jobs.json")
     listing.set_defaults(func=_jobs)
     one = commands.add_parser("run-job", help="run job K of a job list (what a cluster task runs)")

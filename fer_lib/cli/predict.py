@@ -49,7 +49,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_predict(commands) -> None:
+def add_parsers(commands) -> None:
     guess = commands.add_parser(
         "predict",
         help="what a trained model says about photos: every face, both branches, Grad-CAM++",
@@ -105,7 +105,3 @@ def _add_predict(commands) -> None:
     )
     guess.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
     guess.set_defaults(func=_predict)
-
-
-def add_parsers(commands) -> None:
-    _add_predict(commands)

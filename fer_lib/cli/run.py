@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from fer_lib.cli.common import at_least, between
+from fer_lib.cli.common import add_profile_options, at_least, between
 from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
-from fer_lib.run.profiles import PROFILES, SettingsError, get_profile, parse_assignments
+from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
 
 
 def _run_all_device(profile: str, name: str | None):
@@ -210,7 +210,7 @@ def _add_run_all(commands) -> None:
     run = commands.add_parser(
         "run-all", help="regenerate every table and figure (what ./run_all.sh runs)"
     )
-    run.add_argument("--profile", default="demo", choices=tuple(PROFILES))
+    add_profile_options(run)
     run.add_argument(
         "--data",
         type=Path,
@@ -220,12 +220,6 @@ def _add_run_all(commands) -> None:
         "folds); default: the synthetic set",
     )
     run.add_argument(
-        "--baseline-checkpoint",
-        type=Path,
-        default=None,
-        help="the ARM authors' epoch59_acc0.9205.pth",
-    )
-    run.add_argument(
         "--cross-data",
         type=Path,
         nargs="+",
@@ -233,12 +227,6 @@ def _add_run_all(commands) -> None:
         metavar="OTHER",
         help="other data sets (RAF-DB's layout, or converted) to test the run's models on: "
         "notebook 09's table 'trained on A, tested on B'",
-    )
-    run.add_argument(
-        "--pretrained",
-        type=Path,
-        default=None,
-        help="torchvision's resnet18-f37072fd.pth: ImageNet start for a trained baseline",
     )
     _add_repeat_options(run)
     run.add_argument(
@@ -284,16 +272,8 @@ def _add_run_all(commands) -> None:
 
 
 def _add_repeat_options(run: argparse.ArgumentParser) -> None:
-    """How a run differs from its profile, and where it goes: overridden settings, other seeds, its
-    folder, and a replicate of another run."""
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting of the profile, e.g. --set seeds=1 --set w_grid=0.6 --set "
-        "train_limit=500 (repeatable)",
-    )
+    """How a run differs from its profile besides --set: other seeds, and a replicate of another
+    run."""
     run.add_argument(
         "--seed-offset",
         type=int,
@@ -301,12 +281,6 @@ def _add_repeat_options(run: argparse.ArgumentParser) -> None:
         metavar="N",
         help="shift every training seed by N (same as --set seed_offset=N): another seed acts like "
         "another CPU",
-    )
-    run.add_argument(
-        "--run-dir",
-        type=Path,
-        default=None,
-        help="default: runs/<profile>, or runs/<profile>-<settings> with --set",
     )
     run.add_argument(
         "--replicate",

@@ -13,10 +13,10 @@ from fer_lib.cli.common import (
     existing,
     input_size_arg,
     load_baseline,
-    print_heads,
     print_summary,
     recipe,
     run_device,
+    save_fusion_test,
     width_of,
 )
 from fer_lib.settings import (
@@ -84,12 +84,8 @@ def _train_fusion(args: argparse.Namespace) -> int:
     model = training.train_fusion(
         baseline, train, train_cache, config, args.run_dir, device=device, holdout=args.holdout
     )
-    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
-        return 0
-    test_cache = training.rgb_feature_cache(
-        baseline, test, flips=(False,), cache_dir=args.run_dir / "cache"
-    )
-    print_heads(training.save_test_predictions(model, test, test_cache, config, args.run_dir))
+    if distributed.is_main():  # under torchrun, rank 0 evaluates and writes
+        save_fusion_test(model, baseline, test, config, args.run_dir)
     return 0
 
 
@@ -117,10 +113,7 @@ def _fit_gate(args: argparse.Namespace) -> int:
     model, config = training.fit_gate(
         args.base_run, baseline, train, train_cache, args.run_dir, device=device
     )
-    test_cache = training.rgb_feature_cache(
-        baseline, test, flips=(False,), cache_dir=args.run_dir / "cache"
-    )
-    print_heads(training.save_test_predictions(model, test, test_cache, config, args.run_dir))
+    save_fusion_test(model, baseline, test, config, args.run_dir)
     return 0
 
 
@@ -145,18 +138,9 @@ def _add_train_baseline(commands) -> None:
         default=base.width,
         help="ResNet18 base width (%(default)s: the standard network)",
     )
-    baseline.add_argument("--epochs", type=at_least(1), default=base.epochs)
-    baseline.add_argument(
-        "--batch-size",
-        type=at_least(2),
-        default=base.batch_size,
-        help="at least 2 (BatchNorm); default %(default)s",
-    )
+    _add_schedule_options(baseline, base, "the ARM recipe's")
     baseline.add_argument("--lr", type=float, default=base.lr)
     baseline.add_argument("--weight-decay", type=float, default=base.weight_decay)
-    baseline.add_argument(
-        "--val-fraction", type=between(0, 1, open_ends=True), default=base.val_fraction
-    )
     baseline.add_argument(
         "--pretrained",
         type=existing,
@@ -169,12 +153,6 @@ def _add_train_baseline(commands) -> None:
         choices=AUGMENTATIONS,
         help="upstream (the default): the ARM authors' mix (half untouched, a quarter flipped, a "
         "quarter noised); flip_or_noise: every image altered",
-    )
-    baseline.add_argument(
-        "--lr-schedule",
-        default=base.lr_schedule,
-        choices=LR_SCHEDULES,
-        help="exponential (the default): the ARM recipe's ExponentialLR(0.9); cosine: to zero",
     )
     baseline.add_argument(
         "--ema",
@@ -197,13 +175,7 @@ def _add_train_fusion(commands) -> None:
     add_checkpoint_options(fusion, "baseline checkpoint (the ARM authors' file or ours)")
     fusion.add_argument("--run-dir", type=Path, required=True)
     _add_fusion_model_options(fusion, fused)
-    fusion.add_argument("--epochs", type=at_least(1), default=fused.epochs)
-    fusion.add_argument(
-        "--batch-size",
-        type=at_least(2),
-        default=fused.batch_size,
-        help="at least 2 (BatchNorm); default %(default)s",
-    )
+    _add_schedule_options(fusion, fused, "Table 4's")
     fusion.add_argument("--landmark-set", default=fused.landmark_set, choices=LANDMARK_SETS)
     fusion.add_argument(
         "--sigma",
@@ -219,22 +191,33 @@ def _add_train_fusion(commands) -> None:
         help="horizontal-flip augmentation of image and heatmap together (default: on)",
     )
     fusion.add_argument(
-        "--val-fraction", type=between(0, 1, open_ends=True), default=fused.val_fraction
-    )
-    fusion.add_argument(
         "--select",
         default=fused.select,
         choices=SELECTIONS,
         help="the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both "
         "heads), or val_fused_accuracy, the best fused validation accuracy",
     )
-    fusion.add_argument(
-        "--lr-schedule",
-        default=fused.lr_schedule,
-        choices=LR_SCHEDULES,
-        help="exponential (the default): Table 4's ExponentialLR(0.9); cosine: to zero",
-    )
     fusion.set_defaults(func=_train_fusion)
+
+
+def _add_schedule_options(parser, recipe: BaselineConfig | FusionConfig, source: str) -> None:
+    """The training schedule's options that both recipes have, named as their fields."""
+    parser.add_argument("--epochs", type=at_least(1), default=recipe.epochs)
+    parser.add_argument(
+        "--batch-size",
+        type=at_least(2),
+        default=recipe.batch_size,
+        help="at least 2 (BatchNorm); default %(default)s",
+    )
+    parser.add_argument(
+        "--val-fraction", type=between(0, 1, open_ends=True), default=recipe.val_fraction
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        default=recipe.lr_schedule,
+        choices=LR_SCHEDULES,
+        help=f"exponential (the default): {source} ExponentialLR(0.9); cosine: to zero",
+    )
 
 
 def _add_fusion_model_options(fusion: argparse.ArgumentParser, fused: FusionConfig) -> None:

@@ -219,18 +219,6 @@ def evaluated_maps(
     return rgb, landmark, (rgb_terms, landmark_terms)
 
 
-def held_batch_terms(
-    model: models.FusionModel,
-    split: tensors.SplitTensors,
-    cache: Tensor,
-    config,
-    index: np.ndarray,
-    affinity: str = "batch",
-) -> tuple[Tensor, Tensor]:
-    """ARM's terms (N, n*n) for each image of ``index``, as evaluated (see ``evaluated_maps``)."""
-    return evaluated_maps(model, split, cache, config, index, affinity)[2]
-
-
 def _grad_cam_plus_plus(
     wrapper: FusedLogits, layer: nn.Module, inputs: Tensor, target: np.ndarray
 ) -> np.ndarray:

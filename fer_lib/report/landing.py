@@ -12,7 +12,6 @@ rendered to ``report/paper.html``, so the folder can be copied anywhere and open
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pandas as pd
 
 from fer_lib.data.rafdb import CLASSES as RAFDB_CLASSES
 from fer_lib.io import relative
+from fer_lib.report.replication import run_records, seed_list
 from fer_lib.report.tables import read_table
 from fer_lib.report.verdicts import CLAIM_COLUMNS, EQUIVALENCE_MARGIN, resolvable_rows
 from fer_lib.runtime.precision import arithmetic_note
@@ -138,16 +138,7 @@ def write_landing_page(
     docstring) and return its path."""
     run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
     tables = run_dir / "tables"
-    info = (
-        json.loads((run_dir / "run_info.json").read_text())
-        if (run_dir / "run_info.json").exists()
-        else {}
-    )
-    settings = (
-        json.loads((run_dir / "settings.json").read_text())
-        if (run_dir / "settings.json").exists()
-        else {}
-    )
+    info, settings = run_records(run_dir)
     parts = [
         "<h1>Facial expressions from RGB and landmarks: report of the "
         f"<code>{html.escape(str(settings.get('name', '?')))}</code> run</h1>"
@@ -202,15 +193,7 @@ def write_landing_page(
             "settings changed from the profile",
             html.escape(", ".join(f"{k}={v}" for k, v in overrides.items())) or "none",
         ),
-        (
-            "training seeds",
-            html.escape(
-                ", ".join(
-                    str(int(settings.get("seed_offset", 0)) + k)
-                    for k in range(int(settings.get("seeds", 0)))
-                )
-            ),
-        ),
+        ("training seeds", html.escape(", ".join(map(str, seed_list(settings))))),
         ("commit", html.escape(str(info.get("commit", "unknown")))),
         ("date", html.escape(str(info.get("date", "unknown")))),
         (

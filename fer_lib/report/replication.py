@@ -18,6 +18,14 @@ from fer_lib.settings import PAPER_W
 HEADLINE_TOLERANCE = 0.01  # headline OA values of two runs of one profile must agree within this
 
 
+def run_records(run_dir: Path) -> tuple[dict, dict]:
+    """A run's run_info.json and settings.json ({} for one it lacks)."""
+    return tuple(
+        json.loads(path.read_text()) if path.exists() else {}
+        for path in (run_dir / "run_info.json", run_dir / "settings.json")
+    )
+
+
 def _run_summary(run_dir: Path) -> dict:
     """The verdicts and headline numbers of one finished run, read from its
     saved tables and run_info.json."""
@@ -33,13 +41,7 @@ def _run_summary(run_dir: Path) -> dict:
             f"{run_dir} has no finished report ({', '.join(missing)} missing in {tables}); run "
             "./run_all.sh for it first"
         )
-    info_path = run_dir / "run_info.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    settings = (
-        json.loads((run_dir / "settings.json").read_text())
-        if (run_dir / "settings.json").exists()
-        else {}
-    )
+    info, settings = run_records(run_dir)
     table6 = pd.read_csv(tables / "table6_overall.csv").set_index("model")
     branch = pd.read_csv(tables / "branch_accuracy.csv")
     claims_frame = pd.read_csv(tables / "claims.csv")
@@ -50,7 +52,7 @@ def _run_summary(run_dir: Path) -> dict:
         # which must not change a verdict
         "path": f"{info.get('device', 'cpu')}, {info.get('cpu_path', 'unknown')}",
         "commit": info.get("commit", "unknown"),
-        "seeds": ", ".join(map(str, _seed_list(settings))),
+        "seeds": ", ".join(map(str, seed_list(settings))),
         "headline": {
             "baseline OA": float(table6.loc["baseline", "oa_top1"]),
             "proposed OA": float(table6.loc["proposed", "oa_top1"]),
@@ -64,7 +66,8 @@ def _run_summary(run_dir: Path) -> dict:
     }
 
 
-def _seed_list(settings: dict) -> list[int]:
+def seed_list(settings: dict) -> list[int]:
+    """The training seeds of a run, from its settings.json."""
     offset, seeds = int(settings.get("seed_offset", 0)), int(settings.get("seeds", 0))
     return list(range(offset, offset + seeds))
 

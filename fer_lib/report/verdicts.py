@@ -262,14 +262,16 @@ def _test_from_rows(
         f"{with_claim} of {len(seed_rows)} seeds as claimed, {against} against "
         "(per-seed 95% interval excludes 0)"
     )
+
+    def test(*numbers, about: str, **pooled_fields) -> ClaimTest:
+        detail = _intervals(frame, metric)
+        return ClaimTest(claim, family, sign, *numbers, about, detail, seeds_right, **pooled_fields)
+
     if len(rows):
         row = rows.iloc[0]
         result = pooled_result(row, metric)
         margin = EQUIVALENCE_MARGIN
-        return ClaimTest(
-            claim,
-            family,
-            sign,
+        return test(
             result.p_value,
             result.p_equivalence(margin),
             result.p_beyond(margin),
@@ -277,11 +279,11 @@ def _test_from_rows(
             result.low,
             result.high,
             result.resolution(),
-            about_pooled(row, result.seeds),
-            _intervals(frame, metric),
-            seeds_right,
-            result,
-            tuple((r["seed"], float(r[f"{metric} diff"])) for _, r in seed_rows.iterrows()),
+            about=about_pooled(row, result.seeds),
+            result=result,
+            seed_differences=tuple(
+                (r["seed"], float(r[f"{metric} diff"])) for _, r in seed_rows.iterrows()
+            ),
         )
     row = seed_rows.iloc[0]
     low, high = float(row[f"{metric} 95% low"]), float(row[f"{metric} 95% high"])
@@ -290,21 +292,8 @@ def _test_from_rows(
         if metric == "OA" and pd.notna(row.get("McNemar p", np.nan))
         else _p_from_interval(float(row[f"{metric} diff"]), low, high)
     )
-    return ClaimTest(
-        claim,
-        family,
-        sign,
-        p_two,
-        1.0,
-        1.0,
-        float(row[f"{metric} diff"]),
-        low,
-        high,
-        np.nan,
-        f"these trained models (seed {row['seed']}; one seed says nothing about the method)",
-        _intervals(frame, metric),
-        seeds_right,
-    )
+    about = f"these trained models (seed {row['seed']}; one seed says nothing about the method)"
+    return test(p_two, 1.0, 1.0, float(row[f"{metric} diff"]), low, high, np.nan, about=about)
 
 
 def _p_from_interval(difference: float, low: float, high: float) -> float:
@@ -352,12 +341,19 @@ def _words(low: float, high: float, sign: int, margin: float = EQUIVALENCE_MARGI
     the margin" when it lies beyond +-margin and "smaller than the margin" when within it;
     equivalent when it lies within +-margin but holds 0; inconclusive otherwise."""
     within = -margin < low and high < margin
-    if low > 0 or high < 0:
-        word = "supported" if np.sign(low + high) == sign else "contradicted"
-        if low > margin or high < -margin:
-            return word + ", beyond the margin"
-        return word + (", smaller than the margin" if within else "")
-    return "equivalent" if within else "inconclusive"
+    beyond = low > margin or high < -margin
+    return _verdict(low > 0 or high < 0, np.sign(low + high) == sign, beyond, within)
+
+
+def _verdict(differs: bool, as_claimed: bool, beyond: bool, within: bool) -> str:
+    """The words of a difference found (or not), in the claimed direction (or not), beyond or
+    within the margin."""
+    if not differs:
+        return "equivalent" if within else "inconclusive"
+    word = "supported" if as_claimed else "contradicted"
+    return word + (
+        ", beyond the margin" if beyond else ", smaller than the margin" if within else ""
+    )
 
 
 def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
@@ -377,20 +373,9 @@ def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
         elif test.result is not None:
             verdicts.append(_words(*test.result.interval(1 - level), test.sign))
         else:
-            differs = test.p_two < level
+            as_claimed = np.sign(test.difference) == test.sign
             equivalent, beyond = test.p_equivalence < level / 2, test.p_beyond < level / 2
-            if differs:
-                word = "supported" if np.sign(test.difference) == test.sign else "contradicted"
-                word += (
-                    ", beyond the margin"
-                    if beyond
-                    else ", smaller than the margin"
-                    if equivalent
-                    else ""
-                )
-                verdicts.append(word)
-            else:
-                verdicts.append("equivalent" if equivalent else "inconclusive")
+            verdicts.append(_verdict(test.p_two < level, as_claimed, beyond, equivalent))
     return verdicts
 
 

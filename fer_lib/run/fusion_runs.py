@@ -197,13 +197,13 @@ class FusionRuns:
         stores none), both are estimated over this run's training images."""
         model, config = self.model(*PREDICTED_WITH, seed)
         if any(torch.isnan(arm.population_mean).any() for arm in (model.baseline.arm, model.arm)):
-            training.estimate_population_means(
-                model,
-                self.experiment.train,
-                self.experiment.baselines.rgb_cache("train", seed),
-                config,
-            )
+            self._estimate_means(model, config, seed)
         return model, config
+
+    def _estimate_means(self, model: models.FusionModel, config, seed: int | None) -> None:
+        """ARM's population means of ``model`` over this run's training images."""
+        train, cache = self.experiment.train, self.experiment.baselines.rgb_cache("train", seed)
+        training.estimate_population_means(model, train, cache, config)
 
     def explain(
         self,
@@ -219,12 +219,7 @@ class FusionRuns:
         terms held as evaluated; ``seed``: the fusion run's, whose baseline ``model`` wraps
         (default: the first)."""
         if affinity == "fixed":
-            training.estimate_population_means(
-                model,
-                self.experiment.train,
-                self.experiment.baselines.rgb_cache("train", seed),
-                config,
-            )
+            self._estimate_means(model, config, seed)
         return gradcam_explain(
             model,
             self.experiment.test,

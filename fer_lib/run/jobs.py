@@ -18,7 +18,7 @@ from pathlib import Path
 from fer_lib.io import save_json
 from fer_lib.run.experiment import Experiment
 from fer_lib.run.profiles import SettingsError, get_profile
-from fer_lib.run.scheduler import Job, is_finished, plan, train_job
+from fer_lib.run.scheduler import Job, arguments_of, is_finished, plan, train_job
 
 FORMAT = "fer_lib-jobs/1"
 
@@ -110,14 +110,7 @@ def run_job(path: Path, index: int, threads: int = 0) -> tuple[Job, float]:
             "(sbatch --dependency=afterok)"
         )
     job = job_of(jobs[index])
-    arguments = (
-        experiment.profile,
-        experiment.data_root,
-        experiment.run_dir,
-        experiment.baseline_checkpoint,
-        experiment.pretrained,
-    )
-    return job, train_job(job, arguments, job_log(record, index), threads=threads)
+    return job, train_job(job, arguments_of(experiment), job_log(record, index), threads=threads)
 
 
 def job_log(record: dict, index: int) -> Path:

@@ -172,30 +172,21 @@ def machine_info() -> dict:
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         )
+
+    def git(*words: str) -> bytes:
+        return subprocess.run(
+            ["git", *words], cwd=PROJECT_ROOT, capture_output=True, check=True
+        ).stdout
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "fer_lib", "notebooks"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD").decode().strip()
+        dirty = git(
+            "status", "--porcelain", "--untracked-files=no", "--", "fer_lib", "notebooks"
+        ).strip()
         commit += " (with uncommitted changes)" if dirty else ""
         # which uncommitted changes: two runs of one dirty tree are still the same
         # source (replication.replicate_of)
-        diff = subprocess.run(
-            ["git", "diff", "HEAD", "--", "fer_lib", "notebooks"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            check=True,
-        ).stdout
+        diff = git("diff", "HEAD", "--", "fer_lib", "notebooks")
         source = hashlib.sha256(diff).hexdigest()[:16] if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit, source = "unknown (not a git checkout)", ""

@@ -352,6 +352,17 @@ def worker_pool(workers: int, device: str | None = None) -> ProcessPoolExecutor:
     )
 
 
+def arguments_of(experiment: Experiment) -> tuple:
+    """What a worker rebuilds ``experiment`` from (``train_job``'s ``experiment_args``)."""
+    return (
+        experiment.profile,
+        experiment.data_root,
+        experiment.run_dir,
+        experiment.baseline_checkpoint,
+        experiment.pretrained,
+    )
+
+
 def train_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1) -> float:
     """Train one job in this process on ``threads`` CPU threads (0: torch's default), reusing what
     is finished; returns its wall time in seconds. On CUDA a job that trained records its peak
@@ -542,13 +553,7 @@ class _Stage:
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
         )
         self.stage_start = time.perf_counter()
-        experiment_args = (
-            experiment.profile,
-            experiment.data_root,
-            experiment.run_dir,
-            experiment.baseline_checkpoint,
-            experiment.pretrained,
-        )
+        experiment_args = arguments_of(experiment)
         with worker_pool(self.workers) as pool:
             self._fill(pool, experiment_args)
             while self.running:
