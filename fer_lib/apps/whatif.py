@@ -177,15 +177,16 @@ class FaceWhatIf:
 
     @torch.no_grad()
     def maps(
-        self, points: torch.Tensor | None = None, image: torch.Tensor | None = None
+        self, drawn: torch.Tensor | None = None, image: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Both branches' per-image maps and the held ARM terms for the edited face: the
-        evaluation's own maps where nothing was edited, the branch recomputed where it was."""
+        """Both branches' per-image maps and the held ARM terms for the edited face (``drawn``: the
+        ``landmark_input`` of moved points): the evaluation's own maps where nothing was edited,
+        the branch recomputed where it was."""
         rgb, landmark, terms = self.held
-        if points is not None:
+        if drawn is not None:
             # as fusion_outputs computes it: the evaluation's autocast and cuDNN settings
             with precision.autocast(self.device), precision.evaluation_kernels():
-                landmark = self.model.landmark_per_image(self.landmark_input(points)).float()
+                landmark = self.model.landmark_per_image(drawn).float()
         if image is not None:
             normalised = tensors.normalise(image[None].to(self.device))
             rgb = self.model.frozen_per_image(normalised).float()
@@ -197,13 +198,15 @@ class FaceWhatIf:
     ) -> Answer:
         """The model's answer with ``points`` (K, 2) and ``image`` (3, S, S uint8) in place of the
         face's own (None: unedited)."""
-        out = self.model.forward_per_image_maps(*self.maps(points, image))
+        drawn = self.landmark_input(self.points if points is None else points)
+        out = self.model.forward_per_image_maps(
+            *self.maps(None if points is None else drawn, image)
+        )
         landmark = self.model.landmark_probabilities(out.landmark_logits)[0].cpu().numpy()
         rgb = out.rgb_logits[0].softmax(0).cpu().numpy()
         heatmap = None
         if self.config.landmark_input == "heatmaps":
-            shown = self.points if points is None else points
-            heatmap = self.landmark_input(shown)[0, 0].float().cpu().numpy()
+            heatmap = drawn[0, 0].float().cpu().numpy()
         return Answer(
             self.classes,
             rgb,
@@ -225,15 +228,15 @@ class FaceWhatIf:
                 "Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch "
                 "reads coordinates"
             )
-        held = self.maps(points, image)
+        drawn = self.landmark_input(self.points if points is None else points)
+        held = self.maps(None if points is None else drawn, image)
         with torch.no_grad():
             explained = self.model.forward_per_image_maps(*held).fused_logits.argmax(1)
         shown_image = self.image if image is None else image
-        shown_points = self.points if points is None else points
         rgb_cam, landmark_cam = explain.branch_cams(
             self.model,
             tensors.normalise(shown_image[None].to(self.device)),
-            self.landmark_input(shown_points),
+            drawn,
             held,
             explained.cpu().numpy(),
         )
