@@ -10,6 +10,7 @@ lives.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 
@@ -201,16 +202,22 @@ class Editor:
 
     # -- events -----------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _quietly(self):
+        """Controls set inside fire no handler (each would answer again, half-updated)."""
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+
     def _refilter(self, *_):
         if self._busy:
             return
         models = self.data.models(self.seed.value)
         if self.model.options != tuple(models):
-            self._busy = True
-            try:
+            with self._quietly():
                 self.model.options = models
-            finally:
-                self._busy = False
         frame = self._outputs().table()
         chosen = explore.select(frame, true=self.true.value, case=self.case.value)
         keep = self.image.value
@@ -218,13 +225,10 @@ class Editor:
             (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
             for r in chosen.head(500).itertuples()
         ]
-        self._busy = True
-        try:
+        with self._quietly():
             self.image.options = options
             values = [value for _, value in options]
             self.image.value = keep if keep in values else (values[0] if values else None)
-        finally:
-            self._busy = False
         self._new_face()
         self._draw_curve(chosen["index"].to_numpy())
 
@@ -237,8 +241,7 @@ class Editor:
             return
         self.face = whatif.face_of(self.data, self._outputs(), self.image.value)
         self.evaluated = self.face.answer()
-        self.face_image.image.value = png(self.face.image.permute(1, 2, 0).numpy())
-        self._place_points()
+        self._place_points()  # its refresh draws the face
 
     def _place_points(self, *_):
         """The face's points moved toward the chosen class and jittered, as the sliders say."""
@@ -255,11 +258,8 @@ class Editor:
             noise = whatif.jitter_noise(points, self.noise_seed.value)
             points = whatif.jittered(points, self.jitter.value, self.face.size, noise)
         with self.points.hold_sync():
-            self._busy = True
-            try:
+            with self._quietly():  # noqa: SIM117 - only x is set quietly
                 self.points.x = points[:, 0].numpy()
-            finally:
-                self._busy = False
             self.points.y = points[:, 1].numpy()  # one refresh, with both coordinates
 
     def _box_mode(self, *_):
@@ -273,19 +273,13 @@ class Editor:
             return
         size = self.rows.max
         rows, cols = (tuple(int(np.clip(round(v), 0, size)) for v in sorted(a)) for a in (y, x))
-        self._busy = True
-        try:
+        with self._quietly():
             self.rows.value, self.cols.value = rows, cols
-        finally:
-            self._busy = False
         self.refresh()
 
     def _reset(self, *_):
-        self._busy = True
-        try:
+        with self._quietly():
             self.amount.value, self.jitter.value, self.region.value = 0, 0, NO_REGION
-        finally:
-            self._busy = False
         self._place_points()
 
     def refresh(self, *_) -> whatif.Answer | None:
@@ -318,7 +312,7 @@ class Editor:
         self.cam_output.clear_output(wait=True)
         if self.cams.value and answer.heatmap is not None:
             with self.cam_output:
-                _show(self._draw_cams(points if edited else None, image))
+                explore.display_figure(self._draw_cams(points if edited else None, image))
         return answer
 
     # -- figures ----------------------------------------------------------------------------------
@@ -346,12 +340,9 @@ class Editor:
                 return
             studies = whatif.jitter_studies(self.data, (self.model.value,), progress=True)
             table = whatif.jitter_table(studies, index)
-            _show(whatif.plot_jitter(table, f"the selection: {len(index)} test images"))
-
-
-def _show(fig: plt.Figure) -> None:
-    display(fig)
-    plt.close(fig)
+            explore.display_figure(
+                whatif.plot_jitter(table, f"the selection: {len(index)} test images")
+            )
 
 
 def show(experiment, data: explore.ExplorerData | None = None) -> Editor | None:

@@ -477,7 +477,7 @@ class Explorer:
             self.image.value = self.image.options[0][1]
         self.gallery.clear_output(wait=True)
         with self.gallery:
-            _display_figure(self.data.draw_gallery(chosen, title="the first 16 of the selection"))
+            display_figure(self.data.draw_gallery(chosen, title="the first 16 of the selection"))
 
     def _redraw(self, *_):
         if self._busy:
@@ -493,12 +493,12 @@ class Explorer:
         )
         self.figure.clear_output(wait=True)
         with self.figure:
-            _display_figure(
+            display_figure(
                 self.data.draw_panel(outputs, self.image.value, self.w.value, cams=self.cams.value)
             )
 
 
-def _display_figure(fig: plt.Figure) -> None:
+def display_figure(fig: plt.Figure) -> None:
     display(fig)
     plt.close(fig)  # shown once, not again at the end of the cell
 
