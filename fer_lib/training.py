@@ -164,7 +164,7 @@ def _load_last(
 def trained_state(model: nn.Module) -> dict:
     """A model's weights as its checkpoints keep them: a fusion model's without the frozen
     baseline's (11.7 M parameters at the paper's size, identical in every run of a seed), which
-    ``_baseline_fingerprint`` (a digest of its weights) stands for; any other model's whole."""
+    ``models.weights_fingerprint`` (a digest of its weights) stands for; any other model's whole."""
     state = model.state_dict()
     if not isinstance(model, models.FusionModel):
         return state
@@ -183,7 +183,7 @@ def load_trained_state(model: nn.Module, saved: dict, path: Path) -> None:
 def _save_fusion_best(model: models.FusionModel, kept: dict, path: Path) -> None:
     """``best.pt`` of a fusion run: the trained weights, the baseline's fingerprint, the epoch, its
     validation scores and the config."""
-    fingerprint = _baseline_fingerprint(model.baseline)
+    fingerprint = models.weights_fingerprint(model.baseline)
     save_torch({"model": trained_state(model), "baseline": fingerprint, **kept}, path)
 
 
@@ -514,10 +514,6 @@ def store_population_mean(
 # Frozen-feature cache
 
 
-def _baseline_fingerprint(baseline: models.ARMNet) -> str:
-    return models.weights_fingerprint(baseline)
-
-
 def rgb_feature_cache(
     baseline: models.ARMNet,
     split: tensors.SplitTensors,
@@ -542,7 +538,8 @@ def rgb_feature_cache(
     path = None
     if cache_dir is not None:
         key = hashlib.sha256(
-            f"{_baseline_fingerprint(baseline)}|{flips}|".encode() + "\n".join(split.names).encode()
+            f"{models.weights_fingerprint(baseline)}|{flips}|".encode()
+            + "\n".join(split.names).encode()
         ).hexdigest()[:16]
         path = Path(cache_dir) / f"rgb_cache_{key}_{device.type}_fp32.pt"
         if path.exists():
@@ -808,7 +805,7 @@ def _save_gate_run(
     save_torch(
         {
             "model": trained_state(model),
-            "baseline": _baseline_fingerprint(model.baseline),
+            "baseline": models.weights_fingerprint(model.baseline),
             "epoch": 0,
             "val_loss": loss_after,
             "val_accuracy": fitted_accuracy,
@@ -1200,7 +1197,7 @@ def load_fusion_checkpoint(
         for k, v in baseline_state.items()
         if k in state["model"] and not torch.equal(state["model"][k], v.cpu())
     ]
-    fingerprint = _baseline_fingerprint(baseline)
+    fingerprint = models.weights_fingerprint(baseline)
     if mismatched or state.get("baseline", fingerprint) != fingerprint:
         raise models.CheckpointError(
             f"{path} was trained on another baseline (its weights differ"

@@ -194,7 +194,7 @@ def test_a_fusion_checkpoint_keeps_its_baseline_as_a_fingerprint_and_refuses_ano
     training._save_fusion_best(model, {"config": asdict(config)}, path)
     state = torch.load(path, weights_only=True)
     assert not any(key.startswith("baseline.") for key in state["model"])
-    assert state["baseline"] == training._baseline_fingerprint(model.baseline)
+    assert state["baseline"] == models.weights_fingerprint(model.baseline)
     torch.save(model.state_dict(), tmp_path / "whole.pt")
     assert path.stat().st_size < 0.5 * (tmp_path / "whole.pt").stat().st_size
     loaded, _ = training.load_fusion_checkpoint(path, model.baseline)

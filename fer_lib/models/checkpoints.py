@@ -24,8 +24,8 @@ def weights_fingerprint(*modules: nn.Module, buffers: bool = False) -> str:
     digest = hashlib.sha256()
     for module in modules:
         tensors = dict(module.state_dict())
-        if buffers:
-            tensors.update(("buffer." + name, b) for name, b in module.named_buffers())
+        if buffers:  # the persistent ones are the state dict's own entries again
+            tensors.update(module.named_buffers())
         for name, tensor in sorted(tensors.items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -147,9 +147,7 @@ def epoch_batches(count: int, batch_size: int) -> list[slice]:
     ranks, a last batch of fewer than N samples is added to the batch before it instead, so that
     every rank has a sample and none is dropped (the only case where N ranks do not train the
     batches of one process)."""
-    batches = [
-        slice(start, min(start + batch_size, count)) for start in range(0, count, batch_size)
-    ]
+    batches = evaluation_batches(count, batch_size, sharded=False)
     if not batches:
         return batches
     last = batches[-1].stop - batches[-1].start
