@@ -31,7 +31,6 @@ from fer_lib.run.fusion_runs import canonical_weighting, fusion_run_name
 from fer_lib.run.profiles import get_profile
 from fer_lib.settings import PAPER_W, PAPER_WEIGHTING
 
-MODEL_CHOICES = ("proposed", "baseline")
 ONNX_OPSET = 18
 PARITY_TOLERANCE = 1e-4  # largest probability difference allowed between onnxruntime and PyTorch
 

@@ -204,24 +204,6 @@ class Counts:
         )
 
 
-def decode_problem(path: Path) -> str | None:
-    """A problem line for an image file that is missing or does not decode; None when it reads."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except FileNotFoundError:
-        return (
-            f"{path}: listed image missing. Restore it from the data set's archive, or remove "
-            "its row."
-        )
-    except Exception as error:  # PIL raises several types for broken files
-        return (
-            f"{path}: unreadable image ({type(error).__name__}: {error}). Restore it from the "
-            "data set's archive."
-        )
-    return None
-
-
 class Decoder:
     """Decodes images on a few threads (PIL releases the GIL while decoding), as check-data does for
     RAF-DB, in bounded batches so a streamed reader stays streamed; problems go to ``problems``.
@@ -241,7 +223,9 @@ class Decoder:
 
     def flush(self) -> None:
         found = (
-            self.pool.map(decode_problem, [path for path, _ in self.batch]) if self.batch else []
+            self.pool.map(rafdb.decode_problem, [path for path, _ in self.batch])
+            if self.batch
+            else []
         )
         for (_, where), problem in zip(self.batch, found):
             if problem:

@@ -608,14 +608,21 @@ def _read_cached(path: Path, root: Path) -> RafDb:
         )
 
 
-def _decode_problem(path: Path) -> str | None:
+def decode_problem(path: Path) -> str | None:
+    """A problem line for an image file that is missing or does not decode; None when it reads."""
     try:
         with Image.open(path) as image:
             image.load()
     except FileNotFoundError:
-        return None  # reported as missing already
+        return (
+            f"{path}: listed image missing. Restore it from the data set's archive, or remove "
+            "its row."
+        )
     except Exception as error:  # PIL raises several types for broken files
-        return f"{path}: unreadable image ({type(error).__name__}: {error})"
+        return (
+            f"{path}: unreadable image ({type(error).__name__}: {error}). Restore it from the "
+            "data set's archive."
+        )
     return None
 
 
@@ -709,9 +716,11 @@ def check_rafdb(
     if data is None:
         return CheckReport(root, [0] * len(classes), [0] * len(classes), problems, [], **extra)
     if decode_images:
+        # a missing image is reported by the reader already
         paths = [data.aligned_path(i) for i in range(len(data))]
+        paths = [path for path in paths if path.is_file()]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            found = pool.map(_decode_problem, paths, chunksize=64)
+            found = pool.map(decode_problem, paths, chunksize=64)
             for problem in tqdm(
                 found,
                 total=len(paths),
