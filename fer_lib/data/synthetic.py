@@ -32,7 +32,7 @@ import math
 import multiprocessing
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -346,15 +346,11 @@ def _apply_expression(neutral: np.ndarray, au: np.ndarray) -> np.ndarray:
 # --- expression
 
 
-@dataclass
-class _Expression:
-    shown_class: int  # the expression drawn (differs from the label under label noise)
-    intensity: float
-    au: np.ndarray  # (n_AU,) weights
-    cues: dict[str, float]  # appearance cue -> strength in (0, 1]
-
-
-def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKnobs) -> _Expression:
+def _sample_expression(
+    rng: np.random.Generator, label: int, knobs: SyntheticKnobs
+) -> tuple[int, float, np.ndarray, dict[str, float]]:
+    """The class shown (differs from the label under label noise), its intensity, the (n_AU,)
+    weights and the appearance cues drawn (name -> strength)."""
     shown = label
     if label in CONFUSABLE_PARTNER and rng.random() < knobs.label_noise:
         shown = CONFUSABLE_PARTNER[label]
@@ -382,7 +378,7 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
         au[AU_NAMES.index("AU25")] += rng.uniform(0.6, 1.0)
     jaw = [AU_NAMES.index("AU25"), AU_NAMES.index("AU26")]
     au[jaw] = np.maximum(au[jaw], 0)
-    return _Expression(shown, intensity, au, cues)
+    return shown, intensity, au, cues
 
 
 # --- pose and scene
@@ -774,9 +770,8 @@ class SyntheticSample:
     attributes: tuple[int, int, int]  # gender, race, age
     jpeg_quality: int
     conditions: tuple[str, ...]  # the HARD_CONDITIONS drawn
-    cues: dict[str, float] = field(default_factory=dict)
-    # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
-    points68: np.ndarray | None = None
+    cues: dict[str, float]  # appearance cue -> strength
+    points68: np.ndarray  # (68, 2) the simulated detector's points (auto37 a subset), other layouts
 
 
 def render_sample(
@@ -789,8 +784,8 @@ def render_sample(
     rng_scene, rng_expr, rng_detector = map(np.random.default_rng, sequence.spawn(3))
     idn = _sample_identity(rng_scene, knobs)
     scene = _sample_scene(rng_scene, idn, knobs)
-    expression = _sample_expression(rng_expr, label, knobs)
-    points = _apply_expression(_neutral_landmarks(idn), expression.au)
+    shown, intensity, au, cues = _sample_expression(rng_expr, label, knobs)
+    points = _apply_expression(_neutral_landmarks(idn), au)
 
     image = _background(rng_scene, scene.width, scene.height)
     paint = _Painter(image, scene.pose)
@@ -798,9 +793,9 @@ def render_sample(
     iris = [(70, 45, 25), (40, 30, 20), (70, 90, 110), (80, 95, 60)][rng_scene.integers(4)]
     _draw_eyes(paint, idn, points, iris)
     _draw_nose(paint, idn, points)
-    _draw_cues(paint, idn, points, expression.cues)
+    _draw_cues(paint, idn, points, cues)
     _draw_brows(paint, idn, points)
-    _draw_mouth(paint, idn, points, expression.cues.get("teeth", 0.0))
+    _draw_mouth(paint, idn, points, cues.get("teeth", 0.0))
     sunglasses = "sunglasses" in scene.conditions
     if idn.glasses or sunglasses:
         _draw_glasses(paint, points, sunglasses, rng_scene)
@@ -823,8 +818,8 @@ def render_sample(
     box = np.clip(box, 0, [scene.width - 1, scene.height - 1] * 2)
     return SyntheticSample(
         label=label,
-        shown_class=expression.shown_class,
-        intensity=expression.intensity,
+        shown_class=shown,
+        intensity=intensity,
         original=original,
         aligned=warp_aligned(original, manual5),
         manual5=manual5,
@@ -833,7 +828,7 @@ def render_sample(
         attributes=idn.attributes,
         jpeg_quality=scene.jpeg_quality,
         conditions=scene.conditions,
-        cues=expression.cues,
+        cues=cues,
         points68=detected,
     )
 
