@@ -98,13 +98,13 @@ def write_affectnet_csv(
         }
         for writer in writers.values():
             writer.writerow(affectnet.COLUMNS)
-        for split, index, name, sample in _samples(
-            n_train, n_test, seed, "demo AffectNet", progress
-        ):
+        samples = _samples(n_train, n_test, seed, "demo AffectNet", progress)
+        for split, index, name, sample in samples:
             code = next(excluded) if name == "excluded" else affectnet.CODES.index(name)
             relative = f"{index // 500 + 1}/{split}_{index:06d}.jpg"
-            (out / affectnet.IMAGES_DIR / relative).parent.mkdir(parents=True, exist_ok=True)
-            sample.original.save(out / affectnet.IMAGES_DIR / relative, quality=sample.jpeg_quality)
+            image = out / affectnet.IMAGES_DIR / relative
+            image.parent.mkdir(parents=True, exist_ok=True)
+            sample.original.save(image, quality=sample.jpeg_quality)
             x1, y1, x2, y2 = sample.box
             points = ";".join(f"{v:.2f}" for v in sample.points68.ravel())
             valence, arousal = rng.uniform(-1, 1, 2)
@@ -181,14 +181,11 @@ def write_ferplus(
         old.writerow(ferplus.FER_COLUMNS)
         new.writerow([*ferplus.NEW_COLUMNS, *ferplus.VOTE_COLUMNS])
         samples = _samples(n_train, n_test, seed, "demo FERPlus", progress)
+        side = (ferplus.SIDE, ferplus.SIDE)
         for row, (split, index, name, sample) in enumerate(samples):
-            side = (ferplus.SIDE, ferplus.SIDE)
             grey = np.asarray(sample.aligned.convert("L").resize(side, Image.Resampling.BILINEAR))
-            usage = (
-                "PrivateTest"
-                if split == "test"
-                else ("PublicTest" if index % 5 == 4 else "Training")
-            )
+            training = "PublicTest" if index % 5 == 4 else "Training"
+            usage = "PrivateTest" if split == "test" else training
             emotion = FER_CODES.index(name if name in FER_CODES else "Neutral")
             old.writerow([emotion, " ".join(map(str, grey.ravel().tolist())), usage])
             new.writerow([usage, f"fer{row:07d}.png", *_votes(rng, name, row)])

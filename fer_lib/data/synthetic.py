@@ -579,7 +579,7 @@ def _draw_eyes(paint: _Painter, idn: _Identity, p: np.ndarray, iris_colour) -> N
         paint.polygon(_ellipse([cx, -0.004], idn.iris_r, idn.iris_r), iris_colour)
         pupil = idn.iris_r * 0.42
         paint.polygon(_ellipse([cx, -0.004], pupil, pupil, 10), (15, 12, 12))
-        upper, lower = ring[[0, 1, 2, 3]], ring[[3, 4, 5, 0]]  # corner to corner, both eyes
+        upper, lower = ring[:4], ring[[3, 4, 5, 0]]  # corner to corner, both eyes
         paint.polygon(np.vstack([upper, upper[::-1] + [0, -0.2]]), _rgb(idn.skin))
         paint.polygon(np.vstack([lower, lower[::-1] + [0, 0.16]]), _rgb(idn.skin))
         paint.line(upper, (40, 30, 30), 0.025)
@@ -588,10 +588,10 @@ def _draw_eyes(paint: _Painter, idn: _Identity, p: np.ndarray, iris_colour) -> N
 
 def _draw_mouth(paint: _Painter, idn: _Identity, p: np.ndarray, teeth: float) -> None:
     """Mouth opening, upper teeth when the cue is on (brighter with its strength), then the lips."""
-    upper_inner, lower_inner = p[[60, 61, 62, 63, 64]], p[[64, 65, 66, 67, 60]]
+    upper_inner = p[60:65]
     gap = float(np.mean(p[_LOWER_INNER_LIP, 1] - p[_UPPER_INNER_LIP, 1]))
     if gap > 0.008:
-        paint.polygon(np.vstack([upper_inner, lower_inner[1:4]]), (70, 25, 30), smooth=True)
+        paint.polygon(p[60:68], (70, 25, 30), smooth=True)
         if teeth > 0:
             shade = _rgb(70 + (np.array([240.0, 236.0, 222.0]) - 70) * (0.4 + 0.6 * teeth))
             height = min(0.7 * gap, 0.075)
@@ -601,8 +601,9 @@ def _draw_mouth(paint: _Painter, idn: _Identity, p: np.ndarray, teeth: float) ->
             for x in (-0.12, 0.0, 0.12):
                 gum = p[62, 1]
                 paint.line([[x, gum], [x, gum + height * 0.9]], (150, 145, 140), 0.008)
-    paint.polygon(np.vstack([p[48:55], p[[64, 63, 62, 61, 60]]]), _rgb(idn.lip), smooth=True)
-    lower_lip = np.vstack([p[[54, 55, 56, 57, 58, 59, 48]], p[[60, 67, 66, 65, 64]]])
+    upper_lip = p[[48, 49, 50, 51, 52, 53, 54, 64, 63, 62, 61, 60]]
+    paint.polygon(upper_lip, _rgb(idn.lip), smooth=True)
+    lower_lip = p[[54, 55, 56, 57, 58, 59, 48, 60, 67, 66, 65, 64]]
     paint.polygon(lower_lip, _rgb(idn.lip, 1.05), smooth=True)
     paint.line(upper_inner, _rgb(idn.lip, 0.55), 0.014)
 
@@ -990,16 +991,15 @@ def generate_demo_dataset(
             tasks.append((root, seed, split, index, int(label), knobs))
             rows.append(f"{sample_name(split, index)} {label + 1}\n")
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    bar = tqdm(total=len(tasks), desc="demo data", unit="img", disable=not progress)
-    if workers <= 1 or len(tasks) < 64:
-        for task in tasks:
-            _render_and_write(task)
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_render_and_write, tasks, chunksize=16):
+    with tqdm(total=len(tasks), desc="demo data", unit="img", disable=not progress) as bar:
+        if workers <= 1 or len(tasks) < 64:
+            for task in tasks:
+                _render_and_write(task)
                 bar.update()
-    bar.close()
+        else:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(_render_and_write, tasks, chunksize=16):
+                    bar.update()
     (root / rafdb.LABEL_FILE).write_text("".join(rows))
     (root / MARKER_FILE).write_text(
         json.dumps(_marker(n_train, n_test, seed, knobs), indent=2, sort_keys=True) + "\n"
