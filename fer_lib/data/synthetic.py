@@ -113,8 +113,7 @@ _RECIPES: dict[int, dict[str, float]] = {
     6: {},  # Neutral
 }
 
-# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust,
-# Happiness, Sadness, Anger, Neutral).
+# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust, Happiness, ..).
 _CUE_PRESENCE: dict[str, tuple[float, ...]] = {
     "teeth": (0.15, 0.45, 0.35, 0.85, 0.02, 0.3, 0.03),
     "nasolabial": (0.05, 0.15, 0.7, 0.85, 0.05, 0.2, 0.03),
@@ -367,8 +366,7 @@ def _sample_expression(
     )
     cues = {}
     for cue, by_class in _CUE_PRESENCE.items():
-        # neutral faces keep their (small) base rate: an occasional grin or
-        # furrow belongs to no class
+        # neutral faces keep their (small) base rate: an occasional grin belongs to no class
         p = by_class[shown] * (knobs.cue_presence if shown == 6 else presence_scale)
         if rng.random() < p:
             cues[cue] = (
