@@ -113,7 +113,7 @@ _RECIPES: dict[int, dict[str, float]] = {
     6: {},  # Neutral
 }
 
-# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust, Happiness, ..).
+# Probability of each pixel-only cue per shown class, in rafdb.CLASSES order.
 _CUE_PRESENCE: dict[str, tuple[float, ...]] = {
     "teeth": (0.15, 0.45, 0.35, 0.85, 0.02, 0.3, 0.03),
     "nasolabial": (0.05, 0.15, 0.7, 0.85, 0.05, 0.2, 0.03),
