@@ -872,12 +872,11 @@ def class_counts_for(n: int, split: str) -> list[int]:
     paper = np.array(rafdb.paper_results()["table3_class_counts"][split], dtype=np.float64)
     exact = n * paper / paper.sum()
     counts = np.floor(exact).astype(int)
-    order = sorted(range(len(counts)), key=lambda k: (-(exact[k] - counts[k]), k))
-    counts[order[: n - counts.sum()]] += 1
+    counts[np.argsort(counts - exact, kind="stable")[: n - counts.sum()]] += 1
     if n >= len(counts):
         while (counts == 0).any():
-            counts[int(np.argmax(counts))] -= 1
-            counts[int(np.argmin(counts))] += 1
+            counts[counts.argmax()] -= 1
+            counts[counts.argmin()] += 1
     return counts.tolist()
 
 
