@@ -15,7 +15,9 @@ reason are exercised.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import json
 import os
 from pathlib import Path
@@ -25,39 +27,40 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_lib.data import affectnet, ckplus, ferplus, rafdb
-from fer_lib.data.synthetic import render_sample, split_labels
+from fer_lib.data.synthetic import SyntheticSample, render_sample, split_labels
 
 DEMO_LAYOUTS = ("rafdb", "affectnet", "affectnet-npy", "ferplus", "ckplus")
-DISGUST = rafdb.CLASSES.index("Disgust")
-NEUTRAL = rafdb.CLASSES.index("Neutral")
 MARKER = "DEMO_LAYOUT.json"
+NPY_SIZE = 224
+# FER2013's emotion column
+FER_CODES = ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Neutral")
 
 
-def _plan(n_train: int, n_test: int, seed: int) -> list[tuple[str, int, str | int]]:
+def _plan(n_train: int, n_test: int, seed: int) -> list[tuple[str, int, str]]:
     """(split, index, class) of every sample: Table 3 proportions over RAF-DB's 7 classes,
     then one extra row in twenty for Contempt and for what the protocols exclude ("excluded",
-    given a code by each writer)."""
+    given a code by each writer). ``index`` counts from 0 in each split."""
     plan = []
     for split, n in (("train", n_train), ("test", n_test)):
-        labels = split_labels(n, split, seed)
-        plan += [(split, i, rafdb.CLASSES[int(k)]) for i, k in enumerate(labels)]
+        plan += [(split, i, rafdb.CLASSES[k]) for i, k in enumerate(split_labels(n, split, seed))]
         extra = max(2, n // 20)
         plan += [(split, n + j, rafdb.CONTEMPT if j % 2 == 0 else "excluded") for j in range(extra)]
     return plan
 
 
-def _render(seed: int, split: str, index: int, name: str):
-    drawn = (
-        DISGUST
-        if name == rafdb.CONTEMPT
-        else NEUTRAL
-        if name == "excluded"
-        else rafdb.CLASSES.index(name)
-    )
-    return render_sample(seed, split, index, drawn)
+def _render(seed: int, split: str, index: int, name: str) -> SyntheticSample:
+    drawn = {rafdb.CONTEMPT: "Disgust", "excluded": "Neutral"}.get(name, name)
+    return render_sample(seed, split, index, rafdb.CLASSES.index(drawn))
 
 
-def _prepare(out: Path, layout: str) -> Path:
+def _samples(n_train: int, n_test: int, seed: int, desc: str, progress: bool):
+    """(split, index, class, sample) of every row of the plan, behind a progress bar."""
+    plan = _plan(n_train, n_test, seed)
+    for split, index, name in tqdm(plan, desc=desc, unit="img", disable=not progress):
+        yield split, index, name, _render(seed, split, index, name)
+
+
+def _prepare(out: str | os.PathLike) -> Path:
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise FileExistsError(
@@ -75,56 +78,41 @@ def _finish(out: Path, layout: str, n_train: int, n_test: int, seed: int) -> Pat
     return out
 
 
+def _csv_writer(stack: contextlib.ExitStack, path: Path):
+    return csv.writer(stack.enter_context(open(path, "w", newline="", encoding="utf-8")))
+
+
 def write_affectnet_csv(
     out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, progress: bool = True
 ) -> Path:
     """AffectNet's CSV release: Manually_Annotated_Images/ and
     Manually_Annotated_file_lists/{training,validation}.csv."""
-    out = _prepare(out, "affectnet")
+    out = _prepare(out)
     lists = out / "Manually_Annotated_file_lists"
     lists.mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
-    handles = {
-        split: open(lists / affectnet.LIST_FILES[split], "w", newline="", encoding="utf-8")
-        for split in ("train", "test")
-    }
-    writers = {split: csv.writer(handle) for split, handle in handles.items()}
-    for writer in writers.values():
-        writer.writerow(affectnet.COLUMNS)
-    excluded = iter(np.tile([8, 9, 10], 10_000))
-    try:
-        plan = _plan(n_train, n_test, seed)
-        for split, index, name in tqdm(
-            plan, desc="demo AffectNet", unit="img", disable=not progress
-        ):
-            sample = _render(seed, split, index, name)
+    excluded = itertools.cycle((8, 9, 10))
+    with contextlib.ExitStack() as stack:
+        writers = {
+            split: _csv_writer(stack, lists / affectnet.LIST_FILES[split]) for split in rafdb.SPLITS
+        }
+        for writer in writers.values():
+            writer.writerow(affectnet.COLUMNS)
+        samples = _samples(n_train, n_test, seed, "demo AffectNet", progress)
+        for split, index, name, sample in samples:
             code = next(excluded) if name == "excluded" else affectnet.CODES.index(name)
             relative = f"{index // 500 + 1}/{split}_{index:06d}.jpg"
-            (out / affectnet.IMAGES_DIR / relative).parent.mkdir(parents=True, exist_ok=True)
-            sample.original.save(out / affectnet.IMAGES_DIR / relative, quality=sample.jpeg_quality)
+            image = out / affectnet.IMAGES_DIR / relative
+            image.parent.mkdir(parents=True, exist_ok=True)
+            sample.original.save(image, quality=sample.jpeg_quality)
             x1, y1, x2, y2 = sample.box
             points = ";".join(f"{v:.2f}" for v in sample.points68.ravel())
             valence, arousal = rng.uniform(-1, 1, 2)
+            box = [round(x1), round(y1), round(x2 - x1), round(y2 - y1)]
             writers[split].writerow(
-                [
-                    relative,
-                    round(x1),
-                    round(y1),
-                    round(x2 - x1),
-                    round(y2 - y1),
-                    points,
-                    code,
-                    f"{valence:.4f}",
-                    f"{arousal:.4f}",
-                ]
+                [relative, *box, points, code, f"{valence:.4f}", f"{arousal:.4f}"]
             )
-    finally:
-        for handle in handles.values():
-            handle.close()
     return _finish(out, "affectnet", n_train, n_test, seed)
-
-
-NPY_SIZE = 224
 
 
 def write_affectnet_npy(
@@ -133,56 +121,46 @@ def write_affectnet_npy(
     """AffectNet's numpy release: train_set/ and val_set/ with images/N.jpg (224x224 crops) and
     annotations/N_*.npy. Expressions are stored as the release stores them, as one-character
     strings, in AffectNet's class order."""
-    out = _prepare(out, "affectnet-npy")
+    out = _prepare(out)
     rng = np.random.default_rng(seed)
-    excluded = iter(np.tile([8, 9, 10], 10_000))
-    numbers = {"train": 0, "test": 0}
-    plan = _plan(n_train, n_test, seed)
-    for split, index, name in tqdm(
-        plan, desc="demo AffectNet (numpy)", unit="img", disable=not progress
-    ):
-        sample = _render(seed, split, index, name)
+    excluded = itertools.cycle((8, 9, 10))
+    samples = _samples(n_train, n_test, seed, "demo AffectNet (numpy)", progress)
+    for split, index, name, sample in samples:
         folder = out / affectnet.NPY_SPLITS[split]
-        (folder / "images").mkdir(parents=True, exist_ok=True)
-        (folder / "annotations").mkdir(parents=True, exist_ok=True)
-        x1, y1, x2, y2 = sample.box
+        for part in ("images", "annotations"):
+            (folder / part).mkdir(parents=True, exist_ok=True)
         # a square crop around the face, as the release's 224x224 images
+        x1, y1, x2, y2 = sample.box
         side = max(x2 - x1, y2 - y1) * 1.2
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        left, top = cx - side / 2, cy - side / 2
+        left, top = (x1 + x2) / 2 - side / 2, (y1 + y2) / 2 - side / 2
         crop = sample.original.crop(
             (round(left), round(top), round(left + side), round(top + side))
         )
         scale = NPY_SIZE / crop.width
         crop = crop.resize((NPY_SIZE, NPY_SIZE), Image.Resampling.BILINEAR)
-        points = (sample.points68 - [round(left), round(top)] + 0.5) * scale - 0.5
-        n = numbers[split]
-        numbers[split] += 1
-        crop.save(folder / "images" / f"{n}.jpg", quality=sample.jpeg_quality)
+        crop.save(folder / "images" / f"{index}.jpg", quality=sample.jpeg_quality)
         code = next(excluded) if name == "excluded" else affectnet.CODES.index(name)
-        np.save(folder / "annotations" / f"{n}_exp.npy", np.array(str(code)))
-        np.save(folder / "annotations" / f"{n}_lnd.npy", points.ravel().astype(np.float64))
         valence, arousal = rng.uniform(-1, 1, 2)
-        np.save(folder / "annotations" / f"{n}_val.npy", np.array(f"{valence:.4f}"))
-        np.save(folder / "annotations" / f"{n}_aro.npy", np.array(f"{arousal:.4f}"))
+        annotations = {
+            "exp": str(code),
+            "lnd": ((sample.points68 - [round(left), round(top)] + 0.5) * scale - 0.5).ravel(),
+            "val": f"{valence:.4f}",
+            "aro": f"{arousal:.4f}",
+        }
+        for key, value in annotations.items():
+            np.save(folder / "annotations" / f"{index}_{key}.npy", np.array(value))
     return _finish(out, "affectnet-npy", n_train, n_test, seed)
 
 
-# FER2013's emotion column
-FER_CODES = ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Neutral")
-
-
 def _votes(rng: np.random.Generator, name: str, row: int) -> list[int]:
-    """Ten votes: a clear majority for the class, or for excluded rows in turn a tie, mostly
-    unknown, mostly NF."""
+    """Ten votes: a clear majority for the class, or for excluded rows in turn a tie (unknown under
+    the majority rule), mostly unknown, mostly NF."""
     votes = np.zeros(len(ferplus.VOTE_COLUMNS), dtype=int)
     if name == "excluded":
-        kind = row % 3
-        if kind == 0:  # a tie: unknown under the majority rule
+        if row % 3 == 0:
             votes[[0, 3]] = 5
         else:
-            votes[8 if kind == 1 else 9] = 8
-            votes[0] = 2
+            votes[[0, 7 + row % 3]] = 2, 8
         return votes.tolist()
     top = ferplus.VOTE_CLASSES.index(name)
     votes[top] = int(rng.integers(6, 11))
@@ -196,34 +174,21 @@ def write_ferplus(
 ) -> Path:
     """fer2013.csv (48x48 grey faces from the aligned crops) and fer2013new.csv (ten votes per row).
     One training row in five is PublicTest; the test rows are PrivateTest."""
-    out = _prepare(out, "ferplus")
+    out = _prepare(out)
     rng = np.random.default_rng(seed)
-    with (
-        open(out / "fer2013.csv", "w", newline="", encoding="utf-8") as old,
-        open(out / "fer2013new.csv", "w", newline="", encoding="utf-8") as new,
-    ):
-        old_writer, new_writer = csv.writer(old), csv.writer(new)
-        old_writer.writerow(ferplus.FER_COLUMNS)
-        new_writer.writerow([*ferplus.NEW_COLUMNS, *ferplus.VOTE_COLUMNS])
-        for row, (split, index, name) in enumerate(
-            tqdm(
-                _plan(n_train, n_test, seed), desc="demo FERPlus", unit="img", disable=not progress
-            )
-        ):
-            sample = _render(seed, split, index, name)
-            grey = np.asarray(
-                sample.aligned.convert("L").resize(
-                    (ferplus.SIDE, ferplus.SIDE), Image.Resampling.BILINEAR
-                )
-            )
-            usage = (
-                "PrivateTest"
-                if split == "test"
-                else ("PublicTest" if index % 5 == 4 else "Training")
-            )
-            emotion = FER_CODES.index(name) if name in FER_CODES else FER_CODES.index("Neutral")
-            old_writer.writerow([emotion, " ".join(map(str, grey.ravel().tolist())), usage])
-            new_writer.writerow([usage, f"fer{row:07d}.png", *_votes(rng, name, row)])
+    with contextlib.ExitStack() as stack:
+        old, new = (_csv_writer(stack, out / name) for name in ("fer2013.csv", "fer2013new.csv"))
+        old.writerow(ferplus.FER_COLUMNS)
+        new.writerow([*ferplus.NEW_COLUMNS, *ferplus.VOTE_COLUMNS])
+        samples = _samples(n_train, n_test, seed, "demo FERPlus", progress)
+        side = (ferplus.SIDE, ferplus.SIDE)
+        for row, (split, index, name, sample) in enumerate(samples):
+            grey = np.asarray(sample.aligned.convert("L").resize(side, Image.Resampling.BILINEAR))
+            training = "PublicTest" if index % 5 == 4 else "Training"
+            usage = "PrivateTest" if split == "test" else training
+            emotion = FER_CODES.index(name if name in FER_CODES else "Neutral")
+            old.writerow([emotion, " ".join(map(str, grey.ravel().tolist())), usage])
+            new.writerow([usage, f"fer{row:07d}.png", *_votes(rng, name, row)])
     return _finish(out, "ferplus", n_train, n_test, seed)
 
 
@@ -233,34 +198,27 @@ def write_ckplus(
     """CK+'s cohn-kanade-images/, Landmarks/ and Emotion/. ``n_train + n_test`` frames in sequences
     of four (a neutral first frame, three peak frames), three sequences per subject; one sequence in
     eight is unlabelled."""
-    out = _prepare(out, "ckplus")
+    out = _prepare(out)
     plan = [p for p in _plan(n_train, n_test, seed) if p[2] != "excluded"]
     sequences = max(len(plan) // 4, 7)
     for s in tqdm(range(sequences), desc="demo CK+", unit="seq", disable=not progress):
         # spread over the plan: every class, both splits
         split, index, name = plan[s * len(plan) // sequences]
         subject, sequence = f"S{s // 3 + 1:03d}", f"{s % 3 + 1:03d}"
-        parts = [
-            (folder / subject / sequence)
-            for folder in (out / ckplus.IMAGES_DIR, out / ckplus.LANDMARKS_DIR)
-        ]
-        for part in parts:
-            part.mkdir(parents=True, exist_ok=True)
-        frames = [(1, "Neutral")] + [(k, name) for k in (8, 9, 10)]
-        for k, (frame, drawn) in enumerate(frames):
-            sample = _render(
-                seed,
-                split,
-                4 * s + k + 100_000,
-                drawn if drawn in rafdb.CLASSES else rafdb.CONTEMPT,
-            )
+        images, landmarks, emotion = (
+            out / folder / subject / sequence
+            for folder in (ckplus.IMAGES_DIR, ckplus.LANDMARKS_DIR, ckplus.EMOTION_DIR)
+        )
+        images.mkdir(parents=True, exist_ok=True)
+        landmarks.mkdir(parents=True, exist_ok=True)
+        for k, (frame, drawn) in enumerate([(1, "Neutral")] + [(k, name) for k in (8, 9, 10)]):
+            sample = _render(seed, split, 4 * s + k + 100_000, drawn)
             stem = f"{subject}_{sequence}_{frame:08d}"
-            sample.original.convert("L").save(parts[0] / f"{stem}.png")
-            (parts[1] / f"{stem}_landmarks.txt").write_text(
+            sample.original.convert("L").save(images / f"{stem}.png")
+            (landmarks / f"{stem}_landmarks.txt").write_text(
                 "".join(f"   {x:.7e}   {y:.7e}\n" for x, y in sample.points68)
             )
         if s % 8 != 7:  # unlabelled sequences are in CK+ too, and the protocol leaves them out
-            emotion = out / ckplus.EMOTION_DIR / subject / sequence
             emotion.mkdir(parents=True, exist_ok=True)
             (emotion / f"{subject}_{sequence}_{10:08d}_emotion.txt").write_text(
                 f"   {ckplus.CODES.index(name):.7e}\n"

@@ -32,8 +32,7 @@ import math
 import multiprocessing
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
-from io import BytesIO
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,17 +64,13 @@ class SyntheticKnobs:
     """Every calibration knob of the generator. Rates are per-sample probabilities."""
 
     # expression geometry (what the landmarks carry)
-    # AU intensity of a clear expression (0 = neutral face)
-    intensity_range: tuple[float, float] = (0.45, 1.0)
+    intensity_range: tuple[float, float] = (0.45, 1.0)  # AU intensity of a clear expression
     weak_fraction: float = 0.25  # share of non-neutral samples drawn with a weak intensity
     weak_intensity_range: tuple[float, float] = (0.08, 0.35)  # weak expressions: close to Neutral
     recipe_jitter: float = 0.3  # relative sd of each AU's weight around its class recipe
-    # sd of small random AU activations on every face (resting-face variety)
-    idle_au_sd: float = 0.08
-    # multiplier on every identity shape variation (brow height, mouth corners, ...)
-    identity_sd: float = 1.0
-    # chance a sample of a paired class shows its confusable partner's expression
-    label_noise: float = 0.05
+    idle_au_sd: float = 0.08  # sd of small random AU activations on every face (resting face)
+    identity_sd: float = 1.0  # multiplier on every identity shape variation (brow height, ...)
+    label_noise: float = 0.05  # chance a paired class shows its confusable partner's expression
     # appearance cues (pixels only)
     cue_strength: float = 1.0  # contrast of teeth/wrinkles/tears (0 removes every appearance cue)
     cue_presence: float = 1.0  # multiplier on the per-class cue probabilities (_CUE_PRESENCE)
@@ -97,17 +92,14 @@ class SyntheticKnobs:
     pitch_sd_deg: float = 5.0  # head nod, normal sd
     roll_sd_deg: float = 7.0  # in-plane tilt, normal sd
     canvas_range: tuple[int, int] = (160, 360)  # original image width and height, px
-    # inter-ocular distance / min(canvas side)
-    face_fraction_range: tuple[float, float] = (0.16, 0.3)
+    face_fraction_range: tuple[float, float] = (0.16, 0.3)  # inter-ocular distance / min side
     grayscale_fraction: float = 0.08  # images stored as gray (in RGB JPEGs)
-    # per image, the same for its original and aligned files
-    jpeg_quality_range: tuple[int, int] = (60, 95)
+    jpeg_quality_range: tuple[int, int] = (60, 95)  # per image: its original and aligned files
     noise_sd_range: tuple[float, float] = (0.5, 4.0)  # sensor noise, 0-255 scale
     blur_range: tuple[float, float] = (0.3, 0.8)  # everyday blur radius, px
 
 
-# The action units modelled (FACS numbers); _au_basis gives each one's
-# displacement of the 68 points.
+# The action units modelled (FACS numbers); _au_basis gives each one's displacement of the points.
 AU_NAMES = tuple(f"AU{number}" for number in (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 17, 20, 23, 25, 26))
 
 # Class recipes (0-based class -> AU weights at intensity 1), after FACS prototypes.
@@ -121,8 +113,7 @@ _RECIPES: dict[int, dict[str, float]] = {
     6: {},  # Neutral
 }
 
-# Probability of each pixel-only cue per shown class (Surprise, Fear, Disgust,
-# Happiness, Sadness, Anger, Neutral).
+# Probability of each pixel-only cue per shown class, in rafdb.CLASSES order.
 _CUE_PRESENCE: dict[str, tuple[float, ...]] = {
     "teeth": (0.15, 0.45, 0.35, 0.85, 0.02, 0.3, 0.03),
     "nasolabial": (0.05, 0.15, 0.7, 0.85, 0.05, 0.2, 0.03),
@@ -191,8 +182,7 @@ _MOUTH_MIRROR = {48: 54, 49: 53, 50: 52, 59: 55, 58: 56, 60: 64, 61: 63, 67: 65}
 
 
 def _au_basis() -> np.ndarray:
-    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, units
-    of inter-ocular distance)."""
+    """(n_AU, 68, 2) displacements at intensity 1 (x right, y down, inter-ocular distance = 1)."""
     basis = {name: np.zeros((68, 2)) for name in AU_NAMES}
     u = np.linspace(0, 1, 5)  # brow position, outer (0) -> inner (1)
     for brow, inward in ((_LEFT_BROW, 1.0), (_RIGHT_BROW, -1.0)):
@@ -217,8 +207,7 @@ def _au_basis() -> np.ndarray:
 _AU_BASIS = _au_basis()
 
 
-# -----------------------------------------------------------------------------------------------
-# identity
+# --- identity
 
 
 @dataclass
@@ -257,9 +246,13 @@ def _sample_identity(rng: np.random.Generator, knobs: SyntheticKnobs) -> _Identi
     gender = int(rng.choice(3, p=[0.45, 0.5, 0.05]))
     race = int(rng.choice(3, p=[0.75, 0.1, 0.15]))
     age = int(rng.choice(5, p=[0.04, 0.14, 0.55, 0.21, 0.06]))
-    sd = knobs.identity_sd
     male, child = gender == 0, age <= 1
-    base_skin = {0: (228, 188, 160), 1: (125, 85, 60), 2: (222, 184, 146)}[race]
+
+    def shape(mean: float, sd: float, floor: float = -math.inf) -> float:
+        """A shape parameter whose spread scales with knobs.identity_sd."""
+        return max(floor, rng.normal(mean, sd * knobs.identity_sd))
+
+    base_skin = [(228, 188, 160), (125, 85, 60), (222, 184, 146)][race]
     skin = np.clip(np.array(base_skin) * rng.uniform(0.85, 1.1) + rng.normal(0, 8, 3), 30, 250)
     lip = np.clip(skin * np.array([0.85, 0.55, 0.58]) + rng.normal(0, 6, 3), 20, 240)
     if age >= 4 or (age == 3 and rng.random() < 0.4):
@@ -272,23 +265,23 @@ def _sample_identity(rng: np.random.Generator, knobs: SyntheticKnobs) -> _Identi
     style = str(rng.choice(["short", "long", "fringe", "bald"], p=style_p))
     return _Identity(
         attributes=(gender, race, age),
-        face_w=rng.normal(1.0 if male else 0.95, 0.06 * sd),
-        chin_y=rng.normal(1.3 if child else 1.45, 0.07 * sd),
+        face_w=shape(1.0 if male else 0.95, 0.06),
+        chin_y=shape(1.3 if child else 1.45, 0.07),
         jaw_square=rng.uniform(2.4, 3.4) if male else rng.uniform(2.0, 2.8),
         head_h=rng.normal(1.35, 0.06),
-        eye_hw=rng.normal(0.23, 0.015 * sd),
-        eye_open=max(0.6, rng.normal(1.15 if child else 1.0, 0.12 * sd)),
+        eye_hw=shape(0.23, 0.015),
+        eye_open=shape(1.15 if child else 1.0, 0.12, floor=0.6),
         iris_r=rng.normal(0.095, 0.007),
-        brow_dy=rng.normal(0, 0.035 * sd),
-        brow_arch=max(0.2, rng.normal(1.0, 0.25 * sd)),
+        brow_dy=shape(0, 0.035),
+        brow_arch=shape(1.0, 0.25, floor=0.2),
         brow_thick=max(0.025, rng.normal(0.065 if male else 0.05, 0.012)),
-        nose_len=rng.normal(1.0, 0.07 * sd),
-        nose_w=rng.normal(1.0, 0.1 * sd),
-        mouth_y=rng.normal(0.84, 0.035 * sd),
-        mouth_hw=rng.normal(0.4, 0.03 * sd),
-        lip_upper=max(0.03, rng.normal(0.065, 0.012 * sd)),
-        lip_lower=max(0.04, rng.normal(0.085, 0.015 * sd)),
-        corner_dy=rng.normal(0, 0.015 * sd),
+        nose_len=shape(1.0, 0.07),
+        nose_w=shape(1.0, 0.1),
+        mouth_y=shape(0.84, 0.035),
+        mouth_hw=shape(0.4, 0.03),
+        lip_upper=shape(0.065, 0.012, floor=0.03),
+        lip_lower=shape(0.085, 0.015, floor=0.04),
+        corner_dy=shape(0, 0.015),
         skin=skin,
         lip=lip,
         hair=np.clip(hair, 0, 255),
@@ -313,29 +306,22 @@ def _neutral_landmarks(idn: _Identity) -> np.ndarray:
     brow_y = -0.3 - idn.brow_arch * np.array([0.0, 0.1, 0.14, 0.12, 0.08]) + idn.brow_dy
     p[_LEFT_BROW] = np.stack([brow_x, brow_y], 1)
     p[_RIGHT_BROW] = np.stack([-brow_x, brow_y], 1)
-    p[27:31, 0] = 0
-    p[27:31, 1] = np.array([-0.02, 0.14, 0.29, 0.45]) * idn.nose_len
-    base_y = 0.45 * idn.nose_len + np.array([0.1, 0.135, 0.15, 0.135, 0.1])
-    p[31:36] = np.stack([np.array([-0.19, -0.1, 0.0, 0.1, 0.19]) * idn.nose_w, base_y], 1)
-    hw, up, low = idn.eye_hw, -0.068 * idn.eye_open, 0.05 * idn.eye_open
-    for eye, cx, outward in ((_LEFT_EYE, -0.5, -1.0), (_RIGHT_EYE, 0.5, 1.0)):
-        outer, inner = (cx + outward * hw, -0.012), (cx - outward * hw, 0.008)
-        up_outer, up_inner = (cx + outward * 0.35 * hw, up), (cx - outward * 0.35 * hw, up)
-        low_outer, low_inner = (cx + outward * 0.35 * hw, low), (cx - outward * 0.35 * hw, low)
-        if outward < 0:  # iBUG order: 36 outer, 37, 38, 39 inner, 40, 41
-            p[eye] = [outer, up_outer, up_inner, inner, low_inner, low_outer]
-        else:  # 42 inner, 43, 44, 45 outer, 46, 47
-            p[eye] = [inner, up_inner, up_outer, outer, low_outer, low_inner]
-    m, ym, tu, tl = idn.mouth_hw, idn.mouth_y, idn.lip_upper, idn.lip_lower
-    outer_x = np.array([-1, -0.6, -0.25, 0, 0.25, 0.6, 1, 0.6, 0.25, 0, -0.25, -0.6]) * m
+    p[27:31, 1] = np.array([-0.02, 0.14, 0.29, 0.45]) * idn.nose_len  # the ridge, at x = 0
+    p[31:36, 0] = np.array([-0.19, -0.1, 0.0, 0.1, 0.19]) * idn.nose_w
+    p[31:36, 1] = 0.45 * idn.nose_len + np.array([0.1, 0.135, 0.15, 0.135, 0.1])
+    # iBUG order: 36 outer, 37, 38, 39 inner, 40, 41 (left eye); 42 inner, .., 45 outer (right)
+    up, low = -0.068 * idn.eye_open, 0.05 * idn.eye_open
+    dx = np.array([1, 0.35, -0.35, -1, -0.35, 0.35]) * idn.eye_hw
+    p[_LEFT_EYE] = np.stack([-0.5 - dx, [-0.012, up, up, 0.008, low, low]], 1)
+    p[_RIGHT_EYE] = np.stack([0.5 - dx, [0.008, up, up, -0.012, low, low]], 1)
+    m = idn.mouth_hw
+    p[48:60, 0] = np.array([-1, -0.6, -0.25, 0, 0.25, 0.6, 1, 0.6, 0.25, 0, -0.25, -0.6]) * m
     # the upper lip from corner to corner (48-54), then the lower lip back (55-59)
-    upper_y = np.array([0, -0.8, -1.05, -0.85, -1.05, -0.8, 0])
-    lower_y = np.array([0.85, 1.0, 1.05, 1.0, 0.85])
-    outer_y = ym + np.concatenate([upper_y * tu, lower_y * tl])
-    p[48:60] = np.stack([outer_x, outer_y], 1)
-    p[60:68] = np.stack(
-        [np.array([-0.85, -0.3, 0, 0.3, 0.85, 0.3, 0, -0.3]) * m, np.full(8, ym + 0.005)], 1
-    )
+    upper_y = np.array([0, -0.8, -1.05, -0.85, -1.05, -0.8, 0]) * idn.lip_upper
+    lower_y = np.array([0.85, 1.0, 1.05, 1.0, 0.85]) * idn.lip_lower
+    p[48:60, 1] = idn.mouth_y + np.concatenate([upper_y, lower_y])
+    p[60:68, 0] = np.array([-0.85, -0.3, 0, 0.3, 0.85, 0.3, 0, -0.3]) * m
+    p[60:68, 1] = idn.mouth_y + 0.005
     p[[48, 54, 60, 64], 1] += idn.corner_dy
     return p
 
@@ -356,19 +342,14 @@ def _apply_expression(neutral: np.ndarray, au: np.ndarray) -> np.ndarray:
     return p
 
 
-# -----------------------------------------------------------------------------------------------
-# expression
+# --- expression
 
 
-@dataclass
-class _Expression:
-    shown_class: int  # the expression drawn (differs from the label under label noise)
-    intensity: float
-    au: np.ndarray  # (n_AU,) weights
-    cues: dict[str, float]  # appearance cue -> strength in (0, 1]
-
-
-def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKnobs) -> _Expression:
+def _sample_expression(
+    rng: np.random.Generator, label: int, knobs: SyntheticKnobs
+) -> tuple[int, float, np.ndarray, dict[str, float]]:
+    """The class shown (differs from the label under label noise), its intensity, the (n_AU,)
+    weights and the appearance cues drawn (name -> strength)."""
     shown = label
     if label in CONFUSABLE_PARTNER and rng.random() < knobs.label_noise:
         shown = CONFUSABLE_PARTNER[label]
@@ -385,8 +366,7 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
     )
     cues = {}
     for cue, by_class in _CUE_PRESENCE.items():
-        # neutral faces keep their (small) base rate: an occasional grin or
-        # furrow belongs to no class
+        # neutral faces keep their (small) base rate: an occasional grin belongs to no class
         p = by_class[shown] * (knobs.cue_presence if shown == 6 else presence_scale)
         if rng.random() < p:
             cues[cue] = (
@@ -396,11 +376,10 @@ def _sample_expression(rng: np.random.Generator, label: int, knobs: SyntheticKno
         au[AU_NAMES.index("AU25")] += rng.uniform(0.6, 1.0)
     jaw = [AU_NAMES.index("AU25"), AU_NAMES.index("AU26")]
     au[jaw] = np.maximum(au[jaw], 0)
-    return _Expression(shown, intensity, au, cues)
+    return shown, intensity, au, cues
 
 
-# -----------------------------------------------------------------------------------------------
-# pose and scene
+# --- pose and scene
 
 
 @dataclass
@@ -421,10 +400,7 @@ class _Pose:
         x = xy[:, 0] * cy + z * sy
         y = xy[:, 1] * cp + (xy[:, 0] * sy - z * cy) * sp
         c, s = self.scale * math.cos(self.roll), self.scale * math.sin(self.roll)
-        out = np.empty_like(xy)
-        out[:, 0] = self.centre[0] + c * x - s * y
-        out[:, 1] = self.centre[1] + s * x + c * y
-        return out
+        return np.stack([self.centre[0] + c * x - s * y, self.centre[1] + s * x + c * y], 1)
 
 
 def _depth(xy: np.ndarray) -> np.ndarray:
@@ -437,8 +413,7 @@ def _depth(xy: np.ndarray) -> np.ndarray:
 
 
 def _head_outline(idn: _Identity, jaw: np.ndarray, grow: float = 1.0) -> np.ndarray:
-    """Closed outline: the jaw points, then the skull from the right temple
-    over the top to the left."""
+    """Closed outline: the jaw points, then the skull from the right temple over the top."""
     alpha = np.linspace(0, np.pi, 15)[1:-1]
     top = np.stack(
         [idn.face_w * grow * np.cos(alpha), 0.05 - idn.head_h * grow * np.sin(alpha) ** 0.8], 1
@@ -459,9 +434,7 @@ class _Scene:
 
 
 def _sample_scene(rng: np.random.Generator, idn: _Identity, knobs: SyntheticKnobs) -> _Scene:
-    width, height = (
-        int(v) for v in rng.integers(knobs.canvas_range[0], knobs.canvas_range[1] + 1, 2)
-    )
+    width, height = rng.integers(knobs.canvas_range[0], knobs.canvas_range[1] + 1, 2).tolist()
     conditions = tuple(
         name for name in HARD_CONDITIONS if rng.random() < getattr(knobs, f"{name}_rate")
     )
@@ -479,65 +452,61 @@ def _sample_scene(rng: np.random.Generator, idn: _Identity, knobs: SyntheticKnob
     # place the head (with room for the expression's jaw drop) uniformly where it fits in the canvas
     jaw = _neutral_landmarks(idn)[:17]
     jaw[3:14, 1] += 0.3
-    extent = pose(_head_outline(idn, jaw, grow=1.05))
-    low, high = extent.min(0), extent.max(0)
-    room = np.array([width - 1, height - 1]) - (high - low)
-    if np.any(room < 0):  # head larger than the canvas: shrink it
-        pose.scale *= 0.95 * min((width - 1) / (high - low)[0], (height - 1) / (high - low)[1])
-        extent = pose(_head_outline(idn, jaw, grow=1.05))
-        low, high = extent.min(0), extent.max(0)
-        room = np.array([width - 1, height - 1]) - (high - low)
-    pose.centre = -low + rng.uniform(0, 1, 2) * np.maximum(room, 0)
+    canvas = np.array([width - 1, height - 1])
+
+    def extent() -> tuple[np.ndarray, np.ndarray]:
+        head = pose(_head_outline(idn, jaw, grow=1.05))
+        return head.min(0), head.max(0) - head.min(0)
+
+    low, size = extent()
+    if np.any(size > canvas):  # head larger than the canvas: shrink it
+        pose.scale *= 0.95 * np.min(canvas / size)
+        low, size = extent()
+    pose.centre = -low + rng.uniform(0, 1, 2) * np.maximum(canvas - size, 0)
     quality = int(rng.integers(knobs.jpeg_quality_range[0], knobs.jpeg_quality_range[1] + 1))
     return _Scene(
         width, height, pose, conditions, quality, bool(rng.random() < knobs.grayscale_fraction)
     )
 
 
-def _ramp(
-    angle: float, corner_values: np.ndarray, width: int, height: int, mode: str
-) -> Image.Image:
-    """A linear ramp along ``angle`` between two values (one per channel), as a PIL image.
+def _ramp(angle: float, ends: np.ndarray, width: int, height: int) -> Image.Image:
+    """A linear ramp along ``angle`` between the two rows of ``ends`` (3 channels: RGB, 1: L).
 
     Built as a 2x2 image resized bilinearly: far faster than numpy at full size.
     """
     direction = [math.cos(angle), math.sin(angle)]
     t = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float64) @ direction
     t = (t - t.min()) / max(float(np.ptp(t)), 1e-9)
-    start, stop = corner_values
+    start, stop = ends
     corners = np.clip(np.round(start + (stop - start) * t[:, None]), 0, 255).astype(np.uint8)
-    corners = corners.reshape(2, 2, -1) if mode == "RGB" else corners.reshape(2, 2)
+    corners = corners.reshape(2, 2, -1).squeeze()
     return Image.fromarray(corners).resize((width, height), Image.Resampling.BILINEAR)
 
 
 def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(0, 256, 3))
+    return tuple(rng.integers(0, 256, 3).tolist())
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """A two-colour gradient with random clutter: carries nothing about the class."""
     colours = np.array([_random_colour(rng), _random_colour(rng)], dtype=np.float64)
-    image = _ramp(rng.uniform(0, 2 * np.pi), colours, width, height, "RGB")
+    image = _ramp(rng.uniform(0, 2 * np.pi), colours, width, height)
     draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(2, 10))):
+    for _ in range(rng.integers(2, 10)):
         x0, y0 = rng.uniform(-0.2, 1.0, 2) * (width, height)
         w, h = rng.uniform(0.05, 0.6, 2) * (width, height)
-        kind = rng.integers(4)
-        colour = _random_colour(rng)
-        if kind == 0:
-            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
-        elif kind == 1:
-            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
+        kind, colour, box = rng.integers(4), _random_colour(rng), [x0, y0, x0 + w, y0 + h]
+        if kind < 2:
+            (draw.rectangle, draw.ellipse)[kind](box, fill=colour)
         elif kind == 2:
-            draw.line([x0, y0, x0 + w, y0 + h], fill=colour, width=int(rng.integers(1, 8)))
+            draw.line(box, fill=colour, width=int(rng.integers(1, 8)))
         else:
-            points = rng.uniform(0, 1, (int(rng.integers(3, 7)), 2)) * (w, h) + (x0, y0)
+            points = rng.uniform(0, 1, (rng.integers(3, 7), 2)) * (w, h) + (x0, y0)
             draw.polygon(points.ravel().tolist(), fill=colour)
     return image
 
 
-# -----------------------------------------------------------------------------------------------
-# drawing
+# --- drawing
 
 
 def _chaikin(points: np.ndarray, closed: bool, iterations: int = 2) -> np.ndarray:
@@ -561,77 +530,66 @@ def _rgb(colour: np.ndarray, factor: float = 1.0) -> tuple[int, int, int]:
 
 
 class _Painter:
-    """Draws canonical-coordinate shapes onto the original image through the pose."""
+    """Draws canonical-coordinate shapes (arrays or lists of points) onto the original image
+    through the pose."""
 
     def __init__(self, image: Image.Image, pose: _Pose):
         self.draw = ImageDraw.Draw(image)
         self.pose = pose
 
-    def width(self, canonical: float) -> int:
-        return max(1, int(round(canonical * self.pose.scale)))
-
-    def polygon(self, points: np.ndarray, fill, smooth: bool = False) -> None:
-        points = _chaikin(points, closed=True) if smooth else points
+    def polygon(self, points, fill, smooth: bool = False) -> None:
+        points = _chaikin(np.asarray(points), closed=True) if smooth else points
         self.draw.polygon(self.pose(points).ravel().tolist(), fill=fill)
 
-    def line(self, points: np.ndarray, fill, width: float, smooth: bool = True) -> None:
+    def line(self, points, fill, width: float, smooth: bool = True) -> None:
+        points = np.asarray(points)
         points = _chaikin(points, closed=False) if smooth and len(points) > 2 else points
-        self.draw.line(
-            self.pose(points).ravel().tolist(), fill=fill, width=self.width(width), joint="curve"
-        )
+        pixels = max(1, int(round(width * self.pose.scale)))
+        self.draw.line(self.pose(points).ravel().tolist(), fill=fill, width=pixels, joint="curve")
 
 
 def _draw_person(paint: _Painter, idn: _Identity, p: np.ndarray, rng: np.random.Generator) -> None:
     """Hair, neck, clothes, ears and the head shape behind the facial features."""
-    skin, hair = idn.skin, idn.hair
-    outline = _head_outline(idn, p[:17])
     if idn.hair_style == "long":
         back = _head_outline(idn, p[:17], grow=1.12)[17:]
-        sides = np.array([[-idn.face_w - 0.3, 2.1], [idn.face_w + 0.3, 2.1]])
-        paint.polygon(np.vstack([back, sides[:1], sides[1:], back[:1]]), _rgb(hair, 0.8))
-    paint.polygon(
-        np.array([[-2.4, 2.2], [-0.6, 1.75], [0.6, 1.75], [2.4, 2.2], [2.6, 5], [-2.6, 5]]),
-        _random_colour(rng),
-    )
-    paint.polygon(
-        np.array([[-0.42, 0.9], [0.42, 0.9], [0.5, 1.95], [-0.5, 1.95]]), _rgb(skin, 0.85)
-    )
-    for side in (-1, 1):
-        paint.polygon(
-            _ellipse(np.array([side * (idn.face_w + 0.02), 0.25]), 0.12, 0.24), _rgb(skin, 0.92)
-        )
-    paint.polygon(outline, _rgb(skin), smooth=True)
+        sides = [[-idn.face_w - 0.3, 2.1], [idn.face_w + 0.3, 2.1]]
+        paint.polygon(np.vstack([back, sides, back[:1]]), _rgb(idn.hair, 0.8))
+    clothes = [[-2.4, 2.2], [-0.6, 1.75], [0.6, 1.75], [2.4, 2.2], [2.6, 5], [-2.6, 5]]
+    paint.polygon(clothes, _random_colour(rng))
+    paint.polygon([[-0.42, 0.9], [0.42, 0.9], [0.5, 1.95], [-0.5, 1.95]], _rgb(idn.skin, 0.85))
+    for side in (-1, 1):  # the ears
+        ear = _ellipse([side * (idn.face_w + 0.02), 0.25], 0.12, 0.24)
+        paint.polygon(ear, _rgb(idn.skin, 0.92))
+    paint.polygon(_head_outline(idn, p[:17]), _rgb(idn.skin), smooth=True)
     if idn.hair_style != "bald":
         alpha = np.linspace(np.pi, 0, 13)  # left to right: the cap's outer edge runs right to left
         hairline_y = 0.05 - (idn.head_h - idn.hair_depth) * np.sin(alpha) ** 0.6
         hairline = np.stack([idn.face_w * 0.97 * np.cos(alpha), hairline_y], 1)
         cap = _head_outline(idn, p[:17], grow=1.06)[17:]
-        paint.polygon(np.vstack([cap, hairline]), _rgb(hair), smooth=True)
+        paint.polygon(np.vstack([cap, hairline]), _rgb(idn.hair), smooth=True)
 
 
 def _draw_eyes(paint: _Painter, idn: _Identity, p: np.ndarray, iris_colour) -> None:
-    """Sclera, iris and lids: the lids are skin drawn over the iris, so a
-    raised lid shows white above it."""
-    skin = _rgb(idn.skin)
+    """Sclera, iris and lids: lids are skin over the iris, so a raised lid shows white above it."""
     for eye, cx in ((_LEFT_EYE, -0.5), (_RIGHT_EYE, 0.5)):
         ring = p[eye]
         paint.polygon(ring, (236, 232, 226), smooth=True)
-        iris = np.array([cx, -0.004])
-        paint.polygon(_ellipse(iris, idn.iris_r, idn.iris_r), iris_colour)
-        paint.polygon(_ellipse(iris, idn.iris_r * 0.42, idn.iris_r * 0.42, 10), (15, 12, 12))
-        upper, lower = ring[[0, 1, 2, 3]], ring[[3, 4, 5, 0]]  # corner to corner, both eyes
-        paint.polygon(np.vstack([upper, upper[::-1] + [0, -0.2]]), skin)
-        paint.polygon(np.vstack([lower, lower[::-1] + [0, 0.16]]), skin)
+        paint.polygon(_ellipse([cx, -0.004], idn.iris_r, idn.iris_r), iris_colour)
+        pupil = idn.iris_r * 0.42
+        paint.polygon(_ellipse([cx, -0.004], pupil, pupil, 10), (15, 12, 12))
+        upper, lower = ring[:4], ring[[3, 4, 5, 0]]  # corner to corner, both eyes
+        paint.polygon(np.vstack([upper, upper[::-1] + [0, -0.2]]), _rgb(idn.skin))
+        paint.polygon(np.vstack([lower, lower[::-1] + [0, 0.16]]), _rgb(idn.skin))
         paint.line(upper, (40, 30, 30), 0.025)
         paint.line(lower, _rgb(idn.skin, 0.75), 0.012)
 
 
 def _draw_mouth(paint: _Painter, idn: _Identity, p: np.ndarray, teeth: float) -> None:
     """Mouth opening, upper teeth when the cue is on (brighter with its strength), then the lips."""
-    upper_inner, lower_inner = p[[60, 61, 62, 63, 64]], p[[64, 65, 66, 67, 60]]
+    upper_inner = p[60:65]
     gap = float(np.mean(p[_LOWER_INNER_LIP, 1] - p[_UPPER_INNER_LIP, 1]))
     if gap > 0.008:
-        paint.polygon(np.vstack([upper_inner, lower_inner[1:4]]), (70, 25, 30), smooth=True)
+        paint.polygon(p[60:68], (70, 25, 30), smooth=True)
         if teeth > 0:
             shade = _rgb(70 + (np.array([240.0, 236.0, 222.0]) - 70) * (0.4 + 0.6 * teeth))
             height = min(0.7 * gap, 0.075)
@@ -639,40 +597,28 @@ def _draw_mouth(paint: _Painter, idn: _Identity, p: np.ndarray, teeth: float) ->
             lower_edge[[0, -1], 1] = upper_inner[[0, -1], 1] + height * 0.3
             paint.polygon(np.vstack([upper_inner, lower_edge[::-1]]), shade, smooth=True)
             for x in (-0.12, 0.0, 0.12):
-                paint.line(
-                    np.array([[x, p[62, 1]], [x, p[62, 1] + height * 0.9]]), (150, 145, 140), 0.008
-                )
-    paint.polygon(np.vstack([p[48:55], p[[64, 63, 62, 61, 60]]]), _rgb(idn.lip), smooth=True)
-    paint.polygon(
-        np.vstack([p[[54, 55, 56, 57, 58, 59, 48]], p[[60, 67, 66, 65, 64]]]),
-        _rgb(idn.lip, 1.05),
-        smooth=True,
-    )
+                gum = p[62, 1]
+                paint.line([[x, gum], [x, gum + height * 0.9]], (150, 145, 140), 0.008)
+    upper_lip = p[[48, 49, 50, 51, 52, 53, 54, 64, 63, 62, 61, 60]]
+    paint.polygon(upper_lip, _rgb(idn.lip), smooth=True)
+    lower_lip = p[[54, 55, 56, 57, 58, 59, 48, 60, 67, 66, 65, 64]]
+    paint.polygon(lower_lip, _rgb(idn.lip, 1.05), smooth=True)
     paint.line(upper_inner, _rgb(idn.lip, 0.55), 0.014)
 
 
 def _draw_brows(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
+    taper = np.linspace(0.6, 1.0, 5)[:, None] * [0, idn.brow_thick / 2]
     for brow in (_LEFT_BROW, _RIGHT_BROW):
-        line = p[brow]
-        taper = np.linspace(0.6, 1.0, 5)[:, None] * [0, idn.brow_thick / 2]
-        paint.polygon(
-            np.vstack([line - taper, (line + taper)[::-1]]), _rgb(idn.hair, 0.75), smooth=True
-        )
+        outline = np.vstack([p[brow] - taper, (p[brow] + taper)[::-1]])
+        paint.polygon(outline, _rgb(idn.hair, 0.75), smooth=True)
 
 
 def _draw_nose(paint: _Painter, idn: _Identity, p: np.ndarray) -> None:
-    shade = _rgb(idn.skin, 0.78)
     paint.line(np.vstack([p[27:31] + [0.07, 0], p[[35]]]), _rgb(idn.skin, 0.9), 0.015)
-    paint.line(p[31:36], shade, 0.018)
+    paint.line(p[31:36], _rgb(idn.skin, 0.78), 0.018)
     for nostril in (32, 34):
-        paint.polygon(
-            _ellipse(p[nostril] + [0, -0.015], 0.04 * idn.nose_w, 0.022, 10), _rgb(idn.skin, 0.45)
-        )
-
-
-def _dark(skin: np.ndarray, strength: float) -> tuple[int, int, int]:
-    """The skin darkened for a crease or shadow of ``strength`` in (0, 1]."""
-    return _rgb(skin, 1 - 0.45 * strength)
+        shape = _ellipse(p[nostril] + [0, -0.015], 0.04 * idn.nose_w, 0.022, 10)
+        paint.polygon(shape, _rgb(idn.skin, 0.45))
 
 
 def _nasolabial_fold(
@@ -684,89 +630,66 @@ def _nasolabial_fold(
     return p[[wing, corner, corner]] + offsets
 
 
-def _draw_side_cues(
-    paint: _Painter, skin: np.ndarray, p: np.ndarray, cues: dict[str, float], side: int
-) -> None:
-    """The cues drawn on one side of the face (-1 image-left, 1 right): the nasolabial fold, crow's
-    feet, a tear, the brow's shadow."""
-    if "nasolabial" in cues:
-        fold = _nasolabial_fold(p, side, (0.11, -0.07), (0.13, 0.1))
-        paint.line(fold, _dark(skin, cues["nasolabial"]), 0.022)
-    if "crow_feet" in cues:
-        start = p[36 if side < 0 else 45] + [side * 0.04, 0]
-        for angle in (-0.5, 0.0, 0.5):
-            end = start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]
-            paint.line(np.array([start, end]), _dark(skin, cues["crow_feet"]), 0.016, smooth=False)
-    if "tear" in cues:
-        lid = p[41] if side < 0 else p[46]
-        paint.line(
-            np.array([lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]),
-            (200, 215, 235),
-            0.022 * cues["tear"] + 0.01,
-        )
-    if "brow_shadow" in cues:
-        brow = p[_LEFT_BROW if side < 0 else _RIGHT_BROW]
-        paint.line(brow[1:] + [0, 0.06], _dark(skin, 0.7 * cues["brow_shadow"]), 0.05)
-
-
 def _draw_cues(paint: _Painter, idn: _Identity, p: np.ndarray, cues: dict[str, float]) -> None:
     """The appearance cues a landmark file cannot carry (wrinkles, tears, shadows), and an older
     face's static wrinkles."""
-    skin = idn.skin
-    for side in (-1, 1):
-        _draw_side_cues(paint, skin, p, cues, side)
+
+    def dark(strength: float) -> tuple[int, int, int]:  # a crease or shadow of strength in (0, 1]
+        return _rgb(idn.skin, 1 - 0.45 * strength)
+
+    for side in (-1, 1):  # image-left, right
+        if "nasolabial" in cues:
+            fold = _nasolabial_fold(p, side, (0.11, -0.07), (0.13, 0.1))
+            paint.line(fold, dark(cues["nasolabial"]), 0.022)
+        if "crow_feet" in cues:
+            start = p[36 if side < 0 else 45] + [side * 0.04, 0]
+            for angle in (-0.5, 0.0, 0.5):
+                end = start + [side * 0.12 * math.cos(angle), 0.12 * math.sin(angle)]
+                paint.line([start, end], dark(cues["crow_feet"]), 0.016)
+        if "tear" in cues:
+            lid = p[41 if side < 0 else 46]
+            tear = [lid + [0, 0.03], lid + [side * 0.02, 0.18], lid + [side * 0.01, 0.32]]
+            paint.line(tear, (200, 215, 235), 0.022 * cues["tear"] + 0.01)
+        if "brow_shadow" in cues:
+            brow = p[_LEFT_BROW if side < 0 else _RIGHT_BROW]
+            paint.line(brow[1:] + [0, 0.06], dark(0.7 * cues["brow_shadow"]), 0.05)
     if "nose_wrinkle" in cues:
         for y in (0.3, 0.55, 0.8):
             level = p[27, 1] + y * (p[29, 1] - p[27, 1])
-            paint.line(
-                np.array([[-0.11, level + 0.02], [0, level], [0.11, level + 0.02]]),
-                _dark(skin, cues["nose_wrinkle"]),
-                0.014,
-            )
+            wrinkle = [[-0.11, level + 0.02], [0, level], [0.11, level + 0.02]]
+            paint.line(wrinkle, dark(cues["nose_wrinkle"]), 0.014)
     if "brow_furrow" in cues:
         top = min(p[21, 1], p[22, 1])
         for x in (-0.045, 0.045):
-            paint.line(
-                np.array([[x, top - 0.02], [x * 0.8, top + 0.13]]),
-                _dark(skin, cues["brow_furrow"]),
-                0.016,
-                smooth=False,
-            )
+            paint.line([[x, top - 0.02], [x * 0.8, top + 0.13]], dark(cues["brow_furrow"]), 0.016)
     for strength in (cues.get("forehead_lines", 0.0), idn.age_wrinkles):
         if strength > 0:
             brow_top = min(p[19, 1], p[24, 1])
             for k, gap in enumerate((0.09, 0.17)):
                 y = brow_top - gap
-                paint.line(
-                    np.array([[-0.45, y + 0.02], [0, y - 0.01 * k], [0.45, y + 0.02]]),
-                    _dark(skin, strength),
-                    0.015,
-                )
+                line = [[-0.45, y + 0.02], [0, y - 0.01 * k], [0.45, y + 0.02]]
+                paint.line(line, dark(strength), 0.015)
     if idn.age_wrinkles > 0 and "nasolabial" not in cues:
         for side in (-1, 1):
             fold = _nasolabial_fold(p, side, (0.1, -0.05), (0.11, 0.08))
-            paint.line(fold, _dark(skin, idn.age_wrinkles), 0.016)
+            paint.line(fold, dark(idn.age_wrinkles), 0.016)
     if "chin_dimple" in cues:
         chin = p[57] + [0, 0.5 * (p[8, 1] - p[57, 1])]
         for dx in (-0.06, 0.0, 0.06):
-            paint.polygon(
-                _ellipse(chin + [dx, 0.01 * abs(dx) / 0.06], 0.018, 0.014, 8),
-                _dark(skin, cues["chin_dimple"]),
-            )
+            dimple = _ellipse(chin + [dx, 0.01 * abs(dx) / 0.06], 0.018, 0.014, 8)
+            paint.polygon(dimple, dark(cues["chin_dimple"]))
 
 
-def _draw_glasses(paint: _Painter, p: np.ndarray, filled: bool, rng: np.random.Generator) -> None:
-    frame = (20, 20, 20) if filled else _random_colour(rng)
-    half = (0.3, 0.21) if filled else (0.26, 0.17)
-    lenses = []
-    for eye in (_LEFT_EYE, _RIGHT_EYE):
-        centre = p[eye].mean(0) + [0, 0.01]
-        lens = _ellipse(centre, half[0], half[1], 20)
-        lenses.append(lens)
-        if filled:
+def _draw_glasses(paint: _Painter, p: np.ndarray, dark: bool, rng: np.random.Generator) -> None:
+    """Sunglasses (``dark``) or clear glasses with a frame of a random colour."""
+    frame = (20, 20, 20) if dark else _random_colour(rng)
+    half = (0.3, 0.21) if dark else (0.26, 0.17)
+    lenses = [_ellipse(p[eye].mean(0) + [0, 0.01], *half, 20) for eye in (_LEFT_EYE, _RIGHT_EYE)]
+    for lens in lenses:
+        if dark:
             paint.polygon(lens, (25, 25, 30))
         paint.line(np.vstack([lens, lens[:1]]), frame, 0.025, smooth=False)
-    paint.line(np.array([lenses[0][0], [0, lenses[0][0][1] - 0.03], lenses[1][10]]), frame, 0.025)
+    paint.line([lenses[0][0], [0, lenses[0][0][1] - 0.03], lenses[1][10]], frame, 0.025)
 
 
 def _draw_mouth_occluder(
@@ -786,10 +709,8 @@ def _draw_mouth_occluder(
             paint.polygon(finger, tone, smooth=True)
             paint.line(np.vstack([finger, finger[:1]]), edge, 0.015)
     else:
-        paint.polygon(
-            np.array([[-0.8, top], [0.8, top], [0.8, bottom], [-0.8, bottom]]) + [shift, 0],
-            _random_colour(rng),
-        )
+        bar = np.array([[-0.8, top], [0.8, top], [0.8, bottom], [-0.8, bottom]]) + [shift, 0]
+        paint.polygon(bar, _random_colour(rng))
 
 
 @functools.lru_cache(maxsize=4)
@@ -802,39 +723,35 @@ def _noise_tile(size: int) -> np.ndarray:
 def _finish(
     image: Image.Image, scene: _Scene, rng: np.random.Generator, knobs: SyntheticKnobs
 ) -> Image.Image:
-    """Blur, lighting, noise and grayscale: the camera, independent of the
-    class. PIL operations for speed."""
+    """Blur, lighting, noise and grayscale: the camera, independent of the class. PIL operations
+    for speed."""
+    width, height = scene.width, scene.height
     blur = rng.uniform(*knobs.blur_range)
     if "heavy_blur" in scene.conditions:
-        image = image.filter(
-            ImageFilter.GaussianBlur(max(blur, rng.uniform(0.08, 0.14) * scene.pose.scale))
-        )
-    else:
-        # fractional box: anti-aliasing plus soft focus
+        blur = max(blur, rng.uniform(0.08, 0.14) * scene.pose.scale)
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    else:  # fractional box: anti-aliasing plus soft focus
         image = image.filter(ImageFilter.BoxBlur(blur))
     low_light = "low_light" in scene.conditions
     exposure = rng.uniform(0.12, 0.25) if low_light else rng.uniform(0.8, 1.15)
     balance = rng.uniform(0.92, 1.08, 3)  # white balance
     amp = rng.uniform(0, 0.35)  # light falling from one side: gain 1 -/+ amp across the image
     gains = np.array([[255 * (1 - amp) / (1 + amp)], [255.0]])
-    shade = _ramp(rng.uniform(0, 2 * np.pi), gains, scene.width, scene.height, "L")
+    shade = _ramp(rng.uniform(0, 2 * np.pi), gains, width, height)
     image = ImageChops.multiply(image, shade.convert("RGB"))  # pixel * gain / (1 + amp)
     levels = np.arange(256, dtype=np.float64)
     lut = np.concatenate([levels * (1 + amp) * exposure * b for b in balance])
     image = image.point(np.clip(np.round(lut), 0, 255).astype(int).tolist())
     noise_sd = rng.uniform(6, 12) if low_light else rng.uniform(*knobs.noise_sd_range)
-    tile = _noise_tile(512 * math.ceil(max(scene.width, scene.height) / 512))
-    oy = rng.integers(0, len(tile) - scene.height + 1)
-    ox = rng.integers(0, len(tile) - scene.width + 1)
-    crop = tile[oy : oy + scene.height, ox : ox + scene.width]
-    noise = crop * np.float32(noise_sd) + np.float32(128)
+    tile = _noise_tile(512 * math.ceil(max(width, height) / 512))
+    oy, ox = rng.integers(0, len(tile) - height + 1), rng.integers(0, len(tile) - width + 1)
+    noise = tile[oy : oy + height, ox : ox + width] * np.float32(noise_sd) + np.float32(128)
     noise = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).convert("RGB")
     image = ImageChops.add(image, noise, scale=1.0, offset=-128)
     return image.convert("L").convert("RGB") if scene.grayscale else image
 
 
-# -----------------------------------------------------------------------------------------------
-# one sample
+# --- one sample
 
 
 @dataclass
@@ -852,44 +769,35 @@ class SyntheticSample:
     attributes: tuple[int, int, int]  # gender, race, age
     jpeg_quality: int
     conditions: tuple[str, ...]  # the HARD_CONDITIONS drawn
-    cues: dict[str, float] = field(default_factory=dict)
-    # (68, 2) the simulated detector's iBUG points (auto37 is a subset), for other layouts
-    points68: np.ndarray | None = None
-
-
-def _sample_streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
-    """Independent scene, expression and detector streams for one sample."""
-    sequence = np.random.SeedSequence([seed, SPLIT_CODES[split], 1, index])
-    return [np.random.default_rng(child) for child in sequence.spawn(3)]
+    cues: dict[str, float]  # appearance cue -> strength
+    points68: np.ndarray  # (68, 2) the simulated detector's points (auto37 a subset), other layouts
 
 
 def render_sample(
     seed: int, split: str, index: int, label: int, knobs: SyntheticKnobs | None = None
 ) -> SyntheticSample:
-    """Render sample ``index`` (0-based) of a split with 0-based ``label``;
-    pure function of its arguments."""
+    """Render sample ``index`` (0-based) of a split with 0-based ``label``; pure function of its
+    arguments."""
     knobs = knobs or SyntheticKnobs()
-    rng_scene, rng_expr, rng_detector = _sample_streams(seed, split, index)
+    sequence = np.random.SeedSequence([seed, SPLIT_CODES[split], 1, index])
+    rng_scene, rng_expr, rng_detector = map(np.random.default_rng, sequence.spawn(3))
     idn = _sample_identity(rng_scene, knobs)
     scene = _sample_scene(rng_scene, idn, knobs)
-    expression = _sample_expression(rng_expr, label, knobs)
-    points = _apply_expression(_neutral_landmarks(idn), expression.au)
+    shown, intensity, au, cues = _sample_expression(rng_expr, label, knobs)
+    points = _apply_expression(_neutral_landmarks(idn), au)
 
     image = _background(rng_scene, scene.width, scene.height)
     paint = _Painter(image, scene.pose)
     _draw_person(paint, idn, points, rng_scene)
-    iris_colour = _rgb(
-        np.array([(70, 45, 25), (40, 30, 20), (70, 90, 110), (80, 95, 60)][rng_scene.integers(4)])
-    )
-    _draw_eyes(paint, idn, points, iris_colour)
+    iris = [(70, 45, 25), (40, 30, 20), (70, 90, 110), (80, 95, 60)][rng_scene.integers(4)]
+    _draw_eyes(paint, idn, points, iris)
     _draw_nose(paint, idn, points)
-    _draw_cues(paint, idn, points, expression.cues)
+    _draw_cues(paint, idn, points, cues)
     _draw_brows(paint, idn, points)
-    _draw_mouth(paint, idn, points, expression.cues.get("teeth", 0.0))
-    if idn.glasses and "sunglasses" not in scene.conditions:
-        _draw_glasses(paint, points, filled=False, rng=rng_scene)
-    if "sunglasses" in scene.conditions:
-        _draw_glasses(paint, points, filled=True, rng=rng_scene)
+    _draw_mouth(paint, idn, points, cues.get("teeth", 0.0))
+    sunglasses = "sunglasses" in scene.conditions
+    if idn.glasses or sunglasses:
+        _draw_glasses(paint, points, sunglasses, rng_scene)
     if "mouth_occluder" in scene.conditions:
         _draw_mouth_occluder(paint, idn, points, rng_scene)
     original = _finish(image, scene, rng_scene, knobs)
@@ -904,14 +812,13 @@ def render_sample(
     face_shift = rng_detector.normal(0, 0.4 * jitter, 2)  # the whole face, then each point
     detected = pixels68 + face_shift + rng_detector.normal(0, jitter, pixels68.shape)
     outline = scene.pose(_head_outline(idn, points[:17]))
-    box = np.concatenate([outline.min(0), outline.max(0)]) + rng_detector.normal(
-        0, 0.03 * scene.pose.scale, 4
-    )
+    box = np.concatenate([outline.min(0), outline.max(0)])
+    box += rng_detector.normal(0, 0.03 * scene.pose.scale, 4)
     box = np.clip(box, 0, [scene.width - 1, scene.height - 1] * 2)
     return SyntheticSample(
         label=label,
-        shown_class=expression.shown_class,
-        intensity=expression.intensity,
+        shown_class=shown,
+        intensity=intensity,
         original=original,
         aligned=warp_aligned(original, manual5),
         manual5=manual5,
@@ -920,7 +827,7 @@ def render_sample(
         attributes=idn.attributes,
         jpeg_quality=scene.jpeg_quality,
         conditions=scene.conditions,
-        cues=expression.cues,
+        cues=cues,
         points68=detected,
     )
 
@@ -940,26 +847,18 @@ def warp_aligned(image: Image.Image, manual5: np.ndarray) -> Image.Image:
         to_original = np.array(
             [[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2]], dtype=np.float64
         )
-        matrix = np.concatenate(
-            [
-                matrix[:, :2] @ to_original[:, :2],
-                (matrix[:, :2] @ to_original[:, 2] + matrix[:, 2])[:, None],
-            ],
-            1,
+        linear = matrix[:, :2]
+        matrix = np.column_stack(
+            [linear @ to_original[:, :2], linear @ to_original[:, 2] + matrix[:, 2]]
         )
     inverse = np.linalg.inv(matrix[:, :2])
     offset = 0.5 - inverse @ (0.5 + matrix[:, 2])
-    data = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
-    return image.transform(
-        (ALIGNED_SIZE, ALIGNED_SIZE),
-        Image.Transform.AFFINE,
-        data,
-        resample=Image.Resampling.BILINEAR,
-    )
+    data = (*inverse[0], offset[0], *inverse[1], offset[1])
+    size = (ALIGNED_SIZE, ALIGNED_SIZE)
+    return image.transform(size, Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
 
 
-# -----------------------------------------------------------------------------------------------
-# the data set
+# --- the data set
 
 
 def class_counts_for(n: int, split: str) -> list[int]:
@@ -973,18 +872,17 @@ def class_counts_for(n: int, split: str) -> list[int]:
     paper = np.array(rafdb.paper_results()["table3_class_counts"][split], dtype=np.float64)
     exact = n * paper / paper.sum()
     counts = np.floor(exact).astype(int)
-    order = sorted(range(len(counts)), key=lambda k: (-(exact[k] - counts[k]), k))
-    counts[order[: n - counts.sum()]] += 1
+    counts[np.argsort(counts - exact, kind="stable")[: n - counts.sum()]] += 1
     if n >= len(counts):
         while (counts == 0).any():
-            counts[int(np.argmax(counts))] -= 1
-            counts[int(np.argmin(counts))] += 1
+            counts[counts.argmax()] -= 1
+            counts[counts.argmin()] += 1
     return counts.tolist()
 
 
 def split_labels(n: int, split: str, seed: int) -> np.ndarray:
-    """0-based labels of a split's samples in name order: Table 3
-    proportions, shuffled by the seed."""
+    """0-based labels of a split's samples in name order: Table 3 proportions, shuffled by the
+    seed."""
     labels = np.repeat(np.arange(rafdb.NUM_CLASSES), class_counts_for(n, split))
     np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODES[split], 0])).shuffle(labels)
     return labels
@@ -994,23 +892,14 @@ def sample_name(split: str, index: int) -> str:
     return f"{split}_{index + 1:0{NAME_DIGITS[split]}d}.jpg"
 
 
-def _write_sample(root: Path, name: str, sample: SyntheticSample) -> None:
-    for image, path in (
-        (sample.original, root / rafdb.ORIGINAL_DIR / name),
-        (sample.aligned, root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name)),
-    ):
-        buffer = BytesIO()
-        image.save(buffer, format="JPEG", quality=sample.jpeg_quality)
-        path.write_bytes(buffer.getvalue())
+def _render_and_write(task: tuple[Path, int, str, int, int, SyntheticKnobs]) -> None:
+    root, seed, split, index, label, knobs = task
+    name, sample = sample_name(split, index), render_sample(seed, split, index, label, knobs)
+    sample.original.save(root / rafdb.ORIGINAL_DIR / name, "JPEG", quality=sample.jpeg_quality)
+    aligned = root / rafdb.ALIGNED_DIR / rafdb.aligned_name(name)
+    sample.aligned.save(aligned, "JPEG", quality=sample.jpeg_quality)
     rafdb.write_annotations(
         root, name, sample.manual5, sample.attributes, sample.auto37, sample.box
-    )
-
-
-def _render_and_write(task: tuple[str, int, str, int, int, SyntheticKnobs]) -> None:
-    root, seed, split, index, label, knobs = task
-    _write_sample(
-        Path(root), sample_name(split, index), render_sample(seed, split, index, label, knobs)
     )
 
 
@@ -1031,8 +920,8 @@ def demo_dataset_is_complete(
     seed: int,
     knobs: SyntheticKnobs | None = None,
 ) -> bool:
-    """True when ``out_dir`` holds a finished demo set made by this generator
-    version with these settings."""
+    """True when ``out_dir`` holds a finished demo set made by this generator version with these
+    settings."""
     root = Path(out_dir)
     try:
         found = json.loads((root / MARKER_FILE).read_text())
@@ -1096,19 +985,18 @@ def generate_demo_dataset(
     tasks, rows = [], []
     for split, n in (("train", n_train), ("test", n_test)):
         for index, label in enumerate(split_labels(n, split, seed)):
-            tasks.append((str(root), seed, split, index, int(label), knobs))
+            tasks.append((root, seed, split, index, int(label), knobs))
             rows.append(f"{sample_name(split, index)} {label + 1}\n")
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    bar = tqdm(total=len(tasks), desc="demo data", unit="img", disable=not progress)
-    if workers <= 1 or len(tasks) < 64:
-        for task in tasks:
-            _render_and_write(task)
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_render_and_write, tasks, chunksize=16):
+    with tqdm(total=len(tasks), desc="demo data", unit="img", disable=not progress) as bar:
+        if workers <= 1 or len(tasks) < 64:
+            for task in tasks:
+                _render_and_write(task)
                 bar.update()
-    bar.close()
+        else:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(_render_and_write, tasks, chunksize=16):
+                    bar.update()
     (root / rafdb.LABEL_FILE).write_text("".join(rows))
     (root / MARKER_FILE).write_text(
         json.dumps(_marker(n_train, n_test, seed, knobs), indent=2, sort_keys=True) + "\n"
