@@ -22,74 +22,42 @@ detection needs before any sample is labelled), never its image or landmarks.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from fer_lib.data import rafdb
 from fer_lib.data.layouts import (
     AFFECTNET_LIST_DIRS,
     Counts,
     DataSetError,
-    Decoder,
+    Reader,
     Sample,
-    class_index,
+    open_csv,
     parse_points68,
-    project_classes,
 )
 
 # The CSV release's codes 0..10, named as the project names classes.
-CODES = (
-    "Neutral",
-    "Happiness",
-    "Sadness",
-    "Surprise",
-    "Fear",
-    "Disgust",
-    "Anger",
-    "Contempt",
-    "None",
-    "Uncertain",
-    "No-Face",
-)
 EXCLUDED_CODES = {8: "None", 9: "Uncertain", 10: "No-Face"}
-# some repacks' order; codes 8-10, where present, are kept as AffectNet's (None, Uncertain, No-Face)
-ALPHABETICAL = (
-    "Anger",
-    "Contempt",
-    "Disgust",
-    "Fear",
-    "Happiness",
-    "Neutral",
-    "Sadness",
-    "Surprise",
-    *CODES[8:],
+CODES = (
+    *("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt"),
+    *EXCLUDED_CODES.values(),
 )
+# some repacks' order; codes 8-10, where present, are kept as AffectNet's (None, Uncertain, No-Face)
+ALPHABETICAL = (*sorted(CODES[:8]), *CODES[8:])
 CLASS_ORDERS = ("auto", "affectnet", "alphabetical")
 COLUMNS = (
     "subDirectory_filePath",
-    "face_x",
-    "face_y",
-    "face_width",
-    "face_height",
-    "facial_landmarks",
-    "expression",
-    "valence",
-    "arousal",
+    *("face_x", "face_y", "face_width", "face_height"),
+    *("facial_landmarks", "expression", "valence", "arousal"),
 )
+BOX_COLUMNS = COLUMNS[1:5]
 IMAGES_DIR = "Manually_Annotated_Images"
 LIST_FILES = {"train": "training.csv", "test": "validation.csv"}
 NPY_SPLITS = {"train": "train_set", "test": "val_set"}
-
-
-def _class_count(classes: int) -> int:
-    if classes not in (7, 8):
-        raise DataSetError([f"AffectNet is read with 7 or 8 classes, got {classes}"])
-    return classes
 
 
 def _label_of(
@@ -110,19 +78,16 @@ def _label_of(
     return index[name]
 
 
-class AffectNetCsv:
+class AffectNetCsv(Reader):
     """The CSV release. ``classes`` 8 (AffectNet-8, the default) or 7 (Contempt excluded)."""
 
     layout = "AffectNet (CSV release)"
+    decode_where = True
 
     def __init__(self, root: Path, classes: int = 8, **_):
-        self.root = Path(root)
-        self.classes = project_classes(_class_count(classes) == 8)
-        self.index = class_index(self.classes)
+        super().__init__(root, classes)
+        # found once: named in every row's messages
         self.lists = {split: self._find_list(split) for split in LIST_FILES}
-
-    def list_file(self, split: str) -> Path:
-        return self.lists[split]  # found once: it is named in every row's messages
 
     def _find_list(self, split: str) -> Path:
         for folder in (*AFFECTNET_LIST_DIRS, "."):
@@ -132,28 +97,22 @@ class AffectNetCsv:
         return self.root / AFFECTNET_LIST_DIRS[0] / LIST_FILES[split]
 
     def _rows(self, split: str, problems: list[str]) -> Iterator[tuple[int, dict]]:
-        """(line number, row) of a list file, streamed; a missing file or
-        column goes to ``problems``."""
-        path = self.list_file(split)
+        """(line number, row) of a list file, streamed; a missing file or column goes to
+        ``problems``."""
+        path = self.lists[split]
         if not path.exists():
             problems.append(
                 f"{path}: missing. AffectNet's CSV release ships {LIST_FILES[split]} in "
                 f"{AFFECTNET_LIST_DIRS[0]}/; restore it from the archive."
             )
             return
-        with open(
-            path, newline="", encoding="utf-8-sig"
-        ) as handle:  # a byte-order mark is not part of the header
-            reader = csv.reader(handle)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in COLUMNS if c not in header]
-            if missing:
-                problems.append(
-                    f"{path}:1: missing column(s) {', '.join(missing)}; the header must be "
-                    f"{','.join(COLUMNS)}. Restore the file from AffectNet's archive."
-                )
+        with ExitStack() as files:
+            must = f"be {','.join(COLUMNS)}. Restore the file from AffectNet's archive."
+            table = open_csv(files, path, COLUMNS, problems, must)
+            if table is None:
                 return
-            for line, fields in enumerate(reader, start=2):
+            header, rows = table
+            for line, fields in enumerate(rows, start=2):
                 if not fields:
                     continue
                 if len(fields) != len(header):
@@ -166,68 +125,53 @@ class AffectNetCsv:
                 yield line, dict(zip(header, fields))
 
     def _parse(
-        self,
-        split: str,
-        line: int,
-        row: dict,
-        counts: Counts,
-        problems: list[str],
-        check_files: bool,
-    ):
+        self, split: str, line: int, row: dict, counts: Counts, problems: list, check_files: bool
+    ) -> Sample | None:
         """A Sample for one row, or None (a problem noted, or the row excluded and counted)."""
-        path = self.list_file(split)
+        where = f"{self.lists[split]}:{line}"
         try:
             code = int(row["expression"])
         except ValueError:
             problems.append(
-                f"{path}:{line}: expression {row['expression']!r} is not a whole number 0..10"
+                f"{where}: expression {row['expression']!r} is not a whole number 0..10"
             )
             return None
         if not 0 <= code <= 10:
             problems.append(
-                f"{path}:{line}: expression {code} is outside 0..10 (AffectNet's codes); fix or "
-                "remove the row"
+                f"{where}: expression {code} is outside 0..10 (AffectNet's codes); fix or remove "
+                "the row"
             )
             return None
         label = _label_of(code, CODES, self.index, counts)
         if label is None:
             return None
         try:
-            box = tuple(float(row[k]) for k in ("face_x", "face_y", "face_width", "face_height"))
+            box = tuple(float(row[k]) for k in BOX_COLUMNS)
         except ValueError:
             problems.append(
-                f"{path}:{line}: face box "
-                f"{[row[k] for k in ('face_x', 'face_y', 'face_width', 'face_height')]} is not "
-                "four numbers"
+                f"{where}: face box {[row[k] for k in BOX_COLUMNS]} is not four numbers"
             )
             return None
         points = parse_points68(row["facial_landmarks"])
         if points is None:
             found = len(row["facial_landmarks"].replace(";", " ").split())
             problems.append(
-                f"{path}:{line}: facial_landmarks holds {found} values, not 136 numbers (68 "
-                "points x, y); restore the row from AffectNet's archive"
+                f"{where}: facial_landmarks holds {found} values, not 136 numbers (68 points x, "
+                "y); restore the row from AffectNet's archive"
             )
             return None
         image = self.root / IMAGES_DIR / row["subDirectory_filePath"].strip()
         if check_files and not image.is_file():
             problems.append(
-                f"{path}:{line}: image {image} missing. Restore it from "
-                "Manually_Annotated_Images, or remove the row."
+                f"{where}: image {image} missing. Restore it from Manually_Annotated_Images, or "
+                "remove the row."
             )
             return None
-        return Sample(
-            split,
-            label,
-            f"{path.name}:{line}",
-            str(code),
-            path=str(image),
-            points68=points,
-            box=box,
-        )
+        source = f"{self.lists[split].name}:{line}"
+        return Sample(split, label, source, str(code), path=str(image), points68=points, box=box)
 
     def _walk(
-        self, counts: Counts, problems: list[str], check_files: bool, progress: bool
+        self, counts: Counts, problems: list[str], progress: bool, check_files: bool = True
     ) -> Iterator[Sample]:
         if not (self.root / IMAGES_DIR).is_dir() and check_files:
             problems.append(
@@ -237,31 +181,12 @@ class AffectNetCsv:
             return
         for split in ("train", "test"):
             rows = self._rows(split, problems)
-            for line, row in tqdm(
-                rows,
-                desc=f"AffectNet {LIST_FILES[split]}",
-                unit="row",
-                disable=not progress,
-                leave=False,
-                mininterval=0.5,
+            for line, row in rafdb.progress_bar(
+                rows, f"AffectNet {LIST_FILES[split]}", "row", progress
             ):
                 sample = self._parse(split, line, row, counts, problems, check_files)
                 if sample is not None:
-                    counts.add(split, sample.label)
                     yield sample
-
-    def check(
-        self, *, decode_images: bool = True, progress: bool = True, check_files: bool = True
-    ) -> rafdb.CheckReport:
-        """Every row read and checked (streamed); images decoded when ``decode_images``."""
-        counts, problems = Counts(self.classes), []
-        with Decoder(decode_images, problems) as decoder:
-            for sample in self._walk(counts, problems, check_files, progress):
-                decoder.add(Path(sample.path), sample.source)
-        return counts.check_report(self.root, problems, self.layout, self.protocol())
-
-    def samples(self) -> Iterator[Sample]:
-        yield from self._walk(Counts(self.classes), [], True, False)
 
     def protocol(self) -> list[str]:
         return _protocol(self.classes, "validation.csv")
@@ -279,7 +204,14 @@ def _protocol(classes: tuple[str, ...], test: str) -> list[str]:
     ]
 
 
-class AffectNetNpy:
+# the class orders of the numpy release: the codes' names, and how the order is described
+ORDERS = {
+    "affectnet": (CODES, "AffectNet's (0 Neutral, 1 Happy, ...)"),
+    "alphabetical": (ALPHABETICAL, "alphabetical (0 Anger, 1 Contempt, ...)"),
+}
+
+
+class AffectNetNpy(Reader):
     """The numpy release (``train_set/``, ``val_set/``). ``class_order`` auto (decided from the
     training set), affectnet (the CSV release's codes) or alphabetical (Anger, Contempt, Disgust,
     ..., as some repacks)."""
@@ -287,9 +219,7 @@ class AffectNetNpy:
     layout = "AffectNet (numpy release)"
 
     def __init__(self, root: Path, classes: int = 8, class_order: str = "auto", **_):
-        self.root = Path(root)
-        self.classes = project_classes(_class_count(classes) == 8)
-        self.index = class_index(self.classes)
+        super().__init__(root, classes)
         if class_order not in CLASS_ORDERS:
             raise DataSetError(
                 [f"class order {class_order!r} is not one of {', '.join(CLASS_ORDERS)}"]
@@ -298,8 +228,8 @@ class AffectNetNpy:
         self.order_note = ""
 
     def _ids(self, split: str, problems: list[str]) -> list[str]:
-        """The sample numbers of a split whose image and annotations are all there
-        (the rest go to ``problems``)."""
+        """The sample numbers of a split whose image and annotations are all there (the rest go to
+        ``problems``)."""
         folder = self.root / NPY_SPLITS[split]
         try:
             images = {
@@ -336,79 +266,46 @@ class AffectNetNpy:
 
     def _read(self, split: str, n: str, problems: list[str]) -> tuple[int, np.ndarray] | None:
         folder = self.root / NPY_SPLITS[split] / "annotations"
+        exp, lnd = folder / f"{n}_exp.npy", folder / f"{n}_lnd.npy"
         try:
-            code = int(np.asarray(np.load(folder / f"{n}_exp.npy", allow_pickle=False)).item())
+            code = int(np.asarray(np.load(exp, allow_pickle=False)).item())
         except (OSError, ValueError, TypeError) as error:
-            problems.append(
-                f"{folder / (n + '_exp.npy')}: not one whole number ({error}); restore it from "
-                "the archive"
-            )
+            problems.append(f"{exp}: not one whole number ({error}); restore it from the archive")
             return None
         if not 0 <= code <= 10:
-            problems.append(
-                f"{folder / (n + '_exp.npy')}: expression {code} is outside 0..10; fix or remove "
-                "the sample"
-            )
+            problems.append(f"{exp}: expression {code} is outside 0..10; fix or remove the sample")
             return None
         try:
-            points = np.asarray(
-                np.load(folder / f"{n}_lnd.npy", allow_pickle=False), dtype=np.float64
-            )
+            points = np.asarray(np.load(lnd, allow_pickle=False), dtype=np.float64)
         except (OSError, ValueError, TypeError) as error:
-            problems.append(
-                f"{folder / (n + '_lnd.npy')}: unreadable ({error}); restore it from the archive"
-            )
+            problems.append(f"{lnd}: unreadable ({error}); restore it from the archive")
             return None
         if points.size != 136 or not np.isfinite(points).all():
             problems.append(
-                f"{folder / (n + '_lnd.npy')}: {points.size} values, not 136 finite numbers (68 "
-                "points); restore it from the archive"
+                f"{lnd}: {points.size} values, not 136 finite numbers (68 points); restore it "
+                "from the archive"
             )
             return None
         return code, points.reshape(68, 2)
 
-    def _scan(self, progress: bool) -> tuple[dict, list[str]]:
-        """Codes and problems of every sample: {(split, n): code}."""
-        problems, codes = [], {}
-        for split in ("train", "test"):
-            for n in tqdm(
-                self._ids(split, problems),
-                desc=f"AffectNet {NPY_SPLITS[split]}",
-                unit="img",
-                disable=not progress,
-                leave=False,
-                mininterval=0.5,
-            ):
-                read = self._read(split, n, problems)
-                if read is not None:
-                    codes[(split, n)] = read[0]
-        return codes, problems
-
     def _names(self, codes: dict, problems: list[str]) -> tuple[str, ...]:
-        """The class names of the codes: the order asked for, or the one ``auto``
-        detects (noted in ``order_note``)."""
-        if self.class_order == "affectnet":
-            self.order_note = "class order: AffectNet's (0 Neutral, 1 Happy, ...), as asked"
-            return CODES
-        if self.class_order == "alphabetical":
-            self.order_note = "class order: alphabetical (0 Anger, 1 Contempt, ...), as asked"
-            return ALPHABETICAL
+        """The class names of the codes: the order asked for, or the one ``auto`` detects (noted
+        in ``order_note``)."""
+        if self.class_order in ORDERS:
+            names, described = ORDERS[self.class_order]
+            self.order_note = f"class order: {described}, as asked"
+            return names
         train = np.bincount(
             [c for (split, _), c in codes.items() if split == "train"], minlength=11
         )
         largest = int(train.argmax()) if train.sum() else -1
-        if largest == CODES.index("Happiness"):
-            self.order_note = (
-                "class order: AffectNet's (0 Neutral, 1 Happy, ...), detected: code 1 is the "
-                f"largest training class ({train[1]} images), as Happy is in AffectNet"
-            )
-            return CODES
-        if largest == ALPHABETICAL.index("Happiness"):
-            self.order_note = (
-                "class order: alphabetical (0 Anger, 1 Contempt, ...), detected: code 4 is the "
-                f"largest training class ({train[4]} images), as Happy is in AffectNet"
-            )
-            return ALPHABETICAL
+        for names, described in ORDERS.values():
+            if largest == names.index("Happiness"):
+                self.order_note = (
+                    f"class order: {described}, detected: code {largest} is the largest training "
+                    f"class ({train[largest]} images), as Happy is in AffectNet"
+                )
+                return names
         problems.append(
             f"{self.root}: cannot tell this copy's class order (the largest training class has "
             f"code {largest}, where Happy is 1 in AffectNet's order and 4 in alphabetical "
@@ -416,47 +313,33 @@ class AffectNetNpy:
         )
         return CODES
 
-    def _prepare(self, progress: bool) -> tuple[dict, tuple[str, ...], list[str]]:
-        codes, problems = self._scan(progress)
+    def _walk(
+        self, counts: Counts, problems: list[str], progress: bool, points: bool = False
+    ) -> Iterator[Sample]:
+        """Every sample the protocol keeps (its landmarks read if ``points``); every sample's code
+        is read first, as the class-order detection needs them all."""
+        codes = {}  # {(split, n): code}
+        for split in ("train", "test"):
+            ids = self._ids(split, problems)
+            for n in rafdb.progress_bar(ids, f"AffectNet {NPY_SPLITS[split]}", "img", progress):
+                read = self._read(split, n, problems)
+                if read is not None:
+                    codes[(split, n)] = read[0]
         names = self._names(codes, problems)
-        bad = [c for c in set(codes.values()) if c >= len(names)]
+        bad = sorted({c for c in codes.values() if c >= len(names)})
         if bad:
             order = self.order_note.split(",")[0]
-            problems.append(
-                f"{self.root}: expression codes {sorted(bad)} do not exist in the {order}"
-            )
-        return codes, names, problems
-
-    def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
-        codes, names, problems = self._prepare(progress)
-        counts = Counts(self.classes)
-        with Decoder(decode_images, problems) as decoder:
-            for (split, n), code in codes.items():
-                if code >= len(names):
-                    continue
-                label = _label_of(code, names, self.index, counts)
-                if label is not None:
-                    counts.add(split, label)
-                    decoder.add(self.root / NPY_SPLITS[split] / "images" / f"{n}.jpg")
-        return counts.check_report(self.root, problems, self.layout, self.protocol())
+            problems.append(f"{self.root}: expression codes {bad} do not exist in the {order}")
+        for (split, n), code in codes.items():
+            label = _label_of(code, names, self.index, counts) if code < len(names) else None
+            if label is not None:
+                image = f"{NPY_SPLITS[split]}/images/{n}.jpg"
+                lnd = self._read(split, n, [])[1] if points else None
+                path = str(self.root / image)
+                yield Sample(split, label, image, str(code), path=path, points68=lnd)
 
     def samples(self) -> Iterator[Sample]:
-        codes, names, _ = self._prepare(False)
-        counts = Counts(self.classes)
-        for (split, n), code in codes.items():
-            label = _label_of(code, names, self.index, counts)
-            if label is None:
-                continue
-            read = self._read(split, n, [])
-            folder = self.root / NPY_SPLITS[split]
-            yield Sample(
-                split,
-                label,
-                f"{NPY_SPLITS[split]}/images/{n}.jpg",
-                str(code),
-                path=str(folder / "images" / f"{n}.jpg"),
-                points68=read[1],
-            )
+        yield from self._walk(Counts(self.classes), [], False, points=True)
 
     def protocol(self) -> list[str]:
         return _protocol(self.classes, "val_set") + ([self.order_note] if self.order_note else [])

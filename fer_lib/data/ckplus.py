@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from fer_lib.data import rafdb
-from fer_lib.data.layouts import Counts, DataSetError, Decoder, Sample, class_index, project_classes
+from fer_lib.data.layouts import Counts, DataSetError, Reader, Sample
+from fer_lib.data.rafdb import progress_bar
 
 CODES = ("Neutral", "Anger", "Contempt", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 IMAGES_DIR, EMOTION_DIR, LANDMARKS_DIR = "cohn-kanade-images", "Emotion", "Landmarks"
@@ -63,24 +62,16 @@ def parse_landmark_file(path: Path, problems: list[str]) -> np.ndarray | None:
     return points
 
 
-class CkPlus:
+class CkPlus(Reader):
     """CK+'s three folders; ``folds`` (default 10) subject-wise folds, ``fold`` the test fold;
     ``classes`` 8 or 7."""
 
     layout = "CK+"
 
     def __init__(
-        self,
-        root: Path,
-        classes: int = 8,
-        folds: int = 10,
-        fold: int = 0,
-        first_neutral: bool = True,
-        **_,
+        self, root: Path, classes: int = 8, folds: int = 10, fold: int = 0, first_neutral=True, **_
     ):
-        self.root = Path(root)
-        if classes not in (7, 8):
-            raise DataSetError([f"CK+ is read with 7 or 8 classes, got {classes}"])
+        super().__init__(root, classes)
         if not (2 <= folds and 0 <= fold < folds):
             raise DataSetError(
                 [
@@ -88,8 +79,6 @@ class CkPlus:
                     f"fold={fold}"
                 ]
             )
-        self.classes = project_classes(classes == 8)
-        self.index = class_index(self.classes)
         self.folds, self.fold, self.first_neutral = folds, fold, first_neutral
         self.fold_sizes: list[int] = []
 
@@ -127,12 +116,10 @@ class CkPlus:
             )
         return found
 
-    def fold_of(self, subjects: list[str]) -> dict[str, int]:
-        return {s: i % self.folds for i, s in enumerate(sorted(set(subjects)))}
-
     def _walk(self, counts: Counts, problems: list[str], progress: bool) -> Iterator[Sample]:
         sequences = self._sequences(problems)
-        folds = self.fold_of([s for s, *_ in sequences])
+        subjects = sorted({subject for subject, *_ in sequences})
+        folds = {subject: i % self.folds for i, subject in enumerate(subjects)}
         self.fold_sizes = [sum(1 for f in folds.values() if f == k) for k in range(self.folds)]
         if sequences and len(folds) < self.folds:
             problems.append(
@@ -140,8 +127,8 @@ class CkPlus:
                 "folds"
             )
             return
-        for subject, sequence, code, emotion_file in tqdm(
-            sequences, desc="CK+ sequences", unit="seq", disable=not progress, leave=False
+        for subject, sequence, code, emotion_file in progress_bar(
+            sequences, "CK+ sequences", "seq", progress
         ):
             frames = self._frames(subject, sequence, emotion_file, problems)
             if frames is None:
@@ -161,16 +148,10 @@ class CkPlus:
                 points = parse_landmark_file(landmarks, problems)
                 if points is None:
                     continue
+                source = f"{IMAGES_DIR}/{subject}/{sequence}/{frame.name}"
+                code_text = f"{frame_code} ({emotion_file.name})"
                 label = self.index[name]
-                counts.add(split, label)
-                yield Sample(
-                    split,
-                    label,
-                    f"{IMAGES_DIR}/{subject}/{sequence}/{frame.name}",
-                    f"{frame_code} ({emotion_file.name})",
-                    path=str(frame),
-                    points68=points,
-                )
+                yield Sample(split, label, source, code_text, path=str(frame), points68=points)
 
     def _frames(
         self, subject: str, sequence: str, emotion_file: Path, problems: list[str]
@@ -199,16 +180,6 @@ class CkPlus:
             )
             return None
         return frames
-
-    def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
-        counts, problems = Counts(self.classes), []
-        with Decoder(decode_images, problems) as decoder:
-            for sample in self._walk(counts, problems, progress):
-                decoder.add(Path(sample.path))
-        return counts.check_report(self.root, problems, self.layout, self.protocol())
-
-    def samples(self) -> Iterator[Sample]:
-        yield from self._walk(Counts(self.classes), [], False)
 
     def protocol(self) -> list[str]:
         sizes = f" ({', '.join(map(str, self.fold_sizes))} subjects)" if self.fold_sizes else ""

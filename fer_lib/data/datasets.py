@@ -31,22 +31,16 @@ def check_layout(
     try:
         layout = detect_layout(path)
     except DataSetError as error:
-        return rafdb.CheckReport(Path(path), [0] * 7, [0] * 7, error.problems, [], layout="unknown")
+        return rafdb.CheckReport.failed(path, error.problems, layout="unknown")
     if layout == "rafdb":
         return rafdb.check_rafdb(path, decode_images=decode_images, progress=progress)
     if layout == "photos":
-        return rafdb.CheckReport(
-            Path(path),
-            [0] * 7,
-            [0] * 7,
-            [
-                f"{path}: a folder of photos (class folders), not yet in RAF-DB's layout. Turn it "
-                f"into one with `python -m fer_lib import-images {path} OUT` (a face detector "
-                "finds the faces), then check OUT"
-            ],
-            [],
-            layout=LAYOUT_NAMES["photos"],
+        problem = (
+            f"{path}: a folder of photos (class folders), not yet in RAF-DB's layout. Turn it "
+            f"into one with `python -m fer_lib import-images {path} OUT` (a face detector finds "
+            "the faces), then check OUT"
         )
+        return rafdb.CheckReport.failed(path, [problem], layout=LAYOUT_NAMES["photos"])
     reader = reader_for(layout, path, **options)
     return reader.check(decode_images=decode_images, progress=progress)
 

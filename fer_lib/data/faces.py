@@ -16,10 +16,10 @@ import csv
 import importlib.util
 import multiprocessing
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dlib
 import numpy as np
@@ -31,9 +31,6 @@ from fer_lib.data import landmarks, rafdb
 from fer_lib.data.synthetic import warp_aligned
 from fer_lib.data.tensors import stratified_split
 from fer_lib.io import save_csv
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Folder names of the usual expression data sets, matched case-insensitively, to RAF-DB's classes.
@@ -66,33 +63,16 @@ class ImportProblem(ValueError):
 
 @lru_cache(maxsize=1)
 def _models():
-    # the model file is found without importing face_recognition_models, which
-    # needs setuptools' pkg_resources
+    # the model file is found without importing face_recognition_models, which needs setuptools'
+    # pkg_resources
     spec = importlib.util.find_spec("face_recognition_models")
-    model = (
-        Path(next(iter(spec.submodule_search_locations)))
-        / "models"
-        / "shape_predictor_68_face_landmarks.dat"
-        if spec
-        else None
-    )
-    # dlib imported here: a missing one is reported as FaceToolsMissing, with what to install
-    try:
-        import dlib
-    except ImportError as error:
-        dlib, model = None, None
-        missing = str(error)
-    else:
-        missing = (
-            ""
-            if model is not None and model.is_file()
-            else "face-recognition-models (its 68-point model file)"
-        )
-    if dlib is None or missing:
+    models = Path(next(iter(spec.submodule_search_locations))) / "models" if spec else None
+    model = models / "shape_predictor_68_face_landmarks.dat" if models else None
+    if model is None or not model.is_file():
         raise FaceToolsMissing(
             "face detection needs dlib-bin and face-recognition-models (missing: "
-            f"{missing or 'dlib'}); pip install dlib-bin face-recognition-models, or "
-            "./run_all.sh installs them"
+            "face-recognition-models (its 68-point model file)); pip install dlib-bin "
+            "face-recognition-models, or ./run_all.sh installs them"
         )
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model))
 
@@ -144,24 +124,15 @@ def load_photo(path: str | os.PathLike) -> Image.Image:
 def detect_faces(
     image: Image.Image, *, max_upsample: int = 2, min_score: float = None
 ) -> list[Face]:
-    """The faces dlib's HOG detector finds, largest first, with their 68 points and detection
-    scores.
-
-    A photo is reduced to at most DETECTION_MAX_SIDE for detection; a small one is upsampled (up to
+    """The faces dlib's HOG detector finds, largest first, with their 68 points and scores. A photo
+    is reduced to at most DETECTION_MAX_SIDE for detection; a small one is upsampled (up to
     ``max_upsample`` times) until a face appears. Detections scoring under ``min_score`` (default
-    MIN_DETECTION_SCORE) are dropped as false ones, unless nothing else was found.
-    """
+    MIN_DETECTION_SCORE) are dropped as false ones, unless nothing else was found."""
     detector, predictor = _models()
     min_score = MIN_DETECTION_SCORE if min_score is None else min_score
     scale = min(1.0, DETECTION_MAX_SIDE / max(image.size))
-    small = (
-        image
-        if scale == 1.0
-        else image.resize(
-            (round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR
-        )
-    )
-    pixels = np.asarray(small)
+    small = (round(image.width * scale), round(image.height * scale))
+    pixels = np.asarray(image if scale == 1.0 else image.resize(small, Image.Resampling.BILINEAR))
     boxes, scores = [], []
     for upsample in range(max_upsample + 1):
         boxes, scores, _ = detector.run(pixels, upsample, 0.0)
@@ -203,23 +174,12 @@ def detector_quality(data: rafdb.RafDb, count: int = 200) -> pd.DataFrame:
         ]
         if detected:
             found += 1
-            errors.append(
-                float(
-                    np.linalg.norm(detected[0].auto37 - data.auto37[i], axis=1).mean()
-                    / np.linalg.norm(eyes[1] - eyes[0])
-                )
-            )
-    return pd.DataFrame(
-        [
-            {
-                "images": len(picks),
-                "faces found": found,
-                "share found": found / len(picks),
-                "NME of the 37 points, median": float(np.median(errors)) if errors else np.nan,
-                "NME, mean": float(np.mean(errors)) if errors else np.nan,
-            }
-        ]
-    )
+            error = np.linalg.norm(detected[0].auto37 - data.auto37[i], axis=1).mean()
+            errors.append(float(error / np.linalg.norm(eyes[1] - eyes[0])))
+    row = {"images": len(picks), "faces found": found, "share found": found / len(picks)}
+    row["NME of the 37 points, median"] = float(np.median(errors)) if errors else np.nan
+    row["NME, mean"] = float(np.mean(errors)) if errors else np.nan
+    return pd.DataFrame([row])
 
 
 # -----------------------------------------------------------------------------------------------
@@ -254,15 +214,14 @@ def find_sources(src: Path) -> tuple[list[Source], str]:
     if not src.is_dir():
         raise ImportProblem(f"{src}: no such folder or CSV file")
     splits = [d for d in src.iterdir() if d.is_dir() and d.name.lower() in ("train", "test")]
+    sources = [
+        source
+        for parent, split in [(d, d.name.lower()) for d in splits] or [(src, None)]
+        for folder in sorted(d for d in parent.iterdir() if d.is_dir())
+        for source in _from_class_folder(folder, split)
+    ]
     if splits:
-        sources = []
-        for split_dir in splits:
-            for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-                sources += _from_class_folder(class_dir, split_dir.name.lower())
         return sources, "RAF-DB's mirror layout (train/ and test/ folders of classes)"
-    sources = []
-    for class_dir in sorted(d for d in src.iterdir() if d.is_dir()):
-        sources += _from_class_folder(class_dir, None)
     if not sources:
         raise ImportProblem(
             f"{src}: no class folders with photos (expected e.g. happy/, sad/, ... or train/1..7, "
@@ -310,27 +269,19 @@ def _from_csv(path: Path) -> list[Source]:
 
 
 def _import_one(task: tuple[str, str, str]) -> dict:
-    """Detect, fit, align and write one photo as RAF-DB sample ``name`` under
-    ``out``; returns what happened."""
+    """Detect, fit, align and write one photo as RAF-DB sample ``name`` under ``out``; returns what
+    happened."""
     path, out, name = task
     out = Path(out)
+    result = {"image": path, "name": name}
     try:
         image = load_photo(path)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return {
-            "image": path,
-            "name": name,
-            "status": "unreadable",
-            "reason": f"{type(error).__name__}: {error}",
-        }
+        return result | {"status": "unreadable", "reason": f"{type(error).__name__}: {error}"}
     faces = detect_faces(image)
     if not faces:
-        return {
-            "image": path,
-            "name": name,
-            "status": "no face",
-            "reason": "dlib's detector found no face (upsampled up to 2x)",
-        }
+        reason = "dlib's detector found no face (upsampled up to 2x)"
+        return result | {"status": "no face", "reason": reason}
     face = faces[0]
     image.save(out / rafdb.ORIGINAL_DIR / name, quality=95)
     align(image, face).save(out / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=95)
@@ -338,14 +289,8 @@ def _import_one(task: tuple[str, str, str]) -> dict:
     rafdb.write_annotations(out, name, face.manual5, unknown, face.auto37, face.box)
     note = f"{len(faces)} faces: kept the largest" if len(faces) > 1 else ""
     already = image.size == (landmarks.ALIGNED_SIZE, landmarks.ALIGNED_SIZE)
-    return {
-        "image": path,
-        "name": name,
-        "status": "imported",
-        "reason": note,
-        "already aligned": already,
-        "faces": len(faces),
-    }
+    imported = {"status": "imported", "reason": note, "already aligned": already}
+    return result | imported | {"faces": len(faces)}
 
 
 def _assign_splits(usable: list[Source], test_fraction: float, seed: int) -> np.ndarray:
@@ -379,19 +324,14 @@ def _import_tasks(
 
 def _run_imports(tasks: list[tuple[str, str, str]], workers: int, progress: bool) -> list[dict]:
     """``_import_one`` on every task, in task order, in this process or a pool."""
-    results = []
-    bar = tqdm(total=len(tasks), desc="import", unit="photo", disable=not progress)
-    if workers <= 1 or len(tasks) < 8:
-        for task in tasks:
-            results.append(_import_one(task))
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for result in pool.imap(_import_one, tasks, chunksize=4):
-                results.append(result)
-                bar.update()
-    bar.close()
-    return results
+    with ExitStack() as stack:
+        if workers > 1 and len(tasks) >= 8:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+            found = pool.imap(_import_one, tasks, chunksize=4)
+        else:
+            found = map(_import_one, tasks)
+        bar = tqdm(found, total=len(tasks), desc="import", unit="photo", disable=not progress)
+        return list(bar)
 
 
 def import_images(
@@ -403,14 +343,11 @@ def import_images(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Turn the face photos of ``src`` into a data set in RAF-DB's layout under ``out`` (see
-    ``find_sources``).
-
-    Photos without a face, unreadable files and unknown classes are listed in
-    ``out/import_report.csv`` with the reason, never dropped silently. Where the source gives no
-    split, a stratified, seeded ``test_fraction`` becomes the test split. Returns counts, for the
-    command to print.
-    """
+    """Turn the face photos of ``src`` (see ``find_sources``) into a data set in RAF-DB's layout
+    under ``out``; returns counts, for the command to print. Photos without a face, unreadable files
+    and unknown classes are listed in ``out/import_report.csv`` with the reason, never dropped
+    silently. Where the source gives no split, a stratified, seeded ``test_fraction`` is the test
+    split."""
     if not 0 < test_fraction < 1:
         raise ImportProblem(f"test fraction must be in (0, 1), got {test_fraction}")
     _models()  # fail now, not in every worker, if the face tools are missing
@@ -436,21 +373,15 @@ def import_images(
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     results = _run_imports(tasks, workers, progress)
     imported = [r for r in results if r["status"] == "imported"]
-    # every imported sample is listed; names keep their split's numbering
-    # (gaps where a photo had no face)
-    (out / rafdb.LABEL_FILE).write_text(
-        "".join(f"{r['name']} {label_of[r['name']] + 1}\n" for r in imported)
-    )
+    # names keep their split's numbering (gaps where a photo had no face)
+    labels = "".join(f"{r['name']} {label_of[r['name']] + 1}\n" for r in imported)
+    (out / rafdb.LABEL_FILE).write_text(labels)
 
-    listed = rejected + [
-        {k: r[k] for k in ("image", "name", "status", "reason")}
-        for r in results
-        if r["status"] != "imported" or r["reason"]
+    columns = ["image", "name", "status", "reason"]
+    listed = [
+        {k: r[k] for k in columns} for r in results if r["status"] != "imported" or r["reason"]
     ]
-    save_csv(
-        pd.DataFrame(listed, columns=["image", "name", "status", "reason"]),
-        out / "import_report.csv",
-    )
+    save_csv(pd.DataFrame(rejected + listed, columns=columns), out / "import_report.csv")
     return {
         "found": how,
         "photos": len(sources),
@@ -458,6 +389,6 @@ def import_images(
         "train": sum(r["name"].startswith("train") for r in imported),
         "test": sum(r["name"].startswith("test") for r in imported),
         "not imported": len(sources) - len(imported),
-        "several faces": sum(r.get("faces", 1) > 1 for r in imported),
-        "already aligned": sum(bool(r.get("already aligned")) for r in imported),
+        "several faces": sum(r["faces"] > 1 for r in imported),
+        "already aligned": sum(r["already aligned"] for r in imported),
     }

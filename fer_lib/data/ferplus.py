@@ -22,39 +22,21 @@ and runs the project's detector on it.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
+from contextlib import ExitStack
 from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from fer_lib.data import rafdb
-from fer_lib.data.layouts import Counts, DataSetError, Sample, class_index, project_classes
+from fer_lib.data.layouts import Counts, DataSetError, Reader, Sample, open_csv
+from fer_lib.data.rafdb import progress_bar
 
 VOTE_COLUMNS = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-    "unknown",
-    "NF",
+    *("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
+    *("unknown", "NF"),
 )
-VOTE_CLASSES = (
-    "Neutral",
-    "Happiness",
-    "Surprise",
-    "Sadness",
-    "Anger",
-    "Disgust",
-    "Fear",
-    "Contempt",
-)
+VOTE_CLASSES = tuple(name.capitalize() for name in VOTE_COLUMNS[:8])
 FER_COLUMNS = ("emotion", "pixels", "Usage")
 NEW_COLUMNS = ("Usage", "Image name")
 USAGE_SPLIT = {"Training": "train", "PublicTest": "train", "PrivateTest": "test"}
@@ -64,11 +46,8 @@ UPSAMPLE = 4  # dlib's detector wants faces of about 80 px and more
 
 
 def label_votes(votes: np.ndarray, mode: str) -> tuple[int | None, str, np.ndarray | None]:
-    """(index into VOTE_COLUMNS or None, why excluded, soft label over the 8 classes or None) for
-    one row's votes.
-
-    Follows the reference ferplus.py: single votes are dropped first; an unknown or NF label is
-    excluded.
+    """(index into VOTE_COLUMNS or None, why excluded, soft label over the 8 classes or None) of
+    one row's votes, as the reference ferplus.py: single votes dropped first; unknown, NF excluded.
     """
     votes = np.where(np.asarray(votes, dtype=np.float64) <= 1.0, 0.0, votes)
     total = votes.sum()
@@ -110,69 +89,40 @@ def label_votes(votes: np.ndarray, mode: str) -> tuple[int | None, str, np.ndarr
     return top, "", None
 
 
-class FerPlus:
+class FerPlus(Reader):
     """Both CSV files of FERPlus; ``label_mode`` majority (default), plurality or probability;
-    ``classes`` 8 or 7."""
+    ``classes`` 8 or 7. Its pixels are its images: nothing to decode."""
 
     layout = "FERPlus"
 
     def __init__(self, root: Path, classes: int = 8, label_mode: str = "majority", **_):
         root = Path(root)
-        self.root = root.parent if root.is_file() else root
-        if classes not in (7, 8):
-            raise DataSetError([f"FERPlus is read with 7 or 8 classes, got {classes}"])
+        super().__init__(root.parent if root.is_file() else root, classes)
         if label_mode not in LABEL_MODES:
             raise DataSetError(
                 [f"label mode {label_mode!r} is not one of {', '.join(LABEL_MODES)}"]
             )
-        self.classes = project_classes(classes == 8)
-        self.index = class_index(self.classes)
         self.label_mode = label_mode
         self.old_path, self.new_path = self.root / "fer2013.csv", self.root / "fer2013new.csv"
 
-    def _open(self, name: str, columns: tuple[str, ...], problems: list[str]):
-        path = self.root / name
+    def _open(self, files: ExitStack, path: Path, columns: tuple[str, ...], problems: list[str]):
         if not path.exists():
             problems.append(
                 f"{path}: missing. FERPlus needs fer2013.csv (Kaggle's FER2013) and fer2013new.csv "
                 "(microsoft/FERPlus) side by side."
             )
             return None
-        # a byte-order mark, as some editors save, is not a column
-        handle = open(path, newline="", encoding="utf-8-sig")
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            handle.close()
-            problems.append(
-                f"{path}:1: missing column(s) {', '.join(missing)}; the header must name "
-                f"{', '.join(columns)}. Restore the file from its source."
-            )
-            return None
-        return handle, reader, header
+        must = f"name {', '.join(columns)}. Restore the file from its source."
+        return open_csv(files, path, columns, problems, must)
 
     def _walk(self, counts: Counts, problems: list[str], progress: bool) -> Iterator[Sample]:
-        old = self._open("fer2013.csv", FER_COLUMNS, problems)
-        new = self._open("fer2013new.csv", NEW_COLUMNS + VOTE_COLUMNS, problems)
-        if old is None or new is None:
-            for opened in (old, new):
-                if opened is not None:
-                    opened[0].close()
-            return
-        try:
-            rows = zip_longest(old[1], new[1])
-            for line, (a, b) in enumerate(
-                tqdm(
-                    rows,
-                    desc="FERPlus rows",
-                    unit="row",
-                    disable=not progress,
-                    leave=False,
-                    mininterval=0.5,
-                ),
-                start=2,
-            ):
+        with ExitStack() as files:
+            old = self._open(files, self.old_path, FER_COLUMNS, problems)
+            new = self._open(files, self.new_path, NEW_COLUMNS + VOTE_COLUMNS, problems)
+            if old is None or new is None:
+                return
+            rows = progress_bar(zip_longest(old[1], new[1]), "FERPlus rows", "row", progress)
+            for line, (a, b) in enumerate(rows, start=2):
                 if a is None or b is None:
                     paths = (self.old_path, self.new_path)
                     shorter, longer = paths if a is None else paths[::-1]
@@ -183,66 +133,10 @@ class FerPlus:
                     )
                     return
                 sample = self._parse(
-                    line, dict(zip(old[2], a)), dict(zip(new[2], b)), counts, problems
+                    line, dict(zip(old[0], a)), dict(zip(new[0], b)), counts, problems
                 )
                 if sample is not None:
-                    counts.add(sample.split, sample.label)
                     yield sample
-        finally:
-            old[0].close()
-            new[0].close()
-
-    def _checked_fields(
-        self, line: int, a: dict, b: dict, problems: list[str]
-    ) -> tuple[str, np.ndarray, list[str]] | None:
-        """A row's usage, votes and pixel values (as strings), or None with its problem reported:
-        both files' Usage agree, ten whole votes, an emotion in FER2013's 0..6, 48x48 pixels."""
-        usage = (a.get("Usage") or "").strip()
-        if usage not in USAGE_SPLIT:
-            problems.append(
-                f"{self.old_path}:{line}: Usage {usage!r} is not Training, PublicTest or "
-                "PrivateTest"
-            )
-            return None
-        if (b.get("Usage") or "").strip() != usage:
-            problems.append(
-                f"{self.new_path}:{line}: Usage {b.get('Usage')!r} differs from fer2013.csv's "
-                f"{usage!r}: the files are not in the same row order. Restore both from their "
-                "sources."
-            )
-            return None
-        try:
-            votes = np.array([float(b[c]) for c in VOTE_COLUMNS])
-        except (TypeError, ValueError):
-            problems.append(
-                f"{self.new_path}:{line}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not "
-                "ten numbers"
-            )
-            return None
-        if (votes < 0).any() or (votes != np.round(votes)).any() or votes.sum() > 100:
-            problems.append(
-                f"{self.new_path}:{line}: votes {votes.astype(int).tolist()} out of range (whole "
-                "numbers from 0, ten per image); fix or remove the row"
-            )
-            return None
-        try:
-            emotion = int(a.get("emotion") or "")
-        except ValueError:
-            emotion = -1
-        if not 0 <= emotion <= 6:
-            problems.append(
-                f"{self.old_path}:{line}: emotion {a.get('emotion')!r} is outside FER2013's 0..6; "
-                "fix or remove the row"
-            )
-            return None
-        pixels = (a.get("pixels") or "").split()
-        if len(pixels) != SIDE * SIDE:
-            problems.append(
-                f"{self.old_path}:{line}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 "
-                "image); restore the row from fer2013.csv"
-            )
-            return None
-        return usage, votes, pixels
 
     def _shares_over_classes(self, soft: np.ndarray) -> tuple[tuple[float, ...], str]:
         """Vote shares over the vote classes -> over this reader's class list (contempt's share
@@ -257,10 +151,49 @@ class FerPlus:
     def _parse(
         self, line: int, a: dict, b: dict, counts: Counts, problems: list[str]
     ) -> Sample | None:
-        fields = self._checked_fields(line, a, b, problems)
-        if fields is None:
+        """A Sample for one row, or None (a problem noted, or the row excluded and counted): both
+        files' Usage agree, ten whole votes, an emotion in FER2013's 0..6, 48x48 pixels."""
+        old, new = f"{self.old_path}:{line}", f"{self.new_path}:{line}"
+        usage = (a.get("Usage") or "").strip()
+        if usage not in USAGE_SPLIT:
+            problems.append(f"{old}: Usage {usage!r} is not Training, PublicTest or PrivateTest")
             return None
-        usage, votes, pixels = fields
+        if (b.get("Usage") or "").strip() != usage:
+            problems.append(
+                f"{new}: Usage {b.get('Usage')!r} differs from fer2013.csv's {usage!r}: the files "
+                "are not in the same row order. Restore both from their sources."
+            )
+            return None
+        try:
+            votes = np.array([float(b[c]) for c in VOTE_COLUMNS])
+        except (TypeError, ValueError):
+            problems.append(
+                f"{new}: the votes {[b.get(c) for c in VOTE_COLUMNS]} are not ten numbers"
+            )
+            return None
+        if (votes < 0).any() or (votes != np.round(votes)).any() or votes.sum() > 100:
+            problems.append(
+                f"{new}: votes {votes.astype(int).tolist()} out of range (whole numbers from 0, "
+                "ten per image); fix or remove the row"
+            )
+            return None
+        try:
+            emotion = int(a.get("emotion") or "")
+        except ValueError:
+            emotion = -1
+        if not 0 <= emotion <= 6:
+            problems.append(
+                f"{old}: emotion {a.get('emotion')!r} is outside FER2013's 0..6; fix or remove the "
+                "row"
+            )
+            return None
+        pixels = (a.get("pixels") or "").split()
+        if len(pixels) != SIDE * SIDE:
+            problems.append(
+                f"{old}: {len(pixels)} pixel values, not {SIDE * SIDE} (a 48x48 image); restore "
+                "the row from fer2013.csv"
+            )
+            return None
         if not (b.get("Image name") or "").strip():
             counts.exclude("no image name in fer2013new.csv (FERPlus dropped the face)")
             return None
@@ -278,32 +211,16 @@ class FerPlus:
             # numpy parses the strings: twice as fast as int() per value
             grey = np.array(pixels, dtype=np.int64)
         except ValueError:
-            problems.append(f"{self.old_path}:{line}: pixels are not whole numbers")
+            problems.append(f"{old}: pixels are not whole numbers")
             return None
         if grey.min() < 0 or grey.max() > 255:
-            problems.append(f"{self.old_path}:{line}: pixel values outside 0..255")
+            problems.append(f"{old}: pixel values outside 0..255")
             return None
         code = "votes " + " ".join(str(int(v)) for v in votes)
-        return Sample(
-            USAGE_SPLIT[usage],
-            self.index[name],
-            f"fer2013.csv:{line}",
-            code,
-            pixels=grey.astype(np.uint8).reshape(SIDE, SIDE),
-            upsample=UPSAMPLE,
-            soft=soft,
-        )
-
-    def check(self, *, decode_images: bool = True, progress: bool = True) -> rafdb.CheckReport:
-        """Both files read in step and every row checked (the pixels are the
-        images: nothing else to decode)."""
-        counts, problems = Counts(self.classes), []
-        for _ in self._walk(counts, problems, progress):
-            pass
-        return counts.check_report(self.root, problems, self.layout, self.protocol())
-
-    def samples(self) -> Iterator[Sample]:
-        yield from self._walk(Counts(self.classes), [], False)
+        grey = grey.astype(np.uint8).reshape(SIDE, SIDE)
+        split, label = USAGE_SPLIT[usage], self.index[name]
+        source = f"fer2013.csv:{line}"
+        return Sample(split, label, source, code, pixels=grey, upsample=UPSAMPLE, soft=soft)
 
     def protocol(self) -> list[str]:
         return [

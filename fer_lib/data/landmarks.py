@@ -3,19 +3,16 @@
 Coordinates are (x, y) in pixels with pixel centres at integer positions (pixel (0, 0) spans
 [-0.5, 0.5]), which is how RAF-DB's annotation files are written.
 
-Landmark sets
--------------
+Landmark sets:
 - ``manual5``: RAF-DB's manual points, in file order: left eye centre, right eye centre, nose tip,
   left mouth corner, right mouth corner ("left" = smaller x in the image).
 - ``auto37``: RAF-DB's 37 automatic points. The project defines them as a subset of the common
   68-point iBUG/300-W layout (``AUTO37_FROM_IBUG68``), so a 68-point detector can produce the same
   set. The subset is closed under mirroring, which makes horizontal flips exact.
 
-Alignment (paper, section 4.4) ------------------------------ The affine transform that sends the
-left eye to (25, 35), the right eye to (75, 35) and the mouth centre (mean of the two mouth corners)
-to (50, 75) on the 100x100 aligned canvas. Three point pairs fix an affine map exactly.
-``scale_points`` then carries canvas coordinates to the network's input size the same way an image
-resize does.
+Alignment (paper, section 4.4): the affine map sending the left eye to (25, 35), the right eye to
+(75, 35) and the mouth centre to (50, 75) on the 100x100 aligned canvas; ``scale_points`` then
+carries canvas coordinates to the network's input size as an image resize does.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ ALIGNED_SIZE = 100  # RAF-DB's aligned images are 100x100
 # left eye, right eye, mouth centre
 ALIGN_TARGETS = np.array([[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]])
 
-MANUAL5_NAMES = ("left_eye", "right_eye", "nose_tip", "left_mouth", "right_mouth")
 MANUAL5_FLIP = np.array([1, 0, 2, 4, 3])
 
 # 0-based indices into the iBUG 68-point layout (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47,
@@ -58,20 +54,11 @@ IBUG68_FLIP = np.array(
 
 
 def manual5_from_ibug68(points68: np.ndarray) -> np.ndarray:
-    """RAF-DB's 5 manual points from (..., 68, 2) iBUG points: eye centres (means of each
-    eye's 6 points), nose tip, mouth corners. import-images and the AffectNet / CK+
-    converters all use this one mapping."""
+    """RAF-DB's 5 manual points from (..., 68, 2) iBUG points: eye centres (means of each eye's 6
+    points), nose tip, mouth corners; import-images and every converter use this one mapping."""
     p = np.asarray(points68, dtype=np.float64)
-    return np.stack(
-        [
-            p[..., 36:42, :].mean(-2),
-            p[..., 42:48, :].mean(-2),
-            p[..., 30, :],
-            p[..., 48, :],
-            p[..., 54, :],
-        ],
-        axis=-2,
-    )
+    eyes = [p[..., 36:42, :].mean(-2), p[..., 42:48, :].mean(-2)]
+    return np.stack([*eyes, p[..., 30, :], p[..., 48, :], p[..., 54, :]], axis=-2)
 
 
 def auto37_from_ibug68(points68: np.ndarray) -> np.ndarray:
@@ -102,11 +89,8 @@ def check_landmark_set(landmark_set: str) -> str:
 
 
 def flip_points(points: np.ndarray, width: float, landmark_set: str) -> np.ndarray:
-    """Landmarks of the horizontally flipped image: x mirrored AND left/right partners swapped.
-
-    ``points`` is (..., K, 2) for an image ``width`` pixels wide; the result keeps the semantic
-    order, so index 0 of ``manual5`` is still the left eye of the flipped image.
-    """
+    """Landmarks of the horizontally flipped image (``width`` pixels wide): x mirrored AND
+    left/right partners swapped, so index 0 of ``manual5`` is still the left eye."""
     points = np.asarray(points, dtype=np.float64)
     flipped = points.copy()
     flipped[..., 0] = (width - 1) - points[..., 0]
@@ -121,10 +105,8 @@ def alignment_anchors(manual5: np.ndarray) -> np.ndarray:
 
 
 def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Exact affine map(s) (..., 2, 3) sending three source points to three destination points.
-
-    Raises ValueError when the source points are collinear (no unique affine map).
-    """
+    """Exact affine map(s) (..., 2, 3) sending three source points to three destination points;
+    ValueError when the source points are collinear (no unique affine map)."""
     src = np.asarray(src, dtype=np.float64)
     dst = np.broadcast_to(np.asarray(dst, dtype=np.float64), src.shape)
     homogeneous = np.concatenate([src, np.ones(src.shape[:-1] + (1,))], axis=-1)  # (..., 3, 3)
@@ -157,21 +139,15 @@ def align_points(points: np.ndarray, manual5: np.ndarray, size: int = ALIGNED_SI
 
 
 def scale_points(points: np.ndarray, from_size: float, to_size: float) -> np.ndarray:
-    """Carry points through an image resize from ``from_size`` to ``to_size`` pixels.
-
-    Uses the pixel-centre convention of bilinear resizing (align_corners=False), so a landmark stays
-    on the same image content after the image is resized.
-    """
+    """Carry points through an image resize from ``from_size`` to ``to_size`` pixels, with the
+    pixel-centre convention of bilinear resizing (align_corners=False)."""
     factor = to_size / from_size
     return (np.asarray(points, dtype=np.float64) + 0.5) * factor - 0.5
 
 
 def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, shift) as a (2, 3) matrix, src -> dst.
-
-    RAF-DB's own aligned images were made this way from the eyes and mouth centre; unlike the
-    paper's exact affine map it cannot shear, so the two disagree slightly, as on the real data.
-    """
+    """Least-squares similarity (rotation, uniform scale, shift) as a (2, 3) matrix, src -> dst:
+    how RAF-DB's own aligned images were made; unlike the paper's affine map it cannot shear."""
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     src_c, dst_c = src - src.mean(0), dst - dst.mean(0)
@@ -186,12 +162,9 @@ def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def affine_vs_similarity(points: np.ndarray, manual5: np.ndarray) -> np.ndarray:
-    """Mean distance (px on the 100x100 canvas) per image between the paper's exact affine mapping
-    of ``points`` (N, K, 2) and a RAF-DB-style similarity mapping from the same three anchors.
-
-    RAF-DB's aligned images come from a similarity; small values mean the affine-mapped landmarks
-    sit on the aligned faces.
-    """
+    """Mean distance (px on the 100x100 canvas) per image between the paper's affine mapping of
+    ``points`` (N, K, 2) and a RAF-DB-style similarity from the same anchors: small values mean the
+    affine-mapped landmarks sit on RAF-DB's aligned faces."""
     anchors = alignment_anchors(manual5)
     affine = apply_affine(alignment_matrix(manual5), points)
     similarity = np.stack([similarity_from_points(a, ALIGN_TARGETS) for a in anchors])

@@ -1,29 +1,20 @@
 """Data sets beyond RAF-DB: which layout a folder holds, and the conversion of a copy into RAF-DB's
-layout.
+layout, which every command after ``check-data`` reads.
 
-Design. Every command after ``check-data`` reads one layout, RAF-DB's (``fer_lib.data.rafdb``).
-AffectNet (both releases), FERPlus and CK+ are therefore *converted* once into that layout (``python
--m fer_lib convert-data SRC OUT``), never read by the training code directly:
-- a face's 68 iBUG points give RAF-DB's 5 manual points and the project's 37 automatic ones through
-  the same mapping ``import-images`` uses (``landmarks.manual5_from_ibug68``,
-  ``auto37_from_ibug68``). AffectNet and CK+ ship their 68 points; FERPlus's 48x48 faces go through
-  the project's detector (``faces.detect_faces``) on an upsampled copy, and faces it cannot find are
-  listed in ``conversion_report.csv``, never dropped silently;
-- the converted copy carries ``classes.json``: its class list, layout, protocol and the rows the
-  protocol excluded, by reason. Classes are RAF-DB's 7 in RAF-DB's order, plus Contempt as an 8th
-  where it is kept, so a label means the same class in every converted set and cross-dataset
-  evaluation maps classes by name;
-- ``sources.csv`` says where every converted image came from (file, row, the data set's own label
-  code).
+AffectNet (both releases), FERPlus and CK+ are converted once (``python -m fer_lib convert-data SRC
+OUT``), never read by the training code directly:
+- a face's 68 iBUG points give RAF-DB's 5 manual points and the 37 automatic ones by the mapping
+  ``import-images`` uses. AffectNet and CK+ ship their 68 points; FERPlus's 48x48 faces go through
+  the detector (``faces.detect_faces``) on an upsampled copy, and the faces it misses are listed in
+  ``conversion_report.csv``, never dropped silently;
+- ``classes.json`` holds the copy's class list (RAF-DB's 7 in RAF-DB's order, plus Contempt where
+  kept, so a label means the same class in every converted set), layout, protocol and the rows the
+  protocol excluded, by reason; ``sources.csv`` says where every image came from.
 
-Conversion streams: each reader yields one sample at a time (AffectNet's 280,000-row CSV is read row
-by row), a worker pool decodes, crops, aligns and writes, and the label file grows in a temporary
-file renamed at the end, so neither the decoded set nor its annotations are ever held in memory at
-once.
-
-The readers (``fer_lib.data.affectnet``, ``ferplus``, ``ckplus``; found for a folder by
-``fer_lib.data.datasets``) check with the same policy as RAF-DB's: every problem names the file, the
-row and what to do; nothing is skipped silently.
+Conversion streams: readers yield one sample at a time, a worker pool decodes, crops, aligns and
+writes, and the label file grows in a temporary file renamed at the end. The readers
+(``affectnet``, ``ferplus``, ``ckplus``; picked by ``datasets``) check as RAF-DB's does: every
+problem names the file, the row and what to do; nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -32,9 +23,11 @@ import csv
 import json
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -58,30 +51,16 @@ LAYOUT_NAMES = {
 CROP_MARGIN = 0.25
 SOURCES_FILE = "sources.csv"
 REPORT_FILE = "conversion_report.csv"
-SOFT_LABELS_FILE = "soft_labels.csv"  # FERPlus's probability mode: one row per converted image
+SOFT_LABELS_FILE = rafdb.SOFT_LABELS_FILE
 
 
 class DataSetError(rafdb.RafDbError):
     """A copy of a data set that cannot be used; ``problems`` lists every reason found."""
 
+    hint = ""
+
     def __init__(self, problems: list[str], layout: str = "data set", root: Path | None = None):
-        self.problems = list(problems)
-        shown = "\n  ".join(self.problems[:20])
-        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-        where = f" in {root}" if root else ""
-        ValueError.__init__(
-            self, f"{len(self.problems)} problem(s) with the {layout} copy{where}:\n  {shown}{more}"
-        )
-
-
-def class_index(classes: tuple[str, ...]) -> dict[str, int]:
-    return {name: k for k, name in enumerate(classes)}
-
-
-def project_classes(with_contempt: bool) -> tuple[str, ...]:
-    """The class list of a converted set: RAF-DB's 7 in RAF-DB's order, then
-    Contempt when it is kept."""
-    return rafdb.CLASSES_8 if with_contempt else rafdb.CLASSES
+        super().__init__(problems, root, layout)
 
 
 def detect_layout(path: str | os.PathLike) -> str:
@@ -99,18 +78,16 @@ def detect_layout(path: str | os.PathLike) -> str:
                 "FERPlus's folder holding fer2013.csv and fer2013new.csv, or CK+'s)"
             ]
         )
-    if (path / "EmoLabel").is_dir() or (path / "basic" / "EmoLabel").is_dir():
-        return "rafdb"
-    if (path / "train_set").is_dir() or (path / "val_set").is_dir():
-        return "affectnet-npy"
-    if (path / "Manually_Annotated_Images").is_dir() or any(
-        (path / d).is_dir() for d in AFFECTNET_LIST_DIRS
-    ):
-        return "affectnet"
-    if (path / "fer2013.csv").exists() or (path / "fer2013new.csv").exists():
-        return "ferplus"
-    if (path / "cohn-kanade-images").is_dir():
-        return "ckplus"
+    markers = {  # the first layout with one of these present (a trailing / marks a folder)
+        "rafdb": ("EmoLabel/", "basic/EmoLabel/"),
+        "affectnet-npy": ("train_set/", "val_set/"),
+        "affectnet": ("Manually_Annotated_Images/", *(d + "/" for d in AFFECTNET_LIST_DIRS)),
+        "ferplus": ("fer2013.csv", "fer2013new.csv"),
+        "ckplus": ("cohn-kanade-images/",),
+    }
+    for layout, names in markers.items():
+        if any((path / n).is_dir() if n.endswith("/") else (path / n).exists() for n in names):
+            return layout
     if _holds_photos(path):
         return "photos"
     raise DataSetError(
@@ -124,11 +101,9 @@ def detect_layout(path: str | os.PathLike) -> str:
 
 
 def _holds_photos(path: Path, depth: int = 2) -> bool:
-    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image
-    files; a bounded look (the first 200 entries of each folder), so a folder of anything
-    else is not taken for photos."""
-    # data.faces loads torch and pandas (via data.tensors and io): 5.6 s (2 busy cores) at
-    # `python -m fer_lib --help`, which imports this module
+    """Whether class folders (or train/ and test/ holding them) under ``path`` hold image files;
+    a bounded look (200 entries a folder), so a folder of anything else is not taken for photos."""
+    # imported here: data.faces loads torch and pandas, 5.6 s at `python -m fer_lib --help`
     from fer_lib.data.faces import IMAGE_SUFFIXES
 
     for entry in islice(path.iterdir(), 200):
@@ -150,7 +125,7 @@ AFFECTNET_LIST_DIRS = (
 
 
 # -----------------------------------------------------------------------------------------------
-# samples
+# readers
 
 
 @dataclass
@@ -171,23 +146,15 @@ class Sample:
     points68: np.ndarray | None = None
     box: tuple[float, float, float, float] | None = None
     upsample: int = 1  # FERPlus's 48x48 faces are enlarged this much before detection
-    # FERPlus's probability mode: the soft label over the class list
-    soft: tuple[float, ...] | None = None
+    soft: tuple[float, ...] | None = None  # FERPlus's probability mode: over the class list
 
 
-@dataclass
 class Counts:
-    """Per-split, per-class counts and excluded rows by reason, filled while
-    a reader streams its rows."""
+    """Per-split, per-class counts and excluded rows by reason, filled while a reader streams."""
 
-    classes: tuple[str, ...]
-    train: list[int] = field(default_factory=list)
-    test: list[int] = field(default_factory=list)
-    excluded: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.train = self.train or [0] * len(self.classes)
-        self.test = self.test or [0] * len(self.classes)
+    def __init__(self, classes: tuple[str, ...]):
+        self.excluded: dict[str, int] = {}
+        self.train, self.test = [0] * len(classes), [0] * len(classes)
 
     def add(self, split: str, label: int) -> None:
         getattr(self, split)[label] += 1
@@ -195,51 +162,80 @@ class Counts:
     def exclude(self, reason: str) -> None:
         self.excluded[reason] = self.excluded.get(reason, 0) + 1
 
-    def check_report(
-        self, root: Path, problems: list, layout: str, protocol: list[str]
+
+def decode(images: Iterator[tuple[str, str]], problems: list[str], enabled: bool) -> None:
+    """Read every (path, where) of ``images`` and, if ``enabled``, decode the files on a few threads
+    (PIL releases the GIL), as check-data does for RAF-DB, in bounded batches so a streamed reader
+    stays streamed; a file's problem goes to ``problems``, after its ``where`` if any."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for batch in iter(lambda: list(islice(images, 256)), []):
+            found = pool.map(rafdb.decode_problem, [Path(p) for p, _ in batch]) if enabled else []
+            for (_, where), problem in zip(batch, found):
+                if problem:
+                    problems.append(f"{where}: {problem}" if where else problem)
+
+
+class Reader:
+    """What the readers of AffectNet, FERPlus and CK+ share: the folder, the class list (``classes``
+    8, with Contempt, or 7), and a check that streams the samples of ``_walk(counts, problems,
+    progress)`` and decodes their image files."""
+
+    layout = ""
+    decode_where = False  # decoding problems start with the sample's source
+
+    def __init__(self, root: Path, classes: int):
+        if classes not in (7, 8):
+            name = self.layout.split(" (")[0]
+            raise DataSetError([f"{name} is read with 7 or 8 classes, got {classes}"])
+        self.root = Path(root)
+        self.classes = rafdb.CLASSES_8 if classes == 8 else rafdb.CLASSES  # Contempt last
+        self.index = {name: k for k, name in enumerate(self.classes)}
+
+    def check(
+        self, *, decode_images: bool = True, progress: bool = True, **walk
     ) -> rafdb.CheckReport:
-        """What ``check-data`` prints for a reader that streamed its rows into these counts."""
+        """Every row read and checked (streamed); images decoded when ``decode_images``."""
+        counts, problems = Counts(self.classes), []
+
+        def images() -> Iterator[tuple[str, str]]:
+            for sample in self._walk(counts, problems, progress, **walk):
+                counts.add(sample.split, sample.label)
+                if sample.path:
+                    yield sample.path, sample.source if self.decode_where else ""
+
+        decode(images(), problems, decode_images)
+        train, test, excluded = counts.train, counts.test, counts.excluded
         return rafdb.CheckReport(
-            root, self.train, self.test, problems, [], self.classes, layout, self.excluded, protocol
+            self.root,
+            train,
+            test,
+            problems,
+            [],
+            self.classes,
+            self.layout,
+            excluded,
+            self.protocol(),
         )
 
+    def samples(self) -> Iterator[Sample]:
+        yield from self._walk(Counts(self.classes), [], False)
 
-class Decoder:
-    """Decodes images on a few threads (PIL releases the GIL while decoding), as check-data does for
-    RAF-DB, in bounded batches so a streamed reader stays streamed; problems go to ``problems``.
-    Does nothing when not ``enabled``. Use as a context manager: leaving it decodes what is left."""
 
-    BATCH = 256
+def open_csv(files: ExitStack, path: Path, columns: tuple[str, ...], problems: list, must: str):
+    """(header, rows) of a CSV file whose header names every one of ``columns``, open in ``files``;
+    None, with the problem noted, where it does not (``must``: what the message asks of it)."""
+    # utf-8-sig: a byte-order mark, as some editors save, is not part of the header
+    rows = csv.reader(files.enter_context(open(path, newline="", encoding="utf-8-sig")))
+    header = [h.strip() for h in next(rows, [])]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        problems.append(f"{path}:1: missing column(s) {', '.join(missing)}; the header must {must}")
+        return None
+    return header, rows
 
-    def __init__(self, enabled: bool, problems: list[str]):
-        self.enabled, self.problems, self.batch = enabled, problems, []
-        self.pool = ThreadPoolExecutor(max_workers=4) if enabled else None
 
-    def add(self, path: Path, where: str = "") -> None:
-        if self.enabled:
-            self.batch.append((Path(path), where))
-            if len(self.batch) >= self.BATCH:
-                self.flush()
-
-    def flush(self) -> None:
-        found = (
-            self.pool.map(rafdb.decode_problem, [path for path, _ in self.batch])
-            if self.batch
-            else []
-        )
-        for (_, where), problem in zip(self.batch, found):
-            if problem:
-                self.problems.append(f"{where}: {problem}" if where else problem)
-        self.batch = []
-
-    def __enter__(self) -> "Decoder":
-        return self
-
-    def __exit__(self, *error) -> None:
-        if self.pool is not None:
-            if not error[0]:
-                self.flush()
-            self.pool.shutdown()
+# -----------------------------------------------------------------------------------------------
+# conversion
 
 
 def _crop_box(
@@ -248,14 +244,15 @@ def _crop_box(
     """(left, top, right, bottom) of the face crop: the box (or the points' box) widened by
     CROP_MARGIN, kept inside the image."""
     if box is None:
-        x, y = points.min(0)
-        w, h = points.max(0) - points.min(0)
+        (x, y), (w, h) = points.min(0), points.max(0) - points.min(0)
     else:
         x, y, w, h = box
-    left, top = x - CROP_MARGIN * w, y - CROP_MARGIN * h
-    right, bottom = x + (1 + CROP_MARGIN) * w, y + (1 + CROP_MARGIN) * h
-    left, top = max(0, int(np.floor(left))), max(0, int(np.floor(top)))
-    right, bottom = min(size[0], int(np.ceil(right))), min(size[1], int(np.ceil(bottom)))
+    left, top = (
+        max(0, int(np.floor(x - CROP_MARGIN * w))),
+        max(0, int(np.floor(y - CROP_MARGIN * h))),
+    )
+    right = min(size[0], int(np.ceil(x + (1 + CROP_MARGIN) * w)))
+    bottom = min(size[1], int(np.ceil(y + (1 + CROP_MARGIN) * h)))
     return left, top, right, bottom
 
 
@@ -264,76 +261,49 @@ def convert_one(task: tuple[str, str, Sample]) -> dict:
     what happened. Runs in worker processes: everything it needs travels in ``task``."""
     out, name, sample = task
     out = Path(out)
+
+    def failed(status: str, reason: str) -> dict:
+        return {"source": sample.source, "name": "", "status": status, "reason": reason}
+
     try:
         if sample.pixels is not None:
             image = Image.fromarray(sample.pixels).convert("RGB")
         else:
-            # torch and pandas through data.faces: see _holds_photos
-            from fer_lib.data.faces import load_photo
+            from fer_lib.data.faces import load_photo  # here: see _holds_photos
 
             image = load_photo(sample.path)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return {
-            "source": sample.source,
-            "name": "",
-            "status": "unreadable",
-            "reason": f"{type(error).__name__}: {error}",
-        }
-    points = sample.points68
+        return failed("unreadable", f"{type(error).__name__}: {error}")
     if sample.upsample > 1:
-        image = image.resize(
-            (image.width * sample.upsample, image.height * sample.upsample),
-            Image.Resampling.BICUBIC,
-        )
-    if points is None:
-        # torch and pandas through data.faces: see _holds_photos
-        from fer_lib.data.faces import detect_faces
+        size = (image.width * sample.upsample, image.height * sample.upsample)
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    if sample.points68 is None:
+        from fer_lib.data.faces import detect_faces  # here: see _holds_photos
 
         faces = detect_faces(image)
         if not faces:
-            return {
-                "source": sample.source,
-                "name": "",
-                "status": "no face",
-                "reason": (
-                    f"dlib's detector found no face (image enlarged {sample.upsample}x, then up "
-                    "to 2x more)"
-                ),
-            }
+            return failed(
+                "no face",
+                f"dlib's detector found no face (image enlarged {sample.upsample}x, then up to 2x "
+                "more)",
+            )
         points, box = faces[0].points68, None
     else:
-        points, box = np.asarray(points, dtype=np.float64), sample.box
+        points, box = np.asarray(sample.points68, dtype=np.float64), sample.box
     left, top, right, bottom = _crop_box(box, points, image.size)
     if right - left < 8 or bottom - top < 8:
-        return {
-            "source": sample.source,
-            "name": "",
-            "status": "no face",
-            "reason": "face box or landmarks outside the image",
-        }
+        return failed("no face", "face box or landmarks outside the image")
     crop = image.crop((left, top, right, bottom))
     points = points - [left, top]
     manual5 = landmarks.manual5_from_ibug68(points)
     try:
         aligned = warp_aligned(crop, manual5)
     except (ValueError, np.linalg.LinAlgError) as error:
-        return {
-            "source": sample.source,
-            "name": "",
-            "status": "bad landmarks",
-            "reason": str(error),
-        }
+        return failed("bad landmarks", str(error))
     crop.save(out / rafdb.ORIGINAL_DIR / name, quality=95)
     aligned.save(out / rafdb.ALIGNED_DIR / rafdb.aligned_name(name), quality=95)
-    face_box = (*points.min(0), *points.max(0))
-    rafdb.write_annotations(
-        out,
-        name,
-        manual5,
-        [rafdb.UNKNOWN_ATTRIBUTE] * 3,
-        landmarks.auto37_from_ibug68(points),
-        face_box,
-    )
+    auto37, face_box = landmarks.auto37_from_ibug68(points), (*points.min(0), *points.max(0))
+    rafdb.write_annotations(out, name, manual5, [rafdb.UNKNOWN_ATTRIBUTE] * 3, auto37, face_box)
     return {"source": sample.source, "name": name, "status": "converted", "reason": ""}
 
 
@@ -342,30 +312,30 @@ def _numbered_tasks(
 ) -> Iterator[tuple[str, str, Sample]]:
     for sample in samples:
         counters[sample.split] += 1
-        # AffectNet's 280,000 training images need six digits
-        width = 6 if sample.split == "train" else 5
+        width = 6 if sample.split == "train" else 5  # AffectNet's 280,000 training images
         yield str(out), f"{sample.split}_{counters[sample.split]:0{width}d}.jpg", sample
 
 
-class _ConversionFiles:
-    """The files a conversion appends to row by row (streaming): the label file (a partial file
-    until ``convert`` renames it into place, last), ``sources.csv``, ``conversion_report.csv`` and,
-    once a sample carries soft labels, ``soft_labels.csv``; with the counts of what was converted
-    and what was not."""
+class _ConversionFiles(ExitStack):
+    """The files a conversion appends to row by row, closed on leaving: the label file (renamed
+    into place last, by ``convert``), sources.csv, conversion_report.csv and, for soft labels,
+    soft_labels.csv."""
 
     def __init__(self, out: Path, classes: tuple[str, ...]):
+        super().__init__()
         self.out, self.classes = out, classes
         self.label_partial = out / f".{rafdb.LABEL_FILE.name}.partial"
         self.done = {"converted": 0, "train": 0, "test": 0}
         self.problems: list[dict] = []
-        self.labels = open(self.label_partial, "w", encoding="utf-8")
-        self.sources_handle = open(out / SOURCES_FILE, "w", newline="", encoding="utf-8")
-        self.report_handle = open(out / REPORT_FILE, "w", newline="", encoding="utf-8")
-        self.soft_handle = None
-        self.sources = csv.writer(self.sources_handle)
+        self.labels = self._open(self.label_partial)
+        self.sources = csv.writer(self._open(out / SOURCES_FILE, newline=""))
         self.sources.writerow(["name", "split", "class", "source", "source label"])
-        self.rejected = csv.writer(self.report_handle)
+        self.rejected = csv.writer(self._open(out / REPORT_FILE, newline=""))
         self.rejected.writerow(["source", "status", "reason"])
+        self.soft = None
+
+    def _open(self, path: Path, **options):
+        return self.enter_context(open(path, "w", encoding="utf-8", **options))
 
     def record(self, result: dict, sample: Sample) -> None:
         """One sample's outcome: its rows if it was converted, a report row if not."""
@@ -375,23 +345,14 @@ class _ConversionFiles:
             return
         self.labels.write(f"{result['name']} {sample.label + 1}\n")
         if sample.soft is not None:
-            if self.soft_handle is None:
-                self.soft_handle = open(self.out / SOFT_LABELS_FILE, "w", encoding="utf-8")
-                self.soft_handle.write(",".join(["name", *self.classes]) + "\n")
-            row = [result["name"], *(f"{v:.4f}" for v in sample.soft)]
-            self.soft_handle.write(",".join(row) + "\n")
+            if self.soft is None:
+                self.soft = self._open(self.out / SOFT_LABELS_FILE)
+                self.soft.write(",".join(["name", *self.classes]) + "\n")
+            self.soft.write(",".join([result["name"], *(f"{v:.4f}" for v in sample.soft)]) + "\n")
         label = self.classes[sample.label]
         self.sources.writerow([result["name"], sample.split, label, sample.source, sample.code])
         self.done["converted"] += 1
         self.done[sample.split] += 1
-
-    def __enter__(self) -> _ConversionFiles:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for handle in (self.labels, self.sources_handle, self.report_handle, self.soft_handle):
-            if handle is not None:
-                handle.close()
 
 
 def _converted(
@@ -402,10 +363,9 @@ def _converted(
         for task in tasks:
             yield task, convert_one(task)
         return
-    # bounded batches: Pool.imap would read the whole generator ahead, holding every sample in
-    # memory
+    # bounded batches: Pool.imap would read the whole generator ahead, every sample in memory
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for batch in _batches(tasks, 64 * workers):
+        for batch in iter(lambda: list(islice(tasks, 64 * workers)), []):
             yield from zip(batch, pool.imap(convert_one, batch, chunksize=8))
 
 
@@ -413,12 +373,9 @@ def convert(
     reader, out: str | os.PathLike, *, workers: int | None = None, progress: bool = True
 ) -> dict:
     """Convert the copy ``reader`` reads into RAF-DB's layout under ``out`` (an empty or new
-    folder).
-
-    The reader's check runs first (images not decoded) and a broken copy is refused before anything
-    is written. Returns counts for the command to print. Images that cannot be converted (no face
-    found, unreadable) are listed in ``conversion_report.csv`` with the reason.
-    """
+    folder); returns counts for the command to print. A copy whose check (images not decoded) fails
+    is refused before anything is written; images that cannot be converted (no face found,
+    unreadable) are listed in ``conversion_report.csv`` with the reason."""
     report = reader.check(decode_images=False, progress=progress)
     if not report.ok:
         raise DataSetError(report.errors, report.layout, reader.root)
@@ -437,11 +394,15 @@ def convert(
             files.record(result, task[2])
             bar.update()
         bar.close()
+    not_converted = Counter(
+        f"not converted: {problem['status']} (listed in {REPORT_FILE})"
+        for problem in files.problems
+    )
     info = {
         "layout": report.layout,
         "classes": list(reader.classes),
         "protocol": reader.protocol(),
-        "excluded": {**report.excluded, **_counted(files.problems)},
+        "excluded": {**report.excluded, **not_converted},
         "source": reader.root.name,
     }
     (out / rafdb.CLASSES_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -454,25 +415,6 @@ def convert(
         "excluded": report.excluded,
         "classes": reader.classes,
     }
-
-
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _counted(problems: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for problem in problems:
-        reason = f"not converted: {problem['status']} (listed in {REPORT_FILE})"
-        counts[reason] = counts.get(reason, 0) + 1
-    return counts
 
 
 def parse_points68(text: str) -> np.ndarray | None:

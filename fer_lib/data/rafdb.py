@@ -25,7 +25,8 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -54,10 +55,17 @@ BOUNDINGBOX_DIR = Path("Annotation") / "boundingbox"
 LAYOUT_DIRS = (LABEL_FILE.parent, ORIGINAL_DIR, ALIGNED_DIR, MANUAL_DIR, AUTO_DIR, BOUNDINGBOX_DIR)
 
 
-ATTRIBUTE_NAMES = ("gender", "race", "age")
 ATTRIBUTE_RANGES = {"gender": 3, "race": 3, "age": 5}  # valid codes are 0..n-1
+ATTRIBUTE_NAMES = tuple(ATTRIBUTE_RANGES)
 # written by import-images, where a face's gender, race and age are not known
 UNKNOWN_ATTRIBUTE = -1
+
+
+def progress_bar(items, desc: str, unit: str, progress: bool, **options):
+    """A transient progress bar over ``items`` (none unless ``progress``)."""
+    return tqdm(
+        items, desc=desc, unit=unit, disable=not progress, leave=False, mininterval=0.5, **options
+    )
 
 
 def paper_results() -> dict:
@@ -69,14 +77,16 @@ def paper_results() -> dict:
 class RafDbError(ValueError):
     """A data set copy that cannot be used; ``problems`` lists every reason found."""
 
-    def __init__(self, problems: list[str], root: Path | None = None):
+    hint = "\nRun `python -m fer_lib check-data ROOT` for the full list."
+
+    def __init__(self, problems: list[str], root: Path | None = None, layout: str = "RAF-DB"):
         self.problems = list(problems)
         shown = "\n  ".join(self.problems[:20])
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
         where = f" in {root}" if root else ""
         super().__init__(
-            f"{len(self.problems)} problem(s) with the RAF-DB copy{where}:\n  {shown}{more}\n"
-            "Run `python -m fer_lib check-data ROOT` for the full list."
+            f"{len(self.problems)} problem(s) with the {layout} copy{where}:\n  {shown}{more}"
+            + self.hint
         )
 
 
@@ -113,9 +123,8 @@ def auto_name(name: str) -> str:
 def write_annotations(
     root: Path, name: str, manual5: np.ndarray, attributes, auto37: np.ndarray, box
 ) -> None:
-    """A sample's annotation files in RAF-DB's format: the 5 manual points and the
-    gender/race/age codes, the 37 automatic points ("x<TAB>y" rows, original-image pixels)
-    and the face's bounding box."""
+    """A sample's annotation files in RAF-DB's format ("x<TAB>y" rows, original-image pixels): 5
+    manual points and gender/race/age codes, 37 automatic points, the face's bounding box."""
 
     def points(rows: np.ndarray) -> str:
         return "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in rows)
@@ -159,18 +168,9 @@ class RafDb:
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
-        return RafDb(
-            root=self.root,
-            names=[self.names[i] for i in index],
-            splits=self.splits[index],
-            labels=self.labels[index],
-            manual5=self.manual5[index],
-            attributes=self.attributes[index],
-            auto37=self.auto37[index],
-            warnings=self.warnings,
-            classes=self.classes,
-            soft=None if self.soft is None else self.soft[index],
-        )
+        arrays = {key: getattr(self, key)[index] for key in SAMPLE_ARRAYS}
+        soft = None if self.soft is None else self.soft[index]
+        return replace(self, names=[self.names[i] for i in index], soft=soft, **arrays)
 
     def split(self, name: str) -> "RafDb":
         if name not in SPLITS:
@@ -189,15 +189,17 @@ class RafDb:
 
     def landmarks(self, landmark_set: str = "auto37") -> np.ndarray:
         """(N, K, 2) original-image landmarks of a set: auto37, manual5 or both (37 then 5)."""
-        if landmark_set == "auto37":
-            return self.auto37
-        if landmark_set == "manual5":
-            return self.manual5
         if landmark_set == "both":
             return np.concatenate([self.auto37, self.manual5], axis=1)
+        if landmark_set in ("auto37", "manual5"):
+            return getattr(self, landmark_set)
         raise ValueError(
             f"landmark set {landmark_set!r} is not one of ('auto37', 'manual5', 'both')"
         )
+
+
+# RafDb's per-sample arrays (besides names and soft), as subset() and the cache index them
+SAMPLE_ARRAYS = ("splits", "labels", "manual5", "attributes", "auto37")
 
 
 def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
@@ -235,8 +237,8 @@ def read_classes(root: Path) -> tuple[tuple[str, ...], dict]:
 def read_label_file(
     path: Path, num_classes: int = NUM_CLASSES
 ) -> tuple[list[str], list[int], list[str]]:
-    """Names, 0-based labels and problems from ``list_patition_label.txt``
-    (labels 1..``num_classes``)."""
+    """Names, 0-based labels and problems from ``list_patition_label.txt`` (labels
+    1..``num_classes``)."""
     names, labels, problems = [], [], []
     seen: dict[str, int] = {}
     try:
@@ -253,130 +255,105 @@ def read_label_file(
     except UnicodeDecodeError:
         return [], [], [f"{path}: not a text file (bad encoding)."]
     for line_no, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
+        fields, where = line.split(), f"{path}:{line_no}"
         if not fields:
             continue
         if len(fields) != 2:
-            problems.append(
-                f"{path}:{line_no}: expected '<image name> <label>', got {line.strip()!r}"
-            )
+            problems.append(f"{where}: expected '<image name> <label>', got {line.strip()!r}")
             continue
         name, label_text = fields
         if split_of(name) is None or not name.endswith(".jpg"):
             problems.append(
-                f"{path}:{line_no}: image name {name!r} is not of the form train_NNNNN.jpg or "
-                "test_NNNN.jpg"
+                f"{where}: image name {name!r} is not of the form train_NNNNN.jpg or test_NNNN.jpg"
             )
             continue
         try:
             label = int(label_text)
         except ValueError:
-            problems.append(f"{path}:{line_no}: label {label_text!r} is not an integer")
+            problems.append(f"{where}: label {label_text!r} is not an integer")
             continue
         if not 1 <= label <= num_classes:
-            problems.append(f"{path}:{line_no}: label {label} is outside 1..{num_classes}")
-            continue
-        if name in seen:
-            problems.append(
-                f"{path}:{line_no}: {name} is listed twice (first on line {seen[name]})"
-            )
-            continue
-        seen[name] = line_no
-        names.append(name)
-        labels.append(label - 1)
+            problems.append(f"{where}: label {label} is outside 1..{num_classes}")
+        elif name in seen:
+            problems.append(f"{where}: {name} is listed twice (first on line {seen[name]})")
+        else:
+            seen[name] = line_no
+            names.append(name)
+            labels.append(label - 1)
     if not names and not problems:
         problems.append(f"{path}: lists no image")
     return names, labels, problems
 
 
-def _read_rows(path: Path) -> list[str]:
-    with open(path, "rb") as handle:
-        data = handle.read()
-    rows = data.decode("utf-8", errors="strict").splitlines()
-    while rows and not rows[-1].strip():  # trailing blank lines are harmless
-        rows.pop()
-    return rows
-
-
 def _parse_points(
     path: Path, rows: list[str], n_points: int, problems: list[str]
 ) -> np.ndarray | None:
-    points = np.empty((n_points, 2))
-    ok = True
-    for i in range(n_points):
-        fields = rows[i].split()
+    before = len(problems)
+    points = np.full((n_points, 2), np.nan)
+    for i, row in enumerate(rows[:n_points]):
+        fields = row.split()
         if len(fields) != 2:
-            problems.append(
-                f"{path}:{i + 1}: expected 'x y' (two numbers), got {rows[i].strip()!r}"
-            )
-            ok = False
+            problems.append(f"{path}:{i + 1}: expected 'x y' (two numbers), got {row.strip()!r}")
             continue
         for j, text in enumerate(fields):
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
+            with suppress(ValueError):  # else left NaN, reported below
+                points[i, j] = float(text)
+            if not math.isfinite(points[i, j]):
                 problems.append(f"{path}:{i + 1}: {'xy'[j]} = {text!r} is not a finite number")
-                ok = False
-            points[i, j] = value
-    return points if ok else None
+    return points if len(problems) == before else None
 
 
-def _annotation_rows(path: Path, what: str, problems: list[str]) -> list[str] | None:
-    """The rows of an annotation file, or None with the problem named
-    (``what``: the file's role)."""
+def _annotation_rows(
+    path: Path, what: str, count: int, expected: str, problems: list[str]
+) -> list[str] | None:
+    """The ``count`` rows of an annotation file (trailing blank ones dropped, as harmless), or None
+    with the problem named (``what``: the file's role; ``expected``: what its rows hold)."""
     try:
-        return _read_rows(path)
+        rows = path.read_bytes().decode("utf-8").splitlines()
     except FileNotFoundError:
         problems.append(f"{path}: missing ({what})")
+        return None
     except UnicodeDecodeError:
         problems.append(f"{path}: not a text file (bad encoding)")
-    return None
+        return None
+    while rows and not rows[-1].strip():
+        rows.pop()
+    if len(rows) != count:
+        problems.append(f"{path}: expected {count} rows {expected}, found {len(rows)}")
+        return None
+    return rows
 
 
 def parse_manual_file(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file,
-    or None (problems filled)."""
-    rows = _annotation_rows(path, "the manual annotation of this listed image", problems)
+    """5 points and the gender/race/age codes of a ``*_manu_attri.txt`` file, or None (problems
+    filled)."""
+    what = "the manual annotation of this listed image"
+    rows = _annotation_rows(path, what, 8, "(5 points, then gender, race, age)", problems)
     if rows is None:
-        return None
-    if len(rows) != 8:
-        problems.append(
-            f"{path}: expected 8 rows (5 points, then gender, race, age), found {len(rows)}"
-        )
         return None
     points = _parse_points(path, rows, 5, problems)
     attributes = np.empty(3, dtype=np.int64)
-    for k, attribute in enumerate(ATTRIBUTE_NAMES):
+    for k, (attribute, codes) in enumerate(ATTRIBUTE_RANGES.items()):
         text = rows[5 + k].strip()
         try:
             code = int(text)
         except ValueError:
             code = None  # refused: not read as UNKNOWN_ATTRIBUTE
-        if code is None or not (
-            0 <= code < ATTRIBUTE_RANGES[attribute] or code == UNKNOWN_ATTRIBUTE
-        ):
+        if code is None or not (0 <= code < codes or code == UNKNOWN_ATTRIBUTE):
             problems.append(
-                f"{path}:{6 + k}: {attribute} code {text!r} is not an integer in "
-                f"0..{ATTRIBUTE_RANGES[attribute] - 1} (or -1, unknown)"
+                f"{path}:{6 + k}: {attribute} code {text!r} is not an integer in 0..{codes - 1} "
+                "(or -1, unknown)"
             )
             return None
         attributes[k] = code
-    if points is None:
-        return None
-    return points, attributes
+    return None if points is None else (points, attributes)
 
 
 def parse_auto_file(path: Path, problems: list[str]) -> np.ndarray | None:
     """The 37 points of a ``*_auto_attri.txt`` file, or None (problems filled)."""
-    rows = _annotation_rows(path, "the automatic landmarks of this listed image", problems)
-    if rows is None:
-        return None
-    if len(rows) != 37:
-        problems.append(f"{path}: expected 37 rows of 'x y', found {len(rows)}")
-        return None
-    return _parse_points(path, rows, 37, problems)
+    what = "the automatic landmarks of this listed image"
+    rows = _annotation_rows(path, what, 37, "of 'x y'", problems)
+    return None if rows is None else _parse_points(path, rows, 37, problems)
 
 
 def _listing(folder: Path) -> set[str]:
@@ -417,12 +394,9 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
         return None, problems
 
     required = [ALIGNED_DIR, MANUAL_DIR, AUTO_DIR] + ([ORIGINAL_DIR] if require_original else [])
-    listings = {}
-    for folder in required:
-        listings[folder] = _listing(root / folder)
-        if not listings[folder]:
-            problems.append(_missing_folder_problem(root, folder))
-    if len(problems) and any(not listings[f] for f in required):
+    listings = {folder: _listing(root / folder) for folder in required}
+    problems += [_missing_folder_problem(root, f) for f in required if not listings[f]]
+    if not all(listings.values()):
         return None, problems
 
     n = len(names)
@@ -430,9 +404,7 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
     attributes = np.full((n, 3), -1, dtype=np.int64)
     auto37 = np.full((n, 37, 2), np.nan)
     warnings = []
-    for i, name in enumerate(
-        tqdm(names, desc="annotations", unit="img", disable=not progress, leave=False)
-    ):
+    for i, name in enumerate(progress_bar(names, "annotations", "img", progress)):
         if aligned_name(name) not in listings[ALIGNED_DIR]:
             problems.append(f"{root / ALIGNED_DIR / aligned_name(name)}: listed image missing")
         if require_original and name not in listings[ORIGINAL_DIR]:
@@ -449,17 +421,8 @@ def _read_all(root: Path, require_original: bool, progress: bool) -> tuple[RafDb
         if auto is not None:
             auto37[i] = auto
     splits = np.array([split_of(name) for name in names])
-    data = RafDb(
-        root,
-        names,
-        splits,
-        np.array(labels, dtype=np.int64),
-        manual5,
-        attributes,
-        auto37,
-        warnings,
-        classes,
-    )
+    labels = np.array(labels, dtype=np.int64)
+    data = RafDb(root, names, splits, labels, manual5, attributes, auto37, warnings, classes)
     if (root / SOFT_LABELS_FILE).exists():
         data.soft = read_soft_labels(root / SOFT_LABELS_FILE, names, data.labels, classes, problems)
     return data, problems
@@ -519,19 +482,15 @@ def load_rafdb(
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> RafDb:
-    """Read a RAF-DB copy (labels and landmarks); raise RafDbError naming every problem found.
-
-    Image files are checked for presence here; ``check_rafdb`` also decodes them. With
-    ``cache_dir``, a copy read without problems is kept there (``annotations_<key>.npz``) and reused
-    while every file it was read from keeps its name, size and time: RAF-DB's 30,000 small
-    annotation files take seconds to parse, and every notebook of a run reads them.
-    """
+    """Read a RAF-DB copy (labels and landmarks; images checked for presence, ``check_rafdb``
+    decodes them); raise RafDbError naming every problem found. With ``cache_dir``, a copy read
+    without problems is kept there (``annotations_<key>.npz``) and reused while every file it was
+    read from keeps its name, size and time: RAF-DB's 30,000 small annotation files take seconds to
+    parse, and every notebook of a run reads them."""
     root = resolve_root(root)
-    cache = (
-        Path(cache_dir) / f"annotations_{_annotations_key(root, require_original)}.npz"
-        if cache_dir is not None
-        else None
-    )
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"annotations_{_annotations_key(root, require_original)}.npz"
     if cache is not None and cache.exists():
         return _read_cached(cache, root)
     data, problems = _read_all(root, require_original, progress)
@@ -571,16 +530,9 @@ def _write_cached(data: RafDb, path: Path) -> None:
     # fer_lib.io loads torch and pandas: 5.6 s (2 busy cores) at `python -m fer_lib --help`
     from fer_lib.io import write_atomic
 
-    arrays = {
-        "names": np.array(data.names),
-        "splits": data.splits,
-        "labels": data.labels,
-        "manual5": data.manual5,
-        "attributes": data.attributes,
-        "auto37": data.auto37,
-        "warnings": np.array(data.warnings, dtype=str),
-        "classes": np.array(data.classes),
-    }
+    arrays = {key: getattr(data, key) for key in SAMPLE_ARRAYS}
+    arrays.update(names=np.array(data.names), classes=np.array(data.classes))
+    arrays["warnings"] = np.array(data.warnings, dtype=str)
     if data.soft is not None:
         arrays["soft"] = data.soft
 
@@ -594,17 +546,11 @@ def _write_cached(data: RafDb, path: Path) -> None:
 
 def _read_cached(path: Path, root: Path) -> RafDb:
     with np.load(path, allow_pickle=False) as saved:
+        names, warnings = saved["names"].tolist(), saved["warnings"].tolist()
+        arrays = {key: saved[key] for key in SAMPLE_ARRAYS}
+        classes = tuple(saved["classes"].tolist())
         return RafDb(
-            root,
-            saved["names"].tolist(),
-            saved["splits"],
-            saved["labels"],
-            saved["manual5"],
-            saved["attributes"],
-            saved["auto37"],
-            saved["warnings"].tolist(),
-            tuple(saved["classes"].tolist()),
-            saved.get("soft"),
+            root, names, **arrays, warnings=warnings, classes=classes, soft=saved.get("soft")
         )
 
 
@@ -628,9 +574,8 @@ def decode_problem(path: Path) -> str | None:
 
 @dataclass
 class CheckReport:
-    """Outcome of a check (``check_rafdb``, or another layout's checker in
-    ``fer_lib.data.layouts``): per-class counts in the order of
-    ``classes`` and every problem found."""
+    """Outcome of a check (``check_rafdb``, or another layout's reader): per-class counts in the
+    order of ``classes`` and every problem found."""
 
     root: Path
     train: list[int]
@@ -643,6 +588,11 @@ class CheckReport:
     excluded: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # the layout's protocol, in words
 
+    @classmethod
+    def failed(cls, root, errors: list[str], classes=CLASSES, **extra) -> CheckReport:
+        """A check that counted nothing: its problems alone."""
+        return cls(Path(root), [0] * len(classes), [0] * len(classes), errors, [], classes, **extra)
+
     @property
     def ok(self) -> bool:
         return not self.errors
@@ -653,89 +603,57 @@ class CheckReport:
         return not (sum(self.train) + sum(self.test))
 
     def to_json(self) -> dict:
-        return {
-            "layout": self.layout,
-            "classes": list(self.classes),
-            "train": self.train,
-            "test": self.test,
-            "excluded": self.excluded,
-            "errors": self.errors,
+        keys = ("train", "test", "excluded", "errors")
+        return {"layout": self.layout, "classes": list(self.classes)} | {
+            key: getattr(self, key) for key in keys
         }
 
     def table(self) -> str:
-        """Counts per class, next to the paper's Table 3 for RAF-DB itself."""
-        if tuple(self.classes) != CLASSES or self.layout != "RAF-DB":
-            return self._plain_table()
-        paper = paper_results()["table3_class_counts"]
-        lines = [f"{'class':<10} {'train':>7} {'paper':>7} {'test':>7} {'paper':>7}"]
-        for k, name in enumerate(CLASSES):
-            lines.append(
-                f"{name:<10} {self.train[k]:>7} {paper['train'][k]:>7} {self.test[k]:>7} "
-                f"{paper['test'][k]:>7}"
-            )
-        lines.append(
-            f"{'total':<10} {sum(self.train):>7} {sum(paper['train']):>7} {sum(self.test):>7} "
-            f"{sum(paper['test']):>7}"
-        )
+        """Counts per class (RAF-DB itself: next to the paper's Table 3), then the rows the protocol
+        excluded and the protocol's notes."""
+        columns = [("train", self.train), ("test", self.test)]
+        rafdb = tuple(self.classes) == CLASSES and self.layout == "RAF-DB"
+        if rafdb:
+            paper = paper_results()["table3_class_counts"]
+            columns.insert(1, ("paper", paper["train"]))
+            columns.append(("paper", paper["test"]))
+        rows = [("class", [title for title, _ in columns])]
+        rows += [(name, [v[k] for _, v in columns]) for k, name in enumerate(self.classes)]
+        rows.append(("total", [sum(v) for _, v in columns]))
+        width = max(10, *(len(name) for name in self.classes))
+        lines = [f"{name:<{width}}" + "".join(f" {v:>7}" for v in values) for name, values in rows]
+        if not rafdb:
+            lines += [f"excluded: {n} row(s): {reason}" for reason, n in self.excluded.items()]
+            return "\n".join(lines + self.notes)
         if label_file(self.root).is_file():
             lines.append(f"labels read from {label_file(self.root).relative_to(self.root)}")
         return "\n".join(lines)
-
-    def _plain_table(self) -> str:
-        width = max(10, *(len(name) for name in self.classes))
-        lines = [f"{'class':<{width}} {'train':>7} {'test':>7}"]
-        lines += [
-            f"{name:<{width}} {a:>7} {b:>7}"
-            for name, a, b in zip(self.classes, self.train, self.test)
-        ]
-        lines.append(f"{'total':<{width}} {sum(self.train):>7} {sum(self.test):>7}")
-        for reason, count in self.excluded.items():
-            lines.append(f"excluded: {count} row(s): {reason}")
-        return "\n".join(lines + self.notes)
 
 
 def check_rafdb(
     root: str | os.PathLike, *, decode_images: bool = True, progress: bool = True
 ) -> CheckReport:
-    """Validate a copy in one pass: label list, annotation files, image
-    presence and (optionally) decoding."""
+    """Validate a copy in one pass: label list, annotation files, image presence and (optionally)
+    decoding."""
     try:
         root = resolve_root(root)
         classes, info = read_classes(root)
     except RafDbError as error:
-        return CheckReport(Path(root), [0] * NUM_CLASSES, [0] * NUM_CLASSES, error.problems, [])
+        return CheckReport.failed(root, error.problems)
     layout = info.get("layout", "RAF-DB")
     layout = layout if layout == "RAF-DB" else f"{layout}, converted to RAF-DB's layout"
-    extra = dict(
-        classes=classes,
-        layout=layout,
-        excluded=dict(info.get("excluded", {})),
-        notes=list(info.get("protocol", [])),
-    )
+    excluded, notes = dict(info.get("excluded", {})), list(info.get("protocol", []))
+    extra = dict(classes=classes, layout=layout, excluded=excluded, notes=notes)
     data, problems = _read_all(root, require_original=True, progress=progress)
     if data is None:
-        return CheckReport(root, [0] * len(classes), [0] * len(classes), problems, [], **extra)
+        return CheckReport.failed(root, problems, **extra)
     if decode_images:
         # a missing image is reported by the reader already
         paths = [data.aligned_path(i) for i in range(len(data))]
         paths = [path for path in paths if path.is_file()]
         with ThreadPoolExecutor(max_workers=4) as pool:
             found = pool.map(decode_problem, paths, chunksize=64)
-            for problem in tqdm(
-                found,
-                total=len(paths),
-                desc="images",
-                unit="img",
-                disable=not progress,
-                leave=False,
-            ):
-                if problem:
-                    problems.append(problem)
-    return CheckReport(
-        root,
-        data.class_counts("train"),
-        data.class_counts("test"),
-        problems,
-        data.warnings,
-        **extra,
-    )
+            bar = progress_bar(found, "images", "img", progress, total=len(paths))
+            problems += [problem for problem in bar if problem]
+    train, test = data.class_counts("train"), data.class_counts("test")
+    return CheckReport(root, train, test, problems, data.warnings, **extra)
