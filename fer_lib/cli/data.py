@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 from fer_lib.cli.common import (
-    add_workers,
+    LAYOUT_OPTIONS,
+    WORKERS,
+    add_command,
     at_least,
     between,
     existing,
     layout_options_of,
-    layout_parent,
 )
 from fer_lib.data.datasets import check_layout, reader_for
 from fer_lib.data.demo_layouts import DEMO_LAYOUTS, WRITERS
@@ -153,101 +154,74 @@ def _import_images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_check_data(commands) -> None:
-    layout_options = layout_parent()
-    check = commands.add_parser(
-        "check-data",
-        parents=[layout_options],
-        help="name the layout of a data set, validate it and print per-class counts",
-    )
-    check.add_argument(
-        "root",
-        type=existing,
-        help="RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder",
-    )
-    check.add_argument(
-        "--json",
-        action="store_true",
-        help='print one JSON object {"layout", "classes", "train": [...], "test": [...], '
-        '"excluded": {...}, "errors": [...]}',
-    )
-    check.add_argument(
-        "--no-decode", action="store_true", help="check image files exist without decoding them"
-    )
-    check.set_defaults(func=_check_data)
-
-
-def _add_convert_data(commands) -> None:
-    layout_options = layout_parent()
-    convert = commands.add_parser(
-        "convert-data",
-        parents=[layout_options],
-        help="AffectNet, FERPlus or CK+ into RAF-DB's layout, with its class list (classes.json)",
-    )
-    convert.add_argument(
-        "src",
-        type=existing,
-        help="AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or "
-        "CK+'s",
-    )
-    convert.add_argument("out", type=Path, help="an empty folder for the converted copy")
-    add_workers(convert)
-    convert.set_defaults(func=_convert_data)
-
-
-def _add_demo_data(commands) -> None:
-    demo = commands.add_parser(
-        "demo-data",
-        help="write the synthetic set, in RAF-DB's layout or (--layout) another data set's",
-    )
-    demo.add_argument(
-        "--layout",
-        choices=DEMO_LAYOUTS,
-        default="rafdb",
-        help="the layout to write (FERPlus: 48x48 grey faces)",
-    )
-    demo.add_argument("out", type=Path, help="output folder (becomes the basic/ root)")
-    demo.add_argument(
-        "--train",
-        type=at_least(7),
-        default=3000,
-        help="number of training images (at least 7: one per class)",
-    )
-    demo.add_argument(
-        "--test",
-        type=at_least(7),
-        default=750,
-        help="number of test images (at least 7: one per class)",
-    )
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo_data)
-
-
-def _add_import_images(commands) -> None:
-    faces = commands.add_parser(
-        "import-images",
-        help="face photos (class folders, RAF-DB's mirror layout, or a CSV) into RAF-DB's layout",
-    )
-    faces.add_argument(
-        "src",
-        type=existing,
-        help="a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV "
-        "path,label[,split]",
-    )
-    faces.add_argument("out", type=Path, help="an empty folder for the data set")
-    faces.add_argument(
-        "--test-fraction",
-        type=between(0.0, 1.0, open_ends=True),
-        default=0.2,
-        help="stratified share for the test split where SRC gives none",
-    )
-    faces.add_argument("--seed", type=at_least(0), default=0)
-    add_workers(faces)
-    faces.set_defaults(func=_import_images)
-
-
 def add_parsers(commands) -> None:
-    _add_check_data(commands)
-    _add_convert_data(commands)
-    _add_demo_data(commands)
-    _add_import_images(commands)
+    add_command(
+        commands,
+        "check-data",
+        _check_data,
+        "name the layout of a data set, validate it and print per-class counts",
+        *LAYOUT_OPTIONS,
+        (
+            "root",
+            existing,
+            None,
+            "RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder",
+        ),
+        (
+            "--json",
+            "store_true",
+            False,
+            'print one JSON object {"layout", "classes", "train": [...], "test": [...], '
+            '"excluded": {...}, "errors": [...]}',
+        ),
+        ("--no-decode", "store_true", False, "check image files exist without decoding them"),
+    )
+    add_command(
+        commands,
+        "convert-data",
+        _convert_data,
+        "AffectNet, FERPlus or CK+ into RAF-DB's layout, with its class list (classes.json)",
+        *LAYOUT_OPTIONS,
+        (
+            "src",
+            existing,
+            None,
+            "AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or "
+            "CK+'s",
+        ),
+        ("out", Path, None, "an empty folder for the converted copy"),
+        WORKERS,
+    )
+    add_command(
+        commands,
+        "demo-data",
+        _demo_data,
+        "write the synthetic set, in RAF-DB's layout or (--layout) another data set's",
+        ("--layout", DEMO_LAYOUTS, "rafdb", "the layout to write (FERPlus: 48x48 grey faces)"),
+        ("out", Path, None, "output folder (becomes the basic/ root)"),
+        ("--train", at_least(7), 3000, "number of training images (at least 7: one per class)"),
+        ("--test", at_least(7), 750, "number of test images (at least 7: one per class)"),
+        ("--seed", int, 0, None),
+    )
+    add_command(
+        commands,
+        "import-images",
+        _import_images,
+        "face photos (class folders, RAF-DB's mirror layout, or a CSV) into RAF-DB's layout",
+        (
+            "src",
+            existing,
+            None,
+            "a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV "
+            "path,label[,split]",
+        ),
+        ("out", Path, None, "an empty folder for the data set"),
+        (
+            "--test-fraction",
+            between(0.0, 1.0, open_ends=True),
+            0.2,
+            "stratified share for the test split where SRC gives none",
+        ),
+        ("--seed", at_least(0), 0, None),
+        WORKERS,
+    )

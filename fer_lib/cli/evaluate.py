@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 from fer_lib.cli.common import (
+    DEVICE,
+    REQUIRED,
+    SEED,
+    add_command,
     at_least,
-    common_parent,
+    data_folder,
     existing,
     input_size_arg,
     load_baseline,
@@ -18,10 +22,7 @@ from fer_lib.cli.common import (
     save_fusion_test,
 )
 from fer_lib.data.rafdb import load_rafdb
-from fer_lib.settings import (
-    AFFINITY_MODES,
-    BaselineConfig,
-)
+from fer_lib.settings import AFFINITY_MODES, BaselineConfig
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -213,64 +214,62 @@ def _evaluate_across(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    base = BaselineConfig()  # every default below comes from the recipe
-    common = common_parent(
-        "a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
-        "--checkpoint",
-        nargs="+",
-    )
-    evaluate = commands.add_parser(
+    add_command(
+        commands,
         "evaluate",
-        parents=[common],
-        help="test-set predictions and the paper's metrics; across data sets with --checkpoint",
+        _evaluate,
+        "test-set predictions and the paper's metrics; across data sets with --checkpoint",
+        (
+            "--data",
+            data_folder,
+            REQUIRED,
+            "a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
+            "--checkpoint",
+            dict(nargs="+"),
+        ),
+        DEVICE,
+        SEED,
+        (
+            "--baseline",
+            existing,
+            None,
+            "the baseline checkpoint, evaluated on its own data set's classes",
+        ),
+        (
+            "--model",
+            existing,
+            None,
+            "a model folder (`python -m fer_lib export`) instead of --baseline and --fusion",
+        ),
+        (
+            "--checkpoint",
+            existing,
+            None,
+            "baseline or fusion run folders, model folders (`export`), or best.pt files (a fusion "
+            "run with --baseline): each is tested on each --data, over the classes they share (an "
+            "8-class model's Contempt is dropped on a 7-class set, and said so)",
+            dict(nargs="+", metavar="RUN"),
+        ),
+        (
+            "--paired",
+            "store_true",
+            False,
+            "with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the "
+            "mean over them",
+        ),
+        ("--input-size", input_size_arg, None, None),
+        ("--fusion", existing, None, "a fusion run's best.pt (default: the baseline alone)"),
+        (
+            "--batch-size",
+            at_least(1),
+            BaselineConfig.eval_batch_size,
+            "test batch size (ARM's batch term depends on it; the paper: 64)",
+        ),
+        (
+            "--affinity",
+            AFFINITY_MODES,
+            "batch",
+            "fixed: batch-independent, mean over the training set",
+        ),
+        ("--out", Path, REQUIRED, None),
     )
-    evaluate.add_argument(
-        "--baseline",
-        type=existing,
-        default=None,
-        help="the baseline checkpoint, evaluated on its own data set's classes",
-    )
-    evaluate.add_argument(
-        "--model",
-        type=existing,
-        default=None,
-        help="a model folder (`python -m fer_lib export`) instead of --baseline and --fusion",
-    )
-    evaluate.add_argument(
-        "--checkpoint",
-        type=existing,
-        nargs="+",
-        default=None,
-        metavar="RUN",
-        help="baseline or fusion run folders, model folders (`export`), or best.pt files (a "
-        "fusion run with --baseline): "
-        "each is tested on each --data, over the classes they share (an 8-class model's Contempt "
-        "is dropped on a 7-class set, and said so)",
-    )
-    evaluate.add_argument(
-        "--paired",
-        action="store_true",
-        help="with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the "
-        "mean over them",
-    )
-    evaluate.add_argument("--input-size", type=input_size_arg, default=None)
-    evaluate.add_argument(
-        "--fusion",
-        type=existing,
-        default=None,
-        help="a fusion run's best.pt (default: the baseline alone)",
-    )
-    evaluate.add_argument(
-        "--batch-size",
-        type=at_least(1),
-        default=base.eval_batch_size,
-        help="test batch size (ARM's batch term depends on it; the paper: 64)",
-    )
-    evaluate.add_argument(
-        "--affinity",
-        default="batch",
-        choices=AFFINITY_MODES,
-        help="fixed: batch-independent, mean over the training set",
-    )
-    evaluate.add_argument("--out", type=Path, required=True)
-    evaluate.set_defaults(func=_evaluate)

@@ -8,7 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from fer_lib.cli.common import add_profile_options, at_least, between
+from fer_lib.cli.common import (
+    REQUIRED,
+    add_command,
+    add_options,
+    at_least,
+    between,
+    profile_options,
+)
 from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
 from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
 
@@ -206,186 +213,166 @@ def _install_kernel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_all(commands) -> None:
-    run = commands.add_parser(
-        "run-all", help="regenerate every table and figure (what ./run_all.sh runs)"
-    )
-    add_profile_options(run)
-    run.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s "
-        "per-fold copies (convert-data --fold all: every fold is run, then the mean over the "
-        "folds); default: the synthetic set",
-    )
-    run.add_argument(
-        "--cross-data",
-        type=Path,
-        nargs="+",
-        default=[],
-        metavar="OTHER",
-        help="other data sets (RAF-DB's layout, or converted) to test the run's models on: "
-        "notebook 09's table 'trained on A, tested on B'",
-    )
-    _add_repeat_options(run)
-    run.add_argument(
-        "--workers",
-        type=at_least(0),
-        default=None,
-        metavar="N",
-        help="train the profile's models in N parallel processes before the notebooks (default: "
-        "--runs-per-gpu per GPU, or one per CPU core up to 8; 0: the notebooks train them one at "
-        "a time)",
-    )
-    run.add_argument(
-        "--runs-per-gpu",
-        type=_runs_per_gpu,
-        default=1,
-        metavar="N|auto",
-        help="without --workers, N training processes share each GPU (default 1; with --launcher, "
-        "each landmark-branch task trains N runs per GPU side by side); auto: as many as fit by a "
-        "run's peak memory, recorded by the runs of this run folder that trained on a GPU or given "
-        "with --run-memory-gb (1 where none is known)",
-    )
-    run.add_argument(
-        "--run-memory-gb",
-        type=between(0, 4096, open_ends=True),
-        default=None,
-        metavar="GB",
-        help="a run's peak GPU memory for --runs-per-gpu auto (e.g. benchmarks/gpu_check's)",
-    )
-    _add_launcher_options(run)
-    run.add_argument(
-        "--force",
-        action="store_true",
-        help="execute every notebook, even those whose inputs (library, notebook, settings, data, "
-        "models) are unchanged since they last ran",
-    )
-    run.add_argument(
-        "--device",
-        default=None,
-        help="cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
-        "paper profile trains on a CPU only when given --device cpu)",
-    )
-    run.set_defaults(func=_run_all)
-
-
-def _add_repeat_options(run: argparse.ArgumentParser) -> None:
-    """How a run differs from its profile besides --set: other seeds, and a replicate of another
-    run."""
-    run.add_argument(
-        "--seed-offset",
-        type=int,
-        default=None,
-        metavar="N",
-        help="shift every training seed by N (same as --set seed_offset=N): another seed acts like "
-        "another CPU",
-    )
-    run.add_argument(
-        "--replicate",
-        type=at_least(1),
-        nargs="?",
-        const=100,
-        default=None,
-        metavar="OFFSET",
-        help="then the same run with every seed shifted by OFFSET (default 100), and both reports "
-        "compare the two runs' verdicts (<figures>/seed_stability.md)",
-    )
-
-
-def _add_launcher_options(run: argparse.ArgumentParser) -> None:
-    """How the training stage runs: a pool of processes here, or submitit tasks."""
-    run.add_argument(
-        "--launcher",
-        choices=("pool", "slurm", "local", "debug"),
-        default="pool",
-        help="pool (the default): --workers processes here; slurm: the baselines as one job array "
-        "and the landmark-branch runs as a second after it (submitit; docs/CLUSTERS.md); local, "
-        "debug: the same tasks as processes here, or in this process",
-    )
-    slurm = run.add_argument_group("with --launcher slurm, each task's request")
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--gpus", type=at_least(0), default=1, help="GPUs per task (default 1)")
-    slurm.add_argument("--cpus", type=at_least(1), default=8, help="CPUs per task (default 8)")
-    slurm.add_argument(
-        "--mem-gb", type=at_least(1), default=32, help="memory per task (default 32)"
-    )
-    slurm.add_argument(
-        "--time-min", type=at_least(1), default=720, help="time limit per task (default 720)"
-    )
-    slurm.add_argument(
-        "--setup",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help="a shell line run before each task, e.g. 'module load cuda' (repeatable)",
-    )
-    slurm.add_argument(
-        "--gpu-memory-gb",
-        type=between(0, 4096, open_ends=True),
-        default=None,
-        metavar="GB",
-        help="the memory of a task's GPU, for --runs-per-gpu auto where this machine has no GPU "
-        "(default: this machine's smallest GPU)",
-    )
-
-
-def _add_plan(commands) -> None:
-    plan = commands.add_parser(
-        "plan", help="how many seeds a finished run's variance components need to resolve an effect"
-    )
-    plan.add_argument("run_dir", type=Path, help="a finished run, e.g. runs/demo")
-    plan.add_argument(
-        "--effect",
-        type=float,
-        default=0.0026,
-        help="the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
-    )
-    plan.add_argument(
-        "--test-images",
-        type=at_least(1),
-        default=None,
-        metavar="N",
-        help="plan for N test images instead of the run's own (RAF-DB's test set has 3,068)",
-    )
-    plan.set_defaults(func=_plan)
-
-
-def _add_compare_runs(commands) -> None:
-    compare = commands.add_parser(
-        "compare-runs",
-        help="do two finished runs of a profile give the same verdicts and headline numbers?",
-    )
-    compare.add_argument(
-        "runs", type=Path, nargs="+", help="run folders, e.g. runs/demo runs/demo-seed_offset_100"
-    )
-    compare.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        help="folder for seed_stability.{csv,md,tex} (e.g. figures/demo)",
-    )
-    compare.set_defaults(func=_compare_runs)
-
-
-def _add_install_kernel(commands) -> None:
-    kernel = commands.add_parser(
-        "install-kernel",
-        help=f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab "
-        "does it)",
-    )
-    kernel.add_argument(
-        "--prefix",
-        type=Path,
-        default=None,
-        help="install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
-    )
-    kernel.set_defaults(func=_install_kernel)
-
-
 def add_parsers(commands) -> None:
-    _add_run_all(commands)
-    _add_plan(commands)
-    _add_compare_runs(commands)
-    _add_install_kernel(commands)
+    run = add_command(
+        commands,
+        "run-all",
+        _run_all,
+        "regenerate every table and figure (what ./run_all.sh runs)",
+        *profile_options(),
+        (
+            "--data",
+            Path,
+            None,
+            "RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s "
+            "per-fold copies (convert-data --fold all: every fold is run, then the mean over the "
+            "folds); default: the synthetic set",
+        ),
+        (
+            "--cross-data",
+            Path,
+            [],
+            "other data sets (RAF-DB's layout, or converted) to test the run's models on: "
+            "notebook 09's table 'trained on A, tested on B'",
+            dict(nargs="+", metavar="OTHER"),
+        ),
+        # how a run differs from its profile besides --set: other seeds, a replicate of the run
+        (
+            "--seed-offset",
+            int,
+            None,
+            "shift every training seed by N (same as --set seed_offset=N): another seed acts like "
+            "another CPU",
+            dict(metavar="N"),
+        ),
+        (
+            "--replicate",
+            at_least(1),
+            None,
+            "then the same run with every seed shifted by OFFSET (default 100), and both reports "
+            "compare the two runs' verdicts (<figures>/seed_stability.md)",
+            dict(nargs="?", const=100, metavar="OFFSET"),
+        ),
+        (
+            "--workers",
+            at_least(0),
+            None,
+            "train the profile's models in N parallel processes before the notebooks (default: "
+            "--runs-per-gpu per GPU, or one per CPU core up to 8; 0: the notebooks train them one "
+            "at a time)",
+            dict(metavar="N"),
+        ),
+        (
+            "--runs-per-gpu",
+            _runs_per_gpu,
+            1,
+            "without --workers, N training processes share each GPU (default 1; with --launcher, "
+            "each landmark-branch task trains N runs per GPU side by side); auto: as many as fit "
+            "by a run's peak memory, recorded by the runs of this run folder that trained on a GPU "
+            "or given with --run-memory-gb (1 where none is known)",
+            dict(metavar="N|auto"),
+        ),
+        (
+            "--run-memory-gb",
+            between(0, 4096, open_ends=True),
+            None,
+            "a run's peak GPU memory for --runs-per-gpu auto (e.g. benchmarks/gpu_check's)",
+            dict(metavar="GB"),
+        ),
+        # how the training stage runs: a pool of processes here, or submitit tasks
+        (
+            "--launcher",
+            ("pool", "slurm", "local", "debug"),
+            "pool",
+            "pool (the default): --workers processes here; slurm: the baselines as one job array "
+            "and the landmark-branch runs as a second after it (submitit; docs/CLUSTERS.md); "
+            "local, debug: the same tasks as processes here, or in this process",
+        ),
+    )
+    add_options(
+        run.add_argument_group("with --launcher slurm, each task's request"),
+        ("--partition", None, None, None),
+        ("--gpus", at_least(0), 1, "GPUs per task (default 1)"),
+        ("--cpus", at_least(1), 8, "CPUs per task (default 8)"),
+        ("--mem-gb", at_least(1), 32, "memory per task (default 32)"),
+        ("--time-min", at_least(1), 720, "time limit per task (default 720)"),
+        (
+            "--setup",
+            "append",
+            [],
+            "a shell line run before each task, e.g. 'module load cuda' (repeatable)",
+            dict(metavar="LINE"),
+        ),
+        (
+            "--gpu-memory-gb",
+            between(0, 4096, open_ends=True),
+            None,
+            "the memory of a task's GPU, for --runs-per-gpu auto where this machine has no GPU "
+            "(default: this machine's smallest GPU)",
+            dict(metavar="GB"),
+        ),
+    )
+    add_options(
+        run,
+        (
+            "--force",
+            "store_true",
+            False,
+            "execute every notebook, even those whose inputs (library, notebook, settings, data, "
+            "models) are unchanged since they last ran",
+        ),
+        (
+            "--device",
+            None,
+            None,
+            "cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
+            "paper profile trains on a CPU only when given --device cpu)",
+        ),
+    )
+    add_command(
+        commands,
+        "plan",
+        _plan,
+        "how many seeds a finished run's variance components need to resolve an effect",
+        ("run_dir", Path, None, "a finished run, e.g. runs/demo"),
+        (
+            "--effect",
+            float,
+            0.0026,
+            "the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
+        ),
+        (
+            "--test-images",
+            at_least(1),
+            None,
+            "plan for N test images instead of the run's own (RAF-DB's test set has 3,068)",
+            dict(metavar="N"),
+        ),
+    )
+    add_command(
+        commands,
+        "compare-runs",
+        _compare_runs,
+        "do two finished runs of a profile give the same verdicts and headline numbers?",
+        (
+            "runs",
+            Path,
+            None,
+            "run folders, e.g. runs/demo runs/demo-seed_offset_100",
+            dict(nargs="+"),
+        ),
+        ("--out", Path, REQUIRED, "folder for seed_stability.{csv,md,tex} (e.g. figures/demo)"),
+    )
+    add_command(
+        commands,
+        "install-kernel",
+        _install_kernel,
+        f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does "
+        "it)",
+        (
+            "--prefix",
+            Path,
+            None,
+            "install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
+        ),
+    )
