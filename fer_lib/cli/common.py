@@ -39,11 +39,11 @@ SWITCH = argparse.BooleanOptionalAction  # --name / --no-name
 
 
 def add_options(parser, *options) -> None:
-    """Add each option, written as (flags, kind, default, help[, other keywords of add_argument]):
+    """Add each option, written as ((flags, kind, default[, other keywords of add_argument]), help):
     flags are "--name" (or a positional's "name"); kind is a type (a function of the text), a tuple
     of choices or an action ("store_true", "append", SWITCH); a default of REQUIRED makes the
     option required."""
-    for flags, kind, default, help, *extra in options:
+    for (flags, kind, default, *extra), help in options:
         keywords = dict(help=help, **(extra[0] if extra else {}))
         if isinstance(kind, tuple):
             keywords["choices"] = kind
@@ -151,47 +151,34 @@ def fold_arg(text: str) -> int | str:
 # The options of the other layouts' readers (AffectNet, FERPlus, CK+)
 LAYOUT_OPTIONS = (
     (
-        "--classes",
-        int,
-        8,
+        ("--classes", int, 8, dict(choices=(7, 8))),
         "AffectNet, FERPlus, CK+: 8 (with Contempt, the default) or 7 (Contempt excluded)",
-        dict(choices=(7, 8)),
     ),
     (
-        "--label-mode",
-        LABEL_MODES,
-        "majority",
+        ("--label-mode", LABEL_MODES, "majority"),
         "FERPlus: how votes become labels (majority: FERPlus's rule)",
     ),
     (
-        "--class-order",
-        CLASS_ORDERS,
-        "auto",
+        ("--class-order", CLASS_ORDERS, "auto"),
         "AffectNet's numpy release: its codes' class order (auto: detected from the training set)",
     ),
-    ("--folds", at_least(2), 10, "CK+: subject-wise folds"),
+    (("--folds", at_least(2), 10), "CK+: subject-wise folds"),
     (
-        "--fold",
-        fold_arg,
-        0,
+        ("--fold", fold_arg, 0),
         "CK+: the test fold (0..folds-1); convert-data takes 'all' (one copy per fold)",
     ),
     (
-        "--no-first-neutral",
-        "store_true",
-        False,
+        ("--no-first-neutral", "store_true", False),
         "CK+: do not take each sequence's first frame as Neutral",
     ),
 )
-WORKERS = ("--workers", at_least(1), None, "processes (default: one per CPU, at most 8)")
-DEVICE = ("--device", None, None, "cpu or cuda (default: cuda when available)")
-SEED = ("--seed", int, 0, None)
+WORKERS = (("--workers", at_least(1), None), "processes (default: one per CPU, at most 8)")
+DEVICE = (("--device", None, None), "cpu or cuda (default: cuda when available)")
+SEED = (("--seed", int, 0), None)
 # what every training command takes
 TRAINING_OPTIONS = (
     (
-        "--data",
-        data_folder,
-        REQUIRED,
+        ("--data", data_folder, REQUIRED),
         "RAF-DB basic/ folder (or a synthetic set, or a set converted by convert-data)",
     ),
     DEVICE,
@@ -203,11 +190,9 @@ def checkpoint_options(baseline_help: str) -> tuple:
     """--baseline (a checkpoint the command builds on) and --input-size (default: the
     checkpoint's)."""
     return (
-        ("--baseline", existing, REQUIRED, baseline_help),
+        (("--baseline", existing, REQUIRED), baseline_help),
         (
-            "--input-size",
-            input_size_arg,
-            None,
+            ("--input-size", input_size_arg, None),
             "default: the checkpoint's (224 for the authors' file)",
         ),
     )
@@ -217,26 +202,19 @@ def profile_options(path_type=Path) -> tuple:
     """What run-all and jobs share: the profile, the weights it starts from (``path_type``: how
     their paths are read), the settings it overrides and its run folder."""
     return (
-        ("--profile", tuple(PROFILES), "demo", None),
-        ("--baseline-checkpoint", path_type, None, "the ARM authors' epoch59_acc0.9205.pth"),
+        (("--profile", tuple(PROFILES), "demo"), None),
+        (("--baseline-checkpoint", path_type, None), "the ARM authors' epoch59_acc0.9205.pth"),
         (
-            "--pretrained",
-            path_type,
-            None,
+            ("--pretrained", path_type, None),
             "torchvision's resnet18-f37072fd.pth: ImageNet start for a trained baseline",
         ),
         (
-            "--set",
-            "append",
-            [],
+            ("--set", "append", [], dict(metavar="KEY=VALUE")),
             "override a setting of the profile, e.g. --set seeds=1 --set "
             "w_grid=0.6 --set train_limit=500 (repeatable)",
-            dict(metavar="KEY=VALUE"),
         ),
         (
-            "--run-dir",
-            Path,
-            None,
+            ("--run-dir", Path, None),
             "default: runs/<profile>, or runs/<profile>-<settings> with --set",
         ),
     )

@@ -162,19 +162,17 @@ def add_parsers(commands) -> None:
         "name the layout of a data set, validate it and print per-class counts",
         *LAYOUT_OPTIONS,
         (
-            "root",
-            existing,
-            None,
+            ("root", existing, None),
             "RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder",
         ),
         (
-            "--json",
-            "store_true",
-            False,
-            'print one JSON object {"layout", "classes", "train": [...], "test": [...], '
-            '"excluded": {...}, "errors": [...]}',
+            ("--json", "store_true", False),
+            (
+                'print one JSON object {"layout", "classes", "train": [...], "test": [...], '
+                '"excluded": {...}, "errors": [...]}'
+            ),
         ),
-        ("--no-decode", "store_true", False, "check image files exist without decoding them"),
+        (("--no-decode", "store_true", False), "check image files exist without decoding them"),
     )
     add_command(
         commands,
@@ -183,13 +181,11 @@ def add_parsers(commands) -> None:
         "AffectNet, FERPlus or CK+ into RAF-DB's layout, with its class list (classes.json)",
         *LAYOUT_OPTIONS,
         (
-            "src",
-            existing,
-            None,
+            ("src", existing, None),
             "AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or "
             "CK+'s",
         ),
-        ("out", Path, None, "an empty folder for the converted copy"),
+        (("out", Path, None), "an empty folder for the converted copy"),
         WORKERS,
     )
     add_command(
@@ -197,11 +193,11 @@ def add_parsers(commands) -> None:
         "demo-data",
         _demo_data,
         "write the synthetic set, in RAF-DB's layout or (--layout) another data set's",
-        ("--layout", DEMO_LAYOUTS, "rafdb", "the layout to write (FERPlus: 48x48 grey faces)"),
-        ("out", Path, None, "output folder (becomes the basic/ root)"),
-        ("--train", at_least(7), 3000, "number of training images (at least 7: one per class)"),
-        ("--test", at_least(7), 750, "number of test images (at least 7: one per class)"),
-        ("--seed", int, 0, None),
+        (("--layout", DEMO_LAYOUTS, "rafdb"), "the layout to write (FERPlus: 48x48 grey faces)"),
+        (("out", Path, None), "output folder (becomes the basic/ root)"),
+        (("--train", at_least(7), 3000), "number of training images (at least 7: one per class)"),
+        (("--test", at_least(7), 750), "number of test images (at least 7: one per class)"),
+        (("--seed", int, 0), None),
     )
     add_command(
         commands,
@@ -209,19 +205,15 @@ def add_parsers(commands) -> None:
         _import_images,
         "face photos (class folders, RAF-DB's mirror layout, or a CSV) into RAF-DB's layout",
         (
-            "src",
-            existing,
-            None,
+            ("src", existing, None),
             "a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV "
             "path,label[,split]",
         ),
-        ("out", Path, None, "an empty folder for the data set"),
+        (("out", Path, None), "an empty folder for the data set"),
         (
-            "--test-fraction",
-            between(0.0, 1.0, open_ends=True),
-            0.2,
+            ("--test-fraction", between(0.0, 1.0, open_ends=True), 0.2),
             "stratified share for the test split where SRC gives none",
         ),
-        ("--seed", at_least(0), 0, None),
+        (("--seed", at_least(0), 0), None),
         WORKERS,
     )

@@ -220,56 +220,40 @@ def add_parsers(commands) -> None:
         _evaluate,
         "test-set predictions and the paper's metrics; across data sets with --checkpoint",
         (
-            "--data",
-            data_folder,
-            REQUIRED,
+            ("--data", data_folder, REQUIRED, dict(nargs="+")),
             "a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
             "--checkpoint",
-            dict(nargs="+"),
         ),
         DEVICE,
         SEED,
         (
-            "--baseline",
-            existing,
-            None,
+            ("--baseline", existing, None),
             "the baseline checkpoint, evaluated on its own data set's classes",
         ),
         (
-            "--model",
-            existing,
-            None,
+            ("--model", existing, None),
             "a model folder (`python -m fer_lib export`) instead of --baseline and --fusion",
         ),
         (
-            "--checkpoint",
-            existing,
-            None,
+            ("--checkpoint", existing, None, dict(nargs="+", metavar="RUN")),
             "baseline or fusion run folders, model folders (`export`), or best.pt files (a fusion "
             "run with --baseline): each is tested on each --data, over the classes they share (an "
             "8-class model's Contempt is dropped on a 7-class set, and said so)",
-            dict(nargs="+", metavar="RUN"),
         ),
         (
-            "--paired",
-            "store_true",
-            False,
+            ("--paired", "store_true", False),
             "with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the "
             "mean over them",
         ),
-        ("--input-size", input_size_arg, None, None),
-        ("--fusion", existing, None, "a fusion run's best.pt (default: the baseline alone)"),
+        (("--input-size", input_size_arg, None), None),
+        (("--fusion", existing, None), "a fusion run's best.pt (default: the baseline alone)"),
         (
-            "--batch-size",
-            at_least(1),
-            BaselineConfig.eval_batch_size,
+            ("--batch-size", at_least(1), BaselineConfig.eval_batch_size),
             "test batch size (ARM's batch term depends on it; the paper: 64)",
         ),
         (
-            "--affinity",
-            AFFINITY_MODES,
-            "batch",
+            ("--affinity", AFFINITY_MODES, "batch"),
             "fixed: batch-independent, mean over the training set",
         ),
-        ("--out", Path, REQUIRED, None),
+        (("--out", Path, REQUIRED), None),
     )

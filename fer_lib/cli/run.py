@@ -221,69 +221,47 @@ def add_parsers(commands) -> None:
         "regenerate every table and figure (what ./run_all.sh runs)",
         *profile_options(),
         (
-            "--data",
-            Path,
-            None,
+            ("--data", Path, None),
             "RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s "
             "per-fold copies (convert-data --fold all: every fold is run, then the mean over the "
             "folds); default: the synthetic set",
         ),
         (
-            "--cross-data",
-            Path,
-            [],
+            ("--cross-data", Path, [], dict(nargs="+", metavar="OTHER")),
             "other data sets (RAF-DB's layout, or converted) to test the run's models on: "
             "notebook 09's table 'trained on A, tested on B'",
-            dict(nargs="+", metavar="OTHER"),
         ),
         # how a run differs from its profile besides --set: other seeds, a replicate of the run
         (
-            "--seed-offset",
-            int,
-            None,
+            ("--seed-offset", int, None, dict(metavar="N")),
             "shift every training seed by N (same as --set seed_offset=N): another seed acts like "
             "another CPU",
-            dict(metavar="N"),
         ),
         (
-            "--replicate",
-            at_least(1),
-            None,
+            ("--replicate", at_least(1), None, dict(nargs="?", const=100, metavar="OFFSET")),
             "then the same run with every seed shifted by OFFSET (default 100), and both reports "
             "compare the two runs' verdicts (<figures>/seed_stability.md)",
-            dict(nargs="?", const=100, metavar="OFFSET"),
         ),
         (
-            "--workers",
-            at_least(0),
-            None,
+            ("--workers", at_least(0), None, dict(metavar="N")),
             "train the profile's models in N parallel processes before the notebooks (default: "
             "--runs-per-gpu per GPU, or one per CPU core up to 8; 0: the notebooks train them one "
             "at a time)",
-            dict(metavar="N"),
         ),
         (
-            "--runs-per-gpu",
-            _runs_per_gpu,
-            1,
+            ("--runs-per-gpu", _runs_per_gpu, 1, dict(metavar="N|auto")),
             "without --workers, N training processes share each GPU (default 1; with --launcher, "
             "each landmark-branch task trains N runs per GPU side by side); auto: as many as fit "
             "by a run's peak memory, recorded by the runs of this run folder that trained on a GPU "
             "or given with --run-memory-gb (1 where none is known)",
-            dict(metavar="N|auto"),
         ),
         (
-            "--run-memory-gb",
-            between(0, 4096, open_ends=True),
-            None,
+            ("--run-memory-gb", between(0, 4096, open_ends=True), None, dict(metavar="GB")),
             "a run's peak GPU memory for --runs-per-gpu auto (e.g. benchmarks/gpu_check's)",
-            dict(metavar="GB"),
         ),
         # how the training stage runs: a pool of processes here, or submitit tasks
         (
-            "--launcher",
-            ("pool", "slurm", "local", "debug"),
-            "pool",
+            ("--launcher", ("pool", "slurm", "local", "debug"), "pool"),
             "pool (the default): --workers processes here; slurm: the baselines as one job array "
             "and the landmark-branch runs as a second after it (submitit; docs/CLUSTERS.md); "
             "local, debug: the same tasks as processes here, or in this process",
@@ -291,40 +269,30 @@ def add_parsers(commands) -> None:
     )
     add_options(
         run.add_argument_group("with --launcher slurm, each task's request"),
-        ("--partition", None, None, None),
-        ("--gpus", at_least(0), 1, "GPUs per task (default 1)"),
-        ("--cpus", at_least(1), 8, "CPUs per task (default 8)"),
-        ("--mem-gb", at_least(1), 32, "memory per task (default 32)"),
-        ("--time-min", at_least(1), 720, "time limit per task (default 720)"),
+        (("--partition", None, None), None),
+        (("--gpus", at_least(0), 1), "GPUs per task (default 1)"),
+        (("--cpus", at_least(1), 8), "CPUs per task (default 8)"),
+        (("--mem-gb", at_least(1), 32), "memory per task (default 32)"),
+        (("--time-min", at_least(1), 720), "time limit per task (default 720)"),
         (
-            "--setup",
-            "append",
-            [],
+            ("--setup", "append", [], dict(metavar="LINE")),
             "a shell line run before each task, e.g. 'module load cuda' (repeatable)",
-            dict(metavar="LINE"),
         ),
         (
-            "--gpu-memory-gb",
-            between(0, 4096, open_ends=True),
-            None,
+            ("--gpu-memory-gb", between(0, 4096, open_ends=True), None, dict(metavar="GB")),
             "the memory of a task's GPU, for --runs-per-gpu auto where this machine has no GPU "
             "(default: this machine's smallest GPU)",
-            dict(metavar="GB"),
         ),
     )
     add_options(
         run,
         (
-            "--force",
-            "store_true",
-            False,
+            ("--force", "store_true", False),
             "execute every notebook, even those whose inputs (library, notebook, settings, data, "
             "models) are unchanged since they last ran",
         ),
         (
-            "--device",
-            None,
-            None,
+            ("--device", None, None),
             "cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
             "paper profile trains on a CPU only when given --device cpu)",
         ),
@@ -334,19 +302,14 @@ def add_parsers(commands) -> None:
         "plan",
         _plan,
         "how many seeds a finished run's variance components need to resolve an effect",
-        ("run_dir", Path, None, "a finished run, e.g. runs/demo"),
+        (("run_dir", Path, None), "a finished run, e.g. runs/demo"),
         (
-            "--effect",
-            float,
-            0.0026,
+            ("--effect", float, 0.0026),
             "the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
         ),
         (
-            "--test-images",
-            at_least(1),
-            None,
+            ("--test-images", at_least(1), None, dict(metavar="N")),
             "plan for N test images instead of the run's own (RAF-DB's test set has 3,068)",
-            dict(metavar="N"),
         ),
     )
     add_command(
@@ -355,13 +318,10 @@ def add_parsers(commands) -> None:
         _compare_runs,
         "do two finished runs of a profile give the same verdicts and headline numbers?",
         (
-            "runs",
-            Path,
-            None,
+            ("runs", Path, None, dict(nargs="+")),
             "run folders, e.g. runs/demo runs/demo-seed_offset_100",
-            dict(nargs="+"),
         ),
-        ("--out", Path, REQUIRED, "folder for seed_stability.{csv,md,tex} (e.g. figures/demo)"),
+        (("--out", Path, REQUIRED), "folder for seed_stability.{csv,md,tex} (e.g. figures/demo)"),
     )
     add_command(
         commands,
@@ -370,9 +330,7 @@ def add_parsers(commands) -> None:
         f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does "
         "it)",
         (
-            "--prefix",
-            Path,
-            None,
+            ("--prefix", Path, None),
             "install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
         ),
     )

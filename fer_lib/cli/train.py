@@ -128,34 +128,26 @@ def add_parsers(commands) -> None:
         _train_baseline,
         "train ResNet18 + ARM (the ARM recipe)",
         *TRAINING_OPTIONS,
-        ("--run-dir", Path, REQUIRED, "checkpoints, history, split and predictions go here"),
-        ("--input-size", input_size_arg, base.input_size, "(default: %(default)s)"),
+        (("--run-dir", Path, REQUIRED), "checkpoints, history, split and predictions go here"),
+        (("--input-size", input_size_arg, base.input_size), "(default: %(default)s)"),
         (
-            "--width",
-            width_of("resnet"),
-            base.width,
+            ("--width", width_of("resnet"), base.width),
             "ResNet18 base width (%(default)s: the standard network)",
         ),
         *_schedule_options(base, "the ARM recipe's"),
-        ("--lr", float, base.lr, None),
-        ("--weight-decay", float, base.weight_decay, None),
+        (("--lr", float, base.lr), None),
+        (("--weight-decay", float, base.weight_decay), None),
         (
-            "--pretrained",
-            existing,
-            base.pretrained,
+            ("--pretrained", existing, base.pretrained),
             "torchvision's ResNet18 ImageNet weights (resnet18-f37072fd.pth)",
         ),
         (
-            "--augmentation",
-            AUGMENTATIONS,
-            base.augmentation,
+            ("--augmentation", AUGMENTATIONS, base.augmentation),
             "upstream (the default): the ARM authors' mix (half untouched, a quarter flipped, a "
             "quarter noised); flip_or_noise: every image altered",
         ),
         (
-            "--ema",
-            between(0, 1, open_ends=True),
-            base.ema,
+            ("--ema", between(0, 1, open_ends=True), base.ema),
             "keep a moving average of the weights with this decay per step (default: off, the ARM "
             "recipe)",
         ),
@@ -167,76 +159,53 @@ def add_parsers(commands) -> None:
         "train the landmark branch + fusion (baseline frozen)",
         *TRAINING_OPTIONS,
         *checkpoint_options("baseline checkpoint (the ARM authors' file or ours)"),
-        ("--run-dir", Path, REQUIRED, None),
+        (("--run-dir", Path, REQUIRED), None),
         # the fusion model itself: its weighting and its landmark branch
         (
-            "--weighting",
-            TRAINED_WEIGHTINGS,
-            fused.weighting,
+            ("--weighting", TRAINED_WEIGHTINGS, fused.weighting),
             "what scales F_landmark (default: %(default)s, the proposed method); calibrated: "
             "both, with the landmark head temperature-scaled on the validation split",
         ),
         (
-            "--landmark-input",
-            LANDMARK_INPUTS,
-            fused.landmark_input,
+            ("--landmark-input", LANDMARK_INPUTS, fused.landmark_input),
             "heatmaps (the default): the landmark CNN of Table 1; coords: an MLP on the aligned "
             "coordinates",
         ),
         (
-            "--w",
-            between(0, 1),
-            fused.w_disagree,
+            ("--w", between(0, 1), fused.w_disagree, dict(dest="w_disagree")),
             "agreement weight when the branches disagree (default: %(default)s)",
-            dict(dest="w_disagree"),
         ),
         (
-            "--weight-grad",
-            SWITCH,
-            fused.weight_grad,
+            ("--weight-grad", SWITCH, fused.weight_grad),
             "let gradients flow through p_landmark (the paper is silent; default: off)",
         ),
         (
-            "--width",
-            width_of("landmark"),
-            fused.width,
+            ("--width", width_of("landmark"), fused.width),
             "landmark CNN base width (%(default)s: Table 1)",
         ),
         (
-            "--batch-norm",
-            SWITCH,
-            fused.batch_norm,
+            ("--batch-norm", SWITCH, fused.batch_norm),
             "BatchNorm in the landmark CNN (default: off, as Table 1 prints it; the CPU demo uses "
             "it)",
         ),
         (
-            "--holdout",
-            existing,
-            None,
+            ("--holdout", existing, None, dict(metavar="SPLIT_JSON")),
             "the split.json of the baseline's run folder: validate on the images it never trained "
             "on (without it, the run draws its own split, and a checkpoint trained on every image, "
             "like the ARM authors', has seen them all)",
-            dict(metavar="SPLIT_JSON"),
         ),
         *_schedule_options(fused, "Table 4's"),
-        ("--landmark-set", LANDMARK_SETS, fused.landmark_set, None),
+        (("--landmark-set", LANDMARK_SETS, fused.landmark_set), None),
         (
-            "--sigma",
-            between(0.1, 50),
-            fused.heatmap_sigma,
+            ("--sigma", between(0.1, 50), fused.heatmap_sigma, dict(dest="heatmap_sigma")),
             "heatmap gaussian sigma in pixels (default 1.5 at 224, scaled with the input size)",
-            dict(dest="heatmap_sigma"),
         ),
         (
-            "--flip",
-            SWITCH,
-            fused.flip,
+            ("--flip", SWITCH, fused.flip),
             "horizontal-flip augmentation of image and heatmap together (default: on)",
         ),
         (
-            "--select",
-            SELECTIONS,
-            fused.select,
+            ("--select", SELECTIONS, fused.select),
             "the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both "
             "heads), or val_fused_accuracy, the best fused validation accuracy",
         ),
@@ -249,30 +218,24 @@ def add_parsers(commands) -> None:
         *TRAINING_OPTIONS,
         *checkpoint_options("the baseline the fusion run was trained with"),
         (
-            "--base-run",
-            existing,
-            REQUIRED,
+            ("--base-run", existing, REQUIRED),
             "a train-fusion run folder (its best.pt and split.json)",
         ),
-        ("--run-dir", Path, REQUIRED, "where the gated model and its test predictions go"),
+        (("--run-dir", Path, REQUIRED), "where the gated model and its test predictions go"),
     )
 
 
 def _schedule_options(recipe: BaselineConfig | FusionConfig, source: str) -> tuple:
     """The training schedule's options that both recipes have, named as their fields."""
     return (
-        ("--epochs", at_least(1), recipe.epochs, None),
+        (("--epochs", at_least(1), recipe.epochs), None),
         (
-            "--batch-size",
-            at_least(2),
-            recipe.batch_size,
+            ("--batch-size", at_least(2), recipe.batch_size),
             "at least 2 (BatchNorm); default %(default)s",
         ),
-        ("--val-fraction", between(0, 1, open_ends=True), recipe.val_fraction, None),
+        (("--val-fraction", between(0, 1, open_ends=True), recipe.val_fraction), None),
         (
-            "--lr-schedule",
-            LR_SCHEDULES,
-            recipe.lr_schedule,
+            ("--lr-schedule", LR_SCHEDULES, recipe.lr_schedule),
             f"exponential (the default): {source} ExponentialLR(0.9); cosine: to zero",
         ),
     )
