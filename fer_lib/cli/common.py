@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from fer_lib.data.affectnet import CLASS_ORDERS
@@ -39,23 +40,34 @@ SWITCH = argparse.BooleanOptionalAction  # --name / --no-name
 
 
 def add_options(parser, *options) -> None:
-    """Add each option, written as ((flags, kind, default[, other keywords of add_argument]), help):
-    flags are "--name" (or a positional's "name"); kind is a type (a function of the text), a tuple
-    of choices or an action ("store_true", "append", SWITCH); a default of REQUIRED makes the
-    option required."""
-    for (flags, kind, default, *extra), help in options:
-        keywords = dict(help=help, **(extra[0] if extra else {}))
-        if isinstance(kind, tuple):
-            keywords["choices"] = kind
-        elif isinstance(kind, str) or kind is SWITCH:
-            keywords["action"] = kind
-        elif kind is not None:
-            keywords["type"] = kind
-        if default is REQUIRED:
-            keywords["required"] = True
-        else:
-            keywords["default"] = default
-        parser.add_argument(flags, **keywords)
+    """Add each option, written as (spec, help) with spec (flags, kind=None, default=None, other
+    keywords of add_argument): flags are "--name" (or a positional's "name"); kind is a type (a
+    function of the text), a tuple of choices or an action ("store_true", "append", SWITCH); a
+    default of REQUIRED makes the option required."""
+    for spec, help in options:
+        _add_option(parser, help, *spec)
+
+
+def _add_option(parser, help, flags, kind=None, default=None, keywords=None) -> None:
+    keywords = dict(help=help, **(keywords or {}))
+    if isinstance(kind, tuple):
+        keywords["choices"] = kind
+    elif isinstance(kind, str) or kind is SWITCH:
+        keywords["action"] = kind
+    elif kind is not None:
+        keywords["type"] = kind
+    if default is REQUIRED:
+        keywords["required"] = True
+    elif default is not None:  # else argparse's (False for store_true)
+        keywords["default"] = default
+    parser.add_argument(flags, **keywords)
+
+
+def refuse(message: str) -> int:
+    """A problem the parser cannot see: one line on stderr, and exit code 2 (as an argument
+    error)."""
+    print(message, file=sys.stderr)
+    return 2
 
 
 def add_command(commands, name: str, func, help: str, *options) -> Parser:
@@ -106,17 +118,23 @@ def existing(text: str) -> Path:
     return path
 
 
+def foreign_layout(path: Path) -> str | None:
+    """The name of ``path``'s layout where it is a data set to convert into RAF-DB's first; None
+    for RAF-DB's layout, photos, or a folder no reader knows (its reader says what is wrong)."""
+    try:
+        layout = detect_layout(path)
+    except DataSetError:
+        return None
+    return None if layout in ("rafdb", "photos") else LAYOUT_NAMES[layout]
+
+
 def data_folder(text: str) -> Path:
     """A data set the training commands read: RAF-DB's layout. Another layout is refused, saying how
     to convert it."""
     path = existing(text)
-    try:
-        layout = detect_layout(path)
-    except DataSetError:
-        return path  # the reader says what is wrong with it
-    if layout not in ("rafdb", "photos"):
+    if layout := foreign_layout(path):
         raise argparse.ArgumentTypeError(
-            f"{text} is {LAYOUT_NAMES[layout]}: convert it into RAF-DB's layout first, "
+            f"{text} is {layout}: convert it into RAF-DB's layout first, "
             f"`python -m fer_lib convert-data {text} OUT`, and pass OUT"
         )
     return path
@@ -168,12 +186,12 @@ LAYOUT_OPTIONS = (
         "CK+: the test fold (0..folds-1); convert-data takes 'all' (one copy per fold)",
     ),
     (
-        ("--no-first-neutral", "store_true", False),
+        ("--no-first-neutral", "store_true"),
         "CK+: do not take each sequence's first frame as Neutral",
     ),
 )
-WORKERS = (("--workers", at_least(1), None), "processes (default: one per CPU, at most 8)")
-DEVICE = (("--device", None, None), "cpu or cuda (default: cuda when available)")
+WORKERS = (("--workers", at_least(1)), "processes (default: one per CPU, at most 8)")
+DEVICE = (("--device",), "cpu or cuda (default: cuda when available)")
 SEED = (("--seed", int, 0), None)
 # what every training command takes
 TRAINING_OPTIONS = (
@@ -192,7 +210,7 @@ def checkpoint_options(baseline_help: str) -> tuple:
     return (
         (("--baseline", existing, REQUIRED), baseline_help),
         (
-            ("--input-size", input_size_arg, None),
+            ("--input-size", input_size_arg),
             "default: the checkpoint's (224 for the authors' file)",
         ),
     )
@@ -203,9 +221,9 @@ def profile_options(path_type=Path) -> tuple:
     their paths are read), the settings it overrides and its run folder."""
     return (
         (("--profile", tuple(PROFILES), "demo"), None),
-        (("--baseline-checkpoint", path_type, None), "the ARM authors' epoch59_acc0.9205.pth"),
+        (("--baseline-checkpoint", path_type), "the ARM authors' epoch59_acc0.9205.pth"),
         (
-            ("--pretrained", path_type, None),
+            ("--pretrained", path_type),
             "torchvision's resnet18-f37072fd.pth: ImageNet start for a trained baseline",
         ),
         (
@@ -214,7 +232,7 @@ def profile_options(path_type=Path) -> tuple:
             "w_grid=0.6 --set train_limit=500 (repeatable)",
         ),
         (
-            ("--run-dir", Path, None),
+            ("--run-dir", Path),
             "default: runs/<profile>, or runs/<profile>-<settings> with --set",
         ),
     )

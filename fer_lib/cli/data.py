@@ -25,7 +25,6 @@ from fer_lib.data.synthetic import generate_demo_dataset
 
 
 def _check_data(args: argparse.Namespace) -> int:
-
     started = time.perf_counter()
     report = check_layout(
         args.root,
@@ -37,53 +36,40 @@ def _check_data(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json()))
         return 0 if report.ok else 1
     # nothing counted: the problem alone, not a table of zeros
-    if report.errors and report.read_nothing:
-        for problem in report.errors:
-            print(f"error: {problem}", file=sys.stderr)
-        return 1
-    print(
-        f"{report.layout} copy: {report.root}"
-        if report.layout == "RAF-DB"
-        else f"{report.layout}: {report.root}"
-    )
-    print(report.table())
-    for warning in report.warnings[:5]:
-        print(f"warning: {warning}")
-    if len(report.warnings) > 5:
-        print(f"warning: ... {len(report.warnings) - 5} more warnings of this kind")
-    if report.ok:
-        print(f"OK: no problem found ({time.perf_counter() - started:.1f} s)")
-        return 0
+    nothing_read = report.errors and report.read_nothing
+    if not nothing_read:
+        print(f"{report.layout}{' copy' if report.layout == 'RAF-DB' else ''}: {report.root}")
+        print(report.table())
+        for warning in report.warnings[:5]:
+            print(f"warning: {warning}")
+        if len(report.warnings) > 5:
+            print(f"warning: ... {len(report.warnings) - 5} more warnings of this kind")
+        if report.ok:
+            print(f"OK: no problem found ({time.perf_counter() - started:.1f} s)")
+            return 0
     for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
-    print(
-        f"FAILED: {len(report.errors)} problem(s); fix them and run check-data again.",
-        file=sys.stderr,
-    )
+    if not nothing_read:
+        print(
+            f"FAILED: {len(report.errors)} problem(s); fix them and run check-data again.",
+            file=sys.stderr,
+        )
     return 1
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-
     started = time.perf_counter()
-    if args.layout == "rafdb":
-        root = generate_demo_dataset(args.out, args.train, args.test, seed=args.seed)
-    else:
-        root = WRITERS[args.layout](args.out, args.train, args.test, seed=args.seed)
+    write = generate_demo_dataset if args.layout == "rafdb" else WRITERS[args.layout]
+    root = write(args.out, args.train, args.test, seed=args.seed)
+    then = f" ({args.layout} layout; next: python -m fer_lib check-data {root})"
     print(
         f"wrote {args.train} train + {args.test} test synthetic images to {root} in "
-        f"{time.perf_counter() - started:.1f} s"
-        + (
-            ""
-            if args.layout == "rafdb"
-            else f" ({args.layout} layout; next: python -m fer_lib check-data {root})"
-        )
+        f"{time.perf_counter() - started:.1f} s{'' if args.layout == 'rafdb' else then}"
     )
     return 0
 
 
 def _convert_data(args: argparse.Namespace) -> int:
-
     layout = detect_layout(args.src)
     if layout in ("rafdb", "photos"):
         what = (
@@ -92,21 +78,16 @@ def _convert_data(args: argparse.Namespace) -> int:
             else f"a folder of photos: use `python -m fer_lib import-images {args.src} {args.out}`"
         )
         raise DataSetError([f"{args.src}: {what}"])
-    if args.fold == "all" and layout != "ckplus":
+    every_fold = args.fold == "all"
+    if every_fold and layout != "ckplus":
         raise DataSetError(
             [f"{args.src}: --fold all is for CK+'s subject-wise folds; this is another layout"]
         )
-    # CK+'s protocol runs every fold: --fold all writes one copy per fold,
-    # OUT/fold_00, OUT/fold_01, ...
-    targets = (
-        [(k, args.out / f"fold_{k:02d}") for k in range(args.folds)]
-        if args.fold == "all"
-        else [(None, args.out)]
-    )
-    for fold, out in targets:
-        counts = convert(
-            reader_for(layout, args.src, **layout_options_of(args, fold)), out, workers=args.workers
-        )
+    # CK+'s protocol runs every fold: --fold all writes one copy per fold (OUT/fold_00, ...)
+    for fold in range(args.folds) if every_fold else [None]:
+        out = args.out / f"fold_{fold:02d}" if every_fold else args.out
+        reader = reader_for(layout, args.src, **layout_options_of(args, fold))
+        counts = convert(reader, out, workers=args.workers)
         print(
             f"{counts['layout']}: {counts['rows']} usable row(s); converted {counts['converted']} "
             f"({counts['train']} train, {counts['test']} test) into {out} with "
@@ -119,7 +100,7 @@ def _convert_data(args: argparse.Namespace) -> int:
                 f"not converted: {counts['not converted']} image(s), listed with the reason in "
                 f"{out / 'conversion_report.csv'}"
             )
-    if args.fold == "all":
+    if every_fold:
         print(
             f"next: `./run_all.sh --profile paper --data {args.out}` runs the report on every "
             "fold, then the mean over the folds (or train each fold_NN yourself, then `python -m "
@@ -131,7 +112,6 @@ def _convert_data(args: argparse.Namespace) -> int:
 
 
 def _import_images(args: argparse.Namespace) -> int:
-
     counts = import_images(
         args.src, args.out, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers
     )
@@ -162,17 +142,17 @@ def add_parsers(commands) -> None:
         "name the layout of a data set, validate it and print per-class counts",
         *LAYOUT_OPTIONS,
         (
-            ("root", existing, None),
+            ("root", existing),
             "RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder",
         ),
         (
-            ("--json", "store_true", False),
+            ("--json", "store_true"),
             (
                 'print one JSON object {"layout", "classes", "train": [...], "test": [...], '
                 '"excluded": {...}, "errors": [...]}'
             ),
         ),
-        (("--no-decode", "store_true", False), "check image files exist without decoding them"),
+        (("--no-decode", "store_true"), "check image files exist without decoding them"),
     )
     add_command(
         commands,
@@ -181,11 +161,11 @@ def add_parsers(commands) -> None:
         "AffectNet, FERPlus or CK+ into RAF-DB's layout, with its class list (classes.json)",
         *LAYOUT_OPTIONS,
         (
-            ("src", existing, None),
+            ("src", existing),
             "AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or "
             "CK+'s",
         ),
-        (("out", Path, None), "an empty folder for the converted copy"),
+        (("out", Path), "an empty folder for the converted copy"),
         WORKERS,
     )
     add_command(
@@ -194,7 +174,7 @@ def add_parsers(commands) -> None:
         _demo_data,
         "write the synthetic set, in RAF-DB's layout or (--layout) another data set's",
         (("--layout", DEMO_LAYOUTS, "rafdb"), "the layout to write (FERPlus: 48x48 grey faces)"),
-        (("out", Path, None), "output folder (becomes the basic/ root)"),
+        (("out", Path), "output folder (becomes the basic/ root)"),
         (("--train", at_least(7), 3000), "number of training images (at least 7: one per class)"),
         (("--test", at_least(7), 750), "number of test images (at least 7: one per class)"),
         (("--seed", int, 0), None),
@@ -205,11 +185,11 @@ def add_parsers(commands) -> None:
         _import_images,
         "face photos (class folders, RAF-DB's mirror layout, or a CSV) into RAF-DB's layout",
         (
-            ("src", existing, None),
+            ("src", existing),
             "a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV "
             "path,label[,split]",
         ),
-        (("out", Path, None), "an empty folder for the data set"),
+        (("out", Path), "an empty folder for the data set"),
         (
             ("--test-fraction", between(0.0, 1.0, open_ends=True), 0.2),
             "stratified share for the test split where SRC gives none",

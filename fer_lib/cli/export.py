@@ -38,13 +38,13 @@ def add_parsers(commands) -> None:
         "export",
         _export,
         "a trained run's model as a folder anyone can load (safetensors, model card), or ONNX",
-        (("run_dir", existing, None), "a finished run's folder, e.g. runs/demo"),
+        (("run_dir", existing), "a finished run's folder, e.g. runs/demo"),
         (
             ("--model", None, "proposed"),
             "proposed (the paper's weighting at its w, the default), baseline (the RGB network "
             "alone), or a fusion run's name under RUN_DIR/fusion/ without _seed<S>",
         ),
-        (("--seed", int, None), "default: the run's first seed"),
+        (("--seed", int), "default: the run's first seed"),
         (("--out", Path, REQUIRED), "a new folder for the model"),
         (
             ("--format", ("safetensors", "onnx"), "safetensors"),
@@ -55,7 +55,7 @@ def add_parsers(commands) -> None:
             "test images the ONNX graph is checked on (default %(default)s)",
         ),
         (
-            ("--baseline-checkpoint", existing, None),
+            ("--baseline-checkpoint", existing),
             "the baseline a run was given (run-all --baseline-checkpoint), if it trained none",
         ),
     )

@@ -48,14 +48,14 @@ def add_parsers(commands) -> None:
         _jobs,
         "write a profile's trainings as a list of jobs (JSON) for a cluster's scheduler",
         *profile_options(existing),
-        (("--data", existing, None), "as run-all's --data"),
-        (("--out", Path, None), "default: RUN_DIR/jobs.json"),
+        (("--data", existing), "as run-all's --data"),
+        (("--out", Path), "default: RUN_DIR/jobs.json"),
     )
     add_command(
         commands,
         "run-job",
         _run_job,
         "run job K of a job list (what a cluster task runs)",
-        (("jobs", existing, None), "the list `jobs` wrote"),
+        (("jobs", existing), "the list `jobs` wrote"),
         (("--index", at_least(0), REQUIRED), "K, e.g. $SLURM_ARRAY_TASK_ID"),
     )

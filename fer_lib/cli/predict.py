@@ -57,7 +57,7 @@ def add_parsers(commands) -> None:
         "what a trained model says about photos: every face, both branches, Grad-CAM++",
         (("paths", existing, None, dict(nargs="+")), "photos, folders of photos, or video files"),
         (
-            ("--no-figures", "store_true", False),
+            ("--no-figures", "store_true"),
             "photos: the table alone, faces of several photos through the networks together "
             "(thousands of photos); default: one figure per face with Grad-CAM++",
         ),
@@ -70,22 +70,22 @@ def add_parsers(commands) -> None:
     add_options(
         guess.add_mutually_exclusive_group(required=True),
         (
-            ("--model", existing, None),
+            ("--model", existing),
             "a model folder (`python -m fer_lib export`): both branches, or the baseline alone",
         ),
-        (("--baseline", existing, None), "the baseline checkpoint (best.pt of a baseline run)"),
+        (("--baseline", existing), "the baseline checkpoint (best.pt of a baseline run)"),
     )
     add_options(
         guess,
         (
-            ("--fusion", existing, None),
+            ("--fusion", existing),
             "a fusion run's best.pt (without it: the RGB baseline alone)",
         ),
         (("--out", Path, REQUIRED), "folder for predictions.csv and the figures"),
         (
-            ("--data", existing, None),
+            ("--data", existing),
             "a RAF-DB copy (basic/): its training images give a baseline checkpoint that stores "
             "no population mean (the ARM authors') one, as notebook 09 does",
         ),
-        (("--device", None, None), "cpu or cuda (default: the best available)"),
+        (("--device",), "cpu or cuda (default: the best available)"),
     )

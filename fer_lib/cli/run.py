@@ -14,9 +14,10 @@ from fer_lib.cli.common import (
     add_options,
     at_least,
     between,
+    foreign_layout,
     profile_options,
+    refuse,
 )
-from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
 from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
 
 
@@ -44,21 +45,8 @@ def _run_all_device(profile: str, name: str | None):
     return device
 
 
-def _launch_options(args: argparse.Namespace):
-    from fer_lib.run.launch import LaunchOptions
-
-    return LaunchOptions(
-        partition=args.partition,
-        gpus=args.gpus,
-        cpus=args.cpus,
-        mem_gb=args.mem_gb,
-        timeout_min=args.time_min,
-        setup=tuple(args.setup),
-        gpu_memory_gb=args.gpu_memory_gb,
-    )
-
-
 def _run_all(args: argparse.Namespace) -> int:
+    from fer_lib.run.launch import LaunchOptions
     from fer_lib.run.pipeline import fold_copies, run_all, run_folds
     from fer_lib.runtime.devices import DeviceError, describe_device
 
@@ -70,32 +58,40 @@ def _run_all(args: argparse.Namespace) -> int:
         get_profile(args.profile, settings)  # every value checked before any work starts
         data_sets = [("--data", fold) for fold in folds] or [("--data", args.data)]
         data_sets += [("--cross-data", path) for path in args.cross_data]
-        for option, path in [
+        weights = [
             ("--pretrained", args.pretrained),
             ("--baseline-checkpoint", args.baseline_checkpoint),
-            *data_sets,
-        ]:
+        ]
+        for option, path in weights + data_sets:
             if path is not None and not path.exists():
                 raise SettingsError(f"{option} {path}: no such file or folder")
+        # another layout (AffectNet, FERPlus, CK+ as released) is refused before any work; a
+        # converted copy runs with its own class list (classes.json), which the report follows
         for option, path in data_sets:
-            if path is not None:
-                _check_run_all_data(path, SettingsError, option)
+            if path is not None and (layout := foreign_layout(path)):
+                raise SettingsError(
+                    f"{option} {path} is {layout}: convert it first (`python -m fer_lib "
+                    f"convert-data {path} OUT`, 8 classes, or --classes 7) and pass OUT"
+                )
         device = _run_all_device(args.profile, args.device)
     except (SettingsError, DeviceError) as error:
-        print(f"run-all: {error}", file=sys.stderr)
-        return 2
+        return refuse(f"run-all: {error}")
     print(f"device: {describe_device(device)}")
-    options = dict(
-        baseline_checkpoint=args.baseline_checkpoint,
+    passed = ("baseline_checkpoint", "pretrained", "run_dir", "workers", "replicate", "force")
+    options = {name: getattr(args, name) for name in passed}
+    options.update(
         settings=settings,
-        pretrained=args.pretrained,
-        run_dir=args.run_dir,
-        workers=args.workers,
-        replicate=args.replicate,
-        force=args.force,
         cross_data=args.cross_data,
         launcher=None if args.launcher == "pool" else args.launcher,
-        launch_options=_launch_options(args),
+        launch_options=LaunchOptions(
+            partition=args.partition,
+            gpus=args.gpus,
+            cpus=args.cpus,
+            mem_gb=args.mem_gb,
+            timeout_min=args.time_min,
+            setup=tuple(args.setup),
+            gpu_memory_gb=args.gpu_memory_gb,
+        ),
         runs_per_gpu=args.runs_per_gpu,
         run_memory_gb=args.run_memory_gb,
     )
@@ -116,30 +112,13 @@ def _runs_per_gpu(text: str) -> int | str:
         ) from None
 
 
-def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
-    """run-all reads RAF-DB's layout: another layout (AffectNet, FERPlus, CK+ as released) is
-    refused before any work, saying how to convert it. A converted copy runs with its own class list
-    (classes.json: 7, or 8 with Contempt), which every per-class table and figure of the report
-    follows."""
-    try:
-        layout = detect_layout(path)
-    except DataSetError:
-        return  # check_data names what is wrong
-    if layout not in ("rafdb", "photos"):
-        raise error(
-            f"{option} {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib "
-            f"convert-data {path} OUT`, 8 classes, or --classes 7) and pass OUT"
-        )
-
-
 def _compare_runs(args: argparse.Namespace) -> int:
     from fer_lib.report import replication, tables
 
     try:
         table = replication.stability_table(args.runs)
     except FileNotFoundError as error:
-        print(f"compare-runs: {error}", file=sys.stderr)
-        return 2
+        return refuse(f"compare-runs: {error}")
     tables.save_table(
         table,
         replication.STABILITY_FILE,
@@ -161,25 +140,25 @@ def _compare_runs(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from fer_lib.report import verdicts
 
     tables = args.run_dir / "tables"
     if not (tables / "significance_proposed.csv").exists():
-        print(
+        return refuse(
             f"plan: {args.run_dir} has no finished report (tables/significance_proposed.csv "
-            "missing); run ./run_all.sh for it first",
-            file=sys.stderr,
+            "missing); run ./run_all.sh for it first"
         )
-        return 2
-    scale = args.test_images / _test_images_of(args.run_dir) if args.test_images else 1.0
+    scale = 1.0
+    if args.test_images:
+        scale = args.test_images / len(pd.read_csv(args.run_dir / "predictions/baseline_test.csv"))
     frame = verdicts.plan_rows(tables, args.effect, scale)
     if frame.empty:
-        print(
+        return refuse(
             "plan: this run has one seed: there is no seed variance to plan with; run two or more "
-            "(--set seeds=2)",
-            file=sys.stderr,
+            "(--set seeds=2)"
         )
-        return 2
     print(
         f"Seeds needed to resolve a difference of {100 * args.effect:.2f} points (80% power, 5% "
         f"two-sided), from the variance components {args.run_dir.name} measured"
@@ -188,12 +167,6 @@ def _plan(args: argparse.Namespace) -> int:
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
-
-
-def _test_images_of(run_dir: Path) -> int:
-    import pandas as pd
-
-    return len(pd.read_csv(run_dir / "predictions" / "baseline_test.csv"))
 
 
 # the notebooks' kernelspec: any JupyterLab finds this environment under that name
@@ -221,7 +194,7 @@ def add_parsers(commands) -> None:
         "regenerate every table and figure (what ./run_all.sh runs)",
         *profile_options(),
         (
-            ("--data", Path, None),
+            ("--data", Path),
             "RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s "
             "per-fold copies (convert-data --fold all: every fold is run, then the mean over the "
             "folds); default: the synthetic set",
@@ -269,7 +242,7 @@ def add_parsers(commands) -> None:
     )
     add_options(
         run.add_argument_group("with --launcher slurm, each task's request"),
-        (("--partition", None, None), None),
+        (("--partition",), None),
         (("--gpus", at_least(0), 1), "GPUs per task (default 1)"),
         (("--cpus", at_least(1), 8), "CPUs per task (default 8)"),
         (("--mem-gb", at_least(1), 32), "memory per task (default 32)"),
@@ -287,12 +260,12 @@ def add_parsers(commands) -> None:
     add_options(
         run,
         (
-            ("--force", "store_true", False),
+            ("--force", "store_true"),
             "execute every notebook, even those whose inputs (library, notebook, settings, data, "
             "models) are unchanged since they last ran",
         ),
         (
-            ("--device", None, None),
+            ("--device",),
             "cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
             "paper profile trains on a CPU only when given --device cpu)",
         ),
@@ -302,7 +275,7 @@ def add_parsers(commands) -> None:
         "plan",
         _plan,
         "how many seeds a finished run's variance components need to resolve an effect",
-        (("run_dir", Path, None), "a finished run, e.g. runs/demo"),
+        (("run_dir", Path), "a finished run, e.g. runs/demo"),
         (
             ("--effect", float, 0.0026),
             "the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
@@ -330,7 +303,7 @@ def add_parsers(commands) -> None:
         f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does "
         "it)",
         (
-            ("--prefix", Path, None),
+            ("--prefix", Path),
             "install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
         ),
     )

@@ -55,29 +55,35 @@ def _train_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_fusion(args: argparse.Namespace) -> int:
+def _fusion_data(args: argparse.Namespace, baseline, landmark_set: str, flips=(False,)):
+    """The splits, their classes checked against the baseline's, and the training split's frozen
+    RGB features (one rank decodes and computes first)."""
     from fer_lib import models, training
+    from fer_lib.runtime.distributed import main_first
+
+    cache = args.run_dir / "cache"
+    train, test = main_first(
+        lambda: training.load_splits(
+            args.data, baseline.input_size, landmark_set=landmark_set, cache_dir=cache
+        )
+    )
+    # before any feature is computed
+    models.check_classes(baseline.classes, train.classes, str(args.baseline))
+    features = main_first(
+        lambda: training.rgb_feature_cache(baseline, train, flips=flips, cache_dir=cache)
+    )
+    return train, test, features
+
+
+def _train_fusion(args: argparse.Namespace) -> int:
+    from fer_lib import training
     from fer_lib.runtime import distributed
 
     device = run_device(args.device)
     baseline = load_baseline(args.baseline, args.input_size).to(device)
     config = recipe(training.FusionConfig, args)
-    train, test = distributed.main_first(
-        lambda: training.load_splits(
-            args.data,
-            baseline.input_size,
-            landmark_set=config.landmark_set,
-            cache_dir=args.run_dir / "cache",
-        )
-    )
-    # before any feature is computed
-    models.check_classes(baseline.classes, train.classes, str(args.baseline))
     flips = (False, True) if config.flip else (False,)
-    train_cache = distributed.main_first(
-        lambda: training.rgb_feature_cache(
-            baseline, train, flips=flips, cache_dir=args.run_dir / "cache"
-        )
-    )
+    train, test, features = _fusion_data(args, baseline, config.landmark_set, flips)
     if args.holdout is None and distributed.is_main():
         print(
             "note: no --holdout: the validation images are drawn here, and a baseline trained on "
@@ -85,7 +91,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
             "on new images; the epoch kept and a calibrated temperature lean on it"
         )
     model = training.train_fusion(
-        baseline, train, train_cache, config, args.run_dir, device=device, holdout=args.holdout
+        baseline, train, features, config, args.run_dir, device=device, holdout=args.holdout
     )
     if distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         save_fusion_test(model, baseline, test, config, args.run_dir)
@@ -93,7 +99,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
 
 
 def _fit_gate(args: argparse.Namespace) -> int:
-    from fer_lib import models, training
+    from fer_lib import training
 
     device = run_device(args.device)
     baseline = load_baseline(args.baseline, args.input_size).to(device)
@@ -103,18 +109,9 @@ def _fit_gate(args: argparse.Namespace) -> int:
             "train-fusion run"
         )
     _, base_config = training.load_fusion_checkpoint(args.base_run / "best.pt", baseline)
-    train, test = training.load_splits(
-        args.data,
-        baseline.input_size,
-        landmark_set=base_config.landmark_set,
-        cache_dir=args.run_dir / "cache",
-    )
-    models.check_classes(baseline.classes, train.classes, str(args.baseline))
-    train_cache = training.rgb_feature_cache(
-        baseline, train, flips=(False,), cache_dir=args.run_dir / "cache"
-    )
+    train, test, features = _fusion_data(args, baseline, base_config.landmark_set)
     model, config = training.fit_gate(
-        args.base_run, baseline, train, train_cache, args.run_dir, device=device
+        args.base_run, baseline, train, features, args.run_dir, device=device
     )
     save_fusion_test(model, baseline, test, config, args.run_dir)
     return 0
