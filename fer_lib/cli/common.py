@@ -2,13 +2,11 @@
 form every command's options are written in (``add_command``) and the options several commands
 share, the device a command runs on, and the summary it prints."""
 
-# Import policy of the command line (fer_lib/cli/*): a handler imports torch, pandas, ipykernel
-# and the library modules that pull in torch or pandas (fer_lib.io, models, training,
-# runtime.devices and .distributed, apps.*, report.*, run.pipeline) inside itself; every other
-# import sits at the top of its module. Measured on 2 shared CPU cores (load about 6), 5 runs each,
-# 2026-12-06: `python -m fer_lib --help` takes 0.39-0.55 s this way, and 5.3-6.7 s with those
-# imports at the top, where `python -X importtime` puts 3.5 s of the 5.1 s of `import
-# fer_lib.cli.main` in torch alone (pandas: 0.24-0.74 s, ipykernel.kernelspec: 0.07 s more).
+# Import policy of the command line (fer_lib/cli/*): a handler imports torch, pandas, ipykernel and
+# the library modules that pull them in (fer_lib.io, models, training, runtime.devices and
+# .distributed, apps.*, report.*, run.pipeline) inside itself; every other import sits at the top.
+# Why (2026-12-06, 2 shared CPU cores, 5 runs each): `python -m fer_lib --help` takes 0.39-0.55 s
+# so, 5.3-6.7 s with them at the top (`python -X importtime`: torch alone 3.5 s of 5.1 s).
 
 from __future__ import annotations
 
@@ -45,22 +43,19 @@ def add_options(parser, *options) -> None:
     function of the text), a tuple of choices or an action ("store_true", "append", SWITCH); a
     default of REQUIRED makes the option required."""
     for spec, help in options:
-        _add_option(parser, help, *spec)
-
-
-def _add_option(parser, help, flags, kind=None, default=None, keywords=None) -> None:
-    keywords = dict(help=help, **(keywords or {}))
-    if isinstance(kind, tuple):
-        keywords["choices"] = kind
-    elif isinstance(kind, str) or kind is SWITCH:
-        keywords["action"] = kind
-    elif kind is not None:
-        keywords["type"] = kind
-    if default is REQUIRED:
-        keywords["required"] = True
-    elif default is not None:  # else argparse's (False for store_true)
-        keywords["default"] = default
-    parser.add_argument(flags, **keywords)
+        flags, kind, default, keywords = (*spec, None, None, None)[:4]
+        keywords = dict(help=help, **(keywords or {}))
+        if isinstance(kind, tuple):
+            keywords["choices"] = kind
+        elif isinstance(kind, str) or kind is SWITCH:
+            keywords["action"] = kind
+        elif kind is not None:
+            keywords["type"] = kind
+        if default is REQUIRED:
+            keywords["required"] = True
+        elif default is not None:  # else argparse's (False for store_true)
+            keywords["default"] = default
+        parser.add_argument(flags, **keywords)
 
 
 def refuse(message: str) -> int:

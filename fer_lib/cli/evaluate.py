@@ -178,12 +178,10 @@ def _evaluate_across(args: argparse.Namespace) -> int:
             f"AA {mean['AA']:.4f} (sd {table.iloc[-1]['AA']:.4f})"
         )
     save_csv(table, args.out / "cross_dataset.csv")
+    oa_matrix = table.attrs["oa_matrix"].to_markdown(floatfmt=".4f")
+    rows = table.to_markdown(index=False, floatfmt=".4f")
     save_text(
-        "Trained on A, tested on B (OA over the shared classes)\n\n"
-        + table.attrs["oa_matrix"].to_markdown(floatfmt=".4f")
-        + "\n\n"
-        + table.to_markdown(index=False, floatfmt=".4f")
-        + "\n",
+        f"Trained on A, tested on B (OA over the shared classes)\n\n{oa_matrix}\n\n{rows}\n",
         args.out / "cross_dataset.md",
     )
     print(f"table written to {args.out / 'cross_dataset.md'}")
