@@ -78,22 +78,17 @@ def _run_all(args: argparse.Namespace) -> int:
         return refuse(f"run-all: {error}")
     print(f"device: {describe_device(device)}")
     passed = ("baseline_checkpoint", "pretrained", "run_dir", "workers", "replicate", "force")
-    options = {name: getattr(args, name) for name in passed}
-    options.update(
+    passed += ("cross_data", "runs_per_gpu", "run_memory_gb")
+    slurm = ("partition", "gpus", "cpus", "mem_gb", "gpu_memory_gb")  # named as LaunchOptions'
+    options = dict(
+        {name: getattr(args, name) for name in passed},
         settings=settings,
-        cross_data=args.cross_data,
         launcher=None if args.launcher == "pool" else args.launcher,
         launch_options=LaunchOptions(
-            partition=args.partition,
-            gpus=args.gpus,
-            cpus=args.cpus,
-            mem_gb=args.mem_gb,
             timeout_min=args.time_min,
             setup=tuple(args.setup),
-            gpu_memory_gb=args.gpu_memory_gb,
+            **{name: getattr(args, name) for name in slurm},
         ),
-        runs_per_gpu=args.runs_per_gpu,
-        run_memory_gb=args.run_memory_gb,
     )
     if folds:  # CK+ converted with --fold all: every fold, then the mean over them
         return run_folds(args.profile, folds, **options)
