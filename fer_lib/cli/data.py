@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 from fer_lib.cli.common import (
-    add_workers,
+    LAYOUT_OPTIONS,
+    WORKERS,
+    add_command,
     at_least,
     between,
     existing,
     layout_options_of,
-    layout_parent,
 )
 from fer_lib.data.datasets import check_layout, reader_for
 from fer_lib.data.demo_layouts import DEMO_LAYOUTS, WRITERS
@@ -24,7 +25,6 @@ from fer_lib.data.synthetic import generate_demo_dataset
 
 
 def _check_data(args: argparse.Namespace) -> int:
-
     started = time.perf_counter()
     report = check_layout(
         args.root,
@@ -36,53 +36,40 @@ def _check_data(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json()))
         return 0 if report.ok else 1
     # nothing counted: the problem alone, not a table of zeros
-    if report.errors and report.read_nothing:
-        for problem in report.errors:
-            print(f"error: {problem}", file=sys.stderr)
-        return 1
-    print(
-        f"{report.layout} copy: {report.root}"
-        if report.layout == "RAF-DB"
-        else f"{report.layout}: {report.root}"
-    )
-    print(report.table())
-    for warning in report.warnings[:5]:
-        print(f"warning: {warning}")
-    if len(report.warnings) > 5:
-        print(f"warning: ... {len(report.warnings) - 5} more warnings of this kind")
-    if report.ok:
-        print(f"OK: no problem found ({time.perf_counter() - started:.1f} s)")
-        return 0
+    nothing_read = report.errors and report.read_nothing
+    if not nothing_read:
+        print(f"{report.layout}{' copy' if report.layout == 'RAF-DB' else ''}: {report.root}")
+        print(report.table())
+        for warning in report.warnings[:5]:
+            print(f"warning: {warning}")
+        if len(report.warnings) > 5:
+            print(f"warning: ... {len(report.warnings) - 5} more warnings of this kind")
+        if report.ok:
+            print(f"OK: no problem found ({time.perf_counter() - started:.1f} s)")
+            return 0
     for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
-    print(
-        f"FAILED: {len(report.errors)} problem(s); fix them and run check-data again.",
-        file=sys.stderr,
-    )
+    if not nothing_read:
+        print(
+            f"FAILED: {len(report.errors)} problem(s); fix them and run check-data again.",
+            file=sys.stderr,
+        )
     return 1
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-
     started = time.perf_counter()
-    if args.layout == "rafdb":
-        root = generate_demo_dataset(args.out, args.train, args.test, seed=args.seed)
-    else:
-        root = WRITERS[args.layout](args.out, args.train, args.test, seed=args.seed)
+    write = generate_demo_dataset if args.layout == "rafdb" else WRITERS[args.layout]
+    root = write(args.out, args.train, args.test, seed=args.seed)
+    then = f" ({args.layout} layout; next: python -m fer_lib check-data {root})"
     print(
         f"wrote {args.train} train + {args.test} test synthetic images to {root} in "
-        f"{time.perf_counter() - started:.1f} s"
-        + (
-            ""
-            if args.layout == "rafdb"
-            else f" ({args.layout} layout; next: python -m fer_lib check-data {root})"
-        )
+        f"{time.perf_counter() - started:.1f} s{'' if args.layout == 'rafdb' else then}"
     )
     return 0
 
 
 def _convert_data(args: argparse.Namespace) -> int:
-
     layout = detect_layout(args.src)
     if layout in ("rafdb", "photos"):
         what = (
@@ -91,21 +78,16 @@ def _convert_data(args: argparse.Namespace) -> int:
             else f"a folder of photos: use `python -m fer_lib import-images {args.src} {args.out}`"
         )
         raise DataSetError([f"{args.src}: {what}"])
-    if args.fold == "all" and layout != "ckplus":
+    every_fold = args.fold == "all"
+    if every_fold and layout != "ckplus":
         raise DataSetError(
             [f"{args.src}: --fold all is for CK+'s subject-wise folds; this is another layout"]
         )
-    # CK+'s protocol runs every fold: --fold all writes one copy per fold,
-    # OUT/fold_00, OUT/fold_01, ...
-    targets = (
-        [(k, args.out / f"fold_{k:02d}") for k in range(args.folds)]
-        if args.fold == "all"
-        else [(None, args.out)]
-    )
-    for fold, out in targets:
-        counts = convert(
-            reader_for(layout, args.src, **layout_options_of(args, fold)), out, workers=args.workers
-        )
+    # CK+'s protocol runs every fold: --fold all writes one copy per fold (OUT/fold_00, ...)
+    for fold in range(args.folds) if every_fold else [None]:
+        out = args.out / f"fold_{fold:02d}" if every_fold else args.out
+        reader = reader_for(layout, args.src, **layout_options_of(args, fold))
+        counts = convert(reader, out, workers=args.workers)
         print(
             f"{counts['layout']}: {counts['rows']} usable row(s); converted {counts['converted']} "
             f"({counts['train']} train, {counts['test']} test) into {out} with "
@@ -118,7 +100,7 @@ def _convert_data(args: argparse.Namespace) -> int:
                 f"not converted: {counts['not converted']} image(s), listed with the reason in "
                 f"{out / 'conversion_report.csv'}"
             )
-    if args.fold == "all":
+    if every_fold:
         print(
             f"next: `./run_all.sh --profile paper --data {args.out}` runs the report on every "
             "fold, then the mean over the folds (or train each fold_NN yourself, then `python -m "
@@ -130,7 +112,6 @@ def _convert_data(args: argparse.Namespace) -> int:
 
 
 def _import_images(args: argparse.Namespace) -> int:
-
     counts = import_images(
         args.src, args.out, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers
     )
@@ -153,101 +134,66 @@ def _import_images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_check_data(commands) -> None:
-    layout_options = layout_parent()
-    check = commands.add_parser(
-        "check-data",
-        parents=[layout_options],
-        help="name the layout of a data set, validate it and print per-class counts",
-    )
-    check.add_argument(
-        "root",
-        type=existing,
-        help="RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder",
-    )
-    check.add_argument(
-        "--json",
-        action="store_true",
-        help='print one JSON object {"layout", "classes", "train": [...], "test": [...], '
-        '"excluded": {...}, "errors": [...]}',
-    )
-    check.add_argument(
-        "--no-decode", action="store_true", help="check image files exist without decoding them"
-    )
-    check.set_defaults(func=_check_data)
-
-
-def _add_convert_data(commands) -> None:
-    layout_options = layout_parent()
-    convert = commands.add_parser(
-        "convert-data",
-        parents=[layout_options],
-        help="AffectNet, FERPlus or CK+ into RAF-DB's layout, with its class list (classes.json)",
-    )
-    convert.add_argument(
-        "src",
-        type=existing,
-        help="AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or "
-        "CK+'s",
-    )
-    convert.add_argument("out", type=Path, help="an empty folder for the converted copy")
-    add_workers(convert)
-    convert.set_defaults(func=_convert_data)
-
-
-def _add_demo_data(commands) -> None:
-    demo = commands.add_parser(
-        "demo-data",
-        help="write the synthetic set, in RAF-DB's layout or (--layout) another data set's",
-    )
-    demo.add_argument(
-        "--layout",
-        choices=DEMO_LAYOUTS,
-        default="rafdb",
-        help="the layout to write (FERPlus: 48x48 grey faces)",
-    )
-    demo.add_argument("out", type=Path, help="output folder (becomes the basic/ root)")
-    demo.add_argument(
-        "--train",
-        type=at_least(7),
-        default=3000,
-        help="number of training images (at least 7: one per class)",
-    )
-    demo.add_argument(
-        "--test",
-        type=at_least(7),
-        default=750,
-        help="number of test images (at least 7: one per class)",
-    )
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo_data)
-
-
-def _add_import_images(commands) -> None:
-    faces = commands.add_parser(
-        "import-images",
-        help="face photos (class folders, RAF-DB's mirror layout, or a CSV) into RAF-DB's layout",
-    )
-    faces.add_argument(
-        "src",
-        type=existing,
-        help="a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV "
-        "path,label[,split]",
-    )
-    faces.add_argument("out", type=Path, help="an empty folder for the data set")
-    faces.add_argument(
-        "--test-fraction",
-        type=between(0.0, 1.0, open_ends=True),
-        default=0.2,
-        help="stratified share for the test split where SRC gives none",
-    )
-    faces.add_argument("--seed", type=at_least(0), default=0)
-    add_workers(faces)
-    faces.set_defaults(func=_import_images)
-
-
 def add_parsers(commands) -> None:
-    _add_check_data(commands)
-    _add_convert_data(commands)
-    _add_demo_data(commands)
-    _add_import_images(commands)
+    add_command(
+        commands,
+        "check-data",
+        _check_data,
+        "name the layout of a data set, validate it and print per-class counts",
+        *LAYOUT_OPTIONS,
+        (
+            ("root", existing),
+            "RAF-DB's basic/ folder (or its parent), or AffectNet's, FERPlus's or CK+'s folder",
+        ),
+        (
+            ("--json", "store_true"),
+            (
+                'print one JSON object {"layout", "classes", "train": [...], "test": [...], '
+                '"excluded": {...}, "errors": [...]}'
+            ),
+        ),
+        (("--no-decode", "store_true"), "check image files exist without decoding them"),
+    )
+    add_command(
+        commands,
+        "convert-data",
+        _convert_data,
+        "AffectNet, FERPlus or CK+ into RAF-DB's layout, with its class list (classes.json)",
+        *LAYOUT_OPTIONS,
+        (
+            ("src", existing),
+            "AffectNet's folder (either release), FERPlus's (fer2013.csv + fer2013new.csv) or "
+            "CK+'s",
+        ),
+        (("out", Path), "an empty folder for the converted copy"),
+        WORKERS,
+    )
+    add_command(
+        commands,
+        "demo-data",
+        _demo_data,
+        "write the synthetic set, in RAF-DB's layout or (--layout) another data set's",
+        (("--layout", DEMO_LAYOUTS, "rafdb"), "the layout to write (FERPlus: 48x48 grey faces)"),
+        (("out", Path), "output folder (becomes the basic/ root)"),
+        (("--train", at_least(7), 3000), "number of training images (at least 7: one per class)"),
+        (("--test", at_least(7), 750), "number of test images (at least 7: one per class)"),
+        (("--seed", int, 0), None),
+    )
+    add_command(
+        commands,
+        "import-images",
+        _import_images,
+        "face photos (class folders, RAF-DB's mirror layout, or a CSV) into RAF-DB's layout",
+        (
+            ("src", existing),
+            "a folder of class folders (happy/, sad/, ...), train/1..7 + test/1..7, or a CSV "
+            "path,label[,split]",
+        ),
+        (("out", Path), "an empty folder for the data set"),
+        (
+            ("--test-fraction", between(0.0, 1.0, open_ends=True), 0.2),
+            "stratified share for the test split where SRC gives none",
+        ),
+        (("--seed", at_least(0), 0), None),
+        WORKERS,
+    )

@@ -4,24 +4,25 @@ sets."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from fer_lib.cli.common import (
+    DEVICE,
+    REQUIRED,
+    SEED,
+    add_command,
     at_least,
-    common_parent,
+    data_folder,
     existing,
     input_size_arg,
     load_baseline,
     print_summary,
+    refuse,
     run_device,
     save_fusion_test,
 )
 from fer_lib.data.rafdb import load_rafdb
-from fer_lib.settings import (
-    AFFINITY_MODES,
-    BaselineConfig,
-)
+from fer_lib.settings import AFFINITY_MODES, BaselineConfig
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -31,13 +32,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.checkpoint:
         return _evaluate_across(args)
     if (args.baseline is None) == (args.model is None) or len(args.data) != 1:
-        print(
+        return refuse(
             "evaluate: pass --baseline CKPT (or --model FOLDER) and one --data ROOT (or "
-            "--checkpoint RUN ... --data ROOT ... to evaluate across data sets)",
-            file=sys.stderr,
+            "--checkpoint RUN ... --data ROOT ... to evaluate across data sets)"
         )
-        return 2
-    args.data = args.data[0]
     device = run_device(args.device)
     if args.model is not None:
         baseline, model, config = load_model_folder(args.model, device)
@@ -52,65 +50,59 @@ def _evaluate(args: argparse.Namespace) -> int:
     fused = model is not None
     if fused:
         config.eval_batch_size = args.batch_size
-    landmark_set = config.landmark_set if fused else "auto37"
+        model.to(device)
     train, test = training.load_splits(
-        args.data, baseline.input_size, landmark_set=landmark_set, cache_dir=args.out / "cache"
+        args.data[0],
+        baseline.input_size,
+        landmark_set=config.landmark_set if fused else "auto37",
+        cache_dir=args.out / "cache",
     )
     models.check_classes(baseline.classes, test.classes, str(args.baseline or args.model))
     if args.affinity == "fixed":  # means over the training set, never the test set
-        train_cache = training.rgb_feature_cache(
+        cache = training.rgb_feature_cache(
             baseline, train, flips=(False,), cache_dir=args.out / "cache"
         )
-        training.estimate_population_means(
-            model.to(device) if fused else baseline, train, train_cache, config if fused else None
-        )
+        training.estimate_population_means(model if fused else baseline, train, cache, config)
     baseline.set_affinity(args.affinity)
+    title = f"test set, batch {args.batch_size}, affinity {args.affinity}"
     if fused:
-        model = model.to(device).set_affinity(args.affinity)
-        title = f"test set, batch {args.batch_size}, affinity {args.affinity}"
-        save_fusion_test(model, baseline, test, config, args.out, title)
+        save_fusion_test(model.set_affinity(args.affinity), baseline, test, config, args.out, title)
     else:
         probabilities = training.save_baseline_predictions(
             baseline, test, args.batch_size, args.out / "predictions_rgb.csv"
         )
-        print_summary(
-            f"baseline, test set, batch {args.batch_size}, affinity {args.affinity}",
-            test.labels.numpy(),
-            probabilities,
-            test.classes,
-        )
+        print_summary(f"baseline, {title}", test.labels.numpy(), probabilities, test.classes)
     print(f"predictions written to {args.out}")
     return 0
 
 
-def _model_for_across(checkpoint: Path, args: argparse.Namespace):
-    """(baseline, fusion model or None, fusion config or None) of a --checkpoint: a baseline run (or
-    its file), or a fusion run, which needs --baseline (the baseline it was trained with)."""
+def _model_for_across(checkpoint: Path, args: argparse.Namespace, device):
+    """(baseline, fusion model or None, fusion config or None) of a --checkpoint, on ``device``: a
+    baseline run (or its file), or a fusion run, which needs --baseline (the baseline it was trained
+    with)."""
     import torch
 
     from fer_lib import training
     from fer_lib.apps.predict import load_model_folder
-    from fer_lib.models import CheckpointError, load_arm_checkpoint
+    from fer_lib.models import CheckpointError
 
     if (checkpoint / "config.json").is_file():  # a model folder (`export`)
-        return load_model_folder(checkpoint, torch.device("cpu"))
+        return load_model_folder(checkpoint, device)
     path = checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a plain checkpoint: load_arm_checkpoint names the problem
         state = None
-    # a fusion run's checkpoint
-    if isinstance(state, dict) and "model" in state and "config" in state:
-        if args.baseline is None:
-            raise CheckpointError(
-                f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained "
-                "with"
-            )
-        baseline = load_arm_checkpoint(args.baseline, input_size=args.input_size)
-        fusion, config = training.load_fusion_checkpoint(path, baseline)
-        config.eval_batch_size = args.batch_size
-        return baseline, fusion, config
-    return load_arm_checkpoint(path, input_size=args.input_size), None, None
+    if not (isinstance(state, dict) and "model" in state and "config" in state):
+        return load_baseline(path, args.input_size).to(device), None, None
+    if args.baseline is None:  # a fusion run's checkpoint
+        raise CheckpointError(
+            f"{path} is a fusion run: pass --baseline, the baseline checkpoint it was trained with"
+        )
+    baseline = load_baseline(args.baseline, args.input_size)
+    fusion, config = training.load_fusion_checkpoint(path, baseline)
+    config.eval_batch_size = args.batch_size
+    return baseline.to(device), fusion.to(device), config
 
 
 def _report_across(result, split, probabilities, classes, out: Path) -> None:
@@ -118,17 +110,13 @@ def _report_across(result, split, probabilities, classes, out: Path) -> None:
     from fer_lib import training
     from fer_lib.io import save_csv
 
-    stem = result.file_stem()
-    save_csv(
-        training.prediction_frame(split.names, split.labels.numpy(), probabilities, classes).rename(
-            columns={
-                "label": "label (test set's class list)",
-                "predicted": "predicted (model's class list)",
-            }
-        ),
-        out / f"predictions_{stem}.csv",
-    )
-    save_csv(result.confusion_frame().reset_index(), out / f"confusion_{stem}.csv")
+    frame = training.prediction_frame(split.names, split.labels.numpy(), probabilities, classes)
+    columns = {
+        "label": "label (test set's class list)",
+        "predicted": "predicted (model's class list)",
+    }
+    save_csv(frame.rename(columns=columns), out / f"predictions_{result.file_stem()}.csv")
+    save_csv(result.confusion_frame().reset_index(), out / f"confusion_{result.file_stem()}.csv")
     print(
         f"trained on {result.trained_on}, tested on {result.tested_on}: OA {result.oa:.4f}, AA "
         f"{result.aa:.4f} over {len(result.shared)} shared classes, {result.images} test images"
@@ -146,39 +134,29 @@ def _evaluate_across(args: argparse.Namespace) -> int:
     from fer_lib.io import save_csv, save_text
 
     if args.paired and len(args.checkpoint) != len(args.data):
-        print(
+        return refuse(
             "evaluate: --paired takes as many --checkpoint as --data (one model per fold), got "
-            f"{len(args.checkpoint)} and {len(args.data)}",
-            file=sys.stderr,
+            f"{len(args.checkpoint)} and {len(args.data)}"
         )
-        return 2
     device = run_device(args.device)
     tests = {root: load_rafdb(root).split("test") for root in args.data}
     results = []
     for number, checkpoint in enumerate(args.checkpoint):
-        baseline, fusion, config = _model_for_across(checkpoint, args)
-        baseline = baseline.to(device)
-        fusion = fusion.to(device) if fusion is not None else None
-        pairs = [(args.data[number], tests[args.data[number]])] if args.paired else tests.items()
-        for root, test in pairs:
+        baseline, fusion, config = _model_for_across(checkpoint, args, device)
+        roots = [args.data[number]] if args.paired else tests  # each data set once
+        for root in roots:
             landmark_set = config.landmark_set if config else "auto37"
             split = crossdata.decode_test_split(
-                test, baseline.input_size, landmark_set, args.out / "cache"
+                tests[root], baseline.input_size, landmark_set, args.out / "cache"
             )
+            cache_dir = crossdata.data_cache(args.out / "cache", tests[root].root)
             predicted = crossdata.predict_heads(
-                baseline,
-                fusion,
-                config,
-                split,
-                batch_size=args.batch_size,
-                cache_dir=crossdata.data_cache(args.out / "cache", test.root),
+                baseline, fusion, config, split, batch_size=args.batch_size, cache_dir=cache_dir
             )
             if fusion is None:
                 heads = {"": predicted}
             else:  # the fused model: its three heads, each scored over the shared classes
-                heads = {
-                    f" ({head})": getattr(predicted, head) for head in ("rgb", "landmark", "fused")
-                }
+                heads = {f" ({h})": getattr(predicted, h) for h in ("rgb", "landmark", "fused")}
             for head, probabilities in heads.items():
                 result = crossdata.cross_result(
                     crossdata.name_of(checkpoint) + head,
@@ -200,12 +178,10 @@ def _evaluate_across(args: argparse.Namespace) -> int:
             f"AA {mean['AA']:.4f} (sd {table.iloc[-1]['AA']:.4f})"
         )
     save_csv(table, args.out / "cross_dataset.csv")
+    oa_matrix = table.attrs["oa_matrix"].to_markdown(floatfmt=".4f")
+    rows = table.to_markdown(index=False, floatfmt=".4f")
     save_text(
-        "Trained on A, tested on B (OA over the shared classes)\n\n"
-        + table.attrs["oa_matrix"].to_markdown(floatfmt=".4f")
-        + "\n\n"
-        + table.to_markdown(index=False, floatfmt=".4f")
-        + "\n",
+        f"Trained on A, tested on B (OA over the shared classes)\n\n{oa_matrix}\n\n{rows}\n",
         args.out / "cross_dataset.md",
     )
     print(f"table written to {args.out / 'cross_dataset.md'}")
@@ -213,64 +189,46 @@ def _evaluate_across(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    base = BaselineConfig()  # every default below comes from the recipe
-    common = common_parent(
-        "a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
-        "--checkpoint",
-        nargs="+",
-    )
-    evaluate = commands.add_parser(
+    add_command(
+        commands,
         "evaluate",
-        parents=[common],
-        help="test-set predictions and the paper's metrics; across data sets with --checkpoint",
+        _evaluate,
+        "test-set predictions and the paper's metrics; across data sets with --checkpoint",
+        (
+            ("--data", data_folder, REQUIRED, dict(nargs="+")),
+            "a data set in RAF-DB's layout (RAF-DB, or converted by convert-data); several with "
+            "--checkpoint",
+        ),
+        DEVICE,
+        SEED,
+        (
+            ("--baseline", existing),
+            "the baseline checkpoint, evaluated on its own data set's classes",
+        ),
+        (
+            ("--model", existing),
+            "a model folder (`python -m fer_lib export`) instead of --baseline and --fusion",
+        ),
+        (
+            ("--checkpoint", existing, None, dict(nargs="+", metavar="RUN")),
+            "baseline or fusion run folders, model folders (`export`), or best.pt files (a fusion "
+            "run with --baseline): each is tested on each --data, over the classes they share (an "
+            "8-class model's Contempt is dropped on a 7-class set, and said so)",
+        ),
+        (
+            ("--paired", "store_true"),
+            "with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the "
+            "mean over them",
+        ),
+        (("--input-size", input_size_arg), None),
+        (("--fusion", existing), "a fusion run's best.pt (default: the baseline alone)"),
+        (
+            ("--batch-size", at_least(1), BaselineConfig.eval_batch_size),
+            "test batch size (ARM's batch term depends on it; the paper: 64)",
+        ),
+        (
+            ("--affinity", AFFINITY_MODES, "batch"),
+            "fixed: batch-independent, mean over the training set",
+        ),
+        (("--out", Path, REQUIRED), None),
     )
-    evaluate.add_argument(
-        "--baseline",
-        type=existing,
-        default=None,
-        help="the baseline checkpoint, evaluated on its own data set's classes",
-    )
-    evaluate.add_argument(
-        "--model",
-        type=existing,
-        default=None,
-        help="a model folder (`python -m fer_lib export`) instead of --baseline and --fusion",
-    )
-    evaluate.add_argument(
-        "--checkpoint",
-        type=existing,
-        nargs="+",
-        default=None,
-        metavar="RUN",
-        help="baseline or fusion run folders, model folders (`export`), or best.pt files (a "
-        "fusion run with --baseline): "
-        "each is tested on each --data, over the classes they share (an 8-class model's Contempt "
-        "is dropped on a 7-class set, and said so)",
-    )
-    evaluate.add_argument(
-        "--paired",
-        action="store_true",
-        help="with --checkpoint: the i-th model on the i-th data set only (CK+'s folds), and the "
-        "mean over them",
-    )
-    evaluate.add_argument("--input-size", type=input_size_arg, default=None)
-    evaluate.add_argument(
-        "--fusion",
-        type=existing,
-        default=None,
-        help="a fusion run's best.pt (default: the baseline alone)",
-    )
-    evaluate.add_argument(
-        "--batch-size",
-        type=at_least(1),
-        default=base.eval_batch_size,
-        help="test batch size (ARM's batch term depends on it; the paper: 64)",
-    )
-    evaluate.add_argument(
-        "--affinity",
-        default="batch",
-        choices=AFFINITY_MODES,
-        help="fixed: batch-independent, mean over the training set",
-    )
-    evaluate.add_argument("--out", type=Path, required=True)
-    evaluate.set_defaults(func=_evaluate)

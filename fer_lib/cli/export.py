@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_lib.cli.common import at_least, existing
+from fer_lib.cli.common import REQUIRED, add_command, at_least, existing
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -33,35 +33,29 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    export = commands.add_parser(
+    add_command(
+        commands,
         "export",
-        help="a trained run's model as a folder anyone can load (safetensors, model card), or ONNX",
+        _export,
+        "a trained run's model as a folder anyone can load (safetensors, model card), or ONNX",
+        (("run_dir", existing), "a finished run's folder, e.g. runs/demo"),
+        (
+            ("--model", None, "proposed"),
+            "proposed (the paper's weighting at its w, the default), baseline (the RGB network "
+            "alone), or a fusion run's name under RUN_DIR/fusion/ without _seed<S>",
+        ),
+        (("--seed", int), "default: the run's first seed"),
+        (("--out", Path, REQUIRED), "a new folder for the model"),
+        (
+            ("--format", ("safetensors", "onnx"), "safetensors"),
+            "onnx: also model.onnx (dynamic batch, batch-independent), checked against PyTorch",
+        ),
+        (
+            ("--parity-images", at_least(1), 256),
+            "test images the ONNX graph is checked on (default %(default)s)",
+        ),
+        (
+            ("--baseline-checkpoint", existing),
+            "the baseline a run was given (run-all --baseline-checkpoint), if it trained none",
+        ),
     )
-    export.add_argument("run_dir", type=existing, help="a finished run's folder, e.g. runs/demo")
-    export.add_argument(
-        "--model",
-        default="proposed",
-        help="proposed (the paper's weighting at its w, the default), baseline (the RGB network "
-        "alone), or a fusion run's name under RUN_DIR/fusion/ without _seed<S>",
-    )
-    export.add_argument("--seed", type=int, default=None, help="default: the run's first seed")
-    export.add_argument("--out", type=Path, required=True, help="a new folder for the model")
-    export.add_argument(
-        "--format",
-        choices=("safetensors", "onnx"),
-        default="safetensors",
-        help="onnx: also model.onnx (dynamic batch, batch-independent), checked against PyTorch",
-    )
-    export.add_argument(
-        "--parity-images",
-        type=at_least(1),
-        default=256,
-        help="test images the ONNX graph is checked on (default %(default)s)",
-    )
-    export.add_argument(
-        "--baseline-checkpoint",
-        type=existing,
-        default=None,
-        help="the baseline a run was given (run-all --baseline-checkpoint), if it trained none",
-    )
-    export.set_defaults(func=_export)

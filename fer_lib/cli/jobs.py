@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_lib.cli.common import add_profile_options, at_least, existing
+from fer_lib.cli.common import REQUIRED, add_command, at_least, existing, profile_options
 from fer_lib.run.profiles import get_profile, parse_assignments
 
 
@@ -42,17 +42,20 @@ def _run_job(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    listing = commands.add_parser(
+    add_command(
+        commands,
         "jobs",
-        help="write a profile's trainings as a list of jobs (JSON) for a cluster's scheduler",
+        _jobs,
+        "write a profile's trainings as a list of jobs (JSON) for a cluster's scheduler",
+        *profile_options(existing),
+        (("--data", existing), "as run-all's --data"),
+        (("--out", Path), "default: RUN_DIR/jobs.json"),
     )
-    add_profile_options(listing, existing)
-    listing.add_argument("--data", type=existing, default=None, help="as run-all's --data")
-    listing.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/jobs.json")
-    listing.set_defaults(func=_jobs)
-    one = commands.add_parser("run-job", help="run job K of a job list (what a cluster task runs)")
-    one.add_argument("jobs", type=existing, help="the list `jobs` wrote")
-    one.add_argument(
-        "--index", type=at_least(0), required=True, help="K, e.g. $SLURM_ARRAY_TASK_ID"
+    add_command(
+        commands,
+        "run-job",
+        _run_job,
+        "run job K of a job list (what a cluster task runs)",
+        (("jobs", existing), "the list `jobs` wrote"),
+        (("--index", at_least(0), REQUIRED), "K, e.g. $SLURM_ARRAY_TASK_ID"),
     )
-    one.set_defaults(func=_run_job)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_lib.cli.common import at_least, existing, run_device
+from fer_lib.cli.common import REQUIRED, add_command, add_options, at_least, existing, run_device
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -50,58 +50,42 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    guess = commands.add_parser(
+    guess = add_command(
+        commands,
         "predict",
-        help="what a trained model says about photos: every face, both branches, Grad-CAM++",
+        _predict,
+        "what a trained model says about photos: every face, both branches, Grad-CAM++",
+        (("paths", existing, None, dict(nargs="+")), "photos, folders of photos, or video files"),
+        (
+            ("--no-figures", "store_true"),
+            "photos: the table alone, faces of several photos through the networks together "
+            "(thousands of photos); default: one figure per face with Grad-CAM++",
+        ),
+        (
+            ("--batch-size", at_least(1), 64),
+            "faces per network pass with --no-figures (default %(default)s)",
+        ),
+        (("--every", at_least(1), 1), "videos: every K-th frame (default: every frame)"),
     )
-    guess.add_argument(
-        "paths", type=existing, nargs="+", help="photos, folders of photos, or video files"
+    add_options(
+        guess.add_mutually_exclusive_group(required=True),
+        (
+            ("--model", existing),
+            "a model folder (`python -m fer_lib export`): both branches, or the baseline alone",
+        ),
+        (("--baseline", existing), "the baseline checkpoint (best.pt of a baseline run)"),
     )
-    guess.add_argument(
-        "--no-figures",
-        action="store_true",
-        help="photos: the table alone, faces of several photos through the networks together "
-        "(thousands of photos); default: one figure per face with Grad-CAM++",
+    add_options(
+        guess,
+        (
+            ("--fusion", existing),
+            "a fusion run's best.pt (without it: the RGB baseline alone)",
+        ),
+        (("--out", Path, REQUIRED), "folder for predictions.csv and the figures"),
+        (
+            ("--data", existing),
+            "a RAF-DB copy (basic/): its training images give a baseline checkpoint that stores "
+            "no population mean (the ARM authors') one, as notebook 09 does",
+        ),
+        (("--device",), "cpu or cuda (default: the best available)"),
     )
-    guess.add_argument(
-        "--batch-size",
-        type=at_least(1),
-        default=64,
-        help="faces per network pass with --no-figures (default %(default)s)",
-    )
-    guess.add_argument(
-        "--every",
-        type=at_least(1),
-        default=1,
-        help="videos: every K-th frame (default: every frame)",
-    )
-    source = guess.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--model",
-        type=existing,
-        default=None,
-        help="a model folder (`python -m fer_lib export`): both branches, or the baseline alone",
-    )
-    source.add_argument(
-        "--baseline",
-        type=existing,
-        help="the baseline checkpoint (best.pt of a baseline run)",
-    )
-    guess.add_argument(
-        "--fusion",
-        type=existing,
-        default=None,
-        help="a fusion run's best.pt (without it: the RGB baseline alone)",
-    )
-    guess.add_argument(
-        "--out", type=Path, required=True, help="folder for predictions.csv and the figures"
-    )
-    guess.add_argument(
-        "--data",
-        type=existing,
-        default=None,
-        help="a RAF-DB copy (basic/): its training images give a baseline checkpoint that stores "
-        "no population mean (the ARM authors') one, as notebook 09 does",
-    )
-    guess.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
-    guess.set_defaults(func=_predict)

@@ -8,8 +8,16 @@ import os
 import sys
 from pathlib import Path
 
-from fer_lib.cli.common import add_profile_options, at_least, between
-from fer_lib.data.layouts import LAYOUT_NAMES, DataSetError, detect_layout
+from fer_lib.cli.common import (
+    REQUIRED,
+    add_command,
+    add_options,
+    at_least,
+    between,
+    foreign_layout,
+    profile_options,
+    refuse,
+)
 from fer_lib.run.profiles import SettingsError, get_profile, parse_assignments
 
 
@@ -37,21 +45,8 @@ def _run_all_device(profile: str, name: str | None):
     return device
 
 
-def _launch_options(args: argparse.Namespace):
-    from fer_lib.run.launch import LaunchOptions
-
-    return LaunchOptions(
-        partition=args.partition,
-        gpus=args.gpus,
-        cpus=args.cpus,
-        mem_gb=args.mem_gb,
-        timeout_min=args.time_min,
-        setup=tuple(args.setup),
-        gpu_memory_gb=args.gpu_memory_gb,
-    )
-
-
 def _run_all(args: argparse.Namespace) -> int:
+    from fer_lib.run.launch import LaunchOptions
     from fer_lib.run.pipeline import fold_copies, run_all, run_folds
     from fer_lib.runtime.devices import DeviceError, describe_device
 
@@ -63,34 +58,37 @@ def _run_all(args: argparse.Namespace) -> int:
         get_profile(args.profile, settings)  # every value checked before any work starts
         data_sets = [("--data", fold) for fold in folds] or [("--data", args.data)]
         data_sets += [("--cross-data", path) for path in args.cross_data]
-        for option, path in [
+        weights = [
             ("--pretrained", args.pretrained),
             ("--baseline-checkpoint", args.baseline_checkpoint),
-            *data_sets,
-        ]:
+        ]
+        for option, path in weights + data_sets:
             if path is not None and not path.exists():
                 raise SettingsError(f"{option} {path}: no such file or folder")
+        # another layout (AffectNet, FERPlus, CK+ as released) is refused before any work; a
+        # converted copy runs with its own class list (classes.json), which the report follows
         for option, path in data_sets:
-            if path is not None:
-                _check_run_all_data(path, SettingsError, option)
+            if path is not None and (layout := foreign_layout(path)):
+                raise SettingsError(
+                    f"{option} {path} is {layout}: convert it first (`python -m fer_lib "
+                    f"convert-data {path} OUT`, 8 classes, or --classes 7) and pass OUT"
+                )
         device = _run_all_device(args.profile, args.device)
     except (SettingsError, DeviceError) as error:
-        print(f"run-all: {error}", file=sys.stderr)
-        return 2
+        return refuse(f"run-all: {error}")
     print(f"device: {describe_device(device)}")
+    passed = ("baseline_checkpoint", "pretrained", "run_dir", "workers", "replicate", "force")
+    passed += ("cross_data", "runs_per_gpu", "run_memory_gb")
+    slurm = ("partition", "gpus", "cpus", "mem_gb", "gpu_memory_gb")  # named as LaunchOptions'
     options = dict(
-        baseline_checkpoint=args.baseline_checkpoint,
+        {name: getattr(args, name) for name in passed},
         settings=settings,
-        pretrained=args.pretrained,
-        run_dir=args.run_dir,
-        workers=args.workers,
-        replicate=args.replicate,
-        force=args.force,
-        cross_data=args.cross_data,
         launcher=None if args.launcher == "pool" else args.launcher,
-        launch_options=_launch_options(args),
-        runs_per_gpu=args.runs_per_gpu,
-        run_memory_gb=args.run_memory_gb,
+        launch_options=LaunchOptions(
+            timeout_min=args.time_min,
+            setup=tuple(args.setup),
+            **{name: getattr(args, name) for name in slurm},
+        ),
     )
     if folds:  # CK+ converted with --fold all: every fold, then the mean over them
         return run_folds(args.profile, folds, **options)
@@ -109,30 +107,13 @@ def _runs_per_gpu(text: str) -> int | str:
         ) from None
 
 
-def _check_run_all_data(path: Path, error, option: str = "--data") -> None:
-    """run-all reads RAF-DB's layout: another layout (AffectNet, FERPlus, CK+ as released) is
-    refused before any work, saying how to convert it. A converted copy runs with its own class list
-    (classes.json: 7, or 8 with Contempt), which every per-class table and figure of the report
-    follows."""
-    try:
-        layout = detect_layout(path)
-    except DataSetError:
-        return  # check_data names what is wrong
-    if layout not in ("rafdb", "photos"):
-        raise error(
-            f"{option} {path} is {LAYOUT_NAMES[layout]}: convert it first (`python -m fer_lib "
-            f"convert-data {path} OUT`, 8 classes, or --classes 7) and pass OUT"
-        )
-
-
 def _compare_runs(args: argparse.Namespace) -> int:
     from fer_lib.report import replication, tables
 
     try:
         table = replication.stability_table(args.runs)
     except FileNotFoundError as error:
-        print(f"compare-runs: {error}", file=sys.stderr)
-        return 2
+        return refuse(f"compare-runs: {error}")
     tables.save_table(
         table,
         replication.STABILITY_FILE,
@@ -154,25 +135,25 @@ def _compare_runs(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from fer_lib.report import verdicts
 
     tables = args.run_dir / "tables"
     if not (tables / "significance_proposed.csv").exists():
-        print(
+        return refuse(
             f"plan: {args.run_dir} has no finished report (tables/significance_proposed.csv "
-            "missing); run ./run_all.sh for it first",
-            file=sys.stderr,
+            "missing); run ./run_all.sh for it first"
         )
-        return 2
-    scale = args.test_images / _test_images_of(args.run_dir) if args.test_images else 1.0
+    scale = 1.0
+    if args.test_images:
+        scale = args.test_images / len(pd.read_csv(args.run_dir / "predictions/baseline_test.csv"))
     frame = verdicts.plan_rows(tables, args.effect, scale)
     if frame.empty:
-        print(
+        return refuse(
             "plan: this run has one seed: there is no seed variance to plan with; run two or more "
-            "(--set seeds=2)",
-            file=sys.stderr,
+            "(--set seeds=2)"
         )
-        return 2
     print(
         f"Seeds needed to resolve a difference of {100 * args.effect:.2f} points (80% power, 5% "
         f"two-sided), from the variance components {args.run_dir.name} measured"
@@ -181,12 +162,6 @@ def _plan(args: argparse.Namespace) -> int:
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
-
-
-def _test_images_of(run_dir: Path) -> int:
-    import pandas as pd
-
-    return len(pd.read_csv(run_dir / "predictions" / "baseline_test.csv"))
 
 
 # the notebooks' kernelspec: any JupyterLab finds this environment under that name
@@ -206,186 +181,124 @@ def _install_kernel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_all(commands) -> None:
-    run = commands.add_parser(
-        "run-all", help="regenerate every table and figure (what ./run_all.sh runs)"
-    )
-    add_profile_options(run)
-    run.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s "
-        "per-fold copies (convert-data --fold all: every fold is run, then the mean over the "
-        "folds); default: the synthetic set",
-    )
-    run.add_argument(
-        "--cross-data",
-        type=Path,
-        nargs="+",
-        default=[],
-        metavar="OTHER",
-        help="other data sets (RAF-DB's layout, or converted) to test the run's models on: "
-        "notebook 09's table 'trained on A, tested on B'",
-    )
-    _add_repeat_options(run)
-    run.add_argument(
-        "--workers",
-        type=at_least(0),
-        default=None,
-        metavar="N",
-        help="train the profile's models in N parallel processes before the notebooks (default: "
-        "--runs-per-gpu per GPU, or one per CPU core up to 8; 0: the notebooks train them one at "
-        "a time)",
-    )
-    run.add_argument(
-        "--runs-per-gpu",
-        type=_runs_per_gpu,
-        default=1,
-        metavar="N|auto",
-        help="without --workers, N training processes share each GPU (default 1; with --launcher, "
-        "each landmark-branch task trains N runs per GPU side by side); auto: as many as fit by a "
-        "run's peak memory, recorded by the runs of this run folder that trained on a GPU or given "
-        "with --run-memory-gb (1 where none is known)",
-    )
-    run.add_argument(
-        "--run-memory-gb",
-        type=between(0, 4096, open_ends=True),
-        default=None,
-        metavar="GB",
-        help="a run's peak GPU memory for --runs-per-gpu auto (e.g. benchmarks/gpu_check's)",
-    )
-    _add_launcher_options(run)
-    run.add_argument(
-        "--force",
-        action="store_true",
-        help="execute every notebook, even those whose inputs (library, notebook, settings, data, "
-        "models) are unchanged since they last ran",
-    )
-    run.add_argument(
-        "--device",
-        default=None,
-        help="cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
-        "paper profile trains on a CPU only when given --device cpu)",
-    )
-    run.set_defaults(func=_run_all)
-
-
-def _add_repeat_options(run: argparse.ArgumentParser) -> None:
-    """How a run differs from its profile besides --set: other seeds, and a replicate of another
-    run."""
-    run.add_argument(
-        "--seed-offset",
-        type=int,
-        default=None,
-        metavar="N",
-        help="shift every training seed by N (same as --set seed_offset=N): another seed acts like "
-        "another CPU",
-    )
-    run.add_argument(
-        "--replicate",
-        type=at_least(1),
-        nargs="?",
-        const=100,
-        default=None,
-        metavar="OFFSET",
-        help="then the same run with every seed shifted by OFFSET (default 100), and both reports "
-        "compare the two runs' verdicts (<figures>/seed_stability.md)",
-    )
-
-
-def _add_launcher_options(run: argparse.ArgumentParser) -> None:
-    """How the training stage runs: a pool of processes here, or submitit tasks."""
-    run.add_argument(
-        "--launcher",
-        choices=("pool", "slurm", "local", "debug"),
-        default="pool",
-        help="pool (the default): --workers processes here; slurm: the baselines as one job array "
-        "and the landmark-branch runs as a second after it (submitit; docs/CLUSTERS.md); local, "
-        "debug: the same tasks as processes here, or in this process",
-    )
-    slurm = run.add_argument_group("with --launcher slurm, each task's request")
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--gpus", type=at_least(0), default=1, help="GPUs per task (default 1)")
-    slurm.add_argument("--cpus", type=at_least(1), default=8, help="CPUs per task (default 8)")
-    slurm.add_argument(
-        "--mem-gb", type=at_least(1), default=32, help="memory per task (default 32)"
-    )
-    slurm.add_argument(
-        "--time-min", type=at_least(1), default=720, help="time limit per task (default 720)"
-    )
-    slurm.add_argument(
-        "--setup",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help="a shell line run before each task, e.g. 'module load cuda' (repeatable)",
-    )
-    slurm.add_argument(
-        "--gpu-memory-gb",
-        type=between(0, 4096, open_ends=True),
-        default=None,
-        metavar="GB",
-        help="the memory of a task's GPU, for --runs-per-gpu auto where this machine has no GPU "
-        "(default: this machine's smallest GPU)",
-    )
-
-
-def _add_plan(commands) -> None:
-    plan = commands.add_parser(
-        "plan", help="how many seeds a finished run's variance components need to resolve an effect"
-    )
-    plan.add_argument("run_dir", type=Path, help="a finished run, e.g. runs/demo")
-    plan.add_argument(
-        "--effect",
-        type=float,
-        default=0.0026,
-        help="the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
-    )
-    plan.add_argument(
-        "--test-images",
-        type=at_least(1),
-        default=None,
-        metavar="N",
-        help="plan for N test images instead of the run's own (RAF-DB's test set has 3,068)",
-    )
-    plan.set_defaults(func=_plan)
-
-
-def _add_compare_runs(commands) -> None:
-    compare = commands.add_parser(
-        "compare-runs",
-        help="do two finished runs of a profile give the same verdicts and headline numbers?",
-    )
-    compare.add_argument(
-        "runs", type=Path, nargs="+", help="run folders, e.g. runs/demo runs/demo-seed_offset_100"
-    )
-    compare.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        help="folder for seed_stability.{csv,md,tex} (e.g. figures/demo)",
-    )
-    compare.set_defaults(func=_compare_runs)
-
-
-def _add_install_kernel(commands) -> None:
-    kernel = commands.add_parser(
-        "install-kernel",
-        help=f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab "
-        "does it)",
-    )
-    kernel.add_argument(
-        "--prefix",
-        type=Path,
-        default=None,
-        help="install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
-    )
-    kernel.set_defaults(func=_install_kernel)
-
-
 def add_parsers(commands) -> None:
-    _add_run_all(commands)
-    _add_plan(commands)
-    _add_compare_runs(commands)
-    _add_install_kernel(commands)
+    run = add_command(
+        commands,
+        "run-all",
+        _run_all,
+        "regenerate every table and figure (what ./run_all.sh runs)",
+        *profile_options(),
+        (
+            ("--data", Path),
+            "RAF-DB basic/ folder (paper profile), a converted copy, or the folder of CK+'s "
+            "per-fold copies (convert-data --fold all: every fold is run, then the mean over the "
+            "folds); default: the synthetic set",
+        ),
+        (
+            ("--cross-data", Path, [], dict(nargs="+", metavar="OTHER")),
+            "other data sets (RAF-DB's layout, or converted) to test the run's models on: "
+            "notebook 09's table 'trained on A, tested on B'",
+        ),
+        # how a run differs from its profile besides --set: other seeds, a replicate of the run
+        (
+            ("--seed-offset", int, None, dict(metavar="N")),
+            "shift every training seed by N (same as --set seed_offset=N): another seed acts like "
+            "another CPU",
+        ),
+        (
+            ("--replicate", at_least(1), None, dict(nargs="?", const=100, metavar="OFFSET")),
+            "then the same run with every seed shifted by OFFSET (default 100), and both reports "
+            "compare the two runs' verdicts (<figures>/seed_stability.md)",
+        ),
+        (
+            ("--workers", at_least(0), None, dict(metavar="N")),
+            "train the profile's models in N parallel processes before the notebooks (default: "
+            "--runs-per-gpu per GPU, or one per CPU core up to 8; 0: the notebooks train them one "
+            "at a time)",
+        ),
+        (
+            ("--runs-per-gpu", _runs_per_gpu, 1, dict(metavar="N|auto")),
+            "without --workers, N training processes share each GPU (default 1; with --launcher, "
+            "each landmark-branch task trains N runs per GPU side by side); auto: as many as fit "
+            "by a run's peak memory, recorded by the runs of this run folder that trained on a GPU "
+            "or given with --run-memory-gb (1 where none is known)",
+        ),
+        (
+            ("--run-memory-gb", between(0, 4096, open_ends=True), None, dict(metavar="GB")),
+            "a run's peak GPU memory for --runs-per-gpu auto (e.g. benchmarks/gpu_check's)",
+        ),
+        # how the training stage runs: a pool of processes here, or submitit tasks
+        (
+            ("--launcher", ("pool", "slurm", "local", "debug"), "pool"),
+            "pool (the default): --workers processes here; slurm: the baselines as one job array "
+            "and the landmark-branch runs as a second after it (submitit; docs/CLUSTERS.md); "
+            "local, debug: the same tasks as processes here, or in this process",
+        ),
+    )
+    add_options(
+        run.add_argument_group("with --launcher slurm, each task's request"),
+        (("--partition",), None),
+        (("--gpus", at_least(0), 1), "GPUs per task (default 1)"),
+        (("--cpus", at_least(1), 8), "CPUs per task (default 8)"),
+        (("--mem-gb", at_least(1), 32), "memory per task (default 32)"),
+        (("--time-min", at_least(1), 720), "time limit per task (default 720)"),
+        (
+            ("--setup", "append", [], dict(metavar="LINE")),
+            "a shell line run before each task, e.g. 'module load cuda' (repeatable)",
+        ),
+        (
+            ("--gpu-memory-gb", between(0, 4096, open_ends=True), None, dict(metavar="GB")),
+            "the memory of a task's GPU, for --runs-per-gpu auto where this machine has no GPU "
+            "(default: this machine's smallest GPU)",
+        ),
+    )
+    add_options(
+        run,
+        (
+            ("--force", "store_true"),
+            "execute every notebook, even those whose inputs (library, notebook, settings, data, "
+            "models) are unchanged since they last ran",
+        ),
+        (
+            ("--device",),
+            "cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
+            "paper profile trains on a CPU only when given --device cpu)",
+        ),
+    )
+    add_command(
+        commands,
+        "plan",
+        _plan,
+        "how many seeds a finished run's variance components need to resolve an effect",
+        (("run_dir", Path), "a finished run, e.g. runs/demo"),
+        (
+            ("--effect", float, 0.0026),
+            "the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
+        ),
+        (
+            ("--test-images", at_least(1), None, dict(metavar="N")),
+            "plan for N test images instead of the run's own (RAF-DB's test set has 3,068)",
+        ),
+    )
+    add_command(
+        commands,
+        "compare-runs",
+        _compare_runs,
+        "do two finished runs of a profile give the same verdicts and headline numbers?",
+        (
+            ("runs", Path, None, dict(nargs="+")),
+            "run folders, e.g. runs/demo runs/demo-seed_offset_100",
+        ),
+        (("--out", Path, REQUIRED), "folder for seed_stability.{csv,md,tex} (e.g. figures/demo)"),
+    )
+    add_command(
+        commands,
+        "install-kernel",
+        _install_kernel,
+        f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does "
+        "it)",
+        (
+            ("--prefix", Path),
+            "install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
+        ),
+    )

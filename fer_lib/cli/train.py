@@ -6,10 +6,13 @@ import argparse
 from pathlib import Path
 
 from fer_lib.cli.common import (
-    add_checkpoint_options,
+    REQUIRED,
+    SWITCH,
+    TRAINING_OPTIONS,
+    add_command,
     at_least,
     between,
-    common_parent,
+    checkpoint_options,
     existing,
     input_size_arg,
     load_baseline,
@@ -52,29 +55,35 @@ def _train_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_fusion(args: argparse.Namespace) -> int:
+def _fusion_data(args: argparse.Namespace, baseline, landmark_set: str, flips=(False,)):
+    """The splits, their classes checked against the baseline's, and the training split's frozen
+    RGB features (one rank decodes and computes first)."""
     from fer_lib import models, training
+    from fer_lib.runtime.distributed import main_first
+
+    cache = args.run_dir / "cache"
+    train, test = main_first(
+        lambda: training.load_splits(
+            args.data, baseline.input_size, landmark_set=landmark_set, cache_dir=cache
+        )
+    )
+    # before any feature is computed
+    models.check_classes(baseline.classes, train.classes, str(args.baseline))
+    features = main_first(
+        lambda: training.rgb_feature_cache(baseline, train, flips=flips, cache_dir=cache)
+    )
+    return train, test, features
+
+
+def _train_fusion(args: argparse.Namespace) -> int:
+    from fer_lib import training
     from fer_lib.runtime import distributed
 
     device = run_device(args.device)
     baseline = load_baseline(args.baseline, args.input_size).to(device)
     config = recipe(training.FusionConfig, args)
-    train, test = distributed.main_first(
-        lambda: training.load_splits(
-            args.data,
-            baseline.input_size,
-            landmark_set=config.landmark_set,
-            cache_dir=args.run_dir / "cache",
-        )
-    )
-    # before any feature is computed
-    models.check_classes(baseline.classes, train.classes, str(args.baseline))
     flips = (False, True) if config.flip else (False,)
-    train_cache = distributed.main_first(
-        lambda: training.rgb_feature_cache(
-            baseline, train, flips=flips, cache_dir=args.run_dir / "cache"
-        )
-    )
+    train, test, features = _fusion_data(args, baseline, config.landmark_set, flips)
     if args.holdout is None and distributed.is_main():
         print(
             "note: no --holdout: the validation images are drawn here, and a baseline trained on "
@@ -82,7 +91,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
             "on new images; the epoch kept and a calibrated temperature lean on it"
         )
     model = training.train_fusion(
-        baseline, train, train_cache, config, args.run_dir, device=device, holdout=args.holdout
+        baseline, train, features, config, args.run_dir, device=device, holdout=args.holdout
     )
     if distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         save_fusion_test(model, baseline, test, config, args.run_dir)
@@ -90,7 +99,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
 
 
 def _fit_gate(args: argparse.Namespace) -> int:
-    from fer_lib import models, training
+    from fer_lib import training
 
     device = run_device(args.device)
     baseline = load_baseline(args.baseline, args.input_size).to(device)
@@ -100,204 +109,130 @@ def _fit_gate(args: argparse.Namespace) -> int:
             "train-fusion run"
         )
     _, base_config = training.load_fusion_checkpoint(args.base_run / "best.pt", baseline)
-    train, test = training.load_splits(
-        args.data,
-        baseline.input_size,
-        landmark_set=base_config.landmark_set,
-        cache_dir=args.run_dir / "cache",
-    )
-    models.check_classes(baseline.classes, train.classes, str(args.baseline))
-    train_cache = training.rgb_feature_cache(
-        baseline, train, flips=(False,), cache_dir=args.run_dir / "cache"
-    )
+    train, test, features = _fusion_data(args, baseline, base_config.landmark_set)
     model, config = training.fit_gate(
-        args.base_run, baseline, train, train_cache, args.run_dir, device=device
+        args.base_run, baseline, train, features, args.run_dir, device=device
     )
     save_fusion_test(model, baseline, test, config, args.run_dir)
     return 0
 
 
-def _add_train_baseline(commands) -> None:
-    base = BaselineConfig()  # every default below comes from the recipe
-    common = common_parent()
-    baseline = commands.add_parser(
-        "train-baseline", parents=[common], help="train ResNet18 + ARM (the ARM recipe)"
-    )
-    baseline.add_argument(
-        "--run-dir",
-        type=Path,
-        required=True,
-        help="checkpoints, history, split and predictions go here",
-    )
-    baseline.add_argument(
-        "--input-size", type=input_size_arg, default=base.input_size, help="(default: %(default)s)"
-    )
-    baseline.add_argument(
-        "--width",
-        type=width_of("resnet"),
-        default=base.width,
-        help="ResNet18 base width (%(default)s: the standard network)",
-    )
-    _add_schedule_options(baseline, base, "the ARM recipe's")
-    baseline.add_argument("--lr", type=float, default=base.lr)
-    baseline.add_argument("--weight-decay", type=float, default=base.weight_decay)
-    baseline.add_argument(
-        "--pretrained",
-        type=existing,
-        default=base.pretrained,
-        help="torchvision's ResNet18 ImageNet weights (resnet18-f37072fd.pth)",
-    )
-    baseline.add_argument(
-        "--augmentation",
-        default=base.augmentation,
-        choices=AUGMENTATIONS,
-        help="upstream (the default): the ARM authors' mix (half untouched, a quarter flipped, a "
-        "quarter noised); flip_or_noise: every image altered",
-    )
-    baseline.add_argument(
-        "--ema",
-        type=between(0, 1, open_ends=True),
-        default=base.ema,
-        help="keep a moving average of the weights with this decay per step (default: off, the ARM "
-        "recipe)",
-    )
-    baseline.set_defaults(func=_train_baseline)
-
-
-def _add_train_fusion(commands) -> None:
-    fused = FusionConfig()  # every default below comes from the recipe
-    common = common_parent()
-    fusion = commands.add_parser(
-        "train-fusion",
-        parents=[common],
-        help="train the landmark branch + fusion (baseline frozen)",
-    )
-    add_checkpoint_options(fusion, "baseline checkpoint (the ARM authors' file or ours)")
-    fusion.add_argument("--run-dir", type=Path, required=True)
-    _add_fusion_model_options(fusion, fused)
-    _add_schedule_options(fusion, fused, "Table 4's")
-    fusion.add_argument("--landmark-set", default=fused.landmark_set, choices=LANDMARK_SETS)
-    fusion.add_argument(
-        "--sigma",
-        dest="heatmap_sigma",
-        type=between(0.1, 50),
-        default=fused.heatmap_sigma,
-        help="heatmap gaussian sigma in pixels (default 1.5 at 224, scaled with the input size)",
-    )
-    fusion.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=fused.flip,
-        help="horizontal-flip augmentation of image and heatmap together (default: on)",
-    )
-    fusion.add_argument(
-        "--select",
-        default=fused.select,
-        choices=SELECTIONS,
-        help="the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both "
-        "heads), or val_fused_accuracy, the best fused validation accuracy",
-    )
-    fusion.set_defaults(func=_train_fusion)
-
-
-def _add_schedule_options(parser, recipe: BaselineConfig | FusionConfig, source: str) -> None:
-    """The training schedule's options that both recipes have, named as their fields."""
-    parser.add_argument("--epochs", type=at_least(1), default=recipe.epochs)
-    parser.add_argument(
-        "--batch-size",
-        type=at_least(2),
-        default=recipe.batch_size,
-        help="at least 2 (BatchNorm); default %(default)s",
-    )
-    parser.add_argument(
-        "--val-fraction", type=between(0, 1, open_ends=True), default=recipe.val_fraction
-    )
-    parser.add_argument(
-        "--lr-schedule",
-        default=recipe.lr_schedule,
-        choices=LR_SCHEDULES,
-        help=f"exponential (the default): {source} ExponentialLR(0.9); cosine: to zero",
-    )
-
-
-def _add_fusion_model_options(fusion: argparse.ArgumentParser, fused: FusionConfig) -> None:
-    """The options of the fusion model itself (its weighting and its landmark branch), named as
-    FusionConfig's fields."""
-    fusion.add_argument(
-        "--weighting",
-        default=fused.weighting,
-        choices=TRAINED_WEIGHTINGS,
-        help="what scales F_landmark (default: %(default)s, the proposed method); calibrated: "
-        "both, with the landmark head temperature-scaled on the validation split",
-    )
-    fusion.add_argument(
-        "--landmark-input",
-        default=fused.landmark_input,
-        choices=LANDMARK_INPUTS,
-        help="heatmaps (the default): the landmark CNN of Table 1; coords: an MLP on the aligned "
-        "coordinates",
-    )
-    fusion.add_argument(
-        "--w",
-        dest="w_disagree",
-        type=between(0, 1),
-        default=fused.w_disagree,
-        help="agreement weight when the branches disagree (default: %(default)s)",
-    )
-    fusion.add_argument(
-        "--weight-grad",
-        action=argparse.BooleanOptionalAction,
-        default=fused.weight_grad,
-        help="let gradients flow through p_landmark (the paper is silent; default: off)",
-    )
-    fusion.add_argument(
-        "--width",
-        type=width_of("landmark"),
-        default=fused.width,
-        help="landmark CNN base width (%(default)s: Table 1)",
-    )
-    fusion.add_argument(
-        "--batch-norm",
-        action=argparse.BooleanOptionalAction,
-        default=fused.batch_norm,
-        help="BatchNorm in the landmark CNN (default: off, as Table 1 prints it; the CPU demo uses "
-        "it)",
-    )
-    fusion.add_argument(
-        "--holdout",
-        type=existing,
-        default=None,
-        metavar="SPLIT_JSON",
-        help="the split.json of the baseline's run folder: validate on the images it never trained "
-        "on (without it, the run draws its own split, and a checkpoint trained on every image, "
-        "like the ARM authors', has seen them all)",
-    )
-
-
-def _add_fit_gate(commands) -> None:
-    common = common_parent()
-    gate = commands.add_parser(
-        "fit-gate",
-        parents=[common],
-        help="the learned weighting: a gate fitted on a trained fusion run's validation split",
-    )
-    add_checkpoint_options(gate, "the baseline the fusion run was trained with")
-    gate.add_argument(
-        "--base-run",
-        type=existing,
-        required=True,
-        help="a train-fusion run folder (its best.pt and split.json)",
-    )
-    gate.add_argument(
-        "--run-dir",
-        type=Path,
-        required=True,
-        help="where the gated model and its test predictions go",
-    )
-    gate.set_defaults(func=_fit_gate)
-
-
 def add_parsers(commands) -> None:
-    _add_train_baseline(commands)
-    _add_train_fusion(commands)
-    _add_fit_gate(commands)
+    base, fused = BaselineConfig(), FusionConfig()  # every default below comes from the recipes
+    add_command(
+        commands,
+        "train-baseline",
+        _train_baseline,
+        "train ResNet18 + ARM (the ARM recipe)",
+        *TRAINING_OPTIONS,
+        (("--run-dir", Path, REQUIRED), "checkpoints, history, split and predictions go here"),
+        (("--input-size", input_size_arg, base.input_size), "(default: %(default)s)"),
+        (
+            ("--width", width_of("resnet"), base.width),
+            "ResNet18 base width (%(default)s: the standard network)",
+        ),
+        *_schedule_options(base, "the ARM recipe's"),
+        (("--lr", float, base.lr), None),
+        (("--weight-decay", float, base.weight_decay), None),
+        (
+            ("--pretrained", existing, base.pretrained),
+            "torchvision's ResNet18 ImageNet weights (resnet18-f37072fd.pth)",
+        ),
+        (
+            ("--augmentation", AUGMENTATIONS, base.augmentation),
+            "upstream (the default): the ARM authors' mix (half untouched, a quarter flipped, a "
+            "quarter noised); flip_or_noise: every image altered",
+        ),
+        (
+            ("--ema", between(0, 1, open_ends=True), base.ema),
+            "keep a moving average of the weights with this decay per step (default: off, the ARM "
+            "recipe)",
+        ),
+    )
+    add_command(
+        commands,
+        "train-fusion",
+        _train_fusion,
+        "train the landmark branch + fusion (baseline frozen)",
+        *TRAINING_OPTIONS,
+        *checkpoint_options("baseline checkpoint (the ARM authors' file or ours)"),
+        (("--run-dir", Path, REQUIRED), None),
+        # the fusion model itself: its weighting and its landmark branch
+        (
+            ("--weighting", TRAINED_WEIGHTINGS, fused.weighting),
+            "what scales F_landmark (default: %(default)s, the proposed method); calibrated: "
+            "both, with the landmark head temperature-scaled on the validation split",
+        ),
+        (
+            ("--landmark-input", LANDMARK_INPUTS, fused.landmark_input),
+            "heatmaps (the default): the landmark CNN of Table 1; coords: an MLP on the aligned "
+            "coordinates",
+        ),
+        (
+            ("--w", between(0, 1), fused.w_disagree, dict(dest="w_disagree")),
+            "agreement weight when the branches disagree (default: %(default)s)",
+        ),
+        (
+            ("--weight-grad", SWITCH, fused.weight_grad),
+            "let gradients flow through p_landmark (the paper is silent; default: off)",
+        ),
+        (
+            ("--width", width_of("landmark"), fused.width),
+            "landmark CNN base width (%(default)s: Table 1)",
+        ),
+        (
+            ("--batch-norm", SWITCH, fused.batch_norm),
+            "BatchNorm in the landmark CNN (default: off, as Table 1 prints it; the CPU demo uses "
+            "it)",
+        ),
+        (
+            ("--holdout", existing, None, dict(metavar="SPLIT_JSON")),
+            "the split.json of the baseline's run folder: validate on the images it never trained "
+            "on (without it, the run draws its own split, and a checkpoint trained on every image, "
+            "like the ARM authors', has seen them all)",
+        ),
+        *_schedule_options(fused, "Table 4's"),
+        (("--landmark-set", LANDMARK_SETS, fused.landmark_set), None),
+        (
+            ("--sigma", between(0.1, 50), fused.heatmap_sigma, dict(dest="heatmap_sigma")),
+            "heatmap gaussian sigma in pixels (default 1.5 at 224, scaled with the input size)",
+        ),
+        (
+            ("--flip", SWITCH, fused.flip),
+            "horizontal-flip augmentation of image and heatmap together (default: on)",
+        ),
+        (
+            ("--select", SELECTIONS, fused.select),
+            "the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both "
+            "heads), or val_fused_accuracy, the best fused validation accuracy",
+        ),
+    )
+    add_command(
+        commands,
+        "fit-gate",
+        _fit_gate,
+        "the learned weighting: a gate fitted on a trained fusion run's validation split",
+        *TRAINING_OPTIONS,
+        *checkpoint_options("the baseline the fusion run was trained with"),
+        (
+            ("--base-run", existing, REQUIRED),
+            "a train-fusion run folder (its best.pt and split.json)",
+        ),
+        (("--run-dir", Path, REQUIRED), "where the gated model and its test predictions go"),
+    )
+
+
+def _schedule_options(recipe: BaselineConfig | FusionConfig, source: str) -> tuple:
+    """The training schedule's options that both recipes have, named as their fields."""
+    return (
+        (("--epochs", at_least(1), recipe.epochs), None),
+        (
+            ("--batch-size", at_least(2), recipe.batch_size),
+            "at least 2 (BatchNorm); default %(default)s",
+        ),
+        (("--val-fraction", between(0, 1, open_ends=True), recipe.val_fraction), None),
+        (
+            ("--lr-schedule", LR_SCHEDULES, recipe.lr_schedule),
+            f"exponential (the default): {source} ExponentialLR(0.9); cosine: to zero",
+        ),
+    )
