@@ -664,3 +664,18 @@ def test_predict_resumes_a_stopped_run_and_batches_faces_without_figures(trained
     assert main([*retrained, "--out", str(bulk), "--no-figures"]) == 1
     assert "holds another model's predictions" in capsys.readouterr().err
     assert len(pd.read_csv(bulk / "predictions.csv")) == len(resumed)  # nothing appended
+
+
+def test_the_command_line_answers_help_without_loading_torch_or_pandas():
+    """The command line's import policy (fer_lib/cli/common.py): its modules load torch, pandas and
+    matplotlib only inside the commands that use them, so `--help` and a mistyped option answer at
+    once. A library import at the top of a cli module that pulls one of them in fails here."""
+    heavy = ("torch", "pandas", "matplotlib", "dlib")
+    code = (
+        "import sys, fer_lib.cli.main as m; m.build_parser(); "
+        f"print(','.join(name for name in {heavy!r} if name in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "", f"importing the command line loads {loaded}"

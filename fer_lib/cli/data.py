@@ -19,7 +19,6 @@ from fer_lib.cli.common import (
 )
 from fer_lib.data.datasets import check_layout, reader_for
 from fer_lib.data.demo_layouts import DEMO_LAYOUTS, WRITERS
-from fer_lib.data.faces import import_images
 from fer_lib.data.layouts import DataSetError, convert, detect_layout
 from fer_lib.data.synthetic import generate_demo_dataset
 
@@ -112,6 +111,8 @@ def _convert_data(args: argparse.Namespace) -> int:
 
 
 def _import_images(args: argparse.Namespace) -> int:
+    from fer_lib.data.faces import import_images
+
     counts = import_images(
         args.src, args.out, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers
     )

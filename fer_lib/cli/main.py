@@ -28,12 +28,11 @@ import sys
 
 from fer_lib.cli import data, evaluate, export, jobs, predict, run, train
 from fer_lib.cli.common import Parser
-from fer_lib.data.faces import FaceToolsMissing, ImportProblem
 from fer_lib.data.rafdb import RafDbError
 from fer_lib.run.profiles import SettingsError
 
 # FileExistsError: an output folder that holds something else (demo-data, convert-data)
-BAD_INPUT = (RafDbError, SettingsError, FaceToolsMissing, ImportProblem, FileExistsError)
+BAD_INPUT = (RafDbError, SettingsError, FileExistsError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as error:
+        from fer_lib.data.faces import FaceToolsMissing, ImportProblem
         from fer_lib.models import CheckpointError
         from fer_lib.runtime.devices import DeviceError
 
         # a broken data set or a checkpoint that does not fit: its message says what and where, no
         # traceback
-        if not isinstance(error, (*BAD_INPUT, CheckpointError, DeviceError)):
+        if not isinstance(
+            error, (*BAD_INPUT, FaceToolsMissing, ImportProblem, CheckpointError, DeviceError)
+        ):
             raise
         print(f"{args.command}: {error}", file=sys.stderr)
         return 1
