@@ -203,22 +203,17 @@ def _keep_epoch(
     if distributed.is_main():
         if improved:
             save_best()
-        _save_last(run_dir, *training_state[:3], epoch, history, best, training_state[3])
+        _save_last(run_dir, training_state, epoch, history, best)
     distributed.barrier()
     return best
 
 
 def _save_last(
-    run_dir: Path,
-    model,
-    optimizer,
-    scheduler,
-    epoch: int,
-    history: list[dict],
-    best: float,
-    average=None,
+    run_dir: Path, training_state: tuple, epoch: int, history: list[dict], best: float
 ) -> None:
-    """The state a rerun resumes from, and the history so far (both written atomically)."""
+    """The state a rerun resumes from (``training_state``: model, optimizer, scheduler, moving
+    average or None), and the history so far (both written atomically)."""
+    model, optimizer, scheduler, average = training_state
     save_torch(
         {
             "model": trained_state(model),
@@ -815,19 +810,9 @@ def _save_gate_run(
         },
         run_dir / "best.pt",
     )
-    save_csv(
-        pd.DataFrame(
-            [
-                {
-                    "epoch": 1,
-                    "fitted_on": "validation split",
-                    **fitted,
-                    "seconds": round(time.perf_counter() - clock, 2),
-                }
-            ]
-        ),
-        run_dir / "history.csv",
-    )
+    seconds = round(time.perf_counter() - clock, 2)
+    row = {"epoch": 1, "fitted_on": "validation split", **fitted, "seconds": seconds}
+    save_csv(pd.DataFrame([row]), run_dir / "history.csv")
 
 
 def _fit_gate_weights(gate: models.WeightGate, logits_of_gate: Callable, labels: torch.Tensor):
