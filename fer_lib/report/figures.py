@@ -77,6 +77,8 @@ def plot_confusion_matrix(matrix: np.ndarray, classes, title: str) -> plt.Figure
     counts in the cells."""
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    names = short_names(classes)
+    cbar = {"label": "share of the true class"}
     _seaborn().heatmap(
         share,
         annot=matrix,
@@ -84,13 +86,12 @@ def plot_confusion_matrix(matrix: np.ndarray, classes, title: str) -> plt.Figure
         cmap="Blues",
         vmin=0,
         vmax=1,
-        xticklabels=short_names(classes),
-        yticklabels=short_names(classes),
-        cbar_kws={"label": "share of the true class"},
+        cbar_kws=cbar,
         ax=ax,
+        xticklabels=names,
+        yticklabels=names,
     )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -111,7 +112,6 @@ def plot_history(history: pd.DataFrame, columns: dict[str, str], title: str) -> 
 
 
 def _image(path: Path) -> np.ndarray:
-
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -156,10 +156,8 @@ def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> p
         mapped = landmarks.align_points(points, rafdb.manual5[i], aligned.shape[0])
         row[1].imshow(aligned)
         row[1].scatter(mapped[:, 0], mapped[:, 1], s=4, c="lime")
-        heat = render_heatmaps(landmarks.align_points(points, rafdb.manual5[i], size)[None], size)[
-            0, 0
-        ]
-        row[2].imshow(heat.numpy(), cmap="gray", vmin=0, vmax=1)
+        heat = render_heatmaps(landmarks.align_points(points, rafdb.manual5[i], size)[None], size)
+        row[2].imshow(heat[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
         for ax, title in zip(
             row,
             (
@@ -181,14 +179,14 @@ def plot_reliability(run, data_label: str) -> plt.Figure:
     fig, axes = plt.subplots(
         2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
+    bins = {"width": 1 / CALIBRATION_BINS, "align": "edge"}
     for column, (head, name) in enumerate(HEADS):
         ece, table = reliability(run.predictions.labels, getattr(run.predictions, head))
         top, bottom = axes[0, column], axes[1, column]
         top.bar(
             table["bin low"],
             table["accuracy"],
-            width=1 / CALIBRATION_BINS,
-            align="edge",
+            **bins,
             color="#4c72b0",
             edgecolor="white",
             label="accuracy",
@@ -210,13 +208,8 @@ def plot_reliability(run, data_label: str) -> plt.Figure:
             ylim=(0, 1),
             xlim=(0, 1),
         )
-        bottom.bar(
-            table["bin low"],
-            table["images"] / table["images"].sum(),
-            width=1 / CALIBRATION_BINS,
-            align="edge",
-            color="#8c8c8c",
-        )
+        shares = table["images"] / table["images"].sum()
+        bottom.bar(table["bin low"], shares, **bins, color="#8c8c8c")
         bottom.set(
             xlabel="confidence (max softmax)", ylabel="share of images" if column == 0 else None
         )
