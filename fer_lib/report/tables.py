@@ -472,126 +472,93 @@ def knobs_table(knobs, changed: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# what the paper says on each choice design_choices reports, in the table's order
+PAPER_CHOICES = {
+    "fusion layer initialisation": "silent",
+    "gradient through the weight p * w": "silent",
+    "heatmap points": "white points on black; size not stated",
+    "fusion epochs and the epoch kept": "silent",
+    "validation hold-out": "silent",
+    "landmark-branch augmentation": "silent",
+    "ReLU after conv6": "Table 1 lists no activations",
+    "ARM noise": "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, "
+    "clipped, then resized",
+    "frozen-feature cache": "silent (the paper recomputes)",
+    "arithmetic": "silent",
+    "learning-rate schedule": "ExponentialLR(0.9) per epoch (Table 4)",
+    "BatchNorm in the landmark CNN": "Table 1 lists none",
+    "baseline augmentation": "the ARM code: half untouched, a quarter flipped, a quarter noised",
+    "network widths": "64 and 32",
+    "baselines": "one (the ARM authors' checkpoint)",
+    "baseline weights kept": "the ARM recipe: the epoch's own weights",
+}
+
+
 def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.DataFrame:
     """The choices this run makes where the paper is silent or was changed for the CPU (README,
     "Choices the paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no
     hold-out of its own)."""
-    sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
-    rows = [
-        (
-            "fusion layer initialisation",
-            "the baseline's fc on F_RGB, zeros on F_landmark"
-            if fusion_config.fusion_init_from_baseline
-            else "PyTorch's default",
-            "silent",
+    fusion = fusion_config
+    sigma = fusion.heatmap_sigma or default_sigma(profile.input_size)
+    schedules = (
+        ("baseline", profile.lr_schedule, profile.baseline_epochs),
+        ("landmark branch", fusion.lr_schedule, fusion.epochs),
+    )
+    this_run = {
+        "fusion layer initialisation": "the baseline's fc on F_RGB, zeros on F_landmark"
+        if fusion.fusion_init_from_baseline
+        else "PyTorch's default",
+        "gradient through the weight p * w": "yes"
+        if fusion.weight_grad
+        else "no (the weight is a constant)",
+        "heatmap points": f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px",
+        "fusion epochs and the epoch kept": f"{fusion.epochs}; lowest validation loss of eq. 3"
+        if fusion.select == "val_loss"
+        else f"{fusion.epochs}; best fused validation accuracy",
+        "validation hold-out": f"{fusion.val_fraction:.0%} of the training set, stratified, "
+        "seeded; "
+        + (
+            "drawn for each run: the checkpoint trained on these images, so the RGB head looks "
+            "better there than on new ones (epoch, temperature and gate lean towards it)"
+            if checkpoint
+            else "the baseline's own hold-out, which it never trained on, "
+            "for the landmark branch, the temperature and the gate too"
         ),
-        (
-            "gradient through the weight p * w",
-            "yes" if fusion_config.weight_grad else "no (the weight is a constant)",
-            "silent",
-        ),
-        (
-            "heatmap points",
-            f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px",
-            "white points on black; size not stated",
-        ),
-        (
-            "fusion epochs and the epoch kept",
-            f"{fusion_config.epochs}; lowest validation loss of eq. 3"
-            if fusion_config.select == "val_loss"
-            else f"{fusion_config.epochs}; best fused validation accuracy",
-            "silent",
-        ),
-        (
-            "validation hold-out",
-            f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded; "
+        "landmark-branch augmentation": "horizontal flips of image and heatmap together "
+        "(paired), nothing else"
+        if fusion.flip
+        else "none",
+        "ReLU after conv6": "yes: every conv block of Table 1 ends in ReLU, conv6 (the output "
+        "F_landmark) too",
+        "ARM noise": "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network "
+        "input, not clipped",
+        "frozen-feature cache": "computed once per image and flip state",
+        "arithmetic": f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with "
+        "AMX)",
+        "learning-rate schedule": "; ".join(
+            f"{branch}: "
             + (
-                "drawn for each run: the checkpoint trained on these images, so the RGB head looks "
-                "better there than on new ones (epoch, temperature and gate lean towards it)"
-                if checkpoint
-                else "the baseline's own hold-out, which it never trained on, "
-                "for the landmark branch, the temperature and the gate too"
-            ),
-            "silent",
+                "ExponentialLR(0.9) per epoch"
+                if schedule == "exponential"
+                else f"cosine to zero over its {epochs} epochs"
+            )
+            for branch, schedule, epochs in schedules
         ),
-        (
-            "landmark-branch augmentation",
-            "horizontal flips of image and heatmap together (paired), nothing else"
-            if fusion_config.flip
-            else "none",
-            "silent",
-        ),
-        (
-            "ReLU after conv6",
-            "yes: every conv block of Table 1 ends in ReLU, conv6 (the output F_landmark) too",
-            "Table 1 lists no activations",
-        ),
-        # the rest: the baseline's noise, the feature cache, the arithmetic, the schedules
-        (
-            "ARM noise",
-            "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, "
-            "not clipped",
-            "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, "
-            "then resized",
-        ),
-        (
-            "frozen-feature cache",
-            "computed once per image and flip state",
-            "silent (the paper recomputes)",
-        ),
-        (
-            "arithmetic",
-            f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)",
-            "silent",
-        ),
-        (
-            "learning-rate schedule",
-            "; ".join(
-                f"{branch}: "
-                + (
-                    "ExponentialLR(0.9) per epoch"
-                    if schedule == "exponential"
-                    else f"cosine to zero over its {epochs} epochs"
-                )
-                for branch, schedule, epochs in (
-                    ("baseline", profile.lr_schedule, profile.baseline_epochs),
-                    ("landmark branch", fusion_config.lr_schedule, fusion_config.epochs),
-                )
-            ),
-            "ExponentialLR(0.9) per epoch (Table 4)",
-        ),
-        (
-            "BatchNorm in the landmark CNN",
-            "yes" if fusion_config.batch_norm else "no (Table 1 as printed)",
-            "Table 1 lists none",
-        ),
-        (
-            "baseline augmentation",
-            {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[
-                profile.augmentation
-            ],
-            "the ARM code: half untouched, a quarter flipped, a quarter noised",
-        ),
-        (
-            "network widths",
-            f"ResNet18 {profile.baseline_width}, landmark CNN {profile.landmark_width}",
-            "64 and 32",
-        ),
-        (
-            "baselines",
-            f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its "
-            "own"
-            if profile.baseline_per_seed
-            else "one, shared by every seed",
-            "one (the ARM authors' checkpoint)",
-        ),
-        (
-            "baseline weights kept",
-            f"their moving average (decay {profile.baseline_ema} per step), at the best validation "
-            "epoch"
-            if profile.baseline_ema
-            else "the best validation epoch's",
-            "the ARM recipe: the epoch's own weights",
-        ),
-    ]
+        "BatchNorm in the landmark CNN": "yes" if fusion.batch_norm else "no (Table 1 as printed)",
+        "baseline augmentation": {
+            "upstream": "the ARM authors' mix",
+            "flip_or_noise": "every image flipped or noised",
+        }[profile.augmentation],
+        "network widths": f"ResNet18 {profile.baseline_width}, landmark CNN "
+        f"{profile.landmark_width}",
+        "baselines": f"one per training seed ({profile.seeds}), each seed's landmark branch fused "
+        "with its own"
+        if profile.baseline_per_seed
+        else "one, shared by every seed",
+        "baseline weights kept": f"their moving average (decay {profile.baseline_ema} per step), "
+        "at the best validation epoch"
+        if profile.baseline_ema
+        else "the best validation epoch's",
+    }
+    rows = [(choice, this_run[choice], paper) for choice, paper in PAPER_CHOICES.items()]
     return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])
