@@ -225,34 +225,21 @@ def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     RGB-right images broken to the left, the net gain as a dot with each seed's as small marks; the
     dashed line is the ceiling (the oracle)."""
     counts = ["of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)"]
-    shares = frame.assign(
-        **{
-            column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"]
-            for column in counts
-        }
-    )
+    ceiling = frame["RGB wrong, landmarks right (ceiling)"]
+    shares = frame.assign(**{column: frame[column] / ceiling for column in counts})
     shares = shares[~shares["model"].str.startswith("oracle")]
     mean = shares.groupby("model", sort=False)[counts].mean()
+    fixed, gain = mean["of those fixed"], "net gain (images)"
     rows = np.arange(len(mean))[::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(mean) + 1.6))
-    ax.barh(
-        rows, mean["of those fixed"], color="#55a868", label="fixed: RGB wrong, landmarks right"
-    )
-    ax.barh(
-        rows,
-        mean["both wrong, fixed"],
-        left=mean["of those fixed"],
-        color="#8fd19e",
-        label="fixed: both wrong",
-    )
+    ax.barh(rows, fixed, color="#55a868", label="fixed: RGB wrong, landmarks right")
+    ax.barh(rows, mean["both wrong, fixed"], left=fixed, color="#8fd19e", label="fixed: both wrong")
     ax.barh(rows, -mean["RGB right, broken"], color="#c44e52", label="broken: RGB right")
+    ax.scatter(mean[gain], rows, color="black", zorder=3, label="net gain (mean over seeds)")
+    seed_rows = shares["model"].map(dict(zip(mean.index, rows)))
     ax.scatter(
-        mean["net gain (images)"], rows, color="black", zorder=3, label="net gain (mean over seeds)"
-    )
-    position = dict(zip(mean.index, rows))
-    ax.scatter(
-        shares["net gain (images)"],
-        shares["model"].map(position),
+        shares[gain],
+        seed_rows,
         marker="|",
         s=120,
         color="black",
@@ -262,8 +249,8 @@ def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     ax.axvline(0, color="grey", lw=0.8)
     ax.axvline(1, color="black", lw=1, ls="--", label="ceiling (the oracle)")
     ax.set_yticks(rows, mean.index)
-    ax.set(
-        xlabel="share of the model's ceiling (images RGB gets wrong and its landmark head right)"
+    ax.set_xlabel(
+        "share of the model's ceiling (images RGB gets wrong and its landmark head right)"
     )
     ax.set_title(f"Headroom captured by each model: {data_label}", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")

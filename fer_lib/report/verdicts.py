@@ -289,8 +289,8 @@ def _too_few_seeds(test: ClaimTest) -> bool:
 
 
 def per_seed_only(seeds: int) -> str:
-    """The verdict of a method-level claim run with too few seeds to check anything
-    about the seed distribution."""
+    """The verdict of a method-level claim run with too few seeds to check anything about the seed
+    distribution."""
     return f"inconclusive ({seeds} seeds: per-seed only)"
 
 
@@ -333,15 +333,11 @@ def _verdict(differs: bool, as_claimed: bool, beyond: bool, within: bool) -> str
 
 
 def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
-    """The verdict of each test under one family-wise error rate for the whole table (README, "How
-    to read a verdict"): each test's words are read off its interval at 1 - alpha_j
-    (``table_levels``: Bonferroni, the primary claim alpha / 2, the rest sharing alpha / 2), so the
-    chance of any false verdict word in the table (supported, contradicted, equivalent, beyond or
-    smaller than the margin; every family, the w comparisons included) is at most alpha. A
-    method-level test needs ``MIN_SEEDS`` seeds; with fewer it is "inconclusive (S seeds: per-seed
-    only)". Tests without a ``result`` (one seed, or an exact McNemar) read their p-values: differs
-    at p_two < alpha_j, equivalent and beyond at their one-sided p < alpha_j / 2 (the same as an
-    interval at 1 - alpha_j)."""
+    """The verdict of each test under one family-wise error rate ``alpha`` for the whole table
+    (README, "How to read a verdict"): its words read off its interval at 1 - alpha_j
+    (``table_levels``). Tests without a ``result`` (one seed, or an exact McNemar) read their
+    p-values: differs at p_two < alpha_j, equivalent and beyond at their one-sided p < alpha_j / 2
+    (the same as an interval at 1 - alpha_j)."""
     verdicts = []
     for test, level in zip(tests, table_levels(tests, alpha)):
         if _too_few_seeds(test):
@@ -466,8 +462,8 @@ WEIGHTING_CLAIM = "weighting by confidence and agreement beats no weighting (OA)
 
 
 def claim_tests(tables_dir: Path) -> list[ClaimTest]:
-    """Every claim of this run's saved tables as a test (``claims`` decides them): the paper's
-    headline as the primary claim, the others as one family."""
+    """Every claim of this run's saved tables as a test: the paper's headline as the primary claim,
+    the others as one family."""
     tests = []
     if (t := read_table(tables_dir, "significance_proposed")) is not None:
         tests.append(_test_from_rows(PRIMARY_CLAIM, "primary", t, "OA"))
@@ -541,12 +537,9 @@ def _verdict_interval(test: ClaimTest, level: float) -> str:
 
 
 def claims(tables_dir: Path) -> pd.DataFrame:
-    """One row per claim with a verdict computed from this run's saved tables: the difference and
-    its 95% interval, the unadjusted p-value, the interval the verdict reads (at the claim's share
-    of one 5% error rate for the whole table, ``decide``), the equivalence margin, the run's
-    resolution (the smallest difference it detects with 80% power), what the verdict is about, and
-    any seed that is an outlier among its siblings, with the verdict without it
-    (``outlying_seed_note``)."""
+    """One row per claim with a verdict computed from this run's saved tables (``decide``), the
+    interval it reads, the run's resolution (the smallest difference it detects with 80% power),
+    what the verdict is about, and any outlying seed (``outlying_seed_note``)."""
     tests = claim_tests(tables_dir)
     pairs = read_table(Path(tables_dir), "significance_w_pairs")
     comparisons = w_tests(pairs) if pairs is not None and len(pairs) else []
