@@ -263,11 +263,12 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     dots; circles mark seeds, stars seed means, whose paired-bootstrap 95% interval excludes
     zero."""
     grouped = frame.groupby("w")["oa_gain"]
+    mean = grouped.mean()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.axhline(0, color="grey", lw=0.8)
     ax.errorbar(
-        grouped.mean().index,
-        grouped.mean().values,
+        mean.index,
+        mean.values,
         yerr=grouped.std(ddof=1).fillna(0).values,
         marker="o",
         capsize=3,
@@ -285,7 +286,7 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
             label="seed whose 95% interval excludes 0",
         )
     if "pooled differs (Holm over the w)" in frame:
-        sure = grouped.mean()[frame.groupby("w")["pooled differs (Holm over the w)"].first()]
+        sure = mean[frame.groupby("w")["pooled differs (Holm over the w)"].first()]
         ax.scatter(
             sure.index,
             sure.values,

@@ -133,16 +133,13 @@ METRIC_COLUMNS = ("oa_top1", "oa_top2", "oa_top3", "aa")
 
 
 def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
-    """How much of the landmark branch's headroom a fusion model captures, per seed, from its saved
-    predictions.
+    """How much of the landmark branch's headroom a fusion model captures, per seed.
 
     The ceiling of any weighting is the images the RGB branch gets wrong and the landmark head right
     (the paper's Table 2: 62 on RAF-DB): choosing the right branch per image gains at most that
-    many. For each run: how many of those the fused model fixes, how many "both wrong" it fixes, how
-    many RGB-right images it breaks, the net gain (fixed + fixed among both wrong - broken, = the OA
-    gain in images) and the share of the ceiling that net gain is. Each run is read against its own
-    RGB and landmark heads. ``oracle``: the upper bound instead (pick the right branch whenever one
-    is right), on these runs' heads.
+    many. Per run, against its own RGB and landmark heads: those the fused model fixes, "both wrong"
+    it fixes, RGB-right images it breaks, the net gain (= the OA gain in images) and its share of
+    the ceiling. ``oracle``: the upper bound instead (the right branch whenever one is right).
     """
     rows = []
     for run in runs:

@@ -604,6 +604,10 @@ def _paper_gains() -> dict[str, float]:
     }
 
 
+def _method_level(tables_dir: Path) -> list[ClaimTest]:
+    return [t for t in claim_tests(tables_dir) if t.result is not None]
+
+
 def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) -> pd.DataFrame:
     """What this run's test set can resolve, however many seeds are trained: with unlimited seeds
     the seed term vanishes and the standard error falls to the test images' own term, so the
@@ -612,8 +616,8 @@ def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) 
     (the image term shrinks as 1/N)."""
     gains = _paper_gains()
     rows = []
-    for t in claim_tests(tables_dir):
-        if t.result is None or t.claim not in gains:
+    for t in _method_level(tables_dir):
+        if t.claim not in gains:
             continue
         floor = (norm.ppf(1 - alpha / 2) + norm.ppf(power)) * np.sqrt(t.result.image_variance)
         gain = gains[t.claim]
@@ -634,9 +638,7 @@ def plan_rows(tables_dir: Path, effect: float, test_images_scale: float = 1.0) -
     resolution, and the seeds that would resolve ``effect`` (``stats.seeds_needed``) at
     ``test_images_scale`` times this run's test images."""
     rows = []
-    for t in claim_tests(tables_dir):
-        if t.result is None:
-            continue
+    for t in _method_level(tables_dir):
         needed = seeds_needed(t.result, effect, test_images_scale=test_images_scale)
         rows.append(
             {
