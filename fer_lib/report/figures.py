@@ -77,6 +77,8 @@ def plot_confusion_matrix(matrix: np.ndarray, classes, title: str) -> plt.Figure
     counts in the cells."""
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    names = short_names(classes)
+    cbar = {"label": "share of the true class"}
     _seaborn().heatmap(
         share,
         annot=matrix,
@@ -84,13 +86,12 @@ def plot_confusion_matrix(matrix: np.ndarray, classes, title: str) -> plt.Figure
         cmap="Blues",
         vmin=0,
         vmax=1,
-        xticklabels=short_names(classes),
-        yticklabels=short_names(classes),
-        cbar_kws={"label": "share of the true class"},
+        cbar_kws=cbar,
         ax=ax,
+        xticklabels=names,
+        yticklabels=names,
     )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -111,7 +112,6 @@ def plot_history(history: pd.DataFrame, columns: dict[str, str], title: str) -> 
 
 
 def _image(path: Path) -> np.ndarray:
-
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -156,10 +156,8 @@ def plot_alignment(rafdb, indices, size: int, landmark_set: str = "auto37") -> p
         mapped = landmarks.align_points(points, rafdb.manual5[i], aligned.shape[0])
         row[1].imshow(aligned)
         row[1].scatter(mapped[:, 0], mapped[:, 1], s=4, c="lime")
-        heat = render_heatmaps(landmarks.align_points(points, rafdb.manual5[i], size)[None], size)[
-            0, 0
-        ]
-        row[2].imshow(heat.numpy(), cmap="gray", vmin=0, vmax=1)
+        heat = render_heatmaps(landmarks.align_points(points, rafdb.manual5[i], size)[None], size)
+        row[2].imshow(heat[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
         for ax, title in zip(
             row,
             (
@@ -181,14 +179,14 @@ def plot_reliability(run, data_label: str) -> plt.Figure:
     fig, axes = plt.subplots(
         2, 3, figsize=(12, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
+    bins = {"width": 1 / CALIBRATION_BINS, "align": "edge"}
     for column, (head, name) in enumerate(HEADS):
         ece, table = reliability(run.predictions.labels, getattr(run.predictions, head))
         top, bottom = axes[0, column], axes[1, column]
         top.bar(
             table["bin low"],
             table["accuracy"],
-            width=1 / CALIBRATION_BINS,
-            align="edge",
+            **bins,
             color="#4c72b0",
             edgecolor="white",
             label="accuracy",
@@ -210,13 +208,8 @@ def plot_reliability(run, data_label: str) -> plt.Figure:
             ylim=(0, 1),
             xlim=(0, 1),
         )
-        bottom.bar(
-            table["bin low"],
-            table["images"] / table["images"].sum(),
-            width=1 / CALIBRATION_BINS,
-            align="edge",
-            color="#8c8c8c",
-        )
+        shares = table["images"] / table["images"].sum()
+        bottom.bar(table["bin low"], shares, **bins, color="#8c8c8c")
         bottom.set(
             xlabel="confidence (max softmax)", ylabel="share of images" if column == 0 else None
         )
@@ -232,34 +225,21 @@ def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     RGB-right images broken to the left, the net gain as a dot with each seed's as small marks; the
     dashed line is the ceiling (the oracle)."""
     counts = ["of those fixed", "both wrong, fixed", "RGB right, broken", "net gain (images)"]
-    shares = frame.assign(
-        **{
-            column: frame[column] / frame["RGB wrong, landmarks right (ceiling)"]
-            for column in counts
-        }
-    )
+    ceiling = frame["RGB wrong, landmarks right (ceiling)"]
+    shares = frame.assign(**{column: frame[column] / ceiling for column in counts})
     shares = shares[~shares["model"].str.startswith("oracle")]
     mean = shares.groupby("model", sort=False)[counts].mean()
+    fixed, gain = mean["of those fixed"], "net gain (images)"
     rows = np.arange(len(mean))[::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(mean) + 1.6))
-    ax.barh(
-        rows, mean["of those fixed"], color="#55a868", label="fixed: RGB wrong, landmarks right"
-    )
-    ax.barh(
-        rows,
-        mean["both wrong, fixed"],
-        left=mean["of those fixed"],
-        color="#8fd19e",
-        label="fixed: both wrong",
-    )
+    ax.barh(rows, fixed, color="#55a868", label="fixed: RGB wrong, landmarks right")
+    ax.barh(rows, mean["both wrong, fixed"], left=fixed, color="#8fd19e", label="fixed: both wrong")
     ax.barh(rows, -mean["RGB right, broken"], color="#c44e52", label="broken: RGB right")
+    ax.scatter(mean[gain], rows, color="black", zorder=3, label="net gain (mean over seeds)")
+    seed_rows = shares["model"].map(dict(zip(mean.index, rows)))
     ax.scatter(
-        mean["net gain (images)"], rows, color="black", zorder=3, label="net gain (mean over seeds)"
-    )
-    position = dict(zip(mean.index, rows))
-    ax.scatter(
-        shares["net gain (images)"],
-        shares["model"].map(position),
+        shares[gain],
+        seed_rows,
         marker="|",
         s=120,
         color="black",
@@ -269,8 +249,8 @@ def plot_headroom(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     ax.axvline(0, color="grey", lw=0.8)
     ax.axvline(1, color="black", lw=1, ls="--", label="ceiling (the oracle)")
     ax.set_yticks(rows, mean.index)
-    ax.set(
-        xlabel="share of the model's ceiling (images RGB gets wrong and its landmark head right)"
+    ax.set_xlabel(
+        "share of the model's ceiling (images RGB gets wrong and its landmark head right)"
     )
     ax.set_title(f"Headroom captured by each model: {data_label}", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
@@ -283,11 +263,12 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
     dots; circles mark seeds, stars seed means, whose paired-bootstrap 95% interval excludes
     zero."""
     grouped = frame.groupby("w")["oa_gain"]
+    mean = grouped.mean()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.axhline(0, color="grey", lw=0.8)
     ax.errorbar(
-        grouped.mean().index,
-        grouped.mean().values,
+        mean.index,
+        mean.values,
         yerr=grouped.std(ddof=1).fillna(0).values,
         marker="o",
         capsize=3,
@@ -305,7 +286,7 @@ def plot_w_sweep(frame: pd.DataFrame, data_label: str) -> plt.Figure:
             label="seed whose 95% interval excludes 0",
         )
     if "pooled differs (Holm over the w)" in frame:
-        sure = grouped.mean()[frame.groupby("w")["pooled differs (Holm over the w)"].first()]
+        sure = mean[frame.groupby("w")["pooled differs (Holm over the w)"].first()]
         ax.scatter(
             sure.index,
             sure.values,

@@ -83,22 +83,22 @@ def _table(
     rows = []
     for _, row in frame.iterrows():
         cells = []
-        for column in frame.columns:
-            value = row[column]
+        for column, value in row.items():
             if column in numeric:
                 text = "" if pd.isna(value) else format(float(value), numeric[column])
                 cells.append(f'<td class="num">{text}</td>')
-            else:
-                text = "" if pd.isna(value) else str(value)
-                # "supported, smaller than ..." too
-                css = (
-                    f' class="{text.split(",")[0].replace(" ", "-")}"'
-                    if column == css_column
-                    else ""
-                )
-                cells.append(f"<td{css}>{html.escape(text)}</td>")
+                continue
+            text = "" if pd.isna(value) else str(value)
+            # "supported, smaller than ..." too
+            css = f' class="{text.split(",")[0].replace(" ", "-")}"' if column == css_column else ""
+            cells.append(f"<td{css}>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _section(title: str, intro: str, frame: pd.DataFrame, **options) -> str:
+    """A heading, a short note on how to read the table, and the table (``_table``'s options)."""
+    return f"<h2>{title}</h2><p class='small'>{intro}</p>" + _table(frame, **options)
 
 
 def _notebook_line(executed: Path) -> tuple[str, str]:
@@ -114,61 +114,31 @@ def _notebook_line(executed: Path) -> tuple[str, str]:
     return title.lstrip("# ").strip(), sentence
 
 
+def _page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{CSS}</style></head><body>{body}</body></html>"
+    )
+
+
 def render_spec(spec: Path, target: Path) -> Path:
     """The method, restated in English (``docs/SPEC.md``), as a standalone HTML page."""
     body = mistune.html(spec.read_text(encoding="utf-8"))
-    target.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>The "
-        f"method</title><style>{CSS}</style></head><body><p><a href='index.html'>Back to the "
-        f"report</a></p>{body}</body></html>",
-        encoding="utf-8",
-    )
+    back = "<p><a href='index.html'>Back to the report</a></p>"
+    target.write_text(_page("The method", back + body), encoding="utf-8")
     return target
 
 
-def write_landing_page(
-    run_dir: Path,
-    report_dir: Path,
-    pages: list[Path],
-    figures_dir: Path,
-    *,
-    spec: Path | None = None,
-) -> Path:
-    """Write ``report_dir/index.html`` for a finished run (see the module
-    docstring) and return its path."""
-    run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
-    tables = run_dir / "tables"
-    info, settings = run_records(run_dir)
-    parts = [
-        "<h1>Facial expressions from RGB and landmarks: report of the "
-        f"<code>{html.escape(str(settings.get('name', '?')))}</code> run</h1>"
-    ]
-
-    paper_link = ""
-    if spec is not None and spec.exists():
-        render_spec(spec, report_dir / "paper.html")
-        paper_link = ' (<a href="paper.html">the method, with every number</a>)'
-    parts.append(
-        f"<p><b>The paper.</b> <i>{html.escape(PAPER['title'])}</i>, "
-        f"{html.escape(PAPER['authors'])}; {html.escape(PAPER['language'])}{paper_link}. A "
-        "frozen RGB network (ResNet18 + ARM) is fused with a landmark-heatmap CNN whose feature "
-        "is weighted by its own confidence and by its agreement with the RGB network.</p>"
-    )
-
-    synthetic = settings.get("synthetic")
-    counts = read_table(tables, "table3_class_counts")
+def _data_set(info: dict, settings: dict, counts: pd.DataFrame | None) -> str:
+    """The "data set" cell of "What was run" (HTML): which data, its counts and its protocol."""
     layout = info.get("data_layout", "RAF-DB")
-    # a converted AffectNet, FERPlus or CK+ copy: its name and protocol (classes.json)
-    if layout != "RAF-DB":
+    if layout != "RAF-DB":  # a converted AffectNet, FERPlus or CK+ copy (classes.json)
         data = html.escape(f"{layout}, converted into RAF-DB's layout")
+    # the synthetic set, not a --data set
+    elif settings.get("synthetic") and str(info.get("data", "synthetic")).startswith("synthetic"):
+        data = "synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)"
     else:
-        # not a --data set
-        synthetic_data = synthetic and str(info.get("data", "synthetic")).startswith("synthetic")
-        data = (
-            "synthetic RAF-DB (the embedded demo data, <b>not real faces</b>)"
-            if synthetic_data
-            else "RAF-DB (basic)"
-        )
+        data = "RAF-DB (basic)"
     if counts is not None:
         data += (
             f": {int(counts['train'].sum()):,} training and {int(counts['test'].sum()):,} test "
@@ -185,57 +155,79 @@ def write_landing_page(
     ]
     if protocol:
         data += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in protocol) + "</ul>"
+    return data
+
+
+def write_landing_page(
+    run_dir: Path,
+    report_dir: Path,
+    pages: list[Path],
+    figures_dir: Path,
+    *,
+    spec: Path | None = None,
+) -> Path:
+    """Write ``report_dir/index.html`` for a finished run (see the module docstring) and return its
+    path."""
+    run_dir, report_dir, figures_dir = Path(run_dir), Path(report_dir), Path(figures_dir)
+    tables = run_dir / "tables"
+    info, settings = run_records(run_dir)
+    name = str(settings.get("name", "?"))
+    parts = [
+        "<h1>Facial expressions from RGB and landmarks: report of the "
+        f"<code>{html.escape(name)}</code> run</h1>"
+    ]
+
+    paper_link = ""
+    if spec is not None and spec.exists():
+        render_spec(spec, report_dir / "paper.html")
+        paper_link = ' (<a href="paper.html">the method, with every number</a>)'
+    parts.append(
+        f"<p><b>The paper.</b> <i>{html.escape(PAPER['title'])}</i>, "
+        f"{html.escape(PAPER['authors'])}; {html.escape(PAPER['language'])}{paper_link}. A "
+        "frozen RGB network (ResNet18 + ARM) is fused with a landmark-heatmap CNN whose feature "
+        "is weighted by its own confidence and by its agreement with the RGB network.</p>"
+    )
+
     overrides = info.get("settings") or {}
-    rows = [
-        ("profile", html.escape(str(settings.get("name", "?")))),
-        ("data set", data),
+    facts = [
         (
             "settings changed from the profile",
-            html.escape(", ".join(f"{k}={v}" for k, v in overrides.items())) or "none",
+            ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none",
         ),
-        ("training seeds", html.escape(", ".join(map(str, seed_list(settings))))),
-        ("commit", html.escape(str(info.get("commit", "unknown")))),
-        ("date", html.escape(str(info.get("date", "unknown")))),
+        ("training seeds", ", ".join(map(str, seed_list(settings)))),
+        ("commit", str(info.get("commit", "unknown"))),
+        ("date", str(info.get("date", "unknown"))),
         (
             "machine",
-            html.escape(
-                f"{info.get('cpu', '?')}, {info.get('cpu_cores', '?')} cores; GPU: "
-                f"{info.get('gpu', '?')}"
-            ),
+            f"{info.get('cpu', '?')}, {info.get('cpu_cores', '?')} cores; GPU: "
+            f"{info.get('gpu', '?')}",
         ),
-        (
-            "software",
-            html.escape(f"torch {info.get('torch', '?')}, Python {info.get('python', '?')}"),
-        ),
+        ("software", f"torch {info.get('torch', '?')}, Python {info.get('python', '?')}"),
     ]
     if "device" in info:  # runs recorded before the device was
-        rows.append(("arithmetic", html.escape(arithmetic_note(info["device"], info["cpu_path"]))))
-    seconds = info.get("notebook_seconds") or {}
-    if seconds:
-        rows.append(
-            (
-                "wall time",
-                html.escape(
-                    "; ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-                    + f" (total {sum(seconds.values()) / 60:.1f} min)"
-                ),
-            )
-        )
+        facts.append(("arithmetic", arithmetic_note(info["device"], info["cpu_path"])))
+    if seconds := info.get("notebook_seconds") or {}:
+        wall = "; ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+        facts.append(("wall time", wall + f" (total {sum(seconds.values()) / 60:.1f} min)"))
+    rows = [
+        ("profile", html.escape(name)),
+        ("data set", _data_set(info, settings, read_table(tables, "table3_class_counts"))),
+        *((k, html.escape(v)) for k, v in facts),
+    ]
     parts.append(
         "<h2>What was run</h2><table><tbody>"
         + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
         + "</tbody></table>"
     )
-    for warning in info.get("warnings", []):
-        parts.append(f'<p class="warning">{html.escape(warning)}</p>')
+    parts += [f'<p class="warning">{html.escape(w)}</p>' for w in info.get("warnings", [])]
 
+    layout, classes = info.get("data_layout", "RAF-DB"), info.get("data_classes")
     if layout != "RAF-DB":
         over = f", over its {len(classes)} classes" if classes else ""
         tested_on = html.escape(f"the test split of {layout}{over}")
     else:
-        tested_on = "the synthetic set" if synthetic else "the RAF-DB test set"
-    table6 = read_table(tables, "summary_table6")
-    if table6 is not None:
+        tested_on = "the synthetic set" if settings.get("synthetic") else "the RAF-DB test set"
+    if (table6 := read_table(tables, "summary_table6")) is not None:
         table6 = table6.drop(columns=["table"]).rename(
             columns={
                 "ours": "this run",
@@ -244,22 +236,18 @@ def write_landing_page(
                 "difference": "this run - paper",
             }
         )
-        table6["metric"] = (
-            table6["metric"]
-            .map(
-                {
-                    "oa_top1": "OA (top-1)",
-                    "oa_top2": "OA (top-2)",
-                    "oa_top3": "OA (top-3)",
-                    "aa": "AA (mean per class)",
-                }
-            )
-            .fillna(table6["metric"])
+        table6["metric"] = table6["metric"].replace(
+            {
+                "oa_top1": "OA (top-1)",
+                "oa_top2": "OA (top-2)",
+                "oa_top3": "OA (top-3)",
+                "aa": "AA (mean per class)",
+            }
         )
         parts.append(
-            "<h2>Table 6: overall and average accuracy, beside the paper's</h2>"
-            f"<p class='small'>This run's numbers are on {tested_on}; the paper's on RAF-DB.</p>"
-            + _table(
+            _section(
+                "Table 6: overall and average accuracy, beside the paper's",
+                f"This run's numbers are on {tested_on}; the paper's on RAF-DB.",
                 table6,
                 numeric={
                     "this run": ".4f",
@@ -284,22 +272,22 @@ def write_landing_page(
         shown = [
             c
             for c in [*order, "same verdict with other seeds", "outlying seed"]
-            # an outlying seed's column only where some claim has one:
-            # empty, it would only take space
+            # an outlying seed's column only where some claim has one: empty, it would only take
+            # space
             if c in claims and (c != "outlying seed" or claims[c].dropna().astype(str).ne("").any())
         ]
         parts.append(
-            "<h2>The paper's claims on this run, and three questions beyond it</h2><p "
-            "class='small'>Method-level 95% intervals (seeds pooled; their coverage measured by "
-            "simulation). Every verdict word is read off the claim's interval at its share of "
-            "one 5% error rate for the whole table (Bonferroni: the primary claim 2.5%, the "
-            "others sharing 2.5%): supported or contradicted when it excludes zero; equivalent "
-            f"when it lies within +-{100 * EQUIVALENCE_MARGIN:.1f} points; otherwise "
-            "inconclusive, with the resolution (the smallest difference this run detects with "
-            "80% power) saying why. With fewer than 3 seeds there is no method-level verdict, "
-            "only the per-seed results. A verdict is a finding when a replicate with other "
-            "seeds does not conflict with it (summary notebook).</p>"
-            + _table(
+            _section(
+                "The paper's claims on this run, and three questions beyond it",
+                "Method-level 95% intervals (seeds pooled; their coverage measured by simulation). "
+                "Every verdict word is read off the claim's interval at its share of one 5% error "
+                "rate for the whole table (Bonferroni: the primary claim 2.5%, the others sharing "
+                "2.5%): supported or contradicted when it excludes zero; equivalent when it lies "
+                f"within +-{100 * EQUIVALENCE_MARGIN:.1f} points; otherwise inconclusive, with "
+                "the resolution (the smallest difference this run detects with 80% power) saying "
+                "why. With fewer than 3 seeds there is no method-level verdict, only the per-seed "
+                "results. A verdict is a finding when a replicate with other seeds does not "
+                "conflict with it (summary notebook).",
                 claims[shown],
                 css_column="verdict",
                 numeric={
@@ -311,29 +299,27 @@ def write_landing_page(
                 },
             )
         )
-
-    resolvable = resolvable_rows(tables) if claims is not None else None
-    if resolvable is not None and len(resolvable):
-        parts.append(
-            "<h2>What this test set can resolve</h2><p class='small'>However many seeds are "
-            "trained, the test images alone leave a standard error: the smallest difference this "
-            "run's test set detects with 80% power at 5% (two-sided), with unlimited seeds, "
-            "beside the paper's own gains (RAF-DB). Where a gain is below it, no number of seeds "
-            "can confirm it on a test set of this size; the last column says how many times this "
-            "run's test images would (the image term shrinks as 1/N). A baseline per seed does "
-            "not shrink it.</p>"
-            + _table(
-                resolvable,
-                numeric={
-                    "paper's gain": "+.4f",
-                    "resolvable with unlimited seeds": ".4f",
-                    "test images needed (x this run's)": ".1f",
-                },
+        resolvable = resolvable_rows(tables)
+        if len(resolvable):
+            parts.append(
+                _section(
+                    "What this test set can resolve",
+                    "However many seeds are trained, the test images alone leave a standard "
+                    "error: the smallest difference this run's test set detects with 80% power at "
+                    "5% (two-sided), with unlimited seeds, beside the paper's own gains (RAF-DB). "
+                    "Where a gain is below it, no number of seeds can confirm it on a test set of "
+                    "this size; the last column says how many times this run's test images would "
+                    "(the image term shrinks as 1/N). A baseline per seed does not shrink it.",
+                    resolvable,
+                    numeric={
+                        "paper's gain": "+.4f",
+                        "resolvable with unlimited seeds": ".4f",
+                        "test images needed (x this run's)": ".1f",
+                    },
+                )
             )
-        )
 
-    future = read_table(tables, "future_work")
-    if future is not None:
+    if (future := read_table(tables, "future_work")) is not None:
         future = future.drop(columns=[c for c in future.columns if c.endswith(" sd")]).rename(
             columns={
                 "oa_top1": "fused OA",
@@ -342,30 +328,23 @@ def write_landing_page(
             }
         )
         parts.append(
-            "<h2>Beyond the paper: other weightings and plain coordinates</h2><p "
-            "class='small'>Means over seeds (notebook 6): a temperature-calibrated confidence "
-            "and a gate fitted on the validation split instead of eq. 2's factor, and an MLP on "
-            "the aligned coordinates instead of the heatmap CNN; the last three claims above "
-            "test them against the paper's model.</p>"
-            + _table(
-                future, numeric={c: ".4f" for c in future.columns if c not in ("model", "seeds")}
+            _section(
+                "Beyond the paper: other weightings and plain coordinates",
+                "Means over seeds (notebook 6): a temperature-calibrated confidence and a gate "
+                "fitted on the validation split instead of eq. 2's factor, and an MLP on the "
+                "aligned coordinates instead of the heatmap CNN; the last three claims above test "
+                "them against the paper's model.",
+                future,
+                numeric={c: ".4f" for c in future.columns if c not in ("model", "seeds")},
             )
         )
 
-    shown = report_dir / "figures"
     for stems, caption in FIGURES:
-        source = next(
-            (
-                figures_dir / f"{stem}.png"
-                for stem in stems
-                if (figures_dir / f"{stem}.png").exists()
-            ),
-            None,
-        )
-        if source is None:
+        candidates = (figures_dir / f"{stem}.png" for stem in stems)
+        if (source := next((path for path in candidates if path.exists()), None)) is None:
             continue
-        shown.mkdir(exist_ok=True)
-        shutil.copyfile(source, shown / source.name)
+        (report_dir / "figures").mkdir(exist_ok=True)
+        shutil.copyfile(source, report_dir / "figures" / source.name)
         parts.append(
             f'<figure><img src="figures/{html.escape(source.name)}" '
             f'alt="{html.escape(source.stem)}">'
@@ -386,12 +365,6 @@ def write_landing_page(
         f"<code>{html.escape(relative(run_dir))}</code>; every number above is read from its "
         "saved tables.</p>"
     )
-
     index = report_dir / "index.html"
-    title = f"FER report ({settings.get('name', '?')})"
-    index.write_text(
-        "<!doctype html><html><head><meta "
-        f"charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>",
-        encoding="utf-8",
-    )
+    index.write_text(_page(html.escape(f"FER report ({name})"), "".join(parts)), encoding="utf-8")
     return index

@@ -13,8 +13,6 @@ import pandas as pd
 from fer_lib.report.verdicts import EQUIVALENCE_MARGIN, MARGIN_REASON, PRIMARY_CLAIM
 from fer_lib.settings import PAPER_W
 
-# -- do the findings hold on another seed or CPU? --------------------------------------------------
-
 HEADLINE_TOLERANCE = 0.01  # headline OA values of two runs of one profile must agree within this
 
 
@@ -27,8 +25,8 @@ def run_records(run_dir: Path) -> tuple[dict, dict]:
 
 
 def _run_summary(run_dir: Path) -> dict:
-    """The verdicts and headline numbers of one finished run, read from its
-    saved tables and run_info.json."""
+    """The verdicts and headline numbers of one finished run, read from its saved tables and
+    run_info.json."""
     run_dir = Path(run_dir)
     tables = run_dir / "tables"
     missing = [
@@ -48,8 +46,7 @@ def _run_summary(run_dir: Path) -> dict:
     return {
         "run": run_dir.name,
         "cpu": info.get("cpu", "unknown"),
-        # the arithmetic: another precision path gives other numbers,
-        # which must not change a verdict
+        # another precision path gives other numbers, which must not change a verdict
         "path": f"{info.get('device', 'cpu')}, {info.get('cpu_path', 'unknown')}",
         "commit": info.get("commit", "unknown"),
         "seeds": ", ".join(map(str, seed_list(settings))),
@@ -87,9 +84,8 @@ def verdict_agreement(verdicts: list[str]) -> str:
 
 
 def agreement_counts(table: pd.DataFrame) -> str:
-    """How the claims of a ``stability_table`` agree, each kind counted on its own:
-    "compatible" (one run decided, another inconclusive) is not agreement, and is not
-    counted as the same verdict."""
+    """How the claims of a ``stability_table`` agree, each kind counted on its own: "compatible"
+    (one run decided, another inconclusive) is not agreement, nor counted as the same verdict."""
     claims_rows = table[table["quantity"].astype(str).str.startswith("claim: ")]["agree"]
     counts = {kind: int((claims_rows == kind).sum()) for kind in ("same", "compatible", "conflict")}
     return (
@@ -104,45 +100,31 @@ def stability_table(run_dirs: list[Path]) -> pd.DataFrame:
     name each run's CPU, device and precision path, commit and seeds; landmark-only OA and AA are
     shown with their spread, unjudged."""
     runs = [_run_summary(d) for d in run_dirs]
-    names = [f"{r['run']}" for r in runs]
+    names = [r["run"] for r in runs]
+
+    def row(quantity: str, values: list, agree: str = "") -> dict:
+        return {"quantity": quantity, **dict(zip(names, values)), "agree": agree}
+
     rows = [
-        {"quantity": key, **{n: r[key] for n, r in zip(names, runs)}, "agree": ""}
-        for key in ("cpu", "path", "commit")
+        row(quantity, [r[key] for r in runs])
+        for quantity, key in (
+            ("CPU", "cpu"),
+            ("device, CPU precision path", "path"),
+            ("commit", "commit"),
+            ("training seeds", "seeds"),
+        )
     ]
-    for row, name in zip(rows, ("CPU", "device, CPU precision path", "commit")):
-        row["quantity"] = name
-    rows.append(
-        {"quantity": "training seeds", **{n: r["seeds"] for n, r in zip(names, runs)}, "agree": ""}
-    )
-    for key in runs[0]["headline"]:
-        values = [r["headline"][key] for r in runs]
-        rows.append(
-            {
-                "quantity": key,
-                **{n: f"{v:.4f}" for n, v in zip(names, values)},
-                "agree": "yes"
-                if max(values) - min(values) <= HEADLINE_TOLERANCE
-                else f"no (spread {max(values) - min(values):.4f})",
-            }
-        )
-    for key in runs[0]["also"]:  # shown, not judged: only Table 6's OA values are the headline
-        values = [r["also"][key] for r in runs]
-        rows.append(
-            {
-                "quantity": key,
-                **{n: f"{v:.4f}" for n, v in zip(names, values)},
-                "agree": f"(spread {max(values) - min(values):.4f})",
-            }
-        )
+    for group in ("headline", "also"):
+        for key in runs[0][group]:
+            values = [r[group][key] for r in runs]
+            spread = max(values) - min(values)
+            agree = f"(spread {spread:.4f})"
+            if group == "headline":  # the rest is shown, not judged
+                agree = "yes" if spread <= HEADLINE_TOLERANCE else f"no {agree}"
+            rows.append(row(key, [f"{v:.4f}" for v in values], agree))
     for claim in runs[0]["verdicts"]:
         verdicts = [r["verdicts"].get(claim, "missing") for r in runs]
-        rows.append(
-            {
-                "quantity": f"claim: {claim}",
-                **dict(zip(names, verdicts)),
-                "agree": verdict_agreement(verdicts),
-            }
-        )
+        rows.append(row(f"claim: {claim}", verdicts, verdict_agreement(verdicts)))
     return pd.DataFrame(rows)
 
 
@@ -219,8 +201,8 @@ def replicate_of(run_dir: Path) -> Path | None:
 
 
 def recorded_stability(figures_dir: Path) -> pd.DataFrame | None:
-    """The comparison recorded in ``<figures>/seed_stability.csv`` (committed for
-    the demo), if one was made."""
+    """The comparison recorded in ``<figures>/seed_stability.csv`` (committed for the demo), if one
+    was made."""
     path = Path(figures_dir) / f"{STABILITY_FILE}.csv"
     return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
 

@@ -23,8 +23,7 @@ from fer_lib.runtime.precision import cpu_path
 
 
 def short_names(classes) -> tuple[str, ...]:
-    """A confusion matrix's tick labels: each class's first three letters (Sur, Fea, ..., Neu; Con
-    for Contempt)."""
+    """A confusion matrix's tick labels: each class's first three letters (Sur, ..., Con)."""
     return tuple(name[:3] for name in classes)
 
 
@@ -34,12 +33,10 @@ def save_table(
     """Write a table as CSV, Markdown and LaTeX (atomically); returns it for display."""
     tables_dir = Path(tables_dir)
     save_csv(frame, tables_dir / f"{name}.csv")
-    # 4 decimals for measurements, integers (seeds, counts) as integers, missing values empty: as
-    # Python objects, or the mixed-dtype array tabulate receives would turn every number into a
-    # float
+    # as Python objects, or tabulate would turn the integers (seeds, counts) into floats too
     readable_frame = readable_components(frame)
     shown = readable_frame.astype(object).where(frame.notna(), None)
-    # the components' text as written: tabulate would parse "2.50e-06" back and print it as 0.0000
+    # the components' text as written: tabulate would parse "2.50e-06" back and print 0.0000
     as_text = [k for k, c in enumerate(frame.columns) if str(c).endswith(COMPONENT_SUFFIXES)]
     markdown = shown.to_markdown(
         index=False, floatfmt=".4f", missingval="", disable_numparse=as_text or False
@@ -79,22 +76,17 @@ def readable_components(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def show(frame: pd.DataFrame) -> None:
-    """Display a table in a notebook as a reader wants it: no index column, four decimals, missing
-    values empty. Returns nothing, so a cell ending in it shows the table once."""
+    """Display a table in a notebook: no index column, four decimals, missing values empty. Returns
+    nothing, so a cell ending in it shows the table once."""
     frame = readable_components(frame)
     numbers = frame.select_dtypes("number").columns
     integers = [c for c in numbers if pd.api.types.is_integer_dtype(frame[c])]
-    styler = (
-        frame.style.hide(axis="index")
-        .format(precision=4, na_rep="")
-        .format("{:d}", subset=integers, na_rep="")
-    )
-    display(styler)
+    styler = frame.style.hide(axis="index").format(precision=4, na_rep="")
+    display(styler.format("{:d}", subset=integers, na_rep=""))
 
 
 def read_table(tables_dir: Path, name: str) -> pd.DataFrame | None:
-    """A saved table back from its CSV; None when it was not produced, or produced empty (nothing to
-    compare)."""
+    """A saved table back from its CSV; None when it was not produced, or produced empty."""
     path = Path(tables_dir) / f"{name}.csv"
     if not path.exists():
         return None
@@ -117,15 +109,10 @@ def class_count_table(
     """Table 3: images per class of the data set's ``classes``, next to the paper's counts
     (RAF-DB's; none for a class RAF-DB does not have)."""
     paper = paper_results()["table3_class_counts"]
-    return pd.DataFrame(
-        {
-            "class": list(classes),
-            "train": train_counts,
-            "test": test_counts,
-            "paper train": pd.array(paper_per_class(paper["train"], classes), dtype="Int64"),
-            "paper test": pd.array(paper_per_class(paper["test"], classes), dtype="Int64"),
-        }
-    )
+    table = pd.DataFrame({"class": list(classes), "train": train_counts, "test": test_counts})
+    for split in ("train", "test"):
+        table[f"paper {split}"] = pd.array(paper_per_class(paper[split], classes), dtype="Int64")
+    return table
 
 
 def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> pd.DataFrame:
@@ -135,40 +122,24 @@ def contingency_table(rgb_correct: np.ndarray, landmark_correct: np.ndarray) -> 
     paper = paper_results()["table2_contingency_test"]
     total, paper_total = sum(counts.values()), sum(paper.values())
     rows = []
-    for key in (
-        "rgb_correct_landmark_correct",
-        "rgb_correct_landmark_wrong",
-        "rgb_wrong_landmark_correct",
-        "rgb_wrong_landmark_wrong",
-    ):
+    for key, count in counts.items():  # rgb_<correct|wrong>_landmark_<correct|wrong>
         rgb, landmark = key.removeprefix("rgb_").split("_landmark_")
-        rows.append(
-            {
-                "RGB": rgb,
-                "landmark": landmark,
-                "count": counts[key],
-                "share": counts[key] / total,
-                "paper count": paper[key],
-                "paper share": paper[key] / paper_total,
-            }
-        )
-    return pd.DataFrame(rows)
+        rows.append((rgb, landmark, count, count / total, paper[key], paper[key] / paper_total))
+    columns = ["RGB", "landmark", "count", "share", "paper count", "paper share"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 METRIC_COLUMNS = ("oa_top1", "oa_top2", "oa_top3", "aa")
 
 
 def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
-    """How much of the landmark branch's headroom a fusion model captures, per seed, from its saved
-    predictions.
+    """How much of the landmark branch's headroom a fusion model captures, per seed.
 
     The ceiling of any weighting is the images the RGB branch gets wrong and the landmark head right
     (the paper's Table 2: 62 on RAF-DB): choosing the right branch per image gains at most that
-    many. For each run: how many of those the fused model fixes, how many "both wrong" it fixes, how
-    many RGB-right images it breaks, the net gain (fixed + fixed among both wrong - broken, = the OA
-    gain in images) and the share of the ceiling that net gain is. Each run is read against its own
-    RGB and landmark heads. ``oracle``: the upper bound instead (pick the right branch whenever one
-    is right), on these runs' heads.
+    many. Per run, against its own RGB and landmark heads: those the fused model fixes, "both wrong"
+    it fixes, RGB-right images it breaks, the net gain (= the OA gain in images) and its share of
+    the ceiling. ``oracle``: the upper bound instead (the right branch whenever one is right).
     """
     rows = []
     for run in runs:
@@ -177,14 +148,15 @@ def headroom_rows(name: str, runs, *, oracle: bool = False) -> list[dict]:
             getattr(p, head).argmax(1) == p.labels for head in ("rgb", "landmark", "fused")
         )
         ceiling = int((~rgb & landmark).sum())
-        if oracle:
-            fixed, fixed_both, broken = ceiling, 0, 0
-        else:
-            fixed, fixed_both, broken = (
+        fixed, fixed_both, broken = (
+            (ceiling, 0, 0)
+            if oracle
+            else (
                 int((~rgb & landmark & fused).sum()),
                 int((~rgb & ~landmark & fused).sum()),
                 int((rgb & ~fused).sum()),
             )
+        )
         gain = fixed + fixed_both - broken
         rows.append(
             {
@@ -221,9 +193,7 @@ def seed_metrics(runs, head: str = "fused") -> pd.DataFrame:
             {
                 "seed": run.seed,
                 **metric_values(
-                    run.predictions.labels,
-                    getattr(run.predictions, head),
-                    run.predictions.classes,
+                    run.predictions.labels, getattr(run.predictions, head), run.predictions.classes
                 ),
             }
             for run in runs
@@ -254,24 +224,21 @@ def reliability(
     confidence = probabilities.max(1)
     correct = probabilities.argmax(1) == labels
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    rows = []
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            rows.append(
-                {
-                    "bin low": b / bins,
-                    "bin high": (b + 1) / bins,
-                    "images": int(inside.sum()),
-                    "mean confidence": float(confidence[inside].mean()),
-                    "accuracy": float(correct[inside].mean()),
-                }
-            )
-    table = pd.DataFrame(rows)
-    ece = float(
-        (table["images"] * (table["accuracy"] - table["mean confidence"]).abs()).sum() / len(labels)
+    table = pd.DataFrame(
+        [
+            {
+                "bin low": b / bins,
+                "bin high": (b + 1) / bins,
+                "images": int(inside.sum()),
+                "mean confidence": float(confidence[inside].mean()),
+                "accuracy": float(correct[inside].mean()),
+            }
+            for b in range(bins)
+            if (inside := which == b).any()
+        ]
     )
-    return ece, table
+    gaps = (table["accuracy"] - table["mean confidence"]).abs()
+    return float((table["images"] * gaps).sum() / len(labels)), table
 
 
 HEADS = (("rgb", "RGB (the baseline)"), ("landmark", "landmark only"), ("fused", "fused"))
@@ -284,12 +251,13 @@ def calibration_rows(runs, heads=HEADS) -> list[dict]:
     for run in runs:
         for head, name in heads:
             probabilities = getattr(run.predictions, head)
-            ece, _ = reliability(run.predictions.labels, probabilities)
             rows.append(
                 {
                     "head": name,
                     "seed": run.seed,
-                    f"ECE ({CALIBRATION_BINS} bins)": ece,
+                    f"ECE ({CALIBRATION_BINS} bins)": reliability(
+                        run.predictions.labels, probabilities
+                    )[0],
                     "mean confidence": float(probabilities.max(1).mean()),
                     "accuracy": float((probabilities.argmax(1) == run.predictions.labels).mean()),
                 }
@@ -297,26 +265,13 @@ def calibration_rows(runs, heads=HEADS) -> list[dict]:
     return rows
 
 
-def _compare(
-    rows: list,
-    table: str,
-    model: str,
-    metric: str,
-    ours: float,
-    sd: float | None,
-    paper: float | None,
-) -> None:
-    rows.append(
-        {
-            "table": table,
-            "model": model,
-            "metric": metric,
-            "ours": ours,
-            "ours sd": sd,
-            "paper": paper,
-            "difference": None if paper is None or ours is None else ours - paper,
-        }
-    )
+COMPARISON_COLUMNS = ("table", "model", "metric", "ours", "ours sd", "paper", "difference")
+
+
+def _compared(table: str, model: str, metric: str, ours, sd, paper) -> dict:
+    """One row of ``paper_comparison``."""
+    difference = None if paper is None or ours is None else ours - paper
+    return dict(zip(COMPARISON_COLUMNS, (table, model, metric, ours, sd, paper, difference)))
 
 
 def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
@@ -326,7 +281,6 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
     Reads only the CSVs the notebooks saved in ``tables_dir``; tables not produced yet are left out.
     """
     paper = paper_results()
-    tables_dir = Path(tables_dir)
     out: dict[str, pd.DataFrame] = {}
     for name, key, compare in (
         ("table3_class_counts", "table3", _compare_class_shares),
@@ -347,30 +301,42 @@ def paper_comparison(tables_dir: Path) -> dict[str, pd.DataFrame]:
 def _compare_class_shares(t: pd.DataFrame, name: str, paper: dict) -> list[dict]:
     rows: list[dict] = []
     for split in ("train", "test"):
+        shares = t[split] / t[split].sum()
         paper_counts = t[f"paper {split}"].astype(float)  # NaN for a class RAF-DB does not have
-        for k, name in enumerate(t["class"]):
-            paper_share = paper_counts[k] / paper_counts.sum()
-            share = t[split][k] / t[split].sum()
-            reference = None if np.isnan(paper_share) else paper_share
-            _compare(rows, "Table 3", split, f"share {name}", share, None, reference)
+        paper_shares = paper_counts / paper_counts.sum()
+        rows += [
+            _compared("Table 3", split, f"share {c}", share, None, None if np.isnan(p) else p)
+            for c, share, p in zip(t["class"], shares, paper_shares)
+        ]
     return rows
 
 
 def _compare_branches(t: pd.DataFrame, name: str, paper: dict) -> list[dict]:
-    rows: list[dict] = []
-    for column, key in (("RGB", "rgb"), ("landmark only", "landmark_only")):
-        sd = t[column].std(ddof=1) if len(t) > 1 else 0.0
-        reference = paper["branch_accuracy_test"][key]
-        _compare(rows, "Section 5 (branches)", column, "OA", t[column].mean(), sd, reference)
-    return rows
+    return [
+        _compared(
+            "Section 5 (branches)",
+            column,
+            "OA",
+            t[column].mean(),
+            t[column].std(ddof=1) if len(t) > 1 else 0.0,
+            paper["branch_accuracy_test"][key],
+        )
+        for column, key in (("RGB", "rgb"), ("landmark only", "landmark_only"))
+    ]
 
 
 def _compare_contingency(t: pd.DataFrame, name: str, paper: dict) -> list[dict]:
-    rows: list[dict] = []
-    for _, r in t.iterrows():
-        cell = f"RGB {r['RGB']}, landmark {r['landmark']}"
-        _compare(rows, "Table 2", cell, "share", r["share"], None, r["paper share"])
-    return rows
+    return [
+        _compared(
+            "Table 2",
+            f"RGB {r['RGB']}, landmark {r['landmark']}",
+            "share",
+            r["share"],
+            None,
+            r["paper share"],
+        )
+        for _, r in t.iterrows()
+    ]
 
 
 def _metric_table(key: str, per_class: bool):
@@ -387,6 +353,7 @@ def _compare_metric_table(
         if per_class
         else METRIC_COLUMNS
     )
+    table = name.split("_")[0].replace("table", "Table ")
     rows: list[dict] = []
     for _, r in t.iterrows():
         reference = paper[key].get(r["model"])
@@ -396,34 +363,26 @@ def _compare_metric_table(
             values = paper_per_class(reference, columns)
         else:
             values = [reference[column] for column in columns]
-        table = name.split("_")[0].replace("table", "Table ")
-        for column, value in zip(columns, values):
-            _compare(rows, table, r["model"], column, r[column], r[f"{column} sd"], value)
+        rows += [
+            _compared(table, r["model"], column, r[column], r[f"{column} sd"], value)
+            for column, value in zip(columns, values)
+        ]
     return rows
 
 
 def _compare_w_sweep(t: pd.DataFrame, name: str, paper: dict) -> list[dict]:
     gains = t.groupby("w")["oa_gain"].mean()
-    best, rows = paper["figure4_w_sweep"]["best_w"], []
-    _compare(rows, "Fig. 4", "both", "best w (test set)", float(gains.idxmax()), None, best)
-    _compare(rows, "Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None)
-    return rows
+    best = paper["figure4_w_sweep"]["best_w"]
+    return [
+        _compared("Fig. 4", "both", "best w (test set)", float(gains.idxmax()), None, best),
+        _compared("Fig. 4", "both", "OA gain at the best w", float(gains.max()), None, None),
+    ]
 
 
 PAPER_MODEL = "both (the paper)"
-
-
-# weighting "calibrated": the landmark head temperature-scaled on the validation split
-CALIBRATED = "calibrated confidence"
-
-
-# weighting "learned": a gate fitted on the validation split of the paper's run
-LEARNED = "learned gate"
-
-
+CALIBRATED = "calibrated confidence"  # the landmark head temperature-scaled on the validation split
+LEARNED = "learned gate"  # a gate fitted on the validation split of the paper's run
 HEATMAP_BRANCH = "heatmap CNN branch"
-
-
 COORDS_BRANCH = "coordinate MLP branch"
 
 
@@ -432,10 +391,10 @@ def model_rows(runs_by_name: dict) -> pd.DataFrame:
     factor on F_landmark."""
     rows = []
     for name, runs in runs_by_name.items():
-        row = mean_sd_row(name, seed_metrics(runs), ("oa_top1", "aa"))
         landmark = mean_sd_row(name, seed_metrics(runs, "landmark"), ("oa_top1",))
-        row.update(
+        rows.append(
             {
+                **mean_sd_row(name, seed_metrics(runs), ("oa_top1", "aa")),
                 "landmark-only oa_top1": landmark["oa_top1"],
                 "landmark-only oa_top1 sd": landmark["oa_top1 sd"],
                 "mean weight on F_landmark": float(
@@ -443,7 +402,6 @@ def model_rows(runs_by_name: dict) -> pd.DataFrame:
                 ),
             }
         )
-        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -453,32 +411,40 @@ def branch_reference(
     """Each branch's network next to a linear probe on the same input (``probes.probe_table``): a
     network below its probe has not learned what its input allows. The RGB row is the mean over the
     trained baselines (the runs whose seed is in ``baseline_seeds``; default: the first run's)."""
-    landmark = [
-        metrics.overall_accuracy(r.predictions.labels, r.predictions.landmark.argmax(1))
-        for r in runs
-    ]
+
+    def mean_oa(runs, head: str) -> float:
+        return float(
+            np.mean(
+                [
+                    metrics.overall_accuracy(
+                        r.predictions.labels, getattr(r.predictions, head).argmax(1)
+                    )
+                    for r in runs
+                ]
+            )
+        )
+
     baselines = [r for r in runs if r.seed in baseline_seeds] if baseline_seeds else runs[:1]
-    rgb = [
-        metrics.overall_accuracy(r.predictions.labels, r.predictions.rgb.argmax(1))
-        for r in baselines
-    ]
+    over_seeds = ", mean over seeds" if len(baselines) > 1 else ""
     rows = [
-        {
-            "model": "RGB network (the frozen "
-            f"baseline{', mean over seeds' if len(rgb) > 1 else ''})",
-            "input": "RGB",
-            "test OA": float(np.mean(rgb)),
-            "seeds": len(rgb),
-        },
-        {
-            "model": "landmark network (landmark-only head, mean over seeds)",
-            "input": "landmarks",
-            "test OA": float(np.mean(landmark)),
-            "seeds": len(runs),
-        },
+        (
+            f"RGB network (the frozen baseline{over_seeds})",
+            "RGB",
+            mean_oa(baselines, "rgb"),
+            len(baselines),
+        ),
+        (
+            "landmark network (landmark-only head, mean over seeds)",
+            "landmarks",
+            mean_oa(runs, "landmark"),
+            len(runs),
+        ),
     ]
     frame = pd.concat(
-        [pd.DataFrame(rows), probes[["model", "input", "test OA"]].assign(seeds=np.nan)],
+        [
+            pd.DataFrame(rows, columns=["model", "input", "test OA", "seeds"]),
+            probes[["model", "input", "test OA"]].assign(seeds=np.nan),
+        ],
         ignore_index=True,
     )
     frame["seeds"] = frame["seeds"].astype("Int64")
@@ -503,139 +469,93 @@ def knobs_table(knobs, changed: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# what the paper says on each choice design_choices reports, in the table's order
+PAPER_CHOICES = {
+    "fusion layer initialisation": "silent",
+    "gradient through the weight p * w": "silent",
+    "heatmap points": "white points on black; size not stated",
+    "fusion epochs and the epoch kept": "silent",
+    "validation hold-out": "silent",
+    "landmark-branch augmentation": "silent",
+    "ReLU after conv6": "Table 1 lists no activations",
+    "ARM noise": "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, "
+    "clipped, then resized",
+    "frozen-feature cache": "silent (the paper recomputes)",
+    "arithmetic": "silent",
+    "learning-rate schedule": "ExponentialLR(0.9) per epoch (Table 4)",
+    "BatchNorm in the landmark CNN": "Table 1 lists none",
+    "baseline augmentation": "the ARM code: half untouched, a quarter flipped, a quarter noised",
+    "network widths": "64 and 32",
+    "baselines": "one (the ARM authors' checkpoint)",
+    "baseline weights kept": "the ARM recipe: the epoch's own weights",
+}
+
+
 def design_choices(profile, fusion_config, *, checkpoint: bool = False) -> pd.DataFrame:
     """The choices this run makes where the paper is silent or was changed for the CPU (README,
     "Choices the paper does not state"); ``checkpoint``: the baseline is a given checkpoint (no
     hold-out of its own)."""
-    rows = _fusion_choices(profile, fusion_config, checkpoint) + _run_choices(
-        profile, fusion_config
+    fusion = fusion_config
+    sigma = fusion.heatmap_sigma or default_sigma(profile.input_size)
+    schedules = (
+        ("baseline", profile.lr_schedule, profile.baseline_epochs),
+        ("landmark branch", fusion.lr_schedule, fusion.epochs),
     )
-    return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])
-
-
-def _fusion_choices(profile, fusion_config, checkpoint: bool) -> list[tuple[str, str, str]]:
-    """The landmark branch's and the fusion's choices."""
-    sigma = fusion_config.heatmap_sigma or default_sigma(profile.input_size)
-    return [
-        (
-            "fusion layer initialisation",
-            "the baseline's fc on F_RGB, zeros on F_landmark"
-            if fusion_config.fusion_init_from_baseline
-            else "PyTorch's default",
-            "silent",
+    this_run = {
+        "fusion layer initialisation": "the baseline's fc on F_RGB, zeros on F_landmark"
+        if fusion.fusion_init_from_baseline
+        else "PyTorch's default",
+        "gradient through the weight p * w": "yes"
+        if fusion.weight_grad
+        else "no (the weight is a constant)",
+        "heatmap points": f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px",
+        "fusion epochs and the epoch kept": f"{fusion.epochs}; lowest validation loss of eq. 3"
+        if fusion.select == "val_loss"
+        else f"{fusion.epochs}; best fused validation accuracy",
+        "validation hold-out": f"{fusion.val_fraction:.0%} of the training set, stratified, "
+        "seeded; "
+        + (
+            "drawn for each run: the checkpoint trained on these images, so the RGB head looks "
+            "better there than on new ones (epoch, temperature and gate lean towards it)"
+            if checkpoint
+            else "the baseline's own hold-out, which it never trained on, "
+            "for the landmark branch, the temperature and the gate too"
         ),
-        (
-            "gradient through the weight p * w",
-            "yes" if fusion_config.weight_grad else "no (the weight is a constant)",
-            "silent",
-        ),
-        (
-            "heatmap points",
-            f"gaussian, sigma {sigma:.2f} px at {profile.input_size} px",
-            "white points on black; size not stated",
-        ),
-        (
-            "fusion epochs and the epoch kept",
-            f"{fusion_config.epochs}; lowest validation loss of eq. 3"
-            if fusion_config.select == "val_loss"
-            else f"{fusion_config.epochs}; best fused validation accuracy",
-            "silent",
-        ),
-        (
-            "validation hold-out",
-            f"{fusion_config.val_fraction:.0%} of the training set, stratified, seeded; "
+        "landmark-branch augmentation": "horizontal flips of image and heatmap together "
+        "(paired), nothing else"
+        if fusion.flip
+        else "none",
+        "ReLU after conv6": "yes: every conv block of Table 1 ends in ReLU, conv6 (the output "
+        "F_landmark) too",
+        "ARM noise": "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network "
+        "input, not clipped",
+        "frozen-feature cache": "computed once per image and flip state",
+        "arithmetic": f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with "
+        "AMX)",
+        "learning-rate schedule": "; ".join(
+            f"{branch}: "
             + (
-                "drawn for each run: the checkpoint trained on these images, so the RGB head looks "
-                "better there than on new ones (epoch, temperature and gate lean towards it)"
-                if checkpoint
-                else "the baseline's own hold-out, which it never trained on, "
-                "for the landmark branch, the temperature and the gate too"
-            ),
-            "silent",
+                "ExponentialLR(0.9) per epoch"
+                if schedule == "exponential"
+                else f"cosine to zero over its {epochs} epochs"
+            )
+            for branch, schedule, epochs in schedules
         ),
-        (
-            "landmark-branch augmentation",
-            "horizontal flips of image and heatmap together (paired), nothing else"
-            if fusion_config.flip
-            else "none",
-            "silent",
-        ),
-        (
-            "ReLU after conv6",
-            "yes: every conv block of Table 1 ends in ReLU, conv6 (the output F_landmark) too",
-            "Table 1 lists no activations",
-        ),
-    ]
-
-
-def _run_choices(profile, fusion_config) -> list[tuple[str, str, str]]:
-    """The rest: the baseline's noise, the feature cache, the arithmetic, the schedules, the
-    baselines."""
-    return [
-        (
-            "ARM noise",
-            "gaussian, std 0.1 in normalised units (about 5.7 grey levels) on the network input, "
-            "not clipped",
-            "the ARM code: variance 30 (std 5.5 grey levels) on the 100 px uint8 image, clipped, "
-            "then resized",
-        ),
-        (
-            "frozen-feature cache",
-            "computed once per image and flip state",
-            "silent (the paper recomputes)",
-        ),
-        (
-            "arithmetic",
-            f"bf16 autocast on CUDA; on this CPU {cpu_path()} (bf16 autocast only with AMX)",
-            "silent",
-        ),
-        (
-            "learning-rate schedule",
-            "; ".join(
-                f"{branch}: "
-                + (
-                    "ExponentialLR(0.9) per epoch"
-                    if schedule == "exponential"
-                    else f"cosine to zero over its {epochs} epochs"
-                )
-                for branch, schedule, epochs in (
-                    ("baseline", profile.lr_schedule, profile.baseline_epochs),
-                    ("landmark branch", fusion_config.lr_schedule, fusion_config.epochs),
-                )
-            ),
-            "ExponentialLR(0.9) per epoch (Table 4)",
-        ),
-        (
-            "BatchNorm in the landmark CNN",
-            "yes" if fusion_config.batch_norm else "no (Table 1 as printed)",
-            "Table 1 lists none",
-        ),
-        (
-            "baseline augmentation",
-            {"upstream": "the ARM authors' mix", "flip_or_noise": "every image flipped or noised"}[
-                profile.augmentation
-            ],
-            "the ARM code: half untouched, a quarter flipped, a quarter noised",
-        ),
-        (
-            "network widths",
-            f"ResNet18 {profile.baseline_width}, landmark CNN {profile.landmark_width}",
-            "64 and 32",
-        ),
-        (
-            "baselines",
-            f"one per training seed ({profile.seeds}), each seed's landmark branch fused with its "
-            "own"
-            if profile.baseline_per_seed
-            else "one, shared by every seed",
-            "one (the ARM authors' checkpoint)",
-        ),
-        (
-            "baseline weights kept",
-            f"their moving average (decay {profile.baseline_ema} per step), at the best validation "
-            "epoch"
-            if profile.baseline_ema
-            else "the best validation epoch's",
-            "the ARM recipe: the epoch's own weights",
-        ),
-    ]
+        "BatchNorm in the landmark CNN": "yes" if fusion.batch_norm else "no (Table 1 as printed)",
+        "baseline augmentation": {
+            "upstream": "the ARM authors' mix",
+            "flip_or_noise": "every image flipped or noised",
+        }[profile.augmentation],
+        "network widths": f"ResNet18 {profile.baseline_width}, landmark CNN "
+        f"{profile.landmark_width}",
+        "baselines": f"one per training seed ({profile.seeds}), each seed's landmark branch fused "
+        "with its own"
+        if profile.baseline_per_seed
+        else "one, shared by every seed",
+        "baseline weights kept": f"their moving average (decay {profile.baseline_ema} per step), "
+        "at the best validation epoch"
+        if profile.baseline_ema
+        else "the best validation epoch's",
+    }
+    rows = [(choice, this_run[choice], paper) for choice, paper in PAPER_CHOICES.items()]
+    return pd.DataFrame(rows, columns=["choice", "this run", "the paper"])

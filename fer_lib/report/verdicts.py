@@ -7,6 +7,7 @@ read from the run's saved tables.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,6 @@ from fer_lib.report.tables import (
 )
 from fer_lib.settings import PAPER_W
 
-# -- how sure is a difference (fer_lib.evaluation.stats) -------------------------------------------
-
-
 POOLED = "pooled"  # the "seed" of a significance row over all seeds
 
 
@@ -63,6 +61,7 @@ def significance_rows(
     )
     if len(references) != len(runs):
         raise ValueError(f"{len(references)} reference predictions for {len(runs)} runs")
+    pair = {"model": name, "versus": reference_name}
     rows, correct, reference_correct = [], [], []
     for run, ref in zip(runs, references):
         correct.append(getattr(run.predictions, head).argmax(1) == labels)
@@ -70,8 +69,7 @@ def significance_rows(
         test = mcnemar_exact(correct[-1], reference_correct[-1])
         rows.append(
             {
-                "model": name,
-                "versus": reference_name,
+                **pair,
                 "seed": run.seed,
                 "only model right": test.only_a_right,
                 "only versus right": test.only_b_right,
@@ -80,27 +78,18 @@ def significance_rows(
             }
         )
     if len(runs) > 1:
-        rows.append(
-            {
-                "model": name,
-                "versus": reference_name,
-                "seed": POOLED,
-                "only model right": np.nan,
-                "only versus right": np.nan,
-                "McNemar p": np.nan,
-                **_intervals_of(
-                    labels, np.array(reference_correct), np.array(correct), resamples, 0
-                ),
-            }
+        no_mcnemar = dict.fromkeys(("only model right", "only versus right", "McNemar p"), np.nan)
+        intervals = _intervals_of(
+            labels, np.array(reference_correct), np.array(correct), resamples, 0
         )
+        rows.append({**pair, "seed": POOLED, **no_mcnemar, **intervals})
     return rows
 
 
 def significance_frame(rows: list[dict]) -> pd.DataFrame:
-    """``significance_rows`` as a table; the discordant counts stay
-    integers (empty on pooled rows)."""
-    frame = pd.DataFrame(rows)
-    return frame.astype({"only model right": "Int64", "only versus right": "Int64"})
+    """``significance_rows`` as a table; the discordant counts stay integers (empty on pooled
+    rows)."""
+    return pd.DataFrame(rows).astype({"only model right": "Int64", "only versus right": "Int64"})
 
 
 # table column suffix -> PooledResult field
@@ -114,37 +103,25 @@ POOLED_COLUMNS = {
 }
 
 
-def _intervals_of(
-    labels: np.ndarray,
-    reference_correct: np.ndarray,
-    correct: np.ndarray,
-    resamples: int,
-    seed: int,
-) -> dict:
+def _intervals_of(labels, reference_correct, correct, resamples: int, seed: int) -> dict:
     """Bootstrap intervals of one seed's difference (conditional on the two models), or, for (S, N)
     per-seed correctness, the method-level interval with its variance components
     (``stats.seed_pooled_interval``)."""
     pooled_row = np.ndim(correct) == 2
-    interval = seed_pooled_interval if pooled_row else paired_bootstrap_correct
+    # the pooled interval is computed, not resampled: it takes no resamples and no seed
+    interval = (
+        seed_pooled_interval
+        if pooled_row
+        else partial(paired_bootstrap_correct, resamples=resamples, seed=seed)
+    )
     row = {}
     for metric in ("OA", "AA"):
-        # the pooled interval is computed, not resampled: it takes no resamples and no seed
-        options = {} if pooled_row else {"resamples": resamples, "seed": seed}
-        result = interval(labels, reference_correct, correct, metric=metric.lower(), **options)
-        row.update(
-            {
-                f"{metric} diff": result.difference,
-                f"{metric} 95% low": result.low,
-                f"{metric} 95% high": result.high,
-            }
-        )
+        result = interval(labels, reference_correct, correct, metric=metric.lower())
+        row[f"{metric} diff"] = result.difference
+        row[f"{metric} 95% low"], row[f"{metric} 95% high"] = result.low, result.high
         if pooled_row:
-            row.update(
-                {
-                    f"{metric} {column}": getattr(result, field)
-                    for column, field in POOLED_COLUMNS.items()
-                }
-            )
+            for column, field in POOLED_COLUMNS.items():
+                row[f"{metric} {column}"] = getattr(result, field)
     if pooled_row:
         row["seeds"] = len(correct)
         # what the seeds vary: with one fixed reference (the frozen baseline) the interval holds the
@@ -160,16 +137,12 @@ VERSUS_FIXED, VERSUS_RETRAINED = "one fixed model", "one per seed"
 def about_pooled(row, seeds: int) -> str:
     """What a method-level claim is about, in words: which part of the pipeline its seeds vary."""
     versus = str(row.get("versus", "the reference"))
-    if row.get("versus per seed") == VERSUS_FIXED:
-        return (
-            f"the trained part over {seeds} seeds, on one fixed {versus} (its own training "
-            "chance not counted)"
-        )
-    if row.get("versus per seed") == VERSUS_RETRAINED:
-        return (
-            f"both methods over {seeds} paired seeds (the reference, {versus}, retrained per seed)"
-        )
-    return f"the training method ({seeds} seeds pooled)"
+    return {
+        VERSUS_FIXED: f"the trained part over {seeds} seeds, on one fixed {versus} (its own "
+        "training chance not counted)",
+        VERSUS_RETRAINED: f"both methods over {seeds} paired seeds (the reference, {versus}, "
+        "retrained per seed)",
+    }.get(row.get("versus per seed"), f"the training method ({seeds} seeds pooled)")
 
 
 def pooled_result(row, metric: str = "OA"):
@@ -187,25 +160,28 @@ def pooled_result(row, metric: str = "OA"):
 def family_p_values(frame: pd.DataFrame, metric: str = "OA") -> np.ndarray:
     """Holm-adjusted p-values of the pooled rows of a significance table, taken as one family (with
     one seed: of the per-seed rows, from McNemar for OA)."""
-    rows = pooled(frame)
-    column = f"{metric} p" if (frame["seed"].astype(str) == POOLED).any() else "McNemar p"
-    return holm(rows[column].to_numpy(dtype=float))
+    column = f"{metric} p" if _is_pooled(frame).any() else "McNemar p"
+    return holm(pooled(frame)[column].to_numpy(dtype=float))
+
+
+def _is_pooled(frame: pd.DataFrame) -> pd.Series:
+    return frame["seed"].astype(str) == POOLED
 
 
 def per_seed(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of a significance table that belong to one seed each."""
-    return frame[frame["seed"].astype(str) != POOLED]
+    return frame[~_is_pooled(frame)]
 
 
 def pooled(frame: pd.DataFrame) -> pd.DataFrame:
     """The seed-averaged rows of a significance table (per seed rows when only one seed was run)."""
-    rows = frame[frame["seed"].astype(str) == POOLED]
+    rows = frame[_is_pooled(frame)]
     return rows if len(rows) else frame
 
 
 def pooled_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """The pooled row of each group of a significance table (its only row
-    where one seed was run)."""
+    """The pooled row of each group of a significance table (its only row where one seed was
+    run)."""
     return pd.concat([pooled(group) for _, group in frame.groupby(column, sort=False)])
 
 
@@ -227,15 +203,11 @@ class ClaimTest:
     method, or the trained models)."""
 
     claim: str
-    # "primary" (unadjusted), "claims" (Holm over the family), "w" (the w
-    # comparisons, their own family)
-    family: str
+    family: str  # "primary", "claims", or "w" (the w comparisons)
     sign: int
     p_two: float  # against no difference
     p_equivalence: float  # two one-sided tests against +-EQUIVALENCE_MARGIN (1: not applicable)
-    # one-sided, that the difference exceeds the margin in its observed
-    # direction (1: not applicable)
-    p_beyond: float
+    p_beyond: float  # one-sided: beyond the margin in the observed direction (1: not applicable)
     difference: float
     low: float
     high: float
@@ -253,47 +225,51 @@ def _test_from_rows(
 ) -> ClaimTest:
     """A claim read from a significance table: its pooled row (method-level) where there is one,
     else its one seed's conditional test (McNemar for OA; the bootstrap interval for AA)."""
-    rows = frame[frame["seed"].astype(str) == POOLED]
     seed_rows = per_seed(frame)
-    above = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% low"] > 0)
-    below = sum(1 for _, r in seed_rows.iterrows() if r[f"{metric} 95% high"] < 0)
+    above = int((seed_rows[f"{metric} 95% low"] > 0).sum())
+    below = int((seed_rows[f"{metric} 95% high"] < 0).sum())
     with_claim, against = (above, below) if sign > 0 else (below, above)
     seeds_right = (
         f"{with_claim} of {len(seed_rows)} seeds as claimed, {against} against "
         "(per-seed 95% interval excludes 0)"
     )
-
-    def test(*numbers, about: str, **pooled_fields) -> ClaimTest:
-        detail = _intervals(frame, metric)
-        return ClaimTest(claim, family, sign, *numbers, about, detail, seeds_right, **pooled_fields)
-
-    if len(rows):
-        row = rows.iloc[0]
+    common = dict(
+        claim=claim,
+        family=family,
+        sign=sign,
+        detail=_intervals(frame, metric),
+        seeds_right=seeds_right,
+    )
+    if _is_pooled(frame).any():
+        row = frame[_is_pooled(frame)].iloc[0]
         result = pooled_result(row, metric)
-        margin = EQUIVALENCE_MARGIN
-        return test(
-            result.p_value,
-            result.p_equivalence(margin),
-            result.p_beyond(margin),
-            result.difference,
-            result.low,
-            result.high,
-            result.resolution(),
+        return ClaimTest(
+            **common,
+            **_read_off(result),
+            resolution=result.resolution(),
             about=about_pooled(row, result.seeds),
-            result=result,
             seed_differences=tuple(
                 (r["seed"], float(r[f"{metric} diff"])) for _, r in seed_rows.iterrows()
             ),
         )
     row = seed_rows.iloc[0]
-    low, high = float(row[f"{metric} 95% low"]), float(row[f"{metric} 95% high"])
+    difference, low, high = (float(row[f"{metric} {c}"]) for c in ("diff", "95% low", "95% high"))
     p_two = (
         float(row["McNemar p"])
         if metric == "OA" and pd.notna(row.get("McNemar p", np.nan))
-        else _p_from_interval(float(row[f"{metric} diff"]), low, high)
+        else _p_from_interval(difference, low, high)
     )
-    about = f"these trained models (seed {row['seed']}; one seed says nothing about the method)"
-    return test(p_two, 1.0, 1.0, float(row[f"{metric} diff"]), low, high, np.nan, about=about)
+    return ClaimTest(
+        **common,
+        p_two=p_two,
+        p_equivalence=1.0,
+        p_beyond=1.0,
+        difference=difference,
+        low=low,
+        high=high,
+        resolution=np.nan,
+        about=f"these trained models (seed {row['seed']}; one seed says nothing about the method)",
+    )
 
 
 def _p_from_interval(difference: float, low: float, high: float) -> float:
@@ -313,8 +289,8 @@ def _too_few_seeds(test: ClaimTest) -> bool:
 
 
 def per_seed_only(seeds: int) -> str:
-    """The verdict of a method-level claim run with too few seeds to check anything
-    about the seed distribution."""
+    """The verdict of a method-level claim run with too few seeds to check anything about the seed
+    distribution."""
     return f"inconclusive ({seeds} seeds: per-seed only)"
 
 
@@ -357,15 +333,11 @@ def _verdict(differs: bool, as_claimed: bool, beyond: bool, within: bool) -> str
 
 
 def decide(tests: list[ClaimTest], alpha: float = ALPHA) -> list[str]:
-    """The verdict of each test under one family-wise error rate for the whole table (README, "How
-    to read a verdict"): each test's words are read off its interval at 1 - alpha_j
-    (``table_levels``: Bonferroni, the primary claim alpha / 2, the rest sharing alpha / 2), so the
-    chance of any false verdict word in the table (supported, contradicted, equivalent, beyond or
-    smaller than the margin; every family, the w comparisons included) is at most alpha. A
-    method-level test needs ``MIN_SEEDS`` seeds; with fewer it is "inconclusive (S seeds: per-seed
-    only)". Tests without a ``result`` (one seed, or an exact McNemar) read their p-values: differs
-    at p_two < alpha_j, equivalent and beyond at their one-sided p < alpha_j / 2 (the same as an
-    interval at 1 - alpha_j)."""
+    """The verdict of each test under one family-wise error rate ``alpha`` for the whole table
+    (README, "How to read a verdict"): its words read off its interval at 1 - alpha_j
+    (``table_levels``). Tests without a ``result`` (one seed, or an exact McNemar) read their
+    p-values: differs at p_two < alpha_j, equivalent and beyond at their one-sided p < alpha_j / 2
+    (the same as an interval at 1 - alpha_j)."""
     verdicts = []
     for test, level in zip(tests, table_levels(tests, alpha)):
         if _too_few_seeds(test):
@@ -419,19 +391,22 @@ def outlying_seed_note(test: ClaimTest, level: float) -> str:
     )
 
 
-def _without(test: ClaimTest, result) -> ClaimTest:
-    """``test`` read off another pooled result (its seeds less one)."""
-    margin = EQUIVALENCE_MARGIN
-    return replace(
-        test,
+def _read_off(result: PooledResult) -> dict:
+    """The fields of a ``ClaimTest`` a pooled result gives."""
+    return dict(
         p_two=result.p_value,
-        p_equivalence=result.p_equivalence(margin),
-        p_beyond=result.p_beyond(margin),
+        p_equivalence=result.p_equivalence(EQUIVALENCE_MARGIN),
+        p_beyond=result.p_beyond(EQUIVALENCE_MARGIN),
         difference=result.difference,
         low=result.low,
         high=result.high,
         result=result,
     )
+
+
+def _without(test: ClaimTest, result) -> ClaimTest:
+    """``test`` read off another pooled result (its seeds less one)."""
+    return replace(test, **_read_off(result))
 
 
 W_CLAIM = f"w = {PAPER_W:g} gives the largest OA gain among the w tried (on the test set)"
@@ -449,10 +424,9 @@ def w_tests(pairs: pd.DataFrame) -> list[ClaimTest]:
 
 def w_verdict(tests: list[ClaimTest], words: list[str]) -> tuple[str, str]:
     """ "The paper's w gives the largest gain", from the words ``decide`` gave it minus each other w
-     (each read at its
-    share of the table's alpha): supported only if it beats every other w (an intersection-union
-    test); contradicted if some other w beats it; equivalent if every other w is within the margin
-    of it; else inconclusive."""
+    (each read at its share of the table's alpha): supported only if it beats every other w (an
+    intersection-union test); contradicted if some other w beats it; equivalent if every other w is
+    within the margin of it; else inconclusive."""
     if any(_too_few_seeds(t) for t in tests):
         verdict = per_seed_only(min(t.result.seeds for t in tests if t.result is not None))
     elif all(w.startswith("supported") for w in words):
@@ -488,34 +462,20 @@ WEIGHTING_CLAIM = "weighting by confidence and agreement beats no weighting (OA)
 
 
 def claim_tests(tables_dir: Path) -> list[ClaimTest]:
-    """Every claim of this run's saved tables as a test (``claims`` decides them): the paper's
-    headline as the primary claim, the others as one family."""
-    tables_dir = Path(tables_dir)
-
-    def read(name):
-        return read_table(tables_dir, name)
-
+    """Every claim of this run's saved tables as a test: the paper's headline as the primary claim,
+    the others as one family."""
     tests = []
-    if (t := read("significance_proposed")) is not None:
+    if (t := read_table(tables_dir, "significance_proposed")) is not None:
         tests.append(_test_from_rows(PRIMARY_CLAIM, "primary", t, "OA"))
         tests.append(_test_from_rows(AA_CLAIM, "claims", t, "AA"))
-    if (t := read("significance_ablation")) is not None:
-        tests.append(
-            _test_from_rows(
-                WEIGHTING_CLAIM,
-                "claims",
-                t[(t["model"] == "both") & (t["versus"] == "none")],
-            )
-        )
-        tests.append(
-            _test_from_rows(
-                "naive fusion (no weighting) is worse than the baseline (OA)",
-                "claims",
-                t[(t["model"] == "none") & (t["versus"] == "baseline")],
-                sign=-1,
-            )
-        )
-    if (t := read("table2_contingency")) is not None:
+    if (t := read_table(tables_dir, "significance_ablation")) is not None:
+        for model, versus, claim, sign in (
+            ("both", "none", WEIGHTING_CLAIM, 1),
+            ("none", "baseline", "naive fusion (no weighting) is worse than the baseline (OA)", -1),
+        ):
+            pair = t[(t["model"] == model) & (t["versus"] == versus)]
+            tests.append(_test_from_rows(claim, "claims", pair, sign=sign))
+    if (t := read_table(tables_dir, "table2_contingency")) is not None:
         counts = {(r["RGB"], r["landmark"]): int(r["count"]) for _, r in t.iterrows()}
         only_rgb, only_landmark = counts[("correct", "wrong")], counts[("wrong", "correct")]
         p = (
@@ -524,25 +484,19 @@ def claim_tests(tables_dir: Path) -> list[ClaimTest]:
             else 1.0
         )
         total = sum(counts.values())
+        claim = "the RGB branch alone is more accurate than the landmark branch alone"
+        difference = (only_rgb - only_landmark) / total
+        detail = (
+            f"first seed: only RGB right {only_rgb}, only landmarks right {only_landmark}, "
+            f"exact McNemar p = {p:.2g}"
+        )
+        about = "these trained models (first seed; exact McNemar)"
+        no_interval = (np.nan, np.nan, np.nan)  # low, high, resolution
         tests.append(
-            ClaimTest(
-                "the RGB branch alone is more accurate than the landmark branch alone",
-                "claims",
-                1,
-                p,
-                1.0,
-                1.0,
-                (only_rgb - only_landmark) / total,
-                np.nan,
-                np.nan,
-                np.nan,
-                "these trained models (first seed; exact McNemar)",
-                f"first seed: only RGB right {only_rgb}, only landmarks right {only_landmark}, "
-                f"exact McNemar p = {p:.2g}",
-            )
+            ClaimTest(claim, "claims", 1, p, 1.0, 1.0, difference, *no_interval, about, detail)
         )
     # beyond the paper (issue 13): each against the paper's proposed model, paired seed by seed
-    if (t := read("significance_future_work")) is not None:
+    if (t := read_table(tables_dir, "significance_future_work")) is not None:
         for model, versus, claim in (
             (LEARNED, PAPER_MODEL, "a learned weighting beats the paper's (OA)"),
             (CALIBRATED, PAPER_MODEL, "a calibrated confidence beats the paper's weighting (OA)"),
@@ -583,12 +537,9 @@ def _verdict_interval(test: ClaimTest, level: float) -> str:
 
 
 def claims(tables_dir: Path) -> pd.DataFrame:
-    """One row per claim with a verdict computed from this run's saved tables: the difference and
-    its 95% interval, the unadjusted p-value, the interval the verdict reads (at the claim's share
-    of one 5% error rate for the whole table, ``decide``), the equivalence margin, the run's
-    resolution (the smallest difference it detects with 80% power), what the verdict is about, and
-    any seed that is an outlier among its siblings, with the verdict without it
-    (``outlying_seed_note``)."""
+    """One row per claim with a verdict computed from this run's saved tables (``decide``), the
+    interval it reads, the run's resolution (the smallest difference it detects with 80% power),
+    what the verdict is about, and any outlying seed (``outlying_seed_note``)."""
     tests = claim_tests(tables_dir)
     pairs = read_table(Path(tables_dir), "significance_w_pairs")
     comparisons = w_tests(pairs) if pairs is not None and len(pairs) else []
@@ -618,21 +569,15 @@ def claims(tables_dir: Path) -> pd.DataFrame:
     ]
     if comparisons:
         verdict_w, detail = w_verdict(comparisons, words[len(tests) :])
+        w_levels = list(zip(comparisons, levels[len(tests) :]))
+        # no difference, interval, p or resolution of its own: those cells stay empty
         rows.append(
             {
                 "claim": W_CLAIM,
                 "family": "w",
                 "verdict": verdict_w,
-                "difference": np.nan,
-                "95% low": np.nan,
-                "95% high": np.nan,
-                "p (unadjusted)": np.nan,
-                "verdict's interval": "; ".join(
-                    _verdict_interval(t, level)
-                    for t, level in zip(comparisons, levels[len(tests) :])
-                ),
+                "verdict's interval": "; ".join(_verdict_interval(t, lv) for t, lv in w_levels),
                 "margin": EQUIVALENCE_MARGIN,
-                "resolution": np.nan,
                 "about": comparisons[0].about,
                 "per seed (the trained models)": "; ".join(
                     f"{t.claim}: {t.seeds_right}" for t in comparisons
@@ -640,8 +585,8 @@ def claims(tables_dir: Path) -> pd.DataFrame:
                 "detail": detail,
                 "outlying seed": "; ".join(
                     f"{t.claim}: {note}"
-                    for t, level in zip(comparisons, levels[len(tests) :])
-                    if (note := outlying_seed_note(t, level))
+                    for t, lv in w_levels
+                    if (note := outlying_seed_note(t, lv))
                 ),
             }
         )
@@ -659,6 +604,10 @@ def _paper_gains() -> dict[str, float]:
     }
 
 
+def _method_level(tables_dir: Path) -> list[ClaimTest]:
+    return [t for t in claim_tests(tables_dir) if t.result is not None]
+
+
 def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) -> pd.DataFrame:
     """What this run's test set can resolve, however many seeds are trained: with unlimited seeds
     the seed term vanishes and the standard error falls to the test images' own term, so the
@@ -667,8 +616,8 @@ def resolvable_rows(tables_dir: Path, power: float = 0.8, alpha: float = ALPHA) 
     (the image term shrinks as 1/N)."""
     gains = _paper_gains()
     rows = []
-    for t in claim_tests(tables_dir):
-        if t.result is None or t.claim not in gains:
+    for t in _method_level(tables_dir):
+        if t.claim not in gains:
             continue
         floor = (norm.ppf(1 - alpha / 2) + norm.ppf(power)) * np.sqrt(t.result.image_variance)
         gain = gains[t.claim]
@@ -689,9 +638,7 @@ def plan_rows(tables_dir: Path, effect: float, test_images_scale: float = 1.0) -
     resolution, and the seeds that would resolve ``effect`` (``stats.seeds_needed``) at
     ``test_images_scale`` times this run's test images."""
     rows = []
-    for t in claim_tests(tables_dir):
-        if t.result is None:
-            continue
+    for t in _method_level(tables_dir):
         needed = seeds_needed(t.result, effect, test_images_scale=test_images_scale)
         rows.append(
             {
