@@ -152,10 +152,9 @@ def epoch_batches(count: int, batch_size: int) -> list[slice]:
 
 
 def evaluation_batches(count: int, batch_size: int, sharded: bool = True) -> list[slice]:
-    """The batches of an evaluation over ``count`` samples in consecutive batches of
-    ``batch_size`` that this rank computes: with ``sharded``, a contiguous block of the batches one
-    process makes, the same batches (ARM's batch term couples the images of one), so ``gather`` of
-    every rank's results is one process's result; all of them without, or outside a group."""
+    """This rank's block of one process's consecutive batches of ``batch_size`` over ``count``
+    samples (the same batches: ARM's batch term couples a batch's images); all of them without
+    ``sharded``, or outside a group."""
     batches = [
         slice(start, min(start + batch_size, count)) for start in range(0, count, batch_size)
     ]
@@ -163,10 +162,8 @@ def evaluation_batches(count: int, batch_size: int, sharded: bool = True) -> lis
 
 
 def gather(parts: list, sharded: bool = True) -> list:
-    """Every rank's ``parts`` (a list of CPU tensors, one per batch of ``evaluation_batches``),
-    concatenated in rank order on every rank: the whole evaluation's batches in their order.
-    ``parts`` as they are without ``sharded`` (each rank computed every batch), or outside a
-    group."""
+    """Every rank's ``parts`` (CPU tensors, one per batch of ``evaluation_batches``) in rank order,
+    on every rank; ``parts`` as they are without ``sharded`` (each rank computed every batch)."""
     if not (sharded and active()):
         return parts
     everyone = [None] * world_size()
