@@ -37,6 +37,7 @@ from fer_lib.training import landmark_inputs
 
 BRANCHES = ("rgb", "landmark")
 TARGETS = ("predicted", "true")
+Terms = tuple[Tensor, Tensor]  # ARM's batch terms of the RGB and the landmark branch
 
 # Table 11's cases: (RGB right, landmark right, fused right); None = either.
 TABLE11_CASES = {
@@ -53,8 +54,7 @@ TABLE11_CASES = {
 
 
 def _frame(predictions) -> pd.DataFrame:
-    """One row per test image: index, name, label and each head's prediction,
-    plus the fused confidence."""
+    """One row per test image: index, name, label, each head's prediction, the fused confidence."""
     return pd.DataFrame(
         {
             "index": np.arange(len(predictions.labels)),
@@ -103,24 +103,22 @@ def pick_per_class(predictions, *, correct: bool, per_class: int = 1) -> pd.Data
 
 
 def pick_cases(predictions, *, per_case: int = 2) -> pd.DataFrame:
-    """Table 11: for each case of ``TABLE11_CASES``, the test images in it with
-    the highest fused confidence."""
+    """Table 11: per case of ``TABLE11_CASES``, its images of highest fused confidence."""
     frame = _frame(predictions)
-    picked = []
-    for name, wanted in TABLE11_CASES.items():
-        mask = _in_case(frame, wanted)
-        picked.append(_top(frame[mask], per_case).assign(group=name))
+    picked = [
+        _top(frame[_in_case(frame, wanted)], per_case).assign(group=name)
+        for name, wanted in TABLE11_CASES.items()
+    ]
     return _named(pd.concat(picked)[["group", *frame.columns]], predictions.classes)
 
 
 def case_counts(predictions) -> pd.DataFrame:
     """How many test images fall in each case of Table 11."""
     frame = _frame(predictions)
-    rows = []
-    for name, wanted in TABLE11_CASES.items():
-        mask = _in_case(frame, wanted)
-        rows.append({"case": name, "images": int(mask.sum()), "share": float(mask.mean())})
-    return pd.DataFrame(rows)
+    masks = {name: _in_case(frame, wanted) for name, wanted in TABLE11_CASES.items()}
+    return pd.DataFrame(
+        [{"case": k, "images": int(m.sum()), "share": float(m.mean())} for k, m in masks.items()]
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,11 +131,7 @@ class FusedLogits(nn.Module):
     terms held at the given values."""
 
     def __init__(
-        self,
-        model: models.FusionModel,
-        vary: str,
-        held_per_image: Tensor,
-        batch_terms: tuple[Tensor, Tensor],
+        self, model: models.FusionModel, vary: str, held_per_image: Tensor, batch_terms: Terms
     ):
         super().__init__()
         if vary not in BRANCHES:
@@ -158,8 +152,7 @@ class FusedLogits(nn.Module):
 
 @dataclass
 class Explanation:
-    """Grad-CAM++ maps of a set of test images, with what they explain;
-    maps are (N, S, S) in [0, 1]."""
+    """Grad-CAM++ maps (N, S, S) in [0, 1] of a set of test images, with what they explain."""
 
     index: np.ndarray  # (N,) test-set indices
     target: np.ndarray  # (N,) the class whose fused logit is explained
@@ -188,7 +181,7 @@ def evaluated_maps(
     config,
     index: np.ndarray,
     affinity: str = "batch",
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+) -> tuple[Tensor, Tensor, Terms]:
     """Each image of ``index`` as the evaluation saw it (``training.fusion_outputs``): its RGB
     per-image map from the cache, its landmark per-image map computed in its test batch (consecutive
     batches of ``config.eval_batch_size`` in split order) in the evaluation's precision, and ARM's
@@ -272,9 +265,8 @@ def _explain_chunk(
     [0, 1], the heatmaps' first channel, both branches' CAMs and the fused probabilities."""
     device = next(model.parameters()).device
     members = torch.as_tensor(chosen)
-    # the reported logits from the evaluation's own features (bf16 under autocast)
-    # and heads (fp32); the CAMs run in fp32 (pytorch-grad-cam reads activations
-    # through numpy, which has no bf16)
+    # the reported logits from the evaluation's own features (bf16 under autocast) and heads (fp32);
+    # the CAMs run in fp32 (pytorch-grad-cam reads activations through numpy, which has no bf16)
     rgb, landmark, terms = evaluated_maps(model, split, cache, config, chosen, affinity)
     images = tensors.normalise(split.images[members].to(device))
     heatmaps = landmark_inputs(split, members, None, config, device)
@@ -283,22 +275,16 @@ def _explain_chunk(
     explained = (
         logits.argmax(1).cpu().numpy() if target == "predicted" else split.labels[members].numpy()
     )
-    rgb_cam, landmark_cam = branch_cams(model, images, heatmaps, (rgb, landmark, terms), explained)
-    return (
-        explained,
-        split.images[members].permute(0, 2, 3, 1).float().numpy() / 255,
-        heatmaps[:, 0].cpu().numpy(),
-        rgb_cam,
-        landmark_cam,
-        logits.softmax(1).cpu().numpy(),
-    )
+    cams = branch_cams(model, images, heatmaps, (rgb, landmark, terms), explained)
+    shown = split.images[members].permute(0, 2, 3, 1).float().numpy() / 255
+    return explained, shown, heatmaps[:, 0].cpu().numpy(), *cams, logits.softmax(1).cpu().numpy()
 
 
 def branch_cams(
     model: models.FusionModel,
     images: Tensor,
     heatmaps: Tensor,
-    held: tuple[Tensor, Tensor, tuple[Tensor, Tensor]],
+    held: tuple[Tensor, Tensor, Terms],
     explained: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM++ (N, S, S) of the RGB and the landmark branch for the fused logits of the classes
@@ -308,11 +294,9 @@ def branch_cams(
     rgb_cam = _grad_cam_plus_plus(
         FusedLogits(model, "rgb", landmark, terms), model.baseline.cam_layer, images, explained
     )
+    landmark_wrapper = FusedLogits(model, "landmark", rgb, terms)
     landmark_cam = _grad_cam_plus_plus(
-        FusedLogits(model, "landmark", rgb, terms),
-        model.landmark_cnn.cam_layer,
-        heatmaps,
-        explained,
+        landmark_wrapper, model.landmark_cnn.cam_layer, heatmaps, explained
     )
     return rgb_cam, landmark_cam
 
@@ -348,16 +332,9 @@ def explain(
     explained, images, heatmaps, rgb_cam, landmark_cam, probabilities = (
         np.concatenate(p) for p in zip(*parts)
     )
+    heatmaps = np.clip(heatmaps, 0, 1)
     return Explanation(
-        index,
-        explained,
-        target,
-        affinity,
-        images,
-        np.clip(heatmaps, 0, 1),
-        rgb_cam,
-        landmark_cam,
-        probabilities,
+        index, explained, target, affinity, images, heatmaps, rgb_cam, landmark_cam, probabilities
     )
 
 
@@ -366,8 +343,7 @@ def explain(
 
 
 def overlay(base: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """pytorch-grad-cam's jet overlay of a CAM on an RGB (S, S, 3) or
-    grey (S, S) image in [0, 1]."""
+    """pytorch-grad-cam's jet overlay of a CAM on an RGB (S, S, 3) or grey (S, S) image in [0, 1]"""
     # pytorch_grad_cam: see _grad_cam_plus_plus
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
@@ -418,14 +394,8 @@ def plot_explanations(explanation: Explanation, examples: pd.DataFrame, title: s
             f"{textwrap.fill(row.group, 22)}\ntrue {row.label}\nfused {row.fused}\nRGB {row.rgb} "
             f"/ lm {row.landmark}"
         )
-        axes[0, 0].text(
-            j * (size + gap) + size / 2,
-            -size * 0.04,
-            header,
-            ha="center",
-            va="bottom",
-            fontsize=7.5,
-        )
+        x = j * (size + gap) + size / 2
+        axes[0, 0].text(x, -size * 0.04, header, ha="center", va="bottom", fontsize=7.5)
     fig.suptitle(f"{title}\n{explanation.describe()}", fontsize=10)
     fig.tight_layout()
     return fig

@@ -32,22 +32,15 @@ def _labels(y: np.ndarray, num_classes: int, name: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _pair(
-    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES
+) -> np.ndarray:
+    """(C, C) counts: rows are true classes, columns predicted classes."""
     y_true, y_pred = _labels(y_true, num_classes, "y_true"), _labels(y_pred, num_classes, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(
             f"y_true and y_pred differ in length: {y_true.shape[0]} vs {y_pred.shape[0]}"
         )
-    return y_true, y_pred
-
-
-def confusion_matrix(
-    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES
-) -> np.ndarray:
-    """(C, C) counts: rows are true classes, columns predicted classes."""
-    y_true, y_pred = _pair(y_true, y_pred, num_classes)
     counts = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
@@ -100,11 +93,9 @@ def contingency_2x2(
     correct_a: np.ndarray, correct_b: np.ndarray, names: tuple[str, str] = ("rgb", "landmark")
 ) -> dict[str, int]:
     """Table 2: counts of (a right/wrong) x (b right/wrong) from two boolean arrays of per-sample
-    correctness.
-
-    Keys are ``{a}_correct_{b}_correct``, ``{a}_correct_{b}_wrong``, ``{a}_wrong_{b}_correct``,
-    ``{a}_wrong_{b}_wrong``, with a = rgb and b = landmark by default (paper_results.json's names).
-    """
+    correctness. Keys are ``{a}_correct_{b}_correct``, ``{a}_correct_{b}_wrong``,
+    ``{a}_wrong_{b}_correct``, ``{a}_wrong_{b}_wrong``, with a = rgb and b = landmark by default
+    (paper_results.json's names)."""
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(

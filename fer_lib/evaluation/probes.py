@@ -60,8 +60,7 @@ def _model(c: float):
 
 
 def fit_probe(c: float, x: np.ndarray, y: np.ndarray):
-    """A probe fitted on one thread, so the same numbers come out whatever
-    threads the process was given."""
+    """A probe fitted on one thread: the same numbers whatever threads the process was given."""
     with threadpool_limits(limits=1):
         return _model(c).fit(x, y)
 
@@ -75,8 +74,7 @@ def linear_probe(
     *,
     seed: int = 0,
 ) -> ProbeResult:
-    """Fit on the training split with C chosen on a 10% stratified validation
-    split, refit on all of it."""
+    """Fit on the training split, C chosen on a 10% stratified validation split; refit on all."""
     fit, val = stratified_split(train_y, 0.1, seed)
     scores = {}
     # predictions too: a near-tie must not flip
@@ -84,11 +82,8 @@ def linear_probe(
         # a probe is a reference, not a tuned model
         warnings.simplefilter("ignore", ConvergenceWarning)
         for c in C_GRID:
-            scores[c] = float(
-                (
-                    fit_probe(c, train_x[fit], train_y[fit]).predict(train_x[val]) == train_y[val]
-                ).mean()
-            )
+            predicted = fit_probe(c, train_x[fit], train_y[fit]).predict(train_x[val])
+            scores[c] = float((predicted == train_y[val]).mean())
         best = max(C_GRID, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
         predicted = fit_probe(best, train_x, train_y).predict(test_x)
     return ProbeResult(
@@ -120,19 +115,10 @@ def global_statistics(rafdb) -> np.ndarray:
     """(N, 11) per sample: mean and sd of each channel of the original photo, its width
     and height, and the inter-ocular distance and eye-centre position from the manual
     points (relative to the photo)."""
-    with ThreadPoolExecutor(
-        max_workers=min(8, 2 * (os.cpu_count() or 1))
-    ) as pool:  # PIL decodes without the GIL
-        photos = np.asarray(
-            list(
-                pool.map(
-                    _photo_statistics,
-                    (rafdb.original_path(i) for i in range(len(rafdb))),
-                    chunksize=64,
-                )
-            ),
-            dtype=np.float32,
-        )
+    paths = (rafdb.original_path(i) for i in range(len(rafdb)))
+    # PIL decodes without the GIL
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        photos = np.asarray(list(pool.map(_photo_statistics, paths, chunksize=64)), np.float32)
     eyes = rafdb.manual5[:, :2]
     iod = np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=1)
     centre = eyes.mean(1)
@@ -155,44 +141,25 @@ def probe_table(train: SplitTensors, test: SplitTensors, cache_dir: Path) -> pd.
         return pd.read_csv(path)
     y_train, y_test = train.labels.numpy(), test.labels.numpy()
     size = train.input_size
+    probes = {
+        "linear probe, HOG (aligned images)": lambda split: hog_features(split.images.numpy()),
+        "linear probe, coordinates (aligned landmarks)": lambda split: coordinate_features(
+            split.points.numpy(), size
+        ),
+    }
     results = [
-        linear_probe(
-            "linear probe, HOG (aligned images)",
-            hog_features(train.images.numpy()),
-            y_train,
-            hog_features(test.images.numpy()),
-            y_test,
-        ),
-        linear_probe(
-            "linear probe, coordinates (aligned landmarks)",
-            coordinate_features(train.points.numpy(), size),
-            y_train,
-            coordinate_features(test.points.numpy(), size),
-            y_test,
-        ),
+        linear_probe(name, features(train), y_train, features(test), y_test)
+        for name, features in probes.items()
     ]
     majority = int(np.bincount(y_train).argmax())
-    frame = pd.DataFrame(
-        [
-            {
-                "model": r.name,
-                "input": "RGB" if "HOG" in r.name else "landmarks",
-                "test OA": r.test_accuracy,
-                "features": r.features,
-                "C (chosen on validation)": r.c,
-            }
-            for r in results
-        ]
-        + [
-            {
-                "model": f"majority class ({train.classes[majority]})",
-                "input": "none",
-                "test OA": float((y_test == majority).mean()),
-                "features": 0,
-                "C (chosen on validation)": np.nan,
-            }
-        ]
-    )
+    rows = [
+        (r.name, "RGB" if "HOG" in r.name else "landmarks", r.test_accuracy, r.features, r.c)
+        for r in results
+    ]
+    majority_oa = float((y_test == majority).mean())
+    rows.append((f"majority class ({train.classes[majority]})", "none", majority_oa, 0, np.nan))
+    columns = ["model", "input", "test OA", "features", "C (chosen on validation)"]
+    frame = pd.DataFrame(rows, columns=columns)
     save_csv(frame, path)
     return frame
 

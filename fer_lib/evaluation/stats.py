@@ -68,6 +68,11 @@ class BootstrapResult:
         return self.low > 0 or self.high < 0
 
 
+def _check_metric(metric: str) -> None:
+    if metric not in ("oa", "aa"):
+        raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
+
+
 def _class_count(labels: np.ndarray, num_classes: int | None) -> int:
     """The data set's class count, or where not given enough for every label: AA averages over the
     classes present in the test labels only, so classes without a test image do not change it (any
@@ -80,8 +85,7 @@ def _class_count(labels: np.ndarray, num_classes: int | None) -> int:
 def _cell_accuracy(
     counts: np.ndarray, cell_class: np.ndarray, cell_hits: np.ndarray, metric: str, num_classes: int
 ) -> np.ndarray:
-    """OA or AA for each row of ``counts`` (R, K): how many draws fell in each
-    cell (class, a's hit, b's hit)."""
+    """OA or AA per row of ``counts`` (R, K): draws per cell (class, a's hit, b's hit)."""
     if metric == "oa":
         return counts @ cell_hits / counts.sum(1)
     onehot = np.eye(num_classes)[cell_class]  # (K, C)
@@ -95,13 +99,10 @@ def paired_bootstrap(
     labels: np.ndarray, predicted_a: np.ndarray, predicted_b: np.ndarray, **options
 ) -> BootstrapResult:
     """Percentile interval of metric(B) - metric(A) over paired bootstrap resamples of the test
-    images.
-
-    ``options`` are ``paired_bootstrap_correct``'s: ``metric`` "oa" (overall accuracy) or "aa"
-    (average per-class accuracy over the classes present), ``resamples``, ``confidence``, ``seed``,
-    ``num_classes``. Seeded; each resample costs O(classes x distinct correctness pairs), not
-    O(images).
-    """
+    images. ``options`` are ``paired_bootstrap_correct``'s: ``metric`` "oa" (overall accuracy) or
+    "aa" (average per-class accuracy over the classes present), ``resamples``, ``confidence``,
+    ``seed``, ``num_classes``. Seeded; each resample costs O(classes x distinct correctness pairs),
+    not O(images)."""
     labels = np.asarray(labels)
     return paired_bootstrap_correct(
         labels, np.asarray(predicted_a) == labels, np.asarray(predicted_b) == labels, **options
@@ -119,10 +120,8 @@ def paired_bootstrap_correct(
     seed: int = 0,
     num_classes: int | None = None,
 ) -> BootstrapResult:
-    """``paired_bootstrap`` on per-image correctness (N,) in [0, 1]: booleans,
-    or fractions of seeds right."""
-    if metric not in ("oa", "aa"):
-        raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
+    """``paired_bootstrap`` on correctness (N,) in [0, 1]: booleans, or fractions of seeds right."""
+    _check_metric(metric)
     labels = np.asarray(labels)
     correct_a, correct_b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     if not (correct_a.shape == correct_b.shape == labels.shape) or labels.ndim != 1:
@@ -202,8 +201,7 @@ _GRID = 4000  # chi-square quantiles that integrate over the seed-variance estim
 
 @dataclass(frozen=True)
 class PooledResult:
-    """The method-level comparison of two training methods over S seeds
-    (``seed_pooled_interval``)."""
+    """Two training methods compared over S seeds (``seed_pooled_interval``)."""
 
     metric: str
     difference: float  # seed-averaged metric(B) - metric(A)
@@ -235,8 +233,7 @@ class PooledResult:
         return self.interaction_variance / (self.seeds * self.image_variance)
 
     def quantile(self, probability: float) -> float:
-        """Upper ``probability`` quantile of the studentised difference (|T| for
-        two-sided use: pass 0.975)."""
+        """Upper ``probability`` quantile of the studentised difference (two-sided: pass 0.975)."""
         return _quantile(self.ratio, self.seeds, probability, self.floor)
 
     def interval(self, confidence: float) -> tuple[float, float]:
@@ -245,13 +242,8 @@ class PooledResult:
         that level (``bound_confidence``)."""
         if self.se == 0:
             return self.difference, self.difference
-        ratio = _ratio(
-            self.image_variance,
-            self.seed_variance,
-            self.interaction_variance,
-            self.seeds,
-            1 - confidence,
-        )
+        components = self.image_variance, self.seed_variance, self.interaction_variance
+        ratio = _ratio(*components, self.seeds, 1 - confidence)
         half = _quantile(ratio, self.seeds, 0.5 + confidence / 2, self.floor) * self.se
         return self.difference - half, self.difference + half
 
@@ -279,8 +271,7 @@ class PooledResult:
 
 @lru_cache(maxsize=None)
 def _chi_points(seeds: int) -> np.ndarray:
-    """Equal-probability points of chi-square(S-1)/(S-1): the seed-variance
-    estimate relative to its truth."""
+    """Equal-probability points of chi2(S-1)/(S-1): the seed-variance estimate over its truth."""
     return chi2.ppf((np.arange(_GRID) + 0.5) / _GRID, seeds - 1) / (seeds - 1)
 
 
@@ -373,16 +364,14 @@ def seed_pooled_interval(
     """
     labels = np.asarray(labels)
     correct_a, correct_b = (
-        np.atleast_2d(np.asarray(correct_a, dtype=float)),
-        np.atleast_2d(np.asarray(correct_b, dtype=float)),
+        np.atleast_2d(np.asarray(c, dtype=float)) for c in (correct_a, correct_b)
     )
     if correct_a.shape != correct_b.shape or correct_a.shape[1] != len(labels):
         raise ValueError(
             f"per-seed correctness must pair up over the {len(labels)} images, got "
             f"{correct_a.shape} and {correct_b.shape}"
         )
-    if metric not in ("oa", "aa"):
-        raise ValueError(f"metric must be 'oa' or 'aa', got {metric!r}")
+    _check_metric(metric)
     seeds = correct_a.shape[0]
     if seeds < 2:
         raise ValueError(
@@ -415,23 +404,11 @@ def pooled_from_components(
     """The interval, p-value and plug-in ratio of ``seed_pooled_interval`` from the
     seed-averaged difference and its variance components (what simulations of the statistic
     draw, without drawing test sets)."""
-    se = float(np.sqrt(image_variance + max(seed_variance, interaction) / seeds))
+    se, floor = _se_and_floor(image_variance, seed_variance, interaction, seeds)
     if se == 0:
-        return PooledResult(
-            metric,
-            difference,
-            difference,
-            difference,
-            seeds,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            1.0 if difference == 0 else 0.0,
-        )
+        p_value = 1.0 if difference == 0 else 0.0
+        return PooledResult(metric, *[difference] * 3, seeds, *[0.0] * 5, p_value)
     ratio = _ratio(image_variance, seed_variance, interaction, seeds, 1 - confidence)
-    floor = 0.0 if image_variance == 0 else interaction / (seeds * image_variance)
     half = _quantile(ratio, seeds, 0.5 + confidence / 2, floor) * se
     p_value = min(1.0, 2 * _tail(ratio, seeds, abs(difference) / se, floor))
     return PooledResult(
@@ -449,6 +426,15 @@ def pooled_from_components(
     )
 
 
+def _se_and_floor(
+    image_variance: float, seed_variance: float, interaction: float, seeds: int
+) -> tuple[float, float]:
+    """The standard error sqrt(v_img + max(s^2, v_int) / S) and the floor v_int / (S v_img) of the
+    plug-in ratio."""
+    se = float(np.sqrt(image_variance + max(seed_variance, interaction) / seeds))
+    return se, 0.0 if image_variance == 0 else interaction / (seeds * image_variance)
+
+
 def _ratio(
     image_variance: float, seed_variance: float, interaction: float, seeds: int, alpha: float
 ) -> float:
@@ -464,8 +450,7 @@ def _ratio(
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment (1979): adjusted p-values that keep the
-    family-wise error at alpha."""
+    """Holm's step-down adjustment (1979): adjusted p-values; the family-wise error stays alpha."""
     p = np.asarray(p_values, dtype=float)
     order = np.argsort(p)
     adjusted = np.empty_like(p)
@@ -496,8 +481,7 @@ def seeds_needed(
     def resolves(seeds: int) -> bool:
         # the plug-in ratio a run with these components typically gets (s^2 at its expectation)
         ratio = _ratio(image_variance, seed_variance, interaction, seeds, alpha)
-        floor = 0.0 if image_variance == 0 else interaction / (seeds * image_variance)
-        se = np.sqrt(image_variance + max(seed_variance, interaction) / seeds)
+        se, floor = _se_and_floor(image_variance, seed_variance, interaction, seeds)
         return (
             _quantile(ratio, seeds, 1 - alpha / 2, floor) + _quantile(ratio, seeds, power, floor)
         ) * se <= abs(effect)

@@ -1,14 +1,14 @@
 """The frozen RGB baseline: ResNet18 + ARM (Shi & Zhu 2021), named as the authors' released model so
 that their RAF-DB checkpoint ``epoch59_acc0.9205.pth`` loads strictly (``load_arm_checkpoint``).
 
-ARM block and its batch term ---------------------------- PixelShuffle(16) turns the trunk's (512,
-m, m) map into (2, 16m, 16m). One single-channel "de-albino" conv (kernel 32, stride 8, no padding,
-no bias) is shared by both channels -> (2, n, n); BatchNorm2d(2); then the per-image mean over the 2
-channels, an (n, n) map. The ARM code adds ``alpha * x.mean(dim=[0, 1])`` of the BatchNorm output: a
-mean over the minibatch and both channels that keeps the spatial positions, i.e. an (n, n) map
-shared by the whole batch. It equals the batch mean of the per-image maps, which is how it is
-computed here, so a cache of per-image maps (``ARM.per_image``) plus ``ARM.batch_term`` gives the
-same features as the uncached forward. Affinity modes (``ARM.affinity``):
+ARM block and its batch term: PixelShuffle(16) turns the trunk's (512, m, m) map into (2, 16m, 16m).
+One single-channel "de-albino" conv (kernel 32, stride 8, no padding, no bias) is shared by both
+channels -> (2, n, n); BatchNorm2d(2); then the per-image mean over the 2 channels, an (n, n) map.
+The ARM code adds ``alpha * x.mean(dim=[0, 1])`` of the BatchNorm output: a mean over the minibatch
+and both channels that keeps the spatial positions, i.e. an (n, n) map shared by the whole batch. It
+equals the batch mean of the per-image maps, which is how it is computed here, so a cache of
+per-image maps (``ARM.per_image``) plus ``ARM.batch_term`` gives the same features as the uncached
+forward. Affinity modes (``ARM.affinity``):
 
 - ``"batch"``: faithful to the ARM code; the mean is over the current batch, in eval mode too, so an
   image's prediction depends on its batch companions (see shared/reference/ARM_NOTES.md).
@@ -20,18 +20,18 @@ same features as the uncached forward. Affinity modes (``ARM.affinity``):
   ``load_arm_checkpoint`` and ``load_population_means`` read it back. It is NaN until estimated, and
   the fixed mode refuses to run on NaN.
 
-Widths (for the CPU demo) ------------------------- The paper's networks have ResNet18's widths
-(64..512 channels, ``width=64``) and Table 1's (32..512, ``width=32``). A narrower network
-(``width=16`` for ResNet18: 16..128 channels) trains ~16x faster on a CPU. ARM then needs C/2 = r^2
-for its PixelShuffle(r) to give 2 channels, and the de-albino kernel scales with r (kernel 2r,
-stride r/2: 32 and 8 at the paper's r = 16), so the feature side n = 2m - 3 is the same as the
-paper's for every width. Widths where r is an even integer work: ResNet18 1, 4, 9, 16, 25, 36, 49,
-64 (the squares); landmark CNN 2, 8, 18, 32. Only width 64 matches the released checkpoint.
+Widths (for the CPU demo): the paper's networks have ResNet18's widths (64..512 channels,
+``width=64``) and Table 1's (32..512, ``width=32``). A narrower network (``width=16`` for ResNet18:
+16..128 channels) trains ~16x faster on a CPU. ARM then needs C/2 = r^2 for its PixelShuffle(r) to
+give 2 channels, and the de-albino kernel scales with r (kernel 2r, stride r/2: 32 and 8 at the
+paper's r = 16), so the feature side n = 2m - 3 is the same as the paper's for every width. Widths
+where r is an even integer work: ResNet18 1, 4, 9, 16, 25, 36, 49, 64 (the squares); landmark CNN 2,
+8, 18, 32. Only width 64 matches the released checkpoint.
 
-Input sizes ----------- 224 is the paper's. Everything is derived from the input size s: trunk map m
-= s/32, shuffled side s/2, ARM output side n = (s/2 - 32)/8 + 1 = s/16 - 3, feature size n*n (121 at
-224). The RGB model takes multiples of 32 from 64 (n = 1) upwards; the landmark CNN needs at least
-128 (its size-matching conv's kernel, conv5 side - m + 1, must be >= 1). ``arm_geometry`` and
+Input sizes: 224 is the paper's. Everything is derived from the input size s: trunk map m = s/32,
+shuffled side s/2, ARM output side n = (s/2 - 32)/8 + 1 = s/16 - 3, feature size n*n (121 at 224).
+The RGB model takes multiples of 32 from 64 (n = 1) upwards; the landmark CNN needs at least 128
+(its size-matching conv's kernel, conv5 side - m + 1, must be >= 1). ``arm_geometry`` and
 ``LandmarkCNN`` raise a ValueError listing the valid sizes.
 """
 
@@ -76,8 +76,7 @@ from fer_lib.settings import (
 
 
 def arm_geometry(input_size: int) -> tuple[int, int, int]:
-    """(trunk map side m, pixel-shuffled side, ARM output side n) for square
-    inputs; 224 -> (7, 112, 11)."""
+    """(trunk map side m, pixel-shuffled side, ARM output side n); 224 -> (7, 112, 11)."""
     sides = arm_sides(input_size) if isinstance(input_size, int) and input_size > 0 else None
     if sides is None:
         valid = [s for s in SIZE_RANGE if arm_sides(s)]
@@ -91,8 +90,7 @@ def arm_geometry(input_size: int) -> tuple[int, int, int]:
 
 
 class ARM(nn.Module):
-    """The ARM block after PixelShuffle: (B, 2, t, t) -> (B, n*n) feature;
-    see the module docstring."""
+    """The ARM block after PixelShuffle: (B, 2, t, t) -> (B, n*n); see the module docstring."""
 
     def __init__(
         self,
@@ -125,10 +123,8 @@ class ARM(nn.Module):
 
     def per_image(self, x: Tensor) -> Tensor:
         """Per-image map (B, n*n): BatchNorm output averaged over the 2 channels, flattened.
-
         Batch-independent in eval mode (BatchNorm on running statistics), hence cacheable for a
-        frozen model.
-        """
+        frozen model."""
         if x.ndim != 4 or x.shape[1] != 2:
             raise ValueError(f"ARM expects (B, 2, H, W) after PixelShuffle, got {tuple(x.shape)}")
         b, c, h, w = x.shape
@@ -142,8 +138,7 @@ class ARM(nn.Module):
         return x
 
     def batch_term(self, per_image: Tensor) -> Tensor:
-        """alpha * (mean map over the batch, or the population mean map): (1,
-        n*n), added to every image."""
+        """alpha * (the batch's or the population's mean map): (1, n*n), added to every image."""
         if self.affinity == "batch":
             # data-parallel training: the mean over every rank's images
             if distributed.global_batch_active():
@@ -168,11 +163,8 @@ class ARM(nn.Module):
 
     @torch.no_grad()
     def estimate_population_mean(self, per_image_batches: Iterable[Tensor]) -> Tensor:
-        """Set ``population_mean`` to the mean of per-image maps (batches of (B,
-        n*n), see ``per_image``)."""
-        total = torch.zeros(
-            self.feature_dim, dtype=torch.float64, device=self.population_mean.device
-        )
+        """Set ``population_mean``: the mean of per-image maps, batches (B, n*n) (``per_image``)."""
+        total = torch.zeros_like(self.population_mean, dtype=torch.float64)
         count = 0
         for batch in per_image_batches:
             if batch.ndim != 2 or batch.shape[1] != self.feature_dim:
@@ -188,8 +180,7 @@ class ARM(nn.Module):
 
 
 def imagenet_weights_path() -> Path:
-    """Where torchvision caches ResNet18's ImageNet weights: <torch hub
-    dir>/checkpoints/resnet18-f37072fd.pth."""
+    """Where torchvision caches ResNet18's ImageNet weights (<torch hub dir>/checkpoints/)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / _imagenet_weights_url().rsplit("/", 1)[-1]
 
 
@@ -202,8 +193,7 @@ def _imagenet_weights_url() -> str:
 
 
 def _narrow_resnet18(width: int) -> nn.Module:
-    """ResNet18's topology and module names at base width ``width``
-    (torchvision's layout, its init)."""
+    """ResNet18's topology and module names at base width ``width`` (torchvision's layout, init)."""
     # torchvision: see _imagenet_weights_url
     from torchvision.models.resnet import BasicBlock, conv1x1
 
@@ -235,13 +225,10 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
     """torchvision ResNet18 without avgpool and fc: (B, 3, s, s) -> (B, 8*width, s/32, s/32); width
     64 is the standard network (512 channels), other widths keep its topology and module names.
 
-    Args:
-        pretrained: False for random init (training from scratch); True for ImageNet weights from
-        the local
-            torch hub cache (``imagenet_weights_path()``); or the path of a torchvision ResNet18
-            state dict.
-            Nothing is downloaded: a missing file raises CheckpointNotFoundError saying where to put
-            it.
+    ``pretrained``: False for random init (training from scratch); True for ImageNet weights from
+    the local torch hub cache (``imagenet_weights_path()``); or the path of a torchvision ResNet18
+    state dict. Nothing is downloaded: a missing file raises CheckpointNotFoundError saying where to
+    put it.
     """
     if width != 64:
         if pretrained:
@@ -269,11 +256,8 @@ def build_resnet18_trunk(pretrained: bool | str | Path = False, width: int = 64)
 
 class ARMNet(nn.Module):
     """The RGB baseline, ResNet18 + ARM + fc, with the ARM authors' module names (``features``,
-    ``arm``, ``fc``).
-
-    ``forward(x)`` gives logits (B, 7) for ImageNet-normalised (B, 3, s, s) images;
-    ``forward_head(fmap, pre_logits=True)`` gives F_RGB, the (B, n*n) feature before fc.
-    """
+    ``arm``, ``fc``). ``forward(x)`` gives logits (B, 7) for ImageNet-normalised (B, 3, s, s)
+    images; ``forward_head(fmap, pre_logits=True)`` gives F_RGB, the (B, n*n) feature before fc."""
 
     def __init__(
         self,
@@ -306,8 +290,7 @@ class ARMNet(nn.Module):
 
     @property
     def cam_layer(self) -> nn.Module:
-        """The module to hook for Grad-CAM: ResNet18's layer4 (``features[7]``),
-        before PixelShuffle and ARM."""
+        """The module to hook for Grad-CAM: layer4 (``features[7]``), before PixelShuffle, ARM."""
         return self.features[7]
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -324,8 +307,7 @@ class ARMNet(nn.Module):
         return self.arm.per_image(self.arrangement(self.forward_features(x)))
 
     def head_from_per_image(self, per_image: Tensor, pre_logits: bool = False) -> Tensor:
-        """Batch term + fc on per-image maps (B, n*n): F_RGB if ``pre_logits``
-        else logits (B, 7); in fp32."""
+        """Batch term + fc on per-image maps (B, n*n), fp32: F_RGB if ``pre_logits`` else logits."""
         with precision.fp32_head(per_image):
             per_image = per_image.float()
             feature = per_image + self.arm.batch_term(per_image)  # (B, n*n)
@@ -351,7 +333,7 @@ class ARMNet(nn.Module):
         model.safetensors, its population mean included); ``about``: what else config.json records
         (provenance, preprocessing)."""
         config = {"architecture": "ARMNet", **self.pretrained_config(), **about}
-        return write_model_folder(folder, config, {**self.state_dict(), **population_means(self)})
+        return save_folder_state(self, folder, config)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> ARMNet:
@@ -359,19 +341,13 @@ class ARMNet(nn.Module):
         the CPU in eval mode, batch-independent (affinity "fixed") where it carries a population
         mean."""
         config, state = read_model_folder(folder, "ARMNet")
-        model = armnet_from_config(config, folder)
-        weights, means = split_means(state)
-        load_state_strict(model, weights, Path(folder) / WEIGHTS_FILE)
-        load_population_means(model, means)
-        return model.set_affinity("fixed" if has_means(means) else "batch").eval()
+        return load_folder_state(armnet_from_config(config, folder), state, folder)
 
     @torch.no_grad()
     def estimate_population_mean(self, batches: Iterable[Tensor | tuple | list]) -> Tensor:
         """Estimate ``arm.population_mean`` (for affinity "fixed") in eval mode over image batches.
-
         ``batches`` yields image tensors or tuples whose first element is the images (e.g. a
-        DataLoader of (images, labels)); pass the training set without augmentation.
-        """
+        DataLoader of (images, labels)); pass the training set without augmentation."""
         was_training = self.training
         device = self.fc.weight.device
         self.eval()
@@ -396,35 +372,51 @@ def armnet_from_config(config: dict, folder: str | Path) -> ARMNet:
     return model
 
 
+def save_folder_state(model: nn.Module, folder: str | Path, config: dict) -> Path:
+    """A model folder of ``model``: ``config`` and its weights with every population mean."""
+    return write_model_folder(folder, config, {**model.state_dict(), **population_means(model)})
+
+
+def load_folder_state(model: nn.Module, state: dict[str, Tensor], folder: str | Path) -> nn.Module:
+    """``model`` with a model folder's tensors loaded, on the CPU in eval mode, batch-independent
+    (affinity "fixed") where they carry every population mean."""
+    weights, means = split_means(state)
+    load_state_strict(model, weights, Path(folder) / WEIGHTS_FILE)
+    load_population_means(model, means)
+    return model.set_affinity("fixed" if has_means(means) else "batch").eval()
+
+
 def _first(batch: Tensor | tuple | list) -> Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
-def population_means(model: nn.Module) -> dict[str, Tensor]:
-    """Every ARM block's ``population_mean`` in ``model``, keyed by module path
-    (e.g. 'arm.population_mean')."""
+def _arm_blocks(model: nn.Module) -> dict[str, ARM]:
+    """Every ARM block of ``model`` keyed by its mean's path (e.g. 'arm.population_mean')."""
     return {
-        f"{name}.population_mean" if name else "population_mean": module.population_mean.detach()
-        .cpu()
-        .clone()
+        f"{name}.population_mean" if name else "population_mean": module
         for name, module in model.named_modules()
         if isinstance(module, ARM)
     }
 
 
+def population_means(model: nn.Module) -> dict[str, Tensor]:
+    """Every ARM block's ``population_mean`` in ``model``, keyed like 'arm.population_mean'."""
+    return {
+        key: arm.population_mean.detach().cpu().clone() for key, arm in _arm_blocks(model).items()
+    }
+
+
 def load_population_means(model: nn.Module, means: Mapping[str, Tensor]) -> None:
-    """Inverse of ``population_means``; keys must name ARM blocks of ``model``
-    (missing ones stay as they are)."""
-    buffers = population_means(model)
-    unknown = sorted(means.keys() - buffers.keys())
+    """Inverse of ``population_means``; keys must name ARM blocks (missing ones stay as they are)"""
+    blocks = _arm_blocks(model)
+    unknown = sorted(means.keys() - blocks.keys())
     if unknown:
         raise CheckpointError(
-            f"population means for unknown ARM blocks {unknown}; the model has {sorted(buffers)}"
+            f"population means for unknown ARM blocks {unknown}; the model has {sorted(blocks)}"
         )
-    for name, module in model.named_modules():
-        key = f"{name}.population_mean" if name else "population_mean"
-        if isinstance(module, ARM) and key in means:
-            module.population_mean.copy_(means[key])
+    for key, arm in blocks.items():
+        if key in means:
+            arm.population_mean.copy_(means[key])
 
 
 def save_arm_checkpoint(model: ARMNet, path: str | Path, **extra: object) -> Path:
@@ -453,38 +445,29 @@ def load_arm_checkpoint(path: str | Path, *, input_size: int | None = None, clas
     a 'module.' prefix is stripped. Any missing, unexpected or mis-shaped key raises CheckpointError
     listing them; a missing file raises CheckpointNotFoundError (also a FileNotFoundError).
 
-    Args:
-        input_size: the model's input size; default: the file's 'input_size' entry, else 224 (the
-        paper).
-        classes: the class list the caller needs; a file made for another list is refused, naming
-        both. A file
-            without a 'classes' entry (the authors', or one from before 8 classes) is RAF-DB's 7.
+    ``input_size``: the model's input size; default: the file's 'input_size' entry, else 224 (the
+    paper). ``classes``: the class list the caller needs; a file made for another list is refused,
+    naming both. A file without a 'classes' entry (the authors', or one from before 8 classes) is
+    RAF-DB's 7.
 
-    Returns:
-        The model on CPU, in eval mode, affinity "batch" (exactly the ARM code's computation); a
-        population
-        mean stored in the file is loaded, so ``set_affinity("fixed")`` works on it.
+    Returns the model on CPU, in eval mode, affinity "batch" (exactly the ARM code's computation); a
+    population mean stored in the file is loaded, so ``set_affinity("fixed")`` works on it.
     """
     path = Path(path)
     obj = _read_checkpoint(path, ARM_FILE_HINT)
     state = _state_dict_of(obj, path, ARM_FILE_HINT)
-    stored_size = (
-        obj.get("input_size") if isinstance(obj, dict) and "model_state_dict" in obj else None
-    )
+    record = obj if isinstance(obj, dict) and "model_state_dict" in obj else {}
+    stored_size = record.get("input_size")
     if input_size is not None and stored_size is not None and input_size != stored_size:
         raise CheckpointError(
             f"{path} was saved for input size {stored_size}; input_size={input_size} was asked for"
         )
     if input_size is None:
         input_size = stored_size if stored_size is not None else PAPER_INPUT_SIZE
-    width = obj.get("width", 64) if isinstance(obj, dict) and "model_state_dict" in obj else 64
-    stored_classes = (
-        obj.get("classes") if isinstance(obj, dict) and "model_state_dict" in obj else None
-    )
-    stored_classes = tuple(stored_classes) if stored_classes else CLASSES
+    stored_classes = tuple(record["classes"]) if record.get("classes") else CLASSES
     if classes is not None:
         check_classes(stored_classes, classes, str(path))
-    model = ARMNet(input_size, num_classes=len(stored_classes), width=int(width))
+    model = ARMNet(input_size, num_classes=len(stored_classes), width=int(record.get("width", 64)))
     model.classes = stored_classes
     load_state_strict(model, state, path)
     if isinstance(obj, dict) and isinstance(obj.get("population_means"), dict):

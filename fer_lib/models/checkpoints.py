@@ -41,8 +41,7 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 def check_classes(model_classes, data_classes, what: str) -> None:
-    """Refuse a model whose class list is not the data set's, naming both lists
-    (``what``: the checkpoint)."""
+    """Refuse a model whose class list is not the data set's, naming both (``what``: the file)."""
     if tuple(model_classes) != tuple(data_classes):
         raise CheckpointError(
             f"{what} was trained for {len(model_classes)} classes ({', '.join(model_classes)}), "
@@ -57,9 +56,8 @@ def _read_checkpoint(path: Path, hint: str) -> object:
         raise CheckpointNotFoundError(f"{path}: no such file. {hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
+    # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
+    except Exception as err:
         # skip torch's generic weights_only preamble
         text = str(err).split("WeightsUnpickler error:", 1)[-1]
         reason = next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]
@@ -70,16 +68,10 @@ def _read_checkpoint(path: Path, hint: str) -> object:
 
 
 def _state_dict_of(obj: object, path: Path, hint: str) -> dict[str, Tensor]:
-    """The state dict inside a loaded file: obj['model_state_dict'] or obj
-    itself; strips 'module.'."""
+    """The state dict in a loaded file: obj['model_state_dict'] or obj; strips 'module.'."""
     state = obj.get("model_state_dict") if isinstance(obj, dict) else None
-    if (
-        state is None
-        and isinstance(obj, dict)
-        and obj
-        and all(isinstance(v, Tensor) for v in obj.values())
-    ):
-        state = obj
+    if state is None and isinstance(obj, dict) and obj:
+        state = obj if all(isinstance(v, Tensor) for v in obj.values()) else None
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
     ):
@@ -100,8 +92,7 @@ def _listing(title: str, items: list[str], limit: int = 20) -> str:
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
-    """load_state_dict(strict=True), after a check that names every missing,
-    unexpected and mis-shaped key."""
+    """load_state_dict(strict=True) after a check naming each missing, unexpected, mis-shaped key"""
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
@@ -111,14 +102,9 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path)
         if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or shapes:
+        lists = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": shapes}
         message = f"{path} does not match {type(model).__name__}:"
-        for title, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", shapes),
-        ):
-            if items:
-                message += _listing(title, items)
+        message += "".join(_listing(title, items) for title, items in lists.items() if items)
         fc = state.get("fc.weight")
         side = round(fc.shape[-1] ** 0.5) if fc is not None and fc.ndim == 2 else 0
         # an ARMNet: its fc reads the ARM feature

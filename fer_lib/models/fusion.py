@@ -23,37 +23,23 @@ from fer_lib.models.arm import (
     ARMNet,
     arm_geometry,
     armnet_from_config,
-    load_population_means,
-    population_means,
+    load_folder_state,
+    save_folder_state,
 )
-from fer_lib.models.checkpoints import CheckpointError, load_state_strict
-from fer_lib.models.folders import (
-    WEIGHTS_FILE,
-    has_means,
-    read_model_folder,
-    split_means,
-    write_model_folder,
-)
+from fer_lib.models.checkpoints import CheckpointError
+from fer_lib.models.folders import read_model_folder
 from fer_lib.models.landmark import CoordinateMLP, LandmarkCNN
 from fer_lib.runtime import precision
-from fer_lib.settings import (
-    LANDMARK_INPUTS,
-    WEIGHTINGS,
-    FusionConfig,
-    arm_layout,
-)
+from fer_lib.settings import LANDMARK_INPUTS, WEIGHTINGS, FusionConfig, arm_layout
 
 
 def landmark_memory_format(config: FusionConfig, device) -> torch.memory_format:
     """channels_last for the landmark CNN on CUDA, and on the CPU from width 8: oneDNN then runs its
     training step 1.4x faster at width 8 (benchmarks/README.md). Narrower CPU networks stay
     contiguous: a ResNet18 at width 4 in channels_last corrupted the heap there."""
-    wide_enough = config.width >= 8
-    return (
-        torch.channels_last
-        if torch.device(device).type == "cuda" or wide_enough
-        else torch.contiguous_format
-    )
+    if torch.device(device).type == "cuda" or config.width >= 8:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class WeightGate(nn.Module):
@@ -93,12 +79,9 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     def nll(log_t: float) -> float:
         return float(functional.cross_entropy(logits / np.exp(log_t), labels))
 
+    bounds = (-np.log(20), np.log(20))
     return float(
-        np.exp(
-            minimize_scalar(
-                nll, bounds=(-np.log(20), np.log(20)), method="bounded", options={"xatol": 1e-4}
-            ).x
-        )
+        np.exp(minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-4}).x)
     )
 
 
@@ -155,11 +138,8 @@ class FusionModel(nn.Module):
             raise ValueError(f"weighting {weighting!r} is not one of {WEIGHTINGS}")
         if landmark_input not in LANDMARK_INPUTS:
             raise ValueError(f"landmark input {landmark_input!r} is not one of {LANDMARK_INPUTS}")
-        self.weighting, self.w_disagree, self.weight_grad = (
-            weighting,
-            float(w_disagree),
-            weight_grad,
-        )
+        self.weighting, self.weight_grad = weighting, weight_grad
+        self.w_disagree = float(w_disagree)
         self.input_size = baseline.input_size
         dim, num_classes = baseline.feature_dim, baseline.fc.out_features
         self.baseline = baseline.requires_grad_(False).eval()
@@ -210,7 +190,7 @@ class FusionModel(nn.Module):
             "fusion": dataclasses.asdict(config),
             **about,
         }
-        return write_model_folder(folder, record, {**self.state_dict(), **population_means(self)})
+        return save_folder_state(self, folder, record)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> FusionModel:
@@ -226,13 +206,11 @@ class FusionModel(nn.Module):
                 "model again"
             ) from None
         model = cls.from_config(armnet_from_config(record.get("baseline", {}), folder), config)
-        weights, means = split_means(state)
-        load_state_strict(model, weights, Path(folder) / WEIGHTS_FILE)
-        load_population_means(model, means)
+        load_folder_state(model, state, folder)
         model.config = config
         if config.landmark_input == "heatmaps":  # the layout it was trained in: the same bytes
             model.landmark_cnn.to(memory_format=landmark_memory_format(config, "cpu"))
-        return model.set_affinity("fixed" if has_means(means) else "batch").eval()
+        return model
 
     def train(self, mode: bool = True) -> FusionModel:
         super().train(mode)
@@ -246,8 +224,7 @@ class FusionModel(nn.Module):
 
     @property
     def landmark_branch(self) -> list[nn.Module]:
-        """The modules that turn the landmark input into per-image features (what
-        data-parallel training syncs)."""
+        """The modules making the landmark features (what data-parallel training syncs)."""
         return [self.landmark_cnn, self.arm] if self.arm is not None else [self.landmark_mlp]
 
     def set_affinity(self, mode: str) -> FusionModel:
@@ -258,22 +235,19 @@ class FusionModel(nn.Module):
         return self
 
     def landmark_per_image(self, landmarks: Tensor) -> Tensor:
-        """(B, n*n) per-image landmark features from heatmaps (B, 1, s, s)
-        or coordinates (B, 2K)."""
+        """(B, n*n) per-image landmark features of heatmaps (B, 1, s, s) or coordinates (B, 2K)"""
         if self.arm is None:
             return self.landmark_mlp(landmarks)
         return self.arm.per_image(self.arrangement(self.landmark_cnn(landmarks)))
 
     def landmark_probabilities(self, landmark_logits: Tensor) -> Tensor:
-        """The landmark head's probabilities as the weighting reads them
-        (temperature-scaled when "calibrated")."""
+        """The landmark head's probabilities as the weighting reads them (tempered: "calibrated")"""
         if self.weighting == "calibrated":
             landmark_logits = landmark_logits / self.temperature
         return landmark_logits.softmax(dim=1)
 
     def feature_weight(self, landmark_logits: Tensor, rgb_logits: Tensor) -> Tensor:
-        """(B,) factor for F_landmark: p_landmark * w (eq. 2), or one factor
-        alone, or 1 (see ``weighting``)."""
+        """(B,) factor for F_landmark: p_landmark * w (eq. 2), one of them, or 1 (``weighting``)."""
         agree = landmark_logits.argmax(dim=1) == rgb_logits.argmax(dim=1)
         if self.weighting == "learned":
             return self.gate(rgb_logits.detach(), landmark_logits.detach(), agree)
@@ -303,11 +277,10 @@ class FusionModel(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """ARM's batch terms of both branches for this batch (or the population means in affinity
         "fixed"); the coordinate branch has no ARM, so its term is 0."""
-        landmark_term = (
-            self.arm.batch_term(landmark_per_image)
-            if self.arm is not None
-            else torch.zeros_like(landmark_per_image[:1])
-        )
+        if self.arm is None:
+            landmark_term = torch.zeros_like(landmark_per_image[:1])
+        else:
+            landmark_term = self.arm.batch_term(landmark_per_image)
         return self.baseline.arm.batch_term(rgb_per_image), landmark_term
 
     def forward_per_image_maps(
@@ -317,11 +290,9 @@ class FusionModel(nn.Module):
         batch_terms: tuple[Tensor, Tensor] | None = None,
     ) -> FusionOutput:
         """The rest of the network from both branches' per-image ARM maps (B, n*n).
-
-        ``batch_terms`` (each (1 or B, n*n)) replaces the terms computed from this batch: Grad-CAM
-        holds them at the values of the evaluation batch so that each image's explanation depends on
-        that image alone.
-        """
+        ``batch_terms`` (each (1 or B, n*n)) replaces the terms computed from this batch:
+        Grad-CAM holds them at the values of the evaluation batch so that each image's
+        explanation depends on that image alone."""
         # the heads and eq. 2 in fp32, from bf16 features under autocast
         with precision.fp32_head(rgb_per_image):
             rgb_per_image, landmark_per_image = rgb_per_image.float(), landmark_per_image.float()
@@ -364,12 +335,10 @@ class FusionModel(nn.Module):
 
     @torch.no_grad()
     def estimate_population_means(self, batches: Iterable[tuple | list]) -> None:
-        """Estimate both ARM blocks' population means (affinity "fixed") in eval mode.
-
-        ``batches`` yields tuples whose first two elements are the RGB input and the landmark input;
-        the RGB input is either images (B, 3, s, s) or cached per-image maps (B, n*n) from
-        ``baseline.forward_per_image``.
-        """
+        """Estimate both ARM blocks' population means (affinity "fixed") in eval mode. ``batches``
+        yields tuples whose first two elements are the RGB input and the landmark input; the RGB
+        input is either images (B, 3, s, s) or cached per-image maps (B, n*n) from
+        ``baseline.forward_per_image``."""
         was_training = self.training
         device = self.fusion.weight.device
         self.eval()

@@ -8,11 +8,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from fer_lib.settings import (
-    PAPER_INPUT_SIZE,
-    SIZE_RANGE,
-    landmark_last_kernel,
-)
+from fer_lib.settings import PAPER_INPUT_SIZE, SIZE_RANGE, landmark_last_kernel
 
 COORDS_HIDDEN = 256  # the coordinate MLP's hidden width
 
@@ -54,12 +50,8 @@ class LandmarkCNN(nn.Sequential):
         blocks: list[tuple[str, nn.Module]] = []
         channels = [1, width, 2 * width, 4 * width, 8 * width, 16 * width]  # Table 1 at width 32
         for i in range(5):
-            blocks.append(
-                (
-                    f"conv{i + 1}",
-                    _conv_block(channels[i], channels[i + 1], 5 if i == 0 else 3, batch_norm),
-                )
-            )
+            conv = _conv_block(channels[i], channels[i + 1], 5 if i == 0 else 3, batch_norm)
+            blocks.append((f"conv{i + 1}", conv))
             if i < 4:
                 blocks.append((f"pool{i + 1}", nn.MaxPool2d(2)))
         blocks.append(("conv6", _conv_block(channels[-1], channels[-1], last_kernel, batch_norm)))
@@ -69,8 +61,7 @@ class LandmarkCNN(nn.Sequential):
 
     @property
     def cam_layer(self) -> nn.Module:
-        """The module to hook for Grad-CAM: ``conv5`` (post-ReLU output,
-        before the size-matching conv)."""
+        """The module to hook for Grad-CAM: ``conv5`` (post-ReLU, before the size-matching conv)."""
         return self.conv5
 
     def forward(self, x: Tensor) -> Tensor:
@@ -84,11 +75,9 @@ class LandmarkCNN(nn.Sequential):
 
 class CoordinateMLP(nn.Sequential):
     """The cheaper landmark branch ("coords"): (B, 2K) aligned coordinates, scaled to [-1, 1] -> (B,
-    dim) F_landmark.
-
-    Two hidden layers (Linear -> [BatchNorm] -> ReLU) and a linear output of the RGB feature's size,
-    so that it is fused exactly like the heatmap branch's ARM feature. It answers whether the
-    heatmap CNN adds anything over the plain coordinates it is drawn from."""
+    dim) F_landmark. Two hidden layers (Linear -> [BatchNorm] -> ReLU) and a linear output of the
+    RGB feature's size, so that it is fused exactly like the heatmap branch's ARM feature. It
+    answers whether the heatmap CNN adds anything over the plain coordinates it is drawn from."""
 
     def __init__(
         self, num_points: int, dim: int, *, hidden: int = COORDS_HIDDEN, batch_norm: bool = True

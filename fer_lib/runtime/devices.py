@@ -14,8 +14,7 @@ DEVICE_ENV = "FER_DEVICE"  # set by --device; worker processes and notebook kern
 
 
 class DeviceError(ValueError):
-    """A device that cannot be used (a CPU-only torch asked for CUDA, a GPU
-    index that is not there)."""
+    """A device that cannot be used (CUDA on a CPU-only torch, a GPU index that is not there)."""
 
 
 def cuda_problem() -> str:
@@ -29,8 +28,7 @@ def cuda_problem() -> str:
 
 
 def checked_device(name: str) -> torch.device:
-    """``name`` (cpu, cuda or cuda:N) as a device this machine has, or a
-    DeviceError saying why not."""
+    """``name`` (cpu, cuda or cuda:N) as a device this machine has, or a DeviceError saying why."""
     try:
         device = torch.device(name)
     except RuntimeError:

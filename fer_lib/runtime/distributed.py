@@ -75,16 +75,12 @@ def init_from_environment() -> torch.device | None:
     device, or None outside torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    cuda = torch.cuda.is_available()
     if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
-    return (
-        torch.device("cuda", torch.cuda.current_device())
-        if torch.cuda.is_available()
-        else torch.device("cpu")
-    )
+    return torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -103,8 +99,7 @@ def global_batch_active() -> bool:
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """The sum over ranks; its gradient is the sum over ranks of the gradients (every rank's loss
-    uses the sum)."""
+    """The sum over ranks; its gradient is the sum of the ranks' gradients (every loss uses it)."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
@@ -125,8 +120,7 @@ def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def global_mean(per_image: torch.Tensor) -> torch.Tensor:
-    """(1, D): the mean of ``per_image`` (B_r, D) over every rank's rows, with
-    gradients to each rank's rows."""
+    """(1, D): the mean of ``per_image`` (B_r, D) over every rank's rows, differentiable."""
     total = all_reduce(per_image.sum(dim=0, keepdim=True))
     count = torch.tensor([float(per_image.shape[0])], device=per_image.device)
     dist.all_reduce(count)
@@ -142,11 +136,9 @@ def share(batch_size: int) -> slice:
 
 
 def epoch_batches(count: int, batch_size: int) -> list[slice]:
-    """The batches of an epoch over ``count`` samples in ``batch_size``: one process's consecutive
-    batches, without a last batch of one sample (BatchNorm and ARM's batch term need two); with N
-    ranks, a last batch of fewer than N samples is added to the batch before it instead, so that
-    every rank has a sample and none is dropped (the only case where N ranks do not train the
-    batches of one process)."""
+    """The batches of an epoch over ``count`` samples in ``batch_size``, as the module docstring
+    says; a last batch joined to the one before is the only case where N ranks do not train the
+    batches of one process."""
     batches = evaluation_batches(count, batch_size, sharded=False)
     if not batches:
         return batches
@@ -160,10 +152,9 @@ def epoch_batches(count: int, batch_size: int) -> list[slice]:
 
 
 def evaluation_batches(count: int, batch_size: int, sharded: bool = True) -> list[slice]:
-    """The batches of an evaluation over ``count`` samples in consecutive batches of
-    ``batch_size`` that this rank computes: with ``sharded``, a contiguous block of the batches one
-    process makes, the same batches (ARM's batch term couples the images of one), so ``gather`` of
-    every rank's results is one process's result; all of them without, or outside a group."""
+    """This rank's block of one process's consecutive batches of ``batch_size`` over ``count``
+    samples (the same batches: ARM's batch term couples a batch's images); all of them without
+    ``sharded``, or outside a group."""
     batches = [
         slice(start, min(start + batch_size, count)) for start in range(0, count, batch_size)
     ]
@@ -171,10 +162,8 @@ def evaluation_batches(count: int, batch_size: int, sharded: bool = True) -> lis
 
 
 def gather(parts: list, sharded: bool = True) -> list:
-    """Every rank's ``parts`` (a list of CPU tensors, one per batch of ``evaluation_batches``),
-    concatenated in rank order on every rank: the whole evaluation's batches in their order.
-    ``parts`` as they are without ``sharded`` (each rank computed every batch), or outside a
-    group."""
+    """Every rank's ``parts`` (CPU tensors, one per batch of ``evaluation_batches``) in rank order,
+    on every rank; ``parts`` as they are without ``sharded`` (each rank computed every batch)."""
     if not (sharded and active()):
         return parts
     everyone = [None] * world_size()
@@ -183,8 +172,7 @@ def gather(parts: list, sharded: bool = True) -> list:
 
 
 def loss_scale(local: int, batch_size: int) -> float:
-    """Factor on a rank's mean loss so that DDP's average of the ranks'
-    gradients is the global batch's."""
+    """Factor on a rank's mean loss so that DDP's gradient average is the global batch's."""
     return local * world_size() / batch_size
 
 
@@ -201,9 +189,7 @@ def all_sum(*values: float | torch.Tensor) -> list[float]:
     device during an epoch), read back to the host once."""
     device = collective_device()
     # a float stays float64
-    tensor = torch.stack(
-        [torch.as_tensor(value, dtype=torch.float64).to(device) for value in values]
-    )
+    tensor = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(device) for v in values])
     if active():
         dist.all_reduce(tensor)
     return tensor.tolist()
@@ -236,9 +222,8 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                if self.momentum is not None:
-                    momentum = self.momentum
-                else:
+                momentum = self.momentum
+                if momentum is None:
                     momentum = 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean.detach(), momentum)
                 # unbiased, as BatchNorm keeps
@@ -268,10 +253,8 @@ def global_batch_norm(model: torch.nn.Module, device: torch.device) -> torch.nn.
                 child.track_running_stats,
             )
             # the same Parameter and buffer objects: an optimizer made before still updates them
-            for key, value in [
-                *child.named_parameters(recurse=False),
-                *child.named_buffers(recurse=False),
-            ]:
+            own = [*child.named_parameters(recurse=False), *child.named_buffers(recurse=False)]
+            for key, value in own:
                 setattr(replacement, key, value)
             replacement.train(child.training)
             setattr(model, name, replacement)
@@ -301,12 +284,11 @@ def wrap(
     """``model`` in DistributedDataParallel, calling ``method`` as its forward, with the BatchNorm
     layers of the ``trained`` submodules (default: all of ``model``) made global-batch. Outside a
     process group: ``model`` as it is (still calling ``method``)."""
+    target = model if method == "forward" else _Calls(model, method)
     if not active():
-        return model if method == "forward" else _Calls(model, method)
-
+        return target
     for module in trained or [model]:
         global_batch_norm(module, device)
-    target = model if method == "forward" else _Calls(model, method)
     return DistributedDataParallel(
         target, device_ids=[device.index] if device.type == "cuda" else None
     )

@@ -68,8 +68,7 @@ def name(device: torch.device | str) -> str:
 
 
 def autocast(device: torch.device | str):
-    """bf16 autocast for the trunks where ``autocast_enabled`` says so; a
-    no-op context otherwise."""
+    """bf16 autocast for the trunks where ``autocast_enabled`` says so; else a no-op context."""
     device = torch.device(device)
     if not autocast_enabled(device):
         return contextlib.nullcontext()
@@ -111,10 +110,9 @@ def full(device: torch.device | str):
 
 @contextlib.contextmanager
 def evaluation_kernels():
-    """cuDNN's kernels for an evaluation pass, chosen the same way in every pass: benchmark mode
-    off and deterministic algorithms on (training turns benchmark mode on for speed, and another
-    kernel gives other low bits, which a check of two passes at 1e-4 would see). No effect on a
-    CPU."""
+    """cuDNN's kernels for an evaluation pass, chosen the same way in every pass: benchmark mode off
+    and deterministic algorithms on (training turns benchmark mode on for speed, and another kernel
+    gives other low bits, which a check of two passes at 1e-4 would see). No effect on a CPU."""
     cudnn = torch.backends.cudnn
     saved = cudnn.benchmark, cudnn.deterministic
     cudnn.benchmark, cudnn.deterministic = False, True
@@ -125,8 +123,7 @@ def evaluation_kernels():
 
 
 def arithmetic_note(device: str, cpu_path: str) -> str:
-    """Which precision path computed a run's numbers, in words (another
-    path gives other numbers)."""
+    """Which precision path computed a run's numbers, in words (another gives other numbers)."""
     if device.startswith("cuda"):
         path = "CUDA (bf16 autocast for the trained trunks)"
     else:
