@@ -557,3 +557,19 @@ def test_an_unknown_affinity_is_refused_naming_the_modes():
     with pytest.raises(ValueError) as error:
         models.ARM(out_side=5, kernel=4, stride=2).set_affinity("global")
     assert str(error.value) == "affinity 'global' is not one of ('batch', 'fixed')"
+
+
+@pytest.mark.parametrize("given", ["a fusion state without a key", "a baseline's state"])
+def test_a_fusion_state_that_does_not_fit_is_named_key_by_key(small_net, tmp_path, given):
+    """A fusion model has an ARM but no fc: the check that explains an ARMNet's fc width must not
+    read it (it raised AttributeError instead of naming the keys)."""
+    model = FusionModel(small_net)
+    state = dict(model.state_dict())
+    if given == "a fusion state without a key":
+        del state["fusion.weight"]
+        expected = "missing keys"
+    else:
+        state = small_net.state_dict()
+        expected = "unexpected keys"
+    with pytest.raises(models.CheckpointError, match=expected):
+        models.load_state_strict(model, state, tmp_path / "best.pt")

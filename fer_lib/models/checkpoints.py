@@ -107,12 +107,9 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], path: Path)
         message += "".join(_listing(title, items) for title, items in lists.items() if items)
         fc = state.get("fc.weight")
         side = round(fc.shape[-1] ** 0.5) if fc is not None and fc.ndim == 2 else 0
-        # an ARMNet: its fc reads the ARM feature
-        if (
-            hasattr(model, "arm")
-            and fc.shape != model.fc.weight.shape
-            and side * side == fc.shape[-1]
-        ):
+        # an ARMNet (its fc reads the ARM feature); a fusion model has an ARM but no fc
+        is_armnet = hasattr(model, "arm") and hasattr(model, "fc")
+        if side and is_armnet and fc.shape != model.fc.weight.shape and side**2 == fc.shape[-1]:
             message += (
                 f"\n  fc.weight's width is the ARM feature size n*n: n={side} means "
                 f"input_size={16 * (side + 3)}"
