@@ -128,23 +128,18 @@ def load_models(
 def face_split(image, faces: list[Face], size: int, name: str) -> tensors.SplitTensors:
     """The faces of one photo as the networks' input: aligned crops at ``size`` and their 37 points
     on that canvas."""
-    crops = []
-    for face in faces:
-        # 100x100, then resized as the training images were (tensors._load_image)
-        crop = align(image, face)
-        crops.append(
-            np.asarray(
-                crop
-                if size == landmarks.ALIGNED_SIZE
-                else crop.resize((size, size), Image.BILINEAR)
-            )
-        )
+    # 100x100, then resized as the training images were (tensors._load_image)
+    crops = [align(image, face) for face in faces]
+    if size != landmarks.ALIGNED_SIZE:
+        crops = [crop.resize((size, size), Image.BILINEAR) for crop in crops]
     points = np.stack(
         [landmarks.align_points(face.auto37, face.manual5, size) for face in faces]
     ).astype(np.float32)
     return tensors.SplitTensors(
         names=[f"{name}#{k}" for k in range(len(faces))],
-        images=torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(),
+        images=torch.from_numpy(np.stack([np.asarray(c) for c in crops]))
+        .permute(0, 3, 1, 2)
+        .contiguous(),
         points=torch.from_numpy(points),
         labels=torch.zeros(len(faces), dtype=torch.long),
         landmark_set="auto37",
@@ -231,23 +226,6 @@ def head_probabilities(
     return probabilities, per_image
 
 
-def _run_heads(
-    baseline: models.ARMNet,
-    fusion: models.FusionModel | None,
-    config,
-    split: tensors.SplitTensors,
-) -> tuple[dict[str, np.ndarray], explain.Explanation | None]:
-    """One photo's faces through every head (``head_probabilities``) and, with a fusion model,
-    Grad-CAM++ of both branches."""
-    probabilities, per_image = head_probabilities(baseline, fusion, config, split)
-    if fusion is None:
-        return probabilities, None
-    explanation = explain.explain(
-        fusion, split, per_image.cpu()[None], config, np.arange(len(split)), affinity="fixed"
-    )
-    return probabilities, explanation
-
-
 def _face_row(
     path: Path,
     k: int,
@@ -262,15 +240,11 @@ def _face_row(
         "image": str(path),
         "face": k,
         "status": "predicted" if k == 0 or len(found) == 1 else "predicted (not the largest face)",
-        "x1": face.box[0],
-        "y1": face.box[1],
-        "x2": face.box[2],
-        "y2": face.box[3],
+        **dict(zip(("x1", "y1", "x2", "y2"), face.box)),
         "detection score": face.score,
     }
     heads = [head for head, _ in HEADS if head in probabilities]
-    for head in heads:
-        row[f"{head} class"] = classes[int(probabilities[head][k].argmax())]
+    row.update({f"{head} class": classes[int(probabilities[head][k].argmax())] for head in heads})
     for head in heads:
         row.update({f"p_{head}_{c}": float(v) for c, v in zip(classes, probabilities[head][k])})
     return row
@@ -321,9 +295,9 @@ def predict_photos(
     the models that began it. ``figures``: one figure per face with Grad-CAM++ (PNG and
     PDF); without them the faces of several photos go through the networks together, ``batch_size``
     at a time (ARM is batch-independent here: the same probabilities in any batch)."""
-    baseline.eval().set_affinity("fixed")
-    if fusion is not None:
-        fusion.eval().set_affinity("fixed")
+    networks = [baseline] if fusion is None else [baseline, fusion]
+    for network in networks:
+        network.eval().set_affinity("fixed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     photos = photos_in(paths)
@@ -331,9 +305,7 @@ def predict_photos(
     if not resume:
         table.unlink(missing_ok=True)
     names = photo_columns(baseline.classes, ["rgb"] if fusion is None else [h for h, _ in HEADS])
-    model = models.weights_fingerprint(
-        *([baseline] if fusion is None else [baseline, fusion]), buffers=True
-    )
+    model = models.weights_fingerprint(*networks, buffers=True)
     done = _already_predicted(table, names, model)
     if not done:
         save_json({"model": model}, table.with_suffix(".json"))
@@ -375,17 +347,21 @@ def _photos_with_figures(photos, baseline, fusion, config, out, writer, handle, 
             handle.flush()
             continue
         split = face_split(image, found, baseline.input_size, path.name)
-        probabilities, explanation = _run_heads(baseline, fusion, config, split)
-        for k, face in enumerate(found):
-            figure = plot_face(
-                image,
-                face,
+        probabilities, per_image = head_probabilities(baseline, fusion, config, split)
+        explanation = None
+        if fusion is not None:
+            explanation = explain.explain(
+                fusion,
                 split,
-                k,
-                probabilities,
-                explanation,
-                f"{path.name}, face {k}",
-                baseline.classes,
+                per_image.cpu()[None],
+                config,
+                np.arange(len(split)),
+                affinity="fixed",
+            )
+        for k, face in enumerate(found):
+            title = f"{path.name}, face {k}"
+            figure = plot_face(
+                image, face, split, k, probabilities, explanation, title, baseline.classes
             )
             figure.savefig(out / f"{stems[path]}_face{k}.png", dpi=110)
             # no date: reruns give the same file
@@ -462,10 +438,7 @@ def plot_face(
         plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=1.5)
     )
     axes[0].plot(face.points68[:, 0], face.points68[:, 1], ".", color="yellow", markersize=2)
-    axes[0].set_title("photo, face and 68 points", fontsize=9)
-    crop = split.images[k].permute(1, 2, 0).numpy()
-    axes[1].imshow(crop)
-    axes[1].set_title("aligned crop (network input)", fontsize=9)
+    axes[1].imshow(split.images[k].permute(1, 2, 0).numpy())
     bars = axes[2]
     heads = [(head, name) for head, name in HEADS if head in probabilities]
     width = 0.8 / len(heads)
@@ -477,15 +450,16 @@ def plot_face(
     bars.invert_yaxis()
     bars.set(xlim=(0, 1), xlabel="probability")
     bars.legend(fontsize=7, loc="lower right")
-    bars.set_title("probabilities", fontsize=9)
+    titles = ["photo, face and 68 points", "aligned crop (network input)", "probabilities"]
     if explanation is not None:
         axes[3].imshow(explanation.heatmaps[k], cmap="gray")
-        axes[3].set_title("landmark heatmap", fontsize=9)
         axes[4].imshow(explain.overlay(explanation.images[k], explanation.rgb_cam[k]))
-        axes[4].set_title(f"Grad-CAM++ RGB ({classes[explanation.target[k]]})", fontsize=9)
         axes[5].imshow(explain.overlay(explanation.heatmaps[k], explanation.landmark_cam[k]))
-        axes[5].set_title(f"Grad-CAM++ landmarks ({classes[explanation.target[k]]})", fontsize=9)
-    for axis in axes:
+        target = classes[explanation.target[k]]
+        titles += ["landmark heatmap", f"Grad-CAM++ RGB ({target})"]
+        titles.append(f"Grad-CAM++ landmarks ({target})")
+    for axis, title in zip(axes, titles):
+        axis.set_title(title, fontsize=9)
         if axis is not bars:
             axis.axis("off")
     fig.suptitle(f"{title}. {BATCH_NOTE}", fontsize=9)
