@@ -46,20 +46,23 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _canvas(size: int, title: str) -> tuple[bqplot.Figure, dict]:
-    """A square bqplot figure whose scales are the S x S canvas, y pointing down as in an image."""
+def _canvas(size: int, title: str) -> tuple[bqplot.Figure, dict, bqplot.Image]:
+    """A square bqplot figure whose scales are the S x S canvas, y pointing down as in an image,
+    showing a PNG image mark."""
     scales = {
         "x": bqplot.LinearScale(min=0, max=size),
         "y": bqplot.LinearScale(min=0, max=size, reverse=True),
     }
+    image = bqplot.Image(image=widgets.Image(format="png"), scales=scales, x=[0, size], y=[size, 0])
     figure = bqplot.Figure(
+        marks=[image],
         title=title,
         fig_margin={"top": 30, "bottom": 5, "left": 5, "right": 5},
         layout=widgets.Layout(width="290px", height="310px"),
         min_aspect_ratio=1,
         max_aspect_ratio=1,
     )
-    return figure, scales
+    return figure, scales, image
 
 
 class Editor:
@@ -76,17 +79,9 @@ class Editor:
         self.seed, self.model, self.true, self.case = explore.filter_choices(ex, self.data, "7em")
         self.image = explore.choice([], "image", "7em")
         self.target = explore.choice(list(ex.classes), "toward", "7em")
-        self.amount = widgets.FloatSlider(
-            value=0, min=0, max=1, step=0.05, description="how far", continuous_update=False
-        )
-        self.jitter = widgets.FloatSlider(
-            value=0,
-            min=0,
-            max=8,
-            step=0.5,
-            description="jitter (px)",
-            continuous_update=False,
-        )
+        slider = {"value": 0, "min": 0, "continuous_update": False}
+        self.amount = widgets.FloatSlider(max=1, step=0.05, description="how far", **slider)
+        self.jitter = widgets.FloatSlider(max=8, step=0.5, description="jitter (px)", **slider)
         self.noise_seed = widgets.IntText(value=0, description="noise seed", **labelled)
         self.region = widgets.Dropdown(
             options=[NO_REGION, *whatif.REGIONS, BOX], description="hide", **labelled
@@ -110,29 +105,15 @@ class Editor:
 
     def _build_figures(self, size: int, classes: tuple[str, ...]) -> None:
         """The face with its draggable points, the landmark input and the three heads' bars."""
-        self.face_figure, scales = _canvas(size, "drag a point")
-        self.face_image = bqplot.Image(
-            image=widgets.Image(format="png"), scales=scales, x=[0, size], y=[size, 0]
-        )
-        self.points = bqplot.Scatter(
-            x=[],
-            y=[],
-            scales=scales,
-            enable_move=True,
-            colors=["red"],
-            default_size=36,
-            stroke="white",
-        )
+        self.face_figure, scales, self.face_image = _canvas(size, "drag a point")
+        mark = {"colors": ["red"], "default_size": 36, "stroke": "white"}
+        self.points = bqplot.Scatter(x=[], y=[], scales=scales, enable_move=True, **mark)
         self.face_figure.marks = [self.face_image, self.points]
         # on the face while BOX is chosen (it takes the mouse from the points then)
         self.brush = bqplot.interacts.BrushSelector(
             x_scale=scales["x"], y_scale=scales["y"], color="yellow"
         )
-        self.heatmap_figure, heat_scales = _canvas(size, "landmark input")
-        self.heatmap_image = bqplot.Image(
-            image=widgets.Image(format="png"), scales=heat_scales, x=[0, size], y=[size, 0]
-        )
-        self.heatmap_figure.marks = [self.heatmap_image]
+        self.heatmap_figure, _, self.heatmap_image = _canvas(size, "landmark input")
         bar_x, bar_y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0, max=1)
         self.bars = bqplot.Bars(
             x=list(classes),
@@ -220,15 +201,8 @@ class Editor:
                 self.model.options = models
         frame = self._outputs().table()
         chosen = explore.select(frame, true=self.true.value, case=self.case.value)
-        keep = self.image.value
-        options = [
-            (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
-            for r in chosen.head(500).itertuples()
-        ]
         with self._quietly():
-            self.image.options = options
-            values = [value for _, value in options]
-            self.image.value = keep if keep in values else (values[0] if values else None)
+            explore.choose_image(self.image, chosen)
         self._new_face()
         self._draw_curve(chosen["index"].to_numpy())
 

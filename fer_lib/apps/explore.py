@@ -180,17 +180,14 @@ def w_table(outputs: ModelOutputs, grid=_W_GRID) -> pd.DataFrame:
     """The trained model re-fused at each w: its fused OA, and how many decisions differ from those
     at the trained w."""
     trained = outputs.refuse()[0].argmax(1)
-    rows = []
-    for w in grid:
-        fused = outputs.refuse(w)[0].argmax(1)
-        rows.append(
-            {
-                "w": w,
-                "fused OA": float((fused == outputs.labels).mean()),
-                "decisions changed": int((fused != trained).sum()),
-            }
-        )
-    return pd.DataFrame(rows)
+    fused = {w: outputs.refuse(w)[0].argmax(1) for w in grid}
+    return pd.DataFrame(
+        {
+            "w": list(grid),
+            "fused OA": [float((f == outputs.labels).mean()) for f in fused.values()],
+            "decisions changed": [int((f != trained).sum()) for f in fused.values()],
+        }
+    )
 
 
 class ExplorerData:
@@ -305,19 +302,14 @@ class ExplorerData:
         index = int(index)
         fused, factor = outputs.refuse(w)
         rgb = outputs.out.rgb_logits[index].softmax(0).numpy()
-        landmark = (
-            outputs.model.landmark_probabilities(outputs.out.landmark_logits[index : index + 1])[0]
-            .detach()
-            .numpy()
-        )
+        logits = outputs.out.landmark_logits[index : index + 1]
+        landmark = outputs.model.landmark_probabilities(logits)[0].detach().numpy()
         face = self.ex.test.images[index].permute(1, 2, 0).numpy()
-        heatmap = (
-            training.landmark_inputs(
-                self.ex.test, torch.tensor([index]), None, outputs.config, torch.device("cpu")
-            )[0, 0].numpy()
-            if outputs.config.landmark_input == "heatmaps"
-            else None
-        )
+        heatmap = None
+        if outputs.config.landmark_input == "heatmaps":
+            at = torch.tensor([index])
+            heatmap = training.landmark_inputs(self.ex.test, at, None, outputs.config, "cpu")[0, 0]
+            heatmap = heatmap.numpy()
         panels = 4 if cams and heatmap is not None else 2
         fig, axes = plt.subplots(
             1,
@@ -326,22 +318,22 @@ class ExplorerData:
             gridspec_kw={"width_ratios": [1] * panels + [1.9]},
         )
         axes[0].imshow(face)
-        axes[0].set_title(f"#{index}: true {outputs.classes[outputs.labels[index]]}", fontsize=8)
+        titles = [f"#{index}: true {outputs.classes[outputs.labels[index]]}"]
         if heatmap is not None:
             axes[1].imshow(heatmap, cmap="gray")
-            axes[1].set_title("landmark heatmap", fontsize=8)
+            titles.append("landmark heatmap")
         else:
             points = self.ex.test.points[index].numpy()
             axes[1].imshow(face)
             axes[1].scatter(points[:, 0], points[:, 1], s=4, c="yellow")
-            axes[1].set_title("landmarks (coordinate branch)", fontsize=8)
+            titles.append("landmarks (coordinate branch)")
         if panels == 4:
             cam = self.gradcam(outputs, index)
             axes[2].imshow(explain.overlay(cam.images[0], cam.rgb_cam[0]))
-            axes[2].set_title("Grad-CAM++ RGB (layer4)", fontsize=8)
             axes[3].imshow(explain.overlay(cam.heatmaps[0], cam.landmark_cam[0]))
-            axes[3].set_title("Grad-CAM++ landmark (conv5)", fontsize=8)
-        for ax in axes[:panels]:
+            titles += ["Grad-CAM++ RGB (layer4)", "Grad-CAM++ landmark (conv5)"]
+        for ax, title in zip(axes, titles):
+            ax.set_title(title, fontsize=8)
             ax.axis("off")
         bars = axes[-1]
         y = np.arange(len(outputs.classes))
@@ -402,21 +394,12 @@ class Explorer:
         self.summary = widgets.HTML()
         # the chosen image's fused class at this w (read by the browser test)
         self.prediction = widgets.HTML()
-        self.figure = widgets.Output()
-        self.gallery = widgets.Output()
-        for control in (
-            self.seed,
-            self.model,
-            self.true,
-            self.predicted,
-            self.case,
-            self.effect,
-            self.sort,
-        ):
+        self.figure, self.gallery = widgets.Output(), widgets.Output()
+        filters = (self.seed, self.model, self.true, self.predicted, self.case, self.effect)
+        for control in (*filters, self.sort, self.w):
             control.observe(self._refilter, names="value")
         for control in (self.image, self.cams):
             control.observe(self._redraw, names="value")
-        self.w.observe(self._refilter, names="value")
         self._busy = False
         self.widget = widgets.VBox(
             [
@@ -466,15 +449,7 @@ class Explorer:
             f"at w = {self.w.value:.2f} (RGB head "
             f"{rgb:.3f}){'' if outputs.uses_w else ' - w does not act on this weighting'}"
         )
-        keep = self.image.value
-        self.image.options = [
-            (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
-            for r in chosen.head(500).itertuples()
-        ]
-        if keep in [value for _, value in self.image.options]:
-            self.image.value = keep
-        elif self.image.options:
-            self.image.value = self.image.options[0][1]
+        choose_image(self.image, chosen)
         self.gallery.clear_output(wait=True)
         with self.gallery:
             display_figure(self.data.draw_gallery(chosen, title="the first 16 of the selection"))
@@ -496,6 +471,18 @@ class Explorer:
             display_figure(
                 self.data.draw_panel(outputs, self.image.value, self.w.value, cams=self.cams.value)
             )
+
+
+def choose_image(image: widgets.ValueWidget, chosen: pd.DataFrame) -> None:
+    """The selection's first 500 images as ``image``'s options, keeping the image shown if it is
+    still among them (else the first, or None)."""
+    keep = image.value
+    image.options = [
+        (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
+        for r in chosen.head(500).itertuples()
+    ]
+    values = [value for _, value in image.options]
+    image.value = keep if keep in values else (values[0] if values else None)
 
 
 def display_figure(fig: plt.Figure) -> None:
