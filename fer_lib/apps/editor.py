@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 
 import bqplot
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Markdown, display
+from IPython.display import display
 from PIL import Image
 
 from fer_lib.apps import explore, whatif
 from fer_lib.evaluation import explain
-from fer_lib.io import BATCH_REPORT_ENV
 
 NO_REGION = "nothing"
 BOX = "a box (draw it on the face, or the sliders)"
@@ -320,16 +318,10 @@ class Editor:
 
 
 def show(experiment, data: explore.ExplorerData | None = None) -> Editor | None:
-    """Display the live editor and return it, or, where the pipeline renders the report (no kernel
-    behind the page), say where it lives."""
-    if os.environ.get(BATCH_REPORT_ENV):
-        display(
-            Markdown(
-                "*The live what-if editor is not part of the HTML report (no kernel runs behind "
-                "it): open `notebooks/11_what_if.ipynb` in JupyterLab (`./run_all.sh lab`) and run "
-                "it to drag the landmarks yourself.*"
-            )
-        )
+    """Display the live editor and return it, or, in the HTML report, say where it lives."""
+    if explore.in_batch_report(
+        "what-if editor", "11_what_if.ipynb", "to drag the landmarks yourself"
+    ):
         return None
     editor = Editor(experiment, data)
     display(editor.widget)

@@ -259,8 +259,7 @@ class ExplorerData:
     def draw_gallery(
         self, frame: pd.DataFrame, *, count: int = 16, columns: int = 8, title: str = ""
     ) -> plt.Figure:
-        """The aligned faces of ``frame``'s first ``count`` rows, each titled
-        true / fused (RGB) classes."""
+        """The aligned faces of the first ``count`` rows of ``frame``, titled true / fused (RGB)."""
         rows = frame.head(count)
         lines = max(1, -(-len(rows) // columns))
         fig, axes = plt.subplots(
@@ -270,7 +269,7 @@ class ExplorerData:
             ax.axis("off")
         for ax, row in zip(axes.ravel(), rows.itertuples(index=False)):
             ax.imshow(self.ex.test.images[row.index].permute(1, 2, 0).numpy())
-            mark = "fixed" if row.effect == "fixed" else "broke" if row.effect == "broke" else ""
+            mark = row.effect if row.effect in ("fixed", "broke") else ""
             ax.set_title(
                 f"#{row.index} {row.true}\nfused {row.fused} {mark}\nRGB {row.RGB}", fontsize=7
             )
@@ -284,12 +283,9 @@ class ExplorerData:
         the w slider redraws the panel without computing it again)."""
         key = (outputs.name, outputs.seed, int(index))
         if key not in self._cams:
+            cache = self.ex.baselines.rgb_cache("test", outputs.seed)
             self._cams[key] = explain.explain(
-                outputs.model,
-                self.ex.test,
-                self.ex.baselines.rgb_cache("test", outputs.seed),
-                outputs.config,
-                [index],
+                outputs.model, self.ex.test, cache, outputs.config, [index]
             )
         return self._cams[key]
 
@@ -335,12 +331,9 @@ class ExplorerData:
         for ax, title in zip(axes, titles):
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-        bars = axes[-1]
-        y = np.arange(len(outputs.classes))
-        for offset, (values, label) in zip(
-            (-0.27, 0.0, 0.27),
-            ((rgb, "RGB head"), (landmark, "landmark head"), (fused[index], "fused")),
-        ):
+        bars, y = axes[-1], np.arange(len(outputs.classes))
+        heads = {"RGB head": rgb, "landmark head": landmark, "fused": fused[index]}
+        for offset, (label, values) in zip((-0.27, 0.0, 0.27), heads.items()):
             bars.barh(y + offset, values, height=0.26, label=label)
         bars.set_yticks(y, outputs.classes, fontsize=7)
         bars.invert_yaxis()
@@ -490,16 +483,20 @@ def display_figure(fig: plt.Figure) -> None:
     plt.close(fig)  # shown once, not again at the end of the cell
 
 
-def show(experiment, data: ExplorerData | None = None) -> None:
-    """Display the live explorer, or, where the pipeline renders the report (no kernel behind the
-    page), say where it lives."""
+def in_batch_report(what: str, notebook: str, purpose: str) -> bool:
+    """Where the pipeline renders the report (no kernel behind the page), say where the live
+    ``what`` lives and return True."""
     if os.environ.get(BATCH_REPORT_ENV):
         display(
             Markdown(
-                "*The live explorer is not part of the HTML report (no kernel runs behind it): "
-                "open `notebooks/10_explore.ipynb` in JupyterLab (`./run_all.sh lab`) and run it "
-                "to use it.*"
+                f"*The live {what} is not part of the HTML report (no kernel runs behind it): open "
+                f"`notebooks/{notebook}` in JupyterLab (`./run_all.sh lab`) and run it {purpose}.*"
             )
         )
-        return
-    display(Explorer(experiment, data).widget)
+    return bool(os.environ.get(BATCH_REPORT_ENV))
+
+
+def show(experiment, data: ExplorerData | None = None) -> None:
+    """Display the live explorer, or, in the HTML report, say where it lives."""
+    if not in_batch_report("explorer", "10_explore.ipynb", "to use it"):
+        display(Explorer(experiment, data).widget)

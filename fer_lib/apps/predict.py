@@ -31,7 +31,7 @@ from fer_lib.data.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detec
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation import explain
 from fer_lib.io import save_json
-from fer_lib.runtime import devices, precision
+from fer_lib.runtime import precision
 from fer_lib.training import landmark_inputs
 
 HEADS = (("rgb", "RGB"), ("landmark", "landmark only"), ("fused", "fused"))
@@ -84,12 +84,7 @@ def baseline_population_mean(baseline: models.ARMNet, data_root: Path, device: t
     return len(fit)
 
 
-def load_models(
-    baseline_path: Path,
-    fusion_path: Path | None,
-    device: torch.device,
-    mean_data: Path | None = None,
-):
+def load_models(baseline_path: Path, fusion_path: Path | None, device, mean_data=None):
     """(baseline, fusion model or None, fusion config or None), in eval mode and
     batch-independent. A baseline checkpoint without a population mean gets one estimated over
     ``mean_data``'s training images."""
@@ -107,7 +102,7 @@ def load_models(
             f"{baseline_path} carries no population mean: estimated over the {count} training "
             f"images of {mean_data}"
         )
-    fusion, config = (None, None)
+    fusion, config = None, None
     if fusion_path is not None:
         fusion, config = training.load_fusion_checkpoint(fusion_path, baseline)
         if fusion.arm is None:
@@ -178,33 +173,8 @@ def load_for_predict(
     return load_models(Path(baseline_path), fusion_path, device, mean_data)
 
 
-def predict(
-    paths: list[Path],
-    baseline_path: Path | None,
-    fusion_path: Path | None,
-    out: Path,
-    *,
-    device: torch.device | None = None,
-    mean_data: Path | None = None,
-    model_folder: Path | None = None,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Predict and explain every face of every photo with the models of a model folder
-    (``model_folder``) or of two checkpoints (see ``predict_photos``); ``mean_data``: a RAF-DB copy
-    whose training images give a baseline without a population mean one."""
-    device = device or devices.pick_device()
-    photos = photos_in(paths)  # a missing or non-image path is named before any model loads
-    loaded = load_for_predict(
-        baseline_path, fusion_path, device, mean_data=mean_data, model_folder=model_folder
-    )
-    return predict_photos(photos, *loaded, out, progress=progress)
-
-
 def head_probabilities(
-    baseline: models.ARMNet,
-    fusion: models.FusionModel | None,
-    config,
-    split: tensors.SplitTensors,
+    baseline: models.ARMNet, fusion: models.FusionModel | None, config, split: tensors.SplitTensors
 ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Faces through the RGB head and, with a fusion model, the landmark and fused heads: each
     head's probabilities (faces x classes), and the RGB network's per-image maps."""
@@ -317,10 +287,10 @@ def predict_photos(
         writer = csv.DictWriter(handle, fieldnames=names, restval="")
         if not done:
             writer.writeheader()
-        if figures:
-            _photos_with_figures(todo, baseline, fusion, config, out, writer, handle, progress)
-        else:
-            _photos_in_batches(todo, baseline, fusion, config, writer, handle, batch_size, progress)
+        figures_to = out if figures else None
+        _predict_photos(
+            todo, baseline, fusion, config, writer, handle, batch_size, progress, figures_to
+        )
     frame = pd.read_csv(table, dtype={"image": str})
     return frame[frame["image"].isin({str(path) for path in photos})].reset_index(drop=True)
 
@@ -338,50 +308,32 @@ def _faces_of(path: Path) -> tuple[Image.Image | None, list[Face], dict | None]:
     return image, found, None if found else {"image": str(path), "status": "no face"}
 
 
-def _photos_with_figures(photos, baseline, fusion, config, out, writer, handle, progress) -> None:
-    stems = figure_stems(photos) if photos else {}
-    for path in tqdm(photos, desc="predict", unit="photo", disable=not progress):
-        image, found, row = _faces_of(path)
-        if row is not None:
-            writer.writerow(row)
-            handle.flush()
-            continue
-        split = face_split(image, found, baseline.input_size, path.name)
-        probabilities, per_image = head_probabilities(baseline, fusion, config, split)
+def _predict_photos(photos, baseline, fusion, config, writer, handle, batch_size, progress, out):
+    """Photos read and their faces found one at a time, then every ``batch_size`` faces through the
+    networks together; rows written in the photos' order. With ``out``, each photo alone, and its
+    faces' figures saved there before its rows."""
+    stems = figure_stems(photos) if out is not None and photos else {}
+    classes = baseline.classes
+    pending = []  # (path, the photo where figures are drawn, its faces, their split, or its row)
+
+    def save_figures(path, image, found, split, probabilities, per_image) -> None:
         explanation = None
         if fusion is not None:
+            every = np.arange(len(split))
             explanation = explain.explain(
-                fusion,
-                split,
-                per_image.cpu()[None],
-                config,
-                np.arange(len(split)),
-                affinity="fixed",
+                fusion, split, per_image.cpu()[None], config, every, affinity="fixed"
             )
         for k, face in enumerate(found):
             title = f"{path.name}, face {k}"
-            figure = plot_face(
-                image, face, split, k, probabilities, explanation, title, baseline.classes
-            )
+            figure = plot_face(image, face, split, k, probabilities, explanation, title, classes)
             figure.savefig(out / f"{stems[path]}_face{k}.png", dpi=110)
             # no date: reruns give the same file
             figure.savefig(out / f"{stems[path]}_face{k}.pdf", metadata={"CreationDate": None})
             plt.close(figure)
-        # the rows last: a photo is in the table once all it writes is written
-        writer.writerows(
-            _face_row(path, k, found, probabilities, baseline.classes) for k in range(len(found))
-        )
-        handle.flush()
-
-
-def _photos_in_batches(photos, baseline, fusion, config, writer, handle, batch_size, progress):
-    """Photos read and their faces found one at a time, then every ``batch_size`` faces through the
-    networks together; rows written in the photos' order."""
-    pending: list[tuple[Path, list[Face], tensors.SplitTensors | None, dict | None]] = []
 
     def flush() -> None:
-        splits = [split for _, _, split, _ in pending if split is not None]
-        probabilities = {}
+        splits = [split for _, _, _, split, _ in pending if split is not None]
+        probabilities, per_image = {}, None
         if splits:
             batch = dataclasses.replace(
                 splits[0],
@@ -390,15 +342,16 @@ def _photos_in_batches(photos, baseline, fusion, config, writer, handle, batch_s
                 points=torch.cat([split.points for split in splits]),
                 labels=torch.cat([split.labels for split in splits]),
             )
-            probabilities, _ = head_probabilities(baseline, fusion, config, batch)
+            probabilities, per_image = head_probabilities(baseline, fusion, config, batch)
         start = 0
-        for path, found, _, row in pending:
+        for path, image, found, split, row in pending:
             if row is not None:  # unreadable, or no face
                 writer.writerow(row)
                 continue
             mine = {head: p[start : start + len(found)] for head, p in probabilities.items()}
-            rows = [_face_row(path, k, found, mine, baseline.classes) for k in range(len(found))]
-            writer.writerows(rows)
+            if out is not None:  # the batch is this photo alone: per_image is its own
+                save_figures(path, image, found, split, mine, per_image)
+            writer.writerows(_face_row(path, k, found, mine, classes) for k in range(len(found)))
             start += len(found)
         handle.flush()
         pending.clear()
@@ -406,8 +359,8 @@ def _photos_in_batches(photos, baseline, fusion, config, writer, handle, batch_s
     for path in tqdm(photos, desc="predict", unit="photo", disable=not progress):
         image, found, row = _faces_of(path)
         split = face_split(image, found, baseline.input_size, path.name) if found else None
-        pending.append((path, found, split, row))
-        if sum(len(f) for _, f, _, _ in pending) >= batch_size:
+        pending.append((path, image if out is not None else None, found, split, row))
+        if out is not None or sum(len(f) for _, _, f, _, _ in pending) >= batch_size:
             flush()
     flush()
 
