@@ -143,19 +143,17 @@ class Editor:
         self.region.observe(self._box_mode, names="value")
         self.brush.observe(self._box_drawn, names=["selected_x", "selected_y"])
         self.reset.on_click(self._reset)
-        self.widget = widgets.VBox(
-            [
-                widgets.HBox([self.seed, self.model]),
-                widgets.HBox([self.true, self.case, self.image]),
-                widgets.HBox([self.target, self.amount, self.reset]),
-                widgets.HBox([self.jitter, self.noise_seed]),
-                widgets.HBox([self.region, self.fill]),
-                widgets.HBox([self.rows, self.cols, self.cams]),
-                self.readout,
-                widgets.HBox([self.face_figure, self.heatmap_figure, self.bar_figure]),
-                self.cam_output,
-                self.curve,
-            ]
+        self.widget = explore.layout(
+            [self.seed, self.model],
+            [self.true, self.case, self.image],
+            [self.target, self.amount, self.reset],
+            [self.jitter, self.noise_seed],
+            [self.region, self.fill],
+            [self.rows, self.cols, self.cams],
+            self.readout,
+            [self.face_figure, self.heatmap_figure, self.bar_figure],
+            self.cam_output,
+            self.curve,
         )
 
     # -- state ------------------------------------------------------------------------------------

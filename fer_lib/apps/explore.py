@@ -107,13 +107,14 @@ class ModelOutputs:
         fused, factor = self.refuse(w)
         rgb = self.out.rgb_logits.softmax(1).numpy()
         landmark = self.model.landmark_probabilities(self.out.landmark_logits).numpy()
+        names = np.array(classes, dtype=object)  # the class names as str, indexed by class
         frame = pd.DataFrame(
             {
                 "index": np.arange(len(self.labels)),
-                "true": [classes[i] for i in self.labels],
-                "RGB": [classes[i] for i in rgb.argmax(1)],
-                "landmark": [classes[i] for i in landmark.argmax(1)],
-                "fused": [classes[i] for i in fused.argmax(1)],
+                "true": names[self.labels],
+                "RGB": names[rgb.argmax(1)],
+                "landmark": names[landmark.argmax(1)],
+                "fused": names[fused.argmax(1)],
                 "RGB confidence": rgb.max(1),
                 "landmark confidence": landmark.max(1),
                 "agree": rgb.argmax(1) == landmark.argmax(1),
@@ -394,17 +395,15 @@ class Explorer:
         for control in (self.image, self.cams):
             control.observe(self._redraw, names="value")
         self._busy = False
-        self.widget = widgets.VBox(
-            [
-                widgets.HBox([self.seed, self.model]),
-                widgets.HBox([self.true, self.predicted]),
-                widgets.HBox([self.case, self.effect]),
-                widgets.HBox([self.sort, self.w]),
-                self.summary,
-                widgets.HBox([self.image, widgets.VBox([self.cams, self.prediction])]),
-                self.figure,
-                self.gallery,
-            ]
+        self.widget = layout(
+            [self.seed, self.model],
+            [self.true, self.predicted],
+            [self.case, self.effect],
+            [self.sort, self.w],
+            self.summary,
+            [self.image, widgets.VBox([self.cams, self.prediction])],
+            self.figure,
+            self.gallery,
         )
         self._refilter()
 
@@ -435,8 +434,8 @@ class Explorer:
             effect=self.effect.value,
             sort=self.sort.value,
         )
-        oa = float((chosen["fused"] == chosen["true"]).mean()) if len(chosen) else float("nan")
-        rgb = float((chosen["RGB"] == chosen["true"]).mean()) if len(chosen) else float("nan")
+        # NaN where nothing is chosen
+        oa, rgb = (float((chosen[c] == chosen["true"]).mean()) for c in ("fused", "RGB"))
         self.summary.value = (
             f"<b>{len(chosen)}</b> of {len(frame)} test images; on them fused OA <b>{oa:.3f}</b> "
             f"at w = {self.w.value:.2f} (RGB head "
@@ -464,6 +463,11 @@ class Explorer:
             display_figure(
                 self.data.draw_panel(outputs, self.image.value, self.w.value, cams=self.cams.value)
             )
+
+
+def layout(*rows) -> widgets.VBox:
+    """The controls one row under the other; a list is a row of several."""
+    return widgets.VBox([widgets.HBox(row) if isinstance(row, list) else row for row in rows])
 
 
 def choose_image(image: widgets.ValueWidget, chosen: pd.DataFrame) -> None:
