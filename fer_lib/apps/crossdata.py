@@ -74,8 +74,7 @@ class CrossResult:
     seed: int | None = None  # its training seed, in a report run
 
     def row(self) -> dict:
-        which = {"model": self.model} if self.model is not None else {}
-        which.update({"seed": self.seed} if self.seed is not None else {})
+        which = {k: v for k, v in (("model", self.model), ("seed", self.seed)) if v is not None}
         return {
             "trained on": self.trained_on,
             "tested on": self.tested_on,

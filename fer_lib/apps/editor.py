@@ -26,12 +26,12 @@ from fer_lib.evaluation import explain
 
 NO_REGION = "nothing"
 BOX = "a box (draw it on the face, or the sliders)"
-HEADS = ("rgb", "landmark", "fused")
+HEADS = {"rgb": "RGB head", "landmark": "landmark head", "fused": "fused"}
 HEAD_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c")
 # the bars' key, above them (a bqplot legend inside the plot hides the bars near 1)
 BAR_KEY = " ".join(
     f"<span style='color:{colour}'>&#9632;</span> {name}"
-    for colour, name in zip(HEAD_COLOURS, ("RGB head", "landmark head", "fused"))
+    for colour, name in zip(HEAD_COLOURS, HEADS.values())
 )
 
 
@@ -263,7 +263,7 @@ class Editor:
         # each head's largest change of a probability: an edit's effect, however small
         change = ", ".join(
             f"{name} {np.abs(getattr(answer, head) - getattr(self.evaluated, head)).max():.1e}"
-            for head, name in zip(HEADS, ("RGB head", "landmark head", "fused"))
+            for head, name in HEADS.items()
         )
         self.readout.value = (
             f"<span class='fer-whatif'>{answer.summary()}</span><br><small>"
