@@ -206,13 +206,12 @@ class ExplorerData:
         """The MODELS this run has trained for ``seed`` (default: the first)."""
         seed = self.ex.seeds[0] if seed is None else seed
         return [
-            name
-            for name, (weighting, w, variant) in MODELS.items()
-            if (
-                self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
-                / "predictions_fused.csv"
-            ).exists()
+            name for name in MODELS if (self._folder(name, seed) / "predictions_fused.csv").exists()
         ]
+
+    def _folder(self, name: str, seed: int) -> Path:
+        weighting, w, variant = MODELS[name]
+        return self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
 
     def trained(
         self, name: str, seed: int | None = None
@@ -221,8 +220,7 @@ class ExplorerData:
         seed = self.ex.seeds[0] if seed is None else seed
         if name not in MODELS:
             raise ValueError(f"model {name!r} is not one of {', '.join(MODELS)}")
-        weighting, w, variant = MODELS[name]
-        folder = self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
+        folder = self._folder(name, seed)
         if not (folder / "best.pt").exists():
             raise FileNotFoundError(
                 f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run "
