@@ -74,8 +74,7 @@ class CrossResult:
     seed: int | None = None  # its training seed, in a report run
 
     def row(self) -> dict:
-        which = {"model": self.model} if self.model is not None else {}
-        which.update({"seed": self.seed} if self.seed is not None else {})
+        which = {k: v for k, v in (("model", self.model), ("seed", self.seed)) if v is not None}
         return {
             "trained on": self.trained_on,
             "tested on": self.tested_on,
@@ -88,8 +87,7 @@ class CrossResult:
         }
 
     def file_stem(self) -> str:
-        """The pair as a file name: ``an8_rgb_on_affectnet`` for "an8
-        (rgb)" tested on "affectnet"."""
+        """The pair as a file name: ``an8_rgb_on_affectnet`` for "an8 (rgb)" on "affectnet"."""
         return slug(f"{self.trained_on}_on_{self.tested_on}")
 
     def confusion_frame(self) -> pd.DataFrame:
@@ -99,8 +97,8 @@ class CrossResult:
 
 
 def slug(text: str) -> str:
-    """``text`` as a file name: runs of anything but letters, digits, '.',
-    '+' and '-' become one '_'."""
+    """``text`` as a file name: runs of anything but letters, digits, '.', '+' and '-' become one
+    '_'."""
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
 
 
@@ -156,29 +154,19 @@ def cross_result(
     model: str | None = None,
     seed: int | None = None,
 ) -> CrossResult:
-    """OA, AA and the confusion matrix of a model on another data set's test
-    images, over the shared classes."""
+    """OA, AA and the confusion matrix of a model on another data set's test images, over the
+    shared classes."""
     y, p, _, shared, notes = map_classes(
         model_classes, data_classes, np.asarray(labels), np.asarray(probabilities)
     )
-    predicted = p.argmax(1)
-    k = len(shared)
-    return CrossResult(
-        trained_on,
-        tested_on,
-        shared,
-        float((predicted == y).mean()),
-        average_accuracy(y, predicted, k),
-        confusion_matrix(y, predicted, k),
-        len(y),
-        notes,
-        model,
-        seed,
-    )
+    predicted, k = p.argmax(1), len(shared)
+    oa, aa = float((predicted == y).mean()), average_accuracy(y, predicted, k)
+    confusion = confusion_matrix(y, predicted, k)
+    return CrossResult(trained_on, tested_on, shared, oa, aa, confusion, len(y), notes, model, seed)
 
 
 def cross_table(results: list[CrossResult]) -> pd.DataFrame:
-    """ "Trained on A, tested on B": one row per pair, and the OA as a matrix in
+    """ "Trained on A, tested on B": one row per pair, the OA as a matrix in
     ``attrs['oa_matrix']``."""
     frame = pd.DataFrame([r.row() for r in results])
     frame.attrs["oa_matrix"] = frame.pivot(index="trained on", columns="tested on", values="OA")
@@ -186,28 +174,23 @@ def cross_table(results: list[CrossResult]) -> pd.DataFrame:
 
 
 def with_fold_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """The table of paired runs (one model per fold, on its own fold's test split) with
-    two more rows: the mean over the folds and their standard deviation (OA and AA; the
-    folds' images counted once)."""
+    """The table of paired runs (one model per fold, on its own fold's test split) with two more
+    rows: the mean over the folds and their standard deviation (OA and AA; the folds' images
+    counted once)."""
     summary = [
         {
-            "trained on": f"mean over {len(table)} folds",
+            "trained on": label,
             "tested on": "",
             "classes": table["classes"].iloc[0],
             "test images": int(table["test images"].sum()),
-            "OA": table["OA"].mean(),
-            "AA": table["AA"].mean(),
+            "OA": statistic(table["OA"]),
+            "AA": statistic(table["AA"]),
             "notes": "",
-        },
-        {
-            "trained on": "sd over the folds",
-            "tested on": "",
-            "classes": table["classes"].iloc[0],
-            "test images": int(table["test images"].sum()),
-            "OA": table["OA"].std(ddof=1),
-            "AA": table["AA"].std(ddof=1),
-            "notes": "",
-        },
+        }
+        for label, statistic in (
+            (f"mean over {len(table)} folds", pd.Series.mean),
+            ("sd over the folds", lambda column: column.std(ddof=1)),
+        )
     ]
     out = pd.concat([table, pd.DataFrame(summary)], ignore_index=True)
     out.attrs = table.attrs
@@ -224,8 +207,7 @@ def name_of(path: Path) -> str:
 
 
 def data_name(root: Path) -> str:
-    """A data set as the cross-dataset tables name it: its folder, what
-    it is and its class count."""
+    """A data set as the tables name it: its folder, what it is and its class count."""
     classes, info = read_classes(resolve_root(root))
     return f"{name_of(root)}: {info.get('layout', 'RAF-DB')}, {len(classes)} classes"
 
@@ -291,14 +273,10 @@ def _run_predictions(experiment, root: Path, seed: int) -> training.FusionPredic
         split = decode_test_split(
             test, model.baseline.input_size, config.landmark_set, cache_dir.parent
         )
+        batch = config.eval_batch_size
         with torch.no_grad():
             predictions = predict_heads(
-                model.baseline,
-                model,
-                config,
-                split,
-                batch_size=config.eval_batch_size,
-                cache_dir=cache_dir,
+                model.baseline, model, config, split, batch_size=batch, cache_dir=cache_dir
             )
         training.save_fusion_predictions(predictions, folder)
         save_json(stamp, key)
@@ -333,19 +311,11 @@ def run_results(experiment) -> list[CrossResult]:
                 if own
                 else _run_predictions(experiment, root, seed)
             )
-            for head, name in HEADS:
-                results.append(
-                    cross_result(
-                        trained_on,
-                        tested_on,
-                        predictions.classes,
-                        data_classes,
-                        predictions.labels,
-                        getattr(predictions, head),
-                        model=name,
-                        seed=seed,
-                    )
-                )
+            args = (trained_on, tested_on, predictions.classes, data_classes, predictions.labels)
+            results += [
+                cross_result(*args, getattr(predictions, head), model=name, seed=seed)
+                for head, name in HEADS
+            ]
     return results
 
 
@@ -356,8 +326,8 @@ def run_rows(results: list[CrossResult]) -> pd.DataFrame:
 
 def run_table(results: list[CrossResult]) -> pd.DataFrame:
     """ "Trained on A, tested on B" of a report run: per pair and head, OA and AA as mean and sd
-     over the seeds, the
-    shared classes and test images, and what the class mapping did (``notes``)."""
+    over the seeds, the shared classes and test images, and what the class mapping did
+    (``notes``)."""
 
     def sd(values: pd.Series) -> float:
         return values.std(ddof=1) if len(values) > 1 else 0.0

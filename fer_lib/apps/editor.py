@@ -12,28 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 
 import bqplot
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Markdown, display
+from IPython.display import display
 from PIL import Image
 
 from fer_lib.apps import explore, whatif
 from fer_lib.evaluation import explain
-from fer_lib.io import BATCH_REPORT_ENV
 
 NO_REGION = "nothing"
 BOX = "a box (draw it on the face, or the sliders)"
-HEADS = ("rgb", "landmark", "fused")
+HEADS = {"rgb": "RGB head", "landmark": "landmark head", "fused": "fused"}
 HEAD_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c")
 # the bars' key, above them (a bqplot legend inside the plot hides the bars near 1)
 BAR_KEY = " ".join(
     f"<span style='color:{colour}'>&#9632;</span> {name}"
-    for colour, name in zip(HEAD_COLOURS, ("RGB head", "landmark head", "fused"))
+    for colour, name in zip(HEAD_COLOURS, HEADS.values())
 )
 
 
@@ -46,20 +44,23 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _canvas(size: int, title: str) -> tuple[bqplot.Figure, dict]:
-    """A square bqplot figure whose scales are the S x S canvas, y pointing down as in an image."""
+def _canvas(size: int, title: str) -> tuple[bqplot.Figure, dict, bqplot.Image]:
+    """A square bqplot figure whose scales are the S x S canvas, y pointing down as in an image,
+    showing a PNG image mark."""
     scales = {
         "x": bqplot.LinearScale(min=0, max=size),
         "y": bqplot.LinearScale(min=0, max=size, reverse=True),
     }
+    image = bqplot.Image(image=widgets.Image(format="png"), scales=scales, x=[0, size], y=[size, 0])
     figure = bqplot.Figure(
+        marks=[image],
         title=title,
         fig_margin={"top": 30, "bottom": 5, "left": 5, "right": 5},
         layout=widgets.Layout(width="290px", height="310px"),
         min_aspect_ratio=1,
         max_aspect_ratio=1,
     )
-    return figure, scales
+    return figure, scales, image
 
 
 class Editor:
@@ -76,17 +77,9 @@ class Editor:
         self.seed, self.model, self.true, self.case = explore.filter_choices(ex, self.data, "7em")
         self.image = explore.choice([], "image", "7em")
         self.target = explore.choice(list(ex.classes), "toward", "7em")
-        self.amount = widgets.FloatSlider(
-            value=0, min=0, max=1, step=0.05, description="how far", continuous_update=False
-        )
-        self.jitter = widgets.FloatSlider(
-            value=0,
-            min=0,
-            max=8,
-            step=0.5,
-            description="jitter (px)",
-            continuous_update=False,
-        )
+        slider = {"value": 0, "min": 0, "continuous_update": False}
+        self.amount = widgets.FloatSlider(max=1, step=0.05, description="how far", **slider)
+        self.jitter = widgets.FloatSlider(max=8, step=0.5, description="jitter (px)", **slider)
         self.noise_seed = widgets.IntText(value=0, description="noise seed", **labelled)
         self.region = widgets.Dropdown(
             options=[NO_REGION, *whatif.REGIONS, BOX], description="hide", **labelled
@@ -110,29 +103,15 @@ class Editor:
 
     def _build_figures(self, size: int, classes: tuple[str, ...]) -> None:
         """The face with its draggable points, the landmark input and the three heads' bars."""
-        self.face_figure, scales = _canvas(size, "drag a point")
-        self.face_image = bqplot.Image(
-            image=widgets.Image(format="png"), scales=scales, x=[0, size], y=[size, 0]
-        )
-        self.points = bqplot.Scatter(
-            x=[],
-            y=[],
-            scales=scales,
-            enable_move=True,
-            colors=["red"],
-            default_size=36,
-            stroke="white",
-        )
+        self.face_figure, scales, self.face_image = _canvas(size, "drag a point")
+        mark = {"colors": ["red"], "default_size": 36, "stroke": "white"}
+        self.points = bqplot.Scatter(x=[], y=[], scales=scales, enable_move=True, **mark)
         self.face_figure.marks = [self.face_image, self.points]
         # on the face while BOX is chosen (it takes the mouse from the points then)
         self.brush = bqplot.interacts.BrushSelector(
             x_scale=scales["x"], y_scale=scales["y"], color="yellow"
         )
-        self.heatmap_figure, heat_scales = _canvas(size, "landmark input")
-        self.heatmap_image = bqplot.Image(
-            image=widgets.Image(format="png"), scales=heat_scales, x=[0, size], y=[size, 0]
-        )
-        self.heatmap_figure.marks = [self.heatmap_image]
+        self.heatmap_figure, _, self.heatmap_image = _canvas(size, "landmark input")
         bar_x, bar_y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0, max=1)
         self.bars = bqplot.Bars(
             x=list(classes),
@@ -164,19 +143,17 @@ class Editor:
         self.region.observe(self._box_mode, names="value")
         self.brush.observe(self._box_drawn, names=["selected_x", "selected_y"])
         self.reset.on_click(self._reset)
-        self.widget = widgets.VBox(
-            [
-                widgets.HBox([self.seed, self.model]),
-                widgets.HBox([self.true, self.case, self.image]),
-                widgets.HBox([self.target, self.amount, self.reset]),
-                widgets.HBox([self.jitter, self.noise_seed]),
-                widgets.HBox([self.region, self.fill]),
-                widgets.HBox([self.rows, self.cols, self.cams]),
-                self.readout,
-                widgets.HBox([self.face_figure, self.heatmap_figure, self.bar_figure]),
-                self.cam_output,
-                self.curve,
-            ]
+        self.widget = explore.layout(
+            [self.seed, self.model],
+            [self.true, self.case, self.image],
+            [self.target, self.amount, self.reset],
+            [self.jitter, self.noise_seed],
+            [self.region, self.fill],
+            [self.rows, self.cols, self.cams],
+            self.readout,
+            [self.face_figure, self.heatmap_figure, self.bar_figure],
+            self.cam_output,
+            self.curve,
         )
 
     # -- state ------------------------------------------------------------------------------------
@@ -220,15 +197,8 @@ class Editor:
                 self.model.options = models
         frame = self._outputs().table()
         chosen = explore.select(frame, true=self.true.value, case=self.case.value)
-        keep = self.image.value
-        options = [
-            (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
-            for r in chosen.head(500).itertuples()
-        ]
         with self._quietly():
-            self.image.options = options
-            values = [value for _, value in options]
-            self.image.value = keep if keep in values else (values[0] if values else None)
+            explore.choose_image(self.image, chosen)
         self._new_face()
         self._draw_curve(chosen["index"].to_numpy())
 
@@ -293,7 +263,7 @@ class Editor:
         # each head's largest change of a probability: an edit's effect, however small
         change = ", ".join(
             f"{name} {np.abs(getattr(answer, head) - getattr(self.evaluated, head)).max():.1e}"
-            for head, name in zip(HEADS, ("RGB head", "landmark head", "fused"))
+            for head, name in HEADS.items()
         )
         self.readout.value = (
             f"<span class='fer-whatif'>{answer.summary()}</span><br><small>"
@@ -346,16 +316,10 @@ class Editor:
 
 
 def show(experiment, data: explore.ExplorerData | None = None) -> Editor | None:
-    """Display the live editor and return it, or, where the pipeline renders the report (no kernel
-    behind the page), say where it lives."""
-    if os.environ.get(BATCH_REPORT_ENV):
-        display(
-            Markdown(
-                "*The live what-if editor is not part of the HTML report (no kernel runs behind "
-                "it): open `notebooks/11_what_if.ipynb` in JupyterLab (`./run_all.sh lab`) and run "
-                "it to drag the landmarks yourself.*"
-            )
-        )
+    """Display the live editor and return it, or, in the HTML report, say where it lives."""
+    if explore.in_batch_report(
+        "what-if editor", "11_what_if.ipynb", "to drag the landmarks yourself"
+    ):
         return None
     editor = Editor(experiment, data)
     display(editor.widget)

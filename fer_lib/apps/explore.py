@@ -107,13 +107,14 @@ class ModelOutputs:
         fused, factor = self.refuse(w)
         rgb = self.out.rgb_logits.softmax(1).numpy()
         landmark = self.model.landmark_probabilities(self.out.landmark_logits).numpy()
+        names = np.array(classes, dtype=object)  # the class names as str, indexed by class
         frame = pd.DataFrame(
             {
                 "index": np.arange(len(self.labels)),
-                "true": [classes[i] for i in self.labels],
-                "RGB": [classes[i] for i in rgb.argmax(1)],
-                "landmark": [classes[i] for i in landmark.argmax(1)],
-                "fused": [classes[i] for i in fused.argmax(1)],
+                "true": names[self.labels],
+                "RGB": names[rgb.argmax(1)],
+                "landmark": names[landmark.argmax(1)],
+                "fused": names[fused.argmax(1)],
                 "RGB confidence": rgb.max(1),
                 "landmark confidence": landmark.max(1),
                 "agree": rgb.argmax(1) == landmark.argmax(1),
@@ -180,17 +181,14 @@ def w_table(outputs: ModelOutputs, grid=_W_GRID) -> pd.DataFrame:
     """The trained model re-fused at each w: its fused OA, and how many decisions differ from those
     at the trained w."""
     trained = outputs.refuse()[0].argmax(1)
-    rows = []
-    for w in grid:
-        fused = outputs.refuse(w)[0].argmax(1)
-        rows.append(
-            {
-                "w": w,
-                "fused OA": float((fused == outputs.labels).mean()),
-                "decisions changed": int((fused != trained).sum()),
-            }
-        )
-    return pd.DataFrame(rows)
+    fused = {w: outputs.refuse(w)[0].argmax(1) for w in grid}
+    return pd.DataFrame(
+        {
+            "w": list(grid),
+            "fused OA": [float((f == outputs.labels).mean()) for f in fused.values()],
+            "decisions changed": [int((f != trained).sum()) for f in fused.values()],
+        }
+    )
 
 
 class ExplorerData:
@@ -208,13 +206,12 @@ class ExplorerData:
         """The MODELS this run has trained for ``seed`` (default: the first)."""
         seed = self.ex.seeds[0] if seed is None else seed
         return [
-            name
-            for name, (weighting, w, variant) in MODELS.items()
-            if (
-                self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
-                / "predictions_fused.csv"
-            ).exists()
+            name for name in MODELS if (self._folder(name, seed) / "predictions_fused.csv").exists()
         ]
+
+    def _folder(self, name: str, seed: int) -> Path:
+        weighting, w, variant = MODELS[name]
+        return self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
 
     def trained(
         self, name: str, seed: int | None = None
@@ -223,8 +220,7 @@ class ExplorerData:
         seed = self.ex.seeds[0] if seed is None else seed
         if name not in MODELS:
             raise ValueError(f"model {name!r} is not one of {', '.join(MODELS)}")
-        weighting, w, variant = MODELS[name]
-        folder = self.ex.fusion.folder(*canonical_weighting(weighting, w), seed, variant)
+        folder = self._folder(name, seed)
         if not (folder / "best.pt").exists():
             raise FileNotFoundError(
                 f"{folder / 'best.pt'}: this run has no trained {name!r} for seed {seed}; run "
@@ -262,8 +258,7 @@ class ExplorerData:
     def draw_gallery(
         self, frame: pd.DataFrame, *, count: int = 16, columns: int = 8, title: str = ""
     ) -> plt.Figure:
-        """The aligned faces of ``frame``'s first ``count`` rows, each titled
-        true / fused (RGB) classes."""
+        """The aligned faces of the first ``count`` rows of ``frame``, titled true / fused (RGB)."""
         rows = frame.head(count)
         lines = max(1, -(-len(rows) // columns))
         fig, axes = plt.subplots(
@@ -273,7 +268,7 @@ class ExplorerData:
             ax.axis("off")
         for ax, row in zip(axes.ravel(), rows.itertuples(index=False)):
             ax.imshow(self.ex.test.images[row.index].permute(1, 2, 0).numpy())
-            mark = "fixed" if row.effect == "fixed" else "broke" if row.effect == "broke" else ""
+            mark = row.effect if row.effect in ("fixed", "broke") else ""
             ax.set_title(
                 f"#{row.index} {row.true}\nfused {row.fused} {mark}\nRGB {row.RGB}", fontsize=7
             )
@@ -287,12 +282,9 @@ class ExplorerData:
         the w slider redraws the panel without computing it again)."""
         key = (outputs.name, outputs.seed, int(index))
         if key not in self._cams:
+            cache = self.ex.baselines.rgb_cache("test", outputs.seed)
             self._cams[key] = explain.explain(
-                outputs.model,
-                self.ex.test,
-                self.ex.baselines.rgb_cache("test", outputs.seed),
-                outputs.config,
-                [index],
+                outputs.model, self.ex.test, cache, outputs.config, [index]
             )
         return self._cams[key]
 
@@ -305,19 +297,14 @@ class ExplorerData:
         index = int(index)
         fused, factor = outputs.refuse(w)
         rgb = outputs.out.rgb_logits[index].softmax(0).numpy()
-        landmark = (
-            outputs.model.landmark_probabilities(outputs.out.landmark_logits[index : index + 1])[0]
-            .detach()
-            .numpy()
-        )
+        logits = outputs.out.landmark_logits[index : index + 1]
+        landmark = outputs.model.landmark_probabilities(logits)[0].detach().numpy()
         face = self.ex.test.images[index].permute(1, 2, 0).numpy()
-        heatmap = (
-            training.landmark_inputs(
-                self.ex.test, torch.tensor([index]), None, outputs.config, torch.device("cpu")
-            )[0, 0].numpy()
-            if outputs.config.landmark_input == "heatmaps"
-            else None
-        )
+        heatmap = None
+        if outputs.config.landmark_input == "heatmaps":
+            at = torch.tensor([index])
+            heatmap = training.landmark_inputs(self.ex.test, at, None, outputs.config, "cpu")[0, 0]
+            heatmap = heatmap.numpy()
         panels = 4 if cams and heatmap is not None else 2
         fig, axes = plt.subplots(
             1,
@@ -326,29 +313,26 @@ class ExplorerData:
             gridspec_kw={"width_ratios": [1] * panels + [1.9]},
         )
         axes[0].imshow(face)
-        axes[0].set_title(f"#{index}: true {outputs.classes[outputs.labels[index]]}", fontsize=8)
+        titles = [f"#{index}: true {outputs.classes[outputs.labels[index]]}"]
         if heatmap is not None:
             axes[1].imshow(heatmap, cmap="gray")
-            axes[1].set_title("landmark heatmap", fontsize=8)
+            titles.append("landmark heatmap")
         else:
             points = self.ex.test.points[index].numpy()
             axes[1].imshow(face)
             axes[1].scatter(points[:, 0], points[:, 1], s=4, c="yellow")
-            axes[1].set_title("landmarks (coordinate branch)", fontsize=8)
+            titles.append("landmarks (coordinate branch)")
         if panels == 4:
             cam = self.gradcam(outputs, index)
             axes[2].imshow(explain.overlay(cam.images[0], cam.rgb_cam[0]))
-            axes[2].set_title("Grad-CAM++ RGB (layer4)", fontsize=8)
             axes[3].imshow(explain.overlay(cam.heatmaps[0], cam.landmark_cam[0]))
-            axes[3].set_title("Grad-CAM++ landmark (conv5)", fontsize=8)
-        for ax in axes[:panels]:
+            titles += ["Grad-CAM++ RGB (layer4)", "Grad-CAM++ landmark (conv5)"]
+        for ax, title in zip(axes, titles):
+            ax.set_title(title, fontsize=8)
             ax.axis("off")
-        bars = axes[-1]
-        y = np.arange(len(outputs.classes))
-        for offset, (values, label) in zip(
-            (-0.27, 0.0, 0.27),
-            ((rgb, "RGB head"), (landmark, "landmark head"), (fused[index], "fused")),
-        ):
+        bars, y = axes[-1], np.arange(len(outputs.classes))
+        heads = {"RGB head": rgb, "landmark head": landmark, "fused": fused[index]}
+        for offset, (label, values) in zip((-0.27, 0.0, 0.27), heads.items()):
             bars.barh(y + offset, values, height=0.26, label=label)
         bars.set_yticks(y, outputs.classes, fontsize=7)
         bars.invert_yaxis()
@@ -402,33 +386,22 @@ class Explorer:
         self.summary = widgets.HTML()
         # the chosen image's fused class at this w (read by the browser test)
         self.prediction = widgets.HTML()
-        self.figure = widgets.Output()
-        self.gallery = widgets.Output()
-        for control in (
-            self.seed,
-            self.model,
-            self.true,
-            self.predicted,
-            self.case,
-            self.effect,
-            self.sort,
-        ):
+        self.figure, self.gallery = widgets.Output(), widgets.Output()
+        filters = (self.seed, self.model, self.true, self.predicted, self.case, self.effect)
+        for control in (*filters, self.sort, self.w):
             control.observe(self._refilter, names="value")
         for control in (self.image, self.cams):
             control.observe(self._redraw, names="value")
-        self.w.observe(self._refilter, names="value")
         self._busy = False
-        self.widget = widgets.VBox(
-            [
-                widgets.HBox([self.seed, self.model]),
-                widgets.HBox([self.true, self.predicted]),
-                widgets.HBox([self.case, self.effect]),
-                widgets.HBox([self.sort, self.w]),
-                self.summary,
-                widgets.HBox([self.image, widgets.VBox([self.cams, self.prediction])]),
-                self.figure,
-                self.gallery,
-            ]
+        self.widget = layout(
+            [self.seed, self.model],
+            [self.true, self.predicted],
+            [self.case, self.effect],
+            [self.sort, self.w],
+            self.summary,
+            [self.image, widgets.VBox([self.cams, self.prediction])],
+            self.figure,
+            self.gallery,
         )
         self._refilter()
 
@@ -459,22 +432,14 @@ class Explorer:
             effect=self.effect.value,
             sort=self.sort.value,
         )
-        oa = float((chosen["fused"] == chosen["true"]).mean()) if len(chosen) else float("nan")
-        rgb = float((chosen["RGB"] == chosen["true"]).mean()) if len(chosen) else float("nan")
+        # NaN where nothing is chosen
+        oa, rgb = (float((chosen[c] == chosen["true"]).mean()) for c in ("fused", "RGB"))
         self.summary.value = (
             f"<b>{len(chosen)}</b> of {len(frame)} test images; on them fused OA <b>{oa:.3f}</b> "
             f"at w = {self.w.value:.2f} (RGB head "
             f"{rgb:.3f}){'' if outputs.uses_w else ' - w does not act on this weighting'}"
         )
-        keep = self.image.value
-        self.image.options = [
-            (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
-            for r in chosen.head(500).itertuples()
-        ]
-        if keep in [value for _, value in self.image.options]:
-            self.image.value = keep
-        elif self.image.options:
-            self.image.value = self.image.options[0][1]
+        choose_image(self.image, chosen)
         self.gallery.clear_output(wait=True)
         with self.gallery:
             display_figure(self.data.draw_gallery(chosen, title="the first 16 of the selection"))
@@ -498,21 +463,42 @@ class Explorer:
             )
 
 
+def layout(*rows) -> widgets.VBox:
+    """The controls one row under the other; a list is a row of several."""
+    return widgets.VBox([widgets.HBox(row) if isinstance(row, list) else row for row in rows])
+
+
+def choose_image(image: widgets.ValueWidget, chosen: pd.DataFrame) -> None:
+    """The selection's first 500 images as ``image``'s options, keeping the image shown if it is
+    still among them (else the first, or None)."""
+    keep = image.value
+    image.options = [
+        (f"#{r.index} {r.true}: fused {r.fused}, RGB {r.RGB}, lm {r.landmark}", int(r.index))
+        for r in chosen.head(500).itertuples()
+    ]
+    values = [value for _, value in image.options]
+    image.value = keep if keep in values else (values[0] if values else None)
+
+
 def display_figure(fig: plt.Figure) -> None:
     display(fig)
     plt.close(fig)  # shown once, not again at the end of the cell
 
 
-def show(experiment, data: ExplorerData | None = None) -> None:
-    """Display the live explorer, or, where the pipeline renders the report (no kernel behind the
-    page), say where it lives."""
+def in_batch_report(what: str, notebook: str, purpose: str) -> bool:
+    """Where the pipeline renders the report (no kernel behind the page), say where the live
+    ``what`` lives and return True."""
     if os.environ.get(BATCH_REPORT_ENV):
         display(
             Markdown(
-                "*The live explorer is not part of the HTML report (no kernel runs behind it): "
-                "open `notebooks/10_explore.ipynb` in JupyterLab (`./run_all.sh lab`) and run it "
-                "to use it.*"
+                f"*The live {what} is not part of the HTML report (no kernel runs behind it): open "
+                f"`notebooks/{notebook}` in JupyterLab (`./run_all.sh lab`) and run it {purpose}.*"
             )
         )
-        return
-    display(Explorer(experiment, data).widget)
+    return bool(os.environ.get(BATCH_REPORT_ENV))
+
+
+def show(experiment, data: ExplorerData | None = None) -> None:
+    """Display the live explorer, or, in the HTML report, say where it lives."""
+    if not in_batch_report("explorer", "10_explore.ipynb", "to use it"):
+        display(Explorer(experiment, data).widget)

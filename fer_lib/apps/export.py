@@ -80,12 +80,9 @@ def load_run_model(
     seed = experiment.seeds[0] if seed is None else seed
     if seed not in experiment.seeds:
         raise ExportError(f"{run_dir} has seeds {experiment.seeds}; --seed {seed} is not one")
-    baseline_path = (
-        Path(baseline_checkpoint)
-        if baseline_checkpoint
-        else experiment.baselines.folder(seed) / "best.pt"
+    baseline = models.load_arm_checkpoint(
+        Path(baseline_checkpoint or experiment.baselines.folder(seed) / "best.pt")
     )
-    baseline = models.load_arm_checkpoint(baseline_path)
     fusion, config, name = None, None, "baseline"
     if model != "baseline":
         if model == "proposed":
@@ -99,12 +96,11 @@ def load_run_model(
                 f"proposed, baseline, or one of: {', '.join(sorted(names)) or 'none'}"
             )
         name = names[model]
-        path = runs[name]
-        fusion, config = training.load_fusion_checkpoint(path, baseline)
+        fusion, config = training.load_fusion_checkpoint(runs[name], baseline)
     _estimate_missing_means(experiment, seed, baseline, fusion, config, name)
-    baseline.set_affinity("fixed")
-    if fusion is not None:
-        fusion.set_affinity("fixed")
+    for network in (baseline, fusion):
+        if network is not None:
+            network.set_affinity("fixed")
     return RunModel(baseline, fusion, config, name, seed, run_dir, info, experiment)
 
 
@@ -151,7 +147,7 @@ def about(run: RunModel) -> dict:
     preprocessing = {
         "image": f"RGB, aligned as RAF-DB's aligned faces ({ALIGNED_SIZE} px, a similarity on 5 "
         f"points), resized to {size} px; ImageNet mean {list(IMAGENET_MEAN)} and std "
-        f"{list(IMAGENET_STD)} on [0, 1] values",
+        f"{list(IMAGENET_STD)} on [0, 1] values"
     }
     if run.config is not None:
         sigma = run.config.heatmap_sigma or default_sigma(size)
@@ -298,10 +294,9 @@ class _Deployed(nn.Module):
         )
 
 
-def onnx_names(fusion: bool) -> tuple[list[str], list[str]]:
-    if fusion:
-        return ["images", "heatmaps"], ["fused", "landmark", "rgb", "weight"]
-    return ["images"], ["probabilities"]
+def _deployed(network: nn.Module) -> _Deployed:
+    """``network`` on the CPU, batch-independent, as the graph ONNX receives."""
+    return _Deployed(network.cpu().eval().set_affinity("fixed")).eval()
 
 
 def export_onnx(network: nn.Module, path: Path) -> Path:
@@ -314,11 +309,10 @@ def export_onnx(network: nn.Module, path: Path) -> Path:
     if any(torch.isnan(mean).any() for mean in means.values()):
         raise ExportError("a graph predicts single images: estimate the population means first")
     size = network.input_size
-    deployed = _Deployed(network.cpu().eval().set_affinity("fixed")).eval()
     example = {"images": torch.rand(2, 3, size, size) * 255}
     if fusion:
         example["heatmaps"] = torch.rand(2, 1, size, size)
-    inputs, outputs = onnx_names(fusion)
+    outputs = ["fused", "landmark", "rgb", "weight"] if fusion else ["probabilities"]
     batch = torch.export.Dim("batch", min=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,11 +320,11 @@ def export_onnx(network: nn.Module, path: Path) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the batch axis named twice: one constraint
         torch.onnx.export(
-            deployed,
+            _deployed(network),
             (),
             str(tmp),
             kwargs=example,
-            input_names=inputs,
+            input_names=list(example),
             output_names=outputs,
             dynamic_shapes={name: {0: batch} for name in example},
             opset_version=ONNX_OPSET,
@@ -347,11 +341,10 @@ def test_inputs(run: RunModel, limit: int) -> tuple[torch.Tensor, torch.Tensor |
     [0, 255], and the heatmaps the fusion run draws."""
     test = run.experiment.test
     index = torch.arange(min(limit, len(test)))
-    images = test.images[index].float()
     if run.config is None:
-        return images, None
+        return test.images[index].float(), None
     heatmaps = training.landmark_inputs(test, index, None, run.config, "cpu")
-    return images, heatmaps.contiguous()
+    return test.images[index].float(), heatmaps.contiguous()
 
 
 def onnx_parity(network: nn.Module, path: Path, images: torch.Tensor, heatmaps=None) -> dict:
@@ -360,7 +353,7 @@ def onnx_parity(network: nn.Module, path: Path, images: torch.Tensor, heatmaps=N
     import onnxruntime  # 0.2 s; only where a graph is checked
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    deployed = _Deployed(network.cpu().eval().set_affinity("fixed")).eval()
+    deployed = _deployed(network)
     inputs = [images.float()] + ([heatmaps.float()] if heatmaps is not None else [])
     names = [i.name for i in session.get_inputs()]
 
@@ -375,12 +368,10 @@ def onnx_parity(network: nn.Module, path: Path, images: torch.Tensor, heatmaps=N
         np.concatenate(parts)
         for parts in zip(*(run([a[k : k + 1] for a in inputs]) for k in range(len(images))))
     ]
+    torch_gap = max(np.abs(o - e.numpy()).max() for o, e in zip(whole, expected))
+    batch_gap = max(np.abs(s - w).max() for s, w in zip(single, whole))
     return {
         "images": len(images),
-        "max |onnx - torch|": float(
-            max(np.abs(o - e.numpy()).max() for o, e in zip(whole, expected))
-        ),
-        "max |batch 1 - whole batch|": float(
-            max(np.abs(s - w).max() for s, w in zip(single, whole))
-        ),
+        "max |onnx - torch|": float(torch_gap),
+        "max |batch 1 - whole batch|": float(batch_gap),
     }

@@ -31,7 +31,7 @@ from fer_lib.data.faces import IMAGE_SUFFIXES, Face, ImportProblem, align, detec
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.evaluation import explain
 from fer_lib.io import save_json
-from fer_lib.runtime import devices, precision
+from fer_lib.runtime import precision
 from fer_lib.training import landmark_inputs
 
 HEADS = (("rgb", "RGB"), ("landmark", "landmark only"), ("fused", "fused"))
@@ -84,12 +84,7 @@ def baseline_population_mean(baseline: models.ARMNet, data_root: Path, device: t
     return len(fit)
 
 
-def load_models(
-    baseline_path: Path,
-    fusion_path: Path | None,
-    device: torch.device,
-    mean_data: Path | None = None,
-):
+def load_models(baseline_path: Path, fusion_path: Path | None, device, mean_data=None):
     """(baseline, fusion model or None, fusion config or None), in eval mode and
     batch-independent. A baseline checkpoint without a population mean gets one estimated over
     ``mean_data``'s training images."""
@@ -107,7 +102,7 @@ def load_models(
             f"{baseline_path} carries no population mean: estimated over the {count} training "
             f"images of {mean_data}"
         )
-    fusion, config = (None, None)
+    fusion, config = None, None
     if fusion_path is not None:
         fusion, config = training.load_fusion_checkpoint(fusion_path, baseline)
         if fusion.arm is None:
@@ -128,23 +123,18 @@ def load_models(
 def face_split(image, faces: list[Face], size: int, name: str) -> tensors.SplitTensors:
     """The faces of one photo as the networks' input: aligned crops at ``size`` and their 37 points
     on that canvas."""
-    crops = []
-    for face in faces:
-        # 100x100, then resized as the training images were (tensors._load_image)
-        crop = align(image, face)
-        crops.append(
-            np.asarray(
-                crop
-                if size == landmarks.ALIGNED_SIZE
-                else crop.resize((size, size), Image.BILINEAR)
-            )
-        )
+    # 100x100, then resized as the training images were (tensors._load_image)
+    crops = [align(image, face) for face in faces]
+    if size != landmarks.ALIGNED_SIZE:
+        crops = [crop.resize((size, size), Image.BILINEAR) for crop in crops]
     points = np.stack(
         [landmarks.align_points(face.auto37, face.manual5, size) for face in faces]
     ).astype(np.float32)
     return tensors.SplitTensors(
         names=[f"{name}#{k}" for k in range(len(faces))],
-        images=torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(),
+        images=torch.from_numpy(np.stack([np.asarray(c) for c in crops]))
+        .permute(0, 3, 1, 2)
+        .contiguous(),
         points=torch.from_numpy(points),
         labels=torch.zeros(len(faces), dtype=torch.long),
         landmark_set="auto37",
@@ -183,33 +173,8 @@ def load_for_predict(
     return load_models(Path(baseline_path), fusion_path, device, mean_data)
 
 
-def predict(
-    paths: list[Path],
-    baseline_path: Path | None,
-    fusion_path: Path | None,
-    out: Path,
-    *,
-    device: torch.device | None = None,
-    mean_data: Path | None = None,
-    model_folder: Path | None = None,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Predict and explain every face of every photo with the models of a model folder
-    (``model_folder``) or of two checkpoints (see ``predict_photos``); ``mean_data``: a RAF-DB copy
-    whose training images give a baseline without a population mean one."""
-    device = device or devices.pick_device()
-    photos = photos_in(paths)  # a missing or non-image path is named before any model loads
-    loaded = load_for_predict(
-        baseline_path, fusion_path, device, mean_data=mean_data, model_folder=model_folder
-    )
-    return predict_photos(photos, *loaded, out, progress=progress)
-
-
 def head_probabilities(
-    baseline: models.ARMNet,
-    fusion: models.FusionModel | None,
-    config,
-    split: tensors.SplitTensors,
+    baseline: models.ARMNet, fusion: models.FusionModel | None, config, split: tensors.SplitTensors
 ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Faces through the RGB head and, with a fusion model, the landmark and fused heads: each
     head's probabilities (faces x classes), and the RGB network's per-image maps."""
@@ -231,23 +196,6 @@ def head_probabilities(
     return probabilities, per_image
 
 
-def _run_heads(
-    baseline: models.ARMNet,
-    fusion: models.FusionModel | None,
-    config,
-    split: tensors.SplitTensors,
-) -> tuple[dict[str, np.ndarray], explain.Explanation | None]:
-    """One photo's faces through every head (``head_probabilities``) and, with a fusion model,
-    Grad-CAM++ of both branches."""
-    probabilities, per_image = head_probabilities(baseline, fusion, config, split)
-    if fusion is None:
-        return probabilities, None
-    explanation = explain.explain(
-        fusion, split, per_image.cpu()[None], config, np.arange(len(split)), affinity="fixed"
-    )
-    return probabilities, explanation
-
-
 def _face_row(
     path: Path,
     k: int,
@@ -262,15 +210,11 @@ def _face_row(
         "image": str(path),
         "face": k,
         "status": "predicted" if k == 0 or len(found) == 1 else "predicted (not the largest face)",
-        "x1": face.box[0],
-        "y1": face.box[1],
-        "x2": face.box[2],
-        "y2": face.box[3],
+        **dict(zip(("x1", "y1", "x2", "y2"), face.box)),
         "detection score": face.score,
     }
     heads = [head for head, _ in HEADS if head in probabilities]
-    for head in heads:
-        row[f"{head} class"] = classes[int(probabilities[head][k].argmax())]
+    row.update({f"{head} class": classes[int(probabilities[head][k].argmax())] for head in heads})
     for head in heads:
         row.update({f"p_{head}_{c}": float(v) for c, v in zip(classes, probabilities[head][k])})
     return row
@@ -321,9 +265,9 @@ def predict_photos(
     the models that began it. ``figures``: one figure per face with Grad-CAM++ (PNG and
     PDF); without them the faces of several photos go through the networks together, ``batch_size``
     at a time (ARM is batch-independent here: the same probabilities in any batch)."""
-    baseline.eval().set_affinity("fixed")
-    if fusion is not None:
-        fusion.eval().set_affinity("fixed")
+    networks = [baseline] if fusion is None else [baseline, fusion]
+    for network in networks:
+        network.eval().set_affinity("fixed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     photos = photos_in(paths)
@@ -331,9 +275,7 @@ def predict_photos(
     if not resume:
         table.unlink(missing_ok=True)
     names = photo_columns(baseline.classes, ["rgb"] if fusion is None else [h for h, _ in HEADS])
-    model = models.weights_fingerprint(
-        *([baseline] if fusion is None else [baseline, fusion]), buffers=True
-    )
+    model = models.weights_fingerprint(*networks, buffers=True)
     done = _already_predicted(table, names, model)
     if not done:
         save_json({"model": model}, table.with_suffix(".json"))
@@ -345,10 +287,10 @@ def predict_photos(
         writer = csv.DictWriter(handle, fieldnames=names, restval="")
         if not done:
             writer.writeheader()
-        if figures:
-            _photos_with_figures(todo, baseline, fusion, config, out, writer, handle, progress)
-        else:
-            _photos_in_batches(todo, baseline, fusion, config, writer, handle, batch_size, progress)
+        figures_to = out if figures else None
+        _predict_photos(
+            todo, baseline, fusion, config, writer, handle, batch_size, progress, figures_to
+        )
     frame = pd.read_csv(table, dtype={"image": str})
     return frame[frame["image"].isin({str(path) for path in photos})].reset_index(drop=True)
 
@@ -366,46 +308,32 @@ def _faces_of(path: Path) -> tuple[Image.Image | None, list[Face], dict | None]:
     return image, found, None if found else {"image": str(path), "status": "no face"}
 
 
-def _photos_with_figures(photos, baseline, fusion, config, out, writer, handle, progress) -> None:
-    stems = figure_stems(photos) if photos else {}
-    for path in tqdm(photos, desc="predict", unit="photo", disable=not progress):
-        image, found, row = _faces_of(path)
-        if row is not None:
-            writer.writerow(row)
-            handle.flush()
-            continue
-        split = face_split(image, found, baseline.input_size, path.name)
-        probabilities, explanation = _run_heads(baseline, fusion, config, split)
-        for k, face in enumerate(found):
-            figure = plot_face(
-                image,
-                face,
-                split,
-                k,
-                probabilities,
-                explanation,
-                f"{path.name}, face {k}",
-                baseline.classes,
+def _predict_photos(photos, baseline, fusion, config, writer, handle, batch_size, progress, out):
+    """Photos read and their faces found one at a time, then every ``batch_size`` faces through the
+    networks together; rows written in the photos' order. With ``out``, each photo alone, and its
+    faces' figures saved there before its rows."""
+    stems = figure_stems(photos) if out is not None and photos else {}
+    classes = baseline.classes
+    pending = []  # (path, the photo where figures are drawn, its faces, their split, or its row)
+
+    def save_figures(path, image, found, split, probabilities, per_image) -> None:
+        explanation = None
+        if fusion is not None:
+            every = np.arange(len(split))
+            explanation = explain.explain(
+                fusion, split, per_image.cpu()[None], config, every, affinity="fixed"
             )
+        for k, face in enumerate(found):
+            title = f"{path.name}, face {k}"
+            figure = plot_face(image, face, split, k, probabilities, explanation, title, classes)
             figure.savefig(out / f"{stems[path]}_face{k}.png", dpi=110)
             # no date: reruns give the same file
             figure.savefig(out / f"{stems[path]}_face{k}.pdf", metadata={"CreationDate": None})
             plt.close(figure)
-        # the rows last: a photo is in the table once all it writes is written
-        writer.writerows(
-            _face_row(path, k, found, probabilities, baseline.classes) for k in range(len(found))
-        )
-        handle.flush()
-
-
-def _photos_in_batches(photos, baseline, fusion, config, writer, handle, batch_size, progress):
-    """Photos read and their faces found one at a time, then every ``batch_size`` faces through the
-    networks together; rows written in the photos' order."""
-    pending: list[tuple[Path, list[Face], tensors.SplitTensors | None, dict | None]] = []
 
     def flush() -> None:
-        splits = [split for _, _, split, _ in pending if split is not None]
-        probabilities = {}
+        splits = [split for _, _, _, split, _ in pending if split is not None]
+        probabilities, per_image = {}, None
         if splits:
             batch = dataclasses.replace(
                 splits[0],
@@ -414,15 +342,16 @@ def _photos_in_batches(photos, baseline, fusion, config, writer, handle, batch_s
                 points=torch.cat([split.points for split in splits]),
                 labels=torch.cat([split.labels for split in splits]),
             )
-            probabilities, _ = head_probabilities(baseline, fusion, config, batch)
+            probabilities, per_image = head_probabilities(baseline, fusion, config, batch)
         start = 0
-        for path, found, _, row in pending:
+        for path, image, found, split, row in pending:
             if row is not None:  # unreadable, or no face
                 writer.writerow(row)
                 continue
             mine = {head: p[start : start + len(found)] for head, p in probabilities.items()}
-            rows = [_face_row(path, k, found, mine, baseline.classes) for k in range(len(found))]
-            writer.writerows(rows)
+            if out is not None:  # the batch is this photo alone: per_image is its own
+                save_figures(path, image, found, split, mine, per_image)
+            writer.writerows(_face_row(path, k, found, mine, classes) for k in range(len(found)))
             start += len(found)
         handle.flush()
         pending.clear()
@@ -430,8 +359,8 @@ def _photos_in_batches(photos, baseline, fusion, config, writer, handle, batch_s
     for path in tqdm(photos, desc="predict", unit="photo", disable=not progress):
         image, found, row = _faces_of(path)
         split = face_split(image, found, baseline.input_size, path.name) if found else None
-        pending.append((path, found, split, row))
-        if sum(len(f) for _, f, _, _ in pending) >= batch_size:
+        pending.append((path, image if out is not None else None, found, split, row))
+        if out is not None or sum(len(f) for _, _, f, _, _ in pending) >= batch_size:
             flush()
     flush()
 
@@ -462,10 +391,7 @@ def plot_face(
         plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=1.5)
     )
     axes[0].plot(face.points68[:, 0], face.points68[:, 1], ".", color="yellow", markersize=2)
-    axes[0].set_title("photo, face and 68 points", fontsize=9)
-    crop = split.images[k].permute(1, 2, 0).numpy()
-    axes[1].imshow(crop)
-    axes[1].set_title("aligned crop (network input)", fontsize=9)
+    axes[1].imshow(split.images[k].permute(1, 2, 0).numpy())
     bars = axes[2]
     heads = [(head, name) for head, name in HEADS if head in probabilities]
     width = 0.8 / len(heads)
@@ -477,15 +403,16 @@ def plot_face(
     bars.invert_yaxis()
     bars.set(xlim=(0, 1), xlabel="probability")
     bars.legend(fontsize=7, loc="lower right")
-    bars.set_title("probabilities", fontsize=9)
+    titles = ["photo, face and 68 points", "aligned crop (network input)", "probabilities"]
     if explanation is not None:
         axes[3].imshow(explanation.heatmaps[k], cmap="gray")
-        axes[3].set_title("landmark heatmap", fontsize=9)
         axes[4].imshow(explain.overlay(explanation.images[k], explanation.rgb_cam[k]))
-        axes[4].set_title(f"Grad-CAM++ RGB ({classes[explanation.target[k]]})", fontsize=9)
         axes[5].imshow(explain.overlay(explanation.heatmaps[k], explanation.landmark_cam[k]))
-        axes[5].set_title(f"Grad-CAM++ landmarks ({classes[explanation.target[k]]})", fontsize=9)
-    for axis in axes:
+        target = classes[explanation.target[k]]
+        titles += ["landmark heatmap", f"Grad-CAM++ RGB ({target})"]
+        titles.append(f"Grad-CAM++ landmarks ({target})")
+    for axis, title in zip(axes, titles):
+        axis.set_title(title, fontsize=9)
         if axis is not bars:
             axis.axis("off")
     fig.suptitle(f"{title}. {BATCH_NOTE}", fontsize=9)

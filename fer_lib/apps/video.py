@@ -33,8 +33,7 @@ SAME_FACE_IOU = 0.3  # a box overlapping the last one of a face this much contin
 def iou(a: tuple, b: tuple) -> float:
     """Intersection over union of two boxes (x1, y1, x2, y2)."""
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
+    inter = width * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
 
@@ -47,12 +46,9 @@ class FaceTracker:
         self.last: dict[int, tuple] = {}
 
     def assign(self, boxes: list[tuple]) -> list[int]:
+        known = self.last.items()
         pairs = sorted(
-            (
-                (iou(box, last), k, face)
-                for k, box in enumerate(boxes)
-                for face, last in self.last.items()
-            ),
+            ((iou(box, last), k, face) for k, box in enumerate(boxes) for face, last in known),
             reverse=True,
         )
         ids: dict[int, int] = {}
@@ -71,8 +67,7 @@ def columns(classes: tuple[str, ...], heads: list[str]) -> list[str]:
     names = ["input", "frame", "time", "face", "status"]
     names += ["FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight", "FaceScore"]
     names += [f"{axis}_{point}" for point in POINT_NAMES for axis in ("x", "y")]
-    for head in heads:
-        names += [_column(head, heads, name) for name in classes]
+    names += [_column(head, heads, name) for head in heads for name in classes]
     return [*names, "prediction"]
 
 
@@ -120,11 +115,9 @@ def predict_video(
     heads = ["rgb"] if fusion is None else ["rgb", "landmark", "fused"]
     stem = stem or path.stem
     table = out / f"{stem}_frames.csv"
-    read = 0
-    names = columns(baseline.classes, heads)
-    tracker = FaceTracker()
+    read, tracker = 0, FaceTracker()
     with open(table, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=names, restval="")
+        writer = csv.DictWriter(handle, fieldnames=columns(baseline.classes, heads), restval="")
         writer.writeheader()
         try:
             for index, time, image in _frames(path, every, progress):
@@ -138,10 +131,9 @@ def predict_video(
                 split = face_split(image, faces, baseline.input_size, f"{path.name}@{index}")
                 probabilities, _ = head_probabilities(baseline, fusion, config, split)
                 ids = tracker.assign([face.box for face in faces])
-                rows = _face_rows(
-                    str(path), index, time, faces, ids, probabilities, baseline.classes
+                writer.writerows(
+                    _face_rows(str(path), index, time, faces, ids, probabilities, baseline.classes)
                 )
-                writer.writerows(rows)
                 handle.flush()  # a run stopped here keeps every frame so far
         except (av.error.FFmpegError, OSError, ValueError) as error:
             where = f"after frame {index}; frames up to it are in {table}" if read else ""
@@ -152,8 +144,8 @@ def predict_video(
             )
     frame = pd.read_csv(table)
     if (frame["status"] == "predicted").any():
-        what = f"{path.name}: {heads[-1]} head"
-        plot_timeline(frame, baseline.classes, what, out / f"{stem}_timeline")
+        title = f"{path.name}: {heads[-1]} head"
+        plot_timeline(frame, baseline.classes, title, out / f"{stem}_timeline")
     return frame
 
 
@@ -161,8 +153,13 @@ def _frames(path: Path, every: int, progress: bool):
     """(frame index, time in seconds, RGB image) of every ``every``-th frame."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        total = stream.frames or None
-        bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress, leave=False)
+        bar = tqdm(
+            total=stream.frames or None,
+            desc=path.name,
+            unit="frame",
+            disable=not progress,
+            leave=False,
+        )
         try:
             for index, frame in enumerate(container.decode(stream)):
                 bar.update()

@@ -80,10 +80,8 @@ def hide(image: torch.Tensor, box: tuple[int, int, int, int], fill: str = FILLS[
     if fill not in FILLS:
         raise ValueError(f"fill {fill!r} is not one of {', '.join(FILLS)}")
     top, left, bottom, right = box
-    if fill == FILLS[0]:
-        colour = torch.tensor(tensors.IMAGENET_MEAN) * 255
-    else:
-        colour = image.float().mean(dim=(1, 2))
+    mean = torch.tensor(tensors.IMAGENET_MEAN) * 255
+    colour = mean if fill == FILLS[0] else image.float().mean(dim=(1, 2))
     hidden = image.clone()
     hidden[:, top:bottom, left:right] = colour.round().to(image.dtype)[:, None, None]
     return hidden
@@ -164,10 +162,7 @@ class FaceWhatIf:
         self.points = split.points[self.index].clone()  # (K, 2) as evaluated
         self.image = split.images[self.index].clone()  # (3, S, S) uint8
         self.device = next(model.parameters()).device
-        rgb, landmark, terms = explain.evaluated_maps(
-            model, split, cache, config, np.array([self.index])
-        )
-        self.held = (rgb, landmark, terms)
+        self.held = explain.evaluated_maps(model, split, cache, config, np.array([self.index]))
 
     def landmark_input(self, points: torch.Tensor) -> torch.Tensor:
         """The landmark branch's input (1, ...) for points (K, 2) on the S x S canvas."""
@@ -192,21 +187,23 @@ class FaceWhatIf:
             rgb = self.model.frozen_per_image(normalised).float()
         return rgb, landmark, terms
 
+    def _edited(self, points, image):
+        """(the landmark input of ``points``, or of the face's own points where None; the maps of
+        the edited face)."""
+        drawn = self.landmark_input(self.points if points is None else points)
+        return drawn, self.maps(None if points is None else drawn, image)
+
     @torch.no_grad()
     def answer(
         self, points: torch.Tensor | None = None, image: torch.Tensor | None = None
     ) -> Answer:
         """The model's answer with ``points`` (K, 2) and ``image`` (3, S, S uint8) in place of the
         face's own (None: unedited)."""
-        drawn = self.landmark_input(self.points if points is None else points)
-        out = self.model.forward_per_image_maps(
-            *self.maps(None if points is None else drawn, image)
-        )
+        drawn, held = self._edited(points, image)
+        out = self.model.forward_per_image_maps(*held)
         landmark = self.model.landmark_probabilities(out.landmark_logits)[0].cpu().numpy()
         rgb = out.rgb_logits[0].softmax(0).cpu().numpy()
-        heatmap = None
-        if self.config.landmark_input == "heatmaps":
-            heatmap = drawn[0, 0].float().cpu().numpy()
+        heatmaps = self.config.landmark_input == "heatmaps"
         return Answer(
             self.classes,
             rgb,
@@ -215,7 +212,7 @@ class FaceWhatIf:
             float(landmark.max()),
             bool(rgb.argmax() == landmark.argmax()),
             float(out.weight[0]),
-            heatmap,
+            drawn[0, 0].float().cpu().numpy() if heatmaps else None,
         )
 
     def gradcam(
@@ -228,17 +225,12 @@ class FaceWhatIf:
                 "Grad-CAM explains the landmark CNN's heatmap input; this model's landmark branch "
                 "reads coordinates"
             )
-        drawn = self.landmark_input(self.points if points is None else points)
-        held = self.maps(None if points is None else drawn, image)
+        drawn, held = self._edited(points, image)
         with torch.no_grad():
             explained = self.model.forward_per_image_maps(*held).fused_logits.argmax(1)
-        shown_image = self.image if image is None else image
+        shown = tensors.normalise((self.image if image is None else image)[None].to(self.device))
         rgb_cam, landmark_cam = explain.branch_cams(
-            self.model,
-            tensors.normalise(shown_image[None].to(self.device)),
-            drawn,
-            held,
-            explained.cpu().numpy(),
+            self.model, shown, drawn, held, explained.cpu().numpy()
         )
         return rgb_cam[0], landmark_cam[0], int(explained[0])
 
@@ -299,21 +291,23 @@ def jitter_table(
     images ``index`` (None: all), from the studies' saved per-image classes."""
     rows = []
     for (name, seed), study in studies.items():
-        labels = study["labels"]
         keep = slice(None) if index is None else torch.tensor(np.array(index, dtype=np.int64))
-        rgb = float((study["rgb"][keep] == labels[keep]).float().mean())
+        labels = study["labels"][keep]
+        accuracy = {
+            head: [float((classes[keep] == labels).float().mean()) for classes in study[head]]
+            for head in ("fused", "landmark")
+        }
+        rgb = float((study["rgb"][keep] == labels).float().mean())
         for level, sigma in enumerate(study["sigmas"].tolist()):
             rows.append(
                 {
                     "model": name,
                     "seed": int(seed),
                     "jitter (px)": sigma,
-                    "fused OA": float((study["fused"][level][keep] == labels[keep]).float().mean()),
-                    "landmark OA": float(
-                        (study["landmark"][level][keep] == labels[keep]).float().mean()
-                    ),
+                    "fused OA": accuracy["fused"][level],
+                    "landmark OA": accuracy["landmark"][level],
                     "RGB OA": rgb,
-                    "images": int(labels[keep].numel()),
+                    "images": int(labels.numel()),
                 }
             )
     return pd.DataFrame(rows)
@@ -342,46 +336,30 @@ def plot_jitter(table: pd.DataFrame, title: str = "") -> plt.Figure:
         1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.4), squeeze=False
     )
     axes = axes[0]
-    colours = {"fused OA": "C0", "landmark OA": "C1", "RGB OA": "0.4"}
-    styles = {"fused OA": "-", "landmark OA": "--", "RGB OA": ":"}
-    for ax, name in zip(axes, names):
-        rows = table[table["model"] == name]
-        for column, colour in colours.items():
-            for _, seed_rows in rows.groupby("seed"):
-                ax.plot(
-                    seed_rows["jitter (px)"],
-                    seed_rows[column],
-                    styles[column],
-                    c=colour,
-                    lw=0.8,
-                    alpha=0.45,
-                )
-            mean = rows.groupby("jitter (px)")[column].mean()
-            ax.plot(
-                mean.index,
-                mean.to_numpy(),
-                styles[column],
-                c=colour,
-                lw=2,
-                label=column.replace(" OA", ""),
-            )
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("landmark jitter (px of the 100 px aligned face)", fontsize=8)
-        ax.set_ylabel("test accuracy", fontsize=8)
-        ax.legend(fontsize=7)
-    gain = table.assign(gain=table["fused OA"] - table["RGB OA"])
-    for k, name in enumerate(names):
-        rows = gain[gain["model"] == name]
+
+    def seeds_and_mean(ax, rows, column, style, colour, label) -> None:
+        """Each seed a thin line, the seeds' mean thick."""
         for _, seed_rows in rows.groupby("seed"):
-            axes[-1].plot(
-                seed_rows["jitter (px)"], seed_rows["gain"], c=f"C{k + 2}", lw=0.8, alpha=0.45
+            ax.plot(
+                seed_rows["jitter (px)"], seed_rows[column], style, c=colour, lw=0.8, alpha=0.45
             )
-        mean = rows.groupby("jitter (px)")["gain"].mean()
-        axes[-1].plot(mean.index, mean.to_numpy(), c=f"C{k + 2}", lw=2, label=name)
+        mean = rows.groupby("jitter (px)")[column].mean()
+        ax.plot(mean.index, mean.to_numpy(), style, c=colour, lw=2, label=label)
+
+    lines = {"fused OA": ("-", "C0"), "landmark OA": ("--", "C1"), "RGB OA": (":", "0.4")}
+    gain = table.assign(gain=table["fused OA"] - table["RGB OA"])
+    for k, (ax, name) in enumerate(zip(axes, names)):
+        rows = table[table["model"] == name]
+        for column, (style, colour) in lines.items():
+            seeds_and_mean(ax, rows, column, style, colour, column.replace(" OA", ""))
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("test accuracy", fontsize=8)
+        seeds_and_mean(axes[-1], gain[gain["model"] == name], "gain", "-", f"C{k + 2}", name)
     axes[-1].axhline(0, c="0.4", lw=0.8, ls=":")
     axes[-1].set_title("fused - RGB accuracy", fontsize=9)
-    axes[-1].set_xlabel("landmark jitter (px of the 100 px aligned face)", fontsize=8)
-    axes[-1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("landmark jitter (px of the 100 px aligned face)", fontsize=8)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -414,18 +392,17 @@ def plot_before_after(
     for ax in axes[:panels]:
         ax.axis("off")
     bars, y = axes[-1], np.arange(len(face.classes))
-    for offset, (head, colour) in zip(
-        (-0.27, 0.0, 0.27), (("rgb", "C0"), ("landmark", "C1"), ("fused", "C2"))
-    ):
-        bars.barh(y + offset, getattr(before, head), height=0.26, color=colour, alpha=0.3)
+    for k, head in enumerate(("rgb", "landmark", "fused")):
+        at, colour, label = y + 0.27 * (k - 1), f"C{k}", f"{head} (after; shaded: before)"
+        bars.barh(at, getattr(before, head), height=0.26, color=colour, alpha=0.3)
         bars.barh(
-            y + offset,
+            at,
             getattr(after, head),
             height=0.26,
             color="none",
             edgecolor=colour,
             lw=1.2,
-            label=f"{head} (after; shaded: before)",
+            label=label,
         )
     bars.set_yticks(y, face.classes, fontsize=7)
     bars.invert_yaxis()
