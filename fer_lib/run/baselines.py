@@ -31,12 +31,9 @@ class Baselines:
         """The seed of the baseline a landmark-branch seed is trained on: its own
         (``baseline_per_seed``), else the first (and always the first with a given checkpoint, which
         serves every seed)."""
-        if (
-            seed is None
-            or not self.experiment.profile.baseline_per_seed
-            or self.experiment.baseline_checkpoint is not None
-        ):
-            return self.experiment.seeds[0]
+        ex = self.experiment
+        if seed is None or not ex.profile.baseline_per_seed or ex.baseline_checkpoint is not None:
+            return ex.seeds[0]
         return seed
 
     @property
@@ -45,14 +42,14 @@ class Baselines:
         return sorted({self.seed(seed) for seed in self.experiment.seeds})
 
     def config(self, seed: int | None = None) -> training.BaselineConfig:
-        p = self.experiment.profile
+        p, pretrained = self.experiment.profile, self.experiment.pretrained
         return training.BaselineConfig(
             input_size=p.input_size,
             width=p.baseline_width,
             epochs=p.baseline_epochs,
             batch_size=p.batch_train,
             eval_batch_size=p.batch_test,
-            pretrained=str(self.experiment.pretrained) if self.experiment.pretrained else None,
+            pretrained=str(pretrained) if pretrained else None,
             augmentation=p.augmentation,
             ema=p.baseline_ema,
             lr_schedule=p.lr_schedule,
@@ -69,60 +66,42 @@ class Baselines:
     def model(self, seed: int | None = None) -> models.ARMNet:
         """The frozen RGB network a seed's landmark branch uses: the given checkpoint, else a
         finished training run, else trained now."""
-        seed = self.seed(seed)
+        seed, ex = self.seed(seed), self.experiment
         if seed in self._models:
             return self._models[seed]
-        if self.experiment.baseline_checkpoint is not None:
+        if ex.baseline_checkpoint is not None:
             if self._models:  # one checkpoint serves every seed
                 return next(iter(self._models.values()))
-            print(f"baseline: loading {relative(self.experiment.baseline_checkpoint)}")
+            print(f"baseline: loading {relative(ex.baseline_checkpoint)}")
             model = models.load_arm_checkpoint(
-                self.experiment.baseline_checkpoint, input_size=self.experiment.profile.input_size
+                ex.baseline_checkpoint, input_size=ex.profile.input_size
             )
         else:
-            folder = self.folder(seed)
+            folder, config = self.folder(seed), self.config(seed)
             history = folder / "history.csv"
-            finished = (
-                history.exists()
-                and len(pd.read_csv(history)) >= self.experiment.profile.baseline_epochs
-            )
-            print(
-                f"baseline seed {seed}: "
-                f"{'reusing the finished run in' if finished else 'training (or resuming) in'} "
-                f"{folder.name}"
-            )
-            config = self.config(seed)
-            model = (
-                training.finished_baseline(folder, config, self.experiment.classes)
-                if finished
-                else None
-            )
+            finished = history.exists() and len(pd.read_csv(history)) >= ex.profile.baseline_epochs
+            what = "reusing the finished run in" if finished else "training (or resuming) in"
+            print(f"baseline seed {seed}: {what} {folder.name}")
+            model = training.finished_baseline(folder, config, ex.classes) if finished else None
             if model is None:
                 model = training.train_baseline(
-                    self.experiment.train,
-                    config,
-                    folder,
-                    device=self.experiment.device,
-                    progress=self.experiment.progress,
+                    ex.train, config, folder, device=ex.device, progress=ex.progress
                 )
-        self._models[seed] = model.to(self.experiment.device).eval()
+        self._models[seed] = model.to(ex.device).eval()
         return self._models[seed]
 
     def warning(self) -> str | None:
         """Why this run's baseline cannot be compared with the paper's 0.9205, if it cannot."""
-        if (
-            self.experiment.profile.synthetic is None
-            and self.experiment.baseline_checkpoint is None
-            and self.experiment.pretrained is None
-        ):
-            return (
-                "warning: the baseline is trained from random initialisation (neither "
-                "--baseline-checkpoint epoch59_acc0.9205.pth nor --pretrained "
-                "resnet18-f37072fd.pth was given), so its accuracy cannot be compared with the "
-                "paper's 0.9205, which starts from the ARM authors' ImageNet-initialised "
-                "checkpoint."
-            )
-        return None
+        ex = self.experiment
+        if ex.profile.synthetic or ex.baseline_checkpoint or ex.pretrained:
+            return None
+        return (
+            "warning: the baseline is trained from random initialisation (neither "
+            "--baseline-checkpoint epoch59_acc0.9205.pth nor --pretrained "
+            "resnet18-f37072fd.pth was given), so its accuracy cannot be compared with the "
+            "paper's 0.9205, which starts from the ARM authors' ImageNet-initialised "
+            "checkpoint."
+        )
 
     def holdout(self, seed: int | None = None) -> Path | None:
         """The hold-out (``split.json``) of the baseline a seed's landmark branch is fused with: its
@@ -150,11 +129,8 @@ class Baselines:
 
     def history(self, seed: int | None = None) -> pd.DataFrame | None:
         path = self.folder(seed) / "history.csv"
-        return (
-            pd.read_csv(path)
-            if self.experiment.baseline_checkpoint is None and path.exists()
-            else None
-        )
+        given = self.experiment.baseline_checkpoint is not None
+        return None if given or not path.exists() else pd.read_csv(path)
 
     def probabilities(
         self,
@@ -170,23 +146,20 @@ class Baselines:
         once (the test cache) and the batch term and fc are applied per batch: the same numbers as
         running the whole network batch by batch (a test checks it), in a fraction of the time.
         """
-        batch_size = batch_size or self.experiment.profile.batch_test
-        order = np.arange(len(self.experiment.test)) if order is None else np.asarray(order)
+        ex = self.experiment
+        batch_size = batch_size or ex.profile.batch_test
+        order = np.arange(len(ex.test)) if order is None else np.asarray(order)
         model = self.model(seed)
         # the mean over this run's whole training set (the checkpoint's is over its fit part)
         if affinity == "fixed":
-            training.estimate_population_means(
-                model, self.experiment.train, self.rgb_cache("train", seed)
-            )
+            training.estimate_population_means(model, ex.train, self.rgb_cache("train", seed))
         per_image = self.rgb_cache("test", seed)[0][torch.as_tensor(order)]
         model.set_affinity(affinity)
         try:
             with torch.no_grad():
+                chunks = per_image.split(batch_size)
                 logits = torch.cat(
-                    [
-                        model.head_from_per_image(chunk.to(self.experiment.device)).cpu()
-                        for chunk in per_image.split(batch_size)
-                    ]
+                    [model.head_from_per_image(c.to(ex.device)).cpu() for c in chunks]
                 )
         finally:
             model.set_affinity("batch")
@@ -196,37 +169,28 @@ class Baselines:
 
     def predictions(self, seed: int | None = None) -> pd.DataFrame:
         """A baseline's test predictions at the profile's batch size, saved as a table
-        (``baseline_test.csv`` for the first seed's, ``baseline_seed<S>_test.csv`` for the
-        others)."""
-        seed = self.seed(seed)
+        (``predictions_path``)."""
+        seed, test = self.seed(seed), self.experiment.test
+        probabilities = self.probabilities(seed=seed)
         frame = training.prediction_frame(
-            self.experiment.test.names,
-            self.experiment.test.labels.numpy(),
-            self.probabilities(seed=seed),
-            self.experiment.test.classes,
+            test.names, test.labels.numpy(), probabilities, test.classes
         )
         save_csv(frame, self.predictions_path(seed))
         return frame
 
     def predictions_path(self, seed: int | None = None) -> Path:
-        """Where a baseline's test predictions are saved (``predictions``)."""
-        seed = self.seed(seed)
-        first = seed == self.experiment.seeds[0]
-        name = "baseline_test.csv" if first else f"baseline_seed{seed}_test.csv"
-        return self.experiment.run_dir / "predictions" / name
+        """Where ``predictions`` saves a baseline's: ``baseline_test.csv`` for the first seed's,
+        ``baseline_seed<S>_test.csv`` for the others (its folder's name)."""
+        return self.experiment.run_dir / "predictions" / f"{self.folder(seed).name}_test.csv"
 
     def rgb_cache(self, split: str, seed: int | None = None) -> torch.Tensor:
         """The per-image features of a split (train: also flipped) under the baseline a seed uses,
         computed or read once."""
-        key = (split, self.seed(seed))
+        key, ex = (split, self.seed(seed)), self.experiment
         if key not in self._rgb_caches:
-            tensors = self.experiment.train if split == "train" else self.experiment.test
+            tensors = ex.train if split == "train" else ex.test
             flips = (False, True) if split == "train" else (False,)
             self._rgb_caches[key] = training.rgb_feature_cache(
-                self.model(seed),
-                tensors,
-                flips=flips,
-                cache_dir=self.experiment.cache_dir,
-                progress=self.experiment.progress,
+                self.model(seed), tensors, flips=flips, cache_dir=ex.cache_dir, progress=ex.progress
             )
         return self._rgb_caches[key]

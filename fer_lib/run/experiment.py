@@ -16,7 +16,7 @@ from fer_lib.data.tensors import SplitTensors, split_tensors
 from fer_lib.io import relative
 from fer_lib.run.baselines import Baselines
 from fer_lib.run.fusion_runs import FusionRuns
-from fer_lib.run.profiles import Profile, get_profile
+from fer_lib.run.profiles import Profile, as_profile, get_profile  # noqa: F401 - benchmarks take it here
 from fer_lib.runtime import devices
 
 
@@ -58,7 +58,7 @@ class Experiment:
         cross_data: tuple[str | Path, ...] = (),
         progress: bool = True,
     ):
-        self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        self.profile = as_profile(profile)
         self.data_root = Path(data_root)
         self.run_dir = Path(run_dir)
         # every table as CSV, Markdown and LaTeX (report.save_table)

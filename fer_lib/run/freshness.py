@@ -17,6 +17,7 @@ hashing the decoded-image cache would not be, and an edit or a ``git checkout`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -54,11 +55,9 @@ PACKAGES = (
 def hash_parts(*parts: object) -> str:
     digest = hashlib.sha256()
     for part in parts:
-        digest.update(
-            part
-            if isinstance(part, bytes)
-            else json.dumps(part, sort_keys=True, default=str).encode()
-        )
+        if not isinstance(part, bytes):
+            part = json.dumps(part, sort_keys=True, default=str).encode()
+        digest.update(part)
     return digest.hexdigest()[:16]
 
 
@@ -66,9 +65,7 @@ def _stats(root: Path, skip: tuple[str, ...] = ()) -> dict[str, list[int]]:
     """{path relative to root: [size, mtime_ns]} of every file under ``root``, but the top-level
     names in ``skip``."""
     found = {}
-    if not root.exists():
-        return found
-    for folder, subfolders, files in os.walk(root):
+    for folder, subfolders, files in os.walk(root):  # nothing for a missing root
         here = Path(folder)
         if here == root:
             subfolders[:] = [name for name in subfolders if name not in skip]
@@ -104,12 +101,10 @@ def source_key() -> str:
 
 
 def environment_key(cpu: str, cpu_path: str) -> str:
-    versions = {}
+    versions = dict.fromkeys(PACKAGES)
     for package in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
     return hash_parts(sys.version, versions, cpu, cpu_path)
 
 
@@ -133,20 +128,11 @@ def sibling_key(run_dir: Path, figures_dir: Path) -> str:
             except ValueError:
                 info = {}
             identity = [info.get(key) for key in ("commit", "source", "data")]
-            parts.append(
-                [
-                    other.name,
-                    identity,
-                    _contents([other / "settings.json", *(other / "tables").glob("*.csv")]),
-                ]
-            )
+            files = _contents([other / "settings.json", *(other / "tables").glob("*.csv")])
+            parts.append([other.name, identity, files])
     parts.append(_contents(Path(figures_dir).glob("seed_stability.*")))
-    return hash_parts(
-        *[
-            json.dumps(part, default=lambda b: hashlib.sha256(b).hexdigest()).encode()
-            for part in parts
-        ]
-    )
+    by_hash = [json.dumps(p, default=lambda b: hashlib.sha256(b).hexdigest()) for p in parts]
+    return hash_parts(*[part.encode() for part in by_hash])
 
 
 class Freshness:
@@ -156,24 +142,19 @@ class Freshness:
     def __init__(self, run_dir: Path, figures_dir: Path, base_key: str, *, force: bool = False):
         self.run_dir, self.figures_dir = Path(run_dir), Path(figures_dir)
         self.path = self.run_dir / "executed" / STAMPS
-        self.force = force
+        self.force, self.key, self.ran_one = force, base_key, False
         try:
             self.record = json.loads(self.path.read_text()) if self.path.exists() else {}
         except ValueError:  # a damaged record: everything runs again
             self.record = {}
-        self.key = base_key
-        self.ran_one = False
 
-    def _roots(self) -> list[tuple[str, Path, tuple[str, ...]]]:
+    def snapshot(self) -> dict[str, list[int]]:
         roots = [("run", self.run_dir, RUN_DIR_SKIP)]
         if not self.figures_dir.resolve().is_relative_to(self.run_dir.resolve()):
             roots.append(("figures", self.figures_dir, ()))
-        return roots
-
-    def snapshot(self) -> dict[str, list[int]]:
         return {
             f"{label}/{name}": stat
-            for label, root, skip in self._roots()
+            for label, root, skip in roots
             for name, stat in _stats(root, skip).items()
         }
 

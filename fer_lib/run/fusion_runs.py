@@ -23,20 +23,18 @@ if TYPE_CHECKING:
     from fer_lib.run.experiment import Experiment
 
 # Choices the paper does not state that can move the headline either way, each flipped in one
-# ablation run of the proposed model (notebook 06, with ``design_ablations``): name -> (what the run
-# is, given the profile's own FusionConfig; the FusionConfig changes).
+# ablation run of the proposed model (notebook 06, with ``design_ablations``): name -> the profile's
+# own FusionConfig -> (what the run is, the FusionConfig changes).
 DESIGN_VARIANTS = {
-    "default-init": (
-        lambda config: "fusion layer from PyTorch's default initialisation",
-        lambda config: {"fusion_init_from_baseline": False},
+    "default-init": lambda config: (
+        "fusion layer from PyTorch's default initialisation",
+        {"fusion_init_from_baseline": False},
     ),
-    "flip-batch-norm": (
-        lambda config: (
-            "landmark CNN without BatchNorm (Table 1 as printed)"
-            if config.batch_norm
-            else "landmark CNN with BatchNorm"
-        ),
-        lambda config: {"batch_norm": not config.batch_norm},
+    "flip-batch-norm": lambda config: (
+        "landmark CNN without BatchNorm (Table 1 as printed)"
+        if config.batch_norm
+        else "landmark CNN with BatchNorm",
+        {"batch_norm": not config.batch_norm},
     ),
 }
 
@@ -50,9 +48,9 @@ NAIVE_DEFAULT_INIT = ("none", 1.0, "default-init")
 # Beyond the paper (its section 6 and a reviewer's question): the landmark branch as an MLP on the
 # plain coordinates, fused the same way (notebook 06, every profile); same shape as DESIGN_VARIANTS.
 BRANCH_VARIANTS = {
-    "coords": (
-        lambda config: "coordinate MLP instead of heatmaps and the landmark CNN",
-        lambda config: {"landmark_input": "coords"},
+    "coords": lambda config: (
+        "coordinate MLP instead of heatmaps and the landmark CNN",
+        {"landmark_input": "coords"},
     ),
 }
 VARIANTS = {**DESIGN_VARIANTS, **BRANCH_VARIANTS}
@@ -107,7 +105,7 @@ class FusionRuns:
         if variant is not None:
             if variant not in VARIANTS:
                 raise ValueError(f"variant {variant!r} is not one of {sorted(VARIANTS)}")
-            config = dataclasses.replace(config, **VARIANTS[variant][1](config))
+            config = dataclasses.replace(config, **VARIANTS[variant](config)[1])
         return config
 
     def folder(self, weighting: str, w: float, seed: int, variant: str | None = None) -> Path:
@@ -134,11 +132,8 @@ class FusionRuns:
         if folder in self._runs:  # read and announced once per Experiment
             return self._runs[folder]
         if (folder / "predictions_fused.csv").exists():
-            variant_name = f" {variant}" if variant else ""
-            print(
-                f"fusion {weighting} w={w:.2f} seed {seed}{variant_name}: reusing "
-                f"{relative(folder)}"
-            )
+            named = f" {variant}" if variant else ""
+            print(f"fusion {weighting} w={w:.2f} seed {seed}{named}: reusing {relative(folder)}")
         else:
             self._train(weighting, w, seed, variant, folder)
         # read back as a rerun reads them: the same numbers to the last digit
@@ -152,31 +147,26 @@ class FusionRuns:
     ) -> None:
         """Train one run's landmark branch + fusion (or fit the learned gate on the same seed's
         "both" run) and save its test predictions in ``folder``."""
-        experiment, baselines = self.experiment, self.experiment.baselines
+        ex, baselines = self.experiment, self.experiment.baselines
         config = self.config(weighting, w, seed, variant)
         if weighting == "learned":
-            model, _ = training.fit_gate(
-                self.run("both", w, seed, variant).folder,
-                baselines.model(seed),
-                experiment.train,
-                baselines.rgb_cache("train", seed),
-                folder,
-                device=experiment.device,
-            )
+            both = self.run("both", w, seed, variant).folder
+            train = (baselines.model(seed), ex.train, baselines.rgb_cache("train", seed))
+            model, _ = training.fit_gate(both, *train, folder, device=ex.device)
         else:
             model = training.train_fusion(
                 baselines.model(seed),
-                experiment.train,
+                ex.train,
                 baselines.rgb_cache("train", seed),
                 config,
                 folder,
-                device=experiment.device,
-                progress=experiment.progress,
+                device=ex.device,
+                progress=ex.progress,
                 holdout=baselines.holdout(seed),
                 population_means=(weighting, w, variant) == (*PREDICTED_WITH, None),
             )
         test_cache = baselines.rgb_cache("test", seed)
-        training.save_test_predictions(model, experiment.test, test_cache, config, folder)
+        training.save_test_predictions(model, ex.test, test_cache, config, folder)
 
     def model(
         self, weighting: str = PAPER_WEIGHTING, w: float = PAPER_W, seed: int | None = None
@@ -220,15 +210,8 @@ class FusionRuns:
         (default: the first)."""
         if affinity == "fixed":
             self._estimate_means(model, config, seed)
-        return gradcam_explain(
-            model,
-            self.experiment.test,
-            self.experiment.baselines.rgb_cache("test", seed),
-            config,
-            index,
-            target=target,
-            affinity=affinity,
-        )
+        test, cache = self.experiment.test, self.experiment.baselines.rgb_cache("test", seed)
+        return gradcam_explain(model, test, cache, config, index, target=target, affinity=affinity)
 
     def plan(self) -> list[tuple[str, float, int, str | None]]:
         """Every distinct (weighting, w, seed, variant) the report trains: the proposed model
@@ -242,12 +225,8 @@ class FusionRuns:
             *((weighting, PAPER_W) for weighting in PAPER_WEIGHTINGS),
             ("calibrated", PAPER_W),
         ]
-        distinct = [
-            (*pair, None)
-            for pair in dict.fromkeys(
-                canonical_weighting(weighting, w) for weighting, w in configurations
-            )
-        ]
+        pairs = dict.fromkeys(canonical_weighting(*pair) for pair in configurations)
+        distinct = [(*pair, None) for pair in pairs]
         distinct += [(*PREDICTED_WITH, variant) for variant in BRANCH_VARIANTS]
         if self.experiment.profile.design_ablations:
             distinct += [(*PREDICTED_WITH, variant) for variant in self.design_variants()]
@@ -265,7 +244,7 @@ class FusionRuns:
     def variant_name(self, variant: str) -> str:
         """What a design ablation (or a branch variant) of this profile trains, in a table's
         words."""
-        return VARIANTS[variant][0](self.config())
+        return VARIANTS[variant](self.config())[0]
 
     def runs(
         self, weighting: str = PAPER_WEIGHTING, w: float = PAPER_W, variant: str | None = None
@@ -293,18 +272,14 @@ def canonical_weighting(weighting: str, w: float) -> tuple[str, float]:
 
 def read_fusion_predictions(folder: Path) -> training.FusionPredictions:
     """FusionPredictions back from the three prediction tables of a fusion run."""
-    frames = {
-        head: pd.read_csv(Path(folder) / f"predictions_{head}.csv")
-        for head in ("fused", "landmark", "rgb")
-    }
-    columns = [c for c in frames["fused"].columns if c.startswith("p_")]
-    # classes: the tables' own class list
+    heads = ("fused", "landmark", "rgb")
+    frames = {head: pd.read_csv(Path(folder) / f"predictions_{head}.csv") for head in heads}
+    fused = frames["fused"]
+    columns = [c for c in fused.columns if c.startswith("p_")]
     return training.FusionPredictions(
-        classes=tuple(c.removeprefix("p_") for c in columns),
-        names=frames["fused"]["image"].tolist(),
-        labels=frames["fused"]["label"].to_numpy(),
-        fused=frames["fused"][columns].to_numpy(),
-        landmark=frames["landmark"][columns].to_numpy(),
-        rgb=frames["rgb"][columns].to_numpy(),
-        weight=frames["fused"]["weight"].to_numpy(),
+        classes=tuple(c.removeprefix("p_") for c in columns),  # the tables' own class list
+        names=fused["image"].tolist(),
+        labels=fused["label"].to_numpy(),
+        **{head: frame[columns].to_numpy() for head, frame in frames.items()},
+        weight=fused["weight"].to_numpy(),
     )

@@ -13,6 +13,7 @@ notebooks.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from fer_lib.io import save_json
@@ -33,33 +34,23 @@ def write_jobs(experiment: Experiment, path: Path) -> list[dict]:
     ]
     for job in fusions:
         parent = index_of_baseline.get(experiment.baselines.seed(job.seed))
-        jobs.append(
-            {
-                "index": len(jobs),
-                "kind": "fusion",
-                "seed": job.seed,
-                "weighting": job.weighting,
-                "w": job.w,
-                "variant": job.variant,
-                "after": [] if parent is None else [parent],
-            }
-        )
+        after = [] if parent is None else [parent]
+        jobs.append({"index": len(jobs), "kind": "fusion", **asdict(job), "after": after})
+    paths = {
+        "data": experiment.data_root,
+        "run_dir": experiment.run_dir,
+        "baseline_checkpoint": experiment.baseline_checkpoint,
+        "pretrained": experiment.pretrained,
+    }
     record = {
         "format": FORMAT,
         "profile": experiment.profile.name,
         "settings": experiment.profile.overrides(),
-        "data": str(Path(experiment.data_root).resolve()),
-        "run_dir": str(Path(experiment.run_dir).resolve()),
-        "baseline_checkpoint": _path_or_none(experiment.baseline_checkpoint),
-        "pretrained": _path_or_none(experiment.pretrained),
+        **{key: None if p is None else str(Path(p).resolve()) for key, p in paths.items()},
         "jobs": jobs,
     }
     save_json(record, path)
     return jobs
-
-
-def _path_or_none(path) -> str | None:
-    return None if path is None else str(Path(path).resolve())
 
 
 def read_jobs(path: Path) -> dict:
@@ -88,9 +79,7 @@ def experiment_of(record: dict) -> Experiment:
 
 
 def job_of(entry: dict) -> Job:
-    if entry["kind"] == "baseline":
-        return Job(entry["seed"])
-    return Job(entry["seed"], entry["weighting"], entry["w"], entry["variant"])
+    return Job(**{field.name: entry[field.name] for field in fields(Job) if field.name in entry})
 
 
 def run_job(path: Path, index: int, threads: int = 0) -> tuple[Job, float]:

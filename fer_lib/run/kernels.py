@@ -96,10 +96,9 @@ class WarmKernels:
         return warm
 
     def manager_class(self, ahead: bool) -> type[KernelManager]:
-        """A kernel manager class for papermill: an instance is the warm kernel if there
-        is one (nbclient sees a started kernel and does not start another), otherwise a
-        new manager whose kernel nbclient starts; with ``ahead``, the next notebook's
-        kernel then starts warming up."""
+        """A kernel manager class for papermill: an instance is the warm kernel if there is one
+        (nbclient sees a started kernel and does not start another), else a new manager whose
+        kernel nbclient starts; with ``ahead``, the next notebook's kernel starts warming up."""
         pool = self
 
         class Warm(EncryptedKernelManager):

@@ -35,9 +35,7 @@ class LaunchOptions:
     cpus: int = 8
     mem_gb: float = 32
     timeout_min: int = 12 * 60
-    setup: tuple[
-        str, ...
-    ] = ()  # shell lines before each task (module load ..., conda activate ...)
+    setup: tuple[str, ...] = ()  # shell lines before each task (module load, conda activate ...)
     parallelism: int = 64  # tasks of an array running at once
     # a task's GPU memory, for --runs-per-gpu auto where the submitting machine has no GPU
     gpu_memory_gb: float | None = None
@@ -63,7 +61,9 @@ def run_pack(path: Path, indices: list[int]) -> list[float]:
     training stage's workers, ``scheduler.worker_pool``) bound round-robin to this task's GPUs, the
     CPUs split between them; returns each one's seconds. When one fails, the others still finish,
     then ``PackFailed`` names it and its log."""
-    threads = max(1, _cpus() // len(indices))
+    # the CPUs this task may use: SLURM's allocation, where the OS reports it
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cpus or 1) // len(indices))
     devices = scheduler.worker_devices(len(indices)) or [None] * len(indices)
     # one pool per job: a worker killed (out of host memory) breaks only its own pool
     pools = [scheduler.worker_pool(1, device) for device in devices]
@@ -95,13 +95,6 @@ def failure_line(path: Path, failed: list[tuple[int, BaseException]]) -> str:
     if len(failed) > 1:
         line += f"; {len(failed) - 1} more of its pack failed: job(s) {[k for k, _ in failed[1:]]}"
     return line
-
-
-def _cpus() -> int:
-    """The CPUs this task may use (SLURM's allocation, where the OS reports it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def packs(indices: list[int], size: int) -> list[list[int]]:
@@ -159,12 +152,11 @@ def launch(
         raise ValueError(f"launcher {cluster!r} is not one of {LAUNCHERS}")
     options = options or LaunchOptions()
     record = jobs.read_jobs(job_list)
-    entries = record["jobs"]
+    entries, run_dir = record["jobs"], Path(record["run_dir"])
     baselines = [[e["index"]] for e in entries if e["kind"] == "baseline"]
-    per_gpu = runs_per_task_gpu(runs_per_gpu, Path(record["run_dir"]), run_memory_gb, options)
-    size = per_gpu * max(1, options.gpus)
+    size = runs_per_task_gpu(runs_per_gpu, run_dir, run_memory_gb, options) * max(1, options.gpus)
     runs = packs([e["index"] for e in entries if e["kind"] != "baseline"], size)
-    folder = Path(record["run_dir"]) / "submitit"
+    folder = run_dir / "submitit"
     executor = executor_for(cluster, folder, options)
     path = str(Path(job_list).resolve())
     first = executor.map_array(ListedJobs(), [path] * len(baselines), baselines)

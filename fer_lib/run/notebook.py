@@ -104,34 +104,26 @@ def _settings(text: str) -> dict[str, str]:
     if not text.strip():
         return {}
     try:
-        settings = json.loads(text)
+        settings, problem = json.loads(text), ""
     except ValueError as error:
-        raise ValueError(
-            f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r} ({error})"
-        ) from None
+        settings, problem = None, f" ({error})"
     if not isinstance(settings, dict):
         raise ValueError(
-            f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r}"
+            f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r}{problem}"
         )
     return {str(k): str(v) for k, v in settings.items()}
 
 
 def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
     """Check the parameters and return the profile's Experiment (data generated on first use).
-
-    Args:
-        needs_previous: the notebook that normally trains what this one reads; named when it has not
-        run yet
-            (this notebook then trains the missing pieces itself).
-    """
+    ``needs_previous``: the notebook that normally trains what this one reads; named when it has
+    not run yet (this notebook then trains the missing pieces itself)."""
     values = check_parameters(namespace)
     profile = values["profile"]
     run_dir = Path(values["RUN_DIR"]) if values["RUN_DIR"] else run_dir_for(profile)
     run_dir.mkdir(parents=True, exist_ok=True)
     claim_run_dir(run_dir, profile)
-    data_root = ensure_data(
-        profile, Path(values["DATA_ROOT"]) if values["DATA_ROOT"] else None, run_dir
-    )
+    data_root = ensure_data(profile, values["DATA_ROOT"] or None, run_dir)
     experiment = Experiment(
         profile,
         data_root,
@@ -144,11 +136,8 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
     for warning in (experiment.baselines.warning(), experiment.baselines.holdout_warning()):
         if warning:
             print(warning)
-    if (
-        needs_previous
-        and not (run_dir / "baseline").exists()
-        and experiment.baseline_checkpoint is None
-    ):
+    trained = (run_dir / "baseline").exists() or experiment.baseline_checkpoint is not None
+    if needs_previous and not trained:
         print(
             f"note: no baseline in {relative(run_dir)} yet; {needs_previous} trains it. Training "
             "it here instead."
@@ -156,10 +145,8 @@ def start(namespace: dict, *, needs_previous: str | None = None) -> Experiment:
     print(
         experiment.profile.describe(None if experiment.on_synthetic_data else experiment.data_label)
     )
-    if experiment.profile.overrides():
-        print(
-            "settings changed from the profile (--set): "
-            + ", ".join(f"{k}={v}" for k, v in experiment.profile.overrides().items())
-        )
+    if overrides := experiment.profile.overrides():
+        changed = ", ".join(f"{k}={v}" for k, v in overrides.items())
+        print(f"settings changed from the profile (--set): {changed}")
     print(f"data: {experiment.data_label}")
     return experiment

@@ -38,7 +38,7 @@ from fer_lib.run.experiment import Experiment, synthetic_data_root
 from fer_lib.run.jobs import write_jobs
 from fer_lib.run.kernels import PIPELINE_KERNEL, EncryptedKernelManager, WarmKernels
 from fer_lib.run.launch import launch
-from fer_lib.run.profiles import get_profile
+from fer_lib.run.profiles import as_profile, get_profile
 from fer_lib.run.scheduler import train_all
 from fer_lib.runtime.devices import pick_device
 from fer_lib.runtime.precision import arithmetic_note, cpu_path
@@ -50,7 +50,7 @@ RUNS_DIR = PROJECT_ROOT / "runs"
 def run_dir_for(profile) -> Path:
     """``runs/<profile>``, or ``runs/<profile>-<settings>`` for a profile with ``--set`` overrides,
     so a sized-down or seed-shifted run never meets the default run's folder."""
-    spec = get_profile(profile) if isinstance(profile, str) else profile
+    spec = as_profile(profile)
     overrides = spec.overrides()
     if not overrides:
         return RUNS_DIR / spec.name
@@ -59,11 +59,10 @@ def run_dir_for(profile) -> Path:
 
 
 def figures_dir_for(profile, run_dir: Path) -> Path:
-    """``figures/<profile>`` (committed) for a default demo or paper run in its default
-    folder; otherwise (the smoke profile, ``--set`` overrides, or another ``--run-dir``,
-    such as a run on the other precision path) the run folder's own, so that it never
-    overwrites the committed figures."""
-    spec = get_profile(profile) if isinstance(profile, str) else profile
+    """``figures/<profile>`` (committed) for a default demo or paper run in its default folder;
+    otherwise (smoke, ``--set`` overrides, another ``--run-dir`` such as the other precision
+    path's) the run folder's own, so that it never overwrites the committed figures."""
+    spec = as_profile(profile)
     default = Path(run_dir).resolve() == run_dir_for(spec).resolve()
     if spec.name == "smoke" or spec.overrides() or not default:
         return Path(run_dir) / "figures"
@@ -87,23 +86,19 @@ def ensure_data(profile, data: Path | None, run_dir: Path | None = None) -> Path
     once, then reused, which is said)."""
     if data is not None:
         return Path(data)
-    spec = get_profile(profile) if isinstance(profile, str) else profile
+    spec = as_profile(profile)
     if spec.synthetic is None:
         raise SystemExit(
             f"the {spec.name!r} profile needs a real RAF-DB: pass --data /path/to/RAF-DB/basic"
         )
     (n_train, n_test), seed, knobs = spec.synthetic, spec.synthetic_seed, spec.synthetic_knobs()
     root = synthetic_data_root(run_dir or run_dir_for(spec))
-    if demo_dataset_is_complete(root, n_train, n_test, seed, knobs):
-        print(
-            f"==> reusing the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} "
-            f"test, seed {seed})"
-        )
-    else:
-        print(
-            f"==> generating the synthetic RAF-DB in {relative(root)} ({n_train} train / {n_test} "
-            f"test, seed {seed})"
-        )
+    complete = demo_dataset_is_complete(root, n_train, n_test, seed, knobs)
+    print(
+        f"==> {'reusing' if complete else 'generating'} the synthetic RAF-DB in {relative(root)} "
+        f"({n_train} train / {n_test} test, seed {seed})"
+    )
+    if not complete:
         generate_demo_dataset(root, n_train, n_test, seed=seed, knobs=knobs)
     return root
 
@@ -113,28 +108,16 @@ PARAMETER_ENV = "FER_PARAMETER_"
 PATH_SEPARATOR = ";"  # between the paths of a parameter of several (CROSS_DATA)
 
 
-def portable_parameter(name: str, path) -> str:
-    """A path parameter as written into the executed notebook: relative to the project when inside
+def portable_parameter(name: str, *paths) -> str:
+    """A path parameter (of the given ``paths``, ``PATH_SEPARATOR`` between them; None ones left
+    out) as written into the executed notebook: relative to the project when every path is inside
     it; else a placeholder ``<name>`` whose value the kernel reads from the environment variable
     ``FER_PARAMETER_<NAME>`` (``notebook.check_parameters``), so no absolute path of the machine is
     written into a shared notebook."""
-    if not path:
-        return ""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(PROJECT_ROOT))
-    except ValueError:
-        os.environ[PARAMETER_ENV + name] = str(path)  # kernels inherit the environment
-        return f"<{name.lower()}>"
-
-
-def portable_parameter_list(name: str, paths) -> str:
-    """A parameter of several paths (``PATH_SEPARATOR`` between them) as
-    ``portable_parameter`` writes one: relative to the project when every path is inside it,
-    else one placeholder for the whole list."""
-    resolved = [Path(path).resolve() for path in paths or ()]
+    resolved = [Path(path).resolve() for path in paths if path]
     if all(path.is_relative_to(PROJECT_ROOT) for path in resolved):
         return PATH_SEPARATOR.join(str(path.relative_to(PROJECT_ROOT)) for path in resolved)
+    # kernels inherit the environment
     os.environ[PARAMETER_ENV + name] = PATH_SEPARATOR.join(str(path) for path in resolved)
     return f"<{name.lower()}>"
 
@@ -264,9 +247,7 @@ def _execute(
 def _strip_machine_paths(executed: Path) -> None:
     """papermill records where it read and wrote the notebook; keep those
     paths relative to the project."""
-    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start
-    # (run.notebook imports this module)
-    import nbformat
+    import nbformat  # here: 4 s at every notebook's start (run.notebook imports this module)
 
     notebook = nbformat.read(executed, as_version=4)
     record = notebook.metadata.get("papermill", {})
@@ -277,9 +258,7 @@ def _strip_machine_paths(executed: Path) -> None:
 
 
 def _render_html(executed: Path, report_dir: Path) -> Path:
-    # nbformat and nbconvert: 4 s (2 busy cores) at every notebook's start
-    # (run.notebook imports this module)
-    import nbformat
+    import nbformat  # here, as in _strip_machine_paths
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
@@ -409,6 +388,10 @@ def run_all(
     CPU core; 0: none, the notebooks train one model at a time). ``launcher`` ("slurm", "local",
     "debug"): through submitit instead (``fer_lib.run.launch``, with ``launch_options``).
     """
+    # every option as given, for the replicate's two runs (_replicate)
+    options = {
+        name: value for name, value in locals().items() if name not in ("profile", "replicate")
+    }
     started = time.perf_counter()
     spec = get_profile(profile, settings)
     base = Path(run_dir) if run_dir else run_dir_for(spec)
@@ -431,25 +414,7 @@ def run_all(
     index = run.report(pages)
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")
     if replicate:
-        _replicate(
-            spec,
-            replicate,
-            data=data,
-            baseline_checkpoint=baseline_checkpoint,
-            settings=settings,
-            pretrained=pretrained,
-            run_dir=run_dir,
-            figures_dir=figures_dir,
-            workers=workers,
-            force=force,
-            cross_data=cross_data,
-            launcher=launcher,
-            launch_options=launch_options,
-            runs_per_gpu=runs_per_gpu,
-            run_memory_gb=run_memory_gb,
-            main_run=base,
-            figures=figures,
-        )
+        _replicate(spec, replicate, main_run=base, figures=figures, **options)
     return 0
 
 
@@ -458,7 +423,7 @@ def prepare_data(spec, data, base: Path, cross_data: list[Path], has_weights: bo
     run folder claimed and the data set's root (the synthetic set generated into it)."""
     if data is None and spec.synthetic is None:
         ensure_data(spec, data)  # says that the profile needs a real data set
-    for root in [*([data] if data is not None else []), *cross_data]:
+    for root in filter(None, [data, *cross_data]):
         check_data(Path(root))
     base.mkdir(parents=True, exist_ok=True)
     claim_run_dir(base, spec)
@@ -495,7 +460,7 @@ class _Run:
             "BASELINE_CHECKPOINT": portable_parameter("BASELINE_CHECKPOINT", baseline_checkpoint),
             "PRETRAINED": portable_parameter("PRETRAINED", pretrained),
             "FIGURES_DIR": portable_parameter("FIGURES_DIR", figures),
-            "CROSS_DATA": portable_parameter_list("CROSS_DATA", cross_data),
+            "CROSS_DATA": portable_parameter("CROSS_DATA", *cross_data),
         }
         warning = self.experiment().baselines.warning()
         data_info = describe_data(data_root)
@@ -532,13 +497,8 @@ class _Run:
         return index
 
     def experiment(self) -> Experiment:
-        return Experiment(
-            self.spec,
-            self.data_root,
-            self.base,
-            self.baseline_checkpoint,
-            pretrained=self.pretrained,
-        )
+        spec, checkpoint = self.spec, self.baseline_checkpoint
+        return Experiment(spec, self.data_root, self.base, checkpoint, pretrained=self.pretrained)
 
     def notebooks(self, workers: int | None, force: bool) -> tuple[list[Path], list[str]]:
         """Every notebook in order, each executed unless its inputs are unchanged; the models are

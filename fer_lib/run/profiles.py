@@ -92,11 +92,8 @@ class Profile:
             if self.synthetic
             else "RAF-DB (basic)"
         )
-        limits = "".join(
-            f"; {k.split('_')[0]} subset of {v}"
-            for k, v in (("train_limit", self.train_limit), ("test_limit", self.test_limit))
-            if v
-        )
+        subsets = (("train", self.train_limit), ("test", self.test_limit))
+        limits = "".join(f"; {split} subset of {n}" for split, n in subsets if n)
         return (
             f"profile {self.name}: {data}{limits}; input {self.input_size}px; ResNet18 width "
             f"{self.baseline_width}, {self.baseline_epochs} epochs; landmark CNN width "
@@ -226,6 +223,11 @@ def get_profile(name: str, overrides: dict[str, str] | None = None) -> Profile:
     return with_settings(PROFILES[name], overrides or {})
 
 
+def as_profile(profile: str | Profile) -> Profile:
+    """A profile given by name (as defined) or as itself."""
+    return get_profile(profile) if isinstance(profile, str) else profile
+
+
 def with_settings(profile: Profile, overrides: dict[str, str]) -> Profile:
     """``profile`` with each KEY=VALUE override parsed and checked (a
     SettingsError names what is wrong)."""
@@ -312,24 +314,14 @@ def _flag(key: str, text: str) -> bool:
     return text.lower() in ("true", "1", "yes")
 
 
-def _input_size(key: str, text: str) -> int:
-    size, valid = _whole(1)(key, text), valid_input_sizes()
-    if size not in valid:
-        raise SettingsError(
-            f"{key}={text!r} does not fit the networks: they take one of "
-            f"{', '.join(map(str, valid))} (the paper: 224)"
-        )
-    return size
+def _member(valid: Callable[[], tuple[int, ...]], problem: str) -> Validator:
+    """A whole number among ``valid()``; ``problem`` follows ``key=text`` with ``{}``: them."""
 
-
-def _width(network: str) -> Validator:
     def parse(key: str, text: str) -> int:
-        width, valid = _whole(1)(key, text), valid_widths(network)
-        if width not in valid:
-            raise SettingsError(
-                f"{key}={text!r}: ARM needs one of the widths {', '.join(map(str, valid))}"
-            )
-        return width
+        value, allowed = _whole(1)(key, text), valid()
+        if value not in allowed:
+            raise SettingsError(f"{key}={text!r}" + problem.format(", ".join(map(str, allowed))))
+        return value
 
     return parse
 
@@ -355,9 +347,8 @@ def _synthetic_sizes(key: str, text: str) -> tuple[int, int] | None:
     parts = text.split(",")
     if len(parts) != 2:
         raise SettingsError(f"{key}={text!r}: expected TRAIN,TEST image counts, e.g. 1600,500")
-    return _whole(len(CLASSES))("synthetic train", parts[0]), _whole(len(CLASSES))(
-        "synthetic test", parts[1]
-    )
+    count = _whole(len(CLASSES))
+    return count("synthetic train", parts[0]), count("synthetic test", parts[1])
 
 
 def _decay(key: str, text: str) -> float:
@@ -413,10 +404,12 @@ def _split_top_level(text: str) -> list[str]:
 
 VALIDATORS: dict[str, Validator] = {
     "synthetic": _synthetic_sizes,
-    "input_size": _input_size,
-    "baseline_width": _width("resnet"),
+    "input_size": _member(
+        valid_input_sizes, " does not fit the networks: they take one of {} (the paper: 224)"
+    ),
+    "baseline_width": _member(lambda: valid_widths("resnet"), ": ARM needs one of the widths {}"),
     "baseline_epochs": _whole(1),
-    "landmark_width": _width("landmark"),
+    "landmark_width": _member(lambda: valid_widths("landmark"), ": ARM needs one of the widths {}"),
     "fusion_epochs": _whole(1),
     "seeds": _whole(1),
     "w_grid": _number_list(float, "numbers in [0, 1]", lambda v: 0 <= v <= 1),

@@ -51,6 +51,7 @@ from fer_lib.runtime.devices import pick_device
 # population means, about 0.4 more: "The landmark ARM's population mean, where it is used").
 FUSION_EPOCH_COST = 0.55
 COORDS_EPOCH_COST = 0.03  # the coordinate branch: an MLP on 74 numbers instead of a CNN on heatmaps
+EPOCH_COST = {"baseline": 1.0, "fusion": FUSION_EPOCH_COST, "coords": COORDS_EPOCH_COST}
 FIXED_COST = {"baseline": 1.0, "fusion": 0.15, "coords": 0.05}
 
 
@@ -70,19 +71,6 @@ def job_threads(job: Job, workers: int, baselines_to_train: int, cores: int) -> 
     return max(1, cores // workers)
 
 
-def job_kind(job: Job) -> str:
-    """ "baseline", "fusion" (heatmaps and the landmark CNN) or "coords": jobs of one kind cost
-    alike per epoch."""
-    if job.weighting is None:
-        return "baseline"
-    return "coords" if job.variant == "coords" else "fusion"
-
-
-def epoch_cost(job: Job) -> float:
-    """A landmark-branch epoch's cost in baseline epochs (the priors of the time-left estimate)."""
-    return COORDS_EPOCH_COST if job.variant == "coords" else FUSION_EPOCH_COST
-
-
 @dataclass(frozen=True)
 class Job:
     """One training: a baseline (``weighting`` None) or one landmark-branch run."""
@@ -99,6 +87,14 @@ class Job:
         return f"fusion {self.weighting} w={self.w:.2f} seed {self.seed}" + (
             f" ({self.variant})" if self.variant else ""
         )
+
+    @property
+    def kind(self) -> str:
+        """ "baseline", "fusion" (heatmaps and the landmark CNN) or "coords": jobs of one kind cost
+        alike per epoch."""
+        if self.weighting is None:
+            return "baseline"
+        return "coords" if self.variant == "coords" else "fusion"
 
     @property
     def slug(self) -> str:
@@ -153,7 +149,7 @@ def recorded_run_memory(run_dir: Path) -> float | None:
     peaks = []
     # baselines in <run>/baseline*, landmark-branch runs in <run>/fusion/*
     found = [*Path(run_dir).glob(f"*/{MEMORY_FILE}"), *Path(run_dir).glob(f"*/*/{MEMORY_FILE}")]
-    for path in sorted(found):
+    for path in found:
         try:
             peaks.append(float(json.loads(path.read_text(encoding="utf-8"))["peak_reserved_gib"]))
         except (OSError, ValueError, KeyError, TypeError):
@@ -226,9 +222,9 @@ class StageClock:
         self.workers = workers
         # each kind's CPU threads: an epoch measured on some is priced for
         # another kind by thread_speedup
-        self.threads = {"baseline": 1, "fusion": 1, "coords": 1, **(threads or {})}
-        self.epochs: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
-        self.fixed: dict[str, list[float]] = {"baseline": [], "fusion": [], "coords": []}
+        self.threads = {**dict.fromkeys(EPOCH_COST, 1), **(threads or {})}
+        self.epochs: dict[str, list[float]] = {kind: [] for kind in EPOCH_COST}
+        self.fixed: dict[str, list[float]] = {kind: [] for kind in EPOCH_COST}
 
     def observe_epochs(self, kind: str, seconds: list[float]) -> None:
         self.epochs[kind] = [*self.epochs[kind], *seconds]
@@ -243,8 +239,8 @@ class StageClock:
         measured = {k: float(np.median(v)) for k, v in self.epochs.items() if v}
         if kind in measured:
             return measured[kind]
-        prior = {"baseline": 1.0, "fusion": FUSION_EPOCH_COST, "coords": COORDS_EPOCH_COST}
-        for other in ("baseline", "fusion", "coords"):  # the kind measured first, rescaled
+        prior = EPOCH_COST
+        for other in prior:  # the kind measured first, rescaled
             if other in measured:
                 return measured[other] * prior[kind] / prior[other] * self._speed(other, kind)
         return None
@@ -260,10 +256,6 @@ class StageClock:
     def _speed(self, measured: str, kind: str) -> float:
         """Seconds of ``kind`` per second of ``measured`` at equal work: their threads' speedups."""
         return thread_speedup(self.threads[measured]) / thread_speedup(self.threads[kind])
-
-    def job_seconds(self, kind: str, epochs: int) -> float | None:
-        epoch, fixed = self.epoch_seconds(kind), self.fixed_seconds(kind)
-        return None if epoch is None else epochs * epoch + fixed
 
     def left(
         self, running: list[tuple[str, int, int, int, float]], queued: list[tuple[str, int, int]]
@@ -287,7 +279,7 @@ class StageClock:
             for kind, seed, epochs in jobs:
                 worker = int(np.argmin(free))
                 start = max(free[worker], 0.0 if kind == "baseline" else ready.get(seed, 0.0))
-                free[worker] = start + self.job_seconds(kind, epochs)
+                free[worker] = start + epochs * self.epoch_seconds(kind) + self.fixed_seconds(kind)
                 if kind == "baseline":
                     ready[seed] = free[worker]
 
@@ -314,13 +306,9 @@ def worker_devices(workers: int) -> list[str] | None:
     if not _on_gpus():
         return None
     gpus = torch.cuda.device_count()
-    # CUDA reads the list up to its first invalid entry, so the first
-    # device_count() entries are the visible GPUs
-    entries = [
-        entry.strip()
-        for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-        if entry.strip()
-    ][:gpus]
+    # CUDA reads the list up to its first invalid entry: the first device_count() are the visible
+    entries = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    entries = [entry.strip() for entry in entries if entry.strip()][:gpus]
     if len(entries) < gpus:
         entries = [str(k) for k in range(gpus)]
     return [entries[k % gpus] for k in range(workers)]
@@ -377,15 +365,10 @@ def train_job(job: Job, experiment_args: tuple, log_path: Path, threads: int = 1
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
-        key = experiment_args
-        if _WORKER.get("key") != key:  # the decoded images are loaded once per worker
-            profile, data_root, run_dir, checkpoint, pretrained = experiment_args
-            _WORKER.update(
-                key=key,
-                experiment=Experiment(
-                    profile, data_root, run_dir, checkpoint, pretrained=pretrained, progress=False
-                ),
-            )
+        if _WORKER.get("key") != experiment_args:  # the decoded images are loaded once per worker
+            *args, pretrained = experiment_args
+            experiment = Experiment(*args, pretrained=pretrained, progress=False)
+            _WORKER.update(key=experiment_args, experiment=experiment)
         experiment = _WORKER["experiment"]
         folder, was_finished = job_folder(experiment, job), is_finished(experiment, job)
         # a reused job would record only what it reads
@@ -414,20 +397,10 @@ def job_folder(experiment, job: Job) -> Path:
     return experiment.fusion.folder(job.weighting, job.w, job.seed, job.variant)
 
 
-def _save_estimates(estimates: list[dict], total: float | None, path: Path) -> None:
-    """The time-left estimates of a stage beside the truth, once the stage has
-    ended (``total`` seconds)."""
-    frame = pd.DataFrame(estimates, columns=["seconds", "epochs done", "estimated seconds left"])
-    if total is not None:
-        frame["true seconds left"] = (total - frame["seconds"]).round(1)
-        frame["error"] = (frame["estimated seconds left"] / frame["true seconds left"] - 1).round(3)
-    save_csv(frame, path)
-
-
 def plan(experiment) -> tuple[list[Job], list[Job]]:
-    """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline
-    seed (none to train with a given checkpoint, but its feature caches still to build),
-    every run of ``fusion_plan``."""
+    """(baseline jobs, landmark-branch jobs) of an Experiment: one baseline per baseline seed (none
+    to train with a given checkpoint, but its feature caches still to build), every run of
+    ``FusionRuns.plan``."""
     baselines = [Job(seed) for seed in experiment.baselines.seeds]
     fusions = [
         Job(seed, weighting, w, variant) for weighting, w, seed, variant in experiment.fusion.plan()
@@ -444,16 +417,13 @@ def is_finished(experiment, job: Job) -> bool:
             return False
         folder = experiment.baselines.folder(job.seed)
         try:
-            epochs = (
-                len((folder / "history.csv").read_text(encoding="utf-8").strip().splitlines()) - 1
-            )
+            lines = (folder / "history.csv").read_text(encoding="utf-8").strip().splitlines()
         except OSError:
             return False
-        return epochs >= experiment.profile.baseline_epochs and (folder / "best.pt").exists()
-    return (
-        experiment.fusion.folder(job.weighting, job.w, job.seed, job.variant)
-        / "predictions_fused.csv"
-    ).exists()
+        return (
+            len(lines) - 1 >= experiment.profile.baseline_epochs and (folder / "best.pt").exists()
+        )
+    return (job_folder(experiment, job) / "predictions_fused.csv").exists()
 
 
 def train_all(
@@ -501,11 +471,11 @@ class _Stage:
         }
         self.cost = {job: self._cost(job) for job in jobs}
         self.logs = experiment.run_dir / "logs"
-        self.clock = StageClock(workers, {job_kind(job): self.threads_of[job] for job in jobs})
+        self.clock = StageClock(workers, {job.kind: self.threads_of[job] for job in jobs})
         self.finished_epochs: dict[str, list[float]] = {kind: [] for kind in self.clock.epochs}
         self.started_at: dict[Job, float] = {}
         self.seconds: dict[str, float] = {}
-        self.estimates: list[dict] = []
+        self.estimates: list[list] = []  # [seconds, epochs done, estimated seconds left]
         self.finished_cost, self.shown_postfix, self.shown_epochs = 0, "", -1
         self.progress = progress
         # Only as many jobs in the pool as it has workers: the pool marks a job running once it is
@@ -518,22 +488,18 @@ class _Stage:
     def _cost(self, job: Job) -> int:
         """Whole units (hundredths of a single-thread baseline epoch), so the bar ends exactly at
         its total."""
-        epochs = self.epochs_of(job) * (1 if job.weighting is None else epoch_cost(job))
-        return round(
-            100 * (FIXED_COST[job_kind(job)] + epochs) / thread_speedup(self.threads_of[job])
-        )
+        kind = job.kind
+        epochs = self.epochs_of(job) * EPOCH_COST[kind]
+        return round(100 * (FIXED_COST[kind] + epochs) / thread_speedup(self.threads_of[job]))
 
     def epochs_of(self, job: Job) -> int:
         p = self.experiment.profile
         return p.baseline_epochs if job.weighting is None else p.fusion_epochs
 
-    def folder_of(self, job: Job) -> Path:
-        return job_folder(self.experiment, job)
-
     def history(self, job: Job) -> tuple[list[float], float]:
         """Seconds of each epoch a job has finished (its history.csv, written after every epoch),
         and when the last one ended (time.time())."""
-        path = self.folder_of(job) / "history.csv"
+        path = job_folder(self.experiment, job) / "history.csv"
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
             column = lines[0].split(",").index("seconds")
@@ -562,17 +528,27 @@ class _Stage:
                     self._finish(future)
                 self._fill(pool, experiment_args)
                 self._show_progress()
-        _save_estimates(
-            self.estimates, time.perf_counter() - self.stage_start, self.logs / "time_left.csv"
-        )
+        self._save_estimates(total=time.perf_counter() - self.stage_start)
         self.bar.close()
         return self.seconds
 
+    def _save_estimates(self, total: float | None = None) -> None:
+        """The time-left estimates beside the truth once the stage has ended (``total`` seconds)."""
+        frame = pd.DataFrame(
+            self.estimates, columns=["seconds", "epochs done", "estimated seconds left"]
+        )
+        if total is not None:
+            frame["true seconds left"] = (total - frame["seconds"]).round(1)
+            frame["error"] = (
+                frame["estimated seconds left"] / frame["true seconds left"] - 1
+            ).round(3)
+        save_csv(frame, self.logs / "time_left.csv")
+
     def _announce(self) -> None:
-        threads = 1 if self.gpus else max(1, self.cores // self.workers)
         if self.gpus:
             where = f"{self.workers} worker(s) on {self.gpus} GPU(s)"
         else:
+            threads = max(1, self.cores // self.workers)
             where = f"{self.workers} worker process(es) of {threads} CPU thread(s)" + "".join(
                 f" (the baseline of seed {job.seed} on {self.threads_of[job]})"
                 for job in self.to_train
@@ -606,8 +582,8 @@ class _Stage:
             ) from None
         self.finished_cost += self.cost[job]
         epoch_seconds = self.history(job)[0][: self.epochs_of(job)]
-        self.finished_epochs[job_kind(job)] += epoch_seconds
-        self.clock.observe_job(job_kind(job), self.seconds[job.slug], epoch_seconds)
+        self.finished_epochs[job.kind] += epoch_seconds
+        self.clock.observe_job(job.kind, self.seconds[job.slug], epoch_seconds)
         self.bar.write(f"    {job.name}: done in {self.seconds[job.slug]:.0f} s")
         if job.weighting is None:
             seed_of = self.experiment.baselines.seed
@@ -626,22 +602,16 @@ class _Stage:
         done = {job: min(len(rows[job][0]), self.epochs_of(job)) for job in active}
         self.clock.epochs = {
             kind: self.finished_epochs[kind]
-            + [t for job in active if job_kind(job) == kind for t in rows[job][0]]
+            + [t for job in active if job.kind == kind for t in rows[job][0]]
             for kind in self.finished_epochs
         }
         left = self._time_left(active, rows, done, wall)
         epochs_now = sum(len(v) for v in self.clock.epochs.values())
         if epochs_now != self.shown_epochs:
-            self.estimates.append(
-                {
-                    "seconds": round(now - self.stage_start, 1),
-                    "epochs done": epochs_now,
-                    "estimated seconds left": None if left is None else round(left, 1),
-                }
-            )
+            estimate = None if left is None else round(left, 1)
+            self.estimates.append([round(now - self.stage_start, 1), epochs_now, estimate])
             self.shown_epochs = epochs_now
-            # as it goes, so a stage cut short keeps them
-            _save_estimates(self.estimates, None, self.logs / "time_left.csv")
+            self._save_estimates()  # as it goes, so a stage cut short keeps them
         postfix = "; ".join([format_left(left), *(self._doing(job, done[job]) for job in active)])
         if postfix != self.shown_postfix:
             self.bar.set_postfix_str(postfix, refresh=False)
@@ -651,23 +621,17 @@ class _Stage:
         self.bar.update(max(0, self.finished_cost + partial - self.bar.n))
 
     def _time_left(self, active: list[Job], rows: dict, done: dict, wall: float) -> float | None:
-        seed_of = self.experiment.baselines.seed
+        def shape(job: Job) -> tuple[str, int, int]:  # as StageClock.left takes a job
+            return job.kind, self.experiment.baselines.seed(job.seed), self.epochs_of(job)
+
         running = [
-            (
-                job_kind(job),
-                seed_of(job.seed),
-                self.epochs_of(job),
-                done[job],
-                wall - max(self.started_at[job], rows[job][1]),
-            )
+            (*shape(job), done[job], wall - max(self.started_at[job], rows[job][1]))
             for job in active
         ]
         pending = [job for job in self.running.values() if job not in active]
-        queued = [
-            (job_kind(job), seed_of(job.seed), self.epochs_of(job))
-            for job in [*pending, *self.queue, *self.waiting]
-        ]
-        return self.clock.left(running, queued)
+        return self.clock.left(
+            running, [shape(job) for job in [*pending, *self.queue, *self.waiting]]
+        )
 
     def _doing(self, job: Job, epochs_done: int) -> str:
         """A running job's model and epoch; past its last epoch it is selecting and predicting."""
