@@ -28,8 +28,9 @@ def train_one(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     from fer_lib import training
-    from fer_lib.run.experiment import Experiment, get_profile
+    from fer_lib.run.experiment import Experiment
     from fer_lib.run.pipeline import ensure_data, run_dir_for
+    from fer_lib.run.profiles import get_profile
 
     training.LR_GAMMA = args.lr_gamma
     profile = get_profile("demo")

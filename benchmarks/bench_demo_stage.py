@@ -42,7 +42,8 @@ def worker(args) -> None:
     import fer_lib
     from fer_lib import training
     from fer_lib.run import scheduler
-    from fer_lib.run.experiment import Experiment, get_profile
+    from fer_lib.run.experiment import Experiment
+    from fer_lib.run.profiles import get_profile
 
     profile = get_profile("demo")
     run = Path(args.scratch)

@@ -353,8 +353,9 @@ def run(args, scratch: Path, log, report: Report):
     import torch
 
     from fer_lib import models, training
-    from fer_lib.run.experiment import Experiment, get_profile
+    from fer_lib.run.experiment import Experiment
     from fer_lib.run.pipeline import ensure_data, machine_info
+    from fer_lib.run.profiles import get_profile
     from fer_lib.runtime import devices, precision
 
     paper = get_profile("paper")

@@ -35,8 +35,9 @@ def main() -> None:
 
     from fer_lib import training
     from fer_lib.evaluation import probes
-    from fer_lib.run.experiment import Experiment, get_profile
+    from fer_lib.run.experiment import Experiment
     from fer_lib.run.pipeline import ensure_data, run_dir_for
+    from fer_lib.run.profiles import get_profile
 
     torch.set_num_threads(args.threads)
     profile = get_profile("demo")

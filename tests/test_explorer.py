@@ -25,7 +25,8 @@ import torch
 from fer_lib.apps import editor, explore, whatif
 from fer_lib.data.rafdb import CLASSES
 from fer_lib.run import pipeline
-from fer_lib.run.experiment import Experiment, get_profile
+from fer_lib.run.experiment import Experiment
+from fer_lib.run.profiles import get_profile
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from fer_lib.data.tensors import SplitTensors, split_tensors
 from fer_lib.io import relative
 from fer_lib.run.baselines import Baselines
 from fer_lib.run.fusion_runs import FusionRuns
-from fer_lib.run.profiles import Profile, as_profile, get_profile  # noqa: F401 - benchmarks take it here
+from fer_lib.run.profiles import Profile, as_profile
 from fer_lib.runtime import devices
 
 

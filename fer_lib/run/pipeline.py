@@ -28,7 +28,7 @@ from fer_lib.io import (
     BATCH_REPORT_ENV,
     PROJECT_ROOT,
     claim_config,
-    relative,  # noqa: F401 - part of this module's interface
+    relative,
     save_json,
     save_text,
 )
