@@ -374,10 +374,21 @@ def test_the_fer_lib_kernel_starts_by_name_and_imports_the_library(tmp_path, mon
     assert notebook["metadata"]["kernelspec"]["name"] == "fer-lib"
 
 
-def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, tmp_path):
+def test_predict_explains_every_face_of_a_real_photo_on_both_branches(
+    trained, tmp_path, monkeypatch
+):
     pytest.importorskip("dlib", reason="dlib-bin is a dependency: ./run_all.sh test installs it")
+    from matplotlib.figure import Figure
     from skimage import data as samples
 
+    saved, savefig = [], Figure.savefig
+
+    def record_titles(figure, path, *args, **kwargs):
+        titles = [axis.get_title() for axis in figure.axes]
+        saved.append((Path(path).name, figure._suptitle.get_text(), titles))
+        return savefig(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record_titles)
     base, _ = trained
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -421,6 +432,12 @@ def test_predict_explains_every_face_of_a_real_photo_on_both_branches(trained, t
     )
     assert table.loc[table["image"].str.endswith("sky.png"), "status"].tolist() == ["no face"]
     assert (out / "astronaut_face0.png").stat().st_size > 20_000
+    # the figure names its photo and face above the panels, each panel its own view
+    name, suptitle, titles = next(entry for entry in saved if entry[0] == "astronaut_face0.png")
+    assert suptitle.startswith("astronaut.png, face 0. ARM batch-independent"), suptitle
+    assert titles[0] == "photo, face and 68 points" and titles[-1].startswith(
+        "Grad-CAM++ landmarks"
+    )
     alone = tmp_path / "alone"  # without a fusion run: the RGB baseline alone
     assert (
         main(

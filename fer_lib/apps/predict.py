@@ -411,8 +411,8 @@ def plot_face(
         target = classes[explanation.target[k]]
         titles += ["landmark heatmap", f"Grad-CAM++ RGB ({target})"]
         titles.append(f"Grad-CAM++ landmarks ({target})")
-    for axis, title in zip(axes, titles):
-        axis.set_title(title, fontsize=9)
+    for axis, panel in zip(axes, titles):
+        axis.set_title(panel, fontsize=9)
         if axis is not bars:
             axis.axis("off")
     fig.suptitle(f"{title}. {BATCH_NOTE}", fontsize=9)
