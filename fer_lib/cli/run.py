@@ -182,6 +182,47 @@ def _install_kernel(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
+    _add_run_all(commands)
+    add_command(
+        commands,
+        "plan",
+        _plan,
+        "how many seeds a finished run's variance components need to resolve an effect",
+        (("run_dir", Path), "a finished run, e.g. runs/demo"),
+        (
+            ("--effect", float, 0.0026),
+            "the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
+        ),
+        (
+            ("--test-images", at_least(1), None, dict(metavar="N")),
+            "plan for N test images instead of the run's own (RAF-DB's test set has 3,068)",
+        ),
+    )
+    add_command(
+        commands,
+        "compare-runs",
+        _compare_runs,
+        "do two finished runs of a profile give the same verdicts and headline numbers?",
+        (
+            ("runs", Path, None, dict(nargs="+")),
+            "run folders, e.g. runs/demo runs/demo-seed_offset_100",
+        ),
+        (("--out", Path, REQUIRED), "folder for seed_stability.{csv,md,tex} (e.g. figures/demo)"),
+    )
+    add_command(
+        commands,
+        "install-kernel",
+        _install_kernel,
+        f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does "
+        "it)",
+        (
+            ("--prefix", Path),
+            "install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
+        ),
+    )
+
+
+def _add_run_all(commands) -> None:
     run = add_command(
         commands,
         "run-all",
@@ -235,6 +276,23 @@ def add_parsers(commands) -> None:
             "local, debug: the same tasks as processes here, or in this process",
         ),
     )
+    _add_slurm_options(run)
+    add_options(
+        run,
+        (
+            ("--force", "store_true"),
+            "execute every notebook, even those whose inputs (library, notebook, settings, data, "
+            "models) are unchanged since they last ran",
+        ),
+        (
+            ("--device",),
+            "cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
+            "paper profile trains on a CPU only when given --device cpu)",
+        ),
+    )
+
+
+def _add_slurm_options(run) -> None:
     add_options(
         run.add_argument_group("with --launcher slurm, each task's request"),
         (("--partition",), None),
@@ -250,55 +308,5 @@ def add_parsers(commands) -> None:
             ("--gpu-memory-gb", between(0, 4096, open_ends=True), None, dict(metavar="GB")),
             "the memory of a task's GPU, for --runs-per-gpu auto where this machine has no GPU "
             "(default: this machine's smallest GPU)",
-        ),
-    )
-    add_options(
-        run,
-        (
-            ("--force", "store_true"),
-            "execute every notebook, even those whose inputs (library, notebook, settings, data, "
-            "models) are unchanged since they last ran",
-        ),
-        (
-            ("--device",),
-            "cpu, cuda or cuda:N for every training and notebook (default: cuda when usable; the "
-            "paper profile trains on a CPU only when given --device cpu)",
-        ),
-    )
-    add_command(
-        commands,
-        "plan",
-        _plan,
-        "how many seeds a finished run's variance components need to resolve an effect",
-        (("run_dir", Path), "a finished run, e.g. runs/demo"),
-        (
-            ("--effect", float, 0.0026),
-            "the difference to resolve, as a fraction (default 0.0026: the paper's +0.26 OA)",
-        ),
-        (
-            ("--test-images", at_least(1), None, dict(metavar="N")),
-            "plan for N test images instead of the run's own (RAF-DB's test set has 3,068)",
-        ),
-    )
-    add_command(
-        commands,
-        "compare-runs",
-        _compare_runs,
-        "do two finished runs of a profile give the same verdicts and headline numbers?",
-        (
-            ("runs", Path, None, dict(nargs="+")),
-            "run folders, e.g. runs/demo runs/demo-seed_offset_100",
-        ),
-        (("--out", Path, REQUIRED), "folder for seed_stability.{csv,md,tex} (e.g. figures/demo)"),
-    )
-    add_command(
-        commands,
-        "install-kernel",
-        _install_kernel,
-        f"register this environment as the Jupyter kernel {LAB_KERNEL!r} (./run_all.sh lab does "
-        "it)",
-        (
-            ("--prefix", Path),
-            "install under PREFIX/share/jupyter (default: for this user, found by any JupyterLab)",
         ),
     )

@@ -118,7 +118,25 @@ def _fit_gate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    base, fused = BaselineConfig(), FusionConfig()  # every default below comes from the recipes
+    # every default below comes from the recipes
+    _add_train_baseline(commands, BaselineConfig())
+    _add_train_fusion(commands, FusionConfig())
+    add_command(
+        commands,
+        "fit-gate",
+        _fit_gate,
+        "the learned weighting: a gate fitted on a trained fusion run's validation split",
+        *TRAINING_OPTIONS,
+        *checkpoint_options("the baseline the fusion run was trained with"),
+        (
+            ("--base-run", existing, REQUIRED),
+            "a train-fusion run folder (its best.pt and split.json)",
+        ),
+        (("--run-dir", Path, REQUIRED), "where the gated model and its test predictions go"),
+    )
+
+
+def _add_train_baseline(commands, base: BaselineConfig) -> None:
     add_command(
         commands,
         "train-baseline",
@@ -149,6 +167,9 @@ def add_parsers(commands) -> None:
             "recipe)",
         ),
     )
+
+
+def _add_train_fusion(commands, fused: FusionConfig) -> None:
     add_command(
         commands,
         "train-fusion",
@@ -206,19 +227,6 @@ def add_parsers(commands) -> None:
             "the epoch kept: val_loss (the default), the lowest validation loss of eq. 3 (both "
             "heads), or val_fused_accuracy, the best fused validation accuracy",
         ),
-    )
-    add_command(
-        commands,
-        "fit-gate",
-        _fit_gate,
-        "the learned weighting: a gate fitted on a trained fusion run's validation split",
-        *TRAINING_OPTIONS,
-        *checkpoint_options("the baseline the fusion run was trained with"),
-        (
-            ("--base-run", existing, REQUIRED),
-            "a train-fusion run folder (its best.pt and split.json)",
-        ),
-        (("--run-dir", Path, REQUIRED), "where the gated model and its test predictions go"),
     )
 
 
