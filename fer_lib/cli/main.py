@@ -31,9 +31,6 @@ from fer_lib.cli.common import Parser
 from fer_lib.data.rafdb import RafDbError
 from fer_lib.run.profiles import SettingsError
 
-# FileExistsError: an output folder that holds something else (demo-data, convert-data)
-BAD_INPUT = (RafDbError, SettingsError, FileExistsError)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fer_lib", description=__doc__.split("\n")[0])
@@ -58,15 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as error:
+        # imported here: they load torch, which --help does not
         from fer_lib.data.faces import FaceToolsMissing, ImportProblem
         from fer_lib.models import CheckpointError
         from fer_lib.runtime.devices import DeviceError
 
-        # a broken data set or a checkpoint that does not fit: its message says what and where, no
-        # traceback
-        if not isinstance(
-            error, (*BAD_INPUT, FaceToolsMissing, ImportProblem, CheckpointError, DeviceError)
-        ):
+        # a broken data set, a checkpoint that does not fit, an output folder that holds something
+        # else (FileExistsError): its message says what and where, no traceback
+        expected = (RafDbError, SettingsError, FileExistsError, FaceToolsMissing, ImportProblem)
+        if not isinstance(error, (*expected, CheckpointError, DeviceError)):
             raise
         print(f"{args.command}: {error}", file=sys.stderr)
         return 1
