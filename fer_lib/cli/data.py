@@ -34,25 +34,22 @@ def _check_data(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
         return 0 if report.ok else 1
+    errors = [f"error: {problem}" for problem in report.errors]
     # nothing counted: the problem alone, not a table of zeros
-    nothing_read = report.errors and report.read_nothing
-    if not nothing_read:
-        print(f"{report.layout}{' copy' if report.layout == 'RAF-DB' else ''}: {report.root}")
-        print(report.table())
-        for warning in report.warnings[:5]:
-            print(f"warning: {warning}")
-        if len(report.warnings) > 5:
-            print(f"warning: ... {len(report.warnings) - 5} more warnings of this kind")
-        if report.ok:
-            print(f"OK: no problem found ({time.perf_counter() - started:.1f} s)")
-            return 0
-    for problem in report.errors:
-        print(f"error: {problem}", file=sys.stderr)
-    if not nothing_read:
-        print(
-            f"FAILED: {len(report.errors)} problem(s); fix them and run check-data again.",
-            file=sys.stderr,
-        )
+    if report.errors and report.read_nothing:
+        print("\n".join(errors), file=sys.stderr)
+        return 1
+    print(f"{report.layout}{' copy' if report.layout == 'RAF-DB' else ''}: {report.root}")
+    print(report.table())
+    for warning in report.warnings[:5]:
+        print(f"warning: {warning}")
+    if len(report.warnings) > 5:
+        print(f"warning: ... {len(report.warnings) - 5} more warnings of this kind")
+    if report.ok:
+        print(f"OK: no problem found ({time.perf_counter() - started:.1f} s)")
+        return 0
+    errors.append(f"FAILED: {len(report.errors)} problem(s); fix them and run check-data again.")
+    print("\n".join(errors), file=sys.stderr)
     return 1
 
 

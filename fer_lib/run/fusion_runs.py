@@ -151,8 +151,14 @@ class FusionRuns:
         config = self.config(weighting, w, seed, variant)
         if weighting == "learned":
             both = self.run("both", w, seed, variant).folder
-            train = (baselines.model(seed), ex.train, baselines.rgb_cache("train", seed))
-            model, _ = training.fit_gate(both, *train, folder, device=ex.device)
+            model, _ = training.fit_gate(
+                both,
+                baselines.model(seed),
+                ex.train,
+                baselines.rgb_cache("train", seed),
+                folder,
+                device=ex.device,
+            )
         else:
             model = training.train_fusion(
                 baselines.model(seed),

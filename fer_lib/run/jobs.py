@@ -13,7 +13,7 @@ notebooks.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 from fer_lib.io import save_json
@@ -79,7 +79,9 @@ def experiment_of(record: dict) -> Experiment:
 
 
 def job_of(entry: dict) -> Job:
-    return Job(**{field.name: entry[field.name] for field in fields(Job) if field.name in entry})
+    if entry["kind"] == "baseline":
+        return Job(entry["seed"])
+    return Job(entry["seed"], entry["weighting"], entry["w"], entry["variant"])
 
 
 def run_job(path: Path, index: int, threads: int = 0) -> tuple[Job, float]:

@@ -104,12 +104,14 @@ def _settings(text: str) -> dict[str, str]:
     if not text.strip():
         return {}
     try:
-        settings, problem = json.loads(text), ""
+        settings = json.loads(text)
     except ValueError as error:
-        settings, problem = None, f" ({error})"
+        raise ValueError(
+            f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r} ({error})"
+        ) from None
     if not isinstance(settings, dict):
         raise ValueError(
-            f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r}{problem}"
+            f"parameter SETTINGS must be a JSON object of profile overrides, got {text!r}"
         )
     return {str(k): str(v) for k, v in settings.items()}
 

@@ -388,10 +388,6 @@ def run_all(
     CPU core; 0: none, the notebooks train one model at a time). ``launcher`` ("slurm", "local",
     "debug"): through submitit instead (``fer_lib.run.launch``, with ``launch_options``).
     """
-    # every option as given, for the replicate's two runs (_replicate)
-    options = {
-        name: value for name, value in locals().items() if name not in ("profile", "replicate")
-    }
     started = time.perf_counter()
     spec = get_profile(profile, settings)
     base = Path(run_dir) if run_dir else run_dir_for(spec)
@@ -414,7 +410,25 @@ def run_all(
     index = run.report(pages)
     print(f"==> done in {time.perf_counter() - started:.0f} s; report: {relative(index)}")
     if replicate:
-        _replicate(spec, replicate, main_run=base, figures=figures, **options)
+        _replicate(
+            spec,
+            replicate,
+            data=data,
+            baseline_checkpoint=baseline_checkpoint,
+            settings=settings,
+            pretrained=pretrained,
+            run_dir=run_dir,
+            figures_dir=figures_dir,
+            workers=workers,
+            force=force,
+            cross_data=cross_data,
+            launcher=launcher,
+            launch_options=launch_options,
+            runs_per_gpu=runs_per_gpu,
+            run_memory_gb=run_memory_gb,
+            main_run=base,
+            figures=figures,
+        )
     return 0
 
 
