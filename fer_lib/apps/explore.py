@@ -181,12 +181,13 @@ def w_table(outputs: ModelOutputs, grid=_W_GRID) -> pd.DataFrame:
     """The trained model re-fused at each w: its fused OA, and how many decisions differ from those
     at the trained w."""
     trained = outputs.refuse()[0].argmax(1)
-    fused = {w: outputs.refuse(w)[0].argmax(1) for w in grid}
+    ws = list(grid)
+    fused = [outputs.refuse(w)[0].argmax(1) for w in ws]
     return pd.DataFrame(
         {
-            "w": list(grid),
-            "fused OA": [float((f == outputs.labels).mean()) for f in fused.values()],
-            "decisions changed": [int((f != trained).sum()) for f in fused.values()],
+            "w": ws,
+            "fused OA": [float((f == outputs.labels).mean()) for f in fused],
+            "decisions changed": [int((f != trained).sum()) for f in fused],
         }
     )
 
@@ -488,14 +489,15 @@ def display_figure(fig: plt.Figure) -> None:
 def in_batch_report(what: str, notebook: str, purpose: str) -> bool:
     """Where the pipeline renders the report (no kernel behind the page), say where the live
     ``what`` lives and return True."""
-    if os.environ.get(BATCH_REPORT_ENV):
+    in_report = bool(os.environ.get(BATCH_REPORT_ENV))
+    if in_report:
         display(
             Markdown(
                 f"*The live {what} is not part of the HTML report (no kernel runs behind it): open "
                 f"`notebooks/{notebook}` in JupyterLab (`./run_all.sh lab`) and run it {purpose}.*"
             )
         )
-    return bool(os.environ.get(BATCH_REPORT_ENV))
+    return in_report
 
 
 def show(experiment, data: ExplorerData | None = None) -> None:

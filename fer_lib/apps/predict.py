@@ -409,8 +409,11 @@ def plot_face(
         axes[4].imshow(explain.overlay(explanation.images[k], explanation.rgb_cam[k]))
         axes[5].imshow(explain.overlay(explanation.heatmaps[k], explanation.landmark_cam[k]))
         target = classes[explanation.target[k]]
-        titles += ["landmark heatmap", f"Grad-CAM++ RGB ({target})"]
-        titles.append(f"Grad-CAM++ landmarks ({target})")
+        titles += [
+            "landmark heatmap",
+            f"Grad-CAM++ RGB ({target})",
+            f"Grad-CAM++ landmarks ({target})",
+        ]
     for axis, panel in zip(axes, titles):
         axis.set_title(panel, fontsize=9)
         if axis is not bars:

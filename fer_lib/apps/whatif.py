@@ -171,7 +171,7 @@ class FaceWhatIf:
         )
 
     @torch.no_grad()
-    def maps(
+    def _maps(
         self, drawn: torch.Tensor | None = None, image: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Both branches' per-image maps and the held ARM terms for the edited face (``drawn``: the
@@ -191,7 +191,7 @@ class FaceWhatIf:
         """(the landmark input of ``points``, or of the face's own points where None; the maps of
         the edited face)."""
         drawn = self.landmark_input(self.points if points is None else points)
-        return drawn, self.maps(None if points is None else drawn, image)
+        return drawn, self._maps(None if points is None else drawn, image)
 
     @torch.no_grad()
     def answer(

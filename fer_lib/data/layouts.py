@@ -167,9 +167,13 @@ def decode(images: Iterator[tuple[str, str]], problems: list[str], enabled: bool
     """Read every (path, where) of ``images`` and, if ``enabled``, decode the files on a few threads
     (PIL releases the GIL), as check-data does for RAF-DB, in bounded batches so a streamed reader
     stays streamed; a file's problem goes to ``problems``, after its ``where`` if any."""
+    if not enabled:  # the reader's walk alone
+        for _ in images:
+            pass
+        return
     with ThreadPoolExecutor(max_workers=4) as pool:
         for batch in iter(lambda: list(islice(images, 256)), []):
-            found = pool.map(rafdb.decode_problem, [Path(p) for p, _ in batch]) if enabled else []
+            found = pool.map(rafdb.decode_problem, [Path(p) for p, _ in batch])
             for (_, where), problem in zip(batch, found):
                 if problem:
                     problems.append(f"{where}: {problem}" if where else problem)

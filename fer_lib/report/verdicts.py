@@ -240,8 +240,9 @@ def _test_from_rows(
         detail=_intervals(frame, metric),
         seeds_right=seeds_right,
     )
-    if _is_pooled(frame).any():
-        row = frame[_is_pooled(frame)].iloc[0]
+    pooled = frame[_is_pooled(frame)]
+    if len(pooled):
+        row = pooled.iloc[0]
         result = pooled_result(row, metric)
         return ClaimTest(
             **common,
